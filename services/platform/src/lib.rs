@@ -1,1 +1,11 @@
-//! aap-platform
+//! What every service of the platform shares: the assistants it serves, authentication, the
+//! database pool and migrations, NATS stream names, telemetry, the server's health and
+//! reflection, and the local real components (PostgreSQL, NATS) for development and tests.
+
+pub mod assistants;
+pub mod auth;
+pub mod db;
+pub mod local;
+pub mod nats;
+pub mod server;
+pub mod telemetry;

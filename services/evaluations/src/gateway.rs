@@ -1,0 +1,302 @@
+//! The bot gateway's domain: hand out tasks under claims, extend them, take answers and
+//! give-ups. The gRPC and HTTP adapters are thin layers over [`Gateway`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aap_platform::assistants;
+use aap_proto::v1::Task;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+use crate::model::{clean_citations, ResultMessage, Status};
+use crate::queue::{Queue, Settle};
+use crate::store::{self, ClaimOutcome, EvaluationRow};
+use crate::{EvalError, EvalResult};
+
+/// Gateway settings.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Claim of a bot that sends heartbeats (Claim stream, Heartbeat).
+    pub claim_ttl: Duration,
+    /// Claim of a polling bot (Poll, the seed's HTTP API), which cannot send heartbeats and
+    /// must finish within it.
+    pub poll_claim_ttl: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig { claim_ttl: Duration::from_secs(60), poll_claim_ttl: Duration::from_secs(15 * 60) }
+    }
+}
+
+/// An answer a bot hands in.
+#[derive(Debug, Clone)]
+pub struct Submission {
+    pub evaluation_id: i64,
+    pub response_text: String,
+    pub response_markdown: String,
+    /// (url, title) in the answer's order.
+    pub citations: Vec<(String, String)>,
+    pub captured_at: Option<DateTime<Utc>>,
+    pub bot_id: String,
+    pub lease_id: String,
+}
+
+/// What a bot serves: (assistant id, normalised plan) pairs.
+pub type Serves = Vec<(String, String)>;
+
+/// Checks and normalises what a bot says it serves.
+pub fn parse_serves(targets: impl IntoIterator<Item = (String, String)>) -> EvalResult<Serves> {
+    let mut serves = Vec::new();
+    for (assistant, plan) in targets {
+        let assistant = assistant.trim().to_lowercase();
+        if assistants::by_id(&assistant).is_none() {
+            return Err(EvalError::invalid("assistant", format!("unknown assistant {assistant:?}")));
+        }
+        serves.push((assistant, assistants::normalize_plan(&plan)));
+    }
+    if serves.is_empty() {
+        return Err(EvalError::invalid("serves", "name at least one assistant"));
+    }
+    Ok(serves)
+}
+
+/// The bot gateway.
+#[derive(Clone)]
+pub struct Gateway {
+    pool: PgPool,
+    queue: Arc<Queue>,
+    config: GatewayConfig,
+}
+
+fn to_task(row: &EvaluationRow) -> Task {
+    Task {
+        evaluation_id: row.id,
+        prompt_id: row.prompt_id,
+        prompt_text: row.prompt_text.clone(),
+        assistant: row.assistant.clone(),
+        plan: row.plan.clone(),
+        attempt: row.attempts.max(0) as u32,
+        max_attempts: row.max_attempts.max(0) as u32,
+        claim_expires_at: row.claim_expires_at.map(timestamp),
+        trace_context: row.trace_context.0.clone(),
+    }
+}
+
+/// A chrono time as a protobuf timestamp.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+impl Gateway {
+    pub fn new(pool: PgPool, queue: Arc<Queue>, config: GatewayConfig) -> Gateway {
+        Gateway { pool, queue, config }
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.config
+    }
+
+    pub fn queue(&self) -> &Arc<Queue> {
+        &self.queue
+    }
+
+    /// Claims the next waiting task for a bot, or `None` at once when none waits.
+    #[tracing::instrument(skip(self, serves), fields(bot_id))]
+    pub async fn poll(&self, bot_id: &str, serves: &Serves, ttl: Duration) -> EvalResult<Option<Task>> {
+        // Stale deliveries (answered or failed meanwhile) are settled and skipped; the bound
+        // keeps one poll from draining a long backlog of them.
+        for _ in 0..32 {
+            let Some(delivery) = self.queue.next_delivery(serves).await? else {
+                return Ok(None);
+            };
+            let id = delivery.task.evaluation_id;
+            match store::claim(&self.pool, id, &delivery.ack_subject, bot_id, ttl).await? {
+                ClaimOutcome::Claimed(row) => {
+                    tracing::info!(evaluation_id = id, attempt = row.attempts, "task claimed");
+                    self.queue.notify_prompt(row.prompt_id).await;
+                    return Ok(Some(to_task(&row)));
+                }
+                ClaimOutcome::Exhausted(row) => {
+                    tracing::warn!(evaluation_id = id, "evaluation failed: no attempts left");
+                    self.queue.settle(&delivery.ack_subject, Settle::Term).await;
+                    self.queue.notify_prompt(row.prompt_id).await;
+                }
+                ClaimOutcome::Stale => {
+                    tracing::debug!(evaluation_id = id, "stale task delivery dropped");
+                    self.queue.settle(&delivery.ack_subject, Settle::Term).await;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Extends the claim on a task; returns its new end.
+    pub async fn heartbeat(&self, evaluation_id: i64, ttl: Duration) -> EvalResult<DateTime<Utc>> {
+        match store::extend_claim(&self.pool, evaluation_id, ttl).await? {
+            Some(row) => {
+                if let Some(subject) = &row.ack_subject {
+                    self.queue.settle(subject, Settle::Progress).await;
+                }
+                row.claim_expires_at.ok_or(EvalError::WrongState {
+                    id: evaluation_id,
+                    status: row.status,
+                    what: "cannot extend",
+                })
+            }
+            None => Err(self.state_error(evaluation_id, "cannot extend a claim that is not held").await),
+        }
+    }
+
+    /// Takes the answer to a claimed task: hands it to the ingest over the results stream and
+    /// settles the task.
+    #[tracing::instrument(skip(self, submission), fields(evaluation_id = submission.evaluation_id))]
+    pub async fn submit(&self, submission: Submission) -> EvalResult<()> {
+        let id = submission.evaluation_id;
+        if submission.response_text.trim().is_empty() {
+            return Err(EvalError::invalid("response_text", "must not be blank; release the task instead"));
+        }
+        let Some(row) = store::mark_submitted(&self.pool, id).await? else {
+            return Err(self.state_error(id, "cannot take an answer").await);
+        };
+        let markdown = if submission.response_markdown.trim().is_empty() {
+            submission.response_text.clone()
+        } else {
+            submission.response_markdown
+        };
+        let result = ResultMessage {
+            evaluation_id: id,
+            prompt_id: row.prompt_id,
+            assistant: row.assistant.clone(),
+            plan: row.plan.clone(),
+            response_text: submission.response_text,
+            response_markdown: markdown,
+            citations: clean_citations(submission.citations),
+            captured_at: submission.captured_at.unwrap_or_else(Utc::now),
+            bot_id: submission.bot_id,
+            lease_id: submission.lease_id,
+            trace_context: aap_platform::telemetry::current_context(),
+        };
+        if let Err(err) = self.queue.publish_result(&result).await {
+            store::unmark_submitted(&self.pool, id).await?;
+            return Err(err);
+        }
+        if let Some(subject) = &row.ack_subject {
+            self.queue.settle(subject, Settle::Ack).await;
+        }
+        tracing::info!(citations = result.citations.len(), "answer submitted");
+        self.queue.notify_prompt(row.prompt_id).await;
+        Ok(())
+    }
+
+    /// Gives a claimed task back: failed for good when `fail` (or no attempts are left),
+    /// otherwise queued for another bot.
+    #[tracing::instrument(skip(self, reason))]
+    pub async fn release(&self, evaluation_id: i64, fail: bool, reason: &str) -> EvalResult<Status> {
+        let reason = if reason.trim().is_empty() { "released by the bot" } else { reason.trim() };
+        let Some(row) = store::release(&self.pool, evaluation_id, fail, reason).await? else {
+            return Err(self.state_error(evaluation_id, "cannot be released").await);
+        };
+        let status = row.status();
+        if let Some(subject) = &row.ack_subject {
+            let how = if status == Status::Failed { Settle::Term } else { Settle::Nak };
+            self.queue.settle(subject, how).await;
+        }
+        tracing::info!(%status, reason, "task released");
+        self.queue.notify_prompt(row.prompt_id).await;
+        Ok(status)
+    }
+
+    async fn state_error(&self, id: i64, what: &'static str) -> EvalError {
+        match store::evaluation(&self.pool, id).await {
+            Ok(Some(row)) => EvalError::WrongState { id, status: row.status, what },
+            Ok(None) => EvalError::NotFound(id),
+            Err(err) => EvalError::Database(err),
+        }
+    }
+
+    /// Serves one bot's Claim stream until the bot goes away: pushes tasks into `tasks` while
+    /// the bot has credit, extends claims on heartbeats, and hands back the tasks the bot
+    /// still holds when the stream ends.
+    pub async fn run_claim_session(
+        &self,
+        bot_id: String,
+        serves: Serves,
+        initial_credit: u32,
+        mut inbound: impl futures::Stream<Item = ClaimInput> + Unpin + Send,
+        tasks: mpsc::Sender<Task>,
+    ) {
+        let mut credit = initial_credit.max(1);
+        let mut held: HashSet<i64> = HashSet::new();
+        // Core subscriptions on the task subjects wake the session when a task is published,
+        // so a waiting bot gets it at once rather than at the next tick.
+        let mut wakeups = futures::stream::select_all(Vec::new());
+        for assistant in serves.iter().map(|(a, _)| a.clone()).collect::<HashSet<_>>() {
+            match self.queue.client().subscribe(self.queue.task_wake_subject(&assistant)).await {
+                Ok(sub) => wakeups.push(sub),
+                Err(err) => tracing::warn!(error = %err, "no task wake-ups; polling only"),
+            }
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            if credit > 0 {
+                match self.poll(&bot_id, &serves, self.config.claim_ttl).await {
+                    Ok(Some(task)) => {
+                        let id = task.evaluation_id;
+                        if tasks.send(task).await.is_err() {
+                            // The bot went away between the claim and the push.
+                            self.hand_back(id).await;
+                            break;
+                        }
+                        held.insert(id);
+                        credit -= 1;
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot pull tasks for a bot"),
+                }
+            }
+            tokio::select! {
+                input = inbound.next() => match input {
+                    Some(ClaimInput::Ready(n)) => credit = credit.saturating_add(n),
+                    Some(ClaimInput::Heartbeat(ids)) => {
+                        for id in ids {
+                            if let Err(err) = self.heartbeat(id, self.config.claim_ttl).await {
+                                tracing::info!(evaluation_id = id, error = %err, "heartbeat refused");
+                                held.remove(&id);
+                            }
+                        }
+                    }
+                    None => break,
+                },
+                _ = wakeups.next(), if !wakeups.is_empty() => {}
+                _ = tick.tick() => {}
+            }
+        }
+        for id in held {
+            self.hand_back(id).await;
+        }
+        tracing::info!(bot_id, "claim stream closed");
+    }
+
+    /// Returns a task a vanished bot held to the queue, unless it was finished meanwhile.
+    async fn hand_back(&self, id: i64) {
+        match self.release(id, false, "the bot's claim stream closed").await {
+            Ok(_) | Err(EvalError::WrongState { .. } | EvalError::NotFound(_)) => {}
+            Err(err) => tracing::warn!(evaluation_id = id, error = %err, "cannot hand a task back"),
+        }
+    }
+}
+
+/// What a bot says on its Claim stream after `hello`.
+#[derive(Debug, Clone)]
+pub enum ClaimInput {
+    /// It can take this many more tasks.
+    Ready(u32),
+    /// It still works on these.
+    Heartbeat(Vec<i64>),
+}

@@ -1,0 +1,124 @@
+//! EvaluationService over gRPC: a thin adapter over [`Gateway`].
+
+use std::pin::Pin;
+
+use aap_proto::v1::claim_request::Msg as ClaimMsg;
+use aap_proto::v1::claim_response::Msg as ClaimReply;
+use aap_proto::v1::evaluation_service_server::EvaluationService;
+use aap_proto::v1::{
+    ClaimRequest, ClaimResponse, ClaimWelcome, HeartbeatRequest, HeartbeatResponse, PollRequest,
+    PollResponse, ReleaseRequest, ReleaseResponse, SubmitRequest, SubmitResponse,
+};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::gateway::{parse_serves, timestamp, ClaimInput, Gateway, Submission};
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct EvaluationGrpc {
+    gateway: Gateway,
+}
+
+impl EvaluationGrpc {
+    pub fn new(gateway: Gateway) -> EvaluationGrpc {
+        EvaluationGrpc { gateway }
+    }
+}
+
+fn parse_time(t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Status> {
+    match t {
+        None => Ok(None),
+        Some(t) => DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+            .map(Some)
+            .ok_or_else(|| Status::invalid_argument("invalid captured_at")),
+    }
+}
+
+type ClaimStream = Pin<Box<dyn Stream<Item = Result<ClaimResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EvaluationService for EvaluationGrpc {
+    type ClaimStream = ClaimStream;
+
+    async fn claim(&self, request: Request<Streaming<ClaimRequest>>) -> Result<Response<ClaimStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(ClaimRequest { msg: Some(ClaimMsg::Hello(hello)) }) => hello,
+            _ => return Err(Status::invalid_argument("the first message of a claim stream must be hello")),
+        };
+        let serves = parse_serves(hello.serves.into_iter().map(|t| (t.assistant, t.plan)))?;
+        let bot_id = if hello.bot_id.trim().is_empty() { "anonymous-bot".to_owned() } else { hello.bot_id };
+        let (out_tx, out_rx) = mpsc::channel::<Result<ClaimResponse, Status>>(8);
+        let welcome = ClaimResponse {
+            msg: Some(ClaimReply::Welcome(ClaimWelcome {
+                claim_ttl_seconds: self.gateway.config().claim_ttl.as_secs() as u32,
+            })),
+        };
+        out_tx.send(Ok(welcome)).await.map_err(|_| Status::cancelled("client went away"))?;
+        let inputs = inbound.filter_map(|m| async move {
+            match m {
+                Ok(ClaimRequest { msg: Some(ClaimMsg::Ready(r)) }) => Some(ClaimInput::Ready(r.count)),
+                Ok(ClaimRequest { msg: Some(ClaimMsg::Heartbeat(h)) }) => Some(ClaimInput::Heartbeat(h.evaluation_ids)),
+                Ok(_) => None,
+                // A broken inbound stream ends the session like a closed one.
+                Err(_) => None,
+            }
+        });
+        let inputs = Box::pin(inputs);
+        let (task_tx, mut task_rx) = mpsc::channel(1);
+        let gateway = self.gateway.clone();
+        let max_tasks = hello.max_tasks;
+        tokio::spawn(async move {
+            gateway.run_claim_session(bot_id, serves, max_tasks, inputs, task_tx).await;
+        });
+        tokio::spawn(async move {
+            while let Some(task) = task_rx.recv().await {
+                let reply = ClaimResponse { msg: Some(ClaimReply::Task(task)) };
+                if out_tx.send(Ok(reply)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn poll(&self, request: Request<PollRequest>) -> Result<Response<PollResponse>, Status> {
+        let req = request.into_inner();
+        let target = req.serves.ok_or_else(|| Status::invalid_argument("serves is required"))?;
+        let serves = parse_serves([(target.assistant, target.plan)])?;
+        let ttl = self.gateway.config().poll_claim_ttl;
+        let task = self.gateway.poll(&req.bot_id, &serves, ttl).await?;
+        Ok(Response::new(PollResponse { task }))
+    }
+
+    async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        let id = request.into_inner().evaluation_id;
+        let until = self.gateway.heartbeat(id, self.gateway.config().claim_ttl).await?;
+        Ok(Response::new(HeartbeatResponse { claim_expires_at: Some(timestamp(until)) }))
+    }
+
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let req = request.into_inner();
+        let submission = Submission {
+            evaluation_id: req.evaluation_id,
+            response_text: req.response_text,
+            response_markdown: req.response_markdown,
+            citations: req.citations.into_iter().map(|c| (c.url, c.title)).collect(),
+            captured_at: parse_time(req.captured_at)?,
+            bot_id: req.bot_id,
+            lease_id: req.lease_id,
+        };
+        self.gateway.submit(submission).await?;
+        Ok(Response::new(SubmitResponse { evaluation_id: req.evaluation_id, status: "submitted".into() }))
+    }
+
+    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {
+        let req = request.into_inner();
+        self.gateway.release(req.evaluation_id, req.mark_as_failed, &req.failure_reason).await?;
+        Ok(Response::new(ReleaseResponse { evaluation_id: req.evaluation_id, action: "released".into() }))
+    }
+}

@@ -1,0 +1,198 @@
+//! The seed's HTTP polling API, byte for byte: `POST /evaluations/api/v1/poll|submit|release`
+//! with the seed's JSON, for bots written to it. A thin adapter over [`Gateway`].
+
+use aap_platform::auth::{AuthError, Role, Tokens};
+use aap_platform::assistants;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::gateway::{parse_serves, Gateway, Submission};
+use crate::EvalError;
+
+#[derive(Clone)]
+struct ApiState {
+    gateway: Gateway,
+    tokens: Tokens,
+}
+
+/// The router of the seed's API.
+pub fn router(gateway: Gateway, tokens: Tokens) -> Router {
+    Router::new()
+        .route("/evaluations/api/v1/poll", post(poll))
+        .route("/evaluations/api/v1/submit", post(submit))
+        .route("/evaluations/api/v1/release", post(release))
+        .with_state(ApiState { gateway, tokens })
+}
+
+/// An error as the seed's API returns it: a status code and `{"detail": "..."}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(serde_json::json!({ "detail": self.detail }))).into_response()
+    }
+}
+
+impl From<EvalError> for ApiError {
+    fn from(err: EvalError) -> ApiError {
+        let status = match &err {
+            EvalError::InvalidArgument { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            EvalError::NotFound(_) => StatusCode::NOT_FOUND,
+            EvalError::WrongState { .. } => StatusCode::CONFLICT,
+            EvalError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EvalError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let detail = match &err {
+            EvalError::Database(cause) => {
+                tracing::error!(error = %cause, "evaluation store failed");
+                "internal error".to_owned()
+            }
+            _ => err.to_string(),
+        };
+        ApiError { status, detail }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(err: AuthError) -> ApiError {
+        let status = match err {
+            AuthError::Missing | AuthError::Unknown => StatusCode::UNAUTHORIZED,
+            AuthError::WrongRole { .. } => StatusCode::FORBIDDEN,
+        };
+        ApiError { status, detail: err.to_string() }
+    }
+}
+
+/// `Json` whose rejections (malformed JSON, wrong types, missing fields) answer in the API's
+/// error shape.
+struct SeedJson<T>(T);
+
+impl<S, T> FromRequest<S> for SeedJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(SeedJson(value)),
+            Err(rejection) => {
+                let status = match rejection {
+                    JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    _ => StatusCode::UNPROCESSABLE_ENTITY,
+                };
+                Err(ApiError { status, detail: rejection.body_text() })
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PollBody {
+    assistant_name: String,
+    plan_name: String,
+}
+
+/// The seed's poll response; every field null when nothing waits.
+#[derive(Debug, Serialize, Default)]
+struct PollReply {
+    evaluation_id: Option<i64>,
+    prompt_id: Option<i64>,
+    prompt_text: Option<String>,
+    topic_id: Option<i64>,
+    claimed_at: Option<String>,
+}
+
+async fn poll(State(state): State<ApiState>, headers: HeaderMap, SeedJson(body): SeedJson<PollBody>) -> Result<Json<PollReply>, ApiError> {
+    state.tokens.authorize(&headers, Role::Bot)?;
+    let assistant = assistants::by_seed_name(&body.assistant_name).ok_or_else(|| {
+        EvalError::invalid("assistant_name", format!("unknown assistant {:?}", body.assistant_name))
+    })?;
+    let serves = parse_serves([(assistant.id.to_owned(), body.plan_name)])?;
+    let bot_id = format!("http-bot:{}", assistant.id);
+    let ttl = state.gateway.config().poll_claim_ttl;
+    let Some(task) = state.gateway.poll(&bot_id, &serves, ttl).await? else {
+        return Ok(Json(PollReply::default()));
+    };
+    Ok(Json(PollReply {
+        evaluation_id: Some(task.evaluation_id),
+        prompt_id: Some(task.prompt_id),
+        prompt_text: Some(task.prompt_text),
+        topic_id: None,
+        claimed_at: Some(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true)),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmitBody {
+    evaluation_id: i64,
+    answer: SubmitAnswer,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubmitAnswer {
+    response: String,
+    citations: Vec<SeedCitation>,
+    timestamp: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SeedCitation {
+    url: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SubmitReply {
+    evaluation_id: i64,
+    status: &'static str,
+}
+
+async fn submit(State(state): State<ApiState>, headers: HeaderMap, SeedJson(body): SeedJson<SubmitBody>) -> Result<Json<SubmitReply>, ApiError> {
+    state.tokens.authorize(&headers, Role::Bot)?;
+    let submission = Submission {
+        evaluation_id: body.evaluation_id,
+        response_markdown: String::new(),
+        response_text: body.answer.response,
+        citations: body.answer.citations.into_iter().map(|c| (c.url, c.text.unwrap_or_default())).collect(),
+        captured_at: Some(body.answer.timestamp),
+        bot_id: "http-bot".to_owned(),
+        lease_id: String::new(),
+    };
+    state.gateway.submit(submission).await?;
+    Ok(Json(SubmitReply { evaluation_id: body.evaluation_id, status: "submitted" }))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReleaseBody {
+    evaluation_id: i64,
+    mark_as_failed: bool,
+    #[serde(default)]
+    failure_reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReleaseReply {
+    evaluation_id: i64,
+    action: &'static str,
+}
+
+async fn release(State(state): State<ApiState>, headers: HeaderMap, SeedJson(body): SeedJson<ReleaseBody>) -> Result<Json<ReleaseReply>, ApiError> {
+    state.tokens.authorize(&headers, Role::Bot)?;
+    let reason = body.failure_reason.unwrap_or_default();
+    state.gateway.release(body.evaluation_id, body.mark_as_failed, &reason).await?;
+    Ok(Json(ReleaseReply { evaluation_id: body.evaluation_id, action: "released" }))
+}

@@ -1,0 +1,91 @@
+//! The ingest: consumes the results stream and stores each answer once, then tells the
+//! streams waiting on the prompt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use tracing::Instrument;
+use sqlx::PgPool;
+
+use crate::model::ResultMessage;
+use crate::queue::Queue;
+use crate::store;
+
+/// Errors starting the ingest.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("cannot open the results consumer: {0}")]
+    Consumer(String),
+}
+
+/// Consumes results until `shutdown` resolves.
+pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output = ()>) -> Result<(), IngestError> {
+    let topology = queue.topology().clone();
+    let stream = queue
+        .jetstream()
+        .get_stream(topology.results_stream())
+        .await
+        .map_err(|e| IngestError::Consumer(e.to_string()))?;
+    let name = topology.ingest_consumer();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| IngestError::Consumer(e.to_string()))?;
+    let mut messages = consumer.messages().await.map_err(|e| IngestError::Consumer(e.to_string()))?;
+    tokio::pin!(shutdown);
+    loop {
+        let message = tokio::select! {
+            _ = &mut shutdown => break,
+            next = messages.next() => match next {
+                Some(Ok(message)) => message,
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "results stream hiccup");
+                    continue;
+                }
+                None => break,
+            },
+        };
+        let result: ResultMessage = match serde_json::from_slice(&message.payload) {
+            Ok(result) => result,
+            Err(err) => {
+                tracing::error!(error = %err, "unreadable result dropped");
+                let _ = message.ack_with(AckKind::Term).await;
+                continue;
+            }
+        };
+        let span = tracing::info_span!("ingest", evaluation_id = result.evaluation_id, assistant = %result.assistant);
+        aap_platform::telemetry::set_parent(
+            &span,
+            &aap_platform::telemetry::context_from_nats_headers(message.headers.as_ref()),
+        );
+        async {
+            match store::store_answer(&pool, &result).await {
+                Ok(stored) => {
+                    tracing::info!(stored, "answer ingested");
+                    if let Err(err) = message.double_ack().await {
+                        tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
+                    }
+                    queue.notify_prompt(result.prompt_id).await;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot store answer; retrying later");
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+    tracing::info!("ingest stopped");
+    Ok(())
+}

@@ -1,0 +1,171 @@
+//! The evaluation's lifecycle and the messages that travel over JetStream.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where an evaluation is. Stored as lowercase text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Stored; the scheduler has not queued it yet.
+    Pending,
+    /// On the task stream, waiting for a bot.
+    Queued,
+    /// A bot holds it until `claim_expires_at`.
+    Claimed,
+    /// A bot handed in an answer; the ingest has not stored it yet.
+    Submitted,
+    /// The answer is stored.
+    Answered,
+    /// Failed for good.
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Queued => "queued",
+            Status::Claimed => "claimed",
+            Status::Submitted => "submitted",
+            Status::Answered => "answered",
+            Status::Failed => "failed",
+        }
+    }
+
+    /// Answered or failed: nothing more will happen.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Answered | Status::Failed)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Status, String> {
+        Ok(match s {
+            "pending" => Status::Pending,
+            "queued" => Status::Queued,
+            "claimed" => Status::Claimed,
+            "submitted" => Status::Submitted,
+            "answered" => Status::Answered,
+            "failed" => Status::Failed,
+            other => return Err(format!("unknown evaluation status {other:?}")),
+        })
+    }
+}
+
+/// A source of an answer, cleaned: tracking parameters removed, domain and position set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Citation {
+    pub url: String,
+    pub title: String,
+    pub domain: String,
+    pub position: u32,
+}
+
+/// What the task stream carries for one evaluation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskMessage {
+    pub evaluation_id: i64,
+    pub prompt_id: i64,
+    pub assistant: String,
+    pub plan: String,
+}
+
+/// What the results stream carries from Submit to the ingest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultMessage {
+    pub evaluation_id: i64,
+    pub prompt_id: i64,
+    pub assistant: String,
+    pub plan: String,
+    pub response_text: String,
+    pub response_markdown: String,
+    pub citations: Vec<Citation>,
+    pub captured_at: DateTime<Utc>,
+    pub bot_id: String,
+    pub lease_id: String,
+    #[serde(default)]
+    pub trace_context: HashMap<String, String>,
+}
+
+/// Query parameters that only track the click, never change the page.
+fn is_tracking_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("utm_")
+        || matches!(name.as_str(), "fbclid" | "gclid" | "msclkid" | "mc_cid" | "mc_eid" | "ref_src")
+}
+
+/// Cleans the citations a bot sent: drops blank urls, strips tracking parameters, fills the
+/// domain and renumbers positions in the given order. Urls that do not parse are kept as sent.
+pub fn clean_citations(raw: impl IntoIterator<Item = (String, String)>) -> Vec<Citation> {
+    raw.into_iter()
+        .filter(|(url, _)| !url.trim().is_empty())
+        .enumerate()
+        .map(|(i, (url, title))| {
+            let (url, domain) = match url::Url::parse(url.trim()) {
+                Ok(mut parsed) => {
+                    let kept: Vec<(String, String)> = parsed
+                        .query_pairs()
+                        .filter(|(k, _)| !is_tracking_param(k))
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    if kept.is_empty() {
+                        parsed.set_query(None);
+                    } else {
+                        parsed.query_pairs_mut().clear().extend_pairs(kept);
+                    }
+                    let domain = parsed
+                        .host_str()
+                        .map(|h| h.trim_start_matches("www.").to_owned())
+                        .unwrap_or_default();
+                    (parsed.to_string(), domain)
+                }
+                Err(_) => (url.trim().to_owned(), String::new()),
+            };
+            Citation { url, title: title.trim().to_owned(), domain, position: i as u32 + 1 }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn citations_lose_tracking_parameters_and_gain_domain_and_position() {
+        let cleaned = clean_citations([
+            ("https://www.techradar.com/best/laptops?utm_source=chatgpt.com".into(), " TechRadar ".into()),
+            ("https://example.com/a?id=3&utm_medium=x&fbclid=1".into(), "Ex".into()),
+            ("   ".into(), "blank".into()),
+            ("not a url".into(), "odd".into()),
+        ]);
+        assert_eq!(cleaned.len(), 3);
+        assert_eq!(cleaned[0].url, "https://www.techradar.com/best/laptops");
+        assert_eq!(cleaned[0].domain, "techradar.com");
+        assert_eq!(cleaned[0].title, "TechRadar");
+        assert_eq!(cleaned[1].url, "https://example.com/a?id=3");
+        assert_eq!(cleaned[1].position, 2);
+        assert_eq!(cleaned[2].url, "not a url");
+        assert_eq!(cleaned[2].position, 3);
+    }
+
+    #[test]
+    fn statuses_round_trip_through_text() {
+        for s in [Status::Pending, Status::Queued, Status::Claimed, Status::Submitted, Status::Answered, Status::Failed] {
+            assert_eq!(s.as_str().parse::<Status>(), Ok(s));
+        }
+        assert!("done".parse::<Status>().is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! The JetStream side of evaluations: publishing tasks and results, pulling deliveries for
+//! bots, and settling deliveries through their reply subjects.
+//!
+//! A delivery is settled (ack, nak, term, in-progress) by publishing to its reply subject,
+//! which is stored with the claim: any gateway replica can settle a task another replica
+//! handed out.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aap_platform::nats::{NatsError, Topology};
+use aap_platform::telemetry;
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::Mutex;
+
+use crate::model::{ResultMessage, TaskMessage};
+use crate::store::EvaluationRow;
+
+/// How long JetStream waits before redelivering an unsettled task on its own. The database
+/// claim (with heartbeats and the reaper) is the real clock; this only backs it up.
+const BACKSTOP_ACK_WAIT: Duration = Duration::from_secs(30 * 60);
+
+/// A task delivery pulled for a bot.
+#[derive(Debug)]
+pub struct Delivery {
+    pub task: TaskMessage,
+    /// Settles this delivery.
+    pub ack_subject: String,
+}
+
+/// How to settle a delivery.
+#[derive(Debug, Clone, Copy)]
+pub enum Settle {
+    /// Done: remove it.
+    Ack,
+    /// Deliver it again now.
+    Nak,
+    /// Never deliver it again.
+    Term,
+    /// Still working: restart the redelivery clock.
+    Progress,
+}
+
+impl Settle {
+    fn payload(self) -> Bytes {
+        Bytes::from_static(match self {
+            Settle::Ack => b"+ACK",
+            Settle::Nak => b"-NAK",
+            Settle::Term => b"+TERM",
+            Settle::Progress => b"+WPI",
+        })
+    }
+}
+
+/// Publishing and pulling over the platform's streams.
+pub struct Queue {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    topology: Topology,
+    consumers: Mutex<HashMap<String, PullConsumer>>,
+}
+
+fn queue_err(err: impl std::fmt::Display) -> crate::EvalError {
+    crate::EvalError::Queue(err.to_string())
+}
+
+impl Queue {
+    /// Connects the queue and makes sure the streams exist.
+    pub async fn new(client: async_nats::Client, topology: Topology) -> Result<Queue, NatsError> {
+        let js = jetstream::new(client.clone());
+        aap_platform::nats::ensure_streams(&js, &topology).await?;
+        Ok(Queue { client, js, topology, consumers: Mutex::new(HashMap::new()) })
+    }
+
+    /// The stream and subject names.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The core NATS client.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Puts an evaluation on the task stream; a repeat within the de-duplication window is
+    /// dropped by JetStream (`Nats-Msg-Id` = `eval-<id>`).
+    pub async fn publish_task(&self, row: &EvaluationRow) -> crate::EvalResult<()> {
+        let message = TaskMessage {
+            evaluation_id: row.id,
+            prompt_id: row.prompt_id,
+            assistant: row.assistant.clone(),
+            plan: row.plan.clone(),
+        };
+        let payload = serde_json::to_vec(&message).map_err(queue_err)?;
+        let mut headers = async_nats::HeaderMap::new();
+        for (key, value) in row.trace_context.0.iter() {
+            headers.insert(key.as_str(), value.as_str());
+        }
+        let publish = jetstream::context::PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers)
+            .message_id(format!("eval-{}", row.id));
+        let subject = self.topology.task_subject(&row.assistant, &row.plan);
+        self.js.send_publish(subject, publish).await.map_err(queue_err)?.await.map_err(queue_err)?;
+        Ok(())
+    }
+
+    /// Puts a submitted result on the results stream (`Nats-Msg-Id` = `result-<evaluation id>`).
+    pub async fn publish_result(&self, result: &ResultMessage) -> crate::EvalResult<()> {
+        let payload = serde_json::to_vec(result).map_err(queue_err)?;
+        let mut headers = async_nats::HeaderMap::new();
+        telemetry::inject_nats_headers(&mut headers);
+        let publish = jetstream::context::PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers)
+            .message_id(format!("result-{}", result.evaluation_id));
+        let subject = self.topology.result_subject(&result.assistant);
+        self.js.send_publish(subject, publish).await.map_err(queue_err)?.await.map_err(queue_err)?;
+        Ok(())
+    }
+
+    async fn task_consumer(&self, assistant: &str, plan: &str) -> crate::EvalResult<PullConsumer> {
+        let name = self.topology.task_consumer(assistant, plan);
+        let mut consumers = self.consumers.lock().await;
+        if let Some(consumer) = consumers.get(&name) {
+            return Ok(consumer.clone());
+        }
+        let stream = self.js.get_stream(self.topology.tasks_stream()).await.map_err(queue_err)?;
+        let config = jetstream::consumer::pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: self.topology.task_subject(assistant, plan),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: BACKSTOP_ACK_WAIT,
+            max_deliver: -1,
+            ..Default::default()
+        };
+        let consumer: PullConsumer =
+            stream.get_or_create_consumer(&name, config).await.map_err(queue_err)?;
+        consumers.insert(name, consumer.clone());
+        Ok(consumer)
+    }
+
+    /// Pulls the next waiting task for a bot that serves `serves` ((assistant, plan) pairs;
+    /// a bot of a named plan also takes tasks for any plan). Returns at once.
+    pub async fn next_delivery(&self, serves: &[(String, String)]) -> crate::EvalResult<Option<Delivery>> {
+        for (assistant, plan) in serves {
+            let mut plans = vec![plan.as_str()];
+            if plan != aap_platform::assistants::ANY_PLAN {
+                plans.push(aap_platform::assistants::ANY_PLAN);
+            }
+            for plan in plans {
+                let consumer = self.task_consumer(assistant, plan).await?;
+                let mut batch = consumer.fetch().max_messages(1).messages().await.map_err(queue_err)?;
+                let Some(message) = batch.next().await else { continue };
+                let message = message.map_err(queue_err)?;
+                let Some(reply) = message.reply.as_ref().map(|s| s.to_string()) else {
+                    continue;
+                };
+                match serde_json::from_slice::<TaskMessage>(&message.payload) {
+                    Ok(task) => return Ok(Some(Delivery { task, ack_subject: reply })),
+                    Err(err) => {
+                        tracing::error!(error = %err, subject = %message.subject, "unreadable task dropped");
+                        self.settle(&reply, Settle::Term).await;
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Settles a delivery by its reply subject. Failures are logged: the database claim and
+    /// the reaper recover from a lost settle.
+    pub async fn settle(&self, ack_subject: &str, how: Settle) {
+        let result = match how {
+            // Wait for JetStream to confirm the ack so a finished task is never redelivered.
+            Settle::Ack | Settle::Term => self
+                .client
+                .request(ack_subject.to_owned(), how.payload())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Settle::Nak | Settle::Progress => self
+                .client
+                .publish(ack_subject.to_owned(), how.payload())
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(err) = result {
+            tracing::warn!(error = %err, ?how, "cannot settle task delivery");
+        }
+    }
+
+    /// Tells every stream waiting on the prompt that something changed.
+    pub async fn notify_prompt(&self, prompt_id: i64) {
+        let subject = self.topology.prompt_events_subject(prompt_id);
+        if let Err(err) = self.client.publish(subject, Bytes::from_static(b"changed")).await {
+            tracing::warn!(error = %err, prompt_id, "cannot announce prompt change");
+        }
+    }
+
+    /// Wakes the scheduler: new evaluations are pending.
+    pub async fn wake_scheduler(&self) {
+        let subject = format!("{}.scheduler.wake", self.topology.prefix());
+        if let Err(err) = self.client.publish(subject, Bytes::new()).await {
+            tracing::warn!(error = %err, "cannot wake the scheduler");
+        }
+    }
+
+    /// Subject the scheduler listens on for wake-ups.
+    pub fn scheduler_wake_subject(&self) -> String {
+        format!("{}.scheduler.wake", self.topology.prefix())
+    }
+
+    /// Subject pattern on which tasks for an assistant are published (a wake-up for waiting bots).
+    pub fn task_wake_subject(&self, assistant: &str) -> String {
+        format!("{}.tasks.{}.*", self.topology.prefix(), assistant)
+    }
+
+    /// The JetStream context.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+}

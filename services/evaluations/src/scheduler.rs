@@ -1,0 +1,87 @@
+//! The scheduler moves pending evaluations onto the task stream; the reaper ends claims that
+//! lapsed (a bot that vanished): the task is delivered again, or fails after its last attempt.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tracing::Instrument;
+use sqlx::PgPool;
+
+use crate::model::Status;
+use crate::queue::{Queue, Settle};
+use crate::store;
+use crate::EvalResult;
+
+/// Moves up to one batch of pending evaluations to the task stream; returns how many.
+pub async fn schedule_pending(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
+    let mut tx = pool.begin().await?;
+    let rows = store::lock_pending(&mut tx, 100).await?;
+    let mut queued = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let span = tracing::info_span!("schedule", evaluation_id = row.id, assistant = %row.assistant);
+        aap_platform::telemetry::set_parent(&span, &row.trace_context.0);
+        // A failed publish leaves the row pending for the next round; the Msg-Id makes a
+        // publish that did land but was not confirmed harmless to repeat.
+        match queue.publish_task(row).instrument(span).await {
+            Ok(()) => queued.push(row.id),
+            Err(err) => tracing::warn!(error = %err, "cannot queue evaluation"),
+        }
+    }
+    store::mark_queued(&mut tx, &queued).await?;
+    tx.commit().await?;
+    for row in rows.iter().filter(|r| queued.contains(&r.id)) {
+        queue.notify_prompt(row.prompt_id).await;
+    }
+    Ok(queued.len())
+}
+
+/// Ends lapsed claims; returns how many.
+pub async fn reap(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
+    let rows = store::reap_lapsed_claims(pool).await?;
+    for row in &rows {
+        let status = row.status();
+        tracing::warn!(evaluation_id = row.id, %status, attempts = row.attempts, "claim lapsed");
+        if let Some(subject) = &row.ack_subject {
+            let how = if status == Status::Failed { Settle::Term } else { Settle::Nak };
+            queue.settle(subject, how).await;
+        }
+        queue.notify_prompt(row.prompt_id).await;
+    }
+    Ok(rows.len())
+}
+
+/// Runs the scheduler and the reaper until `shutdown` resolves: on every wake-up and at
+/// least every `tick`.
+pub async fn run(pool: PgPool, queue: Arc<Queue>, tick: Duration, shutdown: impl Future<Output = ()>) {
+    let mut wakeups = match queue.client().subscribe(queue.scheduler_wake_subject()).await {
+        Ok(sub) => Some(sub),
+        Err(err) => {
+            tracing::warn!(error = %err, "scheduler wake-ups unavailable; ticking only");
+            None
+        }
+    };
+    let mut interval = tokio::time::interval(tick);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = interval.tick() => {}
+            Some(_) = async { match wakeups.as_mut() { Some(s) => s.next().await, None => None } } => {}
+        }
+        loop {
+            match schedule_pending(&pool, &queue).await {
+                Ok(100..) => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "scheduling failed");
+                    break;
+                }
+            }
+        }
+        if let Err(err) = reap(&pool, &queue).await {
+            tracing::warn!(error = %err, "reaping lapsed claims failed");
+        }
+    }
+    tracing::info!("scheduler stopped");
+}

@@ -1,0 +1,270 @@
+//! All SQL over `evaluations` and `answers`. Every write is keyed so that a retry or a
+//! redelivery changes nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+
+use crate::model::{Citation, ResultMessage, Status};
+
+/// One evaluation as stored, with its prompt's text.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EvaluationRow {
+    pub id: i64,
+    pub prompt_id: i64,
+    pub prompt_text: String,
+    pub assistant: String,
+    pub plan: String,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub ack_subject: Option<String>,
+    pub claim_expires_at: Option<DateTime<Utc>>,
+    pub failure_reason: Option<String>,
+    pub trace_context: Json<HashMap<String, String>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl EvaluationRow {
+    /// The stored status; an unknown value is a schema violation and reads as failed.
+    pub fn status(&self) -> Status {
+        self.status.parse().unwrap_or(Status::Failed)
+    }
+}
+
+/// A stored answer.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AnswerRow {
+    pub evaluation_id: i64,
+    pub prompt_id: i64,
+    pub assistant: String,
+    pub plan: String,
+    pub response_text: String,
+    pub response_markdown: String,
+    pub citations: Json<Vec<Citation>>,
+    pub captured_at: DateTime<Utc>,
+}
+
+const SELECT_EVALUATION: &str = "SELECT e.id, e.prompt_id, p.text AS prompt_text, e.assistant, e.plan, e.status, \
+     e.attempts, e.max_attempts, e.ack_subject, e.claim_expires_at, e.failure_reason, \
+     e.trace_context, e.updated_at \
+     FROM evaluations e JOIN prompts p ON p.id = e.prompt_id";
+
+const RETURNING_EVALUATION: &str = "RETURNING id, prompt_id, (SELECT text FROM prompts WHERE id = prompt_id) AS prompt_text, \
+     assistant, plan, status, attempts, max_attempts, ack_subject, claim_expires_at, failure_reason, \
+     trace_context, updated_at";
+
+/// Creates a pending evaluation for the target unless one is live or answered already.
+/// Returns the live evaluation (new or existing) and whether it was created; `None` when the
+/// target is answered.
+pub async fn create_evaluation(
+    conn: &mut PgConnection,
+    prompt_id: i64,
+    assistant: &str,
+    plan: &str,
+    max_attempts: i32,
+    trace_context: &HashMap<String, String>,
+) -> sqlx::Result<Option<(EvaluationRow, bool)>> {
+    let sql = format!(
+        "INSERT INTO evaluations (prompt_id, assistant, plan, max_attempts, trace_context) \
+         SELECT $1, $2, $3, $4, $5 \
+         WHERE NOT EXISTS (SELECT 1 FROM evaluations WHERE prompt_id = $1 AND assistant = $2 \
+                           AND plan = $3 AND status = 'answered') \
+         ON CONFLICT (prompt_id, assistant, plan) \
+             WHERE status IN ('pending', 'queued', 'claimed', 'submitted') DO NOTHING \
+         {RETURNING_EVALUATION}"
+    );
+    let created: Option<EvaluationRow> = sqlx::query_as(&sql)
+        .bind(prompt_id)
+        .bind(assistant)
+        .bind(plan)
+        .bind(max_attempts)
+        .bind(Json(trace_context))
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(row) = created {
+        return Ok(Some((row, true)));
+    }
+    let sql = format!(
+        "{SELECT_EVALUATION} WHERE e.prompt_id = $1 AND e.assistant = $2 AND e.plan = $3 \
+         AND e.status IN ('pending', 'queued', 'claimed', 'submitted') LIMIT 1"
+    );
+    let live: Option<EvaluationRow> =
+        sqlx::query_as(&sql).bind(prompt_id).bind(assistant).bind(plan).fetch_optional(&mut *conn).await?;
+    Ok(live.map(|row| (row, false)))
+}
+
+/// Every evaluation of a prompt, oldest first.
+pub async fn evaluations_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Result<Vec<EvaluationRow>> {
+    let sql = format!("{SELECT_EVALUATION} WHERE e.prompt_id = $1 ORDER BY e.id");
+    sqlx::query_as(&sql).bind(prompt_id).fetch_all(pool).await
+}
+
+/// Every answer of a prompt, oldest first.
+pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Result<Vec<AnswerRow>> {
+    sqlx::query_as(
+        "SELECT evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, \
+         citations, captured_at FROM answers WHERE prompt_id = $1 ORDER BY id",
+    )
+    .bind(prompt_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// One evaluation by id.
+pub async fn evaluation(pool: &PgPool, id: i64) -> sqlx::Result<Option<EvaluationRow>> {
+    let sql = format!("{SELECT_EVALUATION} WHERE e.id = $1");
+    sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
+}
+
+/// Locks up to `limit` pending evaluations in `conn`'s transaction for the scheduler.
+pub async fn lock_pending(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<EvaluationRow>> {
+    let sql = format!(
+        "{SELECT_EVALUATION} WHERE e.status = 'pending' ORDER BY e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED"
+    );
+    sqlx::query_as(&sql).bind(limit).fetch_all(&mut *conn).await
+}
+
+/// Marks evaluations as on the task stream.
+pub async fn mark_queued(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE evaluations SET status = 'queued', updated_at = now() WHERE id = ANY($1) AND status = 'pending'")
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// What happened when a bot tried to claim a delivered task.
+#[derive(Debug)]
+pub enum ClaimOutcome {
+    /// The bot holds it now.
+    Claimed(EvaluationRow),
+    /// It ran out of attempts with this delivery and is now failed.
+    Exhausted(EvaluationRow),
+    /// It is answered, failed or unknown: the delivery is stale.
+    Stale,
+}
+
+/// Claims a delivered task for a bot: one more attempt, a claim until now + `ttl`.
+pub async fn claim(
+    pool: &PgPool,
+    id: i64,
+    ack_subject: &str,
+    bot_id: &str,
+    ttl: Duration,
+) -> sqlx::Result<ClaimOutcome> {
+    let sql = format!(
+        "UPDATE evaluations SET status = 'claimed', attempts = attempts + 1, ack_subject = $2, \
+         claimed_by = $3, claimed_at = now(), claim_expires_at = now() + make_interval(secs => $4), \
+         updated_at = now() \
+         WHERE id = $1 AND status IN ('queued', 'claimed') AND attempts < max_attempts \
+         {RETURNING_EVALUATION}"
+    );
+    let claimed: Option<EvaluationRow> = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(ack_subject)
+        .bind(bot_id)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(pool)
+        .await?;
+    if let Some(row) = claimed {
+        return Ok(ClaimOutcome::Claimed(row));
+    }
+    let sql = format!(
+        "UPDATE evaluations SET status = 'failed', ack_subject = $2, claim_expires_at = NULL, \
+         failure_reason = COALESCE(failure_reason, 'no attempts left'), updated_at = now() \
+         WHERE id = $1 AND status IN ('queued', 'claimed') AND attempts >= max_attempts \
+         {RETURNING_EVALUATION}"
+    );
+    let exhausted: Option<EvaluationRow> =
+        sqlx::query_as(&sql).bind(id).bind(ack_subject).fetch_optional(pool).await?;
+    Ok(exhausted.map_or(ClaimOutcome::Stale, ClaimOutcome::Exhausted))
+}
+
+/// Extends a held claim to now + `ttl`. `None` when the evaluation is not claimed.
+pub async fn extend_claim(pool: &PgPool, id: i64, ttl: Duration) -> sqlx::Result<Option<EvaluationRow>> {
+    let sql = format!(
+        "UPDATE evaluations SET claim_expires_at = now() + make_interval(secs => $2), updated_at = now() \
+         WHERE id = $1 AND status = 'claimed' {RETURNING_EVALUATION}"
+    );
+    sqlx::query_as(&sql).bind(id).bind(ttl.as_secs_f64()).fetch_optional(pool).await
+}
+
+/// Moves a claimed (or lapsed, not yet redelivered) evaluation to submitted. `None` when it is
+/// in no state to take an answer.
+pub async fn mark_submitted(pool: &PgPool, id: i64) -> sqlx::Result<Option<EvaluationRow>> {
+    let sql = format!(
+        "UPDATE evaluations SET status = 'submitted', claim_expires_at = NULL, updated_at = now() \
+         WHERE id = $1 AND (status = 'claimed' OR (status = 'queued' AND attempts > 0)) \
+         {RETURNING_EVALUATION}"
+    );
+    sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
+}
+
+/// Undoes [`mark_submitted`] when the result could not be handed to the results stream.
+pub async fn unmark_submitted(pool: &PgPool, id: i64) -> sqlx::Result<()> {
+    sqlx::query("UPDATE evaluations SET status = 'claimed', claim_expires_at = now() + interval '1 minute', updated_at = now() WHERE id = $1 AND status = 'submitted'")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Gives a claimed task back: failed for good when `fail` or no attempts are left, otherwise
+/// queued again. `None` when it is not claimed.
+pub async fn release(pool: &PgPool, id: i64, fail: bool, reason: &str) -> sqlx::Result<Option<EvaluationRow>> {
+    let sql = format!(
+        "UPDATE evaluations SET \
+             status = CASE WHEN $2 OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+             failure_reason = $3, claim_expires_at = NULL, updated_at = now() \
+         WHERE id = $1 AND status = 'claimed' {RETURNING_EVALUATION}"
+    );
+    sqlx::query_as(&sql).bind(id).bind(fail).bind(reason).fetch_optional(pool).await
+}
+
+/// Ends claims that lapsed: failed when no attempts are left, queued again otherwise.
+pub async fn reap_lapsed_claims(pool: &PgPool) -> sqlx::Result<Vec<EvaluationRow>> {
+    let sql = format!(
+        "UPDATE evaluations SET \
+             status = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
+             failure_reason = 'claim lapsed on attempt ' || attempts || ' of ' || max_attempts \
+                              || ': the bot went silent', \
+             claim_expires_at = NULL, updated_at = now() \
+         WHERE status = 'claimed' AND claim_expires_at < now() {RETURNING_EVALUATION}"
+    );
+    sqlx::query_as(&sql).fetch_all(pool).await
+}
+
+/// Stores a submitted answer and marks its evaluation answered, once: a redelivered result
+/// changes nothing. Returns whether this call stored it.
+pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result<bool> {
+    let mut tx = pool.begin().await?;
+    let inserted = sqlx::query(
+        "INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
+         response_markdown, citations, captured_at, bot_id, lease_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (evaluation_id) DO NOTHING",
+    )
+    .bind(result.evaluation_id)
+    .bind(result.prompt_id)
+    .bind(&result.assistant)
+    .bind(&result.plan)
+    .bind(&result.response_text)
+    .bind(&result.response_markdown)
+    .bind(Json(&result.citations))
+    .bind(result.captured_at)
+    .bind(&result.bot_id)
+    .bind(&result.lease_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    sqlx::query("UPDATE evaluations SET status = 'answered', failure_reason = NULL, updated_at = now() WHERE id = $1 AND status <> 'answered'")
+        .bind(result.evaluation_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(inserted)
+}

@@ -1,0 +1,1 @@
+//! Local real components (written by the infra helper).

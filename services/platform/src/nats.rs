@@ -1,0 +1,132 @@
+//! NATS JetStream streams and subjects: the one place their names are made.
+//!
+//! Every name starts from a prefix (`aap` in production, a fresh one per test) so that tests
+//! and environments share a server without sharing streams.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+
+use crate::assistants::plan_token;
+
+/// Errors setting up JetStream.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    #[error("cannot connect to nats at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    #[error("cannot create stream {name}: {source}")]
+    Stream {
+        name: String,
+        #[source]
+        source: jetstream::context::CreateStreamError,
+    },
+}
+
+/// Names of the platform's streams and subjects under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    prefix: String,
+}
+
+impl Topology {
+    /// `prefix` is lowercase ASCII letters, digits and '-'; "aap" in production.
+    pub fn new(prefix: impl Into<String>) -> Topology {
+        Topology { prefix: prefix.into() }
+    }
+
+    /// The prefix of every subject.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Work-queue stream of evaluation tasks.
+    pub fn tasks_stream(&self) -> String {
+        format!("{}_TASKS", self.stream_stem())
+    }
+
+    /// Work-queue stream of submitted results on their way to the ingest.
+    pub fn results_stream(&self) -> String {
+        format!("{}_RESULTS", self.stream_stem())
+    }
+
+    /// Subject of the tasks for one assistant and plan.
+    pub fn task_subject(&self, assistant: &str, plan: &str) -> String {
+        format!("{}.tasks.{}.{}", self.prefix, assistant, plan_token(plan))
+    }
+
+    /// Subject of a submitted result.
+    pub fn result_subject(&self, assistant: &str) -> String {
+        format!("{}.results.{}", self.prefix, assistant)
+    }
+
+    /// Core-NATS subject where a prompt's changes are announced to waiting streams.
+    pub fn prompt_events_subject(&self, prompt_id: i64) -> String {
+        format!("{}.events.prompt.{}", self.prefix, prompt_id)
+    }
+
+    /// Durable consumer name for one task subject.
+    pub fn task_consumer(&self, assistant: &str, plan: &str) -> String {
+        format!("tasks-{}-{}", assistant, plan_token(plan))
+    }
+
+    /// Durable consumer of the ingest.
+    pub fn ingest_consumer(&self) -> String {
+        "ingest".to_owned()
+    }
+
+    fn stream_stem(&self) -> String {
+        self.prefix.to_uppercase().replace(['-', '.'], "_")
+    }
+}
+
+/// Connects to NATS with a name that shows in the server's connection list.
+pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsError> {
+    async_nats::ConnectOptions::new()
+        .name(name)
+        .connect(url)
+        .await
+        .map_err(|source| NatsError::Connect { url: url.to_owned(), source })
+}
+
+/// Creates the task and result streams if they do not exist (file storage, work-queue).
+pub async fn ensure_streams(
+    js: &jetstream::Context,
+    topology: &Topology,
+) -> Result<(), NatsError> {
+    for (name, subjects) in [
+        (topology.tasks_stream(), format!("{}.tasks.>", topology.prefix)),
+        (topology.results_stream(), format!("{}.results.>", topology.prefix)),
+    ] {
+        let config = stream::Config {
+            name: name.clone(),
+            subjects: vec![subjects],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            // Msg-Id de-duplication window: a re-publish of the same task within it is dropped.
+            duplicate_window: Duration::from_secs(10 * 60),
+            ..Default::default()
+        };
+        js.get_or_create_stream(config)
+            .await
+            .map_err(|source| NatsError::Stream { name, source })?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_carry_the_prefix() {
+        let t = Topology::new("t1a2");
+        assert_eq!(t.tasks_stream(), "T1A2_TASKS");
+        assert_eq!(t.task_subject("chatgpt", "Plus"), "t1a2.tasks.chatgpt.plus");
+        assert_eq!(t.task_subject("chatgpt", ""), "t1a2.tasks.chatgpt.any");
+        assert_eq!(t.prompt_events_subject(7), "t1a2.events.prompt.7");
+    }
+}
