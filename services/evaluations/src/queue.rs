@@ -98,7 +98,7 @@ impl Queue {
         for (key, value) in row.trace_context.0.iter() {
             headers.insert(key.as_str(), value.as_str());
         }
-        let publish = jetstream::context::PublishMessage::build()
+        let publish = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .headers(headers)
             .message_id(format!("eval-{}", row.id));
@@ -112,7 +112,7 @@ impl Queue {
         let payload = serde_json::to_vec(result).map_err(queue_err)?;
         let mut headers = async_nats::HeaderMap::new();
         telemetry::inject_nats_headers(&mut headers);
-        let publish = jetstream::context::PublishMessage::build()
+        let publish = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .headers(headers)
             .message_id(format!("result-{}", result.evaluation_id));

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
+// Queries built with format! only splice in the constant column lists above, never input.
+use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use crate::model::{Citation, ResultMessage, Status};
 
@@ -77,7 +78,7 @@ pub async fn create_evaluation(
              WHERE status IN ('pending', 'queued', 'claimed', 'submitted') DO NOTHING \
          {RETURNING_EVALUATION}"
     );
-    let created: Option<EvaluationRow> = sqlx::query_as(&sql)
+    let created: Option<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(prompt_id)
         .bind(assistant)
         .bind(plan)
@@ -93,14 +94,14 @@ pub async fn create_evaluation(
          AND e.status IN ('pending', 'queued', 'claimed', 'submitted') LIMIT 1"
     );
     let live: Option<EvaluationRow> =
-        sqlx::query_as(&sql).bind(prompt_id).bind(assistant).bind(plan).fetch_optional(&mut *conn).await?;
+        sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).bind(assistant).bind(plan).fetch_optional(&mut *conn).await?;
     Ok(live.map(|row| (row, false)))
 }
 
 /// Every evaluation of a prompt, oldest first.
 pub async fn evaluations_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Result<Vec<EvaluationRow>> {
     let sql = format!("{SELECT_EVALUATION} WHERE e.prompt_id = $1 ORDER BY e.id");
-    sqlx::query_as(&sql).bind(prompt_id).fetch_all(pool).await
+    sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).fetch_all(pool).await
 }
 
 /// Every answer of a prompt, oldest first.
@@ -117,7 +118,7 @@ pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Result<Ve
 /// One evaluation by id.
 pub async fn evaluation(pool: &PgPool, id: i64) -> sqlx::Result<Option<EvaluationRow>> {
     let sql = format!("{SELECT_EVALUATION} WHERE e.id = $1");
-    sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
+    sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await
 }
 
 /// Locks up to `limit` pending evaluations in `conn`'s transaction for the scheduler.
@@ -125,7 +126,7 @@ pub async fn lock_pending(conn: &mut PgConnection, limit: i64) -> sqlx::Result<V
     let sql = format!(
         "{SELECT_EVALUATION} WHERE e.status = 'pending' ORDER BY e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED"
     );
-    sqlx::query_as(&sql).bind(limit).fetch_all(&mut *conn).await
+    sqlx::query_as(AssertSqlSafe(sql)).bind(limit).fetch_all(&mut *conn).await
 }
 
 /// Marks evaluations as on the task stream.
@@ -163,7 +164,7 @@ pub async fn claim(
          WHERE id = $1 AND status IN ('queued', 'claimed') AND attempts < max_attempts \
          {RETURNING_EVALUATION}"
     );
-    let claimed: Option<EvaluationRow> = sqlx::query_as(&sql)
+    let claimed: Option<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(id)
         .bind(ack_subject)
         .bind(bot_id)
@@ -180,7 +181,7 @@ pub async fn claim(
          {RETURNING_EVALUATION}"
     );
     let exhausted: Option<EvaluationRow> =
-        sqlx::query_as(&sql).bind(id).bind(ack_subject).fetch_optional(pool).await?;
+        sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(ack_subject).fetch_optional(pool).await?;
     Ok(exhausted.map_or(ClaimOutcome::Stale, ClaimOutcome::Exhausted))
 }
 
@@ -190,7 +191,7 @@ pub async fn extend_claim(pool: &PgPool, id: i64, ttl: Duration) -> sqlx::Result
         "UPDATE evaluations SET claim_expires_at = now() + make_interval(secs => $2), updated_at = now() \
          WHERE id = $1 AND status = 'claimed' {RETURNING_EVALUATION}"
     );
-    sqlx::query_as(&sql).bind(id).bind(ttl.as_secs_f64()).fetch_optional(pool).await
+    sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(ttl.as_secs_f64()).fetch_optional(pool).await
 }
 
 /// Moves a claimed (or lapsed, not yet redelivered) evaluation to submitted. `None` when it is
@@ -201,7 +202,7 @@ pub async fn mark_submitted(pool: &PgPool, id: i64) -> sqlx::Result<Option<Evalu
          WHERE id = $1 AND (status = 'claimed' OR (status = 'queued' AND attempts > 0)) \
          {RETURNING_EVALUATION}"
     );
-    sqlx::query_as(&sql).bind(id).fetch_optional(pool).await
+    sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await
 }
 
 /// Undoes [`mark_submitted`] when the result could not be handed to the results stream.
@@ -222,7 +223,7 @@ pub async fn release(pool: &PgPool, id: i64, fail: bool, reason: &str) -> sqlx::
              failure_reason = $3, claim_expires_at = NULL, updated_at = now() \
          WHERE id = $1 AND status = 'claimed' {RETURNING_EVALUATION}"
     );
-    sqlx::query_as(&sql).bind(id).bind(fail).bind(reason).fetch_optional(pool).await
+    sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(fail).bind(reason).fetch_optional(pool).await
 }
 
 /// Ends claims that lapsed: failed when no attempts are left, queued again otherwise.
@@ -235,7 +236,7 @@ pub async fn reap_lapsed_claims(pool: &PgPool) -> sqlx::Result<Vec<EvaluationRow
              claim_expires_at = NULL, updated_at = now() \
          WHERE status = 'claimed' AND claim_expires_at < now() {RETURNING_EVALUATION}"
     );
-    sqlx::query_as(&sql).fetch_all(pool).await
+    sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await
 }
 
 /// Stores a submitted answer and marks its evaluation answered, once: a redelivered result
