@@ -1,1 +1,178 @@
-fn main() {}
+//! `aap`: the AI-assistants answers platform in one binary.
+
+use std::path::PathBuf;
+
+use aap::client;
+use aap::config::ServiceArgs;
+use aap::platform::Platform;
+use aap_proto::v1::{AskRequest, SimilarPolicy, Target, WatchRequest};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+
+/// The AI-assistants answers platform: what ChatGPT, Claude, Perplexity and Google AI Overview
+/// answer to a prompt, with citations.
+#[derive(Debug, Parser)]
+#[command(name = "aap", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the whole platform locally in one terminal: a private PostgreSQL and NATS under
+    /// the data dir, every service, the assistant simulator, and browser bots; then asks a
+    /// sample prompt. Ctrl-C stops everything.
+    Dev(aap::dev::DevArgs),
+    /// Serves every service against an existing PostgreSQL (with pgvector) and NATS JetStream.
+    Serve {
+        /// PostgreSQL URL.
+        #[arg(long, env = "AAP_DATABASE_URL")]
+        database_url: String,
+        /// NATS URL.
+        #[arg(long, env = "AAP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+        nats_url: String,
+        #[command(flatten)]
+        service: ServiceArgs,
+    },
+    /// Asks a prompt and prints each assistant's answer and citations as they arrive.
+    Ask(AskArgs),
+    /// Follows a stored prompt's evaluations (e.g. after a disconnect).
+    Watch {
+        /// The prompt's id.
+        prompt_id: i64,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Serves the assistant simulator (a ChatGPT look-alike) alone, for demos.
+    Simulator {
+        /// Address to listen on.
+        #[arg(long, env = "AAP_SIMULATOR_ADDR", default_value = "127.0.0.1:8100")]
+        addr: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ConnArgs {
+    /// The platform's gRPC address.
+    #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
+    server: String,
+    /// Customer token; read from <data dir>/dev.env when unset.
+    #[arg(long, env = "AAP_CUSTOMER_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Data dir of `aap dev`, where dev.env holds the dev tokens.
+    #[arg(long, env = "AAP_DATA_DIR", default_value = ".aap")]
+    data_dir: PathBuf,
+}
+
+impl ConnArgs {
+    async fn connect(&self) -> anyhow::Result<client::Client> {
+        let token = match &self.token {
+            Some(token) => token.clone(),
+            None => aap::dev::read_dev_token(&self.data_dir, "AAP_CUSTOMER_TOKEN")
+                .context("no customer token: set AAP_CUSTOMER_TOKEN or start `aap dev`")?,
+        };
+        client::connect(&self.server, &token).await
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PolicyArg {
+    Suggest,
+    Accept,
+    ForceNew,
+}
+
+#[derive(Debug, clap::Args)]
+struct AskArgs {
+    /// The prompt.
+    #[arg(required_unless_present = "prompt_id")]
+    prompt: Option<String>,
+    /// Ask by a stored prompt's id instead (e.g. to take a suggestion).
+    #[arg(long, conflicts_with = "prompt")]
+    prompt_id: Option<i64>,
+    /// Assistant to ask, as `id` or `id:plan` (chatgpt, claude, perplexity,
+    /// google-ai-overview); repeat for several. Default: every assistant.
+    #[arg(long = "target", short = 't')]
+    targets: Vec<String>,
+    /// What to do when a similar prompt is stored.
+    #[arg(long, value_enum, default_value = "suggest")]
+    policy: PolicyArg,
+    /// Lowest similarity counted as similar, in (0, 1].
+    #[arg(long)]
+    min_similarity: Option<f64>,
+    #[command(flatten)]
+    conn: ConnArgs,
+}
+
+pub(crate) fn parse_target(raw: &str) -> Target {
+    let (assistant, plan) = raw.split_once(':').unwrap_or((raw, ""));
+    Target { assistant: assistant.to_owned(), plan: plan.to_owned() }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Dev(args) => {
+            let _telemetry = aap_platform::telemetry::init("aap-dev", "warn,aap=info")?;
+            aap::dev::run(args).await
+        }
+        Command::Serve { database_url, nats_url, service } => {
+            let _telemetry = aap_platform::telemetry::init("aap", "info")?;
+            let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
+            let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
+            let platform = Platform::start(service.platform(database_url, nats_url), grpc, http).await?;
+            tokio::signal::ctrl_c().await?;
+            platform.shutdown().await
+        }
+        Command::Ask(args) => {
+            let mut client = args.conn.connect().await?;
+            let query = match (args.prompt, args.prompt_id) {
+                (_, Some(id)) => aap_proto::v1::ask_request::Query::PromptId(id),
+                (Some(text), None) => aap_proto::v1::ask_request::Query::Prompt(text),
+                (None, None) => anyhow::bail!("give a prompt or --prompt-id"),
+            };
+            let policy = match args.policy {
+                PolicyArg::Suggest => SimilarPolicy::Suggest,
+                PolicyArg::Accept => SimilarPolicy::Accept,
+                PolicyArg::ForceNew => SimilarPolicy::ForceNew,
+            };
+            let request = AskRequest {
+                query: Some(query),
+                targets: args.targets.iter().map(|t| parse_target(t)).collect(),
+                policy: policy as i32,
+                min_similarity: args.min_similarity,
+            };
+            let stream = client.ask(request).await?.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()));
+            let failed = client::print_events(stream, &mut std::io::stdout()).await?;
+            if failed > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Watch { prompt_id, conn } => {
+            let mut client = conn.connect().await?;
+            let stream = client
+                .watch(WatchRequest { prompt_id, targets: Vec::new() })
+                .await?
+                .into_inner()
+                .map(|r| r.map(|r| r.event.unwrap_or_default()));
+            client::print_events(stream, &mut std::io::stdout()).await?;
+            Ok(())
+        }
+        Command::Simulator { addr } => {
+            let _telemetry = aap_platform::telemetry::init("aap-simulator", "info")?;
+            let listener = TcpListener::bind(&addr).await.with_context(|| format!("bind {addr}"))?;
+            let sim = aap_simulator::Simulator::start(listener, aap_simulator::SimulatorConfig::default()).await?;
+            let session = sim.create_session("demo").await;
+            println!("simulator at {}", sim.base_url);
+            println!("session cookie token: {}", session.token);
+            tokio::signal::ctrl_c().await?;
+            sim.shutdown().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Command-line and environment settings shared by `aap serve` and `aap dev`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aap_answers::AnswersConfig;
+use aap_evaluations::gateway::GatewayConfig;
+use aap_platform::auth::{Role, Tokens};
+use aap_sessions::SessionsConfig;
+use clap::Args;
+use secrecy::SecretString;
+
+/// Settings of the platform's services.
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// Address of the gRPC server (AnswersService, SessionService, EvaluationService, health, reflection).
+    #[arg(long, env = "AAP_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    pub grpc_addr: String,
+    /// Address of the seed's HTTP polling API (/evaluations/api/v1/poll|submit|release).
+    #[arg(long, env = "AAP_HTTP_ADDR", default_value = "127.0.0.1:8000")]
+    pub http_addr: String,
+    /// Prefix of every NATS stream and subject; environments sharing a NATS server differ in it.
+    #[arg(long, env = "AAP_NATS_PREFIX", default_value = "aap")]
+    pub nats_prefix: String,
+    /// Directory of the all-MiniLM-L6-v2 model (config.json, model.safetensors, tokenizer.json).
+    #[arg(long, env = "AAP_MODEL_DIR", default_value_os_t = aap_embedding::default_model_dir())]
+    pub model_dir: PathBuf,
+    /// Longest prompt accepted, in bytes.
+    #[arg(long, env = "AAP_MAX_PROMPT_BYTES", default_value_t = 8 * 1024)]
+    pub max_prompt_bytes: usize,
+    /// Cosine similarity at or above which a stored prompt counts as similar.
+    #[arg(long, env = "AAP_MIN_SIMILARITY", default_value_t = 0.95)]
+    pub min_similarity: f64,
+    /// Attempts an evaluation gets (claims that lapse or are released count) before it fails.
+    #[arg(long, env = "AAP_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+    /// Seconds a claim lasts without a heartbeat (Claim stream and Heartbeat).
+    #[arg(long, env = "AAP_CLAIM_TTL_SECS", default_value_t = 60)]
+    pub claim_ttl_secs: u64,
+    /// Seconds a polling bot (Poll, the seed's HTTP API) has to submit or release; it cannot send heartbeats.
+    #[arg(long, env = "AAP_POLL_CLAIM_TTL_SECS", default_value_t = 900)]
+    pub poll_claim_ttl_secs: u64,
+    /// Evaluations a bot may run on a leased session before it rotates to the next.
+    #[arg(long, env = "AAP_PER_SESSION_RUNS", default_value_t = 10)]
+    pub per_session_runs: u32,
+    /// Customer tokens (AnswersService), comma-separated.
+    #[arg(long, env = "AAP_CUSTOMER_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub customer_tokens: Vec<String>,
+    /// Bot tokens (EvaluationService, session leases, the HTTP API), comma-separated.
+    #[arg(long, env = "AAP_BOT_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub bot_tokens: Vec<String>,
+    /// Operator tokens (SessionService administration), comma-separated.
+    #[arg(long, env = "AAP_OPERATOR_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub operator_tokens: Vec<String>,
+}
+
+fn secrets(values: &[String]) -> Vec<SecretString> {
+    values.iter().map(|v| SecretString::from(v.clone())).collect()
+}
+
+impl ServiceArgs {
+    /// The token table.
+    pub fn tokens(&self) -> Tokens {
+        let (c, b, o) = (secrets(&self.customer_tokens), secrets(&self.bot_tokens), secrets(&self.operator_tokens));
+        Tokens::new([(Role::Customer, &c[..]), (Role::Bot, &b[..]), (Role::Operator, &o[..])])
+    }
+
+    /// The platform's configuration for the given database and NATS.
+    pub fn platform(&self, database_url: String, nats_url: String) -> crate::platform::PlatformConfig {
+        crate::platform::PlatformConfig {
+            database_url,
+            nats_url,
+            nats_prefix: self.nats_prefix.clone(),
+            tokens: self.tokens(),
+            model_dir: self.model_dir.clone(),
+            answers: AnswersConfig {
+                max_prompt_bytes: self.max_prompt_bytes,
+                min_similarity: self.min_similarity,
+                max_attempts: self.max_attempts,
+                ..AnswersConfig::default()
+            },
+            gateway: GatewayConfig {
+                claim_ttl: Duration::from_secs(self.claim_ttl_secs),
+                poll_claim_ttl: Duration::from_secs(self.poll_claim_ttl_secs),
+            },
+            sessions: SessionsConfig { per_session_runs: self.per_session_runs, ..SessionsConfig::default() },
+            scheduler_tick: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! `aap dev`: the whole platform on one machine, in one process and one terminal.
+//!
+//! A private PostgreSQL and NATS JetStream keep their data under the data dir (kept across
+//! restarts); every service, the assistant simulator and the browser bots run in this process.
+//! Dev tokens are written to `<data dir>/dev.env`. Ctrl-C stops everything in order.
+
+use std::path::{Path, PathBuf};
+
+use aap_platform::local::{Nats, NatsOptions, Postgres, PostgresOptions};
+use aap_proto::v1::session_service_client::SessionServiceClient;
+use aap_proto::v1::{AskRequest, CreateAccountRequest, ListAccountsRequest, UpdateSessionStateRequest};
+use anyhow::Context as _;
+use futures::StreamExt;
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::client::{self, Bearer};
+use crate::config::ServiceArgs;
+use crate::platform::Platform;
+
+/// Settings of `aap dev`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DevArgs {
+    /// Where PostgreSQL, NATS and dev.env keep their data.
+    #[arg(long, env = "AAP_DATA_DIR", default_value = ".aap")]
+    pub data_dir: PathBuf,
+    /// Browser bots to run, each with its own headless Chromium.
+    #[arg(long, env = "AAP_DEV_BOTS", default_value_t = 2)]
+    pub bots: usize,
+    /// Prompt asked once everything is up.
+    #[arg(long, default_value = "What are the best laptops under $1,000?")]
+    pub sample_prompt: String,
+    /// Do not ask the sample prompt.
+    #[arg(long)]
+    pub no_sample: bool,
+    #[command(flatten)]
+    pub service: ServiceArgs,
+}
+
+/// The dev tokens, one per role.
+#[derive(Debug, Clone)]
+pub struct DevTokens {
+    pub customer: String,
+    pub bot: String,
+    pub operator: String,
+}
+
+/// Reads one value of `<data_dir>/dev.env`.
+pub fn read_dev_token(data_dir: &Path, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(data_dir.join("dev.env")).ok()?;
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("export ").or(Some(line.trim())))
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix('=').map(|v| v.trim_matches('"').to_owned()))
+}
+
+/// Reuses the tokens of an earlier run, or makes new ones, and writes them to dev.env.
+fn dev_tokens(data_dir: &Path) -> anyhow::Result<DevTokens> {
+    let token = |key: &str, prefix: &str| {
+        read_dev_token(data_dir, key)
+            .unwrap_or_else(|| format!("{prefix}-{}", Alphanumeric.sample_string(&mut rand::rng(), 32)))
+    };
+    let tokens = DevTokens {
+        customer: token("AAP_CUSTOMER_TOKEN", "cust"),
+        bot: token("AAP_BOT_TOKEN", "bot"),
+        operator: token("AAP_OPERATOR_TOKEN", "op"),
+    };
+    let env = format!(
+        "# written by `aap dev`: source it to call the local platform\n\
+         export AAP_CUSTOMER_TOKEN={}\nexport AAP_BOT_TOKEN={}\nexport AAP_OPERATOR_TOKEN={}\n",
+        tokens.customer, tokens.bot, tokens.operator
+    );
+    std::fs::write(data_dir.join("dev.env"), env).context("write dev.env")?;
+    Ok(tokens)
+}
+
+async fn ensure_database(pg: &Postgres, name: &str) -> anyhow::Result<()> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(&pg.url("postgres")).await.context("connect to postgres")?;
+    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut conn)
+        .await?;
+    if exists.is_none() {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+/// Creates (or refreshes, on a restart) one simulator account per bot in SessionService.
+async fn register_simulator_sessions(
+    grpc: &str,
+    operator_token: &str,
+    sim: &aap_simulator::Simulator,
+    count: usize,
+) -> anyhow::Result<()> {
+    let channel = tonic::transport::Channel::from_shared(grpc.to_owned())?.connect().await?;
+    let mut sessions = SessionServiceClient::with_interceptor(channel, Bearer::new(operator_token)?);
+    let existing = sessions
+        .list_accounts(ListAccountsRequest { assistant: "chatgpt".into() })
+        .await?
+        .into_inner()
+        .accounts;
+    for i in 1..=count.max(1) {
+        let label = format!("simulator-{i}");
+        // The simulator's sessions live in its memory: a restart needs fresh ones.
+        let state = sim.create_session(&label).await.storage_state_json;
+        match existing.iter().find(|a| a.label == label) {
+            Some(account) => {
+                sessions
+                    .update_session_state(UpdateSessionStateRequest { account_id: account.id.clone(), storage_state_json: state })
+                    .await?;
+            }
+            None => {
+                sessions
+                    .create_account(CreateAccountRequest {
+                        assistant: "chatgpt".into(),
+                        plan: "Plus".into(),
+                        label,
+                        storage_state_json: state,
+                    })
+                    .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs the dev stack until Ctrl-C.
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("create {}", args.data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data_dir)?;
+    println!("starting PostgreSQL and NATS under {}", data_dir.display());
+    let pg = Postgres::start(PostgresOptions { data_dir: data_dir.join("pg"), persistent: true }).await?;
+    let nats = Nats::start(NatsOptions { store_dir: data_dir.join("nats"), port: None }).await?;
+    ensure_database(&pg, "aap").await?;
+
+    let tokens = dev_tokens(&data_dir)?;
+    let mut service = args.service.clone();
+    service.customer_tokens = vec![tokens.customer.clone()];
+    service.bot_tokens = vec![tokens.bot.clone()];
+    service.operator_tokens = vec![tokens.operator.clone()];
+    let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
+    let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
+    let platform = Platform::start(service.platform(pg.url("aap"), nats.url()), grpc, http).await?;
+    let grpc_url = format!("http://{}", platform.grpc_addr);
+
+    let sim_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let sim = aap_simulator::Simulator::start(sim_listener, aap_simulator::SimulatorConfig::default()).await?;
+    register_simulator_sessions(&grpc_url, &tokens.operator, &sim, args.bots).await?;
+
+    let (stop_bots, bots_stopped) = watch::channel(false);
+    let mut bots = tokio::task::JoinSet::new();
+    for i in 1..=args.bots {
+        let config = aap_bot::BotConfig::grpc(&grpc_url, &tokens.bot, &format!("dev-bot-{i}"), "chatgpt", "Plus")
+            .with_assistant_url(&sim.base_url);
+        let mut stop = bots_stopped.clone();
+        bots.spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(err) = aap_bot::run(config, shutdown).await {
+                tracing::error!(bot = i, error = %err, "bot stopped");
+            }
+        });
+    }
+
+    println!();
+    println!("AI-assistants answers platform, local:");
+    println!("  gRPC          {grpc_url}   (grpcurl -plaintext {} list)", platform.grpc_addr);
+    println!("  seed HTTP API http://{}/evaluations/api/v1/poll|submit|release", platform.http_addr);
+    println!("  simulator     {}   ({} bots)", sim.base_url, args.bots);
+    println!("  PostgreSQL    {}", pg.url("aap"));
+    println!("  NATS          {}", nats.url());
+    println!("  tokens        {}  (source it)", data_dir.join("dev.env").display());
+    println!("    AAP_CUSTOMER_TOKEN={}", tokens.customer);
+    println!("    AAP_BOT_TOKEN={}", tokens.bot);
+    println!("    AAP_OPERATOR_TOKEN={}", tokens.operator);
+    println!();
+
+    let sample = async {
+        if args.no_sample {
+            return Ok::<(), anyhow::Error>(());
+        }
+        println!("asking the sample prompt: {:?}", args.sample_prompt);
+        let mut client = client::connect(&grpc_url, &tokens.customer).await?;
+        let request = AskRequest {
+            query: Some(aap_proto::v1::ask_request::Query::Prompt(args.sample_prompt.clone())),
+            targets: vec![aap_proto::v1::Target { assistant: "chatgpt".into(), plan: String::new() }],
+            ..Default::default()
+        };
+        let stream = client.ask(request).await?.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()));
+        client::print_events(stream, &mut std::io::stdout()).await?;
+        println!("\nready: `aap ask \"...\"` in another terminal; Ctrl-C stops everything");
+        Ok(())
+    };
+    tokio::select! {
+        result = sample => {
+            if let Err(err) = result {
+                eprintln!("sample prompt failed: {err:#}");
+            }
+            tokio::signal::ctrl_c().await?;
+        }
+        _ = tokio::signal::ctrl_c() => {}
+    }
+
+    println!("\nstopping: bots, services, simulator, NATS, PostgreSQL");
+    let _ = stop_bots.send(true);
+    while bots.join_next().await.is_some() {}
+    platform.shutdown().await?;
+    sim.shutdown().await;
+    nats.stop().await?;
+    pg.stop().await?;
+    println!("stopped");
+    Ok(())
+}

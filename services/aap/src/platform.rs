@@ -1,0 +1,164 @@
+//! Wires every service of the platform into one process: gRPC (answers, sessions, evaluations,
+//! health, reflection) behind the auth layer, the seed's HTTP API, the scheduler with its
+//! reaper, and the ingest. `aap serve`, `aap dev` and the end-to-end tests all start it here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aap_answers::grpc::AnswersGrpc;
+use aap_answers::{Answers, AnswersConfig};
+use aap_evaluations::gateway::{Gateway, GatewayConfig};
+use aap_evaluations::grpc::EvaluationGrpc;
+use aap_evaluations::queue::Queue;
+use aap_platform::auth::{AuthLayer, Tokens};
+use aap_platform::nats::Topology;
+use aap_proto::v1::answers_service_server::AnswersServiceServer;
+use aap_proto::v1::evaluation_service_server::EvaluationServiceServer;
+use aap_proto::v1::session_service_server::SessionServiceServer;
+use aap_sessions::SessionsConfig;
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Everything the platform needs to run.
+#[derive(Debug, Clone)]
+pub struct PlatformConfig {
+    pub database_url: String,
+    pub nats_url: String,
+    /// Prefix of every stream and subject ("aap").
+    pub nats_prefix: String,
+    pub tokens: Tokens,
+    pub model_dir: PathBuf,
+    pub answers: AnswersConfig,
+    pub gateway: GatewayConfig,
+    pub sessions: SessionsConfig,
+    /// How often the scheduler and reaper run when nothing wakes them.
+    pub scheduler_tick: Duration,
+}
+
+/// A running platform; dropping it does not stop it, [`Platform::shutdown`] does.
+pub struct Platform {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+fn stopped(mut rx: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        // An error means the sender is gone: stop as well.
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+impl Platform {
+    /// Connects to PostgreSQL and NATS, migrates, and serves gRPC on `grpc` and the seed's
+    /// HTTP API on `http`. Health reports SERVING once both are reachable.
+    pub async fn start(config: PlatformConfig, grpc: TcpListener, http: TcpListener) -> anyhow::Result<Platform> {
+        let grpc_addr = grpc.local_addr()?;
+        let http_addr = http.local_addr()?;
+        let pool = aap_platform::db::connect_and_migrate(&config.database_url, 20)
+            .await
+            .context("database")?;
+        let client = aap_platform::nats::connect(&config.nats_url, "aap-platform").await.context("nats")?;
+        let queue = Arc::new(Queue::new(client.clone(), Topology::new(config.nats_prefix.clone())).await.context("nats streams")?);
+        let embedder = aap_embedding::Embedder::load(&config.model_dir)
+            .with_context(|| format!("embedding model in {}", config.model_dir.display()))?;
+
+        let gateway = Gateway::new(pool.clone(), queue.clone(), config.gateway.clone());
+        let answers = Answers::new(pool.clone(), embedder, queue.clone(), config.answers.clone());
+        let sessions = aap_sessions::grpc::SessionGrpc::new(pool.clone(), config.sessions.clone());
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let router = tonic::transport::Server::builder()
+            .layer(AuthLayer::new(config.tokens.clone()))
+            .add_service(health_service)
+            .add_service(aap_platform::server::reflection_v1()?)
+            .add_service(aap_platform::server::reflection_v1alpha()?)
+            .add_service(AnswersServiceServer::new(AnswersGrpc::new(answers)))
+            .add_service(EvaluationServiceServer::new(EvaluationGrpc::new(gateway.clone())))
+            .add_service(SessionServiceServer::new(sessions));
+        let shutdown = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown).await.context("grpc server")
+        });
+
+        let app = aap_evaluations::http::router(gateway, config.tokens.clone());
+        let shutdown = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server")
+        });
+
+        let (p, q, tick) = (pool.clone(), queue.clone(), config.scheduler_tick);
+        let shutdown = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            aap_evaluations::scheduler::run(p, q, tick, shutdown).await;
+            Ok(())
+        });
+
+        let (p, q) = (pool.clone(), queue.clone());
+        let shutdown = stopped(stop_rx.clone());
+        tasks.spawn(async move { aap_evaluations::ingest::run(p, q, shutdown).await.context("ingest") });
+
+        let shutdown = stopped(stop_rx);
+        tasks.spawn(async move {
+            watch_health(health, pool, client, shutdown).await;
+            Ok(())
+        });
+
+        tracing::info!(%grpc_addr, %http_addr, "platform serving");
+        Ok(Platform { grpc_addr, http_addr, stop, tasks })
+    }
+
+    /// Stops serving and waits for every part to finish.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        while let Some(joined) = self.tasks.join_next().await {
+            joined.context("platform task panicked")??;
+        }
+        Ok(())
+    }
+}
+
+/// Keeps health in step with the database and NATS: SERVING while both answer.
+async fn watch_health(
+    health: tonic_health::server::HealthReporter,
+    pool: sqlx::PgPool,
+    client: async_nats::Client,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        let db_ok = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
+        let nats_ok = client.connection_state() == async_nats::connection::State::Connected;
+        let serving = db_ok && nats_ok;
+        if last != Some(serving) {
+            if serving {
+                health.set_serving::<AnswersServiceServer<AnswersGrpc>>().await;
+                health.set_serving::<EvaluationServiceServer<EvaluationGrpc>>().await;
+                health.set_serving::<SessionServiceServer<aap_sessions::grpc::SessionGrpc>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            } else {
+                tracing::warn!(db_ok, nats_ok, "not serving");
+                health.set_not_serving::<AnswersServiceServer<AnswersGrpc>>().await;
+                health.set_not_serving::<EvaluationServiceServer<EvaluationGrpc>>().await;
+                health.set_not_serving::<SessionServiceServer<aap_sessions::grpc::SessionGrpc>>().await;
+                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
+            }
+            last = Some(serving);
+        }
+    }
+}

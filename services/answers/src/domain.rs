@@ -1,0 +1,497 @@
+//! The answers domain: find the prompt (exactly, by similarity or by id), schedule what is
+//! missing, and follow the prompt's evaluations until every target has answered or failed.
+//!
+//! Events are the contract's `AnswerEvent` values: plain data, no transport in them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aap_embedding::Embedder;
+use aap_evaluations::model::Status;
+use aap_evaluations::queue::Queue;
+use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
+use aap_platform::assistants::{self, ANY_PLAN};
+use aap_proto::v1::answer_event::Event;
+use aap_proto::v1::{
+    Answer, AnswerEvent, Citation, Completed, EvaluationFailed, EvaluationProgress, EvaluationScheduled,
+    EvaluationState, MatchKind, PromptMatched, Suggestion, Suggestions,
+};
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use crate::normalize::{normalize, prompt_hash};
+use crate::store::{self, PromptRow};
+
+/// Answers settings.
+#[derive(Debug, Clone)]
+pub struct AnswersConfig {
+    /// Longest prompt accepted, in bytes of UTF-8.
+    pub max_prompt_bytes: usize,
+    /// Similarity at or above which a stored prompt counts as similar.
+    pub min_similarity: f64,
+    /// Attempts an evaluation gets before it fails.
+    pub max_attempts: u32,
+    /// How many similar prompts a suggestion lists at most.
+    pub max_suggestions: i64,
+    /// How often a waiting stream re-reads the database in case an announcement was lost.
+    pub refresh_every: Duration,
+}
+
+impl Default for AnswersConfig {
+    fn default() -> AnswersConfig {
+        AnswersConfig {
+            max_prompt_bytes: 8 * 1024,
+            min_similarity: 0.95,
+            max_attempts: 3,
+            max_suggestions: 5,
+            refresh_every: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What can go wrong before a stream starts.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswersError {
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("prompt {0} does not exist")]
+    PromptNotFound(i64),
+    #[error("cannot embed the prompt: {0}")]
+    Embedding(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Result of the answers domain.
+pub type AnswersResult<T> = Result<T, AnswersError>;
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> AnswersError {
+    AnswersError::InvalidArgument { field, reason: reason.into() }
+}
+
+/// What to do with a similar stored prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    #[default]
+    Suggest,
+    Accept,
+    ForceNew,
+}
+
+/// What a customer asks.
+#[derive(Debug, Clone)]
+pub enum Query {
+    Text(String),
+    PromptId(i64),
+}
+
+/// An assistant and a normalised plan ("any" when none was named).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub assistant: String,
+    pub plan: String,
+}
+
+impl Target {
+    /// Whether an evaluation serves this target: same assistant, and same plan unless the
+    /// target takes any plan.
+    fn covers(&self, row: &EvaluationRow) -> bool {
+        row.assistant == self.assistant && (self.plan == ANY_PLAN || row.plan == self.plan)
+    }
+}
+
+/// Checks and normalises targets; empty means every assistant on any plan.
+pub fn parse_targets(raw: impl IntoIterator<Item = (String, String)>) -> AnswersResult<Vec<Target>> {
+    let mut targets = Vec::new();
+    for (assistant, plan) in raw {
+        let id = assistant.trim();
+        let known = assistants::by_id(id).ok_or_else(|| {
+            let ids: Vec<_> = assistants::ASSISTANTS.iter().map(|a| a.id).collect();
+            invalid("targets.assistant", format!("unknown assistant {assistant:?}; known: {}", ids.join(", ")))
+        })?;
+        let target = Target { assistant: known.id.to_owned(), plan: assistants::normalize_plan(&plan) };
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    if targets.is_empty() {
+        targets = assistants::ASSISTANTS
+            .iter()
+            .map(|a| Target { assistant: a.id.to_owned(), plan: ANY_PLAN.to_owned() })
+            .collect();
+    }
+    Ok(targets)
+}
+
+/// A validated Ask.
+#[derive(Debug, Clone)]
+pub struct AskQuery {
+    pub query: Query,
+    pub targets: Vec<Target>,
+    pub policy: Policy,
+    pub min_similarity: Option<f64>,
+}
+
+/// The stream of a prompt's events; the producer stops when the receiver is dropped.
+pub type Events = mpsc::Receiver<AnswerEvent>;
+
+/// The answers service.
+#[derive(Clone)]
+pub struct Answers {
+    pool: PgPool,
+    embedder: Embedder,
+    queue: Arc<Queue>,
+    config: AnswersConfig,
+}
+
+fn event(e: Event) -> AnswerEvent {
+    AnswerEvent { event: Some(e) }
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+fn to_answer(row: &AnswerRow) -> Answer {
+    Answer {
+        evaluation_id: row.evaluation_id,
+        prompt_id: row.prompt_id,
+        assistant: row.assistant.clone(),
+        plan: row.plan.clone(),
+        response_text: row.response_text.clone(),
+        response_markdown: row.response_markdown.clone(),
+        citations: row
+            .citations
+            .0
+            .iter()
+            .map(|c| Citation { url: c.url.clone(), title: c.title.clone(), domain: c.domain.clone(), position: c.position })
+            .collect(),
+        captured_at: Some(timestamp(row.captured_at)),
+    }
+}
+
+fn state_of(status: Status) -> EvaluationState {
+    match status {
+        Status::Pending => EvaluationState::Pending,
+        Status::Queued => EvaluationState::Queued,
+        Status::Claimed => EvaluationState::Claimed,
+        Status::Submitted => EvaluationState::Submitted,
+        Status::Answered => EvaluationState::Answered,
+        Status::Failed => EvaluationState::Failed,
+    }
+}
+
+impl Answers {
+    pub fn new(pool: PgPool, embedder: Embedder, queue: Arc<Queue>, config: AnswersConfig) -> Answers {
+        Answers { pool, embedder, queue, config }
+    }
+
+    /// Validates the similarity threshold: in (0, 1].
+    pub fn check_min_similarity(value: Option<f64>) -> AnswersResult<Option<f64>> {
+        match value {
+            Some(v) if !(v > 0.0 && v <= 1.0) => Err(invalid("min_similarity", format!("{v} is outside (0, 1]"))),
+            other => Ok(other),
+        }
+    }
+
+    /// Answers an Ask: validates, finds or stores the prompt, and returns the event stream.
+    pub async fn ask(&self, query: AskQuery) -> AnswersResult<Events> {
+        let min_similarity = Self::check_min_similarity(query.min_similarity)?.unwrap_or(self.config.min_similarity);
+        let trace = aap_platform::telemetry::current_context();
+        let (prompt, matched) = match query.query {
+            Query::PromptId(id) => {
+                let prompt = store::prompt_by_id(&self.pool, id).await?.ok_or(AnswersError::PromptNotFound(id))?;
+                (prompt, (MatchKind::ById, 1.0))
+            }
+            Query::Text(text) => {
+                let text = text.trim().to_owned();
+                if text.is_empty() {
+                    return Err(invalid("prompt", "must not be empty or blank"));
+                }
+                if text.len() > self.config.max_prompt_bytes {
+                    return Err(invalid(
+                        "prompt",
+                        format!("is {} bytes; the limit is {}", text.len(), self.config.max_prompt_bytes),
+                    ));
+                }
+                let normalized = normalize(&text);
+                let hash = prompt_hash(&normalized);
+                if let Some(prompt) = store::prompt_by_hash(&self.pool, &hash).await? {
+                    (prompt, (MatchKind::Exact, 1.0))
+                } else {
+                    let embedding = self
+                        .embedder
+                        .embed_async(normalized)
+                        .await
+                        .map_err(|e| AnswersError::Embedding(e.to_string()))?;
+                    let near = if query.policy == Policy::ForceNew {
+                        Vec::new()
+                    } else {
+                        store::neighbours(&self.pool, embedding.clone(), min_similarity, self.config.max_suggestions).await?
+                    };
+                    match (near.first(), query.policy) {
+                        (Some(_), Policy::Suggest) => return Ok(self.suggest(near)),
+                        (Some(best), _) => {
+                            let prompt = PromptRow { id: best.id, text: best.text.clone() };
+                            (prompt, (MatchKind::Similar, best.similarity))
+                        }
+                        (None, _) => {
+                            let mut conn = self.pool.acquire().await?;
+                            let prompt = store::insert_prompt(&mut conn, &text, &hash, embedding).await?;
+                            (prompt, (MatchKind::New, 1.0))
+                        }
+                    }
+                }
+            }
+        };
+        tracing::info!(prompt_id = prompt.id, matched = ?matched.0, "prompt matched");
+        let first = event(Event::Matched(PromptMatched {
+            prompt_id: prompt.id,
+            r#match: matched.0 as i32,
+            similarity: matched.1,
+            prompt_text: prompt.text.clone(),
+        }));
+        self.follow(prompt.id, query.targets, Some(trace), first).await
+    }
+
+    /// Follows a known prompt's evaluations without scheduling anything.
+    pub async fn watch(&self, prompt_id: i64, targets: Vec<(String, String)>) -> AnswersResult<Events> {
+        let prompt = store::prompt_by_id(&self.pool, prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
+        let rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
+        let targets = if targets.is_empty() {
+            let mut seen = Vec::new();
+            for row in &rows {
+                let t = Target { assistant: row.assistant.clone(), plan: row.plan.clone() };
+                if !seen.contains(&t) {
+                    seen.push(t);
+                }
+            }
+            seen
+        } else {
+            parse_targets(targets)?
+        };
+        if let Some(t) = targets.iter().find(|t| !rows.iter().any(|r| t.covers(r))) {
+            return Err(invalid("targets", format!("prompt {prompt_id} was never asked of {} ({})", t.assistant, t.plan)));
+        }
+        let first = event(Event::Matched(PromptMatched {
+            prompt_id,
+            r#match: MatchKind::ById as i32,
+            similarity: 1.0,
+            prompt_text: prompt.text,
+        }));
+        self.follow(prompt_id, targets, None, first).await
+    }
+
+    fn suggest(&self, near: Vec<store::Neighbour>) -> Events {
+        let (tx, rx) = mpsc::channel(2);
+        let suggestions = Suggestions {
+            suggestions: near
+                .into_iter()
+                .map(|n| Suggestion {
+                    prompt_id: n.id,
+                    prompt_text: n.text,
+                    similarity: n.similarity,
+                    answered_assistants: n.answered_assistants,
+                })
+                .collect(),
+        };
+        // Capacity 2 holds both events: these sends never wait.
+        let _ = tx.try_send(event(Event::Suggestions(suggestions)));
+        let _ = tx.try_send(event(Event::Completed(Completed { prompt_id: 0, answered: 0, failed: 0 })));
+        rx
+    }
+
+    /// Streams the prompt's answers for `targets`: stored ones at once; when `schedule` carries
+    /// the asker's trace context, targets with neither an answer nor a live evaluation are
+    /// scheduled; then every change until each target has answered or failed.
+    async fn follow(
+        &self,
+        prompt_id: i64,
+        targets: Vec<Target>,
+        schedule: Option<HashMap<String, String>>,
+        first: AnswerEvent,
+    ) -> AnswersResult<Events> {
+        // Subscribe before reading so that no change between the read and the wait is missed.
+        let subject = self.queue.topology().prompt_events_subject(prompt_id);
+        let changes = self.queue.client().subscribe(subject).await.ok();
+        let mut rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
+        let mut scheduled = Vec::new();
+        if let Some(trace) = &schedule {
+            let mut created_any = false;
+            for target in &targets {
+                let answered = rows.iter().any(|r| target.covers(r) && r.status() == Status::Answered);
+                let live = rows.iter().any(|r| target.covers(r) && !r.status().is_final());
+                if answered || live {
+                    continue;
+                }
+                let mut conn = self.pool.acquire().await?;
+                let max_attempts = self.config.max_attempts as i32;
+                if let Some((row, created)) =
+                    evals::create_evaluation(&mut conn, prompt_id, &target.assistant, &target.plan, max_attempts, trace).await?
+                {
+                    created_any |= created;
+                    scheduled.push(row.id);
+                }
+            }
+            if created_any {
+                self.queue.wake_scheduler().await;
+            }
+            if !scheduled.is_empty() {
+                rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
+            }
+        }
+        let (tx, rx) = mpsc::channel(32);
+        let follower = Follower {
+            pool: self.pool.clone(),
+            prompt_id,
+            targets,
+            scheduled,
+            refresh_every: self.config.refresh_every,
+            sent: HashMap::new(),
+            done: HashMap::new(),
+        };
+        let span = tracing::info_span!("follow", prompt_id);
+        tokio::spawn(follower.run(tx, first, rows, changes).instrument(span));
+        Ok(rx)
+    }
+}
+
+/// What a stream has told its client about one evaluation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Told {
+    status: Status,
+    attempts: i32,
+    failure_reason: Option<String>,
+}
+
+/// Follows one prompt for one stream.
+struct Follower {
+    pool: PgPool,
+    prompt_id: i64,
+    targets: Vec<Target>,
+    /// Evaluations this stream created (announced as scheduled).
+    scheduled: Vec<i64>,
+    refresh_every: Duration,
+    sent: HashMap<i64, Told>,
+    /// Final outcome per target: true answered, false failed.
+    done: HashMap<Target, bool>,
+}
+
+impl Follower {
+    async fn run(
+        mut self,
+        tx: mpsc::Sender<AnswerEvent>,
+        first: AnswerEvent,
+        rows: Vec<EvaluationRow>,
+        mut changes: Option<async_nats::Subscriber>,
+    ) {
+        if tx.send(first).await.is_err() {
+            return;
+        }
+        let mut rows = rows;
+        let mut initial = true;
+        loop {
+            let answers = match evals::answers_of_prompt(&self.pool, self.prompt_id).await {
+                Ok(answers) => answers,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read answers; retrying");
+                    Vec::new()
+                }
+            };
+            let events = self.diff(&rows, &answers, initial);
+            initial = false;
+            for e in events {
+                if tx.send(e).await.is_err() {
+                    // The client went away; its evaluations go on for the next asker.
+                    return;
+                }
+            }
+            if self.done.len() == self.targets.len() {
+                let answered = self.done.values().filter(|ok| **ok).count() as u32;
+                let failed = self.done.len() as u32 - answered;
+                let _ = tx.send(event(Event::Completed(Completed { prompt_id: self.prompt_id, answered, failed }))).await;
+                return;
+            }
+            let wait = tokio::time::sleep(self.refresh_every);
+            tokio::select! {
+                _ = wait => {}
+                _ = tx.closed() => return,
+                Some(_) = async { match changes.as_mut() { Some(s) => s.next().await, None => None } } => {}
+            }
+            match evals::evaluations_of_prompt(&self.pool, self.prompt_id).await {
+                Ok(fresh) => rows = fresh,
+                Err(err) => tracing::warn!(error = %err, "cannot read evaluations; retrying"),
+            }
+        }
+    }
+
+    /// The events that bring the client from what it was told to `rows`.
+    fn diff(&mut self, rows: &[EvaluationRow], answers: &[AnswerRow], initial: bool) -> Vec<AnswerEvent> {
+        let mut out = Vec::new();
+        let answers: HashMap<i64, &AnswerRow> = answers.iter().map(|a| (a.evaluation_id, a)).collect();
+        for target in self.targets.clone() {
+            if self.done.contains_key(&target) {
+                continue;
+            }
+            let covering: Vec<&EvaluationRow> = rows.iter().filter(|r| target.covers(r)).collect();
+            // An answer settles the target, whichever evaluation gave it.
+            if let Some(row) = covering.iter().find(|r| r.status() == Status::Answered && answers.contains_key(&r.id)) {
+                let answer = to_answer(answers[&row.id]);
+                let stored_before = initial && !self.scheduled.contains(&row.id);
+                out.push(event(if stored_before { Event::Cached(answer) } else { Event::Answer(answer) }));
+                self.done.insert(target, true);
+                continue;
+            }
+            // Otherwise follow the newest evaluation: a live one, or the last that failed.
+            let Some(row) = covering.iter().max_by_key(|r| (!r.status().is_final(), r.id)) else {
+                continue;
+            };
+            let now = Told { status: row.status(), attempts: row.attempts, failure_reason: row.failure_reason.clone() };
+            let before = self.sent.get(&row.id).cloned();
+            if before.is_none() && self.scheduled.contains(&row.id) {
+                out.push(event(Event::Scheduled(EvaluationScheduled {
+                    evaluation_id: row.id,
+                    assistant: row.assistant.clone(),
+                    plan: row.plan.clone(),
+                })));
+            }
+            if before.as_ref() == Some(&now) {
+                continue;
+            }
+            let reason_changed = now.failure_reason.is_some() && before.as_ref().map(|b| &b.failure_reason) != Some(&now.failure_reason);
+            if now.status == Status::Failed {
+                out.push(event(Event::Failed(EvaluationFailed {
+                    evaluation_id: row.id,
+                    assistant: row.assistant.clone(),
+                    plan: row.plan.clone(),
+                    reason: now.failure_reason.clone().unwrap_or_else(|| "failed".to_owned()),
+                    will_retry: false,
+                })));
+                self.done.insert(target, false);
+            } else if now.status != Status::Answered {
+                if reason_changed && !initial {
+                    out.push(event(Event::Failed(EvaluationFailed {
+                        evaluation_id: row.id,
+                        assistant: row.assistant.clone(),
+                        plan: row.plan.clone(),
+                        reason: now.failure_reason.clone().unwrap_or_default(),
+                        will_retry: true,
+                    })));
+                }
+                out.push(event(Event::Progress(EvaluationProgress {
+                    evaluation_id: row.id,
+                    assistant: row.assistant.clone(),
+                    plan: row.plan.clone(),
+                    state: state_of(now.status) as i32,
+                    attempt: now.attempts.max(0) as u32,
+                })));
+            }
+            self.sent.insert(row.id, now);
+        }
+        out
+    }
+}
+
