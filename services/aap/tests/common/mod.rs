@@ -1,0 +1,182 @@
+//! Starts the whole platform in-process for a test: a fresh database, fresh stream names,
+//! ports from the OS.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use aap::client::Bearer;
+use aap::platform::{Platform, PlatformConfig};
+use aap_answers::AnswersConfig;
+use aap_evaluations::gateway::GatewayConfig;
+use aap_platform::auth::{Role, Tokens};
+use aap_proto::v1::answer_event::Event;
+use aap_proto::v1::answers_service_client::AnswersServiceClient;
+use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
+use aap_proto::v1::session_service_client::SessionServiceClient;
+use aap_proto::v1::{AnswerEvent, AskRequest, Target};
+use futures::StreamExt;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub const CUSTOMER: &str = "test-customer-token";
+pub const BOT: &str = "test-bot-token";
+pub const OPERATOR: &str = "test-operator-token";
+
+pub type Answers = AnswersServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Evaluations = EvaluationServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Sessions = SessionServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub struct TestApp {
+    pub platform: Platform,
+    pub database_url: String,
+    pub pool: sqlx::PgPool,
+    pub grpc_url: String,
+    pub http_url: String,
+    pub channel: Channel,
+}
+
+pub fn tokens() -> Tokens {
+    let c = [SecretString::from(CUSTOMER)];
+    let b = [SecretString::from(BOT)];
+    let o = [SecretString::from(OPERATOR)];
+    Tokens::new([(Role::Customer, &c[..]), (Role::Bot, &b[..]), (Role::Operator, &o[..])])
+}
+
+/// Settings a test may change before the platform starts.
+pub struct Options {
+    pub max_attempts: u32,
+    pub claim_ttl: Duration,
+    pub poll_claim_ttl: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { max_attempts: 3, claim_ttl: Duration::from_secs(60), poll_claim_ttl: Duration::from_secs(600) }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    aap_testkit::init_tracing();
+    let database_url = aap_testkit::fresh_database().await;
+    let infra = aap_testkit::infra().await;
+    let config = PlatformConfig {
+        database_url: database_url.clone(),
+        nats_url: infra.nats_url().to_owned(),
+        nats_prefix: aap_testkit::fresh_prefix(),
+        tokens: tokens(),
+        model_dir: aap_embedding::default_model_dir(),
+        answers: AnswersConfig {
+            max_attempts: options.max_attempts,
+            refresh_every: Duration::from_millis(500),
+            ..AnswersConfig::default()
+        },
+        gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
+        sessions: aap_sessions::SessionsConfig::default(),
+        scheduler_tick: Duration::from_millis(200),
+    };
+    let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let platform = Platform::start(config, grpc, http).await.expect("platform starts");
+    let grpc_url = format!("http://{}", platform.grpc_addr);
+    let http_url = format!("http://{}", platform.http_addr);
+    let channel = Channel::from_shared(grpc_url.clone()).expect("url").connect().await.expect("connect");
+    let pool = sqlx::PgPool::connect(&database_url).await.expect("test pool");
+    TestApp { platform, database_url, pool, grpc_url, http_url, channel }
+}
+
+impl TestApp {
+    pub fn answers(&self) -> Answers {
+        AnswersServiceClient::with_interceptor(self.channel.clone(), Bearer::new(CUSTOMER).expect("token"))
+    }
+
+    pub fn answers_as(&self, token: &str) -> Answers {
+        AnswersServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token).expect("token"))
+    }
+
+    pub fn evaluations(&self) -> Evaluations {
+        EvaluationServiceClient::with_interceptor(self.channel.clone(), Bearer::new(BOT).expect("token"))
+    }
+
+    pub fn sessions(&self, token: &str) -> Sessions {
+        SessionServiceClient::with_interceptor(self.channel.clone(), Bearer::new(token).expect("token"))
+    }
+
+    /// Counts rows of a table (for "nothing was stored" assertions).
+    pub async fn count(&self, table: &str) -> i64 {
+        let sql = format!("SELECT count(*) FROM {table}");
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(&self.pool).await.expect("count");
+        n
+    }
+}
+
+pub fn ask_text(prompt: &str, assistants: &[&str]) -> AskRequest {
+    AskRequest {
+        query: Some(aap_proto::v1::ask_request::Query::Prompt(prompt.to_owned())),
+        targets: assistants.iter().map(|a| Target { assistant: (*a).to_owned(), plan: String::new() }).collect(),
+        ..Default::default()
+    }
+}
+
+/// Reads a stream to its end (bounded by a generous timeout so a broken test fails, never hangs).
+pub async fn collect(
+    stream: impl futures::Stream<Item = Result<AnswerEvent, tonic::Status>> + Unpin,
+) -> Vec<Event> {
+    let all = tokio::time::timeout(Duration::from_secs(120), stream.collect::<Vec<_>>())
+        .await
+        .expect("stream completes");
+    all.into_iter().map(|e| e.expect("event").event.expect("event body")).collect()
+}
+
+pub async fn ask(app: &TestApp, request: AskRequest) -> Vec<Event> {
+    let stream = app.answers().ask(request).await.expect("ask accepted").into_inner();
+    collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))).await
+}
+
+/// Polls over gRPC until a task arrives (the scheduler queues within a tick).
+pub async fn poll_task(app: &TestApp, assistant: &str, plan: &str) -> aap_proto::v1::Task {
+    let mut bot = app.evaluations();
+    for _ in 0..200 {
+        let reply = bot
+            .poll(aap_proto::v1::PollRequest {
+                bot_id: "test-bot".into(),
+                serves: Some(Target { assistant: assistant.into(), plan: plan.into() }),
+            })
+            .await
+            .expect("poll")
+            .into_inner();
+        if let Some(task) = reply.task {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no task arrived for {assistant}/{plan}");
+}
+
+pub fn citation(url: &str, title: &str) -> aap_proto::v1::Citation {
+    aap_proto::v1::Citation { url: url.into(), title: title.into(), domain: String::new(), position: 0 }
+}
+
+pub async fn submit(app: &TestApp, evaluation_id: i64, text: &str) -> Result<(), tonic::Status> {
+    app.evaluations()
+        .submit(aap_proto::v1::SubmitRequest {
+            evaluation_id,
+            response_text: text.into(),
+            response_markdown: format!("**{text}**"),
+            citations: vec![
+                citation("https://www.techradar.com/best/laptops?utm_source=chatgpt.com", "TechRadar"),
+                citation("https://www.rtings.com/laptop", "RTINGS"),
+            ],
+            captured_at: None,
+            bot_id: "test-bot".into(),
+            lease_id: String::new(),
+        })
+        .await
+        .map(drop)
+}

@@ -1,0 +1,298 @@
+//! The platform end to end over real PostgreSQL, NATS JetStream and gRPC, with the test
+//! acting as the bot through the public EvaluationService.
+
+mod common;
+
+use std::time::Duration;
+
+use aap_proto::v1::answer_event::Event;
+use aap_proto::v1::{AskRequest, EvaluationState, MatchKind, SimilarPolicy, Target, WatchRequest};
+use common::*;
+use futures::StreamExt;
+use tonic::Code;
+
+fn matched(events: &[Event]) -> &aap_proto::v1::PromptMatched {
+    match events.first() {
+        Some(Event::Matched(m)) => m,
+        other => panic!("first event is not matched: {other:?}"),
+    }
+}
+
+fn completed(events: &[Event]) -> &aap_proto::v1::Completed {
+    match events.last() {
+        Some(Event::Completed(c)) => c,
+        other => panic!("last event is not completed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn new_prompt_is_answered_once_and_then_served_from_cache() {
+    let app = spawn_app().await;
+    let prompt = "What are the best laptops under $1,000?";
+    let stream = app.answers().ask(ask_text(prompt, &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+
+    let task = poll_task(&app, "chatgpt", "Plus").await;
+    assert_eq!(task.prompt_text, prompt);
+    assert_eq!(task.assistant, "chatgpt");
+    assert_eq!(task.attempt, 1);
+    submit(&app, task.evaluation_id, "Buy the MacBook Air").await.expect("submit");
+
+    let events = waiting.await.expect("stream task");
+    assert_eq!(matched(&events).r#match, MatchKind::New as i32);
+    assert!(events.iter().any(|e| matches!(e, Event::Scheduled(s) if s.evaluation_id == task.evaluation_id)));
+    let answer = events
+        .iter()
+        .find_map(|e| match e { Event::Answer(a) => Some(a.clone()), _ => None })
+        .expect("answer streamed");
+    assert_eq!(answer.response_text, "Buy the MacBook Air");
+    assert_eq!(answer.citations.len(), 2);
+    assert_eq!(answer.citations[0].url, "https://www.techradar.com/best/laptops");
+    assert_eq!(answer.citations[0].domain, "techradar.com");
+    assert_eq!(answer.citations[1].position, 2);
+    assert_eq!(completed(&events).answered, 1);
+
+    // The same prompt spelled differently: an exact hit, served at once, nothing scheduled.
+    let again = ask(&app, ask_text("  what are the BEST laptops under $1,000? ", &["chatgpt"])).await;
+    assert_eq!(matched(&again).r#match, MatchKind::Exact as i32);
+    assert!(matches!(&again[1], Event::Cached(a) if a.response_text == "Buy the MacBook Air"));
+    assert!(!again.iter().any(|e| matches!(e, Event::Scheduled(_))));
+    assert_eq!(app.count("evaluations").await, 1);
+    assert_eq!(app.count("answers").await, 1);
+}
+
+#[tokio::test]
+async fn concurrent_asks_of_one_new_prompt_share_one_evaluation() {
+    let app = spawn_app().await;
+    let prompt = "Which CRM is best for a five-person startup?";
+    let mut waiting = Vec::new();
+    for _ in 0..5 {
+        let mut client = app.answers();
+        let request = ask_text(prompt, &["chatgpt"]);
+        waiting.push(tokio::spawn(async move {
+            let stream = client.ask(request).await.expect("ask").into_inner();
+            collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))).await
+        }));
+    }
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit(&app, task.evaluation_id, "HubSpot").await.expect("submit");
+    for handle in waiting {
+        let events = handle.await.expect("stream task");
+        let got = events.iter().any(|e| matches!(e, Event::Answer(a) | Event::Cached(a) if a.response_text == "HubSpot"));
+        assert!(got, "every asker gets the answer: {events:?}");
+    }
+    assert_eq!(app.count("prompts").await, 1);
+    assert_eq!(app.count("evaluations").await, 1);
+}
+
+#[tokio::test]
+async fn similar_prompt_is_suggested_accepted_or_forced_new() {
+    let app = spawn_app().await;
+    let original = "What are the best laptops under $1,000?";
+    let stream = app.answers().ask(ask_text(original, &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit(&app, task.evaluation_id, "MacBook Air").await.expect("submit");
+    let first = waiting.await.expect("stream");
+    let original_id = matched(&first).prompt_id;
+
+    let near = "What are the best laptops under $1,000 in 2025?";
+    let mut request = ask_text(near, &["chatgpt"]);
+    request.min_similarity = Some(0.8);
+    let suggested = ask(&app, request.clone()).await;
+    match &suggested[0] {
+        Event::Suggestions(s) => {
+            assert_eq!(s.suggestions[0].prompt_id, original_id);
+            assert!(s.suggestions[0].similarity >= 0.8 && s.suggestions[0].similarity < 1.0);
+            assert_eq!(s.suggestions[0].answered_assistants, vec!["chatgpt".to_owned()]);
+        }
+        other => panic!("expected suggestions, got {other:?}"),
+    }
+    assert!(matches!(suggested.last(), Some(Event::Completed(_))));
+    assert_eq!(app.count("prompts").await, 1, "a suggestion stores nothing");
+
+    request.policy = SimilarPolicy::Accept as i32;
+    let accepted = ask(&app, request.clone()).await;
+    assert_eq!(matched(&accepted).r#match, MatchKind::Similar as i32);
+    assert_eq!(matched(&accepted).prompt_id, original_id);
+    assert!(accepted.iter().any(|e| matches!(e, Event::Cached(a) if a.response_text == "MacBook Air")));
+
+    // Taking a suggestion by its id streams its answers.
+    let by_id = ask(
+        &app,
+        AskRequest {
+            query: Some(aap_proto::v1::ask_request::Query::PromptId(original_id)),
+            targets: vec![Target { assistant: "chatgpt".into(), plan: String::new() }],
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(matched(&by_id).r#match, MatchKind::ById as i32);
+    assert!(by_id.iter().any(|e| matches!(e, Event::Cached(_))));
+
+    request.policy = SimilarPolicy::ForceNew as i32;
+    let mut forced = app.answers().ask(request).await.expect("ask").into_inner();
+    let first = forced.next().await.expect("event").expect("ok").event.expect("body");
+    match first.event {
+        Some(Event::Matched(m)) => {
+            assert_eq!(m.r#match, MatchKind::New as i32);
+            assert_ne!(m.prompt_id, original_id);
+        }
+        other => panic!("expected matched, got {other:?}"),
+    }
+    assert_eq!(app.count("prompts").await, 2);
+}
+
+#[tokio::test]
+async fn lapsed_claim_is_delivered_again_and_answered_once() {
+    let app = spawn_app_with(Options { poll_claim_ttl: Duration::from_secs(1), ..Options::default() }).await;
+    let stream = app.answers().ask(ask_text("Best running shoes for flat feet?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let first = poll_task(&app, "chatgpt", "").await;
+    // The first bot vanishes: its claim lapses and the task comes back as attempt 2.
+    let second = poll_task(&app, "chatgpt", "").await;
+    assert_eq!(second.evaluation_id, first.evaluation_id);
+    assert_eq!(second.attempt, 2);
+    submit(&app, second.evaluation_id, "Brooks Adrenaline").await.expect("submit");
+    let events = waiting.await.expect("stream");
+    assert!(events.iter().any(|e| matches!(e, Event::Failed(f) if f.will_retry)), "the lapse is reported: {events:?}");
+    let answers = events.iter().filter(|e| matches!(e, Event::Answer(_))).count();
+    assert_eq!(answers, 1);
+    assert_eq!(app.count("answers").await, 1);
+    // The first bot comes back late: the evaluation is finished.
+    let late = submit(&app, first.evaluation_id, "late").await.expect_err("late submit refused");
+    assert_eq!(late.code(), Code::FailedPrecondition);
+}
+
+#[tokio::test]
+async fn last_attempt_lapsing_fails_the_evaluation_and_tells_the_stream() {
+    let app = spawn_app_with(Options { max_attempts: 1, poll_claim_ttl: Duration::from_secs(1), ..Options::default() }).await;
+    let stream = app.answers().ask(ask_text("Is oat milk healthy?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let _task = poll_task(&app, "chatgpt", "").await;
+    let events = waiting.await.expect("stream");
+    let failed = events
+        .iter()
+        .find_map(|e| match e { Event::Failed(f) if !f.will_retry => Some(f.clone()), _ => None })
+        .expect("final failure");
+    assert!(failed.reason.contains("lapsed"), "{}", failed.reason);
+    assert_eq!(completed(&events).failed, 1);
+}
+
+#[tokio::test]
+async fn release_as_failed_ends_the_evaluation_with_the_bots_reason() {
+    let app = spawn_app().await;
+    let stream = app.answers().ask(ask_text("Cheapest flights to Lisbon?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    let mut bot = app.evaluations();
+    let reply = bot
+        .release(aap_proto::v1::ReleaseRequest {
+            evaluation_id: task.evaluation_id,
+            mark_as_failed: true,
+            failure_reason: "No citations found after 3 attempts".into(),
+        })
+        .await
+        .expect("release")
+        .into_inner();
+    assert_eq!(reply.action, "released");
+    let events = waiting.await.expect("stream");
+    assert!(events.iter().any(|e| matches!(e, Event::Failed(f) if f.reason == "No citations found after 3 attempts" && !f.will_retry)));
+    // Releasing or submitting a finished evaluation is refused; an unknown one is not found.
+    let again = bot
+        .release(aap_proto::v1::ReleaseRequest { evaluation_id: task.evaluation_id, mark_as_failed: true, failure_reason: String::new() })
+        .await
+        .expect_err("second release");
+    assert_eq!(again.code(), Code::FailedPrecondition);
+    assert_eq!(submit(&app, task.evaluation_id, "x").await.expect_err("submit").code(), Code::FailedPrecondition);
+    assert_eq!(submit(&app, 999_999, "x").await.expect_err("unknown").code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn released_task_goes_back_to_the_queue_for_another_bot() {
+    let app = spawn_app().await;
+    let _stream = app.answers().ask(ask_text("Best budget espresso machine?", &["chatgpt"])).await.expect("ask");
+    let task = poll_task(&app, "chatgpt", "").await;
+    app.evaluations()
+        .release(aap_proto::v1::ReleaseRequest { evaluation_id: task.evaluation_id, mark_as_failed: false, failure_reason: "rate limited".into() })
+        .await
+        .expect("release");
+    let again = poll_task(&app, "chatgpt", "").await;
+    assert_eq!(again.evaluation_id, task.evaluation_id);
+    assert_eq!(again.attempt, 2);
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let mut client = app.answers();
+    let cases: Vec<(AskRequest, &str)> = vec![
+        (ask_text("", &["chatgpt"]), "prompt"),
+        (ask_text("   \n\t ", &["chatgpt"]), "prompt"),
+        (ask_text(&"x".repeat(8 * 1024 + 1), &["chatgpt"]), "prompt"),
+        (ask_text("fine prompt", &["bard"]), "assistant"),
+        (ask_text("fine prompt", &["ChatGPT"]), "assistant"),
+        (AskRequest { min_similarity: Some(0.0), ..ask_text("fine prompt", &[]) }, "min_similarity"),
+        (AskRequest { min_similarity: Some(1.5), ..ask_text("fine prompt", &[]) }, "min_similarity"),
+        (AskRequest { query: None, ..Default::default() }, "prompt"),
+    ];
+    for (request, field) in cases {
+        let status = client.ask(request).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(field), "{field}: {}", status.message());
+    }
+    let unknown = AskRequest { query: Some(aap_proto::v1::ask_request::Query::PromptId(42)), ..Default::default() };
+    assert_eq!(client.ask(unknown).await.expect_err("unknown id").code(), Code::NotFound);
+    let watch = client.watch(WatchRequest { prompt_id: 42, targets: vec![] }).await.expect_err("unknown watch");
+    assert_eq!(watch.code(), Code::NotFound);
+    assert_eq!(app.count("prompts").await, 0);
+    assert_eq!(app.count("evaluations").await, 0);
+}
+
+#[tokio::test]
+async fn calls_without_the_right_token_are_refused() {
+    let app = spawn_app().await;
+    let anonymous = aap_proto::v1::answers_service_client::AnswersServiceClient::new(app.channel.clone());
+    let status = anonymous.clone().ask(ask_text("hi", &["chatgpt"])).await.expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = app.answers_as("wrong").ask(ask_text("hi", &["chatgpt"])).await.expect_err("bad token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = app.answers_as(BOT).ask(ask_text("hi", &["chatgpt"])).await.expect_err("bot token");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = app
+        .sessions(BOT)
+        .list_accounts(aap_proto::v1::ListAccountsRequest::default())
+        .await
+        .expect_err("bot cannot administer sessions");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let poll = aap_proto::v1::PollRequest { bot_id: "b".into(), serves: Some(Target { assistant: "chatgpt".into(), plan: String::new() }) };
+    let status = aap_proto::v1::evaluation_service_client::EvaluationServiceClient::with_interceptor(
+        app.channel.clone(),
+        aap::client::Bearer::new(CUSTOMER).expect("token"),
+    )
+    .poll(poll)
+    .await
+    .expect_err("customer cannot poll");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert_eq!(app.count("prompts").await, 0);
+}
+
+#[tokio::test]
+async fn watch_reattaches_to_a_prompt_in_flight() {
+    let app = spawn_app().await;
+    let mut stream = app.answers().ask(ask_text("Best dog food for puppies?", &["chatgpt"])).await.expect("ask").into_inner();
+    let first = stream.next().await.expect("event").expect("ok").event.expect("body");
+    let prompt_id = match first.event {
+        Some(Event::Matched(m)) => m.prompt_id,
+        other => panic!("{other:?}"),
+    };
+    drop(stream); // the client disconnects; the evaluation goes on
+    let task = poll_task(&app, "chatgpt", "").await;
+    let watch = app.answers().watch(WatchRequest { prompt_id, targets: vec![] }).await.expect("watch").into_inner();
+    let watching = tokio::spawn(collect(watch.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    submit(&app, task.evaluation_id, "Royal Canin").await.expect("submit");
+    let events = watching.await.expect("watch");
+    assert!(events.iter().any(|e| matches!(e, Event::Progress(p) if p.state == EvaluationState::Claimed as i32)));
+    assert!(events.iter().any(|e| matches!(e, Event::Answer(a) if a.response_text == "Royal Canin")));
+    assert_eq!(completed(&events).answered, 1);
+}

@@ -1,0 +1,116 @@
+//! The seed's HTTP polling API, byte for byte, over a real platform.
+
+mod common;
+
+use aap_proto::v1::answer_event::Event;
+use common::*;
+use futures::StreamExt;
+
+async fn post(app: &TestApp, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let mut request = client
+        .post(format!("{}/evaluations/api/v1/{path}", app.http_url))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = request.send().await.expect("http");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn empty_poll_answers_the_seeds_all_null_body() {
+    let app = spawn_app().await;
+    let (status, body) = post(&app, "poll", Some(BOT), r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, r#"{"evaluation_id":null,"prompt_id":null,"prompt_text":null,"topic_id":null,"claimed_at":null}"#);
+}
+
+#[tokio::test]
+async fn a_polling_bot_claims_submits_and_the_answer_streams() {
+    let app = spawn_app().await;
+    let prompt = "What are the best laptops under $1,000?";
+    let stream = app.answers().ask(ask_text(prompt, &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+
+    let mut claimed = None;
+    for _ in 0..100 {
+        let (status, body) = post(&app, "poll", Some(BOT), r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#).await;
+        assert_eq!(status, 200);
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if !json["evaluation_id"].is_null() {
+            claimed = Some((json, body));
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (json, body) = claimed.expect("a task was polled");
+    let keys: Vec<&str> = json.as_object().expect("object").keys().map(String::as_str).collect();
+    assert_eq!(keys, ["evaluation_id", "prompt_id", "prompt_text", "topic_id", "claimed_at"], "{body}");
+    assert_eq!(json["prompt_text"], prompt);
+    let claimed_at = json["claimed_at"].as_str().expect("claimed_at");
+    assert!(claimed_at.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(claimed_at).is_ok(), "{claimed_at}");
+    let id = json["evaluation_id"].as_i64().expect("id");
+
+    let submit = format!(
+        r#"{{"evaluation_id": {id}, "answer": {{"response": "Here are excellent laptops under $1,000...",
+            "citations": [{{"url": "https://example.com/laptop-review?utm_source=chatgpt.com", "text": "TechRadar: Best Budget Laptops 2025"}}],
+            "timestamp": "2025-12-09T10:35:00Z"}}}}"#
+    );
+    let (status, body) = post(&app, "submit", Some(BOT), &submit).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, format!(r#"{{"evaluation_id":{id},"status":"submitted"}}"#));
+
+    let events = waiting.await.expect("stream");
+    let answer = events.iter().find_map(|e| match e { Event::Answer(a) => Some(a.clone()), _ => None }).expect("answer");
+    assert_eq!(answer.response_text, "Here are excellent laptops under $1,000...");
+    assert_eq!(answer.citations[0].url, "https://example.com/laptop-review");
+    assert_eq!(answer.citations[0].title, "TechRadar: Best Budget Laptops 2025");
+    assert_eq!(answer.captured_at.expect("captured_at").seconds, 1_765_276_500);
+
+    // The seed's release of a finished evaluation is refused and changes nothing.
+    let (status, _) = post(&app, "release", Some(BOT), &format!(r#"{{"evaluation_id": {id}, "mark_as_failed": true, "failure_reason": "x"}}"#)).await;
+    assert_eq!(status, 409);
+    assert_eq!(app.count("answers").await, 1);
+}
+
+#[tokio::test]
+async fn release_answers_the_seeds_body() {
+    let app = spawn_app().await;
+    let _stream = app.answers().ask(ask_text("Best hiking boots?", &["chatgpt"])).await.expect("ask");
+    let task = poll_task(&app, "chatgpt", "Plus").await;
+    let body = format!(r#"{{"evaluation_id": {}, "mark_as_failed": true, "failure_reason": "No citations found after 3 attempts"}}"#, task.evaluation_id);
+    let (status, reply) = post(&app, "release", Some(BOT), &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(reply, format!(r#"{{"evaluation_id":{},"action":"released"}}"#, task.evaluation_id));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_with_a_detail() {
+    let app = spawn_app().await;
+    let poll = r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#;
+    assert_eq!(post(&app, "poll", None, poll).await.0, 401);
+    assert_eq!(post(&app, "poll", Some("nope"), poll).await.0, 401);
+    assert_eq!(post(&app, "poll", Some(CUSTOMER), poll).await.0, 403);
+    for (path, body) in [
+        ("poll", "{not json"),
+        ("poll", r#"{"assistant_name": 7, "plan_name": "Plus"}"#),
+        ("poll", r#"{"plan_name": "Plus"}"#),
+        ("poll", r#"{"assistant_name": "Bard", "plan_name": "Plus"}"#),
+        ("submit", r#"{"evaluation_id": "12", "answer": {"response": "x", "citations": [], "timestamp": "2025-12-09T10:35:00Z"}}"#),
+        ("submit", r#"{"evaluation_id": 12, "answer": {"response": "x", "citations": [], "timestamp": "yesterday"}}"#),
+        ("release", r#"{"evaluation_id": 12}"#),
+    ] {
+        let (status, reply) = post(&app, path, Some(BOT), body).await;
+        assert_eq!(status, 422, "{path} {body}: {reply}");
+        let json: serde_json::Value = serde_json::from_str(&reply).expect("json error body");
+        assert!(json["detail"].is_string(), "{reply}");
+    }
+    let unknown = r#"{"evaluation_id": 424242, "answer": {"response": "x", "citations": [], "timestamp": "2025-12-09T10:35:00Z"}}"#;
+    assert_eq!(post(&app, "submit", Some(BOT), unknown).await.0, 404);
+    let unknown = r#"{"evaluation_id": 424242, "mark_as_failed": true, "failure_reason": "x"}"#;
+    assert_eq!(post(&app, "release", Some(BOT), unknown).await.0, 404);
+    assert_eq!(app.count("answers").await, 0);
+}
