@@ -1,0 +1,38 @@
+# Every routine task of the platform. `just --list` shows them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# Builds go to a cache outside the clone, so fresh clones and CI runs reuse them.
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/aap/target")
+
+default:
+    @just --list
+
+# Install what the platform needs: Chromium, chromedriver, PostgreSQL + pgvector, NATS, the model (idempotent)
+install:
+    bash deploy/local/install.sh
+
+# The whole platform locally: PostgreSQL, NATS, services, simulator, bots; asks a sample prompt
+up *ARGS:
+    cargo run -p aap -- dev {{ARGS}}
+
+# Ask the local platform a prompt: just ask "What are the best laptops under $1,000?"
+ask *ARGS:
+    cargo run -q -p aap -- ask {{ARGS}}
+
+# Every test: unit, integration (real PostgreSQL, NATS) and end-to-end (real Chromium)
+test *ARGS:
+    cargo nextest run --workspace --no-fail-fast {{ARGS}}
+
+# Formatting, clippy with warnings as errors, buf lint on the protos
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+    buf lint
+
+# Lint, then test: what CI runs
+verify: lint test
+
+# Benchmarks: embedding latency, and the platform's overhead per evaluation (medians, ratios)
+bench:
+    cargo run --release -p aap-embedding --example embed_bench
