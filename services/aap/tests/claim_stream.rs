@@ -1,0 +1,104 @@
+//! EvaluationService.Claim: tasks pushed to a streaming bot, heartbeats, and a bot that
+//! vanishes mid-task.
+
+mod common;
+
+use std::time::Duration;
+
+use aap_proto::v1::answer_event::Event;
+use aap_proto::v1::claim_request::Msg;
+use aap_proto::v1::claim_response::Msg as Reply;
+use aap_proto::v1::{ClaimHeartbeat, ClaimHello, ClaimRequest, ClaimResponse, Target};
+use common::*;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+async fn next_reply(replies: &mut tonic::Streaming<ClaimResponse>) -> Reply {
+    tokio::time::timeout(Duration::from_secs(60), replies.next())
+        .await
+        .expect("a reply in time")
+        .expect("stream open")
+        .expect("reply ok")
+        .msg
+        .expect("reply body")
+}
+
+async fn claim_expiry(app: &TestApp, id: i64) -> chrono::DateTime<chrono::Utc> {
+    let (at,): (chrono::DateTime<chrono::Utc>,) =
+        sqlx::query_as("SELECT claim_expires_at FROM evaluations WHERE id = $1").bind(id).fetch_one(&app.pool).await.expect("row");
+    at
+}
+
+#[tokio::test]
+async fn a_streaming_bot_gets_tasks_pushed_and_a_vanished_bots_task_is_redelivered() {
+    let app = spawn_app().await;
+    let (tx, rx) = mpsc::channel(8);
+    tx.send(ClaimRequest {
+        msg: Some(Msg::Hello(ClaimHello {
+            bot_id: "stream-bot".into(),
+            serves: vec![Target { assistant: "chatgpt".into(), plan: "Plus".into() }],
+            max_tasks: 1,
+        })),
+    })
+    .await
+    .expect("hello");
+    let mut replies = app.evaluations().claim(ReceiverStream::new(rx)).await.expect("claim").into_inner();
+    match next_reply(&mut replies).await {
+        Reply::Welcome(w) => assert_eq!(w.claim_ttl_seconds, 60),
+        other => panic!("expected welcome, got {other:?}"),
+    }
+
+    let stream = app.answers().ask(ask_text("Best noise-cancelling headphones?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = match next_reply(&mut replies).await {
+        Reply::Task(task) => task,
+        other => panic!("expected a task, got {other:?}"),
+    };
+    assert_eq!(task.attempt, 1);
+
+    let before = claim_expiry(&app, task.evaluation_id).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tx.send(ClaimRequest { msg: Some(Msg::Heartbeat(ClaimHeartbeat { evaluation_ids: vec![task.evaluation_id] })) })
+        .await
+        .expect("heartbeat");
+    let mut extended = false;
+    for _ in 0..100 {
+        if claim_expiry(&app, task.evaluation_id).await > before {
+            extended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(extended, "the heartbeat extended the claim");
+
+    // The bot vanishes mid-task: its stream closes, the task goes back to the queue.
+    drop(tx);
+    drop(replies);
+    let again = poll_task(&app, "chatgpt", "Plus").await;
+    assert_eq!(again.evaluation_id, task.evaluation_id);
+    assert_eq!(again.attempt, 2);
+    submit(&app, again.evaluation_id, "Sony WH-1000XM5").await.expect("submit");
+    let events = waiting.await.expect("stream");
+    assert_eq!(events.iter().filter(|e| matches!(e, Event::Answer(_))).count(), 1);
+    assert_eq!(app.count("answers").await, 1);
+}
+
+#[tokio::test]
+async fn a_claim_stream_must_start_with_hello_naming_known_assistants() {
+    let app = spawn_app().await;
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(ClaimRequest {
+        msg: Some(Msg::Hello(ClaimHello { bot_id: "b".into(), serves: vec![Target { assistant: "bard".into(), plan: String::new() }], max_tasks: 1 })),
+    })
+    .await
+    .expect("send");
+    let status = app.evaluations().claim(ReceiverStream::new(rx)).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(ClaimRequest { msg: Some(Msg::Heartbeat(ClaimHeartbeat { evaluation_ids: vec![1] })) }).await.expect("send");
+    let status = app.evaluations().claim(ReceiverStream::new(rx)).await.expect_err("refused");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
