@@ -1,1 +1,147 @@
-//! aap-simulator
+//! aap-simulator: a local look-alike of chatgpt.com for tests and demos.
+//!
+//! Nothing here reaches the real site. A real Chromium driven by the bot finds the same structure
+//! as on chatgpt.com: a login wall without the `__Secure-next-auth.session-token` cookie, the
+//! ProseMirror composer `#prompt-textarea`, `send-button` / `stop-button`, assistant turns whose
+//! `div.markdown` fills from a streamed `POST /backend-api/conversation` (with one mid-stream
+//! pause), inline `webpage-citation-pill` links, the `copy-turn-action-button` action bar and a
+//! "Sources" button. Answers are deterministic per prompt ([`answer_for`]).
+//!
+//! Failure knobs live in [`SimulatorConfig`] (at start, or `PUT /__sim/config` at runtime) and
+//! in prompt markers (`[[no-citations]]`, `[[rate-limit]]`, `[[slow]]`, `[[error]]`,
+//! `[[expire-session]]`).
+//!
+//! Admin API (no auth: the simulator binds to loopback for tests and the dev stack):
+//! - `POST /__sim/sessions` `{"label": "..."}` → `{"token", "storage_state_json"}`
+//! - `POST /__sim/sessions/{token}/expire` → 204 (404 if unknown)
+//! - `GET /__sim/stats` → [`SimStats`]
+//! - `GET /__sim/config`, `PUT /__sim/config` (any subset of the fields) → [`SimulatorConfig`]
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let sim = aap_simulator::Simulator::start(listener, Default::default()).await?;
+//! let session = sim.create_session("operator-1").await;
+//! // Open sim.base_url in Chromium, add the cookie
+//! // (name aap_simulator::SESSION_COOKIE, value session.token, secure: true), reload.
+//! sim.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod answer;
+mod config;
+mod page;
+mod routes;
+mod state;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use answer::{
+    Answer, Citation, MARKER_ERROR, MARKER_EXPIRE_SESSION, MARKER_NO_CITATIONS, MARKER_RATE_LIMIT, MARKER_SLOW,
+    PromptFlags, answer_for, normalize_prompt, strip_markers,
+};
+pub use config::{ConfigError, SimulatorConfig};
+pub use page::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
+pub use routes::router;
+pub use state::{PromptStats, SESSION_COOKIE, SimSession, SimState, SimStats, TokenStats};
+
+/// How long [`Simulator::shutdown`] lets open answer streams finish before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A running simulator, served in the background on the listener it was given.
+pub struct Simulator {
+    /// Origin to open in the browser, e.g. `http://127.0.0.1:41234` (no trailing slash).
+    pub base_url: String,
+    state: SimState,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Simulator {
+    /// Serves the simulator on `listener` in a background task. Bind `127.0.0.1:0` and hand the
+    /// listener over: the simulator is reachable as soon as this returns.
+    pub async fn start(listener: TcpListener, config: SimulatorConfig) -> std::io::Result<Simulator> {
+        let address = listener.local_addr()?;
+        let base_url = format!("http://{}", browser_address(address));
+        let state = SimState::new(base_url.clone(), config);
+        let app = routes::router(state.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    // A dropped sender means the Simulator is gone: stop as well.
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        tracing::info!(%base_url, "chatgpt simulator listening");
+        Ok(Simulator { base_url, state, stop: Some(stop), server })
+    }
+
+    /// Makes a logged-in session, as `POST /__sim/sessions` does.
+    pub async fn create_session(&self, label: &str) -> SimSession {
+        self.state.create_session(label)
+    }
+
+    /// Revokes a session: its next page load shows the login wall and its next prompt is
+    /// refused with 401. Unknown tokens are ignored.
+    pub fn expire_session(&self, token: &str) {
+        if !self.state.expire_session(token) {
+            tracing::debug!("expire requested for an unknown session token");
+        }
+    }
+
+    /// What has been served so far.
+    pub fn stats(&self) -> SimStats {
+        self.state.stats()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> SimulatorConfig {
+        self.state.config()
+    }
+
+    /// Replaces the config; answers already streaming keep their timing.
+    pub fn set_config(&self, config: SimulatorConfig) {
+        self.state.set_config(config);
+    }
+
+    /// The shared state, e.g. to mount [`router`] elsewhere.
+    pub fn state(&self) -> &SimState {
+        &self.state
+    }
+
+    /// Stops serving: open answer streams get a short grace period, then are dropped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "simulator server failed"),
+            Ok(Err(error)) => tracing::warn!(%error, "simulator task panicked"),
+            Err(_) => {
+                tracing::warn!("simulator did not stop in time; aborting open connections");
+                self.server.abort();
+            }
+        }
+    }
+}
+
+/// The address a browser should use: a wildcard bind is reached through loopback.
+fn browser_address(address: SocketAddr) -> SocketAddr {
+    if address.ip().is_unspecified() {
+        let loopback = match address.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        };
+        SocketAddr::new(loopback, address.port())
+    } else {
+        address
+    }
+}

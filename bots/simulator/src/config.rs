@@ -1,0 +1,97 @@
+//! Timing and failure knobs, set at start and changed at runtime through `PUT /__sim/config`.
+
+use serde::{Deserialize, Serialize};
+
+/// How the simulator behaves. `Default` is realistic but fast: a whole answer takes about 2 s,
+/// including one mid-stream pause long enough to fool a "text stopped changing for 1 s" check.
+///
+/// The same JSON shape is accepted by `PUT /__sim/config`, where any subset of fields may be
+/// given (the others keep their current value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatorConfig {
+    /// Delay between the request and the first streamed token, in ms.
+    pub first_token_delay_ms: u64,
+    /// Delay between two streamed chunks, in ms.
+    pub chunk_delay_ms: u64,
+    /// Words per streamed chunk (at least 1).
+    pub words_per_chunk: usize,
+    /// One silent pause in the middle of every answer, in ms (0: none).
+    pub pause_ms: u64,
+    /// Factor applied to every delay for `[[slow]]` prompts (or all prompts when `slow`).
+    pub slow_factor: u64,
+    /// Every prompt behaves as if marked `[[slow]]`.
+    pub slow: bool,
+    /// Every answer comes without citations, as if marked `[[no-citations]]`.
+    pub no_citations: bool,
+    /// Every prompt hits the rate limit, as if marked `[[rate-limit]]`.
+    pub rate_limit: bool,
+    /// A session hits the rate limit once it has received this many answers.
+    pub rate_limit_after: Option<u64>,
+    /// Every answer fails mid-stream, as if marked `[[error]]`.
+    pub error: bool,
+    /// Every session is treated as expired: every page is the login wall.
+    pub logged_out: bool,
+}
+
+impl Default for SimulatorConfig {
+    fn default() -> Self {
+        Self {
+            first_token_delay_ms: 250,
+            chunk_delay_ms: 12,
+            words_per_chunk: 3,
+            pause_ms: 1200,
+            slow_factor: 4,
+            slow: false,
+            no_citations: false,
+            rate_limit: false,
+            rate_limit_after: None,
+            error: false,
+            logged_out: false,
+        }
+    }
+}
+
+/// Why a config change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The patch is not a JSON object.
+    #[error("config patch must be a json object")]
+    NotAnObject,
+    /// A field is unknown or has the wrong type.
+    #[error("invalid simulator config: {0}")]
+    Invalid(#[from] serde_json::Error),
+}
+
+impl SimulatorConfig {
+    /// Returns this config with the fields present in `patch` replaced.
+    pub fn patched(&self, patch: serde_json::Value) -> Result<Self, ConfigError> {
+        let serde_json::Value::Object(patch) = patch else {
+            return Err(ConfigError::NotAnObject);
+        };
+        let mut current = serde_json::to_value(self)?;
+        if let serde_json::Value::Object(fields) = &mut current {
+            fields.extend(patch);
+        }
+        Ok(serde_json::from_value(current)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn patch_keeps_unmentioned_fields_and_rejects_unknown_ones() -> Result<(), ConfigError> {
+        let base = SimulatorConfig { pause_ms: 7, ..SimulatorConfig::default() };
+        let patched = base.patched(json!({"rate_limit": true, "rate_limit_after": 3}))?;
+        assert!(patched.rate_limit);
+        assert_eq!(patched.rate_limit_after, Some(3));
+        assert_eq!(patched.pause_ms, 7);
+        assert!(base.patched(json!({"rate_limt": true})).is_err());
+        assert!(base.patched(json!([1])).is_err());
+        assert!(base.patched(json!({"pause_ms": "long"})).is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,244 @@
+//! HTTP-level tests of the simulator: admin API, login wall, streamed answers, failure knobs.
+
+use aap_simulator::{
+    GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE, SESSION_COOKIE, Simulator, SimulatorConfig, answer_for,
+};
+use anyhow::{Context, Result, ensure};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn fast_config() -> SimulatorConfig {
+    SimulatorConfig { first_token_delay_ms: 5, chunk_delay_ms: 1, pause_ms: 20, ..SimulatorConfig::default() }
+}
+
+async fn start(config: SimulatorConfig) -> Result<(Simulator, reqwest::Client)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, config).await?;
+    Ok((sim, reqwest::Client::new()))
+}
+
+fn cookie(token: &str) -> String {
+    format!("{SESSION_COOKIE}={token}")
+}
+
+/// What one `POST /backend-api/conversation` streamed back.
+#[derive(Debug, Default)]
+struct Streamed {
+    /// The appended text, citation markers included.
+    text: String,
+    /// `content_references` of the opening message.
+    references: Vec<Value>,
+    error: Option<String>,
+    complete: bool,
+    done: bool,
+}
+
+async fn ask(client: &reqwest::Client, sim: &Simulator, token: &str, prompt: &str) -> Result<(StatusCode, String)> {
+    let response = client
+        .post(format!("{}/backend-api/conversation", sim.base_url))
+        .header("cookie", cookie(token))
+        .json(&json!({
+            "action": "next",
+            "messages": [{ "id": "m1", "author": { "role": "user" }, "content": { "content_type": "text", "parts": [prompt] } }],
+            "parent_message_id": "p1",
+            "model": "auto",
+        }))
+        .send()
+        .await?;
+    let status = response.status();
+    Ok((status, response.text().await?))
+}
+
+fn parse_stream(body: &str) -> Result<Streamed> {
+    let mut streamed = Streamed::default();
+    for event in body.split("\n\n").filter(|event| !event.trim().is_empty()) {
+        let data: String = event.lines().filter_map(|line| line.strip_prefix("data: ")).collect();
+        if data == "[DONE]" {
+            streamed.done = true;
+            continue;
+        }
+        let payload: Value = serde_json::from_str(&data).with_context(|| format!("event data {data:?}"))?;
+        match payload.get("type").and_then(Value::as_str) {
+            Some("error") => streamed.error = payload["message"].as_str().map(str::to_owned),
+            Some("message_stream_complete") => streamed.complete = true,
+            _ => {}
+        }
+        match payload.get("v") {
+            Some(Value::String(chunk)) => streamed.text.push_str(chunk),
+            Some(Value::Object(header)) if header.contains_key("message") => {
+                streamed.references =
+                    header["message"]["metadata"]["content_references"].as_array().cloned().unwrap_or_default();
+            }
+            _ => {}
+        }
+    }
+    Ok(streamed)
+}
+
+/// The streamed text with its citation markers (and the space before each) taken out.
+fn without_markers(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(" \u{e200}") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('\u{e201}').map_or(rest.len(), |end| start + end + '\u{e201}'.len_utf8());
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[tokio::test]
+async fn admin_api_makes_sessions_with_a_storage_state_and_expires_them() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let created: Value = client
+        .post(format!("{}/__sim/sessions", sim.base_url))
+        .json(&json!({"label": "operator-1"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = created["token"].as_str().context("token")?.to_owned();
+    let state: Value = serde_json::from_str(created["storage_state_json"].as_str().context("storage state")?)?;
+    let cookie_entry = &state["cookies"][0];
+    assert_eq!(cookie_entry["name"], SESSION_COOKIE);
+    assert_eq!(cookie_entry["value"], token.as_str());
+    assert_eq!(cookie_entry["domain"], "127.0.0.1");
+    assert_eq!(cookie_entry["secure"], true);
+    assert_eq!(cookie_entry["path"], "/");
+    assert_eq!(state["origins"][0]["origin"], sim.base_url.as_str());
+    assert_eq!(state["origins"][0]["localStorage"].as_array().map(Vec::len), Some(1));
+
+    let page = |token: Option<String>| {
+        let request = client.get(format!("{}/?model=auto", sim.base_url));
+        let request = match token {
+            Some(token) => request.header("cookie", format!("_puid=x; {}", cookie(&token))),
+            None => request,
+        };
+        async move { anyhow::Ok(request.send().await?.text().await?) }
+    };
+    let chat = page(Some(token.clone())).await?;
+    assert!(chat.contains("id=\"prompt-textarea\""));
+    assert!(chat.contains("operator-1"));
+    let wall = page(None).await?;
+    assert!(wall.contains("data-testid=\"login-button\""));
+    assert!(!wall.contains("id=\"prompt-textarea\""));
+
+    let expire = client.post(format!("{}/__sim/sessions/{token}/expire", sim.base_url)).send().await?;
+    assert_eq!(expire.status(), StatusCode::NO_CONTENT);
+    assert!(page(Some(token.clone())).await?.contains("data-testid=\"login-button\""));
+    let unknown = client.post(format!("{}/__sim/sessions/nope/expire", sim.base_url)).send().await?;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+
+    let stats: Value = client.get(format!("{}/__sim/stats", sim.base_url)).send().await?.json().await?;
+    assert_eq!(stats["by_token"][&token]["label"], "operator-1");
+    assert_eq!(stats["by_token"][&token]["expired"], true);
+    assert_eq!(stats["login_walls"], 2);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn config_can_be_patched_at_runtime_and_rejects_unknown_fields() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let url = format!("{}/__sim/config", sim.base_url);
+    let patched: Value = client
+        .put(&url)
+        .json(&json!({"pause_ms": 33, "no_citations": true}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(patched["pause_ms"], 33);
+    assert_eq!(patched["no_citations"], true);
+    assert_eq!(patched["first_token_delay_ms"], 5, "fields not in the patch keep their value");
+    assert_eq!(sim.config().pause_ms, 33);
+    let refused = client.put(&url).json(&json!({"pause": 1})).send().await?;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let current: Value = client.get(&url).send().await?.json().await?;
+    assert_eq!(current, patched);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn conversation_streams_the_same_answer_for_the_same_prompt_and_counts_it() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("bot-a").await;
+    let prompt = "What are the best laptops under $1,000?";
+    let expected = answer_for(prompt, true);
+
+    let mut texts = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = ask(&client, &sim, &session.token, prompt).await?;
+        assert_eq!(status, StatusCode::OK);
+        let streamed = parse_stream(&body)?;
+        ensure!(streamed.complete && streamed.done && streamed.error.is_none(), "incomplete stream: {body}");
+        assert_eq!(without_markers(&streamed.text), expected.markdown);
+        assert_eq!(streamed.references.len(), expected.citations.len());
+        for (reference, citation) in streamed.references.iter().zip(&expected.citations) {
+            assert_eq!(reference["items"][0]["url"], citation.href.as_str());
+            assert_eq!(reference["items"][0]["attribution"], citation.domain.as_str());
+            let marker = reference["matched_text"].as_str().context("matched_text")?;
+            assert!(streamed.text.contains(marker));
+        }
+        texts.push(streamed.text);
+    }
+    assert_eq!(texts[0], texts[1]);
+
+    let stats = sim.stats();
+    assert_eq!(stats.answers_for_prompt(prompt), 2);
+    assert_eq!(stats.answers_for_token(&session.token), 2);
+    assert_eq!(stats.answers_total, 2);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn markers_and_knobs_produce_the_failures() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("bot-b").await;
+
+    let (status, body) = ask(&client, &sim, &session.token, "hello [[no-citations]]").await?;
+    assert_eq!(status, StatusCode::OK);
+    let streamed = parse_stream(&body)?;
+    assert!(streamed.references.is_empty());
+    assert!(!streamed.text.contains('\u{e200}'));
+    assert_eq!(streamed.text, answer_for("hello", false).markdown);
+
+    let (status, body) = ask(&client, &sim, &session.token, "hello [[rate-limit]]").await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(body.contains(RATE_LIMIT_MESSAGE));
+
+    let (status, body) = ask(&client, &sim, &session.token, "hello [[error]]").await?;
+    assert_eq!(status, StatusCode::OK);
+    let streamed = parse_stream(&body)?;
+    assert_eq!(streamed.error.as_deref(), Some(GENERIC_ERROR_MESSAGE));
+    assert!(!streamed.complete);
+
+    // A per-session quota: the session already has one answer.
+    sim.set_config(SimulatorConfig { rate_limit_after: Some(1), ..sim.config() });
+    let (status, _) = ask(&client, &sim, &session.token, "another question").await?;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let other = sim.create_session("bot-c").await;
+    let (status, _) = ask(&client, &sim, &other.token, "another question").await?;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = ask(&client, &sim, &other.token, "bye [[expire-session]]").await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = ask(&client, &sim, &other.token, "another question").await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the session stays expired");
+    let (status, _) = ask(&client, &sim, "not-a-session", "hello").await?;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let stats = sim.stats();
+    let bot_b = &stats.by_token[&session.token];
+    assert_eq!((bot_b.answers, bot_b.rate_limited, bot_b.errors), (1, 2, 1));
+    assert!(stats.by_token[&other.token].expired);
+    assert_eq!(stats.answers_for_prompt("another question"), 1);
+    assert_eq!(stats.by_prompt["another question"].rate_limited, 1);
+    sim.shutdown().await;
+    Ok(())
+}
