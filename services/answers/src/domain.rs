@@ -232,13 +232,21 @@ impl Answers {
                     } else {
                         store::neighbours(&self.pool, embedding.clone(), min_similarity, self.config.max_suggestions).await?
                     };
-                    match (near.first(), query.policy) {
-                        (Some(_), Policy::Suggest) => return Ok(self.suggest(near)),
-                        (Some(best), _) => {
+                    // A concurrent Ask of the same text may have stored it since the lookup
+                    // above: it then shows up as a neighbour, and is an exact match.
+                    let stored_meanwhile = if near.is_empty() {
+                        None
+                    } else {
+                        store::prompt_by_hash(&self.pool, &hash).await?
+                    };
+                    match (stored_meanwhile, near.first(), query.policy) {
+                        (Some(prompt), _, _) => (prompt, (MatchKind::Exact, 1.0)),
+                        (None, Some(_), Policy::Suggest) => return Ok(self.suggest(near)),
+                        (None, Some(best), _) => {
                             let prompt = PromptRow { id: best.id, text: best.text.clone() };
                             (prompt, (MatchKind::Similar, best.similarity))
                         }
-                        (None, _) => {
+                        (None, None, _) => {
                             let mut conn = self.pool.acquire().await?;
                             let prompt = store::insert_prompt(&mut conn, &text, &hash, embedding).await?;
                             (prompt, (MatchKind::New, 1.0))
