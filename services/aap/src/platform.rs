@@ -78,6 +78,8 @@ impl Platform {
 
         let (health, health_service) = tonic_health::server::health_reporter();
         let router = tonic::transport::Server::builder()
+            // Outermost, so refused calls are traced too and every handler runs in the span.
+            .layer(aap_platform::telemetry::GrpcTraceLayer)
             .layer(AuthLayer::new(config.tokens.clone()))
             .add_service(health_service)
             .add_service(aap_platform::server::reflection_v1()?)

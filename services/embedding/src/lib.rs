@@ -1,1 +1,294 @@
-//! aap-embedding
+//! In-process sentence embeddings with all-MiniLM-L6-v2 (384 dimensions) on candle.
+//!
+//! The model directory holds `config.json`, `model.safetensors` and `tokenizer.json` as shipped
+//! by sentence-transformers; `deploy/local/install.sh` puts it under
+//! `/opt/aap/models/all-MiniLM-L6-v2`. Embeddings are mean-pooled over real tokens (padding is
+//! masked out) and L2-normalised, so [`cosine`] of two embeddings is also their dot product.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), aap_embedding::EmbedError> {
+//! let embedder = aap_embedding::Embedder::load(&aap_embedding::default_model_dir())?;
+//! let a = embedder.embed("What are the best laptops under $1,000?")?;
+//! let b = embedder.embed("Which laptops under 1000 dollars are best?")?;
+//! assert!(aap_embedding::cosine(&a, &b) > 0.8);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{Encoding, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// Length of every embedding vector produced by [`Embedder`].
+pub const DIMENSIONS: usize = 384;
+
+/// Longest input in tokens (including `[CLS]`/`[SEP]`); longer prompts are truncated.
+///
+/// This is sentence-transformers' `max_seq_length` for the model; the tokenizer.json it ships
+/// says 128, which would silently drop the tail of medium-length prompts.
+pub const MAX_TOKENS: usize = 256;
+
+/// Directory name of the model under the tools directory.
+const MODEL_NAME: &str = "all-MiniLM-L6-v2";
+
+/// Where the installer puts the model when neither `AAP_MODEL_DIR` nor `AAP_TOOLS_DIR` is set.
+const DEFAULT_TOOLS_DIR: &str = "/opt/aap";
+
+/// Files [`Embedder::load`] reads from the model directory.
+const MODEL_FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+/// Why loading the model or embedding a text failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// A model file is absent: the model has not been installed where we look.
+    #[error("embedding model file {path} is missing: run deploy/local/install.sh or set AAP_MODEL_DIR")]
+    MissingModel {
+        /// The file that was looked for.
+        path: PathBuf,
+    },
+    /// A model file exists but could not be read.
+    #[error("failed to read embedding model file {path}")]
+    Io {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `config.json` is not a BERT configuration.
+    #[error("invalid embedding model config {path}")]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The tokenizer could not be loaded or could not encode a text.
+    #[error("tokenizer failed")]
+    Tokenizer(#[source] tokenizers::Error),
+    /// Loading the weights or running the model failed.
+    #[error("embedding model failed")]
+    Model(#[from] candle_core::Error),
+    /// The blocking task behind [`Embedder::embed_async`] panicked or was cancelled.
+    #[error("embedding task did not complete")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Result alias for this crate.
+pub type EmbedResult<T> = Result<T, EmbedError>;
+
+/// A loaded sentence-embedding model; cheap to clone and safe to share between threads.
+///
+/// Embedding is CPU-bound: call [`Embedder::embed`] from blocking code, or
+/// [`Embedder::embed_async`] from async handlers so the runtime's workers stay free.
+#[derive(Clone)]
+pub struct Embedder {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+impl std::fmt::Debug for Embedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Embedder").field("device", &self.inner.device).finish_non_exhaustive()
+    }
+}
+
+impl Embedder {
+    /// Loads the model from `model_dir` (`config.json`, `model.safetensors`, `tokenizer.json`)
+    /// onto the CPU.
+    ///
+    /// Fails with [`EmbedError::MissingModel`] naming the first absent file, so a missing
+    /// install is reported as such rather than as an I/O error.
+    pub fn load(model_dir: &Path) -> EmbedResult<Embedder> {
+        for file in MODEL_FILES {
+            let path = model_dir.join(file);
+            if !path.is_file() {
+                return Err(EmbedError::MissingModel { path });
+            }
+        }
+        let device = Device::Cpu;
+
+        let config_path = model_dir.join("config.json");
+        let config_text = read_to_string(&config_path)?;
+        let config: Config =
+            serde_json::from_str(&config_text).map_err(|source| EmbedError::Config { path: config_path, source })?;
+
+        // Reading into memory instead of mmap keeps the crate free of `unsafe`; the file is
+        // ~90 MB and read once per process.
+        let weights_path = model_dir.join("model.safetensors");
+        let weights = std::fs::read(&weights_path).map_err(|source| EmbedError::Io { path: weights_path, source })?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
+        // The sentence-transformers export names tensors without the `bert.` prefix;
+        // `BertModel::load` tries both.
+        let model = BertModel::load(vb, &config)?;
+
+        let tokenizer = load_tokenizer(&model_dir.join("tokenizer.json"))?;
+
+        Ok(Embedder { inner: Arc::new(Inner { model, tokenizer, device }) })
+    }
+
+    /// Embeds one text into a unit-length vector of [`DIMENSIONS`] floats.
+    ///
+    /// Texts longer than [`MAX_TOKENS`] tokens are truncated, not rejected.
+    pub fn embed(&self, text: &str) -> EmbedResult<Vec<f32>> {
+        Ok(self.forward(&[text])?.squeeze(0)?.to_vec1::<f32>()?)
+    }
+
+    /// Embeds several texts in one forward pass; the result is in input order.
+    ///
+    /// Texts are padded to the longest one in the batch and the padding is masked out of the
+    /// pooling, so each vector equals what [`Embedder::embed`] returns for that text.
+    pub fn embed_batch(&self, texts: &[&str]) -> EmbedResult<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self.forward(texts)?.to_vec2::<f32>()?)
+    }
+
+    /// Embeds one text on tokio's blocking pool; for use inside async handlers.
+    pub async fn embed_async(&self, text: String) -> EmbedResult<Vec<f32>> {
+        let embedder = self.clone();
+        tokio::task::spawn_blocking(move || embedder.embed(&text)).await?
+    }
+
+    /// Tokenises `texts` (non-empty) and returns their unit-length embeddings as
+    /// `[batch, DIMENSIONS]`.
+    fn forward(&self, texts: &[&str]) -> EmbedResult<Tensor> {
+        let encodings = self.inner.tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::Tokenizer)?;
+
+        let input_ids = self.stack(&encodings, Encoding::get_ids)?;
+        let type_ids = self.stack(&encodings, Encoding::get_type_ids)?;
+        let mask = self.stack(&encodings, Encoding::get_attention_mask)?;
+
+        let hidden = self.inner.model.forward(&input_ids, &type_ids, Some(&mask))?;
+        let pooled = mean_pool(&hidden, &mask)?;
+        let embeddings = l2_normalise(&pooled)?;
+        debug_assert_eq!(embeddings.dims(), [texts.len(), DIMENSIONS]);
+        Ok(embeddings)
+    }
+
+    /// Builds a `[batch, tokens]` u32 tensor from one field of every encoding; the tokenizer
+    /// pads them all to the same length.
+    fn stack(&self, encodings: &[Encoding], field: impl Fn(&Encoding) -> &[u32]) -> EmbedResult<Tensor> {
+        let rows =
+            encodings.iter().map(|e| Tensor::new(field(e), &self.inner.device)).collect::<Result<Vec<_>, _>>()?;
+        Ok(Tensor::stack(&rows, 0)?)
+    }
+}
+
+/// Loads tokenizer.json and replaces its padding and truncation settings.
+///
+/// The shipped file pads every input to a fixed 128 tokens (so a five-word prompt costs as much
+/// as a paragraph) and truncates at 128; pad to the longest text in the batch instead and
+/// truncate at [`MAX_TOKENS`]. The pad token and id are kept from the file.
+fn load_tokenizer(path: &Path) -> EmbedResult<Tokenizer> {
+    let mut tokenizer = Tokenizer::from_file(path).map_err(EmbedError::Tokenizer)?;
+    let padding = PaddingParams {
+        strategy: PaddingStrategy::BatchLongest,
+        ..tokenizer.get_padding().cloned().unwrap_or_default()
+    };
+    let truncation =
+        TruncationParams { max_length: MAX_TOKENS, ..tokenizer.get_truncation().cloned().unwrap_or_default() };
+    tokenizer.with_padding(Some(padding));
+    tokenizer.with_truncation(Some(truncation)).map_err(EmbedError::Tokenizer)?;
+    Ok(tokenizer)
+}
+
+/// Averages token vectors `[batch, tokens, hidden]` over the tokens whose mask is 1.
+fn mean_pool(hidden: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+    let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+    let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+    // Every row has at least [CLS] and [SEP], so the count is never zero.
+    let counts = mask.sum(1)?;
+    summed.broadcast_div(&counts)
+}
+
+/// Scales every row of `[batch, hidden]` to unit Euclidean length.
+fn l2_normalise(x: &Tensor) -> candle_core::Result<Tensor> {
+    let norms = x.sqr()?.sum_keepdim(1)?.sqrt()?;
+    x.broadcast_div(&norms)
+}
+
+fn read_to_string(path: &Path) -> EmbedResult<String> {
+    std::fs::read_to_string(path).map_err(|source| EmbedError::Io { path: path.to_owned(), source })
+}
+
+/// The model directory to load by default.
+///
+/// `$AAP_MODEL_DIR` if set, else `$AAP_TOOLS_DIR/models/all-MiniLM-L6-v2`, else
+/// `/opt/aap/models/all-MiniLM-L6-v2` (where `deploy/local/install.sh` puts it).
+pub fn default_model_dir() -> PathBuf {
+    model_dir_from(std::env::var_os("AAP_MODEL_DIR"), std::env::var_os("AAP_TOOLS_DIR"))
+}
+
+/// [`default_model_dir`] without the environment, so the precedence can be tested.
+fn model_dir_from(model_dir: Option<OsString>, tools_dir: Option<OsString>) -> PathBuf {
+    if let Some(dir) = model_dir.filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let tools = tools_dir.filter(|d| !d.is_empty()).map_or_else(|| PathBuf::from(DEFAULT_TOOLS_DIR), PathBuf::from);
+    tools.join("models").join(MODEL_NAME)
+}
+
+/// Cosine similarity of two vectors, in `[-1, 1]`; 0 when either vector is all zeros.
+///
+/// For [`Embedder`] outputs (unit length) this equals their dot product.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len(), "cosine of vectors of different lengths");
+    let (mut dot, mut norm_a, mut norm_b) = (0.0f32, 0.0f32, 0.0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        norm_a += x * x;
+        norm_b += y * y;
+    }
+    let denominator = (norm_a * norm_b).sqrt();
+    if denominator == 0.0 {
+        return 0.0;
+    }
+    (dot / denominator).clamp(-1.0, 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_dir_prefers_explicit_dir_then_tools_dir_then_opt() {
+        assert_eq!(model_dir_from(Some("/m".into()), Some("/t".into())), PathBuf::from("/m"));
+        assert_eq!(model_dir_from(None, Some("/t".into())), PathBuf::from("/t/models/all-MiniLM-L6-v2"));
+        assert_eq!(model_dir_from(Some("".into()), None), PathBuf::from("/opt/aap/models/all-MiniLM-L6-v2"));
+    }
+
+    #[test]
+    fn cosine_of_orthogonal_parallel_and_zero_vectors() {
+        assert_eq!(cosine(&[1.0, 0.0], &[0.0, 2.0]), 0.0);
+        assert!((cosine(&[1.0, 2.0], &[2.0, 4.0]) - 1.0).abs() < 1e-6);
+        assert!((cosine(&[1.0, 2.0], &[-1.0, -2.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 1.0]), 0.0);
+    }
+
+    #[test]
+    fn load_names_the_installer_when_model_is_missing() {
+        let dir = std::env::temp_dir().join("aap-embedding-no-model-here");
+        let err = Embedder::load(&dir).expect_err("an absent model must not load");
+        assert!(matches!(err, EmbedError::MissingModel { .. }));
+        assert!(err.to_string().contains("deploy/local/install.sh"), "{err}");
+    }
+
+    #[test]
+    fn embedder_is_shareable_across_threads() {
+        fn assert_traits<T: Clone + Send + Sync + 'static>() {}
+        assert_traits::<Embedder>();
+    }
+}

@@ -5,12 +5,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aap_platform::assistants;
+use aap_platform::{assistants, telemetry};
 use aap_proto::v1::Task;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use crate::model::{clean_citations, ResultMessage, Status};
 use crate::queue::{Queue, Settle};
@@ -117,8 +118,17 @@ impl Gateway {
             let id = delivery.task.evaluation_id;
             match store::claim(&self.pool, id, &delivery.ack_subject, bot_id, ttl).await? {
                 ClaimOutcome::Claimed(row) => {
-                    tracing::info!(evaluation_id = id, attempt = row.attempts, "task claimed");
-                    self.queue.notify_prompt(row.prompt_id).await;
+                    // The claim belongs to the prompt's trace (the asker's context stored on the
+                    // evaluation), linked to the bot's poll that made it.
+                    let span = tracing::info_span!("task.claimed", evaluation_id = id, attempt = row.attempts, bot_id);
+                    telemetry::set_parent(&span, &row.trace_context.0);
+                    telemetry::link_to_current(&span);
+                    async {
+                        tracing::info!("task claimed");
+                        self.queue.notify_prompt(row.prompt_id).await;
+                    }
+                    .instrument(span)
+                    .await;
                     return Ok(Some(to_task(&row)));
                 }
                 ClaimOutcome::Exhausted(row) => {

@@ -1,0 +1,252 @@
+//! Selector manifests: what an adapter looks for on the page, kept as data so a site redesign is
+//! a TOML change (`bots/worker/adapters/<assistant>.toml`, overridable with `--adapters-dir`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The built-in manifests, compiled in.
+const BUILT_IN: &[(&str, &str)] = &[("chatgpt", include_str!("../../adapters/chatgpt.toml"))];
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// No manifest exists for the assistant.
+    #[error("no adapter manifest for assistant {0:?}")]
+    Unknown(String),
+    /// The override file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file tried.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML does not have the expected shape.
+    #[error("invalid manifest {origin}: {source}")]
+    Parse {
+        /// Where the text came from.
+        origin: String,
+        /// The parse error.
+        source: Box<toml::de::Error>,
+    },
+    /// A role lists no selector.
+    #[error("manifest {origin} lists no selector for role {role}")]
+    EmptyRole {
+        /// Where the text came from.
+        origin: String,
+        /// The role.
+        role: &'static str,
+    },
+}
+
+/// Waits and deadlines of an adapter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timing {
+    /// Page load until the composer or the login wall shows, in seconds.
+    pub page_load_secs: u64,
+    /// Click on send until the assistant turn appears, in seconds.
+    pub first_turn_secs: u64,
+    /// Click on send until the answer is complete, in seconds: the hard deadline.
+    pub answer_deadline_secs: u64,
+    /// How long the answer must stay unchanged once the page says it is done, in ms.
+    pub settle_ms: u64,
+    /// Page probe interval, in ms.
+    pub poll_ms: u64,
+    /// How long to wait for the sources panel, in ms.
+    pub sources_panel_ms: u64,
+}
+
+impl Timing {
+    /// `page_load_secs` as a duration.
+    pub fn page_load(&self) -> Duration {
+        Duration::from_secs(self.page_load_secs)
+    }
+    /// `first_turn_secs` as a duration.
+    pub fn first_turn(&self) -> Duration {
+        Duration::from_secs(self.first_turn_secs)
+    }
+    /// `answer_deadline_secs` as a duration.
+    pub fn answer_deadline(&self) -> Duration {
+        Duration::from_secs(self.answer_deadline_secs)
+    }
+    /// `settle_ms` as a duration.
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
+    }
+    /// `poll_ms` as a duration (at least 10 ms).
+    pub fn poll(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.max(10))
+    }
+    /// `sources_panel_ms` as a duration.
+    pub fn sources_panel(&self) -> Duration {
+        Duration::from_millis(self.sources_panel_ms)
+    }
+}
+
+/// CSS selectors per role, each list in order of preference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Selectors {
+    /// The prompt box.
+    pub composer: Vec<String>,
+    /// The send button.
+    pub send_button: Vec<String>,
+    /// The stop button shown while the answer streams.
+    pub stop_button: Vec<String>,
+    /// Elements only a logged-out page has.
+    pub login_wall: Vec<String>,
+    /// Assistant messages; the last one is the answer.
+    pub assistant_message: Vec<String>,
+    /// The turn around a message (holds its action bar).
+    pub turn: Vec<String>,
+    /// The rendered answer inside a message.
+    pub answer_markdown: Vec<String>,
+    /// Appears under a turn once the answer is complete.
+    pub action_bar: Vec<String>,
+    /// An error shown in a turn or on the page.
+    pub error: Vec<String>,
+    /// Inline source links, in reading order.
+    pub citation_link: Vec<String>,
+    /// The inline pill around a source link.
+    pub citation_pill: Vec<String>,
+    /// Opens the sources list.
+    pub sources_button: Vec<String>,
+    /// A link in the sources list.
+    pub sources_link: Vec<String>,
+    /// The page title inside such a link.
+    pub sources_title: Vec<String>,
+    /// Attributes of the message that name the model.
+    pub model_attribute: Vec<String>,
+}
+
+impl Selectors {
+    fn roles(&self) -> [(&'static str, &Vec<String>); 15] {
+        [
+            ("composer", &self.composer),
+            ("send_button", &self.send_button),
+            ("stop_button", &self.stop_button),
+            ("login_wall", &self.login_wall),
+            ("assistant_message", &self.assistant_message),
+            ("turn", &self.turn),
+            ("answer_markdown", &self.answer_markdown),
+            ("action_bar", &self.action_bar),
+            ("error", &self.error),
+            ("citation_link", &self.citation_link),
+            ("citation_pill", &self.citation_pill),
+            ("sources_button", &self.sources_button),
+            ("sources_link", &self.sources_link),
+            ("sources_title", &self.sources_title),
+            ("model_attribute", &self.model_attribute),
+        ]
+    }
+}
+
+/// An adapter's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Bumped on every change.
+    pub version: String,
+    /// Lowercase assistant id.
+    pub assistant: String,
+    /// Origin of the assistant's site.
+    pub base_url: String,
+    /// Path of a new conversation.
+    pub new_chat_path: String,
+    /// Lowercase fragments of error texts that mean "rate limited".
+    pub rate_limit_patterns: Vec<String>,
+    /// Waits and deadlines.
+    pub timing: Timing,
+    /// Selectors per role.
+    pub selectors: Selectors,
+    /// Short SHA-256 of the manifest text, set when loaded.
+    #[serde(skip)]
+    pub fingerprint: String,
+    /// Where the manifest came from: `built-in` or a file path.
+    #[serde(skip)]
+    pub source: String,
+}
+
+impl Manifest {
+    /// The manifest for `assistant`: `<dir>/<assistant>.toml` when `dir` is given and has that
+    /// file, the built-in one otherwise.
+    pub fn load(assistant: &str, dir: Option<&Path>) -> Result<Manifest, ManifestError> {
+        if let Some(dir) = dir {
+            let path = dir.join(format!("{assistant}.toml"));
+            if path.is_file() {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| ManifestError::Read { path: path.clone(), source })?;
+                return Manifest::parse(&text, &path.display().to_string());
+            }
+        }
+        let text = BUILT_IN
+            .iter()
+            .find(|(name, _)| *name == assistant)
+            .map(|(_, text)| *text)
+            .ok_or_else(|| ManifestError::Unknown(assistant.to_owned()))?;
+        Manifest::parse(text, "built-in")
+    }
+
+    /// Parses and checks a manifest; `origin` names it in errors and logs.
+    pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
+        let mut manifest: Manifest = toml::from_str(text)
+            .map_err(|source| ManifestError::Parse { origin: origin.to_owned(), source: Box::new(source) })?;
+        for (role, selectors) in manifest.selectors.roles() {
+            if selectors.iter().all(|s| s.trim().is_empty()) {
+                return Err(ManifestError::EmptyRole { origin: origin.to_owned(), role });
+            }
+        }
+        manifest.fingerprint = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
+        manifest.source = origin.to_owned();
+        Ok(manifest)
+    }
+
+    /// The selectors as one JSON object (role → list), for page scripts.
+    pub fn selectors_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.selectors).unwrap_or_default()
+    }
+
+    /// Whether an error text means the account is rate limited.
+    pub fn is_rate_limit(&self, text: &str) -> bool {
+        let text = text.to_lowercase().replace('\u{2019}', "'");
+        self.rate_limit_patterns.iter().any(|pattern| text.contains(&pattern.to_lowercase()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_chatgpt_manifest_loads_with_a_fingerprint() -> Result<(), ManifestError> {
+        let manifest = Manifest::load("chatgpt", None)?;
+        assert_eq!(manifest.assistant, "chatgpt");
+        assert_eq!(manifest.selectors.composer[0], "#prompt-textarea");
+        assert_eq!(manifest.fingerprint.len(), 12);
+        assert_eq!(manifest.source, "built-in");
+        assert!(manifest.is_rate_limit("You\u{2019}ve reached our limit of messages per hour. Please try again later."));
+        assert!(!manifest.is_rate_limit("Something went wrong while generating the response."));
+        assert!(matches!(Manifest::load("bard", None), Err(ManifestError::Unknown(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn an_override_file_wins_and_empty_roles_are_refused() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let text = BUILT_IN[0].1.replace("version = \"", "version = \"test-");
+        std::fs::write(dir.path().join("chatgpt.toml"), &text)?;
+        let manifest = Manifest::load("chatgpt", Some(dir.path()))?;
+        assert!(manifest.version.starts_with("test-"));
+        assert_ne!(manifest.fingerprint, Manifest::load("chatgpt", None)?.fingerprint);
+
+        let broken = text.replace("stop_button = [", "stop_button = [] \nunused = [");
+        assert!(Manifest::parse(&broken, "test").is_err());
+        let empty = BUILT_IN[0].1.replace("assistant_message = [\n  \"div[data-message-author-role='assistant']\",\n]", "assistant_message = []");
+        assert!(matches!(Manifest::parse(&empty, "test"), Err(ManifestError::EmptyRole { role: "assistant_message", .. })));
+        Ok(())
+    }
+}

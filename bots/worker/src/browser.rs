@@ -1,0 +1,347 @@
+//! One Chromium driven through its own chromedriver: launch, load a session, close.
+//!
+//! There is no async drop: [`Browser::close`] must be awaited on every path, or Chromium leaks
+//! until the process ends. As a last resort, dropping a `Browser` kills chromedriver (and with it
+//! the browser it started) and removes the profile.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use thirtyfour::error::WebDriverErrorInner;
+use thirtyfour::prelude::*;
+use thirtyfour::{ChromiumLikeCapabilities, Cookie, SameSite};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::storage_state::{StorageState, StoredCookie};
+
+/// Chromium flags for a quiet, container-friendly browser. `--headless=new` is added unless
+/// the browser runs headful.
+const CHROMIUM_ARGS: &[&str] = &[
+    "--no-sandbox",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-sync",
+    "--disable-gpu",
+    "--disable-blink-features=AutomationControlled",
+    "--lang=en-US",
+];
+
+/// How to start the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowserOptions {
+    /// The Chromium binary.
+    pub chromium: PathBuf,
+    /// The chromedriver binary (same version as Chromium).
+    pub chromedriver: PathBuf,
+    /// Show a window (under Xvfb in containers) instead of running headless.
+    pub headful: bool,
+    /// Window size in pixels; sites lay out differently on small screens.
+    pub window_size: (u32, u32),
+    /// How long chromedriver and the first session may take to start.
+    pub startup_timeout: Duration,
+    /// More Chromium flags, e.g. a proxy.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for BrowserOptions {
+    fn default() -> Self {
+        Self {
+            chromium: PathBuf::from("/usr/bin/chromium"),
+            chromedriver: PathBuf::from("/usr/bin/chromedriver"),
+            headful: false,
+            window_size: (1280, 900),
+            startup_timeout: Duration::from_secs(30),
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// Why the browser could not be started or used.
+#[derive(Debug, thiserror::Error)]
+pub enum BrowserError {
+    /// chromedriver could not be spawned.
+    #[error("cannot start chromedriver {path}: {source}")]
+    Spawn {
+        /// The binary tried.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// chromedriver started but never said which port it listens on.
+    #[error("chromedriver did not report its port: {0}")]
+    NoPort(String),
+    /// The throwaway profile directory could not be created.
+    #[error("cannot create a browser profile directory: {0}")]
+    Profile(std::io::Error),
+    /// A WebDriver command failed.
+    #[error("webdriver: {0}")]
+    WebDriver(#[from] WebDriverError),
+    /// The session's storage state is not valid JSON of the expected shape.
+    #[error("invalid storage state: {0}")]
+    StorageState(#[from] serde_json::Error),
+    /// The origin to load a session for is not an absolute http(s) URL.
+    #[error("invalid origin {0:?}")]
+    Origin(String),
+}
+
+/// What [`Browser::load_session`] put into the profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionLoaded {
+    /// Cookies accepted for the origin's host.
+    pub cookies: usize,
+    /// localStorage entries set on the origin.
+    pub local_storage: usize,
+}
+
+/// A running Chromium with its chromedriver and throwaway profile.
+pub struct Browser {
+    driver: WebDriver,
+    chromedriver: Child,
+    // Removed when the Browser goes away.
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a port the OS picks, then a Chromium session on a fresh profile.
+    pub async fn launch(options: &BrowserOptions) -> Result<Browser, BrowserError> {
+        let mut chromedriver = Command::new(&options.chromedriver)
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| BrowserError::Spawn { path: options.chromedriver.clone(), source })?;
+        let port = match read_port(&mut chromedriver, options.startup_timeout).await {
+            Ok(port) => port,
+            Err(error) => {
+                stop_process(&mut chromedriver).await;
+                return Err(error);
+            }
+        };
+        let profile = match tempfile::Builder::new().prefix("aap-bot-profile-").tempdir() {
+            Ok(profile) => profile,
+            Err(error) => {
+                stop_process(&mut chromedriver).await;
+                return Err(BrowserError::Profile(error));
+            }
+        };
+        let driver = match new_session(options, port, &profile).await {
+            Ok(driver) => driver,
+            Err(error) => {
+                stop_process(&mut chromedriver).await;
+                return Err(error);
+            }
+        };
+        tracing::debug!(port, profile = %profile.path().display(), "browser started");
+        Ok(Browser { driver, chromedriver, profile })
+    }
+
+    /// The WebDriver session, for adapters.
+    pub fn driver(&self) -> &WebDriver {
+        &self.driver
+    }
+
+    /// Quits the WebDriver session (closing Chromium), stops chromedriver and removes the
+    /// profile. Errors are logged: a browser that will not quit is killed with its driver.
+    pub async fn close(self) {
+        let Browser { driver, mut chromedriver, profile } = self;
+        match tokio::time::timeout(Duration::from_secs(20), driver.quit()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "quitting the browser failed; killing chromedriver"),
+            Err(_) => tracing::warn!("the browser did not quit in time; killing chromedriver"),
+        }
+        stop_process(&mut chromedriver).await;
+        let path = profile.path().display().to_string();
+        if let Err(error) = profile.close() {
+            tracing::debug!(%error, path, "browser profile not fully removed");
+        }
+    }
+
+    /// Puts a logged-in session into the browser: opens `origin` (cookies can only be set on
+    /// their own site), adds the cookies for its host, and sets its localStorage.
+    pub async fn load_session(&self, storage_state_json: &str, origin: &str) -> Result<SessionLoaded, BrowserError> {
+        let state = StorageState::parse(storage_state_json)?;
+        let url = url::Url::parse(origin).map_err(|_| BrowserError::Origin(origin.to_owned()))?;
+        let host = match url.host_str() {
+            Some(host) if matches!(url.scheme(), "http" | "https") => host.to_owned(),
+            _ => return Err(BrowserError::Origin(origin.to_owned())),
+        };
+        let origin = url.origin().ascii_serialization();
+        self.driver.goto(origin.as_str()).await?;
+
+        let mut loaded = SessionLoaded::default();
+        for stored in state.cookies_for_host(&host) {
+            match self.driver.add_cookie(to_cookie(stored, true)).await {
+                Ok(()) => loaded.cookies += 1,
+                // Chromium refuses some domain spellings (an IP with a leading dot, say) that the
+                // page's own host accepts: retry as a host-only cookie.
+                Err(error) if !stored.domain.is_empty() => {
+                    tracing::debug!(%error, cookie = stored.name, "cookie refused with its domain; retrying host-only");
+                    match self.driver.add_cookie(to_cookie(stored, false)).await {
+                        Ok(()) => loaded.cookies += 1,
+                        Err(error) => tracing::warn!(%error, cookie = stored.name, "cookie refused"),
+                    }
+                }
+                Err(error) => tracing::warn!(%error, cookie = stored.name, "cookie refused"),
+            }
+        }
+
+        let entries: Vec<serde_json::Value> = state
+            .local_storage_for(&origin)
+            .into_iter()
+            .map(|entry| serde_json::json!([entry.name, entry.value]))
+            .collect();
+        if !entries.is_empty() {
+            let count = entries.len();
+            self.driver
+                .execute(
+                    "for (const [name, value] of arguments[0]) { window.localStorage.setItem(name, value); }",
+                    vec![serde_json::Value::Array(entries)],
+                )
+                .await?;
+            loaded.local_storage = count;
+        }
+        Ok(loaded)
+    }
+}
+
+impl std::fmt::Debug for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Browser").field("profile", &self.profile.path()).finish_non_exhaustive()
+    }
+}
+
+fn to_cookie(stored: &StoredCookie, with_domain: bool) -> Cookie {
+    let mut cookie = Cookie::new(stored.name.clone(), stored.value.clone());
+    cookie.set_path(stored.path.clone().unwrap_or_else(|| "/".to_owned()));
+    if with_domain && !stored.domain.is_empty() {
+        cookie.set_domain(stored.domain.clone());
+    }
+    // A `__Secure-` cookie is refused unless marked secure; Chromium accepts it on
+    // http://localhost and 127.0.0.1, which count as secure contexts.
+    cookie.set_secure(stored.secure.unwrap_or(false) || stored.name.starts_with("__Secure-"));
+    if let Some(http_only) = stored.http_only {
+        cookie.set_http_only(http_only);
+    }
+    if let Some(expires) = stored.expires.filter(|expires| *expires > 0.0) {
+        cookie.set_expiry(expires as i64);
+    }
+    match stored.same_site.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("strict") => cookie.set_same_site(SameSite::Strict),
+        Some("lax") => cookie.set_same_site(SameSite::Lax),
+        Some("none") => cookie.set_same_site(SameSite::None),
+        _ => {}
+    }
+    cookie
+}
+
+async fn new_session(options: &BrowserOptions, port: u16, profile: &tempfile::TempDir) -> Result<WebDriver, BrowserError> {
+    let mut caps = DesiredCapabilities::chrome();
+    caps.set_binary(&options.chromium.to_string_lossy())?;
+    if !options.headful {
+        caps.add_arg("--headless=new")?;
+    }
+    for arg in CHROMIUM_ARGS {
+        caps.add_arg(arg)?;
+    }
+    caps.add_arg(&format!("--window-size={},{}", options.window_size.0, options.window_size.1))?;
+    caps.add_arg(&format!("--user-data-dir={}", profile.path().display()))?;
+    for arg in &options.extra_args {
+        caps.add_arg(arg)?;
+    }
+    // Without the switch Chromium shows "controlled by automated test software" and sets
+    // navigator.webdriver, both of which sites look for.
+    caps.add_exclude_switch("enable-automation")?;
+    let driver = WebDriver::builder(format!("http://127.0.0.1:{port}"), caps)
+        .request_timeout(Duration::from_secs(120))
+        .await;
+    match driver {
+        Ok(driver) => Ok(driver),
+        Err(error) => Err(BrowserError::WebDriver(error)),
+    }
+}
+
+/// Reads "ChromeDriver was started successfully on port N." from chromedriver's stdout, then
+/// keeps draining it so chromedriver never blocks on a full pipe.
+async fn read_port(chromedriver: &mut Child, timeout: Duration) -> Result<u16, BrowserError> {
+    let stdout = chromedriver.stdout.take().ok_or_else(|| BrowserError::NoPort("no stdout pipe".to_owned()))?;
+    let mut lines = BufReader::new(stdout).lines();
+    let read = async {
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Some(port) = parse_port(&line) {
+                        return Ok(port);
+                    }
+                }
+                Ok(None) => return Err(BrowserError::NoPort("chromedriver exited".to_owned())),
+                Err(error) => return Err(BrowserError::NoPort(error.to_string())),
+            }
+        }
+    };
+    let port = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| BrowserError::NoPort(format!("nothing after {timeout:?}")))??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(port)
+}
+
+fn parse_port(line: &str) -> Option<u16> {
+    let rest = line.split("started successfully on port ").nth(1)?;
+    rest.trim().trim_end_matches('.').parse().ok()
+}
+
+async fn stop_process(child: &mut Child) {
+    if let Err(error) = child.kill().await {
+        tracing::debug!(%error, "chromedriver already gone");
+    }
+}
+
+/// Whether a WebDriver error means the browser or its session is gone, so the browser must be
+/// replaced rather than reused.
+pub fn is_fatal(error: &WebDriverError) -> bool {
+    matches!(
+        error.as_inner(),
+        WebDriverErrorInner::InvalidSessionId(_)
+            | WebDriverErrorInner::SessionNotCreated(_)
+            | WebDriverErrorInner::RequestFailed(_)
+            | WebDriverErrorInner::NoSuchWindow(_)
+            | WebDriverErrorInner::IoError(_)
+    ) || error.to_string().contains("session deleted")
+        || error.to_string().contains("disconnected")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_line_is_parsed() {
+        assert_eq!(parse_port("ChromeDriver was started successfully on port 33705."), Some(33705));
+        assert_eq!(parse_port("Starting ChromeDriver 156.0 on port 0"), None);
+    }
+
+    #[test]
+    fn secure_prefix_forces_the_secure_flag_and_session_cookies_get_no_expiry() {
+        let stored = StoredCookie {
+            name: "__Secure-next-auth.session-token".into(),
+            value: "v".into(),
+            domain: ".chatgpt.com".into(),
+            expires: Some(-1.0),
+            same_site: Some("Lax".into()),
+            ..StoredCookie::default()
+        };
+        let cookie = to_cookie(&stored, true);
+        assert_eq!(cookie.secure, Some(true));
+        assert_eq!(cookie.expiry, None);
+        assert_eq!(cookie.domain.as_deref(), Some(".chatgpt.com"));
+        assert_eq!(cookie.same_site, Some(SameSite::Lax));
+        assert_eq!(to_cookie(&stored, false).domain, None);
+    }
+}

@@ -1,0 +1,375 @@
+//! The bot's configuration: [`BotConfig`] built in code (by `aap dev`, tests) or from the
+//! command line ([`Args`], the seed's flags plus the platform's).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use secrecy::SecretString;
+
+use crate::browser::BrowserOptions;
+
+/// The assistants the bot knows: lowercase id and the seed's name for it.
+const ASSISTANTS: &[(&str, &str)] = &[
+    ("chatgpt", "ChatGPT"),
+    ("claude", "Claude"),
+    ("perplexity", "Perplexity"),
+    ("google-ai-overview", "Google AI Overview"),
+];
+
+/// The lowercase id of an assistant given by id or by the seed's name ("ChatGPT" → "chatgpt").
+pub fn assistant_id(name: &str) -> String {
+    let name = name.trim();
+    ASSISTANTS
+        .iter()
+        .find(|(id, seed)| id.eq_ignore_ascii_case(name) || seed.eq_ignore_ascii_case(name))
+        .map_or_else(|| name.to_lowercase(), |(id, _)| (*id).to_owned())
+}
+
+/// The seed's name of an assistant given by id or by name ("chatgpt" → "ChatGPT").
+pub fn seed_name(name: &str) -> String {
+    let name = name.trim();
+    ASSISTANTS
+        .iter()
+        .find(|(id, seed)| id.eq_ignore_ascii_case(name) || seed.eq_ignore_ascii_case(name))
+        .map_or_else(|| name.to_owned(), |(_, seed)| (*seed).to_owned())
+}
+
+/// Where tasks come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskSourceConfig {
+    /// `EvaluationService.Claim` at this gRPC URL.
+    Grpc {
+        /// E.g. `http://127.0.0.1:50051`.
+        url: String,
+    },
+    /// The seed's HTTP polling API.
+    Http {
+        /// Base URL of `/evaluations/api/v1/poll`.
+        api_url: String,
+        /// Base URL of `/evaluations/api/v1/submit` and `/release`.
+        results_api_url: String,
+    },
+}
+
+/// Where logged-in sessions come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionSourceConfig {
+    /// `SessionService.LeaseSession` at this gRPC URL.
+    Service {
+        /// E.g. `http://127.0.0.1:50051`.
+        url: String,
+    },
+    /// Playwright storage-state files (`*.json`) in this directory.
+    Dir {
+        /// The directory.
+        path: PathBuf,
+    },
+}
+
+/// Everything the bot needs; see [`crate::run`].
+#[derive(Debug, Clone)]
+pub struct BotConfig {
+    /// Where tasks come from.
+    pub tasks: TaskSourceConfig,
+    /// Where sessions come from.
+    pub sessions: SessionSourceConfig,
+    /// Bot token, sent as `authorization: Bearer <token>` to the platform.
+    pub token: Option<SecretString>,
+    /// The bot's name in logs and provenance.
+    pub bot_id: String,
+    /// Lowercase assistant id, e.g. `chatgpt`.
+    pub assistant: String,
+    /// The seed's assistant name sent when polling over HTTP, e.g. `ChatGPT`.
+    pub assistant_name: String,
+    /// Plan served, e.g. `Plus`.
+    pub plan: String,
+    /// Attempts per prompt (each in a new conversation) before the fresh-session try.
+    pub max_attempts: u32,
+    /// Evaluations per session before rotating (directory sessions; leases say their own).
+    pub per_session_runs: u32,
+    /// Wait after an empty poll or a failed call.
+    pub poll_retry: Duration,
+    /// Close the browser after this long without work; reopened on demand.
+    pub idle_timeout: Option<Duration>,
+    /// Time-out of polls and session calls.
+    pub api_timeout: Duration,
+    /// Tries of a submit or release.
+    pub submit_retry_attempts: u32,
+    /// Time-out of one submit or release try.
+    pub submit_timeout: Duration,
+    /// The assistant's origin instead of the manifest's (e.g. the simulator's).
+    pub assistant_url: Option<String>,
+    /// A directory whose `<assistant>.toml` replaces the built-in selector manifest.
+    pub adapters_dir: Option<PathBuf>,
+    /// How to start Chromium.
+    pub browser: BrowserOptions,
+    /// On shutdown, how long an answer in progress may still take before the task is handed
+    /// back to the queue.
+    pub shutdown_grace: Duration,
+}
+
+impl BotConfig {
+    fn base(tasks: TaskSourceConfig, sessions: SessionSourceConfig, assistant: &str, plan: &str) -> BotConfig {
+        BotConfig {
+            tasks,
+            sessions,
+            token: None,
+            bot_id: default_bot_id(),
+            assistant: assistant_id(assistant),
+            assistant_name: seed_name(assistant),
+            plan: plan.to_owned(),
+            max_attempts: 1,
+            per_session_runs: 10,
+            poll_retry: Duration::from_secs(5),
+            idle_timeout: None,
+            api_timeout: Duration::from_secs(30),
+            submit_retry_attempts: 3,
+            submit_timeout: Duration::from_secs(30),
+            assistant_url: None,
+            adapters_dir: None,
+            browser: BrowserOptions::default(),
+            shutdown_grace: Duration::from_secs(60),
+        }
+    }
+
+    /// A bot on the platform's gRPC API: tasks from `Claim`, sessions from `SessionService`,
+    /// both at `url`. `assistant` is an id or a seed name.
+    pub fn grpc(url: &str, token: &str, bot_id: &str, assistant: &str, plan: &str) -> BotConfig {
+        let mut config = BotConfig::base(
+            TaskSourceConfig::Grpc { url: url.to_owned() },
+            SessionSourceConfig::Service { url: url.to_owned() },
+            assistant,
+            plan,
+        );
+        config.token = Some(SecretString::from(token.to_owned()));
+        config.bot_id = bot_id.to_owned();
+        config
+    }
+
+    /// A bot on the seed's HTTP API with sessions from a directory, as the seed runs.
+    pub fn http(api_url: &str, results_api_url: &str, sessions_dir: impl Into<PathBuf>, assistant: &str, plan: &str) -> BotConfig {
+        BotConfig::base(
+            TaskSourceConfig::Http { api_url: api_url.to_owned(), results_api_url: results_api_url.to_owned() },
+            SessionSourceConfig::Dir { path: sessions_dir.into() },
+            assistant,
+            plan,
+        )
+    }
+
+    /// Asks the assistant at `url` (e.g. the simulator) instead of its public site.
+    pub fn with_assistant_url(mut self, url: &str) -> BotConfig {
+        self.assistant_url = Some(url.trim_end_matches('/').to_owned());
+        self
+    }
+
+    /// Takes sessions from a directory of storage-state files.
+    pub fn with_sessions_dir(mut self, dir: impl Into<PathBuf>) -> BotConfig {
+        self.sessions = SessionSourceConfig::Dir { path: dir.into() };
+        self
+    }
+
+    /// Sends `token` as the bearer token.
+    pub fn with_token(mut self, token: &str) -> BotConfig {
+        self.token = Some(SecretString::from(token.to_owned()));
+        self
+    }
+
+    /// Names the bot.
+    pub fn with_bot_id(mut self, bot_id: &str) -> BotConfig {
+        self.bot_id = bot_id.to_owned();
+        self
+    }
+}
+
+fn default_bot_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "bot".to_owned());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Why the command line does not make a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither a task source nor a session source is usable.
+    #[error("{0}")]
+    Missing(&'static str),
+}
+
+/// `aap-bot`: answers evaluation tasks by asking an AI assistant in a real Chromium.
+///
+/// Tasks come from the platform's gRPC Claim stream (`--grpc-url`) or from the seed's HTTP
+/// polling API (`--api-url`, `--results-api-url`). Sessions come from the platform's
+/// SessionService (with `--grpc-url`) or from `--sessions-dir`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "aap-bot", version, about, long_about = None)]
+pub struct Args {
+    /// Directory with session files (Playwright storage-state JSON, one account per file).
+    #[arg(long, env = "AAP_BOT_SESSIONS_DIR")]
+    pub sessions_dir: Option<PathBuf>,
+    /// Base URL of the HTTP API the bot polls for prompts (seed mode).
+    #[arg(long, env = "AAP_BOT_API_URL")]
+    pub api_url: Option<String>,
+    /// Base URL of the HTTP API results go to; --api-url when absent.
+    #[arg(long, env = "AAP_BOT_RESULTS_API_URL")]
+    pub results_api_url: Option<String>,
+    /// Assistant to ask, by the seed's name ("ChatGPT") or id ("chatgpt").
+    #[arg(long, env = "AAP_BOT_ASSISTANT_NAME", default_value = "ChatGPT")]
+    pub assistant_name: String,
+    /// Plan (account tier) to serve.
+    #[arg(long, env = "AAP_BOT_PLAN_NAME", default_value = "Plus")]
+    pub plan_name: String,
+    /// Attempts to get an answer with citations per prompt, a new conversation each time;
+    /// then one more on a fresh session.
+    #[arg(long, env = "AAP_BOT_MAX_ATTEMPTS", default_value_t = 1)]
+    pub max_attempts: u32,
+    /// Evaluations per session before rotating to the next (session files).
+    #[arg(long, env = "AAP_BOT_PER_SESSION_RUNS", default_value_t = 10)]
+    pub per_session_runs: u32,
+    /// Seconds to wait when no prompt is available.
+    #[arg(long, env = "AAP_BOT_POLL_RETRY_SECONDS", default_value_t = 5.0)]
+    pub poll_retry_seconds: f64,
+    /// Close the browser after this many minutes without work (never when absent).
+    #[arg(long, env = "AAP_BOT_IDLE_TIMEOUT_MINUTES")]
+    pub idle_timeout_minutes: Option<f64>,
+    /// Time-out of API requests (polls, sessions), in seconds.
+    #[arg(long, env = "AAP_BOT_API_TIMEOUT", default_value_t = 30.0)]
+    pub api_timeout: f64,
+    /// Tries of a result submission.
+    #[arg(long, env = "AAP_BOT_SUBMIT_RETRY_ATTEMPTS", default_value_t = 3)]
+    pub submit_retry_attempts: u32,
+    /// Time-out of one result submission, in seconds.
+    #[arg(long, env = "AAP_BOT_SUBMIT_TIMEOUT", default_value_t = 30.0)]
+    pub submit_timeout: f64,
+    /// Log level (ERROR, WARN, INFO, DEBUG, TRACE) or a tracing filter.
+    #[arg(long, env = "AAP_BOT_LOG_LEVEL", default_value = "INFO")]
+    pub log_level: String,
+    /// Also write logs to this file.
+    #[arg(long, env = "AAP_BOT_LOG_FILE")]
+    pub log_file: Option<PathBuf>,
+    /// The platform's gRPC URL: tasks from EvaluationService.Claim, sessions from
+    /// SessionService (unless --sessions-dir).
+    #[arg(long, env = "AAP_BOT_GRPC_URL")]
+    pub grpc_url: Option<String>,
+    /// Bot token for the platform (Authorization: Bearer).
+    #[arg(long, env = "AAP_BOT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The bot's name in logs and provenance; host name plus a random suffix when absent.
+    #[arg(long, env = "AAP_BOT_BOT_ID")]
+    pub bot_id: Option<String>,
+    /// The assistant's origin instead of its public site, e.g. the simulator's.
+    #[arg(long, env = "AAP_BOT_ASSISTANT_URL")]
+    pub assistant_url: Option<String>,
+    /// Directory with selector manifests (`<assistant>.toml`) replacing the built-in ones.
+    #[arg(long, env = "AAP_BOT_ADAPTERS_DIR")]
+    pub adapters_dir: Option<PathBuf>,
+    /// Show the browser window (needs a display, e.g. Xvfb).
+    #[arg(long, env = "AAP_BOT_HEADFUL")]
+    pub headful: bool,
+    /// The Chromium binary.
+    #[arg(long, env = "AAP_BOT_CHROMIUM", default_value = "/usr/bin/chromium")]
+    pub chromium: PathBuf,
+    /// The chromedriver binary.
+    #[arg(long, env = "AAP_BOT_CHROMEDRIVER", default_value = "/usr/bin/chromedriver")]
+    pub chromedriver: PathBuf,
+}
+
+fn seconds(value: f64) -> Duration {
+    Duration::try_from_secs_f64(value.max(0.0)).unwrap_or(Duration::ZERO)
+}
+
+impl Args {
+    /// The configuration these flags describe.
+    pub fn into_config(self) -> Result<BotConfig, ConfigError> {
+        let tasks = match (&self.grpc_url, &self.api_url) {
+            (Some(url), _) => TaskSourceConfig::Grpc { url: url.clone() },
+            (None, Some(api_url)) => TaskSourceConfig::Http {
+                api_url: api_url.clone(),
+                results_api_url: self.results_api_url.clone().unwrap_or_else(|| api_url.clone()),
+            },
+            (None, None) => return Err(ConfigError::Missing("give --grpc-url (platform) or --api-url (seed HTTP API)")),
+        };
+        let sessions = match (&self.sessions_dir, &self.grpc_url) {
+            (Some(path), _) => SessionSourceConfig::Dir { path: path.clone() },
+            (None, Some(url)) => SessionSourceConfig::Service { url: url.clone() },
+            (None, None) => return Err(ConfigError::Missing("--sessions-dir is required without --grpc-url")),
+        };
+        let mut config = BotConfig::base(tasks, sessions, &self.assistant_name, &self.plan_name);
+        config.token = self.token.map(SecretString::from);
+        if let Some(bot_id) = self.bot_id {
+            config.bot_id = bot_id;
+        }
+        config.max_attempts = self.max_attempts.max(1);
+        config.per_session_runs = self.per_session_runs.max(1);
+        config.poll_retry = seconds(self.poll_retry_seconds);
+        config.idle_timeout = self.idle_timeout_minutes.map(|minutes| seconds(minutes * 60.0));
+        config.api_timeout = seconds(self.api_timeout);
+        config.submit_retry_attempts = self.submit_retry_attempts.max(1);
+        config.submit_timeout = seconds(self.submit_timeout);
+        config.assistant_url = self.assistant_url.map(|url| url.trim_end_matches('/').to_owned());
+        config.adapters_dir = self.adapters_dir;
+        config.browser.headful = self.headful;
+        config.browser.chromium = self.chromium;
+        config.browser.chromedriver = self.chromedriver;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_names_and_ids_map_both_ways() {
+        assert_eq!(assistant_id("ChatGPT"), "chatgpt");
+        assert_eq!(assistant_id("chatgpt"), "chatgpt");
+        assert_eq!(seed_name("chatgpt"), "ChatGPT");
+        assert_eq!(seed_name("Google AI Overview"), "Google AI Overview");
+        assert_eq!(assistant_id("Other"), "other");
+    }
+
+    #[test]
+    fn seed_flags_make_an_http_config_with_the_seed_defaults() -> Result<(), ConfigError> {
+        let args = Args::try_parse_from([
+            "aap-bot",
+            "--sessions-dir",
+            "/s",
+            "--api-url",
+            "http://api:8000",
+            "--max-attempts",
+            "3",
+            "--idle-timeout-minutes",
+            "0.5",
+        ])
+        .map_err(|_| ConfigError::Missing("parse"))?;
+        let config = args.into_config()?;
+        assert_eq!(
+            config.tasks,
+            TaskSourceConfig::Http { api_url: "http://api:8000".into(), results_api_url: "http://api:8000".into() }
+        );
+        assert_eq!(config.sessions, SessionSourceConfig::Dir { path: "/s".into() });
+        assert_eq!((config.assistant.as_str(), config.assistant_name.as_str()), ("chatgpt", "ChatGPT"));
+        assert_eq!(config.plan, "Plus");
+        assert_eq!(config.max_attempts, 3);
+        assert_eq!(config.per_session_runs, 10);
+        assert_eq!(config.poll_retry, Duration::from_secs(5));
+        assert_eq!(config.idle_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(config.submit_retry_attempts, 3);
+        assert!(!config.browser.headful);
+        Ok(())
+    }
+
+    #[test]
+    fn grpc_flags_take_sessions_from_the_service_unless_a_directory_is_given() -> Result<(), ConfigError> {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["aap-bot", "--grpc-url", "http://gw:50051", "--token", "t"];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).map_err(|_| ConfigError::Missing("parse"))?.into_config()
+        };
+        let config = parse(&[])?;
+        assert_eq!(config.tasks, TaskSourceConfig::Grpc { url: "http://gw:50051".into() });
+        assert_eq!(config.sessions, SessionSourceConfig::Service { url: "http://gw:50051".into() });
+        assert_eq!(parse(&["--sessions-dir", "/d"])?.sessions, SessionSourceConfig::Dir { path: "/d".into() });
+        assert!(Args::try_parse_from(["aap-bot"]).map_err(|_| ConfigError::Missing("parse"))?.into_config().is_err());
+        Ok(())
+    }
+}

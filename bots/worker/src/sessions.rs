@@ -1,0 +1,299 @@
+//! Where logged-in sessions come from: leases from the platform's `SessionService`, or the
+//! seed's directory of Playwright storage-state files rotated round-robin.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use aap_proto::v1::session_service_client::SessionServiceClient;
+use aap_proto::v1::{LeaseOutcome, LeaseSessionRequest, ReturnSessionRequest};
+use tonic::Code;
+
+use crate::grpc::AuthChannel;
+
+/// How long a file-based session rests after a rate limit.
+const DIR_COOLDOWN: Duration = Duration::from_secs(15 * 60);
+
+/// A session lent to the bot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// Lease id (SessionService) or file path (directory).
+    pub id: String,
+    /// A name for logs: the account id or the file name.
+    pub label: String,
+    /// Playwright storage state JSON.
+    pub storage_state_json: String,
+    /// Evaluations to run on it before handing it back (rotation).
+    pub max_runs: u32,
+    /// When the lease lapses on the platform's side, if it does.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl Lease {
+    /// Whether the lease has lapsed (or will within `margin`).
+    pub fn lapsed(&self, margin: Duration) -> bool {
+        self.expires_at.is_some_and(|at| SystemTime::now() + margin >= at)
+    }
+}
+
+/// How the session fared while the bot held it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Worked; back into rotation.
+    Ok,
+    /// Showed a login wall: retire it until an operator refreshes it.
+    Expired,
+    /// Rate limited: let it cool down.
+    RateLimited,
+}
+
+/// Why no session could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No session is free right now (none exist, all leased, cooling or expired).
+    #[error("no session available: {0}")]
+    NoneAvailable(String),
+    /// The sessions directory could not be read.
+    #[error("cannot read sessions from {path}: {source}")]
+    Io {
+        /// File or directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The SessionService call failed.
+    #[error("session service: {0}")]
+    Grpc(#[from] tonic::Status),
+}
+
+/// The source of sessions.
+pub enum Sessions {
+    /// Leases from `SessionService`.
+    Service(ServiceSessions),
+    /// Files in a directory.
+    Dir(DirSessions),
+}
+
+impl Sessions {
+    /// Sessions leased from the platform for `assistant` and `plan`.
+    pub fn service(channel: AuthChannel, assistant: &str, plan: &str, bot_id: &str, timeout: Duration) -> Sessions {
+        Sessions::Service(ServiceSessions {
+            client: SessionServiceClient::new(channel),
+            assistant: assistant.to_owned(),
+            plan: plan.to_owned(),
+            bot_id: bot_id.to_owned(),
+            timeout,
+        })
+    }
+
+    /// Sessions from the `*.json` files in `dir`, each used for `per_session_runs` evaluations
+    /// before the next one takes over.
+    pub fn dir(dir: impl Into<PathBuf>, per_session_runs: u32) -> Sessions {
+        Sessions::Dir(DirSessions {
+            dir: dir.into(),
+            per_session_runs: per_session_runs.max(1),
+            last: None,
+            cooling: HashMap::new(),
+            expired: HashMap::new(),
+        })
+    }
+
+    /// Borrows the next session in rotation.
+    pub async fn lease(&mut self) -> Result<Lease, SessionError> {
+        match self {
+            Sessions::Service(service) => service.lease().await,
+            Sessions::Dir(dir) => dir.lease(),
+        }
+    }
+
+    /// Hands a session back with how it fared and how many evaluations ran on it.
+    pub async fn give_back(&mut self, lease: &Lease, outcome: Outcome, runs: u32, detail: &str) {
+        match self {
+            Sessions::Service(service) => service.give_back(lease, outcome, runs, detail).await,
+            Sessions::Dir(dir) => dir.give_back(lease, outcome),
+        }
+    }
+}
+
+/// Leases from `SessionService`.
+pub struct ServiceSessions {
+    client: SessionServiceClient<AuthChannel>,
+    assistant: String,
+    plan: String,
+    bot_id: String,
+    timeout: Duration,
+}
+
+impl ServiceSessions {
+    async fn lease(&mut self) -> Result<Lease, SessionError> {
+        let mut request = tonic::Request::new(LeaseSessionRequest {
+            assistant: self.assistant.clone(),
+            plan: self.plan.clone(),
+            bot_id: self.bot_id.clone(),
+        });
+        request.set_timeout(self.timeout);
+        let response = match self.client.lease_session(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status)
+                if matches!(
+                    status.code(),
+                    Code::NotFound | Code::ResourceExhausted | Code::FailedPrecondition | Code::Unavailable
+                ) =>
+            {
+                return Err(SessionError::NoneAvailable(status.message().to_owned()));
+            }
+            Err(status) => return Err(status.into()),
+        };
+        let expires_at = response.expires_at.and_then(|at| {
+            let secs = u64::try_from(at.seconds).ok()?;
+            Some(SystemTime::UNIX_EPOCH + Duration::new(secs, u32::try_from(at.nanos).unwrap_or(0)))
+        });
+        Ok(Lease {
+            id: response.lease_id,
+            label: response.account_id,
+            storage_state_json: response.storage_state_json,
+            max_runs: response.max_runs.max(1),
+            expires_at,
+        })
+    }
+
+    async fn give_back(&mut self, lease: &Lease, outcome: Outcome, runs: u32, detail: &str) {
+        let outcome = match outcome {
+            Outcome::Ok => LeaseOutcome::Ok,
+            Outcome::Expired => LeaseOutcome::Expired,
+            Outcome::RateLimited => LeaseOutcome::RateLimited,
+        };
+        let mut request = tonic::Request::new(ReturnSessionRequest {
+            lease_id: lease.id.clone(),
+            outcome: outcome as i32,
+            runs,
+            detail: detail.to_owned(),
+        });
+        request.set_timeout(self.timeout);
+        // A lost return is not fatal: the lease lapses on its own and the account goes back.
+        if let Err(status) = self.client.return_session(request).await {
+            tracing::warn!(lease = lease.id, error = %status, "returning the session failed");
+        }
+    }
+}
+
+/// Files in a directory, rotated round-robin.
+pub struct DirSessions {
+    dir: PathBuf,
+    per_session_runs: u32,
+    last: Option<PathBuf>,
+    cooling: HashMap<PathBuf, Instant>,
+    // The file's modification time when it showed a login wall: a rewritten file is retried.
+    expired: HashMap<PathBuf, Option<SystemTime>>,
+}
+
+impl DirSessions {
+    fn files(&self) -> Result<Vec<PathBuf>, SessionError> {
+        let io = |source| SessionError::Io { path: self.dir.clone(), source };
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map_err(io)?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "json") && path.is_file())
+            .collect();
+        files.sort();
+        Ok(files)
+    }
+
+    fn usable(&self, path: &Path) -> bool {
+        if self.cooling.get(path).is_some_and(|until| Instant::now() < *until) {
+            return false;
+        }
+        match self.expired.get(path) {
+            Some(mtime) => modified(path) != *mtime,
+            None => true,
+        }
+    }
+
+    fn lease(&mut self) -> Result<Lease, SessionError> {
+        let files = self.files()?;
+        if files.is_empty() {
+            return Err(SessionError::NoneAvailable(format!("no *.json files in {}", self.dir.display())));
+        }
+        // The first usable file after the last one used, wrapping around.
+        let start = self.last.as_ref().map_or(0, |last| files.partition_point(|path| path <= last));
+        let pick = (0..files.len()).map(|offset| &files[(start + offset) % files.len()]).find(|p| self.usable(p));
+        let Some(path) = pick.cloned() else {
+            return Err(SessionError::NoneAvailable(format!(
+                "every session in {} is expired or cooling down",
+                self.dir.display()
+            )));
+        };
+        let storage_state_json =
+            std::fs::read_to_string(&path).map_err(|source| SessionError::Io { path: path.clone(), source })?;
+        self.expired.remove(&path);
+        self.last = Some(path.clone());
+        Ok(Lease {
+            id: path.display().to_string(),
+            label: path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
+            storage_state_json,
+            max_runs: self.per_session_runs,
+            expires_at: None,
+        })
+    }
+
+    fn give_back(&mut self, lease: &Lease, outcome: Outcome) {
+        let path = PathBuf::from(&lease.id);
+        match outcome {
+            Outcome::Ok => {}
+            Outcome::Expired => {
+                tracing::warn!(session = lease.label, "session file shows a login wall; skipped until rewritten");
+                let mtime = modified(&path);
+                self.expired.insert(path, mtime);
+            }
+            Outcome::RateLimited => {
+                tracing::warn!(session = lease.label, cooldown = ?DIR_COOLDOWN, "session file rate limited");
+                self.cooling.insert(path, Instant::now() + DIR_COOLDOWN);
+            }
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|meta| meta.modified()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn directory_sessions_rotate_and_skip_expired_and_cooling_files() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        for name in ["b.json", "a.json", "c.json", "notes.txt"] {
+            std::fs::write(dir.path().join(name), format!("{{\"name\": \"{name}\"}}"))?;
+        }
+        let mut sessions = Sessions::dir(dir.path(), 3);
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            let lease = sessions.lease().await?;
+            assert_eq!(lease.max_runs, 3);
+            order.push(lease.label.clone());
+            sessions.give_back(&lease, Outcome::Ok, 3, "").await;
+        }
+        assert_eq!(order, ["a.json", "b.json", "c.json", "a.json"]);
+
+        let b = sessions.lease().await?;
+        sessions.give_back(&b, Outcome::Expired, 0, "login wall").await;
+        let c = sessions.lease().await?;
+        sessions.give_back(&c, Outcome::RateLimited, 1, "limit").await;
+        assert_eq!(sessions.lease().await?.label, "a.json");
+        assert_eq!(sessions.lease().await?.label, "a.json", "b expired and c cooling");
+
+        // An operator rewrites b with a fresh login: it is used again.
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(dir.path().join("b.json"), "{\"fresh\": true}")?;
+        let filetime = SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options().write(true).open(dir.path().join("b.json"))?.set_modified(filetime)?;
+        assert_eq!(sessions.lease().await?.label, "b.json");
+
+        let empty = tempfile::tempdir()?;
+        assert!(matches!(Sessions::dir(empty.path(), 1).lease().await, Err(SessionError::NoneAvailable(_))));
+        Ok(())
+    }
+}

@@ -1,0 +1,345 @@
+//! The platform's `EvaluationService.Claim` stream, held by a background driver task.
+//!
+//! The driver says `hello` (one task at a time), hands pushed tasks to the worker, sends
+//! `heartbeat` for every task it holds every claim TTL / 3, and `ready` when the worker is done
+//! with a task. A broken stream is re-opened with back-off; the gateway hands the tasks of the
+//! old stream back to the queue, so nothing is lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use aap_proto::v1::claim_request::Msg as ClaimMsg;
+use aap_proto::v1::claim_response::Msg as ClaimReply;
+use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
+use aap_proto::v1::{
+    ClaimHeartbeat, ClaimHello, ClaimReady, ClaimRequest, Citation as ProtoCitation, ReleaseRequest, SubmitRequest,
+    Target,
+};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::{SourceError, Submission, Task, with_retries};
+use crate::grpc::AuthChannel;
+
+/// Heartbeat interval when the gateway's welcome gives no TTL.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
+/// Longest wait before re-opening a broken stream.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Who the bot is and what it serves.
+#[derive(Debug, Clone)]
+pub struct ClaimOptions {
+    /// Bot name in the gateway's logs and in answers' provenance.
+    pub bot_id: String,
+    /// Lowercase assistant id.
+    pub assistant: String,
+    /// Plan served.
+    pub plan: String,
+    /// Time-out of one submit or release try.
+    pub submit_timeout: Duration,
+    /// Tries of a submit or release.
+    pub submit_retry_attempts: u32,
+}
+
+enum Control {
+    Done(i64),
+    Close(oneshot::Sender<()>),
+}
+
+/// Tasks from the Claim stream, answers through unary `Submit` / `Release`.
+pub struct ClaimSource {
+    tasks: mpsc::Receiver<Task>,
+    control: mpsc::Sender<Control>,
+    client: EvaluationServiceClient<AuthChannel>,
+    options: ClaimOptions,
+    driver: JoinHandle<()>,
+}
+
+impl ClaimSource {
+    /// Starts the driver on `channel`; the stream is opened at once and re-opened when broken.
+    pub fn start(channel: AuthChannel, options: ClaimOptions) -> ClaimSource {
+        let client = EvaluationServiceClient::new(channel);
+        let (tasks_tx, tasks) = mpsc::channel(1);
+        let (control, control_rx) = mpsc::channel(8);
+        let driver = Driver {
+            client: client.clone(),
+            options: options.clone(),
+            tasks: tasks_tx,
+            control: control_rx,
+            held: HashMap::new(),
+            queued: VecDeque::new(),
+            generation: 0,
+            welcomed: false,
+        };
+        let driver = tokio::spawn(driver.run());
+        ClaimSource { tasks, control, client, options, driver }
+    }
+
+    /// Waits for the next pushed task.
+    pub async fn next(&mut self) -> Result<Task, SourceError> {
+        self.tasks.recv().await.ok_or(SourceError::Closed)
+    }
+
+    /// `Submit` with retries.
+    pub async fn submit(&self, task: &Task, submission: &Submission<'_>) -> Result<(), SourceError> {
+        let captured = submission.captured;
+        let request = SubmitRequest {
+            evaluation_id: task.evaluation_id,
+            response_text: captured.response_text.clone(),
+            response_markdown: captured.response_markdown.clone(),
+            citations: captured
+                .citations
+                .iter()
+                .map(|c| ProtoCitation {
+                    url: c.url.clone(),
+                    title: c.title.clone(),
+                    domain: c.domain.clone(),
+                    position: c.position,
+                })
+                .collect(),
+            captured_at: Some(prost_types::Timestamp {
+                seconds: submission.captured_at.timestamp(),
+                nanos: submission.captured_at.timestamp_subsec_nanos() as i32,
+            }),
+            bot_id: self.options.bot_id.clone(),
+            lease_id: submission.lease_id.unwrap_or_default().to_owned(),
+        };
+        let options = &self.options;
+        with_retries("submit", options.submit_retry_attempts, options.submit_timeout, || {
+            let mut client = self.client.clone();
+            let request = request.clone();
+            async move { client.submit(request).await.map(drop).map_err(SourceError::from) }
+        })
+        .await
+    }
+
+    /// `Release` with retries.
+    pub async fn release(&self, task: &Task, mark_as_failed: bool, reason: &str) -> Result<(), SourceError> {
+        release(&self.client, &self.options, task.evaluation_id, mark_as_failed, reason).await
+    }
+
+    /// Stops heartbeats for `task` and asks for the next one.
+    pub async fn finished(&mut self, task: &Task) {
+        if self.control.send(Control::Done(task.evaluation_id)).await.is_err() {
+            tracing::warn!("claim driver gone; no further tasks");
+        }
+    }
+
+    /// Hands back tasks delivered but not started, then closes the stream.
+    pub async fn close(mut self) {
+        self.tasks.close();
+        while let Ok(task) = self.tasks.try_recv() {
+            hand_back(&self.client, &self.options, task.evaluation_id).await;
+        }
+        let (done, closed) = oneshot::channel();
+        if self.control.send(Control::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
+        if let Err(error) = self.driver.await {
+            tracing::warn!(%error, "claim driver panicked");
+        }
+    }
+}
+
+async fn release(
+    client: &EvaluationServiceClient<AuthChannel>,
+    options: &ClaimOptions,
+    evaluation_id: i64,
+    mark_as_failed: bool,
+    reason: &str,
+) -> Result<(), SourceError> {
+    let request = ReleaseRequest { evaluation_id, mark_as_failed, failure_reason: reason.to_owned() };
+    with_retries("release", options.submit_retry_attempts, options.submit_timeout, || {
+        let mut client = client.clone();
+        let request = request.clone();
+        async move { client.release(request).await.map(drop).map_err(SourceError::from) }
+    })
+    .await
+}
+
+async fn hand_back(client: &EvaluationServiceClient<AuthChannel>, options: &ClaimOptions, evaluation_id: i64) {
+    match release(client, options, evaluation_id, false, "the bot is shutting down").await {
+        Ok(()) => tracing::info!(evaluation_id, "task handed back unstarted"),
+        // The gateway hands back what a closed stream held anyway.
+        Err(error) => tracing::debug!(evaluation_id, %error, "hand back failed"),
+    }
+}
+
+struct Driver {
+    client: EvaluationServiceClient<AuthChannel>,
+    options: ClaimOptions,
+    tasks: mpsc::Sender<Task>,
+    control: mpsc::Receiver<Control>,
+    // Tasks pushed to this bot and not yet finished, with the stream generation they came on:
+    // only a task of the current stream earns that stream a `ready`.
+    held: HashMap<i64, u64>,
+    // Pushed tasks not yet taken by the worker.
+    queued: VecDeque<Task>,
+    generation: u64,
+    // Whether the current stream got its welcome: a stream that worked resets the back-off.
+    welcomed: bool,
+}
+
+/// Why a stream session ended.
+enum Ended {
+    Broken,
+    Closing(Option<oneshot::Sender<()>>),
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            self.generation += 1;
+            self.welcomed = false;
+            let ended = self.session().await;
+            if self.welcomed {
+                backoff = Duration::from_millis(500);
+            }
+            match ended {
+                Ended::Closing(done) => {
+                    for task in std::mem::take(&mut self.queued) {
+                        hand_back(&self.client, &self.options, task.evaluation_id).await;
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                Ended::Broken => {
+                    // Wait before re-opening, but stay responsive to close.
+                    tokio::select! {
+                        control = self.control.recv() => match control {
+                            Some(Control::Close(done)) => {
+                                for task in std::mem::take(&mut self.queued) {
+                                    hand_back(&self.client, &self.options, task.evaluation_id).await;
+                                }
+                                let _ = done.send(());
+                                return;
+                            }
+                            Some(Control::Done(id)) => {
+                                self.held.remove(&id);
+                            }
+                            None => return,
+                        },
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// One stream, from hello until it breaks or the bot closes.
+    async fn session(&mut self) -> Ended {
+        let (out, out_rx) = mpsc::channel::<ClaimRequest>(8);
+        let hello = ClaimRequest {
+            msg: Some(ClaimMsg::Hello(ClaimHello {
+                bot_id: self.options.bot_id.clone(),
+                serves: vec![Target { assistant: self.options.assistant.clone(), plan: self.options.plan.clone() }],
+                max_tasks: 1,
+            })),
+        };
+        if out.send(hello).await.is_err() {
+            return Ended::Broken;
+        }
+        let mut client = self.client.clone();
+        let opened = tokio::select! {
+            opened = client.claim(ReceiverStream::new(out_rx)) => opened,
+            control = self.control.recv() => return self.on_close_before_open(control),
+        };
+        let mut inbound = match opened {
+            Ok(response) => response.into_inner(),
+            Err(status) => {
+                tracing::warn!(error = %status, "cannot open the claim stream");
+                return Ended::Broken;
+            }
+        };
+        let mut heartbeat_every = DEFAULT_HEARTBEAT;
+        let mut ticker = tokio::time::interval(heartbeat_every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next_queued = self.queued.front().cloned();
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(reply)) => match reply.msg {
+                        Some(ClaimReply::Welcome(welcome)) => {
+                            self.welcomed = true;
+                            if welcome.claim_ttl_seconds > 0 {
+                                heartbeat_every = Duration::from_secs(u64::from(welcome.claim_ttl_seconds)) / 3;
+                                heartbeat_every = heartbeat_every.max(Duration::from_millis(500));
+                                ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat_every, heartbeat_every);
+                                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            }
+                            tracing::info!(bot_id = self.options.bot_id, claim_ttl_seconds = welcome.claim_ttl_seconds, "claim stream open");
+                        }
+                        Some(ClaimReply::Task(task)) => {
+                            tracing::info!(evaluation_id = task.evaluation_id, attempt = task.attempt, "task claimed");
+                            self.held.insert(task.evaluation_id, self.generation);
+                            self.queued.push_back(Task {
+                                evaluation_id: task.evaluation_id,
+                                prompt_id: Some(task.prompt_id),
+                                prompt_text: task.prompt_text,
+                                attempt: task.attempt,
+                                max_attempts: task.max_attempts,
+                            });
+                        }
+                        None => {}
+                    },
+                    Ok(None) => {
+                        tracing::warn!("claim stream ended by the gateway");
+                        return Ended::Broken;
+                    }
+                    Err(status) => {
+                        tracing::warn!(error = %status, "claim stream broken");
+                        return Ended::Broken;
+                    }
+                },
+                permit = self.tasks.reserve(), if next_queued.is_some() => match permit {
+                    Ok(permit) => {
+                        if let Some(task) = self.queued.pop_front() {
+                            permit.send(task);
+                        }
+                    }
+                    // The worker is gone: close like a shutdown.
+                    Err(_) => return Ended::Closing(None),
+                },
+                control = self.control.recv() => match control {
+                    Some(Control::Done(id)) => {
+                        if self.held.remove(&id) == Some(self.generation) {
+                            let ready = ClaimRequest { msg: Some(ClaimMsg::Ready(ClaimReady { count: 1 })) };
+                            if out.send(ready).await.is_err() {
+                                return Ended::Broken;
+                            }
+                        }
+                    }
+                    Some(Control::Close(done)) => return Ended::Closing(Some(done)),
+                    None => return Ended::Closing(None),
+                },
+                _ = ticker.tick() => {
+                    if !self.held.is_empty() {
+                        let evaluation_ids: Vec<i64> = self.held.keys().copied().collect();
+                        tracing::debug!(?evaluation_ids, "heartbeat");
+                        let heartbeat = ClaimRequest { msg: Some(ClaimMsg::Heartbeat(ClaimHeartbeat { evaluation_ids })) };
+                        if out.send(heartbeat).await.is_err() {
+                            return Ended::Broken;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_close_before_open(&mut self, control: Option<Control>) -> Ended {
+        match control {
+            Some(Control::Close(done)) => Ended::Closing(Some(done)),
+            Some(Control::Done(id)) => {
+                self.held.remove(&id);
+                // The stream was not open yet: try again at once.
+                Ended::Broken
+            }
+            None => Ended::Closing(None),
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Where tasks come from and where answers go: the platform's `EvaluationService.Claim` stream,
+//! or the seed's HTTP polling API.
+
+mod claim;
+mod http;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::adapter::Captured;
+
+pub use claim::{ClaimOptions, ClaimSource};
+pub use http::{HttpOptions, HttpSource};
+
+/// A prompt to ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// The evaluation to answer.
+    pub evaluation_id: i64,
+    /// The prompt, when the source says.
+    pub prompt_id: Option<i64>,
+    /// What to ask.
+    pub prompt_text: String,
+    /// 1-based delivery attempt (0 when the source does not say).
+    pub attempt: u32,
+    /// Deliveries allowed before the evaluation fails (0 when the source does not say).
+    pub max_attempts: u32,
+}
+
+/// An answer to hand in.
+#[derive(Debug, Clone)]
+pub struct Submission<'a> {
+    /// What the browser captured.
+    pub captured: &'a Captured,
+    /// When it was captured.
+    pub captured_at: DateTime<Utc>,
+    /// The SessionService lease used, if any.
+    pub lease_id: Option<&'a str>,
+}
+
+/// Why talking to the task source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The HTTP request failed before a response.
+    #[error("http request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The HTTP API answered with an error status.
+    #[error("http api answered {status}: {body}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The response body (the API's `detail`).
+        body: String,
+    },
+    /// A gRPC call failed.
+    #[error("grpc call failed: {0}")]
+    Grpc(#[from] tonic::Status),
+    /// The claim stream's driver has stopped.
+    #[error("the claim stream is closed")]
+    Closed,
+    /// The call did not finish in time.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl SourceError {
+    /// Whether another try may succeed: transport trouble, time-outs, 5xx and 429, or
+    /// unavailable gRPC servers. Refusals (4xx, invalid argument, wrong state) are final.
+    pub fn retryable(&self) -> bool {
+        match self {
+            SourceError::Http(_) | SourceError::Timeout(_) => true,
+            SourceError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
+            SourceError::Grpc(status) => matches!(
+                status.code(),
+                tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Unknown
+                    | tonic::Code::ResourceExhausted
+                    | tonic::Code::Aborted
+                    | tonic::Code::Internal
+            ),
+            SourceError::Closed => false,
+        }
+    }
+}
+
+/// The task source in use.
+pub enum TaskSource {
+    /// The seed's HTTP polling API.
+    Http(HttpSource),
+    /// The platform's Claim stream.
+    Claim(ClaimSource),
+}
+
+impl TaskSource {
+    /// The next task. HTTP polls once and returns `None` when nothing waits; Claim waits until
+    /// the gateway pushes one (cancel-safe).
+    pub async fn next(&mut self) -> Result<Option<Task>, SourceError> {
+        match self {
+            TaskSource::Http(http) => http.poll().await,
+            TaskSource::Claim(claim) => claim.next().await.map(Some),
+        }
+    }
+
+    /// Hands in an answer, retrying transient failures.
+    pub async fn submit(&self, task: &Task, submission: &Submission<'_>) -> Result<(), SourceError> {
+        match self {
+            TaskSource::Http(http) => http.submit(task, submission).await,
+            TaskSource::Claim(claim) => claim.submit(task, submission).await,
+        }
+    }
+
+    /// Gives a task back: failed for good when `mark_as_failed`, to the queue otherwise.
+    pub async fn release(&self, task: &Task, mark_as_failed: bool, reason: &str) -> Result<(), SourceError> {
+        match self {
+            TaskSource::Http(http) => http.release(task, mark_as_failed, reason).await,
+            TaskSource::Claim(claim) => claim.release(task, mark_as_failed, reason).await,
+        }
+    }
+
+    /// Says the bot is done with `task` (submitted or released) and can take another.
+    pub async fn finished(&mut self, task: &Task) {
+        if let TaskSource::Claim(claim) = self {
+            claim.finished(task).await;
+        }
+    }
+
+    /// Stops taking tasks: tasks delivered but not started go back to the queue.
+    pub async fn close(self) {
+        if let TaskSource::Claim(claim) = self {
+            claim.close().await;
+        }
+    }
+}
+
+/// Runs `call` up to `attempts` times while it fails with a retryable error, each try bounded
+/// by `timeout`, waiting 0.5 s, 1 s, 2 s, ... (at most 10 s) between tries.
+async fn with_retries<T, F, Fut>(what: &str, attempts: u32, timeout: Duration, mut call: F) -> Result<T, SourceError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SourceError>>,
+{
+    let attempts = attempts.max(1);
+    let mut backoff = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        let result = match tokio::time::timeout(timeout, call()).await {
+            Ok(result) => result,
+            Err(_) => Err(SourceError::Timeout(timeout)),
+        };
+        match result {
+            Ok(value) => return Ok(value),
+            Err(error) if attempt < attempts && error.retryable() => {
+                tracing::warn!(%error, attempt, attempts, "{what} failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

@@ -1,0 +1,338 @@
+//! The work loop: take a task, ask the assistant under the seed's retry rule, hand in the answer
+//! or release the task, rotate sessions, close the browser when idle, stop cleanly.
+//!
+//! The retry rule (as the seed's bot): up to `max_attempts` attempts, each in a new
+//! conversation, where an answer without citations counts as a failed attempt; then one more
+//! try on a fresh session; then the task is released as failed with the reason. A login wall or
+//! a rate limit is the session's fault, not the prompt's: the session goes back (EXPIRED or
+//! RATE_LIMITED) and the attempt is repeated on another one.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::watch;
+
+use crate::adapter::{Adapter, AskError, Captured};
+use crate::browser::{Browser, BrowserOptions};
+use crate::sessions::{Lease, Outcome, SessionError, Sessions};
+use crate::source::{SourceError, Submission, Task, TaskSource};
+
+/// Session switches (login walls, rate limits) allowed within one task.
+const MAX_SESSION_SWITCHES: u32 = 3;
+/// A lease this close to lapsing is renewed before the next task.
+const LEASE_MARGIN: Duration = Duration::from_secs(60);
+
+/// What one attempt gave.
+enum Attempt {
+    /// An answer (with or without citations).
+    Answer(Captured),
+    /// The prompt's attempt failed: counts against `max_attempts`.
+    Failed(String),
+    /// The session is unusable; the attempt did not count.
+    Session(Outcome, String),
+    /// No session can be had now: the task goes back to the queue.
+    NoSession(String),
+    /// Shutdown came before the answer: the task goes back to the queue.
+    Interrupted,
+}
+
+/// A session loaded in the open browser.
+struct Active {
+    browser: Browser,
+    lease: Lease,
+    runs: u32,
+}
+
+/// Settings the loop needs.
+pub(crate) struct WorkerSettings {
+    pub max_attempts: u32,
+    pub poll_retry: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub browser: BrowserOptions,
+    pub shutdown_grace: Duration,
+}
+
+pub(crate) struct Worker<A: Adapter> {
+    settings: WorkerSettings,
+    adapter: A,
+    source: TaskSource,
+    sessions: Sessions,
+    active: Option<Active>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// How a task ended, for the log and the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Handled {
+    Submitted,
+    Failed(String),
+    Requeued(String),
+}
+
+impl<A: Adapter> Worker<A> {
+    pub(crate) fn new(
+        settings: WorkerSettings,
+        adapter: A,
+        source: TaskSource,
+        sessions: Sessions,
+        shutdown: watch::Receiver<bool>,
+    ) -> Worker<A> {
+        Worker { settings, adapter, source, sessions, active: None, shutdown }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves once shutdown is asked for (or its sender is gone).
+    async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    }
+
+    /// Sleeps, waking early on shutdown.
+    async fn pause(&mut self, duration: Duration) {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(duration) => {}
+            _ = Self::stopped(&mut shutdown) => {}
+        }
+    }
+
+    /// Runs until shutdown; the task in hand is finished or released first.
+    pub(crate) async fn run(mut self) -> anyhow::Result<()> {
+        let mut last_work = Instant::now();
+        let result = loop {
+            if self.stopping() {
+                break Ok(());
+            }
+            let idle_at = match (&self.active, self.settings.idle_timeout) {
+                (Some(_), Some(idle)) => Some(last_work + idle),
+                _ => None,
+            };
+            if idle_at.is_some_and(|at| Instant::now() >= at) {
+                tracing::info!("idle: closing the browser");
+                self.retire(Outcome::Ok, "idle").await;
+                continue;
+            }
+            let next = if matches!(self.source, TaskSource::Claim(_)) {
+                // Waiting on the stream is cancel-safe: stop or close the idle browser any time.
+                let mut shutdown = self.shutdown.clone();
+                let idle = async {
+                    match idle_at {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    next = self.source.next() => next,
+                    _ = Self::stopped(&mut shutdown) => continue,
+                    _ = idle => continue,
+                }
+            } else {
+                // A poll is not cancelled: a task it claims must not vanish.
+                self.source.next().await
+            };
+            match next {
+                Ok(Some(task)) => {
+                    let handled = self.handle(&task).await;
+                    if let Handled::Requeued(_) = handled {
+                        // Give other bots (or a freed session) a chance before asking again.
+                        self.pause(self.settings.poll_retry).await;
+                    }
+                    self.source.finished(&task).await;
+                    last_work = Instant::now();
+                }
+                Ok(None) => self.pause(self.settings.poll_retry).await,
+                Err(SourceError::Closed) => break Err(anyhow::anyhow!("the claim stream closed for good")),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot get a task");
+                    self.pause(self.settings.poll_retry).await;
+                }
+            }
+        };
+        self.retire(Outcome::Ok, "bot stopping").await;
+        self.source.close().await;
+        tracing::info!("bot stopped");
+        result
+    }
+
+    /// Answers one task under the retry rule and hands in the outcome.
+    #[tracing::instrument(skip_all, fields(evaluation_id = task.evaluation_id))]
+    pub(crate) async fn handle(&mut self, task: &Task) -> Handled {
+        tracing::info!(prompt_id = ?task.prompt_id, attempt = task.attempt, "task started");
+        let max_attempts = self.settings.max_attempts.max(1);
+        let mut failed_attempts = 0;
+        let mut switches = 0;
+        let mut fresh_session_tried = false;
+        loop {
+            if self.stopping() {
+                return self.requeue(task, "the bot is shutting down").await;
+            }
+            if failed_attempts >= max_attempts && !fresh_session_tried {
+                // The seed's last resort: one more try on another session.
+                tracing::info!(failed_attempts, "retrying once on a fresh session");
+                self.retire(Outcome::Ok, "fresh session for a retry").await;
+                fresh_session_tried = true;
+            }
+            let reason = match self.attempt(task).await {
+                Attempt::Answer(captured) if !captured.citations.is_empty() => return self.submit(task, &captured).await,
+                Attempt::Answer(_) => {
+                    failed_attempts += 1;
+                    tracing::info!(failed_attempts, "answer without citations");
+                    format!("No citations found after {failed_attempts} attempts")
+                }
+                Attempt::Failed(reason) => {
+                    failed_attempts += 1;
+                    tracing::warn!(failed_attempts, reason, "attempt failed");
+                    format!("{reason} (after {failed_attempts} attempts)")
+                }
+                Attempt::Session(outcome, detail) => {
+                    switches += 1;
+                    tracing::warn!(?outcome, detail, "session unusable; switching");
+                    self.retire(outcome, &detail).await;
+                    if switches > MAX_SESSION_SWITCHES {
+                        return self.requeue(task, &format!("no working session after {switches} tries: {detail}")).await;
+                    }
+                    continue;
+                }
+                Attempt::NoSession(reason) => return self.requeue(task, &reason).await,
+                Attempt::Interrupted => return self.requeue(task, "the bot is shutting down").await,
+            };
+            if fresh_session_tried {
+                return self.fail(task, &reason).await;
+            }
+        }
+    }
+
+    /// Makes sure a browser with a usable session is open.
+    async fn ensure_session(&mut self) -> Result<(), Attempt> {
+        if let Some(active) = &self.active {
+            let rotate = active.runs >= active.lease.max_runs;
+            if rotate || active.lease.lapsed(LEASE_MARGIN) {
+                let detail = if rotate { "rotation" } else { "lease about to lapse" };
+                self.retire(Outcome::Ok, detail).await;
+            }
+        }
+        if self.active.is_some() {
+            return Ok(());
+        }
+        // Whatever the cause, without a session the task is better off with another bot.
+        let lease = self.sessions.lease().await.map_err(|error: SessionError| Attempt::NoSession(error.to_string()))?;
+        let browser = match Browser::launch(&self.settings.browser).await {
+            Ok(browser) => browser,
+            Err(error) => {
+                self.sessions.give_back(&lease, Outcome::Ok, 0, "browser did not start").await;
+                return Err(Attempt::Failed(format!("browser did not start: {error}")));
+            }
+        };
+        match browser.load_session(&lease.storage_state_json, self.adapter.origin()).await {
+            Ok(loaded) => {
+                tracing::info!(session = lease.label, cookies = loaded.cookies, local_storage = loaded.local_storage, "session loaded");
+                self.active = Some(Active { browser, lease, runs: 0 });
+                Ok(())
+            }
+            Err(error) => {
+                browser.close().await;
+                let invalid = matches!(error, crate::browser::BrowserError::StorageState(_));
+                let outcome = if invalid { Outcome::Expired } else { Outcome::Ok };
+                self.sessions.give_back(&lease, outcome, 0, &error.to_string()).await;
+                Err(Attempt::Failed(format!("cannot load the session: {error}")))
+            }
+        }
+    }
+
+    /// One attempt: a new conversation on the current session.
+    async fn attempt(&mut self, task: &Task) -> Attempt {
+        if let Err(attempt) = self.ensure_session().await {
+            return attempt;
+        }
+        let Some(active) = self.active.as_mut() else {
+            return Attempt::NoSession("no session open".to_owned());
+        };
+        active.runs += 1;
+        let session = active.lease.label.clone();
+        let ask = self.adapter.ask(active.browser.driver(), &task.prompt_text);
+        let mut shutdown = self.shutdown.clone();
+        let grace = self.settings.shutdown_grace;
+        let stop = async move {
+            Self::stopped(&mut shutdown).await;
+            tokio::time::sleep(grace).await;
+        };
+        let finished = tokio::select! {
+            result = ask => Some(result),
+            _ = stop => None,
+        };
+        let Some(result) = finished else {
+            tracing::warn!("shutdown grace over; abandoning the answer in progress");
+            self.retire(Outcome::Ok, "bot stopping").await;
+            return Attempt::Interrupted;
+        };
+        match result {
+            Ok(captured) => {
+                tracing::info!(
+                    session,
+                    citations = captured.citations.len(),
+                    chars = captured.response_text.len(),
+                    model = captured.model.as_deref().unwrap_or(""),
+                    ttft_ms = captured.ttft.map(|t| t.as_millis() as u64),
+                    total_ms = captured.total.as_millis() as u64,
+                    "answer captured"
+                );
+                Attempt::Answer(captured)
+            }
+            Err(AskError::LoggedOut) => Attempt::Session(Outcome::Expired, "login wall".to_owned()),
+            Err(AskError::RateLimited(text)) => Attempt::Session(Outcome::RateLimited, text),
+            Err(error) => {
+                if let AskError::SelectorMissing(role) = error {
+                    tracing::error!(role, session, "selector missing: the adapter manifest may need an update");
+                }
+                if error.browser_broken() {
+                    tracing::warn!(%error, "browser broken; replacing it");
+                    self.retire(Outcome::Ok, "browser broken").await;
+                }
+                Attempt::Failed(error.to_string())
+            }
+        }
+    }
+
+    /// Closes the browser and hands its session back.
+    async fn retire(&mut self, outcome: Outcome, detail: &str) {
+        if let Some(Active { browser, lease, runs }) = self.active.take() {
+            browser.close().await;
+            tracing::debug!(session = lease.label, ?outcome, runs, detail, "session handed back");
+            self.sessions.give_back(&lease, outcome, runs, detail).await;
+        }
+    }
+
+    async fn submit(&mut self, task: &Task, captured: &Captured) -> Handled {
+        let lease_id = self.active.as_ref().map(|active| active.lease.id.clone());
+        let submission = Submission { captured, captured_at: Utc::now(), lease_id: lease_id.as_deref() };
+        match self.source.submit(task, &submission).await {
+            Ok(()) => {
+                tracing::info!(citations = captured.citations.len(), "answer submitted");
+                Handled::Submitted
+            }
+            Err(error) => {
+                // The claim lapses and the task is delivered again: nothing is lost.
+                tracing::error!(%error, "submit failed; the task will be delivered again");
+                Handled::Requeued(format!("submit failed: {error}"))
+            }
+        }
+    }
+
+    async fn fail(&mut self, task: &Task, reason: &str) -> Handled {
+        match self.source.release(task, true, reason).await {
+            Ok(()) => tracing::info!(reason, "task released as failed"),
+            Err(error) => tracing::error!(%error, reason, "release failed; the claim will lapse"),
+        }
+        Handled::Failed(reason.to_owned())
+    }
+
+    async fn requeue(&mut self, task: &Task, reason: &str) -> Handled {
+        match self.source.release(task, false, reason).await {
+            Ok(()) => tracing::info!(reason, "task handed back to the queue"),
+            Err(error) => tracing::warn!(%error, reason, "hand back failed; the claim will lapse"),
+        }
+        Handled::Requeued(reason.to_owned())
+    }
+}

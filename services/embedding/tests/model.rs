@@ -1,0 +1,114 @@
+//! Behaviour of the real all-MiniLM-L6-v2 model, found through `default_model_dir()`.
+//!
+//! The model must be installed (`deploy/local/install.sh`) or `AAP_MODEL_DIR` must point at it;
+//! a missing model fails these tests rather than skipping them.
+
+use std::sync::OnceLock;
+
+use aap_embedding::{DIMENSIONS, Embedder, cosine, default_model_dir};
+
+const LAPTOPS_1000: &str = "What are the best laptops under $1,000?";
+const LAPTOPS_PARAPHRASE: &str = "Which laptops under 1000 dollars are best?";
+const LAPTOPS_500: &str = "What are the best laptops under $500?";
+
+/// One model per test binary: loading takes a while and the embedder is shareable.
+fn embedder() -> &'static Embedder {
+    static EMBEDDER: OnceLock<Embedder> = OnceLock::new();
+    EMBEDDER.get_or_init(|| {
+        let dir = default_model_dir();
+        Embedder::load(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot load the embedding model from {}: {e}\n\
+                 install it with deploy/local/install.sh, or set AAP_MODEL_DIR to a directory \
+                 with config.json, model.safetensors and tokenizer.json",
+                dir.display()
+            )
+        })
+    })
+}
+
+fn norm(v: &[f32]) -> f32 {
+    v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+#[test]
+fn paraphrase_and_near_miss_match_reference_cosines() -> anyhow::Result<()> {
+    let e = embedder();
+    let base = e.embed(LAPTOPS_1000)?;
+    let paraphrase = cosine(&base, &e.embed(LAPTOPS_PARAPHRASE)?);
+    let near_miss = cosine(&base, &e.embed(LAPTOPS_500)?);
+    assert!((paraphrase - 0.8780).abs() <= 0.002, "paraphrase cosine {paraphrase}");
+    assert!((near_miss - 0.8571).abs() <= 0.002, "near-miss cosine {near_miss}");
+    Ok(())
+}
+
+#[test]
+fn embeddings_have_384_dimensions_and_unit_norm() -> anyhow::Result<()> {
+    for text in [LAPTOPS_1000, "", "ok", "Ünïcödé ✓ 東京 — emoji 🚀"] {
+        let v = embedder().embed(text)?;
+        assert_eq!(v.len(), DIMENSIONS, "{text:?}");
+        assert!((norm(&v) - 1.0).abs() < 1e-4, "{text:?}: norm {}", norm(&v));
+        assert!(v.iter().all(|x| x.is_finite()), "{text:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn identical_texts_have_cosine_one() -> anyhow::Result<()> {
+    let e = embedder();
+    let a = e.embed(LAPTOPS_PARAPHRASE)?;
+    let b = e.embed(LAPTOPS_PARAPHRASE)?;
+    assert!((cosine(&a, &b) - 1.0).abs() < 1e-5, "{}", cosine(&a, &b));
+    Ok(())
+}
+
+#[test]
+fn batch_matches_single_embeddings_despite_padding() -> anyhow::Result<()> {
+    let e = embedder();
+    // Very different lengths, so the short texts carry many padding tokens in the batch.
+    let long = "Compare battery life, screen quality, keyboard comfort, weight, ports, \
+                price and repairability across the most popular ultrabooks released this year.";
+    let texts = [LAPTOPS_1000, "hi", long, LAPTOPS_500];
+    let batch = e.embed_batch(&texts)?;
+    assert_eq!(batch.len(), texts.len());
+    for (text, batched) in texts.iter().zip(&batch) {
+        let single = e.embed(text)?;
+        let c = cosine(&single, batched);
+        assert!(c > 0.9999, "{text:?}: batch vs single cosine {c}");
+    }
+    assert!(e.embed_batch(&[])?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn prompt_longer_than_256_tokens_is_truncated_not_rejected() -> anyhow::Result<()> {
+    let e = embedder();
+    let head = "Explain how solid state batteries differ from lithium ion cells.";
+    // "word" is a single token, so the filler count is the token count.
+    let filler = |n: usize| " word".repeat(n);
+
+    let long = format!("{head}{} cooking pasta", filler(400));
+    let v = e.embed(&long)?;
+    assert_eq!(v.len(), DIMENSIONS);
+    assert!((norm(&v) - 1.0).abs() < 1e-4);
+    // Everything past the 256th token is dropped: a different far tail changes nothing.
+    let other_tail = format!("{head}{} fixing bicycles", filler(400));
+    let c = cosine(&v, &e.embed(&other_tail)?);
+    assert!((c - 1.0).abs() < 1e-5, "text past 256 tokens changed the embedding: {c}");
+
+    // Tokens between 128 (the tokenizer.json default) and 256 still count.
+    let mid_a = format!("{head}{} cooking pasta", filler(180));
+    let mid_b = format!("{head}{} fixing bicycles", filler(180));
+    let c = cosine(&e.embed(&mid_a)?, &e.embed(&mid_b)?);
+    assert!(c < 0.9999, "text at tokens 128..256 was ignored: cosine {c}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn embed_async_equals_embed() -> anyhow::Result<()> {
+    let e = embedder().clone();
+    let sync = e.embed(LAPTOPS_500)?;
+    let from_async = e.embed_async(LAPTOPS_500.to_owned()).await?;
+    assert!(cosine(&sync, &from_async) > 0.9999);
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! SessionService over gRPC: a thin adapter over [`SessionDirectory`]. Authentication and roles
+//! are the server's auth layer's (`aap_platform::auth`), not this adapter's.
+
+use aap_proto::v1 as pb;
+use aap_proto::v1::session_service_server::SessionService;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::{Account, AccountStatus, LeaseOutcome, NewAccount, SessionDirectory, SessionError, SessionsConfig};
+
+/// The tonic service; serve it with `SessionServiceServer::new(SessionGrpc::new(pool, config))`.
+#[derive(Debug, Clone)]
+pub struct SessionGrpc {
+    directory: SessionDirectory,
+}
+
+impl SessionGrpc {
+    /// Serves a [`SessionDirectory`] over `pool` (migrated by `aap_platform::db`).
+    pub fn new(pool: PgPool, config: SessionsConfig) -> SessionGrpc {
+        SessionGrpc { directory: SessionDirectory::new(pool, config) }
+    }
+}
+
+impl From<SessionDirectory> for SessionGrpc {
+    fn from(directory: SessionDirectory) -> SessionGrpc {
+        SessionGrpc { directory }
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    // Sub-second nanos of a chrono time are below 2e9 (leap seconds), inside i32.
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
+}
+
+fn account_message(account: Account) -> pb::Account {
+    let status = match account.status {
+        AccountStatus::Active => pb::AccountStatus::Active,
+        AccountStatus::Cooling => pb::AccountStatus::Cooling,
+        AccountStatus::Expired => pb::AccountStatus::Expired,
+    };
+    pb::Account {
+        id: account.id.to_string(),
+        assistant: account.assistant,
+        plan: account.plan,
+        label: account.label,
+        status: status.into(),
+        runs: account.runs,
+        last_leased_at: account.last_leased_at.map(timestamp),
+        cooldown_until: account.cooldown_until.map(timestamp),
+        leased: account.leased,
+    }
+}
+
+fn lease_outcome(value: i32) -> Result<LeaseOutcome, SessionError> {
+    match pb::LeaseOutcome::try_from(value) {
+        Ok(pb::LeaseOutcome::Unspecified | pb::LeaseOutcome::Ok) => Ok(LeaseOutcome::Ok),
+        Ok(pb::LeaseOutcome::Expired) => Ok(LeaseOutcome::Expired),
+        Ok(pb::LeaseOutcome::RateLimited) => Ok(LeaseOutcome::RateLimited),
+        Err(_) => Err(SessionError::InvalidArgument { field: "outcome", reason: format!("unknown outcome {value}") }),
+    }
+}
+
+#[tonic::async_trait]
+impl SessionService for SessionGrpc {
+    async fn create_account(
+        &self,
+        request: Request<pb::CreateAccountRequest>,
+    ) -> Result<Response<pb::CreateAccountResponse>, Status> {
+        let req = request.into_inner();
+        let new = NewAccount {
+            assistant: &req.assistant,
+            plan: &req.plan,
+            label: &req.label,
+            storage_state_json: &req.storage_state_json,
+        };
+        let account = self.directory.create_account(new).await?;
+        Ok(Response::new(pb::CreateAccountResponse { account: Some(account_message(account)) }))
+    }
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<pb::ListAccountsResponse>, Status> {
+        let accounts = self.directory.list_accounts(&request.into_inner().assistant).await?;
+        Ok(Response::new(pb::ListAccountsResponse { accounts: accounts.into_iter().map(account_message).collect() }))
+    }
+
+    async fn update_session_state(
+        &self,
+        request: Request<pb::UpdateSessionStateRequest>,
+    ) -> Result<Response<pb::UpdateSessionStateResponse>, Status> {
+        let req = request.into_inner();
+        let account = self.directory.update_session_state(&req.account_id, &req.storage_state_json).await?;
+        Ok(Response::new(pb::UpdateSessionStateResponse { account: Some(account_message(account)) }))
+    }
+
+    async fn lease_session(
+        &self,
+        request: Request<pb::LeaseSessionRequest>,
+    ) -> Result<Response<pb::LeaseSessionResponse>, Status> {
+        let req = request.into_inner();
+        let lease = self.directory.lease(&req.assistant, &req.plan, &req.bot_id).await?;
+        Ok(Response::new(pb::LeaseSessionResponse {
+            lease_id: lease.id.to_string(),
+            account_id: lease.account_id.to_string(),
+            plan: lease.plan,
+            storage_state_json: lease.storage_state_json,
+            max_runs: lease.max_runs,
+            expires_at: Some(timestamp(lease.expires_at)),
+        }))
+    }
+
+    async fn return_session(
+        &self,
+        request: Request<pb::ReturnSessionRequest>,
+    ) -> Result<Response<pb::ReturnSessionResponse>, Status> {
+        let req = request.into_inner();
+        let outcome = lease_outcome(req.outcome)?;
+        let account = self.directory.return_lease(&req.lease_id, outcome, req.runs, &req.detail).await?;
+        Ok(Response::new(pb::ReturnSessionResponse { account: Some(account_message(account)) }))
+    }
+}
+
+impl From<SessionError> for Status {
+    fn from(error: SessionError) -> Status {
+        let message = error.to_string();
+        match error {
+            SessionError::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            SessionError::NoAccount { .. } | SessionError::LeaseAlreadyReturned(_) => {
+                Status::failed_precondition(message)
+            }
+            SessionError::Exhausted { next_free_at, .. } => {
+                // The database's clock set next_free_at; a skew only shifts the hint.
+                let retry_after = next_free_at.and_then(|at| (at - Utc::now()).to_std().ok());
+                match retry_after {
+                    Some(delay) => Status::with_error_details(
+                        Code::ResourceExhausted,
+                        message,
+                        ErrorDetails::with_retry_info(Some(delay)),
+                    ),
+                    None => Status::resource_exhausted(message),
+                }
+            }
+            SessionError::AccountNotFound(_) | SessionError::LeaseNotFound(_) => Status::not_found(message),
+            SessionError::Database(cause) => {
+                tracing::error!(error = %cause, "session store failed");
+                match cause {
+                    // Worth a retry: the database is out of reach, not the request at fault.
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                        Status::unavailable("session store unavailable")
+                    }
+                    _ => Status::internal("internal error"),
+                }
+            }
+        }
+    }
+}

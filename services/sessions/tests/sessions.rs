@@ -1,0 +1,400 @@
+//! SessionService end to end: a real gRPC server in-process on 127.0.0.1:0 over a fresh
+//! PostgreSQL database per test.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use aap_proto::v1::session_service_client::SessionServiceClient;
+use aap_proto::v1::session_service_server::SessionServiceServer;
+use aap_proto::v1::{
+    Account, AccountStatus, CreateAccountRequest, LeaseOutcome, LeaseSessionRequest, LeaseSessionResponse,
+    ListAccountsRequest, ReturnSessionRequest, UpdateSessionStateRequest,
+};
+use aap_sessions::SessionsConfig;
+use aap_sessions::grpc::SessionGrpc;
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Code;
+use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
+
+type Client = SessionServiceClient<Channel>;
+
+/// Starts SessionService over a fresh, migrated database and connects a client to it. The
+/// server lives as long as the test's runtime.
+async fn spawn_app(config: SessionsConfig) -> anyhow::Result<Client> {
+    aap_testkit::init_tracing();
+    let database_url = aap_testkit::fresh_database().await;
+    let pool = aap_platform::db::connect_and_migrate(&database_url, 20).await.context("database")?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tonic::transport::Server::builder()
+        .add_service(SessionServiceServer::new(SessionGrpc::new(pool, config)))
+        .serve_with_incoming(TcpListenerStream::new(listener));
+    tokio::spawn(server);
+    let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
+    Ok(SessionServiceClient::new(channel))
+}
+
+fn storage_state(label: &str) -> String {
+    format!(
+        r#"{{"cookies": [{{"name": "session", "value": "{label}", "domain": ".chatgpt.com", "path": "/"}}], "origins": []}}"#
+    )
+}
+
+async fn create(client: &mut Client, assistant: &str, plan: &str, label: &str) -> anyhow::Result<Account> {
+    let request = CreateAccountRequest {
+        assistant: assistant.into(),
+        plan: plan.into(),
+        label: label.into(),
+        storage_state_json: storage_state(label),
+    };
+    client.create_account(request).await?.into_inner().account.context("no account in the reply")
+}
+
+async fn lease(client: &mut Client, assistant: &str, plan: &str) -> Result<LeaseSessionResponse, tonic::Status> {
+    let request = LeaseSessionRequest { assistant: assistant.into(), plan: plan.into(), bot_id: "bot-1".into() };
+    Ok(client.lease_session(request).await?.into_inner())
+}
+
+async fn give_back(
+    client: &mut Client,
+    lease_id: &str,
+    outcome: LeaseOutcome,
+    runs: u32,
+) -> Result<Account, tonic::Status> {
+    let request =
+        ReturnSessionRequest { lease_id: lease_id.into(), outcome: outcome.into(), runs, detail: "test".into() };
+    let account = client.return_session(request).await?.into_inner().account;
+    account.ok_or_else(|| tonic::Status::internal("no account in the reply"))
+}
+
+async fn account(client: &mut Client, id: &str) -> anyhow::Result<Account> {
+    let accounts = client.list_accounts(ListAccountsRequest { assistant: String::new() }).await?.into_inner().accounts;
+    accounts.into_iter().find(|account| account.id == id).context("account not listed")
+}
+
+/// Leases until a lease succeeds, or fails after a generous deadline; every refusal on the way
+/// must be RESOURCE_EXHAUSTED.
+async fn lease_when_free(client: &mut Client, assistant: &str, plan: &str) -> anyhow::Result<LeaseSessionResponse> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match lease(client, assistant, plan).await {
+            Ok(lease) => return Ok(lease),
+            Err(status) if status.code() == Code::ResourceExhausted => {}
+            Err(status) => anyhow::bail!("lease refused with {status:?}"),
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no account freed up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(status) => status.code(),
+    }
+}
+
+fn to_chrono(at: Option<prost_types::Timestamp>) -> Option<chrono::DateTime<chrono::Utc>> {
+    at.and_then(|at| chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?))
+}
+
+#[tokio::test]
+async fn leases_rotate_round_robin_over_every_account() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let mut ids = Vec::new();
+    for label in ["a@example.com", "b@example.com", "c@example.com"] {
+        ids.push(create(&mut client, "chatgpt", "Plus", label).await?.id);
+    }
+
+    let mut lent = Vec::new();
+    for _ in 0..6 {
+        let lease = lease(&mut client, "chatgpt", "plus").await?;
+        assert_eq!(lease.plan, "Plus", "the operator's spelling comes back");
+        give_back(&mut client, &lease.lease_id, LeaseOutcome::Ok, 1).await?;
+        lent.push(lease.account_id);
+    }
+
+    let expected: Vec<String> = ids.iter().chain(ids.iter()).cloned().collect();
+    assert_eq!(lent, expected);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lease_carries_max_runs_and_the_next_lease_rotates_to_the_next_account() -> anyhow::Result<()> {
+    let config = SessionsConfig { per_session_runs: 3, ..SessionsConfig::default() };
+    let mut client = spawn_app(config).await?;
+    let first = create(&mut client, "claude", "Pro", "first").await?;
+    let second = create(&mut client, "claude", "Pro", "second").await?;
+
+    let lease1 = lease(&mut client, "claude", "").await?;
+    assert_eq!(lease1.account_id, first.id);
+    assert_eq!(lease1.max_runs, 3);
+    assert_eq!(lease1.storage_state_json, storage_state("first"), "the state comes back byte for byte");
+    let leased = account(&mut client, &first.id).await?;
+    assert!(leased.leased);
+    assert!(to_chrono(lease1.expires_at) > to_chrono(leased.last_leased_at), "the lease lapses after it starts");
+
+    let returned = give_back(&mut client, &lease1.lease_id, LeaseOutcome::Ok, 3).await?;
+    assert_eq!(returned.runs, 3);
+    assert!(!returned.leased);
+    assert_eq!(returned.status, AccountStatus::Active as i32);
+
+    let lease2 = lease(&mut client, "claude", "PRO").await?;
+    assert_eq!(lease2.account_id, second.id);
+    assert_ne!(lease2.lease_id, lease1.lease_id);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_expired_account_is_never_leased_again_until_its_state_is_updated() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let stale = create(&mut client, "chatgpt", "Plus", "stale").await?;
+    let fresh = create(&mut client, "chatgpt", "Plus", "fresh").await?;
+
+    let first = lease(&mut client, "chatgpt", "Plus").await?;
+    assert_eq!(first.account_id, stale.id);
+    let retired = give_back(&mut client, &first.lease_id, LeaseOutcome::Expired, 0).await?;
+    assert_eq!(retired.status, AccountStatus::Expired as i32);
+
+    for _ in 0..4 {
+        let lease = lease(&mut client, "chatgpt", "Plus").await?;
+        assert_eq!(lease.account_id, fresh.id);
+        give_back(&mut client, &lease.lease_id, LeaseOutcome::Ok, 1).await?;
+    }
+    let held = lease(&mut client, "chatgpt", "Plus").await?;
+    assert_eq!(code(lease(&mut client, "chatgpt", "Plus").await), Code::ResourceExhausted);
+    give_back(&mut client, &held.lease_id, LeaseOutcome::Ok, 1).await?;
+
+    let state = storage_state("stale, logged in again");
+    let update = UpdateSessionStateRequest { account_id: stale.id.clone(), storage_state_json: state.clone() };
+    let revived = client.update_session_state(update).await?.into_inner().account.context("no account")?;
+    assert_eq!(revived.status, AccountStatus::Active as i32);
+    let lease = lease(&mut client, "chatgpt", "Plus").await?;
+    assert_eq!(lease.account_id, stale.id, "least recently leased goes first");
+    assert_eq!(lease.storage_state_json, state);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_login_wall_seen_before_a_fresh_login_leaves_the_account_active() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let only = create(&mut client, "perplexity", "Pro", "only").await?;
+    let old = lease(&mut client, "perplexity", "").await?;
+    let update = UpdateSessionStateRequest { account_id: only.id.clone(), storage_state_json: storage_state("new") };
+    client.update_session_state(update).await?;
+
+    let after = give_back(&mut client, &old.lease_id, LeaseOutcome::Expired, 0).await?;
+    assert_eq!(after.status, AccountStatus::Active as i32);
+    assert_eq!(lease(&mut client, "perplexity", "").await?.storage_state_json, storage_state("new"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rate_limited_account_cools_down_then_comes_back() -> anyhow::Result<()> {
+    let config = SessionsConfig { rate_limit_cooldown: Duration::from_secs(2), ..SessionsConfig::default() };
+    let mut client = spawn_app(config).await?;
+    let only = create(&mut client, "chatgpt", "Plus", "only").await?;
+
+    let first = lease(&mut client, "chatgpt", "Plus").await?;
+    let cooling = give_back(&mut client, &first.lease_id, LeaseOutcome::RateLimited, 2).await?;
+    assert_eq!(cooling.status, AccountStatus::Cooling as i32);
+    let cooldown_until = to_chrono(cooling.cooldown_until).context("cooling without cooldown_until")?;
+    assert!(!cooling.leased);
+
+    let refused = lease(&mut client, "chatgpt", "Plus").await;
+    // Only a refusal seen wholly inside the cool-down proves anything; this machine's clock is
+    // the database's.
+    if chrono::Utc::now() < cooldown_until {
+        let status = refused.err().context("leased while cooling")?;
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(status.message().contains("next frees up at"), "{}", status.message());
+        let retry = status.get_details_retry_info().context("no retry info")?;
+        assert!(retry.retry_delay.is_some());
+    }
+
+    let again = lease_when_free(&mut client, "chatgpt", "Plus").await?;
+    assert_eq!(again.account_id, only.id);
+    let back = account(&mut client, &only.id).await?;
+    assert_eq!(back.status, AccountStatus::Active as i32);
+    assert_eq!(back.cooldown_until, None);
+    assert_eq!(back.runs, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_frees_its_account_and_its_late_return_leaves_the_new_lease_alone() -> anyhow::Result<()> {
+    let config = SessionsConfig { lease_ttl: Duration::from_millis(500), ..SessionsConfig::default() };
+    let mut client = spawn_app(config).await?;
+    let only = create(&mut client, "google-ai-overview", "Free", "only").await?;
+
+    let lapsed = lease(&mut client, "google-ai-overview", "").await?;
+    let next = lease_when_free(&mut client, "google-ai-overview", "").await?;
+    assert_eq!(next.account_id, only.id);
+    assert_ne!(next.lease_id, lapsed.lease_id);
+
+    let after = give_back(&mut client, &lapsed.lease_id, LeaseOutcome::Ok, 4).await?;
+    assert_eq!(after.runs, 4);
+    assert!(after.leased || chrono::Utc::now() >= to_chrono(next.expires_at).context("no expires_at")?);
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_leases_never_hand_out_one_account_twice() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    for label in ["a", "b", "c"] {
+        create(&mut client, "chatgpt", "Plus", label).await?;
+    }
+
+    let attempts: Vec<_> = (0..10)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { lease(&mut client, "chatgpt", "Plus").await })
+        })
+        .collect();
+    let mut granted = Vec::new();
+    for attempt in futures::future::join_all(attempts).await {
+        match attempt? {
+            Ok(lease) => granted.push(lease.account_id),
+            Err(status) => assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}"),
+        }
+    }
+    assert_eq!(granted.len(), 3, "granted {granted:?}");
+    assert_eq!(granted.iter().collect::<HashSet<_>>().len(), 3, "one account lent twice: {granted:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn churning_bots_never_hold_one_account_at_once() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    for label in ["a", "b", "c"] {
+        create(&mut client, "chatgpt", "Plus", label).await?;
+    }
+    let held = std::sync::Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let bots: Vec<_> = (0..6)
+        .map(|_| {
+            let (mut client, held) = (client.clone(), held.clone());
+            tokio::spawn(async move {
+                let mut leases = 0;
+                while leases < 10 {
+                    let lease = match lease(&mut client, "chatgpt", "Plus").await {
+                        Ok(lease) => lease,
+                        Err(status) if status.code() == Code::ResourceExhausted => continue,
+                        Err(status) => anyhow::bail!("lease refused with {status:?}"),
+                    };
+                    let fresh = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.insert(lease.account_id.clone());
+                    anyhow::ensure!(fresh, "account {} lent while held", lease.account_id);
+                    tokio::task::yield_now().await;
+                    held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.remove(&lease.account_id);
+                    give_back(&mut client, &lease.lease_id, LeaseOutcome::Ok, 1).await?;
+                    leases += 1;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for bot in futures::future::join_all(bots).await {
+        bot??;
+    }
+    let accounts = client.list_accounts(ListAccountsRequest::default()).await?.into_inner().accounts;
+    assert_eq!(accounts.iter().map(|account| account.runs).sum::<u64>(), 60);
+    Ok(())
+}
+
+#[tokio::test]
+async fn leases_match_plans_ignoring_case_and_tell_missing_from_busy() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let plus = create(&mut client, "chatgpt", "Plus", "plus").await?;
+    let free = create(&mut client, "chatgpt", "Free", "free").await?;
+    create(&mut client, "claude", "Pro", "claude").await?;
+
+    assert_eq!(lease(&mut client, "chatgpt", "pLUS").await?.account_id, plus.id);
+    let busy = lease(&mut client, "chatgpt", "Plus").await.err().context("leased twice")?;
+    assert_eq!(busy.code(), Code::ResourceExhausted);
+    assert_eq!(lease(&mut client, "chatgpt", "any").await?.account_id, free.id);
+    assert_eq!(code(lease(&mut client, "chatgpt", "Team").await), Code::FailedPrecondition);
+    assert_eq!(code(lease(&mut client, "perplexity", "").await), Code::FailedPrecondition);
+
+    let chatgpt = client.list_accounts(ListAccountsRequest { assistant: "chatgpt".into() }).await?.into_inner();
+    let labels: HashSet<String> = chatgpt.accounts.into_iter().map(|account| account.label).collect();
+    assert_eq!(labels, HashSet::from(["plus".to_owned(), "free".to_owned()]));
+    let all = client.list_accounts(ListAccountsRequest::default()).await?.into_inner();
+    assert_eq!(all.accounts.len(), 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let valid = CreateAccountRequest {
+        assistant: "chatgpt".into(),
+        plan: "Plus".into(),
+        label: "x".into(),
+        storage_state_json: storage_state("x"),
+    };
+    let cases = [
+        ("assistant", CreateAccountRequest { assistant: "ChatGPT".into(), ..valid.clone() }),
+        ("assistant", CreateAccountRequest { assistant: "bard".into(), ..valid.clone() }),
+        ("plan", CreateAccountRequest { plan: " ".into(), ..valid.clone() }),
+        ("plan", CreateAccountRequest { plan: "any".into(), ..valid.clone() }),
+        ("storage_state_json", CreateAccountRequest { storage_state_json: "{nope".into(), ..valid.clone() }),
+        ("storage_state_json", CreateAccountRequest { storage_state_json: "[]".into(), ..valid.clone() }),
+        ("storage_state_json", CreateAccountRequest { storage_state_json: r#"{"origins": []}"#.into(), ..valid.clone() }),
+    ];
+    for (field, request) in cases {
+        let status = client.create_account(request.clone()).await.err().context("accepted")?;
+        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
+        let bad_request = status.get_details_bad_request().context("no bad request details")?;
+        assert_eq!(bad_request.field_violations[0].field, field, "{request:?}");
+    }
+    assert!(client.list_accounts(ListAccountsRequest::default()).await?.into_inner().accounts.is_empty());
+
+    let created = create(&mut client, "chatgpt", "Plus", "x").await?;
+    assert_eq!(code(lease(&mut client, "bard", "").await), Code::InvalidArgument);
+    assert_eq!(code(client.list_accounts(ListAccountsRequest { assistant: "bard".into() }).await), Code::InvalidArgument);
+    let update = UpdateSessionStateRequest { account_id: created.id.clone(), storage_state_json: "{}".into() };
+    assert_eq!(code(client.update_session_state(update).await), Code::InvalidArgument);
+    let update = UpdateSessionStateRequest { account_id: "not-a-uuid".into(), storage_state_json: storage_state("y") };
+    assert_eq!(code(client.update_session_state(update).await), Code::InvalidArgument);
+    let update =
+        UpdateSessionStateRequest { account_id: uuid::Uuid::new_v4().to_string(), storage_state_json: storage_state("y") };
+    assert_eq!(code(client.update_session_state(update).await), Code::NotFound);
+
+    let held = lease(&mut client, "chatgpt", "").await?;
+    let bad_outcome =
+        ReturnSessionRequest { lease_id: held.lease_id.clone(), outcome: 42, runs: 1, detail: String::new() };
+    assert_eq!(code(client.return_session(bad_outcome).await), Code::InvalidArgument);
+    assert_eq!(code(give_back(&mut client, "not-a-uuid", LeaseOutcome::Ok, 1).await), Code::InvalidArgument);
+    let still = account(&mut client, &created.id).await?;
+    assert!(still.leased, "a refused return changes nothing");
+    assert_eq!(still.runs, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn returning_an_unknown_lease_is_not_found() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let unknown = uuid::Uuid::new_v4().to_string();
+    assert_eq!(code(give_back(&mut client, &unknown, LeaseOutcome::Ok, 1).await), Code::NotFound);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lease_is_returned_once_and_a_second_return_changes_nothing() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let only = create(&mut client, "chatgpt", "Plus", "only").await?;
+    let held = lease(&mut client, "chatgpt", "Plus").await?;
+    let unspecified = LeaseOutcome::Unspecified;
+    let returned = give_back(&mut client, &held.lease_id, unspecified, 5).await?;
+    assert_eq!(returned.runs, 5);
+    assert_eq!(returned.status, AccountStatus::Active as i32, "unspecified means ok");
+
+    let again = give_back(&mut client, &held.lease_id, LeaseOutcome::Expired, 5).await;
+    assert_eq!(code(again), Code::FailedPrecondition);
+    let after = account(&mut client, &only.id).await?;
+    assert_eq!(after.runs, 5);
+    assert_eq!(after.status, AccountStatus::Active as i32);
+    Ok(())
+}
