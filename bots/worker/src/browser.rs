@@ -241,7 +241,11 @@ fn to_cookie(stored: &StoredCookie, with_domain: bool) -> Cookie {
     cookie
 }
 
-async fn new_session(options: &BrowserOptions, port: u16, profile: &tempfile::TempDir) -> Result<WebDriver, BrowserError> {
+async fn new_session(
+    options: &BrowserOptions,
+    port: u16,
+    profile: &tempfile::TempDir,
+) -> Result<WebDriver, BrowserError> {
     let mut caps = DesiredCapabilities::chrome();
     caps.set_binary(&options.chromium.to_string_lossy())?;
     if !options.headful {
@@ -258,9 +262,8 @@ async fn new_session(options: &BrowserOptions, port: u16, profile: &tempfile::Te
     // Without the switch Chromium shows "controlled by automated test software" and sets
     // navigator.webdriver, both of which sites look for.
     caps.add_exclude_switch("enable-automation")?;
-    let driver = WebDriver::builder(format!("http://127.0.0.1:{port}"), caps)
-        .request_timeout(Duration::from_secs(120))
-        .await;
+    let driver =
+        WebDriver::builder(format!("http://127.0.0.1:{port}"), caps).request_timeout(Duration::from_secs(120)).await;
     match driver {
         Ok(driver) => Ok(driver),
         Err(error) => Err(BrowserError::WebDriver(error)),

@@ -148,7 +148,13 @@ impl BotConfig {
     }
 
     /// A bot on the seed's HTTP API with sessions from a directory, as the seed runs.
-    pub fn http(api_url: &str, results_api_url: &str, sessions_dir: impl Into<PathBuf>, assistant: &str, plan: &str) -> BotConfig {
+    pub fn http(
+        api_url: &str,
+        results_api_url: &str,
+        sessions_dir: impl Into<PathBuf>,
+        assistant: &str,
+        plan: &str,
+    ) -> BotConfig {
         BotConfig::base(
             TaskSourceConfig::Http { api_url: api_url.to_owned(), results_api_url: results_api_url.to_owned() },
             SessionSourceConfig::Dir { path: sessions_dir.into() },
@@ -286,7 +292,9 @@ impl Args {
                 api_url: api_url.clone(),
                 results_api_url: self.results_api_url.clone().unwrap_or_else(|| api_url.clone()),
             },
-            (None, None) => return Err(ConfigError::Missing("give --grpc-url (platform) or --api-url (seed HTTP API)")),
+            (None, None) => {
+                return Err(ConfigError::Missing("give --grpc-url (platform) or --api-url (seed HTTP API)"));
+            }
         };
         let sessions = match (&self.sessions_dir, &self.grpc_url) {
             (Some(path), _) => SessionSourceConfig::Dir { path: path.clone() },

@@ -5,9 +5,9 @@ use std::sync::Mutex;
 use aap_bot::Args;
 use anyhow::Context;
 use clap::Parser;
-use tracing_subscriber::{EnvFilter, Layer, Registry};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

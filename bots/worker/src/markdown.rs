@@ -13,8 +13,33 @@ const VOID: &[&str] =
 const SKIPPED: &[&str] = &["script", "style", "svg", "button", "template", "noscript", "textarea", "select"];
 /// Elements that start a new block.
 const BLOCKS: &[&str] = &[
-    "p", "div", "section", "article", "header", "footer", "main", "aside", "figure", "details", "summary", "h1", "h2",
-    "h3", "h4", "h5", "h6", "ul", "ol", "li", "pre", "blockquote", "table", "hr", "dl", "dt", "dd",
+    "p",
+    "div",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "main",
+    "aside",
+    "figure",
+    "details",
+    "summary",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "ul",
+    "ol",
+    "li",
+    "pre",
+    "blockquote",
+    "table",
+    "hr",
+    "dl",
+    "dt",
+    "dd",
 ];
 
 #[derive(Debug, Clone, PartialEq)]

@@ -4,9 +4,31 @@ use url::Url;
 
 /// Query parameters that only say where a click came from, never which page it is.
 const TRACKING_PARAMS: &[&str] = &[
-    "gclid", "gclsrc", "dclid", "gbraid", "wbraid", "fbclid", "msclkid", "yclid", "twclid", "ttclid", "igshid",
-    "mc_cid", "mc_eid", "_hsenc", "_hsmi", "mkt_tok", "srsltid", "ref_src", "ref_url", "oly_anon_id", "oly_enc_id",
-    "vero_conv", "vero_id", "__s", "s_cid",
+    "gclid",
+    "gclsrc",
+    "dclid",
+    "gbraid",
+    "wbraid",
+    "fbclid",
+    "msclkid",
+    "yclid",
+    "twclid",
+    "ttclid",
+    "igshid",
+    "mc_cid",
+    "mc_eid",
+    "_hsenc",
+    "_hsmi",
+    "mkt_tok",
+    "srsltid",
+    "ref_src",
+    "ref_url",
+    "oly_anon_id",
+    "oly_enc_id",
+    "vero_conv",
+    "vero_id",
+    "__s",
+    "s_cid",
 ];
 
 fn is_tracking(name: &str) -> bool {
@@ -22,8 +44,11 @@ pub fn clean_url(raw: &str) -> String {
         return raw.to_owned();
     };
     if url.query().is_some() {
-        let kept: Vec<(String, String)> =
-            url.query_pairs().filter(|(name, _)| !is_tracking(name)).map(|(n, v)| (n.into_owned(), v.into_owned())).collect();
+        let kept: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(name, _)| !is_tracking(name))
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect();
         if kept.is_empty() {
             url.set_query(None);
         } else {

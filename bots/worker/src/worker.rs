@@ -164,8 +164,10 @@ impl<A: Adapter> Worker<A> {
         let mut failed_attempts = 0;
         let mut switches = 0;
         let mut fresh_session_tried = false;
+        let mut first = true;
         loop {
-            if self.stopping() {
+            // The first attempt always runs (shutdown gives it a grace period); retries do not.
+            if !std::mem::take(&mut first) && self.stopping() {
                 return self.requeue(task, "the bot is shutting down").await;
             }
             if failed_attempts >= max_attempts && !fresh_session_tried {
@@ -175,7 +177,9 @@ impl<A: Adapter> Worker<A> {
                 fresh_session_tried = true;
             }
             let reason = match self.attempt(task).await {
-                Attempt::Answer(captured) if !captured.citations.is_empty() => return self.submit(task, &captured).await,
+                Attempt::Answer(captured) if !captured.citations.is_empty() => {
+                    return self.submit(task, &captured).await;
+                }
                 Attempt::Answer(_) => {
                     failed_attempts += 1;
                     tracing::info!(failed_attempts, "answer without citations");
@@ -191,7 +195,9 @@ impl<A: Adapter> Worker<A> {
                     tracing::warn!(?outcome, detail, "session unusable; switching");
                     self.retire(outcome, &detail).await;
                     if switches > MAX_SESSION_SWITCHES {
-                        return self.requeue(task, &format!("no working session after {switches} tries: {detail}")).await;
+                        return self
+                            .requeue(task, &format!("no working session after {switches} tries: {detail}"))
+                            .await;
                     }
                     continue;
                 }
@@ -227,7 +233,12 @@ impl<A: Adapter> Worker<A> {
         };
         match browser.load_session(&lease.storage_state_json, self.adapter.origin()).await {
             Ok(loaded) => {
-                tracing::info!(session = lease.label, cookies = loaded.cookies, local_storage = loaded.local_storage, "session loaded");
+                tracing::info!(
+                    session = lease.label,
+                    cookies = loaded.cookies,
+                    local_storage = loaded.local_storage,
+                    "session loaded"
+                );
                 self.active = Some(Active { browser, lease, runs: 0 });
                 Ok(())
             }

@@ -47,7 +47,6 @@ async fn returns_the_full_answer_after_the_mid_stream_pause_with_clean_citations
         let token = log_in(browser, sim, "operator-1").await?;
         let prompt = "What are the best laptops under $1,000?";
         let captured = adapter.ask(browser.driver(), prompt).await?;
-        eprintln!("TEXT:\n{}\nMD:\n{}\nCIT: {:?}", captured.response_text, captured.response_markdown, captured.citations);
         let expected = answer_for(prompt, true);
 
         assert_eq!(collapse(&captured.response_text), collapse(&expected.plain_text()));
@@ -85,14 +84,12 @@ async fn no_citations_prompt_gives_an_answer_without_citations_and_multi_line_pr
         log_in(browser, sim, "operator-2").await?;
         let prompt = "Explain photosynthesis simply [[no-citations]]";
         let captured = adapter.ask(browser.driver(), prompt).await?;
-        eprintln!("TEXT:\n{}\nMD:\n{}\nCIT: {:?}", captured.response_text, captured.response_markdown, captured.citations);
         assert!(captured.citations.is_empty());
         assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, false).plain_text()));
 
         // A new line in the prompt is typed as Shift+Enter: one prompt, not two.
         let prompt = "Compare two phones:\nPixel and iPhone";
         let captured = adapter.ask(browser.driver(), prompt).await?;
-        eprintln!("TEXT:\n{}\nMD:\n{}\nCIT: {:?}", captured.response_text, captured.response_markdown, captured.citations);
         assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
         let stats = sim.stats();
         assert_eq!(stats.answers_for_prompt("Compare two phones: Pixel and iPhone"), 1);
@@ -138,7 +135,8 @@ async fn rate_limit_yields_rate_limited_and_errors_are_reported() -> Result<()> 
     let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
     with_browser(config, async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;
-        let error = adapter.ask(browser.driver(), "Weather tomorrow? [[rate-limit]]").await.err().context("must fail")?;
+        let error =
+            adapter.ask(browser.driver(), "Weather tomorrow? [[rate-limit]]").await.err().context("must fail")?;
         match error {
             AskError::RateLimited(text) => assert!(text.contains("limit of messages"), "{text}"),
             other => panic!("expected RateLimited, got {other:?}"),

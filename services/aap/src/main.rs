@@ -46,6 +46,8 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Runs a browser bot (the same as `aap-bot`): takes tasks over gRPC or the seed's HTTP API.
+    Bot(aap_bot::Args),
     /// Serves the assistant simulator (a ChatGPT look-alike) alone, for demos.
     Simulator {
         /// Address to listen on.
@@ -162,6 +164,14 @@ async fn main() -> anyhow::Result<()> {
                 .map(|r| r.map(|r| r.event.unwrap_or_default()));
             client::print_events(stream, &mut std::io::stdout()).await?;
             Ok(())
+        }
+        Command::Bot(args) => {
+            let _telemetry = aap_platform::telemetry::init("aap-bot", &args.log_level.to_lowercase())?;
+            let config = args.into_config()?;
+            aap_bot::run(config, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
         }
         Command::Simulator { addr } => {
             let _telemetry = aap_platform::telemetry::init("aap-simulator", "info")?;

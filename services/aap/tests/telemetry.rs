@@ -23,7 +23,6 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
-use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -64,22 +63,23 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn one_trace_follows_a_prompt_from_ask_through_the_bot_to_the_answer() {
     let collector = Collector::default();
     let endpoint = collector.start().await;
     let provider = telemetry::otlp_provider_to("aap-test", &endpoint).expect("otlp exporter");
     // The platform's spans (targets `aap*`) and this test's go to the collector; the
-    // exporter's own (tonic, h2) do not, or it would trace itself.
+    // exporter's own (tonic, h2) do not, or it would trace itself. One global filter: behind
+    // per-layer filters (an EnvFilter on the log layer too) spans lost their OpenTelemetry
+    // context here.
     let exported = tracing_subscriber::filter::Targets::new()
         .with_target("aap", tracing::Level::INFO)
         .with_target("telemetry", tracing::Level::INFO);
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("aap-test")).with_filter(exported);
-    let logs = std::env::var("TEST_LOG").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false")).then(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-        tracing_subscriber::fmt::layer().with_test_writer().with_filter(filter)
-    });
-    tracing_subscriber::registry().with(otel).with(logs).init();
+    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("aap-test"));
+    let logs = std::env::var("TEST_LOG")
+        .is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
+        .then(|| tracing_subscriber::fmt::layer().with_test_writer());
+    tracing_subscriber::registry().with(exported).with(otel).with(logs).init();
     let app = spawn_app().await;
 
     // The customer asks inside a trace of its own; the Bearer client sends its traceparent.
@@ -128,6 +128,8 @@ async fn one_trace_follows_a_prompt_from_ask_through_the_bot_to_the_answer() {
     ];
     let mut spans = Vec::new();
     for _ in 0..100 {
+        // The flush blocks until the export is done, and the exporter's channel runs on this
+        // runtime: flush from a blocking thread.
         let flushing = provider.clone();
         tokio::task::spawn_blocking(move || flushing.force_flush()).await.expect("flush task").expect("flush");
         spans = collector.spans();

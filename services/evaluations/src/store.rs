@@ -150,6 +150,9 @@ pub enum ClaimOutcome {
 }
 
 /// Claims a delivered task for a bot: one more attempt, a claim until now + `ttl`.
+///
+/// A delivery may reach a bot before the scheduler commits `queued` (it publishes inside its
+/// transaction): `pending` is claimable, and the update then waits for that commit.
 pub async fn claim(
     pool: &PgPool,
     id: i64,
@@ -161,7 +164,7 @@ pub async fn claim(
         "UPDATE evaluations SET status = 'claimed', attempts = attempts + 1, ack_subject = $2, \
          claimed_by = $3, claimed_at = now(), claim_expires_at = now() + make_interval(secs => $4), \
          updated_at = now() \
-         WHERE id = $1 AND status IN ('queued', 'claimed') AND attempts < max_attempts \
+         WHERE id = $1 AND status IN ('pending', 'queued', 'claimed') AND attempts < max_attempts \
          {RETURNING_EVALUATION}"
     );
     let claimed: Option<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))

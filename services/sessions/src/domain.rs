@@ -419,7 +419,10 @@ mod tests {
         assert_eq!(LeaseTarget::parse("chatgpt", " Any ").map(|t| t.plan).ok(), Some(None));
         let plus = LeaseTarget::parse("chatgpt", " Plus ").ok();
         assert_eq!(plus.as_ref().and_then(LeaseTarget::plan_key).as_deref(), Some("plus"));
-        assert!(matches!(LeaseTarget::parse("ChatGPT", ""), Err(SessionError::InvalidArgument { field: "assistant", .. })));
+        assert!(matches!(
+            LeaseTarget::parse("ChatGPT", ""),
+            Err(SessionError::InvalidArgument { field: "assistant", .. })
+        ));
     }
 
     #[test]

@@ -22,6 +22,6 @@ pub mod grpc;
 mod store;
 
 pub use domain::{
-    Account, AccountStatus, Lease, LeaseOutcome, LeaseTarget, NewAccount, SessionDirectory, SessionError, SessionResult,
-    SessionsConfig,
+    Account, AccountStatus, Lease, LeaseOutcome, LeaseTarget, NewAccount, SessionDirectory, SessionError,
+    SessionResult, SessionsConfig,
 };

@@ -341,7 +341,10 @@ async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
         ("plan", CreateAccountRequest { plan: "any".into(), ..valid.clone() }),
         ("storage_state_json", CreateAccountRequest { storage_state_json: "{nope".into(), ..valid.clone() }),
         ("storage_state_json", CreateAccountRequest { storage_state_json: "[]".into(), ..valid.clone() }),
-        ("storage_state_json", CreateAccountRequest { storage_state_json: r#"{"origins": []}"#.into(), ..valid.clone() }),
+        (
+            "storage_state_json",
+            CreateAccountRequest { storage_state_json: r#"{"origins": []}"#.into(), ..valid.clone() },
+        ),
     ];
     for (field, request) in cases {
         let status = client.create_account(request.clone()).await.err().context("accepted")?;
@@ -353,13 +356,18 @@ async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
 
     let created = create(&mut client, "chatgpt", "Plus", "x").await?;
     assert_eq!(code(lease(&mut client, "bard", "").await), Code::InvalidArgument);
-    assert_eq!(code(client.list_accounts(ListAccountsRequest { assistant: "bard".into() }).await), Code::InvalidArgument);
+    assert_eq!(
+        code(client.list_accounts(ListAccountsRequest { assistant: "bard".into() }).await),
+        Code::InvalidArgument
+    );
     let update = UpdateSessionStateRequest { account_id: created.id.clone(), storage_state_json: "{}".into() };
     assert_eq!(code(client.update_session_state(update).await), Code::InvalidArgument);
     let update = UpdateSessionStateRequest { account_id: "not-a-uuid".into(), storage_state_json: storage_state("y") };
     assert_eq!(code(client.update_session_state(update).await), Code::InvalidArgument);
-    let update =
-        UpdateSessionStateRequest { account_id: uuid::Uuid::new_v4().to_string(), storage_state_json: storage_state("y") };
+    let update = UpdateSessionStateRequest {
+        account_id: uuid::Uuid::new_v4().to_string(),
+        storage_state_json: storage_state("y"),
+    };
     assert_eq!(code(client.update_session_state(update).await), Code::NotFound);
 
     let held = lease(&mut client, "chatgpt", "").await?;

@@ -228,7 +228,9 @@ mod tests {
         assert_eq!(manifest.selectors.composer[0], "#prompt-textarea");
         assert_eq!(manifest.fingerprint.len(), 12);
         assert_eq!(manifest.source, "built-in");
-        assert!(manifest.is_rate_limit("You\u{2019}ve reached our limit of messages per hour. Please try again later."));
+        assert!(
+            manifest.is_rate_limit("You\u{2019}ve reached our limit of messages per hour. Please try again later.")
+        );
         assert!(!manifest.is_rate_limit("Something went wrong while generating the response."));
         assert!(matches!(Manifest::load("bard", None), Err(ManifestError::Unknown(_))));
         Ok(())
@@ -245,8 +247,14 @@ mod tests {
 
         let broken = text.replace("stop_button = [", "stop_button = [] \nunused = [");
         assert!(Manifest::parse(&broken, "test").is_err());
-        let empty = BUILT_IN[0].1.replace("assistant_message = [\n  \"div[data-message-author-role='assistant']\",\n]", "assistant_message = []");
-        assert!(matches!(Manifest::parse(&empty, "test"), Err(ManifestError::EmptyRole { role: "assistant_message", .. })));
+        let empty = BUILT_IN[0].1.replace(
+            "assistant_message = [\n  \"div[data-message-author-role='assistant']\",\n]",
+            "assistant_message = []",
+        );
+        assert!(matches!(
+            Manifest::parse(&empty, "test"),
+            Err(ManifestError::EmptyRole { role: "assistant_message", .. })
+        ));
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use aap_proto::v1::claim_request::Msg as ClaimMsg;
 use aap_proto::v1::claim_response::Msg as ClaimReply;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use aap_proto::v1::{
-    ClaimHeartbeat, ClaimHello, ClaimReady, ClaimRequest, Citation as ProtoCitation, ReleaseRequest, SubmitRequest,
+    Citation as ProtoCitation, ClaimHeartbeat, ClaimHello, ClaimReady, ClaimRequest, ReleaseRequest, SubmitRequest,
     Target,
 };
 use tokio::sync::{mpsc, oneshot};

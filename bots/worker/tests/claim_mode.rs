@@ -1,0 +1,315 @@
+//! The bot on the platform's gRPC API: an in-test EvaluationService + SessionService (the test's
+//! counterpart, recording every message) and the simulator in a real Chromium.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aap_bot::BotConfig;
+use aap_proto::v1::claim_request::Msg as ClaimMsg;
+use aap_proto::v1::claim_response::Msg as ClaimReply;
+use aap_proto::v1::evaluation_service_server::{EvaluationService, EvaluationServiceServer};
+use aap_proto::v1::session_service_server::{SessionService, SessionServiceServer};
+use aap_proto::v1::{
+    ClaimHello, ClaimRequest, ClaimResponse, ClaimWelcome, CreateAccountRequest, CreateAccountResponse,
+    HeartbeatRequest, HeartbeatResponse, LeaseOutcome, LeaseSessionRequest, LeaseSessionResponse, ListAccountsRequest,
+    ListAccountsResponse, PollRequest, PollResponse, ReleaseRequest, ReleaseResponse, ReturnSessionRequest,
+    ReturnSessionResponse, SubmitRequest, SubmitResponse, Target, Task, UpdateSessionStateRequest,
+    UpdateSessionStateResponse,
+};
+use aap_simulator::{Simulator, SimulatorConfig, answer_for};
+use anyhow::{Context, Result};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Debug, Clone)]
+enum Event {
+    Hello(ClaimHello, Option<String>),
+    Ready(u32),
+    Heartbeat(Vec<i64>),
+    StreamClosed,
+    Submit(SubmitRequest),
+    Release(ReleaseRequest),
+    Lease(LeaseSessionRequest),
+    Return(ReturnSessionRequest),
+}
+
+#[derive(Clone, Default)]
+struct Fake {
+    events: Arc<Mutex<Vec<Event>>>,
+    tasks: Arc<Mutex<VecDeque<Task>>>,
+    sessions: Arc<Mutex<VecDeque<String>>>,
+    leases: Arc<Mutex<u32>>,
+    changed: Arc<Notify>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Fake {
+    fn record(&self, event: Event) {
+        lock(&self.events).push(event);
+        self.changed.notify_waiters();
+    }
+
+    fn events(&self) -> Vec<Event> {
+        lock(&self.events).clone()
+    }
+
+    async fn wait_for(&self, done: impl Fn(&[Event]) -> bool) -> Result<()> {
+        tokio::time::timeout(Duration::from_secs(180), async {
+            loop {
+                let changed = self.changed.notified();
+                if done(&lock(&self.events)) {
+                    return;
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+            }
+        })
+        .await
+        .context("the bot did not get there in time")
+    }
+}
+
+type ClaimStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<ClaimResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl EvaluationService for Fake {
+    type ClaimStream = ClaimStream;
+
+    async fn claim(&self, request: Request<Streaming<ClaimRequest>>) -> Result<Response<ClaimStream>, Status> {
+        let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(ClaimRequest { msg: Some(ClaimMsg::Hello(hello)) }) => hello,
+            _ => return Err(Status::invalid_argument("hello first")),
+        };
+        self.record(Event::Hello(hello.clone(), auth));
+        let (tx, rx) = mpsc::channel(8);
+        // A one-second claim: heartbeats every third of it.
+        let welcome = ClaimResponse { msg: Some(ClaimReply::Welcome(ClaimWelcome { claim_ttl_seconds: 1 })) };
+        tx.send(Ok(welcome)).await.map_err(|_| Status::cancelled("gone"))?;
+        let fake = self.clone();
+        tokio::spawn(async move {
+            let mut credit = hello.max_tasks;
+            loop {
+                while credit > 0 {
+                    let Some(task) = lock(&fake.tasks).pop_front() else { break };
+                    if tx.send(Ok(ClaimResponse { msg: Some(ClaimReply::Task(task)) })).await.is_err() {
+                        return;
+                    }
+                    credit -= 1;
+                }
+                match inbound.message().await {
+                    Ok(Some(ClaimRequest { msg: Some(ClaimMsg::Ready(ready)) })) => {
+                        credit += ready.count;
+                        fake.record(Event::Ready(ready.count));
+                    }
+                    Ok(Some(ClaimRequest { msg: Some(ClaimMsg::Heartbeat(beat)) })) => {
+                        fake.record(Event::Heartbeat(beat.evaluation_ids));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => {
+                        fake.record(Event::StreamClosed);
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn poll(&self, _: Request<PollRequest>) -> Result<Response<PollResponse>, Status> {
+        Err(Status::unimplemented("the bot uses Claim"))
+    }
+
+    async fn heartbeat(&self, _: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
+        Err(Status::unimplemented("the bot heartbeats on the stream"))
+    }
+
+    async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let request = request.into_inner();
+        let evaluation_id = request.evaluation_id;
+        self.record(Event::Submit(request));
+        Ok(Response::new(SubmitResponse { evaluation_id, status: "submitted".into() }))
+    }
+
+    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {
+        let request = request.into_inner();
+        let evaluation_id = request.evaluation_id;
+        self.record(Event::Release(request));
+        Ok(Response::new(ReleaseResponse { evaluation_id, action: "released".into() }))
+    }
+}
+
+#[tonic::async_trait]
+impl SessionService for Fake {
+    async fn create_account(
+        &self,
+        _: Request<CreateAccountRequest>,
+    ) -> Result<Response<CreateAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn list_accounts(&self, _: Request<ListAccountsRequest>) -> Result<Response<ListAccountsResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn update_session_state(
+        &self,
+        _: Request<UpdateSessionStateRequest>,
+    ) -> Result<Response<UpdateSessionStateResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn lease_session(
+        &self,
+        request: Request<LeaseSessionRequest>,
+    ) -> Result<Response<LeaseSessionResponse>, Status> {
+        self.record(Event::Lease(request.into_inner()));
+        let Some(storage_state_json) = lock(&self.sessions).pop_front() else {
+            return Err(Status::not_found("no account available"));
+        };
+        let number = {
+            let mut leases = lock(&self.leases);
+            *leases += 1;
+            *leases
+        };
+        Ok(Response::new(LeaseSessionResponse {
+            lease_id: format!("lease-{number}"),
+            account_id: format!("account-{number}"),
+            plan: "Plus".into(),
+            storage_state_json,
+            max_runs: 10,
+            expires_at: None,
+        }))
+    }
+
+    async fn return_session(
+        &self,
+        request: Request<ReturnSessionRequest>,
+    ) -> Result<Response<ReturnSessionResponse>, Status> {
+        self.record(Event::Return(request.into_inner()));
+        Ok(Response::new(ReturnSessionResponse { account: None }))
+    }
+}
+
+fn task(evaluation_id: i64, prompt: &str) -> Task {
+    Task {
+        evaluation_id,
+        prompt_id: evaluation_id + 100,
+        prompt_text: prompt.into(),
+        assistant: "chatgpt".into(),
+        plan: "Plus".into(),
+        attempt: 1,
+        max_attempts: 3,
+        ..Task::default()
+    }
+}
+
+#[tokio::test]
+async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, SimulatorConfig::default()).await?;
+    let expired = sim.create_session("expired").await;
+    sim.expire_session(&expired.token);
+    let good = sim.create_session("good").await;
+
+    let fake = Fake::default();
+    let first = "What are the best laptops under $1,000?";
+    let second = "Which e-bikes are best for commuting?";
+    lock(&fake.tasks).extend([task(7, first), task(8, second)]);
+    lock(&fake.sessions).extend([expired.storage_state_json.clone(), good.storage_state_json.clone()]);
+
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EvaluationServiceServer::new(fake.clone()))
+            .add_service(SessionServiceServer::new(fake.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                let _ = server_stopped.await;
+            }),
+    );
+
+    let config =
+        BotConfig::grpc(&grpc_url, "bot-token", "claim-test-bot", "ChatGPT", "Plus").with_assistant_url(&sim.base_url);
+    let (stop_bot, bot_stopped) = oneshot::channel::<()>();
+    let bot = tokio::spawn(aap_bot::run(config, async move {
+        let _ = bot_stopped.await;
+    }));
+    let submitted_both =
+        fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == 2).await;
+    let _ = stop_bot.send(());
+    let ran = bot.await.context("bot panicked")?;
+    let closed = fake.wait_for(|events| events.iter().any(|e| matches!(e, Event::StreamClosed))).await;
+    let _ = stop_server.send(());
+    let _ = server.await;
+    let stats = sim.stats();
+    sim.shutdown().await;
+    submitted_both?;
+    ran?;
+    closed?;
+
+    let events = fake.events();
+    let Some(Event::Hello(hello, auth)) = events.first() else { panic!("hello first: {events:?}") };
+    assert_eq!(auth.as_deref(), Some("Bearer bot-token"));
+    assert_eq!(hello.bot_id, "claim-test-bot");
+    assert_eq!(hello.serves, vec![Target { assistant: "chatgpt".into(), plan: "Plus".into() }]);
+    assert_eq!(hello.max_tasks, 1);
+
+    let position = |wanted: &dyn Fn(&Event) -> bool| events.iter().position(wanted);
+    let submit_7 = position(&|e| matches!(e, Event::Submit(s) if s.evaluation_id == 7)).context("submit 7")?;
+    let submit_8 = position(&|e| matches!(e, Event::Submit(s) if s.evaluation_id == 8)).context("submit 8")?;
+    let heartbeat_7 = position(&|e| matches!(e, Event::Heartbeat(ids) if ids == &[7])).context("heartbeat 7")?;
+    let ready = position(&|e| matches!(e, Event::Ready(1))).context("ready")?;
+    assert!(heartbeat_7 < submit_7, "the claim is extended while the answer is in progress");
+    assert!(submit_7 < ready && ready < submit_8, "the next task only after ready");
+    let released: Vec<i64> =
+        events.iter().filter_map(|e| if let Event::Release(r) = e { Some(r.evaluation_id) } else { None }).collect();
+    assert!(released.is_empty(), "nothing released: {released:?}");
+
+    // The expired session went back as EXPIRED, the good one answered both and went back OK.
+    let leases: Vec<&LeaseSessionRequest> =
+        events.iter().filter_map(|e| if let Event::Lease(l) = e { Some(l) } else { None }).collect();
+    assert_eq!(leases.len(), 2);
+    assert!(leases.iter().all(|l| l.assistant == "chatgpt" && l.plan == "Plus" && l.bot_id == "claim-test-bot"));
+    let returns: Vec<(String, i32, u32)> = events
+        .iter()
+        .filter_map(|e| if let Event::Return(r) = e { Some((r.lease_id.clone(), r.outcome, r.runs)) } else { None })
+        .collect();
+    assert_eq!(
+        returns,
+        vec![
+            ("lease-1".to_owned(), LeaseOutcome::Expired as i32, 1),
+            ("lease-2".to_owned(), LeaseOutcome::Ok as i32, 2)
+        ]
+    );
+
+    let Event::Submit(submit) = &events[submit_7] else { unreachable!() };
+    let expected = answer_for(first, true);
+    assert_eq!(submit.bot_id, "claim-test-bot");
+    assert_eq!(submit.lease_id, "lease-2");
+    assert_eq!(
+        submit.response_text.split_whitespace().collect::<Vec<_>>(),
+        expected.plain_text().split_whitespace().collect::<Vec<_>>()
+    );
+    assert!(submit.response_markdown.contains("### "), "markdown keeps headings: {}", submit.response_markdown);
+    assert!(submit.captured_at.is_some());
+    let citations: Vec<(String, String, String, u32)> =
+        submit.citations.iter().map(|c| (c.url.clone(), c.title.clone(), c.domain.clone(), c.position)).collect();
+    let wanted: Vec<(String, String, String, u32)> = expected
+        .citations
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.url.clone(), c.title.clone(), c.domain.clone(), i as u32 + 1))
+        .collect();
+    assert_eq!(citations, wanted);
+
+    assert_eq!(stats.answers_for_token(&good.token), 2);
+    assert_eq!(stats.answers_for_token(&expired.token), 0);
+    Ok(())
+}

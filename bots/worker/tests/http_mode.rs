@@ -1,0 +1,344 @@
+//! The bot in the seed's HTTP polling mode, against an in-test server implementing the seed's
+//! three endpoints (the test's counterpart, recording the exact JSON the bot sends) and the
+//! simulator in a real Chromium.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aap_bot::BotConfig;
+use aap_simulator::{Simulator, SimulatorConfig, answer_for};
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tokio::sync::{Notify, oneshot};
+
+/// What the seed API saw: (Authorization header, JSON body) per call.
+#[derive(Default)]
+struct Seen {
+    queue: VecDeque<Value>,
+    polls: Vec<(Option<String>, Value)>,
+    tasks_handed_out: usize,
+    submits: Vec<(Option<String>, Value)>,
+    releases: Vec<(Option<String>, Value)>,
+}
+
+#[derive(Clone, Default)]
+struct SeedApi {
+    seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+}
+
+impl SeedApi {
+    fn with_tasks(tasks: Vec<Value>) -> SeedApi {
+        let api = SeedApi::default();
+        api.seen.lock().map(|mut seen| seen.queue.extend(tasks)).ok();
+        api
+    }
+
+    fn seen<T>(&self, read: impl FnOnce(&Seen) -> T) -> T {
+        let seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        read(&seen)
+    }
+
+    fn record(&self, write: impl FnOnce(&mut Seen) -> Value) -> Json<Value> {
+        let reply = {
+            let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            write(&mut seen)
+        };
+        self.changed.notify_waiters();
+        Json(reply)
+    }
+
+    /// Waits until `done` holds, re-checking on every call the server records.
+    async fn wait_for(&self, done: impl Fn(&Seen) -> bool) -> Result<()> {
+        tokio::time::timeout(Duration::from_secs(180), async {
+            loop {
+                let changed = self.changed.notified();
+                if self.seen(&done) {
+                    return;
+                }
+                // Also re-check now and then: a notification may race the registration.
+                let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
+            }
+        })
+        .await
+        .context("the bot did not get there in time")
+    }
+}
+
+fn auth(headers: &HeaderMap) -> Option<String> {
+    headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+async fn poll(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    api.record(|seen| {
+        seen.polls.push((auth(&headers), body));
+        match seen.queue.pop_front() {
+            Some(task) => {
+                seen.tasks_handed_out += 1;
+                task
+            }
+            None => json!({"evaluation_id": null, "prompt_id": null, "prompt_text": null, "topic_id": null, "claimed_at": null}),
+        }
+    })
+}
+
+async fn submit(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    api.record(|seen| {
+        let id = body["evaluation_id"].clone();
+        seen.submits.push((auth(&headers), body));
+        json!({"evaluation_id": id, "status": "submitted"})
+    })
+}
+
+async fn release(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
+    api.record(|seen| {
+        let id = body["evaluation_id"].clone();
+        seen.releases.push((auth(&headers), body));
+        json!({"evaluation_id": id, "action": "released"})
+    })
+}
+
+async fn serve(api: SeedApi) -> Result<(String, oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let app = Router::new()
+        .route("/evaluations/api/v1/poll", post(poll))
+        .route("/evaluations/api/v1/submit", post(submit))
+        .route("/evaluations/api/v1/release", post(release))
+        .with_state(api);
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok((url, stop))
+}
+
+fn task(evaluation_id: i64, prompt: &str) -> Value {
+    json!({
+        "evaluation_id": evaluation_id,
+        "prompt_id": evaluation_id + 1000,
+        "prompt_text": prompt,
+        "topic_id": 1,
+        "claimed_at": "2025-12-09T10:30:00Z"
+    })
+}
+
+/// A sessions directory with one storage-state file per label, in this order.
+async fn sessions_dir(sim: &Simulator, labels: &[&str]) -> Result<(tempfile::TempDir, Vec<String>)> {
+    let dir = tempfile::tempdir()?;
+    let mut tokens = Vec::new();
+    for label in labels {
+        let session = sim.create_session(label).await;
+        std::fs::write(dir.path().join(format!("{label}.json")), &session.storage_state_json)?;
+        tokens.push(session.token);
+    }
+    Ok((dir, tokens))
+}
+
+/// Runs the bot until `until` holds on the seed API, then shuts it down and returns its result.
+async fn run_bot_until(config: BotConfig, api: &SeedApi, until: impl Fn(&Seen) -> bool) -> Result<()> {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let bot = tokio::spawn(aap_bot::run(config, async move {
+        let _ = stopped.await;
+    }));
+    let reached = api.wait_for(until).await;
+    let _ = stop.send(());
+    // The bot quits its browser before returning, whatever happened.
+    let ran = bot.await.context("bot task panicked")?;
+    reached?;
+    ran
+}
+
+fn http_config(api_url: &str, dir: &std::path::Path, sim: &Simulator) -> BotConfig {
+    let mut config = BotConfig::http(api_url, api_url, dir, "ChatGPT", "Plus")
+        .with_assistant_url(&sim.base_url)
+        .with_token("seed-token")
+        .with_bot_id("http-test-bot");
+    config.poll_retry = Duration::from_millis(100);
+    config
+}
+
+#[tokio::test]
+async fn polls_answers_through_the_browser_and_submits_the_seed_json() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, SimulatorConfig::default()).await?;
+    // The first session's login has expired: the bot must move on to the second one.
+    let (dir, tokens) = sessions_dir(&sim, &["a-expired", "b-good"]).await?;
+    sim.expire_session(&tokens[0]);
+    let prompt = "What are the best laptops under $1,000?";
+    let api = SeedApi::with_tasks(vec![task(123, prompt)]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+
+    let result = run_bot_until(http_config(&api_url, dir.path(), &sim), &api, |seen| seen.submits.len() == 1).await;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    result?;
+
+    let (polls, submits, releases) = api.seen(|s| (s.polls.clone(), s.submits.clone(), s.releases.clone()));
+    let (poll_auth, poll_body) = &polls[0];
+    assert_eq!(poll_auth.as_deref(), Some("Bearer seed-token"));
+    assert_eq!(poll_body, &json!({"assistant_name": "ChatGPT", "plan_name": "Plus"}));
+    assert!(releases.is_empty(), "{releases:?}");
+
+    let (submit_auth, body) = &submits[0];
+    assert_eq!(submit_auth.as_deref(), Some("Bearer seed-token"));
+    let expected = answer_for(prompt, true);
+    let timestamp = body["answer"]["timestamp"].as_str().context("timestamp")?;
+    assert!(timestamp.ends_with('Z') && chrono_like(timestamp), "{timestamp}");
+    let response = body["answer"]["response"].as_str().context("response")?;
+    assert_eq!(
+        response.split_whitespace().collect::<Vec<_>>(),
+        expected.plain_text().split_whitespace().collect::<Vec<_>>()
+    );
+    let citations: Vec<Value> = expected.citations.iter().map(|c| json!({"url": c.url, "text": c.title})).collect();
+    assert_eq!(
+        body,
+        &json!({
+            "evaluation_id": 123,
+            "answer": {"response": response, "citations": citations, "timestamp": timestamp}
+        }),
+        "exactly the seed's submit body"
+    );
+
+    assert_eq!(stats.answers_for_prompt(prompt), 1);
+    assert_eq!(stats.answers_for_token(&tokens[1]), 1, "answered on the second session");
+    assert!(stats.login_walls >= 1, "the expired session met the login wall");
+    Ok(())
+}
+
+/// `2025-12-09T10:35:00Z`: date, `T`, time to the second, `Z`.
+fn chrono_like(timestamp: &str) -> bool {
+    let bytes = timestamp.as_bytes();
+    timestamp.len() == 20 && bytes[4] == b'-' && bytes[10] == b'T' && bytes[13] == b':' && bytes[19] == b'Z'
+}
+
+#[tokio::test]
+async fn releases_as_failed_after_max_attempts_and_a_fresh_session_without_citations() -> Result<()> {
+    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, config).await?;
+    let (dir, tokens) = sessions_dir(&sim, &["a-first", "b-fresh"]).await?;
+    let prompt = "Explain photosynthesis simply [[no-citations]]";
+    let api = SeedApi::with_tasks(vec![task(124, prompt)]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.max_attempts = 2;
+    let result = run_bot_until(config, &api, |seen| seen.releases.len() == 1).await;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    result?;
+
+    let (submits, releases) = api.seen(|s| (s.submits.clone(), s.releases.clone()));
+    assert!(submits.is_empty(), "an answer without citations is never submitted");
+    assert_eq!(releases[0].0.as_deref(), Some("Bearer seed-token"));
+    assert_eq!(
+        releases[0].1,
+        json!({"evaluation_id": 124, "mark_as_failed": true, "failure_reason": "No citations found after 3 attempts"})
+    );
+    // Two attempts in new conversations on the first session, then one on a fresh session.
+    assert_eq!(stats.answers_for_token(&tokens[0]), 2);
+    assert_eq!(stats.answers_for_token(&tokens[1]), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_task_in_hand() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, SimulatorConfig::default()).await?;
+    let (dir, _tokens) = sessions_dir(&sim, &["only"]).await?;
+    let prompt = "How do heat pumps work in cold climates? [[slow]]";
+    let api = SeedApi::with_tasks(vec![task(125, prompt)]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+
+    // Shut down as soon as the task is handed out, long before the slow answer is complete.
+    let result = run_bot_until(http_config(&api_url, dir.path(), &sim), &api, |seen| seen.tasks_handed_out == 1).await;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    result?;
+
+    let (submits, releases) = api.seen(|s| (s.submits.clone(), s.releases.clone()));
+    assert!(releases.is_empty(), "{releases:?}");
+    assert_eq!(submits.len(), 1, "the task in hand was finished before the bot stopped");
+    assert_eq!(submits[0].1["evaluation_id"], json!(125));
+    assert_eq!(stats.answers_for_prompt(prompt), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_idle_browser_is_closed_and_reopened_on_demand() -> Result<()> {
+    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, config).await?;
+    let (dir, tokens) = sessions_dir(&sim, &["a-first", "b-second"]).await?;
+    let api = SeedApi::with_tasks(vec![task(126, "Best running shoes for beginners?")]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.idle_timeout = Some(Duration::from_millis(300));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let bot = tokio::spawn(aap_bot::run(config, async move {
+        let _ = stopped.await;
+    }));
+    let first = api.wait_for(|seen| seen.submits.len() == 1).await;
+    // Several idle periods pass with empty polls: the browser closes and hands its session back.
+    let idle = api.wait_for(|seen| seen.polls.len() >= 15).await;
+    lock_queue(&api, task(127, "Best trail running shoes?"));
+    let second = api.wait_for(|seen| seen.submits.len() == 2).await;
+    let _ = stop.send(());
+    let ran = bot.await.context("bot task panicked")?;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    first?;
+    idle?;
+    second?;
+    ran?;
+
+    // With 10 runs per session, only closing the idle browser (and returning its session) moves
+    // the second task to the next session in rotation.
+    assert_eq!(stats.answers_for_token(&tokens[0]), 1);
+    assert_eq!(stats.answers_for_token(&tokens[1]), 1);
+    Ok(())
+}
+
+fn lock_queue(api: &SeedApi, task: Value) {
+    api.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).queue.push_back(task);
+}
+
+#[tokio::test]
+async fn shutdown_hands_the_task_back_when_the_grace_period_ends() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, SimulatorConfig::default()).await?;
+    let (dir, _tokens) = sessions_dir(&sim, &["only"]).await?;
+    let api = SeedApi::with_tasks(vec![task(128, "Explain tides in detail [[slow]]")]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.shutdown_grace = Duration::ZERO;
+    let result = run_bot_until(config, &api, |seen| seen.tasks_handed_out == 1).await;
+    let _ = stop_api.send(());
+    sim.shutdown().await;
+    result?;
+
+    let (submits, releases) = api.seen(|s| (s.submits.clone(), s.releases.clone()));
+    assert!(submits.is_empty(), "{submits:?}");
+    assert_eq!(
+        releases.iter().map(|(_, body)| body.clone()).collect::<Vec<_>>(),
+        vec![json!({"evaluation_id": 128, "mark_as_failed": false, "failure_reason": "the bot is shutting down"})],
+        "back to the queue, not failed"
+    );
+    Ok(())
+}
