@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::answers_service_client::AnswersServiceClient;
-use aap_proto::v1::{AnswerEvent, Answer, EvaluationState, MatchKind};
+use aap_proto::v1::{Answer, AnswerEvent, EvaluationState, MatchKind};
 use anyhow::Context as _;
 use futures::{Stream, StreamExt};
 use tonic::metadata::MetadataValue;
@@ -85,7 +85,10 @@ pub async fn print_events(
                 writeln!(out, "prompt {}: {how}: {:?}", m.prompt_id, m.prompt_text)?;
             }
             Event::Suggestions(s) => {
-                writeln!(out, "similar prompts already answered (ask with --prompt-id to take one, or --policy force-new):")?;
+                writeln!(
+                    out,
+                    "similar prompts already answered (ask with --prompt-id to take one, or --policy force-new):"
+                )?;
                 for s in s.suggestions {
                     writeln!(
                         out,

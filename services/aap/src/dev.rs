@@ -77,10 +77,8 @@ fn dev_tokens(data_dir: &Path) -> anyhow::Result<DevTokens> {
 async fn ensure_database(pg: &Postgres, name: &str) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(&pg.url("postgres")).await.context("connect to postgres")?;
-    let exists: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1")
-        .bind(name)
-        .fetch_optional(&mut conn)
-        .await?;
+    let exists: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = $1").bind(name).fetch_optional(&mut conn).await?;
     if exists.is_none() {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&mut conn).await?;
     }
@@ -96,11 +94,8 @@ async fn register_simulator_sessions(
 ) -> anyhow::Result<()> {
     let channel = tonic::transport::Channel::from_shared(grpc.to_owned())?.connect().await?;
     let mut sessions = SessionServiceClient::with_interceptor(channel, Bearer::new(operator_token)?);
-    let existing = sessions
-        .list_accounts(ListAccountsRequest { assistant: "chatgpt".into() })
-        .await?
-        .into_inner()
-        .accounts;
+    let existing =
+        sessions.list_accounts(ListAccountsRequest { assistant: "chatgpt".into() }).await?.into_inner().accounts;
     for i in 1..=count.max(1) {
         let label = format!("simulator-{i}");
         // The simulator's sessions live in its memory: a restart needs fresh ones.
@@ -108,7 +103,10 @@ async fn register_simulator_sessions(
         match existing.iter().find(|a| a.label == label) {
             Some(account) => {
                 sessions
-                    .update_session_state(UpdateSessionStateRequest { account_id: account.id.clone(), storage_state_json: state })
+                    .update_session_state(UpdateSessionStateRequest {
+                        account_id: account.id.clone(),
+                        storage_state_json: state,
+                    })
                     .await?;
             }
             None => {

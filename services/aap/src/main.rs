@@ -124,8 +124,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Serve { database_url, nats_url, service } => {
             let _telemetry = aap_platform::telemetry::init("aap", "info")?;
-            let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
-            let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
+            let grpc =
+                TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
+            let http =
+                TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
             let platform = Platform::start(service.platform(database_url, nats_url), grpc, http).await?;
             tokio::signal::ctrl_c().await?;
             platform.shutdown().await

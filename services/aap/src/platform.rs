@@ -59,11 +59,11 @@ impl Platform {
     pub async fn start(config: PlatformConfig, grpc: TcpListener, http: TcpListener) -> anyhow::Result<Platform> {
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
-        let pool = aap_platform::db::connect_and_migrate(&config.database_url, 20)
-            .await
-            .context("database")?;
+        let pool = aap_platform::db::connect_and_migrate(&config.database_url, 20).await.context("database")?;
         let client = aap_platform::nats::connect(&config.nats_url, "aap-platform").await.context("nats")?;
-        let queue = Arc::new(Queue::new(client.clone(), Topology::new(config.nats_prefix.clone())).await.context("nats streams")?);
+        let queue = Arc::new(
+            Queue::new(client.clone(), Topology::new(config.nats_prefix.clone())).await.context("nats streams")?,
+        );
         let embedder = aap_embedding::Embedder::load(&config.model_dir)
             .with_context(|| format!("embedding model in {}", config.model_dir.display()))?;
 
@@ -92,9 +92,8 @@ impl Platform {
 
         let app = aap_evaluations::http::router(gateway, config.tokens.clone());
         let shutdown = stopped(stop_rx.clone());
-        tasks.spawn(async move {
-            axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server")
-        });
+        tasks
+            .spawn(async move { axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server") });
 
         let (p, q, tick) = (pool.clone(), queue.clone(), config.scheduler_tick);
         let shutdown = stopped(stop_rx.clone());

@@ -34,7 +34,8 @@ async fn add_account(app: &TestApp, sim: &Simulator, label: &str) {
 
 /// Runs an in-process bot until the returned sender says stop; join the handle to wait for it.
 fn start_bot(app: &TestApp, sim: &Simulator, name: &str) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let config = aap_bot::BotConfig::grpc(&app.grpc_url, BOT, name, "chatgpt", "Plus").with_assistant_url(&sim.base_url);
+    let config =
+        aap_bot::BotConfig::grpc(&app.grpc_url, BOT, name, "chatgpt", "Plus").with_assistant_url(&sim.base_url);
     let (stop, mut stopped) = watch::channel(false);
     let handle = tokio::spawn(async move {
         let shutdown = async move {
@@ -60,10 +61,17 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
     let expected = aap_simulator::answer_for(prompt, true);
     let answer = events
         .iter()
-        .find_map(|e| match e { Event::Answer(a) => Some(a.clone()), _ => None })
+        .find_map(|e| match e {
+            Event::Answer(a) => Some(a.clone()),
+            _ => None,
+        })
         .unwrap_or_else(|| panic!("no answer in {events:?}"));
     assert_eq!(answer.assistant, "chatgpt");
-    assert_eq!(answer.response_text.trim(), expected.plain_text().trim(), "the whole answer, not the half before the pause");
+    assert_eq!(
+        answer.response_text.trim(),
+        expected.plain_text().trim(),
+        "the whole answer, not the half before the pause"
+    );
     assert_eq!(answer.citations.len(), expected.citations.len());
     for (got, want) in answer.citations.iter().zip(&expected.citations) {
         assert_eq!(got.url, want.url);
@@ -98,7 +106,12 @@ async fn a_bot_killed_mid_task_loses_nothing_and_the_answer_lands_once() {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn bot");
-    let stream = app.answers().ask(ask_text("Which e-bike is best for commuting?", &["chatgpt"])).await.expect("ask").into_inner();
+    let stream = app
+        .answers()
+        .ask(ask_text("Which e-bike is best for commuting?", &["chatgpt"]))
+        .await
+        .expect("ask")
+        .into_inner();
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
 
     let mut claimed = false;
@@ -128,7 +141,8 @@ async fn a_bot_killed_mid_task_loses_nothing_and_the_answer_lands_once() {
     assert_eq!(events.iter().filter(|e| matches!(e, Event::Answer(_))).count(), 1, "{events:?}");
     assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 1));
     assert_eq!(app.count("answers").await, 1);
-    let (attempts,): (i32,) = sqlx::query_as("SELECT attempts FROM evaluations").fetch_one(&app.pool).await.expect("row");
+    let (attempts,): (i32,) =
+        sqlx::query_as("SELECT attempts FROM evaluations").fetch_one(&app.pool).await.expect("row");
     assert_eq!(attempts, 2, "delivered again after the kill");
     sim.shutdown().await;
 }

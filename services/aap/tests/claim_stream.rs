@@ -27,7 +27,11 @@ async fn next_reply(replies: &mut tonic::Streaming<ClaimResponse>) -> Reply {
 
 async fn claim_expiry(app: &TestApp, id: i64) -> chrono::DateTime<chrono::Utc> {
     let (at,): (chrono::DateTime<chrono::Utc>,) =
-        sqlx::query_as("SELECT claim_expires_at FROM evaluations WHERE id = $1").bind(id).fetch_one(&app.pool).await.expect("row");
+        sqlx::query_as("SELECT claim_expires_at FROM evaluations WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("row");
     at
 }
 
@@ -50,7 +54,8 @@ async fn a_streaming_bot_gets_tasks_pushed_and_a_vanished_bots_task_is_redeliver
         other => panic!("expected welcome, got {other:?}"),
     }
 
-    let stream = app.answers().ask(ask_text("Best noise-cancelling headphones?", &["chatgpt"])).await.expect("ask").into_inner();
+    let stream =
+        app.answers().ask(ask_text("Best noise-cancelling headphones?", &["chatgpt"])).await.expect("ask").into_inner();
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let task = match next_reply(&mut replies).await {
         Reply::Task(task) => task,
@@ -90,7 +95,11 @@ async fn a_claim_stream_must_start_with_hello_naming_known_assistants() {
     let app = spawn_app().await;
     let (tx, rx) = mpsc::channel(1);
     tx.send(ClaimRequest {
-        msg: Some(Msg::Hello(ClaimHello { bot_id: "b".into(), serves: vec![Target { assistant: "bard".into(), plan: String::new() }], max_tasks: 1 })),
+        msg: Some(Msg::Hello(ClaimHello {
+            bot_id: "b".into(),
+            serves: vec![Target { assistant: "bard".into(), plan: String::new() }],
+            max_tasks: 1,
+        })),
     })
     .await
     .expect("send");
@@ -98,7 +107,9 @@ async fn a_claim_stream_must_start_with_hello_naming_known_assistants() {
     assert_eq!(status.code(), Code::InvalidArgument);
 
     let (tx, rx) = mpsc::channel(1);
-    tx.send(ClaimRequest { msg: Some(Msg::Heartbeat(ClaimHeartbeat { evaluation_ids: vec![1] })) }).await.expect("send");
+    tx.send(ClaimRequest { msg: Some(Msg::Heartbeat(ClaimHeartbeat { evaluation_ids: vec![1] })) })
+        .await
+        .expect("send");
     let status = app.evaluations().claim(ReceiverStream::new(rx)).await.expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
 }

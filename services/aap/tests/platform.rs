@@ -43,7 +43,10 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
     assert!(events.iter().any(|e| matches!(e, Event::Scheduled(s) if s.evaluation_id == task.evaluation_id)));
     let answer = events
         .iter()
-        .find_map(|e| match e { Event::Answer(a) => Some(a.clone()), _ => None })
+        .find_map(|e| match e {
+            Event::Answer(a) => Some(a.clone()),
+            _ => None,
+        })
         .expect("answer streamed");
     assert_eq!(answer.response_text, "Buy the MacBook Air");
     assert_eq!(answer.citations.len(), 2);
@@ -78,7 +81,8 @@ async fn concurrent_asks_of_one_new_prompt_share_one_evaluation() {
     submit(&app, task.evaluation_id, "HubSpot").await.expect("submit");
     for handle in waiting {
         let events = handle.await.expect("stream task");
-        let got = events.iter().any(|e| matches!(e, Event::Answer(a) | Event::Cached(a) if a.response_text == "HubSpot"));
+        let got =
+            events.iter().any(|e| matches!(e, Event::Answer(a) | Event::Cached(a) if a.response_text == "HubSpot"));
         assert!(got, "every asker gets the answer: {events:?}");
     }
     assert_eq!(app.count("prompts").await, 1);
@@ -146,7 +150,8 @@ async fn similar_prompt_is_suggested_accepted_or_forced_new() {
 #[tokio::test]
 async fn lapsed_claim_is_delivered_again_and_answered_once() {
     let app = spawn_app_with(Options { poll_claim_ttl: Duration::from_secs(1), ..Options::default() }).await;
-    let stream = app.answers().ask(ask_text("Best running shoes for flat feet?", &["chatgpt"])).await.expect("ask").into_inner();
+    let stream =
+        app.answers().ask(ask_text("Best running shoes for flat feet?", &["chatgpt"])).await.expect("ask").into_inner();
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let first = poll_task(&app, "chatgpt", "").await;
     // The first bot vanishes: its claim lapses and the task comes back as attempt 2.
@@ -166,14 +171,18 @@ async fn lapsed_claim_is_delivered_again_and_answered_once() {
 
 #[tokio::test]
 async fn last_attempt_lapsing_fails_the_evaluation_and_tells_the_stream() {
-    let app = spawn_app_with(Options { max_attempts: 1, poll_claim_ttl: Duration::from_secs(1), ..Options::default() }).await;
+    let app =
+        spawn_app_with(Options { max_attempts: 1, poll_claim_ttl: Duration::from_secs(1), ..Options::default() }).await;
     let stream = app.answers().ask(ask_text("Is oat milk healthy?", &["chatgpt"])).await.expect("ask").into_inner();
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let _task = poll_task(&app, "chatgpt", "").await;
     let events = waiting.await.expect("stream");
     let failed = events
         .iter()
-        .find_map(|e| match e { Event::Failed(f) if !f.will_retry => Some(f.clone()), _ => None })
+        .find_map(|e| match e {
+            Event::Failed(f) if !f.will_retry => Some(f.clone()),
+            _ => None,
+        })
         .expect("final failure");
     assert!(failed.reason.contains("lapsed"), "{}", failed.reason);
     assert_eq!(completed(&events).failed, 1);
@@ -182,7 +191,8 @@ async fn last_attempt_lapsing_fails_the_evaluation_and_tells_the_stream() {
 #[tokio::test]
 async fn release_as_failed_ends_the_evaluation_with_the_bots_reason() {
     let app = spawn_app().await;
-    let stream = app.answers().ask(ask_text("Cheapest flights to Lisbon?", &["chatgpt"])).await.expect("ask").into_inner();
+    let stream =
+        app.answers().ask(ask_text("Cheapest flights to Lisbon?", &["chatgpt"])).await.expect("ask").into_inner();
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let task = poll_task(&app, "chatgpt", "").await;
     let mut bot = app.evaluations();
@@ -197,10 +207,18 @@ async fn release_as_failed_ends_the_evaluation_with_the_bots_reason() {
         .into_inner();
     assert_eq!(reply.action, "released");
     let events = waiting.await.expect("stream");
-    assert!(events.iter().any(|e| matches!(e, Event::Failed(f) if f.reason == "No citations found after 3 attempts" && !f.will_retry)));
+    assert!(
+        events.iter().any(
+            |e| matches!(e, Event::Failed(f) if f.reason == "No citations found after 3 attempts" && !f.will_retry)
+        )
+    );
     // Releasing or submitting a finished evaluation is refused; an unknown one is not found.
     let again = bot
-        .release(aap_proto::v1::ReleaseRequest { evaluation_id: task.evaluation_id, mark_as_failed: true, failure_reason: String::new() })
+        .release(aap_proto::v1::ReleaseRequest {
+            evaluation_id: task.evaluation_id,
+            mark_as_failed: true,
+            failure_reason: String::new(),
+        })
         .await
         .expect_err("second release");
     assert_eq!(again.code(), Code::FailedPrecondition);
@@ -214,7 +232,11 @@ async fn released_task_goes_back_to_the_queue_for_another_bot() {
     let _stream = app.answers().ask(ask_text("Best budget espresso machine?", &["chatgpt"])).await.expect("ask");
     let task = poll_task(&app, "chatgpt", "").await;
     app.evaluations()
-        .release(aap_proto::v1::ReleaseRequest { evaluation_id: task.evaluation_id, mark_as_failed: false, failure_reason: "rate limited".into() })
+        .release(aap_proto::v1::ReleaseRequest {
+            evaluation_id: task.evaluation_id,
+            mark_as_failed: false,
+            failure_reason: "rate limited".into(),
+        })
         .await
         .expect("release");
     let again = poll_task(&app, "chatgpt", "").await;
@@ -265,7 +287,10 @@ async fn calls_without_the_right_token_are_refused() {
         .await
         .expect_err("bot cannot administer sessions");
     assert_eq!(status.code(), Code::PermissionDenied);
-    let poll = aap_proto::v1::PollRequest { bot_id: "b".into(), serves: Some(Target { assistant: "chatgpt".into(), plan: String::new() }) };
+    let poll = aap_proto::v1::PollRequest {
+        bot_id: "b".into(),
+        serves: Some(Target { assistant: "chatgpt".into(), plan: String::new() }),
+    };
     let status = aap_proto::v1::evaluation_service_client::EvaluationServiceClient::with_interceptor(
         app.channel.clone(),
         aap::client::Bearer::new(CUSTOMER).expect("token"),
@@ -280,7 +305,8 @@ async fn calls_without_the_right_token_are_refused() {
 #[tokio::test]
 async fn watch_reattaches_to_a_prompt_in_flight() {
     let app = spawn_app().await;
-    let mut stream = app.answers().ask(ask_text("Best dog food for puppies?", &["chatgpt"])).await.expect("ask").into_inner();
+    let mut stream =
+        app.answers().ask(ask_text("Best dog food for puppies?", &["chatgpt"])).await.expect("ask").into_inner();
     let first = stream.next().await.expect("event").expect("ok").event.expect("body");
     let prompt_id = match first.event {
         Some(Event::Matched(m)) => m.prompt_id,

@@ -37,7 +37,8 @@ async fn a_polling_bot_claims_submits_and_the_answer_streams() {
 
     let mut claimed = None;
     for _ in 0..100 {
-        let (status, body) = post(&app, "poll", Some(BOT), r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#).await;
+        let (status, body) =
+            post(&app, "poll", Some(BOT), r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#).await;
         assert_eq!(status, 200);
         let json: serde_json::Value = serde_json::from_str(&body).expect("json");
         if !json["evaluation_id"].is_null() {
@@ -64,14 +65,26 @@ async fn a_polling_bot_claims_submits_and_the_answer_streams() {
     assert_eq!(body, format!(r#"{{"evaluation_id":{id},"status":"submitted"}}"#));
 
     let events = waiting.await.expect("stream");
-    let answer = events.iter().find_map(|e| match e { Event::Answer(a) => Some(a.clone()), _ => None }).expect("answer");
+    let answer = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Answer(a) => Some(a.clone()),
+            _ => None,
+        })
+        .expect("answer");
     assert_eq!(answer.response_text, "Here are excellent laptops under $1,000...");
     assert_eq!(answer.citations[0].url, "https://example.com/laptop-review");
     assert_eq!(answer.citations[0].title, "TechRadar: Best Budget Laptops 2025");
     assert_eq!(answer.captured_at.expect("captured_at").seconds, 1_765_276_500);
 
     // The seed's release of a finished evaluation is refused and changes nothing.
-    let (status, _) = post(&app, "release", Some(BOT), &format!(r#"{{"evaluation_id": {id}, "mark_as_failed": true, "failure_reason": "x"}}"#)).await;
+    let (status, _) = post(
+        &app,
+        "release",
+        Some(BOT),
+        &format!(r#"{{"evaluation_id": {id}, "mark_as_failed": true, "failure_reason": "x"}}"#),
+    )
+    .await;
     assert_eq!(status, 409);
     assert_eq!(app.count("answers").await, 1);
 }
@@ -81,7 +94,10 @@ async fn release_answers_the_seeds_body() {
     let app = spawn_app().await;
     let _stream = app.answers().ask(ask_text("Best hiking boots?", &["chatgpt"])).await.expect("ask");
     let task = poll_task(&app, "chatgpt", "Plus").await;
-    let body = format!(r#"{{"evaluation_id": {}, "mark_as_failed": true, "failure_reason": "No citations found after 3 attempts"}}"#, task.evaluation_id);
+    let body = format!(
+        r#"{{"evaluation_id": {}, "mark_as_failed": true, "failure_reason": "No citations found after 3 attempts"}}"#,
+        task.evaluation_id
+    );
     let (status, reply) = post(&app, "release", Some(BOT), &body).await;
     assert_eq!(status, 200);
     assert_eq!(reply, format!(r#"{{"evaluation_id":{},"action":"released"}}"#, task.evaluation_id));
@@ -99,7 +115,10 @@ async fn bad_requests_are_refused_with_a_detail() {
         ("poll", r#"{"assistant_name": 7, "plan_name": "Plus"}"#),
         ("poll", r#"{"plan_name": "Plus"}"#),
         ("poll", r#"{"assistant_name": "Bard", "plan_name": "Plus"}"#),
-        ("submit", r#"{"evaluation_id": "12", "answer": {"response": "x", "citations": [], "timestamp": "2025-12-09T10:35:00Z"}}"#),
+        (
+            "submit",
+            r#"{"evaluation_id": "12", "answer": {"response": "x", "citations": [], "timestamp": "2025-12-09T10:35:00Z"}}"#,
+        ),
         ("submit", r#"{"evaluation_id": 12, "answer": {"response": "x", "citations": [], "timestamp": "yesterday"}}"#),
         ("release", r#"{"evaluation_id": 12}"#),
     ] {

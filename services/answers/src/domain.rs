@@ -167,7 +167,12 @@ fn to_answer(row: &AnswerRow) -> Answer {
             .citations
             .0
             .iter()
-            .map(|c| Citation { url: c.url.clone(), title: c.title.clone(), domain: c.domain.clone(), position: c.position })
+            .map(|c| Citation {
+                url: c.url.clone(),
+                title: c.title.clone(),
+                domain: c.domain.clone(),
+                position: c.position,
+            })
             .collect(),
         captured_at: Some(timestamp(row.captured_at)),
     }
@@ -230,15 +235,13 @@ impl Answers {
                     let near = if query.policy == Policy::ForceNew {
                         Vec::new()
                     } else {
-                        store::neighbours(&self.pool, embedding.clone(), min_similarity, self.config.max_suggestions).await?
+                        store::neighbours(&self.pool, embedding.clone(), min_similarity, self.config.max_suggestions)
+                            .await?
                     };
                     // A concurrent Ask of the same text may have stored it since the lookup
                     // above: it then shows up as a neighbour, and is an exact match.
-                    let stored_meanwhile = if near.is_empty() {
-                        None
-                    } else {
-                        store::prompt_by_hash(&self.pool, &hash).await?
-                    };
+                    let stored_meanwhile =
+                        if near.is_empty() { None } else { store::prompt_by_hash(&self.pool, &hash).await? };
                     match (stored_meanwhile, near.first(), query.policy) {
                         (Some(prompt), _, _) => (prompt, (MatchKind::Exact, 1.0)),
                         (None, Some(_), Policy::Suggest) => return Ok(self.suggest(near)),
@@ -267,7 +270,8 @@ impl Answers {
 
     /// Follows a known prompt's evaluations without scheduling anything.
     pub async fn watch(&self, prompt_id: i64, targets: Vec<(String, String)>) -> AnswersResult<Events> {
-        let prompt = store::prompt_by_id(&self.pool, prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
+        let prompt =
+            store::prompt_by_id(&self.pool, prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
         let rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
         let targets = if targets.is_empty() {
             let mut seen = Vec::new();
@@ -282,7 +286,10 @@ impl Answers {
             parse_targets(targets)?
         };
         if let Some(t) = targets.iter().find(|t| !rows.iter().any(|r| t.covers(r))) {
-            return Err(invalid("targets", format!("prompt {prompt_id} was never asked of {} ({})", t.assistant, t.plan)));
+            return Err(invalid(
+                "targets",
+                format!("prompt {prompt_id} was never asked of {} ({})", t.assistant, t.plan),
+            ));
         }
         let first = event(Event::Matched(PromptMatched {
             prompt_id,
@@ -338,7 +345,8 @@ impl Answers {
                 let mut conn = self.pool.acquire().await?;
                 let max_attempts = self.config.max_attempts as i32;
                 if let Some((row, created)) =
-                    evals::create_evaluation(&mut conn, prompt_id, &target.assistant, &target.plan, max_attempts, trace).await?
+                    evals::create_evaluation(&mut conn, prompt_id, &target.assistant, &target.plan, max_attempts, trace)
+                        .await?
                 {
                     created_any |= created;
                     scheduled.push(row.id);
@@ -420,7 +428,8 @@ impl Follower {
             if self.done.len() == self.targets.len() {
                 let answered = self.done.values().filter(|ok| **ok).count() as u32;
                 let failed = self.done.len() as u32 - answered;
-                let _ = tx.send(event(Event::Completed(Completed { prompt_id: self.prompt_id, answered, failed }))).await;
+                let _ =
+                    tx.send(event(Event::Completed(Completed { prompt_id: self.prompt_id, answered, failed }))).await;
                 return;
             }
             let wait = tokio::time::sleep(self.refresh_every);
@@ -469,7 +478,8 @@ impl Follower {
             if before.as_ref() == Some(&now) {
                 continue;
             }
-            let reason_changed = now.failure_reason.is_some() && before.as_ref().map(|b| &b.failure_reason) != Some(&now.failure_reason);
+            let reason_changed =
+                now.failure_reason.is_some() && before.as_ref().map(|b| &b.failure_reason) != Some(&now.failure_reason);
             if now.status == Status::Failed {
                 out.push(event(Event::Failed(EvaluationFailed {
                     evaluation_id: row.id,
@@ -502,4 +512,3 @@ impl Follower {
         out
     }
 }
-

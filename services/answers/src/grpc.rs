@@ -9,7 +9,7 @@ use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{parse_targets, Answers, AnswersError, AskQuery, Policy, Query};
+use crate::domain::{Answers, AnswersError, AskQuery, Policy, Query, parse_targets};
 
 /// The tonic service.
 #[derive(Clone)]

@@ -28,7 +28,12 @@ pub async fn prompt_by_id(pool: &PgPool, id: i64) -> sqlx::Result<Option<PromptR
 }
 
 /// Stores a prompt, or returns the one a concurrent Ask stored with the same hash.
-pub async fn insert_prompt(conn: &mut PgConnection, text: &str, hash: &[u8], embedding: Vec<f32>) -> sqlx::Result<PromptRow> {
+pub async fn insert_prompt(
+    conn: &mut PgConnection,
+    text: &str,
+    hash: &[u8],
+    embedding: Vec<f32>,
+) -> sqlx::Result<PromptRow> {
     let inserted: Option<PromptRow> = sqlx::query_as(
         "INSERT INTO prompts (text, text_hash, embedding) VALUES ($1, $2, $3) \
          ON CONFLICT (text_hash) DO NOTHING RETURNING id, text",
@@ -40,13 +45,20 @@ pub async fn insert_prompt(conn: &mut PgConnection, text: &str, hash: &[u8], emb
     .await?;
     match inserted {
         Some(row) => Ok(row),
-        None => sqlx::query_as("SELECT id, text FROM prompts WHERE text_hash = $1").bind(hash).fetch_one(&mut *conn).await,
+        None => {
+            sqlx::query_as("SELECT id, text FROM prompts WHERE text_hash = $1").bind(hash).fetch_one(&mut *conn).await
+        }
     }
 }
 
 /// Up to `limit` stored prompts with cosine similarity >= `min_similarity`, most similar first,
 /// with the assistants that answered each (HNSW index, `vector_cosine_ops`).
-pub async fn neighbours(pool: &PgPool, embedding: Vec<f32>, min_similarity: f64, limit: i64) -> sqlx::Result<Vec<Neighbour>> {
+pub async fn neighbours(
+    pool: &PgPool,
+    embedding: Vec<f32>,
+    min_similarity: f64,
+    limit: i64,
+) -> sqlx::Result<Vec<Neighbour>> {
     sqlx::query_as(
         "WITH nearest AS ( \
              SELECT id, text, (1 - (embedding <=> $1))::float8 AS similarity \

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use crate::model::{clean_citations, ResultMessage, Status};
+use crate::model::{ResultMessage, Status, clean_citations};
 use crate::queue::{Queue, Settle};
 use crate::store::{self, ClaimOutcome, EvaluationRow};
 use crate::{EvalError, EvalResult};

@@ -6,8 +6,8 @@ use aap_proto::v1::claim_request::Msg as ClaimMsg;
 use aap_proto::v1::claim_response::Msg as ClaimReply;
 use aap_proto::v1::evaluation_service_server::EvaluationService;
 use aap_proto::v1::{
-    ClaimRequest, ClaimResponse, ClaimWelcome, HeartbeatRequest, HeartbeatResponse, PollRequest,
-    PollResponse, ReleaseRequest, ReleaseResponse, SubmitRequest, SubmitResponse,
+    ClaimRequest, ClaimResponse, ClaimWelcome, HeartbeatRequest, HeartbeatResponse, PollRequest, PollResponse,
+    ReleaseRequest, ReleaseResponse, SubmitRequest, SubmitResponse,
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::gateway::{parse_serves, timestamp, ClaimInput, Gateway, Submission};
+use crate::gateway::{ClaimInput, Gateway, Submission, parse_serves, timestamp};
 
 /// The tonic service.
 #[derive(Clone)]

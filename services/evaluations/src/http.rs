@@ -1,8 +1,8 @@
 //! The seed's HTTP polling API, byte for byte: `POST /evaluations/api/v1/poll|submit|release`
 //! with the seed's JSON, for bots written to it. A thin adapter over [`Gateway`].
 
-use aap_platform::auth::{AuthError, Role, Tokens};
 use aap_platform::assistants;
+use aap_platform::auth::{AuthError, Role, Tokens};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,8 +12,8 @@ use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::gateway::{parse_serves, Gateway, Submission};
 use crate::EvalError;
+use crate::gateway::{Gateway, Submission, parse_serves};
 
 #[derive(Clone)]
 struct ApiState {
@@ -115,11 +115,14 @@ struct PollReply {
     claimed_at: Option<String>,
 }
 
-async fn poll(State(state): State<ApiState>, headers: HeaderMap, SeedJson(body): SeedJson<PollBody>) -> Result<Json<PollReply>, ApiError> {
+async fn poll(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    SeedJson(body): SeedJson<PollBody>,
+) -> Result<Json<PollReply>, ApiError> {
     state.tokens.authorize(&headers, Role::Bot)?;
-    let assistant = assistants::by_seed_name(&body.assistant_name).ok_or_else(|| {
-        EvalError::invalid("assistant_name", format!("unknown assistant {:?}", body.assistant_name))
-    })?;
+    let assistant = assistants::by_seed_name(&body.assistant_name)
+        .ok_or_else(|| EvalError::invalid("assistant_name", format!("unknown assistant {:?}", body.assistant_name)))?;
     let serves = parse_serves([(assistant.id.to_owned(), body.plan_name)])?;
     let bot_id = format!("http-bot:{}", assistant.id);
     let ttl = state.gateway.config().poll_claim_ttl;
@@ -161,7 +164,11 @@ struct SubmitReply {
     status: &'static str,
 }
 
-async fn submit(State(state): State<ApiState>, headers: HeaderMap, SeedJson(body): SeedJson<SubmitBody>) -> Result<Json<SubmitReply>, ApiError> {
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    SeedJson(body): SeedJson<SubmitBody>,
+) -> Result<Json<SubmitReply>, ApiError> {
     state.tokens.authorize(&headers, Role::Bot)?;
     let submission = Submission {
         evaluation_id: body.evaluation_id,
@@ -190,7 +197,11 @@ struct ReleaseReply {
     action: &'static str,
 }
 
-async fn release(State(state): State<ApiState>, headers: HeaderMap, SeedJson(body): SeedJson<ReleaseBody>) -> Result<Json<ReleaseReply>, ApiError> {
+async fn release(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    SeedJson(body): SeedJson<ReleaseBody>,
+) -> Result<Json<ReleaseReply>, ApiError> {
     state.tokens.authorize(&headers, Role::Bot)?;
     let reason = body.failure_reason.unwrap_or_default();
     state.gateway.release(body.evaluation_id, body.mark_as_failed, &reason).await?;

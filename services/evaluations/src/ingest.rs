@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
-use tracing::Instrument;
 use sqlx::PgPool;
+use tracing::Instrument;
 
 use crate::model::ResultMessage;
 use crate::queue::Queue;

@@ -126,10 +126,7 @@ pub fn clean_citations(raw: impl IntoIterator<Item = (String, String)>) -> Vec<C
                     } else {
                         parsed.query_pairs_mut().clear().extend_pairs(kept);
                     }
-                    let domain = parsed
-                        .host_str()
-                        .map(|h| h.trim_start_matches("www.").to_owned())
-                        .unwrap_or_default();
+                    let domain = parsed.host_str().map(|h| h.trim_start_matches("www.").to_owned()).unwrap_or_default();
                     (parsed.to_string(), domain)
                 }
                 Err(_) => (url.trim().to_owned(), String::new()),
@@ -163,7 +160,8 @@ mod tests {
 
     #[test]
     fn statuses_round_trip_through_text() {
-        for s in [Status::Pending, Status::Queued, Status::Claimed, Status::Submitted, Status::Answered, Status::Failed] {
+        for s in [Status::Pending, Status::Queued, Status::Claimed, Status::Submitted, Status::Answered, Status::Failed]
+        {
             assert_eq!(s.as_str().parse::<Status>(), Ok(s));
         }
         assert!("done".parse::<Status>().is_err());

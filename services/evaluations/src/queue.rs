@@ -136,8 +136,7 @@ impl Queue {
             max_deliver: -1,
             ..Default::default()
         };
-        let consumer: PullConsumer =
-            stream.get_or_create_consumer(&name, config).await.map_err(queue_err)?;
+        let consumer: PullConsumer = stream.get_or_create_consumer(&name, config).await.map_err(queue_err)?;
         consumers.insert(name, consumer.clone());
         Ok(consumer)
     }
@@ -175,17 +174,12 @@ impl Queue {
     pub async fn settle(&self, ack_subject: &str, how: Settle) {
         let result = match how {
             // Wait for JetStream to confirm the ack so a finished task is never redelivered.
-            Settle::Ack | Settle::Term => self
-                .client
-                .request(ack_subject.to_owned(), how.payload())
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
-            Settle::Nak | Settle::Progress => self
-                .client
-                .publish(ack_subject.to_owned(), how.payload())
-                .await
-                .map_err(|e| e.to_string()),
+            Settle::Ack | Settle::Term => {
+                self.client.request(ack_subject.to_owned(), how.payload()).await.map(drop).map_err(|e| e.to_string())
+            }
+            Settle::Nak | Settle::Progress => {
+                self.client.publish(ack_subject.to_owned(), how.payload()).await.map_err(|e| e.to_string())
+            }
         };
         if let Err(err) = result {
             tracing::warn!(error = %err, ?how, "cannot settle task delivery");

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tracing::Instrument;
 use sqlx::PgPool;
+use tracing::Instrument;
 
+use crate::EvalResult;
 use crate::model::Status;
 use crate::queue::{Queue, Settle};
 use crate::store;
-use crate::EvalResult;
 
 /// Moves up to one batch of pending evaluations to the task stream; returns how many.
 pub async fn schedule_pending(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {

@@ -93,8 +93,12 @@ pub async fn create_evaluation(
         "{SELECT_EVALUATION} WHERE e.prompt_id = $1 AND e.assistant = $2 AND e.plan = $3 \
          AND e.status IN ('pending', 'queued', 'claimed', 'submitted') LIMIT 1"
     );
-    let live: Option<EvaluationRow> =
-        sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).bind(assistant).bind(plan).fetch_optional(&mut *conn).await?;
+    let live: Option<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(prompt_id)
+        .bind(assistant)
+        .bind(plan)
+        .fetch_optional(&mut *conn)
+        .await?;
     Ok(live.map(|row| (row, false)))
 }
 
@@ -123,18 +127,19 @@ pub async fn evaluation(pool: &PgPool, id: i64) -> sqlx::Result<Option<Evaluatio
 
 /// Locks up to `limit` pending evaluations in `conn`'s transaction for the scheduler.
 pub async fn lock_pending(conn: &mut PgConnection, limit: i64) -> sqlx::Result<Vec<EvaluationRow>> {
-    let sql = format!(
-        "{SELECT_EVALUATION} WHERE e.status = 'pending' ORDER BY e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED"
-    );
+    let sql =
+        format!("{SELECT_EVALUATION} WHERE e.status = 'pending' ORDER BY e.id LIMIT $1 FOR UPDATE OF e SKIP LOCKED");
     sqlx::query_as(AssertSqlSafe(sql)).bind(limit).fetch_all(&mut *conn).await
 }
 
 /// Marks evaluations as on the task stream.
 pub async fn mark_queued(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query("UPDATE evaluations SET status = 'queued', updated_at = now() WHERE id = ANY($1) AND status = 'pending'")
-        .bind(ids)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE evaluations SET status = 'queued', updated_at = now() WHERE id = ANY($1) AND status = 'pending'",
+    )
+    .bind(ids)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

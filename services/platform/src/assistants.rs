@@ -28,10 +28,7 @@ pub fn by_id(id: &str) -> Option<Assistant> {
 /// Finds an assistant by the seed's name ("ChatGPT") or by id, ignoring case.
 pub fn by_seed_name(name: &str) -> Option<Assistant> {
     let name = name.trim();
-    ASSISTANTS
-        .iter()
-        .copied()
-        .find(|a| a.seed_name.eq_ignore_ascii_case(name) || a.id.eq_ignore_ascii_case(name))
+    ASSISTANTS.iter().copied().find(|a| a.seed_name.eq_ignore_ascii_case(name) || a.id.eq_ignore_ascii_case(name))
 }
 
 /// The canonical spelling of a plan: trimmed, lowercase; empty becomes [`ANY_PLAN`].
@@ -44,10 +41,7 @@ pub fn normalize_plan(plan: &str) -> String {
 
 /// A plan as one NATS subject token: characters other than ASCII alphanumerics and '-' become '_'.
 pub fn plan_token(plan: &str) -> String {
-    normalize_plan(plan)
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-        .collect()
+    normalize_plan(plan).chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use http::header::AUTHORIZATION;
 use http::HeaderMap;
+use http::header::AUTHORIZATION;
 use secrecy::{ExposeSecret, SecretString};
 use tonic::Status;
 
@@ -93,11 +93,8 @@ impl Tokens {
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Role, AuthError> {
         let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
         let value = value.to_str().map_err(|_| AuthError::Unknown)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(AuthError::Missing)?
-            .trim();
+        let token =
+            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(AuthError::Missing)?.trim();
         self.by_token.get(token).copied().ok_or(AuthError::Unknown)
     }
 
@@ -188,11 +185,7 @@ mod tests {
         let customer = [SecretString::from("c-token")];
         let bot = [SecretString::from("b-token")];
         let operator = [SecretString::from("o-token")];
-        Tokens::new([
-            (Role::Customer, &customer[..]),
-            (Role::Bot, &bot[..]),
-            (Role::Operator, &operator[..]),
-        ])
+        Tokens::new([(Role::Customer, &customer[..]), (Role::Bot, &bot[..]), (Role::Operator, &operator[..])])
     }
 
     fn headers(value: &str) -> HeaderMap {
@@ -208,10 +201,7 @@ mod tests {
         assert_eq!(required_role("/aap.v1.SessionService/LeaseSession"), Some(Role::Bot));
         assert_eq!(required_role("/aap.v1.SessionService/CreateAccount"), Some(Role::Operator));
         assert_eq!(required_role("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(
-            required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
-            None
-        );
+        assert_eq!(required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), None);
     }
 
     #[test]

@@ -93,10 +93,7 @@ pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsEr
 }
 
 /// Creates the task and result streams if they do not exist (file storage, work-queue).
-pub async fn ensure_streams(
-    js: &jetstream::Context,
-    topology: &Topology,
-) -> Result<(), NatsError> {
+pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> Result<(), NatsError> {
     for (name, subjects) in [
         (topology.tasks_stream(), format!("{}.tasks.>", topology.prefix)),
         (topology.results_stream(), format!("{}.results.>", topology.prefix)),
@@ -110,9 +107,7 @@ pub async fn ensure_streams(
             duplicate_window: Duration::from_secs(10 * 60),
             ..Default::default()
         };
-        js.get_or_create_stream(config)
-            .await
-            .map_err(|source| NatsError::Stream { name, source })?;
+        js.get_or_create_stream(config).await.map_err(|source| NatsError::Stream { name, source })?;
     }
     Ok(())
 }

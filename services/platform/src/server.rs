@@ -13,13 +13,12 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
 }
 
 /// Reflection v1 over the `aap.v1` services and health.
-pub fn reflection_v1()
--> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, ReflectionError> {
+pub fn reflection_v1() -> Result<v1::ServerReflectionServer<impl v1::ServerReflection>, ReflectionError> {
     reflection_builder().build_v1()
 }
 
 /// Reflection v1alpha (what older grpcurl builds ask for).
-pub fn reflection_v1alpha()
--> Result<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>, ReflectionError> {
+pub fn reflection_v1alpha() -> Result<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>, ReflectionError>
+{
     reflection_builder().build_v1alpha()
 }

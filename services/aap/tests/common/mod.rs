@@ -125,12 +125,9 @@ pub fn ask_text(prompt: &str, assistants: &[&str]) -> AskRequest {
 }
 
 /// Reads a stream to its end (bounded by a generous timeout so a broken test fails, never hangs).
-pub async fn collect(
-    stream: impl futures::Stream<Item = Result<AnswerEvent, tonic::Status>> + Unpin,
-) -> Vec<Event> {
-    let all = tokio::time::timeout(Duration::from_secs(120), stream.collect::<Vec<_>>())
-        .await
-        .expect("stream completes");
+pub async fn collect(stream: impl futures::Stream<Item = Result<AnswerEvent, tonic::Status>> + Unpin) -> Vec<Event> {
+    let all =
+        tokio::time::timeout(Duration::from_secs(120), stream.collect::<Vec<_>>()).await.expect("stream completes");
     all.into_iter().map(|e| e.expect("event").event.expect("event body")).collect()
 }
 
