@@ -35,4 +35,4 @@ verify: lint test
 
 # Benchmarks: embedding latency, and the platform's overhead per evaluation (medians, ratios)
 bench:
-    cargo run --release -p aap-embedding --example embed_bench
+    cargo bench -p aap-embedding --bench embed
