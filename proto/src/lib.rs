@@ -5,6 +5,8 @@
 
 #![allow(missing_docs)]
 
+pub mod urls;
+
 /// Package `aap.v1`.
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]

@@ -17,8 +17,29 @@ pub const MARKER_ERROR: &str = "[[error]]";
 /// Marker: revoke the asking session; the page falls back to the login wall.
 pub const MARKER_EXPIRE_SESSION: &str = "[[expire-session]]";
 
-const ALL_MARKERS: [&str; 5] =
-    [MARKER_NO_CITATIONS, MARKER_RATE_LIMIT, MARKER_SLOW, MARKER_ERROR, MARKER_EXPIRE_SESSION];
+/// Marker: the site answers with its bot challenge (Cloudflare "Just a moment...").
+pub const MARKER_CHALLENGE: &str = "[[challenge]]";
+/// Marker: the answer stops a third of the way and never completes (`SimulatorConfig::stall_ms`).
+pub const MARKER_STALL: &str = "[[stall]]";
+/// Marker: a reasoning model thinks (a visible "Thinking" phase with a pause) before answering.
+pub const MARKER_THINKING: &str = "[[thinking]]";
+/// Marker: ChatGPT shows two responses and asks "Which response do you prefer?".
+pub const MARKER_AB_TEST: &str = "[[ab-test]]";
+/// Marker: Google shows search results without an AI Overview.
+pub const MARKER_NO_OVERVIEW: &str = "[[no-overview]]";
+
+const ALL_MARKERS: [&str; 10] = [
+    MARKER_NO_CITATIONS,
+    MARKER_RATE_LIMIT,
+    MARKER_SLOW,
+    MARKER_ERROR,
+    MARKER_EXPIRE_SESSION,
+    MARKER_CHALLENGE,
+    MARKER_STALL,
+    MARKER_THINKING,
+    MARKER_AB_TEST,
+    MARKER_NO_OVERVIEW,
+];
 
 /// Private-use characters chatgpt.com streams around an inline citation
 /// (`\u{e200}cite\u{e202}turn0search3\u{e201}`); the page swaps them for pills.
@@ -39,6 +60,16 @@ pub struct PromptFlags {
     pub error: bool,
     /// `[[expire-session]]`
     pub expire_session: bool,
+    /// `[[challenge]]`
+    pub challenge: bool,
+    /// `[[stall]]`
+    pub stall: bool,
+    /// `[[thinking]]`
+    pub thinking: bool,
+    /// `[[ab-test]]`
+    pub ab_test: bool,
+    /// `[[no-overview]]`
+    pub no_overview: bool,
 }
 
 impl PromptFlags {
@@ -50,6 +81,11 @@ impl PromptFlags {
             slow: prompt.contains(MARKER_SLOW),
             error: prompt.contains(MARKER_ERROR),
             expire_session: prompt.contains(MARKER_EXPIRE_SESSION),
+            challenge: prompt.contains(MARKER_CHALLENGE),
+            stall: prompt.contains(MARKER_STALL),
+            thinking: prompt.contains(MARKER_THINKING),
+            ab_test: prompt.contains(MARKER_AB_TEST),
+            no_overview: prompt.contains(MARKER_NO_OVERVIEW),
         }
     }
 }

@@ -32,6 +32,15 @@ pub struct SimulatorConfig {
     pub error: bool,
     /// Every session is treated as expired: every page is the login wall.
     pub logged_out: bool,
+    /// Every page and answer request gets the bot challenge, as if marked `[[challenge]]`.
+    pub challenge: bool,
+    /// Every answer stalls a third of the way, as if marked `[[stall]]`.
+    pub stall: bool,
+    /// How long a stalled answer holds its stream open before dropping it, in ms.
+    pub stall_ms: u64,
+    /// Serve the site's redesigned markup: other class names and test ids, as a site ships
+    /// after a redesign. A bot keeps working only through its manifest's fallback selectors.
+    pub redesign: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -48,6 +57,10 @@ impl Default for SimulatorConfig {
             rate_limit_after: None,
             error: false,
             logged_out: false,
+            challenge: false,
+            stall: false,
+            stall_ms: 600_000,
+            redesign: false,
         }
     }
 }

@@ -1,37 +1,42 @@
-//! aap-simulator: a local look-alike of chatgpt.com for tests and demos.
+//! aap-simulator: local look-alikes of the four assistant sites for tests and demos.
 //!
-//! Nothing here reaches the real site. A real Chromium driven by the bot finds the same structure
-//! as on chatgpt.com: a login wall without the `__Secure-next-auth.session-token` cookie, the
-//! ProseMirror composer `#prompt-textarea`, `send-button` / `stop-button`, assistant turns whose
-//! `div.markdown` fills from a streamed `POST /backend-api/conversation` (with one mid-stream
-//! pause), inline `webpage-citation-pill` links, the `copy-turn-action-button` action bar and a
-//! "Sources" button. Answers are deterministic per prompt ([`answer_for`]).
+//! Nothing here reaches the real sites. Each [`Simulator`] instance imitates one [`Site`] on its
+//! own origin, with the structure its bot adapter finds on the real site (see each module under
+//! `sites/`): ChatGPT (chatgpt.com), Claude (claude.ai), Perplexity (perplexity.ai) and Google
+//! search with its AI Overview. Every site has a login wall without its session cookie
+//! ([`Site::session_cookie`]), streamed answers with a mid-way pause, citations, a rate-limit
+//! message, a Cloudflare-style challenge page, and a redesign switch that changes its markup.
+//! Answers are deterministic per prompt ([`answer_for`]).
 //!
 //! Failure knobs live in [`SimulatorConfig`] (at start, or `PUT /__sim/config` at runtime) and
 //! in prompt markers (`[[no-citations]]`, `[[rate-limit]]`, `[[slow]]`, `[[error]]`,
-//! `[[expire-session]]`).
+//! `[[expire-session]]`, `[[challenge]]`, `[[stall]]`, `[[thinking]]`, `[[ab-test]]`,
+//! `[[no-overview]]`).
 //!
 //! Admin API (no auth: the simulator binds to loopback for tests and the dev stack):
 //! - `POST /__sim/sessions` `{"label": "..."}` → `{"token", "storage_state_json"}`
 //! - `POST /__sim/sessions/{token}/expire` → 204 (404 if unknown)
 //! - `GET /__sim/stats` → [`SimStats`]
 //! - `GET /__sim/config`, `PUT /__sim/config` (any subset of the fields) → [`SimulatorConfig`]
+//! - `GET /__sim/site` → `{"site", "base_url"}`
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! let sim = aap_simulator::Simulator::start(listener, Default::default()).await?;
+//! let sim = aap_simulator::Simulator::start(listener, aap_simulator::Site::ChatGpt, Default::default()).await?;
 //! let session = sim.create_session("operator-1").await;
 //! // Open sim.base_url in Chromium, add the cookie
-//! // (name aap_simulator::SESSION_COOKIE, value session.token, secure: true), reload.
+//! // (name Site::ChatGpt.session_cookie(), value session.token, secure: true), reload.
 //! sim.shutdown().await;
 //! # Ok(()) }
 //! ```
 
 mod answer;
+mod common;
 mod config;
-mod page;
 mod routes;
+mod site;
+mod sites;
 mod state;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,12 +47,15 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use answer::{
-    Answer, Citation, MARKER_ERROR, MARKER_EXPIRE_SESSION, MARKER_NO_CITATIONS, MARKER_RATE_LIMIT, MARKER_SLOW,
-    PromptFlags, answer_for, normalize_prompt, strip_markers,
+    Answer, Citation, MARKER_AB_TEST, MARKER_CHALLENGE, MARKER_ERROR, MARKER_EXPIRE_SESSION, MARKER_NO_CITATIONS,
+    MARKER_NO_OVERVIEW, MARKER_RATE_LIMIT, MARKER_SLOW, MARKER_STALL, MARKER_THINKING, PromptFlags, answer_for,
+    normalize_prompt, strip_markers,
 };
+pub use common::CHALLENGE_TITLE;
 pub use config::{ConfigError, SimulatorConfig};
-pub use page::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use routes::router;
+pub use site::{Site, UnknownSite};
+pub use sites::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use state::{PromptStats, SESSION_COOKIE, SimSession, SimState, SimStats, TokenStats};
 
 /// How long [`Simulator::shutdown`] lets open answer streams finish before dropping them.
@@ -63,12 +71,12 @@ pub struct Simulator {
 }
 
 impl Simulator {
-    /// Serves the simulator on `listener` in a background task. Bind `127.0.0.1:0` and hand the
-    /// listener over: the simulator is reachable as soon as this returns.
-    pub async fn start(listener: TcpListener, config: SimulatorConfig) -> std::io::Result<Simulator> {
+    /// Serves a look-alike of `site` on `listener` in a background task. Bind `127.0.0.1:0` and
+    /// hand the listener over: the simulator is reachable as soon as this returns.
+    pub async fn start(listener: TcpListener, site: Site, config: SimulatorConfig) -> std::io::Result<Simulator> {
         let address = listener.local_addr()?;
         let base_url = format!("http://{}", browser_address(address));
-        let state = SimState::new(base_url.clone(), config);
+        let state = SimState::new(site, base_url.clone(), config);
         let app = routes::router(state.clone());
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -79,7 +87,7 @@ impl Simulator {
                 })
                 .await
         });
-        tracing::info!(%base_url, "chatgpt simulator listening");
+        tracing::info!(%base_url, site = site.id(), "simulator listening");
         Ok(Simulator { base_url, state, stop: Some(stop), server })
     }
 
@@ -109,6 +117,11 @@ impl Simulator {
     /// Replaces the config; answers already streaming keep their timing.
     pub fn set_config(&self, config: SimulatorConfig) {
         self.state.set_config(config);
+    }
+
+    /// The site this instance imitates.
+    pub fn site(&self) -> Site {
+        self.state.site()
     }
 
     /// The shared state, e.g. to mount [`router`] elsewhere.

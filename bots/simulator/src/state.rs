@@ -8,13 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::answer::normalize_prompt;
 use crate::config::{ConfigError, SimulatorConfig};
+use crate::site::Site;
 
-/// The session cookie chatgpt.com uses. Chromium accepts `__Secure-` cookies on
-/// `http://127.0.0.1` as long as they are set with `secure: true`, so no fallback name is needed.
+/// The session cookie chatgpt.com uses ([`Site::session_cookie`] names every site's). Chromium
+/// accepts `__Secure-` cookies on `http://127.0.0.1` as long as they are set with `secure: true`.
 pub const SESSION_COOKIE: &str = "__Secure-next-auth.session-token";
-
-/// The localStorage entry the storage state carries, as a logged-in chatgpt.com profile has.
-const ONBOARDING_KEY: &str = "oai/apps/hasSeenOnboarding/chat";
 
 /// How long the cookie in a storage state lives (chatgpt.com's session cookie lasts ~30 days).
 const COOKIE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -22,7 +20,7 @@ const COOKIE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 /// A logged-in session made by the admin API, ready for a browser profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimSession {
-    /// Value of the `__Secure-next-auth.session-token` cookie.
+    /// Value of the site's session cookie ([`Site::session_cookie`]).
     pub token: String,
     /// Playwright storage state (JSON text): the cookie for this simulator's origin and one
     /// localStorage entry, the shape operators upload for real accounts.
@@ -100,6 +98,7 @@ pub struct SimState {
 }
 
 struct Inner {
+    site: Site,
     base_url: String,
     config: RwLock<SimulatorConfig>,
     stats: Mutex<SimStats>,
@@ -111,15 +110,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SimState {
-    /// State for a simulator reachable at `base_url` (e.g. `http://127.0.0.1:4321`).
-    pub fn new(base_url: impl Into<String>, config: SimulatorConfig) -> Self {
+    /// State for a simulator of `site` reachable at `base_url` (e.g. `http://127.0.0.1:4321`).
+    pub fn new(site: Site, base_url: impl Into<String>, config: SimulatorConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                site,
                 base_url: base_url.into(),
                 config: RwLock::new(config),
                 stats: Mutex::new(SimStats::default()),
             }),
         }
+    }
+
+    /// The site this simulator imitates.
+    pub fn site(&self) -> Site {
+        self.inner.site
     }
 
     /// The origin pages are served from.
@@ -226,9 +231,10 @@ impl SimState {
             .checked_add(COOKIE_LIFETIME)
             .and_then(|when| when.duration_since(UNIX_EPOCH).ok())
             .map_or(-1, |since| since.as_secs() as i64);
+        let (storage_key, storage_value) = self.site().local_storage_entry();
         serde_json::json!({
             "cookies": [{
-                "name": SESSION_COOKIE,
+                "name": self.site().session_cookie(),
                 "value": token,
                 "domain": host,
                 "path": "/",
@@ -239,7 +245,7 @@ impl SimState {
             }],
             "origins": [{
                 "origin": origin,
-                "localStorage": [{ "name": ONBOARDING_KEY, "value": "true" }],
+                "localStorage": [{ "name": storage_key, "value": storage_value }],
             }],
         })
     }

@@ -101,7 +101,7 @@ async fn read_port(chromedriver: &mut Child) -> Result<u16> {
 macro_rules! with_browser {
     ($config:expr, |$driver:ident, $sim:ident| $body:block) => {{
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let $sim = Simulator::start(listener, $config).await?;
+        let $sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, $config).await?;
         let browser = Browser::start().await?;
         // A failed assert! panics: catch it so Chromium is still quit, then re-raise it.
         let outcome = std::panic::AssertUnwindSafe(async {

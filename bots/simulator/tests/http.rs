@@ -13,7 +13,7 @@ fn fast_config() -> SimulatorConfig {
 
 async fn start(config: SimulatorConfig) -> Result<(Simulator, reqwest::Client)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, config).await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
     Ok((sim, reqwest::Client::new()))
 }
 

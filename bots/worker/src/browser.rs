@@ -26,6 +26,10 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--no-first-run",
     "--no-default-browser-check",
     "--disable-sync",
+    // Without these Debian's Chromium starts chrome_crashpad_handler processes that outlive the
+    // browser (reparented to init): orphans after every run.
+    "--disable-breakpad",
+    "--disable-crash-reporter",
     "--disable-gpu",
     "--disable-blink-features=AutomationControlled",
     "--lang=en-US",

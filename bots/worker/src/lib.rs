@@ -24,7 +24,6 @@ pub mod markdown;
 pub mod sessions;
 pub mod source;
 pub mod storage_state;
-pub mod urls;
 mod worker;
 
 use std::future::Future;
@@ -32,7 +31,7 @@ use std::future::Future;
 use anyhow::Context;
 use tokio::sync::watch;
 
-pub use adapter::{Adapter, AskError, Captured, ChatGpt, Citation, Manifest};
+pub use adapter::{Adapter, AnswerKind, AnyAdapter, AskError, Captured, ChatGpt, Citation, Manifest};
 pub use browser::{Browser, BrowserError, BrowserOptions};
 pub use config::{Args, BotConfig, SessionSourceConfig, TaskSourceConfig};
 
@@ -41,11 +40,16 @@ use crate::source::{ClaimOptions, ClaimSource, HttpOptions, HttpSource, TaskSour
 use crate::worker::{Worker, WorkerSettings};
 
 /// Loads the adapter for `config.assistant`, logging its manifest version and fingerprint.
-pub fn adapter_for(config: &BotConfig) -> anyhow::Result<ChatGpt> {
-    if config.assistant != "chatgpt" {
-        anyhow::bail!("no adapter for assistant {:?} (this bot knows: chatgpt)", config.assistant);
+pub fn adapter_for(config: &BotConfig) -> anyhow::Result<AnyAdapter> {
+    if !adapter::ASSISTANTS.contains(&config.assistant.as_str()) {
+        anyhow::bail!(
+            "no adapter for assistant {:?} (this bot knows: {})",
+            config.assistant,
+            adapter::ASSISTANTS.join(", ")
+        );
     }
-    let manifest = Manifest::load(&config.assistant, config.adapters_dir.as_deref())?;
+    let adapter = AnyAdapter::load(&config.assistant, config.adapters_dir.as_deref(), config.assistant_url.as_deref())?;
+    let manifest = adapter.manifest();
     tracing::info!(
         assistant = manifest.assistant,
         version = manifest.version,
@@ -53,7 +57,7 @@ pub fn adapter_for(config: &BotConfig) -> anyhow::Result<ChatGpt> {
         source = manifest.source,
         "adapter manifest loaded"
     );
-    Ok(ChatGpt::new(manifest, config.assistant_url.as_deref()))
+    Ok(adapter)
 }
 
 /// Runs the bot until `shutdown` resolves, then finishes (or hands back) the task in hand, closes

@@ -4,7 +4,7 @@
 //! The input comes from a browser, so it is well formed: a small tokenizer is enough, and
 //! anything it does not know is kept as its text.
 
-use crate::urls::clean_url;
+use aap_proto::urls::clean_url;
 
 /// Elements without a closing tag.
 const VOID: &[&str] =
@@ -476,7 +476,7 @@ fn inline(node: &Node, out: &mut String) {
             if !out.ends_with(char::is_whitespace) && !out.is_empty() {
                 out.push(' ');
             }
-            let label = if text.is_empty() { crate::urls::domain_of(&href) } else { text };
+            let label = if text.is_empty() { aap_proto::urls::domain_of(&href) } else { text };
             out.push_str(&format!("([{label}]({}))", clean_url(&href)));
         }
         return;

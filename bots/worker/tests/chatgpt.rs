@@ -18,7 +18,7 @@ async fn with_browser(
     body: impl AsyncFnOnce(&Browser, &Simulator, &ChatGpt) -> Result<()>,
 ) -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, config).await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
     let adapter = ChatGpt::new(Manifest::load("chatgpt", None)?, Some(&sim.base_url));
     let browser = Browser::launch(&BrowserOptions::default()).await.context("launch browser")?;
     let outcome = AssertUnwindSafe(body(&browser, &sim, &adapter)).catch_unwind().await;

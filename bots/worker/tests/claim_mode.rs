@@ -212,7 +212,7 @@ fn task(evaluation_id: i64, prompt: &str) -> Task {
 #[tokio::test]
 async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, SimulatorConfig::default()).await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
     let expired = sim.create_session("expired").await;
     sim.expire_session(&expired.token);
     let good = sim.create_session("good").await;

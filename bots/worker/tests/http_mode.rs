@@ -170,7 +170,7 @@ fn http_config(api_url: &str, dir: &std::path::Path, sim: &Simulator) -> BotConf
 #[tokio::test]
 async fn polls_answers_through_the_browser_and_submits_the_seed_json() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, SimulatorConfig::default()).await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
     // The first session's login has expired: the bot must move on to the second one.
     let (dir, tokens) = sessions_dir(&sim, &["a-expired", "b-good"]).await?;
     sim.expire_session(&tokens[0]);
@@ -226,7 +226,7 @@ fn chrono_like(timestamp: &str) -> bool {
 async fn releases_as_failed_after_max_attempts_and_a_fresh_session_without_citations() -> Result<()> {
     let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, config).await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
     let (dir, tokens) = sessions_dir(&sim, &["a-first", "b-fresh"]).await?;
     let prompt = "Explain photosynthesis simply [[no-citations]]";
     let api = SeedApi::with_tasks(vec![task(124, prompt)]);
@@ -256,7 +256,7 @@ async fn releases_as_failed_after_max_attempts_and_a_fresh_session_without_citat
 #[tokio::test]
 async fn shutdown_finishes_the_task_in_hand() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, SimulatorConfig::default()).await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
     let (dir, _tokens) = sessions_dir(&sim, &["only"]).await?;
     let prompt = "How do heat pumps work in cold climates? [[slow]]";
     let api = SeedApi::with_tasks(vec![task(125, prompt)]);
@@ -281,7 +281,7 @@ async fn shutdown_finishes_the_task_in_hand() -> Result<()> {
 async fn an_idle_browser_is_closed_and_reopened_on_demand() -> Result<()> {
     let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, config).await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
     let (dir, tokens) = sessions_dir(&sim, &["a-first", "b-second"]).await?;
     let api = SeedApi::with_tasks(vec![task(126, "Best running shoes for beginners?")]);
     let (api_url, stop_api) = serve(api.clone()).await?;
@@ -321,7 +321,7 @@ fn lock_queue(api: &SeedApi, task: Value) {
 #[tokio::test]
 async fn shutdown_hands_the_task_back_when_the_grace_period_ends() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, SimulatorConfig::default()).await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
     let (dir, _tokens) = sessions_dir(&sim, &["only"]).await?;
     let api = SeedApi::with_tasks(vec![task(128, "Explain tides in detail [[slow]]")]);
     let (api_url, stop_api) = serve(api.clone()).await?;

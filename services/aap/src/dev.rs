@@ -144,7 +144,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let grpc_url = format!("http://{}", platform.grpc_addr);
 
     let sim_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let sim = aap_simulator::Simulator::start(sim_listener, aap_simulator::SimulatorConfig::default()).await?;
+    let sim = aap_simulator::Simulator::start(
+        sim_listener,
+        aap_simulator::Site::ChatGpt,
+        aap_simulator::SimulatorConfig::default(),
+    )
+    .await?;
     register_simulator_sessions(&grpc_url, &tokens.operator, &sim, args.bots).await?;
 
     let (stop_bots, bots_stopped) = watch::channel(false);

@@ -178,7 +178,12 @@ async fn main() -> anyhow::Result<()> {
         Command::Simulator { addr } => {
             let _telemetry = aap_platform::telemetry::init("aap-simulator", "info")?;
             let listener = TcpListener::bind(&addr).await.with_context(|| format!("bind {addr}"))?;
-            let sim = aap_simulator::Simulator::start(listener, aap_simulator::SimulatorConfig::default()).await?;
+            let sim = aap_simulator::Simulator::start(
+                listener,
+                aap_simulator::Site::ChatGpt,
+                aap_simulator::SimulatorConfig::default(),
+            )
+            .await?;
             let session = sim.create_session("demo").await;
             println!("simulator at {}", sim.base_url);
             println!("session cookie token: {}", session.token);

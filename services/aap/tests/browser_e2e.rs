@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 async fn simulator(config: SimulatorConfig) -> Simulator {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
-    Simulator::start(listener, config).await.expect("simulator")
+    Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await.expect("simulator")
 }
 
 async fn add_account(app: &TestApp, sim: &Simulator, label: &str) {

@@ -100,37 +100,16 @@ pub struct ResultMessage {
     pub trace_context: HashMap<String, String>,
 }
 
-/// Query parameters that only track the click, never change the page.
-fn is_tracking_param(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    name.starts_with("utm_")
-        || matches!(name.as_str(), "fbclid" | "gclid" | "msclkid" | "mc_cid" | "mc_eid" | "ref_src")
-}
-
-/// Cleans the citations a bot sent: drops blank urls, strips tracking parameters, fills the
-/// domain and renumbers positions in the given order. Urls that do not parse are kept as sent.
+/// Cleans the citations a bot sent with the contract's rule (`aap_proto::urls`): drops blank
+/// urls, unwraps redirects, strips tracking parameters, fills the domain and renumbers positions
+/// in the given order. Urls that do not parse are kept as sent.
 pub fn clean_citations(raw: impl IntoIterator<Item = (String, String)>) -> Vec<Citation> {
     raw.into_iter()
         .filter(|(url, _)| !url.trim().is_empty())
         .enumerate()
         .map(|(i, (url, title))| {
-            let (url, domain) = match url::Url::parse(url.trim()) {
-                Ok(mut parsed) => {
-                    let kept: Vec<(String, String)> = parsed
-                        .query_pairs()
-                        .filter(|(k, _)| !is_tracking_param(k))
-                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                        .collect();
-                    if kept.is_empty() {
-                        parsed.set_query(None);
-                    } else {
-                        parsed.query_pairs_mut().clear().extend_pairs(kept);
-                    }
-                    let domain = parsed.host_str().map(|h| h.trim_start_matches("www.").to_owned()).unwrap_or_default();
-                    (parsed.to_string(), domain)
-                }
-                Err(_) => (url.trim().to_owned(), String::new()),
-            };
+            let url = aap_proto::urls::clean_url(&url);
+            let domain = aap_proto::urls::domain_of(&url);
             Citation { url, title: title.trim().to_owned(), domain, position: i as u32 + 1 }
         })
         .collect()

@@ -12,9 +12,9 @@ use serde::Deserialize;
 use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
-use super::{Adapter, AskError, Captured, Citation, Manifest};
+use super::{Adapter, AnswerKind, AskError, Captured, Citation, Manifest};
 use crate::markdown::html_to_markdown;
-use crate::urls::{clean_url, domain_of};
+use aap_proto::urls::{clean_url, domain_of};
 
 const PAGE_JS: &str = include_str!("page.js");
 
@@ -69,15 +69,29 @@ struct Source {
 }
 
 impl ChatGpt {
+    /// The selector roles this adapter needs in its manifest.
+    pub const ROLES: &'static [&'static str] = &[
+        "composer",
+        "send_button",
+        "stop_button",
+        "login_wall",
+        "assistant_message",
+        "turn",
+        "answer_markdown",
+        "action_bar",
+        "error",
+        "citation_link",
+        "citation_pill",
+        "sources_button",
+        "sources_link",
+        "sources_title",
+        "model_attribute",
+    ];
+
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
     pub fn new(manifest: Manifest, origin: Option<&str>) -> ChatGpt {
         let origin = origin.unwrap_or(&manifest.base_url).trim_end_matches('/').to_owned();
         ChatGpt { manifest, origin }
-    }
-
-    /// The manifest in use.
-    pub fn manifest(&self) -> &Manifest {
-        &self.manifest
     }
 
     async fn run(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<ScriptRet> {
@@ -303,6 +317,10 @@ impl Adapter for ChatGpt {
         &self.origin
     }
 
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
     async fn ask(&self, driver: &WebDriver, prompt: &str) -> Result<Captured, AskError> {
         self.open_new_chat(driver).await?;
         let before = self.probe(driver).await?.messages;
@@ -329,6 +347,8 @@ impl Adapter for ChatGpt {
             html: extracted.html,
             citations,
             model: extracted.model.filter(|model| !model.is_empty()),
+            web_search: None,
+            kind: AnswerKind::Text,
             ttft,
             total,
         })
@@ -360,7 +380,7 @@ fn citations(links: &[Link], titles: &HashMap<String, String>) -> Vec<Citation> 
             let text = collapse(&link.text);
             if text.is_empty() { domain.clone() } else { text }
         });
-        out.push(Citation { url, title, domain, position: out.len() as u32 + 1 });
+        out.push(Citation { url, title, domain, position: out.len() as u32 + 1, inline: true });
     }
     out
 }
@@ -409,13 +429,15 @@ mod tests {
                     url: "https://www.techradar.com/a".into(),
                     title: "techradar.com".into(),
                     domain: "techradar.com".into(),
-                    position: 1
+                    position: 1,
+                    inline: true,
                 },
                 Citation {
                     url: "https://rtings.com/b".into(),
                     title: "Best Laptops - RTINGS".into(),
                     domain: "rtings.com".into(),
-                    position: 2
+                    position: 2,
+                    inline: true,
                 },
             ]
         );

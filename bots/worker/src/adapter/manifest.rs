@@ -1,6 +1,7 @@
 //! Selector manifests: what an adapter looks for on the page, kept as data so a site redesign is
 //! a TOML change (`bots/worker/adapters/<assistant>.toml`, overridable with `--adapters-dir`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -8,7 +9,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The built-in manifests, compiled in.
-const BUILT_IN: &[(&str, &str)] = &[("chatgpt", include_str!("../../adapters/chatgpt.toml"))];
+const BUILT_IN: &[(&str, &str)] = &[
+    ("chatgpt", include_str!("../../adapters/chatgpt.toml")),
+    ("claude", include_str!("../../adapters/claude.toml")),
+    ("perplexity", include_str!("../../adapters/perplexity.toml")),
+    ("google-ai-overview", include_str!("../../adapters/google-ai-overview.toml")),
+];
 
 /// Why a manifest could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -32,13 +38,13 @@ pub enum ManifestError {
         /// The parse error.
         source: Box<toml::de::Error>,
     },
-    /// A role lists no selector.
+    /// A role lists no selector, or a role the adapter needs is missing.
     #[error("manifest {origin} lists no selector for role {role}")]
     EmptyRole {
         /// Where the text came from.
         origin: String,
         /// The role.
-        role: &'static str,
+        role: String,
     },
 }
 
@@ -87,66 +93,12 @@ impl Timing {
     }
 }
 
-/// CSS selectors per role, each list in order of preference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Selectors {
-    /// The prompt box.
-    pub composer: Vec<String>,
-    /// The send button.
-    pub send_button: Vec<String>,
-    /// The stop button shown while the answer streams.
-    pub stop_button: Vec<String>,
-    /// Elements only a logged-out page has.
-    pub login_wall: Vec<String>,
-    /// Assistant messages; the last one is the answer.
-    pub assistant_message: Vec<String>,
-    /// The turn around a message (holds its action bar).
-    pub turn: Vec<String>,
-    /// The rendered answer inside a message.
-    pub answer_markdown: Vec<String>,
-    /// Appears under a turn once the answer is complete.
-    pub action_bar: Vec<String>,
-    /// An error shown in a turn or on the page.
-    pub error: Vec<String>,
-    /// Inline source links, in reading order.
-    pub citation_link: Vec<String>,
-    /// The inline pill around a source link.
-    pub citation_pill: Vec<String>,
-    /// Opens the sources list.
-    pub sources_button: Vec<String>,
-    /// A link in the sources list.
-    pub sources_link: Vec<String>,
-    /// The page title inside such a link.
-    pub sources_title: Vec<String>,
-    /// Attributes of the message that name the model.
-    pub model_attribute: Vec<String>,
-}
-
-impl Selectors {
-    fn roles(&self) -> [(&'static str, &Vec<String>); 15] {
-        [
-            ("composer", &self.composer),
-            ("send_button", &self.send_button),
-            ("stop_button", &self.stop_button),
-            ("login_wall", &self.login_wall),
-            ("assistant_message", &self.assistant_message),
-            ("turn", &self.turn),
-            ("answer_markdown", &self.answer_markdown),
-            ("action_bar", &self.action_bar),
-            ("error", &self.error),
-            ("citation_link", &self.citation_link),
-            ("citation_pill", &self.citation_pill),
-            ("sources_button", &self.sources_button),
-            ("sources_link", &self.sources_link),
-            ("sources_title", &self.sources_title),
-            ("model_attribute", &self.model_attribute),
-        ]
-    }
-}
+/// CSS selectors per role (role name → selectors in order of preference). Which roles exist is
+/// the adapter's business: each adapter names the roles it needs ([`Manifest::require`]).
+pub type Selectors = BTreeMap<String, Vec<String>>;
 
 /// An adapter's manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// Bumped on every change.
@@ -159,10 +111,17 @@ pub struct Manifest {
     pub new_chat_path: String,
     /// Lowercase fragments of error texts that mean "rate limited".
     pub rate_limit_patterns: Vec<String>,
+    /// Lowercase fragments of page texts (or titles) of a bot challenge such as Cloudflare's.
+    #[serde(default)]
+    pub challenge_patterns: Vec<String>,
     /// Waits and deadlines.
     pub timing: Timing,
     /// Selectors per role.
     pub selectors: Selectors,
+    /// Adapter-specific settings (numbers, strings, flags), read with [`Manifest::option_u64`]
+    /// and friends, so an adapter's knobs stay data without a change to this type.
+    #[serde(default)]
+    pub options: BTreeMap<String, toml::Value>,
     /// Short SHA-256 of the manifest text, set when loaded.
     #[serde(skip)]
     pub fingerprint: String,
@@ -195,14 +154,55 @@ impl Manifest {
     pub fn parse(text: &str, origin: &str) -> Result<Manifest, ManifestError> {
         let mut manifest: Manifest = toml::from_str(text)
             .map_err(|source| ManifestError::Parse { origin: origin.to_owned(), source: Box::new(source) })?;
-        for (role, selectors) in manifest.selectors.roles() {
+        for (role, selectors) in &manifest.selectors {
             if selectors.iter().all(|s| s.trim().is_empty()) {
-                return Err(ManifestError::EmptyRole { origin: origin.to_owned(), role });
+                return Err(ManifestError::EmptyRole { origin: origin.to_owned(), role: role.clone() });
             }
         }
         manifest.fingerprint = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
         manifest.source = origin.to_owned();
         Ok(manifest)
+    }
+
+    /// Checks that every role in `roles` has at least one selector.
+    pub fn require(&self, roles: &[&str]) -> Result<(), ManifestError> {
+        for role in roles {
+            if self.selectors.get(*role).is_none_or(|list| list.iter().all(|s| s.trim().is_empty())) {
+                return Err(ManifestError::EmptyRole { origin: self.source.clone(), role: (*role).to_owned() });
+            }
+        }
+        Ok(())
+    }
+
+    /// The selectors of `role` (empty when the manifest has none).
+    pub fn selectors(&self, role: &str) -> &[String] {
+        self.selectors.get(role).map_or(&[], Vec::as_slice)
+    }
+
+    /// An integer option from `[options]`, or `default`.
+    pub fn option_u64(&self, name: &str, default: u64) -> u64 {
+        self.options.get(name).and_then(toml::Value::as_integer).and_then(|v| u64::try_from(v).ok()).unwrap_or(default)
+    }
+
+    /// A millisecond option from `[options]` as a duration, or `default_ms`.
+    pub fn option_ms(&self, name: &str, default_ms: u64) -> Duration {
+        Duration::from_millis(self.option_u64(name, default_ms))
+    }
+
+    /// A text option from `[options]`, or `default`.
+    pub fn option_str<'a>(&'a self, name: &str, default: &'a str) -> &'a str {
+        self.options.get(name).and_then(toml::Value::as_str).unwrap_or(default)
+    }
+
+    /// A flag from `[options]`, or `default`.
+    pub fn option_bool(&self, name: &str, default: bool) -> bool {
+        self.options.get(name).and_then(toml::Value::as_bool).unwrap_or(default)
+    }
+
+    /// Whether a page text or title is a bot challenge (Cloudflare's "Just a moment..." and kin).
+    pub fn is_challenge(&self, text: &str) -> bool {
+        let text = text.to_lowercase().replace('\u{2019}', "'");
+        self.challenge_patterns.iter().any(|pattern| text.contains(&pattern.to_lowercase()))
     }
 
     /// The selectors as one JSON object (role → list), for page scripts.
@@ -225,7 +225,9 @@ mod tests {
     fn built_in_chatgpt_manifest_loads_with_a_fingerprint() -> Result<(), ManifestError> {
         let manifest = Manifest::load("chatgpt", None)?;
         assert_eq!(manifest.assistant, "chatgpt");
-        assert_eq!(manifest.selectors.composer[0], "#prompt-textarea");
+        assert_eq!(manifest.selectors("composer")[0], "#prompt-textarea");
+        assert!(manifest.require(&["composer", "send_button"]).is_ok());
+        assert!(matches!(manifest.require(&["no_such_role"]), Err(ManifestError::EmptyRole { .. })));
         assert_eq!(manifest.fingerprint.len(), 12);
         assert_eq!(manifest.source, "built-in");
         assert!(
@@ -245,7 +247,7 @@ mod tests {
         assert!(manifest.version.starts_with("test-"));
         assert_ne!(manifest.fingerprint, Manifest::load("chatgpt", None)?.fingerprint);
 
-        let broken = text.replace("stop_button = [", "stop_button = [] \nunused = [");
+        let broken = text.replace("[timing]", "unknown_key = 1\n[timing]");
         assert!(Manifest::parse(&broken, "test").is_err());
         let empty = BUILT_IN[0].1.replace(
             "assistant_message = [\n  \"div[data-message-author-role='assistant']\",\n]",
@@ -253,7 +255,7 @@ mod tests {
         );
         assert!(matches!(
             Manifest::parse(&empty, "test"),
-            Err(ManifestError::EmptyRole { role: "assistant_message", .. })
+            Err(ManifestError::EmptyRole { role, .. }) if role == "assistant_message"
         ));
         Ok(())
     }

@@ -1,5 +1,7 @@
 //! The HTML pages. Templates live in `assets/` so they read (and diff) as plain HTML/CSS/JS.
 
+use crate::common::escape_html;
+
 const CHAT_TEMPLATE: &str = include_str!("assets/chat.html");
 const LOGIN_TEMPLATE: &str = include_str!("assets/login.html");
 const STYLE: &str = include_str!("assets/app.css");
@@ -47,21 +49,6 @@ pub(crate) fn not_found() -> String {
          <style>{STYLE}</style></head><body><div class=\"auth-card\"><h1>404</h1><p>This page could not be found.</p>\
          <a href=\"/\">Go home</a></div></body></html>"
     )
-}
-
-pub(crate) fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

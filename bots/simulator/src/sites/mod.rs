@@ -1,0 +1,24 @@
+//! One module per imitated site. Each exposes `routes()`: its pages and answer endpoints, with
+//! the quirks bots must handle on the real site.
+
+mod chatgpt;
+mod claude;
+mod google_ai_overview;
+mod perplexity;
+
+use axum::Router;
+
+pub use chatgpt::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
+
+use crate::site::Site;
+use crate::state::SimState;
+
+/// The routes of `site`.
+pub(crate) fn routes(site: Site) -> Router<SimState> {
+    match site {
+        Site::ChatGpt => chatgpt::routes(),
+        Site::Claude => claude::routes(),
+        Site::Perplexity => perplexity::routes(),
+        Site::GoogleAiOverview => google_ai_overview::routes(),
+    }
+}

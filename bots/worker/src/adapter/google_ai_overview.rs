@@ -1,0 +1,41 @@
+//! Google AI Overview (google.com): placeholder, replaced by the real adapter.
+
+use thirtyfour::WebDriver;
+
+use super::{Adapter, AskError, Captured, Manifest};
+
+/// The Google AI Overview (google.com) adapter, driven by its [`Manifest`].
+#[derive(Debug, Clone)]
+pub struct GoogleAiOverview {
+    manifest: Manifest,
+    origin: String,
+}
+
+impl GoogleAiOverview {
+    /// The selector roles this adapter needs in its manifest.
+    pub const ROLES: &'static [&'static str] = &["composer"];
+
+    /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
+    pub fn new(manifest: Manifest, origin: Option<&str>) -> GoogleAiOverview {
+        let origin = origin.unwrap_or(&manifest.base_url).trim_end_matches('/').to_owned();
+        GoogleAiOverview { manifest, origin }
+    }
+}
+
+impl Adapter for GoogleAiOverview {
+    fn assistant(&self) -> &str {
+        &self.manifest.assistant
+    }
+
+    fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    async fn ask(&self, _driver: &WebDriver, _prompt: &str) -> Result<Captured, AskError> {
+        Err(AskError::SelectorMissing("composer"))
+    }
+}
