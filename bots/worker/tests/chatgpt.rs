@@ -1,41 +1,17 @@
 //! The ChatGPT adapter against the simulator in a real Chromium.
 
-use std::panic::AssertUnwindSafe;
+mod common;
 
-use aap_bot::{Adapter, AskError, Browser, BrowserOptions, ChatGpt, Manifest};
-use aap_simulator::{Simulator, SimulatorConfig, answer_for};
+use aap_bot::{Adapter, AskError};
+use aap_simulator::{SimulatorConfig, Site, answer_for};
 use anyhow::{Context, Result};
-use futures::FutureExt;
+use common::{collapse, log_in};
 
-fn collapse(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Starts a simulator and a browser, runs `body`, and always quits the browser and stops the
-/// simulator, even when `body` panics.
 async fn with_browser(
     config: SimulatorConfig,
-    body: impl AsyncFnOnce(&Browser, &Simulator, &ChatGpt) -> Result<()>,
+    body: impl AsyncFnOnce(&aap_bot::Browser, &aap_simulator::Simulator, &aap_bot::AnyAdapter) -> Result<()>,
 ) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
-    let adapter = ChatGpt::new(Manifest::load("chatgpt", None)?, Some(&sim.base_url));
-    let browser = Browser::launch(&BrowserOptions::default()).await.context("launch browser")?;
-    let outcome = AssertUnwindSafe(body(&browser, &sim, &adapter)).catch_unwind().await;
-    browser.close().await;
-    sim.shutdown().await;
-    match outcome {
-        Ok(result) => result,
-        Err(panic) => std::panic::resume_unwind(panic),
-    }
-}
-
-async fn log_in(browser: &Browser, sim: &Simulator, label: &str) -> Result<String> {
-    let session = sim.create_session(label).await;
-    let loaded = browser.load_session(&session.storage_state_json, &sim.base_url).await?;
-    assert_eq!(loaded.cookies, 1, "the session cookie is set");
-    assert_eq!(loaded.local_storage, 1, "the localStorage entry is set");
-    Ok(session.token)
+    common::with_browser(Site::ChatGpt, config, body).await
 }
 
 #[tokio::test]
