@@ -317,7 +317,14 @@ impl<A: Adapter> Worker<A> {
 
     async fn submit(&mut self, task: &Task, captured: &Captured) -> Handled {
         let lease_id = self.active.as_ref().map(|active| active.lease.id.clone());
-        let submission = Submission { captured, captured_at: Utc::now(), lease_id: lease_id.as_deref() };
+        let manifest = self.adapter.manifest();
+        let submission = Submission {
+            captured,
+            captured_at: Utc::now(),
+            lease_id: lease_id.as_deref(),
+            adapter_version: &manifest.version,
+            adapter_fingerprint: &manifest.fingerprint,
+        };
         match self.source.submit(task, &submission).await {
             Ok(()) => {
                 tracing::info!(citations = captured.citations.len(), "answer submitted");

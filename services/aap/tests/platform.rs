@@ -53,6 +53,17 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
     assert_eq!(answer.citations[0].url, "https://www.techradar.com/best/laptops");
     assert_eq!(answer.citations[0].domain, "techradar.com");
     assert_eq!(answer.citations[1].position, 2);
+    assert_eq!(answer.citations[0].kind, aap_proto::v1::CitationKind::Inline as i32);
+    assert_eq!(answer.kind, aap_proto::v1::AnswerKind::Text as i32);
+    let capture = answer.capture.clone().expect("capture");
+    assert_eq!(capture.model, "gpt-5");
+    assert_eq!(capture.web_search, Some(true));
+    assert_eq!(capture.time_to_first_token, Some(prost_types::Duration { seconds: 0, nanos: 400_000_000 }));
+    assert_eq!(capture.time_to_complete, Some(prost_types::Duration { seconds: 2, nanos: 500_000_000 }));
+    assert_eq!((capture.adapter_version.as_str(), capture.adapter_fingerprint.as_str()), ("2026.11.1", "abcdef012345"));
+    assert_eq!(capture.response_html, "<p><strong>Buy the MacBook Air</strong></p>");
+    assert_eq!(answer.bot_id, "test-bot");
+    assert_eq!(answer.account_id, "", "no lease, no account");
     assert_eq!(completed(&events).answered, 1);
 
     // The same prompt spelled differently: an exact hit, served at once, nothing scheduled.
@@ -269,6 +280,64 @@ async fn bad_input_is_refused_and_changes_nothing() {
     assert_eq!(watch.code(), Code::NotFound);
     assert_eq!(app.count("prompts").await, 0);
     assert_eq!(app.count("evaluations").await, 0);
+}
+
+#[tokio::test]
+async fn a_search_without_an_overview_is_an_answer_of_its_own_kind_and_bad_submissions_are_refused() {
+    use aap_proto::v1::{AnswerKind, Capture, SubmitRequest};
+    let app = spawn_app().await;
+    let stream = app
+        .answers()
+        .ask(ask_text("cheap flights to lisbon", &["google-ai-overview"]))
+        .await
+        .expect("ask")
+        .into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "google-ai-overview", "").await;
+    let base = SubmitRequest { evaluation_id: task.evaluation_id, bot_id: "test-bot".into(), ..Default::default() };
+
+    let refused = [
+        // Text answers need text; a no-overview result has none.
+        SubmitRequest { response_text: " ".into(), kind: AnswerKind::Text as i32, ..base.clone() },
+        SubmitRequest { response_text: "x".into(), kind: AnswerKind::NoOverview as i32, ..base.clone() },
+        SubmitRequest { kind: 42, ..base.clone() },
+        SubmitRequest {
+            response_text: "x".into(),
+            citations: vec![aap_proto::v1::Citation { url: "https://a.example".into(), kind: 9, ..Default::default() }],
+            ..base.clone()
+        },
+        SubmitRequest {
+            response_text: "x".into(),
+            capture: Some(Capture {
+                time_to_complete: Some(prost_types::Duration { seconds: -1, nanos: 0 }),
+                ..Default::default()
+            }),
+            ..base.clone()
+        },
+    ];
+    for request in refused {
+        let status = app.evaluations().submit(request.clone()).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}: {status:?}");
+    }
+    assert_eq!(app.count("answers").await, 0, "refusals change nothing");
+
+    let no_overview = SubmitRequest {
+        kind: AnswerKind::NoOverview as i32,
+        capture: Some(Capture { web_search: Some(false), adapter_version: "1".into(), ..Default::default() }),
+        ..base
+    };
+    app.evaluations().submit(no_overview).await.expect("a no-overview result is accepted");
+    let events = waiting.await.expect("stream task");
+    let answer = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Answer(a) => Some(a.clone()),
+            _ => None,
+        })
+        .expect("the no-overview result is streamed as an answer");
+    assert_eq!(answer.kind, AnswerKind::NoOverview as i32);
+    assert_eq!(answer.response_text, "");
+    assert_eq!(completed(&events).answered, 1);
 }
 
 #[tokio::test]

@@ -104,6 +104,7 @@ async fn one_trace_follows_a_prompt_from_ask_through_the_bot_to_the_answer() {
         captured_at: None,
         bot_id: "test-bot".into(),
         lease_id: String::new(),
+        ..Default::default()
     };
     app.evaluations().submit(telemetry::request_with_context(submit, &task.trace_context)).await.expect("submit");
 

@@ -8,14 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aap_embedding::Embedder;
+use aap_evaluations::model as evals_model;
 use aap_evaluations::model::Status;
 use aap_evaluations::queue::Queue;
 use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
 use aap_platform::assistants::{self, ANY_PLAN};
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::{
-    Answer, AnswerEvent, Citation, Completed, EvaluationFailed, EvaluationProgress, EvaluationScheduled,
-    EvaluationState, MatchKind, PromptMatched, Suggestion, Suggestions,
+    Answer, AnswerEvent, AnswerKind, Capture, Citation, CitationKind, Completed, EvaluationFailed, EvaluationProgress,
+    EvaluationScheduled, EvaluationState, MatchKind, PromptMatched, Suggestion, Suggestions,
 };
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -172,10 +173,35 @@ fn to_answer(row: &AnswerRow) -> Answer {
                 title: c.title.clone(),
                 domain: c.domain.clone(),
                 position: c.position,
+                kind: match c.kind {
+                    evals_model::CitationKind::Unspecified => CitationKind::Unspecified,
+                    evals_model::CitationKind::Inline => CitationKind::Inline,
+                    evals_model::CitationKind::Listed => CitationKind::Listed,
+                } as i32,
             })
             .collect(),
         captured_at: Some(timestamp(row.captured_at)),
+        kind: match row.kind.parse::<evals_model::AnswerKind>() {
+            Ok(evals_model::AnswerKind::NoOverview) => AnswerKind::NoOverview,
+            _ => AnswerKind::Text,
+        } as i32,
+        capture: Some(Capture {
+            response_html: row.response_html.clone(),
+            model: row.model.clone(),
+            web_search: row.web_search,
+            time_to_first_token: row.ttft_ms.map(duration_ms),
+            time_to_complete: row.total_ms.map(duration_ms),
+            adapter_version: row.adapter_version.clone(),
+            adapter_fingerprint: row.adapter_fingerprint.clone(),
+        }),
+        account_id: row.account_id.clone(),
+        account_label: row.account_label.clone(),
+        bot_id: row.bot_id.clone(),
     }
+}
+
+fn duration_ms(ms: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds: ms / 1000, nanos: ((ms % 1000) * 1_000_000) as i32 }
 }
 
 fn state_of(status: Status) -> EvaluationState {

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use crate::model::{ResultMessage, Status, clean_citations};
+use crate::model::{AnswerKind, Capture, RawCitation, ResultMessage, Status, clean_citations};
 use crate::queue::{Queue, Settle};
 use crate::store::{self, ClaimOutcome, EvaluationRow};
 use crate::{EvalError, EvalResult};
@@ -40,11 +40,13 @@ pub struct Submission {
     pub evaluation_id: i64,
     pub response_text: String,
     pub response_markdown: String,
-    /// (url, title) in the answer's order.
-    pub citations: Vec<(String, String)>,
+    /// In the answer's order.
+    pub citations: Vec<RawCitation>,
     pub captured_at: Option<DateTime<Utc>>,
     pub bot_id: String,
     pub lease_id: String,
+    pub kind: AnswerKind,
+    pub capture: Capture,
 }
 
 /// What a bot serves: (assistant id, normalised plan) pairs.
@@ -167,8 +169,14 @@ impl Gateway {
     #[tracing::instrument(skip(self, submission), fields(evaluation_id = submission.evaluation_id))]
     pub async fn submit(&self, submission: Submission) -> EvalResult<()> {
         let id = submission.evaluation_id;
-        if submission.response_text.trim().is_empty() {
-            return Err(EvalError::invalid("response_text", "must not be blank; release the task instead"));
+        match submission.kind {
+            AnswerKind::Text if submission.response_text.trim().is_empty() => {
+                return Err(EvalError::invalid("response_text", "must not be blank; release the task instead"));
+            }
+            AnswerKind::NoOverview if !submission.response_text.trim().is_empty() => {
+                return Err(EvalError::invalid("response_text", "must be empty for a search without an AI Overview"));
+            }
+            _ => {}
         }
         let Some(row) = store::mark_submitted(&self.pool, id).await? else {
             return Err(self.state_error(id, "cannot take an answer").await);
@@ -190,6 +198,8 @@ impl Gateway {
             bot_id: submission.bot_id,
             lease_id: submission.lease_id,
             trace_context: aap_platform::telemetry::current_context(),
+            kind: submission.kind,
+            capture: submission.capture,
         };
         if let Err(err) = self.queue.publish_result(&result).await {
             store::unmark_submitted(&self.pool, id).await?;

@@ -16,6 +16,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::{ClaimInput, Gateway, Submission, parse_serves, timestamp};
+use crate::model::{AnswerKind, Capture, CitationKind, RawCitation};
+use aap_proto::v1::{AnswerKind as ProtoAnswerKind, CitationKind as ProtoCitationKind};
 
 /// The tonic service.
 #[derive(Clone)]
@@ -27,6 +29,48 @@ impl EvaluationGrpc {
     pub fn new(gateway: Gateway) -> EvaluationGrpc {
         EvaluationGrpc { gateway }
     }
+}
+
+/// A proto duration as whole milliseconds; negative or out-of-range durations are refused.
+fn parse_millis(field: &str, d: Option<prost_types::Duration>) -> Result<Option<i64>, Status> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 || d.seconds > i64::MAX / 1000 - 1 => {
+            Err(Status::invalid_argument(format!("invalid capture.{field}: must be a non-negative duration")))
+        }
+        Some(d) => Ok(Some(d.seconds * 1000 + i64::from(d.nanos / 1_000_000))),
+    }
+}
+
+fn parse_kind(kind: i32) -> Result<AnswerKind, Status> {
+    match ProtoAnswerKind::try_from(kind) {
+        Ok(ProtoAnswerKind::Unspecified | ProtoAnswerKind::Text) => Ok(AnswerKind::Text),
+        Ok(ProtoAnswerKind::NoOverview) => Ok(AnswerKind::NoOverview),
+        Err(_) => Err(Status::invalid_argument(format!("invalid kind: unknown answer kind {kind}"))),
+    }
+}
+
+fn parse_citation(c: aap_proto::v1::Citation) -> Result<RawCitation, Status> {
+    let kind = match ProtoCitationKind::try_from(c.kind) {
+        Ok(ProtoCitationKind::Unspecified) => CitationKind::Unspecified,
+        Ok(ProtoCitationKind::Inline) => CitationKind::Inline,
+        Ok(ProtoCitationKind::Listed) => CitationKind::Listed,
+        Err(_) => return Err(Status::invalid_argument(format!("invalid citations.kind: unknown value {}", c.kind))),
+    };
+    Ok(RawCitation { url: c.url, title: c.title, kind })
+}
+
+fn parse_capture(c: Option<aap_proto::v1::Capture>) -> Result<Capture, Status> {
+    let Some(c) = c else { return Ok(Capture::default()) };
+    Ok(Capture {
+        response_html: c.response_html,
+        model: c.model.trim().to_owned(),
+        web_search: c.web_search,
+        ttft_ms: parse_millis("time_to_first_token", c.time_to_first_token)?,
+        total_ms: parse_millis("time_to_complete", c.time_to_complete)?,
+        adapter_version: c.adapter_version.trim().to_owned(),
+        adapter_fingerprint: c.adapter_fingerprint.trim().to_owned(),
+    })
 }
 
 fn parse_time(t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Status> {
@@ -107,10 +151,12 @@ impl EvaluationService for EvaluationGrpc {
             evaluation_id: req.evaluation_id,
             response_text: req.response_text,
             response_markdown: req.response_markdown,
-            citations: req.citations.into_iter().map(|c| (c.url, c.title)).collect(),
+            citations: req.citations.into_iter().map(parse_citation).collect::<Result<_, _>>()?,
             captured_at: parse_time(req.captured_at)?,
             bot_id: req.bot_id,
             lease_id: req.lease_id,
+            kind: parse_kind(req.kind)?,
+            capture: parse_capture(req.capture)?,
         };
         self.gateway.submit(submission).await?;
         Ok(Response::new(SubmitResponse { evaluation_id: req.evaluation_id, status: "submitted".into() }))

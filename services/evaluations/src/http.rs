@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::EvalError;
 use crate::gateway::{Gateway, Submission, parse_serves};
+use crate::model::{AnswerKind, Capture, CitationKind, RawCitation};
 
 #[derive(Clone)]
 struct ApiState {
@@ -174,10 +175,17 @@ async fn submit(
         evaluation_id: body.evaluation_id,
         response_markdown: String::new(),
         response_text: body.answer.response,
-        citations: body.answer.citations.into_iter().map(|c| (c.url, c.text.unwrap_or_default())).collect(),
+        citations: body
+            .answer
+            .citations
+            .into_iter()
+            .map(|c| RawCitation { url: c.url, title: c.text.unwrap_or_default(), kind: CitationKind::Unspecified })
+            .collect(),
         captured_at: Some(body.answer.timestamp),
         bot_id: "http-bot".to_owned(),
         lease_id: String::new(),
+        kind: AnswerKind::Text,
+        capture: Capture::default(),
     };
     state.gateway.submit(submission).await?;
     Ok(Json(SubmitReply { evaluation_id: body.evaluation_id, status: "submitted" }))

@@ -72,6 +72,82 @@ pub struct Citation {
     pub title: String,
     pub domain: String,
     pub position: u32,
+    /// Cited in the text or only listed; absent in rows stored before it was recorded.
+    #[serde(default, skip_serializing_if = "CitationKind::is_unspecified")]
+    pub kind: CitationKind,
+}
+
+/// How an answer presented a source (`aap.v1.CitationKind`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CitationKind {
+    /// The bot did not say (seed HTTP bots).
+    #[default]
+    Unspecified,
+    /// Cited in the answer text.
+    Inline,
+    /// Only listed among the sources.
+    Listed,
+}
+
+impl CitationKind {
+    fn is_unspecified(&self) -> bool {
+        *self == CitationKind::Unspecified
+    }
+}
+
+/// A citation as a bot sent it, before cleaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawCitation {
+    pub url: String,
+    pub title: String,
+    pub kind: CitationKind,
+}
+
+/// What kind of result an answer is (`aap.v1.AnswerKind`), as stored in `answers.kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerKind {
+    /// An answer with text.
+    #[default]
+    Text,
+    /// A search without an AI Overview: a result with empty text.
+    NoOverview,
+}
+
+impl AnswerKind {
+    /// The `answers.kind` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerKind::Text => "text",
+            AnswerKind::NoOverview => "no_overview",
+        }
+    }
+}
+
+impl FromStr for AnswerKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AnswerKind, String> {
+        match s {
+            "text" => Ok(AnswerKind::Text),
+            "no_overview" => Ok(AnswerKind::NoOverview),
+            other => Err(format!("unknown answer kind {other:?}")),
+        }
+    }
+}
+
+/// How a bot captured an answer (`aap.v1.Capture`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Capture {
+    pub response_html: String,
+    pub model: String,
+    pub web_search: Option<bool>,
+    pub ttft_ms: Option<i64>,
+    pub total_ms: Option<i64>,
+    pub adapter_version: String,
+    pub adapter_fingerprint: String,
 }
 
 /// What the task stream carries for one evaluation.
@@ -98,19 +174,23 @@ pub struct ResultMessage {
     pub lease_id: String,
     #[serde(default)]
     pub trace_context: HashMap<String, String>,
+    #[serde(default)]
+    pub kind: AnswerKind,
+    #[serde(default)]
+    pub capture: Capture,
 }
 
 /// Cleans the citations a bot sent with the contract's rule (`aap_proto::urls`): drops blank
 /// urls, unwraps redirects, strips tracking parameters, fills the domain and renumbers positions
 /// in the given order. Urls that do not parse are kept as sent.
-pub fn clean_citations(raw: impl IntoIterator<Item = (String, String)>) -> Vec<Citation> {
+pub fn clean_citations(raw: impl IntoIterator<Item = RawCitation>) -> Vec<Citation> {
     raw.into_iter()
-        .filter(|(url, _)| !url.trim().is_empty())
+        .filter(|c| !c.url.trim().is_empty())
         .enumerate()
-        .map(|(i, (url, title))| {
-            let url = aap_proto::urls::clean_url(&url);
+        .map(|(i, c)| {
+            let url = aap_proto::urls::clean_url(&c.url);
             let domain = aap_proto::urls::domain_of(&url);
-            Citation { url, title: title.trim().to_owned(), domain, position: i as u32 + 1 }
+            Citation { url, title: c.title.trim().to_owned(), domain, position: i as u32 + 1, kind: c.kind }
         })
         .collect()
 }
@@ -121,11 +201,12 @@ mod tests {
 
     #[test]
     fn citations_lose_tracking_parameters_and_gain_domain_and_position() {
+        let raw = |url: &str, title: &str, kind| RawCitation { url: url.into(), title: title.into(), kind };
         let cleaned = clean_citations([
-            ("https://www.techradar.com/best/laptops?utm_source=chatgpt.com".into(), " TechRadar ".into()),
-            ("https://example.com/a?id=3&utm_medium=x&fbclid=1".into(), "Ex".into()),
-            ("   ".into(), "blank".into()),
-            ("not a url".into(), "odd".into()),
+            raw("https://www.techradar.com/best/laptops?utm_source=chatgpt.com", " TechRadar ", CitationKind::Inline),
+            raw("https://example.com/a?id=3&utm_medium=x&fbclid=1", "Ex", CitationKind::Listed),
+            raw("   ", "blank", CitationKind::Inline),
+            raw("not a url", "odd", CitationKind::Unspecified),
         ]);
         assert_eq!(cleaned.len(), 3);
         assert_eq!(cleaned[0].url, "https://www.techradar.com/best/laptops");
@@ -133,6 +214,7 @@ mod tests {
         assert_eq!(cleaned[0].title, "TechRadar");
         assert_eq!(cleaned[1].url, "https://example.com/a?id=3");
         assert_eq!(cleaned[1].position, 2);
+        assert_eq!((cleaned[0].kind, cleaned[1].kind), (CitationKind::Inline, CitationKind::Listed));
         assert_eq!(cleaned[2].url, "not a url");
         assert_eq!(cleaned[2].position, 3);
     }

@@ -47,6 +47,19 @@ pub struct AnswerRow {
     pub response_markdown: String,
     pub citations: Json<Vec<Citation>>,
     pub captured_at: DateTime<Utc>,
+    /// `text` or `no_overview`.
+    pub kind: String,
+    pub response_html: String,
+    pub model: String,
+    pub web_search: Option<bool>,
+    pub ttft_ms: Option<i64>,
+    pub total_ms: Option<i64>,
+    pub adapter_version: String,
+    pub adapter_fingerprint: String,
+    pub bot_id: String,
+    /// The leased account (its id as text), empty when none was leased.
+    pub account_id: String,
+    pub account_label: String,
 }
 
 const SELECT_EVALUATION: &str = "SELECT e.id, e.prompt_id, p.text AS prompt_text, e.assistant, e.plan, e.status, \
@@ -111,8 +124,14 @@ pub async fn evaluations_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Resul
 /// Every answer of a prompt, oldest first.
 pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Result<Vec<AnswerRow>> {
     sqlx::query_as(
-        "SELECT evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, \
-         citations, captured_at FROM answers WHERE prompt_id = $1 ORDER BY id",
+        "SELECT a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, a.response_markdown, \
+         a.citations, a.captured_at, a.kind, a.response_html, a.model, a.web_search, a.ttft_ms, a.total_ms, \
+         a.adapter_version, a.adapter_fingerprint, a.bot_id, \
+         COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
+         FROM answers a \
+         LEFT JOIN session_leases l ON l.id::text = a.lease_id \
+         LEFT JOIN session_accounts s ON s.id = l.account_id \
+         WHERE a.prompt_id = $1 ORDER BY a.id",
     )
     .bind(prompt_id)
     .fetch_all(pool)
@@ -253,8 +272,10 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
-         response_markdown, citations, captured_at, bot_id, lease_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (evaluation_id) DO NOTHING",
+         response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
+         web_search, ttft_ms, total_ms, adapter_version, adapter_fingerprint) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         ON CONFLICT (evaluation_id) DO NOTHING",
     )
     .bind(result.evaluation_id)
     .bind(result.prompt_id)
@@ -266,6 +287,14 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
     .bind(result.captured_at)
     .bind(&result.bot_id)
     .bind(&result.lease_id)
+    .bind(result.kind.as_str())
+    .bind(&result.capture.response_html)
+    .bind(&result.capture.model)
+    .bind(result.capture.web_search)
+    .bind(result.capture.ttft_ms)
+    .bind(result.capture.total_ms)
+    .bind(&result.capture.adapter_version)
+    .bind(&result.capture.adapter_fingerprint)
     .execute(&mut *tx)
     .await?
     .rows_affected()

@@ -12,14 +12,15 @@ use aap_proto::v1::claim_request::Msg as ClaimMsg;
 use aap_proto::v1::claim_response::Msg as ClaimReply;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use aap_proto::v1::{
-    Citation as ProtoCitation, ClaimHeartbeat, ClaimHello, ClaimReady, ClaimRequest, ReleaseRequest, SubmitRequest,
-    Target,
+    AnswerKind as ProtoAnswerKind, Capture, Citation as ProtoCitation, CitationKind, ClaimHeartbeat, ClaimHello,
+    ClaimReady, ClaimRequest, ReleaseRequest, SubmitRequest, Target,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{SourceError, Submission, Task, with_retries};
+use crate::adapter::AnswerKind;
 use crate::grpc::AuthChannel;
 
 /// Heartbeat interval when the gateway's welcome gives no TTL.
@@ -96,6 +97,7 @@ impl ClaimSource {
                     title: c.title.clone(),
                     domain: c.domain.clone(),
                     position: c.position,
+                    kind: if c.inline { CitationKind::Inline } else { CitationKind::Listed } as i32,
                 })
                 .collect(),
             captured_at: Some(prost_types::Timestamp {
@@ -104,11 +106,24 @@ impl ClaimSource {
             }),
             bot_id: self.options.bot_id.clone(),
             lease_id: submission.lease_id.unwrap_or_default().to_owned(),
+            kind: match captured.kind {
+                AnswerKind::Text => ProtoAnswerKind::Text,
+                AnswerKind::NoOverview => ProtoAnswerKind::NoOverview,
+            } as i32,
+            capture: Some(Capture {
+                response_html: captured.html.clone(),
+                model: captured.model.clone().unwrap_or_default(),
+                web_search: captured.web_search,
+                time_to_first_token: captured.ttft.and_then(|d| prost_types::Duration::try_from(d).ok()),
+                time_to_complete: prost_types::Duration::try_from(captured.total).ok(),
+                adapter_version: submission.adapter_version.to_owned(),
+                adapter_fingerprint: submission.adapter_fingerprint.to_owned(),
+            }),
         };
         let options = &self.options;
         with_retries("submit", options.submit_retry_attempts, options.submit_timeout, || {
             let mut client = self.client.clone();
-            let request = request.clone();
+            let request = with_trace(request.clone(), &task.trace_context);
             async move { client.submit(request).await.map(drop).map_err(SourceError::from) }
         })
         .await
@@ -116,7 +131,7 @@ impl ClaimSource {
 
     /// `Release` with retries.
     pub async fn release(&self, task: &Task, mark_as_failed: bool, reason: &str) -> Result<(), SourceError> {
-        release(&self.client, &self.options, task.evaluation_id, mark_as_failed, reason).await
+        release(&self.client, &self.options, task, mark_as_failed, reason).await
     }
 
     /// Stops heartbeats for `task` and asks for the next one.
@@ -130,7 +145,7 @@ impl ClaimSource {
     pub async fn close(mut self) {
         self.tasks.close();
         while let Ok(task) = self.tasks.try_recv() {
-            hand_back(&self.client, &self.options, task.evaluation_id).await;
+            hand_back(&self.client, &self.options, &task).await;
         }
         let (done, closed) = oneshot::channel();
         if self.control.send(Control::Close(done)).await.is_ok() {
@@ -142,24 +157,41 @@ impl ClaimSource {
     }
 }
 
+/// A request carrying the task's trace context as gRPC metadata (`traceparent`, `tracestate`),
+/// so the gateway's span joins the trace that began with the customer's Ask.
+fn with_trace<T>(message: T, trace_context: &std::collections::HashMap<String, String>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    for (key, value) in trace_context {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            request.metadata_mut().insert(key, value);
+        }
+    }
+    request
+}
+
 async fn release(
     client: &EvaluationServiceClient<AuthChannel>,
     options: &ClaimOptions,
-    evaluation_id: i64,
+    task: &Task,
     mark_as_failed: bool,
     reason: &str,
 ) -> Result<(), SourceError> {
-    let request = ReleaseRequest { evaluation_id, mark_as_failed, failure_reason: reason.to_owned() };
+    let request =
+        ReleaseRequest { evaluation_id: task.evaluation_id, mark_as_failed, failure_reason: reason.to_owned() };
     with_retries("release", options.submit_retry_attempts, options.submit_timeout, || {
         let mut client = client.clone();
-        let request = request.clone();
+        let request = with_trace(request.clone(), &task.trace_context);
         async move { client.release(request).await.map(drop).map_err(SourceError::from) }
     })
     .await
 }
 
-async fn hand_back(client: &EvaluationServiceClient<AuthChannel>, options: &ClaimOptions, evaluation_id: i64) {
-    match release(client, options, evaluation_id, false, "the bot is shutting down").await {
+async fn hand_back(client: &EvaluationServiceClient<AuthChannel>, options: &ClaimOptions, task: &Task) {
+    let evaluation_id = task.evaluation_id;
+    match release(client, options, task, false, "the bot is shutting down").await {
         Ok(()) => tracing::info!(evaluation_id, "task handed back unstarted"),
         // The gateway hands back what a closed stream held anyway.
         Err(error) => tracing::debug!(evaluation_id, %error, "hand back failed"),
@@ -200,7 +232,7 @@ impl Driver {
             match ended {
                 Ended::Closing(done) => {
                     for task in std::mem::take(&mut self.queued) {
-                        hand_back(&self.client, &self.options, task.evaluation_id).await;
+                        hand_back(&self.client, &self.options, &task).await;
                     }
                     if let Some(done) = done {
                         let _ = done.send(());
@@ -213,7 +245,7 @@ impl Driver {
                         control = self.control.recv() => match control {
                             Some(Control::Close(done)) => {
                                 for task in std::mem::take(&mut self.queued) {
-                                    hand_back(&self.client, &self.options, task.evaluation_id).await;
+                                    hand_back(&self.client, &self.options, &task).await;
                                 }
                                 let _ = done.send(());
                                 return;
@@ -283,6 +315,7 @@ impl Driver {
                                 prompt_text: task.prompt_text,
                                 attempt: task.attempt,
                                 max_attempts: task.max_attempts,
+                                trace_context: task.trace_context,
                             });
                         }
                         None => {}

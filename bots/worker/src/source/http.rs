@@ -120,7 +120,14 @@ impl HttpSource {
         let (Some(evaluation_id), Some(prompt_text)) = (reply.evaluation_id, reply.prompt_text) else {
             return Ok(None);
         };
-        Ok(Some(Task { evaluation_id, prompt_id: reply.prompt_id, prompt_text, attempt: 0, max_attempts: 0 }))
+        Ok(Some(Task {
+            evaluation_id,
+            prompt_id: reply.prompt_id,
+            prompt_text,
+            attempt: 0,
+            max_attempts: 0,
+            trace_context: Default::default(),
+        }))
     }
 
     /// Submits the answer with its citations (`text` is the citation's title).

@@ -26,6 +26,9 @@ pub struct Task {
     pub attempt: u32,
     /// Deliveries allowed before the evaluation fails (0 when the source does not say).
     pub max_attempts: u32,
+    /// W3C trace context of the task (`traceparent`, `tracestate`), sent back with Submit and
+    /// Release so one trace follows the prompt through the bot; empty when the source has none.
+    pub trace_context: std::collections::HashMap<String, String>,
 }
 
 /// An answer to hand in.
@@ -37,6 +40,10 @@ pub struct Submission<'a> {
     pub captured_at: DateTime<Utc>,
     /// The SessionService lease used, if any.
     pub lease_id: Option<&'a str>,
+    /// Version of the adapter manifest that read the page.
+    pub adapter_version: &'a str,
+    /// Fingerprint of that manifest.
+    pub adapter_fingerprint: &'a str,
 }
 
 /// Why talking to the task source failed.

@@ -157,7 +157,13 @@ pub async fn poll_task(app: &TestApp, assistant: &str, plan: &str) -> aap_proto:
 }
 
 pub fn citation(url: &str, title: &str) -> aap_proto::v1::Citation {
-    aap_proto::v1::Citation { url: url.into(), title: title.into(), domain: String::new(), position: 0 }
+    aap_proto::v1::Citation {
+        url: url.into(),
+        title: title.into(),
+        domain: String::new(),
+        position: 0,
+        kind: aap_proto::v1::CitationKind::Inline as i32,
+    }
 }
 
 pub async fn submit(app: &TestApp, evaluation_id: i64, text: &str) -> Result<(), tonic::Status> {
@@ -173,6 +179,16 @@ pub async fn submit(app: &TestApp, evaluation_id: i64, text: &str) -> Result<(),
             captured_at: None,
             bot_id: "test-bot".into(),
             lease_id: String::new(),
+            kind: aap_proto::v1::AnswerKind::Text as i32,
+            capture: Some(aap_proto::v1::Capture {
+                response_html: format!("<p><strong>{text}</strong></p>"),
+                model: "gpt-5".into(),
+                web_search: Some(true),
+                time_to_first_token: Some(prost_types::Duration { seconds: 0, nanos: 400_000_000 }),
+                time_to_complete: Some(prost_types::Duration { seconds: 2, nanos: 500_000_000 }),
+                adapter_version: "2026.11.1".into(),
+                adapter_fingerprint: "abcdef012345".into(),
+            }),
         })
         .await
         .map(drop)
