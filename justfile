@@ -33,6 +33,9 @@ lint:
 # Lint, then test: what CI runs
 verify: lint test
 
-# Benchmarks: embedding latency, and the platform's overhead per evaluation (medians, ratios)
-bench:
+# Benchmarks (medians, p95, ratios): embedding latency; the platform's overhead per evaluation;
+# per assistant, the bot's overhead per evaluation in real Chromium and the memory per browser.
+# `just bench platform` or `just bench bot` runs one part of the fleet benchmark.
+bench *parts:
     cargo bench -p aap-embedding --bench embed
+    cargo bench -p aap --bench fleet -- {{parts}}

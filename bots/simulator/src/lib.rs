@@ -16,6 +16,8 @@
 //! Admin API (no auth: the simulator binds to loopback for tests and the dev stack):
 //! - `POST /__sim/sessions` `{"label": "..."}` → `{"token", "storage_state_json"}`
 //! - `POST /__sim/sessions/{token}/expire` → 204 (404 if unknown)
+//! - `POST /__sim/sessions/{token}/challenge` → 204 (404 if unknown): every later request of
+//!   that session gets the bot challenge (`config.challenge` does it for every client)
 //! - `GET /__sim/stats` → [`SimStats`]
 //! - `GET /__sim/config`, `PUT /__sim/config` (any subset of the fields) → [`SimulatorConfig`]
 //! - `GET /__sim/site` → `{"site", "base_url"}`
@@ -56,6 +58,7 @@ pub use config::{ConfigError, SimulatorConfig};
 pub use routes::router;
 pub use site::{Site, UnknownSite};
 pub use sites::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
+pub use sites::{PERPLEXITY_ERROR_MESSAGE, PERPLEXITY_RATE_LIMIT_MESSAGE, perplexity_listed_sources};
 pub use state::{PromptStats, SESSION_COOKIE, SimSession, SimState, SimStats, TokenStats};
 
 /// How long [`Simulator::shutdown`] lets open answer streams finish before dropping them.
@@ -101,6 +104,14 @@ impl Simulator {
     pub fn expire_session(&self, token: &str) {
         if !self.state.expire_session(token) {
             tracing::debug!("expire requested for an unknown session token");
+        }
+    }
+
+    /// Makes the site's edge challenge every later request of this session (a flagged client).
+    /// Unknown tokens are ignored.
+    pub fn challenge_session(&self, token: &str) {
+        if !self.state.challenge_session(token) {
+            tracing::debug!("challenge requested for an unknown session token");
         }
     }
 

@@ -4,12 +4,14 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
+use axum::middleware::{self, Next};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::common::{challenge_page, session_token};
 use crate::sites;
 use crate::state::SimState;
 
@@ -20,9 +22,31 @@ pub fn router(state: SimState) -> Router {
         .route("/__sim/sessions/{token}/expire", post(admin_expire_session))
         .route("/__sim/stats", get(admin_stats))
         .route("/__sim/config", get(admin_get_config).put(admin_put_config))
+        .route("/__sim/sessions/{token}/challenge", post(admin_challenge_session))
         .route("/__sim/site", get(admin_site))
         .merge(sites::routes(state.site()))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
+}
+
+/// The site's edge, in front of every page and endpoint (never `/__sim`): a flagged session, or
+/// every client when `config.challenge` is on, gets the bot challenge instead of the site, as
+/// Cloudflare serves it.
+async fn edge(State(state): State<SimState>, request: Request, next: Next) -> Response {
+    if request.uri().path().starts_with("/__sim") {
+        return next.run(request).await;
+    }
+    let flagged = session_token(&state, request.headers()).is_some_and(|token| state.is_challenged(&token));
+    if flagged || state.config().challenge {
+        state.record_challenge();
+        return challenge_page(state.site().title());
+    }
+    next.run(request).await
+}
+
+/// `POST /__sim/sessions/{token}/challenge`: 204, or 404 for an unknown token.
+async fn admin_challenge_session(State(state): State<SimState>, Path(token): Path<String>) -> StatusCode {
+    if state.challenge_session(&token) { StatusCode::NO_CONTENT } else { StatusCode::NOT_FOUND }
 }
 
 /// `GET /__sim/site`: which site this instance imitates, e.g. `{"site": "chatgpt"}`.

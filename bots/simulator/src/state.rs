@@ -42,6 +42,10 @@ pub struct TokenStats {
     pub interrupted: u64,
     /// Whether the session has been revoked.
     pub expired: bool,
+    /// Whether the site's edge challenges every request of this session (as Cloudflare does to
+    /// a flagged client).
+    #[serde(default)]
+    pub challenged: bool,
 }
 
 /// Counters for one prompt (white space collapsed, markers kept).
@@ -64,6 +68,13 @@ pub struct SimStats {
     pub answers_total: u64,
     /// Login walls served (pages without a valid session, and refused API calls).
     pub login_walls: u64,
+    /// Bot challenges served instead of the site.
+    #[serde(default)]
+    pub challenges: u64,
+    /// Site-specific UI events by name (e.g. `chatgpt.answer_now_clicked`), so tests can check
+    /// what a client did on the page that no answer counter shows.
+    #[serde(default)]
+    pub site_events: BTreeMap<String, u64>,
     /// Per session token.
     pub by_token: BTreeMap<String, TokenStats>,
     /// Per prompt (white space collapsed).
@@ -79,6 +90,11 @@ impl SimStats {
     /// Answers streamed to the end for the session `token`.
     pub fn answers_for_token(&self, token: &str) -> u64 {
         self.by_token.get(token).map_or(0, |stats| stats.answers)
+    }
+
+    /// How often the site-specific event `name` happened (0 when never).
+    pub fn site_event(&self, name: &str) -> u64 {
+        self.site_events.get(name).copied().unwrap_or(0)
     }
 }
 
@@ -174,6 +190,32 @@ impl SimState {
             }
             None => false,
         }
+    }
+
+    /// Makes the site's edge challenge every request of this session; returns false when the
+    /// token is unknown.
+    pub fn challenge_session(&self, token: &str) -> bool {
+        match lock(&self.inner.stats).by_token.get_mut(token) {
+            Some(session) => {
+                session.challenged = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether requests of this session get the challenge.
+    pub(crate) fn is_challenged(&self, token: &str) -> bool {
+        lock(&self.inner.stats).by_token.get(token).is_some_and(|session| session.challenged)
+    }
+
+    pub(crate) fn record_challenge(&self) {
+        lock(&self.inner.stats).challenges += 1;
+    }
+
+    /// Counts one site-specific UI event (see [`SimStats::site_events`]).
+    pub(crate) fn record_site_event(&self, name: &str) {
+        *lock(&self.inner.stats).site_events.entry(name.to_owned()).or_default() += 1;
     }
 
     /// A copy of the counters.

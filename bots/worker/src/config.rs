@@ -8,6 +8,7 @@ use clap::Parser;
 use secrecy::SecretString;
 
 use crate::browser::BrowserOptions;
+use crate::evidence::EvidenceOptions;
 
 /// The assistants the bot knows: lowercase id and the seed's name for it.
 const ASSISTANTS: &[(&str, &str)] = &[
@@ -107,6 +108,10 @@ pub struct BotConfig {
     /// On shutdown, how long an answer in progress may still take before the task is handed
     /// back to the queue.
     pub shutdown_grace: Duration,
+    /// Browsers (each its own worker, session and task) in this process.
+    pub concurrency: u32,
+    /// Where and how much evidence of failed attempts to keep.
+    pub evidence: EvidenceOptions,
 }
 
 impl BotConfig {
@@ -130,6 +135,8 @@ impl BotConfig {
             adapters_dir: None,
             browser: BrowserOptions::default(),
             shutdown_grace: Duration::from_secs(60),
+            concurrency: 1,
+            evidence: EvidenceOptions::default(),
         }
     }
 
@@ -277,6 +284,22 @@ pub struct Args {
     /// The chromedriver binary.
     #[arg(long, env = "AAP_BOT_CHROMEDRIVER", default_value = "/usr/bin/chromedriver")]
     pub chromedriver: PathBuf,
+    /// Browsers in this process, each with its own session and task (bot ids get `-1`, `-2`, ...).
+    #[arg(long, env = "AAP_BOT_CONCURRENCY", default_value_t = 1)]
+    pub concurrency: u32,
+    /// Directory for evidence of failed attempts (page HTML, screenshot, note).
+    #[arg(long, env = "AAP_BOT_EVIDENCE_DIR", default_value = "evidence")]
+    pub evidence_dir: PathBuf,
+    /// Failure cases of evidence kept; the oldest are deleted first (0: keep none).
+    #[arg(long, env = "AAP_BOT_EVIDENCE_MAX_CASES", default_value_t = 100)]
+    pub evidence_max_cases: usize,
+    /// Page HTML kept per case, in bytes (cut beyond).
+    #[arg(long, env = "AAP_BOT_EVIDENCE_MAX_HTML_BYTES", default_value_t = 2 * 1024 * 1024)]
+    pub evidence_max_html_bytes: usize,
+    /// On SIGINT/SIGTERM, seconds an answer in progress may still take before its task is handed
+    /// back to the queue.
+    #[arg(long, env = "AAP_BOT_SHUTDOWN_GRACE_SECONDS", default_value_t = 60.0)]
+    pub shutdown_grace_seconds: f64,
 }
 
 fn seconds(value: f64) -> Duration {
@@ -318,6 +341,14 @@ impl Args {
         config.browser.headful = self.headful;
         config.browser.chromium = self.chromium;
         config.browser.chromedriver = self.chromedriver;
+        config.concurrency = self.concurrency.max(1);
+        config.evidence = EvidenceOptions {
+            dir: self.evidence_dir,
+            max_cases: self.evidence_max_cases,
+            max_html_bytes: self.evidence_max_html_bytes,
+            ..EvidenceOptions::default()
+        };
+        config.shutdown_grace = seconds(self.shutdown_grace_seconds);
         Ok(config)
     }
 }
@@ -363,6 +394,8 @@ mod tests {
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.submit_retry_attempts, 3);
         assert!(!config.browser.headful);
+        assert_eq!(config.concurrency, 1);
+        assert_eq!(config.evidence.max_cases, 100);
         Ok(())
     }
 

@@ -19,6 +19,7 @@
 pub mod adapter;
 pub mod browser;
 pub mod config;
+pub mod evidence;
 mod grpc;
 pub mod markdown;
 pub mod sessions;
@@ -60,17 +61,67 @@ pub fn adapter_for(config: &BotConfig) -> anyhow::Result<AnyAdapter> {
     Ok(adapter)
 }
 
-/// Runs the bot until `shutdown` resolves, then finishes (or hands back) the task in hand, closes
-/// the browser, returns its session and ends.
+/// Runs the bot until `shutdown` resolves, then finishes (or hands back) the tasks in hand,
+/// closes the browsers, returns their sessions and ends.
+///
+/// With `config.concurrency` K > 1 the process runs K workers, each with its own browser,
+/// session, task stream and bot id (`<bot_id>-1` ... `<bot_id>-K`): one slow or broken browser
+/// never holds up another. A worker that fails for good stops the others, so a supervisor sees
+/// the process end.
 pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let adapter = adapter_for(&config)?;
+    let count = config.concurrency.max(1);
+    tracing::info!(bot_id = config.bot_id, assistant = config.assistant, plan = config.plan, concurrency = count, tasks = ?config.tasks, sessions = ?config.sessions, "bot starting");
+
+    let (stop, stopped) = watch::channel(false);
+    let mut workers = tokio::task::JoinSet::new();
+    for index in 1..=count {
+        let bot_id = if count == 1 { config.bot_id.clone() } else { format!("{}-{index}", config.bot_id) };
+        let worker = worker_for(&config, &bot_id, adapter.clone(), stopped.clone())?;
+        workers.spawn(tracing::Instrument::instrument(worker.run(), tracing::info_span!("worker", bot_id)));
+    }
+    tokio::pin!(shutdown);
+    let mut result = Ok(());
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                None => break,
+                Some(outcome) => {
+                    let outcome = outcome.map_err(anyhow::Error::from).and_then(|r| r);
+                    if let Err(error) = outcome {
+                        tracing::error!(%error, "a worker stopped for good; stopping the others");
+                        let _ = stop.send(true);
+                        if result.is_ok() {
+                            result = Err(error);
+                        }
+                    }
+                }
+            },
+            () = &mut shutdown, if !stopping => {
+                tracing::info!("shutdown requested: finishing the tasks in hand");
+                stopping = true;
+                let _ = stop.send(true);
+            }
+        }
+    }
+    result
+}
+
+/// One worker: its own task source and session source, sharing the adapter.
+fn worker_for(
+    config: &BotConfig,
+    bot_id: &str,
+    adapter: AnyAdapter,
+    stopped: watch::Receiver<bool>,
+) -> anyhow::Result<Worker<AnyAdapter>> {
     let source = match &config.tasks {
         TaskSourceConfig::Grpc { url } => {
             let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout)?;
             TaskSource::Claim(ClaimSource::start(
                 channel,
                 ClaimOptions {
-                    bot_id: config.bot_id.clone(),
+                    bot_id: bot_id.to_owned(),
                     assistant: config.assistant.clone(),
                     plan: config.plan.clone(),
                     submit_timeout: config.submit_timeout,
@@ -95,29 +146,46 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -
     let sessions = match &config.sessions {
         SessionSourceConfig::Service { url } => {
             let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout)?;
-            Sessions::service(channel, &config.assistant, &config.plan, &config.bot_id, config.api_timeout)
+            Sessions::service(channel, &config.assistant, &config.plan, bot_id, config.api_timeout)
         }
         SessionSourceConfig::Dir { path } => Sessions::dir(path, config.per_session_runs),
     };
-    tracing::info!(bot_id = config.bot_id, assistant = config.assistant, plan = config.plan, tasks = ?config.tasks, sessions = ?config.sessions, "bot starting");
-
-    let (stop, stopped) = watch::channel(false);
     let settings = WorkerSettings {
         max_attempts: config.max_attempts,
         poll_retry: config.poll_retry,
         idle_timeout: config.idle_timeout,
         browser: config.browser.clone(),
         shutdown_grace: config.shutdown_grace,
+        evidence: evidence::Evidence::new(config.evidence.clone()),
     };
-    let worker = Worker::new(settings, adapter, source, sessions, stopped).run();
-    tokio::pin!(worker);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        result = &mut worker => return result,
-        () = &mut shutdown => {
-            tracing::info!("shutdown requested: finishing the task in hand");
-            let _ = stop.send(true);
+    Ok(Worker::new(settings, adapter, source, sessions, stopped))
+}
+
+/// Resolves on SIGINT or SIGTERM: what every long-running command stops on (a container's stop
+/// sends SIGTERM).
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
         }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
     }
-    worker.await
 }

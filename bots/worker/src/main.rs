@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_level, args.log_file.as_deref())?;
     let config = args.into_config()?;
-    aap_bot::run(config, shutdown_signal()).await
+    aap_bot::run(config, aap_bot::shutdown_signal()).await
 }
 
 /// Console logs (JSON when not a terminal), plus the same lines in `log_file` when given.
@@ -35,32 +35,4 @@ fn init_logging(level: &str, log_file: Option<&std::path::Path>) -> anyhow::Resu
     }
     tracing_subscriber::registry().with(layers).with(filter).init();
     Ok(())
-}
-
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = async {
-        if let Err(error) = tokio::signal::ctrl_c().await {
-            tracing::error!(%error, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
-    }
 }

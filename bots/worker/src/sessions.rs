@@ -13,6 +13,9 @@ use crate::grpc::AuthChannel;
 
 /// How long a file-based session rests after a rate limit.
 const DIR_COOLDOWN: Duration = Duration::from_secs(15 * 60);
+/// How long a file-based session rests after a bot challenge: longer than a rate limit, since a
+/// challenged fingerprint or proxy stays suspect for a while.
+const DIR_CHALLENGE_COOLDOWN: Duration = Duration::from_secs(60 * 60);
 
 /// A session lent to the bot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +48,9 @@ pub enum Outcome {
     Expired,
     /// Rate limited: let it cool down.
     RateLimited,
+    /// The site showed a bot challenge (Cloudflare or similar): the session and its proxy are
+    /// marked and it rests for the challenge cooldown, longer than a rate limit's.
+    Challenged,
 }
 
 /// Why no session could be had.
@@ -162,6 +168,7 @@ impl ServiceSessions {
             Outcome::Ok => LeaseOutcome::Ok,
             Outcome::Expired => LeaseOutcome::Expired,
             Outcome::RateLimited => LeaseOutcome::RateLimited,
+            Outcome::Challenged => LeaseOutcome::Challenged,
         };
         let mut request = tonic::Request::new(ReturnSessionRequest {
             lease_id: lease.id.clone(),
@@ -249,6 +256,10 @@ impl DirSessions {
             Outcome::RateLimited => {
                 tracing::warn!(session = lease.label, cooldown = ?DIR_COOLDOWN, "session file rate limited");
                 self.cooling.insert(path, Instant::now() + DIR_COOLDOWN);
+            }
+            Outcome::Challenged => {
+                tracing::warn!(session = lease.label, cooldown = ?DIR_CHALLENGE_COOLDOWN, "session file challenged");
+                self.cooling.insert(path, Instant::now() + DIR_CHALLENGE_COOLDOWN);
             }
         }
     }

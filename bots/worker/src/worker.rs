@@ -3,9 +3,19 @@
 //!
 //! The retry rule (as the seed's bot): up to `max_attempts` attempts, each in a new
 //! conversation, where an answer without citations counts as a failed attempt; then one more
-//! try on a fresh session; then the task is released as failed with the reason. A login wall or
-//! a rate limit is the session's fault, not the prompt's: the session goes back (EXPIRED or
-//! RATE_LIMITED) and the attempt is repeated on another one.
+//! try on a fresh session; then the task is released as failed with the reason.
+//!
+//! Each failure class has its own consequence:
+//! - logged out: the session is retired (EXPIRED) and the attempt repeated on another session;
+//! - rate limited: the session cools down (RATE_LIMITED), the attempt moves to another session;
+//! - bot challenge: the session and its proxy are marked (CHALLENGED, a longer cool-down), the
+//!   attempt moves to another session;
+//! - selector missing: the page changed under the adapter; the task fails at once (retrying
+//!   cannot help) and the log says which role of which manifest version;
+//! - time-out, empty answer, assistant error, broken browser: a failed attempt under the rule.
+//!
+//! Every failure keeps evidence (HTML, screenshot, note; see [`crate::evidence`]) and the
+//! release reason names it.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::adapter::{Adapter, AskError, Captured};
 use crate::browser::{Browser, BrowserOptions};
+use crate::evidence::{Case, Evidence};
 use crate::sessions::{Lease, Outcome, SessionError, Sessions};
 use crate::source::{SourceError, Submission, Task, TaskSource};
 
@@ -28,6 +39,8 @@ enum Attempt {
     Answer(Captured),
     /// The prompt's attempt failed: counts against `max_attempts`.
     Failed(String),
+    /// Retrying cannot help (the page changed under the adapter): the task fails now.
+    FailFast(String),
     /// The session is unusable; the attempt did not count.
     Session(Outcome, String),
     /// No session can be had now: the task goes back to the queue.
@@ -50,6 +63,7 @@ pub(crate) struct WorkerSettings {
     pub idle_timeout: Option<Duration>,
     pub browser: BrowserOptions,
     pub shutdown_grace: Duration,
+    pub evidence: Evidence,
 }
 
 pub(crate) struct Worker<A: Adapter> {
@@ -165,7 +179,9 @@ impl<A: Adapter> Worker<A> {
         let mut switches = 0;
         let mut fresh_session_tried = false;
         let mut first = true;
+        let mut attempt_no = 0;
         loop {
+            attempt_no += 1;
             // The first attempt always runs (shutdown gives it a grace period); retries do not.
             if !std::mem::take(&mut first) && self.stopping() {
                 return self.requeue(task, "the bot is shutting down").await;
@@ -176,8 +192,11 @@ impl<A: Adapter> Worker<A> {
                 self.retire(Outcome::Ok, "fresh session for a retry").await;
                 fresh_session_tried = true;
             }
-            let reason = match self.attempt(task).await {
-                Attempt::Answer(captured) if !captured.citations.is_empty() => {
+            let reason = match self.attempt(task, attempt_no).await {
+                // A search without an AI Overview has nothing to cite: it is a result as it is.
+                Attempt::Answer(captured)
+                    if !captured.citations.is_empty() || captured.kind == crate::adapter::AnswerKind::NoOverview =>
+                {
                     return self.submit(task, &captured).await;
                 }
                 Attempt::Answer(_) => {
@@ -201,6 +220,7 @@ impl<A: Adapter> Worker<A> {
                     }
                     continue;
                 }
+                Attempt::FailFast(reason) => return self.fail(task, &reason).await,
                 Attempt::NoSession(reason) => return self.requeue(task, &reason).await,
                 Attempt::Interrupted => return self.requeue(task, "the bot is shutting down").await,
             };
@@ -253,7 +273,7 @@ impl<A: Adapter> Worker<A> {
     }
 
     /// One attempt: a new conversation on the current session.
-    async fn attempt(&mut self, task: &Task) -> Attempt {
+    async fn attempt(&mut self, task: &Task, attempt_no: u32) -> Attempt {
         if let Err(attempt) = self.ensure_session().await {
             return attempt;
         }
@@ -291,17 +311,50 @@ impl<A: Adapter> Worker<A> {
                 );
                 Attempt::Answer(captured)
             }
-            Err(AskError::LoggedOut) => Attempt::Session(Outcome::Expired, "login wall".to_owned()),
-            Err(AskError::RateLimited(text)) => Attempt::Session(Outcome::RateLimited, text),
             Err(error) => {
-                if let AskError::SelectorMissing(role) = error {
-                    tracing::error!(role, session, "selector missing: the adapter manifest may need an update");
+                let manifest = self.adapter.manifest();
+                let message = error.to_string();
+                let case = Case {
+                    evaluation_id: task.evaluation_id,
+                    attempt: attempt_no,
+                    class: error.class(),
+                    error: &message,
+                    assistant: self.adapter.assistant(),
+                    manifest_version: &manifest.version,
+                    manifest_fingerprint: &manifest.fingerprint,
+                };
+                let kept = match self.active.as_ref() {
+                    Some(active) => self.settings.evidence.keep(active.browser.driver(), case).await,
+                    None => None,
+                };
+                let detail = match &kept {
+                    Some(stem) => format!("{error} [evidence: {stem}]"),
+                    None => error.to_string(),
+                };
+                tracing::warn!(class = error.class(), session, evidence = kept.as_deref().unwrap_or(""), %error, "attempt failed");
+                match error {
+                    AskError::LoggedOut => Attempt::Session(Outcome::Expired, detail),
+                    AskError::RateLimited(_) => Attempt::Session(Outcome::RateLimited, detail),
+                    AskError::Challenge(_) => Attempt::Session(Outcome::Challenged, detail),
+                    AskError::SelectorMissing(role) => {
+                        tracing::error!(
+                            alert = "selector-missing",
+                            role,
+                            session,
+                            manifest_version = manifest.version,
+                            manifest_fingerprint = manifest.fingerprint,
+                            "the page changed: no element for a role of the adapter manifest; update its selectors"
+                        );
+                        Attempt::FailFast(detail)
+                    }
+                    error => {
+                        if error.browser_broken() {
+                            tracing::warn!(%error, "browser broken; replacing it");
+                            self.retire(Outcome::Ok, "browser broken").await;
+                        }
+                        Attempt::Failed(detail)
+                    }
                 }
-                if error.browser_broken() {
-                    tracing::warn!(%error, "browser broken; replacing it");
-                    self.retire(Outcome::Ok, "browser broken").await;
-                }
-                Attempt::Failed(error.to_string())
             }
         }
     }

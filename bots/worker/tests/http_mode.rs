@@ -342,3 +342,162 @@ async fn shutdown_hands_the_task_back_when_the_grace_period_ends() -> Result<()>
     );
     Ok(())
 }
+
+/// The failure cases kept in `dir`: the file stems of the `.json` notes, sorted.
+fn evidence_cases(dir: &std::path::Path) -> Result<Vec<(String, Value)>> {
+    let mut cases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) == Some("json") {
+            let note: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+            let stem = path.with_extension("").display().to_string();
+            assert!(std::path::Path::new(&format!("{stem}.html")).is_file(), "page HTML kept for {stem}");
+            assert!(std::path::Path::new(&format!("{stem}.png")).is_file(), "screenshot kept for {stem}");
+            cases.push((stem, note));
+        }
+    }
+    cases.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(cases)
+}
+
+/// A manifest override: the built-in ChatGPT manifest with `edit` applied, in a fresh directory.
+fn chatgpt_override(edit: impl Fn(String) -> String) -> Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let built_in = aap_bot::Manifest::load("chatgpt", None)?;
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/adapters/chatgpt.toml"))?;
+    let edited = edit(text);
+    assert_ne!(aap_bot::Manifest::parse(&edited, "test")?.fingerprint, built_in.fingerprint, "the edit changed it");
+    std::fs::write(dir.path().join("chatgpt.toml"), edited)?;
+    Ok(dir)
+}
+
+#[tokio::test]
+async fn a_challenged_session_is_set_aside_and_the_task_answered_on_another_with_evidence() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
+    let (dir, tokens) = sessions_dir(&sim, &["a-flagged", "b-clean"]).await?;
+    sim.challenge_session(&tokens[0]);
+    let prompt = "Which standing desk is the sturdiest?";
+    let api = SeedApi::with_tasks(vec![task(130, prompt)]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+    let evidence = tempfile::tempdir()?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.evidence.dir = evidence.path().to_owned();
+    let result = run_bot_until(config, &api, |seen| seen.submits.len() == 1).await;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    result?;
+
+    assert!(api.seen(|s| s.releases.is_empty()), "answered, not released");
+    assert!(stats.challenges >= 1, "the flagged session met the challenge");
+    assert_eq!(stats.answers_for_token(&tokens[1]), 1, "answered on the clean session");
+    let cases = evidence_cases(evidence.path())?;
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0].1["class"], "challenge");
+    assert_eq!(cases[0].1["evaluation_id"], 130);
+    assert_eq!(cases[0].1["title"], aap_simulator::CHALLENGE_TITLE);
+    let html = std::fs::read_to_string(format!("{}.html", cases[0].0))?;
+    assert!(html.contains("Verify you are human"), "the page as the bot saw it");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rate_limited_session_cools_down_and_the_next_task_moves_to_another() -> Result<()> {
+    // Each session may answer once; the second task finds the first session over its quota.
+    let config = SimulatorConfig { rate_limit_after: Some(1), pause_ms: 300, ..SimulatorConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
+    let (dir, tokens) = sessions_dir(&sim, &["a-busy", "b-spare"]).await?;
+    let api = SeedApi::with_tasks(vec![task(140, "Best budget espresso machine?"), task(141, "Best budget grinder?")]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+    let evidence = tempfile::tempdir()?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.evidence.dir = evidence.path().to_owned();
+    let result = run_bot_until(config, &api, |seen| seen.submits.len() == 2).await;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    result?;
+
+    assert!(api.seen(|s| s.releases.is_empty()), "both answered");
+    let busy = &stats.by_token[&tokens[0]];
+    assert_eq!((busy.answers, busy.rate_limited), (1, 1), "{busy:?}");
+    assert_eq!(stats.answers_for_token(&tokens[1]), 1, "the second task moved to the spare session");
+    let cases = evidence_cases(evidence.path())?;
+    assert_eq!(cases.iter().map(|c| c.1["class"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["rate-limited"]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_selector_miss_fails_the_task_at_once_and_keeps_evidence() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
+    let (dir, _tokens) = sessions_dir(&sim, &["only"]).await?;
+    let api = SeedApi::with_tasks(vec![task(150, "Best noise-cancelling headphones?")]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+    let evidence = tempfile::tempdir()?;
+    // As after a site redesign: the manifest's composer selectors match nothing on the page.
+    let adapters = chatgpt_override(|text| {
+        text.replace("\"#prompt-textarea\",", "\"#composer-after-redesign\",")
+            .replace("  \"div.ProseMirror[contenteditable='true']\",\n", "")
+            .replace("  \"div[contenteditable='true'][role='textbox']\",\n", "")
+            .replace("  \"textarea[name='prompt-textarea']\",\n", "")
+            .replace("page_load_secs = 30", "page_load_secs = 3")
+    })?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.max_attempts = 3;
+    config.adapters_dir = Some(adapters.path().to_owned());
+    config.evidence.dir = evidence.path().to_owned();
+    let result = run_bot_until(config, &api, |seen| seen.releases.len() == 1).await;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    result?;
+
+    let releases = api.seen(|s| s.releases.clone());
+    let release = &releases[0].1;
+    assert_eq!(release["mark_as_failed"], true, "{release}");
+    let reason = release["failure_reason"].as_str().context("reason")?;
+    assert!(reason.contains("no element for role composer"), "{reason}");
+    let cases = evidence_cases(evidence.path())?;
+    assert_eq!(cases.len(), 1, "one attempt, no retries: {cases:?}");
+    assert!(reason.contains(&format!("[evidence: {}]", cases[0].0)), "the reason names the evidence: {reason}");
+    assert_eq!(cases[0].1["class"], "selector-missing");
+    assert_eq!(stats.by_prompt.len(), 0, "nothing was asked");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stalled_answer_times_out_under_the_retry_rule_and_each_attempt_keeps_evidence() -> Result<()> {
+    let config = SimulatorConfig { stall: true, ..SimulatorConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
+    let (dir, _tokens) = sessions_dir(&sim, &["a-first", "b-fresh"]).await?;
+    let api = SeedApi::with_tasks(vec![task(160, "Best trail running shoes?")]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+    let evidence = tempfile::tempdir()?;
+    let adapters = chatgpt_override(|text| text.replace("answer_deadline_secs = 240", "answer_deadline_secs = 6"))?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.max_attempts = 1;
+    config.adapters_dir = Some(adapters.path().to_owned());
+    config.evidence.dir = evidence.path().to_owned();
+    let result = run_bot_until(config, &api, |seen| seen.releases.len() == 1).await;
+    let _ = stop_api.send(());
+    sim.shutdown().await;
+    result?;
+
+    let release = api.seen(|s| s.releases[0].1.clone());
+    assert_eq!(release["mark_as_failed"], true, "{release}");
+    let reason = release["failure_reason"].as_str().context("reason")?;
+    assert!(reason.contains("did not complete"), "{reason}");
+    assert!(reason.contains("after 2 attempts"), "one attempt, then one on a fresh session: {reason}");
+    let cases = evidence_cases(evidence.path())?;
+    assert_eq!(cases.iter().map(|c| c.1["class"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["timeout", "timeout"]);
+    assert!(api.seen(|s| s.submits.is_empty()), "a half answer is never submitted");
+    Ok(())
+}

@@ -1,8 +1,9 @@
 //! `aap dev`: the whole platform on one machine, in one process and one terminal.
 //!
 //! A private PostgreSQL and NATS JetStream keep their data under the data dir (kept across
-//! restarts); every service, the assistant simulator and the browser bots run in this process.
-//! Dev tokens are written to `<data dir>/dev.env`. Ctrl-C stops everything in order.
+//! restarts); every service, one simulator per assistant site (ChatGPT, Claude, Perplexity,
+//! Google AI Overview) and the browser bots run in this process. Dev tokens are written to
+//! `<data dir>/dev.env`. Ctrl-C stops everything in order.
 
 use std::path::{Path, PathBuf};
 
@@ -25,9 +26,13 @@ pub struct DevArgs {
     /// Where PostgreSQL, NATS and dev.env keep their data.
     #[arg(long, env = "AAP_DATA_DIR", default_value = ".aap")]
     pub data_dir: PathBuf,
-    /// Browser bots to run, each with its own headless Chromium.
+    /// Browser bots per assistant, each with its own headless Chromium (opened on the first
+    /// task, closed again after the idle timeout).
     #[arg(long, env = "AAP_DEV_BOTS", default_value_t = 2)]
     pub bots: usize,
+    /// Assistants to simulate and run bots for (comma separated ids).
+    #[arg(long, env = "AAP_DEV_ASSISTANTS", value_delimiter = ',', default_value = "chatgpt,claude,perplexity,google-ai-overview")]
+    pub assistants: Vec<String>,
     /// Prompt asked once everything is up.
     #[arg(long, default_value = "What are the best laptops under $1,000?")]
     pub sample_prompt: String,
@@ -85,6 +90,15 @@ async fn ensure_database(pg: &Postgres, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The plan the dev accounts of a site are on: the tier a customer would pay for.
+fn dev_plan(site: aap_simulator::Site) -> &'static str {
+    match site {
+        aap_simulator::Site::ChatGpt => "Plus",
+        aap_simulator::Site::Claude | aap_simulator::Site::Perplexity => "Pro",
+        aap_simulator::Site::GoogleAiOverview => "Free",
+    }
+}
+
 /// Creates (or refreshes, on a restart) one simulator account per bot in SessionService.
 async fn register_simulator_sessions(
     grpc: &str,
@@ -94,8 +108,9 @@ async fn register_simulator_sessions(
 ) -> anyhow::Result<()> {
     let channel = tonic::transport::Channel::from_shared(grpc.to_owned())?.connect().await?;
     let mut sessions = SessionServiceClient::with_interceptor(channel, Bearer::new(operator_token)?);
+    let assistant = sim.site().id();
     let existing =
-        sessions.list_accounts(ListAccountsRequest { assistant: "chatgpt".into() }).await?.into_inner().accounts;
+        sessions.list_accounts(ListAccountsRequest { assistant: assistant.into() }).await?.into_inner().accounts;
     for i in 1..=count.max(1) {
         let label = format!("simulator-{i}");
         // The simulator's sessions live in its memory: a restart needs fresh ones.
@@ -112,10 +127,11 @@ async fn register_simulator_sessions(
             None => {
                 sessions
                     .create_account(CreateAccountRequest {
-                        assistant: "chatgpt".into(),
-                        plan: "Plus".into(),
+                        assistant: assistant.into(),
+                        plan: dev_plan(sim.site()).into(),
                         label,
                         storage_state_json: state,
+                        ..Default::default()
                     })
                     .await?;
             }
@@ -143,36 +159,50 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let platform = Platform::start(service.platform(pg.url("aap"), nats.url()), grpc, http).await?;
     let grpc_url = format!("http://{}", platform.grpc_addr);
 
-    let sim_listener = TcpListener::bind("127.0.0.1:0").await?;
-    let sim = aap_simulator::Simulator::start(
-        sim_listener,
-        aap_simulator::Site::ChatGpt,
-        aap_simulator::SimulatorConfig::default(),
-    )
-    .await?;
-    register_simulator_sessions(&grpc_url, &tokens.operator, &sim, args.bots).await?;
+    let sites = args
+        .assistants
+        .iter()
+        .map(|id| id.parse::<aap_simulator::Site>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--assistants")?;
+    let mut sims = Vec::new();
+    for site in &sites {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let sim = aap_simulator::Simulator::start(listener, *site, aap_simulator::SimulatorConfig::default()).await?;
+        register_simulator_sessions(&grpc_url, &tokens.operator, &sim, args.bots).await?;
+        sims.push(sim);
+    }
 
     let (stop_bots, bots_stopped) = watch::channel(false);
     let mut bots = tokio::task::JoinSet::new();
-    for i in 1..=args.bots {
-        let config = aap_bot::BotConfig::grpc(&grpc_url, &tokens.bot, &format!("dev-bot-{i}"), "chatgpt", "Plus")
-            .with_assistant_url(&sim.base_url);
-        let mut stop = bots_stopped.clone();
-        bots.spawn(async move {
-            let shutdown = async move {
-                let _ = stop.wait_for(|s| *s).await;
-            };
-            if let Err(err) = aap_bot::run(config, shutdown).await {
-                tracing::error!(bot = i, error = %err, "bot stopped");
-            }
-        });
+    for sim in &sims {
+        let site = sim.site();
+        for i in 1..=args.bots {
+            let mut config =
+                aap_bot::BotConfig::grpc(&grpc_url, &tokens.bot, &format!("dev-{site}-{i}"), site.id(), dev_plan(site))
+                    .with_assistant_url(&sim.base_url);
+            config.idle_timeout = Some(std::time::Duration::from_secs(600));
+            config.evidence.dir = data_dir.join("evidence");
+            let mut stop = bots_stopped.clone();
+            bots.spawn(async move {
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(err) = aap_bot::run(config, shutdown).await {
+                    tracing::error!(bot = i, %site, error = %err, "bot stopped");
+                }
+            });
+        }
     }
 
     println!();
     println!("AI-assistants answers platform, local:");
     println!("  gRPC          {grpc_url}   (grpcurl -plaintext {} list)", platform.grpc_addr);
     println!("  seed HTTP API http://{}/evaluations/api/v1/poll|submit|release", platform.http_addr);
-    println!("  simulator     {}   ({} bots)", sim.base_url, args.bots);
+    for sim in &sims {
+        println!("  {:<13} {}   (simulator, {} bots)", sim.site().id(), sim.base_url, args.bots);
+    }
+    println!("  evidence      {}   (page HTML + screenshot of failed attempts)", data_dir.join("evidence").display());
     println!("  PostgreSQL    {}", pg.url("aap"));
     println!("  NATS          {}", nats.url());
     println!("  tokens        {}  (source it)", data_dir.join("dev.env").display());
@@ -189,7 +219,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let mut client = client::connect(&grpc_url, &tokens.customer).await?;
         let request = AskRequest {
             query: Some(aap_proto::v1::ask_request::Query::Prompt(args.sample_prompt.clone())),
-            targets: vec![aap_proto::v1::Target { assistant: "chatgpt".into(), plan: String::new() }],
+            targets: sites
+                .iter()
+                .map(|site| aap_proto::v1::Target { assistant: site.id().into(), plan: String::new() })
+                .collect(),
             ..Default::default()
         };
         let stream = client.ask(request).await?.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()));
@@ -202,16 +235,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             if let Err(err) = result {
                 eprintln!("sample prompt failed: {err:#}");
             }
-            tokio::signal::ctrl_c().await?;
+            aap_bot::shutdown_signal().await;
         }
-        _ = tokio::signal::ctrl_c() => {}
+        () = aap_bot::shutdown_signal() => {}
     }
 
-    println!("\nstopping: bots, services, simulator, NATS, PostgreSQL");
+    println!("\nstopping: bots, services, simulators, NATS, PostgreSQL");
     let _ = stop_bots.send(true);
     while bots.join_next().await.is_some() {}
     platform.shutdown().await?;
-    sim.shutdown().await;
+    for sim in sims {
+        sim.shutdown().await;
+    }
     nats.stop().await?;
     pg.stop().await?;
     println!("stopped");

@@ -48,11 +48,15 @@ enum Command {
     },
     /// Runs a browser bot (the same as `aap-bot`): takes tasks over gRPC or the seed's HTTP API.
     Bot(aap_bot::Args),
-    /// Serves the assistant simulator (a ChatGPT look-alike) alone, for demos.
+    /// Serves the assistant simulators alone, for demos: one origin per site (ChatGPT, Claude,
+    /// Perplexity, Google AI Overview) on consecutive ports, each with a demo session printed.
     Simulator {
-        /// Address to listen on.
+        /// Address of the first site; the next sites take the following ports (port 0: any).
         #[arg(long, env = "AAP_SIMULATOR_ADDR", default_value = "127.0.0.1:8100")]
         addr: String,
+        /// Sites to serve, comma separated (default: all four).
+        #[arg(long, value_delimiter = ',')]
+        sites: Vec<aap_simulator::Site>,
     },
 }
 
@@ -129,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
             let http =
                 TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
             let platform = Platform::start(service.platform(database_url, nats_url), grpc, http).await?;
-            tokio::signal::ctrl_c().await?;
+            aap_bot::shutdown_signal().await;
             platform.shutdown().await
         }
         Command::Ask(args) => {
@@ -170,25 +174,30 @@ async fn main() -> anyhow::Result<()> {
         Command::Bot(args) => {
             let _telemetry = aap_platform::telemetry::init("aap-bot", &args.log_level.to_lowercase())?;
             let config = args.into_config()?;
-            aap_bot::run(config, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
+            aap_bot::run(config, aap_bot::shutdown_signal()).await
         }
-        Command::Simulator { addr } => {
+        Command::Simulator { addr, sites } => {
             let _telemetry = aap_platform::telemetry::init("aap-simulator", "info")?;
-            let listener = TcpListener::bind(&addr).await.with_context(|| format!("bind {addr}"))?;
-            let sim = aap_simulator::Simulator::start(
-                listener,
-                aap_simulator::Site::ChatGpt,
-                aap_simulator::SimulatorConfig::default(),
-            )
-            .await?;
-            let session = sim.create_session("demo").await;
-            println!("simulator at {}", sim.base_url);
-            println!("session cookie token: {}", session.token);
-            tokio::signal::ctrl_c().await?;
-            sim.shutdown().await;
+            let base: std::net::SocketAddr = addr.parse().with_context(|| format!("--addr {addr}"))?;
+            let sites = if sites.is_empty() { aap_simulator::Site::ALL.to_vec() } else { sites };
+            let mut sims = Vec::new();
+            for (index, site) in sites.into_iter().enumerate() {
+                // One origin per site, as on the real web: ports base, base+1, ...
+                let port = if base.port() == 0 { 0 } else { base.port() + index as u16 };
+                let at = std::net::SocketAddr::new(base.ip(), port);
+                let listener = TcpListener::bind(at).await.with_context(|| format!("bind {at}"))?;
+                let sim = aap_simulator::Simulator::start(listener, site, aap_simulator::SimulatorConfig::default()).await?;
+                let session = sim.create_session("demo").await;
+                println!("{:<19} {}", site.id(), sim.base_url);
+                println!("  session cookie    {}={}", site.session_cookie(), session.token);
+                println!("  storage state     {}", session.storage_state_json);
+                sims.push(sim);
+            }
+            println!("knobs: curl -X PUT <url>/__sim/config -d '{{\"redesign\": true}}'  (see docs/simulator.md)");
+            aap_bot::shutdown_signal().await;
+            for sim in sims {
+                sim.shutdown().await;
+            }
             Ok(())
         }
     }

@@ -9,6 +9,10 @@ mod perplexity;
 use axum::Router;
 
 pub use chatgpt::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
+pub use perplexity::{
+    ERROR_MESSAGE as PERPLEXITY_ERROR_MESSAGE, RATE_LIMIT_MESSAGE as PERPLEXITY_RATE_LIMIT_MESSAGE,
+    listed_sources as perplexity_listed_sources,
+};
 
 use crate::site::Site;
 use crate::state::SimState;

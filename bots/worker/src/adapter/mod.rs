@@ -103,6 +103,20 @@ pub enum AskError {
 }
 
 impl AskError {
+    /// The failure class, as named in logs, evidence files and release reasons.
+    pub fn class(&self) -> &'static str {
+        match self {
+            AskError::LoggedOut => "logged-out",
+            AskError::Challenge(_) => "challenge",
+            AskError::RateLimited(_) => "rate-limited",
+            AskError::SelectorMissing(_) => "selector-missing",
+            AskError::Timeout(_) => "timeout",
+            AskError::EmptyAnswer => "empty-answer",
+            AskError::Assistant(_) => "assistant-error",
+            AskError::Browser(_) => "browser",
+        }
+    }
+
     /// Whether the browser must be replaced before the next attempt.
     pub fn browser_broken(&self) -> bool {
         match self {

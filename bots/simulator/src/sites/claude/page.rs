@@ -1,0 +1,164 @@
+//! The HTML pages, in two markup variants: today's claude.ai and a redesign with other test ids
+//! and class names. Templates live in `assets/` so they read (and diff) as plain HTML/CSS/JS.
+
+use crate::common::escape_html;
+
+const CHAT_TEMPLATE: &str = include_str!("assets/chat.html");
+const LOGIN_TEMPLATE: &str = include_str!("assets/login.html");
+const STYLE: &str = include_str!("assets/app.css");
+const SCRIPT: &str = include_str!("assets/app.js");
+
+/// The model the page says answers (the model selector's text).
+pub(crate) const MODEL_LABEL: &str = "Claude Sonnet 4.5";
+
+/// The API id of that model, as the completion request names it.
+pub(crate) const MODEL_ID: &str = "claude-sonnet-4-5-20250929";
+
+/// Which markup the pages use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// claude.ai as public automation tools select it today.
+    Current,
+    /// After a redesign: other test ids and class names, only a bot's fallback selectors work.
+    Redesign,
+}
+
+impl Variant {
+    pub(crate) fn of(redesign: bool) -> Variant {
+        if redesign { Variant::Redesign } else { Variant::Current }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Current => "current",
+            Variant::Redesign => "redesign",
+        }
+    }
+}
+
+/// The logged-in chat page (`/new` and `/chat/{uuid}`) for a session labelled `label`; `org` is
+/// the organization uuid the page's API calls name.
+pub(crate) fn chat_page(variant: Variant, label: &str, org: &str) -> String {
+    let shown = if label.trim().is_empty() { "Claude user" } else { label.trim() };
+    let initial: String = shown.chars().next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
+    let config = serde_json::json!({ "variant": variant.name(), "org": org, "model_id": MODEL_ID });
+    // `</` cannot end the inline script early: JSON never needs it unescaped.
+    let config = config.to_string().replace("</", "<\\/");
+    // The label goes in last, so a label that looks like a placeholder stays literal text.
+    CHAT_TEMPLATE
+        .replace("{{STYLE}}", STYLE)
+        .replace("{{SCRIPT}}", SCRIPT)
+        .replace("{{VARIANT}}", variant.name())
+        .replace("{{COMPOSER}}", composer(variant))
+        .replace("{{MODEL_SELECTOR}}", &model_selector(variant))
+        .replace("{{CONFIG_JSON}}", &config)
+        .replace("{{USER_INITIAL}}", &escape_html(&initial))
+        .replace("{{USER_LABEL}}", &escape_html(shown))
+}
+
+fn composer(variant: Variant) -> &'static str {
+    match variant {
+        // Attributes as the capture specs list them: a tiptap/ProseMirror contenteditable,
+        // role=textbox, aria-label "Write your prompt to Claude", data-testid "chat-input".
+        Variant::Current => {
+            "<div contenteditable=\"true\" translate=\"no\" enterkeyhint=\"enter\" tabindex=\"0\" \
+             class=\"tiptap ProseMirror\" role=\"textbox\" aria-label=\"Write your prompt to Claude\" \
+             aria-multiline=\"true\" data-testid=\"chat-input\"><p data-placeholder=\"How can I help you today?\" \
+             class=\"is-empty is-editor-empty\"><br class=\"ProseMirror-trailingBreak\"></p></div>"
+        }
+        Variant::Redesign => {
+            "<div contenteditable=\"true\" translate=\"no\" class=\"ProseMirror\" role=\"textbox\" \
+             aria-label=\"Message Claude\" aria-multiline=\"true\"><p data-placeholder=\"Reply to Claude\u{2026}\" \
+             class=\"is-empty is-editor-empty\"><br class=\"ProseMirror-trailingBreak\"></p></div>"
+        }
+    }
+}
+
+fn model_selector(variant: Variant) -> String {
+    let testid = match variant {
+        Variant::Current => "model-selector-dropdown",
+        Variant::Redesign => "model-picker",
+    };
+    format!(
+        "<button type=\"button\" data-testid=\"{testid}\" class=\"model-selector\" aria-label=\"Model: {MODEL_LABEL}\" \
+         aria-haspopup=\"menu\" aria-expanded=\"false\"><div class=\"truncate\">{MODEL_LABEL}</div></button>"
+    )
+}
+
+/// The login page (`/login`): no composer, "Continue with Google" or an email address.
+pub(crate) fn login_page(variant: Variant) -> String {
+    let form = match variant {
+        Variant::Current => {
+            "<div class=\"login-form\">\
+             <button type=\"button\" data-testid=\"login-with-google\" class=\"btn-google\">Continue with Google</button>\
+             <div class=\"divider\">OR</div>\
+             <form class=\"login-form\" onsubmit=\"return false\">\
+             <input id=\"email\" type=\"email\" name=\"email\" data-testid=\"email\" autocomplete=\"email\" \
+             placeholder=\"Enter your personal or work email\">\
+             <button type=\"submit\" data-testid=\"continue\" class=\"btn-email\">Continue with email</button>\
+             </form></div>"
+        }
+        Variant::Redesign => {
+            "<div class=\"login-form\">\
+             <button type=\"button\" class=\"btn-google\" aria-label=\"Continue with Google\">Continue with Google</button>\
+             <form class=\"login-form\" data-testid=\"login-form\" onsubmit=\"return false\">\
+             <input type=\"email\" name=\"email\" autocomplete=\"email\" placeholder=\"Email address\">\
+             <button type=\"submit\" class=\"btn-email\">Continue</button>\
+             </form></div>"
+        }
+    };
+    LOGIN_TEMPLATE.replace("{{STYLE}}", STYLE).replace("{{VARIANT}}", variant.name()).replace("{{LOGIN_FORM}}", form)
+}
+
+/// A plain not-found page.
+pub(crate) fn not_found() -> String {
+    format!(
+        "<!DOCTYPE html><html lang=\"en-US\"><head><meta charset=\"utf-8\"><title>Page not found | Claude</title>\
+         <style>{STYLE}</style></head><body><main class=\"login\"><div class=\"login-card\"><h1 class=\"login-heading\">404</h1>\
+         <p>This page could not be found.</p><a href=\"/new\">Start a new chat</a></div></main></body></html>"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn current_chat_page_has_the_contract_markup_and_escapes_the_label() {
+        let page = chat_page(Variant::Current, "<b>ops</b> {{STYLE}}", "org-1");
+        assert!(page.contains("data-testid=\"chat-input\""));
+        assert!(page.contains("aria-label=\"Write your prompt to Claude\""));
+        assert!(page.contains("class=\"tiptap ProseMirror\""));
+        assert!(page.contains("data-testid=\"model-selector-dropdown\""));
+        assert!(page.contains("Claude Sonnet 4.5"));
+        assert!(page.contains("href=\"/new\" aria-label=\"New chat\""));
+        assert!(page.contains("&lt;b&gt;ops&lt;/b&gt; {{STYLE}}"));
+        assert!(page.contains("\"variant\":\"current\""));
+        assert!(page.contains("<title>Claude</title>"));
+        // Only the label's own braces remain.
+        assert_eq!(page.matches("{{").count(), 1);
+    }
+
+    #[test]
+    fn redesign_drops_the_primary_test_ids() {
+        let page = chat_page(Variant::Redesign, "ops", "org-1");
+        assert!(!page.contains("data-testid=\"chat-input\""));
+        assert!(!page.contains("Write your prompt to Claude"));
+        assert!(!page.contains("data-testid=\"model-selector-dropdown\""));
+        assert!(page.contains("class=\"ProseMirror\""));
+        assert!(page.contains("data-testid=\"model-picker\""));
+        assert!(page.contains("\"variant\":\"redesign\""));
+    }
+
+    #[test]
+    fn login_page_has_no_composer() {
+        for variant in [Variant::Current, Variant::Redesign] {
+            let page = login_page(variant);
+            assert!(page.contains("Continue with Google"));
+            assert!(page.contains("type=\"email\""));
+            assert!(!page.contains("contenteditable"));
+        }
+        assert!(login_page(Variant::Current).contains("data-testid=\"login-with-google\""));
+        assert!(!login_page(Variant::Redesign).contains("data-testid=\"login-with-google\""));
+    }
+}
