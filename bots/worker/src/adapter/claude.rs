@@ -160,10 +160,12 @@ impl Claude {
         ret.element().map(Some)
     }
 
-    /// A challenge page in place of the site, by its markup or its title/text.
+    /// A challenge page in place of the site, by its markup, or by its title or text when the
+    /// site's composer is not there (a conversation title may well say "just a moment").
     fn challenge_of(&self, probe: &Probe) -> Option<AskError> {
-        let by_text = !probe.composer && self.manifest.is_challenge(&probe.text);
-        if probe.challenge || self.manifest.is_challenge(&probe.title) || by_text {
+        let by_words =
+            !probe.composer && (self.manifest.is_challenge(&probe.title) || self.manifest.is_challenge(&probe.text));
+        if probe.challenge || by_words {
             let title = if probe.title.trim().is_empty() { "bot challenge" } else { probe.title.trim() };
             return Some(AskError::Challenge(title.to_owned()));
         }
@@ -320,8 +322,9 @@ impl Claude {
                         }
                         if probe.stop {
                             // Answering, but no message container matches: the page changed.
+                            // claude.ai shows the container at once; the grace covers a slow start.
                             let since = *orphan_stop_since.get_or_insert(now);
-                            if now.duration_since(since) >= self.missing_grace() {
+                            if now.duration_since(since) >= self.manifest.option_ms("message_grace_ms", 10_000) {
                                 return Err(AskError::SelectorMissing("message"));
                             }
                         } else if now.duration_since(sent_at) >= timing.first_turn() {
@@ -352,13 +355,15 @@ impl Claude {
     /// list is not rendered yet. Best effort: without the list, citations keep their link text
     /// and no listed-only source is known.
     async fn search_results(&self, driver: &WebDriver) -> Vec<Source> {
-        let read = async |driver: &WebDriver| match self.run(driver, "sources").await.and_then(|r| r.convert()) {
-            Ok(sources) => sources,
-            Err(error) => {
-                tracing::debug!(%error, "cannot read the search results");
-                Vec::new()
-            }
-        };
+        let read =
+            async |driver: &WebDriver| match self.run(driver, "sources").await.and_then(|r| r.convert::<Vec<Source>>())
+            {
+                Ok(sources) => sources,
+                Err(error) => {
+                    tracing::debug!(%error, "cannot read the search results");
+                    Vec::new()
+                }
+            };
         let sources: Vec<Source> = read(driver).await;
         if !sources.is_empty() {
             return sources;

@@ -89,11 +89,8 @@ fn variant(state: &SimState) -> Variant {
 }
 
 /// The chat page for a live session; otherwise a redirect to `/login`, as claude.ai sends a
-/// logged-out browser there.
+/// logged-out browser there. (A challenge in front of every page is the edge's, in `routes`.)
 fn chat_or_login(state: &SimState, headers: &HeaderMap, return_to: &str) -> Response {
-    if state.config().challenge {
-        return challenge_page("claude.ai");
-    }
     match logged_in(state, headers) {
         Some((token, label)) => no_store(page::chat_page(variant(state), &label, &org_of(&token))),
         None => {
@@ -105,9 +102,6 @@ fn chat_or_login(state: &SimState, headers: &HeaderMap, return_to: &str) -> Resp
 
 /// `/`: a new chat when logged in, the login page otherwise.
 async fn home(State(state): State<SimState>, headers: HeaderMap) -> Response {
-    if state.config().challenge {
-        return challenge_page("claude.ai");
-    }
     if logged_in(&state, &headers).is_some() {
         Redirect::to("/new").into_response()
     } else {
@@ -133,9 +127,6 @@ async fn conversation_page(
 
 /// `/login`: the login page, whatever the session (claude.ai shows it to anyone who asks).
 async fn login(State(state): State<SimState>) -> Response {
-    if state.config().challenge {
-        return challenge_page("claude.ai");
-    }
     no_store(page::login_page(variant(&state)))
 }
 
@@ -173,9 +164,6 @@ async fn completion(
     body: Bytes,
 ) -> Response {
     let config = state.config();
-    if config.challenge {
-        return challenge_page("claude.ai");
-    }
     let Some((token, _label)) = logged_in(&state, &headers) else {
         state.record_login_wall();
         return api_error(StatusCode::UNAUTHORIZED, "authentication_error", "Invalid authorization");
@@ -194,7 +182,9 @@ async fn completion(
     let flags = PromptFlags::parse(&prompt);
 
     if flags.challenge {
-        return challenge_page("claude.ai");
+        // A challenge mid-session; `config.challenge` is served by the edge in front of the site.
+        state.record_challenge();
+        return challenge_page(state.site().title());
     }
     if flags.expire_session {
         state.expire_session(&token);
@@ -405,7 +395,8 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
     let count = chunks.len();
     for (n, chunk) in chunks.iter().enumerate() {
         if pacing.fails_at(n, count) {
-            let error = json!({ "type": "error", "error": { "type": "overloaded_error", "message": INTERRUPTED_MESSAGE } });
+            let error =
+                json!({ "type": "error", "error": { "type": "overloaded_error", "message": INTERRUPTED_MESSAGE } });
             if !event(tx, "error", &error).await {
                 return Outcome::Interrupted;
             }
@@ -466,7 +457,12 @@ mod tests {
         let cited: Vec<usize> = answer
             .chunks(3)
             .iter()
-            .flat_map(|chunk| pieces(chunk).into_iter().filter_map(|p| if let Piece::Cite(i) = p { Some(i) } else { None }).collect::<Vec<_>>())
+            .flat_map(|chunk| {
+                pieces(chunk)
+                    .into_iter()
+                    .filter_map(|p| if let Piece::Cite(i) = p { Some(i) } else { None })
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(cited, (0..answer.citations.len()).collect::<Vec<_>>());
     }

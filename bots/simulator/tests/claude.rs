@@ -1,0 +1,159 @@
+//! HTTP-level tests of the claude.ai look-alike: login redirects, the completion stream and its
+//! failure modes (the browser-level behaviour is tested with the bot's adapter).
+
+use aap_simulator::{CHALLENGE_TITLE, Simulator, SimulatorConfig, Site, answer_for};
+use anyhow::{Context, Result};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+fn fast_config() -> SimulatorConfig {
+    SimulatorConfig { first_token_delay_ms: 5, chunk_delay_ms: 1, pause_ms: 20, ..SimulatorConfig::default() }
+}
+
+async fn start(config: SimulatorConfig) -> Result<(Simulator, reqwest::Client)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, Site::Claude, config).await?;
+    // Redirects are part of what is tested: never follow them.
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    Ok((sim, client))
+}
+
+fn cookie(token: &str) -> String {
+    format!("{}={token}", Site::Claude.session_cookie())
+}
+
+fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+async fn complete(client: &reqwest::Client, sim: &Simulator, token: &str, prompt: &str) -> Result<reqwest::Response> {
+    let url = format!(
+        "{}/api/organizations/9b1f3c8e-0000-4000-8000-000000000001/chat_conversations/{}/completion",
+        sim.base_url,
+        uuid::Uuid::new_v4()
+    );
+    let request = json!({ "prompt": prompt, "parent_message_uuid": "00000000-0000-4000-8000-000000000000",
+        "timezone": "UTC", "rendering_mode": "messages", "attachments": [], "files": [] });
+    Ok(client.post(url).header("cookie", cookie(token)).json(&request).send().await?)
+}
+
+/// The stream's events (their data), in order.
+fn parse_events(body: &str) -> Result<Vec<Value>> {
+    body.split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| {
+            let data: String = event.lines().filter_map(|line| line.strip_prefix("data: ")).collect();
+            serde_json::from_str(&data).with_context(|| format!("event data {data:?}"))
+        })
+        .collect()
+}
+
+fn deltas<'a>(events: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    events.iter().filter(move |event| event["type"] == "content_block_delta" && event["delta"]["type"] == kind)
+}
+
+fn block_starts(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter(|event| event["type"] == "content_block_start").map(|event| &event["content_block"]).collect()
+}
+
+#[tokio::test]
+async fn logged_out_pages_redirect_to_login_and_the_api_refuses() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let response = client.get(format!("{}/new", sim.base_url)).send().await?;
+    assert!(response.status().is_redirection());
+    assert_eq!(response.headers()["location"], "/login?returnTo=%2Fnew");
+
+    let login = client.get(format!("{}/login", sim.base_url)).send().await?;
+    assert_eq!(login.status(), StatusCode::OK);
+    let page = login.text().await?;
+    assert!(page.contains("Continue with Google") && !page.contains("contenteditable"));
+
+    let refused = complete(&client, &sim, "not-a-session", "Hello?").await?;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(refused.json::<Value>().await?["error"]["type"], "authentication_error");
+    assert_eq!(sim.stats().login_walls, 2);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_answer_streams_thinking_then_the_search_then_cited_text() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("ops").await;
+    let page = client.get(format!("{}/new", sim.base_url)).header("cookie", cookie(&session.token)).send().await?;
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await?.contains("data-testid=\"chat-input\""));
+
+    let prompt = "What are the best laptops under $1,000? [[thinking]]";
+    let response = complete(&client, &sim, &session.token, prompt).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = parse_events(&response.text().await?)?;
+    let expected = answer_for(prompt, true);
+
+    assert_eq!(events.first().map(|e| &e["type"]), Some(&json!("message_start")));
+    assert_eq!(events.last().map(|e| &e["type"]), Some(&json!("message_stop")));
+    let kinds: Vec<&str> = block_starts(&events).iter().filter_map(|block| block["type"].as_str()).collect();
+    assert_eq!(kinds, ["thinking", "tool_use", "tool_result", "text"]);
+    let thinking: String = deltas(&events, "thinking_delta").filter_map(|d| d["delta"]["thinking"].as_str()).collect();
+    assert!(thinking.starts_with("The user asks"));
+
+    // The search lists every cited source and some that are only listed.
+    let results = block_starts(&events)[2]["content"].as_array().cloned().unwrap_or_default();
+    assert!(results.len() > expected.citations.len());
+    for citation in &expected.citations {
+        assert!(results.iter().any(|result| result["url"] == citation.url.as_str()));
+    }
+
+    let text: String = deltas(&events, "text_delta").filter_map(|d| d["delta"]["text"].as_str()).collect();
+    assert_eq!(collapse(&text), collapse(&expected.markdown));
+    let cited: Vec<&str> =
+        deltas(&events, "citation_end_delta").filter_map(|d| d["delta"]["citation"]["url"].as_str()).collect();
+    let want: Vec<&str> = expected.citations.iter().map(|c| c.url.as_str()).collect();
+    assert_eq!(cited, want, "each source cited once, in reading order");
+
+    // Without citations no search runs.
+    let response = complete(&client, &sim, &session.token, "Explain tides [[no-citations]]").await?;
+    let events = parse_events(&response.text().await?)?;
+    let kinds: Vec<&str> = block_starts(&events).iter().filter_map(|block| block["type"].as_str()).collect();
+    assert_eq!(kinds, ["text"]);
+    assert_eq!(deltas(&events, "citation_end_delta").count(), 0);
+    assert_eq!(sim.stats().answers_for_token(&session.token), 2);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn limits_failures_challenges_and_expiry_answer_as_claude_does() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("ops").await;
+
+    let limited = complete(&client, &sim, &session.token, "Hi [[rate-limit]]").await?;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let error = limited.json::<Value>().await?;
+    assert_eq!(error["error"]["type"], "rate_limit_error");
+    let resets_at = error["error"]["resets_at"].as_u64().context("resets_at")?;
+    assert_eq!(resets_at % 600, 0, "limits reset on a round ten minutes");
+
+    let failed = complete(&client, &sim, &session.token, "News? [[error]]").await?;
+    let events = parse_events(&failed.text().await?)?;
+    let last = events.last().context("events")?;
+    assert_eq!(last["type"], "error");
+    assert!(last["error"]["message"].as_str().is_some_and(|m| m.contains("response was interrupted")));
+
+    let challenged = complete(&client, &sim, &session.token, "Hi [[challenge]]").await?;
+    assert_eq!(challenged.status(), StatusCode::FORBIDDEN);
+    assert_eq!(challenged.headers()["cf-mitigated"], "challenge");
+    assert!(challenged.text().await?.contains(CHALLENGE_TITLE));
+
+    let expired = complete(&client, &sim, &session.token, "Hi [[expire-session]]").await?;
+    assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
+    let page = client.get(format!("{}/new", sim.base_url)).header("cookie", cookie(&session.token)).send().await?;
+    assert!(page.status().is_redirection(), "the expired session is sent to /login");
+
+    let stats = sim.stats();
+    let token = &stats.by_token[&session.token];
+    assert_eq!((token.rate_limited, token.errors, token.answers), (1, 1, 0));
+    assert_eq!(stats.challenges, 1);
+    sim.shutdown().await;
+    Ok(())
+}
