@@ -105,7 +105,6 @@ function measuredText(node) {
 switch (mode) {
   case 'probe': {
     const composer = firstShown(document, sel.composer);
-    const submit = firstShown(document, sel.submit_button);
     const dialog = firstShown(document, ['[role="dialog"]', '[role="alertdialog"]']);
     const { count, turn } = lastTurn();
     let last = null;
@@ -131,7 +130,6 @@ switch (mode) {
       composer: !!composer,
       composer_text: composerText(composer),
       stop: !!firstShown(document, sel.stop_button),
-      submit_enabled: !!submit && !submit.disabled && submit.getAttribute('aria-disabled') !== 'true',
       turns: count,
       last,
     };
@@ -150,7 +148,7 @@ switch (mode) {
     if (!turn) return null;
     const answer = first(turn, sel.answer);
     if (!answer) return null;
-    const chips = every(answer, sel.citation_chip).map((chip) => ({ href: chipUrl(chip), text: textOf(chip) }));
+    const chips = every(answer, sel.citation_chip).map((chip) => ({ href: chipUrl(chip) }));
     // The text without chips.
     const plain = answer.cloneNode(true);
     every(plain, sel.citation_chip).forEach((chip) => chip.remove());

@@ -85,9 +85,9 @@ pub(crate) fn routes() -> Router<SimState> {
 /// for).
 async fn app_page(State(state): State<SimState>, uri: Uri, headers: HeaderMap) -> Response {
     let config = state.config();
-    let retried = uri.query().is_some_and(|query| {
-        query.split('&').any(|pair| pair.split('=').next() == Some(CHALLENGE_RETRY_PARAM))
-    });
+    let retried = uri
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some(CHALLENGE_RETRY_PARAM)));
     if config.challenge || retried {
         return challenge_page(HOST);
     }
@@ -163,7 +163,10 @@ async fn perplexity_ask(State(state): State<SimState>, headers: HeaderMap, body:
     }
     let Some((token, _label)) = logged_in(&state, &headers) else {
         state.record_login_wall();
-        return (StatusCode::UNAUTHORIZED, Json(json!({"error_code": "UNAUTHORIZED", "message": "Sign in to continue"})))
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error_code": "UNAUTHORIZED", "message": "Sign in to continue"})),
+        )
             .into_response();
     };
     let prompt = match serde_json::from_slice::<AskRequest>(&body) {
