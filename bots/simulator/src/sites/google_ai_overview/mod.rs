@@ -51,11 +51,13 @@
 //! Failure knobs as Google shows them: no session cookie (`__Secure-1PSID`), an expired session
 //! or `[[expire-session]]` → the consent wall (the login wall's role); `[[challenge]]` → a
 //! redirect to `/sorry/index` (HTTP 429, as Google serves it), `config.challenge` → the shared
-//! Cloudflare-style page on every route (the shared edge in `routes.rs`); `[[rate-limit]]`, `config.rate_limit` and
-//! `rate_limit_after` → the block opens with "Can't generate an AI overview right now. Try again
-//! later." (the account asked too much: the /sorry page is kept for the challenge, so the two
-//! classes stay apart); `[[no-overview]]` → organic results only, no block ever; `[[error]]` →
-//! the block stops a third of the way with an alert; `[[stall]]` → it stops and never completes.
+//! Cloudflare-style page on every route (the edge in `routes.rs`); `[[rate-limit]]`,
+//! `config.rate_limit` and `rate_limit_after` → the block opens with "Can't generate an AI
+//! overview right now. Try again later." (the account asked too much: the /sorry page is kept
+//! for the challenge, so the two classes stay apart); `[[no-overview]]` → organic results only,
+//! with no block at all or, for some prompts ([`declines_visibly`]), a block saying "An AI
+//! Overview is not available for this search"; `[[error]]` → the block stops a third of the way
+//! with an alert; `[[stall]]` → it stops and never completes.
 
 mod page;
 
@@ -202,9 +204,10 @@ fn sources_of(answer: &Answer) -> Vec<SourceOut> {
         .collect()
 }
 
-/// `/async/folsrch?q=...`: the deferred AI Overview, as server-sent events: `none` (no overview
-/// for this search), `unavailable` (not now: the rate limit), or `start` (the block opens with
-/// its sources), `chunk`s of text, then `done` or `error`.
+/// `/async/folsrch?q=...`: the deferred AI Overview, as server-sent events: `none` or
+/// `declined` (no overview for this search, silently or said in the block), `unavailable` (not
+/// now: the rate limit), or `start` (the block opens with its sources), `chunk`s of text, then
+/// `done` or `error`.
 async fn folsrch(State(state): State<SimState>, headers: HeaderMap, Query(params): Params) -> Response {
     let Some((token, _label)) = logged_in(&state, &headers) else {
         state.record_login_wall();
@@ -223,6 +226,8 @@ async fn folsrch(State(state): State<SimState>, headers: HeaderMap, Query(params
     tokio::spawn(async move {
         let outcome = if rate_limited {
             deferred(&tx, &pacing, "unavailable", &json!({ "message": UNAVAILABLE_MESSAGE })).await
+        } else if flags.no_overview && declines_visibly(&query) {
+            deferred(&tx, &pacing, "declined", &json!({ "message": NOT_AVAILABLE_MESSAGE })).await
         } else if flags.no_overview {
             deferred(&tx, &pacing, "none", &json!({})).await
         } else {
@@ -234,8 +239,15 @@ async fn folsrch(State(state): State<SimState>, headers: HeaderMap, Query(params
     response
 }
 
+/// Whether a search without an overview says so in a block ("An AI Overview is not available
+/// for this search") rather than showing none. Google does either; the simulator picks by the
+/// prompt, so the same prompt always gets the same page.
+pub(crate) fn declines_visibly(query: &str) -> bool {
+    answer_for(query, true).citations.len() % 2 == 1
+}
+
 /// A one-event answer after the deferred-load delay: `unavailable` counts as a rate-limit
-/// refusal, `none` (no overview for this search) as a result served.
+/// refusal, `none` and `declined` (no overview for this search) as a result served.
 async fn deferred(tx: &EventSender, pacing: &Pacing, event: &str, data: &serde_json::Value) -> Outcome {
     tokio::time::sleep(pacing.first_token_delay).await;
     if !send_event(tx, Some(event), &data.to_string()).await {

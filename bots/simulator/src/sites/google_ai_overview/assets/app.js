@@ -254,6 +254,12 @@
       case 'none':
         // No overview for this search: the page stays as it is, results only.
         return;
+      case 'declined':
+        // No overview for this search, said in the block's header.
+        buildBlock();
+        stopLoading();
+        V.showNotice(ui.root, 'none');
+        return;
       case 'unavailable':
         buildBlock();
         stopLoading();
