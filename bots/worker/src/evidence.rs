@@ -109,7 +109,8 @@ impl Evidence {
             return None;
         }
 
-        let (html, truncated) = html.map_or((String::new(), false), |html| bound_html(html, self.options.max_html_bytes));
+        let (html, truncated) =
+            html.map_or((String::new(), false), |html| bound_html(html, self.options.max_html_bytes));
         let screenshot = screenshot.filter(|png| png.len() <= self.options.max_screenshot_bytes);
         let note = Note {
             captured_at: Utc::now().to_rfc3339(),
@@ -201,9 +202,13 @@ mod tests {
     #[tokio::test]
     async fn only_the_newest_cases_are_kept() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
-        for (index, stem) in ["20260101T000000.000Z-e1-a1-timeout", "20260102T000000.000Z-e2-a1-timeout", "20260103T000000.000Z-e3-a1-timeout"]
-            .iter()
-            .enumerate()
+        for (index, stem) in [
+            "20260101T000000.000Z-e1-a1-timeout",
+            "20260102T000000.000Z-e2-a1-timeout",
+            "20260103T000000.000Z-e3-a1-timeout",
+        ]
+        .iter()
+        .enumerate()
         {
             std::fs::write(dir.path().join(format!("{stem}.html")), "x")?;
             std::fs::write(dir.path().join(format!("{stem}.json")), "{}")?;
@@ -211,7 +216,8 @@ mod tests {
                 std::fs::write(dir.path().join(format!("{stem}.png")), "png")?;
             }
         }
-        let evidence = Evidence::new(EvidenceOptions { dir: dir.path().to_owned(), max_cases: 2, ..Default::default() });
+        let evidence =
+            Evidence::new(EvidenceOptions { dir: dir.path().to_owned(), max_cases: 2, ..Default::default() });
         evidence.prune().await;
         let mut left: Vec<String> =
             std::fs::read_dir(dir.path())?.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect();
