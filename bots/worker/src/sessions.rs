@@ -1,5 +1,11 @@
 //! Where logged-in sessions come from: leases from the platform's `SessionService`, or the
 //! seed's directory of Playwright storage-state files rotated round-robin.
+//!
+//! A session brings its face with it: a proxy and a user agent that stay with it (see
+//! [`crate::browser::BrowserOptions::for_lease`]). In a sessions directory they sit next to the
+//! storage state, so that re-saving the state (Playwright rewrites the whole JSON) keeps them:
+//! `alice.json` with `alice.proxy` (one proxy URL, e.g. `socks5://10.0.0.7:1080`) and
+//! `alice.user-agent` (one user agent line), both optional.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,10 +28,15 @@ const DIR_CHALLENGE_COOLDOWN: Duration = Duration::from_secs(60 * 60);
 pub struct Lease {
     /// Lease id (SessionService) or file path (directory).
     pub id: String,
-    /// A name for logs: the account id or the file name.
+    /// The account id (SessionService) or the file name (directory): a name for logs, and the
+    /// seed a user agent is derived from when the session names none.
     pub label: String,
     /// Playwright storage state JSON.
     pub storage_state_json: String,
+    /// Proxy URL the session's browser goes through; `None`: direct.
+    pub proxy: Option<String>,
+    /// The session's user agent; empty: derive one from `label`.
+    pub user_agent: String,
     /// Evaluations to run on it before handing it back (rotation).
     pub max_runs: u32,
     /// When the lease lapses on the platform's side, if it does.
@@ -158,6 +169,8 @@ impl ServiceSessions {
             id: response.lease_id,
             label: response.account_id,
             storage_state_json: response.storage_state_json,
+            proxy: Some(response.proxy).filter(|proxy| !proxy.is_empty()),
+            user_agent: response.user_agent,
             max_runs: response.max_runs.max(1),
             expires_at,
         })
@@ -233,12 +246,16 @@ impl DirSessions {
         };
         let storage_state_json =
             std::fs::read_to_string(&path).map_err(|source| SessionError::Io { path: path.clone(), source })?;
+        let proxy = sidecar(&path, "proxy")?;
+        let user_agent = sidecar(&path, "user-agent")?.unwrap_or_default();
         self.expired.remove(&path);
         self.last = Some(path.clone());
         Ok(Lease {
             id: path.display().to_string(),
             label: path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
             storage_state_json,
+            proxy,
+            user_agent,
             max_runs: self.per_session_runs,
             expires_at: None,
         })
@@ -262,6 +279,16 @@ impl DirSessions {
                 self.cooling.insert(path, Instant::now() + DIR_CHALLENGE_COOLDOWN);
             }
         }
+    }
+}
+
+/// The first non-empty line of `<stem>.<extension>` next to a session file, if there is one.
+fn sidecar(session: &Path, extension: &str) -> Result<Option<String>, SessionError> {
+    let path = session.with_extension(extension);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(text.lines().map(str::trim).find(|line| !line.is_empty()).map(str::to_owned)),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SessionError::Io { path, source }),
     }
 }
 
@@ -305,6 +332,41 @@ mod tests {
 
         let empty = tempfile::tempdir()?;
         assert!(matches!(Sessions::dir(empty.path(), 1).lease().await, Err(SessionError::NoneAvailable(_))));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_challenged_session_file_rests_like_a_rate_limited_one() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        for name in ["a.json", "b.json"] {
+            std::fs::write(dir.path().join(name), "{\"cookies\": []}")?;
+        }
+        let mut sessions = Sessions::dir(dir.path(), 1);
+        let a = sessions.lease().await?;
+        sessions.give_back(&a, Outcome::Challenged, 1, "cloudflare").await;
+        for _ in 0..3 {
+            let next = sessions.lease().await?;
+            assert_eq!(next.label, "b.json", "a is cooling after its challenge");
+            sessions.give_back(&next, Outcome::Ok, 1, "").await;
+        }
+        assert!(DIR_CHALLENGE_COOLDOWN > DIR_COOLDOWN);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_session_file_brings_its_proxy_and_user_agent_from_files_beside_it()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("alice.json"), "{\"cookies\": []}")?;
+        std::fs::write(dir.path().join("alice.proxy"), "\n  socks5://10.0.0.7:1080  \n")?;
+        std::fs::write(dir.path().join("alice.user-agent"), "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0\n")?;
+        std::fs::write(dir.path().join("bob.json"), "{\"cookies\": []}")?;
+        let mut sessions = Sessions::dir(dir.path(), 1);
+        let alice = sessions.lease().await?;
+        assert_eq!(alice.proxy.as_deref(), Some("socks5://10.0.0.7:1080"));
+        assert_eq!(alice.user_agent, "Mozilla/5.0 (X11; Linux x86_64) Chrome/156.0.0.0");
+        let bob = sessions.lease().await?;
+        assert_eq!((bob.label.as_str(), bob.proxy.as_deref(), bob.user_agent.as_str()), ("bob.json", None, ""));
         Ok(())
     }
 }

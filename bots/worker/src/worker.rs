@@ -244,7 +244,7 @@ impl<A: Adapter> Worker<A> {
         }
         // Whatever the cause, without a session the task is better off with another bot.
         let lease = self.sessions.lease().await.map_err(|error: SessionError| Attempt::NoSession(error.to_string()))?;
-        let browser = match Browser::launch(&self.settings.browser).await {
+        let browser = match Browser::launch(&self.settings.browser.for_lease(&lease)).await {
             Ok(browser) => browser,
             Err(error) => {
                 self.sessions.give_back(&lease, Outcome::Ok, 0, "browser did not start").await;

@@ -23,7 +23,6 @@ use aap_bot::{Adapter, AnyAdapter, Browser, BrowserOptions};
 use aap_proto::v1::answer_event::Event;
 use aap_simulator::{Simulator, SimulatorConfig, Site};
 use common::*;
-use futures::StreamExt;
 
 fn rounds() -> usize {
     std::env::var("AAP_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(15).max(3)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use aap_answers::AnswersConfig;
 use aap_evaluations::gateway::GatewayConfig;
 use aap_platform::auth::{Role, Tokens};
-use aap_sessions::SessionsConfig;
+use aap_sessions::{SessionKey, SessionsConfig};
 use clap::Args;
 use secrecy::SecretString;
 
@@ -43,6 +43,20 @@ pub struct ServiceArgs {
     /// Evaluations a bot may run on a leased session before it rotates to the next.
     #[arg(long, env = "AAP_PER_SESSION_RUNS", default_value_t = 10)]
     pub per_session_runs: u32,
+    /// Minutes an account rests after a bot challenge (Cloudflare and the like); longer than a
+    /// rate limit's rest.
+    #[arg(long, env = "AAP_CHALLENGE_COOLDOWN_MINUTES", default_value_t = 60)]
+    pub challenge_cooldown_minutes: u64,
+    /// Key that encrypts session states and proxy URLs at rest (AES-256-GCM): 32 bytes as 64 hex
+    /// digits or base64 (`openssl rand -hex 32`). Keep it: what was stored with it cannot be
+    /// read without it. `aap serve` refuses to start without a key; `aap dev` keeps one in
+    /// <data dir>/session.key.
+    #[arg(long, env = "AAP_SESSION_KEY", hide_env_values = true, value_parser = parse_session_key)]
+    pub session_key: Option<SessionKey>,
+    /// File holding the session key (hex, base64 or 32 raw bytes), read when --session-key is
+    /// not given; e.g. a mounted secret.
+    #[arg(long, env = "AAP_SESSION_KEY_FILE", value_parser = read_session_key_file)]
+    pub session_key_file: Option<SessionKey>,
     /// Customer tokens (AnswersService), comma-separated.
     #[arg(long, env = "AAP_CUSTOMER_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub customer_tokens: Vec<String>,
@@ -52,6 +66,14 @@ pub struct ServiceArgs {
     /// Operator tokens (SessionService administration), comma-separated.
     #[arg(long, env = "AAP_OPERATOR_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub operator_tokens: Vec<String>,
+}
+
+fn parse_session_key(text: &str) -> Result<SessionKey, String> {
+    SessionKey::parse(text).map_err(|error| error.to_string())
+}
+
+fn read_session_key_file(path: &str) -> Result<SessionKey, String> {
+    SessionKey::read_file(std::path::Path::new(path)).map_err(|error| error.to_string())
 }
 
 fn secrets(values: &[String]) -> Vec<SecretString> {
@@ -83,7 +105,12 @@ impl ServiceArgs {
                 claim_ttl: Duration::from_secs(self.claim_ttl_secs),
                 poll_claim_ttl: Duration::from_secs(self.poll_claim_ttl_secs),
             },
-            sessions: SessionsConfig { per_session_runs: self.per_session_runs, ..SessionsConfig::default() },
+            sessions: SessionsConfig {
+                per_session_runs: self.per_session_runs,
+                challenge_cooldown: Duration::from_secs(self.challenge_cooldown_minutes.saturating_mul(60)),
+                key: self.session_key.clone().or_else(|| self.session_key_file.clone()),
+                ..SessionsConfig::default()
+            },
             scheduler_tick: Duration::from_secs(1),
         }
     }

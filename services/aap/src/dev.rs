@@ -151,6 +151,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 
     let tokens = dev_tokens(&data_dir)?;
     let mut service = args.service.clone();
+    // One key for the life of the data dir: the sessions stored under it stay readable.
+    if service.session_key.is_none() && service.session_key_file.is_none() {
+        let path = data_dir.join("session.key");
+        service.session_key = Some(aap_sessions::SessionKey::load_or_create(&path).context("session key")?);
+    }
     service.customer_tokens = vec![tokens.customer.clone()];
     service.bot_tokens = vec![tokens.bot.clone()];
     service.operator_tokens = vec![tokens.operator.clone()];

@@ -57,6 +57,13 @@ impl Platform {
     /// Connects to PostgreSQL and NATS, migrates, and serves gRPC on `grpc` and the seed's
     /// HTTP API on `http`. Health reports SERVING once both are reachable.
     pub async fn start(config: PlatformConfig, grpc: TcpListener, http: TcpListener) -> anyhow::Result<Platform> {
+        let Some(session_key) = &config.sessions.key else {
+            anyhow::bail!(
+                "no session key: set AAP_SESSION_KEY (64 hex digits or base64 of 32 bytes, e.g. `openssl rand -hex 32`) \
+                 or AAP_SESSION_KEY_FILE"
+            );
+        };
+        tracing::info!(key_id = session_key.id(), "session states encrypted at rest");
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let pool = aap_platform::db::connect_and_migrate(&config.database_url, 20).await.context("database")?;
@@ -69,7 +76,10 @@ impl Platform {
 
         let gateway = Gateway::new(pool.clone(), queue.clone(), config.gateway.clone());
         let answers = Answers::new(pool.clone(), embedder, queue.clone(), config.answers.clone());
-        let sessions = aap_sessions::grpc::SessionGrpc::new(pool.clone(), config.sessions.clone());
+        let directory = aap_sessions::SessionDirectory::new(pool.clone(), config.sessions.clone());
+        // Rows stored before encryption at rest (migration 0004) are sealed before anything is lent.
+        directory.seal_plaintext_rows().await.context("encrypting plain-text session states")?;
+        let sessions = aap_sessions::grpc::SessionGrpc::from(directory);
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

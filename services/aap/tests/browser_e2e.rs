@@ -27,6 +27,7 @@ async fn add_account(app: &TestApp, sim: &Simulator, label: &str) {
             plan: "Plus".into(),
             label: label.into(),
             storage_state_json: state,
+            ..CreateAccountRequest::default()
         })
         .await
         .expect("account created");

@@ -111,9 +111,8 @@ impl SessionKey {
                 .find_map(|engine| engine.decode(text).ok())
                 .ok_or_else(|| KeyError::Malformed("neither 64 hex digits nor base64".to_owned()))?
         };
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|bytes: Vec<u8>| KeyError::Malformed(format!("{} bytes decoded", bytes.len())))?;
+        let bytes: [u8; 32] =
+            bytes.try_into().map_err(|bytes: Vec<u8>| KeyError::Malformed(format!("{} bytes decoded", bytes.len())))?;
         Ok(SessionKey::from_bytes(bytes))
     }
 

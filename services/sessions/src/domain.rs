@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::store::{self, AccountReturn, NewAccountRow, Store};
+use crate::crypto::{OpenError, SessionKey};
+use crate::identity::{ProxyUrl, check_user_agent};
+use crate::store::{self, AccountReturn, AccountSettings, NewAccountRow, PickedAccount, Store};
 
 /// How the service lends sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +24,12 @@ pub struct SessionsConfig {
     pub lease_ttl: Duration,
     /// How long a rate-limited account rests before it is lent again.
     pub rate_limit_cooldown: Duration,
+    /// How long an account that met a bot challenge (Cloudflare and the like) rests: longer than
+    /// a rate limit, since a challenged browser or proxy stays suspect for a while.
+    pub challenge_cooldown: Duration,
+    /// The key that seals session states and proxy URLs at rest. `None`: every call that
+    /// stores or lends a session state fails with FAILED_PRECONDITION until a key is configured.
+    pub key: Option<SessionKey>,
 }
 
 impl Default for SessionsConfig {
@@ -30,6 +38,10 @@ impl Default for SessionsConfig {
             per_session_runs: 10,
             lease_ttl: Duration::from_secs(15 * 60),
             rate_limit_cooldown: Duration::from_secs(30 * 60),
+            challenge_cooldown: Duration::from_secs(60 * 60),
+            // A fresh random key: right for tests; a server passes its own key, or what it stored
+            // could not be read after a restart.
+            key: Some(SessionKey::generate()),
         }
     }
 }
@@ -71,6 +83,27 @@ pub enum SessionError {
     /// The lease was returned before; a return is applied once.
     #[error("lease {0} was already returned")]
     LeaseAlreadyReturned(Uuid),
+    /// No session key is configured, so session states can be neither stored nor lent.
+    #[error("no session key is configured: set AAP_SESSION_KEY or AAP_SESSION_KEY_FILE")]
+    NoKey,
+    /// A stored value does not open with the configured key: the key changed, or the row was
+    /// altered. Never a panic: the account is unusable until the right key is configured or its
+    /// state is replaced.
+    #[error(
+        "the stored {field} of account {account_id} cannot be decrypted with the configured session key: {cause}; \
+         configure the key it was written with, or replace it (UpdateSessionState, UpdateAccount)"
+    )]
+    Undecryptable {
+        /// The account.
+        account_id: Uuid,
+        /// `session state` or `proxy`.
+        field: &'static str,
+        /// What went wrong (names key ids, never keys).
+        cause: OpenError,
+    },
+    /// A value too large to encrypt.
+    #[error("{0} is too large to store")]
+    TooLarge(&'static str),
     /// The database failed; the cause is for the logs, not for the caller.
     #[error("session store failed: {0}")]
     Database(#[from] sqlx::Error),
@@ -159,12 +192,20 @@ fn check_storage_state(field: &'static str, json: &str) -> SessionResult<()> {
     }
 }
 
+/// Checks an optional proxy URL; empty means none.
+fn parse_proxy(text: &str) -> SessionResult<Option<ProxyUrl>> {
+    match text.trim() {
+        "" => Ok(None),
+        text => ProxyUrl::parse(text).map(Some).map_err(|reason| invalid("proxy", reason)),
+    }
+}
+
 /// Whether an account can be lent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccountStatus {
     /// Lent in rotation.
     Active,
-    /// Rate limited: lent again after its cool-down.
+    /// Rate limited or challenged: lent again after its cool-down.
     Cooling,
     /// Its login expired: never lent until an operator replaces its session state.
     Expired,
@@ -189,6 +230,15 @@ pub struct Account {
     pub cooldown_until: Option<DateTime<Utc>>,
     /// True while a lease that has not lapsed holds it.
     pub leased: bool,
+    /// The proxy for operators' eyes (`scheme://host:port`), empty without one.
+    pub proxy: String,
+    /// The operator's user agent; empty: the bot derives one from the account id.
+    pub user_agent: String,
+    /// Bot challenges met on it so far.
+    pub challenges: u64,
+    pub last_challenged_at: Option<DateTime<Utc>>,
+    /// Challenges met since the current proxy was set.
+    pub proxy_challenges: u64,
 }
 
 /// An account for [`SessionDirectory::create_account`], as the operator sent it.
@@ -202,6 +252,22 @@ pub struct NewAccount<'a> {
     pub label: &'a str,
     /// A Playwright storage-state JSON document.
     pub storage_state_json: &'a str,
+    /// `http://`, `https://` or `socks5://` proxy URL; empty: none.
+    pub proxy: &'a str,
+    /// The user agent to present; empty: the bot derives one.
+    pub user_agent: &'a str,
+}
+
+/// Changes to an account's settings for [`SessionDirectory::update_account`]; `None` leaves a
+/// setting alone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountUpdate<'a> {
+    /// A new proxy URL; empty removes the proxy.
+    pub proxy: Option<&'a str>,
+    /// A new user agent; empty lets the bot derive one.
+    pub user_agent: Option<&'a str>,
+    /// A new label.
+    pub label: Option<&'a str>,
 }
 
 /// A session lent to a bot.
@@ -212,8 +278,12 @@ pub struct Lease {
     pub account_id: Uuid,
     /// The account's plan, as the operator spells it.
     pub plan: String,
-    /// The account's Playwright storage state, as stored.
+    /// The account's Playwright storage state, as the operator sent it.
     pub storage_state_json: String,
+    /// The account's proxy URL for the browser, `None` without one.
+    pub proxy: Option<String>,
+    /// The account's user agent; empty: the bot derives one from the account id.
+    pub user_agent: String,
     /// Evaluations the bot may run before it returns the session.
     pub max_runs: u32,
     /// When the lease lapses and the account goes back into rotation without a return.
@@ -229,6 +299,9 @@ pub enum LeaseOutcome {
     Expired,
     /// The assistant refused with too many requests: the account cools down.
     RateLimited,
+    /// The site showed a bot challenge: the account and its proxy are marked and the account
+    /// cools down for the (longer) challenge cool-down.
+    Challenged,
 }
 
 impl LeaseOutcome {
@@ -237,6 +310,7 @@ impl LeaseOutcome {
             LeaseOutcome::Ok => "ok",
             LeaseOutcome::Expired => "expired",
             LeaseOutcome::RateLimited => "rate_limited",
+            LeaseOutcome::Challenged => "challenged",
         }
     }
 }
@@ -250,20 +324,27 @@ fn settle(
     stored: AccountStatus,
     outcome: LeaseOutcome,
     lease_of_current_state: bool,
-    cooldown: Duration,
+    config: &SessionsConfig,
 ) -> (AccountStatus, Option<Duration>) {
     match (stored, outcome) {
         (AccountStatus::Expired, _) => (AccountStatus::Expired, None),
         (_, LeaseOutcome::Expired) if lease_of_current_state => (AccountStatus::Expired, None),
         (_, LeaseOutcome::Expired) | (_, LeaseOutcome::Ok) => (stored, None),
-        (_, LeaseOutcome::RateLimited) => (AccountStatus::Cooling, Some(cooldown)),
+        (_, LeaseOutcome::RateLimited) => (AccountStatus::Cooling, Some(config.rate_limit_cooldown)),
+        (_, LeaseOutcome::Challenged) => (AccountStatus::Cooling, Some(config.challenge_cooldown)),
     }
+}
+
+/// What a sealed column's associated data says: the value belongs to this account and column.
+fn seal_context(account_id: Uuid, column: &str) -> String {
+    format!("aap.session_accounts.{column}.{account_id}")
 }
 
 /// The accounts bots log in with, and their rotation.
 ///
-/// Session states are stored as sent, in plain text: encryption at rest is not implemented yet,
-/// so the database must be treated as holding live logins.
+/// Session states and proxy URLs are stored sealed with the configured [`SessionKey`]
+/// (AES-256-GCM); rows from before encryption are sealed by
+/// [`SessionDirectory::seal_plaintext_rows`], which the platform runs as it starts.
 #[derive(Debug, Clone)]
 pub struct SessionDirectory {
     store: Store,
@@ -281,20 +362,84 @@ impl SessionDirectory {
         &self.config
     }
 
+    fn key(&self) -> SessionResult<&SessionKey> {
+        self.config.key.as_ref().ok_or(SessionError::NoKey)
+    }
+
+    fn seal(&self, account_id: Uuid, column: &'static str, plaintext: &str) -> SessionResult<Vec<u8>> {
+        let key = self.key()?;
+        let field = if column == "proxy" { "proxy" } else { "storage_state_json" };
+        key.seal(plaintext.as_bytes(), &seal_context(account_id, column)).map_err(|_| SessionError::TooLarge(field))
+    }
+
+    fn open(&self, account_id: Uuid, column: &'static str, sealed: &[u8]) -> SessionResult<String> {
+        let field = if column == "proxy" { "proxy" } else { "session state" };
+        let undecryptable = |cause| SessionError::Undecryptable { account_id, field, cause };
+        let plaintext = self.key()?.open(sealed, &seal_context(account_id, column)).map_err(undecryptable)?;
+        // Only valid UTF-8 was ever sealed; anything else means the row was tampered with.
+        String::from_utf8(plaintext).map_err(|_| undecryptable(OpenError::Tampered))
+    }
+
+    /// The session state and proxy of a picked account, opened.
+    fn open_picked(&self, account: &PickedAccount) -> SessionResult<(String, Option<String>)> {
+        let state = match (&account.storage_state_sealed, &account.storage_state) {
+            (Some(sealed), _) => self.open(account.id, "storage_state", sealed)?,
+            // A row from before encryption that seal_plaintext_rows has not reached yet.
+            (None, Some(plain)) => plain.clone(),
+            (None, None) => {
+                return Err(SessionError::Undecryptable {
+                    account_id: account.id,
+                    field: "session state",
+                    cause: OpenError::Format,
+                });
+            }
+        };
+        let proxy = account.proxy_sealed.as_deref().map(|sealed| self.open(account.id, "proxy", sealed)).transpose()?;
+        Ok((state, proxy))
+    }
+
+    /// Seals the session states still stored in plain text (rows written before encryption at
+    /// rest, migration 0004) with the configured key; returns how many it sealed. Idempotent,
+    /// and safe to run from several replicas at once.
+    #[tracing::instrument(skip(self))]
+    pub async fn seal_plaintext_rows(&self) -> SessionResult<u64> {
+        let key = self.key()?;
+        let mut sealed = 0;
+        for (id, plaintext) in self.store.plaintext_states().await? {
+            let value = key
+                .seal(plaintext.as_bytes(), &seal_context(id, "storage_state"))
+                .map_err(|_| SessionError::TooLarge("storage_state_json"))?;
+            if self.store.seal_state(id, &plaintext, &value).await? {
+                sealed += 1;
+            }
+        }
+        if sealed > 0 {
+            tracing::info!(sealed, key_id = key.id(), "plain-text session states encrypted");
+        }
+        Ok(sealed)
+    }
+
     /// Adds an active account.
     #[tracing::instrument(skip_all, fields(assistant = new.assistant, plan = new.plan, label = new.label))]
     pub async fn create_account(&self, new: NewAccount<'_>) -> SessionResult<Account> {
         let assistant = parse_assistant("assistant", new.assistant)?;
         let plan = parse_account_plan(new.plan)?;
         check_storage_state("storage_state_json", new.storage_state_json)?;
+        let proxy = parse_proxy(new.proxy)?;
+        let user_agent = check_user_agent(new.user_agent).map_err(|reason| invalid("user_agent", reason))?;
         let plan_key = assistants::normalize_plan(plan);
+        let id = Uuid::new_v4();
+        let proxy_sealed = proxy.as_ref().map(|proxy| self.seal(id, "proxy", &proxy.as_str())).transpose()?;
         let row = NewAccountRow {
-            id: Uuid::new_v4(),
+            id,
             assistant,
             plan,
             plan_key: &plan_key,
             label: new.label.trim(),
-            storage_state: new.storage_state_json,
+            storage_state_sealed: self.seal(id, "storage_state", new.storage_state_json)?,
+            proxy_sealed,
+            proxy_display: proxy.as_ref().map(ProxyUrl::display).unwrap_or_default(),
+            user_agent: &user_agent,
         };
         let account = self.store.insert_account(&row).await?;
         tracing::info!(account_id = %account.id, "account created");
@@ -316,9 +461,28 @@ impl SessionDirectory {
     pub async fn update_session_state(&self, account_id: &str, storage_state_json: &str) -> SessionResult<Account> {
         let id = parse_id("account_id", account_id)?;
         check_storage_state("storage_state_json", storage_state_json)?;
-        let account =
-            self.store.replace_storage_state(id, storage_state_json).await?.ok_or(SessionError::AccountNotFound(id))?;
+        let sealed = self.seal(id, "storage_state", storage_state_json)?;
+        let account = self.store.replace_storage_state(id, &sealed).await?.ok_or(SessionError::AccountNotFound(id))?;
         tracing::info!("session state replaced");
+        Ok(account)
+    }
+
+    /// Changes an account's proxy, user agent or label; its session state, status and leases
+    /// stay as they are. A new proxy starts with no challenges.
+    #[tracing::instrument(skip(self, update))]
+    pub async fn update_account(&self, account_id: &str, update: AccountUpdate<'_>) -> SessionResult<Account> {
+        let id = parse_id("account_id", account_id)?;
+        let proxy = update.proxy.map(parse_proxy).transpose()?;
+        let user_agent =
+            update.user_agent.map(check_user_agent).transpose().map_err(|reason| invalid("user_agent", reason))?;
+        let proxy = match proxy {
+            Some(Some(proxy)) => Some((Some(self.seal(id, "proxy", &proxy.as_str())?), proxy.display())),
+            Some(None) => Some((None, String::new())),
+            None => None,
+        };
+        let settings = AccountSettings { proxy, user_agent, label: update.label.map(str::trim) };
+        let account = self.store.update_settings(id, &settings).await?.ok_or(SessionError::AccountNotFound(id))?;
+        tracing::info!(proxy = account.proxy, user_agent = account.user_agent, "account settings changed");
         Ok(account)
     }
 
@@ -339,6 +503,16 @@ impl SessionDirectory {
                 SessionError::Exhausted { target, next_free_at: availability.next_free_at }
             });
         };
+        // Opened before the lease is recorded: an account whose state cannot be read is refused
+        // without a lease to clean up.
+        let (storage_state_json, proxy) = match self.open_picked(&account) {
+            Ok(opened) => opened,
+            Err(error) => {
+                tx.rollback().await?;
+                tracing::error!(account_id = %account.id, %error, "cannot lend the account");
+                return Err(error);
+            }
+        };
         let lease_id = Uuid::new_v4();
         let max_runs = self.config.per_session_runs;
         let expires_at =
@@ -349,14 +523,17 @@ impl SessionDirectory {
             id: lease_id,
             account_id: account.id,
             plan: account.plan,
-            storage_state_json: account.storage_state,
+            storage_state_json,
+            proxy,
+            user_agent: account.user_agent,
             max_runs,
             expires_at,
         })
     }
 
     /// Takes a lease back: records the runs, frees the account and applies the outcome
-    /// (expired: retired; rate limited: cools down). A lease is returned once; a lapsed lease
+    /// (expired: retired; rate limited: cools down; challenged: marked, with its proxy, and
+    /// cools down longer). A lease is returned once; a lapsed lease
     /// may still be returned, and then leaves its account's newer lease alone.
     #[tracing::instrument(skip(self, detail))]
     pub async fn return_lease(
@@ -374,9 +551,10 @@ impl SessionDirectory {
         }
         let stored = store::lock_account(&mut tx, lease.account_id).await?;
         let current_state = lease.state_version == stored.state_version;
-        let (status, cooldown) = settle(stored.status, outcome, current_state, self.config.rate_limit_cooldown);
+        let (status, cooldown) = settle(stored.status, outcome, current_state, &self.config);
         store::close_lease(&mut tx, lease_id, outcome.as_str(), runs, detail).await?;
-        let change = AccountReturn { account_id: lease.account_id, lease_id, runs, status, cooldown };
+        let challenged = outcome == LeaseOutcome::Challenged;
+        let change = AccountReturn { account_id: lease.account_id, lease_id, runs, status, cooldown, challenged };
         let account = store::apply_return(&mut tx, &change).await?;
         tx.commit().await?;
         tracing::info!(account_id = %account.id, status = ?account.status, "session returned");
@@ -389,28 +567,52 @@ mod tests {
     use super::*;
 
     const COOL: Duration = Duration::from_secs(60);
+    const CHALLENGE_COOL: Duration = Duration::from_secs(600);
+
+    fn config() -> SessionsConfig {
+        SessionsConfig {
+            rate_limit_cooldown: COOL,
+            challenge_cooldown: CHALLENGE_COOL,
+            key: None,
+            ..SessionsConfig::default()
+        }
+    }
 
     #[test]
     fn expired_accounts_stay_expired_whatever_the_return_says() {
-        for outcome in [LeaseOutcome::Ok, LeaseOutcome::RateLimited, LeaseOutcome::Expired] {
-            assert_eq!(settle(AccountStatus::Expired, outcome, true, COOL), (AccountStatus::Expired, None));
+        let outcomes = [LeaseOutcome::Ok, LeaseOutcome::RateLimited, LeaseOutcome::Expired, LeaseOutcome::Challenged];
+        for outcome in outcomes {
+            assert_eq!(settle(AccountStatus::Expired, outcome, true, &config()), (AccountStatus::Expired, None));
         }
     }
 
     #[test]
     fn a_login_wall_on_an_older_state_leaves_the_new_login_alone() {
-        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Expired, false, COOL), (AccountStatus::Active, None));
-        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Expired, true, COOL), (AccountStatus::Expired, None));
+        let config = config();
+        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Expired, false, &config), (AccountStatus::Active, None));
+        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Expired, true, &config), (AccountStatus::Expired, None));
     }
 
     #[test]
-    fn rate_limits_start_a_cool_down_and_ok_keeps_the_status() {
+    fn rate_limits_and_challenges_start_their_own_cool_downs_and_ok_keeps_the_status() {
+        let config = config();
         assert_eq!(
-            settle(AccountStatus::Active, LeaseOutcome::RateLimited, true, COOL),
+            settle(AccountStatus::Active, LeaseOutcome::RateLimited, true, &config),
             (AccountStatus::Cooling, Some(COOL))
         );
-        assert_eq!(settle(AccountStatus::Cooling, LeaseOutcome::Ok, true, COOL), (AccountStatus::Cooling, None));
-        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Ok, true, COOL), (AccountStatus::Active, None));
+        assert_eq!(
+            settle(AccountStatus::Active, LeaseOutcome::Challenged, true, &config),
+            (AccountStatus::Cooling, Some(CHALLENGE_COOL))
+        );
+        assert_eq!(settle(AccountStatus::Cooling, LeaseOutcome::Ok, true, &config), (AccountStatus::Cooling, None));
+        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Ok, true, &config), (AccountStatus::Active, None));
+    }
+
+    #[test]
+    fn the_default_challenge_cool_down_outlasts_the_rate_limit_one() {
+        let config = SessionsConfig::default();
+        assert!(config.challenge_cooldown > config.rate_limit_cooldown);
+        assert_eq!(config.challenge_cooldown, Duration::from_secs(3600));
     }
 
     #[test]

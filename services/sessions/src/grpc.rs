@@ -8,7 +8,9 @@ use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::{Account, AccountStatus, LeaseOutcome, NewAccount, SessionDirectory, SessionError, SessionsConfig};
+use crate::domain::{
+    Account, AccountStatus, AccountUpdate, LeaseOutcome, NewAccount, SessionDirectory, SessionError, SessionsConfig,
+};
 
 /// The tonic service; serve it with `SessionServiceServer::new(SessionGrpc::new(pool, config))`.
 #[derive(Debug, Clone)]
@@ -50,6 +52,11 @@ fn account_message(account: Account) -> pb::Account {
         last_leased_at: account.last_leased_at.map(timestamp),
         cooldown_until: account.cooldown_until.map(timestamp),
         leased: account.leased,
+        proxy: account.proxy,
+        user_agent: account.user_agent,
+        challenges: account.challenges,
+        last_challenged_at: account.last_challenged_at.map(timestamp),
+        proxy_challenges: account.proxy_challenges,
     }
 }
 
@@ -58,6 +65,7 @@ fn lease_outcome(value: i32) -> Result<LeaseOutcome, SessionError> {
         Ok(pb::LeaseOutcome::Unspecified | pb::LeaseOutcome::Ok) => Ok(LeaseOutcome::Ok),
         Ok(pb::LeaseOutcome::Expired) => Ok(LeaseOutcome::Expired),
         Ok(pb::LeaseOutcome::RateLimited) => Ok(LeaseOutcome::RateLimited),
+        Ok(pb::LeaseOutcome::Challenged) => Ok(LeaseOutcome::Challenged),
         Err(_) => Err(SessionError::InvalidArgument { field: "outcome", reason: format!("unknown outcome {value}") }),
     }
 }
@@ -74,6 +82,8 @@ impl SessionService for SessionGrpc {
             plan: &req.plan,
             label: &req.label,
             storage_state_json: &req.storage_state_json,
+            proxy: &req.proxy,
+            user_agent: &req.user_agent,
         };
         let account = self.directory.create_account(new).await?;
         Ok(Response::new(pb::CreateAccountResponse { account: Some(account_message(account)) }))
@@ -96,6 +106,20 @@ impl SessionService for SessionGrpc {
         Ok(Response::new(pb::UpdateSessionStateResponse { account: Some(account_message(account)) }))
     }
 
+    async fn update_account(
+        &self,
+        request: Request<pb::UpdateAccountRequest>,
+    ) -> Result<Response<pb::UpdateAccountResponse>, Status> {
+        let req = request.into_inner();
+        let update = AccountUpdate {
+            proxy: req.proxy.as_deref(),
+            user_agent: req.user_agent.as_deref(),
+            label: req.label.as_deref(),
+        };
+        let account = self.directory.update_account(&req.account_id, update).await?;
+        Ok(Response::new(pb::UpdateAccountResponse { account: Some(account_message(account)) }))
+    }
+
     async fn lease_session(
         &self,
         request: Request<pb::LeaseSessionRequest>,
@@ -109,6 +133,8 @@ impl SessionService for SessionGrpc {
             storage_state_json: lease.storage_state_json,
             max_runs: lease.max_runs,
             expires_at: Some(timestamp(lease.expires_at)),
+            proxy: lease.proxy.unwrap_or_default(),
+            user_agent: lease.user_agent,
         }))
     }
 
@@ -132,9 +158,15 @@ impl From<SessionError> for Status {
                 message,
                 ErrorDetails::with_bad_request_violation(field, reason),
             ),
-            SessionError::NoAccount { .. } | SessionError::LeaseAlreadyReturned(_) => {
-                Status::failed_precondition(message)
-            }
+            SessionError::NoAccount { .. }
+            | SessionError::LeaseAlreadyReturned(_)
+            | SessionError::NoKey
+            | SessionError::Undecryptable { .. } => Status::failed_precondition(message),
+            SessionError::TooLarge(field) => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field, "too large to store"),
+            ),
             SessionError::Exhausted { next_free_at, .. } => {
                 // The database's clock set next_free_at; a skew only shifts the hint.
                 let retry_after = next_free_at.and_then(|at| (at - Utc::now()).to_std().ok());

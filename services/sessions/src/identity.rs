@@ -94,9 +94,15 @@ mod tests {
 
     #[test]
     fn proxies_need_a_known_scheme_a_host_and_a_port() {
-        assert_eq!(ProxyUrl::parse(" socks5://10.1.2.3:1080 ").map(|p| p.as_str()), Ok("socks5://10.1.2.3:1080".into()));
+        assert_eq!(
+            ProxyUrl::parse(" socks5://10.1.2.3:1080 ").map(|p| p.as_str()),
+            Ok("socks5://10.1.2.3:1080".into())
+        );
         assert_eq!(ProxyUrl::parse("http://proxy.example").map(|p| p.as_str()), Ok("http://proxy.example:80".into()));
-        assert_eq!(ProxyUrl::parse("https://p.example:8443/").map(|p| p.display()), Ok("https://p.example:8443".into()));
+        assert_eq!(
+            ProxyUrl::parse("https://p.example:8443/").map(|p| p.display()),
+            Ok("https://p.example:8443".into())
+        );
         for bad in ["", "proxy:8080", "ftp://p:21", "socks5://p", "http://p:1/x", "http://p:1?a=b", "socks4://p:1"] {
             assert!(ProxyUrl::parse(bad).is_err(), "{bad:?} accepted");
         }
@@ -113,7 +119,8 @@ mod tests {
 
     #[test]
     fn user_agents_are_one_printable_line_and_never_headless() {
-        let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+        let ua =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
         assert_eq!(check_user_agent(ua).as_deref(), Ok(ua));
         assert_eq!(check_user_agent("").as_deref(), Ok(""));
         assert!(check_user_agent(&ua.replace("Chrome/", "HeadlessChrome/")).is_err());

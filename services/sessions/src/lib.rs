@@ -4,8 +4,12 @@
 //! - [`domain`]: [`SessionDirectory`] creates and lists accounts, replaces session states, and
 //!   lends and takes back sessions; it knows nothing of gRPC.
 //! - [`grpc`]: [`grpc::SessionGrpc`], the thin tonic adapter.
+//! - [`crypto`]: [`SessionKey`], which seals session states and proxy URLs at rest
+//!   (AES-256-GCM).
+//! - [`identity`]: proxy URLs and user agents, what keeps an account looking like one person.
 //! - `store`: every SQL statement, over the tables of
-//!   `services/platform/migrations/0002_sessions.sql` (run by `aap_platform::db`).
+//!   `services/platform/migrations/0002_sessions.sql` and `0004_session_identity.sql` (run by
+//!   `aap_platform::db`).
 //!
 //! ```no_run
 //! # async fn serve(pool: sqlx::PgPool) {
@@ -15,13 +19,18 @@
 //! # }
 //! ```
 //!
-//! Session states are stored unencrypted for now: encryption at rest is out of scope so far.
+//! A server must pass its own [`SessionKey`] in [`SessionsConfig::key`] (the default is a random
+//! key that dies with the process) and call [`SessionDirectory::seal_plaintext_rows`] once as it
+//! starts, to encrypt rows written before encryption at rest.
 
+pub mod crypto;
 pub mod domain;
 pub mod grpc;
+pub mod identity;
 mod store;
 
+pub use crypto::{KeyError, OpenError, SessionKey};
 pub use domain::{
-    Account, AccountStatus, Lease, LeaseOutcome, LeaseTarget, NewAccount, SessionDirectory, SessionError,
-    SessionResult, SessionsConfig,
+    Account, AccountStatus, AccountUpdate, Lease, LeaseOutcome, LeaseTarget, NewAccount, SessionDirectory,
+    SessionError, SessionResult, SessionsConfig,
 };

@@ -1,5 +1,8 @@
 //! Every SQL statement of the sessions service, over the tables of
-//! `services/platform/migrations/0002_sessions.sql`.
+//! `services/platform/migrations/0002_sessions.sql` and `0004_session_identity.sql`.
+//!
+//! Session states and proxy URLs arrive here sealed (see [`crate::crypto`]); the store never
+//! sees a key.
 //!
 //! Times come from the database clock (`now()`), so replicas with skewed clocks agree on when a
 //! lease lapses or a cool-down ends.
@@ -19,7 +22,8 @@ macro_rules! account_columns {
         "id, assistant, plan, label, runs, last_leased_at, \
          CASE WHEN status = 'cooling' AND cooldown_until <= now() THEN 'active' ELSE status END AS status, \
          CASE WHEN status = 'cooling' AND cooldown_until > now() THEN cooldown_until END AS cooldown_until, \
-         (lease_id IS NOT NULL AND leased_until > now()) AS leased"
+         (lease_id IS NOT NULL AND leased_until > now()) AS leased, \
+         proxy_display, user_agent, challenges, last_challenged_at, proxy_challenges"
     };
 }
 
@@ -43,6 +47,11 @@ struct AccountRow {
     status: String,
     cooldown_until: Option<DateTime<Utc>>,
     leased: bool,
+    proxy_display: String,
+    user_agent: String,
+    challenges: i64,
+    last_challenged_at: Option<DateTime<Utc>>,
+    proxy_challenges: i64,
 }
 
 impl TryFrom<AccountRow> for Account {
@@ -60,6 +69,12 @@ impl TryFrom<AccountRow> for Account {
             last_leased_at: row.last_leased_at,
             cooldown_until: row.cooldown_until,
             leased: row.leased,
+            proxy: row.proxy_display,
+            user_agent: row.user_agent,
+            // Counters only ever grow from zero.
+            challenges: u64::try_from(row.challenges).unwrap_or_default(),
+            last_challenged_at: row.last_challenged_at,
+            proxy_challenges: u64::try_from(row.proxy_challenges).unwrap_or_default(),
         })
     }
 }
@@ -89,7 +104,18 @@ pub(crate) struct NewAccountRow<'a> {
     pub plan: &'a str,
     pub plan_key: &'a str,
     pub label: &'a str,
-    pub storage_state: &'a str,
+    pub storage_state_sealed: Vec<u8>,
+    pub proxy_sealed: Option<Vec<u8>>,
+    pub proxy_display: String,
+    pub user_agent: &'a str,
+}
+
+/// Settings an operator changes; `None` leaves one alone.
+pub(crate) struct AccountSettings<'a> {
+    /// The sealed proxy (`None`: no proxy) and its display form.
+    pub proxy: Option<(Option<Vec<u8>>, String)>,
+    pub user_agent: Option<String>,
+    pub label: Option<&'a str>,
 }
 
 /// The account a lease picked, locked until the transaction ends.
@@ -97,7 +123,11 @@ pub(crate) struct NewAccountRow<'a> {
 pub(crate) struct PickedAccount {
     pub id: Uuid,
     pub plan: String,
-    pub storage_state: String,
+    /// Only on rows from before encryption at rest not sealed yet.
+    pub storage_state: Option<String>,
+    pub storage_state_sealed: Option<Vec<u8>>,
+    pub proxy_sealed: Option<Vec<u8>>,
+    pub user_agent: String,
     pub state_version: i64,
 }
 
@@ -131,6 +161,8 @@ pub(crate) struct AccountReturn {
     pub status: AccountStatus,
     /// A cool-down starting now; `None` keeps the account's current one.
     pub cooldown: Option<Duration>,
+    /// The session met a bot challenge: count it on the account and on its proxy.
+    pub challenged: bool,
 }
 
 /// The pool and the statements that need no transaction of the caller.
@@ -150,8 +182,9 @@ impl Store {
 
     pub async fn insert_account(&self, new: &NewAccountRow<'_>) -> Result<Account, sqlx::Error> {
         let row: AccountRow = sqlx::query_as(concat!(
-            "INSERT INTO session_accounts (id, assistant, plan, plan_key, label, storage_state) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+            "INSERT INTO session_accounts (id, assistant, plan, plan_key, label, storage_state_sealed, \
+                                           proxy_sealed, proxy_display, user_agent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
             account_columns!()
         ))
         .bind(new.id)
@@ -159,7 +192,10 @@ impl Store {
         .bind(new.plan)
         .bind(new.plan_key)
         .bind(new.label)
-        .bind(new.storage_state)
+        .bind(&new.storage_state_sealed)
+        .bind(&new.proxy_sealed)
+        .bind(&new.proxy_display)
+        .bind(new.user_agent)
         .fetch_one(&self.pool)
         .await?;
         row.try_into()
@@ -179,18 +215,74 @@ impl Store {
         rows.into_iter().map(Account::try_from).collect()
     }
 
-    /// Replaces the storage state and makes the account active; `None` for an unknown id.
-    pub async fn replace_storage_state(&self, id: Uuid, storage_state: &str) -> Result<Option<Account>, sqlx::Error> {
+    /// Replaces the (sealed) storage state and makes the account active; `None` for an unknown
+    /// id.
+    pub async fn replace_storage_state(&self, id: Uuid, sealed: &[u8]) -> Result<Option<Account>, sqlx::Error> {
         let row: Option<AccountRow> = sqlx::query_as(concat!(
-            "UPDATE session_accounts SET storage_state = $2, state_version = state_version + 1, \
+            "UPDATE session_accounts SET storage_state_sealed = $2, storage_state = NULL, \
+             state_version = state_version + 1, \
              status = 'active', cooldown_until = NULL, updated_at = now() WHERE id = $1 RETURNING ",
             account_columns!()
         ))
         .bind(id)
-        .bind(storage_state)
+        .bind(sealed)
         .fetch_optional(&self.pool)
         .await?;
         row.map(Account::try_from).transpose()
+    }
+
+    /// Changes an account's settings; `None` for an unknown id.
+    pub async fn update_settings(
+        &self,
+        id: Uuid,
+        settings: &AccountSettings<'_>,
+    ) -> Result<Option<Account>, sqlx::Error> {
+        let (set_proxy, proxy_sealed, proxy_display) = match &settings.proxy {
+            Some((sealed, display)) => (true, sealed.as_deref(), Some(display.as_str())),
+            None => (false, None, None),
+        };
+        let row: Option<AccountRow> = sqlx::query_as(concat!(
+            "UPDATE session_accounts SET \
+                 proxy_sealed = CASE WHEN $2 THEN $3 ELSE proxy_sealed END, \
+                 proxy_display = CASE WHEN $2 THEN $4 ELSE proxy_display END, \
+                 proxy_challenges = CASE WHEN $2 THEN 0 ELSE proxy_challenges END, \
+                 user_agent = COALESCE($5, user_agent), \
+                 label = COALESCE($6, label), \
+                 updated_at = now() \
+             WHERE id = $1 RETURNING ",
+            account_columns!()
+        ))
+        .bind(id)
+        .bind(set_proxy)
+        .bind(proxy_sealed)
+        .bind(proxy_display)
+        .bind(settings.user_agent.as_deref())
+        .bind(settings.label)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Account::try_from).transpose()
+    }
+
+    /// The session states still in plain text (rows from before encryption at rest).
+    pub async fn plaintext_states(&self) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+        sqlx::query_as("SELECT id, storage_state FROM session_accounts WHERE storage_state IS NOT NULL ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// Swaps one plain-text state for its sealed form, unless it changed meanwhile; returns
+    /// whether it did.
+    pub async fn seal_state(&self, id: Uuid, plaintext: &str, sealed: &[u8]) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "UPDATE session_accounts SET storage_state_sealed = $3, storage_state = NULL \
+             WHERE id = $1 AND storage_state = $2",
+        )
+        .bind(id)
+        .bind(plaintext)
+        .bind(sealed)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Counts the accounts of an assistant (and plan key) and finds when the first one that is
@@ -221,7 +313,8 @@ pub(crate) async fn pick_account(
     plan_key: Option<&str>,
 ) -> Result<Option<PickedAccount>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "SELECT id, plan, storage_state, state_version FROM session_accounts \
+        "SELECT id, plan, storage_state, storage_state_sealed, proxy_sealed, user_agent, state_version \
+         FROM session_accounts \
          WHERE assistant = $1 AND ($2::text IS NULL OR plan_key = $2) AND ",
         leasable!(),
         " ORDER BY last_leased_at NULLS FIRST, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
@@ -312,6 +405,9 @@ pub(crate) async fn apply_return(conn: &mut PgConnection, change: &AccountReturn
                                    ELSE now() + make_interval(secs => $5) END, \
              lease_id = CASE WHEN lease_id = $2 THEN NULL ELSE lease_id END, \
              leased_until = CASE WHEN lease_id = $2 THEN NULL ELSE leased_until END, \
+             challenges = challenges + CASE WHEN $6 THEN 1 ELSE 0 END, \
+             last_challenged_at = CASE WHEN $6 THEN now() ELSE last_challenged_at END, \
+             proxy_challenges = proxy_challenges + CASE WHEN $6 AND proxy_sealed IS NOT NULL THEN 1 ELSE 0 END, \
              updated_at = now() \
          WHERE id = $1 RETURNING ",
         account_columns!()
@@ -321,6 +417,7 @@ pub(crate) async fn apply_return(conn: &mut PgConnection, change: &AccountReturn
     .bind(i64::from(change.runs))
     .bind(status_column(change.status))
     .bind(change.cooldown.map(|cooldown| cooldown.as_secs_f64()))
+    .bind(change.challenged)
     .fetch_one(conn)
     .await?;
     row.try_into()

@@ -49,6 +49,7 @@ async fn create(client: &mut Client, assistant: &str, plan: &str, label: &str) -
         plan: plan.into(),
         label: label.into(),
         storage_state_json: storage_state(label),
+        ..CreateAccountRequest::default()
     };
     client.create_account(request).await?.into_inner().account.context("no account in the reply")
 }
@@ -333,6 +334,7 @@ async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
         plan: "Plus".into(),
         label: "x".into(),
         storage_state_json: storage_state("x"),
+        ..CreateAccountRequest::default()
     };
     let cases = [
         ("assistant", CreateAccountRequest { assistant: "ChatGPT".into(), ..valid.clone() }),
@@ -345,6 +347,10 @@ async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
             "storage_state_json",
             CreateAccountRequest { storage_state_json: r#"{"origins": []}"#.into(), ..valid.clone() },
         ),
+        ("proxy", CreateAccountRequest { proxy: "ftp://proxy.example:21".into(), ..valid.clone() }),
+        ("proxy", CreateAccountRequest { proxy: "socks5://proxy.example".into(), ..valid.clone() }),
+        ("proxy", CreateAccountRequest { proxy: "http://u:pw@proxy.example:3128".into(), ..valid.clone() }),
+        ("user_agent", CreateAccountRequest { user_agent: "HeadlessChrome/156".into(), ..valid.clone() }),
     ];
     for (field, request) in cases {
         let status = client.create_account(request.clone()).await.err().context("accepted")?;
