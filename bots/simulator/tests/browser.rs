@@ -5,8 +5,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aap_simulator::{
-    Answer, GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE, SESSION_COOKIE, SimSession, Simulator, SimulatorConfig,
-    answer_for,
+    Answer, CHALLENGE_TITLE, CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, GENERIC_ERROR_MESSAGE,
+    RATE_LIMIT_MESSAGE, SESSION_COOKIE, SimSession, Simulator, SimulatorConfig, answer_for, chatgpt_more_sources,
 };
 use anyhow::{Context, Result, bail, ensure};
 use futures::FutureExt;
@@ -290,8 +290,19 @@ async fn a_prompt_streams_an_answer_with_a_pause_then_citations_and_the_action_b
 
         let sources = turn.query(By::Css("button")).with_text("Sources").first().await?;
         sources.click().await?;
+        // The panel lists the cited sources, then the ones the search read without citing them.
         let panel_links = driver.query(By::Css("aside[aria-label='Sources'] a")).all_from_selector_required().await?;
-        assert_eq!(panel_links.len(), answer.citations.len());
+        let more = chatgpt_more_sources(prompt);
+        let listed: Vec<&aap_simulator::Citation> = answer.citations.iter().chain(&more).collect();
+        assert_eq!(panel_links.len(), listed.len());
+        for (link, source) in panel_links.iter().zip(&listed) {
+            assert_eq!(link.attr("href").await?.as_deref(), Some(source.href.as_str()));
+            assert_eq!(link.find(By::Css(".source-title")).await?.text().await?, source.title);
+        }
+        let headings = driver.find_all(By::Css("aside[aria-label='Sources'] h3")).await?;
+        assert_eq!(headings.len(), 2, "Citations and More");
+        let status = turn.find(By::Css("[data-testid='search-status']")).await?;
+        assert_eq!(status.text().await?, format!("Searched {} sites", listed.len()));
         assert!(driver.current_url().await?.path().starts_with("/c/"));
 
         let stats = sim.stats();
@@ -439,6 +450,113 @@ async fn the_stop_button_ends_the_answer_early() -> Result<()> {
             }
             tokio::time::sleep(POLL).await;
         }
+        Ok(())
+    })
+}
+
+#[tokio::test]
+async fn reasoning_ab_and_challenge_quirks_show_and_record_what_the_client_does() -> Result<()> {
+    with_browser!(quick_config(), |driver, sim| {
+        let session = sim.create_session("operator-7").await;
+        log_in(driver, sim, &session).await?;
+
+        // A reasoning model: "Thinking" with "Answer now" before any text; a click is recorded.
+        let prompt = "Plan a week of dinners [[thinking]]";
+        send_prompt(driver, prompt).await?;
+        let thinking = driver.query(By::Css("[data-testid='thinking-status']")).wait(WAIT, POLL).first().await?;
+        assert!(thinking.text().await?.contains("Thinking"));
+        let turn = driver.query(By::Css(LAST_TURN)).first().await?;
+        assert_eq!(turn.find(By::Css("div.markdown")).await?.text().await?, "", "no text while thinking");
+        assert_eq!(sim.stats().site_event(CHATGPT_ANSWER_NOW_EVENT), 0);
+        driver.find(By::Css("button[data-testid='answer-now-button']")).await?.click().await?;
+        let turn = wait_finished(driver).await?;
+        let recap = turn.find(By::Css("[data-testid='reasoning-recap-button']")).await?;
+        assert!(recap.text().await?.starts_with("Thought for "), "{}", recap.text().await?);
+        assert!(turn.find_all(By::Css("[data-testid='answer-now-button']")).await?.is_empty());
+        let message = turn.find(By::Css("div[data-message-author-role='assistant']")).await?;
+        assert_eq!(message.attr("data-message-model-slug").await?.as_deref(), Some("gpt-5-thinking"));
+        assert_eq!(extract(&turn).await?, expected(&answer_for(prompt, true)));
+        assert_eq!(sim.stats().site_event(CHATGPT_ANSWER_NOW_EVENT), 1);
+
+        // An A/B prompt: two responses, no action bar and a blocked composer until one is chosen.
+        driver.find(By::Css("a[data-testid='create-new-chat-button']")).await?.click().await?;
+        driver.query(By::Css(COMPOSER)).first().await?;
+        let prompt = "Which city is best for a weekend trip? [[ab-test]]";
+        send_prompt(driver, prompt).await?;
+        driver.query(By::Css(STOP)).wait(WAIT, POLL).wait_until_gone().await?;
+        let turn = driver.query(By::Css(LAST_TURN)).first().await?;
+        let comparison = turn.find(By::Css("[data-testid='paragen-comparison']")).await?;
+        assert!(comparison.text().await?.contains("Which response do you prefer?"));
+        let candidates = comparison.find_all(By::Css("[data-testid^='paragen-response-']")).await?;
+        assert_eq!(candidates.len(), 2);
+        assert_eq!(extract(&turn).await?, expected(&answer_for(prompt, true)), "response 1 is the answer");
+        let first = candidates[0].find(By::Css("div.markdown")).await?.text().await?;
+        let second = candidates[1].find(By::Css("div.markdown")).await?.text().await?;
+        assert_ne!(collapse(&first), collapse(&second));
+        assert!(turn.find_all(By::Css("[data-testid='copy-turn-action-button']")).await?.is_empty());
+        let models: Vec<Option<String>> = futures::future::try_join_all(candidates.iter().map(|c| async move {
+            c.find(By::Css("[data-message-author-role]")).await?.attr("data-message-model-slug").await
+        }))
+        .await?;
+        assert_eq!(models, vec![Some("gpt-5".to_owned()), Some("gpt-5-experimental".to_owned())]);
+        let prefer = candidates[1].find(By::Css("button[data-testid='paragen-prefer-response-button']")).await?;
+        prefer.scroll_into_view().await?;
+        prefer.click().await?;
+        let turn = wait_finished(driver).await?;
+        assert!(turn.find_all(By::Css("[data-testid='paragen-comparison']")).await?.is_empty());
+        assert_eq!(turn.find_all(By::Css("div[data-message-author-role='assistant']")).await?.len(), 1);
+        let kept = turn.find(By::Css("div.markdown")).await?.text().await?;
+        assert_eq!(collapse(&kept), collapse(&second), "the chosen response stays");
+        let stats = sim.stats();
+        assert_eq!(stats.site_event(CHATGPT_PREFERRED_EVENTS[1]), 1);
+        assert_eq!(stats.site_event(CHATGPT_PREFERRED_EVENTS[0]), 0);
+
+        // A challenge mid-session: the page reloads into Cloudflare's interstitial.
+        send_prompt(driver, "Any news? [[challenge]]").await?;
+        let deadline = Instant::now() + WAIT;
+        while driver.title().await? != CHALLENGE_TITLE {
+            ensure!(Instant::now() < deadline, "the page never showed the challenge");
+            tokio::time::sleep(POLL).await;
+        }
+        driver.find(By::Css("#challenge-form")).await?;
+        assert!(driver.find_all(By::Css(COMPOSER)).await?.is_empty());
+        assert!(sim.stats().challenges >= 1);
+        Ok(())
+    })
+}
+
+#[tokio::test]
+async fn a_redesign_renames_the_test_ids_but_keeps_the_page_working() -> Result<()> {
+    let config = SimulatorConfig { redesign: true, ..quick_config() };
+    with_browser!(config, |driver, sim| {
+        let session = sim.create_session("operator-8").await;
+        // The redesigned page has no #prompt-textarea: log in by hand.
+        driver.goto(&sim.base_url).await?;
+        assert!(driver.find_all(By::Css("button[data-testid='welcome-login-button']")).await?.len() == 1);
+        let mut cookie = Cookie::new(SESSION_COOKIE, session.token.clone());
+        cookie.set_path("/");
+        cookie.set_secure(true);
+        driver.add_cookie(cookie).await?;
+        driver.goto(&sim.base_url).await?;
+        let composer = driver.query(By::Css("div.ProseMirror[contenteditable='true']")).first().await?;
+        assert!(driver.find_all(By::Css(COMPOSER)).await?.is_empty());
+        assert!(driver.find_all(By::Css(SEND)).await?.is_empty());
+        let prompt = "Best budget tablets";
+        composer.send_keys(prompt).await?;
+        driver.query(By::Css("button[aria-label='Send prompt']")).and_enabled().first().await?.click().await?;
+        driver.query(By::Css("button[aria-label='Stop answering']")).wait(WAIT, POLL).first().await?;
+        driver.query(By::Css("button[aria-label='Stop answering']")).wait(WAIT, POLL).wait_until_gone().await?;
+        let turn = driver.query(By::Css("article[data-turn='assistant']")).first().await?;
+        turn.query(By::Css("div[role='group'][aria-label='Response actions']")).wait(WAIT, POLL).first().await?;
+        assert!(turn.attr("data-testid").await?.unwrap_or_default().starts_with("chat-turn-"));
+        let answer = answer_for(prompt, true);
+        let pills = turn.find_all(By::Css("a[data-testid='webpage-citation-pill']")).await?;
+        assert_eq!(pills.len(), answer.citations.len());
+        assert!(turn.find_all(By::Css("div.markdown")).await?.is_empty());
+        let text = turn.find(By::Css("div.prose")).await?.text().await?;
+        assert!(collapse(&text).starts_with(&collapse(&answer.plain_text())[..20]));
+        turn.find(By::Css("div.web-search-status")).await?;
+        assert_eq!(sim.stats().answers_for_prompt(prompt), 1);
         Ok(())
     })
 }

@@ -1,7 +1,8 @@
 //! HTTP-level tests of the simulator: admin API, login wall, streamed answers, failure knobs.
 
 use aap_simulator::{
-    GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE, SESSION_COOKIE, Simulator, SimulatorConfig, answer_for,
+    CHALLENGE_TITLE, CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE,
+    SESSION_COOKIE, Simulator, SimulatorConfig, answer_for, chatgpt_more_sources,
 };
 use anyhow::{Context, Result, ensure};
 use reqwest::StatusCode;
@@ -239,6 +240,147 @@ async fn markers_and_knobs_produce_the_failures() -> Result<()> {
     assert!(stats.by_token[&other.token].expired);
     assert_eq!(stats.answers_for_prompt("another question"), 1);
     assert_eq!(stats.by_prompt["another question"].rate_limited, 1);
+    sim.shutdown().await;
+    Ok(())
+}
+
+/// Every event's data as JSON, `[DONE]` left out.
+fn all_events(body: &str) -> Result<Vec<Value>> {
+    body.split("\n\n")
+        .filter(|event| !event.trim().is_empty())
+        .map(|event| event.lines().filter_map(|line| line.strip_prefix("data: ")).collect::<String>())
+        .filter(|data| data != "[DONE]")
+        .map(|data| serde_json::from_str(&data).with_context(|| format!("event data {data:?}")))
+        .collect()
+}
+
+/// The messages the stream opened, in order.
+fn opened(events: &[Value]) -> Vec<&Value> {
+    events.iter().filter_map(|event| event.get("v")?.get("message")).collect()
+}
+
+#[tokio::test]
+async fn a_reasoning_answer_thinks_then_searches_then_lists_every_source() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("bot-d").await;
+    let prompt = "Plan a week of dinners [[thinking]]";
+    let (status, body) = ask(&client, &sim, &session.token, prompt).await?;
+    assert_eq!(status, StatusCode::OK);
+    let events = all_events(&body)?;
+    let messages = opened(&events);
+    let kinds: Vec<&str> = messages.iter().map(|m| m["content"]["content_type"].as_str().unwrap_or_default()).collect();
+    assert_eq!(kinds, ["thoughts", "reasoning_recap", "text", "text"]);
+    assert!(messages[1]["content"]["content"].as_str().is_some_and(|recap| recap.starts_with("Thought for ")));
+    assert_eq!(messages[2]["author"]["role"], "tool", "the web search");
+    let answer = messages[3];
+    assert_eq!(answer["metadata"]["model_slug"], "gpt-5-thinking");
+    let expected = answer_for(prompt, true);
+    let listed: Vec<String> = answer["metadata"]["search_result_groups"]
+        .as_array()
+        .context("search results")?
+        .iter()
+        .filter_map(|group| group["entries"][0]["url"].as_str().map(str::to_owned))
+        .collect();
+    let wanted: Vec<String> =
+        expected.citations.iter().chain(&chatgpt_more_sources(prompt)).map(|c| c.href.clone()).collect();
+    assert_eq!(listed, wanted, "cited sources first, then the ones only listed");
+    assert_eq!(without_markers(&parse_stream(&body)?.text), expected.markdown);
+
+    // Answers without citations ran no search and list nothing.
+    let (_, body) = ask(&client, &sim, &session.token, "hello [[no-citations]]").await?;
+    let events = all_events(&body)?;
+    assert!(opened(&events).iter().all(|m| m["author"]["role"] == "assistant"));
+    assert!(opened(&events).iter().all(|m| m["metadata"]["search_result_groups"].as_array().is_none_or(Vec::is_empty)));
+
+    // "Answer now" is recorded, never acted on by the stream.
+    let url = format!("{}/backend-api/conversation/c1/answer_now", sim.base_url);
+    assert_eq!(client.post(&url).send().await?.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        client.post(&url).header("cookie", cookie(&session.token)).send().await?.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(sim.stats().site_event(CHATGPT_ANSWER_NOW_EVENT), 1);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_ab_prompt_streams_two_candidates_and_records_the_choice() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("bot-e").await;
+    let prompt = "Which city is best for a weekend trip? [[ab-test]]";
+    let (_, body) = ask(&client, &sim, &session.token, prompt).await?;
+    let events = all_events(&body)?;
+    let candidates: Vec<&Value> =
+        opened(&events).into_iter().filter(|m| m["metadata"]["paragen_variant_index"].is_u64()).collect();
+    assert_eq!(candidates.len(), 2);
+    assert_eq!(candidates[0]["metadata"]["model_slug"], "gpt-5");
+    assert_eq!(candidates[1]["metadata"]["model_slug"], "gpt-5-experimental");
+    let mut texts = [String::new(), String::new()];
+    for event in &events {
+        let path = event.get("p").and_then(Value::as_str).unwrap_or_default();
+        if let (Some(index), Some(chunk)) = (path.strip_prefix("/paragen/"), event.get("v").and_then(Value::as_str)) {
+            let index: usize = index.split('/').next().unwrap_or_default().parse()?;
+            texts[index].push_str(chunk);
+        }
+    }
+    assert_eq!(without_markers(&texts[0]), answer_for(prompt, true).markdown, "response 1 is the answer");
+    assert_ne!(texts[0], texts[1]);
+    assert!(events.iter().any(|event| event["type"] == "message_stream_complete"));
+
+    let url = format!("{}/backend-api/conversation/c1/paragen_feedback", sim.base_url);
+    let choose = |preferred: Value| {
+        client.post(&url).header("cookie", cookie(&session.token)).json(&json!({ "preferred": preferred })).send()
+    };
+    assert_eq!(choose(json!(3)).await?.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(choose(json!(1)).await?.status(), StatusCode::NO_CONTENT);
+    let stats = sim.stats();
+    assert_eq!((stats.site_event(CHATGPT_PREFERRED_EVENTS[0]), stats.site_event(CHATGPT_PREFERRED_EVENTS[1])), (1, 0));
+    assert_eq!(stats.answers_for_prompt(prompt), 1);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn challenges_and_stalls_refuse_or_never_finish_the_answer() -> Result<()> {
+    let (sim, client) = start(SimulatorConfig { stall_ms: 300, ..fast_config() }).await?;
+    let session = sim.create_session("bot-f").await;
+
+    // A prompt that trips the edge mid-session: the API call gets Cloudflare's page, and so
+    // does the reload the app then makes.
+    let (status, body) = ask(&client, &sim, &session.token, "news [[challenge]]").await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains(CHALLENGE_TITLE));
+    let reload = client
+        .get(format!("{}/?__cf_chl_rt_tk=abc", sim.base_url))
+        .header("cookie", cookie(&session.token))
+        .send()
+        .await?;
+    assert_eq!(reload.status(), StatusCode::FORBIDDEN);
+    assert_eq!(reload.headers().get("cf-mitigated").and_then(|v| v.to_str().ok()), Some("challenge"));
+    // The session itself is fine on a plain load.
+    let page = client.get(&sim.base_url).header("cookie", cookie(&session.token)).send().await?;
+    assert_eq!(page.status(), StatusCode::OK);
+
+    // The knob puts every page and call behind the challenge.
+    sim.set_config(SimulatorConfig { challenge: true, ..sim.config() });
+    let (status, body) = ask(&client, &sim, &session.token, "news").await?;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(body.contains(CHALLENGE_TITLE));
+    sim.set_config(SimulatorConfig { challenge: false, ..sim.config() });
+
+    // A stall stops a third of the way and ends without completing.
+    let prompt = "Tell me a long story [[stall]]";
+    let (status, body) = ask(&client, &sim, &session.token, prompt).await?;
+    assert_eq!(status, StatusCode::OK);
+    let streamed = parse_stream(&body)?;
+    assert!(!streamed.complete && !streamed.done && streamed.error.is_none());
+    let full = answer_for(prompt, true);
+    assert!(!streamed.text.is_empty() && streamed.text.len() < full.markdown.len());
+    let stats = sim.stats();
+    assert_eq!(stats.by_prompt[&aap_simulator::normalize_prompt(prompt)].interrupted, 1);
+    assert_eq!(stats.answers_total, 0);
+    assert!(stats.challenges >= 3);
     sim.shutdown().await;
     Ok(())
 }

@@ -472,7 +472,12 @@ fn inline(node: &Node, out: &mut String) {
         Node::Element(element) => element,
     };
     if element.is_citation_pill() {
-        if let Some((text, href)) = first_link(element) {
+        // The pill is a wrapper around its link, or (after a redesign) the link itself.
+        let own_link = (element.name == "a")
+            .then(|| element.attr("href"))
+            .flatten()
+            .map(|href| (tidy(&text_content(&element.children)).replace('\n', " "), href.to_owned()));
+        if let Some((text, href)) = own_link.or_else(|| first_link(element)) {
             if !out.ends_with(char::is_whitespace) && !out.is_empty() {
                 out.push(' ');
             }

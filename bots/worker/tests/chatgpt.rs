@@ -2,8 +2,11 @@
 
 mod common;
 
-use aap_bot::{Adapter, AskError};
-use aap_simulator::{SimulatorConfig, Site, answer_for};
+use aap_bot::{Adapter, AnyAdapter, AskError, Captured, Manifest};
+use aap_simulator::{
+    CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, Simulator, SimulatorConfig, Site, answer_for,
+    chatgpt_more_sources,
+};
 use anyhow::{Context, Result};
 use common::{collapse, log_in};
 
@@ -14,8 +17,47 @@ async fn with_browser(
     common::with_browser(Site::ChatGpt, config, body).await
 }
 
+/// The built-in manifest changed by `edit`, loaded from an override file as `--adapters-dir`
+/// would; the directory must outlive the adapter's use.
+fn adapter_with(sim: &Simulator, edit: impl FnOnce(&mut Manifest)) -> Result<(tempfile::TempDir, AnyAdapter)> {
+    let mut manifest = Manifest::load("chatgpt", None)?;
+    edit(&mut manifest);
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("chatgpt.toml"), toml::to_string(&manifest)?)?;
+    let adapter = AnyAdapter::load("chatgpt", Some(dir.path()), Some(&sim.base_url))?;
+    assert!(adapter.manifest().source.ends_with("chatgpt.toml"), "the override is in use");
+    Ok((dir, adapter))
+}
+
+/// Asserts the captured answer is exactly the simulator's answer to `prompt`: the text, every
+/// cited source (inline, in reading order, with the panel's title) and then every source only
+/// listed in the Sources panel, all without tracking parameters.
+fn assert_full_answer(captured: &Captured, prompt: &str) {
+    let expected = answer_for(prompt, true);
+    assert_eq!(collapse(&captured.response_text), collapse(&expected.plain_text()));
+    assert!(captured.response_text.contains('\n'), "paragraphs keep their line breaks");
+    let more = chatgpt_more_sources(prompt);
+    assert!(!expected.citations.is_empty() && !more.is_empty());
+    let wanted: Vec<_> = expected.citations.iter().map(|c| (c, true)).chain(more.iter().map(|c| (c, false))).collect();
+    assert_eq!(captured.citations.len(), wanted.len(), "{:#?}", captured.citations);
+    for (index, (got, (want, inline))) in captured.citations.iter().zip(wanted).enumerate() {
+        assert_eq!(got.url, want.url, "utm parameters removed");
+        assert!(!got.url.contains("utm_"));
+        assert_eq!(got.domain, want.domain);
+        assert_eq!(got.title, want.title, "title from the sources panel");
+        assert_eq!(got.position as usize, index + 1);
+        assert_eq!(got.inline, inline, "{}", got.url);
+    }
+    for citation in &expected.citations {
+        assert!(captured.response_markdown.contains(&format!("({})", citation.url)), "markdown links the source");
+    }
+    assert!(!captured.response_markdown.contains("utm_source"));
+    assert!(captured.html.contains("webpage-citation-pill"));
+    assert_eq!(captured.web_search, Some(true), "the page said it searched");
+}
+
 #[tokio::test]
-async fn returns_the_full_answer_after_the_mid_stream_pause_with_clean_citations() -> Result<()> {
+async fn returns_the_full_answer_after_the_pause_with_cited_then_listed_sources() -> Result<()> {
     // The default pause (1.2 s) is longer than a "text unchanged for 1 s" check would wait.
     let config = SimulatorConfig::default();
     assert!(config.pause_ms > 1000);
@@ -23,24 +65,7 @@ async fn returns_the_full_answer_after_the_mid_stream_pause_with_clean_citations
         let token = log_in(browser, sim, "operator-1").await?;
         let prompt = "What are the best laptops under $1,000?";
         let captured = adapter.ask(browser.driver(), prompt).await?;
-        let expected = answer_for(prompt, true);
-
-        assert_eq!(collapse(&captured.response_text), collapse(&expected.plain_text()));
-        assert!(captured.response_text.contains('\n'), "paragraphs keep their line breaks");
-        assert!(!expected.citations.is_empty());
-        assert_eq!(captured.citations.len(), expected.citations.len());
-        for (index, (got, want)) in captured.citations.iter().zip(&expected.citations).enumerate() {
-            assert_eq!(got.url, want.url, "utm parameters removed");
-            assert!(!got.url.contains("utm_"));
-            assert_eq!(got.domain, want.domain);
-            assert_eq!(got.title, want.title, "title from the sources list");
-            assert_eq!(got.position as usize, index + 1);
-        }
-        for citation in &expected.citations {
-            assert!(captured.response_markdown.contains(&format!("({})", citation.url)), "markdown links the source");
-        }
-        assert!(!captured.response_markdown.contains("utm_source"));
-        assert!(captured.html.contains("webpage-citation-pill"));
+        assert_full_answer(&captured, prompt);
         assert_eq!(captured.model.as_deref(), Some("gpt-5"));
         let ttft = captured.ttft.context("time to first token")?;
         assert!(ttft < captured.total);
@@ -54,19 +79,20 @@ async fn returns_the_full_answer_after_the_mid_stream_pause_with_clean_citations
 }
 
 #[tokio::test]
-async fn no_citations_prompt_gives_an_answer_without_citations_and_multi_line_prompts_work() -> Result<()> {
+async fn no_citations_prompt_shows_no_search_and_multi_line_prompts_work() -> Result<()> {
     let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
     with_browser(config, async |browser, sim, adapter| {
         log_in(browser, sim, "operator-2").await?;
         let prompt = "Explain photosynthesis simply [[no-citations]]";
         let captured = adapter.ask(browser.driver(), prompt).await?;
         assert!(captured.citations.is_empty());
+        assert_eq!(captured.web_search, Some(false), "no search line, no sources");
         assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, false).plain_text()));
 
         // A new line in the prompt is typed as Shift+Enter: one prompt, not two.
         let prompt = "Compare two phones:\nPixel and iPhone";
         let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
+        assert_full_answer(&captured, prompt);
         let stats = sim.stats();
         assert_eq!(stats.answers_for_prompt("Compare two phones: Pixel and iPhone"), 1);
         assert_eq!(stats.answers_total, 2);
@@ -76,8 +102,9 @@ async fn no_citations_prompt_gives_an_answer_without_citations_and_multi_line_pr
 }
 
 #[tokio::test]
-async fn a_logged_out_session_yields_logged_out() -> Result<()> {
-    with_browser(SimulatorConfig::default(), async |browser, sim, adapter| {
+async fn login_walls_yield_logged_out_and_challenges_yield_challenge() -> Result<()> {
+    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+    with_browser(config, async |browser, sim, adapter| {
         // No session at all.
         let error = adapter.ask(browser.driver(), "Hello?").await.err().context("logged out must fail")?;
         assert!(matches!(error, AskError::LoggedOut), "{error:?}");
@@ -87,27 +114,36 @@ async fn a_logged_out_session_yields_logged_out() -> Result<()> {
         sim.expire_session(&token);
         let error = adapter.ask(browser.driver(), "Hello again?").await.err().context("expired must fail")?;
         assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-        assert_eq!(sim.stats().answers_total, 0);
-        Ok(())
-    })
-    .await
-}
 
-#[tokio::test]
-async fn a_session_expiring_at_the_prompt_yields_logged_out() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
-        log_in(browser, sim, "operator-4").await?;
+        // A session that expires when the prompt is sent.
+        log_in(browser, sim, "operator-3b").await?;
         let error =
             adapter.ask(browser.driver(), "Still there? [[expire-session]]").await.err().context("must fail")?;
         assert!(matches!(error, AskError::LoggedOut), "{error:?}");
+
+        // A challenge mid-session: the answer request is refused and the page reloads into it.
+        log_in(browser, sim, "operator-3c").await?;
+        let error = adapter.ask(browser.driver(), "Any news? [[challenge]]").await.err().context("must fail")?;
+        assert!(matches!(&error, AskError::Challenge(title) if title.contains("Just a moment")), "{error:?}");
+
+        // The whole site behind the challenge.
+        sim.set_config(SimulatorConfig { challenge: true, ..sim.config() });
+        let error = adapter.ask(browser.driver(), "Any news?").await.err().context("must fail")?;
+        assert!(matches!(error, AskError::Challenge(_)), "{error:?}");
+        assert!(sim.stats().challenges >= 2);
+        assert_eq!(sim.stats().answers_total, 0);
+
+        // Once the edge lets the client through, the same session answers again.
+        sim.set_config(SimulatorConfig { challenge: false, ..sim.config() });
+        let captured = adapter.ask(browser.driver(), "Any news?").await?;
+        assert_full_answer(&captured, "Any news?");
         Ok(())
     })
     .await
 }
 
 #[tokio::test]
-async fn rate_limit_yields_rate_limited_and_errors_are_reported() -> Result<()> {
+async fn rate_limit_errors_and_stalls_end_in_their_own_failures() -> Result<()> {
     let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
     with_browser(config, async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;
@@ -123,10 +159,94 @@ async fn rate_limit_yields_rate_limited_and_errors_are_reported() -> Result<()> 
             AskError::Assistant(text) => assert!(text.contains("Something went wrong"), "{text}"),
             other => panic!("expected Assistant, got {other:?}"),
         }
+
+        // A stream that stops a third of the way and never completes: the hard deadline ends
+        // it, and the partial answer is not returned.
+        let (_dir, short) = adapter_with(sim, |manifest| manifest.timing.answer_deadline_secs = 4)?;
+        let error = short.ask(browser.driver(), "Tell me a long story [[stall]]").await.err().context("must fail")?;
+        assert!(matches!(error, AskError::Timeout(deadline) if deadline.as_secs() == 4), "{error:?}");
+
         let stats = sim.stats();
         assert_eq!(stats.by_token[&token].rate_limited, 1);
         assert_eq!(stats.by_token[&token].errors, 1);
         assert_eq!(stats.answers_total, 0);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn reasoning_models_are_awaited_and_ab_prompts_keep_the_first_response() -> Result<()> {
+    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+    with_browser(config, async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-6").await?;
+
+        // "Thinking" stays on screen, unchanged, for longer than the settle window before any
+        // text: the whole answer still comes back, and "Answer now" is never pressed.
+        let settle = adapter.manifest().timing.settle();
+        assert!(settle.as_millis() < 1500, "the simulated thinking outlasts the settle window");
+        let prompt = "Plan a week of vegetarian dinners [[thinking]]";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(captured.model.as_deref(), Some("gpt-5-thinking"));
+        assert_eq!(sim.stats().site_event(CHATGPT_ANSWER_NOW_EVENT), 0, "answer now was clicked");
+
+        // Two responses side by side: the first is preferred and captured, alone.
+        let prompt = "Which city is best for a weekend trip? [[ab-test]]";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(captured.model.as_deref(), Some("gpt-5"), "the first response's model");
+        let stats = sim.stats();
+        assert_eq!(stats.site_event(CHATGPT_PREFERRED_EVENTS[0]), 1);
+        assert_eq!(stats.site_event(CHATGPT_PREFERRED_EVENTS[1]), 0);
+        assert_eq!(stats.site_event(CHATGPT_ANSWER_NOW_EVENT), 0);
+        assert_eq!(stats.answers_total, 2);
+
+        // Both at once: a reasoning model in an A/B prompt.
+        let prompt = "Suggest a name for a bakery [[thinking]] [[ab-test]]";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(captured.model.as_deref(), Some("gpt-5-thinking"));
+        assert_eq!(sim.stats().site_event(CHATGPT_PREFERRED_EVENTS[0]), 2);
+        assert_eq!(sim.stats().site_event(CHATGPT_ANSWER_NOW_EVENT), 0);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_redesign_is_read_through_fallbacks_and_fails_fast_without_them() -> Result<()> {
+    let config = SimulatorConfig { pause_ms: 300, redesign: true, ..SimulatorConfig::default() };
+    with_browser(config, async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-7").await?;
+        let prompt = "How do heat pumps work in cold climates?";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(captured.model.as_deref(), Some("gpt-5"));
+
+        let prompt = "Best budget tablets [[thinking]] [[ab-test]]";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(sim.stats().site_event(CHATGPT_PREFERRED_EVENTS[0]), 1);
+        assert_eq!(sim.stats().site_event(CHATGPT_ANSWER_NOW_EVENT), 0);
+
+        let prompt = "Explain photosynthesis simply [[no-citations]]";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_eq!(captured.web_search, Some(false));
+        assert!(captured.citations.is_empty());
+
+        // Without the fallbacks the page has changed: the composer is missing, which is said at
+        // once rather than after the page-load deadline (an hour here: waiting for it would
+        // hang the test instead of passing it).
+        let (_dir, primaries) = adapter_with(sim, |manifest| {
+            manifest.timing.page_load_secs = 3600;
+            for selectors in manifest.selectors.values_mut() {
+                selectors.truncate(1);
+            }
+        })?;
+        let error = primaries.ask(browser.driver(), "Hello?").await.err().context("must fail")?;
+        assert!(matches!(error, AskError::SelectorMissing("composer")), "{error:?}");
+        assert_eq!(sim.stats().answers_total, 3);
         Ok(())
     })
     .await

@@ -14,8 +14,8 @@ use aap_proto::v1::{
     ClaimHello, ClaimRequest, ClaimResponse, ClaimWelcome, CreateAccountRequest, CreateAccountResponse,
     HeartbeatRequest, HeartbeatResponse, LeaseOutcome, LeaseSessionRequest, LeaseSessionResponse, ListAccountsRequest,
     ListAccountsResponse, PollRequest, PollResponse, ReleaseRequest, ReleaseResponse, ReturnSessionRequest,
-    ReturnSessionResponse, SubmitRequest, SubmitResponse, Target, Task, UpdateSessionStateRequest,
-    UpdateSessionStateResponse,
+    ReturnSessionResponse, SubmitRequest, SubmitResponse, Target, Task, UpdateAccountRequest, UpdateAccountResponse,
+    UpdateSessionStateRequest, UpdateSessionStateResponse,
 };
 use aap_simulator::{Simulator, SimulatorConfig, answer_for};
 use anyhow::{Context, Result};
@@ -164,6 +164,13 @@ impl SessionService for Fake {
         Err(Status::unimplemented("operator call"))
     }
 
+    async fn update_account(
+        &self,
+        _: Request<UpdateAccountRequest>,
+    ) -> Result<Response<UpdateAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
     async fn lease_session(
         &self,
         request: Request<LeaseSessionRequest>,
@@ -184,6 +191,7 @@ impl SessionService for Fake {
             storage_state_json,
             max_runs: 10,
             expires_at: None,
+            ..LeaseSessionResponse::default()
         }))
     }
 

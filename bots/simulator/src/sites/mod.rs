@@ -8,11 +8,11 @@ mod perplexity;
 
 use axum::Router;
 
-pub use chatgpt::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use chatgpt::{
     ANSWER_NOW_EVENT as CHATGPT_ANSWER_NOW_EVENT, PREFERRED_EVENTS as CHATGPT_PREFERRED_EVENTS,
     more_sources as chatgpt_more_sources,
 };
+pub use chatgpt::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use perplexity::{
     ERROR_MESSAGE as PERPLEXITY_ERROR_MESSAGE, RATE_LIMIT_MESSAGE as PERPLEXITY_RATE_LIMIT_MESSAGE,
     listed_sources as perplexity_listed_sources,

@@ -1,29 +1,83 @@
 //! The chatgpt.com look-alike: its pages and its streaming `POST /backend-api/conversation`.
+//!
+//! Evidence for the markup (searched 2026-11; more in the comment at the top of
+//! `assets/chat.html`):
+//! - Korner-san/be-visible.ai `worker/lib/chatgpt-batch-executor.js` and
+//!   `worker/executors/chatgpt-executor.js` (Playwright against chatgpt.com): the Sources panel
+//!   opens from a button whose text is "Sources" and is a `[role="dialog"]` holding
+//!   `a[href^="http"]` links and a `button[aria-label="Close"]`; links carry
+//!   `?utm_source=chatgpt.com`; the challenge is detected by the title "Just a moment"; the
+//!   login wall by a "Log in" button and no `#prompt-textarea`. Its notes
+//!   (`docs/browserless/CHATGPT_BROWSERLESS_INTEGRATION_COMPLETE.md`) say the bot "handles
+//!   Response 1 vs Response 2 mode (auto-selects Response 1)" and clicks "Sources" to read the
+//!   citations panel.
+//! - Exported ChatGPT conversations in public repositories show the A/B prompt verbatim:
+//!   "You're giving feedback on a new version of ChatGPT." / "Which response do you prefer?
+//!   Responses may take a moment to load." then "Response 1" … "I prefer this response" …
+//!   "Response 2". A userscript's changelog (guardian `userscript-chatgpt.js`) notes that the
+//!   chooser "blocks the chat until someone picks".
+//! - A chatgpt.com front-end bundle published in a public repository renders its progress
+//!   labels as `div[role="status"][aria-live="polite"]` with a `loading-shimmer-pure-text` span:
+//!   the shape used here for "Thinking" and "Searching the web".
+//! - The "Thought for Ns" summary, the "Answer now" button of reasoning models and the
+//!   "Searched N sites" line are visible texts of today's UI; no public selector for them was
+//!   found, so their test ids here are ours (`thinking-status`, `answer-now-button`,
+//!   `search-status`, `paragen-*`), and the adapter manifest lists attribute-free fallbacks.
+//!
+//! Quirks served here, on top of the common ones (login wall, rate limit, error, stall, slow,
+//! no citations, challenge on `[[challenge]]` with a reload into Cloudflare's page, redesign):
+//! - Every answer with citations comes after a visible web search ("Searching the web", then
+//!   "Searched N sites"); its Sources panel lists the cited sources under "Citations" and more
+//!   that were read but not cited under "More" ([`more_sources`]).
+//! - `[[thinking]]`: a reasoning model (`gpt-5-thinking`) shows "Thinking" with an "Answer now"
+//!   button for a while before any text, then "Thought for Ns". A click on "Answer now" is
+//!   recorded as the site event [`ANSWER_NOW_EVENT`].
+//! - `[[ab-test]]`: two candidate answers side by side, each with "I prefer this response";
+//!   the conversation only continues once one is picked (recorded as [`PREFERRED_EVENTS`]).
+//!   Response 1 is `answer_for(prompt)`, Response 2 a different answer from another model.
 
 mod page;
+mod sources;
 
 pub use page::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
+pub use sources::more_sources;
 
-use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use serde_json::{Value, json};
 
-use crate::answer::{Answer, PromptFlags, answer_for};
-use crate::common::{logged_in, no_store};
+use crate::answer::{Answer, Citation, PromptFlags, answer_for, marker, strip_markers};
+use crate::common::{EventSender, Pacing, challenge_page, event_stream, logged_in, no_store, send_event};
 use crate::config::SimulatorConfig;
 use crate::state::{Outcome, SimState};
+use page::Variant;
 
-/// The site's routes: pages and `/backend-api/conversation`.
+/// The site event recorded when a client clicks "Answer now" while a reasoning model thinks.
+pub const ANSWER_NOW_EVENT: &str = "chatgpt.answer_now_clicked";
+/// The site events recorded when a client prefers Response 1 or Response 2 of an A/B prompt.
+pub const PREFERRED_EVENTS: [&str; 2] = ["chatgpt.preferred_response_1", "chatgpt.preferred_response_2"];
+
+/// The host the challenge page names.
+const HOST: &str = "chatgpt.com";
+/// The query parameter Cloudflare adds when it reloads a page into a challenge.
+const CHALLENGE_RETRY_PARAM: &str = "__cf_chl_rt_tk";
+/// The model of ordinary answers, and of reasoning ones (`[[thinking]]`).
+const MODEL: &str = "gpt-5";
+const THINKING_MODEL: &str = "gpt-5-thinking";
+/// The model behind Response 2 of an A/B prompt.
+const CANDIDATE_MODEL: &str = "gpt-5-experimental";
+/// Least time a reasoning model thinks before answering (times the slow factor): longer than any
+/// reasonable "nothing changed" window, so a bot that waits for quiet stops too early.
+const MIN_THINKING: Duration = Duration::from_millis(1500);
+
+/// The site's routes: pages and `/backend-api/...`.
 pub(crate) fn routes() -> Router<SimState> {
     Router::new()
         .route("/", get(home))
@@ -31,23 +85,36 @@ pub(crate) fn routes() -> Router<SimState> {
         .route("/auth/login", get(auth_login))
         .route("/api/auth/session", get(auth_session))
         .route("/backend-api/conversation", post(conversation))
+        .route("/backend-api/conversation/{conversation_id}/answer_now", post(answer_now))
+        .route("/backend-api/conversation/{conversation_id}/paragen_feedback", post(paragen_feedback))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .fallback(|| async { (StatusCode::NOT_FOUND, Html(page::not_found())) })
 }
 
-fn chat_or_wall(state: &SimState, headers: &HeaderMap) -> Response {
+/// The chat page, the login wall without a valid session, or the challenge (the `challenge`
+/// knob, or the reload a mid-session challenge asks for).
+fn chat_or_wall(state: &SimState, uri: &Uri, headers: &HeaderMap) -> Response {
+    let config = state.config();
+    let retried = uri
+        .query()
+        .is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some(CHALLENGE_RETRY_PARAM)));
+    if config.challenge || retried {
+        state.record_challenge();
+        return challenge_page(HOST);
+    }
+    let variant = Variant::from_redesign(config.redesign);
     match logged_in(state, headers) {
-        Some((_, label)) => no_store(page::chat_page(&label)),
+        Some((_, label)) => no_store(page::chat_page(variant, &label)),
         None => {
             state.record_login_wall();
-            no_store(page::login_wall())
+            no_store(page::login_wall(variant))
         }
     }
 }
 
-/// `/` and `/?model=auto`: the chat page, or the login wall without a valid session.
-async fn home(State(state): State<SimState>, headers: HeaderMap) -> Response {
-    chat_or_wall(&state, &headers)
+/// `/` and `/?model=auto`.
+async fn home(State(state): State<SimState>, uri: Uri, headers: HeaderMap) -> Response {
+    chat_or_wall(&state, &uri, &headers)
 }
 
 /// `/c/{id}`: where the browser lands after the first answer; an empty chat page on reload
@@ -55,9 +122,10 @@ async fn home(State(state): State<SimState>, headers: HeaderMap) -> Response {
 async fn conversation_page(
     State(state): State<SimState>,
     Path(_conversation_id): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    chat_or_wall(&state, &headers)
+    chat_or_wall(&state, &uri, &headers)
 }
 
 async fn auth_login() -> Response {
@@ -83,42 +151,99 @@ fn slug_label(label: &str) -> String {
     if slug.is_empty() { "user".to_owned() } else { slug }
 }
 
-/// What one answer request will do, fixed when it arrives.
+/// `POST /backend-api/conversation/{id}/answer_now`: what the "Answer now" button asks for.
+/// Only recorded: a bot must never press it (it trades the reasoning for a quick answer).
+async fn answer_now(State(state): State<SimState>, headers: HeaderMap) -> Response {
+    if logged_in(&state, &headers).is_none() {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"detail": "Unauthorized"}))).into_response();
+    }
+    state.record_site_event(ANSWER_NOW_EVENT);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /backend-api/conversation/{id}/paragen_feedback` `{"preferred": 1|2}`: the choice of an
+/// A/B prompt.
+async fn paragen_feedback(State(state): State<SimState>, headers: HeaderMap, body: Bytes) -> Response {
+    if logged_in(&state, &headers).is_none() {
+        return (StatusCode::UNAUTHORIZED, Json(json!({"detail": "Unauthorized"}))).into_response();
+    }
+    let preferred = serde_json::from_slice::<Value>(&body).ok().and_then(|body| body.get("preferred")?.as_u64());
+    match preferred {
+        Some(choice @ 1..=2) => {
+            state.record_site_event(PREFERRED_EVENTS[usize::from(choice == 2)]);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (StatusCode::BAD_REQUEST, Json(json!({"detail": "preferred must be 1 or 2"}))).into_response(),
+    }
+}
+
+/// What one answer request will stream, fixed when it arrives.
 struct Plan {
-    answer: Answer,
-    first_token_delay: Duration,
-    chunk_delay: Duration,
-    pause: Duration,
-    words_per_chunk: usize,
-    fail_mid_stream: bool,
+    pacing: Pacing,
     conversation_id: String,
     message_id: String,
+    model: &'static str,
+    /// How long a reasoning model thinks first (`[[thinking]]`).
+    thinking: Option<Duration>,
+    /// Every source the search read, cited ones first (empty: no search ran).
+    searched: Vec<Citation>,
+    /// Response 2 of an A/B prompt (`[[ab-test]]`), with the sources its search read.
+    candidate: Option<(Answer, Vec<Citation>)>,
+    /// The first words of the question, as the search query shows them.
+    query: String,
 }
 
 impl Plan {
-    fn new(config: &SimulatorConfig, flags: PromptFlags, prompt: &str, conversation_id: String) -> Self {
+    fn new(config: &SimulatorConfig, flags: PromptFlags, prompt: &str, conversation_id: String) -> Plan {
+        let pacing = Pacing::new(config, flags, prompt);
         let factor = if flags.slow || config.slow { config.slow_factor.max(1) } else { 1 };
-        let millis = |ms: u64| Duration::from_millis(ms.saturating_mul(factor));
-        Self {
-            answer: answer_for(prompt, !(flags.no_citations || config.no_citations)),
-            first_token_delay: millis(config.first_token_delay_ms),
-            chunk_delay: millis(config.chunk_delay_ms),
-            pause: millis(config.pause_ms),
-            words_per_chunk: config.words_per_chunk,
-            fail_mid_stream: flags.error || config.error,
+        let thinking = MIN_THINKING.max(Duration::from_millis(config.pause_ms)).saturating_mul(factor as u32);
+        let searched = searched(&pacing.answer, prompt);
+        let candidate = flags.ab_test.then(|| {
+            // Another model's take on the same question: different words and sources.
+            let other = format!("{} (another take)", strip_markers(prompt));
+            let answer = answer_for(&other, !pacing.answer.citations.is_empty());
+            let sources = searched_with(&answer, more_sources(prompt));
+            (answer, sources)
+        });
+        Plan {
             conversation_id,
             message_id: uuid::Uuid::new_v4().to_string(),
+            model: if flags.thinking { THINKING_MODEL } else { MODEL },
+            thinking: flags.thinking.then_some(thinking),
+            searched,
+            candidate,
+            query: strip_markers(prompt).split_whitespace().take(10).collect::<Vec<_>>().join(" "),
+            pacing,
         }
     }
 }
 
+/// The sources a search read for `answer`: its citations, then the listed-only ones. No
+/// citations means no search ran.
+fn searched(answer: &Answer, prompt: &str) -> Vec<Citation> {
+    if answer.citations.is_empty() { Vec::new() } else { searched_with(answer, more_sources(prompt)) }
+}
+
+fn searched_with(answer: &Answer, more: Vec<Citation>) -> Vec<Citation> {
+    if answer.citations.is_empty() {
+        return Vec::new();
+    }
+    answer.citations.iter().cloned().chain(more).collect()
+}
+
 /// `POST /backend-api/conversation`: streams the answer as server-sent events.
 async fn conversation(State(state): State<SimState>, headers: HeaderMap, body: Bytes) -> Response {
+    let config = state.config();
+    if config.challenge {
+        state.record_challenge();
+        return challenge_page(HOST);
+    }
     let Some((token, _label)) = logged_in(&state, &headers) else {
         state.record_login_wall();
         return (StatusCode::UNAUTHORIZED, Json(json!({"detail": "Unauthorized"}))).into_response();
     };
-    let request: serde_json::Value = match serde_json::from_slice(&body) {
+    let request: Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(error) => {
             return (StatusCode::BAD_REQUEST, Json(json!({"detail": format!("invalid json: {error}")})))
@@ -129,8 +254,13 @@ async fn conversation(State(state): State<SimState>, headers: HeaderMap, body: B
         return (StatusCode::BAD_REQUEST, Json(json!({"detail": "no user message in request"}))).into_response();
     };
     let flags = PromptFlags::parse(&prompt);
-    let config = state.config();
 
+    if flags.challenge {
+        // A mid-session challenge: Cloudflare answers the API call itself; the page reloads
+        // into the interstitial.
+        state.record_challenge();
+        return challenge_page(HOST);
+    }
     if flags.expire_session {
         state.expire_session(&token);
         state.record_login_wall();
@@ -148,121 +278,279 @@ async fn conversation(State(state): State<SimState>, headers: HeaderMap, body: B
 
     let conversation_id = request
         .get("conversation_id")
-        .and_then(serde_json::Value::as_str)
+        .and_then(Value::as_str)
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let plan = Plan::new(&config, flags, &prompt, conversation_id);
-    // Capacity 1: the producer runs at most one event ahead of the socket, so a client that
-    // stops or leaves is noticed within a chunk or two.
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(1);
+    let (tx, response) = event_stream();
     tokio::spawn(async move {
         let outcome = produce(&tx, &plan).await;
         tracing::debug!(?outcome, conversation_id = %plan.conversation_id, "answer stream ended");
         state.record(&token, &prompt, outcome);
     });
-
-    let mut response = Body::from_stream(ReceiverStream::new(rx)).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
 }
 
 /// The text of the last user message: `messages[-1].content.parts` joined by new lines.
-fn prompt_of(request: &serde_json::Value) -> Option<String> {
+fn prompt_of(request: &Value) -> Option<String> {
     let message = request.get("messages")?.as_array()?.last()?;
     let parts = message.get("content")?.get("parts")?.as_array()?;
-    let text = parts.iter().filter_map(serde_json::Value::as_str).collect::<Vec<_>>().join("\n");
+    let text = parts.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n");
     if text.trim().is_empty() { None } else { Some(text) }
 }
 
-fn sse(event: Option<&str>, data: &str) -> Bytes {
-    match event {
-        Some(event) => Bytes::from(format!("event: {event}\ndata: {data}\n\n")),
-        None => Bytes::from(format!("data: {data}\n\n")),
-    }
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |since| since.as_secs_f64())
 }
 
-/// Sends one event; false when the client is gone.
-async fn send(tx: &mpsc::Sender<Result<Bytes, Infallible>>, event: Option<&str>, data: &str) -> bool {
-    tx.send(Ok(sse(event, data))).await.is_ok()
+/// The "add" event that opens a message.
+fn add_message(conversation_id: &str, message: Value) -> String {
+    json!({ "p": "", "o": "add", "v": { "message": message, "conversation_id": conversation_id, "error": null }, "c": 0 })
+        .to_string()
 }
 
-async fn produce(tx: &mpsc::Sender<Result<Bytes, Infallible>>, plan: &Plan) -> Outcome {
-    tokio::time::sleep(plan.first_token_delay).await;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |since| since.as_secs_f64());
-    let references: Vec<serde_json::Value> = plan
-        .answer
+/// The opening of an answer message: its citations as content references, the search results
+/// it read, and (for an A/B prompt) which candidate it is.
+fn answer_header(
+    id: &str,
+    answer: &Answer,
+    searched: &[Citation],
+    model: &str,
+    candidate_index: Option<usize>,
+) -> Value {
+    let references: Vec<Value> = answer
         .citations
         .iter()
         .enumerate()
         .map(|(index, citation)| {
             json!({
-                "matched_text": crate::answer::marker(index),
+                "matched_text": marker(index),
                 "type": "grouped_webpages",
                 "items": [{ "title": citation.title, "url": citation.href, "attribution": citation.domain }],
             })
         })
         .collect();
-    let header = json!({
-        "p": "", "o": "add",
-        "v": {
-            "message": {
-                "id": plan.message_id,
-                "author": { "role": "assistant", "name": null, "metadata": {} },
-                "create_time": now,
-                "content": { "content_type": "text", "parts": [""] },
-                "status": "in_progress",
-                "metadata": { "content_references": references, "model_slug": "gpt-5", "citations": [] },
-                "recipient": "all",
-            },
-            "conversation_id": plan.conversation_id,
-            "error": null,
-        },
-        "c": 0,
+    let groups: Vec<Value> = searched
+        .iter()
+        .map(|source| {
+            json!({
+                "type": "search_result_group",
+                "domain": source.domain,
+                "entries": [{ "type": "search_result", "url": source.href, "title": source.title, "attribution": source.domain }],
+            })
+        })
+        .collect();
+    let mut metadata = json!({
+        "content_references": references,
+        "search_result_groups": groups,
+        "model_slug": model,
+        "citations": [],
     });
-    if !send(tx, Some("delta_encoding"), "\"v1\"").await || !send(tx, Some("delta"), &header.to_string()).await {
+    if let Some(index) = candidate_index {
+        metadata["paragen_variant_index"] = json!(index);
+    }
+    json!({
+        "id": id,
+        "author": { "role": "assistant", "name": null, "metadata": {} },
+        "create_time": now(),
+        "content": { "content_type": "text", "parts": [""] },
+        "status": "in_progress",
+        "metadata": metadata,
+        "recipient": "all",
+    })
+}
+
+async fn delta(tx: &EventSender, data: &str) -> bool {
+    send_event(tx, Some("delta"), data).await
+}
+
+/// Holds a stalled stream open until `stall` has passed or the client has left, sending
+/// nothing: the page shows a stop button and a partial answer that never grows.
+async fn hold(tx: &EventSender, stall: Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(stall) => {}
+        () = tx.closed() => {}
+    }
+}
+
+async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
+    let conversation = plan.conversation_id.as_str();
+    if !send_event(tx, Some("delta_encoding"), "\"v1\"").await {
         return Outcome::Interrupted;
     }
 
-    let chunks = plan.answer.chunks(plan.words_per_chunk);
-    let pause_at = chunks.len() / 2;
-    let fail_at = chunks.len() / 3;
-    for (index, chunk) in chunks.iter().enumerate() {
-        if plan.fail_mid_stream && index == fail_at {
-            let error =
-                json!({ "type": "error", "message": GENERIC_ERROR_MESSAGE, "conversation_id": plan.conversation_id });
-            if !send(tx, None, &error.to_string()).await || !send(tx, None, "[DONE]").await {
-                return Outcome::Interrupted;
-            }
-            return Outcome::Failed;
-        }
-        if index == pause_at && !plan.pause.is_zero() {
-            tokio::time::sleep(plan.pause).await;
-        } else if index > 0 {
-            tokio::time::sleep(plan.chunk_delay).await;
-        }
-        // The first append names its operation and path; the rest use the short form.
-        let delta = if index == 0 {
-            json!({ "p": "/message/content/parts/0", "o": "append", "v": chunk })
-        } else {
-            json!({ "v": chunk })
-        };
-        if !send(tx, Some("delta"), &delta.to_string()).await {
+    if let Some(thinking) = plan.thinking {
+        let thoughts = json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "author": { "role": "assistant", "name": null, "metadata": {} },
+            "create_time": now(),
+            "content": { "content_type": "thoughts", "thoughts": [], "source_analysis_msg_id": plan.message_id },
+            "status": "in_progress",
+            "metadata": { "model_slug": plan.model, "reasoning_status": "is_reasoning" },
+            "recipient": "all",
+        });
+        if !delta(tx, &add_message(conversation, thoughts)).await {
             return Outcome::Interrupted;
         }
+        tokio::select! {
+            () = tokio::time::sleep(thinking) => {}
+            () = tx.closed() => return Outcome::Interrupted,
+        }
+        let recap = json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "author": { "role": "assistant", "name": null, "metadata": {} },
+            "create_time": now(),
+            "content": { "content_type": "reasoning_recap", "content": format!("Thought for {}s", thinking.as_secs().max(1)) },
+            "status": "finished_successfully",
+            "metadata": { "model_slug": plan.model, "reasoning_status": "reasoning_ended" },
+            "recipient": "all",
+        });
+        if !delta(tx, &add_message(conversation, recap)).await {
+            return Outcome::Interrupted;
+        }
+    }
+
+    if !plan.searched.is_empty() {
+        let search = json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "author": { "role": "tool", "name": "web.run", "metadata": {} },
+            "create_time": now(),
+            "content": { "content_type": "text", "parts": [""] },
+            "status": "in_progress",
+            "metadata": { "search_queries": [{ "type": "search", "q": plan.query }], "model_slug": plan.model },
+            "recipient": "all",
+        });
+        if !delta(tx, &add_message(conversation, search)).await {
+            return Outcome::Interrupted;
+        }
+    }
+
+    let outcome = match &plan.candidate {
+        None => stream_answer(tx, plan).await,
+        Some((answer, searched)) => stream_candidates(tx, plan, answer, searched).await,
+    };
+    if let Some(outcome) = outcome {
+        return outcome;
     }
 
     let finish = json!({ "p": "", "o": "patch", "v": [
         { "p": "/message/status", "o": "replace", "v": "finished_successfully" },
         { "p": "/message/end_turn", "o": "replace", "v": true },
     ]});
-    let complete = json!({ "type": "message_stream_complete", "conversation_id": plan.conversation_id });
-    if !send(tx, Some("delta"), &finish.to_string()).await
-        || !send(tx, None, &complete.to_string()).await
-        || !send(tx, None, "[DONE]").await
+    let complete = json!({ "type": "message_stream_complete", "conversation_id": conversation });
+    if !delta(tx, &finish.to_string()).await
+        || !send_event(tx, None, &complete.to_string()).await
+        || !send_event(tx, None, "[DONE]").await
     {
         return Outcome::Interrupted;
     }
     Outcome::Answered
+}
+
+/// The mid-stream failure or stall at chunk `index` of `count`, if this is where it happens;
+/// `Some(outcome)` ends the stream.
+async fn fail_or_stall(tx: &EventSender, plan: &Plan, index: usize, count: usize) -> Option<Outcome> {
+    if plan.pacing.fails_at(index, count) {
+        let error =
+            json!({ "type": "error", "message": GENERIC_ERROR_MESSAGE, "conversation_id": plan.conversation_id });
+        if !send_event(tx, None, &error.to_string()).await || !send_event(tx, None, "[DONE]").await {
+            return Some(Outcome::Interrupted);
+        }
+        return Some(Outcome::Failed);
+    }
+    if let Some(stall) = plan.pacing.stalls_at(index, count) {
+        hold(tx, stall).await;
+        return Some(Outcome::Interrupted);
+    }
+    None
+}
+
+/// One answer: its header with the first chunk, then the rest. `Some(outcome)` when the stream
+/// ended early.
+async fn stream_answer(tx: &EventSender, plan: &Plan) -> Option<Outcome> {
+    let chunks = plan.pacing.chunks();
+    let count = chunks.len();
+    for (index, chunk) in chunks.iter().enumerate() {
+        if let Some(outcome) = fail_or_stall(tx, plan, index, count).await {
+            return Some(outcome);
+        }
+        plan.pacing.before_chunk(index, count).await;
+        let data = if index == 0 {
+            let header = answer_header(&plan.message_id, &plan.pacing.answer, &plan.searched, plan.model, None);
+            if !delta(tx, &add_message(&plan.conversation_id, header)).await {
+                return Some(Outcome::Interrupted);
+            }
+            // The first append names its operation and path; the rest use the short form.
+            json!({ "p": "/message/content/parts/0", "o": "append", "v": chunk })
+        } else {
+            json!({ "v": chunk })
+        };
+        if !delta(tx, &data.to_string()).await {
+            return Some(Outcome::Interrupted);
+        }
+    }
+    None
+}
+
+/// Both candidates of an A/B prompt, streamed side by side: every append names the candidate
+/// it extends (`/paragen/<index>/content/parts/0`).
+async fn stream_candidates(
+    tx: &EventSender,
+    plan: &Plan,
+    other: &Answer,
+    other_searched: &[Citation],
+) -> Option<Outcome> {
+    let first = plan.pacing.chunks();
+    let second = other.chunks(plan.pacing.words_per_chunk);
+    let count = first.len().max(second.len());
+    for index in 0..count {
+        if let Some(outcome) = fail_or_stall(tx, plan, index, count).await {
+            return Some(outcome);
+        }
+        plan.pacing.before_chunk(index, count).await;
+        if index == 0 {
+            let headers = [
+                answer_header(&plan.message_id, &plan.pacing.answer, &plan.searched, plan.model, Some(0)),
+                answer_header(&uuid::Uuid::new_v4().to_string(), other, other_searched, CANDIDATE_MODEL, Some(1)),
+            ];
+            for header in headers {
+                if !delta(tx, &add_message(&plan.conversation_id, header)).await {
+                    return Some(Outcome::Interrupted);
+                }
+            }
+        }
+        for (candidate, chunks) in [&first, &second].into_iter().enumerate() {
+            if let Some(chunk) = chunks.get(index) {
+                let data = json!({ "p": format!("/paragen/{candidate}/content/parts/0"), "o": "append", "v": chunk });
+                if !delta(tx, &data.to_string()).await {
+                    return Some(Outcome::Interrupted);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_searches_only_with_citations_and_thinks_only_when_asked() {
+        let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+        let prompt = "best hiking boots [[thinking]]";
+        let plan = Plan::new(&config, PromptFlags::parse(prompt), prompt, "c".into());
+        assert_eq!(plan.model, THINKING_MODEL);
+        assert!(plan.thinking.is_some_and(|thinking| thinking >= MIN_THINKING));
+        let cited = &plan.pacing.answer.citations;
+        assert_eq!(&plan.searched[..cited.len()], cited.as_slice(), "cited sources come first");
+        assert_eq!(plan.searched.len(), cited.len() + more_sources(prompt).len());
+        assert!(plan.candidate.is_none());
+
+        let prompt = "best hiking boots [[no-citations]] [[ab-test]]";
+        let plan = Plan::new(&config, PromptFlags::parse(prompt), prompt, "c".into());
+        assert!(plan.searched.is_empty() && plan.thinking.is_none());
+        let (other, other_searched) = plan.candidate.expect("an a/b prompt has a second candidate");
+        assert_ne!(other.markdown, plan.pacing.answer.markdown);
+        assert!(other.citations.is_empty() && other_searched.is_empty());
+    }
 }

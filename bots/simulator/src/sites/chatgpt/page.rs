@@ -13,12 +13,52 @@ pub const RATE_LIMIT_MESSAGE: &str = "You've reached our limit of messages per h
 /// Text of the generic mid-stream failure.
 pub const GENERIC_ERROR_MESSAGE: &str = "Something went wrong while generating the response. If this issue persists please contact us through our help center at help.openai.com.";
 
+/// Which markup the site serves: today's, or the one after a redesign (`config.redesign`), where
+/// test ids and classes changed and only the adapter manifest's fallback selectors still match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Variant {
+    Classic,
+    Redesign,
+}
+
+impl Variant {
+    pub(crate) fn from_redesign(redesign: bool) -> Variant {
+        if redesign { Variant::Redesign } else { Variant::Classic }
+    }
+
+    /// Names used in the static markup: (ui, composer id, submit button id, send test id,
+    /// login test id).
+    fn names(self) -> [(&'static str, &'static str); 5] {
+        match self {
+            Variant::Classic => [
+                ("{{UI}}", "classic"),
+                ("{{COMPOSER_ID}}", "prompt-textarea"),
+                ("{{SUBMIT_ID}}", "composer-submit-button"),
+                ("{{SEND_TESTID}}", "send-button"),
+                ("{{LOGIN_TESTID}}", "login-button"),
+            ],
+            Variant::Redesign => [
+                ("{{UI}}", "redesign"),
+                ("{{COMPOSER_ID}}", "composer-input"),
+                ("{{SUBMIT_ID}}", "composer-submit"),
+                ("{{SEND_TESTID}}", "composer-send-button"),
+                ("{{LOGIN_TESTID}}", "welcome-login-button"),
+            ],
+        }
+    }
+
+    fn apply(self, template: &str) -> String {
+        self.names().iter().fold(template.to_owned(), |page, (placeholder, name)| page.replace(placeholder, name))
+    }
+}
+
 /// The logged-in chat page for a session labelled `label`.
-pub(crate) fn chat_page(label: &str) -> String {
+pub(crate) fn chat_page(variant: Variant, label: &str) -> String {
     let shown = if label.trim().is_empty() { "ChatGPT user" } else { label.trim() };
     let initial: String = shown.chars().next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
     // The label goes in last, so a label that looks like a placeholder stays literal text.
-    CHAT_TEMPLATE
+    variant
+        .apply(CHAT_TEMPLATE)
         .replace("{{STYLE}}", STYLE)
         .replace("{{SCRIPT}}", SCRIPT)
         .replace("{{USER_INITIAL}}", &escape_html(&initial))
@@ -26,8 +66,8 @@ pub(crate) fn chat_page(label: &str) -> String {
 }
 
 /// The logged-out page: no composer, a "Log in" button.
-pub(crate) fn login_wall() -> String {
-    LOGIN_TEMPLATE.replace("{{STYLE}}", STYLE)
+pub(crate) fn login_wall(variant: Variant) -> String {
+    variant.apply(LOGIN_TEMPLATE).replace("{{STYLE}}", STYLE)
 }
 
 /// Where the "Log in" button leads. Sessions are made by the admin API, never here.
@@ -57,7 +97,7 @@ mod tests {
 
     #[test]
     fn chat_page_has_the_contract_selectors_and_escapes_the_label() {
-        let page = chat_page("<b>ops</b> {{STYLE}}");
+        let page = chat_page(Variant::Classic, "<b>ops</b> {{STYLE}}");
         assert!(page.contains("id=\"prompt-textarea\""));
         assert!(page.contains("contenteditable=\"true\""));
         assert!(page.contains("data-testid=\"send-button\""));
@@ -65,11 +105,23 @@ mod tests {
         assert!(page.contains("&lt;b&gt;ops&lt;/b&gt; {{STYLE}}"));
         assert_eq!(page.matches("{{").count(), 1);
         assert!(page.contains("<title>ChatGPT</title>"));
+
+        // After a redesign the primary selectors of the adapter no longer match.
+        let page = chat_page(Variant::Redesign, "ops");
+        // The evidence comment before <html> quotes the old markup; the page itself must not.
+        let page = &page[page.find("<html").unwrap_or(0)..];
+        assert!(!page.contains("id=\"prompt-textarea\""));
+        assert!(!page.contains("data-testid=\"send-button\""));
+        assert!(page.contains("class=\"ProseMirror\""));
+        assert!(page.contains("aria-label=\"Send prompt\""));
+        assert!(page.contains("data-ui=\"redesign\""));
+        assert!(!page.contains("{{"));
     }
 
     #[test]
     fn login_wall_has_no_composer() {
-        let page = login_wall();
+        assert!(login_wall(Variant::Redesign).contains("data-testid=\"welcome-login-button\""));
+        let page = login_wall(Variant::Classic);
         assert!(page.contains("data-testid=\"login-button\""));
         assert!(!page.contains("id=\"prompt-textarea\""));
         assert!(!page.contains("contenteditable"));

@@ -37,10 +37,8 @@ pub fn more_sources(prompt: &str) -> Vec<Citation> {
         .map(|_| {
             let (host, path, title) = sites.remove(next() % sites.len());
             let number = 1000 + next() * 37 + next();
-            let path = path
-                .replace("{slug}", &slug)
-                .replace("{Slug}", &capitalize(&slug))
-                .replace("{n}", &number.to_string());
+            let path =
+                path.replace("{slug}", &slug).replace("{Slug}", &capitalize(&slug)).replace("{n}", &number.to_string());
             let url = format!("https://{host}{path}");
             Citation {
                 href: format!("{url}?utm_source=chatgpt.com"),

@@ -1,6 +1,8 @@
 // aap-simulator chat page. Plain DOM code standing in for chatgpt.com's React app: it keeps the
-// selectors and the timing shape (thinking, streaming with a pause, then the action bar) that
-// browser automation sees on the real site. See the comment at the top of the page for sources.
+// selectors and the timing shape (thinking, searching, streaming with a pause, then the action
+// bar) that browser automation sees on the real site. See the comment at the top of the page for
+// sources. `data-ui="redesign"` on <html> switches every test id and class that a redesign
+// would rename (the names in UI below).
 (() => {
   'use strict';
 
@@ -9,6 +11,8 @@
   const GENERIC_ERROR =
     'Something went wrong while generating the response. If this issue persists please contact us through our help center at help.openai.com.';
   const PART_PATH = '/message/content/parts/0';
+  const CANDIDATE_PATH = /^\/paragen\/(\d+)\/content\/parts\/0$/;
+  const CHALLENGE_PARAM = '__cf_chl_rt_tk';
   const ICON_SEND =
     '<svg width="20" height="20" viewBox="0 0 20 20" aria-hidden="true"><path d="M10 16V4M5 9l5-5 5 5" stroke="currentColor" stroke-width="2" fill="none" stroke-linecap="round" stroke-linejoin="round"/></svg>';
   const ICON_STOP =
@@ -20,7 +24,71 @@
   const ICON_DOWN =
     '<svg width="18" height="18" viewBox="0 0 20 20" aria-hidden="true"><path d="M13 11l-3 6c-1.5 0-2-1-2-2v-3H4l1.5-8H13z" stroke="currentColor" stroke-width="1.5" fill="none"/></svg>';
 
-  const composer = document.getElementById('prompt-textarea');
+
+  // Test ids and classes of today's markup, and of the redesigned one. `null`: the redesign
+  // dropped the test id.
+  const UI =
+    document.documentElement.getAttribute('data-ui') === 'redesign'
+      ? {
+          submitId: 'composer-submit',
+          sendTestid: 'composer-send-button',
+          stopTestid: 'composer-stop-button',
+          turnTestid: 'chat-turn-',
+          markdownClass: 'prose response-content w-full break-words',
+          errorClass: 'error-banner rounded-2xl border px-4 py-3 text-sm',
+          copyTestid: 'copy-button',
+          goodTestid: 'thumbs-up-button',
+          badTestid: 'thumbs-down-button',
+          pillOnLink: true,
+          sourcesLabel: 'Show sources',
+          panelTag: 'section',
+          titleClass: 'line-clamp-2 text-sm',
+          domainClass: 'text-xs text-token-text-secondary',
+          thinkingTestid: null,
+          thinkingClass: 'reasoning-status flex items-center gap-2',
+          answerNowTestid: null,
+          recapTestid: null,
+          recapClass: 'reasoning-recap',
+          searchTestid: null,
+          searchClass: 'web-search-status',
+          comparisonTestid: null,
+          comparisonClass: 'response-comparison',
+          candidateTestid: null,
+          candidateClass: 'comparison-candidate',
+          preferTestid: null,
+          preferClass: 'prefer-button btn-secondary',
+        }
+      : {
+          submitId: 'composer-submit-button',
+          sendTestid: 'send-button',
+          stopTestid: 'stop-button',
+          turnTestid: 'conversation-turn-',
+          markdownClass: 'markdown prose dark:prose-invert w-full break-words light markdown-new-styling',
+          errorClass: 'text-token-text-error border-token-surface-error/15 rounded-3xl border px-4 py-3 text-sm',
+          copyTestid: 'copy-turn-action-button',
+          goodTestid: 'good-response-turn-action-button',
+          badTestid: 'bad-response-turn-action-button',
+          pillOnLink: false,
+          sourcesLabel: 'Sources',
+          panelTag: 'aside',
+          titleClass: 'source-title',
+          domainClass: 'source-domain',
+          thinkingTestid: 'thinking-status',
+          thinkingClass: 'thinking-status flex items-center gap-2',
+          answerNowTestid: 'answer-now-button',
+          recapTestid: 'reasoning-recap-button',
+          recapClass: 'reasoning-recap',
+          searchTestid: 'search-status',
+          searchClass: 'search-status',
+          comparisonTestid: 'paragen-comparison',
+          comparisonClass: 'paragen',
+          candidateTestid: 'paragen-response-',
+          candidateClass: 'paragen-response',
+          preferTestid: 'paragen-prefer-response-button',
+          preferClass: 'prefer-button btn-secondary',
+        };
+
+  const composer = document.querySelector('.ProseMirror[contenteditable="true"]');
   const form = composer.closest('form');
   const thread = document.getElementById('thread');
   const conversation = document.getElementById('conversation');
@@ -29,6 +97,7 @@
 
   let turns = 0;
   let active = null; // the answer being streamed: { controller }
+  let pendingChoice = false; // an A/B prompt waits for "I prefer this response"
   let conversationId = null;
   let parentId = uuid();
 
@@ -49,6 +118,23 @@
       .replace(/'/g, '&#39;');
   }
 
+  // An element with the variant's test id (when it has one) and classes.
+  function make(tagName, testid, className) {
+    const el = document.createElement(tagName);
+    if (testid) el.setAttribute('data-testid', testid);
+    if (className) el.className = className;
+    return el;
+  }
+
+  function post(path, body) {
+    return fetch(path, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body || {}),
+    }).catch(() => {});
+  }
+
   // ---- composer -----------------------------------------------------------------------------
 
   function composerText() {
@@ -56,7 +142,7 @@
   }
 
   function submitButton() {
-    return document.getElementById('composer-submit-button');
+    return document.getElementById(UI.submitId);
   }
 
   function syncComposer() {
@@ -66,14 +152,14 @@
       p.classList.toggle('placeholder', empty && i === 0);
     });
     const button = submitButton();
-    if (button && button.dataset.testid === 'send-button') button.disabled = empty;
+    if (button && button.dataset.testid === UI.sendTestid) button.disabled = empty;
   }
 
   // The send and stop buttons are distinct nodes that replace each other in the same slot, as
   // React renders them: a reference to the stop button goes stale once the answer is done.
   function replaceSubmitButton(testid, type, label, icon) {
     const button = document.createElement('button');
-    button.id = 'composer-submit-button';
+    button.id = UI.submitId;
     button.type = type;
     button.className = 'composer-submit-btn';
     button.setAttribute('data-testid', testid);
@@ -84,12 +170,12 @@
   }
 
   function showSendButton() {
-    replaceSubmitButton('send-button', 'submit', 'Send prompt', ICON_SEND);
+    replaceSubmitButton(UI.sendTestid, 'submit', 'Send prompt', ICON_SEND);
     syncComposer();
   }
 
   function showStopButton() {
-    replaceSubmitButton('stop-button', 'button', 'Stop answering', ICON_STOP);
+    replaceSubmitButton(UI.stopTestid, 'button', 'Stop answering', ICON_STOP);
   }
 
   composer.addEventListener('input', syncComposer);
@@ -104,7 +190,7 @@
     submit();
   });
   form.addEventListener('click', (event) => {
-    const button = event.target.closest('[data-testid="stop-button"]');
+    const button = event.target.closest('[data-testid="' + UI.stopTestid + '"]');
     if (button && active) {
       event.preventDefault();
       active.controller.abort();
@@ -112,7 +198,8 @@
   });
 
   function submit() {
-    if (active) return;
+    // The A/B chooser blocks the chat until one response is picked.
+    if (active || pendingChoice) return;
     const text = composerText();
     if (!text) return;
     composer.innerHTML = EMPTY_COMPOSER;
@@ -122,12 +209,21 @@
 
   // ---- turns --------------------------------------------------------------------------------
 
+  function messageHtml(role, id) {
+    return (
+      '<div data-message-author-role="' + role + '" data-message-id="' + escapeHtml(id) + '" dir="auto"' +
+      ' class="min-h-8 text-message relative flex w-full flex-col gap-2 text-start break-words whitespace-normal">' +
+      '<div class="flex w-full flex-col gap-1 empty:hidden"></div>' +
+      '</div>'
+    );
+  }
+
   function turnShell(n, role, id) {
     const article = document.createElement('article');
     article.className = 'text-token-text-primary w-full';
     article.tabIndex = -1;
     article.dir = 'auto';
-    article.setAttribute('data-testid', 'conversation-turn-' + n);
+    article.setAttribute('data-testid', UI.turnTestid + n);
     article.setAttribute('data-scroll-anchor', role === 'assistant' ? 'true' : 'false');
     article.setAttribute('data-turn', role);
     article.setAttribute('data-turn-id', id);
@@ -136,12 +232,10 @@
       heading +
       '<div class="text-base my-auto mx-auto"><div class="mx-auto flex flex-1 text-base">' +
       '<div class="group/conversation-turn relative flex w-full min-w-0 flex-col' + (role === 'assistant' ? ' agent-turn' : '') + '">' +
-      '<div class="flex max-w-full flex-col grow">' +
-      '<div data-message-author-role="' + role + '" data-message-id="' + id + '" dir="auto"' +
-      (role === 'assistant' ? ' data-message-model-slug="gpt-5"' : '') +
-      ' class="min-h-8 text-message relative flex w-full flex-col gap-2 text-start break-words whitespace-normal">' +
-      '<div class="flex w-full flex-col gap-1 empty:hidden"></div>' +
-      '</div></div><div class="turn-actions-slot"></div></div></div></div>';
+      '<div class="turn-column flex max-w-full flex-col grow">' +
+      (role === 'assistant' ? '<div class="turn-status empty:hidden"></div>' : '') +
+      messageHtml(role, id) +
+      '</div><div class="turn-actions-slot"></div></div></div></div>';
     return article;
   }
 
@@ -154,21 +248,130 @@
     return article;
   }
 
-  function assistantTurn(n, id) {
-    const article = turnShell(n, 'assistant', id);
-    const body = article.querySelector('[data-message-author-role] > div');
-    body.innerHTML =
-      '<div class="markdown prose dark:prose-invert w-full break-words light markdown-new-styling result-thinking streaming-animation"></div>';
-    return { article, body, markdown: body.querySelector('.markdown') };
+  // What one streamed answer message holds and where it renders.
+  function target(message) {
+    const body = message.querySelector(':scope > div');
+    body.innerHTML = '<div class="' + UI.markdownClass + ' result-thinking streaming-animation"></div>';
+    return { message, body, markdown: body.firstElementChild, text: '', refs: {}, citations: [], sources: [], prefer: null };
   }
 
-  function showError(turn, message, keepPartial) {
-    if (!keepPartial || !turn.markdown.textContent.trim()) turn.markdown.remove();
-    const error = document.createElement('div');
-    error.className = 'text-token-text-error border-token-surface-error/15 rounded-3xl border px-4 py-3 text-sm';
+  function assistantTurn(n, id) {
+    const article = turnShell(n, 'assistant', id);
+    const message = article.querySelector('[data-message-author-role]');
+    return {
+      article,
+      column: article.querySelector('.turn-column'),
+      status: article.querySelector('.turn-status'),
+      main: target(message),
+    };
+  }
+
+  function showError(turn, state, message, keepPartial) {
+    const main = state.main;
+    const inComparison = !!state.comparison;
+    if (!inComparison && (!keepPartial || !main.markdown.textContent.trim())) main.markdown.remove();
+    const error = make('div', null, UI.errorClass);
     error.setAttribute('role', 'alert');
     error.textContent = message;
-    turn.body.appendChild(error);
+    (inComparison ? turn.column : main.body).appendChild(error);
+  }
+
+  // ---- thinking and search status -----------------------------------------------------------
+
+  function showThinking(turn, state) {
+    if (state.thinkingBox) return;
+    const box = make('div', UI.thinkingTestid, UI.thinkingClass);
+    box.setAttribute('role', 'status');
+    box.setAttribute('aria-live', 'polite');
+    box.innerHTML = '<span class="loading-shimmer-pure-text">Thinking</span>';
+    // Trades the reasoning for a quick answer: the server records every click.
+    const answerNow = make('button', UI.answerNowTestid, 'answer-now btn-secondary');
+    answerNow.type = 'button';
+    answerNow.setAttribute('aria-label', 'Answer now');
+    answerNow.textContent = 'Answer now';
+    answerNow.addEventListener('click', () => {
+      answerNow.disabled = true;
+      answerNow.textContent = 'Answering now…';
+      post('/backend-api/conversation/' + encodeURIComponent(conversationId || 'new') + '/answer_now');
+    });
+    box.appendChild(answerNow);
+    turn.status.appendChild(box);
+    state.thinkingBox = box;
+  }
+
+  function endThinking(turn, state, text) {
+    const recap = make('button', UI.recapTestid, UI.recapClass);
+    recap.type = 'button';
+    recap.setAttribute('aria-expanded', 'false');
+    recap.textContent = text || 'Thought for a few seconds';
+    if (state.thinkingBox) state.thinkingBox.replaceWith(recap);
+    else turn.status.prepend(recap);
+    state.thinkingBox = null;
+  }
+
+  function showSearching(turn, state) {
+    if (state.searchBox) return;
+    const box = make('div', UI.searchTestid, UI.searchClass);
+    box.setAttribute('role', 'status');
+    box.setAttribute('aria-live', 'polite');
+    box.innerHTML = '<span class="loading-shimmer-pure-text">Searching the web</span>';
+    turn.status.appendChild(box);
+    state.searchBox = box;
+  }
+
+  function showSearched(turn, state, count) {
+    showSearching(turn, state);
+    state.searchBox.innerHTML = '<span>Searched ' + count + ' site' + (count === 1 ? '' : 's') + '</span>';
+  }
+
+  // ---- A/B comparison -----------------------------------------------------------------------
+
+  function comparison(turn, state) {
+    if (state.comparison) return state.comparison;
+    const box = make('div', UI.comparisonTestid, UI.comparisonClass);
+    box.innerHTML =
+      '<div class="comparison-header"><p class="muted">You\u2019re giving feedback on a new version of ChatGPT.</p>' +
+      '<p class="comparison-question">Which response do you prefer? Responses may take a moment to load.</p></div>' +
+      '<div class="comparison-columns"></div>';
+    // The single answer slot gives way to the two candidates.
+    state.main.message.replaceWith(box);
+    state.comparison = box;
+    return box;
+  }
+
+  function candidate(turn, state, index, id) {
+    if (state.candidates[index]) return state.candidates[index];
+    const box = comparison(turn, state);
+    const column = make('div', UI.candidateTestid ? UI.candidateTestid + (index + 1) : null, UI.candidateClass);
+    column.innerHTML =
+      '<div class="candidate-label muted">ChatGPT</div><div class="candidate-title">Response ' + (index + 1) + '</div>' +
+      messageHtml('assistant', id);
+    const entry = target(column.querySelector('[data-message-author-role]'));
+    const prefer = make('button', UI.preferTestid, UI.preferClass);
+    prefer.type = 'button';
+    prefer.disabled = true;
+    prefer.setAttribute('aria-label', 'I prefer this response');
+    prefer.textContent = 'I prefer this response';
+    prefer.addEventListener('click', () => choose(turn, state, index));
+    column.appendChild(prefer);
+    entry.prefer = prefer;
+    box.querySelector('.comparison-columns').appendChild(column);
+    state.candidates[index] = entry;
+    return entry;
+  }
+
+  function choose(turn, state, index) {
+    const chosen = state.candidates[index];
+    if (!pendingChoice || !chosen || !state.comparison) return;
+    post('/backend-api/conversation/' + encodeURIComponent(conversationId || 'new') + '/paragen_feedback', {
+      preferred: index + 1,
+    });
+    state.comparison.replaceWith(chosen.message);
+    state.comparison = null;
+    state.main = chosen;
+    pendingChoice = false;
+    turn.article.querySelector('.turn-actions-slot').appendChild(actionBar(chosen));
+    parentId = chosen.message.getAttribute('data-message-id') || parentId;
   }
 
   // ---- markdown -----------------------------------------------------------------------------
@@ -177,11 +380,17 @@
     const item = ref.items && ref.items[0];
     if (!item) return '';
     const href = escapeHtml(item.url);
+    const name = '<span class="max-w-[15ch] grow truncate overflow-hidden text-center">' + escapeHtml(item.attribution) + '</span>';
+    if (UI.pillOnLink) {
+      return (
+        '<span class="citation-wrapper ms-1 inline-flex"><a data-testid="webpage-citation-pill" class="citation-pill" href="' +
+        href + '" target="_blank" rel="noopener">' + name + '</a></span>'
+      );
+    }
     return (
       '<span class="" data-state="closed"><span class="ms-1 inline-flex max-w-full items-center relative top-[-0.094rem] animate-[show_150ms_ease-in]" data-testid="webpage-citation-pill">' +
       '<a href="' + href + '" target="_blank" rel="noopener" alt="' + href + '" class="flex h-4.5 overflow-hidden rounded-xl px-2 text-[9px] font-medium">' +
-      '<span class="max-w-[15ch] grow truncate overflow-hidden text-center">' + escapeHtml(item.attribution) + '</span>' +
-      '</a></span></span>'
+      name + '</a></span></span>'
     );
   }
 
@@ -248,7 +457,7 @@
 
   // ---- action bar and sources panel ---------------------------------------------------------
 
-  function actionBar(state) {
+  function actionBar(entry) {
     const bar = document.createElement('div');
     bar.className = 'z-0 flex min-h-[46px] justify-start';
     const group = document.createElement('div');
@@ -257,43 +466,63 @@
     group.setAttribute('aria-label', 'Response actions');
     group.tabIndex = -1;
     group.innerHTML =
-      '<button type="button" data-testid="copy-turn-action-button" aria-label="Copy" data-state="closed">' + ICON_COPY + '</button>' +
-      '<button type="button" data-testid="good-response-turn-action-button" aria-label="Good response" aria-pressed="false">' + ICON_UP + '</button>' +
-      '<button type="button" data-testid="bad-response-turn-action-button" aria-label="Bad response" aria-pressed="false">' + ICON_DOWN + '</button>';
-    group.querySelector('[data-testid="copy-turn-action-button"]').addEventListener('click', () => {
-      const text = copyText(state.text, state.refs);
+      '<button type="button" data-testid="' + UI.copyTestid + '" aria-label="Copy" data-state="closed">' + ICON_COPY + '</button>' +
+      '<button type="button" data-testid="' + UI.goodTestid + '" aria-label="Good response" aria-pressed="false">' + ICON_UP + '</button>' +
+      '<button type="button" data-testid="' + UI.badTestid + '" aria-label="Bad response" aria-pressed="false">' + ICON_DOWN + '</button>';
+    group.querySelector('[aria-label="Copy"]').addEventListener('click', () => {
+      const text = copyText(entry.text, entry.refs);
       if (navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
     });
-    if (state.citations.length) {
+    const all = allSources(entry);
+    if (all.length) {
       const sources = document.createElement('button');
       sources.type = 'button';
       sources.className = 'group/footnote bg-token-bg-primary';
-      sources.setAttribute('aria-label', 'Sources');
-      const favicons = state.citations
+      sources.setAttribute('aria-label', UI.sourcesLabel);
+      const favicons = all
         .slice(0, 3)
         .map((c, i) => '<span class="favicon icon-sm rounded-full favicon-' + i + '" aria-hidden="true" title="' + escapeHtml(c.attribution) + '"></span>')
         .join('');
       sources.innerHTML = '<div class="favicons">' + favicons + '</div><div>Sources</div>';
-      sources.addEventListener('click', () => openSources(state.citations));
+      sources.addEventListener('click', () => openSources(entry));
       group.appendChild(sources);
     }
     bar.appendChild(group);
     return bar;
   }
 
-  function openSources(citations) {
-    panelRoot.innerHTML =
-      '<aside class="sources-panel" role="dialog" aria-label="Sources"><header><h2>Citations</h2>' +
-      '<button type="button" class="ghost round" aria-label="Close">×</button></header><ul>' +
-      citations
-        .map(
-          (c) =>
-            '<li><a href="' + escapeHtml(c.url) + '" target="_blank" rel="noopener"><div class="source-domain">' +
-            escapeHtml(c.attribution) + '</div><div class="source-title">' + escapeHtml(c.title) + '</div></a></li>'
-        )
-        .join('') +
-      '</ul></aside>';
-    panelRoot.querySelector('button[aria-label="Close"]').addEventListener('click', () => {
+  // Cited sources first (each once, in the order the answer cites them), then the ones the
+  // search read without citing them.
+  function allSources(entry) {
+    const seen = new Set();
+    const cited = [];
+    for (const c of entry.citations) {
+      if (!seen.has(c.url)) {
+        seen.add(c.url);
+        cited.push(c);
+      }
+    }
+    const more = entry.sources.filter((s) => !seen.has(s.url));
+    return cited.concat(more).map((s, i) => Object.assign({ cited: i < cited.length }, s));
+  }
+
+  function openSources(entry) {
+    const all = allSources(entry);
+    const item = (c) =>
+      '<li><a href="' + escapeHtml(c.url) + '" target="_blank" rel="noopener"><div class="' + UI.domainClass + '">' +
+      escapeHtml(c.attribution) + '</div><div class="' + UI.titleClass + '">' + escapeHtml(c.title) + '</div></a></li>';
+    const section = (title, list) =>
+      list.length ? '<div class="sources-section"><h3>' + title + '</h3><ul>' + list.map(item).join('') + '</ul></div>' : '';
+    const panel = make(UI.panelTag, null, 'sources-panel');
+    panel.setAttribute('role', 'dialog');
+    panel.setAttribute('aria-label', 'Sources');
+    panel.innerHTML =
+      '<header><h2>Sources</h2><button type="button" class="ghost round" aria-label="Close">×</button></header>' +
+      section('Citations', all.filter((c) => c.cited)) +
+      section('More', all.filter((c) => !c.cited));
+    panelRoot.innerHTML = '';
+    panelRoot.appendChild(panel);
+    panel.querySelector('button[aria-label="Close"]').addEventListener('click', () => {
       panelRoot.innerHTML = '';
     });
   }
@@ -310,6 +539,47 @@
 
   // ---- streaming ----------------------------------------------------------------------------
 
+  function onMessage(value, state, turn) {
+    const message = value.message;
+    if (value.conversation_id && value.conversation_id !== conversationId) {
+      conversationId = value.conversation_id;
+      if (location.pathname !== '/c/' + conversationId) history.pushState({}, '', '/c/' + conversationId);
+    }
+    const meta = message.metadata || {};
+    const content = message.content || {};
+    const author = (message.author && message.author.role) || '';
+    if (author === 'tool') {
+      showSearching(turn, state);
+      return;
+    }
+    if (content.content_type === 'thoughts') {
+      if (meta.model_slug) state.main.message.setAttribute('data-message-model-slug', meta.model_slug);
+      showThinking(turn, state);
+      return;
+    }
+    if (content.content_type === 'reasoning_recap') {
+      endThinking(turn, state, content.content);
+      return;
+    }
+    // An answer message: the single one, or one candidate of an A/B prompt.
+    const index = meta.paragen_variant_index;
+    const entry = typeof index === 'number' ? candidate(turn, state, index, message.id || uuid()) : state.main;
+    if (message.id) entry.message.setAttribute('data-message-id', message.id);
+    if (meta.model_slug) entry.message.setAttribute('data-message-model-slug', meta.model_slug);
+    for (const ref of meta.content_references || []) {
+      entry.refs[ref.matched_text] = ref;
+      if (ref.items) entry.citations.push(...ref.items);
+    }
+    for (const group of meta.search_result_groups || []) entry.sources.push(...(group.entries || []));
+    if (entry.sources.length && (typeof index !== 'number' || index === 0)) showSearched(turn, state, entry.sources.length);
+  }
+
+  function append(entry, chunk) {
+    entry.text += chunk;
+    entry.markdown.classList.remove('result-thinking');
+    entry.markdown.innerHTML = renderMarkdown(entry.text, entry.refs);
+  }
+
   function applyEvent(event, payload, state, turn) {
     if (event === 'delta_encoding') return;
     if (payload.type === 'error' || payload.error) {
@@ -321,26 +591,16 @@
       return;
     }
     const value = payload.v;
-    if (value && typeof value === 'object' && value.message) {
-      // The opening "add" carries the message header and its content references.
-      const refs = (value.message.metadata && value.message.metadata.content_references) || [];
-      for (const ref of refs) {
-        state.refs[ref.matched_text] = ref;
-        if (ref.items) state.citations.push(...ref.items);
-      }
-      if (value.conversation_id && value.conversation_id !== conversationId) {
-        conversationId = value.conversation_id;
-        if (location.pathname !== '/c/' + conversationId) history.pushState({}, '', '/c/' + conversationId);
-      }
+    if (value && typeof value === 'object' && !Array.isArray(value) && value.message) {
+      onMessage(value, state, turn);
       return;
     }
     if (payload.p !== undefined) state.path = payload.p;
     if (payload.o !== undefined) state.op = payload.o;
-    if (typeof value === 'string' && state.op === 'append' && state.path === PART_PATH) {
-      state.text += value;
-      turn.markdown.classList.remove('result-thinking');
-      turn.markdown.innerHTML = renderMarkdown(state.text, state.refs);
-    }
+    if (typeof value !== 'string' || state.op !== 'append') return;
+    const match = CANDIDATE_PATH.exec(state.path);
+    const entry = match ? state.candidates[Number(match[1])] : state.path === PART_PATH ? state.main : null;
+    if (entry) append(entry, value);
   }
 
   async function readStream(response, state, turn) {
@@ -386,7 +646,17 @@
     const controller = new AbortController();
     active = { controller };
     showStopButton();
-    const state = { text: '', refs: {}, citations: [], path: PART_PATH, op: 'append', error: null, complete: false };
+    const state = {
+      main: turn.main,
+      candidates: [],
+      comparison: null,
+      thinkingBox: null,
+      searchBox: null,
+      path: PART_PATH,
+      op: 'append',
+      error: null,
+      complete: false,
+    };
     let outcome = 'answered';
     try {
       const response = await fetch('/backend-api/conversation', {
@@ -411,6 +681,11 @@
           history_and_training_disabled: false,
         }),
       });
+      if (response.headers.get('cf-mitigated') === 'challenge') {
+        // Cloudflare refused the call: the app reloads, and the edge shows its interstitial.
+        location.assign('/?' + CHALLENGE_PARAM + '=' + uuid());
+        return;
+      }
       if (response.status === 401 || response.status === 403) {
         // The session is gone: chatgpt.com sends the browser back to the logged-out page.
         location.assign('/');
@@ -425,15 +700,15 @@
         } catch (_) {
           // keep the generic message
         }
-        showError(turn, message, false);
+        showError(turn, state, message, false);
         outcome = 'failed';
       } else {
         await readStream(response, state, turn);
         if (state.error) {
-          showError(turn, state.error, true);
+          showError(turn, state, state.error, true);
           outcome = 'failed';
         } else if (!state.complete) {
-          showError(turn, GENERIC_ERROR, true);
+          showError(turn, state, GENERIC_ERROR, true);
           outcome = 'failed';
         }
       }
@@ -441,14 +716,25 @@
       if (error && error.name === 'AbortError') {
         outcome = 'stopped';
       } else {
-        showError(turn, 'Network connection lost. Attempting to reconnect…', true);
+        showError(turn, state, 'Network connection lost. Attempting to reconnect…', true);
         outcome = 'failed';
       }
     }
-    turn.markdown.classList.remove('streaming-animation', 'result-thinking');
+    for (const entry of [state.main].concat(state.candidates)) {
+      if (entry) entry.markdown.classList.remove('streaming-animation', 'result-thinking');
+    }
+    if (state.thinkingBox) state.thinkingBox.remove();
     if (outcome !== 'failed') {
-      turn.article.querySelector('.turn-actions-slot').appendChild(actionBar(state));
-      parentId = assistantId;
+      if (state.comparison) {
+        // Both candidates are in: the chat waits for a choice before it goes on.
+        pendingChoice = true;
+        state.candidates.forEach((entry) => {
+          if (entry) entry.prefer.disabled = false;
+        });
+      } else {
+        turn.article.querySelector('.turn-actions-slot').appendChild(actionBar(state.main));
+        parentId = assistantId;
+      }
       if (conversationId) addHistory(conversationId, text);
     }
     active = null;
