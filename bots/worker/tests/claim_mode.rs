@@ -29,7 +29,7 @@ enum Event {
     Ready(u32),
     Heartbeat(Vec<i64>),
     StreamClosed,
-    Submit(SubmitRequest),
+    Submit(Box<SubmitRequest>),
     Release(ReleaseRequest),
     Lease(LeaseSessionRequest),
     Return(ReturnSessionRequest),
@@ -132,7 +132,7 @@ impl EvaluationService for Fake {
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let request = request.into_inner();
         let evaluation_id = request.evaluation_id;
-        self.record(Event::Submit(request));
+        self.record(Event::Submit(Box::new(request)));
         Ok(Response::new(SubmitResponse { evaluation_id, status: "submitted".into() }))
     }
 
@@ -307,15 +307,27 @@ async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()>
     );
     assert!(submit.response_markdown.contains("### "), "markdown keeps headings: {}", submit.response_markdown);
     assert!(submit.captured_at.is_some());
-    let citations: Vec<(String, String, String, u32)> =
-        submit.citations.iter().map(|c| (c.url.clone(), c.title.clone(), c.domain.clone(), c.position)).collect();
-    let wanted: Vec<(String, String, String, u32)> = expected
+    let citations: Vec<(String, String, String, u32, i32)> = submit
         .citations
         .iter()
+        .map(|c| (c.url.clone(), c.title.clone(), c.domain.clone(), c.position, c.kind))
+        .collect();
+    // Cited sources first, in reading order, then the ones the Sources panel only lists.
+    let inline = expected.citations.iter().map(|c| (c, aap_proto::v1::CitationKind::Inline));
+    let listed = aap_simulator::chatgpt_more_sources(first);
+    let listed = listed.iter().map(|c| (c, aap_proto::v1::CitationKind::Listed));
+    let wanted: Vec<(String, String, String, u32, i32)> = inline
+        .chain(listed)
         .enumerate()
-        .map(|(i, c)| (c.url.clone(), c.title.clone(), c.domain.clone(), i as u32 + 1))
+        .map(|(i, (c, kind))| (c.url.clone(), c.title.clone(), c.domain.clone(), i as u32 + 1, kind as i32))
         .collect();
     assert_eq!(citations, wanted);
+    let capture = submit.capture.clone().context("capture")?;
+    assert_eq!(capture.model, "gpt-5");
+    assert_eq!(capture.web_search, Some(true));
+    assert_eq!(capture.adapter_version, aap_bot::Manifest::load("chatgpt", None)?.version);
+    assert!(capture.time_to_first_token.is_some() && capture.time_to_complete.is_some());
+    assert!(capture.response_html.contains("webpage-citation-pill"), "the page's HTML is kept");
 
     assert_eq!(stats.answers_for_token(&good.token), 2);
     assert_eq!(stats.answers_for_token(&expired.token), 0);

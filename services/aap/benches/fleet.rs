@@ -88,9 +88,28 @@ async fn platform_overhead() {
     let mut cached = Vec::new();
     // Distinct topics, so no prompt is a near neighbour of another (each is new).
     let topics = [
-        "laptops", "espresso machines", "running shoes", "e-bikes", "standing desks", "headphones", "tents",
-        "air purifiers", "robot vacuums", "monitors", "car seats", "mattresses", "blenders", "drones", "kayaks",
-        "routers", "keyboards", "cameras", "smart watches", "office chairs", "guitars", "telescopes",
+        "laptops",
+        "espresso machines",
+        "running shoes",
+        "e-bikes",
+        "standing desks",
+        "headphones",
+        "tents",
+        "air purifiers",
+        "robot vacuums",
+        "monitors",
+        "car seats",
+        "mattresses",
+        "blenders",
+        "drones",
+        "kayaks",
+        "routers",
+        "keyboards",
+        "cameras",
+        "smart watches",
+        "office chairs",
+        "guitars",
+        "telescopes",
     ];
     for round in 0..=n {
         let prompt = format!("Which {} are best value in {}?", topics[round % topics.len()], 2000 + round);

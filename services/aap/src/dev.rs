@@ -31,7 +31,12 @@ pub struct DevArgs {
     #[arg(long, env = "AAP_DEV_BOTS", default_value_t = 2)]
     pub bots: usize,
     /// Assistants to simulate and run bots for (comma separated ids).
-    #[arg(long, env = "AAP_DEV_ASSISTANTS", value_delimiter = ',', default_value = "chatgpt,claude,perplexity,google-ai-overview")]
+    #[arg(
+        long,
+        env = "AAP_DEV_ASSISTANTS",
+        value_delimiter = ',',
+        default_value = "chatgpt,claude,perplexity,google-ai-overview"
+    )]
     pub assistants: Vec<String>,
     /// Prompt asked once everything is up.
     #[arg(long, default_value = "What are the best laptops under $1,000?")]

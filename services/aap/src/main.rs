@@ -186,7 +186,8 @@ async fn main() -> anyhow::Result<()> {
                 let port = if base.port() == 0 { 0 } else { base.port() + index as u16 };
                 let at = std::net::SocketAddr::new(base.ip(), port);
                 let listener = TcpListener::bind(at).await.with_context(|| format!("bind {at}"))?;
-                let sim = aap_simulator::Simulator::start(listener, site, aap_simulator::SimulatorConfig::default()).await?;
+                let sim =
+                    aap_simulator::Simulator::start(listener, site, aap_simulator::SimulatorConfig::default()).await?;
                 let session = sim.create_session("demo").await;
                 println!("{:<19} {}", site.id(), sim.base_url);
                 println!("  session cookie    {}={}", site.session_cookie(), session.token);

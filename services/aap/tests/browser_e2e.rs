@@ -75,11 +75,27 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
         lines(&expected.plain_text()),
         "the whole answer, not the half before the pause"
     );
-    assert_eq!(answer.citations.len(), expected.citations.len());
-    for (got, want) in answer.citations.iter().zip(&expected.citations) {
+    let listed = aap_simulator::chatgpt_more_sources(prompt);
+    assert_eq!(answer.citations.len(), expected.citations.len() + listed.len(), "cited, then listed");
+    for (got, want) in answer.citations.iter().zip(expected.citations.iter().chain(&listed)) {
         assert_eq!(got.url, want.url);
         assert!(!got.url.contains("utm_"), "{}", got.url);
     }
+    let kinds: Vec<i32> = answer.citations.iter().map(|c| c.kind).collect();
+    let inline = aap_proto::v1::CitationKind::Inline as i32;
+    let listed_kind = aap_proto::v1::CitationKind::Listed as i32;
+    assert_eq!(kinds.iter().filter(|k| **k == inline).count(), expected.citations.len(), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == listed_kind).count(), listed.len(), "{kinds:?}");
+    // Who captured it, with what, from which account.
+    assert_eq!((answer.bot_id.as_str(), answer.account_label.as_str()), ("e2e-bot", "sim-1"));
+    assert!(!answer.account_id.is_empty());
+    let capture = answer.capture.clone().expect("capture");
+    assert_eq!(capture.model, "gpt-5");
+    assert_eq!(capture.web_search, Some(true));
+    let manifest = aap_bot::Manifest::load("chatgpt", None).expect("manifest");
+    assert_eq!((capture.adapter_version, capture.adapter_fingerprint), (manifest.version, manifest.fingerprint));
+    assert!(capture.time_to_first_token.is_some() && capture.time_to_complete.is_some());
+    assert!(capture.response_html.contains("webpage-citation-pill"));
     assert_eq!(sim.stats().answers_total, 1);
 
     let again = ask(&app, ask_text(prompt, &["chatgpt"])).await;
