@@ -74,10 +74,17 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -
     tracing::info!(bot_id = config.bot_id, assistant = config.assistant, plan = config.plan, concurrency = count, tasks = ?config.tasks, sessions = ?config.sessions, "bot starting");
 
     let (stop, stopped) = watch::channel(false);
+    let sessions = match &config.sessions {
+        SessionSourceConfig::Service { url } => {
+            let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout)?;
+            Sessions::service(channel, &config.assistant, &config.plan, &config.bot_id, config.api_timeout)
+        }
+        SessionSourceConfig::Dir { path } => Sessions::dir(path, config.per_session_runs),
+    };
     let mut workers = tokio::task::JoinSet::new();
     for index in 1..=count {
         let bot_id = if count == 1 { config.bot_id.clone() } else { format!("{}-{index}", config.bot_id) };
-        let worker = worker_for(&config, &bot_id, adapter.clone(), stopped.clone())?;
+        let worker = worker_for(&config, &bot_id, adapter.clone(), sessions.share(&bot_id), stopped.clone())?;
         workers.spawn(tracing::Instrument::instrument(worker.run(), tracing::info_span!("worker", bot_id)));
     }
     tokio::pin!(shutdown);
@@ -108,11 +115,12 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -
     result
 }
 
-/// One worker: its own task source and session source, sharing the adapter.
+/// One worker: its own task source, a share of the sessions, the adapter.
 fn worker_for(
     config: &BotConfig,
     bot_id: &str,
     adapter: AnyAdapter,
+    sessions: Sessions,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Worker<AnyAdapter>> {
     let source = match &config.tasks {
@@ -142,13 +150,6 @@ fn worker_for(
             })
             .context("http client")?,
         ),
-    };
-    let sessions = match &config.sessions {
-        SessionSourceConfig::Service { url } => {
-            let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout)?;
-            Sessions::service(channel, &config.assistant, &config.plan, bot_id, config.api_timeout)
-        }
-        SessionSourceConfig::Dir { path } => Sessions::dir(path, config.per_session_runs),
     };
     let settings = WorkerSettings {
         max_attempts: config.max_attempts,

@@ -7,8 +7,9 @@
 //! `alice.json` with `alice.proxy` (one proxy URL, e.g. `socks5://10.0.0.7:1080`) and
 //! `alice.user-agent` (one user agent line), both optional.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use aap_proto::v1::session_service_client::SessionServiceClient;
@@ -109,10 +110,24 @@ impl Sessions {
         Sessions::Dir(DirSessions {
             dir: dir.into(),
             per_session_runs: per_session_runs.max(1),
-            last: None,
-            cooling: HashMap::new(),
-            expired: HashMap::new(),
+            pool: Arc::new(Mutex::new(DirPool::default())),
         })
+    }
+
+    /// Another handle on the same sessions, for another worker of this process. Directory
+    /// sessions share one pool (a file in use by one browser is never handed to another, and
+    /// cool-downs and expiries are seen by all); service sessions are leased per bot id.
+    pub fn share(&self, bot_id: &str) -> Sessions {
+        match self {
+            Sessions::Service(service) => Sessions::Service(ServiceSessions {
+                client: service.client.clone(),
+                assistant: service.assistant.clone(),
+                plan: service.plan.clone(),
+                bot_id: bot_id.to_owned(),
+                timeout: service.timeout,
+            }),
+            Sessions::Dir(dir) => Sessions::Dir(dir.clone()),
+        }
     }
 
     /// Borrows the next session in rotation.
@@ -197,17 +212,43 @@ impl ServiceSessions {
     }
 }
 
-/// Files in a directory, rotated round-robin.
+/// Files in a directory, rotated round-robin; clones share one pool.
+#[derive(Clone)]
 pub struct DirSessions {
     dir: PathBuf,
     per_session_runs: u32,
+    pool: Arc<Mutex<DirPool>>,
+}
+
+/// What the workers of one process know about the files.
+#[derive(Default)]
+struct DirPool {
     last: Option<PathBuf>,
     cooling: HashMap<PathBuf, Instant>,
     // The file's modification time when it showed a login wall: a rewritten file is retried.
     expired: HashMap<PathBuf, Option<SystemTime>>,
+    // Files leased to a browser of this process right now.
+    in_use: HashSet<PathBuf>,
+}
+
+impl DirPool {
+    fn usable(&self, path: &Path) -> bool {
+        if self.in_use.contains(path) || self.cooling.get(path).is_some_and(|until| Instant::now() < *until) {
+            return false;
+        }
+        match self.expired.get(path) {
+            Some(mtime) => modified(path) != *mtime,
+            None => true,
+        }
+    }
 }
 
 impl DirSessions {
+    /// The pool; a poisoned lock only means another worker panicked mid-update.
+    fn pool(&self) -> std::sync::MutexGuard<'_, DirPool> {
+        self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn files(&self) -> Result<Vec<PathBuf>, SessionError> {
         let io = |source| SessionError::Io { path: self.dir.clone(), source };
         let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
@@ -220,36 +261,42 @@ impl DirSessions {
         Ok(files)
     }
 
-    fn usable(&self, path: &Path) -> bool {
-        if self.cooling.get(path).is_some_and(|until| Instant::now() < *until) {
-            return false;
-        }
-        match self.expired.get(path) {
-            Some(mtime) => modified(path) != *mtime,
-            None => true,
-        }
-    }
-
     fn lease(&mut self) -> Result<Lease, SessionError> {
         let files = self.files()?;
         if files.is_empty() {
             return Err(SessionError::NoneAvailable(format!("no *.json files in {}", self.dir.display())));
         }
-        // The first usable file after the last one used, wrapping around.
-        let start = self.last.as_ref().map_or(0, |last| files.partition_point(|path| path <= last));
-        let pick = (0..files.len()).map(|offset| &files[(start + offset) % files.len()]).find(|p| self.usable(p));
-        let Some(path) = pick.cloned() else {
-            return Err(SessionError::NoneAvailable(format!(
-                "every session in {} is expired or cooling down",
-                self.dir.display()
-            )));
+        let path = {
+            let mut pool = self.pool();
+            // The first usable file after the last one used, wrapping around.
+            let start = pool.last.as_ref().map_or(0, |last| files.partition_point(|path| path <= last));
+            let pick =
+                (0..files.len()).map(|offset| &files[(start + offset) % files.len()]).find(|p| pool.usable(p)).cloned();
+            let Some(path) = pick else {
+                return Err(SessionError::NoneAvailable(format!(
+                    "every session in {} is in use, expired or cooling down",
+                    self.dir.display()
+                )));
+            };
+            pool.in_use.insert(path.clone());
+            pool.expired.remove(&path);
+            pool.last = Some(path.clone());
+            path
         };
-        let storage_state_json =
-            std::fs::read_to_string(&path).map_err(|source| SessionError::Io { path: path.clone(), source })?;
-        let proxy = sidecar(&path, "proxy")?;
-        let user_agent = sidecar(&path, "user-agent")?.unwrap_or_default();
-        self.expired.remove(&path);
-        self.last = Some(path.clone());
+        let read = || -> Result<(String, Option<String>, String), SessionError> {
+            let storage_state_json =
+                std::fs::read_to_string(&path).map_err(|source| SessionError::Io { path: path.clone(), source })?;
+            let proxy = sidecar(&path, "proxy")?;
+            let user_agent = sidecar(&path, "user-agent")?.unwrap_or_default();
+            Ok((storage_state_json, proxy, user_agent))
+        };
+        let (storage_state_json, proxy, user_agent) = match read() {
+            Ok(read) => read,
+            Err(error) => {
+                self.pool().in_use.remove(&path);
+                return Err(error);
+            }
+        };
         Ok(Lease {
             id: path.display().to_string(),
             label: path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned()),
@@ -263,20 +310,22 @@ impl DirSessions {
 
     fn give_back(&mut self, lease: &Lease, outcome: Outcome) {
         let path = PathBuf::from(&lease.id);
+        let mut pool = self.pool();
+        pool.in_use.remove(&path);
         match outcome {
             Outcome::Ok => {}
             Outcome::Expired => {
                 tracing::warn!(session = lease.label, "session file shows a login wall; skipped until rewritten");
                 let mtime = modified(&path);
-                self.expired.insert(path, mtime);
+                pool.expired.insert(path, mtime);
             }
             Outcome::RateLimited => {
                 tracing::warn!(session = lease.label, cooldown = ?DIR_COOLDOWN, "session file rate limited");
-                self.cooling.insert(path, Instant::now() + DIR_COOLDOWN);
+                pool.cooling.insert(path, Instant::now() + DIR_COOLDOWN);
             }
             Outcome::Challenged => {
                 tracing::warn!(session = lease.label, cooldown = ?DIR_CHALLENGE_COOLDOWN, "session file challenged");
-                self.cooling.insert(path, Instant::now() + DIR_CHALLENGE_COOLDOWN);
+                pool.cooling.insert(path, Instant::now() + DIR_CHALLENGE_COOLDOWN);
             }
         }
     }

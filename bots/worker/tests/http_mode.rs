@@ -24,6 +24,8 @@ struct Seen {
     tasks_handed_out: usize,
     submits: Vec<(Option<String>, Value)>,
     releases: Vec<(Option<String>, Value)>,
+    /// "task" for each task handed out, "submit" for each submit, in arrival order.
+    order: Vec<&'static str>,
 }
 
 #[derive(Clone, Default)]
@@ -80,6 +82,7 @@ async fn poll(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<V
         match seen.queue.pop_front() {
             Some(task) => {
                 seen.tasks_handed_out += 1;
+                seen.order.push("task");
                 task
             }
             None => json!({"evaluation_id": null, "prompt_id": null, "prompt_text": null, "topic_id": null, "claimed_at": null}),
@@ -91,6 +94,7 @@ async fn submit(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json
     api.record(|seen| {
         let id = body["evaluation_id"].clone();
         seen.submits.push((auth(&headers), body));
+        seen.order.push("submit");
         json!({"evaluation_id": id, "status": "submitted"})
     })
 }
@@ -503,5 +507,30 @@ async fn a_stalled_answer_times_out_under_the_retry_rule_and_each_attempt_keeps_
     let cases = evidence_cases(evidence.path())?;
     assert_eq!(cases.iter().map(|c| c.1["class"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["timeout", "timeout"]);
     assert!(api.seen(|s| s.submits.is_empty()), "a half answer is never submitted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_browsers_in_one_process_answer_two_tasks_at_once_on_separate_sessions() -> Result<()> {
+    // Slow first tokens: a bot with one browser could not take a second task before submitting
+    // the first.
+    let config = SimulatorConfig { first_token_delay_ms: 1500, pause_ms: 300, ..SimulatorConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
+    let (dir, tokens) = sessions_dir(&sim, &["a-one", "b-two", "c-three"]).await?;
+    let api = SeedApi::with_tasks(vec![task(170, "Best compact cameras?"), task(171, "Best travel tripods?")]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.concurrency = 2;
+    let result = run_bot_until(config, &api, |seen| seen.submits.len() == 2).await;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    result?;
+
+    assert_eq!(api.seen(|s| s.order.clone()), ["task", "task", "submit", "submit"], "both in flight at once");
+    let used: Vec<u64> = tokens.iter().map(|t| stats.answers_for_token(t)).collect();
+    assert_eq!(used, [1, 1, 0], "each browser on its own session, never the same one twice at once");
     Ok(())
 }
