@@ -87,7 +87,7 @@ pub enum SessionError {
 /// The source of sessions.
 pub enum Sessions {
     /// Leases from `SessionService`.
-    Service(ServiceSessions),
+    Service(Box<ServiceSessions>),
     /// Files in a directory.
     Dir(DirSessions),
 }
@@ -95,13 +95,13 @@ pub enum Sessions {
 impl Sessions {
     /// Sessions leased from the platform for `assistant` and `plan`.
     pub fn service(channel: AuthChannel, assistant: &str, plan: &str, bot_id: &str, timeout: Duration) -> Sessions {
-        Sessions::Service(ServiceSessions {
+        Sessions::Service(Box::new(ServiceSessions {
             client: SessionServiceClient::new(channel),
             assistant: assistant.to_owned(),
             plan: plan.to_owned(),
             bot_id: bot_id.to_owned(),
             timeout,
-        })
+        }))
     }
 
     /// Sessions from the `*.json` files in `dir`, each used for `per_session_runs` evaluations
@@ -119,13 +119,13 @@ impl Sessions {
     /// cool-downs and expiries are seen by all); service sessions are leased per bot id.
     pub fn share(&self, bot_id: &str) -> Sessions {
         match self {
-            Sessions::Service(service) => Sessions::Service(ServiceSessions {
+            Sessions::Service(service) => Sessions::Service(Box::new(ServiceSessions {
                 client: service.client.clone(),
                 assistant: service.assistant.clone(),
                 plan: service.plan.clone(),
                 bot_id: bot_id.to_owned(),
                 timeout: service.timeout,
-            }),
+            })),
             Sessions::Dir(dir) => Sessions::Dir(dir.clone()),
         }
     }
@@ -369,8 +369,13 @@ mod tests {
         sessions.give_back(&b, Outcome::Expired, 0, "login wall").await;
         let c = sessions.lease().await?;
         sessions.give_back(&c, Outcome::RateLimited, 1, "limit").await;
-        assert_eq!(sessions.lease().await?.label, "a.json");
-        assert_eq!(sessions.lease().await?.label, "a.json", "b expired and c cooling");
+        let a = sessions.lease().await?;
+        assert_eq!(a.label, "a.json", "b expired and c cooling");
+        // Another worker of the process shares the pool: a is in use, so nothing is free.
+        let mut other = sessions.share("worker-2");
+        assert!(matches!(other.lease().await, Err(SessionError::NoneAvailable(_))), "a in use, b expired, c cooling");
+        sessions.give_back(&a, Outcome::Ok, 1, "").await;
+        assert_eq!(other.lease().await?.label, "a.json", "free again once given back");
 
         // An operator rewrites b with a fresh login: it is used again.
         std::thread::sleep(Duration::from_millis(20));
