@@ -49,9 +49,20 @@ fn label(assistant: &str, plan: &str) -> String {
 }
 
 fn print_answer(out: &mut impl Write, how: &str, answer: &Answer, started: Instant) -> std::io::Result<()> {
+    let model = answer.capture.as_ref().map(|c| c.model.as_str()).filter(|m| !m.is_empty());
+    let model = model.map(|m| format!(", {m}")).unwrap_or_default();
+    if answer.kind == aap_proto::v1::AnswerKind::NoOverview as i32 {
+        writeln!(
+            out,
+            "{} {how} after {:.1}s: the search shows no AI Overview",
+            label(&answer.assistant, &answer.plan),
+            started.elapsed().as_secs_f64()
+        )?;
+        return Ok(());
+    }
     writeln!(
         out,
-        "{} {how} after {:.1}s ({} citations)",
+        "{} {how} after {:.1}s ({} citations{model})",
         label(&answer.assistant, &answer.plan),
         started.elapsed().as_secs_f64(),
         answer.citations.len()
@@ -60,7 +71,8 @@ fn print_answer(out: &mut impl Write, how: &str, answer: &Answer, started: Insta
         writeln!(out, "    {line}")?;
     }
     for c in &answer.citations {
-        writeln!(out, "    [{}] {} <{}> ({})", c.position, c.title, c.url, c.domain)?;
+        let listed = if c.kind == aap_proto::v1::CitationKind::Listed as i32 { " [listed only]" } else { "" };
+        writeln!(out, "    [{}] {} <{}> ({}){listed}", c.position, c.title, c.url, c.domain)?;
     }
     Ok(())
 }

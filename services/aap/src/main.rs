@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Dev(args) => {
-            let _telemetry = aap_platform::telemetry::init("aap-dev", "warn,aap=info")?;
+            let _telemetry = aap_platform::telemetry::init("aap-dev", "warn")?;
             aap::dev::run(args).await
         }
         Command::Serve { database_url, nats_url, service } => {
