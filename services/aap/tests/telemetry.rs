@@ -181,6 +181,33 @@ async fn one_trace_follows_a_prompt_from_ask_through_the_bot_to_the_answer() {
         "the poll ran in its gRPC request span"
     );
 
+    // A seed bot on the HTTP API that forwards a trace context joins that trace too.
+    let (http_trace, http_parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let reply = reqwest::Client::new()
+        .post(format!("{}/evaluations/api/v1/poll", app.http_url))
+        .bearer_auth(BOT)
+        .header("traceparent", format!("00-{http_trace}-{http_parent}-01"))
+        .json(&serde_json::json!({"assistant_name": "ChatGPT", "plan_name": "Plus"}))
+        .send()
+        .await
+        .expect("seed poll");
+    assert!(reply.status().is_success(), "{reply:?}");
+    let mut http_span = None;
+    for _ in 0..100 {
+        let flushing = provider.clone();
+        tokio::task::spawn_blocking(move || flushing.force_flush()).await.expect("flush task").expect("flush");
+        http_span = collector
+            .spans()
+            .into_iter()
+            .find(|s| s.name == "POST /evaluations/api/v1/poll" && hex(&s.trace_id) == http_trace);
+        if http_span.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let http_span = http_span.expect("the seed HTTP request's span is in the caller's trace");
+    assert_eq!(hex(&http_span.parent_span_id), http_parent, "a child of the caller's span (traceparent header)");
+
     app.platform.shutdown().await.expect("platform stops");
     provider.shutdown().expect("exporter shuts down");
 }

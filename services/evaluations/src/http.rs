@@ -28,7 +28,23 @@ pub fn router(gateway: Gateway, tokens: Tokens) -> Router {
         .route("/evaluations/api/v1/poll", post(poll))
         .route("/evaluations/api/v1/submit", post(submit))
         .route("/evaluations/api/v1/release", post(release))
+        .layer(axum::middleware::from_fn(traced))
         .with_state(ApiState { gateway, tokens })
+}
+
+/// One span per request, a child of the caller's trace when it sends a W3C `traceparent`
+/// header (a seed bot that forwards its task's trace), so the HTTP path joins the same trace as
+/// the gRPC one.
+async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument as _;
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        otel.name = %format!("POST {}", request.uri().path()),
+        http.route = %request.uri().path(),
+    );
+    aap_platform::telemetry::set_parent(&span, &aap_platform::telemetry::context_from_headers(request.headers()));
+    next.run(request).instrument(span).await
 }
 
 /// An error as the seed's API returns it: a status code and `{"detail": "..."}`.
