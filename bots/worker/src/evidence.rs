@@ -22,9 +22,11 @@ pub struct EvidenceOptions {
 }
 
 impl Default for EvidenceOptions {
+    /// Under the system's temporary directory: a library user (a test, `aap dev`) never writes
+    /// into the working directory by accident. `aap-bot` defaults to `./evidence` (its flag).
     fn default() -> Self {
         EvidenceOptions {
-            dir: PathBuf::from("evidence"),
+            dir: std::env::temp_dir().join("aap-bot-evidence"),
             max_cases: 100,
             max_html_bytes: 2 * 1024 * 1024,
             max_screenshot_bytes: 4 * 1024 * 1024,
