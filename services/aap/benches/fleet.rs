@@ -133,7 +133,8 @@ async fn platform_overhead() {
     println!("ratio new / cached (medians): {:.1}", new_median.as_secs_f64() / cached_median.as_secs_f64().max(1e-9));
 }
 
-/// Sums VmRSS and Pss (kB) over every descendant process of `root`.
+/// Sums VmRSS and Pss (kB) over the browser processes (chromedriver, Chromium) descending from
+/// `root`; other children (the test PostgreSQL and NATS) are left out.
 fn tree_memory_kb(root: u32) -> (u64, u64, usize) {
     let mut children: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
@@ -158,9 +159,12 @@ fn tree_memory_kb(root: u32) -> (u64, u64, usize) {
     let (mut rss, mut pss, mut count) = (0, 0, 0);
     let mut stack = children.get(&root).cloned().unwrap_or_default();
     while let Some(pid) = stack.pop() {
-        rss += field(format!("/proc/{pid}/status"), "VmRSS:");
-        pss += field(format!("/proc/{pid}/smaps_rollup"), "Pss:");
-        count += 1;
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if name.starts_with("chrom") {
+            rss += field(format!("/proc/{pid}/status"), "VmRSS:");
+            pss += field(format!("/proc/{pid}/smaps_rollup"), "Pss:");
+            count += 1;
+        }
         stack.extend(children.get(&pid).cloned().unwrap_or_default());
     }
     (rss, pss, count)
