@@ -1,7 +1,5 @@
-// Reads claude.ai for the bot in one WebDriver round trip. Selectors come from the adapter
-// manifest: arguments[1] maps each role to a list of CSS selectors, tried in order;
-// arguments[2] holds the attribute names that say whether a message still streams.
-// arguments[0] names what to do:
+// Reads claude.ai for the bot, after the helpers of dom.js (`mode`, `sel`, ...). arguments[2]
+// holds the attribute names that say whether a message still streams. The modes:
 //   probe          the state the wait loop needs (login page, challenge, stop button, last message)
 //   composer       the prompt box element, or null
 //   composer_text  the text in the prompt box
@@ -9,66 +7,12 @@
 //   extract        the last answer: html, text without citation tags, links, model, search block
 //   search_toggle  the closed toggle of the last answer's search block, or null
 //   sources        the last answer's search results: [{href, title}]
-const mode = arguments[0];
-const sel = arguments[1];
+
 const streamingAttributes = arguments[2] || [];
 
-function each(list, fn) {
-  for (const s of list || []) {
-    try {
-      const found = fn(s);
-      if (found) return found;
-    } catch (_) {
-      // An invalid selector in the manifest must not hide the valid ones after it.
-    }
-  }
-  return null;
-}
-
-function first(root, list) {
-  return each(list, (s) => root.querySelector(s));
-}
-
-function every(root, list) {
-  return each(list, (s) => {
-    const els = root.querySelectorAll(s);
-    return els.length ? Array.from(els) : null;
-  }) || [];
-}
-
-function shown(el) {
-  return !!el && el.isConnected && el.getClientRects().length > 0;
-}
-
-function firstShown(root, list) {
-  return each(list, (s) => Array.from(root.querySelectorAll(s)).find(shown));
-}
-
-function closest(el, list) {
-  return each(list, (s) => el.closest(s));
-}
-
-// FNV-1a over the rendered HTML: any change in the answer changes it.
-function signature(text) {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return text.length + ':' + hash.toString(16);
-}
-
-function textOf(el) {
-  return (el.innerText || el.textContent || '').trim();
-}
-
 function lastMessage() {
-  const messages = every(document, sel.message);
-  return { count: messages.length, message: messages.length ? messages[messages.length - 1] : null };
-}
-
-function turnOf(message) {
-  return closest(message, sel.turn) || message.parentElement || message;
+  const { count, last } = lastOf(document, sel.message);
+  return { count, message: last };
 }
 
 // "true"/"false" from the first streaming attribute found on the message, around it or in it.
@@ -140,7 +84,7 @@ switch (mode) {
       composer: !!composer,
       login_wall: !!firstShown(document, sel.login_wall),
       stop: !!firstShown(document, sel.stop_button),
-      send_enabled: !!send && !send.disabled && send.getAttribute('aria-disabled') !== 'true',
+      send_enabled: enabled(send),
       messages: count,
       last,
       page_error: pageError ? textOf(pageError) : null,
@@ -148,14 +92,11 @@ switch (mode) {
   }
   case 'composer':
     return firstShown(document, sel.composer);
-  case 'composer_text': {
-    const composer = firstShown(document, sel.composer);
-    return composer ? composer.innerText || '' : '';
-  }
+  case 'composer_text':
+    return composerText(firstShown(document, sel.composer));
   case 'send': {
     const send = firstShown(document, sel.send_button);
-    if (!send || send.disabled || send.getAttribute('aria-disabled') === 'true') return null;
-    return send;
+    return enabled(send) ? send : null;
   }
   case 'extract': {
     const { message } = lastMessage();
@@ -165,22 +106,12 @@ switch (mode) {
     const links = [];
     for (const block of blocks) {
       for (const a of every(block, sel.citation_link)) {
-        links.push({ href: a.href || a.getAttribute('href') || '', text: textOf(a) });
+        links.push({ href: hrefOf(a), text: textOf(a) });
       }
     }
-    // innerText needs layout: measure copies without the citation tags off-screen.
-    const holder = document.createElement('div');
-    holder.setAttribute('aria-hidden', 'true');
-    holder.style.cssText = 'position:absolute;left:-100000px;top:0;width:760px;';
-    for (const block of blocks) {
-      const copy = block.cloneNode(true);
-      every(copy, sel.citation_chip).forEach((chip) => chip.remove());
-      every(copy, sel.citation_link).forEach((link) => link.remove());
-      holder.appendChild(copy);
-    }
-    document.body.appendChild(holder);
-    const text = Array.from(holder.children).map((copy) => copy.innerText).join('\n\n');
-    holder.remove();
+    // The text without the citation tags.
+    const copies = blocks.map((block) => copyWithout(block, sel.citation_chip, sel.citation_link));
+    const text = measuredTexts(copies).join('\n\n');
     const toggles = every(message, sel.search_toggle);
     return {
       html: blocks.map((b) => b.outerHTML).join('\n'),
@@ -199,10 +130,7 @@ switch (mode) {
   case 'sources': {
     const { message } = lastMessage();
     if (!message) return [];
-    return every(message, sel.sources_link).map((a) => {
-      const title = first(a, sel.sources_title);
-      return { href: a.href || a.getAttribute('href') || '', title: title ? textOf(title) : textOf(a) };
-    });
+    return listedSources(message);
   }
   default:
     throw new Error('unknown page mode ' + mode);

@@ -1,6 +1,5 @@
-// Reads a Google search page for the bot in one WebDriver round trip. Selectors come from the
-// adapter manifest: arguments[1] maps each role to a list of CSS selectors, tried in order.
-// arguments[0] names what to do:
+// Reads a Google search page for the bot, after the helpers of dom.js (`mode`, `sel`, ...). The
+// modes:
 //   probe           the state the wait loop needs (walls, results, the AI Overview block)
 //   composer        the search box element, or null
 //   composer_text   the text in the search box
@@ -8,78 +7,15 @@
 //   sources_expand  the sources list's "Show all" control, or null
 //   sources_count   how many source links the list shows
 //   extract         the overview: html, text without chips, chips, links, sources
-const mode = arguments[0];
-const sel = arguments[1];
-
-function first(root, list) {
-  for (const s of list || []) {
-    try {
-      const el = root.querySelector(s);
-      if (el) return el;
-    } catch (_) {
-      // An invalid selector in the manifest must not hide the valid ones after it.
-    }
-  }
-  return null;
-}
-
-function every(root, list) {
-  for (const s of list || []) {
-    try {
-      const els = root.querySelectorAll(s);
-      if (els.length) return Array.from(els);
-    } catch (_) {}
-  }
-  return [];
-}
-
-function shown(el) {
-  return !!el && el.isConnected && el.getClientRects().length > 0;
-}
-
-function firstShown(root, list) {
-  for (const s of list || []) {
-    try {
-      for (const el of root.querySelectorAll(s)) if (shown(el)) return el;
-    } catch (_) {}
-  }
-  return null;
-}
 
 // The element itself or a descendant matching one of the selectors (markers may sit on the
 // block itself after a redesign).
 function selfOrInside(root, list) {
-  for (const s of list || []) {
-    try {
-      if (root.matches(s)) return root;
-      const el = root.querySelector(s);
-      if (el) return el;
-    } catch (_) {}
-  }
-  return null;
+  return each(list, (s) => (root.matches(s) ? root : root.querySelector(s)));
 }
 
 function matchesAny(el, list) {
-  for (const s of list || []) {
-    try {
-      if (el.matches(s)) return true;
-    } catch (_) {}
-  }
-  return false;
-}
-
-// FNV-1a over the rendered HTML: any change in the block changes it.
-function signature(text) {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return text.length + ':' + hash.toString(16);
-}
-
-function textOf(el) {
-  return (el.innerText || el.textContent || '').trim();
+  return !!each(list, (s) => el.matches(s));
 }
 
 // Text inside `root` that is in the DOM but not rendered (a collapsed overview keeps its rest
@@ -142,11 +78,8 @@ switch (mode) {
   }
   case 'composer':
     return firstShown(document, sel.composer);
-  case 'composer_text': {
-    const composer = firstShown(document, sel.composer);
-    if (!composer) return '';
-    return ('value' in composer ? composer.value : composer.innerText) || '';
-  }
+  case 'composer_text':
+    return composerText(firstShown(document, sel.composer));
   case 'show_more':
     return firstShown(document, sel.show_more);
   case 'sources_expand': {
@@ -169,7 +102,7 @@ switch (mode) {
       const link = matchesAny(chip, sel.citation_link) ? chip : first(chip, sel.citation_link);
       if (!link) return null;
       const label = textOf(chip) || (link.getAttribute('aria-label') || '').replace(/\s+-\s+Related results$/i, '');
-      return { href: link.href || link.getAttribute('href') || '', text: label };
+      return { href: hrefOf(link), text: label };
     });
     const cited = perChip.filter((source) => source);
     // Markdown source: chips become citation pills (`([name](url))` in the converter), every
@@ -183,14 +116,8 @@ switch (mode) {
         chip.remove();
         return;
       }
-      const pill = document.createElement('span');
-      pill.setAttribute('data-testid', 'webpage-citation-pill');
-      const a = document.createElement('a');
-      a.setAttribute('href', 'aap-link-' + links.length);
+      chip.replaceWith(pill('aap-link-' + links.length, source.text));
       links.push(source.href);
-      a.textContent = source.text;
-      pill.appendChild(a);
-      chip.replaceWith(pill);
     });
     md.querySelectorAll('a[href]').forEach((a) => {
       if ((a.getAttribute('href') || '').startsWith('aap-link-')) return;
@@ -203,22 +130,13 @@ switch (mode) {
       h.innerHTML = heading.innerHTML;
       heading.replaceWith(h);
     });
-    // innerText needs layout: measure a copy without the chips off-screen.
-    const copy = answer.cloneNode(true);
-    every(copy, sel.citation_chip).forEach((chip) => chip.remove());
-    const holder = document.createElement('div');
-    holder.setAttribute('aria-hidden', 'true');
-    holder.style.cssText = 'position:absolute;left:-100000px;top:0;width:640px;';
-    holder.appendChild(copy);
-    document.body.appendChild(holder);
-    const text = copy.innerText;
-    holder.remove();
+    const text = measuredText(copyWithout(answer, sel.citation_chip), 640);
     const sources = every(overview, sel.sources_link)
       .filter((a) => !chipSet.has(a) && !chips.some((chip) => chip.contains(a)))
       .map((a) => {
         const title = first(a, sel.sources_title);
         return {
-          href: a.href || a.getAttribute('href') || '',
+          href: hrefOf(a),
           title: title ? textOf(title) : a.getAttribute('aria-label') || textOf(a),
         };
       });

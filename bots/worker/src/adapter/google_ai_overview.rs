@@ -28,23 +28,18 @@
 //! cleaner only unwraps `google.*` hosts); the sources list links through
 //! `https://www.google.com/url?...&url=<target>`. Sources only listed follow the inline ones.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 use url::Url;
 
-use super::{Adapter, AnswerKind, AskError, Captured, Citation, Manifest};
+use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest};
 use crate::markdown::html_to_markdown;
-use aap_proto::urls::{clean_url, domain_of};
+use aap_proto::urls::clean_url;
 
-const PAGE_JS: &str = include_str!("google_ai_overview.js");
-
-/// Consecutive failed page probes tolerated while the page navigates (a script cannot run
-/// during a navigation).
-const MAX_PROBE_FAILURES: u32 = 50;
+const PAGE_JS: &str = concat!(include_str!("dom.js"), include_str!("google_ai_overview.js"));
 
 /// Clicks on "Show more" before the control is declared broken.
 const MAX_EXPAND_CLICKS: u32 = 3;
@@ -62,6 +57,7 @@ const DEFAULT_NO_OVERVIEW_PATTERNS: &[&str] = &["not available for this search"]
 pub struct GoogleAiOverview {
     manifest: Manifest,
     origin: String,
+    page: PageScript,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,18 +102,6 @@ struct Extracted {
     sources: Vec<Source>,
 }
 
-#[derive(Debug, Deserialize)]
-struct Link {
-    href: String,
-    text: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct Source {
-    href: String,
-    title: String,
-}
-
 /// How a search ended when it did not fail.
 enum Waited {
     /// The overview is complete and expanded.
@@ -149,25 +133,13 @@ impl GoogleAiOverview {
 
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
     pub fn new(manifest: Manifest, origin: Option<&str>) -> GoogleAiOverview {
-        let origin = origin.unwrap_or(&manifest.base_url).trim_end_matches('/').to_owned();
-        GoogleAiOverview { manifest, origin }
-    }
-
-    async fn run(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<ScriptRet> {
-        driver.execute(PAGE_JS, vec![serde_json::json!(mode), self.manifest.selectors_json()]).await
+        let origin = common::origin(&manifest, origin);
+        let page = PageScript::new(PAGE_JS, &manifest);
+        GoogleAiOverview { manifest, origin, page }
     }
 
     async fn probe(&self, driver: &WebDriver) -> WebDriverResult<Probe> {
-        self.run(driver, "probe").await?.convert::<Probe>()
-    }
-
-    /// The element the page script returned, or `None` for `null`.
-    async fn element(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<Option<WebElement>> {
-        let ret = self.run(driver, mode).await?;
-        if ret.json().is_null() {
-            return Ok(None);
-        }
-        ret.element().map(Some)
+        self.page.read(driver, "probe").await
     }
 
     fn option_ms(&self, name: &str, default: u64) -> Duration {
@@ -208,37 +180,18 @@ impl GoogleAiOverview {
     /// Opens the home page and waits for the search box. A loaded page without one (and without
     /// a wall) fails fast: the selectors need an update.
     async fn open_search_box(&self, driver: &WebDriver) -> Result<(), AskError> {
-        let url = format!("{}{}", self.origin, self.manifest.new_chat_path);
-        driver.goto(url.as_str()).await?;
-        let timing = &self.manifest.timing;
-        let deadline = Instant::now() + timing.page_load();
         let grace = self.option_ms("selector_grace_ms", DEFAULT_SELECTOR_GRACE_MS);
-        let mut ready_since: Option<Instant> = None;
-        let mut failures = 0;
-        loop {
-            match self.probe(driver).await {
-                Ok(probe) => {
-                    failures = 0;
-                    if let Some(error) = self.blocked(&probe) {
-                        return Err(error);
-                    }
-                    if probe.composer {
-                        return Ok(());
-                    }
-                    if probe.ready {
-                        let since = *ready_since.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= grace {
-                            return Err(AskError::SelectorMissing("composer"));
-                        }
-                    }
-                }
-                Err(error) => tolerate(error, &mut failures)?,
-            }
-            if Instant::now() >= deadline {
-                return Err(AskError::SelectorMissing("composer"));
-            }
-            tokio::time::sleep(timing.poll()).await;
-        }
+        let look = move || async move {
+            let probe = self.probe(driver).await?;
+            Ok(if let Some(error) = self.blocked(&probe) {
+                Arrival::Blocked(error)
+            } else if probe.composer {
+                Arrival::Composer
+            } else {
+                Arrival::Waiting { loaded: probe.ready }
+            })
+        };
+        common::open(driver, &self.origin, &self.manifest, grace, look).await
     }
 
     /// Types the query into the search box and presses Enter.
@@ -251,15 +204,12 @@ impl GoogleAiOverview {
                 "the prompt has {length} characters; the search box takes at most {limit}"
             )));
         }
-        let composer = self.element(driver, "composer").await?.ok_or(AskError::SelectorMissing("composer"))?;
+        let composer = self.page.composer(driver).await?;
         composer.click().await?;
         composer.clear().await?;
         composer.send_keys(query).await?;
-        let typed = self.run(driver, "composer_text").await?.convert::<String>().unwrap_or_default();
-        if typed.trim().is_empty() {
-            return Err(AskError::SelectorMissing("composer"));
-        }
-        if collapse(&typed) != collapse(query) {
+        let typed = self.page.typed(driver).await?;
+        if common::collapse(&typed) != common::collapse(query) {
             return Err(AskError::Assistant(format!("the search box holds {typed:?} instead of the prompt")));
         }
         composer.send_keys(Key::Enter).await?;
@@ -274,26 +224,15 @@ impl GoogleAiOverview {
         let grace = self.option_ms("selector_grace_ms", DEFAULT_SELECTOR_GRACE_MS);
         let expand_wait = self.option_ms("expand_wait_ms", DEFAULT_EXPAND_WAIT_MS);
         let results_path = self.manifest.option_str("results_path", DEFAULT_RESULTS_PATH);
-        let mut ttft = None;
-        let mut signature = String::new();
-        let mut stable_since = Instant::now();
+        let mut progress = Progress::new(sent_at);
         let mut results_since: Option<Instant> = None;
         let mut empty_since: Option<Instant> = None;
         let mut expand_clicks = 0;
         let mut last_click: Option<Instant> = None;
         let mut last_block: Option<Block> = None;
-        let mut failures = 0;
+        let mut failures = ProbeFailures::default();
         loop {
-            let probe = match self.probe(driver).await {
-                Ok(probe) => {
-                    failures = 0;
-                    Some(probe)
-                }
-                Err(error) => {
-                    tolerate(error, &mut failures)?;
-                    None
-                }
-            };
+            let probe = failures.check(self.probe(driver).await)?;
             let now = Instant::now();
             if let Some(probe) = probe {
                 if let Some(error) = self.blocked(&probe) {
@@ -301,26 +240,20 @@ impl GoogleAiOverview {
                 }
                 match probe.overview {
                     Some(block) => {
-                        if block.signature != signature {
-                            signature.clone_from(&block.signature);
-                            stable_since = now;
-                        }
-                        if ttft.is_none() && block.text_len > 0 {
-                            ttft = Some(now.duration_since(sent_at));
-                        }
-                        let settled = now.duration_since(stable_since) >= timing.settle();
+                        progress.saw(&block.signature, block.text_len, now);
+                        let settled = progress.quiet(now) >= timing.settle();
                         if !block.loading
                             && let Some(notice) = block.notice.as_deref().filter(|text| !text.trim().is_empty())
                         {
                             if self.is_no_overview(notice) {
                                 return Ok(Waited::NoOverview);
                             }
-                            return Err(self.classify(notice));
+                            return Err(common::classify(&self.manifest, notice));
                         }
                         if !block.loading
                             && let Some(error) = block.error.as_deref().filter(|text| !text.trim().is_empty())
                         {
-                            return Err(self.classify(error));
+                            return Err(common::classify(&self.manifest, error));
                         }
                         if block.complete && !block.loading && settled {
                             if block.show_more {
@@ -329,20 +262,20 @@ impl GoogleAiOverview {
                                     if expand_clicks >= MAX_EXPAND_CLICKS {
                                         return Err(AskError::SelectorMissing("show_more"));
                                     }
-                                    self.click(driver, "show_more").await?;
+                                    self.page.click(driver, "show_more").await?;
                                     expand_clicks += 1;
                                     last_click = Some(now);
                                 }
                             } else if block.hidden_len > 0 {
                                 // Text kept hidden and no control known to show it: never submit
                                 // half an answer.
-                                if now.duration_since(stable_since) >= expand_wait {
+                                if progress.quiet(now) >= expand_wait {
                                     return Err(AskError::SelectorMissing("show_more"));
                                 }
                             } else if block.text_len == 0 {
                                 return Err(AskError::EmptyAnswer);
                             } else {
-                                return Ok(Waited::Overview(ttft));
+                                return Ok(Waited::Overview(progress.ttft()));
                             }
                         }
                         last_block = Some(block);
@@ -371,7 +304,7 @@ impl GoogleAiOverview {
             if now >= deadline {
                 // Text long done and no loading indicator, but no completion marker: the marker
                 // selector has drifted, which is worth saying instead of "timeout".
-                let quiet = now.duration_since(stable_since) >= Duration::from_secs(5);
+                let quiet = progress.quiet(now) >= Duration::from_secs(5);
                 if let Some(block) = &last_block
                     && !block.loading
                     && !block.complete
@@ -386,24 +319,11 @@ impl GoogleAiOverview {
         }
     }
 
-    /// Clicks the element the page script returns for `mode`, if it is there.
-    async fn click(&self, driver: &WebDriver, mode: &str) -> Result<bool, AskError> {
-        let Some(element) = self.element(driver, mode).await? else {
-            return Ok(false);
-        };
-        match element.click().await {
-            Ok(()) => Ok(true),
-            // Re-rendered between lookup and click: the next probe looks again.
-            Err(error) if matches!(error.as_inner(), WebDriverErrorInner::StaleElementReference(_)) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
-    }
-
     /// Opens the whole sources list ("Show all"). Best effort: without it, the sources shown
     /// still count.
     async fn expand_sources(&self, driver: &WebDriver) {
         let before = self.sources_count(driver).await;
-        match self.click(driver, "sources_expand").await {
+        match self.page.click(driver, "sources_expand").await {
             Ok(true) => {}
             Ok(false) => return,
             Err(error) => {
@@ -422,20 +342,12 @@ impl GoogleAiOverview {
     }
 
     async fn sources_count(&self, driver: &WebDriver) -> u64 {
-        match self.run(driver, "sources_count").await.and_then(|ret| ret.convert::<u64>()) {
+        match self.page.read::<u64>(driver, "sources_count").await {
             Ok(count) => count,
             Err(error) => {
                 tracing::debug!(%error, "cannot count the sources");
                 0
             }
-        }
-    }
-
-    fn classify(&self, text: &str) -> AskError {
-        if self.manifest.is_rate_limit(text) {
-            AskError::RateLimited(text.to_owned())
-        } else {
-            AskError::Assistant(text.to_owned())
         }
     }
 
@@ -451,10 +363,7 @@ impl GoogleAiOverview {
 
     /// The captured overview from what the page script extracted.
     fn captured(&self, extracted: Extracted, ttft: Option<Duration>, total: Duration) -> Result<Captured, AskError> {
-        let response_text = tidy_text(&extracted.text);
-        if response_text.is_empty() {
-            return Err(AskError::EmptyAnswer);
-        }
+        let response_text = common::answer_text(&extracted.text)?;
         let page = Url::parse(&extracted.page_url).ok();
         let mut markdown_html = extracted.md_html;
         // Highest index first, so `aap-link-1` never eats the start of `aap-link-12`.
@@ -464,7 +373,8 @@ impl GoogleAiOverview {
             markdown_html =
                 markdown_html.replace(&format!("href=\"aap-link-{index}\""), &format!("href=\"{escaped}\""));
         }
-        let citations = citations(&extracted.cited, &extracted.sources, page.as_ref());
+        // Chips and listed links alike go through Google's redirect: unwrapped to their sources.
+        let citations = common::citations(&extracted.cited, &extracted.sources, |href| source_url(href, page.as_ref()));
         let web_search = (!citations.is_empty()).then_some(true);
         Ok(Captured {
             response_text,
@@ -516,23 +426,9 @@ impl Adapter for GoogleAiOverview {
         };
         self.expand_sources(driver).await;
         let total = sent_at.elapsed();
-        let extracted = self.run(driver, "extract").await?;
-        if extracted.json().is_null() {
-            return Err(AskError::SelectorMissing("answer"));
-        }
-        self.captured(extracted.convert()?, ttft, total)
+        let extracted = self.page.extract(driver, "answer").await?;
+        self.captured(extracted, ttft, total)
     }
-}
-
-/// A probe failure is expected while the page navigates; too many in a row, or a dead
-/// browser, end the attempt.
-fn tolerate(error: WebDriverError, failures: &mut u32) -> Result<(), AskError> {
-    *failures += 1;
-    if crate::browser::is_fatal(&error) || *failures > MAX_PROBE_FAILURES {
-        return Err(AskError::Browser(error));
-    }
-    tracing::debug!(%error, "page probe failed; retrying");
-    Ok(())
 }
 
 /// The prompt as one search: lines joined by a space (Enter in the box would search).
@@ -572,68 +468,8 @@ fn source_url(href: &str, page: Option<&Url>) -> String {
     if url.starts_with("http://") || url.starts_with("https://") { url } else { String::new() }
 }
 
-/// Chips in reading order (inline), then the sources only listed; each clean URL once. Titles
-/// come from the sources list, else the chip's text, else the domain.
-fn citations(cited: &[Link], sources: &[Source], page: Option<&Url>) -> Vec<Citation> {
-    let mut titles = HashMap::new();
-    let listed: Vec<String> = sources
-        .iter()
-        .map(|source| {
-            let url = source_url(&source.href, page);
-            let title = collapse(&source.title);
-            if !url.is_empty() && !title.is_empty() {
-                titles.entry(url.clone()).or_insert(title);
-            }
-            url
-        })
-        .collect();
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let mut push = |url: String, text: &str, inline: bool, out: &mut Vec<Citation>| {
-        if url.is_empty() || !seen.insert(url.clone()) {
-            return;
-        }
-        let domain = domain_of(&url);
-        let title = titles.get(&url).cloned().unwrap_or_else(|| {
-            let text = collapse(text);
-            if text.is_empty() { domain.clone() } else { text }
-        });
-        out.push(Citation { url, title, domain, position: out.len() as u32 + 1, inline });
-    };
-    for link in cited {
-        push(source_url(&link.href, page), &link.text, true, &mut out);
-    }
-    for (url, source) in listed.into_iter().zip(sources) {
-        push(url, &source.title, false, &mut out);
-    }
-    out
-}
-
-fn collapse(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
 fn first_line(text: &str) -> Option<String> {
     text.lines().map(str::trim).find(|line| !line.is_empty()).map(str::to_owned)
-}
-
-/// innerText with trailing spaces, blank-line runs and the edges trimmed.
-fn tidy_text(text: &str) -> String {
-    let mut out = Vec::new();
-    let mut blank = false;
-    for line in text.replace('\u{a0}', " ").lines() {
-        let line = line.trim_end();
-        if line.trim().is_empty() {
-            blank = !out.is_empty();
-            continue;
-        }
-        if blank {
-            out.push(String::new());
-            blank = false;
-        }
-        out.push(line.to_owned());
-    }
-    out.join("\n")
 }
 
 #[cfg(test)]
@@ -678,7 +514,7 @@ mod tests {
             Source { href: "https://www.google.com/url?sa=t&url=https://c.example/3".into(), title: "C page".into() },
             Source { href: "https://www.google.com/url?sa=t&url=https://a.example/1".into(), title: "A page".into() },
         ];
-        let got = citations(&cited, &sources, page.as_ref());
+        let got = common::citations(&cited, &sources, |href| source_url(href, page.as_ref()));
         let summary: Vec<(&str, &str, u32, bool)> =
             got.iter().map(|c| (c.url.as_str(), c.title.as_str(), c.position, c.inline)).collect();
         assert_eq!(
@@ -699,15 +535,10 @@ mod tests {
         assert!(adapter.is_no_overview("An AI Overview is not available for this search"));
         assert!(!adapter.is_no_overview("Can't generate an AI overview right now. Try again later."));
         assert!(matches!(
-            adapter.classify("Can\u{2019}t generate an AI overview right now. Try again later."),
+            common::classify(&adapter.manifest, "Can\u{2019}t generate an AI overview right now. Try again later."),
             AskError::RateLimited(_)
         ));
-        assert!(matches!(adapter.classify("Something went wrong"), AskError::Assistant(_)));
+        assert!(matches!(common::classify(&adapter.manifest, "Something went wrong"), AskError::Assistant(_)));
         Ok(())
-    }
-
-    #[test]
-    fn text_keeps_paragraph_breaks_only() {
-        assert_eq!(tidy_text("\n\nHello  \n\n\n\nworld\u{a0}\nagain\n\n"), "Hello\n\nworld\nagain");
     }
 }

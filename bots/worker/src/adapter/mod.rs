@@ -6,6 +6,7 @@
 
 mod chatgpt;
 mod claude;
+mod common;
 mod google_ai_overview;
 mod manifest;
 mod perplexity;

@@ -1,6 +1,5 @@
-// Reads chatgpt.com for the ChatGPT adapter in one WebDriver round trip. Selectors come from the
-// adapter manifest: arguments[1] maps each role to a list of CSS selectors, tried in order.
-// arguments[0] names what to do:
+// Reads chatgpt.com for the ChatGPT adapter, after the helpers of dom.js (`mode`, `sel`, ...).
+// The modes:
 //   probe          the state the wait loop needs (login wall, challenge, stop button, thinking,
 //                  the answer being waited for, the A/B comparison, ...)
 //   composer       the prompt box element, or null
@@ -11,61 +10,10 @@
 //   sources_button the button that opens the sources list, or null
 //   sources        the sources list: [{href, title}] in the panel's order
 // No element returned for a click is ever the "Answer now" button (role answer_now).
-const mode = arguments[0];
-const sel = arguments[1];
 
-function first(root, list) {
-  for (const s of list || []) {
-    try {
-      const el = root.querySelector(s);
-      if (el) return el;
-    } catch (_) {
-      // An invalid selector in the manifest must not hide the valid ones after it.
-    }
-  }
-  return null;
-}
-
-function every(root, list) {
-  for (const s of list || []) {
-    try {
-      const els = root.querySelectorAll(s);
-      if (els.length) return Array.from(els);
-    } catch (_) {}
-  }
-  return [];
-}
-
+// Whether `el` or an element around it matches one of the selectors.
 function matches(el, list) {
-  for (const s of list || []) {
-    try {
-      if (el.matches(s) || el.closest(s)) return true;
-    } catch (_) {}
-  }
-  return false;
-}
-
-function shown(el) {
-  return !!el && el.isConnected && el.getClientRects().length > 0;
-}
-
-function firstShown(root, list) {
-  for (const s of list || []) {
-    try {
-      for (const el of root.querySelectorAll(s)) if (shown(el)) return el;
-    } catch (_) {}
-  }
-  return null;
-}
-
-function closest(el, list) {
-  for (const s of list || []) {
-    try {
-      const found = el.closest(s);
-      if (found) return found;
-    } catch (_) {}
-  }
-  return null;
+  return !!each(list, (s) => el.matches(s) || el.closest(s));
 }
 
 // What the bot may click: never "Answer now", whatever selector drift led to it. Brought to the
@@ -76,41 +24,17 @@ function clickable(el) {
   return el;
 }
 
-function enabled(el) {
-  return !!el && !el.disabled && el.getAttribute('aria-disabled') !== 'true';
-}
-
-// FNV-1a over the rendered HTML: any change in the answer changes it.
-function signature(text) {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return text.length + ':' + hash.toString(16);
-}
-
-function turnOf(message) {
-  return closest(message, sel.turn) || message.parentElement || message;
-}
-
 // The answer being waited for: the last assistant message, or, while the last turn shows the
 // A/B comparison, the first candidate's message (never the second, never both).
 function answer() {
-  const messages = every(document, sel.assistant_message);
-  const count = messages.length;
-  if (!count) return { count, message: null, comparison: null, prefer: null };
-  const last = messages[count - 1];
+  const { count, last } = lastOf(document, sel.assistant_message);
+  if (!last) return { count, message: null, comparison: null, prefer: null };
   const comparison = closest(last, sel.ab_comparison) || first(turnOf(last), sel.ab_comparison);
   if (!comparison) return { count, message: last, comparison: null, prefer: null };
   const candidates = every(comparison, sel.ab_response);
   const chosen = candidates.length ? candidates[0] : comparison;
   const message = first(chosen, sel.assistant_message) || last;
   return { count, message, comparison, prefer: first(chosen, sel.ab_prefer) };
-}
-
-function textOf(el) {
-  return (el.innerText || el.textContent || '').trim();
 }
 
 switch (mode) {
@@ -152,11 +76,8 @@ switch (mode) {
   }
   case 'composer':
     return clickable(firstShown(document, sel.composer));
-  case 'composer_text': {
-    const composer = firstShown(document, sel.composer);
-    if (!composer) return '';
-    return ('value' in composer && composer.tagName === 'TEXTAREA' ? composer.value : composer.innerText) || '';
-  }
+  case 'composer_text':
+    return composerText(firstShown(document, sel.composer));
   case 'send': {
     const send = firstShown(document, sel.send_button);
     return enabled(send) ? clickable(send) : null;
@@ -171,20 +92,8 @@ switch (mode) {
     const markdown = first(message, sel.answer_markdown);
     if (!markdown) return null;
     const turn = turnOf(message);
-    const links = every(markdown, sel.citation_link).map((a) => ({
-      href: a.href || a.getAttribute('href') || '',
-      text: textOf(a),
-    }));
-    // innerText needs layout: measure a copy without the pills off-screen.
-    const copy = markdown.cloneNode(true);
-    every(copy, sel.citation_pill).forEach((pill) => pill.remove());
-    const holder = document.createElement('div');
-    holder.setAttribute('aria-hidden', 'true');
-    holder.style.cssText = 'position:absolute;left:-100000px;top:0;width:760px;';
-    holder.appendChild(copy);
-    document.body.appendChild(holder);
-    const text = copy.innerText;
-    holder.remove();
+    const links = every(markdown, sel.citation_link).map((a) => ({ href: hrefOf(a), text: textOf(a) }));
+    const text = measuredText(copyWithout(markdown, sel.citation_pill));
     let model = null;
     for (const attr of sel.model_attribute || []) {
       const owner = message.hasAttribute(attr) ? message : message.querySelector('[' + attr + ']');
@@ -211,10 +120,7 @@ switch (mode) {
     return shown(button) ? clickable(button) : null;
   }
   case 'sources':
-    return every(document, sel.sources_link).map((a) => {
-      const title = first(a, sel.sources_title);
-      return { href: a.href || a.getAttribute('href') || '', title: title ? textOf(title) : textOf(a) };
-    });
+    return listedSources(document);
   default:
     throw new Error('unknown page mode ' + mode);
 }

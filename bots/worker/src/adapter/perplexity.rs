@@ -7,22 +7,17 @@
 //! `sources_settle_ms`, bounded by the answer deadline. Citations are the inline chips in
 //! reading order, then the sources only listed.
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
-use super::{Adapter, AnswerKind, AskError, Captured, Citation, Manifest};
+use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest};
 use crate::markdown::html_to_markdown;
-use aap_proto::urls::{clean_url, domain_of};
+use aap_proto::urls::clean_url;
 
-const PAGE_JS: &str = include_str!("perplexity.js");
-
-/// Consecutive failed page probes tolerated while the page navigates (a script cannot run
-/// during a navigation).
-const MAX_PROBE_FAILURES: u32 = 50;
+const PAGE_JS: &str = concat!(include_str!("dom.js"), include_str!("perplexity.js"));
 
 /// Defaults of the manifest's `[options]`.
 const DEFAULT_SOURCES_SETTLE_MS: u64 = 1500;
@@ -33,6 +28,7 @@ const DEFAULT_SELECTOR_GRACE_MS: u64 = 3000;
 pub struct Perplexity {
     manifest: Manifest,
     origin: String,
+    page: PageScript,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,23 +59,12 @@ struct LastTurn {
 struct Extracted {
     html: String,
     text: String,
+    /// Inline citation chips: where each points (they show no title).
     chips: Vec<Link>,
     markdown_html: String,
     model: Option<String>,
     search_steps: bool,
     sources_tab: bool,
-}
-
-/// An inline citation chip: where it points.
-#[derive(Debug, Clone, Deserialize)]
-struct Link {
-    href: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct Source {
-    href: String,
-    title: String,
 }
 
 impl Perplexity {
@@ -106,8 +91,9 @@ impl Perplexity {
 
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
     pub fn new(manifest: Manifest, origin: Option<&str>) -> Perplexity {
-        let origin = origin.unwrap_or(&manifest.base_url).trim_end_matches('/').to_owned();
-        Perplexity { manifest, origin }
+        let origin = common::origin(&manifest, origin);
+        let page = PageScript::new(PAGE_JS, &manifest);
+        Perplexity { manifest, origin, page }
     }
 
     fn selector_grace(&self) -> Duration {
@@ -118,21 +104,8 @@ impl Perplexity {
         self.manifest.option_ms("sources_settle_ms", DEFAULT_SOURCES_SETTLE_MS)
     }
 
-    async fn run(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<ScriptRet> {
-        driver.execute(PAGE_JS, vec![serde_json::json!(mode), self.manifest.selectors_json()]).await
-    }
-
     async fn probe(&self, driver: &WebDriver) -> WebDriverResult<Probe> {
-        self.run(driver, "probe").await?.convert::<Probe>()
-    }
-
-    /// The element the page script returned, or `None` for `null`.
-    async fn element(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<Option<WebElement>> {
-        let ret = self.run(driver, mode).await?;
-        if ret.json().is_null() {
-            return Ok(None);
-        }
-        ret.element().map(Some)
+        self.page.read(driver, "probe").await
     }
 
     /// A challenge or a sign-in modal in place of the site: the attempt cannot go on.
@@ -164,86 +137,17 @@ impl Perplexity {
     /// composer (and no sign-in modal or challenge) has changed: that is said after the short
     /// selector grace, not after the whole page-load wait.
     async fn open_new_thread(&self, driver: &WebDriver) -> Result<(), AskError> {
-        let url = format!("{}{}", self.origin, self.manifest.new_chat_path);
-        driver.goto(url.as_str()).await?;
-        let timing = &self.manifest.timing;
-        let deadline = Instant::now() + timing.page_load();
-        let mut ready_since: Option<Instant> = None;
-        let mut failures = 0;
-        loop {
-            let now = Instant::now();
-            match self.probe(driver).await {
-                Ok(probe) => {
-                    failures = 0;
-                    if let Some(error) = self.blocked(&probe) {
-                        return Err(error);
-                    }
-                    if probe.composer {
-                        return Ok(());
-                    }
-                    if probe.ready {
-                        let since = *ready_since.get_or_insert(now);
-                        if now.duration_since(since) >= self.selector_grace() {
-                            return Err(AskError::SelectorMissing("composer"));
-                        }
-                    } else {
-                        ready_since = None;
-                    }
-                }
-                Err(error) => tolerate(error, &mut failures)?,
-            }
-            if now >= deadline {
-                return Err(match ready_since {
-                    Some(_) => AskError::SelectorMissing("composer"),
-                    None => AskError::Timeout(timing.page_load()),
-                });
-            }
-            tokio::time::sleep(timing.poll()).await;
-        }
-    }
-
-    /// Types the prompt into the composer. New lines become Shift+Enter, which starts a new
-    /// line instead of sending.
-    async fn type_prompt(&self, driver: &WebDriver, prompt: &str) -> Result<(), AskError> {
-        let composer = self.element(driver, "composer").await?.ok_or(AskError::SelectorMissing("composer"))?;
-        composer.click().await?;
-        let mut typing = TypingData::from(String::new());
-        for (index, line) in prompt.trim().lines().enumerate() {
-            if index > 0 {
-                // Null releases Shift so the next line is typed as written.
-                typing = typing + Key::Shift + Key::Enter + Key::Null;
-            }
-            typing = typing + line;
-        }
-        composer.send_keys(typing).await?;
-        let typed = self.run(driver, "composer_text").await?.convert::<String>().unwrap_or_default();
-        if typed.trim().is_empty() {
-            return Err(AskError::SelectorMissing("composer"));
-        }
-        Ok(())
-    }
-
-    /// Clicks Submit once it is enabled; Enter in the composer when no Submit button shows up
-    /// within the selector grace.
-    async fn send(&self, driver: &WebDriver) -> Result<(), AskError> {
-        let deadline = Instant::now() + self.selector_grace();
-        loop {
-            if let Some(button) = self.element(driver, "submit").await? {
-                match button.click().await {
-                    Ok(()) => return Ok(()),
-                    // Re-rendered between lookup and click: look it up again.
-                    Err(error) if matches!(error.as_inner(), WebDriverErrorInner::StaleElementReference(_)) => {}
-                    Err(error) => return Err(error.into()),
-                }
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!("no enabled submit button; pressing enter in the composer");
-                let composer = self.element(driver, "composer").await?.ok_or(AskError::SelectorMissing("composer"))?;
-                composer.send_keys(Key::Enter).await?;
-                return Ok(());
-            }
-            tokio::time::sleep(self.manifest.timing.poll()).await;
-        }
+        let look = move || async move {
+            let probe = self.probe(driver).await?;
+            Ok(if let Some(error) = self.blocked(&probe) {
+                Arrival::Blocked(error)
+            } else if probe.composer {
+                Arrival::Composer
+            } else {
+                Arrival::Waiting { loaded: probe.ready }
+            })
+        };
+        common::open(driver, &self.origin, &self.manifest, self.selector_grace(), look).await
     }
 
     /// Waits until the answer in the turn after `turns_before` is complete. Returns the time to
@@ -257,22 +161,11 @@ impl Perplexity {
     ) -> Result<Option<Duration>, AskError> {
         let timing = &self.manifest.timing;
         let grace = self.selector_grace();
-        let mut ttft = None;
-        let mut signature = String::new();
-        let mut stable_since = Instant::now();
+        let mut progress = Progress::new(sent_at);
         let mut stop_seen = false;
-        let mut failures = 0;
+        let mut failures = ProbeFailures::default();
         loop {
-            let probe = match self.probe(driver).await {
-                Ok(probe) => {
-                    failures = 0;
-                    Some(probe)
-                }
-                Err(error) => {
-                    tolerate(error, &mut failures)?;
-                    None
-                }
-            };
+            let probe = failures.check(self.probe(driver).await)?;
             let now = Instant::now();
             if let Some(probe) = probe {
                 if let Some(error) = self.blocked(&probe) {
@@ -282,19 +175,13 @@ impl Perplexity {
                 let waited = now.duration_since(sent_at);
                 match probe.last.as_ref().filter(|_| probe.turns > turns_before) {
                     Some(last) => {
-                        if last.signature != signature {
-                            signature.clone_from(&last.signature);
-                            stable_since = now;
-                        }
-                        if ttft.is_none() && last.text_len > 0 {
-                            ttft = Some(waited);
-                        }
+                        progress.saw(&last.signature, last.text_len, now);
                         if !probe.stop
                             && let Some(error) = last.error.as_deref().filter(|e| !e.is_empty())
                         {
-                            return Err(self.classify_error(error));
+                            return Err(common::classify(&self.manifest, error));
                         }
-                        let quiet = now.duration_since(stable_since);
+                        let quiet = progress.quiet(now);
                         if !probe.stop && last.action_bar && quiet >= timing.settle() {
                             if !last.answer {
                                 return Err(AskError::SelectorMissing("answer"));
@@ -302,7 +189,7 @@ impl Perplexity {
                             if last.text_len == 0 {
                                 return Err(AskError::EmptyAnswer);
                             }
-                            return Ok(ttft);
+                            return Ok(progress.ttft());
                         }
                         // The stop button came and went and the text is quiet, yet no actions:
                         // the action bar's selectors have drifted.
@@ -326,55 +213,35 @@ impl Perplexity {
         }
     }
 
-    fn classify_error(&self, text: &str) -> AskError {
-        if self.manifest.is_rate_limit(text) {
-            AskError::RateLimited(text.to_owned())
-        } else {
-            AskError::Assistant(text.to_owned())
-        }
-    }
-
     /// Opens the turn's sources list and reads it once it has stopped growing: the list keeps
     /// filling after the answer text is done. Bounded by `deadline`; best effort beyond that
     /// (the answer itself is complete).
     async fn read_sources(&self, driver: &WebDriver, deadline: Instant) -> Result<Vec<Source>, AskError> {
-        let Some(tab) = self.element(driver, "sources_tab").await? else {
+        // A real click: the site's tabs switch on mousedown, which a script click does not send.
+        // A tab that re-rendered between lookup and click is looked up once more.
+        if !self.page.click(driver, "sources_tab").await? && !self.page.click(driver, "sources_tab").await? {
             tracing::warn!("the answer shows a sources tab that cannot be clicked");
             return Ok(Vec::new());
-        };
-        // A real click: the site's tabs switch on mousedown, which a script click does not send.
-        match tab.click().await {
-            Ok(()) => {}
-            Err(error) if matches!(error.as_inner(), WebDriverErrorInner::StaleElementReference(_)) => {
-                match self.element(driver, "sources_tab").await? {
-                    Some(tab) => tab.click().await?,
-                    None => return Ok(Vec::new()),
-                }
-            }
-            Err(error) => return Err(error.into()),
         }
         let timing = &self.manifest.timing;
         let settle = self.sources_settle();
         let opened_at = Instant::now();
         let mut latest: Option<(Vec<Source>, Instant)> = None;
-        let mut failures = 0;
+        let mut failures = ProbeFailures::default();
         loop {
             let now = Instant::now();
-            match self.run(driver, "sources").await.and_then(|ret| ret.convert::<Option<Vec<Source>>>()) {
-                Ok(Some(sources)) => {
-                    failures = 0;
+            match failures.check(self.page.read::<Option<Vec<Source>>>(driver, "sources").await)? {
+                Some(Some(sources)) => {
                     let grew = latest.as_ref().is_none_or(|(seen, _)| seen.len() != sources.len());
                     let changed_at = if grew { now } else { latest.as_ref().map_or(now, |(_, at)| *at) };
                     latest = Some((sources, changed_at));
                 }
-                Ok(None) => {
-                    failures = 0;
-                    if latest.is_none() && now.duration_since(opened_at) >= timing.sources_panel() {
-                        tracing::warn!("the sources list did not open; citations keep their chips only");
-                        return Ok(Vec::new());
-                    }
+                Some(None) if latest.is_none() && now.duration_since(opened_at) >= timing.sources_panel() => {
+                    tracing::warn!("the sources list did not open; citations keep their chips only");
+                    return Ok(Vec::new());
                 }
-                Err(error) => tolerate(error, &mut failures)?,
+                // A list not open yet, or a probe failed while the page moved: look again.
+                Some(None) | None => {}
             }
             if let Some((sources, changed_at)) = &latest
                 && now.duration_since(*changed_at) >= settle
@@ -407,23 +274,17 @@ impl Adapter for Perplexity {
     async fn ask(&self, driver: &WebDriver, prompt: &str) -> Result<Captured, AskError> {
         self.open_new_thread(driver).await?;
         let before = self.probe(driver).await?.turns;
-        self.type_prompt(driver, prompt).await?;
+        self.page.type_prompt(driver, prompt).await?;
         let sent_at = Instant::now();
         let deadline = sent_at + self.manifest.timing.answer_deadline();
-        self.send(driver).await?;
+        // Enter in the composer when no Submit button shows up within the selector grace.
+        self.page.send(driver, "submit", self.selector_grace(), self.manifest.timing.poll()).await?;
         let ttft = self.wait_for_answer(driver, before, sent_at, deadline).await?;
         // The answer as the reader sees it is complete here; the sources list may still grow.
         let total = sent_at.elapsed();
 
-        let extracted = self.run(driver, "extract").await?;
-        if extracted.json().is_null() {
-            return Err(AskError::SelectorMissing("answer"));
-        }
-        let extracted: Extracted = extracted.convert()?;
-        let response_text = tidy_text(&extracted.text);
-        if response_text.is_empty() {
-            return Err(AskError::EmptyAnswer);
-        }
+        let extracted: Extracted = self.page.extract(driver, "answer").await?;
+        let response_text = common::answer_text(&extracted.text)?;
         let sources = if extracted.sources_tab {
             self.read_sources(driver, deadline).await?
         } else {
@@ -432,7 +293,7 @@ impl Adapter for Perplexity {
             }
             Vec::new()
         };
-        let citations = citations(&extracted.chips, &sources);
+        let citations = common::citations(&extracted.chips, &sources, clean_url);
         // Only what the page shows: search steps or sources mean a web search; their absence
         // does not prove there was none.
         let web_search = (extracted.search_steps || !citations.is_empty()).then_some(true);
@@ -441,7 +302,7 @@ impl Adapter for Perplexity {
             response_markdown: html_to_markdown(&extracted.markdown_html),
             html: extracted.html,
             citations,
-            model: extracted.model.map(|model| collapse(&model)).filter(|model| !model.is_empty()),
+            model: extracted.model.map(|model| common::collapse(&model)).filter(|model| !model.is_empty()),
             web_search,
             kind: AnswerKind::Text,
             ttft,
@@ -450,120 +311,9 @@ impl Adapter for Perplexity {
     }
 }
 
-/// A probe failure is expected while the page navigates; too many in a row, or a dead
-/// browser, end the attempt.
-fn tolerate(error: WebDriverError, failures: &mut u32) -> Result<(), AskError> {
-    *failures += 1;
-    if crate::browser::is_fatal(&error) || *failures > MAX_PROBE_FAILURES {
-        return Err(AskError::Browser(error));
-    }
-    tracing::debug!(%error, "page probe failed; retrying");
-    Ok(())
-}
-
-/// Inline chips first in reading order, then the sources only listed, in list order; each
-/// clean URL once. Titles come from the sources list (chips show a site name or a number, not
-/// a title), else the domain.
-fn citations(chips: &[Link], sources: &[Source]) -> Vec<Citation> {
-    let titles: HashMap<String, String> = sources
-        .iter()
-        .map(|source| (clean_url(&source.href), collapse(&source.title)))
-        .filter(|(url, title)| !url.is_empty() && !title.is_empty())
-        .collect();
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    let listed = sources.iter().map(|source| (&source.href, false));
-    for (href, inline) in chips.iter().map(|chip| (&chip.href, true)).chain(listed) {
-        let url = clean_url(href);
-        if !url.starts_with("http") || !seen.insert(url.clone()) {
-            continue;
-        }
-        let domain = domain_of(&url);
-        let title = titles.get(&url).cloned().unwrap_or_else(|| domain.clone());
-        out.push(Citation { url, title, domain, position: out.len() as u32 + 1, inline });
-    }
-    out
-}
-
-fn collapse(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// innerText with trailing spaces, blank-line runs and the edges trimmed.
-fn tidy_text(text: &str) -> String {
-    let mut out = Vec::new();
-    let mut blank = false;
-    for line in text.replace('\u{a0}', " ").lines() {
-        let line = line.trim_end();
-        if line.trim().is_empty() {
-            blank = !out.is_empty();
-            continue;
-        }
-        if blank {
-            out.push(String::new());
-            blank = false;
-        }
-        out.push(line.to_owned());
-    }
-    out.join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn link(href: &str) -> Link {
-        Link { href: href.to_owned() }
-    }
-
-    fn source(href: &str, title: &str) -> Source {
-        Source { href: href.to_owned(), title: title.to_owned() }
-    }
-
-    #[test]
-    fn chips_come_first_in_reading_order_then_sources_only_listed() {
-        let chips = vec![
-            link("https://www.rtings.com/b?utm_source=perplexity"),
-            link("https://en.wikipedia.org/wiki/A?utm_source=perplexity"),
-            link("https://www.rtings.com/b?utm_source=perplexity"),
-        ];
-        let sources = vec![
-            source("https://en.wikipedia.org/wiki/A?utm_source=perplexity", "A - Wikipedia"),
-            source("https://www.bbc.com/news/x?utm_source=perplexity", " BBC  News "),
-            source("https://www.rtings.com/b?utm_source=perplexity", ""),
-            source("javascript:void(0)", "nothing"),
-        ];
-        let got = citations(&chips, &sources);
-        let want = vec![
-            Citation {
-                url: "https://www.rtings.com/b".into(),
-                title: "rtings.com".into(),
-                domain: "rtings.com".into(),
-                position: 1,
-                inline: true,
-            },
-            Citation {
-                url: "https://en.wikipedia.org/wiki/A".into(),
-                title: "A - Wikipedia".into(),
-                domain: "en.wikipedia.org".into(),
-                position: 2,
-                inline: true,
-            },
-            Citation {
-                url: "https://www.bbc.com/news/x".into(),
-                title: "BBC News".into(),
-                domain: "bbc.com".into(),
-                position: 3,
-                inline: false,
-            },
-        ];
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn text_keeps_paragraph_breaks_only() {
-        assert_eq!(tidy_text("\n\nHello  \n\n\n\nworld\u{a0}\nagain\n\n"), "Hello\n\nworld\nagain");
-    }
 
     #[test]
     fn built_in_manifest_has_every_role_and_the_options() -> Result<(), crate::adapter::ManifestError> {

@@ -1,0 +1,496 @@
+//! What every adapter does the same way: running its page script with the manifest's selectors,
+//! tolerating failed probes while a page navigates, opening the page up to its composer, typing
+//! and sending a prompt, following an answer while it streams, tidying its text and building its
+//! citation list.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use thirtyfour::error::WebDriverErrorInner;
+use thirtyfour::prelude::*;
+
+use super::{AskError, Citation, Manifest};
+use aap_proto::urls::domain_of;
+
+/// Consecutive failed page probes tolerated while the page navigates (a script cannot run
+/// during a navigation).
+const MAX_PROBE_FAILURES: u32 = 50;
+
+/// The site's origin: `origin` when given (e.g. the simulator's), else the manifest's
+/// `base_url`; without a trailing slash, so paths append as they are.
+pub(super) fn origin(manifest: &Manifest, origin: Option<&str>) -> String {
+    origin.unwrap_or(&manifest.base_url).trim_end_matches('/').to_owned()
+}
+
+/// An adapter's page script (`dom.js`, the shared DOM helpers, followed by its own file) and
+/// the arguments that follow the mode on every call: the manifest's selectors, then whatever
+/// else the script reads.
+#[derive(Debug, Clone)]
+pub(super) struct PageScript {
+    source: &'static str,
+    args: Vec<serde_json::Value>,
+}
+
+impl PageScript {
+    /// `source` called with the mode as `arguments[0]` and `manifest`'s selectors (role → list)
+    /// as `arguments[1]`, the convention `dom.js` reads.
+    pub(super) fn new(source: &'static str, manifest: &Manifest) -> PageScript {
+        PageScript { source, args: vec![manifest.selectors_json()] }
+    }
+
+    /// Adds an argument after the selectors (`arguments[2]`, then `[3]`, ...).
+    pub(super) fn with_arg(mut self, arg: serde_json::Value) -> PageScript {
+        self.args.push(arg);
+        self
+    }
+
+    /// Runs the script in `mode`.
+    pub(super) async fn run(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<ScriptRet> {
+        let mut args = Vec::with_capacity(self.args.len() + 1);
+        args.push(serde_json::json!(mode));
+        args.extend(self.args.iter().cloned());
+        driver.execute(self.source, args).await
+    }
+
+    /// Runs the script in `mode` and reads what it returns as a `T`.
+    pub(super) async fn read<T: DeserializeOwned>(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<T> {
+        self.run(driver, mode).await?.convert()
+    }
+
+    /// The element the script returns in `mode`, or `None` for `null`.
+    pub(super) async fn element(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<Option<WebElement>> {
+        let ret = self.run(driver, mode).await?;
+        if ret.json().is_null() {
+            return Ok(None);
+        }
+        ret.element().map(Some)
+    }
+
+    /// Clicks the element the script returns in `mode`. False when there is none, or when it
+    /// re-rendered between lookup and click: the caller looks again when it wants to.
+    pub(super) async fn click(&self, driver: &WebDriver, mode: &str) -> Result<bool, AskError> {
+        let Some(element) = self.element(driver, mode).await? else {
+            return Ok(false);
+        };
+        match element.click().await {
+            Ok(()) => Ok(true),
+            Err(error) if matches!(error.as_inner(), WebDriverErrorInner::StaleElementReference(_)) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The prompt box (mode `composer`).
+    pub(super) async fn composer(&self, driver: &WebDriver) -> Result<WebElement, AskError> {
+        self.element(driver, "composer").await?.ok_or(AskError::SelectorMissing("composer"))
+    }
+
+    /// The text in the prompt box (mode `composer_text`). A box that holds no text after typing
+    /// is not the real composer.
+    pub(super) async fn typed(&self, driver: &WebDriver) -> Result<String, AskError> {
+        let typed = self.run(driver, "composer_text").await?.convert::<String>().unwrap_or_default();
+        if typed.trim().is_empty() {
+            return Err(AskError::SelectorMissing("composer"));
+        }
+        Ok(typed)
+    }
+
+    /// Types the prompt into the composer. New lines become Shift+Enter, which starts a new
+    /// line in the composer instead of sending.
+    pub(super) async fn type_prompt(&self, driver: &WebDriver, prompt: &str) -> Result<(), AskError> {
+        let composer = self.composer(driver).await?;
+        composer.click().await?;
+        let mut typing = TypingData::from(String::new());
+        for (index, line) in prompt.trim().lines().enumerate() {
+            if index > 0 {
+                // Null releases Shift so the next line is typed as written.
+                typing = typing + Key::Shift + Key::Enter + Key::Null;
+            }
+            typing = typing + line;
+        }
+        composer.send_keys(typing).await?;
+        self.typed(driver).await?;
+        Ok(())
+    }
+
+    /// Clicks the button the script returns in `mode` once it is enabled, looking again while it
+    /// is missing or re-renders; presses Enter in the composer when no click landed within
+    /// `wait`.
+    pub(super) async fn send(
+        &self,
+        driver: &WebDriver,
+        mode: &str,
+        wait: Duration,
+        poll: Duration,
+    ) -> Result<(), AskError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if self.click(driver, mode).await? {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(button = mode, "no enabled button to send with; pressing enter in the composer");
+                self.composer(driver).await?.send_keys(Key::Enter).await?;
+                return Ok(());
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// The answer the script extracts (mode `extract`); `null` means the element of `role`
+    /// holding it is not on the page.
+    pub(super) async fn extract<T: DeserializeOwned>(
+        &self,
+        driver: &WebDriver,
+        role: &'static str,
+    ) -> Result<T, AskError> {
+        let extracted = self.run(driver, "extract").await?;
+        if extracted.json().is_null() {
+            return Err(AskError::SelectorMissing(role));
+        }
+        Ok(extracted.convert()?)
+    }
+}
+
+/// Failed page probes in a row. A failure is expected while the page navigates; too many in a
+/// row, or a dead browser, end the attempt.
+#[derive(Debug, Default)]
+pub(super) struct ProbeFailures(u32);
+
+impl ProbeFailures {
+    /// The probe's result, or `None` for a failure tolerated while the page navigates.
+    pub(super) fn check<T>(&mut self, result: WebDriverResult<T>) -> Result<Option<T>, AskError> {
+        match result {
+            Ok(value) => {
+                self.0 = 0;
+                Ok(Some(value))
+            }
+            Err(error) => {
+                self.0 += 1;
+                if crate::browser::is_fatal(&error) || self.0 > MAX_PROBE_FAILURES {
+                    return Err(AskError::Browser(error));
+                }
+                tracing::debug!(%error, "page probe failed; retrying");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// What one look at a page on its way to the composer found.
+pub(super) enum Arrival {
+    /// The composer is there: the page can be asked.
+    Composer,
+    /// A wall in place of the site (login, challenge): the attempt cannot go on.
+    Blocked(AskError),
+    /// Neither yet; `loaded` when the document has finished loading.
+    Waiting {
+        /// `document.readyState` is `complete`.
+        loaded: bool,
+    },
+}
+
+/// Opens the manifest's new-chat page at `origin` and waits for the composer, looking with
+/// `look` every poll. A wall ends the wait at once. A page that has loaded but shows no
+/// composer for `grace` has changed its markup, which is said then instead of at the page-load
+/// deadline; the grace starts again when the page navigates on. A page that never finished
+/// loading by the deadline timed out: its markup is unknown, so no selector is blamed.
+pub(super) async fn open<F, Fut>(
+    driver: &WebDriver,
+    origin: &str,
+    manifest: &Manifest,
+    grace: Duration,
+    mut look: F,
+) -> Result<(), AskError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = WebDriverResult<Arrival>>,
+{
+    let url = format!("{origin}{}", manifest.new_chat_path);
+    driver.goto(url.as_str()).await?;
+    let timing = &manifest.timing;
+    let deadline = Instant::now() + timing.page_load();
+    let mut loaded_since: Option<Instant> = None;
+    let mut failures = ProbeFailures::default();
+    loop {
+        let arrival = failures.check(look().await)?;
+        let now = Instant::now();
+        match arrival {
+            Some(Arrival::Composer) => return Ok(()),
+            Some(Arrival::Blocked(error)) => return Err(error),
+            Some(Arrival::Waiting { loaded: true }) => {
+                let since = *loaded_since.get_or_insert(now);
+                if now.duration_since(since) >= grace {
+                    return Err(AskError::SelectorMissing("composer"));
+                }
+            }
+            Some(Arrival::Waiting { loaded: false }) => loaded_since = None,
+            None => {}
+        }
+        if now >= deadline {
+            return Err(match loaded_since {
+                Some(_) => AskError::SelectorMissing("composer"),
+                None => AskError::Timeout(timing.page_load()),
+            });
+        }
+        tokio::time::sleep(timing.poll()).await;
+    }
+}
+
+/// How an answer comes along while it streams: when its rendering last changed, and when its
+/// first text showed.
+#[derive(Debug)]
+pub(super) struct Progress {
+    sent_at: Instant,
+    signature: String,
+    changed_at: Instant,
+    ttft: Option<Duration>,
+}
+
+impl Progress {
+    /// Following the answer to a prompt sent at `sent_at`.
+    pub(super) fn new(sent_at: Instant) -> Progress {
+        Progress { sent_at, signature: String::new(), changed_at: Instant::now(), ttft: None }
+    }
+
+    /// Takes in one look at the answer at `now`: its signature (a hash of its HTML) and the
+    /// length of its text.
+    pub(super) fn saw(&mut self, signature: &str, text_len: usize, now: Instant) {
+        if signature != self.signature {
+            self.signature = signature.to_owned();
+            self.changed_at = now;
+        }
+        if self.ttft.is_none() && text_len > 0 {
+            self.ttft = Some(now.duration_since(self.sent_at));
+        }
+    }
+
+    /// How long the answer has not changed at `now`.
+    pub(super) fn quiet(&self, now: Instant) -> Duration {
+        now.duration_since(self.changed_at)
+    }
+
+    /// From the send to the first answer text, once there was text.
+    pub(super) fn ttft(&self) -> Option<Duration> {
+        self.ttft
+    }
+}
+
+/// An error the page shows, by its text: the manifest's rate-limit patterns, or the
+/// assistant's own failure.
+pub(super) fn classify(manifest: &Manifest, text: &str) -> AskError {
+    if manifest.is_rate_limit(text) {
+        AskError::RateLimited(text.to_owned())
+    } else {
+        AskError::Assistant(text.to_owned())
+    }
+}
+
+/// The answer's text as a reader sees it, tidied; [`AskError::EmptyAnswer`] when there is none.
+pub(super) fn answer_text(text: &str) -> Result<String, AskError> {
+    let text = tidy_text(text);
+    if text.is_empty() {
+        return Err(AskError::EmptyAnswer);
+    }
+    Ok(text)
+}
+
+/// White space runs as one space, the edges trimmed.
+pub(super) fn collapse(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// innerText with trailing spaces, blank-line runs and the edges trimmed.
+pub(super) fn tidy_text(text: &str) -> String {
+    let mut out = Vec::new();
+    let mut blank = false;
+    for line in text.replace('\u{a0}', " ").lines() {
+        let line = line.trim_end();
+        if line.trim().is_empty() {
+            blank = !out.is_empty();
+            continue;
+        }
+        if blank {
+            out.push(String::new());
+            blank = false;
+        }
+        out.push(line.to_owned());
+    }
+    out.join("\n")
+}
+
+/// A link in the answer as the page script reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Link {
+    /// Where it points, as the page has it.
+    pub(super) href: String,
+    /// What it shows (empty for chips that show no name).
+    #[serde(default)]
+    pub(super) text: String,
+}
+
+/// A source the page lists, as the page script reports it.
+#[derive(Debug, Clone, Deserialize)]
+pub(super) struct Source {
+    /// Where it points, as the page has it.
+    pub(super) href: String,
+    /// Its title, as listed.
+    pub(super) title: String,
+}
+
+/// Inline citations in reading order, then the sources only listed, in the list's order; each
+/// URL once, numbered from 1. `url_of` turns an href into the source's clean URL (anything but
+/// a web address is left out). A title is the first one the list gives the URL, else the link's
+/// text, else the domain.
+pub(super) fn citations(links: &[Link], sources: &[Source], url_of: impl Fn(&str) -> String) -> Vec<Citation> {
+    let listed: Vec<String> = sources.iter().map(|source| url_of(&source.href)).collect();
+    let mut titles = HashMap::new();
+    for (url, source) in listed.iter().zip(sources) {
+        let title = collapse(&source.title);
+        if !title.is_empty() {
+            titles.entry(url.as_str()).or_insert(title);
+        }
+    }
+    let inline = links.iter().map(|link| (url_of(&link.href), link.text.as_str(), true));
+    let only_listed = listed.iter().zip(sources).map(|(url, source)| (url.clone(), source.title.as_str(), false));
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (url, text, inline) in inline.chain(only_listed) {
+        if !url.starts_with("http") || !seen.insert(url.clone()) {
+            continue;
+        }
+        let domain = domain_of(&url);
+        let title = titles.get(url.as_str()).cloned().unwrap_or_else(|| {
+            let text = collapse(text);
+            if text.is_empty() { domain.clone() } else { text }
+        });
+        out.push(Citation { url, title, domain, position: out.len() as u32 + 1, inline });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aap_proto::urls::clean_url;
+
+    fn link(href: &str, text: &str) -> Link {
+        Link { href: href.into(), text: text.into() }
+    }
+
+    fn source(href: &str, title: &str) -> Source {
+        Source { href: href.into(), title: title.into() }
+    }
+
+    fn summary(citations: &[Citation]) -> Vec<(&str, &str, &str, u32, bool)> {
+        citations.iter().map(|c| (c.url.as_str(), c.title.as_str(), c.domain.as_str(), c.position, c.inline)).collect()
+    }
+
+    #[test]
+    fn citations_are_cleaned_deduplicated_and_numbered_inline_first() {
+        let links = vec![
+            link("https://www.techradar.com/a?utm_source=chatgpt.com", "techradar.com"),
+            link("https://rtings.com/b?utm_source=chatgpt.com", " rtings.com "),
+            link("https://www.techradar.com/a?utm_source=chatgpt.com", "techradar.com"),
+            link("javascript:void(0)", "x"),
+        ];
+        let listed = vec![
+            source("https://rtings.com/b?utm_source=chatgpt.com", "Best Laptops - RTINGS"),
+            source("https://www.wired.com/c?utm_source=chatgpt.com", " Laptops | WIRED "),
+            source("https://www.techradar.com/a", ""),
+            source("https://cnet.com/d", ""),
+        ];
+        assert_eq!(
+            summary(&citations(&links, &listed, clean_url)),
+            vec![
+                ("https://www.techradar.com/a", "techradar.com", "techradar.com", 1, true),
+                ("https://rtings.com/b", "Best Laptops - RTINGS", "rtings.com", 2, true),
+                ("https://www.wired.com/c", "Laptops | WIRED", "wired.com", 3, false),
+                ("https://cnet.com/d", "cnet.com", "cnet.com", 4, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn listed_titles_win_over_link_text_and_listed_only_sources_follow() {
+        let links = vec![
+            link("https://www.rtings.com/b?utm_source=claude.ai", "rtings"),
+            link("https://en.wikipedia.org/wiki/A", "wikipedia"),
+            link("https://www.rtings.com/b", "rtings"),
+        ];
+        let sources = vec![
+            source("https://www.bbc.com/news/x", " What we know - BBC "),
+            source("https://en.wikipedia.org/wiki/A", "A - Wikipedia"),
+            source("https://www.rtings.com/b", "Best B - RTINGS"),
+            source("javascript:void(0)", "nothing"),
+        ];
+        assert_eq!(
+            summary(&citations(&links, &sources, clean_url)),
+            vec![
+                ("https://www.rtings.com/b", "Best B - RTINGS", "rtings.com", 1, true),
+                ("https://en.wikipedia.org/wiki/A", "A - Wikipedia", "en.wikipedia.org", 2, true),
+                ("https://www.bbc.com/news/x", "What we know - BBC", "bbc.com", 3, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn titles_fall_back_to_link_text_then_domain() {
+        let got =
+            citations(&[link("https://example.com/a", " Example "), link("https://example.org/b", "")], &[], clean_url);
+        assert_eq!(got[0].title, "Example");
+        assert_eq!(got[1].title, "example.org");
+    }
+
+    #[test]
+    fn chips_without_text_take_the_listed_title_else_the_domain() {
+        let chips = vec![
+            link("https://www.rtings.com/b?utm_source=perplexity", ""),
+            link("https://en.wikipedia.org/wiki/A?utm_source=perplexity", ""),
+            link("https://www.rtings.com/b?utm_source=perplexity", ""),
+        ];
+        let sources = vec![
+            source("https://en.wikipedia.org/wiki/A?utm_source=perplexity", "A - Wikipedia"),
+            source("https://www.bbc.com/news/x?utm_source=perplexity", " BBC  News "),
+            source("https://www.rtings.com/b?utm_source=perplexity", ""),
+            source("javascript:void(0)", "nothing"),
+        ];
+        assert_eq!(
+            summary(&citations(&chips, &sources, clean_url)),
+            vec![
+                ("https://www.rtings.com/b", "rtings.com", "rtings.com", 1, true),
+                ("https://en.wikipedia.org/wiki/A", "A - Wikipedia", "en.wikipedia.org", 2, true),
+                ("https://www.bbc.com/news/x", "BBC News", "bbc.com", 3, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_chip_reported_without_text_reads_as_an_empty_one() -> serde_json::Result<()> {
+        let chip: Link = serde_json::from_value(serde_json::json!({ "href": "https://a.example/1" }))?;
+        assert_eq!((chip.href.as_str(), chip.text.as_str()), ("https://a.example/1", ""));
+        Ok(())
+    }
+
+    #[test]
+    fn text_keeps_paragraph_breaks_only() {
+        assert_eq!(tidy_text("\n\nHello  \n\n\n\nworld\u{a0}\nagain\n\n"), "Hello\n\nworld\nagain");
+        assert!(matches!(answer_text(" \n\u{a0}\n"), Err(AskError::EmptyAnswer)));
+    }
+
+    #[test]
+    fn progress_restarts_the_quiet_time_on_change_and_keeps_the_first_text_time() {
+        let sent_at = Instant::now();
+        let mut progress = Progress::new(sent_at);
+        let later = |ms| sent_at + Duration::from_millis(ms);
+        progress.saw("0:811c9dc5", 0, later(100));
+        assert_eq!(progress.ttft(), None);
+        progress.saw("5:abc", 5, later(300));
+        progress.saw("9:def", 9, later(500));
+        progress.saw("9:def", 9, later(900));
+        assert_eq!(progress.ttft(), Some(Duration::from_millis(300)));
+        assert_eq!(progress.quiet(later(900)), Duration::from_millis(400));
+    }
+}
