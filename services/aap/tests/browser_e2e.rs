@@ -1,5 +1,5 @@
-//! End to end through real Chromium: the platform, the ChatGPT simulator, and aap-bot driving
-//! a headless Chromium through chromedriver.
+//! End to end through real Chromium: the platform, the assistant simulators, and aap-bot
+//! driving a headless Chromium through chromedriver.
 
 mod common;
 
@@ -8,23 +8,32 @@ use std::time::Duration;
 
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::{CreateAccountRequest, MatchKind};
-use aap_simulator::{Simulator, SimulatorConfig};
+use aap_simulator::{Simulator, SimulatorConfig, Site};
 use common::*;
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 async fn simulator(config: SimulatorConfig) -> Simulator {
+    site_simulator(Site::ChatGpt, config).await
+}
+
+async fn site_simulator(site: Site, config: SimulatorConfig) -> Simulator {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind simulator");
-    Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await.expect("simulator")
+    Simulator::start(listener, site, config).await.expect("simulator")
+}
+
+/// The plan the test accounts and bots of a site serve.
+fn plan_of(site: Site) -> &'static str {
+    if site == Site::ChatGpt { "Plus" } else { "Pro" }
 }
 
 async fn add_account(app: &TestApp, sim: &Simulator, label: &str) {
     let state = sim.create_session(label).await.storage_state_json;
     app.sessions(OPERATOR)
         .create_account(CreateAccountRequest {
-            assistant: "chatgpt".into(),
-            plan: "Plus".into(),
+            assistant: sim.site().id().into(),
+            plan: plan_of(sim.site()).into(),
             label: label.into(),
             storage_state_json: state,
             ..CreateAccountRequest::default()
@@ -35,8 +44,9 @@ async fn add_account(app: &TestApp, sim: &Simulator, label: &str) {
 
 /// Runs an in-process bot until the returned sender says stop; join the handle to wait for it.
 fn start_bot(app: &TestApp, sim: &Simulator, name: &str) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let site = sim.site();
     let config =
-        aap_bot::BotConfig::grpc(&app.grpc_url, BOT, name, "chatgpt", "Plus").with_assistant_url(&sim.base_url);
+        aap_bot::BotConfig::grpc(&app.grpc_url, BOT, name, site.id(), plan_of(site)).with_assistant_url(&sim.base_url);
     let (stop, mut stopped) = watch::channel(false);
     let handle = tokio::spawn(async move {
         let shutdown = async move {
@@ -194,4 +204,57 @@ async fn a_bot_killed_mid_task_loses_nothing_and_the_answer_lands_once() {
     assert_eq!(attempts, 2, "delivered again after the kill");
     assert_eq!(answered_by, "survivor");
     sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_prompt_is_answered_by_all_four_assistants_at_once() {
+    let app = spawn_app().await;
+    let mut sims = Vec::new();
+    let mut bots = Vec::new();
+    for site in Site::ALL {
+        let sim = site_simulator(site, SimulatorConfig::default()).await;
+        add_account(&app, &sim, &format!("{site}-1")).await;
+        bots.push(start_bot(&app, &sim, &format!("{site}-bot")));
+        sims.push(sim);
+    }
+
+    // No targets: every assistant the platform serves.
+    let prompt = "Which project management tool suits a remote team of ten?";
+    let events = within("answers from all four", 5, ask(&app, ask_text(prompt, &[]))).await;
+    for (stop, bot) in bots {
+        stop.send(true).expect("stop");
+        within("a bot stops", 2, bot).await.expect("bot stopped");
+    }
+
+    let answers: Vec<&aap_proto::v1::Answer> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Answer(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    let mut assistants: Vec<&str> = answers.iter().map(|a| a.assistant.as_str()).collect();
+    assistants.sort();
+    assert_eq!(assistants, ["chatgpt", "claude", "google-ai-overview", "perplexity"], "{events:?}");
+    assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 4 && c.failed == 0));
+    let expected = aap_simulator::answer_for(prompt, true);
+    let words = |t: &str| t.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    for answer in &answers {
+        assert_eq!(
+            words(&answer.response_text),
+            words(&expected.plain_text()),
+            "{}: the whole answer",
+            answer.assistant
+        );
+        assert!(!answer.citations.is_empty(), "{}: citations", answer.assistant);
+        assert!(answer.citations.iter().all(|c| !c.url.contains("utm_") && !c.url.contains("/url?")), "{answer:?}");
+        let capture = answer.capture.as_ref().expect("capture");
+        let manifest = aap_bot::Manifest::load(&answer.assistant, None).expect("manifest");
+        assert_eq!(capture.adapter_version, manifest.version, "{}", answer.assistant);
+        assert_eq!(answer.account_label, format!("{}-1", answer.assistant));
+    }
+    for sim in sims {
+        assert_eq!(sim.stats().answers_total, 1, "{} was asked once", sim.site());
+        sim.shutdown().await;
+    }
 }
