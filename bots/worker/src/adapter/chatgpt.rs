@@ -288,10 +288,6 @@ impl ChatGpt {
 }
 
 impl Adapter for ChatGpt {
-    fn assistant(&self) -> &str {
-        &self.manifest.assistant
-    }
-
     fn origin(&self) -> &str {
         &self.origin
     }

@@ -268,10 +268,6 @@ impl Claude {
 }
 
 impl Adapter for Claude {
-    fn assistant(&self) -> &str {
-        &self.manifest.assistant
-    }
-
     fn origin(&self) -> &str {
         &self.origin
     }

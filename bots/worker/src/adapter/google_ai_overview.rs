@@ -391,10 +391,6 @@ impl GoogleAiOverview {
 }
 
 impl Adapter for GoogleAiOverview {
-    fn assistant(&self) -> &str {
-        &self.manifest.assistant
-    }
-
     fn origin(&self) -> &str {
         &self.origin
     }

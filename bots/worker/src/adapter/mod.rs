@@ -129,8 +129,10 @@ impl AskError {
 
 /// How to ask one assistant.
 pub trait Adapter: Send + Sync {
-    /// Lowercase assistant id, e.g. `chatgpt`.
-    fn assistant(&self) -> &str;
+    /// Lowercase assistant id, e.g. `chatgpt`: the manifest's.
+    fn assistant(&self) -> &str {
+        &self.manifest().assistant
+    }
 
     /// The origin whose cookies and localStorage a session needs, e.g. `https://chatgpt.com`.
     fn origin(&self) -> &str;
@@ -188,10 +190,6 @@ impl AnyAdapter {
 }
 
 impl Adapter for AnyAdapter {
-    fn assistant(&self) -> &str {
-        self.manifest().assistant.as_str()
-    }
-
     fn origin(&self) -> &str {
         match self {
             AnyAdapter::ChatGpt(a) => a.origin(),

@@ -259,10 +259,6 @@ impl Perplexity {
 }
 
 impl Adapter for Perplexity {
-    fn assistant(&self) -> &str {
-        &self.manifest.assistant
-    }
-
     fn origin(&self) -> &str {
         &self.origin
     }
