@@ -2,31 +2,22 @@
 
 mod common;
 
-use aap_bot::{Adapter, AnyAdapter, AskError, Captured, Manifest};
+use aap_bot::{Adapter, Captured};
 use aap_simulator::{
-    CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, Simulator, SimulatorConfig, Site, answer_for,
-    chatgpt_more_sources,
+    CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, SimulatorConfig, Site, answer_for, chatgpt_more_sources,
 };
-use anyhow::{Context, Result};
-use common::{collapse, log_in};
+use anyhow::Result;
+use common::{
+    MULTI_LINE_PROMPT, answer_without_citations, assert_failed_only, assert_first_token_before_end, assert_served,
+    assistant_error, challenge, challenge_everywhere, collapse, log_in, login_walls_yield_logged_out, long_pause,
+    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+};
 
 async fn with_browser(
     config: SimulatorConfig,
     body: impl AsyncFnOnce(&aap_bot::Browser, &aap_simulator::Simulator, &aap_bot::AnyAdapter) -> Result<()>,
 ) -> Result<()> {
     common::with_browser(Site::ChatGpt, config, body).await
-}
-
-/// The built-in manifest changed by `edit`, loaded from an override file as `--adapters-dir`
-/// would; the directory must outlive the adapter's use.
-fn adapter_with(sim: &Simulator, edit: impl FnOnce(&mut Manifest)) -> Result<(tempfile::TempDir, AnyAdapter)> {
-    let mut manifest = Manifest::load("chatgpt", None)?;
-    edit(&mut manifest);
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("chatgpt.toml"), toml::to_string(&manifest)?)?;
-    let adapter = AnyAdapter::load("chatgpt", Some(dir.path()), Some(&sim.base_url))?;
-    assert!(adapter.manifest().source.ends_with("chatgpt.toml"), "the override is in use");
-    Ok((dir, adapter))
 }
 
 /// Asserts the captured answer is exactly the simulator's answer to `prompt`: the text, every
@@ -59,20 +50,15 @@ fn assert_full_answer(captured: &Captured, prompt: &str) {
 #[tokio::test]
 async fn returns_the_full_answer_after_the_pause_with_cited_then_listed_sources() -> Result<()> {
     // The default pause (1.2 s) is longer than a "text unchanged for 1 s" check would wait.
-    let config = SimulatorConfig::default();
-    assert!(config.pause_ms > 1000);
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(long_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-1").await?;
         let prompt = "What are the best laptops under $1,000?";
         let captured = adapter.ask(browser.driver(), prompt).await?;
         assert_full_answer(&captured, prompt);
         assert_eq!(captured.model.as_deref(), Some("gpt-5"));
-        let ttft = captured.ttft.context("time to first token")?;
-        assert!(ttft < captured.total);
+        assert_first_token_before_end(&captured)?;
 
-        let stats = sim.stats();
-        assert_eq!(stats.answers_for_prompt(prompt), 1);
-        assert_eq!(stats.answers_for_token(&token), 1);
+        assert_served(sim, prompt, &token, 1);
         Ok(())
     })
     .await
@@ -80,22 +66,14 @@ async fn returns_the_full_answer_after_the_pause_with_cited_then_listed_sources(
 
 #[tokio::test]
 async fn no_citations_prompt_shows_no_search_and_multi_line_prompts_work() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         log_in(browser, sim, "operator-2").await?;
-        let prompt = "Explain photosynthesis simply [[no-citations]]";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert!(captured.citations.is_empty());
+        let captured = answer_without_citations(browser, adapter).await?;
         assert_eq!(captured.web_search, Some(false), "no search line, no sources");
-        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, false).plain_text()));
 
-        // A new line in the prompt is typed as Shift+Enter: one prompt, not two.
-        let prompt = "Compare two phones:\nPixel and iPhone";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert_full_answer(&captured, prompt);
-        let stats = sim.stats();
-        assert_eq!(stats.answers_for_prompt("Compare two phones: Pixel and iPhone"), 1);
-        assert_eq!(stats.answers_total, 2);
+        let captured = multi_line_prompt_is_one_prompt(browser, sim, adapter).await?;
+        assert_full_answer(&captured, MULTI_LINE_PROMPT);
+        assert_eq!(sim.stats().answers_total, 2);
         Ok(())
     })
     .await
@@ -103,33 +81,16 @@ async fn no_citations_prompt_shows_no_search_and_multi_line_prompts_work() -> Re
 
 #[tokio::test]
 async fn login_walls_yield_logged_out_and_challenges_yield_challenge() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
-        // No session at all.
-        let error = adapter.ask(browser.driver(), "Hello?").await.err().context("logged out must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-
-        // A session revoked by the site.
-        let token = log_in(browser, sim, "operator-3").await?;
-        sim.expire_session(&token);
-        let error = adapter.ask(browser.driver(), "Hello again?").await.err().context("expired must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-
-        // A session that expires when the prompt is sent.
-        log_in(browser, sim, "operator-3b").await?;
-        let error =
-            adapter.ask(browser.driver(), "Still there? [[expire-session]]").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        login_walls_yield_logged_out(browser, sim, adapter, ["operator-3", "operator-3b"]).await?;
 
         // A challenge mid-session: the answer request is refused and the page reloads into it.
         log_in(browser, sim, "operator-3c").await?;
-        let error = adapter.ask(browser.driver(), "Any news? [[challenge]]").await.err().context("must fail")?;
-        assert!(matches!(&error, AskError::Challenge(title) if title.contains("Just a moment")), "{error:?}");
+        let title = challenge(browser, adapter, "Any news? [[challenge]]").await?;
+        assert!(title.contains("Just a moment"), "{title}");
 
         // The whole site behind the challenge.
-        sim.set_config(SimulatorConfig { challenge: true, ..sim.config() });
-        let error = adapter.ask(browser.driver(), "Any news?").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::Challenge(_)), "{error:?}");
+        challenge_everywhere(browser, sim, adapter, "Any news?").await?;
         assert!(sim.stats().challenges >= 2);
         assert_eq!(sim.stats().answers_total, 0);
 
@@ -144,32 +105,19 @@ async fn login_walls_yield_logged_out_and_challenges_yield_challenge() -> Result
 
 #[tokio::test]
 async fn rate_limit_errors_and_stalls_end_in_their_own_failures() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;
-        let error =
-            adapter.ask(browser.driver(), "Weather tomorrow? [[rate-limit]]").await.err().context("must fail")?;
-        match error {
-            AskError::RateLimited(text) => assert!(text.contains("limit of messages"), "{text}"),
-            other => panic!("expected RateLimited, got {other:?}"),
-        }
+        let text = rate_limited(browser, adapter, "Weather tomorrow? [[rate-limit]]").await?;
+        assert!(text.contains("limit of messages"), "{text}");
 
-        let error = adapter.ask(browser.driver(), "Summarise the news [[error]]").await.err().context("must fail")?;
-        match error {
-            AskError::Assistant(text) => assert!(text.contains("Something went wrong"), "{text}"),
-            other => panic!("expected Assistant, got {other:?}"),
-        }
+        let text = assistant_error(browser, adapter, "Summarise the news [[error]]").await?;
+        assert!(text.contains("Something went wrong"), "{text}");
 
         // A stream that stops a third of the way and never completes: the hard deadline ends
         // it, and the partial answer is not returned.
-        let (_dir, short) = adapter_with(sim, |manifest| manifest.timing.answer_deadline_secs = 4)?;
-        let error = short.ask(browser.driver(), "Tell me a long story [[stall]]").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::Timeout(deadline) if deadline.as_secs() == 4), "{error:?}");
+        stall_times_out(browser, sim, "chatgpt", 4, "Tell me a long story [[stall]]").await?;
 
-        let stats = sim.stats();
-        assert_eq!(stats.by_token[&token].rate_limited, 1);
-        assert_eq!(stats.by_token[&token].errors, 1);
-        assert_eq!(stats.answers_total, 0);
+        assert_failed_only(sim, &token, 1, 1);
         Ok(())
     })
     .await
@@ -177,8 +125,7 @@ async fn rate_limit_errors_and_stalls_end_in_their_own_failures() -> Result<()> 
 
 #[tokio::test]
 async fn reasoning_models_are_awaited_and_ab_prompts_keep_the_first_response() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         log_in(browser, sim, "operator-6").await?;
 
         // "Thinking" stays on screen, unchanged, for longer than the settle window before any
@@ -216,7 +163,7 @@ async fn reasoning_models_are_awaited_and_ab_prompts_keep_the_first_response() -
 
 #[tokio::test]
 async fn a_redesign_is_read_through_fallbacks_and_fails_fast_without_them() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, redesign: true, ..SimulatorConfig::default() };
+    let config = SimulatorConfig { redesign: true, ..short_pause() };
     with_browser(config, async |browser, sim, adapter| {
         log_in(browser, sim, "operator-7").await?;
         let prompt = "How do heat pumps work in cold climates?";
@@ -230,22 +177,13 @@ async fn a_redesign_is_read_through_fallbacks_and_fails_fast_without_them() -> R
         assert_eq!(sim.stats().site_event(CHATGPT_PREFERRED_EVENTS[0]), 1);
         assert_eq!(sim.stats().site_event(CHATGPT_ANSWER_NOW_EVENT), 0);
 
-        let prompt = "Explain photosynthesis simply [[no-citations]]";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
+        let captured = answer_without_citations(browser, adapter).await?;
         assert_eq!(captured.web_search, Some(false));
-        assert!(captured.citations.is_empty());
 
         // Without the fallbacks the page has changed: the composer is missing, which is said at
         // once rather than after the page-load deadline (an hour here: waiting for it would
         // hang the test instead of passing it).
-        let (_dir, primaries) = adapter_with(sim, |manifest| {
-            manifest.timing.page_load_secs = 3600;
-            for selectors in manifest.selectors.values_mut() {
-                selectors.truncate(1);
-            }
-        })?;
-        let error = primaries.ask(browser.driver(), "Hello?").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::SelectorMissing("composer")), "{error:?}");
+        primaries_miss_the_composer(browser, sim, "chatgpt", Some(3600), "Hello?").await?;
         assert_eq!(sim.stats().answers_total, 3);
         Ok(())
     })

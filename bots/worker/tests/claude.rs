@@ -2,12 +2,16 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use aap_bot::{Adapter, AnyAdapter, AskError, Captured, Manifest};
+use aap_bot::{Adapter, AnyAdapter, Captured};
 use aap_simulator::{Citation, Simulator, SimulatorConfig, Site, answer_for, strip_markers};
 use anyhow::{Context, Result};
-use common::{collapse, log_in};
+use common::{
+    answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error, challenge,
+    challenge_everywhere, collapse, log_in, login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt,
+    primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+};
 
 /// What the thinking of a `[[thinking]]` prompt starts with on the page; never in the answer.
 const THINKING_OPENING: &str = "The user asks";
@@ -72,9 +76,7 @@ fn assert_full_answer(captured: &Captured, prompt: &str) {
 #[tokio::test]
 async fn returns_the_full_answer_after_the_pause_with_inline_then_listed_citations_and_no_thinking() -> Result<()> {
     // The default pause (1.2 s) is longer than a "text unchanged for 1 s" check would wait.
-    let config = SimulatorConfig::default();
-    assert!(config.pause_ms > 1000);
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(long_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-1").await?;
         let prompt = "What are the best laptops under $1,000?";
         let captured = adapter.ask(browser.driver(), prompt).await?;
@@ -94,9 +96,7 @@ async fn returns_the_full_answer_after_the_pause_with_inline_then_listed_citatio
         assert!(!captured.html.contains(THINKING_OPENING));
         assert!(!captured.html.contains("Thought process"));
 
-        let stats = sim.stats();
-        assert_eq!(stats.answers_for_prompt("What are the best laptops under $1,000?"), 1);
-        assert_eq!(stats.answers_for_token(&token), 2);
+        assert_served(sim, "What are the best laptops under $1,000?", &token, 2);
         Ok(())
     })
     .await
@@ -104,22 +104,13 @@ async fn returns_the_full_answer_after_the_pause_with_inline_then_listed_citatio
 
 #[tokio::test]
 async fn answers_without_a_web_search_and_multi_line_prompts_are_one_prompt() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         log_in(browser, sim, "operator-2").await?;
-        let prompt = "Explain photosynthesis simply [[no-citations]]";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert!(captured.citations.is_empty());
+        let captured = answer_without_citations(browser, adapter).await?;
         assert_eq!(captured.web_search, Some(false), "no search block on the page");
-        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, false).plain_text()));
 
-        // A new line in the prompt is typed as Shift+Enter: one prompt, not two.
-        let prompt = "Compare two phones:\nPixel and iPhone";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
-        let stats = sim.stats();
-        assert_eq!(stats.answers_for_prompt("Compare two phones: Pixel and iPhone"), 1);
-        assert_eq!(stats.answers_total, 2);
+        multi_line_prompt_is_one_prompt(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 2);
         Ok(())
     })
     .await
@@ -127,26 +118,10 @@ async fn answers_without_a_web_search_and_multi_line_prompts_are_one_prompt() ->
 
 #[tokio::test]
 async fn the_login_page_yields_logged_out() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
-        // No session at all: claude.ai sends the browser to /login.
-        let error = adapter.ask(browser.driver(), "Hello?").await.err().context("logged out must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-
-        // A session revoked by the site.
-        let token = log_in(browser, sim, "operator-3").await?;
-        sim.expire_session(&token);
-        let error = adapter.ask(browser.driver(), "Hello again?").await.err().context("expired must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-
-        // A session that expires as the prompt is sent.
-        log_in(browser, sim, "operator-4").await?;
-        let error =
-            adapter.ask(browser.driver(), "Still there? [[expire-session]]").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-        let stats = sim.stats();
-        assert_eq!(stats.answers_total, 0);
-        assert!(stats.login_walls >= 3);
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        // Each time, claude.ai sends the browser to /login.
+        login_walls_yield_logged_out(browser, sim, adapter, ["operator-3", "operator-4"]).await?;
+        assert_login_walls_only(sim, 3);
         Ok(())
     })
     .await
@@ -154,63 +129,36 @@ async fn the_login_page_yields_logged_out() -> Result<()> {
 
 #[tokio::test]
 async fn rate_limits_failures_and_challenges_are_told_apart() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;
-        let error =
-            adapter.ask(browser.driver(), "Weather tomorrow? [[rate-limit]]").await.err().context("must fail")?;
-        match error {
-            AskError::RateLimited(text) => assert!(text.contains("out of free messages until"), "{text}"),
-            other => panic!("expected RateLimited, got {other:?}"),
-        }
+        let text = rate_limited(browser, adapter, "Weather tomorrow? [[rate-limit]]").await?;
+        assert!(text.contains("out of free messages until"), "{text}");
 
-        let error = adapter.ask(browser.driver(), "Summarise the news [[error]]").await.err().context("must fail")?;
-        match error {
-            AskError::Assistant(text) => assert!(text.contains("response was interrupted"), "{text}"),
-            other => panic!("expected Assistant, got {other:?}"),
-        }
+        let text = assistant_error(browser, adapter, "Summarise the news [[error]]").await?;
+        assert!(text.contains("response was interrupted"), "{text}");
 
         // A challenge in the middle of a session: the answer request gets Cloudflare's page.
-        let error = adapter.ask(browser.driver(), "Any news? [[challenge]]").await.err().context("must fail")?;
-        assert!(matches!(&error, AskError::Challenge(title) if title.contains("Just a moment")), "{error:?}");
+        let title = challenge(browser, adapter, "Any news? [[challenge]]").await?;
+        assert!(title.contains("Just a moment"), "{title}");
 
         // A challenge in place of the whole site.
-        sim.set_config(SimulatorConfig { challenge: true, ..sim.config() });
-        let error = adapter.ask(browser.driver(), "Hello?").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::Challenge(_)), "{error:?}");
+        challenge_everywhere(browser, sim, adapter, "Hello?").await?;
 
         // Over the account's quota, the same banner as a marked prompt.
         sim.set_config(SimulatorConfig { challenge: false, rate_limit_after: Some(0), ..sim.config() });
-        let error = adapter.ask(browser.driver(), "Hello again?").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::RateLimited(_)), "{error:?}");
+        rate_limited(browser, adapter, "Hello again?").await?;
 
-        let stats = sim.stats();
-        assert_eq!(stats.by_token[&token].rate_limited, 2);
-        assert_eq!(stats.by_token[&token].errors, 1);
-        assert_eq!(stats.answers_total, 0);
+        assert_failed_only(sim, &token, 2, 1);
         Ok(())
     })
     .await
 }
 
-/// Writes `manifest` as `claude.toml` into `dir` and loads the adapter from there.
-fn adapter_from(manifest: &Manifest, dir: &std::path::Path, sim: &Simulator) -> Result<AnyAdapter> {
-    std::fs::write(dir.join("claude.toml"), toml::to_string(manifest)?)?;
-    Ok(AnyAdapter::load("claude", Some(dir), Some(&sim.base_url))?)
-}
-
 #[tokio::test]
 async fn a_stalled_answer_times_out_at_the_deadline_and_the_next_answer_completes() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, _adapter| {
+    with_browser(short_pause(), async |browser, sim, _adapter| {
         log_in(browser, sim, "operator-6").await?;
-        let dir = tempfile::tempdir()?;
-        let mut manifest = Manifest::load("claude", None)?;
-        manifest.timing.answer_deadline_secs = 5;
-        let adapter = adapter_from(&manifest, dir.path(), sim)?;
-
-        let error = adapter.ask(browser.driver(), "Tell me a long story [[stall]]").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::Timeout(deadline) if deadline == Duration::from_secs(5)), "{error:?}");
+        let (_dir, adapter) = stall_times_out(browser, sim, "claude", 5, "Tell me a long story [[stall]]").await?;
 
         // The stalled stream never counts as an answer, and the next prompt is answered whole.
         let prompt = "What is a heat pump?";
@@ -236,17 +184,9 @@ async fn a_redesign_is_answered_through_fallbacks_and_primary_selectors_alone_fa
         assert!(!captured.html.contains(THINKING_OPENING));
 
         // Without fallbacks the composer is not found: said at once, not at the page deadline.
-        let dir = tempfile::tempdir()?;
-        let mut manifest = Manifest::load("claude", None)?;
-        for selectors in manifest.selectors.values_mut() {
-            selectors.truncate(1);
-        }
-        manifest.timing.page_load_secs = 120;
-        let primary_only = adapter_from(&manifest, dir.path(), sim)?;
-        let started = Instant::now();
-        let error = primary_only.ask(browser.driver(), "Hello?").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::SelectorMissing("composer")), "{error:?}");
-        assert!(started.elapsed() < manifest.timing.page_load() / 2, "failed fast: {:?}", started.elapsed());
+        let page_load = Duration::from_secs(120);
+        let elapsed = primaries_miss_the_composer(browser, sim, "claude", Some(page_load.as_secs()), "Hello?").await?;
+        assert!(elapsed < page_load / 2, "failed fast: {elapsed:?}");
         Ok(())
     })
     .await

@@ -5,13 +5,17 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use aap_bot::{Adapter, AnswerKind, AnyAdapter, AskError, Captured};
+use aap_bot::{Adapter, AnswerKind, AnyAdapter, Captured, Manifest};
 use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for};
 use anyhow::{Context, Result};
-use common::{collapse, log_in};
+use common::{
+    MULTI_LINE_PROMPT, NO_CITATIONS_PROMPT, answer_without_citations, assert_first_token_before_end, assert_logged_out,
+    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse, log_in,
+    long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer, primary_selectors_only, rate_limited,
+    selector_missing, short_pause, stall_times_out,
+};
 
 const ID: &str = "google-ai-overview";
-const BUILT_IN: &str = include_str!("../adapters/google-ai-overview.toml");
 
 async fn with_browser(
     config: SimulatorConfig,
@@ -20,44 +24,10 @@ async fn with_browser(
     common::with_browser(Site::GoogleAiOverview, config, body).await
 }
 
-/// The built-in manifest with `edit` applied, written as an override into `dir` and loaded for
+/// The built-in manifest changed by `edit`, written as an override into `dir` and loaded for
 /// the simulator's origin.
-fn override_adapter(dir: &Path, sim: &Simulator, edit: impl Fn(&str) -> String) -> Result<AnyAdapter> {
-    std::fs::write(dir.join(format!("{ID}.toml")), edit(BUILT_IN))?;
-    Ok(AnyAdapter::load(ID, Some(dir), Some(&sim.base_url))?)
-}
-
-/// A manifest with only the first (primary) selector of every role, as before any redesign.
-fn primary_only(manifest: &str) -> String {
-    let mut out = String::new();
-    let mut in_selectors = false;
-    let mut in_list = false;
-    let mut kept = false;
-    for line in manifest.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') && trimmed.ends_with(']') && !trimmed.contains('=') {
-            in_selectors = trimmed == "[selectors]";
-        }
-        if in_list {
-            if trimmed == "]" {
-                in_list = false;
-                out.push_str(line);
-                out.push('\n');
-            } else if !kept && trimmed.starts_with('"') {
-                kept = true;
-                out.push_str(line);
-                out.push('\n');
-            }
-            continue;
-        }
-        if in_selectors && trimmed.ends_with("= [") && !trimmed.starts_with('#') {
-            in_list = true;
-            kept = false;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
+fn override_adapter(dir: &Path, sim: &Simulator, edit: impl FnOnce(&mut Manifest)) -> Result<AnyAdapter> {
+    common::override_adapter(dir, sim, ID, edit)
 }
 
 /// A prompt whose answer cites at least `count` sources (the list shows three before "Show all").
@@ -107,9 +77,7 @@ fn assert_full_answer(captured: &Captured, prompt: &str, citations: bool) {
 #[tokio::test]
 async fn returns_the_expanded_overview_after_the_pause_with_inline_then_listed_citations() -> Result<()> {
     // The default pause (1.2 s) is longer than a "text unchanged for 1 s" check would wait.
-    let config = SimulatorConfig::default();
-    assert!(config.pause_ms > 1000);
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(long_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-1").await?;
         let prompt = prompt_citing(4)?;
         let captured = adapter.ask(browser.driver(), prompt).await?;
@@ -132,25 +100,18 @@ async fn returns_the_expanded_overview_after_the_pause_with_inline_then_listed_c
         assert!(!captured.response_markdown.contains("srsltid"));
         assert!(captured.response_markdown.contains("### "), "headings kept: {}", captured.response_markdown);
         assert_eq!(captured.web_search, Some(true), "an overview with sources searched the web");
-        let ttft = captured.ttft.context("time to first token")?;
-        assert!(ttft < captured.total);
+        assert_first_token_before_end(&captured)?;
 
         // A multi-line prompt is one search.
-        let prompt = "Compare two phones:\nPixel and iPhone";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert_full_answer(&captured, prompt, true);
+        let captured = multi_line_prompt_is_one_prompt(browser, sim, adapter).await?;
+        assert_full_answer(&captured, MULTI_LINE_PROMPT, true);
 
         // An overview without sources says nothing about a web search.
-        let prompt = "Explain photosynthesis simply [[no-citations]]";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert_full_answer(&captured, prompt, false);
-        assert!(captured.citations.is_empty());
+        let captured = answer_without_citations(browser, adapter).await?;
+        assert_full_answer(&captured, NO_CITATIONS_PROMPT, false);
         assert_eq!(captured.web_search, None);
 
-        let stats = sim.stats();
-        assert_eq!(stats.answers_for_prompt(prompt_citing(4)?), 1);
-        assert_eq!(stats.answers_for_prompt("Compare two phones: Pixel and iPhone"), 1);
-        assert_eq!(stats.answers_for_token(&token), 3);
+        assert_served(sim, prompt_citing(4)?, &token, 3);
         Ok(())
     })
     .await
@@ -158,8 +119,7 @@ async fn returns_the_expanded_overview_after_the_pause_with_inline_then_listed_c
 
 #[tokio::test]
 async fn a_search_without_an_overview_is_a_result_and_a_late_overview_is_waited_for() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         log_in(browser, sim, "operator-2").await?;
         // Google shows no block at all for some searches and a block saying "An AI Overview is
         // not available for this search" for others (the simulator: an odd number of sources).
@@ -175,7 +135,7 @@ async fn a_search_without_an_overview_is_a_result_and_a_late_overview_is_waited_
 
         // The block appears 1.5 s after the results and its text 1.5 s later: still inside the
         // deferred-load window, so it is an overview, not "no overview".
-        sim.set_config(SimulatorConfig { first_token_delay_ms: 1500, pause_ms: 300, ..SimulatorConfig::default() });
+        sim.set_config(SimulatorConfig { first_token_delay_ms: 1500, ..short_pause() });
         let prompt = "how do heat pumps work";
         let captured = adapter.ask(browser.driver(), prompt).await?;
         assert_full_answer(&captured, prompt, true);
@@ -188,34 +148,23 @@ async fn a_search_without_an_overview_is_a_result_and_a_late_overview_is_waited_
 
 #[tokio::test]
 async fn the_consent_wall_is_logged_out_and_unusual_traffic_is_a_challenge() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         // No Google session: "Before you continue to Google".
-        let error = adapter.ask(browser.driver(), "Hello?").await.err().context("logged out must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
+        assert_logged_out(browser, adapter, "Hello?").await?;
 
         let token = log_in(browser, sim, "operator-3").await?;
         // Google's own challenge: the search is redirected to /sorry/index.
-        let error = adapter.ask(browser.driver(), "cheap flights [[challenge]]").await.err().context("must fail")?;
-        match error {
-            AskError::Challenge(text) => assert!(text.contains("unusual traffic"), "{text}"),
-            other => panic!("expected Challenge, got {other:?}"),
-        }
+        let text = challenge(browser, adapter, "cheap flights [[challenge]]").await?;
+        assert!(text.contains("unusual traffic"), "{text}");
 
         // The Cloudflare-style challenge in front of the whole site.
-        sim.set_config(SimulatorConfig { challenge: true, pause_ms: 300, ..SimulatorConfig::default() });
-        let error = adapter.ask(browser.driver(), "cheap flights").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::Challenge(_)), "{error:?}");
-        sim.set_config(SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() });
+        challenge_everywhere(browser, sim, adapter, "cheap flights").await?;
+        sim.set_config(short_pause());
 
         // A session revoked at the search lands on the consent wall.
-        let error =
-            adapter.ask(browser.driver(), "still there? [[expire-session]]").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-        let stats = sim.stats();
-        assert!(stats.by_token[&token].expired);
-        assert_eq!(stats.answers_total, 0);
-        assert!(stats.login_walls >= 2);
+        assert_logged_out(browser, adapter, "still there? [[expire-session]]").await?;
+        assert!(sim.stats().by_token[&token].expired);
+        assert_login_walls_only(sim, 2);
         Ok(())
     })
     .await
@@ -223,49 +172,29 @@ async fn the_consent_wall_is_logged_out_and_unusual_traffic_is_a_challenge() -> 
 
 #[tokio::test]
 async fn rate_limit_error_and_stall_end_in_their_classes() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-4").await?;
-        let error =
-            adapter.ask(browser.driver(), "stock prices today [[rate-limit]]").await.err().context("must fail")?;
-        match error {
-            AskError::RateLimited(text) => assert!(text.contains("right now"), "{text}"),
-            other => panic!("expected RateLimited, got {other:?}"),
-        }
+        let text = rate_limited(browser, adapter, "stock prices today [[rate-limit]]").await?;
+        assert!(text.contains("right now"), "{text}");
 
         // Generating stops a third of the way: the partial text is never an answer.
-        let error = adapter.ask(browser.driver(), "history of rome [[error]]").await.err().context("must fail")?;
-        match error {
-            AskError::Assistant(text) => assert!(text.contains("Something went wrong"), "{text}"),
-            other => panic!("expected Assistant, got {other:?}"),
-        }
+        let text = assistant_error(browser, adapter, "history of rome [[error]]").await?;
+        assert!(text.contains("Something went wrong"), "{text}");
 
         // A quota: the second search of the session is refused.
-        sim.set_config(SimulatorConfig { rate_limit_after: Some(1), pause_ms: 300, ..SimulatorConfig::default() });
+        sim.set_config(SimulatorConfig { rate_limit_after: Some(1), ..short_pause() });
         adapter.ask(browser.driver(), "tallest building in europe").await?;
-        let error = adapter.ask(browser.driver(), "longest river in asia").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::RateLimited(_)), "{error:?}");
-        sim.set_config(SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() });
+        rate_limited(browser, adapter, "longest river in asia").await?;
+        sim.set_config(short_pause());
 
         // A stalled overview ends at the (shortened) deadline.
-        let dir = tempfile::tempdir()?;
-        let short = override_adapter(dir.path(), sim, |manifest| {
-            manifest.replace("answer_deadline_secs = 120", "answer_deadline_secs = 4")
-        })?;
-        let error =
-            short.ask(browser.driver(), "explain quantum computing [[stall]]").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::Timeout(_)), "{error:?}");
+        let (dir, _short) = stall_times_out(browser, sim, ID, 4, "explain quantum computing [[stall]]").await?;
 
         // A "Show more" the manifest cannot find: the collapsed half is never returned.
         let blind = override_adapter(dir.path(), sim, |manifest| {
-            let mut table: toml::Table = toml::from_str(manifest).unwrap_or_default();
-            if let Some(toml::Value::Table(selectors)) = table.get_mut("selectors") {
-                selectors.insert("show_more".into(), toml::Value::Array(vec!["div.no-such-control".into()]));
-            }
-            toml::to_string(&table).unwrap_or_default()
+            manifest.selectors.insert("show_more".into(), vec!["div.no-such-control".into()]);
         })?;
-        let error = blind.ask(browser.driver(), "how do tides work").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::SelectorMissing("show_more")), "{error:?}");
+        assert_eq!(selector_missing(browser, &blind, "how do tides work").await?, "show_more");
 
         let stats = sim.stats();
         assert_eq!(stats.by_token[&token].rate_limited, 2);
@@ -278,7 +207,7 @@ async fn rate_limit_error_and_stall_end_in_their_classes() -> Result<()> {
 
 #[tokio::test]
 async fn a_redesign_is_read_through_fallbacks_and_primary_selectors_alone_fail_fast() -> Result<()> {
-    let config = SimulatorConfig { redesign: true, pause_ms: 300, ..SimulatorConfig::default() };
+    let config = SimulatorConfig { redesign: true, ..short_pause() };
     with_browser(config, async |browser, sim, adapter| {
         log_in(browser, sim, "operator-5").await?;
         let prompt = prompt_citing(4)?;
@@ -296,16 +225,10 @@ async fn a_redesign_is_read_through_fallbacks_and_primary_selectors_alone_fail_f
 
         // Only the pre-redesign selectors, and a page-load limit far beyond the test's patience:
         // the missing search box is reported once the page has loaded, not at the limit.
-        let dir = tempfile::tempdir()?;
-        let primary = override_adapter(dir.path(), sim, |manifest| {
-            primary_only(manifest).replace("page_load_secs = 30", "page_load_secs = 600")
-        })?;
-        let error = tokio::time::timeout(Duration::from_secs(120), primary.ask(browser.driver(), prompt))
+        let primaries = primaries_miss_the_composer(browser, sim, ID, Some(600), prompt);
+        tokio::time::timeout(Duration::from_secs(120), primaries)
             .await
-            .context("a selector miss must not wait for the page-load limit")?
-            .err()
-            .context("must fail")?;
-        assert!(matches!(error, AskError::SelectorMissing("composer")), "{error:?}");
+            .context("a selector miss must not wait for the page-load limit")??;
         Ok(())
     })
     .await
@@ -313,7 +236,8 @@ async fn a_redesign_is_read_through_fallbacks_and_primary_selectors_alone_fail_f
 
 #[test]
 fn primary_only_keeps_the_first_selector_of_every_role() -> Result<()> {
-    let manifest = aap_bot::Manifest::parse(&primary_only(BUILT_IN), "test")?;
+    let mut manifest = Manifest::load(ID, None)?;
+    primary_selectors_only(&mut manifest);
     for (role, selectors) in &manifest.selectors {
         assert_eq!(selectors.len(), 1, "{role}");
     }

@@ -2,27 +2,21 @@
 
 mod common;
 
-use std::path::Path;
-
-use aap_bot::{Adapter, AnyAdapter, AskError, Captured, Manifest};
+use aap_bot::{Adapter, AnyAdapter, Captured};
 use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for, perplexity_listed_sources};
-use anyhow::{Context, Result};
-use common::{collapse, log_in};
+use anyhow::Result;
+use common::{
+    MULTI_LINE_PROMPT, answer_without_citations, assert_failed_only, assert_first_token_before_end,
+    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse, log_in,
+    login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
+    rate_limited, short_pause, stall_times_out,
+};
 
 async fn with_browser(
     config: SimulatorConfig,
     body: impl AsyncFnOnce(&aap_bot::Browser, &Simulator, &AnyAdapter) -> Result<()>,
 ) -> Result<()> {
     common::with_browser(Site::Perplexity, config, body).await
-}
-
-/// The built-in manifest changed by `edit`, written as `perplexity.toml` into `dir`, loaded
-/// for the simulator.
-fn override_adapter(dir: &Path, sim: &Simulator, edit: impl FnOnce(&mut Manifest)) -> Result<AnyAdapter> {
-    let mut manifest = Manifest::load("perplexity", None)?;
-    edit(&mut manifest);
-    std::fs::write(dir.join("perplexity.toml"), toml::to_string(&manifest)?)?;
-    Ok(AnyAdapter::load("perplexity", Some(dir), Some(&sim.base_url))?)
 }
 
 /// Inline citations are the answer's, in reading order; the sources only listed (which arrive
@@ -58,9 +52,7 @@ fn assert_full_citations(captured: &Captured, prompt: &str) {
 #[tokio::test]
 async fn returns_the_full_answer_after_the_pause_with_inline_then_late_listed_sources() -> Result<()> {
     // The default pause (1.2 s) is longer than a "text unchanged for 1 s" check would wait.
-    let config = SimulatorConfig::default();
-    assert!(config.pause_ms > 1000);
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(long_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-1").await?;
         let prompt = "What are the best laptops under $1,000?";
         let captured = adapter.ask(browser.driver(), prompt).await?;
@@ -72,12 +64,9 @@ async fn returns_the_full_answer_after_the_pause_with_inline_then_late_listed_so
         assert!(captured.html.contains("data-pplx-citation-url"), "the page's own markup is kept");
         assert_eq!(captured.model.as_deref(), Some("Sonar"));
         assert_eq!(captured.web_search, Some(true));
-        let ttft = captured.ttft.context("time to first token")?;
-        assert!(ttft < captured.total);
+        assert_first_token_before_end(&captured)?;
 
-        let stats = sim.stats();
-        assert_eq!(stats.answers_for_prompt(prompt), 1);
-        assert_eq!(stats.answers_for_token(&token), 1);
+        assert_served(sim, prompt, &token, 1);
         Ok(())
     })
     .await
@@ -85,25 +74,16 @@ async fn returns_the_full_answer_after_the_pause_with_inline_then_late_listed_so
 
 #[tokio::test]
 async fn no_citations_answers_have_no_sources_and_multi_line_prompts_are_one_prompt() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         log_in(browser, sim, "operator-2").await?;
-        let prompt = "Explain photosynthesis simply [[no-citations]]";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert!(captured.citations.is_empty());
-        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, false).plain_text()));
+        let captured = answer_without_citations(browser, adapter).await?;
         // Nothing on the page says whether a search ran: no claim either way.
         assert_eq!(captured.web_search, None);
         assert_eq!(captured.model.as_deref(), Some("Sonar"));
 
-        // A new line in the prompt is typed as Shift+Enter: one prompt, not two.
-        let prompt = "Compare two phones:\nPixel and iPhone";
-        let captured = adapter.ask(browser.driver(), prompt).await?;
-        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
-        assert_full_citations(&captured, prompt);
-        let stats = sim.stats();
-        assert_eq!(stats.answers_for_prompt("Compare two phones: Pixel and iPhone"), 1);
-        assert_eq!(stats.answers_total, 2);
+        let captured = multi_line_prompt_is_one_prompt(browser, sim, adapter).await?;
+        assert_full_citations(&captured, MULTI_LINE_PROMPT);
+        assert_eq!(sim.stats().answers_total, 2);
         Ok(())
     })
     .await
@@ -111,27 +91,12 @@ async fn no_citations_answers_have_no_sources_and_multi_line_prompts_are_one_pro
 
 #[tokio::test]
 async fn logged_out_expired_and_expiring_sessions_yield_logged_out() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
-        // No session at all: the sign-in modal.
-        let error = adapter.ask(browser.driver(), "Hello?").await.err().context("logged out must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-
-        // A session revoked by the site.
-        let token = log_in(browser, sim, "operator-3").await?;
-        sim.expire_session(&token);
-        let error = adapter.ask(browser.driver(), "Hello again?").await.err().context("expired must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-
-        // A session that expires when the prompt is sent: the modal comes back over the thread.
-        let token = log_in(browser, sim, "operator-4").await?;
-        let error =
-            adapter.ask(browser.driver(), "Still there? [[expire-session]]").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::LoggedOut), "{error:?}");
-        let stats = sim.stats();
-        assert!(stats.by_token[&token].expired);
-        assert_eq!(stats.answers_total, 0);
-        assert!(stats.login_walls >= 3);
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        // The sign-in modal each time; for a session that expires as the prompt is sent, it comes
+        // back over the thread.
+        let token = login_walls_yield_logged_out(browser, sim, adapter, ["operator-3", "operator-4"]).await?;
+        assert!(sim.stats().by_token[&token].expired);
+        assert_login_walls_only(sim, 3);
         Ok(())
     })
     .await
@@ -139,39 +104,23 @@ async fn logged_out_expired_and_expiring_sessions_yield_logged_out() -> Result<(
 
 #[tokio::test]
 async fn challenges_rate_limits_and_failures_are_classified() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    with_browser(config, async |browser, sim, adapter| {
+    with_browser(short_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;
 
         // A challenge in the middle of a session: the page reloads into it.
-        let error = adapter.ask(browser.driver(), "Any news? [[challenge]]").await.err().context("must fail")?;
-        match error {
-            AskError::Challenge(title) => assert_eq!(title, aap_simulator::CHALLENGE_TITLE),
-            other => panic!("expected Challenge, got {other:?}"),
-        }
+        let title = challenge(browser, adapter, "Any news? [[challenge]]").await?;
+        assert_eq!(title, aap_simulator::CHALLENGE_TITLE);
 
-        let error =
-            adapter.ask(browser.driver(), "Weather tomorrow? [[rate-limit]]").await.err().context("must fail")?;
-        match error {
-            AskError::RateLimited(text) => assert_eq!(text, aap_simulator::PERPLEXITY_RATE_LIMIT_MESSAGE),
-            other => panic!("expected RateLimited, got {other:?}"),
-        }
+        let text = rate_limited(browser, adapter, "Weather tomorrow? [[rate-limit]]").await?;
+        assert_eq!(text, aap_simulator::PERPLEXITY_RATE_LIMIT_MESSAGE);
 
-        let error = adapter.ask(browser.driver(), "Summarise the news [[error]]").await.err().context("must fail")?;
-        match error {
-            AskError::Assistant(text) => assert_eq!(text, aap_simulator::PERPLEXITY_ERROR_MESSAGE),
-            other => panic!("expected Assistant, got {other:?}"),
-        }
+        let text = assistant_error(browser, adapter, "Summarise the news [[error]]").await?;
+        assert_eq!(text, aap_simulator::PERPLEXITY_ERROR_MESSAGE);
 
         // A challenge on every page, from the first load.
-        sim.set_config(SimulatorConfig { challenge: true, ..sim.config() });
-        let error = adapter.ask(browser.driver(), "Hello?").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::Challenge(_)), "{error:?}");
+        challenge_everywhere(browser, sim, adapter, "Hello?").await?;
 
-        let stats = sim.stats();
-        assert_eq!(stats.by_token[&token].rate_limited, 1);
-        assert_eq!(stats.by_token[&token].errors, 1);
-        assert_eq!(stats.answers_total, 0);
+        assert_failed_only(sim, &token, 1, 1);
         Ok(())
     })
     .await
@@ -179,13 +128,10 @@ async fn challenges_rate_limits_and_failures_are_classified() -> Result<()> {
 
 #[tokio::test]
 async fn a_stalled_answer_times_out_at_the_deadline() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, stall_ms: 60_000, ..SimulatorConfig::default() };
+    let config = SimulatorConfig { stall_ms: 60_000, ..short_pause() };
     with_browser(config, async |browser, sim, _adapter| {
         log_in(browser, sim, "operator-6").await?;
-        let dir = tempfile::tempdir()?;
-        let adapter = override_adapter(dir.path(), sim, |manifest| manifest.timing.answer_deadline_secs = 4)?;
-        let error = adapter.ask(browser.driver(), "Tell me a long story [[stall]]").await.err().context("must fail")?;
-        assert!(matches!(error, AskError::Timeout(deadline) if deadline.as_secs() == 4), "{error:?}");
+        stall_times_out(browser, sim, "perplexity", 4, "Tell me a long story [[stall]]").await?;
         assert_eq!(sim.stats().answers_total, 0);
         Ok(())
     })
@@ -207,14 +153,7 @@ async fn a_redesign_is_answered_through_fallbacks_and_fails_fast_without_them() 
 
         // The same page with a manifest that knows only the primary selectors: the composer is
         // missing on a page that has loaded, which is said at once, not after the page-load wait.
-        let dir = tempfile::tempdir()?;
-        let primary_only = override_adapter(dir.path(), sim, |manifest| {
-            for selectors in manifest.selectors.values_mut() {
-                selectors.truncate(1);
-            }
-        })?;
-        let error = primary_only.ask(browser.driver(), prompt).await.err().context("must fail")?;
-        assert!(matches!(error, AskError::SelectorMissing("composer")), "{error:?}");
+        primaries_miss_the_composer(browser, sim, "perplexity", None, prompt).await?;
         assert_eq!(sim.stats().answers_total, 1);
         Ok(())
     })

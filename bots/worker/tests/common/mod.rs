@@ -1,13 +1,40 @@
 //! What the adapter tests share: a simulator of one site, a real Chromium, and a logged-in
-//! session, always cleaned up.
+//! session, always cleaned up; adapters loaded from an edited manifest; and the scenarios every
+//! site goes through the same way (login walls, a multi-line prompt, an answer without sources),
+//! with the failure each prompt must end in.
 #![allow(dead_code)]
 
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use aap_bot::{AnyAdapter, Browser, BrowserOptions};
-use aap_simulator::{Simulator, SimulatorConfig, Site};
+use aap_bot::{Adapter, AnyAdapter, AskError, Browser, BrowserOptions, Captured, Manifest};
+use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for};
 use anyhow::{Context, Result};
 use futures::FutureExt;
+
+/// A prompt with a new line in it: typed as Shift+Enter, it must reach the site as one prompt.
+pub const MULTI_LINE_PROMPT: &str = "Compare two phones:\nPixel and iPhone";
+
+/// [`MULTI_LINE_PROMPT`] as the site receives it: the new line became a space.
+pub const MULTI_LINE_AS_SENT: &str = "Compare two phones: Pixel and iPhone";
+
+/// A prompt the simulator answers without any source.
+pub const NO_CITATIONS_PROMPT: &str = "Explain photosynthesis simply [[no-citations]]";
+
+/// The simulator's defaults with a 300 ms pause mid-answer: the pause still happens, the test
+/// waits less for it.
+pub fn short_pause() -> SimulatorConfig {
+    SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() }
+}
+
+/// The simulator's defaults, whose pause mid-answer (1.2 s) is longer than a "text unchanged for
+/// 1 s" check would wait: an answer read through it must still come back whole.
+pub fn long_pause() -> SimulatorConfig {
+    let config = SimulatorConfig::default();
+    assert!(config.pause_ms > 1000);
+    config
+}
 
 /// White space runs collapsed to one space, ends trimmed.
 pub fn collapse(text: &str) -> String {
@@ -43,4 +70,198 @@ pub async fn log_in(browser: &Browser, sim: &Simulator, label: &str) -> Result<S
     assert_eq!(loaded.cookies, 1, "the session cookie is set");
     assert_eq!(loaded.local_storage, 1, "the localStorage entry is set");
     Ok(session.token)
+}
+
+/// The built-in manifest of adapter `id` changed by `edit`, written into `dir` as `<id>.toml`
+/// and loaded from there for the simulator, as `--adapters-dir` would; `dir` must outlive the
+/// adapter's use.
+pub fn override_adapter(dir: &Path, sim: &Simulator, id: &str, edit: impl FnOnce(&mut Manifest)) -> Result<AnyAdapter> {
+    let mut manifest = Manifest::load(id, None)?;
+    edit(&mut manifest);
+    let file = format!("{id}.toml");
+    std::fs::write(dir.join(&file), toml::to_string(&manifest)?)?;
+    let adapter = AnyAdapter::load(id, Some(dir), Some(&sim.base_url))?;
+    assert!(adapter.manifest().source.ends_with(&file), "the override is in use");
+    Ok(adapter)
+}
+
+/// Keeps only the first (primary) selector of every role: the manifest as before a redesign.
+pub fn primary_selectors_only(manifest: &mut Manifest) {
+    for selectors in manifest.selectors.values_mut() {
+        selectors.truncate(1);
+    }
+}
+
+/// Asks `prompt`, which must fail; returns the error.
+pub async fn ask_err(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<AskError> {
+    adapter.ask(browser.driver(), prompt).await.err().with_context(|| format!("{prompt:?} must fail"))
+}
+
+/// Asks `prompt`, which must meet a login wall.
+pub async fn assert_logged_out(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<()> {
+    let error = ask_err(browser, adapter, prompt).await?;
+    assert!(matches!(error, AskError::LoggedOut), "{error:?}");
+    Ok(())
+}
+
+/// Asks `prompt`, which must meet a bot challenge; returns what the adapter read of it.
+pub async fn challenge(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<String> {
+    match ask_err(browser, adapter, prompt).await? {
+        AskError::Challenge(title) => Ok(title),
+        other => panic!("expected Challenge, got {other:?}"),
+    }
+}
+
+/// Asks `prompt`, which must be rate limited; returns the site's message.
+pub async fn rate_limited(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<String> {
+    match ask_err(browser, adapter, prompt).await? {
+        AskError::RateLimited(text) => Ok(text),
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+}
+
+/// Asks `prompt`, which must end in the assistant's own error; returns its text.
+pub async fn assistant_error(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<String> {
+    match ask_err(browser, adapter, prompt).await? {
+        AskError::Assistant(text) => Ok(text),
+        other => panic!("expected Assistant, got {other:?}"),
+    }
+}
+
+/// Asks `prompt`, which must time out; returns the deadline it met.
+pub async fn timed_out(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<Duration> {
+    match ask_err(browser, adapter, prompt).await? {
+        AskError::Timeout(deadline) => Ok(deadline),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+}
+
+/// Asks `prompt`, which must miss an element; returns the role that had none.
+pub async fn selector_missing(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<&'static str> {
+    match ask_err(browser, adapter, prompt).await? {
+        AskError::SelectorMissing(role) => Ok(role),
+        other => panic!("expected SelectorMissing, got {other:?}"),
+    }
+}
+
+/// Puts the whole site behind the challenge (left on) and asserts `prompt` meets it.
+pub async fn challenge_everywhere(
+    browser: &Browser,
+    sim: &Simulator,
+    adapter: &AnyAdapter,
+    prompt: &str,
+) -> Result<()> {
+    sim.set_config(SimulatorConfig { challenge: true, ..sim.config() });
+    challenge(browser, adapter, prompt).await?;
+    Ok(())
+}
+
+/// The three ways a login wall meets a prompt, each `AskError::LoggedOut`: no session at all, a
+/// session the site revoked (logged in as `labels[0]`), and a session that expires as the prompt
+/// is sent (`labels[1]`). Returns the token of that last session.
+pub async fn login_walls_yield_logged_out(
+    browser: &Browser,
+    sim: &Simulator,
+    adapter: &AnyAdapter,
+    labels: [&str; 2],
+) -> Result<String> {
+    assert_logged_out(browser, adapter, "Hello?").await?;
+
+    let token = log_in(browser, sim, labels[0]).await?;
+    sim.expire_session(&token);
+    assert_logged_out(browser, adapter, "Hello again?").await?;
+
+    let token = log_in(browser, sim, labels[1]).await?;
+    assert_logged_out(browser, adapter, "Still there? [[expire-session]]").await?;
+    Ok(token)
+}
+
+/// A stalled answer to `prompt`, read by adapter `id` with its answer deadline cut to `secs`:
+/// a timeout at that deadline, never the partial answer. Returns that adapter, and the directory
+/// its manifest lives in, for what the test asks next.
+pub async fn stall_times_out(
+    browser: &Browser,
+    sim: &Simulator,
+    id: &str,
+    secs: u64,
+    prompt: &str,
+) -> Result<(tempfile::TempDir, AnyAdapter)> {
+    let dir = tempfile::tempdir()?;
+    let adapter = override_adapter(dir.path(), sim, id, |manifest| manifest.timing.answer_deadline_secs = secs)?;
+    assert_eq!(timed_out(browser, &adapter, prompt).await?, Duration::from_secs(secs));
+    Ok((dir, adapter))
+}
+
+/// `prompt` asked of the redesigned page by adapter `id` with only its primary selectors (the
+/// manifest as before the redesign), its page-load wait set to `page_load_secs` when given: the
+/// composer is missing. Returns how long the adapter took to say so.
+pub async fn primaries_miss_the_composer(
+    browser: &Browser,
+    sim: &Simulator,
+    id: &str,
+    page_load_secs: Option<u64>,
+    prompt: &str,
+) -> Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let adapter = override_adapter(dir.path(), sim, id, |manifest| {
+        primary_selectors_only(manifest);
+        if let Some(secs) = page_load_secs {
+            manifest.timing.page_load_secs = secs;
+        }
+    })?;
+    let started = Instant::now();
+    assert_eq!(selector_missing(browser, &adapter, prompt).await?, "composer");
+    Ok(started.elapsed())
+}
+
+/// Asks [`MULTI_LINE_PROMPT`]: the site gets it once, as one prompt, and its whole answer comes
+/// back. Returns the answer for the site's own checks.
+pub async fn multi_line_prompt_is_one_prompt(
+    browser: &Browser,
+    sim: &Simulator,
+    adapter: &AnyAdapter,
+) -> Result<Captured> {
+    let captured = adapter.ask(browser.driver(), MULTI_LINE_PROMPT).await?;
+    assert_eq!(collapse(&captured.response_text), collapse(&answer_for(MULTI_LINE_PROMPT, true).plain_text()));
+    assert_eq!(sim.stats().answers_for_prompt(MULTI_LINE_AS_SENT), 1);
+    Ok(captured)
+}
+
+/// Asks [`NO_CITATIONS_PROMPT`]: the whole answer, and no citation. Returns the answer for the
+/// site's own checks (what it says about a web search differs by site).
+pub async fn answer_without_citations(browser: &Browser, adapter: &AnyAdapter) -> Result<Captured> {
+    let captured = adapter.ask(browser.driver(), NO_CITATIONS_PROMPT).await?;
+    assert!(captured.citations.is_empty());
+    assert_eq!(collapse(&captured.response_text), collapse(&answer_for(NO_CITATIONS_PROMPT, false).plain_text()));
+    Ok(captured)
+}
+
+/// The answer's first token came before its end.
+pub fn assert_first_token_before_end(captured: &Captured) -> Result<()> {
+    let ttft = captured.ttft.context("time to first token")?;
+    assert!(ttft < captured.total);
+    Ok(())
+}
+
+/// The site answered `prompt` once, and the session `token` `answers` times in all.
+pub fn assert_served(sim: &Simulator, prompt: &str, token: &str, answers: u64) {
+    let stats = sim.stats();
+    assert_eq!(stats.answers_for_prompt(prompt), 1);
+    assert_eq!(stats.answers_for_token(token), answers);
+}
+
+/// The site answered nothing and served at least `walls` login walls.
+pub fn assert_login_walls_only(sim: &Simulator, walls: u64) {
+    let stats = sim.stats();
+    assert_eq!(stats.answers_total, 0);
+    assert!(stats.login_walls >= walls);
+}
+
+/// The session `token` was rate limited `rate_limited` times and shown `errors` errors, and the
+/// site answered nothing at all.
+pub fn assert_failed_only(sim: &Simulator, token: &str, rate_limited: u64, errors: u64) {
+    let stats = sim.stats();
+    assert_eq!(stats.by_token[token].rate_limited, rate_limited);
+    assert_eq!(stats.by_token[token].errors, errors);
+    assert_eq!(stats.answers_total, 0);
 }

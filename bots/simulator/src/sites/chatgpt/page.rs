@@ -5,7 +5,8 @@ use crate::common::escape_html;
 const CHAT_TEMPLATE: &str = include_str!("assets/chat.html");
 const LOGIN_TEMPLATE: &str = include_str!("assets/login.html");
 const STYLE: &str = include_str!("assets/app.css");
-const SCRIPT: &str = include_str!("assets/app.js");
+/// The page script: the helpers all sites share (`window.aapSim`), then this site's own.
+const SCRIPT: &str = concat!(include_str!("../common.js"), include_str!("assets/app.js"));
 
 /// Text of the rate-limit error, as chatgpt.com words it.
 pub const RATE_LIMIT_MESSAGE: &str = "You've reached our limit of messages per hour. Please try again later.";

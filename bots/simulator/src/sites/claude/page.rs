@@ -6,7 +6,8 @@ use crate::common::escape_html;
 const CHAT_TEMPLATE: &str = include_str!("assets/chat.html");
 const LOGIN_TEMPLATE: &str = include_str!("assets/login.html");
 const STYLE: &str = include_str!("assets/app.css");
-const SCRIPT: &str = include_str!("assets/app.js");
+/// The page script: the helpers all sites share (`window.aapSim`), then this site's own.
+const SCRIPT: &str = concat!(include_str!("../common.js"), include_str!("assets/app.js"));
 
 /// The model the page says answers (the model selector's text).
 pub(crate) const MODEL_LABEL: &str = "Claude Sonnet 4.5";

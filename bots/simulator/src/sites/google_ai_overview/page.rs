@@ -11,7 +11,8 @@ const RESULTS_TEMPLATE: &str = include_str!("assets/results.html");
 const CONSENT_TEMPLATE: &str = include_str!("assets/consent.html");
 const SORRY_TEMPLATE: &str = include_str!("assets/sorry.html");
 const STYLE: &str = include_str!("assets/app.css");
-const SCRIPT: &str = include_str!("assets/app.js");
+/// The page script: the helpers all sites share (`window.aapSim`), then this site's own.
+const SCRIPT: &str = concat!(include_str!("../common.js"), include_str!("assets/app.js"));
 
 /// Fills `{{KEY}}` placeholders in one pass, so a value (user text among them) is never scanned
 /// for placeholders itself. Unknown keys stay as they are.

@@ -5,7 +5,8 @@ use crate::common::escape_html;
 const APP_TEMPLATE: &str = include_str!("assets/app.html");
 const LOGIN_TEMPLATE: &str = include_str!("assets/login.html");
 const STYLE: &str = include_str!("assets/app.css");
-const SCRIPT: &str = include_str!("assets/app.js");
+/// The page script: the helpers all sites share (`window.aapSim`), then this site's own.
+const SCRIPT: &str = concat!(include_str!("../common.js"), include_str!("assets/app.js"));
 
 /// What the site shows when an account is out of Pro searches. The simulator's own wording:
 /// no public capture of the exact sentence was found; bots match it by the manifest's

@@ -6,6 +6,8 @@
 (() => {
   'use strict';
 
+  const { escapeHtml, uuid, readEvents, sendOnEnter, postForEvents } = window.aapSim;
+
   const EMPTY_COMPOSER =
     '<p data-placeholder="Ask anything" class="placeholder"><br class="ProseMirror-trailingBreak"></p>';
   const GENERIC_ERROR =
@@ -101,23 +103,6 @@
   let conversationId = null;
   let parentId = uuid();
 
-  function uuid() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    return 'xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx'.replace(/[xy]/g, (c) => {
-      const r = (Math.random() * 16) | 0;
-      return (c === 'x' ? r : (r & 0x3) | 0x8).toString(16);
-    });
-  }
-
-  function escapeHtml(text) {
-    return String(text)
-      .replace(/&/g, '&amp;')
-      .replace(/</g, '&lt;')
-      .replace(/>/g, '&gt;')
-      .replace(/"/g, '&quot;')
-      .replace(/'/g, '&#39;');
-  }
-
   // An element with the variant's test id (when it has one) and classes.
   function make(tagName, testid, className) {
     const el = document.createElement(tagName);
@@ -179,12 +164,7 @@
   }
 
   composer.addEventListener('input', syncComposer);
-  composer.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      submit();
-    }
-  });
+  sendOnEnter(composer, submit);
   form.addEventListener('submit', (event) => {
     event.preventDefault();
     submit();
@@ -400,50 +380,12 @@
       .replace(/\ue200cite\ue202[^\ue201]*\ue201/g, (marker) => (refs[marker] ? pill(refs[marker]) : ''));
   }
 
+  // chatgpt.com's renderer: numbered lists too, each list item's text in a <p>, and a citation
+  // marker still streaming in is not shown half-way.
+  const MARKDOWN = { ordered: true, hideOpenCitation: true, item: (html) => '<li><p>' + html + '</p></li>' };
+
   function renderMarkdown(source, refs) {
-    // An unfinished citation marker at the tail stays hidden until its end arrives.
-    const open = source.lastIndexOf('\ue200');
-    if (open > source.lastIndexOf('\ue201')) source = source.slice(0, open);
-    let html = '';
-    let paragraph = [];
-    let list = null;
-    const flushParagraph = () => {
-      if (paragraph.length) html += '<p>' + inline(paragraph.join(' '), refs) + '</p>';
-      paragraph = [];
-    };
-    const flushList = () => {
-      if (list) {
-        html += '<' + list.tag + '>' + list.items.map((item) => '<li><p>' + inline(item, refs) + '</p></li>').join('') + '</' + list.tag + '>';
-      }
-      list = null;
-    };
-    for (const line of source.split('\n')) {
-      const text = line.trim();
-      let match;
-      if (!text) {
-        flushParagraph();
-        flushList();
-      } else if ((match = /^(#{1,6})\s+(.*)$/.exec(text))) {
-        flushParagraph();
-        flushList();
-        const level = match[1].length;
-        html += '<h' + level + '>' + inline(match[2], refs) + '</h' + level + '>';
-      } else if ((match = /^(?:[-*]|(\d+)\.)\s+(.*)$/.exec(text))) {
-        flushParagraph();
-        const tag = match[1] ? 'ol' : 'ul';
-        if (!list || list.tag !== tag) {
-          flushList();
-          list = { tag, items: [] };
-        }
-        list.items.push(match[2]);
-      } else {
-        flushList();
-        paragraph.push(text);
-      }
-    }
-    flushParagraph();
-    flushList();
-    return html;
+    return window.aapSim.renderMarkdown(source, (text) => inline(text, refs), MARKDOWN);
   }
 
   function copyText(source, refs) {
@@ -603,37 +545,6 @@
     if (entry) append(entry, value);
   }
 
-  async function readStream(response, state, turn) {
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const raw = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let event = 'message';
-        let data = '';
-        for (const line of raw.split('\n')) {
-          if (line.startsWith('event:')) event = line.slice(6).trim();
-          else if (line.startsWith('data:')) data += line.slice(5).trim();
-        }
-        if (data === '[DONE]') return;
-        if (!data) continue;
-        let payload;
-        try {
-          payload = JSON.parse(data);
-        } catch (_) {
-          continue;
-        }
-        applyEvent(event, payload, state, turn);
-      }
-    }
-  }
-
   async function ask(text) {
     thread.classList.add('has-messages');
     const userId = uuid();
@@ -659,27 +570,21 @@
     };
     let outcome = 'answered';
     try {
-      const response = await fetch('/backend-api/conversation', {
-        method: 'POST',
-        credentials: 'same-origin',
-        signal: controller.signal,
-        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
-        body: JSON.stringify({
-          action: 'next',
-          messages: [
-            {
-              id: userId,
-              author: { role: 'user' },
-              content: { content_type: 'text', parts: [text] },
-              metadata: {},
-            },
-          ],
-          conversation_id: conversationId || undefined,
-          parent_message_id: parentId,
-          model: new URLSearchParams(location.search).get('model') || 'auto',
-          timezone_offset_min: new Date().getTimezoneOffset(),
-          history_and_training_disabled: false,
-        }),
+      const response = await postForEvents('/backend-api/conversation', controller.signal, {
+        action: 'next',
+        messages: [
+          {
+            id: userId,
+            author: { role: 'user' },
+            content: { content_type: 'text', parts: [text] },
+            metadata: {},
+          },
+        ],
+        conversation_id: conversationId || undefined,
+        parent_message_id: parentId,
+        model: new URLSearchParams(location.search).get('model') || 'auto',
+        timezone_offset_min: new Date().getTimezoneOffset(),
+        history_and_training_disabled: false,
       });
       if (response.headers.get('cf-mitigated') === 'challenge') {
         // Cloudflare refused the call: the app reloads, and the edge shows its interstitial.
@@ -703,7 +608,9 @@
         showError(turn, state, message, false);
         outcome = 'failed';
       } else {
-        await readStream(response, state, turn);
+        await readEvents(response, (payload, event) => {
+          applyEvent(event, payload, state, turn);
+        });
         if (state.error) {
           showError(turn, state, state.error, true);
           outcome = 'failed';

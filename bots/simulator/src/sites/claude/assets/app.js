@@ -5,6 +5,7 @@
 (() => {
   'use strict';
 
+  const { escapeHtml, uuid, readEvents, sendOnEnter, postForEvents } = window.aapSim;
   const SIM = window.__claudeSim || {};
   const REDESIGN = SIM.variant === 'redesign';
   const ORG = SIM.org || '00000000-0000-4000-8000-000000000000';
@@ -29,23 +30,6 @@
   let conversationId = null;
   let parentUuid = '00000000-0000-4000-8000-000000000000';
   let renderCount = 0;
-
-  function uuid() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    return 'xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx'.replace(/[xy]/g, (c) => {
-      const r = (Math.random() * 16) | 0;
-      return (c === 'x' ? r : (r & 0x3) | 0x8).toString(16);
-    });
-  }
-
-  function escapeHtml(text) {
-    return String(text)
-      .replace(/&/g, '&amp;')
-      .replace(/</g, '&lt;')
-      .replace(/>/g, '&gt;')
-      .replace(/"/g, '&quot;')
-      .replace(/'/g, '&#39;');
-  }
 
   function el(tag, attrs, html) {
     const node = document.createElement(tag);
@@ -95,12 +79,7 @@
   }
 
   composer.addEventListener('input', syncComposer);
-  composer.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      submit();
-    }
-  });
+  sendOnEnter(composer, submit);
 
   function submit() {
     if (active) return;
@@ -293,50 +272,20 @@
       .replace(/\ue200cite\ue202([0-9]+)\ue201/g, (_, index) => (refs[index] ? chip(refs[index]) : ''));
   }
 
+  // claude.ai's renderer: numbered lists too, and its classes on every block.
+  const MARKDOWN = {
+    ordered: true,
+    paragraph: (html) => '<p class="whitespace-normal break-words">' + html + '</p>',
+    heading: (html, level) => '<h' + level + ' class="text-text-100 mt-2 -mb-1 font-bold">' + html + '</h' + level + '>',
+    item: (html) => '<li class="whitespace-normal break-words">' + html + '</li>',
+    list: (items, tag) =>
+      tag === 'ol'
+        ? '<ol class="list-decimal space-y-1.5 pl-7">' + items + '</ol>'
+        : '<ul class="list-disc space-y-1.5 pl-7">' + items + '</ul>',
+  };
+
   function renderMarkdown(source, refs) {
-    let html = '';
-    let paragraph = [];
-    let list = null;
-    const flushParagraph = () => {
-      if (paragraph.length) html += '<p class="whitespace-normal break-words">' + inline(paragraph.join(' '), refs) + '</p>';
-      paragraph = [];
-    };
-    const flushList = () => {
-      if (list) {
-        const items = list.items.map((item) => '<li class="whitespace-normal break-words">' + inline(item, refs) + '</li>').join('');
-        html += list.tag === 'ol'
-          ? '<ol class="list-decimal space-y-1.5 pl-7">' + items + '</ol>'
-          : '<ul class="list-disc space-y-1.5 pl-7">' + items + '</ul>';
-      }
-      list = null;
-    };
-    for (const line of source.split('\n')) {
-      const text = line.trim();
-      let match;
-      if (!text) {
-        flushParagraph();
-        flushList();
-      } else if ((match = /^(#{1,6})\s+(.*)$/.exec(text))) {
-        flushParagraph();
-        flushList();
-        const level = match[1].length;
-        html += '<h' + level + ' class="text-text-100 mt-2 -mb-1 font-bold">' + inline(match[2], refs) + '</h' + level + '>';
-      } else if ((match = /^(?:[-*]|(\d+)\.)\s+(.*)$/.exec(text))) {
-        flushParagraph();
-        const tag = match[1] ? 'ol' : 'ul';
-        if (!list || list.tag !== tag) {
-          flushList();
-          list = { tag, items: [] };
-        }
-        list.items.push(match[2]);
-      } else {
-        flushList();
-        paragraph.push(text);
-      }
-    }
-    flushParagraph();
-    flushList();
-    return html;
+    return window.aapSim.renderMarkdown(source, (text) => inline(text, refs), MARKDOWN);
   }
 
   // ---- after the answer ---------------------------------------------------------------------
@@ -423,34 +372,6 @@
     }
   }
 
-  async function readStream(response, state) {
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const raw = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let data = '';
-        for (const line of raw.split('\n')) {
-          if (line.startsWith('data:')) data += line.slice(5).trim();
-        }
-        if (!data) continue;
-        let payload;
-        try {
-          payload = JSON.parse(data);
-        } catch (_) {
-          continue;
-        }
-        apply(payload, state);
-      }
-    }
-  }
-
   async function ask(text) {
     thread.classList.add('has-messages');
     bannerSlot.replaceChildren();
@@ -465,20 +386,15 @@
     const state = { turn: null, text: '', refs: {}, kind: null, thinking: null, search: null, error: null, complete: false };
     let outcome = 'answered';
     try {
-      const response = await fetch('/api/organizations/' + ORG + '/chat_conversations/' + conversationId + '/completion', {
-        method: 'POST',
-        credentials: 'same-origin',
-        signal: controller.signal,
-        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
-        body: JSON.stringify({
-          prompt: text,
-          parent_message_uuid: parentUuid,
-          timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
-          model: SIM.model_id,
-          rendering_mode: 'messages',
-          attachments: [],
-          files: [],
-        }),
+      const url = '/api/organizations/' + ORG + '/chat_conversations/' + conversationId + '/completion';
+      const response = await postForEvents(url, controller.signal, {
+        prompt: text,
+        parent_message_uuid: parentUuid,
+        timezone: Intl.DateTimeFormat().resolvedOptions().timeZone,
+        model: SIM.model_id,
+        rendering_mode: 'messages',
+        attachments: [],
+        files: [],
       });
       if (response.headers.get('cf-mitigated') === 'challenge') {
         // A challenge mid-session: Cloudflare's page takes the whole tab, as a reload would.
@@ -508,7 +424,9 @@
         state.error = INTERRUPTED;
         outcome = 'failed';
       } else {
-        await readStream(response, state);
+        await readEvents(response, (payload) => {
+          apply(payload, state);
+        });
         if (state.error || !state.complete) outcome = 'failed';
       }
     } catch (error) {

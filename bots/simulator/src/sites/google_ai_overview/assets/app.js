@@ -5,6 +5,8 @@
 (() => {
   'use strict';
 
+  const { escapeHtml: esc, markdownBlocks, readEvents } = window.aapSim;
+
   const box = document.querySelector('textarea[name="q"]');
   if (box) {
     // Google's search box is a textarea, yet Enter searches instead of starting a new line.
@@ -25,15 +27,6 @@
   const COLLAPSED_BLOCKS = 2;
   // Sources listed before "Show all".
   const COLLAPSED_SOURCES = 3;
-
-  function esc(text) {
-    return String(text)
-      .replace(/&/g, '&amp;')
-      .replace(/</g, '&lt;')
-      .replace(/>/g, '&gt;')
-      .replace(/"/g, '&quot;')
-      .replace(/'/g, '&#39;');
-  }
 
   const CLASSIC = {
     shell: () =>
@@ -70,7 +63,8 @@
     },
     paragraph: (inner) => '<div class="n6owBd awi2gc">' + inner + '</div>',
     heading: (inner) => '<div class="rPeykc" role="heading" aria-level="3">' + inner + '</div>',
-    list: (items) => '<ul class="KsbFXc U6u95">' + items.map((item) => '<li><span class="T286Pc">' + item + '</span></li>').join('') + '</ul>',
+    item: (inner) => '<li><span class="T286Pc">' + inner + '</span></li>',
+    list: (items) => '<ul class="KsbFXc U6u95">' + items + '</ul>',
     strong: (inner) => '<strong class="rQesXe MPyX">' + inner + '</strong>',
     chip: (source) =>
       '<span class="WBgIic Wg1cdb notranslate"><span class="NMq1me" data-animation-atomic="">' +
@@ -113,7 +107,8 @@
     },
     paragraph: (inner) => '<div class="Y3BBE">' + inner + '</div>',
     heading: (inner) => '<div class="otQkpb" role="heading" aria-level="3">' + inner + '</div>',
-    list: (items) => '<ul class="Tv8Hq">' + items.map((item) => '<li>' + item + '</li>').join('') + '</ul>',
+    item: (inner) => '<li>' + inner + '</li>',
+    list: (items) => '<ul class="Tv8Hq">' + items + '</ul>',
     strong: (inner) => '<strong class="Yjhzub">' + inner + '</strong>',
     chip: (source) =>
       '<span class="Xr7c1 notranslate"><a class="nBq2e" target="_blank" rel="noopener" aria-label="' + esc(source.label) +
@@ -166,43 +161,16 @@
       });
   }
 
+  // Google's blocks: bullets only, the variant's markup, and a citation marker still streaming
+  // in is not shown half-way.
   function blocksOf(source) {
-    // An unfinished citation marker at the tail stays hidden until its end arrives.
-    const open = source.lastIndexOf('\ue200');
-    if (open > source.lastIndexOf('\ue201')) source = source.slice(0, open);
-    const blocks = [];
-    let paragraph = [];
-    let list = null;
-    const flushParagraph = () => {
-      if (paragraph.length) blocks.push(V.paragraph(inline(paragraph.join(' '))));
-      paragraph = [];
-    };
-    const flushList = () => {
-      if (list) blocks.push(V.list(list.map(inline)));
-      list = null;
-    };
-    for (const line of source.split('\n')) {
-      const text = line.trim();
-      let match;
-      if (!text) {
-        flushParagraph();
-        flushList();
-      } else if ((match = /^#{1,6}\s+(.*)$/.exec(text))) {
-        flushParagraph();
-        flushList();
-        blocks.push(V.heading(inline(match[1])));
-      } else if ((match = /^[-*]\s+(.*)$/.exec(text))) {
-        flushParagraph();
-        if (!list) list = [];
-        list.push(match[1]);
-      } else {
-        flushList();
-        paragraph.push(text);
-      }
-    }
-    flushParagraph();
-    flushList();
-    return blocks;
+    return markdownBlocks(source, inline, {
+      hideOpenCitation: true,
+      paragraph: V.paragraph,
+      heading: V.heading,
+      item: V.item,
+      list: V.list,
+    });
   }
 
   function render() {
@@ -311,36 +279,12 @@
       return;
     }
     if (!response.ok || !response.body) return;
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for (;;) {
-      let chunk;
-      try {
-        chunk = await reader.read();
-      } catch (_) {
-        break;
-      }
-      if (chunk.done) break;
-      buffer += decoder.decode(chunk.value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const raw = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let event = 'message';
-        let data = '';
-        for (const line of raw.split('\n')) {
-          if (line.startsWith('event:')) event = line.slice(6).trim();
-          else if (line.startsWith('data:')) data += line.slice(5).trim();
-        }
-        let payload = {};
-        try {
-          payload = data ? JSON.parse(data) : {};
-        } catch (_) {
-          continue;
-        }
+    try {
+      await readEvents(response, (payload, event) => {
         apply(event, payload);
-      }
+      });
+    } catch (_) {
+      // A broken stream is judged below, as one that ended early.
     }
     // A stream that ends without its end event failed part of the way.
     if (ui && !state.done && !state.failed && ui.ghost && ui.ghost.isConnected) {

@@ -6,6 +6,7 @@
 (() => {
   'use strict';
 
+  const { escapeHtml: esc, readEvents, sendOnEnter, postForEvents } = window.aapSim;
   const REDESIGN = document.documentElement.dataset.variant === 'redesign';
   const GENERIC_ERROR = 'Something went wrong. Please try again later.';
   const ICON_SUBMIT =
@@ -82,15 +83,6 @@
     return node;
   }
 
-  function esc(text) {
-    return String(text)
-      .replace(/&/g, '&amp;')
-      .replace(/</g, '&lt;')
-      .replace(/>/g, '&gt;')
-      .replace(/"/g, '&quot;')
-      .replace(/'/g, '&#39;');
-  }
-
   // "www.techradar.com" -> "techradar": the name a chip shows.
   function siteName(domain) {
     const parts = String(domain).replace(/^www\./, '').split('.');
@@ -146,12 +138,7 @@
   }
 
   composer.addEventListener('input', syncComposer);
-  composer.addEventListener('keydown', (event) => {
-    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      submit();
-    }
-  });
+  sendOnEnter(composer, submit);
   slot.addEventListener('click', (event) => {
     const button = event.target.closest('button');
     if (!button) return;
@@ -346,41 +333,9 @@
       });
   }
 
+  // The site's renderer knows bullets only, and adds no classes.
   function renderMarkdown(source, turn) {
-    let html = '';
-    let paragraph = [];
-    let list = null;
-    const flushParagraph = () => {
-      if (paragraph.length) html += '<p>' + inline(paragraph.join(' '), turn) + '</p>';
-      paragraph = [];
-    };
-    const flushList = () => {
-      if (list) html += '<ul>' + list.map((item) => '<li>' + inline(item, turn) + '</li>').join('') + '</ul>';
-      list = null;
-    };
-    for (const line of source.split('\n')) {
-      const text = line.trim();
-      let match;
-      if (!text) {
-        flushParagraph();
-        flushList();
-      } else if ((match = /^(#{1,6})\s+(.*)$/.exec(text))) {
-        flushParagraph();
-        flushList();
-        const level = Math.min(6, match[1].length);
-        html += '<h' + level + '>' + inline(match[2], turn) + '</h' + level + '>';
-      } else if ((match = /^[-*]\s+(.*)$/.exec(text))) {
-        flushParagraph();
-        if (!list) list = [];
-        list.push(match[1]);
-      } else {
-        flushList();
-        paragraph.push(text);
-      }
-    }
-    flushParagraph();
-    flushList();
-    return html;
+    return window.aapSim.renderMarkdown(source, (text) => inline(text, turn));
   }
 
   // Chips have no anchor: a click opens the source.
@@ -390,32 +345,6 @@
   });
 
   // ---- streaming ------------------------------------------------------------------------------
-
-  async function readEvents(response, onEvent) {
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf('\n\n')) >= 0) {
-        const raw = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        let data = '';
-        for (const line of raw.split('\n')) if (line.startsWith('data:')) data += line.slice(5).trim();
-        if (!data) continue;
-        let payload;
-        try {
-          payload = JSON.parse(data);
-        } catch (_) {
-          continue;
-        }
-        if (onEvent(payload) === false) return;
-      }
-    }
-  }
 
   async function ask(text) {
     hero.hidden = true;
@@ -429,15 +358,9 @@
     showStop();
     const state = { text: '', final: false, error: null };
     try {
-      const response = await fetch('/rest/sse/perplexity_ask', {
-        method: 'POST',
-        credentials: 'same-origin',
-        signal: controller.signal,
-        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
-        body: JSON.stringify({
-          query_str: text,
-          params: { mode: 'concise', search_focus: 'internet', sources: ['web'], model_preference: 'turbo', version: '2.18' },
-        }),
+      const response = await postForEvents('/rest/sse/perplexity_ask', controller.signal, {
+        query_str: text,
+        params: { mode: 'concise', search_focus: 'internet', sources: ['web'], model_preference: 'turbo', version: '2.18' },
       });
       if (response.status === 401) {
         // The session is gone: the site asks to sign in again.
