@@ -185,8 +185,12 @@ async fn asks(adapter: &AnyAdapter, browser: &Browser, site: Site, n: usize, tag
 }
 
 async fn bot_overhead() -> anyhow::Result<()> {
-    println!("\n== bot overhead per evaluation (real Chromium, simulator) ==");
+    // Each browser ask takes seconds: at most 10 instant and 5 paced asks per assistant.
     let n = rounds().min(10);
+    println!(
+        "\n== bot overhead per evaluation (real Chromium, simulator; {n} instant + {} paced asks each) ==",
+        n.min(5)
+    );
     let instant = SimulatorConfig { first_token_delay_ms: 0, chunk_delay_ms: 0, pause_ms: 0, ..Default::default() };
     for site in Site::ALL {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
