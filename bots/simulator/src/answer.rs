@@ -27,8 +27,11 @@ pub const MARKER_THINKING: &str = "[[thinking]]";
 pub const MARKER_AB_TEST: &str = "[[ab-test]]";
 /// Marker: Google shows search results without an AI Overview.
 pub const MARKER_NO_OVERVIEW: &str = "[[no-overview]]";
+/// Marker: the answer finishes normally but carries no text at all (the turn completes, its
+/// finish signals show, the answer block stays empty), as the real sites occasionally do.
+pub const MARKER_EMPTY: &str = "[[empty]]";
 
-const ALL_MARKERS: [&str; 10] = [
+const ALL_MARKERS: [&str; 11] = [
     MARKER_NO_CITATIONS,
     MARKER_RATE_LIMIT,
     MARKER_SLOW,
@@ -39,6 +42,7 @@ const ALL_MARKERS: [&str; 10] = [
     MARKER_THINKING,
     MARKER_AB_TEST,
     MARKER_NO_OVERVIEW,
+    MARKER_EMPTY,
 ];
 
 /// Private-use characters chatgpt.com streams around an inline citation
@@ -70,6 +74,8 @@ pub struct PromptFlags {
     pub ab_test: bool,
     /// `[[no-overview]]`
     pub no_overview: bool,
+    /// `[[empty]]`
+    pub empty: bool,
 }
 
 impl PromptFlags {
@@ -86,6 +92,7 @@ impl PromptFlags {
             thinking: prompt.contains(MARKER_THINKING),
             ab_test: prompt.contains(MARKER_AB_TEST),
             no_overview: prompt.contains(MARKER_NO_OVERVIEW),
+            empty: prompt.contains(MARKER_EMPTY),
         }
     }
 }
@@ -130,6 +137,11 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// An answer without a word and without sources: what an `[[empty]]` turn streams.
+    pub(crate) fn empty() -> Answer {
+        Answer { markdown: String::new(), citations: Vec::new(), stream_text: String::new() }
+    }
+
     /// The answer as plain text: markdown syntax removed, one line per block, citations left out.
     /// Close to what `innerText` of `div.markdown` gives once the pills are removed.
     pub fn plain_text(&self) -> String {
@@ -580,8 +592,12 @@ mod tests {
     fn flags_are_read_from_markers() {
         let flags = PromptFlags::parse("hello [[rate-limit]] [[no-citations]]");
         assert!(flags.rate_limit && flags.no_citations);
-        assert!(!flags.slow && !flags.error && !flags.expire_session);
+        assert!(!flags.slow && !flags.error && !flags.expire_session && !flags.empty);
+        assert!(PromptFlags::parse("hello [[empty]]").empty);
         assert_eq!(strip_markers(" a  [[error]]\nb "), "a b");
+        assert_eq!(answer_for("hello [[empty]]", true), answer_for("hello", true), "the marker never seeds the answer");
+        let empty = Answer::empty();
+        assert!(empty.plain_text().is_empty() && empty.citations.is_empty() && empty.chunks(3).is_empty());
         assert_eq!(topic_of("What are the best laptops under $1,000?"), "best laptops under $1,000");
         assert_eq!(topic_of("how to"), "how to");
     }

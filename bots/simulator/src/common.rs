@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::answer::{Answer, PromptFlags, answer_for};
 use crate::config::SimulatorConfig;
-use crate::state::SimState;
+use crate::state::{Outcome, SimState};
 
 /// The session token from the `Cookie` headers, if any.
 pub(crate) fn session_token(state: &SimState, headers: &HeaderMap) -> Option<String> {
@@ -44,7 +44,8 @@ pub(crate) fn no_store(html: String) -> Response {
 /// How one answer request will stream, fixed when it arrives.
 #[derive(Debug, Clone)]
 pub(crate) struct Pacing {
-    /// The deterministic answer (citations removed when asked).
+    /// The deterministic answer (citations removed when asked; no text and no sources at all
+    /// when the answer is `empty`).
     pub answer: Answer,
     pub first_token_delay: Duration,
     pub chunk_delay: Duration,
@@ -56,6 +57,9 @@ pub(crate) struct Pacing {
     /// Stop sending a third of the way through and hold the stream open this long, never
     /// completing (`None`: no stall).
     pub stall: Option<Duration>,
+    /// The turn finishes normally without a word (`[[empty]]`): no chunks, the first-token
+    /// delay before the finish, every finish signal as usual.
+    pub empty: bool,
 }
 
 impl Pacing {
@@ -63,14 +67,18 @@ impl Pacing {
     pub fn new(config: &SimulatorConfig, flags: PromptFlags, prompt: &str) -> Pacing {
         let factor = if flags.slow || config.slow { config.slow_factor.max(1) } else { 1 };
         let millis = |ms: u64| Duration::from_millis(ms.saturating_mul(factor));
+        let empty = flags.empty || config.empty;
+        let answer =
+            if empty { Answer::empty() } else { answer_for(prompt, !(flags.no_citations || config.no_citations)) };
         Pacing {
-            answer: answer_for(prompt, !(flags.no_citations || config.no_citations)),
+            answer,
             first_token_delay: millis(config.first_token_delay_ms),
             chunk_delay: millis(config.chunk_delay_ms),
             pause: millis(config.pause_ms),
             words_per_chunk: config.words_per_chunk.max(1),
             fail_mid_stream: flags.error || config.error,
             stall: (flags.stall || config.stall).then(|| Duration::from_millis(config.stall_ms)),
+            empty,
         }
     }
 
@@ -99,6 +107,20 @@ impl Pacing {
     /// Whether chunk `index` of `count` is where the stream stalls.
     pub fn stalls_at(&self, index: usize, count: usize) -> Option<Duration> {
         self.stall.filter(|_| index == count / 3)
+    }
+
+    /// Before an empty answer finishes: the wait the first token would have had, so the turn
+    /// shows its busy state for a moment before it completes with nothing in it. No wait for an
+    /// answer with text (its chunks had their delays).
+    pub async fn before_empty_finish(&self) {
+        if self.empty {
+            tokio::time::sleep(self.first_token_delay).await;
+        }
+    }
+
+    /// How a stream that ran to its normal end counts: an empty answer is one of its own.
+    pub fn finished(&self) -> Outcome {
+        if self.empty { Outcome::AnsweredEmpty } else { Outcome::Answered }
     }
 }
 

@@ -38,6 +38,8 @@ pub struct SimulatorConfig {
     pub stall: bool,
     /// How long a stalled answer holds its stream open before dropping it, in ms.
     pub stall_ms: u64,
+    /// Every answer finishes normally with no text at all, as if marked `[[empty]]`.
+    pub empty: bool,
     /// Serve the site's redesigned markup: other class names and test ids, as a site ships
     /// after a redesign. A bot keeps working only through its manifest's fallback selectors.
     pub redesign: bool,
@@ -60,6 +62,7 @@ impl Default for SimulatorConfig {
             challenge: false,
             stall: false,
             stall_ms: 600_000,
+            empty: false,
             redesign: false,
         }
     }
@@ -98,8 +101,8 @@ mod tests {
     #[test]
     fn patch_keeps_unmentioned_fields_and_rejects_unknown_ones() -> Result<(), ConfigError> {
         let base = SimulatorConfig { pause_ms: 7, ..SimulatorConfig::default() };
-        let patched = base.patched(json!({"rate_limit": true, "rate_limit_after": 3}))?;
-        assert!(patched.rate_limit);
+        let patched = base.patched(json!({"rate_limit": true, "rate_limit_after": 3, "empty": true}))?;
+        assert!(patched.rate_limit && patched.empty);
         assert_eq!(patched.rate_limit_after, Some(3));
         assert_eq!(patched.pause_ms, 7);
         assert!(base.patched(json!({"rate_limt": true})).is_err());

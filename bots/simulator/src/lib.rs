@@ -11,7 +11,8 @@
 //! Failure knobs live in [`SimulatorConfig`] (at start, or `PUT /__sim/config` at runtime) and
 //! in prompt markers (`[[no-citations]]`, `[[rate-limit]]`, `[[slow]]`, `[[error]]`,
 //! `[[expire-session]]`, `[[challenge]]`, `[[stall]]`, `[[thinking]]`, `[[ab-test]]`,
-//! `[[no-overview]]`).
+//! `[[no-overview]]`, `[[empty]]`). `[[empty]]` (or `config.empty`) finishes the answer
+//! normally with no text at all: every finish signal shows, the answer block stays empty.
 //!
 //! Admin API (no auth: the simulator binds to loopback for tests and the dev stack):
 //! - `POST /__sim/sessions` `{"label": "..."}` → `{"token", "storage_state_json"}`
@@ -49,9 +50,9 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use answer::{
-    Answer, Citation, MARKER_AB_TEST, MARKER_CHALLENGE, MARKER_ERROR, MARKER_EXPIRE_SESSION, MARKER_NO_CITATIONS,
-    MARKER_NO_OVERVIEW, MARKER_RATE_LIMIT, MARKER_SLOW, MARKER_STALL, MARKER_THINKING, PromptFlags, answer_for,
-    normalize_prompt, strip_markers,
+    Answer, Citation, MARKER_AB_TEST, MARKER_CHALLENGE, MARKER_EMPTY, MARKER_ERROR, MARKER_EXPIRE_SESSION,
+    MARKER_NO_CITATIONS, MARKER_NO_OVERVIEW, MARKER_RATE_LIMIT, MARKER_SLOW, MARKER_STALL, MARKER_THINKING,
+    PromptFlags, answer_for, normalize_prompt, strip_markers,
 };
 pub use common::CHALLENGE_TITLE;
 pub use config::{ConfigError, SimulatorConfig};

@@ -34,6 +34,9 @@ pub struct TokenStats {
     pub label: String,
     /// Answers streamed to the end.
     pub answers: u64,
+    /// Of `answers`, those that finished without any text (`[[empty]]`).
+    #[serde(default)]
+    pub empty_answers: u64,
     /// Prompts refused with the rate-limit error.
     pub rate_limited: u64,
     /// Answers that failed mid-stream (`[[error]]`).
@@ -53,6 +56,9 @@ pub struct TokenStats {
 pub struct PromptStats {
     /// Answers streamed to the end.
     pub answers: u64,
+    /// Of `answers`, those that finished without any text (`[[empty]]`).
+    #[serde(default)]
+    pub empty_answers: u64,
     /// Refusals with the rate-limit error.
     pub rate_limited: u64,
     /// Answers that failed mid-stream.
@@ -66,6 +72,9 @@ pub struct PromptStats {
 pub struct SimStats {
     /// Answers streamed to the end, all sessions together.
     pub answers_total: u64,
+    /// Of `answers_total`, those that finished without any text (`[[empty]]`).
+    #[serde(default)]
+    pub empty_answers_total: u64,
     /// Login walls served (pages without a valid session, and refused API calls).
     pub login_walls: u64,
     /// Bot challenges served instead of the site.
@@ -87,6 +96,12 @@ impl SimStats {
         self.by_prompt.get(&normalize_prompt(prompt)).map_or(0, |stats| stats.answers)
     }
 
+    /// Answers that finished without any text (`[[empty]]`) for `prompt` (white space is
+    /// collapsed before the lookup).
+    pub fn empty_answers_for_prompt(&self, prompt: &str) -> u64 {
+        self.by_prompt.get(&normalize_prompt(prompt)).map_or(0, |stats| stats.empty_answers)
+    }
+
     /// Answers streamed to the end for the session `token`.
     pub fn answers_for_token(&self, token: &str) -> u64 {
         self.by_token.get(token).map_or(0, |stats| stats.answers)
@@ -102,6 +117,8 @@ impl SimStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Answered,
+    /// Streamed to the end with no text at all: an answer, and counted as an empty one too.
+    AnsweredEmpty,
     RateLimited,
     Failed,
     Interrupted,
@@ -247,14 +264,21 @@ impl SimState {
 
     pub(crate) fn record(&self, token: &str, prompt: &str, outcome: Outcome) {
         let mut stats = lock(&self.inner.stats);
-        if outcome == Outcome::Answered {
+        if matches!(outcome, Outcome::Answered | Outcome::AnsweredEmpty) {
             stats.answers_total += 1;
+        }
+        if outcome == Outcome::AnsweredEmpty {
+            stats.empty_answers_total += 1;
         }
         let prompt_stats = stats.by_prompt.entry(normalize_prompt(prompt)).or_default();
         bump(prompt_stats, outcome);
         if let Some(session) = stats.by_token.get_mut(token) {
             match outcome {
                 Outcome::Answered => session.answers += 1,
+                Outcome::AnsweredEmpty => {
+                    session.answers += 1;
+                    session.empty_answers += 1;
+                }
                 Outcome::RateLimited => session.rate_limited += 1,
                 Outcome::Failed => session.errors += 1,
                 Outcome::Interrupted => session.interrupted += 1,
@@ -296,6 +320,10 @@ impl SimState {
 fn bump(stats: &mut PromptStats, outcome: Outcome) {
     match outcome {
         Outcome::Answered => stats.answers += 1,
+        Outcome::AnsweredEmpty => {
+            stats.answers += 1;
+            stats.empty_answers += 1;
+        }
         Outcome::RateLimited => stats.rate_limited += 1,
         Outcome::Failed => stats.errors += 1,
         Outcome::Interrupted => stats.interrupted += 1,

@@ -157,3 +157,26 @@ async fn limits_failures_challenges_and_expiry_answer_as_claude_does() -> Result
     sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_empty_answer_opens_its_text_block_and_stops_without_a_word() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("ops").await;
+    let prompt = "What are the best laptops under $1,000? [[empty]]";
+    let response = complete(&client, &sim, &session.token, prompt).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = parse_events(&response.text().await?)?;
+    let kinds: Vec<&str> = block_starts(&events).iter().filter_map(|block| block["type"].as_str()).collect();
+    assert_eq!(kinds, ["text"], "no search, only the (empty) text block");
+    assert_eq!(deltas(&events, "text_delta").count(), 0);
+    assert_eq!(deltas(&events, "citation_end_delta").count(), 0);
+    let types: Vec<&str> = events.iter().filter_map(|event| event["type"].as_str()).collect();
+    assert_eq!(types, ["message_start", "content_block_start", "content_block_stop", "message_delta", "message_stop"]);
+    assert_eq!(events[3]["delta"]["stop_reason"], "end_turn", "an ordinary end of turn");
+
+    let stats = sim.stats();
+    assert_eq!((stats.answers_for_prompt(prompt), stats.empty_answers_for_prompt(prompt)), (1, 1));
+    assert_eq!(stats.by_token[&session.token].empty_answers, 1);
+    sim.shutdown().await;
+    Ok(())
+}

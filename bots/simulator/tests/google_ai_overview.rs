@@ -200,3 +200,28 @@ async fn the_overview_streams_deferred_and_says_when_there_is_none_or_not_now() 
     sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_empty_overview_opens_the_block_and_completes_without_a_word() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let token = sim.create_session("operator").await.token;
+
+    let query = "how do heat pumps work [[empty]]";
+    let events = overview_events(&client, &sim, &token, query).await?;
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["start", "done"], "the block opens and completes, with no chunk in between");
+    assert_eq!(events[0].1["sources"].as_array().map(Vec::len), Some(0), "and no sources");
+
+    // Not the same as no overview: that one never opens the block's stream.
+    let (silent, said) = no_overview_prompts()?;
+    for no_overview in [silent, said] {
+        let events = overview_events(&client, &sim, &token, &format!("{no_overview} [[empty]]")).await?;
+        assert!(events.iter().all(|(name, _)| name != "start"), "{events:?}");
+    }
+
+    let stats = sim.stats();
+    assert_eq!((stats.answers_for_prompt(query), stats.empty_answers_for_prompt(query)), (1, 1));
+    assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (3, 1));
+    sim.shutdown().await;
+    Ok(())
+}

@@ -384,3 +384,45 @@ async fn challenges_and_stalls_refuse_or_never_finish_the_answer() -> Result<()>
     sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_empty_answer_opens_its_message_and_finishes_without_a_word() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("bot-g").await;
+    let prompt = "What are the best laptops under $1,000? [[empty]]";
+    let (status, body) = ask(&client, &sim, &session.token, prompt).await?;
+    assert_eq!(status, StatusCode::OK);
+    let streamed = parse_stream(&body)?;
+    ensure!(streamed.complete && streamed.done && streamed.error.is_none(), "an ordinary finish: {body}");
+    assert_eq!(streamed.text, "", "not a word");
+    assert!(streamed.references.is_empty());
+    let events = all_events(&body)?;
+    let messages = opened(&events);
+    assert_eq!(messages.len(), 1, "the answer's message opens, no search runs: {messages:?}");
+    assert_eq!(messages[0]["author"]["role"], "assistant");
+    assert!(
+        events.iter().any(|event| event["o"] == "patch" && event.to_string().contains("finished_successfully")),
+        "the message finishes as usual"
+    );
+
+    // The knob does it for every prompt, patched at runtime like the others.
+    let url = format!("{}/__sim/config", sim.base_url);
+    let patched: Value =
+        client.put(&url).json(&json!({"empty": true})).send().await?.error_for_status()?.json().await?;
+    assert_eq!(patched["empty"], true);
+    let (_, body) = ask(&client, &sim, &session.token, "Explain tides").await?;
+    let streamed = parse_stream(&body)?;
+    assert!(streamed.complete && streamed.text.is_empty());
+    client.put(&url).json(&json!({"empty": false})).send().await?.error_for_status()?;
+    let (_, body) = ask(&client, &sim, &session.token, "Explain tides").await?;
+    assert_eq!(without_markers(&parse_stream(&body)?.text), answer_for("Explain tides", true).markdown);
+
+    let stats = sim.stats();
+    assert_eq!((stats.answers_for_prompt(prompt), stats.empty_answers_for_prompt(prompt)), (1, 1));
+    assert_eq!((stats.answers_for_prompt("Explain tides"), stats.empty_answers_for_prompt("Explain tides")), (2, 1));
+    let token = &stats.by_token[&session.token];
+    assert_eq!((token.answers, token.empty_answers), (3, 2));
+    assert_eq!((stats.answers_total, stats.empty_answers_total), (3, 2));
+    sim.shutdown().await;
+    Ok(())
+}

@@ -100,3 +100,24 @@ async fn walls_challenges_and_rate_limits_answer_as_the_site_does() -> Result<()
     sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn an_empty_answer_is_final_without_a_word_or_a_source() -> Result<()> {
+    let config = SimulatorConfig { first_token_delay_ms: 5, chunk_delay_ms: 1, pause_ms: 20, ..Default::default() };
+    let (sim, client) = start(config).await?;
+    let session = sim.create_session("ops").await;
+    let prompt = "How do heat pumps work? [[empty]]";
+    let response = ask(&client, &sim, &session.token, prompt).await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let events = events(&response.text().await?)?;
+    let kinds: Vec<&str> = events.iter().filter_map(|event| event["type"].as_str()).collect();
+    assert_eq!(kinds, ["final", "done"], "no search, no chunk, no late source");
+    assert_eq!(events[0]["model"], "Sonar");
+    assert_eq!(events[0]["web_search"], false);
+
+    let stats = sim.stats();
+    assert_eq!((stats.answers_for_prompt(prompt), stats.empty_answers_for_prompt(prompt)), (1, 1));
+    assert_eq!(stats.by_token[&session.token].empty_answers, 1);
+    sim.shutdown().await;
+    Ok(())
+}

@@ -37,8 +37,9 @@ const LEASE_MARGIN: Duration = Duration::from_secs(60);
 enum Attempt {
     /// An answer (with or without citations).
     Answer(Captured),
-    /// The prompt's attempt failed: counts against `max_attempts`.
-    Failed(String),
+    /// The prompt's attempt failed: counts against `max_attempts`. The reason, and the stem of
+    /// the evidence kept of it (named last in the release reason, after the attempt count).
+    Failed(String, Option<String>),
     /// Retrying cannot help (the page changed under the adapter): the task fails now.
     FailFast(String),
     /// The session is unusable; the attempt did not count.
@@ -204,10 +205,10 @@ impl<A: Adapter> Worker<A> {
                     tracing::info!(failed_attempts, "answer without citations");
                     format!("No citations found after {failed_attempts} attempts")
                 }
-                Attempt::Failed(reason) => {
+                Attempt::Failed(reason, evidence) => {
                     failed_attempts += 1;
                     tracing::warn!(failed_attempts, reason, "attempt failed");
-                    format!("{reason} (after {failed_attempts} attempts)")
+                    with_evidence(format!("{reason} (after {failed_attempts} attempts)"), evidence.as_deref())
                 }
                 Attempt::Session(outcome, detail) => {
                     switches += 1;
@@ -248,7 +249,7 @@ impl<A: Adapter> Worker<A> {
             Ok(browser) => browser,
             Err(error) => {
                 self.sessions.give_back(&lease, Outcome::Ok, 0, "browser did not start").await;
-                return Err(Attempt::Failed(format!("browser did not start: {error}")));
+                return Err(Attempt::Failed(format!("browser did not start: {error}"), None));
             }
         };
         match browser.load_session(&lease.storage_state_json, self.adapter.origin()).await {
@@ -267,7 +268,7 @@ impl<A: Adapter> Worker<A> {
                 let invalid = matches!(error, crate::browser::BrowserError::StorageState(_));
                 let outcome = if invalid { Outcome::Expired } else { Outcome::Ok };
                 self.sessions.give_back(&lease, outcome, 0, &error.to_string()).await;
-                Err(Attempt::Failed(format!("cannot load the session: {error}")))
+                Err(Attempt::Failed(format!("cannot load the session: {error}"), None))
             }
         }
     }
@@ -327,10 +328,9 @@ impl<A: Adapter> Worker<A> {
                     Some(active) => self.settings.evidence.keep(active.browser.driver(), case).await,
                     None => None,
                 };
-                let detail = match &kept {
-                    Some(stem) => format!("{error} [evidence: {stem}]"),
-                    None => error.to_string(),
-                };
+                // The class first, so reasons group by it; the evidence last.
+                let what = format!("{}: {error}", error.class());
+                let detail = with_evidence(what.clone(), kept.as_deref());
                 tracing::warn!(class = error.class(), session, evidence = kept.as_deref().unwrap_or(""), %error, "attempt failed");
                 match error {
                     AskError::LoggedOut => Attempt::Session(Outcome::Expired, detail),
@@ -352,7 +352,7 @@ impl<A: Adapter> Worker<A> {
                             tracing::warn!(%error, "browser broken; replacing it");
                             self.retire(Outcome::Ok, "browser broken").await;
                         }
-                        Attempt::Failed(detail)
+                        Attempt::Failed(what, kept)
                     }
                 }
             }
@@ -405,5 +405,13 @@ impl<A: Adapter> Worker<A> {
             Err(error) => tracing::warn!(%error, reason, "hand back failed; the claim will lapse"),
         }
         Handled::Requeued(reason.to_owned())
+    }
+}
+
+/// `reason`, then the evidence kept of the attempt as `[evidence: <stem>]` when there is any.
+fn with_evidence(reason: String, evidence: Option<&str>) -> String {
+    match evidence {
+        Some(stem) => format!("{reason} [evidence: {stem}]"),
+        None => reason,
     }
 }

@@ -9,8 +9,9 @@ use aap_simulator::{
 use anyhow::Result;
 use common::{
     MULTI_LINE_PROMPT, answer_without_citations, assert_failed_only, assert_first_token_before_end, assert_served,
-    assistant_error, challenge, challenge_everywhere, collapse, log_in, login_walls_yield_logged_out, long_pause,
-    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+    assistant_error, challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in,
+    login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
+    rate_limited, short_pause, stall_times_out,
 };
 
 async fn with_browser(
@@ -185,6 +186,31 @@ async fn a_redesign_is_read_through_fallbacks_and_fails_fast_without_them() -> R
         // hang the test instead of passing it).
         primaries_miss_the_composer(browser, sim, "chatgpt", Some(3600), "Hello?").await?;
         assert_eq!(sim.stats().answers_total, 3);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_empty_answer_is_an_empty_answer_not_a_timeout_and_the_next_answer_completes() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, _adapter| {
+        let token = log_in(browser, sim, "operator-8").await?;
+        // The turn finishes by every signal (stop button gone, action bar) over an empty
+        // `div.markdown`: said once the settle window has passed, long before the deadline.
+        let prompt = "What are the best laptops under $1,000? [[empty]]";
+        let (_dir, adapter) = empty_answer_is_empty(browser, sim, "chatgpt", 30, prompt).await?;
+
+        // The knob does the same for any prompt.
+        sim.set_config(SimulatorConfig { empty: true, ..short_pause() });
+        let error = common::ask_err(browser, &adapter, "Any news?").await?;
+        assert!(matches!(error, aap_bot::AskError::EmptyAnswer), "{error:?}");
+        sim.set_config(short_pause());
+
+        // The same session and page answer the next prompt whole.
+        let captured = adapter.ask(browser.driver(), "Any news?").await?;
+        assert_full_answer(&captured, "Any news?");
+        let stats = sim.stats();
+        assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (3, 2));
         Ok(())
     })
     .await

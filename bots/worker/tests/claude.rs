@@ -9,8 +9,8 @@ use aap_simulator::{Citation, Simulator, SimulatorConfig, Site, answer_for, stri
 use anyhow::{Context, Result};
 use common::{
     answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error, challenge,
-    challenge_everywhere, collapse, log_in, login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt,
-    primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+    challenge_everywhere, collapse, empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause,
+    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
 };
 
 /// What the thinking of a `[[thinking]]` prompt starts with on the page; never in the answer.
@@ -187,6 +187,25 @@ async fn a_redesign_is_answered_through_fallbacks_and_primary_selectors_alone_fa
         let page_load = Duration::from_secs(120);
         let elapsed = primaries_miss_the_composer(browser, sim, "claude", Some(page_load.as_secs()), "Hello?").await?;
         assert!(elapsed < page_load / 2, "failed fast: {elapsed:?}");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_empty_answer_is_an_empty_answer_not_a_timeout_and_the_next_answer_completes() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, _adapter| {
+        let token = log_in(browser, sim, "operator-8").await?;
+        // `data-is-streaming` flips to "false" and the action bar shows over an empty markdown
+        // block: said once the settle window has passed, long before the deadline.
+        let prompt = "What are the best laptops under $1,000? [[empty]]";
+        let (_dir, adapter) = empty_answer_is_empty(browser, sim, "claude", 30, prompt).await?;
+
+        let prompt = "What are the best laptops under $1,000?";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        let stats = sim.stats();
+        assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (2, 1));
         Ok(())
     })
     .await

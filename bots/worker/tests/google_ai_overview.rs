@@ -10,9 +10,9 @@ use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for};
 use anyhow::{Context, Result};
 use common::{
     MULTI_LINE_PROMPT, NO_CITATIONS_PROMPT, answer_without_citations, assert_first_token_before_end, assert_logged_out,
-    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse, log_in,
-    long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer, primary_selectors_only, rate_limited,
-    selector_missing, short_pause, stall_times_out,
+    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse,
+    empty_answer_is_empty, log_in, long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
+    primary_selectors_only, rate_limited, selector_missing, short_pause, stall_times_out,
 };
 
 const ID: &str = "google-ai-overview";
@@ -244,4 +244,24 @@ fn primary_only_keeps_the_first_selector_of_every_role() -> Result<()> {
     assert_eq!(manifest.selectors("composer"), ["textarea#APjFqb"]);
     assert!(manifest.require(aap_bot::adapter::GoogleAiOverview::ROLES).is_ok());
     Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_overview_is_an_empty_answer_not_no_overview_nor_a_timeout() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, _adapter| {
+        let token = log_in(browser, sim, "operator-8").await?;
+        // The block opens and completes (`data-complete`, the loading ghost gone) with no text:
+        // an empty answer once the settle window has passed, never "no overview" (a result that
+        // would be submitted) and never a wait for the deadline.
+        let prompt = "how do heat pumps work [[empty]]";
+        let (_dir, adapter) = empty_answer_is_empty(browser, sim, ID, 30, prompt).await?;
+
+        let prompt = "how do heat pumps work";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt, true);
+        let stats = sim.stats();
+        assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (2, 1));
+        Ok(())
+    })
+    .await
 }

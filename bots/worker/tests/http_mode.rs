@@ -470,10 +470,10 @@ async fn a_selector_miss_fails_the_task_at_once_and_keeps_evidence() -> Result<(
     let release = &releases[0].1;
     assert_eq!(release["mark_as_failed"], true, "{release}");
     let reason = release["failure_reason"].as_str().context("reason")?;
-    assert!(reason.contains("no element for role composer"), "{reason}");
+    assert!(reason.starts_with("selector-missing: no element for role composer"), "the class first: {reason}");
     let cases = evidence_cases(evidence.path())?;
     assert_eq!(cases.len(), 1, "one attempt, no retries: {cases:?}");
-    assert!(reason.contains(&format!("[evidence: {}]", cases[0].0)), "the reason names the evidence: {reason}");
+    assert!(reason.ends_with(&format!("[evidence: {}]", cases[0].0)), "the reason names the evidence last: {reason}");
     assert_eq!(cases[0].1["class"], "selector-missing");
     assert_eq!(stats.by_prompt.len(), 0, "nothing was asked");
     Ok(())
@@ -502,11 +502,62 @@ async fn a_stalled_answer_times_out_under_the_retry_rule_and_each_attempt_keeps_
     let release = api.seen(|s| s.releases[0].1.clone());
     assert_eq!(release["mark_as_failed"], true, "{release}");
     let reason = release["failure_reason"].as_str().context("reason")?;
-    assert!(reason.contains("did not complete"), "{reason}");
+    assert!(reason.starts_with("timeout: ") && reason.contains("did not complete"), "{reason}");
     assert!(reason.contains("after 2 attempts"), "one attempt, then one on a fresh session: {reason}");
     let cases = evidence_cases(evidence.path())?;
     assert_eq!(cases.iter().map(|c| c.1["class"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["timeout", "timeout"]);
     assert!(api.seen(|s| s.submits.is_empty()), "a half answer is never submitted");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_empty_answer_is_retried_in_new_conversations_then_on_a_fresh_session_then_released() -> Result<()> {
+    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
+    let (dir, tokens) = sessions_dir(&sim, &["a-first", "b-fresh"]).await?;
+    let prompt = "Best trail running shoes? [[empty]]";
+    let api = SeedApi::with_tasks(vec![task(165, prompt)]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+    let evidence = tempfile::tempdir()?;
+
+    let mut config = http_config(&api_url, dir.path(), &sim);
+    config.max_attempts = 3;
+    config.evidence.dir = evidence.path().to_owned();
+    let result = run_bot_until(config, &api, |seen| seen.releases.len() == 1).await;
+    let _ = stop_api.send(());
+    let stats = sim.stats();
+    sim.shutdown().await;
+    result?;
+
+    assert!(api.seen(|s| s.submits.is_empty()), "an empty answer is never submitted");
+    let release = api.seen(|s| s.releases[0].1.clone());
+    assert_eq!(release["evaluation_id"], 165);
+    assert_eq!(release["mark_as_failed"], true, "{release}");
+    let reason = release["failure_reason"].as_str().context("reason")?;
+    assert!(reason.starts_with("empty-answer: the answer is empty (after 4 attempts)"), "{reason}");
+    assert!(reason.contains("after 4 attempts"), "three attempts, then one on a fresh session: {reason}");
+    // Three attempts in new conversations on the first session, then one on a fresh session:
+    // each a whole (empty) turn the site served, none abandoned half-way.
+    assert_eq!(stats.answers_for_prompt(prompt), 4);
+    assert_eq!(stats.empty_answers_for_prompt(prompt), 4);
+    let first = &stats.by_token[&tokens[0]];
+    let fresh = &stats.by_token[&tokens[1]];
+    assert_eq!((first.answers, first.empty_answers, first.interrupted), (3, 3, 0), "{first:?}");
+    assert_eq!((fresh.answers, fresh.empty_answers, fresh.interrupted), (1, 1, 0), "{fresh:?}");
+
+    let cases = evidence_cases(evidence.path())?;
+    assert_eq!(cases.len(), 4, "one case per attempt: {cases:?}");
+    for (index, (_, note)) in cases.iter().enumerate() {
+        assert_eq!(note["class"], "empty-answer");
+        assert_eq!(note["evaluation_id"], 165);
+        assert_eq!(note["attempt"], index + 1);
+    }
+    let last = &cases[3].0;
+    assert!(reason.ends_with(&format!("[evidence: {last}]")), "the reason names the last attempt's evidence: {reason}");
+    // What the bot saw: the turn finished (its action bar is there) with nothing in it.
+    let html = std::fs::read_to_string(format!("{last}.html"))?;
+    assert!(html.contains("copy-turn-action-button"), "the turn had finished");
     Ok(())
 }
 

@@ -7,9 +7,9 @@ use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for, perplexity_lis
 use anyhow::Result;
 use common::{
     MULTI_LINE_PROMPT, answer_without_citations, assert_failed_only, assert_first_token_before_end,
-    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse, log_in,
-    login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
-    rate_limited, short_pause, stall_times_out,
+    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse,
+    empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt,
+    primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
 };
 
 async fn with_browser(
@@ -155,6 +155,26 @@ async fn a_redesign_is_answered_through_fallbacks_and_fails_fast_without_them() 
         // missing on a page that has loaded, which is said at once, not after the page-load wait.
         primaries_miss_the_composer(browser, sim, "perplexity", None, prompt).await?;
         assert_eq!(sim.stats().answers_total, 1);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_empty_answer_is_an_empty_answer_not_a_timeout_and_the_next_answer_completes() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, _adapter| {
+        let token = log_in(browser, sim, "operator-8").await?;
+        // The stop button goes and the actions show over an empty `.prose`: said once the
+        // settle window has passed, long before the deadline.
+        let prompt = "What are the best laptops under $1,000? [[empty]]";
+        let (_dir, adapter) = empty_answer_is_empty(browser, sim, "perplexity", 30, prompt).await?;
+
+        let prompt = "What are the best laptops under $1,000?";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
+        assert_full_citations(&captured, prompt);
+        let stats = sim.stats();
+        assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (2, 1));
         Ok(())
     })
     .await

@@ -4,7 +4,8 @@
 //! button is gone, no reasoning model is still thinking, the turn's action bar is present, and
 //! the answer's HTML has not changed for the settle window. The stream pauses mid-way (and a
 //! reasoning model thinks) for longer than a second, so "text unchanged" on its own would cut
-//! answers in half.
+//! answers in half. A turn that finishes by these signals with no text is an empty answer
+//! ([`AskError::EmptyAnswer`]), said then rather than at the deadline.
 //!
 //! Site quirks handled here: the Sources panel (every source, cited ones first, the rest marked
 //! as listed only), the "Answer now" button of reasoning models (never clicked), the A/B prompt

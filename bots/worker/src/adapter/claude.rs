@@ -4,7 +4,9 @@
 //! container's `data-is-streaming` attribute has flipped from "true" to "false" (the site's own
 //! completion signal), the stop button is gone, and the answer's HTML has not changed for the
 //! settle window. The stream pauses mid-way (and while the model thinks) for longer than a
-//! second, so "text unchanged" on its own would cut answers in half.
+//! second, so "text unchanged" on its own would cut answers in half. A message that finishes by
+//! these signals with no answer text is an empty answer ([`AskError::EmptyAnswer`]), said then
+//! rather than at the deadline.
 //!
 //! Extended-thinking blocks stream before the answer inside the same message and are left out
 //! of the captured text, markdown and HTML. A web search shows a search block whose results

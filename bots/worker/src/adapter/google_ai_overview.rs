@@ -13,6 +13,8 @@
 //! - the overview's completion marker is set, its loading indicator is gone, the block has not
 //!   changed for the settle window, and it is expanded ("Show more" is clicked first: the
 //!   collapsed text is half the answer, and text the page keeps hidden is never submitted);
+//!   a complete block with no text at all is an empty answer ([`AskError::EmptyAnswer`]), not
+//!   "no overview";
 //! - results are loaded and no overview has appeared within the deferred-load window
 //!   (`[options] overview_wait_ms`): a result of its own kind, [`AnswerKind::NoOverview`];
 //! - the block says the search gets no overview ("An AI Overview is not available for this

@@ -2,10 +2,11 @@
 //!
 //! The end of an answer is read from several signals at once, never from a fixed sleep: the
 //! stop button is gone, the answer's actions (Copy) are present, and the answer's HTML has not
-//! changed for the settle window. The sources list ("Links" tab) keeps filling after the text is
-//! done, so it is opened and watched until its count has not grown for the manifest's
-//! `sources_settle_ms`, bounded by the answer deadline. Citations are the inline chips in
-//! reading order, then the sources only listed.
+//! changed for the settle window; with no text by then it is an empty answer
+//! ([`AskError::EmptyAnswer`]), said then rather than at the deadline. The sources list
+//! ("Links" tab) keeps filling after the text is done, so it is opened and watched until its
+//! count has not grown for the manifest's `sources_settle_ms`, bounded by the answer deadline.
+//! Citations are the inline chips in reading order, then the sources only listed.
 
 use std::time::{Duration, Instant};
 

@@ -192,6 +192,30 @@ pub async fn stall_times_out(
     Ok((dir, adapter))
 }
 
+/// An answer to `prompt` (marked `[[empty]]`) that finishes by every signal of its site with no
+/// text at all, read by adapter `id` with its answer deadline set to `deadline_secs`:
+/// [`AskError::EmptyAnswer`], never a timeout at that deadline (an adapter that waited for a
+/// first token would end there instead). The site served the empty answer once. Returns that
+/// adapter, and the directory its manifest lives in, for what the test asks next.
+pub async fn empty_answer_is_empty(
+    browser: &Browser,
+    sim: &Simulator,
+    id: &str,
+    deadline_secs: u64,
+    prompt: &str,
+) -> Result<(tempfile::TempDir, AnyAdapter)> {
+    let dir = tempfile::tempdir()?;
+    let adapter =
+        override_adapter(dir.path(), sim, id, |manifest| manifest.timing.answer_deadline_secs = deadline_secs)?;
+    let error = ask_err(browser, &adapter, prompt).await?;
+    assert!(matches!(error, AskError::EmptyAnswer), "expected EmptyAnswer, got {error:?}");
+    assert_eq!(error.class(), "empty-answer");
+    let stats = sim.stats();
+    assert_eq!(stats.answers_for_prompt(prompt), 1, "the turn ran to its end");
+    assert_eq!(stats.empty_answers_for_prompt(prompt), 1, "without a word");
+    Ok((dir, adapter))
+}
+
 /// `prompt` asked of the redesigned page by adapter `id` with only its primary selectors (the
 /// manifest as before the redesign), its page-load wait set to `page_load_secs` when given: the
 /// composer is missing. Returns how long the adapter took to say so.

@@ -35,6 +35,9 @@
 //! - `[[ab-test]]`: two candidate answers side by side, each with "I prefer this response";
 //!   the conversation only continues once one is picked (recorded as [`PREFERRED_EVENTS`]).
 //!   Response 1 is `answer_for(prompt)`, Response 2 a different answer from another model.
+//! - `[[empty]]`: the answer message opens, no text is appended, and it finishes as usual
+//!   (`finished_successfully`, the stream's completion, the copy action bar under an empty
+//!   `div.markdown`).
 
 mod page;
 mod sources;
@@ -443,7 +446,7 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
     {
         return Outcome::Interrupted;
     }
-    Outcome::Answered
+    plan.pacing.finished()
 }
 
 /// The mid-stream failure or stall at chunk `index` of `count`, if this is where it happens;
@@ -469,6 +472,15 @@ async fn fail_or_stall(tx: &EventSender, plan: &Plan, index: usize, count: usize
 async fn stream_answer(tx: &EventSender, plan: &Plan) -> Option<Outcome> {
     let chunks = plan.pacing.chunks();
     let count = chunks.len();
+    if chunks.is_empty() {
+        // An empty answer (`[[empty]]`): the message opens and finishes without a word.
+        plan.pacing.before_empty_finish().await;
+        let header = answer_header(&plan.message_id, &plan.pacing.answer, &plan.searched, plan.model, None);
+        if !delta(tx, &add_message(&plan.conversation_id, header)).await {
+            return Some(Outcome::Interrupted);
+        }
+        return None;
+    }
     for (index, chunk) in chunks.iter().enumerate() {
         if let Some(outcome) = fail_or_stall(tx, plan, index, count).await {
             return Some(outcome);

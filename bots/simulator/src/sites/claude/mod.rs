@@ -42,6 +42,9 @@
 //! Where the evidence is thin (the exact citation tag and search-result markup, the thinking
 //! block's classes) the look-alike follows the descriptions above; the completion stream follows
 //! Anthropic's public message-stream events. The bot reads only the DOM.
+//!
+//! `[[empty]]`: the text block opens and closes without a delta and the message stops as usual
+//! (`data-is-streaming` flips to "false", the action bar shows) over an empty markdown block.
 
 mod page;
 
@@ -428,6 +431,8 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
         }
     }
 
+    // An empty answer (`[[empty]]`) had no chunks: the text block opened and ends without a word.
+    pacing.before_empty_finish().await;
     let done = event(tx, "content_block_stop", &json!({ "type": "content_block_stop", "index": index })).await
         && event(
             tx,
@@ -436,7 +441,7 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
         )
         .await
         && event(tx, "message_stop", &json!({ "type": "message_stop" })).await;
-    if done { Outcome::Answered } else { Outcome::Interrupted }
+    if done { pacing.finished() } else { Outcome::Interrupted }
 }
 
 #[cfg(test)]

@@ -57,7 +57,10 @@
 //! for the challenge, so the two classes stay apart); `[[no-overview]]` → organic results only,
 //! with no block at all or, for some prompts ([`declines_visibly`]), a block saying "An AI
 //! Overview is not available for this search"; `[[error]]` → the block stops a third of the way
-//! with an alert; `[[stall]]` → it stops and never completes.
+//! with an alert; `[[stall]]` → it stops and never completes; `[[empty]]` (or `config.empty`)
+//! → the block opens ("AI Overview", "Generating"), gets no text and no sources, and completes
+//! as usual (`data-complete="true"`, the loading ghost gone) with nothing in it, which is not
+//! `[[no-overview]]` (no overview for the search, a result of its own kind).
 
 mod page;
 
@@ -282,10 +285,12 @@ async fn overview(tx: &EventSender, pacing: &Pacing) -> Outcome {
             return Outcome::Interrupted;
         }
     }
+    // An empty overview (`[[empty]]`) had no chunks: the block finishes without a word.
+    pacing.before_empty_finish().await;
     if !send_event(tx, Some("done"), "{}").await {
         return Outcome::Interrupted;
     }
-    Outcome::Answered
+    pacing.finished()
 }
 
 /// `/consent?continue=...`: "Before you continue to Google", the wall a browser without a

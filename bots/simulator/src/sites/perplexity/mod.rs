@@ -35,6 +35,9 @@
 //! the sources it only lists arrive one by one AFTER the text has finished (stop button gone,
 //! actions shown), each in its numbered place in the list, so a bot must watch the list until
 //! it stops growing.
+//!
+//! `[[empty]]`: no search and no chunk; the answer is final at once (stop button gone, actions
+//! and model label shown) over an empty `.prose` block.
 
 mod page;
 
@@ -237,6 +240,8 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
             return Outcome::Interrupted;
         }
     }
+    // An empty answer (`[[empty]]`) had no chunks: it is final without a word.
+    plan.pacing.before_empty_finish().await;
     let web_search = !plan.cited.is_empty();
     if !send(tx, json!({"type": "final", "model": MODEL_LABEL, "web_search": web_search})).await {
         return Outcome::Interrupted;
@@ -245,11 +250,11 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
     for source in &plan.listed {
         tokio::time::sleep(plan.late_gap).await;
         if !send(tx, json!({"type": "source", "source": source})).await {
-            return Outcome::Answered;
+            return plan.pacing.finished();
         }
     }
     send(tx, json!({"type": "done"})).await;
-    Outcome::Answered
+    plan.pacing.finished()
 }
 
 /// The sources the answer to `prompt` lists without citing them, in list order (after the

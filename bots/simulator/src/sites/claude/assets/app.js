@@ -337,6 +337,10 @@
           state.search = searchBlock(state.turn, (block.input && block.input.query) || '');
         } else if (block.type === 'tool_result' && block.name === 'web_search' && state.search) {
           searchDone(state.search, block.content || []);
+        } else if (block.type === 'text') {
+          // The answer's markdown block is there from the start of the text, empty until the
+          // first words (and empty for good when the answer has none).
+          answerBlock(state.turn);
         }
         return;
       }
