@@ -171,22 +171,64 @@ fn http_config(api_url: &str, dir: &std::path::Path, sim: &Simulator) -> BotConf
     config
 }
 
+/// One bot in the seed's HTTP mode, set up: a ChatGPT look-alike with a session file per label
+/// (in this order), the seed API holding `tasks`, a fresh evidence directory, and the bot's
+/// configuration for all of it (a test adjusts `config` before [`Scenario::run_until`]).
+struct Scenario {
+    sim: Simulator,
+    /// The sessions directory; kept alive for the bot.
+    _sessions: tempfile::TempDir,
+    /// The simulator's token of each session, in the order of the labels.
+    tokens: Vec<String>,
+    api: SeedApi,
+    stop_api: oneshot::Sender<()>,
+    evidence: tempfile::TempDir,
+    config: BotConfig,
+}
+
+/// What a finished [`Scenario`] leaves to check: the simulator's counters, the seed API's record
+/// and the evidence directory.
+struct Ran {
+    stats: aap_simulator::SimStats,
+    tokens: Vec<String>,
+    api: SeedApi,
+    evidence: tempfile::TempDir,
+}
+
+impl Scenario {
+    async fn start(sim_config: SimulatorConfig, labels: &[&str], tasks: Vec<Value>) -> Result<Scenario> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, sim_config).await?;
+        let (sessions, tokens) = sessions_dir(&sim, labels).await?;
+        let api = SeedApi::with_tasks(tasks);
+        let (api_url, stop_api) = serve(api.clone()).await?;
+        let evidence = tempfile::tempdir()?;
+        let mut config = http_config(&api_url, sessions.path(), &sim);
+        config.evidence.dir = evidence.path().to_owned();
+        Ok(Scenario { sim, _sessions: sessions, tokens, api, stop_api, evidence, config })
+    }
+
+    /// Runs the bot until `until` holds on the seed API, then stops the bot, the API and the
+    /// simulator (whatever happened) before reporting the bot's result.
+    async fn run_until(self, until: impl Fn(&Seen) -> bool) -> Result<Ran> {
+        let Scenario { sim, _sessions, tokens, api, stop_api, evidence, config } = self;
+        let result = run_bot_until(config, &api, until).await;
+        let _ = stop_api.send(());
+        let stats = sim.stats();
+        sim.shutdown().await;
+        result?;
+        Ok(Ran { stats, tokens, api, evidence })
+    }
+}
+
 #[tokio::test]
 async fn polls_answers_through_the_browser_and_submits_the_seed_json() -> Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
-    // The first session's login has expired: the bot must move on to the second one.
-    let (dir, tokens) = sessions_dir(&sim, &["a-expired", "b-good"]).await?;
-    sim.expire_session(&tokens[0]);
     let prompt = "What are the best laptops under $1,000?";
-    let api = SeedApi::with_tasks(vec![task(123, prompt)]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-
-    let result = run_bot_until(http_config(&api_url, dir.path(), &sim), &api, |seen| seen.submits.len() == 1).await;
-    let _ = stop_api.send(());
-    let stats = sim.stats();
-    sim.shutdown().await;
-    result?;
+    let scenario =
+        Scenario::start(SimulatorConfig::default(), &["a-expired", "b-good"], vec![task(123, prompt)]).await?;
+    // The first session's login has expired: the bot must move on to the second one.
+    scenario.sim.expire_session(&scenario.tokens[0]);
+    let Ran { stats, tokens, api, .. } = scenario.run_until(|seen| seen.submits.len() == 1).await?;
 
     let (polls, submits, releases) = api.seen(|s| (s.polls.clone(), s.submits.clone(), s.releases.clone()));
     let (poll_auth, poll_body) = &polls[0];
@@ -232,21 +274,11 @@ fn chrono_like(timestamp: &str) -> bool {
 
 #[tokio::test]
 async fn releases_as_failed_after_max_attempts_and_a_fresh_session_without_citations() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
-    let (dir, tokens) = sessions_dir(&sim, &["a-first", "b-fresh"]).await?;
     let prompt = "Explain photosynthesis simply [[no-citations]]";
-    let api = SeedApi::with_tasks(vec![task(124, prompt)]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-
-    let mut config = http_config(&api_url, dir.path(), &sim);
-    config.max_attempts = 2;
-    let result = run_bot_until(config, &api, |seen| seen.releases.len() == 1).await;
-    let _ = stop_api.send(());
-    let stats = sim.stats();
-    sim.shutdown().await;
-    result?;
+    let sim_config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+    let mut scenario = Scenario::start(sim_config, &["a-first", "b-fresh"], vec![task(124, prompt)]).await?;
+    scenario.config.max_attempts = 2;
+    let Ran { stats, tokens, api, .. } = scenario.run_until(|seen| seen.releases.len() == 1).await?;
 
     let (submits, releases) = api.seen(|s| (s.submits.clone(), s.releases.clone()));
     assert!(submits.is_empty(), "an answer without citations is never submitted");
@@ -263,19 +295,10 @@ async fn releases_as_failed_after_max_attempts_and_a_fresh_session_without_citat
 
 #[tokio::test]
 async fn shutdown_finishes_the_task_in_hand() -> Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
-    let (dir, _tokens) = sessions_dir(&sim, &["only"]).await?;
     let prompt = "How do heat pumps work in cold climates? [[slow]]";
-    let api = SeedApi::with_tasks(vec![task(125, prompt)]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-
+    let scenario = Scenario::start(SimulatorConfig::default(), &["only"], vec![task(125, prompt)]).await?;
     // Shut down as soon as the task is handed out, long before the slow answer is complete.
-    let result = run_bot_until(http_config(&api_url, dir.path(), &sim), &api, |seen| seen.tasks_handed_out == 1).await;
-    let _ = stop_api.send(());
-    let stats = sim.stats();
-    sim.shutdown().await;
-    result?;
+    let Ran { stats, api, .. } = scenario.run_until(|seen| seen.tasks_handed_out == 1).await?;
 
     let (submits, releases) = api.seen(|s| (s.submits.clone(), s.releases.clone()));
     assert!(releases.is_empty(), "{releases:?}");
@@ -287,14 +310,10 @@ async fn shutdown_finishes_the_task_in_hand() -> Result<()> {
 
 #[tokio::test]
 async fn an_idle_browser_is_closed_and_reopened_on_demand() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
-    let (dir, tokens) = sessions_dir(&sim, &["a-first", "b-second"]).await?;
-    let api = SeedApi::with_tasks(vec![task(126, "Best running shoes for beginners?")]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-
-    let mut config = http_config(&api_url, dir.path(), &sim);
+    let sim_config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+    let tasks = vec![task(126, "Best running shoes for beginners?")];
+    let Scenario { sim, _sessions, tokens, api, stop_api, evidence: _evidence, mut config } =
+        Scenario::start(sim_config, &["a-first", "b-second"], tasks).await?;
     config.idle_timeout = Some(Duration::from_millis(300));
     let (stop, stopped) = oneshot::channel::<()>();
     let bot = tokio::spawn(aap_bot::run(config, async move {
@@ -328,18 +347,10 @@ fn lock_queue(api: &SeedApi, task: Value) {
 
 #[tokio::test]
 async fn shutdown_hands_the_task_back_when_the_grace_period_ends() -> Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
-    let (dir, _tokens) = sessions_dir(&sim, &["only"]).await?;
-    let api = SeedApi::with_tasks(vec![task(128, "Explain tides in detail [[slow]]")]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-
-    let mut config = http_config(&api_url, dir.path(), &sim);
-    config.shutdown_grace = Duration::ZERO;
-    let result = run_bot_until(config, &api, |seen| seen.tasks_handed_out == 1).await;
-    let _ = stop_api.send(());
-    sim.shutdown().await;
-    result?;
+    let tasks = vec![task(128, "Explain tides in detail [[slow]]")];
+    let mut scenario = Scenario::start(SimulatorConfig::default(), &["only"], tasks).await?;
+    scenario.config.shutdown_grace = Duration::ZERO;
+    let Ran { api, .. } = scenario.run_until(|seen| seen.tasks_handed_out == 1).await?;
 
     let (submits, releases) = api.seen(|s| (s.submits.clone(), s.releases.clone()));
     assert!(submits.is_empty(), "{submits:?}");
@@ -381,22 +392,10 @@ fn chatgpt_override(edit: impl Fn(String) -> String) -> Result<tempfile::TempDir
 
 #[tokio::test]
 async fn a_challenged_session_is_set_aside_and_the_task_answered_on_another_with_evidence() -> Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
-    let (dir, tokens) = sessions_dir(&sim, &["a-flagged", "b-clean"]).await?;
-    sim.challenge_session(&tokens[0]);
-    let prompt = "Which standing desk is the sturdiest?";
-    let api = SeedApi::with_tasks(vec![task(130, prompt)]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-    let evidence = tempfile::tempdir()?;
-
-    let mut config = http_config(&api_url, dir.path(), &sim);
-    config.evidence.dir = evidence.path().to_owned();
-    let result = run_bot_until(config, &api, |seen| seen.submits.len() == 1).await;
-    let _ = stop_api.send(());
-    let stats = sim.stats();
-    sim.shutdown().await;
-    result?;
+    let tasks = vec![task(130, "Which standing desk is the sturdiest?")];
+    let scenario = Scenario::start(SimulatorConfig::default(), &["a-flagged", "b-clean"], tasks).await?;
+    scenario.sim.challenge_session(&scenario.tokens[0]);
+    let Ran { stats, tokens, api, evidence } = scenario.run_until(|seen| seen.submits.len() == 1).await?;
 
     assert!(api.seen(|s| s.releases.is_empty()), "answered, not released");
     assert!(stats.challenges >= 1, "the flagged session met the challenge");
@@ -414,21 +413,10 @@ async fn a_challenged_session_is_set_aside_and_the_task_answered_on_another_with
 #[tokio::test]
 async fn a_rate_limited_session_cools_down_and_the_next_task_moves_to_another() -> Result<()> {
     // Each session may answer once; the second task finds the first session over its quota.
-    let config = SimulatorConfig { rate_limit_after: Some(1), pause_ms: 300, ..SimulatorConfig::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
-    let (dir, tokens) = sessions_dir(&sim, &["a-busy", "b-spare"]).await?;
-    let api = SeedApi::with_tasks(vec![task(140, "Best budget espresso machine?"), task(141, "Best budget grinder?")]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-    let evidence = tempfile::tempdir()?;
-
-    let mut config = http_config(&api_url, dir.path(), &sim);
-    config.evidence.dir = evidence.path().to_owned();
-    let result = run_bot_until(config, &api, |seen| seen.submits.len() == 2).await;
-    let _ = stop_api.send(());
-    let stats = sim.stats();
-    sim.shutdown().await;
-    result?;
+    let sim_config = SimulatorConfig { rate_limit_after: Some(1), pause_ms: 300, ..SimulatorConfig::default() };
+    let tasks = vec![task(140, "Best budget espresso machine?"), task(141, "Best budget grinder?")];
+    let scenario = Scenario::start(sim_config, &["a-busy", "b-spare"], tasks).await?;
+    let Ran { stats, tokens, api, evidence } = scenario.run_until(|seen| seen.submits.len() == 2).await?;
 
     assert!(api.seen(|s| s.releases.is_empty()), "both answered");
     let busy = &stats.by_token[&tokens[0]];
@@ -441,12 +429,8 @@ async fn a_rate_limited_session_cools_down_and_the_next_task_moves_to_another() 
 
 #[tokio::test]
 async fn a_selector_miss_fails_the_task_at_once_and_keeps_evidence() -> Result<()> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
-    let (dir, _tokens) = sessions_dir(&sim, &["only"]).await?;
-    let api = SeedApi::with_tasks(vec![task(150, "Best noise-cancelling headphones?")]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-    let evidence = tempfile::tempdir()?;
+    let tasks = vec![task(150, "Best noise-cancelling headphones?")];
+    let mut scenario = Scenario::start(SimulatorConfig::default(), &["only"], tasks).await?;
     // As after a site redesign: the manifest's composer selectors match nothing on the page.
     let adapters = chatgpt_override(|text| {
         text.replace("\"#prompt-textarea\",", "\"#composer-after-redesign\",")
@@ -456,15 +440,9 @@ async fn a_selector_miss_fails_the_task_at_once_and_keeps_evidence() -> Result<(
             .replace("page_load_secs = 30", "page_load_secs = 3")
     })?;
 
-    let mut config = http_config(&api_url, dir.path(), &sim);
-    config.max_attempts = 3;
-    config.adapters_dir = Some(adapters.path().to_owned());
-    config.evidence.dir = evidence.path().to_owned();
-    let result = run_bot_until(config, &api, |seen| seen.releases.len() == 1).await;
-    let _ = stop_api.send(());
-    let stats = sim.stats();
-    sim.shutdown().await;
-    result?;
+    scenario.config.max_attempts = 3;
+    scenario.config.adapters_dir = Some(adapters.path().to_owned());
+    let Ran { stats, api, evidence, .. } = scenario.run_until(|seen| seen.releases.len() == 1).await?;
 
     let releases = api.seen(|s| s.releases.clone());
     let release = &releases[0].1;
@@ -481,23 +459,13 @@ async fn a_selector_miss_fails_the_task_at_once_and_keeps_evidence() -> Result<(
 
 #[tokio::test]
 async fn a_stalled_answer_times_out_under_the_retry_rule_and_each_attempt_keeps_evidence() -> Result<()> {
-    let config = SimulatorConfig { stall: true, ..SimulatorConfig::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
-    let (dir, _tokens) = sessions_dir(&sim, &["a-first", "b-fresh"]).await?;
-    let api = SeedApi::with_tasks(vec![task(160, "Best trail running shoes?")]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-    let evidence = tempfile::tempdir()?;
+    let sim_config = SimulatorConfig { stall: true, ..SimulatorConfig::default() };
+    let tasks = vec![task(160, "Best trail running shoes?")];
+    let mut scenario = Scenario::start(sim_config, &["a-first", "b-fresh"], tasks).await?;
     let adapters = chatgpt_override(|text| text.replace("answer_deadline_secs = 240", "answer_deadline_secs = 6"))?;
-
-    let mut config = http_config(&api_url, dir.path(), &sim);
-    config.max_attempts = 1;
-    config.adapters_dir = Some(adapters.path().to_owned());
-    config.evidence.dir = evidence.path().to_owned();
-    let result = run_bot_until(config, &api, |seen| seen.releases.len() == 1).await;
-    let _ = stop_api.send(());
-    sim.shutdown().await;
-    result?;
+    scenario.config.max_attempts = 1;
+    scenario.config.adapters_dir = Some(adapters.path().to_owned());
+    let Ran { api, evidence, .. } = scenario.run_until(|seen| seen.releases.len() == 1).await?;
 
     let release = api.seen(|s| s.releases[0].1.clone());
     assert_eq!(release["mark_as_failed"], true, "{release}");
@@ -512,23 +480,11 @@ async fn a_stalled_answer_times_out_under_the_retry_rule_and_each_attempt_keeps_
 
 #[tokio::test]
 async fn an_empty_answer_is_retried_in_new_conversations_then_on_a_fresh_session_then_released() -> Result<()> {
-    let config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
-    let (dir, tokens) = sessions_dir(&sim, &["a-first", "b-fresh"]).await?;
     let prompt = "Best trail running shoes? [[empty]]";
-    let api = SeedApi::with_tasks(vec![task(165, prompt)]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-    let evidence = tempfile::tempdir()?;
-
-    let mut config = http_config(&api_url, dir.path(), &sim);
-    config.max_attempts = 3;
-    config.evidence.dir = evidence.path().to_owned();
-    let result = run_bot_until(config, &api, |seen| seen.releases.len() == 1).await;
-    let _ = stop_api.send(());
-    let stats = sim.stats();
-    sim.shutdown().await;
-    result?;
+    let sim_config = SimulatorConfig { pause_ms: 300, ..SimulatorConfig::default() };
+    let mut scenario = Scenario::start(sim_config, &["a-first", "b-fresh"], vec![task(165, prompt)]).await?;
+    scenario.config.max_attempts = 3;
+    let Ran { stats, tokens, api, evidence } = scenario.run_until(|seen| seen.releases.len() == 1).await?;
 
     assert!(api.seen(|s| s.submits.is_empty()), "an empty answer is never submitted");
     let release = api.seen(|s| s.releases[0].1.clone());
@@ -565,20 +521,11 @@ async fn an_empty_answer_is_retried_in_new_conversations_then_on_a_fresh_session
 async fn two_browsers_in_one_process_answer_two_tasks_at_once_on_separate_sessions() -> Result<()> {
     // Slow first tokens: a bot with one browser could not take a second task before submitting
     // the first.
-    let config = SimulatorConfig { first_token_delay_ms: 1500, pause_ms: 300, ..SimulatorConfig::default() };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, config).await?;
-    let (dir, tokens) = sessions_dir(&sim, &["a-one", "b-two", "c-three"]).await?;
-    let api = SeedApi::with_tasks(vec![task(170, "Best compact cameras?"), task(171, "Best travel tripods?")]);
-    let (api_url, stop_api) = serve(api.clone()).await?;
-
-    let mut config = http_config(&api_url, dir.path(), &sim);
-    config.concurrency = 2;
-    let result = run_bot_until(config, &api, |seen| seen.submits.len() == 2).await;
-    let _ = stop_api.send(());
-    let stats = sim.stats();
-    sim.shutdown().await;
-    result?;
+    let sim_config = SimulatorConfig { first_token_delay_ms: 1500, pause_ms: 300, ..SimulatorConfig::default() };
+    let tasks = vec![task(170, "Best compact cameras?"), task(171, "Best travel tripods?")];
+    let mut scenario = Scenario::start(sim_config, &["a-one", "b-two", "c-three"], tasks).await?;
+    scenario.config.concurrency = 2;
+    let Ran { stats, tokens, api, .. } = scenario.run_until(|seen| seen.submits.len() == 2).await?;
 
     assert_eq!(api.seen(|s| s.order.clone()), ["task", "task", "submit", "submit"], "both in flight at once");
     let used: Vec<u64> = tokens.iter().map(|t| stats.answers_for_token(t)).collect();
