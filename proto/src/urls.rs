@@ -35,22 +35,76 @@ const TRACKING_PARAMS: &[&str] = &[
     "s_cid",
 ];
 
-fn is_tracking(name: &str) -> bool {
+/// Parameters that name where a click came from by their value: dropped when the value names
+/// an assistant (`ref=chatgpt.com`, `source=perplexity`), kept otherwise (`ref=v2` may be the
+/// page itself).
+const ATTRIBUTION_PARAMS: &[&str] = &["ref", "source", "src", "via", "referrer"];
+
+/// Names and hosts of the assistants as they appear in attribution values.
+const ASSISTANT_NAMES: &[&str] = &["chatgpt", "openai", "perplexity", "claude", "anthropic", "gemini", "copilot"];
+
+fn is_tracking(name: &str, value: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    lower.starts_with("utm_") || TRACKING_PARAMS.contains(&lower.as_str())
+    if lower.starts_with("utm_") || TRACKING_PARAMS.contains(&lower.as_str()) {
+        return true;
+    }
+    let value = value.to_ascii_lowercase();
+    ATTRIBUTION_PARAMS.contains(&lower.as_str()) && ASSISTANT_NAMES.iter().any(|name| value.contains(name))
+}
+
+/// Hosts (and their subdomains) that are assistants' own apps: a link there is the assistant's
+/// page (a conversation, a thread, a share link), never a source it read.
+const ASSISTANT_HOSTS: &[&str] = &[
+    "chatgpt.com",
+    "chat.openai.com",
+    "claude.ai",
+    "perplexity.ai",
+    "pplx.ai",
+    "gemini.google.com",
+    "copilot.microsoft.com",
+];
+
+/// Whether `url` (cleaned) is an assistant's own page rather than a source: chatgpt.com,
+/// claude.ai and perplexity.ai pages (threads, share links, sign-in), and search engine result
+/// pages (`google.*/search`, an unwrapped `/url` redirect, `bing.com/search`), and addresses
+/// of other schemes (`javascript:`, ChatGPT's `sandbox:` files). Text that does not parse as an
+/// absolute URL is left to the caller (the gateway keeps it as sent).
+pub fn is_assistant_page(url: &str) -> bool {
+    let Ok(url) = Url::parse(url.trim()) else {
+        return false;
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return true;
+    }
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
+    if ASSISTANT_HOSTS.iter().any(|own| host == *own || host.ends_with(&format!(".{own}"))) {
+        return true;
+    }
+    let bare = host.strip_prefix("www.").unwrap_or(host);
+    let google = bare.starts_with("google.") || bare == "google";
+    let path = url.path();
+    (google && matches!(path, "/search" | "/url" | "/sorry/index" | "/webhp" | "/"))
+        || (bare == "bing.com" && matches!(path, "/search" | "/ck/a"))
+        || (bare == "duckduckgo.com" && matches!(path, "/" | "/l/"))
 }
 
 /// The destination of a known redirect wrapper, or `None` when `url` is not one.
 ///
 /// Known wrappers: Google's `/url?q=` and `/url?url=` (search results, AI Overview references)
-/// on any `google.*` host or a relative `/url?`, and Bing's and DuckDuckGo's `?u=`/`?uddg=` forms.
+/// on any `google.*` host, Bing's `/ck/a?u=a1<base64url>`, DuckDuckGo's `/l/?uddg=` and
+/// Facebook's `l.php?u=`.
 fn redirect_target(url: &Url) -> Option<String> {
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let host = host.strip_prefix("www.").unwrap_or(&host);
     let google = host.starts_with("google.") || host == "google";
     let param = match url.path() {
         "/url" if google => ["q", "url"].as_slice(),
+        "/ck/a" if host == "bing.com" => {
+            return url.query_pairs().find(|(name, _)| name == "u").and_then(|(_, value)| bing_target(&value));
+        }
         "/l/" | "/l.php" if host.ends_with("duckduckgo.com") => ["uddg"].as_slice(),
+        "/l.php" if host.ends_with("facebook.com") => ["u"].as_slice(),
         _ => return None,
     };
     url.query_pairs()
@@ -58,12 +112,43 @@ fn redirect_target(url: &Url) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+/// Bing's `u` parameter: `a1` and the target URL in unpadded base64url.
+fn bing_target(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = value.strip_prefix("a1")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok()?;
+    let target = String::from_utf8(bytes).ok()?;
+    target.starts_with("http").then_some(target)
+}
+
+/// A fragment made of `name=value` pairs that are all tracking (`#utm_source=x&utm_medium=y`,
+/// as some newsletters and assistants append), or a text highlight (`#:~:text=`), or both: it
+/// points into the page, not at another page.
+fn is_tracking_fragment(fragment: &str) -> bool {
+    if fragment.starts_with(":~:") {
+        return true;
+    }
+    let pairs: Vec<&str> = fragment.split(['&', ';']).filter(|pair| !pair.is_empty()).collect();
+    !pairs.is_empty()
+        && pairs.iter().all(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            name.starts_with(":~:") || is_tracking(name, value)
+        })
+}
+
 /// The address with redirect wrappers unwrapped (up to three levels), `utm_*` and other
-/// tracking parameters removed (the rest of the query keeps its order), and a text-highlight
-/// fragment (`#:~:text=`) dropped. Text that is not an absolute URL comes back trimmed.
+/// tracking parameters removed wherever they sit (query or fragment, any case, percent-encoded
+/// names; the rest of the query keeps its order), attribution parameters naming an assistant
+/// (`ref=chatgpt.com`) removed, and a text-highlight fragment (`#:~:text=`) dropped. A
+/// protocol-relative address (`//host/path`) is read as https. Text that is not an absolute URL
+/// comes back trimmed.
 pub fn clean_url(raw: &str) -> String {
     let raw = raw.trim();
-    let Ok(mut url) = Url::parse(raw) else {
+    let parsed = match raw.strip_prefix("//") {
+        Some(rest) => Url::parse(&format!("https://{rest}")),
+        None => Url::parse(raw),
+    };
+    let Ok(mut url) = parsed else {
         return raw.to_owned();
     };
     for _ in 0..3 {
@@ -75,7 +160,7 @@ pub fn clean_url(raw: &str) -> String {
     if url.query().is_some() {
         let kept: Vec<(String, String)> = url
             .query_pairs()
-            .filter(|(name, _)| !is_tracking(name))
+            .filter(|(name, value)| !is_tracking(name, value))
             .map(|(n, v)| (n.into_owned(), v.into_owned()))
             .collect();
         if kept.is_empty() {
@@ -86,7 +171,7 @@ pub fn clean_url(raw: &str) -> String {
     }
     // A fragment that only carries a text highlight is a pointer into the page, not a different
     // page.
-    if url.fragment().is_some_and(|fragment| fragment.starts_with(":~:")) {
+    if url.fragment().is_some_and(is_tracking_fragment) {
         url.set_fragment(None);
     }
     url.to_string()
@@ -140,6 +225,61 @@ mod tests {
             clean_url("https://www.google.com/url?q=javascript:alert(1)"),
             "https://www.google.com/url?q=javascript%3Aalert%281%29"
         );
+    }
+
+    #[test]
+    fn tracking_is_removed_whatever_its_form() {
+        // Percent-encoded names, mixed case, a fragment of tracking pairs, attribution values.
+        assert_eq!(clean_url("https://a.example/x?utm%5Fsource=chatgpt.com&id=2"), "https://a.example/x?id=2");
+        assert_eq!(clean_url("https://a.example/x#utm_source=perplexity&utm_medium=chip"), "https://a.example/x");
+        assert_eq!(clean_url("https://a.example/x?ref=chatgpt.com"), "https://a.example/x");
+        assert_eq!(clean_url("https://a.example/x?source=Perplexity.AI&page=2"), "https://a.example/x?page=2");
+        assert_eq!(clean_url("https://a.example/x?ref=v2"), "https://a.example/x?ref=v2");
+        assert_eq!(clean_url("//a.example/x?utm_source=claude.ai"), "https://a.example/x");
+        assert_eq!(clean_url("HTTPS://A.EXAMPLE/x?UTM_SOURCE=y"), "https://a.example/x");
+        assert_eq!(clean_url("https://a.example/x#:~:text=best%20laptops"), "https://a.example/x");
+        // Bing's base64url wrapper, and a wrapper inside a wrapper.
+        assert_eq!(
+            clean_url(
+                "https://www.bing.com/ck/a?!&&p=abc&u=a1aHR0cHM6Ly93d3cucnRpbmdzLmNvbS9sYXB0b3A_dXRtX3NvdXJjZT14&ntb=1"
+            ),
+            "https://www.rtings.com/laptop"
+        );
+        assert_eq!(
+            clean_url(
+                "https://www.google.com/url?q=https%3A%2F%2Fduckduckgo.com%2Fl%2F%3Fuddg%3Dhttps%253A%252F%252Fexample.org%252Fc%253Futm_medium%253Dx"
+            ),
+            "https://example.org/c"
+        );
+    }
+
+    #[test]
+    fn assistant_pages_are_told_from_sources() {
+        for own in [
+            "https://www.perplexity.ai/search/best-laptops-Xy1",
+            "https://perplexity.ai/page/foo",
+            "https://chatgpt.com/c/6767",
+            "https://chat.openai.com/share/abc",
+            "https://claude.ai/chat/1234",
+            "https://www.google.com/search?q=laptops",
+            "https://www.google.co.uk/search?q=laptops",
+            "https://www.bing.com/search?q=x",
+            "javascript:void(0)",
+            "sandbox:/mnt/data/file.csv",
+        ] {
+            assert!(is_assistant_page(own), "{own}");
+        }
+        for source in [
+            "https://www.rtings.com/laptop",
+            "https://openai.com/index/gpt-5",
+            "https://docs.anthropic.com/en/docs",
+            "https://support.google.com/websearch/answer/1",
+            "https://blog.perplexity.ai.example.com/x",
+            "https://notperplexity.ai/x",
+            "not a url",
+        ] {
+            assert!(!is_assistant_page(source), "{source}");
+        }
     }
 
     #[test]

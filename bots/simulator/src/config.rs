@@ -42,7 +42,16 @@ pub struct SimulatorConfig {
     pub empty: bool,
     /// Serve the site's redesigned markup: other class names and test ids, as a site ships
     /// after a redesign. A bot keeps working only through its manifest's fallback selectors.
+    /// The same as `variant = "redesign"`.
     pub redesign: bool,
+    /// Which page variant the site serves ([`crate::Site::variants`] lists each site's): empty
+    /// or `current` for today's look-alike, `redesign`, or a variant built from another public
+    /// description of the site (other wrappers, sources in a dialog, a pane or a tab, late
+    /// sources, a stop control that clears early). Unknown names are refused.
+    pub variant: String,
+    /// Every answer's sources arrive late: the sources list, panel or dialog fills (or shows up)
+    /// only after the answer text has finished and the site's finish signals show.
+    pub late_sources: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -64,6 +73,8 @@ impl Default for SimulatorConfig {
             stall_ms: 600_000,
             empty: false,
             redesign: false,
+            variant: String::new(),
+            late_sources: false,
         }
     }
 }
@@ -77,9 +88,44 @@ pub enum ConfigError {
     /// A field is unknown or has the wrong type.
     #[error("invalid simulator config: {0}")]
     Invalid(#[from] serde_json::Error),
+    /// The site has no page variant of that name.
+    #[error("unknown variant {variant:?} for {site}: one of {known}")]
+    UnknownVariant {
+        /// The name asked for.
+        variant: String,
+        /// The site's id.
+        site: &'static str,
+        /// The site's variants, comma-separated.
+        known: String,
+    },
 }
 
 impl SimulatorConfig {
+    /// The page variant in force: `redesign` when that flag is set, else `variant`, `current`
+    /// when empty.
+    pub fn variant_name(&self) -> &str {
+        if self.redesign {
+            "redesign"
+        } else if self.variant.trim().is_empty() {
+            "current"
+        } else {
+            self.variant.trim()
+        }
+    }
+
+    /// This config for `site` when its variant is one the site serves.
+    pub fn checked(self, site: crate::Site) -> Result<Self, ConfigError> {
+        if site.variants().contains(&self.variant_name()) {
+            Ok(self)
+        } else {
+            Err(ConfigError::UnknownVariant {
+                variant: self.variant_name().to_owned(),
+                site: site.id(),
+                known: site.variants().join(", "),
+            })
+        }
+    }
+
     /// Returns this config with the fields present in `patch` replaced.
     pub fn patched(&self, patch: serde_json::Value) -> Result<Self, ConfigError> {
         let serde_json::Value::Object(patch) = patch else {
@@ -108,6 +154,26 @@ mod tests {
         assert!(base.patched(json!({"rate_limt": true})).is_err());
         assert!(base.patched(json!([1])).is_err());
         assert!(base.patched(json!({"pause_ms": "long"})).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn variants_are_checked_per_site() -> Result<(), ConfigError> {
+        let base = SimulatorConfig::default();
+        assert_eq!(base.variant_name(), "current");
+        for site in crate::Site::ALL {
+            assert_eq!(site.variants()[0], "current");
+            assert!(site.variants().len() >= 3, "{site:?} serves at least three variants");
+            for variant in site.variants() {
+                let config = base.patched(json!({"variant": variant}))?.checked(site)?;
+                assert_eq!(config.variant_name(), *variant);
+            }
+            assert!(matches!(
+                base.patched(json!({"variant": "no-such-variant"}))?.checked(site),
+                Err(ConfigError::UnknownVariant { .. })
+            ));
+        }
+        assert_eq!(SimulatorConfig { redesign: true, ..base }.variant_name(), "redesign");
         Ok(())
     }
 }

@@ -77,8 +77,11 @@ pub struct Simulator {
 
 impl Simulator {
     /// Serves a look-alike of `site` on `listener` in a background task. Bind `127.0.0.1:0` and
-    /// hand the listener over: the simulator is reachable as soon as this returns.
+    /// hand the listener over: the simulator is reachable as soon as this returns. A variant
+    /// the site does not serve is refused (`InvalidInput`).
     pub async fn start(listener: TcpListener, site: Site, config: SimulatorConfig) -> std::io::Result<Simulator> {
+        let config =
+            config.checked(site).map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
         let address = listener.local_addr()?;
         let base_url = format!("http://{}", browser_address(address));
         let state = SimState::new(site, base_url.clone(), config);
@@ -129,6 +132,7 @@ impl Simulator {
 
     /// Replaces the config; answers already streaming keep their timing.
     pub fn set_config(&self, config: SimulatorConfig) {
+        debug_assert!(config.clone().checked(self.site()).is_ok(), "unknown variant {:?}", config.variant_name());
         self.state.set_config(config);
     }
 

@@ -35,6 +35,18 @@ impl Site {
         }
     }
 
+    /// The page variants this site serves (`SimulatorConfig::variant`), today's look-alike
+    /// first. Each variant after `redesign` follows another public description of the real
+    /// site; the site module's doc comment says which.
+    pub fn variants(self) -> &'static [&'static str] {
+        match self {
+            Site::ChatGpt => crate::sites::chatgpt::VARIANTS,
+            Site::Claude => crate::sites::claude::VARIANTS,
+            Site::Perplexity => crate::sites::perplexity::VARIANTS,
+            Site::GoogleAiOverview => crate::sites::google_ai_overview::VARIANTS,
+        }
+    }
+
     /// The product name a page shows.
     pub fn title(self) -> &'static str {
         match self {

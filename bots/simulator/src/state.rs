@@ -179,7 +179,7 @@ impl SimState {
     /// config now in force.
     pub fn patch_config(&self, patch: serde_json::Value) -> Result<SimulatorConfig, ConfigError> {
         let mut config = self.inner.config.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        *config = config.patched(patch)?;
+        *config = config.patched(patch)?.checked(self.inner.site)?;
         Ok(config.clone())
     }
 

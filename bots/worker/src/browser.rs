@@ -347,11 +347,13 @@ async fn stop_xvfb(xvfb: Option<Xvfb>) {
     }
 }
 
-/// Makes scripts and client hints agree with the user agent, and hides `navigator.webdriver`,
-/// for every document this page loads from now on.
+/// Makes scripts and client hints agree with the user agent, hides `navigator.webdriver`, and
+/// tees the assistant's response streams ([`crate::adapter::stream`]), for every document this
+/// page loads from now on.
 async fn apply_identity(driver: &WebDriver, identity: &Identity) -> Result<(), BrowserError> {
     let cdp = driver.cdp();
     cdp.page().add_script_to_evaluate_on_new_document(STEALTH_SCRIPT).await?;
+    cdp.page().add_script_to_evaluate_on_new_document(crate::adapter::stream::TEE_SCRIPT).await?;
     cdp.send_raw("Emulation.setUserAgentOverride", identity.user_agent_override()).await?;
     Ok(())
 }

@@ -32,7 +32,9 @@ use std::future::Future;
 use anyhow::Context;
 use tokio::sync::watch;
 
-pub use adapter::{Adapter, AnswerKind, AnyAdapter, AskError, Captured, ChatGpt, Citation, Manifest};
+pub use adapter::{
+    Adapter, AnswerKind, AnyAdapter, AskError, Captured, ChatGpt, Citation, FoundIn, Manifest, Product, Reading,
+};
 pub use browser::{Browser, BrowserError, BrowserOptions};
 pub use config::{Args, BotConfig, SessionSourceConfig, TaskSourceConfig};
 

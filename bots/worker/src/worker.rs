@@ -301,6 +301,7 @@ impl<A: Adapter> Worker<A> {
         };
         match result {
             Ok(captured) => {
+                let reading = &captured.reading;
                 tracing::info!(
                     session,
                     citations = captured.citations.len(),
@@ -308,8 +309,38 @@ impl<A: Adapter> Worker<A> {
                     model = captured.model.as_deref().unwrap_or(""),
                     ttft_ms = captured.ttft.map(|t| t.as_millis() as u64),
                     total_ms = captured.total.as_millis() as u64,
+                    finish_signals = reading.finish_signals.join(","),
+                    missing_roles = reading.missing_roles.join(","),
+                    read_by_fallback = reading.read_by_fallback,
+                    confidence = reading.confidence(),
+                    search_queries = captured.search_queries.len(),
+                    products = captured.products.len(),
                     "answer captured"
                 );
+                if let Some(disagreement) = &reading.disagreement {
+                    // The answer stands (the merged list keeps both sides); the page is kept so
+                    // someone can see which side the selectors missed.
+                    let manifest = self.adapter.manifest();
+                    let case = Case {
+                        evaluation_id: task.evaluation_id,
+                        attempt: attempt_no,
+                        class: "sources-disagree",
+                        error: disagreement,
+                        assistant: self.adapter.assistant(),
+                        manifest_version: &manifest.version,
+                        manifest_fingerprint: &manifest.fingerprint,
+                    };
+                    let kept = match self.active.as_ref() {
+                        Some(active) => self.settings.evidence.keep(active.browser.driver(), case).await,
+                        None => None,
+                    };
+                    tracing::warn!(
+                        session,
+                        evidence = kept.as_deref().unwrap_or(""),
+                        disagreement,
+                        "page and response stream disagree about the sources"
+                    );
+                }
                 Attempt::Answer(captured)
             }
             Err(error) => {

@@ -62,6 +62,19 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
     assert_eq!(capture.time_to_complete, Some(prost_types::Duration { seconds: 2, nanos: 500_000_000 }));
     assert_eq!((capture.adapter_version.as_str(), capture.adapter_fingerprint.as_str()), ("2026.11.1", "abcdef012345"));
     assert_eq!(capture.response_html, "<p><strong>Buy the MacBook Air</strong></p>");
+    assert_eq!(capture.finish_signals, vec!["stop-gone", "action-bar"]);
+    assert_eq!(capture.missing_roles, vec!["turn"]);
+    assert!(!capture.read_by_fallback);
+    assert!((capture.confidence - 0.9).abs() < 1e-6);
+    assert_eq!(answer.citations[0].found_in, aap_proto::v1::CitationOrigin::Both as i32);
+    assert_eq!(answer.search_queries, vec!["best laptops under 1000", "laptop reviews 2026"]);
+    assert_eq!(answer.products.len(), 1);
+    let product = &answer.products[0];
+    assert_eq!(
+        (product.name.as_str(), product.url.as_str(), product.price.as_str(), product.position),
+        ("Acer Swift Go 14", "https://shop.example/acer", "$749.99", 1),
+        "product links are cleaned like citations"
+    );
     assert_eq!(answer.bot_id, "test-bot");
     assert_eq!(answer.account_id, "", "no lease, no account");
     assert_eq!(completed(&events).answered, 1);
@@ -312,6 +325,43 @@ async fn a_search_without_an_overview_is_an_answer_of_its_own_kind_and_bad_submi
                 time_to_complete: Some(prost_types::Duration { seconds: -1, nanos: 0 }),
                 ..Default::default()
             }),
+            ..base.clone()
+        },
+        SubmitRequest {
+            response_text: "x".into(),
+            citations: vec![aap_proto::v1::Citation {
+                url: "https://a.example".into(),
+                found_in: 7,
+                ..Default::default()
+            }],
+            ..base.clone()
+        },
+        // What rides along with an answer is bounded and made of names, not free text.
+        SubmitRequest { response_text: "x".into(), search_queries: vec!["q".into(); 65], ..base.clone() },
+        SubmitRequest { response_text: "x".into(), search_queries: vec!["q".repeat(1001)], ..base.clone() },
+        SubmitRequest {
+            response_text: "x".into(),
+            products: vec![aap_proto::v1::Product { name: "p".into(), ..Default::default() }; 65],
+            ..base.clone()
+        },
+        SubmitRequest {
+            response_text: "x".into(),
+            capture: Some(Capture { confidence: 1.5, ..Default::default() }),
+            ..base.clone()
+        },
+        SubmitRequest {
+            response_text: "x".into(),
+            capture: Some(Capture { confidence: f32::NAN, ..Default::default() }),
+            ..base.clone()
+        },
+        SubmitRequest {
+            response_text: "x".into(),
+            capture: Some(Capture { finish_signals: vec!["stop gone; DROP TABLE".into()], ..Default::default() }),
+            ..base.clone()
+        },
+        SubmitRequest {
+            response_text: "x".into(),
+            capture: Some(Capture { missing_roles: vec!["turn\u{0}".into()], ..Default::default() }),
             ..base.clone()
         },
     ];

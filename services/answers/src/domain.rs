@@ -15,8 +15,9 @@ use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
 use aap_platform::assistants::{self, ANY_PLAN};
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::{
-    Answer, AnswerEvent, AnswerKind, Capture, Citation, CitationKind, Completed, EvaluationFailed, EvaluationProgress,
-    EvaluationScheduled, EvaluationState, MatchKind, PromptMatched, Suggestion, Suggestions,
+    Answer, AnswerEvent, AnswerKind, Capture, Citation, CitationKind, CitationOrigin, Completed, EvaluationFailed,
+    EvaluationProgress, EvaluationScheduled, EvaluationState, MatchKind, Product, PromptMatched, Suggestion,
+    Suggestions,
 };
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -178,6 +179,12 @@ fn to_answer(row: &AnswerRow) -> Answer {
                     evals_model::CitationKind::Inline => CitationKind::Inline,
                     evals_model::CitationKind::Listed => CitationKind::Listed,
                 } as i32,
+                found_in: match c.found_in {
+                    evals_model::CitationOrigin::Unspecified => CitationOrigin::Unspecified,
+                    evals_model::CitationOrigin::Page => CitationOrigin::Page,
+                    evals_model::CitationOrigin::Stream => CitationOrigin::Stream,
+                    evals_model::CitationOrigin::Both => CitationOrigin::Both,
+                } as i32,
             })
             .collect(),
         captured_at: Some(timestamp(row.captured_at)),
@@ -193,7 +200,23 @@ fn to_answer(row: &AnswerRow) -> Answer {
             time_to_complete: row.total_ms.map(duration_ms),
             adapter_version: row.adapter_version.clone(),
             adapter_fingerprint: row.adapter_fingerprint.clone(),
+            finish_signals: row.finish_signals.clone(),
+            missing_roles: row.missing_roles.clone(),
+            read_by_fallback: row.read_by_fallback,
+            confidence: row.confidence.unwrap_or_default(),
         }),
+        search_queries: row.search_queries.0.clone(),
+        products: row
+            .products
+            .iter()
+            .map(|p| Product {
+                name: p.name.clone(),
+                url: p.url.clone(),
+                price: p.price.clone(),
+                merchant: p.merchant.clone(),
+                position: p.position,
+            })
+            .collect(),
         account_id: row.account_id.clone(),
         account_label: row.account_label.clone(),
         bot_id: row.bot_id.clone(),

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
-use crate::model::{AnswerKind, Capture, RawCitation, ResultMessage, Status, clean_citations};
+use crate::model::{AnswerKind, Capture, Product, RawCitation, ResultMessage, Status, clean_citations, clean_products};
 use crate::queue::{Queue, Settle};
 use crate::store::{self, ClaimOutcome, EvaluationRow};
 use crate::{EvalError, EvalResult};
@@ -47,6 +47,38 @@ pub struct Submission {
     pub lease_id: String,
     pub kind: AnswerKind,
     pub capture: Capture,
+    /// The web searches the assistant ran, in order.
+    pub search_queries: Vec<String>,
+    /// Products shown with the answer, in order (cleaned on submit).
+    pub products: Vec<Product>,
+}
+
+/// Most search queries and products one answer may carry, and the longest query kept.
+pub const MAX_SEARCH_QUERIES: usize = 64;
+pub const MAX_PRODUCTS: usize = 64;
+pub const MAX_QUERY_CHARS: usize = 1000;
+
+/// Bounds what a submission may carry beside its text: a bot that sends more is broken, and
+/// an unbounded list would ride along with every cached answer.
+fn check_extras(submission: &Submission) -> EvalResult<()> {
+    if submission.search_queries.len() > MAX_SEARCH_QUERIES {
+        return Err(EvalError::invalid("search_queries", format!("at most {MAX_SEARCH_QUERIES} queries")));
+    }
+    if submission.search_queries.iter().any(|q| q.chars().count() > MAX_QUERY_CHARS) {
+        return Err(EvalError::invalid(
+            "search_queries",
+            format!("a query has more than {MAX_QUERY_CHARS} characters"),
+        ));
+    }
+    if submission.products.len() > MAX_PRODUCTS {
+        return Err(EvalError::invalid("products", format!("at most {MAX_PRODUCTS} products")));
+    }
+    if let Some(confidence) = submission.capture.confidence
+        && !(0.0..=1.0).contains(&confidence)
+    {
+        return Err(EvalError::invalid("capture.confidence", format!("{confidence} is outside [0, 1]")));
+    }
+    Ok(())
 }
 
 /// What a bot serves: (assistant id, normalised plan) pairs.
@@ -178,6 +210,7 @@ impl Gateway {
             }
             _ => {}
         }
+        check_extras(&submission)?;
         let Some(row) = store::mark_submitted(&self.pool, id).await? else {
             return Err(self.state_error(id, "cannot take an answer").await);
         };
@@ -200,6 +233,13 @@ impl Gateway {
             trace_context: aap_platform::telemetry::current_context(),
             kind: submission.kind,
             capture: submission.capture,
+            search_queries: submission
+                .search_queries
+                .into_iter()
+                .map(|q| q.trim().to_owned())
+                .filter(|q| !q.is_empty())
+                .collect(),
+            products: clean_products(submission.products),
         };
         if let Err(err) = self.queue.publish_result(&result).await {
             store::unmark_submitted(&self.pool, id).await?;

@@ -16,8 +16,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::gateway::{ClaimInput, Gateway, Submission, parse_serves, timestamp};
-use crate::model::{AnswerKind, Capture, CitationKind, RawCitation};
-use aap_proto::v1::{AnswerKind as ProtoAnswerKind, CitationKind as ProtoCitationKind};
+use crate::model::{AnswerKind, Capture, CitationKind, CitationOrigin, Product, RawCitation};
+use aap_proto::v1::{
+    AnswerKind as ProtoAnswerKind, CitationKind as ProtoCitationKind, CitationOrigin as ProtoCitationOrigin,
+};
 
 /// The tonic service.
 #[derive(Clone)]
@@ -57,7 +59,41 @@ fn parse_citation(c: aap_proto::v1::Citation) -> Result<RawCitation, Status> {
         Ok(ProtoCitationKind::Listed) => CitationKind::Listed,
         Err(_) => return Err(Status::invalid_argument(format!("invalid citations.kind: unknown value {}", c.kind))),
     };
-    Ok(RawCitation { url: c.url, title: c.title, kind })
+    let found_in = match ProtoCitationOrigin::try_from(c.found_in) {
+        Ok(ProtoCitationOrigin::Unspecified) => CitationOrigin::Unspecified,
+        Ok(ProtoCitationOrigin::Page) => CitationOrigin::Page,
+        Ok(ProtoCitationOrigin::Stream) => CitationOrigin::Stream,
+        Ok(ProtoCitationOrigin::Both) => CitationOrigin::Both,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!("invalid citations.found_in: unknown value {}", c.found_in)));
+        }
+    };
+    Ok(RawCitation { url: c.url, title: c.title, kind, found_in })
+}
+
+fn parse_product(p: aap_proto::v1::Product) -> Product {
+    Product { name: p.name, url: p.url, price: p.price, merchant: p.merchant, position: p.position }
+}
+
+/// Signal and role names: short tokens, never free text.
+fn parse_names(field: &str, names: Vec<String>) -> Result<Vec<String>, Status> {
+    if names.len() > 32 {
+        return Err(Status::invalid_argument(format!("invalid capture.{field}: at most 32 names")));
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let name = name.trim().to_owned();
+            let token = !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if token {
+                Ok(name)
+            } else {
+                Err(Status::invalid_argument(format!("invalid capture.{field}: {name:?} is not a name")))
+            }
+        })
+        .collect()
 }
 
 fn parse_capture(c: Option<aap_proto::v1::Capture>) -> Result<Capture, Status> {
@@ -70,6 +106,11 @@ fn parse_capture(c: Option<aap_proto::v1::Capture>) -> Result<Capture, Status> {
         total_ms: parse_millis("time_to_complete", c.time_to_complete)?,
         adapter_version: c.adapter_version.trim().to_owned(),
         adapter_fingerprint: c.adapter_fingerprint.trim().to_owned(),
+        finish_signals: parse_names("finish_signals", c.finish_signals)?,
+        missing_roles: parse_names("missing_roles", c.missing_roles)?,
+        read_by_fallback: c.read_by_fallback,
+        // 0 is what a bot that does not say sends.
+        confidence: (c.confidence != 0.0).then_some(c.confidence),
     })
 }
 
@@ -157,6 +198,8 @@ impl EvaluationService for EvaluationGrpc {
             lease_id: req.lease_id,
             kind: parse_kind(req.kind)?,
             capture: parse_capture(req.capture)?,
+            search_queries: req.search_queries,
+            products: req.products.into_iter().map(parse_product).collect(),
         };
         self.gateway.submit(submission).await?;
         Ok(Response::new(SubmitResponse { evaluation_id: req.evaluation_id, status: "submitted".into() }))

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::EvalError;
 use crate::gateway::{Gateway, Submission, parse_serves};
-use crate::model::{AnswerKind, Capture, CitationKind, RawCitation};
+use crate::model::{AnswerKind, Capture, CitationKind, CitationOrigin, RawCitation};
 
 #[derive(Clone)]
 struct ApiState {
@@ -195,13 +195,20 @@ async fn submit(
             .answer
             .citations
             .into_iter()
-            .map(|c| RawCitation { url: c.url, title: c.text.unwrap_or_default(), kind: CitationKind::Unspecified })
+            .map(|c| RawCitation {
+                url: c.url,
+                title: c.text.unwrap_or_default(),
+                kind: CitationKind::Unspecified,
+                found_in: CitationOrigin::Unspecified,
+            })
             .collect(),
         captured_at: Some(body.answer.timestamp),
         bot_id: "http-bot".to_owned(),
         lease_id: String::new(),
         kind: AnswerKind::Text,
         capture: Capture::default(),
+        search_queries: Vec::new(),
+        products: Vec::new(),
     };
     state.gateway.submit(submission).await?;
     Ok(Json(SubmitReply { evaluation_id: body.evaluation_id, status: "submitted" }))

@@ -75,6 +75,41 @@ pub struct Citation {
     /// Cited in the text or only listed; absent in rows stored before it was recorded.
     #[serde(default, skip_serializing_if = "CitationKind::is_unspecified")]
     pub kind: CitationKind,
+    /// Found in the page, the response stream or both; absent when the bot did not say.
+    #[serde(default, skip_serializing_if = "CitationOrigin::is_unspecified")]
+    pub found_in: CitationOrigin,
+}
+
+/// Where a bot found a source (`aap.v1.CitationOrigin`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CitationOrigin {
+    /// The bot did not say.
+    #[default]
+    Unspecified,
+    /// Only in the rendered page.
+    Page,
+    /// Only in the assistant's response stream.
+    Stream,
+    /// In both.
+    Both,
+}
+
+impl CitationOrigin {
+    fn is_unspecified(&self) -> bool {
+        *self == CitationOrigin::Unspecified
+    }
+}
+
+/// A product the assistant showed with its answer (`aap.v1.Product`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Product {
+    pub name: String,
+    pub url: String,
+    pub price: String,
+    pub merchant: String,
+    pub position: u32,
 }
 
 /// How an answer presented a source (`aap.v1.CitationKind`).
@@ -102,6 +137,7 @@ pub struct RawCitation {
     pub url: String,
     pub title: String,
     pub kind: CitationKind,
+    pub found_in: CitationOrigin,
 }
 
 /// What kind of result an answer is (`aap.v1.AnswerKind`), as stored in `answers.kind`.
@@ -138,7 +174,7 @@ impl FromStr for AnswerKind {
 }
 
 /// How a bot captured an answer (`aap.v1.Capture`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Capture {
     pub response_html: String,
@@ -148,6 +184,14 @@ pub struct Capture {
     pub total_ms: Option<i64>,
     pub adapter_version: String,
     pub adapter_fingerprint: String,
+    /// The signals that together said the answer was complete.
+    pub finish_signals: Vec<String>,
+    /// Manifest roles not found on the page.
+    pub missing_roles: Vec<String>,
+    /// The text was read from the whole message, not the answer element.
+    pub read_by_fallback: bool,
+    /// The bot's confidence in the capture, in [0, 1]; `None` when it did not say.
+    pub confidence: Option<f32>,
 }
 
 /// What the task stream carries for one evaluation.
@@ -178,19 +222,54 @@ pub struct ResultMessage {
     pub kind: AnswerKind,
     #[serde(default)]
     pub capture: Capture,
+    /// The web searches the assistant ran, in order.
+    #[serde(default)]
+    pub search_queries: Vec<String>,
+    /// Products shown with the answer, in order.
+    #[serde(default)]
+    pub products: Vec<Product>,
 }
 
 /// Cleans the citations a bot sent with the contract's rule (`aap_proto::urls`): drops blank
-/// urls, unwraps redirects, strips tracking parameters, fills the domain and renumbers positions
-/// in the given order. Urls that do not parse are kept as sent.
+/// urls and the assistants' own pages (a chatgpt.com conversation, a google.com search are never
+/// sources), unwraps redirects, strips tracking parameters, fills the domain and renumbers
+/// positions in the given order. Urls that do not parse are kept as sent.
 pub fn clean_citations(raw: impl IntoIterator<Item = RawCitation>) -> Vec<Citation> {
     raw.into_iter()
         .filter(|c| !c.url.trim().is_empty())
+        .map(|c| (aap_proto::urls::clean_url(&c.url), c))
+        .filter(|(url, _)| !aap_proto::urls::is_assistant_page(url))
         .enumerate()
-        .map(|(i, c)| {
-            let url = aap_proto::urls::clean_url(&c.url);
+        .map(|(i, (url, c))| {
             let domain = aap_proto::urls::domain_of(&url);
-            Citation { url, title: c.title.trim().to_owned(), domain, position: i as u32 + 1, kind: c.kind }
+            Citation {
+                url,
+                title: c.title.trim().to_owned(),
+                domain,
+                position: i as u32 + 1,
+                kind: c.kind,
+                found_in: c.found_in,
+            }
+        })
+        .collect()
+}
+
+/// Cleans the products a bot sent: blank names dropped, urls cleaned like citations (an
+/// assistant's own page is no product link), text trimmed, positions renumbered in order.
+pub fn clean_products(raw: impl IntoIterator<Item = Product>) -> Vec<Product> {
+    raw.into_iter()
+        .filter(|p| !p.name.trim().is_empty())
+        .enumerate()
+        .map(|(i, p)| {
+            let url = aap_proto::urls::clean_url(&p.url);
+            let url = if aap_proto::urls::is_assistant_page(&url) { String::new() } else { url };
+            Product {
+                name: p.name.trim().to_owned(),
+                url,
+                price: p.price.trim().to_owned(),
+                merchant: p.merchant.trim().to_owned(),
+                position: i as u32 + 1,
+            }
         })
         .collect()
 }
@@ -201,7 +280,12 @@ mod tests {
 
     #[test]
     fn citations_lose_tracking_parameters_and_gain_domain_and_position() {
-        let raw = |url: &str, title: &str, kind| RawCitation { url: url.into(), title: title.into(), kind };
+        let raw = |url: &str, title: &str, kind| RawCitation {
+            url: url.into(),
+            title: title.into(),
+            kind,
+            found_in: CitationOrigin::Unspecified,
+        };
         let cleaned = clean_citations([
             raw("https://www.techradar.com/best/laptops?utm_source=chatgpt.com", " TechRadar ", CitationKind::Inline),
             raw("https://example.com/a?id=3&utm_medium=x&fbclid=1", "Ex", CitationKind::Listed),
@@ -217,6 +301,52 @@ mod tests {
         assert_eq!((cleaned[0].kind, cleaned[1].kind), (CitationKind::Inline, CitationKind::Listed));
         assert_eq!(cleaned[2].url, "not a url");
         assert_eq!(cleaned[2].position, 3);
+    }
+
+    #[test]
+    fn the_assistants_own_pages_are_never_sources_and_positions_close_up() {
+        let raw = |url: &str| RawCitation {
+            url: url.into(),
+            title: String::new(),
+            kind: CitationKind::Inline,
+            found_in: CitationOrigin::Both,
+        };
+        let cleaned = clean_citations([
+            raw("https://www.perplexity.ai/search/best-laptops-abc"),
+            raw("https://example.com/a?utm_source=perplexity"),
+            raw("https://chatgpt.com/c/123"),
+            raw("https://www.google.com/search?q=laptops"),
+            raw("https://claude.ai/chat/1"),
+            raw("https://rtings.com/b"),
+        ]);
+        let got: Vec<(&str, u32, CitationOrigin)> =
+            cleaned.iter().map(|c| (c.url.as_str(), c.position, c.found_in)).collect();
+        assert_eq!(
+            got,
+            vec![("https://example.com/a", 1, CitationOrigin::Both), ("https://rtings.com/b", 2, CitationOrigin::Both)]
+        );
+    }
+
+    #[test]
+    fn products_are_trimmed_cleaned_and_renumbered() {
+        let product = |name: &str, url: &str| Product {
+            name: name.into(),
+            url: url.into(),
+            price: " $749.99 ".into(),
+            merchant: "Best Buy ".into(),
+            position: 9,
+        };
+        let cleaned = clean_products([
+            product(" Acer Swift Go 14 ", "https://shop.example/p?id=1&utm_source=chatgpt.com"),
+            product("  ", "https://shop.example/q"),
+            product("Dell XPS 13", "https://chatgpt.com/c/1"),
+        ]);
+        assert_eq!(cleaned.len(), 2);
+        assert_eq!(
+            (cleaned[0].name.as_str(), cleaned[0].url.as_str(), cleaned[0].price.as_str(), cleaned[0].position),
+            ("Acer Swift Go 14", "https://shop.example/p?id=1", "$749.99", 1)
+        );
+        assert_eq!((cleaned[1].url.as_str(), cleaned[1].merchant.as_str(), cleaned[1].position), ("", "Best Buy", 2));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use sqlx::types::Json;
 // Queries built with format! only splice in the constant column lists above, never input.
 use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
-use crate::model::{Citation, ResultMessage, Status};
+use crate::model::{Citation, Product, ResultMessage, Status};
 
 /// One evaluation as stored, with its prompt's text.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -56,6 +56,12 @@ pub struct AnswerRow {
     pub total_ms: Option<i64>,
     pub adapter_version: String,
     pub adapter_fingerprint: String,
+    pub finish_signals: Vec<String>,
+    pub missing_roles: Vec<String>,
+    pub read_by_fallback: bool,
+    pub confidence: Option<f32>,
+    pub search_queries: Json<Vec<String>>,
+    pub products: Json<Vec<Product>>,
     pub bot_id: String,
     /// The leased account (its id as text), empty when none was leased.
     pub account_id: String,
@@ -126,7 +132,8 @@ pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Result<Ve
     sqlx::query_as(
         "SELECT a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, a.response_markdown, \
          a.citations, a.captured_at, a.kind, a.response_html, a.model, a.web_search, a.ttft_ms, a.total_ms, \
-         a.adapter_version, a.adapter_fingerprint, a.bot_id, \
+         a.adapter_version, a.adapter_fingerprint, a.finish_signals, a.missing_roles, a.read_by_fallback, \
+         a.confidence, a.search_queries, a.products, a.bot_id, \
          COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
          FROM answers a \
          LEFT JOIN session_leases l ON l.id::text = a.lease_id \
@@ -273,8 +280,10 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
     let inserted = sqlx::query(
         "INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
          response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
-         web_search, ttft_ms, total_ms, adapter_version, adapter_fingerprint) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+         web_search, ttft_ms, total_ms, adapter_version, adapter_fingerprint, finish_signals, missing_roles, \
+         read_by_fallback, confidence, search_queries, products) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+         $21, $22, $23, $24) \
          ON CONFLICT (evaluation_id) DO NOTHING",
     )
     .bind(result.evaluation_id)
@@ -295,6 +304,12 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
     .bind(result.capture.total_ms)
     .bind(&result.capture.adapter_version)
     .bind(&result.capture.adapter_fingerprint)
+    .bind(&result.capture.finish_signals)
+    .bind(&result.capture.missing_roles)
+    .bind(result.capture.read_by_fallback)
+    .bind(result.capture.confidence)
+    .bind(Json(&result.search_queries))
+    .bind(Json(&result.products))
     .execute(&mut *tx)
     .await?
     .rows_affected()

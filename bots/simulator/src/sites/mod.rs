@@ -1,10 +1,10 @@
 //! One module per imitated site. Each exposes `routes()`: its pages and answer endpoints, with
 //! the quirks bots must handle on the real site.
 
-mod chatgpt;
-mod claude;
-mod google_ai_overview;
-mod perplexity;
+pub(crate) mod chatgpt;
+pub(crate) mod claude;
+pub(crate) mod google_ai_overview;
+pub(crate) mod perplexity;
 
 use axum::Router;
 

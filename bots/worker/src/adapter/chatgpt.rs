@@ -78,7 +78,12 @@ struct Extracted {
 }
 
 impl ChatGpt {
-    /// The selector roles this adapter needs in its manifest.
+    /// The roles an answer cannot be read without: the composer, the send control and the assistant's message (its answer element may be missing: read by fallback).
+    /// The manifest must list them; every other role is optional and its absence only lowers
+    /// the answer's confidence ([`super::Reading::missing`]).
+    pub const REQUIRED: &'static [&'static str] = &["composer", "send_button", "assistant_message"];
+
+    /// Every selector role this adapter reads from its manifest.
     pub const ROLES: &'static [&'static str] = &[
         "composer",
         "send_button",
@@ -325,6 +330,9 @@ impl Adapter for ChatGpt {
             kind: AnswerKind::Text,
             ttft,
             total,
+            reading: Default::default(),
+            search_queries: Vec::new(),
+            products: Vec::new(),
         })
     }
 }

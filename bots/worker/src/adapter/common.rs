@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
-use super::{AskError, Citation, Manifest};
-use aap_proto::urls::domain_of;
+use super::{AskError, Citation, FoundIn, Manifest};
+use aap_proto::urls::{domain_of, is_assistant_page};
 
 /// Consecutive failed page probes tolerated while the page navigates (a script cannot run
 /// during a navigation).
@@ -278,6 +278,30 @@ impl Progress {
     }
 }
 
+/// How long an answer must stay unchanged to count as a finish signal of its own
+/// (`quiet-long`): four settle windows, at least 3 s, longer than any mid-answer pause a site is
+/// known for.
+pub(super) fn long_quiet(settle: Duration) -> Duration {
+    settle.saturating_mul(4).max(Duration::from_secs(3))
+}
+
+/// The finish rule every adapter applies: an answer is complete once at least two independent
+/// signals say so and it has not changed for the settle window. `signals` are the adapter's
+/// (`stop-gone`, `action-bar`, `stream-done`, `streaming-false`, ...), each with whether it
+/// holds now; `quiet-long` (no change for [`long_quiet`]) joins them, so a page that lost one
+/// of its signals to a redesign still finishes, later. Text that still grows after a stop
+/// control cleared restarts the quiet time and is waited for. Returns the signals that held.
+pub(super) fn finished(signals: &[(&'static str, bool)], quiet: Duration, settle: Duration) -> Option<Vec<String>> {
+    if quiet < settle {
+        return None;
+    }
+    let mut held: Vec<String> = signals.iter().filter(|(_, on)| *on).map(|(name, _)| (*name).to_owned()).collect();
+    if quiet >= long_quiet(settle) {
+        held.push("quiet-long".to_owned());
+    }
+    (held.len() >= 2).then_some(held)
+}
+
 /// An error the page shows, by its text: the manifest's rate-limit patterns, or the
 /// assistant's own failure.
 pub(super) fn classify(manifest: &Manifest, text: &str) -> AskError {
@@ -341,9 +365,10 @@ pub(super) struct Source {
 }
 
 /// Inline citations in reading order, then the sources only listed, in the list's order; each
-/// URL once, numbered from 1. `url_of` turns an href into the source's clean URL (anything but
-/// a web address is left out). A title is the first one the list gives the URL, else the link's
-/// text, else the domain.
+/// URL once, numbered from 1, found in the page. `url_of` turns an href into the source's clean
+/// URL (anything but a web address is left out, and so are the assistants' own pages: a thread
+/// link or a search page is never a source). A title is the first one the list gives the URL,
+/// else the link's text, else the domain.
 pub(super) fn citations(links: &[Link], sources: &[Source], url_of: impl Fn(&str) -> String) -> Vec<Citation> {
     let listed: Vec<String> = sources.iter().map(|source| url_of(&source.href)).collect();
     let mut titles = HashMap::new();
@@ -358,7 +383,7 @@ pub(super) fn citations(links: &[Link], sources: &[Source], url_of: impl Fn(&str
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (url, text, inline) in inline.chain(only_listed) {
-        if !url.starts_with("http") || !seen.insert(url.clone()) {
+        if !url.starts_with("http") || is_assistant_page(&url) || !seen.insert(url.clone()) {
             continue;
         }
         let domain = domain_of(&url);
@@ -366,7 +391,7 @@ pub(super) fn citations(links: &[Link], sources: &[Source], url_of: impl Fn(&str
             let text = collapse(text);
             if text.is_empty() { domain.clone() } else { text }
         });
-        out.push(Citation { url, title, domain, position: out.len() as u32 + 1, inline });
+        out.push(Citation { url, title, domain, position: out.len() as u32 + 1, inline, found_in: FoundIn::Page });
     }
     out
 }
@@ -472,6 +497,39 @@ mod tests {
         let chip: Link = serde_json::from_value(serde_json::json!({ "href": "https://a.example/1" }))?;
         assert_eq!((chip.href.as_str(), chip.text.as_str()), ("https://a.example/1", ""));
         Ok(())
+    }
+
+    #[test]
+    fn two_signals_and_the_settle_window_finish_an_answer() {
+        let settle = Duration::from_millis(600);
+        let ms = Duration::from_millis;
+        // Two signals, not yet settled: text may still grow after the stop control cleared.
+        assert_eq!(finished(&[("stop-gone", true), ("action-bar", true)], ms(300), settle), None);
+        // One signal, settled: not enough.
+        assert_eq!(finished(&[("stop-gone", true), ("action-bar", false)], ms(700), settle), None);
+        assert_eq!(
+            finished(&[("stop-gone", true), ("action-bar", true), ("stream-done", false)], ms(700), settle),
+            Some(vec!["stop-gone".to_owned(), "action-bar".to_owned()])
+        );
+        // One signal and a long quiet: a page that lost a signal still finishes, later.
+        assert_eq!(
+            finished(&[("stop-gone", true), ("action-bar", false)], long_quiet(settle), settle),
+            Some(vec!["stop-gone".to_owned(), "quiet-long".to_owned()])
+        );
+        assert_eq!(finished(&[("stop-gone", false)], ms(100_000), settle), None);
+        assert_eq!(long_quiet(ms(600)), ms(3000));
+        assert_eq!(long_quiet(ms(1000)), ms(4000));
+    }
+
+    #[test]
+    fn own_pages_are_never_citations() {
+        let links = vec![
+            link("https://www.perplexity.ai/search/abc", "thread"),
+            link("https://a.example/1?utm_source=perplexity", "A"),
+        ];
+        let got = citations(&links, &[source("https://www.google.com/search?q=x", "search")], clean_url);
+        assert_eq!(summary(&got), vec![("https://a.example/1", "A", "a.example", 1, true)]);
+        assert_eq!(got[0].found_in, FoundIn::Page);
     }
 
     #[test]

@@ -126,3 +126,45 @@ function listedSources(root) {
     return { href: hrefOf(a), title: title ? textOf(title) : textOf(a) };
   });
 }
+
+// Controls and chrome inside a message that are never answer text.
+const NOT_TEXT = [
+  'button',
+  '[role="button"]',
+  '[role="toolbar"]',
+  'svg',
+  'nav',
+  'form',
+  'textarea',
+  'input',
+  'select',
+  'style',
+  'script',
+  'noscript',
+  'template',
+  '[aria-hidden="true"]',
+  '[hidden]',
+];
+
+// A deep copy of `node` without controls, nor anything ANY selector of `lists` finds (not only
+// the first selector that matches: a fallback read must drop every thinking block form).
+function copyWithoutAll(node, ...lists) {
+  const copy = node.cloneNode(true);
+  const selectors = NOT_TEXT.concat(...lists.map((list) => list || []));
+  for (const s of selectors) {
+    try {
+      copy.querySelectorAll(s).forEach((el) => el.remove());
+    } catch (_) {
+      // An invalid selector must not keep the others from being removed.
+    }
+  }
+  return copy;
+}
+
+// The text of a whole assistant message, less thinking blocks (and whatever else `lists` name)
+// and controls: how an answer is read when no answer selector matches. Returns the copy read
+// (for markdown and HTML) and its text.
+function fallbackRead(message, ...lists) {
+  const copy = copyWithoutAll(message, ...lists);
+  return { node: copy, text: measuredText(copy) };
+}

@@ -113,7 +113,12 @@ enum Waited {
 }
 
 impl GoogleAiOverview {
-    /// The selector roles this adapter needs in its manifest.
+    /// The roles an answer cannot be read without: the composer, the send control and the AI Overview block.
+    /// The manifest must list them; every other role is optional and its absence only lowers
+    /// the answer's confidence ([`super::Reading::missing`]).
+    pub const REQUIRED: &'static [&'static str] = &["composer", "results", "overview"];
+
+    /// Every selector role this adapter reads from its manifest.
     pub const ROLES: &'static [&'static str] = &[
         "composer",
         "login_wall",
@@ -388,6 +393,9 @@ impl GoogleAiOverview {
             kind: AnswerKind::Text,
             ttft,
             total,
+            reading: Default::default(),
+            search_queries: Vec::new(),
+            products: Vec::new(),
         })
     }
 }
@@ -419,6 +427,9 @@ impl Adapter for GoogleAiOverview {
                     kind: AnswerKind::NoOverview,
                     ttft: None,
                     total: sent_at.elapsed(),
+                    reading: Default::default(),
+                    search_queries: Vec::new(),
+                    products: Vec::new(),
                 });
             }
         };

@@ -10,6 +10,7 @@ mod common;
 mod google_ai_overview;
 mod manifest;
 mod perplexity;
+pub mod stream;
 
 use std::future::Future;
 use std::time::Duration;
@@ -39,6 +40,73 @@ pub struct Citation {
     pub position: u32,
     /// Cited inline in the answer text (true) or only listed among the sources (false).
     pub inline: bool,
+    /// Where the bot found it: the page, the assistant's response stream, or both.
+    pub found_in: FoundIn,
+}
+
+/// Where a source was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FoundIn {
+    /// Only in the rendered page.
+    #[default]
+    Page,
+    /// Only in the assistant's own response stream.
+    Stream,
+    /// In the page and in the stream alike.
+    Both,
+}
+
+/// A product the assistant showed with its answer (a shopping card).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Product {
+    /// The product's name as shown.
+    pub name: String,
+    /// Where the card links to, cleaned; empty when it links nowhere.
+    pub url: String,
+    /// The price as shown, currency included; empty when none.
+    pub price: String,
+    /// The merchant or brand shown with it; empty when none.
+    pub merchant: String,
+}
+
+/// How an answer was read: what ended it, what the page lacked, and what did not add up.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Reading {
+    /// The independent signals that together said the answer was complete (`stop-gone`,
+    /// `action-bar`, `stream-done`, `streaming-false`, `quiet-long`, ...), in a fixed order.
+    pub finish_signals: Vec<String>,
+    /// Manifest roles looked for and not found (the answer was read without them).
+    pub missing_roles: Vec<String>,
+    /// No answer element matched: the text is the assistant message's, less thinking blocks and
+    /// controls.
+    pub read_by_fallback: bool,
+    /// Where the page and the response stream disagreed about the sources, said in a line;
+    /// `None` when they agree or there was no stream to compare with.
+    pub disagreement: Option<String>,
+}
+
+impl Reading {
+    /// Notes `role` as missing (once).
+    pub fn missing(&mut self, role: &str) {
+        if !self.missing_roles.iter().any(|r| r == role) {
+            tracing::warn!(role, "no element for an optional role; reading the answer without it");
+            self.missing_roles.push(role.to_owned());
+        }
+    }
+
+    /// How sure the bot is that it read the whole answer and its sources, in [0.1, 1]: 1 when
+    /// nothing was missing, 0.1 less per missing role, 0.3 less for a fallback read, 0.2 less
+    /// when page and stream disagree.
+    pub fn confidence(&self) -> f32 {
+        let mut confidence = 1.0 - 0.1 * self.missing_roles.len() as f32;
+        if self.read_by_fallback {
+            confidence -= 0.3;
+        }
+        if self.disagreement.is_some() {
+            confidence -= 0.2;
+        }
+        confidence.clamp(0.1, 1.0)
+    }
 }
 
 /// What kind of result a page gave.
@@ -72,6 +140,12 @@ pub struct Captured {
     pub ttft: Option<Duration>,
     /// From the click on send to the complete answer.
     pub total: Duration,
+    /// How the answer was read (finish signals, missing roles, fallback, disagreement).
+    pub reading: Reading,
+    /// The web searches the assistant ran, in order, from its response stream.
+    pub search_queries: Vec<String>,
+    /// Products the assistant showed, in order.
+    pub products: Vec<Product>,
 }
 
 /// Why no answer came back. Each class leads the worker to a different next step.
@@ -86,7 +160,8 @@ pub enum AskError {
     /// The assistant refused for too many messages: the account must cool down.
     #[error("the assistant rate limited the account: {0}")]
     RateLimited(String),
-    /// An element the adapter needs is not on the page: the selectors need an update.
+    /// An element the adapter cannot do without (composer, send, the answer) is not on the page:
+    /// the selectors need an update. Optional roles never fail an answer ([`Reading::missing`]).
     #[error("no element for role {0} on the page (the page changed: selectors need an update)")]
     SelectorMissing(&'static str),
     /// The answer did not complete before the deadline.
@@ -169,19 +244,19 @@ impl AnyAdapter {
         let manifest = Manifest::load(assistant, adapters_dir)?;
         Ok(match assistant {
             "chatgpt" => {
-                manifest.require(ChatGpt::ROLES)?;
+                manifest.require(ChatGpt::REQUIRED)?;
                 AnyAdapter::ChatGpt(ChatGpt::new(manifest, origin))
             }
             "claude" => {
-                manifest.require(Claude::ROLES)?;
+                manifest.require(Claude::REQUIRED)?;
                 AnyAdapter::Claude(Claude::new(manifest, origin))
             }
             "perplexity" => {
-                manifest.require(Perplexity::ROLES)?;
+                manifest.require(Perplexity::REQUIRED)?;
                 AnyAdapter::Perplexity(Perplexity::new(manifest, origin))
             }
             "google-ai-overview" => {
-                manifest.require(GoogleAiOverview::ROLES)?;
+                manifest.require(GoogleAiOverview::REQUIRED)?;
                 AnyAdapter::GoogleAiOverview(GoogleAiOverview::new(manifest, origin))
             }
             other => return Err(ManifestError::Unknown(other.to_owned())),

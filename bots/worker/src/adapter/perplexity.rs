@@ -69,7 +69,12 @@ struct Extracted {
 }
 
 impl Perplexity {
-    /// The selector roles this adapter needs in its manifest.
+    /// The roles an answer cannot be read without: the composer, the send control and the answer.
+    /// The manifest must list them; every other role is optional and its absence only lowers
+    /// the answer's confidence ([`super::Reading::missing`]).
+    pub const REQUIRED: &'static [&'static str] = &["composer", "submit_button", "answer"];
+
+    /// Every selector role this adapter reads from its manifest.
     pub const ROLES: &'static [&'static str] = &[
         "composer",
         "submit_button",
@@ -304,6 +309,9 @@ impl Adapter for Perplexity {
             kind: AnswerKind::Text,
             ttft,
             total,
+            reading: Default::default(),
+            search_queries: Vec::new(),
+            products: Vec::new(),
         })
     }
 }

@@ -12,15 +12,15 @@ use aap_proto::v1::claim_request::Msg as ClaimMsg;
 use aap_proto::v1::claim_response::Msg as ClaimReply;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use aap_proto::v1::{
-    AnswerKind as ProtoAnswerKind, Capture, Citation as ProtoCitation, CitationKind, ClaimHeartbeat, ClaimHello,
-    ClaimReady, ClaimRequest, ReleaseRequest, SubmitRequest, Target,
+    AnswerKind as ProtoAnswerKind, Capture, Citation as ProtoCitation, CitationKind, CitationOrigin, ClaimHeartbeat,
+    ClaimHello, ClaimReady, ClaimRequest, Product as ProtoProduct, ReleaseRequest, SubmitRequest, Target,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{SourceError, Submission, Task, with_retries};
-use crate::adapter::AnswerKind;
+use crate::adapter::{AnswerKind, FoundIn};
 use crate::grpc::AuthChannel;
 
 /// Heartbeat interval when the gateway's welcome gives no TTL.
@@ -98,6 +98,11 @@ impl ClaimSource {
                     domain: c.domain.clone(),
                     position: c.position,
                     kind: if c.inline { CitationKind::Inline } else { CitationKind::Listed } as i32,
+                    found_in: match c.found_in {
+                        FoundIn::Page => CitationOrigin::Page,
+                        FoundIn::Stream => CitationOrigin::Stream,
+                        FoundIn::Both => CitationOrigin::Both,
+                    } as i32,
                 })
                 .collect(),
             captured_at: Some(prost_types::Timestamp {
@@ -118,7 +123,24 @@ impl ClaimSource {
                 time_to_complete: prost_types::Duration::try_from(captured.total).ok(),
                 adapter_version: submission.adapter_version.to_owned(),
                 adapter_fingerprint: submission.adapter_fingerprint.to_owned(),
+                finish_signals: captured.reading.finish_signals.clone(),
+                missing_roles: captured.reading.missing_roles.clone(),
+                read_by_fallback: captured.reading.read_by_fallback,
+                confidence: captured.reading.confidence(),
             }),
+            search_queries: captured.search_queries.clone(),
+            products: captured
+                .products
+                .iter()
+                .enumerate()
+                .map(|(index, p)| ProtoProduct {
+                    name: p.name.clone(),
+                    url: p.url.clone(),
+                    price: p.price.clone(),
+                    merchant: p.merchant.clone(),
+                    position: index as u32 + 1,
+                })
+                .collect(),
         };
         let options = &self.options;
         with_retries("submit", options.submit_retry_attempts, options.submit_timeout, || {

@@ -289,3 +289,78 @@ pub fn assert_failed_only(sim: &Simulator, token: &str, rate_limited: u64, error
     assert_eq!(stats.by_token[token].errors, errors);
     assert_eq!(stats.answers_total, 0);
 }
+
+/// The scenarios of the variant matrix: every adapter reads every page variant of its site in
+/// each of them, and must return the full text and the exact citation list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Today's pacing (with a short pause mid-answer).
+    Normal,
+    /// Every delay four times longer.
+    Slow,
+    /// The sources list, panel or dialog fills only after the text has finished.
+    LateSources,
+    /// An answer without any source.
+    NoCitations,
+}
+
+impl Scenario {
+    /// Every scenario, in the order a matrix row runs them.
+    pub const ALL: [Scenario; 4] = [Scenario::Normal, Scenario::Slow, Scenario::LateSources, Scenario::NoCitations];
+
+    /// `base` with this scenario's knobs.
+    pub fn config(self, base: &SimulatorConfig) -> SimulatorConfig {
+        let base = SimulatorConfig { slow: false, late_sources: false, no_citations: false, ..base.clone() };
+        match self {
+            Scenario::Normal => base,
+            Scenario::Slow => SimulatorConfig { slow: true, ..base },
+            Scenario::LateSources => SimulatorConfig { late_sources: true, ..base },
+            Scenario::NoCitations => SimulatorConfig { no_citations: true, ..base },
+        }
+    }
+
+    /// Whether the answer has sources in this scenario.
+    pub fn cites(self) -> bool {
+        self != Scenario::NoCitations
+    }
+
+    /// A prompt of its own for `variant`, so every cell of the matrix asks something new (the
+    /// site counts answers per prompt).
+    pub fn prompt(self, variant: &str) -> String {
+        let topic = match self {
+            Scenario::Normal => "What are the best laptops under $1,000?",
+            Scenario::Slow => "Which running shoes suit flat feet?",
+            Scenario::LateSources => "How do heat pumps work in cold climates?",
+            Scenario::NoCitations => "Which CRM is best for a five-person startup?",
+        };
+        format!("{topic} ({variant})")
+    }
+}
+
+/// One row of the variant matrix: a simulator of `site` serving `variant` (from `base`), one
+/// browser, one session, and `check` run for every [`Scenario`] in turn with the prompt asked and
+/// the answer read. A failure names the variant and the scenario.
+pub async fn variant_row(
+    site: Site,
+    variant: &str,
+    base: SimulatorConfig,
+    check: impl AsyncFn(&Simulator, Scenario, &str, Captured) -> Result<()>,
+) -> Result<()> {
+    let config = SimulatorConfig { variant: variant.to_owned(), ..base };
+    with_browser(site, config.clone(), async |browser, sim, adapter| {
+        log_in(browser, sim, &format!("matrix-{variant}")).await?;
+        for scenario in Scenario::ALL {
+            sim.set_config(scenario.config(&config));
+            let prompt = scenario.prompt(variant);
+            let captured = adapter
+                .ask(browser.driver(), &prompt)
+                .await
+                .with_context(|| format!("{} variant {variant}, {scenario:?}: ask", site.id()))?;
+            check(sim, scenario, &prompt, captured)
+                .await
+                .with_context(|| format!("{} variant {variant}, {scenario:?}", site.id()))?;
+        }
+        Ok(())
+    })
+    .await
+}

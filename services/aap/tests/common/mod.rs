@@ -163,6 +163,7 @@ pub fn citation(url: &str, title: &str) -> aap_proto::v1::Citation {
         domain: String::new(),
         position: 0,
         kind: aap_proto::v1::CitationKind::Inline as i32,
+        found_in: aap_proto::v1::CitationOrigin::Both as i32,
     }
 }
 
@@ -188,7 +189,19 @@ pub async fn submit(app: &TestApp, evaluation_id: i64, text: &str) -> Result<(),
                 time_to_complete: Some(prost_types::Duration { seconds: 2, nanos: 500_000_000 }),
                 adapter_version: "2026.11.1".into(),
                 adapter_fingerprint: "abcdef012345".into(),
+                finish_signals: vec!["stop-gone".into(), "action-bar".into()],
+                missing_roles: vec!["turn".into()],
+                read_by_fallback: false,
+                confidence: 0.9,
             }),
+            search_queries: vec!["best laptops under 1000".into(), "laptop reviews 2026".into()],
+            products: vec![aap_proto::v1::Product {
+                name: "Acer Swift Go 14".into(),
+                url: "https://shop.example/acer?utm_source=chatgpt.com".into(),
+                price: "$749.99".into(),
+                merchant: "Shop".into(),
+                position: 1,
+            }],
         })
         .await
         .map(drop)

@@ -40,6 +40,9 @@
 //!   `div.markdown`).
 
 mod page;
+
+/// The page variants this look-alike serves (`SimulatorConfig::variant`), today's first.
+pub(crate) const VARIANTS: &[&str] = &["current", "redesign"];
 mod sources;
 
 pub use page::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};

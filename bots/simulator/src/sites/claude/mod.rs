@@ -48,6 +48,9 @@
 
 mod page;
 
+/// The page variants this look-alike serves (`SimulatorConfig::variant`), today's first.
+pub(crate) const VARIANTS: &[&str] = &["current", "redesign"];
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;

@@ -64,6 +64,9 @@
 
 mod page;
 
+/// The page variants this look-alike serves (`SimulatorConfig::variant`), today's first.
+pub(crate) const VARIANTS: &[&str] = &["current", "redesign"];
+
 use std::collections::HashMap;
 
 use axum::Json;

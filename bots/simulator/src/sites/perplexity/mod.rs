@@ -41,6 +41,9 @@
 
 mod page;
 
+/// The page variants this look-alike serves (`SimulatorConfig::variant`), today's first.
+pub(crate) const VARIANTS: &[&str] = &["current", "redesign"];
+
 pub use page::{ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 
 use std::time::Duration;
