@@ -36,7 +36,7 @@ const LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// What one attempt gave.
 enum Attempt {
     /// An answer (with or without citations).
-    Answer(Captured),
+    Answer(Box<Captured>),
     /// The prompt's attempt failed: counts against `max_attempts`. The reason, and the stem of
     /// the evidence kept of it (named last in the release reason, after the attempt count).
     Failed(String, Option<String>),
@@ -341,7 +341,7 @@ impl<A: Adapter> Worker<A> {
                         "page and response stream disagree about the sources"
                     );
                 }
-                Attempt::Answer(captured)
+                Attempt::Answer(Box::new(captured))
             }
             Err(error) => {
                 let manifest = self.adapter.manifest();
