@@ -72,7 +72,29 @@ fn print_answer(out: &mut impl Write, how: &str, answer: &Answer, started: Insta
     }
     for c in &answer.citations {
         let listed = if c.kind == aap_proto::v1::CitationKind::Listed as i32 { " [listed only]" } else { "" };
-        writeln!(out, "    [{}] {} <{}> ({}){listed}", c.position, c.title, c.url, c.domain)?;
+        let found = match aap_proto::v1::CitationOrigin::try_from(c.found_in) {
+            Ok(aap_proto::v1::CitationOrigin::Stream) => " [stream only]",
+            _ => "",
+        };
+        writeln!(out, "    [{}] {} <{}> ({}){listed}{found}", c.position, c.title, c.url, c.domain)?;
+    }
+    if !answer.search_queries.is_empty() {
+        writeln!(out, "    searched: {}", answer.search_queries.join(" | "))?;
+    }
+    for p in &answer.products {
+        let price = if p.price.is_empty() { String::new() } else { format!(" {}", p.price) };
+        let merchant = if p.merchant.is_empty() { String::new() } else { format!(" at {}", p.merchant) };
+        let url = if p.url.is_empty() { String::new() } else { format!(" <{}>", p.url) };
+        writeln!(out, "    product {}: {}{price}{merchant}{url}", p.position, p.name)?;
+    }
+    if let Some(capture) = answer.capture.as_ref().filter(|c| !c.missing_roles.is_empty() || c.read_by_fallback) {
+        let fallback = if capture.read_by_fallback { "; text read by fallback" } else { "" };
+        writeln!(
+            out,
+            "    read with confidence {:.1} (missing: {}{fallback})",
+            capture.confidence,
+            capture.missing_roles.join(", ")
+        )?;
     }
     Ok(())
 }
@@ -145,4 +167,64 @@ pub async fn print_events(
         out.flush()?;
     }
     anyhow::bail!("the stream ended before it completed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aap_proto::v1::{Capture, Citation, CitationKind, CitationOrigin, Product};
+
+    #[test]
+    fn an_answer_prints_its_sources_searches_products_and_how_it_was_read() -> anyhow::Result<()> {
+        let answer = Answer {
+            assistant: "chatgpt".into(),
+            plan: "any".into(),
+            response_markdown: "Buy the **Air**.".into(),
+            citations: vec![
+                Citation {
+                    url: "https://a.example/1".into(),
+                    title: "A".into(),
+                    domain: "a.example".into(),
+                    position: 1,
+                    kind: CitationKind::Inline as i32,
+                    found_in: CitationOrigin::Both as i32,
+                },
+                Citation {
+                    url: "https://b.example/2".into(),
+                    title: "B".into(),
+                    domain: "b.example".into(),
+                    position: 2,
+                    kind: CitationKind::Listed as i32,
+                    found_in: CitationOrigin::Stream as i32,
+                },
+            ],
+            search_queries: vec!["best laptops 2026".into(), "macbook air review".into()],
+            products: vec![Product {
+                name: "MacBook Air".into(),
+                url: "https://shop.example/air".into(),
+                price: "$999".into(),
+                merchant: "Shop".into(),
+                position: 1,
+            }],
+            capture: Some(Capture {
+                model: "gpt-5".into(),
+                missing_roles: vec!["turn".into()],
+                read_by_fallback: true,
+                confidence: 0.6,
+                ..Capture::default()
+            }),
+            ..Answer::default()
+        };
+        let mut out = Vec::new();
+        print_answer(&mut out, "answered", &answer, Instant::now())?;
+        let text = String::from_utf8(out)?;
+        assert!(text.contains("[chatgpt/any] answered after"), "{text}");
+        assert!(text.contains("(2 citations, gpt-5)"), "{text}");
+        assert!(text.contains("    [1] A <https://a.example/1> (a.example)\n"), "{text}");
+        assert!(text.contains("    [2] B <https://b.example/2> (b.example) [listed only] [stream only]\n"), "{text}");
+        assert!(text.contains("    searched: best laptops 2026 | macbook air review\n"), "{text}");
+        assert!(text.contains("    product 1: MacBook Air $999 at Shop <https://shop.example/air>\n"), "{text}");
+        assert!(text.contains("    read with confidence 0.6 (missing: turn; text read by fallback)\n"), "{text}");
+        Ok(())
+    }
 }
