@@ -93,6 +93,7 @@ function fallbackLists() {
     sel.loading,
     sel.show_more,
     sel.sources_expand,
+    sel.sources_item,
     sel.sources_link,
     sel.action_bar,
   ];

@@ -170,6 +170,7 @@ impl GoogleAiOverview {
         "citation_chip",
         "citation_link",
         "sources_link",
+        "sources_item",
         "sources_title",
         "sources_expand",
     ];
@@ -177,10 +178,13 @@ impl GoogleAiOverview {
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
     pub fn new(manifest: Manifest, origin: Option<&str>) -> GoogleAiOverview {
         let origin = common::origin(&manifest, origin);
-        let headings = manifest.options.get("overview_heading_patterns").and_then(|v| v.as_array()).map_or_else(
-            Vec::new,
-            |list| list.iter().filter_map(|v| v.as_str()).map(str::to_lowercase).collect::<Vec<_>>(),
-        );
+        let headings = manifest
+            .options
+            .get("overview_heading_patterns")
+            .and_then(|v| v.as_array())
+            .map_or_else(Vec::new, |list| {
+                list.iter().filter_map(|v| v.as_str()).map(str::to_lowercase).collect::<Vec<_>>()
+            });
         let page = PageScript::new(PAGE_JS, &manifest).with_arg(serde_json::json!(headings));
         let stream_url_parts = manifest.options.get("stream_url_parts").and_then(|v| v.as_array()).map_or_else(
             || DEFAULT_STREAM_URL_PARTS.iter().map(|p| (*p).to_owned()).collect(),

@@ -115,12 +115,7 @@ fn search_box(query: &str, variant: Variant) -> String {
 pub(crate) fn home(variant: Variant) -> String {
     fill(
         HOME_TEMPLATE,
-        &[
-            ("STYLE", STYLE),
-            ("SCRIPT", SCRIPT),
-            ("VARIANT", variant.name()),
-            ("SEARCH_BOX", &search_box("", variant)),
-        ],
+        &[("STYLE", STYLE), ("SCRIPT", SCRIPT), ("VARIANT", variant.name()), ("SEARCH_BOX", &search_box("", variant))],
     )
 }
 
