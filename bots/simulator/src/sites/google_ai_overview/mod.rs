@@ -48,6 +48,30 @@
 //!   sending the requests, and not a robot.", `form#captcha-form`, `div#recaptcha.g-recaptcha`,
 //!   "About this page", "IP address", "Time", "URL".
 //!
+//! Page variants (`SimulatorConfig::variant`), each after a public description (the research
+//! notes of 2026-12, docs/selectors/google-ai-overview.md):
+//! - `current`: the classic shell above (`#m-x-content`, `jsname` ids, `data-complete`);
+//! - `redesign`: `div[data-subtree="aio"][role="region"]`, other classes, the box only `name=q`;
+//! - `rhs-direct-links`: fixtures of 2026-09-24 (code index idx:71000273646, idx:65766924948):
+//!   `div.YzCcne[jscontroller="EYwa3d"]` > `div[jsname="V3qe9d"]` without `#m-x-content` or
+//!   `data-complete`; the notices hidden by a stylesheet class behind an inline `<style>`; a
+//!   `[role=progressbar][aria-label=Generating]` while generating; `[data-subtree=aimc]` >
+//!   `[data-container-id=main-col]` with `div.n6owBd` paragraphs and favicon pills through
+//!   `/url?q=`; source cards `li.h7wxwc div.cRH23c a.vIWmYe` (title `.gpZmoc`, `aria-label`) in
+//!   `[data-container-id=rhs-col]` linking straight to the page with `#:~:text=` (or tracking in
+//!   the fragment), ending with Google's own "Dive deeper in AI Mode" search link; "Show more"
+//!   with an `aria-label` and no `aria-controls`, turned into "Show less"
+//!   (`aria-expanded="true"`); a "Good response"/"Bad response" footer once done; and, first on
+//!   the page, a People-also-ask item holding an AI answer under the same `aimc`/`main-col`
+//!   markers (idx:67398096397);
+//! - `inline-chips-only`: the same shell with no sources list at all ("no side 'Show all' panel
+//!   this time", idx:71000273646): every source is a pill, and the one no pill cites is nowhere.
+//!
+//! The deferred body is server-sent events here (the transport is our invention; google.com
+//! sends HTML): `start` with the block's sources (`href` as the variant's list or pill links it)
+//! and its own links, `chunk`s of text, `done`. `late_sources` fills the page's list 700 ms after
+//! the block completed; the events are unchanged.
+//!
 //! Failure knobs as Google shows them: no session cookie (`__Secure-1PSID`), an expired session
 //! or `[[expire-session]]` → the consent wall (the login wall's role); `[[challenge]]` → a
 //! redirect to `/sorry/index` (HTTP 429, as Google serves it), `config.challenge` → the shared
