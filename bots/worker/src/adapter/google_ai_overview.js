@@ -1,5 +1,6 @@
 // Reads a Google search page for the bot, after the helpers of dom.js (`mode`, `sel`, ...), with
-// the manifest's `overview_heading_patterns` as arguments[2]. The modes:
+// the manifest's `overview_heading_patterns` as arguments[2] and its `stream_url_parts` as
+// arguments[3]. The modes:
 //   probe           the state the wait loop needs (walls, results, the AI Overview block)
 //   composer        the search box element, or null
 //   composer_text   the text in the search box
@@ -11,6 +12,14 @@
 // Everything of the overview is looked up inside its block (`scope`): People also ask holds AI
 // answers under the same markers, and a document-wide lookup would read those.
 const headingPatterns = (arguments[2] || []).map((p) => String(p).toLowerCase());
+const streamUrlParts = arguments[3] || [];
+
+// The deferred bodies the response tee (tee.js) caught in this document, without their text:
+// read with every probe, so the stream's end costs no round trip of its own.
+function teedBodies() {
+  if (!window.__aapTee) return [];
+  return window.__aapTee.state(0).filter((t) => !streamUrlParts.length || streamUrlParts.some((p) => t.url.includes(p)));
+}
 
 function matchesAny(el, list) {
   return !!each(list, (s) => el.matches(s));
@@ -143,9 +152,10 @@ switch (mode) {
     const composer = !!firstShown(document, sel.composer);
     const results = !!first(document, sel.results);
     const challenge = firstShown(document, sel.challenge);
+    const path = location.pathname;
     return {
       ready: document.readyState === 'complete',
-      path: location.pathname,
+      path,
       title: document.title || '',
       composer,
       results,
@@ -154,6 +164,7 @@ switch (mode) {
       // The text patterns only matter on a page that is none of the known ones.
       body_head: composer || results || scope ? '' : ((document.body && document.body.innerText) || '').slice(0, 1500),
       overview: block,
+      teed: teedBodies(),
     };
   }
   case 'composer':

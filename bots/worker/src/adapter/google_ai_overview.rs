@@ -97,6 +97,9 @@ struct Probe {
     challenge: Option<String>,
     body_head: String,
     overview: Option<Block>,
+    /// The tee's deferred bodies (without text), read in the same round trip as the page.
+    #[serde(default)]
+    teed: Vec<Teed>,
 }
 
 /// The AI Overview block as the page shows it.
@@ -185,11 +188,14 @@ impl GoogleAiOverview {
             .map_or_else(Vec::new, |list| {
                 list.iter().filter_map(|v| v.as_str()).map(str::to_lowercase).collect::<Vec<_>>()
             });
-        let page = PageScript::new(PAGE_JS, &manifest).with_arg(serde_json::json!(headings));
-        let stream_url_parts = manifest.options.get("stream_url_parts").and_then(|v| v.as_array()).map_or_else(
-            || DEFAULT_STREAM_URL_PARTS.iter().map(|p| (*p).to_owned()).collect(),
-            |list| list.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect(),
-        );
+        let stream_url_parts: Vec<String> =
+            manifest.options.get("stream_url_parts").and_then(|v| v.as_array()).map_or_else(
+                || DEFAULT_STREAM_URL_PARTS.iter().map(|p| (*p).to_owned()).collect(),
+                |list| list.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect(),
+            );
+        let page = PageScript::new(PAGE_JS, &manifest)
+            .with_arg(serde_json::json!(headings))
+            .with_arg(serde_json::json!(stream_url_parts));
         GoogleAiOverview { manifest, origin, page, stream_url_parts }
     }
 
@@ -323,7 +329,7 @@ impl GoogleAiOverview {
                         {
                             return Err(common::classify(&self.manifest, error));
                         }
-                        let stream_done = stream::ended(&self.teed(driver).await);
+                        let stream_done = stream::ended(&probe.teed);
                         let signals = [
                             ("complete-marker", block.complete),
                             ("loading-gone", !block.loading),
@@ -377,7 +383,7 @@ impl GoogleAiOverview {
                             return Ok(Waited::NoOverview(vec!["overview-wait".to_owned()]));
                         }
                         // The deferred body ended and brought no block: no overview, now.
-                        if stream::ended(&self.teed(driver).await) {
+                        if stream::ended(&probe.teed) {
                             let ended = *ended_without_block.get_or_insert(now);
                             if now.duration_since(ended) >= timing.settle() {
                                 return Ok(Waited::NoOverview(vec!["stream-done".to_owned(), "no-block".to_owned()]));
