@@ -225,3 +225,48 @@ async fn an_empty_overview_opens_the_block_and_completes_without_a_word() -> Res
     sim.shutdown().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_variants_link_their_sources_as_their_descriptions_say() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let token = sim.create_session("operator").await.token;
+    let query = "best running shoes for flat feet";
+    let expected = answer_for(query, true);
+    let count = expected.citations.len();
+    anyhow::ensure!(count >= 2, "the query cites at least two sources");
+
+    // rhs-direct-links: cards link the page itself (a text highlight or tracking in the
+    // fragment), Google's own "AI Mode" link follows them, People also ask comes first.
+    sim.set_config(SimulatorConfig { variant: "rhs-direct-links".into(), late_sources: true, ..fast_config() });
+    let page = get(&client, &sim, "/search?q=best+running+shoes&hl=en", Some(&token)).await?.text().await?;
+    assert!(page.find("related-question-pair") < page.find("id=\"aio-slot\""), "the decoy comes first");
+    assert!(page.contains("\"variant\":\"rhs-direct-links\""));
+    assert!(page.contains("\"lateSourcesMs\":700"));
+    let events = overview_events(&client, &sim, &token, query).await?;
+    let start = &events[0].1;
+    let sources = start["sources"].as_array().context("sources")?;
+    assert_eq!(sources.len(), count);
+    for source in sources {
+        let href = source["href"].as_str().unwrap_or_default();
+        assert!(href.starts_with("https://") && !href.contains("google.com/url"), "{href}");
+        assert!(href.contains("#:~:text=") || href.contains("#utm_source="), "{href}");
+    }
+    let links = start["links"].as_array().context("links")?;
+    assert_eq!(links.len(), 1);
+    assert!(links[0]["href"].as_str().is_some_and(|href| href.starts_with("/search?udm=50&q=")));
+
+    // inline-chips-only: no list, so the source no pill cites is nowhere.
+    sim.set_config(SimulatorConfig { variant: "inline-chips-only".into(), ..fast_config() });
+    let events = overview_events(&client, &sim, &token, query).await?;
+    let sources = events[0].1["sources"].as_array().context("sources")?;
+    assert_eq!(sources.len(), count - 1);
+    assert!(sources.iter().all(|source| source["inline"] == Value::Bool(true)));
+    assert!(sources.iter().all(|source| source["href"] == source["chip_href"]));
+    let page = get(&client, &sim, "/search?q=shoes&hl=en", Some(&token)).await?.text().await?;
+    assert!(page.contains("\"lateSourcesMs\":0"));
+
+    // An unknown variant is refused.
+    assert!(SimulatorConfig { variant: "no-such".into(), ..fast_config() }.checked(Site::GoogleAiOverview).is_err());
+    sim.shutdown().await;
+    Ok(())
+}

@@ -5,14 +5,14 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use aap_bot::{Adapter, AnswerKind, AnyAdapter, Captured, Manifest};
+use aap_bot::{Adapter, AnswerKind, AnyAdapter, Captured, FoundIn, Manifest};
 use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for};
 use anyhow::{Context, Result};
 use common::{
-    MULTI_LINE_PROMPT, NO_CITATIONS_PROMPT, answer_without_citations, assert_first_token_before_end, assert_logged_out,
-    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse,
-    empty_answer_is_empty, log_in, long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
-    primary_selectors_only, rate_limited, selector_missing, short_pause, stall_times_out,
+    MULTI_LINE_PROMPT, NO_CITATIONS_PROMPT, Scenario, answer_without_citations, assert_first_token_before_end,
+    assert_logged_out, assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere,
+    collapse, empty_answer_is_empty, log_in, long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
+    primary_selectors_only, rate_limited, selector_missing, short_pause, stall_times_out, variant_row,
 };
 
 const ID: &str = "google-ai-overview";
@@ -261,6 +261,122 @@ async fn an_empty_overview_is_an_empty_answer_not_no_overview_nor_a_timeout() ->
         assert_full_answer(&captured, prompt, true);
         let stats = sim.stats();
         assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (2, 1));
+        Ok(())
+    })
+    .await
+}
+
+/// What one cell of the variant matrix must return: the whole overview, and exactly the sources
+/// the variant shows (inline ones in reading order, then the one only listed; `inline-chips-only`
+/// has no list, so no listed-only source), each found in the page and the deferred body alike,
+/// with the page's title; the finish signals the variant's page gives; no queries nor products
+/// (Google shows neither with an overview).
+async fn matrix_check(variant: &str, scenario: Scenario, prompt: &str, captured: Captured) -> Result<()> {
+    let expected = answer_for(prompt, scenario.cites());
+    assert_full_answer(&captured, prompt, scenario.cites());
+    let count = expected.citations.len();
+    let listed_only = count >= 2 && variant != "inline-chips-only";
+    let shown = if variant == "inline-chips-only" && count >= 2 { count - 1 } else { count };
+    let want: Vec<(String, String, bool, u32, FoundIn)> = expected.citations[..shown]
+        .iter()
+        .enumerate()
+        .map(|(index, c)| {
+            (c.url.clone(), c.title.clone(), !(listed_only && index + 1 == count), index as u32 + 1, FoundIn::Both)
+        })
+        .collect();
+    let got: Vec<(String, String, bool, u32, FoundIn)> =
+        captured.citations.iter().map(|c| (c.url.clone(), c.title.clone(), c.inline, c.position, c.found_in)).collect();
+    assert_eq!(got, want);
+    assert_eq!(captured.web_search, (count > 0).then_some(true));
+    assert_eq!(captured.reading.disagreement, None);
+    assert!(!captured.reading.read_by_fallback);
+    assert!(captured.reading.missing_roles.is_empty(), "{:?}", captured.reading.missing_roles);
+    let signals = &captured.reading.finish_signals;
+    let page_marker =
+        if variant.starts_with("rhs") || variant.starts_with("inline") { "action-bar" } else { "complete-marker" };
+    for signal in [page_marker, "loading-gone", "stream-done"] {
+        assert!(signals.iter().any(|s| s == signal), "{signal} in {signals:?}");
+    }
+    assert!(captured.search_queries.is_empty() && captured.products.is_empty());
+    Ok(())
+}
+
+async fn matrix_row(variant: &'static str) -> Result<()> {
+    variant_row(Site::GoogleAiOverview, variant, short_pause(), async |_sim, scenario, prompt, captured| {
+        matrix_check(variant, scenario, prompt, captured).await
+    })
+    .await
+}
+
+#[tokio::test]
+async fn variant_current_reads_every_scenario() -> Result<()> {
+    matrix_row("current").await
+}
+
+#[tokio::test]
+async fn variant_redesign_reads_every_scenario() -> Result<()> {
+    matrix_row("redesign").await
+}
+
+#[tokio::test]
+async fn variant_rhs_direct_links_reads_every_scenario() -> Result<()> {
+    matrix_row("rhs-direct-links").await
+}
+
+#[tokio::test]
+async fn variant_inline_chips_only_reads_every_scenario() -> Result<()> {
+    matrix_row("inline-chips-only").await
+}
+
+#[tokio::test]
+async fn the_old_manifest_takes_the_rhs_page_for_no_overview_and_a_missing_answer_selector_reads_the_block()
+-> Result<()> {
+    let config = SimulatorConfig { variant: "rhs-direct-links".into(), ..short_pause() };
+    with_browser(config, async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-9").await?;
+        let dir = tempfile::tempdir()?;
+        // Manifest 2026.11.1's overview selectors: none matches this shell, so the overview on
+        // the page reads as "no overview" (the failure).
+        let old = override_adapter(dir.path(), sim, |manifest| {
+            manifest.selectors.insert(
+                "overview".into(),
+                [
+                    "#m-x-content",
+                    "div[data-subtree='aio']",
+                    "div[data-attrid='AIOverview']",
+                    "div[aria-label='AI Overview'][role='region']",
+                ]
+                .map(String::from)
+                .to_vec(),
+            );
+            manifest.options.remove("overview_heading_patterns");
+        })?;
+        let prompt = "how do heat pumps work";
+        assert_eq!(old.ask(browser.driver(), prompt).await?.kind, AnswerKind::NoOverview);
+
+        // The heading alone still finds the block.
+        let headed = override_adapter(dir.path(), sim, |manifest| {
+            manifest.selectors.insert("overview".into(), vec!["div.no-such-block".into()]);
+        })?;
+        let prompt = "how does a heat pump defrost";
+        let captured = headed.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt, true);
+
+        // No answer selector matches: the block's own text, less its chrome, flagged.
+        let blind = override_adapter(dir.path(), sim, |manifest| {
+            manifest.selectors.insert("answer".into(), vec!["div.no-such-answer".into()]);
+        })?;
+        let prompt = "are heat pumps loud";
+        let captured = blind.ask(browser.driver(), prompt).await?;
+        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
+        assert!(captured.reading.read_by_fallback);
+        assert!(captured.reading.confidence() < 1.0);
+        assert!(!captured.response_text.contains("People also ask"), "the decoy is never read");
+
+        // The built-in manifest reads the same page whole, and never the People-also-ask decoy.
+        let captured = adapter.ask(browser.driver(), "is a heat pump worth it").await?;
+        assert_full_answer(&captured, "is a heat pump worth it", true);
+        assert!(!captured.response_text.contains("not the AI Overview"));
         Ok(())
     })
     .await

@@ -8,15 +8,21 @@
 //! the home page's address (`new_chat_path`) and the form. New lines in a prompt become spaces:
 //! a search box has one line, and Enter would search.
 //!
-//! The overview is not part of the results page: it loads deferred, shows a "Generating" state,
-//! then streams. A search is finished when one of these holds:
-//! - the overview's completion marker is set, its loading indicator is gone, the block has not
-//!   changed for the settle window, and it is expanded ("Show more" is clicked first: the
-//!   collapsed text is half the answer, and text the page keeps hidden is never submitted);
-//!   a complete block with no text at all is an empty answer ([`AskError::EmptyAnswer`]), not
-//!   "no overview";
-//! - results are loaded and no overview has appeared within the deferred-load window
-//!   (`[options] overview_wait_ms`): a result of its own kind, [`AnswerKind::NoOverview`];
+//! The overview is not part of the results page: it loads deferred (`/async/folsrch`), shows a
+//! "Generating" state, then fills in. Everything of it is read inside its block (the outermost
+//! element an `overview` selector matches, else the block around an "AI Overview" heading):
+//! People also ask carries AI answers under the same markers. A search is finished when one of
+//! these holds:
+//! - two independent finish signals hold and the block has not changed for the settle window
+//!   ([`common::finished`]): `complete-marker` (`data-complete`), `loading-gone` (the
+//!   "Generating" state), `action-bar` (the feedback footer), `stream-done` (the teed deferred
+//!   body ended), `quiet-long`; and the block is expanded: "Show more" is clicked as soon as the
+//!   page says it is done (not after a settle window of its own), since the collapsed text is
+//!   half the answer and text the page keeps hidden is never submitted. A block that finishes
+//!   with no text at all is an empty answer ([`AskError::EmptyAnswer`]), not "no overview";
+//! - results are loaded and no overview has appeared: once the teed deferred body has ended
+//!   without one, or else within the deferred-load window (`[options] overview_wait_ms`): a
+//!   result of its own kind, [`AnswerKind::NoOverview`];
 //! - the block says the search gets no overview ("An AI Overview is not available for this
 //!   search"): also `NoOverview`.
 //!
@@ -28,8 +34,20 @@
 //! Citations: chips in the text (inline, in reading order) link through Google's relative
 //! redirect `/url?q=<target>`, which is resolved against the page and unwrapped here (the URL
 //! cleaner only unwraps `google.*` hosts); the sources list links through
-//! `https://www.google.com/url?...&url=<target>`. Sources only listed follow the inline ones.
+//! `https://www.google.com/url?...&url=<target>` or straight to the page (often with a
+//! `#:~:text=` highlight, which the cleaner drops). Sources only listed follow the inline ones.
+//! An overview without a sources list (pills only) is read from its chips alone.
+//!
+//! The response stream: google.com has no token stream for the overview. Its deferred body is
+//! HTML fetched with XHR, which the tee (`tee.js`, event streams only) does not record, so on
+//! the real site the page usually stands alone. Whatever the tee did record under
+//! `stream_url_parts` is parsed ([`findings`]): server-sent events (the look-alike's transport)
+//! or an HTML fragment (Google's). Its sources are merged with the page's; its end is the
+//! `stream-done` signal, and says the sources are final, so the bot waits for the page to show
+//! them (a list that fills late) instead of a fixed window. Google shows no search queries and
+//! no product cards with the overview: `search_queries` and `products` stay empty.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -37,9 +55,10 @@ use thirtyfour::prelude::*;
 use url::Url;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest};
+use super::stream::{self, Findings, Teed};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, Reading};
 use crate::markdown::html_to_markdown;
-use aap_proto::urls::clean_url;
+use aap_proto::urls::{clean_url, domain_of, is_assistant_page};
 
 const PAGE_JS: &str = concat!(include_str!("dom.js"), include_str!("google_ai_overview.js"));
 
@@ -53,6 +72,10 @@ const DEFAULT_EXPAND_WAIT_MS: u64 = 3000;
 const DEFAULT_MAX_QUERY_CHARS: u64 = 2048;
 const DEFAULT_RESULTS_PATH: &str = "/search";
 const DEFAULT_NO_OVERVIEW_PATTERNS: &[&str] = &["not available for this search"];
+const DEFAULT_STREAM_URL_PARTS: &[&str] = &["/async/folsrch", "/async/folwr", "/async/folif"];
+
+/// The origin relative links in Google's deferred body are Google's own.
+const GOOGLE_ORIGIN: &str = "https://www.google.com/";
 
 /// The Google AI Overview adapter, driven by its [`Manifest`].
 #[derive(Debug, Clone)]
@@ -60,6 +83,7 @@ pub struct GoogleAiOverview {
     manifest: Manifest,
     origin: String,
     page: PageScript,
+    stream_url_parts: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +97,9 @@ struct Probe {
     challenge: Option<String>,
     body_head: String,
     overview: Option<Block>,
+    /// The tee's deferred bodies (without text), read in the same round trip as the page.
+    #[serde(default)]
+    teed: Vec<Teed>,
 }
 
 /// The AI Overview block as the page shows it.
@@ -80,6 +107,9 @@ struct Probe {
 struct Block {
     loading: bool,
     complete: bool,
+    /// The feedback footer a finished overview shows.
+    #[serde(default)]
+    action_bar: bool,
     text_len: usize,
     /// Text in the answer that the page keeps hidden (a collapsed overview).
     hidden_len: usize,
@@ -102,20 +132,28 @@ struct Extracted {
     links: Vec<String>,
     /// The sources list, in its order.
     sources: Vec<Source>,
+    /// No answer element matched: the text is the block's, less its chrome.
+    #[serde(default)]
+    by_fallback: bool,
 }
 
 /// How a search ended when it did not fail.
 enum Waited {
     /// The overview is complete and expanded.
-    Overview(Option<Duration>),
-    /// The search shows no overview.
-    NoOverview,
+    Overview {
+        ttft: Option<Duration>,
+        /// The finish signals that held.
+        signals: Vec<String>,
+    },
+    /// The search shows no overview, and what said so.
+    NoOverview(Vec<String>),
 }
 
 impl GoogleAiOverview {
-    /// The roles an answer cannot be read without: the composer, the send control and the AI Overview block.
-    /// The manifest must list them; every other role is optional and its absence only lowers
-    /// the answer's confidence ([`super::Reading::missing`]).
+    /// The roles an answer cannot be read without: the composer, the results (the search ran)
+    /// and the AI Overview block. The manifest must list them; every other role is optional and
+    /// its absence only lowers the answer's confidence ([`super::Reading::missing`]); without
+    /// an `answer` match the block's own text is read ([`super::Reading::read_by_fallback`]).
     pub const REQUIRED: &'static [&'static str] = &["composer", "results", "overview"];
 
     /// Every selector role this adapter reads from its manifest.
@@ -128,12 +166,14 @@ impl GoogleAiOverview {
         "loading",
         "complete_marker",
         "answer",
+        "action_bar",
         "notice",
         "error",
         "show_more",
         "citation_chip",
         "citation_link",
         "sources_link",
+        "sources_item",
         "sources_title",
         "sources_expand",
     ];
@@ -141,8 +181,22 @@ impl GoogleAiOverview {
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
     pub fn new(manifest: Manifest, origin: Option<&str>) -> GoogleAiOverview {
         let origin = common::origin(&manifest, origin);
-        let page = PageScript::new(PAGE_JS, &manifest);
-        GoogleAiOverview { manifest, origin, page }
+        let headings = manifest
+            .options
+            .get("overview_heading_patterns")
+            .and_then(|v| v.as_array())
+            .map_or_else(Vec::new, |list| {
+                list.iter().filter_map(|v| v.as_str()).map(str::to_lowercase).collect::<Vec<_>>()
+            });
+        let stream_url_parts: Vec<String> =
+            manifest.options.get("stream_url_parts").and_then(|v| v.as_array()).map_or_else(
+                || DEFAULT_STREAM_URL_PARTS.iter().map(|p| (*p).to_owned()).collect(),
+                |list| list.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect(),
+            );
+        let page = PageScript::new(PAGE_JS, &manifest)
+            .with_arg(serde_json::json!(headings))
+            .with_arg(serde_json::json!(stream_url_parts));
+        GoogleAiOverview { manifest, origin, page, stream_url_parts }
     }
 
     async fn probe(&self, driver: &WebDriver) -> WebDriverResult<Probe> {
@@ -151,6 +205,18 @@ impl GoogleAiOverview {
 
     fn option_ms(&self, name: &str, default: u64) -> Duration {
         self.manifest.option_ms(name, default)
+    }
+
+    /// The deferred bodies teed on the results page, without their text. The search opens a new
+    /// document whose tee counts from zero, so every response it teed is this search's.
+    async fn teed(&self, driver: &WebDriver) -> Vec<Teed> {
+        match stream::state(driver, stream::Mark::default(), &self.stream_url_parts).await {
+            Ok(teed) => teed,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the response tee");
+                Vec::new()
+            }
+        }
     }
 
     /// A wall in place of the page: the consent wall (no Google session) or a bot challenge.
@@ -234,8 +300,10 @@ impl GoogleAiOverview {
         let mut progress = Progress::new(sent_at);
         let mut results_since: Option<Instant> = None;
         let mut empty_since: Option<Instant> = None;
+        let mut ended_without_block: Option<Instant> = None;
         let mut expand_clicks = 0;
         let mut last_click: Option<Instant> = None;
+        let mut sources_clicked = false;
         let mut last_block: Option<Block> = None;
         let mut failures = ProbeFailures::default();
         loop {
@@ -248,12 +316,11 @@ impl GoogleAiOverview {
                 match probe.overview {
                     Some(block) => {
                         progress.saw(&block.signature, block.text_len, now);
-                        let settled = progress.quiet(now) >= timing.settle();
                         if !block.loading
                             && let Some(notice) = block.notice.as_deref().filter(|text| !text.trim().is_empty())
                         {
                             if self.is_no_overview(notice) {
-                                return Ok(Waited::NoOverview);
+                                return Ok(Waited::NoOverview(vec!["no-overview-notice".to_owned()]));
                             }
                             return Err(common::classify(&self.manifest, notice));
                         }
@@ -262,18 +329,37 @@ impl GoogleAiOverview {
                         {
                             return Err(common::classify(&self.manifest, error));
                         }
-                        if block.complete && !block.loading && settled {
-                            if block.show_more {
-                                // Collapsed: what shows is half the overview.
-                                if last_click.is_none_or(|at| now.duration_since(at) >= expand_wait) {
-                                    if expand_clicks >= MAX_EXPAND_CLICKS {
-                                        return Err(AskError::SelectorMissing("show_more"));
-                                    }
-                                    self.page.click(driver, "show_more").await?;
-                                    expand_clicks += 1;
-                                    last_click = Some(now);
+                        let stream_done = stream::ended(&probe.teed);
+                        let signals = [
+                            ("complete-marker", block.complete),
+                            ("loading-gone", !block.loading),
+                            ("action-bar", block.action_bar),
+                            ("stream-done", stream_done),
+                        ];
+                        let page_done = !block.loading && (block.complete || block.action_bar || stream_done);
+                        if page_done && block.show_more {
+                            // Collapsed and done: open it now, so one settle window covers the
+                            // opening too; again if it did not open.
+                            if last_click.is_none_or(|at| now.duration_since(at) >= expand_wait) {
+                                if expand_clicks >= MAX_EXPAND_CLICKS {
+                                    return Err(AskError::SelectorMissing("show_more"));
                                 }
-                            } else if block.hidden_len > 0 {
+                                self.page.click(driver, "show_more").await?;
+                                expand_clicks += 1;
+                                last_click = Some(now);
+                            }
+                        }
+                        if page_done && !sources_clicked {
+                            // "Show all" too, inside the same window. Best effort.
+                            sources_clicked = true;
+                            if let Err(error) = self.page.click(driver, "sources_expand").await {
+                                tracing::debug!(%error, "cannot open the whole sources list");
+                            }
+                        }
+                        if let Some(mut held) = common::finished(&signals, progress.quiet(now), timing.settle())
+                            && !block.show_more
+                        {
+                            if block.hidden_len > 0 {
                                 // Text kept hidden and no control known to show it: never submit
                                 // half an answer.
                                 if progress.quiet(now) >= expand_wait {
@@ -282,7 +368,10 @@ impl GoogleAiOverview {
                             } else if block.text_len == 0 {
                                 return Err(AskError::EmptyAnswer);
                             } else {
-                                return Ok(Waited::Overview(progress.ttft()));
+                                if expand_clicks > 0 {
+                                    held.push("show-more-expanded".to_owned());
+                                }
+                                return Ok(Waited::Overview { ttft: progress.ttft(), signals: held });
                             }
                         }
                         last_block = Some(block);
@@ -291,7 +380,14 @@ impl GoogleAiOverview {
                         // Results are in; the overview may still come (it loads deferred).
                         let since = *results_since.get_or_insert(now);
                         if now.duration_since(since) >= overview_wait {
-                            return Ok(Waited::NoOverview);
+                            return Ok(Waited::NoOverview(vec!["overview-wait".to_owned()]));
+                        }
+                        // The deferred body ended and brought no block: no overview, now.
+                        if stream::ended(&probe.teed) {
+                            let ended = *ended_without_block.get_or_insert(now);
+                            if now.duration_since(ended) >= timing.settle() {
+                                return Ok(Waited::NoOverview(vec!["stream-done".to_owned(), "no-block".to_owned()]));
+                            }
                         }
                     }
                     None => {
@@ -309,8 +405,8 @@ impl GoogleAiOverview {
                 }
             }
             if now >= deadline {
-                // Text long done and no loading indicator, but no completion marker: the marker
-                // selector has drifted, which is worth saying instead of "timeout".
+                // Text long done and no loading indicator, but not two signals: the marker
+                // selectors have drifted, which is worth saying instead of "timeout".
                 let quiet = progress.quiet(now) >= Duration::from_secs(5);
                 if let Some(block) = &last_block
                     && !block.loading
@@ -326,36 +422,77 @@ impl GoogleAiOverview {
         }
     }
 
-    /// Opens the whole sources list ("Show all"). Best effort: without it, the sources shown
-    /// still count.
-    async fn expand_sources(&self, driver: &WebDriver) {
-        let before = self.sources_count(driver).await;
-        match self.page.click(driver, "sources_expand").await {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(error) => {
-                tracing::debug!(%error, "cannot open the whole sources list");
-                return;
-            }
-        }
+    /// The sources the response tee caught, once its bodies have ended (within the sources
+    /// window); empty when the tee caught nothing (google.com's XHR body).
+    async fn stream_findings(&self, driver: &WebDriver) -> Findings {
         let deadline = Instant::now() + self.manifest.timing.sources_panel();
-        while Instant::now() < deadline {
+        loop {
+            let teed = self.teed(driver).await;
+            if teed.is_empty() {
+                return Findings::default();
+            }
+            if teed.iter().all(|t| t.done) || Instant::now() >= deadline {
+                break;
+            }
             tokio::time::sleep(self.manifest.timing.poll()).await;
-            if self.sources_count(driver).await > before {
-                return;
+        }
+        match stream::read(driver, stream::Mark::default(), &self.stream_url_parts).await {
+            Ok(teed) => findings(&teed),
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the teed deferred body");
+                Findings::default()
             }
         }
-        tracing::debug!("the sources list did not grow after show all");
     }
 
-    async fn sources_count(&self, driver: &WebDriver) -> u64 {
-        match self.page.read::<u64>(driver, "sources_count").await {
-            Ok(count) => count,
-            Err(error) => {
-                tracing::debug!(%error, "cannot count the sources");
-                0
+    /// Waits for the page to show its sources. With the stream's sources known (its end says
+    /// they are final): until the page shows every one of them, opening "Show all" when it
+    /// shows, within the sources window; a list that fills late is waited for, never a fixed
+    /// time. Without a stream: "Show all" when it shows, then until the list grows.
+    async fn settle_sources(&self, driver: &WebDriver, wanted: &HashSet<String>) {
+        let timing = &self.manifest.timing;
+        let deadline = Instant::now() + timing.sources_panel();
+        let mut clicked = false;
+        let mut before: Option<usize> = None;
+        loop {
+            let shown = self.page_sources(driver).await;
+            if !wanted.is_empty() && wanted.iter().all(|url| shown.contains(url)) {
+                return;
             }
+            if wanted.is_empty() && before.is_some_and(|count| shown.len() > count) {
+                return;
+            }
+            match self.page.click(driver, "sources_expand").await {
+                Ok(true) => {
+                    clicked = true;
+                    before.get_or_insert(shown.len());
+                }
+                Ok(false) if wanted.is_empty() && !clicked => return,
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "cannot open the whole sources list");
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                tracing::debug!(missing = wanted.len(), "the page did not show every source in time");
+                return;
+            }
+            tokio::time::sleep(timing.poll()).await;
         }
+    }
+
+    /// The clean URLs of the chips and listed sources the page shows now.
+    async fn page_sources(&self, driver: &WebDriver) -> HashSet<String> {
+        let hrefs = match self.page.read::<Vec<String>>(driver, "page_sources").await {
+            Ok(hrefs) => hrefs,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the shown sources");
+                return HashSet::new();
+            }
+        };
+        let page = driver.current_url().await.ok();
+        hrefs.iter().map(|href| source_url(href, page.as_ref())).filter(|url| !url.is_empty()).collect()
     }
 
     /// Whether a notice in the block says this search gets no overview at all.
@@ -368,8 +505,15 @@ impl GoogleAiOverview {
         patterns.iter().any(|pattern| text.contains(pattern.as_str()))
     }
 
-    /// The captured overview from what the page script extracted.
-    fn captured(&self, extracted: Extracted, ttft: Option<Duration>, total: Duration) -> Result<Captured, AskError> {
+    /// The captured overview from what the page script extracted and what the stream said.
+    fn captured(
+        &self,
+        extracted: Extracted,
+        findings: &Findings,
+        mut reading: Reading,
+        ttft: Option<Duration>,
+        total: Duration,
+    ) -> Result<Captured, AskError> {
         let response_text = common::answer_text(&extracted.text)?;
         let page = Url::parse(&extracted.page_url).ok();
         let mut markdown_html = extracted.md_html;
@@ -381,7 +525,24 @@ impl GoogleAiOverview {
                 markdown_html.replace(&format!("href=\"aap-link-{index}\""), &format!("href=\"{escaped}\""));
         }
         // Chips and listed links alike go through Google's redirect: unwrapped to their sources.
-        let citations = common::citations(&extracted.cited, &extracted.sources, |href| source_url(href, page.as_ref()));
+        let on_page = common::citations(&extracted.cited, &extracted.sources, |href| source_url(href, page.as_ref()));
+        let (mut citations, disagreement) = stream::merge(&on_page, &findings.sources);
+        // A pill names the site, not the page: the stream's title is the better one then.
+        for citation in &mut citations {
+            if citation.title == citation.domain
+                && let Some(titled) = findings
+                    .sources
+                    .iter()
+                    .find(|s| clean_url(&s.url) == citation.url && !common::collapse(&s.title).is_empty())
+            {
+                citation.title = common::collapse(&titled.title);
+            }
+        }
+        if let Some(said) = &disagreement {
+            tracing::warn!(disagreement = %said, "the overview's page and its deferred body disagree about the sources");
+        }
+        reading.disagreement = disagreement;
+        reading.read_by_fallback = extracted.by_fallback;
         let web_search = (!citations.is_empty()).then_some(true);
         Ok(Captured {
             response_text,
@@ -393,9 +554,9 @@ impl GoogleAiOverview {
             kind: AnswerKind::Text,
             ttft,
             total,
-            reading: Default::default(),
-            search_queries: Vec::new(),
-            products: Vec::new(),
+            reading,
+            search_queries: findings.search_queries.clone(),
+            products: findings.clean_products(),
         })
     }
 }
@@ -414,9 +575,9 @@ impl Adapter for GoogleAiOverview {
         self.open_search_box(driver).await?;
         self.search(driver, &query).await?;
         let sent_at = Instant::now();
-        let ttft = match self.wait_for_overview(driver, sent_at).await? {
-            Waited::Overview(ttft) => ttft,
-            Waited::NoOverview => {
+        let (ttft, signals) = match self.wait_for_overview(driver, sent_at).await? {
+            Waited::Overview { ttft, signals } => (ttft, signals),
+            Waited::NoOverview(signals) => {
                 return Ok(Captured {
                     response_text: String::new(),
                     response_markdown: String::new(),
@@ -427,17 +588,171 @@ impl Adapter for GoogleAiOverview {
                     kind: AnswerKind::NoOverview,
                     ttft: None,
                     total: sent_at.elapsed(),
-                    reading: Default::default(),
+                    reading: Reading { finish_signals: signals, ..Reading::default() },
                     search_queries: Vec::new(),
                     products: Vec::new(),
                 });
             }
         };
-        self.expand_sources(driver).await;
+        let mut reading = Reading::default();
+        if !signals.iter().any(|s| s == "complete-marker" || s == "action-bar") {
+            // The page gave no done marker of its own: finished by the loading state, the
+            // stream or the quiet alone.
+            reading.missing("complete_marker");
+            reading.missing("action_bar");
+        }
+        reading.finish_signals = signals;
+        let findings = self.stream_findings(driver).await;
+        let wanted: HashSet<String> = findings
+            .sources
+            .iter()
+            .map(|s| clean_url(&s.url))
+            .filter(|url| url.starts_with("http") && !is_assistant_page(url))
+            .collect();
+        self.settle_sources(driver, &wanted).await;
         let total = sent_at.elapsed();
         let extracted = self.page.extract(driver, "answer").await?;
-        self.captured(extracted, ttft, total)
+        self.captured(extracted, &findings, reading, ttft, total)
     }
+}
+
+/// What the teed deferred bodies say: their sources (inline ones first, in reading order, then
+/// the ones only listed) and whether one ran to its end. Two shapes are read:
+/// - server-sent events (the look-alike's transport): `start` carries `sources` (`href` or
+///   `list_href`/`link`/`url`, `title`, `inline`) and `links` (listed, e.g. Google's own "AI
+///   Mode" link, which the merge drops), `done` ends it;
+/// - an HTML fragment (google.com's `/async/folsrch` body, idx:56277632383): every web link
+///   before the footer, inline when it comes before the sources column (`rhs-col` / `msc`),
+///   listed after it (a pill's place is in the text: idx:71000273646); Google's own hosts
+///   skipped once redirects are unwrapped.
+///
+/// Relative links are Google's (`/url?q=`): resolved against google.com and unwrapped.
+pub(crate) fn findings(teed: &[Teed]) -> Findings {
+    let mut out = Findings::default();
+    let mut listed: Vec<(String, String)> = Vec::new();
+    for body in teed {
+        if body.content_type.contains("event-stream") {
+            for (event, value) in stream::json_events(&body.text) {
+                match event.as_str() {
+                    "start" => {
+                        let field = |item: &serde_json::Value, names: &[&str]| {
+                            names.iter().find_map(|name| item[*name].as_str().map(str::to_owned)).unwrap_or_default()
+                        };
+                        for item in value["sources"].as_array().into_iter().flatten() {
+                            let url = google_relative(&field(item, &["href", "list_href", "link", "url"]));
+                            let title = field(item, &["title"]);
+                            if item["inline"].as_bool().unwrap_or(false) {
+                                out.source(&url, &title, true);
+                            } else {
+                                listed.push((url, title));
+                            }
+                        }
+                        for item in value["links"].as_array().into_iter().flatten() {
+                            listed.push((google_relative(&field(item, &["href", "url"])), field(item, &["title"])));
+                        }
+                    }
+                    "done" => out.complete = true,
+                    _ => {}
+                }
+            }
+        } else if body.content_type.contains("html") || body.text.trim_start().starts_with('<') {
+            let side = ["data-container-id=\"rhs-col\"", "data-subtree=\"msc\""]
+                .iter()
+                .filter_map(|marker| body.text.find(marker))
+                .min()
+                .unwrap_or(usize::MAX);
+            // The footer (privacy, feedback) is no part of the overview (idx:56277632383 drops it).
+            let end = body.text.find("data-target-container-id=\"footer-placeholder\"").unwrap_or(body.text.len());
+            for anchor in anchors(&body.text[..end]) {
+                let url = clean_url(&google_relative(&anchor.href));
+                let host = domain_of(&url);
+                // Google's own pages (idx:61867061311 skips these hosts); redirects are unwrapped
+                // by then, so what is left on them is Google's.
+                let own = ["google.com", "gstatic.com", "googleusercontent.com"]
+                    .iter()
+                    .any(|h| host == *h || host.ends_with(&format!(".{h}")));
+                if own || is_assistant_page(&url) {
+                    continue;
+                }
+                let title = anchor.label.trim_end_matches(" - Related results").to_owned();
+                if anchor.at < side {
+                    out.source(&url, &title, true);
+                } else {
+                    listed.push((url, title));
+                }
+            }
+            out.complete |= body.done && body.error.is_none();
+        }
+    }
+    for (url, title) in listed {
+        out.source(&url, &title, false);
+    }
+    out
+}
+
+/// An href as found in Google's markup, absolute: relative ones are google.com's.
+fn google_relative(href: &str) -> String {
+    let href = href.trim();
+    match Url::parse(GOOGLE_ORIGIN).and_then(|base| base.join(href)) {
+        Ok(url) => url.to_string(),
+        Err(_) => href.to_owned(),
+    }
+}
+
+/// One `<a href>` of an HTML fragment: where it starts, its href (entities decoded), and its
+/// name (`aria-label`, else its text without tags).
+struct Anchor {
+    at: usize,
+    href: String,
+    label: String,
+}
+
+/// The links of an HTML fragment, in document order. A small scanner, not a parser: Google's
+/// fragments quote their attributes, and only `<a>` tags matter here.
+fn anchors(html: &str) -> Vec<Anchor> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(offset) = html[from..].find("<a ") {
+        let at = from + offset;
+        let Some(tag_len) = html[at..].find('>') else { break };
+        let tag = &html[at..at + tag_len];
+        let rest = &html[at + tag_len + 1..];
+        let inner = rest.find("</a>").map_or("", |end| &rest[..end]);
+        from = at + tag_len + 1;
+        let Some(href) = attribute(tag, "href") else { continue };
+        let label = attribute(tag, "aria-label").filter(|l| !l.trim().is_empty()).unwrap_or_else(|| strip_tags(inner));
+        out.push(Anchor { at, href, label: common::collapse(&label) });
+    }
+    out
+}
+
+/// The value of `name="..."` in a start tag, entities decoded.
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let needle = format!(" {name}=\"");
+    let start = tag.find(&needle)? + needle.len();
+    let end = tag[start..].find('"')? + start;
+    Some(decode_entities(&tag[start..end]))
+}
+
+fn strip_tags(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            _ if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    decode_entities(&out)
+}
+
+fn decode_entities(text: &str) -> String {
+    text.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
 /// The prompt as one search: lines joined by a space (Enter in the box would search).
@@ -535,6 +850,84 @@ mod tests {
             ]
         );
         assert_eq!(got[2].domain, "c.example");
+    }
+
+    fn teed(content_type: &str, text: &str) -> Teed {
+        Teed {
+            seq: 1,
+            url: "https://www.google.com/async/folsrch?q=x".into(),
+            status: 200,
+            content_type: content_type.into(),
+            text: text.into(),
+            done: true,
+            ..Teed::default()
+        }
+    }
+
+    fn summary(findings: &Findings) -> Vec<(String, &str, bool)> {
+        findings.sources.iter().map(|s| (clean_url(&s.url), s.title.as_str(), s.inline)).collect()
+    }
+
+    #[test]
+    fn the_look_alike_events_give_inline_sources_first_then_listed_ones() {
+        // The look-alike's /async/folsrch: the block's sources come with `start`, in the list's
+        // order (the one no pill cites first), Google's own "AI Mode" link among the links.
+        let body = "event: start\n\
+            data: {\"sources\":[{\"index\":2,\"href\":\"https://www.google.com/url?sa=t&url=https%3A%2F%2Fc.example%2F3&ved=x\",\"title\":\"C page\",\"inline\":false},\
+            {\"index\":0,\"href\":\"https://a.example/1?srsltid=AfmBOo#utm_source=google&utm_medium=aio\",\"title\":\"A page\",\"inline\":true},\
+            {\"index\":1,\"chip_href\":\"/url?q=x\",\"href\":\"/url?q=https%3A%2F%2Fb.example%2F2&sa=U\",\"title\":\"B page\",\"inline\":true}],\
+            \"links\":[{\"href\":\"/search?udm=50&q=x\",\"title\":\"Dive deeper in AI Mode\"}]}\n\n\
+            event: chunk\ndata: {\"text\":\"Hello \"}\n\n\
+            event: done\ndata: {}\n\n";
+        let found = findings(&[teed("text/event-stream; charset=utf-8", body)]);
+        assert_eq!(
+            summary(&found),
+            vec![
+                ("https://a.example/1".to_owned(), "A page", true),
+                ("https://b.example/2".to_owned(), "B page", true),
+                ("https://c.example/3".to_owned(), "C page", false),
+                ("https://www.google.com/search?udm=50&q=x".to_owned(), "Dive deeper in AI Mode", false),
+            ]
+        );
+        assert!(found.complete);
+        assert!(found.search_queries.is_empty() && found.products.is_empty(), "google shows neither");
+        // The merge keeps the own page out.
+        let (merged, _) = stream::merge(&[], &found.sources);
+        assert_eq!(merged.len(), 3);
+    }
+
+    #[test]
+    fn a_google_fragment_gives_pills_inline_and_cards_listed() {
+        // google.com's deferred body as public extractors describe it (idx:56277632383: HTML,
+        // answer in the first <section>; idx:71000273646 / idx:65766924948: favicon pills
+        // through /url?q=, rhs-col cards `a.vIWmYe` linking the page with #:~:text=).
+        let fragment = "<section><div data-subtree=\"aimc\"><div data-container-id=\"main-col\">\
+            <div class=\"n6owBd\">Sentence. <span class=\"pill\"><img src=\"https://encrypted-tbn0.gstatic.com/faviconV2?url=https://en.wikipedia.org\">\
+            <a href=\"https://www.google.com/url?q=https%3A%2F%2Fen.wikipedia.org%2Fwiki%2FLaptop&amp;sa=U\">Wikipedia</a><span>+2</span></span></div>\
+            <div role=\"heading\" aria-level=\"3\">How it works</div><ul><li>bullet</li></ul></div>\
+            <div data-container-id=\"rhs-col\"><ul><li class=\"h7wxwc\"><div class=\"cRH23c\" data-src-id=\"0\">\
+            <a class=\"vIWmYe\" href=\"https://site.example/page#:~:text=Sentence\" aria-label=\"Page title\">\
+            <img src=\"https://encrypted-tbn0.gstatic.com/faviconV2?url=https://site.example\"><span class=\"jdxGff\">Site</span>\
+            <span class=\"gpZmoc\">Page title</span></a><span class=\"hxIQcc\">Snippet</span></div></li>\
+            <li class=\"h7wxwc\"><a class=\"vIWmYe\" href=\"https://en.wikipedia.org/wiki/Laptop#:~:text=a\" aria-label=\"Laptop - Wikipedia\"></a></li>\
+            <li><a href=\"https://support.google.com/websearch/answer/1\">Learn more</a></li></ul></div></div></section>\
+            <div data-target-container-id=\"footer-placeholder\"><a href=\"https://policies.google.com/privacy\">Privacy</a></div>";
+        let found = findings(&[teed("text/html; charset=UTF-8", fragment)]);
+        let summary = summary(&found);
+        // The pill names the site; the card's title is the page's (the merge prefers the page's).
+        assert_eq!(summary[0], ("https://en.wikipedia.org/wiki/Laptop".to_owned(), "Wikipedia", true));
+        assert_eq!(summary[1], ("https://site.example/page".to_owned(), "Page title", false));
+        assert_eq!(summary.len(), 2, "google's own links and the footer are no sources: {summary:?}");
+        assert!(found.complete);
+    }
+
+    #[test]
+    fn an_unended_or_foreign_body_says_nothing_complete() {
+        let mut open = teed("text/event-stream", "event: start\ndata: {\"sources\":[]}\n\n");
+        open.done = false;
+        let found = findings(&[open]);
+        assert!(!found.complete && found.sources.is_empty());
+        assert_eq!(findings(&[teed("application/json", "{\"a\":1}")]), Findings::default());
     }
 
     #[test]

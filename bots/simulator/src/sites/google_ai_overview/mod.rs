@@ -48,6 +48,30 @@
 //!   sending the requests, and not a robot.", `form#captcha-form`, `div#recaptcha.g-recaptcha`,
 //!   "About this page", "IP address", "Time", "URL".
 //!
+//! Page variants (`SimulatorConfig::variant`), each after a public description (the research
+//! notes of 2026-12, docs/selectors/google-ai-overview.md):
+//! - `current`: the classic shell above (`#m-x-content`, `jsname` ids, `data-complete`);
+//! - `redesign`: `div[data-subtree="aio"][role="region"]`, other classes, the box only `name=q`;
+//! - `rhs-direct-links`: fixtures of 2026-09-24 (code index idx:71000273646, idx:65766924948):
+//!   `div.YzCcne[jscontroller="EYwa3d"]` > `div[jsname="V3qe9d"]` without `#m-x-content` or
+//!   `data-complete`; the notices hidden by a stylesheet class behind an inline `<style>`; a
+//!   `[role=progressbar][aria-label=Generating]` while generating; `[data-subtree=aimc]` >
+//!   `[data-container-id=main-col]` with `div.n6owBd` paragraphs and favicon pills through
+//!   `/url?q=`; source cards `li.h7wxwc div.cRH23c a.vIWmYe` (title `.gpZmoc`, `aria-label`) in
+//!   `[data-container-id=rhs-col]` linking straight to the page with `#:~:text=` (or tracking in
+//!   the fragment), ending with Google's own "Dive deeper in AI Mode" search link; "Show more"
+//!   with an `aria-label` and no `aria-controls`, turned into "Show less"
+//!   (`aria-expanded="true"`); a "Good response"/"Bad response" footer once done; and, first on
+//!   the page, a People-also-ask item holding an AI answer under the same `aimc`/`main-col`
+//!   markers (idx:67398096397);
+//! - `inline-chips-only`: the same shell with no sources list at all ("no side 'Show all' panel
+//!   this time", idx:71000273646): every source is a pill, and the one no pill cites is nowhere.
+//!
+//! The deferred body is server-sent events here (the transport is our invention; google.com
+//! sends HTML): `start` with the block's sources (`href` as the variant's list or pill links it)
+//! and its own links, `chunk`s of text, `done`. `late_sources` fills the page's list 700 ms after
+//! the block completed; the events are unchanged.
+//!
 //! Failure knobs as Google shows them: no session cookie (`__Secure-1PSID`), an expired session
 //! or `[[expire-session]]` → the consent wall (the login wall's role); `[[challenge]]` → a
 //! redirect to `/sorry/index` (HTTP 429, as Google serves it), `config.challenge` → the shared
@@ -64,8 +88,10 @@
 
 mod page;
 
+use page::Variant;
+
 /// The page variants this look-alike serves (`SimulatorConfig::variant`), today's first.
-pub(crate) const VARIANTS: &[&str] = &["current", "redesign"];
+pub(crate) const VARIANTS: &[&str] = &["current", "redesign", "rhs-direct-links", "inline-chips-only"];
 
 use std::collections::HashMap;
 
@@ -126,7 +152,7 @@ async fn home(State(state): State<SimState>, headers: HeaderMap) -> Response {
     if logged_in(&state, &headers).is_none() {
         return consent_wall(&state, "/?hl=en");
     }
-    no_store(page::home(state.config().redesign))
+    no_store(page::home(Variant::of(&state.config())))
 }
 
 /// `/search?q=...`: the results page. The overview is not in it: the page script loads it.
@@ -154,7 +180,8 @@ async fn search(State(state): State<SimState>, headers: HeaderMap, Query(params)
         );
         return no_store_redirect(&target);
     }
-    no_store(page::results(query, &answer_for(query, true), state.config().redesign))
+    let config = state.config();
+    no_store(page::results(query, &answer_for(query, true), Variant::of(&config), config.late_sources))
 }
 
 /// One source as the page script gets it.
@@ -166,6 +193,10 @@ struct SourceOut {
     chip_href: String,
     /// The sources list links through the absolute redirect.
     list_href: String,
+    /// What the variant's sources list (or, without one, its pill) links to: the absolute
+    /// redirect, or for `rhs-direct-links` the page itself with a text highlight or tracking
+    /// in its fragment.
+    href: String,
     title: String,
     /// What the chip shows.
     label: String,
@@ -176,7 +207,8 @@ struct SourceOut {
 
 /// The sources of `answer` in the order the list shows them: the source no chip cites first,
 /// then the cited ones in reading order (Google's list follows its own ranking, not the text).
-fn sources_of(answer: &Answer) -> Vec<SourceOut> {
+/// `inline-chips-only` has no list: only the sources a pill cites.
+fn sources_of(answer: &Answer, variant: Variant) -> Vec<SourceOut> {
     let count = answer.citations.len();
     let listed_only = |index: usize| count >= 2 && index == count - 1;
     let mut order: Vec<usize> = (0..count).collect();
@@ -195,19 +227,45 @@ fn sources_of(answer: &Answer) -> Vec<SourceOut> {
                 citation.url.clone()
             };
             let encoded = encode_component(&target);
+            let chip_href = format!("/url?q={encoded}&sa=U&ved=2ahUKEwi{index}Qz&usg=AOvVaw{index}");
+            let list_href = format!(
+                "https://www.google.com/url?sa=t&source=web&rct=j&opi=89978449&url={encoded}&ved=2ahUKEwj{index}QFnoE"
+            );
+            let href = match variant {
+                Variant::Current | Variant::Redesign => list_href.clone(),
+                Variant::InlineChipsOnly => chip_href.clone(),
+                // The card links the page itself: a text highlight, or tracking in the fragment.
+                Variant::RhsDirectLinks if index % 2 == 0 => format!("{target}#utm_source=google&utm_medium=aio"),
+                Variant::RhsDirectLinks => {
+                    let words: Vec<&str> = citation.title.split_whitespace().take(3).collect();
+                    format!("{target}#:~:text={}", encode_component(&words.join(" ")))
+                }
+            };
             SourceOut {
                 index,
-                chip_href: format!("/url?q={encoded}&sa=U&ved=2ahUKEwi{index}Qz&usg=AOvVaw{index}"),
-                list_href: format!(
-                    "https://www.google.com/url?sa=t&source=web&rct=j&opi=89978449&url={encoded}&ved=2ahUKEwj{index}QFnoE"
-                ),
+                chip_href,
+                list_href,
+                href,
                 title: citation.title.clone(),
                 label: citation.domain.clone(),
                 snippet: format!("{} covers the essentials, with the details readers ask about most.", citation.domain),
                 inline: !listed_only(index),
             }
         })
+        .filter(|source| source.inline || variant != Variant::InlineChipsOnly)
         .collect()
+}
+
+/// Links the overview shows besides its sources: `rhs-direct-links` ends its list with Google's
+/// own "Dive deeper in AI Mode" (another search on the site itself: never a source).
+fn own_links(query: &str, variant: Variant) -> Vec<serde_json::Value> {
+    if variant != Variant::RhsDirectLinks {
+        return Vec::new();
+    }
+    vec![json!({
+        "href": format!("/search?udm=50&q={}&aep=11", encode_component(query)),
+        "title": "Dive deeper in AI Mode",
+    })]
 }
 
 /// `/async/folsrch?q=...`: the deferred AI Overview, as server-sent events: `none` or
@@ -228,6 +286,7 @@ async fn folsrch(State(state): State<SimState>, headers: HeaderMap, Query(params
     let over_quota = config.rate_limit_after.is_some_and(|limit| state.answers_of(&token) >= limit);
     let rate_limited = flags.rate_limit || config.rate_limit || over_quota;
     let pacing = Pacing::new(&config, flags, &query);
+    let variant = Variant::of(&config);
     let (tx, response) = event_stream();
     tokio::spawn(async move {
         let outcome = if rate_limited {
@@ -237,7 +296,7 @@ async fn folsrch(State(state): State<SimState>, headers: HeaderMap, Query(params
         } else if flags.no_overview {
             deferred(&tx, &pacing, "none", &json!({})).await
         } else {
-            overview(&tx, &pacing).await
+            overview(&tx, &pacing, variant, &query).await
         };
         tracing::debug!(?outcome, query = %normalize_prompt(&query), "ai overview stream ended");
         state.record(&token, &query, outcome);
@@ -262,11 +321,13 @@ async fn deferred(tx: &EventSender, pacing: &Pacing, event: &str, data: &serde_j
     if event == "unavailable" { Outcome::RateLimited } else { Outcome::Answered }
 }
 
-async fn overview(tx: &EventSender, pacing: &Pacing) -> Outcome {
+async fn overview(tx: &EventSender, pacing: &Pacing, variant: Variant, query: &str) -> Outcome {
     // The block opens (in its "Generating" state) after the deferred-load delay; the text
-    // follows after the first-token delay.
+    // follows after the first-token delay. The block's sources come with it, whenever the page
+    // shows them (`late_sources` only delays the page's list).
     tokio::time::sleep(pacing.first_token_delay).await;
-    let start = json!({ "sources": sources_of(&pacing.answer) });
+    let links = if pacing.answer.citations.is_empty() { Vec::new() } else { own_links(query, variant) };
+    let start = json!({ "sources": sources_of(&pacing.answer, variant), "links": links });
     if !send_event(tx, Some("start"), &start.to_string()).await {
         return Outcome::Interrupted;
     }
@@ -355,7 +416,7 @@ mod tests {
     #[test]
     fn sources_list_the_uncited_one_first_and_link_through_redirects() {
         let answer = answer_for("best running shoes for flat feet", true);
-        let sources = sources_of(&answer);
+        let sources = sources_of(&answer, Variant::Current);
         let count = answer.citations.len();
         assert_eq!(sources.len(), count);
         assert_eq!(sources[0].index, count - 1);
@@ -366,8 +427,18 @@ mod tests {
             assert!(source.chip_href.starts_with("/url?q=https%3A%2F%2F"));
             assert!(source.list_href.starts_with("https://www.google.com/url?sa=t&"));
             assert!(source.list_href.contains("&url=https%3A%2F%2F"));
+            assert_eq!(source.href, source.list_href);
         }
-        assert!(sources_of(&answer_for("x [[no-citations]]", false)).is_empty());
+        assert!(sources_of(&answer_for("x [[no-citations]]", false), Variant::Current).is_empty());
+        // Straight to the page, with a text highlight or tracking in the fragment.
+        let direct = sources_of(&answer, Variant::RhsDirectLinks);
+        assert!(direct.iter().all(|source| source.href.starts_with("https://") && source.href.contains('#')));
+        assert!(direct.iter().any(|source| source.href.contains("#:~:text=")));
+        assert!(direct.iter().any(|source| source.href.contains("#utm_source=")));
+        // Pills only: the source no pill cites is nowhere.
+        let chips = sources_of(&answer, Variant::InlineChipsOnly);
+        assert_eq!(chips.len(), count - 1);
+        assert!(chips.iter().all(|source| source.inline && source.href == source.chip_href));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The HTML pages. Templates live in `assets/` so they read (and diff) as plain HTML/CSS/JS;
-//! the pieces that change with the redesign switch are built here.
+//! the pieces that change with the page variant are built here.
 
 use crate::answer::Answer;
 use crate::common::escape_html;
+use crate::config::SimulatorConfig;
 
 use super::{NOT_AVAILABLE_MESSAGE, UNAVAILABLE_MESSAGE, encode_component};
 
@@ -38,15 +39,64 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
     out
 }
 
-fn variant(redesign: bool) -> &'static str {
-    if redesign { "redesign" } else { "classic" }
+/// The page variant served (`SimulatorConfig::variant`); see the module documentation of
+/// `sites::google_ai_overview` for the public description each one follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Variant {
+    /// Today's look-alike: `#m-x-content` with `jsname` ids and `data-complete`.
+    Current,
+    /// `div[data-subtree=aio][role=region]`, other class names, the search box only `name=q`.
+    Redesign,
+    /// No `#m-x-content`, no `data-complete`: a progressbar while generating, sources as
+    /// `rhs-col` cards linking straight to the page (`#:~:text=`), a People-also-ask decoy.
+    RhsDirectLinks,
+    /// As `RhsDirectLinks` without any sources list: every source is an inline pill.
+    InlineChipsOnly,
 }
+
+impl Variant {
+    /// The variant `config` asks for (an unknown name is refused when the config is set).
+    pub(crate) fn of(config: &SimulatorConfig) -> Variant {
+        match config.variant_name() {
+            "redesign" => Variant::Redesign,
+            "rhs-direct-links" => Variant::RhsDirectLinks,
+            "inline-chips-only" => Variant::InlineChipsOnly,
+            _ => Variant::Current,
+        }
+    }
+
+    /// Its name, as `SimulatorConfig::variant` spells it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Variant::Current => "current",
+            Variant::Redesign => "redesign",
+            Variant::RhsDirectLinks => "rhs-direct-links",
+            Variant::InlineChipsOnly => "inline-chips-only",
+        }
+    }
+
+    /// The variants built from other public descriptions share the People-also-ask decoy.
+    fn has_paa_decoy(self) -> bool {
+        matches!(self, Variant::RhsDirectLinks | Variant::InlineChipsOnly)
+    }
+}
+
+/// How long after the overview completes its sources list fills when `late_sources` is on.
+const LATE_SOURCES_MS: u64 = 700;
+
+/// A People-also-ask item holding an AI answer of its own (`[data-subtree=aimc]` >
+/// `[data-container-id=main-col]`), ahead of the overview: a bot that looks for those document-
+/// wide reads this text instead of the overview's.
+const PAA_DECOY: &str = "<div class=\"cUnQKe\" data-initq=\"\"><div role=\"heading\" aria-level=\"2\">People also ask</div>\
+     <div class=\"related-question-pair\" data-q=\"Is it worth it?\"><div class=\"wQiwMc\" role=\"button\" aria-expanded=\"true\">Is it worth it?</div>\
+     <div jsname=\"NRdf4c\" data-subtree=\"aimc\"><div data-container-id=\"main-col\"><div class=\"n6owBd\">\
+     This People also ask answer is not the AI Overview.</div></div></div></div></div>";
 
 /// The search box with `query` in it. The classic one is Google's `textarea#APjFqb.gLFyf`; the
 /// redesign keeps only `name="q"`.
-fn search_box(query: &str, redesign: bool) -> String {
+fn search_box(query: &str, variant: Variant) -> String {
     let value = escape_html(query);
-    if redesign {
+    if variant == Variant::Redesign {
         format!(
             "<textarea class=\"Yv2Qnb\" name=\"q\" rows=\"1\" maxlength=\"2048\" aria-label=\"Search\" \
              autocomplete=\"off\" spellcheck=\"false\">{value}</textarea>"
@@ -62,21 +112,16 @@ fn search_box(query: &str, redesign: bool) -> String {
 }
 
 /// The logged-in home page.
-pub(crate) fn home(redesign: bool) -> String {
+pub(crate) fn home(variant: Variant) -> String {
     fill(
         HOME_TEMPLATE,
-        &[
-            ("STYLE", STYLE),
-            ("SCRIPT", SCRIPT),
-            ("VARIANT", variant(redesign)),
-            ("SEARCH_BOX", &search_box("", redesign)),
-        ],
+        &[("STYLE", STYLE), ("SCRIPT", SCRIPT), ("VARIANT", variant.name()), ("SEARCH_BOX", &search_box("", variant))],
     )
 }
 
 /// One organic result. Classic: `div.MjjYud > div.tF2Cxc` with `a.zReHs[jsname=UWckNb] h3.LC20lb`,
 /// `cite` and `div.VwiC3b`; the redesign keeps the `data-hveid` wrapper and the `h3` only.
-fn organic(index: usize, url: &str, title: &str, domain: &str, redesign: bool) -> String {
+fn organic(index: usize, url: &str, title: &str, domain: &str, variant: Variant) -> String {
     let url_html = escape_html(url);
     let title = escape_html(title);
     let domain = escape_html(domain);
@@ -84,7 +129,7 @@ fn organic(index: usize, url: &str, title: &str, domain: &str, redesign: bool) -
     let breadcrumb = path.split(['/', '?']).filter(|part| !part.is_empty()).take(2).collect::<Vec<_>>().join(" › ");
     let cite = escape_html(&format!("https://{domain} › {breadcrumb}"));
     let snippet = format!("{title}. Read what {domain} says, with sources and the latest updates.");
-    if redesign {
+    if variant == Variant::Redesign {
         format!(
             "<div class=\"Ww4FFb\" data-hveid=\"CA{index}QAA\" data-rpos=\"{index}\"><div class=\"Nq9b2\">\
              <a class=\"sR8Ud\" href=\"{url_html}\"><h3 class=\"Xp4Lq\">{title}</h3><span class=\"Rc2Dx\">{cite}</span></a>\
@@ -103,19 +148,21 @@ fn organic(index: usize, url: &str, title: &str, domain: &str, redesign: bool) -
 }
 
 /// The results page for `query`: organic results from the answer's sources, an empty slot the
-/// page script fills with the deferred AI Overview, and the script's config.
-pub(crate) fn results(query: &str, answer: &Answer, redesign: bool) -> String {
+/// page script fills with the deferred AI Overview, and the script's config (the variant, and
+/// how late the sources list fills: 0 unless `late_sources`).
+pub(crate) fn results(query: &str, answer: &Answer, variant: Variant, late_sources: bool) -> String {
     // Organic ranking is not the overview's order.
     let results: String = answer
         .citations
         .iter()
         .rev()
         .enumerate()
-        .map(|(index, citation)| organic(index + 1, &citation.url, &citation.title, &citation.domain, redesign))
+        .map(|(index, citation)| organic(index + 1, &citation.url, &citation.title, &citation.domain, variant))
         .collect();
     let config = serde_json::json!({
         "q": query,
-        "variant": variant(redesign),
+        "variant": variant.name(),
+        "lateSourcesMs": if late_sources { LATE_SOURCES_MS } else { 0 },
         "unavailable": UNAVAILABLE_MESSAGE,
         "notAvailable": NOT_AVAILABLE_MESSAGE,
     });
@@ -126,10 +173,11 @@ pub(crate) fn results(query: &str, answer: &Answer, redesign: bool) -> String {
         &[
             ("STYLE", STYLE),
             ("SCRIPT", SCRIPT),
-            ("VARIANT", variant(redesign)),
+            ("VARIANT", variant.name()),
             ("CONFIG", &config),
+            ("PAA", if variant.has_paa_decoy() { PAA_DECOY } else { "" }),
             ("RESULTS", &results),
-            ("SEARCH_BOX", &search_box(query, redesign)),
+            ("SEARCH_BOX", &search_box(query, variant)),
             ("TITLE", &escape_html(query)),
         ],
     )
@@ -167,11 +215,11 @@ mod tests {
 
     #[test]
     fn home_has_the_search_box_of_its_variant() {
-        let classic = home(false);
+        let classic = home(Variant::Current);
         assert!(classic.contains("id=\"APjFqb\""));
         assert!(classic.contains("name=\"q\""));
         assert!(classic.contains("action=\"/search\""));
-        let redesign = home(true);
+        let redesign = home(Variant::Redesign);
         assert!(!redesign.contains("APjFqb"));
         assert!(!redesign.contains("class=\"gLFyf\""));
         assert!(redesign.contains("name=\"q\""));
@@ -182,15 +230,21 @@ mod tests {
     fn results_escape_the_query_and_list_organic_results() {
         let query = "<b>laptops</b> {{STYLE}} </script>";
         let answer = answer_for(query, true);
-        let page = results(query, &answer, false);
+        let page = results(query, &answer, Variant::Current, false);
         assert!(page.contains("&lt;b&gt;laptops&lt;/b&gt; {{STYLE}}"));
         assert!(!page.contains("<b>laptops</b>"));
         assert_eq!(page.matches("class=\"tF2Cxc\"").count(), answer.citations.len());
         assert!(page.contains("id=\"aio-slot\""));
-        let redesign = results("laptops", &answer_for("laptops", true), true);
+        assert!(!page.contains("related-question-pair"));
+        let redesign = results("laptops", &answer_for("laptops", true), Variant::Redesign, false);
         assert!(!redesign.contains("class=\"tF2Cxc\""));
         assert!(!redesign.contains("class=\"MjjYud\""));
         assert!(redesign.contains("data-variant=\"redesign\""));
+        // The variants from other descriptions put an AI answer in People also ask, first.
+        let decoyed = results("laptops", &answer_for("laptops", true), Variant::RhsDirectLinks, true);
+        let decoy = decoyed.find("related-question-pair").unwrap_or(usize::MAX);
+        assert!(decoy < decoyed.find("id=\"aio-slot\"").unwrap_or(0));
+        assert!(decoyed.contains("\"lateSourcesMs\":700"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 // aap-simulator google.com look-alike. Plain DOM code standing in for Google's results page: the
 // search box submits on Enter; on a results page the AI Overview is loaded deferred from
 // /async/folsrch, built in its "Generating" state, streamed, then collapsed behind "Show more".
-// The markup of both variants (classic, redesign) follows sites/google_ai_overview/mod.rs.
+// The markup of every variant (current, redesign, rhs-direct-links, inline-chips-only) follows
+// sites/google_ai_overview/mod.rs.
 (() => {
   'use strict';
 
@@ -80,6 +81,8 @@
       '<div class="R0r5R"><span>' + esc(source.label) + '</span></div></div></a></li>',
     sourcesList: 'ul.bTFeG',
     showAll: 'div.BjvG9b',
+    marksComplete: true,
+    footer: '',
   };
 
   const REDESIGN = {
@@ -121,10 +124,64 @@
       '<div role="heading" aria-level="3">' + esc(source.title) + '</div><div class="R0r5R">' + esc(source.label) + ' · ' + esc(source.snippet) + '</div></a></li>',
     sourcesList: 'ul[data-attrid="SGEAttributionFeedback"]',
     showAll: '.Sx8Tb',
+    marksComplete: true,
+    footer: '',
   };
 
-  const V = config.variant === 'redesign' ? REDESIGN : CLASSIC;
-  const state = { text: '', sources: [], byIndex: {}, expanded: false, sourcesExpanded: false };
+  // Fixtures of 2026-09 (see mod.rs): no #m-x-content, no data-complete; a progressbar while
+  // generating; notices hidden by a stylesheet class; "Show more" with an aria-label and no
+  // aria-controls, left in place as "Show less" once open; inline pills with a favicon; source
+  // cards in rhs-col linking straight to the page; a feedback footer once done.
+  const RHS = {
+    shell: () =>
+      '<div class="YzCcne" jscontroller="EYwa3d" data-hveid="CAEQAA"><div jsname="V3qe9d" class="s7d4ef">' +
+      '<style>.YWpX0d{display:none}.YWpX0d.Fb0Vze{display:block}</style>' +
+      '<span class="YWpX0d" data-n="none">' + esc(config.notAvailable) + '</span>' +
+      '<span class="YWpX0d" data-n="unavailable">' + esc(config.unavailable) + '</span>' +
+      '<div class="Fzsovc" role="heading" aria-level="2">AI Overview</div>' +
+      '<div class="Vgb1cd" role="progressbar" aria-label="Generating"><div class="fxhBye"></div><div class="fxhBye LW22ac"></div></div>' +
+      '<div data-subtree="aimc" class="LT6XE"><div>' +
+      '<div data-container-id="main-col" class="pWvJNd"><div style="display: contents" class="Zq7Jd"></div></div>' +
+      '<div class="Wv3Bqd" role="alert" style="display:none"></div></div>' +
+      (config.variant === 'inline-chips-only' ? '<div></div>' : '<div data-container-id="rhs-col" class="ofHStc"></div>') +
+      '</div>' +
+      '<div class="Jzkafd" role="button" tabindex="0" aria-label="Show more AI Overview" aria-expanded="false" style="display:none"><span>Show more</span></div>' +
+      '</div></div>',
+    ghost: '[role="progressbar"]',
+    completeHolder: null,
+    stream: '[data-container-id="main-col"] > .Zq7Jd',
+    alert: 'div.Wv3Bqd',
+    rhs: config.variant === 'inline-chips-only' ? null : '[data-container-id="rhs-col"]',
+    showMore: '.Jzkafd',
+    showNotice(root, which) {
+      root.querySelector('[data-n="' + which + '"]').classList.add('Fb0Vze');
+    },
+    paragraph: (inner) => '<div class="n6owBd">' + inner + '</div>',
+    heading: (inner) => '<div class="otQkpb" role="heading" aria-level="3">' + inner + '</div>',
+    item: (inner) => '<li>' + inner + '</li>',
+    list: (items) => '<ul class="U6u95">' + items + '</ul>',
+    strong: (inner) => '<strong>' + inner + '</strong>',
+    chip: (source) =>
+      '<span class="uQ0Fxb"><img class="Kr8Wb" alt="" src="https://encrypted-tbn0.gstatic.com/faviconV2?url=https://' + esc(source.label) + '">' +
+      '<a class="Xk3Rf" target="_blank" rel="noopener" href="' + esc(source.chip_href) + '">' + esc(source.label) + '</a></span>',
+    sources: (items, more) =>
+      '<ul class="zVKf0d">' + items.join('') + '</ul>' +
+      (more ? '<div class="Bq7Fnd" role="button" tabindex="0" aria-label="Show all related links" aria-expanded="false">Show all</div>' : ''),
+    sourceItem: (source) =>
+      '<li class="h7wxwc"><div class="cRH23c" data-src-id="' + esc(source.index === undefined ? 'own' : source.index) + '">' +
+      '<a class="vIWmYe" target="_blank" rel="noopener" href="' + esc(source.href) + '" aria-label="' + esc(source.title) + '">' +
+      (source.label ? '<img alt="" src="https://encrypted-tbn0.gstatic.com/faviconV2?url=https://' + esc(source.label) + '"><span class="jdxGff">' + esc(source.label) + '</span>' : '') +
+      '<span class="gpZmoc">' + esc(source.title) + '</span></a>' +
+      (source.snippet ? '<span class="hxIQcc">' + esc(source.snippet) + '</span>' : '') + '</div></li>',
+    sourcesList: 'ul.zVKf0d',
+    showAll: '.Bq7Fnd',
+    marksComplete: false,
+    footer: '<div class="fbk" role="group"><button class="Ue8Mb" aria-label="Good response"></button><button class="Ue8Mb" aria-label="Bad response"></button></div>',
+    expandedStays: true,
+  };
+
+  const V = { redesign: REDESIGN, 'rhs-direct-links': RHS, 'inline-chips-only': RHS }[config.variant] || CLASSIC;
+  const state = { text: '', sources: [], links: [], byIndex: {}, expanded: false, sourcesExpanded: false, sourcesShown: false };
   let ui = null;
 
   function buildBlock() {
@@ -136,7 +193,7 @@
       completeHolder: V.completeHolder ? root.querySelector(V.completeHolder) : root,
       stream: root.querySelector(V.stream),
       alert: root.querySelector(V.alert),
-      rhs: root.querySelector(V.rhs),
+      rhs: V.rhs ? root.querySelector(V.rhs) : null,
       showMore: root.querySelector(V.showMore),
     };
     ui.showMore.addEventListener('click', expand);
@@ -190,15 +247,20 @@
     state.expanded = true;
     render();
     ui.showMore.setAttribute('aria-expanded', 'true');
-    ui.showMore.style.display = 'none';
+    if (V.expandedStays) ui.showMore.querySelector('span').textContent = 'Show less';
+    else ui.showMore.style.display = 'none';
   }
 
   // ---- sources ------------------------------------------------------------------------------
 
+  // The list (sources, then the variant's own links), once it is due: at once, or with
+  // late_sources a moment after the overview completed.
   function renderSources() {
+    if (!state.sourcesShown || !ui.rhs) return;
+    const all = state.sources.concat(state.links);
     if (!state.sources.length) return;
-    const shown = state.sourcesExpanded ? state.sources : state.sources.slice(0, COLLAPSED_SOURCES);
-    const more = !state.sourcesExpanded && state.sources.length > COLLAPSED_SOURCES;
+    const shown = state.sourcesExpanded ? all : all.slice(0, COLLAPSED_SOURCES);
+    const more = !state.sourcesExpanded && all.length > COLLAPSED_SOURCES;
     ui.rhs.innerHTML = V.sources(shown.map(V.sourceItem), more);
     const showAll = ui.rhs.querySelector(V.showAll);
     if (showAll) {
@@ -236,8 +298,12 @@
       case 'start':
         buildBlock();
         state.sources = payload.sources || [];
+        state.links = payload.links || [];
         for (const source of state.sources) state.byIndex[source.index] = source;
-        renderSources();
+        if (!config.lateSourcesMs) {
+          state.sourcesShown = true;
+          renderSources();
+        }
         return;
       case 'chunk':
         state.text += payload.text || '';
@@ -251,8 +317,15 @@
         state.done = true;
         const blocks = render();
         stopLoading();
-        ui.completeHolder.setAttribute('data-complete', 'true');
+        if (V.marksComplete) ui.completeHolder.setAttribute('data-complete', 'true');
+        if (V.footer && blocks) ui.stream.parentElement.insertAdjacentHTML('beforeend', V.footer);
         if (!state.expanded && blocks > COLLAPSED_BLOCKS) ui.showMore.style.display = '';
+        if (config.lateSourcesMs) {
+          setTimeout(() => {
+            state.sourcesShown = true;
+            renderSources();
+          }, config.lateSourcesMs);
+        }
         return;
       }
       default:
