@@ -268,6 +268,23 @@ fn page_sources(rows: &[Row], findings: &Findings) -> Vec<Source> {
         .collect()
 }
 
+/// A citation the page shows only as a tag (its title is the tag's site name or number, not a
+/// listed title) takes the stream's title for the same address.
+fn stream_titles(citations: &mut [super::Citation], listed: &[Source], findings: &Findings) {
+    let listed: HashSet<String> = listed.iter().map(|source| clean_url(&source.href)).collect();
+    for citation in citations.iter_mut().filter(|c| !listed.contains(&c.url)) {
+        let title = findings
+            .sources
+            .iter()
+            .find(|s| clean_url(&s.url) == citation.url)
+            .map(|s| common::collapse(&s.title))
+            .filter(|title| !title.is_empty());
+        if let Some(title) = title {
+            citation.title = title;
+        }
+    }
+}
+
 impl Claude {
     /// The roles an answer cannot be read without: the composer, the send control and the
     /// assistant's message (its answer element may be missing: read by fallback).
@@ -542,7 +559,9 @@ impl Adapter for Claude {
             reading.missing("model_selector");
         }
 
-        let page_citations = common::citations(&extracted.links, &page_sources(&rows, &findings), clean_url);
+        let sources = page_sources(&rows, &findings);
+        let mut page_citations = common::citations(&extracted.links, &sources, clean_url);
+        stream_titles(&mut page_citations, &sources, &findings);
         let (citations, disagreement) = stream::merge(&page_citations, &findings.sources);
         reading.disagreement = disagreement;
         Ok(Captured {

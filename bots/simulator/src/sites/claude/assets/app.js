@@ -26,9 +26,10 @@
   const LATE_SOURCES = !!SIM.late_sources;
   // How long after the action bar late search results arrive.
   const LATE_SOURCES_MS = 900;
-  // testid-no-streaming-attr renders the text this long after it streamed (smooth rendering):
-  // the stop control is gone while the words still appear.
-  const RENDER_LAG_MS = 1500;
+  // testid-no-streaming-attr renders the text smoothly, at most this many characters per tick:
+  // it falls behind the stream, so the stop control is gone while the last words still appear.
+  const REVEAL_CHARS = 25;
+  const REVEAL_TICK_MS = 50;
   const ORG = SIM.org || '00000000-0000-4000-8000-000000000000';
   const INTERRUPTED =
     'Claude\u2019s response was interrupted. This can be caused by network problems or exceeding the maximum conversation length. Please contact support if the issue persists.';
@@ -460,19 +461,31 @@
     return window.aapSim.renderMarkdown(source, (text) => inline(text, refs), MARKDOWN);
   }
 
-  // Shows the answer text so far; testid-no-streaming-attr shows it RENDER_LAG_MS later.
+  // Shows the answer text so far; testid-no-streaming-attr reveals it REVEAL_CHARS at a time.
   function renderAnswer(state) {
-    const text = state.text;
-    const refs = state.refs.slice();
-    const show = () => {
-      answerBlock(state.turn).innerHTML = renderMarkdown(text, refs);
-    };
     if (!TESTIDS) {
-      show();
+      answerBlock(state.turn).innerHTML = renderMarkdown(state.text, state.refs);
       return;
     }
-    state.rendered = Date.now() + RENDER_LAG_MS;
-    setTimeout(show, RENDER_LAG_MS);
+    if (state.reveal) return;
+    state.reveal = setInterval(() => {
+      state.shown = Math.min(state.text.length, state.shown + REVEAL_CHARS);
+      const open = state.text.lastIndexOf('\ue200', state.shown);
+      if (open >= 0 && state.text.lastIndexOf('\ue201', state.shown) < open) {
+        // Never half a citation tag: show it whole.
+        state.shown = Math.max(state.shown, state.text.indexOf('\ue201', open) + 1 || state.shown);
+      }
+      answerBlock(state.turn).innerHTML = renderMarkdown(state.text.slice(0, state.shown), state.refs);
+      if (state.shown >= state.text.length) {
+        clearInterval(state.reveal);
+        state.reveal = null;
+      }
+    }, REVEAL_TICK_MS);
+  }
+
+  // Resolves once the revealed text has caught up with the stream.
+  async function revealed(state) {
+    while (state.reveal) await sleep(REVEAL_TICK_MS);
   }
 
   // ---- after the answer ---------------------------------------------------------------------
@@ -629,7 +642,8 @@
       blocks: {},
       calls: {},
       late: [],
-      rendered: 0,
+      shown: 0,
+      reveal: null,
       stopCleared: false,
       thinking: null,
       error: null,
@@ -690,8 +704,7 @@
       if (TESTIDS) {
         // The stream is over and the stop control with it; the last words still render.
         clearStopButton();
-        const left = state.rendered - Date.now();
-        if (left > 0) await sleep(left + 20);
+        await revealed(state);
       } else {
         // The site's own completion signal: the message container stops streaming.
         state.turn.streaming.setAttribute('data-is-streaming', 'false');
