@@ -106,7 +106,10 @@ async fn an_answer_streams_thinking_then_the_searches_then_cited_text_in_the_rea
     assert_eq!(types[types.len() - 3..], ["message_delta", "message_limit", "message_stop"]);
     let starts: Vec<&Value> = events.iter().filter(|event| event["type"] == "content_block_start").collect();
     let kinds: Vec<&str> = starts.iter().filter_map(|start| start["content_block"]["type"].as_str()).collect();
-    assert_eq!(kinds, ["thinking", "tool_use", "tool_result", "tool_use", "tool_result", "tool_use", "tool_result", "text"]);
+    assert_eq!(
+        kinds,
+        ["thinking", "tool_use", "tool_result", "tool_use", "tool_result", "tool_use", "tool_result", "text"]
+    );
     let thinking: String = deltas(&events, "thinking_delta").filter_map(|d| d["delta"]["thinking"].as_str()).collect();
     assert!(thinking.starts_with("The user asks"));
 
@@ -156,14 +159,22 @@ async fn an_answer_streams_thinking_then_the_searches_then_cited_text_in_the_rea
     let opened: Vec<(&str, &str)> = deltas(&events, "citation_start_delta")
         .filter_map(|d| Some((d["delta"]["citation"]["uuid"].as_str()?, d["delta"]["citation"]["url"].as_str()?)))
         .collect();
-    let closed: Vec<&str> = deltas(&events, "citation_end_delta").filter_map(|d| d["delta"]["citation_uuid"].as_str()).collect();
+    let closed: Vec<&str> =
+        deltas(&events, "citation_end_delta").filter_map(|d| d["delta"]["citation_uuid"].as_str()).collect();
     assert_eq!(opened.iter().map(|(uuid, _)| *uuid).collect::<Vec<_>>(), closed);
     let cited: Vec<String> = opened.iter().map(|(_, url)| url.replace("?utm_source=claude.ai", "")).collect();
     let want: Vec<&str> = expected.citations.iter().map(|c| c.url.as_str()).collect();
     assert_eq!(cited, want, "each source cited once, in reading order");
-    let position = |kind: &str, n: usize| events.iter().filter(|e| e["delta"]["type"] == kind).nth(n).and_then(|target| events.iter().position(|e| e == target));
+    let position = |kind: &str, n: usize| {
+        events
+            .iter()
+            .filter(|e| e["delta"]["type"] == kind)
+            .nth(n)
+            .and_then(|target| events.iter().position(|e| e == target))
+    };
     for n in 0..closed.len() {
-        let (open, close) = (position("citation_start_delta", n).context("start")?, position("citation_end_delta", n).context("end")?);
+        let (open, close) =
+            (position("citation_start_delta", n).context("start")?, position("citation_end_delta", n).context("end")?);
         assert!(events[open..close].iter().any(|e| e["delta"]["type"] == "text_delta"), "citation {n} spans words");
     }
 
@@ -234,7 +245,14 @@ async fn an_empty_answer_opens_its_text_block_and_stops_without_a_word() -> Resu
     let types: Vec<&str> = events.iter().filter_map(|event| event["type"].as_str()).collect();
     assert_eq!(
         types,
-        ["message_start", "content_block_start", "content_block_stop", "message_delta", "message_limit", "message_stop"]
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_stop",
+            "message_delta",
+            "message_limit",
+            "message_stop"
+        ]
     );
     assert_eq!(events[3]["delta"]["stop_reason"], "end_turn", "an ordinary end of turn");
 

@@ -8,9 +8,9 @@ use aap_bot::{Adapter, AnyAdapter, Captured, FoundIn};
 use aap_simulator::{Citation, Simulator, SimulatorConfig, Site, answer_for, strip_markers};
 use anyhow::{Context, Result};
 use common::{
-    answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error, challenge,
-    challenge_everywhere, collapse, empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause,
-    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out, Scenario,
+    Scenario, answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error,
+    challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause,
+    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
 };
 
 /// What the thinking of a `[[thinking]]` prompt starts with on the page; never in the answer.
@@ -243,11 +243,8 @@ fn expected_citations(prompt: &str, cites: bool) -> Vec<(String, String, u32, bo
 fn check_variant(variant: &str, scenario: Scenario, prompt: &str, captured: &Captured) -> Result<()> {
     let cites = scenario.cites();
     assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, cites).plain_text()), "the full text");
-    let got: Vec<(String, String, u32, bool, FoundIn)> = captured
-        .citations
-        .iter()
-        .map(|c| (c.url.clone(), c.title.clone(), c.position, c.inline, c.found_in))
-        .collect();
+    let got: Vec<(String, String, u32, bool, FoundIn)> =
+        captured.citations.iter().map(|c| (c.url.clone(), c.title.clone(), c.position, c.inline, c.found_in)).collect();
     assert_eq!(got, expected_citations(prompt, cites), "the exact citations");
     let queries = if cites { expected_queries(prompt) } else { Vec::new() };
     assert_eq!(captured.search_queries, queries, "the queries of the stream");
@@ -370,6 +367,44 @@ async fn the_old_manifest_misses_the_legacy_answer_container_and_the_new_one_rea
         let want: Vec<(String, bool)> =
             expected_citations(prompt, true).into_iter().map(|(url, _, _, inline, _)| (url, inline)).collect();
         assert_eq!(got, want);
+        Ok(())
+    })
+    .await
+}
+
+/// The quirk the testid variant stands for, seen from the page: after the stop control has
+/// cleared (the stream over), the answer's text still grows; the adapter above waits for it.
+#[tokio::test]
+async fn on_the_testid_variant_the_text_still_grows_after_the_stop_control_clears() -> Result<()> {
+    let config = SimulatorConfig { variant: "testid-no-streaming-attr".into(), ..short_pause() };
+    with_browser(config, async |browser, sim, _adapter| {
+        log_in(browser, sim, "operator-10").await?;
+        let driver = browser.driver();
+        driver.goto(format!("{}/new", sim.base_url)).await?;
+        let composer = driver.find(thirtyfour::By::Css("div[data-testid='chat-input']")).await?;
+        composer.send_keys("What are the best laptops under $1,000?").await?;
+        driver.find(thirtyfour::By::Css("button[data-testid='send-button']")).await?.click().await?;
+        let sample = "const body = document.querySelector('[data-testid=assistant-message] .font-claude-response-body');\
+                      return [!!document.querySelector('button[data-testid=stop-button]'),\
+                              body ? body.textContent.length : 0,\
+                              !!document.querySelector('button[data-testid=action-bar-copy]')];";
+        let mut cleared_at: Option<usize> = None;
+        let mut grew_after_clear = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (stop, len, done) = driver.execute(sample, Vec::new()).await?.convert::<(bool, usize, bool)>()?;
+            if done {
+                break;
+            }
+            match cleared_at {
+                Some(at) if len > at && !stop => grew_after_clear = true,
+                _ if !stop && len > 0 => cleared_at = Some(cleared_at.unwrap_or(len)),
+                _ => cleared_at = None,
+            }
+            assert!(std::time::Instant::now() < deadline, "the answer finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(grew_after_clear, "text grew while no stop control showed");
         Ok(())
     })
     .await

@@ -234,7 +234,8 @@ fn finish_block(block: Block, buffered: Option<&str>, findings: &mut Findings, l
         }
         "tool_result" if !block.start["is_error"].as_bool().unwrap_or(false) => {
             let given = &block.start["content"];
-            let items = if given.as_array().is_some_and(|items| !items.is_empty()) { given.clone() } else { streamed() };
+            let items =
+                if given.as_array().is_some_and(|items| !items.is_empty()) { given.clone() } else { streamed() };
             for item in items.as_array().into_iter().flatten() {
                 if item["type"].as_str().is_some_and(|kind| kind != "knowledge") {
                     continue;
@@ -255,9 +256,13 @@ fn page_sources(rows: &[Row], findings: &Findings) -> Vec<Source> {
             let href = if row.href.trim().is_empty() {
                 let title = common::collapse(&row.title);
                 let domain = row.domain.trim().trim_start_matches("www.").to_lowercase();
-                let by_title = findings.sources.iter().find(|s| !title.is_empty() && common::collapse(&s.title) == title);
-                let on_domain: Vec<_> =
-                    findings.sources.iter().filter(|s| !domain.is_empty() && domain_of(&clean_url(&s.url)) == domain).collect();
+                let by_title =
+                    findings.sources.iter().find(|s| !title.is_empty() && common::collapse(&s.title) == title);
+                let on_domain: Vec<_> = findings
+                    .sources
+                    .iter()
+                    .filter(|s| !domain.is_empty() && domain_of(&clean_url(&s.url)) == domain)
+                    .collect();
                 let by_domain = (on_domain.len() == 1).then(|| on_domain[0]);
                 by_title.or(by_domain)?.url.clone()
             } else {
@@ -539,7 +544,8 @@ impl Adapter for Claude {
         let expected = (findings.complete && results > 0).then_some(results);
         let rows = if extracted.search { self.search_results(driver, expected).await } else { Vec::new() };
 
-        let mut reading = Reading { finish_signals: finish.signals, read_by_fallback: extracted.fallback, ..Reading::default() };
+        let mut reading =
+            Reading { finish_signals: finish.signals, read_by_fallback: extracted.fallback, ..Reading::default() };
         if extracted.fallback {
             tracing::warn!("no answer element in the message; read the message's own text");
         }
@@ -675,7 +681,11 @@ mod tests {
             read.findings.sources,
             vec![
                 streamed("https://m.cd.bendibao.com/news/207608.shtm", "四川五一天气预报2026- 成都本地宝", true),
-                streamed("https://www.nmc.cn/publish/forecast/ASC/chengdu.html?utm_source=claude.ai", "成都-天气预报", true),
+                streamed(
+                    "https://www.nmc.cn/publish/forecast/ASC/chengdu.html?utm_source=claude.ai",
+                    "成都-天气预报",
+                    true
+                ),
                 streamed("https://claude.ai/share/0e4c", "Shared chat", false),
                 streamed("https://weather.example/cd#utm_source=claude.ai", "Chengdu weather", false),
             ]

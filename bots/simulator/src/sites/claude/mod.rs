@@ -45,6 +45,40 @@
 //!
 //! `[[empty]]`: the text block opens and closes without a delta and the message stops as usual
 //! (`data-is-streaming` flips to "false", the action bar shows) over an empty markdown block.
+//!
+//! # The completion stream (research of 2026-12-02, /work/research/claude.md §4)
+//! Shaped like a real capture of claude.ai's `/completion` stream (2026-04-30) and clewdr's
+//! client: `message_start`; `: ping` comments; per web search a `tool_use` block whose `input`
+//! starts as `{}` and streams in `input_json_delta` fragments, then a `tool_result` with
+//! `content: []` and the results as ONE `input_json_delta` holding a JSON array of `knowledge`
+//! items; two searches (a fan-out) and a `web_fetch`; the text with `citation_start_delta
+//! {citation}` before the words a source backs and `citation_end_delta {citation_uuid}` after;
+//! `message_delta`, `message_limit`, `message_stop`. The last cited source is in no result list;
+//! a claude.ai share link and a `#utm_source=` fragment sit among the results. A 429 carries its
+//! reset time in the header `anthropic-ratelimit-unified-reset` and in `error.message`, itself a
+//! JSON string. claude.ai shows no product cards, so no products are streamed.
+//!
+//! # Page variants (`SimulatorConfig::variant`)
+//! - `current`: today's look-alike.
+//! - `redesign`: other class names and test ids (only fallback selectors work).
+//! - `timeline-grid-2026`: the "Enhanced Extractor" DOM verified Feb 2026, the Expand-All
+//!   userscript, a payload+DOM exporter and an activity-search helper: `.font-claude-response >
+//!   div.grid.grid-rows-[auto_auto]` with `.row-start-1` (thinking and search, each behind a
+//!   `button.group/status` toggle and a `grid-template-rows: 0fr` body) and `.row-start-2` (the
+//!   answer); extended thinking on for every answer, its text the message's first
+//!   `.standard-markdown`; result rows with favicon, title and domain but no link (SaveMyPhind
+//!   issue #329); an action bar without `role=group`.
+//! - `legacy-font-claude-message`: RobertoReale's and agarwalvishal's exporters (2025-07/08),
+//!   10x-chat of 2026-02-21: the answer in `.font-claude-message` without `.standard-markdown`
+//!   (the manifest of 2026.11 read it as an empty answer), plain links as citations, a
+//!   `transition-all rounded-lg` thinking box, "Send Message", a `.font-claude-response` inside
+//!   the model button.
+//! - `testid-no-streaming-attr`: the cascades of 10x-chat, the Usage Meter and 11.autoai: the
+//!   message is `[data-testid=assistant-message]`, the answer `.font-claude-response-body`, no
+//!   `data-is-streaming`; the stop control clears between tool phases and the text renders
+//!   smoothly, so it still grows after the stop control cleared.
+//!
+//! `late_sources`: the search results reach the page 0.9 s after the action bar.
 
 mod page;
 
@@ -745,6 +779,40 @@ mod tests {
         }
         assert_eq!(search_results(&format!("{prompt} [[slow]]"), &cited), results);
         assert!(search_results(prompt, &[]).is_empty());
+    }
+
+    #[test]
+    fn each_citation_opens_at_the_start_of_the_sentence_it_backs() {
+        let text = format!(
+            "First claim. Second claim here. {}\n- **Term:** third claim. {} More.",
+            crate::answer::marker(0),
+            crate::answer::marker(1)
+        );
+        let plain: String =
+            pieces(&text).into_iter().filter_map(|p| if let Piece::Text(t) = p { Some(t) } else { None }).collect();
+        let starts = citation_starts(&text);
+        let spans: Vec<(&str, usize)> = starts.iter().map(|&(at, index)| (&plain[at..], index)).collect();
+        assert!(spans[0].0.starts_with("Second claim here."), "{spans:?}");
+        assert!(spans[1].0.starts_with("- **Term:** third claim."), "{spans:?}");
+        assert_eq!(starts.iter().map(|s| s.1).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn searches_fan_out_leave_the_last_cited_source_to_the_text_and_list_a_share_link() {
+        let prompt = "What are the best laptops under $1,000?";
+        let cited = answer_for(prompt, true).citations;
+        let searches = searches(prompt, &cited, "c0ffee");
+        assert_eq!(searches.len(), 2);
+        assert_eq!(searches[0].query, "What are the best laptops under $1,000?");
+        assert_eq!(searches[1].query, "What are the best laptops under $1,000 2026");
+        let urls: Vec<&str> = searches.iter().flat_map(|s| &s.results).filter_map(|r| r["url"].as_str()).collect();
+        assert!(!urls.contains(&cited[cited.len() - 1].url.as_str()));
+        assert_eq!(urls.last(), Some(&"https://claude.ai/share/c0ffee"));
+        let input = json!({ "query": "a \u{e9}t\u{e9} query" });
+        let fragments = json_fragments(&input);
+        assert_eq!(fragments[0], "{\"query\":");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&fragments.concat()).ok(), Some(input));
+        assert!(timestamp().ends_with('Z') && timestamp().len() == 27, "{}", timestamp());
     }
 
     #[test]
