@@ -4,12 +4,12 @@ mod common;
 
 use std::time::Duration;
 
-use aap_bot::{Adapter, AnyAdapter, Captured};
+use aap_bot::{Adapter, AnyAdapter, Captured, FoundIn};
 use aap_simulator::{Citation, Simulator, SimulatorConfig, Site, answer_for, strip_markers};
 use anyhow::{Context, Result};
 use common::{
-    answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error, challenge,
-    challenge_everywhere, collapse, empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause,
+    Scenario, answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error,
+    challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause,
     multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
 };
 
@@ -206,6 +206,205 @@ async fn an_empty_answer_is_an_empty_answer_not_a_timeout_and_the_next_answer_co
         assert_full_answer(&captured, prompt);
         let stats = sim.stats();
         assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (2, 1));
+        Ok(())
+    })
+    .await
+}
+
+// ---- the variant matrix ---------------------------------------------------------------------
+
+/// The web searches the look-alike runs for `prompt`: the question, then narrowed to this year.
+fn expected_queries(prompt: &str) -> Vec<String> {
+    let first: String = strip_markers(prompt).chars().take(80).collect();
+    let second = format!("{} 2026", first.trim_end_matches(['?', ' ']));
+    vec![collapse(&first), collapse(&second)]
+}
+
+/// The citations every variant must give for `prompt`: the cited sources inline in reading
+/// order, then the ones only listed, each found in the page and in the stream alike, cleaned
+/// (the stream's `utm_source` in a query and in a fragment, the share link left out).
+fn expected_citations(prompt: &str, cites: bool) -> Vec<(String, String, u32, bool, FoundIn)> {
+    if !cites {
+        return Vec::new();
+    }
+    answer_for(prompt, true)
+        .citations
+        .iter()
+        .map(|c| (c, true))
+        .chain(listed_only(prompt).iter().map(|c| (c, false)).collect::<Vec<_>>())
+        .enumerate()
+        .map(|(index, (c, inline))| (c.url.clone(), c.title.clone(), index as u32 + 1, inline, FoundIn::Both))
+        .collect()
+}
+
+/// What every cell of the matrix checks: the full text, the exact citation list, the queries,
+/// no products (claude.ai shows none), no fallback read, nothing missing, page and stream
+/// agreeing, and finish signals the variant has.
+fn check_variant(variant: &str, scenario: Scenario, prompt: &str, captured: &Captured) -> Result<()> {
+    let cites = scenario.cites();
+    assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, cites).plain_text()), "the full text");
+    let got: Vec<(String, String, u32, bool, FoundIn)> =
+        captured.citations.iter().map(|c| (c.url.clone(), c.title.clone(), c.position, c.inline, c.found_in)).collect();
+    assert_eq!(got, expected_citations(prompt, cites), "the exact citations");
+    let queries = if cites { expected_queries(prompt) } else { Vec::new() };
+    assert_eq!(captured.search_queries, queries, "the queries of the stream");
+    assert!(captured.products.is_empty());
+    assert_eq!(captured.web_search, Some(cites));
+    assert_eq!(captured.model.as_deref(), Some("Claude Sonnet 4.5"));
+    let reading = &captured.reading;
+    assert!(!reading.read_by_fallback, "read by selector");
+    assert_eq!(reading.missing_roles, Vec::<String>::new());
+    assert_eq!(reading.disagreement, None);
+    assert!(reading.finish_signals.len() >= 2, "{:?}", reading.finish_signals);
+    let signal = |name: &str| reading.finish_signals.iter().any(|s| s == name);
+    assert!(signal("stream-done") && signal("stop-gone"), "{:?}", reading.finish_signals);
+    assert_eq!(signal("streaming-false"), variant != "testid-no-streaming-attr", "{:?}", reading.finish_signals);
+    assert!(!captured.html.contains(THINKING_OPENING), "no thinking in the answer");
+    assert!(captured.ttft.is_some_and(|ttft| ttft < captured.total));
+    Ok(())
+}
+
+async fn variant_row(variant: &'static str) -> Result<()> {
+    common::variant_row(Site::Claude, variant, short_pause(), async |_sim, scenario, prompt, captured| {
+        check_variant(variant, scenario, prompt, &captured)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn variant_current_reads_every_scenario() -> Result<()> {
+    variant_row("current").await
+}
+
+#[tokio::test]
+async fn variant_redesign_reads_every_scenario() -> Result<()> {
+    variant_row("redesign").await
+}
+
+/// Thinking on for every answer, its text the message's first `.standard-markdown`; thinking
+/// and search share `button.group/status`; result rows without links (addresses from the stream).
+#[tokio::test]
+async fn variant_timeline_grid_2026_reads_every_scenario() -> Result<()> {
+    variant_row("timeline-grid-2026").await
+}
+
+/// The answer in `.font-claude-message`, no `.standard-markdown`; plain links as citations.
+#[tokio::test]
+async fn variant_legacy_font_claude_message_reads_every_scenario() -> Result<()> {
+    variant_row("legacy-font-claude-message").await
+}
+
+/// No streaming attribute; the stop control clears between tool phases and 1.5 s before the
+/// last words render (stop-gone and stream-done hold while the text still grows).
+#[tokio::test]
+async fn variant_testid_no_streaming_attr_reads_every_scenario() -> Result<()> {
+    variant_row("testid-no-streaming-attr").await
+}
+
+/// The issue's failure reproduced: on the legacy markup the old manifest's answer selectors
+/// (`.standard-markdown`, `.progressive-markdown`) find nothing in the message while the answer
+/// is on screen in `.font-claude-message` (the old adapter said `empty-answer`). With those old
+/// selectors the answer is now read by fallback; with the new manifest by selector; and with no
+/// answer selector matching, the fallback alone gives the exact text.
+#[tokio::test]
+async fn the_old_manifest_misses_the_legacy_answer_container_and_the_new_one_reads_it() -> Result<()> {
+    let config = SimulatorConfig { variant: "legacy-font-claude-message".into(), ..short_pause() };
+    with_browser(config, async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-9").await?;
+        let prompt = "What are the best laptops under $1,000?";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        check_variant("legacy-font-claude-message", Scenario::Normal, prompt, &captured)?;
+
+        // What the old manifest saw on this page: no answer text, the answer on screen.
+        let seen = browser
+            .driver()
+            .execute(
+                "const all = document.querySelectorAll('div[data-is-streaming]');\
+                 const message = all[all.length - 1];\
+                 const old = Array.from(message.querySelectorAll('.standard-markdown, .progressive-markdown'));\
+                 return [old.map((b) => b.textContent).join('').trim().length,\
+                         message.querySelector('.font-claude-message').innerText];",
+                Vec::new(),
+            )
+            .await?
+            .convert::<(usize, String)>()?;
+        assert_eq!(seen.0, 0, "the old answer selectors find no text: the old adapter's empty-answer");
+        let expected = collapse(&answer_for(prompt, true).plain_text());
+        let words: Vec<&str> = expected.split(' ').collect();
+        let mut on_screen = seen.1.split_whitespace();
+        assert!(words.iter().all(|word| on_screen.any(|w| w == *word)), "the answer is on screen");
+
+        // The old manifest's answer and thinking selectors: read by fallback now, not empty.
+        let dir = tempfile::tempdir()?;
+        let old = common::override_adapter(dir.path(), sim, "claude", |manifest| {
+            let set = |manifest: &mut aap_bot::Manifest, role: &str, list: &[&str]| {
+                manifest.selectors.insert(role.to_owned(), list.iter().map(|s| (*s).to_owned()).collect());
+            };
+            set(manifest, "answer_markdown", &[".standard-markdown", ".progressive-markdown"]);
+            set(manifest, "citation_link", &["a[class*='group/tag'][href]", "a[data-testid='citation-link'][href]"]);
+        })?;
+        let prompt = "Which running shoes suit flat feet?";
+        let captured = old.ask(browser.driver(), prompt).await?;
+        assert!(captured.reading.read_by_fallback);
+        assert!(captured.reading.confidence() < 1.0);
+        // The text is there in order; the old manifest cannot tell the citation links from it.
+        let expected = collapse(&answer_for(prompt, true).plain_text());
+        let read = collapse(&captured.response_text);
+        let mut read_words = read.split(' ');
+        assert!(expected.split(' ').all(|word| read_words.any(|w| w == word)), "{read}");
+
+        // The new thinking and citation selectors, no answer selector that matches: the
+        // fallback alone reads the exact text and the exact sources.
+        let dir = tempfile::tempdir()?;
+        let fallback = common::override_adapter(dir.path(), sim, "claude", |manifest| {
+            manifest.selectors.insert("answer_markdown".to_owned(), vec![".progressive-markdown".to_owned()]);
+        })?;
+        let prompt = "How do heat pumps work in cold climates?";
+        let captured = fallback.ask(browser.driver(), prompt).await?;
+        assert!(captured.reading.read_by_fallback);
+        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
+        let got: Vec<(String, bool)> = captured.citations.iter().map(|c| (c.url.clone(), c.inline)).collect();
+        let want: Vec<(String, bool)> =
+            expected_citations(prompt, true).into_iter().map(|(url, _, _, inline, _)| (url, inline)).collect();
+        assert_eq!(got, want);
+        Ok(())
+    })
+    .await
+}
+
+/// The quirk the testid variant stands for, seen from the page: after the stop control has
+/// cleared (the stream over), the answer's text still grows; the adapter above waits for it.
+#[tokio::test]
+async fn on_the_testid_variant_the_text_still_grows_after_the_stop_control_clears() -> Result<()> {
+    let config = SimulatorConfig { variant: "testid-no-streaming-attr".into(), ..short_pause() };
+    with_browser(config, async |browser, sim, _adapter| {
+        log_in(browser, sim, "operator-10").await?;
+        let driver = browser.driver();
+        driver.goto(format!("{}/new", sim.base_url)).await?;
+        let composer = driver.find(thirtyfour::By::Css("div[data-testid='chat-input']")).await?;
+        composer.send_keys("What are the best laptops under $1,000?").await?;
+        driver.find(thirtyfour::By::Css("button[data-testid='send-button']")).await?.click().await?;
+        let sample = "const body = document.querySelector('[data-testid=assistant-message] .font-claude-response-body');\
+                      return [!!document.querySelector('button[data-testid=stop-button]'),\
+                              body ? body.textContent.length : 0,\
+                              !!document.querySelector('button[data-testid=action-bar-copy]')];";
+        let mut cleared_at: Option<usize> = None;
+        let mut grew_after_clear = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (stop, len, done) = driver.execute(sample, Vec::new()).await?.convert::<(bool, usize, bool)>()?;
+            if done {
+                break;
+            }
+            match cleared_at {
+                Some(at) if len > at && !stop => grew_after_clear = true,
+                _ if !stop && len > 0 => cleared_at = Some(cleared_at.unwrap_or(len)),
+                _ => cleared_at = None,
+            }
+            assert!(std::time::Instant::now() < deadline, "the answer finished");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(grew_after_clear, "text grew while no stop control showed");
         Ok(())
     })
     .await

@@ -4,11 +4,16 @@
 //   composer       the prompt box element, or null
 //   composer_text  the text in the prompt box
 //   send           the send button element when it is enabled, or null
-//   extract        the last answer: html, text without citation tags, links, model, search block
-//   search_toggle  the closed toggle of the last answer's search block, or null
-//   sources        the last answer's search results: [{href, title}]
+//   extract        the last answer: html, text without citation tags, links, model, search block,
+//                  and whether it was read by fallback (no answer element: the message's text)
+//   open_search    opens the last answer's closed search blocks; how many search blocks it has
+//   sources        the last answer's search results: [{href, title, domain}] (href empty for a
+//                  row without a link)
 
 const streamingAttributes = arguments[2] || [];
+
+// The label of a thinking block's toggle, which looks like a search block's.
+const THINKING_LABEL = /^\s*(thought|thinking|reasoning)\b/i;
 
 function lastMessage() {
   const { count, last } = lastOf(document, sel.message);
@@ -28,19 +33,63 @@ function streamingOf(message) {
   return null;
 }
 
-function inThinking(el, message) {
-  const thinking = closest(el, sel.thinking);
-  return !!thinking && message.contains(thinking);
+// Whether `el` sits in an element of `root` that ANY selector of `lists` finds.
+function within(el, root, ...lists) {
+  for (const list of lists) {
+    for (const s of list || []) {
+      try {
+        const found = el.closest(s);
+        if (found && found !== root && root.contains(found)) return true;
+      } catch (_) {
+        // An invalid selector must not hide the valid ones.
+      }
+    }
+  }
+  return false;
 }
 
-// The answer's markdown blocks in reading order: the first selector that finds blocks outside
-// every thinking block wins; blocks nested in another kept block are dropped.
+// The answer's blocks in reading order: the first selector that finds blocks outside every
+// thinking and tool block (and outside buttons: the model selector holds a
+// .font-claude-response) wins; blocks nested in another kept block are dropped.
 function answerBlocks(message) {
-  return each(sel.answer_markdown, (s) => {
-    const blocks = Array.from(message.querySelectorAll(s)).filter((el) => !inThinking(el, message));
-    const outer = blocks.filter((el) => !blocks.some((other) => other !== el && other.contains(el)));
-    return outer.length ? outer : null;
-  }) || [];
+  return (
+    each(sel.answer_markdown, (s) => {
+      const blocks = Array.from(message.querySelectorAll(s)).filter(
+        (el) => !within(el, message, sel.thinking, sel.tool_block) && !el.closest('button'),
+      );
+      const outer = blocks.filter((el) => !blocks.some((other) => other !== el && other.contains(el)));
+      return outer.length ? outer : null;
+    }) || []
+  );
+}
+
+// A copy of `node` without thinking and tool blocks (every selector of both roles) and
+// controls: a container block's answer. `extra` lists more roles to drop.
+function cleaned(node, ...extra) {
+  return copyWithoutAll(node, sel.thinking, sel.tool_block, ...extra);
+}
+
+// What the answer is read from: its blocks, or (none matching) the whole message less thinking,
+// tool blocks, search results and controls.
+function answerNodes(message) {
+  const blocks = answerBlocks(message);
+  if (blocks.length) return { fallback: false, live: blocks, nodes: blocks.map((b) => cleaned(b)) };
+  return { fallback: true, live: [message], nodes: [cleaned(message, sel.sources_link, sel.sources_row)] };
+}
+
+function citationLinks(live, message) {
+  const links = [];
+  for (const root of live) {
+    for (const a of every(root, sel.citation_link)) {
+      if (within(a, message, sel.thinking, sel.tool_block)) continue;
+      links.push({ href: hrefOf(a), text: textOf(a) });
+    }
+  }
+  return links;
+}
+
+function searchToggles(message) {
+  return every(message, sel.search_toggle).filter((toggle) => !THINKING_LABEL.test(textOf(toggle)));
 }
 
 function modelName() {
@@ -57,6 +106,12 @@ function errorIn(message) {
   return error ? textOf(error) : null;
 }
 
+function rowOf(row, href) {
+  const title = first(row, sel.sources_title);
+  const domain = first(row, sel.sources_domain);
+  return { href, title: title ? textOf(title) : textOf(row), domain: domain ? textOf(domain) : '' };
+}
+
 switch (mode) {
   case 'probe': {
     const composer = firstShown(document, sel.composer);
@@ -64,14 +119,15 @@ switch (mode) {
     const { count, message } = lastMessage();
     let last = null;
     if (message) {
-      const blocks = answerBlocks(message);
-      const html = blocks.map((b) => b.outerHTML).join('\n');
+      const read = answerNodes(message);
+      const html = read.live.map((b) => b.outerHTML).join('\n');
       last = {
         streaming: streamingOf(message),
-        text_len: blocks.reduce((n, b) => n + (b.textContent || '').trim().length, 0),
+        text_len: read.nodes.reduce((n, b) => n + (b.textContent || '').trim().length, 0),
         signature: signature(html),
         action_bar: !!first(turnOf(message), sel.action_bar),
         error: errorIn(message),
+        fallback: read.fallback,
       };
     }
     const pageError = firstShown(document, sel.error);
@@ -101,36 +157,37 @@ switch (mode) {
   case 'extract': {
     const { message } = lastMessage();
     if (!message) return null;
-    const blocks = answerBlocks(message);
-    if (!blocks.length) return null;
-    const links = [];
-    for (const block of blocks) {
-      for (const a of every(block, sel.citation_link)) {
-        links.push({ href: hrefOf(a), text: textOf(a) });
-      }
-    }
-    // The text without the citation tags.
-    const copies = blocks.map((block) => copyWithout(block, sel.citation_chip, sel.citation_link));
+    const read = answerNodes(message);
+    // The text without the citation tags (a tag can sit mid-word: nothing is put in its place).
+    const copies = read.nodes.map((node) => copyWithout(node, sel.citation_chip, sel.citation_link));
     const text = measuredTexts(copies).join('\n\n');
-    const toggles = every(message, sel.search_toggle);
     return {
-      html: blocks.map((b) => b.outerHTML).join('\n'),
+      html: read.nodes.map((node) => node.outerHTML).join('\n'),
       text,
-      links,
+      links: citationLinks(read.live, message),
       model: modelName(),
-      search: toggles.length > 0,
+      search: searchToggles(message).length > 0,
+      fallback: read.fallback,
     };
   }
-  case 'search_toggle': {
+  case 'open_search': {
     const { message } = lastMessage();
-    if (!message) return null;
-    const toggle = every(message, sel.search_toggle).find((t) => t.getAttribute('aria-expanded') !== 'true');
-    return toggle && shown(toggle) ? toggle : null;
+    if (!message) return 0;
+    const toggles = searchToggles(message);
+    for (const toggle of toggles) {
+      if (toggle.getAttribute('aria-expanded') !== 'true') toggle.click();
+    }
+    return toggles.length;
   }
   case 'sources': {
     const { message } = lastMessage();
     if (!message) return [];
-    return listedSources(message);
+    const links = every(message, sel.sources_link);
+    if (links.length) return links.map((a) => rowOf(a, hrefOf(a)));
+    return every(message, sel.sources_row).map((row) => {
+      const a = row.closest('a[href]') || row.querySelector('a[href]');
+      return rowOf(row, a ? hrefOf(a) : '');
+    });
   }
   default:
     throw new Error('unknown page mode ' + mode);

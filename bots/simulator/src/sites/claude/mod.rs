@@ -45,11 +45,46 @@
 //!
 //! `[[empty]]`: the text block opens and closes without a delta and the message stops as usual
 //! (`data-is-streaming` flips to "false", the action bar shows) over an empty markdown block.
+//!
+//! # The completion stream (research of 2026-12-02, /work/research/claude.md §4)
+//! Shaped like a real capture of claude.ai's `/completion` stream (2026-04-30) and clewdr's
+//! client: `message_start`; `: ping` comments; per web search a `tool_use` block whose `input`
+//! starts as `{}` and streams in `input_json_delta` fragments, then a `tool_result` with
+//! `content: []` and the results as ONE `input_json_delta` holding a JSON array of `knowledge`
+//! items; two searches (a fan-out) and a `web_fetch`; the text with `citation_start_delta
+//! {citation}` before the words a source backs and `citation_end_delta {citation_uuid}` after;
+//! `message_delta`, `message_limit`, `message_stop`. The last cited source is in no result list;
+//! a claude.ai share link and a `#utm_source=` fragment sit among the results. A 429 carries its
+//! reset time in the header `anthropic-ratelimit-unified-reset` and in `error.message`, itself a
+//! JSON string. claude.ai shows no product cards, so no products are streamed.
+//!
+//! # Page variants (`SimulatorConfig::variant`)
+//! - `current`: today's look-alike.
+//! - `redesign`: other class names and test ids (only fallback selectors work).
+//! - `timeline-grid-2026`: the "Enhanced Extractor" DOM verified Feb 2026, the Expand-All
+//!   userscript, a payload+DOM exporter and an activity-search helper: `.font-claude-response >
+//!   div.grid.grid-rows-[auto_auto]` with `.row-start-1` (thinking and search, each behind a
+//!   `button.group/status` toggle and a `grid-template-rows: 0fr` body) and `.row-start-2` (the
+//!   answer); extended thinking on for every answer, its text the message's first
+//!   `.standard-markdown`; result rows with favicon, title and domain but no link (SaveMyPhind
+//!   issue #329); an action bar without `role=group`.
+//! - `legacy-font-claude-message`: RobertoReale's and agarwalvishal's exporters (2025-07/08),
+//!   10x-chat of 2026-02-21: the answer in `.font-claude-message` without `.standard-markdown`
+//!   (the manifest of 2026.11 read it as an empty answer), plain links as citations, a
+//!   `transition-all rounded-lg` thinking box, "Send Message", a `.font-claude-response` inside
+//!   the model button.
+//! - `testid-no-streaming-attr`: the cascades of 10x-chat, the Usage Meter and 11.autoai: the
+//!   message is `[data-testid=assistant-message]`, the answer `.font-claude-response-body`, no
+//!   `data-is-streaming`; the stop control clears between tool phases and the text renders
+//!   smoothly, so it still grows after the stop control cleared.
+//!
+//! `late_sources`: the search results reach the page 0.9 s after the action bar.
 
 mod page;
 
 /// The page variants this look-alike serves (`SimulatorConfig::variant`), today's first.
-pub(crate) const VARIANTS: &[&str] = &["current", "redesign"];
+pub(crate) const VARIANTS: &[&str] =
+    &["current", "redesign", "timeline-grid-2026", "legacy-font-claude-message", "testid-no-streaming-attr"];
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -91,14 +126,16 @@ pub(crate) fn routes() -> Router<SimState> {
 }
 
 fn variant(state: &SimState) -> Variant {
-    Variant::of(state.config().redesign)
+    Variant::of(&state.config())
 }
 
 /// The chat page for a live session; otherwise a redirect to `/login`, as claude.ai sends a
 /// logged-out browser there. (A challenge in front of every page is the edge's, in `routes`.)
 fn chat_or_login(state: &SimState, headers: &HeaderMap, return_to: &str) -> Response {
     match logged_in(state, headers) {
-        Some((token, label)) => no_store(page::chat_page(variant(state), &label, &org_of(&token))),
+        Some((token, label)) => {
+            no_store(page::chat_page(variant(state), &label, &org_of(&token), state.config().late_sources))
+        }
         None => {
             state.record_login_wall();
             Redirect::to(&format!("/login?returnTo={}", percent_encode(return_to))).into_response()
@@ -205,16 +242,22 @@ async fn completion(
             .and_then(|when| when.duration_since(UNIX_EPOCH).ok())
             // Limits reset on a round ten minutes, as the banner's "until 9:10 PM" shows.
             .map_or(0, |since| since.as_secs() / 600 * 600);
+        // claude.ai's 429: `message` is itself a JSON string to parse again, and the reset
+        // time is also in a header (clewdr error.rs, 2026-08).
+        let message = json!({ "type": "exceeded_limit", "resetsAt": resets_at, "remaining": null,
+            "perModelLimit": null })
+        .to_string();
         return (
             StatusCode::TOO_MANY_REQUESTS,
-            Json(json!({ "type": "error", "error": {
-                "type": "rate_limit_error", "message": "exceeded_limit", "resets_at": resets_at,
-            }})),
+            [("anthropic-ratelimit-unified-reset", resets_at.to_string())],
+            Json(json!({ "type": "error", "error": { "type": "rate_limit_error", "message": message } })),
         )
             .into_response();
     }
 
-    let plan = Plan::new(Pacing::new(&config, flags, &prompt), flags.thinking, &prompt, conversation_id);
+    // The timeline variant runs with extended thinking on: every answer thinks first.
+    let thinking = flags.thinking || (Variant::of(&config) == Variant::TimelineGrid && !flags.empty && !config.empty);
+    let plan = Plan::new(Pacing::new(&config, flags, &prompt), thinking, &prompt, conversation_id);
     let (tx, response) = event_stream();
     tokio::spawn(async move {
         let outcome = produce(&tx, &plan).await;
@@ -227,25 +270,28 @@ async fn completion(
 /// What one answer request will stream, fixed when it arrives.
 struct Plan {
     pacing: Pacing,
-    /// Extended thinking before the answer (`[[thinking]]`).
+    /// Extended thinking before the answer (`[[thinking]]`, or always on the variant that runs
+    /// with extended thinking on).
     thinking: Option<String>,
-    /// Search results in the order the search block lists them: cited ones and listed-only ones.
-    results: Vec<Citation>,
-    query: String,
+    /// The web searches run, in order (claude.ai fans a question out into several).
+    searches: Vec<Search>,
+    /// The page read whole with `web_fetch` after searching (the first cited source).
+    fetched: Option<Citation>,
     conversation_id: String,
+}
+
+/// One `web_search` tool call: its query and the `knowledge` items it returned.
+struct Search {
+    query: String,
+    results: Vec<serde_json::Value>,
 }
 
 impl Plan {
     fn new(pacing: Pacing, thinking: bool, prompt: &str, conversation_id: String) -> Plan {
         let question = strip_markers(prompt);
-        let results = search_results(prompt, &pacing.answer.citations);
-        Plan {
-            thinking: thinking.then(|| thinking_text(&question)),
-            query: question.chars().take(80).collect(),
-            results,
-            pacing,
-            conversation_id,
-        }
+        let searches = searches(prompt, &pacing.answer.citations, &conversation_id);
+        let fetched = pacing.answer.citations.first().cloned().filter(|_| !searches.is_empty());
+        Plan { thinking: thinking.then(|| thinking_text(&question)), searches, fetched, pacing, conversation_id }
     }
 }
 
@@ -255,6 +301,14 @@ fn thinking_text(question: &str) -> String {
         "The user asks: \u{201c}{question}\u{201d}. A structured overview with recent sources fits best.\n\n\
          Plan the reasoning first: the key factors, then a practical recommendation, each point kept brief."
     )
+}
+
+/// The web searches claude.ai runs for `prompt` (a fan-out of two queries): the question as
+/// asked, then the question narrowed to this year. Deterministic per prompt.
+pub(crate) fn search_queries(prompt: &str) -> [String; 2] {
+    let first: String = strip_markers(prompt).chars().take(80).collect();
+    let second = format!("{} 2026", first.trim_end_matches(['?', ' ']));
+    [first, second]
 }
 
 /// Sources only listed among the search results (never cited inline) for `prompt`: drawn as the
@@ -282,13 +336,69 @@ fn search_results(prompt: &str, cited: &[Citation]) -> Vec<Citation> {
     results
 }
 
-fn result_json(citation: &Citation) -> serde_json::Value {
-    json!({
-        "type": "knowledge",
-        "title": citation.title,
-        "url": citation.url,
-        "metadata": { "type": "webpage_metadata", "site_domain": citation.domain, "site_name": citation.domain },
-    })
+/// A shared claude.ai conversation a web search may return: the assistant's own page, never a
+/// source (a bot must leave it out).
+pub(crate) fn own_share_link(conversation_id: &str) -> String {
+    format!("https://claude.ai/share/{conversation_id}")
+}
+
+/// The searches for `prompt`, shaped like the capture of 2026-04-30: the results split over
+/// the two queries, the last cited source in neither (claude.ai cites pages a list did not
+/// show), the listed-only sources of the second search with tracking in their fragment, and a
+/// claude.ai share link among its results.
+fn searches(prompt: &str, cited: &[Citation], conversation_id: &str) -> Vec<Search> {
+    let mut results = search_results(prompt, cited);
+    if results.is_empty() {
+        return Vec::new();
+    }
+    if cited.len() >= 2
+        && let Some(last) = cited.last()
+    {
+        results.retain(|result| result.url != last.url);
+    }
+    let split = (1 + cited.len() / 2).min(results.len());
+    let second_results = results.split_off(split);
+    let [first_query, second_query] = search_queries(prompt);
+    let first = Search { query: first_query, results: results.iter().map(|r| result_json(r, &r.url)).collect() };
+    let mut second: Vec<serde_json::Value> = second_results
+        .iter()
+        .map(|r| {
+            if cited.iter().any(|c| c.url == r.url) {
+                result_json(r, &r.url)
+            } else {
+                result_json(r, &format!("{}#utm_source=claude.ai&utm_medium=referral", r.url))
+            }
+        })
+        .collect();
+    let own = Citation {
+        url: own_share_link(conversation_id),
+        href: own_share_link(conversation_id),
+        title: "Shared conversation | Claude".to_owned(),
+        domain: "claude.ai".to_owned(),
+    };
+    second.push(result_json(&own, &own.url));
+    vec![first, Search { query: second_query, results: second }]
+}
+
+/// The name claude.ai shows for a site: its registrable label, capitalised.
+fn site_name(domain: &str) -> String {
+    let parts: Vec<&str> = domain.split('.').filter(|p| !p.is_empty()).collect();
+    let label = if parts.len() >= 2 { parts[parts.len() - 2] } else { parts.first().copied().unwrap_or("source") };
+    let mut chars = label.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}
+
+fn favicon(domain: &str) -> String {
+    format!("https://www.google.com/s2/favicons?sz=64&domain={domain}")
+}
+
+fn metadata(domain: &str) -> serde_json::Value {
+    json!({ "type": "webpage_metadata", "site_domain": domain, "favicon_url": favicon(domain), "site_name": site_name(domain) })
+}
+
+/// One search result as a `knowledge` item (capture 2026-04-30), linking to `url`.
+fn result_json(citation: &Citation, url: &str) -> serde_json::Value {
+    json!({ "type": "knowledge", "title": citation.title, "url": url, "metadata": metadata(&citation.domain), "is_missing": false })
 }
 
 /// One piece of a streamed chunk: text, or the citation marker of source `index`.
@@ -324,8 +434,68 @@ fn pieces(chunk: &str) -> Vec<Piece<'_>> {
     out
 }
 
+/// Where each cited span starts in the answer's text (markers left out): claude.ai opens a
+/// citation (`citation_start_delta`) before the words it backs and closes it after them. The
+/// span is the sentence before the marker. `(offset, source index)` in text order.
+fn citation_starts(stream_text: &str) -> Vec<(usize, usize)> {
+    let mut starts = Vec::new();
+    let mut plain = String::new();
+    let mut floor = 0;
+    for piece in pieces(stream_text) {
+        match piece {
+            Piece::Text(text) => plain.push_str(text),
+            Piece::Cite(index) => {
+                let body = plain.trim_end();
+                let before = body.strip_suffix('.').unwrap_or(body);
+                let start = [before.rfind(". ").map(|at| at + 2), before.rfind('\n').map(|at| at + 1)]
+                    .into_iter()
+                    .flatten()
+                    .max()
+                    .unwrap_or(0)
+                    .max(floor);
+                let start = start + plain[start..].len() - plain[start..].trim_start().len();
+                starts.push((start.min(plain.len()), index));
+                floor = plain.len();
+            }
+        }
+    }
+    starts
+}
+
+/// An ISO-8601 UTC timestamp with microseconds, as claude.ai's `start_timestamp`s read.
+fn timestamp() -> String {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
 async fn event(tx: &EventSender, kind: &str, data: &serde_json::Value) -> bool {
     send_event(tx, Some(kind), &data.to_string()).await
+}
+
+/// A keep-alive comment, as claude.ai sends between events (`: ping - <time>`).
+async fn ping(tx: &EventSender) -> bool {
+    tx.send(Ok(Bytes::from(format!(": ping - {}\n\n", timestamp().replace('T', " ").trim_end_matches('Z')))))
+        .await
+        .is_ok()
 }
 
 /// Sleeps for `duration`, or until the client is gone (then false).
@@ -336,67 +506,144 @@ async fn hold(tx: &EventSender, duration: Duration) -> bool {
     }
 }
 
+async fn block_start(tx: &EventSender, index: usize, mut block: serde_json::Value) -> bool {
+    if let Some(fields) = block.as_object_mut() {
+        fields.insert("start_timestamp".into(), json!(timestamp()));
+        fields.insert("stop_timestamp".into(), serde_json::Value::Null);
+        fields.insert("flags".into(), serde_json::Value::Null);
+    }
+    event(tx, "content_block_start", &json!({ "type": "content_block_start", "index": index, "content_block": block }))
+        .await
+}
+
+async fn block_delta(tx: &EventSender, index: usize, delta: serde_json::Value) -> bool {
+    event(tx, "content_block_delta", &json!({ "type": "content_block_delta", "index": index, "delta": delta })).await
+}
+
+async fn block_stop(tx: &EventSender, index: usize) -> bool {
+    event(
+        tx,
+        "content_block_stop",
+        &json!({ "type": "content_block_stop", "index": index, "stop_timestamp": timestamp() }),
+    )
+    .await
+}
+
+/// `partial_json` fragments of `input` as claude.ai streams a tool call's input: the tool_use
+/// block starts with `input: {}` and the JSON arrives in pieces that only parse together.
+fn json_fragments(input: &serde_json::Value) -> Vec<String> {
+    let text = input.to_string();
+    let cut = text.find(':').map_or(0, |at| at + 1);
+    let rest = &text[cut..];
+    let mut half = rest.len() / 2;
+    while !rest.is_char_boundary(half) {
+        half += 1;
+    }
+    [&text[..cut], &rest[..half], &rest[half..]].into_iter().filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// A tool call and its result, as four-plus events: `tool_use` with an empty input, the input
+/// in `input_json_delta` fragments, then `tool_result` with empty content and the results as one
+/// `input_json_delta` whose `partial_json` is a JSON array string.
+async fn tool_call(
+    tx: &EventSender,
+    index: &mut usize,
+    name: &str,
+    input: serde_json::Value,
+    results: &[serde_json::Value],
+    display: serde_json::Value,
+) -> bool {
+    let id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
+    let message = if name == "web_fetch" { "Fetching page" } else { "Searching the web" };
+    let start = json!({ "type": "tool_use", "id": id, "name": name, "input": {}, "message": message,
+        "integration_name": null, "integration_icon_url": null, "icon_name": "globe", "context": null,
+        "display_content": null, "approval_options": null, "approval_key": null, "is_mcp_app": null,
+        "mcp_server_url": null });
+    if !block_start(tx, *index, start).await {
+        return false;
+    }
+    for fragment in json_fragments(&input) {
+        if !block_delta(tx, *index, json!({ "type": "input_json_delta", "partial_json": fragment })).await {
+            return false;
+        }
+    }
+    if !block_stop(tx, *index).await {
+        return false;
+    }
+    *index += 1;
+    let result = json!({ "type": "tool_result", "tool_use_id": id, "name": name, "content": [], "is_error": false,
+        "structured_content": null, "meta": null, "message": null, "integration_name": null,
+        "mcp_server_url": null, "integration_icon_url": null, "icon_name": "globe", "display_content": display });
+    let items = serde_json::Value::Array(results.to_vec()).to_string();
+    let done = block_start(tx, *index, result).await
+        && block_delta(tx, *index, json!({ "type": "input_json_delta", "partial_json": items })).await
+        && block_stop(tx, *index).await;
+    *index += 1;
+    done
+}
+
 async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
     let pacing = &plan.pacing;
     let message_id = uuid::Uuid::new_v4().to_string();
     let start = json!({ "type": "message_start", "message": {
         "id": format!("chatcompl_{}", uuid::Uuid::new_v4().simple()), "type": "message", "role": "assistant",
-        "model": page::MODEL_ID, "uuid": message_id, "content": [], "stop_reason": null,
-    }});
-    if !event(tx, "message_start", &start).await {
+        "model": "", "parent_uuid": uuid::Uuid::new_v4().to_string(), "uuid": message_id, "content": [],
+        "stop_reason": null, "stop_sequence": null, "stop_details": null,
+        "trace_id": format!("{:032x}", uuid::Uuid::new_v4().as_u128()),
+        "request_id": format!("req_{}", uuid::Uuid::new_v4().simple()) },
+        "discarded_parent_message_uuid": null });
+    if !event(tx, "message_start", &start).await || !ping(tx).await {
         return Outcome::Interrupted;
     }
     let mut index = 0;
 
     if let Some(thinking) = &plan.thinking {
-        let started = json!({ "type": "content_block_start", "index": index,
-            "content_block": { "type": "thinking", "thinking": "", "summaries": [] } });
-        if !event(tx, "content_block_start", &started).await || !hold(tx, pacing.first_token_delay).await {
+        let started = json!({ "type": "thinking", "thinking": "", "summaries": [], "cut_off": false });
+        if !block_start(tx, index, started).await || !hold(tx, pacing.first_token_delay).await {
             return Outcome::Interrupted;
         }
         let words: Vec<&str> = thinking.split_inclusive(' ').collect();
         for (n, chunk) in words.chunks(pacing.words_per_chunk).enumerate() {
             // A reasoning model goes quiet while it thinks: a pause that is not the end.
             let delay = if n == 2 { pacing.pause } else { pacing.chunk_delay };
-            let delta = json!({ "type": "content_block_delta", "index": index,
-                "delta": { "type": "thinking_delta", "thinking": chunk.concat() } });
-            if !hold(tx, delay).await || !event(tx, "content_block_delta", &delta).await {
+            let delta = json!({ "type": "thinking_delta", "thinking": chunk.concat() });
+            if !hold(tx, delay).await || !block_delta(tx, index, delta).await {
                 return Outcome::Interrupted;
             }
         }
-        if !event(tx, "content_block_stop", &json!({ "type": "content_block_stop", "index": index })).await {
+        if !block_stop(tx, index).await {
             return Outcome::Interrupted;
         }
         index += 1;
     }
 
-    if !plan.results.is_empty() {
-        let tool = json!({ "type": "content_block_start", "index": index, "content_block": {
-            "type": "tool_use", "id": format!("toolu_{}", uuid::Uuid::new_v4().simple()),
-            "name": "web_search", "input": { "query": plan.query } } });
-        if !event(tx, "content_block_start", &tool).await
-            || !event(tx, "content_block_stop", &json!({ "type": "content_block_stop", "index": index })).await
-            || !hold(tx, pacing.first_token_delay).await
+    for search in &plan.searches {
+        let input = json!({ "query": search.query });
+        if !tool_call(tx, &mut index, "web_search", input, &search.results, serde_json::Value::Null).await
+            || !ping(tx).await
+            || !hold(tx, pacing.first_token_delay / 2).await
         {
             return Outcome::Interrupted;
         }
-        index += 1;
-        let results: Vec<serde_json::Value> = plan.results.iter().map(result_json).collect();
-        let result = json!({ "type": "content_block_start", "index": index, "content_block": {
-            "type": "tool_result", "name": "web_search", "content": results, "is_error": false } });
-        if !event(tx, "content_block_start", &result).await
-            || !event(tx, "content_block_stop", &json!({ "type": "content_block_stop", "index": index })).await
+    }
+    if let Some(page) = &plan.fetched {
+        let display = json!({ "type": "rich_link", "link": { "title": page.title, "subtitles": null, "url": page.url,
+            "resource_type": null, "icon_url": favicon(&page.domain), "source": site_name(&page.domain) },
+            "is_trusted": false });
+        if !tool_call(tx, &mut index, "web_fetch", json!({ "url": page.url }), &[result_json(page, &page.url)], display)
+            .await
         {
             return Outcome::Interrupted;
         }
-        index += 1;
     }
 
-    let text_start =
-        json!({ "type": "content_block_start", "index": index, "content_block": { "type": "text", "text": "" } });
-    if !event(tx, "content_block_start", &text_start).await {
+    if !block_start(tx, index, json!({ "type": "text", "text": "", "citations": [] })).await {
         return Outcome::Interrupted;
     }
+    let starts = citation_starts(&pacing.answer.stream_text);
+    let uuids: Vec<String> = pacing.answer.citations.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let mut next_start = 0;
+    let mut offset = 0;
     let chunks = pacing.chunks();
     let count = chunks.len();
     for (n, chunk) in chunks.iter().enumerate() {
@@ -414,21 +661,43 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
             return Outcome::Interrupted;
         }
         pacing.before_chunk(n, count).await;
+        let mut deltas = Vec::new();
         for piece in pieces(chunk) {
-            let delta = match piece {
-                Piece::Text(text) => json!({ "type": "text_delta", "text": text }),
+            match piece {
+                Piece::Text(text) => {
+                    let mut rest = text;
+                    while let Some(&(at, source)) = starts.get(next_start) {
+                        if at >= offset + rest.len() {
+                            break;
+                        }
+                        let (before, after) = rest.split_at(at.saturating_sub(offset).min(rest.len()));
+                        if !before.is_empty() {
+                            deltas.push(json!({ "type": "text_delta", "text": before }));
+                        }
+                        offset += before.len();
+                        deltas.push(citation_start(pacing, &uuids, source));
+                        next_start += 1;
+                        rest = after;
+                    }
+                    if !rest.is_empty() {
+                        deltas.push(json!({ "type": "text_delta", "text": rest }));
+                    }
+                    offset += rest.len();
+                }
                 Piece::Cite(source) => {
-                    let Some(citation) = pacing.answer.citations.get(source) else {
+                    let Some(uuid) = uuids.get(source) else {
                         continue;
                     };
-                    json!({ "type": "citation_end_delta", "citation": {
-                        "uuid": uuid::Uuid::new_v4().to_string(), "url": citation.url, "title": citation.title,
-                        "source_index": source, "metadata": { "site_domain": citation.domain },
-                    }})
+                    if starts.get(next_start).is_some_and(|&(_, s)| s == source) {
+                        deltas.push(citation_start(pacing, &uuids, source));
+                        next_start += 1;
+                    }
+                    deltas.push(json!({ "type": "citation_end_delta", "citation_uuid": uuid }));
                 }
-            };
-            let delta = json!({ "type": "content_block_delta", "index": index, "delta": delta });
-            if !event(tx, "content_block_delta", &delta).await {
+            }
+        }
+        for delta in deltas {
+            if !block_delta(tx, index, delta).await {
                 return Outcome::Interrupted;
             }
         }
@@ -436,15 +705,36 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
 
     // An empty answer (`[[empty]]`) had no chunks: the text block opened and ends without a word.
     pacing.before_empty_finish().await;
-    let done = event(tx, "content_block_stop", &json!({ "type": "content_block_stop", "index": index })).await
+    let limit = json!({ "type": "message_limit", "message_limit": { "type": "within_limit", "resetsAt": null,
+        "remaining": null, "perModelLimit": null, "representativeClaim": "five_hour",
+        "overageDisabledReason": "overage_not_provisioned", "overageInUse": false } });
+    let done = block_stop(tx, index).await
         && event(
             tx,
             "message_delta",
-            &json!({ "type": "message_delta", "delta": { "stop_reason": "end_turn", "stop_sequence": null } }),
+            &json!({ "type": "message_delta",
+                "delta": { "stop_reason": "end_turn", "stop_sequence": null, "stop_details": null } }),
         )
         .await
+        && event(tx, "message_limit", &limit).await
         && event(tx, "message_stop", &json!({ "type": "message_stop" })).await;
     if done { pacing.finished() } else { Outcome::Interrupted }
+}
+
+/// `citation_start_delta` for source `index` (capture 2026-04-30 shape). The first source is
+/// linked with a tracking parameter, as assistants' links often are.
+fn citation_start(pacing: &Pacing, uuids: &[String], index: usize) -> serde_json::Value {
+    let Some(citation) = pacing.answer.citations.get(index) else {
+        return json!({ "type": "flag_delta", "flag": "unknown_citation" });
+    };
+    let uuid = uuids.get(index).cloned().unwrap_or_default();
+    let url = if index == 0 { format!("{}?utm_source=claude.ai", citation.url) } else { citation.url.clone() };
+    json!({ "type": "citation_start_delta", "citation": {
+        "uuid": uuid, "title": citation.title, "url": url, "metadata": metadata(&citation.domain),
+        "origin_tool_name": "web_search",
+        "sources": [{ "title": citation.title, "subtitles": null, "url": url, "resource_type": null,
+            "icon_url": favicon(&citation.domain), "source": site_name(&citation.domain), "content_body": null,
+            "uuid": uuid }] } })
 }
 
 #[cfg(test)]
@@ -489,6 +779,40 @@ mod tests {
         }
         assert_eq!(search_results(&format!("{prompt} [[slow]]"), &cited), results);
         assert!(search_results(prompt, &[]).is_empty());
+    }
+
+    #[test]
+    fn each_citation_opens_at_the_start_of_the_sentence_it_backs() {
+        let text = format!(
+            "First claim. Second claim here. {}\n- **Term:** third claim. {} More.",
+            crate::answer::marker(0),
+            crate::answer::marker(1)
+        );
+        let plain: String =
+            pieces(&text).into_iter().filter_map(|p| if let Piece::Text(t) = p { Some(t) } else { None }).collect();
+        let starts = citation_starts(&text);
+        let spans: Vec<(&str, usize)> = starts.iter().map(|&(at, index)| (&plain[at..], index)).collect();
+        assert!(spans[0].0.starts_with("Second claim here."), "{spans:?}");
+        assert!(spans[1].0.starts_with("- **Term:** third claim."), "{spans:?}");
+        assert_eq!(starts.iter().map(|s| s.1).collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    #[test]
+    fn searches_fan_out_leave_the_last_cited_source_to_the_text_and_list_a_share_link() {
+        let prompt = "What are the best laptops under $1,000?";
+        let cited = answer_for(prompt, true).citations;
+        let searches = searches(prompt, &cited, "c0ffee");
+        assert_eq!(searches.len(), 2);
+        assert_eq!(searches[0].query, "What are the best laptops under $1,000?");
+        assert_eq!(searches[1].query, "What are the best laptops under $1,000 2026");
+        let urls: Vec<&str> = searches.iter().flat_map(|s| &s.results).filter_map(|r| r["url"].as_str()).collect();
+        assert!(!urls.contains(&cited[cited.len() - 1].url.as_str()));
+        assert_eq!(urls.last(), Some(&"https://claude.ai/share/c0ffee"));
+        let input = json!({ "query": "a \u{e9}t\u{e9} query" });
+        let fragments = json_fragments(&input);
+        assert_eq!(fragments[0], "{\"query\":");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&fragments.concat()).ok(), Some(input));
+        assert!(timestamp().ends_with('Z') && timestamp().len() == 27, "{}", timestamp());
     }
 
     #[test]

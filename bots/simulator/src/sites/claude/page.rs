@@ -15,34 +15,57 @@ pub(crate) const MODEL_LABEL: &str = "Claude Sonnet 4.5";
 /// The API id of that model, as the completion request names it.
 pub(crate) const MODEL_ID: &str = "claude-sonnet-4-5-20250929";
 
-/// Which markup the pages use.
+/// Which markup the pages use (`SimulatorConfig::variant`; the module documentation of
+/// `sites::claude` says which public description each one follows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Variant {
     /// claude.ai as public automation tools select it today.
     Current,
     /// After a redesign: other test ids and class names, only a bot's fallback selectors work.
     Redesign,
+    /// The 2026 two-row grid (`timeline-grid-2026`): thinking and tool blocks in `.row-start-1`
+    /// behind `button.group/status` toggles, the answer in `.row-start-2`; the thinking text is
+    /// the message's first `.standard-markdown`; search-result rows without links.
+    TimelineGrid,
+    /// The older markup (`legacy-font-claude-message`): the answer in `.font-claude-message`
+    /// without `.standard-markdown`, plain links as citations, "Send Message".
+    Legacy,
+    /// Test ids and no streaming attribute (`testid-no-streaming-attr`): the message is
+    /// `[data-testid=assistant-message]`, the answer `.font-claude-response-body`; the stop
+    /// control clears between tool phases and before the text has finished rendering.
+    TestIds,
 }
 
 impl Variant {
-    pub(crate) fn of(redesign: bool) -> Variant {
-        if redesign { Variant::Redesign } else { Variant::Current }
+    pub(crate) fn of(config: &crate::SimulatorConfig) -> Variant {
+        match config.variant_name() {
+            "redesign" => Variant::Redesign,
+            "timeline-grid-2026" => Variant::TimelineGrid,
+            "legacy-font-claude-message" => Variant::Legacy,
+            "testid-no-streaming-attr" => Variant::TestIds,
+            _ => Variant::Current,
+        }
     }
 
     fn name(self) -> &'static str {
         match self {
             Variant::Current => "current",
             Variant::Redesign => "redesign",
+            Variant::TimelineGrid => "timeline-grid-2026",
+            Variant::Legacy => "legacy-font-claude-message",
+            Variant::TestIds => "testid-no-streaming-attr",
         }
     }
 }
 
 /// The logged-in chat page (`/new` and `/chat/{uuid}`) for a session labelled `label`; `org` is
 /// the organization uuid the page's API calls name.
-pub(crate) fn chat_page(variant: Variant, label: &str, org: &str) -> String {
+/// `late_sources`: the search results reach the page only after the answer has finished.
+pub(crate) fn chat_page(variant: Variant, label: &str, org: &str, late_sources: bool) -> String {
     let shown = if label.trim().is_empty() { "Claude user" } else { label.trim() };
     let initial: String = shown.chars().next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
-    let config = serde_json::json!({ "variant": variant.name(), "org": org, "model_id": MODEL_ID });
+    let config = serde_json::json!({ "variant": variant.name(), "org": org, "model_id": MODEL_ID,
+        "late_sources": late_sources });
     // `</` cannot end the inline script early: JSON never needs it unescaped.
     let config = config.to_string().replace("</", "<\\/");
     // The label goes in last, so a label that looks like a placeholder stays literal text.
@@ -72,24 +95,49 @@ fn composer(variant: Variant) -> &'static str {
              aria-label=\"Message Claude\" aria-multiline=\"true\"><p data-placeholder=\"Reply to Claude\u{2026}\" \
              class=\"is-empty is-editor-empty\"><br class=\"ProseMirror-trailingBreak\"></p></div>"
         }
+        // Enhanced Extractor (Feb 2026): no data-testid on the editor.
+        Variant::TimelineGrid => {
+            "<div contenteditable=\"true\" translate=\"no\" enterkeyhint=\"enter\" role=\"textbox\" \
+             aria-label=\"Write your prompt to Claude\" aria-multiline=\"true\" class=\"tiptap ProseMirror\">\
+             <p data-placeholder=\"Reply to Claude\u{2026}\" class=\"is-empty is-editor-empty\">\
+             <br class=\"ProseMirror-trailingBreak\"></p></div>"
+        }
+        // 11.autoai / 10x-chat (2025-10 .. 2026-02): no role, no aria-label.
+        Variant::Legacy => {
+            "<div contenteditable=\"true\" class=\"ProseMirror break-words\" enterkeyhint=\"enter\" translate=\"no\">\
+             <p data-placeholder=\"Message Claude\u{2026}\" class=\"is-empty is-editor-empty\"><br></p></div>"
+        }
+        Variant::TestIds => {
+            "<div contenteditable=\"true\" role=\"textbox\" aria-label=\"Write your prompt to Claude\" \
+             data-testid=\"chat-input\" class=\"ProseMirror\"><p data-placeholder=\"How can I help you today?\" \
+             class=\"is-empty is-editor-empty\"><br class=\"ProseMirror-trailingBreak\"></p></div>"
+        }
     }
 }
 
 fn model_selector(variant: Variant) -> String {
-    let testid = match variant {
-        Variant::Current => "model-selector-dropdown",
-        Variant::Redesign => "model-picker",
-    };
-    format!(
-        "<button type=\"button\" data-testid=\"{testid}\" class=\"model-selector\" aria-label=\"Model: {MODEL_LABEL}\" \
-         aria-haspopup=\"menu\" aria-expanded=\"false\"><div class=\"truncate\">{MODEL_LABEL}</div></button>"
-    )
+    match variant {
+        // 11.autoai (2025-10-05): the model name sits in a `.font-claude-response` inside the
+        // button, so an unscoped `.font-claude-response` finds the model, not the answer.
+        Variant::Legacy => format!(
+            "<button type=\"button\" data-testid=\"model-selector-dropdown\" class=\"model-selector\" \
+             aria-haspopup=\"menu\" aria-expanded=\"false\"><div class=\"font-claude-response whitespace-nowrap \
+             select-none\">{MODEL_LABEL}</div></button>"
+        ),
+        _ => {
+            let testid = if variant == Variant::Redesign { "model-picker" } else { "model-selector-dropdown" };
+            format!(
+                "<button type=\"button\" data-testid=\"{testid}\" class=\"model-selector\" aria-label=\"Model: {MODEL_LABEL}\" \
+                 aria-haspopup=\"menu\" aria-expanded=\"false\"><div class=\"truncate\">{MODEL_LABEL}</div></button>"
+            )
+        }
+    }
 }
 
 /// The login page (`/login`): no composer, "Continue with Google" or an email address.
 pub(crate) fn login_page(variant: Variant) -> String {
     let form = match variant {
-        Variant::Current => {
+        Variant::Current | Variant::TimelineGrid | Variant::Legacy | Variant::TestIds => {
             "<div class=\"login-form\">\
              <button type=\"button\" data-testid=\"login-with-google\" class=\"btn-google\">Continue with Google</button>\
              <div class=\"divider\">OR</div>\
@@ -126,7 +174,7 @@ mod tests {
 
     #[test]
     fn current_chat_page_has_the_contract_markup_and_escapes_the_label() {
-        let page = chat_page(Variant::Current, "<b>ops</b> {{STYLE}}", "org-1");
+        let page = chat_page(Variant::Current, "<b>ops</b> {{STYLE}}", "org-1", false);
         assert!(page.contains("data-testid=\"chat-input\""));
         assert!(page.contains("aria-label=\"Write your prompt to Claude\""));
         assert!(page.contains("class=\"tiptap ProseMirror\""));
@@ -142,7 +190,7 @@ mod tests {
 
     #[test]
     fn redesign_drops_the_primary_test_ids() {
-        let page = chat_page(Variant::Redesign, "ops", "org-1");
+        let page = chat_page(Variant::Redesign, "ops", "org-1", false);
         assert!(!page.contains("data-testid=\"chat-input\""));
         assert!(!page.contains("Write your prompt to Claude"));
         assert!(!page.contains("data-testid=\"model-selector-dropdown\""));
