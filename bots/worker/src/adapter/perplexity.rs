@@ -39,6 +39,7 @@ const PAGE_JS: &str = concat!(include_str!("dom.js"), include_str!("perplexity.j
 const DEFAULT_SOURCES_SETTLE_MS: u64 = 1500;
 const DEFAULT_SELECTOR_GRACE_MS: u64 = 3000;
 const DEFAULT_OPEN_STREAM_QUIET_MS: u64 = 10_000;
+const DEFAULT_STREAM_SETTLE_MS: u64 = 200;
 const DEFAULT_STREAM_URL_PARTS: &[&str] = &["/rest/sse/perplexity_ask"];
 
 /// The Perplexity adapter, driven by its [`Manifest`].
@@ -148,6 +149,12 @@ impl Perplexity {
         self.manifest.option_ms("sources_settle_ms", DEFAULT_SOURCES_SETTLE_MS)
     }
 
+    /// The settle window once the answer stream has ended: the page has every frame, it only
+    /// has to render the last one.
+    fn stream_settle(&self) -> Duration {
+        self.manifest.option_ms("stream_settle_ms", DEFAULT_STREAM_SETTLE_MS).min(self.manifest.timing.settle())
+    }
+
     fn open_stream_quiet(&self) -> Duration {
         self.manifest.option_ms("open_stream_quiet_ms", DEFAULT_OPEN_STREAM_QUIET_MS)
     }
@@ -208,6 +215,7 @@ impl Perplexity {
         let timing = &self.manifest.timing;
         let grace = self.selector_grace();
         let open_stream_quiet = self.open_stream_quiet();
+        let stream_settle = self.stream_settle();
         let mut progress = Progress::new(sent_at);
         let mut stop_seen = false;
         let mut failures = ProbeFailures::default();
@@ -238,8 +246,9 @@ impl Perplexity {
                         let stream_open = teed.iter().any(|t| !t.done);
                         let signals =
                             [("stop-gone", !probe.stop), ("action-bar", last.action_bar), ("stream-done", stream_done)];
+                        let settle = if stream_done && !stream_open { stream_settle } else { timing.settle() };
                         if (!stream_open || quiet >= open_stream_quiet)
-                            && let Some(signals) = common::finished(&signals, quiet, timing.settle())
+                            && let Some(signals) = common::finished(&signals, quiet, settle)
                         {
                             if last.text_len == 0 {
                                 return Err(AskError::EmptyAnswer);

@@ -97,11 +97,12 @@ const HOST: &str = "www.perplexity.ai";
 const CHALLENGE_RETRY_PARAM: &str = "__cf_chl_rt_tk";
 /// The model the stream names (`display_model`); the page labels it "Sonar".
 const DISPLAY_MODEL: &str = "sonar";
-/// Gap between two sources that arrive after the answer text (times the slow factor).
-const LATE_SOURCE_GAP: Duration = Duration::from_millis(450);
-/// In `final-text-context-pane`, how long the last chunk lands after the Stop control cleared
-/// (times the slow factor): longer than a bot's settle window.
-const EARLY_STOP_GAP: Duration = Duration::from_millis(700);
+/// Gap between two sources that arrive after the answer text, in first-token delays (450 ms at
+/// the default 250 ms; none when the site answers instantly), times the slow factor.
+const LATE_SOURCE_GAP: f64 = 1.8;
+/// In `final-text-context-pane`, how long the last chunk lands after the Stop control cleared,
+/// in first-token delays (700 ms at the default: longer than a bot's settle window).
+const EARLY_STOP_GAP: f64 = 2.8;
 /// Sources listed but not cited: at least and at most this many per citing answer.
 const MIN_LISTED: usize = 2;
 const MAX_LISTED: usize = 3;
@@ -236,7 +237,7 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(pacing: Pacing, prompt: &str, slow_factor: u64, variant: Variant) -> Plan {
+    fn new(pacing: Pacing, prompt: &str, variant: Variant) -> Plan {
         let (cited, listed) = numbered_sources(prompt, &pacing.answer);
         let searched = !cited.is_empty();
         let widget = searched.then(|| PaneSource {
@@ -248,7 +249,8 @@ impl Plan {
         });
         let offset = cited.len() + usize::from(widget.is_some());
         let listed = listed.into_iter().map(|source| PaneSource { number: source.number + offset, ..source }).collect();
-        let factor = slow_factor.max(1) as u32;
+        // `first_token_delay` has the slow factor in it already.
+        let unit = pacing.first_token_delay;
         let empty = pacing.answer.markdown.is_empty();
         Plan {
             queries: if searched { search_queries(prompt, true) } else { Vec::new() },
@@ -257,8 +259,8 @@ impl Plan {
             cited,
             widget,
             listed,
-            late_gap: LATE_SOURCE_GAP.saturating_mul(factor),
-            early_stop: (variant == Variant::FinalTextPane).then(|| EARLY_STOP_GAP.saturating_mul(factor)),
+            late_gap: unit.mul_f64(LATE_SOURCE_GAP),
+            early_stop: (variant == Variant::FinalTextPane).then(|| unit.mul_f64(EARLY_STOP_GAP)),
             shape: match variant {
                 Variant::FinalTextPane => Shape::Workflow,
                 Variant::CitationsTab => Shape::PlanSteps,
@@ -456,9 +458,8 @@ async fn perplexity_ask(State(state): State<SimState>, headers: HeaderMap, body:
             .into_response();
     }
 
-    let slow_factor = if flags.slow || config.slow { config.slow_factor } else { 1 };
     let variant = Variant::named(config.variant_name());
-    let plan = Plan::new(Pacing::new(&config, flags, &prompt), &prompt, slow_factor, variant);
+    let plan = Plan::new(Pacing::new(&config, flags, &prompt), &prompt, variant);
     let (tx, response) = event_stream();
     tokio::spawn(async move {
         let outcome = produce(&tx, &plan).await;
@@ -757,7 +758,7 @@ mod tests {
     fn chunks_carry_the_site_numbering_and_web_results_index_it() {
         let prompt = "compare electric cars";
         let config = crate::config::SimulatorConfig::default();
-        let plan = Plan::new(Pacing::new(&config, PromptFlags::parse(prompt), prompt), prompt, 1, Variant::Current);
+        let plan = Plan::new(Pacing::new(&config, PromptFlags::parse(prompt), prompt), prompt, Variant::Current);
         let text: String = plan.pacing.chunks().iter().map(|chunk| plan.chunk_text(chunk)).collect();
         assert!(!text.contains('\u{e200}'));
         let results = plan.all_results();
