@@ -11,8 +11,7 @@ use aap_simulator::{
 };
 use anyhow::{Context, Result, ensure};
 use common::{
-    Scenario,
-    MULTI_LINE_PROMPT, answer_without_citations, assert_failed_only, assert_first_token_before_end,
+    MULTI_LINE_PROMPT, Scenario, answer_without_citations, assert_failed_only, assert_first_token_before_end,
     assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse,
     empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt,
     primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
@@ -248,16 +247,26 @@ async fn variant_redesign_reads_every_scenario() -> Result<()> {
 /// footer) that clears 700 ms before the last words land.
 #[tokio::test]
 async fn variant_final_text_context_pane_reads_every_scenario() -> Result<()> {
-    common::variant_row(Site::Perplexity, "final-text-context-pane", short_pause(), check_variant("final-text-context-pane"))
-        .await
+    common::variant_row(
+        Site::Perplexity,
+        "final-text-context-pane",
+        short_pause(),
+        check_variant("final-text-context-pane"),
+    )
+    .await
 }
 
 /// No anchors anywhere, the Links panel named `citations`, listed sources as
 /// `div[data-pplx-citation-url]`.
 #[tokio::test]
 async fn variant_citations_tab_span_only_reads_every_scenario() -> Result<()> {
-    common::variant_row(Site::Perplexity, "citations-tab-span-only", short_pause(), check_variant("citations-tab-span-only"))
-        .await
+    common::variant_row(
+        Site::Perplexity,
+        "citations-tab-span-only",
+        short_pause(),
+        check_variant("citations-tab-span-only"),
+    )
+    .await
 }
 
 /// The failure: the manifest before it (2026.11.1) knows no turn wrapper of the newer
@@ -321,4 +330,3 @@ async fn overhead_per_answer_stays_near_a_second() -> Result<()> {
     })
     .await
 }
-

@@ -503,7 +503,8 @@ pub(super) fn parse_stream(bodies: &[&str]) -> Findings {
                 "workflow_block" => {
                     for item in steps_items(block) {
                         if item["type"] == "WORKFLOW_ITEM_QUERIES" {
-                            for query in item["payload"]["queries_payload"]["queries"].as_array().into_iter().flatten() {
+                            for query in item["payload"]["queries_payload"]["queries"].as_array().into_iter().flatten()
+                            {
                                 findings.query(query.as_str().unwrap_or_default());
                             }
                         }
@@ -548,7 +549,11 @@ pub(super) fn parse_stream(bodies: &[&str]) -> Findings {
     };
     for number in citation_numbers(&text) {
         if let Some(result) = number.checked_sub(1).and_then(|index| results.get(index)).filter(|r| is_source(r)) {
-            findings.source(result["url"].as_str().unwrap_or_default(), result["name"].as_str().unwrap_or_default(), true);
+            findings.source(
+                result["url"].as_str().unwrap_or_default(),
+                result["name"].as_str().unwrap_or_default(),
+                true,
+            );
         }
     }
     for result in results.iter().filter(|r| is_source(r)) {
@@ -559,10 +564,8 @@ pub(super) fn parse_stream(bodies: &[&str]) -> Findings {
     for slot in blocks.values() {
         for (kind, block) in slot {
             if kind.contains("shopping") || kind.contains("product") {
-                for item in ["products", "items", "product_cards"]
-                    .iter()
-                    .filter_map(|key| block[*key].as_array())
-                    .flatten()
+                for item in
+                    ["products", "items", "product_cards"].iter().filter_map(|key| block[*key].as_array()).flatten()
                 {
                     findings.product(product_of(item));
                 }
@@ -579,11 +582,9 @@ fn product_of(item: &Value) -> Product {
             .find_map(|key| match &item[*key] {
                 Value::String(text) => Some(text.clone()),
                 Value::Number(number) => Some(number.to_string()),
-                Value::Object(price) => price
-                    .get("display")
-                    .or_else(|| price.get("text"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
+                Value::Object(price) => {
+                    price.get("display").or_else(|| price.get("text")).and_then(Value::as_str).map(str::to_owned)
+                }
                 _ => None,
             })
             .unwrap_or_default()
@@ -785,7 +786,8 @@ mod tests {
 
     #[test]
     fn a_stream_cut_before_its_final_frame_is_not_complete() {
-        let cut = ASK_TEXT_STREAM.split("event: message\ndata: {\"backend_uuid\":\"b1\",\"status\":\"COMPLETED\"").next();
+        let cut =
+            ASK_TEXT_STREAM.split("event: message\ndata: {\"backend_uuid\":\"b1\",\"status\":\"COMPLETED\"").next();
         let findings = parse_stream(&[cut.unwrap_or_default()]);
         assert!(!findings.complete, "text_completed alone is not the end");
         assert_eq!(findings.sources.len(), 4);
@@ -809,10 +811,7 @@ mod tests {
         );
         let findings = parse_stream(&[body]);
         assert!(findings.complete);
-        assert_eq!(
-            summary(&findings),
-            vec![("https://b.example/2", "B", true), ("https://a.example/1", "A", true)]
-        );
+        assert_eq!(summary(&findings), vec![("https://b.example/2", "B", true), ("https://a.example/1", "A", true)]);
         assert_eq!(findings.search_queries, ["heat pumps cold"]);
         assert!(parse_stream(&[]).sources.is_empty());
         assert!(!parse_stream(&["data: not json\n\n"]).complete);
@@ -830,10 +829,7 @@ mod tests {
             {"op": "add", "path": "/nowhere/deep/1", "value": 9},
             {"op": "add", "path": "/chunks/99", "value": "far"},
         ]);
-        assert_eq!(
-            apply_patches(doc, &patches),
-            serde_json::json!({"chunks": ["b", "c"], "meta": {"x": 2, "y/z": 3}})
-        );
+        assert_eq!(apply_patches(doc, &patches), serde_json::json!({"chunks": ["b", "c"], "meta": {"x": 2, "y/z": 3}}));
         assert_eq!(citation_numbers("a [2] b [10][2] [x] [1"), vec![2, 10]);
     }
 }

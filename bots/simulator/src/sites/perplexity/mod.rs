@@ -374,8 +374,11 @@ impl Plan {
                 "progress": "IN_PROGRESS", "chunks": [chunk], "chunk_starting_offset": 0 } }),
             (_, _) => json!({ "op": "add", "path": format!("/chunks/{index}"), "value": chunk }),
         };
-        let (usage, field) =
-            if self.shape == Shape::Workflow { ("workflow_root", "workflow_block") } else { ("ask_text", "markdown_block") };
+        let (usage, field) = if self.shape == Shape::Workflow {
+            ("workflow_root", "workflow_block")
+        } else {
+            ("ask_text", "markdown_block")
+        };
         vec![json!({ "intended_usage": usage, "diff_block": { "field": field, "patches": [patch] } })]
     }
 
@@ -411,7 +414,8 @@ impl Plan {
                 "queries": self.queries.iter().map(|q| json!({"engine": "web", "query": q, "limit": 8})).collect::<Vec<_>>()}}));
             steps.push(json!({"step_type": "SEARCH_RESULTS", "content": {"web_results": self.all_results()}}));
         }
-        steps.push(json!({"step_type": "FINAL", "content": {"answer": json!({"answer": chunks.concat()}).to_string()}}));
+        steps
+            .push(json!({"step_type": "FINAL", "content": {"answer": json!({"answer": chunks.concat()}).to_string()}}));
         Value::Array(steps).to_string()
     }
 }
@@ -624,7 +628,8 @@ fn stream_products(prompt: &str) -> Vec<ShoppingProduct> {
     (0..3)
         .map(|index| {
             let byte = usize::from(digest[index]);
-            let name = format!("{} {}{}", brands[(byte + index) % brands.len()], ["X", "Pro ", "Go "][index], 10 + byte % 90);
+            let name =
+                format!("{} {}{}", brands[(byte + index) % brands.len()], ["X", "Pro ", "Go "][index], 10 + byte % 90);
             let slug: String = name.to_lowercase().split_whitespace().collect::<Vec<_>>().join("-");
             let url = if index == 2 {
                 format!("https://www.perplexity.ai/shopping/p/{slug}")
@@ -683,7 +688,13 @@ fn numbered_sources(prompt: &str, answer: &Answer) -> (Vec<PaneSource>, Vec<Pane
         .enumerate()
         .map(|(index, citation)| pane(index + 1, citation, with_fragment_tracking(&citation.url)))
         .collect();
-    let slug: String = strip_markers(prompt).to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).take(6).collect::<Vec<_>>().join("-");
+    let slug: String = strip_markers(prompt)
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(6)
+        .collect::<Vec<_>>()
+        .join("-");
     listed.push(PaneSource {
         number: listed.len() + 1,
         url: format!("https://www.perplexity.ai/search/{slug}-related?utm_source=copy_output"),
