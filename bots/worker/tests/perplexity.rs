@@ -303,29 +303,37 @@ async fn the_old_manifest_misses_the_turn_of_newer_pages_and_degrades_the_new_on
     .await
 }
 
-/// The bot's overhead per answer beyond the site's own time, measured as the fleet benchmark
-/// does (the look-alike answering instantly: no first-token, chunk or source delays): the
-/// sources list is read as soon as the stream's final frame is in, with no fixed wait.
+/// The bot's overhead per answer beyond the site's own time, with the look-alike answering
+/// instantly (no first-token, chunk or source delays) as the fleet benchmark sets it: from the
+/// end of the site's answer stream (the tee's clock) to the answer in hand, there is no fixed
+/// wait left (the sources settle alone was 1.5 s). The whole ask is printed too; it also holds
+/// the page load and the typing, and measured 0.69-0.76 s on an idle machine.
 #[tokio::test]
 async fn overhead_per_answer_stays_near_a_second() -> Result<()> {
     let instant = SimulatorConfig { first_token_delay_ms: 0, chunk_delay_ms: 0, pause_ms: 0, ..Default::default() };
     with_browser(instant, async |browser, sim, adapter| {
         log_in(browser, sim, "overhead").await?;
-        let mut samples = Vec::new();
+        let (mut whole, mut after_stream) = (Vec::new(), Vec::new());
         for round in 0..4 {
             let prompt = format!("Best instant option number {round} for a small team?");
             let started = Instant::now();
             let captured = adapter.ask(browser.driver(), &prompt).await?;
+            let elapsed = started.elapsed();
+            let script = "const e = window.__aapTee.read(0).pop(); return Date.now() - e.ended_ms;";
+            let since_end: u64 = browser.driver().execute(script, Vec::new()).await?.convert()?;
             assert!(!captured.citations.is_empty());
             if round > 0 {
-                samples.push(started.elapsed());
+                whole.push(elapsed);
+                after_stream.push(Duration::from_millis(since_end));
             }
         }
-        samples.sort();
-        let median = samples[samples.len() / 2];
-        eprintln!("perplexity bot overhead per answer: {samples:?}, median {median:?}");
-        // 1 s is the target on an idle machine; the bound leaves room for a busy test host.
-        assert!(median < Duration::from_millis(1500), "overhead {median:?}");
+        whole.sort();
+        after_stream.sort();
+        let median = |samples: &[Duration]| samples[samples.len() / 2];
+        eprintln!("perplexity: whole ask {whole:?}; after the stream ended {after_stream:?}");
+        // Polls, the stream settle (200 ms), extraction and the sources list read; no fixed
+        // wait. The bound leaves room for a loaded test host (two cores, browsers in parallel).
+        assert!(median(&after_stream) < Duration::from_millis(1200), "after the stream: {after_stream:?}");
         Ok(())
     })
     .await
