@@ -1,9 +1,10 @@
-//! HTTP-level tests of the perplexity.ai look-alike: the stream's order (sources only listed
-//! come after the answer is final), the login wall, the challenge and the rate limit.
+//! HTTP-level tests of the perplexity.ai look-alike: the stream in the real site's shapes and
+//! order (sources only listed come after the text is complete, before the final frame), the
+//! login wall, the challenge and the rate limit.
 
 use aap_simulator::{
     CHALLENGE_TITLE, PERPLEXITY_RATE_LIMIT_MESSAGE, Simulator, SimulatorConfig, Site, answer_for,
-    perplexity_listed_sources,
+    perplexity_listed_sources, perplexity_products, perplexity_search_queries,
 };
 use anyhow::{Context, Result};
 use reqwest::StatusCode;
@@ -24,49 +25,147 @@ async fn ask(client: &reqwest::Client, sim: &Simulator, token: &str, prompt: &st
         .await?)
 }
 
-/// The JSON payloads of a server-sent event stream, in order.
-fn events(body: &str) -> Result<Vec<Value>> {
+/// The events of a server-sent event stream, in order: (event name, JSON data).
+fn events(body: &str) -> Result<Vec<(String, Value)>> {
     body.split("\n\n")
         .filter(|event| !event.trim().is_empty())
         .map(|event| {
+            let name = event.lines().find_map(|line| line.strip_prefix("event: ")).unwrap_or("message").to_owned();
             let data: String = event.lines().filter_map(|line| line.strip_prefix("data: ")).collect();
-            serde_json::from_str(&data).with_context(|| format!("event data {data:?}"))
+            let value = serde_json::from_str(&data).with_context(|| format!("event data {data:?}"))?;
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// The usages of the blocks of a frame, diff blocks as `usage~`.
+fn usages(frame: &Value) -> Vec<String> {
+    frame["blocks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|block| {
+            let usage = block["intended_usage"].as_str().unwrap_or_default();
+            if block.get("diff_block").is_some() { format!("{usage}~") } else { usage.to_owned() }
         })
         .collect()
 }
 
 #[tokio::test]
-async fn listed_sources_arrive_after_the_final_answer_each_in_its_numbered_place() -> Result<()> {
+async fn the_stream_has_the_real_shapes_and_listed_sources_come_after_the_text_before_the_final_frame() -> Result<()> {
     let config = SimulatorConfig { first_token_delay_ms: 5, chunk_delay_ms: 1, pause_ms: 20, ..Default::default() };
     let (sim, client) = start(config).await?;
     let session = sim.create_session("ops").await;
-    let prompt = "How do heat pumps work?";
+    let prompt = "What are the best heat pumps?";
     let response = ask(&client, &sim, &session.token, prompt).await?;
     assert_eq!(response.status(), StatusCode::OK);
     let events = events(&response.text().await?)?;
-    let kinds: Vec<&str> = events.iter().filter_map(|event| event["type"].as_str()).collect();
+    let (last_name, last) = events.last().context("events")?;
+    assert_eq!((last_name.as_str(), last), ("end_of_stream", &json!({})));
+    let frames: Vec<&Value> = events.iter().filter(|(name, _)| name == "message").map(|(_, frame)| frame).collect();
+    assert_eq!(frames.len(), events.len() - 1, "every other event is `message`");
+    for frame in &frames {
+        assert!(frame["backend_uuid"].is_string() && frame["blocks"].is_array(), "a full envelope every time");
+    }
 
+    // The search first: the queries, then the cited sources and a widget.
+    assert!(usages(frames[0]).contains(&"workflow_root~".to_owned()));
+    let queries = &frames[0]["blocks"][1]["diff_block"]["patches"][0]["value"]["steps"][0]["items"][0];
+    assert_eq!(queries["type"], "WORKFLOW_ITEM_QUERIES");
+    assert_eq!(queries["payload"]["queries_payload"]["queries"], json!(perplexity_search_queries(prompt, true)));
+    assert_eq!(usages(frames[1]), ["web_results~"]);
+    let early = &frames[1]["blocks"][0]["diff_block"]["patches"][0]["value"]["web_results"];
     let expected = answer_for(prompt, true);
-    let listed = perplexity_listed_sources(prompt);
-    assert_eq!(kinds.first(), Some(&"search"), "{kinds:?}");
-    let final_at = kinds.iter().position(|kind| *kind == "final").context("a final event")?;
-    assert!(kinds[1..final_at].iter().all(|kind| *kind == "chunk"));
-    assert_eq!(&kinds[final_at + 1..], [vec!["source"; listed.len()], vec!["done"]].concat().as_slice());
+    let early = early.as_array().context("early results")?;
+    assert_eq!(early.len(), expected.citations.len() + 1);
+    assert_eq!(early.last().map(|widget| &widget["is_widget"]), Some(&json!(true)));
 
-    let cited = events[0]["sources"].as_array().context("search sources")?;
-    assert_eq!(cited.len(), expected.citations.len());
-    let text: String = events[1..final_at].iter().filter_map(|event| event["text"].as_str()).collect();
-    for (source, citation) in cited.iter().zip(&expected.citations) {
-        assert!(source["url"].as_str().is_some_and(|url| url.starts_with(&citation.url)));
-        assert!(text.contains(&format!("[{}]", source["number"])), "cited in the text");
+    // The text: ask_text chunks, `[n]` = web_results[n-1].
+    let completed = frames.iter().position(|f| f["text_completed"] == json!(true)).context("text_completed")?;
+    let text: String = frames[2..completed]
+        .iter()
+        .filter(|f| usages(f) == ["ask_text~"])
+        .map(|f| {
+            let patch = &f["blocks"][0]["diff_block"]["patches"][0];
+            patch["value"]["chunks"][0].as_str().or(patch["value"].as_str()).unwrap_or_default().to_owned()
+        })
+        .collect();
+    for (index, (citation, result)) in expected.citations.iter().zip(early).enumerate() {
+        assert!(result["url"].as_str().is_some_and(|url| url.starts_with(&citation.url)));
+        assert!(text.contains(&format!("[{}]", index + 1)), "cited in the text");
     }
-    for (event, citation) in events[final_at + 1..].iter().zip(&listed) {
-        let source = &event["source"];
-        assert!(source["url"].as_str().is_some_and(|url| url.starts_with(&citation.url)));
-        assert!(!text.contains(&format!("[{}]", source["number"])), "listed only");
+    assert!(usages(frames[completed]).contains(&"pending_followups".to_owned()));
+    assert!(frames[..completed].iter().any(|f| usages(f) == ["shopping_widgets"]), "a shopping-like prompt");
+
+    // After the text: the listed sources, appended one frame each, then the final frame.
+    let listed = perplexity_listed_sources(prompt);
+    let adds = &frames[completed + 1..frames.len() - 1];
+    assert_eq!(adds.len(), listed.len() + 1, "the listed sources, then an own-site link");
+    for (frame, citation) in adds.iter().zip(&listed) {
+        let patch = &frame["blocks"][0]["diff_block"]["patches"][0];
+        assert_eq!(patch["op"], "add");
+        assert!(
+            patch["value"]["url"]
+                .as_str()
+                .is_some_and(|url| url.starts_with(&citation.url) && url.contains("#utm_source="))
+        );
+        let index: usize =
+            patch["path"].as_str().and_then(|p| p.strip_prefix("/web_results/")).context("path")?.parse()?;
+        assert!(index > expected.citations.len(), "appended after the cited ones and the widget");
+        assert!(!text.contains(&format!("[{}]", index + 1)), "listed only");
     }
-    assert_eq!(events[final_at]["model"], "Sonar");
+    let own = &adds[listed.len()]["blocks"][0]["diff_block"]["patches"][0]["value"]["url"];
+    assert!(own.as_str().is_some_and(|url| url.starts_with("https://www.perplexity.ai/search/")));
+    let last = frames.last().context("final frame")?;
+    assert_eq!((last["status"].clone(), last["final_sse_message"].clone()), (json!("COMPLETED"), json!(true)));
+    assert!(frames[..frames.len() - 1].iter().all(|f| f["final_sse_message"] == json!(false)));
+    let products =
+        last["blocks"].as_array().context("blocks")?.iter().find(|b| b["intended_usage"] == "shopping_widgets");
+    let names: Vec<&str> = products.context("products")?["shopping_block"]["products"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    let wanted: Vec<String> = perplexity_products(prompt).into_iter().map(|p| p.name).collect();
+    assert_eq!(names, wanted);
+    assert_eq!(last["display_model"], "sonar");
     assert_eq!(sim.stats().answers_for_token(&session.token), 1);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_final_text_variant_streams_the_workflow_text_and_clears_its_stop_one_chunk_early() -> Result<()> {
+    let config = SimulatorConfig {
+        first_token_delay_ms: 5,
+        chunk_delay_ms: 1,
+        pause_ms: 20,
+        variant: "final-text-context-pane".into(),
+        ..Default::default()
+    };
+    let (sim, client) = start(config).await?;
+    let session = sim.create_session("ops").await;
+    let prompt = "How do heat pumps work?";
+    let events = events(&ask(&client, &sim, &session.token, prompt).await?.text().await?)?;
+    let frames: Vec<&Value> = events.iter().filter(|(name, _)| name == "message").map(|(_, frame)| frame).collect();
+    assert!(frames.iter().all(|f| !usages(f).iter().any(|u| u.starts_with("ask_text"))), "no ask_text at all");
+    let followups =
+        frames.iter().position(|f| usages(f).contains(&"pending_followups".to_owned())).context("followups")?;
+    let chunks: Vec<usize> = (0..frames.len())
+        .filter(|&i| {
+            usages(frames[i]) == ["workflow_root~"] && frames[i]["blocks"][0]["diff_block"]["patches"][0]["path"] != ""
+        })
+        .collect();
+    assert_eq!(
+        chunks.last().map(|&last| last == followups + 1),
+        Some(true),
+        "the last chunk lands after the follow-ups"
+    );
+    let completed = frames.iter().position(|f| f["text_completed"] == json!(true)).context("text_completed")?;
+    let item = &frames[completed]["blocks"][0]["workflow_block"]["steps"][1]["items"][0];
+    assert_eq!(item["type"], "WORKFLOW_ITEM_TEXT");
+    assert!(item["payload"]["text_payload"]["text"].as_str().is_some_and(|text| text.contains("[1]")));
     sim.shutdown().await;
     Ok(())
 }
@@ -110,10 +209,13 @@ async fn an_empty_answer_is_final_without_a_word_or_a_source() -> Result<()> {
     let response = ask(&client, &sim, &session.token, prompt).await?;
     assert_eq!(response.status(), StatusCode::OK);
     let events = events(&response.text().await?)?;
-    let kinds: Vec<&str> = events.iter().filter_map(|event| event["type"].as_str()).collect();
-    assert_eq!(kinds, ["final", "done"], "no search, no chunk, no late source");
-    assert_eq!(events[0]["model"], "Sonar");
-    assert_eq!(events[0]["web_search"], false);
+    let names: Vec<&str> = events.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["message", "message", "end_of_stream"], "no search, no chunk, no late source");
+    assert_eq!(events[0].1["text_completed"], true);
+    assert_eq!(events[0].1["blocks"][0]["markdown_block"]["chunks"], json!([]));
+    assert_eq!(events[1].1["status"], "COMPLETED");
+    assert_eq!(events[1].1["display_model"], "sonar");
+    assert!(events.iter().all(|(_, frame)| !usages(frame).iter().any(|u| u.starts_with("web_results"))));
 
     let stats = sim.stats();
     assert_eq!((stats.answers_for_prompt(prompt), stats.empty_answers_for_prompt(prompt)), (1, 1));

@@ -15,7 +15,8 @@ pub use chatgpt::{
 pub use chatgpt::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use perplexity::{
     ERROR_MESSAGE as PERPLEXITY_ERROR_MESSAGE, RATE_LIMIT_MESSAGE as PERPLEXITY_RATE_LIMIT_MESSAGE,
-    listed_sources as perplexity_listed_sources,
+    ShoppingProduct as PerplexityProduct, listed_sources as perplexity_listed_sources, products as perplexity_products,
+    search_queries as perplexity_search_queries,
 };
 
 use crate::site::Site;

@@ -24,23 +24,37 @@ pub(crate) enum Variant {
     Current,
     /// Other ids, test ids and classes, as after a redesign.
     Redesign,
+    /// steipete/oracle's description (2026-08+): `group/final-text` turns, a Helpful footer, a
+    /// context pane of sources, a Stop control that clears before the text settles.
+    FinalTextPane,
+    /// The 2026-08-11 write-up, pplxport and a tabpanel parser: `.pb-md` turns, no anchors, a
+    /// Links tab whose panel id says `citations`.
+    CitationsTab,
 }
 
 impl Variant {
-    pub(crate) fn from_redesign(redesign: bool) -> Variant {
-        if redesign { Variant::Redesign } else { Variant::Current }
+    /// The variant of a `SimulatorConfig::variant_name`; today's for an unknown name.
+    pub(crate) fn named(name: &str) -> Variant {
+        match name {
+            "redesign" => Variant::Redesign,
+            "final-text-context-pane" => Variant::FinalTextPane,
+            "citations-tab-span-only" => Variant::CitationsTab,
+            _ => Variant::Current,
+        }
     }
 
     fn name(self) -> &'static str {
         match self {
-            Variant::Current => "2026",
+            Variant::Current => "current",
             Variant::Redesign => "redesign",
+            Variant::FinalTextPane => "final-text-context-pane",
+            Variant::CitationsTab => "citations-tab-span-only",
         }
     }
 
     fn composer_attrs(self) -> &'static str {
         match self {
-            Variant::Current => "id=\"ask-input\"",
+            Variant::Current | Variant::FinalTextPane | Variant::CitationsTab => "id=\"ask-input\"",
             Variant::Redesign => "id=\"query-editor\"",
         }
     }
@@ -49,27 +63,30 @@ impl Variant {
         match self {
             Variant::Current => "data-testid=\"submit-button\"",
             Variant::Redesign => "data-testid=\"query-submit\"",
+            // aria-label only (oracle; the write-up's build).
+            Variant::FinalTextPane | Variant::CitationsTab => "",
         }
     }
 
     fn login_testid(self) -> &'static str {
         match self {
-            Variant::Current => "login-modal",
             Variant::Redesign => "auth-modal",
+            _ => "login-modal",
         }
     }
 
     fn new_thread_testid(self) -> &'static str {
         match self {
-            Variant::Current => "sidebar-new-thread",
             Variant::Redesign => "new-thread-button",
+            _ => "sidebar-new-thread",
         }
     }
 }
 
 /// The app page (home, or a thread URL, which starts empty: threads are not kept). `account`
 /// is the session's label when logged in; without one the sign-in modal covers the page.
-pub(crate) fn app_page(variant: Variant, account: Option<&str>) -> String {
+/// `late_sources`: the page shows no sources list until an answer is finished.
+pub(crate) fn app_page(variant: Variant, late_sources: bool, account: Option<&str>) -> String {
     let modal = login_modal(variant);
     // The template stays in the page either way: the script shows it when a session expires.
     let template = format!("<template id=\"login-modal-template\">{modal}</template>");
@@ -100,6 +117,7 @@ pub(crate) fn app_page(variant: Variant, account: Option<&str>) -> String {
         .replace("{{SCRIPT}}", SCRIPT)
         .replace("{{TITLE}}", "Perplexity")
         .replace("{{VARIANT}}", variant.name())
+        .replace("{{LATE_SOURCES}}", if late_sources { "true" } else { "false" })
         .replace("{{COMPOSER_ATTRS}}", variant.composer_attrs())
         .replace("{{SUBMIT_ATTRS}}", variant.submit_attrs())
         .replace("{{NEW_THREAD_TESTID}}", variant.new_thread_testid())
@@ -126,7 +144,7 @@ mod tests {
 
     #[test]
     fn current_page_has_the_evidenced_hooks_and_escapes_the_label() {
-        let page = app_page(Variant::Current, Some("<b>ops</b> {{STYLE}}"));
+        let page = app_page(Variant::Current, false, Some("<b>ops</b> {{STYLE}}"));
         assert!(page.contains("id=\"ask-input\""));
         assert!(page.contains("contenteditable=\"true\""));
         assert!(page.contains("data-lexical-editor=\"true\""));
@@ -140,15 +158,23 @@ mod tests {
 
     #[test]
     fn logged_out_page_shows_the_sign_in_modal_and_redesign_drops_the_hooks() {
-        let page = app_page(Variant::Current, None);
+        let page = app_page(Variant::Current, false, None);
         assert_eq!(page.matches("data-testid=\"login-modal\"").count(), 2);
         assert!(page.contains("Sign in or create an account"));
 
-        let redesign = app_page(Variant::Redesign, Some("ops"));
+        let redesign = app_page(Variant::Redesign, false, Some("ops"));
         assert!(!redesign.contains("id=\"ask-input\""));
         assert!(!redesign.contains("data-testid=\"submit-button\""));
         assert!(redesign.contains("aria-label=\"Submit\""));
         assert!(redesign.contains("data-variant=\"redesign\""));
         assert!(!redesign.contains("{{"), "every placeholder is filled");
+
+        for variant in ["final-text-context-pane", "citations-tab-span-only"] {
+            let page = app_page(Variant::named(variant), true, Some("ops"));
+            assert!(page.contains(&format!("data-variant=\"{variant}\"")));
+            assert!(page.contains("data-late-sources=\"true\""));
+            assert!(page.contains("id=\"ask-input\"") && !page.contains("data-testid=\"submit-button\""));
+            assert!(!page.contains("{{"), "every placeholder is filled");
+        }
     }
 }
