@@ -59,9 +59,9 @@ pub use config::{ConfigError, SimulatorConfig};
 pub use routes::router;
 pub use site::{Site, UnknownSite};
 pub use sites::{CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, chatgpt_more_sources};
-pub use sites::{chatgpt_is_shopping, chatgpt_products, chatgpt_search_queries};
 pub use sites::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use sites::{PERPLEXITY_ERROR_MESSAGE, PERPLEXITY_RATE_LIMIT_MESSAGE, perplexity_listed_sources};
+pub use sites::{chatgpt_is_shopping, chatgpt_products, chatgpt_search_queries};
 pub use state::{PromptStats, SESSION_COOKIE, SimSession, SimState, SimStats, TokenStats};
 
 /// How long [`Simulator::shutdown`] lets open answer streams finish before dropping them.

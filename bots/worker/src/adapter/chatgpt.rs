@@ -585,7 +585,9 @@ pub(crate) fn parse_stream(bodies: &[&str]) -> Findings {
             .references
             .iter()
             .enumerate()
-            .filter(|(_, r)| matches!(kind_of(r), "grouped_webpages" | "grouped_webpages_v2" | "webpage" | "webpage_extended"))
+            .filter(|(_, r)| {
+                matches!(kind_of(r), "grouped_webpages" | "grouped_webpages_v2" | "webpage" | "webpage_extended")
+            })
             .map(|(order, r)| (reference_position(&message.text, r), order, r))
             .collect();
         cited.sort_by_key(|(position, order, _)| (*position, *order));
@@ -632,7 +634,8 @@ pub(crate) fn parse_stream(bodies: &[&str]) -> Findings {
 
 /// Whether `v` is a batch of operations (`[{"p":..,"o":..,"v":..}, ...]`) rather than a value.
 fn is_batch(v: &Value) -> bool {
-    v.as_array().is_some_and(|ops| !ops.is_empty() && ops.iter().all(|op| op.get("o").is_some() && op.get("p").is_some()))
+    v.as_array()
+        .is_some_and(|ops| !ops.is_empty() && ops.iter().all(|op| op.get("o").is_some() && op.get("p").is_some()))
 }
 
 fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
@@ -666,7 +669,14 @@ fn apply(
 ) {
     if op == "patch" {
         for inner in v.as_array().into_iter().flatten() {
-            apply(findings, messages, current, str_of(inner, "p"), str_of(inner, "o"), inner.get("v").unwrap_or(&Value::Null));
+            apply(
+                findings,
+                messages,
+                current,
+                str_of(inner, "p"),
+                str_of(inner, "o"),
+                inner.get("v").unwrap_or(&Value::Null),
+            );
         }
         return;
     }
@@ -691,9 +701,13 @@ fn apply(
         ("/content/parts/0", "append") => message.text.push_str(v.as_str().unwrap_or_default()),
         ("/content/parts/0", "replace") => message.text = v.as_str().unwrap_or_default().to_owned(),
         ("/metadata", "append" | "replace") => read_metadata(findings, message, v),
-        ("/metadata/content_references", "append") => message.references.extend(v.as_array().cloned().unwrap_or_default()),
+        ("/metadata/content_references", "append") => {
+            message.references.extend(v.as_array().cloned().unwrap_or_default())
+        }
         ("/metadata/content_references", "replace") => message.references = v.as_array().cloned().unwrap_or_default(),
-        ("/metadata/search_result_groups", "append") => message.groups.extend(v.as_array().cloned().unwrap_or_default()),
+        ("/metadata/search_result_groups", "append") => {
+            message.groups.extend(v.as_array().cloned().unwrap_or_default())
+        }
         ("/metadata/search_result_groups", "replace") => message.groups = v.as_array().cloned().unwrap_or_default(),
         ("/metadata/search_model_queries" | "/metadata/search_queries", _) => queries(findings, v),
         (rest, "append") => {
@@ -873,7 +887,11 @@ mod tests {
         assert_eq!(
             sources(&findings),
             vec![
-                ("https://developer.samsung.com/android-usb-driver?utm_source=chatgpt.com", "Samsung Android USB Driver", true),
+                (
+                    "https://developer.samsung.com/android-usb-driver?utm_source=chatgpt.com",
+                    "Samsung Android USB Driver",
+                    true
+                ),
                 (
                     "https://community.chocolatey.org/packages/samsung-usb-driver/1.7.17.0",
                     "Chocolatey Software | SAMSUNG USB Driver",

@@ -22,7 +22,7 @@ pub fn search_queries(prompt: &str) -> Vec<String> {
     let first: String = text.split_whitespace().take(10).collect::<Vec<_>>().join(" ");
     let topic = topic(&text);
     let mut queries = vec![first, format!("{topic} 2026"), format!("{topic} reviews comparison")];
-    if seed(&text, "queries") % 2 == 0 {
+    if seed(&text, "queries").is_multiple_of(2) {
         queries.pop();
     }
     queries.dedup();
@@ -40,7 +40,10 @@ pub fn products(prompt: &str) -> Vec<String> {
     let text = strip_markers(prompt);
     let noun = topic(&text)
         .split_whitespace()
-        .filter(|word| word.len() > 3 && !["best", "what", "which", "under", "buy", "cheap"].contains(&word.to_lowercase().as_str()))
+        .filter(|word| {
+            word.len() > 3
+                && !["best", "what", "which", "under", "buy", "cheap"].contains(&word.to_lowercase().as_str())
+        })
         .map(|word| word.trim_matches(|c: char| !c.is_alphanumeric()).to_owned())
         .find(|word| !word.is_empty())
         .unwrap_or_else(|| "Pick".to_owned());

@@ -678,7 +678,14 @@ async fn stream_candidates(
         plan.pacing.before_chunk(index, count).await;
         if index == 0 {
             let headers = [
-                answer_header(&plan.message_id, &plan.pacing.answer, &plan.searched, plan.model, Some(0), Shape::Header),
+                answer_header(
+                    &plan.message_id,
+                    &plan.pacing.answer,
+                    &plan.searched,
+                    plan.model,
+                    Some(0),
+                    Shape::Header,
+                ),
                 answer_header(
                     &uuid::Uuid::new_v4().to_string(),
                     other,
