@@ -1,4 +1,4 @@
-//! The chatgpt.com look-alike: its pages and its streaming `POST /backend-api/conversation`.
+//! The chatgpt.com look-alike: its pages and its streaming `POST /backend-api/f/conversation`.
 //!
 //! Evidence for the markup (searched 2026-11; more in the comment at the top of
 //! `assets/chat.html`):
@@ -38,6 +38,35 @@
 //! - `[[empty]]`: the answer message opens, no text is appended, and it finishes as usual
 //!   (`finished_successfully`, the stream's completion, the copy action bar under an empty
 //!   `div.markdown`).
+//! - `late_sources`: the Sources button shows up 1.5 s after the answer has finished and its
+//!   action bar shows (idx:66661304277 waits up to 15 s for it on the real site).
+//!
+//! The answer stream (`POST /backend-api/f/conversation`, also `/backend-api/conversation`)
+//! follows public captures (research 2026-12: gpt4free OpenaiChat.py, a 2026-10 SSE protocol
+//! note, exported conversations): `delta_encoding` "v1", `resume_conversation_token`,
+//! `server_ste_metadata`, an `add` per message (thoughts, reasoning recap, the web tool's message
+//! with `search_model_queries`, the answer), text appends whose later frames leave out `p`/`o`,
+//! `grouped_webpages` references with `start_idx`/`end_idx`, `search_result_groups`, a
+//! `sources_footnote` (with a link back to the conversation, never a source), product markers
+//! for shopping prompts ([`is_shopping`], [`products`]), the finish patch with `finish_details`,
+//! `message_marker`s, `message_stream_complete` and `[DONE]`. Two shapes ([`Shape`]): references
+//! and results in the opening message (the `current` and `redesign` pages), or (the 2026 pages)
+//! each marker with its reference in a patch batch, half of them without `p`/`o`, and the
+//! results at the end.
+//!
+//! Page variants ([`VARIANTS`], `config.variant`; `docs/selectors/chatgpt.md` has the detail):
+//! - `current`: today's look-alike; `redesign`: renamed test ids and classes.
+//! - `thread-flyout` (idx:61241046488, idx:66661304277, idx:54293464671, be-visible's "broken
+//!   [role=dialog]"): Sources in `div[data-testid=stage-thread-flyout] >
+//!   section[data-testid=screen-threadFlyOut]`, no dialog role and no "Sources" label, titles in
+//!   `div.font-semibold`, "More" behind an "N more" button, the utm tag in the links' fragment; a
+//!   hover-revealed action bar without role or label; the 2026 stream shape.
+//! - `section-turn` (CloakGPT idx:59136628605, steipete/oracle, 10x-chat; be-visible v1-legacy):
+//!   `section[data-turn=assistant].agent-turn` turns, `composer-stop-button` labelled "Stop
+//!   streaming" next to a "Stop dictation" decoy, `request-placeholder-` ids and `aria-busy`
+//!   while streaming, a thinking line without test id (`span.loading-shimmer`), a Sources button
+//!   known only by its text opening a `role=dialog` without a label, every source link behind
+//!   `chatgpt.com/link?url=`; the 2026 stream shape.
 
 mod fanout;
 mod page;
