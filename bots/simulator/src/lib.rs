@@ -62,6 +62,7 @@ pub use sites::{CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, chatgpt_more
 pub use sites::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use sites::{PERPLEXITY_ERROR_MESSAGE, PERPLEXITY_RATE_LIMIT_MESSAGE, perplexity_listed_sources};
 pub use sites::{PerplexityProduct, perplexity_products, perplexity_search_queries};
+pub use sites::{chatgpt_is_shopping, chatgpt_products, chatgpt_search_queries};
 pub use state::{PromptStats, SESSION_COOKIE, SimSession, SimState, SimStats, TokenStats};
 
 /// How long [`Simulator::shutdown`] lets open answer streams finish before dropping them.

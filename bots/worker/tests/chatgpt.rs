@@ -2,16 +2,17 @@
 
 mod common;
 
-use aap_bot::{Adapter, Captured};
+use aap_bot::{Adapter, Captured, FoundIn};
 use aap_simulator::{
-    CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, SimulatorConfig, Site, answer_for, chatgpt_more_sources,
+    CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, Simulator, SimulatorConfig, Site, answer_for,
+    chatgpt_more_sources, chatgpt_products, chatgpt_search_queries,
 };
 use anyhow::Result;
 use common::{
-    MULTI_LINE_PROMPT, answer_without_citations, assert_failed_only, assert_first_token_before_end, assert_served,
-    assistant_error, challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in,
-    login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
-    rate_limited, short_pause, stall_times_out,
+    MULTI_LINE_PROMPT, Scenario, answer_without_citations, assert_failed_only, assert_first_token_before_end,
+    assert_served, assistant_error, challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in,
+    login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt, override_adapter,
+    primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
 };
 
 async fn with_browser(
@@ -211,6 +212,115 @@ async fn an_empty_answer_is_an_empty_answer_not_a_timeout_and_the_next_answer_co
         assert_full_answer(&captured, "Any news?");
         let stats = sim.stats();
         assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (3, 2));
+        Ok(())
+    })
+    .await
+}
+
+/// The citations `captured` must have for `prompt`: the cited sources in reading order, then the
+/// ones only listed, each (url, title, inline, position, found_in) with `found_in` for all.
+fn expected_citations(prompt: &str, cites: bool, found_in: FoundIn) -> Vec<(String, String, bool, u32, FoundIn)> {
+    let expected = answer_for(prompt, cites);
+    let more = if cites { chatgpt_more_sources(prompt) } else { Vec::new() };
+    let inline = expected.citations.iter().map(|c| (c, true));
+    let listed = more.iter().map(|c| (c, false));
+    inline
+        .chain(listed)
+        .enumerate()
+        .map(|(index, (c, inline))| (c.url.clone(), c.title.clone(), inline, index as u32 + 1, found_in))
+        .collect()
+}
+
+fn citation_rows(captured: &Captured) -> Vec<(String, String, bool, u32, FoundIn)> {
+    captured.citations.iter().map(|c| (c.url.clone(), c.title.clone(), c.inline, c.position, c.found_in)).collect()
+}
+
+/// One cell of the matrix: the full text, the exact citations (found in the page and the stream
+/// alike: the panel was read whatever its markup), the stream's queries and products, and a
+/// reading with two finish signals, nothing missing, no fallback, no disagreement.
+async fn check(_sim: &Simulator, scenario: Scenario, prompt: &str, captured: Captured) -> Result<()> {
+    let cites = scenario.cites();
+    let expected = answer_for(prompt, cites);
+    assert_eq!(collapse(&captured.response_text), collapse(&expected.plain_text()));
+    assert_eq!(citation_rows(&captured), expected_citations(prompt, cites, FoundIn::Both));
+    assert!(captured.citations.iter().all(|c| !c.url.contains("utm_") && !c.url.contains("chatgpt.com")));
+    for citation in &expected.citations {
+        assert!(captured.response_markdown.contains(&format!("({})", citation.url)), "markdown links the source");
+    }
+    let queries = if cites { chatgpt_search_queries(prompt) } else { Vec::new() };
+    assert_eq!(captured.search_queries, queries);
+    let products: Vec<String> = captured.products.iter().map(|p| p.name.clone()).collect();
+    assert_eq!(products, if cites { chatgpt_products(prompt) } else { Vec::new() });
+    assert_eq!(captured.web_search, Some(cites));
+    let reading = &captured.reading;
+    assert!(reading.finish_signals.len() >= 2, "{reading:?}");
+    assert!(reading.missing_roles.is_empty(), "{reading:?}");
+    assert!(!reading.read_by_fallback && reading.disagreement.is_none(), "{reading:?}");
+    assert!((reading.confidence() - 1.0).abs() < f32::EPSILON);
+    Ok(())
+}
+
+#[tokio::test]
+async fn variant_current_reads_every_scenario() -> Result<()> {
+    common::variant_row(Site::ChatGpt, "current", short_pause(), check).await
+}
+
+#[tokio::test]
+async fn variant_redesign_reads_every_scenario() -> Result<()> {
+    common::variant_row(Site::ChatGpt, "redesign", short_pause(), check).await
+}
+
+#[tokio::test]
+async fn variant_thread_flyout_reads_every_scenario() -> Result<()> {
+    common::variant_row(Site::ChatGpt, "thread-flyout", short_pause(), check).await
+}
+
+#[tokio::test]
+async fn variant_section_turn_reads_every_scenario() -> Result<()> {
+    common::variant_row(Site::ChatGpt, "section-turn", short_pause(), check).await
+}
+
+/// The failure: with the page selectors of manifest 2026.11.2 the thread flyout's
+/// Sources panel (no dialog role, no "Sources" label) is not found, so the sources only listed
+/// there never came back. The same adapter with today's manifest reads them from the page; the
+/// old selectors now only cost confidence (the stream still names them, marked as such).
+#[tokio::test]
+async fn the_old_manifest_misses_the_flyout_panel_and_the_new_one_reads_it() -> Result<()> {
+    let config = SimulatorConfig { variant: "thread-flyout".into(), ..short_pause() };
+    common::with_browser(Site::ChatGpt, config, async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-old-manifest").await?;
+        let dir = tempfile::tempdir()?;
+        let old = override_adapter(dir.path(), sim, "chatgpt", |manifest| {
+            let old: [(&str, &[&str]); 3] = [
+                (
+                    "sources_link",
+                    &[
+                        "aside[aria-label='Sources'] a[href]",
+                        "section[aria-label='Sources'] a[href]",
+                        "[role='dialog'][aria-label='Sources'] a[href^='http']",
+                    ],
+                ),
+                ("sources_title", &[".source-title", "div.line-clamp-2"]),
+                ("sources_button", &["button[aria-label='Sources']", "button.group\\/footnote"]),
+            ];
+            for (role, selectors) in old {
+                manifest.selectors.insert(role.to_owned(), selectors.iter().map(|s| (*s).to_owned()).collect());
+            }
+            manifest.selectors.remove("sources_panel");
+        })?;
+        let prompt = "What are the best laptops under $1,000? (old manifest)";
+        let captured = old.ask(browser.driver(), prompt).await?;
+        let cited = answer_for(prompt, true).citations.len();
+        let rows = citation_rows(&captured);
+        assert!(rows[..cited].iter().all(|row| row.2 && row.4 == FoundIn::Both), "pills are still read: {rows:?}");
+        assert!(rows[cited..].iter().all(|row| !row.2 && row.4 == FoundIn::Stream), "not from the page: {rows:?}");
+        assert!(captured.reading.disagreement.is_some());
+        assert!(captured.reading.missing_roles.contains(&"sources_panel".to_owned()), "{:?}", captured.reading);
+
+        let prompt = "What are the best laptops under $1,000? (new manifest)";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_eq!(citation_rows(&captured), expected_citations(prompt, true, FoundIn::Both));
+        assert!(captured.reading.missing_roles.is_empty() && captured.reading.disagreement.is_none());
         Ok(())
     })
     .await

@@ -10,7 +10,8 @@ use axum::Router;
 
 pub use chatgpt::{
     ANSWER_NOW_EVENT as CHATGPT_ANSWER_NOW_EVENT, PREFERRED_EVENTS as CHATGPT_PREFERRED_EVENTS,
-    more_sources as chatgpt_more_sources,
+    is_shopping as chatgpt_is_shopping, more_sources as chatgpt_more_sources, products as chatgpt_products,
+    search_queries as chatgpt_search_queries,
 };
 pub use chatgpt::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use perplexity::{

@@ -249,10 +249,11 @@ mod tests {
 
         let broken = text.replace("[timing]", "unknown_key = 1\n[timing]");
         assert!(Manifest::parse(&broken, "test").is_err());
-        let empty = BUILT_IN[0].1.replace(
-            "assistant_message = [\n  \"div[data-message-author-role='assistant']\",\n]",
-            "assistant_message = []",
-        );
+        // The built-in role's list (whatever its entries and comments) emptied.
+        let built_in = BUILT_IN[0].1;
+        let start = built_in.find("\nassistant_message = [").ok_or("no assistant_message role")? + 1;
+        let end = start + built_in[start..].find("\n]").ok_or("unterminated assistant_message")? + 2;
+        let empty = format!("{}assistant_message = []{}", &built_in[..start], &built_in[end..]);
         assert!(matches!(
             Manifest::parse(&empty, "test"),
             Err(ManifestError::EmptyRole { role, .. }) if role == "assistant_message"

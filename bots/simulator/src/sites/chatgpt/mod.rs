@@ -1,4 +1,4 @@
-//! The chatgpt.com look-alike: its pages and its streaming `POST /backend-api/conversation`.
+//! The chatgpt.com look-alike: its pages and its streaming `POST /backend-api/f/conversation`.
 //!
 //! Evidence for the markup (searched 2026-11; more in the comment at the top of
 //! `assets/chat.html`):
@@ -38,13 +38,45 @@
 //! - `[[empty]]`: the answer message opens, no text is appended, and it finishes as usual
 //!   (`finished_successfully`, the stream's completion, the copy action bar under an empty
 //!   `div.markdown`).
+//! - `late_sources`: the Sources button shows up 1.5 s after the answer has finished and its
+//!   action bar shows (idx:66661304277 waits up to 15 s for it on the real site).
+//!
+//! The answer stream (`POST /backend-api/f/conversation`, also `/backend-api/conversation`)
+//! follows public captures (research 2026-12: gpt4free OpenaiChat.py, a 2026-10 SSE protocol
+//! note, exported conversations): `delta_encoding` "v1", `resume_conversation_token`,
+//! `server_ste_metadata`, an `add` per message (thoughts, reasoning recap, the web tool's message
+//! with `search_model_queries`, the answer), text appends whose later frames leave out `p`/`o`,
+//! `grouped_webpages` references with `start_idx`/`end_idx`, `search_result_groups`, a
+//! `sources_footnote` (with a link back to the conversation, never a source), product markers
+//! for shopping prompts ([`is_shopping`], [`products`]), the finish patch with `finish_details`,
+//! `message_marker`s, `message_stream_complete` and `[DONE]`. Two shapes ([`Shape`]): references
+//! and results in the opening message (the `current` and `redesign` pages), or (the 2026 pages)
+//! each marker with its reference in a patch batch, half of them without `p`/`o`, and the
+//! results at the end.
+//!
+//! Page variants ([`VARIANTS`], `config.variant`; `docs/selectors/chatgpt.md` has the detail):
+//! - `current`: today's look-alike; `redesign`: renamed test ids and classes.
+//! - `thread-flyout` (idx:61241046488, idx:66661304277, idx:54293464671, be-visible's "broken
+//!   [role=dialog]"): Sources in `div[data-testid=stage-thread-flyout] >
+//!   section[data-testid=screen-threadFlyOut]`, no dialog role and no "Sources" label, titles in
+//!   `div.font-semibold`, "More" behind an "N more" button, the utm tag in the links' fragment; a
+//!   hover-revealed action bar without role or label; the 2026 stream shape.
+//! - `section-turn` (CloakGPT idx:59136628605, steipete/oracle, 10x-chat; be-visible v1-legacy):
+//!   `section[data-turn=assistant].agent-turn` turns, `composer-stop-button` labelled "Stop
+//!   streaming" next to a "Stop dictation" decoy, `request-placeholder-` ids and `aria-busy`
+//!   while streaming, a thinking line without test id (`span.loading-shimmer`), a Sources button
+//!   known only by its text opening a `role=dialog` without a label, every source link behind
+//!   `chatgpt.com/link?url=`; the 2026 stream shape.
 
+mod fanout;
 mod page;
-
-/// The page variants this look-alike serves (`SimulatorConfig::variant`), today's first.
-pub(crate) const VARIANTS: &[&str] = &["current", "redesign"];
 mod sources;
 
+/// The page variants this look-alike serves (`SimulatorConfig::variant`), today's first. What
+/// each one follows is in the module comment above and in `docs/selectors/chatgpt.md`.
+pub(crate) const VARIANTS: &[&str] = &["current", "redesign", "thread-flyout", "section-turn"];
+
+pub use fanout::{is_shopping, products, search_queries};
 pub use page::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use sources::more_sources;
 
@@ -91,6 +123,7 @@ pub(crate) fn routes() -> Router<SimState> {
         .route("/auth/login", get(auth_login))
         .route("/api/auth/session", get(auth_session))
         .route("/backend-api/conversation", post(conversation))
+        .route("/backend-api/f/conversation", post(conversation))
         .route("/backend-api/conversation/{conversation_id}/answer_now", post(answer_now))
         .route("/backend-api/conversation/{conversation_id}/paragen_feedback", post(paragen_feedback))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
@@ -108,9 +141,9 @@ fn chat_or_wall(state: &SimState, uri: &Uri, headers: &HeaderMap) -> Response {
         state.record_challenge();
         return challenge_page(HOST);
     }
-    let variant = Variant::from_redesign(config.redesign);
+    let variant = Variant::from_name(config.variant_name());
     match logged_in(state, headers) {
-        Some((_, label)) => no_store(page::chat_page(variant, &label)),
+        Some((_, label)) => no_store(page::chat_page(variant, &label, config.late_sources)),
         None => {
             state.record_login_wall();
             no_store(page::login_wall(variant))
@@ -195,13 +228,38 @@ struct Plan {
     searched: Vec<Citation>,
     /// Response 2 of an A/B prompt (`[[ab-test]]`), with the sources its search read.
     candidate: Option<(Answer, Vec<Citation>)>,
-    /// The first words of the question, as the search query shows them.
-    query: String,
+    /// The searches the model ran (the query fan-out); empty when no search ran.
+    queries: Vec<String>,
+    /// How the stream is shaped (the page variant's era of the real site).
+    shape: Shape,
+}
+
+/// The two stream shapes seen in public captures of chatgpt.com's answer stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// The answer message opens with its `content_references` and `search_result_groups` in
+    /// its metadata; the tool message carries the legacy `search_queries` besides
+    /// `search_model_queries` (gpt4free OpenaiChat.py, Fanout, Mikalis/gptsearches).
+    Header,
+    /// The 2026-10 captures (idx:71335910185): the message opens with empty metadata; each
+    /// citation marker arrives in a patch batch together with its `content_references` entry
+    /// (`start_idx`/`end_idx`), half of the batches without `p`/`o`; the search results are
+    /// appended at the end; only `search_model_queries` names the searches.
+    Patched,
+}
+
+impl Shape {
+    fn of(variant: &str) -> Shape {
+        match variant {
+            "thread-flyout" | "section-turn" => Shape::Patched,
+            _ => Shape::Header,
+        }
+    }
 }
 
 impl Plan {
     fn new(config: &SimulatorConfig, flags: PromptFlags, prompt: &str, conversation_id: String) -> Plan {
-        let pacing = Pacing::new(config, flags, prompt);
+        let mut pacing = Pacing::new(config, flags, prompt);
         let factor = if flags.slow || config.slow { config.slow_factor.max(1) } else { 1 };
         let thinking = MIN_THINKING.max(Duration::from_millis(config.pause_ms)).saturating_mul(factor as u32);
         let searched = searched(&pacing.answer, prompt);
@@ -212,14 +270,20 @@ impl Plan {
             let sources = searched_with(&answer, more_sources(prompt));
             (answer, sources)
         });
+        // Products ride on a shopping search: the carousel marker ends the streamed text.
+        let products = if searched.is_empty() { Vec::new() } else { products(prompt) };
+        if !products.is_empty() {
+            pacing.answer.stream_text.push_str(&fanout::products_marker(&products));
+        }
         Plan {
             conversation_id,
             message_id: uuid::Uuid::new_v4().to_string(),
             model: if flags.thinking { THINKING_MODEL } else { MODEL },
             thinking: flags.thinking.then_some(thinking),
+            queries: if searched.is_empty() { Vec::new() } else { search_queries(prompt) },
             searched,
             candidate,
-            query: strip_markers(prompt).split_whitespace().take(10).collect::<Vec<_>>().join(" "),
+            shape: Shape::of(config.variant_name()),
             pacing,
         }
     }
@@ -314,41 +378,79 @@ fn add_message(conversation_id: &str, message: Value) -> String {
         .to_string()
 }
 
-/// The opening of an answer message: its citations as content references, the search results
-/// it read, and (for an A/B prompt) which candidate it is.
+/// The `content_references` entry of the `index`-th citation: a `grouped_webpages` reference
+/// as exported conversations show it (idx:52810862179), attached to its marker by `matched_text`
+/// and by `start_idx`/`end_idx` (offsets of the marker in the text, in characters).
+fn reference(index: usize, citation: &Citation, stream_text: &str) -> Value {
+    let matched = marker(index);
+    let start = stream_text.find(&matched).map_or(0, |at| stream_text[..at].chars().count());
+    json!({
+        "matched_text": matched,
+        "start_idx": start,
+        "end_idx": start + matched.chars().count(),
+        "type": "grouped_webpages",
+        "items": [{
+            "title": citation.title,
+            "url": citation.href,
+            "attribution": citation.domain,
+            "snippet": null,
+            "pub_date": null,
+            "refs": [{ "turn_index": 0, "ref_type": "search", "ref_index": index }],
+            "supporting_websites": [],
+        }],
+        "fallback_items": null,
+        "refs": [],
+        "alt": format!("([{}]({}))", citation.domain, citation.href),
+        "safe_urls": [citation.href],
+        "status": "done",
+    })
+}
+
+/// `search_result_groups`: one group per source the search read, cited ones first.
+fn result_groups(searched: &[Citation]) -> Vec<Value> {
+    searched
+        .iter()
+        .enumerate()
+        .map(|(index, source)| {
+            json!({
+                "type": "search_result_group",
+                "domain": source.domain,
+                "entries": [{
+                    "type": "search_result",
+                    "url": source.href,
+                    "title": source.title,
+                    "snippet": format!("{} \u{2014} {}", source.domain, source.title),
+                    "attribution": source.domain,
+                    "pub_date": null,
+                    "ref_id": { "turn_index": 0, "ref_type": "search", "ref_index": index },
+                }],
+            })
+        })
+        .collect()
+}
+
+/// The opening of an answer message: (in the [`Shape::Header`] shape) its citations as content
+/// references and the search results it read, and (for an A/B prompt) which candidate it is.
 fn answer_header(
     id: &str,
     answer: &Answer,
     searched: &[Citation],
     model: &str,
     candidate_index: Option<usize>,
+    shape: Shape,
 ) -> Value {
-    let references: Vec<Value> = answer
-        .citations
-        .iter()
-        .enumerate()
-        .map(|(index, citation)| {
-            json!({
-                "matched_text": marker(index),
-                "type": "grouped_webpages",
-                "items": [{ "title": citation.title, "url": citation.href, "attribution": citation.domain }],
-            })
-        })
-        .collect();
-    let groups: Vec<Value> = searched
-        .iter()
-        .map(|source| {
-            json!({
-                "type": "search_result_group",
-                "domain": source.domain,
-                "entries": [{ "type": "search_result", "url": source.href, "title": source.title, "attribution": source.domain }],
-            })
-        })
-        .collect();
+    let (references, groups) = match shape {
+        Shape::Header => (
+            answer.citations.iter().enumerate().map(|(i, c)| reference(i, c, &answer.stream_text)).collect(),
+            result_groups(searched),
+        ),
+        Shape::Patched => (Vec::new(), Vec::new()),
+    };
     let mut metadata = json!({
         "content_references": references,
         "search_result_groups": groups,
         "model_slug": model,
+        "message_type": "next",
         "citations": [],
     });
     if let Some(index) = candidate_index {
@@ -360,8 +462,11 @@ fn answer_header(
         "create_time": now(),
         "content": { "content_type": "text", "parts": [""] },
         "status": "in_progress",
+        "end_turn": null,
+        "weight": 1.0,
         "metadata": metadata,
         "recipient": "all",
+        "channel": "final",
     })
 }
 
@@ -380,8 +485,15 @@ async fn hold(tx: &EventSender, stall: Duration) {
 
 async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
     let conversation = plan.conversation_id.as_str();
-    if !send_event(tx, Some("delta_encoding"), "\"v1\"").await {
-        return Outcome::Interrupted;
+    let opening = [
+        (Some("delta_encoding"), "\"v1\"".to_owned()),
+        (None, json!({ "type": "resume_conversation_token", "kind": "conversation", "token": uuid::Uuid::new_v4().to_string(), "conversation_id": conversation }).to_string()),
+        (None, json!({ "type": "server_ste_metadata", "metadata": { "is_first_turn": true, "model_slug": plan.model }, "conversation_id": conversation }).to_string()),
+    ];
+    for (event, data) in opening {
+        if !send_event(tx, event, &data).await {
+            return Outcome::Interrupted;
+        }
     }
 
     if let Some(thinking) = plan.thinking {
@@ -407,7 +519,7 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
             "create_time": now(),
             "content": { "content_type": "reasoning_recap", "content": format!("Thought for {}s", thinking.as_secs().max(1)) },
             "status": "finished_successfully",
-            "metadata": { "model_slug": plan.model, "reasoning_status": "reasoning_ended" },
+            "metadata": { "model_slug": plan.model, "reasoning_status": "reasoning_ended", "finished_text": format!("Thought for {}s", thinking.as_secs().max(1)) },
             "recipient": "all",
         });
         if !delta(tx, &add_message(conversation, recap)).await {
@@ -416,13 +528,24 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
     }
 
     if !plan.searched.is_empty() {
+        // The web tool's message names the searches it ran (idx:19163455690, idx:52806097256).
+        let mut metadata = json!({
+            "search_model_queries": { "type": "search_model_queries", "queries": plan.queries },
+            "search_turns_count": 1,
+            "search_source": "composer_auto",
+            "model_slug": plan.model,
+        });
+        if plan.shape == Shape::Header {
+            metadata["search_queries"] =
+                plan.queries.iter().map(|q| json!({ "type": "search", "q": q })).collect::<Vec<_>>().into();
+        }
         let search = json!({
             "id": uuid::Uuid::new_v4().to_string(),
-            "author": { "role": "tool", "name": "web.run", "metadata": {} },
+            "author": { "role": "tool", "name": "web.run", "metadata": { "real_author": "tool:web", "source": "sonic_tool" } },
             "create_time": now(),
             "content": { "content_type": "text", "parts": [""] },
             "status": "in_progress",
-            "metadata": { "search_queries": [{ "type": "search", "q": plan.query }], "model_slug": plan.model },
+            "metadata": metadata,
             "recipient": "all",
         });
         if !delta(tx, &add_message(conversation, search)).await {
@@ -438,12 +561,40 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
         return outcome;
     }
 
-    let finish = json!({ "p": "", "o": "patch", "v": [
+    let mut closing = Vec::new();
+    if plan.candidate.is_none() && !plan.searched.is_empty() {
+        if plan.shape == Shape::Patched {
+            // The results the search read, all at once at the end.
+            closing.push(json!({ "p": "/message/metadata/search_result_groups", "o": "append", "v": result_groups(&plan.searched) }));
+        }
+        // The footer of sources (a batch without p/o): the cited ones, and a link back to the
+        // conversation itself, which is never a source.
+        let answer = &plan.pacing.answer;
+        let length = answer.stream_text.chars().count();
+        let mut sources: Vec<Value> = answer
+            .citations
+            .iter()
+            .map(|c| json!({ "title": c.title, "url": c.href, "attribution": c.domain }))
+            .collect();
+        sources.push(json!({ "title": "ChatGPT", "url": format!("https://chatgpt.com/c/{conversation}"), "attribution": "ChatGPT" }));
+        closing.push(json!({ "v": [{ "p": "/message/metadata/content_references", "o": "append", "v": [{
+            "type": "sources_footnote", "matched_text": " ", "start_idx": length, "end_idx": length,
+            "has_images": false, "alt": "", "refs": [], "safe_urls": [], "sources": sources,
+        }] }] }));
+    }
+    closing.push(json!({ "p": "", "o": "patch", "v": [
         { "p": "/message/status", "o": "replace", "v": "finished_successfully" },
         { "p": "/message/end_turn", "o": "replace", "v": true },
-    ]});
+        { "p": "/message/metadata", "o": "append", "v": { "is_complete": true, "finish_details": { "type": "stop", "stop_tokens": [200002] } } },
+    ]}));
+    for data in closing {
+        if !delta(tx, &data.to_string()).await {
+            return Outcome::Interrupted;
+        }
+    }
+    let marker = json!({ "type": "message_marker", "conversation_id": conversation, "message_id": plan.message_id, "marker": "last_token", "event": "last" });
     let complete = json!({ "type": "message_stream_complete", "conversation_id": conversation });
-    if !delta(tx, &finish.to_string()).await
+    if !send_event(tx, None, &marker.to_string()).await
         || !send_event(tx, None, &complete.to_string()).await
         || !send_event(tx, None, "[DONE]").await
     {
@@ -473,37 +624,69 @@ async fn fail_or_stall(tx: &EventSender, plan: &Plan, index: usize, count: usize
 /// One answer: its header with the first chunk, then the rest. `Some(outcome)` when the stream
 /// ended early.
 async fn stream_answer(tx: &EventSender, plan: &Plan) -> Option<Outcome> {
+    let answer = &plan.pacing.answer;
+    let header = || answer_header(&plan.message_id, answer, &plan.searched, plan.model, None, plan.shape);
     let chunks = plan.pacing.chunks();
     let count = chunks.len();
     if chunks.is_empty() {
         // An empty answer (`[[empty]]`): the message opens and finishes without a word.
         plan.pacing.before_empty_finish().await;
-        let header = answer_header(&plan.message_id, &plan.pacing.answer, &plan.searched, plan.model, None);
-        if !delta(tx, &add_message(&plan.conversation_id, header)).await {
+        if !delta(tx, &add_message(&plan.conversation_id, header())).await {
             return Some(Outcome::Interrupted);
         }
         return None;
     }
+    // Whether the last frame named the text's path and operation (later ones inherit them).
+    let mut named = false;
+    let mut batches = 0usize;
     for (index, chunk) in chunks.iter().enumerate() {
         if let Some(outcome) = fail_or_stall(tx, plan, index, count).await {
             return Some(outcome);
         }
         plan.pacing.before_chunk(index, count).await;
-        let data = if index == 0 {
-            let header = answer_header(&plan.message_id, &plan.pacing.answer, &plan.searched, plan.model, None);
-            if !delta(tx, &add_message(&plan.conversation_id, header)).await {
-                return Some(Outcome::Interrupted);
-            }
-            // The first append names its operation and path; the rest use the short form.
-            json!({ "p": "/message/content/parts/0", "o": "append", "v": chunk })
-        } else {
+        if index == 0 && !delta(tx, &add_message(&plan.conversation_id, header())).await {
+            return Some(Outcome::Interrupted);
+        }
+        let cited: Vec<usize> = if plan.shape == Shape::Patched { cited_in(chunk) } else { Vec::new() };
+        let data = if !cited.is_empty() {
+            // The marker and its reference in one batch; every other batch leaves out p/o.
+            let references: Vec<Value> = cited
+                .iter()
+                .filter_map(|&i| answer.citations.get(i).map(|c| reference(i, c, &answer.stream_text)))
+                .collect();
+            let ops = json!([
+                { "p": "/message/content/parts/0", "o": "append", "v": chunk },
+                { "p": "/message/metadata/content_references", "o": "append", "v": references },
+            ]);
+            batches += 1;
+            named = false;
+            if batches % 2 == 1 { json!({ "p": "", "o": "patch", "v": ops }) } else { json!({ "v": ops }) }
+        } else if named {
             json!({ "v": chunk })
+        } else {
+            named = true;
+            json!({ "p": "/message/content/parts/0", "o": "append", "v": chunk })
         };
         if !delta(tx, &data.to_string()).await {
             return Some(Outcome::Interrupted);
         }
+        if index == 0 {
+            let marker = json!({ "type": "message_marker", "conversation_id": plan.conversation_id, "message_id": plan.message_id, "marker": "user_visible_token", "event": "first" });
+            if !send_event(tx, None, &marker.to_string()).await {
+                return Some(Outcome::Interrupted);
+            }
+        }
     }
     None
+}
+
+/// The citation indexes whose markers (`\u{e200}cite\u{e202}turn0searchN\u{e201}`) are in `chunk`.
+fn cited_in(chunk: &str) -> Vec<usize> {
+    chunk
+        .split("\u{e200}cite\u{e202}turn0search")
+        .skip(1)
+        .filter_map(|rest| rest.split('\u{e201}').next()?.parse().ok())
+        .collect()
 }
 
 /// Both candidates of an A/B prompt, streamed side by side: every append names the candidate
@@ -524,8 +707,22 @@ async fn stream_candidates(
         plan.pacing.before_chunk(index, count).await;
         if index == 0 {
             let headers = [
-                answer_header(&plan.message_id, &plan.pacing.answer, &plan.searched, plan.model, Some(0)),
-                answer_header(&uuid::Uuid::new_v4().to_string(), other, other_searched, CANDIDATE_MODEL, Some(1)),
+                answer_header(
+                    &plan.message_id,
+                    &plan.pacing.answer,
+                    &plan.searched,
+                    plan.model,
+                    Some(0),
+                    Shape::Header,
+                ),
+                answer_header(
+                    &uuid::Uuid::new_v4().to_string(),
+                    other,
+                    other_searched,
+                    CANDIDATE_MODEL,
+                    Some(1),
+                    Shape::Header,
+                ),
             ];
             for header in headers {
                 if !delta(tx, &add_message(&plan.conversation_id, header)).await {

@@ -14,25 +14,44 @@ pub const RATE_LIMIT_MESSAGE: &str = "You've reached our limit of messages per h
 /// Text of the generic mid-stream failure.
 pub const GENERIC_ERROR_MESSAGE: &str = "Something went wrong while generating the response. If this issue persists please contact us through our help center at help.openai.com.";
 
-/// Which markup the site serves: today's, or the one after a redesign (`config.redesign`), where
-/// test ids and classes changed and only the adapter manifest's fallback selectors still match.
+/// Which markup the site serves (`config.variant`): today's, the one after a redesign, where
+/// test ids and classes changed and only the adapter manifest's fallback selectors still match,
+/// and two built from other public descriptions of chatgpt.com (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Variant {
     Classic,
     Redesign,
+    /// Sources in the right-hand thread flyout, no dialog role and no "Sources" label.
+    ThreadFlyout,
+    /// `section` turns, `composer-stop-button`, a Sources button known only by its text that
+    /// opens a `role=dialog` without a label, `chatgpt.com/link?url=` redirects.
+    SectionTurn,
 }
 
 impl Variant {
-    pub(crate) fn from_redesign(redesign: bool) -> Variant {
-        if redesign { Variant::Redesign } else { Variant::Classic }
+    /// The variant of `name` (`SimulatorConfig::variant_name`); today's for an unknown name.
+    pub(crate) fn from_name(name: &str) -> Variant {
+        match name {
+            "redesign" => Variant::Redesign,
+            "thread-flyout" => Variant::ThreadFlyout,
+            "section-turn" => Variant::SectionTurn,
+            _ => Variant::Classic,
+        }
     }
 
     /// Names used in the static markup: (ui, composer id, submit button id, send test id,
     /// login test id).
     fn names(self) -> [(&'static str, &'static str); 5] {
         match self {
-            Variant::Classic => [
-                ("{{UI}}", "classic"),
+            Variant::Classic | Variant::ThreadFlyout | Variant::SectionTurn => [
+                (
+                    "{{UI}}",
+                    match self {
+                        Variant::ThreadFlyout => "thread-flyout",
+                        Variant::SectionTurn => "section-turn",
+                        _ => "classic",
+                    },
+                ),
                 ("{{COMPOSER_ID}}", "prompt-textarea"),
                 ("{{SUBMIT_ID}}", "composer-submit-button"),
                 ("{{SEND_TESTID}}", "send-button"),
@@ -53,13 +72,15 @@ impl Variant {
     }
 }
 
-/// The logged-in chat page for a session labelled `label`.
-pub(crate) fn chat_page(variant: Variant, label: &str) -> String {
+/// The logged-in chat page for a session labelled `label`; `late_sources` makes the Sources
+/// button show up only after the answer has finished (`config.late_sources`).
+pub(crate) fn chat_page(variant: Variant, label: &str, late_sources: bool) -> String {
     let shown = if label.trim().is_empty() { "ChatGPT user" } else { label.trim() };
     let initial: String = shown.chars().next().map(|c| c.to_uppercase().collect()).unwrap_or_default();
     // The label goes in last, so a label that looks like a placeholder stays literal text.
     variant
         .apply(CHAT_TEMPLATE)
+        .replace("{{LATE_SOURCES}}", if late_sources { "true" } else { "false" })
         .replace("{{STYLE}}", STYLE)
         .replace("{{SCRIPT}}", SCRIPT)
         .replace("{{USER_INITIAL}}", &escape_html(&initial))
@@ -98,7 +119,7 @@ mod tests {
 
     #[test]
     fn chat_page_has_the_contract_selectors_and_escapes_the_label() {
-        let page = chat_page(Variant::Classic, "<b>ops</b> {{STYLE}}");
+        let page = chat_page(Variant::Classic, "<b>ops</b> {{STYLE}}", false);
         assert!(page.contains("id=\"prompt-textarea\""));
         assert!(page.contains("contenteditable=\"true\""));
         assert!(page.contains("data-testid=\"send-button\""));
@@ -108,7 +129,7 @@ mod tests {
         assert!(page.contains("<title>ChatGPT</title>"));
 
         // After a redesign the primary selectors of the adapter no longer match.
-        let page = chat_page(Variant::Redesign, "ops");
+        let page = chat_page(Variant::Redesign, "ops", false);
         // The evidence comment before <html> quotes the old markup; the page itself must not.
         let page = &page[page.find("<html").unwrap_or(0)..];
         assert!(!page.contains("id=\"prompt-textarea\""));

@@ -51,7 +51,7 @@ pub fn more_sources(prompt: &str) -> Vec<Citation> {
 }
 
 /// A short topic from the prompt: the first sentence, at most eight words.
-fn topic(prompt: &str) -> String {
+pub(super) fn topic(prompt: &str) -> String {
     let first = prompt.split(['?', '!', '.', '\n']).find(|part| !part.trim().is_empty()).unwrap_or("");
     let words: Vec<&str> = first.split_whitespace().take(8).collect();
     if words.is_empty() { "this topic".to_owned() } else { words.join(" ") }
@@ -68,7 +68,7 @@ fn slug(topic: &str) -> String {
     if slug.is_empty() { "overview".to_owned() } else { slug }
 }
 
-fn capitalize(text: &str) -> String {
+pub(super) fn capitalize(text: &str) -> String {
     let mut chars = text.chars();
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),

@@ -27,68 +27,129 @@
     '<svg width="18" height="18" viewBox="0 0 20 20" aria-hidden="true"><path d="M13 11l-3 6c-1.5 0-2-1-2-2v-3H4l1.5-8H13z" stroke="currentColor" stroke-width="1.5" fill="none"/></svg>';
 
 
-  // Test ids and classes of today's markup, and of the redesigned one. `null`: the redesign
-  // dropped the test id.
-  const UI =
-    document.documentElement.getAttribute('data-ui') === 'redesign'
-      ? {
-          submitId: 'composer-submit',
-          sendTestid: 'composer-send-button',
-          stopTestid: 'composer-stop-button',
-          turnTestid: 'chat-turn-',
-          markdownClass: 'prose response-content w-full break-words',
-          errorClass: 'error-banner rounded-2xl border px-4 py-3 text-sm',
-          copyTestid: 'copy-button',
-          goodTestid: 'thumbs-up-button',
-          badTestid: 'thumbs-down-button',
-          pillOnLink: true,
-          sourcesLabel: 'Show sources',
-          panelTag: 'section',
-          titleClass: 'line-clamp-2 text-sm',
-          domainClass: 'text-xs text-token-text-secondary',
-          thinkingTestid: null,
-          thinkingClass: 'reasoning-status flex items-center gap-2',
-          answerNowTestid: null,
-          recapTestid: null,
-          recapClass: 'reasoning-recap',
-          searchTestid: null,
-          searchClass: 'web-search-status',
-          comparisonTestid: null,
-          comparisonClass: 'response-comparison',
-          candidateTestid: null,
-          candidateClass: 'comparison-candidate',
-          preferTestid: null,
-          preferClass: 'prefer-button btn-secondary',
-        }
-      : {
-          submitId: 'composer-submit-button',
-          sendTestid: 'send-button',
-          stopTestid: 'stop-button',
-          turnTestid: 'conversation-turn-',
-          markdownClass: 'markdown prose dark:prose-invert w-full break-words light markdown-new-styling',
-          errorClass: 'text-token-text-error border-token-surface-error/15 rounded-3xl border px-4 py-3 text-sm',
-          copyTestid: 'copy-turn-action-button',
-          goodTestid: 'good-response-turn-action-button',
-          badTestid: 'bad-response-turn-action-button',
-          pillOnLink: false,
-          sourcesLabel: 'Sources',
-          panelTag: 'aside',
-          titleClass: 'source-title',
-          domainClass: 'source-domain',
-          thinkingTestid: 'thinking-status',
-          thinkingClass: 'thinking-status flex items-center gap-2',
-          answerNowTestid: 'answer-now-button',
-          recapTestid: 'reasoning-recap-button',
-          recapClass: 'reasoning-recap',
-          searchTestid: 'search-status',
-          searchClass: 'search-status',
-          comparisonTestid: 'paragen-comparison',
-          comparisonClass: 'paragen',
-          candidateTestid: 'paragen-response-',
-          candidateClass: 'paragen-response',
-          preferTestid: 'paragen-prefer-response-button',
-          preferClass: 'prefer-button btn-secondary',
-        };
+  // Test ids, classes and shapes of each page variant (`data-ui` on <html>). `null`: that
+  // variant has no such test id. Today's markup ("classic", the variant "current") first.
+  const CLASSIC = {
+    endpoint: '/backend-api/conversation',
+    submitId: 'composer-submit-button',
+    sendTestid: 'send-button',
+    stopTestid: 'stop-button',
+    stopLabel: 'Stop answering',
+    turnTag: 'article',
+    turnTestid: 'conversation-turn-',
+    turnClass: 'text-token-text-primary w-full',
+    placeholderIds: false,
+    markdownClass: 'markdown prose dark:prose-invert w-full break-words light markdown-new-styling',
+    errorClass: 'text-token-text-error border-token-surface-error/15 rounded-3xl border px-4 py-3 text-sm',
+    copyTestid: 'copy-turn-action-button',
+    goodTestid: 'good-response-turn-action-button',
+    badTestid: 'bad-response-turn-action-button',
+    barGroup: true,
+    pillOnLink: false,
+    pillHref: 'utm',
+    sourcesButton: 'labelled',
+    sourcesLabel: 'Sources',
+    panel: 'aside',
+    panelHref: 'utm',
+    titleClass: 'source-title',
+    domainClass: 'source-domain',
+    thinkingTestid: 'thinking-status',
+    thinkingClass: 'thinking-status flex items-center gap-2',
+    thinkingLabelClass: 'loading-shimmer-pure-text',
+    answerNowTestid: 'answer-now-button',
+    recapTestid: 'reasoning-recap-button',
+    recapClass: 'reasoning-recap',
+    searchTestid: 'search-status',
+    searchClass: 'search-status',
+    comparisonTestid: 'paragen-comparison',
+    comparisonClass: 'paragen',
+    candidateTestid: 'paragen-response-',
+    candidateClass: 'paragen-response',
+    preferTestid: 'paragen-prefer-response-button',
+    preferClass: 'prefer-button btn-secondary',
+  };
+  const VARIANTS = {
+    classic: CLASSIC,
+    redesign: Object.assign({}, CLASSIC, {
+      submitId: 'composer-submit',
+      sendTestid: 'composer-send-button',
+      stopTestid: 'composer-stop-button',
+      turnTestid: 'chat-turn-',
+      markdownClass: 'prose response-content w-full break-words',
+      errorClass: 'error-banner rounded-2xl border px-4 py-3 text-sm',
+      copyTestid: 'copy-button',
+      goodTestid: 'thumbs-up-button',
+      badTestid: 'thumbs-down-button',
+      pillOnLink: true,
+      sourcesLabel: 'Show sources',
+      panel: 'section',
+      titleClass: 'line-clamp-2 text-sm',
+      domainClass: 'text-xs text-token-text-secondary',
+      thinkingTestid: null,
+      thinkingClass: 'reasoning-status flex items-center gap-2',
+      answerNowTestid: null,
+      recapTestid: null,
+      searchTestid: null,
+      searchClass: 'web-search-status',
+      comparisonTestid: null,
+      comparisonClass: 'response-comparison',
+      candidateTestid: null,
+      candidateClass: 'comparison-candidate',
+      preferTestid: null,
+    }),
+    // The 2026 thread flyout (idx:61241046488, idx:66661304277, idx:54293464671): the action bar
+    // is hover-revealed without a role or label, the Sources panel is
+    // section[data-testid=screen-threadFlyOut] in div[data-testid=stage-thread-flyout], no
+    // dialog role, no "Sources" label, titles in div.font-semibold, and the "More" list shows
+    // two entries until its "N more" button is clicked. Links carry the utm tag in the fragment.
+    'thread-flyout': Object.assign({}, CLASSIC, {
+      endpoint: '/backend-api/f/conversation',
+      barGroup: false,
+      panel: 'flyout',
+      panelHref: 'fragment',
+    }),
+    // The 2026 test-id drift (CloakGPT idx:59136628605, oracle, 10x-chat) on the older Sources
+    // dialog (be-visible v1-legacy): section turns with class agent-turn, composer-stop-button
+    // labelled "Stop streaming", request-placeholder ids and aria-busy while streaming, a thinking
+    // line without test id, a Sources button known only by its text opening a role=dialog
+    // without a label, and chatgpt.com/link?url= redirects for every source link.
+    'section-turn': Object.assign({}, CLASSIC, {
+      endpoint: '/backend-api/f/conversation',
+      stopTestid: 'composer-stop-button',
+      stopLabel: 'Stop streaming',
+      turnTag: 'section',
+      turnClass: 'agent-turn text-token-text-primary w-full',
+      placeholderIds: true,
+      pillHref: 'redirect',
+      sourcesButton: 'text',
+      panel: 'dialog',
+      panelHref: 'redirect',
+      titleClass: 'line-clamp-2 font-semibold',
+      domainClass: 'line-clamp-1',
+      thinkingTestid: null,
+      thinkingClass: 'flex items-center gap-2',
+      thinkingLabelClass: 'loading-shimmer',
+      answerNowTestid: null,
+      recapTestid: null,
+      searchTestid: null,
+      searchClass: 'text-token-text-secondary',
+    }),
+  };
+  const UI = VARIANTS[document.documentElement.getAttribute('data-ui')] || CLASSIC;
+  // `config.late_sources`: the Sources button shows up this long after the answer finished.
+  const LATE_SOURCES = document.documentElement.getAttribute('data-late-sources') === 'true';
+  const LATE_SOURCES_MS = 1500;
+
+  // A source link as this variant writes it: the utm tag in the query (as the stream sends it),
+  // in the fragment, or behind chatgpt.com's redirect.
+  function sourceHref(url, form) {
+    if (form === 'redirect') return 'https://chatgpt.com/link?url=' + encodeURIComponent(url);
+    if (form === 'fragment') {
+      const bare = url.replace(/[?&]utm_source=chatgpt\.com$/, '');
+      return bare + '#utm_source=chatgpt.com';
+    }
+    return url;
+  }
 
   const composer = document.querySelector('.ProseMirror[contenteditable="true"]');
   const form = composer.closest('form');
@@ -96,6 +157,13 @@
   const conversation = document.getElementById('conversation');
   const historyList = document.getElementById('history');
   const panelRoot = document.getElementById('sources-panel-root');
+  if (UI === VARIANTS['section-turn']) {
+    composer.setAttribute('data-testid', 'composer-input');
+    // A control whose label says "stop" that has nothing to do with the answer: a bot that
+    // matches any "stop" button would wait forever (oracle, 2026-07-11).
+    const speech = form.querySelector('[data-testid="composer-speech-button"]');
+    if (speech) speech.setAttribute('aria-label', 'Stop dictation');
+  }
 
   let turns = 0;
   let active = null; // the answer being streamed: { controller }
@@ -160,7 +228,7 @@
   }
 
   function showStopButton() {
-    replaceSubmitButton(UI.stopTestid, 'button', 'Stop answering', ICON_STOP);
+    replaceSubmitButton(UI.stopTestid, 'button', UI.stopLabel, ICON_STOP);
   }
 
   composer.addEventListener('input', syncComposer);
@@ -190,8 +258,13 @@
   // ---- turns --------------------------------------------------------------------------------
 
   function messageHtml(role, id) {
+    // While nothing has streamed, the 2026 page gives the message a placeholder id and marks it
+    // busy (CloakGPT idx:59136628605).
+    const pending = role === 'assistant' && UI.placeholderIds;
+    const shownId = pending ? 'request-placeholder-' + id : id;
     return (
-      '<div data-message-author-role="' + role + '" data-message-id="' + escapeHtml(id) + '" dir="auto"' +
+      '<div data-message-author-role="' + role + '" data-message-id="' + escapeHtml(shownId) + '" dir="auto"' +
+      (pending ? ' aria-busy="true"' : '') +
       ' class="min-h-8 text-message relative flex w-full flex-col gap-2 text-start break-words whitespace-normal">' +
       '<div class="flex w-full flex-col gap-1 empty:hidden"></div>' +
       '</div>'
@@ -199,8 +272,8 @@
   }
 
   function turnShell(n, role, id) {
-    const article = document.createElement('article');
-    article.className = 'text-token-text-primary w-full';
+    const article = document.createElement(UI.turnTag);
+    article.className = UI.turnClass;
     article.tabIndex = -1;
     article.dir = 'auto';
     article.setAttribute('data-testid', UI.turnTestid + n);
@@ -232,7 +305,17 @@
   function target(message) {
     const body = message.querySelector(':scope > div');
     body.innerHTML = '<div class="' + UI.markdownClass + ' result-thinking streaming-animation"></div>';
-    return { message, body, markdown: body.firstElementChild, text: '', refs: {}, citations: [], sources: [], prefer: null };
+    return {
+      message,
+      body,
+      markdown: body.firstElementChild,
+      text: '',
+      refs: {},
+      citations: [],
+      sources: [],
+      products: null,
+      prefer: null,
+    };
   }
 
   function assistantTurn(n, id) {
@@ -263,7 +346,7 @@
     const box = make('div', UI.thinkingTestid, UI.thinkingClass);
     box.setAttribute('role', 'status');
     box.setAttribute('aria-live', 'polite');
-    box.innerHTML = '<span class="loading-shimmer-pure-text">Thinking</span>';
+    box.innerHTML = '<span class="' + UI.thinkingLabelClass + '">Thinking</span>';
     // Trades the reasoning for a quick answer: the server records every click.
     const answerNow = make('button', UI.answerNowTestid, 'answer-now btn-secondary');
     answerNow.type = 'button';
@@ -294,7 +377,7 @@
     const box = make('div', UI.searchTestid, UI.searchClass);
     box.setAttribute('role', 'status');
     box.setAttribute('aria-live', 'polite');
-    box.innerHTML = '<span class="loading-shimmer-pure-text">Searching the web</span>';
+    box.innerHTML = '<span class="' + UI.thinkingLabelClass + '">Searching the web</span>';
     turn.status.appendChild(box);
     state.searchBox = box;
   }
@@ -359,7 +442,7 @@
   function pill(ref) {
     const item = ref.items && ref.items[0];
     if (!item) return '';
-    const href = escapeHtml(item.url);
+    const href = escapeHtml(sourceHref(item.url, UI.pillHref));
     const name = '<span class="max-w-[15ch] grow truncate overflow-hidden text-center">' + escapeHtml(item.attribution) + '</span>';
     if (UI.pillOnLink) {
       return (
@@ -377,7 +460,8 @@
   function inline(text, refs) {
     return escapeHtml(text)
       .replace(/\*\*([^*]+)\*\*/g, '<strong>$1</strong>')
-      .replace(/\ue200cite\ue202[^\ue201]*\ue201/g, (marker) => (refs[marker] ? pill(refs[marker]) : ''));
+      .replace(/\ue200cite\ue202[^\ue201]*\ue201/g, (marker) => (refs[marker] ? pill(refs[marker]) : ''))
+      .replace(/\ue200(products|product|product_entity)\ue202[^\ue201]*\ue201/g, '');
   }
 
   // chatgpt.com's renderer: numbered lists too, each list item's text in a <p>, and a citation
@@ -390,6 +474,7 @@
 
   function copyText(source, refs) {
     return source
+      .replace(/\s*\ue200(products|product|product_entity)\ue202[^\ue201]*\ue201/g, '')
       .replace(/\ue200cite\ue202[^\ue201]*\ue201/g, (marker) => {
         const item = refs[marker] && refs[marker].items[0];
         return item ? '([' + item.attribution + '](' + item.url + '))' : '';
@@ -404,8 +489,13 @@
     bar.className = 'z-0 flex min-h-[46px] justify-start';
     const group = document.createElement('div');
     group.className = 'turn-actions flex flex-wrap items-center';
-    group.setAttribute('role', 'group');
-    group.setAttribute('aria-label', 'Response actions');
+    if (UI.barGroup) {
+      group.setAttribute('role', 'group');
+      group.setAttribute('aria-label', 'Response actions');
+    } else {
+      // Hover-revealed, without a role or a label (idx:66661304277).
+      group.className += ' opacity-0 group-hover/turn-messages:opacity-100';
+    }
     group.tabIndex = -1;
     group.innerHTML =
       '<button type="button" data-testid="' + UI.copyTestid + '" aria-label="Copy" data-state="closed">' + ICON_COPY + '</button>' +
@@ -415,22 +505,34 @@
       const text = copyText(entry.text, entry.refs);
       if (navigator.clipboard) navigator.clipboard.writeText(text).catch(() => {});
     });
-    const all = allSources(entry);
-    if (all.length) {
-      const sources = document.createElement('button');
-      sources.type = 'button';
-      sources.className = 'group/footnote bg-token-bg-primary';
-      sources.setAttribute('aria-label', UI.sourcesLabel);
-      const favicons = all
-        .slice(0, 3)
-        .map((c, i) => '<span class="favicon icon-sm rounded-full favicon-' + i + '" aria-hidden="true" title="' + escapeHtml(c.attribution) + '"></span>')
-        .join('');
-      sources.innerHTML = '<div class="favicons">' + favicons + '</div><div>Sources</div>';
-      sources.addEventListener('click', () => openSources(entry));
-      group.appendChild(sources);
+    if (allSources(entry).length) {
+      // Late sources: the button comes after the answer has finished and its bar shows.
+      if (LATE_SOURCES) setTimeout(() => group.appendChild(sourcesButton(entry)), LATE_SOURCES_MS);
+      else group.appendChild(sourcesButton(entry));
     }
     bar.appendChild(group);
     return bar;
+  }
+
+  function sourcesButton(entry) {
+    const all = allSources(entry);
+    const sources = document.createElement('button');
+    sources.type = 'button';
+    const favicons = all
+      .slice(0, 3)
+      .map((c, i) => '<span class="favicon icon-sm rounded-full favicon-' + i + '" aria-hidden="true" title="' + escapeHtml(c.attribution) + '"></span>')
+      .join('');
+    if (UI.sourcesButton === 'text') {
+      // Known only by its text (be-visible: button filtered by /sources/i).
+      sources.className = 'flex items-center gap-1';
+      sources.innerHTML = favicons + '<span>Sources</span>';
+    } else {
+      sources.className = 'group/footnote bg-token-bg-primary';
+      sources.setAttribute('aria-label', UI.sourcesLabel);
+      sources.innerHTML = '<div class="favicons">' + favicons + '</div><div>Sources</div>';
+    }
+    sources.addEventListener('click', () => openSources(entry));
+    return sources;
   }
 
   // Cited sources first (each once, in the order the answer cites them), then the ones the
@@ -450,23 +552,116 @@
 
   function openSources(entry) {
     const all = allSources(entry);
+    const cited = all.filter((c) => c.cited);
+    const more = all.filter((c) => !c.cited);
+    panelRoot.innerHTML = '';
+    if (UI.panel === 'flyout') return openFlyout(cited, more);
+    if (UI.panel === 'dialog') return openDialog(all);
     const item = (c) =>
-      '<li><a href="' + escapeHtml(c.url) + '" target="_blank" rel="noopener"><div class="' + UI.domainClass + '">' +
+      '<li><a href="' + escapeHtml(sourceHref(c.url, UI.panelHref)) + '" target="_blank" rel="noopener"><div class="' + UI.domainClass + '">' +
       escapeHtml(c.attribution) + '</div><div class="' + UI.titleClass + '">' + escapeHtml(c.title) + '</div></a></li>';
     const section = (title, list) =>
       list.length ? '<div class="sources-section"><h3>' + title + '</h3><ul>' + list.map(item).join('') + '</ul></div>' : '';
-    const panel = make(UI.panelTag, null, 'sources-panel');
+    const panel = make(UI.panel, null, 'sources-panel');
     panel.setAttribute('role', 'dialog');
     panel.setAttribute('aria-label', 'Sources');
     panel.innerHTML =
       '<header><h2>Sources</h2><button type="button" class="ghost round" aria-label="Close">×</button></header>' +
-      section('Citations', all.filter((c) => c.cited)) +
-      section('More', all.filter((c) => !c.cited));
-    panelRoot.innerHTML = '';
+      section('Citations', cited) +
+      section('More', more);
     panelRoot.appendChild(panel);
     panel.querySelector('button[aria-label="Close"]').addEventListener('click', () => {
       panelRoot.innerHTML = '';
     });
+  }
+
+  // The right-hand thread flyout: no dialog role, no "Sources" label; "More" shows two entries
+  // and an "N more" button for the rest.
+  function openFlyout(cited, more) {
+    const item = (c) =>
+      '<a href="' + escapeHtml(sourceHref(c.url, UI.panelHref)) + '" target="_blank" rel="noopener" class="flex flex-col gap-0.5 rounded-xl p-2">' +
+      '<div class="text-xs">' + escapeHtml(c.attribution) + '</div>' +
+      '<div class="font-semibold line-clamp-2">' + escapeHtml(c.title) + '</div>' +
+      '<div class="text-token-text-secondary line-clamp-2">' + escapeHtml(c.snippet || c.attribution + ' \u2014 ' + c.title) + '</div></a>';
+    const shell = document.createElement('div');
+    shell.setAttribute('data-stage-thread-flyout', '');
+    shell.setAttribute('data-testid', 'stage-thread-flyout');
+    shell.className = 'relative z-1 shrink-0 overflow-x-hidden sources-flyout';
+    shell.style.width = '400px';
+    const shown = more.slice(0, 2);
+    const hidden = more.slice(2);
+    shell.innerHTML =
+      '<div class="absolute h-full" style="width:400px"><section data-testid="screen-threadFlyOut" class="flex-1 border-s">' +
+      '<div class="flex items-center justify-between"><h2>Sources</h2>' +
+      '<button type="button" data-testid="close-button" aria-label="Close">×</button></div>' +
+      (cited.length ? '<div><div class="text-sm text-token-text-secondary">Citations</div>' + cited.map(item).join('') + '</div>' : '') +
+      (more.length
+        ? '<div class="more-list"><div class="text-sm text-token-text-secondary">More</div>' + shown.map(item).join('') +
+          (hidden.length ? '<button type="button" class="btn-secondary">' + hidden.length + ' more</button>' : '') + '</div>'
+        : '') +
+      '</section></div>';
+    panelRoot.appendChild(shell);
+    const expand = shell.querySelector('.more-list > button');
+    if (expand) {
+      expand.addEventListener('click', () => {
+        expand.insertAdjacentHTML('beforebegin', hidden.map(item).join(''));
+        expand.remove();
+      });
+    }
+    shell.querySelector('[data-testid="close-button"]').addEventListener('click', () => {
+      panelRoot.innerHTML = '';
+    });
+  }
+
+  // The older Sources dialog: role=dialog without a label, every link behind the redirect.
+  function openDialog(all) {
+    const dialog = document.createElement('div');
+    dialog.setAttribute('role', 'dialog');
+    dialog.id = 'radix-:r1f:';
+    dialog.setAttribute('data-state', 'open');
+    dialog.className = 'sources-panel fixed right-0 top-0 h-full w-[400px]';
+    const item = (c) =>
+      '<li><a href="' + escapeHtml(sourceHref(c.url, UI.panelHref)) + '" target="_blank" rel="noopener"><div class="' + UI.domainClass + '">' +
+      escapeHtml(c.attribution) + '</div><div class="' + UI.titleClass + '">' + escapeHtml(c.title) + '</div></a></li>';
+    dialog.innerHTML =
+      '<div class="flex justify-between"><h2>Links</h2><button type="button" aria-label="Close">×</button></div>' +
+      '<ul>' + all.map(item).join('') + '</ul>';
+    panelRoot.appendChild(dialog);
+    dialog.querySelector('button[aria-label="Close"]').addEventListener('click', () => {
+      panelRoot.innerHTML = '';
+    });
+  }
+
+  // The product markers of a streamed text (`products` selections, `product`, `product_entity`),
+  // as the names the carousel shows.
+  function productNames(text) {
+    const names = [];
+    const re = /\ue200(products|product|product_entity)\ue202([^\ue201]*)\ue201/g;
+    let match;
+    while ((match = re.exec(text))) {
+      try {
+        const body = JSON.parse(match[2]);
+        if (match[1] === 'products') (body.selections || []).forEach((pick) => names.push(pick[1]));
+        else names.push(body[1]);
+      } catch (_) {
+        // a marker that is not JSON is not shown
+      }
+    }
+    return names;
+  }
+
+  // The carousel below the answer's text: a widget (div.not-prose) that is no answer text.
+  function renderProducts(entry) {
+    const names = productNames(entry.text);
+    if (!names.length) return;
+    if (!entry.products) {
+      entry.products = document.createElement('div');
+      entry.products.className = 'not-prose product-carousel my-2 flex gap-2';
+      entry.body.appendChild(entry.products);
+    }
+    entry.products.innerHTML = names
+      .map((name) => '<div class="product-card rounded-xl border p-2"><div class="font-semibold">' + escapeHtml(name) + '</div></div>')
+      .join('');
   }
 
   function addHistory(id, title) {
@@ -490,6 +685,7 @@
     const meta = message.metadata || {};
     const content = message.content || {};
     const author = (message.author && message.author.role) || '';
+    state.current = null;
     if (author === 'tool') {
       showSearching(turn, state);
       return;
@@ -506,20 +702,59 @@
     // An answer message: the single one, or one candidate of an A/B prompt.
     const index = meta.paragen_variant_index;
     const entry = typeof index === 'number' ? candidate(turn, state, index, message.id || uuid()) : state.main;
+    state.current = entry;
     if (message.id) entry.message.setAttribute('data-message-id', message.id);
     if (meta.model_slug) entry.message.setAttribute('data-message-model-slug', meta.model_slug);
-    for (const ref of meta.content_references || []) {
-      entry.refs[ref.matched_text] = ref;
-      if (ref.items) entry.citations.push(...ref.items);
+    addReferences(entry, meta.content_references);
+    addResults(entry, meta.search_result_groups, index, turn, state);
+  }
+
+  function addReferences(entry, references) {
+    for (const ref of references || []) {
+      if (ref.matched_text && ref.items) entry.refs[ref.matched_text] = ref;
+      if (ref.type === 'grouped_webpages' && ref.items) entry.citations.push(...ref.items);
     }
-    for (const group of meta.search_result_groups || []) entry.sources.push(...(group.entries || []));
+  }
+
+  function addResults(entry, groups, index, turn, state) {
+    for (const group of groups || []) entry.sources.push(...(group.entries || []));
     if (entry.sources.length && (typeof index !== 'number' || index === 0)) showSearched(turn, state, entry.sources.length);
   }
 
   function append(entry, chunk) {
     entry.text += chunk;
     entry.markdown.classList.remove('result-thinking');
+    render(entry);
+  }
+
+  function render(entry) {
     entry.markdown.innerHTML = renderMarkdown(entry.text, entry.refs);
+    renderProducts(entry);
+  }
+
+  // One operation of the delta encoding (v1) on the message being streamed.
+  function applyOp(path, op, value, state, turn) {
+    if (path === '' && op === 'add' && value && value.message) return onMessage(value, state, turn);
+    if (op === 'patch' && Array.isArray(value)) {
+      value.forEach((inner) => applyOp(inner.p, inner.o, inner.v, state, turn));
+      return;
+    }
+    const match = CANDIDATE_PATH.exec(path || '');
+    if (match && op === 'append' && typeof value === 'string') {
+      const entry = state.candidates[Number(match[1])];
+      if (entry) append(entry, value);
+      return;
+    }
+    const entry = state.current;
+    if (!entry) return;
+    if (path === PART_PATH && op === 'append' && typeof value === 'string') {
+      append(entry, value);
+    } else if (path === '/message/metadata/content_references' && op === 'append') {
+      addReferences(entry, value);
+      render(entry);
+    } else if (path === '/message/metadata/search_result_groups' && op === 'append') {
+      addResults(entry, value, undefined, turn, state);
+    }
   }
 
   function applyEvent(event, payload, state, turn) {
@@ -532,17 +767,16 @@
       state.complete = true;
       return;
     }
+    if (payload.type) return; // markers, metadata, resume tokens: nothing to show
     const value = payload.v;
-    if (value && typeof value === 'object' && !Array.isArray(value) && value.message) {
-      onMessage(value, state, turn);
+    // A batch without p/o: `{"v": [ops]}` (it does not change what later frames inherit).
+    if (payload.p === undefined && payload.o === undefined && Array.isArray(value)) {
+      applyOp('', 'patch', value, state, turn);
       return;
     }
     if (payload.p !== undefined) state.path = payload.p;
     if (payload.o !== undefined) state.op = payload.o;
-    if (typeof value !== 'string' || state.op !== 'append') return;
-    const match = CANDIDATE_PATH.exec(state.path);
-    const entry = match ? state.candidates[Number(match[1])] : state.path === PART_PATH ? state.main : null;
-    if (entry) append(entry, value);
+    applyOp(state.path, state.op, value, state, turn);
   }
 
   async function ask(text) {
@@ -563,6 +797,7 @@
       comparison: null,
       thinkingBox: null,
       searchBox: null,
+      current: null,
       path: PART_PATH,
       op: 'append',
       error: null,
@@ -570,7 +805,7 @@
     };
     let outcome = 'answered';
     try {
-      const response = await postForEvents('/backend-api/conversation', controller.signal, {
+      const response = await postForEvents(UI.endpoint, controller.signal, {
         action: 'next',
         messages: [
           {
@@ -628,7 +863,10 @@
       }
     }
     for (const entry of [state.main].concat(state.candidates)) {
-      if (entry) entry.markdown.classList.remove('streaming-animation', 'result-thinking');
+      if (entry) {
+        entry.markdown.classList.remove('streaming-animation', 'result-thinking');
+        entry.message.removeAttribute('aria-busy');
+      }
     }
     if (state.thinkingBox) state.thinkingBox.remove();
     if (outcome !== 'failed') {
