@@ -379,14 +379,15 @@ fn evidence_cases(dir: &std::path::Path) -> Result<Vec<(String, Value)>> {
     Ok(cases)
 }
 
-/// A manifest override: the built-in ChatGPT manifest with `edit` applied, in a fresh directory.
-fn chatgpt_override(edit: impl Fn(String) -> String) -> Result<tempfile::TempDir> {
+/// A manifest override: the built-in ChatGPT manifest with `edit` applied to its parsed form
+/// (not its text, whose comments change with every update), in a fresh directory.
+fn chatgpt_override(edit: impl FnOnce(&mut aap_bot::Manifest)) -> Result<tempfile::TempDir> {
     let dir = tempfile::tempdir()?;
     let built_in = aap_bot::Manifest::load("chatgpt", None)?;
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/adapters/chatgpt.toml"))?;
-    let edited = edit(text);
-    assert_ne!(aap_bot::Manifest::parse(&edited, "test")?.fingerprint, built_in.fingerprint, "the edit changed it");
-    std::fs::write(dir.path().join("chatgpt.toml"), edited)?;
+    let mut manifest = built_in.clone();
+    edit(&mut manifest);
+    assert_ne!(manifest, built_in, "the edit changed it");
+    std::fs::write(dir.path().join("chatgpt.toml"), toml::to_string(&manifest)?)?;
     Ok(dir)
 }
 
@@ -432,12 +433,9 @@ async fn a_selector_miss_fails_the_task_at_once_and_keeps_evidence() -> Result<(
     let tasks = vec![task(150, "Best noise-cancelling headphones?")];
     let mut scenario = Scenario::start(SimulatorConfig::default(), &["only"], tasks).await?;
     // As after a site redesign: the manifest's composer selectors match nothing on the page.
-    let adapters = chatgpt_override(|text| {
-        text.replace("\"#prompt-textarea\",", "\"#composer-after-redesign\",")
-            .replace("  \"div.ProseMirror[contenteditable='true']\",\n", "")
-            .replace("  \"div[contenteditable='true'][role='textbox']\",\n", "")
-            .replace("  \"textarea[name='prompt-textarea']\",\n", "")
-            .replace("page_load_secs = 30", "page_load_secs = 3")
+    let adapters = chatgpt_override(|manifest| {
+        manifest.selectors.insert("composer".to_owned(), vec!["#composer-after-redesign".to_owned()]);
+        manifest.timing.page_load_secs = 3;
     })?;
 
     scenario.config.max_attempts = 3;
@@ -462,7 +460,7 @@ async fn a_stalled_answer_times_out_under_the_retry_rule_and_each_attempt_keeps_
     let sim_config = SimulatorConfig { stall: true, ..SimulatorConfig::default() };
     let tasks = vec![task(160, "Best trail running shoes?")];
     let mut scenario = Scenario::start(sim_config, &["a-first", "b-fresh"], tasks).await?;
-    let adapters = chatgpt_override(|text| text.replace("answer_deadline_secs = 240", "answer_deadline_secs = 6"))?;
+    let adapters = chatgpt_override(|manifest| manifest.timing.answer_deadline_secs = 6)?;
     scenario.config.max_attempts = 1;
     scenario.config.adapters_dir = Some(adapters.path().to_owned());
     let Ran { api, evidence, .. } = scenario.run_until(|seen| seen.releases.len() == 1).await?;

@@ -106,6 +106,18 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
     assert_eq!((capture.adapter_version, capture.adapter_fingerprint), (manifest.version, manifest.fingerprint));
     assert!(capture.time_to_first_token.is_some() && capture.time_to_complete.is_some());
     assert!(capture.response_html.contains("webpage-citation-pill"));
+    // How it was read, and what the assistant's own stream said, survive the whole path: the
+    // bot, Submit, the results stream, the ingest, PostgreSQL, and the Ask stream.
+    assert!(capture.finish_signals.len() >= 2, "two signals ended it: {:?}", capture.finish_signals);
+    assert!(capture.finish_signals.iter().any(|s| s == "stream-done"), "{:?}", capture.finish_signals);
+    assert!(capture.missing_roles.is_empty() && !capture.read_by_fallback, "{:?}", capture.missing_roles);
+    assert!((capture.confidence - 1.0).abs() < 1e-6, "{}", capture.confidence);
+    let both = aap_proto::v1::CitationOrigin::Both as i32;
+    assert!(answer.citations.iter().all(|c| c.found_in == both), "page and stream agree: {:?}", answer.citations);
+    assert_eq!(answer.search_queries, aap_simulator::chatgpt_search_queries(prompt), "the query fan-out");
+    let products: Vec<&str> = answer.products.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(products, aap_simulator::chatgpt_products(prompt), "the products it showed");
+    assert!(!products.is_empty(), "a shopping prompt shows products");
     assert_eq!(sim.stats().answers_total, 1);
 
     let again = ask(&app, ask_text(prompt, &["chatgpt"])).await;
