@@ -320,20 +320,7 @@ impl<A: Adapter> Worker<A> {
                 if let Some(disagreement) = &reading.disagreement {
                     // The answer stands (the merged list keeps both sides); the page is kept so
                     // someone can see which side the selectors missed.
-                    let manifest = self.adapter.manifest();
-                    let case = Case {
-                        evaluation_id: task.evaluation_id,
-                        attempt: attempt_no,
-                        class: "sources-disagree",
-                        error: disagreement,
-                        assistant: self.adapter.assistant(),
-                        manifest_version: &manifest.version,
-                        manifest_fingerprint: &manifest.fingerprint,
-                    };
-                    let kept = match self.active.as_ref() {
-                        Some(active) => self.settings.evidence.keep(active.browser.driver(), case).await,
-                        None => None,
-                    };
+                    let kept = self.keep_evidence(task, attempt_no, "sources-disagree", disagreement).await;
                     tracing::warn!(
                         session,
                         evidence = kept.as_deref().unwrap_or(""),
@@ -344,21 +331,7 @@ impl<A: Adapter> Worker<A> {
                 Attempt::Answer(Box::new(captured))
             }
             Err(error) => {
-                let manifest = self.adapter.manifest();
-                let message = error.to_string();
-                let case = Case {
-                    evaluation_id: task.evaluation_id,
-                    attempt: attempt_no,
-                    class: error.class(),
-                    error: &message,
-                    assistant: self.adapter.assistant(),
-                    manifest_version: &manifest.version,
-                    manifest_fingerprint: &manifest.fingerprint,
-                };
-                let kept = match self.active.as_ref() {
-                    Some(active) => self.settings.evidence.keep(active.browser.driver(), case).await,
-                    None => None,
-                };
+                let kept = self.keep_evidence(task, attempt_no, error.class(), &error.to_string()).await;
                 // The class first, so reasons group by it; the evidence last.
                 let what = format!("{}: {error}", error.class());
                 let detail = with_evidence(what.clone(), kept.as_deref());
@@ -368,6 +341,7 @@ impl<A: Adapter> Worker<A> {
                     AskError::RateLimited(_) => Attempt::Session(Outcome::RateLimited, detail),
                     AskError::Challenge(_) => Attempt::Session(Outcome::Challenged, detail),
                     AskError::SelectorMissing(role) => {
+                        let manifest = self.adapter.manifest();
                         tracing::error!(
                             alert = "selector-missing",
                             role,
@@ -388,6 +362,23 @@ impl<A: Adapter> Worker<A> {
                 }
             }
         }
+    }
+
+    /// Keeps the page of `task`'s attempt as evidence of `class` (see [`crate::evidence`]);
+    /// returns its path stem, `None` without a browser or when nothing could be kept.
+    async fn keep_evidence(&self, task: &Task, attempt: u32, class: &str, error: &str) -> Option<String> {
+        let active = self.active.as_ref()?;
+        let manifest = self.adapter.manifest();
+        let case = Case {
+            evaluation_id: task.evaluation_id,
+            attempt,
+            class,
+            error,
+            assistant: self.adapter.assistant(),
+            manifest_version: &manifest.version,
+            manifest_fingerprint: &manifest.fingerprint,
+        };
+        self.settings.evidence.keep(active.browser.driver(), case).await
     }
 
     /// Closes the browser and hands its session back.

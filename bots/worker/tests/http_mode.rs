@@ -530,3 +530,35 @@ async fn two_browsers_in_one_process_answer_two_tasks_at_once_on_separate_sessio
     assert_eq!(used, [1, 1, 0], "each browser on its own session, never the same one twice at once");
     Ok(())
 }
+
+#[tokio::test]
+async fn sources_only_the_stream_still_names_are_submitted_and_the_disagreement_keeps_evidence() -> Result<()> {
+    let prompt = "Which e-bike is best for a hilly commute?";
+    let scenario = Scenario::start(SimulatorConfig::default(), &["only"], vec![task(170, prompt)]).await?;
+    // As after a site change that renamed the sources panel: the bot no longer finds the list
+    // of sources the answer only lists, but the conversation stream still names them.
+    let mut scenario = scenario;
+    let adapters = chatgpt_override(|manifest| {
+        let panel = "section#sources-after-a-redesign";
+        manifest.selectors.insert("sources_panel".to_owned(), vec![panel.to_owned()]);
+        manifest.selectors.insert("sources_link".to_owned(), vec![format!("{panel} a[href]")]);
+        manifest.timing.sources_panel_ms = 300;
+    })?;
+    scenario.config.adapters_dir = Some(adapters.path().to_owned());
+    let Ran { api, evidence, .. } = scenario.run_until(|seen| seen.submits.len() == 1).await?;
+
+    assert!(api.seen(|s| s.releases.is_empty()), "answered, not released");
+    let body = api.seen(|s| s.submits[0].1.clone());
+    let urls: Vec<&str> =
+        body["answer"]["citations"].as_array().context("citations")?.iter().filter_map(|c| c["url"].as_str()).collect();
+    let expected = answer_for(prompt, true);
+    let listed = aap_simulator::chatgpt_more_sources(prompt);
+    let wanted: Vec<&str> = expected.citations.iter().chain(&listed).map(|c| c.url.as_str()).collect();
+    assert_eq!(urls, wanted, "the listed-only sources came from the stream");
+    let cases = evidence_cases(evidence.path())?;
+    assert_eq!(cases.len(), 1, "{cases:?}");
+    assert_eq!(cases[0].1["class"], "sources-disagree");
+    let said = cases[0].1["error"].as_str().context("error")?;
+    assert!(said.contains(&format!("{} only in the stream", listed.len())), "{said}");
+    Ok(())
+}
