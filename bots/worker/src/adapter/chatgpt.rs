@@ -196,18 +196,6 @@ impl ChatGpt {
         common::open(driver, &self.origin, &self.manifest, grace, look).await
     }
 
-    /// Whether the answer stream teed since `mark` has ended (`stream-done`). A failed look is
-    /// no signal.
-    async fn stream_done(&self, driver: &WebDriver, mark: Mark) -> bool {
-        match stream::state(driver, mark, &self.stream_url_parts).await {
-            Ok(teed) => stream::ended(&teed),
-            Err(error) => {
-                tracing::debug!(%error, "cannot look at the answer stream");
-                false
-            }
-        }
-    }
-
     /// Waits until the answer after `messages_before` is complete, preferring the first
     /// response of an A/B prompt on the way. Returns the time to the first text; the signals
     /// that ended the wait and the roles it missed go into `reading`.
@@ -223,6 +211,7 @@ impl ChatGpt {
         let deadline = sent_at + timing.answer_deadline();
         let prefer_retry = self.manifest.option_ms("prefer_retry_ms", 3000);
         let mut preferred_at: Option<Instant> = None;
+        let stream_settle = common::stream_settle(&self.manifest);
         let mut progress = Progress::new(sent_at);
         let mut failures = ProbeFailures::default();
         loop {
@@ -256,11 +245,14 @@ impl ChatGpt {
                             }
                         }
                         let quiet = progress.quiet(now);
-                        if !busy && probe.ab.is_none() && quiet >= timing.settle() {
-                            let stream_done = self.stream_done(driver, mark).await;
+                        // The full settle window outlasts the stream's pauses; once the stream
+                        // has ended, only the page's last render is waited for.
+                        if !busy && probe.ab.is_none() && quiet >= stream_settle {
+                            let stream_done = stream::done(driver, mark, &self.stream_url_parts).await;
+                            let settle = if stream_done { stream_settle } else { timing.settle() };
                             let signals =
                                 [("stop-gone", true), ("action-bar", last.action_bar), ("stream-done", stream_done)];
-                            if let Some(held) = common::finished(&signals, quiet, timing.settle()) {
+                            if let Some(held) = common::finished(&signals, quiet, settle) {
                                 tracing::debug!(signals = ?held, "the answer is complete");
                                 reading.finish_signals = held;
                                 if !last.turn {

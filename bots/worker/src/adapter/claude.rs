@@ -349,17 +349,6 @@ impl Claude {
         self.page.read(driver, "probe").await
     }
 
-    /// Whether the answer's completion stream has ended (`stream-done`); false without a tee.
-    async fn stream_done(&self, driver: &WebDriver, mark: Mark) -> bool {
-        match stream::state(driver, mark, &self.stream_url_parts).await {
-            Ok(teed) => stream::ended(&teed),
-            Err(error) => {
-                tracing::debug!(%error, "cannot read the response tee");
-                false
-            }
-        }
-    }
-
     /// A challenge page in place of the site, by its markup, or by its title or text when the
     /// site's composer is not there (a conversation title may well say "just a moment").
     fn challenge_of(&self, probe: &Probe) -> Option<AskError> {
@@ -403,6 +392,7 @@ impl Claude {
     ) -> Result<Finish, AskError> {
         let timing = &self.manifest.timing;
         let deadline = sent_at + timing.answer_deadline();
+        let stream_settle = common::stream_settle(&self.manifest);
         let mut progress = Progress::new(sent_at);
         // When the stop button showed without a message container the page could be found.
         let mut orphan_stop_since: Option<Instant> = None;
@@ -431,10 +421,13 @@ impl Claude {
                             return Err(common::classify(&self.manifest, error));
                         }
                         let quiet = progress.quiet(now);
-                        if quiet >= timing.settle() {
-                            let stream_done = self.stream_done(driver, mark).await;
+                        // The full settle window outlasts pauses between tool phases; once the
+                        // completion stream has ended, only the page's last render is waited for.
+                        if quiet >= stream_settle {
+                            let stream_done = stream::done(driver, mark, &self.stream_url_parts).await;
+                            let settle = if stream_done { stream_settle } else { timing.settle() };
                             let signals = last.signals(probe.stop, stream_done);
-                            if let Some(held) = common::finished(&signals, quiet, timing.settle()) {
+                            if let Some(held) = common::finished(&signals, quiet, settle) {
                                 if last.text_len == 0 {
                                     return Err(AskError::EmptyAnswer);
                                 }

@@ -285,6 +285,14 @@ pub(super) fn long_quiet(settle: Duration) -> Duration {
     settle.saturating_mul(4).max(Duration::from_secs(3))
 }
 
+/// The settle window once the answer's own stream has ended: `[options] stream_settle_ms`
+/// (200 ms), never longer than the manifest's `settle_ms`. With the stream over, only the page's
+/// last re-render can still change the answer, so the full window (which must outlast pauses
+/// mid-stream) is not needed.
+pub(super) fn stream_settle(manifest: &Manifest) -> Duration {
+    manifest.option_ms("stream_settle_ms", 200).min(manifest.timing.settle())
+}
+
 /// The finish rule every adapter applies: an answer is complete once at least two independent
 /// signals say so and it has not changed for the settle window. `signals` are the adapter's
 /// (`stop-gone`, `action-bar`, `stream-done`, `streaming-false`, ...), each with whether it

@@ -39,7 +39,6 @@ const PAGE_JS: &str = concat!(include_str!("dom.js"), include_str!("perplexity.j
 const DEFAULT_SOURCES_SETTLE_MS: u64 = 1500;
 const DEFAULT_SELECTOR_GRACE_MS: u64 = 3000;
 const DEFAULT_OPEN_STREAM_QUIET_MS: u64 = 10_000;
-const DEFAULT_STREAM_SETTLE_MS: u64 = 200;
 const DEFAULT_STREAM_URL_PARTS: &[&str] = &["/rest/sse/perplexity_ask"];
 
 /// The Perplexity adapter, driven by its [`Manifest`].
@@ -152,7 +151,7 @@ impl Perplexity {
     /// The settle window once the answer stream has ended: the page has every frame, it only
     /// has to render the last one.
     fn stream_settle(&self) -> Duration {
-        self.manifest.option_ms("stream_settle_ms", DEFAULT_STREAM_SETTLE_MS).min(self.manifest.timing.settle())
+        common::stream_settle(&self.manifest)
     }
 
     fn open_stream_quiet(&self) -> Duration {

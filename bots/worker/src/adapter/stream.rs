@@ -86,6 +86,18 @@ pub fn ended(teed: &[Teed]) -> bool {
     teed.iter().any(|t| t.done && t.error.is_none() && (200..300).contains(&t.status))
 }
 
+/// Whether an answer stream teed after `mark` has ended ([`ended`]); false when the page cannot
+/// be asked (no tee, a navigation in progress): the `stream-done` signal is then simply absent.
+pub async fn done(driver: &WebDriver, mark: Mark, url_parts: &[String]) -> bool {
+    match state(driver, mark, url_parts).await {
+        Ok(teed) => ended(&teed),
+        Err(error) => {
+            tracing::debug!(%error, "cannot look at the response tee");
+            false
+        }
+    }
+}
+
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {
