@@ -155,6 +155,10 @@ impl<A: Adapter> Worker<A> {
                         self.pause(self.settings.poll_retry).await;
                     }
                     self.source.finished(&task).await;
+                    // Off the answer's path: the task is handed in and the next one asked for.
+                    if let Some(active) = &self.active {
+                        active.browser.trim_memory().await;
+                    }
                     last_work = Instant::now();
                 }
                 Ok(None) => self.pause(self.settings.poll_retry).await,

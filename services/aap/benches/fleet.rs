@@ -185,6 +185,8 @@ async fn asks(adapter: &AnyAdapter, browser: &Browser, site: Site, n: usize, tag
             Ok(_) => {}
             Err(error) => eprintln!("{site}: ask failed: {error}"),
         }
+        // As the worker does between tasks, outside the measured ask.
+        browser.trim_memory().await;
     }
     samples
 }
