@@ -281,6 +281,31 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (AskRequest { min_similarity: Some(0.0), ..ask_text("fine prompt", &[]) }, "min_similarity"),
         (AskRequest { min_similarity: Some(1.5), ..ask_text("fine prompt", &[]) }, "min_similarity"),
         (AskRequest { query: None, ..Default::default() }, "prompt"),
+        // Poison: a NUL or another control character in the prompt, a plan that is no name,
+        // more targets than there are ways to ask.
+        (ask_text("best laptops\0", &["chatgpt"]), "prompt"),
+        (ask_text("best\u{1b}[31mlaptops", &["chatgpt"]), "prompt"),
+        (
+            AskRequest {
+                targets: vec![Target { assistant: "chatgpt".into(), plan: "plus.>".into() }],
+                ..ask_text("fine prompt", &[])
+            },
+            "targets.plan",
+        ),
+        (
+            AskRequest {
+                targets: vec![Target { assistant: "chatgpt".into(), plan: "p".repeat(65) }],
+                ..ask_text("fine prompt", &[])
+            },
+            "targets.plan",
+        ),
+        (
+            AskRequest {
+                targets: vec![Target { assistant: "chatgpt".into(), plan: String::new() }; 33],
+                ..ask_text("fine prompt", &[])
+            },
+            "targets",
+        ),
     ];
     for (request, field) in cases {
         let status = client.ask(request).await.expect_err("refused");
@@ -369,6 +394,59 @@ async fn a_search_without_an_overview_is_an_answer_of_its_own_kind_and_bad_submi
         let status = app.evaluations().submit(request.clone()).await.expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{request:?}: {status:?}");
     }
+    // Poison: a NUL anywhere (PostgreSQL cannot store it: the ingest would fail at every
+    // delivery while the stream waited) and oversize fields are refused at Submit, naming the
+    // field.
+    let cite =
+        |url: &str, title: &str| aap_proto::v1::Citation { url: url.into(), title: title.into(), ..Default::default() };
+    let text = |t: &str| SubmitRequest { response_text: t.into(), ..base.clone() };
+    let poison = [
+        ("response_text", text("an answer\0")),
+        ("response_text", text(&"x".repeat(200_001))),
+        ("response_markdown", SubmitRequest { response_markdown: "**x**\0".into(), ..text("x") }),
+        ("citations.title", SubmitRequest { citations: vec![cite("https://a.example", "A\0")], ..text("x") }),
+        ("citations.url", SubmitRequest { citations: vec![cite("https://a.example/\0", "A")], ..text("x") }),
+        (
+            "citations.url",
+            SubmitRequest {
+                citations: vec![cite(&format!("https://a.example/{}", "x".repeat(4096)), "A")],
+                ..text("x")
+            },
+        ),
+        ("citations", SubmitRequest { citations: vec![cite("https://a.example", "A"); 257], ..text("x") }),
+        (
+            "capture.response_html",
+            SubmitRequest {
+                capture: Some(Capture { response_html: "<p>\0</p>".into(), ..Default::default() }),
+                ..text("x")
+            },
+        ),
+        (
+            "capture.model",
+            SubmitRequest { capture: Some(Capture { model: "gpt\u{7}".into(), ..Default::default() }), ..text("x") },
+        ),
+        ("bot_id", SubmitRequest { bot_id: "bot\0".into(), ..text("x") }),
+        ("search_queries", SubmitRequest { search_queries: vec!["q\0".into()], ..text("x") }),
+        (
+            "products.name",
+            SubmitRequest {
+                products: vec![aap_proto::v1::Product { name: "p\0".into(), ..Default::default() }],
+                ..text("x")
+            },
+        ),
+    ];
+    for (field, request) in poison {
+        let status = app.evaluations().submit(request).await.expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{field}: {status:?}");
+        assert!(status.message().contains(&format!("invalid {field}:")), "{field}: {}", status.message());
+    }
+    let reason = aap_proto::v1::ReleaseRequest {
+        evaluation_id: task.evaluation_id,
+        mark_as_failed: true,
+        failure_reason: "selector-missing\0".into(),
+    };
+    let status = app.evaluations().release(reason).await.expect_err("a NUL reason is refused");
+    assert!(status.message().contains("invalid failure_reason:"), "{}", status.message());
     assert_eq!(app.count("answers").await, 0, "refusals change nothing");
 
     let no_overview = SubmitRequest {

@@ -13,6 +13,7 @@ use aap_evaluations::model::Status;
 use aap_evaluations::queue::Queue;
 use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
 use aap_platform::assistants::{self, ANY_PLAN};
+use aap_platform::input;
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::{
     Answer, AnswerEvent, AnswerKind, Capture, Citation, CitationKind, CitationOrigin, Completed, EvaluationFailed,
@@ -107,8 +108,13 @@ impl Target {
 
 /// Checks and normalises targets; empty means every assistant on any plan.
 pub fn parse_targets(raw: impl IntoIterator<Item = (String, String)>) -> AnswersResult<Vec<Target>> {
+    let raw: Vec<(String, String)> = raw.into_iter().collect();
+    if raw.len() > input::MAX_TARGETS {
+        return Err(invalid("targets", format!("{} targets; the limit is {}", raw.len(), input::MAX_TARGETS)));
+    }
     let mut targets = Vec::new();
     for (assistant, plan) in raw {
+        input::check_plan(plan.trim()).map_err(|reason| invalid("targets.plan", reason))?;
         let id = assistant.trim();
         let known = assistants::by_id(id).ok_or_else(|| {
             let ids: Vec<_> = assistants::ASSISTANTS.iter().map(|a| a.id).collect();
@@ -265,6 +271,7 @@ impl Answers {
                 if text.is_empty() {
                     return Err(invalid("prompt", "must not be empty or blank"));
                 }
+                input::check_line(&text, usize::MAX).map_err(|reason| invalid("prompt", reason))?;
                 if text.len() > self.config.max_prompt_bytes {
                     return Err(invalid(
                         "prompt",

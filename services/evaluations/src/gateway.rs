@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aap_platform::{assistants, telemetry};
+use aap_platform::{assistants, input, telemetry};
 use aap_proto::v1::Task;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -57,23 +57,58 @@ pub struct Submission {
 pub const MAX_SEARCH_QUERIES: usize = 64;
 pub const MAX_PRODUCTS: usize = 64;
 pub const MAX_QUERY_CHARS: usize = 1000;
+/// Bounds of an answer: its text, markdown and page HTML, its citations and their parts.
+pub const MAX_RESPONSE_CHARS: usize = 200_000;
+pub const MAX_MARKDOWN_CHARS: usize = 400_000;
+pub const MAX_HTML_CHARS: usize = 4_000_000;
+pub const MAX_CITATIONS: usize = 256;
+pub const MAX_URL_CHARS: usize = 4096;
+pub const MAX_TITLE_CHARS: usize = 1000;
+/// Short names: model, bot id, lease id, product price and merchant.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest failure reason a bot may give.
+pub const MAX_REASON_CHARS: usize = 4096;
 
-/// Bounds what a submission may carry beside its text: a bot that sends more is broken, and
-/// an unbounded list would ride along with every cached answer.
-fn check_extras(submission: &Submission) -> EvalResult<()> {
+fn check(field: &'static str, result: Result<(), String>) -> EvalResult<()> {
+    result.map_err(|reason| EvalError::invalid(field, reason))
+}
+
+/// Bounds everything a submission carries and refuses NUL anywhere: a bot that sends more is
+/// broken, an unbounded field would ride along with every cached answer, and a NUL would fail
+/// the ingest's write again at every delivery while the evaluation waited.
+fn check_submission(submission: &Submission) -> EvalResult<()> {
+    check("response_text", input::check_text(&submission.response_text, MAX_RESPONSE_CHARS))?;
+    check("response_markdown", input::check_text(&submission.response_markdown, MAX_MARKDOWN_CHARS))?;
+    check("bot_id", input::check_line(&submission.bot_id, MAX_NAME_CHARS))?;
+    check("lease_id", input::check_line(&submission.lease_id, MAX_NAME_CHARS))?;
+    if submission.citations.len() > MAX_CITATIONS {
+        return Err(EvalError::invalid("citations", format!("at most {MAX_CITATIONS} citations")));
+    }
+    for citation in &submission.citations {
+        check("citations.url", input::check_line(&citation.url, MAX_URL_CHARS))?;
+        check("citations.title", input::check_text(&citation.title, MAX_TITLE_CHARS))?;
+    }
+    let capture = &submission.capture;
+    check("capture.response_html", input::check_text(&capture.response_html, MAX_HTML_CHARS))?;
+    check("capture.model", input::check_line(&capture.model, MAX_NAME_CHARS))?;
+    check("capture.adapter_version", input::check_line(&capture.adapter_version, MAX_NAME_CHARS))?;
+    check("capture.adapter_fingerprint", input::check_line(&capture.adapter_fingerprint, MAX_NAME_CHARS))?;
     if submission.search_queries.len() > MAX_SEARCH_QUERIES {
         return Err(EvalError::invalid("search_queries", format!("at most {MAX_SEARCH_QUERIES} queries")));
     }
-    if submission.search_queries.iter().any(|q| q.chars().count() > MAX_QUERY_CHARS) {
-        return Err(EvalError::invalid(
-            "search_queries",
-            format!("a query has more than {MAX_QUERY_CHARS} characters"),
-        ));
+    for query in &submission.search_queries {
+        check("search_queries", input::check_line(query, MAX_QUERY_CHARS))?;
     }
     if submission.products.len() > MAX_PRODUCTS {
         return Err(EvalError::invalid("products", format!("at most {MAX_PRODUCTS} products")));
     }
-    if let Some(confidence) = submission.capture.confidence
+    for product in &submission.products {
+        check("products.name", input::check_line(&product.name, MAX_TITLE_CHARS))?;
+        check("products.url", input::check_line(&product.url, MAX_URL_CHARS))?;
+        check("products.price", input::check_line(&product.price, MAX_NAME_CHARS))?;
+        check("products.merchant", input::check_line(&product.merchant, MAX_NAME_CHARS))?;
+    }
+    if let Some(confidence) = capture.confidence
         && !(0.0..=1.0).contains(&confidence)
     {
         return Err(EvalError::invalid("capture.confidence", format!("{confidence} is outside [0, 1]")));
@@ -89,6 +124,7 @@ pub fn parse_serves(targets: impl IntoIterator<Item = (String, String)>) -> Eval
     let mut serves = Vec::new();
     for (assistant, plan) in targets {
         let assistant = assistant.trim().to_lowercase();
+        check("serves.plan", input::check_plan(plan.trim()))?;
         if assistants::by_id(&assistant).is_none() {
             return Err(EvalError::invalid("assistant", format!("unknown assistant {assistant:?}")));
         }
@@ -210,7 +246,7 @@ impl Gateway {
             }
             _ => {}
         }
-        check_extras(&submission)?;
+        check_submission(&submission)?;
         let Some(row) = store::mark_submitted(&self.pool, id).await? else {
             return Err(self.state_error(id, "cannot take an answer").await);
         };
@@ -257,6 +293,7 @@ impl Gateway {
     /// otherwise queued for another bot.
     #[tracing::instrument(skip(self, reason))]
     pub async fn release(&self, evaluation_id: i64, fail: bool, reason: &str) -> EvalResult<Status> {
+        check("failure_reason", input::check_text(reason, MAX_REASON_CHARS))?;
         let reason = if reason.trim().is_empty() { "released by the bot" } else { reason.trim() };
         let Some(row) = store::release(&self.pool, evaluation_id, fail, reason).await? else {
             return Err(self.state_error(evaluation_id, "cannot be released").await);

@@ -5,6 +5,7 @@
 pub mod assistants;
 pub mod auth;
 pub mod db;
+pub mod input;
 pub mod local;
 pub mod nats;
 pub mod server;

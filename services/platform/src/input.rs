@@ -1,0 +1,63 @@
+//! Limits on what callers may send, shared by every service that takes text from outside: no
+//! NUL (PostgreSQL cannot store it in text, so it would fail the write and wedge whatever waits
+//! on it), no other control characters in short names and prompts, and a bounded length.
+//! Each check says what is wrong in lowercase words; the caller names the field.
+
+/// Most targets one Ask may name (4 assistants on a handful of plans each).
+pub const MAX_TARGETS: usize = 32;
+/// Longest plan name, in characters.
+pub const MAX_PLAN_CHARS: usize = 64;
+
+/// Checks free text (an answer, a title, a reason): no NUL, at most `max_chars` characters.
+pub fn check_text(value: &str, max_chars: usize) -> Result<(), String> {
+    if value.contains('\0') {
+        return Err("contains a NUL character (U+0000)".to_owned());
+    }
+    check_length(value, max_chars)
+}
+
+/// Checks a line typed by a person or a short name (a prompt, an id, a label): like
+/// [`check_text`], and no control characters other than tab and new lines.
+pub fn check_line(value: &str, max_chars: usize) -> Result<(), String> {
+    if let Some(c) = value.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+        return Err(format!("contains the control character U+{:04X}", u32::from(c)));
+    }
+    check_length(value, max_chars)
+}
+
+/// Checks a plan name: letters, digits, space, `.`, `_`, `+` and `-`, at most
+/// [`MAX_PLAN_CHARS`] characters (it becomes part of a NATS subject, normalised).
+pub fn check_plan(plan: &str) -> Result<(), String> {
+    if let Some(c) = plan.chars().find(|c| !(c.is_alphanumeric() || matches!(c, ' ' | '.' | '_' | '+' | '-'))) {
+        return Err(format!("may hold letters, digits, space, '.', '_', '+' and '-' only, not {c:?}"));
+    }
+    check_length(plan, MAX_PLAN_CHARS)
+}
+
+fn check_length(value: &str, max_chars: usize) -> Result<(), String> {
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(format!("is {chars} characters; the limit is {max_chars}"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_control_characters_and_length_are_refused_with_a_reason() {
+        assert_eq!(check_text("fine\n\ttext", 20), Ok(()));
+        assert_eq!(check_text("a\0b", 20), Err("contains a NUL character (U+0000)".to_owned()));
+        assert_eq!(check_text("héllo", 4), Err("is 5 characters; the limit is 4".to_owned()));
+        assert_eq!(check_line("two\nlines\r\n", 20), Ok(()));
+        assert_eq!(check_line("bell\u{7}", 20), Err("contains the control character U+0007".to_owned()));
+        assert_eq!(check_line("nul\0", 20), Err("contains the control character U+0000".to_owned()));
+        assert_eq!(check_plan("Plus"), Ok(()));
+        assert_eq!(check_plan("Team Pro-2.5+"), Ok(()));
+        assert!(check_plan("pro.>").is_err_and(|e| e.contains("'>'")));
+        assert!(check_plan("p*").is_err());
+        assert!(check_plan(&"p".repeat(65)).is_err());
+    }
+}
