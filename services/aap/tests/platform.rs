@@ -519,3 +519,68 @@ async fn watch_reattaches_to_a_prompt_in_flight() {
     assert!(events.iter().any(|e| matches!(e, Event::Answer(a) if a.response_text == "Royal Canin")));
     assert_eq!(completed(&events).answered, 1);
 }
+
+#[tokio::test]
+async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails_so_streams_end() {
+    let app = spawn_app().await;
+    let stream = app.answers().ask(ask_text("Which poison pill do bots swallow?", &["chatgpt"])).await.expect("ask");
+    let waiting = tokio::spawn(collect(stream.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+
+    let nats = async_nats::connect(app.nats_url.as_str()).await.expect("nats");
+    let mut dead = nats.subscribe(format!("{}.dead.results", app.nats_prefix)).await.expect("subscribe");
+    // What Submit does, with an answer PostgreSQL cannot store (a NUL: what a gateway without
+    // today's checks let through, or another producer on the results stream).
+    sqlx::query("UPDATE evaluations SET status = 'submitted' WHERE id = $1")
+        .bind(task.evaluation_id)
+        .execute(&app.pool)
+        .await
+        .expect("mark submitted");
+    let poison = serde_json::json!({
+        "evaluation_id": task.evaluation_id,
+        "prompt_id": task.prompt_id,
+        "assistant": "chatgpt",
+        "plan": task.plan,
+        "response_text": "an answer with a NUL \u{0} inside",
+        "response_markdown": "",
+        "citations": [],
+        "captured_at": "2026-12-02T10:00:00Z",
+        "bot_id": "bot",
+        "lease_id": "",
+    });
+    let js = async_nats::jetstream::new(nats.clone());
+    js.publish(format!("{}.results.chatgpt", app.nats_prefix), serde_json::to_vec(&poison).expect("json").into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored by the stream");
+
+    // The stream that waited hears the failure and ends.
+    let events = waiting.await.expect("stream task");
+    let failed = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed(f) => Some(f.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no failure in {events:?}"));
+    assert_eq!(failed.evaluation_id, task.evaluation_id);
+    assert!(!failed.will_retry);
+    assert!(
+        failed.reason.starts_with("the answer could not be stored after 5 attempts"),
+        "the reason says why: {}",
+        failed.reason
+    );
+    assert!(matches!(events.last(), Some(Event::Completed(_))), "{events:?}");
+
+    // The result itself went to the dead-letter subject, as it was, with the reason.
+    let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
+        .await
+        .expect("a dead letter")
+        .expect("subscription open");
+    let body: serde_json::Value = serde_json::from_slice(&letter.payload).expect("the result as sent");
+    assert_eq!(body["evaluation_id"], task.evaluation_id);
+    let reason = letter.headers.as_ref().and_then(|h| h.get("Aap-Dead-Reason")).map(|v| v.to_string());
+    assert!(reason.is_some_and(|r| r.contains("could not be stored")));
+    assert_eq!(app.count("answers").await, 0);
+}

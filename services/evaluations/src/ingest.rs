@@ -13,6 +13,10 @@ use crate::model::ResultMessage;
 use crate::queue::Queue;
 use crate::store;
 
+/// Deliveries of one result before the ingest gives up on it: a result the database refuses
+/// this often will not be stored by trying again, and its evaluation must not wait forever.
+pub const MAX_DELIVERIES: u64 = 5;
+
 /// Errors starting the ingest.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -78,8 +82,27 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
                     queue.notify_prompt(result.prompt_id).await;
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "cannot store answer; retrying later");
-                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    let delivered = message.info().map(|info| info.delivered as u64).unwrap_or(1);
+                    if delivered < MAX_DELIVERIES {
+                        tracing::warn!(error = %err, delivered, "cannot store answer; retrying later");
+                        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                        return;
+                    }
+                    // Poison: dead-letter it, fail the evaluation with the reason, end the
+                    // streams waiting on it, and take it off the results stream.
+                    let reason = format!("the answer could not be stored after {delivered} attempts: {err}");
+                    tracing::error!(error = %err, delivered, "result dead-lettered; its evaluation fails");
+                    queue.dead_letter("results", message.payload.clone(), &reason).await;
+                    match store::fail_unstorable(&pool, result.evaluation_id, &reason).await {
+                        Ok(_) => {
+                            let _ = message.ack_with(AckKind::Term).await;
+                            queue.notify_prompt(result.prompt_id).await;
+                        }
+                        Err(err) => {
+                            tracing::warn!(error = %err, "cannot fail the evaluation; retrying later");
+                            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                        }
+                    }
                 }
             }
         }

@@ -186,6 +186,19 @@ impl Queue {
         }
     }
 
+    /// Sends a message that cannot be processed to the dead-letter subject of `what` (the
+    /// payload as it was, the reason in the `Aap-Dead-Reason` header), so it can be looked at
+    /// and replayed; best effort.
+    pub async fn dead_letter(&self, what: &str, payload: Bytes, reason: &str) {
+        let subject = self.topology.dead_letter_subject(what);
+        let mut headers = async_nats::HeaderMap::new();
+        // A header value is one line.
+        headers.insert("Aap-Dead-Reason", reason.replace(['\r', '\n'], " ").as_str());
+        if let Err(err) = self.client.publish_with_headers(subject, headers, payload).await {
+            tracing::warn!(error = %err, "cannot send a message to the dead-letter subject");
+        }
+    }
+
     /// Tells every stream waiting on the prompt that something changed.
     pub async fn notify_prompt(&self, prompt_id: i64) {
         let subject = self.topology.prompt_events_subject(prompt_id);

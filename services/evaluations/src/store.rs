@@ -260,6 +260,16 @@ pub async fn release(pool: &PgPool, id: i64, fail: bool, reason: &str) -> sqlx::
     sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(fail).bind(reason).fetch_optional(pool).await
 }
 
+/// Fails an evaluation whose submitted answer cannot be stored (the ingest gave up on it), so
+/// every stream waiting on it ends; returns it, or `None` when it is no longer submitted.
+pub async fn fail_unstorable(pool: &PgPool, id: i64, reason: &str) -> sqlx::Result<Option<EvaluationRow>> {
+    let sql = format!(
+        "UPDATE evaluations SET status = 'failed', failure_reason = $2, claim_expires_at = NULL, \
+         updated_at = now() WHERE id = $1 AND status = 'submitted' {RETURNING_EVALUATION}"
+    );
+    sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(reason).fetch_optional(pool).await
+}
+
 /// Ends claims that lapsed: failed when no attempts are left, queued again otherwise.
 pub async fn reap_lapsed_claims(pool: &PgPool) -> sqlx::Result<Vec<EvaluationRow>> {
     let sql = format!(

@@ -63,6 +63,12 @@ impl Topology {
         format!("{}.results.{}", self.prefix, assistant)
     }
 
+    /// Core-NATS subject where a message that cannot be processed goes after its last delivery,
+    /// e.g. `aap.dead.results` (attach a stream to `<prefix>.dead.>` to keep them).
+    pub fn dead_letter_subject(&self, what: &str) -> String {
+        format!("{}.dead.{}", self.prefix, what)
+    }
+
     /// Core-NATS subject where a prompt's changes are announced to waiting streams.
     pub fn prompt_events_subject(&self, prompt_id: i64) -> String {
         format!("{}.events.prompt.{}", self.prefix, prompt_id)

@@ -36,6 +36,9 @@ pub struct TestApp {
     pub grpc_url: String,
     pub http_url: String,
     pub channel: Channel,
+    /// The NATS server and the prefix of this app's streams and subjects.
+    pub nats_url: String,
+    pub nats_prefix: String,
 }
 
 pub fn tokens() -> Tokens {
@@ -66,10 +69,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     aap_testkit::init_tracing();
     let database_url = aap_testkit::fresh_database().await;
     let infra = aap_testkit::infra().await;
+    let nats_prefix = aap_testkit::fresh_prefix();
     let config = PlatformConfig {
         database_url: database_url.clone(),
         nats_url: infra.nats_url().to_owned(),
-        nats_prefix: aap_testkit::fresh_prefix(),
+        nats_prefix: nats_prefix.clone(),
         tokens: tokens(),
         model_dir: aap_embedding::default_model_dir(),
         answers: AnswersConfig {
@@ -88,7 +92,16 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let http_url = format!("http://{}", platform.http_addr);
     let channel = Channel::from_shared(grpc_url.clone()).expect("url").connect().await.expect("connect");
     let pool = sqlx::PgPool::connect(&database_url).await.expect("test pool");
-    TestApp { platform, database_url, pool, grpc_url, http_url, channel }
+    TestApp {
+        platform,
+        database_url,
+        pool,
+        grpc_url,
+        http_url,
+        channel,
+        nats_url: infra.nats_url().to_owned(),
+        nats_prefix,
+    }
 }
 
 impl TestApp {
