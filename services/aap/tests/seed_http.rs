@@ -110,6 +110,14 @@ async fn bad_requests_are_refused_with_a_detail() {
     assert_eq!(post(&app, "poll", None, poll).await.0, 401);
     assert_eq!(post(&app, "poll", Some("nope"), poll).await.0, 401);
     assert_eq!(post(&app, "poll", Some(CUSTOMER), poll).await.0, 403);
+    // The token is checked before the body is read: a caller without one learns nothing from
+    // validation (401, not 422), whatever it sends.
+    for path in ["poll", "submit", "release"] {
+        let (status, reply) = post(&app, path, None, "{not json").await;
+        assert_eq!(status, 401, "{path}: {reply}");
+        assert!(reply.starts_with(r#"{"detail":"#), "{path}: {reply}");
+        assert_eq!(post(&app, path, Some(CUSTOMER), "{not json").await.0, 403, "{path}");
+    }
     for (path, body) in [
         ("poll", "{not json"),
         ("poll", r#"{"assistant_name": 7, "plan_name": "Plus"}"#),

@@ -5,7 +5,7 @@ use aap_platform::assistants;
 use aap_platform::auth::{AuthError, Role, Tokens};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -19,7 +19,6 @@ use crate::model::{AnswerKind, Capture, CitationKind, CitationOrigin, RawCitatio
 #[derive(Clone)]
 struct ApiState {
     gateway: Gateway,
-    tokens: Tokens,
 }
 
 /// The router of the seed's API.
@@ -28,8 +27,22 @@ pub fn router(gateway: Gateway, tokens: Tokens) -> Router {
         .route("/evaluations/api/v1/poll", post(poll))
         .route("/evaluations/api/v1/submit", post(submit))
         .route("/evaluations/api/v1/release", post(release))
+        .layer(axum::middleware::from_fn_with_state(tokens, bots_only))
         .layer(axum::middleware::from_fn(traced))
-        .with_state(ApiState { gateway, tokens })
+        .with_state(ApiState { gateway })
+}
+
+/// Refuses every caller without a bot token before anything reads the body: an unauthenticated
+/// request costs no parsing and learns nothing from validation errors.
+async fn bots_only(
+    State(tokens): State<Tokens>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokens.authorize(request.headers(), Role::Bot) {
+        Ok(_) => next.run(request).await,
+        Err(error) => ApiError::from(error).into_response(),
+    }
 }
 
 /// One span per request, a child of the caller's trace when it sends a W3C `traceparent`
@@ -132,12 +145,7 @@ struct PollReply {
     claimed_at: Option<String>,
 }
 
-async fn poll(
-    State(state): State<ApiState>,
-    headers: HeaderMap,
-    SeedJson(body): SeedJson<PollBody>,
-) -> Result<Json<PollReply>, ApiError> {
-    state.tokens.authorize(&headers, Role::Bot)?;
+async fn poll(State(state): State<ApiState>, SeedJson(body): SeedJson<PollBody>) -> Result<Json<PollReply>, ApiError> {
     let assistant = assistants::by_seed_name(&body.assistant_name)
         .ok_or_else(|| EvalError::invalid("assistant_name", format!("unknown assistant {:?}", body.assistant_name)))?;
     let serves = parse_serves([(assistant.id.to_owned(), body.plan_name)])?;
@@ -183,10 +191,8 @@ struct SubmitReply {
 
 async fn submit(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     SeedJson(body): SeedJson<SubmitBody>,
 ) -> Result<Json<SubmitReply>, ApiError> {
-    state.tokens.authorize(&headers, Role::Bot)?;
     let submission = Submission {
         evaluation_id: body.evaluation_id,
         response_markdown: String::new(),
@@ -230,10 +236,8 @@ struct ReleaseReply {
 
 async fn release(
     State(state): State<ApiState>,
-    headers: HeaderMap,
     SeedJson(body): SeedJson<ReleaseBody>,
 ) -> Result<Json<ReleaseReply>, ApiError> {
-    state.tokens.authorize(&headers, Role::Bot)?;
     let reason = body.failure_reason.unwrap_or_default();
     state.gateway.release(body.evaluation_id, body.mark_as_failed, &reason).await?;
     Ok(Json(ReleaseReply { evaluation_id: body.evaluation_id, action: "released" }))
