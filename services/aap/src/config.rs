@@ -57,6 +57,13 @@ pub struct ServiceArgs {
     /// not given; e.g. a mounted secret.
     #[arg(long, env = "AAP_SESSION_KEY_FILE", value_parser = read_session_key_file)]
     pub session_key_file: Option<SessionKey>,
+    /// An evaluation that no bot takes for this long (none serves its assistant and plan, or the
+    /// fleet is down) fails with the reason, so the streams waiting on it end.
+    #[arg(long, env = "AAP_QUEUED_TIMEOUT_SECS", default_value_t = 86_400)]
+    pub queued_timeout_secs: u64,
+    /// An evaluation whose submitted answer is not stored within this long fails with the reason.
+    #[arg(long, env = "AAP_SUBMITTED_TIMEOUT_SECS", default_value_t = 600)]
+    pub submitted_timeout_secs: u64,
     /// Customer tokens (AnswersService), comma-separated.
     #[arg(long, env = "AAP_CUSTOMER_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub customer_tokens: Vec<String>,
@@ -112,6 +119,10 @@ impl ServiceArgs {
                 ..SessionsConfig::default()
             },
             scheduler_tick: Duration::from_secs(1),
+            timeouts: aap_evaluations::scheduler::Timeouts {
+                queued: Duration::from_secs(self.queued_timeout_secs),
+                submitted: Duration::from_secs(self.submitted_timeout_secs),
+            },
         }
     }
 }

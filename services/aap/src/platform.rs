@@ -38,6 +38,8 @@ pub struct PlatformConfig {
     pub sessions: SessionsConfig,
     /// How often the scheduler and reaper run when nothing wakes them.
     pub scheduler_tick: Duration,
+    /// How long an evaluation may stay queued, or submitted, before it fails with the reason.
+    pub timeouts: aap_evaluations::scheduler::Timeouts,
 }
 
 /// A running platform; dropping it does not stop it, [`Platform::shutdown`] does.
@@ -105,10 +107,10 @@ impl Platform {
         tasks
             .spawn(async move { axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server") });
 
-        let (p, q, tick) = (pool.clone(), queue.clone(), config.scheduler_tick);
+        let (p, q, tick, timeouts) = (pool.clone(), queue.clone(), config.scheduler_tick, config.timeouts);
         let shutdown = stopped(stop_rx.clone());
         tasks.spawn(async move {
-            aap_evaluations::scheduler::run(p, q, tick, shutdown).await;
+            aap_evaluations::scheduler::run(p, q, tick, timeouts, shutdown).await;
             Ok(())
         });
 

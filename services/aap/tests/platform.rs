@@ -584,3 +584,29 @@ async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails
     assert!(reason.is_some_and(|r| r.contains("could not be stored")));
     assert_eq!(app.count("answers").await, 0);
 }
+
+#[tokio::test]
+async fn a_task_no_bot_takes_fails_after_the_queued_timeout_and_the_stream_ends() {
+    let app = spawn_app_with(Options { queued_timeout: Duration::from_secs(2), ..Options::default() }).await;
+    // No bot serves this plan; without a timeout the stream would wait forever.
+    let request = AskRequest {
+        targets: vec![Target { assistant: "claude".into(), plan: "Enterprise".into() }],
+        ..ask_text("Which plan does nobody serve?", &[])
+    };
+    let events = ask(&app, request).await;
+    let failed = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed(f) => Some(f.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no failure in {events:?}"));
+    assert!(!failed.will_retry);
+    assert_eq!(
+        failed.reason, "no bot took the task within 2 s: does a bot serve claude on plan enterprise?",
+        "the reason says what to check"
+    );
+    assert!(matches!(events.last(), Some(Event::Completed(_))), "{events:?}");
+    let status: String = sqlx::query_scalar("SELECT status FROM evaluations").fetch_one(&app.pool).await.expect("row");
+    assert_eq!(status, "failed");
+}

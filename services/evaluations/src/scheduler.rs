@@ -51,9 +51,47 @@ pub async fn reap(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
     Ok(rows.len())
 }
 
+/// How long an evaluation may wait before it fails with the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Pending or queued without a bot taking it.
+    pub queued: Duration,
+    /// Submitted without the answer being stored.
+    pub submitted: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts { queued: Duration::from_secs(24 * 3600), submitted: Duration::from_secs(600) }
+    }
+}
+
+/// Fails evaluations that waited past `timeouts`, so no stream waits on them forever; returns
+/// how many. A task message still on the stream for one is dropped as stale when delivered.
+pub async fn expire(pool: &PgPool, queue: &Queue, timeouts: Timeouts) -> EvalResult<usize> {
+    let rows = store::expire_stale(pool, timeouts.queued.as_secs_f64(), timeouts.submitted.as_secs_f64()).await?;
+    for row in &rows {
+        tracing::warn!(
+            evaluation_id = row.id,
+            assistant = %row.assistant,
+            plan = %row.plan,
+            reason = row.failure_reason.as_deref().unwrap_or(""),
+            "evaluation waited too long"
+        );
+        queue.notify_prompt(row.prompt_id).await;
+    }
+    Ok(rows.len())
+}
+
 /// Runs the scheduler and the reaper until `shutdown` resolves: on every wake-up and at
 /// least every `tick`.
-pub async fn run(pool: PgPool, queue: Arc<Queue>, tick: Duration, shutdown: impl Future<Output = ()>) {
+pub async fn run(
+    pool: PgPool,
+    queue: Arc<Queue>,
+    tick: Duration,
+    timeouts: Timeouts,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut wakeups = match queue.client().subscribe(queue.scheduler_wake_subject()).await {
         Ok(sub) => Some(sub),
         Err(err) => {
@@ -81,6 +119,9 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, tick: Duration, shutdown: impl
         }
         if let Err(err) = reap(&pool, &queue).await {
             tracing::warn!(error = %err, "reaping lapsed claims failed");
+        }
+        if let Err(err) = expire(&pool, &queue, timeouts).await {
+            tracing::warn!(error = %err, "expiring evaluations that waited too long failed");
         }
     }
     tracing::info!("scheduler stopped");

@@ -270,6 +270,23 @@ pub async fn fail_unstorable(pool: &PgPool, id: i64, reason: &str) -> sqlx::Resu
     sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(reason).fetch_optional(pool).await
 }
 
+/// Fails evaluations that waited too long: pending or queued for `queued_secs` (no bot took
+/// the task: none serves its assistant and plan, or the fleet is down) or submitted for
+/// `submitted_secs` (the answer never reached the database). Returns them.
+pub async fn expire_stale(pool: &PgPool, queued_secs: f64, submitted_secs: f64) -> sqlx::Result<Vec<EvaluationRow>> {
+    let sql = format!(
+        "UPDATE evaluations SET status = 'failed', claim_expires_at = NULL, updated_at = now(), \
+             failure_reason = CASE WHEN status = 'submitted' \
+                 THEN 'the answer was submitted but not stored within ' || $2::text || ' s' \
+                 ELSE 'no bot took the task within ' || $1::text || ' s: does a bot serve ' \
+                      || assistant || ' on plan ' || plan || '?' END \
+         WHERE (status IN ('pending', 'queued') AND updated_at < now() - make_interval(secs => $1)) \
+            OR (status = 'submitted' AND updated_at < now() - make_interval(secs => $2)) \
+         {RETURNING_EVALUATION}"
+    );
+    sqlx::query_as(AssertSqlSafe(sql)).bind(queued_secs).bind(submitted_secs).fetch_all(pool).await
+}
+
 /// Ends claims that lapsed: failed when no attempts are left, queued again otherwise.
 pub async fn reap_lapsed_claims(pool: &PgPool) -> sqlx::Result<Vec<EvaluationRow>> {
     let sql = format!(

@@ -53,11 +53,17 @@ pub struct Options {
     pub max_attempts: u32,
     pub claim_ttl: Duration,
     pub poll_claim_ttl: Duration,
+    pub queued_timeout: Duration,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { max_attempts: 3, claim_ttl: Duration::from_secs(60), poll_claim_ttl: Duration::from_secs(600) }
+        Options {
+            max_attempts: 3,
+            claim_ttl: Duration::from_secs(60),
+            poll_claim_ttl: Duration::from_secs(600),
+            queued_timeout: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -84,6 +90,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
         sessions: aap_sessions::SessionsConfig::default(),
         scheduler_tick: Duration::from_millis(200),
+        timeouts: aap_evaluations::scheduler::Timeouts {
+            queued: options.queued_timeout,
+            ..aap_evaluations::scheduler::Timeouts::default()
+        },
     };
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
