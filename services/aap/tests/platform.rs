@@ -557,13 +557,7 @@ async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails
 
     // The stream that waited hears the failure and ends.
     let events = waiting.await.expect("stream task");
-    let failed = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Failed(f) => Some(f.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no failure in {events:?}"));
+    let failed = first_failed(&events);
     assert_eq!(failed.evaluation_id, task.evaluation_id);
     assert!(!failed.will_retry);
     assert!(
@@ -594,13 +588,7 @@ async fn a_task_no_bot_takes_fails_after_the_queued_timeout_and_the_stream_ends(
         ..ask_text("Which plan does nobody serve?", &[])
     };
     let events = ask(&app, request).await;
-    let failed = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Failed(f) => Some(f.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no failure in {events:?}"));
+    let failed = first_failed(&events);
     assert!(!failed.will_retry);
     assert_eq!(
         failed.reason, "no bot took the task within 2 s: does a bot serve claude on plan enterprise?",

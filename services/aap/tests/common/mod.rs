@@ -147,6 +147,17 @@ pub fn ask_text(prompt: &str, assistants: &[&str]) -> AskRequest {
     }
 }
 
+/// The first `failed` event of a stream, or a panic naming what came instead.
+pub fn first_failed(events: &[Event]) -> aap_proto::v1::EvaluationFailed {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed(f) => Some(f.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no failure in {events:?}"))
+}
+
 /// Reads a stream to its end (bounded by a generous timeout so a broken test fails, never hangs).
 pub async fn collect(stream: impl futures::Stream<Item = Result<AnswerEvent, tonic::Status>> + Unpin) -> Vec<Event> {
     let all =
