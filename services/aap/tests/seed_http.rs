@@ -141,3 +141,69 @@ async fn bad_requests_are_refused_with_a_detail() {
     assert_eq!(post(&app, "release", Some(BOT), unknown).await.0, 404);
     assert_eq!(app.count("answers").await, 0);
 }
+
+/// A POST as the seed's Python bot may send it: no Content-Type header at all.
+async fn post_bare(app: &TestApp, path: &str, body: &str) -> (u16, String) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/evaluations/api/v1/{path}", app.http_url))
+        .header("authorization", format!("Bearer {BOT}"))
+        .body(body.to_owned())
+        .send()
+        .await
+        .expect("http");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn what_the_seeds_python_bot_sends_is_taken_naive_timestamps_extra_fields_no_content_type() {
+    let app = spawn_app().await;
+    let stream = app.answers().ask(ask_text("Which kettle boils fastest?", &["chatgpt"])).await.expect("ask");
+    let waiting = tokio::spawn(collect(stream.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let poll = r#"{"assistant_name": "ChatGPT", "plan_name": "Plus", "bot_version": "1.4.2"}"#;
+    let mut id = None;
+    for _ in 0..100 {
+        let (status, body) = post_bare(&app, "poll", poll).await;
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if let Some(found) = json["evaluation_id"].as_i64() {
+            id = Some(found);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let id = id.expect("a task was polled");
+    // Python's datetime.now().isoformat(): no offset, microseconds; read as UTC.
+    let submit = format!(
+        r#"{{"evaluation_id": {id}, "session_file": "plus-1.json", "answer": {{"response": "The Breville.",
+            "citations": [{{"url": "https://example.com/kettles", "text": "Kettles", "rank": 1}}],
+            "timestamp": "2025-12-09T10:35:00.123456"}}}}"#
+    );
+    let (status, reply) = post_bare(&app, "submit", &submit).await;
+    assert_eq!((status, reply.as_str()), (200, format!(r#"{{"evaluation_id":{id},"status":"submitted"}}"#).as_str()));
+    let events = waiting.await.expect("stream task");
+    let answer = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Answer(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no answer in {events:?}"));
+    let captured = answer.captured_at.expect("captured_at");
+    assert_eq!(
+        chrono::DateTime::from_timestamp(captured.seconds, captured.nanos as u32).map(|t| t.to_rfc3339()),
+        Some("2025-12-09T10:35:00.123456+00:00".to_owned()),
+        "a naive timestamp is UTC"
+    );
+    // A body declared as something other than JSON is still refused, with a detail.
+    let response = reqwest::Client::new()
+        .post(format!("{}/evaluations/api/v1/poll", app.http_url))
+        .header("authorization", format!("Bearer {BOT}"))
+        .header("content-type", "text/plain")
+        .body(poll)
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(response.status().as_u16(), 415);
+    assert!(response.text().await.expect("body").starts_with(r#"{"detail":"#));
+}

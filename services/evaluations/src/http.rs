@@ -3,7 +3,6 @@
 
 use aap_platform::assistants;
 use aap_platform::auth::{AuthError, Role, Tokens};
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -103,33 +102,56 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// `Json` whose rejections (malformed JSON, wrong types, missing fields) answer in the API's
-/// error shape.
+/// A JSON body as the seed's bots send it, whose rejections (malformed JSON, wrong types,
+/// missing fields) answer in the API's error shape. A body without a `Content-Type` is read as
+/// JSON (the seed's Python bot may send one); a body declared as something else is 415.
 struct SeedJson<T>(T);
 
 impl<S, T> FromRequest<S> for SeedJson<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(value)) => Ok(SeedJson(value)),
-            Err(rejection) => {
-                let status = match rejection {
-                    JsonRejection::MissingJsonContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    _ => StatusCode::UNPROCESSABLE_ENTITY,
-                };
-                Err(ApiError { status, detail: rejection.body_text() })
-            }
+        let declared = req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("").to_owned());
+        if let Some(declared) = declared.filter(|d| !d.to_ascii_lowercase().contains("json")) {
+            return Err(ApiError {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                detail: format!("expected a JSON body, got content type {declared:?}"),
+            });
         }
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| ApiError { status: rejection.status(), detail: rejection.body_text() })?;
+        serde_json::from_slice(&body).map(SeedJson).map_err(|error| ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: format!("invalid JSON body: {error}"),
+        })
     }
 }
 
+/// A timestamp as the seed's bots write it: RFC 3339 with an offset, or Python's `isoformat()`
+/// of a naive time (no offset, with or without fractions of a second), which is read as UTC.
+fn seed_timestamp<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let text = text.trim();
+    if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+        .map(|naive| naive.and_utc())
+        .map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid timestamp {text:?}: expected ISO 8601 such as 2025-12-09T10:35:00Z (no offset: UTC)"
+            ))
+        })
+}
+
+/// Unknown fields are ignored, here and in every body: the seed's bots may send more.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct PollBody {
     assistant_name: String,
     plan_name: String,
@@ -173,6 +195,7 @@ struct SubmitBody {
 struct SubmitAnswer {
     response: String,
     citations: Vec<SeedCitation>,
+    #[serde(deserialize_with = "seed_timestamp")]
     timestamp: DateTime<Utc>,
 }
 
