@@ -70,13 +70,7 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
     bot.await.expect("bot stopped cleanly");
 
     let expected = aap_simulator::answer_for(prompt, true);
-    let answer = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Answer(a) => Some(a.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no answer in {events:?}"));
+    let answer = first_answer(&events);
     assert_eq!(answer.assistant, "chatgpt");
     // innerText separates paragraphs with a blank line; the simulator's plain text does not.
     let lines = |t: &str| t.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect::<Vec<_>>();

@@ -41,13 +41,7 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
     let events = waiting.await.expect("stream task");
     assert_eq!(matched(&events).r#match, MatchKind::New as i32);
     assert!(events.iter().any(|e| matches!(e, Event::Scheduled(s) if s.evaluation_id == task.evaluation_id)));
-    let answer = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Answer(a) => Some(a.clone()),
-            _ => None,
-        })
-        .expect("answer streamed");
+    let answer = first_answer(&events);
     assert_eq!(answer.response_text, "Buy the MacBook Air");
     assert_eq!(answer.citations.len(), 2);
     assert_eq!(answer.citations[0].url, "https://www.techradar.com/best/laptops");
@@ -456,13 +450,7 @@ async fn a_search_without_an_overview_is_an_answer_of_its_own_kind_and_bad_submi
     };
     app.evaluations().submit(no_overview).await.expect("a no-overview result is accepted");
     let events = waiting.await.expect("stream task");
-    let answer = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Answer(a) => Some(a.clone()),
-            _ => None,
-        })
-        .expect("the no-overview result is streamed as an answer");
+    let answer = first_answer(&events);
     assert_eq!(answer.kind, AnswerKind::NoOverview as i32);
     assert_eq!(answer.response_text, "");
     assert_eq!(completed(&events).answered, 1);

@@ -2,7 +2,6 @@
 
 mod common;
 
-use aap_proto::v1::answer_event::Event;
 use common::*;
 use futures::StreamExt;
 
@@ -65,13 +64,7 @@ async fn a_polling_bot_claims_submits_and_the_answer_streams() {
     assert_eq!(body, format!(r#"{{"evaluation_id":{id},"status":"submitted"}}"#));
 
     let events = waiting.await.expect("stream");
-    let answer = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Answer(a) => Some(a.clone()),
-            _ => None,
-        })
-        .expect("answer");
+    let answer = first_answer(&events);
     assert_eq!(answer.response_text, "Here are excellent laptops under $1,000...");
     assert_eq!(answer.citations[0].url, "https://example.com/laptop-review");
     assert_eq!(answer.citations[0].title, "TechRadar: Best Budget Laptops 2025");
@@ -182,13 +175,7 @@ async fn what_the_seeds_python_bot_sends_is_taken_naive_timestamps_extra_fields_
     let (status, reply) = post_bare(&app, "submit", &submit).await;
     assert_eq!((status, reply.as_str()), (200, format!(r#"{{"evaluation_id":{id},"status":"submitted"}}"#).as_str()));
     let events = waiting.await.expect("stream task");
-    let answer = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Answer(a) => Some(a.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no answer in {events:?}"));
+    let answer = first_answer(&events);
     let captured = answer.captured_at.expect("captured_at");
     assert_eq!(
         chrono::DateTime::from_timestamp(captured.seconds, captured.nanos as u32).map(|t| t.to_rfc3339()),

@@ -155,12 +155,7 @@ impl ChatGpt {
     pub fn new(manifest: Manifest, origin: Option<&str>) -> ChatGpt {
         let origin = common::origin(&manifest, origin);
         let page = PageScript::new(PAGE_JS, &manifest);
-        let stream_url_parts = manifest
-            .options
-            .get("stream_url_parts")
-            .and_then(toml::Value::as_array)
-            .map(|parts| parts.iter().filter_map(toml::Value::as_str).map(str::to_owned).collect())
-            .unwrap_or_else(|| vec!["/backend-api/".to_owned(), "/backend-anon/".to_owned()]);
+        let stream_url_parts = manifest.option_strings("stream_url_parts", &["/backend-api/", "/backend-anon/"]);
         ChatGpt { manifest, origin, page, stream_url_parts }
     }
 

@@ -324,17 +324,8 @@ impl Claude {
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
     pub fn new(manifest: Manifest, origin: Option<&str>) -> Claude {
         let origin = common::origin(&manifest, origin);
-        let list = |name: &str, default: &str| -> Vec<String> {
-            let names: Vec<String> = manifest
-                .options
-                .get(name)
-                .and_then(toml::Value::as_array)
-                .map(|names| names.iter().filter_map(toml::Value::as_str).map(str::to_owned).collect())
-                .unwrap_or_default();
-            if names.is_empty() { vec![default.to_owned()] } else { names }
-        };
-        let streaming_attributes = list("streaming_attributes", DEFAULT_STREAMING_ATTRIBUTE);
-        let stream_url_parts = list("stream_url_parts", DEFAULT_STREAM_URL_PART);
+        let streaming_attributes = manifest.option_strings("streaming_attributes", &[DEFAULT_STREAMING_ATTRIBUTE]);
+        let stream_url_parts = manifest.option_strings("stream_url_parts", &[DEFAULT_STREAM_URL_PART]);
         // The script reads the attribute names as arguments[2].
         let page = PageScript::new(PAGE_JS, &manifest).with_arg(serde_json::json!(streaming_attributes));
         Claude { manifest, origin, page, stream_url_parts }

@@ -181,18 +181,9 @@ impl GoogleAiOverview {
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
     pub fn new(manifest: Manifest, origin: Option<&str>) -> GoogleAiOverview {
         let origin = common::origin(&manifest, origin);
-        let headings = manifest
-            .options
-            .get("overview_heading_patterns")
-            .and_then(|v| v.as_array())
-            .map_or_else(Vec::new, |list| {
-                list.iter().filter_map(|v| v.as_str()).map(str::to_lowercase).collect::<Vec<_>>()
-            });
-        let stream_url_parts: Vec<String> =
-            manifest.options.get("stream_url_parts").and_then(|v| v.as_array()).map_or_else(
-                || DEFAULT_STREAM_URL_PARTS.iter().map(|p| (*p).to_owned()).collect(),
-                |list| list.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect(),
-            );
+        let headings: Vec<String> =
+            manifest.option_strings("overview_heading_patterns", &[]).iter().map(|h| h.to_lowercase()).collect();
+        let stream_url_parts = manifest.option_strings("stream_url_parts", DEFAULT_STREAM_URL_PARTS);
         let page = PageScript::new(PAGE_JS, &manifest)
             .with_arg(serde_json::json!(headings))
             .with_arg(serde_json::json!(stream_url_parts));
@@ -498,11 +489,8 @@ impl GoogleAiOverview {
     /// Whether a notice in the block says this search gets no overview at all.
     fn is_no_overview(&self, text: &str) -> bool {
         let text = text.to_lowercase().replace('\u{2019}', "'");
-        let patterns: Vec<String> = match self.manifest.options.get("no_overview_patterns").and_then(|v| v.as_array()) {
-            Some(list) => list.iter().filter_map(|v| v.as_str()).map(str::to_lowercase).collect(),
-            None => DEFAULT_NO_OVERVIEW_PATTERNS.iter().map(|p| (*p).to_owned()).collect(),
-        };
-        patterns.iter().any(|pattern| text.contains(pattern.as_str()))
+        let patterns = self.manifest.option_strings("no_overview_patterns", DEFAULT_NO_OVERVIEW_PATTERNS);
+        patterns.iter().any(|pattern| text.contains(&pattern.to_lowercase()))
     }
 
     /// The captured overview from what the page script extracted and what the stream said.

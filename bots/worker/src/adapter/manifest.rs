@@ -194,6 +194,18 @@ impl Manifest {
         self.options.get(name).and_then(toml::Value::as_str).unwrap_or(default)
     }
 
+    /// A list of texts from `[options]` (entries that are not text are skipped), or `default`
+    /// when the option is missing or lists nothing.
+    pub fn option_strings(&self, name: &str, default: &[&str]) -> Vec<String> {
+        let listed: Vec<String> = self
+            .options
+            .get(name)
+            .and_then(toml::Value::as_array)
+            .map(|values| values.iter().filter_map(toml::Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default();
+        if listed.is_empty() { default.iter().map(|text| (*text).to_owned()).collect() } else { listed }
+    }
+
     /// A flag from `[options]`, or `default`.
     pub fn option_bool(&self, name: &str, default: bool) -> bool {
         self.options.get(name).and_then(toml::Value::as_bool).unwrap_or(default)
@@ -235,6 +247,19 @@ mod tests {
         );
         assert!(!manifest.is_rate_limit("Something went wrong while generating the response."));
         assert!(matches!(Manifest::load("bard", None), Err(ManifestError::Unknown(_))));
+        Ok(())
+    }
+
+    #[test]
+    fn string_options_fall_back_to_the_default_when_missing_or_empty() -> Result<(), ManifestError> {
+        let mut manifest = Manifest::load("perplexity", None)?;
+        let list = |items: &[toml::Value]| toml::Value::Array(items.to_vec());
+        manifest.options.insert("parts".into(), list(&["/a".into(), 7.into(), "/b".into()]));
+        manifest.options.insert("empty".into(), list(&[]));
+        assert_eq!(manifest.option_strings("parts", &["/x"]), vec!["/a", "/b"]);
+        assert_eq!(manifest.option_strings("empty", &["/x"]), vec!["/x"]);
+        assert_eq!(manifest.option_strings("missing", &["/x"]), vec!["/x"]);
+        assert!(manifest.option_strings("missing", &[]).is_empty());
         Ok(())
     }
 

@@ -131,12 +131,9 @@ impl Perplexity {
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
     pub fn new(manifest: Manifest, origin: Option<&str>) -> Perplexity {
         let origin = common::origin(&manifest, origin);
-        let patterns = string_list(&manifest, "sources_tab_patterns");
+        let patterns = manifest.option_strings("sources_tab_patterns", &[]);
         let page = PageScript::new(PAGE_JS, &manifest).with_arg(serde_json::json!(patterns));
-        let mut stream_url_parts = string_list(&manifest, "stream_url_parts");
-        if stream_url_parts.is_empty() {
-            stream_url_parts = DEFAULT_STREAM_URL_PARTS.iter().map(|part| (*part).to_owned()).collect();
-        }
+        let stream_url_parts = manifest.option_strings("stream_url_parts", DEFAULT_STREAM_URL_PARTS);
         Perplexity { manifest, origin, page, stream_url_parts }
     }
 
@@ -182,7 +179,10 @@ impl Perplexity {
 
     fn is_login_text(&self, text: &str) -> bool {
         let text = text.to_lowercase();
-        string_list(&self.manifest, "login_wall_patterns").iter().any(|pattern| text.contains(&pattern.to_lowercase()))
+        self.manifest
+            .option_strings("login_wall_patterns", &[])
+            .iter()
+            .any(|pattern| text.contains(&pattern.to_lowercase()))
     }
 
     /// Opens a new thread and waits for the composer. A page that has loaded but shows no
@@ -354,15 +354,6 @@ impl Perplexity {
 }
 
 /// A list of strings from the manifest's `[options]` (empty when absent).
-fn string_list(manifest: &Manifest, name: &str) -> Vec<String> {
-    manifest
-        .options
-        .get(name)
-        .and_then(toml::Value::as_array)
-        .map(|values| values.iter().filter_map(toml::Value::as_str).map(str::to_owned).collect())
-        .unwrap_or_default()
-}
-
 impl Adapter for Perplexity {
     fn origin(&self) -> &str {
         &self.origin
@@ -696,7 +687,7 @@ mod tests {
         assert_eq!(adapter.stream_url_parts, ["/rest/sse/perplexity_ask"]);
         assert!(adapter.is_login_text("Sign in or create an account\nUnlock Pro Search"));
         assert!(!adapter.is_login_text("Share this thread"));
-        let patterns = string_list(adapter.manifest(), "sources_tab_patterns");
+        let patterns = adapter.manifest().option_strings("sources_tab_patterns", &[]);
         assert_eq!(patterns.len(), 3);
         Ok(())
     }

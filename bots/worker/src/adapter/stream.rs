@@ -60,24 +60,24 @@ pub async fn mark(driver: &WebDriver) -> Mark {
 /// The responses teed after `mark`, without their text (cheap enough to poll). Responses whose
 /// URL contains none of `url_parts` are left out (all are kept when `url_parts` is empty).
 pub async fn state(driver: &WebDriver, mark: Mark, url_parts: &[String]) -> WebDriverResult<Vec<Teed>> {
-    let ret = driver
-        .execute("return window.__aapTee ? window.__aapTee.state(arguments[0]) : [];", vec![serde_json::json!(mark.0)])
-        .await?;
-    Ok(matching(ret.convert().unwrap_or_default(), url_parts))
+    teed(driver, "state", mark, url_parts).await
 }
 
 /// The responses teed after `mark`, with their text, filtered like [`state`].
 pub async fn read(driver: &WebDriver, mark: Mark, url_parts: &[String]) -> WebDriverResult<Vec<Teed>> {
-    let ret = driver
-        .execute("return window.__aapTee ? window.__aapTee.read(arguments[0]) : [];", vec![serde_json::json!(mark.0)])
-        .await?;
-    Ok(matching(ret.convert().unwrap_or_default(), url_parts))
+    teed(driver, "read", mark, url_parts).await
 }
 
-fn matching(teed: Vec<Teed>, url_parts: &[String]) -> Vec<Teed> {
-    teed.into_iter()
+/// Calls the tee's `state` or `read` for the responses after `mark` whose URL contains one of
+/// `url_parts` (all when empty); none when the document has no tee.
+async fn teed(driver: &WebDriver, method: &str, mark: Mark, url_parts: &[String]) -> WebDriverResult<Vec<Teed>> {
+    let script = format!("return window.__aapTee ? window.__aapTee.{method}(arguments[0]) : [];");
+    let ret = driver.execute(script.as_str(), vec![serde_json::json!(mark.0)]).await?;
+    let teed: Vec<Teed> = ret.convert().unwrap_or_default();
+    Ok(teed
+        .into_iter()
         .filter(|t| url_parts.is_empty() || url_parts.iter().any(|part| t.url.contains(part.as_str())))
-        .collect()
+        .collect())
 }
 
 /// Whether some answer stream after the mark has ended: an independent finish signal

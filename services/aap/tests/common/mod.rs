@@ -147,6 +147,17 @@ pub fn ask_text(prompt: &str, assistants: &[&str]) -> AskRequest {
     }
 }
 
+/// The first `answer` event of a stream, or a panic naming what came instead.
+pub fn first_answer(events: &[Event]) -> aap_proto::v1::Answer {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Answer(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no answer in {events:?}"))
+}
+
 /// The first `failed` event of a stream, or a panic naming what came instead.
 pub fn first_failed(events: &[Event]) -> aap_proto::v1::EvaluationFailed {
     events
