@@ -2,8 +2,13 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] =
-    &["aap/v1/types.proto", "aap/v1/answers.proto", "aap/v1/evaluations.proto", "aap/v1/sessions.proto"];
+const PROTOS: &[&str] = &[
+    "aap/v1/types.proto",
+    "aap/v1/answers.proto",
+    "aap/v1/evaluations.proto",
+    "aap/v1/sessions.proto",
+    "aap/v1/admin.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // tonic-prost-build does not announce the files it reads: without this, editing a proto

@@ -34,14 +34,18 @@ impl Bearer {
     }
 }
 
-/// Connects to the platform's gRPC endpoint.
-pub async fn connect(server: &str, token: &str) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(server.to_owned())
+/// A channel to the platform's gRPC endpoint.
+pub async fn channel(server: &str) -> anyhow::Result<Channel> {
+    Channel::from_shared(server.to_owned())
         .context("server address")?
         .connect()
         .await
-        .with_context(|| format!("cannot reach {server}"))?;
-    Ok(AnswersServiceClient::with_interceptor(channel, Bearer::new(token)?))
+        .with_context(|| format!("cannot reach {server}"))
+}
+
+/// Connects to the platform's gRPC endpoint.
+pub async fn connect(server: &str, token: &str) -> anyhow::Result<Client> {
+    Ok(AnswersServiceClient::with_interceptor(channel(server).await?, Bearer::new(token)?))
 }
 
 fn label(assistant: &str, plan: &str) -> String {

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use aap_answers::AnswersConfig;
 use aap_evaluations::gateway::GatewayConfig;
-use aap_platform::auth::{Role, Tokens};
+use aap_platform::auth::{Networks, Role};
+use aap_platform::principals::ConfiguredToken;
 use aap_sessions::{SessionKey, SessionsConfig};
 use clap::Args;
-use secrecy::SecretString;
 
 /// Settings of the platform's services.
 #[derive(Debug, Clone, Args)]
@@ -64,15 +64,28 @@ pub struct ServiceArgs {
     /// An evaluation whose submitted answer is not stored within this long fails with the reason.
     #[arg(long, env = "AAP_SUBMITTED_TIMEOUT_SECS", default_value_t = 600)]
     pub submitted_timeout_secs: u64,
-    /// Customer tokens (AnswersService), comma-separated.
+    /// Customer tokens (AnswersService), comma-separated, each `principal=token` or a bare
+    /// token of the principal `customer`. Recorded as hashes at start; prefer
+    /// `aap token create`, which needs no restart.
     #[arg(long, env = "AAP_CUSTOMER_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub customer_tokens: Vec<String>,
-    /// Bot tokens (EvaluationService, session leases, the HTTP API), comma-separated.
+    /// Bot tokens (EvaluationService, session leases, the HTTP API), as for customers; a bare
+    /// token belongs to the principal `bot`.
     #[arg(long, env = "AAP_BOT_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub bot_tokens: Vec<String>,
-    /// Operator tokens (SessionService administration), comma-separated.
+    /// Operator tokens (SessionService and AdminService), as for customers; a bare token belongs
+    /// to the principal `operator`. The first operator token must come from here.
     #[arg(long, env = "AAP_OPERATOR_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub operator_tokens: Vec<String>,
+    /// Networks (CIDRs or addresses, comma-separated) whose hosts may use the seed's HTTP API
+    /// without a token, each as a bot principal named after its address (`seed-10.1.2.3`):
+    /// for unmodified seed bots, which cannot send one. Off by default; logged at start.
+    #[arg(long, env = "AAP_SEED_HTTP_ALLOW_CIDR", default_value = "", value_parser = parse_networks)]
+    pub seed_http_allow_cidr: Networks,
+}
+
+fn parse_networks(text: &str) -> Result<Networks, String> {
+    Networks::parse(text)
 }
 
 fn parse_session_key(text: &str) -> Result<SessionKey, String> {
@@ -83,15 +96,18 @@ fn read_session_key_file(path: &str) -> Result<SessionKey, String> {
     SessionKey::read_file(std::path::Path::new(path)).map_err(|error| error.to_string())
 }
 
-fn secrets(values: &[String]) -> Vec<SecretString> {
-    values.iter().map(|v| SecretString::from(v.clone())).collect()
-}
-
 impl ServiceArgs {
-    /// The token table.
-    pub fn tokens(&self) -> Tokens {
-        let (c, b, o) = (secrets(&self.customer_tokens), secrets(&self.bot_tokens), secrets(&self.operator_tokens));
-        Tokens::new([(Role::Customer, &c[..]), (Role::Bot, &b[..]), (Role::Operator, &o[..])])
+    /// The configured tokens of every role.
+    pub fn tokens(&self) -> Vec<ConfiguredToken> {
+        let roles = [
+            (Role::Customer, &self.customer_tokens),
+            (Role::Bot, &self.bot_tokens),
+            (Role::Operator, &self.operator_tokens),
+        ];
+        roles
+            .into_iter()
+            .flat_map(|(role, entries)| entries.iter().filter_map(move |entry| ConfiguredToken::parse(role, entry)))
+            .collect()
     }
 
     /// The platform's configuration for the given database and NATS.
@@ -101,6 +117,7 @@ impl ServiceArgs {
             nats_url,
             nats_prefix: self.nats_prefix.clone(),
             tokens: self.tokens(),
+            seed_http_networks: self.seed_http_allow_cidr.clone(),
             model_dir: self.model_dir.clone(),
             answers: AnswersConfig {
                 max_prompt_bytes: self.max_prompt_bytes,

@@ -161,9 +161,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let path = data_dir.join("session.key");
         service.session_key = Some(aap_sessions::SessionKey::load_or_create(&path).context("session key")?);
     }
-    service.customer_tokens = vec![tokens.customer.clone()];
-    service.bot_tokens = vec![tokens.bot.clone()];
-    service.operator_tokens = vec![tokens.operator.clone()];
+    // One principal per role, named for what it is; `aap token create` adds more.
+    service.customer_tokens = vec![format!("dev-customer={}", tokens.customer)];
+    service.bot_tokens = vec![format!("dev-bot={}", tokens.bot)];
+    service.operator_tokens = vec![format!("dev-operator={}", tokens.operator)];
     let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
     let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
     let platform = Platform::start(service.platform(pg.url("aap"), nats.url()), grpc, http).await?;

@@ -1,7 +1,9 @@
 //! The `aap` binary's library: the platform wired in one process ([`platform::Platform`]), the
-//! local development stack (`aap dev`), and the customer client (`aap ask`, `aap watch`).
+//! local development stack (`aap dev`), the customer client (`aap ask`, `aap watch`) and the
+//! operator's token administration (`aap token`).
 
 pub mod client;
 pub mod config;
 pub mod dev;
 pub mod platform;
+pub mod tokens;

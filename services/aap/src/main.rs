@@ -46,6 +46,9 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Creates, lists and revokes the tokens of customers, bots and operators (operator).
+    #[command(subcommand)]
+    Token(aap::tokens::TokenCommand),
     /// Runs a browser bot (the same as `aap-bot`): takes tasks over gRPC or the seed's HTTP API.
     Bot(aap_bot::Args),
     /// Serves the assistant simulators alone, for demos: one origin per site (ChatGPT, Claude,
@@ -171,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             client::print_events(stream, &mut std::io::stdout()).await?;
             Ok(())
         }
+        Command::Token(command) => aap::tokens::run(command).await,
         Command::Bot(args) => {
             let _telemetry = aap_platform::telemetry::init("aap-bot", &args.log_level.to_lowercase())?;
             let config = args.into_config()?;

@@ -12,8 +12,12 @@ use aap_answers::{Answers, AnswersConfig};
 use aap_evaluations::gateway::{Gateway, GatewayConfig};
 use aap_evaluations::grpc::EvaluationGrpc;
 use aap_evaluations::queue::Queue;
-use aap_platform::auth::{AuthLayer, Tokens};
+use aap_platform::admin::AdminGrpc;
+use aap_platform::auth::{AuthLayer, Networks};
 use aap_platform::nats::Topology;
+use aap_platform::principals::{ConfiguredToken, Principals};
+use aap_platform::server::limits;
+use aap_proto::v1::admin_service_server::AdminServiceServer;
 use aap_proto::v1::answers_service_server::AnswersServiceServer;
 use aap_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use aap_proto::v1::session_service_server::SessionServiceServer;
@@ -31,7 +35,10 @@ pub struct PlatformConfig {
     pub nats_url: String,
     /// Prefix of every stream and subject ("aap").
     pub nats_prefix: String,
-    pub tokens: Tokens,
+    /// Tokens from the configuration, recorded (hashed) at start next to those made at run time.
+    pub tokens: Vec<ConfiguredToken>,
+    /// Networks whose bots may use the seed's HTTP API without a token (default: none).
+    pub seed_http_networks: Networks,
     pub model_dir: PathBuf,
     pub answers: AnswersConfig,
     pub gateway: GatewayConfig,
@@ -76,6 +83,7 @@ impl Platform {
         let embedder = aap_embedding::Embedder::load(&config.model_dir)
             .with_context(|| format!("embedding model in {}", config.model_dir.display()))?;
 
+        let principals = Principals::load(pool.clone(), &config.tokens).await.context("token table")?;
         let gateway = Gateway::new(pool.clone(), queue.clone(), config.gateway.clone());
         let answers = Answers::new(pool.clone(), embedder, queue.clone(), config.answers.clone());
         let directory = aap_sessions::SessionDirectory::new(pool.clone(), config.sessions.clone());
@@ -90,22 +98,40 @@ impl Platform {
         let router = tonic::transport::Server::builder()
             // Outermost, so refused calls are traced too and every handler runs in the span.
             .layer(aap_platform::telemetry::GrpcTraceLayer)
-            .layer(AuthLayer::new(config.tokens.clone()))
+            .layer(AuthLayer::new(principals.clone()))
             .add_service(health_service)
             .add_service(aap_platform::server::reflection_v1()?)
             .add_service(aap_platform::server::reflection_v1alpha()?)
-            .add_service(AnswersServiceServer::new(AnswersGrpc::new(answers)))
-            .add_service(EvaluationServiceServer::new(EvaluationGrpc::new(gateway.clone())))
-            .add_service(SessionServiceServer::new(sessions));
+            .add_service(
+                AnswersServiceServer::new(AnswersGrpc::new(answers)).max_decoding_message_size(limits::ANSWERS),
+            )
+            .add_service(
+                EvaluationServiceServer::new(EvaluationGrpc::new(gateway.clone()))
+                    .max_decoding_message_size(limits::EVALUATIONS),
+            )
+            .add_service(SessionServiceServer::new(sessions).max_decoding_message_size(limits::SESSIONS))
+            .add_service(
+                AdminServiceServer::new(AdminGrpc::new(principals.clone())).max_decoding_message_size(limits::ADMIN),
+            );
         let shutdown = stopped(stop_rx.clone());
         tasks.spawn(async move {
             router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown).await.context("grpc server")
         });
 
-        let app = aap_evaluations::http::router(gateway, config.tokens.clone());
+        let http_auth = aap_evaluations::http::HttpAuth {
+            principals: principals.clone(),
+            token_less: config.seed_http_networks.clone(),
+        };
+        let app = aap_evaluations::http::router(gateway, http_auth).into_make_service_with_connect_info::<SocketAddr>();
         let shutdown = stopped(stop_rx.clone());
         tasks
             .spawn(async move { axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server") });
+
+        let shutdown = stopped(stop_rx.clone());
+        tasks.spawn(async move {
+            principals.keep_fresh(shutdown).await;
+            Ok(())
+        });
 
         let (p, q, tick, timeouts) = (pool.clone(), queue.clone(), config.scheduler_tick, config.timeouts);
         let shutdown = stopped(stop_rx.clone());

@@ -65,7 +65,8 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
     let (stop, bot) = start_bot(&app, &sim, "e2e-bot");
 
     let prompt = "What are the best laptops under $1,000?";
-    let events = ask(&app, ask_text(prompt, &["chatgpt"])).await;
+    // As an operator, who sees which bot and account answered.
+    let events = ask_as(&app, OPERATOR, ask_text(prompt, &["chatgpt"])).await;
     stop.send(true).expect("stop bot");
     bot.await.expect("bot stopped cleanly");
 
@@ -226,7 +227,7 @@ async fn one_prompt_is_answered_by_all_four_assistants_at_once() {
 
     // No targets: every assistant the platform serves.
     let prompt = "Which project management tool suits a remote team of ten?";
-    let events = within("answers from all four", 5, ask(&app, ask_text(prompt, &[]))).await;
+    let events = within("answers from all four", 5, ask_as(&app, OPERATOR, ask_text(prompt, &[]))).await;
     for (stop, bot) in bots {
         stop.send(true).expect("stop");
         within("a bot stops", 2, bot).await.expect("bot stopped");

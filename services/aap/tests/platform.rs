@@ -69,7 +69,7 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
         ("Acer Swift Go 14", "https://shop.example/acer", "$749.99", 1),
         "product links are cleaned like citations"
     );
-    assert_eq!(answer.bot_id, "test-bot");
+    assert_eq!(answer.bot_id, "", "customers do not see which bot answered");
     assert_eq!(answer.account_id, "", "no lease, no account");
     assert_eq!(completed(&events).answered, 1);
 
@@ -219,6 +219,7 @@ async fn release_as_failed_ends_the_evaluation_with_the_bots_reason() {
             evaluation_id: task.evaluation_id,
             mark_as_failed: true,
             failure_reason: "No citations found after 3 attempts".into(),
+            ..Default::default()
         })
         .await
         .expect("release")
@@ -236,6 +237,7 @@ async fn release_as_failed_ends_the_evaluation_with_the_bots_reason() {
             evaluation_id: task.evaluation_id,
             mark_as_failed: true,
             failure_reason: String::new(),
+            ..Default::default()
         })
         .await
         .expect_err("second release");
@@ -254,6 +256,7 @@ async fn released_task_goes_back_to_the_queue_for_another_bot() {
             evaluation_id: task.evaluation_id,
             mark_as_failed: false,
             failure_reason: "rate limited".into(),
+            ..Default::default()
         })
         .await
         .expect("release");
@@ -438,6 +441,7 @@ async fn a_search_without_an_overview_is_an_answer_of_its_own_kind_and_bad_submi
         evaluation_id: task.evaluation_id,
         mark_as_failed: true,
         failure_reason: "selector-missing\0".into(),
+        ..Default::default()
     };
     let status = app.evaluations().release(reason).await.expect_err("a NUL reason is refused");
     assert!(status.message().contains("invalid failure_reason:"), "{}", status.message());

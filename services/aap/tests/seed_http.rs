@@ -194,3 +194,55 @@ async fn what_the_seeds_python_bot_sends_is_taken_naive_timestamps_extra_fields_
     assert_eq!(response.status().as_u16(), 415);
     assert!(response.text().await.expect("body").starts_with(r#"{"detail":"#));
 }
+
+/// Polls with `post` until a task comes; returns its evaluation id.
+async fn poll_seed_task(app: &TestApp, token: Option<&str>) -> i64 {
+    for _ in 0..200 {
+        let (status, body) = post(app, "poll", token, r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#).await;
+        assert_eq!(status, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if let Some(id) = json["evaluation_id"].as_i64() {
+            return id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no task was polled");
+}
+
+#[tokio::test]
+async fn token_less_seed_bots_are_admitted_from_allowed_networks_only_each_its_own_principal() {
+    let allowed = Options {
+        seed_http_networks: aap_platform::auth::Networks::parse("10.0.0.0/8, 127.0.0.1").expect("networks"),
+        ..Options::default()
+    };
+    let app = spawn_app_with(allowed).await;
+    let stream = app.answers().ask(ask_text("Which tent survives a storm?", &["chatgpt"])).await.expect("ask");
+    let waiting = tokio::spawn(collect(stream.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let id = poll_seed_task(&app, None).await;
+    let (principal,): (Option<String>,) = sqlx::query_as("SELECT claimed_principal FROM evaluations WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("row");
+    assert_eq!(principal.as_deref(), Some("seed-127.0.0.1"), "the host is the principal");
+    // A token-holding bot is another principal: it cannot answer the host's claim.
+    let submit = format!(
+        r#"{{"evaluation_id": {id}, "answer": {{"response": "A tunnel tent.", "citations": [], "timestamp": "2026-12-02T10:00:00"}}}}"#
+    );
+    let (status, body) = post(&app, "submit", Some(BOT), &submit).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post(&app, "submit", None, &submit).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(first_answer(&waiting.await.expect("stream")).response_text, "A tunnel tent.");
+    // A wrong token is never excused by the network.
+    let (status, _) = post(&app, "poll", Some("wrong"), r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#).await;
+    assert_eq!(status, 401);
+
+    let elsewhere = Options {
+        seed_http_networks: aap_platform::auth::Networks::parse("10.0.0.0/8").expect("networks"),
+        ..Options::default()
+    };
+    let app = spawn_app_with(elsewhere).await;
+    let (status, body) = post(&app, "poll", None, r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#).await;
+    assert_eq!(status, 401, "127.0.0.1 is not in 10.0.0.0/8: {body}");
+}

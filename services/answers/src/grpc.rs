@@ -2,9 +2,10 @@
 
 use std::pin::Pin;
 
+use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::answers_service_server::AnswersService;
 use aap_proto::v1::ask_request::Query as ProtoQuery;
-use aap_proto::v1::{AskRequest, AskResponse, SimilarPolicy, WatchRequest, WatchResponse};
+use aap_proto::v1::{AnswerEvent, AskRequest, AskResponse, SimilarPolicy, WatchRequest, WatchResponse};
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -40,6 +41,33 @@ impl From<AnswersError> for Status {
     }
 }
 
+/// What a customer sees of an event: answers without the internal identifiers of the fleet
+/// (the bot, the leased account and its label, which may be an e-mail address), failures
+/// without the bot's evidence reference. Operators see everything.
+fn for_caller(mut event: AnswerEvent, operator: bool) -> AnswerEvent {
+    if operator {
+        return event;
+    }
+    match &mut event.event {
+        Some(Event::Cached(answer) | Event::Answer(answer)) => {
+            answer.bot_id.clear();
+            answer.account_id.clear();
+            answer.account_label.clear();
+        }
+        Some(Event::Failed(failed)) => {
+            if let Some(at) = failed.reason.find(" [evidence: ") {
+                failed.reason.truncate(at);
+            }
+        }
+        _ => {}
+    }
+    event
+}
+
+fn is_operator<T>(request: &Request<T>) -> bool {
+    request.extensions().get::<aap_platform::auth::Caller>().is_some_and(|caller| caller.is_operator())
+}
+
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -48,6 +76,7 @@ impl AnswersService for AnswersGrpc {
     type WatchStream = EventStream<WatchResponse>;
 
     async fn ask(&self, request: Request<AskRequest>) -> Result<Response<Self::AskStream>, Status> {
+        let operator = is_operator(&request);
         let req = request.into_inner();
         let query = match req.query {
             Some(ProtoQuery::Prompt(text)) => Query::Text(text),
@@ -63,15 +92,52 @@ impl AnswersService for AnswersGrpc {
         let targets = parse_targets(req.targets.into_iter().map(|t| (t.assistant, t.plan)))?;
         let query = AskQuery { query, targets, policy, min_similarity: req.min_similarity };
         let events = self.answers.ask(query).await?;
-        let stream = ReceiverStream::new(events).map(|event| Ok(AskResponse { event: Some(event) }));
+        let stream =
+            ReceiverStream::new(events).map(move |event| Ok(AskResponse { event: Some(for_caller(event, operator)) }));
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let operator = is_operator(&request);
         let req = request.into_inner();
         let targets = req.targets.into_iter().map(|t| (t.assistant, t.plan)).collect();
         let events = self.answers.watch(req.prompt_id, targets).await?;
-        let stream = ReceiverStream::new(events).map(|event| Ok(WatchResponse { event: Some(event) }));
+        let stream = ReceiverStream::new(events)
+            .map(move |event| Ok(WatchResponse { event: Some(for_caller(event, operator)) }));
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aap_proto::v1::{Answer, EvaluationFailed};
+
+    fn answer() -> AnswerEvent {
+        let answer = Answer {
+            bot_id: "bot-eu-7".into(),
+            account_id: "0b8e".into(),
+            account_label: "ops@example.com".into(),
+            response_text: "text".into(),
+            ..Answer::default()
+        };
+        AnswerEvent { event: Some(Event::Answer(answer)) }
+    }
+
+    #[test]
+    fn customers_do_not_see_the_fleets_identifiers() {
+        let Some(Event::Answer(seen)) = for_caller(answer(), false).event else { panic!("not an answer") };
+        assert_eq!((seen.bot_id.as_str(), seen.account_id.as_str(), seen.account_label.as_str()), ("", "", ""));
+        assert_eq!(seen.response_text, "text");
+        let Some(Event::Answer(seen)) = for_caller(answer(), true).event else { panic!("not an answer") };
+        assert_eq!(seen.account_label, "ops@example.com");
+        let failed = AnswerEvent {
+            event: Some(Event::Failed(EvaluationFailed {
+                reason: "login wall (after 3 attempts) [evidence: chatgpt-42-1]".into(),
+                ..EvaluationFailed::default()
+            })),
+        };
+        let Some(Event::Failed(seen)) = for_caller(failed, false).event else { panic!("not a failure") };
+        assert_eq!(seen.reason, "login wall (after 3 attempts)");
     }
 }

@@ -9,6 +9,8 @@ pub enum EvalError {
     InvalidArgument { field: &'static str, reason: String },
     #[error("evaluation {0} does not exist")]
     NotFound(i64),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("evaluation {id} is {status}: {what}")]
     WrongState { id: i64, status: String, what: &'static str },
     #[error("task queue unavailable: {0}")]
@@ -31,6 +33,7 @@ impl From<EvalError> for Status {
         match &err {
             EvalError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
             EvalError::NotFound(_) => Status::not_found(err.to_string()),
+            EvalError::PermissionDenied(_) => Status::permission_denied(err.to_string()),
             EvalError::WrongState { .. } => Status::failed_precondition(err.to_string()),
             EvalError::Queue(_) => {
                 tracing::warn!(error = %err, "task queue unavailable");

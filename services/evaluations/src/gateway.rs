@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aap_platform::auth::Caller;
 use aap_platform::{assistants, input, telemetry};
 use aap_proto::v1::Task;
 use chrono::{DateTime, Utc};
@@ -15,7 +16,7 @@ use tracing::Instrument as _;
 
 use crate::model::{AnswerKind, Capture, Product, RawCitation, ResultMessage, Status, clean_citations, clean_products};
 use crate::queue::{Queue, Settle};
-use crate::store::{self, ClaimOutcome, EvaluationRow};
+use crate::store::{self, ClaimOutcome, EvaluationRow, Holder};
 use crate::{EvalError, EvalResult};
 
 /// Gateway settings.
@@ -136,6 +137,18 @@ pub fn parse_serves(targets: impl IntoIterator<Item = (String, String)>) -> Eval
     Ok(serves)
 }
 
+/// Refuses to let a bot take tasks of an assistant its principal may not serve.
+pub fn admit_serves(caller: &Caller, serves: &Serves) -> EvalResult<()> {
+    match serves.iter().find(|(assistant, _)| !caller.may_serve(assistant)) {
+        None => Ok(()),
+        Some((assistant, _)) => Err(EvalError::PermissionDenied(format!(
+            "principal {} may not serve {assistant}; it serves {}",
+            caller.principal,
+            if caller.assistants.is_empty() { "no assistant".to_owned() } else { caller.assistants.join(", ") }
+        ))),
+    }
+}
+
 /// The bot gateway.
 #[derive(Clone)]
 pub struct Gateway {
@@ -177,8 +190,8 @@ impl Gateway {
     }
 
     /// Claims the next waiting task for a bot, or `None` at once when none waits.
-    #[tracing::instrument(skip(self, serves), fields(bot_id))]
-    pub async fn poll(&self, bot_id: &str, serves: &Serves, ttl: Duration) -> EvalResult<Option<Task>> {
+    #[tracing::instrument(skip(self, serves), fields(principal = %holder.principal, bot_id = %holder.bot_id))]
+    pub async fn poll(&self, holder: &Holder, serves: &Serves, ttl: Duration) -> EvalResult<Option<Task>> {
         // Stale deliveries (answered or failed meanwhile) are settled and skipped; the bound
         // keeps one poll from draining a long backlog of them.
         for _ in 0..32 {
@@ -186,11 +199,17 @@ impl Gateway {
                 return Ok(None);
             };
             let id = delivery.task.evaluation_id;
-            match store::claim(&self.pool, id, &delivery.ack_subject, bot_id, ttl).await? {
+            match store::claim(&self.pool, id, &delivery.ack_subject, holder, ttl).await? {
                 ClaimOutcome::Claimed(row) => {
                     // The claim belongs to the prompt's trace (the asker's context stored on the
                     // evaluation), linked to the bot's poll that made it.
-                    let span = tracing::info_span!("task.claimed", evaluation_id = id, attempt = row.attempts, bot_id);
+                    let span = tracing::info_span!(
+                        "task.claimed",
+                        evaluation_id = id,
+                        attempt = row.attempts,
+                        principal = %holder.principal,
+                        bot_id = %holder.bot_id
+                    );
                     telemetry::set_parent(&span, &row.trace_context.0);
                     telemetry::link_to_current(&span);
                     async {
@@ -215,9 +234,9 @@ impl Gateway {
         Ok(None)
     }
 
-    /// Extends the claim on a task; returns its new end.
-    pub async fn heartbeat(&self, evaluation_id: i64, ttl: Duration) -> EvalResult<DateTime<Utc>> {
-        match store::extend_claim(&self.pool, evaluation_id, ttl).await? {
+    /// Extends the claim `holder` holds on a task; returns its new end.
+    pub async fn heartbeat(&self, evaluation_id: i64, ttl: Duration, holder: &Holder) -> EvalResult<DateTime<Utc>> {
+        match store::extend_claim(&self.pool, evaluation_id, ttl, holder).await? {
             Some(row) => {
                 if let Some(subject) = &row.ack_subject {
                     self.queue.settle(subject, Settle::Progress).await;
@@ -228,14 +247,14 @@ impl Gateway {
                     what: "cannot extend",
                 })
             }
-            None => Err(self.state_error(evaluation_id, "cannot extend a claim that is not held").await),
+            None => Err(self.state_error(evaluation_id, "cannot extend a claim that is not held", holder).await),
         }
     }
 
-    /// Takes the answer to a claimed task: hands it to the ingest over the results stream and
-    /// settles the task.
+    /// Takes the answer to a task `principal`'s bot (`submission.bot_id`, any of its bots when
+    /// empty) claimed: hands it to the ingest over the results stream and settles the task.
     #[tracing::instrument(skip(self, submission), fields(evaluation_id = submission.evaluation_id))]
-    pub async fn submit(&self, submission: Submission) -> EvalResult<()> {
+    pub async fn submit(&self, principal: &str, submission: Submission) -> EvalResult<()> {
         let id = submission.evaluation_id;
         match submission.kind {
             AnswerKind::Text if submission.response_text.trim().is_empty() => {
@@ -247,8 +266,9 @@ impl Gateway {
             _ => {}
         }
         check_submission(&submission)?;
-        let Some(row) = store::mark_submitted(&self.pool, id).await? else {
-            return Err(self.state_error(id, "cannot take an answer").await);
+        let holder = Holder::new(principal, &submission.bot_id);
+        let Some(row) = store::mark_submitted(&self.pool, id, &holder).await? else {
+            return Err(self.state_error(id, "cannot take an answer", &holder).await);
         };
         let markdown = if submission.response_markdown.trim().is_empty() {
             submission.response_text.clone()
@@ -264,7 +284,7 @@ impl Gateway {
             response_markdown: markdown,
             citations: clean_citations(submission.citations),
             captured_at: submission.captured_at.unwrap_or_else(Utc::now),
-            bot_id: submission.bot_id,
+            bot_id: if submission.bot_id.trim().is_empty() { principal.to_owned() } else { submission.bot_id },
             lease_id: submission.lease_id,
             trace_context: aap_platform::telemetry::current_context(),
             kind: submission.kind,
@@ -289,14 +309,14 @@ impl Gateway {
         Ok(())
     }
 
-    /// Gives a claimed task back: failed for good when `fail` (or no attempts are left),
-    /// otherwise queued for another bot.
-    #[tracing::instrument(skip(self, reason))]
-    pub async fn release(&self, evaluation_id: i64, fail: bool, reason: &str) -> EvalResult<Status> {
+    /// Gives a task `holder` claimed back: failed for good when `fail` (or no attempts are
+    /// left), otherwise queued for another bot.
+    #[tracing::instrument(skip(self, reason, holder), fields(principal = %holder.principal))]
+    pub async fn release(&self, evaluation_id: i64, fail: bool, reason: &str, holder: &Holder) -> EvalResult<Status> {
         check("failure_reason", input::check_text(reason, MAX_REASON_CHARS))?;
         let reason = if reason.trim().is_empty() { "released by the bot" } else { reason.trim() };
-        let Some(row) = store::release(&self.pool, evaluation_id, fail, reason).await? else {
-            return Err(self.state_error(evaluation_id, "cannot be released").await);
+        let Some(row) = store::release(&self.pool, evaluation_id, fail, reason, holder).await? else {
+            return Err(self.state_error(evaluation_id, "cannot be released", holder).await);
         };
         let status = row.status();
         if let Some(subject) = &row.ack_subject {
@@ -308,8 +328,13 @@ impl Gateway {
         Ok(status)
     }
 
-    async fn state_error(&self, id: i64, what: &'static str) -> EvalError {
+    /// Why `holder` could not act on evaluation `id`: it does not exist, another bot holds (or
+    /// held) its claim, or it is in the wrong state.
+    async fn state_error(&self, id: i64, what: &'static str, holder: &Holder) -> EvalError {
         match store::evaluation(&self.pool, id).await {
+            Ok(Some(row)) if row.claimed_principal.is_some() && !holder.holds(&row) => EvalError::PermissionDenied(
+                format!("evaluation {id} is claimed by another bot: only the bot that holds a claim may act on it"),
+            ),
             Ok(Some(row)) => EvalError::WrongState { id, status: row.status, what },
             Ok(None) => EvalError::NotFound(id),
             Err(err) => EvalError::Database(err),
@@ -321,7 +346,7 @@ impl Gateway {
     /// still holds when the stream ends.
     pub async fn run_claim_session(
         &self,
-        bot_id: String,
+        holder: Holder,
         serves: Serves,
         initial_credit: u32,
         mut inbound: impl futures::Stream<Item = ClaimInput> + Unpin + Send,
@@ -341,12 +366,12 @@ impl Gateway {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             if credit > 0 {
-                match self.poll(&bot_id, &serves, self.config.claim_ttl).await {
+                match self.poll(&holder, &serves, self.config.claim_ttl).await {
                     Ok(Some(task)) => {
                         let id = task.evaluation_id;
                         if tasks.send(task).await.is_err() {
                             // The bot went away between the claim and the push.
-                            self.hand_back(id).await;
+                            self.hand_back(id, &holder).await;
                             break;
                         }
                         held.insert(id);
@@ -362,7 +387,7 @@ impl Gateway {
                     Some(ClaimInput::Ready(n)) => credit = credit.saturating_add(n),
                     Some(ClaimInput::Heartbeat(ids)) => {
                         for id in ids {
-                            if let Err(err) = self.heartbeat(id, self.config.claim_ttl).await {
+                            if let Err(err) = self.heartbeat(id, self.config.claim_ttl, &holder).await {
                                 tracing::info!(evaluation_id = id, error = %err, "heartbeat refused");
                                 held.remove(&id);
                             }
@@ -375,15 +400,15 @@ impl Gateway {
             }
         }
         for id in held {
-            self.hand_back(id).await;
+            self.hand_back(id, &holder).await;
         }
-        tracing::info!(bot_id, "claim stream closed");
+        tracing::info!(principal = %holder.principal, bot_id = %holder.bot_id, "claim stream closed");
     }
 
     /// Returns a task a vanished bot held to the queue, unless it was finished meanwhile.
-    async fn hand_back(&self, id: i64) {
-        match self.release(id, false, "the bot's claim stream closed").await {
-            Ok(_) | Err(EvalError::WrongState { .. } | EvalError::NotFound(_)) => {}
+    async fn hand_back(&self, id: i64, holder: &Holder) {
+        match self.release(id, false, "the bot's claim stream closed", holder).await {
+            Ok(_) | Err(EvalError::WrongState { .. } | EvalError::NotFound(_) | EvalError::PermissionDenied(_)) => {}
             Err(err) => tracing::warn!(evaluation_id = id, error = %err, "cannot hand a task back"),
         }
     }

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::gateway::{ClaimInput, Gateway, Submission, parse_serves, timestamp};
+use crate::gateway::{ClaimInput, Gateway, Submission, admit_serves, parse_serves, timestamp};
 use crate::model::{AnswerKind, Capture, CitationKind, CitationOrigin, Product, RawCitation};
+use crate::store::Holder;
 use aap_proto::v1::{
     AnswerKind as ProtoAnswerKind, CitationKind as ProtoCitationKind, CitationOrigin as ProtoCitationOrigin,
 };
@@ -123,6 +124,18 @@ fn parse_time(t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>
     }
 }
 
+/// A bot id: a short line; the claim's holder is checked against it.
+fn check_bot_id(bot_id: &str) -> Result<(), Status> {
+    aap_platform::input::check_line(bot_id, crate::gateway::MAX_NAME_CHARS)
+        .map_err(|reason| Status::invalid_argument(format!("invalid bot_id: {reason}")))
+}
+
+/// The bot id a claim is recorded under: the bot's own, or its principal's name when it sends
+/// none.
+fn bot_id_or_principal(bot_id: &str, principal: &str) -> String {
+    if bot_id.trim().is_empty() { principal.to_owned() } else { bot_id.trim().to_owned() }
+}
+
 type ClaimStream = Pin<Box<dyn Stream<Item = Result<ClaimResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -130,13 +143,16 @@ impl EvaluationService for EvaluationGrpc {
     type ClaimStream = ClaimStream;
 
     async fn claim(&self, request: Request<Streaming<ClaimRequest>>) -> Result<Response<ClaimStream>, Status> {
+        let caller = aap_platform::auth::caller(&request)?;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(ClaimRequest { msg: Some(ClaimMsg::Hello(hello)) }) => hello,
             _ => return Err(Status::invalid_argument("the first message of a claim stream must be hello")),
         };
         let serves = parse_serves(hello.serves.into_iter().map(|t| (t.assistant, t.plan)))?;
-        let bot_id = if hello.bot_id.trim().is_empty() { "anonymous-bot".to_owned() } else { hello.bot_id };
+        admit_serves(&caller, &serves)?;
+        check_bot_id(&hello.bot_id)?;
+        let holder = Holder::new(&caller.principal, &bot_id_or_principal(&hello.bot_id, &caller.principal));
         let (out_tx, out_rx) = mpsc::channel::<Result<ClaimResponse, Status>>(8);
         let welcome = ClaimResponse {
             msg: Some(ClaimReply::Welcome(ClaimWelcome {
@@ -158,7 +174,7 @@ impl EvaluationService for EvaluationGrpc {
         let gateway = self.gateway.clone();
         let max_tasks = hello.max_tasks;
         tokio::spawn(async move {
-            gateway.run_claim_session(bot_id, serves, max_tasks, inputs, task_tx).await;
+            gateway.run_claim_session(holder, serves, max_tasks, inputs, task_tx).await;
         });
         tokio::spawn(async move {
             while let Some(task) = task_rx.recv().await {
@@ -172,21 +188,29 @@ impl EvaluationService for EvaluationGrpc {
     }
 
     async fn poll(&self, request: Request<PollRequest>) -> Result<Response<PollResponse>, Status> {
+        let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
-        let target = req.serves.ok_or_else(|| Status::invalid_argument("serves is required"))?;
+        let target = req.serves.ok_or_else(|| Status::invalid_argument("invalid serves: required"))?;
         let serves = parse_serves([(target.assistant, target.plan)])?;
+        admit_serves(&caller, &serves)?;
+        check_bot_id(&req.bot_id)?;
+        let holder = Holder::new(&caller.principal, &bot_id_or_principal(&req.bot_id, &caller.principal));
         let ttl = self.gateway.config().poll_claim_ttl;
-        let task = self.gateway.poll(&req.bot_id, &serves, ttl).await?;
+        let task = self.gateway.poll(&holder, &serves, ttl).await?;
         Ok(Response::new(PollResponse { task }))
     }
 
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
-        let id = request.into_inner().evaluation_id;
-        let until = self.gateway.heartbeat(id, self.gateway.config().claim_ttl).await?;
+        let caller = aap_platform::auth::caller(&request)?;
+        let req = request.into_inner();
+        check_bot_id(&req.bot_id)?;
+        let holder = Holder::new(&caller.principal, &req.bot_id);
+        let until = self.gateway.heartbeat(req.evaluation_id, self.gateway.config().claim_ttl, &holder).await?;
         Ok(Response::new(HeartbeatResponse { claim_expires_at: Some(timestamp(until)) }))
     }
 
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
+        let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
         let submission = Submission {
             evaluation_id: req.evaluation_id,
@@ -201,13 +225,16 @@ impl EvaluationService for EvaluationGrpc {
             search_queries: req.search_queries,
             products: req.products.into_iter().map(parse_product).collect(),
         };
-        self.gateway.submit(submission).await?;
+        self.gateway.submit(&caller.principal, submission).await?;
         Ok(Response::new(SubmitResponse { evaluation_id: req.evaluation_id, status: "submitted".into() }))
     }
 
     async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {
+        let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
-        self.gateway.release(req.evaluation_id, req.mark_as_failed, &req.failure_reason).await?;
+        check_bot_id(&req.bot_id)?;
+        let holder = Holder::new(&caller.principal, &req.bot_id);
+        self.gateway.release(req.evaluation_id, req.mark_as_failed, &req.failure_reason, &holder).await?;
         Ok(Response::new(ReleaseResponse { evaluation_id: req.evaluation_id, action: "released".into() }))
     }
 }

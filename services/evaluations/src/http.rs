@@ -2,8 +2,11 @@
 //! with the seed's JSON, for bots written to it. A thin adapter over [`Gateway`].
 
 use aap_platform::assistants;
-use aap_platform::auth::{AuthError, Role, Tokens};
-use axum::extract::{FromRequest, State};
+use std::net::SocketAddr;
+
+use aap_platform::auth::{Access, AuthError, Caller, Networks, Role};
+use aap_platform::principals::Principals;
+use axum::extract::{ConnectInfo, Extension, FromRequest, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -12,34 +15,71 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::EvalError;
-use crate::gateway::{Gateway, Submission, parse_serves};
+use crate::gateway::{Gateway, Submission, admit_serves, parse_serves};
 use crate::model::{AnswerKind, Capture, CitationKind, CitationOrigin, RawCitation};
+use crate::store::Holder;
 
 #[derive(Clone)]
 struct ApiState {
     gateway: Gateway,
 }
 
-/// The router of the seed's API.
-pub fn router(gateway: Gateway, tokens: Tokens) -> Router {
+/// Who may call the seed's API: bots with a token, and, when an operator allows it, token-less
+/// bots from listed networks.
+#[derive(Debug, Clone)]
+pub struct HttpAuth {
+    pub principals: Principals,
+    pub token_less: Networks,
+}
+
+/// Largest request body the API reads (after the token is checked): the seed's answers are
+/// text with citations, far below it.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The router of the seed's API. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so token-less networks can be checked.
+pub fn router(gateway: Gateway, auth: HttpAuth) -> Router {
+    if !auth.token_less.is_empty() {
+        tracing::warn!(networks = %auth.token_less, "seed HTTP API admits token-less bots from these networks");
+    }
     Router::new()
         .route("/evaluations/api/v1/poll", post(poll))
         .route("/evaluations/api/v1/submit", post(submit))
         .route("/evaluations/api/v1/release", post(release))
-        .layer(axum::middleware::from_fn_with_state(tokens, bots_only))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(auth, bots_only))
         .layer(axum::middleware::from_fn(traced))
         .with_state(ApiState { gateway })
 }
 
 /// Refuses every caller without a bot token before anything reads the body: an unauthenticated
-/// request costs no parsing and learns nothing from validation errors.
+/// request costs no parsing and learns nothing from validation errors. A request without an
+/// `Authorization` header from an allowed network acts as that host's bot principal.
 async fn bots_only(
-    State(tokens): State<Tokens>,
-    request: axum::extract::Request,
+    State(auth): State<HttpAuth>,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    match tokens.authorize(request.headers(), Role::Bot) {
-        Ok(_) => next.run(request).await,
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let token_less = match peer {
+        Some(peer) if !request.headers().contains_key(axum::http::header::AUTHORIZATION) => {
+            auth.token_less.caller(peer)
+        }
+        _ => None,
+    };
+    let caller = match token_less {
+        Some(caller) => Ok(caller),
+        None => auth
+            .principals
+            .authorize(request.headers(), Access::Roles(&[Role::Bot]))
+            .and_then(|caller| caller.ok_or(AuthError::Missing)),
+    };
+    match caller {
+        Ok(caller) => {
+            tracing::Span::current().record("enduser.id", &*caller.principal);
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
         Err(error) => ApiError::from(error).into_response(),
     }
 }
@@ -54,6 +94,7 @@ async fn traced(request: axum::extract::Request, next: axum::middleware::Next) -
         otel.kind = "server",
         otel.name = %format!("POST {}", request.uri().path()),
         http.route = %request.uri().path(),
+        enduser.id = tracing::field::Empty,
     );
     aap_platform::telemetry::set_parent(&span, &aap_platform::telemetry::context_from_headers(request.headers()));
     next.run(request).instrument(span).await
@@ -77,6 +118,7 @@ impl From<EvalError> for ApiError {
         let status = match &err {
             EvalError::InvalidArgument { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             EvalError::NotFound(_) => StatusCode::NOT_FOUND,
+            EvalError::PermissionDenied(_) => StatusCode::FORBIDDEN,
             EvalError::WrongState { .. } => StatusCode::CONFLICT,
             EvalError::Queue(_) => StatusCode::SERVICE_UNAVAILABLE,
             EvalError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -95,8 +137,8 @@ impl From<EvalError> for ApiError {
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> ApiError {
         let status = match err {
-            AuthError::Missing | AuthError::Unknown => StatusCode::UNAUTHORIZED,
-            AuthError::WrongRole { .. } => StatusCode::FORBIDDEN,
+            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => StatusCode::UNAUTHORIZED,
+            AuthError::WrongRole { .. } | AuthError::UnknownMethod(_) => StatusCode::FORBIDDEN,
         };
         ApiError { status, detail: err.to_string() }
     }
@@ -167,13 +209,19 @@ struct PollReply {
     claimed_at: Option<String>,
 }
 
-async fn poll(State(state): State<ApiState>, SeedJson(body): SeedJson<PollBody>) -> Result<Json<PollReply>, ApiError> {
+async fn poll(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+    SeedJson(body): SeedJson<PollBody>,
+) -> Result<Json<PollReply>, ApiError> {
     let assistant = assistants::by_seed_name(&body.assistant_name)
         .ok_or_else(|| EvalError::invalid("assistant_name", format!("unknown assistant {:?}", body.assistant_name)))?;
     let serves = parse_serves([(assistant.id.to_owned(), body.plan_name)])?;
-    let bot_id = format!("http-bot:{}", assistant.id);
+    admit_serves(&caller, &serves)?;
+    // The seed's bots send no id of their own: the principal is the holder.
+    let holder = Holder::new(&caller.principal, &caller.principal);
     let ttl = state.gateway.config().poll_claim_ttl;
-    let Some(task) = state.gateway.poll(&bot_id, &serves, ttl).await? else {
+    let Some(task) = state.gateway.poll(&holder, &serves, ttl).await? else {
         return Ok(Json(PollReply::default()));
     };
     Ok(Json(PollReply {
@@ -214,6 +262,7 @@ struct SubmitReply {
 
 async fn submit(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     SeedJson(body): SeedJson<SubmitBody>,
 ) -> Result<Json<SubmitReply>, ApiError> {
     let submission = Submission {
@@ -232,14 +281,14 @@ async fn submit(
             })
             .collect(),
         captured_at: Some(body.answer.timestamp),
-        bot_id: "http-bot".to_owned(),
+        bot_id: String::new(),
         lease_id: String::new(),
         kind: AnswerKind::Text,
         capture: Capture::default(),
         search_queries: Vec::new(),
         products: Vec::new(),
     };
-    state.gateway.submit(submission).await?;
+    state.gateway.submit(&caller.principal, submission).await?;
     Ok(Json(SubmitReply { evaluation_id: body.evaluation_id, status: "submitted" }))
 }
 
@@ -259,9 +308,11 @@ struct ReleaseReply {
 
 async fn release(
     State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
     SeedJson(body): SeedJson<ReleaseBody>,
 ) -> Result<Json<ReleaseReply>, ApiError> {
     let reason = body.failure_reason.unwrap_or_default();
-    state.gateway.release(body.evaluation_id, body.mark_as_failed, &reason).await?;
+    let holder = Holder::new(&caller.principal, "");
+    state.gateway.release(body.evaluation_id, body.mark_as_failed, &reason, &holder).await?;
     Ok(Json(ReleaseReply { evaluation_id: body.evaluation_id, action: "released" }))
 }

@@ -27,6 +27,10 @@ pub struct EvaluationRow {
     pub failure_reason: Option<String>,
     pub trace_context: Json<HashMap<String, String>>,
     pub updated_at: DateTime<Utc>,
+    /// The bot id that holds (or last held) the claim.
+    pub claimed_by: Option<String>,
+    /// The principal whose bot holds (or last held) the claim.
+    pub claimed_principal: Option<String>,
 }
 
 impl EvaluationRow {
@@ -70,12 +74,37 @@ pub struct AnswerRow {
 
 const SELECT_EVALUATION: &str = "SELECT e.id, e.prompt_id, p.text AS prompt_text, e.assistant, e.plan, e.status, \
      e.attempts, e.max_attempts, e.ack_subject, e.claim_expires_at, e.failure_reason, \
-     e.trace_context, e.updated_at \
+     e.trace_context, e.updated_at, e.claimed_by, e.claimed_principal \
      FROM evaluations e JOIN prompts p ON p.id = e.prompt_id";
 
 const RETURNING_EVALUATION: &str = "RETURNING id, prompt_id, (SELECT text FROM prompts WHERE id = prompt_id) AS prompt_text, \
      assistant, plan, status, attempts, max_attempts, ack_subject, claim_expires_at, failure_reason, \
-     trace_context, updated_at";
+     trace_context, updated_at, claimed_by, claimed_principal";
+
+/// Who holds a claim, or asks to act on one: the bot's principal, and its bot id when the
+/// caller names one (an empty bot id matches any bot of the principal).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub principal: String,
+    pub bot_id: String,
+}
+
+impl Holder {
+    pub fn new(principal: &str, bot_id: &str) -> Holder {
+        Holder { principal: principal.to_owned(), bot_id: bot_id.trim().to_owned() }
+    }
+
+    /// Whether this caller holds the claim recorded on `row`.
+    pub fn holds(&self, row: &EvaluationRow) -> bool {
+        row.claimed_principal.as_deref() == Some(self.principal.as_str())
+            && (self.bot_id.is_empty() || row.claimed_by.as_deref() == Some(self.bot_id.as_str()))
+    }
+}
+
+/// The condition a claim's holder must meet, with `$p` (principal) and `$b` (bot id) bound.
+fn held_by(p: u8, b: u8) -> String {
+    format!("claimed_principal = ${p} AND (${b} = '' OR claimed_by = ${b})")
+}
 
 /// Creates a pending evaluation for the target unless one is live or answered already.
 /// Returns the live evaluation (new or existing) and whether it was created; `None` when the
@@ -188,21 +217,22 @@ pub async fn claim(
     pool: &PgPool,
     id: i64,
     ack_subject: &str,
-    bot_id: &str,
+    holder: &Holder,
     ttl: Duration,
 ) -> sqlx::Result<ClaimOutcome> {
     let sql = format!(
         "UPDATE evaluations SET status = 'claimed', attempts = attempts + 1, ack_subject = $2, \
          claimed_by = $3, claimed_at = now(), claim_expires_at = now() + make_interval(secs => $4), \
-         updated_at = now() \
+         claimed_principal = $5, updated_at = now() \
          WHERE id = $1 AND status IN ('pending', 'queued', 'claimed') AND attempts < max_attempts \
          {RETURNING_EVALUATION}"
     );
     let claimed: Option<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(id)
         .bind(ack_subject)
-        .bind(bot_id)
+        .bind(&holder.bot_id)
         .bind(ttl.as_secs_f64())
+        .bind(&holder.principal)
         .fetch_optional(pool)
         .await?;
     if let Some(row) = claimed {
@@ -219,24 +249,38 @@ pub async fn claim(
     Ok(exhausted.map_or(ClaimOutcome::Stale, ClaimOutcome::Exhausted))
 }
 
-/// Extends a held claim to now + `ttl`. `None` when the evaluation is not claimed.
-pub async fn extend_claim(pool: &PgPool, id: i64, ttl: Duration) -> sqlx::Result<Option<EvaluationRow>> {
+/// Extends a claim `holder` holds to now + `ttl`. `None` when the evaluation is not claimed
+/// by it.
+pub async fn extend_claim(
+    pool: &PgPool,
+    id: i64,
+    ttl: Duration,
+    holder: &Holder,
+) -> sqlx::Result<Option<EvaluationRow>> {
     let sql = format!(
         "UPDATE evaluations SET claim_expires_at = now() + make_interval(secs => $2), updated_at = now() \
-         WHERE id = $1 AND status = 'claimed' {RETURNING_EVALUATION}"
+         WHERE id = $1 AND status = 'claimed' AND {} {RETURNING_EVALUATION}",
+        held_by(3, 4)
     );
-    sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(ttl.as_secs_f64()).fetch_optional(pool).await
+    sqlx::query_as(AssertSqlSafe(sql))
+        .bind(id)
+        .bind(ttl.as_secs_f64())
+        .bind(&holder.principal)
+        .bind(&holder.bot_id)
+        .fetch_optional(pool)
+        .await
 }
 
-/// Moves a claimed (or lapsed, not yet redelivered) evaluation to submitted. `None` when it is
-/// in no state to take an answer.
-pub async fn mark_submitted(pool: &PgPool, id: i64) -> sqlx::Result<Option<EvaluationRow>> {
+/// Moves an evaluation `holder` claimed (or whose claim lapsed, not yet redelivered) to
+/// submitted. `None` when it is in no state to take an answer from it.
+pub async fn mark_submitted(pool: &PgPool, id: i64, holder: &Holder) -> sqlx::Result<Option<EvaluationRow>> {
     let sql = format!(
         "UPDATE evaluations SET status = 'submitted', claim_expires_at = NULL, updated_at = now() \
-         WHERE id = $1 AND (status = 'claimed' OR (status = 'queued' AND attempts > 0)) \
-         {RETURNING_EVALUATION}"
+         WHERE id = $1 AND (status = 'claimed' OR (status = 'queued' AND attempts > 0)) AND {} \
+         {RETURNING_EVALUATION}",
+        held_by(2, 3)
     );
-    sqlx::query_as(AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await
+    sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(&holder.principal).bind(&holder.bot_id).fetch_optional(pool).await
 }
 
 /// Undoes [`mark_submitted`] when the result could not be handed to the results stream.
@@ -248,16 +292,30 @@ pub async fn unmark_submitted(pool: &PgPool, id: i64) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Gives a claimed task back: failed for good when `fail` or no attempts are left, otherwise
-/// queued again. `None` when it is not claimed.
-pub async fn release(pool: &PgPool, id: i64, fail: bool, reason: &str) -> sqlx::Result<Option<EvaluationRow>> {
+/// Gives a task `holder` claimed back: failed for good when `fail` or no attempts are left,
+/// otherwise queued again. `None` when it is not claimed by it.
+pub async fn release(
+    pool: &PgPool,
+    id: i64,
+    fail: bool,
+    reason: &str,
+    holder: &Holder,
+) -> sqlx::Result<Option<EvaluationRow>> {
     let sql = format!(
         "UPDATE evaluations SET \
              status = CASE WHEN $2 OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END, \
              failure_reason = $3, claim_expires_at = NULL, updated_at = now() \
-         WHERE id = $1 AND status = 'claimed' {RETURNING_EVALUATION}"
+         WHERE id = $1 AND status = 'claimed' AND {} {RETURNING_EVALUATION}",
+        held_by(4, 5)
     );
-    sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(fail).bind(reason).fetch_optional(pool).await
+    sqlx::query_as(AssertSqlSafe(sql))
+        .bind(id)
+        .bind(fail)
+        .bind(reason)
+        .bind(&holder.principal)
+        .bind(&holder.bot_id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Fails an evaluation whose submitted answer cannot be stored (the ingest gave up on it), so

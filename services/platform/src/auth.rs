@@ -1,19 +1,22 @@
-//! Bearer-token authentication with three roles, enforced for every gRPC call by one layer.
+//! Bearer-token authentication of named principals with three roles, enforced for every gRPC
+//! call by one layer.
 //!
-//! Which role a method needs is decided here, in one table ([`required_role`]), not in the
+//! Who may call a method is decided here, in one table ([`required_access`]), not in the
 //! services: customers call AnswersService, bots call EvaluationService and lease sessions,
-//! operators administer SessionService. Health and reflection need no token.
+//! operators administer SessionService and AdminService. Health and reflection need no token;
+//! a method the table does not list is denied. What a caller may touch once in (its own claims
+//! and leases, the assistants it serves) the services check against the [`Caller`] this layer
+//! puts in the request.
 
-use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use http::HeaderMap;
-use http::header::AUTHORIZATION;
-use secrecy::{ExposeSecret, SecretString};
 use tonic::Status;
+
+use crate::principals::Principals;
 
 /// Who a token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -37,9 +40,31 @@ impl fmt::Display for Role {
 }
 
 /// The caller a request was authenticated as; put in the request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
+    /// The principal's name (`acme`, `bot-eu-7`): what logs and traces show.
+    pub principal: Arc<str>,
     pub role: Role,
+    /// For a bot: the assistants it may serve; empty means every assistant.
+    pub assistants: Arc<[String]>,
+    /// The id of the token used (`tok_...`), never the token.
+    pub token_id: Arc<str>,
+}
+
+impl Caller {
+    pub fn new(principal: &str, role: Role, assistants: Vec<String>, token_id: String) -> Caller {
+        Caller { principal: principal.into(), role, assistants: assistants.into(), token_id: token_id.into() }
+    }
+
+    /// Whether the caller may serve (take tasks of, lease sessions of) `assistant`.
+    pub fn may_serve(&self, assistant: &str) -> bool {
+        self.role == Role::Bot && (self.assistants.is_empty() || self.assistants.iter().any(|a| a == assistant))
+    }
+
+    /// Whether the caller is an operator, who sees answers' internal details.
+    pub fn is_operator(&self) -> bool {
+        self.role == Role::Operator
+    }
 }
 
 /// Why a request was refused.
@@ -49,84 +74,165 @@ pub enum AuthError {
     Missing,
     #[error("unknown bearer token")]
     Unknown,
-    #[error("a {have} token cannot call this method; it needs a {need} token")]
-    WrongRole { have: Role, need: Role },
+    #[error("token {0} was revoked")]
+    Revoked(String),
+    #[error("a {have} token cannot call this method; it needs {need}")]
+    WrongRole { have: Role, need: String },
+    #[error("{0} is not a method of the platform: the access table does not list it, so nobody may call it")]
+    UnknownMethod(String),
 }
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
         match err {
-            AuthError::Missing | AuthError::Unknown => Status::unauthenticated(err.to_string()),
-            AuthError::WrongRole { .. } => Status::permission_denied(err.to_string()),
+            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => Status::unauthenticated(err.to_string()),
+            AuthError::WrongRole { .. } | AuthError::UnknownMethod(_) => Status::permission_denied(err.to_string()),
         }
     }
 }
 
-/// The tokens the platform accepts, each with its role.
-#[derive(Clone, Default)]
-pub struct Tokens {
-    by_token: Arc<HashMap<String, Role>>,
+/// Who may call a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token (health, reflection).
+    Public,
+    /// Any valid token.
+    Authenticated,
+    /// A token of one of these roles.
+    Roles(&'static [Role]),
+    /// Nobody: a path the table does not list.
+    Denied,
 }
 
-impl fmt::Debug for Tokens {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tokens({} configured)", self.by_token.len())
-    }
-}
-
-impl Tokens {
-    /// Builds the table from the configured secrets of each role; blank tokens are ignored.
-    pub fn new<'a>(roles: impl IntoIterator<Item = (Role, &'a [SecretString])>) -> Tokens {
-        let mut by_token = HashMap::new();
-        for (role, secrets) in roles {
-            for secret in secrets {
-                let token = secret.expose_secret().trim();
-                if !token.is_empty() {
-                    by_token.insert(token.to_owned(), role);
-                }
+impl Access {
+    /// Whether `caller` may call a method with this access.
+    pub fn admits(self, caller: &Caller) -> Result<(), AuthError> {
+        match self {
+            Access::Public | Access::Authenticated => Ok(()),
+            Access::Roles(roles) if roles.contains(&caller.role) => Ok(()),
+            Access::Roles(roles) => {
+                let names: Vec<String> = roles.iter().map(|r| format!("a {r} token")).collect();
+                Err(AuthError::WrongRole { have: caller.role, need: names.join(" or ") })
             }
+            Access::Denied => Err(AuthError::UnknownMethod(String::new())),
         }
-        Tokens { by_token: Arc::new(by_token) }
-    }
-
-    /// The role of the bearer token in `headers`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Role, AuthError> {
-        let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
-        let value = value.to_str().map_err(|_| AuthError::Unknown)?;
-        let token =
-            value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).ok_or(AuthError::Missing)?.trim();
-        self.by_token.get(token).copied().ok_or(AuthError::Unknown)
-    }
-
-    /// Authenticates and checks the role against `need`.
-    pub fn authorize(&self, headers: &HeaderMap, need: Role) -> Result<Role, AuthError> {
-        let have = self.authenticate(headers)?;
-        if have == need { Ok(have) } else { Err(AuthError::WrongRole { have, need }) }
     }
 }
 
-/// The role a gRPC method needs, by its path (`/package.Service/Method`); `None` for public
-/// methods (health, reflection) and for paths no service serves (they answer UNIMPLEMENTED).
-pub fn required_role(path: &str) -> Option<Role> {
-    let (service, method) = path.trim_start_matches('/').split_once('/')?;
+const CUSTOMER_OR_OPERATOR: &[Role] = &[Role::Customer, Role::Operator];
+const BOT: &[Role] = &[Role::Bot];
+const OPERATOR: &[Role] = &[Role::Operator];
+
+/// Who may call a gRPC method, by its path (`/package.Service/Method`). One table for the
+/// whole platform: customers (and operators) ask, bots take tasks and lease sessions,
+/// operators administer. Health and reflection are public; a service this table does not
+/// list is denied to everyone.
+pub fn required_access(path: &str) -> Access {
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return Access::Denied;
+    };
     match (service, method) {
-        ("aap.v1.AnswersService", _) => Some(Role::Customer),
-        ("aap.v1.EvaluationService", _) => Some(Role::Bot),
-        ("aap.v1.SessionService", "LeaseSession" | "ReturnSession") => Some(Role::Bot),
-        ("aap.v1.SessionService", _) => Some(Role::Operator),
-        _ => None,
+        ("grpc.health.v1.Health", _)
+        | ("grpc.reflection.v1.ServerReflection", _)
+        | ("grpc.reflection.v1alpha.ServerReflection", _) => Access::Public,
+        ("aap.v1.AnswersService", _) => Access::Roles(CUSTOMER_OR_OPERATOR),
+        ("aap.v1.EvaluationService", _) => Access::Roles(BOT),
+        ("aap.v1.SessionService", "LeaseSession" | "ReturnSession") => Access::Roles(BOT),
+        ("aap.v1.SessionService", _) => Access::Roles(OPERATOR),
+        ("aap.v1.AdminService", "WhoAmI") => Access::Authenticated,
+        ("aap.v1.AdminService", _) => Access::Roles(OPERATOR),
+        _ => Access::Denied,
     }
+}
+
+/// The caller a handler runs for: put there by the auth layer on every non-public method.
+pub fn caller<T>(request: &tonic::Request<T>) -> Result<Caller, Status> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("no authenticated caller: this method needs a bearer token"))
+}
+
+/// Networks whose hosts may call the seed's HTTP API without a token, each host a bot
+/// principal named after its address (`seed-10.1.2.3`): the seed's own polling bots cannot
+/// send one. Empty (the default) admits nobody without a token.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Networks(Vec<(IpAddr, u8)>);
+
+impl Networks {
+    /// Parses `10.0.0.0/8`, `192.168.1.7` (one host), `fd00::/8`, comma-separated.
+    pub fn parse(list: &str) -> Result<Networks, String> {
+        let mut networks = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+            let (addr, bits) = item.split_once('/').unwrap_or((item, ""));
+            let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{item:?} is not an address or CIDR"))?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            let bits = if bits.is_empty() {
+                max
+            } else {
+                bits.trim()
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|b| *b <= max)
+                    .ok_or_else(|| format!("{item:?} has a prefix length outside 0..={max}"))?
+            };
+            networks.push((addr, bits));
+        }
+        Ok(Networks(networks))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `peer` is in one of the networks (an IPv4-mapped IPv6 peer counts as IPv4).
+    pub fn contains(&self, peer: IpAddr) -> bool {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.iter().any(|(net, bits)| match (net, peer) {
+            (IpAddr::V4(net), IpAddr::V4(peer)) => prefix_eq(&net.octets(), &peer.octets(), *bits),
+            (IpAddr::V6(net), IpAddr::V6(peer)) => prefix_eq(&net.octets(), &peer.octets(), *bits),
+            _ => false,
+        })
+    }
+
+    /// The bot principal a token-less caller from `peer` acts as, when the networks admit it.
+    pub fn caller(&self, peer: IpAddr) -> Option<Caller> {
+        if !self.contains(peer) {
+            return None;
+        }
+        let name = format!("seed-{peer}").replace(':', "-");
+        Some(Caller::new(&name, Role::Bot, Vec::new(), "none (allowed network)".to_owned()))
+    }
+}
+
+impl fmt::Display for Networks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self.0.iter().map(|(addr, bits)| format!("{addr}/{bits}")).collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], bits: u8) -> bool {
+    let (whole, rest) = (usize::from(bits / 8), bits % 8);
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    rest == 0 || (a[whole] ^ b[whole]) & (0xffu8 << (8 - rest)) == 0
 }
 
 /// Tower layer that authenticates every gRPC request by [`required_role`].
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
-    tokens: Tokens,
+    principals: Principals,
 }
 
 impl AuthLayer {
-    pub fn new(tokens: Tokens) -> AuthLayer {
-        AuthLayer { tokens }
+    pub fn new(principals: Principals) -> AuthLayer {
+        AuthLayer { principals }
     }
 }
 
@@ -134,7 +240,7 @@ impl<S> tower::Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        AuthService { inner, tokens: self.tokens.clone() }
+        AuthService { inner, principals: self.principals.clone() }
     }
 }
 
@@ -142,7 +248,7 @@ impl<S> tower::Layer<S> for AuthLayer {
 #[derive(Debug, Clone)]
 pub struct AuthService<S> {
     inner: S,
-    tokens: Tokens,
+    principals: Principals,
 }
 
 impl<S, B> tower::Service<http::Request<B>> for AuthService<S>
@@ -160,12 +266,17 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        let Some(need) = required_role(req.uri().path()) else {
-            return Box::pin(self.inner.call(req));
-        };
-        match self.tokens.authorize(req.headers(), need) {
-            Ok(role) => {
-                req.extensions_mut().insert(Caller { role });
+        let access = required_access(req.uri().path());
+        let result = self.principals.authorize(req.headers(), access).and_then(|caller| match access {
+            Access::Denied => Err(AuthError::UnknownMethod(req.uri().path().to_owned())),
+            _ => Ok(caller),
+        });
+        match result {
+            Ok(None) => Box::pin(self.inner.call(req)),
+            Ok(Some(caller)) => {
+                // The principal, never the token, names the caller in logs and traces.
+                tracing::Span::current().record("enduser.id", &*caller.principal);
+                req.extensions_mut().insert(caller);
                 Box::pin(self.inner.call(req))
             }
             Err(err) => {
@@ -181,42 +292,65 @@ where
 mod tests {
     use super::*;
 
-    fn tokens() -> Tokens {
-        let customer = [SecretString::from("c-token")];
-        let bot = [SecretString::from("b-token")];
-        let operator = [SecretString::from("o-token")];
-        Tokens::new([(Role::Customer, &customer[..]), (Role::Bot, &bot[..]), (Role::Operator, &operator[..])])
-    }
-
-    fn headers(value: &str) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert(AUTHORIZATION, value.parse().expect("header value"));
-        headers
+    fn caller(role: Role, assistants: &[&str]) -> Caller {
+        Caller::new("p", role, assistants.iter().map(|a| a.to_string()).collect(), "tok_000000000000".into())
     }
 
     #[test]
     fn methods_need_the_role_of_their_service() {
-        assert_eq!(required_role("/aap.v1.AnswersService/Ask"), Some(Role::Customer));
-        assert_eq!(required_role("/aap.v1.EvaluationService/Claim"), Some(Role::Bot));
-        assert_eq!(required_role("/aap.v1.SessionService/LeaseSession"), Some(Role::Bot));
-        assert_eq!(required_role("/aap.v1.SessionService/CreateAccount"), Some(Role::Operator));
-        assert_eq!(required_role("/grpc.health.v1.Health/Check"), None);
-        assert_eq!(required_role("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), None);
+        assert_eq!(required_access("/aap.v1.AnswersService/Ask"), Access::Roles(CUSTOMER_OR_OPERATOR));
+        assert_eq!(required_access("/aap.v1.EvaluationService/Claim"), Access::Roles(BOT));
+        assert_eq!(required_access("/aap.v1.SessionService/LeaseSession"), Access::Roles(BOT));
+        assert_eq!(required_access("/aap.v1.SessionService/CreateAccount"), Access::Roles(OPERATOR));
+        assert_eq!(required_access("/aap.v1.AdminService/CreateToken"), Access::Roles(OPERATOR));
+        assert_eq!(required_access("/aap.v1.AdminService/WhoAmI"), Access::Authenticated);
+        assert_eq!(required_access("/grpc.health.v1.Health/Check"), Access::Public);
+        assert_eq!(required_access("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"), Access::Public);
+        assert_eq!(required_access("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"), Access::Public);
+        assert_eq!(required_access("/aap.v1.SecretService/Dump"), Access::Denied);
+        assert_eq!(required_access("/grpc.health.v2.Health/Check"), Access::Denied);
+        assert_eq!(required_access("nonsense"), Access::Denied);
     }
 
     #[test]
-    fn tokens_authenticate_to_their_role_only() {
-        let tokens = tokens();
-        assert_eq!(tokens.authorize(&headers("Bearer c-token"), Role::Customer), Ok(Role::Customer));
-        assert_eq!(tokens.authorize(&HeaderMap::new(), Role::Customer), Err(AuthError::Missing));
-        assert_eq!(tokens.authorize(&headers("Bearer nope"), Role::Customer), Err(AuthError::Unknown));
-        assert_eq!(tokens.authorize(&headers("Basic c-token"), Role::Customer), Err(AuthError::Missing));
-        assert_eq!(
-            tokens.authorize(&headers("Bearer b-token"), Role::Customer),
-            Err(AuthError::WrongRole { have: Role::Bot, need: Role::Customer })
-        );
+    fn roles_are_admitted_by_the_table_only() {
+        let customer = caller(Role::Customer, &[]);
+        assert_eq!(Access::Roles(CUSTOMER_OR_OPERATOR).admits(&customer), Ok(()));
+        let refused = Access::Roles(BOT).admits(&customer).expect_err("a customer is no bot");
+        assert_eq!(refused, AuthError::WrongRole { have: Role::Customer, need: "a bot token".into() });
+        assert_eq!(Status::from(refused).code(), tonic::Code::PermissionDenied);
+        assert!(Access::Denied.admits(&caller(Role::Operator, &[])).is_err());
+        assert_eq!(Status::from(AuthError::Revoked("tok_1".into())).code(), tonic::Code::Unauthenticated);
         assert_eq!(Status::from(AuthError::Unknown).code(), tonic::Code::Unauthenticated);
-        let denied = AuthError::WrongRole { have: Role::Bot, need: Role::Operator };
-        assert_eq!(Status::from(denied).code(), tonic::Code::PermissionDenied);
+    }
+
+    #[test]
+    fn networks_admit_their_hosts_only() {
+        let networks = Networks::parse(" 10.0.0.0/8, 192.168.1.7 ,fd00::/8").expect("valid list");
+        assert!(networks.contains("10.200.3.4".parse().expect("ip")));
+        assert!(networks.contains("::ffff:10.1.1.1".parse().expect("ip")));
+        assert!(networks.contains("192.168.1.7".parse().expect("ip")));
+        assert!(!networks.contains("192.168.1.8".parse().expect("ip")));
+        assert!(networks.contains("fd12::1".parse().expect("ip")));
+        assert!(!networks.contains("fe80::1".parse().expect("ip")));
+        let odd = Networks::parse("172.16.0.0/12").expect("valid");
+        assert!(odd.contains("172.31.255.255".parse().expect("ip")));
+        assert!(!odd.contains("172.32.0.0".parse().expect("ip")));
+        assert!(Networks::parse("").expect("empty").is_empty());
+        assert!(Networks::default().caller("127.0.0.1".parse().expect("ip")).is_none());
+        let caller = networks.caller("10.0.0.5".parse().expect("ip")).expect("admitted");
+        assert_eq!((&*caller.principal, caller.role), ("seed-10.0.0.5", Role::Bot));
+        assert_eq!(&*networks.caller("fd00::1".parse().expect("ip")).expect("admitted").principal, "seed-fd00--1");
+        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::/129"] {
+            assert!(Networks::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn bots_serve_their_assistants_only() {
+        assert!(caller(Role::Bot, &[]).may_serve("claude"));
+        let limited = caller(Role::Bot, &["chatgpt"]);
+        assert!(limited.may_serve("chatgpt") && !limited.may_serve("claude"));
+        assert!(!caller(Role::Operator, &[]).may_serve("chatgpt"));
     }
 }

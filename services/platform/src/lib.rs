@@ -2,11 +2,13 @@
 //! database pool and migrations, NATS stream names, telemetry, the server's health and
 //! reflection, and the local real components (PostgreSQL, NATS) for development and tests.
 
+pub mod admin;
 pub mod assistants;
 pub mod auth;
 pub mod db;
 pub mod input;
 pub mod local;
 pub mod nats;
+pub mod principals;
 pub mod server;
 pub mod telemetry;

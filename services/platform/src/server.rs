@@ -3,6 +3,19 @@
 
 use tonic_reflection::server::{v1, v1alpha};
 
+/// Largest request message each service decodes; a larger one is refused with
+/// RESOURCE_EXHAUSTED before it is read into memory.
+pub mod limits {
+    /// Asks and watches: a prompt (8 KiB by default) and at most 32 targets.
+    pub const ANSWERS: usize = 1 << 20;
+    /// Token administration.
+    pub const ADMIN: usize = 64 << 10;
+    /// Accounts with their session states (cookies and localStorage of every origin).
+    pub const SESSIONS: usize = 8 << 20;
+    /// Submissions: up to 4,000,000 characters of page HTML, the text, markdown and citations.
+    pub const EVALUATIONS: usize = 24 << 20;
+}
+
 /// Errors building the reflection services.
 pub type ReflectionError = tonic_reflection::server::Error;
 

@@ -233,6 +233,8 @@ fn grpc_request_span<B>(request: &http::Request<B>) -> tracing::Span {
         rpc.service = %service,
         rpc.method = %method,
         rpc.grpc.status_code = tracing::field::Empty,
+        // The authenticated principal's name (set by the auth layer), never the token.
+        enduser.id = tracing::field::Empty,
     );
     set_parent(&span, &context_from_headers(request.headers()));
     span

@@ -80,6 +80,9 @@ pub enum SessionError {
     /// No lease has this id.
     #[error("lease {0} not found")]
     LeaseNotFound(Uuid),
+    /// The caller does not hold the lease, or may not serve the assistant.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The lease was returned before; a return is applied once.
     #[error("lease {0} was already returned")]
     LeaseAlreadyReturned(Uuid),
@@ -490,7 +493,7 @@ impl SessionDirectory {
     /// nor expired. Concurrent leases never get the same account: each locks the row it takes
     /// and skips rows others hold locked.
     #[tracing::instrument(skip(self))]
-    pub async fn lease(&self, assistant: &str, plan: &str, bot_id: &str) -> SessionResult<Lease> {
+    pub async fn lease(&self, assistant: &str, plan: &str, bot_id: &str, principal: &str) -> SessionResult<Lease> {
         let target = LeaseTarget::parse(assistant, plan)?;
         let plan_key = target.plan_key();
         let mut tx = self.store.begin().await?;
@@ -516,7 +519,8 @@ impl SessionDirectory {
         let lease_id = Uuid::new_v4();
         let max_runs = self.config.per_session_runs;
         let expires_at =
-            store::open_lease(&mut tx, &account, lease_id, bot_id.trim(), max_runs, self.config.lease_ttl).await?;
+            store::open_lease(&mut tx, &account, lease_id, (principal, bot_id.trim()), max_runs, self.config.lease_ttl)
+                .await?;
         tx.commit().await?;
         tracing::info!(%lease_id, account_id = %account.id, "session leased");
         Ok(Lease {
@@ -542,10 +546,16 @@ impl SessionDirectory {
         outcome: LeaseOutcome,
         runs: u32,
         detail: &str,
+        principal: &str,
     ) -> SessionResult<Account> {
         let lease_id = parse_id("lease_id", lease_id)?;
         let mut tx = self.store.begin().await?;
         let lease = store::lock_lease(&mut tx, lease_id).await?.ok_or(SessionError::LeaseNotFound(lease_id))?;
+        if lease.principal.as_deref() != Some(principal) {
+            return Err(SessionError::PermissionDenied(format!(
+                "lease {lease_id} is held by another bot: only its holder may return it"
+            )));
+        }
         if lease.returned_at.is_some() {
             return Err(SessionError::LeaseAlreadyReturned(lease_id));
         }

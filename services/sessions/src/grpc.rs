@@ -124,8 +124,17 @@ impl SessionService for SessionGrpc {
         &self,
         request: Request<pb::LeaseSessionRequest>,
     ) -> Result<Response<pb::LeaseSessionResponse>, Status> {
+        let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
-        let lease = self.directory.lease(&req.assistant, &req.plan, &req.bot_id).await?;
+        let assistant = req.assistant.trim().to_lowercase();
+        if !caller.may_serve(&assistant) {
+            return Err(SessionError::PermissionDenied(format!(
+                "principal {} may not serve {assistant}, so it may not lease its sessions",
+                caller.principal
+            ))
+            .into());
+        }
+        let lease = self.directory.lease(&req.assistant, &req.plan, &req.bot_id, &caller.principal).await?;
         Ok(Response::new(pb::LeaseSessionResponse {
             lease_id: lease.id.to_string(),
             account_id: lease.account_id.to_string(),
@@ -142,9 +151,11 @@ impl SessionService for SessionGrpc {
         &self,
         request: Request<pb::ReturnSessionRequest>,
     ) -> Result<Response<pb::ReturnSessionResponse>, Status> {
+        let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
         let outcome = lease_outcome(req.outcome)?;
-        let account = self.directory.return_lease(&req.lease_id, outcome, req.runs, &req.detail).await?;
+        let account =
+            self.directory.return_lease(&req.lease_id, outcome, req.runs, &req.detail, &caller.principal).await?;
         Ok(Response::new(pb::ReturnSessionResponse { account: Some(account_message(account)) }))
     }
 }
@@ -180,6 +191,7 @@ impl From<SessionError> for Status {
                 }
             }
             SessionError::AccountNotFound(_) | SessionError::LeaseNotFound(_) => Status::not_found(message),
+            SessionError::PermissionDenied(_) => Status::permission_denied(message),
             SessionError::Database(cause) => {
                 tracing::error!(error = %cause, "session store failed");
                 match cause {

@@ -142,6 +142,8 @@ pub(crate) struct Availability {
 #[derive(sqlx::FromRow)]
 pub(crate) struct LeaseRow {
     pub account_id: Uuid,
+    /// The principal whose bot took the lease; `None` for leases taken before principals.
+    pub principal: Option<String>,
     pub state_version: i64,
     pub returned_at: Option<DateTime<Utc>>,
 }
@@ -331,13 +333,14 @@ pub(crate) async fn open_lease(
     conn: &mut PgConnection,
     account: &PickedAccount,
     lease_id: Uuid,
-    bot_id: &str,
+    holder: (&str, &str),
     max_runs: u32,
     ttl: Duration,
 ) -> Result<DateTime<Utc>, sqlx::Error> {
+    let (principal, bot_id) = holder;
     let (expires_at,): (DateTime<Utc>,) = sqlx::query_as(
-        "INSERT INTO session_leases (id, account_id, bot_id, max_runs, state_version, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING expires_at",
+        "INSERT INTO session_leases (id, account_id, bot_id, max_runs, state_version, expires_at, principal) \
+         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7) RETURNING expires_at",
     )
     .bind(lease_id)
     .bind(account.id)
@@ -345,6 +348,7 @@ pub(crate) async fn open_lease(
     .bind(i64::from(max_runs))
     .bind(account.state_version)
     .bind(ttl.as_secs_f64())
+    .bind(principal)
     .fetch_one(&mut *conn)
     .await?;
     // A cooled-down account becomes active again as it is lent.
@@ -362,10 +366,12 @@ pub(crate) async fn open_lease(
 
 /// Locks a lease for its return; `None` for an unknown id.
 pub(crate) async fn lock_lease(conn: &mut PgConnection, lease_id: Uuid) -> Result<Option<LeaseRow>, sqlx::Error> {
-    sqlx::query_as("SELECT account_id, state_version, returned_at FROM session_leases WHERE id = $1 FOR UPDATE")
-        .bind(lease_id)
-        .fetch_optional(conn)
-        .await
+    sqlx::query_as(
+        "SELECT account_id, principal, state_version, returned_at FROM session_leases WHERE id = $1 FOR UPDATE",
+    )
+    .bind(lease_id)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Locks an account a return is about to change.

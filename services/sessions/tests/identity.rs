@@ -31,6 +31,7 @@ async fn serve(pool: PgPool, config: SessionsConfig) -> anyhow::Result<Client> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tonic::transport::Server::builder()
+        .layer(aap_testkit::as_caller(aap_testkit::bot("bot-fleet")))
         .add_service(SessionServiceServer::new(SessionGrpc::new(pool, config)))
         .serve_with_incoming(TcpListenerStream::new(listener));
     tokio::spawn(server);

@@ -296,3 +296,20 @@ fn register_exit_hook() {
         tracing::warn!("could not register the exit hook: servers stop through their death signal");
     }
 }
+
+/// A server layer that runs every request as `caller`, for tests of one service without the
+/// platform's token table (the auth layer puts the caller there in production).
+pub fn as_caller(
+    caller: aap_platform::auth::Caller,
+) -> tower::util::MapRequestLayer<impl Fn(http::Request<tonic::body::Body>) -> http::Request<tonic::body::Body> + Clone>
+{
+    tower::util::MapRequestLayer::new(move |mut request: http::Request<tonic::body::Body>| {
+        request.extensions_mut().insert(caller.clone());
+        request
+    })
+}
+
+/// A bot principal named `name` that may serve every assistant, for [`as_caller`].
+pub fn bot(name: &str) -> aap_platform::auth::Caller {
+    aap_platform::auth::Caller::new(name, aap_platform::auth::Role::Bot, Vec::new(), "tok_test".to_owned())
+}

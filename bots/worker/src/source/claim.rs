@@ -201,8 +201,12 @@ async fn release(
     mark_as_failed: bool,
     reason: &str,
 ) -> Result<(), SourceError> {
-    let request =
-        ReleaseRequest { evaluation_id: task.evaluation_id, mark_as_failed, failure_reason: reason.to_owned() };
+    let request = ReleaseRequest {
+        evaluation_id: task.evaluation_id,
+        mark_as_failed,
+        failure_reason: reason.to_owned(),
+        bot_id: options.bot_id.clone(),
+    };
     with_retries("release", options.submit_retry_attempts, options.submit_timeout, || {
         let mut client = client.clone();
         let request = with_trace(request.clone(), &task.trace_context);

@@ -9,7 +9,8 @@ use aap::client::Bearer;
 use aap::platform::{Platform, PlatformConfig};
 use aap_answers::AnswersConfig;
 use aap_evaluations::gateway::GatewayConfig;
-use aap_platform::auth::{Role, Tokens};
+use aap_platform::auth::Role;
+use aap_platform::principals::ConfiguredToken;
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::answers_service_client::AnswersServiceClient;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
@@ -41,11 +42,22 @@ pub struct TestApp {
     pub nats_prefix: String,
 }
 
-pub fn tokens() -> Tokens {
-    let c = [SecretString::from(CUSTOMER)];
-    let b = [SecretString::from(BOT)];
-    let o = [SecretString::from(OPERATOR)];
-    Tokens::new([(Role::Customer, &c[..]), (Role::Bot, &b[..]), (Role::Operator, &o[..])])
+/// The principals whose tokens every test app accepts from the start.
+pub const CUSTOMER_NAME: &str = "test-customer";
+pub const BOT_NAME: &str = "test-bot";
+pub const OPERATOR_NAME: &str = "test-operator";
+
+pub fn tokens() -> Vec<ConfiguredToken> {
+    let token = |principal: &str, role, secret: &str| ConfiguredToken {
+        principal: principal.to_owned(),
+        role,
+        secret: SecretString::from(secret.to_owned()),
+    };
+    vec![
+        token(CUSTOMER_NAME, Role::Customer, CUSTOMER),
+        token(BOT_NAME, Role::Bot, BOT),
+        token(OPERATOR_NAME, Role::Operator, OPERATOR),
+    ]
 }
 
 /// Settings a test may change before the platform starts.
@@ -54,6 +66,8 @@ pub struct Options {
     pub claim_ttl: Duration,
     pub poll_claim_ttl: Duration,
     pub queued_timeout: Duration,
+    /// Networks whose bots may use the seed's HTTP API without a token.
+    pub seed_http_networks: aap_platform::auth::Networks,
 }
 
 impl Default for Options {
@@ -63,6 +77,7 @@ impl Default for Options {
             claim_ttl: Duration::from_secs(60),
             poll_claim_ttl: Duration::from_secs(600),
             queued_timeout: Duration::from_secs(24 * 3600),
+            seed_http_networks: aap_platform::auth::Networks::default(),
         }
     }
 }
@@ -81,6 +96,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         nats_url: infra.nats_url().to_owned(),
         nats_prefix: nats_prefix.clone(),
         tokens: tokens(),
+        seed_http_networks: options.seed_http_networks,
         model_dir: aap_embedding::default_model_dir(),
         answers: AnswersConfig {
             max_attempts: options.max_attempts,
@@ -177,7 +193,12 @@ pub async fn collect(stream: impl futures::Stream<Item = Result<AnswerEvent, ton
 }
 
 pub async fn ask(app: &TestApp, request: AskRequest) -> Vec<Event> {
-    let stream = app.answers().ask(request).await.expect("ask accepted").into_inner();
+    ask_as(app, CUSTOMER, request).await
+}
+
+/// Asks with `token` (an operator sees which bot and account answered; a customer does not).
+pub async fn ask_as(app: &TestApp, token: &str, request: AskRequest) -> Vec<Event> {
+    let stream = app.answers_as(token).ask(request).await.expect("ask accepted").into_inner();
     collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))).await
 }
 

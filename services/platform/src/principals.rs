@@ -1,0 +1,576 @@
+//! Named principals and their bearer tokens: who a token belongs to, created, listed and
+//! revoked at run time, kept only as hashes.
+//!
+//! A token is `aap_` and 43 base64url characters (32 random bytes). The platform stores its
+//! SHA-256 hash and an id derived from the hash (`tok_` and 12 hex digits) that is safe to
+//! show, log and revoke by. Tokens set in the configuration (`AAP_*_TOKENS`) are hashed and
+//! recorded at start under their principal, so they are listed and revocable like the others;
+//! a revoked configured token stays revoked across restarts.
+//!
+//! Every replica keeps the table in memory and reloads it every [`REFRESH_EVERY`]; what a
+//! replica creates or revokes applies there at once. A presented token is compared with every
+//! known hash in constant time (no early exit), so the time taken says nothing about how close
+//! a guess came.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use rand::RngCore as _;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest as _, Sha256};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq as _;
+
+use crate::assistants;
+use crate::auth::{Access, AuthError, Caller, Role};
+use crate::input;
+
+/// How often every replica reloads the token table (what another replica created or revoked).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+/// The prefix of every token the platform makes.
+pub const TOKEN_PREFIX: &str = "aap_";
+/// Longest token label, in characters.
+pub const MAX_LABEL_CHARS: usize = 200;
+/// Longest principal name.
+pub const MAX_NAME_CHARS: usize = 63;
+
+type Hash = [u8; 32];
+
+/// A token row as the refresh reads it: id, hash, principal, role, assistants, revoked at.
+type TokenRow = (String, Vec<u8>, String, String, Vec<String>, Option<DateTime<Utc>>);
+
+fn hash(token: &str) -> Hash {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// The id shown for a token: derived from its hash, so it reveals nothing of the secret.
+fn token_id(hash: &Hash) -> String {
+    format!("tok_{}", hex::encode(&hash[..6]))
+}
+
+/// A new random token.
+fn mint() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{TOKEN_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Checks a principal name: lowercase letters, digits, `.`, `_`, `-`, starting with a letter
+/// or digit, at most 63 characters (the database checks the same).
+pub fn check_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else { return Err("must not be empty".to_owned()) };
+    if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+        return Err(format!("must start with a lowercase letter or a digit, not {first:?}"));
+    }
+    if let Some(c) = chars.find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))) {
+        return Err(format!("may hold lowercase letters, digits, '.', '_' and '-' only, not {c:?}"));
+    }
+    if name.len() > MAX_NAME_CHARS {
+        return Err(format!("is {} characters; the limit is {MAX_NAME_CHARS}", name.len()));
+    }
+    Ok(())
+}
+
+/// A token from the configuration (`AAP_CUSTOMER_TOKENS` and the like): `name=secret`, or a
+/// bare secret, which belongs to the principal named after its role (`customer`, `bot`,
+/// `operator`).
+#[derive(Clone)]
+pub struct ConfiguredToken {
+    pub principal: String,
+    pub role: Role,
+    pub secret: SecretString,
+}
+
+impl fmt::Debug for ConfiguredToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "ConfiguredToken({} as {}, {})",
+            self.principal,
+            self.role,
+            token_id(&hash(self.secret.expose_secret()))
+        )
+    }
+}
+
+impl ConfiguredToken {
+    /// Reads one configured entry; `None` for a blank one.
+    pub fn parse(role: Role, entry: &str) -> Option<ConfiguredToken> {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            return None;
+        }
+        let (principal, secret) = match entry.split_once('=') {
+            Some((name, secret)) if check_name(name.trim()).is_ok() && !secret.trim().is_empty() => {
+                (name.trim().to_owned(), secret.trim())
+            }
+            _ => (role.to_string(), entry),
+        };
+        Some(ConfiguredToken { principal, role, secret: SecretString::from(secret.to_owned()) })
+    }
+}
+
+/// What one known token stands for.
+#[derive(Debug, Clone)]
+struct Entry {
+    hash: Hash,
+    caller: Caller,
+    revoked: bool,
+}
+
+/// Errors administering principals and tokens.
+#[derive(Debug, thiserror::Error)]
+pub enum PrincipalError {
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument { field: &'static str, reason: String },
+    #[error("token {0} does not exist")]
+    NotFound(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> PrincipalError {
+    PrincipalError::InvalidArgument { field, reason: reason.into() }
+}
+
+/// A token as listed: everything but the secret.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TokenInfo {
+    pub id: String,
+    pub principal: String,
+    pub role: String,
+    pub assistants: Vec<String>,
+    pub label: String,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: String,
+}
+
+/// What CreateToken asks for.
+#[derive(Debug, Clone)]
+pub struct NewToken<'a> {
+    pub principal: &'a str,
+    pub role: Role,
+    pub assistants: &'a [String],
+    pub label: &'a str,
+}
+
+const TOKEN_COLUMNS: &str = "t.id, t.principal, p.role, p.assistants, t.label, t.source, t.created_at, \
+     t.created_by, t.revoked_at, t.revoked_by";
+
+/// The principals and tokens the platform accepts. Cheap to clone; clones share the table.
+#[derive(Clone)]
+pub struct Principals {
+    pool: Option<PgPool>,
+    table: Arc<RwLock<Arc<Vec<Entry>>>>,
+}
+
+impl fmt::Debug for Principals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Principals({} tokens)", self.snapshot().len())
+    }
+}
+
+fn role_from_db(text: &str) -> Role {
+    match text {
+        "customer" => Role::Customer,
+        "bot" => Role::Bot,
+        // The database checks the value; anything else cannot be stored.
+        _ => Role::Operator,
+    }
+}
+
+impl Principals {
+    /// A fixed table without a database, for tests and tools: nothing can be created or
+    /// revoked.
+    pub fn fixed(tokens: &[ConfiguredToken]) -> Principals {
+        let entries = tokens
+            .iter()
+            .map(|t| {
+                let hash = hash(t.secret.expose_secret());
+                let caller = Caller::new(&t.principal, t.role, Vec::new(), token_id(&hash));
+                Entry { hash, caller, revoked: false }
+            })
+            .collect();
+        Principals { pool: None, table: Arc::new(RwLock::new(Arc::new(entries))) }
+    }
+
+    /// Records the configured tokens (hashed) under their principals, then loads every token.
+    /// Refuses a configuration that gives one token two principals, or a principal two roles.
+    pub async fn load(pool: PgPool, configured: &[ConfiguredToken]) -> Result<Principals, PrincipalError> {
+        let mut seen: HashMap<Hash, &ConfiguredToken> = HashMap::new();
+        for token in configured {
+            check_name(&token.principal).map_err(|reason| invalid("principal", reason))?;
+            let hash = hash(token.secret.expose_secret());
+            if let Some(other) = seen.insert(hash, token)
+                && (other.principal != token.principal || other.role != token.role)
+            {
+                return Err(PrincipalError::FailedPrecondition(format!(
+                    "token {} is configured for {} ({}) and for {} ({}): give each token one principal",
+                    token_id(&hash),
+                    other.principal,
+                    other.role,
+                    token.principal,
+                    token.role
+                )));
+            }
+        }
+        let mut tx = pool.begin().await?;
+        for token in configured {
+            ensure_principal(&mut tx, &token.principal, token.role, &[]).await?;
+            let hash = hash(token.secret.expose_secret());
+            let id = token_id(&hash);
+            sqlx::query(
+                "INSERT INTO api_tokens (id, principal, token_hash, source, label) \
+                 VALUES ($1, $2, $3, 'config', 'configured at start') ON CONFLICT (token_hash) DO NOTHING",
+            )
+            .bind(&id)
+            .bind(&token.principal)
+            .bind(&hash[..])
+            .execute(&mut *tx)
+            .await?;
+            let (owner, revoked): (String, Option<DateTime<Utc>>) =
+                sqlx::query_as("SELECT principal, revoked_at FROM api_tokens WHERE token_hash = $1")
+                    .bind(&hash[..])
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if owner != token.principal {
+                return Err(PrincipalError::FailedPrecondition(format!(
+                    "configured token {id} for {} is already principal {owner}'s",
+                    token.principal
+                )));
+            }
+            if let Some(at) = revoked {
+                tracing::warn!(token_id = %id, principal = %owner, revoked_at = %at, "a configured token was revoked: calls with it are refused; remove it from the configuration");
+            }
+        }
+        tx.commit().await?;
+        let principals = Principals { pool: Some(pool), table: Arc::default() };
+        principals.refresh().await?;
+        tracing::info!(tokens = principals.snapshot().len(), configured = configured.len(), "token table loaded");
+        Ok(principals)
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Entry>> {
+        // A poisoned lock only means a writer panicked mid-swap of an Arc: the value is whole.
+        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn replace(&self, entries: Vec<Entry>) {
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(entries);
+    }
+
+    /// Reloads every token from the database.
+    pub async fn refresh(&self) -> sqlx::Result<()> {
+        let Some(pool) = &self.pool else { return Ok(()) };
+        let rows: Vec<TokenRow> = sqlx::query_as(
+            "SELECT t.id, t.token_hash, t.principal, p.role, p.assistants, t.revoked_at \
+             FROM api_tokens t JOIN principals p ON p.name = t.principal",
+        )
+        .fetch_all(pool)
+        .await?;
+        let entries = rows
+            .into_iter()
+            .filter_map(|(id, hash, principal, role, assistants, revoked)| {
+                let hash: Hash = hash.try_into().ok()?;
+                let caller = Caller::new(&principal, role_from_db(&role), assistants, id);
+                Some(Entry { hash, caller, revoked: revoked.is_some() })
+            })
+            .collect();
+        self.replace(entries);
+        Ok(())
+    }
+
+    /// Reloads the table every [`REFRESH_EVERY`] until `shutdown`.
+    pub async fn keep_fresh(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = tick.tick() => {}
+            }
+            if let Err(error) = self.refresh().await {
+                tracing::warn!(%error, "cannot reload the token table; keeping the last one");
+            }
+        }
+    }
+
+    /// The caller a bearer token in `headers` stands for.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, AuthError> {
+        let value = headers.get(AUTHORIZATION).ok_or(AuthError::Missing)?;
+        let value = value.to_str().map_err(|_| AuthError::Unknown)?;
+        let (scheme, token) = value.split_once(' ').ok_or(AuthError::Missing)?;
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Missing);
+        }
+        self.caller_of(token.trim())
+    }
+
+    /// The caller a token stands for.
+    pub fn caller_of(&self, token: &str) -> Result<Caller, AuthError> {
+        let presented = hash(token);
+        let table = self.snapshot();
+        // Every entry is compared, in constant time, whatever matched before it.
+        let mut found: Option<&Entry> = None;
+        for entry in table.iter() {
+            if bool::from(entry.hash.ct_eq(&presented)) {
+                found = Some(entry);
+            }
+        }
+        match found {
+            Some(entry) if entry.revoked => Err(AuthError::Revoked(entry.caller.token_id.to_string())),
+            Some(entry) => Ok(entry.caller.clone()),
+            None => Err(AuthError::Unknown),
+        }
+    }
+
+    /// Authenticates and checks the caller against what the method needs.
+    pub fn authorize(&self, headers: &HeaderMap, access: Access) -> Result<Option<Caller>, AuthError> {
+        if access == Access::Public {
+            return Ok(None);
+        }
+        let caller = self.authenticate(headers)?;
+        access.admits(&caller)?;
+        Ok(Some(caller))
+    }
+
+    fn pool(&self) -> Result<&PgPool, PrincipalError> {
+        self.pool.as_ref().ok_or_else(|| PrincipalError::FailedPrecondition("this token table is fixed".to_owned()))
+    }
+
+    /// Creates a token for a principal (created on first use) and returns the secret, shown
+    /// only here.
+    pub async fn create_token(&self, by: &Caller, new: NewToken<'_>) -> Result<(String, TokenInfo), PrincipalError> {
+        let principal = new.principal.trim();
+        check_name(principal).map_err(|reason| invalid("principal", reason))?;
+        input::check_line(new.label, MAX_LABEL_CHARS).map_err(|reason| invalid("label", reason))?;
+        let mut allowed = Vec::new();
+        for assistant in new.assistants {
+            let id = assistant.trim().to_lowercase();
+            if assistants::by_id(&id).is_none() {
+                return Err(invalid("assistants", format!("unknown assistant {assistant:?}")));
+            }
+            if !allowed.contains(&id) {
+                allowed.push(id);
+            }
+        }
+        if !allowed.is_empty() && new.role != Role::Bot {
+            return Err(invalid("assistants", format!("only a bot is limited to assistants, not a {}", new.role)));
+        }
+        allowed.sort();
+        let pool = self.pool()?;
+        let token = mint();
+        let hash = hash(&token);
+        let id = token_id(&hash);
+        let mut tx = pool.begin().await?;
+        ensure_principal(&mut tx, principal, new.role, &allowed).await?;
+        sqlx::query(
+            "INSERT INTO api_tokens (id, principal, token_hash, source, label, created_by) \
+             VALUES ($1, $2, $3, 'admin', $4, $5)",
+        )
+        .bind(&id)
+        .bind(principal)
+        .bind(&hash[..])
+        .bind(new.label.trim())
+        .bind(&*by.principal)
+        .execute(&mut *tx)
+        .await?;
+        let info = token_info(&mut tx, &id).await?.ok_or_else(|| PrincipalError::NotFound(id.clone()))?;
+        tx.commit().await?;
+        let caller = Caller::new(principal, new.role, info.assistants.clone(), id.clone());
+        let mut entries = self.snapshot().as_ref().clone();
+        entries.push(Entry { hash, caller, revoked: false });
+        self.replace(entries);
+        tracing::info!(token_id = %id, principal, role = %new.role, by = %by.principal, "token created");
+        Ok((token, info))
+    }
+
+    /// Lists tokens (never their secrets), oldest first.
+    pub async fn list_tokens(&self, principal: &str, include_revoked: bool) -> Result<Vec<TokenInfo>, PrincipalError> {
+        let principal = principal.trim();
+        if !principal.is_empty() {
+            check_name(principal).map_err(|reason| invalid("principal", reason))?;
+        }
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens t JOIN principals p ON p.name = t.principal \
+             WHERE ($1 = '' OR t.principal = $1) AND ($2 OR t.revoked_at IS NULL) ORDER BY t.created_at, t.id"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(principal)
+            .bind(include_revoked)
+            .fetch_all(self.pool()?)
+            .await?)
+    }
+
+    /// Revokes a token. The last live operator token cannot be revoked: nobody could make
+    /// another.
+    pub async fn revoke(&self, by: &Caller, id: &str) -> Result<TokenInfo, PrincipalError> {
+        let id = id.trim();
+        let well_formed = id.len() == 16 && id.starts_with("tok_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !well_formed {
+            return Err(invalid("id", "a token id is tok_ and 12 hex digits, as ListTokens shows it"));
+        }
+        let mut tx = self.pool()?.begin().await?;
+        // Serialises revocations, so two operators cannot revoke the last two operator tokens
+        // at once.
+        sqlx::query("LOCK TABLE api_tokens IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+        let Some(info) = token_info(&mut tx, id).await? else {
+            return Err(PrincipalError::NotFound(id.to_owned()));
+        };
+        if info.revoked_at.is_some() {
+            return Err(PrincipalError::FailedPrecondition(format!("token {id} is already revoked")));
+        }
+        if info.role == "operator" {
+            let (others,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM api_tokens t JOIN principals p ON p.name = t.principal \
+                 WHERE p.role = 'operator' AND t.revoked_at IS NULL AND t.id <> $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            if others == 0 {
+                return Err(PrincipalError::FailedPrecondition(format!(
+                    "token {id} is the last live operator token: create another operator token first"
+                )));
+            }
+        }
+        sqlx::query("UPDATE api_tokens SET revoked_at = now(), revoked_by = $2 WHERE id = $1")
+            .bind(id)
+            .bind(&*by.principal)
+            .execute(&mut *tx)
+            .await?;
+        let info = token_info(&mut tx, id).await?.ok_or_else(|| PrincipalError::NotFound(id.to_owned()))?;
+        tx.commit().await?;
+        let entries = self
+            .snapshot()
+            .iter()
+            .cloned()
+            .map(|mut entry| {
+                if *entry.caller.token_id == *id {
+                    entry.revoked = true;
+                }
+                entry
+            })
+            .collect();
+        self.replace(entries);
+        tracing::info!(token_id = %id, principal = %info.principal, by = %by.principal, "token revoked");
+        Ok(info)
+    }
+}
+
+async fn token_info(conn: &mut sqlx::PgConnection, id: &str) -> sqlx::Result<Option<TokenInfo>> {
+    let sql =
+        format!("SELECT {TOKEN_COLUMNS} FROM api_tokens t JOIN principals p ON p.name = t.principal WHERE t.id = $1");
+    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(conn).await
+}
+
+/// Creates the principal, or checks that the existing one has this role (and, when given,
+/// these assistants).
+async fn ensure_principal(
+    tx: &mut sqlx::PgConnection,
+    name: &str,
+    role: Role,
+    assistants: &[String],
+) -> Result<(), PrincipalError> {
+    sqlx::query("INSERT INTO principals (name, role, assistants) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(role.to_string())
+        .bind(assistants)
+        .execute(&mut *tx)
+        .await?;
+    let (stored_role, mut stored): (String, Vec<String>) =
+        sqlx::query_as("SELECT role, assistants FROM principals WHERE name = $1")
+            .bind(name)
+            .fetch_one(&mut *tx)
+            .await?;
+    if stored_role != role.to_string() {
+        return Err(PrincipalError::FailedPrecondition(format!(
+            "principal {name} is a {stored_role}, not a {role}: one principal has one role"
+        )));
+    }
+    stored.sort();
+    if !assistants.is_empty() && stored != assistants {
+        let serves = if stored.is_empty() { "every assistant".to_owned() } else { stored.join(", ") };
+        return Err(PrincipalError::FailedPrecondition(format!(
+            "principal {name} serves {serves}; a new token cannot change that"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured(principal: &str, role: Role, secret: &str) -> ConfiguredToken {
+        ConfiguredToken { principal: principal.to_owned(), role, secret: SecretString::from(secret.to_owned()) }
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, format!("Bearer {token}").parse().expect("header value"));
+        headers
+    }
+
+    #[test]
+    fn configured_entries_name_their_principal_or_take_the_roles_name() {
+        let named = ConfiguredToken::parse(Role::Customer, " acme=s3cret ").expect("entry");
+        assert_eq!((named.principal.as_str(), named.secret.expose_secret()), ("acme", "s3cret"));
+        let bare = ConfiguredToken::parse(Role::Bot, "abc=").expect("entry");
+        assert_eq!((bare.principal.as_str(), bare.secret.expose_secret()), ("bot", "abc="));
+        let not_a_name = ConfiguredToken::parse(Role::Operator, "Op/1=xyz").expect("entry");
+        assert_eq!(not_a_name.principal, "operator");
+        assert!(ConfiguredToken::parse(Role::Operator, "  ").is_none());
+        assert!(!format!("{named:?}").contains("s3cret"), "{named:?}");
+    }
+
+    #[test]
+    fn names_are_safe_identifiers() {
+        for good in ["acme", "bot-eu-7", "a", "0.x_y", &"a".repeat(63)] {
+            assert_eq!(check_name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "Acme", "-x", "a b", "a/b", "a\0", &"a".repeat(64), "é"] {
+            assert!(check_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn tokens_authenticate_to_their_principal() {
+        let principals = Principals::fixed(&[
+            configured("acme", Role::Customer, "c-token"),
+            configured("bot-eu-7", Role::Bot, "b-token"),
+        ]);
+        let caller = principals.authenticate(&bearer("c-token")).expect("known token");
+        assert_eq!((&*caller.principal, caller.role), ("acme", Role::Customer));
+        assert_eq!(caller.token_id.len(), 16);
+        assert!(matches!(principals.authenticate(&bearer("nope")), Err(AuthError::Unknown)));
+        assert!(matches!(principals.authenticate(&HeaderMap::new()), Err(AuthError::Missing)));
+        let mut lowercase = HeaderMap::new();
+        lowercase.insert(AUTHORIZATION, "bearer b-token".parse().expect("header value"));
+        assert_eq!(principals.authenticate(&lowercase).map(|c| c.role), Ok(Role::Bot));
+        let mut basic = HeaderMap::new();
+        basic.insert(AUTHORIZATION, "Basic b-token".parse().expect("header value"));
+        assert!(matches!(principals.authenticate(&basic), Err(AuthError::Missing)));
+    }
+
+    #[test]
+    fn minted_tokens_are_long_random_and_prefixed() {
+        let (a, b) = (mint(), mint());
+        assert_ne!(a, b);
+        assert!(a.starts_with(TOKEN_PREFIX) && a.len() == TOKEN_PREFIX.len() + 43, "{a}");
+        assert_eq!(token_id(&hash(&a)), token_id(&hash(&a)));
+        assert!(!token_id(&hash(&a)).contains(&a[4..10]));
+    }
+}
