@@ -43,6 +43,9 @@ fn check_length(value: &str, max_chars: usize) -> Result<(), String> {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
