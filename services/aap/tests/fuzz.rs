@@ -529,12 +529,9 @@ fn text_pick() -> impl Strategy<Value = Pick<String>> {
     prop_oneof![
         3 => any::<usize>().prop_map(Pick::Known),
         1 => junk_string().prop_map(Pick::Made),
-        1 => Just(Pick::Made(uuid_like())),
+        // A well-formed id nothing has.
+        1 => Just(Pick::Made("00000000-0000-4000-8000-000000000000".to_owned())),
     ]
-}
-
-fn uuid_like() -> String {
-    "00000000-0000-4000-8000-000000000000".to_owned()
 }
 
 fn assistant() -> impl Strategy<Value = String> {
