@@ -730,6 +730,27 @@ fn call() -> impl Strategy<Value = Call> {
                 )
             },
         );
+    // A plausible answer (so that calls get past validation to real and unknown evaluations),
+    // with a capture time and kind that may be out of range.
+    let plausible_submit = (
+        id_pick(),
+        "[A-Z][a-z ]{1,30}",
+        prop::collection::vec("https://[a-z]{1,8}\\.example/[a-z0-9?=&_]{0,12}", 0..3),
+        proto_time(),
+        -1i32..3,
+    )
+        .prop_map(|(id, response_text, urls, captured_at, kind)| {
+            let citations = urls.iter().map(|url| citation(url, "A source")).collect();
+            let request = aap_proto::v1::SubmitRequest {
+                response_text,
+                citations,
+                captured_at,
+                kind,
+                bot_id: "fuzz-bot".into(),
+                ..Default::default()
+            };
+            Call::Submit(id, Box::new(request))
+        });
     let create = (
         assistant(),
         plan(),
@@ -754,7 +775,8 @@ fn call() -> impl Strategy<Value = Call> {
         3 => (junk_string(), prop::option::of(target())).prop_map(|(bot_id, serves)| Call::Poll { bot_id, serves }),
         1 => (junk_string(), prop::collection::vec(target(), 0..3), any::<u32>()).prop_map(|(bot_id, serves, max_tasks)| Call::Claim { bot_id, serves, max_tasks }),
         1 => id_pick().prop_map(|evaluation| Call::Heartbeat { evaluation }),
-        3 => submit,
+        2 => submit,
+        2 => plausible_submit,
         2 => (id_pick(), any::<bool>(), junk_string()).prop_map(|(evaluation, fail, reason)| Call::Release { evaluation, fail, reason }),
         2 => create,
         1 => junk_string().prop_map(|assistant| Call::ListAccounts { assistant }),
