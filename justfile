@@ -30,6 +30,11 @@ lint:
     cargo clippy --workspace --all-targets -- -D warnings
     buf lint
 
+# `just test` runs each property and the platform fuzz with 256 cases; `AAP_FUZZ_SEED=N` replays a fuzz run.
+# Property tests and the platform fuzz (seed HTTP API, gRPC) with many cases: just fuzz 100000
+fuzz cases="20000" *ARGS:
+    PROPTEST_CASES={{cases}} cargo nextest run --workspace --no-fail-fast -E 'test(/(^|::)props::/) | binary(=fuzz)' {{ARGS}}
+
 # Lint, then test: what CI runs
 verify: lint test
 

@@ -89,36 +89,40 @@ pub fn is_assistant_page(url: &str) -> bool {
         || (bare == "duckduckgo.com" && matches!(path, "/" | "/l/"))
 }
 
-/// The destination of a known redirect wrapper, or `None` when `url` is not one.
+/// The web address (http or https) a known redirect wrapper leads to, or `None` when `url` is
+/// not one or leads elsewhere (`javascript:`).
 ///
 /// Known wrappers: Google's `/url?q=` and `/url?url=` (search results, AI Overview references)
 /// on any `google.*` host, Bing's `/ck/a?u=a1<base64url>`, DuckDuckGo's `/l/?uddg=` and
 /// Facebook's `l.php?u=`.
-fn redirect_target(url: &Url) -> Option<String> {
+fn redirect_target(url: &Url) -> Option<Url> {
+    let web = |target: &str| Url::parse(target).ok().filter(|t| matches!(t.scheme(), "http" | "https"));
     let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
     let host = host.strip_prefix("www.").unwrap_or(&host);
     let google = host.starts_with("google.") || host == "google";
     let param = match url.path() {
         "/url" if google => ["q", "url"].as_slice(),
         "/ck/a" if host == "bing.com" => {
-            return url.query_pairs().find(|(name, _)| name == "u").and_then(|(_, value)| bing_target(&value));
+            return url.query_pairs().find(|(name, _)| name == "u").and_then(|(_, value)| web(&bing_target(&value)?));
         }
         "/l/" | "/l.php" if host.ends_with("duckduckgo.com") => ["uddg"].as_slice(),
         "/l.php" if host.ends_with("facebook.com") => ["u"].as_slice(),
         _ => return None,
     };
-    url.query_pairs()
-        .find(|(name, value)| param.contains(&name.as_ref()) && value.starts_with("http"))
-        .map(|(_, value)| value.into_owned())
+    url.query_pairs().filter(|(name, _)| param.contains(&name.as_ref())).find_map(|(_, value)| web(&value))
 }
+
+/// Most redirect wrappers unwrapped around one address. Real links nest two at most; a deeper
+/// nest is kept as it came (a wrapper, so no source), which keeps cleaning idempotent: whatever
+/// the depth, cleaning a cleaned address changes nothing.
+const MAX_REDIRECTS: usize = 8;
 
 /// Bing's `u` parameter: `a1` and the target URL in unpadded base64url.
 fn bing_target(value: &str) -> Option<String> {
     use base64::Engine as _;
     let encoded = value.strip_prefix("a1")?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).ok()?;
-    let target = String::from_utf8(bytes).ok()?;
-    target.starts_with("http").then_some(target)
+    String::from_utf8(bytes).ok()
 }
 
 /// A fragment made of `name=value` pairs that are all tracking (`#utm_source=x&utm_medium=y`,
@@ -136,8 +140,8 @@ fn is_tracking_fragment(fragment: &str) -> bool {
         })
 }
 
-/// The address with redirect wrappers unwrapped (up to three levels), `utm_*` and other
-/// tracking parameters removed wherever they sit (query or fragment, any case, percent-encoded
+/// The address with redirect wrappers unwrapped (up to [`MAX_REDIRECTS`] levels; a deeper nest
+/// stays wrapped), `utm_*` and other tracking parameters removed wherever they sit (query or fragment, any case, percent-encoded
 /// names; the rest of the query keeps its order), attribution parameters naming an assistant
 /// (`ref=chatgpt.com`) removed, and a text-highlight fragment (`#:~:text=`) dropped. A
 /// protocol-relative address (`//host/path`) is read as https. Text that is not an absolute URL
@@ -151,10 +155,15 @@ pub fn clean_url(raw: &str) -> String {
     let Ok(mut url) = parsed else {
         return raw.to_owned();
     };
-    for _ in 0..3 {
-        match redirect_target(&url).and_then(|target| Url::parse(&target).ok()) {
-            Some(target) => url = target,
-            None => break,
+    let mut target = url.clone();
+    for depth in 0..=MAX_REDIRECTS {
+        match redirect_target(&target) {
+            Some(next) if depth < MAX_REDIRECTS => target = next,
+            Some(_) => break,
+            None => {
+                url = target;
+                break;
+            }
         }
     }
     if url.query().is_some() {
@@ -185,6 +194,9 @@ pub fn domain_of(url: &str) -> String {
         .map(|host| host.strip_prefix("www.").map(str::to_owned).unwrap_or(host))
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {

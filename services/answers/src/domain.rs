@@ -118,7 +118,10 @@ pub fn parse_targets(raw: impl IntoIterator<Item = (String, String)>) -> Answers
         let id = assistant.trim();
         let known = assistants::by_id(id).ok_or_else(|| {
             let ids: Vec<_> = assistants::ASSISTANTS.iter().map(|a| a.id).collect();
-            invalid("targets.assistant", format!("unknown assistant {assistant:?}; known: {}", ids.join(", ")))
+            invalid(
+                "targets.assistant",
+                format!("unknown assistant {}; known: {}", input::quoted(&assistant), ids.join(", ")),
+            )
         })?;
         let target = Target { assistant: known.id.to_owned(), plan: assistants::normalize_plan(&plan) };
         if !targets.contains(&target) {
@@ -132,6 +135,20 @@ pub fn parse_targets(raw: impl IntoIterator<Item = (String, String)>) -> Answers
             .collect();
     }
     Ok(targets)
+}
+
+/// Checks the text of an Ask: not blank, no control characters but tab and new lines, at most
+/// `max_bytes` bytes of UTF-8 once trimmed; returns it trimmed, as it is stored.
+pub fn check_prompt(text: &str, max_bytes: usize) -> AnswersResult<&str> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(invalid("prompt", "must not be empty or blank"));
+    }
+    input::check_line(text, usize::MAX).map_err(|reason| invalid("prompt", reason))?;
+    if text.len() > max_bytes {
+        return Err(invalid("prompt", format!("is {} bytes; the limit is {max_bytes}", text.len())));
+    }
+    Ok(text)
 }
 
 /// A validated Ask.
@@ -267,17 +284,7 @@ impl Answers {
                 (prompt, (MatchKind::ById, 1.0))
             }
             Query::Text(text) => {
-                let text = text.trim().to_owned();
-                if text.is_empty() {
-                    return Err(invalid("prompt", "must not be empty or blank"));
-                }
-                input::check_line(&text, usize::MAX).map_err(|reason| invalid("prompt", reason))?;
-                if text.len() > self.config.max_prompt_bytes {
-                    return Err(invalid(
-                        "prompt",
-                        format!("is {} bytes; the limit is {}", text.len(), self.config.max_prompt_bytes),
-                    ));
-                }
+                let text = check_prompt(&text, self.config.max_prompt_bytes)?.to_owned();
                 let normalized = normalize(&text);
                 let hash = prompt_hash(&normalized);
                 if let Some(prompt) = store::prompt_by_hash(&self.pool, &hash).await? {

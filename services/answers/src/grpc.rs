@@ -8,7 +8,8 @@ use aap_proto::v1::ask_request::Query as ProtoQuery;
 use aap_proto::v1::{AnswerEvent, AskRequest, AskResponse, SimilarPolicy, WatchRequest, WatchResponse};
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{Answers, AnswersError, AskQuery, Policy, Query, parse_targets};
 
@@ -27,7 +28,11 @@ impl AnswersGrpc {
 impl From<AnswersError> for Status {
     fn from(err: AnswersError) -> Status {
         match &err {
-            AnswersError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+            AnswersError::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                err.to_string(),
+                ErrorDetails::with_bad_request_violation(*field, reason.clone()),
+            ),
             AnswersError::PromptNotFound(_) => Status::not_found(err.to_string()),
             AnswersError::Embedding(cause) => {
                 tracing::error!(error = %cause, "embedding failed");
@@ -68,6 +73,10 @@ fn is_operator<T>(request: &Request<T>) -> bool {
     request.extensions().get::<aap_platform::auth::Caller>().is_some_and(|caller| caller.is_operator())
 }
 
+fn invalid(field: &'static str, reason: impl Into<String>) -> Status {
+    AnswersError::InvalidArgument { field, reason: reason.into() }.into()
+}
+
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -81,13 +90,13 @@ impl AnswersService for AnswersGrpc {
         let query = match req.query {
             Some(ProtoQuery::Prompt(text)) => Query::Text(text),
             Some(ProtoQuery::PromptId(id)) => Query::PromptId(id),
-            None => return Err(Status::invalid_argument("invalid prompt: give `prompt` or `prompt_id`")),
+            None => return Err(invalid("prompt", "give `prompt` or `prompt_id`")),
         };
         let policy = match SimilarPolicy::try_from(req.policy) {
             Ok(SimilarPolicy::Unspecified | SimilarPolicy::Suggest) => Policy::Suggest,
             Ok(SimilarPolicy::Accept) => Policy::Accept,
             Ok(SimilarPolicy::ForceNew) => Policy::ForceNew,
-            Err(_) => return Err(Status::invalid_argument(format!("invalid policy: unknown value {}", req.policy))),
+            Err(_) => return Err(invalid("policy", format!("unknown value {}", req.policy))),
         };
         let targets = parse_targets(req.targets.into_iter().map(|t| (t.assistant, t.plan)))?;
         let query = AskQuery { query, targets, policy, min_similarity: req.min_similarity };

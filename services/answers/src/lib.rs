@@ -8,3 +8,6 @@ pub mod normalize;
 pub mod store;
 
 pub use domain::{Answers, AnswersConfig, AnswersError};
+
+#[cfg(test)]
+mod props;

@@ -1,6 +1,7 @@
 //! The evaluation domain's errors and how they reach gRPC and HTTP callers.
 
-use tonic::Status;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// What can go wrong taking, extending, submitting or releasing an evaluation.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +32,11 @@ impl EvalError {
 impl From<EvalError> for Status {
     fn from(err: EvalError) -> Status {
         match &err {
-            EvalError::InvalidArgument { .. } => Status::invalid_argument(err.to_string()),
+            EvalError::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                err.to_string(),
+                ErrorDetails::with_bad_request_violation(*field, reason.clone()),
+            ),
             EvalError::NotFound(_) => Status::not_found(err.to_string()),
             EvalError::PermissionDenied(_) => Status::permission_denied(err.to_string()),
             EvalError::WrongState { .. } => Status::failed_precondition(err.to_string()),

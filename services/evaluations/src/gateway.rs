@@ -8,7 +8,7 @@ use std::time::Duration;
 use aap_platform::auth::Caller;
 use aap_platform::{assistants, input, telemetry};
 use aap_proto::v1::Task;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike as _, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
@@ -109,12 +109,22 @@ fn check_submission(submission: &Submission) -> EvalResult<()> {
         check("products.price", input::check_line(&product.price, MAX_NAME_CHARS))?;
         check("products.merchant", input::check_line(&product.merchant, MAX_NAME_CHARS))?;
     }
+    if let Some(at) = submission.captured_at
+        && !(1..=9999).contains(&at.year())
+    {
+        return Err(EvalError::invalid("captured_at", format!("{at} is outside the years 1 to 9999")));
+    }
     if let Some(confidence) = capture.confidence
         && !(0.0..=1.0).contains(&confidence)
     {
         return Err(EvalError::invalid("capture.confidence", format!("{confidence} is outside [0, 1]")));
     }
     Ok(())
+}
+
+/// Checks the id a bot gives itself (Poll, Claim): a short line, stored with every claim.
+pub fn check_bot_id(bot_id: &str) -> EvalResult<()> {
+    check("bot_id", input::check_line(bot_id, MAX_NAME_CHARS))
 }
 
 /// What a bot serves: (assistant id, normalised plan) pairs.
@@ -127,7 +137,10 @@ pub fn parse_serves(targets: impl IntoIterator<Item = (String, String)>) -> Eval
         let assistant = assistant.trim().to_lowercase();
         check("serves.plan", input::check_plan(plan.trim()))?;
         if assistants::by_id(&assistant).is_none() {
-            return Err(EvalError::invalid("assistant", format!("unknown assistant {assistant:?}")));
+            return Err(EvalError::invalid(
+                "serves.assistant",
+                format!("unknown assistant {}", input::quoted(&assistant)),
+            ));
         }
         serves.push((assistant, assistants::normalize_plan(&plan)));
     }
@@ -192,6 +205,7 @@ impl Gateway {
     /// Claims the next waiting task for a bot, or `None` at once when none waits.
     #[tracing::instrument(skip(self, serves), fields(principal = %holder.principal, bot_id = %holder.bot_id))]
     pub async fn poll(&self, holder: &Holder, serves: &Serves, ttl: Duration) -> EvalResult<Option<Task>> {
+        check_bot_id(&holder.bot_id)?;
         // Stale deliveries (answered or failed meanwhile) are settled and skipped; the bound
         // keeps one poll from draining a long backlog of them.
         for _ in 0..32 {
@@ -422,3 +436,6 @@ pub enum ClaimInput {
     /// It still works on these.
     Heartbeat(Vec<i64>),
 }
+
+#[cfg(test)]
+mod props;

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 
+use aap_platform::input;
 use aap_proto::v1::claim_request::Msg as ClaimMsg;
 use aap_proto::v1::claim_response::Msg as ClaimReply;
 use aap_proto::v1::evaluation_service_server::EvaluationService;
@@ -15,9 +16,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::gateway::{ClaimInput, Gateway, Submission, admit_serves, parse_serves, timestamp};
+use crate::gateway::{ClaimInput, Gateway, Submission, admit_serves, check_bot_id, parse_serves, timestamp};
 use crate::model::{AnswerKind, Capture, CitationKind, CitationOrigin, Product, RawCitation};
 use crate::store::Holder;
+use crate::{EvalError, EvalResult};
 use aap_proto::v1::{
     AnswerKind as ProtoAnswerKind, CitationKind as ProtoCitationKind, CitationOrigin as ProtoCitationOrigin,
 };
@@ -35,30 +37,30 @@ impl EvaluationGrpc {
 }
 
 /// A proto duration as whole milliseconds; negative or out-of-range durations are refused.
-fn parse_millis(field: &str, d: Option<prost_types::Duration>) -> Result<Option<i64>, Status> {
+fn parse_millis(field: &'static str, d: Option<prost_types::Duration>) -> EvalResult<Option<i64>> {
     match d {
         None => Ok(None),
         Some(d) if d.seconds < 0 || d.nanos < 0 || d.seconds > i64::MAX / 1000 - 1 => {
-            Err(Status::invalid_argument(format!("invalid capture.{field}: must be a non-negative duration")))
+            Err(EvalError::invalid(field, "must be a non-negative duration"))
         }
         Some(d) => Ok(Some(d.seconds * 1000 + i64::from(d.nanos / 1_000_000))),
     }
 }
 
-fn parse_kind(kind: i32) -> Result<AnswerKind, Status> {
+fn parse_kind(kind: i32) -> EvalResult<AnswerKind> {
     match ProtoAnswerKind::try_from(kind) {
         Ok(ProtoAnswerKind::Unspecified | ProtoAnswerKind::Text) => Ok(AnswerKind::Text),
         Ok(ProtoAnswerKind::NoOverview) => Ok(AnswerKind::NoOverview),
-        Err(_) => Err(Status::invalid_argument(format!("invalid kind: unknown answer kind {kind}"))),
+        Err(_) => Err(EvalError::invalid("kind", format!("unknown answer kind {kind}"))),
     }
 }
 
-fn parse_citation(c: aap_proto::v1::Citation) -> Result<RawCitation, Status> {
+fn parse_citation(c: aap_proto::v1::Citation) -> EvalResult<RawCitation> {
     let kind = match ProtoCitationKind::try_from(c.kind) {
         Ok(ProtoCitationKind::Unspecified) => CitationKind::Unspecified,
         Ok(ProtoCitationKind::Inline) => CitationKind::Inline,
         Ok(ProtoCitationKind::Listed) => CitationKind::Listed,
-        Err(_) => return Err(Status::invalid_argument(format!("invalid citations.kind: unknown value {}", c.kind))),
+        Err(_) => return Err(EvalError::invalid("citations.kind", format!("unknown value {}", c.kind))),
     };
     let found_in = match ProtoCitationOrigin::try_from(c.found_in) {
         Ok(ProtoCitationOrigin::Unspecified) => CitationOrigin::Unspecified,
@@ -66,7 +68,7 @@ fn parse_citation(c: aap_proto::v1::Citation) -> Result<RawCitation, Status> {
         Ok(ProtoCitationOrigin::Stream) => CitationOrigin::Stream,
         Ok(ProtoCitationOrigin::Both) => CitationOrigin::Both,
         Err(_) => {
-            return Err(Status::invalid_argument(format!("invalid citations.found_in: unknown value {}", c.found_in)));
+            return Err(EvalError::invalid("citations.found_in", format!("unknown value {}", c.found_in)));
         }
     };
     Ok(RawCitation { url: c.url, title: c.title, kind, found_in })
@@ -77,9 +79,9 @@ fn parse_product(p: aap_proto::v1::Product) -> Product {
 }
 
 /// Signal and role names: short tokens, never free text.
-fn parse_names(field: &str, names: Vec<String>) -> Result<Vec<String>, Status> {
+fn parse_names(field: &'static str, names: Vec<String>) -> EvalResult<Vec<String>> {
     if names.len() > 32 {
-        return Err(Status::invalid_argument(format!("invalid capture.{field}: at most 32 names")));
+        return Err(EvalError::invalid(field, "at most 32 names"));
     }
     names
         .into_iter()
@@ -91,43 +93,37 @@ fn parse_names(field: &str, names: Vec<String>) -> Result<Vec<String>, Status> {
             if token {
                 Ok(name)
             } else {
-                Err(Status::invalid_argument(format!("invalid capture.{field}: {name:?} is not a name")))
+                Err(EvalError::invalid(field, format!("{} is not a name", input::quoted(&name))))
             }
         })
         .collect()
 }
 
-fn parse_capture(c: Option<aap_proto::v1::Capture>) -> Result<Capture, Status> {
+fn parse_capture(c: Option<aap_proto::v1::Capture>) -> EvalResult<Capture> {
     let Some(c) = c else { return Ok(Capture::default()) };
     Ok(Capture {
         response_html: c.response_html,
         model: c.model.trim().to_owned(),
         web_search: c.web_search,
-        ttft_ms: parse_millis("time_to_first_token", c.time_to_first_token)?,
-        total_ms: parse_millis("time_to_complete", c.time_to_complete)?,
+        ttft_ms: parse_millis("capture.time_to_first_token", c.time_to_first_token)?,
+        total_ms: parse_millis("capture.time_to_complete", c.time_to_complete)?,
         adapter_version: c.adapter_version.trim().to_owned(),
         adapter_fingerprint: c.adapter_fingerprint.trim().to_owned(),
-        finish_signals: parse_names("finish_signals", c.finish_signals)?,
-        missing_roles: parse_names("missing_roles", c.missing_roles)?,
+        finish_signals: parse_names("capture.finish_signals", c.finish_signals)?,
+        missing_roles: parse_names("capture.missing_roles", c.missing_roles)?,
         read_by_fallback: c.read_by_fallback,
         // 0 is what a bot that does not say sends.
         confidence: (c.confidence != 0.0).then_some(c.confidence),
     })
 }
 
-fn parse_time(t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, Status> {
+fn parse_time(t: Option<prost_types::Timestamp>) -> EvalResult<Option<DateTime<Utc>>> {
     match t {
         None => Ok(None),
         Some(t) => DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
             .map(Some)
-            .ok_or_else(|| Status::invalid_argument("invalid captured_at")),
+            .ok_or_else(|| EvalError::invalid("captured_at", "is not a time")),
     }
-}
-
-/// A bot id: a short line; the claim's holder is checked against it.
-fn check_bot_id(bot_id: &str) -> Result<(), Status> {
-    aap_platform::input::check_line(bot_id, crate::gateway::MAX_NAME_CHARS)
-        .map_err(|reason| Status::invalid_argument(format!("invalid bot_id: {reason}")))
 }
 
 /// The bot id a claim is recorded under: the bot's own, or its principal's name when it sends
@@ -147,11 +143,11 @@ impl EvaluationService for EvaluationGrpc {
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(ClaimRequest { msg: Some(ClaimMsg::Hello(hello)) }) => hello,
-            _ => return Err(Status::invalid_argument("the first message of a claim stream must be hello")),
+            _ => return Err(EvalError::invalid("hello", "the first message of a claim stream must be hello").into()),
         };
+        check_bot_id(&hello.bot_id)?;
         let serves = parse_serves(hello.serves.into_iter().map(|t| (t.assistant, t.plan)))?;
         admit_serves(&caller, &serves)?;
-        check_bot_id(&hello.bot_id)?;
         let holder = Holder::new(&caller.principal, &bot_id_or_principal(&hello.bot_id, &caller.principal));
         let (out_tx, out_rx) = mpsc::channel::<Result<ClaimResponse, Status>>(8);
         let welcome = ClaimResponse {
@@ -190,7 +186,7 @@ impl EvaluationService for EvaluationGrpc {
     async fn poll(&self, request: Request<PollRequest>) -> Result<Response<PollResponse>, Status> {
         let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
-        let target = req.serves.ok_or_else(|| Status::invalid_argument("invalid serves: required"))?;
+        let target = req.serves.ok_or_else(|| EvalError::invalid("serves", "is required"))?;
         let serves = parse_serves([(target.assistant, target.plan)])?;
         admit_serves(&caller, &serves)?;
         check_bot_id(&req.bot_id)?;

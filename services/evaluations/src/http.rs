@@ -1,11 +1,11 @@
 //! The seed's HTTP polling API, byte for byte: `POST /evaluations/api/v1/poll|submit|release`
 //! with the seed's JSON, for bots written to it. A thin adapter over [`Gateway`].
 
-use aap_platform::assistants;
 use std::net::SocketAddr;
 
 use aap_platform::auth::{Access, AuthError, Caller, Networks, Role};
 use aap_platform::principals::Principals;
+use aap_platform::{assistants, input};
 use axum::extract::{ConnectInfo, Extension, FromRequest, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -128,9 +128,25 @@ impl From<EvalError> for ApiError {
                 tracing::error!(error = %cause, "evaluation store failed");
                 "internal error".to_owned()
             }
+            EvalError::InvalidArgument { field, reason } => format!("invalid {}: {reason}", seed_field(field)),
             _ => err.to_string(),
         };
         ApiError { status, detail }
+    }
+}
+
+/// The seed's name of a field the gateway refuses (`response_text` is the seed's
+/// `answer.response`), so that a 422 names what the bot sent.
+fn seed_field(field: &'static str) -> &'static str {
+    match field {
+        "serves.assistant" => "assistant_name",
+        "serves.plan" => "plan_name",
+        "response_text" => "answer.response",
+        "citations" => "answer.citations",
+        "citations.url" => "answer.citations.url",
+        "citations.title" => "answer.citations.text",
+        "captured_at" => "answer.timestamp",
+        other => other,
     }
 }
 
@@ -145,7 +161,7 @@ impl From<AuthError> for ApiError {
 }
 
 /// A JSON body as the seed's bots send it, whose rejections (malformed JSON, wrong types,
-/// missing fields) answer in the API's error shape. A body without a `Content-Type` is read as
+/// missing fields) answer in the API's error shape, naming the field (`answer.timestamp`). A body without a `Content-Type` is read as
 /// JSON (the seed's Python bot may send one); a body declared as something else is 415.
 struct SeedJson<T>(T);
 
@@ -167,10 +183,19 @@ where
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|rejection| ApiError { status: rejection.status(), detail: rejection.body_text() })?;
-        serde_json::from_slice(&body).map(SeedJson).map_err(|error| ApiError {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            detail: format!("invalid JSON body: {error}"),
-        })
+        let invalid = |detail| ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, detail };
+        let mut json = serde_json::Deserializer::from_slice(&body);
+        let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
+            let path = error.path().to_string();
+            let error = error.into_inner();
+            invalid(if path == "." {
+                format!("invalid JSON body: {error}")
+            } else {
+                format!("invalid {path}: {error}")
+            })
+        })?;
+        json.end().map_err(|error| invalid(format!("invalid JSON body: {error}")))?;
+        Ok(SeedJson(value))
     }
 }
 
@@ -187,7 +212,8 @@ fn seed_timestamp<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<D
         .map(|naive| naive.and_utc())
         .map_err(|_| {
             serde::de::Error::custom(format!(
-                "invalid timestamp {text:?}: expected ISO 8601 such as 2025-12-09T10:35:00Z (no offset: UTC)"
+                "invalid timestamp {}: expected ISO 8601 such as 2025-12-09T10:35:00Z (no offset: UTC)",
+                input::quoted(text)
             ))
         })
 }
@@ -214,8 +240,9 @@ async fn poll(
     Extension(caller): Extension<Caller>,
     SeedJson(body): SeedJson<PollBody>,
 ) -> Result<Json<PollReply>, ApiError> {
-    let assistant = assistants::by_seed_name(&body.assistant_name)
-        .ok_or_else(|| EvalError::invalid("assistant_name", format!("unknown assistant {:?}", body.assistant_name)))?;
+    let assistant = assistants::by_seed_name(&body.assistant_name).ok_or_else(|| {
+        EvalError::invalid("assistant_name", format!("unknown assistant {}", input::quoted(&body.assistant_name)))
+    })?;
     let serves = parse_serves([(assistant.id.to_owned(), body.plan_name)])?;
     admit_serves(&caller, &serves)?;
     // The seed's bots send no id of their own: the principal is the holder.

@@ -34,6 +34,19 @@ pub fn check_plan(plan: &str) -> Result<(), String> {
     check_length(plan, MAX_PLAN_CHARS)
 }
 
+/// Most characters of a caller's value a reason quotes back: enough to recognise it, and a
+/// refusal stays far below the size of a gRPC header (it travels in `grpc-message`, and its
+/// bad-request detail in another header; one over the peer's limit resets the stream).
+pub const MAX_QUOTED_CHARS: usize = 64;
+
+/// `value` quoted for a reason (`"Bard"`), cut to [`MAX_QUOTED_CHARS`] characters, `…` after
+/// the quotes when it was longer.
+pub fn quoted(value: &str) -> String {
+    let mut chars = value.chars();
+    let head: String = chars.by_ref().take(MAX_QUOTED_CHARS).collect();
+    if chars.next().is_some() { format!("{head:?}…") } else { format!("{head:?}") }
+}
+
 fn check_length(value: &str, max_chars: usize) -> Result<(), String> {
     let chars = value.chars().count();
     if chars > max_chars {
@@ -41,6 +54,9 @@ fn check_length(value: &str, max_chars: usize) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -59,5 +75,13 @@ mod tests {
         assert!(check_plan("pro.>").is_err_and(|e| e.contains("'>'")));
         assert!(check_plan("p*").is_err());
         assert!(check_plan(&"p".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn quoted_values_are_cut_to_a_bounded_length() {
+        assert_eq!(quoted("Bard"), r#""Bard""#);
+        assert_eq!(quoted("a\0b"), r#""a\0b""#);
+        let long = quoted(&"é".repeat(100_000));
+        assert_eq!(long, format!("{:?}…", "é".repeat(MAX_QUOTED_CHARS)));
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use aap_platform::assistants::{self, ANY_PLAN};
+use aap_platform::input;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -112,6 +113,11 @@ pub enum SessionError {
     Database(#[from] sqlx::Error),
 }
 
+/// Longest account label and bot id, in characters.
+const MAX_NAME_CHARS: usize = 200;
+/// Longest detail a bot may give with a returned lease.
+const MAX_DETAIL_CHARS: usize = 4096;
+
 fn next_free(at: &Option<DateTime<Utc>>) -> String {
     match at {
         Some(at) => format!("; the next frees up at {}", at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
@@ -138,6 +144,7 @@ impl LeaseTarget {
     pub fn parse(assistant: &str, plan: &str) -> SessionResult<LeaseTarget> {
         let assistant = parse_assistant("assistant", assistant)?;
         let plan = plan.trim();
+        input::check_plan(plan).map_err(|reason| invalid("plan", reason))?;
         let plan = (assistants::normalize_plan(plan) != ANY_PLAN).then(|| plan.to_owned());
         Ok(LeaseTarget { assistant, plan })
     }
@@ -160,21 +167,22 @@ impl fmt::Display for LeaseTarget {
 fn parse_assistant(field: &'static str, value: &str) -> SessionResult<&'static str> {
     assistants::by_id(value).map(|assistant| assistant.id).ok_or_else(|| {
         let known: Vec<&str> = assistants::ASSISTANTS.iter().map(|assistant| assistant.id).collect();
-        invalid(field, format!("unknown assistant {value:?}, expected one of {}", known.join(", ")))
+        invalid(field, format!("unknown assistant {}, expected one of {}", input::quoted(value), known.join(", ")))
     })
 }
 
 fn parse_id(field: &'static str, value: &str) -> SessionResult<Uuid> {
-    Uuid::parse_str(value.trim()).map_err(|_| invalid(field, format!("{value:?} is not a uuid")))
+    Uuid::parse_str(value.trim()).map_err(|_| invalid(field, format!("{} is not a uuid", input::quoted(value))))
 }
 
-/// An account's plan as the operator spells it ("Plus"), trimmed; `any` is refused because
-/// leases use it to mean every plan.
+/// An account's plan as the operator spells it ("Plus"), trimmed: a plan name as evaluations
+/// have them (`input::check_plan`); `any` is refused because leases use it to mean every plan.
 fn parse_account_plan(plan: &str) -> SessionResult<&str> {
     let plan = plan.trim();
     if plan.is_empty() {
         return Err(invalid("plan", "is required"));
     }
+    input::check_plan(plan).map_err(|reason| invalid("plan", reason))?;
     if assistants::normalize_plan(plan) == ANY_PLAN {
         return Err(invalid("plan", format!("{ANY_PLAN:?} is reserved for leases of any plan")));
     }
@@ -193,6 +201,13 @@ fn check_storage_state(field: &'static str, json: &str) -> SessionResult<()> {
         Some(serde_json::Value::Array(_)) => Ok(()),
         _ => Err(invalid(field, "must have a \"cookies\" array (Playwright storage state)")),
     }
+}
+
+/// Checks an account's label: one short line, stored trimmed.
+fn parse_label(label: &str) -> SessionResult<&str> {
+    let label = label.trim();
+    input::check_line(label, MAX_NAME_CHARS).map_err(|reason| invalid("label", reason))?;
+    Ok(label)
 }
 
 /// Checks an optional proxy URL; empty means none.
@@ -430,6 +445,7 @@ impl SessionDirectory {
         check_storage_state("storage_state_json", new.storage_state_json)?;
         let proxy = parse_proxy(new.proxy)?;
         let user_agent = check_user_agent(new.user_agent).map_err(|reason| invalid("user_agent", reason))?;
+        let label = parse_label(new.label)?;
         let plan_key = assistants::normalize_plan(plan);
         let id = Uuid::new_v4();
         let proxy_sealed = proxy.as_ref().map(|proxy| self.seal(id, "proxy", &proxy.as_str())).transpose()?;
@@ -438,7 +454,7 @@ impl SessionDirectory {
             assistant,
             plan,
             plan_key: &plan_key,
-            label: new.label.trim(),
+            label,
             storage_state_sealed: self.seal(id, "storage_state", new.storage_state_json)?,
             proxy_sealed,
             proxy_display: proxy.as_ref().map(ProxyUrl::display).unwrap_or_default(),
@@ -483,7 +499,8 @@ impl SessionDirectory {
             Some(None) => Some((None, String::new())),
             None => None,
         };
-        let settings = AccountSettings { proxy, user_agent, label: update.label.map(str::trim) };
+        let label = update.label.map(parse_label).transpose()?;
+        let settings = AccountSettings { proxy, user_agent, label };
         let account = self.store.update_settings(id, &settings).await?.ok_or(SessionError::AccountNotFound(id))?;
         tracing::info!(proxy = account.proxy, user_agent = account.user_agent, "account settings changed");
         Ok(account)
@@ -495,6 +512,7 @@ impl SessionDirectory {
     #[tracing::instrument(skip(self))]
     pub async fn lease(&self, assistant: &str, plan: &str, bot_id: &str, principal: &str) -> SessionResult<Lease> {
         let target = LeaseTarget::parse(assistant, plan)?;
+        input::check_line(bot_id.trim(), MAX_NAME_CHARS).map_err(|reason| invalid("bot_id", reason))?;
         let plan_key = target.plan_key();
         let mut tx = self.store.begin().await?;
         let Some(account) = store::pick_account(&mut tx, target.assistant, plan_key.as_deref()).await? else {
@@ -549,6 +567,7 @@ impl SessionDirectory {
         principal: &str,
     ) -> SessionResult<Account> {
         let lease_id = parse_id("lease_id", lease_id)?;
+        input::check_text(detail, MAX_DETAIL_CHARS).map_err(|reason| invalid("detail", reason))?;
         let mut tx = self.store.begin().await?;
         let lease = store::lock_lease(&mut tx, lease_id).await?.ok_or(SessionError::LeaseNotFound(lease_id))?;
         if lease.principal.as_deref() != Some(principal) {
@@ -571,6 +590,9 @@ impl SessionDirectory {
         Ok(account)
     }
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,8 @@ use url::Url;
 
 /// Longest user agent accepted: real ones are under 200 characters.
 const MAX_USER_AGENT: usize = 512;
+/// Longest proxy URL accepted; a refusal may quote parts of it, so it must stay short.
+const MAX_PROXY_URL: usize = 2048;
 
 /// A proxy URL as an account keeps it: `http://`, `https://` or `socks5://`, a host and a port,
 /// nothing else.
@@ -21,6 +23,9 @@ impl ProxyUrl {
     /// forwarder that adds the credentials.
     pub fn parse(text: &str) -> Result<ProxyUrl, String> {
         let text = text.trim();
+        if text.len() > MAX_PROXY_URL {
+            return Err(format!("longer than {MAX_PROXY_URL} bytes"));
+        }
         let url = Url::parse(text).map_err(|error| format!("not a URL ({error})"))?;
         if !matches!(url.scheme(), "http" | "https" | "socks5") {
             return Err(format!("scheme {:?} is not one of http, https, socks5", url.scheme()));
