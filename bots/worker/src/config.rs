@@ -77,6 +77,9 @@ pub struct BotConfig {
     pub sessions: SessionSourceConfig,
     /// Bot token, sent as `authorization: Bearer <token>` to the platform.
     pub token: Option<SecretString>,
+    /// Whom to trust and which client certificate to present on `https://` URLs (gRPC and the
+    /// seed's HTTP API).
+    pub tls: aap_tls::ClientTls,
     /// The bot's name in logs and provenance.
     pub bot_id: String,
     /// Lowercase assistant id, e.g. `chatgpt`.
@@ -120,6 +123,7 @@ impl BotConfig {
             tasks,
             sessions,
             token: None,
+            tls: aap_tls::ClientTls::default(),
             bot_id: default_bot_id(),
             assistant: assistant_id(assistant),
             assistant_name: seed_name(assistant),
@@ -185,6 +189,12 @@ impl BotConfig {
     /// Sends `token` as the bearer token.
     pub fn with_token(mut self, token: &str) -> BotConfig {
         self.token = Some(SecretString::from(token.to_owned()));
+        self
+    }
+
+    /// Trusts and presents what `tls` says on `https://` URLs.
+    pub fn with_tls(mut self, tls: aap_tls::ClientTls) -> BotConfig {
+        self.tls = tls;
         self
     }
 
@@ -266,6 +276,16 @@ pub struct Args {
     /// Bot token for the platform (Authorization: Bearer).
     #[arg(long, env = "AAP_BOT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificates (PEM) the platform's certificate must chain to, for `https://` URLs (the
+    /// system's when absent).
+    #[arg(long, env = "AAP_BOT_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for a platform that requires one (mutual TLS).
+    #[arg(long, env = "AAP_BOT_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "AAP_BOT_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// The bot's name in logs and provenance; host name plus a random suffix when absent.
     #[arg(long, env = "AAP_BOT_BOT_ID")]
     pub bot_id: Option<String>,
@@ -326,6 +346,8 @@ impl Args {
         };
         let mut config = BotConfig::base(tasks, sessions, &self.assistant_name, &self.plan_name);
         config.token = self.token.map(SecretString::from);
+        config.tls =
+            aap_tls::ClientTls { ca_cert: self.ca_cert, client_cert: self.client_cert, client_key: self.client_key };
         if let Some(bot_id) = self.bot_id {
             config.bot_id = bot_id;
         }

@@ -34,13 +34,12 @@ impl Bearer {
     }
 }
 
-/// Connects to the platform's gRPC endpoint.
-pub async fn connect(server: &str, token: &str) -> anyhow::Result<Client> {
-    let channel = Channel::from_shared(server.to_owned())
-        .context("server address")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {server}"))?;
+/// Connects to the platform's gRPC endpoint: over TLS when `server` is `https://`, trusting and
+/// presenting what `tls` says.
+pub async fn connect(server: &str, token: &str, tls: &aap_tls::ClientTls) -> anyhow::Result<Client> {
+    let endpoint = Channel::from_shared(server.to_owned()).context("server address")?;
+    let channel =
+        tls.endpoint(endpoint).context("tls")?.connect().await.with_context(|| format!("cannot reach {server}"))?;
     Ok(AnswersServiceClient::with_interceptor(channel, Bearer::new(token)?))
 }
 
