@@ -149,7 +149,21 @@ pub async fn connect(url: &str, name: &str, access: &NatsAccess) -> Result<async
     if access.tls.is_configured() {
         options = options.require_tls(true).tls_client_config(access.tls.rustls_config()?);
     }
-    options.name(name).connect(url).await.map_err(|source| NatsError::Connect { url: url.to_owned(), source })
+    options.name(name).connect(url).await.map_err(|source| NatsError::Connect { url: redact(url), source })
+}
+
+/// `url` (one server or a comma-separated list) with any `user:password@` replaced by `***@`,
+/// for error messages and logs.
+fn redact(url: &str) -> String {
+    let servers = url.split(',').map(|server| {
+        let rest_at = server.find("://").map_or(0, |scheme| scheme + 3);
+        let authority_end = server[rest_at..].find('/').map_or(server.len(), |end| rest_at + end);
+        match server[rest_at..authority_end].rfind('@') {
+            Some(at) => format!("{}***{}", &server[..rest_at], &server[rest_at + at..]),
+            None => server.to_owned(),
+        }
+    });
+    servers.collect::<Vec<_>>().join(",")
 }
 
 /// Creates the task and result streams if they do not exist (file storage, work-queue).
@@ -175,6 +189,14 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_url_never_reach_an_error_message() {
+        assert_eq!(redact("nats://aap:s3cret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact("tls://t0ken@a:4222,nats://b:4222"), "tls://***@a:4222,nats://b:4222");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("localhost"), "localhost");
+    }
 
     #[test]
     fn names_carry_the_prefix() {
