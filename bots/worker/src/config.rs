@@ -269,8 +269,8 @@ pub struct Args {
     /// Also write logs to this file.
     #[arg(long, env = "AAP_BOT_LOG_FILE")]
     pub log_file: Option<PathBuf>,
-    /// The platform's gRPC URL: tasks from EvaluationService.Claim, sessions from
-    /// SessionService (unless --sessions-dir).
+    /// The platform's gRPC URL (`https://` for TLS): tasks from EvaluationService.Claim,
+    /// sessions from SessionService (unless --sessions-dir).
     #[arg(long, env = "AAP_BOT_GRPC_URL")]
     pub grpc_url: Option<String>,
     /// Bot token for the platform (Authorization: Bearer).
@@ -433,6 +433,29 @@ mod tests {
         assert_eq!(config.sessions, SessionSourceConfig::Service { url: "http://gw:50051".into() });
         assert_eq!(parse(&["--sessions-dir", "/d"])?.sessions, SessionSourceConfig::Dir { path: "/d".into() });
         assert!(Args::try_parse_from(["aap-bot"]).map_err(|_| ConfigError::Missing("parse"))?.into_config().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn tls_flags_name_the_ca_and_the_client_certificate_which_needs_its_key() -> Result<(), ConfigError> {
+        let base = ["aap-bot", "--grpc-url", "https://gw:50051", "--token", "t"];
+        let tls = ["--ca-cert", "/ca.crt", "--client-cert", "/bot.crt", "--client-key", "/bot.key"];
+        let args = Args::try_parse_from(base.iter().chain(&tls)).map_err(|_| ConfigError::Missing("parse"))?;
+        let config = args.into_config()?;
+        let expected = aap_tls::ClientTls {
+            ca_cert: Some("/ca.crt".into()),
+            client_cert: Some("/bot.crt".into()),
+            client_key: Some("/bot.key".into()),
+        };
+        assert_eq!(config.tls, expected);
+        assert_eq!(
+            Args::try_parse_from(base).map_err(|_| ConfigError::Missing("parse"))?.into_config()?.tls,
+            Default::default()
+        );
+        assert!(
+            Args::try_parse_from(base.iter().chain(&["--client-cert", "/bot.crt"])).is_err(),
+            "a certificate without its key"
+        );
         Ok(())
     }
 }
