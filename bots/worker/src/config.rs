@@ -77,6 +77,9 @@ pub struct BotConfig {
     pub sessions: SessionSourceConfig,
     /// Bot token, sent as `authorization: Bearer <token>` to the platform.
     pub token: Option<SecretString>,
+    /// Whom to trust and which client certificate to present on `https://` URLs (gRPC and the
+    /// seed's HTTP API).
+    pub tls: aap_tls::ClientTls,
     /// The bot's name in logs and provenance.
     pub bot_id: String,
     /// Lowercase assistant id, e.g. `chatgpt`.
@@ -120,6 +123,7 @@ impl BotConfig {
             tasks,
             sessions,
             token: None,
+            tls: aap_tls::ClientTls::default(),
             bot_id: default_bot_id(),
             assistant: assistant_id(assistant),
             assistant_name: seed_name(assistant),
@@ -185,6 +189,12 @@ impl BotConfig {
     /// Sends `token` as the bearer token.
     pub fn with_token(mut self, token: &str) -> BotConfig {
         self.token = Some(SecretString::from(token.to_owned()));
+        self
+    }
+
+    /// Trusts and presents what `tls` says on `https://` URLs.
+    pub fn with_tls(mut self, tls: aap_tls::ClientTls) -> BotConfig {
+        self.tls = tls;
         self
     }
 
@@ -259,13 +269,23 @@ pub struct Args {
     /// Also write logs to this file.
     #[arg(long, env = "AAP_BOT_LOG_FILE")]
     pub log_file: Option<PathBuf>,
-    /// The platform's gRPC URL: tasks from EvaluationService.Claim, sessions from
-    /// SessionService (unless --sessions-dir).
+    /// The platform's gRPC URL (`https://` for TLS): tasks from EvaluationService.Claim,
+    /// sessions from SessionService (unless --sessions-dir).
     #[arg(long, env = "AAP_BOT_GRPC_URL")]
     pub grpc_url: Option<String>,
     /// Bot token for the platform (Authorization: Bearer).
     #[arg(long, env = "AAP_BOT_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// CA certificates (PEM) the platform's certificate must chain to, for `https://` URLs (the
+    /// system's when absent).
+    #[arg(long, env = "AAP_BOT_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for a platform that requires one (mutual TLS).
+    #[arg(long, env = "AAP_BOT_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "AAP_BOT_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// The bot's name in logs and provenance; host name plus a random suffix when absent.
     #[arg(long, env = "AAP_BOT_BOT_ID")]
     pub bot_id: Option<String>,
@@ -326,6 +346,8 @@ impl Args {
         };
         let mut config = BotConfig::base(tasks, sessions, &self.assistant_name, &self.plan_name);
         config.token = self.token.map(SecretString::from);
+        config.tls =
+            aap_tls::ClientTls { ca_cert: self.ca_cert, client_cert: self.client_cert, client_key: self.client_key };
         if let Some(bot_id) = self.bot_id {
             config.bot_id = bot_id;
         }
@@ -411,6 +433,29 @@ mod tests {
         assert_eq!(config.sessions, SessionSourceConfig::Service { url: "http://gw:50051".into() });
         assert_eq!(parse(&["--sessions-dir", "/d"])?.sessions, SessionSourceConfig::Dir { path: "/d".into() });
         assert!(Args::try_parse_from(["aap-bot"]).map_err(|_| ConfigError::Missing("parse"))?.into_config().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn tls_flags_name_the_ca_and_the_client_certificate_which_needs_its_key() -> Result<(), ConfigError> {
+        let base = ["aap-bot", "--grpc-url", "https://gw:50051", "--token", "t"];
+        let tls = ["--ca-cert", "/ca.crt", "--client-cert", "/bot.crt", "--client-key", "/bot.key"];
+        let args = Args::try_parse_from(base.iter().chain(&tls)).map_err(|_| ConfigError::Missing("parse"))?;
+        let config = args.into_config()?;
+        let expected = aap_tls::ClientTls {
+            ca_cert: Some("/ca.crt".into()),
+            client_cert: Some("/bot.crt".into()),
+            client_key: Some("/bot.key".into()),
+        };
+        assert_eq!(config.tls, expected);
+        assert_eq!(
+            Args::try_parse_from(base).map_err(|_| ConfigError::Missing("parse"))?.into_config()?.tls,
+            Default::default()
+        );
+        assert!(
+            Args::try_parse_from(base.iter().chain(&["--client-cert", "/bot.crt"])).is_err(),
+            "a certificate without its key"
+        );
         Ok(())
     }
 }

@@ -40,13 +40,23 @@ pub enum ChannelError {
     /// The token has characters a header cannot carry.
     #[error("the bot token is not a valid header value")]
     Token,
+    /// The TLS files cannot be used, or are given for an `http://` URL.
+    #[error("tls: {0}")]
+    Tls(#[from] aap_tls::TlsError),
 }
 
 /// A lazily connected channel to `url`: nothing is dialled until the first call, and a lost
-/// connection is re-dialled by the next one.
-pub fn channel(url: &str, token: Option<&SecretString>, timeout: Duration) -> Result<AuthChannel, ChannelError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|source| ChannelError::Url { url: url.to_owned(), source })?
+/// connection is re-dialled by the next one. TLS when `url` is `https://`, as `tls` says.
+pub fn channel(
+    url: &str,
+    token: Option<&SecretString>,
+    timeout: Duration,
+    tls: &aap_tls::ClientTls,
+) -> Result<AuthChannel, ChannelError> {
+    let endpoint =
+        Endpoint::from_shared(url.to_owned()).map_err(|source| ChannelError::Url { url: url.to_owned(), source })?;
+    let endpoint = tls
+        .endpoint(endpoint)?
         .connect_timeout(timeout)
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .http2_keep_alive_interval(Duration::from_secs(30))

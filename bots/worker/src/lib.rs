@@ -78,7 +78,7 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -
     let (stop, stopped) = watch::channel(false);
     let sessions = match &config.sessions {
         SessionSourceConfig::Service { url } => {
-            let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout)?;
+            let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout, &config.tls)?;
             Sessions::service(channel, &config.assistant, &config.plan, &config.bot_id, config.api_timeout)
         }
         SessionSourceConfig::Dir { path } => Sessions::dir(path, config.per_session_runs),
@@ -127,7 +127,7 @@ fn worker_for(
 ) -> anyhow::Result<Worker<AnyAdapter>> {
     let source = match &config.tasks {
         TaskSourceConfig::Grpc { url } => {
-            let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout)?;
+            let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout, &config.tls)?;
             TaskSource::Claim(ClaimSource::start(
                 channel,
                 ClaimOptions {
@@ -149,6 +149,7 @@ fn worker_for(
                 api_timeout: config.api_timeout,
                 submit_timeout: config.submit_timeout,
                 submit_retry_attempts: config.submit_retry_attempts,
+                tls: config.tls.clone(),
             })
             .context("http client")?,
         ),

@@ -34,18 +34,16 @@ impl Bearer {
     }
 }
 
-/// A channel to the platform's gRPC endpoint.
-pub async fn channel(server: &str) -> anyhow::Result<Channel> {
-    Channel::from_shared(server.to_owned())
-        .context("server address")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot reach {server}"))
+/// A channel to the platform's gRPC endpoint: over TLS when `server` is `https://`, trusting
+/// and presenting what `tls` says.
+pub async fn channel(server: &str, tls: &aap_tls::ClientTls) -> anyhow::Result<Channel> {
+    let endpoint = Channel::from_shared(server.to_owned()).context("server address")?;
+    tls.endpoint(endpoint).context("tls")?.connect().await.with_context(|| format!("cannot reach {server}"))
 }
 
-/// Connects to the platform's gRPC endpoint.
-pub async fn connect(server: &str, token: &str) -> anyhow::Result<Client> {
-    Ok(AnswersServiceClient::with_interceptor(channel(server).await?, Bearer::new(token)?))
+/// Connects to the platform's gRPC endpoint (see [`channel`]).
+pub async fn connect(server: &str, token: &str, tls: &aap_tls::ClientTls) -> anyhow::Result<Client> {
+    Ok(AnswersServiceClient::with_interceptor(channel(server, tls).await?, Bearer::new(token)?))
 }
 
 fn label(assistant: &str, plan: &str) -> String {

@@ -1,4 +1,5 @@
-//! Command-line and environment settings shared by `aap serve` and `aap dev`.
+//! Command-line and environment settings shared by `aap serve` and `aap dev`, and those of
+//! `aap serve` alone: TLS of its servers and how it reaches NATS.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,9 +7,12 @@ use std::time::Duration;
 use aap_answers::AnswersConfig;
 use aap_evaluations::gateway::GatewayConfig;
 use aap_platform::auth::{Networks, Role};
+use aap_platform::nats::NatsAccess;
 use aap_platform::principals::ConfiguredToken;
 use aap_sessions::{SessionKey, SessionsConfig};
+use aap_tls::{ClientTls, ServerTls};
 use clap::Args;
+use secrecy::SecretString;
 
 /// Settings of the platform's services.
 #[derive(Debug, Clone, Args)]
@@ -88,6 +92,67 @@ fn parse_networks(text: &str) -> Result<Networks, String> {
     Networks::parse(text)
 }
 
+/// TLS of `aap serve`'s gRPC server and seed HTTP API (both plain text without these).
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM, the server's certificate first) that the gRPC server and the seed
+    /// HTTP API present; with --tls-key both serve TLS only.
+    #[arg(long, env = "AAP_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "AAP_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates must chain to: with it every gRPC and HTTP
+    /// client (bots, customers, operators) must present one (mutual TLS).
+    #[arg(long, env = "AAP_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The servers' TLS, or `None` for plain text.
+    pub fn server_tls(&self) -> Option<ServerTls> {
+        let (cert, key) = (self.tls_cert.clone()?, self.tls_key.clone()?);
+        Some(ServerTls { cert, key, client_ca: self.tls_client_ca.clone() })
+    }
+}
+
+/// TLS and credentials of `aap serve`'s NATS connection, beyond what --nats-url says (it may
+/// carry `user:password@`; `tls://` asks for TLS).
+#[derive(Debug, Clone, Default, Args)]
+pub struct NatsArgs {
+    /// CA certificates (PEM) the NATS server's certificate must chain to (the system's when
+    /// absent). Giving it, or a client certificate, requires TLS.
+    #[arg(long, env = "AAP_NATS_CA_CERT")]
+    pub nats_ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for a NATS server that verifies clients (`verify: true`).
+    #[arg(long, env = "AAP_NATS_CLIENT_CERT", requires = "nats_client_key")]
+    pub nats_client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nats-client-cert.
+    #[arg(long, env = "AAP_NATS_CLIENT_KEY", requires = "nats_client_cert")]
+    pub nats_client_key: Option<PathBuf>,
+    /// Credentials file (user JWT and nkey seed, as `nsc` writes them) to authenticate with.
+    #[arg(long, env = "AAP_NATS_CREDS", conflicts_with = "nats_nkey")]
+    pub nats_creds: Option<PathBuf>,
+    /// Nkey seed (`SU...`) to authenticate with; its public key is a user of the server.
+    #[arg(long, env = "AAP_NATS_NKEY", hide_env_values = true)]
+    pub nats_nkey: Option<String>,
+}
+
+impl NatsArgs {
+    /// How to reach NATS.
+    pub fn access(&self) -> NatsAccess {
+        NatsAccess {
+            tls: ClientTls {
+                ca_cert: self.nats_ca_cert.clone(),
+                client_cert: self.nats_client_cert.clone(),
+                client_key: self.nats_client_key.clone(),
+            },
+            creds_file: self.nats_creds.clone(),
+            nkey_seed: self.nats_nkey.clone().map(SecretString::from),
+        }
+    }
+}
+
 fn parse_session_key(text: &str) -> Result<SessionKey, String> {
     SessionKey::parse(text).map_err(|error| error.to_string())
 }
@@ -110,11 +175,14 @@ impl ServiceArgs {
             .collect()
     }
 
-    /// The platform's configuration for the given database and NATS.
+    /// The platform's configuration for the given database and NATS, served in plain text and
+    /// reaching NATS as its URL says.
     pub fn platform(&self, database_url: String, nats_url: String) -> crate::platform::PlatformConfig {
         crate::platform::PlatformConfig {
             database_url,
             nats_url,
+            nats_access: NatsAccess::default(),
+            tls: None,
             nats_prefix: self.nats_prefix.clone(),
             tokens: self.tokens(),
             seed_http_networks: self.seed_http_allow_cidr.clone(),

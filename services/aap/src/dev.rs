@@ -151,7 +151,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     println!("starting PostgreSQL and NATS under {}", data_dir.display());
     let pg = Postgres::start(PostgresOptions { data_dir: data_dir.join("pg"), persistent: true }).await?;
-    let nats = Nats::start(NatsOptions { store_dir: data_dir.join("nats"), port: None }).await?;
+    let nats =
+        Nats::start(NatsOptions { store_dir: data_dir.join("nats"), port: None, tls: None, nkey_users: Vec::new() })
+            .await?;
     ensure_database(&pg, "aap").await?;
 
     let tokens = dev_tokens(&data_dir)?;
@@ -227,7 +229,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             return Ok::<(), anyhow::Error>(());
         }
         println!("asking the sample prompt: {:?}", args.sample_prompt);
-        let mut client = client::connect(&grpc_url, &tokens.customer).await?;
+        let mut client = client::connect(&grpc_url, &tokens.customer, &aap_tls::ClientTls::default()).await?;
         let request = AskRequest {
             query: Some(aap_proto::v1::ask_request::Query::Prompt(args.sample_prompt.clone())),
             targets: sites

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use aap::client;
-use aap::config::ServiceArgs;
+use aap::config::{NatsArgs, ServiceArgs, TlsArgs};
 use aap::platform::Platform;
 use aap_proto::v1::{AskRequest, SimilarPolicy, Target, WatchRequest};
 use anyhow::Context as _;
@@ -28,14 +28,18 @@ enum Command {
     Dev(aap::dev::DevArgs),
     /// Serves every service against an existing PostgreSQL (with pgvector) and NATS JetStream.
     Serve {
-        /// PostgreSQL URL.
+        /// PostgreSQL URL; for TLS add `?sslmode=verify-full&sslrootcert=/path/ca.pem`.
         #[arg(long, env = "AAP_DATABASE_URL")]
         database_url: String,
-        /// NATS URL.
+        /// NATS URL; `tls://` for TLS, `nats://user:password@host:4222` for a password.
         #[arg(long, env = "AAP_NATS_URL", default_value = "nats://127.0.0.1:4222")]
         nats_url: String,
         #[command(flatten)]
         service: ServiceArgs,
+        #[command(flatten)]
+        tls: TlsArgs,
+        #[command(flatten)]
+        nats: NatsArgs,
     },
     /// Asks a prompt and prints each assistant's answer and citations as they arrive.
     Ask(AskArgs),
@@ -65,9 +69,18 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct ConnArgs {
-    /// The platform's gRPC address.
+    /// The platform's gRPC address; `https://` for TLS.
     #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
+    /// CA certificates (PEM) the server's certificate must chain to (the system's when absent).
+    #[arg(long, env = "AAP_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for a platform that requires one (mutual TLS).
+    #[arg(long, env = "AAP_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "AAP_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
     /// Customer token; read from <data dir>/dev.env when unset.
     #[arg(long, env = "AAP_CUSTOMER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -83,7 +96,12 @@ impl ConnArgs {
             None => aap::dev::read_dev_token(&self.data_dir, "AAP_CUSTOMER_TOKEN")
                 .context("no customer token: set AAP_CUSTOMER_TOKEN or start `aap dev`")?,
         };
-        client::connect(&self.server, &token).await
+        let tls = aap_tls::ClientTls {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        };
+        client::connect(&self.server, &token, &tls).await
     }
 }
 
@@ -129,13 +147,16 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = aap_platform::telemetry::init("aap-dev", "warn")?;
             aap::dev::run(args).await
         }
-        Command::Serve { database_url, nats_url, service } => {
+        Command::Serve { database_url, nats_url, service, tls, nats } => {
             let _telemetry = aap_platform::telemetry::init("aap", "info")?;
             let grpc =
                 TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
             let http =
                 TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
-            let platform = Platform::start(service.platform(database_url, nats_url), grpc, http).await?;
+            let mut config = service.platform(database_url, nats_url);
+            config.tls = tls.server_tls();
+            config.nats_access = nats.access();
+            let platform = Platform::start(config, grpc, http).await?;
             aap_bot::shutdown_signal().await;
             platform.shutdown().await
         }

@@ -14,7 +14,7 @@ use aap_evaluations::grpc::EvaluationGrpc;
 use aap_evaluations::queue::Queue;
 use aap_platform::admin::AdminGrpc;
 use aap_platform::auth::{AuthLayer, Networks};
-use aap_platform::nats::Topology;
+use aap_platform::nats::{NatsAccess, Topology};
 use aap_platform::principals::{ConfiguredToken, Principals};
 use aap_platform::server::limits;
 use aap_proto::v1::admin_service_server::AdminServiceServer;
@@ -22,7 +22,9 @@ use aap_proto::v1::answers_service_server::AnswersServiceServer;
 use aap_proto::v1::evaluation_service_server::EvaluationServiceServer;
 use aap_proto::v1::session_service_server::SessionServiceServer;
 use aap_sessions::SessionsConfig;
+use aap_tls::ServerTls;
 use anyhow::Context as _;
+use axum::extract::ConnectInfo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -31,8 +33,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 /// Everything the platform needs to run.
 #[derive(Debug, Clone)]
 pub struct PlatformConfig {
+    /// PostgreSQL URL; `sslmode=verify-full&sslrootcert=<ca.pem>` for TLS.
     pub database_url: String,
     pub nats_url: String,
+    /// TLS and credentials of the NATS connection beyond what its URL says.
+    pub nats_access: NatsAccess,
+    /// TLS of the gRPC server and the seed's HTTP API; plain text when `None`.
+    pub tls: Option<ServerTls>,
     /// Prefix of every stream and subject ("aap").
     pub nats_prefix: String,
     /// Tokens from the configuration, recorded (hashed) at start next to those made at run time.
@@ -73,10 +80,13 @@ impl Platform {
             );
         };
         tracing::info!(key_id = session_key.id(), "session states encrypted at rest");
+        // Read before anything connects: a bad certificate or key stops the start at once.
+        let tls = config.tls.as_ref().map(ServerTls::load).transpose().context("server tls")?;
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.local_addr()?;
         let pool = aap_platform::db::connect_and_migrate(&config.database_url, 20).await.context("database")?;
-        let client = aap_platform::nats::connect(&config.nats_url, "aap-platform").await.context("nats")?;
+        let client =
+            aap_platform::nats::connect(&config.nats_url, "aap-platform", &config.nats_access).await.context("nats")?;
         let queue = Arc::new(
             Queue::new(client.clone(), Topology::new(config.nats_prefix.clone())).await.context("nats streams")?,
         );
@@ -95,7 +105,11 @@ impl Platform {
         let mut tasks = JoinSet::new();
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        let router = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = &tls {
+            server = server.tls_config(tls.grpc()).context("grpc tls")?;
+        }
+        let router = server
             // Outermost, so refused calls are traced too and every handler runs in the span.
             .layer(aap_platform::telemetry::GrpcTraceLayer)
             .layer(AuthLayer::new(principals.clone()))
@@ -122,10 +136,30 @@ impl Platform {
             principals: principals.clone(),
             token_less: config.seed_http_networks.clone(),
         };
-        let app = aap_evaluations::http::router(gateway, http_auth).into_make_service_with_connect_info::<SocketAddr>();
+        let router = aap_evaluations::http::router(gateway, http_auth);
         let shutdown = stopped(stop_rx.clone());
-        tasks
-            .spawn(async move { axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server") });
+        match &tls {
+            Some(tls) => {
+                let listener = tls.listener(http);
+                // The API reads the peer as axum's SocketAddr connect info, whatever the listener.
+                let app = router
+                    .layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
+                        let peer = request.extensions().get::<ConnectInfo<aap_tls::PeerAddr>>().map(|info| info.0.0);
+                        if let Some(peer) = peer {
+                            request.extensions_mut().insert(ConnectInfo(peer));
+                        }
+                        request
+                    }))
+                    .into_make_service_with_connect_info::<aap_tls::PeerAddr>();
+                tasks.spawn(async move {
+                    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("http server")
+                })
+            }
+            None => tasks.spawn(async move {
+                let app = router.into_make_service_with_connect_info::<SocketAddr>();
+                axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server")
+            }),
+        };
 
         let shutdown = stopped(stop_rx.clone());
         tasks.spawn(async move {
@@ -150,7 +184,15 @@ impl Platform {
             Ok(())
         });
 
-        tracing::info!(%grpc_addr, %http_addr, "platform serving");
+        let transport = match &tls {
+            None => "plain text",
+            Some(tls) if tls.mutual() => "tls, client certificates required",
+            Some(_) => "tls",
+        };
+        tracing::info!(%grpc_addr, %http_addr, transport, nats = %config.nats_access.describe(), "platform serving");
+        if tls.is_none() && !(grpc_addr.ip().is_loopback() && http_addr.ip().is_loopback()) {
+            tracing::warn!("serving plain text beyond loopback: give --tls-cert and --tls-key to encrypt it");
+        }
         Ok(Platform { grpc_addr, http_addr, stop, tasks })
     }
 

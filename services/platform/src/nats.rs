@@ -3,9 +3,11 @@
 //! Every name starts from a prefix (`aap` in production, a fresh one per test) so that tests
 //! and environments share a server without sharing streams.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::assistants::plan_token;
 
@@ -18,6 +20,16 @@ pub enum NatsError {
         #[source]
         source: async_nats::ConnectError,
     },
+    #[error("nats tls: {0}")]
+    Tls(#[from] aap_tls::TlsError),
+    #[error("cannot read the nats credentials file {path}: {source}")]
+    Credentials {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the nats nkey is not a valid seed (expected `SU...`): {0}")]
+    Nkey(#[source] nkeys::error::Error),
     #[error("cannot create stream {name}: {source}")]
     Stream {
         name: String,
@@ -89,13 +101,69 @@ impl Topology {
     }
 }
 
-/// Connects to NATS with a name that shows in the server's connection list.
-pub async fn connect(url: &str, name: &str) -> Result<async_nats::Client, NatsError> {
-    async_nats::ConnectOptions::new()
-        .name(name)
-        .connect(url)
-        .await
-        .map_err(|source| NatsError::Connect { url: url.to_owned(), source })
+/// How a client proves itself to NATS and checks the server, beyond what its URL says (a URL
+/// may carry `user:password@`, and `tls://` asks for TLS). The default adds nothing.
+#[derive(Debug, Clone, Default)]
+pub struct NatsAccess {
+    /// Whom to trust and which client certificate to present. Any file given requires TLS,
+    /// whatever the URL's scheme.
+    pub tls: aap_tls::ClientTls,
+    /// A credentials file (user JWT and nkey seed, as `nsc` writes them).
+    pub creds_file: Option<PathBuf>,
+    /// An nkey seed (`SU...`) whose public key the server lists among its users.
+    pub nkey_seed: Option<SecretString>,
+}
+
+impl NatsAccess {
+    /// What a log line may say about it: TLS, client certificate, and how the client
+    /// authenticates (never a secret).
+    pub fn describe(&self) -> String {
+        let tls = match (self.tls.is_configured(), self.tls.client_cert.is_some()) {
+            (false, _) => "tls as the url and server say",
+            (true, false) => "tls",
+            (true, true) => "mutual tls",
+        };
+        let auth = match (&self.creds_file, &self.nkey_seed) {
+            (Some(_), _) => "credentials file",
+            (None, Some(_)) => "nkey",
+            (None, None) => "url",
+        };
+        format!("{tls}, authenticated by {auth}")
+    }
+}
+
+/// Connects to NATS with a name that shows in the server's connection list, with the TLS and
+/// credentials of `access`.
+pub async fn connect(url: &str, name: &str, access: &NatsAccess) -> Result<async_nats::Client, NatsError> {
+    let mut options = match &access.creds_file {
+        Some(path) => async_nats::ConnectOptions::with_credentials_file(path)
+            .await
+            .map_err(|source| NatsError::Credentials { path: path.clone(), source })?,
+        None => async_nats::ConnectOptions::new(),
+    };
+    if let Some(seed) = &access.nkey_seed {
+        // async-nats only says "authentication failed" for a seed that does not parse.
+        nkeys::KeyPair::from_seed(seed.expose_secret()).map_err(NatsError::Nkey)?;
+        options = options.nkey(seed.expose_secret().to_owned());
+    }
+    if access.tls.is_configured() {
+        options = options.require_tls(true).tls_client_config(access.tls.rustls_config()?);
+    }
+    options.name(name).connect(url).await.map_err(|source| NatsError::Connect { url: redact(url), source })
+}
+
+/// `url` (one server or a comma-separated list) with any `user:password@` replaced by `***@`,
+/// for error messages and logs.
+fn redact(url: &str) -> String {
+    let servers = url.split(',').map(|server| {
+        let rest_at = server.find("://").map_or(0, |scheme| scheme + 3);
+        let authority_end = server[rest_at..].find('/').map_or(server.len(), |end| rest_at + end);
+        match server[rest_at..authority_end].rfind('@') {
+            Some(at) => format!("{}***{}", &server[..rest_at], &server[rest_at + at..]),
+            None => server.to_owned(),
+        }
+    });
+    servers.collect::<Vec<_>>().join(",")
 }
 
 /// Creates the task and result streams if they do not exist (file storage, work-queue).
@@ -121,6 +189,14 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_a_url_never_reach_an_error_message() {
+        assert_eq!(redact("nats://aap:s3cret@nats:4222"), "nats://***@nats:4222");
+        assert_eq!(redact("tls://t0ken@a:4222,nats://b:4222"), "tls://***@a:4222,nats://b:4222");
+        assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redact("localhost"), "localhost");
+    }
 
     #[test]
     fn names_carry_the_prefix() {

@@ -228,7 +228,7 @@ async fn start_servers(dir: &Path) -> Result<(Postgres, Nats), String> {
     let pg = Postgres::start(PostgresOptions { data_dir: dir.join("pg"), persistent: false })
         .await
         .map_err(|error| error_chain(&error))?;
-    let nats = Nats::start(NatsOptions { store_dir: dir.join("nats"), port: None })
+    let nats = Nats::start(NatsOptions { store_dir: dir.join("nats"), port: None, tls: None, nkey_users: Vec::new() })
         .await
         .map_err(|error| error_chain(&error))?;
     Ok((pg, nats))

@@ -28,6 +28,8 @@ pub struct HttpOptions {
     pub submit_timeout: Duration,
     /// Tries of a submit or release.
     pub submit_retry_attempts: u32,
+    /// Whom to trust and which client certificate to present on `https://` URLs.
+    pub tls: aap_tls::ClientTls,
 }
 
 /// A client of the seed's API.
@@ -79,10 +81,15 @@ struct ReleaseBody<'a> {
 }
 
 impl HttpSource {
-    /// A client for `options`.
+    /// A client for `options`; TLS on `https://` URLs.
     pub fn new(options: HttpOptions) -> Result<HttpSource, SourceError> {
-        let client = reqwest::Client::builder().user_agent(concat!("aap-bot/", env!("CARGO_PKG_VERSION"))).build()?;
-        Ok(HttpSource { client, options })
+        let mut builder = reqwest::Client::builder().user_agent(concat!("aap-bot/", env!("CARGO_PKG_VERSION")));
+        for url in [&options.api_url, &options.results_api_url] {
+            if let Some(config) = options.tls.for_url(url)? {
+                builder = builder.use_preconfigured_tls(config);
+            }
+        }
+        Ok(HttpSource { client: builder.build()?, options })
     }
 
     fn url(base: &str, endpoint: &str) -> String {

@@ -69,6 +69,9 @@ pub enum SourceError {
     /// The call did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The TLS files cannot be used.
+    #[error("tls: {0}")]
+    Tls(#[from] aap_tls::TlsError),
 }
 
 impl SourceError {
@@ -87,7 +90,7 @@ impl SourceError {
                     | tonic::Code::Aborted
                     | tonic::Code::Internal
             ),
-            SourceError::Closed => false,
+            SourceError::Closed | SourceError::Tls(_) => false,
         }
     }
 }

@@ -91,26 +91,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let database_url = aap_testkit::fresh_database().await;
     let infra = aap_testkit::infra().await;
     let nats_prefix = aap_testkit::fresh_prefix();
-    let config = PlatformConfig {
-        database_url: database_url.clone(),
-        nats_url: infra.nats_url().to_owned(),
-        nats_prefix: nats_prefix.clone(),
-        tokens: tokens(),
-        seed_http_networks: options.seed_http_networks,
-        model_dir: aap_embedding::default_model_dir(),
-        answers: AnswersConfig {
-            max_attempts: options.max_attempts,
-            refresh_every: Duration::from_millis(500),
-            ..AnswersConfig::default()
-        },
-        gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
-        sessions: aap_sessions::SessionsConfig::default(),
-        scheduler_tick: Duration::from_millis(200),
-        timeouts: aap_evaluations::scheduler::Timeouts {
-            queued: options.queued_timeout,
-            ..aap_evaluations::scheduler::Timeouts::default()
-        },
-    };
+    let config = platform_config(database_url.clone(), infra.nats_url().to_owned(), nats_prefix.clone(), &options);
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let platform = Platform::start(config, grpc, http).await.expect("platform starts");
@@ -127,6 +108,38 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         channel,
         nats_url: infra.nats_url().to_owned(),
         nats_prefix,
+    }
+}
+
+/// The platform's configuration for a test: the test tokens, short ticks, plain text, NATS as
+/// its URL says.
+pub fn platform_config(
+    database_url: String,
+    nats_url: String,
+    nats_prefix: String,
+    options: &Options,
+) -> PlatformConfig {
+    PlatformConfig {
+        database_url,
+        nats_url,
+        nats_access: aap_platform::nats::NatsAccess::default(),
+        tls: None,
+        nats_prefix,
+        tokens: tokens(),
+        seed_http_networks: options.seed_http_networks.clone(),
+        model_dir: aap_embedding::default_model_dir(),
+        answers: AnswersConfig {
+            max_attempts: options.max_attempts,
+            refresh_every: Duration::from_millis(500),
+            ..AnswersConfig::default()
+        },
+        gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
+        sessions: aap_sessions::SessionsConfig::default(),
+        scheduler_tick: Duration::from_millis(200),
+        timeouts: aap_evaluations::scheduler::Timeouts {
+            queued: options.queued_timeout,
+            ..aap_evaluations::scheduler::Timeouts::default()
+        },
     }
 }
 

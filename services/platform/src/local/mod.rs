@@ -15,7 +15,9 @@
 //! # async fn demo() -> Result<(), aap_platform::local::LocalError> {
 //! use aap_platform::local::{Nats, NatsOptions, Postgres, PostgresOptions};
 //! let pg = Postgres::start(PostgresOptions { data_dir: ".aap/pg".into(), persistent: true }).await?;
-//! let nats = Nats::start(NatsOptions { store_dir: ".aap/nats".into(), port: None }).await?;
+//! let nats =
+//!     Nats::start(NatsOptions { store_dir: ".aap/nats".into(), port: None, tls: None, nkey_users: Vec::new() })
+//!         .await?;
 //! println!("{} {}", pg.url("postgres"), nats.url());
 //! nats.stop().await?;
 //! pg.stop().await?;
@@ -34,7 +36,7 @@ use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
 
-pub use nats::{Nats, NatsOptions};
+pub use nats::{Nats, NatsOptions, NatsTls};
 pub use postgres::{PG_USER, Postgres, PostgresOptions, RUN_AS_USER};
 pub use tools::{DEFAULT_TOOLS_DIR, Tools};
 

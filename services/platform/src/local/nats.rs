@@ -26,6 +26,23 @@ pub struct NatsOptions {
     /// The client port on 127.0.0.1; `None` lets the OS choose (tests), and [`Nats::url`]
     /// tells which it chose.
     pub port: Option<u16>,
+    /// Serve TLS only (a `tls` block), to try clients that verify the server or present a
+    /// certificate.
+    pub tls: Option<NatsTls>,
+    /// Public nkeys (`U...`) of the only users let in; anyone may connect when empty.
+    pub nkey_users: Vec<String>,
+}
+
+/// The `tls` block of a local nats-server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsTls {
+    /// The server's certificate chain (PEM); its names include `127.0.0.1`.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CA certificates (PEM): when set, every client must present a certificate that chains to
+    /// one (`verify: true`).
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// A running nats-server with JetStream, listening on 127.0.0.1 only, with every write synced
@@ -60,7 +77,7 @@ impl Nats {
 
         let config_path = store_dir.join("nats.conf");
         // nats-server keeps JetStream's files in <store_dir>/jetstream.
-        let config = config(&store_dir, options.port);
+        let config = config(&store_dir, &options);
         fs::write(&config_path, config).map_err(LocalError::io("write", &config_path))?;
 
         let mut command = Command::new(program);
@@ -117,13 +134,36 @@ impl Nats {
     }
 }
 
-/// The server's config: loopback only, JetStream with every write fsynced.
-fn config(store_dir: &Path, port: Option<u16>) -> String {
+/// The server's config: loopback only, JetStream with every write fsynced, TLS and users as
+/// `options` say.
+fn config(store_dir: &Path, options: &NatsOptions) -> String {
     // -1 asks nats-server for a port from the OS.
-    let port = port.map_or_else(|| "-1".to_owned(), |port| port.to_string());
-    // A JSON string is a valid quoted NATS config string, escapes included.
-    let store = serde_json::to_string(&store_dir.to_string_lossy()).unwrap_or_default();
-    format!("host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: {store}\n  sync_interval: always\n}}\n")
+    let port = options.port.map_or_else(|| "-1".to_owned(), |port| port.to_string());
+    let mut config = format!(
+        "host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: {}\n  sync_interval: always\n}}\n",
+        quote(&store_dir.to_string_lossy())
+    );
+    if let Some(tls) = &options.tls {
+        config.push_str(&format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n",
+            quote(&tls.cert_file.to_string_lossy()),
+            quote(&tls.key_file.to_string_lossy())
+        ));
+        if let Some(ca) = &tls.client_ca_file {
+            config.push_str(&format!("  ca_file: {}\n  verify: true\n", quote(&ca.to_string_lossy())));
+        }
+        config.push_str("}\n");
+    }
+    if !options.nkey_users.is_empty() {
+        let users: Vec<String> = options.nkey_users.iter().map(|key| format!("{{ nkey: {} }}", quote(key))).collect();
+        config.push_str(&format!("authorization {{\n  users: [{}]\n}}\n", users.join(", ")));
+    }
+    config
+}
+
+/// A JSON string is a valid quoted NATS config string, escapes included.
+fn quote(value: &str) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 fn remove_stale_ports_files(ports_dir: &Path) -> Result<(), LocalError> {
@@ -162,10 +202,33 @@ fn read_ports_file(ports_dir: &Path, suffix: &str) -> Result<Option<String>, Loc
 mod tests {
     use super::*;
 
+    fn options() -> NatsOptions {
+        NatsOptions { store_dir: PathBuf::from("/unused"), port: None, tls: None, nkey_users: Vec::new() }
+    }
+
     #[test]
     fn config_quotes_the_store_dir() {
-        let config = config(Path::new("/tmp/a \"b\"/js"), None);
+        let config = config(Path::new("/tmp/a \"b\"/js"), &options());
         assert!(config.contains(r#"store_dir: "/tmp/a \"b\"/js""#), "{config}");
         assert!(config.contains("port: -1"), "{config}");
+        assert!(!config.contains("tls") && !config.contains("authorization"), "{config}");
+    }
+
+    #[test]
+    fn config_verifies_clients_and_lets_in_only_the_nkey_users() {
+        let tls = NatsTls {
+            cert_file: "/t/server.crt".into(),
+            key_file: "/t/server.key".into(),
+            client_ca_file: Some("/t/ca.crt".into()),
+        };
+        let options = NatsOptions { tls: Some(tls), nkey_users: vec!["UABC".into(), "UDEF".into()], ..options() };
+        let config = config(Path::new("/js"), &options);
+        assert!(
+            config.contains(
+                "tls {\n  cert_file: \"/t/server.crt\"\n  key_file: \"/t/server.key\"\n  ca_file: \"/t/ca.crt\"\n  verify: true\n}\n"
+            ),
+            "{config}"
+        );
+        assert!(config.contains("users: [{ nkey: \"UABC\" }, { nkey: \"UDEF\" }]"), "{config}");
     }
 }

@@ -125,7 +125,7 @@ async fn persistent_cluster_keeps_data_across_restarts_and_stale_lock_files() ->
 #[tokio::test]
 async fn nats_reports_its_port_and_keeps_jetstream_on_disk() -> TestResult {
     let scratch = Scratch::new("nats");
-    let options = NatsOptions { store_dir: scratch.0.join("nats"), port: None };
+    let options = NatsOptions { store_dir: scratch.0.join("nats"), port: None, tls: None, nkey_users: Vec::new() };
 
     let nats = Nats::start(options.clone()).await?;
     assert!(nats.url().starts_with("nats://127.0.0.1:"), "{}", nats.url());
@@ -168,7 +168,7 @@ async fn children_die_with_the_thread_that_started_them() -> TestResult {
             let pg = Postgres::start(PostgresOptions { data_dir: pg_dir, persistent: false })
                 .await
                 .map_err(|error| error.to_string())?;
-            let nats = Nats::start(NatsOptions { store_dir: nats_dir, port: None })
+            let nats = Nats::start(NatsOptions { store_dir: nats_dir, port: None, tls: None, nkey_users: Vec::new() })
                 .await
                 .map_err(|error| error.to_string())?;
             let mut pids = vec![pg.pid(), nats.pid()];
