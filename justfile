@@ -20,6 +20,10 @@ up *ARGS:
 ask *ARGS:
     cargo run -q -p aap -- ask {{ARGS}}
 
+# Tokens of the local platform (operator): just token create --principal acme --role customer
+token *ARGS:
+    cargo run -q -p aap -- token {{ARGS}}
+
 # Every test: unit, integration (real PostgreSQL, NATS) and end-to-end (real Chromium)
 test *ARGS:
     cargo nextest run --workspace --no-fail-fast {{ARGS}}
