@@ -173,7 +173,16 @@ const TOKEN_COLUMNS: &str = "t.id, t.principal, p.role, p.assistants, t.label, t
 #[derive(Clone)]
 pub struct Principals {
     pool: Option<PgPool>,
-    table: Arc<RwLock<Arc<Vec<Entry>>>>,
+    table: Arc<RwLock<Table>>,
+}
+
+/// The tokens in memory, and how many changes this replica made to them: a reload that read the
+/// database before the latest change must not undo it (bring back a revoked token, drop a new
+/// one).
+#[derive(Default)]
+struct Table {
+    changes: u64,
+    entries: Arc<Vec<Entry>>,
 }
 
 impl fmt::Debug for Principals {
@@ -203,22 +212,23 @@ impl Principals {
                 Entry { hash, caller, revoked: false }
             })
             .collect();
-        Principals { pool: None, table: Arc::new(RwLock::new(Arc::new(entries))) }
+        Principals { pool: None, table: Arc::new(RwLock::new(Table { changes: 0, entries: Arc::new(entries) })) }
     }
 
     /// Records the configured tokens (hashed) under their principals, then loads every token.
     /// Refuses a configuration that gives one token two principals, or a principal two roles.
     pub async fn load(pool: PgPool, configured: &[ConfiguredToken]) -> Result<Principals, PrincipalError> {
+        let hashed: Vec<(Hash, &ConfiguredToken)> =
+            configured.iter().map(|token| (hash(token.secret.expose_secret()), token)).collect();
         let mut seen: HashMap<Hash, &ConfiguredToken> = HashMap::new();
-        for token in configured {
+        for (hash, token) in &hashed {
             check_name(&token.principal).map_err(|reason| invalid("principal", reason))?;
-            let hash = hash(token.secret.expose_secret());
-            if let Some(other) = seen.insert(hash, token)
+            if let Some(other) = seen.insert(*hash, token)
                 && (other.principal != token.principal || other.role != token.role)
             {
                 return Err(PrincipalError::FailedPrecondition(format!(
                     "token {} is configured for {} ({}) and for {} ({}): give each token one principal",
-                    token_id(&hash),
+                    token_id(hash),
                     other.principal,
                     other.role,
                     token.principal,
@@ -227,10 +237,9 @@ impl Principals {
             }
         }
         let mut tx = pool.begin().await?;
-        for token in configured {
+        for (hash, token) in &hashed {
             ensure_principal(&mut tx, &token.principal, token.role, &[]).await?;
-            let hash = hash(token.secret.expose_secret());
-            let id = token_id(&hash);
+            let id = token_id(hash);
             sqlx::query(
                 "INSERT INTO api_tokens (id, principal, token_hash, source, label) \
                  VALUES ($1, $2, $3, 'config', 'configured at start') ON CONFLICT (token_hash) DO NOTHING",
@@ -264,16 +273,27 @@ impl Principals {
 
     fn snapshot(&self) -> Arc<Vec<Entry>> {
         // A poisoned lock only means a writer panicked mid-swap of an Arc: the value is whole.
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.table.read().unwrap_or_else(|e| e.into_inner()).entries.clone()
     }
 
-    fn replace(&self, entries: Vec<Entry>) {
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(entries);
+    fn changes(&self) -> u64 {
+        self.table.read().unwrap_or_else(|e| e.into_inner()).changes
     }
 
-    /// Reloads every token from the database.
+    /// Applies a change this replica made, under the lock, so concurrent changes all stay.
+    fn change(&self, apply: impl FnOnce(&mut Vec<Entry>)) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = table.entries.as_ref().clone();
+        apply(&mut entries);
+        table.entries = Arc::new(entries);
+        table.changes += 1;
+    }
+
+    /// Reloads every token from the database. A reload that overlapped a change made here is
+    /// dropped; the next one reads the change.
     pub async fn refresh(&self) -> sqlx::Result<()> {
         let Some(pool) = &self.pool else { return Ok(()) };
+        let changes = self.changes();
         let rows: Vec<TokenRow> = sqlx::query_as(
             "SELECT t.id, t.token_hash, t.principal, p.role, p.assistants, t.revoked_at \
              FROM api_tokens t JOIN principals p ON p.name = t.principal",
@@ -288,8 +308,17 @@ impl Principals {
                 Some(Entry { hash, caller, revoked: revoked.is_some() })
             })
             .collect();
-        self.replace(entries);
+        self.install(changes, entries);
         Ok(())
+    }
+
+    /// Installs what a reload read when this replica had made `changes` changes, unless it has
+    /// made another since.
+    fn install(&self, changes: u64, entries: Vec<Entry>) {
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        if table.changes == changes {
+            table.entries = Arc::new(entries);
+        }
     }
 
     /// Reloads the table every [`REFRESH_EVERY`] until `shutdown`.
@@ -390,9 +419,7 @@ impl Principals {
         let info = token_info(&mut tx, &id).await?.ok_or_else(|| PrincipalError::NotFound(id.clone()))?;
         tx.commit().await?;
         let caller = Caller::new(principal, new.role, info.assistants.clone(), id.clone());
-        let mut entries = self.snapshot().as_ref().clone();
-        entries.push(Entry { hash, caller, revoked: false });
-        self.replace(entries);
+        self.change(|entries| entries.push(Entry { hash, caller, revoked: false }));
         tracing::info!(token_id = %id, principal, role = %new.role, by = %by.principal, "token created");
         Ok((token, info))
     }
@@ -453,18 +480,9 @@ impl Principals {
             .await?;
         let info = token_info(&mut tx, id).await?.ok_or_else(|| PrincipalError::NotFound(id.to_owned()))?;
         tx.commit().await?;
-        let entries = self
-            .snapshot()
-            .iter()
-            .cloned()
-            .map(|mut entry| {
-                if *entry.caller.token_id == *id {
-                    entry.revoked = true;
-                }
-                entry
-            })
-            .collect();
-        self.replace(entries);
+        self.change(|entries| {
+            entries.iter_mut().filter(|entry| *entry.caller.token_id == *id).for_each(|entry| entry.revoked = true);
+        });
         tracing::info!(token_id = %id, principal = %info.principal, by = %by.principal, "token revoked");
         Ok(info)
     }
@@ -563,6 +581,20 @@ mod tests {
         let mut basic = HeaderMap::new();
         basic.insert(AUTHORIZATION, "Basic b-token".parse().expect("header value"));
         assert!(matches!(principals.authenticate(&basic), Err(AuthError::Missing)));
+    }
+
+    #[test]
+    fn a_reload_read_before_a_change_here_does_not_undo_it() {
+        let principals = Principals::fixed(&[configured("acme", Role::Customer, "old")]);
+        let stale = principals.snapshot().as_ref().clone();
+        let read_at = principals.changes();
+        let hash = hash("new");
+        let caller = Caller::new("acme", Role::Customer, Vec::new(), token_id(&hash));
+        principals.change(|entries| entries.push(Entry { hash, caller, revoked: false }));
+        principals.install(read_at, stale.clone());
+        assert!(principals.caller_of("new").is_ok(), "a stale reload dropped a token made here");
+        principals.install(principals.changes(), stale);
+        assert!(principals.caller_of("new").is_err(), "a reload after the change is installed");
     }
 
     #[test]
