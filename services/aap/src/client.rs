@@ -34,6 +34,42 @@ impl Bearer {
     }
 }
 
+/// The TLS flags of every client command (`aap ask`, `aap watch`, `aap token`).
+#[derive(Debug, clap::Args)]
+pub struct TlsArgs {
+    /// CA certificates (PEM) an `https://` server's certificate must chain to (the system's
+    /// when absent).
+    #[arg(long, env = "AAP_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for a platform that requires one (mutual TLS).
+    #[arg(long, env = "AAP_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --client-cert.
+    #[arg(long, env = "AAP_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn client_tls(&self) -> aap_tls::ClientTls {
+        aap_tls::ClientTls {
+            ca_cert: self.ca_cert.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+        }
+    }
+}
+
+/// The token given on the command line or in the environment, else the dev token `key` of
+/// `aap dev`'s `<data_dir>/dev.env`.
+pub fn token_or_dev(token: &Option<String>, data_dir: &std::path::Path, key: &str) -> anyhow::Result<String> {
+    match token {
+        Some(token) => Ok(token.clone()),
+        None => {
+            crate::dev::read_dev_token(data_dir, key).with_context(|| format!("no token: set {key} or start `aap dev`"))
+        }
+    }
+}
+
 /// A channel to the platform's gRPC endpoint: over TLS when `server` is `https://`, trusting
 /// and presenting what `tls` says.
 pub async fn channel(server: &str, tls: &aap_tls::ClientTls) -> anyhow::Result<Channel> {

@@ -72,15 +72,8 @@ struct ConnArgs {
     /// The platform's gRPC address; `https://` for TLS.
     #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
-    /// CA certificates (PEM) the server's certificate must chain to (the system's when absent).
-    #[arg(long, env = "AAP_CA_CERT")]
-    ca_cert: Option<PathBuf>,
-    /// Client certificate (PEM) for a platform that requires one (mutual TLS).
-    #[arg(long, env = "AAP_CLIENT_CERT", requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// Private key (PEM) of --client-cert.
-    #[arg(long, env = "AAP_CLIENT_KEY", requires = "client_cert")]
-    client_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: client::TlsArgs,
     /// Customer token; read from <data dir>/dev.env when unset.
     #[arg(long, env = "AAP_CUSTOMER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -91,17 +84,8 @@ struct ConnArgs {
 
 impl ConnArgs {
     async fn connect(&self) -> anyhow::Result<client::Client> {
-        let token = match &self.token {
-            Some(token) => token.clone(),
-            None => aap::dev::read_dev_token(&self.data_dir, "AAP_CUSTOMER_TOKEN")
-                .context("no customer token: set AAP_CUSTOMER_TOKEN or start `aap dev`")?,
-        };
-        let tls = aap_tls::ClientTls {
-            ca_cert: self.ca_cert.clone(),
-            client_cert: self.client_cert.clone(),
-            client_key: self.client_key.clone(),
-        };
-        client::connect(&self.server, &token, &tls).await
+        let token = client::token_or_dev(&self.token, &self.data_dir, "AAP_CUSTOMER_TOKEN")?;
+        client::connect(&self.server, &token, &self.tls.client_tls()).await
     }
 }
 

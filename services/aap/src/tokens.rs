@@ -70,16 +70,8 @@ pub struct AdminConn {
     /// The platform's gRPC address.
     #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
-    /// CA certificates (PEM) an `https://` server's certificate must chain to (the system's when
-    /// absent).
-    #[arg(long, env = "AAP_CA_CERT")]
-    ca_cert: Option<PathBuf>,
-    /// Client certificate (PEM) for a platform that requires one (mutual TLS).
-    #[arg(long, env = "AAP_CLIENT_CERT", requires = "client_key")]
-    client_cert: Option<PathBuf>,
-    /// Private key (PEM) of --client-cert.
-    #[arg(long, env = "AAP_CLIENT_KEY", requires = "client_cert")]
-    client_key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: crate::client::TlsArgs,
     /// Operator token (any token for `whoami`); read from <data dir>/dev.env when unset.
     #[arg(long, env = "AAP_OPERATOR_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -92,17 +84,8 @@ type Client = AdminServiceClient<tonic::service::interceptor::InterceptedService
 
 impl AdminConn {
     async fn connect(&self) -> anyhow::Result<Client> {
-        let token = match &self.token {
-            Some(token) => token.clone(),
-            None => crate::dev::read_dev_token(&self.data_dir, "AAP_OPERATOR_TOKEN")
-                .context("no operator token: set AAP_OPERATOR_TOKEN or start `aap dev`")?,
-        };
-        let tls = aap_tls::ClientTls {
-            ca_cert: self.ca_cert.clone(),
-            client_cert: self.client_cert.clone(),
-            client_key: self.client_key.clone(),
-        };
-        let channel = crate::client::channel(&self.server, &tls).await?;
+        let token = crate::client::token_or_dev(&self.token, &self.data_dir, "AAP_OPERATOR_TOKEN")?;
+        let channel = crate::client::channel(&self.server, &self.tls.client_tls()).await?;
         Ok(AdminServiceClient::with_interceptor(channel, Bearer::new(&token)?))
     }
 }

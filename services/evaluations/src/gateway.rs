@@ -122,7 +122,8 @@ fn check_submission(submission: &Submission) -> EvalResult<()> {
     Ok(())
 }
 
-/// Checks the id a bot gives itself (Poll, Claim): a short line, stored with every claim.
+/// Checks the id a bot gives itself (Poll, Claim, and to name its claim in Heartbeat and
+/// Release): a short line, stored with every claim.
 pub fn check_bot_id(bot_id: &str) -> EvalResult<()> {
     check("bot_id", input::check_line(bot_id, MAX_NAME_CHARS))
 }
@@ -250,6 +251,7 @@ impl Gateway {
 
     /// Extends the claim `holder` holds on a task; returns its new end.
     pub async fn heartbeat(&self, evaluation_id: i64, ttl: Duration, holder: &Holder) -> EvalResult<DateTime<Utc>> {
+        check_bot_id(&holder.bot_id)?;
         match store::extend_claim(&self.pool, evaluation_id, ttl, holder).await? {
             Some(row) => {
                 if let Some(subject) = &row.ack_subject {
@@ -327,6 +329,7 @@ impl Gateway {
     /// left), otherwise queued for another bot.
     #[tracing::instrument(skip(self, reason, holder), fields(principal = %holder.principal))]
     pub async fn release(&self, evaluation_id: i64, fail: bool, reason: &str, holder: &Holder) -> EvalResult<Status> {
+        check_bot_id(&holder.bot_id)?;
         check("failure_reason", input::check_text(reason, MAX_REASON_CHARS))?;
         let reason = if reason.trim().is_empty() { "released by the bot" } else { reason.trim() };
         let Some(row) = store::release(&self.pool, evaluation_id, fail, reason, holder).await? else {

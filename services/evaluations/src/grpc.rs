@@ -189,7 +189,6 @@ impl EvaluationService for EvaluationGrpc {
         let target = req.serves.ok_or_else(|| EvalError::invalid("serves", "is required"))?;
         let serves = parse_serves([(target.assistant, target.plan)])?;
         admit_serves(&caller, &serves)?;
-        check_bot_id(&req.bot_id)?;
         let holder = Holder::new(&caller.principal, &bot_id_or_principal(&req.bot_id, &caller.principal));
         let ttl = self.gateway.config().poll_claim_ttl;
         let task = self.gateway.poll(&holder, &serves, ttl).await?;
@@ -199,7 +198,6 @@ impl EvaluationService for EvaluationGrpc {
     async fn heartbeat(&self, request: Request<HeartbeatRequest>) -> Result<Response<HeartbeatResponse>, Status> {
         let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
-        check_bot_id(&req.bot_id)?;
         let holder = Holder::new(&caller.principal, &req.bot_id);
         let until = self.gateway.heartbeat(req.evaluation_id, self.gateway.config().claim_ttl, &holder).await?;
         Ok(Response::new(HeartbeatResponse { claim_expires_at: Some(timestamp(until)) }))
@@ -228,7 +226,6 @@ impl EvaluationService for EvaluationGrpc {
     async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {
         let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
-        check_bot_id(&req.bot_id)?;
         let holder = Holder::new(&caller.principal, &req.bot_id);
         self.gateway.release(req.evaluation_id, req.mark_as_failed, &req.failure_reason, &holder).await?;
         Ok(Response::new(ReleaseResponse { evaluation_id: req.evaluation_id, action: "released".into() }))

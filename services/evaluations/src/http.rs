@@ -154,7 +154,7 @@ impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> ApiError {
         let status = match err {
             AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => StatusCode::UNAUTHORIZED,
-            AuthError::WrongRole { .. } | AuthError::UnknownMethod(_) => StatusCode::FORBIDDEN,
+            AuthError::WrongRole { .. } | AuthError::UnknownMethod => StatusCode::FORBIDDEN,
         };
         ApiError { status, detail: err.to_string() }
     }

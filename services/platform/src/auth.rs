@@ -78,15 +78,15 @@ pub enum AuthError {
     Revoked(String),
     #[error("a {have} token cannot call this method; it needs {need}")]
     WrongRole { have: Role, need: String },
-    #[error("{0} is not a method of the platform: the access table does not list it, so nobody may call it")]
-    UnknownMethod(String),
+    #[error("not a method of the platform: the access table does not list it, so nobody may call it")]
+    UnknownMethod,
 }
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
         match err {
             AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => Status::unauthenticated(err.to_string()),
-            AuthError::WrongRole { .. } | AuthError::UnknownMethod(_) => Status::permission_denied(err.to_string()),
+            AuthError::WrongRole { .. } | AuthError::UnknownMethod => Status::permission_denied(err.to_string()),
         }
     }
 }
@@ -114,7 +114,7 @@ impl Access {
                 let names: Vec<String> = roles.iter().map(|r| format!("a {r} token")).collect();
                 Err(AuthError::WrongRole { have: caller.role, need: names.join(" or ") })
             }
-            Access::Denied => Err(AuthError::UnknownMethod(String::new())),
+            Access::Denied => Err(AuthError::UnknownMethod),
         }
     }
 }
@@ -267,11 +267,7 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let access = required_access(req.uri().path());
-        let result = self.principals.authorize(req.headers(), access).and_then(|caller| match access {
-            Access::Denied => Err(AuthError::UnknownMethod(req.uri().path().to_owned())),
-            _ => Ok(caller),
-        });
-        match result {
+        match self.principals.authorize(req.headers(), access) {
             Ok(None) => Box::pin(self.inner.call(req)),
             Ok(Some(caller)) => {
                 // The principal, never the token, names the caller in logs and traces.
