@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "aap/v1/evaluations.proto",
     "aap/v1/sessions.proto",
     "aap/v1/admin.proto",
+    "aap/v1/logins.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -57,6 +57,7 @@ fn account_message(account: Account) -> pb::Account {
         challenges: account.challenges,
         last_challenged_at: account.last_challenged_at.map(timestamp),
         proxy_challenges: account.proxy_challenges,
+        ..Default::default()
     }
 }
 
@@ -157,6 +158,71 @@ impl SessionService for SessionGrpc {
         let account =
             self.directory.return_lease(&req.lease_id, outcome, req.runs, &req.detail, &caller.principal).await?;
         Ok(Response::new(pb::ReturnSessionResponse { account: Some(account_message(account)) }))
+    }
+
+    type WatchAccountsStream = futures::stream::BoxStream<'static, Result<pb::WatchAccountsResponse, Status>>;
+
+    async fn watch_accounts(
+        &self,
+        _request: Request<pb::WatchAccountsRequest>,
+    ) -> Result<Response<Self::WatchAccountsStream>, Status> {
+        Err(Status::unimplemented("WatchAccounts: in progress"))
+    }
+
+    async fn get_account(
+        &self,
+        _request: Request<pb::GetAccountRequest>,
+    ) -> Result<Response<pb::GetAccountResponse>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn disable_account(
+        &self,
+        _request: Request<pb::DisableAccountRequest>,
+    ) -> Result<Response<pb::DisableAccountResponse>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn enable_account(
+        &self,
+        _request: Request<pb::EnableAccountRequest>,
+    ) -> Result<Response<pb::EnableAccountResponse>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn delete_account(
+        &self,
+        _request: Request<pb::DeleteAccountRequest>,
+    ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn list_leases(
+        &self,
+        _request: Request<pb::ListLeasesRequest>,
+    ) -> Result<Response<pb::ListLeasesResponse>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn list_evidence(
+        &self,
+        _request: Request<pb::ListEvidenceRequest>,
+    ) -> Result<Response<pb::ListEvidenceResponse>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn get_evidence(
+        &self,
+        _request: Request<pb::GetEvidenceRequest>,
+    ) -> Result<Response<pb::GetEvidenceResponse>, Status> {
+        Err(Status::unimplemented("in progress"))
+    }
+
+    async fn report_evidence(
+        &self,
+        _request: Request<pb::ReportEvidenceRequest>,
+    ) -> Result<Response<pb::ReportEvidenceResponse>, Status> {
+        Err(Status::unimplemented("in progress"))
     }
 }
 
