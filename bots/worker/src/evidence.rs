@@ -1,12 +1,38 @@
 //! Evidence of failed attempts: the page's HTML, a screenshot and a short JSON note, kept on
 //! disk so an operator can see what the bot saw. Bounded: HTML is cut at a size limit, a
 //! screenshot over its limit is dropped, and only the newest `max_files` cases are kept.
+//!
+//! A bot on the platform's gRPC API also hands each failed attempt to the platform
+//! (`SessionService.ReportEvidence`, with the lease it held), so that operators see it whatever
+//! host the bot ran on. Best effort: a report that fails is logged and the task goes on. The
+//! seed's HTTP API has no such call: a bot polling it keeps its evidence on disk only.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use chrono::Utc;
+use aap_proto::v1::ReportEvidenceRequest;
+use aap_proto::v1::session_service_client::SessionServiceClient;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use thirtyfour::WebDriver;
+
+use crate::grpc::AuthChannel;
+
+/// The failure classes the platform keeps evidence of (`SessionService.ReportEvidence`); a page
+/// kept for another reason (`sources-disagree`: the answer stood) stays on disk only.
+const REPORTED_CLASSES: &[&str] = &[
+    "logged-out",
+    "challenge",
+    "rate-limited",
+    "selector-missing",
+    "timeout",
+    "empty-answer",
+    "assistant-error",
+    "browser",
+];
+/// Largest page HTML and screenshot the platform takes, in bytes.
+const PLATFORM_MAX_HTML_BYTES: usize = 2 * 1024 * 1024;
+const PLATFORM_MAX_SCREENSHOT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where and how much evidence to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +81,9 @@ struct Note<'a> {
 /// One failure to record.
 #[derive(Debug, Clone, Copy)]
 pub struct Case<'a> {
+    /// The SessionService lease the bot held, if any: ties the case to its account on the
+    /// platform.
+    pub lease_id: Option<&'a str>,
     /// The evaluation being answered.
     pub evaluation_id: i64,
     /// The bot's attempt number within the task (1-based).
@@ -71,23 +100,130 @@ pub struct Case<'a> {
     pub manifest_fingerprint: &'a str,
 }
 
-/// Keeps evidence under [`EvidenceOptions`].
+/// Hands evidence to the platform (`SessionService.ReportEvidence`).
+#[derive(Debug, Clone)]
+pub struct EvidenceReporter {
+    client: SessionServiceClient<AuthChannel>,
+    bot_id: String,
+    timeout: Duration,
+}
+
+impl EvidenceReporter {
+    /// Reports over `channel` as `bot_id`, each call bounded by `timeout`.
+    pub(crate) fn new(channel: AuthChannel, bot_id: &str, timeout: Duration) -> EvidenceReporter {
+        EvidenceReporter { client: SessionServiceClient::new(channel), bot_id: bot_id.to_owned(), timeout }
+    }
+
+    /// Sends one case; a failure is logged, never returned: the task goes on without it.
+    async fn report(&self, case: &Case<'_>, page: &Page) {
+        let request = ReportEvidenceRequest {
+            bot_id: self.bot_id.clone(),
+            lease_id: case.lease_id.unwrap_or_default().to_owned(),
+            assistant: case.assistant.to_owned(),
+            evaluation_id: case.evaluation_id,
+            attempt: case.attempt,
+            class: case.class.to_owned(),
+            error: case.error.to_owned(),
+            url: page.url.clone(),
+            title: page.title.clone(),
+            captured_at: Some(prost_types::Timestamp {
+                seconds: page.captured_at.timestamp(),
+                nanos: i32::try_from(page.captured_at.timestamp_subsec_nanos()).unwrap_or(0),
+            }),
+            // Within the platform's bounds whatever this bot's own are (its cut HTML carries a
+            // marker beyond its limit).
+            screenshot_png: page
+                .screenshot
+                .clone()
+                .filter(|png| png.len() <= PLATFORM_MAX_SCREENSHOT_BYTES)
+                .unwrap_or_default(),
+            html: bound_html(page.html.clone(), PLATFORM_MAX_HTML_BYTES - 64).0,
+            manifest_version: case.manifest_version.to_owned(),
+        };
+        let bytes = request.screenshot_png.len() + request.html.len();
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(self.timeout);
+        let started = std::time::Instant::now();
+        match self.client.clone().report_evidence(request).await {
+            Ok(reply) => tracing::info!(
+                evidence_id = reply.into_inner().evidence_id,
+                bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "evidence reported to the platform"
+            ),
+            Err(status) => tracing::warn!(error = %status, bytes, "reporting evidence to the platform failed"),
+        }
+    }
+}
+
+/// What the browser showed when an attempt failed.
+#[derive(Debug)]
+struct Page {
+    html: String,
+    truncated: bool,
+    screenshot: Option<Vec<u8>>,
+    url: String,
+    title: String,
+    captured_at: DateTime<Utc>,
+}
+
+/// Keeps evidence under [`EvidenceOptions`], and hands it to the platform when it has a
+/// reporter.
 #[derive(Debug, Clone)]
 pub struct Evidence {
     options: EvidenceOptions,
+    reporter: Option<EvidenceReporter>,
 }
 
 impl Evidence {
     /// Evidence kept as `options` say.
     pub fn new(options: EvidenceOptions) -> Evidence {
-        Evidence { options }
+        Evidence { options, reporter: None }
     }
 
-    /// Saves the page's HTML, a screenshot and a note for `case`; returns the common path stem
+    /// Also hands every failed attempt to the platform through `reporter`.
+    pub fn reporting_to(mut self, reporter: EvidenceReporter) -> Evidence {
+        self.reporter = Some(reporter);
+        self
+    }
+
+    /// Reads what the browser shows, bounded as the options say; `None` when the browser does
+    /// not answer.
+    async fn capture(&self, driver: &WebDriver) -> Option<Page> {
+        let html = driver.source().await.ok();
+        let screenshot = driver.screenshot_as_png().await.ok();
+        let url = driver.current_url().await.map(|url| url.to_string()).unwrap_or_default();
+        let title = driver.title().await.unwrap_or_default();
+        if html.is_none() && screenshot.is_none() {
+            tracing::debug!("no evidence: the browser does not answer");
+            return None;
+        }
+        let (html, truncated) =
+            html.map_or((String::new(), false), |html| bound_html(html, self.options.max_html_bytes));
+        let screenshot = screenshot.filter(|png| png.len() <= self.options.max_screenshot_bytes);
+        Some(Page { html, truncated, screenshot, url, title, captured_at: Utc::now() })
+    }
+
+    /// Saves the page's HTML, a screenshot and a note for `case`, and reports them to the
+    /// platform when the bot talks gRPC; returns the common path stem
     /// (`<dir>/<time>-e<evaluation>-a<attempt>-<class>`) to cite in the release reason, or `None`
-    /// when nothing could be kept (evidence off, a dead browser, a full disk). Never fails the
-    /// caller: evidence is a help, not a duty.
+    /// when nothing could be kept on disk (evidence off, a dead browser, a full disk). Never
+    /// fails the caller: evidence is a help, not a duty.
     pub async fn keep(&self, driver: &WebDriver, case: Case<'_>) -> Option<String> {
+        let report = self.reporter.as_ref().filter(|_| REPORTED_CLASSES.contains(&case.class));
+        if self.options.max_cases == 0 && report.is_none() {
+            return None;
+        }
+        let page = self.capture(driver).await?;
+        let stem = self.write(&case, &page).await;
+        if let Some(reporter) = report {
+            reporter.report(&case, &page).await;
+        }
+        stem
+    }
+
+    /// Writes a captured page to disk; returns its path stem.
+    async fn write(&self, case: &Case<'_>, page: &Page) -> Option<String> {
         if self.options.max_cases == 0 {
             return None;
         }
@@ -97,25 +233,14 @@ impl Evidence {
         }
         let stem = self.options.dir.join(format!(
             "{}-e{}-a{}-{}",
-            Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+            page.captured_at.format("%Y%m%dT%H%M%S%.3fZ"),
             case.evaluation_id,
             case.attempt,
             case.class
         ));
-        let html = driver.source().await.ok();
-        let screenshot = driver.screenshot_as_png().await.ok();
-        let url = driver.current_url().await.map(|url| url.to_string()).unwrap_or_default();
-        let title = driver.title().await.unwrap_or_default();
-        if html.is_none() && screenshot.is_none() {
-            tracing::debug!("no evidence: the browser does not answer");
-            return None;
-        }
-
-        let (html, truncated) =
-            html.map_or((String::new(), false), |html| bound_html(html, self.options.max_html_bytes));
-        let screenshot = screenshot.filter(|png| png.len() <= self.options.max_screenshot_bytes);
+        let Page { html, truncated, screenshot, url, title, captured_at } = page;
         let note = Note {
-            captured_at: Utc::now().to_rfc3339(),
+            captured_at: captured_at.to_rfc3339(),
             evaluation_id: case.evaluation_id,
             attempt: case.attempt,
             class: case.class,
@@ -123,15 +248,15 @@ impl Evidence {
             assistant: case.assistant,
             manifest_version: case.manifest_version,
             manifest_fingerprint: case.manifest_fingerprint,
-            url,
-            title,
+            url: url.clone(),
+            title: title.clone(),
             html_bytes: html.len(),
-            html_truncated: truncated,
+            html_truncated: *truncated,
             screenshot: screenshot.is_some(),
         };
         let written = async {
             tokio::fs::write(with_extension(&stem, "html"), html.as_bytes()).await?;
-            if let Some(png) = &screenshot {
+            if let Some(png) = screenshot {
                 tokio::fs::write(with_extension(&stem, "png"), png).await?;
             }
             let note = serde_json::to_vec_pretty(&note).map_err(std::io::Error::other)?;

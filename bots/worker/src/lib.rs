@@ -125,9 +125,13 @@ fn worker_for(
     sessions: Sessions,
     stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Worker<AnyAdapter>> {
+    let mut evidence = evidence::Evidence::new(config.evidence.clone());
     let source = match &config.tasks {
         TaskSourceConfig::Grpc { url } => {
             let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout, &config.tls)?;
+            // The seed's HTTP API has no place for evidence: only a gRPC bot reports it.
+            evidence =
+                evidence.reporting_to(evidence::EvidenceReporter::new(channel.clone(), bot_id, config.api_timeout));
             TaskSource::Claim(ClaimSource::start(
                 channel,
                 ClaimOptions {
@@ -160,7 +164,7 @@ fn worker_for(
         idle_timeout: config.idle_timeout,
         browser: config.browser.clone(),
         shutdown_grace: config.shutdown_grace,
-        evidence: evidence::Evidence::new(config.evidence.clone()),
+        evidence,
     };
     Ok(Worker::new(settings, adapter, source, sessions, stopped))
 }

@@ -130,6 +130,11 @@ impl Sessions {
         }
     }
 
+    /// Whether leases come from the platform's SessionService (their ids are the platform's).
+    pub fn is_service(&self) -> bool {
+        matches!(self, Sessions::Service(_))
+    }
+
     /// Borrows the next session in rotation.
     pub async fn lease(&mut self) -> Result<Lease, SessionError> {
         match self {

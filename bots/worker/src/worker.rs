@@ -15,7 +15,8 @@
 //! - time-out, empty answer, assistant error, broken browser: a failed attempt under the rule.
 //!
 //! Every failure keeps evidence (HTML, screenshot, note; see [`crate::evidence`]) and the
-//! release reason names it.
+//! release reason names it; a bot on the platform's gRPC API also reports it to the platform,
+//! with the lease it held.
 
 use std::time::{Duration, Instant};
 
@@ -374,6 +375,7 @@ impl<A: Adapter> Worker<A> {
         let active = self.active.as_ref()?;
         let manifest = self.adapter.manifest();
         let case = Case {
+            lease_id: Some(active.lease.id.as_str()).filter(|_| self.sessions.is_service()),
             evaluation_id: task.evaluation_id,
             attempt,
             class,

@@ -99,7 +99,8 @@ impl Platform {
         let directory = aap_sessions::SessionDirectory::new(pool.clone(), config.sessions.clone());
         // Rows stored before encryption at rest (migration 0004) are sealed before anything is lent.
         directory.seal_plaintext_rows().await.context("encrypting plain-text session states")?;
-        let sessions = aap_sessions::grpc::SessionGrpc::from(directory);
+        let evidence = aap_sessions::EvidenceLocker::new(pool.clone(), config.sessions.evidence);
+        let sessions = aap_sessions::grpc::SessionGrpc::with_evidence(directory, evidence);
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

@@ -31,6 +31,8 @@ pub struct SessionsConfig {
     /// The key that seals session states and proxy URLs at rest. `None`: every call that
     /// stores or lends a session state fails with FAILED_PRECONDITION until a key is configured.
     pub key: Option<SessionKey>,
+    /// How many evidence cases of failed attempts the platform keeps (see [`crate::evidence`]).
+    pub evidence: crate::evidence::EvidenceLimits,
 }
 
 impl Default for SessionsConfig {
@@ -43,6 +45,7 @@ impl Default for SessionsConfig {
             // A fresh random key: right for tests; a server passes its own key, or what it stored
             // could not be read after a restart.
             key: Some(SessionKey::generate()),
+            evidence: crate::evidence::EvidenceLimits::default(),
         }
     }
 }

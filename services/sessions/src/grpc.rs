@@ -16,18 +16,21 @@ use crate::domain::{
 #[derive(Debug, Clone)]
 pub struct SessionGrpc {
     directory: SessionDirectory,
+    evidence: crate::evidence::EvidenceLocker,
 }
 
 impl SessionGrpc {
-    /// Serves a [`SessionDirectory`] over `pool` (migrated by `aap_platform::db`).
+    /// Serves a [`SessionDirectory`] and the evidence of failed attempts over `pool` (migrated
+    /// by `aap_platform::db`).
     pub fn new(pool: PgPool, config: SessionsConfig) -> SessionGrpc {
-        SessionGrpc { directory: SessionDirectory::new(pool, config) }
+        let evidence = crate::evidence::EvidenceLocker::new(pool.clone(), config.evidence);
+        SessionGrpc { directory: SessionDirectory::new(pool, config), evidence }
     }
-}
 
-impl From<SessionDirectory> for SessionGrpc {
-    fn from(directory: SessionDirectory) -> SessionGrpc {
-        SessionGrpc { directory }
+    /// Serves a directory the caller made (and prepared, e.g. sealed its plain-text rows) and an
+    /// evidence locker.
+    pub fn with_evidence(directory: SessionDirectory, evidence: crate::evidence::EvidenceLocker) -> SessionGrpc {
+        SessionGrpc { directory, evidence }
     }
 }
 
@@ -206,23 +209,58 @@ impl SessionService for SessionGrpc {
 
     async fn list_evidence(
         &self,
-        _request: Request<pb::ListEvidenceRequest>,
+        request: Request<pb::ListEvidenceRequest>,
     ) -> Result<Response<pb::ListEvidenceResponse>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let req = request.into_inner();
+        let cases = self.evidence.list(&req.account_id, req.limit).await?;
+        Ok(Response::new(pb::ListEvidenceResponse { cases: cases.into_iter().map(evidence_message).collect() }))
     }
 
     async fn get_evidence(
         &self,
-        _request: Request<pb::GetEvidenceRequest>,
+        request: Request<pb::GetEvidenceRequest>,
     ) -> Result<Response<pb::GetEvidenceResponse>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let req = request.into_inner();
+        let detail = self.evidence.get(&req.evidence_id, req.include_html).await?;
+        Ok(Response::new(pb::GetEvidenceResponse {
+            case: Some(evidence_message(detail.case)),
+            screenshot_png: detail.screenshot_png,
+            html: detail.html.unwrap_or_default(),
+        }))
     }
 
     async fn report_evidence(
         &self,
-        _request: Request<pb::ReportEvidenceRequest>,
+        request: Request<pb::ReportEvidenceRequest>,
     ) -> Result<Response<pb::ReportEvidenceResponse>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let caller = aap_platform::auth::caller(&request)?;
+        let req = request.into_inner();
+        let assistant = req.assistant.trim().to_lowercase();
+        if !caller.may_serve(&assistant) {
+            return Err(crate::evidence::EvidenceError::PermissionDenied(format!(
+                "principal {} may not serve {assistant}, so it may not report evidence of it",
+                caller.principal
+            ))
+            .into());
+        }
+        let captured_at = req.captured_at.map(evidence_time).transpose()?;
+        let new = crate::evidence::NewEvidence {
+            bot_id: &req.bot_id,
+            lease_id: &req.lease_id,
+            assistant: &req.assistant,
+            evaluation_id: req.evaluation_id,
+            attempt: req.attempt,
+            class: &req.class,
+            error: &req.error,
+            url: &req.url,
+            title: &req.title,
+            captured_at,
+            screenshot_png: &req.screenshot_png,
+            html: &req.html,
+            manifest_version: &req.manifest_version,
+        };
+        let id = self.evidence.report(new, &caller.principal).await?;
+        Ok(Response::new(pb::ReportEvidenceResponse { evidence_id: id.to_string() }))
     }
 }
 
@@ -264,6 +302,61 @@ impl From<SessionError> for Status {
                     // Worth a retry: the database is out of reach, not the request at fault.
                     sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                         Status::unavailable("session store unavailable")
+                    }
+                    _ => Status::internal("internal error"),
+                }
+            }
+        }
+    }
+}
+
+fn evidence_message(case: crate::evidence::EvidenceCase) -> pb::EvidenceCase {
+    pb::EvidenceCase {
+        id: case.id.to_string(),
+        account_id: case.account_id.map(|id| id.to_string()).unwrap_or_default(),
+        assistant: case.assistant,
+        bot_id: case.bot_id,
+        evaluation_id: case.evaluation_id,
+        // Stored from a u32 checked to fit; never negative.
+        attempt: u32::try_from(case.attempt).unwrap_or_default(),
+        class: case.class,
+        error: case.error,
+        url: case.url,
+        title: case.title,
+        captured_at: Some(timestamp(case.captured_at)),
+        has_screenshot: case.has_screenshot,
+        html_bytes: u64::try_from(case.html_bytes).unwrap_or_default(),
+        manifest_version: case.manifest_version,
+    }
+}
+
+/// A report's capture time; one no calendar has is refused.
+fn evidence_time(at: prost_types::Timestamp) -> Result<DateTime<Utc>, crate::evidence::EvidenceError> {
+    u32::try_from(at.nanos).ok().and_then(|nanos| DateTime::from_timestamp(at.seconds, nanos)).ok_or_else(|| {
+        crate::evidence::EvidenceError::InvalidArgument { field: "captured_at", reason: "is not a time".to_owned() }
+    })
+}
+
+impl From<crate::evidence::EvidenceError> for Status {
+    fn from(error: crate::evidence::EvidenceError) -> Status {
+        use crate::evidence::EvidenceError;
+        let message = error.to_string();
+        match error {
+            EvidenceError::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            EvidenceError::PermissionDenied(_) => Status::permission_denied(message),
+            EvidenceError::LeaseNotFound(_) | EvidenceError::AccountNotFound(_) | EvidenceError::NotFound(_) => {
+                Status::not_found(message)
+            }
+            EvidenceError::Database(cause) => {
+                tracing::error!(error = %cause, "evidence store failed");
+                match cause {
+                    // Worth a retry: the database is out of reach, not the request at fault.
+                    sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                        Status::unavailable("evidence store unavailable")
                     }
                     _ => Status::internal("internal error"),
                 }

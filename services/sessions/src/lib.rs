@@ -3,6 +3,8 @@
 //!
 //! - [`domain`]: [`SessionDirectory`] creates and lists accounts, replaces session states, and
 //!   lends and takes back sessions; it knows nothing of gRPC.
+//! - [`evidence`]: [`evidence::EvidenceLocker`] keeps the evidence of failed attempts bots
+//!   report (screenshot, HTML, the page's address), bounded per account and overall.
 //! - [`grpc`]: [`grpc::SessionGrpc`], the thin tonic adapter.
 //! - [`crypto`]: [`SessionKey`], which seals session states and proxy URLs at rest
 //!   (AES-256-GCM).
@@ -25,6 +27,7 @@
 
 pub mod crypto;
 pub mod domain;
+pub mod evidence;
 pub mod grpc;
 pub mod identity;
 mod store;
@@ -34,3 +37,4 @@ pub use domain::{
     Account, AccountStatus, AccountUpdate, Lease, LeaseOutcome, LeaseTarget, NewAccount, SessionDirectory,
     SessionError, SessionResult, SessionsConfig,
 };
+pub use evidence::{EvidenceLimits, EvidenceLocker};
