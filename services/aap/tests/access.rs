@@ -14,10 +14,10 @@ use aap_proto::v1::answers_service_client::AnswersServiceClient;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use aap_proto::v1::session_service_client::SessionServiceClient;
 use aap_proto::v1::{
-    AskRequest, ClaimHello, ClaimRequest, CreateAccountRequest, CreateTokenRequest, HeartbeatRequest, LeaseOutcome,
-    LeaseSessionRequest, ListAccountsRequest, ListTokensRequest, PollRequest, ReleaseRequest, ReturnSessionRequest,
-    RevokeTokenRequest, Role, SubmitRequest, Target, UpdateAccountRequest, UpdateSessionStateRequest, WatchRequest,
-    WhoAmIRequest,
+    AskRequest, ClaimHello, ClaimRequest, CreateAccountRequest, CreateTokenRequest, GetEvidenceRequest,
+    HeartbeatRequest, LeaseOutcome, LeaseSessionRequest, ListAccountsRequest, ListEvidenceRequest, ListTokensRequest,
+    PollRequest, ReleaseRequest, ReportEvidenceRequest, ReturnSessionRequest, RevokeTokenRequest, Role, SubmitRequest,
+    Target, UpdateAccountRequest, UpdateSessionStateRequest, WatchRequest, WhoAmIRequest,
 };
 use common::*;
 use futures::StreamExt;
@@ -71,6 +71,9 @@ enum Rpc {
     UpdateAccount,
     LeaseSession,
     ReturnSession,
+    ReportEvidence,
+    ListEvidence,
+    GetEvidence,
     CreateToken,
     ListTokens,
     RevokeToken,
@@ -80,7 +83,7 @@ enum Rpc {
     HttpRelease,
 }
 
-const EVERY_RPC: [Rpc; 22] = [
+const EVERY_RPC: [Rpc; 25] = [
     Rpc::Health,
     Rpc::UnknownMethod,
     Rpc::Ask,
@@ -96,6 +99,9 @@ const EVERY_RPC: [Rpc; 22] = [
     Rpc::UpdateAccount,
     Rpc::LeaseSession,
     Rpc::ReturnSession,
+    Rpc::ReportEvidence,
+    Rpc::ListEvidence,
+    Rpc::GetEvidence,
     Rpc::CreateToken,
     Rpc::ListTokens,
     Rpc::RevokeToken,
@@ -140,7 +146,7 @@ fn expected(rpc: Rpc, who: Who) -> Outcome {
         (Rpc::Ask | Rpc::Watch, Customer | Operator) => Code::Ok,
         (Rpc::Ask | Rpc::Watch, _) => Code::PermissionDenied,
         (Rpc::Claim | Rpc::Poll | Rpc::LeaseSession | Rpc::HttpPoll, BotA | BotB) => Code::Ok,
-        (Rpc::Heartbeat | Rpc::Submit | Rpc::Release | Rpc::ReturnSession, BotA) => Code::Ok,
+        (Rpc::Heartbeat | Rpc::Submit | Rpc::Release | Rpc::ReturnSession | Rpc::ReportEvidence, BotA) => Code::Ok,
         (Rpc::HttpSubmit | Rpc::HttpRelease, BotA) => Code::Ok,
         // Bot B is a bot, but not the holder.
         (
@@ -151,6 +157,7 @@ fn expected(rpc: Rpc, who: Who) -> Outcome {
             | Rpc::Release
             | Rpc::LeaseSession
             | Rpc::ReturnSession
+            | Rpc::ReportEvidence
             | Rpc::HttpPoll
             | Rpc::HttpSubmit
             | Rpc::HttpRelease,
@@ -182,6 +189,8 @@ struct World {
     /// Bot A's lease, and an account to administer.
     lease_id: String,
     account_id: String,
+    /// Evidence bot A reported on its lease.
+    evidence_id: String,
     /// A spare operator-made token the operator's RevokeToken call revokes.
     spare_token_id: String,
 }
@@ -287,8 +296,16 @@ async fn world(app: &TestApp) -> World {
         .await
         .expect("bot A leases")
         .into_inner();
+    let evidence_id = app
+        .sessions(&bot_a)
+        .report_evidence(evidence_report(&lease.lease_id, "Setup"))
+        .await
+        .expect("bot A reports evidence")
+        .into_inner()
+        .evidence_id;
     World {
         tokens: Tokens { customer, bot_a, bot_b, revoked },
+        evidence_id,
         prompt_id,
         heartbeat_eval,
         submit_eval,
@@ -298,6 +315,20 @@ async fn world(app: &TestApp) -> World {
         lease_id: lease.lease_id,
         account_id,
         spare_token_id,
+    }
+}
+
+fn evidence_report(lease_id: &str, who: &str) -> ReportEvidenceRequest {
+    ReportEvidenceRequest {
+        bot_id: "bot-a-1".into(),
+        lease_id: lease_id.into(),
+        assistant: "chatgpt".into(),
+        evaluation_id: 1,
+        attempt: 1,
+        class: "logged-out".into(),
+        error: format!("reported by {who}"),
+        screenshot_png: b"\x89PNG\r\n\x1a\n".to_vec(),
+        ..ReportEvidenceRequest::default()
     }
 }
 
@@ -430,6 +461,15 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
                 })
                 .await,
         ),
+        Rpc::ReportEvidence => {
+            code(sessions().report_evidence(evidence_report(&world.lease_id, &format!("{who:?}"))).await)
+        }
+        Rpc::ListEvidence => code(sessions().list_evidence(ListEvidenceRequest::default()).await),
+        Rpc::GetEvidence => code(
+            sessions()
+                .get_evidence(GetEvidenceRequest { evidence_id: world.evidence_id.clone(), include_html: true })
+                .await,
+        ),
         Rpc::CreateToken => code(
             admin()
                 .create_token(CreateTokenRequest {
@@ -460,8 +500,16 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
 /// Everything a call could change: every table's rows, and the task and result streams.
 async fn fingerprint(app: &TestApp) -> String {
     let mut parts = Vec::new();
-    for table in ["prompts", "evaluations", "answers", "session_accounts", "session_leases", "principals", "api_tokens"]
-    {
+    for table in [
+        "prompts",
+        "evaluations",
+        "answers",
+        "session_accounts",
+        "session_leases",
+        "session_evidence",
+        "principals",
+        "api_tokens",
+    ] {
         let sql = format!("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t::text)), '') FROM {table} t");
         let (digest,): (String,) = sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_one(&app.pool).await.expect("digest");
         parts.push(format!("{table}={digest}"));

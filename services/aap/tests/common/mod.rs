@@ -68,6 +68,8 @@ pub struct Options {
     pub queued_timeout: Duration,
     /// Networks whose bots may use the seed's HTTP API without a token.
     pub seed_http_networks: aap_platform::auth::Networks,
+    /// How many evidence cases the platform keeps.
+    pub evidence: aap_sessions::EvidenceLimits,
 }
 
 impl Default for Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             poll_claim_ttl: Duration::from_secs(600),
             queued_timeout: Duration::from_secs(24 * 3600),
             seed_http_networks: aap_platform::auth::Networks::default(),
+            evidence: aap_sessions::EvidenceLimits::default(),
         }
     }
 }
@@ -134,7 +137,10 @@ pub fn platform_config(
             ..AnswersConfig::default()
         },
         gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
-        sessions: aap_sessions::SessionsConfig::default(),
+        sessions: aap_sessions::SessionsConfig {
+            evidence: options.evidence,
+            ..aap_sessions::SessionsConfig::default()
+        },
         scheduler_tick: Duration::from_millis(200),
         timeouts: aap_evaluations::scheduler::Timeouts {
             queued: options.queued_timeout,
