@@ -51,6 +51,13 @@ pub struct ServiceArgs {
     /// rate limit's rest.
     #[arg(long, env = "AAP_CHALLENGE_COOLDOWN_MINUTES", default_value_t = 60)]
     pub challenge_cooldown_minutes: u64,
+    /// Evidence cases of failed bot attempts (screenshot, page HTML) kept per account; a new
+    /// one deletes the account's oldest beyond this.
+    #[arg(long, env = "AAP_EVIDENCE_PER_ACCOUNT", default_value_t = 100)]
+    pub evidence_per_account: u32,
+    /// Evidence cases kept overall (up to ~6 MiB each); a new one deletes the oldest beyond this.
+    #[arg(long, env = "AAP_EVIDENCE_TOTAL", default_value_t = 2000)]
+    pub evidence_total: u32,
     /// Key that encrypts session states and proxy URLs at rest (AES-256-GCM): 32 bytes as 64 hex
     /// digits or base64 (`openssl rand -hex 32`). Keep it: what was stored with it cannot be
     /// read without it. `aap serve` refuses to start without a key; `aap dev` keeps one in
@@ -201,6 +208,10 @@ impl ServiceArgs {
                 per_session_runs: self.per_session_runs,
                 challenge_cooldown: Duration::from_secs(self.challenge_cooldown_minutes.saturating_mul(60)),
                 key: self.session_key.clone().or_else(|| self.session_key_file.clone()),
+                evidence: aap_sessions::EvidenceLimits {
+                    per_account: self.evidence_per_account,
+                    total: self.evidence_total,
+                },
                 ..SessionsConfig::default()
             },
             scheduler_tick: Duration::from_secs(1),

@@ -1,9 +1,12 @@
 //! The `aap` binary's library: the platform wired in one process ([`platform::Platform`]), the
 //! local development stack (`aap dev`), the customer client (`aap ask`, `aap watch`) and the
-//! operator's token administration (`aap token`).
+//! operator's token administration (`aap token`), accounts from a terminal (`aap accounts`) and
+//! the import of the seed's session files (`aap session import`).
 
+pub mod accounts_cmd;
 pub mod client;
 pub mod config;
 pub mod dev;
 pub mod platform;
+pub mod session_import;
 pub mod tokens;
