@@ -115,7 +115,7 @@ async fn register_simulator_sessions(
     let mut sessions = SessionServiceClient::with_interceptor(channel, Bearer::new(operator_token)?);
     let assistant = sim.site().id();
     let existing =
-        sessions.list_accounts(ListAccountsRequest { assistant: assistant.into() }).await?.into_inner().accounts;
+        sessions.list_accounts(ListAccountsRequest { assistant: assistant.into(), ..Default::default() }).await?.into_inner().accounts;
     for i in 1..=count.max(1) {
         let label = format!("simulator-{i}");
         // The simulator's sessions live in its memory: a restart needs fresh ones.
@@ -169,7 +169,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     service.operator_tokens = vec![format!("dev-operator={}", tokens.operator)];
     let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
     let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
-    let platform = Platform::start(service.platform(pg.url("aap"), nats.url()), grpc, http).await?;
+    let console = service.bind_console().await?;
+    let platform = Platform::start_with_console(service.platform(pg.url("aap"), nats.url()), grpc, http, console).await?;
     let grpc_url = format!("http://{}", platform.grpc_addr);
 
     let sites = args
@@ -212,6 +213,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("AI-assistants answers platform, local:");
     println!("  gRPC          {grpc_url}   (grpcurl -plaintext {} list)", platform.grpc_addr);
     println!("  seed HTTP API http://{}/evaluations/api/v1/poll|submit|release", platform.http_addr);
+    if let Some(addr) = platform.console_addr {
+        let note = if crate::console::built() { "sign in with AAP_OPERATOR_TOKEN" } else { "NOT BUILT: npm ci in console/" };
+        println!("  console       http://{addr}   ({note})");
+    }
     for sim in &sims {
         println!("  {:<13} {}   (simulator, {} bots)", sim.site().id(), sim.base_url, args.bots);
     }

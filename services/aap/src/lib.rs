@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod dev;
 pub mod platform;
 pub mod tokens;

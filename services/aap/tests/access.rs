@@ -14,7 +14,9 @@ use aap_proto::v1::answers_service_client::AnswersServiceClient;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use aap_proto::v1::session_service_client::SessionServiceClient;
 use aap_proto::v1::{
-    AskRequest, ClaimHello, ClaimRequest, CreateAccountRequest, CreateTokenRequest, HeartbeatRequest, LeaseOutcome,
+    AskRequest, ClaimHello, ClaimRequest, CreateAccountRequest, CreateTokenRequest, DeleteAccountRequest,
+    DisableAccountRequest, EnableAccountRequest, GetAccountRequest, ListLeasesRequest, WatchAccountsRequest,
+    HeartbeatRequest, LeaseOutcome,
     LeaseSessionRequest, ListAccountsRequest, ListTokensRequest, PollRequest, ReleaseRequest, ReturnSessionRequest,
     RevokeTokenRequest, Role, SubmitRequest, Target, UpdateAccountRequest, UpdateSessionStateRequest, WatchRequest,
     WhoAmIRequest,
@@ -78,9 +80,15 @@ enum Rpc {
     HttpPoll,
     HttpSubmit,
     HttpRelease,
+    WatchAccounts,
+    GetAccount,
+    DisableAccount,
+    EnableAccount,
+    DeleteAccount,
+    ListLeases,
 }
 
-const EVERY_RPC: [Rpc; 22] = [
+const EVERY_RPC: [Rpc; 28] = [
     Rpc::Health,
     Rpc::UnknownMethod,
     Rpc::Ask,
@@ -103,6 +111,12 @@ const EVERY_RPC: [Rpc; 22] = [
     Rpc::HttpPoll,
     Rpc::HttpSubmit,
     Rpc::HttpRelease,
+    Rpc::WatchAccounts,
+    Rpc::GetAccount,
+    Rpc::DisableAccount,
+    Rpc::EnableAccount,
+    Rpc::DeleteAccount,
+    Rpc::ListLeases,
 ];
 
 /// The outcome of a call: a gRPC code, or an HTTP status.
@@ -182,6 +196,8 @@ struct World {
     /// Bot A's lease, and an account to administer.
     lease_id: String,
     account_id: String,
+    /// An account no bot leases, for the operator's DeleteAccount call.
+    spare_account_id: String,
     /// A spare operator-made token the operator's RevokeToken call revokes.
     spare_token_id: String,
 }
@@ -277,6 +293,14 @@ async fn world(app: &TestApp) -> World {
         };
         account_id = operator.create_account(request).await.expect("account").into_inner().account.expect("account").id;
     }
+    let spare = CreateAccountRequest {
+        assistant: "claude".into(),
+        plan: "Pro".into(),
+        label: "spare".into(),
+        storage_state_json: storage_state("spare"),
+        ..CreateAccountRequest::default()
+    };
+    let spare_account_id = operator.create_account(spare).await.expect("account").into_inner().account.expect("account").id;
     let lease = app
         .sessions(&bot_a)
         .lease_session(LeaseSessionRequest {
@@ -297,6 +321,7 @@ async fn world(app: &TestApp) -> World {
         http_release_eval,
         lease_id: lease.lease_id,
         account_id,
+        spare_account_id,
         spare_token_id,
     }
 }
@@ -393,7 +418,29 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
                 })
                 .await,
         ),
-        Rpc::ListAccounts => code(sessions().list_accounts(ListAccountsRequest { assistant: String::new() }).await),
+        Rpc::ListAccounts => code(sessions().list_accounts(ListAccountsRequest::default()).await),
+        Rpc::WatchAccounts => match sessions().watch_accounts(WatchAccountsRequest::default()).await {
+            // Admitted: the first list arrives at once.
+            Ok(response) => match response.into_inner().next().await {
+                Some(Ok(_)) => Outcome::Grpc(Code::Ok),
+                Some(Err(status)) => Outcome::Grpc(status.code()),
+                None => Outcome::Grpc(Code::Unknown),
+            },
+            Err(status) => Outcome::Grpc(status.code()),
+        },
+        Rpc::GetAccount => code(sessions().get_account(GetAccountRequest { account_id: world.account_id.clone() }).await),
+        Rpc::DisableAccount => {
+            code(sessions().disable_account(DisableAccountRequest { account_id: world.account_id.clone() }).await)
+        }
+        Rpc::EnableAccount => {
+            code(sessions().enable_account(EnableAccountRequest { account_id: world.account_id.clone() }).await)
+        }
+        Rpc::DeleteAccount => {
+            code(sessions().delete_account(DeleteAccountRequest { account_id: world.spare_account_id.clone() }).await)
+        }
+        Rpc::ListLeases => code(
+            sessions().list_leases(ListLeasesRequest { account_id: world.account_id.clone(), limit: 0 }).await,
+        ),
         Rpc::UpdateSessionState => code(
             sessions()
                 .update_session_state(UpdateSessionStateRequest {
