@@ -57,26 +57,36 @@ export function statusFromKey(key: string): AccountStatus | undefined {
   return key in STATUS_BY_KEY ? STATUS_BY_KEY[key as keyof typeof STATUS_BY_KEY] : undefined;
 }
 
-/** What a status means for this account now: e.g. `cooling until 14:05:00 (in 12 min)`. */
-function describeStatus(account: Account, status: AccountStatus, now: Date): string {
-  const key = statusKey(status);
-  if (status !== AccountStatus.COOLING && status !== AccountStatus.CHALLENGED) return key;
+/** Until when a cooling or challenged status lasts: `until 14:05:00 (in 12 min)`; else ''. */
+function cooldownText(account: Account, status: AccountStatus, now: Date): string {
+  if (status !== AccountStatus.COOLING && status !== AccountStatus.CHALLENGED) return "";
   const until = toDate(account.cooldownUntil);
-  if (!until) return key;
+  if (!until) return "";
   const left = until.getTime() - now.getTime();
-  const when = left > 0 ? `in ${formatSpan(left)}` : "over";
-  return `${key} until ${formatTime(until, now)} (${when})`;
+  return `until ${formatTime(until, now)} (${left > 0 ? `in ${formatSpan(left)}` : "over"})`;
 }
 
 /**
- * The status as the table shows it. A disabled account says what enabling it brings back
- * (`disabled (was cooling until …)`); a cooling or challenged one says until when.
+ * The status in two parts, as the table shows it: the badge (`cooling`) and what qualifies it
+ * (`until 14:05:00 (in 12 min)`; for a disabled account the status that enabling brings back,
+ * `was cooling until …`).
  */
-export function statusText(account: Account, now: Date = new Date()): string {
-  if (account.status !== AccountStatus.DISABLED) return describeStatus(account, account.status, now);
+export function statusParts(account: Account, now: Date = new Date()): { badge: StatusKey; detail: string } {
+  const badge = statusKey(account.status);
+  if (account.status !== AccountStatus.DISABLED) {
+    return { badge, detail: cooldownText(account, account.status, now) };
+  }
   const under = account.underlyingStatus;
-  if (under === AccountStatus.UNSPECIFIED || under === AccountStatus.DISABLED) return "disabled";
-  return `disabled (was ${describeStatus(account, under, now)})`;
+  if (under === AccountStatus.UNSPECIFIED || under === AccountStatus.DISABLED) return { badge, detail: "" };
+  const until = cooldownText(account, under, now);
+  return { badge, detail: `was ${statusKey(under)}${until ? ` ${until}` : ""}` };
+}
+
+/** The status in words: `cooling until 14:05:00 (in 12 min)`, `disabled (was active)`. */
+export function statusText(account: Account, now: Date = new Date()): string {
+  const { badge, detail } = statusParts(account, now);
+  if (!detail) return badge;
+  return account.status === AccountStatus.DISABLED ? `${badge} (${detail})` : `${badge} ${detail}`;
 }
 
 /** Why it cools down, while that matters (cooling or challenged, or disabled over one of them). */

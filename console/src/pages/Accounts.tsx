@@ -21,20 +21,20 @@ import { navigate } from "../router";
 import { follow, type StreamState } from "../stream";
 import { OutcomeBadge, StatusBadge } from "./widgets";
 
-const COLUMNS: { key: SortKey; label: string; numeric?: boolean }[] = [
-  { key: "assistant", label: "Assistant" },
-  { key: "plan", label: "Plan" },
-  { key: "label", label: "Label" },
-  { key: "status", label: "Status" },
-  { key: "rotation_runs", label: "Rotation", numeric: true },
-  { key: "runs", label: "Runs", numeric: true },
-  { key: "last_lease", label: "Last lease" },
-  { key: "challenges", label: "Challenges", numeric: true },
-  { key: "rate_limits", label: "Rate limits", numeric: true },
-  { key: "proxy", label: "Proxy" },
-  { key: "user_agent", label: "User agent" },
-  { key: "state_refreshed_at", label: "State refreshed" },
-  { key: "failures", label: "Failures", numeric: true },
+const COLUMNS: { key: SortKey; label: string; title: string; numeric?: boolean }[] = [
+  { key: "assistant", label: "Assistant", title: "assistant" },
+  { key: "plan", label: "Plan", title: "plan" },
+  { key: "label", label: "Label", title: "the operator's name for the account" },
+  { key: "status", label: "Status", title: "status, by severity" },
+  { key: "rotation_runs", label: "Rot.", title: "evaluations in the current rotation", numeric: true },
+  { key: "runs", label: "Runs", title: "evaluations so far", numeric: true },
+  { key: "last_lease", label: "Last lease", title: "the latest lease: bot, when, outcome" },
+  { key: "challenges", label: "Chall.", title: "bot challenges met so far", numeric: true },
+  { key: "rate_limits", label: "Limits", title: "rate limits met so far", numeric: true },
+  { key: "proxy", label: "Proxy", title: "proxy host" },
+  { key: "user_agent", label: "User agent", title: "user agent" },
+  { key: "state_refreshed_at", label: "Refreshed", title: "when the session state was stored" },
+  { key: "failures", label: "Fail.", title: "failed attempts reported", numeric: true },
 ];
 
 export function Accounts() {
@@ -42,6 +42,9 @@ export function Accounts() {
   const [filters, setFilters] = useState<Filters>(NO_FILTERS);
   const [sort, setSort] = useState<Sort | undefined>();
   const [accounts, setAccounts] = useState<Account[]>([]);
+  // The request the list answers: until the stream answers the current filters, the table is
+  // the old list filtered here, which misses rows when a filter was widened.
+  const [listFor, setListFor] = useState<string | undefined>();
   const [loaded, setLoaded] = useState(false);
   const [live, setLive] = useState<StreamState>("reconnecting");
   const [error, setError] = useState("");
@@ -57,14 +60,14 @@ export function Accounts() {
     void follow(
       abort.signal,
       async (received) => {
-        const stream = sessions.watchAccounts(watchRequest({ assistant, plan, status }), {
-          signal: abort.signal,
-        });
+        const request = watchRequest({ assistant, plan, status });
+        const stream = sessions.watchAccounts(request, { signal: abort.signal });
         for await (const res of stream) {
           received();
           setError("");
           setLoaded(true);
           setAccounts(res.accounts);
+          setListFor(JSON.stringify(request));
           setPlans((known) => {
             const all = new Set(known);
             for (const a of res.accounts) if (a.plan) all.add(a.plan);
@@ -88,6 +91,7 @@ export function Accounts() {
     [accounts, filters, sort],
   );
 
+  const updating = listFor !== JSON.stringify(watchRequest(filters));
   const set = (patch: Partial<Filters>) => setFilters((f) => ({ ...f, ...patch }));
 
   return (
@@ -144,13 +148,11 @@ export function Accounts() {
             ))}
           </select>
         </label>
-        <span className="count muted">
-          {rows.length} of {accounts.length}
-        </span>
+        <span className="count muted">{updating && loaded ? "updating…" : `${rows.length} of ${accounts.length}`}</span>
       </div>
       {error && <p className="error">{error}</p>}
       <div className="table-wrap">
-        <table id="accounts" className="grid">
+        <table id="accounts" className={`grid${updating && loaded ? " updating" : ""}`} aria-busy={updating}>
           <thead>
             <tr>
               {COLUMNS.map((c) => {
@@ -159,6 +161,7 @@ export function Accounts() {
                   <th
                     key={c.key}
                     data-sort={c.key}
+                    title={c.title}
                     className={`sortable${c.numeric ? " num" : ""}${active ? ` sorted-${active}` : ""}`}
                     aria-sort={active === "asc" ? "ascending" : active === "desc" ? "descending" : "none"}
                     onClick={() => setSort((s) => nextSort(s, c.key))}

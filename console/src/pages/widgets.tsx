@@ -1,15 +1,17 @@
 import type { Account } from "../gen/aap/v1/sessions_pb";
-import { cooldownReason, statusKey, statusText } from "../accounts";
+import { cooldownReason, statusParts, statusText } from "../accounts";
 
 /** The account's status as a coloured badge, with why it cools down beneath. */
 export function StatusBadge({ account, now }: { account: Account; now: Date }) {
   const reason = cooldownReason(account);
+  const { badge, detail } = statusParts(account, now);
   return (
-    <div className="status-cell">
-      <span className={`badge status-${statusKey(account.status)}`}>{statusText(account, now)}</span>
+    <div className="status-cell" title={statusText(account, now) + (reason ? `\n${reason}` : "")}>
+      <span className={`badge status-${badge}`}>{badge}</span>
       {account.leased && <span className="badge leased">leased</span>}
+      {detail && <div className="status-detail">{detail}</div>}
       {reason && (
-        <div className="reason" title={reason}>
+        <div className="reason">
           {reason}
         </div>
       )}
