@@ -23,7 +23,21 @@ export function describeError(err: unknown): Problem {
   return { signedOut: false, message: e.rawMessage || Code[e.code].toLowerCase() };
 }
 
-/** Whether the error is the browser's own abort of a call this page cancelled. */
-export function isAbort(err: unknown, signal: AbortSignal): boolean {
-  return signal.aborted || ConnectError.from(err).code === Code.Canceled;
+/**
+ * Whether trying a stream again may help: the network or the server had a moment. A refusal
+ * (NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT, UNAUTHENTICATED …) stays a refusal.
+ */
+export function retryable(err: unknown): boolean {
+  switch (ConnectError.from(err).code) {
+    case Code.Unavailable:
+    case Code.Unknown:
+    case Code.Internal:
+    case Code.Canceled:
+    case Code.DeadlineExceeded:
+    case Code.ResourceExhausted:
+    case Code.Aborted:
+      return true;
+    default:
+      return false;
+  }
 }

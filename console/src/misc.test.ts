@@ -1,6 +1,6 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it, vi } from "vitest";
-import { describeError } from "./errors";
+import { describeError, retryable } from "./errors";
 import { formatCountdown, formatSpan, formatTime, proxyHost } from "./format";
 import { RemoteLoginState } from "./gen/aap/v1/logins_pb";
 import { loginEnded, loginStateKey } from "./logins";
@@ -20,6 +20,16 @@ describe("describeError", () => {
     expect(describeError(new ConnectError("proxy: credentials are refused", Code.InvalidArgument)).message).toBe(
       "proxy: credentials are refused",
     );
+  });
+});
+
+describe("retryable", () => {
+  it("tries a stream again after a network hiccup but not after a refusal", () => {
+    expect(retryable(new ConnectError("reset", Code.Unavailable))).toBe(true);
+    expect(retryable(new TypeError("failed to fetch"))).toBe(true);
+    expect(retryable(new ConnectError("no such login", Code.NotFound))).toBe(false);
+    expect(retryable(new ConnectError("operators only", Code.PermissionDenied))).toBe(false);
+    expect(retryable(new ConnectError("revoked", Code.Unauthenticated))).toBe(false);
   });
 });
 

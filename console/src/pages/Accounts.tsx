@@ -14,6 +14,7 @@ import {
   type SortKey,
 } from "../accounts";
 import { sessions, useFail } from "../api";
+import { retryable } from "../errors";
 import { formatFull, formatTime, proxyHost, toDate } from "../format";
 import type { Account } from "../gen/aap/v1/sessions_pb";
 import { useDebounced, useNow } from "../hooks";
@@ -78,9 +79,8 @@ export function Accounts() {
       },
       setLive,
       (err) => {
-        const message = fail(err);
-        setError(message);
-        return true;
+        setError(fail(err));
+        return retryable(err);
       },
     );
     return () => abort.abort();

@@ -1,6 +1,7 @@
 import { useEffect, useMemo, useRef, useState, type ClipboardEvent, type KeyboardEvent, type MouseEvent } from "react";
 import { assistantName } from "../accounts";
 import { logins, useFail } from "../api";
+import { retryable } from "../errors";
 import { formatCountdown, toDate } from "../format";
 import type { RemoteLogin } from "../gen/aap/v1/logins_pb";
 import { MouseAction, RemoteLoginState } from "../gen/aap/v1/logins_pb";
@@ -63,7 +64,7 @@ export function RemoteLoginView({ id }: { id: string }) {
       setLive,
       (err) => {
         setError(fail(err));
-        return true;
+        return retryable(err);
       },
     );
     return () => {
