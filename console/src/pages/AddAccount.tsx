@@ -2,6 +2,7 @@ import { useState, type ChangeEvent, type FormEvent } from "react";
 import { ASSISTANTS } from "../accounts";
 import { logins, sessions, useFail } from "../api";
 import { navigate } from "../router";
+import { RecentLogins } from "./RecentLogins";
 
 export function AddAccount() {
   const fail = useFail();
@@ -11,7 +12,8 @@ export function AddAccount() {
   const [proxy, setProxy] = useState("");
   const [userAgent, setUserAgent] = useState("");
   const [storageState, setStorageState] = useState("");
-  const [error, setError] = useState("");
+  // Shown beside the action that failed.
+  const [error, setError] = useState<{ from: "login" | "upload"; message: string } | undefined>();
   const [busy, setBusy] = useState(false);
 
   const account = {
@@ -22,13 +24,13 @@ export function AddAccount() {
     userAgent: userAgent.trim(),
   };
 
-  const run = async (action: () => Promise<void>) => {
+  const run = async (from: "login" | "upload", action: () => Promise<void>) => {
     setBusy(true);
-    setError("");
+    setError(undefined);
     try {
       await action();
     } catch (err) {
-      setError(fail(err));
+      setError({ from, message: fail(err) });
     } finally {
       setBusy(false);
     }
@@ -36,14 +38,14 @@ export function AddAccount() {
 
   const startLogin = (e: FormEvent) => {
     e.preventDefault();
-    void run(async () => {
+    void run("login", async () => {
       const res = await logins.startRemoteLogin(account);
       if (res.login) navigate({ page: "login", id: res.login.id });
     });
   };
 
   const upload = () =>
-    void run(async () => {
+    void run("upload", async () => {
       const res = await sessions.createAccount({ ...account, storageStateJson: storageState });
       if (res.account) navigate({ page: "account", id: res.account.id });
     });
@@ -97,6 +99,7 @@ export function AddAccount() {
           </button>
           <span className="muted">Opens the assistant's login page in a browser on the platform.</span>
         </div>
+        {error?.from === "login" && <AddError message={error.message} />}
         <div className="upload">
           <h2>Or upload a storage state</h2>
           <p className="muted">
@@ -117,13 +120,18 @@ export function AddAccount() {
               Upload
             </button>
           </div>
+          {error?.from === "upload" && <AddError message={error.message} />}
         </div>
-        {error && (
-          <p id="add-error" className="error" role="alert">
-            {error}
-          </p>
-        )}
       </form>
+      <RecentLogins />
     </section>
+  );
+}
+
+function AddError({ message }: { message: string }) {
+  return (
+    <p id="add-error" className="error" role="alert">
+      {message}
+    </p>
   );
 }

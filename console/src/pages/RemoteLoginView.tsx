@@ -32,7 +32,10 @@ export function RemoteLoginView({ id }: { id: string }) {
       new InputQueue(
         async (input) => {
           const res = await logins.sendRemoteLoginInput({ loginId: id, input });
-          if (res.login) setLogin(res.login);
+          // Only the renewed idle deadline: the state is the stream's to tell, and this answer
+          // may be older than the stream's last word.
+          const idleDeadline = res.login?.idleDeadline;
+          if (idleDeadline) setLogin((l) => (l && !loginEnded(l.state) ? { ...l, idleDeadline } : l));
         },
         (err) => setError(fail(err)),
       ),
