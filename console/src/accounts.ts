@@ -91,8 +91,7 @@ export function statusText(account: Account, now: Date = new Date()): string {
 
 /** Why it cools down, while that matters (cooling or challenged, or disabled over one of them). */
 export function cooldownReason(account: Account): string {
-  const effective =
-    account.status === AccountStatus.DISABLED ? account.underlyingStatus : account.status;
+  const effective = account.status === AccountStatus.DISABLED ? account.underlyingStatus : account.status;
   if (effective !== AccountStatus.COOLING && effective !== AccountStatus.CHALLENGED) return "";
   return account.cooldownReason;
 }
@@ -212,9 +211,7 @@ export function sortAccounts(accounts: readonly Account[], sort: Sort | undefine
   const indexed = accounts.map((a, i) => ({ a, i }));
   if (sort) {
     const sign = sort.dir === "asc" ? 1 : -1;
-    indexed.sort(
-      (p, q) => sign * compare(sortValue(p.a, sort.key), sortValue(q.a, sort.key)) || p.i - q.i,
-    );
+    indexed.sort((p, q) => sign * compare(sortValue(p.a, sort.key), sortValue(q.a, sort.key)) || p.i - q.i);
   }
   return indexed.map((p) => p.a);
 }
@@ -235,10 +232,7 @@ export interface EditableFields {
  * The UpdateAccount fields the operator changed, or undefined when nothing changed: a field left
  * out is left alone by the server, so only edits are sent.
  */
-export function accountChanges(
-  account: EditableFields,
-  form: EditableFields,
-): Partial<EditableFields> | undefined {
+export function accountChanges(account: EditableFields, form: EditableFields): Partial<EditableFields> | undefined {
   const changes: Partial<EditableFields> = {};
   if (form.proxy.trim() !== account.proxy) changes.proxy = form.proxy.trim();
   if (form.userAgent.trim() !== account.userAgent) changes.userAgent = form.userAgent.trim();

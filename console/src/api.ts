@@ -12,10 +12,7 @@ import { SessionService } from "./gen/aap/v1/sessions_pb";
 const transport = createGrpcWebTransport({ baseUrl: window.location.origin });
 
 export const sessions: Client<typeof SessionService> = createClient(SessionService, transport);
-export const logins: Client<typeof RemoteLoginService> = createClient(
-  RemoteLoginService,
-  transport,
-);
+export const logins: Client<typeof RemoteLoginService> = createClient(RemoteLoginService, transport);
 
 /** What a page does with a failed call. */
 export interface Failure {

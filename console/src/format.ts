@@ -18,9 +18,7 @@ export function formatTime(date: Date | undefined, now: Date = new Date()): stri
   if (!date) return "–";
   const time = `${pad(date.getHours())}:${pad(date.getMinutes())}`;
   const sameDay =
-    date.getFullYear() === now.getFullYear() &&
-    date.getMonth() === now.getMonth() &&
-    date.getDate() === now.getDate();
+    date.getFullYear() === now.getFullYear() && date.getMonth() === now.getMonth() && date.getDate() === now.getDate();
   if (sameDay) return `${time}:${pad(date.getSeconds())}`;
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${time}`;
 }

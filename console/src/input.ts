@@ -46,12 +46,7 @@ export function mapToViewport(
 }
 
 /** The modifier bits as CDP takes them: Alt=1, Ctrl=2, Meta=4, Shift=8. */
-export function modifierBits(e: {
-  altKey: boolean;
-  ctrlKey: boolean;
-  metaKey: boolean;
-  shiftKey: boolean;
-}): number {
+export function modifierBits(e: { altKey: boolean; ctrlKey: boolean; metaKey: boolean; shiftKey: boolean }): number {
   return (e.altKey ? 1 : 0) | (e.ctrlKey ? 2 : 0) | (e.metaKey ? 4 : 0) | (e.shiftKey ? 8 : 0);
 }
 
@@ -72,9 +67,7 @@ const SPECIAL_KEYS = new Set([
   "PageDown",
 ]);
 
-export type KeyForward =
-  | { kind: "text"; text: string }
-  | { kind: "key"; key: string; code: string; modifiers: number };
+export type KeyForward = { kind: "text"; text: string } | { kind: "key"; key: string; code: string; modifiers: number };
 
 export interface KeyLike {
   key: string;
@@ -116,9 +109,7 @@ export function mouseButton(button: number): MouseButton {
 }
 
 /** The input part of a SendRemoteLoginInputRequest. */
-export type Input = NonNullable<
-  MessageInitShape<typeof SendRemoteLoginInputRequestSchema>["input"]
->;
+export type Input = NonNullable<MessageInitShape<typeof SendRemoteLoginInputRequestSchema>["input"]>;
 
 /** The most characters one TextInput may carry. */
 export const MAX_TEXT = 4096;

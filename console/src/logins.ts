@@ -1,14 +1,7 @@
 import { RemoteLoginState } from "./gen/aap/v1/logins_pb";
 
 export type LoginStateKey =
-  | "starting"
-  | "waiting"
-  | "capturing"
-  | "stored"
-  | "abandoned"
-  | "cancelled"
-  | "failed"
-  | "unknown";
+  "starting" | "waiting" | "capturing" | "stored" | "abandoned" | "cancelled" | "failed" | "unknown";
 
 /** The lowercase state name, as `data-state` carries it. */
 export function loginStateKey(state: RemoteLoginState): LoginStateKey {

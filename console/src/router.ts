@@ -5,10 +5,7 @@ import { useSyncExternalStore } from "react";
  * whatever the page, and reloading or sharing a link keeps the page.
  */
 export type Route =
-  | { page: "accounts" }
-  | { page: "account"; id: string }
-  | { page: "add" }
-  | { page: "login"; id: string };
+  { page: "accounts" } | { page: "account"; id: string } | { page: "add" } | { page: "login"; id: string };
 
 export function parseRoute(hash: string): Route {
   const parts = hash.replace(/^#\/?/, "").split("/").filter(Boolean).map(decodeURIComponent);

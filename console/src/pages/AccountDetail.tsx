@@ -59,7 +59,13 @@ export function AccountDetail({ id }: { id: string }) {
     return (
       <section className="page">
         <BackLink />
-        {loadError ? <p id="account-error" className="error">{loadError}</p> : <p className="muted">Loading…</p>}
+        {loadError ? (
+          <p id="account-error" className="error">
+            {loadError}
+          </p>
+        ) : (
+          <p className="muted">Loading…</p>
+        )}
       </section>
     );
   }
@@ -71,7 +77,10 @@ export function AccountDetail({ id }: { id: string }) {
       <BackLink />
       <div className="page-head">
         <h1>
-          {account.label || account.id} <span className="muted">{assistantName(account.assistant)} · {account.plan}</span>
+          {account.label || account.id}{" "}
+          <span className="muted">
+            {assistantName(account.assistant)} · {account.plan}
+          </span>
         </h1>
         <span className="spacer" />
         <div className="actions">

@@ -47,7 +47,14 @@ vi.mock("../api", async (importOriginal) => {
 });
 
 const accounts = [
-  create(AccountSchema, { id: "a1", assistant: "chatgpt", plan: "Plus", label: "one", status: AccountStatus.ACTIVE, runs: 5n }),
+  create(AccountSchema, {
+    id: "a1",
+    assistant: "chatgpt",
+    plan: "Plus",
+    label: "one",
+    status: AccountStatus.ACTIVE,
+    runs: 5n,
+  }),
   create(AccountSchema, {
     id: "a2",
     assistant: "claude",

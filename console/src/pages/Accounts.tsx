@@ -86,10 +86,7 @@ export function Accounts() {
     return () => abort.abort();
   }, [assistant, plan, status, fail]);
 
-  const rows = useMemo(
-    () => sortAccounts(filterAccounts(accounts, filters), sort),
-    [accounts, filters, sort],
-  );
+  const rows = useMemo(() => sortAccounts(filterAccounts(accounts, filters), sort), [accounts, filters, sort]);
 
   const updating = listFor !== JSON.stringify(watchRequest(filters));
   const set = (patch: Partial<Filters>) => setFilters((f) => ({ ...f, ...patch }));
@@ -109,11 +106,7 @@ export function Accounts() {
       <div className="filters">
         <label>
           Assistant
-          <select
-            id="filter-assistant"
-            value={filters.assistant}
-            onChange={(e) => set({ assistant: e.target.value })}
-          >
+          <select id="filter-assistant" value={filters.assistant} onChange={(e) => set({ assistant: e.target.value })}>
             <option value="">All</option>
             {ASSISTANTS.map((a) => (
               <option key={a.id} value={a.id}>

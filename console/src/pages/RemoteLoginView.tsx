@@ -152,7 +152,8 @@ export function RemoteLoginView({ id }: { id: string }) {
   const onPaste = (e: ClipboardEvent<HTMLImageElement>) => {
     const text = e.clipboardData.getData("text/plain");
     e.preventDefault();
-    for (let i = 0; i < text.length; i += MAX_TEXT) send({ case: "text", value: { text: text.slice(i, i + MAX_TEXT) } });
+    for (let i = 0; i < text.length; i += MAX_TEXT)
+      send({ case: "text", value: { text: text.slice(i, i + MAX_TEXT) } });
   };
 
   const cancel = async () => {

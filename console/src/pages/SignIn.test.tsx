@@ -15,7 +15,10 @@ function submit(token: string) {
 describe("SignIn", () => {
   it("shows the server's refusal in #sign-in-error and stays on the page", async () => {
     const message = "this console is for operators; bot-eu-7 is a bot";
-    vi.stubGlobal("fetch", vi.fn(async () => Response.json({ error: message }, { status: 403 })));
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => Response.json({ error: message }, { status: 403 })),
+    );
     const onSignedIn = vi.fn();
     render(<SignIn onSignedIn={onSignedIn} />);
     expect(document.querySelector("#token")?.getAttribute("type")).toBe("password");
@@ -26,7 +29,10 @@ describe("SignIn", () => {
   });
 
   it("signs in on 204 and forgets the token", async () => {
-    vi.stubGlobal("fetch", vi.fn(async () => new Response(null, { status: 204 })));
+    vi.stubGlobal(
+      "fetch",
+      vi.fn(async () => new Response(null, { status: 204 })),
+    );
     const onSignedIn = vi.fn();
     render(<SignIn onSignedIn={onSignedIn} />);
     submit("operator-token");

@@ -10,11 +10,7 @@ export function StatusBadge({ account, now }: { account: Account; now: Date }) {
       <span className={`badge status-${badge}`}>{badge}</span>
       {account.leased && <span className="badge leased">leased</span>}
       {detail && <div className="status-detail">{detail}</div>}
-      {reason && (
-        <div className="reason">
-          {reason}
-        </div>
-      )}
+      {reason && <div className="reason">{reason}</div>}
     </div>
   );
 }
