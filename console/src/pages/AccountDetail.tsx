@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState, type FormEvent } from "react";
+import { useEffect, useRef, useState, type FormEvent, type ReactNode } from "react";
 import { accountChanges, assistantName, statusKey } from "../accounts";
 import { logins, sessions, useFail } from "../api";
 import { formatFull, toDate } from "../format";
@@ -181,7 +181,7 @@ function BackLink() {
 }
 
 function Fields({ account: a, now }: { account: Account; now: Date }) {
-  const rows: [string, React.ReactNode][] = [
+  const rows: [string, ReactNode][] = [
     ["Id", <span className="mono">{a.id}</span>],
     ["Assistant", assistantName(a.assistant)],
     ["Plan", a.plan],
