@@ -52,9 +52,10 @@ export function App() {
   const onSignOut = async () => {
     try {
       await signOut();
-    } finally {
-      setAuth({ state: "signed-out" });
+    } catch {
+      // The platform is unreachable: the cookie stays, but this page forgets the session all the same.
     }
+    setAuth({ state: "signed-out" });
   };
 
   switch (auth.state) {

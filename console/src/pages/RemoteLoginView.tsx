@@ -22,6 +22,8 @@ export function RemoteLoginView({ id }: { id: string }) {
   const [error, setError] = useState("");
   const screen = useRef<HTMLImageElement>(null);
   const lastMove = useRef(0);
+  const lastPoint = useRef<{ x: number; y: number } | undefined>(undefined);
+  const pressed = useRef<number | undefined>(undefined);
   const frameUrl = useRef<string | undefined>(undefined);
   const now = useNow(1000);
 
@@ -106,6 +108,9 @@ export function RemoteLoginView({ id }: { id: string }) {
     }
     const p = point(e);
     if (!p) return;
+    lastPoint.current = p;
+    if (action === MouseAction.DOWN) pressed.current = e.button;
+    if (action === MouseAction.UP) pressed.current = undefined;
     send({
       case: "mouse",
       value: {
@@ -116,6 +121,16 @@ export function RemoteLoginView({ id }: { id: string }) {
         clickCount: Math.max(1, e.detail),
       },
     });
+  };
+
+  // A button released off the screen would stay down in the remote page: release it where the
+  // pointer left.
+  const onLeave = () => {
+    const button = pressed.current;
+    const p = lastPoint.current;
+    pressed.current = undefined;
+    if (button === undefined || !p) return;
+    send({ case: "mouse", value: { action: MouseAction.UP, x: p.x, y: p.y, button: mouseButton(button) } });
   };
 
   const onWheel = (e: WheelEvent) => {
@@ -229,6 +244,7 @@ export function RemoteLoginView({ id }: { id: string }) {
           onMouseDown={(e) => onMouse(e, MouseAction.DOWN)}
           onMouseUp={(e) => onMouse(e, MouseAction.UP)}
           onMouseMove={(e) => onMouse(e, MouseAction.MOVE)}
+          onMouseLeave={onLeave}
           onContextMenu={(e) => e.preventDefault()}
           onKeyDown={onKeyDown}
           onPaste={onPaste}
