@@ -39,8 +39,13 @@ lint:
 fuzz cases="20000" *ARGS:
     PROPTEST_CASES={{cases}} cargo nextest run --workspace --no-fail-fast -E 'test(/(^|::)props::/) | binary(=fuzz)' {{ARGS}}
 
+# The console's own checks: ESLint, tsc --noEmit, Vitest, and clients generated from proto/ up to date
+console:
+    cd console && npm run lint && npm run typecheck && npm test
+    cd console && npm run generate && git diff --exit-code -- src/gen
+
 # Lint, then test: what CI runs
-verify: lint test
+verify: lint console test
 
 # Benchmarks (medians, p95, ratios): embedding latency; the platform's overhead per evaluation;
 # per assistant, the bot's overhead per evaluation in real Chromium and the memory per browser.

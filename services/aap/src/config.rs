@@ -23,6 +23,9 @@ pub struct ServiceArgs {
     /// Address of the seed's HTTP polling API (/evaluations/api/v1/poll|submit|release).
     #[arg(long, env = "AAP_HTTP_ADDR", default_value = "127.0.0.1:8000")]
     pub http_addr: String,
+    /// Address of the operators' web console (and the gRPC-web it calls); `off` serves none.
+    #[arg(long, env = "AAP_CONSOLE_ADDR", default_value = "127.0.0.1:8080")]
+    pub console_addr: String,
     /// Prefix of every NATS stream and subject; environments sharing a NATS server differ in it.
     #[arg(long, env = "AAP_NATS_PREFIX", default_value = "aap")]
     pub nats_prefix: String,
@@ -169,6 +172,21 @@ fn read_session_key_file(path: &str) -> Result<SessionKey, String> {
 }
 
 impl ServiceArgs {
+    /// Binds the console's address; `None` when it is `off` (or empty).
+    pub async fn bind_console(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+        match self.console_addr.trim() {
+            "" | "off" => Ok(None),
+            addr => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+                    anyhow::anyhow!(
+                        "bind the console on {addr}: {error} (--console-addr, AAP_CONSOLE_ADDR; `off` serves none)"
+                    )
+                })?;
+                Ok(Some(listener))
+            }
+        }
+    }
+
     /// The configured tokens of every role.
     pub fn tokens(&self) -> Vec<ConfiguredToken> {
         let roles = [

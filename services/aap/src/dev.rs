@@ -172,7 +172,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     service.operator_tokens = vec![format!("dev-operator={}", tokens.operator)];
     let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
     let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
-    let platform = Platform::start(service.platform(pg.url("aap"), nats.url()), grpc, http).await?;
+    let console = service.bind_console().await?;
+    let platform =
+        Platform::start_with_console(service.platform(pg.url("aap"), nats.url()), grpc, http, console).await?;
     let grpc_url = format!("http://{}", platform.grpc_addr);
 
     let sites = args
@@ -215,6 +217,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("AI-assistants answers platform, local:");
     println!("  gRPC          {grpc_url}   (grpcurl -plaintext {} list)", platform.grpc_addr);
     println!("  seed HTTP API http://{}/evaluations/api/v1/poll|submit|release", platform.http_addr);
+    if let Some(addr) = platform.console_addr {
+        let note =
+            if crate::console::built() { "sign in with AAP_OPERATOR_TOKEN" } else { "NOT BUILT: npm ci in console/" };
+        println!("  console       http://{addr}   ({note})");
+    }
     for sim in &sims {
         println!("  {:<13} {}   (simulator, {} bots)", sim.site().id(), sim.base_url, args.bots);
     }

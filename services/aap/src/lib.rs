@@ -6,6 +6,7 @@
 pub mod accounts_cmd;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod dev;
 pub mod platform;
 pub mod session_import;

@@ -156,7 +156,8 @@ async fn main() -> anyhow::Result<()> {
             let mut config = service.platform(database_url, nats_url);
             config.tls = tls.server_tls();
             config.nats_access = nats.access();
-            let platform = Platform::start(config, grpc, http).await?;
+            let console = service.bind_console().await?;
+            let platform = Platform::start_with_console(config, grpc, http, console).await?;
             aap_bot::shutdown_signal().await;
             platform.shutdown().await
         }

@@ -60,6 +60,8 @@ pub struct PlatformConfig {
 pub struct Platform {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    /// Where the operators' web console listens, when it was given a listener.
+    pub console_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -73,6 +75,17 @@ impl Platform {
     /// Connects to PostgreSQL and NATS, migrates, and serves gRPC on `grpc` and the seed's
     /// HTTP API on `http`. Health reports SERVING once both are reachable.
     pub async fn start(config: PlatformConfig, grpc: TcpListener, http: TcpListener) -> anyhow::Result<Platform> {
+        Platform::start_with_console(config, grpc, http, None).await
+    }
+
+    /// As [`Platform::start`], and serves the operators' web console (and its gRPC-web) on
+    /// `console` when given.
+    pub async fn start_with_console(
+        config: PlatformConfig,
+        grpc: TcpListener,
+        http: TcpListener,
+        console: Option<TcpListener>,
+    ) -> anyhow::Result<Platform> {
         let Some(session_key) = &config.sessions.key else {
             anyhow::bail!(
                 "no session key: set AAP_SESSION_KEY (64 hex digits or base64 of 32 bytes, e.g. `openssl rand -hex 32`) \
@@ -101,6 +114,12 @@ impl Platform {
         directory.seal_plaintext_rows().await.context("encrypting plain-text session states")?;
         let evidence = aap_sessions::EvidenceLocker::new(pool.clone(), config.sessions.evidence);
         let sessions = aap_sessions::grpc::SessionGrpc::with_evidence(directory, evidence);
+        let console_routes = tonic::service::Routes::new(
+            SessionServiceServer::new(sessions.clone()).max_decoding_message_size(limits::SESSIONS),
+        )
+        .add_service(
+            AdminServiceServer::new(AdminGrpc::new(principals.clone())).max_decoding_message_size(limits::ADMIN),
+        );
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -162,6 +181,29 @@ impl Platform {
             }),
         };
 
+        let console_addr = match console {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let app = crate::console::router(principals.clone(), console_routes, tls.is_some());
+                let shutdown = stopped(stop_rx.clone());
+                match &tls {
+                    Some(tls) => {
+                        let listener = tls.listener(listener);
+                        tasks.spawn(async move {
+                            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("console server")
+                        });
+                    }
+                    None => {
+                        tasks.spawn(async move {
+                            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("console server")
+                        });
+                    }
+                }
+                Some(addr)
+            }
+            None => None,
+        };
+
         let shutdown = stopped(stop_rx.clone());
         tasks.spawn(async move {
             principals.keep_fresh(shutdown).await;
@@ -190,11 +232,11 @@ impl Platform {
             Some(tls) if tls.mutual() => "tls, client certificates required",
             Some(_) => "tls",
         };
-        tracing::info!(%grpc_addr, %http_addr, transport, nats = %config.nats_access.describe(), "platform serving");
+        tracing::info!(%grpc_addr, %http_addr, console = ?console_addr, transport, nats = %config.nats_access.describe(), "platform serving");
         if tls.is_none() && !(grpc_addr.ip().is_loopback() && http_addr.ip().is_loopback()) {
             tracing::warn!("serving plain text beyond loopback: give --tls-cert and --tls-key to encrypt it");
         }
-        Ok(Platform { grpc_addr, http_addr, stop, tasks })
+        Ok(Platform { grpc_addr, http_addr, console_addr, stop, tasks })
     }
 
     /// Stops serving and waits for every part to finish.

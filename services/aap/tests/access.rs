@@ -14,10 +14,11 @@ use aap_proto::v1::answers_service_client::AnswersServiceClient;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use aap_proto::v1::session_service_client::SessionServiceClient;
 use aap_proto::v1::{
-    AskRequest, ClaimHello, ClaimRequest, CreateAccountRequest, CreateTokenRequest, GetEvidenceRequest,
-    HeartbeatRequest, LeaseOutcome, LeaseSessionRequest, ListAccountsRequest, ListEvidenceRequest, ListTokensRequest,
-    PollRequest, ReleaseRequest, ReportEvidenceRequest, ReturnSessionRequest, RevokeTokenRequest, Role, SubmitRequest,
-    Target, UpdateAccountRequest, UpdateSessionStateRequest, WatchRequest, WhoAmIRequest,
+    AskRequest, ClaimHello, ClaimRequest, CreateAccountRequest, CreateTokenRequest, DeleteAccountRequest,
+    DisableAccountRequest, EnableAccountRequest, GetAccountRequest, GetEvidenceRequest, HeartbeatRequest, LeaseOutcome,
+    LeaseSessionRequest, ListAccountsRequest, ListEvidenceRequest, ListLeasesRequest, ListTokensRequest, PollRequest,
+    ReleaseRequest, ReportEvidenceRequest, ReturnSessionRequest, RevokeTokenRequest, Role, SubmitRequest, Target,
+    UpdateAccountRequest, UpdateSessionStateRequest, WatchAccountsRequest, WatchRequest, WhoAmIRequest,
 };
 use common::*;
 use futures::StreamExt;
@@ -81,9 +82,15 @@ enum Rpc {
     HttpPoll,
     HttpSubmit,
     HttpRelease,
+    WatchAccounts,
+    GetAccount,
+    DisableAccount,
+    EnableAccount,
+    DeleteAccount,
+    ListLeases,
 }
 
-const EVERY_RPC: [Rpc; 25] = [
+const EVERY_RPC: [Rpc; 31] = [
     Rpc::Health,
     Rpc::UnknownMethod,
     Rpc::Ask,
@@ -109,6 +116,12 @@ const EVERY_RPC: [Rpc; 25] = [
     Rpc::HttpPoll,
     Rpc::HttpSubmit,
     Rpc::HttpRelease,
+    Rpc::WatchAccounts,
+    Rpc::GetAccount,
+    Rpc::DisableAccount,
+    Rpc::EnableAccount,
+    Rpc::DeleteAccount,
+    Rpc::ListLeases,
 ];
 
 /// The outcome of a call: a gRPC code, or an HTTP status.
@@ -191,6 +204,8 @@ struct World {
     account_id: String,
     /// Evidence bot A reported on its lease.
     evidence_id: String,
+    /// An account no bot leases, for the operator's DeleteAccount call.
+    spare_account_id: String,
     /// A spare operator-made token the operator's RevokeToken call revokes.
     spare_token_id: String,
 }
@@ -286,6 +301,15 @@ async fn world(app: &TestApp) -> World {
         };
         account_id = operator.create_account(request).await.expect("account").into_inner().account.expect("account").id;
     }
+    let spare = CreateAccountRequest {
+        assistant: "claude".into(),
+        plan: "Pro".into(),
+        label: "spare".into(),
+        storage_state_json: storage_state("spare"),
+        ..CreateAccountRequest::default()
+    };
+    let spare_account_id =
+        operator.create_account(spare).await.expect("account").into_inner().account.expect("account").id;
     let lease = app
         .sessions(&bot_a)
         .lease_session(LeaseSessionRequest {
@@ -314,6 +338,7 @@ async fn world(app: &TestApp) -> World {
         http_release_eval,
         lease_id: lease.lease_id,
         account_id,
+        spare_account_id,
         spare_token_id,
     }
 }
@@ -425,6 +450,30 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
                 .await,
         ),
         Rpc::ListAccounts => code(sessions().list_accounts(ListAccountsRequest::default()).await),
+        Rpc::WatchAccounts => match sessions().watch_accounts(WatchAccountsRequest::default()).await {
+            // Admitted: the first list arrives at once.
+            Ok(response) => match response.into_inner().next().await {
+                Some(Ok(_)) => Outcome::Grpc(Code::Ok),
+                Some(Err(status)) => Outcome::Grpc(status.code()),
+                None => Outcome::Grpc(Code::Unknown),
+            },
+            Err(status) => Outcome::Grpc(status.code()),
+        },
+        Rpc::GetAccount => {
+            code(sessions().get_account(GetAccountRequest { account_id: world.account_id.clone() }).await)
+        }
+        Rpc::DisableAccount => {
+            code(sessions().disable_account(DisableAccountRequest { account_id: world.account_id.clone() }).await)
+        }
+        Rpc::EnableAccount => {
+            code(sessions().enable_account(EnableAccountRequest { account_id: world.account_id.clone() }).await)
+        }
+        Rpc::DeleteAccount => {
+            code(sessions().delete_account(DeleteAccountRequest { account_id: world.spare_account_id.clone() }).await)
+        }
+        Rpc::ListLeases => {
+            code(sessions().list_leases(ListLeasesRequest { account_id: world.account_id.clone(), limit: 0 }).await)
+        }
         Rpc::UpdateSessionState => code(
             sessions()
                 .update_session_state(UpdateSessionStateRequest {

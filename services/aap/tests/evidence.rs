@@ -140,6 +140,15 @@ async fn reported_evidence_is_listed_newest_first_and_served_with_its_screenshot
     assert_eq!(all[0].captured_at.map(|t| t.seconds), Some(1_790_000_000), "the bot's time when it gave one");
     assert!(!all[0].has_screenshot);
     assert_eq!(failures(&app, &account_id).await, 1, "counted on the account");
+    let account = app
+        .sessions(OPERATOR)
+        .get_account(aap_proto::v1::GetAccountRequest { account_id: account_id.clone() })
+        .await
+        .expect("account")
+        .into_inner()
+        .account
+        .expect("account");
+    assert_eq!(account.failures, 1, "and shown with it");
 
     // The screenshot always; the HTML only when asked.
     let mut operator = app.sessions(OPERATOR);
@@ -273,18 +282,11 @@ async fn deleting_an_account_drops_its_evidence() {
     let mut bot = app.sessions(BOT);
     bot.report_evidence(report(&lease_id, 1)).await.expect("kept");
     bot.report_evidence(report("", 2)).await.expect("kept");
-    // DeleteAccount lands with the lead's part of issue 9; the schema's cascade is what this
-    // test holds, so the rows go by SQL as DeleteAccount's would.
-    sqlx::query("DELETE FROM session_leases WHERE account_id = $1::uuid")
-        .bind(&alice)
-        .execute(&app.pool)
-        .await
-        .expect("leases");
-    sqlx::query("DELETE FROM session_accounts WHERE id = $1::uuid")
-        .bind(&alice)
-        .execute(&app.pool)
-        .await
-        .expect("account");
+    // A held account cannot be deleted: the bot gives the lease back first.
+    let returned = aap_proto::v1::ReturnSessionRequest { lease_id, ..Default::default() };
+    app.sessions(BOT).return_session(returned).await.expect("returned");
+    let delete = aap_proto::v1::DeleteAccountRequest { account_id: alice.clone() };
+    app.sessions(OPERATOR).delete_account(delete).await.expect("deleted");
     assert_eq!(list(&app, &alice).await.map(drop).map_err(|s| s.code()), Err(Code::NotFound));
     let left = list(&app, "").await.expect("listed");
     assert_eq!(left.iter().map(|c| c.evaluation_id).collect::<Vec<_>>(), [2], "only the case without an account");

@@ -71,7 +71,7 @@ pub enum SessionError {
         target: LeaseTarget,
     },
     /// Accounts exist but none can be lent now.
-    #[error("every account of {target} is leased, cooling down or expired{}", next_free(.next_free_at))]
+    #[error("every account of {target} is leased, cooling down, expired or disabled{}", next_free(.next_free_at))]
     Exhausted {
         /// What the lease asked for.
         target: LeaseTarget,
@@ -81,6 +81,9 @@ pub enum SessionError {
     /// No account has this id.
     #[error("account {0} not found")]
     AccountNotFound(Uuid),
+    /// A live lease holds the account, so it cannot be deleted now.
+    #[error("account {0} is leased to a bot: disable it, and delete it once the lease is back")]
+    Leased(Uuid),
     /// No lease has this id.
     #[error("lease {0} not found")]
     LeaseNotFound(Uuid),
@@ -120,6 +123,10 @@ pub enum SessionError {
 const MAX_NAME_CHARS: usize = 200;
 /// Longest detail a bot may give with a returned lease.
 const MAX_DETAIL_CHARS: usize = 4096;
+/// Longest cool-down reason kept on the account (the detail, cut).
+const MAX_REASON_CHARS: usize = 200;
+/// Most leases a history returns.
+pub const MAX_LEASE_HISTORY: u32 = 100;
 
 fn next_free(at: &Option<DateTime<Utc>>) -> String {
     match at {
@@ -230,6 +237,51 @@ pub enum AccountStatus {
     Cooling,
     /// Its login expired: never lent until an operator replaces its session state.
     Expired,
+    /// Cooling because a bot met a challenge: lent again after its cool-down.
+    Challenged,
+    /// Taken out of rotation by an operator: never lent until enabled.
+    Disabled,
+}
+
+impl AccountStatus {
+    /// The status's name in filters and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Cooling => "cooling",
+            AccountStatus::Expired => "expired",
+            AccountStatus::Challenged => "challenged",
+            AccountStatus::Disabled => "disabled",
+        }
+    }
+}
+
+/// A lease of an account, as the account's history shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub bot_id: String,
+    /// The bot principal that took it; empty for leases from before principals.
+    pub principal: String,
+    pub leased_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub returned_at: Option<DateTime<Utc>>,
+    /// `held`, `lapsed`, `ok`, `expired`, `rate-limited` or `challenged`.
+    pub outcome: String,
+    /// Evaluations the bot ran on it, as returned.
+    pub runs: u64,
+    pub detail: String,
+}
+
+/// Which accounts a list or a watch shows; empty fields match every account.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountFilter {
+    /// Lowercase assistant id.
+    pub assistant: String,
+    /// A plan, compared as leases compare it (trimmed, case-insensitive).
+    pub plan: String,
+    pub statuses: Vec<AccountStatus>,
 }
 
 /// An account as clients see it.
@@ -260,6 +312,21 @@ pub struct Account {
     pub last_challenged_at: Option<DateTime<Utc>>,
     /// Challenges met since the current proxy was set.
     pub proxy_challenges: u64,
+    /// Why it cools down (the returning bot's detail), while cooling or challenged.
+    pub cooldown_reason: String,
+    /// Rate limits met on it so far.
+    pub rate_limits: u64,
+    /// Failed attempts bots reported on it (evidence kept or not).
+    pub failures: u64,
+    /// Evaluations of the latest lease (as returned; 0 while held).
+    pub rotation_runs: u64,
+    /// The status a disable hides: what enabling brings back. Equal to `status` otherwise.
+    pub underlying_status: AccountStatus,
+    /// When its session state was stored.
+    pub state_refreshed_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    /// The latest lease, held or returned.
+    pub last_lease: Option<LeaseRecord>,
 }
 
 /// An account for [`SessionDirectory::create_account`], as the operator sent it.
@@ -370,12 +437,14 @@ fn seal_context(account_id: Uuid, column: &str) -> String {
 pub struct SessionDirectory {
     store: Store,
     config: SessionsConfig,
+    changes: crate::changes::Changes,
 }
 
 impl SessionDirectory {
     /// A directory over the tables of the platform's migrations in `pool`.
     pub fn new(pool: PgPool, config: SessionsConfig) -> SessionDirectory {
-        SessionDirectory { store: Store::new(pool), config }
+        let changes = crate::changes::Changes::new(pool.clone());
+        SessionDirectory { store: Store::new(pool), config, changes }
     }
 
     /// The settings it lends with.
@@ -469,13 +538,71 @@ impl SessionDirectory {
     }
 
     /// Every account, or one assistant's when `assistant` is not empty.
-    #[tracing::instrument(skip(self))]
     pub async fn list_accounts(&self, assistant: &str) -> SessionResult<Vec<Account>> {
-        let assistant = match assistant.trim() {
+        self.find_accounts(&AccountFilter { assistant: assistant.to_owned(), ..AccountFilter::default() }).await
+    }
+
+    /// The accounts `filter` matches, by assistant, plan and age.
+    #[tracing::instrument(skip(self))]
+    pub async fn find_accounts(&self, filter: &AccountFilter) -> SessionResult<Vec<Account>> {
+        let assistant = match filter.assistant.trim() {
             "" => None,
             assistant => Some(parse_assistant("assistant", assistant)?),
         };
-        Ok(self.store.list_accounts(assistant).await?)
+        let plan = filter.plan.trim();
+        input::check_plan(plan).map_err(|reason| invalid("plan", reason))?;
+        let plan_key = (!plan.is_empty()).then(|| assistants::normalize_plan(plan));
+        let mut accounts = self.store.list_accounts(assistant, plan_key.as_deref()).await?;
+        if !filter.statuses.is_empty() {
+            accounts.retain(|account| filter.statuses.contains(&account.status));
+        }
+        Ok(accounts)
+    }
+
+    /// One account.
+    #[tracing::instrument(skip(self))]
+    pub async fn get_account(&self, account_id: &str) -> SessionResult<Account> {
+        let id = parse_id("account_id", account_id)?;
+        self.store.get_account(id).await?.ok_or(SessionError::AccountNotFound(id))
+    }
+
+    /// Takes an account out of rotation (`disabled`) or puts it back. A bot holding a lease on
+    /// it finishes its task and returns it as usual; it is not lent again while disabled.
+    #[tracing::instrument(skip(self))]
+    pub async fn set_disabled(&self, account_id: &str, disabled: bool) -> SessionResult<Account> {
+        let id = parse_id("account_id", account_id)?;
+        let account = self.store.set_disabled(id, disabled).await?.ok_or(SessionError::AccountNotFound(id))?;
+        tracing::info!(disabled, "account {}", if disabled { "disabled" } else { "enabled" });
+        Ok(account)
+    }
+
+    /// Deletes an account with its session state, leases and evidence; one a live lease holds
+    /// is refused.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_account(&self, account_id: &str) -> SessionResult<()> {
+        let id = parse_id("account_id", account_id)?;
+        match self.store.delete_account(id).await? {
+            store::Deletion::Deleted => {
+                tracing::info!("account deleted");
+                Ok(())
+            }
+            store::Deletion::NotFound => Err(SessionError::AccountNotFound(id)),
+            store::Deletion::Leased => Err(SessionError::Leased(id)),
+        }
+    }
+
+    /// An account's leases, newest first, at most `limit` (0: [`MAX_LEASE_HISTORY`]).
+    #[tracing::instrument(skip(self))]
+    pub async fn leases(&self, account_id: &str, limit: u32) -> SessionResult<Vec<LeaseRecord>> {
+        let id = parse_id("account_id", account_id)?;
+        let limit = if limit == 0 { MAX_LEASE_HISTORY } else { limit.min(MAX_LEASE_HISTORY) };
+        self.store.leases(id, i64::from(limit)).await?.ok_or(SessionError::AccountNotFound(id))
+    }
+
+    /// Wakes on every change to an account or a lease, on any replica (PostgreSQL
+    /// LISTEN/NOTIFY); see [`crate::changes`].
+    pub fn changes(&self) -> crate::changes::Changes {
+        self.changes.clone()
     }
 
     /// Replaces an account's session state after a fresh login and makes it active again.
@@ -586,7 +713,18 @@ impl SessionDirectory {
         let (status, cooldown) = settle(stored.status, outcome, current_state, &self.config);
         store::close_lease(&mut tx, lease_id, outcome.as_str(), runs, detail).await?;
         let challenged = outcome == LeaseOutcome::Challenged;
-        let change = AccountReturn { account_id: lease.account_id, lease_id, runs, status, cooldown, challenged };
+        let rate_limited = outcome == LeaseOutcome::RateLimited;
+        let reason: String = detail.trim().chars().take(MAX_REASON_CHARS).collect();
+        let change = AccountReturn {
+            account_id: lease.account_id,
+            lease_id,
+            runs,
+            status,
+            cooldown,
+            challenged,
+            rate_limited,
+            reason: &reason,
+        };
         let account = store::apply_return(&mut tx, &change).await?;
         tx.commit().await?;
         tracing::info!(account_id = %account.id, status = ?account.status, "session returned");

@@ -4,12 +4,14 @@
 use aap_proto::v1 as pb;
 use aap_proto::v1::session_service_server::SessionService;
 use chrono::{DateTime, Utc};
+use futures::StreamExt as _;
 use sqlx::PgPool;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::domain::{
-    Account, AccountStatus, AccountUpdate, LeaseOutcome, NewAccount, SessionDirectory, SessionError, SessionsConfig,
+    Account, AccountFilter, AccountStatus, AccountUpdate, LeaseOutcome, LeaseRecord, NewAccount, SessionDirectory,
+    SessionError, SessionsConfig,
 };
 
 /// The tonic service; serve it with `SessionServiceServer::new(SessionGrpc::new(pool, config))`.
@@ -39,18 +41,38 @@ fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: at.timestamp(), nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0) }
 }
 
-fn account_message(account: Account) -> pb::Account {
-    let status = match account.status {
+fn status_message(status: AccountStatus) -> pb::AccountStatus {
+    match status {
         AccountStatus::Active => pb::AccountStatus::Active,
         AccountStatus::Cooling => pb::AccountStatus::Cooling,
         AccountStatus::Expired => pb::AccountStatus::Expired,
-    };
+        AccountStatus::Challenged => pb::AccountStatus::Challenged,
+        AccountStatus::Disabled => pb::AccountStatus::Disabled,
+    }
+}
+
+fn lease_message(lease: LeaseRecord) -> pb::Lease {
+    pb::Lease {
+        id: lease.id.to_string(),
+        account_id: lease.account_id.to_string(),
+        bot_id: lease.bot_id,
+        principal: lease.principal,
+        leased_at: Some(timestamp(lease.leased_at)),
+        expires_at: Some(timestamp(lease.expires_at)),
+        returned_at: lease.returned_at.map(timestamp),
+        outcome: lease.outcome,
+        runs: lease.runs,
+        detail: lease.detail,
+    }
+}
+
+fn account_message(account: Account) -> pb::Account {
     pb::Account {
         id: account.id.to_string(),
         assistant: account.assistant,
         plan: account.plan,
         label: account.label,
-        status: status.into(),
+        status: status_message(account.status).into(),
         runs: account.runs,
         last_leased_at: account.last_leased_at.map(timestamp),
         cooldown_until: account.cooldown_until.map(timestamp),
@@ -60,8 +82,34 @@ fn account_message(account: Account) -> pb::Account {
         challenges: account.challenges,
         last_challenged_at: account.last_challenged_at.map(timestamp),
         proxy_challenges: account.proxy_challenges,
-        ..Default::default()
+        cooldown_reason: account.cooldown_reason,
+        rate_limits: account.rate_limits,
+        rotation_runs: account.rotation_runs,
+        last_lease: account.last_lease.map(lease_message),
+        state_refreshed_at: Some(timestamp(account.state_refreshed_at)),
+        created_at: Some(timestamp(account.created_at)),
+        failures: account.failures,
+        underlying_status: status_message(account.underlying_status).into(),
     }
+}
+
+/// A list's or a watch's filter; an unknown status number is refused.
+fn account_filter(assistant: String, plan: String, statuses: &[i32]) -> Result<AccountFilter, SessionError> {
+    let statuses = statuses
+        .iter()
+        .map(|&value| match pb::AccountStatus::try_from(value) {
+            Ok(pb::AccountStatus::Active) => Ok(AccountStatus::Active),
+            Ok(pb::AccountStatus::Cooling) => Ok(AccountStatus::Cooling),
+            Ok(pb::AccountStatus::Expired) => Ok(AccountStatus::Expired),
+            Ok(pb::AccountStatus::Challenged) => Ok(AccountStatus::Challenged),
+            Ok(pb::AccountStatus::Disabled) => Ok(AccountStatus::Disabled),
+            Ok(pb::AccountStatus::Unspecified) | Err(_) => Err(SessionError::InvalidArgument {
+                field: "statuses",
+                reason: format!("unknown account status {value}"),
+            }),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AccountFilter { assistant, plan, statuses })
 }
 
 fn lease_outcome(value: i32) -> Result<LeaseOutcome, SessionError> {
@@ -97,7 +145,9 @@ impl SessionService for SessionGrpc {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<pb::ListAccountsResponse>, Status> {
-        let accounts = self.directory.list_accounts(&request.into_inner().assistant).await?;
+        let req = request.into_inner();
+        let filter = account_filter(req.assistant, req.plan, &req.statuses)?;
+        let accounts = self.directory.find_accounts(&filter).await?;
         Ok(Response::new(pb::ListAccountsResponse { accounts: accounts.into_iter().map(account_message).collect() }))
     }
 
@@ -167,44 +217,61 @@ impl SessionService for SessionGrpc {
 
     async fn watch_accounts(
         &self,
-        _request: Request<pb::WatchAccountsRequest>,
+        request: Request<pb::WatchAccountsRequest>,
     ) -> Result<Response<Self::WatchAccountsStream>, Status> {
-        Err(Status::unimplemented("WatchAccounts: in progress"))
+        let req = request.into_inner();
+        let filter = account_filter(req.assistant, req.plan, &req.statuses)?;
+        // A bad filter fails the call itself, not the stream's first message.
+        let first = self.directory.find_accounts(&filter).await?;
+        let stream = crate::watch::accounts(self.directory.clone(), filter, first).map(|update| {
+            update
+                .map(|accounts| pb::WatchAccountsResponse {
+                    accounts: accounts.into_iter().map(account_message).collect(),
+                })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn get_account(
         &self,
-        _request: Request<pb::GetAccountRequest>,
+        request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let account = self.directory.get_account(&request.into_inner().account_id).await?;
+        Ok(Response::new(pb::GetAccountResponse { account: Some(account_message(account)) }))
     }
 
     async fn disable_account(
         &self,
-        _request: Request<pb::DisableAccountRequest>,
+        request: Request<pb::DisableAccountRequest>,
     ) -> Result<Response<pb::DisableAccountResponse>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let account = self.directory.set_disabled(&request.into_inner().account_id, true).await?;
+        Ok(Response::new(pb::DisableAccountResponse { account: Some(account_message(account)) }))
     }
 
     async fn enable_account(
         &self,
-        _request: Request<pb::EnableAccountRequest>,
+        request: Request<pb::EnableAccountRequest>,
     ) -> Result<Response<pb::EnableAccountResponse>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let account = self.directory.set_disabled(&request.into_inner().account_id, false).await?;
+        Ok(Response::new(pb::EnableAccountResponse { account: Some(account_message(account)) }))
     }
 
     async fn delete_account(
         &self,
-        _request: Request<pb::DeleteAccountRequest>,
+        request: Request<pb::DeleteAccountRequest>,
     ) -> Result<Response<pb::DeleteAccountResponse>, Status> {
-        Err(Status::unimplemented("in progress"))
+        self.directory.delete_account(&request.into_inner().account_id).await?;
+        Ok(Response::new(pb::DeleteAccountResponse {}))
     }
 
     async fn list_leases(
         &self,
-        _request: Request<pb::ListLeasesRequest>,
+        request: Request<pb::ListLeasesRequest>,
     ) -> Result<Response<pb::ListLeasesResponse>, Status> {
-        Err(Status::unimplemented("in progress"))
+        let req = request.into_inner();
+        let leases = self.directory.leases(&req.account_id, req.limit).await?;
+        Ok(Response::new(pb::ListLeasesResponse { leases: leases.into_iter().map(lease_message).collect() }))
     }
 
     async fn list_evidence(
@@ -274,6 +341,7 @@ impl From<SessionError> for Status {
                 ErrorDetails::with_bad_request_violation(field, reason),
             ),
             SessionError::NoAccount { .. }
+            | SessionError::Leased(_)
             | SessionError::LeaseAlreadyReturned(_)
             | SessionError::NoKey
             | SessionError::Undecryptable { .. } => Status::failed_precondition(message),

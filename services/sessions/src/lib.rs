@@ -25,16 +25,18 @@
 //! key that dies with the process) and call [`SessionDirectory::seal_plaintext_rows`] once as it
 //! starts, to encrypt rows written before encryption at rest.
 
+pub mod changes;
 pub mod crypto;
 pub mod domain;
 pub mod evidence;
 pub mod grpc;
 pub mod identity;
 mod store;
+mod watch;
 
 pub use crypto::{KeyError, OpenError, SessionKey};
 pub use domain::{
-    Account, AccountStatus, AccountUpdate, Lease, LeaseOutcome, LeaseTarget, NewAccount, SessionDirectory,
-    SessionError, SessionResult, SessionsConfig,
+    Account, AccountFilter, AccountStatus, AccountUpdate, Lease, LeaseOutcome, LeaseRecord, LeaseTarget, NewAccount,
+    SessionDirectory, SessionError, SessionResult, SessionsConfig,
 };
 pub use evidence::{EvidenceLimits, EvidenceLocker};

@@ -13,17 +13,55 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::domain::{Account, AccountStatus};
+use crate::domain::{Account, AccountStatus, LeaseRecord};
 
-/// The columns of an [`Account`] as clients see it: a cool-down that has passed reads as active,
-/// a lapsed lease as not leased. A macro so that it can be `concat!`ed into static SQL.
-macro_rules! account_columns {
+/// The effective status of the row `a`: a cool-down that has passed reads as active, one a bot
+/// challenge started as challenged. A macro so that it can be `concat!`ed into static SQL.
+macro_rules! effective_status {
     () => {
-        "id, assistant, plan, label, runs, last_leased_at, \
-         CASE WHEN status = 'cooling' AND cooldown_until <= now() THEN 'active' ELSE status END AS status, \
-         CASE WHEN status = 'cooling' AND cooldown_until > now() THEN cooldown_until END AS cooldown_until, \
-         (lease_id IS NOT NULL AND leased_until > now()) AS leased, \
-         proxy_display, user_agent, challenges, last_challenged_at, proxy_challenges"
+        "CASE WHEN a.status = 'cooling' AND a.cooldown_until <= now() THEN 'active' \
+              WHEN a.status = 'cooling' AND a.cooldown_kind = 'challenged' THEN 'challenged' \
+              ELSE a.status END"
+    };
+}
+
+/// A lease's outcome as clients see it: `held`, `lapsed`, or the return's (`rate-limited`).
+macro_rules! lease_outcome {
+    () => {
+        "CASE WHEN l.returned_at IS NOT NULL THEN replace(l.outcome, '_', '-') \
+              WHEN l.expires_at > now() THEN 'held' ELSE 'lapsed' END"
+    };
+}
+
+/// Selects [`Account`]s as clients see them from a relation `a` of `session_accounts` rows (a
+/// CTE over the table, or over an `UPDATE ... RETURNING *`), each with its latest lease: a
+/// cool-down that has passed reads as active, a lapsed lease as not leased, a disabled account
+/// as disabled.
+macro_rules! select_accounts {
+    () => {
+        concat!(
+            "SELECT a.id, a.assistant, a.plan, a.label, a.runs, a.last_leased_at, \
+             CASE WHEN a.disabled THEN 'disabled' ELSE ",
+            effective_status!(),
+            " END AS status, ",
+            effective_status!(),
+            " AS underlying_status, \
+             CASE WHEN a.status = 'cooling' AND a.cooldown_until > now() THEN a.cooldown_until END \
+                 AS cooldown_until, \
+             CASE WHEN a.status = 'cooling' AND a.cooldown_until > now() THEN a.cooldown_reason ELSE '' END \
+                 AS cooldown_reason, \
+             (a.lease_id IS NOT NULL AND a.leased_until > now()) AS leased, \
+             a.proxy_display, a.user_agent, a.challenges, a.last_challenged_at, a.proxy_challenges, \
+             a.rate_limits, a.state_refreshed_at, a.created_at, a.failures, \
+             l.id AS lease_id, l.bot_id AS lease_bot_id, l.principal AS lease_principal, \
+             l.leased_at AS lease_leased_at, l.expires_at AS lease_expires_at, \
+             l.returned_at AS lease_returned_at, ",
+            lease_outcome!(),
+            " AS lease_outcome, l.runs AS lease_runs, l.detail AS lease_detail \
+             FROM a LEFT JOIN LATERAL \
+                 (SELECT * FROM session_leases WHERE account_id = a.id ORDER BY leased_at DESC, id LIMIT 1) l \
+                 ON true"
+        )
     };
 }
 
@@ -31,7 +69,7 @@ macro_rules! account_columns {
 /// columns live on the account row so that `FOR UPDATE` re-checks them on the version it locks.
 macro_rules! leasable {
     () => {
-        "(status = 'active' OR (status = 'cooling' AND cooldown_until <= now())) \
+        "NOT disabled AND (status = 'active' OR (status = 'cooling' AND cooldown_until <= now())) \
          AND (lease_id IS NULL OR leased_until <= now())"
     };
 }
@@ -45,25 +83,95 @@ struct AccountRow {
     runs: i64,
     last_leased_at: Option<DateTime<Utc>>,
     status: String,
+    underlying_status: String,
     cooldown_until: Option<DateTime<Utc>>,
+    cooldown_reason: String,
     leased: bool,
     proxy_display: String,
     user_agent: String,
     challenges: i64,
     last_challenged_at: Option<DateTime<Utc>>,
     proxy_challenges: i64,
+    rate_limits: i64,
+    failures: i64,
+    state_refreshed_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    lease_id: Option<Uuid>,
+    lease_bot_id: Option<String>,
+    lease_principal: Option<String>,
+    lease_leased_at: Option<DateTime<Utc>>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    lease_returned_at: Option<DateTime<Utc>>,
+    lease_outcome: Option<String>,
+    lease_runs: Option<i64>,
+    lease_detail: Option<String>,
+}
+
+/// One lease as the history shows it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LeaseHistoryRow {
+    id: Uuid,
+    account_id: Uuid,
+    bot_id: String,
+    principal: Option<String>,
+    leased_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    returned_at: Option<DateTime<Utc>>,
+    outcome: String,
+    runs: Option<i64>,
+    detail: Option<String>,
+}
+
+impl From<LeaseHistoryRow> for LeaseRecord {
+    fn from(row: LeaseHistoryRow) -> LeaseRecord {
+        LeaseRecord {
+            id: row.id,
+            account_id: row.account_id,
+            bot_id: row.bot_id,
+            principal: row.principal.unwrap_or_default(),
+            leased_at: row.leased_at,
+            expires_at: row.expires_at,
+            returned_at: row.returned_at,
+            outcome: row.outcome,
+            runs: row.runs.and_then(|runs| u64::try_from(runs).ok()).unwrap_or_default(),
+            detail: row.detail.unwrap_or_default(),
+        }
+    }
 }
 
 impl TryFrom<AccountRow> for Account {
     type Error = sqlx::Error;
 
     fn try_from(row: AccountRow) -> Result<Account, sqlx::Error> {
+        let last_lease = match (row.lease_id, row.lease_leased_at, row.lease_expires_at) {
+            (Some(id), Some(leased_at), Some(expires_at)) => Some(LeaseRecord {
+                id,
+                account_id: row.id,
+                bot_id: row.lease_bot_id.unwrap_or_default(),
+                principal: row.lease_principal.unwrap_or_default(),
+                leased_at,
+                expires_at,
+                returned_at: row.lease_returned_at,
+                outcome: row.lease_outcome.unwrap_or_default(),
+                runs: row.lease_runs.and_then(|runs| u64::try_from(runs).ok()).unwrap_or_default(),
+                detail: row.lease_detail.unwrap_or_default(),
+            }),
+            _ => None,
+        };
         Ok(Account {
             id: row.id,
             assistant: row.assistant,
             plan: row.plan,
             label: row.label,
             status: parse_status(&row.status)?,
+            underlying_status: parse_status(&row.underlying_status)?,
+            cooldown_reason: row.cooldown_reason,
+            rate_limits: u64::try_from(row.rate_limits).unwrap_or_default(),
+            failures: u64::try_from(row.failures).unwrap_or_default(),
+            rotation_runs: row.lease_runs.and_then(|runs| u64::try_from(runs).ok()).unwrap_or_default(),
+            state_refreshed_at: row.state_refreshed_at,
+            created_at: row.created_at,
+            last_lease,
             // The column only ever grows from zero.
             runs: u64::try_from(row.runs).unwrap_or_default(),
             last_leased_at: row.last_leased_at,
@@ -84,15 +192,18 @@ fn parse_status(status: &str) -> Result<AccountStatus, sqlx::Error> {
         "active" => Ok(AccountStatus::Active),
         "cooling" => Ok(AccountStatus::Cooling),
         "expired" => Ok(AccountStatus::Expired),
+        "challenged" => Ok(AccountStatus::Challenged),
+        "disabled" => Ok(AccountStatus::Disabled),
         other => Err(sqlx::Error::Decode(format!("unknown account status {other:?}").into())),
     }
 }
 
-/// The column value of a status.
+/// The column value of a status a return stores: challenged is cooling (with its kind), and
+/// disabled is a column of its own, never a status.
 fn status_column(status: AccountStatus) -> &'static str {
     match status {
-        AccountStatus::Active => "active",
-        AccountStatus::Cooling => "cooling",
+        AccountStatus::Active | AccountStatus::Disabled => "active",
+        AccountStatus::Cooling | AccountStatus::Challenged => "cooling",
         AccountStatus::Expired => "expired",
     }
 }
@@ -156,7 +267,7 @@ pub(crate) struct StoredAccount {
 }
 
 /// What a return writes to its account.
-pub(crate) struct AccountReturn {
+pub(crate) struct AccountReturn<'a> {
     pub account_id: Uuid,
     pub lease_id: Uuid,
     pub runs: u32,
@@ -165,6 +276,19 @@ pub(crate) struct AccountReturn {
     pub cooldown: Option<Duration>,
     /// The session met a bot challenge: count it on the account and on its proxy.
     pub challenged: bool,
+    /// The session was rate limited: count it on the account.
+    pub rate_limited: bool,
+    /// Why a cool-down starts (the bot's detail, cut short).
+    pub reason: &'a str,
+}
+
+/// What [`Store::delete_account`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deletion {
+    Deleted,
+    NotFound,
+    /// A live lease holds it.
+    Leased,
 }
 
 /// The pool and the statements that need no transaction of the caller.
@@ -184,10 +308,10 @@ impl Store {
 
     pub async fn insert_account(&self, new: &NewAccountRow<'_>) -> Result<Account, sqlx::Error> {
         let row: AccountRow = sqlx::query_as(concat!(
-            "INSERT INTO session_accounts (id, assistant, plan, plan_key, label, storage_state_sealed, \
-                                           proxy_sealed, proxy_display, user_agent) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
-            account_columns!()
+            "WITH a AS (INSERT INTO session_accounts (id, assistant, plan, plan_key, label, storage_state_sealed, \
+                                                      proxy_sealed, proxy_display, user_agent) \
+                        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *) ",
+            select_accounts!()
         ))
         .bind(new.id)
         .bind(new.assistant)
@@ -203,28 +327,100 @@ impl Store {
         row.try_into()
     }
 
-    /// Every account, or one assistant's, by assistant, plan and age.
-    pub async fn list_accounts(&self, assistant: Option<&str>) -> Result<Vec<Account>, sqlx::Error> {
+    /// Every account, or one assistant's (and plan key's), by assistant, plan and age.
+    pub async fn list_accounts(
+        &self,
+        assistant: Option<&str>,
+        plan_key: Option<&str>,
+    ) -> Result<Vec<Account>, sqlx::Error> {
         let rows: Vec<AccountRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            account_columns!(),
-            " FROM session_accounts WHERE $1::text IS NULL OR assistant = $1 \
-              ORDER BY assistant, plan_key, created_at, id"
+            "WITH a AS (SELECT * FROM session_accounts \
+                        WHERE ($1::text IS NULL OR assistant = $1) AND ($2::text IS NULL OR plan_key = $2)) ",
+            select_accounts!(),
+            " ORDER BY a.assistant, a.plan_key, a.created_at, a.id"
         ))
         .bind(assistant)
+        .bind(plan_key)
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(Account::try_from).collect()
+    }
+
+    /// One account; `None` for an unknown id.
+    pub async fn get_account(&self, id: Uuid) -> Result<Option<Account>, sqlx::Error> {
+        let row: Option<AccountRow> =
+            sqlx::query_as(concat!("WITH a AS (SELECT * FROM session_accounts WHERE id = $1) ", select_accounts!()))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(Account::try_from).transpose()
+    }
+
+    /// Takes an account out of rotation, or puts it back; `None` for an unknown id. A lease
+    /// that holds it keeps it until returned.
+    pub async fn set_disabled(&self, id: Uuid, disabled: bool) -> Result<Option<Account>, sqlx::Error> {
+        let row: Option<AccountRow> = sqlx::query_as(concat!(
+            "WITH a AS (UPDATE session_accounts SET disabled = $2, updated_at = now() WHERE id = $1 RETURNING *) ",
+            select_accounts!()
+        ))
+        .bind(id)
+        .bind(disabled)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Account::try_from).transpose()
+    }
+
+    /// Deletes an account no live lease holds, with its leases (and evidence, by cascade).
+    pub async fn delete_account(&self, id: Uuid) -> Result<Deletion, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let held: Option<(bool,)> = sqlx::query_as(
+            "SELECT (lease_id IS NOT NULL AND leased_until > now()) FROM session_accounts WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let deletion = match held {
+            None => Deletion::NotFound,
+            Some((true,)) => Deletion::Leased,
+            Some((false,)) => {
+                sqlx::query("DELETE FROM session_accounts WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                Deletion::Deleted
+            }
+        };
+        tx.commit().await?;
+        Ok(deletion)
+    }
+
+    /// An account's leases, newest first; `None` for an unknown account.
+    pub async fn leases(&self, id: Uuid, limit: i64) -> Result<Option<Vec<LeaseRecord>>, sqlx::Error> {
+        let exists: Option<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM session_accounts WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let rows: Vec<LeaseHistoryRow> = sqlx::query_as(concat!(
+            "SELECT l.id, l.account_id, l.bot_id, l.principal, l.leased_at, l.expires_at, l.returned_at, ",
+            lease_outcome!(),
+            " AS outcome, l.runs, l.detail FROM session_leases l WHERE l.account_id = $1 \
+              ORDER BY l.leased_at DESC, l.id LIMIT $2"
+        ))
+        .bind(id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Some(rows.into_iter().map(LeaseRecord::from).collect()))
     }
 
     /// Replaces the (sealed) storage state and makes the account active; `None` for an unknown
     /// id.
     pub async fn replace_storage_state(&self, id: Uuid, sealed: &[u8]) -> Result<Option<Account>, sqlx::Error> {
         let row: Option<AccountRow> = sqlx::query_as(concat!(
-            "UPDATE session_accounts SET storage_state_sealed = $2, storage_state = NULL, \
-             state_version = state_version + 1, \
-             status = 'active', cooldown_until = NULL, updated_at = now() WHERE id = $1 RETURNING ",
-            account_columns!()
+            "WITH a AS (UPDATE session_accounts SET storage_state_sealed = $2, storage_state = NULL, \
+                            state_version = state_version + 1, status = 'active', cooldown_until = NULL, \
+                            cooldown_kind = NULL, cooldown_reason = '', state_refreshed_at = now(), \
+                            updated_at = now() \
+                        WHERE id = $1 RETURNING *) ",
+            select_accounts!()
         ))
         .bind(id)
         .bind(sealed)
@@ -244,15 +440,15 @@ impl Store {
             None => (false, None, None),
         };
         let row: Option<AccountRow> = sqlx::query_as(concat!(
-            "UPDATE session_accounts SET \
+            "WITH a AS (UPDATE session_accounts SET \
                  proxy_sealed = CASE WHEN $2 THEN $3 ELSE proxy_sealed END, \
                  proxy_display = CASE WHEN $2 THEN $4 ELSE proxy_display END, \
                  proxy_challenges = CASE WHEN $2 THEN 0 ELSE proxy_challenges END, \
                  user_agent = COALESCE($5, user_agent), \
                  label = COALESCE($6, label), \
                  updated_at = now() \
-             WHERE id = $1 RETURNING ",
-            account_columns!()
+             WHERE id = $1 RETURNING *) ",
+            select_accounts!()
         ))
         .bind(id)
         .bind(set_proxy)
@@ -296,7 +492,7 @@ impl Store {
                     min(GREATEST( \
                         CASE WHEN status = 'cooling' AND cooldown_until > now() THEN cooldown_until END, \
                         CASE WHEN lease_id IS NOT NULL AND leased_until > now() THEN leased_until END)) \
-                        FILTER (WHERE status <> 'expired') \
+                        FILTER (WHERE status <> 'expired' AND NOT disabled) \
              FROM session_accounts WHERE assistant = $1 AND ($2::text IS NULL OR plan_key = $2)",
         )
         .bind(assistant)
@@ -354,7 +550,8 @@ pub(crate) async fn open_lease(
     // A cooled-down account becomes active again as it is lent.
     sqlx::query(
         "UPDATE session_accounts SET lease_id = $2, leased_until = $3, last_leased_at = now(), \
-         status = 'active', cooldown_until = NULL, updated_at = now() WHERE id = $1",
+         status = 'active', cooldown_until = NULL, cooldown_kind = NULL, cooldown_reason = '', \
+         updated_at = now() WHERE id = $1",
     )
     .bind(account.id)
     .bind(lease_id)
@@ -404,19 +601,23 @@ pub(crate) async fn close_lease(
 
 /// Adds a return's runs and status to its account, and frees the account if the returned lease
 /// still holds it (a lapsed lease's account may already be lent to another bot).
-pub(crate) async fn apply_return(conn: &mut PgConnection, change: &AccountReturn) -> Result<Account, sqlx::Error> {
+pub(crate) async fn apply_return(conn: &mut PgConnection, change: &AccountReturn<'_>) -> Result<Account, sqlx::Error> {
     let row: AccountRow = sqlx::query_as(concat!(
-        "UPDATE session_accounts SET runs = runs + $3, status = $4, \
+        "WITH a AS (UPDATE session_accounts SET runs = runs + $3, status = $4, \
              cooldown_until = CASE WHEN $5::float8 IS NULL THEN cooldown_until \
                                    ELSE now() + make_interval(secs => $5) END, \
+             cooldown_kind = CASE WHEN $5::float8 IS NULL THEN cooldown_kind \
+                                  WHEN $6 THEN 'challenged' ELSE 'rate_limited' END, \
+             cooldown_reason = CASE WHEN $5::float8 IS NULL THEN cooldown_reason ELSE $7 END, \
+             rate_limits = rate_limits + CASE WHEN $8 THEN 1 ELSE 0 END, \
              lease_id = CASE WHEN lease_id = $2 THEN NULL ELSE lease_id END, \
              leased_until = CASE WHEN lease_id = $2 THEN NULL ELSE leased_until END, \
              challenges = challenges + CASE WHEN $6 THEN 1 ELSE 0 END, \
              last_challenged_at = CASE WHEN $6 THEN now() ELSE last_challenged_at END, \
              proxy_challenges = proxy_challenges + CASE WHEN $6 AND proxy_sealed IS NOT NULL THEN 1 ELSE 0 END, \
              updated_at = now() \
-         WHERE id = $1 RETURNING ",
-        account_columns!()
+         WHERE id = $1 RETURNING *) ",
+        select_accounts!()
     ))
     .bind(change.account_id)
     .bind(change.lease_id)
@@ -424,6 +625,8 @@ pub(crate) async fn apply_return(conn: &mut PgConnection, change: &AccountReturn
     .bind(status_column(change.status))
     .bind(change.cooldown.map(|cooldown| cooldown.as_secs_f64()))
     .bind(change.challenged)
+    .bind(change.reason)
+    .bind(change.rate_limited)
     .fetch_one(conn)
     .await?;
     row.try_into()

@@ -142,7 +142,7 @@ async fn a_challenge_marks_the_account_and_its_proxy_and_cools_it_down_longer_th
 
     let held = lease(&mut client).await?;
     let challenged = give_back(&mut client, &held.lease_id, LeaseOutcome::Challenged).await?;
-    assert_eq!(challenged.status, AccountStatus::Cooling as i32);
+    assert_eq!(challenged.status, AccountStatus::Challenged as i32);
     assert_eq!((challenged.challenges, challenged.proxy_challenges), (1, 1));
     let marked_at = challenged.last_challenged_at.context("no last_challenged_at")?;
     let until = challenged.cooldown_until.context("no cooldown_until")?;
@@ -167,7 +167,7 @@ async fn a_challenge_marks_the_account_and_its_proxy_and_cools_it_down_longer_th
     };
     let moved = client.update_account(update).await?.into_inner().account.context("no account")?;
     assert_eq!((moved.challenges, moved.proxy_challenges), (1, 0));
-    assert_eq!(moved.status, AccountStatus::Cooling as i32, "a new proxy does not end the cool-down");
+    assert_eq!(moved.status, AccountStatus::Challenged as i32, "a new proxy does not end the cool-down");
     Ok(())
 }
 

@@ -36,6 +36,8 @@ pub struct TestApp {
     pub pool: sqlx::PgPool,
     pub grpc_url: String,
     pub http_url: String,
+    /// The operators' web console (and its gRPC-web).
+    pub console_url: String,
     pub channel: Channel,
     /// The NATS server and the prefix of this app's streams and subjects.
     pub nats_url: String,
@@ -97,9 +99,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let config = platform_config(database_url.clone(), infra.nats_url().to_owned(), nats_prefix.clone(), &options);
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
-    let platform = Platform::start(config, grpc, http).await.expect("platform starts");
+    let console = TcpListener::bind("127.0.0.1:0").await.expect("bind console");
+    let platform = Platform::start_with_console(config, grpc, http, Some(console)).await.expect("platform starts");
     let grpc_url = format!("http://{}", platform.grpc_addr);
     let http_url = format!("http://{}", platform.http_addr);
+    let console_url = format!("http://{}", platform.console_addr.expect("console listens"));
     let channel = Channel::from_shared(grpc_url.clone()).expect("url").connect().await.expect("connect");
     let pool = sqlx::PgPool::connect(&database_url).await.expect("test pool");
     TestApp {
@@ -108,6 +112,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         pool,
         grpc_url,
         http_url,
+        console_url,
         channel,
         nats_url: infra.nats_url().to_owned(),
         nats_prefix,

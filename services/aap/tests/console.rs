@@ -1,0 +1,342 @@
+//! The operators' console as a client meets it over HTTP: sign-in into an HttpOnly,
+//! SameSite=Strict cookie for operators only, the security headers on every response, gRPC-web
+//! authenticated by the cookie alone, requests from other origins refused, and no response that
+//! carries a session's cookie values.
+
+mod common;
+
+use aap_proto::v1::{
+    CreateAccountRequest, GetAccountRequest, ListAccountsRequest, ListAccountsResponse, ListLeasesRequest,
+    WatchAccountsRequest,
+};
+use common::*;
+use prost::Message;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_SECURITY_POLICY, SET_COOKIE};
+
+/// A planted cookie value: no console response may ever carry it.
+const PLANTED: &str = "planted-cookie-value-5f2a9c1e";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("http client")
+}
+
+async fn sign_in(app: &TestApp, token: &str) -> reqwest::Response {
+    client()
+        .post(format!("{}/console/session", app.console_url))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "token": token }).to_string())
+        .send()
+        .await
+        .expect("sign-in request")
+}
+
+/// The `name=value` part of a response's Set-Cookie.
+fn cookie_of(response: &reqwest::Response) -> String {
+    let set = response.headers().get(SET_COOKIE).expect("a cookie is set").to_str().expect("ascii");
+    set.split(';').next().expect("name=value").to_owned()
+}
+
+/// What a gRPC-web call answered: its status, its messages, and every byte of the response.
+struct WebReply {
+    code: i32,
+    message: String,
+    messages: Vec<Vec<u8>>,
+    raw: Vec<u8>,
+}
+
+/// One unary or server-streaming gRPC-web call (`application/grpc-web+proto`), read to the end
+/// or until `max_messages` messages arrived.
+async fn grpc_web(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+    authorization: Option<&str>,
+    request: &impl Message,
+    max_messages: usize,
+) -> WebReply {
+    let payload = request.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    body.extend_from_slice(&payload);
+    let mut call = client()
+        .post(format!("{}{path}", app.console_url))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(body);
+    if let Some(cookie) = cookie {
+        call = call.header("cookie", cookie);
+    }
+    if let Some(authorization) = authorization {
+        call = call.header("authorization", authorization);
+    }
+    let mut response = call.send().await.expect("grpc-web request");
+    assert_eq!(response.status(), StatusCode::OK, "grpc-web answers 200 whatever the status");
+    let header_status =
+        response.headers().get("grpc-status").map(|v| v.to_str().expect("ascii").parse().expect("code"));
+    let header_message =
+        response.headers().get("grpc-message").map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default();
+    let mut raw = Vec::new();
+    let mut messages = Vec::new();
+    let mut trailers = String::new();
+    let read = async {
+        while let Some(chunk) = response.chunk().await.expect("body chunk") {
+            raw.extend_from_slice(&chunk);
+            // Parse complete frames from the start each time: bodies here are small.
+            messages.clear();
+            trailers.clear();
+            let mut at = 0;
+            while raw.len() >= at + 5 {
+                let flag = raw[at];
+                let len = u32::from_be_bytes(raw[at + 1..at + 5].try_into().expect("4 bytes")) as usize;
+                if raw.len() < at + 5 + len {
+                    break;
+                }
+                let frame = &raw[at + 5..at + 5 + len];
+                if flag & 0x80 != 0 {
+                    trailers = String::from_utf8_lossy(frame).into_owned();
+                } else {
+                    messages.push(frame.to_vec());
+                }
+                at += 5 + len;
+            }
+            if messages.len() >= max_messages || !trailers.is_empty() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read).await.expect("grpc-web reply within 30 s");
+    let trailer = |name: &str| {
+        trailers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    };
+    let code = header_status
+        .or_else(|| trailer("grpc-status").map(|c| c.parse().expect("code")))
+        .unwrap_or(if messages.len() >= max_messages { 0 } else { -1 });
+    let message = trailer("grpc-message").unwrap_or(header_message);
+    WebReply { code, message, messages, raw }
+}
+
+fn storage_state() -> String {
+    serde_json::json!({
+        "cookies": [{"name": "__Secure-next-auth.session-token", "value": PLANTED, "domain": ".chatgpt.com",
+                     "path": "/", "expires": -1, "httpOnly": true, "secure": true, "sameSite": "Lax"}],
+        "origins": [{"origin": "https://chatgpt.com", "localStorage": [{"name": "token", "value": PLANTED}]}]
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_with_an_http_only_strict_cookie_and_other_roles_are_refused() {
+    let app = spawn_app().await;
+
+    let response = sign_in(&app, OPERATOR).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let set = response.headers().get(SET_COOKIE).expect("cookie").to_str().expect("ascii").to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{attribute} missing from {set:?}");
+    }
+    let cookie = cookie_of(&response);
+    let who = client()
+        .get(format!("{}/console/session", app.console_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("session info");
+    assert_eq!(who.status(), StatusCode::OK);
+    let who: serde_json::Value = who.json().await.expect("json");
+    assert_eq!(who["principal"], OPERATOR_NAME);
+    assert_eq!(who["role"], "operator");
+
+    for (token, status, says) in [
+        (CUSTOMER, StatusCode::FORBIDDEN, "this console is for operators; test-customer is a customer"),
+        (BOT, StatusCode::FORBIDDEN, "this console is for operators; test-bot is a bot"),
+        ("aap_not-a-token", StatusCode::UNAUTHORIZED, "unknown bearer token"),
+    ] {
+        let response = sign_in(&app, token).await;
+        assert_eq!(response.status(), status, "{token}");
+        assert!(response.headers().get(SET_COOKIE).is_none(), "{token} got a cookie");
+        let body: serde_json::Value = response.json().await.expect("json error");
+        assert_eq!(body["error"], says);
+    }
+    // Extra or missing fields, and no JSON at all.
+    for body in [r#"{"token": "x", "role": "operator"}"#, "{}", "token=x", "\u{0}"] {
+        let response = client()
+            .post(format!("{}/console/session", app.console_url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("sign-in");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:?}");
+    }
+
+    let out = client()
+        .delete(format!("{}/console/session", app.console_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert!(out.headers().get(SET_COOKIE).expect("cleared").to_str().expect("ascii").contains("Max-Age=0"));
+    let anonymous = client().get(format!("{}/console/session", app.console_url)).send().await.expect("info");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn every_console_response_carries_the_policy_and_refuses_framing() {
+    let app = spawn_app().await;
+    let cookie = cookie_of(&sign_in(&app, OPERATOR).await);
+    let index = client().get(format!("{}/", app.console_url)).send().await.expect("index");
+    assert_eq!(index.status(), StatusCode::OK);
+    let deep = client().get(format!("{}/accounts/some-id", app.console_url)).send().await.expect("client route");
+    assert_eq!(deep.status(), StatusCode::OK, "client-side routes get the index");
+    let missing = client().get(format!("{}/assets/nope.js", app.console_url)).send().await.expect("asset");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let session = sign_in(&app, CUSTOMER).await;
+    let grpc = client()
+        .post(format!("{}/aap.v1.SessionService/ListAccounts", app.console_url))
+        .header("content-type", "application/grpc-web+proto")
+        .header("cookie", &cookie)
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .expect("grpc-web");
+    for response in [&index, &deep, &missing, &session, &grpc] {
+        let headers = response.headers();
+        let csp = headers.get(CONTENT_SECURITY_POLICY).expect("csp").to_str().expect("ascii");
+        assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert_eq!(headers.get("x-frame-options").expect("frame options"), "DENY");
+        assert_eq!(headers.get("x-content-type-options").expect("nosniff"), "nosniff");
+        assert_eq!(headers.get("referrer-policy").expect("referrer"), "no-referrer");
+    }
+    let html = index.text().await.expect("html");
+    assert!(html.contains("<div id=\"root\">") || html.contains("console was not built"), "{html}");
+    assert!(aap::console::built(), "the console was not built into this binary: run npm ci in console/");
+    assert!(!html.contains("<script>") && !html.contains("style=\""), "inline script or style in the index");
+}
+
+#[tokio::test]
+async fn grpc_web_is_authenticated_by_the_cookie_alone_and_for_operators_only() {
+    let app = spawn_app().await;
+    let operator = cookie_of(&sign_in(&app, OPERATOR).await);
+    let list = ListAccountsRequest::default();
+    let path = "/aap.v1.SessionService/ListAccounts";
+
+    let ok = grpc_web(&app, path, Some(&operator), None, &list, 1).await;
+    assert_eq!(ok.code, 0, "{}", ok.message);
+    ListAccountsResponse::decode(ok.messages[0].as_slice()).expect("a ListAccountsResponse");
+
+    let none = grpc_web(&app, path, None, None, &list, 1).await;
+    assert_eq!(none.code, tonic::Code::Unauthenticated as i32, "{}", none.message);
+    // A bearer header is not how the console authenticates: it is dropped.
+    let header = grpc_web(&app, path, None, Some(&format!("Bearer {OPERATOR}")), &list, 1).await;
+    assert_eq!(header.code, tonic::Code::Unauthenticated as i32, "{}", header.message);
+    // A cookie made by hand from another role's token is refused, even for that role's methods.
+    let customer = format!("aap_console={CUSTOMER}");
+    let denied = grpc_web(&app, path, Some(&customer), None, &list, 1).await;
+    assert_eq!(denied.code, tonic::Code::PermissionDenied as i32);
+    assert!(denied.message.contains("the console is for operators"), "{}", denied.message);
+    let bot = format!("aap_console={BOT}");
+    let lease =
+        aap_proto::v1::LeaseSessionRequest { assistant: "chatgpt".into(), plan: "Plus".into(), bot_id: "b".into() };
+    let denied = grpc_web(&app, "/aap.v1.SessionService/LeaseSession", Some(&bot), None, &lease, 1).await;
+    assert_eq!(denied.code, tonic::Code::PermissionDenied as i32, "{}", denied.message);
+    // Only the console's services are mounted.
+    let answers = client()
+        .post(format!("{}/aap.v1.AnswersService/Ask", app.console_url))
+        .header("content-type", "application/grpc-web+proto")
+        .header("cookie", &operator)
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(answers.status(), StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn requests_from_another_origin_are_refused() {
+    let app = spawn_app().await;
+    let response = client()
+        .post(format!("{}/console/session", app.console_url))
+        .header("origin", "https://evil.example")
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "token": OPERATOR }).to_string())
+        .send()
+        .await
+        .expect("sign-in");
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(response.headers().get(SET_COOKIE).is_none());
+    let same = client()
+        .post(format!("{}/console/session", app.console_url))
+        .header("origin", &app.console_url)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "token": OPERATOR }).to_string())
+        .send()
+        .await
+        .expect("sign-in");
+    assert_eq!(same.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn no_console_response_carries_a_session_cookie_value() {
+    let app = spawn_app().await;
+    let account = app
+        .sessions(OPERATOR)
+        .create_account(CreateAccountRequest {
+            assistant: "chatgpt".into(),
+            plan: "Plus".into(),
+            label: "planted".into(),
+            storage_state_json: storage_state(),
+            proxy: "http://proxy.example:3128".into(),
+            ..CreateAccountRequest::default()
+        })
+        .await
+        .expect("account")
+        .into_inner()
+        .account
+        .expect("account");
+    let cookie = cookie_of(&sign_in(&app, OPERATOR).await);
+    let replies = [
+        grpc_web(&app, "/aap.v1.SessionService/ListAccounts", Some(&cookie), None, &ListAccountsRequest::default(), 1)
+            .await,
+        grpc_web(
+            &app,
+            "/aap.v1.SessionService/GetAccount",
+            Some(&cookie),
+            None,
+            &GetAccountRequest { account_id: account.id.clone() },
+            1,
+        )
+        .await,
+        grpc_web(
+            &app,
+            "/aap.v1.SessionService/WatchAccounts",
+            Some(&cookie),
+            None,
+            &WatchAccountsRequest::default(),
+            1,
+        )
+        .await,
+        grpc_web(
+            &app,
+            "/aap.v1.SessionService/ListLeases",
+            Some(&cookie),
+            None,
+            &ListLeasesRequest { account_id: account.id.clone(), limit: 0 },
+            1,
+        )
+        .await,
+    ];
+    for reply in &replies {
+        assert_eq!(reply.code, 0, "{}", reply.message);
+        let text = String::from_utf8_lossy(&reply.raw);
+        assert!(!text.contains(PLANTED), "a console response carried the session's cookie value");
+        assert!(!text.contains("__Secure-next-auth"), "a console response carried a cookie name");
+    }
+    let listed = ListAccountsResponse::decode(replies[0].messages[0].as_slice()).expect("list");
+    assert_eq!(listed.accounts.len(), 1);
+    assert_eq!(listed.accounts[0].proxy, "http://proxy.example:3128");
+}
