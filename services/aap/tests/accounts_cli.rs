@@ -1,0 +1,184 @@
+//! The operator's terminal commands against a real platform: `aap session import` (the seed's
+//! sessions directory) and `aap accounts list|disable|enable|delete`, run as the `aap` binary.
+
+mod common;
+
+use std::path::Path;
+
+use aap_proto::v1::{CreateAccountRequest, ListAccountsRequest};
+use common::*;
+
+const UA: &str =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+
+fn state(value: &str) -> String {
+    format!(
+        r#"{{"cookies": [{{"name": "session", "value": "{value}", "domain": ".chatgpt.com", "path": "/"}}], "origins": []}}"#
+    )
+}
+
+/// What a run of `aap` said and how it ended.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+async fn aap(app: &TestApp, token: &str, args: &[&str]) -> Run {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aap"))
+        .args(args)
+        .args(["--server", &app.grpc_url, "--token", token])
+        .env("AAP_DATA_DIR", "/nonexistent")
+        .output()
+        .await
+        .expect("aap runs");
+    Run {
+        ok: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+async fn import(app: &TestApp, dir: &Path, extra: &[&str]) -> Run {
+    let dir = dir.to_str().expect("utf-8 path");
+    let mut args = vec!["session", "import", dir, "--assistant", "chatgpt", "--plan", "Plus"];
+    args.extend_from_slice(extra);
+    aap(app, OPERATOR, &args).await
+}
+
+/// Every account row, to tell whether an import changed anything.
+async fn accounts_digest(app: &TestApp) -> String {
+    let (digest,): (String,) =
+        sqlx::query_as("SELECT coalesce(md5(string_agg(t::text, '|' ORDER BY t.id)), '') FROM session_accounts t")
+            .fetch_one(&app.pool)
+            .await
+            .expect("digest");
+    digest
+}
+
+#[tokio::test]
+async fn session_import_uploads_storage_states_once_and_reports_the_files_it_skips() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    write("alice.json", &state("alice-1"));
+    write("alice.proxy", "socks5://10.0.0.7:1080\n");
+    write("alice.user-agent", &format!("{UA}\n"));
+    write("bob.json", &state("bob-1"));
+    write("notes.json", r#"{"hello": "not a session"}"#);
+    write("carol.json", &state("carol-1"));
+    write("carol.proxy", "http://user:secret@proxy.example:8080");
+    write("README.md", "the seed's notes");
+
+    let first = import(&app, dir.path(), &[]).await;
+    assert!(!first.ok, "skipped files fail the run: {}", first.stdout);
+    assert!(first.stdout.contains("created    alice.json"), "{}", first.stdout);
+    assert!(first.stdout.contains("created    bob.json"), "{}", first.stdout);
+    assert!(first.stdout.contains("skipped    notes.json: not a Playwright storage state"), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("skipped    carol.json: refused by the platform (InvalidArgument)"),
+        "{}",
+        first.stdout
+    );
+    assert!(!first.stdout.contains("secret"), "the proxy's password is not echoed: {}", first.stdout);
+    assert!(first.stdout.contains("2 created, 0 replaced, 0 unchanged, 2 skipped"), "{}", first.stdout);
+    assert!(first.stderr.contains("2 of 4 files skipped"), "{}", first.stderr);
+
+    let request = ListAccountsRequest { assistant: "chatgpt".into(), ..ListAccountsRequest::default() };
+    let accounts = app.sessions(OPERATOR).list_accounts(request).await.expect("listed").into_inner().accounts;
+    let labels: Vec<&str> = accounts.iter().map(|a| a.label.as_str()).collect();
+    assert_eq!(labels, ["alice", "bob"]);
+    assert_eq!((accounts[0].plan.as_str(), accounts[0].proxy.as_str()), ("Plus", "socks5://10.0.0.7:1080"));
+    assert_eq!((accounts[0].user_agent.as_str(), accounts[1].proxy.as_str()), (UA, ""));
+
+    // The same files again: nothing changes.
+    let before = accounts_digest(&app).await;
+    let second = import(&app, dir.path(), &[]).await;
+    assert!(second.stdout.contains("0 created, 0 replaced, 2 unchanged, 2 skipped"), "{}", second.stdout);
+    assert!(second.stdout.contains("unchanged  alice.json"), "{}", second.stdout);
+    assert_eq!(accounts_digest(&app).await, before, "a second import changed nothing");
+
+    // Fresh logins in the files: --replace stores them; the run succeeds once every file passes.
+    for name in ["notes.json", "carol.json", "carol.proxy"] {
+        std::fs::remove_file(dir.path().join(name)).expect("remove");
+    }
+    write("alice.json", &state("alice-2"));
+    let replaced = import(&app, dir.path(), &["--replace"]).await;
+    assert!(replaced.ok, "{}\n{}", replaced.stdout, replaced.stderr);
+    assert!(replaced.stdout.contains("0 created, 2 replaced, 0 unchanged, 0 skipped"), "{}", replaced.stdout);
+    let (versions,): (Vec<i64>,) =
+        sqlx::query_as("SELECT array_agg(state_version ORDER BY label) FROM session_accounts")
+            .fetch_one(&app.pool)
+            .await
+            .expect("versions");
+    assert_eq!(versions, [2, 2], "each account took its file's state once");
+    let proxies: Vec<String> = app
+        .sessions(OPERATOR)
+        .list_accounts(ListAccountsRequest::default())
+        .await
+        .expect("listed")
+        .into_inner()
+        .accounts
+        .into_iter()
+        .map(|a| a.proxy)
+        .collect();
+    assert_eq!(proxies, ["socks5://10.0.0.7:1080", ""], "an unchanged proxy is left alone");
+
+    let missing = import(&app, &dir.path().join("nope"), &[]).await;
+    assert!(!missing.ok && missing.stderr.contains("cannot read the sessions directory"), "{}", missing.stderr);
+}
+
+#[tokio::test]
+async fn accounts_are_listed_disabled_enabled_and_deleted_from_a_terminal() {
+    let app = spawn_app().await;
+    let mut operator = app.sessions(OPERATOR);
+    let mut ids = Vec::new();
+    for (assistant, plan, label) in [("chatgpt", "Plus", "alice@example.com"), ("claude", "Pro", "bob@example.com")] {
+        let request = CreateAccountRequest {
+            assistant: assistant.into(),
+            plan: plan.into(),
+            label: label.into(),
+            storage_state_json: state(label),
+            proxy: "http://10.1.2.3:3128".into(),
+            ..CreateAccountRequest::default()
+        };
+        ids.push(operator.create_account(request).await.expect("created").into_inner().account.expect("account").id);
+    }
+
+    let table = aap(&app, OPERATOR, &["accounts", "list"]).await;
+    assert!(table.ok, "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two accounts: {}", table.stdout);
+    assert!(lines[0].starts_with("ID") && lines[0].contains("STATUS") && lines[0].contains("LAST LEASE"));
+    assert!(lines[1].contains(&ids[0]) && lines[1].contains("alice@example.com") && lines[1].contains("active"));
+    assert!(lines[1].contains("10.1.2.3:3128"), "the proxy host: {}", lines[1]);
+    let claude = aap(&app, OPERATOR, &["accounts", "list", "--assistant", "claude"]).await;
+    assert!(claude.stdout.contains("bob@example.com") && !claude.stdout.contains("alice"), "{}", claude.stdout);
+
+    let disabled = aap(&app, OPERATOR, &["accounts", "disable", "alice@example.com"]).await;
+    assert!(disabled.ok, "{}", disabled.stderr);
+    assert!(disabled.stdout.contains("disabled (was active)"), "{}", disabled.stdout);
+    let json = aap(&app, OPERATOR, &["accounts", "list", "--status", "disabled", "--json"]).await;
+    let document: serde_json::Value = serde_json::from_str(&json.stdout).expect("json");
+    let listed = document["accounts"].as_array().expect("accounts");
+    assert_eq!(listed.len(), 1, "{json:?}", json = json.stdout);
+    assert_eq!((listed[0]["id"].as_str(), listed[0]["status"].as_str()), (Some(ids[0].as_str()), Some("disabled")));
+    assert_eq!(listed[0]["underlying_status"].as_str(), Some("active"));
+
+    let enabled = aap(&app, OPERATOR, &["accounts", "enable", &ids[0]]).await;
+    assert!(enabled.ok && enabled.stdout.contains(" active"), "{}{}", enabled.stdout, enabled.stderr);
+
+    let deleted = aap(&app, OPERATOR, &["accounts", "delete", "bob@example.com", "--assistant", "claude"]).await;
+    assert!(deleted.ok && deleted.stdout.contains(&format!("deleted account {}", ids[1])), "{}", deleted.stderr);
+    let left = app.sessions(OPERATOR).list_accounts(ListAccountsRequest::default()).await.expect("list").into_inner();
+    assert_eq!(left.accounts.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(), [ids[0].as_str()]);
+
+    // Clear refusals, never a panic.
+    let unknown = aap(&app, OPERATOR, &["accounts", "disable", "nobody"]).await;
+    assert!(!unknown.ok && unknown.stderr.contains("no account has the id or label \"nobody\""), "{}", unknown.stderr);
+    let gone = aap(&app, OPERATOR, &["accounts", "delete", &ids[1]]).await;
+    assert!(!gone.ok && gone.stderr.contains("NotFound"), "{}", gone.stderr);
+    let customer = aap(&app, CUSTOMER, &["accounts", "list"]).await;
+    assert!(!customer.ok && customer.stderr.contains("PermissionDenied"), "{}", customer.stderr);
+    assert!(!customer.stderr.contains("panicked"), "{}", customer.stderr);
+}
