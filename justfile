@@ -24,6 +24,14 @@ ask *ARGS:
 token *ARGS:
     cargo run -q -p aap -- token {{ARGS}}
 
+# Assistant accounts of the local platform (operator): just accounts list --status cooling
+accounts *ARGS:
+    cargo run -q -p aap -- accounts {{ARGS}}
+
+# Upload a seed sessions/ directory: just session-import ./sessions --assistant chatgpt --plan Plus
+session-import *ARGS:
+    cargo run -q -p aap -- session import {{ARGS}}
+
 # Every test: unit, integration (real PostgreSQL, NATS) and end-to-end (real Chromium)
 test *ARGS:
     cargo nextest run --workspace --no-fail-fast {{ARGS}}
