@@ -196,7 +196,7 @@ impl EvidenceLocker {
     ///
     /// Whether `principal` may serve the assistant at all is the caller's check (the gRPC
     /// adapter's, as for leases).
-    #[tracing::instrument(skip_all, fields(principal, evaluation_id = new.evaluation_id, class = new.class))]
+    #[tracing::instrument(skip_all, fields(evaluation_id = new.evaluation_id, class = new.class))]
     pub async fn report(&self, new: NewEvidence<'_>, principal: &str) -> EvidenceResult<Uuid> {
         let checked = check_report(&new, Utc::now())?;
         let bot_id = if new.bot_id.trim().is_empty() { principal } else { new.bot_id.trim() };
