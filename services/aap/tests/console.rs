@@ -72,8 +72,7 @@ async fn grpc_web(
     }
     let mut response = call.send().await.expect("grpc-web request");
     assert_eq!(response.status(), StatusCode::OK, "grpc-web answers 200 whatever the status");
-    let header_status =
-        response.headers().get("grpc-status").map(|v| v.to_str().expect("ascii").parse().expect("code"));
+    let header_status = response.headers().get("grpc-status").map(|v| v.to_str().expect("ascii").parse().expect("code"));
     let header_message =
         response.headers().get("grpc-message").map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default();
     let mut raw = Vec::new();
@@ -240,8 +239,11 @@ async fn grpc_web_is_authenticated_by_the_cookie_alone_and_for_operators_only() 
     assert_eq!(denied.code, tonic::Code::PermissionDenied as i32);
     assert!(denied.message.contains("the console is for operators"), "{}", denied.message);
     let bot = format!("aap_console={BOT}");
-    let lease =
-        aap_proto::v1::LeaseSessionRequest { assistant: "chatgpt".into(), plan: "Plus".into(), bot_id: "b".into() };
+    let lease = aap_proto::v1::LeaseSessionRequest {
+        assistant: "chatgpt".into(),
+        plan: "Plus".into(),
+        bot_id: "b".into(),
+    };
     let denied = grpc_web(&app, "/aap.v1.SessionService/LeaseSession", Some(&bot), None, &lease, 1).await;
     assert_eq!(denied.code, tonic::Code::PermissionDenied as i32, "{}", denied.message);
     // Only the console's services are mounted.
