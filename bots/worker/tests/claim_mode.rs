@@ -147,6 +147,72 @@ impl EvaluationService for Fake {
 
 #[tonic::async_trait]
 impl SessionService for Fake {
+    type WatchAccountsStream =
+        futures::stream::BoxStream<'static, Result<aap_proto::v1::WatchAccountsResponse, Status>>;
+
+    async fn watch_accounts(
+        &self,
+        _: Request<aap_proto::v1::WatchAccountsRequest>,
+    ) -> Result<Response<Self::WatchAccountsStream>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn get_account(
+        &self,
+        _: Request<aap_proto::v1::GetAccountRequest>,
+    ) -> Result<Response<aap_proto::v1::GetAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn disable_account(
+        &self,
+        _: Request<aap_proto::v1::DisableAccountRequest>,
+    ) -> Result<Response<aap_proto::v1::DisableAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn enable_account(
+        &self,
+        _: Request<aap_proto::v1::EnableAccountRequest>,
+    ) -> Result<Response<aap_proto::v1::EnableAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn delete_account(
+        &self,
+        _: Request<aap_proto::v1::DeleteAccountRequest>,
+    ) -> Result<Response<aap_proto::v1::DeleteAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn list_leases(
+        &self,
+        _: Request<aap_proto::v1::ListLeasesRequest>,
+    ) -> Result<Response<aap_proto::v1::ListLeasesResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn list_evidence(
+        &self,
+        _: Request<aap_proto::v1::ListEvidenceRequest>,
+    ) -> Result<Response<aap_proto::v1::ListEvidenceResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn get_evidence(
+        &self,
+        _: Request<aap_proto::v1::GetEvidenceRequest>,
+    ) -> Result<Response<aap_proto::v1::GetEvidenceResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn report_evidence(
+        &self,
+        _: Request<aap_proto::v1::ReportEvidenceRequest>,
+    ) -> Result<Response<aap_proto::v1::ReportEvidenceResponse>, Status> {
+        Err(Status::unimplemented("the fake keeps no evidence"))
+    }
+
     async fn create_account(
         &self,
         _: Request<CreateAccountRequest>,

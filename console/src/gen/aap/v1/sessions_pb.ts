@@ -64,7 +64,7 @@ export type Account = Message<"aap.v1.Account"> & {
   lastLeasedAt?: Timestamp | undefined;
 
   /**
-   * Set while COOLING.
+   * Set while COOLING or CHALLENGED.
    *
    * @generated from field: google.protobuf.Timestamp cooldown_until = 8;
    */
@@ -366,7 +366,7 @@ export const ListAccountsRequestSchema: GenMessage<ListAccountsRequest> = /*@__P
  */
 export type ListAccountsResponse = Message<"aap.v1.ListAccountsResponse"> & {
   /**
-   * Ordered by assistant, plan and label.
+   * Ordered by assistant, plan and age.
    *
    * @generated from field: repeated aap.v1.Account accounts = 1;
    */
@@ -1167,7 +1167,7 @@ export enum AccountStatus {
   ACTIVE = 1,
 
   /**
-   * Rate limited or challenged; lent again after `cooldown_until`.
+   * Rate limited; lent again after `cooldown_until`.
    *
    * @generated from enum value: ACCOUNT_STATUS_COOLING = 2;
    */
@@ -1282,7 +1282,8 @@ export const SessionService: GenService<{
   },
   /**
    * The accounts as they change: the whole (filtered) list at once, then again whenever an
-   * account or its lease changes on any replica, at most every `min_interval` (operator).
+   * account or its lease changes on any replica, or time changes it (a cool-down ends, a lease
+   * lapses), at most every 200 ms (operator).
    *
    * @generated from rpc aap.v1.SessionService.WatchAccounts
    */
