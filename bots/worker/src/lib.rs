@@ -20,6 +20,7 @@ pub mod adapter;
 pub mod browser;
 pub mod config;
 pub mod evidence;
+pub mod login;
 mod grpc;
 pub mod markdown;
 pub mod sessions;
