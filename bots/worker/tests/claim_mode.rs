@@ -13,9 +13,9 @@ use aap_proto::v1::session_service_server::{SessionService, SessionServiceServer
 use aap_proto::v1::{
     ClaimHello, ClaimRequest, ClaimResponse, ClaimWelcome, CreateAccountRequest, CreateAccountResponse,
     HeartbeatRequest, HeartbeatResponse, LeaseOutcome, LeaseSessionRequest, LeaseSessionResponse, ListAccountsRequest,
-    ListAccountsResponse, PollRequest, PollResponse, ReleaseRequest, ReleaseResponse, ReturnSessionRequest,
-    ReturnSessionResponse, SubmitRequest, SubmitResponse, Target, Task, UpdateAccountRequest, UpdateAccountResponse,
-    UpdateSessionStateRequest, UpdateSessionStateResponse,
+    ListAccountsResponse, PollRequest, PollResponse, ReleaseRequest, ReleaseResponse, ReportEvidenceRequest,
+    ReportEvidenceResponse, ReturnSessionRequest, ReturnSessionResponse, SubmitRequest, SubmitResponse, Target, Task,
+    UpdateAccountRequest, UpdateAccountResponse, UpdateSessionStateRequest, UpdateSessionStateResponse,
 };
 use aap_simulator::{Simulator, SimulatorConfig, answer_for};
 use anyhow::{Context, Result};
@@ -33,6 +33,7 @@ enum Event {
     Release(ReleaseRequest),
     Lease(LeaseSessionRequest),
     Return(ReturnSessionRequest),
+    Evidence(Box<ReportEvidenceRequest>),
 }
 
 #[derive(Clone, Default)]
@@ -202,6 +203,73 @@ impl SessionService for Fake {
         self.record(Event::Return(request.into_inner()));
         Ok(Response::new(ReturnSessionResponse { account: None }))
     }
+
+    async fn report_evidence(
+        &self,
+        request: Request<ReportEvidenceRequest>,
+    ) -> Result<Response<ReportEvidenceResponse>, Status> {
+        self.record(Event::Evidence(Box::new(request.into_inner())));
+        Ok(Response::new(ReportEvidenceResponse { evidence_id: "evidence-1".into() }))
+    }
+
+    type WatchAccountsStream =
+        futures::stream::BoxStream<'static, Result<aap_proto::v1::WatchAccountsResponse, Status>>;
+
+    async fn watch_accounts(
+        &self,
+        _: Request<aap_proto::v1::WatchAccountsRequest>,
+    ) -> Result<Response<Self::WatchAccountsStream>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn get_account(
+        &self,
+        _: Request<aap_proto::v1::GetAccountRequest>,
+    ) -> Result<Response<aap_proto::v1::GetAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn disable_account(
+        &self,
+        _: Request<aap_proto::v1::DisableAccountRequest>,
+    ) -> Result<Response<aap_proto::v1::DisableAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn enable_account(
+        &self,
+        _: Request<aap_proto::v1::EnableAccountRequest>,
+    ) -> Result<Response<aap_proto::v1::EnableAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn delete_account(
+        &self,
+        _: Request<aap_proto::v1::DeleteAccountRequest>,
+    ) -> Result<Response<aap_proto::v1::DeleteAccountResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn list_leases(
+        &self,
+        _: Request<aap_proto::v1::ListLeasesRequest>,
+    ) -> Result<Response<aap_proto::v1::ListLeasesResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn list_evidence(
+        &self,
+        _: Request<aap_proto::v1::ListEvidenceRequest>,
+    ) -> Result<Response<aap_proto::v1::ListEvidenceResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
+
+    async fn get_evidence(
+        &self,
+        _: Request<aap_proto::v1::GetEvidenceRequest>,
+    ) -> Result<Response<aap_proto::v1::GetEvidenceResponse>, Status> {
+        Err(Status::unimplemented("operator call"))
+    }
 }
 
 fn task(evaluation_id: i64, prompt: &str) -> Task {
@@ -224,6 +292,7 @@ async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()>
     let expired = sim.create_session("expired").await;
     sim.expire_session(&expired.token);
     let good = sim.create_session("good").await;
+    let sim_url = sim.base_url.clone();
 
     let fake = Fake::default();
     let first = "What are the best laptops under $1,000?";
@@ -296,6 +365,24 @@ async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()>
             ("lease-2".to_owned(), LeaseOutcome::Ok as i32, 2)
         ]
     );
+
+    // The login wall on the expired session was reported with its lease, a screenshot and the
+    // page; the evidence went before the lease went back.
+    let reports: Vec<&ReportEvidenceRequest> =
+        events.iter().filter_map(|e| if let Event::Evidence(r) = e { Some(r.as_ref()) } else { None }).collect();
+    assert_eq!(reports.len(), 1, "one failed attempt, one report: {reports:?}");
+    let report = reports[0];
+    assert_eq!(
+        (report.bot_id.as_str(), report.lease_id.as_str(), report.assistant.as_str(), report.evaluation_id),
+        ("claim-test-bot", "lease-1", "chatgpt", 7)
+    );
+    assert_eq!((report.attempt, report.class.as_str()), (1, "logged-out"));
+    assert!(report.screenshot_png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG screenshot");
+    assert!(!report.html.is_empty() && report.url.starts_with(&sim_url), "{}", report.url);
+    assert!(report.captured_at.is_some() && !report.manifest_version.is_empty());
+    let reported = position(&|e| matches!(e, Event::Evidence(_))).context("evidence")?;
+    let returned = position(&|e| matches!(e, Event::Return(r) if r.lease_id == "lease-1")).context("return")?;
+    assert!(reported < returned, "reported while the lease was held");
 
     let Event::Submit(submit) = &events[submit_7] else { unreachable!() };
     let expected = answer_for(first, true);

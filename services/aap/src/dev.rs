@@ -115,7 +115,7 @@ async fn register_simulator_sessions(
     let mut sessions = SessionServiceClient::with_interceptor(channel, Bearer::new(operator_token)?);
     let assistant = sim.site().id();
     let existing =
-        sessions.list_accounts(ListAccountsRequest { assistant: assistant.into() }).await?.into_inner().accounts;
+        sessions.list_accounts(ListAccountsRequest { assistant: assistant.into(), ..Default::default() }).await?.into_inner().accounts;
     for i in 1..=count.max(1) {
         let label = format!("simulator-{i}");
         // The simulator's sessions live in its memory: a restart needs fresh ones.

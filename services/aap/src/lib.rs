@@ -5,5 +5,6 @@
 pub mod client;
 pub mod config;
 pub mod dev;
+pub mod logins;
 pub mod platform;
 pub mod tokens;

@@ -842,7 +842,7 @@ async fn run(app: &TestApp, call: &Call, seen: &Arc<Mutex<Seen>>) -> Result<(), 
             seen.lock().expect("seen").accounts.push(account.id);
         }
         Call::ListAccounts { assistant } => {
-            app.sessions(OPERATOR).list_accounts(ListAccountsRequest { assistant }).await?;
+            app.sessions(OPERATOR).list_accounts(ListAccountsRequest { assistant, ..Default::default() }).await?;
         }
         Call::UpdateSessionState { account, json } => {
             let account_id = pick_text(&account, &texts(&|s| s.accounts.clone()));

@@ -136,6 +136,7 @@ pub fn platform_config(
         gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
         sessions: aap_sessions::SessionsConfig::default(),
         scheduler_tick: Duration::from_millis(200),
+        remote_logins: aap::logins::RemoteLoginsConfig::default(),
         timeouts: aap_evaluations::scheduler::Timeouts {
             queued: options.queued_timeout,
             ..aap_evaluations::scheduler::Timeouts::default()
