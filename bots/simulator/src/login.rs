@@ -5,8 +5,10 @@
 //!
 //! The form sits at fixed positions (CSS pixels from the top-left of the viewport) so that a
 //! test driving the page through a screencast can click without reading the DOM:
-//! [`EMAIL_AT`], [`PASSWORD_AT`], [`SUBMIT_AT`]; the one-time-code step has its field at
-//! [`OTP_AT`] and its button at [`SUBMIT_AT`].
+//! [`EMAIL_AT`], [`PASSWORD_AT`], [`SUBMIT_AT`]; the one-time-code step (at
+//! `<login path>?step=otp&pending=...`, where a right password with a code redirects) has its
+//! field at [`OTP_AT`] and its button at [`SUBMIT_AT`]. A wrong password or code shows the form
+//! again with an error (status 401).
 //!
 //! Logins are registered with `POST /__sim/logins {"email", "password", "otp"?}`; every
 //! simulator knows [`DEFAULT_EMAIL`] / [`DEFAULT_PASSWORD`] (no one-time code) from the start.
@@ -16,8 +18,8 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use crate::common::{escape_html, no_store};
@@ -83,9 +85,16 @@ pub(crate) async fn admin_register(State(state): State<SimState>, body: Bytes) -
     (StatusCode::CREATED, Json(serde_json::json!({ "email": email }))).into_response()
 }
 
-/// `GET` of the site's login path: the form's first step.
-pub(crate) async fn login_page(State(state): State<SimState>) -> Response {
-    no_store(page(state.site(), Step::Password, None))
+/// `GET` of the site's login path: the form's first step, or with `?step=otp&pending=N` the
+/// one-time-code step the password step redirected to (its address says which step shows).
+pub(crate) async fn login_page(State(state): State<SimState>, uri: Uri) -> Response {
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+    let step = match query.get("pending") {
+        Some(nonce) if state.with_logins(|logins| logins.pending.contains_key(nonce)) => Step::Otp(nonce.clone()),
+        _ => Step::Password,
+    };
+    no_store(page(state.site(), step, None))
 }
 
 /// `POST` of the site's login path (form-encoded `email` + `password`, or `pending` + `otp`).
@@ -116,7 +125,7 @@ pub(crate) async fn submit(State(state): State<SimState>, body: Bytes) -> Respon
                 if credentials.otp.is_some() {
                     let nonce = uuid::Uuid::new_v4().simple().to_string();
                     state.with_logins(|logins| logins.pending.insert(nonce.clone(), email.clone()));
-                    return no_store(page(site, Step::Otp(nonce), None));
+                    return Redirect::to(&format!("{}?step=otp&pending={nonce}", site.login_path())).into_response();
                 }
                 email
             }

@@ -68,6 +68,8 @@ pub struct Options {
     pub queued_timeout: Duration,
     /// Networks whose bots may use the seed's HTTP API without a token.
     pub seed_http_networks: aap_platform::auth::Networks,
+    /// Remote logins: the maximum, the idle limit, the origins (e.g. a simulator's).
+    pub remote_logins: aap::logins::RemoteLoginsConfig,
 }
 
 impl Default for Options {
@@ -78,6 +80,7 @@ impl Default for Options {
             poll_claim_ttl: Duration::from_secs(600),
             queued_timeout: Duration::from_secs(24 * 3600),
             seed_http_networks: aap_platform::auth::Networks::default(),
+            remote_logins: aap::logins::RemoteLoginsConfig::default(),
         }
     }
 }
@@ -136,7 +139,7 @@ pub fn platform_config(
         gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
         sessions: aap_sessions::SessionsConfig::default(),
         scheduler_tick: Duration::from_millis(200),
-        remote_logins: aap::logins::RemoteLoginsConfig::default(),
+        remote_logins: options.remote_logins.clone(),
         timeouts: aap_evaluations::scheduler::Timeouts {
             queued: options.queued_timeout,
             ..aap_evaluations::scheduler::Timeouts::default()
