@@ -7,4 +7,5 @@ pub mod config;
 pub mod dev;
 pub mod logins;
 pub mod platform;
+pub mod session_cmd;
 pub mod tokens;

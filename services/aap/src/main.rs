@@ -53,6 +53,9 @@ enum Command {
     /// Creates, lists and revokes the tokens of customers, bots and operators (operator).
     #[command(subcommand)]
     Token(aap::tokens::TokenCommand),
+    /// Session files of assistant accounts: capture one on a desktop (operator).
+    #[command(subcommand)]
+    Session(aap::session_cmd::SessionCommand),
     /// Runs a browser bot (the same as `aap-bot`): takes tasks over gRPC or the seed's HTTP API.
     Bot(aap_bot::Args),
     /// Serves the assistant simulators alone, for demos: one origin per site (ChatGPT, Claude,
@@ -180,6 +183,10 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token(command) => aap::tokens::run(command).await,
+        Command::Session(command) => {
+            let _telemetry = aap_platform::telemetry::init("aap", "info")?;
+            aap::session_cmd::run(command).await
+        }
         Command::Bot(args) => {
             let _telemetry = aap_platform::telemetry::init("aap-bot", &args.log_level.to_lowercase())?;
             let config = args.into_config()?;

@@ -366,6 +366,65 @@ async fn drive(
     }
 }
 
+/// Waits on a visible browser (`aap session capture`, on the operator's desktop) until the
+/// operator has logged in, then reads its storage state. `ready` hears the page's DevTools
+/// websocket once the login page is asked for. Fails after `timeout`, or when the operator
+/// closes the browser. The browser is closed before this returns.
+pub async fn capture_login(
+    adapter: AnyAdapter,
+    options: &BrowserOptions,
+    poll: Duration,
+    timeout: Duration,
+    ready: impl FnOnce(&str, &str),
+) -> Result<StorageState, CaptureError> {
+    let mut browser = LoginBrowser::launch(adapter, options).await.map_err(CaptureError::Browser)?;
+    let captured = async {
+        let mut events = browser.events();
+        let url = browser.open_login_page().await?;
+        let websocket = browser.devtools_websocket().await.unwrap_or_default();
+        ready(&url, &websocket);
+        let deadline = Instant::now() + timeout;
+        let mut poll = tokio::time::interval(poll);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Ok(event) if event.method == "Page.frameNavigated" => {
+                        if let Some(url) = event.params.pointer("/frame/url").and_then(Value::as_str) {
+                            browser.note_url(url);
+                        }
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return Err(CaptureError::Closed),
+                },
+                _ = poll.tick() => match browser.look().await {
+                    Ok((PageState::LoggedIn, _)) => return Ok(browser.storage_state().await?),
+                    Ok(_) => {}
+                    Err(LoginError::WebDriver(error)) if !crate::browser::is_fatal(&error) => {}
+                    Err(_) => return Err(CaptureError::Closed),
+                },
+                _ = tokio::time::sleep_until(deadline) => return Err(CaptureError::Timeout(timeout)),
+            }
+        }
+    }
+    .await;
+    browser.close().await;
+    captured
+}
+
+/// Why `aap session capture` got no session.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The browser did not start or failed.
+    #[error(transparent)]
+    Browser(#[from] LoginError),
+    /// The operator closed the browser before logging in.
+    #[error("the browser was closed before the login completed")]
+    Closed,
+    /// No logged-in page within the time allowed.
+    #[error("no logged-in page within {0:?}")]
+    Timeout(Duration),
+}
+
 /// Forwards a screen frame (and acknowledges it), and notes the origin of every navigation.
 async fn on_event(browser: &mut LoginBrowser, event: CdpEvent, update: &mut impl FnMut(Update)) -> Result<(), LoginError> {
     match event.method.as_str() {
