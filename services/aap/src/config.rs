@@ -109,8 +109,7 @@ pub struct ServiceArgs {
 }
 
 fn parse_origin(text: &str) -> Result<(String, String), String> {
-    let (assistant, origin) =
-        text.split_once('=').ok_or_else(|| format!("{text:?} is not assistant=origin"))?;
+    let (assistant, origin) = text.split_once('=').ok_or_else(|| format!("{text:?} is not assistant=origin"))?;
     Ok((assistant.trim().to_ascii_lowercase(), origin.trim().trim_end_matches('/').to_owned()))
 }
 

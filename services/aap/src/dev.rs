@@ -114,8 +114,11 @@ async fn register_simulator_sessions(
     let channel = tonic::transport::Channel::from_shared(grpc.to_owned())?.connect().await?;
     let mut sessions = SessionServiceClient::with_interceptor(channel, Bearer::new(operator_token)?);
     let assistant = sim.site().id();
-    let existing =
-        sessions.list_accounts(ListAccountsRequest { assistant: assistant.into(), ..Default::default() }).await?.into_inner().accounts;
+    let existing = sessions
+        .list_accounts(ListAccountsRequest { assistant: assistant.into(), ..Default::default() })
+        .await?
+        .into_inner()
+        .accounts;
     for i in 1..=count.max(1) {
         let label = format!("simulator-{i}");
         // The simulator's sessions live in its memory: a restart needs fresh ones.

@@ -159,6 +159,9 @@ pub struct ScreenFrame {
     pub sequence: u64,
 }
 
+/// A login's state (now and its changes), its screen frames from now on, and its last frame.
+pub type Watching = (watch::Receiver<LoginInfo>, broadcast::Receiver<Arc<ScreenFrame>>, Option<Arc<ScreenFrame>>);
+
 /// What StartRemoteLogin asks for.
 #[derive(Debug, Clone, Default)]
 pub struct StartLogin {
@@ -251,7 +254,9 @@ impl RemoteLogins {
         let proxy = match start.proxy.as_str() {
             "" => None,
             // Chromium's form, credentials refused (the error never repeats them).
-            proxy => Some(aap_bot::browser::identity::proxy_server(proxy).map_err(|error| invalid("proxy", error.to_string()))?),
+            proxy => Some(
+                aap_bot::browser::identity::proxy_server(proxy).map_err(|error| invalid("proxy", error.to_string()))?,
+            ),
         };
         let config = &self.inner.config;
         let origin = config.origins.get(&start.assistant).map(String::as_str);
@@ -309,14 +314,26 @@ impl RemoteLogins {
         });
         {
             let mut logins = lock(&self.inner.logins);
-            logins.retain(|_, entry| entry.info.borrow().ended_at.is_none_or(|ended| Utc::now() - ended < chrono::Duration::from_std(KEEP_ENDED).unwrap_or_default()));
+            logins.retain(|_, entry| {
+                entry
+                    .info
+                    .borrow()
+                    .ended_at
+                    .is_none_or(|ended| Utc::now() - ended < chrono::Duration::from_std(KEEP_ENDED).unwrap_or_default())
+            });
             let running = logins.values().filter(|entry| !entry.info.borrow().state.ended()).count();
             if running >= config.max {
                 return Err(LoginError::Exhausted(config.max));
             }
             logins.insert(info.id.clone(), Arc::clone(&entry));
         }
-        tracing::info!(login = info.id, assistant = info.assistant, principal, refresh = !info.account_id.is_empty(), "remote login started");
+        tracing::info!(
+            login = info.id,
+            assistant = info.assistant,
+            principal,
+            refresh = !info.account_id.is_empty(),
+            "remote login started"
+        );
         let this = self.clone();
         tokio::spawn(async move { this.run(entry, spec, commands_rx).await });
         Ok(info)
@@ -363,13 +380,17 @@ impl RemoteLogins {
         let ended = engine.await.unwrap_or_else(|error| Ended::Failed(format!("the login task failed: {error}")));
         let (state, detail, account_id) = match ended {
             Ended::LoggedIn(state) => match self.store(&entry, &login::storage::to_json(&state)).await {
-                Ok(account_id) => (LoginState::Stored, format!("logged in; {} cookies stored", state.cookies.len()), account_id),
+                Ok(account_id) => {
+                    (LoginState::Stored, format!("logged in; {} cookies stored", state.cookies.len()), account_id)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "storing the captured session failed");
                     (LoginState::Failed, format!("the session could not be stored: {error}"), String::new())
                 }
             },
-            Ended::Abandoned => (LoginState::Abandoned, "no input for the idle limit; nothing stored".to_owned(), String::new()),
+            Ended::Abandoned => {
+                (LoginState::Abandoned, "no input for the idle limit; nothing stored".to_owned(), String::new())
+            }
             Ended::Cancelled => (LoginState::Cancelled, "cancelled; nothing stored".to_owned(), String::new()),
             Ended::Failed(detail) => (LoginState::Failed, detail, String::new()),
         };
@@ -414,11 +435,7 @@ impl RemoteLogins {
     }
 
     /// The login's state now, and a receiver of its changes and of its screen frames.
-    pub fn watch(
-        &self,
-        principal: &str,
-        login_id: &str,
-    ) -> LoginResult<(watch::Receiver<LoginInfo>, broadcast::Receiver<Arc<ScreenFrame>>, Option<Arc<ScreenFrame>>)> {
+    pub fn watch(&self, principal: &str, login_id: &str) -> LoginResult<Watching> {
         let entry = self.entry(principal, login_id)?;
         // Frames first: none is lost between the last frame read and the subscription.
         let frames = entry.frames.subscribe();
@@ -469,7 +486,7 @@ impl RemoteLogins {
             .map(|entry| entry.info())
             .filter(|info| info.principal == principal && info.ended_at.is_none_or(|ended| Utc::now() - ended < keep))
             .collect();
-        logins.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+        logins.sort_by_key(|login| std::cmp::Reverse(login.started_at));
         logins
     }
 }
@@ -485,8 +502,7 @@ fn apply(entry: &Entry, update: Update) {
         }),
         Update::Frame(frame) => {
             let sequence = entry.sequence.fetch_add(1, Ordering::Relaxed) + 1;
-            let frame =
-                Arc::new(ScreenFrame { jpeg: frame.jpeg, width: frame.width, height: frame.height, sequence });
+            let frame = Arc::new(ScreenFrame { jpeg: frame.jpeg, width: frame.width, height: frame.height, sequence });
             *lock(&entry.last_frame) = Some(Arc::clone(&frame));
             // No watcher is fine.
             let _ = entry.frames.send(frame);
@@ -520,7 +536,10 @@ impl RemoteLoginGrpc {
 
     /// The tonic server of a new [`RemoteLogins`] storing into `directory`, its requests
     /// limited to [`MAX_REQUEST_BYTES`].
-    pub fn server(directory: SessionDirectory, config: RemoteLoginsConfig) -> RemoteLoginServiceServer<RemoteLoginGrpc> {
+    pub fn server(
+        directory: SessionDirectory,
+        config: RemoteLoginsConfig,
+    ) -> RemoteLoginServiceServer<RemoteLoginGrpc> {
         RemoteLoginServiceServer::new(RemoteLoginGrpc::new(RemoteLogins::new(directory, config)))
             .max_decoding_message_size(MAX_REQUEST_BYTES)
     }

@@ -393,7 +393,9 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
                 })
                 .await,
         ),
-        Rpc::ListAccounts => code(sessions().list_accounts(ListAccountsRequest { assistant: String::new(), ..Default::default() }).await),
+        Rpc::ListAccounts => {
+            code(sessions().list_accounts(ListAccountsRequest { assistant: String::new(), ..Default::default() }).await)
+        }
         Rpc::UpdateSessionState => code(
             sessions()
                 .update_session_state(UpdateSessionStateRequest {

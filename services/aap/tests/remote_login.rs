@@ -75,11 +75,7 @@ async fn start(client: &mut Logins, request: StartRemoteLoginRequest) -> RemoteL
 }
 
 async fn watch(client: &mut Logins, login_id: &str) -> Watch {
-    client
-        .watch_remote_login(WatchRemoteLoginRequest { login_id: login_id.into() })
-        .await
-        .expect("watch")
-        .into_inner()
+    client.watch_remote_login(WatchRemoteLoginRequest { login_id: login_id.into() }).await.expect("watch").into_inner()
 }
 
 /// What a watcher saw until `until` held for the login (or the stream ended).
@@ -98,7 +94,10 @@ async fn follow(stream: &mut Watch, seen: &mut Seen, until: impl Fn(&RemoteLogin
             return;
         }
         let next = tokio::time::timeout_at(deadline, stream.next()).await.unwrap_or_else(|_| {
-            panic!("no such login state within {WAIT:?}; last: {:?}", seen.last.as_ref().map(|l| (l.state, &l.url, &l.page, &l.detail)))
+            panic!(
+                "no such login state within {WAIT:?}; last: {:?}",
+                seen.last.as_ref().map(|l| (l.state, &l.url, &l.page, &l.detail))
+            )
         });
         match next {
             Some(Ok(WatchRemoteLoginResponse { event: Some(Event::Login(login)) })) => seen.last = Some(login),
@@ -220,22 +219,21 @@ async fn remote_login_stores_an_encrypted_account_that_a_bot_leases_and_answers_
     assert!(tokio::time::timeout(WAIT, second.next()).await.expect("second stream ends").is_none());
 
     // The account is listed, its stored state is sealed: no cookie value in the row's bytes.
-    let accounts = app
-        .sessions(OPERATOR)
-        .list_accounts(ListAccountsRequest::default())
-        .await
-        .expect("list")
-        .into_inner()
-        .accounts;
+    let accounts =
+        app.sessions(OPERATOR).list_accounts(ListAccountsRequest::default()).await.expect("list").into_inner().accounts;
     let account = accounts.iter().find(|a| a.id == stored.account_id).expect("account listed");
-    assert_eq!((account.assistant.as_str(), account.plan.as_str(), account.label.as_str()), ("chatgpt", "Plus", "ops-1"));
+    assert_eq!(
+        (account.assistant.as_str(), account.plan.as_str(), account.label.as_str()),
+        ("chatgpt", "Plus", "ops-1")
+    );
     let tokens = token_of(&sim, "ops-1@example.com");
     assert_eq!(tokens.len(), 1, "one session from the login page");
-    let row: Vec<u8> = sqlx::query_scalar("SELECT convert_to(t::text, 'UTF8') FROM session_accounts t WHERE id = $1::uuid")
-        .bind(&stored.account_id)
-        .fetch_one(&app.pool)
-        .await
-        .expect("row");
+    let row: Vec<u8> =
+        sqlx::query_scalar("SELECT convert_to(t::text, 'UTF8') FROM session_accounts t WHERE id = $1::uuid")
+            .bind(&stored.account_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("row");
     let sealed: Vec<u8> = sqlx::query_scalar("SELECT storage_state_sealed FROM session_accounts WHERE id = $1::uuid")
         .bind(&stored.account_id)
         .fetch_one(&app.pool)
@@ -244,12 +242,13 @@ async fn remote_login_stores_an_encrypted_account_that_a_bot_leases_and_answers_
     for bytes in [&row, &sealed] {
         assert!(!bytes.windows(tokens[0].len()).any(|w| w == tokens[0].as_bytes()), "cookie value stored in clear");
     }
-    let listed = logins(&app, OPERATOR).list_remote_logins(ListRemoteLoginsRequest {}).await.expect("list").into_inner();
+    let listed =
+        logins(&app, OPERATOR).list_remote_logins(ListRemoteLoginsRequest {}).await.expect("list").into_inner();
     assert!(listed.logins.iter().any(|l| l.id == login.id && state(l) == RemoteLoginState::Stored));
 
     // A bot leases it and answers.
-    let config = aap_bot::BotConfig::grpc(&app.grpc_url, BOT, "login-bot", "chatgpt", "Plus")
-        .with_assistant_url(&sim.base_url);
+    let config =
+        aap_bot::BotConfig::grpc(&app.grpc_url, BOT, "login-bot", "chatgpt", "Plus").with_assistant_url(&sim.base_url);
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let bot = tokio::spawn(async move {
         aap_bot::run(config, async move {
@@ -314,7 +313,7 @@ async fn refresh_login_replaces_the_session_state_of_an_existing_account() {
     let mut seen = Seen::default();
     follow(&mut stream, &mut seen, |l| state(l) == RemoteLoginState::Waiting && l.page == "login").await;
     log_in(&mut client, &login.id, DEFAULT_EMAIL, DEFAULT_PASSWORD).await;
-    follow(&mut stream, &mut seen, |l| state(l).is_ended()).await;
+    follow(&mut stream, &mut seen, |l| ended(state(l))).await;
     let stored = seen.last.expect("login");
     assert_eq!(state(&stored), RemoteLoginState::Stored, "{}", stored.detail);
     assert_eq!(stored.account_id, account.id, "the same account");
@@ -337,20 +336,11 @@ async fn refresh_login_replaces_the_session_state_of_an_existing_account() {
     app.platform.shutdown().await.expect("shutdown");
 }
 
-trait Ended {
-    fn is_ended(self) -> bool;
-}
-
-impl Ended for RemoteLoginState {
-    fn is_ended(self) -> bool {
-        matches!(
-            self,
-            RemoteLoginState::Stored
-                | RemoteLoginState::Abandoned
-                | RemoteLoginState::Cancelled
-                | RemoteLoginState::Failed
-        )
-    }
+fn ended(state: RemoteLoginState) -> bool {
+    matches!(
+        state,
+        RemoteLoginState::Stored | RemoteLoginState::Abandoned | RemoteLoginState::Cancelled | RemoteLoginState::Failed
+    )
 }
 
 #[tokio::test]
@@ -366,7 +356,7 @@ async fn an_idle_remote_login_is_abandoned_with_nothing_stored_and_its_browser_g
     assert!(running.iter().any(|name| name.starts_with("chrom")), "{running:?}");
     assert!(running.iter().any(|name| name == "Xvfb"), "its own X server: {running:?}");
 
-    follow(&mut stream, &mut seen, |l| state(l).is_ended()).await;
+    follow(&mut stream, &mut seen, |l| ended(state(l))).await;
     assert_eq!(state(seen.last.as_ref().expect("login")), RemoteLoginState::Abandoned);
     assert!(tokio::time::timeout(WAIT, stream.next()).await.expect("stream ends").is_none());
     let accounts = app.sessions(OPERATOR).list_accounts(ListAccountsRequest::default()).await.expect("list");
@@ -394,7 +384,10 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
             "proxy",
         ),
         (
-            StartRemoteLoginRequest { account_id: uuid::Uuid::new_v4().to_string(), ..StartRemoteLoginRequest::default() },
+            StartRemoteLoginRequest {
+                account_id: uuid::Uuid::new_v4().to_string(),
+                ..StartRemoteLoginRequest::default()
+            },
             Code::NotFound,
             "account",
         ),
@@ -410,9 +403,14 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 
     // Another operator sees nothing of it.
-    let mut admin = AdminServiceClient::with_interceptor(app.channel.clone(), aap::client::Bearer::new(OPERATOR).expect("token"));
+    let mut admin =
+        AdminServiceClient::with_interceptor(app.channel.clone(), aap::client::Bearer::new(OPERATOR).expect("token"));
     let other_token = admin
-        .create_token(CreateTokenRequest { principal: "other-operator".into(), role: Role::Operator as i32, ..CreateTokenRequest::default() })
+        .create_token(CreateTokenRequest {
+            principal: "other-operator".into(),
+            role: Role::Operator as i32,
+            ..CreateTokenRequest::default()
+        })
         .await
         .expect("token")
         .into_inner()
@@ -435,7 +433,10 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
         (text(&"x".repeat(4097)), "text"),
         (text("a\0b"), "text"),
         (click((f64::NAN, 1.0)), "mouse.x"),
-        (Input::Key(KeyInput { action: KeyAction::Unspecified as i32, key: "a".into(), ..KeyInput::default() }), "key.action"),
+        (
+            Input::Key(KeyInput { action: KeyAction::Unspecified as i32, key: "a".into(), ..KeyInput::default() }),
+            "key.action",
+        ),
     ] {
         let status = send(&mut client, &login.id, input).await.expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
@@ -455,7 +456,7 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
         .login
         .expect("login");
     assert_eq!(state(&cancelled), RemoteLoginState::Cancelled);
-    follow(&mut stream, &mut seen, |l| state(l).is_ended()).await;
+    follow(&mut stream, &mut seen, |l| ended(state(l))).await;
     assert!(tokio::time::timeout(WAIT, stream.next()).await.expect("stream ends").is_none());
     let status = send(&mut client, &login.id, click(EMAIL_AT)).await.expect_err("ended");
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");

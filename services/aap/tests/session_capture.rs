@@ -53,9 +53,13 @@ async fn perform(cdp: &Cdp, input: Input) {
 
 #[tokio::test]
 async fn capture_writes_a_session_file_the_simulator_accepts_and_uploads_the_account() {
-    let sim = Simulator::start(TcpListener::bind("127.0.0.1:0").await.expect("bind"), Site::ChatGpt, SimulatorConfig::default())
-        .await
-        .expect("simulator");
+    let sim = Simulator::start(
+        TcpListener::bind("127.0.0.1:0").await.expect("bind"),
+        Site::ChatGpt,
+        SimulatorConfig::default(),
+    )
+    .await
+    .expect("simulator");
     let app = spawn_app().await;
     let (_xvfb, display) = xvfb().await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -125,7 +129,9 @@ async fn capture_writes_a_session_file_the_simulator_accepts_and_uploads_the_acc
         .find(|cookie| cookie.name == Site::ChatGpt.session_cookie())
         .expect("the session cookie");
     assert_eq!(cookie.http_only, Some(true));
-    assert!(state.local_storage_for(&sim.base_url).iter().any(|entry| entry.name == Site::ChatGpt.local_storage_entry().0));
+    assert!(
+        state.local_storage_for(&sim.base_url).iter().any(|entry| entry.name == Site::ChatGpt.local_storage_entry().0)
+    );
     let known = sim.stats().by_token;
     assert_eq!(known.get(&cookie.value).map(|stats| stats.label.as_str()), Some(DEFAULT_EMAIL));
     // The simulator's own session check accepts the cookie.

@@ -73,7 +73,11 @@ async fn give_back(
 }
 
 async fn account(client: &mut Client, id: &str) -> anyhow::Result<Account> {
-    let accounts = client.list_accounts(ListAccountsRequest { assistant: String::new(), ..Default::default() }).await?.into_inner().accounts;
+    let accounts = client
+        .list_accounts(ListAccountsRequest { assistant: String::new(), ..Default::default() })
+        .await?
+        .into_inner()
+        .accounts;
     accounts.into_iter().find(|account| account.id == id).context("account not listed")
 }
 
@@ -319,7 +323,10 @@ async fn leases_match_plans_ignoring_case_and_tell_missing_from_busy() -> anyhow
     assert_eq!(code(lease(&mut client, "chatgpt", "Team").await), Code::FailedPrecondition);
     assert_eq!(code(lease(&mut client, "perplexity", "").await), Code::FailedPrecondition);
 
-    let chatgpt = client.list_accounts(ListAccountsRequest { assistant: "chatgpt".into(), ..Default::default() }).await?.into_inner();
+    let chatgpt = client
+        .list_accounts(ListAccountsRequest { assistant: "chatgpt".into(), ..Default::default() })
+        .await?
+        .into_inner();
     let labels: HashSet<String> = chatgpt.accounts.into_iter().map(|account| account.label).collect();
     assert_eq!(labels, HashSet::from(["plus".to_owned(), "free".to_owned()]));
     let all = client.list_accounts(ListAccountsRequest::default()).await?.into_inner();

@@ -227,7 +227,10 @@ mod tests {
         assert_eq!(parse_incoming(r#"{"id":5}"#), Some(Incoming::Response { id: 5, result: Ok(Value::Null) }));
         assert_eq!(
             parse_incoming(r#"{"method":"Page.screencastFrame","params":{"sessionId":1}}"#),
-            Some(Incoming::Event(CdpEvent { method: "Page.screencastFrame".into(), params: json!({ "sessionId": 1 }) }))
+            Some(Incoming::Event(CdpEvent {
+                method: "Page.screencastFrame".into(),
+                params: json!({ "sessionId": 1 })
+            }))
         );
         assert_eq!(parse_incoming("not json"), None);
         assert_eq!(parse_incoming(r#"{"params":{}}"#), None);

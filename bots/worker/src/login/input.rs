@@ -145,7 +145,10 @@ impl Input {
             Input::Scroll { x, y, delta_x, delta_y } => {
                 coordinate("scroll.x", *x)?;
                 coordinate("scroll.y", *y)?;
-                if !delta_x.is_finite() || !delta_y.is_finite() || delta_x.abs() > 100_000.0 || delta_y.abs() > 100_000.0
+                if !delta_x.is_finite()
+                    || !delta_y.is_finite()
+                    || delta_x.abs() > 100_000.0
+                    || delta_y.abs() > 100_000.0
                 {
                     return Err(invalid("scroll.delta", "must be finite and at most 100000"));
                 }
@@ -161,9 +164,7 @@ impl Input {
         match self {
             Input::Mouse { action, x, y, button, click_count } => {
                 let clicks = (*click_count).max(1);
-                let event = |kind: &str, button: MouseButton| {
-                    json!({ "type": kind, "x": x, "y": y, "button": button_name(button), "clickCount": clicks })
-                };
+                let event = |kind: &str, button: MouseButton| json!({ "type": kind, "x": x, "y": y, "button": button_name(button), "clickCount": clicks });
                 match action {
                     MouseAction::Move => {
                         vec![(MOUSE, json!({ "type": "mouseMoved", "x": x, "y": y, "button": "none" }))]
@@ -188,10 +189,9 @@ impl Input {
                 }
             }
             Input::Text(text) => vec![("Input.insertText", json!({ "text": text }))],
-            Input::Scroll { x, y, delta_x, delta_y } => vec![(
-                MOUSE,
-                json!({ "type": "mouseWheel", "x": x, "y": y, "deltaX": delta_x, "deltaY": delta_y }),
-            )],
+            Input::Scroll { x, y, delta_x, delta_y } => {
+                vec![(MOUSE, json!({ "type": "mouseWheel", "x": x, "y": y, "deltaX": delta_x, "deltaY": delta_y }))]
+            }
         }
     }
 }
@@ -269,9 +269,13 @@ mod tests {
         let commands = click.commands();
         assert_eq!(commands.len(), 2);
         assert_eq!(commands[0].0, "Input.dispatchMouseEvent");
-        assert_eq!(commands[0].1, json!({ "type": "mousePressed", "x": 240.0, "y": 140.0, "button": "left", "clickCount": 1 }));
+        assert_eq!(
+            commands[0].1,
+            json!({ "type": "mousePressed", "x": 240.0, "y": 140.0, "button": "left", "clickCount": 1 })
+        );
         assert_eq!(commands[1].1["type"], "mouseReleased");
-        let moved = Input::Mouse { action: MouseAction::Move, x: 1.0, y: 2.0, button: MouseButton::Left, click_count: 1 };
+        let moved =
+            Input::Mouse { action: MouseAction::Move, x: 1.0, y: 2.0, button: MouseButton::Left, click_count: 1 };
         assert_eq!(moved.commands()[0].1["button"], "none");
     }
 
@@ -306,7 +310,8 @@ mod tests {
         assert_eq!(Input::Text("x".repeat(MAX_TEXT_CHARS)).validate(), Ok(()));
         assert_eq!(Input::Text("x".repeat(MAX_TEXT_CHARS + 1)).validate().map_err(|e| e.field), Err("text.text"));
         assert_eq!(Input::Text("a\0b".into()).validate().map_err(|e| e.field), Err("text.text"));
-        let mouse = |x: f64| Input::Mouse { action: MouseAction::Click, x, y: 1.0, button: MouseButton::Left, click_count: 1 };
+        let mouse =
+            |x: f64| Input::Mouse { action: MouseAction::Click, x, y: 1.0, button: MouseButton::Left, click_count: 1 };
         assert_eq!(mouse(f64::NAN).validate().map_err(|e| e.field), Err("mouse.x"));
         assert_eq!(mouse(-1.0).validate().map_err(|e| e.field), Err("mouse.x"));
         let key = Input::Key { action: KeyAction::Press, key: "\0".into(), code: String::new(), modifiers: 0 };

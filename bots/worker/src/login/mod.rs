@@ -426,15 +426,18 @@ pub enum CaptureError {
 }
 
 /// Forwards a screen frame (and acknowledges it), and notes the origin of every navigation.
-async fn on_event(browser: &mut LoginBrowser, event: CdpEvent, update: &mut impl FnMut(Update)) -> Result<(), LoginError> {
+async fn on_event(
+    browser: &mut LoginBrowser,
+    event: CdpEvent,
+    update: &mut impl FnMut(Update),
+) -> Result<(), LoginError> {
     match event.method.as_str() {
         "Page.screencastFrame" => {
             let session_id = event.params.get("sessionId").and_then(Value::as_i64).unwrap_or_default();
             let data = event.params.get("data").and_then(Value::as_str).unwrap_or_default();
             let metadata = event.params.get("metadata");
-            let size = |name: &str| {
-                metadata.and_then(|m| m.get(name)).and_then(Value::as_f64).map_or(0, |v| v.round() as u32)
-            };
+            let size =
+                |name: &str| metadata.and_then(|m| m.get(name)).and_then(Value::as_f64).map_or(0, |v| v.round() as u32);
             match base64::engine::general_purpose::STANDARD.decode(data) {
                 Ok(jpeg) => {
                     let (width, height) = jpeg_size(&jpeg).unwrap_or((size("deviceWidth"), size("deviceHeight")));

@@ -19,7 +19,11 @@ pub fn from_cdp(cookies: &[Value], local_storage: Vec<(String, Vec<(String, Stri
                 value: text("value")?,
                 domain: text("domain").unwrap_or_default(),
                 path: Some(text("path").unwrap_or_else(|| "/".to_owned())),
-                expires: Some(if session { -1.0 } else { cookie.get("expires").and_then(Value::as_f64).unwrap_or(-1.0) }),
+                expires: Some(if session {
+                    -1.0
+                } else {
+                    cookie.get("expires").and_then(Value::as_f64).unwrap_or(-1.0)
+                }),
                 http_only: Some(flag("httpOnly")),
                 secure: Some(flag("secure")),
                 // Chromium treats a cookie without the attribute as Lax; Playwright writes Lax.
@@ -61,7 +65,10 @@ mod tests {
         let state = from_cdp(
             &cookies,
             vec![
-                ("http://127.0.0.1:4000/".to_owned(), vec![("oai/apps/hasSeenOnboarding/chat".to_owned(), "true".to_owned())]),
+                (
+                    "http://127.0.0.1:4000/".to_owned(),
+                    vec![("oai/apps/hasSeenOnboarding/chat".to_owned(), "true".to_owned())],
+                ),
                 ("https://auth.openai.com".to_owned(), vec![]),
             ],
         );

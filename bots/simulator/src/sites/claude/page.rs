@@ -146,10 +146,8 @@ pub(crate) fn login_page(variant: Variant) -> String {
             "<button type=\"button\" class=\"btn-google\" aria-label=\"Continue with Google\">Continue with Google</button>"
         }
     };
-    let form = format!(
-        "<div class=\"login-form\">{google}{}</div>",
-        crate::login::form_fragment(crate::site::Site::Claude)
-    );
+    let form =
+        format!("<div class=\"login-form\">{google}{}</div>", crate::login::form_fragment(crate::site::Site::Claude));
     LOGIN_TEMPLATE.replace("{{STYLE}}", STYLE).replace("{{VARIANT}}", variant.name()).replace("{{LOGIN_FORM}}", &form)
 }
 
