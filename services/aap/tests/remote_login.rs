@@ -265,7 +265,11 @@ async fn remote_login_stores_an_encrypted_account_that_a_bot_leases_and_answers_
     assert_eq!(answer.account_id, stored.account_id);
     assert_eq!(answer.account_label, "ops-1");
     assert_eq!(sim.stats().answers_for_token(&tokens[0]), 1, "answered on the captured session");
-    println!("remote login: stored after {stored_after:?}, answered by a leasing bot after {answered_after:?}");
+    println!(
+        "remote login: viewport {}x{}, frames {}x{}; stored after {stored_after:?}, answered by a leasing bot after \
+         {answered_after:?}",
+        waiting.width, waiting.height, frame.width, frame.height
+    );
     app.platform.shutdown().await.expect("shutdown");
 }
 
