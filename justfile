@@ -24,6 +24,10 @@ ask *ARGS:
 token *ARGS:
     cargo run -q -p aap -- token {{ARGS}}
 
+# Session files on a desktop (operator): just session capture --assistant chatgpt --label ops-1 --upload
+session *ARGS:
+    cargo run -q -p aap -- session {{ARGS}}
+
 # Every test: unit, integration (real PostgreSQL, NATS) and end-to-end (real Chromium)
 test *ARGS:
     cargo nextest run --workspace --no-fail-fast {{ARGS}}
