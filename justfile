@@ -28,9 +28,9 @@ token *ARGS:
 accounts *ARGS:
     cargo run -q -p aap -- accounts {{ARGS}}
 
-# Upload a seed sessions/ directory: just session-import ./sessions --assistant chatgpt --plan Plus
-session-import *ARGS:
-    cargo run -q -p aap -- session import {{ARGS}}
+# Session files (operator): just session capture --assistant chatgpt --label ops-1 --upload; just session import ./sessions --assistant chatgpt --plan Plus
+session *ARGS:
+    cargo run -q -p aap -- session {{ARGS}}
 
 # Every test: unit, integration (real PostgreSQL, NATS) and end-to-end (real Chromium)
 test *ARGS:

@@ -15,7 +15,15 @@ fn main() {
     let console = manifest_dir.join("../../console");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let dist = out_dir.join("console-dist");
-    for input in ["src", "index.html", "package.json", "package-lock.json", "vite.config.ts", "public", "node_modules/.package-lock.json"] {
+    for input in [
+        "src",
+        "index.html",
+        "package.json",
+        "package-lock.json",
+        "vite.config.ts",
+        "public",
+        "node_modules/.package-lock.json",
+    ] {
         println!("cargo:rerun-if-changed={}", console.join(input).display());
     }
     println!("cargo:rerun-if-env-changed=AAP_CONSOLE_REQUIRED");
@@ -27,7 +35,9 @@ fn main() {
     } else if required {
         panic!("console/node_modules is missing: run `npm ci` in console/ (deploy/local/install.sh does)");
     } else {
-        println!("cargo:warning=console/node_modules is missing: the console is a placeholder (run `npm ci` in console/)");
+        println!(
+            "cargo:warning=console/node_modules is missing: the console is a placeholder (run `npm ci` in console/)"
+        );
         placeholder(&dist);
         false
     };

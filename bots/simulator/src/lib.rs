@@ -22,6 +22,8 @@
 //! - `GET /__sim/stats` → [`SimStats`]
 //! - `GET /__sim/config`, `PUT /__sim/config` (any subset of the fields) → [`SimulatorConfig`]
 //! - `GET /__sim/site` → `{"site", "base_url"}`
+//! - `POST /__sim/logins` `{"email", "password", "otp"?}` → 201: a login the site's login page
+//!   ([`Site::login_path`], see [`login`]) accepts; [`login::DEFAULT_EMAIL`] works from the start
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -37,6 +39,7 @@
 mod answer;
 mod common;
 mod config;
+pub mod login;
 mod routes;
 mod site;
 mod sites;

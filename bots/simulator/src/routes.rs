@@ -24,6 +24,7 @@ pub fn router(state: SimState) -> Router {
         .route("/__sim/config", get(admin_get_config).put(admin_put_config))
         .route("/__sim/sessions/{token}/challenge", post(admin_challenge_session))
         .route("/__sim/site", get(admin_site))
+        .route("/__sim/logins", post(crate::login::admin_register))
         .merge(sites::routes(state.site()))
         .layer(middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)

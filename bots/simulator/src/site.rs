@@ -67,6 +67,24 @@ impl Site {
         }
     }
 
+    /// Where the site's login form is (GET shows it, POST submits it), as on the real site where
+    /// it has a page of its own (chatgpt.com/auth/login, claude.ai/login).
+    pub fn login_path(self) -> &'static str {
+        match self {
+            Site::ChatGpt => "/auth/login",
+            Site::Claude | Site::Perplexity => "/login",
+            Site::GoogleAiOverview => "/ServiceLogin",
+        }
+    }
+
+    /// Where a successful login lands: the page with the composer.
+    pub fn app_path(self) -> &'static str {
+        match self {
+            Site::Claude => "/new",
+            Site::ChatGpt | Site::Perplexity | Site::GoogleAiOverview => "/",
+        }
+    }
+
     /// One localStorage entry a logged-in profile of the site has (name, value).
     pub fn local_storage_entry(self) -> (&'static str, &'static str) {
         match self {

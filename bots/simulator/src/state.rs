@@ -15,7 +15,7 @@ use crate::site::Site;
 pub const SESSION_COOKIE: &str = "__Secure-next-auth.session-token";
 
 /// How long the cookie in a storage state lives (chatgpt.com's session cookie lasts ~30 days).
-const COOKIE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+pub(crate) const COOKIE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A logged-in session made by the admin API, ready for a browser profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +135,7 @@ struct Inner {
     base_url: String,
     config: RwLock<SimulatorConfig>,
     stats: Mutex<SimStats>,
+    logins: Mutex<crate::login::Logins>,
 }
 
 /// A poisoned lock only means another handler panicked; the counters stay usable.
@@ -151,6 +152,7 @@ impl SimState {
                 base_url: base_url.into(),
                 config: RwLock::new(config),
                 stats: Mutex::new(SimStats::default()),
+                logins: Mutex::new(crate::login::Logins::default()),
             }),
         }
     }
@@ -181,6 +183,11 @@ impl SimState {
         let mut config = self.inner.config.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         *config = config.patched(patch)?.checked(self.inner.site)?;
         Ok(config.clone())
+    }
+
+    /// Runs `f` on the registered logins under their lock.
+    pub(crate) fn with_logins<T>(&self, f: impl FnOnce(&mut crate::login::Logins) -> T) -> T {
+        f(&mut lock(&self.inner.logins))
     }
 
     /// Makes a new logged-in session.

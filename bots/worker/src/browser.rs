@@ -99,6 +99,9 @@ pub struct BrowserOptions {
     pub accept_language: String,
     /// The Xvfb binary, started when the browser runs headful and `DISPLAY` is not set.
     pub xvfb: PathBuf,
+    /// Start a private Xvfb for a headful browser even when `DISPLAY` is set: a remote login's
+    /// screen is its own, never the host's desktop.
+    pub own_display: bool,
 }
 
 impl BrowserOptions {
@@ -126,6 +129,7 @@ impl Default for BrowserOptions {
             user_agent: UserAgent::Native,
             accept_language: "en-US,en;q=0.9".to_owned(),
             xvfb: PathBuf::from("Xvfb"),
+            own_display: false,
         }
     }
 }
@@ -195,7 +199,8 @@ impl Browser {
         let proxy = options.proxy.as_deref().map(identity::proxy_server).transpose()?;
         let version = ChromiumVersion::of(&options.chromium).await?;
         let identity = Identity::resolve(&options.user_agent, &version, &options.accept_language);
-        let needs_display = options.headful && std::env::var_os("DISPLAY").is_none_or(|display| display.is_empty());
+        let needs_display = options.headful
+            && (options.own_display || std::env::var_os("DISPLAY").is_none_or(|display| display.is_empty()));
         let xvfb = if needs_display { Some(Xvfb::start(&options.xvfb, options.startup_timeout).await?) } else { None };
         let mut command = Command::new(&options.chromedriver);
         command.arg("--port=0").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
@@ -244,6 +249,16 @@ impl Browser {
     /// The WebDriver session, for adapters.
     pub fn driver(&self) -> &WebDriver {
         &self.driver
+    }
+
+    /// Where the browser's DevTools listen (`host:port`), as chromedriver reports it.
+    pub fn devtools_address(&self) -> Option<String> {
+        self.driver
+            .capabilities()
+            .get("goog:chromeOptions")
+            .and_then(|options| options.get("debuggerAddress"))
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
     }
 
     /// The user agent this browser presents (header and `navigator.userAgent`).

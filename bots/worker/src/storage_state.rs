@@ -1,10 +1,10 @@
 //! Playwright storage state: the logged-in browser state operators upload for an account
 //! (`{"cookies": [...], "origins": [{"origin", "localStorage": [{"name", "value"}]}]}`).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A parsed storage state.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageState {
     /// Cookies of every site the profile visited.
@@ -16,7 +16,7 @@ pub struct StorageState {
 }
 
 /// One cookie as Playwright saves it.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredCookie {
     /// Cookie name.
@@ -44,7 +44,7 @@ pub struct StoredCookie {
 }
 
 /// The localStorage of one origin.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StoredOrigin {
     /// E.g. `https://chatgpt.com`.
@@ -55,7 +55,7 @@ pub struct StoredOrigin {
 }
 
 /// One localStorage entry.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct StoredEntry {
     /// Key.
     pub name: String,

@@ -96,6 +96,31 @@ pub struct ServiceArgs {
     /// for unmodified seed bots, which cannot send one. Off by default; logged at start.
     #[arg(long, env = "AAP_SEED_HTTP_ALLOW_CIDR", default_value = "", value_parser = parse_networks)]
     pub seed_http_allow_cidr: Networks,
+    /// Remote logins (a headful Chromium in its own Xvfb each, about 300 MiB) running at once;
+    /// more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "AAP_REMOTE_LOGINS", default_value_t = 2)]
+    pub remote_logins: usize,
+    /// Seconds without input after which a remote login is abandoned (closed, nothing stored).
+    #[arg(long, env = "AAP_REMOTE_LOGIN_IDLE_SECS", default_value_t = 600)]
+    pub remote_login_idle_secs: u64,
+    /// Where remote logins log in instead of the real site, comma-separated
+    /// `assistant=origin` (e.g. `chatgpt=http://127.0.0.1:4101` for the simulator).
+    #[arg(long, env = "AAP_REMOTE_LOGIN_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
+    pub remote_login_origins: Vec<(String, String)>,
+    /// The Chromium of remote logins.
+    #[arg(long, env = "AAP_CHROMIUM", default_value = "/usr/bin/chromium")]
+    pub chromium: PathBuf,
+    /// chromedriver of the same version as --chromium.
+    #[arg(long, env = "AAP_CHROMEDRIVER", default_value = "/usr/bin/chromedriver")]
+    pub chromedriver: PathBuf,
+    /// The Xvfb binary that gives each remote login its own screen.
+    #[arg(long, env = "AAP_XVFB", default_value = "Xvfb")]
+    pub xvfb: PathBuf,
+}
+
+fn parse_origin(text: &str) -> Result<(String, String), String> {
+    let (assistant, origin) = text.split_once('=').ok_or_else(|| format!("{text:?} is not assistant=origin"))?;
+    Ok((assistant.trim().to_ascii_lowercase(), origin.trim().trim_end_matches('/').to_owned()))
 }
 
 fn parse_networks(text: &str) -> Result<Networks, String> {
@@ -233,6 +258,18 @@ impl ServiceArgs {
                 ..SessionsConfig::default()
             },
             scheduler_tick: Duration::from_secs(1),
+            remote_logins: crate::logins::RemoteLoginsConfig {
+                max: self.remote_logins,
+                idle: Duration::from_secs(self.remote_login_idle_secs),
+                browser: aap_bot::browser::BrowserOptions {
+                    chromium: self.chromium.clone(),
+                    chromedriver: self.chromedriver.clone(),
+                    xvfb: self.xvfb.clone(),
+                    ..aap_bot::browser::BrowserOptions::default()
+                },
+                origins: self.remote_login_origins.iter().cloned().collect(),
+                ..crate::logins::RemoteLoginsConfig::default()
+            },
             timeouts: aap_evaluations::scheduler::Timeouts {
                 queued: Duration::from_secs(self.queued_timeout_secs),
                 submitted: Duration::from_secs(self.submitted_timeout_secs),

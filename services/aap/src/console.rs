@@ -43,7 +43,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /// The gRPC services the console reaches, by path prefix.
-const GRPC_PREFIXES: &[&str] = &["/aap.v1.SessionService/", "/aap.v1.RemoteLoginService/", "/aap.v1.AdminService/WhoAmI"];
+const GRPC_PREFIXES: &[&str] =
+    &["/aap.v1.SessionService/", "/aap.v1.RemoteLoginService/", "/aap.v1.AdminService/WhoAmI"];
 
 /// A gRPC service stack as the console mounts it.
 pub type GrpcService = BoxCloneSyncService<http::Request<Body>, http::Response<tonic::body::Body>, Infallible>;
@@ -73,10 +74,8 @@ pub fn router(principals: Principals, grpc: tonic::service::Routes, secure: bool
         .layer(AuthLayer::new(principals.clone()))
         .service(grpc.prepare());
     let grpc: GrpcService = BoxCloneSyncService::new(grpc);
-    let mut router = Router::new().route(
-        "/console/session",
-        get(session_info).post(sign_in).delete(sign_out).with_state(console.clone()),
-    );
+    let mut router = Router::new()
+        .route("/console/session", get(session_info).post(sign_in).delete(sign_out).with_state(console.clone()));
     for prefix in GRPC_PREFIXES {
         let path = if prefix.ends_with('/') { format!("{prefix}{{*method}}") } else { (*prefix).to_owned() };
         router = router.route(&path, any_service(grpc.clone()));

@@ -8,6 +8,8 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod dev;
+pub mod logins;
 pub mod platform;
+pub mod session_cmd;
 pub mod session_import;
 pub mod tokens;

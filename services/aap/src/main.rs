@@ -56,9 +56,10 @@ enum Command {
     /// Lists the assistant accounts, disables, enables and deletes them (operator).
     #[command(subcommand)]
     Accounts(aap::accounts_cmd::AccountsCommand),
-    /// Assistant sessions: bring the seed's session files to the platform (operator).
+    /// Session files of assistant accounts: capture one on a desktop, or bring the seed's
+    /// `sessions/` directory to the platform (operator).
     #[command(subcommand)]
-    Session(SessionCommand),
+    Session(aap::session_cmd::SessionCommand),
     /// Runs a browser bot (the same as `aap-bot`): takes tasks over gRPC or the seed's HTTP API.
     Bot(aap_bot::Args),
     /// Serves the assistant simulators alone, for demos: one origin per site (ChatGPT, Claude,
@@ -71,16 +72,6 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         sites: Vec<aap_simulator::Site>,
     },
-}
-
-/// What `aap session` does.
-#[derive(Debug, Subcommand)]
-enum SessionCommand {
-    /// Uploads a seed `sessions/` directory: one account per `*.json` storage state, labelled
-    /// by its file name, with the `.proxy` and `.user-agent` files beside it. Importing the same
-    /// files again changes nothing; a file that is not a storage state, or that the platform
-    /// refuses, is reported and skipped (exit status 1 once the others are imported).
-    Import(aap::session_import::ImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -198,7 +189,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Token(command) => aap::tokens::run(command).await,
         Command::Accounts(command) => aap::accounts_cmd::run(command, &mut std::io::stdout()).await,
-        Command::Session(SessionCommand::Import(args)) => aap::session_import::run(args, &mut std::io::stdout()).await,
+        Command::Session(command) => {
+            let _telemetry = aap_platform::telemetry::init("aap", "info")?;
+            aap::session_cmd::run(command).await
+        }
         Command::Bot(args) => {
             let _telemetry = aap_platform::telemetry::init("aap-bot", &args.log_level.to_lowercase())?;
             let config = args.into_config()?;

@@ -20,6 +20,7 @@ use aap_platform::server::limits;
 use aap_proto::v1::admin_service_server::AdminServiceServer;
 use aap_proto::v1::answers_service_server::AnswersServiceServer;
 use aap_proto::v1::evaluation_service_server::EvaluationServiceServer;
+use aap_proto::v1::remote_login_service_server::RemoteLoginServiceServer;
 use aap_proto::v1::session_service_server::SessionServiceServer;
 use aap_sessions::SessionsConfig;
 use aap_tls::ServerTls;
@@ -54,6 +55,8 @@ pub struct PlatformConfig {
     pub scheduler_tick: Duration,
     /// How long an evaluation may stay queued, or submitted, before it fails with the reason.
     pub timeouts: aap_evaluations::scheduler::Timeouts,
+    /// Remote logins: how many at once, the idle limit, the browser.
+    pub remote_logins: crate::logins::RemoteLoginsConfig,
 }
 
 /// A running platform; dropping it does not stop it, [`Platform::shutdown`] does.
@@ -114,9 +117,13 @@ impl Platform {
         directory.seal_plaintext_rows().await.context("encrypting plain-text session states")?;
         let evidence = aap_sessions::EvidenceLocker::new(pool.clone(), config.sessions.evidence);
         let sessions = aap_sessions::grpc::SessionGrpc::with_evidence(directory, evidence);
+        let directory = aap_sessions::SessionDirectory::new(pool.clone(), config.sessions.clone());
+        let remote_logins = crate::logins::RemoteLoginGrpc::server(directory, config.remote_logins.clone());
+        // The console's gRPC-web reaches the same services (one remote-login manager for both).
         let console_routes = tonic::service::Routes::new(
             SessionServiceServer::new(sessions.clone()).max_decoding_message_size(limits::SESSIONS),
         )
+        .add_service(remote_logins.clone())
         .add_service(
             AdminServiceServer::new(AdminGrpc::new(principals.clone())).max_decoding_message_size(limits::ADMIN),
         );
@@ -144,6 +151,7 @@ impl Platform {
                     .max_decoding_message_size(limits::EVALUATIONS),
             )
             .add_service(SessionServiceServer::new(sessions).max_decoding_message_size(limits::SESSIONS))
+            .add_service(remote_logins)
             .add_service(
                 AdminServiceServer::new(AdminGrpc::new(principals.clone())).max_decoding_message_size(limits::ADMIN),
             );
@@ -272,12 +280,14 @@ async fn watch_health(
                 health.set_serving::<AnswersServiceServer<AnswersGrpc>>().await;
                 health.set_serving::<EvaluationServiceServer<EvaluationGrpc>>().await;
                 health.set_serving::<SessionServiceServer<aap_sessions::grpc::SessionGrpc>>().await;
+                health.set_serving::<RemoteLoginServiceServer<crate::logins::RemoteLoginGrpc>>().await;
                 health.set_service_status("", tonic_health::ServingStatus::Serving).await;
             } else {
                 tracing::warn!(db_ok, nats_ok, "not serving");
                 health.set_not_serving::<AnswersServiceServer<AnswersGrpc>>().await;
                 health.set_not_serving::<EvaluationServiceServer<EvaluationGrpc>>().await;
                 health.set_not_serving::<SessionServiceServer<aap_sessions::grpc::SessionGrpc>>().await;
+                health.set_not_serving::<RemoteLoginServiceServer<crate::logins::RemoteLoginGrpc>>().await;
                 health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
             }
             last = Some(serving);

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use aap_proto::v1::{
     AccountStatus, CreateAccountRequest, DeleteAccountRequest, DisableAccountRequest, EnableAccountRequest,
-    GetAccountRequest, LeaseOutcome, LeaseSessionRequest, ListAccountsRequest, ListLeasesRequest,
-    ReturnSessionRequest, WatchAccountsRequest,
+    GetAccountRequest, LeaseOutcome, LeaseSessionRequest, ListAccountsRequest, ListLeasesRequest, ReturnSessionRequest,
+    WatchAccountsRequest,
 };
 use common::*;
 use futures::StreamExt;
@@ -33,14 +33,24 @@ async fn create(app: &TestApp, assistant: &str, plan: &str, label: &str) -> aap_
         .expect("account")
 }
 
-async fn lease(app: &TestApp, assistant: &str, bot: &str) -> Result<aap_proto::v1::LeaseSessionResponse, tonic::Status> {
+async fn lease(
+    app: &TestApp,
+    assistant: &str,
+    bot: &str,
+) -> Result<aap_proto::v1::LeaseSessionResponse, tonic::Status> {
     app.sessions(BOT)
         .lease_session(LeaseSessionRequest { assistant: assistant.into(), plan: String::new(), bot_id: bot.into() })
         .await
         .map(tonic::Response::into_inner)
 }
 
-async fn give_back(app: &TestApp, lease_id: &str, outcome: LeaseOutcome, runs: u32, detail: &str) -> aap_proto::v1::Account {
+async fn give_back(
+    app: &TestApp,
+    lease_id: &str,
+    outcome: LeaseOutcome,
+    runs: u32,
+    detail: &str,
+) -> aap_proto::v1::Account {
     app.sessions(BOT)
         .return_session(ReturnSessionRequest {
             lease_id: lease_id.into(),
@@ -120,14 +130,16 @@ async fn deleting_an_account_is_refused_while_a_bot_holds_it_and_then_removes_it
     sessions.delete_account(DeleteAccountRequest { account_id: account.id.clone() }).await.expect("deleted");
     let gone = sessions.get_account(GetAccountRequest { account_id: account.id.clone() }).await.expect_err("gone");
     assert_eq!(gone.code(), Code::NotFound);
-    let again = sessions.delete_account(DeleteAccountRequest { account_id: account.id.clone() }).await.expect_err("gone");
+    let again =
+        sessions.delete_account(DeleteAccountRequest { account_id: account.id.clone() }).await.expect_err("gone");
     assert_eq!(again.code(), Code::NotFound);
     assert_eq!(app.count("session_leases").await, 0, "its leases went with it");
 
     for bad in ["", "not-a-uuid", "\0"] {
         let refused = sessions.get_account(GetAccountRequest { account_id: bad.into() }).await.expect_err("bad id");
         assert_eq!(refused.code(), Code::InvalidArgument, "{bad:?}");
-        let refused = sessions.disable_account(DisableAccountRequest { account_id: bad.into() }).await.expect_err("bad");
+        let refused =
+            sessions.disable_account(DisableAccountRequest { account_id: bad.into() }).await.expect_err("bad");
         assert_eq!(refused.code(), Code::InvalidArgument, "{bad:?}");
     }
 }
@@ -228,7 +240,10 @@ async fn a_watch_sends_the_list_then_every_change_made_anywhere() {
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].status(), AccountStatus::Active);
 
-    app.sessions(OPERATOR).disable_account(DisableAccountRequest { account_id: account.id.clone() }).await.expect("off");
+    app.sessions(OPERATOR)
+        .disable_account(DisableAccountRequest { account_id: account.id.clone() })
+        .await
+        .expect("off");
     let after = next_list(&mut stream, Duration::from_secs(10)).await;
     assert_eq!(after[0].status(), AccountStatus::Disabled);
 

@@ -72,7 +72,8 @@ async fn grpc_web(
     }
     let mut response = call.send().await.expect("grpc-web request");
     assert_eq!(response.status(), StatusCode::OK, "grpc-web answers 200 whatever the status");
-    let header_status = response.headers().get("grpc-status").map(|v| v.to_str().expect("ascii").parse().expect("code"));
+    let header_status =
+        response.headers().get("grpc-status").map(|v| v.to_str().expect("ascii").parse().expect("code"));
     let header_message =
         response.headers().get("grpc-message").map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default();
     let mut raw = Vec::new();
@@ -114,8 +115,29 @@ async fn grpc_web(
     let code = header_status
         .or_else(|| trailer("grpc-status").map(|c| c.parse().expect("code")))
         .unwrap_or(if messages.len() >= max_messages { 0 } else { -1 });
-    let message = trailer("grpc-message").unwrap_or(header_message);
+    let message = percent_decode(&trailer("grpc-message").unwrap_or(header_message));
     WebReply { code, message, messages, raw }
+}
+
+/// `grpc-message` is percent-encoded.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let hex = bytes.get(at + 1..at + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[at], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                at += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                at += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn storage_state() -> String {
@@ -239,11 +261,8 @@ async fn grpc_web_is_authenticated_by_the_cookie_alone_and_for_operators_only() 
     assert_eq!(denied.code, tonic::Code::PermissionDenied as i32);
     assert!(denied.message.contains("the console is for operators"), "{}", denied.message);
     let bot = format!("aap_console={BOT}");
-    let lease = aap_proto::v1::LeaseSessionRequest {
-        assistant: "chatgpt".into(),
-        plan: "Plus".into(),
-        bot_id: "b".into(),
-    };
+    let lease =
+        aap_proto::v1::LeaseSessionRequest { assistant: "chatgpt".into(), plan: "Plus".into(), bot_id: "b".into() };
     let denied = grpc_web(&app, "/aap.v1.SessionService/LeaseSession", Some(&bot), None, &lease, 1).await;
     assert_eq!(denied.code, tonic::Code::PermissionDenied as i32, "{}", denied.message);
     // Only the console's services are mounted.

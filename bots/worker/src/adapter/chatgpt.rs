@@ -36,7 +36,7 @@ use thirtyfour::prelude::*;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Findings, Mark};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, Product, Reading};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Product, Reading};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, is_assistant_page};
 
@@ -171,23 +171,27 @@ impl ChatGpt {
         })
     }
 
+    /// One look at the page on its way to the composer: the composer, a wall (login,
+    /// challenge) or neither yet.
+    async fn look(&self, driver: &WebDriver) -> WebDriverResult<Arrival> {
+        let probe = self.probe(driver).await?;
+        Ok(if probe.composer {
+            Arrival::Composer
+        } else if let Some(challenge) = self.challenged(&probe) {
+            Arrival::Blocked(challenge)
+        } else if probe.login_wall {
+            Arrival::Blocked(AskError::LoggedOut)
+        } else {
+            Arrival::Waiting { loaded: probe.ready }
+        })
+    }
+
     /// Opens a new conversation and waits for the composer. A login wall means the session is
     /// gone, a challenge page that the client is flagged; a page that has loaded but shows none
     /// of these nor a composer within `missing_after_load_ms` has changed its markup.
     async fn open_new_chat(&self, driver: &WebDriver) -> Result<(), AskError> {
         let grace = self.manifest.option_ms("missing_after_load_ms", 4000);
-        let look = move || async move {
-            let probe = self.probe(driver).await?;
-            Ok(if probe.composer {
-                Arrival::Composer
-            } else if let Some(challenge) = self.challenged(&probe) {
-                Arrival::Blocked(challenge)
-            } else if probe.login_wall {
-                Arrival::Blocked(AskError::LoggedOut)
-            } else {
-                Arrival::Waiting { loaded: probe.ready }
-            })
-        };
+        let look = move || self.look(driver);
         common::open(driver, &self.origin, &self.manifest, grace, look).await
     }
 
@@ -409,6 +413,10 @@ impl ChatGpt {
 impl Adapter for ChatGpt {
     fn origin(&self) -> &str {
         &self.origin
+    }
+
+    async fn login_state(&self, driver: &WebDriver) -> WebDriverResult<PageState> {
+        Ok(super::page_state(&self.look(driver).await?))
     }
 
     fn manifest(&self) -> &Manifest {

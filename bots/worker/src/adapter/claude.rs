@@ -32,7 +32,7 @@ use thirtyfour::prelude::*;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Findings, Mark};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, Reading};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Reading};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, domain_of};
 
@@ -352,22 +352,26 @@ impl Claude {
         None
     }
 
+    /// One look at the page on its way to the composer: the composer, a wall (login,
+    /// challenge) or neither yet.
+    async fn look(&self, driver: &WebDriver) -> WebDriverResult<Arrival> {
+        let probe = self.probe(driver).await?;
+        Ok(if let Some(challenge) = self.challenge_of(&probe) {
+            Arrival::Blocked(challenge)
+        } else if probe.composer {
+            Arrival::Composer
+        } else if probe.login_wall {
+            Arrival::Blocked(AskError::LoggedOut)
+        } else {
+            Arrival::Waiting { loaded: probe.ready }
+        })
+    }
+
     /// Opens a new conversation and waits for the composer. The login page means the session
     /// is gone; a loaded page without a composer means the selectors need an update, which is
     /// said after a short grace instead of at the page-load deadline.
     async fn open_new_chat(&self, driver: &WebDriver) -> Result<(), AskError> {
-        let look = move || async move {
-            let probe = self.probe(driver).await?;
-            Ok(if let Some(challenge) = self.challenge_of(&probe) {
-                Arrival::Blocked(challenge)
-            } else if probe.composer {
-                Arrival::Composer
-            } else if probe.login_wall {
-                Arrival::Blocked(AskError::LoggedOut)
-            } else {
-                Arrival::Waiting { loaded: probe.ready }
-            })
-        };
+        let look = move || self.look(driver);
         common::open(driver, &self.origin, &self.manifest, self.missing_grace(), look).await
     }
 
@@ -498,6 +502,10 @@ impl Claude {
 impl Adapter for Claude {
     fn origin(&self) -> &str {
         &self.origin
+    }
+
+    async fn login_state(&self, driver: &WebDriver) -> WebDriverResult<PageState> {
+        Ok(super::page_state(&self.look(driver).await?))
     }
 
     fn manifest(&self) -> &Manifest {

@@ -56,7 +56,7 @@ use url::Url;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Findings, Teed};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, Reading};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Reading};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, domain_of, is_assistant_page};
 
@@ -241,20 +241,24 @@ impl GoogleAiOverview {
         None
     }
 
+    /// One look at the page on its way to the composer: the composer, a wall (login,
+    /// challenge) or neither yet.
+    async fn look(&self, driver: &WebDriver) -> WebDriverResult<Arrival> {
+        let probe = self.probe(driver).await?;
+        Ok(if let Some(error) = self.blocked(&probe) {
+            Arrival::Blocked(error)
+        } else if probe.composer {
+            Arrival::Composer
+        } else {
+            Arrival::Waiting { loaded: probe.ready }
+        })
+    }
+
     /// Opens the home page and waits for the search box. A loaded page without one (and without
     /// a wall) fails fast: the selectors need an update.
     async fn open_search_box(&self, driver: &WebDriver) -> Result<(), AskError> {
         let grace = self.option_ms("selector_grace_ms", DEFAULT_SELECTOR_GRACE_MS);
-        let look = move || async move {
-            let probe = self.probe(driver).await?;
-            Ok(if let Some(error) = self.blocked(&probe) {
-                Arrival::Blocked(error)
-            } else if probe.composer {
-                Arrival::Composer
-            } else {
-                Arrival::Waiting { loaded: probe.ready }
-            })
-        };
+        let look = move || self.look(driver);
         common::open(driver, &self.origin, &self.manifest, grace, look).await
     }
 
@@ -552,6 +556,10 @@ impl GoogleAiOverview {
 impl Adapter for GoogleAiOverview {
     fn origin(&self) -> &str {
         &self.origin
+    }
+
+    async fn login_state(&self, driver: &WebDriver) -> WebDriverResult<PageState> {
+        Ok(super::page_state(&self.look(driver).await?))
     }
 
     fn manifest(&self) -> &Manifest {

@@ -109,6 +109,14 @@ pub struct Manifest {
     pub base_url: String,
     /// Path of a new conversation.
     pub new_chat_path: String,
+    /// Path of the login page on the origin in use (the look-alike's too), for remote login and
+    /// `aap session capture`.
+    #[serde(default = "default_login_path")]
+    pub login_path: String,
+    /// The real site's login page when it lives elsewhere or needs a query (accounts.google.com):
+    /// used instead of `login_path` while the adapter runs against `base_url` itself.
+    #[serde(default)]
+    pub login_url: Option<String>,
     /// Lowercase fragments of error texts that mean "rate limited".
     pub rate_limit_patterns: Vec<String>,
     /// Lowercase fragments of page texts (or titles) of a bot challenge such as Cloudflare's.
@@ -128,6 +136,10 @@ pub struct Manifest {
     /// Where the manifest came from: `built-in` or a file path.
     #[serde(skip)]
     pub source: String,
+}
+
+fn default_login_path() -> String {
+    "/login".to_owned()
 }
 
 impl Manifest {

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use thirtyfour::WebDriver;
-use thirtyfour::error::WebDriverError;
+use thirtyfour::error::{WebDriverError, WebDriverResult};
 
 pub use chatgpt::ChatGpt;
 pub use claude::Claude;
@@ -202,6 +202,44 @@ impl AskError {
     }
 }
 
+/// What a page shows, as a remote login or a capture follows the operator's login: the adapter's
+/// own probe (the one that decides whether a bot can ask), without navigating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    /// A login wall or form, or a page of another site the login passes through.
+    Login,
+    /// The composer, no login wall, no challenge: a session worth storing.
+    LoggedIn,
+    /// A bot challenge in place of the site.
+    Challenge,
+    /// None of these yet.
+    Loading,
+}
+
+impl PageState {
+    /// The name the RemoteLogin contract uses: `login`, `logged-in`, `challenge`, `loading`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PageState::Login => "login",
+            PageState::LoggedIn => "logged-in",
+            PageState::Challenge => "challenge",
+            PageState::Loading => "loading",
+        }
+    }
+}
+
+/// What an adapter's look on the way to the composer says about a login.
+fn page_state(arrival: &common::Arrival) -> PageState {
+    {
+        match arrival {
+            common::Arrival::Composer => PageState::LoggedIn,
+            common::Arrival::Blocked(AskError::LoggedOut) => PageState::Login,
+            common::Arrival::Blocked(AskError::Challenge(_)) => PageState::Challenge,
+            common::Arrival::Blocked(_) | common::Arrival::Waiting { .. } => PageState::Loading,
+        }
+    }
+}
+
 /// How to ask one assistant.
 pub trait Adapter: Send + Sync {
     /// Lowercase assistant id, e.g. `chatgpt`: the manifest's.
@@ -214,6 +252,11 @@ pub trait Adapter: Send + Sync {
 
     /// The selector manifest in use (its version and fingerprint go with every answer).
     fn manifest(&self) -> &Manifest;
+
+    /// What the current page shows, by the same probe that opens a conversation; never
+    /// navigates. Only meaningful on the assistant's own origin ([`AnyAdapter::login_state`]
+    /// checks that).
+    fn login_state(&self, driver: &WebDriver) -> impl Future<Output = WebDriverResult<PageState>> + Send;
 
     /// Asks `prompt` in a new conversation and waits for the complete answer.
     fn ask(&self, driver: &WebDriver, prompt: &str) -> impl Future<Output = Result<Captured, AskError>> + Send;
@@ -262,6 +305,24 @@ impl AnyAdapter {
             other => return Err(ManifestError::Unknown(other.to_owned())),
         })
     }
+
+    /// The login page: the manifest's `login_url` while the adapter runs against the real
+    /// site (`base_url`), otherwise `login_path` on the origin in use (e.g. the simulator's).
+    pub fn login_url(&self) -> String {
+        let manifest = self.manifest();
+        let real_site = self.origin() == manifest.base_url.trim_end_matches('/');
+        match &manifest.login_url {
+            Some(url) if real_site => url.clone(),
+            _ => format!("{}{}", self.origin(), manifest.login_path),
+        }
+    }
+
+    /// Whether `url` is on the assistant's own origin (scheme, host and port), where the probe
+    /// counts; a login passes through other sites (auth.openai.com, accounts.google.com).
+    pub fn is_own_origin(&self, url: &str) -> bool {
+        let own = url::Url::parse(self.origin()).map(|own| own.origin());
+        matches!((url::Url::parse(url).map(|url| url.origin()), own), (Ok(page), Ok(own)) if page == own)
+    }
 }
 
 impl Adapter for AnyAdapter {
@@ -280,6 +341,21 @@ impl Adapter for AnyAdapter {
             AnyAdapter::Claude(a) => a.manifest(),
             AnyAdapter::Perplexity(a) => a.manifest(),
             AnyAdapter::GoogleAiOverview(a) => a.manifest(),
+        }
+    }
+
+    /// The probe's view of the current page, [`PageState::Login`] on any other origin than the
+    /// assistant's (the login's pages on other domains).
+    async fn login_state(&self, driver: &WebDriver) -> WebDriverResult<PageState> {
+        let url = driver.current_url().await?;
+        if !self.is_own_origin(url.as_str()) {
+            return Ok(PageState::Login);
+        }
+        match self {
+            AnyAdapter::ChatGpt(a) => a.login_state(driver).await,
+            AnyAdapter::Claude(a) => a.login_state(driver).await,
+            AnyAdapter::Perplexity(a) => a.login_state(driver).await,
+            AnyAdapter::GoogleAiOverview(a) => a.login_state(driver).await,
         }
     }
 

@@ -29,7 +29,7 @@ use thirtyfour::prelude::*;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Findings, Mark};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, Product, Reading};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Product, Reading};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, is_assistant_page};
 
@@ -185,20 +185,24 @@ impl Perplexity {
             .any(|pattern| text.contains(&pattern.to_lowercase()))
     }
 
+    /// One look at the page on its way to the composer: the composer, a wall (login,
+    /// challenge) or neither yet.
+    async fn look(&self, driver: &WebDriver) -> WebDriverResult<Arrival> {
+        let probe = self.probe(driver).await?;
+        Ok(if let Some(error) = self.blocked(&probe) {
+            Arrival::Blocked(error)
+        } else if probe.composer {
+            Arrival::Composer
+        } else {
+            Arrival::Waiting { loaded: probe.ready }
+        })
+    }
+
     /// Opens a new thread and waits for the composer. A page that has loaded but shows no
     /// composer (and no sign-in modal or challenge) has changed: that is said after the short
     /// selector grace, not after the whole page-load wait.
     async fn open_new_thread(&self, driver: &WebDriver) -> Result<(), AskError> {
-        let look = move || async move {
-            let probe = self.probe(driver).await?;
-            Ok(if let Some(error) = self.blocked(&probe) {
-                Arrival::Blocked(error)
-            } else if probe.composer {
-                Arrival::Composer
-            } else {
-                Arrival::Waiting { loaded: probe.ready }
-            })
-        };
+        let look = move || self.look(driver);
         common::open(driver, &self.origin, &self.manifest, self.selector_grace(), look).await
     }
 
@@ -357,6 +361,10 @@ impl Perplexity {
 impl Adapter for Perplexity {
     fn origin(&self) -> &str {
         &self.origin
+    }
+
+    async fn login_state(&self, driver: &WebDriver) -> WebDriverResult<PageState> {
+        Ok(super::page_state(&self.look(driver).await?))
     }
 
     fn manifest(&self) -> &Manifest {

@@ -72,6 +72,8 @@ pub struct Options {
     pub seed_http_networks: aap_platform::auth::Networks,
     /// How many evidence cases the platform keeps.
     pub evidence: aap_sessions::EvidenceLimits,
+    /// Remote logins: the maximum, the idle limit, the origins (e.g. a simulator's).
+    pub remote_logins: aap::logins::RemoteLoginsConfig,
 }
 
 impl Default for Options {
@@ -83,6 +85,7 @@ impl Default for Options {
             queued_timeout: Duration::from_secs(24 * 3600),
             seed_http_networks: aap_platform::auth::Networks::default(),
             evidence: aap_sessions::EvidenceLimits::default(),
+            remote_logins: aap::logins::RemoteLoginsConfig::default(),
         }
     }
 }
@@ -147,6 +150,7 @@ pub fn platform_config(
             ..aap_sessions::SessionsConfig::default()
         },
         scheduler_tick: Duration::from_millis(200),
+        remote_logins: options.remote_logins.clone(),
         timeouts: aap_evaluations::scheduler::Timeouts {
             queued: options.queued_timeout,
             ..aap_evaluations::scheduler::Timeouts::default()

@@ -120,7 +120,7 @@ pub(crate) fn routes() -> Router<SimState> {
     Router::new()
         .route("/", get(home))
         .route("/c/{conversation_id}", get(conversation_page))
-        .route("/auth/login", get(auth_login))
+        .route("/auth/login", get(crate::login::login_page).post(crate::login::submit))
         .route("/api/auth/session", get(auth_session))
         .route("/backend-api/conversation", post(conversation))
         .route("/backend-api/f/conversation", post(conversation))
@@ -165,10 +165,6 @@ async fn conversation_page(
     headers: HeaderMap,
 ) -> Response {
     chat_or_wall(&state, &uri, &headers)
-}
-
-async fn auth_login() -> Response {
-    no_store(page::auth_page())
 }
 
 /// `/api/auth/session`: `{}` when logged out, the user otherwise (as NextAuth answers).

@@ -92,18 +92,6 @@ pub(crate) fn login_wall(variant: Variant) -> String {
     variant.apply(LOGIN_TEMPLATE).replace("{{STYLE}}", STYLE)
 }
 
-/// Where the "Log in" button leads. Sessions are made by the admin API, never here.
-pub(crate) fn auth_page() -> String {
-    format!(
-        "<!DOCTYPE html><html lang=\"en-US\"><head><meta charset=\"utf-8\"><title>Log in - OpenAI</title>\
-         <style>{STYLE}</style></head><body><div class=\"auth-card\"><h1>Welcome back</h1>\
-         <form onsubmit=\"return false\"><input type=\"email\" name=\"email\" placeholder=\"Email address\" autocomplete=\"email\">\
-         <button type=\"submit\" class=\"btn-primary\" disabled>Continue</button></form>\
-         <p class=\"muted\">This is the aap simulator: sessions come from <code>POST /__sim/sessions</code>.</p>\
-         </div></body></html>"
-    )
-}
-
 /// A plain not-found page.
 pub(crate) fn not_found() -> String {
     format!(

@@ -119,7 +119,7 @@ pub(crate) fn routes() -> Router<SimState> {
         .route("/", get(home))
         .route("/new", get(new_chat))
         .route("/chat/{conversation_id}", get(conversation_page))
-        .route("/login", get(login))
+        .route("/login", get(login).post(crate::login::submit))
         .route("/api/organizations/{org}/chat_conversations/{conversation_id}/completion", post(completion))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .fallback(|| async { (StatusCode::NOT_FOUND, Html(page::not_found())) })

@@ -136,27 +136,19 @@ fn model_selector(variant: Variant) -> String {
 
 /// The login page (`/login`): no composer, "Continue with Google" or an email address.
 pub(crate) fn login_page(variant: Variant) -> String {
-    let form = match variant {
+    // The Google button as each variant draws it; the e-mail form is the simulator's working
+    // one (crate::login), which also carries the markers the login-wall selectors look for.
+    let google = match variant {
         Variant::Current | Variant::TimelineGrid | Variant::Legacy | Variant::TestIds => {
-            "<div class=\"login-form\">\
-             <button type=\"button\" data-testid=\"login-with-google\" class=\"btn-google\">Continue with Google</button>\
-             <div class=\"divider\">OR</div>\
-             <form class=\"login-form\" onsubmit=\"return false\">\
-             <input id=\"email\" type=\"email\" name=\"email\" data-testid=\"email\" autocomplete=\"email\" \
-             placeholder=\"Enter your personal or work email\">\
-             <button type=\"submit\" data-testid=\"continue\" class=\"btn-email\">Continue with email</button>\
-             </form></div>"
+            "<button type=\"button\" data-testid=\"login-with-google\" class=\"btn-google\">Continue with Google</button>"
         }
         Variant::Redesign => {
-            "<div class=\"login-form\">\
-             <button type=\"button\" class=\"btn-google\" aria-label=\"Continue with Google\">Continue with Google</button>\
-             <form class=\"login-form\" data-testid=\"login-form\" onsubmit=\"return false\">\
-             <input type=\"email\" name=\"email\" autocomplete=\"email\" placeholder=\"Email address\">\
-             <button type=\"submit\" class=\"btn-email\">Continue</button>\
-             </form></div>"
+            "<button type=\"button\" class=\"btn-google\" aria-label=\"Continue with Google\">Continue with Google</button>"
         }
     };
-    LOGIN_TEMPLATE.replace("{{STYLE}}", STYLE).replace("{{VARIANT}}", variant.name()).replace("{{LOGIN_FORM}}", form)
+    let form =
+        format!("<div class=\"login-form\">{google}{}</div>", crate::login::form_fragment(crate::site::Site::Claude));
+    LOGIN_TEMPLATE.replace("{{STYLE}}", STYLE).replace("{{VARIANT}}", variant.name()).replace("{{LOGIN_FORM}}", &form)
 }
 
 /// A plain not-found page.

@@ -121,6 +121,7 @@ pub(crate) const ERROR_MESSAGE: &str = "Something went wrong and the AI Overview
 pub(crate) fn routes() -> Router<SimState> {
     Router::new()
         .route("/", get(home))
+        .route("/ServiceLogin", get(crate::login::login_page).post(crate::login::submit))
         .route("/webhp", get(home))
         .route("/search", get(search))
         .route("/async/folsrch", get(folsrch))

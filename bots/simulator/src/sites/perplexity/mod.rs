@@ -111,6 +111,7 @@ const MAX_LISTED: usize = 3;
 pub(crate) fn routes() -> Router<SimState> {
     Router::new()
         .route("/", get(app_page))
+        .route("/login", get(crate::login::login_page).post(crate::login::submit))
         .route("/search/{slug}", get(app_page))
         .route("/api/auth/session", get(auth_session))
         .route("/rest/sse/perplexity_ask", post(perplexity_ask))
