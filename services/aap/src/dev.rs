@@ -170,13 +170,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     service.customer_tokens = vec![format!("dev-customer={}", tokens.customer)];
     service.bot_tokens = vec![format!("dev-bot={}", tokens.bot)];
     service.operator_tokens = vec![format!("dev-operator={}", tokens.operator)];
-    let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
-    let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
-    let console = service.bind_console().await?;
-    let platform =
-        Platform::start_with_console(service.platform(pg.url("aap"), nats.url()), grpc, http, console).await?;
-    let grpc_url = format!("http://{}", platform.grpc_addr);
-
+    // The look-alikes start first: the console's remote logins open their login pages, not the
+    // real sites'.
     let sites = args
         .assistants
         .iter()
@@ -187,8 +182,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     for site in &sites {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let sim = aap_simulator::Simulator::start(listener, *site, aap_simulator::SimulatorConfig::default()).await?;
-        register_simulator_sessions(&grpc_url, &tokens.operator, &sim, args.bots).await?;
+        if service.remote_login_origins.iter().all(|(assistant, _)| assistant != site.id()) {
+            service.remote_login_origins.push((site.id().to_owned(), sim.base_url.clone()));
+        }
         sims.push(sim);
+    }
+    let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
+    let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
+    let console = service.bind_console().await?;
+    let platform =
+        Platform::start_with_console(service.platform(pg.url("aap"), nats.url()), grpc, http, console).await?;
+    let grpc_url = format!("http://{}", platform.grpc_addr);
+
+    for sim in &sims {
+        register_simulator_sessions(&grpc_url, &tokens.operator, sim, args.bots).await?;
     }
 
     let (stop_bots, bots_stopped) = watch::channel(false);
