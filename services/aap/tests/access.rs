@@ -88,9 +88,10 @@ enum Rpc {
     EnableAccount,
     DeleteAccount,
     ListLeases,
+    ListRemoteLogins,
 }
 
-const EVERY_RPC: [Rpc; 31] = [
+const EVERY_RPC: [Rpc; 32] = [
     Rpc::Health,
     Rpc::UnknownMethod,
     Rpc::Ask,
@@ -122,6 +123,7 @@ const EVERY_RPC: [Rpc; 31] = [
     Rpc::EnableAccount,
     Rpc::DeleteAccount,
     Rpc::ListLeases,
+    Rpc::ListRemoteLogins,
 ];
 
 /// The outcome of a call: a gRPC code, or an HTTP status.
@@ -471,6 +473,11 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
         Rpc::DeleteAccount => {
             code(sessions().delete_account(DeleteAccountRequest { account_id: world.spare_account_id.clone() }).await)
         }
+        Rpc::ListRemoteLogins => code(
+            aap_proto::v1::remote_login_service_client::RemoteLoginServiceClient::new(chan())
+                .list_remote_logins(aap_proto::v1::ListRemoteLoginsRequest {})
+                .await,
+        ),
         Rpc::ListLeases => {
             code(sessions().list_leases(ListLeasesRequest { account_id: world.account_id.clone(), limit: 0 }).await)
         }
