@@ -303,8 +303,9 @@ async fn world(app: &TestApp) -> World {
         };
         account_id = operator.create_account(request).await.expect("account").into_inner().account.expect("account").id;
     }
+    // Of a plan no lease here asks for, so no bot takes it.
     let spare = CreateAccountRequest {
-        assistant: "claude".into(),
+        assistant: "chatgpt".into(),
         plan: "Pro".into(),
         label: "spare".into(),
         storage_state_json: storage_state("spare"),
@@ -446,7 +447,7 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
                     assistant: "claude".into(),
                     plan: "Pro".into(),
                     label: format!("made by {who:?}"),
-                    storage_state_json: storage_state("new"),
+                    storage_state_json: storage_state("new").replace(".chatgpt.com", ".claude.ai"),
                     ..CreateAccountRequest::default()
                 })
                 .await,

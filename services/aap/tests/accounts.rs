@@ -269,3 +269,46 @@ async fn a_watch_sends_the_list_then_every_change_made_anywhere() {
         .expect_err("unknown assistant");
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_storage_state_that_is_not_one_or_is_another_assistants_is_refused_naming_the_problem() {
+    let app = spawn_app().await;
+    let claude = r#"{"cookies": [{"name": "sessionKey", "value": "sk-1", "domain": ".claude.ai", "path": "/"}]}"#;
+    for (state, says) in [
+        ("{not json", "not JSON"),
+        (r#"{"origins": []}"#, "must have a \"cookies\" array"),
+        ("[]", "must be a JSON object"),
+        (claude, "its cookies belong to claude (\"claude.ai\"), not chatgpt"),
+    ] {
+        let refused = app
+            .sessions(OPERATOR)
+            .create_account(CreateAccountRequest {
+                assistant: "chatgpt".into(),
+                plan: "Plus".into(),
+                label: "wrong".into(),
+                storage_state_json: state.into(),
+                ..CreateAccountRequest::default()
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{state}");
+        assert!(
+            refused.message().contains("storage_state_json") && refused.message().contains(says),
+            "{}",
+            refused.message()
+        );
+    }
+    // The same session is Claude's to have; and a refresh of a ChatGPT account with it is refused too.
+    create(&app, "claude", "Pro", "right").await;
+    let chatgpt = create(&app, "chatgpt", "Plus", "gpt").await;
+    let refused = app
+        .sessions(OPERATOR)
+        .update_session_state(aap_proto::v1::UpdateSessionStateRequest {
+            account_id: chatgpt.id,
+            storage_state_json: claude.into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(app.count("session_accounts").await, 2);
+}

@@ -13,7 +13,7 @@ const UA: &str =
 
 fn state(value: &str) -> String {
     format!(
-        r#"{{"cookies": [{{"name": "session", "value": "{value}", "domain": ".chatgpt.com", "path": "/"}}], "origins": []}}"#
+        r#"{{"cookies": [{{"name": "session", "value": "{value}", "domain": "sessions.example", "path": "/"}}], "origins": []}}"#
     )
 }
 

@@ -7,14 +7,27 @@ pub struct Assistant {
     pub id: &'static str,
     /// The name the seed's HTTP API and bots use, e.g. "ChatGPT".
     pub seed_name: &'static str,
+    /// The registrable domains its logged-in session lives on (cookies of these, or of their
+    /// subdomains, are its session).
+    pub session_domains: &'static [&'static str],
+}
+
+impl Assistant {
+    /// Whether a cookie domain (`.chatgpt.com`, `auth.openai.com`) is one of its session's.
+    pub fn owns_cookie_domain(&self, domain: &str) -> bool {
+        let domain = domain.trim().trim_start_matches('.').to_ascii_lowercase();
+        self.session_domains
+            .iter()
+            .any(|own| domain == *own || domain.strip_suffix(own).is_some_and(|head| head.ends_with('.')))
+    }
 }
 
 /// Every assistant the platform serves, in the order answers are listed.
 pub const ASSISTANTS: &[Assistant] = &[
-    Assistant { id: "chatgpt", seed_name: "ChatGPT" },
-    Assistant { id: "claude", seed_name: "Claude" },
-    Assistant { id: "perplexity", seed_name: "Perplexity" },
-    Assistant { id: "google-ai-overview", seed_name: "Google AI Overview" },
+    Assistant { id: "chatgpt", seed_name: "ChatGPT", session_domains: &["chatgpt.com", "openai.com"] },
+    Assistant { id: "claude", seed_name: "Claude", session_domains: &["claude.ai", "anthropic.com"] },
+    Assistant { id: "perplexity", seed_name: "Perplexity", session_domains: &["perplexity.ai"] },
+    Assistant { id: "google-ai-overview", seed_name: "Google AI Overview", session_domains: &["google.com"] },
 ];
 
 /// The plan a target names when it names none: any bot of the assistant may take it.

@@ -199,17 +199,40 @@ fn parse_account_plan(plan: &str) -> SessionResult<&str> {
     Ok(plan)
 }
 
-/// Checks that a storage state is a Playwright storage-state document: a JSON object with a
-/// `cookies` array. The document is kept as sent, byte for byte.
-fn check_storage_state(field: &'static str, json: &str) -> SessionResult<()> {
+/// Checks that a storage state is a Playwright storage-state document of `assistant`'s: a JSON
+/// object with a `cookies` array, not the session of another assistant (cookies of another
+/// assistant's domains and none of this one's; cookies of other hosts, e.g. a look-alike on
+/// 127.0.0.1 or a single sign-on provider, are the operator's business). The document is kept as
+/// sent, byte for byte.
+fn check_storage_state(field: &'static str, json: &str, assistant: &str) -> SessionResult<()> {
     let value: serde_json::Value =
         serde_json::from_str(json).map_err(|error| invalid(field, format!("not JSON: {error}")))?;
     let Some(object) = value.as_object() else {
         return Err(invalid(field, "must be a JSON object"));
     };
-    match object.get("cookies") {
-        Some(serde_json::Value::Array(_)) => Ok(()),
-        _ => Err(invalid(field, "must have a \"cookies\" array (Playwright storage state)")),
+    let Some(serde_json::Value::Array(cookies)) = object.get("cookies") else {
+        return Err(invalid(field, "must have a \"cookies\" array (Playwright storage state)"));
+    };
+    let domains: Vec<&str> =
+        cookies.iter().filter_map(|cookie| cookie.get("domain").and_then(serde_json::Value::as_str)).collect();
+    let Some(own) = assistants::by_id(assistant) else { return Ok(()) };
+    if domains.iter().any(|domain| own.owns_cookie_domain(domain)) {
+        return Ok(());
+    }
+    let other = assistants::ASSISTANTS
+        .iter()
+        .filter(|other| other.id != own.id)
+        .find_map(|other| domains.iter().find(|domain| other.owns_cookie_domain(domain)).map(|d| (other.id, *d)));
+    match other {
+        Some((other, domain)) => Err(invalid(
+            field,
+            format!(
+                "its cookies belong to {other} ({}), not {assistant} ({}): upload it for {other}",
+                input::quoted(domain.trim_start_matches('.')),
+                own.session_domains.join(", ")
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -514,7 +537,7 @@ impl SessionDirectory {
     pub async fn create_account(&self, new: NewAccount<'_>) -> SessionResult<Account> {
         let assistant = parse_assistant("assistant", new.assistant)?;
         let plan = parse_account_plan(new.plan)?;
-        check_storage_state("storage_state_json", new.storage_state_json)?;
+        check_storage_state("storage_state_json", new.storage_state_json, assistant)?;
         let proxy = parse_proxy(new.proxy)?;
         let user_agent = check_user_agent(new.user_agent).map_err(|reason| invalid("user_agent", reason))?;
         let label = parse_label(new.label)?;
@@ -609,7 +632,8 @@ impl SessionDirectory {
     #[tracing::instrument(skip(self, storage_state_json))]
     pub async fn update_session_state(&self, account_id: &str, storage_state_json: &str) -> SessionResult<Account> {
         let id = parse_id("account_id", account_id)?;
-        check_storage_state("storage_state_json", storage_state_json)?;
+        let account = self.store.get_account(id).await?.ok_or(SessionError::AccountNotFound(id))?;
+        check_storage_state("storage_state_json", storage_state_json, &account.assistant)?;
         let sealed = self.seal(id, "storage_state", storage_state_json)?;
         let account = self.store.replace_storage_state(id, &sealed).await?.ok_or(SessionError::AccountNotFound(id))?;
         tracing::info!("session state replaced");
@@ -802,10 +826,26 @@ mod tests {
 
     #[test]
     fn storage_states_need_an_object_with_a_cookies_array() {
-        assert!(check_storage_state("s", r#"{"cookies": [], "origins": []}"#).is_ok());
+        assert!(check_storage_state("s", r#"{"cookies": [], "origins": []}"#, "chatgpt").is_ok());
         for bad in ["", "[]", "{}", r#"{"cookies": {}}"#, "{not json"] {
-            assert!(check_storage_state("s", bad).is_err(), "{bad:?} passed");
+            assert!(check_storage_state("s", bad, "chatgpt").is_err(), "{bad:?} passed");
         }
+    }
+
+    #[test]
+    fn another_assistants_session_is_refused_naming_both() {
+        let cookie = |domain: &str| format!(r#"{{"cookies": [{{"name": "s", "value": "v", "domain": "{domain}"}}]}}"#);
+        let refused = check_storage_state("s", &cookie(".claude.ai"), "chatgpt").expect_err("claude's session");
+        assert!(refused.to_string().contains("belong to claude (\"claude.ai\"), not chatgpt"), "{refused}");
+        assert!(check_storage_state("s", &cookie("www.google.com"), "perplexity").is_err());
+        // Its own domains and subdomains, a look-alike's host, and single sign-on beside its own.
+        assert!(check_storage_state("s", &cookie(".chatgpt.com"), "chatgpt").is_ok());
+        assert!(check_storage_state("s", &cookie("auth.openai.com"), "chatgpt").is_ok());
+        assert!(check_storage_state("s", &cookie("127.0.0.1"), "claude").is_ok());
+        assert!(check_storage_state("s", &cookie("notclaude.ai"), "chatgpt").is_ok());
+        let sso = r#"{"cookies": [{"name": "a", "value": "1", "domain": ".google.com"},
+                                   {"name": "b", "value": "2", "domain": ".chatgpt.com"}]}"#;
+        assert!(check_storage_state("s", sso, "chatgpt").is_ok());
     }
 
     #[test]

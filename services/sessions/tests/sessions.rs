@@ -40,7 +40,7 @@ async fn spawn_app(config: SessionsConfig) -> anyhow::Result<Client> {
 
 fn storage_state(label: &str) -> String {
     format!(
-        r#"{{"cookies": [{{"name": "session", "value": "{label}", "domain": ".chatgpt.com", "path": "/"}}], "origins": []}}"#
+        r#"{{"cookies": [{{"name": "session", "value": "{label}", "domain": "sessions.example", "path": "/"}}], "origins": []}}"#
     )
 }
 

@@ -144,7 +144,7 @@ proptest! {
         let expected = serde_json::from_str::<serde_json::Value>(&json)
             .ok()
             .is_some_and(|value| value.get("cookies").is_some_and(serde_json::Value::is_array) && value.is_object());
-        let result = check_storage_state("storage_state_json", &json);
+        let result = check_storage_state("storage_state_json", &json, "chatgpt");
         prop_assert_eq!(result.is_ok(), expected, "{:?}", json);
         if result.is_err() {
             prop_assert_eq!(field_of(&result), Some("storage_state_json"));
