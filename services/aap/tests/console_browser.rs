@@ -51,20 +51,23 @@ fn screenshot_path(name: &str) -> PathBuf {
 // A recording relay: the browser talks to the console through it, and it keeps every byte the
 // console sent back, per connection.
 
+/// What the console sent on one connection.
+type Recording = Arc<Mutex<Vec<u8>>>;
+
 struct Relay {
     url: String,
-    connections: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    connections: Arc<Mutex<Vec<Recording>>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
 async fn relay(target: SocketAddr) -> Relay {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
     let url = format!("http://{}", listener.local_addr().expect("relay address"));
-    let connections: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Arc::default();
+    let connections: Arc<Mutex<Vec<Recording>>> = Arc::default();
     let all = connections.clone();
     let accept = tokio::spawn(async move {
         while let Ok((inbound, _)) = listener.accept().await {
-            let record: Arc<Mutex<Vec<u8>>> = Arc::default();
+            let record: Recording = Arc::default();
             all.lock().expect("relay lock").push(record.clone());
             tokio::spawn(async move {
                 let Ok(outbound) = TcpStream::connect(target).await else { return };
@@ -517,8 +520,8 @@ async fn drive_the_console(
     step("stored");
     // 3. The new account answers a prompt, leased by an in-process bot.
     let bot_id = "console-bot";
-    let (stop, bot) = start_bot(&app, &sim, bot_id);
-    let events = ask_as(&app, OPERATOR, ask_text("Which laptops are best for students?", &["chatgpt"])).await;
+    let (stop, bot) = start_bot(app, sim, bot_id);
+    let events = ask_as(app, OPERATOR, ask_text("Which laptops are best for students?", &["chatgpt"])).await;
     stop.send(true).expect("stop bot");
     tokio::time::timeout(WAIT, bot).await.expect("the bot stops").expect("bot stopped cleanly");
     let answer = first_answer(&events);
