@@ -24,7 +24,6 @@ export function RemoteLoginView({ id }: { id: string }) {
   const lastMove = useRef(0);
   const lastPoint = useRef<{ x: number; y: number } | undefined>(undefined);
   const pressed = useRef<number | undefined>(undefined);
-  const frameUrl = useRef<string | undefined>(undefined);
   const now = useNow(1000);
 
   const ended = login ? loginEnded(login.state) : false;
@@ -58,9 +57,7 @@ export function RemoteLoginView({ id }: { id: string }) {
           } else if (event.case === "frame") {
             const blob = new Blob([event.value.jpeg.slice()], { type: "image/jpeg" });
             const url = URL.createObjectURL(blob);
-            // The previous frame is already drawn: its blob is no longer needed.
-            if (frameUrl.current) URL.revokeObjectURL(frameUrl.current);
-            frameUrl.current = url;
+            // The previous frame's blob goes once the new one is in the page (the effect below).
             setFrame({ url, width: event.value.width, height: event.value.height });
           }
         }
@@ -78,11 +75,13 @@ export function RemoteLoginView({ id }: { id: string }) {
     };
   }, [id, fail, queue]);
 
+  // Runs after the page shows the next frame (or on leaving): the image no longer uses this blob.
+  const shown = frame?.url;
   useEffect(
     () => () => {
-      if (frameUrl.current) URL.revokeObjectURL(frameUrl.current);
+      if (shown) URL.revokeObjectURL(shown);
     },
-    [],
+    [shown],
   );
 
   const send = (input: Input) => {
@@ -92,7 +91,15 @@ export function RemoteLoginView({ id }: { id: string }) {
   const point = (e: { clientX: number; clientY: number }) => {
     const el = screen.current;
     if (!el || !frame) return null;
-    return mapToViewport(e.clientX, e.clientY, el.getBoundingClientRect(), frame, {
+    // The frame is drawn inside the element's border: map from its content box.
+    const rect = el.getBoundingClientRect();
+    const box = {
+      left: rect.left + el.clientLeft,
+      top: rect.top + el.clientTop,
+      width: el.clientWidth,
+      height: el.clientHeight,
+    };
+    return mapToViewport(e.clientX, e.clientY, box, frame, {
       width: login?.width ?? 0,
       height: login?.height ?? 0,
     });
