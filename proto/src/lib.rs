@@ -14,4 +14,17 @@ pub mod v1 {
 }
 
 /// The encoded descriptors of every `aap.v1` file, for `tonic-reflection`.
+/// The failure classes of a bot's attempt that `SessionService.ReportEvidence` takes (those of
+/// `aap_bot::AskError::class`); the platform refuses any other, and a bot reports no other.
+pub const FAILURE_CLASSES: &[&str] = &[
+    "logged-out",
+    "challenge",
+    "rate-limited",
+    "selector-missing",
+    "timeout",
+    "empty-answer",
+    "assistant-error",
+    "browser",
+];
+
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("aap_descriptor");

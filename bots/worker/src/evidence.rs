@@ -18,18 +18,6 @@ use thirtyfour::WebDriver;
 
 use crate::grpc::AuthChannel;
 
-/// The failure classes the platform keeps evidence of (`SessionService.ReportEvidence`); a page
-/// kept for another reason (`sources-disagree`: the answer stood) stays on disk only.
-const REPORTED_CLASSES: &[&str] = &[
-    "logged-out",
-    "challenge",
-    "rate-limited",
-    "selector-missing",
-    "timeout",
-    "empty-answer",
-    "assistant-error",
-    "browser",
-];
 /// Largest page HTML and screenshot the platform takes, in bytes.
 const PLATFORM_MAX_HTML_BYTES: usize = 2 * 1024 * 1024;
 const PLATFORM_MAX_SCREENSHOT_BYTES: usize = 4 * 1024 * 1024;
@@ -210,7 +198,9 @@ impl Evidence {
     /// when nothing could be kept on disk (evidence off, a dead browser, a full disk). Never
     /// fails the caller: evidence is a help, not a duty.
     pub async fn keep(&self, driver: &WebDriver, case: Case<'_>) -> Option<String> {
-        let report = self.reporter.as_ref().filter(|_| REPORTED_CLASSES.contains(&case.class));
+        // The platform keeps the failure classes only; a page kept for another reason
+        // (`sources-disagree`: the answer stood) stays on disk.
+        let report = self.reporter.as_ref().filter(|_| aap_proto::FAILURE_CLASSES.contains(&case.class));
         if self.options.max_cases == 0 && report.is_none() {
             return None;
         }

@@ -14,17 +14,8 @@ use chrono::{DateTime, Datelike, Duration, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The failure classes a bot may report (those of `aap_bot::AskError::class`).
-pub const FAILURE_CLASSES: &[&str] = &[
-    "logged-out",
-    "challenge",
-    "rate-limited",
-    "selector-missing",
-    "timeout",
-    "empty-answer",
-    "assistant-error",
-    "browser",
-];
+/// The failure classes a bot may report.
+pub use aap_proto::FAILURE_CLASSES;
 
 /// Largest screenshot kept, in bytes.
 pub const MAX_SCREENSHOT_BYTES: usize = 4 * 1024 * 1024;
