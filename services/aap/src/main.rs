@@ -192,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
                 targets: args.targets.iter().map(|t| parse_target(t)).collect(),
                 policy: policy as i32,
                 min_similarity: args.min_similarity,
+                include_html: false,
             };
             let stream = client.ask(request).await?.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()));
             let failed = client::print_events(stream, &mut std::io::stdout()).await?;
@@ -203,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Watch { prompt_id, conn } => {
             let mut client = conn.connect().await?;
             let stream = client
-                .watch(WatchRequest { prompt_id, targets: Vec::new() })
+                .watch(WatchRequest { prompt_id, targets: Vec::new(), include_html: false })
                 .await?
                 .into_inner()
                 .map(|r| r.map(|r| r.event.unwrap_or_default()));

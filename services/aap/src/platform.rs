@@ -178,7 +178,8 @@ impl Platform {
         if runs(Service::Answers) {
             let embedder = aap_embedding::Embedder::load(&config.model_dir)
                 .with_context(|| format!("embedding model in {}", config.model_dir.display()))?;
-            let answers = Answers::new(pool.clone(), embedder, queue()?, config.answers.clone());
+            let answers =
+                Answers::start(pool.clone(), embedder, queue()?, config.answers.clone()).await.context("answers")?;
             router = router.add_service(
                 AnswersServiceServer::new(AnswersGrpc::new(answers)).max_decoding_message_size(limits::ANSWERS),
             );

@@ -204,6 +204,18 @@ pub fn first_answer(events: &[Event]) -> aap_proto::v1::Answer {
         .unwrap_or_else(|| panic!("no answer in {events:?}"))
 }
 
+/// The first `cached` event of a stream (an answer stored before the Ask), or a panic naming
+/// what came instead.
+pub fn first_cached(events: &[Event]) -> aap_proto::v1::Answer {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Cached(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no cached answer in {events:?}"))
+}
+
 /// The first `failed` event of a stream, or a panic naming what came instead.
 pub fn first_failed(events: &[Event]) -> aap_proto::v1::EvaluationFailed {
     events
