@@ -124,6 +124,8 @@ impl axum::serve::Listener for TlsListener {
             tokio::select! {
                 // axum's own accept loop: it retries what a TCP accept can fail with.
                 (tcp, peer) = axum::serve::Listener::accept(&mut self.tcp) => {
+                    // Small replies go out at once, not after the peer's delayed ACK.
+                    let _ = tcp.set_nodelay(true);
                     let acceptor = self.acceptor.clone();
                     self.handshakes.spawn(handshake(acceptor, tcp, peer));
                 }

@@ -274,6 +274,8 @@ impl ServiceArgs {
                 queued: Duration::from_secs(self.queued_timeout_secs),
                 submitted: Duration::from_secs(self.submitted_timeout_secs),
             },
+            services: crate::services::Services::all(),
+            stream_replicas: 1,
         }
     }
 }

@@ -223,7 +223,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!();
     println!("AI-assistants answers platform, local:");
     println!("  gRPC          {grpc_url}   (grpcurl -plaintext {} list)", platform.grpc_addr);
-    println!("  seed HTTP API http://{}/evaluations/api/v1/poll|submit|release", platform.http_addr);
+    println!(
+        "  seed HTTP API http://{}/evaluations/api/v1/poll|submit|release",
+        platform.http_addr.map_or_else(|| "-".to_owned(), |a| a.to_string())
+    );
     if let Some(addr) = platform.console_addr {
         let note =
             if crate::console::built() { "sign in with AAP_OPERATOR_TOKEN" } else { "NOT BUILT: npm ci in console/" };

@@ -10,6 +10,7 @@ pub mod console;
 pub mod dev;
 pub mod logins;
 pub mod platform;
+pub mod services;
 pub mod session_cmd;
 pub mod session_import;
 pub mod tokens;

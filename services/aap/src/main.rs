@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use aap::client;
 use aap::config::{NatsArgs, ServiceArgs, TlsArgs};
-use aap::platform::Platform;
+use aap::platform::{Listeners, Platform};
+use aap::services::Service;
 use aap_proto::v1::{AskRequest, SimilarPolicy, Target, WatchRequest};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -26,8 +27,18 @@ enum Command {
     /// the data dir, every service, the assistant simulator, and browser bots; then asks a
     /// sample prompt. Ctrl-C stops everything.
     Dev(aap::dev::DevArgs),
-    /// Serves every service against an existing PostgreSQL (with pgvector) and NATS JetStream.
+    /// Serves the platform's services (all, or those of --services) against an existing
+    /// PostgreSQL (with pgvector) and NATS JetStream; run as many replicas as you like.
     Serve {
+        /// Services this process runs, comma-separated: answers, sessions, evaluations,
+        /// scheduler, ingest, console; or `all`. Every process also serves health, reflection
+        /// and AdminService on --grpc-addr.
+        #[arg(long, env = "AAP_SERVICES", default_value = "all")]
+        services: aap::services::Services,
+        /// Servers of the NATS cluster that keep each stream the platform creates (3 on a
+        /// three-node cluster); an existing stream is changed to this.
+        #[arg(long, env = "AAP_NATS_STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+        nats_stream_replicas: u8,
         /// PostgreSQL URL; for TLS add `?sslmode=verify-full&sslrootcert=/path/ca.pem`.
         #[arg(long, env = "AAP_DATABASE_URL")]
         database_url: String,
@@ -138,17 +149,29 @@ async fn main() -> anyhow::Result<()> {
             let _telemetry = aap_platform::telemetry::init("aap-dev", "warn")?;
             aap::dev::run(args).await
         }
-        Command::Serve { database_url, nats_url, service, tls, nats } => {
+        Command::Serve { services, nats_stream_replicas, database_url, nats_url, service, tls, nats } => {
             let _telemetry = aap_platform::telemetry::init("aap", "info")?;
             let grpc =
                 TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
-            let http =
-                TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
+            // The seed's HTTP API and the console listen only where their services run.
+            let http = match services.runs(Service::Evaluations) {
+                true => Some(
+                    TcpListener::bind(&service.http_addr)
+                        .await
+                        .with_context(|| format!("bind {}", service.http_addr))?,
+                ),
+                false => None,
+            };
+            let console = match services.runs(Service::Console) {
+                true => service.bind_console().await?,
+                false => None,
+            };
             let mut config = service.platform(database_url, nats_url);
             config.tls = tls.server_tls();
             config.nats_access = nats.access();
-            let console = service.bind_console().await?;
-            let platform = Platform::start_with_console(config, grpc, http, console).await?;
+            config.services = services;
+            config.stream_replicas = usize::from(nats_stream_replicas);
+            let platform = Platform::serve(config, Listeners { grpc, http, console }).await?;
             aap_bot::shutdown_signal().await;
             platform.shutdown().await
         }

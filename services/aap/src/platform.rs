@@ -1,6 +1,7 @@
-//! Wires every service of the platform into one process: gRPC (answers, sessions, evaluations,
+//! Wires the platform's services into one process: gRPC (answers, sessions, evaluations, admin,
 //! health, reflection) behind the auth layer, the seed's HTTP API, the scheduler with its
-//! reaper, and the ingest. `aap serve`, `aap dev` and the end-to-end tests all start it here.
+//! reaper, the ingest and the console; all of them (`aap serve`, `aap dev`, the end-to-end
+//! tests) or any subset (`aap serve --services ...`, see [`crate::services`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,16 +21,18 @@ use aap_platform::server::limits;
 use aap_proto::v1::admin_service_server::AdminServiceServer;
 use aap_proto::v1::answers_service_server::AnswersServiceServer;
 use aap_proto::v1::evaluation_service_server::EvaluationServiceServer;
-use aap_proto::v1::remote_login_service_server::RemoteLoginServiceServer;
 use aap_proto::v1::session_service_server::SessionServiceServer;
 use aap_sessions::SessionsConfig;
 use aap_tls::ServerTls;
 use anyhow::Context as _;
 use axum::extract::ConnectInfo;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
+
+use crate::services::{Service, Services};
 
 /// Everything the platform needs to run.
 #[derive(Debug, Clone)]
@@ -57,12 +60,28 @@ pub struct PlatformConfig {
     pub timeouts: aap_evaluations::scheduler::Timeouts,
     /// Remote logins: how many at once, the idle limit, the browser.
     pub remote_logins: crate::logins::RemoteLoginsConfig,
+    /// The services this process runs (default: all).
+    pub services: Services,
+    /// Servers of the NATS cluster that keep each stream the platform creates (1 on one server).
+    pub stream_replicas: usize,
+}
+
+/// Where the process listens. A listener the process's services do not use is closed.
+#[derive(Debug)]
+pub struct Listeners {
+    /// gRPC: health, reflection and AdminService always; the gRPC services run here.
+    pub grpc: TcpListener,
+    /// The seed's HTTP polling API (with the evaluations service).
+    pub http: Option<TcpListener>,
+    /// The operators' web console (with the console service).
+    pub console: Option<TcpListener>,
 }
 
 /// A running platform; dropping it does not stop it, [`Platform::shutdown`] does.
 pub struct Platform {
     pub grpc_addr: SocketAddr,
-    pub http_addr: SocketAddr,
+    /// Where the seed's HTTP API listens, when this process runs the evaluations service.
+    pub http_addr: Option<SocketAddr>,
     /// Where the operators' web console listens, when it was given a listener.
     pub console_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
@@ -78,7 +97,7 @@ impl Platform {
     /// Connects to PostgreSQL and NATS, migrates, and serves gRPC on `grpc` and the seed's
     /// HTTP API on `http`. Health reports SERVING once both are reachable.
     pub async fn start(config: PlatformConfig, grpc: TcpListener, http: TcpListener) -> anyhow::Result<Platform> {
-        Platform::start_with_console(config, grpc, http, None).await
+        Platform::serve(config, Listeners { grpc, http: Some(http), console: None }).await
     }
 
     /// As [`Platform::start`], and serves the operators' web console (and its gRPC-web) on
@@ -89,54 +108,63 @@ impl Platform {
         http: TcpListener,
         console: Option<TcpListener>,
     ) -> anyhow::Result<Platform> {
-        let Some(session_key) = &config.sessions.key else {
-            anyhow::bail!(
+        Platform::serve(config, Listeners { grpc, http: Some(http), console }).await
+    }
+
+    /// Runs the services of `config.services` on `listeners`: connects to PostgreSQL (and NATS
+    /// when a service needs it), migrates, and serves. Health reports each service SERVING
+    /// while what it needs is reachable.
+    pub async fn serve(config: PlatformConfig, listeners: Listeners) -> anyhow::Result<Platform> {
+        let services = config.services.clone();
+        let runs = |service| services.runs(service);
+        let needs_key = runs(Service::Sessions) || runs(Service::Console);
+        match &config.sessions.key {
+            Some(key) => tracing::info!(key_id = key.id(), "session states encrypted at rest"),
+            None if needs_key => anyhow::bail!(
                 "no session key: set AAP_SESSION_KEY (64 hex digits or base64 of 32 bytes, e.g. `openssl rand -hex 32`) \
                  or AAP_SESSION_KEY_FILE"
-            );
-        };
-        tracing::info!(key_id = session_key.id(), "session states encrypted at rest");
+            ),
+            None => {}
+        }
         // Read before anything connects: a bad certificate or key stops the start at once.
         let tls = config.tls.as_ref().map(ServerTls::load).transpose().context("server tls")?;
+        let Listeners { grpc, http, console } = listeners;
+        let http = http.filter(|_| runs(Service::Evaluations));
+        let console = console.filter(|_| runs(Service::Console));
         let grpc_addr = grpc.local_addr()?;
-        let http_addr = http.local_addr()?;
+        let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
         let pool = aap_platform::db::connect_and_migrate(&config.database_url, 20).await.context("database")?;
-        let client =
-            aap_platform::nats::connect(&config.nats_url, "aap-platform", &config.nats_access).await.context("nats")?;
-        let queue = Arc::new(
-            Queue::new(client.clone(), Topology::new(config.nats_prefix.clone())).await.context("nats streams")?,
-        );
-        let embedder = aap_embedding::Embedder::load(&config.model_dir)
-            .with_context(|| format!("embedding model in {}", config.model_dir.display()))?;
-
+        let nats = match services.uses_nats() {
+            true => {
+                let client = aap_platform::nats::connect(&config.nats_url, "aap-platform", &config.nats_access)
+                    .await
+                    .context("nats")?;
+                let topology = Topology::new(config.nats_prefix.clone());
+                let queue =
+                    Queue::new(client.clone(), topology, config.stream_replicas).await.context("nats streams")?;
+                Some((client, Arc::new(queue)))
+            }
+            false => None,
+        };
+        let queue = || nats.as_ref().map(|(_, queue)| queue.clone()).context("nats is connected for this service");
         let principals = Principals::load(pool.clone(), &config.tokens).await.context("token table")?;
-        let gateway = Gateway::new(pool.clone(), queue.clone(), config.gateway.clone());
-        let answers = Answers::new(pool.clone(), embedder, queue.clone(), config.answers.clone());
-        let directory = aap_sessions::SessionDirectory::new(pool.clone(), config.sessions.clone());
-        // Rows stored before encryption at rest (migration 0004) are sealed before anything is lent.
-        directory.seal_plaintext_rows().await.context("encrypting plain-text session states")?;
-        let evidence = aap_sessions::EvidenceLocker::new(pool.clone(), config.sessions.evidence);
-        let sessions = aap_sessions::grpc::SessionGrpc::with_evidence(directory, evidence);
-        let directory = aap_sessions::SessionDirectory::new(pool.clone(), config.sessions.clone());
-        let remote_logins = crate::logins::RemoteLoginGrpc::server(directory, config.remote_logins.clone());
-        // The console's gRPC-web reaches the same services (one remote-login manager for both).
-        let console_routes = tonic::service::Routes::new(
-            SessionServiceServer::new(sessions.clone()).max_decoding_message_size(limits::SESSIONS),
-        )
-        .add_service(remote_logins.clone())
-        .add_service(
-            AdminServiceServer::new(AdminGrpc::new(principals.clone())).max_decoding_message_size(limits::ADMIN),
-        );
 
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-
         let (health, health_service) = tonic_health::server::health_reporter();
+        // NOT_SERVING (tonic-health starts "" as SERVING) until the first check of what each
+        // service needs; a probe never sees a process ready before it is.
+        let not_serving = tonic_health::ServingStatus::NotServing;
+        health.set_service_status("", not_serving).await;
+        health.set_service_status("aap.v1.AdminService", not_serving).await;
+        for name in services.iter().flat_map(Service::health_names) {
+            health.set_service_status(*name, not_serving).await;
+        }
         let mut server = tonic::transport::Server::builder();
         if let Some(tls) = &tls {
             server = server.tls_config(tls.grpc()).context("grpc tls")?;
         }
-        let router = server
+        let mut router = server
             // Outermost, so refused calls are traced too and every handler runs in the span.
             .layer(aap_platform::telemetry::GrpcTraceLayer)
             .layer(AuthLayer::new(principals.clone()))
@@ -144,54 +172,99 @@ impl Platform {
             .add_service(aap_platform::server::reflection_v1()?)
             .add_service(aap_platform::server::reflection_v1alpha()?)
             .add_service(
-                AnswersServiceServer::new(AnswersGrpc::new(answers)).max_decoding_message_size(limits::ANSWERS),
-            )
-            .add_service(
-                EvaluationServiceServer::new(EvaluationGrpc::new(gateway.clone()))
-                    .max_decoding_message_size(limits::EVALUATIONS),
-            )
-            .add_service(SessionServiceServer::new(sessions).max_decoding_message_size(limits::SESSIONS))
-            .add_service(remote_logins)
-            .add_service(
                 AdminServiceServer::new(AdminGrpc::new(principals.clone())).max_decoding_message_size(limits::ADMIN),
             );
+
+        if runs(Service::Answers) {
+            let embedder = aap_embedding::Embedder::load(&config.model_dir)
+                .with_context(|| format!("embedding model in {}", config.model_dir.display()))?;
+            let answers = Answers::new(pool.clone(), embedder, queue()?, config.answers.clone());
+            router = router.add_service(
+                AnswersServiceServer::new(AnswersGrpc::new(answers)).max_decoding_message_size(limits::ANSWERS),
+            );
+        }
+        // One remote-login manager for the gRPC service and the console's gRPC-web.
+        let mut session_services = None;
+        if runs(Service::Sessions) || runs(Service::Console) {
+            let directory = aap_sessions::SessionDirectory::new(pool.clone(), config.sessions.clone());
+            // Rows stored before encryption at rest (migration 0004) are sealed before anything is lent.
+            directory.seal_plaintext_rows().await.context("encrypting plain-text session states")?;
+            let evidence = aap_sessions::EvidenceLocker::new(pool.clone(), config.sessions.evidence);
+            let sessions = aap_sessions::grpc::SessionGrpc::with_evidence(directory, evidence);
+            let directory = aap_sessions::SessionDirectory::new(pool.clone(), config.sessions.clone());
+            let remote_logins = crate::logins::RemoteLoginGrpc::server(directory, config.remote_logins.clone());
+            session_services = Some((sessions, remote_logins));
+        }
+        if let (true, Some((sessions, remote_logins))) = (runs(Service::Sessions), &session_services) {
+            router = router
+                .add_service(SessionServiceServer::new(sessions.clone()).max_decoding_message_size(limits::SESSIONS))
+                .add_service(remote_logins.clone());
+        }
+        let mut gateway = None;
+        if runs(Service::Evaluations) {
+            let evaluations = Gateway::new(pool.clone(), queue()?, config.gateway.clone());
+            router = router.add_service(
+                EvaluationServiceServer::new(EvaluationGrpc::new(evaluations.clone()))
+                    .max_decoding_message_size(limits::EVALUATIONS),
+            );
+            gateway = Some(evaluations);
+        }
         let shutdown = stopped(stop_rx.clone());
         tasks.spawn(async move {
-            router.serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown).await.context("grpc server")
+            // Nagle's algorithm off: a streamed reply's small frames would otherwise wait for the
+            // client's delayed ACK (~40 ms a reply). tonic sets it only on listeners it binds.
+            let incoming =
+                TcpIncoming::from(grpc).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
+            router.serve_with_incoming_shutdown(incoming, shutdown).await.context("grpc server")
         });
 
-        let http_auth = aap_evaluations::http::HttpAuth {
-            principals: principals.clone(),
-            token_less: config.seed_http_networks.clone(),
-        };
-        let router = aap_evaluations::http::router(gateway, http_auth);
-        let shutdown = stopped(stop_rx.clone());
-        match &tls {
-            Some(tls) => {
-                let listener = tls.listener(http);
-                // The API reads the peer as axum's SocketAddr connect info, whatever the listener.
-                let app = router
-                    .layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
-                        let peer = request.extensions().get::<ConnectInfo<aap_tls::PeerAddr>>().map(|info| info.0.0);
-                        if let Some(peer) = peer {
-                            request.extensions_mut().insert(ConnectInfo(peer));
-                        }
-                        request
-                    }))
-                    .into_make_service_with_connect_info::<aap_tls::PeerAddr>();
-                tasks.spawn(async move {
-                    axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("http server")
-                })
-            }
-            None => tasks.spawn(async move {
-                let app = router.into_make_service_with_connect_info::<SocketAddr>();
-                axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server")
-            }),
-        };
+        if let (Some(http), Some(gateway)) = (http, gateway) {
+            let http_auth = aap_evaluations::http::HttpAuth {
+                principals: principals.clone(),
+                token_less: config.seed_http_networks.clone(),
+            };
+            let router = aap_evaluations::http::router(gateway, http_auth);
+            let shutdown = stopped(stop_rx.clone());
+            match &tls {
+                Some(tls) => {
+                    let listener = tls.listener(http);
+                    // The API reads the peer as axum's SocketAddr connect info, whatever the listener.
+                    let app = router
+                        .layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
+                            let peer =
+                                request.extensions().get::<ConnectInfo<aap_tls::PeerAddr>>().map(|info| info.0.0);
+                            if let Some(peer) = peer {
+                                request.extensions_mut().insert(ConnectInfo(peer));
+                            }
+                            request
+                        }))
+                        .into_make_service_with_connect_info::<aap_tls::PeerAddr>();
+                    tasks.spawn(async move {
+                        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("http server")
+                    })
+                }
+                None => tasks.spawn(async move {
+                    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+                    let http = http.tap_io(|tcp| {
+                        let _ = tcp.set_nodelay(true);
+                    });
+                    axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server")
+                }),
+            };
+        }
 
-        let console_addr = match console {
-            Some(listener) => {
+        let console_addr = match (console, session_services) {
+            (Some(listener), Some((sessions, remote_logins))) => {
                 let addr = listener.local_addr()?;
+                // The console's gRPC-web reaches the same services.
+                let console_routes = tonic::service::Routes::new(
+                    SessionServiceServer::new(sessions).max_decoding_message_size(limits::SESSIONS),
+                )
+                .add_service(remote_logins)
+                .add_service(
+                    AdminServiceServer::new(AdminGrpc::new(principals.clone()))
+                        .max_decoding_message_size(limits::ADMIN),
+                );
                 let app = crate::console::router(principals.clone(), console_routes, tls.is_some());
                 let shutdown = stopped(stop_rx.clone());
                 match &tls {
@@ -202,6 +275,9 @@ impl Platform {
                         });
                     }
                     None => {
+                        let listener = listener.tap_io(|tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        });
                         tasks.spawn(async move {
                             axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("console server")
                         });
@@ -209,7 +285,7 @@ impl Platform {
                 }
                 Some(addr)
             }
-            None => None,
+            _ => None,
         };
 
         let shutdown = stopped(stop_rx.clone());
@@ -218,20 +294,26 @@ impl Platform {
             Ok(())
         });
 
-        let (p, q, tick, timeouts) = (pool.clone(), queue.clone(), config.scheduler_tick, config.timeouts);
-        let shutdown = stopped(stop_rx.clone());
-        tasks.spawn(async move {
-            aap_evaluations::scheduler::run(p, q, tick, timeouts, shutdown).await;
-            Ok(())
-        });
+        if runs(Service::Scheduler) {
+            let (p, q, tick, timeouts) = (pool.clone(), queue()?, config.scheduler_tick, config.timeouts);
+            let shutdown = stopped(stop_rx.clone());
+            tasks.spawn(async move {
+                aap_evaluations::scheduler::run(p, q, tick, timeouts, shutdown).await;
+                Ok(())
+            });
+        }
 
-        let (p, q) = (pool.clone(), queue.clone());
-        let shutdown = stopped(stop_rx.clone());
-        tasks.spawn(async move { aap_evaluations::ingest::run(p, q, shutdown).await.context("ingest") });
+        if runs(Service::Ingest) {
+            let (p, q) = (pool.clone(), queue()?);
+            let shutdown = stopped(stop_rx.clone());
+            tasks.spawn(async move { aap_evaluations::ingest::run(p, q, shutdown).await.context("ingest") });
+        }
 
         let shutdown = stopped(stop_rx);
+        let client = nats.map(|(client, _)| client);
+        let watched = services.clone();
         tasks.spawn(async move {
-            watch_health(health, pool, client, shutdown).await;
+            watch_health(health, watched, pool, client, shutdown).await;
             Ok(())
         });
 
@@ -240,8 +322,17 @@ impl Platform {
             Some(tls) if tls.mutual() => "tls, client certificates required",
             Some(_) => "tls",
         };
-        tracing::info!(%grpc_addr, %http_addr, console = ?console_addr, transport, nats = %config.nats_access.describe(), "platform serving");
-        if tls.is_none() && !(grpc_addr.ip().is_loopback() && http_addr.ip().is_loopback()) {
+        tracing::info!(
+            services = %services,
+            %grpc_addr,
+            http = ?http_addr,
+            console = ?console_addr,
+            transport,
+            nats = %config.nats_access.describe(),
+            "platform serving"
+        );
+        let public = std::iter::once(grpc_addr).chain(http_addr).chain(console_addr).any(|a| !a.ip().is_loopback());
+        if tls.is_none() && public {
             tracing::warn!("serving plain text beyond loopback: give --tls-cert and --tls-key to encrypt it");
         }
         Ok(Platform { grpc_addr, http_addr, console_addr, stop, tasks })
@@ -257,13 +348,17 @@ impl Platform {
     }
 }
 
-/// Keeps health in step with the database and NATS: SERVING while both answer.
+/// Keeps health in step with the database and NATS: each service of `services` SERVING while
+/// what it needs answers (PostgreSQL, and NATS for those that use it), AdminService while
+/// PostgreSQL does, and the whole process ("") while all of them are.
 async fn watch_health(
     health: tonic_health::server::HealthReporter,
+    services: Services,
     pool: sqlx::PgPool,
-    client: async_nats::Client,
+    client: Option<async_nats::Client>,
     shutdown: impl Future<Output = ()>,
 ) {
+    use tonic_health::ServingStatus::{NotServing, Serving};
     tokio::pin!(shutdown);
     let mut last = None;
     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -273,24 +368,21 @@ async fn watch_health(
             _ = tick.tick() => {}
         }
         let db_ok = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
-        let nats_ok = client.connection_state() == async_nats::connection::State::Connected;
-        let serving = db_ok && nats_ok;
-        if last != Some(serving) {
-            if serving {
-                health.set_serving::<AnswersServiceServer<AnswersGrpc>>().await;
-                health.set_serving::<EvaluationServiceServer<EvaluationGrpc>>().await;
-                health.set_serving::<SessionServiceServer<aap_sessions::grpc::SessionGrpc>>().await;
-                health.set_serving::<RemoteLoginServiceServer<crate::logins::RemoteLoginGrpc>>().await;
-                health.set_service_status("", tonic_health::ServingStatus::Serving).await;
-            } else {
-                tracing::warn!(db_ok, nats_ok, "not serving");
-                health.set_not_serving::<AnswersServiceServer<AnswersGrpc>>().await;
-                health.set_not_serving::<EvaluationServiceServer<EvaluationGrpc>>().await;
-                health.set_not_serving::<SessionServiceServer<aap_sessions::grpc::SessionGrpc>>().await;
-                health.set_not_serving::<RemoteLoginServiceServer<crate::logins::RemoteLoginGrpc>>().await;
-                health.set_service_status("", tonic_health::ServingStatus::NotServing).await;
-            }
-            last = Some(serving);
+        let nats_ok = client.as_ref().is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected);
+        if last == Some((db_ok, nats_ok)) {
+            continue;
         }
+        if !(db_ok && nats_ok) {
+            tracing::warn!(db_ok, nats_ok, "not serving");
+        }
+        for service in services.iter() {
+            let serving = db_ok && (nats_ok || !service.uses_nats());
+            for name in service.health_names() {
+                health.set_service_status(*name, if serving { Serving } else { NotServing }).await;
+            }
+        }
+        health.set_service_status("aap.v1.AdminService", if db_ok { Serving } else { NotServing }).await;
+        health.set_service_status("", if db_ok && nats_ok { Serving } else { NotServing }).await;
+        last = Some((db_ok, nats_ok));
     }
 }

@@ -177,7 +177,7 @@ impl Chain {
         let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
         let platform = Platform::start(config, grpc, http).await.expect("platform starts on tls");
         let grpc_url = format!("https://{}", platform.grpc_addr);
-        let http_url = format!("https://{}", platform.http_addr);
+        let http_url = format!("https://{}", platform.http_addr.expect("the seed api listens"));
         Chain {
             dir,
             ca,

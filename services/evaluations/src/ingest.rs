@@ -24,8 +24,36 @@ pub enum IngestError {
     Consumer(String),
 }
 
-/// Consumes results until `shutdown` resolves.
+/// Consumes results until `shutdown` resolves. When the consumer cannot be opened, or its
+/// deliveries end (NATS restarted, the stream moved to another server), it is opened again
+/// after a pause, so an ingest never stops while the process runs.
 pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output = ()>) -> Result<(), IngestError> {
+    tokio::pin!(shutdown);
+    let mut pause = Duration::from_millis(200);
+    loop {
+        let outcome = tokio::select! {
+            _ = &mut shutdown => break,
+            outcome = consume(&pool, &queue) => outcome,
+        };
+        match outcome {
+            Ok(()) => tracing::warn!("the results consumer's deliveries ended; opening it again"),
+            Err(err) => {
+                tracing::warn!(error = %err, pause_ms = pause.as_millis() as u64, "results consumer unavailable")
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+    tracing::info!("ingest stopped");
+    Ok(())
+}
+
+/// Opens the durable results consumer (shared by every ingest replica: each result goes to one
+/// of them) and stores what it delivers until the deliveries end.
+async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
     let topology = queue.topology().clone();
     let stream = queue
         .jetstream()
@@ -46,18 +74,23 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
         .await
         .map_err(|e| IngestError::Consumer(e.to_string()))?;
     let mut messages = consumer.messages().await.map_err(|e| IngestError::Consumer(e.to_string()))?;
-    tokio::pin!(shutdown);
+    tracing::info!(consumer = %name, "ingest consuming results");
+    let mut hiccups = 0u32;
     loop {
-        let message = tokio::select! {
-            _ = &mut shutdown => break,
-            next = messages.next() => match next {
-                Some(Ok(message)) => message,
-                Some(Err(err)) => {
-                    tracing::warn!(error = %err, "results stream hiccup");
-                    continue;
+        let message = match messages.next().await {
+            Some(Ok(message)) => {
+                hiccups = 0;
+                message
+            }
+            Some(Err(err)) => {
+                hiccups += 1;
+                tracing::warn!(error = %err, hiccups, "results stream hiccup");
+                if hiccups >= 10 {
+                    return Err(IngestError::Consumer(format!("{hiccups} errors in a row, the last: {err}")));
                 }
-                None => break,
-            },
+                continue;
+            }
+            None => return Ok(()),
         };
         let result: ResultMessage = match serde_json::from_slice(&message.payload) {
             Ok(result) => result,
@@ -73,7 +106,7 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
             &aap_platform::telemetry::context_from_nats_headers(message.headers.as_ref()),
         );
         async {
-            match store::store_answer(&pool, &result).await {
+            match store::store_answer(pool, &result).await {
                 Ok(stored) => {
                     tracing::info!(stored, "answer ingested");
                     if let Err(err) = message.double_ack().await {
@@ -93,7 +126,7 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
                     let reason = format!("the answer could not be stored after {delivered} attempts: {err}");
                     tracing::error!(error = %err, delivered, "result dead-lettered; its evaluation fails");
                     queue.dead_letter("results", message.payload.clone(), &reason).await;
-                    match store::fail_unstorable(&pool, result.evaluation_id, &reason).await {
+                    match store::fail_unstorable(pool, result.evaluation_id, &reason).await {
                         Ok(_) => {
                             let _ = message.ack_with(AckKind::Term).await;
                             queue.notify_prompt(result.prompt_id).await;
@@ -109,6 +142,4 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
         .instrument(span)
         .await;
     }
-    tracing::info!("ingest stopped");
-    Ok(())
 }

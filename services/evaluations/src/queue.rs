@@ -67,10 +67,11 @@ fn queue_err(err: impl std::fmt::Display) -> crate::EvalError {
 }
 
 impl Queue {
-    /// Connects the queue and makes sure the streams exist.
-    pub async fn new(client: async_nats::Client, topology: Topology) -> Result<Queue, NatsError> {
+    /// Connects the queue and makes sure the streams exist, each kept on `replicas` servers of
+    /// the NATS cluster (1 on a single server).
+    pub async fn new(client: async_nats::Client, topology: Topology, replicas: usize) -> Result<Queue, NatsError> {
         let js = jetstream::new(client.clone());
-        aap_platform::nats::ensure_streams(&js, &topology).await?;
+        aap_platform::nats::ensure_streams(&js, &topology, replicas).await?;
         Ok(Queue { client, js, topology, consumers: Mutex::new(HashMap::new()) })
     }
 

@@ -30,6 +30,12 @@ pub enum NatsError {
     },
     #[error("the nats nkey is not a valid seed (expected `SU...`): {0}")]
     Nkey(#[source] nkeys::error::Error),
+    #[error("cannot change the replicas of stream {name}: {source}")]
+    Replicas {
+        name: String,
+        #[source]
+        source: jetstream::context::UpdateStreamError,
+    },
     #[error("cannot create stream {name}: {source}")]
     Stream {
         name: String,
@@ -166,8 +172,10 @@ fn redact(url: &str) -> String {
     servers.collect::<Vec<_>>().join(",")
 }
 
-/// Creates the task and result streams if they do not exist (file storage, work-queue).
-pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> Result<(), NatsError> {
+/// Creates the task and result streams if they do not exist (file storage, work-queue, kept on
+/// `replicas` servers of a cluster); a stream kept on a different number of servers is changed
+/// to `replicas`.
+pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology, replicas: usize) -> Result<(), NatsError> {
     for (name, subjects) in [
         (topology.tasks_stream(), format!("{}.tasks.>", topology.prefix)),
         (topology.results_stream(), format!("{}.results.>", topology.prefix)),
@@ -177,11 +185,20 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology) -> Res
             subjects: vec![subjects],
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
+            num_replicas: replicas.max(1),
             // Msg-Id de-duplication window: a re-publish of the same task within it is dropped.
             duplicate_window: Duration::from_secs(10 * 60),
             ..Default::default()
         };
-        js.get_or_create_stream(config).await.map_err(|source| NatsError::Stream { name, source })?;
+        let mut stream = js
+            .get_or_create_stream(config.clone())
+            .await
+            .map_err(|source| NatsError::Stream { name: name.clone(), source })?;
+        let existing = stream.info().await.map(|info| info.config.num_replicas).unwrap_or(config.num_replicas);
+        if existing != config.num_replicas {
+            tracing::info!(stream = %name, from = existing, to = config.num_replicas, "changing the stream's replicas");
+            js.update_stream(config).await.map_err(|source| NatsError::Replicas { name, source })?;
+        }
     }
     Ok(())
 }

@@ -105,7 +105,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let console = TcpListener::bind("127.0.0.1:0").await.expect("bind console");
     let platform = Platform::start_with_console(config, grpc, http, Some(console)).await.expect("platform starts");
     let grpc_url = format!("http://{}", platform.grpc_addr);
-    let http_url = format!("http://{}", platform.http_addr);
+    let http_url = format!("http://{}", platform.http_addr.expect("the seed api listens"));
     let console_url = format!("http://{}", platform.console_addr.expect("console listens"));
     let channel = Channel::from_shared(grpc_url.clone()).expect("url").connect().await.expect("connect");
     let pool = sqlx::PgPool::connect(&database_url).await.expect("test pool");
@@ -155,6 +155,8 @@ pub fn platform_config(
             queued: options.queued_timeout,
             ..aap_evaluations::scheduler::Timeouts::default()
         },
+        services: aap::services::Services::all(),
+        stream_replicas: 1,
     }
 }
 

@@ -1,0 +1,320 @@
+//! Several processes of the platform against one PostgreSQL and one NATS, each running a subset
+//! of the services (`aap serve --services ...`): the scheduler hands each evaluation to the
+//! queue once however many run, ingest replicas share one durable consumer and store each
+//! answer once, and a stream on one replica hears an answer ingested by another.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aap::client::Bearer;
+use aap::platform::{Listeners, Platform};
+use aap::services::{Service, Services};
+use aap_proto::v1::answer_event::Event;
+use aap_proto::v1::answers_service_client::AnswersServiceClient;
+use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
+use aap_proto::v1::{PollRequest, SimilarPolicy, Target};
+use common::{BOT, CUSTOMER, Options, ask_text, citation, platform_config};
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// One database and one stream prefix that every replica of a test shares.
+struct Cluster {
+    database_url: String,
+    nats_url: String,
+    prefix: String,
+    pool: sqlx::PgPool,
+}
+
+impl Cluster {
+    async fn new() -> Cluster {
+        aap_testkit::init_tracing();
+        let database_url = aap_testkit::fresh_database().await;
+        let nats_url = aap_testkit::infra().await.nats_url().to_owned();
+        let pool = sqlx::PgPool::connect(&database_url).await.expect("test pool");
+        Cluster { database_url, nats_url, prefix: aap_testkit::fresh_prefix(), pool }
+    }
+
+    /// Starts a process running `services`, with the seed HTTP API and console listeners only
+    /// where `aap serve` would bind them.
+    async fn replica(&self, services: &[Service]) -> Replica {
+        let services = Services::only(services.iter().copied());
+        let mut config =
+            platform_config(self.database_url.clone(), self.nats_url.clone(), self.prefix.clone(), &Options::default());
+        config.services = services.clone();
+        let bind = || TcpListener::bind("127.0.0.1:0");
+        let listeners = Listeners {
+            grpc: bind().await.expect("bind grpc"),
+            http: match services.runs(Service::Evaluations) {
+                true => Some(bind().await.expect("bind http")),
+                false => None,
+            },
+            console: match services.runs(Service::Console) {
+                true => Some(bind().await.expect("bind console")),
+                false => None,
+            },
+        };
+        let platform = Platform::serve(config, listeners).await.expect("replica starts");
+        let channel = Channel::from_shared(format!("http://{}", platform.grpc_addr))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connect");
+        Replica { platform, channel }
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&self.pool).await.expect(sql);
+        n
+    }
+
+    /// Waits (bounded) until `sql` counts `want`.
+    async fn wait_count(&self, sql: &str, want: i64) {
+        let mut last = -1;
+        for _ in 0..600 {
+            last = self.count(sql).await;
+            if last == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{sql} counted {last}, not {want}, within 60 s");
+    }
+}
+
+struct Replica {
+    platform: Platform,
+    channel: Channel,
+}
+
+impl Replica {
+    fn answers(&self) -> AnswersServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
+        AnswersServiceClient::with_interceptor(self.channel.clone(), Bearer::new(CUSTOMER).expect("token"))
+    }
+
+    fn evaluations(&self) -> EvaluationServiceClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>> {
+        EvaluationServiceClient::with_interceptor(self.channel.clone(), Bearer::new(BOT).expect("token"))
+    }
+
+    async fn health(&self, service: &str) -> Result<ServingStatus, tonic::Code> {
+        let reply = HealthClient::new(self.channel.clone())
+            .check(HealthCheckRequest { service: service.to_owned() })
+            .await
+            .map_err(|status| status.code())?;
+        Ok(reply.into_inner().status())
+    }
+
+    /// Waits (bounded) until health reports `service` SERVING.
+    async fn wait_serving(&self, service: &str) {
+        for _ in 0..100 {
+            if self.health(service).await == Ok(ServingStatus::Serving) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{service:?} is not SERVING: {:?}", self.health(service).await);
+    }
+
+    /// Polls until a task for `assistant` comes, then submits an answer for it; returns its id.
+    async fn answer_one(&self, assistant: &str) -> i64 {
+        let mut bot = self.evaluations();
+        for _ in 0..400 {
+            let reply = bot
+                .poll(PollRequest {
+                    bot_id: "test-bot".into(),
+                    serves: Some(Target { assistant: assistant.into(), plan: String::new() }),
+                })
+                .await
+                .expect("poll")
+                .into_inner();
+            let Some(task) = reply.task else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            bot.submit(aap_proto::v1::SubmitRequest {
+                evaluation_id: task.evaluation_id,
+                response_text: format!("answer to {}", task.prompt_text),
+                response_markdown: format!("answer to {}", task.prompt_text),
+                citations: vec![citation("https://www.rtings.com/laptop", "RTINGS")],
+                bot_id: "test-bot".into(),
+                kind: aap_proto::v1::AnswerKind::Text as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("submit");
+            return task.evaluation_id;
+        }
+        panic!("no task for {assistant} within 20 s");
+    }
+}
+
+#[tokio::test]
+async fn a_process_serves_only_its_services_and_reports_health_for_each() {
+    let cluster = Cluster::new().await;
+    let workers = cluster.replica(&[Service::Scheduler, Service::Ingest]).await;
+    assert_eq!(workers.platform.http_addr, None, "no seed HTTP API without the evaluations service");
+    assert_eq!(workers.platform.console_addr, None, "no console without the console service");
+    workers.wait_serving("").await;
+    assert_eq!(workers.health("aap.scheduler").await, Ok(ServingStatus::Serving));
+    assert_eq!(workers.health("aap.ingest").await, Ok(ServingStatus::Serving));
+    assert_eq!(workers.health("aap.v1.AdminService").await, Ok(ServingStatus::Serving));
+    assert_eq!(workers.health("aap.v1.AnswersService").await, Err(tonic::Code::NotFound));
+    let refused = workers.answers().ask(ask_text("best laptops", &["chatgpt"])).await.expect_err("no answers here");
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
+
+    let front = cluster.replica(&[Service::Answers, Service::Evaluations]).await;
+    front.wait_serving("aap.v1.AnswersService").await;
+    assert_eq!(front.health("aap.v1.EvaluationService").await, Ok(ServingStatus::Serving));
+    assert_eq!(front.health("aap.scheduler").await, Err(tonic::Code::NotFound));
+    assert!(front.platform.http_addr.is_some(), "the evaluations service brings the seed HTTP API");
+    for replica in [workers, front] {
+        replica.platform.shutdown().await.expect("clean stop");
+    }
+}
+
+#[tokio::test]
+async fn the_session_services_need_no_nats_and_only_they_need_the_session_key() {
+    let cluster = Cluster::new().await;
+    let mut config = platform_config(
+        cluster.database_url.clone(),
+        "nats://127.0.0.1:9".into(),
+        cluster.prefix.clone(),
+        &Options::default(),
+    );
+    config.services = Services::only([Service::Sessions, Service::Console]);
+    let bind = || TcpListener::bind("127.0.0.1:0");
+    let listeners =
+        Listeners { grpc: bind().await.expect("grpc"), http: None, console: Some(bind().await.expect("console")) };
+    // Nothing listens on port 9: a process that tried NATS would not start.
+    let sessions = Platform::serve(config.clone(), listeners).await.expect("sessions start without nats");
+    assert!(sessions.console_addr.is_some());
+    sessions.shutdown().await.expect("clean stop");
+
+    config.sessions.key = None;
+    let listeners = Listeners { grpc: bind().await.expect("grpc"), http: None, console: None };
+    let error = Platform::serve(config.clone(), listeners).await.err().expect("sessions refuse to start without a key");
+    assert!(error.to_string().contains("AAP_SESSION_KEY"), "{error:#}");
+
+    config.nats_url = cluster.nats_url.clone();
+    config.services = Services::only([Service::Ingest]);
+    let listeners = Listeners { grpc: bind().await.expect("grpc"), http: None, console: None };
+    let ingest = Platform::serve(config, listeners).await.expect("the ingest needs no session key");
+    ingest.shutdown().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn two_schedulers_put_each_evaluation_on_the_queue_once() {
+    let cluster = Cluster::new().await;
+    // Every task published, as core NATS sees it: a second publish of one evaluation would show
+    // here even though JetStream's de-duplication would keep it off the stream.
+    let nats = async_nats::connect(&cluster.nats_url).await.expect("nats");
+    let mut published = nats.subscribe(format!("{}.tasks.>", cluster.prefix)).await.expect("subscribe");
+    let front = cluster.replica(&[Service::Answers]).await;
+    const PROMPTS: usize = 40;
+    let targets = ["chatgpt", "claude", "perplexity", "google-ai-overview"];
+    for n in 0..PROMPTS {
+        let mut request = ask_text(&format!("replica scheduling question number {n}"), &targets);
+        request.policy = SimilarPolicy::ForceNew as i32;
+        // The stream is not followed: the evaluations are created and stay pending.
+        drop(front.answers().ask(request).await.expect("ask"));
+    }
+    let expected = (PROMPTS * targets.len()) as i64;
+    cluster.wait_count("SELECT count(*) FROM evaluations WHERE status = 'pending'", expected).await;
+
+    // Both start at once and race for the same rows.
+    let (one, two) = tokio::join!(cluster.replica(&[Service::Scheduler]), cluster.replica(&[Service::Scheduler]));
+    cluster.wait_count("SELECT count(*) FROM evaluations WHERE status = 'queued'", expected).await;
+
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    while seen.values().sum::<usize>() < expected as usize {
+        let message = tokio::time::timeout(Duration::from_secs(30), published.next())
+            .await
+            .expect("every task is published")
+            .expect("subscription open");
+        let id = message.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.to_string());
+        *seen.entry(id.expect("a task carries its Msg-Id")).or_default() += 1;
+    }
+    // A late duplicate would arrive within a scheduler tick or two (200 ms each).
+    let late = tokio::time::timeout(Duration::from_secs(2), published.next()).await;
+    assert!(late.is_err(), "a task was published again: {:?}", late.ok().flatten().map(|m| m.headers));
+    assert_eq!(seen.len(), expected as usize, "one publish per evaluation");
+    assert!(seen.values().all(|&n| n == 1), "{seen:?}");
+
+    let js = async_nats::jetstream::new(nats);
+    let mut stream = js
+        .get_stream(format!("{}_TASKS", cluster.prefix.to_uppercase().replace('-', "_")))
+        .await
+        .expect("tasks stream");
+    assert_eq!(stream.info().await.expect("info").state.messages, expected as u64);
+    for replica in [front, one, two] {
+        replica.platform.shutdown().await.expect("clean stop");
+    }
+}
+
+#[tokio::test]
+async fn an_answer_ingested_by_one_replica_reaches_a_stream_waiting_on_another() {
+    let cluster = Cluster::new().await;
+    let front = cluster.replica(&[Service::Answers]).await;
+    let back = cluster.replica(&[Service::Evaluations, Service::Scheduler, Service::Ingest]).await;
+
+    let stream =
+        front.answers().ask(ask_text("which replica answers this", &["claude"])).await.expect("ask").into_inner();
+    let collected = tokio::spawn(common::collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let evaluation_id = back.answer_one("claude").await;
+
+    let events = collected.await.expect("stream task");
+    let answer = common::first_answer(&events);
+    assert_eq!(answer.evaluation_id, evaluation_id);
+    assert!(answer.response_text.contains("which replica answers this"), "{answer:?}");
+    assert!(matches!(events.last(), Some(Event::Completed(_))), "the stream ends complete: {events:?}");
+    for replica in [front, back] {
+        replica.platform.shutdown().await.expect("clean stop");
+    }
+}
+
+#[tokio::test]
+async fn two_ingests_share_one_consumer_store_each_answer_once_and_survive_one_stopping() {
+    let cluster = Cluster::new().await;
+    let front = cluster.replica(&[Service::Answers, Service::Evaluations, Service::Scheduler]).await;
+    let mut first = Some(cluster.replica(&[Service::Ingest]).await);
+    let second = cluster.replica(&[Service::Ingest]).await;
+
+    const EACH: usize = 10;
+    let mut submitted = Vec::new();
+    for n in 0..2 * EACH {
+        let mut request = ask_text(&format!("ingest replicas question {n}"), &["perplexity"]);
+        request.policy = SimilarPolicy::ForceNew as i32;
+        drop(front.answers().ask(request).await.expect("ask"));
+        submitted.push(front.answer_one("perplexity").await);
+        if n + 1 == EACH {
+            // Half the answers are in; one ingest goes away and the other carries on.
+            cluster.wait_count("SELECT count(*) FROM answers", EACH as i64).await;
+            let first = first.take().expect("the first ingest runs");
+            first.platform.shutdown().await.expect("clean stop");
+        }
+    }
+    cluster.wait_count("SELECT count(*) FROM evaluations WHERE status = 'answered'", 2 * EACH as i64).await;
+    assert_eq!(cluster.count("SELECT count(*) FROM answers").await, 2 * EACH as i64);
+    assert_eq!(
+        cluster.count("SELECT count(DISTINCT evaluation_id) FROM answers").await,
+        2 * EACH as i64,
+        "one answer per evaluation"
+    );
+
+    let nats = async_nats::connect(&cluster.nats_url).await.expect("nats");
+    let js = async_nats::jetstream::new(nats);
+    let stem = cluster.prefix.to_uppercase().replace('-', "_");
+    let mut results = js.get_stream(format!("{stem}_RESULTS")).await.expect("results stream");
+    assert_eq!(results.info().await.expect("info").state.messages, 0, "every result was acknowledged");
+    let consumers: Vec<String> =
+        results.consumer_names().collect::<Vec<_>>().await.into_iter().map(|n| n.expect("name")).collect();
+    assert_eq!(consumers, vec!["ingest".to_owned()], "the replicas share one durable consumer");
+    for replica in [front, second] {
+        replica.platform.shutdown().await.expect("clean stop");
+    }
+}
