@@ -214,7 +214,16 @@ impl Gateway {
                 return Ok(None);
             };
             let id = delivery.task.evaluation_id;
-            match store::claim(&self.pool, id, &delivery.ack_subject, holder, ttl).await? {
+            let claimed = match store::claim(&self.pool, id, &delivery.ack_subject, holder, ttl).await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    // Unclaimed, the delivery would wait out the backstop ack wait (30 min) with
+                    // the evaluation still queued and nothing to end it: back to the stream now.
+                    self.queue.settle(&delivery.ack_subject, Settle::Nak).await;
+                    return Err(err.into());
+                }
+            };
+            match claimed {
                 ClaimOutcome::Claimed(row) => {
                     // The claim belongs to the prompt's trace (the asker's context stored on the
                     // evaluation), linked to the bot's poll that made it.
