@@ -20,6 +20,8 @@ pub struct StoredEvaluation {
     pub assistant: String,
     pub status: String,
     pub failure_reason: Option<String>,
+    /// Deliveries to bots (more than one: a killed bot's or replica's task went out again).
+    pub attempts: i32,
     pub answers: i64,
 }
 
@@ -27,8 +29,8 @@ pub struct StoredEvaluation {
 pub async fn stored(database_url: &str, prefix: &str) -> anyhow::Result<Stored> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(database_url).await?;
     let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
-    let rows: Vec<(i64, String, String, String, Option<String>, i64)> = sqlx::query_as(
-        "SELECT e.id, p.text, e.assistant, e.status, e.failure_reason,
+    let rows: Vec<(i64, String, String, String, Option<String>, i32, i64)> = sqlx::query_as(
+        "SELECT e.id, p.text, e.assistant, e.status, e.failure_reason, e.attempts,
                 (SELECT count(*) FROM answers a WHERE a.evaluation_id = e.id)
          FROM evaluations e JOIN prompts p ON p.id = e.prompt_id
          WHERE p.text LIKE $1",
@@ -38,12 +40,13 @@ pub async fn stored(database_url: &str, prefix: &str) -> anyhow::Result<Stored> 
     .await?;
     let evaluations = rows
         .into_iter()
-        .map(|(id, text, assistant, status, failure_reason, answers)| StoredEvaluation {
+        .map(|(id, text, assistant, status, failure_reason, attempts, answers)| StoredEvaluation {
             id,
             text,
             assistant,
             status,
             failure_reason,
+            attempts,
             answers,
         })
         .collect();
@@ -59,11 +62,40 @@ pub async fn stored(database_url: &str, prefix: &str) -> anyhow::Result<Stored> 
     Ok(Stored { evaluations, answers_per_target })
 }
 
+/// What the ingest replicas logged about the answers they stored.
+#[derive(Debug, Default)]
+pub struct Ingests {
+    /// Results stored (`answer ingested`, `stored: true`) per evaluation.
+    pub stored: HashMap<i64, usize>,
+    /// Results that came again and changed nothing (`stored: false`).
+    pub repeats: usize,
+}
+
+/// Reads the `answer ingested` lines of the JSON logs of the processes that run the ingest.
+pub fn ingests(logs: &[std::path::PathBuf]) -> anyhow::Result<Ingests> {
+    let mut ingests = Ingests::default();
+    for path in logs {
+        let text = std::fs::read_to_string(path)?;
+        for line in text.lines().filter(|line| line.contains("\"answer ingested\"")) {
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+            let Some(id) = json["span"]["evaluation_id"].as_i64() else { continue };
+            if json["fields"]["stored"].as_bool() == Some(true) {
+                *ingests.stored.entry(id).or_default() += 1;
+            } else {
+                ingests.repeats += 1;
+            }
+        }
+    }
+    Ok(ingests)
+}
+
 /// Counts of the run.
 #[derive(Debug, Default)]
 pub struct Verdict {
     pub asked: usize,
     pub evaluations: usize,
+    /// Evaluations delivered to bots more than once.
+    pub redelivered: usize,
     pub answered: usize,
     pub failed: BTreeMap<String, usize>,
     /// Asked targets with no terminal evaluation (none at all, or one still in flight), plus
@@ -73,6 +105,12 @@ pub struct Verdict {
     /// Targets with more than one stored answer, evaluations with more than one.
     pub duplicated: usize,
     pub duplicate_events: usize,
+    /// Evaluations an ingest stored more than once.
+    pub duplicate_ingests: usize,
+    /// Results delivered to an ingest again, which changed nothing.
+    pub repeated_results: usize,
+    /// Evaluations in PostgreSQL not answered nor failed at the end.
+    pub not_terminal: usize,
     pub wrong_answers: usize,
     /// Final events a stream sent that PostgreSQL does not hold (answered there, failed here).
     pub disagreements: usize,
@@ -93,6 +131,8 @@ impl Verdict {
         self.lost == 0
             && self.duplicated == 0
             && self.duplicate_events == 0
+            && self.duplicate_ingests == 0
+            && self.not_terminal == 0
             && self.wrong_answers == 0
             && self.disagreements == 0
             && self.streams_short == 0
@@ -101,11 +141,17 @@ impl Verdict {
 }
 
 /// Compares what was asked and what the streams saw with what PostgreSQL holds.
-pub fn verdict(outcomes: &[AskOutcome], stored: &Stored, driving_started: Instant) -> Verdict {
-    let mut verdict = Verdict { evaluations: stored.evaluations.len(), ..Verdict::default() };
+pub fn verdict(outcomes: &[AskOutcome], stored: &Stored, ingests: &Ingests, driving_started: Instant) -> Verdict {
+    let mut verdict = Verdict {
+        evaluations: stored.evaluations.len(),
+        duplicate_ingests: ingests.stored.values().filter(|n| **n > 1).count(),
+        repeated_results: ingests.repeats,
+        ..Verdict::default()
+    };
     let mut by_target: HashMap<(&str, &str), Vec<&StoredEvaluation>> = HashMap::new();
     for evaluation in &stored.evaluations {
         by_target.entry((evaluation.text.as_str(), evaluation.assistant.as_str())).or_default().push(evaluation);
+        verdict.redelivered += usize::from(evaluation.attempts > 1);
         match evaluation.status.as_str() {
             "answered" => {
                 verdict.answered += 1;
@@ -121,7 +167,10 @@ pub fn verdict(outcomes: &[AskOutcome], stored: &Stored, driving_started: Instan
                 let reason = evaluation.failure_reason.clone().unwrap_or_default();
                 *verdict.failed.entry(reason_class(&reason)).or_default() += 1;
             }
-            _ => {}
+            status => {
+                verdict.not_terminal += 1;
+                verdict.lost_examples.push(format!("evaluation {} still {status}", evaluation.id));
+            }
         }
         if evaluation.answers > 1 {
             verdict.duplicated += 1;
@@ -238,6 +287,7 @@ mod tests {
             assistant: assistant.into(),
             status: status.into(),
             failure_reason: None,
+            attempts: 1,
             answers,
         }
     }
@@ -254,8 +304,10 @@ mod tests {
             evaluations: vec![evaluation(1, "chatgpt", "answered", 1), evaluation(2, "claude", "claimed", 0)],
             answers_per_target: HashMap::from([(("p".to_owned(), "chatgpt".to_owned()), 2)]),
         };
-        let verdict = verdict(&[outcome], &stored, Instant::now());
+        let ingests = Ingests { stored: HashMap::from([(1, 2)]), repeats: 1 };
+        let verdict = verdict(&[outcome], &stored, &ingests, Instant::now());
         assert_eq!((verdict.asked, verdict.evaluations, verdict.answered), (3, 2, 1));
+        assert_eq!((verdict.not_terminal, verdict.duplicate_ingests, verdict.repeated_results), (1, 1, 1));
         assert_eq!(verdict.lost, 2, "claude in flight, perplexity never created: {:?}", verdict.lost_examples);
         assert_eq!(verdict.duplicated, 1);
         assert!(!verdict.ok());

@@ -241,7 +241,15 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
 
     let database_url = stack.database.lock().await.url()?;
     let stored = check::stored(&database_url, &plan.prefix).await?;
-    let verdict = check::verdict(&outcomes, &stored, driving_started);
+    let mut ingest_logs = Vec::new();
+    for replica in &stack.replicas {
+        let replica = replica.lock().await;
+        if matches!(replica.service.as_str(), "ingest" | "all") {
+            ingest_logs.push(replica.proc.log().to_path_buf());
+        }
+    }
+    let ingests = check::ingests(&ingest_logs)?;
+    let verdict = check::verdict(&outcomes, &stored, &ingests, driving_started);
     report(args, asks, &verdict, &stack, driving);
 
     for bot in &stack.bots {
@@ -373,6 +381,7 @@ fn report(args: &Args, asks: usize, verdict: &check::Verdict, stack: &Stack, dri
     println!("chaos run: {} evaluations asked ({asks} Asks x {} targets)", verdict.asked, args.targets_per_ask);
     let row = |name: &str, value: String| println!("  {name:<34} {value}");
     row("evaluations stored", verdict.evaluations.to_string());
+    row("delivered to bots more than once", verdict.redelivered.to_string());
     row("answered", verdict.answered.to_string());
     row("failed", verdict.failed.values().sum::<usize>().to_string());
     for (reason, count) in &verdict.failed {
@@ -380,7 +389,10 @@ fn report(args: &Args, asks: usize, verdict: &check::Verdict, stack: &Stack, dri
     }
     row("LOST (asked, never answered/failed)", verdict.lost.to_string());
     row("DUPLICATED (answers stored twice)", verdict.duplicated.to_string());
+    row("evaluations not terminal", verdict.not_terminal.to_string());
     row("duplicate answer events", verdict.duplicate_events.to_string());
+    row("duplicate ingests (stored twice)", verdict.duplicate_ingests.to_string());
+    row("results redelivered, no change", verdict.repeated_results.to_string());
     row("wrong answers (text of another)", verdict.wrong_answers.to_string());
     row("stream/database disagreements", verdict.disagreements.to_string());
     row("streams completed", verdict.streams_completed.to_string());
