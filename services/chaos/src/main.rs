@@ -69,6 +69,10 @@ struct Args {
     /// (default: a new /tmp/aap-chaos-<time>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
+    /// The big events to cause, comma-separated, from `nats` (kill and restart one node),
+    /// `postgres` (restart), `replicas` (kill one replica of each service, then the other).
+    #[arg(long, value_delimiter = ',', default_value = "nats,postgres,replicas")]
+    events: Vec<String>,
     /// Directory of the `aap` and `aap-bot` binaries (default: this binary's).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
@@ -86,6 +90,17 @@ enum Event {
     Postgres,
     /// SIGKILL replica N of every service, restart them 3 s later.
     Replicas(usize),
+}
+
+impl Event {
+    /// Its name in `--events`.
+    fn name(self) -> &'static str {
+        match self {
+            Event::NatsNode => "nats",
+            Event::Postgres => "postgres",
+            Event::Replicas(_) => "replicas",
+        }
+    }
 }
 
 /// Everything the run started, shared by the chaos tasks.
@@ -228,8 +243,10 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
     });
     let started_asks = Arc::new(AtomicUsize::new(0));
     let (gate, gate_rx) = watch::channel(0usize);
-    let gate_at: Vec<usize> = EVENTS.iter().map(|(at, _)| (asks as f64 * at) as usize).collect();
-    let chaos = tokio::spawn(chaos(stack.clone(), gate));
+    let events: Vec<(f64, Event)> =
+        EVENTS.iter().copied().filter(|(_, event)| args.events.contains(&event.name().to_owned())).collect();
+    let gate_at: Vec<usize> = events.iter().map(|(at, _)| (asks as f64 * at) as usize).collect();
+    let chaos = tokio::spawn(chaos(stack.clone(), gate, events));
 
     let driving_started = Instant::now();
     let outcomes = drive::run(plan.clone(), answers_urls, &secrets.customer, started_asks, gate_rx, gate_at).await?;
@@ -320,9 +337,9 @@ async fn kill_bots(stack: Arc<Stack>, done: Arc<AtomicBool>, every_secs: f64) {
 
 /// The big events, each once the Asks reach its share; `gate` tells the driver each has begun,
 /// so every event happens under load.
-async fn chaos(stack: Arc<Stack>, gate: watch::Sender<usize>) -> anyhow::Result<()> {
-    for (index, (_, event)) in EVENTS.iter().enumerate() {
-        match *event {
+async fn chaos(stack: Arc<Stack>, gate: watch::Sender<usize>, events: Vec<(f64, Event)>) -> anyhow::Result<()> {
+    for (index, (_, event)) in events.into_iter().enumerate() {
+        match event {
             Event::NatsNode => {
                 let mut nats = stack.nats.lock().await;
                 let node = rand::rng().random_range(0..nats.nodes.len());

@@ -265,13 +265,30 @@ pub fn replicas(settings: &ServeSettings<'_>) -> anyhow::Result<Vec<Replica>> {
     Ok(replicas)
 }
 
-/// Waits until the replica's gRPC health says everything it runs is serving.
+/// Starts a replica exits with (e.g. JetStream busy electing leaders) before it is restarted,
+/// as an orchestrator would; beyond this the run stops.
+const START_TRIES: u32 = 5;
+
+/// Waits until the replica's gRPC health says everything it runs is serving; a replica that
+/// exits while starting is started again (up to [`START_TRIES`] times).
 pub async fn wait_serving(replica: &mut Replica, limit: Duration) -> anyhow::Result<()> {
     let url = replica.url();
     let started = Instant::now();
+    let mut tries = 1;
     loop {
         if let Some(status) = replica.proc.exited() {
-            bail!("{} exited with {status} while starting; see {}", replica.proc.name, replica.proc.log().display());
+            if tries >= START_TRIES {
+                bail!(
+                    "{} exited with {status} while starting; see {}",
+                    replica.proc.name,
+                    replica.proc.log().display()
+                );
+            }
+            tracing::warn!(replica = replica.proc.name, %status, "exited while starting; starting it again");
+            tries += 1;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            replica.proc.start()?;
+            continue;
         }
         if serving(&url).await {
             return Ok(());
