@@ -14,6 +14,7 @@ pub struct Stored {
     pub answers_per_target: HashMap<(String, String), i64>,
 }
 
+#[derive(Debug, sqlx::FromRow)]
 pub struct StoredEvaluation {
     pub id: i64,
     pub text: String,
@@ -29,27 +30,15 @@ pub struct StoredEvaluation {
 pub async fn stored(database_url: &str, prefix: &str) -> anyhow::Result<Stored> {
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(database_url).await?;
     let pattern = format!("{}%", prefix.replace('%', "\\%").replace('_', "\\_"));
-    let rows: Vec<(i64, String, String, String, Option<String>, i32, i64)> = sqlx::query_as(
+    let evaluations: Vec<StoredEvaluation> = sqlx::query_as(
         "SELECT e.id, p.text, e.assistant, e.status, e.failure_reason, e.attempts,
-                (SELECT count(*) FROM answers a WHERE a.evaluation_id = e.id)
+                (SELECT count(*) FROM answers a WHERE a.evaluation_id = e.id) AS answers
          FROM evaluations e JOIN prompts p ON p.id = e.prompt_id
          WHERE p.text LIKE $1",
     )
     .bind(&pattern)
     .fetch_all(&pool)
     .await?;
-    let evaluations = rows
-        .into_iter()
-        .map(|(id, text, assistant, status, failure_reason, attempts, answers)| StoredEvaluation {
-            id,
-            text,
-            assistant,
-            status,
-            failure_reason,
-            attempts,
-            answers,
-        })
-        .collect();
     let per_target: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT p.text, a.assistant, count(*) FROM answers a JOIN prompts p ON p.id = a.prompt_id
          WHERE p.text LIKE $1 GROUP BY p.text, a.assistant",

@@ -246,7 +246,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
     let events: Vec<(f64, Event)> =
         EVENTS.iter().copied().filter(|(_, event)| args.events.contains(&event.name().to_owned())).collect();
     let gate_at: Vec<usize> = events.iter().map(|(at, _)| (asks as f64 * at) as usize).collect();
-    let chaos = tokio::spawn(chaos(stack.clone(), gate, events));
+    let chaos = tokio::spawn(chaos(stack.clone(), gate, events, started_asks.clone(), gate_at.clone()));
 
     let driving_started = Instant::now();
     let outcomes = drive::run(plan.clone(), answers_urls, &secrets.customer, started_asks, gate_rx, gate_at).await?;
@@ -337,8 +337,18 @@ async fn kill_bots(stack: Arc<Stack>, done: Arc<AtomicBool>, every_secs: f64) {
 
 /// The big events, each once the Asks reach its share; `gate` tells the driver each has begun,
 /// so every event happens under load.
-async fn chaos(stack: Arc<Stack>, gate: watch::Sender<usize>, events: Vec<(f64, Event)>) -> anyhow::Result<()> {
+async fn chaos(
+    stack: Arc<Stack>,
+    gate: watch::Sender<usize>,
+    events: Vec<(f64, Event)>,
+    started_asks: Arc<AtomicUsize>,
+    gate_at: Vec<usize>,
+) -> anyhow::Result<()> {
     for (index, (_, event)) in events.into_iter().enumerate() {
+        // The Asks before this event's share run first (they are held at it until it begins).
+        while started_asks.load(Ordering::Relaxed) < gate_at[index] {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         match event {
             Event::NatsNode => {
                 let mut nats = stack.nats.lock().await;
