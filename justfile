@@ -61,3 +61,15 @@ verify: lint console test
 bench *parts:
     cargo bench -p aap-embedding --bench embed
     cargo bench -p aap --bench fleet -- {{parts}}
+
+# A 3-node NATS cluster, PostgreSQL, two replicas of every service and synthetic bots on this machine
+# (docs/operations.md, "Chaos run"). CI runs `just chaos 1000`; AAP_CHAOS_PROFILE=dev reuses the
+# test build instead of a release one.
+# Chaos run: N evaluations through Ask streams while bots, a NATS node, PostgreSQL and replicas are killed; fails on any loss
+chaos evaluations="5000" *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    profile="${AAP_CHAOS_PROFILE:-release}"
+    cargo build --profile "$profile" -p aap -p aap-bot -p aap-chaos --bins
+    dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+    "$dir/aap-chaos" {{evaluations}} {{ARGS}}

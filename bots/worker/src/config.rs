@@ -9,6 +9,7 @@ use secrecy::SecretString;
 
 use crate::browser::BrowserOptions;
 use crate::evidence::EvidenceOptions;
+use crate::synthetic::{Engine, EngineKind, SyntheticOptions};
 
 /// The assistants the bot knows: lowercase id and the seed's name for it.
 const ASSISTANTS: &[(&str, &str)] = &[
@@ -66,6 +67,8 @@ pub enum SessionSourceConfig {
         /// The directory.
         path: PathBuf,
     },
+    /// None: the synthetic engine answers without a session.
+    None,
 }
 
 /// Everything the bot needs; see [`crate::run`].
@@ -115,6 +118,8 @@ pub struct BotConfig {
     pub concurrency: u32,
     /// Where and how much evidence of failed attempts to keep.
     pub evidence: EvidenceOptions,
+    /// How tasks are answered: a browser, or the synthetic engine (no browser, no session).
+    pub engine: Engine,
 }
 
 impl BotConfig {
@@ -141,6 +146,7 @@ impl BotConfig {
             shutdown_grace: Duration::from_secs(60),
             concurrency: 1,
             evidence: EvidenceOptions::default(),
+            engine: Engine::Browser,
         }
     }
 
@@ -195,6 +201,13 @@ impl BotConfig {
     /// Trusts and presents what `tls` says on `https://` URLs.
     pub fn with_tls(mut self, tls: aap_tls::ClientTls) -> BotConfig {
         self.tls = tls;
+        self
+    }
+
+    /// Answers with the synthetic engine: at once, no browser, no session (load and chaos runs).
+    pub fn synthetic(mut self, options: SyntheticOptions) -> BotConfig {
+        self.engine = Engine::Synthetic(options);
+        self.sessions = SessionSourceConfig::None;
         self
     }
 
@@ -320,6 +333,25 @@ pub struct Args {
     /// back to the queue.
     #[arg(long, env = "AAP_BOT_SHUTDOWN_GRACE_SECONDS", default_value_t = 60.0)]
     pub shutdown_grace_seconds: f64,
+    /// How tasks are answered: `browser` (a real Chromium on a leased session) or `synthetic`
+    /// (an instant answer built from the task, marked `synthetic`, with no browser and no
+    /// session: for load and chaos runs that measure the platform).
+    #[arg(long, env = "AAP_BOT_ENGINE", value_enum, default_value_t = EngineKind::Browser)]
+    pub engine: EngineKind,
+    /// Synthetic engine: milliseconds each answer takes.
+    #[arg(long, env = "AAP_BOT_SYNTHETIC_DELAY_MS", default_value_t = 0)]
+    pub synthetic_delay_ms: u64,
+    /// Synthetic engine: share of deliveries in [0, 1] released as failed (class
+    /// `assistant-error`) instead of answered.
+    #[arg(long, env = "AAP_BOT_SYNTHETIC_FAIL_RATE", default_value_t = 0.0, value_parser = parse_rate)]
+    pub synthetic_fail_rate: f64,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
+        _ => Err(format!("{text:?} is not a number in [0, 1]")),
+    }
 }
 
 fn seconds(value: f64) -> Duration {
@@ -339,7 +371,9 @@ impl Args {
                 return Err(ConfigError::Missing("give --grpc-url (platform) or --api-url (seed HTTP API)"));
             }
         };
+        let synthetic = self.engine == EngineKind::Synthetic;
         let sessions = match (&self.sessions_dir, &self.grpc_url) {
+            _ if synthetic => SessionSourceConfig::None,
             (Some(path), _) => SessionSourceConfig::Dir { path: path.clone() },
             (None, Some(url)) => SessionSourceConfig::Service { url: url.clone() },
             (None, None) => return Err(ConfigError::Missing("--sessions-dir is required without --grpc-url")),
@@ -371,6 +405,12 @@ impl Args {
             ..EvidenceOptions::default()
         };
         config.shutdown_grace = seconds(self.shutdown_grace_seconds);
+        if synthetic {
+            config.engine = Engine::Synthetic(SyntheticOptions {
+                delay: Duration::from_millis(self.synthetic_delay_ms),
+                fail_rate: self.synthetic_fail_rate,
+            });
+        }
         Ok(config)
     }
 }
@@ -433,6 +473,28 @@ mod tests {
         assert_eq!(config.sessions, SessionSourceConfig::Service { url: "http://gw:50051".into() });
         assert_eq!(parse(&["--sessions-dir", "/d"])?.sessions, SessionSourceConfig::Dir { path: "/d".into() });
         assert!(Args::try_parse_from(["aap-bot"]).map_err(|_| ConfigError::Missing("parse"))?.into_config().is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn the_synthetic_engine_needs_no_session_source_and_takes_its_knobs() -> Result<(), ConfigError> {
+        let parse = |argv: &[&str]| Args::try_parse_from(argv).map_err(|_| ConfigError::Missing("parse"));
+        let browser = parse(&["aap-bot", "--grpc-url", "http://gw:50051"])?.into_config()?;
+        assert_eq!(browser.engine, Engine::Browser);
+        let argv = ["aap-bot", "--api-url", "http://api:8000", "--engine", "synthetic", "--synthetic-delay-ms", "25"];
+        let config = parse(&[&argv[..], &["--synthetic-fail-rate", "0.1"]].concat())?.into_config()?;
+        assert_eq!(config.sessions, SessionSourceConfig::None);
+        assert_eq!(
+            config.engine,
+            Engine::Synthetic(SyntheticOptions { delay: Duration::from_millis(25), fail_rate: 0.1 })
+        );
+        let grpc = parse(&["aap-bot", "--grpc-url", "http://gw:50051", "--engine", "synthetic"])?.into_config()?;
+        assert_eq!(grpc.sessions, SessionSourceConfig::None, "no session is leased");
+        assert!(
+            parse(&["aap-bot", "--api-url", "http://a", "--engine", "synthetic", "--synthetic-fail-rate", "1.5"])
+                .is_err()
+        );
+        assert!(parse(&["aap-bot", "--api-url", "http://a", "--engine", "chrome"]).is_err());
         Ok(())
     }
 

@@ -26,6 +26,7 @@ pub mod markdown;
 pub mod sessions;
 pub mod source;
 pub mod storage_state;
+pub mod synthetic;
 mod worker;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ pub use adapter::{
 };
 pub use browser::{Browser, BrowserError, BrowserOptions};
 pub use config::{Args, BotConfig, SessionSourceConfig, TaskSourceConfig};
+pub use synthetic::{Engine, EngineKind, SyntheticOptions};
 
 use crate::sessions::Sessions;
 use crate::source::{ClaimOptions, ClaimSource, HttpOptions, HttpSource, TaskSource};
@@ -74,7 +76,7 @@ pub fn adapter_for(config: &BotConfig) -> anyhow::Result<AnyAdapter> {
 pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
     let adapter = adapter_for(&config)?;
     let count = config.concurrency.max(1);
-    tracing::info!(bot_id = config.bot_id, assistant = config.assistant, plan = config.plan, concurrency = count, tasks = ?config.tasks, sessions = ?config.sessions, "bot starting");
+    tracing::info!(bot_id = config.bot_id, assistant = config.assistant, plan = config.plan, concurrency = count, engine = ?config.engine, tasks = ?config.tasks, sessions = ?config.sessions, "bot starting");
 
     let (stop, stopped) = watch::channel(false);
     let sessions = match &config.sessions {
@@ -83,6 +85,7 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -
             Sessions::service(channel, &config.assistant, &config.plan, &config.bot_id, config.api_timeout)
         }
         SessionSourceConfig::Dir { path } => Sessions::dir(path, config.per_session_runs),
+        SessionSourceConfig::None => Sessions::None,
     };
     let mut workers = tokio::task::JoinSet::new();
     for index in 1..=count {
@@ -166,6 +169,7 @@ fn worker_for(
         browser: config.browser.clone(),
         shutdown_grace: config.shutdown_grace,
         evidence,
+        engine: config.engine,
     };
     Ok(Worker::new(settings, adapter, source, sessions, stopped))
 }

@@ -90,6 +90,8 @@ pub enum Sessions {
     Service(Box<ServiceSessions>),
     /// Files in a directory.
     Dir(DirSessions),
+    /// None: the synthetic engine answers without a session.
+    None,
 }
 
 impl Sessions {
@@ -127,6 +129,7 @@ impl Sessions {
                 timeout: service.timeout,
             })),
             Sessions::Dir(dir) => Sessions::Dir(dir.clone()),
+            Sessions::None => Sessions::None,
         }
     }
 
@@ -140,6 +143,7 @@ impl Sessions {
         match self {
             Sessions::Service(service) => service.lease().await,
             Sessions::Dir(dir) => dir.lease(),
+            Sessions::None => Err(SessionError::NoneAvailable("this bot has no session source".to_owned())),
         }
     }
 
@@ -148,6 +152,7 @@ impl Sessions {
         match self {
             Sessions::Service(service) => service.give_back(lease, outcome, runs, detail).await,
             Sessions::Dir(dir) => dir.give_back(lease, outcome),
+            Sessions::None => {}
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::browser::{Browser, BrowserOptions};
 use crate::evidence::{Case, Evidence};
 use crate::sessions::{Lease, Outcome, SessionError, Sessions};
 use crate::source::{SourceError, Submission, Task, TaskSource};
+use crate::synthetic::{self, Engine, SyntheticOptions};
 
 /// Session switches (login walls, rate limits) allowed within one task.
 const MAX_SESSION_SWITCHES: u32 = 3;
@@ -66,6 +67,7 @@ pub(crate) struct WorkerSettings {
     pub browser: BrowserOptions,
     pub shutdown_grace: Duration,
     pub evidence: Evidence,
+    pub engine: Engine,
 }
 
 pub(crate) struct Worker<A: Adapter> {
@@ -180,6 +182,9 @@ impl<A: Adapter> Worker<A> {
     #[tracing::instrument(skip_all, fields(evaluation_id = task.evaluation_id))]
     pub(crate) async fn handle(&mut self, task: &Task) -> Handled {
         tracing::info!(prompt_id = ?task.prompt_id, attempt = task.attempt, "task started");
+        if let Engine::Synthetic(options) = self.settings.engine {
+            return self.synthetic(task, options).await;
+        }
         let max_attempts = self.settings.max_attempts.max(1);
         let mut failed_attempts = 0;
         let mut switches = 0;
@@ -233,6 +238,25 @@ impl<A: Adapter> Worker<A> {
             if fresh_session_tried {
                 return self.fail(task, &reason).await;
             }
+        }
+    }
+
+    /// The synthetic engine's answer: no browser, no session; the delay is cut short by shutdown
+    /// only after the grace period, as a browser's answer in progress would be.
+    async fn synthetic(&mut self, task: &Task, options: SyntheticOptions) -> Handled {
+        if !options.delay.is_zero() {
+            let mut shutdown = self.shutdown.clone();
+            let grace = self.settings.shutdown_grace;
+            tokio::select! {
+                _ = tokio::time::sleep(options.delay) => {}
+                _ = async { Self::stopped(&mut shutdown).await; tokio::time::sleep(grace).await } => {
+                    return self.requeue(task, "the bot is shutting down").await;
+                }
+            }
+        }
+        match synthetic::answer(&options, self.adapter.assistant(), task) {
+            Ok(captured) => self.submit(task, &captured).await,
+            Err(reason) => self.fail(task, &reason).await,
         }
     }
 
@@ -399,12 +423,16 @@ impl<A: Adapter> Worker<A> {
     async fn submit(&mut self, task: &Task, captured: &Captured) -> Handled {
         let lease_id = self.active.as_ref().map(|active| active.lease.id.clone());
         let manifest = self.adapter.manifest();
+        let (adapter_version, adapter_fingerprint) = match self.settings.engine {
+            Engine::Browser => (manifest.version.as_str(), manifest.fingerprint.as_str()),
+            Engine::Synthetic(_) => (synthetic::SYNTHETIC, synthetic::SYNTHETIC),
+        };
         let submission = Submission {
             captured,
             captured_at: Utc::now(),
             lease_id: lease_id.as_deref(),
-            adapter_version: &manifest.version,
-            adapter_fingerprint: &manifest.fingerprint,
+            adapter_version,
+            adapter_fingerprint,
         };
         match self.source.submit(task, &submission).await {
             Ok(()) => {

@@ -113,3 +113,32 @@ async fn a_claim_stream_must_start_with_hello_naming_known_assistants() {
     let status = app.evaluations().claim(ReceiverStream::new(rx)).await.expect_err("refused");
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn a_task_pulled_while_the_database_fails_goes_back_to_the_queue_at_once() {
+    let app = spawn_app().await;
+    let stream = app.answers().ask(ask_text("Which NAS is quietest?", &["chatgpt"])).await.expect("ask").into_inner();
+    let _waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let id = loop {
+        let queued: Option<(i64,)> = sqlx::query_as("SELECT id FROM evaluations WHERE status = 'queued'")
+            .fetch_optional(&app.pool)
+            .await
+            .expect("query");
+        if let Some((id,)) = queued {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    // The claim cannot be written (as while PostgreSQL restarts) after the task was pulled.
+    sqlx::query("ALTER TABLE evaluations RENAME TO evaluations_away").execute(&app.pool).await.expect("hide");
+    let serves = Some(Target { assistant: "chatgpt".into(), plan: "Plus".into() });
+    let refused = app.evaluations().poll(aap_proto::v1::PollRequest { bot_id: "test-bot".into(), serves }).await;
+    sqlx::query("ALTER TABLE evaluations_away RENAME TO evaluations").execute(&app.pool).await.expect("restore");
+    assert!(refused.is_err(), "the claim failed: {refused:?}");
+
+    // Not after the 30-minute backstop: the next poll gets it.
+    let task = poll_task(&app, "chatgpt", "Plus").await;
+    assert_eq!(task.evaluation_id, id);
+    assert_eq!(task.attempt, 1, "the failed claim did not count as an attempt");
+}

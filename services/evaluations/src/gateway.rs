@@ -214,7 +214,16 @@ impl Gateway {
                 return Ok(None);
             };
             let id = delivery.task.evaluation_id;
-            match store::claim(&self.pool, id, &delivery.ack_subject, holder, ttl).await? {
+            let claimed = match store::claim(&self.pool, id, &delivery.ack_subject, holder, ttl).await {
+                Ok(claimed) => claimed,
+                Err(err) => {
+                    // Unclaimed, the delivery would wait out the backstop ack wait (30 min) with
+                    // the evaluation still queued and nothing to end it: back to the stream now.
+                    self.queue.settle(&delivery.ack_subject, Settle::Nak).await;
+                    return Err(err.into());
+                }
+            };
+            match claimed {
                 ClaimOutcome::Claimed(row) => {
                     // The claim belongs to the prompt's trace (the asker's context stored on the
                     // evaluation), linked to the bot's poll that made it.
@@ -271,6 +280,19 @@ impl Gateway {
     /// empty) claimed: hands it to the ingest over the results stream and settles the task.
     #[tracing::instrument(skip(self, submission), fields(evaluation_id = submission.evaluation_id))]
     pub async fn submit(&self, principal: &str, submission: Submission) -> EvalResult<()> {
+        // A caller that goes away (a bot killed mid-call) drops this future. Once the answer is
+        // marked submitted its result must still be published (or the mark undone), or the
+        // evaluation waits out the submitted timeout: the work runs on a task of its own.
+        let gateway = self.clone();
+        let principal = principal.to_owned();
+        match tokio::spawn(async move { gateway.store_submission(&principal, submission).await }).await {
+            Ok(result) => result,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => Err(EvalError::Queue("the submit was interrupted by shutdown".into())),
+        }
+    }
+
+    async fn store_submission(&self, principal: &str, submission: Submission) -> EvalResult<()> {
         let id = submission.evaluation_id;
         match submission.kind {
             AnswerKind::Text if submission.response_text.trim().is_empty() => {

@@ -160,7 +160,13 @@ pub async fn connect(url: &str, name: &str, access: &NatsAccess) -> Result<async
     if access.tls.is_configured() {
         options = options.require_tls(true).tls_client_config(access.tls.rustls_config()?);
     }
-    options.name(name).connect(url).await.map_err(|source| NatsError::Connect { url: redact(url), source })
+    // async-nats parses a `&str` as one address: a cluster's list has to be handed over split.
+    options.name(name).connect(servers(url)).await.map_err(|source| NatsError::Connect { url: redact(url), source })
+}
+
+/// The servers of `url`: one, or a comma-separated list (the nodes of a cluster).
+fn servers(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|server| !server.is_empty()).collect()
 }
 
 /// `url` (one server or a comma-separated list) with any `user:password@` replaced by `***@`,
@@ -218,6 +224,31 @@ mod tests {
         assert_eq!(redact("tls://t0ken@a:4222,nats://b:4222"), "tls://***@a:4222,nats://b:4222");
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact("localhost"), "localhost");
+    }
+
+    #[test]
+    fn a_server_list_is_split_into_its_servers() {
+        assert_eq!(servers("nats://a:4222"), ["nats://a:4222"]);
+        assert_eq!(
+            servers("nats://a:4222, nats://b:4223,,tls://c:4224"),
+            ["nats://a:4222", "nats://b:4223", "tls://c:4224"]
+        );
+    }
+
+    #[tokio::test]
+    async fn connect_takes_a_comma_separated_server_list() -> Result<(), Box<dyn std::error::Error>> {
+        let scratch = std::env::temp_dir().join(format!("aap-nats-list-{}", std::process::id()));
+        let options =
+            crate::local::NatsOptions { store_dir: scratch.clone(), port: None, tls: None, nkey_users: Vec::new() };
+        let nats = crate::local::Nats::start(options).await?;
+        // A dead node first, as when one node of a cluster is down.
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let list = format!("nats://127.0.0.1:{dead},{}", nats.url());
+        let client = connect(&list, "list-test", &NatsAccess::default()).await?;
+        client.flush().await?;
+        nats.stop().await?;
+        let _ = std::fs::remove_dir_all(scratch);
+        Ok(())
     }
 
     #[test]

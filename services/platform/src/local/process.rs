@@ -198,7 +198,7 @@ pub(crate) fn is_root() -> bool {
 /// includes the whole process exiting or being killed), so no child outlives its owner even
 /// when no destructor runs.
 #[allow(unsafe_code)]
-fn die_with_parent_thread(command: &mut Command, signal: libc::c_int) {
+pub fn die_with_parent_thread(command: &mut Command, signal: libc::c_int) {
     let parent = std::process::id();
     // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
     // system calls (prctl, getppid) without allocating. std applies uid/gid before running it,
