@@ -4,6 +4,7 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod metrics;
 pub mod normalize;
 pub mod store;
 

@@ -26,6 +26,7 @@ pub enum IngestError {
 
 /// Consumes results until `shutdown` resolves.
 pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output = ()>) -> Result<(), IngestError> {
+    crate::metrics::register();
     let topology = queue.topology().clone();
     let stream = queue
         .jetstream()
@@ -67,6 +68,7 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
                 continue;
             }
         };
+        crate::metrics::result_delivered(message.info().map(|info| info.delivered).unwrap_or(1));
         let span = tracing::info_span!("ingest", evaluation_id = result.evaluation_id, assistant = %result.assistant);
         aap_platform::telemetry::set_parent(
             &span,
@@ -76,6 +78,7 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
             match store::store_answer(&pool, &result).await {
                 Ok(stored) => {
                     tracing::info!(stored, "answer ingested");
+                    crate::metrics::ingested(&result.assistant, stored, message.info().ok());
                     if let Err(err) = message.double_ack().await {
                         tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
                     }
@@ -95,6 +98,7 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
                     queue.dead_letter("results", message.payload.clone(), &reason).await;
                     match store::fail_unstorable(&pool, result.evaluation_id, &reason).await {
                         Ok(_) => {
+                            crate::metrics::failed_for_good(&result.assistant, "unstorable");
                             let _ = message.ack_with(AckKind::Term).await;
                             queue.notify_prompt(result.prompt_id).await;
                         }
