@@ -50,3 +50,27 @@ pub fn set_parent(span: &tracing::Span, carrier: &HashMap<String, String>) {
     // An error means the span is disabled or already started; there is nothing to link then.
     let _ = span.set_parent(parent);
 }
+
+/// Keeps trace export running; dropping it flushes the spans not yet sent and stops it.
+#[must_use = "dropping the guard stops trace export"]
+#[derive(Debug, Default)]
+pub struct ExportGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl ExportGuard {
+    /// Guards `provider` (nothing when `None`: export is off).
+    pub fn new(provider: Option<SdkTracerProvider>) -> ExportGuard {
+        ExportGuard { provider }
+    }
+}
+
+impl Drop for ExportGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("trace export did not shut down cleanly: {err}");
+        }
+    }
+}

@@ -115,6 +115,8 @@ pub struct BotConfig {
     pub concurrency: u32,
     /// Where and how much evidence of failed attempts to keep.
     pub evidence: EvidenceOptions,
+    /// Where to serve the bot's metrics (`GET /metrics`); none when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl BotConfig {
@@ -141,6 +143,7 @@ impl BotConfig {
             shutdown_grace: Duration::from_secs(60),
             concurrency: 1,
             evidence: EvidenceOptions::default(),
+            metrics_addr: None,
         }
     }
 
@@ -320,6 +323,14 @@ pub struct Args {
     /// back to the queue.
     #[arg(long, env = "AAP_BOT_SHUTDOWN_GRACE_SECONDS", default_value_t = 60.0)]
     pub shutdown_grace_seconds: f64,
+    /// Address of the bot's Prometheus metrics (`GET /metrics`: tasks, outcomes by failure class,
+    /// answer time, browsers, leases), e.g. 127.0.0.1:9465; `off` serves none.
+    #[arg(long, env = "AAP_BOT_METRICS_ADDR", default_value = "off", value_parser = check_metrics_addr)]
+    pub metrics_addr: String,
+}
+
+fn check_metrics_addr(text: &str) -> Result<String, String> {
+    aap_telemetry::metrics::parse_addr(text).map(|_| text.to_owned())
 }
 
 fn seconds(value: f64) -> Duration {
@@ -371,6 +382,8 @@ impl Args {
             ..EvidenceOptions::default()
         };
         config.shutdown_grace = seconds(self.shutdown_grace_seconds);
+        // Checked by clap already.
+        config.metrics_addr = aap_telemetry::metrics::parse_addr(&self.metrics_addr).ok().flatten();
         Ok(config)
     }
 }

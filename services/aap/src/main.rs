@@ -148,7 +148,11 @@ async fn main() -> anyhow::Result<()> {
             config.tls = tls.server_tls();
             config.nats_access = nats.access();
             let console = service.bind_console().await?;
-            let platform = Platform::start_with_console(config, grpc, http, console).await?;
+            let metrics = service.bind_metrics().await?;
+            let mut platform = Platform::start_with_console(config, grpc, http, console).await?;
+            if let Some(listener) = metrics {
+                platform.serve_metrics(listener)?;
+            }
             aap_bot::shutdown_signal().await;
             platform.shutdown().await
         }

@@ -124,6 +124,11 @@ static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| Metri
     ),
 });
 
+/// Makes the embedding's metric families appear in scrapes before the first embedding.
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&METRICS);
+}
+
 impl Embedder {
     /// Loads the model from `model_dir` (`config.json`, `model.safetensors`, `tokenizer.json`)
     /// onto the CPU.
