@@ -16,6 +16,7 @@
 //! assert!(metrics::encode().contains(r#"aap_demo_tasks_total{assistant="chatgpt"} 1"#));
 //! ```
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -67,6 +68,10 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(|| Mutex::new(Registry::with_prefix(PREFIX)));
 
+/// Every family registered with [`register`]: full name → type. A family shows in a scrape only
+/// once it has a series; this lists it from its registration on.
+static FAMILIES: LazyLock<Mutex<BTreeMap<String, String>>> = LazyLock::new(Mutex::default);
+
 fn with_registry<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
     // A panic while registering leaves the registry as it was: keep serving it.
     let mut registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
@@ -76,7 +81,15 @@ fn with_registry<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 /// Registers `metric` as `aap_<name>`. Register each name once per process: a `LazyLock`
 /// around the family does that.
 pub fn register(name: &str, help: &str, metric: impl Metric) {
+    let kind = metric.metric_type().as_str().to_owned();
+    FAMILIES.lock().unwrap_or_else(PoisonError::into_inner).insert(format!("{PREFIX}_{name}"), kind);
     with_registry(|registry| registry.register(name, help, metric));
+}
+
+/// Every family registered so far (full name → `counter`, `gauge`, `histogram`, ...), whether
+/// or not it has a series yet; with [`encode`]'s, the families a process can export.
+pub fn families() -> BTreeMap<String, String> {
+    FAMILIES.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 /// Registers a collector, asked for its metrics at every scrape: for values that are read

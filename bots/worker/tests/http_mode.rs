@@ -678,7 +678,7 @@ async fn the_binary_serves_its_metrics_and_exports_its_traces() -> Result<()> {
     assert_eq!(value("aap_bot_browser_starts_total", &[("assistant", "chatgpt"), ("result", "ok")]), 1.0);
     assert_eq!(value("aap_bot_session_leases_total", &[("assistant", "chatgpt"), ("outcome", "granted")]), 1.0);
     assert_eq!(value("aap_bot_attempt_failures_total", &chatgpt), 0.0);
-    assert_eq!(scrape.kind("aap_bot_task_outcomes"), Some("counter"));
+    assert_eq!(scrape.kind("aap_bot_tasks"), Some("counter"));
     assert_eq!(scrape.kind("aap_answers_ask_first_event_seconds"), None, "a bot carries no platform metrics");
 
     // SIGTERM: the bot stops cleanly, flushing its spans.

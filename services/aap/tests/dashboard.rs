@@ -9,10 +9,13 @@ use aap_platform::metrics::exposition::Scrape;
 const DASHBOARD: &str = include_str!("../../../deploy/grafana/aap-pipeline.json");
 const OPERATIONS: &str = include_str!("../../../docs/operations.md");
 
-/// Every family of the platform's crates and the bot's, as a scrape declares them.
+/// Every family of the platform's crates and the bot's: those registered (a family with no
+/// series yet is not in a scrape) and those a scrape shows (collectors').
 fn exported() -> Scrape {
     aap::metrics::register_all();
-    Scrape::parse(&aap_platform::metrics::encode()).expect("the exposition parses")
+    let mut scrape = Scrape::parse(&aap_platform::metrics::encode()).expect("the exposition parses");
+    scrape.types.extend(aap_platform::metrics::families());
+    scrape
 }
 
 /// Every `expr` of every panel, rows' nested panels included: (panel title, expr).
