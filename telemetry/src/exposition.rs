@@ -62,9 +62,7 @@ impl Scrape {
 
     /// The samples named `name` that carry every label in `labels`.
     pub fn matching<'a>(&'a self, name: &'a str, labels: &'a [(&str, &str)]) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples
-            .iter()
-            .filter(move |s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v)))
+        self.samples.iter().filter(move |s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == Some(*v)))
     }
 
     /// The type of family `name` (`counter`, `gauge`, `histogram`, ...).
@@ -113,8 +111,11 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     Ok(Sample { name: name.to_owned(), labels, value })
 }
 
+/// A sample's labels, in their order.
+type LabelPairs = Vec<(String, String)>;
+
 /// Reads `key="value",...}` and returns the labels and what follows the closing brace.
-fn parse_labels(mut text: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut text: &str) -> Result<(LabelPairs, &str), String> {
     let mut labels = Vec::new();
     loop {
         text = text.trim_start();

@@ -158,18 +158,26 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + S
 pub fn parse_addr(text: &str) -> Result<Option<SocketAddr>, String> {
     match text.trim() {
         "" | "off" => Ok(None),
-        addr => addr.parse().map(Some).map_err(|error| format!("{addr:?} is not an address such as 127.0.0.1:9464 or `off`: {error}")),
+        addr => addr
+            .parse()
+            .map(Some)
+            .map_err(|error| format!("{addr:?} is not an address such as 127.0.0.1:9464 or `off`: {error}")),
     }
 }
 
 /// Binds the metrics listener for `--metrics-addr` (named `flag` in the error); `None` when
 /// the value is `off` (or empty).
 pub async fn bind(addr: &str, flag: &str) -> std::io::Result<Option<TcpListener>> {
-    let Some(addr) = parse_addr(addr).map_err(|reason| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{flag}: {reason}")))? else {
+    let Some(addr) = parse_addr(addr)
+        .map_err(|reason| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{flag}: {reason}")))?
+    else {
         return Ok(None);
     };
     TcpListener::bind(addr).await.map(Some).map_err(|error| {
-        std::io::Error::new(error.kind(), format!("bind the metrics endpoint on {addr}: {error} ({flag}; `off` serves none)"))
+        std::io::Error::new(
+            error.kind(),
+            format!("bind the metrics endpoint on {addr}: {error} ({flag}; `off` serves none)"),
+        )
     })
 }
 

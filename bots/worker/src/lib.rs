@@ -81,9 +81,9 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -
     let (stop, stopped) = watch::channel(false);
     let metrics_server = match config.metrics_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("bind the metrics endpoint on {addr} (--metrics-addr, AAP_BOT_METRICS_ADDR)"))?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("bind the metrics endpoint on {addr} (--metrics-addr, AAP_BOT_METRICS_ADDR)")
+            })?;
             let mut stopped = stopped.clone();
             let shutdown = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;

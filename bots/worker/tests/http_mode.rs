@@ -613,7 +613,9 @@ async fn the_binary_serves_its_metrics_and_exports_its_traces() -> Result<()> {
     let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
         collector.clone(),
     );
-    tokio::spawn(tonic::transport::Server::builder().add_service(service).serve_with_incoming(TcpListenerStream::new(otlp)));
+    tokio::spawn(
+        tonic::transport::Server::builder().add_service(service).serve_with_incoming(TcpListenerStream::new(otlp)),
+    );
 
     let prompt = "What are the best laptops under $1,000?";
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -670,7 +672,10 @@ async fn the_binary_serves_its_metrics_and_exports_its_traces() -> Result<()> {
     while outcomes < 1.0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         let text = reqwest::get(&metrics_url).await?.text().await?;
-        outcomes = Scrape::parse(&text).map_err(anyhow::Error::msg)?.value("aap_bot_task_outcomes_total", &submitted).unwrap_or(0.0);
+        outcomes = Scrape::parse(&text)
+            .map_err(anyhow::Error::msg)?
+            .value("aap_bot_task_outcomes_total", &submitted)
+            .unwrap_or(0.0);
     }
     assert_eq!(outcomes, 1.0, "the task counted as submitted");
     assert_eq!(value("aap_bot_answer_seconds_count", &chatgpt), 1.0);

@@ -263,7 +263,8 @@ impl Platform {
     pub fn serve_metrics(&mut self, listener: TcpListener) -> anyhow::Result<SocketAddr> {
         let addr = listener.local_addr()?;
         let shutdown = stopped(self.stop.subscribe());
-        self.tasks.spawn(async move { aap_platform::metrics::serve(listener, shutdown).await.context("metrics server") });
+        self.tasks
+            .spawn(async move { aap_platform::metrics::serve(listener, shutdown).await.context("metrics server") });
         Ok(addr)
     }
 

@@ -85,7 +85,8 @@ fn every_metric_the_dashboard_queries_is_exported() {
 #[test]
 fn the_dashboard_check_finds_names_that_are_not_exported() {
     let declared = exported().declared_names();
-    let names = metric_names(r#"sum by (x) (rate(aap_no_such_thing_total{a="aap_label_value"}[5m])) / aap_evaluations"#);
+    let names =
+        metric_names(r#"sum by (x) (rate(aap_no_such_thing_total{a="aap_label_value"}[5m])) / aap_evaluations"#);
     assert_eq!(names, BTreeSet::from(["aap_evaluations".to_owned(), "aap_no_such_thing_total".to_owned()]));
     assert!(!declared.contains("aap_no_such_thing_total"));
     assert!(declared.contains("aap_evaluations"));

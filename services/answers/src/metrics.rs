@@ -18,10 +18,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
          by_id, or suggested when similar prompts were offered instead); its _count is the Asks answered.",
         metrics::FAST_SECONDS,
     ),
-    streams_open: metrics::gauge(
-        "answers_streams_open",
-        "Ask and Watch streams open now, by rpc (ask, watch).",
-    ),
+    streams_open: metrics::gauge("answers_streams_open", "Ask and Watch streams open now, by rpc (ask, watch)."),
 });
 
 /// The `match` label of an Ask.

@@ -187,7 +187,8 @@ pub async fn refresh(pool: &PgPool, queue: &Queue) -> Result<(), RefreshError> {
     }
     let topology = queue.topology();
     for stream_name in [topology.tasks_stream(), topology.results_stream()] {
-        let stream = queue.jetstream().get_stream(&stream_name).await.map_err(|e| RefreshError::Queue(e.to_string()))?;
+        let stream =
+            queue.jetstream().get_stream(&stream_name).await.map_err(|e| RefreshError::Queue(e.to_string()))?;
         let consumers: Vec<_> =
             stream.consumers().try_collect().await.map_err(|e| RefreshError::Queue(e.to_string()))?;
         for info in consumers {

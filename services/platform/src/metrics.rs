@@ -112,7 +112,11 @@ impl Call {
 
     fn finish(self, code: tonic::Code) {
         GRPC.handled
-            .get_or_create(&vec![("service", self.service.clone()), ("method", self.method.clone()), ("code", format!("{code:?}"))])
+            .get_or_create(&vec![
+                ("service", self.service.clone()),
+                ("method", self.method.clone()),
+                ("code", format!("{code:?}")),
+            ])
             .inc();
         GRPC.seconds
             .get_or_create(&vec![("service", self.service), ("method", self.method)])

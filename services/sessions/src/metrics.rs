@@ -73,7 +73,8 @@ pub async fn refresh(pool: &PgPool) -> Result<(), sqlx::Error> {
     let counts = crate::store::account_counts(pool).await?;
     for known in ASSISTANTS {
         for status in STATUSES {
-            let count: i64 = counts.iter().filter(|c| c.assistant == known.id && c.status == status).map(|c| c.count).sum();
+            let count: i64 =
+                counts.iter().filter(|c| c.assistant == known.id && c.status == status).map(|c| c.count).sum();
             METRICS.accounts.get_or_create(&labels([("assistant", known.id), ("status", status)])).set(count);
         }
         let leased: i64 = counts.iter().filter(|c| c.assistant == known.id && c.leased).map(|c| c.count).sum();
