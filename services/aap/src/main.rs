@@ -171,7 +171,11 @@ async fn main() -> anyhow::Result<()> {
             config.nats_access = nats.access();
             config.services = services;
             config.stream_replicas = usize::from(nats_stream_replicas);
-            let platform = Platform::serve(config, Listeners { grpc, http, console }).await?;
+            let metrics = service.bind_metrics().await?;
+            let mut platform = Platform::serve(config, Listeners { grpc, http, console }).await?;
+            if let Some(listener) = metrics {
+                platform.serve_metrics(listener)?;
+            }
             aap_bot::shutdown_signal().await;
             platform.shutdown().await
         }

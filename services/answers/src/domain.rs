@@ -287,6 +287,7 @@ impl Answers {
         };
         let subjects = queue.topology().prompt_events_subject_prefix();
         let hub = Hub::start(pool.clone(), queue.client().clone(), &subjects, hub_config).await?;
+        crate::metrics::register();
         Ok(Answers { pool, embedder, queue, config, hub })
     }
 
@@ -305,6 +306,15 @@ impl Answers {
 
     /// Answers an Ask: validates, finds or stores the prompt, and returns the event stream.
     pub async fn ask(&self, query: AskQuery) -> AnswersResult<Events> {
+        let started = std::time::Instant::now();
+        let (events, matched) = self.find_and_follow(query).await?;
+        // The stream's first event is on its way: the follower sends it before anything else.
+        crate::metrics::ask_answered(matched, started.elapsed());
+        Ok(events)
+    }
+
+    /// The body of [`Answers::ask`]; also says how the prompt was found (the `match` label).
+    async fn find_and_follow(&self, query: AskQuery) -> AnswersResult<(Events, &'static str)> {
         let min_similarity = Self::check_min_similarity(query.min_similarity)?.unwrap_or(self.config.min_similarity);
         let trace = aap_platform::telemetry::current_context();
         let (prompt, matched) = match query.query {
@@ -336,7 +346,9 @@ impl Answers {
                         if near.is_empty() { None } else { store::prompt_by_hash(&self.pool, &hash).await? };
                     match (stored_meanwhile, near.first(), query.policy) {
                         (Some(prompt), _, _) => (prompt, (MatchKind::Exact, 1.0)),
-                        (None, Some(_), Policy::Suggest) => return Ok(self.suggest(near)),
+                        (None, Some(_), Policy::Suggest) => {
+                            return Ok((self.suggest(near), crate::metrics::SUGGESTED));
+                        }
                         (None, Some(best), _) => {
                             let prompt = PromptRow { id: best.id, text: best.text.clone() };
                             (prompt, (MatchKind::Similar, best.similarity))
@@ -357,7 +369,8 @@ impl Answers {
             similarity: matched.1,
             prompt_text: prompt.text.clone(),
         }));
-        self.follow(prompt.id, query.targets, Some(trace), first, query.include_html).await
+        let events = self.follow(prompt.id, query.targets, Some(trace), first, query.include_html).await?;
+        Ok((events, crate::metrics::match_label(matched.0)))
     }
 
     /// Follows a known prompt's evaluations without scheduling anything.

@@ -102,8 +102,11 @@ impl AnswersService for AnswersGrpc {
         let query =
             AskQuery { query, targets, policy, min_similarity: req.min_similarity, include_html: req.include_html };
         let events = self.answers.ask(query).await?;
-        let stream =
-            ReceiverStream::new(events).map(move |event| Ok(AskResponse { event: Some(for_caller(event, operator)) }));
+        let open = crate::metrics::stream_opened("ask");
+        let stream = ReceiverStream::new(events).map(move |event| {
+            let _open = &open;
+            Ok(AskResponse { event: Some(for_caller(event, operator)) })
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -112,8 +115,11 @@ impl AnswersService for AnswersGrpc {
         let req = request.into_inner();
         let targets = req.targets.into_iter().map(|t| (t.assistant, t.plan)).collect();
         let events = self.answers.watch(req.prompt_id, targets, req.include_html).await?;
-        let stream = ReceiverStream::new(events)
-            .map(move |event| Ok(WatchResponse { event: Some(for_caller(event, operator)) }));
+        let open = crate::metrics::stream_opened("watch");
+        let stream = ReceiverStream::new(events).map(move |event| {
+            let _open = &open;
+            Ok(WatchResponse { event: Some(for_caller(event, operator)) })
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -422,3 +422,24 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
     tx.commit().await?;
     Ok(inserted)
 }
+
+/// Live evaluations as (assistant, status, count), for the `aap_evaluations` gauge: only the
+/// live states, which the partial index over them answers without reading the finished rows.
+pub async fn live_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT assistant, status, count(*) FROM evaluations \
+         WHERE status IN ('pending', 'queued', 'claimed', 'submitted') GROUP BY assistant, status",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The age in seconds of each assistant's oldest held claim, by the database clock.
+pub async fn oldest_claims(pool: &PgPool) -> sqlx::Result<Vec<(String, f64)>> {
+    sqlx::query_as(
+        "SELECT assistant, EXTRACT(EPOCH FROM now() - min(claimed_at))::float8 FROM evaluations \
+         WHERE status = 'claimed' AND claimed_at IS NOT NULL GROUP BY assistant",
+    )
+    .fetch_all(pool)
+    .await
+}
