@@ -179,6 +179,9 @@ def check_set(path, version, external):
         checker.check((ref["kind"], ref["name"]) in names, f"{ident(hpa)}: scales {ref['kind']}/{ref['name']}, which is not in the set")
         scaled.setdefault(ref["name"], []).append(ident(hpa))
     deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    # The task stream's name follows the platform's NATS prefix (aap -> AAP_TASKS).
+    prefix = next((c.get("data", {}).get("AAP_NATS_PREFIX") for c in by_kind.get("ConfigMap", []) if c["metadata"]["name"].startswith("aap-config")), None) or "aap"
+    task_stream = prefix.upper().replace("-", "_").replace(".", "_") + "_TASKS"
     for so in by_kind.get("ScaledObject", []):
         target = so["spec"]["scaleTargetRef"]["name"]
         checker.check(target in deployments, f"{ident(so)}: scales Deployment/{target}, which is not in the set")
@@ -192,7 +195,7 @@ def check_set(path, version, external):
             if trigger["type"] != "nats-jetstream":
                 continue
             meta = trigger["metadata"]
-            checker.check(meta.get("stream") == "AAP_TASKS", f"{ident(so)}: stream {meta.get('stream')} is not the task stream AAP_TASKS")
+            checker.check(meta.get("stream") == task_stream, f"{ident(so)}: stream {meta.get('stream')} is not the task stream {task_stream}")
             checker.check(meta.get("consumer") in expected, f"{ident(so)}: consumer {meta.get('consumer')} is not one that {target} reads ({', '.join(sorted(expected))})")
     for target, scalers in scaled.items():
         checker.check(len(scalers) == 1, f"Deployment/{target} is scaled by {len(scalers)} scalers: {', '.join(scalers)}")
