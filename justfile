@@ -61,9 +61,11 @@ images:
     cargo build -p aap -p aap-bot --bins
     bash deploy/docker/images.sh
 
-# Compose config, every Kustomize overlay through kubernetes-validate and deploy/k8s/schemas, the NATS values.
-# Validate deploy/compose and deploy/k8s offline
+# Compose config, every Kustomize overlay through kubernetes-validate and deploy/k8s/schemas, the NATS values,
+# then deploy/split-test.sh: a process per service behind the gateway, a bot, an answer.
+# Validate deploy/compose and deploy/k8s offline, and run their topology on loopback
 deploy-check:
+    cargo build -p aap -p aap-bot --bins
     bash deploy/check.sh
 
 # Benchmarks (medians, p95, ratios): embedding latency; the platform's overhead per evaluation;

@@ -5,7 +5,9 @@
 #     deploy/k8s/check.py over each rendered set: kubernetes-validate (strict) for the built-in
 #     kinds, deploy/k8s/schemas/ for KEDA's ScaledObject and CloudNativePG's Cluster, and the
 #     references between resources;
-#   - deploy/k8s/nats/values.yaml: the settings the platform relies on.
+#   - deploy/k8s/nats/values.yaml: the settings the platform relies on;
+#   - deploy/split-test.sh: the topology run for real (a process per service behind the
+#     gateway's nginx.conf, compose's seed-accounts.sh, a Chromium bot, a prompt answered).
 # The rendered sets are kept in $CARGO_TARGET_DIR/deploy-check for a look.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,3 +56,6 @@ for name in failed:
 print(f"nats/values.yaml: {len(checks) - len(failed)} checks passed, {len(failed)} failed")
 sys.exit(1 if failed else 0)
 PYEOF
+
+echo "==> the split platform behind the gateway (deploy/split-test.sh)"
+bash deploy/split-test.sh

