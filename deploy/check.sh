@@ -36,6 +36,32 @@ echo "==> kubernetes: schemas and references"
 "$PY" deploy/k8s/check.py --external-secret aap-database --external-secret aap-secrets \
     --external-secret aap-bot-token "$out/production.yaml" "$out/postgres.yaml"
 
+echo "==> kubernetes: the checker catches what it is for"
+# Each line: what is broken, then a sed script that breaks it in the rendered production set.
+mutations=(
+    "a consumer no bot reads|s/consumer: tasks-claude-pro/consumer: tasks-claude-plus/"
+    "an unknown field of a built-in kind|s/readinessProbe:/readinessProbes:/"
+    "a ScaledObject field KEDA does not have|s/pollingInterval: 10/pollingIntervalSeconds: 10/"
+    "a Service port no pod declares|s/targetPort: metrics/targetPort: metric/"
+    "a Secret nobody makes|s/name: aap-bot-token/name: aap-bot-tokens/"
+    "a kind without a schema|s#apiVersion: keda.sh/v1alpha1#apiVersion: keda.sh/v1alpha2#"
+)
+for mutation in "${mutations[@]}"; do
+    what=${mutation%%|*}
+    sed "${mutation#*|}" "$out/production.yaml" >"$out/mutated.yaml"
+    if cmp -s "$out/production.yaml" "$out/mutated.yaml"; then
+        echo "FAIL: the mutation for '$what' changed nothing" >&2
+        exit 1
+    fi
+    if "$PY" deploy/k8s/check.py --external-secret aap-database --external-secret aap-secrets \
+        --external-secret aap-bot-token "$out/mutated.yaml" >"$out/mutated.out" 2>&1; then
+        echo "FAIL: check.py passed a set with $what" >&2
+        exit 1
+    fi
+    echo "    caught: $what ($(grep -m1 '^FAIL' "$out/mutated.out" | cut -c1-110))"
+done
+rm -f "$out/mutated.yaml" "$out/mutated.out"
+
 echo "==> NATS chart values"
 "$PY" - deploy/k8s/nats/values.yaml <<'PYEOF'
 import sys, yaml
