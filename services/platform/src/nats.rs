@@ -155,7 +155,13 @@ pub async fn connect(url: &str, name: &str, access: &NatsAccess) -> Result<async
     if access.tls.is_configured() {
         options = options.require_tls(true).tls_client_config(access.tls.rustls_config()?);
     }
-    options.name(name).connect(url).await.map_err(|source| NatsError::Connect { url: redact(url), source })
+    options.name(name).connect(servers(url)).await.map_err(|source| NatsError::Connect { url: redact(url), source })
+}
+
+/// The servers of `url`, one or a comma-separated list: async-nats reads a `&str` as a single
+/// server (`nats://a:4222,nats://b:4222` fails as an invalid port), a list only as a `Vec`.
+fn servers(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|server| !server.is_empty()).collect()
 }
 
 /// `url` (one server or a comma-separated list) with any `user:password@` replaced by `***@`,
@@ -213,6 +219,15 @@ mod tests {
         assert_eq!(redact("tls://t0ken@a:4222,nats://b:4222"), "tls://***@a:4222,nats://b:4222");
         assert_eq!(redact("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redact("localhost"), "localhost");
+    }
+
+    #[test]
+    fn a_comma_separated_url_is_a_list_of_servers() {
+        use async_nats::ToServerAddrs;
+        let list = servers("nats://nats-1:4222, nats://nats-2:4222,tls://nats-3:4222");
+        let addrs: Vec<_> = list.to_server_addrs().expect("every server parses").collect();
+        assert_eq!(addrs.len(), 3);
+        assert_eq!(servers("nats://127.0.0.1:4222"), ["nats://127.0.0.1:4222"]);
     }
 
     #[test]
