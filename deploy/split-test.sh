@@ -95,6 +95,9 @@ done
 for n in 1 2 3; do
     wait_for "nats-$n's JetStream" bash -c "exec 3<>/dev/tcp/127.0.0.1$n/8222 && printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3 && grep -q '\"ok\"' <&3"
 done
+# The cluster has elected its JetStream meta leader: only then can streams of 3 replicas be made
+# (a service started earlier exits, and compose or Kubernetes would restart it).
+wait_for "the JetStream meta leader" bash -c "exec 3<>/dev/tcp/127.0.0.11/8222 && printf 'GET /jsz HTTP/1.0\r\n\r\n' >&3 && grep -q '\"leader\": *\"nats-' <&3"
 
 # compose's settings (aap.env), but for the session key's path and the logs.
 set -a
