@@ -120,6 +120,8 @@ pub struct BotConfig {
     pub evidence: EvidenceOptions,
     /// How tasks are answered: a browser, or the synthetic engine (no browser, no session).
     pub engine: Engine,
+    /// Where to serve the bot's metrics (`GET /metrics`); none when `None`.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl BotConfig {
@@ -147,6 +149,7 @@ impl BotConfig {
             concurrency: 1,
             evidence: EvidenceOptions::default(),
             engine: Engine::Browser,
+            metrics_addr: None,
         }
     }
 
@@ -345,6 +348,10 @@ pub struct Args {
     /// `assistant-error`) instead of answered.
     #[arg(long, env = "AAP_BOT_SYNTHETIC_FAIL_RATE", default_value_t = 0.0, value_parser = parse_rate)]
     pub synthetic_fail_rate: f64,
+    /// Address of the bot's Prometheus metrics (`GET /metrics`: tasks, outcomes by failure class,
+    /// answer time, browsers, leases), e.g. 127.0.0.1:9465; `off` serves none.
+    #[arg(long, env = "AAP_BOT_METRICS_ADDR", default_value = "off", value_parser = check_metrics_addr)]
+    pub metrics_addr: String,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -352,6 +359,10 @@ fn parse_rate(text: &str) -> Result<f64, String> {
         Ok(rate) if (0.0..=1.0).contains(&rate) => Ok(rate),
         _ => Err(format!("{text:?} is not a number in [0, 1]")),
     }
+}
+
+fn check_metrics_addr(text: &str) -> Result<String, String> {
+    aap_telemetry::metrics::parse_addr(text).map(|_| text.to_owned())
 }
 
 fn seconds(value: f64) -> Duration {
@@ -411,6 +422,8 @@ impl Args {
                 fail_rate: self.synthetic_fail_rate,
             });
         }
+        // Checked by clap already.
+        config.metrics_addr = aap_telemetry::metrics::parse_addr(&self.metrics_addr).ok().flatten();
         Ok(config)
     }
 }

@@ -23,6 +23,7 @@ pub mod evidence;
 mod grpc;
 pub mod login;
 pub mod markdown;
+pub mod metrics;
 pub mod sessions;
 pub mod source;
 pub mod storage_state;
@@ -77,8 +78,22 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -
     let adapter = adapter_for(&config)?;
     let count = config.concurrency.max(1);
     tracing::info!(bot_id = config.bot_id, assistant = config.assistant, plan = config.plan, concurrency = count, engine = ?config.engine, tasks = ?config.tasks, sessions = ?config.sessions, "bot starting");
+    metrics::register();
 
     let (stop, stopped) = watch::channel(false);
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("bind the metrics endpoint on {addr} (--metrics-addr, AAP_BOT_METRICS_ADDR)")
+            })?;
+            let mut stopped = stopped.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            Some(tokio::spawn(aap_telemetry::metrics::serve(listener, shutdown)))
+        }
+        None => None,
+    };
     let sessions = match &config.sessions {
         SessionSourceConfig::Service { url } => {
             let channel = grpc::channel(url, config.token.as_ref(), config.api_timeout, &config.tls)?;
@@ -116,6 +131,14 @@ pub async fn run(config: BotConfig, shutdown: impl Future<Output = ()> + Send) -
                 stopping = true;
                 let _ = stop.send(true);
             }
+        }
+    }
+    let _ = stop.send(true);
+    if let Some(server) = metrics_server {
+        match server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the metrics endpoint failed"),
+            Err(error) => tracing::warn!(%error, "the metrics endpoint panicked"),
         }
     }
     result

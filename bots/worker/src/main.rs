@@ -1,10 +1,11 @@
-//! `aap-bot`: parses flags, sets up logging and signals, runs the bot.
+//! `aap-bot`: parses flags, sets up logging, trace export and signals, runs the bot.
 
 use std::sync::Mutex;
 
 use aap_bot::Args;
 use anyhow::Context;
 use clap::Parser;
+use opentelemetry::trace::TracerProvider as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -12,13 +13,14 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_logging(&args.log_level, args.log_file.as_deref())?;
+    let _traces = init_logging(&args.log_level, args.log_file.as_deref())?;
     let config = args.into_config()?;
     aap_bot::run(config, aap_bot::shutdown_signal()).await
 }
 
-/// Console logs (JSON when not a terminal), plus the same lines in `log_file` when given.
-fn init_logging(level: &str, log_file: Option<&std::path::Path>) -> anyhow::Result<()> {
+/// Console logs (JSON when not a terminal), plus the same lines in `log_file` when given, and
+/// OTLP trace export (as the platform's) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+fn init_logging(level: &str, log_file: Option<&std::path::Path>) -> anyhow::Result<aap_telemetry::traces::ExportGuard> {
     // "INFO" as the seed spells it, or a full filter such as "aap_bot=debug,info".
     let filter = EnvFilter::try_new(level.to_lowercase()).with_context(|| format!("invalid --log-level {level:?}"))?;
     let json = !std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -33,6 +35,14 @@ fn init_logging(level: &str, log_file: Option<&std::path::Path>) -> anyhow::Resu
             .with_context(|| format!("open log file {}", path.display()))?;
         layers.push(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(Mutex::new(file)).boxed());
     }
+    let provider = if aap_telemetry::traces::export_requested() {
+        Some(aap_telemetry::traces::otlp_provider("aap-bot").context("otlp trace exporter")?)
+    } else {
+        None
+    };
+    if let Some(provider) = &provider {
+        layers.push(tracing_opentelemetry::layer().with_tracer(provider.tracer("aap-bot")).boxed());
+    }
     tracing_subscriber::registry().with(layers).with(filter).init();
-    Ok(())
+    Ok(aap_telemetry::traces::ExportGuard::new(provider))
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::adapter::{Adapter, AskError, Captured};
 use crate::browser::{Browser, BrowserOptions};
@@ -152,7 +153,20 @@ impl<A: Adapter> Worker<A> {
             };
             match next {
                 Ok(Some(task)) => {
-                    let handled = self.handle(&task).await;
+                    // The task's work joins the trace of the prompt it answers.
+                    let span = tracing::info_span!(
+                        "bot.task",
+                        evaluation_id = task.evaluation_id,
+                        assistant = %self.adapter.assistant()
+                    );
+                    aap_telemetry::traces::set_parent(&span, &task.trace_context);
+                    let timer = crate::metrics::task_taken(self.adapter.assistant());
+                    let handled = self.handle(&task).instrument(span).await;
+                    timer.finish(match &handled {
+                        Handled::Submitted => "submitted",
+                        Handled::Failed(_) => "failed",
+                        Handled::Requeued(_) => "requeued",
+                    });
                     if let Handled::Requeued(_) = handled {
                         // Give other bots (or a freed session) a chance before asking again.
                         self.pause(self.settings.poll_retry).await;
@@ -179,7 +193,6 @@ impl<A: Adapter> Worker<A> {
     }
 
     /// Answers one task under the retry rule and hands in the outcome.
-    #[tracing::instrument(skip_all, fields(evaluation_id = task.evaluation_id))]
     pub(crate) async fn handle(&mut self, task: &Task) -> Handled {
         tracing::info!(prompt_id = ?task.prompt_id, attempt = task.attempt, "task started");
         if let Engine::Synthetic(options) = self.settings.engine {
@@ -211,6 +224,7 @@ impl<A: Adapter> Worker<A> {
                     return self.submit(task, &captured).await;
                 }
                 Attempt::Answer(_) => {
+                    crate::metrics::attempt_failed(self.adapter.assistant(), "no-citations");
                     failed_attempts += 1;
                     tracing::info!(failed_attempts, "answer without citations");
                     format!("No citations found after {failed_attempts} attempts")
@@ -273,11 +287,16 @@ impl<A: Adapter> Worker<A> {
             return Ok(());
         }
         // Whatever the cause, without a session the task is better off with another bot.
-        let lease = self.sessions.lease().await.map_err(|error: SessionError| Attempt::NoSession(error.to_string()))?;
-        let browser = match Browser::launch(&self.settings.browser.for_lease(&lease)).await {
+        let leased = self.sessions.lease().await;
+        crate::metrics::lease_asked(self.adapter.assistant(), leased.is_ok());
+        let lease = leased.map_err(|error: SessionError| Attempt::NoSession(error.to_string()))?;
+        let launched = Browser::launch(&self.settings.browser.for_lease(&lease)).await;
+        crate::metrics::browser_started(self.adapter.assistant(), launched.is_ok());
+        let browser = match launched {
             Ok(browser) => browser,
             Err(error) => {
-                self.sessions.give_back(&lease, Outcome::Ok, 0, "browser did not start").await;
+                crate::metrics::attempt_failed(self.adapter.assistant(), "browser");
+                self.give_back(&lease, Outcome::Ok, 0, "browser did not start").await;
                 return Err(Attempt::Failed(format!("browser did not start: {error}"), None));
             }
         };
@@ -296,7 +315,7 @@ impl<A: Adapter> Worker<A> {
                 browser.close().await;
                 let invalid = matches!(error, crate::browser::BrowserError::StorageState(_));
                 let outcome = if invalid { Outcome::Expired } else { Outcome::Ok };
-                self.sessions.give_back(&lease, outcome, 0, &error.to_string()).await;
+                self.give_back(&lease, outcome, 0, &error.to_string()).await;
                 Err(Attempt::Failed(format!("cannot load the session: {error}"), None))
             }
         }
@@ -330,6 +349,7 @@ impl<A: Adapter> Worker<A> {
         };
         match result {
             Ok(captured) => {
+                crate::metrics::answered(self.adapter.assistant(), captured.total);
                 let reading = &captured.reading;
                 tracing::info!(
                     session,
@@ -360,6 +380,7 @@ impl<A: Adapter> Worker<A> {
                 Attempt::Answer(Box::new(captured))
             }
             Err(error) => {
+                crate::metrics::attempt_failed(self.adapter.assistant(), error.class());
                 let kept = self.keep_evidence(task, attempt_no, error.class(), &error.to_string()).await;
                 // The class first, so reasons group by it; the evidence last.
                 let what = format!("{}: {error}", error.class());
@@ -384,6 +405,7 @@ impl<A: Adapter> Worker<A> {
                     error => {
                         if error.browser_broken() {
                             tracing::warn!(%error, "browser broken; replacing it");
+                            crate::metrics::browser_restarted(self.adapter.assistant());
                             self.retire(Outcome::Ok, "browser broken").await;
                         }
                         Attempt::Failed(what, kept)
@@ -416,8 +438,14 @@ impl<A: Adapter> Worker<A> {
         if let Some(Active { browser, lease, runs }) = self.active.take() {
             browser.close().await;
             tracing::debug!(session = lease.label, ?outcome, runs, detail, "session handed back");
-            self.sessions.give_back(&lease, outcome, runs, detail).await;
+            self.give_back(&lease, outcome, runs, detail).await;
         }
+    }
+
+    /// Hands a session back to where it came from, counted by outcome.
+    async fn give_back(&mut self, lease: &Lease, outcome: Outcome, runs: u32, detail: &str) {
+        crate::metrics::session_returned(self.adapter.assistant(), outcome);
+        self.sessions.give_back(lease, outcome, runs, detail).await;
     }
 
     async fn submit(&mut self, task: &Task, captured: &Captured) -> Handled {

@@ -562,3 +562,143 @@ async fn sources_only_the_stream_still_names_are_submitted_and_the_disagreement_
     assert!(said.contains(&format!("{} only in the stream", listed.len())), "{said}");
     Ok(())
 }
+
+/// An OTLP trace collector that keeps every span it receives, with its service's name.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        let mut kept = self.spans.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for resource_spans in request.into_inner().resource_spans {
+            let service = resource_spans
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .map(|v| format!("{:?}", v.value))
+                .unwrap_or_default();
+            for scope in resource_spans.scope_spans {
+                kept.extend(scope.spans.into_iter().map(|span| (service.clone(), span)));
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// The `aap-bot` binary with `--metrics-addr` and `OTEL_EXPORTER_OTLP_ENDPOINT`: after it
+/// answered, its own `/metrics` shows the task, the answer and the browser, and its spans reach
+/// the collector when it stops.
+#[tokio::test]
+async fn the_binary_serves_its_metrics_and_exports_its_traces() -> Result<()> {
+    use std::process::Stdio;
+
+    use aap_telemetry::exposition::Scrape;
+    use tokio::io::AsyncBufReadExt as _;
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    let collector = Collector::default();
+    let otlp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let endpoint = format!("http://{}", otlp.local_addr()?);
+    let service = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+        collector.clone(),
+    );
+    tokio::spawn(
+        tonic::transport::Server::builder().add_service(service).serve_with_incoming(TcpListenerStream::new(otlp)),
+    );
+
+    let prompt = "What are the best laptops under $1,000?";
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
+    let (sessions, _tokens) = sessions_dir(&sim, &["only"]).await?;
+    let api = SeedApi::with_tasks(vec![task(126, prompt)]);
+    let (api_url, stop_api) = serve(api.clone()).await?;
+    let evidence = tempfile::tempdir()?;
+    let sessions_path = sessions.path().display().to_string();
+    let evidence_path = evidence.path().display().to_string();
+    let mut bot = tokio::process::Command::new(env!("CARGO_BIN_EXE_aap-bot"))
+        .args(["--api-url", &api_url, "--sessions-dir", &sessions_path, "--evidence-dir", &evidence_path])
+        .args(["--assistant-name", "ChatGPT", "--plan-name", "Plus", "--assistant-url", &sim.base_url])
+        .args(["--token", "seed-token", "--bot-id", "binary-bot", "--poll-retry-seconds", "0.1"])
+        .args(["--metrics-addr", "127.0.0.1:0"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    // The bot logs JSON lines; the metrics endpoint's address is in one of them.
+    let stderr = bot.stderr.take().context("stderr")?;
+    let (found, metrics_addr) = oneshot::channel::<String>();
+    tokio::spawn(async move {
+        let mut found = Some(found);
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let Ok(entry) = serde_json::from_str::<Value>(&line) else { continue };
+            if entry["fields"]["message"].as_str().is_some_and(|m| m.starts_with("metrics serving"))
+                && let (Some(addr), Some(found)) = (entry["fields"]["addr"].as_str(), found.take())
+            {
+                let _ = found.send(addr.to_owned());
+            }
+        }
+    });
+    let metrics_url = format!(
+        "http://{}/metrics",
+        tokio::time::timeout(Duration::from_secs(60), metrics_addr).await.context("metrics address logged")??
+    );
+    api.wait_for(|seen| seen.submits.len() == 1).await?;
+
+    let scrape = async {
+        let text = reqwest::get(&metrics_url).await?.error_for_status()?.text().await?;
+        Scrape::parse(&text).map_err(anyhow::Error::msg)
+    };
+    let scrape = scrape.await?;
+    let chatgpt = [("assistant", "chatgpt")];
+    let value = |name: &str, labels: &[(&str, &str)]| scrape.value(name, labels).unwrap_or(0.0);
+    assert_eq!(value("aap_bot_tasks_total", &chatgpt), 1.0);
+    let submitted = [("assistant", "chatgpt"), ("outcome", "submitted")];
+    // The outcome is counted once the submit returned: wait for it with a bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut outcomes = value("aap_bot_task_outcomes_total", &submitted);
+    while outcomes < 1.0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let text = reqwest::get(&metrics_url).await?.text().await?;
+        outcomes = Scrape::parse(&text)
+            .map_err(anyhow::Error::msg)?
+            .value("aap_bot_task_outcomes_total", &submitted)
+            .unwrap_or(0.0);
+    }
+    assert_eq!(outcomes, 1.0, "the task counted as submitted");
+    assert_eq!(value("aap_bot_answer_seconds_count", &chatgpt), 1.0);
+    assert!(value("aap_bot_answer_seconds_sum", &chatgpt) > 0.0);
+    assert_eq!(value("aap_bot_browser_starts_total", &[("assistant", "chatgpt"), ("result", "ok")]), 1.0);
+    assert_eq!(value("aap_bot_session_leases_total", &[("assistant", "chatgpt"), ("outcome", "granted")]), 1.0);
+    assert_eq!(value("aap_bot_attempt_failures_total", &chatgpt), 0.0);
+    assert_eq!(scrape.kind("aap_bot_tasks"), Some("counter"));
+    assert_eq!(scrape.kind("aap_answers_ask_first_event_seconds"), None, "a bot carries no platform metrics");
+
+    // SIGTERM: the bot stops cleanly, flushing its spans.
+    let pid = bot.id().context("bot pid")?.to_string();
+    let killed = tokio::process::Command::new("kill").args(["-TERM", &pid]).status().await?;
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(90), bot.wait()).await.context("the bot stops")??;
+    assert!(status.success(), "{status}");
+    let _ = stop_api.send(());
+    sim.shutdown().await;
+
+    let spans = collector.spans.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+    let task_span = spans.iter().find(|(_, span)| span.name == "bot.task").context("a bot.task span was exported")?;
+    assert!(task_span.0.contains("aap-bot"), "exported as the aap-bot service: {}", task_span.0);
+    let evaluation = task_span.1.attributes.iter().find(|a| a.key == "evaluation_id").and_then(|a| a.value.clone());
+    assert!(format!("{evaluation:?}").contains("126"), "{evaluation:?}");
+    Ok(())
+}

@@ -26,6 +26,10 @@ pub struct ServiceArgs {
     /// Address of the operators' web console (and the gRPC-web it calls); `off` serves none.
     #[arg(long, env = "AAP_CONSOLE_ADDR", default_value = "127.0.0.1:8080")]
     pub console_addr: String,
+    /// Metrics: address of the Prometheus endpoint (`GET /metrics`, every metric of this
+    /// process); `off` serves none.
+    #[arg(long, env = "AAP_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = check_metrics_addr)]
+    pub metrics_addr: String,
     /// Prefix of every NATS stream and subject; environments sharing a NATS server differ in it.
     #[arg(long, env = "AAP_NATS_PREFIX", default_value = "aap")]
     pub nats_prefix: String,
@@ -116,6 +120,10 @@ pub struct ServiceArgs {
     /// The Xvfb binary that gives each remote login its own screen.
     #[arg(long, env = "AAP_XVFB", default_value = "Xvfb")]
     pub xvfb: PathBuf,
+}
+
+fn check_metrics_addr(text: &str) -> Result<String, String> {
+    aap_platform::metrics::parse_addr(text).map(|_| text.to_owned())
 }
 
 fn parse_origin(text: &str) -> Result<(String, String), String> {
@@ -210,6 +218,11 @@ impl ServiceArgs {
                 Ok(Some(listener))
             }
         }
+    }
+
+    /// Metrics: binds the metrics endpoint's address; `None` when it is `off` (or empty).
+    pub async fn bind_metrics(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+        Ok(aap_platform::metrics::bind(&self.metrics_addr, "--metrics-addr, AAP_METRICS_ADDR").await?)
     }
 
     /// The configured tokens of every role.

@@ -190,8 +190,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
     let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
     let console = service.bind_console().await?;
-    let platform =
+    let metrics = service.bind_metrics().await?;
+    let mut platform =
         Platform::start_with_console(service.platform(pg.url("aap"), nats.url()), grpc, http, console).await?;
+    // The bots run in this process: their metrics are on the same endpoint.
+    let metrics_addr = metrics.map(|listener| platform.serve_metrics(listener)).transpose()?;
     let grpc_url = format!("http://{}", platform.grpc_addr);
 
     for sim in &sims {
@@ -231,6 +234,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let note =
             if crate::console::built() { "sign in with AAP_OPERATOR_TOKEN" } else { "NOT BUILT: npm ci in console/" };
         println!("  console       http://{addr}   ({note})");
+    }
+    if let Some(addr) = metrics_addr {
+        println!("  metrics       http://{addr}/metrics   (Prometheus; platform and bots)");
     }
     for sim in &sims {
         println!("  {:<13} {}   (simulator, {} bots)", sim.site().id(), sim.base_url, args.bots);

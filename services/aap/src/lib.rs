@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod dev;
 pub mod logins;
+pub mod metrics;
 pub mod platform;
 pub mod services;
 pub mod session_cmd;

@@ -171,7 +171,11 @@ async fn main() -> anyhow::Result<()> {
             config.nats_access = nats.access();
             config.services = services;
             config.stream_replicas = usize::from(nats_stream_replicas);
-            let platform = Platform::serve(config, Listeners { grpc, http, console }).await?;
+            let metrics = service.bind_metrics().await?;
+            let mut platform = Platform::serve(config, Listeners { grpc, http, console }).await?;
+            if let Some(listener) = metrics {
+                platform.serve_metrics(listener)?;
+            }
             aap_bot::shutdown_signal().await;
             platform.shutdown().await
         }
@@ -192,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
                 targets: args.targets.iter().map(|t| parse_target(t)).collect(),
                 policy: policy as i32,
                 min_similarity: args.min_similarity,
+                include_html: false,
             };
             let stream = client.ask(request).await?.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()));
             let failed = client::print_events(stream, &mut std::io::stdout()).await?;
@@ -203,7 +208,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Watch { prompt_id, conn } => {
             let mut client = conn.connect().await?;
             let stream = client
-                .watch(WatchRequest { prompt_id, targets: Vec::new() })
+                .watch(WatchRequest { prompt_id, targets: Vec::new(), include_html: false })
                 .await?
                 .into_inner()
                 .map(|r| r.map(|r| r.event.unwrap_or_default()));

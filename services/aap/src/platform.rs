@@ -167,6 +167,8 @@ impl Platform {
         let mut router = server
             // Outermost, so refused calls are traced too and every handler runs in the span.
             .layer(aap_platform::telemetry::GrpcTraceLayer)
+            // Metrics: every call, refused ones too, by service, method and code.
+            .layer(aap_platform::metrics::GrpcMetricsLayer)
             .layer(AuthLayer::new(principals.clone()))
             .add_service(health_service)
             .add_service(aap_platform::server::reflection_v1()?)
@@ -178,7 +180,8 @@ impl Platform {
         if runs(Service::Answers) {
             let embedder = aap_embedding::Embedder::load(&config.model_dir)
                 .with_context(|| format!("embedding model in {}", config.model_dir.display()))?;
-            let answers = Answers::new(pool.clone(), embedder, queue()?, config.answers.clone());
+            let answers =
+                Answers::start(pool.clone(), embedder, queue()?, config.answers.clone()).await.context("answers")?;
             router = router.add_service(
                 AnswersServiceServer::new(AnswersGrpc::new(answers)).max_decoding_message_size(limits::ANSWERS),
             );
@@ -309,6 +312,17 @@ impl Platform {
             tasks.spawn(async move { aap_evaluations::ingest::run(p, q, shutdown).await.context("ingest") });
         }
 
+        // Metrics: the gauges of shared state, read where the scheduler runs.
+        crate::metrics::register_all();
+        if runs(Service::Scheduler) {
+            let (p, q, every) = (pool.clone(), queue()?, config.scheduler_tick.max(Duration::from_millis(100)));
+            let shutdown = stopped(stop_rx.clone());
+            tasks.spawn(async move {
+                crate::metrics::collect_gauges(p, q, every, shutdown).await;
+                Ok(())
+            });
+        }
+
         let shutdown = stopped(stop_rx);
         let client = nats.map(|(client, _)| client);
         let watched = services.clone();
@@ -336,6 +350,16 @@ impl Platform {
             tracing::warn!("serving plain text beyond loopback: give --tls-cert and --tls-key to encrypt it");
         }
         Ok(Platform { grpc_addr, http_addr, console_addr, stop, tasks })
+    }
+
+    /// Metrics: serves `GET /metrics` (Prometheus text, every metric of this process) on
+    /// `listener` until the platform stops; returns its address.
+    pub fn serve_metrics(&mut self, listener: TcpListener) -> anyhow::Result<SocketAddr> {
+        let addr = listener.local_addr()?;
+        let shutdown = stopped(self.stop.subscribe());
+        self.tasks
+            .spawn(async move { aap_platform::metrics::serve(listener, shutdown).await.context("metrics server") });
+        Ok(addr)
     }
 
     /// Stops serving and waits for every part to finish.

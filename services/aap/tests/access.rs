@@ -398,7 +398,7 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
             code(grpc.unary(tonic::Request::new(WhoAmIRequest {}), path, codec).await)
         }
         Rpc::Ask => code(answers().ask(ask_text("access: asked", &["chatgpt"])).await),
-        Rpc::Watch => code(answers().watch(WatchRequest { prompt_id: world.prompt_id, targets: Vec::new() }).await),
+        Rpc::Watch => code(answers().watch(WatchRequest { prompt_id: world.prompt_id, ..Default::default() }).await),
         Rpc::Claim => {
             let hello = ClaimRequest {
                 msg: Some(aap_proto::v1::claim_request::Msg::Hello(ClaimHello {

@@ -66,7 +66,8 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
 
     let prompt = "What are the best laptops under $1,000?";
     // As an operator, who sees which bot and account answered.
-    let events = ask_as(&app, OPERATOR, ask_text(prompt, &["chatgpt"])).await;
+    let request = aap_proto::v1::AskRequest { include_html: true, ..ask_text(prompt, &["chatgpt"]) };
+    let events = ask_as(&app, OPERATOR, request).await;
     stop.send(true).expect("stop bot");
     bot.await.expect("bot stopped cleanly");
 

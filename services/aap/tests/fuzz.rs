@@ -799,12 +799,17 @@ async fn run(app: &TestApp, call: &Call, seen: &Arc<Mutex<Seen>>) -> Result<(), 
                 Ok(text) => ask_request::Query::Prompt(text),
                 Err(id) => ask_request::Query::PromptId(pick_id(&id, &snapshot(&|s| s.prompts.clone()))),
             });
-            let stream = app.answers().ask(AskRequest { query, targets, policy, min_similarity }).await?.into_inner();
+            let stream = app
+                .answers()
+                .ask(AskRequest { query, targets, policy, min_similarity, include_html: policy % 2 == 0 })
+                .await?
+                .into_inner();
             drop(stream);
         }
         Call::Watch { prompt, targets } => {
             let prompt_id = pick_id(&prompt, &snapshot(&|s| s.prompts.clone()));
-            drop(app.answers().watch(WatchRequest { prompt_id, targets }).await?);
+            let include_html = prompt_id % 2 == 0;
+            drop(app.answers().watch(WatchRequest { prompt_id, targets, include_html }).await?);
         }
         Call::Poll { bot_id, serves } => {
             let reply = app.evaluations().poll(PollRequest { bot_id, serves }).await?.into_inner();

@@ -29,7 +29,8 @@ fn completed(events: &[Event]) -> &aap_proto::v1::Completed {
 async fn new_prompt_is_answered_once_and_then_served_from_cache() {
     let app = spawn_app().await;
     let prompt = "What are the best laptops under $1,000?";
-    let stream = app.answers().ask(ask_text(prompt, &["chatgpt"])).await.expect("ask").into_inner();
+    let request = AskRequest { include_html: true, ..ask_text(prompt, &["chatgpt"]) };
+    let stream = app.answers().ask(request).await.expect("ask").into_inner();
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
 
     let task = poll_task(&app, "chatgpt", "Plus").await;
@@ -78,6 +79,12 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
     assert_eq!(matched(&again).r#match, MatchKind::Exact as i32);
     assert!(matches!(&again[1], Event::Cached(a) if a.response_text == "Buy the MacBook Air"));
     assert!(!again.iter().any(|e| matches!(e, Event::Scheduled(_))));
+    let cached = first_cached(&again);
+    assert_eq!(cached.capture.expect("capture").response_html, "", "no page html unless asked for");
+    // Asked for, the page comes with the answer kept in memory too.
+    let with_html = ask(&app, AskRequest { include_html: true, ..ask_text(prompt, &["chatgpt"]) }).await;
+    let capture = first_cached(&with_html).capture.expect("capture");
+    assert_eq!(capture.response_html, "<p><strong>Buy the MacBook Air</strong></p>");
     assert_eq!(app.count("evaluations").await, 1);
     assert_eq!(app.count("answers").await, 1);
 }
@@ -311,7 +318,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     }
     let unknown = AskRequest { query: Some(aap_proto::v1::ask_request::Query::PromptId(42)), ..Default::default() };
     assert_eq!(client.ask(unknown).await.expect_err("unknown id").code(), Code::NotFound);
-    let watch = client.watch(WatchRequest { prompt_id: 42, targets: vec![] }).await.expect_err("unknown watch");
+    let watch = client.watch(WatchRequest { prompt_id: 42, ..Default::default() }).await.expect_err("unknown watch");
     assert_eq!(watch.code(), Code::NotFound);
     assert_eq!(app.count("prompts").await, 0);
     assert_eq!(app.count("evaluations").await, 0);
@@ -503,7 +510,8 @@ async fn watch_reattaches_to_a_prompt_in_flight() {
     };
     drop(stream); // the client disconnects; the evaluation goes on
     let task = poll_task(&app, "chatgpt", "").await;
-    let watch = app.answers().watch(WatchRequest { prompt_id, targets: vec![] }).await.expect("watch").into_inner();
+    let watch =
+        app.answers().watch(WatchRequest { prompt_id, ..Default::default() }).await.expect("watch").into_inner();
     let watching = tokio::spawn(collect(watch.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     submit(&app, task.evaluation_id, "Royal Canin").await.expect("submit");
     let events = watching.await.expect("watch");

@@ -43,9 +43,13 @@ impl Cluster {
     /// Starts a process running `services`, with the seed HTTP API and console listeners only
     /// where `aap serve` would bind them.
     async fn replica(&self, services: &[Service]) -> Replica {
+        self.replica_with(services, &Options::default()).await
+    }
+
+    async fn replica_with(&self, services: &[Service], options: &Options) -> Replica {
         let services = Services::only(services.iter().copied());
         let mut config =
-            platform_config(self.database_url.clone(), self.nats_url.clone(), self.prefix.clone(), &Options::default());
+            platform_config(self.database_url.clone(), self.nats_url.clone(), self.prefix.clone(), options);
         config.services = services.clone();
         let bind = || TcpListener::bind("127.0.0.1:0");
         let listeners = Listeners {
@@ -315,6 +319,214 @@ async fn two_ingests_share_one_consumer_store_each_answer_once_and_survive_one_s
         results.consumer_names().collect::<Vec<_>>().await.into_iter().map(|n| n.expect("name")).collect();
     assert_eq!(consumers, vec!["ingest".to_owned()], "the replicas share one durable consumer");
     for replica in [front, second] {
+        replica.platform.shutdown().await.expect("clean stop");
+    }
+}
+
+/// Transactions committed in the cluster's database so far (a query outside a transaction is
+/// one). Backends report them within about a second, idle ones within ten.
+async fn transactions(cluster: &Cluster) -> i64 {
+    cluster.count("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()").await
+}
+
+/// A stored answer, written straight to the database: no announcement on NATS, as if the
+/// replica had missed it.
+async fn store_unannounced(cluster: &Cluster, evaluation_id: i64, text: &str) {
+    let (prompt_id, assistant, plan): (i64, String, String) =
+        sqlx::query_as("SELECT prompt_id, assistant, plan FROM evaluations WHERE id = $1")
+            .bind(evaluation_id)
+            .fetch_one(&cluster.pool)
+            .await
+            .expect("evaluation");
+    let result = aap_evaluations::model::ResultMessage {
+        evaluation_id,
+        prompt_id,
+        assistant,
+        plan,
+        response_text: text.to_owned(),
+        response_markdown: text.to_owned(),
+        citations: Vec::new(),
+        captured_at: chrono::Utc::now(),
+        bot_id: "test-bot".into(),
+        lease_id: String::new(),
+        trace_context: HashMap::new(),
+        kind: Default::default(),
+        capture: Default::default(),
+        search_queries: Vec::new(),
+        products: Vec::new(),
+    };
+    assert!(aap_evaluations::store::store_answer(&cluster.pool, &result).await.expect("store"), "stored once");
+}
+
+type Events = tokio::sync::mpsc::UnboundedReceiver<Event>;
+
+/// Opens an Ask stream whose events arrive on the returned channel.
+async fn open_ask(replica: &Replica, prompt: &str, assistant: &str) -> Events {
+    let mut stream = replica.answers().ask(ask_text(prompt, &[assistant])).await.expect("ask").into_inner();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(reply)) = stream.next().await {
+            if let Some(event) = reply.event.and_then(|e| e.event) {
+                let _ = tx.send(event);
+            }
+        }
+    });
+    rx
+}
+
+/// The next event of a stream that `matches`, skipping the others (bounded).
+async fn next_matching(events: &mut Events, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
+    let wait = async {
+        while let Some(event) = events.recv().await {
+            if matches(&event) {
+                return Some(event);
+            }
+        }
+        None
+    };
+    match tokio::time::timeout(Duration::from_secs(30), wait).await {
+        Ok(Some(event)) => event,
+        Ok(None) => panic!("the stream ended before {what}"),
+        Err(_) => panic!("no {what} within 30 s"),
+    }
+}
+
+#[tokio::test]
+async fn waiting_streams_share_one_read_per_change_and_a_missed_announcement_is_swept_up() {
+    let cluster = Cluster::new().await;
+    // No scheduler: the evaluations stay pending and every stream waits.
+    let front = cluster.replica(&[Service::Answers]).await;
+    const STREAMS: usize = 100;
+    let prompts = ["which stream reads the database one", "which stream reads the database two"];
+    let mut streams: Vec<(usize, Events)> = Vec::new();
+    for (n, prompt) in prompts.iter().enumerate() {
+        for _ in 0..STREAMS {
+            let mut events = open_ask(&front, prompt, "chatgpt").await;
+            next_matching(&mut events, "the progress", |e| matches!(e, Event::Progress(_))).await;
+            streams.push((n, events));
+        }
+    }
+    let evaluations: Vec<i64> = sqlx::query_as::<_, (i64,)>("SELECT id FROM evaluations ORDER BY id")
+        .fetch_all(&cluster.pool)
+        .await
+        .expect("evaluations")
+        .into_iter()
+        .map(|(id,)| id)
+        .collect();
+    assert_eq!(evaluations.len(), 2, "one evaluation per prompt, however many ask");
+
+    // 200 waiting streams, re-reading their prompt every 500 ms each as they once did, would
+    // commit about 800 transactions a second; the replica now sweeps them in one query.
+    let before = transactions(&cluster).await;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let idle = transactions(&cluster).await - before;
+    println!("{idle} transactions in 12 s while {} streams waited", 2 * STREAMS);
+    assert!(idle < 600, "{idle} transactions in 12 s while 200 streams waited");
+
+    // The first prompt's answer is stored with no announcement: the sweep finds it.
+    store_unannounced(&cluster, evaluations[0], "found by the sweep").await;
+    for (n, events) in streams.iter_mut().filter(|(n, _)| *n == 0) {
+        let answer = next_matching(events, "the unannounced answer", |e| matches!(e, Event::Answer(_))).await;
+        assert!(matches!(answer, Event::Answer(a) if a.response_text == "found by the sweep"), "prompt {n}");
+    }
+    // The second one the usual way: stored, then announced.
+    store_unannounced(&cluster, evaluations[1], "announced").await;
+    let nats = async_nats::connect(&cluster.nats_url).await.expect("nats");
+    let subject = format!("{}.events.prompt.", cluster.prefix);
+    let (prompt_id,): (i64,) = sqlx::query_as("SELECT prompt_id FROM evaluations WHERE id = $1")
+        .bind(evaluations[1])
+        .fetch_one(&cluster.pool)
+        .await
+        .expect("prompt");
+    nats.publish(format!("{subject}{prompt_id}"), "changed".into()).await.expect("announce");
+    for (_, events) in streams.iter_mut().filter(|(n, _)| *n == 1) {
+        let answer = next_matching(events, "the announced answer", |e| matches!(e, Event::Answer(_))).await;
+        assert!(matches!(answer, Event::Answer(a) if a.response_text == "announced"));
+        next_matching(events, "the end", |e| matches!(e, Event::Completed(_))).await;
+    }
+    front.platform.shutdown().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn an_answer_kept_in_memory_never_hides_a_newer_one_announced_or_not() {
+    let cluster = Cluster::new().await;
+    let once = Options { max_attempts: 1, ..Options::default() };
+    let front = cluster.replica_with(&[Service::Answers], &once).await;
+    let back = cluster
+        .replica_with(&[Service::Answers, Service::Evaluations, Service::Scheduler, Service::Ingest], &once)
+        .await;
+    let failed = |e: &Event| matches!(e, Event::Failed(f) if !f.will_retry);
+
+    for (prompt, announced) in [("kept in memory, then answered elsewhere", true), ("kept, then missed", false)] {
+        // A failure the front replica keeps in memory: every evaluation of the prompt is final.
+        let mut first = open_ask(&front, prompt, "claude").await;
+        let mut bot = back.evaluations();
+        let task = loop {
+            let reply = bot
+                .poll(PollRequest {
+                    bot_id: "test-bot".into(),
+                    serves: Some(Target { assistant: "claude".into(), plan: String::new() }),
+                })
+                .await
+                .expect("poll")
+                .into_inner();
+            match reply.task {
+                Some(task) => break task,
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        bot.release(aap_proto::v1::ReleaseRequest {
+            evaluation_id: task.evaluation_id,
+            mark_as_failed: true,
+            failure_reason: "login-wall: signed out".into(),
+            bot_id: "test-bot".into(),
+        })
+        .await
+        .expect("release");
+        next_matching(&mut first, "the failure", failed).await;
+        // The front replica keeps the settled prompt: a second Ask there is served from memory.
+        let mut kept = open_ask(&front, prompt, "claude").await;
+        drop(kept.recv().await);
+
+        // A newer answer comes elsewhere: asked and answered on the other replica (announced on
+        // NATS), or written straight to the database (no announcement at all).
+        let newer = if announced {
+            let mut elsewhere = open_ask(&back, prompt, "claude").await;
+            let evaluation_id = back.answer_one("claude").await;
+            next_matching(&mut elsewhere, "the newer answer", |e| matches!(e, Event::Answer(_))).await;
+            evaluation_id
+        } else {
+            let (prompt_id,): (i64,) = sqlx::query_as("SELECT id FROM prompts WHERE text = $1")
+                .bind(prompt)
+                .fetch_one(&cluster.pool)
+                .await
+                .expect("prompt");
+            let mut conn = cluster.pool.acquire().await.expect("conn");
+            let created =
+                aap_evaluations::store::create_evaluation(&mut conn, prompt_id, "claude", "any", 1, &HashMap::new())
+                    .await
+                    .expect("create")
+                    .expect("a new evaluation");
+            store_unannounced(&cluster, created.0.id, "a newer answer").await;
+            created.0.id
+        };
+
+        // A third Ask on the front replica gets the newer answer, and schedules nothing.
+        let mut third = open_ask(&front, prompt, "claude").await;
+        let cached = next_matching(&mut third, "the cached answer", |e| {
+            matches!(e, Event::Cached(_) | Event::Failed(_) | Event::Scheduled(_))
+        })
+        .await;
+        assert!(matches!(&cached, Event::Cached(a) if a.evaluation_id == newer), "announced: {announced}; {cached:?}");
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM evaluations e JOIN prompts p ON p.id = e.prompt_id WHERE p.text = $1")
+                .bind(prompt)
+                .fetch_one(&cluster.pool)
+                .await
+                .expect("count");
+        assert_eq!(count, 2, "the failed evaluation and the newer one, nothing more");
+    }
+    for replica in [front, back] {
         replica.platform.shutdown().await.expect("clean stop");
     }
 }

@@ -20,11 +20,11 @@ use aap_proto::v1::{
     EvaluationProgress, EvaluationScheduled, EvaluationState, MatchKind, Product, PromptMatched, Suggestion,
     Suggestions,
 };
-use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::hub::{Following, Hub, HubConfig};
 use crate::normalize::{normalize, prompt_hash};
 use crate::store::{self, PromptRow};
 
@@ -39,8 +39,14 @@ pub struct AnswersConfig {
     pub max_attempts: u32,
     /// How many similar prompts a suggestion lists at most.
     pub max_suggestions: i64,
-    /// How often a waiting stream re-reads the database in case an announcement was lost.
+    /// How often a replica compares the prompts its streams wait on with the database (one
+    /// query for all of them), in case an announcement was lost.
     pub refresh_every: Duration,
+    /// Prompts whose settled answers are kept in memory for exact hits, and prompt texts kept
+    /// by hash.
+    pub cache_entries: usize,
+    /// Longest a kept answer is served from memory without reading the database again.
+    pub cache_max_age: Duration,
 }
 
 impl Default for AnswersConfig {
@@ -51,6 +57,8 @@ impl Default for AnswersConfig {
             max_attempts: 3,
             max_suggestions: 5,
             refresh_every: Duration::from_secs(2),
+            cache_entries: 10_000,
+            cache_max_age: Duration::from_secs(60),
         }
     }
 }
@@ -158,6 +166,8 @@ pub struct AskQuery {
     pub targets: Vec<Target>,
     pub policy: Policy,
     pub min_similarity: Option<f64>,
+    /// Whether answers carry the page's HTML (`capture.response_html`).
+    pub include_html: bool,
 }
 
 /// The stream of a prompt's events; the producer stops when the receiver is dropped.
@@ -170,6 +180,7 @@ pub struct Answers {
     embedder: Embedder,
     queue: Arc<Queue>,
     config: AnswersConfig,
+    hub: Hub,
 }
 
 fn event(e: Event) -> AnswerEvent {
@@ -262,8 +273,27 @@ fn state_of(status: Status) -> EvaluationState {
 }
 
 impl Answers {
-    pub fn new(pool: PgPool, embedder: Embedder, queue: Arc<Queue>, config: AnswersConfig) -> Answers {
-        Answers { pool, embedder, queue, config }
+    /// The service, listening to every prompt's announcements on NATS.
+    pub async fn start(
+        pool: PgPool,
+        embedder: Embedder,
+        queue: Arc<Queue>,
+        config: AnswersConfig,
+    ) -> Result<Answers, async_nats::SubscribeError> {
+        let hub_config = HubConfig {
+            sweep_every: config.refresh_every,
+            cache_entries: config.cache_entries,
+            max_age: config.cache_max_age,
+        };
+        let subjects = queue.topology().prompt_events_subject_prefix();
+        let hub = Hub::start(pool.clone(), queue.client().clone(), &subjects, hub_config).await?;
+        crate::metrics::register();
+        Ok(Answers { pool, embedder, queue, config, hub })
+    }
+
+    /// Prompts this replica's streams wait on now.
+    pub fn followed_prompts(&self) -> usize {
+        self.hub.followed()
     }
 
     /// Validates the similarity threshold: in (0, 1].
@@ -276,6 +306,15 @@ impl Answers {
 
     /// Answers an Ask: validates, finds or stores the prompt, and returns the event stream.
     pub async fn ask(&self, query: AskQuery) -> AnswersResult<Events> {
+        let started = std::time::Instant::now();
+        let (events, matched) = self.find_and_follow(query).await?;
+        // The stream's first event is on its way: the follower sends it before anything else.
+        crate::metrics::ask_answered(matched, started.elapsed());
+        Ok(events)
+    }
+
+    /// The body of [`Answers::ask`]; also says how the prompt was found (the `match` label).
+    async fn find_and_follow(&self, query: AskQuery) -> AnswersResult<(Events, &'static str)> {
         let min_similarity = Self::check_min_similarity(query.min_similarity)?.unwrap_or(self.config.min_similarity);
         let trace = aap_platform::telemetry::current_context();
         let (prompt, matched) = match query.query {
@@ -287,7 +326,7 @@ impl Answers {
                 let text = check_prompt(&text, self.config.max_prompt_bytes)?.to_owned();
                 let normalized = normalize(&text);
                 let hash = prompt_hash(&normalized);
-                if let Some(prompt) = store::prompt_by_hash(&self.pool, &hash).await? {
+                if let Some(prompt) = self.hub.prompt_by_hash(&hash).await? {
                     (prompt, (MatchKind::Exact, 1.0))
                 } else {
                     let embedding = self
@@ -307,7 +346,9 @@ impl Answers {
                         if near.is_empty() { None } else { store::prompt_by_hash(&self.pool, &hash).await? };
                     match (stored_meanwhile, near.first(), query.policy) {
                         (Some(prompt), _, _) => (prompt, (MatchKind::Exact, 1.0)),
-                        (None, Some(_), Policy::Suggest) => return Ok(self.suggest(near)),
+                        (None, Some(_), Policy::Suggest) => {
+                            return Ok((self.suggest(near), crate::metrics::SUGGESTED));
+                        }
                         (None, Some(best), _) => {
                             let prompt = PromptRow { id: best.id, text: best.text.clone() };
                             (prompt, (MatchKind::Similar, best.similarity))
@@ -328,11 +369,17 @@ impl Answers {
             similarity: matched.1,
             prompt_text: prompt.text.clone(),
         }));
-        self.follow(prompt.id, query.targets, Some(trace), first).await
+        let events = self.follow(prompt.id, query.targets, Some(trace), first, query.include_html).await?;
+        Ok((events, crate::metrics::match_label(matched.0)))
     }
 
     /// Follows a known prompt's evaluations without scheduling anything.
-    pub async fn watch(&self, prompt_id: i64, targets: Vec<(String, String)>) -> AnswersResult<Events> {
+    pub async fn watch(
+        &self,
+        prompt_id: i64,
+        targets: Vec<(String, String)>,
+        include_html: bool,
+    ) -> AnswersResult<Events> {
         let prompt =
             store::prompt_by_id(&self.pool, prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
         let rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
@@ -360,7 +407,7 @@ impl Answers {
             similarity: 1.0,
             prompt_text: prompt.text,
         }));
-        self.follow(prompt_id, targets, None, first).await
+        self.follow(prompt_id, targets, None, first, include_html).await
     }
 
     fn suggest(&self, near: Vec<store::Neighbour>) -> Events {
@@ -391,18 +438,26 @@ impl Answers {
         targets: Vec<Target>,
         schedule: Option<HashMap<String, String>>,
         first: AnswerEvent,
+        include_html: bool,
     ) -> AnswersResult<Events> {
-        // Subscribe before reading so that no change between the read and the wait is missed.
-        let subject = self.queue.topology().prompt_events_subject(prompt_id);
-        let changes = self.queue.client().subscribe(subject).await.ok();
-        let mut rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
+        // Followed before reading, so that no change between the read and the wait is missed.
+        let following = self.hub.follow(prompt_id);
+        let (snapshot, from_memory) = self.hub.read(prompt_id, &following, false).await?;
+        let mut rows = snapshot.rows.clone();
+        let settled = |rows: &[EvaluationRow], target: &Target| {
+            let answered = rows.iter().any(|r| target.covers(r) && r.status() == Status::Answered);
+            let live = rows.iter().any(|r| target.covers(r) && !r.status().is_final());
+            answered || live
+        };
         let mut scheduled = Vec::new();
         if let Some(trace) = &schedule {
+            // Nothing is scheduled on what memory says: another replica may have answered since.
+            if from_memory && targets.iter().any(|target| !settled(&rows, target)) {
+                rows = self.hub.read(prompt_id, &following, true).await?.0.rows.clone();
+            }
             let mut created_any = false;
             for target in &targets {
-                let answered = rows.iter().any(|r| target.covers(r) && r.status() == Status::Answered);
-                let live = rows.iter().any(|r| target.covers(r) && !r.status().is_final());
-                if answered || live {
+                if settled(&rows, target) {
                     continue;
                 }
                 let mut conn = self.pool.acquire().await?;
@@ -419,21 +474,20 @@ impl Answers {
                 self.queue.wake_scheduler().await;
             }
             if !scheduled.is_empty() {
-                rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
+                self.hub.read(prompt_id, &following, true).await?;
             }
         }
         let (tx, rx) = mpsc::channel(32);
         let follower = Follower {
             pool: self.pool.clone(),
-            prompt_id,
             targets,
             scheduled,
-            refresh_every: self.config.refresh_every,
+            include_html,
             sent: HashMap::new(),
             done: HashMap::new(),
         };
         let span = tracing::info_span!("follow", prompt_id);
-        tokio::spawn(follower.run(tx, first, rows, changes).instrument(span));
+        tokio::spawn(follower.run(tx, first, prompt_id, following).instrument(span));
         Ok(rx)
     }
 }
@@ -446,43 +500,34 @@ struct Told {
     failure_reason: Option<String>,
 }
 
-/// Follows one prompt for one stream.
+/// Follows one prompt for one stream, from the replica's shared snapshots of it.
 struct Follower {
     pool: PgPool,
-    prompt_id: i64,
     targets: Vec<Target>,
     /// Evaluations this stream created (announced as scheduled).
     scheduled: Vec<i64>,
-    refresh_every: Duration,
+    /// Whether answers carry the page's HTML (read for each answer sent).
+    include_html: bool,
     sent: HashMap<i64, Told>,
     /// Final outcome per target: true answered, false failed.
     done: HashMap<Target, bool>,
 }
 
 impl Follower {
-    async fn run(
-        mut self,
-        tx: mpsc::Sender<AnswerEvent>,
-        first: AnswerEvent,
-        rows: Vec<EvaluationRow>,
-        mut changes: Option<async_nats::Subscriber>,
-    ) {
+    async fn run(mut self, tx: mpsc::Sender<AnswerEvent>, first: AnswerEvent, prompt_id: i64, following: Following) {
         if tx.send(first).await.is_err() {
             return;
         }
-        let mut rows = rows;
+        let mut snapshots = following.subscribe();
         let mut initial = true;
         loop {
-            let answers = match evals::answers_of_prompt(&self.pool, self.prompt_id).await {
-                Ok(answers) => answers,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read answers; retrying");
-                    Vec::new()
-                }
-            };
-            let events = self.diff(&rows, &answers, initial);
+            let snapshot = snapshots.borrow_and_update().clone();
+            let events = self.diff(&snapshot.rows, &snapshot.answers, initial);
             initial = false;
-            for e in events {
+            for mut e in events {
+                if self.include_html {
+                    self.add_html(&mut e).await;
+                }
                 if tx.send(e).await.is_err() {
                     // The client went away; its evaluations go on for the next asker.
                     return;
@@ -491,20 +536,22 @@ impl Follower {
             if self.done.len() == self.targets.len() {
                 let answered = self.done.values().filter(|ok| **ok).count() as u32;
                 let failed = self.done.len() as u32 - answered;
-                let _ =
-                    tx.send(event(Event::Completed(Completed { prompt_id: self.prompt_id, answered, failed }))).await;
+                let _ = tx.send(event(Event::Completed(Completed { prompt_id, answered, failed }))).await;
                 return;
             }
-            let wait = tokio::time::sleep(self.refresh_every);
             tokio::select! {
-                _ = wait => {}
+                changed = snapshots.changed() => if changed.is_err() { return },
                 _ = tx.closed() => return,
-                Some(_) = async { match changes.as_mut() { Some(s) => s.next().await, None => None } } => {}
             }
-            match evals::evaluations_of_prompt(&self.pool, self.prompt_id).await {
-                Ok(fresh) => rows = fresh,
-                Err(err) => tracing::warn!(error = %err, "cannot read evaluations; retrying"),
-            }
+        }
+    }
+
+    /// Puts the page's HTML into an answer event.
+    async fn add_html(&self, e: &mut AnswerEvent) {
+        let Some(Event::Answer(answer) | Event::Cached(answer)) = e.event.as_mut() else { return };
+        match evals::answer_html(&self.pool, answer.evaluation_id).await {
+            Ok(html) => answer.capture.get_or_insert_default().response_html = html,
+            Err(err) => tracing::warn!(error = %err, evaluation_id = answer.evaluation_id, "cannot read the page html"),
         }
     }
 

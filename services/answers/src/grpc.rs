@@ -99,10 +99,14 @@ impl AnswersService for AnswersGrpc {
             Err(_) => return Err(invalid("policy", format!("unknown value {}", req.policy))),
         };
         let targets = parse_targets(req.targets.into_iter().map(|t| (t.assistant, t.plan)))?;
-        let query = AskQuery { query, targets, policy, min_similarity: req.min_similarity };
+        let query =
+            AskQuery { query, targets, policy, min_similarity: req.min_similarity, include_html: req.include_html };
         let events = self.answers.ask(query).await?;
-        let stream =
-            ReceiverStream::new(events).map(move |event| Ok(AskResponse { event: Some(for_caller(event, operator)) }));
+        let open = crate::metrics::stream_opened("ask");
+        let stream = ReceiverStream::new(events).map(move |event| {
+            let _open = &open;
+            Ok(AskResponse { event: Some(for_caller(event, operator)) })
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -110,9 +114,12 @@ impl AnswersService for AnswersGrpc {
         let operator = is_operator(&request);
         let req = request.into_inner();
         let targets = req.targets.into_iter().map(|t| (t.assistant, t.plan)).collect();
-        let events = self.answers.watch(req.prompt_id, targets).await?;
-        let stream = ReceiverStream::new(events)
-            .map(move |event| Ok(WatchResponse { event: Some(for_caller(event, operator)) }));
+        let events = self.answers.watch(req.prompt_id, targets, req.include_html).await?;
+        let open = crate::metrics::stream_opened("watch");
+        let stream = ReceiverStream::new(events).map(move |event| {
+            let _open = &open;
+            Ok(WatchResponse { event: Some(for_caller(event, operator)) })
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod hub;
+pub mod metrics;
 pub mod normalize;
 pub mod store;
 

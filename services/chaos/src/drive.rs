@@ -161,13 +161,14 @@ async fn ask_one(plan: &Plan, clients: &[Answers], index: usize) -> AskOutcome {
                     targets: proto_targets.clone(),
                     policy: SimilarPolicy::ForceNew as i32,
                     min_similarity: None,
+                    include_html: false,
                 };
                 tokio::time::timeout(Duration::from_secs(30), client.ask(request))
                     .await
                     .map(|r| r.map(|s| s.into_inner().map(|e| e.map(|e| e.event)).boxed()))
             }
             Some(prompt_id) => {
-                let request = WatchRequest { prompt_id, targets: proto_targets.clone() };
+                let request = WatchRequest { prompt_id, targets: proto_targets.clone(), include_html: false };
                 tokio::time::timeout(Duration::from_secs(30), client.watch(request))
                     .await
                     .map(|r| r.map(|s| s.into_inner().map(|e| e.map(|e| e.event)).boxed()))

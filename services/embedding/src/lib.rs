@@ -104,6 +104,31 @@ impl std::fmt::Debug for Embedder {
     }
 }
 
+/// The embedding's metrics: `aap_embedding_seconds` (one forward pass, tokenising included)
+/// and `aap_embedding_batch_size` (texts per pass).
+struct Metrics {
+    seconds: aap_telemetry::metrics::Histograms,
+    batch_size: aap_telemetry::metrics::Histograms,
+}
+
+static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| Metrics {
+    seconds: aap_telemetry::metrics::histogram(
+        "embedding_seconds",
+        "Time to embed one batch of prompts (tokenising and the model's forward pass).",
+        aap_telemetry::metrics::FAST_SECONDS,
+    ),
+    batch_size: aap_telemetry::metrics::histogram(
+        "embedding_batch_size",
+        "Prompts embedded in one forward pass.",
+        aap_telemetry::metrics::BATCH_SIZES,
+    ),
+});
+
+/// Makes the embedding's metric families appear in scrapes before the first embedding.
+pub fn register_metrics() {
+    std::sync::LazyLock::force(&METRICS);
+}
+
 impl Embedder {
     /// Loads the model from `model_dir` (`config.json`, `model.safetensors`, `tokenizer.json`)
     /// onto the CPU.
@@ -135,6 +160,7 @@ impl Embedder {
 
         let tokenizer = load_tokenizer(&model_dir.join("tokenizer.json"))?;
 
+        std::sync::LazyLock::force(&METRICS);
         Ok(Embedder { inner: Arc::new(Inner { model, tokenizer, device }) })
     }
 
@@ -165,6 +191,7 @@ impl Embedder {
     /// Tokenises `texts` (non-empty) and returns their unit-length embeddings as
     /// `[batch, DIMENSIONS]`.
     fn forward(&self, texts: &[&str]) -> EmbedResult<Tensor> {
+        let started = std::time::Instant::now();
         let encodings = self.inner.tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::Tokenizer)?;
 
         let input_ids = self.stack(&encodings, Encoding::get_ids)?;
@@ -175,6 +202,8 @@ impl Embedder {
         let pooled = mean_pool(&hidden, &mask)?;
         let embeddings = l2_normalise(&pooled)?;
         debug_assert_eq!(embeddings.dims(), [texts.len(), DIMENSIONS]);
+        METRICS.seconds.get_or_create(&Vec::new()).observe(started.elapsed().as_secs_f64());
+        METRICS.batch_size.get_or_create(&Vec::new()).observe(texts.len() as f64);
         Ok(embeddings)
     }
 

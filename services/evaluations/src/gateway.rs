@@ -192,6 +192,7 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 
 impl Gateway {
     pub fn new(pool: PgPool, queue: Arc<Queue>, config: GatewayConfig) -> Gateway {
+        crate::metrics::register();
         Gateway { pool, queue, config }
     }
 
@@ -225,6 +226,7 @@ impl Gateway {
             };
             match claimed {
                 ClaimOutcome::Claimed(row) => {
+                    crate::metrics::claimed(&row.assistant);
                     // The claim belongs to the prompt's trace (the asker's context stored on the
                     // evaluation), linked to the bot's poll that made it.
                     let span = tracing::info_span!(
@@ -246,6 +248,7 @@ impl Gateway {
                 }
                 ClaimOutcome::Exhausted(row) => {
                     tracing::warn!(evaluation_id = id, "evaluation failed: no attempts left");
+                    crate::metrics::failed_for_good(&row.assistant, "exhausted");
                     self.queue.settle(&delivery.ack_subject, Settle::Term).await;
                     self.queue.notify_prompt(row.prompt_id).await;
                 }
@@ -343,6 +346,7 @@ impl Gateway {
             self.queue.settle(subject, Settle::Ack).await;
         }
         tracing::info!(citations = result.citations.len(), "answer submitted");
+        crate::metrics::submitted(&row.assistant);
         self.queue.notify_prompt(row.prompt_id).await;
         Ok(())
     }
@@ -358,6 +362,7 @@ impl Gateway {
             return Err(self.state_error(evaluation_id, "cannot be released", holder).await);
         };
         let status = row.status();
+        crate::metrics::released(&row.assistant, reason, status == Status::Failed);
         if let Some(subject) = &row.ack_subject {
             let how = if status == Status::Failed { Settle::Term } else { Settle::Nak };
             self.queue.settle(subject, how).await;

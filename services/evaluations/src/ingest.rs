@@ -28,6 +28,7 @@ pub enum IngestError {
 /// deliveries end (NATS restarted, the stream moved to another server), it is opened again
 /// after a pause, so an ingest never stops while the process runs.
 pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output = ()>) -> Result<(), IngestError> {
+    crate::metrics::register();
     tokio::pin!(shutdown);
     let mut pause = Duration::from_millis(200);
     loop {
@@ -100,6 +101,7 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
                 continue;
             }
         };
+        crate::metrics::result_delivered(message.info().map(|info| info.delivered).unwrap_or(1));
         let span = tracing::info_span!("ingest", evaluation_id = result.evaluation_id, assistant = %result.assistant);
         aap_platform::telemetry::set_parent(
             &span,
@@ -109,6 +111,7 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
             match store::store_answer(pool, &result).await {
                 Ok(stored) => {
                     tracing::info!(stored, "answer ingested");
+                    crate::metrics::ingested(&result.assistant, stored, message.info().ok());
                     if let Err(err) = message.double_ack().await {
                         tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
                     }
@@ -128,6 +131,7 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
                     queue.dead_letter("results", message.payload.clone(), &reason).await;
                     match store::fail_unstorable(pool, result.evaluation_id, &reason).await {
                         Ok(_) => {
+                            crate::metrics::failed_for_good(&result.assistant, "unstorable");
                             let _ = message.ack_with(AckKind::Term).await;
                             queue.notify_prompt(result.prompt_id).await;
                         }

@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod scheduler;

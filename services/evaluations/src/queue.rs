@@ -159,7 +159,11 @@ impl Queue {
                     continue;
                 };
                 match serde_json::from_slice::<TaskMessage>(&message.payload) {
-                    Ok(task) => return Ok(Some(Delivery { task, ack_subject: reply })),
+                    Ok(task) => {
+                        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+                        crate::metrics::task_delivered(&task.assistant, delivered);
+                        return Ok(Some(Delivery { task, ack_subject: reply }));
+                    }
                     Err(err) => {
                         tracing::error!(error = %err, subject = %message.subject, "unreadable task dropped");
                         self.settle(&reply, Settle::Term).await;
@@ -191,6 +195,7 @@ impl Queue {
     /// payload as it was, the reason in the `Aap-Dead-Reason` header), so it can be looked at
     /// and replayed; best effort.
     pub async fn dead_letter(&self, what: &str, payload: Bytes, reason: &str) {
+        crate::metrics::dead_lettered(what);
         let subject = self.topology.dead_letter_subject(what);
         let mut headers = async_nats::HeaderMap::new();
         // A header value is one line.

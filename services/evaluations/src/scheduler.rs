@@ -42,6 +42,10 @@ pub async fn reap(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
     for row in &rows {
         let status = row.status();
         tracing::warn!(evaluation_id = row.id, %status, attempts = row.attempts, "claim lapsed");
+        crate::metrics::claim_lapsed(&row.assistant);
+        if status == Status::Failed {
+            crate::metrics::failed_for_good(&row.assistant, "lapsed");
+        }
         if let Some(subject) = &row.ack_subject {
             let how = if status == Status::Failed { Settle::Term } else { Settle::Nak };
             queue.settle(subject, how).await;
@@ -78,6 +82,7 @@ pub async fn expire(pool: &PgPool, queue: &Queue, timeouts: Timeouts) -> EvalRes
             reason = row.failure_reason.as_deref().unwrap_or(""),
             "evaluation waited too long"
         );
+        crate::metrics::failed_for_good(&row.assistant, "timeout");
         queue.notify_prompt(row.prompt_id).await;
     }
     Ok(rows.len())
@@ -92,6 +97,7 @@ pub async fn run(
     timeouts: Timeouts,
     shutdown: impl Future<Output = ()>,
 ) {
+    crate::metrics::register();
     let mut wakeups = match queue.client().subscribe(queue.scheduler_wake_subject()).await {
         Ok(sub) => Some(sub),
         Err(err) => {

@@ -156,22 +156,38 @@ pub async fn evaluations_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Resul
     sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).fetch_all(pool).await
 }
 
-/// Every answer of a prompt, oldest first.
-pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64) -> sqlx::Result<Vec<AnswerRow>> {
-    sqlx::query_as(
+/// The evaluations of several prompts, by prompt and id (a replica's sweep of the prompts it
+/// follows).
+pub async fn evaluations_of_prompts(pool: &PgPool, prompt_ids: &[i64]) -> sqlx::Result<Vec<EvaluationRow>> {
+    let sql = format!("{SELECT_EVALUATION} WHERE e.prompt_id = ANY($1) ORDER BY e.prompt_id, e.id");
+    sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_ids).fetch_all(pool).await
+}
+
+/// Every answer of a prompt, oldest first; `response_html` is empty unless `with_html` (pages
+/// run to megabytes, and few callers want them).
+pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64, with_html: bool) -> sqlx::Result<Vec<AnswerRow>> {
+    let html = if with_html { "a.response_html" } else { "''::text AS response_html" };
+    let sql = format!(
         "SELECT a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, a.response_markdown, \
-         a.citations, a.captured_at, a.kind, a.response_html, a.model, a.web_search, a.ttft_ms, a.total_ms, \
+         a.citations, a.captured_at, a.kind, {html}, a.model, a.web_search, a.ttft_ms, a.total_ms, \
          a.adapter_version, a.adapter_fingerprint, a.finish_signals, a.missing_roles, a.read_by_fallback, \
          a.confidence, a.search_queries, a.products, a.bot_id, \
          COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
          FROM answers a \
-         LEFT JOIN session_leases l ON l.id::text = a.lease_id \
+         LEFT JOIN session_leases l ON l.id = CASE WHEN a.lease_id ~ '^[0-9a-fA-F-]{{36}}$' THEN a.lease_id::uuid END \
          LEFT JOIN session_accounts s ON s.id = l.account_id \
-         WHERE a.prompt_id = $1 ORDER BY a.id",
-    )
-    .bind(prompt_id)
-    .fetch_all(pool)
-    .await
+         WHERE a.prompt_id = $1 ORDER BY a.id"
+    );
+    sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).fetch_all(pool).await
+}
+
+/// The page HTML of one evaluation's answer (empty when none is stored).
+pub async fn answer_html(pool: &PgPool, evaluation_id: i64) -> sqlx::Result<String> {
+    let html: Option<(String,)> = sqlx::query_as("SELECT response_html FROM answers WHERE evaluation_id = $1")
+        .bind(evaluation_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(html.map(|(html,)| html).unwrap_or_default())
 }
 
 /// One evaluation by id.
@@ -405,4 +421,25 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
         .await?;
     tx.commit().await?;
     Ok(inserted)
+}
+
+/// Live evaluations as (assistant, status, count), for the `aap_evaluations` gauge: only the
+/// live states, which the partial index over them answers without reading the finished rows.
+pub async fn live_counts(pool: &PgPool) -> sqlx::Result<Vec<(String, String, i64)>> {
+    sqlx::query_as(
+        "SELECT assistant, status, count(*) FROM evaluations \
+         WHERE status IN ('pending', 'queued', 'claimed', 'submitted') GROUP BY assistant, status",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The age in seconds of each assistant's oldest held claim, by the database clock.
+pub async fn oldest_claims(pool: &PgPool) -> sqlx::Result<Vec<(String, f64)>> {
+    sqlx::query_as(
+        "SELECT assistant, EXTRACT(EPOCH FROM now() - min(claimed_at))::float8 FROM evaluations \
+         WHERE status = 'claimed' AND claimed_at IS NOT NULL GROUP BY assistant",
+    )
+    .fetch_all(pool)
+    .await
 }

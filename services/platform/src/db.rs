@@ -19,7 +19,8 @@ pub enum DbError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
-/// Connects a pool to `url` and brings the schema up to date.
+/// Connects a pool to `url` and brings the schema up to date; its connections are reported as
+/// `aap_db_pool_*{pool="platform"}`.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
     let options: PgConnectOptions = url.parse().map_err(DbError::Url)?;
     let pool = PgPoolOptions::new()
@@ -29,5 +30,6 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
         .await
         .map_err(DbError::Connect)?;
     MIGRATOR.run(&pool).await.map_err(DbError::Migrate)?;
+    crate::metrics::watch_pool("platform", &pool);
     Ok(pool)
 }

@@ -1,5 +1,5 @@
 //! What every service of the platform shares: the assistants it serves, authentication, the
-//! database pool and migrations, NATS stream names, telemetry, the server's health and
+//! database pool and migrations, NATS stream names, telemetry and metrics, the server's health and
 //! reflection, and the local real components (PostgreSQL, NATS) for development and tests.
 
 pub mod admin;
@@ -8,6 +8,7 @@ pub mod auth;
 pub mod db;
 pub mod input;
 pub mod local;
+pub mod metrics;
 pub mod nats;
 pub mod principals;
 pub mod server;

@@ -89,7 +89,12 @@ impl Topology {
 
     /// Core-NATS subject where a prompt's changes are announced to waiting streams.
     pub fn prompt_events_subject(&self, prompt_id: i64) -> String {
-        format!("{}.events.prompt.{}", self.prefix, prompt_id)
+        format!("{}.{}", self.prompt_events_subject_prefix(), prompt_id)
+    }
+
+    /// What every prompt's announcement subject starts with (`<prefix>.events.prompt`).
+    pub fn prompt_events_subject_prefix(&self) -> String {
+        format!("{}.events.prompt", self.prefix)
     }
 
     /// Durable consumer name for one task subject.

@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 use futures::future::BoxFuture;
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Instrument as _;
@@ -72,27 +71,7 @@ pub fn init(service: &'static str, default_filter: &str) -> Result<TelemetryGuar
     Ok(TelemetryGuard { provider })
 }
 
-/// A tracer provider exporting over OTLP/gRPC to `OTEL_EXPORTER_OTLP_ENDPOINT`.
-///
-/// Must be called inside a Tokio runtime: the exporter's channel lives on it.
-pub fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, TelemetryError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().build()?;
-    Ok(batch_provider(service, exporter))
-}
-
-/// A tracer provider exporting over OTLP/gRPC to `endpoint` (e.g. `http://127.0.0.1:4317`),
-/// whatever the environment says: for tests and tools that run their own collector.
-///
-/// Must be called inside a Tokio runtime: the exporter's channel lives on it.
-pub fn otlp_provider_to(service: &'static str, endpoint: &str) -> Result<SdkTracerProvider, TelemetryError> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build()?;
-    Ok(batch_provider(service, exporter))
-}
-
-fn batch_provider(service: &'static str, exporter: opentelemetry_otlp::SpanExporter) -> SdkTracerProvider {
-    let resource = opentelemetry_sdk::Resource::builder().with_service_name(service).build();
-    SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build()
-}
+pub use aap_telemetry::traces::{otlp_provider, otlp_provider_to, set_parent};
 
 /// The propagator every helper here uses: W3C trace context.
 fn propagator() -> TraceContextPropagator {
@@ -109,17 +88,6 @@ fn to_carrier(context: &opentelemetry::Context) -> HashMap<String, String> {
 /// no span is being exported (no OpenTelemetry layer, or the span is filtered out).
 pub fn current_context() -> HashMap<String, String> {
     to_carrier(&tracing::Span::current().context())
-}
-
-/// Makes `span` a child of the trace context in `carrier`, when it holds one. Call it before
-/// the span is first entered: a started span keeps the parent it started with.
-pub fn set_parent(span: &tracing::Span, carrier: &HashMap<String, String>) {
-    if carrier.is_empty() {
-        return;
-    }
-    let parent = propagator().extract(carrier);
-    // An error means the span is disabled or already started; there is nothing to link then.
-    let _ = span.set_parent(parent);
 }
 
 /// Links `span` to the current span: for work that joins another trace (a bot's poll that

@@ -416,7 +416,7 @@ pub enum LeaseOutcome {
 }
 
 impl LeaseOutcome {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             LeaseOutcome::Ok => "ok",
             LeaseOutcome::Expired => "expired",
@@ -466,6 +466,7 @@ pub struct SessionDirectory {
 impl SessionDirectory {
     /// A directory over the tables of the platform's migrations in `pool`.
     pub fn new(pool: PgPool, config: SessionsConfig) -> SessionDirectory {
+        crate::metrics::register();
         let changes = crate::changes::Changes::new(pool.clone());
         SessionDirectory { store: Store::new(pool), config, changes }
     }
@@ -665,6 +666,13 @@ impl SessionDirectory {
     /// and skips rows others hold locked.
     #[tracing::instrument(skip(self))]
     pub async fn lease(&self, assistant: &str, plan: &str, bot_id: &str, principal: &str) -> SessionResult<Lease> {
+        let result = self.lend(assistant, plan, bot_id, principal).await;
+        crate::metrics::leased(assistant, &result);
+        result
+    }
+
+    /// The body of [`SessionDirectory::lease`].
+    async fn lend(&self, assistant: &str, plan: &str, bot_id: &str, principal: &str) -> SessionResult<Lease> {
         let target = LeaseTarget::parse(assistant, plan)?;
         input::check_line(bot_id.trim(), MAX_NAME_CHARS).map_err(|reason| invalid("bot_id", reason))?;
         let plan_key = target.plan_key();
@@ -751,6 +759,7 @@ impl SessionDirectory {
         };
         let account = store::apply_return(&mut tx, &change).await?;
         tx.commit().await?;
+        crate::metrics::returned(&account.assistant, outcome);
         tracing::info!(account_id = %account.id, status = ?account.status, "session returned");
         Ok(account)
     }

@@ -31,6 +31,7 @@ pub mod domain;
 pub mod evidence;
 pub mod grpc;
 pub mod identity;
+pub mod metrics;
 mod store;
 mod watch;
 

@@ -631,3 +631,24 @@ pub(crate) async fn apply_return(conn: &mut PgConnection, change: &AccountReturn
     .await?;
     row.try_into()
 }
+
+/// Accounts of one assistant, status and lease state, for the session pool's gauges.
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct AccountCount {
+    pub assistant: String,
+    /// As clients see it: `disabled`, or the effective status.
+    pub status: String,
+    pub leased: bool,
+    pub count: i64,
+}
+
+/// Counts accounts by assistant, status (as clients see it) and whether a live lease holds them.
+pub(crate) async fn account_counts(pool: &PgPool) -> sqlx::Result<Vec<AccountCount>> {
+    const SQL: &str = concat!(
+        "SELECT a.assistant, CASE WHEN a.disabled THEN 'disabled' ELSE ",
+        effective_status!(),
+        " END AS status, (a.lease_id IS NOT NULL AND a.leased_until > now()) AS leased, count(*) AS count \
+         FROM session_accounts a GROUP BY 1, 2, 3"
+    );
+    sqlx::query_as(SQL).fetch_all(pool).await
+}

@@ -38,6 +38,8 @@ pub struct TestApp {
     pub http_url: String,
     /// The operators' web console (and its gRPC-web).
     pub console_url: String,
+    /// The metrics endpoint, `http://<addr>/metrics`.
+    pub metrics_url: String,
     pub channel: Channel,
     /// The NATS server and the prefix of this app's streams and subjects.
     pub nats_url: String,
@@ -103,7 +105,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let grpc = TcpListener::bind("127.0.0.1:0").await.expect("bind grpc");
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let console = TcpListener::bind("127.0.0.1:0").await.expect("bind console");
-    let platform = Platform::start_with_console(config, grpc, http, Some(console)).await.expect("platform starts");
+    let metrics = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+    let mut platform = Platform::start_with_console(config, grpc, http, Some(console)).await.expect("platform starts");
+    let metrics_url = format!("http://{}/metrics", platform.serve_metrics(metrics).expect("metrics served"));
     let grpc_url = format!("http://{}", platform.grpc_addr);
     let http_url = format!("http://{}", platform.http_addr.expect("the seed api listens"));
     let console_url = format!("http://{}", platform.console_addr.expect("console listens"));
@@ -116,6 +120,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         grpc_url,
         http_url,
         console_url,
+        metrics_url,
         channel,
         nats_url: infra.nats_url().to_owned(),
         nats_prefix,
@@ -202,6 +207,18 @@ pub fn first_answer(events: &[Event]) -> aap_proto::v1::Answer {
             _ => None,
         })
         .unwrap_or_else(|| panic!("no answer in {events:?}"))
+}
+
+/// The first `cached` event of a stream (an answer stored before the Ask), or a panic naming
+/// what came instead.
+pub fn first_cached(events: &[Event]) -> aap_proto::v1::Answer {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Cached(a) => Some(a.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no cached answer in {events:?}"))
 }
 
 /// The first `failed` event of a stream, or a panic naming what came instead.

@@ -1,0 +1,208 @@
+//! The platform's `/metrics`: scraped over HTTP while Asks go from the scheduler through a
+//! bot's claim, a release and a redelivery, submits and the ingest, back to the streams; the
+//! counters, histograms and gauges move with the right labels, and the text parses.
+//!
+//! One test in its own binary: the registry is the process's, so another test in the same
+//! process would move the same counters.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aap_platform::metrics::exposition::Scrape;
+use aap_proto::v1::answer_event::Event;
+use aap_proto::v1::{CreateAccountRequest, LeaseSessionRequest, MatchKind, ReleaseRequest};
+use common::*;
+use futures::StreamExt;
+
+async fn scrape(url: &str) -> Scrape {
+    let response = reqwest::get(url).await.expect("scrape").error_for_status().expect("scrape status");
+    let content_type = response.headers()["content-type"].to_str().expect("content type").to_owned();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    Scrape::parse(&response.text().await.expect("body")).expect("the exposition parses")
+}
+
+/// Scrapes until `ready` holds (a bounded wait: the gauges refresh every scheduler tick).
+async fn scrape_until(url: &str, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let scrape = scrape(url).await;
+        if ready(&scrape) {
+            return scrape;
+        }
+        if Instant::now() > deadline {
+            let shown: Vec<String> = scrape
+                .samples
+                .iter()
+                .filter(|s| !s.name.ends_with("_bucket"))
+                .map(|s| format!("{} {:?} {}", s.name, s.labels, s.value))
+                .collect();
+            panic!("{what}: not seen in /metrics within 30 s; it showed:\n{}", shown.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape.value(name, labels).unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn asks_claims_releases_and_answers_move_the_metrics_with_their_labels() {
+    let app = spawn_app().await;
+    let url = app.metrics_url.clone();
+
+    // Every family is registered from the start, typed, before anything happened; those with a
+    // known label set show at zero.
+    let start = scrape(&url).await;
+    let families = aap_platform::metrics::families();
+    for (family, kind) in [
+        ("aap_answers_ask_first_event_seconds", "histogram"),
+        ("aap_evaluations", "gauge"),
+        ("aap_queue_messages", "gauge"),
+        ("aap_evaluations_releases", "counter"),
+        ("aap_ingest_lag_seconds", "histogram"),
+        ("aap_session_accounts", "gauge"),
+        ("aap_grpc_server_handled", "counter"),
+        ("aap_db_pool_connections", "gauge"),
+        ("aap_embedding_seconds", "histogram"),
+        ("aap_bot_task_outcomes", "counter"),
+    ] {
+        assert_eq!(families.get(family).map(String::as_str).or(start.kind(family)), Some(kind), "{family}");
+    }
+    assert_eq!(start.kind("aap_db_pool_connections"), Some("gauge"), "collected at every scrape");
+    assert_eq!(value(&start, "aap_answers_ask_first_event_seconds_count", &[("match", "new")]), 0.0);
+
+    // The session pool: one account, a lease granted, and one refused for want of an account.
+    app.sessions(OPERATOR)
+        .create_account(CreateAccountRequest {
+            assistant: "chatgpt".into(),
+            plan: "Plus".into(),
+            label: "metrics-1".into(),
+            storage_state_json: r#"{"cookies": [], "origins": []}"#.into(),
+            ..CreateAccountRequest::default()
+        })
+        .await
+        .expect("account created");
+    let lease = |assistant: &str| {
+        let mut sessions = app.sessions(BOT);
+        let request = LeaseSessionRequest { assistant: assistant.into(), plan: String::new(), bot_id: "m-bot".into() };
+        async move { sessions.lease_session(request).await }
+    };
+    lease("chatgpt").await.expect("lease granted");
+    lease("claude").await.expect_err("no claude account");
+
+    // Two new prompts; the bot claims one, so one waits on the queue and one is claimed.
+    let asks: Vec<_> = ["How do metrics reach Prometheus?", "Which histogram buckets suit latency?"]
+        .into_iter()
+        .map(|prompt| {
+            let mut answers = app.answers();
+            tokio::spawn(async move {
+                let stream = answers.ask(ask_text(prompt, &["chatgpt"])).await.expect("ask").into_inner();
+                collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))).await
+            })
+        })
+        .collect();
+    let first = poll_task(&app, "chatgpt", "").await;
+    let consumer = "tasks-chatgpt-any";
+    let busy = scrape_until(&url, "one evaluation queued, one claimed, the queue's depth, the pool", |s| {
+        value(s, "aap_evaluations", &[("assistant", "chatgpt"), ("state", "queued")]) == 1.0
+            && value(s, "aap_evaluations", &[("assistant", "chatgpt"), ("state", "claimed")]) == 1.0
+            && value(s, "aap_queue_messages", &[("consumer", consumer), ("state", "pending")]) == 1.0
+            && value(s, "aap_queue_messages", &[("consumer", consumer), ("state", "ack_pending")]) == 1.0
+            && value(s, "aap_session_accounts", &[("assistant", "chatgpt"), ("status", "active")]) == 1.0
+            && value(s, "aap_session_accounts_leased", &[("assistant", "chatgpt")]) == 1.0
+    })
+    .await;
+    assert!(value(&busy, "aap_evaluations_oldest_claim_age_seconds", &[("assistant", "chatgpt")]) > 0.0);
+    assert_eq!(value(&busy, "aap_evaluations_oldest_claim_age_seconds", &[("assistant", "claude")]), 0.0);
+    assert_eq!(value(&busy, "aap_answers_streams_open", &[("rpc", "ask")]), 2.0);
+    assert_eq!(value(&busy, "aap_evaluations", &[("assistant", "claude"), ("state", "queued")]), 0.0);
+
+    // The bot gives the first task back with a timeout; it is delivered again.
+    app.evaluations()
+        .release(ReleaseRequest {
+            evaluation_id: first.evaluation_id,
+            mark_as_failed: false,
+            failure_reason: "timeout: the answer did not finish in 120 s (after 1 attempts)".into(),
+            bot_id: "test-bot".into(),
+        })
+        .await
+        .expect("released");
+    for _ in 0..2 {
+        let task = poll_task(&app, "chatgpt", "").await;
+        submit(&app, task.evaluation_id, &format!("Answer to {}", task.prompt_text)).await.expect("submit");
+    }
+    let mut prompt_id = 0;
+    for ask in asks {
+        let events = ask.await.expect("ask task");
+        first_answer(&events);
+        if let Some(Event::Matched(m)) = events.first() {
+            prompt_id = m.prompt_id;
+        }
+    }
+
+    // Asked again: exactly, and by id.
+    let again = ask(&app, ask_text("How do metrics reach Prometheus?", &["chatgpt"])).await;
+    assert!(matches!(&again[0], Event::Matched(m) if m.r#match == MatchKind::Exact as i32), "{again:?}");
+    let request = aap_proto::v1::AskRequest {
+        query: Some(aap_proto::v1::ask_request::Query::PromptId(prompt_id)),
+        targets: vec![aap_proto::v1::Target { assistant: "chatgpt".into(), plan: String::new() }],
+        ..Default::default()
+    };
+    let by_id = ask(&app, request).await;
+    assert!(matches!(&by_id[0], Event::Matched(m) if m.r#match == MatchKind::ById as i32), "{by_id:?}");
+
+    let chatgpt = [("assistant", "chatgpt")];
+    let done = scrape_until(&url, "the answers stored and the gauges back to zero", |s| {
+        value(s, "aap_evaluations_answered_total", &chatgpt) == 2.0
+            && value(s, "aap_evaluations", &[("assistant", "chatgpt"), ("state", "claimed")]) == 0.0
+            && value(s, "aap_evaluations", &[("assistant", "chatgpt"), ("state", "queued")]) == 0.0
+            && value(s, "aap_queue_messages", &[("consumer", consumer), ("state", "ack_pending")]) == 0.0
+            && value(s, "aap_answers_streams_open", &[("rpc", "ask")]) == 0.0
+            && value(s, "aap_grpc_server_handled_total", &[("method", "Ask"), ("code", "Ok")]) == 4.0
+    })
+    .await;
+    let count = |name: &str, labels: &[(&str, &str)]| value(&done, name, labels);
+    // Asks by how their prompt was found, timed to the first event.
+    assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "new")]), 2.0);
+    assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "exact")]), 1.0);
+    assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "by_id")]), 1.0);
+    assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "similar")]), 0.0);
+    let inf = [("match", "new"), ("le", "+Inf")];
+    assert_eq!(count("aap_answers_ask_first_event_seconds_bucket", &inf), 2.0);
+    assert!(count("aap_answers_ask_first_event_seconds_sum", &[("match", "new")]) > 0.0);
+    // The pipeline: three claims (one given back and delivered again), two answers through
+    // the results stream and the ingest.
+    assert_eq!(count("aap_evaluations_claims_total", &chatgpt), 3.0);
+    assert_eq!(count("aap_task_redeliveries_total", &chatgpt), 1.0);
+    let release = [("assistant", "chatgpt"), ("class", "timeout"), ("outcome", "requeued")];
+    assert_eq!(count("aap_evaluations_releases_total", &release), 1.0);
+    assert_eq!(count("aap_evaluations_failed_total", &chatgpt), 0.0);
+    assert_eq!(count("aap_evaluations_submissions_total", &chatgpt), 2.0);
+    assert_eq!(count("aap_ingest_lag_seconds_count", &chatgpt), 2.0);
+    assert_eq!(count("aap_ingest_redeliveries_total", &[]), 0.0);
+    assert_eq!(count("aap_queue_messages", &[("consumer", "ingest"), ("state", "pending")]), 0.0);
+    // Leases.
+    assert_eq!(count("aap_session_leases_total", &[("assistant", "chatgpt"), ("outcome", "granted")]), 1.0);
+    assert_eq!(count("aap_session_leases_total", &[("assistant", "claude"), ("outcome", "no_account")]), 1.0);
+    // gRPC calls by service, method and code, timed.
+    let submit_ok = [("service", "aap.v1.EvaluationService"), ("method", "Submit"), ("code", "Ok")];
+    assert_eq!(count("aap_grpc_server_handled_total", &submit_ok), 2.0);
+    let refused = done
+        .matching("aap_grpc_server_handled_total", &[("method", "LeaseSession")])
+        .filter(|s| s.label("code") != Some("Ok"))
+        .map(|s| s.value)
+        .sum::<f64>();
+    assert_eq!(refused, 1.0, "the refused lease, by its code");
+    let ask_timed = [("service", "aap.v1.AnswersService"), ("method", "Ask")];
+    assert_eq!(count("aap_grpc_server_handling_seconds_count", &ask_timed), 4.0);
+    // Embedding: the two new prompts (the exact and by-id Asks embed nothing).
+    assert_eq!(count("aap_embedding_seconds_count", &[]), 2.0);
+    assert_eq!(count("aap_embedding_batch_size_sum", &[]), 2.0);
+    // The database pool.
+    assert_eq!(count("aap_db_pool_max_connections", &[("pool", "platform")]), 20.0);
+    assert!(count("aap_db_pool_connections", &[("pool", "platform")]) >= 1.0);
+    // A caller cannot grow the label set with made-up paths.
+    assert!(done.samples.iter().all(|s| s.label("method").is_none_or(|m| m.len() < 40)));
+}

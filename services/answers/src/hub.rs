@@ -1,0 +1,393 @@
+//! What every stream of one replica knows about the prompts it follows, read once and shared.
+//!
+//! One core-NATS subscription per replica (`<prefix>.events.prompt.*`) hears every prompt's
+//! changes; a followed prompt is re-read once per change (however many streams wait on it) and
+//! the new [`Snapshot`] goes to its streams through a `watch` channel. Nothing re-reads the
+//! database per stream: a sweep per replica compares the followed prompts' evaluations with one
+//! query, in case an announcement was lost.
+//!
+//! Snapshots in which every evaluation is final are also kept (bounded, oldest out first) for
+//! exact hits: answers do not change once stored, so such a prompt is served from memory until
+//! an announcement about it arrives, the NATS connection is re-established (announcements may
+//! have been missed meanwhile), or the snapshot is `max_age` old. Prompt texts are kept by hash
+//! (they never change).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
+use futures::StreamExt;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::store::PromptRow;
+
+/// What a prompt's streams are told from: its evaluations and their answers (without page
+/// HTML), as read at one moment.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub rows: Vec<EvaluationRow>,
+    pub answers: Vec<AnswerRow>,
+}
+
+impl Snapshot {
+    /// Whether every evaluation is final, so that only a new evaluation can change it.
+    fn settled(&self) -> bool {
+        !self.rows.is_empty() && self.rows.iter().all(|row| row.status().is_final())
+    }
+
+    /// The part of the evaluations a change shows in.
+    fn fingerprint(rows: &[EvaluationRow]) -> Vec<(i64, String, i32, Option<String>)> {
+        rows.iter().map(|r| (r.id, r.status.clone(), r.attempts, r.failure_reason.clone())).collect()
+    }
+}
+
+/// Settings of the hub.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// How often the replica compares its followed prompts with the database.
+    pub sweep_every: Duration,
+    /// Settled snapshots and prompt texts kept for exact hits.
+    pub cache_entries: usize,
+    /// Longest a settled snapshot is served from memory.
+    pub max_age: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> HubConfig {
+        HubConfig { sweep_every: Duration::from_secs(2), cache_entries: 10_000, max_age: Duration::from_secs(60) }
+    }
+}
+
+/// One followed prompt: the latest snapshot, and whether a re-read is running or wanted.
+struct Feed {
+    tx: watch::Sender<Arc<Snapshot>>,
+    reading: AtomicBool,
+    dirty: AtomicBool,
+}
+
+/// A settled snapshot kept for exact hits.
+struct Kept {
+    snapshot: Arc<Snapshot>,
+    read_at: Instant,
+    /// The NATS connection count when it was read: a reconnect may have lost announcements.
+    connects: u64,
+}
+
+/// A map that keeps at most `capacity` entries, dropping the oldest inserted first.
+struct Bounded<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    capacity: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+    fn new(capacity: usize) -> Bounded<K, V> {
+        Bounded { map: HashMap::new(), order: VecDeque::new(), capacity }
+    }
+
+    fn get(&self, key: &K) -> Option<&V> {
+        self.map.get(key)
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        if self.capacity == 0 {
+            return;
+        }
+        if self.map.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+        }
+        while self.map.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.map.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        // Removed keys leave their place in `order`; compact it when it has grown far beyond.
+        if self.order.len() > 2 * self.capacity.max(16) {
+            let map = &self.map;
+            self.order.retain(|key| map.contains_key(key));
+        }
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.map.remove(key);
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+    }
+}
+
+struct Inner {
+    pool: PgPool,
+    client: async_nats::Client,
+    config: HubConfig,
+    feeds: Mutex<HashMap<i64, Weak<Feed>>>,
+    settled: Mutex<Bounded<i64, Kept>>,
+    prompts: Mutex<Bounded<Vec<u8>, PromptRow>>,
+}
+
+/// The replica's shared view of the prompts its streams follow; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+/// A stream's hold on a followed prompt; the prompt stops being followed when the last is
+/// dropped.
+pub struct Following {
+    feed: Arc<Feed>,
+}
+
+impl Following {
+    /// The prompt's snapshots: the latest at once, then every change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.feed.tx.subscribe()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind: keep using it.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Hub {
+    /// Subscribes to every prompt's announcements under `subject_prefix` (e.g.
+    /// `aap.events.prompt`) and starts the sweep; both end when the last clone is dropped.
+    pub async fn start(
+        pool: PgPool,
+        client: async_nats::Client,
+        subject_prefix: &str,
+        config: HubConfig,
+    ) -> Result<Hub, async_nats::SubscribeError> {
+        let announcements = client.subscribe(format!("{subject_prefix}.*")).await?;
+        let inner = Arc::new(Inner {
+            pool,
+            client,
+            config,
+            feeds: Mutex::new(HashMap::new()),
+            settled: Mutex::new(Bounded::new(config.cache_entries)),
+            prompts: Mutex::new(Bounded::new(config.cache_entries)),
+        });
+        tokio::spawn(listen(Arc::downgrade(&inner), announcements));
+        Ok(Hub { inner })
+    }
+
+    /// The stored prompt of a normalised hash, from memory when it was seen before.
+    pub async fn prompt_by_hash(&self, hash: &[u8]) -> sqlx::Result<Option<PromptRow>> {
+        if let Some(prompt) = lock(&self.inner.prompts).get(&hash.to_vec()) {
+            return Ok(Some(prompt.clone()));
+        }
+        let found = crate::store::prompt_by_hash(&self.inner.pool, hash).await?;
+        if let Some(prompt) = &found {
+            lock(&self.inner.prompts).insert(hash.to_vec(), prompt.clone());
+        }
+        Ok(found)
+    }
+
+    /// Follows `prompt_id`: from now on every announcement about it re-reads it.
+    pub fn follow(&self, prompt_id: i64) -> Following {
+        let mut feeds = lock(&self.inner.feeds);
+        if let Some(feed) = feeds.get(&prompt_id).and_then(Weak::upgrade) {
+            return Following { feed };
+        }
+        let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
+        let feed = Arc::new(Feed { tx, reading: AtomicBool::new(false), dirty: AtomicBool::new(false) });
+        feeds.insert(prompt_id, Arc::downgrade(&feed));
+        Following { feed }
+    }
+
+    /// The prompt's snapshot now, handed to its streams too: from memory when a settled one is
+    /// kept and `fresh` is false (then `.1` is true), otherwise read.
+    pub async fn read(
+        &self,
+        prompt_id: i64,
+        following: &Following,
+        fresh: bool,
+    ) -> sqlx::Result<(Arc<Snapshot>, bool)> {
+        if !fresh && let Some(snapshot) = self.kept(prompt_id) {
+            following.feed.tx.send_replace(snapshot.clone());
+            return Ok((snapshot, true));
+        }
+        let snapshot = self.inner.read(prompt_id).await?;
+        following.feed.tx.send_replace(snapshot.clone());
+        Ok((snapshot, false))
+    }
+
+    fn kept(&self, prompt_id: i64) -> Option<Arc<Snapshot>> {
+        let connects = self.inner.connects();
+        let settled = lock(&self.inner.settled);
+        let kept = settled.get(&prompt_id)?;
+        let usable = kept.connects == connects && kept.read_at.elapsed() < self.inner.config.max_age;
+        usable.then(|| kept.snapshot.clone())
+    }
+
+    /// Prompts followed now (for tests and metrics).
+    pub fn followed(&self) -> usize {
+        lock(&self.inner.feeds).values().filter(|feed| feed.strong_count() > 0).count()
+    }
+}
+
+impl Inner {
+    fn connects(&self) -> u64 {
+        self.client.statistics().connects.load(Ordering::Relaxed)
+    }
+
+    /// Reads the prompt, and keeps the snapshot for exact hits when it is settled.
+    async fn read(&self, prompt_id: i64) -> sqlx::Result<Arc<Snapshot>> {
+        let connects = self.connects();
+        let rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
+        let answers = evals::answers_of_prompt(&self.pool, prompt_id, false).await?;
+        let snapshot = Arc::new(Snapshot { rows, answers });
+        let mut settled = lock(&self.settled);
+        match snapshot.settled() {
+            true => settled.insert(prompt_id, Kept { snapshot: snapshot.clone(), read_at: Instant::now(), connects }),
+            false => settled.remove(&prompt_id),
+        }
+        Ok(snapshot)
+    }
+
+    fn feed(&self, prompt_id: i64) -> Option<Arc<Feed>> {
+        let mut feeds = lock(&self.feeds);
+        let feed = feeds.get(&prompt_id)?.upgrade();
+        if feed.is_none() {
+            feeds.remove(&prompt_id);
+        }
+        feed
+    }
+
+    /// Something changed in the prompt: forget what is kept, and re-read it for its streams.
+    fn changed(self: &Arc<Self>, prompt_id: i64) {
+        lock(&self.settled).remove(&prompt_id);
+        if let Some(feed) = self.feed(prompt_id) {
+            self.reread(prompt_id, feed);
+        }
+    }
+
+    /// Re-reads a followed prompt; announcements that arrive during a read lead to one more
+    /// read after it, not one each.
+    fn reread(self: &Arc<Self>, prompt_id: i64, feed: Arc<Feed>) {
+        feed.dirty.store(true, Ordering::SeqCst);
+        if feed.reading.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let inner = self.clone();
+        tokio::spawn(async move {
+            loop {
+                feed.dirty.store(false, Ordering::SeqCst);
+                match inner.read(prompt_id).await {
+                    Ok(snapshot) => {
+                        feed.tx.send_replace(snapshot);
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, prompt_id, "cannot re-read the prompt; the sweep will");
+                    }
+                }
+                feed.reading.store(false, Ordering::SeqCst);
+                // Another announcement came during the read, and no other task took it up.
+                if !feed.dirty.load(Ordering::SeqCst) || feed.reading.swap(true, Ordering::SeqCst) {
+                    break;
+                }
+            }
+        });
+    }
+
+    /// Compares every followed prompt's evaluations with the database in one query and
+    /// re-reads those that differ from what their streams were told.
+    async fn sweep(self: &Arc<Self>, last_connects: &mut u64) {
+        let connects = self.connects();
+        let reconnected = connects != *last_connects;
+        *last_connects = connects;
+        if reconnected {
+            // Announcements may have been missed while disconnected.
+            lock(&self.settled).clear();
+        }
+        let followed: Vec<(i64, Arc<Feed>)> = {
+            let mut feeds = lock(&self.feeds);
+            feeds.retain(|_, feed| feed.strong_count() > 0);
+            feeds.iter().filter_map(|(id, feed)| Some((*id, feed.upgrade()?))).collect()
+        };
+        if followed.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = followed.iter().map(|(id, _)| *id).collect();
+        let rows = match evals::evaluations_of_prompts(&self.pool, &ids).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(error = %err, "sweep of followed prompts failed");
+                return;
+            }
+        };
+        let mut by_prompt: HashMap<i64, Vec<EvaluationRow>> = HashMap::new();
+        for row in rows {
+            by_prompt.entry(row.prompt_id).or_default().push(row);
+        }
+        for (id, feed) in followed {
+            let now = Snapshot::fingerprint(by_prompt.get(&id).map_or(&[][..], Vec::as_slice));
+            let told = Snapshot::fingerprint(&feed.tx.borrow().rows);
+            if reconnected || now != told {
+                self.reread(id, feed);
+            }
+        }
+    }
+}
+
+/// Hears announcements and runs the sweep until the hub is dropped.
+async fn listen(inner: Weak<Inner>, mut announcements: async_nats::Subscriber) {
+    let Some(sweep_every) = inner.upgrade().map(|inner| inner.config.sweep_every) else { return };
+    let mut sweep = tokio::time::interval(sweep_every);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_connects = inner.upgrade().map_or(0, |inner| inner.connects());
+    loop {
+        tokio::select! {
+            message = announcements.next() => {
+                let Some(message) = message else { break };
+                let Some(inner) = inner.upgrade() else { break };
+                let id = message.subject.rsplit('.').next().and_then(|id| id.parse::<i64>().ok());
+                if let Some(id) = id {
+                    inner.changed(id);
+                }
+            }
+            _ = sweep.tick() => {
+                let Some(inner) = inner.upgrade() else { break };
+                inner.sweep(&mut last_connects).await;
+            }
+        }
+    }
+    tracing::debug!("prompt hub stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bounded_map_drops_the_oldest_first_and_never_grows_past_its_capacity() {
+        let mut map = Bounded::new(3);
+        for n in 0..10 {
+            map.insert(n, n * 10);
+            assert!(map.map.len() <= 3);
+        }
+        assert_eq!((map.get(&9), map.get(&7), map.get(&6)), (Some(&90), Some(&70), None));
+        map.remove(&8);
+        map.insert(10, 100);
+        assert_eq!(map.get(&7), Some(&70), "a removed key frees its place");
+        for n in 0..1000 {
+            map.remove(&n);
+            map.insert(n, n);
+        }
+        assert!(map.order.len() <= 2 * 16 + 1, "removed keys do not pile up: {}", map.order.len());
+        map.clear();
+        assert_eq!(map.get(&999), None);
+        let mut none = Bounded::new(0);
+        none.insert(1, 1);
+        assert_eq!(none.get(&1), None);
+    }
+}

@@ -1,0 +1,11 @@
+//! What the platform and the bots share to be observed, in a crate small enough for both (the
+//! bots do not link the platform):
+//!
+//! - [`metrics`]: the process's Prometheus registry (every name prefixed `aap_`), typed metric
+//!   families to register in it, and `GET /metrics` on its own listener;
+//! - [`exposition`]: a reader of the text format, for tests and tools that check a scrape;
+//! - [`traces`]: OTLP/gRPC trace export and W3C trace-context parents for spans.
+
+pub mod exposition;
+pub mod metrics;
+pub mod traces;
