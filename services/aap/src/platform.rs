@@ -325,9 +325,20 @@ impl Platform {
 
         let shutdown = stopped(stop_rx);
         let client = nats.map(|(client, _)| client);
+        // Health is known before the start returns: a probe right after it sees the truth.
+        let mut checked = check_health(&health, &services, &pool, client.as_ref(), None).await;
         let watched = services.clone();
         tasks.spawn(async move {
-            watch_health(health, watched, pool, client, shutdown).await;
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            tick.tick().await;
+            tokio::pin!(shutdown);
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tick.tick() => {}
+                }
+                checked = check_health(&health, &watched, &pool, client.as_ref(), Some(checked)).await;
+            }
             Ok(())
         });
 
@@ -372,41 +383,33 @@ impl Platform {
     }
 }
 
-/// Keeps health in step with the database and NATS: each service of `services` SERVING while
-/// what it needs answers (PostgreSQL, and NATS for those that use it), AdminService while
-/// PostgreSQL does, and the whole process ("") while all of them are.
-async fn watch_health(
-    health: tonic_health::server::HealthReporter,
-    services: Services,
-    pool: sqlx::PgPool,
-    client: Option<async_nats::Client>,
-    shutdown: impl Future<Output = ()>,
-) {
+/// Sets health from what the database and NATS say now: each service of `services` SERVING
+/// while what it needs answers (PostgreSQL, and NATS for those that use it), AdminService while
+/// PostgreSQL does, and the whole process ("") while all of them are. Returns what it found;
+/// nothing is set when that is `last`.
+async fn check_health(
+    health: &tonic_health::server::HealthReporter,
+    services: &Services,
+    pool: &sqlx::PgPool,
+    client: Option<&async_nats::Client>,
+    last: Option<(bool, bool)>,
+) -> (bool, bool) {
     use tonic_health::ServingStatus::{NotServing, Serving};
-    tokio::pin!(shutdown);
-    let mut last = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = tick.tick() => {}
-        }
-        let db_ok = sqlx::query("SELECT 1").execute(&pool).await.is_ok();
-        let nats_ok = client.as_ref().is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected);
-        if last == Some((db_ok, nats_ok)) {
-            continue;
-        }
-        if !(db_ok && nats_ok) {
-            tracing::warn!(db_ok, nats_ok, "not serving");
-        }
-        for service in services.iter() {
-            let serving = db_ok && (nats_ok || !service.uses_nats());
-            for name in service.health_names() {
-                health.set_service_status(*name, if serving { Serving } else { NotServing }).await;
-            }
-        }
-        health.set_service_status("aap.v1.AdminService", if db_ok { Serving } else { NotServing }).await;
-        health.set_service_status("", if db_ok && nats_ok { Serving } else { NotServing }).await;
-        last = Some((db_ok, nats_ok));
+    let db_ok = sqlx::query("SELECT 1").execute(pool).await.is_ok();
+    let nats_ok = client.is_none_or(|c| c.connection_state() == async_nats::connection::State::Connected);
+    if last == Some((db_ok, nats_ok)) {
+        return (db_ok, nats_ok);
     }
+    if !(db_ok && nats_ok) {
+        tracing::warn!(db_ok, nats_ok, "not serving");
+    }
+    for service in services.iter() {
+        let serving = db_ok && (nats_ok || !service.uses_nats());
+        for name in service.health_names() {
+            health.set_service_status(*name, if serving { Serving } else { NotServing }).await;
+        }
+    }
+    health.set_service_status("aap.v1.AdminService", if db_ok { Serving } else { NotServing }).await;
+    health.set_service_status("", if db_ok && nats_ok { Serving } else { NotServing }).await;
+    (db_ok, nats_ok)
 }

@@ -288,7 +288,9 @@ impl Gateway {
         // evaluation waits out the submitted timeout: the work runs on a task of its own.
         let gateway = self.clone();
         let principal = principal.to_owned();
-        match tokio::spawn(async move { gateway.store_submission(&principal, submission).await }).await {
+        // The caller's span goes along: the result published there carries its trace.
+        let stored = async move { gateway.store_submission(&principal, submission).await };
+        match tokio::spawn(stored.in_current_span()).await {
             Ok(result) => result,
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
             Err(_) => Err(EvalError::Queue("the submit was interrupted by shutdown".into())),
