@@ -140,8 +140,20 @@ impl Platform {
                     .await
                     .context("nats")?;
                 let topology = Topology::new(config.nats_prefix.clone());
-                let queue =
-                    Queue::new(client.clone(), topology, config.stream_replicas).await.context("nats streams")?;
+                // A cluster that has just started may still be electing its stream leaders: its
+                // JetStream requests time out for a while. Try for up to 60 s before giving up.
+                let mut tries = 0;
+                let queue = loop {
+                    match Queue::new(client.clone(), topology.clone(), config.stream_replicas).await {
+                        Ok(queue) => break queue,
+                        Err(err) if tries < 30 => {
+                            tries += 1;
+                            tracing::warn!(error = %err, tries, "nats streams not ready; trying again");
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                        }
+                        Err(err) => return Err(err).context("nats streams"),
+                    }
+                };
                 Some((client, Arc::new(queue)))
             }
             false => None,
