@@ -291,11 +291,6 @@ impl Answers {
         Ok(Answers { pool, embedder, queue, config, hub })
     }
 
-    /// Prompts this replica's streams wait on now.
-    pub fn followed_prompts(&self) -> usize {
-        self.hub.followed()
-    }
-
     /// Validates the similarity threshold: in (0, 1].
     pub fn check_min_similarity(value: Option<f64>) -> AnswersResult<Option<f64>> {
         match value {

@@ -228,11 +228,6 @@ impl Hub {
         let usable = kept.connects == connects && kept.read_at.elapsed() < self.inner.config.max_age;
         usable.then(|| kept.snapshot.clone())
     }
-
-    /// Prompts followed now (for tests and metrics).
-    pub fn followed(&self) -> usize {
-        lock(&self.inner.feeds).values().filter(|feed| feed.strong_count() > 0).count()
-    }
 }
 
 impl Inner {
