@@ -71,7 +71,18 @@ deploy-check:
 # Benchmarks (medians, p95, ratios): embedding latency; the platform's overhead per evaluation;
 # per assistant, the bot's overhead per evaluation in real Chromium and the memory per browser.
 # `just bench platform` or `just bench bot` runs one part of the fleet benchmark.
+# `just bench load` (or `just bench load --short`) runs the load benchmark alone: release build, real
+# gRPC clients over TCP, each figure beside its limit measured in the same run (docs/performance.md).
 bench *parts:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ "{{parts}}" = load ] || [[ "{{parts}}" == "load "* ]]; then
+        args="{{parts}}"; args="${args#load}"
+        profile="${AAP_LOAD_PROFILE:-release}"
+        cargo build --profile "$profile" -p aap -p aap-bot -p aap-chaos --bins
+        dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+        exec "$dir/aap-load" $args
+    fi
     cargo bench -p aap-embedding --bench embed
     cargo bench -p aap --bench fleet -- {{parts}}
 

@@ -49,7 +49,7 @@ pub struct Plan {
 impl Plan {
     /// The text and targets of Ask `index`: distinct texts, targets rotating over the assistants.
     pub fn ask(&self, index: usize) -> (String, Vec<String>) {
-        let assistants = crate::stack::ASSISTANTS;
+        let assistants = aap_chaos::stack::ASSISTANTS;
         let targets =
             (0..self.targets_per_ask).map(|k| assistants[(index + k) % assistants.len()].to_owned()).collect();
         (

@@ -10,8 +10,6 @@
 
 mod check;
 mod drive;
-mod proc;
-mod stack;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +22,8 @@ use clap::Parser;
 use rand::Rng as _;
 use tokio::sync::{Mutex, watch};
 
-use crate::stack::{Bot, Database, NatsCluster, Replica};
+use aap_chaos::proc;
+use aap_chaos::stack::{self, Bot, Database, NatsCluster, Replica};
 
 /// Runs the platform on this machine under chaos and proves that no evaluation is lost or
 /// answered twice.
@@ -187,6 +186,8 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
         claim_ttl_secs: args.claim_ttl_secs,
         max_attempts: args.max_attempts,
         features: &features,
+        stream_replicas: 3,
+        log_filter: "info",
     };
     let mut replicas = stack::replicas(&settings)?;
     for replica in &mut replicas {

@@ -75,6 +75,11 @@ impl Proc {
         self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())
     }
 
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// The log file.
     pub fn log(&self) -> &Path {
         &self.log

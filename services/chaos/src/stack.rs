@@ -217,6 +217,10 @@ pub struct ServeSettings<'a> {
     pub claim_ttl_secs: u64,
     pub max_attempts: u32,
     pub features: &'a ServeFeatures,
+    /// Servers each stream is kept on (`--nats-stream-replicas`).
+    pub stream_replicas: usize,
+    /// `RUST_LOG` of the processes.
+    pub log_filter: &'a str,
 }
 
 /// Two replicas of every service (or two all-services processes without the split).
@@ -225,44 +229,48 @@ pub fn replicas(settings: &ServeSettings<'_>) -> anyhow::Result<Vec<Replica>> {
     let mut replicas = Vec::new();
     for service in services {
         for index in 1..=2 {
-            let name = format!("{service}-{index}");
-            let grpc_port = free_port()?;
-            let mut args = vec![
-                "serve".to_owned(),
-                "--grpc-addr".to_owned(),
-                format!("127.0.0.1:{grpc_port}"),
-                "--http-addr".to_owned(),
-                format!("127.0.0.1:{}", free_port()?),
-            ];
-            if service == "console" {
-                args.extend(["--console-addr".to_owned(), format!("127.0.0.1:{}", free_port()?)]);
-            } else {
-                args.extend(["--console-addr".to_owned(), "off".to_owned()]);
-            }
-            if settings.features.split {
-                args.extend(["--services".to_owned(), service.to_owned()]);
-            }
-            if settings.features.stream_replicas {
-                args.extend(["--nats-stream-replicas".to_owned(), "3".to_owned()]);
-            }
-            let secrets = settings.secrets;
-            let envs = vec![
-                ("AAP_DATABASE_URL".to_owned(), settings.database_url.clone()),
-                ("AAP_NATS_URL".to_owned(), settings.nats_urls.clone()),
-                ("AAP_SESSION_KEY".to_owned(), secrets.session_key.clone()),
-                ("AAP_CUSTOMER_TOKENS".to_owned(), format!("chaos-customer={}", secrets.customer)),
-                ("AAP_BOT_TOKENS".to_owned(), format!("chaos-bot={}", secrets.bot)),
-                ("AAP_OPERATOR_TOKENS".to_owned(), format!("chaos-operator={}", secrets.operator)),
-                ("AAP_CLAIM_TTL_SECS".to_owned(), settings.claim_ttl_secs.to_string()),
-                ("AAP_MAX_ATTEMPTS".to_owned(), settings.max_attempts.to_string()),
-                ("AAP_METRICS_ADDR".to_owned(), "off".to_owned()),
-                ("RUST_LOG".to_owned(), "info".to_owned()),
-            ];
-            let proc = Proc::new(&name, settings.aap, args, envs, settings.run_dir);
-            replicas.push(Replica { service: service.to_owned(), grpc_port, proc });
+            replicas.push(replica(settings, service, &format!("{service}-{index}"))?);
         }
     }
     Ok(replicas)
+}
+
+/// One `aap serve` process named `name` running `service` (`all`: every service in one).
+pub fn replica(settings: &ServeSettings<'_>, service: &str, name: &str) -> anyhow::Result<Replica> {
+    let grpc_port = free_port()?;
+    let mut args = vec![
+        "serve".to_owned(),
+        "--grpc-addr".to_owned(),
+        format!("127.0.0.1:{grpc_port}"),
+        "--http-addr".to_owned(),
+        format!("127.0.0.1:{}", free_port()?),
+    ];
+    if service == "console" {
+        args.extend(["--console-addr".to_owned(), format!("127.0.0.1:{}", free_port()?)]);
+    } else {
+        args.extend(["--console-addr".to_owned(), "off".to_owned()]);
+    }
+    if settings.features.split && service != "all" {
+        args.extend(["--services".to_owned(), service.to_owned()]);
+    }
+    if settings.features.stream_replicas {
+        args.extend(["--nats-stream-replicas".to_owned(), settings.stream_replicas.to_string()]);
+    }
+    let secrets = settings.secrets;
+    let envs = vec![
+        ("AAP_DATABASE_URL".to_owned(), settings.database_url.clone()),
+        ("AAP_NATS_URL".to_owned(), settings.nats_urls.clone()),
+        ("AAP_SESSION_KEY".to_owned(), secrets.session_key.clone()),
+        ("AAP_CUSTOMER_TOKENS".to_owned(), format!("chaos-customer={}", secrets.customer)),
+        ("AAP_BOT_TOKENS".to_owned(), format!("chaos-bot={}", secrets.bot)),
+        ("AAP_OPERATOR_TOKENS".to_owned(), format!("chaos-operator={}", secrets.operator)),
+        ("AAP_CLAIM_TTL_SECS".to_owned(), settings.claim_ttl_secs.to_string()),
+        ("AAP_MAX_ATTEMPTS".to_owned(), settings.max_attempts.to_string()),
+        ("AAP_METRICS_ADDR".to_owned(), "off".to_owned()),
+        ("RUST_LOG".to_owned(), settings.log_filter.to_owned()),
+    ];
+    let proc = Proc::new(name, settings.aap, args, envs, settings.run_dir);
+    Ok(Replica { service: service.to_owned(), grpc_port, proc })
 }
 
 /// Starts a replica exits with (e.g. JetStream busy electing leaders) before it is restarted,

@@ -1,0 +1,164 @@
+//! The limits each figure is compared with, measured in the same run on the same machine:
+//! `pgbench -S` on the platform's own PostgreSQL, the embedding model's own throughput, and
+//! JetStream's publish rate on the platform's own NATS server.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aap_platform::local::Tools;
+use anyhow::{Context as _, bail};
+use async_nats::jetstream;
+
+use crate::stats::median;
+
+/// `pgbench -S` at one client count.
+#[derive(Debug, Clone, Copy)]
+pub struct Pgbench {
+    /// Transactions (one primary-key SELECT each) per second, connection time excluded.
+    pub tps: f64,
+    /// Mean latency of one transaction.
+    pub latency_ms: f64,
+}
+
+/// Creates the `pgbench` database next to the platform's and fills it (scale 1: 100,000
+/// accounts, the size of a busy prompt table).
+pub async fn pgbench_init(socket_dir: &Path) -> anyhow::Result<()> {
+    let output = pgbench_command(socket_dir)
+        .args(["-i", "-q", "-s", "1", "pgbench"])
+        .output()
+        .await
+        .context("start pgbench -i")?;
+    if !output.status.success() {
+        bail!("pgbench -i failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(())
+}
+
+/// `pgbench -S -c clients -j threads -T seconds` over the same UNIX socket the platform uses.
+pub async fn pgbench(socket_dir: &Path, clients: usize, seconds: u64) -> anyhow::Result<Pgbench> {
+    let threads = clients.min(2);
+    let output = pgbench_command(socket_dir)
+        .args(["-S", "-n"])
+        .args(["-c", &clients.to_string(), "-j", &threads.to_string(), "-T", &seconds.max(1).to_string()])
+        .arg("pgbench")
+        .output()
+        .await
+        .context("start pgbench")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("pgbench failed: {}{}", stdout, String::from_utf8_lossy(&output.stderr));
+    }
+    let number_after = |label: &str| -> anyhow::Result<f64> {
+        let line =
+            stdout.lines().find(|l| l.starts_with(label)).with_context(|| format!("no {label:?} in {stdout}"))?;
+        let value = line[label.len()..].split_whitespace().next().context("empty value")?;
+        Ok(value.parse()?)
+    };
+    Ok(Pgbench { tps: number_after("tps = ")?, latency_ms: number_after("latency average = ")? })
+}
+
+fn pgbench_command(socket_dir: &Path) -> tokio::process::Command {
+    let bin = Tools::find_pg_bin().map(|dir| dir.join("pgbench")).unwrap_or_else(|_| "pgbench".into());
+    let lib = Tools::find_pg_bin().map(|dir| Tools::pg_lib_dir(&dir)).unwrap_or_default();
+    let mut command = tokio::process::Command::new(bin);
+    command.env("LD_LIBRARY_PATH", lib).env("PGHOST", socket_dir).env("PGUSER", "postgres").env("PGPORT", "5432");
+    command
+}
+
+/// The embedding model on its own, in this process, nothing else running.
+#[derive(Debug, Clone, Copy)]
+pub struct Model {
+    /// Median time of one prompt alone.
+    pub single_ms: f64,
+    /// Prompts a second in batches of [`MODEL_BATCH`].
+    pub batched_per_second: f64,
+}
+
+/// The batch size of the model's own throughput (the platform's micro-batches hold at most this).
+pub const MODEL_BATCH: usize = 32;
+
+pub fn model(seconds: f64) -> anyhow::Result<Model> {
+    let embedder = aap_embedding::Embedder::load(&Tools::find_model_dir()?)?;
+    let mut index = 0usize;
+    let mut next_text = || {
+        index += 1;
+        crate::scenarios::similar_text(index)
+    };
+    embedder.embed(&next_text())?;
+    let mut single = Vec::new();
+    let started = Instant::now();
+    while started.elapsed().as_secs_f64() < seconds / 2.0 || single.len() < 5 {
+        let text = next_text();
+        let one = Instant::now();
+        embedder.embed(&text)?;
+        single.push(one.elapsed());
+    }
+    let started = Instant::now();
+    let mut prompts = 0usize;
+    while started.elapsed().as_secs_f64() < seconds / 2.0 || prompts < MODEL_BATCH * 3 {
+        let texts: Vec<String> = (0..MODEL_BATCH).map(|_| next_text()).collect();
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        embedder.embed_batch(&refs)?;
+        prompts += MODEL_BATCH;
+    }
+    Ok(Model {
+        single_ms: median(&mut single).as_secs_f64() * 1e3,
+        batched_per_second: prompts as f64 / started.elapsed().as_secs_f64(),
+    })
+}
+
+/// JetStream publishes a second on the platform's NATS server (file storage, as the task stream).
+#[derive(Debug, Clone, Copy)]
+pub struct JetStream {
+    /// One publish at a time, each waiting for its acknowledgement.
+    pub sync_per_second: f64,
+    /// Up to [`ASYNC_WINDOW`] acknowledgements outstanding.
+    pub async_per_second: f64,
+}
+
+/// Publishes in flight in the async measurement.
+pub const ASYNC_WINDOW: usize = 256;
+
+pub async fn jetstream(nats_url: &str, seconds: f64) -> anyhow::Result<JetStream> {
+    let client = async_nats::connect(nats_url).await?;
+    let js = jetstream::new(client);
+    let stream = "AAP_LOAD_LIMIT";
+    let _ = js.delete_stream(stream).await;
+    js.create_stream(jetstream::stream::Config {
+        name: stream.to_owned(),
+        subjects: vec!["aap-load-limit.>".to_owned()],
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    // About a task message's size.
+    let payload = bytes::Bytes::from(vec![b'x'; 120]);
+    let budget = Duration::from_secs_f64(seconds / 2.0);
+
+    let started = Instant::now();
+    let mut sync = 0u64;
+    while started.elapsed() < budget {
+        js.publish("aap-load-limit.sync", payload.clone()).await?.await?;
+        sync += 1;
+    }
+    let sync_per_second = sync as f64 / started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let mut acks = std::collections::VecDeque::new();
+    let mut published = 0u64;
+    while started.elapsed() < budget {
+        acks.push_back(js.publish("aap-load-limit.async", payload.clone()).await?);
+        published += 1;
+        if acks.len() >= ASYNC_WINDOW
+            && let Some(ack) = acks.pop_front()
+        {
+            ack.await?;
+        }
+    }
+    for ack in acks {
+        ack.await?;
+    }
+    let async_per_second = published as f64 / started.elapsed().as_secs_f64();
+    js.delete_stream(stream).await?;
+    Ok(JetStream { sync_per_second, async_per_second })
+}

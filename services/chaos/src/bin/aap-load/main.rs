@@ -1,0 +1,398 @@
+//! `aap-load`: the platform at its limits, each figure beside the limit it is bound by, measured
+//! in the same run on the same machine.
+//!
+//! Starts PostgreSQL (durable: fsync on), one NATS server with JetStream, one `aap serve` with
+//! every service and synthetic bots, then drives them with real gRPC clients over TCP, each
+//! caller on a connection of its own:
+//! - exact hits (an answered prompt asked again) beside `pgbench -S` at the same client count on
+//!   the same PostgreSQL;
+//! - similar prompts (embedding and pgvector) beside the embedding model's own single and
+//!   batched speed;
+//! - idle Watch streams: the platform's CPU and memory while thousands wait;
+//! - the pipeline (Ask, queue, synthetic bot, ingest, stream) beside JetStream's publish rate;
+//!
+//! and prints one table. `just bench load` runs it; docs/performance.md says how to read it.
+
+mod limits;
+mod scenarios;
+mod stats;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use aap_chaos::stack::{self, Database, Replica};
+use aap_platform::local::{Nats, NatsOptions};
+use anyhow::{Context as _, bail};
+use clap::Parser;
+
+use crate::scenarios::Bearer;
+use crate::stats::ms;
+
+/// Measures the platform at its limits and prints each figure beside its limit.
+#[derive(Debug, Parser)]
+#[command(name = "aap-load", version, about, long_about = None)]
+struct Args {
+    /// Seconds each measurement runs.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// The CI run: 2 s measurements, 1,000 watches, fewer callers (overrides the others).
+    #[arg(long)]
+    short: bool,
+    /// What to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "limits,watch,exact,similar,pipeline")]
+    parts: Vec<String>,
+    /// Caller counts of the exact-hit measurement.
+    #[arg(long, value_delimiter = ',', default_value = "1,64")]
+    exact_callers: Vec<usize>,
+    /// Caller counts of the similar-prompt measurement.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    similar_callers: Vec<usize>,
+    /// Idle Watch streams.
+    #[arg(long, default_value_t = 10_000)]
+    watches: usize,
+    /// Customers asking new prompts (of all four assistants) in the pipeline measurement.
+    #[arg(long, default_value_t = 64)]
+    pipeline_callers: usize,
+    /// Synthetic bot processes (one per assistant in turn).
+    #[arg(long, default_value_t = 4)]
+    bots: usize,
+    /// Claim streams per bot process.
+    #[arg(long, default_value_t = 32)]
+    bot_concurrency: u32,
+    /// Directory for the logs and data (default: a new /tmp/aap-load-<time>, removed after a
+    /// run that succeeded).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Directory of the `aap` and `aap-bot` binaries (default: this binary's).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Also write the table (markdown) to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+impl Args {
+    fn apply_short(&mut self) {
+        if self.short {
+            self.seconds = 2.0;
+            self.watches = self.watches.min(1_000);
+            self.exact_callers = vec![1, 16];
+            self.similar_callers = vec![1, 4];
+            self.pipeline_callers = self.pipeline_callers.min(16);
+            self.bot_concurrency = self.bot_concurrency.min(8);
+        }
+    }
+
+    fn wants(&self, part: &str) -> bool {
+        self.parts.iter().any(|p| p == part)
+    }
+}
+
+/// One line of the table.
+struct Row {
+    what: String,
+    measured: String,
+    limit: String,
+    ratio: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    args.apply_short();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,aap_load=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let keep = args.run_dir.is_some();
+    let run_dir = match &args.run_dir {
+        Some(dir) => dir.clone(),
+        None => PathBuf::from(format!("/tmp/aap-load-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))),
+    };
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
+    let run_dir = std::fs::canonicalize(&run_dir)?;
+    let result = run(&args, &run_dir).await;
+    match result {
+        Ok(rows) => {
+            let table = table(&args, &rows);
+            println!("{table}");
+            if let Some(out) = &args.out {
+                std::fs::write(out, &table).with_context(|| format!("write {}", out.display()))?;
+            }
+            if !keep {
+                let _ = std::fs::remove_dir_all(&run_dir);
+            }
+            Ok(())
+        }
+        Err(error) => {
+            eprintln!("run dir (logs of every process): {}", run_dir.display());
+            Err(error)
+        }
+    }
+}
+
+fn table(args: &Args, rows: &[Row]) -> String {
+    let mut out = String::new();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    out.push_str(&format!(
+        "\naap-load: {} s per measurement, {cores} cores, {} (client, platform, PostgreSQL, NATS and bots share them)\n\n",
+        args.seconds,
+        if cfg!(debug_assertions) { "debug build of aap-load" } else { "release build" },
+    ));
+    out.push_str("| what | measured | limit, same run | ratio |\n| --- | --- | --- | --- |\n");
+    for row in rows {
+        out.push_str(&format!("| {} | {} | {} | {} |\n", row.what, row.measured, row.limit, row.ratio));
+    }
+    out
+}
+
+fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        bail!("{} not found: build it first (cargo build --release -p aap -p aap-bot)", path.display());
+    }
+    Ok(path)
+}
+
+async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::current_exe()?.parent().context("binary dir")?.to_path_buf(),
+    };
+    let aap = binary(&bin_dir, "aap")?;
+    let aap_bot = binary(&bin_dir, "aap-bot")?;
+    let duration = Duration::from_secs_f64(args.seconds);
+    let mut rows = Vec::new();
+
+    let nats =
+        Nats::start(NatsOptions { store_dir: run_dir.join("nats"), port: None, tls: None, nkey_users: Vec::new() })
+            .await?;
+    let mut database = Database::start(run_dir).await?;
+    let socket_dir = database.server.as_ref().context("postgres is down")?.socket_dir().to_path_buf();
+    let postgres_pid = database.server.as_ref().context("postgres is down")?.pid();
+
+    // The limits, each measured alone before the platform starts.
+    let mut model = None;
+    let mut jetstream = None;
+    if args.wants("limits") {
+        tracing::info!("measuring the limits: JetStream publishes, the embedding model");
+        let js = limits::jetstream(&nats.url(), args.seconds).await?;
+        rows.push(Row {
+            what: "JetStream publishes (file storage, 120 B)".into(),
+            measured: format!("{:.0}/s one at a time; {:.0}/s pipelined", js.sync_per_second, js.async_per_second),
+            limit: format!("{} acks in flight", limits::ASYNC_WINDOW),
+            ratio: format!("{:.1}x pipelined/sync", js.async_per_second / js.sync_per_second),
+        });
+        jetstream = Some(js);
+        let measured = tokio::task::spawn_blocking({
+            let seconds = args.seconds;
+            move || limits::model(seconds)
+        })
+        .await??;
+        rows.push(Row {
+            what: "embedding model alone (all-MiniLM-L6-v2, candle)".into(),
+            measured: format!(
+                "{:.1} ms one prompt; {:.0} prompts/s in batches of {}",
+                measured.single_ms,
+                measured.batched_per_second,
+                limits::MODEL_BATCH
+            ),
+            limit: "-".into(),
+            ratio: "-".into(),
+        });
+        model = Some(measured);
+    }
+
+    let features = stack::ServeFeatures::detect(&aap).await?;
+    let secrets = stack::Secrets::generate();
+    let settings = stack::ServeSettings {
+        aap: &aap,
+        run_dir,
+        database_url: database.url()?,
+        nats_urls: nats.url(),
+        secrets: &secrets,
+        claim_ttl_secs: 60,
+        max_attempts: 3,
+        features: &features,
+        stream_replicas: 1,
+        log_filter: "warn",
+    };
+    let mut platform: Replica = stack::replica(&settings, "all", "aap")?;
+    platform.proc.start()?;
+    stack::wait_serving(&mut platform, Duration::from_secs(180)).await?;
+    let pid = platform.proc.pid().context("aap serve is not running")?;
+    let url = platform.url();
+    let bearer = Bearer::new(&secrets.customer)?;
+    let admin = sqlx::PgPool::connect(&database.url()?).await?;
+    let run_tag = chrono::Utc::now().format("%H%M%S").to_string();
+
+    if args.wants("watch") {
+        rows.push(watch(args, &url, &bearer, pid, postgres_pid, &run_tag, duration).await?);
+    }
+
+    let fleet = stack::FleetSettings {
+        aap_bot: &aap_bot,
+        run_dir,
+        bot_token: &secrets.bot,
+        bots: args.bots,
+        concurrency: args.bot_concurrency,
+        fail_rate: 0.0,
+        delay_ms: 0,
+    };
+    let mut bots = stack::fleet(&fleet, std::slice::from_ref(&url));
+    for bot in &mut bots {
+        bot.proc.start()?;
+    }
+
+    if args.wants("exact") {
+        let client = scenarios::connect(&url, &bearer).await?;
+        scenarios::ask_answered(client, scenarios::EXACT_PROMPT, "chatgpt").await?;
+        sqlx::query("CREATE DATABASE pgbench").execute(&admin).await?;
+        limits::pgbench_init(&socket_dir).await?;
+        for &callers in &args.exact_callers {
+            tracing::info!(callers, "exact hits");
+            let mut run = scenarios::closed_loop(&url, &bearer, callers, duration, scenarios::exact_hit).await?;
+            check_errors("exact hit", &run.first_error, run.errors, run.ok)?;
+            let pg = limits::pgbench(&socket_dir, callers, args.seconds.ceil() as u64).await?;
+            rows.push(Row {
+                what: format!("exact hit, {callers} caller{}", plural(callers)),
+                measured: format!("{:.0} Asks/s, p50 {}, p99 {}", run.per_second(), ms(run.p50()), ms(run.p99())),
+                limit: format!("pgbench -S -c {callers}: {:.0} tps, {:.2} ms", pg.tps, pg.latency_ms),
+                ratio: format!("{:.2}", run.per_second() / pg.tps),
+            });
+        }
+    } else if args.wants("similar") {
+        let client = scenarios::connect(&url, &bearer).await?;
+        scenarios::ask_answered(client, scenarios::EXACT_PROMPT, "chatgpt").await?;
+    }
+
+    if args.wants("similar") {
+        for &callers in &args.similar_callers {
+            tracing::info!(callers, "similar prompts");
+            let mut run = scenarios::closed_loop(&url, &bearer, callers, duration, scenarios::similar).await?;
+            check_errors("similar prompt", &run.first_error, run.errors, run.ok)?;
+            let (limit, ratio) = match model {
+                Some(m) if callers == 1 => (
+                    format!("model alone: {:.1} ms", m.single_ms),
+                    format!("{:.2}", m.single_ms / (run.p50().as_secs_f64() * 1e3)),
+                ),
+                Some(m) => (
+                    format!("model alone: {:.0} prompts/s batched", m.batched_per_second),
+                    format!("{:.2}", run.per_second() / m.batched_per_second),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            rows.push(Row {
+                what: format!("similar prompt, {callers} caller{}", plural(callers)),
+                measured: format!("{:.0} Asks/s, p50 {}, p99 {}", run.per_second(), ms(run.p50()), ms(run.p99())),
+                limit,
+                ratio,
+            });
+        }
+    }
+
+    if args.wants("pipeline") {
+        tracing::info!(callers = args.pipeline_callers, "pipeline");
+        // A first round warms the bots' claim streams and the consumers.
+        let client = scenarios::connect(&url, &bearer).await?;
+        scenarios::ask_answered(client, &format!("load {run_tag} warm-up"), "claude").await?;
+        let mut run = scenarios::pipeline(&url, &bearer, args.pipeline_callers, duration, &run_tag).await?;
+        check_errors("pipeline", &run.first_error, run.errors, run.answered)?;
+        let per_second = run.answered_in_window as f64 / run.window.as_secs_f64();
+        let callback_p50 = stats::median(&mut run.callback);
+        let callback_p99 = stats::percentile(&mut run.callback, 99.0);
+        let ask_p50 = stats::median(&mut run.ask_to_answer);
+        rows.push(Row {
+            what: format!(
+                "pipeline, {} callers x 4 assistants, {} bots x {} claim streams",
+                args.pipeline_callers, args.bots, args.bot_concurrency
+            ),
+            measured: format!(
+                "{per_second:.0} evaluations/s; submit to answer event p50 {}, p99 {}; Ask to answer p50 {}; {} failed",
+                ms(callback_p50),
+                ms(callback_p99),
+                ms(ask_p50),
+                run.failed
+            ),
+            limit: match jetstream {
+                Some(js) => format!("target 1,000/s; JetStream {:.0} publishes/s pipelined", js.async_per_second),
+                None => "target 1,000/s".into(),
+            },
+            ratio: format!("{:.2} of target", per_second / 1000.0),
+        });
+    }
+
+    for bot in &mut bots {
+        bot.proc.kill().await;
+    }
+    platform.proc.kill().await;
+    admin.close().await;
+    database.stop().await?;
+    nats.stop().await?;
+    Ok(rows)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// A measurement with failed calls is not a measurement: more than 1% failed stops the run.
+fn check_errors(what: &str, first: &Option<String>, errors: usize, ok: usize) -> anyhow::Result<()> {
+    if ok == 0 || errors * 100 > ok {
+        bail!("{what}: {errors} calls failed, {ok} succeeded; first error: {}", first.as_deref().unwrap_or("-"));
+    }
+    Ok(())
+}
+
+/// Idle Watch streams: the platform's CPU and memory at rest with none, then with `watches`.
+async fn watch(
+    args: &Args,
+    url: &str,
+    bearer: &Bearer,
+    pid: u32,
+    postgres_pid: u32,
+    run_tag: &str,
+    duration: Duration,
+) -> anyhow::Result<Row> {
+    // A plan no bot serves: the evaluation waits for as long as the streams do.
+    let (assistant, plan) = ("chatgpt", "load-idle");
+    let client = scenarios::connect(url, bearer).await?;
+    let prompt_id =
+        scenarios::ask_waiting(client, &format!("load {run_tag} idle watch prompt"), assistant, plan).await?;
+    let at_rest = |label: &'static str| async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (cpu, database_cpu) = (stats::cpu_time(pid)?, stats::tree_cpu_time(postgres_pid));
+        let started = Instant::now();
+        tokio::time::sleep(duration).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let cpu_share = (stats::cpu_time(pid)? - cpu).as_secs_f64() / elapsed;
+        let database_share = stats::tree_cpu_time(postgres_pid).saturating_sub(database_cpu).as_secs_f64() / elapsed;
+        tracing::info!(label, cpu_share, database_share, "at rest");
+        anyhow::Ok((cpu_share, database_share, stats::rss(pid)?))
+    };
+    let (cpu_before, pg_before, rss_before) = at_rest("no streams").await?;
+    tracing::info!(streams = args.watches, "opening idle watch streams");
+    let watches = scenarios::open_watches(url, bearer, prompt_id, assistant, plan, args.watches).await?;
+    let opened_in = watches.opened_in;
+    let (cpu_after, pg_after, rss_after) = at_rest("streams open").await?;
+    let open = watches.open;
+    watches.close().await;
+    let per_stream = rss_after.saturating_sub(rss_before) as f64 / open as f64;
+    Ok(Row {
+        what: format!("{open} idle Watch streams (opened in {:.1} s)", opened_in.as_secs_f64()),
+        measured: format!(
+            "CPU {:.1}% of a core (none open: {:.1}%); RSS {} MB (none open: {} MB, {:.1} KB a stream); PostgreSQL CPU {:.1}% (none open: {:.1}%)",
+            cpu_after * 100.0,
+            cpu_before * 100.0,
+            rss_after / (1 << 20),
+            rss_before / (1 << 20),
+            per_stream / 1024.0,
+            pg_after * 100.0,
+            pg_before * 100.0
+        ),
+        limit: "target: 5% of a core".into(),
+        ratio: format!("{:.2} of target", cpu_after / 0.05),
+    })
+}

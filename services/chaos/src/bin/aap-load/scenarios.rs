@@ -1,0 +1,432 @@
+//! The load: closed-loop customers over gRPC, each on its own TCP connection, asking what a
+//! scenario asks until its time is up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use aap_proto::v1::answer_event::Event;
+use aap_proto::v1::answers_service_client::AnswersServiceClient;
+use aap_proto::v1::ask_request::Query;
+use aap_proto::v1::{AskRequest, SimilarPolicy, Target, WatchRequest};
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::stats::{median, percentile};
+
+/// Sends the customer token.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl Bearer {
+    pub fn new(token: &str) -> anyhow::Result<Bearer> {
+        Ok(Bearer(format!("Bearer {token}").parse()?))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+pub type Answers = AnswersServiceClient<InterceptedService<Channel, Bearer>>;
+
+/// A client on a TCP connection of its own.
+pub async fn connect(url: &str, bearer: &Bearer) -> anyhow::Result<Answers> {
+    let channel = Endpoint::from_shared(url.to_owned())?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("connect {url}"))?;
+    Ok(AnswersServiceClient::with_interceptor(channel, bearer.clone()).max_decoding_message_size(64 * 1024 * 1024))
+}
+
+/// The prompt the exact-hit scenario asks, answered before it starts.
+pub const EXACT_PROMPT: &str = "What are the best laptops under $1,000?";
+
+/// The `index`th text of the similar scenario: close to [`EXACT_PROMPT`] in meaning, never the
+/// same text twice, so every Ask embeds.
+pub fn similar_text(index: usize) -> String {
+    const FOR: &[&str] =
+        &["students", "gamers", "designers", "travel", "coding", "office work", "video editing", "writers", "kids"];
+    format!("Which are the best laptops under $1,000 for {} (list {index})?", FOR[index % FOR.len()])
+}
+
+fn target(assistant: &str, plan: &str) -> Target {
+    Target { assistant: assistant.to_owned(), plan: plan.to_owned() }
+}
+
+/// Calls of one closed-loop run.
+#[derive(Debug, Default)]
+pub struct Run {
+    pub ok: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub elapsed: Duration,
+    pub latencies: Vec<Duration>,
+}
+
+impl Run {
+    pub fn per_second(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    pub fn p50(&mut self) -> Duration {
+        median(&mut self.latencies)
+    }
+    pub fn p99(&mut self) -> Duration {
+        percentile(&mut self.latencies, 99.0)
+    }
+}
+
+/// `callers` customers, each on its own connection, calling `call` back to back for `duration`.
+pub async fn closed_loop<F, Fut>(
+    url: &str,
+    bearer: &Bearer,
+    callers: usize,
+    duration: Duration,
+    call: F,
+) -> anyhow::Result<Run>
+where
+    F: Fn(Answers, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let mut clients = Vec::new();
+    for _ in 0..callers {
+        clients.push(connect(url, bearer).await?);
+    }
+    let counter = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for client in clients {
+        let (call, counter) = (call.clone(), counter.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut run = Run::default();
+            while Instant::now() < deadline {
+                let index = counter.fetch_add(1, Ordering::Relaxed);
+                let one = Instant::now();
+                // No call may hang the run.
+                match tokio::time::timeout(Duration::from_secs(30), call(client.clone(), index)).await {
+                    Ok(Ok(())) => {
+                        run.ok += 1;
+                        run.latencies.push(one.elapsed());
+                    }
+                    Ok(Err(error)) => {
+                        run.errors += 1;
+                        run.first_error.get_or_insert(error);
+                    }
+                    Err(_) => {
+                        run.errors += 1;
+                        run.first_error.get_or_insert("no end within 30 s".to_owned());
+                    }
+                }
+            }
+            run
+        }));
+    }
+    let mut total = Run::default();
+    for task in tasks {
+        let run = task.await?;
+        total.ok += run.ok;
+        total.errors += run.errors;
+        total.latencies.extend(run.latencies);
+        if total.first_error.is_none() {
+            total.first_error = run.first_error;
+        }
+    }
+    total.elapsed = started.elapsed();
+    Ok(total)
+}
+
+/// Every event of one Ask, to its end.
+async fn ask_to_end(mut client: Answers, request: AskRequest) -> Result<Vec<Event>, String> {
+    let mut stream = client.ask(request).await.map_err(|s| format!("{:?}: {}", s.code(), s.message()))?.into_inner();
+    let mut events = Vec::new();
+    while let Some(event) = stream.next().await {
+        let event = event.map_err(|s| format!("stream broke: {:?}: {}", s.code(), s.message()))?;
+        if let Some(event) = event.event.and_then(|e| e.event) {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// Asks the answered prompt again; a call counts when its stored answer came back.
+pub async fn exact_hit(client: Answers, _index: usize) -> Result<(), String> {
+    let request = AskRequest {
+        query: Some(Query::Prompt(EXACT_PROMPT.to_owned())),
+        targets: vec![target("chatgpt", "")],
+        policy: SimilarPolicy::Suggest as i32,
+        min_similarity: None,
+        include_html: false,
+    };
+    let events = ask_to_end(client, request).await?;
+    let cached = events.iter().any(|e| matches!(e, Event::Cached(_)));
+    let completed = events.iter().any(|e| matches!(e, Event::Completed(_)));
+    if cached && completed { Ok(()) } else { Err(format!("no cached answer and completed event: {events:?}")) }
+}
+
+/// Asks a new text close to the answered prompt; a call counts when it was suggested.
+pub async fn similar(client: Answers, index: usize) -> Result<(), String> {
+    let request = AskRequest {
+        query: Some(Query::Prompt(similar_text(index))),
+        targets: vec![target("chatgpt", "")],
+        policy: SimilarPolicy::Suggest as i32,
+        min_similarity: Some(0.5),
+        include_html: false,
+    };
+    let events = ask_to_end(client, request).await?;
+    match events.first() {
+        Some(Event::Suggestions(s)) if !s.suggestions.is_empty() => Ok(()),
+        other => Err(format!("expected suggestions, got {other:?}")),
+    }
+}
+
+/// Asks a prompt until it answered; returns the answered prompt's id.
+pub async fn ask_answered(client: Answers, text: &str, assistant: &str) -> anyhow::Result<i64> {
+    let request = AskRequest {
+        query: Some(Query::Prompt(text.to_owned())),
+        targets: vec![target(assistant, "")],
+        policy: SimilarPolicy::ForceNew as i32,
+        min_similarity: None,
+        include_html: false,
+    };
+    let events = tokio::time::timeout(Duration::from_secs(120), ask_to_end(client, request))
+        .await?
+        .map_err(anyhow::Error::msg)?;
+    let prompt_id = events.iter().find_map(|e| match e {
+        Event::Matched(m) => Some(m.prompt_id),
+        _ => None,
+    });
+    if !events.iter().any(|e| matches!(e, Event::Answer(_) | Event::Cached(_))) {
+        bail!("{text:?} was not answered: {events:?}");
+    }
+    prompt_id.context("no matched event")
+}
+
+/// The pipeline under load: new prompts of every assistant answered by the synthetic bots.
+#[derive(Debug, Default)]
+pub struct Pipeline {
+    pub asks: usize,
+    /// Answer events received within the measured window.
+    pub answered_in_window: usize,
+    pub answered: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub first_error: Option<String>,
+    pub window: Duration,
+    /// From the bot's capture (just before its submit) to the answer on the customer's stream.
+    pub callback: Vec<Duration>,
+    /// From the Ask to each answer.
+    pub ask_to_answer: Vec<Duration>,
+}
+
+pub async fn pipeline(
+    url: &str,
+    bearer: &Bearer,
+    callers: usize,
+    duration: Duration,
+    run_tag: &str,
+) -> anyhow::Result<Pipeline> {
+    let assistants = aap_chaos::stack::ASSISTANTS;
+    let mut clients = Vec::new();
+    for _ in 0..callers {
+        clients.push(connect(url, bearer).await?);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let counter = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for client in clients {
+        let (counter, run_tag) = (counter.clone(), run_tag.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Pipeline::default();
+            while Instant::now() < deadline {
+                let index = counter.fetch_add(1, Ordering::Relaxed);
+                let request = AskRequest {
+                    query: Some(Query::Prompt(format!(
+                        "load {run_tag} pipeline prompt {index}: which CRM fits team {index}?"
+                    ))),
+                    targets: assistants.iter().map(|a| target(a, "")).collect(),
+                    policy: SimilarPolicy::ForceNew as i32,
+                    min_similarity: None,
+                    include_html: false,
+                };
+                out.asks += 1;
+                let asked = Instant::now();
+                let mut stream = match client.clone().ask(request).await {
+                    Ok(stream) => stream.into_inner(),
+                    Err(status) => {
+                        out.errors += 1;
+                        out.first_error.get_or_insert(format!("{:?}: {}", status.code(), status.message()));
+                        continue;
+                    }
+                };
+                loop {
+                    let next = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            out.errors += 1;
+                            out.first_error.get_or_insert("no event for 60 s".to_owned());
+                            break;
+                        }
+                    };
+                    let event = match next {
+                        Some(Ok(event)) => event.event.and_then(|e| e.event),
+                        Some(Err(status)) => {
+                            out.errors += 1;
+                            out.first_error.get_or_insert(format!("stream broke: {}", status.message()));
+                            break;
+                        }
+                        None => break,
+                    };
+                    match event {
+                        Some(Event::Answer(answer)) => {
+                            let now = chrono::Utc::now();
+                            out.answered += 1;
+                            if Instant::now() <= deadline {
+                                out.answered_in_window += 1;
+                            }
+                            out.ask_to_answer.push(asked.elapsed());
+                            if let Some(at) = answer.captured_at {
+                                let captured = chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32);
+                                if let Some(captured) = captured {
+                                    out.callback.push((now - captured).to_std().unwrap_or_default());
+                                }
+                            }
+                        }
+                        Some(Event::Failed(failed)) if !failed.will_retry => out.failed += 1,
+                        _ => {}
+                    }
+                }
+            }
+            out
+        }));
+    }
+    let mut total = Pipeline { window: duration, ..Pipeline::default() };
+    for task in tasks {
+        let part = task.await?;
+        total.asks += part.asks;
+        total.answered_in_window += part.answered_in_window;
+        total.answered += part.answered;
+        total.failed += part.failed;
+        total.errors += part.errors;
+        total.callback.extend(part.callback);
+        total.ask_to_answer.extend(part.ask_to_answer);
+        if total.first_error.is_none() {
+            total.first_error = part.first_error;
+        }
+    }
+    Ok(total)
+}
+
+/// Idle Watch streams on a prompt nothing answers.
+pub struct Watches {
+    /// Closing it ends every stream's task.
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub open: usize,
+    pub opened_in: Duration,
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Streams per connection (below HTTP/2's usual limit of concurrent streams).
+const STREAMS_PER_CONNECTION: usize = 100;
+
+/// Opens `count` Watch streams on `prompt_id` (target `assistant`/`plan`) and waits until each
+/// has its first progress event.
+pub async fn open_watches(
+    url: &str,
+    bearer: &Bearer,
+    prompt_id: i64,
+    assistant: &str,
+    plan: &str,
+    count: usize,
+) -> anyhow::Result<Watches> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let opened = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(None::<String>));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let connections = count.div_ceil(STREAMS_PER_CONNECTION);
+    for connection in 0..connections {
+        let client = connect(url, bearer).await?;
+        let streams = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
+        for _ in 0..streams {
+            let (mut client, mut stopped, opened, failed) =
+                (client.clone(), stopped.clone(), opened.clone(), failed.clone());
+            let request = WatchRequest { prompt_id, targets: vec![target(assistant, plan)], include_html: false };
+            tasks.push(tokio::spawn(async move {
+                let fail = |error: String| {
+                    failed.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(error);
+                };
+                let mut stream = match client.watch(request).await {
+                    Ok(stream) => stream.into_inner(),
+                    Err(status) => return fail(format!("{:?}: {}", status.code(), status.message())),
+                };
+                let mut counted = false;
+                loop {
+                    tokio::select! {
+                        next = stream.next() => match next {
+                            Some(Ok(event)) => {
+                                if !counted && matches!(event.event.and_then(|e| e.event), Some(Event::Progress(_))) {
+                                    counted = true;
+                                    opened.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Some(Err(status)) => return fail(format!("stream broke: {}", status.message())),
+                            None => return fail("stream ended while waiting".to_owned()),
+                        },
+                        _ = stopped.changed() => return,
+                    }
+                }
+            }));
+        }
+    }
+    let limit = Duration::from_secs(120);
+    while opened.load(Ordering::Relaxed) < count {
+        if let Some(error) = failed.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            bail!("a Watch stream failed: {error}");
+        }
+        if started.elapsed() > limit {
+            bail!("{} of {count} Watch streams open after {limit:?}", opened.load(Ordering::Relaxed));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Watches { stop, open: count, opened_in: started.elapsed(), tasks })
+}
+
+impl Watches {
+    pub async fn close(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Asks `text` of `assistant` on `plan` (a plan no bot serves), leaves it waiting; returns the
+/// prompt id once its evaluation is scheduled.
+pub async fn ask_waiting(client: Answers, text: &str, assistant: &str, plan: &str) -> anyhow::Result<i64> {
+    let request = AskRequest {
+        query: Some(Query::Prompt(text.to_owned())),
+        targets: vec![target(assistant, plan)],
+        policy: SimilarPolicy::ForceNew as i32,
+        min_similarity: None,
+        include_html: false,
+    };
+    let mut stream = client.clone().ask(request).await?.into_inner();
+    let mut prompt_id = None;
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await? {
+        match event?.event.and_then(|e| e.event) {
+            Some(Event::Matched(m)) => prompt_id = Some(m.prompt_id),
+            Some(Event::Scheduled(_)) => return prompt_id.context("scheduled before matched"),
+            _ => {}
+        }
+    }
+    bail!("the Ask of {text:?} ended before it was scheduled")
+}

@@ -1,0 +1,99 @@
+//! Medians and percentiles of measured durations, and a process's CPU time and memory.
+
+use std::time::Duration;
+
+/// The median of `samples` (sorted in place); zero when there are none.
+pub fn median(samples: &mut [Duration]) -> Duration {
+    percentile(samples, 50.0)
+}
+
+/// The `p`th percentile (nearest rank) of `samples`, sorted in place; zero when there are none.
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// Milliseconds with two decimals below 10, none above.
+pub fn ms(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 10.0 { format!("{ms:.2} ms") } else { format!("{ms:.0} ms") }
+}
+
+/// CPU time (user + system, every thread) a process has used so far.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11).unwrap_or(&"0").parse::<u64>()? + fields.get(12).unwrap_or(&"0").parse::<u64>()?;
+    let per_second = clock_ticks();
+    Ok(Duration::from_secs_f64(ticks as f64 / per_second))
+}
+
+/// CPU time of a process and its children now running (PostgreSQL: the postmaster and its
+/// backends); processes unreadable or gone meanwhile count as zero.
+pub fn tree_cpu_time(root: u32) -> Duration {
+    let mut total = cpu_time(root).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return total };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+        // The parent pid is field 4 of the line, 2 after the name.
+        if after.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) == Some(root) {
+            total += cpu_time(pid).unwrap_or_default();
+        }
+    }
+    total
+}
+
+fn clock_ticks() -> f64 {
+    // `getconf CLK_TCK` is 100 on every Linux this runs on; read it rather than assume it.
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Resident memory of a process, in bytes.
+pub fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
+    let kb: u64 = line.split_whitespace().nth(1).unwrap_or("0").parse()?;
+    Ok(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(median(&mut samples), Duration::from_millis(50));
+        assert_eq!(percentile(&mut samples, 99.0), Duration::from_millis(99));
+        assert_eq!(percentile(&mut samples, 100.0), Duration::from_millis(100));
+        assert_eq!(median(&mut []), Duration::ZERO);
+    }
+
+    #[test]
+    fn this_process_has_used_cpu_and_memory() -> anyhow::Result<()> {
+        let pid = std::process::id();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert_ne!(x, 1);
+        assert!(rss(pid)? > 1024 * 1024);
+        assert!(cpu_time(pid)? > Duration::ZERO);
+        Ok(())
+    }
+}
