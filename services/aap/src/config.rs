@@ -45,6 +45,13 @@ pub struct ServiceArgs {
     /// Attempts an evaluation gets (claims that lapse or are released count) before it fails.
     #[arg(long, env = "AAP_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
+    /// Prompts that may wait for the embedding model; an Ask beyond that is refused with
+    /// RESOURCE_EXHAUSTED instead of queueing without bound.
+    #[arg(long, env = "AAP_EMBEDDING_QUEUE", default_value_t = aap_embedding::BatchConfig::default().max_queue)]
+    pub embedding_queue: usize,
+    /// Most prompts in one forward pass of the embedding model (concurrent Asks share passes).
+    #[arg(long, env = "AAP_EMBEDDING_BATCH", default_value_t = aap_embedding::BatchConfig::default().max_batch)]
+    pub embedding_batch: usize,
     /// Seconds a claim lasts without a heartbeat (Claim stream and Heartbeat).
     #[arg(long, env = "AAP_CLAIM_TTL_SECS", default_value_t = 60)]
     pub claim_ttl_secs: u64,
@@ -254,6 +261,11 @@ impl ServiceArgs {
                 max_prompt_bytes: self.max_prompt_bytes,
                 min_similarity: self.min_similarity,
                 max_attempts: self.max_attempts,
+                embedding: aap_embedding::BatchConfig {
+                    max_batch: self.embedding_batch,
+                    max_queue: self.embedding_queue,
+                    ..aap_embedding::BatchConfig::default()
+                },
                 ..AnswersConfig::default()
             },
             gateway: GatewayConfig {

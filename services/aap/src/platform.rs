@@ -192,6 +192,7 @@ impl Platform {
         if runs(Service::Answers) {
             let embedder = aap_embedding::Embedder::load(&config.model_dir)
                 .with_context(|| format!("embedding model in {}", config.model_dir.display()))?;
+            let embedder = aap_embedding::Batcher::start(embedder, config.answers.embedding)?;
             let answers =
                 Answers::start(pool.clone(), embedder, queue()?, config.answers.clone()).await.context("answers")?;
             router = router.add_service(

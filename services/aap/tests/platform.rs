@@ -598,3 +598,57 @@ async fn a_task_no_bot_takes_fails_after_the_queued_timeout_and_the_stream_ends(
     let status: String = sqlx::query_scalar("SELECT status FROM evaluations").fetch_one(&app.pool).await.expect("row");
     assert_eq!(status, "failed");
 }
+
+#[tokio::test]
+async fn asks_beyond_the_embedding_queue_are_refused_with_resource_exhausted_and_the_rest_answered() {
+    // One prompt a pass and two waiting: a burst of new prompts overflows the model's queue.
+    let options = Options {
+        embedding: aap_embedding::BatchConfig { max_batch: 1, max_queue: 2, ..Default::default() },
+        ..Default::default()
+    };
+    let app = spawn_app_with(options).await;
+    let asks = (0..24).map(|i| {
+        let mut client = app.answers();
+        async move {
+            let request = AskRequest {
+                policy: SimilarPolicy::ForceNew as i32,
+                ..ask_text(&format!("which standing desk fits office {i}?"), &["chatgpt"])
+            };
+            // No bot runs: an accepted Ask is read until its evaluation is scheduled.
+            let mut stream = client.ask(request).await?.into_inner();
+            let mut events = Vec::new();
+            while let Some(event) = tokio::time::timeout(Duration::from_secs(60), stream.next()).await.expect("events")
+            {
+                let event = event?.event.and_then(|e| e.event).expect("event body");
+                let scheduled = matches!(event, Event::Scheduled(_));
+                events.push(event);
+                if scheduled {
+                    break;
+                }
+            }
+            Ok::<_, tonic::Status>(events)
+        }
+    });
+    let results = futures::future::join_all(asks).await;
+    let mut refused = 0;
+    let mut answered_prompts = 0;
+    for result in &results {
+        match result {
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("retry later"), "{}", status.message());
+                refused += 1;
+            }
+            Ok(events) => {
+                // The stream of an accepted Ask is whole: matched, then its evaluation scheduled.
+                assert_eq!(matched(events).r#match, MatchKind::New as i32);
+                assert!(events.iter().any(|e| matches!(e, Event::Scheduled(_))), "{events:?}");
+                answered_prompts += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "24 concurrent new prompts never filled a queue of 2");
+    assert!(answered_prompts >= 1);
+    // A refused Ask stored nothing: only the accepted ones have a prompt.
+    assert_eq!(app.count("prompts").await, answered_prompts);
+}

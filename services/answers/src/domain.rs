@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aap_embedding::Embedder;
+use aap_embedding::{BatchError, Batcher};
 use aap_evaluations::model as evals_model;
 use aap_evaluations::model::Status;
 use aap_evaluations::queue::Queue;
@@ -47,6 +47,8 @@ pub struct AnswersConfig {
     pub cache_entries: usize,
     /// Longest a kept answer is served from memory without reading the database again.
     pub cache_max_age: Duration,
+    /// How concurrent Asks share the embedding model's forward passes.
+    pub embedding: aap_embedding::BatchConfig,
 }
 
 impl Default for AnswersConfig {
@@ -59,6 +61,7 @@ impl Default for AnswersConfig {
             refresh_every: Duration::from_secs(2),
             cache_entries: 10_000,
             cache_max_age: Duration::from_secs(60),
+            embedding: aap_embedding::BatchConfig::default(),
         }
     }
 }
@@ -72,6 +75,9 @@ pub enum AnswersError {
     PromptNotFound(i64),
     #[error("cannot embed the prompt: {0}")]
     Embedding(String),
+    /// The embedding model is saturated (its queue is full).
+    #[error("{0}")]
+    Busy(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -177,7 +183,7 @@ pub type Events = mpsc::Receiver<AnswerEvent>;
 #[derive(Clone)]
 pub struct Answers {
     pool: PgPool,
-    embedder: Embedder,
+    embedder: Batcher,
     queue: Arc<Queue>,
     config: AnswersConfig,
     hub: Hub,
@@ -276,7 +282,7 @@ impl Answers {
     /// The service, listening to every prompt's announcements on NATS.
     pub async fn start(
         pool: PgPool,
-        embedder: Embedder,
+        embedder: Batcher,
         queue: Arc<Queue>,
         config: AnswersConfig,
     ) -> Result<Answers, async_nats::SubscribeError> {
@@ -324,11 +330,10 @@ impl Answers {
                 if let Some(prompt) = self.hub.prompt_by_hash(&hash).await? {
                     (prompt, (MatchKind::Exact, 1.0))
                 } else {
-                    let embedding = self
-                        .embedder
-                        .embed_async(normalized)
-                        .await
-                        .map_err(|e| AnswersError::Embedding(e.to_string()))?;
+                    let embedding = self.embedder.embed(normalized).await.map_err(|e| match e {
+                        BatchError::Busy { .. } => AnswersError::Busy(e.to_string()),
+                        other => AnswersError::Embedding(other.to_string()),
+                    })?;
                     let near = if query.policy == Policy::ForceNew {
                         Vec::new()
                     } else {

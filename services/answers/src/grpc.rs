@@ -34,6 +34,7 @@ impl From<AnswersError> for Status {
                 ErrorDetails::with_bad_request_violation(*field, reason.clone()),
             ),
             AnswersError::PromptNotFound(_) => Status::not_found(err.to_string()),
+            AnswersError::Busy(_) => Status::resource_exhausted(err.to_string()),
             AnswersError::Embedding(cause) => {
                 tracing::error!(error = %cause, "embedding failed");
                 Status::internal("internal error")

@@ -15,6 +15,10 @@
 //! # }
 //! ```
 
+mod batch;
+
+pub use batch::{BatchConfig, BatchError, Batcher};
+
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,6 +79,9 @@ pub enum EmbedError {
     /// Loading the weights or running the model failed.
     #[error("embedding model failed")]
     Model(#[from] candle_core::Error),
+    /// The OS refused the thread of a [`Batcher`].
+    #[error("cannot start the embedding thread")]
+    Thread(#[source] std::io::Error),
     /// The blocking task behind [`Embedder::embed_async`] panicked or was cancelled.
     #[error("embedding task did not complete")]
     Join(#[from] tokio::task::JoinError),
@@ -104,11 +111,12 @@ impl std::fmt::Debug for Embedder {
     }
 }
 
-/// The embedding's metrics: `aap_embedding_seconds` (one forward pass, tokenising included)
-/// and `aap_embedding_batch_size` (texts per pass).
+/// The embedding's metrics: `aap_embedding_seconds` (one forward pass, tokenising included),
+/// `aap_embedding_batch_size` (texts per pass) and `aap_embedding_refused_total` (a full queue).
 struct Metrics {
     seconds: aap_telemetry::metrics::Histograms,
     batch_size: aap_telemetry::metrics::Histograms,
+    refused: aap_telemetry::metrics::Counters,
 }
 
 static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| Metrics {
@@ -121,6 +129,10 @@ static METRICS: std::sync::LazyLock<Metrics> = std::sync::LazyLock::new(|| Metri
         "embedding_batch_size",
         "Prompts embedded in one forward pass.",
         aap_telemetry::metrics::BATCH_SIZES,
+    ),
+    refused: aap_telemetry::metrics::counter(
+        "embedding_refused",
+        "Prompts refused because the embedding queue was full (RESOURCE_EXHAUSTED).",
     ),
 });
 

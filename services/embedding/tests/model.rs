@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use aap_embedding::{DIMENSIONS, Embedder, cosine, default_model_dir};
+use aap_embedding::{BatchConfig, BatchError, Batcher, DIMENSIONS, Embedder, cosine, default_model_dir};
 
 const LAPTOPS_1000: &str = "What are the best laptops under $1,000?";
 const LAPTOPS_PARAPHRASE: &str = "Which laptops under 1000 dollars are best?";
@@ -110,5 +110,50 @@ async fn embed_async_equals_embed() -> anyhow::Result<()> {
     let sync = e.embed(LAPTOPS_500)?;
     let from_async = e.embed_async(LAPTOPS_500.to_owned()).await?;
     assert!(cosine(&sync, &from_async) > 0.9999);
+    Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_prompts_share_passes_and_get_their_own_vectors() -> anyhow::Result<()> {
+    let e = embedder().clone();
+    let batcher = Batcher::start(e.clone(), BatchConfig { max_batch: 8, max_queue: 64, ..BatchConfig::default() })?;
+    let texts: Vec<String> = (0..24).map(|i| format!("Which laptop suits a {i}-person design team?")).collect();
+    let vectors = futures::future::try_join_all(texts.iter().map(|t| batcher.embed(t.clone()))).await?;
+    for (text, vector) in texts.iter().zip(&vectors) {
+        let alone = e.embed(text)?;
+        assert!(cosine(&alone, vector) > 0.9999, "{text}: batched vector differs from its own");
+    }
+    let (passes, prompts) = batcher.counts();
+    assert_eq!(prompts, 24);
+    // 24 prompts sent together, at most 8 a pass: fewer passes than prompts, at least 3.
+    assert!((3..24).contains(&passes), "{passes} passes for 24 concurrent prompts");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lone_prompt_is_not_held_back_and_equals_embed() -> anyhow::Result<()> {
+    let e = embedder().clone();
+    let batcher = Batcher::start(e.clone(), BatchConfig::default())?;
+    for text in [LAPTOPS_1000, LAPTOPS_500] {
+        let vector = batcher.embed(text.to_owned()).await?;
+        assert!(cosine(&e.embed(text)?, &vector) > 0.9999);
+    }
+    assert_eq!(batcher.counts(), (2, 2), "one pass per lone prompt");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_at_once_and_the_rest_are_answered() -> anyhow::Result<()> {
+    let batcher =
+        Batcher::start(embedder().clone(), BatchConfig { max_batch: 1, max_queue: 2, ..BatchConfig::default() })?;
+    // 40 prompts offered in one go: the thread takes one, two wait, the rest are refused.
+    let results = futures::future::join_all((0..40).map(|i| batcher.embed(format!("prompt number {i}")))).await;
+    let refused = results.iter().filter(|r| matches!(r, Err(BatchError::Busy { waiting: 2 }))).count();
+    let answered = results.iter().filter(|r| matches!(r, Ok(v) if v.len() == DIMENSIONS)).count();
+    assert_eq!(refused + answered, 40, "every prompt is either answered or refused: {results:?}");
+    assert!(refused >= 30, "only {refused} of 40 refused with a queue of 2");
+    assert!(answered >= 2, "only {answered} answered");
+    let message = results.iter().find_map(|r| r.as_ref().err()).map(ToString::to_string).unwrap_or_default();
+    assert!(message.contains("retry later"), "{message}");
     Ok(())
 }

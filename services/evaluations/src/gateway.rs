@@ -368,6 +368,10 @@ impl Gateway {
         if let Some(subject) = &row.ack_subject {
             let how = if status == Status::Failed { Settle::Term } else { Settle::Nak };
             self.queue.settle(subject, how).await;
+            if status != Status::Failed {
+                // Back on the stream: a waiting bot may take it now.
+                self.queue.signal_tasks(&row.assistant, &row.plan, 1).await;
+            }
         }
         tracing::info!(%status, reason, "task released");
         self.queue.notify_prompt(row.prompt_id).await;
@@ -400,13 +404,19 @@ impl Gateway {
     ) {
         let mut credit = initial_credit.max(1);
         let mut held: HashSet<i64> = HashSet::new();
-        // Core subscriptions on the task subjects wake the session when a task is published,
-        // so a waiting bot gets it at once rather than at the next tick.
-        let mut wakeups = futures::stream::select_all(Vec::new());
-        for assistant in serves.iter().map(|(a, _)| a.clone()).collect::<HashSet<_>>() {
-            match self.queue.client().subscribe(self.queue.task_wake_subject(&assistant)).await {
-                Ok(sub) => wakeups.push(sub),
-                Err(err) => tracing::warn!(error = %err, "no task wake-ups; polling only"),
+        // The process's task signals wake the session when tasks it serves are queued, so a
+        // waiting bot gets one at once rather than at the next tick; a signal wakes as many
+        // sessions as it announces tasks, not all of them.
+        let mut signals = Vec::new();
+        let mut plans: Vec<(String, String)> = Vec::new();
+        for (assistant, plan) in serves.iter() {
+            // A bot of a named plan also takes tasks for any plan (as `Queue::next_delivery`).
+            for plan in [plan.as_str(), assistants::ANY_PLAN] {
+                let key = (assistant.clone(), assistants::normalize_plan(plan));
+                if !plans.contains(&key) {
+                    signals.push(self.queue.task_signal(&key.0, &key.1).await);
+                    plans.push(key);
+                }
             }
         }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -441,7 +451,7 @@ impl Gateway {
                     }
                     None => break,
                 },
-                _ = wakeups.next(), if !wakeups.is_empty() => {}
+                _ = any_signal(&signals) => {}
                 _ = tick.tick() => {}
             }
         }
@@ -458,6 +468,14 @@ impl Gateway {
             Err(err) => tracing::warn!(evaluation_id = id, error = %err, "cannot hand a task back"),
         }
     }
+}
+
+/// Resolves when one of `signals` is notified; never when there are none.
+async fn any_signal(signals: &[Arc<tokio::sync::Notify>]) {
+    if signals.is_empty() {
+        return std::future::pending().await;
+    }
+    futures::future::select_all(signals.iter().map(|n| Box::pin(n.notified()))).await;
 }
 
 /// What a bot says on its Claim stream after `hello`.

@@ -8,12 +8,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use aap_platform::assistants::plan_token;
 use aap_platform::nats::{NatsError, Topology};
 use aap_platform::telemetry;
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream::{self, consumer::PullConsumer, context::PublishAckFuture};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, Notify, OnceCell};
 
 use crate::model::{ResultMessage, TaskMessage};
 use crate::store::EvaluationRow;
@@ -60,6 +63,37 @@ pub struct Queue {
     js: jetstream::Context,
     topology: Topology,
     consumers: Mutex<HashMap<String, PullConsumer>>,
+    signals: OnceCell<Arc<TaskSignals>>,
+}
+
+/// Per assistant and plan (`chatgpt.plus`), what the claim streams of this process wait on for new tasks.
+#[derive(Default)]
+struct TaskSignals {
+    waiting: std::sync::Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl TaskSignals {
+    fn of(&self, key: &str) -> Arc<Notify> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        waiting.entry(key.to_owned()).or_default().clone()
+    }
+}
+
+/// Hands each signal to as many waiting claim streams as it announces tasks, until the queue
+/// is dropped. A claim stream not waiting at that moment finds the task on its next pull.
+async fn deliver_signals(mut subscription: async_nats::Subscriber, signals: std::sync::Weak<TaskSignals>) {
+    while let Some(message) = subscription.next().await {
+        let Some(signals) = signals.upgrade() else { return };
+        let mut tokens = message.subject.as_str().rsplit('.');
+        let (Some(plan), Some(assistant)) = (tokens.next(), tokens.next()) else { continue };
+        let count = std::str::from_utf8(&message.payload).ok().and_then(|c| c.parse::<usize>().ok()).unwrap_or(1);
+        let notify = signals.of(&format!("{assistant}.{plan}"));
+        // One stored permit covers a burst for claim streams that were busy: they pull again
+        // anyway before they wait.
+        for _ in 0..count.clamp(1, 1024) {
+            notify.notify_one();
+        }
+    }
 }
 
 fn queue_err(err: impl std::fmt::Display) -> crate::EvalError {
@@ -72,7 +106,7 @@ impl Queue {
     pub async fn new(client: async_nats::Client, topology: Topology, replicas: usize) -> Result<Queue, NatsError> {
         let js = jetstream::new(client.clone());
         aap_platform::nats::ensure_streams(&js, &topology, replicas).await?;
-        Ok(Queue { client, js, topology, consumers: Mutex::new(HashMap::new()) })
+        Ok(Queue { client, js, topology, consumers: Mutex::new(HashMap::new()), signals: OnceCell::new() })
     }
 
     /// The stream and subject names.
@@ -88,6 +122,13 @@ impl Queue {
     /// Puts an evaluation on the task stream; a repeat within the de-duplication window is
     /// dropped by JetStream (`Nats-Msg-Id` = `eval-<id>`).
     pub async fn publish_task(&self, row: &EvaluationRow) -> crate::EvalResult<()> {
+        self.send_task(row).await?.await.map_err(queue_err)?;
+        Ok(())
+    }
+
+    /// Sends an evaluation to the task stream without waiting for JetStream to store it: await
+    /// the returned acknowledgement (after sending the rest of a batch, so the stores overlap).
+    pub async fn send_task(&self, row: &EvaluationRow) -> crate::EvalResult<PublishAckFuture> {
         let message = TaskMessage {
             evaluation_id: row.id,
             prompt_id: row.prompt_id,
@@ -104,8 +145,7 @@ impl Queue {
             .headers(headers)
             .message_id(format!("eval-{}", row.id));
         let subject = self.topology.task_subject(&row.assistant, &row.plan);
-        self.js.send_publish(subject, publish).await.map_err(queue_err)?.await.map_err(queue_err)?;
-        Ok(())
+        self.js.send_publish(subject, publish).await.map_err(queue_err)
     }
 
     /// Puts a submitted result on the results stream (`Nats-Msg-Id` = `result-<evaluation id>`).
@@ -226,9 +266,38 @@ impl Queue {
         format!("{}.scheduler.wake", self.topology.prefix())
     }
 
-    /// Subject pattern on which tasks for an assistant are published (a wake-up for waiting bots).
-    pub fn task_wake_subject(&self, assistant: &str) -> String {
-        format!("{}.tasks.{}.*", self.topology.prefix(), assistant)
+    /// Tells the bots' claim streams on every gateway that `count` tasks for `assistant` on
+    /// `plan` wait (a core-NATS message without the tasks themselves: each gateway wakes that
+    /// many of its waiting claim streams, which then pull from JetStream).
+    pub async fn signal_tasks(&self, assistant: &str, plan: &str, count: usize) {
+        let subject = format!("{}.{assistant}.{}", self.task_signal_prefix(), plan_token(plan));
+        if let Err(err) = self.client.publish(subject, Bytes::from(count.to_string())).await {
+            tracing::warn!(error = %err, "cannot signal new tasks");
+        }
+    }
+
+    fn task_signal_prefix(&self) -> String {
+        format!("{}.signal.tasks", self.topology.prefix())
+    }
+
+    /// What a claim stream waits on for tasks of `assistant` on `plan`: one per process, fed by
+    /// a single subscription to every assistant's task signals (started on first use).
+    pub async fn task_signal(&self, assistant: &str, plan: &str) -> Arc<Notify> {
+        let signals = self
+            .signals
+            .get_or_init(|| async {
+                let signals = Arc::new(TaskSignals::default());
+                let subject = format!("{}.*.*", self.task_signal_prefix());
+                match self.client.subscribe(subject).await {
+                    Ok(subscription) => {
+                        tokio::spawn(deliver_signals(subscription, Arc::downgrade(&signals)));
+                    }
+                    Err(err) => tracing::warn!(error = %err, "no task signals; claim streams poll on their tick"),
+                }
+                signals
+            })
+            .await;
+        signals.of(&format!("{assistant}.{}", plan_token(plan)))
     }
 
     /// The JetStream context.

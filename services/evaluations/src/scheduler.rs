@@ -17,21 +17,40 @@ use crate::store;
 pub async fn schedule_pending(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
     let mut tx = pool.begin().await?;
     let rows = store::lock_pending(&mut tx, 100).await?;
-    let mut queued = Vec::with_capacity(rows.len());
+    // Every task is sent before any acknowledgement is awaited: JetStream stores them together.
+    let mut sent = Vec::with_capacity(rows.len());
     for row in &rows {
         let span = tracing::info_span!("schedule", evaluation_id = row.id, assistant = %row.assistant);
         aap_platform::telemetry::set_parent(&span, &row.trace_context.0);
-        // A failed publish leaves the row pending for the next round; the Msg-Id makes a
-        // publish that did land but was not confirmed harmless to repeat.
-        match queue.publish_task(row).instrument(span).await {
-            Ok(()) => queued.push(row.id),
-            Err(err) => tracing::warn!(error = %err, "cannot queue evaluation"),
+        match queue.send_task(row).instrument(span.clone()).await {
+            Ok(ack) => sent.push((row, ack, span)),
+            Err(err) => span.in_scope(|| tracing::warn!(error = %err, "cannot queue evaluation")),
         }
     }
-    store::mark_queued(&mut tx, &queued).await?;
+    // A failed publish leaves the row pending for the next round; the Msg-Id makes a publish
+    // that did land but was not confirmed harmless to repeat.
+    let mut queued = Vec::with_capacity(sent.len());
+    for (row, ack, span) in sent {
+        match ack.await {
+            Ok(_) => queued.push(row),
+            Err(err) => span.in_scope(|| tracing::warn!(error = %err, "cannot queue evaluation")),
+        }
+    }
+    let ids: Vec<i64> = queued.iter().map(|row| row.id).collect();
+    store::mark_queued(&mut tx, &ids).await?;
     tx.commit().await?;
-    for row in rows.iter().filter(|r| queued.contains(&r.id)) {
-        queue.notify_prompt(row.prompt_id).await;
+    let mut per_target: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+    for row in &queued {
+        *per_target.entry((row.assistant.as_str(), row.plan.as_str())).or_default() += 1;
+    }
+    for ((assistant, plan), count) in per_target {
+        queue.signal_tasks(assistant, plan, count).await;
+    }
+    let mut prompts: Vec<i64> = queued.iter().map(|row| row.prompt_id).collect();
+    prompts.sort_unstable();
+    prompts.dedup();
+    for prompt_id in prompts {
+        queue.notify_prompt(prompt_id).await;
     }
     Ok(queued.len())
 }
@@ -49,6 +68,10 @@ pub async fn reap(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
         if let Some(subject) = &row.ack_subject {
             let how = if status == Status::Failed { Settle::Term } else { Settle::Nak };
             queue.settle(subject, how).await;
+            if status != Status::Failed {
+                // Back on the stream: a waiting bot may take it now.
+                queue.signal_tasks(&row.assistant, &row.plan, 1).await;
+            }
         }
         queue.notify_prompt(row.prompt_id).await;
     }

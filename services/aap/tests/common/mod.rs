@@ -76,6 +76,8 @@ pub struct Options {
     pub evidence: aap_sessions::EvidenceLimits,
     /// Remote logins: the maximum, the idle limit, the origins (e.g. a simulator's).
     pub remote_logins: aap::logins::RemoteLoginsConfig,
+    /// How Asks share the embedding model, and how many may wait for it.
+    pub embedding: aap_embedding::BatchConfig,
 }
 
 impl Default for Options {
@@ -88,6 +90,7 @@ impl Default for Options {
             seed_http_networks: aap_platform::auth::Networks::default(),
             evidence: aap_sessions::EvidenceLimits::default(),
             remote_logins: aap::logins::RemoteLoginsConfig::default(),
+            embedding: aap_embedding::BatchConfig::default(),
         }
     }
 }
@@ -147,6 +150,7 @@ pub fn platform_config(
         answers: AnswersConfig {
             max_attempts: options.max_attempts,
             refresh_every: Duration::from_millis(500),
+            embedding: options.embedding,
             ..AnswersConfig::default()
         },
         gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
