@@ -17,6 +17,9 @@ use crate::store;
 /// this often will not be stored by trying again, and its evaluation must not wait forever.
 pub const MAX_DELIVERIES: u64 = 5;
 
+/// Results one ingest stores at once.
+const CONCURRENCY: usize = 32;
+
 /// Errors starting the ingest.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -77,8 +80,16 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
     let mut messages = consumer.messages().await.map_err(|e| IngestError::Consumer(e.to_string()))?;
     tracing::info!(consumer = %name, "ingest consuming results");
     let mut hiccups = 0u32;
+    // Results are stored concurrently, so their commits share PostgreSQL's WAL flushes and the
+    // acks overlap; each result is still acked only after its answer is stored.
+    let mut storing = futures::stream::FuturesUnordered::new();
     loop {
-        let message = match messages.next().await {
+        let next = tokio::select! {
+            biased;
+            Some(()) = storing.next(), if !storing.is_empty() => continue,
+            next = messages.next(), if storing.len() < CONCURRENCY => next,
+        };
+        let message = match next {
             Some(Ok(message)) => {
                 hiccups = 0;
                 message
@@ -87,63 +98,73 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
                 hiccups += 1;
                 tracing::warn!(error = %err, hiccups, "results stream hiccup");
                 if hiccups >= 10 {
+                    while storing.next().await.is_some() {}
                     return Err(IngestError::Consumer(format!("{hiccups} errors in a row, the last: {err}")));
                 }
                 continue;
             }
-            None => return Ok(()),
-        };
-        let result: ResultMessage = match serde_json::from_slice(&message.payload) {
-            Ok(result) => result,
-            Err(err) => {
-                tracing::error!(error = %err, "unreadable result dropped");
-                let _ = message.ack_with(AckKind::Term).await;
-                continue;
+            None => {
+                while storing.next().await.is_some() {}
+                return Ok(());
             }
         };
-        crate::metrics::result_delivered(message.info().map(|info| info.delivered).unwrap_or(1));
-        let span = tracing::info_span!("ingest", evaluation_id = result.evaluation_id, assistant = %result.assistant);
-        aap_platform::telemetry::set_parent(
-            &span,
-            &aap_platform::telemetry::context_from_nats_headers(message.headers.as_ref()),
-        );
-        async {
-            match store::store_answer(pool, &result).await {
-                Ok(stored) => {
-                    tracing::info!(stored, "answer ingested");
-                    crate::metrics::ingested(&result.assistant, stored, message.info().ok());
-                    if let Err(err) = message.double_ack().await {
-                        tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
-                    }
-                    queue.notify_prompt(result.prompt_id).await;
+        storing.push(ingest_one(pool, queue, message));
+    }
+}
+
+/// Stores one delivered result and settles its delivery: acked once stored, delivered again
+/// (after a second) when the database refuses it, dead-lettered after [`MAX_DELIVERIES`].
+async fn ingest_one(pool: &PgPool, queue: &Queue, message: jetstream::Message) {
+    let result: ResultMessage = match serde_json::from_slice(&message.payload) {
+        Ok(result) => result,
+        Err(err) => {
+            tracing::error!(error = %err, "unreadable result dropped");
+            let _ = message.ack_with(AckKind::Term).await;
+            return;
+        }
+    };
+    crate::metrics::result_delivered(message.info().map(|info| info.delivered).unwrap_or(1));
+    let span = tracing::info_span!("ingest", evaluation_id = result.evaluation_id, assistant = %result.assistant);
+    aap_platform::telemetry::set_parent(
+        &span,
+        &aap_platform::telemetry::context_from_nats_headers(message.headers.as_ref()),
+    );
+    async {
+        match store::store_answer(pool, &result).await {
+            Ok(stored) => {
+                tracing::info!(stored, "answer ingested");
+                crate::metrics::ingested(&result.assistant, stored, message.info().ok());
+                if let Err(err) = message.double_ack().await {
+                    tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
                 }
-                Err(err) => {
-                    let delivered = message.info().map(|info| info.delivered as u64).unwrap_or(1);
-                    if delivered < MAX_DELIVERIES {
-                        tracing::warn!(error = %err, delivered, "cannot store answer; retrying later");
-                        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                        return;
+                queue.notify_prompt(result.prompt_id).await;
+            }
+            Err(err) => {
+                let delivered = message.info().map(|info| info.delivered as u64).unwrap_or(1);
+                if delivered < MAX_DELIVERIES {
+                    tracing::warn!(error = %err, delivered, "cannot store answer; retrying later");
+                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                    return;
+                }
+                // Poison: dead-letter it, fail the evaluation with the reason, end the
+                // streams waiting on it, and take it off the results stream.
+                let reason = format!("the answer could not be stored after {delivered} attempts: {err}");
+                tracing::error!(error = %err, delivered, "result dead-lettered; its evaluation fails");
+                queue.dead_letter("results", message.payload.clone(), &reason).await;
+                match store::fail_unstorable(pool, result.evaluation_id, &reason).await {
+                    Ok(_) => {
+                        crate::metrics::failed_for_good(&result.assistant, "unstorable");
+                        let _ = message.ack_with(AckKind::Term).await;
+                        queue.notify_prompt(result.prompt_id).await;
                     }
-                    // Poison: dead-letter it, fail the evaluation with the reason, end the
-                    // streams waiting on it, and take it off the results stream.
-                    let reason = format!("the answer could not be stored after {delivered} attempts: {err}");
-                    tracing::error!(error = %err, delivered, "result dead-lettered; its evaluation fails");
-                    queue.dead_letter("results", message.payload.clone(), &reason).await;
-                    match store::fail_unstorable(pool, result.evaluation_id, &reason).await {
-                        Ok(_) => {
-                            crate::metrics::failed_for_good(&result.assistant, "unstorable");
-                            let _ = message.ack_with(AckKind::Term).await;
-                            queue.notify_prompt(result.prompt_id).await;
-                        }
-                        Err(err) => {
-                            tracing::warn!(error = %err, "cannot fail the evaluation; retrying later");
-                            let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                        }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cannot fail the evaluation; retrying later");
+                        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
                     }
                 }
             }
         }
-        .instrument(span)
-        .await;
     }
+    .instrument(span)
+    .await;
 }
