@@ -151,6 +151,11 @@ impl Following {
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.feed.tx.subscribe()
     }
+
+    /// The prompt's latest snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.feed.tx.borrow().clone()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -48,6 +48,12 @@ fn plan_name() -> impl Strategy<Value = String> {
 }
 
 proptest! {
+    /// The ASCII shortcut gives what NFKC and full case folding give.
+    #[test]
+    fn ascii_prompts_normalise_as_through_unicode(text in "[\\x00-\\x7f]{0,80}") {
+        prop_assert_eq!(normalize(&text), crate::normalize::normalize_unicode(&text), "{:?}", text);
+    }
+
     /// Normalising is a projection: twice is once, and its output has no white space but
     /// single spaces between words; the hash is a sha256.
     #[test]
