@@ -45,6 +45,10 @@ pub struct ServiceArgs {
     /// Attempts an evaluation gets (claims that lapse or are released count) before it fails.
     #[arg(long, env = "AAP_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: u32,
+    /// Connections each process keeps to PostgreSQL at most (every service of the process
+    /// shares them).
+    #[arg(long, env = "AAP_DATABASE_POOL_SIZE", default_value_t = 20)]
+    pub database_pool_size: u32,
     /// Prompts that may wait for the embedding model; an Ask beyond that is refused with
     /// RESOURCE_EXHAUSTED instead of queueing without bound.
     #[arg(long, env = "AAP_EMBEDDING_QUEUE", default_value_t = aap_embedding::BatchConfig::default().max_queue)]
@@ -301,6 +305,7 @@ impl ServiceArgs {
             },
             services: crate::services::Services::all(),
             stream_replicas: 1,
+            database_pool_size: self.database_pool_size.max(1),
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct PlatformConfig {
     pub services: Services,
     /// Servers of the NATS cluster that keep each stream the platform creates (1 on one server).
     pub stream_replicas: usize,
+    /// Connections to PostgreSQL the process keeps at most.
+    pub database_pool_size: u32,
 }
 
 /// Where the process listens. A listener the process's services do not use is closed.
@@ -133,7 +135,9 @@ impl Platform {
         let console = console.filter(|_| runs(Service::Console));
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
-        let pool = aap_platform::db::connect_and_migrate(&config.database_url, 20).await.context("database")?;
+        let pool = aap_platform::db::connect_and_migrate(&config.database_url, config.database_pool_size)
+            .await
+            .context("database")?;
         let nats = match services.uses_nats() {
             true => {
                 let client = aap_platform::nats::connect(&config.nats_url, "aap-platform", &config.nats_access)

@@ -166,6 +166,7 @@ pub fn platform_config(
         },
         services: aap::services::Services::all(),
         stream_replicas: 1,
+        database_pool_size: 20,
     }
 }
 

@@ -298,30 +298,50 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         // A first round warms the bots' claim streams and the consumers.
         let client = scenarios::connect(&url, &bearer).await?;
         scenarios::ask_answered(client, &format!("load {run_tag} warm-up"), "claude").await?;
-        let mut run = scenarios::pipeline(&url, &bearer, args.pipeline_callers, duration, &run_tag).await?;
-        check_errors("pipeline", &run.first_error, run.errors, run.answered)?;
-        let per_second = run.answered_in_window as f64 / run.window.as_secs_f64();
-        let callback_p50 = stats::median(&mut run.callback);
-        let callback_p99 = stats::percentile(&mut run.callback, 99.0);
-        let ask_p50 = stats::median(&mut run.ask_to_answer);
-        rows.push(Row {
-            what: format!(
-                "pipeline, {} callers x 4 assistants, {} bots x {} claim streams",
-                args.pipeline_callers, args.bots, args.bot_concurrency
-            ),
-            measured: format!(
-                "{per_second:.0} evaluations/s; submit to answer event p50 {}, p99 {}; Ask to answer p50 {}; {} failed",
-                ms(callback_p50),
-                ms(callback_p99),
-                ms(ask_p50),
-                run.failed
-            ),
-            limit: match jetstream {
-                Some(js) => format!("target 1,000/s; JetStream {:.0} publishes/s pipelined", js.async_per_second),
-                None => "target 1,000/s".into(),
-            },
-            ratio: format!("{:.2} of target", per_second / 1000.0),
-        });
+        // Prompts stored beforehand (random embeddings), for the pipeline without the model.
+        let stored = (args.seconds * 500.0).ceil() as i64;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "INSERT INTO prompts (text, text_hash, embedding) \
+             SELECT t, sha256(convert_to(t, 'UTF8')), \
+                    (SELECT array_agg(random()::real + 0 * g * x) FROM generate_series(1, 384) x)::vector \
+             FROM (SELECT g, 'load ' || $2 || ' stored prompt ' || g AS t FROM generate_series(1, $1) g) s \
+             RETURNING id",
+        )
+        .bind(stored)
+        .bind(&run_tag)
+        .fetch_all(&admin)
+        .await?;
+        let sources = [
+            ("new prompts (each embedded)", scenarios::Prompts::New),
+            ("stored prompts (asked by id)", scenarios::Prompts::Stored(std::sync::Arc::new(ids))),
+        ];
+        for (label, prompts) in sources {
+            let mut run =
+                scenarios::pipeline(&url, &bearer, args.pipeline_callers, duration, &run_tag, prompts).await?;
+            check_errors("pipeline", &run.first_error, run.errors, run.answered)?;
+            let per_second = run.answered_in_window as f64 / run.window.as_secs_f64();
+            let callback_p50 = stats::median(&mut run.callback);
+            let callback_p99 = stats::percentile(&mut run.callback, 99.0);
+            let ask_p50 = stats::median(&mut run.ask_to_answer);
+            rows.push(Row {
+                what: format!(
+                    "pipeline, {label}: {} callers x 4 assistants, {} bots x {} claim streams",
+                    args.pipeline_callers, args.bots, args.bot_concurrency
+                ),
+                measured: format!(
+                    "{per_second:.0} evaluations/s; submit to answer event p50 {}, p99 {}; Ask to answer p50 {}; {} failed",
+                    ms(callback_p50),
+                    ms(callback_p99),
+                    ms(ask_p50),
+                    run.failed
+                ),
+                limit: match jetstream {
+                    Some(js) => format!("target 1,000/s; JetStream {:.0} publishes/s pipelined", js.async_per_second),
+                    None => "target 1,000/s".into(),
+                },
+                ratio: format!("{:.2} of target", per_second / 1000.0),
+            });
+        }
     }
 
     for bot in &mut bots {

@@ -226,12 +226,22 @@ pub struct Pipeline {
     pub ask_to_answer: Vec<Duration>,
 }
 
+/// What the pipeline's Asks ask.
+#[derive(Clone)]
+pub enum Prompts {
+    /// New texts: each Ask stores its prompt, so the model embeds each.
+    New,
+    /// Prompts already stored (by id), each asked once: no embedding on the way.
+    Stored(Arc<Vec<i64>>),
+}
+
 pub async fn pipeline(
     url: &str,
     bearer: &Bearer,
     callers: usize,
     duration: Duration,
     run_tag: &str,
+    prompts: Prompts,
 ) -> anyhow::Result<Pipeline> {
     let assistants = aap_chaos::stack::ASSISTANTS;
     let mut clients = Vec::new();
@@ -243,15 +253,26 @@ pub async fn pipeline(
     let counter = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for client in clients {
-        let (counter, run_tag) = (counter.clone(), run_tag.to_owned());
+        let (counter, run_tag, prompts) = (counter.clone(), run_tag.to_owned(), prompts.clone());
         tasks.push(tokio::spawn(async move {
             let mut out = Pipeline::default();
             while Instant::now() < deadline {
                 let index = counter.fetch_add(1, Ordering::Relaxed);
+                let query = match &prompts {
+                    Prompts::New => {
+                        Query::Prompt(format!("load {run_tag} pipeline prompt {index}: which CRM fits team {index}?"))
+                    }
+                    Prompts::Stored(ids) => match ids.get(index) {
+                        Some(id) => Query::PromptId(*id),
+                        None => {
+                            out.errors += 1;
+                            out.first_error.get_or_insert(format!("only {} stored prompts", ids.len()));
+                            break;
+                        }
+                    },
+                };
                 let request = AskRequest {
-                    query: Some(Query::Prompt(format!(
-                        "load {run_tag} pipeline prompt {index}: which CRM fits team {index}?"
-                    ))),
+                    query: Some(query),
                     targets: assistants.iter().map(|a| target(a, "")).collect(),
                     policy: SimilarPolicy::ForceNew as i32,
                     min_similarity: None,
