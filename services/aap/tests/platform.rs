@@ -652,3 +652,26 @@ async fn asks_beyond_the_embedding_queue_are_refused_with_resource_exhausted_and
     // A refused Ask stored nothing: only the accepted ones have a prompt.
     assert_eq!(app.count("prompts").await, answered_prompts);
 }
+
+#[tokio::test]
+async fn the_deliveries_of_held_claims_are_kept_alive_and_only_those() {
+    let app = spawn_app().await;
+    let _stream = app.answers().ask(ask_text("which e-bike suits hills?", &["chatgpt", "claude"])).await.expect("ask");
+    let held = poll_task(&app, "chatgpt", "").await;
+    // Claimed by a polling bot (no heartbeats): its delivery is one the scheduler keeps alive.
+    let subjects = aap_evaluations::store::held_deliveries(&app.pool).await.expect("held deliveries");
+    assert_eq!(subjects.len(), 1, "{subjects:?}");
+    let (stored,): (String,) = sqlx::query_as("SELECT ack_subject FROM evaluations WHERE id = $1")
+        .bind(held.evaluation_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("row");
+    assert_eq!(subjects[0], stored);
+    // A lapsed claim is the reaper's, not kept alive.
+    sqlx::query("UPDATE evaluations SET claim_expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(held.evaluation_id)
+        .execute(&app.pool)
+        .await
+        .expect("lapse");
+    assert!(aap_evaluations::store::held_deliveries(&app.pool).await.expect("held").is_empty());
+}

@@ -16,22 +16,7 @@ use tokio::sync::watch;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-/// Sends the customer token.
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Bearer {
-    pub fn new(token: &str) -> anyhow::Result<Bearer> {
-        Ok(Bearer(format!("Bearer {token}").parse()?))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
+use aap_chaos::Bearer;
 
 type Answers = AnswersServiceClient<InterceptedService<Channel, Bearer>>;
 

@@ -135,12 +135,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let run_dir = match &args.run_dir {
-        Some(dir) => dir.clone(),
-        None => PathBuf::from(format!("/tmp/aap-chaos-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))),
-    };
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
-    let run_dir = std::fs::canonicalize(&run_dir)?;
+    let run_dir = aap_chaos::run_dir(args.run_dir.as_deref(), "aap-chaos")?;
     let result = run(&args, &run_dir).await;
     println!("run dir (logs of every process): {}", run_dir.display());
     match result {
@@ -150,22 +145,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(name);
-    if !path.is_file() {
-        bail!("{} not found: build it first (cargo build --release -p aap -p aap-bot)", path.display());
-    }
-    Ok(path)
-}
-
 /// The whole run; `Ok(false)` when something was lost or answered twice.
 async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?.parent().context("binary dir")?.to_path_buf(),
-    };
-    let aap = binary(&bin_dir, "aap")?;
-    let aap_bot = binary(&bin_dir, "aap-bot")?;
+    let bin_dir = aap_chaos::bin_dir(args.bin_dir.as_deref())?;
+    let aap = aap_chaos::binary(&bin_dir, "aap")?;
+    let aap_bot = aap_chaos::binary(&bin_dir, "aap-bot")?;
     let features = stack::ServeFeatures::detect(&aap).await?;
     let secrets = stack::Secrets::generate();
     let started = Instant::now();

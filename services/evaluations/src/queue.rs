@@ -22,8 +22,16 @@ use crate::model::{ResultMessage, TaskMessage};
 use crate::store::EvaluationRow;
 
 /// How long JetStream waits before redelivering an unsettled task on its own. The database
-/// claim (with heartbeats and the reaper) is the real clock; this only backs it up.
-const BACKSTOP_ACK_WAIT: Duration = Duration::from_secs(30 * 60);
+/// claim (with heartbeats and the reaper) is the real clock; this backs it up. It is short so
+/// that a delivery no claim was written for (its gateway died between the pull and the claim,
+/// or the pull's reply came after the gateway stopped waiting) is delivered again within
+/// minutes; deliveries whose claim is held are kept alive with in-progress acks: a Claim
+/// stream's heartbeats, and the scheduler's [`KEEPALIVE_EVERY`] round over every held claim
+/// (polling bots send no heartbeats).
+pub const BACKSTOP_ACK_WAIT: Duration = Duration::from_secs(120);
+
+/// How often the scheduler tells JetStream that the deliveries of held claims are in progress.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
 
 /// A task delivery pulled for a bot.
 #[derive(Debug)]

@@ -78,6 +78,17 @@ pub async fn reap(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
     Ok(rows.len())
 }
 
+/// Tells JetStream that the delivery of every held claim is in progress, so none is delivered
+/// again while its bot works (polling bots hold claims for minutes without heartbeats);
+/// returns how many.
+pub async fn keep_deliveries(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
+    let subjects = store::held_deliveries(pool).await?;
+    for subject in &subjects {
+        queue.settle(subject, Settle::Progress).await;
+    }
+    Ok(subjects.len())
+}
+
 /// How long an evaluation may wait before it fails with the reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
@@ -129,6 +140,7 @@ pub async fn run(
         }
     };
     let mut interval = tokio::time::interval(tick);
+    let mut kept_at = std::time::Instant::now();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -151,6 +163,12 @@ pub async fn run(
         }
         if let Err(err) = expire(&pool, &queue, timeouts).await {
             tracing::warn!(error = %err, "expiring evaluations that waited too long failed");
+        }
+        if kept_at.elapsed() >= crate::queue::KEEPALIVE_EVERY {
+            kept_at = std::time::Instant::now();
+            if let Err(err) = keep_deliveries(&pool, &queue).await {
+                tracing::warn!(error = %err, "keeping the deliveries of held claims alive failed");
+            }
         }
     }
     tracing::info!("scheduler stopped");

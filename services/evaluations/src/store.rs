@@ -374,18 +374,34 @@ pub async fn reap_lapsed_claims(pool: &PgPool) -> sqlx::Result<Vec<EvaluationRow
     sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await
 }
 
+/// The delivery reply subjects of every claim held now (not lapsed), to keep them alive.
+pub async fn held_deliveries(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "SELECT ack_subject FROM evaluations \
+         WHERE status = 'claimed' AND ack_subject IS NOT NULL AND claim_expires_at > now()",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// Stores a submitted answer and marks its evaluation answered, once: a redelivered result
 /// changes nothing. Returns whether this call stored it.
 pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result<bool> {
-    let mut tx = pool.begin().await?;
-    let inserted = sqlx::query(
-        "INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
-         response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
-         web_search, ttft_ms, total_ms, adapter_version, adapter_fingerprint, finish_signals, missing_roles, \
-         read_by_fallback, confidence, search_queries, products) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-         $21, $22, $23, $24) \
-         ON CONFLICT (evaluation_id) DO NOTHING",
+    // One statement, so one round trip and one implicit transaction: the answer and the row's
+    // new status are stored together or not at all.
+    let (inserted,): (i64,) = sqlx::query_as(
+        "WITH stored AS ( \
+             INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
+             response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
+             web_search, ttft_ms, total_ms, adapter_version, adapter_fingerprint, finish_signals, missing_roles, \
+             read_by_fallback, confidence, search_queries, products) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+             $21, $22, $23, $24) \
+             ON CONFLICT (evaluation_id) DO NOTHING RETURNING 1), \
+         answered AS ( \
+             UPDATE evaluations SET status = 'answered', failure_reason = NULL, updated_at = now() \
+             WHERE id = $1 AND status <> 'answered' RETURNING 1) \
+         SELECT count(*) FROM stored",
     )
     .bind(result.evaluation_id)
     .bind(result.prompt_id)
@@ -411,16 +427,9 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
     .bind(result.capture.confidence)
     .bind(Json(&result.search_queries))
     .bind(Json(&result.products))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    sqlx::query("UPDATE evaluations SET status = 'answered', failure_reason = NULL, updated_at = now() WHERE id = $1 AND status <> 'answered'")
-        .bind(result.evaluation_id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(inserted)
+    .fetch_one(pool)
+    .await?;
+    Ok(inserted == 1)
 }
 
 /// Live evaluations as (assistant, status, count), for the `aap_evaluations` gauge: only the

@@ -107,12 +107,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let keep = args.run_dir.is_some();
-    let run_dir = match &args.run_dir {
-        Some(dir) => dir.clone(),
-        None => PathBuf::from(format!("/tmp/aap-load-{}", chrono::Utc::now().format("%Y%m%d-%H%M%S"))),
-    };
-    std::fs::create_dir_all(&run_dir).with_context(|| format!("create {}", run_dir.display()))?;
-    let run_dir = std::fs::canonicalize(&run_dir)?;
+    let run_dir = aap_chaos::run_dir(args.run_dir.as_deref(), "aap-load")?;
     let result = run(&args, &run_dir).await;
     match result {
         Ok(rows) => {
@@ -148,21 +143,10 @@ fn table(args: &Args, rows: &[Row]) -> String {
     out
 }
 
-fn binary(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
-    let path = dir.join(name);
-    if !path.is_file() {
-        bail!("{} not found: build it first (cargo build --release -p aap -p aap-bot)", path.display());
-    }
-    Ok(path)
-}
-
 async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
-    let bin_dir = match &args.bin_dir {
-        Some(dir) => dir.clone(),
-        None => std::env::current_exe()?.parent().context("binary dir")?.to_path_buf(),
-    };
-    let aap = binary(&bin_dir, "aap")?;
-    let aap_bot = binary(&bin_dir, "aap-bot")?;
+    let bin_dir = aap_chaos::bin_dir(args.bin_dir.as_deref())?;
+    let aap = aap_chaos::binary(&bin_dir, "aap")?;
+    let aap_bot = aap_chaos::binary(&bin_dir, "aap-bot")?;
     let duration = Duration::from_secs_f64(args.seconds);
     let mut rows = Vec::new();
 

@@ -14,24 +14,9 @@ use futures::StreamExt as _;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+pub use aap_chaos::Bearer;
+
 use crate::stats::{median, percentile};
-
-/// Sends the customer token.
-#[derive(Clone)]
-pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
-
-impl Bearer {
-    pub fn new(token: &str) -> anyhow::Result<Bearer> {
-        Ok(Bearer(format!("Bearer {token}").parse()?))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
-        Ok(request)
-    }
-}
 
 pub type Answers = AnswersServiceClient<InterceptedService<Channel, Bearer>>;
 
