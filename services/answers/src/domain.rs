@@ -488,7 +488,8 @@ impl Answers {
         // Every target settled already (an exact hit): the whole stream is known now, so it is
         // handed over complete, with no task following the prompt.
         if !include_html && follower.scheduled.is_empty() {
-            let mut settled = Follower { sent: HashMap::new(), done: HashMap::new(), ..follower.clone() };
+            // A copy: when not settled, the follower starts from nothing told.
+            let mut settled = follower.clone();
             let now = following.current();
             let events = settled.diff(&now.rows, &now.answers, true);
             if settled.done.len() == settled.targets.len() {

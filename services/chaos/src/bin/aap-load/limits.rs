@@ -58,8 +58,10 @@ pub async fn pgbench(socket_dir: &Path, clients: usize, seconds: u64) -> anyhow:
 }
 
 fn pgbench_command(socket_dir: &Path) -> tokio::process::Command {
-    let bin = Tools::find_pg_bin().map(|dir| dir.join("pgbench")).unwrap_or_else(|_| "pgbench".into());
-    let lib = Tools::find_pg_bin().map(|dir| Tools::pg_lib_dir(&dir)).unwrap_or_default();
+    let (bin, lib) = match Tools::find_pg_bin() {
+        Ok(dir) => (dir.join("pgbench"), Tools::pg_lib_dir(&dir)),
+        Err(_) => ("pgbench".into(), Default::default()),
+    };
     let mut command = tokio::process::Command::new(bin);
     command.env("LD_LIBRARY_PATH", lib).env("PGHOST", socket_dir).env("PGUSER", "postgres").env("PGPORT", "5432");
     command

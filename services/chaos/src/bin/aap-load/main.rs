@@ -230,9 +230,13 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         bot.proc.start()?;
     }
 
-    if args.wants("exact") {
+    // Both the exact and the similar Asks need the prompt answered first.
+    if args.wants("exact") || args.wants("similar") {
         let client = scenarios::connect(&url, &bearer).await?;
         scenarios::ask_answered(client, scenarios::EXACT_PROMPT, "chatgpt").await?;
+    }
+
+    if args.wants("exact") {
         sqlx::query("CREATE DATABASE pgbench").execute(&admin).await?;
         limits::pgbench_init(&socket_dir).await?;
         for &callers in &args.exact_callers {
@@ -247,9 +251,6 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
                 ratio: format!("{:.2}", run.per_second() / pg.tps),
             });
         }
-    } else if args.wants("similar") {
-        let client = scenarios::connect(&url, &bearer).await?;
-        scenarios::ask_answered(client, scenarios::EXACT_PROMPT, "chatgpt").await?;
     }
 
     if args.wants("similar") {

@@ -31,8 +31,7 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
     let ticks: u64 = fields.get(11).unwrap_or(&"0").parse::<u64>()? + fields.get(12).unwrap_or(&"0").parse::<u64>()?;
-    let per_second = clock_ticks();
-    Ok(Duration::from_secs_f64(ticks as f64 / per_second))
+    Ok(Duration::from_secs_f64(ticks as f64 / *CLOCK_TICKS))
 }
 
 /// CPU time of a process and its children now running (PostgreSQL: the postmaster and its
@@ -52,8 +51,9 @@ pub fn tree_cpu_time(root: u32) -> Duration {
     total
 }
 
-fn clock_ticks() -> f64 {
-    // `getconf CLK_TCK` is 100 on every Linux this runs on; read it rather than assume it.
+/// Clock ticks a second of /proc's CPU times, asked once: `getconf CLK_TCK` is 100 on every
+/// Linux this runs on; read it rather than assume it.
+static CLOCK_TICKS: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -61,7 +61,7 @@ fn clock_ticks() -> f64 {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(100.0)
-}
+});
 
 /// Resident memory of a process, in bytes.
 pub fn rss(pid: u32) -> anyhow::Result<u64> {
