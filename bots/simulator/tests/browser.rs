@@ -237,7 +237,7 @@ async fn login_wall_without_a_session_cookie() -> Result<()> {
 
 #[tokio::test]
 async fn a_prompt_streams_an_answer_with_a_pause_then_citations_and_the_action_bar() -> Result<()> {
-    let config = SimulatorConfig { first_token_delay_ms: 300, chunk_delay_ms: 10, pause_ms: 1500, ..quick_config() };
+    let config = SimulatorConfig { first_token_delay_ms: 300, chunk_delay_ms: 10, pause_ms: 2000, ..quick_config() };
     with_browser!(config, |driver, sim| {
         let session = sim.create_session("operator-1").await;
         log_in(driver, sim, &session).await?;
@@ -245,6 +245,22 @@ async fn a_prompt_streams_an_answer_with_a_pause_then_citations_and_the_action_b
         let new_chat = driver.find(By::Css("a[data-testid='create-new-chat-button']")).await?;
         assert_eq!(new_chat.attr("href").await?.as_deref(), Some("/"));
 
+        // The page itself timestamps every change of the answer's length, from before the prompt
+        // is sent (browser clock): a WebDriver poll takes hundreds of milliseconds on a loaded
+        // machine and would blur the pause it measures.
+        driver
+            .execute(
+                "window.__aapChanges = [];\
+                 let last = -1;\
+                 const note = () => {\
+                   const answer = document.querySelector(\"[data-message-author-role='assistant'] div.markdown\");\
+                   const length = answer ? answer.textContent.length : 0;\
+                   if (length !== last) { last = length; window.__aapChanges.push([performance.now(), length]); }\
+                 };\
+                 new MutationObserver(note).observe(document.body, { childList: true, subtree: true, characterData: true });",
+                vec![],
+            )
+            .await?;
         let prompt = "What are the best noise cancelling headphones?";
         send_prompt(driver, prompt).await?;
         let stop = driver.query(By::Css(STOP)).wait(WAIT, POLL).first().await?;
@@ -255,28 +271,15 @@ async fn a_prompt_streams_an_answer_with_a_pause_then_citations_and_the_action_b
         let markdown = article.find(By::Css("div[data-message-author-role='assistant'] div.markdown")).await?;
         assert!(driver.find_all(By::Css(SEND)).await?.is_empty(), "stop replaces send");
 
-        // Watch the text while the stop button is up: it must grow, and stall for over a second
-        // at least once (the mid-stream pause) while the answer is not finished.
-        let mut last_text = String::new();
-        let mut last_change = Instant::now();
-        let mut longest_stall_while_streaming = Duration::ZERO;
-        let mut partial_seen = false;
-        while driver.find_all(By::Css(STOP)).await?.len() == 1 {
-            let text = markdown.text().await.unwrap_or_default();
-            if text != last_text {
-                partial_seen |= !text.is_empty();
-                last_text = text;
-                last_change = Instant::now();
-            } else if !last_text.is_empty() {
-                longest_stall_while_streaming = longest_stall_while_streaming.max(last_change.elapsed());
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        assert!(partial_seen, "text appeared while streaming");
-        assert!(
-            longest_stall_while_streaming >= Duration::from_secs(1),
-            "the stream paused mid-way (longest stall {longest_stall_while_streaming:?})"
-        );
+        driver.query(By::Css(STOP)).wait(WAIT, POLL).wait_until_gone().await?;
+        let changes: Vec<(f64, u64)> =
+            driver.execute("return window.__aapChanges;", vec![]).await?.convert::<Vec<(f64, u64)>>()?;
+        // The text grew while streaming, and stalled for over a second at least once between two
+        // non-empty states (the mid-stream pause of 2 s) before it was finished.
+        let growing: Vec<&(f64, u64)> = changes.iter().filter(|(_, len)| *len > 0).collect();
+        assert!(growing.len() >= 3, "text appeared while streaming: {changes:?}");
+        let longest_stall = growing.windows(2).map(|w| w[1].0 - w[0].0).fold(0.0, f64::max);
+        assert!(longest_stall >= 1000.0, "the stream paused mid-way (longest stall {longest_stall} ms): {changes:?}");
         assert!(matches!(stop.is_present().await, Ok(false) | Err(_)), "the stop button node is gone");
 
         let turn = wait_finished(driver).await?;

@@ -13,9 +13,10 @@ use aap_proto::v1::session_service_server::{SessionService, SessionServiceServer
 use aap_proto::v1::{
     ClaimHello, ClaimRequest, ClaimResponse, ClaimWelcome, CreateAccountRequest, CreateAccountResponse,
     HeartbeatRequest, HeartbeatResponse, LeaseOutcome, LeaseSessionRequest, LeaseSessionResponse, ListAccountsRequest,
-    ListAccountsResponse, PollRequest, PollResponse, ReleaseRequest, ReleaseResponse, ReportEvidenceRequest,
-    ReportEvidenceResponse, ReturnSessionRequest, ReturnSessionResponse, SubmitRequest, SubmitResponse, Target, Task,
-    UpdateAccountRequest, UpdateAccountResponse, UpdateSessionStateRequest, UpdateSessionStateResponse,
+    ListAccountsResponse, PollRequest, PollResponse, ProgressRequest, ProgressResponse, ReleaseRequest,
+    ReleaseResponse, ReportEvidenceRequest, ReportEvidenceResponse, ReturnSessionRequest, ReturnSessionResponse,
+    SubmitRequest, SubmitResponse, Target, Task, UpdateAccountRequest, UpdateAccountResponse,
+    UpdateSessionStateRequest, UpdateSessionStateResponse,
 };
 use aap_simulator::{Simulator, SimulatorConfig, answer_for};
 use anyhow::{Context, Result};
@@ -120,6 +121,10 @@ impl EvaluationService for Fake {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn progress(&self, _: Request<ProgressRequest>) -> Result<Response<ProgressResponse>, Status> {
+        Ok(Response::new(ProgressResponse { held: true }))
     }
 
     async fn poll(&self, _: Request<PollRequest>) -> Result<Response<PollResponse>, Status> {

@@ -137,6 +137,17 @@ fn print_answer(out: &mut impl Write, how: &str, answer: &Answer, started: Insta
     Ok(())
 }
 
+/// The last `max` characters of `text` on one line, "…" in front when cut.
+fn tail(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let count = flat.chars().count();
+    if count <= max {
+        return flat;
+    }
+    let cut: String = flat.chars().skip(count - max).collect();
+    format!("…{cut}")
+}
+
 /// Prints a stream's events as they arrive; returns the number of targets that failed.
 pub async fn print_events(
     mut events: impl Stream<Item = Result<AnswerEvent, tonic::Status>> + Unpin,
@@ -184,6 +195,16 @@ pub async fn print_events(
                     _ => "in progress".to_owned(),
                 };
                 writeln!(out, "{} {state} ({:.1}s)", label(&p.assistant, &p.plan), started.elapsed().as_secs_f64())?;
+            }
+            Event::Partial(p) => {
+                writeln!(
+                    out,
+                    "{} typing ({:.1}s, {} chars so far): {}",
+                    label(&p.assistant, &p.plan),
+                    started.elapsed().as_secs_f64(),
+                    p.text.chars().count(),
+                    tail(&p.text, 100)
+                )?;
             }
             Event::Cached(a) => print_answer(out, "stored answer", &a, started)?,
             Event::Answer(a) => print_answer(out, "answered", &a, started)?,

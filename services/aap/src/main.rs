@@ -197,6 +197,7 @@ async fn main() -> anyhow::Result<()> {
                 policy: policy as i32,
                 min_similarity: args.min_similarity,
                 include_html: false,
+                ..Default::default()
             };
             let stream = client.ask(request).await?.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()));
             let failed = client::print_events(stream, &mut std::io::stdout()).await?;

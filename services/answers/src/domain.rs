@@ -260,6 +260,7 @@ fn to_answer(row: &AnswerRow) -> Answer {
         account_id: row.account_id.clone(),
         account_label: row.account_label.clone(),
         bot_id: row.bot_id.clone(),
+        stale: false,
     }
 }
 
@@ -368,6 +369,7 @@ impl Answers {
             r#match: matched.0 as i32,
             similarity: matched.1,
             prompt_text: prompt.text.clone(),
+            related: Vec::new(),
         }));
         let events = self.follow(prompt.id, query.targets, Some(trace), first, query.include_html).await?;
         Ok((events, crate::metrics::match_label(matched.0)))
@@ -406,6 +408,7 @@ impl Answers {
             r#match: MatchKind::ById as i32,
             similarity: 1.0,
             prompt_text: prompt.text,
+            related: Vec::new(),
         }));
         self.follow(prompt_id, targets, None, first, include_html).await
     }
@@ -422,6 +425,7 @@ impl Answers {
                     answered_assistants: n.answered_assistants,
                 })
                 .collect(),
+            related: Vec::new(),
         };
         // Capacity 2 holds both events: these sends never wait.
         let _ = tx.try_send(event(Event::Suggestions(suggestions)));

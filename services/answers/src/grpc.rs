@@ -5,7 +5,9 @@ use std::pin::Pin;
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::answers_service_server::AnswersService;
 use aap_proto::v1::ask_request::Query as ProtoQuery;
-use aap_proto::v1::{AnswerEvent, AskRequest, AskResponse, SimilarPolicy, WatchRequest, WatchResponse};
+use aap_proto::v1::{
+    AnswerEvent, AskRequest, AskResponse, HistoryRequest, HistoryResponse, SimilarPolicy, WatchRequest, WatchResponse,
+};
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -84,6 +86,7 @@ type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 impl AnswersService for AnswersGrpc {
     type AskStream = EventStream<AskResponse>;
     type WatchStream = EventStream<WatchResponse>;
+    type HistoryStream = EventStream<HistoryResponse>;
 
     async fn ask(&self, request: Request<AskRequest>) -> Result<Response<Self::AskStream>, Status> {
         let operator = is_operator(&request);
@@ -122,6 +125,10 @@ impl AnswersService for AnswersGrpc {
             Ok(WatchResponse { event: Some(for_caller(event, operator)) })
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn history(&self, _request: Request<HistoryRequest>) -> Result<Response<Self::HistoryStream>, Status> {
+        Err(Status::unimplemented("WIP: History"))
     }
 }
 

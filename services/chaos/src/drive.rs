@@ -147,6 +147,7 @@ async fn ask_one(plan: &Plan, clients: &[Answers], index: usize) -> AskOutcome {
                     policy: SimilarPolicy::ForceNew as i32,
                     min_similarity: None,
                     include_html: false,
+                    ..Default::default()
                 };
                 tokio::time::timeout(Duration::from_secs(30), client.ask(request))
                     .await

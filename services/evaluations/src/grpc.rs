@@ -8,7 +8,7 @@ use aap_proto::v1::claim_response::Msg as ClaimReply;
 use aap_proto::v1::evaluation_service_server::EvaluationService;
 use aap_proto::v1::{
     ClaimRequest, ClaimResponse, ClaimWelcome, HeartbeatRequest, HeartbeatResponse, PollRequest, PollResponse,
-    ReleaseRequest, ReleaseResponse, SubmitRequest, SubmitResponse,
+    ProgressRequest, ProgressResponse, ReleaseRequest, ReleaseResponse, SubmitRequest, SubmitResponse,
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -229,5 +229,9 @@ impl EvaluationService for EvaluationGrpc {
         let holder = Holder::new(&caller.principal, &req.bot_id);
         self.gateway.release(req.evaluation_id, req.mark_as_failed, &req.failure_reason, &holder).await?;
         Ok(Response::new(ReleaseResponse { evaluation_id: req.evaluation_id, action: "released".into() }))
+    }
+
+    async fn progress(&self, _request: Request<ProgressRequest>) -> Result<Response<ProgressResponse>, Status> {
+        Err(Status::unimplemented("WIP: Progress"))
     }
 }

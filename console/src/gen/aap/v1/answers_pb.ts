@@ -6,13 +6,15 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Answer, Target } from "./types_pb";
 import { file_aap_v1_types } from "./types_pb";
+import type { Duration } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file aap/v1/answers.proto.
  */
 export const file_aap_v1_answers: GenFile = /*@__PURE__*/
-  fileDesc("ChRhYXAvdjEvYW5zd2Vycy5wcm90bxIGYWFwLnYxIsoBCgpBc2tSZXF1ZXN0EhAKBnByb21wdBgBIAEoCUgAEhMKCXByb21wdF9pZBgCIAEoA0gAEh8KB3RhcmdldHMYAyADKAsyDi5hYXAudjEuVGFyZ2V0EiUKBnBvbGljeRgEIAEoDjIVLmFhcC52MS5TaW1pbGFyUG9saWN5EhsKDm1pbl9zaW1pbGFyaXR5GAUgASgBSAGIAQESFAoMaW5jbHVkZV9odG1sGAYgASgIQgcKBXF1ZXJ5QhEKD19taW5fc2ltaWxhcml0eSIxCgtBc2tSZXNwb25zZRIiCgVldmVudBgBIAEoCzITLmFhcC52MS5BbnN3ZXJFdmVudCJYCgxXYXRjaFJlcXVlc3QSEQoJcHJvbXB0X2lkGAEgASgDEh8KB3RhcmdldHMYAiADKAsyDi5hYXAudjEuVGFyZ2V0EhQKDGluY2x1ZGVfaHRtbBgDIAEoCCIzCg1XYXRjaFJlc3BvbnNlEiIKBWV2ZW50GAEgASgLMhMuYWFwLnYxLkFuc3dlckV2ZW50IuYCCgtBbnN3ZXJFdmVudBIoCgdtYXRjaGVkGAEgASgLMhUuYWFwLnYxLlByb21wdE1hdGNoZWRIABIqCgtzdWdnZXN0aW9ucxgCIAEoCzITLmFhcC52MS5TdWdnZXN0aW9uc0gAEjAKCXNjaGVkdWxlZBgDIAEoCzIbLmFhcC52MS5FdmFsdWF0aW9uU2NoZWR1bGVkSAASIAoGY2FjaGVkGAQgASgLMg4uYWFwLnYxLkFuc3dlckgAEiAKBmFuc3dlchgFIAEoCzIOLmFhcC52MS5BbnN3ZXJIABIqCgZmYWlsZWQYBiABKAsyGC5hYXAudjEuRXZhbHVhdGlvbkZhaWxlZEgAEi4KCHByb2dyZXNzGAcgASgLMhouYWFwLnYxLkV2YWx1YXRpb25Qcm9ncmVzc0gAEiYKCWNvbXBsZXRlZBgIIAEoCzIRLmFhcC52MS5Db21wbGV0ZWRIAEIHCgVldmVudCJtCg1Qcm9tcHRNYXRjaGVkEhEKCXByb21wdF9pZBgBIAEoAxIgCgVtYXRjaBgCIAEoDjIRLmFhcC52MS5NYXRjaEtpbmQSEgoKc2ltaWxhcml0eRgDIAEoARITCgtwcm9tcHRfdGV4dBgEIAEoCSI2CgtTdWdnZXN0aW9ucxInCgtzdWdnZXN0aW9ucxgBIAMoCzISLmFhcC52MS5TdWdnZXN0aW9uImUKClN1Z2dlc3Rpb24SEQoJcHJvbXB0X2lkGAEgASgDEhMKC3Byb21wdF90ZXh0GAIgASgJEhIKCnNpbWlsYXJpdHkYAyABKAESGwoTYW5zd2VyZWRfYXNzaXN0YW50cxgEIAMoCSJNChNFdmFsdWF0aW9uU2NoZWR1bGVkEhUKDWV2YWx1YXRpb25faWQYASABKAMSEQoJYXNzaXN0YW50GAIgASgJEgwKBHBsYW4YAyABKAkihQEKEkV2YWx1YXRpb25Qcm9ncmVzcxIVCg1ldmFsdWF0aW9uX2lkGAEgASgDEhEKCWFzc2lzdGFudBgCIAEoCRIMCgRwbGFuGAMgASgJEiYKBXN0YXRlGAQgASgOMhcuYWFwLnYxLkV2YWx1YXRpb25TdGF0ZRIPCgdhdHRlbXB0GAUgASgNIm4KEEV2YWx1YXRpb25GYWlsZWQSFQoNZXZhbHVhdGlvbl9pZBgBIAEoAxIRCglhc3Npc3RhbnQYAiABKAkSDAoEcGxhbhgDIAEoCRIOCgZyZWFzb24YBCABKAkSEgoKd2lsbF9yZXRyeRgFIAEoCCJACglDb21wbGV0ZWQSEQoJcHJvbXB0X2lkGAEgASgDEhAKCGFuc3dlcmVkGAIgASgNEg4KBmZhaWxlZBgDIAEoDSqEAQoNU2ltaWxhclBvbGljeRIeChpTSU1JTEFSX1BPTElDWV9VTlNQRUNJRklFRBAAEhoKFlNJTUlMQVJfUE9MSUNZX1NVR0dFU1QQARIZChVTSU1JTEFSX1BPTElDWV9BQ0NFUFQQAhIcChhTSU1JTEFSX1BPTElDWV9GT1JDRV9ORVcQAyp/CglNYXRjaEtpbmQSGgoWTUFUQ0hfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1BVENIX0tJTkRfRVhBQ1QQARIWChJNQVRDSF9LSU5EX1NJTUlMQVIQAhISCg5NQVRDSF9LSU5EX05FVxADEhQKEE1BVENIX0tJTkRfQllfSUQQBCroAQoPRXZhbHVhdGlvblN0YXRlEiAKHEVWQUxVQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIcChhFVkFMVUFUSU9OX1NUQVRFX1BFTkRJTkcQARIbChdFVkFMVUFUSU9OX1NUQVRFX1FVRVVFRBACEhwKGEVWQUxVQVRJT05fU1RBVEVfQ0xBSU1FRBADEh4KGkVWQUxVQVRJT05fU1RBVEVfU1VCTUlUVEVEEAQSHQoZRVZBTFVBVElPTl9TVEFURV9BTlNXRVJFRBAFEhsKF0VWQUxVQVRJT05fU1RBVEVfRkFJTEVEEAYyegoOQW5zd2Vyc1NlcnZpY2USMAoDQXNrEhIuYWFwLnYxLkFza1JlcXVlc3QaEy5hYXAudjEuQXNrUmVzcG9uc2UwARI2CgVXYXRjaBIULmFhcC52MS5XYXRjaFJlcXVlc3QaFS5hYXAudjEuV2F0Y2hSZXNwb25zZTABYgZwcm90bzM", [file_aap_v1_types]);
+  fileDesc("ChRhYXAvdjEvYW5zd2Vycy5wcm90bxIGYWFwLnYxIo8CCgpBc2tSZXF1ZXN0EhAKBnByb21wdBgBIAEoCUgAEhMKCXByb21wdF9pZBgCIAEoA0gAEh8KB3RhcmdldHMYAyADKAsyDi5hYXAudjEuVGFyZ2V0EiUKBnBvbGljeRgEIAEoDjIVLmFhcC52MS5TaW1pbGFyUG9saWN5EhsKDm1pbl9zaW1pbGFyaXR5GAUgASgBSAGIAQESFAoMaW5jbHVkZV9odG1sGAYgASgIEioKB21heF9hZ2UYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPaW5jbHVkZV9yZWxhdGVkGAggASgIQgcKBXF1ZXJ5QhEKD19taW5fc2ltaWxhcml0eSIxCgtBc2tSZXNwb25zZRIiCgVldmVudBgBIAEoCzITLmFhcC52MS5BbnN3ZXJFdmVudCJYCgxXYXRjaFJlcXVlc3QSEQoJcHJvbXB0X2lkGAEgASgDEh8KB3RhcmdldHMYAiADKAsyDi5hYXAudjEuVGFyZ2V0EhQKDGluY2x1ZGVfaHRtbBgDIAEoCCIzCg1XYXRjaFJlc3BvbnNlEiIKBWV2ZW50GAEgASgLMhMuYWFwLnYxLkFuc3dlckV2ZW50IpADCgtBbnN3ZXJFdmVudBIoCgdtYXRjaGVkGAEgASgLMhUuYWFwLnYxLlByb21wdE1hdGNoZWRIABIqCgtzdWdnZXN0aW9ucxgCIAEoCzITLmFhcC52MS5TdWdnZXN0aW9uc0gAEjAKCXNjaGVkdWxlZBgDIAEoCzIbLmFhcC52MS5FdmFsdWF0aW9uU2NoZWR1bGVkSAASIAoGY2FjaGVkGAQgASgLMg4uYWFwLnYxLkFuc3dlckgAEiAKBmFuc3dlchgFIAEoCzIOLmFhcC52MS5BbnN3ZXJIABIqCgZmYWlsZWQYBiABKAsyGC5hYXAudjEuRXZhbHVhdGlvbkZhaWxlZEgAEi4KCHByb2dyZXNzGAcgASgLMhouYWFwLnYxLkV2YWx1YXRpb25Qcm9ncmVzc0gAEiYKCWNvbXBsZXRlZBgIIAEoCzIRLmFhcC52MS5Db21wbGV0ZWRIABIoCgdwYXJ0aWFsGAkgASgLMhUuYWFwLnYxLlBhcnRpYWxBbnN3ZXJIAEIHCgVldmVudCKVAQoNUHJvbXB0TWF0Y2hlZBIRCglwcm9tcHRfaWQYASABKAMSIAoFbWF0Y2gYAiABKA4yES5hYXAudjEuTWF0Y2hLaW5kEhIKCnNpbWlsYXJpdHkYAyABKAESEwoLcHJvbXB0X3RleHQYBCABKAkSJgoHcmVsYXRlZBgFIAMoCzIVLmFhcC52MS5SZWxhdGVkUHJvbXB0Il4KC1N1Z2dlc3Rpb25zEicKC3N1Z2dlc3Rpb25zGAEgAygLMhIuYWFwLnYxLlN1Z2dlc3Rpb24SJgoHcmVsYXRlZBgCIAMoCzIVLmFhcC52MS5SZWxhdGVkUHJvbXB0IlsKDVJlbGF0ZWRQcm9tcHQSEQoJcHJvbXB0X2lkGAEgASgDEhMKC3Byb21wdF90ZXh0GAIgASgJEhIKCnNpbWlsYXJpdHkYAyABKAESDgoGcmVhc29uGAQgASgJImUKClN1Z2dlc3Rpb24SEQoJcHJvbXB0X2lkGAEgASgDEhMKC3Byb21wdF90ZXh0GAIgASgJEhIKCnNpbWlsYXJpdHkYAyABKAESGwoTYW5zd2VyZWRfYXNzaXN0YW50cxgEIAMoCSJNChNFdmFsdWF0aW9uU2NoZWR1bGVkEhUKDWV2YWx1YXRpb25faWQYASABKAMSEQoJYXNzaXN0YW50GAIgASgJEgwKBHBsYW4YAyABKAkihQEKEkV2YWx1YXRpb25Qcm9ncmVzcxIVCg1ldmFsdWF0aW9uX2lkGAEgASgDEhEKCWFzc2lzdGFudBgCIAEoCRIMCgRwbGFuGAMgASgJEiYKBXN0YXRlGAQgASgOMhcuYWFwLnYxLkV2YWx1YXRpb25TdGF0ZRIPCgdhdHRlbXB0GAUgASgNIm4KEEV2YWx1YXRpb25GYWlsZWQSFQoNZXZhbHVhdGlvbl9pZBgBIAEoAxIRCglhc3Npc3RhbnQYAiABKAkSDAoEcGxhbhgDIAEoCRIOCgZyZWFzb24YBCABKAkSEgoKd2lsbF9yZXRyeRgFIAEoCCJVCg1QYXJ0aWFsQW5zd2VyEhUKDWV2YWx1YXRpb25faWQYASABKAMSEQoJYXNzaXN0YW50GAIgASgJEgwKBHBsYW4YAyABKAkSDAoEdGV4dBgEIAEoCSJZCg5IaXN0b3J5UmVxdWVzdBIRCglwcm9tcHRfaWQYASABKAMSHgoGdGFyZ2V0GAIgASgLMg4uYWFwLnYxLlRhcmdldBIUCgxpbmNsdWRlX2h0bWwYAyABKAgibAoPSGlzdG9yeVJlc3BvbnNlEh4KBmFuc3dlchgBIAEoCzIOLmFhcC52MS5BbnN3ZXISEgoKYWRkZWRfdXJscxgCIAMoCRIUCgxkcm9wcGVkX3VybHMYAyADKAkSDwoHY3VycmVudBgEIAEoCCJACglDb21wbGV0ZWQSEQoJcHJvbXB0X2lkGAEgASgDEhAKCGFuc3dlcmVkGAIgASgNEg4KBmZhaWxlZBgDIAEoDSqEAQoNU2ltaWxhclBvbGljeRIeChpTSU1JTEFSX1BPTElDWV9VTlNQRUNJRklFRBAAEhoKFlNJTUlMQVJfUE9MSUNZX1NVR0dFU1QQARIZChVTSU1JTEFSX1BPTElDWV9BQ0NFUFQQAhIcChhTSU1JTEFSX1BPTElDWV9GT1JDRV9ORVcQAyp/CglNYXRjaEtpbmQSGgoWTUFUQ0hfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1BVENIX0tJTkRfRVhBQ1QQARIWChJNQVRDSF9LSU5EX1NJTUlMQVIQAhISCg5NQVRDSF9LSU5EX05FVxADEhQKEE1BVENIX0tJTkRfQllfSUQQBCroAQoPRXZhbHVhdGlvblN0YXRlEiAKHEVWQUxVQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIcChhFVkFMVUFUSU9OX1NUQVRFX1BFTkRJTkcQARIbChdFVkFMVUFUSU9OX1NUQVRFX1FVRVVFRBACEhwKGEVWQUxVQVRJT05fU1RBVEVfQ0xBSU1FRBADEh4KGkVWQUxVQVRJT05fU1RBVEVfU1VCTUlUVEVEEAQSHQoZRVZBTFVBVElPTl9TVEFURV9BTlNXRVJFRBAFEhsKF0VWQUxVQVRJT05fU1RBVEVfRkFJTEVEEAYyuAEKDkFuc3dlcnNTZXJ2aWNlEjAKA0FzaxISLmFhcC52MS5Bc2tSZXF1ZXN0GhMuYWFwLnYxLkFza1Jlc3BvbnNlMAESNgoFV2F0Y2gSFC5hYXAudjEuV2F0Y2hSZXF1ZXN0GhUuYWFwLnYxLldhdGNoUmVzcG9uc2UwARI8CgdIaXN0b3J5EhYuYWFwLnYxLkhpc3RvcnlSZXF1ZXN0GhcuYWFwLnYxLkhpc3RvcnlSZXNwb25zZTABYgZwcm90bzM", [file_aap_v1_types, file_google_protobuf_duration]);
 
 /**
  * @generated from message aap.v1.AskRequest
@@ -69,6 +71,23 @@ export type AskRequest = Message<"aap.v1.AskRequest"> & {
    * @generated from field: bool include_html = 6;
    */
   includeHtml: boolean;
+
+  /**
+   * Oldest answer served as current. An older stored answer is still streamed at once, marked
+   * `stale`, and a refresh is scheduled: the fresh answer follows on the same stream. Default:
+   * the server's per-assistant setting (none: answers never go stale).
+   *
+   * @generated from field: google.protobuf.Duration max_age = 7;
+   */
+  maxAge?: Duration | undefined;
+
+  /**
+   * Whether the first event lists stored prompts that are near by cosine but that the near-miss
+   * guard held apart (`PromptMatched.related`). Suggestions always carry them.
+   *
+   * @generated from field: bool include_related = 8;
+   */
+  includeRelated: boolean;
 };
 
 /**
@@ -222,6 +241,15 @@ export type AnswerEvent = Message<"aap.v1.AnswerEvent"> & {
      */
     value: Completed;
     case: "completed";
+  } | {
+    /**
+     * The text an assistant has typed so far, while it types (throttled, about every 500 ms).
+     * Never stored; the target's `answer` event follows with the final text.
+     *
+     * @generated from field: aap.v1.PartialAnswer partial = 9;
+     */
+    value: PartialAnswer;
+    case: "partial";
   } | { case: undefined; value?: undefined };
 };
 
@@ -263,6 +291,14 @@ export type PromptMatched = Message<"aap.v1.PromptMatched"> & {
    * @generated from field: string prompt_text = 4;
    */
   promptText: string;
+
+  /**
+   * Near stored prompts the near-miss guard held apart, with why (only when the Ask set
+   * `include_related`).
+   *
+   * @generated from field: repeated aap.v1.RelatedPrompt related = 5;
+   */
+  related: RelatedPrompt[];
 };
 
 /**
@@ -282,6 +318,14 @@ export type Suggestions = Message<"aap.v1.Suggestions"> & {
    * @generated from field: repeated aap.v1.Suggestion suggestions = 1;
    */
   suggestions: Suggestion[];
+
+  /**
+   * Stored prompts at or above the threshold that the near-miss guard held apart: related, not
+   * the same question.
+   *
+   * @generated from field: repeated aap.v1.RelatedPrompt related = 2;
+   */
+  related: RelatedPrompt[];
 };
 
 /**
@@ -290,6 +334,44 @@ export type Suggestions = Message<"aap.v1.Suggestions"> & {
  */
 export const SuggestionsSchema: GenMessage<Suggestions> = /*@__PURE__*/
   messageDesc(file_aap_v1_answers, 6);
+
+/**
+ * A stored prompt similar by cosine that asks something else, e.g. another price or year.
+ *
+ * @generated from message aap.v1.RelatedPrompt
+ */
+export type RelatedPrompt = Message<"aap.v1.RelatedPrompt"> & {
+  /**
+   * @generated from field: int64 prompt_id = 1;
+   */
+  promptId: bigint;
+
+  /**
+   * @generated from field: string prompt_text = 2;
+   */
+  promptText: string;
+
+  /**
+   * Cosine similarity to the asked text.
+   *
+   * @generated from field: double similarity = 3;
+   */
+  similarity: number;
+
+  /**
+   * Why it is not the same question, e.g. "numbers differ: 500 vs 1000".
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message aap.v1.RelatedPrompt.
+ * Use `create(RelatedPromptSchema)` to create a new message.
+ */
+export const RelatedPromptSchema: GenMessage<RelatedPrompt> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 7);
 
 /**
  * @generated from message aap.v1.Suggestion
@@ -329,7 +411,7 @@ export type Suggestion = Message<"aap.v1.Suggestion"> & {
  * Use `create(SuggestionSchema)` to create a new message.
  */
 export const SuggestionSchema: GenMessage<Suggestion> = /*@__PURE__*/
-  messageDesc(file_aap_v1_answers, 7);
+  messageDesc(file_aap_v1_answers, 8);
 
 /**
  * @generated from message aap.v1.EvaluationScheduled
@@ -362,7 +444,7 @@ export type EvaluationScheduled = Message<"aap.v1.EvaluationScheduled"> & {
  * Use `create(EvaluationScheduledSchema)` to create a new message.
  */
 export const EvaluationScheduledSchema: GenMessage<EvaluationScheduled> = /*@__PURE__*/
-  messageDesc(file_aap_v1_answers, 8);
+  messageDesc(file_aap_v1_answers, 9);
 
 /**
  * @generated from message aap.v1.EvaluationProgress
@@ -403,7 +485,7 @@ export type EvaluationProgress = Message<"aap.v1.EvaluationProgress"> & {
  * Use `create(EvaluationProgressSchema)` to create a new message.
  */
 export const EvaluationProgressSchema: GenMessage<EvaluationProgress> = /*@__PURE__*/
-  messageDesc(file_aap_v1_answers, 9);
+  messageDesc(file_aap_v1_answers, 10);
 
 /**
  * @generated from message aap.v1.EvaluationFailed
@@ -444,7 +526,114 @@ export type EvaluationFailed = Message<"aap.v1.EvaluationFailed"> & {
  * Use `create(EvaluationFailedSchema)` to create a new message.
  */
 export const EvaluationFailedSchema: GenMessage<EvaluationFailed> = /*@__PURE__*/
-  messageDesc(file_aap_v1_answers, 10);
+  messageDesc(file_aap_v1_answers, 11);
+
+/**
+ * @generated from message aap.v1.PartialAnswer
+ */
+export type PartialAnswer = Message<"aap.v1.PartialAnswer"> & {
+  /**
+   * @generated from field: int64 evaluation_id = 1;
+   */
+  evaluationId: bigint;
+
+  /**
+   * @generated from field: string assistant = 2;
+   */
+  assistant: string;
+
+  /**
+   * @generated from field: string plan = 3;
+   */
+  plan: string;
+
+  /**
+   * The answer's whole text so far (not a delta): each one replaces the one before.
+   *
+   * @generated from field: string text = 4;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message aap.v1.PartialAnswer.
+ * Use `create(PartialAnswerSchema)` to create a new message.
+ */
+export const PartialAnswerSchema: GenMessage<PartialAnswer> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 12);
+
+/**
+ * @generated from message aap.v1.HistoryRequest
+ */
+export type HistoryRequest = Message<"aap.v1.HistoryRequest"> & {
+  /**
+   * The prompt whose answers to list.
+   *
+   * @generated from field: int64 prompt_id = 1;
+   */
+  promptId: bigint;
+
+  /**
+   * The assistant and plan; plan empty or "any" lists the answers of every plan.
+   *
+   * @generated from field: aap.v1.Target target = 2;
+   */
+  target?: Target | undefined;
+
+  /**
+   * Whether answers carry the page's HTML.
+   *
+   * @generated from field: bool include_html = 3;
+   */
+  includeHtml: boolean;
+};
+
+/**
+ * Describes the message aap.v1.HistoryRequest.
+ * Use `create(HistoryRequestSchema)` to create a new message.
+ */
+export const HistoryRequestSchema: GenMessage<HistoryRequest> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 13);
+
+/**
+ * @generated from message aap.v1.HistoryResponse
+ */
+export type HistoryResponse = Message<"aap.v1.HistoryResponse"> & {
+  /**
+   * One past or current answer, oldest first.
+   *
+   * @generated from field: aap.v1.Answer answer = 1;
+   */
+  answer?: Answer | undefined;
+
+  /**
+   * Citation URLs this answer has that the one before did not (all of them for the first).
+   *
+   * @generated from field: repeated string added_urls = 2;
+   */
+  addedUrls: string[];
+
+  /**
+   * Citation URLs the answer before had that this one does not.
+   *
+   * @generated from field: repeated string dropped_urls = 3;
+   */
+  droppedUrls: string[];
+
+  /**
+   * True for the answer served now (the newest).
+   *
+   * @generated from field: bool current = 4;
+   */
+  current: boolean;
+};
+
+/**
+ * Describes the message aap.v1.HistoryResponse.
+ * Use `create(HistoryResponseSchema)` to create a new message.
+ */
+export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 14);
 
 /**
  * @generated from message aap.v1.Completed
@@ -475,7 +664,7 @@ export type Completed = Message<"aap.v1.Completed"> & {
  * Use `create(CompletedSchema)` to create a new message.
  */
 export const CompletedSchema: GenMessage<Completed> = /*@__PURE__*/
-  messageDesc(file_aap_v1_answers, 11);
+  messageDesc(file_aap_v1_answers, 15);
 
 /**
  * What to do when the prompt is new but a stored prompt is similar enough.
@@ -662,6 +851,18 @@ export const AnswersService: GenService<{
     methodKind: "server_streaming";
     input: typeof WatchRequestSchema;
     output: typeof WatchResponseSchema;
+  },
+  /**
+   * Streams every answer a prompt has had for one target, oldest first, each with the sources
+   * it added and dropped since the one before. A newer answer supersedes an older one for
+   * serving; none is ever deleted.
+   *
+   * @generated from rpc aap.v1.AnswersService.History
+   */
+  history: {
+    methodKind: "server_streaming";
+    input: typeof HistoryRequestSchema;
+    output: typeof HistoryResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aap_v1_answers, 0);

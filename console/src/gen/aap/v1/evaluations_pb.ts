@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aap/v1/evaluations.proto.
  */
 export const file_aap_v1_evaluations: GenFile = /*@__PURE__*/
-  fileDesc("ChhhYXAvdjEvZXZhbHVhdGlvbnMucHJvdG8SBmFhcC52MSKvAgoEVGFzaxIVCg1ldmFsdWF0aW9uX2lkGAEgASgDEhEKCXByb21wdF9pZBgCIAEoAxITCgtwcm9tcHRfdGV4dBgDIAEoCRIRCglhc3Npc3RhbnQYBCABKAkSDAoEcGxhbhgFIAEoCRIPCgdhdHRlbXB0GAYgASgNEhQKDG1heF9hdHRlbXB0cxgHIAEoDRI0ChBjbGFpbV9leHBpcmVzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1Cg10cmFjZV9jb250ZXh0GAkgAygLMh4uYWFwLnYxLlRhc2suVHJhY2VDb250ZXh0RW50cnkaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKMAQoMQ2xhaW1SZXF1ZXN0EiMKBWhlbGxvGAEgASgLMhIuYWFwLnYxLkNsYWltSGVsbG9IABIjCgVyZWFkeRgCIAEoCzISLmFhcC52MS5DbGFpbVJlYWR5SAASKwoJaGVhcnRiZWF0GAMgASgLMhYuYWFwLnYxLkNsYWltSGVhcnRiZWF0SABCBQoDbXNnIk8KCkNsYWltSGVsbG8SDgoGYm90X2lkGAEgASgJEh4KBnNlcnZlcxgCIAMoCzIOLmFhcC52MS5UYXJnZXQSEQoJbWF4X3Rhc2tzGAMgASgNIhsKCkNsYWltUmVhZHkSDQoFY291bnQYASABKA0iKAoOQ2xhaW1IZWFydGJlYXQSFgoOZXZhbHVhdGlvbl9pZHMYASADKAMiXQoNQ2xhaW1SZXNwb25zZRInCgd3ZWxjb21lGAEgASgLMhQuYWFwLnYxLkNsYWltV2VsY29tZUgAEhwKBHRhc2sYAiABKAsyDC5hYXAudjEuVGFza0gAQgUKA21zZyIpCgxDbGFpbVdlbGNvbWUSGQoRY2xhaW1fdHRsX3NlY29uZHMYASABKA0iPQoLUG9sbFJlcXVlc3QSDgoGYm90X2lkGAEgASgJEh4KBnNlcnZlcxgCIAEoCzIOLmFhcC52MS5UYXJnZXQiKgoMUG9sbFJlc3BvbnNlEhoKBHRhc2sYASABKAsyDC5hYXAudjEuVGFzayI5ChBIZWFydGJlYXRSZXF1ZXN0EhUKDWV2YWx1YXRpb25faWQYASABKAMSDgoGYm90X2lkGAIgASgJIkkKEUhlYXJ0YmVhdFJlc3BvbnNlEjQKEGNsYWltX2V4cGlyZXNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIs8CCg1TdWJtaXRSZXF1ZXN0EhUKDWV2YWx1YXRpb25faWQYASABKAMSFQoNcmVzcG9uc2VfdGV4dBgCIAEoCRIZChFyZXNwb25zZV9tYXJrZG93bhgDIAEoCRIjCgljaXRhdGlvbnMYBCADKAsyEC5hYXAudjEuQ2l0YXRpb24SLwoLY2FwdHVyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmJvdF9pZBgGIAEoCRIQCghsZWFzZV9pZBgHIAEoCRIgCgRraW5kGAggASgOMhIuYWFwLnYxLkFuc3dlcktpbmQSIAoHY2FwdHVyZRgJIAEoCzIPLmFhcC52MS5DYXB0dXJlEhYKDnNlYXJjaF9xdWVyaWVzGAogAygJEiEKCHByb2R1Y3RzGAsgAygLMg8uYWFwLnYxLlByb2R1Y3QiNwoOU3VibWl0UmVzcG9uc2USFQoNZXZhbHVhdGlvbl9pZBgBIAEoAxIOCgZzdGF0dXMYAiABKAkiZwoOUmVsZWFzZVJlcXVlc3QSFQoNZXZhbHVhdGlvbl9pZBgBIAEoAxIWCg5tYXJrX2FzX2ZhaWxlZBgCIAEoCBIWCg5mYWlsdXJlX3JlYXNvbhgDIAEoCRIOCgZib3RfaWQYBCABKAkiOAoPUmVsZWFzZVJlc3BvbnNlEhUKDWV2YWx1YXRpb25faWQYASABKAMSDgoGYWN0aW9uGAIgASgJMrcCChFFdmFsdWF0aW9uU2VydmljZRI4CgVDbGFpbRIULmFhcC52MS5DbGFpbVJlcXVlc3QaFS5hYXAudjEuQ2xhaW1SZXNwb25zZSgBMAESMQoEUG9sbBITLmFhcC52MS5Qb2xsUmVxdWVzdBoULmFhcC52MS5Qb2xsUmVzcG9uc2USQAoJSGVhcnRiZWF0EhguYWFwLnYxLkhlYXJ0YmVhdFJlcXVlc3QaGS5hYXAudjEuSGVhcnRiZWF0UmVzcG9uc2USNwoGU3VibWl0EhUuYWFwLnYxLlN1Ym1pdFJlcXVlc3QaFi5hYXAudjEuU3VibWl0UmVzcG9uc2USOgoHUmVsZWFzZRIWLmFhcC52MS5SZWxlYXNlUmVxdWVzdBoXLmFhcC52MS5SZWxlYXNlUmVzcG9uc2ViBnByb3RvMw", [file_aap_v1_types, file_google_protobuf_timestamp]);
+  fileDesc("ChhhYXAvdjEvZXZhbHVhdGlvbnMucHJvdG8SBmFhcC52MSKvAgoEVGFzaxIVCg1ldmFsdWF0aW9uX2lkGAEgASgDEhEKCXByb21wdF9pZBgCIAEoAxITCgtwcm9tcHRfdGV4dBgDIAEoCRIRCglhc3Npc3RhbnQYBCABKAkSDAoEcGxhbhgFIAEoCRIPCgdhdHRlbXB0GAYgASgNEhQKDG1heF9hdHRlbXB0cxgHIAEoDRI0ChBjbGFpbV9leHBpcmVzX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1Cg10cmFjZV9jb250ZXh0GAkgAygLMh4uYWFwLnYxLlRhc2suVHJhY2VDb250ZXh0RW50cnkaMwoRVHJhY2VDb250ZXh0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKMAQoMQ2xhaW1SZXF1ZXN0EiMKBWhlbGxvGAEgASgLMhIuYWFwLnYxLkNsYWltSGVsbG9IABIjCgVyZWFkeRgCIAEoCzISLmFhcC52MS5DbGFpbVJlYWR5SAASKwoJaGVhcnRiZWF0GAMgASgLMhYuYWFwLnYxLkNsYWltSGVhcnRiZWF0SABCBQoDbXNnIk8KCkNsYWltSGVsbG8SDgoGYm90X2lkGAEgASgJEh4KBnNlcnZlcxgCIAMoCzIOLmFhcC52MS5UYXJnZXQSEQoJbWF4X3Rhc2tzGAMgASgNIhsKCkNsYWltUmVhZHkSDQoFY291bnQYASABKA0iKAoOQ2xhaW1IZWFydGJlYXQSFgoOZXZhbHVhdGlvbl9pZHMYASADKAMiXQoNQ2xhaW1SZXNwb25zZRInCgd3ZWxjb21lGAEgASgLMhQuYWFwLnYxLkNsYWltV2VsY29tZUgAEhwKBHRhc2sYAiABKAsyDC5hYXAudjEuVGFza0gAQgUKA21zZyIpCgxDbGFpbVdlbGNvbWUSGQoRY2xhaW1fdHRsX3NlY29uZHMYASABKA0iPQoLUG9sbFJlcXVlc3QSDgoGYm90X2lkGAEgASgJEh4KBnNlcnZlcxgCIAEoCzIOLmFhcC52MS5UYXJnZXQiKgoMUG9sbFJlc3BvbnNlEhoKBHRhc2sYASABKAsyDC5hYXAudjEuVGFzayI5ChBIZWFydGJlYXRSZXF1ZXN0EhUKDWV2YWx1YXRpb25faWQYASABKAMSDgoGYm90X2lkGAIgASgJIkkKEUhlYXJ0YmVhdFJlc3BvbnNlEjQKEGNsYWltX2V4cGlyZXNfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIs8CCg1TdWJtaXRSZXF1ZXN0EhUKDWV2YWx1YXRpb25faWQYASABKAMSFQoNcmVzcG9uc2VfdGV4dBgCIAEoCRIZChFyZXNwb25zZV9tYXJrZG93bhgDIAEoCRIjCgljaXRhdGlvbnMYBCADKAsyEC5hYXAudjEuQ2l0YXRpb24SLwoLY2FwdHVyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmJvdF9pZBgGIAEoCRIQCghsZWFzZV9pZBgHIAEoCRIgCgRraW5kGAggASgOMhIuYWFwLnYxLkFuc3dlcktpbmQSIAoHY2FwdHVyZRgJIAEoCzIPLmFhcC52MS5DYXB0dXJlEhYKDnNlYXJjaF9xdWVyaWVzGAogAygJEiEKCHByb2R1Y3RzGAsgAygLMg8uYWFwLnYxLlByb2R1Y3QiNwoOU3VibWl0UmVzcG9uc2USFQoNZXZhbHVhdGlvbl9pZBgBIAEoAxIOCgZzdGF0dXMYAiABKAkiZwoOUmVsZWFzZVJlcXVlc3QSFQoNZXZhbHVhdGlvbl9pZBgBIAEoAxIWCg5tYXJrX2FzX2ZhaWxlZBgCIAEoCBIWCg5mYWlsdXJlX3JlYXNvbhgDIAEoCRIOCgZib3RfaWQYBCABKAkiRgoPUHJvZ3Jlc3NSZXF1ZXN0EhUKDWV2YWx1YXRpb25faWQYASABKAMSDgoGYm90X2lkGAIgASgJEgwKBHRleHQYAyABKAkiIAoQUHJvZ3Jlc3NSZXNwb25zZRIMCgRoZWxkGAEgASgIIjgKD1JlbGVhc2VSZXNwb25zZRIVCg1ldmFsdWF0aW9uX2lkGAEgASgDEg4KBmFjdGlvbhgCIAEoCTL2AgoRRXZhbHVhdGlvblNlcnZpY2USOAoFQ2xhaW0SFC5hYXAudjEuQ2xhaW1SZXF1ZXN0GhUuYWFwLnYxLkNsYWltUmVzcG9uc2UoATABEjEKBFBvbGwSEy5hYXAudjEuUG9sbFJlcXVlc3QaFC5hYXAudjEuUG9sbFJlc3BvbnNlEkAKCUhlYXJ0YmVhdBIYLmFhcC52MS5IZWFydGJlYXRSZXF1ZXN0GhkuYWFwLnYxLkhlYXJ0YmVhdFJlc3BvbnNlEjcKBlN1Ym1pdBIVLmFhcC52MS5TdWJtaXRSZXF1ZXN0GhYuYWFwLnYxLlN1Ym1pdFJlc3BvbnNlEjoKB1JlbGVhc2USFi5hYXAudjEuUmVsZWFzZVJlcXVlc3QaFy5hYXAudjEuUmVsZWFzZVJlc3BvbnNlEj0KCFByb2dyZXNzEhcuYWFwLnYxLlByb2dyZXNzUmVxdWVzdBoYLmFhcC52MS5Qcm9ncmVzc1Jlc3BvbnNlYgZwcm90bzM", [file_aap_v1_types, file_google_protobuf_timestamp]);
 
 /**
  * A piece of work for a bot: ask `prompt_text` on `assistant`.
@@ -488,6 +488,56 @@ export const ReleaseRequestSchema: GenMessage<ReleaseRequest> = /*@__PURE__*/
   messageDesc(file_aap_v1_evaluations, 13);
 
 /**
+ * @generated from message aap.v1.ProgressRequest
+ */
+export type ProgressRequest = Message<"aap.v1.ProgressRequest"> & {
+  /**
+   * @generated from field: int64 evaluation_id = 1;
+   */
+  evaluationId: bigint;
+
+  /**
+   * The bot that holds the claim; checked when given.
+   *
+   * @generated from field: string bot_id = 2;
+   */
+  botId: string;
+
+  /**
+   * The answer's whole text so far (at most the server's answer size limit).
+   *
+   * @generated from field: string text = 3;
+   */
+  text: string;
+};
+
+/**
+ * Describes the message aap.v1.ProgressRequest.
+ * Use `create(ProgressRequestSchema)` to create a new message.
+ */
+export const ProgressRequestSchema: GenMessage<ProgressRequest> = /*@__PURE__*/
+  messageDesc(file_aap_v1_evaluations, 14);
+
+/**
+ * @generated from message aap.v1.ProgressResponse
+ */
+export type ProgressResponse = Message<"aap.v1.ProgressResponse"> & {
+  /**
+   * False when the task is no longer held (answered, released, lapsed): stop reporting.
+   *
+   * @generated from field: bool held = 1;
+   */
+  held: boolean;
+};
+
+/**
+ * Describes the message aap.v1.ProgressResponse.
+ * Use `create(ProgressResponseSchema)` to create a new message.
+ */
+export const ProgressResponseSchema: GenMessage<ProgressResponse> = /*@__PURE__*/
+  messageDesc(file_aap_v1_evaluations, 15);
+
+/**
  * @generated from message aap.v1.ReleaseResponse
  */
 export type ReleaseResponse = Message<"aap.v1.ReleaseResponse"> & {
@@ -509,7 +559,7 @@ export type ReleaseResponse = Message<"aap.v1.ReleaseResponse"> & {
  * Use `create(ReleaseResponseSchema)` to create a new message.
  */
 export const ReleaseResponseSchema: GenMessage<ReleaseResponse> = /*@__PURE__*/
-  messageDesc(file_aap_v1_evaluations, 14);
+  messageDesc(file_aap_v1_evaluations, 16);
 
 /**
  * The gateway of the bot fleet: bots take evaluation tasks here and hand back answers.
@@ -573,6 +623,17 @@ export const EvaluationService: GenService<{
     methodKind: "unary";
     input: typeof ReleaseRequestSchema;
     output: typeof ReleaseResponseSchema;
+  },
+  /**
+   * Reports the text the assistant has typed so far on a claimed task (throttle to about one a
+   * 500 ms). Customers watching the prompt see it as `partial` events; it is never stored.
+   *
+   * @generated from rpc aap.v1.EvaluationService.Progress
+   */
+  progress: {
+    methodKind: "unary";
+    input: typeof ProgressRequestSchema;
+    output: typeof ProgressResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aap_v1_evaluations, 0);

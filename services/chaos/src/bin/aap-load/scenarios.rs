@@ -149,6 +149,7 @@ pub async fn exact_hit(client: Answers, _index: usize) -> Result<(), String> {
         policy: SimilarPolicy::Suggest as i32,
         min_similarity: None,
         include_html: false,
+        ..Default::default()
     };
     let events = ask_to_end(client, request).await?;
     let cached = events.iter().any(|e| matches!(e, Event::Cached(_)));
@@ -164,6 +165,7 @@ pub async fn similar(client: Answers, index: usize) -> Result<(), String> {
         policy: SimilarPolicy::Suggest as i32,
         min_similarity: Some(0.5),
         include_html: false,
+        ..Default::default()
     };
     let events = ask_to_end(client, request).await?;
     match events.first() {
@@ -180,6 +182,7 @@ pub async fn ask_answered(client: Answers, text: &str, assistant: &str) -> anyho
         policy: SimilarPolicy::ForceNew as i32,
         min_similarity: None,
         include_html: false,
+        ..Default::default()
     };
     let events = tokio::time::timeout(Duration::from_secs(120), ask_to_end(client, request))
         .await?
@@ -262,6 +265,7 @@ pub async fn pipeline(
                     policy: SimilarPolicy::ForceNew as i32,
                     min_similarity: None,
                     include_html: false,
+                    ..Default::default()
                 };
                 out.asks += 1;
                 let asked = Instant::now();
@@ -424,6 +428,7 @@ pub async fn ask_waiting(client: Answers, text: &str, assistant: &str, plan: &st
         policy: SimilarPolicy::ForceNew as i32,
         min_similarity: None,
         include_html: false,
+        ..Default::default()
     };
     let mut stream = client.clone().ask(request).await?.into_inner();
     let mut prompt_id = None;
