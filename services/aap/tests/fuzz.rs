@@ -801,7 +801,15 @@ async fn run(app: &TestApp, call: &Call, seen: &Arc<Mutex<Seen>>) -> Result<(), 
             });
             let stream = app
                 .answers()
-                .ask(AskRequest { query, targets, policy, min_similarity, include_html: policy % 2 == 0 })
+                .ask(AskRequest {
+                    query,
+                    targets,
+                    policy,
+                    min_similarity,
+                    include_html: policy % 2 == 0,
+                    include_related: policy % 3 == 0,
+                    max_age: None,
+                })
                 .await?
                 .into_inner();
             drop(stream);
