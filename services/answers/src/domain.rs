@@ -10,6 +10,7 @@ use std::time::Duration;
 use aap_embedding::{BatchError, Batcher};
 use aap_evaluations::model as evals_model;
 use aap_evaluations::model::Status;
+use aap_evaluations::partial::PartialMessage;
 use aap_evaluations::queue::Queue;
 use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
 use aap_platform::assistants::{self, ANY_PLAN};
@@ -17,11 +18,12 @@ use aap_platform::input;
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::{
     Answer, AnswerEvent, AnswerKind, Capture, Citation, CitationKind, CitationOrigin, Completed, EvaluationFailed,
-    EvaluationProgress, EvaluationScheduled, EvaluationState, MatchKind, Product, PromptMatched, Suggestion,
-    Suggestions,
+    EvaluationProgress, EvaluationScheduled, EvaluationState, MatchKind, PartialAnswer, Product, PromptMatched,
+    Suggestion, Suggestions,
 };
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
 use crate::hub::{Following, Hub, HubConfig};
@@ -542,6 +544,7 @@ impl Follower {
             return;
         }
         let mut snapshots = following.subscribe();
+        let mut partials = following.partials();
         let mut initial = true;
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
@@ -560,11 +563,41 @@ impl Follower {
                 let _ = tx.send(self.completed(prompt_id)).await;
                 return;
             }
-            tokio::select! {
-                changed = snapshots.changed() => if changed.is_err() { return },
-                _ = tx.closed() => return,
+            // Partials go out between changes, never waiting on the client: a full stream
+            // loses them (the next one holds the whole text so far); answers are never lost.
+            loop {
+                tokio::select! {
+                    changed = snapshots.changed() => if changed.is_err() { return } else { break },
+                    partial = partials.recv() => match partial {
+                        Ok(partial) => {
+                            let Some(e) = self.partial(&partial, &snapshots.borrow().rows) else { continue };
+                            match tx.try_send(e) {
+                                Ok(()) => {}
+                                Err(TrySendError::Full(_)) => crate::metrics::partials_dropped("slow_client", 1),
+                                Err(TrySendError::Closed(_)) => return,
+                            }
+                        }
+                        Err(broadcast::error::RecvError::Lagged(n)) => crate::metrics::partials_dropped("behind", n),
+                        // The feed lives as long as `following`: not before the stream ends.
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tx.closed() => return,
+                }
             }
         }
+    }
+
+    /// The event for a partial answer, when it is about the evaluation this stream follows for
+    /// a target not told its answer yet; `None` otherwise (late, or another stream's target).
+    fn partial(&self, partial: &PartialMessage, rows: &[EvaluationRow]) -> Option<AnswerEvent> {
+        let row = rows.iter().find(|r| r.id == partial.evaluation_id && !r.status().is_final())?;
+        self.targets.iter().find(|t| t.covers(row) && !self.done.contains_key(*t))?;
+        Some(event(Event::Partial(PartialAnswer {
+            evaluation_id: row.id,
+            assistant: row.assistant.clone(),
+            plan: row.plan.clone(),
+            text: partial.text.clone(),
+        })))
     }
 
     /// The stream's last event, once every target is done.

@@ -1,10 +1,15 @@
 //! What every stream of one replica knows about the prompts it follows, read once and shared.
 //!
-//! One core-NATS subscription per replica (`<prefix>.events.prompt.*`) hears every prompt's
+//! One core-NATS subscription per replica (`<prefix>.events.prompt.>`) hears every prompt's
 //! changes; a followed prompt is re-read once per change (however many streams wait on it) and
 //! the new [`Snapshot`] goes to its streams through a `watch` channel. Nothing re-reads the
 //! database per stream: a sweep per replica compares the followed prompts' evaluations with one
 //! query, in case an announcement was lost.
+//!
+//! The same subscription hears the partial answers bots report while an assistant types
+//! (`<prefix>.events.prompt.<id>.partial`): a followed prompt's go to its streams through a
+//! small `broadcast` channel, where a stream that falls behind loses the oldest (each partial
+//! holds the whole text so far, so the next one makes up for it); others are ignored unread.
 //!
 //! Snapshots in which every evaluation is final are also kept (bounded, oldest out first) for
 //! exact hits: answers do not change once stored, so such a prompt is served from memory until
@@ -18,10 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use aap_evaluations::partial::PartialMessage;
 use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
 use futures::StreamExt;
 use sqlx::PgPool;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::store::PromptRow;
 
@@ -62,11 +68,16 @@ impl Default for HubConfig {
     }
 }
 
-/// One followed prompt: the latest snapshot, and whether a re-read is running or wanted.
+/// Partials one stream may fall behind by before it loses the oldest.
+const PARTIALS_BEHIND: usize = 8;
+
+/// One followed prompt: the latest snapshot, whether a re-read is running or wanted, and the
+/// partial answers heard for it.
 struct Feed {
     tx: watch::Sender<Arc<Snapshot>>,
     reading: AtomicBool,
     dirty: AtomicBool,
+    partials: broadcast::Sender<Arc<PartialMessage>>,
 }
 
 /// A settled snapshot kept for exact hits.
@@ -129,6 +140,8 @@ struct Inner {
     pool: PgPool,
     client: async_nats::Client,
     config: HubConfig,
+    /// `<prefix>.events.prompt`: what every subject the hub hears starts with.
+    subject_prefix: String,
     feeds: Mutex<HashMap<i64, Weak<Feed>>>,
     settled: Mutex<Bounded<i64, Kept>>,
     prompts: Mutex<Bounded<Vec<u8>, PromptRow>>,
@@ -156,6 +169,12 @@ impl Following {
     pub fn current(&self) -> Arc<Snapshot> {
         self.feed.tx.borrow().clone()
     }
+
+    /// The partial answers heard for the prompt from now on; a receiver that falls behind
+    /// by more than a few loses the oldest.
+    pub fn partials(&self) -> broadcast::Receiver<Arc<PartialMessage>> {
+        self.feed.partials.subscribe()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -164,19 +183,20 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// Subscribes to every prompt's announcements under `subject_prefix` (e.g.
-    /// `aap.events.prompt`) and starts the sweep; both end when the last clone is dropped.
+    /// Subscribes to every prompt's announcements and partial answers under `subject_prefix`
+    /// (e.g. `aap.events.prompt`) and starts the sweep; both end when the last clone is dropped.
     pub async fn start(
         pool: PgPool,
         client: async_nats::Client,
         subject_prefix: &str,
         config: HubConfig,
     ) -> Result<Hub, async_nats::SubscribeError> {
-        let announcements = client.subscribe(format!("{subject_prefix}.*")).await?;
+        let announcements = client.subscribe(format!("{subject_prefix}.>")).await?;
         let inner = Arc::new(Inner {
             pool,
             client,
             config,
+            subject_prefix: subject_prefix.to_owned(),
             feeds: Mutex::new(HashMap::new()),
             settled: Mutex::new(Bounded::new(config.cache_entries)),
             prompts: Mutex::new(Bounded::new(config.cache_entries)),
@@ -204,7 +224,8 @@ impl Hub {
             return Following { feed };
         }
         let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
-        let feed = Arc::new(Feed { tx, reading: AtomicBool::new(false), dirty: AtomicBool::new(false) });
+        let (partials, _) = broadcast::channel(PARTIALS_BEHIND);
+        let feed = Arc::new(Feed { tx, reading: AtomicBool::new(false), dirty: AtomicBool::new(false), partials });
         feeds.insert(prompt_id, Arc::downgrade(&feed));
         Following { feed }
     }
@@ -261,6 +282,17 @@ impl Inner {
             feeds.remove(&prompt_id);
         }
         feed
+    }
+
+    /// A bot reported the text typed so far on one of the prompt's evaluations: hands it to the
+    /// prompt's streams, when any follow it.
+    fn partial(&self, prompt_id: i64, payload: &[u8]) {
+        let Some(feed) = self.feed(prompt_id) else { return };
+        match PartialMessage::decode(payload) {
+            // No receiver: no stream waits now, and nothing needs keeping for a later one.
+            Ok(partial) => drop(feed.partials.send(Arc::new(partial))),
+            Err(err) => tracing::debug!(error = %err, prompt_id, "unreadable partial answer ignored"),
+        }
     }
 
     /// Something changed in the prompt: forget what is kept, and re-read it for its streams.
@@ -339,6 +371,26 @@ impl Inner {
     }
 }
 
+/// What a message under the prompt events prefix says.
+#[derive(Debug, PartialEq, Eq)]
+enum Announcement {
+    /// `<prefix>.<id>`: the prompt's evaluations or answers changed.
+    Changed(i64),
+    /// `<prefix>.<id>.partial`: a bot's text so far on one of its evaluations.
+    Partial(i64),
+}
+
+impl Announcement {
+    fn of(subject: &str, prefix: &str) -> Option<Announcement> {
+        let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
+        match rest.split_once('.') {
+            None => rest.parse().ok().map(Announcement::Changed),
+            Some((id, "partial")) => id.parse().ok().map(Announcement::Partial),
+            Some(_) => None,
+        }
+    }
+}
+
 /// Hears announcements and runs the sweep until the hub is dropped.
 async fn listen(inner: Weak<Inner>, mut announcements: async_nats::Subscriber) {
     let Some(sweep_every) = inner.upgrade().map(|inner| inner.config.sweep_every) else { return };
@@ -350,9 +402,10 @@ async fn listen(inner: Weak<Inner>, mut announcements: async_nats::Subscriber) {
             message = announcements.next() => {
                 let Some(message) = message else { break };
                 let Some(inner) = inner.upgrade() else { break };
-                let id = message.subject.rsplit('.').next().and_then(|id| id.parse::<i64>().ok());
-                if let Some(id) = id {
-                    inner.changed(id);
+                match Announcement::of(&message.subject, &inner.subject_prefix) {
+                    Some(Announcement::Changed(id)) => inner.changed(id),
+                    Some(Announcement::Partial(id)) => inner.partial(id, &message.payload),
+                    None => {}
                 }
             }
             _ = sweep.tick() => {
@@ -367,6 +420,16 @@ async fn listen(inner: Weak<Inner>, mut announcements: async_nats::Subscriber) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announcements_and_partials_are_told_apart_by_subject() {
+        let of = |subject| Announcement::of(subject, "t1.events.prompt");
+        assert_eq!(of("t1.events.prompt.42"), Some(Announcement::Changed(42)));
+        assert_eq!(of("t1.events.prompt.42.partial"), Some(Announcement::Partial(42)));
+        assert_eq!(of("t1.events.prompt.42.other"), None);
+        assert_eq!(of("t1.events.prompt.x"), None);
+        assert_eq!(of("t1.events.prompts.42"), None);
+    }
 
     #[test]
     fn the_bounded_map_drops_the_oldest_first_and_never_grows_past_its_capacity() {

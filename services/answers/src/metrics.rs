@@ -3,12 +3,13 @@
 
 use std::sync::LazyLock;
 
-use aap_platform::metrics::{self, Gauges, Histograms};
+use aap_platform::metrics::{self, Counters, Gauges, Histograms};
 use aap_proto::v1::MatchKind;
 
 struct Metrics {
     first_event: Histograms,
     streams_open: Gauges,
+    partials_dropped: Counters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -19,6 +20,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         metrics::FAST_SECONDS,
     ),
     streams_open: metrics::gauge("answers_streams_open", "Ask and Watch streams open now, by rpc (ask, watch)."),
+    partials_dropped: metrics::counter(
+        "partials_dropped",
+        "Partial answers a stream following the prompt did not send, by reason: slow_client (its client had \
+         not read the events before; the next partial holds the whole text so far), behind (the stream fell \
+         behind the replica's partials of the prompt).",
+    ),
 });
 
 /// The `match` label of an Ask.
@@ -43,6 +50,14 @@ pub fn register() {
     for rpc in ["ask", "watch"] {
         let _ = METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)]));
     }
+    for reason in ["slow_client", "behind"] {
+        let _ = METRICS.partials_dropped.get_or_create(&metrics::labels([("reason", reason)]));
+    }
+}
+
+/// Counts partial answers a stream did not send.
+pub(crate) fn partials_dropped(reason: &'static str, count: u64) {
+    METRICS.partials_dropped.get_or_create(&metrics::labels([("reason", reason)])).inc_by(count);
 }
 
 pub(crate) fn ask_answered(matched: &'static str, elapsed: std::time::Duration) {

@@ -66,6 +66,18 @@ proptest! {
         prop_assert_eq!(prompt_hash(&once).len(), 32);
     }
 
+    /// The hashed form is a projection too, for any text and for amounts in any spelling: a
+    /// stored prompt's canonical form hashes as the text it came from.
+    #[test]
+    fn canonical_twice_is_once(text in prop_oneof![
+        prompt(),
+        "([a-z]{1,6} ){0,3}(\\$|€|£|usd |eur |us\\$)?[0-9]{1,3}(,[0-9]{3}){0,3}(\\.[0-9]{1,2})?(k|m|bn| k| million| thousand| dollars| usd| euros|\\$)?[?.,]?( [a-z0-9,.$]{1,6}){0,3}",
+    ]) {
+        let once = crate::normalize::canonical(&text);
+        prop_assert_eq!(crate::normalize::canonical(&once), once.clone(), "{:?}", text);
+        prop_assert_eq!(normalize(&once), once.clone(), "{:?}", text);
+    }
+
     /// Spellings that differ in case (ASCII) or white space are one prompt.
     #[test]
     fn case_and_white_space_do_not_make_another_prompt(words in prop::collection::vec("[a-zA-Z0-9?$,.]{1,8}", 1..8), gaps in prop::collection::vec("[ \t\n\u{a0}\u{3000}]{1,3}", 8)) {

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
 use crate::model::{AnswerKind, Capture, Product, RawCitation, ResultMessage, Status, clean_citations, clean_products};
+use crate::partial::{self, ClaimChecks, PartialMessage};
 use crate::queue::{Queue, Settle};
 use crate::store::{self, ClaimOutcome, EvaluationRow, Holder};
 use crate::{EvalError, EvalResult};
@@ -169,6 +170,8 @@ pub struct Gateway {
     pool: PgPool,
     queue: Arc<Queue>,
     config: GatewayConfig,
+    /// Claims read for partial answers, trusted for a moment.
+    claim_checks: Arc<ClaimChecks>,
 }
 
 fn to_task(row: &EvaluationRow) -> Task {
@@ -193,7 +196,7 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 impl Gateway {
     pub fn new(pool: PgPool, queue: Arc<Queue>, config: GatewayConfig) -> Gateway {
         crate::metrics::register();
-        Gateway { pool, queue, config }
+        Gateway { pool, queue, config, claim_checks: Arc::default() }
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -313,6 +316,7 @@ impl Gateway {
         let Some(row) = store::mark_submitted(&self.pool, id, &holder).await? else {
             return Err(self.state_error(id, "cannot take an answer", &holder).await);
         };
+        self.claim_checks.forget(id);
         let markdown = if submission.response_markdown.trim().is_empty() {
             submission.response_text.clone()
         } else {
@@ -363,6 +367,7 @@ impl Gateway {
         let Some(row) = store::release(&self.pool, evaluation_id, fail, reason, holder).await? else {
             return Err(self.state_error(evaluation_id, "cannot be released", holder).await);
         };
+        self.claim_checks.forget(evaluation_id);
         let status = row.status();
         crate::metrics::released(&row.assistant, reason, status == Status::Failed);
         if let Some(subject) = &row.ack_subject {
@@ -378,13 +383,41 @@ impl Gateway {
         Ok(status)
     }
 
+    /// Hands the text the assistant has typed so far on a task `holder` holds to the prompt's
+    /// streams; never stores it. Returns whether the task is still held (false once it was
+    /// answered, released or its claim lapsed: the bot stops reporting).
+    pub async fn progress(&self, evaluation_id: i64, text: String, holder: &Holder) -> EvalResult<bool> {
+        check_bot_id(&holder.bot_id)?;
+        if evaluation_id <= 0 {
+            return Err(EvalError::invalid("evaluation_id", "must be a positive evaluation id"));
+        }
+        check("text", input::check_line(&text, MAX_RESPONSE_CHARS))?;
+        let row = match self.claim_checks.get(evaluation_id) {
+            Some(row) => row,
+            None => {
+                let row =
+                    store::evaluation(&self.pool, evaluation_id).await?.ok_or(EvalError::NotFound(evaluation_id))?;
+                self.claim_checks.keep(row.clone());
+                row
+            }
+        };
+        if row.claimed_principal.is_some() && !holder.holds(&row) {
+            return Err(claimed_by_another(evaluation_id));
+        }
+        let held = row.status() == Status::Claimed && row.claim_expires_at.is_some_and(|until| until > Utc::now());
+        if held {
+            let message =
+                PartialMessage { evaluation_id, assistant: row.assistant.clone(), plan: row.plan.clone(), text };
+            partial::publish(&self.queue, row.prompt_id, &message).await;
+        }
+        Ok(held)
+    }
+
     /// Why `holder` could not act on evaluation `id`: it does not exist, another bot holds (or
     /// held) its claim, or it is in the wrong state.
     async fn state_error(&self, id: i64, what: &'static str, holder: &Holder) -> EvalError {
         match store::evaluation(&self.pool, id).await {
-            Ok(Some(row)) if row.claimed_principal.is_some() && !holder.holds(&row) => EvalError::PermissionDenied(
-                format!("evaluation {id} is claimed by another bot: only the bot that holds a claim may act on it"),
-            ),
+            Ok(Some(row)) if row.claimed_principal.is_some() && !holder.holds(&row) => claimed_by_another(id),
             Ok(Some(row)) => EvalError::WrongState { id, status: row.status, what },
             Ok(None) => EvalError::NotFound(id),
             Err(err) => EvalError::Database(err),
@@ -468,6 +501,13 @@ impl Gateway {
             Err(err) => tracing::warn!(evaluation_id = id, error = %err, "cannot hand a task back"),
         }
     }
+}
+
+/// Another bot holds (or held) the claim on evaluation `id`.
+fn claimed_by_another(id: i64) -> EvalError {
+    EvalError::PermissionDenied(format!(
+        "evaluation {id} is claimed by another bot: only the bot that holds a claim may act on it"
+    ))
 }
 
 /// Resolves when one of `signals` is notified; never when there are none.

@@ -231,7 +231,11 @@ impl EvaluationService for EvaluationGrpc {
         Ok(Response::new(ReleaseResponse { evaluation_id: req.evaluation_id, action: "released".into() }))
     }
 
-    async fn progress(&self, _request: Request<ProgressRequest>) -> Result<Response<ProgressResponse>, Status> {
-        Err(Status::unimplemented("WIP: Progress"))
+    async fn progress(&self, request: Request<ProgressRequest>) -> Result<Response<ProgressResponse>, Status> {
+        let caller = aap_platform::auth::caller(&request)?;
+        let req = request.into_inner();
+        let holder = Holder::new(&caller.principal, &req.bot_id);
+        let held = self.gateway.progress(req.evaluation_id, req.text, &holder).await?;
+        Ok(Response::new(ProgressResponse { held }))
     }
 }

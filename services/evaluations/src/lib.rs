@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod partial;
 pub mod queue;
 pub mod scheduler;
 pub mod store;

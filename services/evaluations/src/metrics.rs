@@ -29,6 +29,7 @@ struct Metrics {
     ingest_lag: Histograms,
     ingest_redeliveries: Counters,
     dead_letters: Counters,
+    partials: Counters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -79,6 +80,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     dead_letters: metrics::counter(
         "dead_letters",
         "Messages sent to a dead-letter subject, by what they were (results).",
+    ),
+    partials: metrics::counter(
+        "partials_published",
+        "Partial answers (the text typed so far) bots reported on tasks they held and the gateway announced to \
+         the prompt's streams over core NATS, by assistant.",
     ),
 });
 
@@ -158,6 +164,10 @@ pub(crate) fn result_delivered(delivered: i64) {
 
 pub(crate) fn dead_lettered(what: &str) {
     METRICS.dead_letters.get_or_create(&labels([("what", what)])).inc();
+}
+
+pub(crate) fn partial_published(name: &str) {
+    METRICS.partials.get_or_create(&assistant(name)).inc();
 }
 
 /// Errors reading the gauges' sources.

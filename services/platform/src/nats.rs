@@ -97,6 +97,12 @@ impl Topology {
         format!("{}.events.prompt", self.prefix)
     }
 
+    /// Core-NATS subject of the text an assistant has typed so far for one of a prompt's
+    /// evaluations (`<prefix>.events.prompt.<id>.partial`): ephemeral, never on a stream.
+    pub fn prompt_partial_subject(&self, prompt_id: i64) -> String {
+        format!("{}.partial", self.prompt_events_subject(prompt_id))
+    }
+
     /// Durable consumer name for one task subject.
     pub fn task_consumer(&self, assistant: &str, plan: &str) -> String {
         format!("tasks-{}-{}", assistant, plan_token(plan))
@@ -258,5 +264,6 @@ mod tests {
         assert_eq!(t.task_subject("chatgpt", "Plus"), "t1a2.tasks.chatgpt.plus");
         assert_eq!(t.task_subject("chatgpt", ""), "t1a2.tasks.chatgpt.any");
         assert_eq!(t.prompt_events_subject(7), "t1a2.events.prompt.7");
+        assert_eq!(t.prompt_partial_subject(7), "t1a2.events.prompt.7.partial");
     }
 }
