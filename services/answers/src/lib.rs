@@ -7,6 +7,7 @@ pub mod grpc;
 pub mod hub;
 pub mod metrics;
 pub mod normalize;
+pub mod pairs;
 pub mod store;
 
 pub use domain::{Answers, AnswersConfig, AnswersError};
