@@ -4,6 +4,7 @@
 
 pub mod domain;
 pub mod grpc;
+pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod normalize;
