@@ -19,6 +19,7 @@ struct Metrics {
     browser_restarts: Counters,
     leases: Counters,
     returns: Counters,
+    partials: Counters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -59,6 +60,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     returns: metrics::counter(
         "bot_session_returns",
         "Sessions the bot handed back, by assistant and outcome (ok, expired, rate_limited, challenged).",
+    ),
+    partials: metrics::counter(
+        "bot_partials_reported",
+        "Reports of an answer's text so far (live partial answers) the gateway took while the bot held the task, \
+         by assistant.",
     ),
 });
 
@@ -127,4 +133,8 @@ pub(crate) fn session_returned(name: &str, outcome: Outcome) {
         Outcome::Challenged => "challenged",
     };
     METRICS.returns.get_or_create(&labels([("assistant", name), ("outcome", outcome)])).inc();
+}
+
+pub(crate) fn partial_reported(name: &str) {
+    METRICS.partials.get_or_create(&assistant(name)).inc();
 }

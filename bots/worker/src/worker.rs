@@ -18,13 +18,14 @@
 //! release reason names it; a bot on the platform's gRPC API also reports it to the platform,
 //! with the lease it held.
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use crate::adapter::{Adapter, AskError, Captured};
+use crate::adapter::{Adapter, AskError, Captured, Typing};
 use crate::browser::{Browser, BrowserOptions};
 use crate::evidence::{Case, Evidence};
 use crate::sessions::{Lease, Outcome, SessionError, Sessions};
@@ -35,6 +36,8 @@ use crate::synthetic::{self, Engine, SyntheticOptions};
 const MAX_SESSION_SWITCHES: u32 = 3;
 /// A lease this close to lapsing is renewed before the next task.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// How often the text typed so far is reported while it changes (live partial answers).
+pub(crate) const REPORT_TYPING_EVERY: Duration = Duration::from_millis(500);
 
 /// What one attempt gave.
 enum Attempt {
@@ -331,7 +334,22 @@ impl<A: Adapter> Worker<A> {
         };
         active.runs += 1;
         let session = active.lease.label.clone();
-        let ask = self.adapter.ask(active.browser.driver(), &task.prompt_text);
+        // The seed's HTTP API takes no reports: the text so far is not even kept.
+        let (typing, typed) = match self.source.takes_progress() {
+            true => {
+                let (typing, typed) = Typing::channel();
+                (typing, Some(typed))
+            }
+            false => (Typing::none(), None),
+        };
+        let ask = self.adapter.ask_typing(active.browser.driver(), &task.prompt_text, &typing);
+        let reporting = report_typing(&self.source, self.adapter.assistant(), task, typed);
+        let ask = async {
+            tokio::select! {
+                result = ask => result,
+                never = reporting => match never {},
+            }
+        };
         let mut shutdown = self.shutdown.clone();
         let grace = self.settings.shutdown_grace;
         let stop = async move {
@@ -490,6 +508,44 @@ impl<A: Adapter> Worker<A> {
         }
         Handled::Requeued(reason.to_owned())
     }
+}
+
+/// Reports the text typed so far on `task` every [`REPORT_TYPING_EVERY`] while it changes, until
+/// the task is no longer held or the gateway refuses the report; then (and without `typed`)
+/// waits forever: drop it when the answer is in. A report that fails never fails the task.
+pub(crate) async fn report_typing(
+    source: &TaskSource,
+    assistant: &str,
+    task: &Task,
+    typed: Option<tokio::sync::watch::Receiver<String>>,
+) -> Infallible {
+    if let Some(mut typed) = typed {
+        let mut every = tokio::time::interval(REPORT_TYPING_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match typed.has_changed() {
+                Ok(true) => {}
+                Ok(false) => continue,
+                // The adapter is done with the page.
+                Err(_) => break,
+            }
+            let text = typed.borrow_and_update().clone();
+            match source.progress(task, &text).await {
+                Ok(true) => crate::metrics::partial_reported(assistant),
+                Ok(false) => {
+                    tracing::debug!("the task is no longer held; no more reports of the text so far");
+                    break;
+                }
+                Err(error) if error.retryable() => tracing::debug!(%error, "report of the text so far failed"),
+                Err(error) => {
+                    tracing::debug!(%error, "report of the text so far refused; no more reports");
+                    break;
+                }
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// `reason`, then the evidence kept of the attempt as `[evidence: <stem>]` when there is any.

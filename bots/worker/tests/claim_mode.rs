@@ -1,7 +1,7 @@
 //! The bot on the platform's gRPC API: an in-test EvaluationService + SessionService (the test's
 //! counterpart, recording every message) and the simulator in a real Chromium.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,6 +35,7 @@ enum Event {
     Lease(LeaseSessionRequest),
     Return(ReturnSessionRequest),
     Evidence(Box<ReportEvidenceRequest>),
+    Progress(ProgressRequest),
 }
 
 #[derive(Clone, Default)]
@@ -44,6 +45,8 @@ struct Fake {
     sessions: Arc<Mutex<VecDeque<String>>>,
     leases: Arc<Mutex<u32>>,
     changed: Arc<Notify>,
+    /// Evaluations Progress says are no longer held.
+    not_held: Arc<Mutex<HashSet<i64>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,8 +126,11 @@ impl EvaluationService for Fake {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn progress(&self, _: Request<ProgressRequest>) -> Result<Response<ProgressResponse>, Status> {
-        Ok(Response::new(ProgressResponse { held: true }))
+    async fn progress(&self, request: Request<ProgressRequest>) -> Result<Response<ProgressResponse>, Status> {
+        let request = request.into_inner();
+        let held = !lock(&self.not_held).contains(&request.evaluation_id);
+        self.record(Event::Progress(request));
+        Ok(Response::new(ProgressResponse { held }))
     }
 
     async fn poll(&self, _: Request<PollRequest>) -> Result<Response<PollResponse>, Status> {
@@ -423,5 +429,78 @@ async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()>
 
     assert_eq!(stats.answers_for_token(&good.token), 2);
     assert_eq!(stats.answers_for_token(&expired.token), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn reports_the_text_so_far_while_the_assistant_types_and_stops_once_the_task_is_not_held() -> Result<()> {
+    // An assistant that types for seconds: several reports at one every 500 ms.
+    let typing = SimulatorConfig { chunk_delay_ms: 100, words_per_chunk: 2, ..SimulatorConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, typing).await?;
+    let session = sim.create_session("typing").await;
+
+    let fake = Fake::default();
+    let (held, lost) = ("What are the best laptops under $1,000?", "Which e-bikes are best for commuting?");
+    lock(&fake.tasks).extend([task(7, held), task(8, lost)]);
+    lock(&fake.sessions).push_back(session.storage_state_json.clone());
+    // The gateway says task 8 is no longer held (answered elsewhere, or its claim lapsed).
+    lock(&fake.not_held).insert(8);
+
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EvaluationServiceServer::new(fake.clone()))
+            .add_service(SessionServiceServer::new(fake.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                let _ = server_stopped.await;
+            }),
+    );
+    let config =
+        BotConfig::grpc(&grpc_url, "bot-token", "typing-bot", "ChatGPT", "Plus").with_assistant_url(&sim.base_url);
+    let (stop_bot, bot_stopped) = oneshot::channel::<()>();
+    let bot = tokio::spawn(aap_bot::run(config, async move {
+        let _ = bot_stopped.await;
+    }));
+    let submitted_both =
+        fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == 2).await;
+    let _ = stop_bot.send(());
+    let ran = bot.await.context("bot panicked")?;
+    let _ = stop_server.send(());
+    let _ = server.await;
+    sim.shutdown().await;
+    submitted_both?;
+    ran?;
+
+    let events = fake.events();
+    let reports = |id: i64| -> Vec<(usize, &ProgressRequest)> {
+        events
+            .iter()
+            .enumerate()
+            .filter_map(|(at, e)| match e {
+                Event::Progress(p) if p.evaluation_id == id => Some((at, p)),
+                _ => None,
+            })
+            .collect()
+    };
+    let submitted = |id: i64| events.iter().position(|e| matches!(e, Event::Submit(s) if s.evaluation_id == id));
+
+    // While task 7 was typed: reports of the growing text, each one new, all before the answer.
+    let typed = reports(7);
+    assert!(typed.len() >= 2, "several reports while the assistant typed: {typed:?}");
+    let submit_7 = submitted(7).context("submit 7")?;
+    assert!(typed.iter().all(|(at, _)| *at < submit_7), "no report after the answer went in");
+    assert!(typed.iter().all(|(_, p)| p.bot_id == "typing-bot" && !p.text.trim().is_empty()));
+    let lengths: Vec<usize> = typed.iter().map(|(_, p)| p.text.chars().count()).collect();
+    assert!(lengths.windows(2).all(|w| w[0] <= w[1]), "the text grows: {lengths:?}");
+    assert!(typed.windows(2).all(|w| w[0].1.text != w[1].1.text), "only a changed text is reported");
+
+    // Task 8: the first report heard "no longer held", and the bot stopped reporting; the answer
+    // still went in (a report never fails a task; the gateway decides what an answer is worth).
+    let stopped = reports(8);
+    assert_eq!(stopped.len(), 1, "no report after held=false: {stopped:?}");
+    assert!(submitted(8).is_some(), "the task still ended with its answer");
     Ok(())
 }

@@ -1,8 +1,8 @@
 // Reads chatgpt.com for the ChatGPT adapter, after the helpers of dom.js (`mode`, `sel`, ...).
 // The modes:
 //   probe          the state the wait loop needs (login wall, challenge, stop button, thinking,
-//                  streaming markers, the answer being waited for, the A/B comparison, whether
-//                  the Sources button is there and how it was found)
+//                  streaming markers, the answer being waited for and its text so far, the A/B
+//                  comparison, whether the Sources button is there and how it was found)
 //   composer       the prompt box element, or null
 //   composer_text  the text in the prompt box
 //   send           the send button element when it is enabled, or null
@@ -101,6 +101,7 @@ switch (mode) {
       const sources = comparison ? { via: null } : sourcesButton(message);
       last = {
         text_len: text.trim().length,
+        text: text.trim(),
         signature: signature(html),
         action_bar: !!first(turn, sel.action_bar),
         error: error ? textOf(error) : null,

@@ -36,7 +36,7 @@ use thirtyfour::prelude::*;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Findings, Mark};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Product, Reading};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Product, Reading, Typing};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, is_assistant_page};
 
@@ -81,6 +81,9 @@ struct Comparison {
 #[derive(Debug, Default, Deserialize)]
 struct LastMessage {
     text_len: usize,
+    /// The answer's text so far.
+    #[serde(default)]
+    text: String,
     signature: String,
     action_bar: bool,
     error: Option<String>,
@@ -205,6 +208,7 @@ impl ChatGpt {
         sent_at: Instant,
         mark: Mark,
         reading: &mut Reading,
+        typing: &Typing,
     ) -> Result<Option<Duration>, AskError> {
         let timing = &self.manifest.timing;
         let deadline = sent_at + timing.answer_deadline();
@@ -230,6 +234,7 @@ impl ChatGpt {
                 match answer {
                     Some(last) => {
                         progress.saw(&last.signature, last.text_len, now);
+                        typing.saw(&last.text);
                         if !busy && let Some(error) = last.error.as_deref().filter(|e| !e.is_empty()) {
                             return Err(common::classify(&self.manifest, error));
                         }
@@ -423,7 +428,7 @@ impl Adapter for ChatGpt {
         &self.manifest
     }
 
-    async fn ask(&self, driver: &WebDriver, prompt: &str) -> Result<Captured, AskError> {
+    async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
         self.open_new_chat(driver).await?;
         let before = self.probe(driver).await?.messages;
         self.page.type_prompt(driver, prompt).await?;
@@ -431,7 +436,7 @@ impl Adapter for ChatGpt {
         let sent_at = Instant::now();
         self.page.send(driver, "send", Duration::from_secs(5), self.manifest.timing.poll()).await?;
         let mut reading = Reading::default();
-        let ttft = self.wait_for_answer(driver, before, sent_at, mark, &mut reading).await?;
+        let ttft = self.wait_for_answer(driver, before, sent_at, mark, &mut reading, typing).await?;
         let total = sent_at.elapsed();
 
         let extracted: Extracted = self.page.extract(driver, "assistant_message").await?;

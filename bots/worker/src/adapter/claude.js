@@ -1,6 +1,7 @@
 // Reads claude.ai for the bot, after the helpers of dom.js (`mode`, `sel`, ...). arguments[2]
 // holds the attribute names that say whether a message still streams. The modes:
-//   probe          the state the wait loop needs (login page, challenge, stop button, last message)
+//   probe          the state the wait loop needs (login page, challenge, stop button, last message
+//                  and its text so far)
 //   composer       the prompt box element, or null
 //   composer_text  the text in the prompt box
 //   send           the send button element when it is enabled, or null
@@ -124,6 +125,7 @@ switch (mode) {
       last = {
         streaming: streamingOf(message),
         text_len: read.nodes.reduce((n, b) => n + (b.textContent || '').trim().length, 0),
+        text: read.nodes.map((b) => (b.textContent || '').trim()).filter((t) => t).join('\n\n'),
         signature: signature(html),
         action_bar: !!first(turnOf(message), sel.action_bar),
         error: errorIn(message),

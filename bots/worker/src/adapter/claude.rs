@@ -32,7 +32,7 @@ use thirtyfour::prelude::*;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Findings, Mark};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Reading};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Reading, Typing};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, domain_of};
 
@@ -73,6 +73,9 @@ struct Probe {
 struct LastMessage {
     streaming: Option<String>,
     text_len: usize,
+    /// The answer's text so far.
+    #[serde(default)]
+    text: String,
     signature: String,
     action_bar: bool,
     error: Option<String>,
@@ -384,6 +387,7 @@ impl Claude {
         messages_before: usize,
         sent_at: Instant,
         mark: Mark,
+        typing: &Typing,
     ) -> Result<Finish, AskError> {
         let timing = &self.manifest.timing;
         let deadline = sent_at + timing.answer_deadline();
@@ -409,6 +413,7 @@ impl Claude {
                     Some(last) => {
                         orphan_stop_since = None;
                         progress.saw(&last.signature, last.text_len, now);
+                        typing.saw(&last.text);
                         if !probe.stop
                             && !last.streaming()
                             && let Some(error) = last.error.as_deref().filter(|e| !e.is_empty())
@@ -512,7 +517,7 @@ impl Adapter for Claude {
         &self.manifest
     }
 
-    async fn ask(&self, driver: &WebDriver, prompt: &str) -> Result<Captured, AskError> {
+    async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
         self.open_new_chat(driver).await?;
         let before = self.probe(driver).await?.messages;
         self.page.type_prompt(driver, prompt).await?;
@@ -520,7 +525,7 @@ impl Adapter for Claude {
         let sent_at = Instant::now();
         let send_wait = self.manifest.option_ms("send_wait_ms", 5000);
         self.page.send(driver, "send", send_wait, self.manifest.timing.poll()).await?;
-        let finish = self.wait_for_answer(driver, before, sent_at, mark).await?;
+        let finish = self.wait_for_answer(driver, before, sent_at, mark, typing).await?;
         let total = sent_at.elapsed();
 
         let extracted: Extracted = self.page.extract(driver, "message").await?;

@@ -1,7 +1,8 @@
 // Reads a Google search page for the bot, after the helpers of dom.js (`mode`, `sel`, ...), with
 // the manifest's `overview_heading_patterns` as arguments[2] and its `stream_url_parts` as
 // arguments[3]. The modes:
-//   probe           the state the wait loop needs (walls, results, the AI Overview block)
+//   probe           the state the wait loop needs (walls, results, the AI Overview block and its
+//                   text so far)
 //   composer        the search box element, or null
 //   composer_text   the text in the search box
 //   show_more       the collapsed overview's "Show more" control, or null
@@ -127,21 +128,16 @@ switch (mode) {
       const answer = first(scope, sel.answer);
       const notice = firstShown(scope, sel.notice);
       const error = firstShown(scope, sel.error);
-      let textLength = 0;
-      let hidden = 0;
-      if (answer) {
-        textLength = textLen(answer);
-        hidden = hiddenText(answer);
-      } else {
-        textLength = textLen(copyWithoutAll(scope, ...fallbackLists()));
-        hidden = hiddenText(scope);
-      }
+      const read = answer || copyWithoutAll(scope, ...fallbackLists());
+      const textLength = textLen(read);
+      const hidden = hiddenText(answer || scope);
       block = {
         loading: !!firstShown(scope, sel.loading),
         complete: !!selfOrInside(scope, sel.complete_marker),
         action_bar: !!firstShown(scope, sel.action_bar),
         answer: !!answer,
         text_len: textLength,
+        text: (read.textContent || '').trim(),
         hidden_len: hidden,
         signature: signature(scope.innerHTML),
         notice: notice ? textOf(notice) : null,

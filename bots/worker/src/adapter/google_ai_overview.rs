@@ -56,7 +56,7 @@ use url::Url;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Findings, Teed};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Reading};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Reading, Typing};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, domain_of, is_assistant_page};
 
@@ -111,6 +111,9 @@ struct Block {
     #[serde(default)]
     action_bar: bool,
     text_len: usize,
+    /// The overview's text so far.
+    #[serde(default)]
+    text: String,
     /// Text in the answer that the page keeps hidden (a collapsed overview).
     hidden_len: usize,
     signature: String,
@@ -285,7 +288,12 @@ impl GoogleAiOverview {
     }
 
     /// Waits until the search shows a complete, expanded overview or shows none.
-    async fn wait_for_overview(&self, driver: &WebDriver, sent_at: Instant) -> Result<Waited, AskError> {
+    async fn wait_for_overview(
+        &self,
+        driver: &WebDriver,
+        sent_at: Instant,
+        typing: &Typing,
+    ) -> Result<Waited, AskError> {
         let timing = &self.manifest.timing;
         let deadline = sent_at + timing.answer_deadline();
         let overview_wait = self.option_ms("overview_wait_ms", DEFAULT_OVERVIEW_WAIT_MS);
@@ -311,6 +319,7 @@ impl GoogleAiOverview {
                 match probe.overview {
                     Some(block) => {
                         progress.saw(&block.signature, block.text_len, now);
+                        typing.saw(&block.text);
                         if !block.loading
                             && let Some(notice) = block.notice.as_deref().filter(|text| !text.trim().is_empty())
                         {
@@ -566,12 +575,12 @@ impl Adapter for GoogleAiOverview {
         &self.manifest
     }
 
-    async fn ask(&self, driver: &WebDriver, prompt: &str) -> Result<Captured, AskError> {
+    async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
         let query = one_line(prompt);
         self.open_search_box(driver).await?;
         self.search(driver, &query).await?;
         let sent_at = Instant::now();
-        let (ttft, signals) = match self.wait_for_overview(driver, sent_at).await? {
+        let (ttft, signals) = match self.wait_for_overview(driver, sent_at, typing).await? {
             Waited::Overview { ttft, signals } => (ttft, signals),
             Waited::NoOverview(signals) => {
                 return Ok(Captured {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use thirtyfour::WebDriver;
 use thirtyfour::error::{WebDriverError, WebDriverResult};
+use tokio::sync::watch;
 
 pub use chatgpt::ChatGpt;
 pub use claude::Claude;
@@ -148,6 +149,45 @@ pub struct Captured {
     pub products: Vec<Product>,
 }
 
+/// Where an adapter puts the answer's text so far while the assistant types, for the worker to
+/// report (live partial answers). Only the latest text is kept and nothing waits on it, so the
+/// wait for the answer never slows down for it; [`Typing::none`] drops it.
+#[derive(Debug, Clone, Default)]
+pub struct Typing {
+    latest: Option<watch::Sender<String>>,
+}
+
+impl Typing {
+    /// Text goes nowhere.
+    pub fn none() -> Typing {
+        Typing::default()
+    }
+
+    /// Text goes to the receiver, which sees each change (the latest when it looks).
+    pub fn channel() -> (Typing, watch::Receiver<String>) {
+        let (tx, rx) = watch::channel(String::new());
+        (Typing { latest: Some(tx) }, rx)
+    }
+
+    /// Takes in the answer's text as the page shows it now; blank text and control characters
+    /// (other than tab and new lines, which the platform refuses) are left out.
+    pub fn saw(&self, text: &str) {
+        let Some(latest) = &self.latest else { return };
+        let text = text.trim();
+        if text.is_empty() {
+            return;
+        }
+        let keep = |c: &char| !c.is_control() || matches!(c, '\t' | '\n' | '\r');
+        latest.send_if_modified(|now| {
+            if now.chars().eq(text.chars().filter(keep)) {
+                return false;
+            }
+            *now = text.chars().filter(keep).collect();
+            true
+        });
+    }
+}
+
 /// Why no answer came back. Each class leads the worker to a different next step.
 #[derive(Debug, thiserror::Error)]
 pub enum AskError {
@@ -258,8 +298,19 @@ pub trait Adapter: Send + Sync {
     /// checks that).
     fn login_state(&self, driver: &WebDriver) -> impl Future<Output = WebDriverResult<PageState>> + Send;
 
+    /// Asks `prompt` in a new conversation and waits for the complete answer; while the
+    /// assistant types, its text so far goes to `typing`.
+    fn ask_typing(
+        &self,
+        driver: &WebDriver,
+        prompt: &str,
+        typing: &Typing,
+    ) -> impl Future<Output = Result<Captured, AskError>> + Send;
+
     /// Asks `prompt` in a new conversation and waits for the complete answer.
-    fn ask(&self, driver: &WebDriver, prompt: &str) -> impl Future<Output = Result<Captured, AskError>> + Send;
+    fn ask(&self, driver: &WebDriver, prompt: &str) -> impl Future<Output = Result<Captured, AskError>> + Send {
+        async move { self.ask_typing(driver, prompt, &Typing::none()).await }
+    }
 }
 
 /// Any of the bot's adapters, chosen by assistant id at start.
@@ -359,12 +410,12 @@ impl Adapter for AnyAdapter {
         }
     }
 
-    async fn ask(&self, driver: &WebDriver, prompt: &str) -> Result<Captured, AskError> {
+    async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
         match self {
-            AnyAdapter::ChatGpt(a) => a.ask(driver, prompt).await,
-            AnyAdapter::Claude(a) => a.ask(driver, prompt).await,
-            AnyAdapter::Perplexity(a) => a.ask(driver, prompt).await,
-            AnyAdapter::GoogleAiOverview(a) => a.ask(driver, prompt).await,
+            AnyAdapter::ChatGpt(a) => a.ask_typing(driver, prompt, typing).await,
+            AnyAdapter::Claude(a) => a.ask_typing(driver, prompt, typing).await,
+            AnyAdapter::Perplexity(a) => a.ask_typing(driver, prompt, typing).await,
+            AnyAdapter::GoogleAiOverview(a) => a.ask_typing(driver, prompt, typing).await,
         }
     }
 }

@@ -1,7 +1,8 @@
 // Reads a perplexity.ai page for the bot, after the helpers of dom.js (`mode`, `sel`, ...).
 // arguments[2] is the manifest's `sources_tab_patterns` (regular expressions for the text of a
 // button that opens the sources list). The modes:
-//   probe          the state the wait loops need (challenge, sign-in modal, stop button, last answer)
+//   probe          the state the wait loops need (challenge, sign-in modal, stop button, last answer
+//                  and its text so far)
 //   composer       the prompt box element, or null
 //   composer_text  the text in the prompt box
 //   submit         the submit button when it is enabled, or null
@@ -126,6 +127,7 @@ switch (mode) {
         answer: !!answer,
         turn,
         text_len: text.trim().length,
+        text: text.trim(),
         signature: signature(html),
         action_bar: !!first(scope, sel.action_bar),
         error: error ? textOf(error) : null,

@@ -29,7 +29,7 @@ use thirtyfour::prelude::*;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Findings, Mark};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Product, Reading};
+use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Product, Reading, Typing};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, is_assistant_page};
 
@@ -70,6 +70,9 @@ struct Probe {
 struct LastAnswer {
     /// Characters of the answer's text (of the turn's, for a fallback read).
     text_len: usize,
+    /// The answer's text so far.
+    #[serde(default)]
+    text: String,
     signature: String,
     action_bar: bool,
     error: Option<String>,
@@ -214,6 +217,7 @@ impl Perplexity {
         mark: Mark,
         sent_at: Instant,
         deadline: Instant,
+        typing: &Typing,
     ) -> Result<Finish, AskError> {
         let timing = &self.manifest.timing;
         let grace = self.selector_grace();
@@ -238,6 +242,7 @@ impl Perplexity {
                 match probe.last.as_ref().filter(|_| fresh) {
                     Some(last) => {
                         progress.saw(&last.signature, last.text_len, now);
+                        typing.saw(&last.text);
                         if !probe.stop
                             && let Some(error) = last.error.as_deref().filter(|e| !e.is_empty())
                         {
@@ -371,7 +376,7 @@ impl Adapter for Perplexity {
         &self.manifest
     }
 
-    async fn ask(&self, driver: &WebDriver, prompt: &str) -> Result<Captured, AskError> {
+    async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
         self.open_new_thread(driver).await?;
         let probe = self.probe(driver).await?;
         let before = (probe.answers, probe.turns);
@@ -381,7 +386,7 @@ impl Adapter for Perplexity {
         let deadline = sent_at + self.manifest.timing.answer_deadline();
         // Enter in the composer when no Submit button shows up within the selector grace.
         self.page.send(driver, "submit", self.selector_grace(), self.manifest.timing.poll()).await?;
-        let finish = self.wait_for_answer(driver, before, mark, sent_at, deadline).await?;
+        let finish = self.wait_for_answer(driver, before, mark, sent_at, deadline, typing).await?;
         // The answer as the reader sees it is complete here; the sources list may still grow.
         let total = sent_at.elapsed();
 

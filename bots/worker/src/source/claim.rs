@@ -13,7 +13,8 @@ use aap_proto::v1::claim_response::Msg as ClaimReply;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
 use aap_proto::v1::{
     AnswerKind as ProtoAnswerKind, Capture, Citation as ProtoCitation, CitationKind, CitationOrigin, ClaimHeartbeat,
-    ClaimHello, ClaimReady, ClaimRequest, Product as ProtoProduct, ReleaseRequest, SubmitRequest, Target,
+    ClaimHello, ClaimReady, ClaimRequest, Product as ProtoProduct, ProgressRequest, ReleaseRequest, SubmitRequest,
+    Target,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -149,6 +150,22 @@ impl ClaimSource {
             async move { client.submit(request).await.map(drop).map_err(SourceError::from) }
         })
         .await
+    }
+
+    /// `Progress`, tried once: the next report carries the whole text anyway. Without the
+    /// task's trace context, so that a report twice a second does not crowd the prompt's trace.
+    pub async fn progress(&self, task: &Task, text: &str) -> Result<bool, SourceError> {
+        let request = ProgressRequest {
+            evaluation_id: task.evaluation_id,
+            bot_id: self.options.bot_id.clone(),
+            text: text.to_owned(),
+        };
+        let mut client = self.client.clone();
+        let timeout = self.options.submit_timeout;
+        match tokio::time::timeout(timeout, client.progress(request)).await {
+            Ok(reply) => Ok(reply?.into_inner().held),
+            Err(_) => Err(SourceError::Timeout(timeout)),
+        }
     }
 
     /// `Release` with retries.

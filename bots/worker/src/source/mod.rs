@@ -129,6 +129,21 @@ impl TaskSource {
         }
     }
 
+    /// Whether the source takes the text typed so far (live partial answers): the platform's
+    /// gRPC API does, the seed's HTTP API has no such call.
+    pub fn takes_progress(&self) -> bool {
+        matches!(self, TaskSource::Claim(_))
+    }
+
+    /// Reports the answer's text so far on `task`, once, within the submit time-out; `Ok(false)`
+    /// once the task is no longer held (stop reporting). Never called for the HTTP API.
+    pub async fn progress(&self, task: &Task, text: &str) -> Result<bool, SourceError> {
+        match self {
+            TaskSource::Http(_) => Ok(false),
+            TaskSource::Claim(claim) => claim.progress(task, text).await,
+        }
+    }
+
     /// Says the bot is done with `task` (submitted or released) and can take another.
     pub async fn finished(&mut self, task: &Task) {
         if let TaskSource::Claim(claim) = self {
