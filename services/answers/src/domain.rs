@@ -540,11 +540,12 @@ struct Follower {
 
 impl Follower {
     async fn run(mut self, tx: mpsc::Sender<AnswerEvent>, first: AnswerEvent, prompt_id: i64, following: Following) {
+        // Partials heard from before the first event on: a client that has it misses none.
+        let mut partials = following.partials();
         if tx.send(first).await.is_err() {
             return;
         }
         let mut snapshots = following.subscribe();
-        let mut partials = following.partials();
         let mut initial = true;
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
