@@ -266,3 +266,40 @@ async fn one_prompt_is_answered_by_all_four_assistants_at_once() {
         sim.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn the_ask_stream_shows_the_answer_growing_while_the_assistant_types_and_stores_only_the_answer() {
+    let app = spawn_app().await;
+    // An assistant that types for seconds: the bot reports about every 500 ms.
+    let sim = simulator(SimulatorConfig { chunk_delay_ms: 100, words_per_chunk: 2, ..SimulatorConfig::default() }).await;
+    add_account(&app, &sim, "sim-1").await;
+    let (stop, bot) = start_bot(&app, &sim, "typing-bot");
+
+    let prompt = "Which robot vacuum handles pet hair best?";
+    let events = within("the answer", 5, ask(&app, ask_text(prompt, &["chatgpt"]))).await;
+    stop.send(true).expect("stop bot");
+    within("the bot stops", 2, bot).await.expect("bot stopped cleanly");
+
+    let answer_at = events.iter().position(|e| matches!(e, Event::Answer(_))).expect("an answer");
+    let partials: Vec<(usize, &aap_proto::v1::PartialAnswer)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(at, e)| if let Event::Partial(p) = e { Some((at, p)) } else { None })
+        .collect();
+    assert!(partials.len() >= 2, "the answer grew on the stream: {events:?}");
+    assert!(partials.iter().all(|(at, _)| *at < answer_at), "every partial before the answer");
+    let answer = first_answer(&events);
+    assert!(partials.iter().all(|(_, p)| p.evaluation_id == answer.evaluation_id && p.assistant == "chatgpt"));
+    let lengths: Vec<usize> = partials.iter().map(|(_, p)| p.text.chars().count()).collect();
+    assert!(lengths.windows(2).all(|w| w[0] <= w[1]), "the text so far only grows: {lengths:?}");
+    // Each partial starts as the answer does (the page's text so far, before tidying).
+    let words = |t: &str| t.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    let first_word = words(&answer.response_text).first().cloned().expect("answer text");
+    assert!(partials.iter().all(|(_, p)| p.text.starts_with(&first_word)), "{first_word}: {partials:?}");
+    assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 1));
+    // Only the final answer is stored.
+    assert_eq!(app.count("answers").await, 1);
+    let (stored,): (String,) = sqlx::query_as("SELECT response_text FROM answers").fetch_one(&app.pool).await.expect("row");
+    assert_eq!(stored, answer.response_text);
+    sim.shutdown().await;
+}
