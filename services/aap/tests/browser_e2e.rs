@@ -271,7 +271,8 @@ async fn one_prompt_is_answered_by_all_four_assistants_at_once() {
 async fn the_ask_stream_shows_the_answer_growing_while_the_assistant_types_and_stores_only_the_answer() {
     let app = spawn_app().await;
     // An assistant that types for seconds: the bot reports about every 500 ms.
-    let sim = simulator(SimulatorConfig { chunk_delay_ms: 100, words_per_chunk: 2, ..SimulatorConfig::default() }).await;
+    let sim =
+        simulator(SimulatorConfig { chunk_delay_ms: 100, words_per_chunk: 2, ..SimulatorConfig::default() }).await;
     add_account(&app, &sim, "sim-1").await;
     let (stop, bot) = start_bot(&app, &sim, "typing-bot");
 
@@ -299,7 +300,8 @@ async fn the_ask_stream_shows_the_answer_growing_while_the_assistant_types_and_s
     assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 1));
     // Only the final answer is stored.
     assert_eq!(app.count("answers").await, 1);
-    let (stored,): (String,) = sqlx::query_as("SELECT response_text FROM answers").fetch_one(&app.pool).await.expect("row");
+    let (stored,): (String,) =
+        sqlx::query_as("SELECT response_text FROM answers").fetch_one(&app.pool).await.expect("row");
     assert_eq!(stored, answer.response_text);
     sim.shutdown().await;
 }
