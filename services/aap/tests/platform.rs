@@ -125,7 +125,7 @@ async fn similar_prompt_is_suggested_accepted_or_forced_new() {
     let first = waiting.await.expect("stream");
     let original_id = matched(&first).prompt_id;
 
-    let near = "What are the best laptops under $1,000 in 2025?";
+    let near = "Which are the top laptops under $1,000?";
     let mut request = ask_text(near, &["chatgpt"]);
     request.min_similarity = Some(0.8);
     let suggested = ask(&app, request.clone()).await;
@@ -170,6 +170,101 @@ async fn similar_prompt_is_suggested_accepted_or_forced_new() {
         other => panic!("expected matched, got {other:?}"),
     }
     assert_eq!(app.count("prompts").await, 2);
+}
+
+/// The near-miss guard over gRPC: another amount is held apart (with why) and asked as new, a
+/// paraphrase next to it is still suggested, and another spelling of the same amount is an exact
+/// hit.
+#[tokio::test]
+async fn a_near_miss_is_held_apart_with_its_reason_and_amount_spellings_are_one_prompt() {
+    let app = spawn_app().await;
+    let original = "What are the best laptops under $1,000?";
+    let stream = app.answers().ask(ask_text(original, &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit(&app, task.evaluation_id, "MacBook Air").await.expect("submit");
+    let original_id = matched(&waiting.await.expect("stream")).prompt_id;
+
+    // "$1000", "$1k" and "1000 dollars" are the stored prompt itself.
+    for spelling in ["what are the best laptops under $1000?", "What are the best laptops under 1000 dollars?"] {
+        let events = ask(&app, ask_text(spelling, &["chatgpt"])).await;
+        assert_eq!(matched(&events).r#match, MatchKind::Exact as i32, "{spelling}");
+        assert_eq!(matched(&events).prompt_id, original_id, "{spelling}");
+        assert!(events.iter().any(|e| matches!(e, Event::Cached(a) if a.response_text == "MacBook Air")));
+    }
+
+    // Another amount: the embedding calls it near, the guard holds it apart, and it is new.
+    let other_amount = "What are the best laptops under $500?";
+    let mut request = ask_text(other_amount, &["chatgpt"]);
+    request.min_similarity = Some(0.8);
+    request.include_related = true;
+    let mut stream = app.answers().ask(request).await.expect("ask").into_inner();
+    let first = stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event);
+    let Some(Event::Matched(m)) = first else { panic!("expected matched, got {first:?}") };
+    assert_eq!(m.r#match, MatchKind::New as i32);
+    assert_ne!(m.prompt_id, original_id);
+    assert_eq!(m.related.len(), 1, "{:?}", m.related);
+    assert_eq!(m.related[0].prompt_id, original_id);
+    assert_eq!(m.related[0].reason, "numbers differ: $500 vs $1000");
+    assert!(m.related[0].similarity >= 0.8);
+    drop(stream);
+
+    // Without `include_related` the first event lists none.
+    let mut request = ask_text("What are the best laptops under $2,000?", &["chatgpt"]);
+    request.min_similarity = Some(0.8);
+    request.policy = SimilarPolicy::Accept as i32;
+    let mut stream = app.answers().ask(request).await.expect("ask").into_inner();
+    let first = stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event);
+    let Some(Event::Matched(m)) = first else { panic!("expected matched, got {first:?}") };
+    assert_eq!(m.r#match, MatchKind::New as i32, "ACCEPT does not take a vetoed neighbour");
+    assert!(m.related.is_empty());
+    drop(stream);
+
+    // A paraphrase is suggested; the other amounts come with it as related, each with its reason.
+    let mut request = ask_text("Which are the top laptops under $1,000?", &["chatgpt"]);
+    request.min_similarity = Some(0.8);
+    let suggested = ask(&app, request).await;
+    let Event::Suggestions(s) = &suggested[0] else { panic!("expected suggestions, got {:?}", suggested[0]) };
+    assert_eq!(s.suggestions.iter().map(|s| s.prompt_id).collect::<Vec<_>>(), vec![original_id]);
+    let reasons: Vec<&str> = s.related.iter().map(|r| r.reason.as_str()).collect();
+    assert!(reasons.contains(&"numbers differ: $1000 vs $500"), "{reasons:?}");
+    assert!(reasons.contains(&"numbers differ: $1000 vs $2000"), "{reasons:?}");
+    assert_eq!(app.count("prompts").await, 3, "suggestions store nothing");
+}
+
+/// Prompts stored before hashes were canonical are rehashed, and then hit exactly by any
+/// spelling of their amounts.
+#[tokio::test]
+async fn prompts_stored_with_the_old_hash_are_rehashed_to_the_canonical_one() {
+    let app = spawn_app().await;
+    let text = "Cheapest flights to Lisbon under $1,000";
+    let old_hash = aap_answers::normalize::prompt_hash(&aap_answers::normalize::normalize(text));
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO prompts (text, text_hash, embedding, hash_version) \
+         VALUES ($1, $2, array_fill(0.1, ARRAY[384])::vector, 1) RETURNING id",
+    )
+    .bind(text)
+    .bind(&old_hash)
+    .fetch_one(&app.pool)
+    .await
+    .expect("insert");
+    let canonical = |t: &str| aap_answers::normalize::prompt_hash(&aap_answers::normalize::canonical(t));
+    // The service's own background pass may have run already: either way none is left at 1.
+    aap_answers::store::rehash_prompts(&app.pool, canonical).await.expect("rehash");
+    let (hash, version): (Vec<u8>, i16) = sqlx::query_as("SELECT text_hash, hash_version FROM prompts WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("row");
+    assert_eq!((hash, version), (canonical("cheapest flights to lisbon under $1000"), 2));
+    let request = AskRequest {
+        policy: SimilarPolicy::ForceNew as i32,
+        ..ask_text("cheapest flights to Lisbon under $1k", &["chatgpt"])
+    };
+    let mut stream = app.answers().ask(request).await.expect("ask").into_inner();
+    let first = stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event);
+    let Some(Event::Matched(m)) = first else { panic!("expected matched, got {first:?}") };
+    assert_eq!((m.r#match, m.prompt_id), (MatchKind::Exact as i32, id));
 }
 
 #[tokio::test]

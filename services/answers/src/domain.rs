@@ -19,15 +19,16 @@ use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::{
     Answer, AnswerEvent, AnswerKind, Capture, Citation, CitationKind, CitationOrigin, Completed, EvaluationFailed,
     EvaluationProgress, EvaluationScheduled, EvaluationState, MatchKind, PartialAnswer, Product, PromptMatched,
-    Suggestion, Suggestions,
+    RelatedPrompt, Suggestion, Suggestions,
 };
 use sqlx::PgPool;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
+use crate::guard;
 use crate::hub::{Following, Hub, HubConfig};
-use crate::normalize::{normalize, prompt_hash};
+use crate::normalize::{canonical, prompt_hash};
 use crate::store::{self, PromptRow};
 
 /// Answers settings.
@@ -176,6 +177,31 @@ pub struct AskQuery {
     pub min_similarity: Option<f64>,
     /// Whether answers carry the page's HTML (`capture.response_html`).
     pub include_html: bool,
+    /// Whether the first event lists near prompts the guard held apart.
+    pub include_related: bool,
+}
+
+/// Splits the neighbours above the threshold into those the near-miss guard lets through and
+/// those it holds apart (related, not the same question), each with the guard's reason.
+fn guard_neighbours(asked: &str, neighbours: Vec<store::Neighbour>) -> (Vec<store::Neighbour>, Vec<RelatedPrompt>) {
+    let mut near = Vec::new();
+    let mut related = Vec::new();
+    for neighbour in neighbours {
+        match guard::check(asked, &neighbour.text) {
+            Ok(()) => near.push(neighbour),
+            Err(veto) => {
+                crate::metrics::similar_vetoed(veto.category.as_str());
+                tracing::debug!(prompt_id = neighbour.id, reason = %veto.reason, "near prompt held apart");
+                related.push(RelatedPrompt {
+                    prompt_id: neighbour.id,
+                    prompt_text: neighbour.text,
+                    similarity: neighbour.similarity,
+                    reason: veto.reason,
+                });
+            }
+        }
+    }
+    (near, related)
 }
 
 /// The stream of a prompt's events; the producer stops when the receiver is dropped.
@@ -297,6 +323,16 @@ impl Answers {
         let subjects = queue.topology().prompt_events_subject_prefix();
         let hub = Hub::start(pool.clone(), queue.client().clone(), &subjects, hub_config).await?;
         crate::metrics::register();
+        // Prompts stored before hashes were canonical are rehashed in the background; until then
+        // an exact Ask of one finds it by similarity instead.
+        let rehash = pool.clone();
+        tokio::spawn(async move {
+            match store::rehash_prompts(&rehash, |text| prompt_hash(&canonical(text))).await {
+                Ok(0) => {}
+                Ok(count) => tracing::info!(count, "prompts rehashed in their canonical form"),
+                Err(err) => tracing::warn!(error = %err, "cannot rehash stored prompts; the next start tries again"),
+            }
+        });
         Ok(Answers { pool, embedder, queue, config, hub })
     }
 
@@ -321,6 +357,7 @@ impl Answers {
     async fn find_and_follow(&self, query: AskQuery) -> AnswersResult<(Events, &'static str)> {
         let min_similarity = Self::check_min_similarity(query.min_similarity)?.unwrap_or(self.config.min_similarity);
         let trace = aap_platform::telemetry::current_context();
+        let mut related = Vec::new();
         let (prompt, matched) = match query.query {
             Query::PromptId(id) => {
                 let prompt = store::prompt_by_id(&self.pool, id).await?.ok_or(AnswersError::PromptNotFound(id))?;
@@ -328,7 +365,8 @@ impl Answers {
             }
             Query::Text(text) => {
                 let text = check_prompt(&text, self.config.max_prompt_bytes)?.to_owned();
-                let normalized = normalize(&text);
+                // Hashed and embedded in the canonical form: "$1,000" and "$1000" are one prompt.
+                let normalized = canonical(&text);
                 let hash = prompt_hash(&normalized);
                 if let Some(prompt) = self.hub.prompt_by_hash(&hash).await? {
                     (prompt, (MatchKind::Exact, 1.0))
@@ -337,7 +375,7 @@ impl Answers {
                         BatchError::Busy { .. } => AnswersError::Busy(e.to_string()),
                         other => AnswersError::Embedding(other.to_string()),
                     })?;
-                    let near = if query.policy == Policy::ForceNew {
+                    let neighbours = if query.policy == Policy::ForceNew {
                         Vec::new()
                     } else {
                         store::neighbours(&self.pool, embedding.clone(), min_similarity, self.config.max_suggestions)
@@ -346,11 +384,15 @@ impl Answers {
                     // A concurrent Ask of the same text may have stored it since the lookup
                     // above: it then shows up as a neighbour, and is an exact match.
                     let stored_meanwhile =
-                        if near.is_empty() { None } else { store::prompt_by_hash(&self.pool, &hash).await? };
+                        if neighbours.is_empty() { None } else { store::prompt_by_hash(&self.pool, &hash).await? };
+                    let (near, held_apart) = guard_neighbours(&text, neighbours);
+                    if query.include_related {
+                        related = held_apart.clone();
+                    }
                     match (stored_meanwhile, near.first(), query.policy) {
                         (Some(prompt), _, _) => (prompt, (MatchKind::Exact, 1.0)),
                         (None, Some(_), Policy::Suggest) => {
-                            return Ok((self.suggest(near), crate::metrics::SUGGESTED));
+                            return Ok((self.suggest(near, held_apart), crate::metrics::SUGGESTED));
                         }
                         (None, Some(best), _) => {
                             let prompt = PromptRow { id: best.id, text: best.text.clone() };
@@ -371,7 +413,7 @@ impl Answers {
             r#match: matched.0 as i32,
             similarity: matched.1,
             prompt_text: prompt.text.clone(),
-            related: Vec::new(),
+            related,
         }));
         let events = self.follow(prompt.id, query.targets, Some(trace), first, query.include_html).await?;
         Ok((events, crate::metrics::match_label(matched.0)))
@@ -415,7 +457,7 @@ impl Answers {
         self.follow(prompt_id, targets, None, first, include_html).await
     }
 
-    fn suggest(&self, near: Vec<store::Neighbour>) -> Events {
+    fn suggest(&self, near: Vec<store::Neighbour>, related: Vec<RelatedPrompt>) -> Events {
         let (tx, rx) = mpsc::channel(2);
         let suggestions = Suggestions {
             suggestions: near
@@ -427,7 +469,7 @@ impl Answers {
                     answered_assistants: n.answered_assistants,
                 })
                 .collect(),
-            related: Vec::new(),
+            related,
         };
         // Capacity 2 holds both events: these sends never wait.
         let _ = tx.try_send(event(Event::Suggestions(suggestions)));

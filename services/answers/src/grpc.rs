@@ -103,8 +103,14 @@ impl AnswersService for AnswersGrpc {
             Err(_) => return Err(invalid("policy", format!("unknown value {}", req.policy))),
         };
         let targets = parse_targets(req.targets.into_iter().map(|t| (t.assistant, t.plan)))?;
-        let query =
-            AskQuery { query, targets, policy, min_similarity: req.min_similarity, include_html: req.include_html };
+        let query = AskQuery {
+            query,
+            targets,
+            policy,
+            min_similarity: req.min_similarity,
+            include_html: req.include_html,
+            include_related: req.include_related,
+        };
         let events = self.answers.ask(query).await?;
         let open = crate::metrics::stream_opened("ask");
         let stream = ReceiverStream::new(events).map(move |event| {

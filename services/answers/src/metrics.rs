@@ -10,6 +10,7 @@ struct Metrics {
     first_event: Histograms,
     streams_open: Gauges,
     partials_dropped: Counters,
+    similar_vetoed: Counters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -20,6 +21,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         metrics::FAST_SECONDS,
     ),
     streams_open: metrics::gauge("answers_streams_open", "Ask and Watch streams open now, by rpc (ask, watch)."),
+    similar_vetoed: metrics::counter(
+        "answers_similar_vetoed",
+        "Stored prompts above the similarity threshold that the near-miss guard held apart from the asked one, \
+         by category (numbers, years, counts, negation, direction, order, entities).",
+    ),
     partials_dropped: metrics::counter(
         "partials_dropped",
         "Partial answers a stream following the prompt did not send, by reason: slow_client (its client had \
@@ -50,9 +56,17 @@ pub fn register() {
     for rpc in ["ask", "watch"] {
         let _ = METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)]));
     }
+    for category in crate::guard::Category::ALL {
+        let _ = METRICS.similar_vetoed.get_or_create(&metrics::labels([("category", category.as_str())]));
+    }
     for reason in ["slow_client", "behind"] {
         let _ = METRICS.partials_dropped.get_or_create(&metrics::labels([("reason", reason)]));
     }
+}
+
+/// Counts a near prompt the guard held apart.
+pub(crate) fn similar_vetoed(category: &'static str) {
+    METRICS.similar_vetoed.get_or_create(&metrics::labels([("category", category)])).inc();
 }
 
 /// Counts partial answers a stream did not send.

@@ -74,3 +74,42 @@ pub async fn neighbours(
     .fetch_all(pool)
     .await
 }
+
+/// Rehashes prompts stored before hashes were taken of the canonical text (hash_version 1), in
+/// batches; returns how many were rehashed. A prompt whose canonical hash another prompt holds
+/// already ("$1,000" stored beside "$1000") keeps its old hash: it stays reachable by id and by
+/// similarity, and the other answers exact matches.
+pub async fn rehash_prompts(pool: &PgPool, canonical_hash: impl Fn(&str) -> Vec<u8>) -> sqlx::Result<u64> {
+    let mut done = 0;
+    let mut after = 0i64;
+    loop {
+        let batch: Vec<PromptRow> =
+            sqlx::query_as("SELECT id, text FROM prompts WHERE hash_version < 2 AND id > $1 ORDER BY id LIMIT 500")
+                .bind(after)
+                .fetch_all(pool)
+                .await?;
+        let Some(last) = batch.last() else { return Ok(done) };
+        after = last.id;
+        for prompt in batch {
+            let updated = sqlx::query(
+                "UPDATE prompts SET text_hash = $2, hash_version = 2 WHERE id = $1 AND hash_version < 2 \
+                 AND NOT EXISTS (SELECT 1 FROM prompts p WHERE p.text_hash = $2 AND p.id <> $1)",
+            )
+            .bind(prompt.id)
+            .bind(canonical_hash(&prompt.text))
+            .execute(pool)
+            .await;
+            match updated {
+                Ok(result) if result.rows_affected() == 1 => done += 1,
+                // Taken by another prompt, now or by a concurrent insert: the old hash stays.
+                Ok(_) | Err(sqlx::Error::Database(_)) => {
+                    sqlx::query("UPDATE prompts SET hash_version = 2 WHERE id = $1")
+                        .bind(prompt.id)
+                        .execute(pool)
+                        .await?;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+}
