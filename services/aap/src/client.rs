@@ -1,6 +1,7 @@
 //! The customer side of `aap ask` and `aap watch`: streams a prompt's events and prints each
 //! assistant's progress, answer and citations as they arrive.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;
 
@@ -145,7 +146,19 @@ fn tail(text: &str, max: usize) -> String {
         return flat;
     }
     let cut: String = flat.chars().skip(count - max).collect();
-    format!("…{cut}")
+    format!("…{}", cut.trim_start())
+}
+
+/// Most characters of the text so far one `typing` line shows.
+const TYPED_CHARS: usize = 100;
+
+/// What a partial adds to the text a target had typed before, on one line: the new words when
+/// the text grew at its end (`+ …`), else its tail (the page re-rendered, or it is the first).
+fn typed_line(before: Option<&str>, now: &str) -> String {
+    match before.and_then(|before| now.strip_prefix(before)) {
+        Some(added) if !added.trim().is_empty() => format!("+ {}", tail(added, TYPED_CHARS)),
+        _ => tail(now, TYPED_CHARS),
+    }
 }
 
 /// Prints a stream's events as they arrive; returns the number of targets that failed.
@@ -154,6 +167,8 @@ pub async fn print_events(
     out: &mut impl Write,
 ) -> anyhow::Result<u32> {
     let started = Instant::now();
+    // The text so far of every target typing now: each partial holds the whole of it.
+    let mut typed: HashMap<String, String> = HashMap::new();
     while let Some(event) = events.next().await {
         let Some(event) = event.context("stream broke")?.event else { continue };
         match event {
@@ -197,17 +212,21 @@ pub async fn print_events(
                 writeln!(out, "{} {state} ({:.1}s)", label(&p.assistant, &p.plan), started.elapsed().as_secs_f64())?;
             }
             Event::Partial(p) => {
+                let target = label(&p.assistant, &p.plan);
+                let line = typed_line(typed.get(&target).map(String::as_str), &p.text);
                 writeln!(
                     out,
-                    "{} typing ({:.1}s, {} chars so far): {}",
-                    label(&p.assistant, &p.plan),
+                    "{target} typing ({:.1}s, {} chars so far): {line}",
                     started.elapsed().as_secs_f64(),
                     p.text.chars().count(),
-                    tail(&p.text, 100)
                 )?;
+                typed.insert(target, p.text);
             }
             Event::Cached(a) => print_answer(out, "stored answer", &a, started)?,
-            Event::Answer(a) => print_answer(out, "answered", &a, started)?,
+            Event::Answer(a) => {
+                typed.remove(&label(&a.assistant, &a.plan));
+                print_answer(out, "answered", &a, started)?;
+            }
             Event::Failed(f) => {
                 let next = if f.will_retry { "will retry" } else { "gave up" };
                 writeln!(out, "{} failed ({next}): {}", label(&f.assistant, &f.plan), f.reason)?;
@@ -231,7 +250,51 @@ pub async fn print_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aap_proto::v1::{Capture, Citation, CitationKind, CitationOrigin, Product};
+    use aap_proto::v1::{Capture, Citation, CitationKind, CitationOrigin, Completed, PartialAnswer, Product};
+
+    #[tokio::test]
+    async fn the_answer_grows_on_the_terminal_while_the_assistant_types() -> anyhow::Result<()> {
+        let partial = |text: &str| {
+            Event::Partial(PartialAnswer {
+                evaluation_id: 7,
+                assistant: "chatgpt".into(),
+                plan: "any".into(),
+                text: text.into(),
+            })
+        };
+        let long = format!("The best desks are {}", "very ".repeat(40));
+        let events = [
+            partial("The best"),
+            partial("The best desks are"),
+            partial(&long),
+            partial("Best desks:\n\n1. Flexispot"),
+            Event::Answer(Answer {
+                assistant: "chatgpt".into(),
+                plan: "any".into(),
+                response_text: "Best desks: 1. Flexispot E7".into(),
+                ..Answer::default()
+            }),
+            Event::Completed(Completed { prompt_id: 1, answered: 1, failed: 0 }),
+        ];
+        let stream = futures::stream::iter(events.map(|e| Ok(AnswerEvent { event: Some(e) })));
+        let mut out = Vec::new();
+        assert_eq!(print_events(stream, &mut out).await?, 0);
+        let text = String::from_utf8(out)?;
+        let typing: Vec<&str> = text.lines().filter(|l| l.contains(" typing (")).collect();
+        assert_eq!(typing.len(), 4, "{text}");
+        // The first shows the text so far, then what each adds, on one line; a text that was
+        // re-rendered (not an extension) shows its tail again.
+        assert!(typing[0].starts_with("[chatgpt/any] typing (") && typing[0].ends_with("8 chars so far): The best"));
+        assert!(typing[1].ends_with("18 chars so far): + desks are"), "{text}");
+        assert!(typing[2].ends_with(&format!(
+            "{} chars so far): + …{}",
+            long.chars().count(),
+            "very ".repeat(20).trim()
+        )));
+        assert!(typing[3].ends_with("chars so far): Best desks: 1. Flexispot"), "{text}");
+        assert!(text.contains("[chatgpt/any] answered after"), "{text}");
+        Ok(())
+    }
 
     #[test]
     fn an_answer_prints_its_sources_searches_products_and_how_it_was_read() -> anyhow::Result<()> {
