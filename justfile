@@ -73,15 +73,19 @@ deploy-check:
 # `just bench platform` or `just bench bot` runs one part of the fleet benchmark.
 # `just bench load` (or `just bench load --short`) runs the load benchmark alone: release build, real
 # gRPC clients over TCP, each figure beside its limit measured in the same run (docs/performance.md).
+# `just bench similarity` measures the matching policy on the labelled prompt pairs: precision,
+# recall, a threshold sweep; fails on a wrong merge or recall under 0.75 (docs/matching.md).
+# AAP_BENCH_PROFILE=dev (or AAP_LOAD_PROFILE) runs load or similarity from the test build.
 bench *parts:
     #!/usr/bin/env bash
     set -euo pipefail
-    if [ "{{parts}}" = load ] || [[ "{{parts}}" == "load "* ]]; then
-        args="{{parts}}"; args="${args#load}"
-        profile="${AAP_LOAD_PROFILE:-release}"
+    part="{{parts}}"; part="${part%% *}"
+    if [ "$part" = load ] || [ "$part" = similarity ]; then
+        args="{{parts}}"; args="${args#"$part"}"
+        profile="${AAP_BENCH_PROFILE:-${AAP_LOAD_PROFILE:-release}}"
         cargo build --profile "$profile" -p aap -p aap-bot -p aap-chaos --bins
         dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
-        exec "$dir/aap-load" $args
+        exec "$dir/aap-$part" $args
     fi
     cargo bench -p aap-embedding --bench embed
     cargo bench -p aap --bench fleet -- {{parts}}
