@@ -18,8 +18,8 @@ use aap_platform::input;
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::{
     Answer, AnswerEvent, AnswerKind, Capture, Citation, CitationKind, CitationOrigin, Completed, EvaluationFailed,
-    EvaluationProgress, EvaluationScheduled, EvaluationState, MatchKind, PartialAnswer, Product, PromptMatched,
-    RelatedPrompt, Suggestion, Suggestions,
+    EvaluationProgress, EvaluationScheduled, EvaluationState, HistoryResponse, MatchKind, PartialAnswer, Product,
+    PromptMatched, RelatedPrompt, Suggestion, Suggestions,
 };
 use sqlx::PgPool;
 use tokio::sync::mpsc::error::TrySendError;
@@ -27,7 +27,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
 use crate::guard;
-use crate::hub::{Following, Hub, HubConfig};
+use crate::hub::{Following, Hub, HubConfig, Snapshot};
 use crate::normalize::{canonical, prompt_hash};
 use crate::store::{self, PromptRow};
 
@@ -52,6 +52,9 @@ pub struct AnswersConfig {
     pub cache_max_age: Duration,
     /// How concurrent Asks share the embedding model's forward passes.
     pub embedding: aap_embedding::BatchConfig,
+    /// Oldest answer served as current, by assistant id, when an Ask names no `max_age`; an
+    /// assistant not listed: answers never go stale.
+    pub max_age: HashMap<String, Duration>,
 }
 
 impl Default for AnswersConfig {
@@ -65,6 +68,7 @@ impl Default for AnswersConfig {
             cache_entries: 10_000,
             cache_max_age: Duration::from_secs(60),
             embedding: aap_embedding::BatchConfig::default(),
+            max_age: HashMap::new(),
         }
     }
 }
@@ -179,6 +183,37 @@ pub struct AskQuery {
     pub include_html: bool,
     /// Whether the first event lists near prompts the guard held apart.
     pub include_related: bool,
+    /// Oldest answer served as current; `None`: the server's default for each assistant.
+    pub max_age: Option<Duration>,
+}
+
+/// Whether the answer was captured longer than `age` before `now`.
+fn is_older(answer: &AnswerRow, age: chrono::Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
+    now - answer.captured_at > age
+}
+
+/// What a target needs before it can be answered: `None` when an evaluation is live or its
+/// newest answer is fresh; `Some(false)` a first evaluation; `Some(true)` a refresh of a stale
+/// answer.
+fn needs_evaluation(
+    snapshot: &Snapshot,
+    target: &Target,
+    max_age: Option<&chrono::Duration>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<bool> {
+    let covering = || snapshot.rows.iter().filter(|r| target.covers(r));
+    if covering().any(|r| !r.status().is_final()) {
+        return None;
+    }
+    let newest = covering()
+        .filter(|r| r.status() == Status::Answered)
+        .filter_map(|r| snapshot.answers.iter().find(|a| a.evaluation_id == r.id))
+        .max_by_key(|a| a.evaluation_id);
+    match newest {
+        None => Some(false),
+        Some(answer) if max_age.is_some_and(|age| is_older(answer, *age, now)) => Some(true),
+        Some(_) => None,
+    }
 }
 
 /// Splits the neighbours above the threshold into those the near-miss guard lets through and
@@ -415,7 +450,8 @@ impl Answers {
             prompt_text: prompt.text.clone(),
             related,
         }));
-        let events = self.follow(prompt.id, query.targets, Some(trace), first, query.include_html).await?;
+        let max_age = self.max_ages(&query.targets, query.max_age);
+        let events = self.follow(prompt.id, query.targets, Some(trace), first, query.include_html, max_age).await?;
         Ok((events, crate::metrics::match_label(matched.0)))
     }
 
@@ -454,7 +490,70 @@ impl Answers {
             prompt_text: prompt.text,
             related: Vec::new(),
         }));
-        self.follow(prompt_id, targets, None, first, include_html).await
+        let max_age = self.max_ages(&targets, None);
+        self.follow(prompt_id, targets, None, first, include_html, max_age).await
+    }
+
+    /// Every answer the prompt has had for one assistant (on one plan, or every plan when `plan`
+    /// is empty or "any"), oldest first, each with the citation URLs it added and dropped since
+    /// the one before; the newest is the current one. At most the 1,000 newest.
+    pub async fn history(
+        &self,
+        prompt_id: i64,
+        assistant: &str,
+        plan: &str,
+        include_html: bool,
+    ) -> AnswersResult<Vec<HistoryResponse>> {
+        if assistant.trim().is_empty() {
+            return Err(invalid("target.assistant", "name the assistant whose answers to list"));
+        }
+        let target = parse_targets([(assistant.to_owned(), plan.to_owned())])?.remove(0);
+        store::prompt_by_id(&self.pool, prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
+        let plan = (target.plan != ANY_PLAN).then_some(target.plan.as_str());
+        let rows = evals::answers_of_target(&self.pool, prompt_id, &target.assistant, plan, include_html, 1000).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut before: Vec<String> = Vec::new();
+        let last = rows.len().saturating_sub(1);
+        for (i, row) in rows.iter().enumerate() {
+            let urls: Vec<String> = row.citations.0.iter().map(|c| c.url.clone()).collect();
+            let added = urls.iter().filter(|u| !before.contains(u)).cloned().collect();
+            let dropped = before.iter().filter(|u| !urls.contains(u)).cloned().collect();
+            out.push(HistoryResponse {
+                answer: Some(to_answer(row)),
+                added_urls: added,
+                dropped_urls: dropped,
+                current: i == last,
+            });
+            before = urls;
+        }
+        Ok(out)
+    }
+
+    /// Each target's max age: the asked one, else the assistant's default, else none.
+    fn max_ages(&self, targets: &[Target], asked: Option<Duration>) -> HashMap<Target, chrono::Duration> {
+        targets
+            .iter()
+            .filter_map(|target| {
+                let age = asked.or_else(|| self.config.max_age.get(&target.assistant).copied())?;
+                Some((target.clone(), chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX)))
+            })
+            .collect()
+    }
+
+    /// Validates an Ask's max age: not negative, at most a century.
+    pub fn check_max_age(value: Option<prost_types::Duration>) -> AnswersResult<Option<Duration>> {
+        let Some(value) = value else { return Ok(None) };
+        if value.seconds < 0 || value.nanos < 0 || value.nanos >= 1_000_000_000 {
+            return Err(invalid(
+                "max_age",
+                format!("{}s {}ns is not a duration of zero or more", value.seconds, value.nanos),
+            ));
+        }
+        const CENTURY: i64 = 100 * 366 * 24 * 3600;
+        if value.seconds > CENTURY {
+            return Err(invalid("max_age", format!("{}s is more than a century", value.seconds)));
+        }
+        Ok(Some(Duration::new(value.seconds as u64, value.nanos as u32)))
     }
 
     fn suggest(&self, near: Vec<store::Neighbour>, related: Vec<RelatedPrompt>) -> Events {
@@ -487,33 +586,40 @@ impl Answers {
         schedule: Option<HashMap<String, String>>,
         first: AnswerEvent,
         include_html: bool,
+        max_age: HashMap<Target, chrono::Duration>,
     ) -> AnswersResult<Events> {
         // Followed before reading, so that no change between the read and the wait is missed.
         let following = self.hub.follow(prompt_id);
         let (snapshot, from_memory) = self.hub.read(prompt_id, &following, false).await?;
-        let mut rows = snapshot.rows.clone();
-        let settled = |rows: &[EvaluationRow], target: &Target| {
-            let answered = rows.iter().any(|r| target.covers(r) && r.status() == Status::Answered);
-            let live = rows.iter().any(|r| target.covers(r) && !r.status().is_final());
-            answered || live
-        };
+        let mut snapshot = snapshot;
+        let now = chrono::Utc::now();
         let mut scheduled = Vec::new();
         if let Some(trace) = &schedule {
+            let wanted =
+                |snapshot: &Snapshot, target: &Target| needs_evaluation(snapshot, target, max_age.get(target), now);
             // Nothing is scheduled on what memory says: another replica may have answered since.
-            if from_memory && targets.iter().any(|target| !settled(&rows, target)) {
-                rows = self.hub.read(prompt_id, &following, true).await?.0.rows.clone();
+            if from_memory && targets.iter().any(|target| wanted(&snapshot, target).is_some()) {
+                snapshot = self.hub.read(prompt_id, &following, true).await?.0;
             }
             let mut created_any = false;
             for target in &targets {
-                if settled(&rows, target) {
-                    continue;
-                }
+                let Some(refresh) = wanted(&snapshot, target) else { continue };
                 let mut conn = self.pool.acquire().await?;
                 let max_attempts = self.config.max_attempts as i32;
-                if let Some((row, created)) =
-                    evals::create_evaluation(&mut conn, prompt_id, &target.assistant, &target.plan, max_attempts, trace)
-                        .await?
+                if let Some((row, created)) = evals::create_or_refresh(
+                    &mut conn,
+                    prompt_id,
+                    &target.assistant,
+                    &target.plan,
+                    max_attempts,
+                    trace,
+                    refresh,
+                )
+                .await?
                 {
+                    if refresh && created {
+                        tracing::info!(prompt_id, evaluation_id = row.id, assistant = %target.assistant, "stale answer: refresh scheduled");
+                    }
                     created_any |= created;
                     scheduled.push(row.id);
                 }
@@ -530,6 +636,8 @@ impl Answers {
             targets,
             scheduled,
             include_html,
+            max_age,
+            stale: HashMap::new(),
             sent: HashMap::new(),
             done: HashMap::new(),
         };
@@ -575,6 +683,10 @@ struct Follower {
     scheduled: Vec<i64>,
     /// Whether answers carry the page's HTML (read for each answer sent).
     include_html: bool,
+    /// Oldest answer served as current, per target (none: never stale).
+    max_age: HashMap<Target, chrono::Duration>,
+    /// Targets served a stale answer while a refresh is evaluated: the stale answer's evaluation.
+    stale: HashMap<Target, i64>,
     sent: HashMap<i64, Told>,
     /// Final outcome per target: true answered, false failed.
     done: HashMap<Target, bool>,
@@ -668,13 +780,35 @@ impl Follower {
                 continue;
             }
             let covering: Vec<&EvaluationRow> = rows.iter().filter(|r| target.covers(r)).collect();
-            // An answer settles the target, whichever evaluation gave it.
-            if let Some(row) = covering.iter().find(|r| r.status() == Status::Answered && answers.contains_key(&r.id)) {
-                let answer = to_answer(answers[&row.id]);
-                let stored_before = initial && !self.scheduled.contains(&row.id);
-                out.push(event(if stored_before { Event::Cached(answer) } else { Event::Answer(answer) }));
-                self.done.insert(target, true);
-                continue;
+            // The newest answer settles the target, whichever evaluation gave it; an older one
+            // stays in the history. One older than the target's max age is sent marked stale, and
+            // the stream goes on while a newer evaluation is live (the refresh).
+            let newest = covering
+                .iter()
+                .filter(|r| r.status() == Status::Answered && answers.contains_key(&r.id))
+                .max_by_key(|r| r.id);
+            if let Some(row) = newest {
+                let superseded_stale = self.stale.get(&target).is_some_and(|served| *served < row.id);
+                if !self.stale.contains_key(&target) || superseded_stale {
+                    let mut answer = to_answer(answers[&row.id]);
+                    let refreshing = covering.iter().any(|r| !r.status().is_final() && r.id > row.id);
+                    answer.stale = !superseded_stale
+                        && self
+                            .max_age
+                            .get(&target)
+                            .is_some_and(|age| is_older(answers[&row.id], *age, chrono::Utc::now()));
+                    let stored_before = initial && !self.scheduled.contains(&row.id);
+                    out.push(event(if stored_before {
+                        Event::Cached(answer.clone())
+                    } else {
+                        Event::Answer(answer.clone())
+                    }));
+                    if !(answer.stale && refreshing) {
+                        self.done.insert(target, true);
+                        continue;
+                    }
+                    self.stale.insert(target.clone(), row.id);
+                }
             }
             // Otherwise follow the newest evaluation: a live one, or the last that failed.
             let Some(row) = covering.iter().max_by_key(|r| (!r.status().is_final(), r.id)) else {
@@ -702,7 +836,9 @@ impl Follower {
                     reason: now.failure_reason.clone().unwrap_or_else(|| "failed".to_owned()),
                     will_retry: false,
                 })));
-                self.done.insert(target, false);
+                // A failed refresh leaves the stale answer the target's answer.
+                let answered = self.stale.contains_key(&target);
+                self.done.insert(target, answered);
             } else if now.status != Status::Answered {
                 if reason_changed && !initial {
                     out.push(event(Event::Failed(EvaluationFailed {

@@ -117,11 +117,25 @@ pub async fn create_evaluation(
     max_attempts: i32,
     trace_context: &HashMap<String, String>,
 ) -> sqlx::Result<Option<(EvaluationRow, bool)>> {
+    create_or_refresh(conn, prompt_id, assistant, plan, max_attempts, trace_context, false).await
+}
+
+/// [`create_evaluation`], and with `refresh` also for a target answered already: its answer
+/// is kept, and the new one supersedes it for serving once stored. Never a second live one.
+pub async fn create_or_refresh(
+    conn: &mut PgConnection,
+    prompt_id: i64,
+    assistant: &str,
+    plan: &str,
+    max_attempts: i32,
+    trace_context: &HashMap<String, String>,
+    refresh: bool,
+) -> sqlx::Result<Option<(EvaluationRow, bool)>> {
     let sql = format!(
         "INSERT INTO evaluations (prompt_id, assistant, plan, max_attempts, trace_context) \
          SELECT $1, $2, $3, $4, $5 \
-         WHERE NOT EXISTS (SELECT 1 FROM evaluations WHERE prompt_id = $1 AND assistant = $2 \
-                           AND plan = $3 AND status = 'answered') \
+         WHERE $6 OR NOT EXISTS (SELECT 1 FROM evaluations WHERE prompt_id = $1 AND assistant = $2 \
+                                 AND plan = $3 AND status = 'answered') \
          ON CONFLICT (prompt_id, assistant, plan) \
              WHERE status IN ('pending', 'queued', 'claimed', 'submitted') DO NOTHING \
          {RETURNING_EVALUATION}"
@@ -132,6 +146,7 @@ pub async fn create_evaluation(
         .bind(plan)
         .bind(max_attempts)
         .bind(Json(trace_context))
+        .bind(refresh)
         .fetch_optional(&mut *conn)
         .await?;
     if let Some(row) = created {
@@ -179,6 +194,32 @@ pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64, with_html: bool) -
          WHERE a.prompt_id = $1 ORDER BY a.id"
     );
     sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).fetch_all(pool).await
+}
+
+/// Every answer of a prompt for one assistant (and plan, unless `plan` is `None`), oldest first,
+/// at most `limit` of the newest.
+pub async fn answers_of_target(
+    pool: &PgPool,
+    prompt_id: i64,
+    assistant: &str,
+    plan: Option<&str>,
+    with_html: bool,
+    limit: i64,
+) -> sqlx::Result<Vec<AnswerRow>> {
+    let html = if with_html { "a.response_html" } else { "''::text AS response_html" };
+    let sql = format!(
+        "SELECT * FROM (SELECT a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, \
+         a.response_markdown, a.citations, a.captured_at, a.kind, {html}, a.model, a.web_search, a.ttft_ms, \
+         a.total_ms, a.adapter_version, a.adapter_fingerprint, a.finish_signals, a.missing_roles, \
+         a.read_by_fallback, a.confidence, a.search_queries, a.products, a.bot_id, \
+         COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
+         FROM answers a \
+         LEFT JOIN session_leases l ON l.id = CASE WHEN a.lease_id ~ '^[0-9a-fA-F-]{{36}}$' THEN a.lease_id::uuid END \
+         LEFT JOIN session_accounts s ON s.id = l.account_id \
+         WHERE a.prompt_id = $1 AND a.assistant = $2 AND ($3::text IS NULL OR a.plan = $3) \
+         ORDER BY a.evaluation_id DESC LIMIT $4) newest ORDER BY evaluation_id"
+    );
+    sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).bind(assistant).bind(plan).bind(limit).fetch_all(pool).await
 }
 
 /// The page HTML of one evaluation's answer (empty when none is stored).

@@ -1,0 +1,220 @@
+//! Answer history and freshness end to end over real PostgreSQL, NATS JetStream and gRPC: a
+//! stale answer is served at once and refreshed on the same stream, History lists every answer
+//! with the sources each added and dropped, and a failed refresh leaves the stale answer.
+
+mod common;
+
+use aap_proto::v1::answer_event::Event;
+use aap_proto::v1::{AskRequest, HistoryRequest, Target};
+use common::*;
+use futures::StreamExt;
+use tonic::Code;
+
+fn ago(seconds: i64) -> prost_types::Timestamp {
+    let at = chrono::Utc::now() - chrono::Duration::seconds(seconds);
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }
+}
+
+fn hours(n: i64) -> prost_types::Duration {
+    prost_types::Duration { seconds: n * 3600, nanos: 0 }
+}
+
+/// Submits `text` citing `urls`, captured `age_seconds` ago.
+async fn submit_cited(app: &TestApp, evaluation_id: i64, text: &str, urls: &[&str], age_seconds: i64) {
+    app.evaluations()
+        .submit(aap_proto::v1::SubmitRequest {
+            evaluation_id,
+            response_text: text.into(),
+            citations: urls.iter().map(|url| citation(url, "Source")).collect(),
+            captured_at: Some(ago(age_seconds)),
+            bot_id: "test-bot".into(),
+            kind: aap_proto::v1::AnswerKind::Text as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("submit");
+}
+
+fn ask_aged(prompt: &str, max_age: Option<prost_types::Duration>) -> AskRequest {
+    AskRequest { max_age, ..ask_text(prompt, &["chatgpt"]) }
+}
+
+/// The events of a stream until `completed` (bounded), answering the one task the stream
+/// schedules with `answer` when it is given.
+async fn ask_and_answer(app: &TestApp, request: AskRequest, answer: Option<(&str, &[&str])>) -> Vec<Event> {
+    let stream = app.answers().ask(request).await.expect("ask").into_inner();
+    let events = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    if let Some((text, urls)) = answer {
+        let task = poll_task(app, "chatgpt", "").await;
+        submit_cited(app, task.evaluation_id, text, urls, 0).await;
+    }
+    events.await.expect("stream")
+}
+
+fn answers(events: &[Event]) -> Vec<(&'static str, String, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Cached(a) => Some(("cached", a.response_text.clone(), a.stale)),
+            Event::Answer(a) => Some(("answer", a.response_text.clone(), a.stale)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_stale_answer_is_served_then_refreshed_on_the_same_stream_and_history_keeps_both() {
+    let app = spawn_app().await;
+    let prompt = "Which CRM is best for a small agency?";
+    // The first answer, captured two hours ago.
+    let stream = app.answers().ask(ask_aged(prompt, None)).await.expect("ask").into_inner();
+    let first = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit_cited(&app, task.evaluation_id, "HubSpot", &["https://a.example/crm", "https://b.example/crm"], 7200).await;
+    let first = first.await.expect("stream");
+    let Some(Event::Matched(m)) = first.first() else { panic!("{first:?}") };
+    let prompt_id = m.prompt_id;
+    assert_eq!(answers(&first), vec![("answer", "HubSpot".to_owned(), false)]);
+
+    // Without a max age it is the answer, whatever its age.
+    let plain = ask_and_answer(&app, ask_aged(prompt, None), None).await;
+    assert_eq!(answers(&plain), vec![("cached", "HubSpot".to_owned(), false)]);
+
+    // With a max age of one hour: served at once marked stale, a refresh is scheduled, and its
+    // answer follows on the same stream.
+    let refreshed = ask_and_answer(
+        &app,
+        ask_aged(prompt, Some(hours(1))),
+        Some(("Pipedrive", &["https://b.example/crm", "https://c.example/crm"])),
+    )
+    .await;
+    assert_eq!(
+        answers(&refreshed),
+        vec![("cached", "HubSpot".to_owned(), true), ("answer", "Pipedrive".to_owned(), false)],
+        "{refreshed:?}"
+    );
+    let scheduled: Vec<_> = refreshed.iter().filter(|e| matches!(e, Event::Scheduled(_))).collect();
+    assert_eq!(scheduled.len(), 1, "{refreshed:?}");
+    let Some(Event::Completed(done)) = refreshed.last() else { panic!("{refreshed:?}") };
+    assert_eq!((done.answered, done.failed), (1, 0));
+
+    // The fresh answer now serves, with or without a max age; nothing more is scheduled.
+    for max_age in [None, Some(hours(1))] {
+        let again = ask_and_answer(&app, ask_aged(prompt, max_age), None).await;
+        assert_eq!(answers(&again), vec![("cached", "Pipedrive".to_owned(), false)]);
+        assert!(!again.iter().any(|e| matches!(e, Event::Scheduled(_))));
+    }
+    assert_eq!(app.count("answers").await, 2, "the older answer is kept");
+
+    // History: both, oldest first, with the sources each added and dropped.
+    let history: Vec<_> = app
+        .answers()
+        .history(HistoryRequest {
+            prompt_id,
+            target: Some(Target { assistant: "chatgpt".into(), plan: String::new() }),
+            include_html: false,
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .map(|r| r.expect("entry"))
+        .collect();
+    let view: Vec<_> = history
+        .iter()
+        .map(|h| {
+            (
+                h.answer.as_ref().map(|a| a.response_text.as_str()),
+                h.added_urls.clone(),
+                h.dropped_urls.clone(),
+                h.current,
+            )
+        })
+        .collect();
+    assert_eq!(
+        view,
+        vec![
+            (
+                Some("HubSpot"),
+                vec!["https://a.example/crm".to_owned(), "https://b.example/crm".to_owned()],
+                vec![],
+                false
+            ),
+            (
+                Some("Pipedrive"),
+                vec!["https://c.example/crm".to_owned()],
+                vec!["https://a.example/crm".to_owned()],
+                true
+            ),
+        ]
+    );
+    // A customer sees no fleet identifiers in the history either.
+    assert!(history.iter().all(|h| h.answer.as_ref().is_some_and(|a| a.bot_id.is_empty())));
+}
+
+#[tokio::test]
+async fn a_failed_refresh_leaves_the_stale_answer_as_the_answer() {
+    let app = spawn_app().await;
+    let prompt = "Is a standing desk worth it?";
+    let stream = app.answers().ask(ask_aged(prompt, None)).await.expect("ask").into_inner();
+    let first = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit_cited(&app, task.evaluation_id, "Yes, if you alternate", &["https://a.example/desk"], 600).await;
+    first.await.expect("stream");
+
+    // max_age zero: every stored answer is stale.
+    let stream =
+        app.answers().ask(ask_aged(prompt, Some(prost_types::Duration::default()))).await.expect("ask").into_inner();
+    let events = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    app.evaluations()
+        .release(aap_proto::v1::ReleaseRequest {
+            evaluation_id: task.evaluation_id,
+            mark_as_failed: true,
+            failure_reason: "login wall".into(),
+            bot_id: String::new(),
+        })
+        .await
+        .expect("release");
+    let events = events.await.expect("stream");
+    assert_eq!(answers(&events), vec![("cached", "Yes, if you alternate".to_owned(), true)], "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Failed(f) if f.reason.contains("login wall") && !f.will_retry)));
+    let Some(Event::Completed(done)) = events.last() else { panic!("{events:?}") };
+    assert_eq!((done.answered, done.failed), (1, 0), "the stale answer still answers the target");
+}
+
+#[tokio::test]
+async fn history_and_max_age_refuse_bad_input() {
+    let app = spawn_app().await;
+    let history = |prompt_id: i64, assistant: &str, plan: &str| {
+        let mut client = app.answers();
+        let request = HistoryRequest {
+            prompt_id,
+            target: Some(Target { assistant: assistant.into(), plan: plan.into() }),
+            include_html: false,
+        };
+        async move { client.history(request).await.map(|_| ()).expect_err("refused").code() }
+    };
+    assert_eq!(history(42, "chatgpt", "").await, Code::NotFound);
+    assert_eq!(history(42, "", "").await, Code::InvalidArgument);
+    assert_eq!(history(42, "altavista", "").await, Code::InvalidArgument);
+    assert_eq!(history(42, "chatgpt", "pl\0us").await, Code::InvalidArgument);
+    assert_eq!(
+        app.answers().history(HistoryRequest::default()).await.map(|_| ()).expect_err("refused").code(),
+        Code::InvalidArgument
+    );
+
+    for max_age in [
+        prost_types::Duration { seconds: -1, nanos: 0 },
+        prost_types::Duration { seconds: 0, nanos: -5 },
+        prost_types::Duration { seconds: 0, nanos: 1_000_000_000 },
+        prost_types::Duration { seconds: i64::MAX, nanos: 0 },
+    ] {
+        let refused = app.answers().ask(ask_aged("fine prompt", Some(max_age))).await.map(|_| ()).expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{max_age:?}");
+        assert!(refused.message().contains("max_age"), "{}", refused.message());
+    }
+    assert_eq!(app.count("prompts").await, 0, "a refused Ask stores nothing");
+}
