@@ -110,6 +110,7 @@ impl AnswersService for AnswersGrpc {
             min_similarity: req.min_similarity,
             include_html: req.include_html,
             include_related: req.include_related,
+            max_age: Answers::check_max_age(req.max_age)?,
         };
         let events = self.answers.ask(query).await?;
         let open = crate::metrics::stream_opened("ask");
@@ -133,8 +134,22 @@ impl AnswersService for AnswersGrpc {
         Ok(Response::new(Box::pin(stream)))
     }
 
-    async fn history(&self, _request: Request<HistoryRequest>) -> Result<Response<Self::HistoryStream>, Status> {
-        Err(Status::unimplemented("WIP: History"))
+    async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<Self::HistoryStream>, Status> {
+        let operator = is_operator(&request);
+        let req = request.into_inner();
+        let target = req.target.unwrap_or_default();
+        let entries = self.answers.history(req.prompt_id, &target.assistant, &target.plan, req.include_html).await?;
+        let stream = futures::stream::iter(entries.into_iter().map(move |mut entry| {
+            // The same view of an answer as on Ask and Watch streams.
+            if let Some(answer) = entry.answer.take() {
+                let seen = for_caller(AnswerEvent { event: Some(Event::Cached(answer)) }, operator);
+                if let Some(Event::Cached(answer)) = seen.event {
+                    entry.answer = Some(answer);
+                }
+            }
+            Ok(entry)
+        }));
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 
