@@ -98,11 +98,13 @@ struct Number {
     kind: NumberKind,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum NumberKind {
     Amount,
     Year,
     Count,
+    /// Part of a product's name: "iPhone 15", "Windows 11".
+    Model(String),
 }
 
 impl Number {
@@ -111,6 +113,7 @@ impl Number {
             NumberKind::Amount => Category::Numbers,
             NumberKind::Year => Category::Years,
             NumberKind::Count => Category::Counts,
+            NumberKind::Model(_) => Category::Entities,
         }
     }
 }
@@ -118,8 +121,9 @@ impl Number {
 impl fmt::Display for Number {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let value = format_number(self.value);
-        match (self.kind, self.currency, self.unit) {
+        match (&self.kind, self.currency, self.unit) {
             (NumberKind::Count, _, _) => write!(f, "{value}"),
+            (NumberKind::Model(name), _, _) => write!(f, "{name} {value}"),
             (_, Some(currency), _) => write!(f, "{currency}{value}"),
             (_, None, Some(unit)) => write!(f, "{value} {unit}"),
             _ => f.write_str(&value),
@@ -285,17 +289,25 @@ impl Features {
     fn of(text: &str) -> Features {
         let canonical = canonical(text);
         let tokens = tokenize(&canonical);
-        let numbers = numbers_of(&tokens);
         let entities = entities_of(text, &tokens);
+        let numbers = numbers_of(&tokens, &entities);
         Features { tokens, numbers, entities }
     }
 
     fn has(&self, word: &str) -> bool {
         self.tokens.iter().any(|t| t == word)
     }
+
+    /// Whether the prompt names `entity`: as a word, or as two or three words run together
+    /// ("wi fi" names "wifi").
+    fn names(&self, entity: &str) -> bool {
+        self.has(entity)
+            || (2..=3).any(|n| self.tokens.windows(n).any(|w| w.concat() == entity))
+            || self.entities.contains(entity)
+    }
 }
 
-fn numbers_of(tokens: &[String]) -> Vec<Number> {
+fn numbers_of(tokens: &[String], entities: &BTreeSet<String>) -> Vec<Number> {
     let mut numbers = Vec::new();
     for (i, token) in tokens.iter().enumerate() {
         let previous = i.checked_sub(1).map(|p| tokens[p].as_str());
@@ -330,7 +342,10 @@ fn numbers_of(tokens: &[String]) -> Vec<Number> {
         let count = currency.is_none()
             && unit.is_none()
             && (previous.is_some_and(|p| COUNT_BEFORE.contains(&p)) || next.is_some_and(is_superlative));
-        let kind = if year {
+        let model = previous.filter(|p| currency.is_none() && unit.is_none() && !year && entities.contains(*p));
+        let kind = if let Some(name) = model {
+            NumberKind::Model(name.to_owned())
+        } else if year {
             NumberKind::Year
         } else if count {
             NumberKind::Count
@@ -377,7 +392,8 @@ fn numbers(a: &Features, b: &Features) -> Result<(), Veto> {
         .min_by_key(|c| match c {
             Category::Years => 0,
             Category::Counts => 1,
-            _ => 2,
+            Category::Numbers => 2,
+            _ => 3,
         })
         .unwrap_or(Category::Numbers);
     let list = |numbers: &[&Number]| {
@@ -394,7 +410,7 @@ fn numbers(a: &Features, b: &Features) -> Result<(), Veto> {
 const NEGATIONS: &[&str] = &["not", "no", "never", "without", "none", "nothing", "neither", "nor", "non", "nobody"];
 
 fn negation(a: &Features, b: &Features) -> Result<(), Veto> {
-    let count = |f: &Features| f.tokens.iter().filter(|t| NEGATIONS.contains(&t.as_str())).count();
+    let count = |f: &Features| (0..f.tokens.len()).filter(|i| negates(&f.tokens, *i)).count();
     let (x, y) = (count(a), count(b));
     if (x > 0) != (y > 0) {
         let (negated, word) = if x > 0 { ("asked", first_negation(a)) } else { ("stored", first_negation(b)) };
@@ -404,7 +420,22 @@ fn negation(a: &Features, b: &Features) -> Result<(), Veto> {
 }
 
 fn first_negation(f: &Features) -> &str {
-    f.tokens.iter().find(|t| NEGATIONS.contains(&t.as_str())).map(String::as_str).unwrap_or("not")
+    (0..f.tokens.len()).find(|i| negates(&f.tokens, *i)).map(|i| f.tokens[i].as_str()).unwrap_or("not")
+}
+
+/// Whether token `i` negates the question, not the asker's own state of mind: "I don't know
+/// much about …", "not sure", "no idea" and "not an expert" are filler.
+fn negates(tokens: &[String], i: usize) -> bool {
+    if !NEGATIONS.contains(&tokens[i].as_str()) {
+        return false;
+    }
+    let next = |k: usize| tokens.get(i + k).map(String::as_str);
+    !matches!(
+        (tokens[i].as_str(), next(1), next(2)),
+        ("not", Some("know" | "sure" | "certain"), _)
+            | ("no", Some("idea" | "clue"), _)
+            | ("not", Some("an" | "a"), Some("expert" | "pro" | "professional"))
+    )
 }
 
 /// Opposite poles; a prompt on one pole and the other on the opposite one ask different things.
@@ -494,6 +525,10 @@ const POLES: &[(&str, &[&str], &[&str])] = &[
             "growth",
             "gain",
             "gains",
+            "go up",
+            "goes up",
+            "going up",
+            "went up",
         ],
         &[
             "decrease",
@@ -510,6 +545,10 @@ const POLES: &[(&str, &[&str], &[&str])] = &[
             "lose",
             "losing",
             "loss",
+            "go down",
+            "goes down",
+            "going down",
+            "went down",
         ],
     ),
     ("time", &["before", "prior to"], &["after", "following"]),
@@ -615,9 +654,9 @@ const STOPWORDS: &[&str] = &[
     "should", "would", "could", "can", "do", "does", "did", "to", "from", "than", "for", "of", "on", "in", "at",
     "with", "and", "or", "vs", "versus", "which", "what", "who", "how", "why", "when", "where", "better", "worse",
     "more", "less", "faster", "slower", "cheaper", "safer", "really", "actually", "still", "much", "way", "switch",
-    "move", "migrate", "convert", "go", "change", "upgrade", "really", "this", "that", "there", "some", "any",
-    "please", "tell", "know", "think", "good", "bad", "best", "choose", "pick", "prefer", "use", "using", "over",
-    "into", "rather", "instead", "if", "so", "as", "about", "by", "get",
+    "move", "migrate", "convert", "change", "upgrade", "really", "this", "that", "there", "some", "any", "please",
+    "tell", "know", "think", "good", "bad", "best", "choose", "pick", "prefer", "use", "using", "over", "into",
+    "rather", "instead", "if", "so", "as", "about", "by", "get",
 ];
 
 fn is_content(token: &str) -> bool {
@@ -1039,10 +1078,12 @@ fn entities_of(original: &str, tokens: &[String]) -> BTreeSet<String> {
     for word in words {
         let trimmed = word.trim_matches(|c: char| !c.is_alphanumeric());
         if !sentence_start && trimmed.chars().next().is_some_and(char::is_uppercase) && trimmed != "I" {
-            for token in tokenize(&canonical(trimmed)) {
-                if !NEGATIONS.contains(&token.as_str()) && token.chars().any(char::is_alphabetic) {
-                    out.insert(token);
-                }
+            // "Wi-Fi" is one name, "wifi".
+            let joined: String = canonical(trimmed).chars().filter(|c| c.is_alphanumeric()).collect();
+            let name = joined.trim_start_matches(|c: char| c.is_ascii_digit());
+            let plain = NEGATIONS.contains(&name) || unit_of(name).is_some() || normalize_currency(name);
+            if !plain && name.chars().any(char::is_alphabetic) && !joined.chars().all(|c| c.is_ascii_digit()) {
+                out.insert(joined);
             }
         }
         sentence_start = word.ends_with(['.', '?', '!', ':']);
@@ -1050,9 +1091,14 @@ fn entities_of(original: &str, tokens: &[String]) -> BTreeSet<String> {
     out
 }
 
+/// Currency codes and words, which are not names.
+fn normalize_currency(word: &str) -> bool {
+    matches!(word, "usd" | "eur" | "gbp" | "jpy" | "inr" | "cad" | "aud" | "chf" | "dollars" | "euros")
+}
+
 fn entities(a: &Features, b: &Features) -> Result<(), Veto> {
     let missing = |from: &Features, in_other: &Features| -> Vec<String> {
-        from.entities.iter().filter(|e| !in_other.has(e)).cloned().collect()
+        from.entities.iter().filter(|e| !in_other.names(e)).cloned().collect()
     };
     let (only_a, only_b) = (missing(a, b), missing(b, a));
     if only_a.is_empty() && only_b.is_empty() {

@@ -68,6 +68,12 @@ fn currency_symbol(word: &str) -> Option<&'static str> {
     CURRENCIES.iter().find(|(symbol, names)| *symbol == word || names.contains(&word)).map(|(symbol, _)| *symbol)
 }
 
+/// Units written glued to a number ("2tb", "256gb", "5km") that are spelled apart.
+const GLUED_UNITS: &[&str] = &[
+    "tb", "gb", "mb", "kb", "km", "kg", "cm", "mm", "ml", "mg", "mph", "kmh", "hz", "ghz", "mhz", "mp", "mah", "lb",
+    "lbs", "ft", "oz", "kw", "kwh", "hp",
+];
+
 /// Multipliers spelled after a number; `needs_currency` when the suffix is ambiguous alone.
 fn multiplier(word: &str) -> Option<(f64, bool)> {
     match word {
@@ -151,6 +157,16 @@ fn canonical_amounts(normalized: &str) -> String {
             i += 1;
             continue;
         };
+        // Retirement plans are names, not thousands: "401(k)" is "401k".
+        if let Some(plan) = ["401", "403", "457"].iter().find(|plan| core == **plan) {
+            let letter = suffix.trim_start_matches('(').chars().next().filter(|c| matches!(c, 'k' | 'b'));
+            if let Some(letter) = letter {
+                let rest = suffix.trim_start_matches('(')[1..].trim_start_matches(')');
+                out.push(format!("{prefix}{plan}{letter}{rest}"));
+                i += 1;
+                continue;
+            }
+        }
         // A currency written before the number: "$1000", "us$1000", "usd 1000".
         let mut currency = None;
         let mut lead = prefix;
@@ -207,7 +223,14 @@ fn canonical_amounts(normalized: &str) -> String {
                 }
             }
         }
-        out.push(format!("{lead}{}{}{tail}", currency.unwrap_or(""), format_number(value)));
+        // A unit glued on is its own word: "2tb" is "2 tb".
+        let letters = tail.find(|c: char| !c.is_ascii_alphabetic()).unwrap_or(tail.len());
+        let spaced = if letters > 0 && GLUED_UNITS.contains(&&tail[..letters]) && ends_word(&tail[letters..]) {
+            " "
+        } else {
+            ""
+        };
+        out.push(format!("{lead}{}{}{spaced}{tail}", currency.unwrap_or(""), format_number(value)));
         i += consumed;
     }
     out.join(" ")
@@ -267,6 +290,8 @@ mod tests {
         assert_eq!(canonical("€2m or 2 million euros"), "€2000000 or €2000000");
         assert_eq!(canonical("£20 vs 20 gbp"), "£20 vs £20");
         assert_eq!(canonical("in 2025, 2026."), "in 2025, 2026.");
+        assert_eq!(canonical("best 2TB drive, 256gb phone, 5km run"), "best 2 tb drive, 256 gb phone, 5 km run");
+        assert_eq!(canonical("401(k) or 401k or 403(b)?"), "401k or 401k or 403b?");
     }
 
     #[test]
