@@ -392,19 +392,26 @@ impl Gateway {
             return Err(EvalError::invalid("evaluation_id", "must be a positive evaluation id"));
         }
         check("text", input::check_line(&text, MAX_RESPONSE_CHARS))?;
-        let row = match self.claim_checks.get(evaluation_id) {
-            Some(row) => row,
-            None => {
+        let held_by = |row: &EvaluationRow| -> EvalResult<bool> {
+            if row.claimed_principal.is_some() && !holder.holds(row) {
+                return Err(claimed_by_another(evaluation_id));
+            }
+            Ok(row.status() == Status::Claimed && row.claim_expires_at.is_some_and(|until| until > Utc::now()))
+        };
+        // A claim read a moment ago that says "held" is trusted; "not held" and "another bot's"
+        // end the bot's reports, so they are only ever said from a fresh read (a heartbeat may
+        // have extended the claim, a redelivery handed it over).
+        let cached = self.claim_checks.get(evaluation_id);
+        let row = match cached {
+            Some(row) if matches!(held_by(&row), Ok(true)) => row,
+            _ => {
                 let row =
                     store::evaluation(&self.pool, evaluation_id).await?.ok_or(EvalError::NotFound(evaluation_id))?;
                 self.claim_checks.keep(row.clone());
                 row
             }
         };
-        if row.claimed_principal.is_some() && !holder.holds(&row) {
-            return Err(claimed_by_another(evaluation_id));
-        }
-        let held = row.status() == Status::Claimed && row.claim_expires_at.is_some_and(|until| until > Utc::now());
+        let held = held_by(&row)?;
         if held {
             let message =
                 PartialMessage { evaluation_id, assistant: row.assistant.clone(), plan: row.plan.clone(), text };
