@@ -218,3 +218,99 @@ async fn history_and_max_age_refuse_bad_input() {
     }
     assert_eq!(app.count("prompts").await, 0, "a refused Ask stores nothing");
 }
+
+#[tokio::test]
+async fn an_operator_schedules_a_refresh_of_a_prompt_set_and_it_runs() {
+    let app = spawn_app().await;
+    let prompt = "Which password manager is the most secure?";
+    let stream = app.answers().ask(ask_aged(prompt, None)).await.expect("ask").into_inner();
+    let first = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit_cited(&app, task.evaluation_id, "Bitwarden", &["https://a.example/pm"], 60).await;
+    let first = first.await.expect("stream");
+    let Some(Event::Matched(m)) = first.first() else { panic!("{first:?}") };
+    let prompt_id = m.prompt_id;
+
+    let request = aap_proto::v1::ScheduleRefreshRequest {
+        name: "weekly security".into(),
+        prompt_ids: vec![prompt_id, prompt_id],
+        targets: vec![Target { assistant: "chatgpt".into(), plan: String::new() }],
+        every: Some(hours(24 * 7)),
+        run_now: true,
+    };
+    // Customers may not schedule refreshes; operators may.
+    let refused = app.answers().schedule_refresh(request.clone()).await.expect_err("customer refused");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let saved = app.answers_as(OPERATOR).schedule_refresh(request).await.expect("schedule").into_inner();
+    assert_eq!((saved.name.as_str(), saved.prompt_ids.as_slice()), ("weekly security", &[prompt_id][..]));
+    assert_eq!(saved.created_by, OPERATOR_NAME);
+
+    // It runs at once: a refresh task reaches the fleet, and its answer supersedes the first.
+    let task = poll_task(&app, "chatgpt", "").await;
+    assert_eq!(task.prompt_id, prompt_id);
+    submit_cited(&app, task.evaluation_id, "1Password", &["https://b.example/pm"], 0).await;
+    let latest = ask_and_answer(&app, ask_aged(prompt, None), None).await;
+    assert_eq!(answers(&latest), vec![("cached", "1Password".to_owned(), false)]);
+    assert_eq!(app.count("answers").await, 2);
+
+    let listed = app
+        .answers_as(OPERATOR)
+        .list_refresh_schedules(aap_proto::v1::ListRefreshSchedulesRequest {})
+        .await
+        .expect("list")
+        .into_inner()
+        .schedules;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].last_run_at.is_some(), "{listed:?}");
+    let next = listed[0].next_run_at.expect("next run").seconds;
+    let week = chrono::Utc::now().timestamp() + 7 * 24 * 3600;
+    assert!((week - 120..=week + 120).contains(&next), "next run in a week: {next} vs {week}");
+
+    // Bad schedules are refused with the field named; deleting twice is NOT_FOUND.
+    let bad = [
+        (aap_proto::v1::ScheduleRefreshRequest { name: String::new(), ..Default::default() }, "name"),
+        (aap_proto::v1::ScheduleRefreshRequest { name: "x".into(), ..Default::default() }, "prompt_ids"),
+        (
+            aap_proto::v1::ScheduleRefreshRequest {
+                name: "x".into(),
+                prompt_ids: vec![prompt_id],
+                ..Default::default()
+            },
+            "every",
+        ),
+        (
+            aap_proto::v1::ScheduleRefreshRequest {
+                name: "x".into(),
+                prompt_ids: vec![prompt_id],
+                every: Some(prost_types::Duration { seconds: 59, nanos: 0 }),
+                ..Default::default()
+            },
+            "every",
+        ),
+        (
+            aap_proto::v1::ScheduleRefreshRequest {
+                name: "x\0y".into(),
+                prompt_ids: vec![prompt_id],
+                every: Some(hours(1)),
+                ..Default::default()
+            },
+            "name",
+        ),
+    ];
+    for (request, field) in bad {
+        let refused = app.answers_as(OPERATOR).schedule_refresh(request).await.expect_err("refused");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{field}: {}", refused.message());
+        assert!(refused.message().contains(field), "{field}: {}", refused.message());
+    }
+    let unknown = aap_proto::v1::ScheduleRefreshRequest {
+        name: "ghost".into(),
+        prompt_ids: vec![prompt_id + 1000],
+        every: Some(hours(1)),
+        ..Default::default()
+    };
+    assert_eq!(app.answers_as(OPERATOR).schedule_refresh(unknown).await.expect_err("refused").code(), Code::NotFound);
+    let delete = || aap_proto::v1::DeleteRefreshScheduleRequest { name: "weekly security".into() };
+    app.answers_as(OPERATOR).delete_refresh_schedule(delete()).await.expect("delete");
+    let again = app.answers_as(OPERATOR).delete_refresh_schedule(delete()).await.expect_err("gone");
+    assert_eq!(again.code(), Code::NotFound);
+}

@@ -55,6 +55,8 @@ pub struct AnswersConfig {
     /// Oldest answer served as current, by assistant id, when an Ask names no `max_age`; an
     /// assistant not listed: answers never go stale.
     pub max_age: HashMap<String, Duration>,
+    /// How often a replica looks for refresh schedules that are due.
+    pub refresh_schedules_every: Duration,
 }
 
 impl Default for AnswersConfig {
@@ -69,6 +71,7 @@ impl Default for AnswersConfig {
             cache_max_age: Duration::from_secs(60),
             embedding: aap_embedding::BatchConfig::default(),
             max_age: HashMap::new(),
+            refresh_schedules_every: Duration::from_secs(10),
         }
     }
 }
@@ -80,6 +83,8 @@ pub enum AnswersError {
     InvalidArgument { field: &'static str, reason: String },
     #[error("prompt {0} does not exist")]
     PromptNotFound(i64),
+    #[error("no refresh schedule is named {0:?}")]
+    ScheduleNotFound(String),
     #[error("cannot embed the prompt: {0}")]
     Embedding(String),
     /// The embedding model is saturated (its queue is full).
@@ -250,6 +255,8 @@ pub struct Answers {
     queue: Arc<Queue>,
     config: AnswersConfig,
     hub: Hub,
+    /// Wakes the replica's refresh-schedule loop.
+    refresh_wake: Arc<tokio::sync::Notify>,
 }
 
 fn event(e: Event) -> AnswerEvent {
@@ -368,7 +375,15 @@ impl Answers {
                 Err(err) => tracing::warn!(error = %err, "cannot rehash stored prompts; the next start tries again"),
             }
         });
-        Ok(Answers { pool, embedder, queue, config, hub })
+        let refresh_wake = Arc::new(tokio::sync::Notify::new());
+        crate::refresh::spawn(
+            pool.clone(),
+            queue.clone(),
+            config.refresh_schedules_every,
+            config.max_attempts as i32,
+            refresh_wake.clone(),
+        );
+        Ok(Answers { pool, embedder, queue, config, hub, refresh_wake })
     }
 
     /// Validates the similarity threshold: in (0, 1].
@@ -527,6 +542,34 @@ impl Answers {
             before = urls;
         }
         Ok(out)
+    }
+
+    /// Creates or replaces a refresh schedule; one saved to run now runs at once.
+    pub async fn schedule_refresh(
+        &self,
+        schedule: crate::refresh::NewSchedule,
+        created_by: &str,
+    ) -> AnswersResult<crate::refresh::Schedule> {
+        let saved = crate::refresh::save(&self.pool, &schedule, created_by).await?;
+        if schedule.run_now {
+            self.refresh_wake.notify_one();
+        }
+        Ok(saved)
+    }
+
+    /// Every refresh schedule, by name.
+    pub async fn refresh_schedules(&self) -> AnswersResult<Vec<crate::refresh::Schedule>> {
+        Ok(crate::refresh::list(&self.pool).await?)
+    }
+
+    /// Deletes a refresh schedule by name.
+    pub async fn delete_refresh_schedule(&self, name: &str) -> AnswersResult<()> {
+        let name = crate::refresh::check_name(name)?;
+        if crate::refresh::delete(&self.pool, &name).await? {
+            Ok(())
+        } else {
+            Err(AnswersError::ScheduleNotFound(name))
+        }
     }
 
     /// Each target's max age: the asked one, else the assistant's default, else none.

@@ -6,7 +6,9 @@ use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::answers_service_server::AnswersService;
 use aap_proto::v1::ask_request::Query as ProtoQuery;
 use aap_proto::v1::{
-    AnswerEvent, AskRequest, AskResponse, HistoryRequest, HistoryResponse, SimilarPolicy, WatchRequest, WatchResponse,
+    AnswerEvent, AskRequest, AskResponse, DeleteRefreshScheduleRequest, DeleteRefreshScheduleResponse, HistoryRequest,
+    HistoryResponse, ListRefreshSchedulesRequest, ListRefreshSchedulesResponse, RefreshSchedule,
+    ScheduleRefreshRequest, SimilarPolicy, WatchRequest, WatchResponse,
 };
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
@@ -35,7 +37,7 @@ impl From<AnswersError> for Status {
                 err.to_string(),
                 ErrorDetails::with_bad_request_violation(*field, reason.clone()),
             ),
-            AnswersError::PromptNotFound(_) => Status::not_found(err.to_string()),
+            AnswersError::PromptNotFound(_) | AnswersError::ScheduleNotFound(_) => Status::not_found(err.to_string()),
             AnswersError::Busy(_) => Status::resource_exhausted(err.to_string()),
             AnswersError::Embedding(cause) => {
                 tracing::error!(error = %cause, "embedding failed");
@@ -78,6 +80,22 @@ fn is_operator<T>(request: &Request<T>) -> bool {
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Status {
     AnswersError::InvalidArgument { field, reason: reason.into() }.into()
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+fn schedule_to_proto(s: crate::refresh::Schedule) -> RefreshSchedule {
+    RefreshSchedule {
+        name: s.name,
+        prompt_ids: s.prompt_ids,
+        targets: s.targets.0.into_iter().map(|(assistant, plan)| aap_proto::v1::Target { assistant, plan }).collect(),
+        every: Some(prost_types::Duration { seconds: s.every_seconds, nanos: 0 }),
+        next_run_at: Some(timestamp(s.next_run_at)),
+        last_run_at: s.last_run_at.map(timestamp),
+        created_by: s.created_by,
+    }
 }
 
 type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -132,6 +150,34 @@ impl AnswersService for AnswersGrpc {
             Ok(WatchResponse { event: Some(for_caller(event, operator)) })
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn schedule_refresh(
+        &self,
+        request: Request<ScheduleRefreshRequest>,
+    ) -> Result<Response<RefreshSchedule>, Status> {
+        let caller = aap_platform::auth::caller(&request)?;
+        let req = request.into_inner();
+        let targets = req.targets.into_iter().map(|t| (t.assistant, t.plan)).collect();
+        let schedule = crate::refresh::check(&req.name, req.prompt_ids, targets, req.every, req.run_now)?;
+        let saved = self.answers.schedule_refresh(schedule, &caller.principal).await?;
+        Ok(Response::new(schedule_to_proto(saved)))
+    }
+
+    async fn list_refresh_schedules(
+        &self,
+        _request: Request<ListRefreshSchedulesRequest>,
+    ) -> Result<Response<ListRefreshSchedulesResponse>, Status> {
+        let schedules = self.answers.refresh_schedules().await?.into_iter().map(schedule_to_proto).collect();
+        Ok(Response::new(ListRefreshSchedulesResponse { schedules }))
+    }
+
+    async fn delete_refresh_schedule(
+        &self,
+        request: Request<DeleteRefreshScheduleRequest>,
+    ) -> Result<Response<DeleteRefreshScheduleResponse>, Status> {
+        self.answers.delete_refresh_schedule(&request.into_inner().name).await?;
+        Ok(Response::new(DeleteRefreshScheduleResponse {}))
     }
 
     async fn history(&self, request: Request<HistoryRequest>) -> Result<Response<Self::HistoryStream>, Status> {

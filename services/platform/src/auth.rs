@@ -135,6 +135,9 @@ pub fn required_access(path: &str) -> Access {
         ("grpc.health.v1.Health", _)
         | ("grpc.reflection.v1.ServerReflection", _)
         | ("grpc.reflection.v1alpha.ServerReflection", _) => Access::Public,
+        ("aap.v1.AnswersService", "ScheduleRefresh" | "ListRefreshSchedules" | "DeleteRefreshSchedule") => {
+            Access::Roles(OPERATOR)
+        }
         ("aap.v1.AnswersService", _) => Access::Roles(CUSTOMER_OR_OPERATOR),
         ("aap.v1.EvaluationService", _) => Access::Roles(BOT),
         ("aap.v1.SessionService", "LeaseSession" | "ReturnSession" | "ReportEvidence") => Access::Roles(BOT),
@@ -296,6 +299,9 @@ mod tests {
     #[test]
     fn methods_need_the_role_of_their_service() {
         assert_eq!(required_access("/aap.v1.AnswersService/Ask"), Access::Roles(CUSTOMER_OR_OPERATOR));
+        assert_eq!(required_access("/aap.v1.AnswersService/History"), Access::Roles(CUSTOMER_OR_OPERATOR));
+        assert_eq!(required_access("/aap.v1.AnswersService/ScheduleRefresh"), Access::Roles(OPERATOR));
+        assert_eq!(required_access("/aap.v1.AnswersService/DeleteRefreshSchedule"), Access::Roles(OPERATOR));
         assert_eq!(required_access("/aap.v1.EvaluationService/Claim"), Access::Roles(BOT));
         assert_eq!(required_access("/aap.v1.SessionService/LeaseSession"), Access::Roles(BOT));
         assert_eq!(required_access("/aap.v1.SessionService/CreateAccount"), Access::Roles(OPERATOR));

@@ -6,15 +6,15 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Answer, Target } from "./types_pb";
 import { file_aap_v1_types } from "./types_pb";
-import type { Duration } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_duration } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file aap/v1/answers.proto.
  */
 export const file_aap_v1_answers: GenFile = /*@__PURE__*/
-  fileDesc("ChRhYXAvdjEvYW5zd2Vycy5wcm90bxIGYWFwLnYxIo8CCgpBc2tSZXF1ZXN0EhAKBnByb21wdBgBIAEoCUgAEhMKCXByb21wdF9pZBgCIAEoA0gAEh8KB3RhcmdldHMYAyADKAsyDi5hYXAudjEuVGFyZ2V0EiUKBnBvbGljeRgEIAEoDjIVLmFhcC52MS5TaW1pbGFyUG9saWN5EhsKDm1pbl9zaW1pbGFyaXR5GAUgASgBSAGIAQESFAoMaW5jbHVkZV9odG1sGAYgASgIEioKB21heF9hZ2UYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPaW5jbHVkZV9yZWxhdGVkGAggASgIQgcKBXF1ZXJ5QhEKD19taW5fc2ltaWxhcml0eSIxCgtBc2tSZXNwb25zZRIiCgVldmVudBgBIAEoCzITLmFhcC52MS5BbnN3ZXJFdmVudCJYCgxXYXRjaFJlcXVlc3QSEQoJcHJvbXB0X2lkGAEgASgDEh8KB3RhcmdldHMYAiADKAsyDi5hYXAudjEuVGFyZ2V0EhQKDGluY2x1ZGVfaHRtbBgDIAEoCCIzCg1XYXRjaFJlc3BvbnNlEiIKBWV2ZW50GAEgASgLMhMuYWFwLnYxLkFuc3dlckV2ZW50IpADCgtBbnN3ZXJFdmVudBIoCgdtYXRjaGVkGAEgASgLMhUuYWFwLnYxLlByb21wdE1hdGNoZWRIABIqCgtzdWdnZXN0aW9ucxgCIAEoCzITLmFhcC52MS5TdWdnZXN0aW9uc0gAEjAKCXNjaGVkdWxlZBgDIAEoCzIbLmFhcC52MS5FdmFsdWF0aW9uU2NoZWR1bGVkSAASIAoGY2FjaGVkGAQgASgLMg4uYWFwLnYxLkFuc3dlckgAEiAKBmFuc3dlchgFIAEoCzIOLmFhcC52MS5BbnN3ZXJIABIqCgZmYWlsZWQYBiABKAsyGC5hYXAudjEuRXZhbHVhdGlvbkZhaWxlZEgAEi4KCHByb2dyZXNzGAcgASgLMhouYWFwLnYxLkV2YWx1YXRpb25Qcm9ncmVzc0gAEiYKCWNvbXBsZXRlZBgIIAEoCzIRLmFhcC52MS5Db21wbGV0ZWRIABIoCgdwYXJ0aWFsGAkgASgLMhUuYWFwLnYxLlBhcnRpYWxBbnN3ZXJIAEIHCgVldmVudCKVAQoNUHJvbXB0TWF0Y2hlZBIRCglwcm9tcHRfaWQYASABKAMSIAoFbWF0Y2gYAiABKA4yES5hYXAudjEuTWF0Y2hLaW5kEhIKCnNpbWlsYXJpdHkYAyABKAESEwoLcHJvbXB0X3RleHQYBCABKAkSJgoHcmVsYXRlZBgFIAMoCzIVLmFhcC52MS5SZWxhdGVkUHJvbXB0Il4KC1N1Z2dlc3Rpb25zEicKC3N1Z2dlc3Rpb25zGAEgAygLMhIuYWFwLnYxLlN1Z2dlc3Rpb24SJgoHcmVsYXRlZBgCIAMoCzIVLmFhcC52MS5SZWxhdGVkUHJvbXB0IlsKDVJlbGF0ZWRQcm9tcHQSEQoJcHJvbXB0X2lkGAEgASgDEhMKC3Byb21wdF90ZXh0GAIgASgJEhIKCnNpbWlsYXJpdHkYAyABKAESDgoGcmVhc29uGAQgASgJImUKClN1Z2dlc3Rpb24SEQoJcHJvbXB0X2lkGAEgASgDEhMKC3Byb21wdF90ZXh0GAIgASgJEhIKCnNpbWlsYXJpdHkYAyABKAESGwoTYW5zd2VyZWRfYXNzaXN0YW50cxgEIAMoCSJNChNFdmFsdWF0aW9uU2NoZWR1bGVkEhUKDWV2YWx1YXRpb25faWQYASABKAMSEQoJYXNzaXN0YW50GAIgASgJEgwKBHBsYW4YAyABKAkihQEKEkV2YWx1YXRpb25Qcm9ncmVzcxIVCg1ldmFsdWF0aW9uX2lkGAEgASgDEhEKCWFzc2lzdGFudBgCIAEoCRIMCgRwbGFuGAMgASgJEiYKBXN0YXRlGAQgASgOMhcuYWFwLnYxLkV2YWx1YXRpb25TdGF0ZRIPCgdhdHRlbXB0GAUgASgNIm4KEEV2YWx1YXRpb25GYWlsZWQSFQoNZXZhbHVhdGlvbl9pZBgBIAEoAxIRCglhc3Npc3RhbnQYAiABKAkSDAoEcGxhbhgDIAEoCRIOCgZyZWFzb24YBCABKAkSEgoKd2lsbF9yZXRyeRgFIAEoCCJVCg1QYXJ0aWFsQW5zd2VyEhUKDWV2YWx1YXRpb25faWQYASABKAMSEQoJYXNzaXN0YW50GAIgASgJEgwKBHBsYW4YAyABKAkSDAoEdGV4dBgEIAEoCSJZCg5IaXN0b3J5UmVxdWVzdBIRCglwcm9tcHRfaWQYASABKAMSHgoGdGFyZ2V0GAIgASgLMg4uYWFwLnYxLlRhcmdldBIUCgxpbmNsdWRlX2h0bWwYAyABKAgibAoPSGlzdG9yeVJlc3BvbnNlEh4KBmFuc3dlchgBIAEoCzIOLmFhcC52MS5BbnN3ZXISEgoKYWRkZWRfdXJscxgCIAMoCRIUCgxkcm9wcGVkX3VybHMYAyADKAkSDwoHY3VycmVudBgEIAEoCCJACglDb21wbGV0ZWQSEQoJcHJvbXB0X2lkGAEgASgDEhAKCGFuc3dlcmVkGAIgASgNEg4KBmZhaWxlZBgDIAEoDSqEAQoNU2ltaWxhclBvbGljeRIeChpTSU1JTEFSX1BPTElDWV9VTlNQRUNJRklFRBAAEhoKFlNJTUlMQVJfUE9MSUNZX1NVR0dFU1QQARIZChVTSU1JTEFSX1BPTElDWV9BQ0NFUFQQAhIcChhTSU1JTEFSX1BPTElDWV9GT1JDRV9ORVcQAyp/CglNYXRjaEtpbmQSGgoWTUFUQ0hfS0lORF9VTlNQRUNJRklFRBAAEhQKEE1BVENIX0tJTkRfRVhBQ1QQARIWChJNQVRDSF9LSU5EX1NJTUlMQVIQAhISCg5NQVRDSF9LSU5EX05FVxADEhQKEE1BVENIX0tJTkRfQllfSUQQBCroAQoPRXZhbHVhdGlvblN0YXRlEiAKHEVWQUxVQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIcChhFVkFMVUFUSU9OX1NUQVRFX1BFTkRJTkcQARIbChdFVkFMVUFUSU9OX1NUQVRFX1FVRVVFRBACEhwKGEVWQUxVQVRJT05fU1RBVEVfQ0xBSU1FRBADEh4KGkVWQUxVQVRJT05fU1RBVEVfU1VCTUlUVEVEEAQSHQoZRVZBTFVBVElPTl9TVEFURV9BTlNXRVJFRBAFEhsKF0VWQUxVQVRJT05fU1RBVEVfRkFJTEVEEAYyuAEKDkFuc3dlcnNTZXJ2aWNlEjAKA0FzaxISLmFhcC52MS5Bc2tSZXF1ZXN0GhMuYWFwLnYxLkFza1Jlc3BvbnNlMAESNgoFV2F0Y2gSFC5hYXAudjEuV2F0Y2hSZXF1ZXN0GhUuYWFwLnYxLldhdGNoUmVzcG9uc2UwARI8CgdIaXN0b3J5EhYuYWFwLnYxLkhpc3RvcnlSZXF1ZXN0GhcuYWFwLnYxLkhpc3RvcnlSZXNwb25zZTABYgZwcm90bzM", [file_aap_v1_types, file_google_protobuf_duration]);
+  fileDesc("ChRhYXAvdjEvYW5zd2Vycy5wcm90bxIGYWFwLnYxIo8CCgpBc2tSZXF1ZXN0EhAKBnByb21wdBgBIAEoCUgAEhMKCXByb21wdF9pZBgCIAEoA0gAEh8KB3RhcmdldHMYAyADKAsyDi5hYXAudjEuVGFyZ2V0EiUKBnBvbGljeRgEIAEoDjIVLmFhcC52MS5TaW1pbGFyUG9saWN5EhsKDm1pbl9zaW1pbGFyaXR5GAUgASgBSAGIAQESFAoMaW5jbHVkZV9odG1sGAYgASgIEioKB21heF9hZ2UYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SFwoPaW5jbHVkZV9yZWxhdGVkGAggASgIQgcKBXF1ZXJ5QhEKD19taW5fc2ltaWxhcml0eSIxCgtBc2tSZXNwb25zZRIiCgVldmVudBgBIAEoCzITLmFhcC52MS5BbnN3ZXJFdmVudCJYCgxXYXRjaFJlcXVlc3QSEQoJcHJvbXB0X2lkGAEgASgDEh8KB3RhcmdldHMYAiADKAsyDi5hYXAudjEuVGFyZ2V0EhQKDGluY2x1ZGVfaHRtbBgDIAEoCCIzCg1XYXRjaFJlc3BvbnNlEiIKBWV2ZW50GAEgASgLMhMuYWFwLnYxLkFuc3dlckV2ZW50IpADCgtBbnN3ZXJFdmVudBIoCgdtYXRjaGVkGAEgASgLMhUuYWFwLnYxLlByb21wdE1hdGNoZWRIABIqCgtzdWdnZXN0aW9ucxgCIAEoCzITLmFhcC52MS5TdWdnZXN0aW9uc0gAEjAKCXNjaGVkdWxlZBgDIAEoCzIbLmFhcC52MS5FdmFsdWF0aW9uU2NoZWR1bGVkSAASIAoGY2FjaGVkGAQgASgLMg4uYWFwLnYxLkFuc3dlckgAEiAKBmFuc3dlchgFIAEoCzIOLmFhcC52MS5BbnN3ZXJIABIqCgZmYWlsZWQYBiABKAsyGC5hYXAudjEuRXZhbHVhdGlvbkZhaWxlZEgAEi4KCHByb2dyZXNzGAcgASgLMhouYWFwLnYxLkV2YWx1YXRpb25Qcm9ncmVzc0gAEiYKCWNvbXBsZXRlZBgIIAEoCzIRLmFhcC52MS5Db21wbGV0ZWRIABIoCgdwYXJ0aWFsGAkgASgLMhUuYWFwLnYxLlBhcnRpYWxBbnN3ZXJIAEIHCgVldmVudCKVAQoNUHJvbXB0TWF0Y2hlZBIRCglwcm9tcHRfaWQYASABKAMSIAoFbWF0Y2gYAiABKA4yES5hYXAudjEuTWF0Y2hLaW5kEhIKCnNpbWlsYXJpdHkYAyABKAESEwoLcHJvbXB0X3RleHQYBCABKAkSJgoHcmVsYXRlZBgFIAMoCzIVLmFhcC52MS5SZWxhdGVkUHJvbXB0Il4KC1N1Z2dlc3Rpb25zEicKC3N1Z2dlc3Rpb25zGAEgAygLMhIuYWFwLnYxLlN1Z2dlc3Rpb24SJgoHcmVsYXRlZBgCIAMoCzIVLmFhcC52MS5SZWxhdGVkUHJvbXB0IlsKDVJlbGF0ZWRQcm9tcHQSEQoJcHJvbXB0X2lkGAEgASgDEhMKC3Byb21wdF90ZXh0GAIgASgJEhIKCnNpbWlsYXJpdHkYAyABKAESDgoGcmVhc29uGAQgASgJImUKClN1Z2dlc3Rpb24SEQoJcHJvbXB0X2lkGAEgASgDEhMKC3Byb21wdF90ZXh0GAIgASgJEhIKCnNpbWlsYXJpdHkYAyABKAESGwoTYW5zd2VyZWRfYXNzaXN0YW50cxgEIAMoCSJNChNFdmFsdWF0aW9uU2NoZWR1bGVkEhUKDWV2YWx1YXRpb25faWQYASABKAMSEQoJYXNzaXN0YW50GAIgASgJEgwKBHBsYW4YAyABKAkihQEKEkV2YWx1YXRpb25Qcm9ncmVzcxIVCg1ldmFsdWF0aW9uX2lkGAEgASgDEhEKCWFzc2lzdGFudBgCIAEoCRIMCgRwbGFuGAMgASgJEiYKBXN0YXRlGAQgASgOMhcuYWFwLnYxLkV2YWx1YXRpb25TdGF0ZRIPCgdhdHRlbXB0GAUgASgNIm4KEEV2YWx1YXRpb25GYWlsZWQSFQoNZXZhbHVhdGlvbl9pZBgBIAEoAxIRCglhc3Npc3RhbnQYAiABKAkSDAoEcGxhbhgDIAEoCRIOCgZyZWFzb24YBCABKAkSEgoKd2lsbF9yZXRyeRgFIAEoCCJVCg1QYXJ0aWFsQW5zd2VyEhUKDWV2YWx1YXRpb25faWQYASABKAMSEQoJYXNzaXN0YW50GAIgASgJEgwKBHBsYW4YAyABKAkSDAoEdGV4dBgEIAEoCSJZCg5IaXN0b3J5UmVxdWVzdBIRCglwcm9tcHRfaWQYASABKAMSHgoGdGFyZ2V0GAIgASgLMg4uYWFwLnYxLlRhcmdldBIUCgxpbmNsdWRlX2h0bWwYAyABKAgibAoPSGlzdG9yeVJlc3BvbnNlEh4KBmFuc3dlchgBIAEoCzIOLmFhcC52MS5BbnN3ZXISEgoKYWRkZWRfdXJscxgCIAMoCRIUCgxkcm9wcGVkX3VybHMYAyADKAkSDwoHY3VycmVudBgEIAEoCCKWAQoWU2NoZWR1bGVSZWZyZXNoUmVxdWVzdBIMCgRuYW1lGAEgASgJEhIKCnByb21wdF9pZHMYAiADKAMSHwoHdGFyZ2V0cxgDIAMoCzIOLmFhcC52MS5UYXJnZXQSKAoFZXZlcnkYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHcnVuX25vdxgFIAEoCCL0AQoPUmVmcmVzaFNjaGVkdWxlEgwKBG5hbWUYASABKAkSEgoKcHJvbXB0X2lkcxgCIAMoAxIfCgd0YXJnZXRzGAMgAygLMg4uYWFwLnYxLlRhcmdldBIoCgVldmVyeRgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIvCgtuZXh0X3J1bl9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLbGFzdF9ydW5fYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYByABKAkiHQobTGlzdFJlZnJlc2hTY2hlZHVsZXNSZXF1ZXN0IkoKHExpc3RSZWZyZXNoU2NoZWR1bGVzUmVzcG9uc2USKgoJc2NoZWR1bGVzGAEgAygLMhcuYWFwLnYxLlJlZnJlc2hTY2hlZHVsZSIsChxEZWxldGVSZWZyZXNoU2NoZWR1bGVSZXF1ZXN0EgwKBG5hbWUYASABKAkiHwodRGVsZXRlUmVmcmVzaFNjaGVkdWxlUmVzcG9uc2UiQAoJQ29tcGxldGVkEhEKCXByb21wdF9pZBgBIAEoAxIQCghhbnN3ZXJlZBgCIAEoDRIOCgZmYWlsZWQYAyABKA0qhAEKDVNpbWlsYXJQb2xpY3kSHgoaU0lNSUxBUl9QT0xJQ1lfVU5TUEVDSUZJRUQQABIaChZTSU1JTEFSX1BPTElDWV9TVUdHRVNUEAESGQoVU0lNSUxBUl9QT0xJQ1lfQUNDRVBUEAISHAoYU0lNSUxBUl9QT0xJQ1lfRk9SQ0VfTkVXEAMqfwoJTWF0Y2hLaW5kEhoKFk1BVENIX0tJTkRfVU5TUEVDSUZJRUQQABIUChBNQVRDSF9LSU5EX0VYQUNUEAESFgoSTUFUQ0hfS0lORF9TSU1JTEFSEAISEgoOTUFUQ0hfS0lORF9ORVcQAxIUChBNQVRDSF9LSU5EX0JZX0lEEAQq6AEKD0V2YWx1YXRpb25TdGF0ZRIgChxFVkFMVUFUSU9OX1NUQVRFX1VOU1BFQ0lGSUVEEAASHAoYRVZBTFVBVElPTl9TVEFURV9QRU5ESU5HEAESGwoXRVZBTFVBVElPTl9TVEFURV9RVUVVRUQQAhIcChhFVkFMVUFUSU9OX1NUQVRFX0NMQUlNRUQQAxIeChpFVkFMVUFUSU9OX1NUQVRFX1NVQk1JVFRFRBAEEh0KGUVWQUxVQVRJT05fU1RBVEVfQU5TV0VSRUQQBRIbChdFVkFMVUFUSU9OX1NUQVRFX0ZBSUxFRBAGMs0DCg5BbnN3ZXJzU2VydmljZRIwCgNBc2sSEi5hYXAudjEuQXNrUmVxdWVzdBoTLmFhcC52MS5Bc2tSZXNwb25zZTABEjYKBVdhdGNoEhQuYWFwLnYxLldhdGNoUmVxdWVzdBoVLmFhcC52MS5XYXRjaFJlc3BvbnNlMAESPAoHSGlzdG9yeRIWLmFhcC52MS5IaXN0b3J5UmVxdWVzdBoXLmFhcC52MS5IaXN0b3J5UmVzcG9uc2UwARJKCg9TY2hlZHVsZVJlZnJlc2gSHi5hYXAudjEuU2NoZWR1bGVSZWZyZXNoUmVxdWVzdBoXLmFhcC52MS5SZWZyZXNoU2NoZWR1bGUSYQoUTGlzdFJlZnJlc2hTY2hlZHVsZXMSIy5hYXAudjEuTGlzdFJlZnJlc2hTY2hlZHVsZXNSZXF1ZXN0GiQuYWFwLnYxLkxpc3RSZWZyZXNoU2NoZWR1bGVzUmVzcG9uc2USZAoVRGVsZXRlUmVmcmVzaFNjaGVkdWxlEiQuYWFwLnYxLkRlbGV0ZVJlZnJlc2hTY2hlZHVsZVJlcXVlc3QaJS5hYXAudjEuRGVsZXRlUmVmcmVzaFNjaGVkdWxlUmVzcG9uc2ViBnByb3RvMw", [file_aap_v1_types, file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * @generated from message aap.v1.AskRequest
@@ -636,6 +636,169 @@ export const HistoryResponseSchema: GenMessage<HistoryResponse> = /*@__PURE__*/
   messageDesc(file_aap_v1_answers, 14);
 
 /**
+ * @generated from message aap.v1.ScheduleRefreshRequest
+ */
+export type ScheduleRefreshRequest = Message<"aap.v1.ScheduleRefreshRequest"> & {
+  /**
+   * The schedule's name: 1 to 100 characters, no control characters. An existing schedule of
+   * that name is replaced.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The prompts to keep fresh (1 to 10,000 stored prompt ids).
+   *
+   * @generated from field: repeated int64 prompt_ids = 2;
+   */
+  promptIds: bigint[];
+
+  /**
+   * Assistants to refresh. Empty means every assistant on any plan.
+   *
+   * @generated from field: repeated aap.v1.Target targets = 3;
+   */
+  targets: Target[];
+
+  /**
+   * How often: at least a minute, at most a year.
+   *
+   * @generated from field: google.protobuf.Duration every = 4;
+   */
+  every?: Duration | undefined;
+
+  /**
+   * Whether the first run is now; otherwise it is one `every` from now.
+   *
+   * @generated from field: bool run_now = 5;
+   */
+  runNow: boolean;
+};
+
+/**
+ * Describes the message aap.v1.ScheduleRefreshRequest.
+ * Use `create(ScheduleRefreshRequestSchema)` to create a new message.
+ */
+export const ScheduleRefreshRequestSchema: GenMessage<ScheduleRefreshRequest> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 15);
+
+/**
+ * @generated from message aap.v1.RefreshSchedule
+ */
+export type RefreshSchedule = Message<"aap.v1.RefreshSchedule"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * @generated from field: repeated int64 prompt_ids = 2;
+   */
+  promptIds: bigint[];
+
+  /**
+   * @generated from field: repeated aap.v1.Target targets = 3;
+   */
+  targets: Target[];
+
+  /**
+   * @generated from field: google.protobuf.Duration every = 4;
+   */
+  every?: Duration | undefined;
+
+  /**
+   * When it runs next.
+   *
+   * @generated from field: google.protobuf.Timestamp next_run_at = 5;
+   */
+  nextRunAt?: Timestamp | undefined;
+
+  /**
+   * When it last ran; absent before its first run.
+   *
+   * @generated from field: google.protobuf.Timestamp last_run_at = 6;
+   */
+  lastRunAt?: Timestamp | undefined;
+
+  /**
+   * The operator who created or last replaced it.
+   *
+   * @generated from field: string created_by = 7;
+   */
+  createdBy: string;
+};
+
+/**
+ * Describes the message aap.v1.RefreshSchedule.
+ * Use `create(RefreshScheduleSchema)` to create a new message.
+ */
+export const RefreshScheduleSchema: GenMessage<RefreshSchedule> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 16);
+
+/**
+ * @generated from message aap.v1.ListRefreshSchedulesRequest
+ */
+export type ListRefreshSchedulesRequest = Message<"aap.v1.ListRefreshSchedulesRequest"> & {
+};
+
+/**
+ * Describes the message aap.v1.ListRefreshSchedulesRequest.
+ * Use `create(ListRefreshSchedulesRequestSchema)` to create a new message.
+ */
+export const ListRefreshSchedulesRequestSchema: GenMessage<ListRefreshSchedulesRequest> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 17);
+
+/**
+ * @generated from message aap.v1.ListRefreshSchedulesResponse
+ */
+export type ListRefreshSchedulesResponse = Message<"aap.v1.ListRefreshSchedulesResponse"> & {
+  /**
+   * By name.
+   *
+   * @generated from field: repeated aap.v1.RefreshSchedule schedules = 1;
+   */
+  schedules: RefreshSchedule[];
+};
+
+/**
+ * Describes the message aap.v1.ListRefreshSchedulesResponse.
+ * Use `create(ListRefreshSchedulesResponseSchema)` to create a new message.
+ */
+export const ListRefreshSchedulesResponseSchema: GenMessage<ListRefreshSchedulesResponse> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 18);
+
+/**
+ * @generated from message aap.v1.DeleteRefreshScheduleRequest
+ */
+export type DeleteRefreshScheduleRequest = Message<"aap.v1.DeleteRefreshScheduleRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message aap.v1.DeleteRefreshScheduleRequest.
+ * Use `create(DeleteRefreshScheduleRequestSchema)` to create a new message.
+ */
+export const DeleteRefreshScheduleRequestSchema: GenMessage<DeleteRefreshScheduleRequest> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 19);
+
+/**
+ * @generated from message aap.v1.DeleteRefreshScheduleResponse
+ */
+export type DeleteRefreshScheduleResponse = Message<"aap.v1.DeleteRefreshScheduleResponse"> & {
+};
+
+/**
+ * Describes the message aap.v1.DeleteRefreshScheduleResponse.
+ * Use `create(DeleteRefreshScheduleResponseSchema)` to create a new message.
+ */
+export const DeleteRefreshScheduleResponseSchema: GenMessage<DeleteRefreshScheduleResponse> = /*@__PURE__*/
+  messageDesc(file_aap_v1_answers, 20);
+
+/**
  * @generated from message aap.v1.Completed
  */
 export type Completed = Message<"aap.v1.Completed"> & {
@@ -664,7 +827,7 @@ export type Completed = Message<"aap.v1.Completed"> & {
  * Use `create(CompletedSchema)` to create a new message.
  */
 export const CompletedSchema: GenMessage<Completed> = /*@__PURE__*/
-  messageDesc(file_aap_v1_answers, 15);
+  messageDesc(file_aap_v1_answers, 21);
 
 /**
  * What to do when the prompt is new but a stored prompt is similar enough.
@@ -863,6 +1026,38 @@ export const AnswersService: GenService<{
     methodKind: "server_streaming";
     input: typeof HistoryRequestSchema;
     output: typeof HistoryResponseSchema;
+  },
+  /**
+   * Keeps a set of prompts fresh: every `every`, each prompt gets a refresh evaluation for each
+   * target (unless one is live). Creates the schedule, or replaces the one of that name
+   * (operator).
+   *
+   * @generated from rpc aap.v1.AnswersService.ScheduleRefresh
+   */
+  scheduleRefresh: {
+    methodKind: "unary";
+    input: typeof ScheduleRefreshRequestSchema;
+    output: typeof RefreshScheduleSchema;
+  },
+  /**
+   * Lists the refresh schedules (operator).
+   *
+   * @generated from rpc aap.v1.AnswersService.ListRefreshSchedules
+   */
+  listRefreshSchedules: {
+    methodKind: "unary";
+    input: typeof ListRefreshSchedulesRequestSchema;
+    output: typeof ListRefreshSchedulesResponseSchema;
+  },
+  /**
+   * Deletes a refresh schedule; evaluations it started go on (operator).
+   *
+   * @generated from rpc aap.v1.AnswersService.DeleteRefreshSchedule
+   */
+  deleteRefreshSchedule: {
+    methodKind: "unary";
+    input: typeof DeleteRefreshScheduleRequestSchema;
+    output: typeof DeleteRefreshScheduleResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aap_v1_answers, 0);
