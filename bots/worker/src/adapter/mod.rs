@@ -419,3 +419,23 @@ impl Adapter for AnyAdapter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typing_keeps_the_latest_text_without_blank_reads_or_control_characters() {
+        let (typing, mut typed) = Typing::channel();
+        typing.saw("  \n ");
+        assert!(!typed.has_changed().unwrap_or(true), "a blank read is no text");
+        typing.saw(" The best\u{7} laptops\n\tare ");
+        assert!(typed.has_changed().unwrap_or(false));
+        assert_eq!(*typed.borrow_and_update(), "The best laptops\n\tare");
+        typing.saw("The best laptops\n\tare");
+        assert!(!typed.has_changed().unwrap_or(true), "the same text again is no change");
+        typing.saw("The best laptops\n\tare light");
+        assert_eq!(*typed.borrow_and_update(), "The best laptops\n\tare light");
+        Typing::none().saw("goes nowhere");
+    }
+}
