@@ -83,6 +83,24 @@ pub async fn connect(server: &str, token: &str, tls: &aap_tls::ClientTls) -> any
     Ok(AnswersServiceClient::with_interceptor(channel(server, tls).await?, Bearer::new(token)?))
 }
 
+/// Near prompts the guard held apart, with why.
+fn print_related(out: &mut impl Write, related: &[aap_proto::v1::RelatedPrompt]) -> std::io::Result<()> {
+    if related.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "related, not the same question:")?;
+    for r in related {
+        writeln!(out, "    prompt {} similarity {:.3}, {}: {:?}", r.prompt_id, r.similarity, r.reason, r.prompt_text)?;
+    }
+    Ok(())
+}
+
+/// A target as written on the command line: `id` or `id:plan`.
+pub fn parse_target(raw: &str) -> aap_proto::v1::Target {
+    let (assistant, plan) = raw.split_once(':').unwrap_or((raw, ""));
+    aap_proto::v1::Target { assistant: assistant.to_owned(), plan: plan.to_owned() }
+}
+
 fn label(assistant: &str, plan: &str) -> String {
     format!("[{assistant}/{plan}]")
 }
@@ -181,13 +199,14 @@ pub async fn print_events(
                     _ => "matched".to_owned(),
                 };
                 writeln!(out, "prompt {}: {how}: {:?}", m.prompt_id, m.prompt_text)?;
+                print_related(out, &m.related)?;
             }
             Event::Suggestions(s) => {
                 writeln!(
                     out,
                     "similar prompts already answered (ask with --prompt-id to take one, or --policy force-new):"
                 )?;
-                for s in s.suggestions {
+                for s in &s.suggestions {
                     writeln!(
                         out,
                         "    prompt {} similarity {:.3} answered by [{}]: {:?}",
@@ -197,6 +216,7 @@ pub async fn print_events(
                         s.prompt_text
                     )?;
                 }
+                print_related(out, &s.related)?;
             }
             Event::Scheduled(s) => {
                 writeln!(out, "{} scheduled as evaluation {}", label(&s.assistant, &s.plan), s.evaluation_id)?;
@@ -222,6 +242,7 @@ pub async fn print_events(
                 )?;
                 typed.insert(target, p.text);
             }
+            Event::Cached(a) if a.stale => print_answer(out, "stored answer (stale: a refresh follows)", &a, started)?,
             Event::Cached(a) => print_answer(out, "stored answer", &a, started)?,
             Event::Answer(a) => {
                 typed.remove(&label(&a.assistant, &a.plan));

@@ -53,6 +53,11 @@ pub struct ServiceArgs {
     /// RESOURCE_EXHAUSTED instead of queueing without bound.
     #[arg(long, env = "AAP_EMBEDDING_QUEUE", default_value_t = aap_embedding::BatchConfig::default().max_queue)]
     pub embedding_queue: usize,
+    /// Oldest answer an Ask that names no `max_age` is served as current, per assistant, e.g.
+    /// `chatgpt=7d,claude=7d`: an older answer is streamed marked stale while a refresh is
+    /// evaluated. An assistant not listed: answers never go stale.
+    #[arg(long, env = "AAP_ANSWER_MAX_AGE", value_delimiter = ',', value_parser = crate::freshness_cmd::parse_assistant_age)]
+    pub answer_max_age: Vec<(String, Duration)>,
     /// Most prompts in one forward pass of the embedding model (concurrent Asks share passes).
     #[arg(long, env = "AAP_EMBEDDING_BATCH", default_value_t = aap_embedding::BatchConfig::default().max_batch)]
     pub embedding_batch: usize,
@@ -270,6 +275,7 @@ impl ServiceArgs {
                     max_queue: self.embedding_queue,
                     ..aap_embedding::BatchConfig::default()
                 },
+                max_age: self.answer_max_age.iter().cloned().collect(),
                 ..AnswersConfig::default()
             },
             gateway: GatewayConfig {

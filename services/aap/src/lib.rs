@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod dev;
+pub mod freshness_cmd;
 pub mod logins;
 pub mod metrics;
 pub mod platform;

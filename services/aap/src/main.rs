@@ -6,7 +6,7 @@ use aap::client;
 use aap::config::{NatsArgs, ServiceArgs, TlsArgs};
 use aap::platform::{Listeners, Platform};
 use aap::services::Service;
-use aap_proto::v1::{AskRequest, SimilarPolicy, Target, WatchRequest};
+use aap_proto::v1::{AskRequest, SimilarPolicy, WatchRequest};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
@@ -61,6 +61,11 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Shows how a prompt's answer and its sources changed over time, oldest first.
+    History(aap::freshness_cmd::HistoryArgs),
+    /// Keeps prompts fresh on a schedule: set, list, delete (operator).
+    #[command(subcommand)]
+    Refresh(aap::freshness_cmd::RefreshCommand),
     /// Creates, lists and revokes the tokens of customers, bots and operators (operator).
     #[command(subcommand)]
     Token(aap::tokens::TokenCommand),
@@ -132,13 +137,16 @@ struct AskArgs {
     /// Lowest similarity counted as similar, in (0, 1].
     #[arg(long)]
     min_similarity: Option<f64>,
+    /// Oldest answer served as current, e.g. 7d: an older one is shown marked stale while a
+    /// refresh runs, and the fresh one follows.
+    #[arg(long, value_parser = aap::freshness_cmd::parse_duration)]
+    max_age: Option<std::time::Duration>,
+    /// Also list stored prompts that are near but ask something else (another price, year,
+    /// brand…), with why.
+    #[arg(long)]
+    related: bool,
     #[command(flatten)]
     conn: ConnArgs,
-}
-
-pub(crate) fn parse_target(raw: &str) -> Target {
-    let (assistant, plan) = raw.split_once(':').unwrap_or((raw, ""));
-    Target { assistant: assistant.to_owned(), plan: plan.to_owned() }
 }
 
 #[tokio::main]
@@ -193,11 +201,12 @@ async fn main() -> anyhow::Result<()> {
             };
             let request = AskRequest {
                 query: Some(query),
-                targets: args.targets.iter().map(|t| parse_target(t)).collect(),
+                targets: args.targets.iter().map(|t| client::parse_target(t)).collect(),
                 policy: policy as i32,
                 min_similarity: args.min_similarity,
                 include_html: false,
-                ..Default::default()
+                max_age: args.max_age.map(|age| prost_types::Duration { seconds: age.as_secs() as i64, nanos: 0 }),
+                include_related: args.related,
             };
             let stream = client.ask(request).await?.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()));
             let failed = client::print_events(stream, &mut std::io::stdout()).await?;
@@ -216,6 +225,8 @@ async fn main() -> anyhow::Result<()> {
             client::print_events(stream, &mut std::io::stdout()).await?;
             Ok(())
         }
+        Command::History(args) => aap::freshness_cmd::history(args, &mut std::io::stdout()).await,
+        Command::Refresh(command) => aap::freshness_cmd::refresh(command, &mut std::io::stdout()).await,
         Command::Token(command) => aap::tokens::run(command).await,
         Command::Accounts(command) => aap::accounts_cmd::run(command, &mut std::io::stdout()).await,
         Command::Session(command) => {

@@ -182,11 +182,12 @@ fn canonical_amounts(normalized: &str) -> String {
                 break;
             }
         }
-        if currency.is_none() && lead.is_empty() {
-            if let Some(symbol) = out.last().and_then(|previous| currency_symbol(previous)) {
-                out.pop();
-                currency = Some(symbol);
-            }
+        if currency.is_none()
+            && lead.is_empty()
+            && let Some(symbol) = out.last().and_then(|previous| currency_symbol(previous))
+        {
+            out.pop();
+            currency = Some(symbol);
         }
         let mut consumed = 1;
         // A multiplier glued on ("1.5k", "$2m") or as the next word ("2 million").
@@ -198,13 +199,12 @@ fn canonical_amounts(normalized: &str) -> String {
                 value *= factor;
                 tail = &tail[glued..];
             }
-        } else if tail.is_empty() {
-            if let Some((factor, needs_currency)) = words.get(i + 1).and_then(|next| multiplier(next)) {
-                if !needs_currency || currency.is_some() {
-                    value *= factor;
-                    consumed += 1;
-                }
-            }
+        } else if tail.is_empty()
+            && let Some((factor, needs_currency)) = words.get(i + 1).and_then(|next| multiplier(next))
+            && (!needs_currency || currency.is_some())
+        {
+            value *= factor;
+            consumed += 1;
         }
         // A currency written after the number: "1000 usd", "1000 dollars", "1000$".
         if currency.is_none() {
@@ -212,14 +212,14 @@ fn canonical_amounts(normalized: &str) -> String {
             if let Some(symbol) = currency_symbol(&tail[..glued]).filter(|_| glued > 0 && ends_word(&tail[glued..])) {
                 currency = Some(symbol);
                 tail = &tail[glued..];
-            } else if tail.is_empty() {
-                if let Some(next) = words.get(i + consumed) {
-                    let bare = next.trim_end_matches(|c: char| c.is_ascii_punctuation());
-                    if let Some(symbol) = currency_symbol(bare) {
-                        currency = Some(symbol);
-                        tail = &next[bare.len()..];
-                        consumed += 1;
-                    }
+            } else if tail.is_empty()
+                && let Some(next) = words.get(i + consumed)
+            {
+                let bare = next.trim_end_matches(|c: char| c.is_ascii_punctuation());
+                if let Some(symbol) = currency_symbol(bare) {
+                    currency = Some(symbol);
+                    tail = &next[bare.len()..];
+                    consumed += 1;
                 }
             }
         }

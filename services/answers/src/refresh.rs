@@ -166,7 +166,7 @@ pub async fn run_due(pool: &PgPool, max_attempts: i32) -> sqlx::Result<u64> {
             for target in &targets {
                 // refresh = true also asks a target never answered.
                 if let Some((_, true)) = evals::create_or_refresh(
-                    &mut *tx,
+                    &mut tx,
                     *prompt_id,
                     &target.assistant,
                     &target.plan,
