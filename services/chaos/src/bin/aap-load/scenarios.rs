@@ -39,7 +39,19 @@ pub const EXACT_PROMPT: &str = "What are the best laptops under $1,000?";
 pub fn similar_text(index: usize) -> String {
     const FOR: &[&str] =
         &["students", "gamers", "designers", "travel", "coding", "office work", "video editing", "writers", "kids"];
-    format!("Which are the best laptops under $1,000 for {} (list {index})?", FOR[index % FOR.len()])
+    // Each text is new (no exact hit) and asks the stored prompt's question, so the near-miss
+    // guard lets it through: the index is spelled in letters, since another number would be
+    // another question.
+    let mut tag = String::new();
+    let mut n = index;
+    loop {
+        tag.push((b'a' + (n % 26) as u8) as char);
+        n /= 26;
+        if n == 0 {
+            break;
+        }
+    }
+    format!("Which are the best laptops under $1,000 for {} (variant {tag})?", FOR[index % FOR.len()])
 }
 
 fn target(assistant: &str, plan: &str) -> Target {
