@@ -22,7 +22,7 @@ use clap::Parser;
 
 /// Measures the matching policy (canonical hash, cosine threshold, guard) on the labelled pairs.
 #[derive(Debug, Parser)]
-#[command(name = "aap-similarity", version, about, long_about = None)]
+#[command(name = "aap-similarity", version, long_about = None)]
 struct Args {
     /// The labelled pair file.
     #[arg(long, default_value = pairs::FILE)]
@@ -31,10 +31,10 @@ struct Args {
     /// `AnswersConfig::default().min_similarity`).
     #[arg(long, env = "AAP_MIN_SIMILARITY")]
     threshold: Option<f64>,
-    /// Directory of all-MiniLM-L6-v2 (default: $AAP_MODEL_DIR, else
-    /// $AAP_TOOLS_DIR/models/all-MiniLM-L6-v2, else /opt/aap/models/all-MiniLM-L6-v2).
-    #[arg(long)]
-    model_dir: Option<PathBuf>,
+    /// Directory of the all-MiniLM-L6-v2 model (config.json, model.safetensors, tokenizer.json),
+    /// as `aap serve` finds it.
+    #[arg(long, env = "AAP_MODEL_DIR", default_value_os_t = aap_embedding::default_model_dir())]
+    model_dir: PathBuf,
     /// Fewest same-meaning pairs merged, as a share, at the threshold.
     #[arg(long, default_value_t = 0.75)]
     min_recall: f64,
@@ -118,9 +118,8 @@ fn main() -> anyhow::Result<()> {
         bail!("the sweep needs --sweep-from <= --sweep-to and a positive --sweep-step");
     }
     let pairs = pairs::read(&args.pairs)?;
-    let model_dir = args.model_dir.clone().unwrap_or_else(aap_embedding::default_model_dir);
-    let embedder = aap_embedding::Embedder::load(&model_dir)
-        .with_context(|| format!("load the embedding model from {}", model_dir.display()))?;
+    let embedder = aap_embedding::Embedder::load(&args.model_dir)
+        .with_context(|| format!("load the embedding model from {}", args.model_dir.display()))?;
 
     // One embedding per distinct canonical text, one at a time: batches pad, and padding may
     // move the last bits of a cosine that sits on the threshold.
