@@ -208,8 +208,8 @@ pub async fn refresh(command: RefreshCommand, out: &mut impl Write) -> anyhow::R
                 every: Some(proto_duration(every)),
                 run_now: now,
             };
-            let saved = client.schedule_refresh(request).await?.into_inner();
-            print_schedules(&[saved], out)?;
+            let saved = client.schedule_refresh(request).await?.into_inner().schedule;
+            print_schedules(saved.as_slice(), out)?;
         }
         RefreshCommand::List { conn } => {
             let mut client = conn.connect("AAP_OPERATOR_TOKEN").await?;

@@ -241,7 +241,14 @@ async fn an_operator_schedules_a_refresh_of_a_prompt_set_and_it_runs() {
     // Customers may not schedule refreshes; operators may.
     let refused = app.answers().schedule_refresh(request.clone()).await.expect_err("customer refused");
     assert_eq!(refused.code(), Code::PermissionDenied);
-    let saved = app.answers_as(OPERATOR).schedule_refresh(request).await.expect("schedule").into_inner();
+    let saved = app
+        .answers_as(OPERATOR)
+        .schedule_refresh(request)
+        .await
+        .expect("schedule")
+        .into_inner()
+        .schedule
+        .expect("the saved schedule");
     assert_eq!((saved.name.as_str(), saved.prompt_ids.as_slice()), ("weekly security", &[prompt_id][..]));
     assert_eq!(saved.created_by, OPERATOR_NAME);
 

@@ -18,6 +18,15 @@ fn matched(events: &[Event]) -> &aap_proto::v1::PromptMatched {
     }
 }
 
+/// Asks `text` of ChatGPT, answers it as the bot with `answer`; returns the prompt's id.
+async fn ask_answered(app: &TestApp, text: &str, answer: &str) -> i64 {
+    let stream = app.answers().ask(ask_text(text, &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(app, "chatgpt", "").await;
+    submit(app, task.evaluation_id, answer).await.expect("submit");
+    matched(&waiting.await.expect("stream")).prompt_id
+}
+
 fn completed(events: &[Event]) -> &aap_proto::v1::Completed {
     match events.last() {
         Some(Event::Completed(c)) => c,
@@ -117,13 +126,7 @@ async fn concurrent_asks_of_one_new_prompt_share_one_evaluation() {
 #[tokio::test]
 async fn similar_prompt_is_suggested_accepted_or_forced_new() {
     let app = spawn_app().await;
-    let original = "What are the best laptops under $1,000?";
-    let stream = app.answers().ask(ask_text(original, &["chatgpt"])).await.expect("ask").into_inner();
-    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
-    let task = poll_task(&app, "chatgpt", "").await;
-    submit(&app, task.evaluation_id, "MacBook Air").await.expect("submit");
-    let first = waiting.await.expect("stream");
-    let original_id = matched(&first).prompt_id;
+    let original_id = ask_answered(&app, "What are the best laptops under $1,000?", "MacBook Air").await;
 
     let near = "Which are the top laptops under $1,000?";
     let mut request = ask_text(near, &["chatgpt"]);
@@ -178,12 +181,7 @@ async fn similar_prompt_is_suggested_accepted_or_forced_new() {
 #[tokio::test]
 async fn a_near_miss_is_held_apart_with_its_reason_and_amount_spellings_are_one_prompt() {
     let app = spawn_app().await;
-    let original = "What are the best laptops under $1,000?";
-    let stream = app.answers().ask(ask_text(original, &["chatgpt"])).await.expect("ask").into_inner();
-    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
-    let task = poll_task(&app, "chatgpt", "").await;
-    submit(&app, task.evaluation_id, "MacBook Air").await.expect("submit");
-    let original_id = matched(&waiting.await.expect("stream")).prompt_id;
+    let original_id = ask_answered(&app, "What are the best laptops under $1,000?", "MacBook Air").await;
 
     // "$1000", "$1k" and "1000 dollars" are the stored prompt itself.
     for spelling in ["what are the best laptops under $1000?", "What are the best laptops under 1000 dollars?"] {

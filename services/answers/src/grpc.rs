@@ -8,7 +8,7 @@ use aap_proto::v1::ask_request::Query as ProtoQuery;
 use aap_proto::v1::{
     AnswerEvent, AskRequest, AskResponse, DeleteRefreshScheduleRequest, DeleteRefreshScheduleResponse, HistoryRequest,
     HistoryResponse, ListRefreshSchedulesRequest, ListRefreshSchedulesResponse, RefreshSchedule,
-    ScheduleRefreshRequest, SimilarPolicy, WatchRequest, WatchResponse,
+    ScheduleRefreshRequest, ScheduleRefreshResponse, SimilarPolicy, WatchRequest, WatchResponse,
 };
 use futures::{Stream, StreamExt};
 use tokio_stream::wrappers::ReceiverStream;
@@ -155,13 +155,13 @@ impl AnswersService for AnswersGrpc {
     async fn schedule_refresh(
         &self,
         request: Request<ScheduleRefreshRequest>,
-    ) -> Result<Response<RefreshSchedule>, Status> {
+    ) -> Result<Response<ScheduleRefreshResponse>, Status> {
         let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
         let targets = req.targets.into_iter().map(|t| (t.assistant, t.plan)).collect();
         let schedule = crate::refresh::check(&req.name, req.prompt_ids, targets, req.every, req.run_now)?;
         let saved = self.answers.schedule_refresh(schedule, &caller.principal).await?;
-        Ok(Response::new(schedule_to_proto(saved)))
+        Ok(Response::new(ScheduleRefreshResponse { schedule: Some(schedule_to_proto(saved)) }))
     }
 
     async fn list_refresh_schedules(
