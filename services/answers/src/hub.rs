@@ -265,7 +265,7 @@ impl Inner {
     async fn read(&self, prompt_id: i64) -> sqlx::Result<Arc<Snapshot>> {
         let connects = self.connects();
         let rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
-        let answers = evals::answers_of_prompt(&self.pool, prompt_id, false).await?;
+        let answers = evals::current_answers_of_prompt(&self.pool, prompt_id, false).await?;
         let snapshot = Arc::new(Snapshot { rows, answers });
         let mut settled = lock(&self.settled);
         match snapshot.settled() {

@@ -178,12 +178,14 @@ pub async fn evaluations_of_prompts(pool: &PgPool, prompt_ids: &[i64]) -> sqlx::
     sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_ids).fetch_all(pool).await
 }
 
-/// Every answer of a prompt, oldest first; `response_html` is empty unless `with_html` (pages
-/// run to megabytes, and few callers want them).
-pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64, with_html: bool) -> sqlx::Result<Vec<AnswerRow>> {
+/// The answers of a prompt that serve: the newest for each assistant and plan (the older stay
+/// in the history, see [`answers_of_target`]), so a prompt refreshed for years reads as little as
+/// one answered once. `response_html` is empty unless `with_html` (pages run to megabytes, and
+/// few callers want them).
+pub async fn current_answers_of_prompt(pool: &PgPool, prompt_id: i64, with_html: bool) -> sqlx::Result<Vec<AnswerRow>> {
     let html = if with_html { "a.response_html" } else { "''::text AS response_html" };
     let sql = format!(
-        "SELECT a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, a.response_markdown, \
+        "SELECT DISTINCT ON (a.assistant, a.plan) a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, a.response_markdown, \
          a.citations, a.captured_at, a.kind, {html}, a.model, a.web_search, a.ttft_ms, a.total_ms, \
          a.adapter_version, a.adapter_fingerprint, a.finish_signals, a.missing_roles, a.read_by_fallback, \
          a.confidence, a.search_queries, a.products, a.bot_id, \
@@ -191,7 +193,7 @@ pub async fn answers_of_prompt(pool: &PgPool, prompt_id: i64, with_html: bool) -
          FROM answers a \
          LEFT JOIN session_leases l ON l.id = CASE WHEN a.lease_id ~ '^[0-9a-fA-F-]{{36}}$' THEN a.lease_id::uuid END \
          LEFT JOIN session_accounts s ON s.id = l.account_id \
-         WHERE a.prompt_id = $1 ORDER BY a.id"
+         WHERE a.prompt_id = $1 ORDER BY a.assistant, a.plan, a.evaluation_id DESC"
     );
     sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).fetch_all(pool).await
 }
