@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::{Answers, AnswersError, AskQuery, Policy, Query, parse_targets};
+use crate::domain::{Answers, AnswersError, AskQuery, Policy, Query, parse_targets, timestamp};
 
 /// The tonic service.
 #[derive(Clone)]
@@ -80,10 +80,6 @@ fn is_operator<T>(request: &Request<T>) -> bool {
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Status {
     AnswersError::InvalidArgument { field, reason: reason.into() }.into()
-}
-
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 fn schedule_to_proto(s: crate::refresh::Schedule) -> RefreshSchedule {
