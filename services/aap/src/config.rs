@@ -95,8 +95,10 @@ pub struct ServiceArgs {
     /// fleet is down) fails with the reason, so the streams waiting on it end.
     #[arg(long, env = "AAP_QUEUED_TIMEOUT_SECS", default_value_t = 86_400)]
     pub queued_timeout_secs: u64,
-    /// An evaluation whose submitted answer is not stored within this long fails with the reason.
-    #[arg(long, env = "AAP_SUBMITTED_TIMEOUT_SECS", default_value_t = 600)]
+    /// An evaluation whose submitted answer is not stored within this long (lost between the
+    /// gateway and the results stream) is asked again, or fails with the reason after its last
+    /// attempt.
+    #[arg(long, env = "AAP_SUBMITTED_TIMEOUT_SECS", default_value_t = 120)]
     pub submitted_timeout_secs: u64,
     /// Customer tokens (AnswersService), comma-separated, each `principal=token` or a bare
     /// token of the principal `customer`. Recorded as hashes at start; prefer

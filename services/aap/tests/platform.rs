@@ -287,6 +287,89 @@ async fn lapsed_claim_is_delivered_again_and_answered_once() {
     assert_eq!(late.code(), Code::FailedPrecondition);
 }
 
+/// Marks the evaluation submitted as the gateway does first, and nothing after: a gateway
+/// killed between the mark and the results stream.
+async fn mark_submitted_then_die(app: &TestApp, evaluation_id: i64) {
+    let holder = aap_evaluations::store::Holder::new(BOT_NAME, "test-bot");
+    let marked = aap_evaluations::store::mark_submitted(&app.pool, evaluation_id, &holder).await.expect("mark");
+    assert!(marked.is_some(), "the test bot holds evaluation {evaluation_id}");
+}
+
+#[tokio::test]
+async fn a_submit_cut_off_after_the_mark_is_taken_again_from_the_same_bot_once() {
+    let app = spawn_app().await;
+    let stream = app.answers().ask(ask_text("Is a heat pump worth it?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    mark_submitted_then_die(&app, task.evaluation_id).await;
+    // Another bot of the fleet cannot answer it in the meantime.
+    let mut other = app.evaluations();
+    let refused = other
+        .submit(aap_proto::v1::SubmitRequest {
+            evaluation_id: task.evaluation_id,
+            response_text: "not mine".into(),
+            bot_id: "another-bot".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("another bot's submit");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    // The bot's retry, once a gateway is back, is taken: the answer reaches the stream.
+    submit(&app, task.evaluation_id, "Yes, in a mild climate").await.expect("the retried submit is taken");
+    let events = waiting.await.expect("stream");
+    let answers: Vec<_> = events.iter().filter_map(|e| if let Event::Answer(a) = e { Some(a) } else { None }).collect();
+    assert_eq!(answers.len(), 1, "{events:?}");
+    assert_eq!(answers[0].response_text, "Yes, in a mild climate");
+    assert_eq!(completed(&events).answered, 1);
+    // The reply to that retry lost too, the bot tries once more: its answer is in, so it succeeds.
+    submit(&app, task.evaluation_id, "Yes, in a mild climate").await.expect("a repeat of the stored answer");
+    // A different text for the answered evaluation is refused, and nothing is stored twice.
+    let changed = submit(&app, task.evaluation_id, "No").await.expect_err("a second, different answer");
+    assert_eq!(changed.code(), Code::FailedPrecondition);
+    assert_eq!(app.count("answers").await, 1);
+}
+
+#[tokio::test]
+async fn a_submitted_answer_that_never_arrives_is_asked_again_and_answered_once() {
+    let app = spawn_app_with(Options { submitted_timeout: Duration::from_secs(1), ..Options::default() }).await;
+    let stream = app.answers().ask(ask_text("Do I need a VPN at home?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let first = poll_task(&app, "chatgpt", "").await;
+    // The gateway died after the mark, and the bot gave up before one was back.
+    mark_submitted_then_die(&app, first.evaluation_id).await;
+    // After the submitted timeout the evaluation is asked again: a new task, attempt 2.
+    let second = poll_task(&app, "chatgpt", "").await;
+    assert_eq!((second.evaluation_id, second.attempt), (first.evaluation_id, 2));
+    submit(&app, second.evaluation_id, "Rarely").await.expect("submit");
+    let events = waiting.await.expect("stream");
+    let answers = events.iter().filter(|e| matches!(e, Event::Answer(_))).count();
+    assert_eq!(answers, 1, "{events:?}");
+    assert!(!events.iter().any(|e| matches!(e, Event::Failed(f) if !f.will_retry)), "{events:?}");
+    assert_eq!(completed(&events).answered, 1);
+    assert_eq!(app.count("answers").await, 1);
+}
+
+#[tokio::test]
+async fn a_lost_submit_on_the_last_attempt_fails_with_the_reason() {
+    let app =
+        spawn_app_with(Options { max_attempts: 1, submitted_timeout: Duration::from_secs(1), ..Options::default() })
+            .await;
+    let stream = app.answers().ask(ask_text("Is Rust hard to learn?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    mark_submitted_then_die(&app, task.evaluation_id).await;
+    let events = waiting.await.expect("stream");
+    let failed = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed(f) if !f.will_retry => Some(f.clone()),
+            _ => None,
+        })
+        .expect("final failure");
+    assert!(failed.reason.contains("submitted but not stored"), "{}", failed.reason);
+    assert_eq!(completed(&events).failed, 1);
+}
+
 #[tokio::test]
 async fn last_attempt_lapsing_fails_the_evaluation_and_tells_the_stream() {
     let app =

@@ -25,6 +25,7 @@ struct Metrics {
     releases: Counters,
     failed: Counters,
     lapsed_claims: Counters,
+    lost_submits: Counters,
     answered: Counters,
     ingest_lag: Histograms,
     ingest_redeliveries: Counters,
@@ -66,6 +67,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     lapsed_claims: metrics::counter(
         "evaluations_lapsed_claims",
         "Claims the reaper ended because their bot stopped sending heartbeats, by assistant.",
+    ),
+    lost_submits: metrics::counter(
+        "evaluations_lost_submits",
+        "Submitted answers that never reached the database within --submitted-timeout-secs (lost between the \
+         gateway's mark and the results stream), asked again, by assistant.",
     ),
     answered: metrics::counter("evaluations_answered", "Answers the ingest stored, by assistant."),
     ingest_lag: metrics::histogram(
@@ -144,6 +150,10 @@ pub(crate) fn failed_for_good(name: &str, cause: &'static str) {
 
 pub(crate) fn claim_lapsed(name: &str) {
     METRICS.lapsed_claims.get_or_create(&assistant(name)).inc();
+}
+
+pub(crate) fn submit_lost(name: &str) {
+    METRICS.lost_submits.get_or_create(&assistant(name)).inc();
 }
 
 pub(crate) fn ingested(name: &str, stored: bool, published: Option<async_nats::jetstream::message::Info<'_>>) {

@@ -128,7 +128,8 @@ impl Queue {
     }
 
     /// Puts an evaluation on the task stream; a repeat within the de-duplication window is
-    /// dropped by JetStream (`Nats-Msg-Id` = `eval-<id>`).
+    /// dropped by JetStream (`Nats-Msg-Id` = `eval-<id>-<attempts>`: an evaluation scheduled
+    /// again after an attempt, its submitted answer lost, is a new message).
     pub async fn publish_task(&self, row: &EvaluationRow) -> crate::EvalResult<()> {
         self.send_task(row).await?.await.map_err(queue_err)?;
         Ok(())
@@ -151,7 +152,7 @@ impl Queue {
         let publish = jetstream::message::PublishMessage::build()
             .payload(payload.into())
             .headers(headers)
-            .message_id(format!("eval-{}", row.id));
+            .message_id(format!("eval-{}-{}", row.id, row.attempts));
         let subject = self.topology.task_subject(&row.assistant, &row.plan);
         self.js.send_publish(subject, publish).await.map_err(queue_err)
     }

@@ -94,30 +94,43 @@ pub async fn keep_deliveries(pool: &PgPool, queue: &Queue) -> EvalResult<usize> 
 pub struct Timeouts {
     /// Pending or queued without a bot taking it.
     pub queued: Duration,
-    /// Submitted without the answer being stored.
+    /// Submitted without the answer being stored: asked again, or failed after the last attempt.
     pub submitted: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Timeouts {
-        Timeouts { queued: Duration::from_secs(24 * 3600), submitted: Duration::from_secs(600) }
+        Timeouts { queued: Duration::from_secs(24 * 3600), submitted: Duration::from_secs(120) }
     }
 }
 
-/// Fails evaluations that waited past `timeouts`, so no stream waits on them forever; returns
-/// how many. A task message still on the stream for one is dropped as stale when delivered.
+/// Ends the waits past `timeouts`, so no stream waits on them forever: a task no bot took
+/// fails; a submitted answer that never reached the database is asked again (or fails after
+/// the last attempt). Returns how many. A task message still on the stream for one is
+/// dropped as stale when delivered.
 pub async fn expire(pool: &PgPool, queue: &Queue, timeouts: Timeouts) -> EvalResult<usize> {
     let rows = store::expire_stale(pool, timeouts.queued.as_secs_f64(), timeouts.submitted.as_secs_f64()).await?;
+    let mut requeued = 0;
     for row in &rows {
-        tracing::warn!(
-            evaluation_id = row.id,
-            assistant = %row.assistant,
-            plan = %row.plan,
-            reason = row.failure_reason.as_deref().unwrap_or(""),
-            "evaluation waited too long"
-        );
-        crate::metrics::failed_for_good(&row.assistant, "timeout");
+        let reason = row.failure_reason.as_deref().unwrap_or("");
+        if row.status() == Status::Pending {
+            tracing::warn!(evaluation_id = row.id, assistant = %row.assistant, attempts = row.attempts, reason,
+                "submitted answer lost; asking again");
+            crate::metrics::submit_lost(&row.assistant);
+            // The lost attempt's delivery, if it was never settled, must not bring a second bot.
+            if let Some(subject) = &row.ack_subject {
+                queue.settle(subject, Settle::Term).await;
+            }
+            requeued += 1;
+        } else {
+            tracing::warn!(evaluation_id = row.id, assistant = %row.assistant, plan = %row.plan, reason,
+                "evaluation waited too long");
+            crate::metrics::failed_for_good(&row.assistant, "timeout");
+        }
         queue.notify_prompt(row.prompt_id).await;
+    }
+    if requeued > 0 {
+        queue.wake_scheduler().await;
     }
     Ok(rows.len())
 }

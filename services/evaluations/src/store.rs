@@ -332,14 +332,23 @@ pub async fn extend_claim(
 
 /// Moves an evaluation `holder` claimed (or whose claim lapsed, not yet redelivered) to
 /// submitted. `None` when it is in no state to take an answer from it.
+///
+/// A submit the same holder repeats while the evaluation is submitted (its first try was cut
+/// off, by a gateway that died between this mark and the results stream, say) is taken again:
+/// the result's Msg-Id and the one answer per evaluation keep the repeat from storing twice.
 pub async fn mark_submitted(pool: &PgPool, id: i64, holder: &Holder) -> sqlx::Result<Option<EvaluationRow>> {
     let sql = format!(
         "UPDATE evaluations SET status = 'submitted', claim_expires_at = NULL, updated_at = now() \
-         WHERE id = $1 AND (status = 'claimed' OR (status = 'queued' AND attempts > 0)) AND {} \
+         WHERE id = $1 AND (status IN ('claimed', 'submitted') OR (status = 'queued' AND attempts > 0)) AND {} \
          {RETURNING_EVALUATION}",
         held_by(2, 3)
     );
     sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(&holder.principal).bind(&holder.bot_id).fetch_optional(pool).await
+}
+
+/// The text of the answer stored for evaluation `id`, if any.
+pub async fn answer_text(pool: &PgPool, id: i64) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT response_text FROM answers WHERE evaluation_id = $1").bind(id).fetch_optional(pool).await
 }
 
 /// Undoes [`mark_submitted`] when the result could not be handed to the results stream.
@@ -387,12 +396,15 @@ pub async fn fail_unstorable(pool: &PgPool, id: i64, reason: &str) -> sqlx::Resu
     sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(reason).fetch_optional(pool).await
 }
 
-/// Fails evaluations that waited too long: pending or queued for `queued_secs` (no bot took
-/// the task: none serves its assistant and plan, or the fleet is down) or submitted for
-/// `submitted_secs` (the answer never reached the database). Returns them.
+/// Ends the waits that went on too long: an evaluation pending or queued for `queued_secs` (no
+/// bot took the task: none serves its assistant and plan, or the fleet is down) fails with the
+/// reason; one submitted for `submitted_secs` whose answer never reached the database (its
+/// result was lost on the way, by a gateway killed between the mark and the results stream) is
+/// asked again, pending for the scheduler, or fails when it had its last attempt. Returns them.
 pub async fn expire_stale(pool: &PgPool, queued_secs: f64, submitted_secs: f64) -> sqlx::Result<Vec<EvaluationRow>> {
     let sql = format!(
-        "UPDATE evaluations SET status = 'failed', claim_expires_at = NULL, updated_at = now(), \
+        "UPDATE evaluations SET claim_expires_at = NULL, updated_at = now(), \
+             status = CASE WHEN status = 'submitted' AND attempts < max_attempts THEN 'pending' ELSE 'failed' END, \
              failure_reason = CASE WHEN status = 'submitted' \
                  THEN 'the answer was submitted but not stored within ' || $2::text || ' s' \
                  ELSE 'no bot took the task within ' || $1::text || ' s: does a bot serve ' \

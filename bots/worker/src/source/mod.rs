@@ -159,14 +159,22 @@ impl TaskSource {
     }
 }
 
-/// Runs `call` up to `attempts` times while it fails with a retryable error, each try bounded
-/// by `timeout`, waiting 0.5 s, 1 s, 2 s, ... (at most 10 s) between tries.
+/// How long a submit or release keeps being tried while the platform cannot be reached, however
+/// few tries `--submit-retry-attempts` allows: long enough for a gateway to restart. The answer
+/// of a task is the bot's whole work, and a gateway killed after marking it submitted takes it
+/// again from the same bot (and only from it) when it is back.
+const RETRY_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `call` while it fails with a retryable error, at least `attempts` times and for at
+/// least [`RETRY_PATIENCE`], each try bounded by `timeout`, waiting 0.5 s, 1 s, 2 s, ... (at
+/// most 10 s) between tries.
 async fn with_retries<T, F, Fut>(what: &str, attempts: u32, timeout: Duration, mut call: F) -> Result<T, SourceError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, SourceError>>,
 {
     let attempts = attempts.max(1);
+    let started = tokio::time::Instant::now();
     let mut backoff = Duration::from_millis(500);
     let mut attempt = 1;
     loop {
@@ -176,7 +184,7 @@ where
         };
         match result {
             Ok(value) => return Ok(value),
-            Err(error) if attempt < attempts && error.retryable() => {
+            Err(error) if (attempt < attempts || started.elapsed() < RETRY_PATIENCE) && error.retryable() => {
                 tracing::warn!(%error, attempt, attempts, "{what} failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -184,5 +192,49 @@ where
             }
             Err(error) => return Err(error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    async fn failing_until(succeed_on: u32, attempts: u32, code: tonic::Code) -> (Result<u32, SourceError>, u32) {
+        let tries = AtomicU32::new(0);
+        let result = with_retries("submit", attempts, Duration::from_secs(5), || {
+            let n = tries.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { if n >= succeed_on { Ok(n) } else { Err(SourceError::Grpc(tonic::Status::new(code, "down"))) } }
+        })
+        .await;
+        (result, tries.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unreachable_platform_is_tried_for_the_whole_patience_beyond_the_attempts() {
+        // 3 attempts would give up after 1.5 s; a gateway restarting takes longer.
+        let started = tokio::time::Instant::now();
+        let (result, tries) = failing_until(6, 3, tonic::Code::Unavailable).await;
+        assert_eq!(result.expect("answered once the platform is back"), 6);
+        assert_eq!(tries, 6);
+        assert!(started.elapsed() >= Duration::from_millis(500 + 1000 + 2000 + 4000 + 8000));
+        // Down for good: it gives up once the patience is spent, not before.
+        let started = tokio::time::Instant::now();
+        let (result, tries) = failing_until(u32::MAX, 3, tonic::Code::Unavailable).await;
+        assert!(result.is_err());
+        assert!(started.elapsed() >= RETRY_PATIENCE, "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < RETRY_PATIENCE + Duration::from_secs(11),
+            "{:?} after {tries} tries",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_final_at_once() {
+        let (result, tries) = failing_until(2, 3, tonic::Code::FailedPrecondition).await;
+        assert!(matches!(result, Err(SourceError::Grpc(s)) if s.code() == tonic::Code::FailedPrecondition));
+        assert_eq!(tries, 1);
     }
 }

@@ -70,6 +70,8 @@ pub struct Options {
     pub claim_ttl: Duration,
     pub poll_claim_ttl: Duration,
     pub queued_timeout: Duration,
+    /// A submitted answer not stored by then is asked again (or fails after the last attempt).
+    pub submitted_timeout: Duration,
     /// Networks whose bots may use the seed's HTTP API without a token.
     pub seed_http_networks: aap_platform::auth::Networks,
     /// How many evidence cases the platform keeps.
@@ -87,6 +89,7 @@ impl Default for Options {
             claim_ttl: Duration::from_secs(60),
             poll_claim_ttl: Duration::from_secs(600),
             queued_timeout: Duration::from_secs(24 * 3600),
+            submitted_timeout: aap_evaluations::scheduler::Timeouts::default().submitted,
             seed_http_networks: aap_platform::auth::Networks::default(),
             evidence: aap_sessions::EvidenceLimits::default(),
             remote_logins: aap::logins::RemoteLoginsConfig::default(),
@@ -162,7 +165,7 @@ pub fn platform_config(
         remote_logins: options.remote_logins.clone(),
         timeouts: aap_evaluations::scheduler::Timeouts {
             queued: options.queued_timeout,
-            ..aap_evaluations::scheduler::Timeouts::default()
+            submitted: options.submitted_timeout,
         },
         services: aap::services::Services::all(),
         stream_replicas: 1,
