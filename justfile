@@ -8,9 +8,10 @@ export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME"
 default:
     @just --list
 
-# Install what the platform needs: Chromium, chromedriver, PostgreSQL + pgvector, NATS, the model (idempotent)
-install:
-    bash deploy/local/install.sh
+# Install what the platform needs: Chromium, chromedriver, PostgreSQL + pgvector, NATS, the model (idempotent);
+# `just install --deploy` adds what `just images` and `just deploy-check` need (buildah, nginx, kubectl, ...)
+install *ARGS:
+    bash deploy/local/install.sh {{ARGS}}
 
 # The whole platform locally: PostgreSQL, NATS, services, simulator, bots; asks a sample prompt
 up *ARGS:

@@ -17,7 +17,10 @@ PY="$AAP_TOOLS_DIR/deploy-venv/bin/python"
 PATH="$PATH:$AAP_TOOLS_DIR/bin"
 out="${CARGO_TARGET_DIR:-$HOME/.cache/aap/target}/deploy-check"
 mkdir -p "$out"
-[ -x "$PY" ] || { echo "error: $PY is missing: bash deploy/local/install.sh" >&2; exit 1; }
+[ -x "$PY" ] || { echo "error: $PY is missing: bash deploy/local/install.sh --deploy" >&2; exit 1; }
+for tool in docker-compose kubectl; do
+    command -v "$tool" >/dev/null || { echo "error: $tool is missing: bash deploy/local/install.sh --deploy" >&2; exit 1; }
+done
 
 echo "==> compose: docker-compose config"
 docker-compose -f deploy/compose/compose.yaml config -q

@@ -26,7 +26,8 @@ aap="$AAP_BIN_DIR/aap"
 for bin in "$aap" "$AAP_BIN_DIR/aap-bot" "$AAP_TOOLS_DIR/bin/nats-server" "$AAP_TOOLS_DIR/pgsql/bin/postgres"; do
     [ -x "$bin" ] || { echo "error: $bin is missing (cargo build -p aap -p aap-bot; deploy/local/install.sh)" >&2; exit 1; }
 done
-command -v nginx >/dev/null || { echo "error: nginx is missing: bash deploy/local/install.sh" >&2; exit 1; }
+command -v nginx >/dev/null || { echo "error: nginx is missing: bash deploy/local/install.sh --deploy" >&2; exit 1; }
+command -v ip >/dev/null || { echo "error: ip (iproute2) is missing: bash deploy/local/install.sh --deploy" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/aap-split.XXXXXX)
 chmod 0755 "$work"

@@ -29,7 +29,7 @@ if [ "$(bah inspect --type image --format '{{index .ImageAnnotations "org.aap.re
     exit 0
 fi
 
-command -v debootstrap >/dev/null || { echo "debootstrap is missing: bash deploy/local/install.sh" >&2; exit 1; }
+command -v debootstrap >/dev/null || { echo "debootstrap is missing: bash deploy/local/install.sh --deploy" >&2; exit 1; }
 rootfs="$AAP_IMAGES_DIR/rootfs.$$"
 trap 'rm -rf "$rootfs"' EXIT
 rm -rf "$rootfs"

