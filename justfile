@@ -4,6 +4,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Builds go to a cache outside the clone, so fresh clones and CI runs reuse them.
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", env_var("HOME") + "/.cache/aap/target")
+# The installer's programs (just, buf and nats-server from their wheels) when no PATH entry has them.
+export PATH := env_var("PATH") + ":" + env_var_or_default("AAP_TOOLS_DIR", "/opt/aap") + "/bin"
 
 default:
     @just --list

