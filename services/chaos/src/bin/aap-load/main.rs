@@ -30,7 +30,12 @@ use crate::stats::ms;
 
 /// Measures the platform at its limits and prints each figure beside its limit.
 #[derive(Debug, Parser)]
-#[command(name = "aap-load", version, about, long_about = None)]
+#[command(
+    name = "aap-load",
+    version,
+    about = "The load benchmark (just bench load): the platform on this machine, real gRPC clients over TCP, each figure beside its limit measured in the same run (docs/performance.md)",
+    long_about = None
+)]
 struct Args {
     /// Seconds each measurement runs.
     #[arg(long, default_value_t = 10.0)]
