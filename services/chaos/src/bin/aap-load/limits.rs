@@ -74,7 +74,13 @@ pub struct Model {
     pub single_ms: f64,
     /// Prompts a second in batches of [`MODEL_BATCH`].
     pub batched_per_second: f64,
+    /// Prompts a second in the smaller batches of [`SMALLER_BATCHES`] (what fewer concurrent
+    /// callers than [`MODEL_BATCH`] can fill at most).
+    pub smaller: [(usize, f64); 2],
 }
+
+/// The batch sizes also measured, beside [`MODEL_BATCH`].
+pub const SMALLER_BATCHES: [usize; 2] = [16, 8];
 
 /// The batch size of the model's own throughput (the platform's micro-batches hold at most this).
 pub const MODEL_BATCH: usize = 32;
@@ -95,18 +101,23 @@ pub fn model(seconds: f64) -> anyhow::Result<Model> {
         embedder.embed(&text)?;
         single.push(one.elapsed());
     }
-    let started = Instant::now();
-    let mut prompts = 0usize;
-    while started.elapsed().as_secs_f64() < seconds / 2.0 || prompts < MODEL_BATCH * 3 {
-        let texts: Vec<String> = (0..MODEL_BATCH).map(|_| next_text()).collect();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        embedder.embed_batch(&refs)?;
-        prompts += MODEL_BATCH;
-    }
-    Ok(Model {
-        single_ms: median(&mut single).as_secs_f64() * 1e3,
-        batched_per_second: prompts as f64 / started.elapsed().as_secs_f64(),
-    })
+    let mut per_second = |batch: usize, seconds: f64| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut prompts = 0usize;
+        while started.elapsed().as_secs_f64() < seconds || prompts < batch * 3 {
+            let texts: Vec<String> = (0..batch).map(|_| next_text()).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            embedder.embed_batch(&refs)?;
+            prompts += batch;
+        }
+        Ok(prompts as f64 / started.elapsed().as_secs_f64())
+    };
+    let batched_per_second = per_second(MODEL_BATCH, seconds / 4.0)?;
+    let smaller = [
+        (SMALLER_BATCHES[0], per_second(SMALLER_BATCHES[0], seconds / 8.0)?),
+        (SMALLER_BATCHES[1], per_second(SMALLER_BATCHES[1], seconds / 8.0)?),
+    ];
+    Ok(Model { single_ms: median(&mut single).as_secs_f64() * 1e3, batched_per_second, smaller })
 }
 
 /// JetStream publishes a second on the platform's NATS server (file storage, as the task stream).

@@ -183,10 +183,14 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         rows.push(Row {
             what: "embedding model alone (all-MiniLM-L6-v2, candle)".into(),
             measured: format!(
-                "{:.1} ms one prompt; {:.0} prompts/s in batches of {}",
+                "{:.1} ms one prompt; {:.0} prompts/s in batches of {} ({}: {:.0}/s, {}: {:.0}/s)",
                 measured.single_ms,
                 measured.batched_per_second,
-                limits::MODEL_BATCH
+                limits::MODEL_BATCH,
+                measured.smaller[0].0,
+                measured.smaller[0].1,
+                measured.smaller[1].0,
+                measured.smaller[1].1,
             ),
             limit: "-".into(),
             ratio: "-".into(),
