@@ -61,6 +61,10 @@ pub struct ServiceArgs {
     /// Most prompts in one forward pass of the embedding model (concurrent Asks share passes).
     #[arg(long, env = "AAP_EMBEDDING_BATCH", default_value_t = aap_embedding::BatchConfig::default().max_batch)]
     pub embedding_batch: usize,
+    /// Forward passes of the embedding model that may run at once, a thread each (more can keep
+    /// more cores busy at the batch sizes a few callers fill).
+    #[arg(long, env = "AAP_EMBEDDING_WORKERS", default_value_t = aap_embedding::BatchConfig::default().workers)]
+    pub embedding_workers: usize,
     /// Seconds a claim lasts without a heartbeat (Claim stream and Heartbeat).
     #[arg(long, env = "AAP_CLAIM_TTL_SECS", default_value_t = 60)]
     pub claim_ttl_secs: u64,
@@ -275,6 +279,7 @@ impl ServiceArgs {
                 embedding: aap_embedding::BatchConfig {
                     max_batch: self.embedding_batch,
                     max_queue: self.embedding_queue,
+                    workers: self.embedding_workers,
                     ..aap_embedding::BatchConfig::default()
                 },
                 max_age: self.answer_max_age.iter().cloned().collect(),

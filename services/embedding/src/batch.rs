@@ -1,15 +1,19 @@
 //! Dynamic micro-batching: concurrent callers share the model's forward passes.
 //!
-//! One thread owns the model. It takes the first waiting prompt and, when the previous pass
-//! held more than one prompt (callers are concurrent), collects more for at most
-//! [`BatchConfig::max_wait`] or until [`BatchConfig::max_batch`], then embeds them in one pass.
+//! [`BatchConfig::workers`] threads run the model, each a pass at a time. A worker takes the
+//! first waiting prompt and, when its previous pass held more than one prompt (callers are
+//! concurrent), collects more for at most [`BatchConfig::max_wait`] or until
+//! [`BatchConfig::max_batch`], then embeds them in one pass; while it computes, another worker
+//! collects the next batch. Passes side by side can keep more cores busy at batch sizes whose
+//! matrix products gemm does not split over them; on the 2-vCPU machine of docs/performance.md
+//! a second worker measured no better than one (within its noise), so one is the default.
 //! A lone caller is never held back: with nobody else waiting its prompt runs at once. At most
 //! [`BatchConfig::max_queue`] prompts wait; beyond that [`Batcher::embed`] refuses at once with
 //! [`BatchError::Busy`] instead of growing a backlog.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -25,11 +29,13 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Most prompts waiting for a pass; more are refused.
     pub max_queue: usize,
+    /// Passes that may run at once, each on a thread of its own.
+    pub workers: usize,
 }
 
 impl Default for BatchConfig {
     fn default() -> BatchConfig {
-        BatchConfig { max_batch: 32, max_wait: Duration::from_millis(2), max_queue: 512 }
+        BatchConfig { max_batch: 32, max_wait: Duration::from_millis(2), max_queue: 512, workers: 1 }
     }
 }
 
@@ -77,20 +83,24 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// Starts the model's thread.
+    /// Starts the model's threads.
     pub fn start(embedder: Embedder, config: BatchConfig) -> Result<Batcher, EmbedError> {
         let config = BatchConfig {
             max_batch: config.max_batch.max(1),
             max_queue: config.max_queue.max(1),
             max_wait: config.max_wait,
+            workers: config.workers.max(1),
         };
         let (jobs, queue) = std::sync::mpsc::sync_channel(config.max_queue);
+        let queue = Arc::new(Mutex::new(queue));
         let counts = Arc::new(Counts::default());
-        let worker_counts = counts.clone();
-        std::thread::Builder::new()
-            .name("aap-embedding".to_owned())
-            .spawn(move || run(embedder, config, queue, &worker_counts))
-            .map_err(EmbedError::Thread)?;
+        for worker in 0..config.workers {
+            let (embedder, queue, counts) = (embedder.clone(), queue.clone(), counts.clone());
+            std::thread::Builder::new()
+                .name(format!("aap-embedding-{worker}"))
+                .spawn(move || run(embedder, config, &queue, &counts))
+                .map_err(EmbedError::Thread)?;
+        }
         Ok(Batcher { jobs, config, counts })
     }
 
@@ -120,29 +130,15 @@ impl Batcher {
     }
 }
 
-/// The model's thread: one pass per batch until every [`Batcher`] is dropped.
-fn run(embedder: Embedder, config: BatchConfig, queue: Receiver<Job>, counts: &Counts) {
+/// One of the model's threads: one pass per batch until every [`Batcher`] is dropped.
+fn run(embedder: Embedder, config: BatchConfig, queue: &Mutex<Receiver<Job>>, counts: &Counts) {
     let mut concurrent = false;
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        // Whatever already waits joins at once.
-        while batch.len() < config.max_batch {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        // Callers were concurrent last time: give them a moment to join.
-        if concurrent && batch.len() < config.max_batch {
-            let deadline = Instant::now() + config.max_wait;
-            while batch.len() < config.max_batch {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match queue.recv_timeout(left) {
-                    Ok(job) => batch.push(job),
-                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-                }
-            }
-        }
+    loop {
+        // The queue is this worker's while it collects a batch; the others compute meanwhile.
+        let Some(batch) = collect(&queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner()), config, concurrent)
+        else {
+            return;
+        };
         concurrent = batch.len() > 1;
         let texts: Vec<&str> = batch.iter().map(|job| job.text.as_str()).collect();
         let result = embedder.embed_batch(&texts);
@@ -163,6 +159,32 @@ fn run(embedder: Embedder, config: BatchConfig, queue: Receiver<Job>, counts: &C
             }
         }
     }
+}
+
+/// The next batch: the first prompt to come, whatever waits with it, and, when callers were
+/// concurrent last time, those that come within [`BatchConfig::max_wait`]. `None` once every
+/// [`Batcher`] is dropped.
+fn collect(queue: &Receiver<Job>, config: BatchConfig, concurrent: bool) -> Option<Vec<Job>> {
+    let mut batch = vec![queue.recv().ok()?];
+    // Whatever already waits joins at once.
+    while batch.len() < config.max_batch {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    // Callers were concurrent last time: give them a moment to join.
+    if concurrent && batch.len() < config.max_batch {
+        let deadline = Instant::now() + config.max_wait;
+        while batch.len() < config.max_batch {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match queue.recv_timeout(left) {
+                Ok(job) => batch.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    }
+    Some(batch)
 }
 
 fn describe(err: &EmbedError) -> String {

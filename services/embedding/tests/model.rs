@@ -131,6 +131,27 @@ async fn concurrent_prompts_share_passes_and_get_their_own_vectors() -> anyhow::
 }
 
 #[tokio::test]
+async fn passes_run_side_by_side_on_their_workers_and_each_prompt_gets_its_own_vector() -> anyhow::Result<()> {
+    let e = embedder().clone();
+    for workers in [1, 2, 3] {
+        let config = BatchConfig { max_batch: 4, max_queue: 64, workers, ..BatchConfig::default() };
+        let batcher = Batcher::start(e.clone(), config)?;
+        assert_eq!(batcher.config().workers, workers);
+        let texts: Vec<String> = (0..20).map(|i| format!("Is a {i}-year-old car worth repairing?")).collect();
+        let vectors = futures::future::try_join_all(texts.iter().map(|t| batcher.embed(t.clone()))).await?;
+        for (text, vector) in texts.iter().zip(&vectors) {
+            assert!(cosine(&e.embed(text)?, vector) > 0.9999, "{workers} workers: {text} got another's vector");
+        }
+        let (passes, prompts) = batcher.counts();
+        assert_eq!(prompts, 20, "{workers} workers");
+        assert!((5..=20).contains(&passes), "{workers} workers: {passes} passes of at most 4 for 20 prompts");
+    }
+    // No workers is one.
+    assert_eq!(Batcher::start(e, BatchConfig { workers: 0, ..BatchConfig::default() })?.config().workers, 1);
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_lone_prompt_is_not_held_back_and_equals_embed() -> anyhow::Result<()> {
     let e = embedder().clone();
     let batcher = Batcher::start(e.clone(), BatchConfig::default())?;
