@@ -27,6 +27,17 @@ async fn ask_answered(app: &TestApp, text: &str, answer: &str) -> i64 {
     matched(&waiting.await.expect("stream")).prompt_id
 }
 
+/// The failure that ended a target (not one that will be retried).
+fn final_failure(events: &[Event]) -> &aap_proto::v1::EvaluationFailed {
+    events
+        .iter()
+        .find_map(|e| match e {
+            Event::Failed(f) if !f.will_retry => Some(f),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no final failure in {events:?}"))
+}
+
 fn completed(events: &[Event]) -> &aap_proto::v1::Completed {
     match events.last() {
         Some(Event::Completed(c)) => c,
@@ -359,13 +370,7 @@ async fn a_lost_submit_on_the_last_attempt_fails_with_the_reason() {
     let task = poll_task(&app, "chatgpt", "").await;
     mark_submitted_then_die(&app, task.evaluation_id).await;
     let events = waiting.await.expect("stream");
-    let failed = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Failed(f) if !f.will_retry => Some(f.clone()),
-            _ => None,
-        })
-        .expect("final failure");
+    let failed = final_failure(&events);
     assert!(failed.reason.contains("submitted but not stored"), "{}", failed.reason);
     assert_eq!(completed(&events).failed, 1);
 }
@@ -378,13 +383,7 @@ async fn last_attempt_lapsing_fails_the_evaluation_and_tells_the_stream() {
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let _task = poll_task(&app, "chatgpt", "").await;
     let events = waiting.await.expect("stream");
-    let failed = events
-        .iter()
-        .find_map(|e| match e {
-            Event::Failed(f) if !f.will_retry => Some(f.clone()),
-            _ => None,
-        })
-        .expect("final failure");
+    let failed = final_failure(&events);
     assert!(failed.reason.contains("lapsed"), "{}", failed.reason);
     assert_eq!(completed(&events).failed, 1);
 }
