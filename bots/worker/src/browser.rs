@@ -202,21 +202,46 @@ impl Browser {
         let needs_display = options.headful
             && (options.own_display || std::env::var_os("DISPLAY").is_none_or(|display| display.is_empty()));
         let xvfb = if needs_display { Some(Xvfb::start(&options.xvfb, options.startup_timeout).await?) } else { None };
-        let mut command = Command::new(&options.chromedriver);
-        command.arg("--port=0").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
-        if let Some(xvfb) = &xvfb {
-            // Chromium inherits it from chromedriver.
-            command.env("DISPLAY", xvfb.display());
-        }
-        let mut chromedriver = match command.spawn() {
+        let spawn = || {
+            let mut command = Command::new(&options.chromedriver);
+            command
+                .arg("--port=0")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true);
+            if let Some(xvfb) = &xvfb {
+                // Chromium inherits it from chromedriver.
+                command.env("DISPLAY", xvfb.display());
+            }
+            command.spawn().map_err(|source| BrowserError::Spawn { path: options.chromedriver.clone(), source })
+        };
+        let mut chromedriver = match spawn() {
             Ok(chromedriver) => chromedriver,
-            Err(source) => {
+            Err(error) => {
                 stop_xvfb(xvfb).await;
-                return Err(BrowserError::Spawn { path: options.chromedriver.clone(), source });
+                return Err(error);
             }
         };
+        // A chromedriver that exits before it says its port (seen once in some thousand
+        // launches under a loaded CI machine) is started once more before the launch fails.
+        let mut port = read_port(&mut chromedriver, options.startup_timeout).await;
+        if let Err(BrowserError::NoPort(reason)) = &port
+            && reason.starts_with("chromedriver exited")
+        {
+            tracing::warn!(reason, "chromedriver exited before it said its port; starting it once more");
+            stop_process(&mut chromedriver).await;
+            chromedriver = match spawn() {
+                Ok(chromedriver) => chromedriver,
+                Err(error) => {
+                    stop_xvfb(xvfb).await;
+                    return Err(error);
+                }
+            };
+            port = read_port(&mut chromedriver, options.startup_timeout).await;
+        }
         let started = async {
-            let port = read_port(&mut chromedriver, options.startup_timeout).await?;
+            let port = port?;
             let profile =
                 tempfile::Builder::new().prefix("aap-bot-profile-").tempdir().map_err(BrowserError::Profile)?;
             let driver = new_session(options, port, &profile, &identity, proxy.as_deref()).await?;
@@ -473,7 +498,13 @@ async fn read_port(chromedriver: &mut Child, timeout: Duration) -> Result<u16, B
                         return Ok(port);
                     }
                 }
-                Ok(None) => return Err(BrowserError::NoPort("chromedriver exited".to_owned())),
+                Ok(None) => {
+                    let status = match chromedriver.try_wait() {
+                        Ok(Some(status)) => status.to_string(),
+                        _ => "its stdout closed".to_owned(),
+                    };
+                    return Err(BrowserError::NoPort(format!("chromedriver exited ({status})")));
+                }
                 Err(error) => return Err(BrowserError::NoPort(error.to_string())),
             }
         }
