@@ -316,15 +316,16 @@ impl Gateway {
         let Some(row) = store::mark_submitted(&self.pool, id, &holder).await? else {
             // A repeat of a submit whose answer is stored already (the reply to the first try
             // was lost) succeeds: the bot's answer is in, once. Another text is refused.
-            if let Ok(Some(row)) = store::evaluation(&self.pool, id).await
+            let current = store::evaluation(&self.pool, id).await?;
+            if let Some(row) = &current
                 && row.status() == Status::Answered
-                && holder.holds(&row)
+                && holder.holds(row)
                 && store::answer_text(&self.pool, id).await?.as_deref() == Some(submission.response_text.as_str())
             {
                 tracing::info!("repeated submit of an answer already stored");
                 return Ok(());
             }
-            return Err(self.state_error(id, "cannot take an answer", &holder).await);
+            return Err(refusal(id, current, "cannot take an answer", &holder));
         };
         self.claim_checks.forget(id);
         let markdown = if submission.response_markdown.trim().is_empty() {
@@ -434,9 +435,7 @@ impl Gateway {
     /// held) its claim, or it is in the wrong state.
     async fn state_error(&self, id: i64, what: &'static str, holder: &Holder) -> EvalError {
         match store::evaluation(&self.pool, id).await {
-            Ok(Some(row)) if row.claimed_principal.is_some() && !holder.holds(&row) => claimed_by_another(id),
-            Ok(Some(row)) => EvalError::WrongState { id, status: row.status, what },
-            Ok(None) => EvalError::NotFound(id),
+            Ok(current) => refusal(id, current, what, holder),
             Err(err) => EvalError::Database(err),
         }
     }
@@ -517,6 +516,15 @@ impl Gateway {
             Ok(_) | Err(EvalError::WrongState { .. } | EvalError::NotFound(_) | EvalError::PermissionDenied(_)) => {}
             Err(err) => tracing::warn!(evaluation_id = id, error = %err, "cannot hand a task back"),
         }
+    }
+}
+
+/// Why `holder` cannot act on evaluation `id`, as it is now (`current`; `None`: no such one).
+fn refusal(id: i64, current: Option<EvaluationRow>, what: &'static str, holder: &Holder) -> EvalError {
+    match current {
+        Some(row) if row.claimed_principal.is_some() && !holder.holds(&row) => claimed_by_another(id),
+        Some(row) => EvalError::WrongState { id, status: row.status, what },
+        None => EvalError::NotFound(id),
     }
 }
 
