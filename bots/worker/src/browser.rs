@@ -148,6 +148,9 @@ pub enum BrowserError {
     /// chromedriver started but never said which port it listens on.
     #[error("chromedriver did not report its port: {0}")]
     NoPort(String),
+    /// chromedriver exited before it said which port it listens on (how it exited).
+    #[error("chromedriver did not report its port: chromedriver exited ({0})")]
+    DriverExited(String),
     /// The throwaway profile directory could not be created.
     #[error("cannot create a browser profile directory: {0}")]
     Profile(std::io::Error),
@@ -216,30 +219,27 @@ impl Browser {
             }
             command.spawn().map_err(|source| BrowserError::Spawn { path: options.chromedriver.clone(), source })
         };
-        let mut chromedriver = match spawn() {
-            Ok(chromedriver) => chromedriver,
-            Err(error) => {
-                stop_xvfb(xvfb).await;
-                return Err(error);
-            }
-        };
         // A chromedriver that exits before it says its port (seen once in some thousand
         // launches under a loaded CI machine) is started once more before the launch fails.
-        let mut port = read_port(&mut chromedriver, options.startup_timeout).await;
-        if let Err(BrowserError::NoPort(reason)) = &port
-            && reason.starts_with("chromedriver exited")
-        {
-            tracing::warn!(reason, "chromedriver exited before it said its port; starting it once more");
-            stop_process(&mut chromedriver).await;
-            chromedriver = match spawn() {
+        let mut tries_left = 2;
+        let (mut chromedriver, port) = loop {
+            let mut chromedriver = match spawn() {
                 Ok(chromedriver) => chromedriver,
                 Err(error) => {
                     stop_xvfb(xvfb).await;
                     return Err(error);
                 }
             };
-            port = read_port(&mut chromedriver, options.startup_timeout).await;
-        }
+            let port = read_port(&mut chromedriver, options.startup_timeout).await;
+            tries_left -= 1;
+            match &port {
+                Err(BrowserError::DriverExited(how)) if tries_left > 0 => {
+                    tracing::warn!(how, "chromedriver exited before it said its port; starting it once more");
+                    stop_process(&mut chromedriver).await;
+                }
+                _ => break (chromedriver, port),
+            }
+        };
         let started = async {
             let port = port?;
             let profile =
@@ -503,7 +503,7 @@ async fn read_port(chromedriver: &mut Child, timeout: Duration) -> Result<u16, B
                         Ok(Some(status)) => status.to_string(),
                         _ => "its stdout closed".to_owned(),
                     };
-                    return Err(BrowserError::NoPort(format!("chromedriver exited ({status})")));
+                    return Err(BrowserError::DriverExited(status));
                 }
                 Err(error) => return Err(BrowserError::NoPort(error.to_string())),
             }
