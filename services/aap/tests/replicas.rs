@@ -448,6 +448,64 @@ async fn waiting_streams_share_one_read_per_change_and_a_missed_announcement_is_
 }
 
 #[tokio::test]
+async fn a_change_of_state_alone_rereads_only_the_evaluations_yet_never_misses_a_stored_answer() {
+    let cluster = Cluster::new().await;
+    // No sweep within the test: what the streams see comes from announcements alone.
+    let announced_only = Options { sweep_every: Duration::from_secs(3600), ..Options::default() };
+    let front = cluster.replica_with(&[Service::Answers], &announced_only).await;
+    let prompts = ["which state announcement reads answers one", "which state announcement reads answers two"];
+    let mut streams = Vec::new();
+    for prompt in prompts {
+        let mut events = open_ask(&front, prompt, "perplexity").await;
+        next_matching(&mut events, "the progress", |e| matches!(e, Event::Progress(_))).await;
+        streams.push(events);
+    }
+    let (first, second): (i64, i64) =
+        sqlx::query_as("SELECT min(id), max(id) FROM evaluations").fetch_one(&cluster.pool).await.expect("evaluations");
+    let nats = async_nats::connect(&cluster.nats_url).await.expect("nats");
+    let announce = async |evaluation_id: i64, payload: &'static [u8]| {
+        let (prompt_id,): (i64,) = sqlx::query_as("SELECT prompt_id FROM evaluations WHERE id = $1")
+            .bind(evaluation_id)
+            .fetch_one(&cluster.pool)
+            .await
+            .expect("prompt");
+        let subject = format!("{}.events.prompt.{prompt_id}", cluster.prefix);
+        nats.publish(subject, payload.into()).await.expect("announce");
+        nats.flush().await.expect("flush");
+    };
+
+    // A change of state alone is read and told: the evaluation failed its first attempt.
+    sqlx::query("UPDATE evaluations SET attempts = 1, failure_reason = 'told by a state announcement' WHERE id = $1")
+        .bind(first)
+        .execute(&cluster.pool)
+        .await
+        .expect("update");
+    announce(first, aap_evaluations::queue::Change::State.payload()).await;
+    let told = next_matching(
+        &mut streams[0],
+        "the new state",
+        |e| matches!(e, Event::Failed(f) if f.reason == "told by a state announcement"),
+    )
+    .await;
+    assert!(matches!(told, Event::Failed(f) if f.will_retry), "a first attempt's failure is retried");
+
+    // An answer stored (its own announcement lost) and then a change of state announced: the
+    // evaluations say answered, so the answers are read too and the stream gets the answer.
+    store_unannounced(&cluster, second, "read after a state announcement").await;
+    announce(second, aap_evaluations::queue::Change::State.payload()).await;
+    let answer = next_matching(&mut streams[1], "the answer", |e| matches!(e, Event::Answer(_))).await;
+    assert!(matches!(answer, Event::Answer(a) if a.response_text == "read after a state announcement"));
+    next_matching(&mut streams[1], "the end", |e| matches!(e, Event::Completed(_))).await;
+
+    // The same after a state-only read kept the answers: the first prompt's answer arrives.
+    store_unannounced(&cluster, first, "the first prompt's answer").await;
+    announce(first, aap_evaluations::queue::Change::State.payload()).await;
+    let answer = next_matching(&mut streams[0], "the answer", |e| matches!(e, Event::Answer(_))).await;
+    assert!(matches!(answer, Event::Answer(a) if a.response_text == "the first prompt's answer"));
+    front.platform.shutdown().await.expect("clean stop");
+}
+
+#[tokio::test]
 async fn an_answer_kept_in_memory_never_hides_a_newer_one_announced_or_not() {
     let cluster = Cluster::new().await;
     let once = Options { max_attempts: 1, ..Options::default() };

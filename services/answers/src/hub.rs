@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use aap_evaluations::model::Status;
 use aap_evaluations::partial::PartialMessage;
+use aap_evaluations::queue::Change;
 use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -32,17 +34,26 @@ use tokio::sync::{broadcast, watch};
 use crate::store::PromptRow;
 
 /// What a prompt's streams are told from: its evaluations and their answers (without page
-/// HTML), as read at one moment.
+/// HTML). A re-read after a change of state alone reads the evaluations and keeps the answers
+/// read before (shared), unless an evaluation was answered since.
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub rows: Vec<EvaluationRow>,
-    pub answers: Vec<AnswerRow>,
+    pub answers: Arc<Vec<AnswerRow>>,
 }
 
 impl Snapshot {
     /// Whether every evaluation is final, so that only a new evaluation can change it.
     fn settled(&self) -> bool {
         !self.rows.is_empty() && self.rows.iter().all(|row| row.status().is_final())
+    }
+
+    /// Whether `answers` lack an answer `rows` say is stored: an evaluation answered whose
+    /// target's newest answer (all `answers` holds per target) is from an older evaluation.
+    fn lacks_answers(rows: &[EvaluationRow], answers: &[AnswerRow]) -> bool {
+        rows.iter().filter(|row| row.status() == Status::Answered).any(|row| {
+            !answers.iter().any(|a| a.assistant == row.assistant && a.plan == row.plan && a.evaluation_id >= row.id)
+        })
     }
 
     /// The part of the evaluations a change shows in.
@@ -77,6 +88,8 @@ struct Feed {
     tx: watch::Sender<Arc<Snapshot>>,
     reading: AtomicBool,
     dirty: AtomicBool,
+    /// The next re-read must read the answers too (a change other than of state alone).
+    answers_dirty: AtomicBool,
     partials: broadcast::Sender<Arc<PartialMessage>>,
 }
 
@@ -225,7 +238,13 @@ impl Hub {
         }
         let (tx, _) = watch::channel(Arc::new(Snapshot::default()));
         let (partials, _) = broadcast::channel(PARTIALS_BEHIND);
-        let feed = Arc::new(Feed { tx, reading: AtomicBool::new(false), dirty: AtomicBool::new(false), partials });
+        let feed = Arc::new(Feed {
+            tx,
+            reading: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            answers_dirty: AtomicBool::new(false),
+            partials,
+        });
         feeds.insert(prompt_id, Arc::downgrade(&feed));
         Following { feed }
     }
@@ -263,9 +282,20 @@ impl Inner {
 
     /// Reads the prompt, and keeps the snapshot for exact hits when it is settled.
     async fn read(&self, prompt_id: i64) -> sqlx::Result<Arc<Snapshot>> {
+        self.read_after(prompt_id, None).await
+    }
+
+    /// [`Inner::read`]; with `before` (the snapshot before a change of state alone) only the
+    /// evaluations are read and `before`'s answers kept, unless the evaluations say an answer
+    /// was stored that `before` lacks (the announcement of a stored answer, which reads the
+    /// answers anyway, may not have arrived yet).
+    async fn read_after(&self, prompt_id: i64, before: Option<&Snapshot>) -> sqlx::Result<Arc<Snapshot>> {
         let connects = self.connects();
         let rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
-        let answers = evals::current_answers_of_prompt(&self.pool, prompt_id, false).await?;
+        let answers = match before {
+            Some(before) if !Snapshot::lacks_answers(&rows, &before.answers) => before.answers.clone(),
+            _ => Arc::new(evals::current_answers_of_prompt(&self.pool, prompt_id, false).await?),
+        };
         let snapshot = Arc::new(Snapshot { rows, answers });
         let mut settled = lock(&self.settled);
         match snapshot.settled() {
@@ -296,16 +326,19 @@ impl Inner {
     }
 
     /// Something changed in the prompt: forget what is kept, and re-read it for its streams.
-    fn changed(self: &Arc<Self>, prompt_id: i64) {
+    fn changed(self: &Arc<Self>, prompt_id: i64, change: Change) {
         lock(&self.settled).remove(&prompt_id);
         if let Some(feed) = self.feed(prompt_id) {
-            self.reread(prompt_id, feed);
+            self.reread(prompt_id, feed, change);
         }
     }
 
-    /// Re-reads a followed prompt; announcements that arrive during a read lead to one more
-    /// read after it, not one each.
-    fn reread(self: &Arc<Self>, prompt_id: i64, feed: Arc<Feed>) {
+    /// Re-reads a followed prompt (its evaluations alone after changes of state alone);
+    /// announcements that arrive during a read lead to one more read after it, not one each.
+    fn reread(self: &Arc<Self>, prompt_id: i64, feed: Arc<Feed>, change: Change) {
+        if change == Change::Any {
+            feed.answers_dirty.store(true, Ordering::SeqCst);
+        }
         feed.dirty.store(true, Ordering::SeqCst);
         if feed.reading.swap(true, Ordering::SeqCst) {
             return;
@@ -314,11 +347,16 @@ impl Inner {
         tokio::spawn(async move {
             loop {
                 feed.dirty.store(false, Ordering::SeqCst);
-                match inner.read(prompt_id).await {
+                let whole = feed.answers_dirty.swap(false, Ordering::SeqCst);
+                let before = (!whole).then(|| feed.tx.borrow().clone());
+                match inner.read_after(prompt_id, before.as_deref()).await {
                     Ok(snapshot) => {
                         feed.tx.send_replace(snapshot);
                     }
                     Err(err) => {
+                        if whole {
+                            feed.answers_dirty.store(true, Ordering::SeqCst);
+                        }
                         tracing::warn!(error = %err, prompt_id, "cannot re-read the prompt; the sweep will");
                     }
                 }
@@ -365,7 +403,7 @@ impl Inner {
             let now = Snapshot::fingerprint(by_prompt.get(&id).map_or(&[][..], Vec::as_slice));
             let told = Snapshot::fingerprint(&feed.tx.borrow().rows);
             if reconnected || now != told {
-                self.reread(id, feed);
+                self.reread(id, feed, Change::Any);
             }
         }
     }
@@ -374,17 +412,17 @@ impl Inner {
 /// What a message under the prompt events prefix says.
 #[derive(Debug, PartialEq, Eq)]
 enum Announcement {
-    /// `<prefix>.<id>`: the prompt's evaluations or answers changed.
-    Changed(i64),
+    /// `<prefix>.<id>`: the prompt's evaluations or answers changed (as the payload says).
+    Changed(i64, Change),
     /// `<prefix>.<id>.partial`: a bot's text so far on one of its evaluations.
     Partial(i64),
 }
 
 impl Announcement {
-    fn of(subject: &str, prefix: &str) -> Option<Announcement> {
+    fn of(subject: &str, prefix: &str, payload: &[u8]) -> Option<Announcement> {
         let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
         match rest.split_once('.') {
-            None => rest.parse().ok().map(Announcement::Changed),
+            None => rest.parse().ok().map(|id| Announcement::Changed(id, Change::of(payload))),
             Some((id, "partial")) => id.parse().ok().map(Announcement::Partial),
             Some(_) => None,
         }
@@ -402,8 +440,8 @@ async fn listen(inner: Weak<Inner>, mut announcements: async_nats::Subscriber) {
             message = announcements.next() => {
                 let Some(message) = message else { break };
                 let Some(inner) = inner.upgrade() else { break };
-                match Announcement::of(&message.subject, &inner.subject_prefix) {
-                    Some(Announcement::Changed(id)) => inner.changed(id),
+                match Announcement::of(&message.subject, &inner.subject_prefix, &message.payload) {
+                    Some(Announcement::Changed(id, change)) => inner.changed(id, change),
                     Some(Announcement::Partial(id)) => inner.partial(id, &message.payload),
                     None => {}
                 }
@@ -423,8 +461,13 @@ mod tests {
 
     #[test]
     fn announcements_and_partials_are_told_apart_by_subject() {
-        let of = |subject| Announcement::of(subject, "t1.events.prompt");
-        assert_eq!(of("t1.events.prompt.42"), Some(Announcement::Changed(42)));
+        let of = |subject| Announcement::of(subject, "t1.events.prompt", b"changed");
+        assert_eq!(of("t1.events.prompt.42"), Some(Announcement::Changed(42, Change::Any)));
+        let state = Announcement::of("t1.events.prompt.42", "t1.events.prompt", Change::State.payload());
+        assert_eq!(state, Some(Announcement::Changed(42, Change::State)));
+        // Anything else (an older replica's announcement, an operator's by hand) reads it whole.
+        let other = Announcement::of("t1.events.prompt.42", "t1.events.prompt", b"");
+        assert_eq!(other, Some(Announcement::Changed(42, Change::Any)));
         assert_eq!(of("t1.events.prompt.42.partial"), Some(Announcement::Partial(42)));
         assert_eq!(of("t1.events.prompt.42.other"), None);
         assert_eq!(of("t1.events.prompt.x"), None);

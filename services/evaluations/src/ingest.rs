@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tracing::Instrument;
 
 use crate::model::ResultMessage;
-use crate::queue::Queue;
+use crate::queue::{Change, Queue};
 use crate::store;
 
 /// Deliveries of one result before the ingest gives up on it: a result the database refuses
@@ -137,7 +137,7 @@ async fn ingest_one(pool: &PgPool, queue: &Queue, message: jetstream::Message) {
                 if let Err(err) = message.double_ack().await {
                     tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
                 }
-                queue.notify_prompt(result.prompt_id).await;
+                queue.notify_prompt(result.prompt_id, Change::Any).await;
             }
             Err(err) => {
                 let delivered = message.info().map(|info| info.delivered as u64).unwrap_or(1);
@@ -155,7 +155,7 @@ async fn ingest_one(pool: &PgPool, queue: &Queue, message: jetstream::Message) {
                     Ok(_) => {
                         crate::metrics::failed_for_good(&result.assistant, "unstorable");
                         let _ = message.ack_with(AckKind::Term).await;
-                        queue.notify_prompt(result.prompt_id).await;
+                        queue.notify_prompt(result.prompt_id, Change::State).await;
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot fail the evaluation; retrying later");

@@ -65,6 +65,32 @@ impl Settle {
     }
 }
 
+/// What an announcement on a prompt's events subject says changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// An evaluation's state only (queued, claimed, submitted, released, failed): its answers
+    /// are as they were, so a stream's replica re-reads the evaluations alone.
+    State,
+    /// Anything, answers included (an answer stored): the prompt is read whole.
+    Any,
+}
+
+impl Change {
+    /// `state`, or `changed` (what every announcement said before there were kinds; anything
+    /// but `state` is read as [`Change::Any`]).
+    pub fn payload(self) -> &'static [u8] {
+        match self {
+            Change::State => b"state",
+            Change::Any => b"changed",
+        }
+    }
+
+    /// The change an announcement's payload says.
+    pub fn of(payload: &[u8]) -> Change {
+        if payload == b"state" { Change::State } else { Change::Any }
+    }
+}
+
 /// Publishing and pulling over the platform's streams.
 pub struct Queue {
     client: async_nats::Client,
@@ -254,10 +280,11 @@ impl Queue {
         }
     }
 
-    /// Tells every stream waiting on the prompt that something changed.
-    pub async fn notify_prompt(&self, prompt_id: i64) {
+    /// Tells every stream waiting on the prompt what changed: the state of one of its
+    /// evaluations only ([`Change::State`]), or possibly its answers too.
+    pub async fn notify_prompt(&self, prompt_id: i64, change: Change) {
         let subject = self.topology.prompt_events_subject(prompt_id);
-        if let Err(err) = self.client.publish(subject, Bytes::from_static(b"changed")).await {
+        if let Err(err) = self.client.publish(subject, Bytes::from_static(change.payload())).await {
             tracing::warn!(error = %err, prompt_id, "cannot announce prompt change");
         }
     }

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::EvalResult;
 use crate::model::Status;
-use crate::queue::{Queue, Settle};
+use crate::queue::{Change, Queue, Settle};
 use crate::store;
 
 /// Moves up to one batch of pending evaluations to the task stream; returns how many.
@@ -50,7 +50,7 @@ pub async fn schedule_pending(pool: &PgPool, queue: &Queue) -> EvalResult<usize>
     prompts.sort_unstable();
     prompts.dedup();
     for prompt_id in prompts {
-        queue.notify_prompt(prompt_id).await;
+        queue.notify_prompt(prompt_id, Change::State).await;
     }
     Ok(queued.len())
 }
@@ -73,7 +73,7 @@ pub async fn reap(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
                 queue.signal_tasks(&row.assistant, &row.plan, 1).await;
             }
         }
-        queue.notify_prompt(row.prompt_id).await;
+        queue.notify_prompt(row.prompt_id, Change::State).await;
     }
     Ok(rows.len())
 }
@@ -127,7 +127,7 @@ pub async fn expire(pool: &PgPool, queue: &Queue, timeouts: Timeouts) -> EvalRes
                 "evaluation waited too long");
             crate::metrics::failed_for_good(&row.assistant, "timeout");
         }
-        queue.notify_prompt(row.prompt_id).await;
+        queue.notify_prompt(row.prompt_id, Change::State).await;
     }
     if requeued > 0 {
         queue.wake_scheduler().await;

@@ -80,6 +80,9 @@ pub struct Options {
     pub remote_logins: aap::logins::RemoteLoginsConfig,
     /// How Asks share the embedding model, and how many may wait for it.
     pub embedding: aap_embedding::BatchConfig,
+    /// How often a replica compares the prompts its streams follow with the database (and
+    /// refresh schedules are looked at): long, for a test of what announcements alone do.
+    pub sweep_every: Duration,
 }
 
 impl Default for Options {
@@ -94,6 +97,7 @@ impl Default for Options {
             evidence: aap_sessions::EvidenceLimits::default(),
             remote_logins: aap::logins::RemoteLoginsConfig::default(),
             embedding: aap_embedding::BatchConfig::default(),
+            sweep_every: Duration::from_millis(500),
         }
     }
 }
@@ -152,7 +156,7 @@ pub fn platform_config(
         model_dir: aap_embedding::default_model_dir(),
         answers: AnswersConfig {
             max_attempts: options.max_attempts,
-            refresh_every: Duration::from_millis(500),
+            refresh_every: options.sweep_every,
             embedding: options.embedding,
             ..AnswersConfig::default()
         },

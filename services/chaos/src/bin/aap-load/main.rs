@@ -58,6 +58,10 @@ struct Args {
     /// Customers asking new prompts (of all four assistants) in the pipeline measurement.
     #[arg(long, default_value_t = 64)]
     pipeline_callers: usize,
+    /// What the pipeline's Asks ask, comma-separated: `new` prompts (each embedded) and
+    /// `stored` ones (asked by id: the pipeline without the model).
+    #[arg(long, value_delimiter = ',', default_value = "new,stored", value_parser = ["new", "stored"])]
+    pipeline_prompts: Vec<String>,
     /// Synthetic bot processes (one per assistant in turn).
     #[arg(long, default_value_t = 4)]
     bots: usize,
@@ -310,6 +314,13 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             ("new prompts (each embedded)", scenarios::Prompts::New),
             ("stored prompts (asked by id)", scenarios::Prompts::Stored(std::sync::Arc::new(ids))),
         ];
+        let sources = sources.into_iter().filter(|(_, prompts)| {
+            let name = match prompts {
+                scenarios::Prompts::New => "new",
+                scenarios::Prompts::Stored(_) => "stored",
+            };
+            args.pipeline_prompts.iter().any(|wanted| wanted == name)
+        });
         for (label, prompts) in sources {
             let mut run =
                 scenarios::pipeline(&url, &bearer, args.pipeline_callers, duration, &run_tag, prompts).await?;
