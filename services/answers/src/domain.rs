@@ -644,34 +644,35 @@ impl Answers {
             if from_memory && targets.iter().any(|target| wanted(&snapshot, target).is_some()) {
                 snapshot = self.hub.read(prompt_id, &following, true).await?.0;
             }
-            let mut created_any = false;
-            for target in &targets {
-                let Some(refresh) = wanted(&snapshot, target) else { continue };
-                let mut conn = self.pool.acquire().await?;
+            let wants: Vec<evals::Wanted> = targets
+                .iter()
+                .filter_map(|target| {
+                    let refresh = wanted(&snapshot, target)?;
+                    Some(evals::Wanted { assistant: target.assistant.clone(), plan: target.plan.clone(), refresh })
+                })
+                .collect();
+            if !wants.is_empty() {
                 let max_attempts = self.config.max_attempts as i32;
-                if let Some((row, created)) = evals::create_or_refresh(
-                    &mut conn,
-                    prompt_id,
-                    &target.assistant,
-                    &target.plan,
-                    max_attempts,
-                    trace,
-                    refresh,
-                )
-                .await?
-                {
+                let mut conn = self.pool.acquire().await?;
+                let rows = evals::create_many(&mut conn, prompt_id, &wants, max_attempts, trace).await?;
+                drop(conn);
+                let mut created_any = false;
+                for (row, created) in rows {
+                    let refresh = wants.iter().any(|w| w.refresh && w.assistant == row.assistant && w.plan == row.plan);
                     if refresh && created {
-                        tracing::info!(prompt_id, evaluation_id = row.id, assistant = %target.assistant, "stale answer: refresh scheduled");
+                        tracing::info!(prompt_id, evaluation_id = row.id, assistant = %row.assistant, "stale answer: refresh scheduled");
                     }
                     created_any |= created;
                     scheduled.push(row.id);
                 }
-            }
-            if created_any {
-                self.queue.wake_scheduler().await;
-            }
-            if !scheduled.is_empty() {
-                self.hub.read(prompt_id, &following, true).await?;
+                if created_any {
+                    self.queue.wake_scheduler().await;
+                }
+                if !scheduled.is_empty() {
+                    // Only states changed since `snapshot`: the evaluations are read again, its
+                    // answers kept unless one was stored meanwhile.
+                    self.hub.read_state(prompt_id, &following, &snapshot).await?;
+                }
             }
         }
         let follower = Follower {

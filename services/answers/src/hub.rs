@@ -266,6 +266,19 @@ impl Hub {
         Ok((snapshot, false))
     }
 
+    /// The prompt's snapshot after changes of state alone since `before`, handed to its
+    /// streams too: the evaluations read, `before`'s answers kept unless one was stored since.
+    pub async fn read_state(
+        &self,
+        prompt_id: i64,
+        following: &Following,
+        before: &Snapshot,
+    ) -> sqlx::Result<Arc<Snapshot>> {
+        let snapshot = self.inner.read_after(prompt_id, Some(before)).await?;
+        following.feed.tx.send_replace(snapshot.clone());
+        Ok(snapshot)
+    }
+
     fn kept(&self, prompt_id: i64) -> Option<Arc<Snapshot>> {
         let connects = self.inner.connects();
         let settled = lock(&self.inner.settled);

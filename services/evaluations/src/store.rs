@@ -131,38 +131,80 @@ pub async fn create_or_refresh(
     trace_context: &HashMap<String, String>,
     refresh: bool,
 ) -> sqlx::Result<Option<(EvaluationRow, bool)>> {
+    let wanted = [Wanted { assistant: assistant.to_owned(), plan: plan.to_owned(), refresh }];
+    Ok(create_many(conn, prompt_id, &wanted, max_attempts, trace_context).await?.pop())
+}
+
+/// A target an Ask wants evaluated, and whether its answer (if any) is to be refreshed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub assistant: String,
+    pub plan: String,
+    pub refresh: bool,
+}
+
+/// [`create_or_refresh`] for several targets of one prompt in one statement (a second only
+/// when some target has a live evaluation already): the live evaluation of each target
+/// (new or existing) and whether it was created; a target answered (and not refreshed) has
+/// none. Targets named twice count once.
+pub async fn create_many(
+    conn: &mut PgConnection,
+    prompt_id: i64,
+    wanted: &[Wanted],
+    max_attempts: i32,
+    trace_context: &HashMap<String, String>,
+) -> sqlx::Result<Vec<(EvaluationRow, bool)>> {
+    let mut assistants: Vec<&str> = Vec::new();
+    let mut plans: Vec<&str> = Vec::new();
+    let mut refresh: Vec<bool> = Vec::new();
+    for target in wanted {
+        let seen = assistants.iter().zip(&plans).any(|(a, p)| *a == target.assistant && *p == target.plan);
+        if !seen {
+            assistants.push(&target.assistant);
+            plans.push(&target.plan);
+            refresh.push(target.refresh);
+        }
+    }
+    if assistants.is_empty() {
+        return Ok(Vec::new());
+    }
     let sql = format!(
         "INSERT INTO evaluations (prompt_id, assistant, plan, max_attempts, trace_context) \
-         SELECT $1, $2, $3, $4, $5 \
-         WHERE $6 OR NOT EXISTS (SELECT 1 FROM evaluations WHERE prompt_id = $1 AND assistant = $2 \
-                                 AND plan = $3 AND status = 'answered') \
+         SELECT $1, w.assistant, w.plan, $4, $5 FROM unnest($2::text[], $3::text[], $6::bool[]) \
+             AS w(assistant, plan, refresh) \
+         WHERE w.refresh OR NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.prompt_id = $1 \
+                                        AND e.assistant = w.assistant AND e.plan = w.plan AND e.status = 'answered') \
          ON CONFLICT (prompt_id, assistant, plan) \
              WHERE status IN ('pending', 'queued', 'claimed', 'submitted') DO NOTHING \
          {RETURNING_EVALUATION}"
     );
-    let created: Option<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
+    let created: Vec<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
         .bind(prompt_id)
-        .bind(assistant)
-        .bind(plan)
+        .bind(&assistants)
+        .bind(&plans)
         .bind(max_attempts)
         .bind(Json(trace_context))
-        .bind(refresh)
-        .fetch_optional(&mut *conn)
+        .bind(&refresh)
+        .fetch_all(&mut *conn)
         .await?;
-    if let Some(row) = created {
-        return Ok(Some((row, true)));
+    let mut out: Vec<(EvaluationRow, bool)> = created.into_iter().map(|row| (row, true)).collect();
+    if out.len() == assistants.len() {
+        return Ok(out);
     }
+    // The others are live already (or answered, and then not wanted).
     let sql = format!(
-        "{SELECT_EVALUATION} WHERE e.prompt_id = $1 AND e.assistant = $2 AND e.plan = $3 \
-         AND e.status IN ('pending', 'queued', 'claimed', 'submitted') LIMIT 1"
+        "{SELECT_EVALUATION} JOIN unnest($2::text[], $3::text[]) AS w(assistant, plan) \
+         ON e.assistant = w.assistant AND e.plan = w.plan \
+         WHERE e.prompt_id = $1 AND e.status IN ('pending', 'queued', 'claimed', 'submitted')"
     );
-    let live: Option<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
-        .bind(prompt_id)
-        .bind(assistant)
-        .bind(plan)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(live.map(|row| (row, false)))
+    let live: Vec<EvaluationRow> =
+        sqlx::query_as(AssertSqlSafe(sql)).bind(prompt_id).bind(&assistants).bind(&plans).fetch_all(&mut *conn).await?;
+    for row in live {
+        if !out.iter().any(|(created, _)| created.id == row.id) {
+            out.push((row, false));
+        }
+    }
+    Ok(out)
 }
 
 /// Every evaluation of a prompt, oldest first.
