@@ -410,7 +410,7 @@ impl Answers {
         let mut related = Vec::new();
         let (prompt, matched) = match query.query {
             Query::PromptId(id) => {
-                let prompt = store::prompt_by_id(&self.pool, id).await?.ok_or(AnswersError::PromptNotFound(id))?;
+                let prompt = self.hub.prompt_by_id(id).await?.ok_or(AnswersError::PromptNotFound(id))?;
                 (prompt, (MatchKind::ById, 1.0))
             }
             Query::Text(text) => {
@@ -477,8 +477,7 @@ impl Answers {
         targets: Vec<(String, String)>,
         include_html: bool,
     ) -> AnswersResult<Events> {
-        let prompt =
-            store::prompt_by_id(&self.pool, prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
+        let prompt = self.hub.prompt_by_id(prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
         let rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
         let targets = if targets.is_empty() {
             let mut seen = Vec::new();
@@ -523,7 +522,7 @@ impl Answers {
             return Err(invalid("target.assistant", "name the assistant whose answers to list"));
         }
         let target = parse_targets([(assistant.to_owned(), plan.to_owned())])?.remove(0);
-        store::prompt_by_id(&self.pool, prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
+        self.hub.prompt_by_id(prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
         let plan = (target.plan != ANY_PLAN).then_some(target.plan.as_str());
         let rows = evals::answers_of_target(&self.pool, prompt_id, &target.assistant, plan, include_html, 1000).await?;
         let mut out = Vec::with_capacity(rows.len());

@@ -15,7 +15,7 @@
 //! exact hits: answers do not change once stored, so such a prompt is served from memory until
 //! an announcement about it arrives, the NATS connection is re-established (announcements may
 //! have been missed meanwhile), or the snapshot is `max_age` old. Prompt texts are kept by hash
-//! (they never change).
+//! and by id (they never change).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -158,6 +158,7 @@ struct Inner {
     feeds: Mutex<HashMap<i64, Weak<Feed>>>,
     settled: Mutex<Bounded<i64, Kept>>,
     prompts: Mutex<Bounded<Vec<u8>, PromptRow>>,
+    prompts_by_id: Mutex<Bounded<i64, PromptRow>>,
 }
 
 /// The replica's shared view of the prompts its streams follow; cheap to clone.
@@ -213,6 +214,7 @@ impl Hub {
             feeds: Mutex::new(HashMap::new()),
             settled: Mutex::new(Bounded::new(config.cache_entries)),
             prompts: Mutex::new(Bounded::new(config.cache_entries)),
+            prompts_by_id: Mutex::new(Bounded::new(config.cache_entries)),
         });
         tokio::spawn(listen(Arc::downgrade(&inner), announcements));
         Ok(Hub { inner })
@@ -226,6 +228,19 @@ impl Hub {
         let found = crate::store::prompt_by_hash(&self.inner.pool, hash).await?;
         if let Some(prompt) = &found {
             lock(&self.inner.prompts).insert(hash.to_vec(), prompt.clone());
+        }
+        Ok(found)
+    }
+
+    /// The stored prompt `id`, from memory when it was seen before (a prompt's text never
+    /// changes). An unknown id is asked of the database every time.
+    pub async fn prompt_by_id(&self, id: i64) -> sqlx::Result<Option<PromptRow>> {
+        if let Some(prompt) = lock(&self.inner.prompts_by_id).get(&id) {
+            return Ok(Some(prompt.clone()));
+        }
+        let found = crate::store::prompt_by_id(&self.inner.pool, id).await?;
+        if let Some(prompt) = &found {
+            lock(&self.inner.prompts_by_id).insert(id, prompt.clone());
         }
         Ok(found)
     }
