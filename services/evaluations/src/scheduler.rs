@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use sqlx::PgPool;
 use tracing::Instrument;
 
@@ -154,12 +154,18 @@ pub async fn run(
     };
     let mut interval = tokio::time::interval(tick);
     let mut kept_at = std::time::Instant::now();
+    let mut swept_at: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let ticked = tokio::select! {
             _ = &mut shutdown => break,
-            _ = interval.tick() => {}
-            Some(_) = async { match wakeups.as_mut() { Some(s) => s.next().await, None => None } } => {}
+            _ = interval.tick() => true,
+            Some(_) = async { match wakeups.as_mut() { Some(s) => s.next().await, None => None } } => false,
+        };
+        // The wake-ups that queued up meanwhile (one per Ask that created evaluations) are
+        // served by this round: under load one round takes what many Asks created.
+        if let Some(wakeups) = wakeups.as_mut() {
+            while let Some(Some(_)) = wakeups.next().now_or_never() {}
         }
         loop {
             match schedule_pending(&pool, &queue).await {
@@ -171,11 +177,16 @@ pub async fn run(
                 }
             }
         }
-        if let Err(err) = reap(&pool, &queue).await {
-            tracing::warn!(error = %err, "reaping lapsed claims failed");
-        }
-        if let Err(err) = expire(&pool, &queue, timeouts).await {
-            tracing::warn!(error = %err, "expiring evaluations that waited too long failed");
+        // Lapsed claims and long waits are a matter of time: looked for once a tick, not at
+        // every wake-up.
+        if ticked || swept_at.is_none_or(|at| at.elapsed() >= tick) {
+            swept_at = Some(std::time::Instant::now());
+            if let Err(err) = reap(&pool, &queue).await {
+                tracing::warn!(error = %err, "reaping lapsed claims failed");
+            }
+            if let Err(err) = expire(&pool, &queue, timeouts).await {
+                tracing::warn!(error = %err, "expiring evaluations that waited too long failed");
+            }
         }
         if kept_at.elapsed() >= crate::queue::KEEPALIVE_EVERY {
             kept_at = std::time::Instant::now();
