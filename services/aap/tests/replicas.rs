@@ -345,15 +345,9 @@ async fn store_unannounced(cluster: &Cluster, evaluation_id: i64, text: &str) {
         plan,
         response_text: text.to_owned(),
         response_markdown: text.to_owned(),
-        citations: Vec::new(),
         captured_at: chrono::Utc::now(),
         bot_id: "test-bot".into(),
-        lease_id: String::new(),
-        trace_context: HashMap::new(),
-        kind: Default::default(),
-        capture: Default::default(),
-        search_queries: Vec::new(),
-        products: Vec::new(),
+        ..Default::default()
     };
     assert!(aap_evaluations::store::store_answer(&cluster.pool, &result).await.expect("store"), "stored once");
 }

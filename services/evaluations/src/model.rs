@@ -204,7 +204,7 @@ pub struct TaskMessage {
 }
 
 /// What the results stream carries from Submit to the ingest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ResultMessage {
     pub evaluation_id: i64,
     pub prompt_id: i64,

@@ -18,16 +18,8 @@ async fn answer(pool: &sqlx::PgPool, evaluation_id: i64, prompt_id: i64, assista
         assistant: assistant.into(),
         plan: "any".into(),
         response_text: "an answer".into(),
-        response_markdown: "an answer".into(),
-        citations: Vec::new(),
         captured_at: chrono::Utc::now(),
-        bot_id: "test-bot".into(),
-        lease_id: String::new(),
-        trace_context: HashMap::new(),
-        kind: Default::default(),
-        capture: Default::default(),
-        search_queries: Vec::new(),
-        products: Vec::new(),
+        ..ResultMessage::default()
     };
     anyhow::ensure!(store::store_answer(pool, &result).await?, "stored once");
     Ok(())
