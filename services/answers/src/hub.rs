@@ -191,6 +191,23 @@ impl Following {
     }
 }
 
+/// The prompt `kept` holds under `key`, or the one `load` finds, kept from then on (a prompt's
+/// text never changes); one not found is looked for again the next time.
+async fn remembered<K: Hash + Eq + Clone, F: Future<Output = sqlx::Result<Option<PromptRow>>>>(
+    kept: &Mutex<Bounded<K, PromptRow>>,
+    key: K,
+    load: impl FnOnce() -> F,
+) -> sqlx::Result<Option<PromptRow>> {
+    if let Some(prompt) = lock(kept).get(&key) {
+        return Ok(Some(prompt.clone()));
+    }
+    let found = load().await?;
+    if let Some(prompt) = &found {
+        lock(kept).insert(key, prompt.clone());
+    }
+    Ok(found)
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind: keep using it.
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -222,27 +239,12 @@ impl Hub {
 
     /// The stored prompt of a normalised hash, from memory when it was seen before.
     pub async fn prompt_by_hash(&self, hash: &[u8]) -> sqlx::Result<Option<PromptRow>> {
-        if let Some(prompt) = lock(&self.inner.prompts).get(&hash.to_vec()) {
-            return Ok(Some(prompt.clone()));
-        }
-        let found = crate::store::prompt_by_hash(&self.inner.pool, hash).await?;
-        if let Some(prompt) = &found {
-            lock(&self.inner.prompts).insert(hash.to_vec(), prompt.clone());
-        }
-        Ok(found)
+        remembered(&self.inner.prompts, hash.to_vec(), || crate::store::prompt_by_hash(&self.inner.pool, hash)).await
     }
 
-    /// The stored prompt `id`, from memory when it was seen before (a prompt's text never
-    /// changes). An unknown id is asked of the database every time.
+    /// The stored prompt `id`, from memory when it was seen before.
     pub async fn prompt_by_id(&self, id: i64) -> sqlx::Result<Option<PromptRow>> {
-        if let Some(prompt) = lock(&self.inner.prompts_by_id).get(&id) {
-            return Ok(Some(prompt.clone()));
-        }
-        let found = crate::store::prompt_by_id(&self.inner.pool, id).await?;
-        if let Some(prompt) = &found {
-            lock(&self.inner.prompts_by_id).insert(id, prompt.clone());
-        }
-        Ok(found)
+        remembered(&self.inner.prompts_by_id, id, || crate::store::prompt_by_id(&self.inner.pool, id)).await
     }
 
     /// Follows `prompt_id`: from now on every announcement about it re-reads it.

@@ -154,7 +154,6 @@ pub async fn run(
     };
     let mut interval = tokio::time::interval(tick);
     let mut kept_at = std::time::Instant::now();
-    let mut swept_at: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let ticked = tokio::select! {
@@ -178,9 +177,8 @@ pub async fn run(
             }
         }
         // Lapsed claims and long waits are a matter of time: looked for once a tick, not at
-        // every wake-up.
-        if ticked || swept_at.is_none_or(|at| at.elapsed() >= tick) {
-            swept_at = Some(std::time::Instant::now());
+        // every wake-up (a tick that is due is taken in turn however many wake-ups wait).
+        if ticked {
             if let Err(err) = reap(&pool, &queue).await {
                 tracing::warn!(error = %err, "reaping lapsed claims failed");
             }
