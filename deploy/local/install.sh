@@ -65,7 +65,8 @@ die() {
 DOWNLOADS=()
 record_download() { DOWNLOADS+=("$1|$2"); }
 dir_bytes() { if [ -d "$1" ]; then du -sb "$1" 2>/dev/null | cut -f1; else echo 0; fi; }
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1000000 }'; }
+# A cache that shrank (npm pruning old entries) downloaded nothing, not less than nothing.
+mb() { awk -v b="$1" 'BEGIN { if (b < 0) b = 0; printf "%.1f MB", b / 1000000 }'; }
 
 # make_venv DIR: a venv of $PYTHON, installing Debian's python3-venv first when it lacks one.
 make_venv() {

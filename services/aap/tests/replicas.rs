@@ -349,7 +349,7 @@ async fn store_unannounced(cluster: &Cluster, evaluation_id: i64, text: &str) {
         bot_id: "test-bot".into(),
         ..Default::default()
     };
-    assert!(aap_evaluations::store::store_answer(&cluster.pool, &result).await.expect("store"), "stored once");
+    assert!(aap_evaluations::store::store_answer(&cluster.pool, &result).await.expect("store").inserted, "stored once");
 }
 
 type Events = tokio::sync::mpsc::UnboundedReceiver<Event>;
@@ -369,7 +369,7 @@ async fn open_ask(replica: &Replica, prompt: &str, assistant: &str) -> Events {
 }
 
 /// The next event of a stream that `matches`, skipping the others (bounded).
-async fn next_matching(events: &mut Events, what: &str, matches: impl Fn(&Event) -> bool) -> Event {
+async fn next_matching(events: &mut Events, what: &str, mut matches: impl FnMut(&Event) -> bool) -> Event {
     let wait = async {
         while let Some(event) = events.recv().await {
             if matches(&event) {
@@ -457,14 +457,14 @@ async fn a_change_of_state_alone_rereads_only_the_evaluations_yet_never_misses_a
     let (first, second): (i64, i64) =
         sqlx::query_as("SELECT min(id), max(id) FROM evaluations").fetch_one(&cluster.pool).await.expect("evaluations");
     let nats = async_nats::connect(&cluster.nats_url).await.expect("nats");
-    let announce = async |evaluation_id: i64, payload: &'static [u8]| {
+    let announce = async |evaluation_id: i64, change: aap_evaluations::queue::Change| {
         let (prompt_id,): (i64,) = sqlx::query_as("SELECT prompt_id FROM evaluations WHERE id = $1")
             .bind(evaluation_id)
             .fetch_one(&cluster.pool)
             .await
             .expect("prompt");
         let subject = format!("{}.events.prompt.{prompt_id}", cluster.prefix);
-        nats.publish(subject, payload.into()).await.expect("announce");
+        nats.publish(subject, change.payload()).await.expect("announce");
         nats.flush().await.expect("flush");
     };
 
@@ -474,7 +474,7 @@ async fn a_change_of_state_alone_rereads_only_the_evaluations_yet_never_misses_a
         .execute(&cluster.pool)
         .await
         .expect("update");
-    announce(first, aap_evaluations::queue::Change::State.payload()).await;
+    announce(first, aap_evaluations::queue::Change::State).await;
     let told = next_matching(
         &mut streams[0],
         "the new state",
@@ -486,16 +486,75 @@ async fn a_change_of_state_alone_rereads_only_the_evaluations_yet_never_misses_a
     // An answer stored (its own announcement lost) and then a change of state announced: the
     // evaluations say answered, so the answers are read too and the stream gets the answer.
     store_unannounced(&cluster, second, "read after a state announcement").await;
-    announce(second, aap_evaluations::queue::Change::State.payload()).await;
+    announce(second, aap_evaluations::queue::Change::State).await;
     let answer = next_matching(&mut streams[1], "the answer", |e| matches!(e, Event::Answer(_))).await;
     assert!(matches!(answer, Event::Answer(a) if a.response_text == "read after a state announcement"));
     next_matching(&mut streams[1], "the end", |e| matches!(e, Event::Completed(_))).await;
 
     // The same after a state-only read kept the answers: the first prompt's answer arrives.
     store_unannounced(&cluster, first, "the first prompt's answer").await;
-    announce(first, aap_evaluations::queue::Change::State.payload()).await;
+    announce(first, aap_evaluations::queue::Change::State).await;
     let answer = next_matching(&mut streams[0], "the answer", |e| matches!(e, Event::Answer(_))).await;
     assert!(matches!(answer, Event::Answer(a) if a.response_text == "the first prompt's answer"));
+    front.platform.shutdown().await.expect("clean stop");
+}
+
+#[tokio::test]
+async fn an_announcement_that_tells_the_evaluation_is_applied_unread_and_an_older_one_never_sets_a_stream_back() {
+    use aap_evaluations::queue::Change;
+    use aap_evaluations::store::{self, AnswerRow, EvaluationRow};
+    let cluster = Cluster::new().await;
+    // No sweep: what the stream sees comes from announcements alone.
+    let announced_only = Options { sweep_every: Duration::from_secs(3600), ..Options::default() };
+    let front = cluster.replica_with(&[Service::Answers], &announced_only).await;
+    let mut events = open_ask(&front, "which told announcement is applied unread", "chatgpt").await;
+    next_matching(&mut events, "the progress", |e| matches!(e, Event::Progress(_))).await;
+    let (id,): (i64,) =
+        sqlx::query_as("SELECT id FROM evaluations").fetch_one(&cluster.pool).await.expect("evaluation");
+    let stored = store::evaluation(&cluster.pool, id).await.expect("read").expect("stored");
+    let nats = async_nats::connect(&cluster.nats_url).await.expect("nats");
+    let subject = format!("{}.events.prompt.{}", cluster.prefix, stored.prompt_id);
+    let told = |revision: i64, status: &str, attempts: i32, reason: Option<&str>| EvaluationRow {
+        revision: stored.revision + revision,
+        status: status.into(),
+        attempts,
+        failure_reason: reason.map(str::to_owned),
+        ..stored.clone()
+    };
+    let announce = async |change: Change| {
+        nats.publish(subject.clone(), change.payload()).await.expect("announce");
+        nats.flush().await.expect("flush");
+    };
+
+    // A state the database does not hold: the stream can only have it from the announcement.
+    announce(Change::told(vec![told(10, "queued", 1, Some("told, never stored"))], vec![])).await;
+    let failed = next_matching(&mut events, "the told state", |e| matches!(e, Event::Failed(_))).await;
+    assert!(matches!(&failed, Event::Failed(f) if f.reason == "told, never stored" && f.will_retry), "{failed:?}");
+
+    // An older revision arrives late, then the answer: the stream goes from the told state to
+    // the answer, never back to the older one.
+    announce(Change::told(vec![told(5, "queued", 2, Some("older, arrived late"))], vec![])).await;
+    let answer = AnswerRow {
+        evaluation_id: id,
+        prompt_id: stored.prompt_id,
+        assistant: stored.assistant.clone(),
+        plan: stored.plan.clone(),
+        response_text: "the told answer".into(),
+        response_markdown: "the told answer".into(),
+        kind: "text".into(),
+        captured_at: chrono::Utc::now(),
+        ..AnswerRow::default()
+    };
+    announce(Change::told(vec![told(20, "answered", 1, None)], vec![answer])).await;
+    let mut seen = Vec::new();
+    let end = next_matching(&mut events, "the end", |e| {
+        seen.push(format!("{e:?}"));
+        matches!(e, Event::Completed(_))
+    })
+    .await;
+    assert!(matches!(&end, Event::Completed(c) if c.answered == 1), "{end:?}");
+    assert!(seen.iter().any(|e| e.contains("the told answer")), "the answer came from the announcement: {seen:?}");
+    assert!(!seen.iter().any(|e| e.contains("older, arrived late")), "an older revision was told: {seen:?}");
     front.platform.shutdown().await.expect("clean stop");
 }
 

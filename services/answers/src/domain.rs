@@ -656,7 +656,8 @@ impl Answers {
                 let rows = evals::create_many(&mut conn, prompt_id, &wants, max_attempts, trace).await?;
                 drop(conn);
                 let mut created_any = false;
-                for (row, created) in rows {
+                for (row, created) in &rows {
+                    let created = *created;
                     let refresh = wants.iter().any(|w| w.refresh && w.assistant == row.assistant && w.plan == row.plan);
                     if refresh && created {
                         tracing::info!(prompt_id, evaluation_id = row.id, assistant = %row.assistant, "stale answer: refresh scheduled");
@@ -664,13 +665,11 @@ impl Answers {
                     created_any |= created;
                     scheduled.push(row.id);
                 }
+                // The streams learn of them as they are (nothing read again); what happens to them
+                // next comes in the announcements.
+                self.hub.told(prompt_id, &following, rows.into_iter().map(|(row, _)| row).collect());
                 if created_any {
                     self.queue.wake_scheduler().await;
-                }
-                if !scheduled.is_empty() {
-                    // Only states changed since `snapshot`: the evaluations are read again, its
-                    // answers kept unless one was stored meanwhile.
-                    self.hub.read_state(prompt_id, &following, &snapshot).await?;
                 }
             }
         }

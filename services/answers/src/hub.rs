@@ -1,10 +1,14 @@
 //! What every stream of one replica knows about the prompts it follows, read once and shared.
 //!
 //! One core-NATS subscription per replica (`<prefix>.events.prompt.>`) hears every prompt's
-//! changes; a followed prompt is re-read once per change (however many streams wait on it) and
-//! the new [`Snapshot`] goes to its streams through a `watch` channel. Nothing re-reads the
-//! database per stream: a sweep per replica compares the followed prompts' evaluations with one
-//! query, in case an announcement was lost.
+//! changes. An announcement that tells the changed evaluations as they are now (and the answer
+//! stored with them) is applied to the followed prompt's [`Snapshot`] without reading anything;
+//! one that says only that something changed re-reads the prompt once (however many streams
+//! wait on it). The new snapshot goes to its streams through a `watch` channel. Of what was read
+//! and what was heard, each evaluation is kept at its highest revision and each target's newest
+//! answer, so announcements that arrive out of order, or during a read, never set a stream back.
+//! Nothing re-reads the database per stream: a sweep per replica compares the followed prompts'
+//! evaluations with one query, in case an announcement was lost.
 //!
 //! The same subscription hears the partial answers bots report while an assistant types
 //! (`<prefix>.events.prompt.<id>.partial`): a followed prompt's go to its streams through a
@@ -17,6 +21,7 @@
 //! have been missed meanwhile), or the snapshot is `max_age` old. Prompt texts are kept by hash
 //! and by id (they never change).
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use aap_evaluations::model::Status;
 use aap_evaluations::partial::PartialMessage;
-use aap_evaluations::queue::Change;
+use aap_evaluations::queue::{Change, Told};
 use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -38,11 +43,59 @@ use crate::store::PromptRow;
 /// read before (shared), unless an evaluation was answered since.
 #[derive(Debug, Default)]
 pub struct Snapshot {
+    /// By id.
     pub rows: Vec<EvaluationRow>,
+    /// The newest of each target.
     pub answers: Arc<Vec<AnswerRow>>,
+    /// Whether the prompt was read (the default, before any read, knows nothing).
+    read: bool,
 }
 
 impl Snapshot {
+    /// What `self` and `other` (each a view of the prompt at some moment) know together: each
+    /// evaluation at its higher revision, each target's newer answer. `None` when that is
+    /// `self`. Nothing is known before the first read: merged into the default, `other` is
+    /// taken as it is.
+    fn merge(&self, other: &Snapshot) -> Option<Snapshot> {
+        if !self.read {
+            let mut rows = other.rows.clone();
+            rows.sort_by_key(|row| row.id);
+            return Some(Snapshot { rows, answers: other.answers.clone(), read: other.read });
+        }
+        let mut rows = Cow::Borrowed(&self.rows);
+        if !rows.is_sorted_by_key(|row| row.id) {
+            rows.to_mut().sort_by_key(|row| row.id);
+        }
+        for row in &other.rows {
+            match rows.binary_search_by_key(&row.id, |r| r.id) {
+                Ok(at) if rows[at].revision < row.revision => {
+                    let rows = rows.to_mut();
+                    let prompt_text = std::mem::take(&mut rows[at].prompt_text);
+                    rows[at] = row.clone();
+                    if rows[at].prompt_text.is_empty() {
+                        rows[at].prompt_text = prompt_text;
+                    }
+                }
+                Ok(_) => {}
+                Err(at) => rows.to_mut().insert(at, row.clone()),
+            }
+        }
+        let mut answers = Cow::Borrowed(self.answers.as_slice());
+        for answer in other.answers.iter() {
+            match answers.iter().position(|a| a.assistant == answer.assistant && a.plan == answer.plan) {
+                Some(at) if answers[at].evaluation_id >= answer.evaluation_id => {}
+                Some(at) => answers.to_mut()[at] = answer.clone(),
+                None => answers.to_mut().push(answer.clone()),
+            }
+        }
+        let answers = match answers {
+            Cow::Borrowed(_) if matches!(rows, Cow::Borrowed(_)) => return None,
+            Cow::Borrowed(_) => self.answers.clone(),
+            Cow::Owned(answers) => Arc::new(answers),
+        };
+        Some(Snapshot { rows: rows.into_owned(), answers, read: true })
+    }
+
     /// Whether every evaluation is final, so that only a new evaluation can change it.
     fn settled(&self) -> bool {
         !self.rows.is_empty() && self.rows.iter().all(|row| row.status().is_final())
@@ -91,6 +144,21 @@ struct Feed {
     /// The next re-read must read the answers too (a change other than of state alone).
     answers_dirty: AtomicBool,
     partials: broadcast::Sender<Arc<PartialMessage>>,
+}
+
+impl Feed {
+    /// Hands what was read or heard of the prompt to its streams, merged with what they hold
+    /// (nothing older replaces anything newer); returns what they hold now.
+    fn hand(&self, incoming: &Snapshot) -> Arc<Snapshot> {
+        self.tx.send_if_modified(|current| match current.merge(incoming) {
+            Some(merged) => {
+                *current = Arc::new(merged);
+                true
+            }
+            None => false,
+        });
+        self.tx.borrow().clone()
+    }
 }
 
 /// A settled snapshot kept for exact hits.
@@ -275,25 +343,18 @@ impl Hub {
         fresh: bool,
     ) -> sqlx::Result<(Arc<Snapshot>, bool)> {
         if !fresh && let Some(snapshot) = self.kept(prompt_id) {
-            following.feed.tx.send_replace(snapshot.clone());
-            return Ok((snapshot, true));
+            return Ok((following.feed.hand(&snapshot), true));
         }
         let snapshot = self.inner.read(prompt_id).await?;
-        following.feed.tx.send_replace(snapshot.clone());
-        Ok((snapshot, false))
+        Ok((following.feed.hand(&snapshot), false))
     }
 
-    /// The prompt's snapshot after changes of state alone since `before`, handed to its
-    /// streams too: the evaluations read, `before`'s answers kept unless one was stored since.
-    pub async fn read_state(
-        &self,
-        prompt_id: i64,
-        following: &Following,
-        before: &Snapshot,
-    ) -> sqlx::Result<Arc<Snapshot>> {
-        let snapshot = self.inner.read_after(prompt_id, Some(before)).await?;
-        following.feed.tx.send_replace(snapshot.clone());
-        Ok(snapshot)
+    /// Hands evaluations this replica has just written (with their prompt's text) to the
+    /// prompt's streams, as an announcement of them would: nothing is read.
+    pub fn told(&self, prompt_id: i64, following: &Following, rows: Vec<EvaluationRow>) -> Arc<Snapshot> {
+        let snapshot = following.feed.hand(&Snapshot { rows, answers: Arc::default(), read: true });
+        self.inner.keep(prompt_id, &snapshot, self.inner.connects());
+        snapshot
     }
 
     fn kept(&self, prompt_id: i64) -> Option<Arc<Snapshot>> {
@@ -326,13 +387,19 @@ impl Inner {
             Some(before) if !Snapshot::lacks_answers(&rows, &before.answers) => before.answers.clone(),
             _ => Arc::new(evals::current_answers_of_prompt(&self.pool, prompt_id, false).await?),
         };
-        let snapshot = Arc::new(Snapshot { rows, answers });
+        let snapshot = Arc::new(Snapshot { rows, answers, read: true });
+        self.keep(prompt_id, &snapshot, connects);
+        Ok(snapshot)
+    }
+
+    /// Keeps a settled snapshot for exact hits (known as of `connects`), and forgets the
+    /// prompt's otherwise.
+    fn keep(&self, prompt_id: i64, snapshot: &Arc<Snapshot>, connects: u64) {
         let mut settled = lock(&self.settled);
         match snapshot.settled() {
             true => settled.insert(prompt_id, Kept { snapshot: snapshot.clone(), read_at: Instant::now(), connects }),
             false => settled.remove(&prompt_id),
         }
-        Ok(snapshot)
     }
 
     fn feed(&self, prompt_id: i64) -> Option<Arc<Feed>> {
@@ -355,18 +422,53 @@ impl Inner {
         }
     }
 
-    /// Something changed in the prompt: forget what is kept, and re-read it for its streams.
-    fn changed(self: &Arc<Self>, prompt_id: i64, change: Change) {
+    /// Something changed in the prompt: forget what is kept, and bring its streams up to date,
+    /// from what the announcement tells when it can, otherwise by reading the prompt again.
+    fn changed(self: &Arc<Self>, prompt_id: i64, payload: &[u8]) {
         lock(&self.settled).remove(&prompt_id);
-        if let Some(feed) = self.feed(prompt_id) {
-            self.reread(prompt_id, feed, change);
+        // Only a followed prompt's announcement is decoded.
+        let Some(feed) = self.feed(prompt_id) else { return };
+        match Change::of(payload) {
+            Change::Told(told) => self.apply(prompt_id, feed, *told),
+            Change::State => self.reread(prompt_id, feed, false),
+            Change::Any => self.reread(prompt_id, feed, true),
         }
     }
 
-    /// Re-reads a followed prompt (its evaluations alone after changes of state alone);
-    /// announcements that arrive during a read lead to one more read after it, not one each.
-    fn reread(self: &Arc<Self>, prompt_id: i64, feed: Arc<Feed>, change: Change) {
-        if change == Change::Any {
+    /// Applies the evaluations and answers an announcement tells, reading nothing, unless the
+    /// prompt was not read yet (a read is under way; one more follows it), or the evaluations
+    /// say an answer was stored that neither the streams nor the announcement hold (one too
+    /// long to announce): then the prompt is read whole.
+    fn apply(self: &Arc<Self>, prompt_id: i64, feed: Arc<Feed>, told: Told) {
+        let connects = self.connects();
+        let current = feed.tx.borrow().clone();
+        let prompt_text = current
+            .rows
+            .first()
+            .map(|row| row.prompt_text.clone())
+            .or_else(|| lock(&self.prompts_by_id).get(&prompt_id).map(|prompt| prompt.text.clone()));
+        let (true, Some(prompt_text)) = (current.read, prompt_text) else {
+            return self.reread(prompt_id, feed, true);
+        };
+        let rows = told
+            .evaluations
+            .into_iter()
+            .filter(|row| row.prompt_id == prompt_id)
+            .map(|row| EvaluationRow { prompt_text: prompt_text.clone(), ..row })
+            .collect();
+        let answers = told.answers.into_iter().filter(|answer| answer.prompt_id == prompt_id).collect();
+        let snapshot = feed.hand(&Snapshot { rows, answers: Arc::new(answers), read: true });
+        if Snapshot::lacks_answers(&snapshot.rows, &snapshot.answers) {
+            return self.reread(prompt_id, feed, true);
+        }
+        self.keep(prompt_id, &snapshot, connects);
+    }
+
+    /// Re-reads a followed prompt (its evaluations alone unless `answers` or an earlier
+    /// request wants its answers too); announcements that arrive during a read lead to one
+    /// more read after it, not one each.
+    fn reread(self: &Arc<Self>, prompt_id: i64, feed: Arc<Feed>, answers: bool) {
+        if answers {
             feed.answers_dirty.store(true, Ordering::SeqCst);
         }
         feed.dirty.store(true, Ordering::SeqCst);
@@ -381,7 +483,7 @@ impl Inner {
                 let before = (!whole).then(|| feed.tx.borrow().clone());
                 match inner.read_after(prompt_id, before.as_deref()).await {
                     Ok(snapshot) => {
-                        feed.tx.send_replace(snapshot);
+                        feed.hand(&snapshot);
                     }
                     Err(err) => {
                         if whole {
@@ -433,7 +535,7 @@ impl Inner {
             let now = Snapshot::fingerprint(by_prompt.get(&id).map_or(&[][..], Vec::as_slice));
             let told = Snapshot::fingerprint(&feed.tx.borrow().rows);
             if reconnected || now != told {
-                self.reread(id, feed, Change::Any);
+                self.reread(id, feed, true);
             }
         }
     }
@@ -442,17 +544,17 @@ impl Inner {
 /// What a message under the prompt events prefix says.
 #[derive(Debug, PartialEq, Eq)]
 enum Announcement {
-    /// `<prefix>.<id>`: the prompt's evaluations or answers changed (as the payload says).
-    Changed(i64, Change),
+    /// `<prefix>.<id>`: the prompt's evaluations or answers changed (the payload says how).
+    Changed(i64),
     /// `<prefix>.<id>.partial`: a bot's text so far on one of its evaluations.
     Partial(i64),
 }
 
 impl Announcement {
-    fn of(subject: &str, prefix: &str, payload: &[u8]) -> Option<Announcement> {
+    fn of(subject: &str, prefix: &str) -> Option<Announcement> {
         let rest = subject.strip_prefix(prefix)?.strip_prefix('.')?;
         match rest.split_once('.') {
-            None => rest.parse().ok().map(|id| Announcement::Changed(id, Change::of(payload))),
+            None => rest.parse().ok().map(Announcement::Changed),
             Some((id, "partial")) => id.parse().ok().map(Announcement::Partial),
             Some(_) => None,
         }
@@ -470,8 +572,8 @@ async fn listen(inner: Weak<Inner>, mut announcements: async_nats::Subscriber) {
             message = announcements.next() => {
                 let Some(message) = message else { break };
                 let Some(inner) = inner.upgrade() else { break };
-                match Announcement::of(&message.subject, &inner.subject_prefix, &message.payload) {
-                    Some(Announcement::Changed(id, change)) => inner.changed(id, change),
+                match Announcement::of(&message.subject, &inner.subject_prefix) {
+                    Some(Announcement::Changed(id)) => inner.changed(id, &message.payload),
                     Some(Announcement::Partial(id)) => inner.partial(id, &message.payload),
                     None => {}
                 }
@@ -491,17 +593,85 @@ mod tests {
 
     #[test]
     fn announcements_and_partials_are_told_apart_by_subject() {
-        let of = |subject| Announcement::of(subject, "t1.events.prompt", b"changed");
-        assert_eq!(of("t1.events.prompt.42"), Some(Announcement::Changed(42, Change::Any)));
-        let state = Announcement::of("t1.events.prompt.42", "t1.events.prompt", Change::State.payload());
-        assert_eq!(state, Some(Announcement::Changed(42, Change::State)));
-        // Anything else (an older replica's announcement, an operator's by hand) reads it whole.
-        let other = Announcement::of("t1.events.prompt.42", "t1.events.prompt", b"");
-        assert_eq!(other, Some(Announcement::Changed(42, Change::Any)));
+        let of = |subject| Announcement::of(subject, "t1.events.prompt");
+        assert_eq!(of("t1.events.prompt.42"), Some(Announcement::Changed(42)));
         assert_eq!(of("t1.events.prompt.42.partial"), Some(Announcement::Partial(42)));
         assert_eq!(of("t1.events.prompt.42.other"), None);
         assert_eq!(of("t1.events.prompt.x"), None);
         assert_eq!(of("t1.events.prompts.42"), None);
+    }
+
+    fn row(id: i64, status: &str, revision: i64) -> EvaluationRow {
+        EvaluationRow {
+            id,
+            prompt_id: 7,
+            prompt_text: "the prompt".into(),
+            assistant: format!("assistant{id}"),
+            plan: "any".into(),
+            status: status.into(),
+            revision,
+            ..EvaluationRow::default()
+        }
+    }
+
+    fn answer(evaluation_id: i64, assistant: &str, text: &str) -> AnswerRow {
+        AnswerRow {
+            evaluation_id,
+            prompt_id: 7,
+            assistant: assistant.into(),
+            plan: "any".into(),
+            response_text: text.into(),
+            ..AnswerRow::default()
+        }
+    }
+
+    fn snapshot(rows: Vec<EvaluationRow>, answers: Vec<AnswerRow>) -> Snapshot {
+        Snapshot { rows, answers: Arc::new(answers), read: true }
+    }
+
+    fn states(snapshot: &Snapshot) -> Vec<(i64, &str, i64)> {
+        snapshot.rows.iter().map(|r| (r.id, r.status.as_str(), r.revision)).collect()
+    }
+
+    #[test]
+    fn a_merge_keeps_each_evaluation_at_its_highest_revision_in_whichever_order_they_come() {
+        let read = snapshot(vec![row(1, "claimed", 2), row(3, "pending", 0)], vec![]);
+        // Heard: 1 submitted (newer), 3 queued (newer), 2 created elsewhere; told without text.
+        let heard = snapshot(
+            vec![
+                row(1, "submitted", 3),
+                EvaluationRow { prompt_text: String::new(), ..row(3, "queued", 1) },
+                row(2, "queued", 1),
+            ],
+            vec![],
+        );
+        let merged = read.merge(&heard).expect("newer");
+        assert_eq!(states(&merged), [(1, "submitted", 3), (2, "queued", 1), (3, "queued", 1)]);
+        assert!(merged.rows.iter().all(|r| r.prompt_text == "the prompt"), "a told row keeps the text known");
+        // The other way round (the read came back after the announcements): the same.
+        let other_way = heard.merge(&read).expect("newer");
+        assert_eq!(states(&other_way), states(&merged));
+        // An older copy changes nothing, and says so.
+        assert!(merged.merge(&snapshot(vec![row(1, "claimed", 2)], vec![])).is_none());
+        assert!(merged.merge(&merged).is_none());
+        // Before the first read nothing is known: what comes is taken as it is.
+        let first = Snapshot::default().merge(&read).expect("read");
+        assert_eq!(states(&first), states(&read));
+    }
+
+    #[test]
+    fn a_merge_keeps_each_targets_newest_answer_and_shares_them_when_unchanged() {
+        let held = snapshot(vec![row(1, "answered", 4)], vec![answer(1, "assistant1", "first")]);
+        let older = snapshot(vec![], vec![answer(0, "assistant1", "older")]);
+        assert!(held.merge(&older).is_none(), "an older answer never replaces a newer one");
+        let refreshed =
+            snapshot(vec![row(5, "answered", 4)], vec![answer(5, "assistant1", "refreshed"), answer(6, "b", "new")]);
+        let merged = held.merge(&refreshed).expect("newer");
+        let texts: Vec<&str> = merged.answers.iter().map(|a| a.response_text.as_str()).collect();
+        assert_eq!(texts, ["refreshed", "new"]);
+        // A change of state alone keeps the very answers held (no copy).
+        let state = held.merge(&snapshot(vec![row(1, "answered", 5)], vec![])).expect("newer");
+        assert!(Arc::ptr_eq(&state.answers, &held.answers));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use tracing::Instrument as _;
 
 use crate::model::{AnswerKind, Capture, Product, RawCitation, ResultMessage, Status, clean_citations, clean_products};
 use crate::partial::{self, ClaimChecks, PartialMessage};
-use crate::queue::{Change, Queue, Settle};
+use crate::queue::{Queue, Settle};
 use crate::store::{self, ClaimOutcome, EvaluationRow, Holder};
 use crate::{EvalError, EvalResult};
 
@@ -243,7 +243,7 @@ impl Gateway {
                     telemetry::link_to_current(&span);
                     async {
                         tracing::info!("task claimed");
-                        self.queue.notify_prompt(row.prompt_id, Change::State).await;
+                        self.queue.announce(std::slice::from_ref(&row)).await;
                     }
                     .instrument(span)
                     .await;
@@ -253,7 +253,7 @@ impl Gateway {
                     tracing::warn!(evaluation_id = id, "evaluation failed: no attempts left");
                     crate::metrics::failed_for_good(&row.assistant, "exhausted");
                     self.queue.settle(&delivery.ack_subject, Settle::Term).await;
-                    self.queue.notify_prompt(row.prompt_id, Change::State).await;
+                    self.queue.announce(std::slice::from_ref(&row)).await;
                 }
                 ClaimOutcome::Stale => {
                     tracing::debug!(evaluation_id = id, "stale task delivery dropped");
@@ -364,7 +364,7 @@ impl Gateway {
         }
         tracing::info!(citations = result.citations.len(), "answer submitted");
         crate::metrics::submitted(&row.assistant);
-        self.queue.notify_prompt(row.prompt_id, Change::State).await;
+        self.queue.announce(std::slice::from_ref(&row)).await;
         Ok(())
     }
 
@@ -390,7 +390,7 @@ impl Gateway {
             }
         }
         tracing::info!(%status, reason, "task released");
-        self.queue.notify_prompt(row.prompt_id, Change::State).await;
+        self.queue.announce(std::slice::from_ref(&row)).await;
         Ok(status)
     }
 

@@ -132,12 +132,18 @@ async fn ingest_one(pool: &PgPool, queue: &Queue, message: jetstream::Message) {
     async {
         match store::store_answer(pool, &result).await {
             Ok(stored) => {
-                tracing::info!(stored, "answer ingested");
-                crate::metrics::ingested(&result.assistant, stored, message.info().ok());
+                tracing::info!(stored = stored.inserted, "answer ingested");
+                crate::metrics::ingested(&result.assistant, stored.inserted, message.info().ok());
                 if let Err(err) = message.double_ack().await {
                     tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
                 }
-                queue.notify_prompt(result.prompt_id, Change::Any).await;
+                // The evaluation and the answer as stored, so that no replica reads them again;
+                // a redelivery that changed nothing says only that the prompt changed.
+                let change = match stored.evaluation {
+                    Some(row) => Change::told(vec![row], stored.answer.into_iter().collect()),
+                    None => Change::Any,
+                };
+                queue.notify_prompt(result.prompt_id, change).await;
             }
             Err(err) => {
                 let delivered = message.info().map(|info| info.delivered as u64).unwrap_or(1);
@@ -152,10 +158,13 @@ async fn ingest_one(pool: &PgPool, queue: &Queue, message: jetstream::Message) {
                 tracing::error!(error = %err, delivered, "result dead-lettered; its evaluation fails");
                 queue.dead_letter("results", message.payload.clone(), &reason).await;
                 match store::fail_unstorable(pool, result.evaluation_id, &reason).await {
-                    Ok(_) => {
+                    Ok(failed) => {
                         crate::metrics::failed_for_good(&result.assistant, "unstorable");
                         let _ = message.ack_with(AckKind::Term).await;
-                        queue.notify_prompt(result.prompt_id, Change::State).await;
+                        match failed {
+                            Some(row) => queue.announce(&[row]).await,
+                            None => queue.notify_prompt(result.prompt_id, Change::State).await,
+                        }
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "cannot fail the evaluation; retrying later");

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, Notify, OnceCell};
 
 use crate::model::{ResultMessage, TaskMessage};
-use crate::store::EvaluationRow;
+use crate::store::{AnswerRow, EvaluationRow};
 
 /// How long JetStream waits before redelivering an unsettled task on its own. The database
 /// claim (with heartbeats and the reaper) is the real clock; this backs it up. It is short so
@@ -66,28 +66,72 @@ impl Settle {
 }
 
 /// What an announcement on a prompt's events subject says changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Change {
     /// An evaluation's state only (queued, claimed, submitted, released, failed): its answers
     /// are as they were, so a stream's replica re-reads the evaluations alone.
     State,
     /// Anything, answers included (an answer stored): the prompt is read whole.
     Any,
+    /// The evaluations that changed, as they are now, and the answers stored with them: a
+    /// replica applies them to what it holds and reads nothing.
+    Told(Box<Told>),
 }
 
+/// Evaluations as they are now, and answers stored with them (without page HTML).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Told {
+    pub evaluations: Vec<EvaluationRow>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<AnswerRow>,
+}
+
+/// Longest announcement: answers that would make it longer are left out of it (a replica that
+/// hears an evaluation answered without its answer reads the answer).
+pub const MAX_TOLD_BYTES: usize = 256 * 1024;
+
 impl Change {
-    /// `state`, or `changed` (what every announcement said before there were kinds; anything
-    /// but `state` is read as [`Change::Any`]).
-    pub fn payload(self) -> &'static [u8] {
-        match self {
-            Change::State => b"state",
-            Change::Any => b"changed",
+    /// The evaluations as they are now, and the answers stored with them.
+    pub fn told(evaluations: Vec<EvaluationRow>, answers: Vec<AnswerRow>) -> Change {
+        Change::Told(Box::new(Told { evaluations, answers }))
+    }
+
+    /// `state`, `changed` (what every announcement said before there were kinds; anything
+    /// unreadable is read as [`Change::Any`]), or the JSON of what is told.
+    pub fn payload(&self) -> Bytes {
+        let told = match self {
+            Change::State => return Bytes::from_static(b"state"),
+            Change::Any => return Bytes::from_static(b"changed"),
+            Change::Told(told) => told,
+        };
+        let json = match serde_json::to_vec(told) {
+            Ok(json) if json.len() > MAX_TOLD_BYTES && !told.answers.is_empty() => {
+                serde_json::to_vec(&Told { evaluations: told.evaluations.clone(), answers: Vec::new() })
+            }
+            json => json,
+        };
+        match json {
+            Ok(json) => Bytes::from(json),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot encode an announcement; it says only that the prompt changed");
+                Bytes::from_static(b"changed")
+            }
         }
     }
 
     /// The change an announcement's payload says.
     pub fn of(payload: &[u8]) -> Change {
-        if payload == b"state" { Change::State } else { Change::Any }
+        if payload == b"state" {
+            return Change::State;
+        }
+        if payload.first() == Some(&b'{') {
+            match serde_json::from_slice::<Told>(payload) {
+                Ok(told) if !told.evaluations.is_empty() => return Change::Told(Box::new(told)),
+                Ok(_) => {}
+                Err(err) => tracing::debug!(error = %err, "unreadable announcement; the prompt is read whole"),
+            }
+        }
+        Change::Any
     }
 }
 
@@ -280,12 +324,24 @@ impl Queue {
         }
     }
 
-    /// Tells every stream waiting on the prompt what changed: the state of one of its
-    /// evaluations only ([`Change::State`]), or possibly its answers too.
+    /// Tells every stream waiting on the prompt what changed: best told as the evaluations
+    /// are now ([`Change::told`]), so that no replica reads them again.
     pub async fn notify_prompt(&self, prompt_id: i64, change: Change) {
         let subject = self.topology.prompt_events_subject(prompt_id);
-        if let Err(err) = self.client.publish(subject, Bytes::from_static(change.payload())).await {
+        if let Err(err) = self.client.publish(subject, change.payload()).await {
             tracing::warn!(error = %err, prompt_id, "cannot announce prompt change");
+        }
+    }
+
+    /// Tells the streams of each prompt among `rows` what its evaluations are now: one
+    /// announcement per prompt, carrying its rows.
+    pub async fn announce(&self, rows: &[EvaluationRow]) {
+        let mut prompts: Vec<i64> = rows.iter().map(|row| row.prompt_id).collect();
+        prompts.sort_unstable();
+        prompts.dedup();
+        for prompt_id in prompts {
+            let told: Vec<EvaluationRow> = rows.iter().filter(|row| row.prompt_id == prompt_id).cloned().collect();
+            self.notify_prompt(prompt_id, Change::told(told, Vec::new())).await;
         }
     }
 
@@ -339,5 +395,48 @@ impl Queue {
     /// The JetStream context.
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, status: &str) -> EvaluationRow {
+        EvaluationRow {
+            id,
+            prompt_id: 7,
+            prompt_text: "not announced".into(),
+            status: status.into(),
+            revision: 3,
+            ..EvaluationRow::default()
+        }
+    }
+
+    #[test]
+    fn an_announcement_says_its_kind_and_carries_what_it_tells() {
+        assert!(matches!(Change::of(&Change::State.payload()), Change::State));
+        assert!(matches!(Change::of(&Change::Any.payload()), Change::Any));
+        // Anything else (an older replica's, an operator's by hand, a broken one) reads it whole.
+        for other in [&b""[..], b"changed", b"{", b"{\"evaluations\":[]}", b"{\"evaluations\":7}"] {
+            assert!(matches!(Change::of(other), Change::Any), "{other:?}");
+        }
+        let answer = AnswerRow { evaluation_id: 1, response_text: "the answer".into(), ..AnswerRow::default() };
+        let told = Change::told(vec![row(1, "answered"), row(2, "queued")], vec![answer]);
+        let Change::Told(heard) = Change::of(&told.payload()) else { panic!("not told") };
+        let rows: Vec<(i64, &str, i64, &str)> =
+            heard.evaluations.iter().map(|r| (r.id, r.status.as_str(), r.revision, r.prompt_text.as_str())).collect();
+        assert_eq!(rows, [(1, "answered", 3, ""), (2, "queued", 3, "")], "the prompt's text stays home");
+        assert_eq!(heard.answers.len(), 1);
+        assert_eq!(heard.answers[0].response_text, "the answer");
+    }
+
+    #[test]
+    fn an_answer_too_long_to_announce_is_left_out_and_the_evaluation_still_told() {
+        let long = AnswerRow { evaluation_id: 1, response_text: "x".repeat(MAX_TOLD_BYTES), ..AnswerRow::default() };
+        let payload = Change::told(vec![row(1, "answered")], vec![long]).payload();
+        assert!(payload.len() < MAX_TOLD_BYTES, "{} bytes", payload.len());
+        let Change::Told(heard) = Change::of(&payload) else { panic!("not told") };
+        assert_eq!((heard.evaluations.len(), heard.answers.len()), (1, 0));
     }
 }

@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use crate::EvalResult;
 use crate::model::Status;
-use crate::queue::{Change, Queue, Settle};
+use crate::queue::{Queue, Settle};
 use crate::store;
 
 /// Moves up to one batch of pending evaluations to the task stream; returns how many.
@@ -37,7 +37,7 @@ pub async fn schedule_pending(pool: &PgPool, queue: &Queue) -> EvalResult<usize>
         }
     }
     let ids: Vec<i64> = queued.iter().map(|row| row.id).collect();
-    store::mark_queued(&mut tx, &ids).await?;
+    let marked = store::mark_queued(&mut tx, &ids).await?;
     tx.commit().await?;
     let mut per_target: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
     for row in &queued {
@@ -46,12 +46,7 @@ pub async fn schedule_pending(pool: &PgPool, queue: &Queue) -> EvalResult<usize>
     for ((assistant, plan), count) in per_target {
         queue.signal_tasks(assistant, plan, count).await;
     }
-    let mut prompts: Vec<i64> = queued.iter().map(|row| row.prompt_id).collect();
-    prompts.sort_unstable();
-    prompts.dedup();
-    for prompt_id in prompts {
-        queue.notify_prompt(prompt_id, Change::State).await;
-    }
+    queue.announce(&marked).await;
     Ok(queued.len())
 }
 
@@ -73,8 +68,8 @@ pub async fn reap(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
                 queue.signal_tasks(&row.assistant, &row.plan, 1).await;
             }
         }
-        queue.notify_prompt(row.prompt_id, Change::State).await;
     }
+    queue.announce(&rows).await;
     Ok(rows.len())
 }
 
@@ -127,8 +122,8 @@ pub async fn expire(pool: &PgPool, queue: &Queue, timeouts: Timeouts) -> EvalRes
                 "evaluation waited too long");
             crate::metrics::failed_for_good(&row.assistant, "timeout");
         }
-        queue.notify_prompt(row.prompt_id, Change::State).await;
     }
+    queue.announce(&rows).await;
     if requeued > 0 {
         queue.wake_scheduler().await;
     }

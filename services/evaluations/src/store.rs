@@ -11,11 +11,13 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool};
 
 use crate::model::{Citation, Product, ResultMessage, Status};
 
-/// One evaluation as stored, with its prompt's text.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// One evaluation as stored, with its prompt's text. A prompt's announcements carry its changed
+/// evaluations in JSON, without the prompt's text (the replicas have it).
+#[derive(Debug, Clone, Default, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct EvaluationRow {
     pub id: i64,
     pub prompt_id: i64,
+    #[serde(default, skip_serializing)]
     pub prompt_text: String,
     pub assistant: String,
     pub plan: String,
@@ -31,6 +33,9 @@ pub struct EvaluationRow {
     pub claimed_by: Option<String>,
     /// The principal whose bot holds (or last held) the claim.
     pub claimed_principal: Option<String>,
+    /// How many times the row changed (a trigger counts every update): of two copies of it,
+    /// the one with the higher revision is the newer.
+    pub revision: i64,
 }
 
 impl EvaluationRow {
@@ -41,7 +46,7 @@ impl EvaluationRow {
 }
 
 /// A stored answer.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
 pub struct AnswerRow {
     pub evaluation_id: i64,
     pub prompt_id: i64,
@@ -74,12 +79,12 @@ pub struct AnswerRow {
 
 const SELECT_EVALUATION: &str = "SELECT e.id, e.prompt_id, p.text AS prompt_text, e.assistant, e.plan, e.status, \
      e.attempts, e.max_attempts, e.ack_subject, e.claim_expires_at, e.failure_reason, \
-     e.trace_context, e.updated_at, e.claimed_by, e.claimed_principal \
+     e.trace_context, e.updated_at, e.claimed_by, e.claimed_principal, e.revision \
      FROM evaluations e JOIN prompts p ON p.id = e.prompt_id";
 
 const RETURNING_EVALUATION: &str = "RETURNING id, prompt_id, (SELECT text FROM prompts WHERE id = prompt_id) AS prompt_text, \
      assistant, plan, status, attempts, max_attempts, ack_subject, claim_expires_at, failure_reason, \
-     trace_context, updated_at, claimed_by, claimed_principal";
+     trace_context, updated_at, claimed_by, claimed_principal, revision";
 
 /// Who holds a claim, or asks to act on one: the bot's principal, and its bot id when the
 /// caller names one (an empty bot id matches any bot of the principal).
@@ -288,15 +293,13 @@ pub async fn lock_pending(conn: &mut PgConnection, limit: i64) -> sqlx::Result<V
     sqlx::query_as(AssertSqlSafe(sql)).bind(limit).fetch_all(&mut *conn).await
 }
 
-/// Marks evaluations as on the task stream.
-pub async fn mark_queued(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE evaluations SET status = 'queued', updated_at = now() WHERE id = ANY($1) AND status = 'pending'",
-    )
-    .bind(ids)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+/// Marks evaluations as on the task stream; returns them as they are now.
+pub async fn mark_queued(conn: &mut PgConnection, ids: &[i64]) -> sqlx::Result<Vec<EvaluationRow>> {
+    let sql = format!(
+        "UPDATE evaluations SET status = 'queued', updated_at = now() WHERE id = ANY($1) AND status = 'pending' \
+         {RETURNING_EVALUATION}"
+    );
+    sqlx::query_as(AssertSqlSafe(sql)).bind(ids).fetch_all(&mut *conn).await
 }
 
 /// What happened when a bot tried to claim a delivered task.
@@ -481,12 +484,24 @@ pub async fn held_deliveries(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     .await
 }
 
+/// What storing a result did.
+#[derive(Debug)]
+pub struct Stored {
+    /// Whether this call stored the answer (false: a redelivery of one stored before).
+    pub inserted: bool,
+    /// The evaluation as it is now, when this call marked it answered.
+    pub evaluation: Option<EvaluationRow>,
+    /// The answer as streams are told it (without page HTML), when this call stored it.
+    pub answer: Option<AnswerRow>,
+}
+
 /// Stores a submitted answer and marks its evaluation answered, once: a redelivered result
-/// changes nothing. Returns whether this call stored it.
-pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result<bool> {
+/// changes nothing. Returns what it stored, as the prompt's streams are to be told it.
+pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result<Stored> {
     // One statement, so one round trip and one implicit transaction: the answer and the row's
-    // new status are stored together or not at all.
-    let (inserted,): (i64,) = sqlx::query_as(
+    // new status are stored together or not at all, and come back as the replicas' streams
+    // are told them (so that none reads them again).
+    let (inserted, evaluation, answer): (i64, Option<Json<EvaluationRow>>, Option<Json<AnswerRow>>) = sqlx::query_as(
         "WITH stored AS ( \
              INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
              response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
@@ -494,11 +509,22 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
              read_by_fallback, confidence, search_queries, products) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
              $21, $22, $23, $24) \
-             ON CONFLICT (evaluation_id) DO NOTHING RETURNING 1), \
+             ON CONFLICT (evaluation_id) DO NOTHING \
+             RETURNING evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
+             captured_at, kind, ''::text AS response_html, model, web_search, ttft_ms, total_ms, adapter_version, \
+             adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, search_queries, \
+             products, bot_id, lease_id), \
          answered AS ( \
              UPDATE evaluations SET status = 'answered', failure_reason = NULL, updated_at = now() \
-             WHERE id = $1 AND status <> 'answered' RETURNING 1) \
-         SELECT count(*) FROM stored",
+             WHERE id = $1 AND status <> 'answered' RETURNING *) \
+         SELECT (SELECT count(*) FROM stored), \
+             (SELECT to_jsonb(answered) FROM answered), \
+             (SELECT to_jsonb(a) - 'lease_id' FROM ( \
+                 SELECT st.*, COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
+                 FROM stored st \
+                 LEFT JOIN session_leases l \
+                     ON l.id = CASE WHEN st.lease_id ~ '^[0-9a-fA-F-]{36}$' THEN st.lease_id::uuid END \
+                 LEFT JOIN session_accounts s ON s.id = l.account_id) a)",
     )
     .bind(result.evaluation_id)
     .bind(result.prompt_id)
@@ -526,7 +552,7 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
     .bind(Json(&result.products))
     .fetch_one(pool)
     .await?;
-    Ok(inserted == 1)
+    Ok(Stored { inserted: inserted == 1, evaluation: evaluation.map(|row| row.0), answer: answer.map(|row| row.0) })
 }
 
 /// Live evaluations as (assistant, status, count), for the `aap_evaluations` gauge: only the
