@@ -14,6 +14,7 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
+use crate::batch::Batcher;
 use crate::model::{AnswerKind, Capture, Product, RawCitation, ResultMessage, Status, clean_citations, clean_products};
 use crate::partial::{self, ClaimChecks, PartialMessage};
 use crate::queue::{Queue, Settle};
@@ -172,6 +173,39 @@ pub struct Gateway {
     config: GatewayConfig,
     /// Claims read for partial answers, trusted for a moment.
     claim_checks: Arc<ClaimChecks>,
+    /// Claims made together ([`store::claim_many`]).
+    claims: Arc<Batcher<store::ClaimRequest, EvaluationRow>>,
+    /// Submits marked together ([`store::mark_submitted_many`]).
+    submits: Arc<Batcher<(i64, Holder), EvaluationRow>>,
+}
+
+/// Statements of one kind that run at once, and the most requests one serves.
+const BATCH_WORKERS: usize = 2;
+const BATCH_MAX: usize = 64;
+
+/// A batcher of one statement over many requests: `None` for each request when it fails
+/// (each caller then makes its own statement, which says what is wrong with its request).
+fn batcher<Req, F, Fut>(name: &'static str, pool: &PgPool, statement: F) -> Arc<Batcher<Req, EvaluationRow>>
+where
+    Req: Send + Sync + 'static,
+    F: Fn(PgPool, Vec<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = sqlx::Result<Vec<Option<EvaluationRow>>>> + Send + 'static,
+{
+    let pool = pool.clone();
+    let statement = Arc::new(statement);
+    Arc::new(Batcher::new(name, BATCH_WORKERS, BATCH_MAX, move |batch: Vec<Req>| {
+        let (pool, statement) = (pool.clone(), statement.clone());
+        async move {
+            let size = batch.len();
+            match statement(pool, batch).await {
+                Ok(rows) => rows,
+                Err(err) => {
+                    tracing::warn!(error = %err, size, statement = name, "a batched statement failed; each request goes alone");
+                    vec![None; size]
+                }
+            }
+        }
+    }))
 }
 
 fn to_task(row: &EvaluationRow) -> Task {
@@ -196,7 +230,13 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 impl Gateway {
     pub fn new(pool: PgPool, queue: Arc<Queue>, config: GatewayConfig) -> Gateway {
         crate::metrics::register();
-        Gateway { pool, queue, config, claim_checks: Arc::default() }
+        let claims = batcher("claim", &pool, |pool, batch: Vec<store::ClaimRequest>| async move {
+            store::claim_many(&pool, &batch).await
+        });
+        let submits = batcher("submit", &pool, |pool, batch: Vec<(i64, Holder)>| async move {
+            store::mark_submitted_many(&pool, &batch).await
+        });
+        Gateway { pool, queue, config, claim_checks: Arc::default(), claims, submits }
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -218,7 +258,14 @@ impl Gateway {
                 return Ok(None);
             };
             let id = delivery.task.evaluation_id;
-            let claimed = match store::claim(&self.pool, id, &delivery.ack_subject, holder, ttl).await {
+            let request =
+                store::ClaimRequest { id, ack_subject: delivery.ack_subject.clone(), holder: holder.clone(), ttl };
+            let claimed = match self.claims.call(request).await {
+                Some(row) => Ok(ClaimOutcome::Claimed(row)),
+                // Not claimable now, or the batch failed: alone, which says why.
+                None => store::claim(&self.pool, id, &delivery.ack_subject, holder, ttl).await,
+            };
+            let claimed = match claimed {
                 Ok(claimed) => claimed,
                 Err(err) => {
                     // Unclaimed, the delivery would wait out the backstop ack wait (30 min) with
@@ -313,7 +360,12 @@ impl Gateway {
         }
         check_submission(&submission)?;
         let holder = Holder::new(principal, &submission.bot_id);
-        let Some(row) = store::mark_submitted(&self.pool, id, &holder).await? else {
+        let marked = match self.submits.call((id, holder.clone())).await {
+            Some(row) => Some(row),
+            // Not in a state to take it, or the batch failed: alone, which says why.
+            None => store::mark_submitted(&self.pool, id, &holder).await?,
+        };
+        let Some(row) = marked else {
             // A repeat of a submit whose answer is stored already (the reply to the first try
             // was lost) succeeds: the bot's answer is in, once. Another text is refused.
             let current = store::evaluation(&self.pool, id).await?;

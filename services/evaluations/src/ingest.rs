@@ -9,6 +9,7 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use tracing::Instrument;
 
+use crate::batch::Batcher;
 use crate::model::ResultMessage;
 use crate::queue::{Change, Queue};
 use crate::store;
@@ -80,6 +81,7 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
     let mut messages = consumer.messages().await.map_err(|e| IngestError::Consumer(e.to_string()))?;
     tracing::info!(consumer = %name, "ingest consuming results");
     let mut hiccups = 0u32;
+    let storer = answer_batcher(pool);
     // Results are stored concurrently, so their commits share PostgreSQL's WAL flushes and the
     // acks overlap; each result is still acked only after its answer is stored.
     let mut storing = futures::stream::FuturesUnordered::new();
@@ -108,15 +110,39 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
                 return Ok(());
             }
         };
-        storing.push(ingest_one(pool, queue, message));
+        storing.push(ingest_one(pool, queue, &storer, message));
     }
+}
+
+/// Stores the results that wait together in one statement ([`store::store_answers`]); when
+/// it fails, each is stored alone, so one the database refuses holds back no other.
+fn answer_batcher(pool: &PgPool) -> Batcher<Arc<ResultMessage>, store::Stored> {
+    let pool = pool.clone();
+    Batcher::new("store", 2, CONCURRENCY, move |batch: Vec<Arc<ResultMessage>>| {
+        let pool = pool.clone();
+        async move {
+            let results: Vec<&ResultMessage> = batch.iter().map(Arc::as_ref).collect();
+            match store::store_answers(&pool, &results).await {
+                Ok(stored) => stored,
+                Err(err) => {
+                    tracing::warn!(error = %err, size = batch.len(), "cannot store a batch of answers; each goes alone");
+                    batch.iter().map(|_| None).collect()
+                }
+            }
+        }
+    })
 }
 
 /// Stores one delivered result and settles its delivery: acked once stored, delivered again
 /// (after a second) when the database refuses it, dead-lettered after [`MAX_DELIVERIES`].
-async fn ingest_one(pool: &PgPool, queue: &Queue, message: jetstream::Message) {
-    let result: ResultMessage = match serde_json::from_slice(&message.payload) {
-        Ok(result) => result,
+async fn ingest_one(
+    pool: &PgPool,
+    queue: &Queue,
+    storer: &Batcher<Arc<ResultMessage>, store::Stored>,
+    message: jetstream::Message,
+) {
+    let result: Arc<ResultMessage> = match serde_json::from_slice(&message.payload) {
+        Ok(result) => Arc::new(result),
         Err(err) => {
             tracing::error!(error = %err, "unreadable result dropped");
             let _ = message.ack_with(AckKind::Term).await;
@@ -130,7 +156,11 @@ async fn ingest_one(pool: &PgPool, queue: &Queue, message: jetstream::Message) {
         &aap_platform::telemetry::context_from_nats_headers(message.headers.as_ref()),
     );
     async {
-        match store::store_answer(pool, &result).await {
+        let stored = match storer.call(result.clone()).await {
+            Some(stored) => Ok(stored),
+            None => store::store_answer(pool, &result).await,
+        };
+        match stored {
             Ok(stored) => {
                 tracing::info!(stored = stored.inserted, "answer ingested");
                 crate::metrics::ingested(&result.assistant, stored.inserted, message.info().ok());

@@ -5,6 +5,7 @@
 //! Lifecycle of an evaluation: pending → queued → claimed → submitted → answered, or failed
 //! (released as failed, or out of attempts). See [`model::Status`].
 
+pub mod batch;
 pub mod error;
 pub mod gateway;
 pub mod grpc;

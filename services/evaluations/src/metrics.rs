@@ -31,6 +31,7 @@ struct Metrics {
     ingest_redeliveries: Counters,
     dead_letters: Counters,
     partials: Counters,
+    batch_sizes: Histograms,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -91,6 +92,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "partials_published",
         "Partial answers (the text typed so far) bots reported on tasks they held and the gateway announced to \
          the prompt's streams over core NATS, by assistant.",
+    ),
+    batch_sizes: metrics::histogram(
+        "statement_batch_size",
+        "Requests one statement served (claim, submit, store): the ones that arrived while the statement before \
+         ran share the next.",
+        metrics::BATCH_SIZES,
     ),
 });
 
@@ -174,6 +181,10 @@ pub(crate) fn result_delivered(delivered: i64) {
 
 pub(crate) fn dead_lettered(what: &str) {
     METRICS.dead_letters.get_or_create(&labels([("what", what)])).inc();
+}
+
+pub(crate) fn batch_size(statement: &'static str, size: usize) {
+    METRICS.batch_sizes.get_or_create(&labels([("statement", statement)])).observe(size as f64);
 }
 
 pub(crate) fn partial_published(name: &str) {

@@ -86,6 +86,11 @@ const RETURNING_EVALUATION: &str = "RETURNING id, prompt_id, (SELECT text FROM p
      assistant, plan, status, attempts, max_attempts, ack_subject, claim_expires_at, failure_reason, \
      trace_context, updated_at, claimed_by, claimed_principal, revision";
 
+/// [`RETURNING_EVALUATION`] of an UPDATE that joins other rows to `evaluations e`.
+const RETURNING_EVALUATION_E: &str = "RETURNING e.id, e.prompt_id, (SELECT text FROM prompts WHERE id = e.prompt_id) AS prompt_text, \
+     e.assistant, e.plan, e.status, e.attempts, e.max_attempts, e.ack_subject, e.claim_expires_at, e.failure_reason, \
+     e.trace_context, e.updated_at, e.claimed_by, e.claimed_principal, e.revision";
+
 /// Who holds a claim, or asks to act on one: the bot's principal, and its bot id when the
 /// caller names one (an empty bot id matches any bot of the principal).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -353,6 +358,59 @@ pub async fn claim(
     Ok(exhausted.map_or(ClaimOutcome::Stale, ClaimOutcome::Exhausted))
 }
 
+/// A claim one bot asks for ([`claim_many`]).
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub id: i64,
+    pub ack_subject: String,
+    pub holder: Holder,
+    pub ttl: Duration,
+}
+
+/// [`claim`] for several deliveries in one statement: the rows claimed, by the request's
+/// place (`None`: not claimable now, or named twice; [`claim`] alone says why).
+pub async fn claim_many(pool: &PgPool, requests: &[ClaimRequest]) -> sqlx::Result<Vec<Option<EvaluationRow>>> {
+    let all: Vec<i64> = requests.iter().map(|r| r.id).collect();
+    // An UPDATE joined to a row twice takes either join's values: the second request of an
+    // id is not in the statement (it gets `None`).
+    let requests = first_of_each(requests, |r| r.id);
+    let ids: Vec<i64> = requests.iter().map(|r| r.id).collect();
+    let subjects: Vec<&str> = requests.iter().map(|r| r.ack_subject.as_str()).collect();
+    let bots: Vec<&str> = requests.iter().map(|r| r.holder.bot_id.as_str()).collect();
+    let ttls: Vec<f64> = requests.iter().map(|r| r.ttl.as_secs_f64()).collect();
+    let principals: Vec<&str> = requests.iter().map(|r| r.holder.principal.as_str()).collect();
+    let sql = format!(
+        "UPDATE evaluations e SET status = 'claimed', attempts = e.attempts + 1, ack_subject = c.ack_subject, \
+         claimed_by = c.bot_id, claimed_at = now(), claim_expires_at = now() + make_interval(secs => c.ttl), \
+         claimed_principal = c.principal, updated_at = now() \
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::float8[], $5::text[]) \
+             AS c(id, ack_subject, bot_id, ttl, principal) \
+         WHERE e.id = c.id AND e.status IN ('pending', 'queued', 'claimed') AND e.attempts < e.max_attempts \
+         {RETURNING_EVALUATION_E}"
+    );
+    let rows: Vec<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(&subjects)
+        .bind(&bots)
+        .bind(&ttls)
+        .bind(&principals)
+        .fetch_all(pool)
+        .await?;
+    Ok(by_place(&all, rows, |row| row.id))
+}
+
+/// The requests whose id no earlier request has.
+fn first_of_each<T>(requests: &[T], id: impl Fn(&T) -> i64) -> Vec<&T> {
+    let mut seen = std::collections::HashSet::new();
+    requests.iter().filter(|request| seen.insert(id(request))).collect()
+}
+
+/// Rows returned for requests (by id), each handed to the first request of its id.
+fn by_place<T>(ids: &[i64], rows: Vec<T>, id: impl Fn(&T) -> i64) -> Vec<Option<T>> {
+    let mut rows: HashMap<i64, T> = rows.into_iter().map(|row| (id(&row), row)).collect();
+    ids.iter().map(|wanted| rows.remove(wanted)).collect()
+}
+
 /// Extends a claim `holder` holds to now + `ttl`. `None` when the evaluation is not claimed
 /// by it.
 pub async fn extend_claim(
@@ -389,6 +447,29 @@ pub async fn mark_submitted(pool: &PgPool, id: i64, holder: &Holder) -> sqlx::Re
         held_by(2, 3)
     );
     sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(&holder.principal).bind(&holder.bot_id).fetch_optional(pool).await
+}
+
+/// [`mark_submitted`] for several submits in one statement, as (evaluation id, holder): the
+/// rows marked, by the request's place (`None`: not marked; [`mark_submitted`] alone says why).
+pub async fn mark_submitted_many(
+    pool: &PgPool,
+    requests: &[(i64, Holder)],
+) -> sqlx::Result<Vec<Option<EvaluationRow>>> {
+    let all: Vec<i64> = requests.iter().map(|(id, _)| *id).collect();
+    let requests = first_of_each(requests, |(id, _)| *id);
+    let ids: Vec<i64> = requests.iter().map(|(id, _)| *id).collect();
+    let principals: Vec<&str> = requests.iter().map(|(_, h)| h.principal.as_str()).collect();
+    let bots: Vec<&str> = requests.iter().map(|(_, h)| h.bot_id.as_str()).collect();
+    let sql = format!(
+        "UPDATE evaluations e SET status = 'submitted', claim_expires_at = NULL, updated_at = now() \
+         FROM unnest($1::bigint[], $2::text[], $3::text[]) AS c(id, principal, bot_id) \
+         WHERE e.id = c.id AND (e.status IN ('claimed', 'submitted') OR (e.status = 'queued' AND e.attempts > 0)) \
+         AND e.claimed_principal = c.principal AND (c.bot_id = '' OR e.claimed_by = c.bot_id) \
+         {RETURNING_EVALUATION_E}"
+    );
+    let rows: Vec<EvaluationRow> =
+        sqlx::query_as(AssertSqlSafe(sql)).bind(&ids).bind(&principals).bind(&bots).fetch_all(pool).await?;
+    Ok(by_place(&all, rows, |row| row.id))
 }
 
 /// The text of the answer stored for evaluation `id`, if any.
@@ -498,61 +579,98 @@ pub struct Stored {
 /// Stores a submitted answer and marks its evaluation answered, once: a redelivered result
 /// changes nothing. Returns what it stored, as the prompt's streams are to be told it.
 pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result<Stored> {
-    // One statement, so one round trip and one implicit transaction: the answer and the row's
-    // new status are stored together or not at all, and come back as the replicas' streams
-    // are told them (so that none reads them again).
-    let (inserted, evaluation, answer): (i64, Option<Json<EvaluationRow>>, Option<Json<AnswerRow>>) = sqlx::query_as(
-        "WITH stored AS ( \
+    let mut stored = store_answers(pool, &[result]).await?;
+    Ok(stored.pop().flatten().unwrap_or(Stored { inserted: false, evaluation: None, answer: None }))
+}
+
+/// [`store_answer`] for several results in one statement (one round trip, one transaction: all
+/// are stored or none), by the result's place; a result whose evaluation is named twice is
+/// stored by the first (`None` for the others).
+pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::Result<Vec<Option<Stored>>> {
+    let rows: Vec<serde_json::Value> = first_of_each(results, |result| result.evaluation_id)
+        .into_iter()
+        .map(|result| {
+            serde_json::json!({
+                "evaluation_id": result.evaluation_id,
+                "prompt_id": result.prompt_id,
+                "assistant": result.assistant,
+                "plan": result.plan,
+                "response_text": result.response_text,
+                "response_markdown": result.response_markdown,
+                "citations": result.citations,
+                // Microseconds, PostgreSQL's own precision, cut as a bound timestamp would be.
+                "captured_at": result.captured_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "bot_id": result.bot_id,
+                "lease_id": result.lease_id,
+                "kind": result.kind.as_str(),
+                "response_html": result.capture.response_html,
+                "model": result.capture.model,
+                "web_search": result.capture.web_search,
+                "ttft_ms": result.capture.ttft_ms,
+                "total_ms": result.capture.total_ms,
+                "adapter_version": result.capture.adapter_version,
+                "adapter_fingerprint": result.capture.adapter_fingerprint,
+                "finish_signals": result.capture.finish_signals,
+                "missing_roles": result.capture.missing_roles,
+                "read_by_fallback": result.capture.read_by_fallback,
+                "confidence": result.capture.confidence,
+                "search_queries": result.search_queries,
+                "products": result.products,
+            })
+        })
+        .collect();
+    // One statement, so one round trip and one implicit transaction: the answers and their
+    // rows' new status are stored together or not at all, and come back as the replicas'
+    // streams are told them (so that none reads them again).
+    // Per result: its evaluation id, whether its answer was inserted, the evaluation and answer.
+    type Row = (i64, bool, Option<Json<EvaluationRow>>, Option<Json<AnswerRow>>);
+    let stored: Vec<Row> = sqlx::query_as(
+        "WITH input AS ( \
+             SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(evaluation_id bigint, prompt_id bigint, \
+                 assistant text, plan text, response_text text, response_markdown text, citations jsonb, \
+                 captured_at timestamptz, bot_id text, lease_id text, kind text, response_html text, model text, \
+                 web_search boolean, ttft_ms bigint, total_ms bigint, adapter_version text, \
+                 adapter_fingerprint text, finish_signals text[], missing_roles text[], read_by_fallback boolean, \
+                 confidence real, search_queries jsonb, products jsonb)), \
+         stored AS ( \
              INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
              response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
              web_search, ttft_ms, total_ms, adapter_version, adapter_fingerprint, finish_signals, missing_roles, \
              read_by_fallback, confidence, search_queries, products) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-             $21, $22, $23, $24) \
+             SELECT evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
+             captured_at, bot_id, lease_id, kind, response_html, model, web_search, ttft_ms, total_ms, \
+             adapter_version, adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, \
+             search_queries, products FROM input \
              ON CONFLICT (evaluation_id) DO NOTHING \
              RETURNING evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
              captured_at, kind, ''::text AS response_html, model, web_search, ttft_ms, total_ms, adapter_version, \
              adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, search_queries, \
              products, bot_id, lease_id), \
          answered AS ( \
-             UPDATE evaluations SET status = 'answered', failure_reason = NULL, updated_at = now() \
-             WHERE id = $1 AND status <> 'answered' RETURNING *) \
-         SELECT (SELECT count(*) FROM stored), \
-             (SELECT to_jsonb(answered) FROM answered), \
-             (SELECT to_jsonb(a) - 'lease_id' FROM ( \
+             UPDATE evaluations e SET status = 'answered', failure_reason = NULL, updated_at = now() \
+             FROM input i WHERE e.id = i.evaluation_id AND e.status <> 'answered' RETURNING e.*) \
+         SELECT i.evaluation_id, \
+             EXISTS (SELECT 1 FROM stored st WHERE st.evaluation_id = i.evaluation_id), \
+             (SELECT to_jsonb(a) FROM answered a WHERE a.id = i.evaluation_id), \
+             (SELECT to_jsonb(x) - 'lease_id' FROM ( \
                  SELECT st.*, COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
                  FROM stored st \
                  LEFT JOIN session_leases l \
                      ON l.id = CASE WHEN st.lease_id ~ '^[0-9a-fA-F-]{36}$' THEN st.lease_id::uuid END \
-                 LEFT JOIN session_accounts s ON s.id = l.account_id) a)",
+                 LEFT JOIN session_accounts s ON s.id = l.account_id \
+                 WHERE st.evaluation_id = i.evaluation_id) x) \
+         FROM input i",
     )
-    .bind(result.evaluation_id)
-    .bind(result.prompt_id)
-    .bind(&result.assistant)
-    .bind(&result.plan)
-    .bind(&result.response_text)
-    .bind(&result.response_markdown)
-    .bind(Json(&result.citations))
-    .bind(result.captured_at)
-    .bind(&result.bot_id)
-    .bind(&result.lease_id)
-    .bind(result.kind.as_str())
-    .bind(&result.capture.response_html)
-    .bind(&result.capture.model)
-    .bind(result.capture.web_search)
-    .bind(result.capture.ttft_ms)
-    .bind(result.capture.total_ms)
-    .bind(&result.capture.adapter_version)
-    .bind(&result.capture.adapter_fingerprint)
-    .bind(&result.capture.finish_signals)
-    .bind(&result.capture.missing_roles)
-    .bind(result.capture.read_by_fallback)
-    .bind(result.capture.confidence)
-    .bind(Json(&result.search_queries))
-    .bind(Json(&result.products))
-    .fetch_one(pool)
+    .bind(Json(rows))
+    .fetch_all(pool)
     .await?;
-    Ok(Stored { inserted: inserted == 1, evaluation: evaluation.map(|row| row.0), answer: answer.map(|row| row.0) })
+    let mut stored: HashMap<i64, Stored> = stored
+        .into_iter()
+        .map(|(id, inserted, evaluation, answer)| {
+            (id, Stored { inserted, evaluation: evaluation.map(|row| row.0), answer: answer.map(|row| row.0) })
+        })
+        .collect();
+    Ok(results.iter().map(|result| stored.remove(&result.evaluation_id)).collect())
 }
 
 /// Live evaluations as (assistant, status, count), for the `aap_evaluations` gauge: only the

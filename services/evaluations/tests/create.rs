@@ -148,3 +148,103 @@ async fn every_change_raises_the_revision_and_a_stored_answer_comes_back_as_a_re
     assert!(!again.inserted && again.evaluation.is_none() && again.answer.is_none(), "{again:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn statements_made_together_answer_each_request_in_its_place() -> anyhow::Result<()> {
+    let pool = aap_platform::db::connect_and_migrate(&aap_testkit::fresh_database().await, 4).await?;
+    let (prompt_id,): (i64,) = sqlx::query_as(
+        "INSERT INTO prompts (text, text_hash, embedding) \
+         VALUES ('which requests share a statement?', sha256('b'::bytea), array_fill(0.1, ARRAY[384])::vector) \
+         RETURNING id",
+    )
+    .fetch_one(&pool)
+    .await?;
+    let mut conn = pool.acquire().await?;
+    let wanted = [want("chatgpt", "any", false), want("claude", "any", false), want("perplexity", "any", false)];
+    let mut created = store::create_many(&mut conn, prompt_id, &wanted, 1, &HashMap::new()).await?;
+    created.sort_by_key(|(row, _)| row.id);
+    let ids: Vec<i64> = created.iter().map(|(row, _)| row.id).collect();
+    anyhow::ensure!(ids.len() == 3, "created {ids:?}");
+    store::mark_queued(&mut conn, &ids).await?;
+
+    // Claims: each its own row, as its own bot; an id named twice is claimed by the first
+    // only (the second is not in the statement), an unknown id by none.
+    let one = store::Holder::new("bots", "bot-1");
+    let two = store::Holder::new("bots", "bot-2");
+    let claim = |id: i64, holder: &store::Holder, subject: &str| store::ClaimRequest {
+        id,
+        ack_subject: subject.into(),
+        holder: holder.clone(),
+        ttl: std::time::Duration::from_secs(60),
+    };
+    let requests = [
+        claim(ids[0], &one, "$JS.ACK.a"),
+        claim(ids[1], &two, "$JS.ACK.b"),
+        claim(ids[0], &two, "$JS.ACK.c"),
+        claim(i64::MAX, &one, "$JS.ACK.d"),
+    ];
+    let claimed = store::claim_many(&pool, &requests).await?;
+    // Who holds each, as "id bot ack-subject".
+    let holds = |row: &store::EvaluationRow| {
+        format!("{} {} {}", row.id, row.claimed_by.as_deref().unwrap_or("-"), row.ack_subject.as_deref().unwrap_or("-"))
+    };
+    let seen: Vec<Option<String>> = claimed.iter().map(|row| row.as_ref().map(holds)).collect();
+    let expected =
+        [Some(format!("{} bot-1 $JS.ACK.a", ids[0])), Some(format!("{} bot-2 $JS.ACK.b", ids[1])), None, None];
+    assert_eq!(seen, expected);
+    let stored = store::evaluation(&pool, ids[0]).await?.ok_or_else(|| anyhow::anyhow!("gone"))?;
+    assert_eq!((stored.claimed_by.as_deref(), stored.attempts), (Some("bot-1"), 1), "claimed once, by the first");
+    // Its one attempt spent, a row is claimed by no batch (the claim alone fails it).
+    let spent = store::claim_many(&pool, &[claim(ids[0], &two, "$JS.ACK.e")]).await?;
+    assert!(matches!(spent.as_slice(), [None]), "{spent:?}");
+
+    // Submits: marked for the holder only.
+    let marked = store::mark_submitted_many(&pool, &[(ids[0], two.clone()), (ids[1], two.clone())]).await?;
+    let marked: Vec<Option<(i64, Status)>> =
+        marked.iter().map(|row| row.as_ref().map(|r| (r.id, r.status()))).collect();
+    assert_eq!(marked, [None, Some((ids[1], Status::Submitted))], "bot-2 holds only the second");
+
+    // Answers: stored together, each as a read gives it; the same evaluation twice stored once.
+    let result = |id: i64, assistant: &str, text: &str| ResultMessage {
+        evaluation_id: id,
+        prompt_id,
+        assistant: assistant.into(),
+        plan: "any".into(),
+        response_text: text.into(),
+        captured_at: chrono::Utc::now(),
+        capture: aap_evaluations::model::Capture {
+            finish_signals: vec!["stop-button-gone".into(), "text-stable".into()],
+            missing_roles: vec!["sources".into()],
+            ttft_ms: Some(120),
+            ..Default::default()
+        },
+        ..ResultMessage::default()
+    };
+    let (first, second, again) =
+        (result(ids[0], "chatgpt", "first"), result(ids[1], "claude", "second"), result(ids[0], "chatgpt", "again"));
+    let stored = store::store_answers(&pool, &[&first, &second, &again]).await?;
+    assert_eq!(stored.len(), 3);
+    let inserted: Vec<Option<bool>> = stored.iter().map(|s| s.as_ref().map(|s| s.inserted)).collect();
+    assert_eq!(inserted, [Some(true), Some(true), None], "the repeat is not in the statement");
+    let answers = store::current_answers_of_prompt(&pool, prompt_id, false).await?;
+    assert_eq!(answers.len(), 2);
+    use serde_json::to_value as json;
+    for stored in stored.iter().flatten() {
+        let answer = stored.answer.as_ref().ok_or_else(|| anyhow::anyhow!("no answer returned"))?;
+        let read = answers.iter().find(|a| a.evaluation_id == answer.evaluation_id);
+        assert_eq!(Some(json(answer)?), read.map(json).transpose()?, "stored as a read gives it");
+        let evaluation = stored.evaluation.as_ref().ok_or_else(|| anyhow::anyhow!("no evaluation returned"))?;
+        assert_eq!(evaluation.status(), Status::Answered);
+    }
+    assert_eq!(answers.iter().find(|a| a.evaluation_id == ids[0]).map(|a| a.response_text.as_str()), Some("first"));
+
+    // One result the database refuses fails its whole statement (the ingest then stores each
+    // alone), and stores nothing of the others.
+    let poison = result(ids[2], "perplexity", "a NUL \0 inside");
+    let redelivered = result(ids[1], "claude", "second");
+    assert!(store::store_answers(&pool, &[&redelivered, &poison]).await.is_err());
+    assert!(store::store_answer(&pool, &poison).await.is_err(), "refused alone too");
+    assert!(!store::store_answer(&pool, &redelivered).await?.inserted, "alone, the redelivery stores nothing");
+    assert_eq!(store::current_answers_of_prompt(&pool, prompt_id, false).await?.len(), 2);
+    Ok(())
+}
