@@ -26,16 +26,22 @@ async fn answer(pool: &sqlx::PgPool, evaluation_id: i64, prompt_id: i64, assista
     Ok(())
 }
 
-#[tokio::test]
-async fn one_statement_creates_what_is_missing_and_returns_what_is_live() -> anyhow::Result<()> {
+/// A fresh database with one prompt stored; returns its pool and the prompt's id.
+async fn database_with_prompt(text: &str) -> anyhow::Result<(sqlx::PgPool, i64)> {
     let pool = aap_platform::db::connect_and_migrate(&aap_testkit::fresh_database().await, 4).await?;
     let (prompt_id,): (i64,) = sqlx::query_as(
         "INSERT INTO prompts (text, text_hash, embedding) \
-         VALUES ('which targets are created at once?', sha256('t'::bytea), array_fill(0.1, ARRAY[384])::vector) \
-         RETURNING id",
+         VALUES ($1, sha256(convert_to($1, 'UTF8')), array_fill(0.1, ARRAY[384])::vector) RETURNING id",
     )
+    .bind(text)
     .fetch_one(&pool)
     .await?;
+    Ok((pool, prompt_id))
+}
+
+#[tokio::test]
+async fn one_statement_creates_what_is_missing_and_returns_what_is_live() -> anyhow::Result<()> {
+    let (pool, prompt_id) = database_with_prompt("which targets are created at once?").await?;
     let trace = HashMap::new();
     let mut conn = pool.acquire().await?;
 
@@ -73,14 +79,7 @@ async fn one_statement_creates_what_is_missing_and_returns_what_is_live() -> any
 
 #[tokio::test]
 async fn every_change_raises_the_revision_and_a_stored_answer_comes_back_as_a_read_gives_it() -> anyhow::Result<()> {
-    let pool = aap_platform::db::connect_and_migrate(&aap_testkit::fresh_database().await, 4).await?;
-    let (prompt_id,): (i64,) = sqlx::query_as(
-        "INSERT INTO prompts (text, text_hash, embedding) \
-         VALUES ('what does a stored answer announce?', sha256('a'::bytea), array_fill(0.1, ARRAY[384])::vector) \
-         RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let (pool, prompt_id) = database_with_prompt("what does a stored answer announce?").await?;
     let trace = HashMap::from([(
         "traceparent".to_owned(),
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
@@ -151,14 +150,7 @@ async fn every_change_raises_the_revision_and_a_stored_answer_comes_back_as_a_re
 
 #[tokio::test]
 async fn statements_made_together_answer_each_request_in_its_place() -> anyhow::Result<()> {
-    let pool = aap_platform::db::connect_and_migrate(&aap_testkit::fresh_database().await, 4).await?;
-    let (prompt_id,): (i64,) = sqlx::query_as(
-        "INSERT INTO prompts (text, text_hash, embedding) \
-         VALUES ('which requests share a statement?', sha256('b'::bytea), array_fill(0.1, ARRAY[384])::vector) \
-         RETURNING id",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let (pool, prompt_id) = database_with_prompt("which requests share a statement?").await?;
     let mut conn = pool.acquire().await?;
     let wanted = [want("chatgpt", "any", false), want("claude", "any", false), want("perplexity", "any", false)];
     let mut created = store::create_many(&mut conn, prompt_id, &wanted, 1, &HashMap::new()).await?;
