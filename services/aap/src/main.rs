@@ -12,6 +12,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 
+/// mimalloc: under the pipeline's load glibc's malloc and free were 12% of `aap serve`'s CPU
+/// (docs/performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The AI-assistants answers platform: what ChatGPT, Claude, Perplexity and Google AI Overview
 /// answer to a prompt, with citations.
 #[derive(Debug, Parser)]
