@@ -23,11 +23,14 @@ const SERVICES: &[&str] = &["answers", "sessions", "evaluations", "scheduler", "
 /// Nodes of the NATS cluster.
 pub const NATS_NODES: usize = 3;
 
-/// A port the OS says is free now. The processes of the run are restarted on the same ports
-/// (clients and cluster routes know them), so each port is fixed before the first start; the
-/// window between this and the child's bind is a few milliseconds.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `n` ports the OS says are free now, distinct. The processes of the run are restarted on the
+/// same ports (clients and cluster routes know them), so each port is fixed before the first
+/// start; the window between this and the child's bind is a few milliseconds. Each is held
+/// until all are chosen, so the OS cannot hand one out twice (a NATS client port that was also a node's route port failed a run's start with
+/// "attempted to connect to route port").
+pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    held.iter().map(|listener| Ok(listener.local_addr()?.port())).collect()
 }
 
 /// Secrets of the run, handed to the children through the environment.
@@ -60,8 +63,7 @@ pub struct NatsCluster {
 impl NatsCluster {
     pub fn new(run_dir: &Path) -> anyhow::Result<NatsCluster> {
         let program = Tools::find_nats_server()?;
-        let ports: Vec<(u16, u16)> =
-            (0..NATS_NODES).map(|_| Ok((free_port()?, free_port()?))).collect::<anyhow::Result<_>>()?;
+        let ports: Vec<(u16, u16)> = free_ports(2 * NATS_NODES)?.chunks(2).map(|pair| (pair[0], pair[1])).collect();
         let mut nodes = Vec::new();
         for (index, (client_port, cluster_port)) in ports.iter().enumerate() {
             let name = format!("nats-{}", index + 1);
@@ -237,16 +239,16 @@ pub fn replicas(settings: &ServeSettings<'_>) -> anyhow::Result<Vec<Replica>> {
 
 /// One `aap serve` process named `name` running `service` (`all`: every service in one).
 pub fn replica(settings: &ServeSettings<'_>, service: &str, name: &str) -> anyhow::Result<Replica> {
-    let grpc_port = free_port()?;
+    let [grpc_port, http_port, console_port] = free_ports(3)?[..] else { anyhow::bail!("three ports") };
     let mut args = vec![
         "serve".to_owned(),
         "--grpc-addr".to_owned(),
         format!("127.0.0.1:{grpc_port}"),
         "--http-addr".to_owned(),
-        format!("127.0.0.1:{}", free_port()?),
+        format!("127.0.0.1:{http_port}"),
     ];
     if service == "console" {
-        args.extend(["--console-addr".to_owned(), format!("127.0.0.1:{}", free_port()?)]);
+        args.extend(["--console-addr".to_owned(), format!("127.0.0.1:{console_port}")]);
     } else {
         args.extend(["--console-addr".to_owned(), "off".to_owned()]);
     }
