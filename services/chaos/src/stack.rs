@@ -26,8 +26,8 @@ pub const NATS_NODES: usize = 3;
 /// `n` ports the OS says are free now, distinct. The processes of the run are restarted on the
 /// same ports (clients and cluster routes know them), so each port is fixed before the first
 /// start; the window between this and the child's bind is a few milliseconds. Each is held
-/// until all are chosen, so the OS cannot hand one out twice (a NATS client port that was also a node's route port failed a run's start with
-/// "attempted to connect to route port").
+/// until all are chosen, so the OS cannot hand one out twice (a NATS client port that was also
+/// a node's route port failed a run's start with "attempted to connect to route port").
 pub fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
     let held: Vec<TcpListener> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
     held.iter().map(|listener| Ok(listener.local_addr()?.port())).collect()

@@ -3,9 +3,9 @@
 //! during one round trip share the next (one statement, one commit, instead of one each).
 //!
 //! A batch answers each of its requests, or `None` for those it could not: a duplicate, a row
-//! in no state for the batched statement, or the whole batch when its statement failed (one
-//! poison request fails them all). A caller given `None` makes its own statement, which says
-//! what is wrong with its request alone.
+//! in no state for the batched statement, or the whole batch when its statement failed or
+//! panicked (one poison request fails them all; the failure is logged). A caller given `None`
+//! makes its own statement, which says what is wrong with its request alone.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,7 +17,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 /// A request and where its answer goes.
 type Waiting<Req, Resp> = (Req, oneshot::Sender<Option<Resp>>);
 
-type Run<Req, Resp> = dyn Fn(Vec<Req>) -> Pin<Box<dyn Future<Output = Vec<Option<Resp>>> + Send>> + Send + Sync;
+type Answers<Resp> = Result<Vec<Option<Resp>>, Box<dyn std::error::Error + Send + Sync>>;
+
+type Run<Req, Resp> = dyn Fn(Vec<Req>) -> Pin<Box<dyn Future<Output = Answers<Resp>> + Send>> + Send + Sync;
 
 /// Runs requests in batches of at most `max`, `workers` batches at a time.
 pub struct Batcher<Req, Resp> {
@@ -32,17 +34,22 @@ pub struct Batcher<Req, Resp> {
 
 impl<Req: Send + 'static, Resp: Send + 'static> Batcher<Req, Resp> {
     /// `run` answers a batch: one response per request, in order (`None`: the caller makes
-    /// its own statement).
-    pub fn new<F, Fut>(name: &'static str, workers: usize, max: usize, run: F) -> Batcher<Req, Resp>
+    /// its own statement), or an error, which answers every request `None`.
+    pub fn new<F, Fut, E>(name: &'static str, workers: usize, max: usize, run: F) -> Batcher<Req, Resp>
     where
         F: Fn(Vec<Req>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Vec<Option<Resp>>> + Send + 'static,
+        Fut: Future<Output = Result<Vec<Option<Resp>>, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
     {
+        let run = Arc::new(run);
         Batcher {
             name,
             workers: workers.max(1),
             max: max.max(1),
-            run: Arc::new(move |batch| Box::pin(run(batch))),
+            run: Arc::new(move |batch| {
+                let answers = run(batch);
+                Box::pin(async move { answers.await.map_err(Into::into) })
+            }),
             tx: OnceLock::new(),
         }
     }
@@ -91,10 +98,21 @@ async fn work<Req: Send + 'static, Resp: Send + 'static>(
             }
         }
         let (requests, replies): (Vec<Req>, Vec<_>) = batch.into_iter().unzip();
-        crate::metrics::batch_size(name, requests.len());
-        // A panic in a batch answers its callers `None` (each makes its own statement), and
-        // the worker goes on.
-        let answers = std::panic::AssertUnwindSafe(run(requests)).catch_unwind().await.unwrap_or_default();
+        let size = requests.len();
+        crate::metrics::batch_size(name, size);
+        // A batch that fails or panics answers its callers `None` (each makes its own
+        // statement), and the worker goes on.
+        let answers = match std::panic::AssertUnwindSafe(run(requests)).catch_unwind().await {
+            Ok(Ok(answers)) => answers,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, size, statement = name, "a batched statement failed; each request goes alone");
+                Vec::new()
+            }
+            Err(_) => {
+                tracing::warn!(size, statement = name, "a batched statement panicked; each request goes alone");
+                Vec::new()
+            }
+        };
         let mut answers = answers.into_iter();
         for reply in replies {
             let _ = reply.send(answers.next().flatten());
@@ -118,7 +136,7 @@ mod tests {
             async move {
                 // The first batch holds the worker until the others are queued.
                 let _ = gate.wait_for(|open| *open).await;
-                batch.into_iter().map(|n| (n != 13).then_some(n * 10)).collect()
+                Ok::<_, std::io::Error>(batch.into_iter().map(|n| (n != 13).then_some(n * 10)).collect())
             }
         }));
         let first = tokio::spawn({
@@ -149,12 +167,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_batch_that_panics_answers_none_and_the_worker_goes_on() {
+    async fn a_batch_that_panics_or_fails_answers_none_and_the_worker_goes_on() {
         let batcher: Batcher<u32, u32> = Batcher::new("test", 1, 4, |batch: Vec<u32>| async move {
             assert!(!batch.contains(&0), "a poison request");
-            batch.into_iter().map(Some).collect()
+            if batch.contains(&1) {
+                return Err(std::io::Error::other("refused"));
+            }
+            Ok(batch.into_iter().map(Some).collect())
         });
         assert_eq!(batcher.call(0).await, None);
+        assert_eq!(batcher.call(1).await, None);
         assert_eq!(batcher.call(5).await, Some(5));
     }
 }

@@ -183,29 +183,15 @@ pub struct Gateway {
 const BATCH_WORKERS: usize = 2;
 const BATCH_MAX: usize = 64;
 
-/// A batcher of one statement over many requests: `None` for each request when it fails
-/// (each caller then makes its own statement, which says what is wrong with its request).
+/// A batcher of one statement over many requests on `pool`.
 fn batcher<Req, F, Fut>(name: &'static str, pool: &PgPool, statement: F) -> Arc<Batcher<Req, EvaluationRow>>
 where
-    Req: Send + Sync + 'static,
+    Req: Send + 'static,
     F: Fn(PgPool, Vec<Req>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = sqlx::Result<Vec<Option<EvaluationRow>>>> + Send + 'static,
 {
     let pool = pool.clone();
-    let statement = Arc::new(statement);
-    Arc::new(Batcher::new(name, BATCH_WORKERS, BATCH_MAX, move |batch: Vec<Req>| {
-        let (pool, statement) = (pool.clone(), statement.clone());
-        async move {
-            let size = batch.len();
-            match statement(pool, batch).await {
-                Ok(rows) => rows,
-                Err(err) => {
-                    tracing::warn!(error = %err, size, statement = name, "a batched statement failed; each request goes alone");
-                    vec![None; size]
-                }
-            }
-        }
-    }))
+    Arc::new(Batcher::new(name, BATCH_WORKERS, BATCH_MAX, move |batch: Vec<Req>| statement(pool.clone(), batch)))
 }
 
 fn to_task(row: &EvaluationRow) -> Task {

@@ -122,13 +122,7 @@ fn answer_batcher(pool: &PgPool) -> Batcher<Arc<ResultMessage>, store::Stored> {
         let pool = pool.clone();
         async move {
             let results: Vec<&ResultMessage> = batch.iter().map(Arc::as_ref).collect();
-            match store::store_answers(&pool, &results).await {
-                Ok(stored) => stored,
-                Err(err) => {
-                    tracing::warn!(error = %err, size = batch.len(), "cannot store a batch of answers; each goes alone");
-                    batch.iter().map(|_| None).collect()
-                }
-            }
+            store::store_answers(&pool, &results).await
         }
     })
 }

@@ -682,13 +682,14 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
     .persistent(false)
     .fetch_all(pool)
     .await?;
-    let mut stored: HashMap<i64, Stored> = stored
+    let stored: Vec<(i64, Stored)> = stored
         .into_iter()
         .map(|(id, inserted, evaluation, answer)| {
             (id, Stored { inserted, evaluation: evaluation.map(|row| row.0), answer: answer.map(|row| row.0) })
         })
         .collect();
-    Ok(results.iter().map(|result| stored.remove(&result.evaluation_id)).collect())
+    let all: Vec<i64> = results.iter().map(|result| result.evaluation_id).collect();
+    Ok(by_place(&all, stored, |(id, _)| *id).into_iter().map(|row| row.map(|(_, stored)| stored)).collect())
 }
 
 /// Live evaluations as (assistant, status, count), for the `aap_evaluations` gauge: only the
