@@ -17,6 +17,11 @@ impl Bearer {
     pub fn new(token: &str) -> anyhow::Result<Bearer> {
         Ok(Bearer(format!("Bearer {token}").parse()?))
     }
+
+    /// The `authorization` header's value: `Bearer <token>`.
+    pub fn header(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
 }
 
 impl tonic::service::Interceptor for Bearer {

@@ -13,6 +13,7 @@
 //!
 //! and prints one table. `just bench load` runs it; docs/performance.md says how to read it.
 
+mod lean;
 mod limits;
 mod scenarios;
 mod stats;
@@ -96,6 +97,11 @@ impl Args {
         self.parts.iter().any(|p| p == part)
     }
 }
+
+/// mimalloc, as `aap` runs on: the client's allocations are taken from the cores it shares with
+/// the platform (glibc's malloc and free were 6% of this client under the exact hits).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// One line of the table.
 struct Row {
@@ -205,6 +211,9 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
 
     let features = stack::ServeFeatures::detect(&aap).await?;
     let secrets = stack::Secrets::generate();
+    // The platform's log filter: warnings unless AAP_LOAD_SERVER_LOG says otherwise (e.g.
+    // `h2=trace` to see its frames while debugging).
+    let server_log = std::env::var("AAP_LOAD_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned());
     let settings = stack::ServeSettings {
         aap: &aap,
         run_dir,
@@ -215,7 +224,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         max_attempts: 3,
         features: &features,
         stream_replicas: 1,
-        log_filter: "warn",
+        log_filter: &server_log,
     };
     let mut platform: Replica = stack::replica(&settings, "all", "aap")?;
     platform.proc.start()?;

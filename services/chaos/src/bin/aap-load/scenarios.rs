@@ -16,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use aap_chaos::Bearer;
 
+use crate::lean::Lean;
 use crate::stats::{median, percentile};
 
 pub type Answers = AnswersServiceClient<InterceptedService<Channel, Bearer>>;
@@ -82,7 +83,8 @@ impl Run {
     }
 }
 
-/// `callers` customers, each on its own connection, calling `call` back to back for `duration`.
+/// `callers` customers, each on its own connection, calling `call` back to back for `duration`
+/// (with the lean client: lean.rs says why).
 pub async fn closed_loop<F, Fut>(
     url: &str,
     bearer: &Bearer,
@@ -91,12 +93,12 @@ pub async fn closed_loop<F, Fut>(
     call: F,
 ) -> anyhow::Result<Run>
 where
-    F: Fn(Answers, usize) -> Fut + Clone + Send + 'static,
+    F: Fn(Lean, usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
     let mut clients = Vec::new();
     for _ in 0..callers {
-        clients.push(connect(url, bearer).await?);
+        clients.push(Lean::connect(url, bearer).await?);
     }
     let counter = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
@@ -156,7 +158,7 @@ async fn ask_to_end(mut client: Answers, request: AskRequest) -> Result<Vec<Even
 }
 
 /// Asks the answered prompt again; a call counts when its stored answer came back.
-pub async fn exact_hit(client: Answers, _index: usize) -> Result<(), String> {
+pub async fn exact_hit(client: Lean, _index: usize) -> Result<(), String> {
     let request = AskRequest {
         query: Some(Query::Prompt(EXACT_PROMPT.to_owned())),
         targets: vec![target("chatgpt", "")],
@@ -165,14 +167,14 @@ pub async fn exact_hit(client: Answers, _index: usize) -> Result<(), String> {
         include_html: false,
         ..Default::default()
     };
-    let events = ask_to_end(client, request).await?;
+    let events = client.ask(&request).await?;
     let cached = events.iter().any(|e| matches!(e, Event::Cached(_)));
     let completed = events.iter().any(|e| matches!(e, Event::Completed(_)));
     if cached && completed { Ok(()) } else { Err(format!("no cached answer and completed event: {events:?}")) }
 }
 
 /// Asks a new text close to the answered prompt; a call counts when it was suggested.
-pub async fn similar(client: Answers, index: usize) -> Result<(), String> {
+pub async fn similar(client: Lean, index: usize) -> Result<(), String> {
     let request = AskRequest {
         query: Some(Query::Prompt(similar_text(index))),
         targets: vec![target("chatgpt", "")],
@@ -181,7 +183,7 @@ pub async fn similar(client: Answers, index: usize) -> Result<(), String> {
         include_html: false,
         ..Default::default()
     };
-    let events = ask_to_end(client, request).await?;
+    let events = client.ask(&request).await?;
     match events.first() {
         Some(Event::Suggestions(s)) if !s.suggestions.is_empty() => Ok(()),
         other => Err(format!("expected suggestions, got {other:?}")),
