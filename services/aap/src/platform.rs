@@ -230,12 +230,19 @@ impl Platform {
             gateway = Some(evaluations);
         }
         let shutdown = stopped(stop_rx.clone());
+        let plaintext = tls.is_none();
         tasks.spawn(async move {
             // Nagle's algorithm off: a streamed reply's small frames would otherwise wait for the
             // client's delayed ACK (~40 ms a reply). tonic sets it only on listeners it binds.
             let incoming =
                 TcpIncoming::from(grpc).with_nodelay(Some(true)).with_keepalive(Some(Duration::from_secs(60)));
-            router.serve_with_incoming_shutdown(incoming, shutdown).await.context("grpc server")
+            if plaintext {
+                // A response's frames leave in one write, not two (aap_platform::corked).
+                let incoming = futures::StreamExt::map(incoming, |tcp| tcp.map(aap_platform::corked::Corked::new));
+                router.serve_with_incoming_shutdown(incoming, shutdown).await.context("grpc server")
+            } else {
+                router.serve_with_incoming_shutdown(incoming, shutdown).await.context("grpc server")
+            }
         });
 
         if let (Some(http), Some(gateway)) = (http, gateway) {

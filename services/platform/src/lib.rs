@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod assistants;
 pub mod auth;
+pub mod corked;
 pub mod db;
 pub mod input;
 pub mod local;
