@@ -12,32 +12,39 @@ default:
 
 # Install what the platform needs: Chromium, chromedriver, PostgreSQL + pgvector, NATS, the model (idempotent);
 # `just install --deploy` adds what `just images` and `just deploy-check` need (buildah, nginx, kubectl, ...)
+[positional-arguments]
 install *ARGS:
-    bash deploy/local/install.sh {{ARGS}}
+    bash deploy/local/install.sh "$@"
 
 # The whole platform locally: PostgreSQL, NATS, services, simulator, bots; asks a sample prompt
+[positional-arguments]
 up *ARGS:
-    cargo run -p aap -- dev {{ARGS}}
+    cargo run -p aap -- dev "$@"
 
 # Ask the local platform a prompt: just ask "What are the best laptops under $1,000?"
+[positional-arguments]
 ask *ARGS:
-    cargo run -q -p aap -- ask {{ARGS}}
+    cargo run -q -p aap -- ask "$@"
 
 # Tokens of the local platform (operator): just token create --principal acme --role customer
+[positional-arguments]
 token *ARGS:
-    cargo run -q -p aap -- token {{ARGS}}
+    cargo run -q -p aap -- token "$@"
 
 # Assistant accounts of the local platform (operator): just accounts list --status cooling
+[positional-arguments]
 accounts *ARGS:
-    cargo run -q -p aap -- accounts {{ARGS}}
+    cargo run -q -p aap -- accounts "$@"
 
 # Session files (operator): just session capture --assistant chatgpt --label ops-1 --upload; just session import ./sessions --assistant chatgpt --plan Plus
+[positional-arguments]
 session *ARGS:
-    cargo run -q -p aap -- session {{ARGS}}
+    cargo run -q -p aap -- session "$@"
 
 # Every test: unit, integration (real PostgreSQL, NATS) and end-to-end (real Chromium)
+[positional-arguments]
 test *ARGS:
-    cargo nextest run --workspace --no-fail-fast {{ARGS}}
+    cargo nextest run --workspace --no-fail-fast "$@"
 
 # Formatting, clippy with warnings as errors, buf lint on the protos
 lint:
