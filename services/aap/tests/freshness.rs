@@ -256,6 +256,17 @@ async fn an_operator_schedules_a_refresh_of_a_prompt_set_and_it_runs() {
     let task = poll_task(&app, "chatgpt", "").await;
     assert_eq!(task.prompt_id, prompt_id);
     submit_cited(&app, task.evaluation_id, "1Password", &["https://b.example/pm"], 0).await;
+    // The ingest stores what was submitted after the submit returns: an Ask before that finds
+    // the refresh live and gets its answer as it lands (`answer`), not as stored (`cached`).
+    let mut stored = app.count("answers").await;
+    for _ in 0..200 {
+        if stored == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        stored = app.count("answers").await;
+    }
+    assert_eq!(stored, 2, "the refresh's answer is stored within 10 s");
     let latest = ask_and_answer(&app, ask_aged(prompt, None), None).await;
     assert_eq!(answers(&latest), vec![("cached", "1Password".to_owned(), false)]);
     assert_eq!(app.count("answers").await, 2);
