@@ -158,16 +158,19 @@ async fn ingest_one(
             Ok(stored) => {
                 tracing::info!(stored = stored.inserted, "answer ingested");
                 crate::metrics::ingested(&result.assistant, stored.inserted, message.info().ok());
-                if let Err(err) = message.double_ack().await {
-                    tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
-                }
                 // The evaluation and the answer as stored, so that no replica reads them again;
-                // a redelivery that changed nothing says only that the prompt changed.
+                // a redelivery that changed nothing says only that the prompt changed. Told
+                // before the ack: the answer is stored, so the customer need not wait for
+                // JetStream's confirmation of the ack (a result delivered again because the ack
+                // was lost stores nothing and tells only that the prompt changed).
                 let change = match stored.evaluation {
                     Some(row) => Change::told(vec![row], stored.answer.into_iter().collect()),
                     None => Change::Any,
                 };
                 queue.notify_prompt(result.prompt_id, change).await;
+                if let Err(err) = message.double_ack().await {
+                    tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
+                }
             }
             Err(err) => {
                 let delivered = message.info().map(|info| info.delivered as u64).unwrap_or(1);
