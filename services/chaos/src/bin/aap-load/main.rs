@@ -19,6 +19,7 @@ mod scenarios;
 mod stats;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aap_chaos::stack::{self, Database, Replica};
@@ -63,6 +64,10 @@ struct Args {
     /// `stored` ones (asked by id: the pipeline without the model).
     #[arg(long, value_delimiter = ',', default_value = "new,stored", value_parser = ["new", "stored"])]
     pipeline_prompts: Vec<String>,
+    /// The paced pipeline (stored prompts, open loop) at this many evaluations a second; 0:
+    /// half the closed loop's rate with stored prompts in the same run (250 when it did not run).
+    #[arg(long, default_value_t = 0.0)]
+    paced_rate: f64,
     /// Synthetic bot processes (one per assistant in turn).
     #[arg(long, default_value_t = 4)]
     bots: usize,
@@ -306,7 +311,8 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         // A first round warms the bots' claim streams and the consumers.
         let client = scenarios::connect(&url, &bearer).await?;
         scenarios::ask_answered(client, &format!("load {run_tag} warm-up"), "claude").await?;
-        // Prompts stored beforehand (random embeddings), for the pipeline without the model.
+        // Prompts stored beforehand (random embeddings), for the pipeline without the model:
+        // the closed loop asks the first half, the paced run the second.
         let stored = (args.seconds * 500.0).ceil() as i64;
         let ids: Vec<i64> = sqlx::query_scalar(
             "INSERT INTO prompts (text, text_hash, embedding) \
@@ -315,26 +321,29 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
              FROM (SELECT g, 'load ' || $2 || ' stored prompt ' || g AS t FROM generate_series(1, $1) g) s \
              RETURNING id",
         )
-        .bind(stored)
+        .bind(stored * 2)
         .bind(&run_tag)
         .fetch_all(&admin)
         .await?;
-        let sources = [
-            ("new prompts (each embedded)", scenarios::Prompts::New),
-            ("stored prompts (asked by id)", scenarios::Prompts::Stored(std::sync::Arc::new(ids))),
-        ];
-        let sources = sources.into_iter().filter(|(_, prompts)| {
-            let name = match prompts {
-                scenarios::Prompts::New => "new",
-                scenarios::Prompts::Stored(_) => "stored",
-            };
-            args.pipeline_prompts.iter().any(|wanted| wanted == name)
-        });
+        let (closed_ids, paced_ids) = ids.split_at(ids.len() / 2);
+        let wanted = |name: &str| args.pipeline_prompts.iter().any(|wanted| wanted == name);
+        let mut sources = Vec::new();
+        if wanted("new") {
+            sources.push(("new prompts (each embedded)", scenarios::Prompts::New));
+        }
+        if wanted("stored") {
+            sources.push(("stored prompts (asked by id)", scenarios::Prompts::Stored(Arc::new(closed_ids.to_vec()))));
+        }
+        let mut stored_rate = None;
         for (label, prompts) in sources {
+            let stored_prompts = matches!(prompts, scenarios::Prompts::Stored(_));
             let mut run =
                 scenarios::pipeline(&url, &bearer, args.pipeline_callers, duration, &run_tag, prompts).await?;
             check_errors("pipeline", &run.first_error, run.errors, run.answered)?;
             let per_second = run.answered_in_window as f64 / run.window.as_secs_f64();
+            if stored_prompts {
+                stored_rate = Some(per_second);
+            }
             let callback_p50 = stats::median(&mut run.callback);
             let callback_p99 = stats::percentile(&mut run.callback, 99.0);
             let ask_p50 = stats::median(&mut run.ask_to_answer);
@@ -355,6 +364,41 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
                     None => "target 1,000/s".into(),
                 },
                 ratio: format!("{:.2} of target", per_second / 1000.0),
+            });
+        }
+        if wanted("stored") {
+            // The callback's own latency: at a pace the platform keeps up with, an answer
+            // waits behind no queue of its own making.
+            let (rate, why) = match (args.paced_rate, stored_rate) {
+                (rate, _) if rate > 0.0 => (rate, "as asked".to_owned()),
+                (_, Some(closed)) => ((closed / 2.0).max(4.0), format!("half of the closed loop's {closed:.0}/s")),
+                _ => (250.0, "the default without a closed-loop run".to_owned()),
+            };
+            tracing::info!(rate, "paced pipeline");
+            let prompts = scenarios::Prompts::Stored(Arc::new(paced_ids.to_vec()));
+            let connections = args.pipeline_callers.min(16);
+            let mut run = scenarios::paced(&url, &bearer, connections, rate, duration, &run_tag, prompts).await?;
+            check_errors("paced pipeline", &run.first_error, run.errors, run.answered)?;
+            let per_second = run.answered_in_window as f64 / run.window.as_secs_f64();
+            let callback_p50 = stats::median(&mut run.callback);
+            let callback_p99 = stats::percentile(&mut run.callback, 99.0);
+            let ask_p50 = stats::median(&mut run.ask_to_answer);
+            let ask_p99 = stats::percentile(&mut run.ask_to_answer, 99.0);
+            rows.push(Row {
+                what: format!(
+                    "pipeline, stored prompts, paced (open loop) at {rate:.0} evaluations/s ({why}): {connections} connections, {} bots x {} claim streams",
+                    args.bots, args.bot_concurrency
+                ),
+                measured: format!(
+                    "{per_second:.0} evaluations/s answered; submit to answer event p50 {}, p99 {}; Ask to answer p50 {}, p99 {}; {} failed",
+                    ms(callback_p50),
+                    ms(callback_p99),
+                    ms(ask_p50),
+                    ms(ask_p99),
+                    run.failed
+                ),
+                limit: "target: submit to answer event p99 50 ms".into(),
+                ratio: format!("p99 {:.1}x the target", callback_p99.as_secs_f64() / 0.050),
             });
         }
     }

@@ -247,7 +247,6 @@ pub async fn pipeline(
     run_tag: &str,
     prompts: Prompts,
 ) -> anyhow::Result<Pipeline> {
-    let assistants = aap_chaos::stack::ASSISTANTS;
     let mut clients = Vec::new();
     for _ in 0..callers {
         clients.push(connect(url, bearer).await?);
@@ -262,93 +261,151 @@ pub async fn pipeline(
             let mut out = Pipeline::default();
             while Instant::now() < deadline {
                 let index = counter.fetch_add(1, Ordering::Relaxed);
-                let query = match &prompts {
-                    Prompts::New => {
-                        Query::Prompt(format!("load {run_tag} pipeline prompt {index}: which CRM fits team {index}?"))
-                    }
-                    Prompts::Stored(ids) => match ids.get(index) {
-                        Some(id) => Query::PromptId(*id),
-                        None => {
-                            out.errors += 1;
-                            out.first_error.get_or_insert(format!("only {} stored prompts", ids.len()));
-                            break;
-                        }
-                    },
-                };
-                let request = AskRequest {
-                    query: Some(query),
-                    targets: assistants.iter().map(|a| target(a, "")).collect(),
-                    policy: SimilarPolicy::ForceNew as i32,
-                    min_similarity: None,
-                    include_html: false,
-                    ..Default::default()
-                };
-                out.asks += 1;
-                let asked = Instant::now();
-                let mut stream = match client.clone().ask(request).await {
-                    Ok(stream) => stream.into_inner(),
-                    Err(status) => {
-                        out.errors += 1;
-                        out.first_error.get_or_insert(format!("{:?}: {}", status.code(), status.message()));
-                        continue;
-                    }
-                };
-                loop {
-                    let next = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            out.errors += 1;
-                            out.first_error.get_or_insert("no event for 60 s".to_owned());
-                            break;
-                        }
-                    };
-                    let event = match next {
-                        Some(Ok(event)) => event.event.and_then(|e| e.event),
-                        Some(Err(status)) => {
-                            out.errors += 1;
-                            out.first_error.get_or_insert(format!("stream broke: {}", status.message()));
-                            break;
-                        }
-                        None => break,
-                    };
-                    match event {
-                        Some(Event::Answer(answer)) => {
-                            let now = chrono::Utc::now();
-                            out.answered += 1;
-                            if Instant::now() <= deadline {
-                                out.answered_in_window += 1;
-                            }
-                            out.ask_to_answer.push(asked.elapsed());
-                            if let Some(at) = answer.captured_at {
-                                let captured = chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32);
-                                if let Some(captured) = captured {
-                                    out.callback.push((now - captured).to_std().unwrap_or_default());
-                                }
-                            }
-                        }
-                        Some(Event::Failed(failed)) if !failed.will_retry => out.failed += 1,
-                        _ => {}
-                    }
-                }
+                let Some(request) = pipeline_ask(&prompts, &run_tag, index, &mut out) else { break };
+                follow_ask(client.clone(), request, deadline, &mut out).await;
             }
             out
         }));
     }
     let mut total = Pipeline { window: duration, ..Pipeline::default() };
     for task in tasks {
-        let part = task.await?;
-        total.asks += part.asks;
-        total.answered_in_window += part.answered_in_window;
-        total.answered += part.answered;
-        total.failed += part.failed;
-        total.errors += part.errors;
-        total.callback.extend(part.callback);
-        total.ask_to_answer.extend(part.ask_to_answer);
-        if total.first_error.is_none() {
-            total.first_error = part.first_error;
-        }
+        total.add(task.await?);
     }
     Ok(total)
+}
+
+/// The pipeline at a set pace (open loop): an Ask of all four assistants every
+/// `4 / evaluations_per_second` seconds, whether or not the ones before it are answered, spread
+/// over `connections` connections. What an Ask waits for is the platform's own latency, not
+/// the queue a closed loop at saturation builds up.
+pub async fn paced(
+    url: &str,
+    bearer: &Bearer,
+    connections: usize,
+    evaluations_per_second: f64,
+    duration: Duration,
+    run_tag: &str,
+    prompts: Prompts,
+) -> anyhow::Result<Pipeline> {
+    let mut clients = Vec::new();
+    for _ in 0..connections.max(1) {
+        clients.push(connect(url, bearer).await?);
+    }
+    let asks_per_second = (evaluations_per_second / aap_chaos::stack::ASSISTANTS.len() as f64).max(0.1);
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / asks_per_second));
+    // Asks missed while the client was late are sent at once: the pace is kept on average.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let deadline = Instant::now() + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut total = Pipeline { window: duration, ..Pipeline::default() };
+    for index in 0.. {
+        ticks.tick().await;
+        if Instant::now() >= deadline {
+            break;
+        }
+        let Some(request) = pipeline_ask(&prompts, run_tag, index, &mut total) else { break };
+        let client = clients[index % clients.len()].clone();
+        tasks.spawn(async move {
+            let mut out = Pipeline::default();
+            follow_ask(client, request, deadline, &mut out).await;
+            out
+        });
+    }
+    while let Some(part) = tasks.join_next().await {
+        total.add(part?);
+    }
+    Ok(total)
+}
+
+impl Pipeline {
+    fn add(&mut self, part: Pipeline) {
+        self.asks += part.asks;
+        self.answered_in_window += part.answered_in_window;
+        self.answered += part.answered;
+        self.failed += part.failed;
+        self.errors += part.errors;
+        self.callback.extend(part.callback);
+        self.ask_to_answer.extend(part.ask_to_answer);
+        if self.first_error.is_none() {
+            self.first_error = part.first_error;
+        }
+    }
+}
+
+/// The `index`th Ask of a pipeline run: a new text, or the `index`th stored prompt (none when
+/// they ran out, counted as an error).
+fn pipeline_ask(prompts: &Prompts, run_tag: &str, index: usize, out: &mut Pipeline) -> Option<AskRequest> {
+    let query = match prompts {
+        Prompts::New => Query::Prompt(format!("load {run_tag} pipeline prompt {index}: which CRM fits team {index}?")),
+        Prompts::Stored(ids) => match ids.get(index) {
+            Some(id) => Query::PromptId(*id),
+            None => {
+                out.errors += 1;
+                out.first_error.get_or_insert(format!("only {} stored prompts", ids.len()));
+                return None;
+            }
+        },
+    };
+    Some(AskRequest {
+        query: Some(query),
+        targets: aap_chaos::stack::ASSISTANTS.iter().map(|a| target(a, "")).collect(),
+        policy: SimilarPolicy::ForceNew as i32,
+        min_similarity: None,
+        include_html: false,
+        ..Default::default()
+    })
+}
+
+/// Asks and reads the stream to its end, counting its answers (those before `deadline` as in
+/// the window) and how long each took.
+async fn follow_ask(mut client: Answers, request: AskRequest, deadline: Instant, out: &mut Pipeline) {
+    out.asks += 1;
+    let asked = Instant::now();
+    let mut stream = match client.ask(request).await {
+        Ok(stream) => stream.into_inner(),
+        Err(status) => {
+            out.errors += 1;
+            out.first_error.get_or_insert(format!("{:?}: {}", status.code(), status.message()));
+            return;
+        }
+    };
+    loop {
+        let next = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                out.errors += 1;
+                out.first_error.get_or_insert("no event for 60 s".to_owned());
+                return;
+            }
+        };
+        let event = match next {
+            Some(Ok(event)) => event.event.and_then(|e| e.event),
+            Some(Err(status)) => {
+                out.errors += 1;
+                out.first_error.get_or_insert(format!("stream broke: {}", status.message()));
+                return;
+            }
+            None => return,
+        };
+        match event {
+            Some(Event::Answer(answer)) => {
+                let now = chrono::Utc::now();
+                out.answered += 1;
+                if Instant::now() <= deadline {
+                    out.answered_in_window += 1;
+                }
+                out.ask_to_answer.push(asked.elapsed());
+                if let Some(at) = answer.captured_at {
+                    let captured = chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32);
+                    if let Some(captured) = captured {
+                        out.callback.push((now - captured).to_std().unwrap_or_default());
+                    }
+                }
+            }
+            Some(Event::Failed(failed)) if !failed.will_retry => out.failed += 1,
+            _ => {}
+        }
+    }
 }
 
 /// Idle Watch streams on a prompt nothing answers.
