@@ -32,6 +32,15 @@ pub async fn connect(url: &str, bearer: &Bearer) -> anyhow::Result<Answers> {
     Ok(AnswersServiceClient::with_interceptor(channel, bearer.clone()).max_decoding_message_size(64 * 1024 * 1024))
 }
 
+/// `count` clients, each on a TCP connection of its own.
+async fn connect_each(url: &str, bearer: &Bearer, count: usize) -> anyhow::Result<Vec<Answers>> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(connect(url, bearer).await?);
+    }
+    Ok(clients)
+}
+
 /// The prompt the exact-hit scenario asks, answered before it starts.
 pub const EXACT_PROMPT: &str = "What are the best laptops under $1,000?";
 
@@ -247,10 +256,7 @@ pub async fn pipeline(
     run_tag: &str,
     prompts: Prompts,
 ) -> anyhow::Result<Pipeline> {
-    let mut clients = Vec::new();
-    for _ in 0..callers {
-        clients.push(connect(url, bearer).await?);
-    }
+    let clients = connect_each(url, bearer, callers).await?;
     let started = Instant::now();
     let deadline = started + duration;
     let counter = Arc::new(AtomicUsize::new(0));
@@ -287,10 +293,7 @@ pub async fn paced(
     run_tag: &str,
     prompts: Prompts,
 ) -> anyhow::Result<Pipeline> {
-    let mut clients = Vec::new();
-    for _ in 0..connections.max(1) {
-        clients.push(connect(url, bearer).await?);
-    }
+    let clients = connect_each(url, bearer, connections.max(1)).await?;
     let asks_per_second = (evaluations_per_second / aap_chaos::stack::ASSISTANTS.len() as f64).max(0.1);
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / asks_per_second));
     // Asks missed while the client was late are sent at once: the pace is kept on average.
