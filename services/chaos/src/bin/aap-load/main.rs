@@ -341,13 +341,10 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             let mut run =
                 scenarios::pipeline(&url, &bearer, args.pipeline_callers, duration, &run_tag, prompts).await?;
             check_errors("pipeline", &run.first_error, run.errors, run.answered)?;
-            let per_second = run.answered_in_window as f64 / run.window.as_secs_f64();
+            let scenarios::PipelineFigures { per_second, callback_p50, callback_p99, ask_p50, .. } = run.figures();
             if stored_prompts {
                 stored_rate = Some(per_second);
             }
-            let callback_p50 = stats::median(&mut run.callback);
-            let callback_p99 = stats::percentile(&mut run.callback, 99.0);
-            let ask_p50 = stats::median(&mut run.ask_to_answer);
             rows.push(Row {
                 what: format!(
                     "pipeline, {label}: {} callers x 4 assistants, {} bots x {} claim streams",
@@ -380,11 +377,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             let connections = args.pipeline_callers.min(16);
             let mut run = scenarios::paced(&url, &bearer, connections, rate, duration, &run_tag, prompts).await?;
             check_errors("paced pipeline", &run.first_error, run.errors, run.answered)?;
-            let per_second = run.answered_in_window as f64 / run.window.as_secs_f64();
-            let callback_p50 = stats::median(&mut run.callback);
-            let callback_p99 = stats::percentile(&mut run.callback, 99.0);
-            let ask_p50 = stats::median(&mut run.ask_to_answer);
-            let ask_p99 = stats::percentile(&mut run.ask_to_answer, 99.0);
+            let scenarios::PipelineFigures { per_second, callback_p50, callback_p99, ask_p50, ask_p99 } = run.figures();
             rows.push(Row {
                 what: format!(
                     "pipeline, stored prompts, paced (open loop) at {rate:.0} evaluations/s ({why}): {connections} connections, {} bots x {} claim streams",

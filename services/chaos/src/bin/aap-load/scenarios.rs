@@ -320,7 +320,27 @@ pub async fn paced(
     Ok(total)
 }
 
+/// What a pipeline run's row reports.
+pub struct PipelineFigures {
+    /// Answers received within the window, a second.
+    pub per_second: f64,
+    pub callback_p50: Duration,
+    pub callback_p99: Duration,
+    pub ask_p50: Duration,
+    pub ask_p99: Duration,
+}
+
 impl Pipeline {
+    pub fn figures(&mut self) -> PipelineFigures {
+        PipelineFigures {
+            per_second: self.answered_in_window as f64 / self.window.as_secs_f64(),
+            callback_p50: median(&mut self.callback),
+            callback_p99: percentile(&mut self.callback, 99.0),
+            ask_p50: median(&mut self.ask_to_answer),
+            ask_p99: percentile(&mut self.ask_to_answer, 99.0),
+        }
+    }
+
     fn add(&mut self, part: Pipeline) {
         self.asks += part.asks;
         self.answered_in_window += part.answered_in_window;
