@@ -66,7 +66,7 @@ struct Args {
     pipeline_prompts: Vec<String>,
     /// The paced pipeline (stored prompts, open loop) at this many evaluations a second; 0:
     /// half the closed loop's rate with stored prompts in the same run (250 when it did not run).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = paced_rate)]
     paced_rate: f64,
     /// Synthetic bot processes (one per assistant in turn).
     #[arg(long, default_value_t = 4)]
@@ -100,6 +100,21 @@ impl Args {
 
     fn wants(&self, part: &str) -> bool {
         self.parts.iter().any(|p| p == part)
+    }
+}
+
+/// Most evaluations a second the paced run is asked for: a pace set from the command line is
+/// one tick of Tokio's timer per Ask, which must stay above zero.
+const MAX_PACED_RATE: f64 = 100_000.0;
+
+/// `--paced-rate`: a number of evaluations a second from 0 (the default pace) to
+/// [`MAX_PACED_RATE`].
+fn paced_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text.trim().parse().map_err(|e| format!("not a number: {e}"))?;
+    if rate.is_finite() && (0.0..=MAX_PACED_RATE).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("evaluations a second from 0 (half the closed loop's) to {MAX_PACED_RATE}"))
     }
 }
 
@@ -468,4 +483,21 @@ async fn watch(
         limit: "target: 5% of a core".into(),
         ratio: format!("{:.2} of target", cpu_after / 0.05),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_paced_rate_is_a_finite_number_of_evaluations_within_the_bound() {
+        for good in ["0", "350", " 12.5 ", "100000"] {
+            assert!(paced_rate(good).is_ok(), "{good:?}");
+        }
+        for bad in ["-1", "nan", "inf", "1e12", "", "abc", "3\0"] {
+            assert!(paced_rate(bad).is_err(), "{bad:?} is refused");
+        }
+        let parsed = Args::try_parse_from(["aap-load", "--paced-rate", "inf"]);
+        assert!(parsed.is_err(), "clap refuses it before anything starts");
+    }
 }
