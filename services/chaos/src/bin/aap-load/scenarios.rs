@@ -92,12 +92,13 @@ impl Run {
     }
 }
 
-/// `callers` customers, each on its own connection, calling `call` back to back for `duration`
-/// (with the lean client: lean.rs says why).
+/// `callers` customers over `connections` connections (one each when as many), calling `call`
+/// back to back for `duration` (with the lean client: lean.rs says why).
 pub async fn closed_loop<F, Fut>(
     url: &str,
     bearer: &Bearer,
     callers: usize,
+    connections: usize,
     duration: Duration,
     call: F,
 ) -> anyhow::Result<Run>
@@ -105,10 +106,13 @@ where
     F: Fn(Lean, usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
-    let mut clients = Vec::new();
-    for _ in 0..callers {
-        clients.push(Lean::connect(url, bearer).await?);
+    let connections = connections.clamp(1, callers.max(1));
+    let mut shared = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        shared.push(Lean::connect(url, bearer).await?);
     }
+    // Callers share the connections in turn, their calls multiplexed as a gRPC channel's are.
+    let clients: Vec<Lean> = (0..callers).map(|index| shared[index % connections].clone()).collect();
     let counter = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + duration;
