@@ -30,6 +30,7 @@ struct Metrics {
     ingest_lag: Histograms,
     ingest_redeliveries: Counters,
     dead_letters: Counters,
+    purged: Counters,
     partials: Counters,
     batch_sizes: Histograms,
 }
@@ -87,6 +88,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     dead_letters: metrics::counter(
         "dead_letters",
         "Messages sent to a dead-letter subject, by what they were (results).",
+    ),
+    purged: metrics::counter(
+        "queue_purged_messages",
+        "Acknowledged messages purged from the task and result streams, by stream (they keep limits retention: \
+         an ack removes nothing, a purge a second removes what was acked).",
     ),
     partials: metrics::counter(
         "partials_published",
@@ -181,6 +187,10 @@ pub(crate) fn result_delivered(delivered: i64) {
 
 pub(crate) fn dead_lettered(what: &str) {
     METRICS.dead_letters.get_or_create(&labels([("what", what)])).inc();
+}
+
+pub(crate) fn purged(stream: &str, messages: u64) {
+    METRICS.purged.get_or_create(&labels([("stream", stream)])).inc_by(messages);
 }
 
 pub(crate) fn batch_size(statement: &'static str, size: usize) {

@@ -13,7 +13,7 @@ use aap_platform::nats::{NatsError, Topology};
 use aap_platform::telemetry;
 use async_nats::jetstream::{self, consumer::PullConsumer, context::PublishAckFuture};
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use std::sync::Arc;
 
 use tokio::sync::{Mutex, Notify, OnceCell};
@@ -142,6 +142,8 @@ pub struct Queue {
     topology: Topology,
     consumers: Mutex<HashMap<String, PullConsumer>>,
     signals: OnceCell<Arc<TaskSignals>>,
+    /// Per consumer, the ack floor up to which its stream was last purged.
+    purged_to: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// Per assistant and plan (`chatgpt.plus`), what the claim streams of this process wait on for new tasks.
@@ -184,7 +186,14 @@ impl Queue {
     pub async fn new(client: async_nats::Client, topology: Topology, replicas: usize) -> Result<Queue, NatsError> {
         let js = jetstream::new(client.clone());
         aap_platform::nats::ensure_streams(&js, &topology, replicas).await?;
-        Ok(Queue { client, js, topology, consumers: Mutex::new(HashMap::new()), signals: OnceCell::new() })
+        Ok(Queue {
+            client,
+            js,
+            topology,
+            consumers: Mutex::new(HashMap::new()),
+            signals: OnceCell::new(),
+            purged_to: Default::default(),
+        })
     }
 
     /// The stream and subject names.
@@ -343,6 +352,64 @@ impl Queue {
             let told: Vec<EvaluationRow> = rows.iter().filter(|row| row.prompt_id == prompt_id).cloned().collect();
             self.notify_prompt(prompt_id, Change::told(told, Vec::new())).await;
         }
+    }
+
+    /// Removes from the task or the result stream (`stream_name`) what the platform's consumers
+    /// of it acknowledged, and returns how many messages went. The streams keep limits
+    /// retention, so an ack removes nothing (aap_platform::nats::ensure_streams says why); this
+    /// makes them work queues again: for each consumer, one purge of its subject up to its ack
+    /// floor, below which every message was acked or terminated. Only the platform's consumers
+    /// count (`tasks-<assistant>-<plan>` on one task subject each, `ingest` on every result):
+    /// an operator's consumer of either stream sees only what they have not acknowledged.
+    pub async fn purge_acked(&self, stream_name: &str) -> crate::EvalResult<u64> {
+        let stream = self.js.get_stream(stream_name).await.map_err(queue_err)?;
+        let consumers: Vec<_> = stream.consumers().try_collect().await.map_err(queue_err)?;
+        let mut purged = 0;
+        for info in consumers {
+            let Some(filter) = self.purge_filter(stream_name, &info.name, &info.config) else { continue };
+            let floor = info.ack_floor.stream_sequence;
+            let key = format!("{stream_name}/{}", info.name);
+            let done = self.purged_to.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied().unwrap_or(0);
+            if floor <= done {
+                continue;
+            }
+            // Up to, not including, the given sequence.
+            let purge = stream.purge().sequence(floor + 1);
+            let response = match filter {
+                Some(subject) => purge.filter(subject).await,
+                None => purge.await,
+            };
+            purged += response.map_err(queue_err)?.purged;
+            self.purged_to.lock().unwrap_or_else(|p| p.into_inner()).insert(key, floor);
+        }
+        if purged > 0 {
+            crate::metrics::purged(stream_name, purged);
+        }
+        Ok(purged)
+    }
+
+    /// The subject whose acknowledged messages the consumer `name` lets go (`Some(None)`:
+    /// every subject of the stream), or `None` when it is not one of the platform's.
+    fn purge_filter(
+        &self,
+        stream_name: &str,
+        name: &str,
+        config: &jetstream::consumer::Config,
+    ) -> Option<Option<String>> {
+        let topology = &self.topology;
+        if stream_name == topology.results_stream() {
+            return (name == topology.ingest_consumer()
+                && config.filter_subjects.is_empty()
+                && config.filter_subject.is_empty())
+            .then_some(None);
+        }
+        let subject = &config.filter_subject;
+        let ours = stream_name == topology.tasks_stream()
+            && name.starts_with("tasks-")
+            && config.filter_subjects.is_empty()
+            && subject.starts_with(&format!("{}.tasks.", topology.prefix()))
+            && !subject.contains(['*', '>']);
+        ours.then(|| Some(subject.clone()))
     }
 
     /// Wakes the scheduler: new evaluations are pending.

@@ -180,6 +180,10 @@ pub async fn run(
             if let Err(err) = expire(&pool, &queue, timeouts).await {
                 tracing::warn!(error = %err, "expiring evaluations that waited too long failed");
             }
+            // The bots' acknowledged tasks leave the stream together, not an fsync at each ack.
+            if let Err(err) = queue.purge_acked(&queue.topology().tasks_stream()).await {
+                tracing::warn!(error = %err, "purging acknowledged tasks failed");
+            }
         }
         if kept_at.elapsed() >= crate::queue::KEEPALIVE_EVERY {
             kept_at = std::time::Instant::now();

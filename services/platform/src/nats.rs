@@ -61,12 +61,13 @@ impl Topology {
         &self.prefix
     }
 
-    /// Work-queue stream of evaluation tasks.
+    /// Stream of evaluation tasks (a work queue: what the bots' consumers acknowledged is purged).
     pub fn tasks_stream(&self) -> String {
         format!("{}_TASKS", self.stream_stem())
     }
 
-    /// Work-queue stream of submitted results on their way to the ingest.
+    /// Stream of submitted results on their way to the ingest (a work queue: what the ingest
+    /// acknowledged is purged).
     pub fn results_stream(&self) -> String {
         format!("{}_RESULTS", self.stream_stem())
     }
@@ -189,9 +190,16 @@ fn redact(url: &str) -> String {
     servers.collect::<Vec<_>>().join(",")
 }
 
-/// Creates the task and result streams if they do not exist (file storage, work-queue, kept on
-/// `replicas` servers of a cluster); a stream kept on a different number of servers is changed
-/// to `replicas`.
+/// Creates the task and result streams if they do not exist (file storage, limits retention,
+/// kept on `replicas` servers of a cluster); a stream kept on a different number of servers is
+/// changed to `replicas`.
+///
+/// The streams are work queues all the same: what the platform's consumers acknowledged is
+/// purged (`evaluations::queue::Queue::purge_acked`, every second), not removed at each ack.
+/// With `sync_interval: always` a work-queue stream's every removal is an fsync of its own, as
+/// every store is: an evaluation's task and result cost four, where purged they cost two. A
+/// work-queue stream made by an older version is kept as it is (NATS cannot change a stream's
+/// retention to or from work queue) and works as before, its acks an fsync each.
 pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology, replicas: usize) -> Result<(), NatsError> {
     for (name, subjects) in [
         (topology.tasks_stream(), format!("{}.tasks.>", topology.prefix)),
@@ -200,7 +208,7 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology, replic
         let config = stream::Config {
             name: name.clone(),
             subjects: vec![subjects],
-            retention: stream::RetentionPolicy::WorkQueue,
+            retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
             num_replicas: replicas.max(1),
             // Msg-Id de-duplication window: a re-publish of the same task within it is dropped.
@@ -211,9 +219,19 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology, replic
             .get_or_create_stream(config.clone())
             .await
             .map_err(|source| NatsError::Stream { name: name.clone(), source })?;
-        let existing = stream.info().await.map(|info| info.config.num_replicas).unwrap_or(config.num_replicas);
-        if existing != config.num_replicas {
-            tracing::info!(stream = %name, from = existing, to = config.num_replicas, "changing the stream's replicas");
+        let Ok(existing) = stream.info().await.map(|info| info.config.clone()) else { continue };
+        if existing.retention != config.retention {
+            tracing::warn!(
+                stream = %name,
+                retention = ?existing.retention,
+                "the stream keeps the retention it was made with (NATS cannot change it): each ack is \
+                 an fsync of its own; delete the stream while no task or result waits to take limits \
+                 retention and purged acks"
+            );
+        }
+        if existing.num_replicas != config.num_replicas {
+            tracing::info!(stream = %name, from = existing.num_replicas, to = config.num_replicas, "changing the stream's replicas");
+            let config = stream::Config { retention: existing.retention, ..config };
             js.update_stream(config).await.map_err(|source| NatsError::Replicas { name, source })?;
         }
     }

@@ -1,0 +1,105 @@
+//! The task and result streams over a real NATS server: limits retention, and what the
+//! platform's consumers acknowledged purged, so the streams still drain as work queues.
+
+use aap_evaluations::queue::{Delivery, Queue, Settle};
+use aap_evaluations::store::EvaluationRow;
+use aap_platform::nats::Topology;
+use async_nats::jetstream::{self, stream};
+
+async fn queue(topology: Topology) -> anyhow::Result<Queue> {
+    let infra = aap_testkit::infra().await;
+    let client = async_nats::connect(infra.nats_url()).await?;
+    Ok(Queue::new(client, topology, 1).await?)
+}
+
+fn task(id: i64, assistant: &str) -> EvaluationRow {
+    EvaluationRow { id, prompt_id: id, assistant: assistant.into(), plan: String::new(), ..EvaluationRow::default() }
+}
+
+async fn messages(queue: &Queue, name: &str) -> anyhow::Result<u64> {
+    Ok(queue.jetstream().get_stream(name).await?.info().await?.state.messages)
+}
+
+/// The next chatgpt task delivered, which must be there.
+async fn deliver(queue: &Queue) -> anyhow::Result<Delivery> {
+    let serves = [("chatgpt".to_owned(), String::new())];
+    queue.next_delivery(&serves).await?.ok_or_else(|| anyhow::anyhow!("no task delivered"))
+}
+
+#[tokio::test]
+async fn acknowledged_tasks_are_purged_and_the_others_stay_on_the_stream() -> anyhow::Result<()> {
+    let topology = Topology::new(aap_testkit::fresh_prefix());
+    let queue = queue(topology.clone()).await?;
+    let tasks = topology.tasks_stream();
+    let info = queue.jetstream().get_stream(&tasks).await?.info().await?.config.clone();
+    assert_eq!(info.retention, stream::RetentionPolicy::Limits);
+
+    for id in 1..=3 {
+        queue.publish_task(&task(id, "chatgpt")).await?;
+    }
+    // Claude's tasks wait for a consumer that does not exist yet; an operator's consumer reads
+    // and acks them all, which must not let them go: only the platform's consumers count.
+    queue.publish_task(&task(4, "claude")).await?;
+    let stream = queue.jetstream().get_stream(&tasks).await?;
+    let operator: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some("operator".into()),
+            filter_subject: topology.task_subject("claude", ""),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    let mut batch = operator.fetch().max_messages(1).messages().await?;
+    let seen = futures::StreamExt::next(&mut batch).await.ok_or_else(|| anyhow::anyhow!("operator saw nothing"))?;
+    seen.map_err(|e| anyhow::anyhow!(e))?.double_ack().await.map_err(|e| anyhow::anyhow!(e))?;
+
+    let (first, second, third) = (deliver(&queue).await?, deliver(&queue).await?, deliver(&queue).await?);
+    let ids = [first.task.evaluation_id, second.task.evaluation_id, third.task.evaluation_id];
+    assert_eq!(ids, [1, 2, 3]);
+    queue.settle(&first.ack_subject, Settle::Ack).await;
+    queue.settle(&third.ack_subject, Settle::Term).await;
+    // Acked, and terminated: nothing goes until the floor passes them, and the second waits.
+    assert_eq!(queue.purge_acked(&tasks).await?, 1, "only the first is below the ack floor");
+    assert_eq!(messages(&queue, &tasks).await?, 3, "the second, the third and claude's stay");
+    assert_eq!(queue.purge_acked(&tasks).await?, 0, "a floor that did not move purges nothing");
+
+    // The second, given back, is delivered again: it was kept.
+    queue.settle(&second.ack_subject, Settle::Nak).await;
+    let again = deliver(&queue).await?;
+    assert_eq!(again.task.evaluation_id, 2);
+    queue.settle(&again.ack_subject, Settle::Ack).await;
+    assert_eq!(queue.purge_acked(&tasks).await?, 2);
+    assert_eq!(messages(&queue, &tasks).await?, 1, "claude's task waits for the platform's consumer");
+    assert!(deliver(&queue).await.is_err(), "a purged task was delivered again");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_work_queue_stream_made_by_an_older_version_is_kept_and_works() -> anyhow::Result<()> {
+    let topology = Topology::new(aap_testkit::fresh_prefix());
+    let infra = aap_testkit::infra().await;
+    let js = jetstream::new(async_nats::connect(infra.nats_url()).await?);
+    js.create_stream(stream::Config {
+        name: topology.tasks_stream(),
+        subjects: vec![format!("{}.tasks.>", topology.prefix())],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+
+    let queue = queue(topology.clone()).await?;
+    let tasks = topology.tasks_stream();
+    let config = queue.jetstream().get_stream(&tasks).await?.info().await?.config.clone();
+    assert_eq!(config.retention, stream::RetentionPolicy::WorkQueue, "NATS cannot change it; it is kept");
+    let results = queue.jetstream().get_stream(topology.results_stream()).await?.info().await?.config.clone();
+    assert_eq!(results.retention, stream::RetentionPolicy::Limits, "a new stream takes limits retention");
+
+    queue.publish_task(&task(7, "chatgpt")).await?;
+    let delivery = deliver(&queue).await?;
+    queue.settle(&delivery.ack_subject, Settle::Ack).await;
+    // The ack removed it, as a work queue does; the purge finds nothing left and says so.
+    assert_eq!(messages(&queue, &tasks).await?, 0);
+    assert_eq!(queue.purge_acked(&tasks).await?, 0);
+    Ok(())
+}
