@@ -36,7 +36,7 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
     // Stored results leave the stream together, a purge a second, not an fsync at each ack.
     tokio::select! {
         stopped = consume_until(pool, queue.clone(), shutdown) => stopped,
-        never = purge_every(queue, PURGE_EVERY) => match never {},
+        never = queue.clone().purge_every(queue.topology().results_stream(), PURGE_EVERY) => match never {},
     }
 }
 
@@ -66,19 +66,6 @@ async fn consume_until(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Ou
 
 /// How often the ingest purges the results it acknowledged.
 const PURGE_EVERY: Duration = Duration::from_secs(1);
-
-/// Purges the acknowledged results every `period`, for as long as it is polled.
-async fn purge_every(queue: Arc<Queue>, period: Duration) -> std::convert::Infallible {
-    let stream = queue.topology().results_stream();
-    let mut ticks = tokio::time::interval(period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        if let Err(err) = queue.purge_acked(&stream).await {
-            tracing::warn!(error = %err, "purging acknowledged results failed");
-        }
-    }
-}
 
 /// Opens the durable results consumer (shared by every ingest replica: each result goes to one
 /// of them) and stores what it delivers until the deliveries end.

@@ -388,6 +388,20 @@ impl Queue {
         Ok(purged)
     }
 
+    /// Purges what the platform's consumers of `stream_name` acknowledged every `period`
+    /// ([`Queue::purge_acked`]), for as long as it is polled: run beside the work it cleans up
+    /// after, so that a slow JetStream (a cluster electing a leader) never holds that work up.
+    pub async fn purge_every(self: Arc<Self>, stream_name: String, period: Duration) -> std::convert::Infallible {
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(err) = self.purge_acked(&stream_name).await {
+                tracing::warn!(error = %err, stream = %stream_name, "purging acknowledged messages failed");
+            }
+        }
+    }
+
     /// The subject whose acknowledged messages the consumer `name` lets go (`Some(None)`:
     /// every subject of the stream), or `None` when it is not one of the platform's.
     fn purge_filter(

@@ -140,6 +140,22 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     crate::metrics::register();
+    // The bots' acknowledged tasks leave the stream together, a purge each tick, not an fsync
+    // at each ack; beside the rounds, which a slow purge never holds up.
+    let purging = queue.clone().purge_every(queue.topology().tasks_stream(), tick);
+    tokio::select! {
+        () = schedule_until(pool, queue, tick, timeouts, shutdown) => {}
+        never = purging => match never {},
+    }
+}
+
+async fn schedule_until(
+    pool: PgPool,
+    queue: Arc<Queue>,
+    tick: Duration,
+    timeouts: Timeouts,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut wakeups = match queue.client().subscribe(queue.scheduler_wake_subject()).await {
         Ok(sub) => Some(sub),
         Err(err) => {
@@ -179,10 +195,6 @@ pub async fn run(
             }
             if let Err(err) = expire(&pool, &queue, timeouts).await {
                 tracing::warn!(error = %err, "expiring evaluations that waited too long failed");
-            }
-            // The bots' acknowledged tasks leave the stream together, not an fsync at each ack.
-            if let Err(err) = queue.purge_acked(&queue.topology().tasks_stream()).await {
-                tracing::warn!(error = %err, "purging acknowledged tasks failed");
             }
         }
         if kept_at.elapsed() >= crate::queue::KEEPALIVE_EVERY {
