@@ -314,16 +314,20 @@ async fn two_ingests_share_one_consumer_store_each_answer_once_and_survive_one_s
     let js = async_nats::jetstream::new(nats);
     let stem = cluster.prefix.to_uppercase().replace('-', "_");
     let mut results = js.get_stream(format!("{stem}_RESULTS")).await.expect("results stream");
-    // Every result was acknowledged, and the ingest that runs purges what was (each second).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut left = u64::MAX;
-    while left > 0 && std::time::Instant::now() < deadline {
-        left = results.info().await.expect("info").state.messages;
-        if left > 0 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    // Every result was acknowledged, and the ingest that runs purges what was (each second);
+    // every task too, and the scheduler purges them (each tick).
+    let mut tasks = js.get_stream(format!("{stem}_TASKS")).await.expect("tasks stream");
+    for (stream, what) in [(&mut results, "results"), (&mut tasks, "tasks")] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut left = u64::MAX;
+        while left > 0 && std::time::Instant::now() < deadline {
+            left = stream.info().await.expect("info").state.messages;
+            if left > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
+        assert_eq!(left, 0, "the acknowledged {what} were never purged");
     }
-    assert_eq!(left, 0, "the acknowledged results were never purged");
     let ingest = results.consumer_info("ingest").await.expect("ingest consumer").clone();
     assert_eq!((ingest.num_pending, ingest.num_ack_pending), (0, 0), "every result was acknowledged");
     let consumers: Vec<String> =
