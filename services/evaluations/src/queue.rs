@@ -403,7 +403,8 @@ impl Queue {
     }
 
     /// The subject whose acknowledged messages the consumer `name` lets go (`Some(None)`:
-    /// every subject of the stream), or `None` when it is not one of the platform's.
+    /// every subject of the stream), or `None` when it is not one of the platform's: the
+    /// ingest's, or a task consumer named and filtered as [`Topology`] makes them.
     fn purge_filter(
         &self,
         stream_name: &str,
@@ -411,18 +412,19 @@ impl Queue {
         config: &jetstream::consumer::Config,
     ) -> Option<Option<String>> {
         let topology = &self.topology;
-        if stream_name == topology.results_stream() {
-            return (name == topology.ingest_consumer()
-                && config.filter_subjects.is_empty()
-                && config.filter_subject.is_empty())
-            .then_some(None);
+        if !config.filter_subjects.is_empty() {
+            return None;
         }
         let subject = &config.filter_subject;
-        let ours = stream_name == topology.tasks_stream()
-            && name.starts_with("tasks-")
-            && config.filter_subjects.is_empty()
-            && subject.starts_with(&format!("{}.tasks.", topology.prefix()))
-            && !subject.contains(['*', '>']);
+        if stream_name == topology.results_stream() {
+            return (name == topology.ingest_consumer() && subject.is_empty()).then_some(None);
+        }
+        if stream_name != topology.tasks_stream() {
+            return None;
+        }
+        let (assistant, plan) = subject.strip_prefix(&format!("{}.tasks.", topology.prefix()))?.split_once('.')?;
+        let ours =
+            name == topology.task_consumer(assistant, plan) && *subject == topology.task_subject(assistant, plan);
         ours.then(|| Some(subject.clone()))
     }
 
