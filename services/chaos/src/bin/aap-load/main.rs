@@ -288,19 +288,20 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         sqlx::query("CREATE DATABASE pgbench").execute(&admin).await?;
         limits::pgbench_init(&socket_dir).await?;
         for &callers in &args.exact_callers {
-            tracing::info!(callers, "exact hits");
-            let mut runs = Vec::new();
-            let one_each =
-                scenarios::closed_loop(&url, &bearer, callers, callers, duration, scenarios::exact_hit).await?;
-            check_errors("exact hit", &one_each.first_error, one_each.errors, one_each.ok)?;
-            runs.push((format!("exact hit, {callers} caller{}", plural(callers)), one_each));
+            // A connection each, then (more callers than that) the shared connections.
             let shared = args.exact_connections;
-            if shared > 0 && callers > shared {
-                tracing::info!(callers, connections = shared, "exact hits over shared connections");
+            let mut runs = Vec::new();
+            for connections in std::iter::once(callers).chain((shared > 0 && callers > shared).then_some(shared)) {
+                tracing::info!(callers, connections, "exact hits");
                 let run =
-                    scenarios::closed_loop(&url, &bearer, callers, shared, duration, scenarios::exact_hit).await?;
+                    scenarios::closed_loop(&url, &bearer, callers, connections, duration, scenarios::exact_hit).await?;
                 check_errors("exact hit", &run.first_error, run.errors, run.ok)?;
-                runs.push((format!("exact hit, {callers} callers over {shared} connection{}", plural(shared)), run));
+                let what = if connections == callers {
+                    format!("exact hit, {callers} caller{}", plural(callers))
+                } else {
+                    format!("exact hit, {callers} callers over {connections} connection{}", plural(connections))
+                };
+                runs.push((what, run));
             }
             let pg = limits::pgbench(&socket_dir, callers, args.seconds.ceil() as u64).await?;
             for (what, mut run) in runs {
