@@ -37,8 +37,8 @@ async fn acknowledged_tasks_are_purged_and_the_others_stay_on_the_stream() -> an
     for id in 1..=3 {
         queue.publish_task(&task(id, "chatgpt")).await?;
     }
-    // Claude's tasks wait for a consumer that does not exist yet; an operator's consumer reads
-    // and acks them all, which must not let them go: only the platform's consumers count.
+    // Claude's tasks wait for a consumer that does not exist yet; an operator's consumers read
+    // and ack them all, which must not let them go: only the platform's consumers count.
     queue.publish_task(&task(4, "claude")).await?;
     let stream = queue.jetstream().get_stream(&tasks).await?;
     let operator: jetstream::consumer::PullConsumer = stream
@@ -49,9 +49,20 @@ async fn acknowledged_tasks_are_purged_and_the_others_stay_on_the_stream() -> an
             ..Default::default()
         })
         .await?;
-    let mut batch = operator.fetch().max_messages(1).messages().await?;
-    let seen = futures::StreamExt::next(&mut batch).await.ok_or_else(|| anyhow::anyhow!("operator saw nothing"))?;
-    seen.map_err(|e| anyhow::anyhow!(e))?.double_ack().await.map_err(|e| anyhow::anyhow!(e))?;
+    // And one on a wildcard subject, named as the platform would name a consumer of it.
+    let impostor: jetstream::consumer::PullConsumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            durable_name: Some(topology.task_consumer("claude", "*")),
+            filter_subject: format!("{}.tasks.claude.*", topology.prefix()),
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await?;
+    for consumer in [operator, impostor] {
+        let mut batch = consumer.fetch().max_messages(1).messages().await?;
+        let seen = futures::StreamExt::next(&mut batch).await.ok_or_else(|| anyhow::anyhow!("nothing seen"))?;
+        seen.map_err(|e| anyhow::anyhow!(e))?.double_ack().await.map_err(|e| anyhow::anyhow!(e))?;
+    }
 
     let (first, second, third) = (deliver(&queue).await?, deliver(&queue).await?, deliver(&queue).await?);
     let ids = [first.task.evaluation_id, second.task.evaluation_id, third.task.evaluation_id];
