@@ -61,10 +61,15 @@ pub struct ServiceArgs {
     /// Most prompts in one forward pass of the embedding model (concurrent Asks share passes).
     #[arg(long, env = "AAP_EMBEDDING_BATCH", default_value_t = aap_embedding::BatchConfig::default().max_batch)]
     pub embedding_batch: usize,
-    /// Forward passes of the embedding model that may run at once, a thread each (more can keep
-    /// more cores busy at the batch sizes a few callers fill).
-    #[arg(long, env = "AAP_EMBEDDING_WORKERS", default_value_t = aap_embedding::BatchConfig::default().workers)]
-    pub embedding_workers: usize,
+    /// Threads of one forward pass of the embedding model; 0: candle's own choice, a thread per
+    /// physical core. One thread a pass, with a pass per core at once, embeds the most prompts a
+    /// second (docs/performance.md, "A thread a pass").
+    #[arg(long, env = "AAP_EMBEDDING_THREADS", default_value_t = aap_embedding::DEFAULT_PASS_THREADS)]
+    pub embedding_threads: usize,
+    /// Forward passes of the embedding model that may run at once (default: enough to keep
+    /// every core busy, the cores ÷ --embedding-threads).
+    #[arg(long, env = "AAP_EMBEDDING_WORKERS")]
+    pub embedding_workers: Option<usize>,
     /// Seconds a claim lasts without a heartbeat (Claim stream and Heartbeat).
     #[arg(long, env = "AAP_CLAIM_TTL_SECS", default_value_t = 60)]
     pub claim_ttl_secs: u64,
@@ -279,7 +284,9 @@ impl ServiceArgs {
                 embedding: aap_embedding::BatchConfig {
                     max_batch: self.embedding_batch,
                     max_queue: self.embedding_queue,
-                    workers: self.embedding_workers,
+                    workers: self
+                        .embedding_workers
+                        .unwrap_or_else(|| aap_embedding::default_workers(self.embedding_threads)),
                     ..aap_embedding::BatchConfig::default()
                 },
                 max_age: self.answer_max_age.iter().cloned().collect(),
@@ -320,5 +327,42 @@ impl ServiceArgs {
             stream_replicas: 1,
             database_pool_size: self.database_pool_size.max(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::ServiceArgs;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    fn embedding(args: &[&str]) -> Result<(usize, aap_embedding::BatchConfig), clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("aap").chain(args.iter().copied()))?;
+        let config = cli.service.platform("postgres://db".into(), "nats://nats".into());
+        Ok((cli.service.embedding_threads, config.answers.embedding))
+    }
+
+    #[test]
+    fn the_embedding_model_runs_a_thread_a_pass_and_a_pass_per_core_unless_told() -> Result<(), clap::Error> {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let (threads, config) = embedding(&[])?;
+        assert_eq!((threads, config.workers), (1, cores));
+        // Two threads a pass: half as many passes (never none).
+        assert_eq!(embedding(&["--embedding-threads", "2"])?.1.workers, (cores / 2).max(1));
+        // candle's own choice: one pass over every core.
+        assert_eq!(embedding(&["--embedding-threads", "0"])?.1.workers, 1);
+        // Workers named are taken as they are.
+        assert_eq!(embedding(&["--embedding-threads", "2", "--embedding-workers", "3"])?.1.workers, 3);
+        for bad in ["-1", "abc", "", "1e3", "99999999999999999999999"] {
+            assert!(embedding(&["--embedding-threads", bad]).is_err(), "--embedding-threads {bad:?} was taken");
+            assert!(embedding(&["--embedding-workers", bad]).is_err(), "--embedding-workers {bad:?} was taken");
+        }
+        Ok(())
     }
 }

@@ -154,9 +154,33 @@ struct AskArgs {
     conn: ConnArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The embedding model's threads are read from the environment, set before the runtime
+    // starts any thread.
+    let embedding_threads = match &cli.command {
+        Command::Dev(args) => Some(args.service.embedding_threads),
+        Command::Serve { service, .. } => Some(service.embedding_threads),
+        _ => None,
+    };
+    if let Some(threads) = embedding_threads {
+        set_embedding_threads(threads);
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?
+        .block_on(run(cli))
+}
+
+/// [`aap_embedding::set_pass_threads`], from `main` before the runtime starts.
+#[allow(unsafe_code)]
+fn set_embedding_threads(threads: usize) {
+    // SAFETY: called from `main` before the runtime starts: no other thread runs yet.
+    unsafe { aap_embedding::set_pass_threads(threads) }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Dev(args) => {
             let _telemetry = aap_platform::telemetry::init("aap-dev", "warn")?;

@@ -37,6 +37,53 @@ pub const DIMENSIONS: usize = 384;
 /// says 128, which would silently drop the tail of medium-length prompts.
 pub const MAX_TOKENS: usize = 256;
 
+/// Threads of one forward pass unless told otherwise: one, with a pass per core at once
+/// ([`default_workers`]). On 2 cores two one-thread passes at once embedded 198–218 prompts/s,
+/// where one pass over both cores did 155–187 (docs/performance.md, "A thread a pass"): candle's
+/// threads wait for each other at every operation, spinning, and passes side by side take
+/// turns at its one pool of threads.
+pub const DEFAULT_PASS_THREADS: usize = 1;
+
+/// The environment that gives each forward pass `threads` threads; 0 leaves candle's own
+/// choice (a thread per physical core). candle and the tokenizer read it while they run, so it
+/// is set before a process starts its threads ([`set_pass_threads`]) or given to a child.
+pub fn pass_threads_env(threads: usize) -> Vec<(&'static str, String)> {
+    if threads == 0 {
+        return Vec::new();
+    }
+    vec![
+        // candle's matrix products (and rayon's pool)...
+        ("RAYON_NUM_THREADS", threads.to_string()),
+        // ...its other operations, on its own pool of threads...
+        ("CANDLE_NUM_THREADS", threads.to_string()),
+        // ...and the tokenizer, which otherwise hands a batch to rayon's pool.
+        ("TOKENIZERS_PARALLELISM", (threads > 1).to_string()),
+    ]
+}
+
+/// Sets [`pass_threads_env`] in this process.
+///
+/// # Safety
+/// No other thread may be running (one could read the environment meanwhile): call it first
+/// in `main`, before an async runtime starts.
+#[allow(unsafe_code)]
+pub unsafe fn set_pass_threads(threads: usize) {
+    for (name, value) in pass_threads_env(threads) {
+        // SAFETY: the caller promises this process runs no other thread yet.
+        unsafe { std::env::set_var(name, value) };
+    }
+}
+
+/// Passes at once that keep this machine's cores busy with `threads` threads each (0: candle's
+/// choice, all of them in one pass).
+pub fn default_workers(threads: usize) -> usize {
+    if threads == 0 {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / threads).max(1)
+}
+
 /// Directory name of the model under the tools directory.
 const MODEL_NAME: &str = "all-MiniLM-L6-v2";
 

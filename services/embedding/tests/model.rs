@@ -178,3 +178,99 @@ async fn a_full_queue_refuses_at_once_and_the_rest_are_answered() -> anyhow::Res
     assert!(message.contains("retry later"), "{message}");
     Ok(())
 }
+
+/// Texts the two halves of the thread test embed, alone and as one batch.
+const THREAD_TEXTS: [&str; 3] = [LAPTOPS_1000, LAPTOPS_PARAPHRASE, "Is a 12-year-old car worth repairing?"];
+
+/// Marks the child process of [`one_thread_a_pass_embeds_what_every_core_does`].
+const THREAD_CHILD: &str = "AAP_EMBEDDING_THREAD_CHILD";
+
+/// The vectors a process embeds, one line each (`v` and the numbers), after the threads of a
+/// pass candle reads from its environment (`threads` and the count).
+fn thread_report() -> anyhow::Result<String> {
+    let e = embedder();
+    let mut out = format!("threads {}\n", candle_core::utils::get_num_threads());
+    let mut vectors: Vec<Vec<f32>> = THREAD_TEXTS.iter().map(|text| e.embed(text)).collect::<Result<_, _>>()?;
+    vectors.extend(e.embed_batch(&THREAD_TEXTS)?);
+    for vector in vectors {
+        let numbers: Vec<String> = vector.iter().map(f32::to_string).collect();
+        out.push_str(&format!("v {}\n", numbers.join(",")));
+    }
+    Ok(out)
+}
+
+/// The child half: run only by [`one_thread_a_pass_embeds_what_every_core_does`], in a process
+/// of its own with one thread a pass in its environment.
+#[test]
+#[ignore = "the child process of one_thread_a_pass_embeds_what_every_core_does"]
+fn thread_child_prints_its_vectors() -> anyhow::Result<()> {
+    anyhow::ensure!(std::env::var_os(THREAD_CHILD).is_some(), "run by one_thread_a_pass_embeds_what_every_core_does");
+    // On a line of its own: the test harness has written the test's name before it.
+    print!("\n{}", thread_report()?);
+    Ok(())
+}
+
+fn parse_report(report: &str) -> anyhow::Result<(usize, Vec<Vec<f32>>)> {
+    let mut threads = None;
+    let mut vectors = Vec::new();
+    for line in report.lines() {
+        if let Some(n) = line.strip_prefix("threads ") {
+            threads = Some(n.trim().parse()?);
+        } else if let Some(numbers) = line.strip_prefix("v ") {
+            vectors.push(numbers.split(',').map(str::parse).collect::<Result<Vec<f32>, _>>()?);
+        }
+    }
+    let start: String = report.chars().take(300).collect();
+    Ok((threads.ok_or_else(|| anyhow::anyhow!("no threads line in {start:?}…"))?, vectors))
+}
+
+/// `aap serve` runs a pass on one thread (`--embedding-threads 1`, set in its environment
+/// before it starts): the vectors are the ones a pass over every core makes, so prompts
+/// stored either way still match.
+#[test]
+fn one_thread_a_pass_embeds_what_every_core_does() -> anyhow::Result<()> {
+    let mut child = std::process::Command::new(std::env::current_exe()?);
+    child.args([
+        "--exact",
+        "thread_child_prints_its_vectors",
+        "--include-ignored",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ]);
+    for (name, _) in aap_embedding::pass_threads_env(1) {
+        child.env_remove(name);
+    }
+    child.envs(aap_embedding::pass_threads_env(1)).env(THREAD_CHILD, "1");
+    let output = child.output()?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "child failed: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let (child_threads, one_thread) = parse_report(&stdout)?;
+    assert_eq!(child_threads, 1, "the child's passes run on one thread");
+    let (_, here) = parse_report(&thread_report()?)?;
+    assert_eq!(one_thread.len(), 2 * THREAD_TEXTS.len(), "vectors from the child");
+    assert_eq!(here.len(), one_thread.len());
+    for (index, (a, b)) in here.iter().zip(&one_thread).enumerate() {
+        assert_eq!(a.len(), DIMENSIONS);
+        let similarity = cosine(a, b);
+        assert!(similarity > 0.99999, "vector {index}: cosine {similarity} between one thread and every core");
+    }
+    Ok(())
+}
+
+#[test]
+fn the_default_keeps_every_core_busy_with_one_thread_a_pass() {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    assert_eq!(aap_embedding::DEFAULT_PASS_THREADS, 1);
+    assert_eq!(aap_embedding::default_workers(1), cores);
+    assert_eq!(aap_embedding::default_workers(cores), 1);
+    assert_eq!(aap_embedding::default_workers(cores * 2), 1, "never no worker");
+    // Candle's own choice (every core in one pass) is one pass at a time, and sets nothing.
+    assert_eq!(aap_embedding::default_workers(0), 1);
+    assert!(aap_embedding::pass_threads_env(0).is_empty());
+    let env = aap_embedding::pass_threads_env(1);
+    for name in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        assert!(env.iter().any(|(n, v)| *n == name && v == "1"), "{name} in {env:?}");
+    }
+    assert!(env.iter().any(|(n, v)| *n == "TOKENIZERS_PARALLELISM" && v == "false"));
+}

@@ -67,30 +67,111 @@ fn pgbench_command(socket_dir: &Path) -> tokio::process::Command {
     command
 }
 
-/// The embedding model on its own, in this process, nothing else running.
+/// The embedding model on its own, nothing else running, in one configuration of threads.
 #[derive(Debug, Clone, Copy)]
 pub struct Model {
+    /// Threads of one pass (0: candle's own choice, a thread per physical core).
+    pub threads: usize,
     /// Median time of one prompt alone.
     pub single_ms: f64,
-    /// Prompts a second in batches of [`MODEL_BATCH`], the better of one pass at a time and
-    /// [`PASSES`] at once: the limit of the similar rows.
-    pub batched_per_second: f64,
+    /// Passes at once in the second measurement of each batch size: at least 2, and enough to
+    /// keep every core busy (as the platform's embedding workers run them by default).
+    pub passes: usize,
     /// Prompts a second by batch size ([`MODEL_BATCH`], then [`SMALLER_BATCH`], what 16
-    /// concurrent callers can fill at most): one pass at a time, and [`PASSES`] at once (as
-    /// the platform's embedding workers run them).
+    /// concurrent callers can fill at most): one pass at a time, and [`Model::passes`] at once.
     pub by_batch: [(usize, f64, f64); 2],
+}
+
+impl Model {
+    /// Prompts a second in batches of [`MODEL_BATCH`], the better of one pass at a time and
+    /// several at once.
+    pub fn batched_per_second(&self) -> f64 {
+        self.by_batch[0].1.max(self.by_batch[0].2)
+    }
+
+    /// The row's figures, e.g. "12.0 ms one prompt; batches of 32: 178 prompts/s, 168/s with
+    /// 2 passes at once; of 16: 156/s, 139/s".
+    pub fn describe(&self) -> String {
+        let [(big, big_one, big_several), (small, small_one, small_several)] = self.by_batch;
+        format!(
+            "{:.1} ms one prompt; batches of {big}: {big_one:.0} prompts/s, {big_several:.0}/s with {} passes at once; \
+             of {small}: {small_one:.0}/s, {small_several:.0}/s",
+            self.single_ms, self.passes
+        )
+    }
+}
+
+/// The model's limits: the best of every configuration measured (the fastest single prompt,
+/// the most prompts a second).
+#[derive(Debug, Clone)]
+pub struct ModelLimits {
+    pub configurations: Vec<Model>,
+}
+
+impl ModelLimits {
+    pub fn single_ms(&self) -> f64 {
+        self.configurations.iter().map(|m| m.single_ms).fold(f64::INFINITY, f64::min)
+    }
+
+    pub fn batched_per_second(&self) -> f64 {
+        self.configurations.iter().map(Model::batched_per_second).fold(0.0, f64::max)
+    }
 }
 
 /// The smaller batch size also measured.
 pub const SMALLER_BATCH: usize = 16;
 
-/// Passes at once in the second measurement of each batch size (`--embedding-workers 2`).
-pub const PASSES: usize = 2;
-
 /// The batch size of the model's own throughput (the platform's micro-batches hold at most this).
 pub const MODEL_BATCH: usize = 32;
 
-pub fn model(seconds: f64) -> anyhow::Result<Model> {
+/// The threads of a pass measured: candle's own choice (every core in one pass), and one
+/// thread a pass (the platform's default, `--embedding-threads 1`).
+pub const MODEL_THREADS: [usize; 2] = [0, 1];
+
+/// Measures the model in each of [`MODEL_THREADS`], each in a process of its own (this binary
+/// with `--model-threads`): candle reads its threads from the environment.
+pub async fn model_limits(seconds: f64) -> anyhow::Result<ModelLimits> {
+    let exe = std::env::current_exe().context("find this binary")?;
+    let mut configurations = Vec::new();
+    for threads in MODEL_THREADS {
+        let mut command = tokio::process::Command::new(&exe);
+        command.args(["--model-threads", &threads.to_string(), "--seconds", &seconds.to_string()]);
+        for (name, _) in aap_embedding::pass_threads_env(1) {
+            command.env_remove(name);
+        }
+        command.envs(aap_embedding::pass_threads_env(threads));
+        let output = command.output().await.context("start the model's measurement")?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        if !output.status.success() {
+            bail!("the model's measurement ({threads} threads) failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        configurations.push(parse_model(threads, &stdout)?);
+    }
+    Ok(ModelLimits { configurations })
+}
+
+/// The line `--model-threads` prints: the single prompt's median, the passes, then prompts a
+/// second for each batch size, one pass and several.
+pub fn model_line(model: &Model) -> String {
+    let [(_, a, b), (_, c, d)] = model.by_batch;
+    format!("model {} {} {a} {b} {c} {d}", model.single_ms, model.passes)
+}
+
+fn parse_model(threads: usize, stdout: &str) -> anyhow::Result<Model> {
+    let line = stdout.lines().find(|line| line.starts_with("model ")).context("no model line")?;
+    let numbers: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("bad model line {line:?}"))?;
+    let [single_ms, passes, a, b, c, d] = numbers[..] else { bail!("bad model line {line:?}") };
+    Ok(Model { threads, single_ms, passes: passes as usize, by_batch: [(MODEL_BATCH, a, b), (SMALLER_BATCH, c, d)] })
+}
+
+/// The embedding model on its own in this process, with the threads its environment gives a
+/// pass (`threads`, as [`aap_embedding::pass_threads_env`] sets them).
+pub fn model(threads: usize, seconds: f64) -> anyhow::Result<Model> {
     let embedder = aap_embedding::Embedder::load(&Tools::find_model_dir()?)?;
     let mut index = 0usize;
     let mut next_text = || {
@@ -145,16 +226,13 @@ pub fn model(seconds: f64) -> anyhow::Result<Model> {
         })?;
         Ok((passes * batch) as f64 / median(&mut times).as_secs_f64())
     };
+    let passes = aap_embedding::default_workers(threads).max(2);
     let mut by_batch = [(MODEL_BATCH, 0.0, 0.0), (SMALLER_BATCH, 0.0, 0.0)];
     for (batch, one, several) in &mut by_batch {
         *one = per_second(*batch, 1, seconds / 4.0)?;
-        *several = per_second(*batch, PASSES, seconds / 4.0)?;
+        *several = per_second(*batch, passes, seconds / 4.0)?;
     }
-    Ok(Model {
-        single_ms: median(&mut single).as_secs_f64() * 1e3,
-        batched_per_second: by_batch[0].1.max(by_batch[0].2),
-        by_batch,
-    })
+    Ok(Model { threads, single_ms: median(&mut single).as_secs_f64() * 1e3, passes, by_batch })
 }
 
 /// JetStream publishes a second on the platform's NATS server (file storage, as the task stream).

@@ -89,6 +89,10 @@ struct Args {
     /// Also write the table (markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only measure the embedding model, with this many threads a pass (set in the
+    /// environment), and print one line: how the limits run each configuration of the model.
+    #[arg(long, hide = true)]
+    model_threads: Option<usize>,
 }
 
 impl Args {
@@ -140,6 +144,12 @@ struct Row {
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     args.apply_short();
+    if let Some(threads) = args.model_threads {
+        let seconds = args.seconds;
+        let model = tokio::task::spawn_blocking(move || limits::model(threads, seconds)).await??;
+        println!("{}", limits::model_line(&model));
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,aap_load=info".into()),
@@ -210,27 +220,20 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             ratio: format!("{:.1}x pipelined/sync", js.async_per_second / js.sync_per_second),
         });
         jetstream = Some(js);
-        let measured = tokio::task::spawn_blocking({
-            let seconds = args.seconds;
-            move || limits::model(seconds)
-        })
-        .await??;
-        rows.push(Row {
-            what: "embedding model alone (all-MiniLM-L6-v2, candle)".into(),
-            measured: format!(
-                "{:.1} ms one prompt; batches of {}: {:.0} prompts/s, {:.0}/s with {} passes at once; of {}: {:.0}/s, {:.0}/s",
-                measured.single_ms,
-                measured.by_batch[0].0,
-                measured.by_batch[0].1,
-                measured.by_batch[0].2,
-                limits::PASSES,
-                measured.by_batch[1].0,
-                measured.by_batch[1].1,
-                measured.by_batch[1].2,
-            ),
-            limit: "-".into(),
-            ratio: "-".into(),
-        });
+        let measured = limits::model_limits(args.seconds).await?;
+        for configuration in &measured.configurations {
+            let threads = match configuration.threads {
+                0 => "a pass over every core".to_owned(),
+                1 => "a thread a pass (the platform's default)".to_owned(),
+                n => format!("{n} threads a pass"),
+            };
+            rows.push(Row {
+                what: format!("embedding model alone (all-MiniLM-L6-v2, candle), {threads}"),
+                measured: configuration.describe(),
+                limit: "-".into(),
+                ratio: "-".into(),
+            });
+        }
         model = Some(measured);
     }
 
@@ -320,14 +323,18 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             tracing::info!(callers, "similar prompts");
             let mut run = scenarios::closed_loop(&url, &bearer, callers, callers, duration, scenarios::similar).await?;
             check_errors("similar prompt", &run.first_error, run.errors, run.ok)?;
-            let (limit, ratio) = match model {
+            let (limit, ratio) = match &model {
                 Some(m) if callers == 1 => (
-                    format!("model alone: {:.1} ms", m.single_ms),
-                    format!("{:.2}", m.single_ms / (run.p50().as_secs_f64() * 1e3)),
+                    format!("model alone, fastest: {:.1} ms", m.single_ms()),
+                    format!("{:.2}", m.single_ms() / (run.p50().as_secs_f64() * 1e3)),
                 ),
                 Some(m) => (
-                    format!("model alone: {:.0} prompts/s in batches of {}", m.batched_per_second, limits::MODEL_BATCH),
-                    format!("{:.2}", run.per_second() / m.batched_per_second),
+                    format!(
+                        "model alone, most: {:.0} prompts/s in batches of {}",
+                        m.batched_per_second(),
+                        limits::MODEL_BATCH
+                    ),
+                    format!("{:.2}", run.per_second() / m.batched_per_second()),
                 ),
                 None => ("-".into(), "-".into()),
             };
