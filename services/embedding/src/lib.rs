@@ -232,8 +232,9 @@ impl Embedder {
 
     /// Embeds several texts in one forward pass; the result is in input order.
     ///
-    /// Texts are padded to the longest one in the batch and the padding is masked out of the
-    /// pooling, so each vector equals what [`Embedder::embed`] returns for that text.
+    /// Texts are padded to the longest one in their part of the batch ([`MAX_PASS_TOKENS`])
+    /// and the padding is masked out of the pooling, so each vector equals what
+    /// [`Embedder::embed`] returns for that text.
     pub fn embed_batch(&self, texts: &[&str]) -> EmbedResult<Vec<Vec<f32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
@@ -248,31 +249,93 @@ impl Embedder {
     }
 
     /// Tokenises `texts` (non-empty) and returns their unit-length embeddings as
-    /// `[batch, DIMENSIONS]`.
+    /// `[batch, DIMENSIONS]`, in their order.
+    ///
+    /// The texts run shortest first, in parts of at most [`MAX_PASS_TOKENS`] padded tokens:
+    /// a part pads only to its own longest text, and what a pass holds in memory is bounded
+    /// whatever the texts' lengths.
     fn forward(&self, texts: &[&str]) -> EmbedResult<Tensor> {
         let started = std::time::Instant::now();
         let encodings = self.inner.tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::Tokenizer)?;
+        let lengths: Vec<usize> = encodings.iter().map(real_tokens).collect();
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| lengths[i]);
 
-        let input_ids = self.stack(&encodings, Encoding::get_ids)?;
-        let type_ids = self.stack(&encodings, Encoding::get_type_ids)?;
-        let mask = self.stack(&encodings, Encoding::get_attention_mask)?;
-
-        let hidden = self.inner.model.forward(&input_ids, &type_ids, Some(&mask))?;
-        let pooled = mean_pool(&hidden, &mask)?;
-        let embeddings = l2_normalise(&pooled)?;
+        let mut parts = Vec::new();
+        for part in parts_of(&order, &lengths, MAX_PASS_TOKENS) {
+            // Sorted: the part's last text is its longest.
+            let tokens = part.last().map_or(1, |&i| lengths[i]);
+            let encodings: Vec<&Encoding> = part.iter().map(|&i| &encodings[i]).collect();
+            parts.push(self.pass(&encodings, tokens)?);
+        }
+        let sorted = Tensor::cat(&parts, 0)?;
+        // Back to the texts' order: row `i` of the result is `sorted`'s row where text i went.
+        let mut place = vec![0u32; texts.len()];
+        for (row, &text) in order.iter().enumerate() {
+            place[text] = row as u32;
+        }
+        let embeddings = sorted.index_select(&Tensor::new(place.as_slice(), &self.inner.device)?, 0)?;
         debug_assert_eq!(embeddings.dims(), [texts.len(), DIMENSIONS]);
         METRICS.seconds.get_or_create(&Vec::new()).observe(started.elapsed().as_secs_f64());
         METRICS.batch_size.get_or_create(&Vec::new()).observe(texts.len() as f64);
         Ok(embeddings)
     }
 
-    /// Builds a `[batch, tokens]` u32 tensor from one field of every encoding; the tokenizer
-    /// pads them all to the same length.
-    fn stack(&self, encodings: &[Encoding], field: impl Fn(&Encoding) -> &[u32]) -> EmbedResult<Tensor> {
-        let rows =
-            encodings.iter().map(|e| Tensor::new(field(e), &self.inner.device)).collect::<Result<Vec<_>, _>>()?;
+    /// One forward pass over `encodings`, each cut to its first `tokens` (the padding beyond
+    /// the part's longest text dropped): their unit-length embeddings, `[part, DIMENSIONS]`.
+    fn pass(&self, encodings: &[&Encoding], tokens: usize) -> EmbedResult<Tensor> {
+        let input_ids = self.stack(encodings, tokens, Encoding::get_ids)?;
+        let type_ids = self.stack(encodings, tokens, Encoding::get_type_ids)?;
+        let mask = self.stack(encodings, tokens, Encoding::get_attention_mask)?;
+        let hidden = self.inner.model.forward(&input_ids, &type_ids, Some(&mask))?;
+        let pooled = mean_pool(&hidden, &mask)?;
+        Ok(l2_normalise(&pooled)?)
+    }
+
+    /// Builds a `[part, tokens]` u32 tensor from the first `tokens` of one field of every
+    /// encoding (the tokenizer pads them at the end, to the batch's longest).
+    fn stack(
+        &self,
+        encodings: &[&Encoding],
+        tokens: usize,
+        field: impl Fn(&Encoding) -> &[u32],
+    ) -> EmbedResult<Tensor> {
+        let rows = encodings
+            .iter()
+            .map(|e| {
+                let values = field(e);
+                Tensor::new(&values[..tokens.min(values.len())], &self.inner.device)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Tensor::stack(&rows, 0)?)
     }
+}
+
+/// Padded tokens (texts × the longest of them) one forward pass takes at most: 32 prompts of
+/// up to 64 tokens run together, longer ones in smaller parts. A batch of 32 prompts of
+/// [`MAX_TOKENS`] in one pass held 520 MB more than the model at rest; see docs/performance.md.
+pub const MAX_PASS_TOKENS: usize = 2048;
+
+/// An encoding's real tokens (not padding), at least one.
+fn real_tokens(encoding: &Encoding) -> usize {
+    encoding.get_attention_mask().iter().filter(|&&m| m != 0).count().max(1)
+}
+
+/// `order` (texts by length, shortest first) cut into parts, in order, each as long as it
+/// can be with its texts × its longest text's `lengths` at most `budget`; a text longer than
+/// the budget is a part of its own.
+fn parts_of<'a>(order: &'a [usize], lengths: &[usize], budget: usize) -> Vec<&'a [usize]> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && (end + 1 - start) * lengths[order[end]] <= budget {
+            end += 1;
+        }
+        parts.push(&order[start..end]);
+        start = end;
+    }
+    parts
 }
 
 /// Loads tokenizer.json and replaces its padding and truncation settings.
@@ -356,6 +419,26 @@ mod tests {
         assert_eq!(model_dir_from(Some("/m".into()), Some("/t".into())), PathBuf::from("/m"));
         assert_eq!(model_dir_from(None, Some("/t".into())), PathBuf::from("/t/models/all-MiniLM-L6-v2"));
         assert_eq!(model_dir_from(Some("".into()), None), PathBuf::from("/opt/aap/models/all-MiniLM-L6-v2"));
+    }
+
+    #[test]
+    fn a_batch_is_cut_into_parts_of_bounded_padded_tokens_shortest_first() {
+        // Lengths by text; the order sorts them shortest first.
+        let lengths = [10, 300, 64, 64, 5, 64];
+        let order = [4, 0, 2, 3, 5, 1];
+        let parts = parts_of(&order, &lengths, 128);
+        assert_eq!(parts, vec![&[4, 0][..], &[2, 3][..], &[5][..], &[1][..]]);
+        for part in &parts {
+            let longest = part.iter().map(|&i| lengths[i]).max().unwrap_or(0);
+            assert!(part.len() == 1 || part.len() * longest <= 128, "{part:?}");
+        }
+        // Every text once, in order.
+        assert_eq!(parts.concat(), order);
+        // 32 prompts of 64 tokens are one part; one token more and they are two.
+        let order: Vec<usize> = (0..32).collect();
+        assert_eq!(parts_of(&order, &[64; 32], MAX_PASS_TOKENS).len(), 1);
+        assert_eq!(parts_of(&order, &[65; 32], MAX_PASS_TOKENS).len(), 2);
+        assert!(parts_of(&[], &[], MAX_PASS_TOKENS).is_empty());
     }
 
     #[test]

@@ -274,3 +274,29 @@ fn the_default_keeps_every_core_busy_with_one_thread_a_pass() {
     }
     assert!(env.iter().any(|(n, v)| *n == "TOKENIZERS_PARALLELISM" && v == "false"));
 }
+
+#[test]
+fn a_batch_of_long_and_short_prompts_in_parts_gives_each_its_own_vector_in_order() -> anyhow::Result<()> {
+    let e = embedder();
+    // Long texts (truncated at MAX_TOKENS) among short ones: more padded tokens than one pass
+    // takes, so the batch runs in parts, shortest first, and comes back in the callers' order.
+    let mut texts: Vec<String> = Vec::new();
+    for i in 0..24 {
+        texts.push(match i % 3 {
+            0 => format!("Is a {i}-year-old car worth repairing?"),
+            1 => format!("{i} reasons to compare laptops: ").repeat(40),
+            _ => format!("What does plan {i} cost in {}?", ["Paris", "Lyon", "Nice"][i % 3]).repeat(6),
+        });
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let together = e.embed_batch(&refs)?;
+    assert_eq!(together.len(), texts.len());
+    for (text, vector) in texts.iter().zip(&together) {
+        assert_eq!(vector.len(), DIMENSIONS);
+        let alone = e.embed(text)?;
+        assert!(cosine(&alone, vector) > 0.9999, "{text:.40}: not its own vector");
+    }
+    // Two texts differ: their vectors do too (no row was handed to another text).
+    assert!(cosine(&together[0], &together[1]) < 0.99);
+    Ok(())
+}
