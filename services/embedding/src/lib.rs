@@ -38,8 +38,8 @@ pub const DIMENSIONS: usize = 384;
 pub const MAX_TOKENS: usize = 256;
 
 /// Threads of one forward pass unless told otherwise: one, with a pass per core at once
-/// ([`default_workers`]). On 2 cores two one-thread passes at once embedded 198–218 prompts/s,
-/// where one pass over both cores did 155–187 (docs/performance.md, "A thread a pass"): candle's
+/// ([`default_workers`]). On 2 cores two one-thread passes at once embedded 201–230 prompts/s,
+/// where one pass over both cores did 155–188 (docs/performance.md, "A thread a pass"): candle's
 /// threads wait for each other at every operation, spinning, and passes side by side take
 /// turns at its one pool of threads.
 pub const DEFAULT_PASS_THREADS: usize = 1;
