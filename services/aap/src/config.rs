@@ -64,11 +64,11 @@ pub struct ServiceArgs {
     /// Threads of one forward pass of the embedding model; 0: candle's own choice, a thread per
     /// physical core. One thread a pass, with a pass per core at once, embeds the most prompts a
     /// second (docs/performance.md, "A thread a pass").
-    #[arg(long, env = "AAP_EMBEDDING_THREADS", default_value_t = aap_embedding::DEFAULT_PASS_THREADS)]
+    #[arg(long, env = "AAP_EMBEDDING_THREADS", default_value_t = aap_embedding::DEFAULT_PASS_THREADS, value_parser = at_most_threads)]
     pub embedding_threads: usize,
     /// Forward passes of the embedding model that may run at once (default: enough to keep
     /// every core busy, the cores ÷ --embedding-threads).
-    #[arg(long, env = "AAP_EMBEDDING_WORKERS")]
+    #[arg(long, env = "AAP_EMBEDDING_WORKERS", value_parser = at_most_threads)]
     pub embedding_workers: Option<usize>,
     /// Seconds a claim lasts without a heartbeat (Claim stream and Heartbeat).
     #[arg(long, env = "AAP_CLAIM_TTL_SECS", default_value_t = 60)]
@@ -330,6 +330,16 @@ impl ServiceArgs {
     }
 }
 
+/// Most threads the embedding model may be given (a pass's, or passes at once): each is an OS
+/// thread started at once, and beyond the machine's cores more only wait.
+const MAX_EMBEDDING_THREADS: usize = 256;
+
+/// `--embedding-threads` and `--embedding-workers`: 0 to [`MAX_EMBEDDING_THREADS`].
+fn at_most_threads(text: &str) -> Result<usize, String> {
+    let n: usize = text.trim().parse().map_err(|e| format!("not a count: {e}"))?;
+    if n <= MAX_EMBEDDING_THREADS { Ok(n) } else { Err(format!("at most {MAX_EMBEDDING_THREADS}")) }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;
@@ -359,7 +369,8 @@ mod tests {
         assert_eq!(embedding(&["--embedding-threads", "0"])?.1.workers, 1);
         // Workers named are taken as they are.
         assert_eq!(embedding(&["--embedding-threads", "2", "--embedding-workers", "3"])?.1.workers, 3);
-        for bad in ["-1", "abc", "", "1e3", "99999999999999999999999"] {
+        assert_eq!(embedding(&["--embedding-threads", "256", "--embedding-workers", "256"])?.1.workers, 256);
+        for bad in ["-1", "abc", "", "1e3", "257", "100000", "99999999999999999999999", "1\u{0}"] {
             assert!(embedding(&["--embedding-threads", bad]).is_err(), "--embedding-threads {bad:?} was taken");
             assert!(embedding(&["--embedding-workers", bad]).is_err(), "--embedding-workers {bad:?} was taken");
         }
