@@ -44,6 +44,11 @@ pub const MAX_TOKENS: usize = 256;
 /// turns at its one pool of threads.
 pub const DEFAULT_PASS_THREADS: usize = 1;
 
+/// The variables [`pass_threads_env`] sets: candle's matrix products (and rayon's pool), its
+/// other operations (on its own pool of threads), and the tokenizer (which otherwise hands a
+/// batch to rayon's pool). A child given another configuration has them removed first.
+pub const PASS_THREADS_VARS: [&str; 3] = ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS", "TOKENIZERS_PARALLELISM"];
+
 /// The environment that gives each forward pass `threads` threads; 0 leaves candle's own
 /// choice (a thread per physical core). candle and the tokenizer read it while they run, so it
 /// is set before a process starts its threads ([`set_pass_threads`]) or given to a child.
@@ -51,14 +56,8 @@ pub fn pass_threads_env(threads: usize) -> Vec<(&'static str, String)> {
     if threads == 0 {
         return Vec::new();
     }
-    vec![
-        // candle's matrix products (and rayon's pool)...
-        ("RAYON_NUM_THREADS", threads.to_string()),
-        // ...its other operations, on its own pool of threads...
-        ("CANDLE_NUM_THREADS", threads.to_string()),
-        // ...and the tokenizer, which otherwise hands a batch to rayon's pool.
-        ("TOKENIZERS_PARALLELISM", (threads > 1).to_string()),
-    ]
+    let [rayon, candle, tokenizer] = PASS_THREADS_VARS;
+    vec![(rayon, threads.to_string()), (candle, threads.to_string()), (tokenizer, (threads > 1).to_string())]
 }
 
 /// Sets [`pass_threads_env`] in this process.

@@ -238,7 +238,7 @@ fn one_thread_a_pass_embeds_what_every_core_does() -> anyhow::Result<()> {
         "--test-threads",
         "1",
     ]);
-    for (name, _) in aap_embedding::pass_threads_env(1) {
+    for name in aap_embedding::PASS_THREADS_VARS {
         child.env_remove(name);
     }
     child.envs(aap_embedding::pass_threads_env(1)).env(THREAD_CHILD, "1");

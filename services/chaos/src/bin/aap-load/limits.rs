@@ -136,7 +136,7 @@ pub async fn model_limits(seconds: f64) -> anyhow::Result<ModelLimits> {
     for threads in MODEL_THREADS {
         let mut command = tokio::process::Command::new(&exe);
         command.args(["--model-threads", &threads.to_string(), "--seconds", &seconds.to_string()]);
-        for (name, _) in aap_embedding::pass_threads_env(1) {
+        for name in aap_embedding::PASS_THREADS_VARS {
             command.env_remove(name);
         }
         command.envs(aap_embedding::pass_threads_env(threads));
