@@ -817,8 +817,8 @@ impl Follower {
     fn diff(&mut self, rows: &[EvaluationRow], answers: &[AnswerRow], initial: bool) -> Vec<AnswerEvent> {
         let mut out = Vec::new();
         let answers: HashMap<i64, &AnswerRow> = answers.iter().map(|a| (a.evaluation_id, a)).collect();
-        for target in self.targets.clone() {
-            if self.done.contains_key(&target) {
+        for target in &self.targets {
+            if self.done.contains_key(target) {
                 continue;
             }
             let covering: Vec<&EvaluationRow> = rows.iter().filter(|r| target.covers(r)).collect();
@@ -830,23 +830,20 @@ impl Follower {
                 .filter(|r| r.status() == Status::Answered && answers.contains_key(&r.id))
                 .max_by_key(|r| r.id);
             if let Some(row) = newest {
-                let superseded_stale = self.stale.get(&target).is_some_and(|served| *served < row.id);
-                if !self.stale.contains_key(&target) || superseded_stale {
+                let superseded_stale = self.stale.get(target).is_some_and(|served| *served < row.id);
+                if !self.stale.contains_key(target) || superseded_stale {
                     let mut answer = to_answer(answers[&row.id]);
                     let refreshing = covering.iter().any(|r| !r.status().is_final() && r.id > row.id);
                     answer.stale = !superseded_stale
                         && self
                             .max_age
-                            .get(&target)
+                            .get(target)
                             .is_some_and(|age| is_older(answers[&row.id], *age, chrono::Utc::now()));
+                    let stale = answer.stale;
                     let stored_before = initial && !self.scheduled.contains(&row.id);
-                    out.push(event(if stored_before {
-                        Event::Cached(answer.clone())
-                    } else {
-                        Event::Answer(answer.clone())
-                    }));
-                    if !(answer.stale && refreshing) {
-                        self.done.insert(target, true);
+                    out.push(event(if stored_before { Event::Cached(answer) } else { Event::Answer(answer) }));
+                    if !(stale && refreshing) {
+                        self.done.insert(target.clone(), true);
                         continue;
                     }
                     self.stale.insert(target.clone(), row.id);
@@ -879,8 +876,8 @@ impl Follower {
                     will_retry: false,
                 })));
                 // A failed refresh leaves the stale answer the target's answer.
-                let answered = self.stale.contains_key(&target);
-                self.done.insert(target, answered);
+                let answered = self.stale.contains_key(target);
+                self.done.insert(target.clone(), answered);
             } else if now.status != Status::Answered {
                 if reason_changed && !initial {
                     out.push(event(Event::Failed(EvaluationFailed {

@@ -2,6 +2,8 @@
 //! space collapsed to one space, case-folded, amounts spelled one way ("$1,000", "$1000",
 //! "$1k", "1000 dollars" and "usd 1,000" are all "$1000"); and its hash, the exact-match key.
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
@@ -45,6 +47,11 @@ pub fn canonical(text: &str) -> String {
     // One pass can leave words a second pass would join ("0bn k" → "0 k" → "0"): repeat to
     // the fixed point, so a canonical text is its own canonical form.
     let mut text = canonical_amounts(&normalized);
+    // Most prompts with digits have no amount to respell ("top 10", "in 2026"): a pass that
+    // changed nothing is already at the fixed point, and a second one would only repeat it.
+    if text == normalized {
+        return text;
+    }
     for _ in 0..8 {
         let again = canonical_amounts(&text);
         if again == text {
@@ -143,17 +150,18 @@ fn split_number(word: &str) -> Option<(&str, &str, &str)> {
 
 fn canonical_amounts(normalized: &str) -> String {
     let words: Vec<&str> = normalized.split(' ').collect();
-    let mut out: Vec<String> = Vec::with_capacity(words.len());
+    // Words that are not amounts are borrowed as they are: most of a prompt's words.
+    let mut out: Vec<Cow<'_, str>> = Vec::with_capacity(words.len());
     let mut i = 0;
     while i < words.len() {
         let word = words[i];
         let Some((prefix, core, suffix)) = split_number(word) else {
-            out.push(word.to_owned());
+            out.push(Cow::Borrowed(word));
             i += 1;
             continue;
         };
         let Some(mut value) = parse_number(core) else {
-            out.push(word.to_owned());
+            out.push(Cow::Borrowed(word));
             i += 1;
             continue;
         };
@@ -162,7 +170,7 @@ fn canonical_amounts(normalized: &str) -> String {
             let letter = suffix.trim_start_matches('(').chars().next().filter(|c| matches!(c, 'k' | 'b'));
             if let Some(letter) = letter {
                 let rest = suffix.trim_start_matches('(')[1..].trim_start_matches(')');
-                out.push(format!("{prefix}{plan}{letter}{rest}"));
+                out.push(Cow::Owned(format!("{prefix}{plan}{letter}{rest}")));
                 i += 1;
                 continue;
             }
@@ -230,7 +238,7 @@ fn canonical_amounts(normalized: &str) -> String {
         } else {
             ""
         };
-        out.push(format!("{lead}{}{}{spaced}{tail}", currency.unwrap_or(""), format_number(value)));
+        out.push(Cow::Owned(format!("{lead}{}{}{spaced}{tail}", currency.unwrap_or(""), format_number(value))));
         i += consumed;
     }
     out.join(" ")
