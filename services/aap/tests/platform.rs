@@ -194,12 +194,18 @@ async fn a_near_miss_is_held_apart_with_its_reason_and_amount_spellings_are_one_
     let app = spawn_app().await;
     let original_id = ask_answered(&app, "What are the best laptops under $1,000?", "MacBook Air").await;
 
-    // "$1000", "$1k" and "1000 dollars" are the stored prompt itself.
-    for spelling in ["what are the best laptops under $1000?", "What are the best laptops under 1000 dollars?"] {
-        let events = ask(&app, ask_text(spelling, &["chatgpt"])).await;
-        assert_eq!(matched(&events).r#match, MatchKind::Exact as i32, "{spelling}");
-        assert_eq!(matched(&events).prompt_id, original_id, "{spelling}");
-        assert!(events.iter().any(|e| matches!(e, Event::Cached(a) if a.response_text == "MacBook Air")));
+    // "$1000", "$1k" and "1000 dollars" are the stored prompt itself. Each is asked twice: the
+    // second time the replica knows the text as asked (kept up to 512 bytes; the padded one is
+    // longer, and is found through its canonical form every time).
+    let padded = format!("What are the best laptops{}under $1,000?", " ".repeat(600));
+    for spelling in ["what are the best laptops under $1000?", "What are the best laptops under 1000 dollars?", &padded]
+    {
+        for time in ["first", "again"] {
+            let events = ask(&app, ask_text(spelling, &["chatgpt"])).await;
+            assert_eq!(matched(&events).r#match, MatchKind::Exact as i32, "{spelling} ({time})");
+            assert_eq!(matched(&events).prompt_id, original_id, "{spelling} ({time})");
+            assert!(events.iter().any(|e| matches!(e, Event::Cached(a) if a.response_text == "MacBook Air")));
+        }
     }
 
     // Another amount: the embedding calls it near, the guard holds it apart, and it is new.

@@ -415,43 +415,54 @@ impl Answers {
             }
             Query::Text(text) => {
                 let text = check_prompt(&text, self.config.max_prompt_bytes)?.to_owned();
-                // Hashed and embedded in the canonical form: "$1,000" and "$1000" are one prompt.
-                let normalized = canonical(&text);
-                let hash = prompt_hash(&normalized);
-                if let Some(prompt) = self.hub.prompt_by_hash(&hash).await? {
+                // Asked exactly so before: the prompt it was is remembered.
+                if let Some(prompt) = self.hub.prompt_asked_as(&text) {
                     (prompt, (MatchKind::Exact, 1.0))
                 } else {
-                    let embedding = self.embedder.embed(normalized).await.map_err(|e| match e {
-                        BatchError::Busy { .. } => AnswersError::Busy(e.to_string()),
-                        other => AnswersError::Embedding(other.to_string()),
-                    })?;
-                    let neighbours = if query.policy == Policy::ForceNew {
-                        Vec::new()
+                    // Hashed and embedded in the canonical form: "$1,000" and "$1000" are one prompt.
+                    let normalized = canonical(&text);
+                    let hash = prompt_hash(&normalized);
+                    if let Some(prompt) = self.hub.prompt_by_hash(&hash).await? {
+                        self.hub.remember_asked_as(&text, &prompt);
+                        (prompt, (MatchKind::Exact, 1.0))
                     } else {
-                        store::neighbours(&self.pool, embedding.clone(), min_similarity, self.config.max_suggestions)
+                        let embedding = self.embedder.embed(normalized).await.map_err(|e| match e {
+                            BatchError::Busy { .. } => AnswersError::Busy(e.to_string()),
+                            other => AnswersError::Embedding(other.to_string()),
+                        })?;
+                        let neighbours = if query.policy == Policy::ForceNew {
+                            Vec::new()
+                        } else {
+                            store::neighbours(
+                                &self.pool,
+                                embedding.clone(),
+                                min_similarity,
+                                self.config.max_suggestions,
+                            )
                             .await?
-                    };
-                    // A concurrent Ask of the same text may have stored it since the lookup
-                    // above: it then shows up as a neighbour, and is an exact match.
-                    let stored_meanwhile =
-                        if neighbours.is_empty() { None } else { store::prompt_by_hash(&self.pool, &hash).await? };
-                    let (near, held_apart) = guard_neighbours(&text, neighbours);
-                    if query.include_related {
-                        related = held_apart.clone();
-                    }
-                    match (stored_meanwhile, near.first(), query.policy) {
-                        (Some(prompt), _, _) => (prompt, (MatchKind::Exact, 1.0)),
-                        (None, Some(_), Policy::Suggest) => {
-                            return Ok((self.suggest(near, held_apart), crate::metrics::SUGGESTED));
+                        };
+                        // A concurrent Ask of the same text may have stored it since the lookup
+                        // above: it then shows up as a neighbour, and is an exact match.
+                        let stored_meanwhile =
+                            if neighbours.is_empty() { None } else { store::prompt_by_hash(&self.pool, &hash).await? };
+                        let (near, held_apart) = guard_neighbours(&text, neighbours);
+                        if query.include_related {
+                            related = held_apart.clone();
                         }
-                        (None, Some(best), _) => {
-                            let prompt = PromptRow { id: best.id, text: best.text.clone() };
-                            (prompt, (MatchKind::Similar, best.similarity))
-                        }
-                        (None, None, _) => {
-                            let mut conn = self.pool.acquire().await?;
-                            let prompt = store::insert_prompt(&mut conn, &text, &hash, embedding).await?;
-                            (prompt, (MatchKind::New, 1.0))
+                        match (stored_meanwhile, near.first(), query.policy) {
+                            (Some(prompt), _, _) => (prompt, (MatchKind::Exact, 1.0)),
+                            (None, Some(_), Policy::Suggest) => {
+                                return Ok((self.suggest(near, held_apart), crate::metrics::SUGGESTED));
+                            }
+                            (None, Some(best), _) => {
+                                let prompt = PromptRow { id: best.id, text: best.text.clone() };
+                                (prompt, (MatchKind::Similar, best.similarity))
+                            }
+                            (None, None, _) => {
+                                let mut conn = self.pool.acquire().await?;
+                                let prompt = store::insert_prompt(&mut conn, &text, &hash, embedding).await?;
+                                (prompt, (MatchKind::New, 1.0))
+                            }
                         }
                     }
                 }

@@ -181,7 +181,10 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
         Bounded { map: HashMap::new(), order: VecDeque::new(), capacity }
     }
 
-    fn get(&self, key: &K) -> Option<&V> {
+    fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+    {
         self.map.get(key)
     }
 
@@ -227,7 +230,13 @@ struct Inner {
     settled: Mutex<Bounded<i64, Kept>>,
     prompts: Mutex<Bounded<Vec<u8>, PromptRow>>,
     prompts_by_id: Mutex<Bounded<i64, PromptRow>>,
+    /// Prompts by the text they were asked in, as it came (see [`Hub::prompt_asked_as`]).
+    prompts_asked_as: Mutex<Bounded<Box<str>, PromptRow>>,
 }
+
+/// The longest text [`Hub::remember_asked_as`] keeps: most prompts are shorter, and the cache's
+/// memory stays bounded (10,000 entries of at most 512 bytes).
+pub const MAX_ASKED_AS_BYTES: usize = 512;
 
 /// The replica's shared view of the prompts its streams follow; cheap to clone.
 #[derive(Clone)]
@@ -300,6 +309,7 @@ impl Hub {
             settled: Mutex::new(Bounded::new(config.cache_entries)),
             prompts: Mutex::new(Bounded::new(config.cache_entries)),
             prompts_by_id: Mutex::new(Bounded::new(config.cache_entries)),
+            prompts_asked_as: Mutex::new(Bounded::new(config.cache_entries)),
         });
         tokio::spawn(listen(Arc::downgrade(&inner), announcements));
         Ok(Hub { inner })
@@ -308,6 +318,21 @@ impl Hub {
     /// The stored prompt of a normalised hash, from memory when it was seen before.
     pub async fn prompt_by_hash(&self, hash: &[u8]) -> sqlx::Result<Option<PromptRow>> {
         remembered(&self.inner.prompts, hash.to_vec(), || crate::store::prompt_by_hash(&self.inner.pool, hash)).await
+    }
+
+    /// The stored prompt last found for a text asked exactly so (the same bytes), from memory
+    /// only. The text's canonical form and hash are a pure function of it, and a stored prompt
+    /// never changes: a text asked again skips both (a tenth of an exact hit's CPU in a profile).
+    pub fn prompt_asked_as(&self, text: &str) -> Option<PromptRow> {
+        lock(&self.inner.prompts_asked_as).get(text).cloned()
+    }
+
+    /// Remembers that `text`, as asked, is `prompt` (found by its canonical form's hash); a text
+    /// longer than [`MAX_ASKED_AS_BYTES`] is not kept.
+    pub fn remember_asked_as(&self, text: &str, prompt: &PromptRow) {
+        if text.len() <= MAX_ASKED_AS_BYTES {
+            lock(&self.inner.prompts_asked_as).insert(text.into(), prompt.clone());
+        }
     }
 
     /// The stored prompt `id`, from memory when it was seen before.

@@ -3,6 +3,8 @@
 
 use std::sync::LazyLock;
 
+use aap_platform::metrics::prometheus_client::metrics::gauge::Gauge;
+use aap_platform::metrics::prometheus_client::metrics::histogram::Histogram;
 use aap_platform::metrics::{self, Counters, Gauges, Histograms};
 use aap_proto::v1::MatchKind;
 
@@ -48,14 +50,15 @@ pub(crate) fn match_label(kind: MatchKind) -> &'static str {
 /// The `match` label of an Ask answered with suggestions.
 pub(crate) const SUGGESTED: &str = "suggested";
 
+/// Every `match` label an Ask can have.
+const MATCH_LABELS: [&str; 5] = ["exact", "similar", "new", "by_id", SUGGESTED];
+/// The `rpc` label of streams counted open.
+const STREAM_RPCS: [&str; 2] = ["ask", "watch"];
+
 /// Makes the answers families appear in scrapes from the start, each match kind at zero.
 pub fn register() {
-    for kind in ["exact", "similar", "new", "by_id", SUGGESTED] {
-        let _ = METRICS.first_event.get_or_create(&metrics::labels([("match", kind)]));
-    }
-    for rpc in ["ask", "watch"] {
-        let _ = METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)]));
-    }
+    LazyLock::force(&FIRST_EVENT);
+    LazyLock::force(&STREAMS_OPEN);
     for category in crate::guard::Category::ALL {
         let _ = METRICS.similar_vetoed.get_or_create(&metrics::labels([("category", category.as_str())]));
     }
@@ -74,23 +77,51 @@ pub(crate) fn partials_dropped(reason: &'static str, count: u64) {
     METRICS.partials_dropped.get_or_create(&metrics::labels([("reason", reason)])).inc_by(count);
 }
 
+/// The series of one label value, looked up among those kept (no label set built and hashed:
+/// an exact hit is a few microseconds of work, and these are on every one), else made.
+fn series<M: Clone>(kept: &[(&'static str, M)], value: &'static str, make: impl FnOnce() -> M) -> M {
+    match kept.iter().find(|(kept, _)| *kept == value) {
+        Some((_, series)) => series.clone(),
+        None => make(),
+    }
+}
+
+/// The first-event series of every match kind, the ones [`register`] makes.
+static FIRST_EVENT: LazyLock<Vec<(&'static str, Histogram)>> = LazyLock::new(|| {
+    MATCH_LABELS
+        .iter()
+        .map(|kind| (*kind, METRICS.first_event.get_or_create(&metrics::labels([("match", kind)])).clone()))
+        .collect()
+});
+
+/// The open-streams series of Ask and Watch.
+static STREAMS_OPEN: LazyLock<Vec<(&'static str, Gauge)>> = LazyLock::new(|| {
+    STREAM_RPCS
+        .iter()
+        .map(|rpc| (*rpc, METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)])).clone()))
+        .collect()
+});
+
 pub(crate) fn ask_answered(matched: &'static str, elapsed: std::time::Duration) {
-    METRICS.first_event.get_or_create(&metrics::labels([("match", matched)])).observe(elapsed.as_secs_f64());
+    series(&FIRST_EVENT, matched, || METRICS.first_event.get_or_create(&metrics::labels([("match", matched)])).clone())
+        .observe(elapsed.as_secs_f64());
 }
 
 /// Counts a stream as open until the guard is dropped (with the stream).
 pub(crate) fn stream_opened(rpc: &'static str) -> StreamGuard {
-    METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)])).inc();
-    StreamGuard { rpc }
+    let open =
+        series(&STREAMS_OPEN, rpc, || METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)])).clone());
+    open.inc();
+    StreamGuard { open }
 }
 
 /// Held by an open stream; dropping it counts the stream as closed.
 pub(crate) struct StreamGuard {
-    rpc: &'static str,
+    open: Gauge,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        METRICS.streams_open.get_or_create(&metrics::labels([("rpc", self.rpc)])).dec();
+        self.open.dec();
     }
 }

@@ -6,9 +6,9 @@
 //! Every service crate keeps its own families in its `metrics` module; docs/operations.md lists
 //! them all.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -18,6 +18,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use prost::Message as _;
 
 struct GrpcMetrics {
@@ -39,8 +41,8 @@ static GRPC: LazyLock<GrpcMetrics> = LazyLock::new(|| GrpcMetrics {
 
 /// `package.Service/Method` of every gRPC method this project serves (aap.v1, health and
 /// reflection); any other path is counted as `unknown`, so a caller cannot grow the label set.
-static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    let mut known: HashSet<String> = [
+static KNOWN_METHODS: LazyLock<HashMap<String, Method>> = LazyLock::new(|| {
+    let mut known: Vec<String> = [
         "grpc.health.v1.Health/Check",
         "grpc.health.v1.Health/Watch",
         "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
@@ -55,13 +57,48 @@ static KNOWN_METHODS: LazyLock<HashSet<String>> = LazyLock::new(|| {
             for service in file.service {
                 let service_name = service.name.unwrap_or_default();
                 for method in service.method {
-                    known.insert(format!("{package}.{service_name}/{}", method.name.unwrap_or_default()));
+                    known.push(format!("{package}.{service_name}/{}", method.name.unwrap_or_default()));
                 }
             }
         }
     }
     known
+        .into_iter()
+        .filter_map(|path| {
+            let (service, method) = path.split_once('/')?;
+            let method = Method::new(service, method);
+            Some((path, method))
+        })
+        .collect()
 });
+
+/// What any other path is counted as.
+static UNKNOWN_METHOD: LazyLock<Method> = LazyLock::new(|| Method::new("unknown", "unknown"));
+
+/// One method's label values and its series, each made on the method's first call and kept:
+/// a call finds them by its path instead of building and hashing label sets.
+struct Method {
+    service: String,
+    method: String,
+    seconds: OnceLock<Histogram>,
+    /// By status code (0 to 16).
+    handled: [OnceLock<Counter>; 17],
+}
+
+impl Method {
+    fn new(service: &str, method: &str) -> Method {
+        Method {
+            service: service.to_owned(),
+            method: method.to_owned(),
+            seconds: OnceLock::new(),
+            handled: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    fn labels(&self) -> Labels {
+        vec![("service", self.service.clone()), ("method", self.method.clone())]
+    }
+}
 
 /// Makes the platform's own families (gRPC, database pools) appear in scrapes from the start.
 pub fn register() {
@@ -93,8 +130,7 @@ pub struct GrpcMetricsService<S> {
 
 /// One call being measured: recorded once, when its body ends or is dropped.
 struct Call {
-    service: String,
-    method: String,
+    method: &'static Method,
     started: Instant,
     /// The status, once headers or trailers told it.
     code: Option<tonic::Code>,
@@ -103,23 +139,23 @@ struct Call {
 impl Call {
     fn new(path: &str) -> Call {
         let path = path.trim_start_matches('/');
-        let (service, method) = match path.split_once('/') {
-            Some((service, method)) if KNOWN_METHODS.contains(path) => (service.to_owned(), method.to_owned()),
-            _ => ("unknown".to_owned(), "unknown".to_owned()),
-        };
-        Call { service, method, started: Instant::now(), code: None }
+        let method = KNOWN_METHODS.get(path).unwrap_or(&UNKNOWN_METHOD);
+        Call { method, started: Instant::now(), code: None }
     }
 
     fn finish(self, code: tonic::Code) {
-        GRPC.handled
-            .get_or_create(&vec![
-                ("service", self.service.clone()),
-                ("method", self.method.clone()),
-                ("code", format!("{code:?}")),
-            ])
-            .inc();
-        GRPC.seconds
-            .get_or_create(&vec![("service", self.service), ("method", self.method)])
+        let method = self.method;
+        // A code outside gRPC's 17 cannot come from tonic; it would be counted as Unknown.
+        let slot = method.handled.get(code as usize).unwrap_or(&method.handled[tonic::Code::Unknown as usize]);
+        slot.get_or_init(|| {
+            let mut labels = method.labels();
+            labels.push(("code", format!("{code:?}")));
+            GRPC.handled.get_or_create(&labels).clone()
+        })
+        .inc();
+        method
+            .seconds
+            .get_or_init(|| GRPC.seconds.get_or_create(&method.labels()).clone())
             .observe(self.started.elapsed().as_secs_f64());
     }
 }
@@ -259,5 +295,78 @@ impl Collector for Pools {
             None,
             max.metric_type(),
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::{Layer as _, Service as _};
+
+    /// Answers every call with `code` in its headers and an empty body.
+    struct Answering(tonic::Code);
+
+    impl tower::Service<http::Request<()>> for Answering {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            let mut response = http::Response::new(tonic::body::Body::empty());
+            response.headers_mut().insert("grpc-status", http::HeaderValue::from(self.0 as i32));
+            std::future::ready(Ok(response))
+        }
+    }
+
+    fn handled(service: &str, method: &str, code: &str) -> u64 {
+        let labels = vec![("service", service.to_owned()), ("method", method.to_owned()), ("code", code.to_owned())];
+        GRPC.handled.get_or_create(&labels).get()
+    }
+
+    /// The calls of `method` timed so far, from the family's exposition.
+    fn timed(method: &str) -> u64 {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("t", "timed calls", GRPC.seconds.clone());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        let line = format!("t_count{{service=\"aap.v1.AnswersService\",method=\"{method}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(line.as_str())).map_or(0, |n| n.parse().expect("a count"))
+    }
+
+    async fn call(code: tonic::Code, path: &str) {
+        let mut service = GrpcMetricsLayer.layer(Answering(code));
+        let request = http::Request::builder().uri(path).body(()).expect("request");
+        let response = service.call(request).await.expect("response");
+        drop(response);
+    }
+
+    #[tokio::test]
+    async fn calls_are_counted_by_their_method_and_code_and_other_paths_as_unknown() {
+        let ask = ("aap.v1.AnswersService", "Ask");
+        let before = (
+            handled(ask.0, ask.1, "NotFound"),
+            handled(ask.0, ask.1, "Ok"),
+            handled("unknown", "unknown", "Unavailable"),
+        );
+        let timed_before = timed("Ask");
+        call(tonic::Code::NotFound, "/aap.v1.AnswersService/Ask").await;
+        call(tonic::Code::NotFound, "/aap.v1.AnswersService/Ask").await;
+        call(tonic::Code::Ok, "/aap.v1.AnswersService/Ask").await;
+        call(tonic::Code::Unavailable, "/aap.v1.AnswersService/NoSuchMethod").await;
+        call(tonic::Code::Unavailable, "/evil%00/path").await;
+        let after = (
+            handled(ask.0, ask.1, "NotFound"),
+            handled(ask.0, ask.1, "Ok"),
+            handled("unknown", "unknown", "Unavailable"),
+        );
+        assert_eq!((after.0 - before.0, after.1 - before.1), (2, 1));
+        assert!(after.2 - before.2 >= 2, "paths not served are counted as unknown");
+        assert_eq!(handled("aap.v1.AnswersService", "NoSuchMethod", "Unavailable"), 0, "no series for a caller's path");
+        assert_eq!(timed("Ask") - timed_before, 3, "each call timed once");
+        assert_eq!(timed("NoSuchMethod"), 0);
     }
 }
