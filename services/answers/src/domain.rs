@@ -629,6 +629,26 @@ impl Answers {
         rx
     }
 
+    /// A follower of `targets` that has told its client nothing yet.
+    fn follower(
+        &self,
+        targets: Vec<Target>,
+        scheduled: Vec<i64>,
+        include_html: bool,
+        max_age: HashMap<Target, chrono::Duration>,
+    ) -> Follower {
+        Follower {
+            pool: self.pool.clone(),
+            targets,
+            scheduled,
+            include_html,
+            max_age,
+            stale: HashMap::new(),
+            sent: HashMap::new(),
+            done: HashMap::new(),
+        }
+    }
+
     /// Streams the prompt's answers for `targets`: stored ones at once; when `schedule` carries
     /// the asker's trace context, targets with neither an answer nor a live evaluation are
     /// scheduled; then every change until each target has answered or failed.
@@ -641,6 +661,21 @@ impl Answers {
         include_html: bool,
         max_age: HashMap<Target, chrono::Duration>,
     ) -> AnswersResult<Events> {
+        let (mut targets, mut max_age, mut first) = (targets, max_age, first);
+        // An exact hit on a prompt kept settled in memory, with nothing to schedule: the whole
+        // stream is known, and nothing follows the prompt (no feed made and dropped per Ask).
+        if !include_html && let Some(kept) = self.hub.kept(prompt_id) {
+            let now = chrono::Utc::now();
+            let wanted = schedule.is_some()
+                && targets.iter().any(|target| needs_evaluation(&kept, target, max_age.get(target), now).is_some());
+            if !wanted {
+                let follower = self.follower(targets, Vec::new(), include_html, max_age);
+                match settled_stream(follower, &kept, prompt_id, first) {
+                    Ok(events) => return Ok(events),
+                    Err((back, follower)) => (first, targets, max_age) = (back, follower.targets, follower.max_age),
+                }
+            }
+        }
         // Followed before reading, so that no change between the read and the wait is missed.
         let following = self.hub.follow(prompt_id);
         let (snapshot, from_memory) = self.hub.read(prompt_id, &following, false).await?;
@@ -684,32 +719,13 @@ impl Answers {
                 }
             }
         }
-        let follower = Follower {
-            pool: self.pool.clone(),
-            targets,
-            scheduled,
-            include_html,
-            max_age,
-            stale: HashMap::new(),
-            sent: HashMap::new(),
-            done: HashMap::new(),
-        };
+        let mut follower = self.follower(targets, scheduled, include_html, max_age);
         // Every target settled already (an exact hit): the whole stream is known now, so it is
         // handed over complete, with no task following the prompt.
         if !include_html && follower.scheduled.is_empty() {
-            // A copy: when not settled, the follower starts from nothing told.
-            let mut settled = follower.clone();
-            let now = following.current();
-            let events = settled.diff(&now.rows, &now.answers, true);
-            if settled.done.len() == settled.targets.len() {
-                let (tx, rx) = mpsc::channel(events.len() + 2);
-                // The capacity holds every event: these sends never wait.
-                let _ = tx.try_send(first);
-                for e in events {
-                    let _ = tx.try_send(e);
-                }
-                let _ = tx.try_send(settled.completed(prompt_id));
-                return Ok(rx);
+            match settled_stream(follower, &following.current(), prompt_id, first) {
+                Ok(events) => return Ok(events),
+                Err((back, whole)) => (first, follower) = (back, whole),
             }
         }
         let (tx, rx) = mpsc::channel(32);
@@ -717,6 +733,30 @@ impl Answers {
         tokio::spawn(follower.run(tx, first, prompt_id, following).instrument(span));
         Ok(rx)
     }
+}
+
+/// The whole stream of a prompt whose every target `snapshot` shows settled (answered, or failed
+/// for good): the first event, the answers, and the end. Otherwise the first event and the
+/// follower back, untouched (it starts from nothing told).
+fn settled_stream(
+    follower: Follower,
+    snapshot: &Snapshot,
+    prompt_id: i64,
+    first: AnswerEvent,
+) -> Result<Events, (AnswerEvent, Follower)> {
+    let mut settled = follower.clone();
+    let events = settled.diff(&snapshot.rows, &snapshot.answers, true);
+    if settled.done.len() != settled.targets.len() {
+        return Err((first, follower));
+    }
+    let (tx, rx) = mpsc::channel(events.len() + 2);
+    // The capacity holds every event: these sends never wait.
+    let _ = tx.try_send(first);
+    for e in events {
+        let _ = tx.try_send(e);
+    }
+    let _ = tx.try_send(settled.completed(prompt_id));
+    Ok(rx)
 }
 
 /// What a stream has told its client about one evaluation.

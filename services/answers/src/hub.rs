@@ -382,7 +382,9 @@ impl Hub {
         snapshot
     }
 
-    fn kept(&self, prompt_id: i64) -> Option<Arc<Snapshot>> {
+    /// The prompt's settled snapshot kept in memory, while it may be used (no reconnect to NATS
+    /// since it was read, younger than the sweep's max age).
+    pub fn kept(&self, prompt_id: i64) -> Option<Arc<Snapshot>> {
         let connects = self.inner.connects();
         let settled = lock(&self.inner.settled);
         let kept = settled.get(&prompt_id)?;
