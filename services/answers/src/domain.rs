@@ -661,7 +661,7 @@ impl Answers {
         include_html: bool,
         max_age: HashMap<Target, chrono::Duration>,
     ) -> AnswersResult<Events> {
-        let (mut targets, mut max_age, mut first) = (targets, max_age, first);
+        let (mut targets, mut max_age) = (targets, max_age);
         // An exact hit on a prompt kept settled in memory, with nothing to schedule: the whole
         // stream is known, and nothing follows the prompt (no feed made and dropped per Ask).
         if !include_html && let Some(kept) = self.hub.kept(prompt_id) {
@@ -670,10 +670,10 @@ impl Answers {
                 && targets.iter().any(|target| needs_evaluation(&kept, target, max_age.get(target), now).is_some());
             if !wanted {
                 let follower = self.follower(targets, Vec::new(), include_html, max_age);
-                match settled_stream(follower, &kept, prompt_id, first) {
-                    Ok(events) => return Ok(events),
-                    Err((back, follower)) => (first, targets, max_age) = (back, follower.targets, follower.max_age),
+                if let Some(events) = settled_events(&follower, &kept, prompt_id) {
+                    return Ok(whole_stream(first, events));
                 }
+                (targets, max_age) = (follower.targets, follower.max_age);
             }
         }
         // Followed before reading, so that no change between the read and the wait is missed.
@@ -719,14 +719,14 @@ impl Answers {
                 }
             }
         }
-        let mut follower = self.follower(targets, scheduled, include_html, max_age);
+        let follower = self.follower(targets, scheduled, include_html, max_age);
         // Every target settled already (an exact hit): the whole stream is known now, so it is
         // handed over complete, with no task following the prompt.
-        if !include_html && follower.scheduled.is_empty() {
-            match settled_stream(follower, &following.current(), prompt_id, first) {
-                Ok(events) => return Ok(events),
-                Err((back, whole)) => (first, follower) = (back, whole),
-            }
+        if !include_html
+            && follower.scheduled.is_empty()
+            && let Some(events) = settled_events(&follower, &following.current(), prompt_id)
+        {
+            return Ok(whole_stream(first, events));
         }
         let (tx, rx) = mpsc::channel(32);
         let span = tracing::info_span!("follow", prompt_id);
@@ -735,28 +735,28 @@ impl Answers {
     }
 }
 
-/// The whole stream of a prompt whose every target `snapshot` shows settled (answered, or failed
-/// for good): the first event, the answers, and the end. Otherwise the first event and the
-/// follower back, untouched (it starts from nothing told).
-fn settled_stream(
-    follower: Follower,
-    snapshot: &Snapshot,
-    prompt_id: i64,
-    first: AnswerEvent,
-) -> Result<Events, (AnswerEvent, Follower)> {
+/// Every event after the first of a prompt whose every target `snapshot` shows settled
+/// (answered, or failed for good): the answers and the end. None while any target is not (the
+/// follower, untouched, starts from nothing told).
+fn settled_events(follower: &Follower, snapshot: &Snapshot, prompt_id: i64) -> Option<Vec<AnswerEvent>> {
     let mut settled = follower.clone();
-    let events = settled.diff(&snapshot.rows, &snapshot.answers, true);
+    let mut events = settled.diff(&snapshot.rows, &snapshot.answers, true);
     if settled.done.len() != settled.targets.len() {
-        return Err((first, follower));
+        return None;
     }
-    let (tx, rx) = mpsc::channel(events.len() + 2);
+    events.push(settled.completed(prompt_id));
+    Some(events)
+}
+
+/// A stream that holds all of its events already.
+fn whole_stream(first: AnswerEvent, events: Vec<AnswerEvent>) -> Events {
+    let (tx, rx) = mpsc::channel(events.len() + 1);
     // The capacity holds every event: these sends never wait.
     let _ = tx.try_send(first);
     for e in events {
         let _ = tx.try_send(e);
     }
-    let _ = tx.try_send(settled.completed(prompt_id));
-    Ok(rx)
+    rx
 }
 
 /// What a stream has told its client about one evaluation.
