@@ -234,8 +234,9 @@ struct Inner {
     prompts_asked_as: Mutex<Bounded<Box<str>, PromptRow>>,
 }
 
-/// The longest text [`Hub::remember_asked_as`] keeps: most prompts are shorter, and the cache's
-/// memory stays bounded (10,000 entries of at most 512 bytes).
+/// The longest text [`Hub::remember_asked_as`] keeps, asked or stored: most prompts are
+/// shorter, and the cache's memory stays bounded (10,000 entries of two texts of at most 512
+/// bytes each, about 10 MB at most).
 pub const MAX_ASKED_AS_BYTES: usize = 512;
 
 /// The replica's shared view of the prompts its streams follow; cheap to clone.
@@ -328,9 +329,9 @@ impl Hub {
     }
 
     /// Remembers that `text`, as asked, is `prompt` (found by its canonical form's hash); a text
-    /// longer than [`MAX_ASKED_AS_BYTES`] is not kept.
+    /// or a prompt's text longer than [`MAX_ASKED_AS_BYTES`] is not kept.
     pub fn remember_asked_as(&self, text: &str, prompt: &PromptRow) {
-        if text.len() <= MAX_ASKED_AS_BYTES {
+        if text.len() <= MAX_ASKED_AS_BYTES && prompt.text.len() <= MAX_ASKED_AS_BYTES {
             lock(&self.inner.prompts_asked_as).insert(text.into(), prompt.clone());
         }
     }
