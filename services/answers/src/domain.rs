@@ -655,13 +655,12 @@ impl Answers {
     async fn follow(
         &self,
         prompt_id: i64,
-        targets: Vec<Target>,
+        mut targets: Vec<Target>,
         schedule: Option<HashMap<String, String>>,
         first: AnswerEvent,
         include_html: bool,
-        max_age: HashMap<Target, chrono::Duration>,
+        mut max_age: HashMap<Target, chrono::Duration>,
     ) -> AnswersResult<Events> {
-        let (mut targets, mut max_age) = (targets, max_age);
         // An exact hit on a prompt kept settled in memory, with nothing to schedule: the whole
         // stream is known, and nothing follows the prompt (no feed made and dropped per Ask).
         if !include_html && let Some(kept) = self.hub.kept(prompt_id) {

@@ -86,31 +86,29 @@ fn series<M: Clone>(kept: &[(&'static str, M)], value: &'static str, make: impl 
     }
 }
 
+fn first_event(kind: &str) -> Histogram {
+    METRICS.first_event.get_or_create(&metrics::labels([("match", kind)])).clone()
+}
+
+fn streams_open(rpc: &str) -> Gauge {
+    METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)])).clone()
+}
+
 /// The first-event series of every match kind, the ones [`register`] makes.
-static FIRST_EVENT: LazyLock<Vec<(&'static str, Histogram)>> = LazyLock::new(|| {
-    MATCH_LABELS
-        .iter()
-        .map(|kind| (*kind, METRICS.first_event.get_or_create(&metrics::labels([("match", kind)])).clone()))
-        .collect()
-});
+static FIRST_EVENT: LazyLock<Vec<(&'static str, Histogram)>> =
+    LazyLock::new(|| MATCH_LABELS.iter().map(|kind| (*kind, first_event(kind))).collect());
 
 /// The open-streams series of Ask and Watch.
-static STREAMS_OPEN: LazyLock<Vec<(&'static str, Gauge)>> = LazyLock::new(|| {
-    STREAM_RPCS
-        .iter()
-        .map(|rpc| (*rpc, METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)])).clone()))
-        .collect()
-});
+static STREAMS_OPEN: LazyLock<Vec<(&'static str, Gauge)>> =
+    LazyLock::new(|| STREAM_RPCS.iter().map(|rpc| (*rpc, streams_open(rpc))).collect());
 
 pub(crate) fn ask_answered(matched: &'static str, elapsed: std::time::Duration) {
-    series(&FIRST_EVENT, matched, || METRICS.first_event.get_or_create(&metrics::labels([("match", matched)])).clone())
-        .observe(elapsed.as_secs_f64());
+    series(&FIRST_EVENT, matched, || first_event(matched)).observe(elapsed.as_secs_f64());
 }
 
 /// Counts a stream as open until the guard is dropped (with the stream).
 pub(crate) fn stream_opened(rpc: &'static str) -> StreamGuard {
-    let open =
-        series(&STREAMS_OPEN, rpc, || METRICS.streams_open.get_or_create(&metrics::labels([("rpc", rpc)])).clone());
+    let open = series(&STREAMS_OPEN, rpc, || streams_open(rpc));
     open.inc();
     StreamGuard { open }
 }

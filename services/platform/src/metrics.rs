@@ -146,7 +146,10 @@ impl Call {
     fn finish(self, code: tonic::Code) {
         let method = self.method;
         // A code outside gRPC's 17 cannot come from tonic; it would be counted as Unknown.
-        let slot = method.handled.get(code as usize).unwrap_or(&method.handled[tonic::Code::Unknown as usize]);
+        let (slot, code) = match method.handled.get(code as usize) {
+            Some(slot) => (slot, code),
+            None => (&method.handled[tonic::Code::Unknown as usize], tonic::Code::Unknown),
+        };
         slot.get_or_init(|| {
             let mut labels = method.labels();
             labels.push(("code", format!("{code:?}")));
