@@ -761,6 +761,76 @@ async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails
 }
 
 #[tokio::test]
+async fn results_published_in_one_message_are_each_stored_and_one_refused_is_dead_lettered_alone() {
+    let app = spawn_app().await;
+    let stream =
+        app.answers().ask(ask_text("Which two bots answer in one message?", &["chatgpt", "claude"])).await.expect("ask");
+    let waiting = tokio::spawn(collect(stream.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let good = poll_task(&app, "chatgpt", "").await;
+    let poison = poll_task(&app, "claude", "").await;
+
+    let nats = async_nats::connect(app.nats_url.as_str()).await.expect("nats");
+    let mut dead = nats.subscribe(format!("{}.dead.results", app.nats_prefix)).await.expect("subscribe");
+    sqlx::query("UPDATE evaluations SET status = 'submitted' WHERE id = ANY($1)")
+        .bind(vec![good.evaluation_id, poison.evaluation_id])
+        .execute(&app.pool)
+        .await
+        .expect("mark submitted");
+    let result = |task: &aap_proto::v1::Task, text: &str| {
+        serde_json::json!({
+            "evaluation_id": task.evaluation_id,
+            "prompt_id": task.prompt_id,
+            "assistant": task.assistant,
+            "plan": task.plan,
+            "response_text": text,
+            "response_markdown": "",
+            "citations": [],
+            "captured_at": "2026-12-02T10:00:00Z",
+            "bot_id": "bot",
+            "lease_id": "",
+        })
+    };
+    // What a gateway publishes for submits made together: one message, a JSON array. The
+    // second answer holds a NUL, which PostgreSQL refuses.
+    let batch = serde_json::json!([result(&good, "Royal Canin"), result(&poison, "a NUL \u{0} inside")]);
+    let js = async_nats::jetstream::new(nats.clone());
+    js.publish(format!("{}.results.batch", app.nats_prefix), serde_json::to_vec(&batch).expect("json").into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored by the stream");
+
+    // The stream hears the answer the database took and the failure of the other, and ends.
+    let events = waiting.await.expect("stream task");
+    assert!(
+        events.iter().any(|e| matches!(e, Event::Answer(a) if a.evaluation_id == good.evaluation_id && a.response_text == "Royal Canin")),
+        "{events:?}"
+    );
+    let failed = first_failed(&events);
+    assert_eq!(failed.evaluation_id, poison.evaluation_id);
+    assert!(failed.reason.starts_with("the answer could not be stored after 5 attempts"), "{}", failed.reason);
+    assert!(matches!(events.last(), Some(Event::Completed(_))), "{events:?}");
+
+    // Only the refused result went to the dead-letter subject: alone, as one result.
+    let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
+        .await
+        .expect("a dead letter")
+        .expect("subscription open");
+    let body: serde_json::Value = serde_json::from_slice(&letter.payload).expect("a result");
+    assert_eq!(body["evaluation_id"], poison.evaluation_id, "{body}");
+    assert_eq!(body["response_text"], "a NUL \u{0} inside");
+    let texts: Vec<String> = sqlx::query_scalar("SELECT response_text FROM answers").fetch_all(&app.pool).await.expect("answers");
+    assert_eq!(texts, ["Royal Canin"]);
+    let statuses: Vec<(i64, String)> = sqlx::query_as("SELECT id, status FROM evaluations ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .expect("evaluations");
+    let mut expected = vec![(good.evaluation_id, "answered".to_owned()), (poison.evaluation_id, "failed".to_owned())];
+    expected.sort();
+    assert_eq!(statuses, expected);
+}
+
+#[tokio::test]
 async fn a_task_no_bot_takes_fails_after_the_queued_timeout_and_the_stream_ends() {
     let app = spawn_app_with(Options { queued_timeout: Duration::from_secs(2), ..Options::default() }).await;
     // No bot serves this plan; without a timeout the stream would wait forever.

@@ -177,6 +177,8 @@ pub struct Gateway {
     claims: Arc<Batcher<store::ClaimRequest, EvaluationRow>>,
     /// Submits marked together ([`store::mark_submitted_many`]).
     submits: Arc<Batcher<(i64, Holder), EvaluationRow>>,
+    /// Results published together ([`Queue::publish_results`]).
+    results: Arc<Batcher<Arc<ResultMessage>, ()>>,
 }
 
 /// Statements of one kind that run at once, and the most requests one serves.
@@ -222,7 +224,14 @@ impl Gateway {
         let submits = batcher("submit", &pool, |pool, batch: Vec<(i64, Holder)>| async move {
             store::mark_submitted_many(&pool, &batch).await
         });
-        Gateway { pool, queue, config, claim_checks: Arc::default(), claims, submits }
+        // One publish at a time: the stream stores (and fsyncs) messages one after another, so
+        // a second in flight would only split the results waiting into two fsyncs.
+        let publisher = queue.clone();
+        let results = Arc::new(Batcher::new("publish", 1, BATCH_MAX, move |batch: Vec<Arc<ResultMessage>>| {
+            let queue = publisher.clone();
+            async move { queue.publish_results(&batch).await.map(|()| vec![Some(()); batch.len()]) }
+        }));
+        Gateway { pool, queue, config, claim_checks: Arc::default(), claims, submits, results }
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -371,7 +380,7 @@ impl Gateway {
         } else {
             submission.response_markdown
         };
-        let result = ResultMessage {
+        let result = Arc::new(ResultMessage {
             evaluation_id: id,
             prompt_id: row.prompt_id,
             assistant: row.assistant.clone(),
@@ -392,8 +401,13 @@ impl Gateway {
                 .filter(|q| !q.is_empty())
                 .collect(),
             products: clean_products(submission.products),
+        });
+        // With the results submitted meanwhile; alone when that batch could not be published.
+        let published = match self.results.call(result.clone()).await {
+            Some(()) => Ok(()),
+            None => self.queue.publish_result(&result).await,
         };
-        if let Err(err) = self.queue.publish_result(&result).await {
+        if let Err(err) = published {
             store::unmark_submitted(&self.pool, id).await?;
             return Err(err);
         }

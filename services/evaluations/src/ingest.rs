@@ -138,80 +138,125 @@ fn answer_batcher(pool: &PgPool) -> Batcher<Arc<ResultMessage>, store::Stored> {
     })
 }
 
-/// Stores one delivered result and settles its delivery: acked once stored, delivered again
-/// (after a second) when the database refuses it, dead-lettered after [`MAX_DELIVERIES`].
+/// What a results message carries: one result (a JSON object, as a gateway publishes a result
+/// submitted alone), or several (a JSON array, [`Queue::publish_results`]).
+pub fn results_of(payload: &[u8]) -> serde_json::Result<Vec<Arc<ResultMessage>>> {
+    match payload.iter().find(|byte| !byte.is_ascii_whitespace()) {
+        Some(b'[') => {
+            let results: Vec<ResultMessage> = serde_json::from_slice(payload)?;
+            Ok(results.into_iter().map(Arc::new).collect())
+        }
+        _ => Ok(vec![Arc::new(serde_json::from_slice(payload)?)]),
+    }
+}
+
+/// Stores the results of one delivered message and settles its delivery: acked once every one
+/// is stored, delivered again (after a second) when the database refuses one (those stored
+/// already change nothing then), and after [`MAX_DELIVERIES`] each result still refused is
+/// dead-lettered alone and its evaluation failed.
 async fn ingest_one(
     pool: &PgPool,
     queue: &Queue,
     storer: &Batcher<Arc<ResultMessage>, store::Stored>,
     message: jetstream::Message,
 ) {
-    let result: Arc<ResultMessage> = match serde_json::from_slice(&message.payload) {
-        Ok(result) => Arc::new(result),
+    let results = match results_of(&message.payload) {
+        Ok(results) => results,
         Err(err) => {
-            tracing::error!(error = %err, "unreadable result dropped");
+            tracing::error!(error = %err, subject = %message.subject, "unreadable result dropped");
             let _ = message.ack_with(AckKind::Term).await;
             return;
         }
     };
-    crate::metrics::result_delivered(message.info().map(|info| info.delivered).unwrap_or(1));
-    let span = tracing::info_span!("ingest", evaluation_id = result.evaluation_id, assistant = %result.assistant);
-    aap_platform::telemetry::set_parent(
-        &span,
-        &aap_platform::telemetry::context_from_nats_headers(message.headers.as_ref()),
-    );
-    async {
-        let stored = match storer.call(result.clone()).await {
-            Some(stored) => Ok(stored),
-            None => store::store_answer(pool, &result).await,
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    // A result published alone carries its trace in the headers; one of several, in its body.
+    let headers = aap_platform::telemetry::context_from_nats_headers(message.headers.as_ref());
+    let alone = results.len() == 1;
+    let stored = futures::future::join_all(results.iter().map(|result| {
+        crate::metrics::result_delivered(delivered);
+        let parent = if alone { &headers } else { &result.trace_context };
+        store_told(pool, queue, storer, result, &message, parent)
+    }))
+    .await;
+    let refused: Vec<(&Arc<ResultMessage>, sqlx::Error)> =
+        results.iter().zip(stored).filter_map(|(result, stored)| stored.err().map(|err| (result, err))).collect();
+    if refused.is_empty() {
+        // Told before the ack: the answers are stored, so the customer need not wait for
+        // JetStream's confirmation of the ack (a message delivered again because the ack was
+        // lost stores nothing and tells only that the prompts changed).
+        if let Err(err) = message.double_ack().await {
+            tracing::warn!(error = %err, "cannot ack results; they will come again and change nothing");
+        }
+        return;
+    }
+    if (delivered as u64) < MAX_DELIVERIES {
+        for (result, err) in &refused {
+            tracing::warn!(error = %err, delivered, evaluation_id = result.evaluation_id, "cannot store answer; retrying later");
+        }
+        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+        return;
+    }
+    // Poison: each refused result is dead-lettered alone, its evaluation failed with the reason
+    // and the streams waiting on it ended; the message leaves the results stream.
+    let mut again = false;
+    for (result, err) in refused {
+        let reason = format!("the answer could not be stored after {delivered} attempts: {err}");
+        tracing::error!(error = %err, delivered, evaluation_id = result.evaluation_id, "result dead-lettered; its evaluation fails");
+        let payload = if alone {
+            message.payload.clone()
+        } else {
+            match serde_json::to_vec(result.as_ref()) {
+                Ok(payload) => payload.into(),
+                Err(_) => message.payload.clone(),
+            }
         };
-        match stored {
-            Ok(stored) => {
-                tracing::info!(stored = stored.inserted, "answer ingested");
-                crate::metrics::ingested(&result.assistant, stored.inserted, message.info().ok());
-                // The evaluation and the answer as stored, so that no replica reads them again;
-                // a redelivery that changed nothing says only that the prompt changed. Told
-                // before the ack: the answer is stored, so the customer need not wait for
-                // JetStream's confirmation of the ack (a result delivered again because the ack
-                // was lost stores nothing and tells only that the prompt changed).
-                let change = match stored.evaluation {
-                    Some(row) => Change::told(vec![row], stored.answer.into_iter().collect()),
-                    None => Change::Any,
-                };
-                queue.notify_prompt(result.prompt_id, change).await;
-                if let Err(err) = message.double_ack().await {
-                    tracing::warn!(error = %err, "cannot ack result; it will come again and change nothing");
+        queue.dead_letter("results", payload, &reason).await;
+        match store::fail_unstorable(pool, result.evaluation_id, &reason).await {
+            Ok(failed) => {
+                crate::metrics::failed_for_good(&result.assistant, "unstorable");
+                match failed {
+                    Some(row) => queue.announce(&[row]).await,
+                    None => queue.notify_prompt(result.prompt_id, Change::State).await,
                 }
             }
             Err(err) => {
-                let delivered = message.info().map(|info| info.delivered as u64).unwrap_or(1);
-                if delivered < MAX_DELIVERIES {
-                    tracing::warn!(error = %err, delivered, "cannot store answer; retrying later");
-                    let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                    return;
-                }
-                // Poison: dead-letter it, fail the evaluation with the reason, end the
-                // streams waiting on it, and take it off the results stream.
-                let reason = format!("the answer could not be stored after {delivered} attempts: {err}");
-                tracing::error!(error = %err, delivered, "result dead-lettered; its evaluation fails");
-                queue.dead_letter("results", message.payload.clone(), &reason).await;
-                match store::fail_unstorable(pool, result.evaluation_id, &reason).await {
-                    Ok(failed) => {
-                        crate::metrics::failed_for_good(&result.assistant, "unstorable");
-                        let _ = message.ack_with(AckKind::Term).await;
-                        match failed {
-                            Some(row) => queue.announce(&[row]).await,
-                            None => queue.notify_prompt(result.prompt_id, Change::State).await,
-                        }
-                    }
-                    Err(err) => {
-                        tracing::warn!(error = %err, "cannot fail the evaluation; retrying later");
-                        let _ = message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
-                    }
-                }
+                tracing::warn!(error = %err, evaluation_id = result.evaluation_id, "cannot fail the evaluation; retrying later");
+                again = true;
             }
         }
     }
+    let settle = if again { AckKind::Nak(Some(Duration::from_secs(1))) } else { AckKind::Term };
+    let _ = message.ack_with(settle).await;
+}
+
+/// Stores one result of a delivered message (in the batch of those stored together) and tells
+/// the streams waiting on its prompt.
+async fn store_told(
+    pool: &PgPool,
+    queue: &Queue,
+    storer: &Batcher<Arc<ResultMessage>, store::Stored>,
+    result: &Arc<ResultMessage>,
+    message: &jetstream::Message,
+    parent: &std::collections::HashMap<String, String>,
+) -> sqlx::Result<()> {
+    let span = tracing::info_span!("ingest", evaluation_id = result.evaluation_id, assistant = %result.assistant);
+    aap_platform::telemetry::set_parent(&span, parent);
+    async {
+        let stored = match storer.call(result.clone()).await {
+            Some(stored) => stored,
+            None => store::store_answer(pool, result).await?,
+        };
+        tracing::info!(stored = stored.inserted, "answer ingested");
+        crate::metrics::ingested(&result.assistant, stored.inserted, message.info().ok());
+        // The evaluation and the answer as stored, so that no replica reads them again; a
+        // redelivery that changed nothing says only that the prompt changed.
+        let change = match stored.evaluation {
+            Some(row) => Change::told(vec![row], stored.answer.into_iter().collect()),
+            None => Change::Any,
+        };
+        queue.notify_prompt(result.prompt_id, change).await;
+        Ok(())
+    }
     .instrument(span)
-    .await;
+    .await
 }

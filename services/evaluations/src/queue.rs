@@ -239,15 +239,63 @@ impl Queue {
     /// Puts a submitted result on the results stream (`Nats-Msg-Id` = `result-<evaluation id>`).
     pub async fn publish_result(&self, result: &ResultMessage) -> crate::EvalResult<()> {
         let payload = serde_json::to_vec(result).map_err(queue_err)?;
+        self.send_result(result, payload.into()).await?.await.map_err(queue_err)?;
+        Ok(())
+    }
+
+    /// Puts several submitted results on the results stream, as few messages as the server's
+    /// largest payload allows: each a JSON array on [`Topology::results_batch_subject`] (a
+    /// result alone goes as [`Queue::publish_result`] sends it). With `sync_interval: always`
+    /// every stored message is an fsync of its own, taken one after another by the stream:
+    /// results submitted together share one. Returns once JetStream stored every message.
+    pub async fn publish_results(&self, results: &[Arc<ResultMessage>]) -> crate::EvalResult<()> {
+        if let [result] = results {
+            return self.publish_result(result).await;
+        }
+        let encoded: Vec<Vec<u8>> =
+            results.iter().map(|result| serde_json::to_vec(result.as_ref())).collect::<Result<_, _>>().map_err(queue_err)?;
+        // Half the largest payload: headers and the server's own framing fit beside it.
+        let budget = (self.client.server_info().max_payload / 2).max(1);
+        let sizes: Vec<usize> = encoded.iter().map(Vec::len).collect();
+        let mut acks = Vec::new();
+        for run in runs_within(&sizes, budget) {
+            let ack = if run.len() == 1 {
+                let i = run.start;
+                self.send_result(&results[i], encoded[i].clone().into()).await?
+            } else {
+                let many = &encoded[run];
+                let mut payload = Vec::with_capacity(many.iter().map(|r| r.len() + 1).sum::<usize>() + 1);
+                payload.push(b'[');
+                for (i, result) in many.iter().enumerate() {
+                    if i > 0 {
+                        payload.push(b',');
+                    }
+                    payload.extend_from_slice(result);
+                }
+                payload.push(b']');
+                let mut headers = async_nats::HeaderMap::new();
+                telemetry::inject_nats_headers(&mut headers);
+                let publish = jetstream::message::PublishMessage::build().payload(payload.into()).headers(headers);
+                self.js.send_publish(self.topology.results_batch_subject(), publish).await.map_err(queue_err)?
+            };
+            acks.push(ack);
+        }
+        for ack in acks {
+            ack.await.map_err(queue_err)?;
+        }
+        Ok(())
+    }
+
+    /// Sends one result (encoded) without waiting for JetStream to store it.
+    async fn send_result(&self, result: &ResultMessage, payload: Bytes) -> crate::EvalResult<PublishAckFuture> {
         let mut headers = async_nats::HeaderMap::new();
         telemetry::inject_nats_headers(&mut headers);
         let publish = jetstream::message::PublishMessage::build()
-            .payload(payload.into())
+            .payload(payload)
             .headers(headers)
             .message_id(format!("result-{}", result.evaluation_id));
         let subject = self.topology.result_subject(&result.assistant);
-        self.js.send_publish(subject, publish).await.map_err(queue_err)?.await.map_err(queue_err)?;
-        Ok(())
+        self.js.send_publish(subject, publish).await.map_err(queue_err)
     }
 
     async fn task_consumer(&self, assistant: &str, plan: &str) -> crate::EvalResult<PullConsumer> {
@@ -481,6 +529,24 @@ impl Queue {
     }
 }
 
+/// The places of items of these sizes cut, in order, into runs whose bytes (with a separator
+/// each) stay within `budget`; an item larger than the budget is a run of its own.
+fn runs_within(sizes: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, size) in sizes.iter().enumerate() {
+        if i > start && bytes + size + 1 > budget {
+            runs.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size + 1;
+    }
+    if start < sizes.len() {
+        runs.push(start..sizes.len());
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,5 +587,25 @@ mod tests {
         assert!(payload.len() < MAX_TOLD_BYTES, "{} bytes", payload.len());
         let Change::Told(heard) = Change::of(&payload) else { panic!("not told") };
         assert_eq!((heard.evaluations.len(), heard.answers.len()), (1, 0));
+    }
+
+    #[test]
+    fn results_are_cut_into_runs_within_the_budget_in_order() {
+        // Each item counts its size and a separator.
+        assert_eq!(runs_within(&[3, 3, 3, 3], 8), [0..2, 2..4]);
+        assert_eq!(runs_within(&[3, 3, 3], 100), [0..3]);
+        // An item larger than the budget goes alone, between the runs around it.
+        assert_eq!(runs_within(&[2, 50, 2, 2], 10), [0..1, 1..2, 2..4]);
+        assert_eq!(runs_within(&[50], 10), [0..1]);
+        assert!(runs_within(&[], 10).is_empty());
+        // Every item lands in exactly one run, in order.
+        let sizes: Vec<usize> = (0..100).map(|i| (i * 37) % 23).collect();
+        let runs = runs_within(&sizes, 40);
+        let covered: Vec<usize> = runs.iter().flat_map(|run| run.clone()).collect();
+        assert_eq!(covered, (0..100).collect::<Vec<_>>());
+        for run in &runs {
+            let bytes: usize = sizes[run.clone()].iter().map(|size| size + 1).sum();
+            assert!(run.len() == 1 || bytes <= 40, "{run:?} holds {bytes} bytes");
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! The task and result streams over a real NATS server: limits retention, and what the
 //! platform's consumers acknowledged purged, so the streams still drain as work queues.
 
+use aap_evaluations::ingest::results_of;
+use aap_evaluations::model::ResultMessage;
 use aap_evaluations::queue::{Delivery, Queue, Settle};
 use aap_evaluations::store::EvaluationRow;
 use aap_platform::nats::Topology;
@@ -112,5 +114,46 @@ async fn a_work_queue_stream_made_by_an_older_version_is_kept_and_works() -> any
     // The ack removed it, as a work queue does; the purge finds nothing left and says so.
     assert_eq!(messages(&queue, &tasks).await?, 0);
     assert_eq!(queue.purge_acked(&tasks).await?, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn results_published_together_are_one_message_the_ingest_reads_as_each_of_them() -> anyhow::Result<()> {
+    let topology = Topology::new(aap_testkit::fresh_prefix());
+    let queue = queue(topology.clone()).await?;
+    let result = |id: i64, assistant: &str| {
+        std::sync::Arc::new(ResultMessage {
+            evaluation_id: id,
+            prompt_id: 100 + id,
+            assistant: assistant.into(),
+            response_text: format!("answer {id}"),
+            ..ResultMessage::default()
+        })
+    };
+    let stream = topology.results_stream();
+    // One result goes as it always went: alone, on its assistant's subject.
+    queue.publish_results(&[result(1, "chatgpt")]).await?;
+    // Three submitted together are one message on the batch subject.
+    queue.publish_results(&[result(2, "claude"), result(3, "chatgpt"), result(4, "perplexity")]).await?;
+    assert_eq!(messages(&queue, &stream).await?, 2);
+    let js = queue.jetstream();
+    let alone = js.get_stream(&stream).await?.get_raw_message(1).await?;
+    assert_eq!(alone.subject.as_str(), topology.result_subject("chatgpt"));
+    let together = js.get_stream(&stream).await?.get_raw_message(2).await?;
+    assert_eq!(together.subject.as_str(), topology.results_batch_subject());
+    let read: Vec<(i64, i64, String, String)> = results_of(&together.payload)?
+        .iter()
+        .map(|r| (r.evaluation_id, r.prompt_id, r.assistant.clone(), r.response_text.clone()))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            (2, 102, "claude".to_owned(), "answer 2".to_owned()),
+            (3, 103, "chatgpt".to_owned(), "answer 3".to_owned()),
+            (4, 104, "perplexity".to_owned(), "answer 4".to_owned()),
+        ]
+    );
+    let single: Vec<i64> = results_of(&alone.payload)?.iter().map(|r| r.evaluation_id).collect();
+    assert_eq!(single, [1]);
     Ok(())
 }

@@ -82,6 +82,13 @@ impl Topology {
         format!("{}.results.{}", self.prefix, assistant)
     }
 
+    /// Subject of a message carrying several submitted results (of any assistants, a JSON
+    /// array), which a gateway publishes for submits made together: one stored message (one
+    /// fsync) instead of one each. No assistant is named `batch`.
+    pub fn results_batch_subject(&self) -> String {
+        format!("{}.results.batch", self.prefix)
+    }
+
     /// Core-NATS subject where a message that cannot be processed goes after its last delivery,
     /// e.g. `aap.dead.results` (attach a stream to `<prefix>.dead.>` to keep them).
     pub fn dead_letter_subject(&self, what: &str) -> String {
