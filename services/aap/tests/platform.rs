@@ -763,8 +763,11 @@ async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails
 #[tokio::test]
 async fn results_published_in_one_message_are_each_stored_and_one_refused_is_dead_lettered_alone() {
     let app = spawn_app().await;
-    let stream =
-        app.answers().ask(ask_text("Which two bots answer in one message?", &["chatgpt", "claude"])).await.expect("ask");
+    let stream = app
+        .answers()
+        .ask(ask_text("Which two bots answer in one message?", &["chatgpt", "claude"]))
+        .await
+        .expect("ask");
     let waiting = tokio::spawn(collect(stream.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let good = poll_task(&app, "chatgpt", "").await;
     let poison = poll_task(&app, "claude", "").await;
@@ -819,7 +822,8 @@ async fn results_published_in_one_message_are_each_stored_and_one_refused_is_dea
     let body: serde_json::Value = serde_json::from_slice(&letter.payload).expect("a result");
     assert_eq!(body["evaluation_id"], poison.evaluation_id, "{body}");
     assert_eq!(body["response_text"], "a NUL \u{0} inside");
-    let texts: Vec<String> = sqlx::query_scalar("SELECT response_text FROM answers").fetch_all(&app.pool).await.expect("answers");
+    let texts: Vec<String> =
+        sqlx::query_scalar("SELECT response_text FROM answers").fetch_all(&app.pool).await.expect("answers");
     assert_eq!(texts, ["Royal Canin"]);
     let statuses: Vec<(i64, String)> = sqlx::query_as("SELECT id, status FROM evaluations ORDER BY id")
         .fetch_all(&app.pool)

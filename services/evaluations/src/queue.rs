@@ -252,8 +252,11 @@ impl Queue {
         if let [result] = results {
             return self.publish_result(result).await;
         }
-        let encoded: Vec<Vec<u8>> =
-            results.iter().map(|result| serde_json::to_vec(result.as_ref())).collect::<Result<_, _>>().map_err(queue_err)?;
+        let encoded: Vec<Vec<u8>> = results
+            .iter()
+            .map(|result| serde_json::to_vec(result.as_ref()))
+            .collect::<Result<_, _>>()
+            .map_err(queue_err)?;
         // Half the largest payload: headers and the server's own framing fit beside it.
         let budget = (self.client.server_info().max_payload / 2).max(1);
         let sizes: Vec<usize> = encoded.iter().map(Vec::len).collect();
@@ -593,10 +596,10 @@ mod tests {
     fn results_are_cut_into_runs_within_the_budget_in_order() {
         // Each item counts its size and a separator.
         assert_eq!(runs_within(&[3, 3, 3, 3], 8), [0..2, 2..4]);
-        assert_eq!(runs_within(&[3, 3, 3], 100), [0..3]);
+        assert_eq!(runs_within(&[3, 3, 3], 100), vec![0..3_usize]);
         // An item larger than the budget goes alone, between the runs around it.
         assert_eq!(runs_within(&[2, 50, 2, 2], 10), [0..1, 1..2, 2..4]);
-        assert_eq!(runs_within(&[50], 10), [0..1]);
+        assert_eq!(runs_within(&[50], 10), vec![0..1_usize]);
         assert!(runs_within(&[], 10).is_empty());
         // Every item lands in exactly one run, in order.
         let sizes: Vec<usize> = (0..100).map(|i| (i * 37) % 23).collect();
