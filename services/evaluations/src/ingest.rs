@@ -169,12 +169,13 @@ async fn ingest_one(
         }
     };
     let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-    // A result published alone carries its trace in the headers; one of several, in its body.
+    // Each result carries the trace of its Submit; the headers, for a result published alone by
+    // another producer (or an older gateway) without one.
     let headers = aap_platform::telemetry::context_from_nats_headers(message.headers.as_ref());
     let alone = results.len() == 1;
     let stored = futures::future::join_all(results.iter().map(|result| {
         crate::metrics::result_delivered(delivered);
-        let parent = if alone { &headers } else { &result.trace_context };
+        let parent = if result.trace_context.is_empty() { &headers } else { &result.trace_context };
         store_told(pool, queue, storer, result, &message, parent)
     }))
     .await;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use aap_platform::assistants::plan_token;
 use aap_platform::nats::{NatsError, Topology};
-use aap_platform::telemetry;
 use async_nats::jetstream::{self, consumer::PullConsumer, context::PublishAckFuture};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -276,9 +275,8 @@ impl Queue {
                     payload.extend_from_slice(result);
                 }
                 payload.push(b']');
-                let mut headers = async_nats::HeaderMap::new();
-                telemetry::inject_nats_headers(&mut headers);
-                let publish = jetstream::message::PublishMessage::build().payload(payload.into()).headers(headers);
+                // No trace headers: each result carries the trace of its own Submit.
+                let publish = jetstream::message::PublishMessage::build().payload(payload.into());
                 self.js.send_publish(self.topology.results_batch_subject(), publish).await.map_err(queue_err)?
             };
             acks.push(ack);
@@ -289,10 +287,14 @@ impl Queue {
         Ok(())
     }
 
-    /// Sends one result (encoded) without waiting for JetStream to store it.
+    /// Sends one result (encoded) without waiting for JetStream to store it. Its headers carry
+    /// the trace of the Submit it came from (what it holds in `trace_context`), not the caller's:
+    /// a result may be published by the gateway's publisher, away from its Submit.
     async fn send_result(&self, result: &ResultMessage, payload: Bytes) -> crate::EvalResult<PublishAckFuture> {
         let mut headers = async_nats::HeaderMap::new();
-        telemetry::inject_nats_headers(&mut headers);
+        for (key, value) in &result.trace_context {
+            headers.insert(key.as_str(), value.as_str());
+        }
         let publish = jetstream::message::PublishMessage::build()
             .payload(payload)
             .headers(headers)
