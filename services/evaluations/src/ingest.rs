@@ -139,12 +139,28 @@ fn answer_batcher(pool: &PgPool) -> Batcher<Arc<ResultMessage>, store::Stored> {
 }
 
 /// What a results message carries: one result (a JSON object, as a gateway publishes a result
-/// submitted alone), or several (a JSON array, [`Queue::publish_results`]).
+/// submitted alone), or several (a JSON array, [`Queue::publish_results`]). An element of an
+/// array that is no result is left out (and logged), so that it holds back none of the others;
+/// a message that is neither is an error.
 pub fn results_of(payload: &[u8]) -> serde_json::Result<Vec<Arc<ResultMessage>>> {
     match payload.iter().find(|byte| !byte.is_ascii_whitespace()) {
         Some(b'[') => {
-            let results: Vec<ResultMessage> = serde_json::from_slice(payload)?;
-            Ok(results.into_iter().map(Arc::new).collect())
+            if let Ok(results) = serde_json::from_slice::<Vec<ResultMessage>>(payload) {
+                return Ok(results.into_iter().map(Arc::new).collect());
+            }
+            // Some element is no result: read them one by one.
+            let elements: Vec<serde_json::Value> = serde_json::from_slice(payload)?;
+            Ok(elements
+                .into_iter()
+                .enumerate()
+                .filter_map(|(place, element)| match serde_json::from_value::<ResultMessage>(element) {
+                    Ok(result) => Some(Arc::new(result)),
+                    Err(err) => {
+                        tracing::error!(error = %err, place, "unreadable result among several dropped");
+                        None
+                    }
+                })
+                .collect())
         }
         _ => Ok(vec![Arc::new(serde_json::from_slice(payload)?)]),
     }
@@ -260,4 +276,37 @@ async fn store_told(
     }
     .instrument(span)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_is_read_as_one_result_or_several_and_an_unreadable_one_among_several_holds_back_none() {
+        let result = |id: i64| {
+            serde_json::json!({
+                "evaluation_id": id, "prompt_id": 7, "assistant": "claude", "plan": "", "response_text": "an answer",
+                "response_markdown": "", "citations": [], "captured_at": "2026-12-05T10:00:00Z", "bot_id": "b", "lease_id": "",
+            })
+        };
+        let ids = |payload: serde_json::Value| -> Vec<i64> {
+            let bytes = serde_json::to_vec(&payload).unwrap_or_default();
+            results_of(&bytes).map(|results| results.iter().map(|r| r.evaluation_id).collect()).unwrap_or_default()
+        };
+        assert_eq!(ids(result(1)), [1]);
+        assert_eq!(ids(serde_json::json!([result(1), result(2), result(3)])), [1, 2, 3]);
+        // A broken element (no evaluation id, a number for a text, not an object) is left out.
+        let mut broken = result(9);
+        broken["response_text"] = serde_json::json!(42);
+        assert_eq!(ids(serde_json::json!([result(1), {"prompt_id": 7}, broken, "text", result(4)])), [1, 4]);
+        assert_eq!(ids(serde_json::json!([])), Vec::<i64>::new());
+        // A message that is neither one result nor an array is an error, not an empty batch.
+        for payload in [&b"{\"evaluation_id\": 1}"[..], b"not json", b"[1, 2", b""] {
+            assert!(results_of(payload).is_err(), "{payload:?}");
+        }
+        // Leading whitespace before an array is still an array.
+        let spaced = format!("  \n[{}]", result(5));
+        assert_eq!(results_of(spaced.as_bytes()).map(|r| r.len()).unwrap_or(0), 1);
+    }
 }
