@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 use crate::batch::Batcher;
 use crate::model::{AnswerKind, Capture, Product, RawCitation, ResultMessage, Status, clean_citations, clean_products};
 use crate::partial::{self, ClaimChecks, PartialMessage};
-use crate::queue::{Queue, Settle};
+use crate::queue::{Published, Queue, Settle};
 use crate::store::{self, ClaimOutcome, EvaluationRow, Holder};
 use crate::{EvalError, EvalResult};
 
@@ -178,7 +178,7 @@ pub struct Gateway {
     /// Submits marked together ([`store::mark_submitted_many`]).
     submits: Arc<Batcher<(i64, Holder), EvaluationRow>>,
     /// Results published together ([`Queue::publish_results`]).
-    results: Arc<Batcher<Arc<ResultMessage>, ()>>,
+    results: Arc<Batcher<Arc<ResultMessage>, Published>>,
 }
 
 /// Statements of one kind that run at once, and the most requests one serves.
@@ -229,7 +229,10 @@ impl Gateway {
         let publisher = queue.clone();
         let results = Arc::new(Batcher::new("publish", 1, BATCH_MAX, move |batch: Vec<Arc<ResultMessage>>| {
             let queue = publisher.clone();
-            async move { queue.publish_results(&batch).await.map(|()| vec![Some(()); batch.len()]) }
+            async move {
+                let published = queue.publish_results(&batch).await;
+                Ok::<_, crate::EvalError>(published.into_iter().map(Some).collect())
+            }
         }));
         Gateway { pool, queue, config, claim_checks: Arc::default(), claims, submits, results }
     }
@@ -402,10 +405,12 @@ impl Gateway {
                 .collect(),
             products: clean_products(submission.products),
         });
-        // With the results submitted meanwhile; alone when that batch could not be published.
+        // With the results submitted meanwhile; alone again when the message that carried it
+        // with others was refused (a message alone refused would fare no better at once).
         let published = match self.results.call(result.clone()).await {
-            Some(()) => Ok(()),
-            None => self.queue.publish_result(&result).await,
+            Some(Published::Stored) => Ok(()),
+            Some(Published::RefusedAlone(error)) => Err(EvalError::Queue(error)),
+            Some(Published::RefusedWithOthers(_)) | None => self.queue.publish_result(&result).await,
         };
         if let Err(err) = published {
             store::unmark_submitted(&self.pool, id).await?;

@@ -246,45 +246,52 @@ impl Queue {
     /// largest payload allows: each a JSON array on [`Topology::results_batch_subject`] (a
     /// result alone goes as [`Queue::publish_result`] sends it). With `sync_interval: always`
     /// every stored message is an fsync of its own, taken one after another by the stream:
-    /// results submitted together share one. Returns once JetStream stored every message.
-    pub async fn publish_results(&self, results: &[Arc<ResultMessage>]) -> crate::EvalResult<()> {
-        if let [result] = results {
-            return self.publish_result(result).await;
-        }
-        let encoded: Vec<Vec<u8>> = results
-            .iter()
-            .map(|result| serde_json::to_vec(result.as_ref()))
-            .collect::<Result<_, _>>()
-            .map_err(queue_err)?;
+    /// results submitted together share one. Returns, once JetStream answered for every message,
+    /// how each result fared.
+    pub async fn publish_results(&self, results: &[Arc<ResultMessage>]) -> Vec<Published> {
+        let encoded: Vec<Result<Vec<u8>, String>> =
+            results.iter().map(|result| serde_json::to_vec(result.as_ref()).map_err(|e| e.to_string())).collect();
         // Half the largest payload: headers and the server's own framing fit beside it.
         let budget = (self.client.server_info().max_payload / 2).max(1);
-        let sizes: Vec<usize> = encoded.iter().map(Vec::len).collect();
-        let mut acks = Vec::new();
+        let sizes: Vec<usize> = encoded.iter().map(|e| e.as_ref().map_or(0, Vec::len)).collect();
+        let mut outcomes: Vec<Published> = Vec::with_capacity(results.len());
+        let mut sent = Vec::new();
         for run in runs_within(&sizes, budget) {
-            let ack = if run.len() == 1 {
-                let i = run.start;
-                self.send_result(&results[i], encoded[i].clone().into()).await?
-            } else {
-                let many = &encoded[run];
-                let mut payload = Vec::with_capacity(many.iter().map(|r| r.len() + 1).sum::<usize>() + 1);
+            let many = run.len() > 1;
+            let send = async {
+                if !many {
+                    let payload = encoded[run.start].clone().map_err(queue_err)?;
+                    return self.send_result(&results[run.start], payload.into()).await;
+                }
+                let mut payload = Vec::with_capacity(sizes[run.clone()].iter().map(|size| size + 1).sum::<usize>() + 1);
                 payload.push(b'[');
-                for (i, result) in many.iter().enumerate() {
+                for (i, result) in encoded[run.clone()].iter().enumerate() {
                     if i > 0 {
                         payload.push(b',');
                     }
-                    payload.extend_from_slice(result);
+                    payload.extend_from_slice(result.as_ref().map_err(queue_err)?);
                 }
                 payload.push(b']');
                 // No trace headers: each result carries the trace of its own Submit.
                 let publish = jetstream::message::PublishMessage::build().payload(payload.into());
-                self.js.send_publish(self.topology.results_batch_subject(), publish).await.map_err(queue_err)?
+                self.js.send_publish(self.topology.results_batch_subject(), publish).await.map_err(queue_err)
             };
-            acks.push(ack);
+            let ack = send.await;
+            sent.push((run, many, ack));
         }
-        for ack in acks {
-            ack.await.map_err(queue_err)?;
+        for (run, many, ack) in sent {
+            let stored = match ack {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            let outcome = match stored {
+                Ok(()) => Published::Stored,
+                Err(error) if many => Published::RefusedWithOthers(error),
+                Err(error) => Published::RefusedAlone(error),
+            };
+            outcomes.extend(run.map(|_| outcome.clone()));
         }
-        Ok(())
+        outcomes
     }
 
     /// Sends one result (encoded) without waiting for JetStream to store it. Its headers carry
@@ -532,6 +539,18 @@ impl Queue {
     pub fn jetstream(&self) -> &jetstream::Context {
         &self.js
     }
+}
+
+/// How a result fared in [`Queue::publish_results`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// JetStream stored the message that carried it.
+    Stored,
+    /// The message that carried it alone was refused (or not answered): publishing it again
+    /// at once would fare no better.
+    RefusedAlone(String),
+    /// The message that carried it with others was refused: alone, it may yet go.
+    RefusedWithOthers(String),
 }
 
 /// The places of items of these sizes cut, in order, into runs whose bytes (with a separator

@@ -3,7 +3,7 @@
 
 use aap_evaluations::ingest::results_of;
 use aap_evaluations::model::ResultMessage;
-use aap_evaluations::queue::{Delivery, Queue, Settle};
+use aap_evaluations::queue::{Delivery, Published, Queue, Settle};
 use aap_evaluations::store::EvaluationRow;
 use aap_platform::nats::Topology;
 use async_nats::jetstream::{self, stream};
@@ -132,9 +132,10 @@ async fn results_published_together_are_one_message_the_ingest_reads_as_each_of_
     };
     let stream = topology.results_stream();
     // One result goes as it always went: alone, on its assistant's subject.
-    queue.publish_results(&[result(1, "chatgpt")]).await?;
+    assert_eq!(queue.publish_results(&[result(1, "chatgpt")]).await, [Published::Stored]);
     // Three submitted together are one message on the batch subject.
-    queue.publish_results(&[result(2, "claude"), result(3, "chatgpt"), result(4, "perplexity")]).await?;
+    let three = queue.publish_results(&[result(2, "claude"), result(3, "chatgpt"), result(4, "perplexity")]).await;
+    assert_eq!(three, [Published::Stored, Published::Stored, Published::Stored]);
     assert_eq!(messages(&queue, &stream).await?, 2);
     let js = queue.jetstream();
     let alone = js.get_stream(&stream).await?.get_raw_message(1).await?;
@@ -155,5 +156,30 @@ async fn results_published_together_are_one_message_the_ingest_reads_as_each_of_
     );
     let single: Vec<i64> = results_of(&alone.payload)?.iter().map(|r| r.evaluation_id).collect();
     assert_eq!(single, [1]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_result_too_large_for_the_server_is_refused_alone_and_those_beside_it_are_stored() -> anyhow::Result<()> {
+    let topology = Topology::new(aap_testkit::fresh_prefix());
+    let queue = queue(topology.clone()).await?;
+    let result = |id: i64, text: String| {
+        std::sync::Arc::new(ResultMessage {
+            evaluation_id: id,
+            prompt_id: 100 + id,
+            assistant: "claude".into(),
+            response_text: text,
+            ..ResultMessage::default()
+        })
+    };
+    // Larger than the server takes in one message (NATS' default max_payload is 1 MB).
+    let too_large = "x".repeat(queue.client().server_info().max_payload + 1);
+    let published =
+        queue.publish_results(&[result(1, "before".into()), result(2, too_large), result(3, "after".into())]).await;
+    assert_eq!(published[0], Published::Stored);
+    assert!(matches!(&published[1], Published::RefusedAlone(_)), "{:?}", published[1]);
+    assert_eq!(published[2], Published::Stored);
+    // The two that fit were stored, each alone (the large one stood between them).
+    assert_eq!(messages(&queue, &topology.results_stream()).await?, 2);
     Ok(())
 }
