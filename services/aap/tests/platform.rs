@@ -701,6 +701,17 @@ async fn watch_reattaches_to_a_prompt_in_flight() {
     assert_eq!(completed(&events).answered, 1);
 }
 
+/// Puts `payload` on the results stream as another producer would (not through Submit), once
+/// JetStream stored it.
+async fn publish_result_message(nats: &async_nats::Client, subject: String, payload: &serde_json::Value) {
+    let js = async_nats::jetstream::new(nats.clone());
+    js.publish(subject, serde_json::to_vec(payload).expect("json").into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored by the stream");
+}
+
 #[tokio::test]
 async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails_so_streams_end() {
     let app = spawn_app().await;
@@ -729,12 +740,7 @@ async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails
         "bot_id": "bot",
         "lease_id": "",
     });
-    let js = async_nats::jetstream::new(nats.clone());
-    js.publish(format!("{}.results.chatgpt", app.nats_prefix), serde_json::to_vec(&poison).expect("json").into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored by the stream");
+    publish_result_message(&nats, format!("{}.results.chatgpt", app.nats_prefix), &poison).await;
 
     // The stream that waited hears the failure and ends.
     let events = waiting.await.expect("stream task");
@@ -796,12 +802,7 @@ async fn results_published_in_one_message_are_each_stored_and_one_refused_is_dea
     // What a gateway publishes for submits made together: one message, a JSON array. The
     // second answer holds a NUL, which PostgreSQL refuses.
     let batch = serde_json::json!([result(&good, "Royal Canin"), result(&poison, "a NUL \u{0} inside")]);
-    let js = async_nats::jetstream::new(nats.clone());
-    js.publish(format!("{}.results.batch", app.nats_prefix), serde_json::to_vec(&batch).expect("json").into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored by the stream");
+    publish_result_message(&nats, format!("{}.results.batch", app.nats_prefix), &batch).await;
 
     // The stream hears the answer the database took and the failure of the other, and ends.
     let events = waiting.await.expect("stream task");

@@ -228,18 +228,28 @@ pub struct ServeSettings<'a> {
 /// Two replicas of every service (or two all-services processes without the split).
 pub fn replicas(settings: &ServeSettings<'_>) -> anyhow::Result<Vec<Replica>> {
     let services: Vec<&str> = if settings.features.split { SERVICES.to_vec() } else { vec!["all"] };
+    // Every replica's ports chosen together: chosen one replica at a time, a port let go by
+    // one could be handed to the next before either had bound it (a run failed so, its
+    // second console's address in use).
+    let ports = free_ports(3 * 2 * services.len())?;
+    let mut ports = ports.chunks(3);
     let mut replicas = Vec::new();
     for service in services {
         for index in 1..=2 {
-            replicas.push(replica(settings, service, &format!("{service}-{index}"))?);
+            let Some(&[grpc_port, http_port, console_port]) = ports.next() else {
+                anyhow::bail!("three ports a replica")
+            };
+            let name = format!("{service}-{index}");
+            replicas.push(replica(settings, service, &name, [grpc_port, http_port, console_port])?);
         }
     }
     Ok(replicas)
 }
 
-/// One `aap serve` process named `name` running `service` (`all`: every service in one).
-pub fn replica(settings: &ServeSettings<'_>, service: &str, name: &str) -> anyhow::Result<Replica> {
-    let [grpc_port, http_port, console_port] = free_ports(3)?[..] else { anyhow::bail!("three ports") };
+/// One `aap serve` process named `name` running `service` (`all`: every service in one) on
+/// these gRPC, HTTP and console ports.
+pub fn replica(settings: &ServeSettings<'_>, service: &str, name: &str, ports: [u16; 3]) -> anyhow::Result<Replica> {
+    let [grpc_port, http_port, console_port] = ports;
     let mut args = vec![
         "serve".to_owned(),
         "--grpc-addr".to_owned(),
