@@ -701,6 +701,18 @@ async fn watch_reattaches_to_a_prompt_in_flight() {
     assert_eq!(completed(&events).answered, 1);
 }
 
+/// The next message on the dead-letter subscription (within 30 s): its body as JSON, and the
+/// reason in its `Aap-Dead-Reason` header.
+async fn next_dead_letter(dead: &mut async_nats::Subscriber) -> (serde_json::Value, Option<String>) {
+    let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
+        .await
+        .expect("a dead letter")
+        .expect("subscription open");
+    let body = serde_json::from_slice(&letter.payload).expect("a result as JSON");
+    let reason = letter.headers.as_ref().and_then(|h| h.get("Aap-Dead-Reason")).map(|v| v.to_string());
+    (body, reason)
+}
+
 /// Puts `payload` on the results stream as another producer would (not through Submit), once
 /// JetStream stored it.
 async fn publish_result_message(nats: &async_nats::Client, subject: String, payload: &serde_json::Value) {
@@ -755,13 +767,8 @@ async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails
     assert!(matches!(events.last(), Some(Event::Completed(_))), "{events:?}");
 
     // The result itself went to the dead-letter subject, as it was, with the reason.
-    let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
-        .await
-        .expect("a dead letter")
-        .expect("subscription open");
-    let body: serde_json::Value = serde_json::from_slice(&letter.payload).expect("the result as sent");
+    let (body, reason) = next_dead_letter(&mut dead).await;
     assert_eq!(body["evaluation_id"], task.evaluation_id);
-    let reason = letter.headers.as_ref().and_then(|h| h.get("Aap-Dead-Reason")).map(|v| v.to_string());
     assert!(reason.is_some_and(|r| r.contains("could not be stored")));
     assert_eq!(app.count("answers").await, 0);
 }
@@ -816,11 +823,8 @@ async fn results_published_in_one_message_are_each_stored_and_one_refused_is_dea
     assert!(matches!(events.last(), Some(Event::Completed(_))), "{events:?}");
 
     // Only the refused result went to the dead-letter subject: alone, as one result.
-    let letter = tokio::time::timeout(Duration::from_secs(30), dead.next())
-        .await
-        .expect("a dead letter")
-        .expect("subscription open");
-    let body: serde_json::Value = serde_json::from_slice(&letter.payload).expect("a result");
+    let (body, reason) = next_dead_letter(&mut dead).await;
+    assert!(reason.is_some_and(|r| r.contains("could not be stored")));
     assert_eq!(body["evaluation_id"], poison.evaluation_id, "{body}");
     assert_eq!(body["response_text"], "a NUL \u{0} inside");
     let texts: Vec<String> =
