@@ -232,15 +232,12 @@ pub fn replicas(settings: &ServeSettings<'_>) -> anyhow::Result<Vec<Replica>> {
     // one could be handed to the next before either had bound it (a run failed so, its
     // second console's address in use).
     let ports = free_ports(3 * 2 * services.len())?;
-    let mut ports = ports.chunks(3);
+    let mut ports = ports.chunks_exact(3).map(<[u16; 3]>::try_from);
     let mut replicas = Vec::new();
     for service in services {
         for index in 1..=2 {
-            let Some(&[grpc_port, http_port, console_port]) = ports.next() else {
-                anyhow::bail!("three ports a replica")
-            };
-            let name = format!("{service}-{index}");
-            replicas.push(replica(settings, service, &name, [grpc_port, http_port, console_port])?);
+            let Some(Ok(three)) = ports.next() else { anyhow::bail!("three ports a replica") };
+            replicas.push(replica(settings, service, &format!("{service}-{index}"), three)?);
         }
     }
     Ok(replicas)

@@ -249,7 +249,7 @@ impl Queue {
     /// results submitted together share one. Returns, once JetStream answered for every message,
     /// how each result fared.
     pub async fn publish_results(&self, results: &[Arc<ResultMessage>]) -> Vec<Published> {
-        let encoded: Vec<Result<Vec<u8>, String>> =
+        let mut encoded: Vec<Result<Vec<u8>, String>> =
             results.iter().map(|result| serde_json::to_vec(result.as_ref()).map_err(|e| e.to_string())).collect();
         // Half the largest payload: headers and the server's own framing fit beside it.
         let budget = (self.client.server_info().max_payload / 2).max(1);
@@ -258,10 +258,10 @@ impl Queue {
         let mut sent = Vec::new();
         for run in runs_within(&sizes, budget) {
             let many = run.len() > 1;
+            let alone = (!many).then(|| std::mem::replace(&mut encoded[run.start], Ok(Vec::new())));
             let send = async {
-                if !many {
-                    let payload = encoded[run.start].clone().map_err(queue_err)?;
-                    return self.send_result(&results[run.start], payload.into()).await;
+                if let Some(payload) = alone {
+                    return self.send_result(&results[run.start], payload.map_err(queue_err)?.into()).await;
                 }
                 let mut payload = Vec::with_capacity(sizes[run.clone()].iter().map(|size| size + 1).sum::<usize>() + 1);
                 payload.push(b'[');

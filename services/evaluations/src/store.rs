@@ -407,8 +407,8 @@ pub async fn claim_many(pool: &PgPool, requests: &[ClaimRequest]) -> sqlx::Resul
 // the predicate of the partial index of live rows, which it then scans whole (dead entries and
 // all: 30,000 rows, 3.7 ms, in a load run) to AND with the key. So the states a row may be in
 // are said as those it may not be in (the table's CHECK names them all), from which nothing
-// about the index follows, with the states' names as constants or as a parameter. Under load such scans took 38% of PostgreSQL's CPU; planning
-// each batch anew (what the statements did until 2026-12-05) was about a quarter of what was left.
+// about the index follows. Under load such scans took 38% of PostgreSQL's CPU; planning each
+// batch anew (what the statements did until 2026-12-05) was about a quarter of what was left.
 
 /// The requests whose id no earlier request has.
 fn first_of_each<T>(requests: &[T], id: impl Fn(&T) -> i64) -> Vec<&T> {

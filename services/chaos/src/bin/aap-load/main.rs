@@ -258,8 +258,8 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         stream_replicas: 1,
         log_filter: &server_log,
     };
-    let [grpc_port, http_port, console_port] = stack::free_ports(3)?[..] else { anyhow::bail!("three ports") };
-    let mut platform: Replica = stack::replica(&settings, "all", "aap", [grpc_port, http_port, console_port])?;
+    let ports = <[u16; 3]>::try_from(stack::free_ports(3)?).map_err(|_| anyhow::anyhow!("three ports"))?;
+    let mut platform: Replica = stack::replica(&settings, "all", "aap", ports)?;
     platform.proc.start()?;
     stack::wait_serving(&mut platform, Duration::from_secs(180)).await?;
     let pid = platform.proc.pid().context("aap serve is not running")?;
