@@ -19,8 +19,9 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 pub use prometheus_client;
 use prometheus_client::collector::Collector;
@@ -139,19 +140,46 @@ pub fn encode() -> String {
     text
 }
 
+/// What a scrape does before the text is written: reads the gauges of state the process does
+/// not hold itself (a database's rows, a queue's depth), when someone looks rather than on a
+/// timer. It should bound its own time: the scrape waits for it.
+pub type BeforeScrape = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// The `/metrics` route (and nothing else), for a server of its own or to merge into one.
 pub fn router() -> axum::Router {
+    router_with(None)
+}
+
+/// [`router`], running `before` ahead of every scrape.
+pub fn router_with(before: Option<BeforeScrape>) -> axum::Router {
     axum::Router::new().route(
         "/metrics",
-        axum::routing::get(|| async { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], encode()) }),
+        axum::routing::get(move || {
+            let before = before.clone();
+            async move {
+                if let Some(before) = before {
+                    before().await;
+                }
+                ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], encode())
+            }
+        }),
     )
 }
 
 /// Serves `GET /metrics` on `listener` until `shutdown` resolves.
 pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    serve_with(listener, None, shutdown).await
+}
+
+/// [`serve`], running `before` ahead of every scrape.
+pub async fn serve_with(
+    listener: TcpListener,
+    before: Option<BeforeScrape>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metrics serving on /metrics");
-    axum::serve(listener, router()).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router_with(before)).with_graceful_shutdown(shutdown).await
 }
 
 /// Reads a `--metrics-addr` value: an address to listen on, or `None` for `off` (or empty).
@@ -211,6 +239,38 @@ mod tests {
         assert_eq!(scrape.value("aap_test_demo_seconds_count", &[("kind", "x")]), Some(1.0));
         assert_eq!(scrape.value("aap_test_demo_seconds_bucket", &[("kind", "x"), ("le", "0.025")]), Some(1.0));
         assert_eq!(scrape.value("aap_test_demo_seconds_bucket", &[("kind", "x"), ("le", "0.01")]), Some(0.0));
+        let _ = stop.send(());
+        server.await.expect("server task").expect("server");
+    }
+
+    static DEMO_GAUGE: LazyLock<Gauges> =
+        LazyLock::new(|| gauge("test_demo_read_on_scrape", "A gauge the unit test sets before each scrape."));
+
+    #[tokio::test]
+    async fn what_runs_before_a_scrape_is_in_that_scrape() {
+        let reads = Arc::new(AtomicU64::new(0));
+        let before: BeforeScrape = {
+            let reads = reads.clone();
+            Arc::new(move || {
+                let reads = reads.clone();
+                Box::pin(async move {
+                    let read = reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    DEMO_GAUGE.get_or_create(&labels([("kind", "x")])).set(i64::try_from(read).unwrap_or(i64::MAX));
+                })
+            })
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_with(listener, Some(before), async {
+            let _ = stopped.await;
+        }));
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 0, "nothing is read before a scrape");
+        for scrape_number in 1..=2 {
+            let text = reqwest::get(&url).await.expect("scrape").text().await.expect("body");
+            let scrape = Scrape::parse(&text).expect("parses");
+            assert_eq!(scrape.value("aap_test_demo_read_on_scrape", &[("kind", "x")]), Some(f64::from(scrape_number)));
+        }
         let _ = stop.send(());
         server.await.expect("server task").expect("server");
     }

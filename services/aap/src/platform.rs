@@ -88,6 +88,8 @@ pub struct Platform {
     pub console_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
+    /// Read by a scrape of [`Platform::serve_metrics`], when this process runs the scheduler.
+    shared_gauges: Option<Arc<crate::metrics::SharedGauges>>,
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -336,16 +338,16 @@ impl Platform {
             tasks.spawn(async move { aap_evaluations::ingest::run(p, q, shutdown).await.context("ingest") });
         }
 
-        // Metrics: the gauges of shared state, read where the scheduler runs.
+        // Metrics: the gauges of shared state, read where the scheduler runs, when scraped.
         crate::metrics::register_all();
-        if runs(Service::Scheduler) {
-            let (p, q, every) = (pool.clone(), queue()?, config.scheduler_tick.max(Duration::from_millis(100)));
-            let shutdown = stopped(stop_rx.clone());
-            tasks.spawn(async move {
-                crate::metrics::collect_gauges(p, q, every, shutdown).await;
-                Ok(())
-            });
-        }
+        let shared_gauges = match runs(Service::Scheduler) {
+            true => Some(Arc::new(crate::metrics::SharedGauges::new(
+                pool.clone(),
+                queue()?,
+                config.scheduler_tick.max(Duration::from_millis(100)),
+            ))),
+            false => None,
+        };
 
         let shutdown = stopped(stop_rx);
         let client = nats.map(|(client, _)| client);
@@ -384,16 +386,19 @@ impl Platform {
         if tls.is_none() && public {
             tracing::warn!("serving plain text beyond loopback: give --tls-cert and --tls-key to encrypt it");
         }
-        Ok(Platform { grpc_addr, http_addr, console_addr, stop, tasks })
+        Ok(Platform { grpc_addr, http_addr, console_addr, stop, tasks, shared_gauges })
     }
 
     /// Metrics: serves `GET /metrics` (Prometheus text, every metric of this process) on
-    /// `listener` until the platform stops; returns its address.
+    /// `listener` until the platform stops; returns its address. A scrape first reads the
+    /// gauges of shared state where the scheduler runs ([`crate::metrics::SharedGauges`]).
     pub fn serve_metrics(&mut self, listener: TcpListener) -> anyhow::Result<SocketAddr> {
         let addr = listener.local_addr()?;
         let shutdown = stopped(self.stop.subscribe());
-        self.tasks
-            .spawn(async move { aap_platform::metrics::serve(listener, shutdown).await.context("metrics server") });
+        let before = self.shared_gauges.clone().map(crate::metrics::SharedGauges::before_scrape);
+        self.tasks.spawn(async move {
+            aap_platform::metrics::serve_with(listener, before, shutdown).await.context("metrics server")
+        });
         Ok(addr)
     }
 

@@ -22,7 +22,8 @@ async fn scrape(url: &str) -> Scrape {
     Scrape::parse(&response.text().await.expect("body")).expect("the exposition parses")
 }
 
-/// Scrapes until `ready` holds (a bounded wait: the gauges refresh every scheduler tick).
+/// Scrapes until `ready` holds (a bounded wait: a scrape reads the gauges of shared state at
+/// most once a scheduler tick).
 async fn scrape_until(url: &str, what: &str, ready: impl Fn(&Scrape) -> bool) -> Scrape {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
