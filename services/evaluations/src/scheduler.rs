@@ -99,6 +99,20 @@ impl Default for Timeouts {
     }
 }
 
+/// Longest time between two looks for evaluations past their [`Timeouts`].
+const EXPIRE_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+
+impl Timeouts {
+    /// How often the scheduler looks for evaluations past these timeouts: a tenth of the
+    /// shorter one, at least every `tick` and at most every 10 s. The look reads every live
+    /// evaluation (and, between vacuums, the dead index entries of those that finished), so at
+    /// the default timeouts it runs every 10 s instead of every tick; an evaluation is ended at
+    /// most a tenth of its timeout late.
+    pub fn check_every(&self, tick: Duration) -> Duration {
+        (self.queued.min(self.submitted) / 10).clamp(tick.min(EXPIRE_AT_MOST_EVERY), EXPIRE_AT_MOST_EVERY)
+    }
+}
+
 /// Ends the waits past `timeouts`, so no stream waits on them forever: a task no bot took
 /// fails; a submitted answer that never reached the database is asked again (or fails after
 /// the last attempt). Returns how many. A task message still on the stream for one is
@@ -165,6 +179,8 @@ async fn schedule_until(
     };
     let mut interval = tokio::time::interval(tick);
     let mut kept_at = std::time::Instant::now();
+    let expire_every = timeouts.check_every(tick);
+    let mut expired_at: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let ticked = tokio::select! {
@@ -188,13 +204,17 @@ async fn schedule_until(
             }
         }
         // Lapsed claims and long waits are a matter of time: looked for once a tick, not at
-        // every wake-up (a tick that is due is taken in turn however many wake-ups wait).
+        // every wake-up (a tick that is due is taken in turn however many wake-ups wait); long
+        // waits at most every [`Timeouts::check_every`].
         if ticked {
             if let Err(err) = reap(&pool, &queue).await {
                 tracing::warn!(error = %err, "reaping lapsed claims failed");
             }
-            if let Err(err) = expire(&pool, &queue, timeouts).await {
-                tracing::warn!(error = %err, "expiring evaluations that waited too long failed");
+            if expired_at.is_none_or(|at| at.elapsed() >= expire_every) {
+                expired_at = Some(std::time::Instant::now());
+                if let Err(err) = expire(&pool, &queue, timeouts).await {
+                    tracing::warn!(error = %err, "expiring evaluations that waited too long failed");
+                }
             }
         }
         if kept_at.elapsed() >= crate::queue::KEEPALIVE_EVERY {
@@ -205,4 +225,23 @@ async fn schedule_until(
         }
     }
     tracing::info!("scheduler stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeouts(queued: u64, submitted: u64) -> Timeouts {
+        Timeouts { queued: Duration::from_secs(queued), submitted: Duration::from_secs(submitted) }
+    }
+
+    #[test]
+    fn long_waits_are_looked_for_at_a_tenth_of_the_shorter_timeout_within_a_tick_and_10_s() {
+        let second = Duration::from_secs(1);
+        assert_eq!(Timeouts::default().check_every(second), Duration::from_secs(10), "the defaults: 24 h and 120 s");
+        assert_eq!(timeouts(3600, 50).check_every(second), Duration::from_secs(5));
+        assert_eq!(timeouts(2, 120).check_every(Duration::from_millis(200)), Duration::from_millis(200), "a tick");
+        assert_eq!(timeouts(1, 1).check_every(Duration::from_millis(50)), Duration::from_millis(100));
+        assert_eq!(timeouts(3600, 3600).check_every(Duration::from_secs(30)), Duration::from_secs(10), "a long tick");
+    }
 }
