@@ -414,8 +414,12 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             let paced_ids = store_prompts(&admin, &run_tag, "paced", wanted).await?;
             let prompts = scenarios::Prompts::Stored(Arc::new(paced_ids));
             let connections = args.pipeline_callers.min(16);
+            let started = Instant::now();
             let mut run = scenarios::paced(&url, &bearer, connections, rate, duration, &run_tag, prompts).await?;
             check_errors("paced pipeline", &run.first_error, run.errors, run.answered)?;
+            let timeline = run_dir.join("paced-timeline.tsv");
+            std::fs::write(&timeline, stats::timeline(started, &run.timeline, Duration::from_millis(100)))
+                .with_context(|| format!("writing {}", timeline.display()))?;
             let scenarios::PipelineFigures { per_second, callback_p50, callback_p99, ask_p50, ask_p99 } = run.figures();
             rows.push(Row {
                 what: format!(

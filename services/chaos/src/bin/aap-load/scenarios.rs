@@ -241,6 +241,9 @@ pub struct Pipeline {
     pub callback: Vec<Duration>,
     /// From the Ask to each answer.
     pub ask_to_answer: Vec<Duration>,
+    /// When each answer event arrived, and its callback latency: where in the run the slow
+    /// ones were (`--run-dir`'s paced-timeline.tsv).
+    pub timeline: Vec<(Instant, Duration)>,
 }
 
 /// What the pipeline's Asks ask.
@@ -353,6 +356,7 @@ impl Pipeline {
         self.errors += part.errors;
         self.callback.extend(part.callback);
         self.ask_to_answer.extend(part.ask_to_answer);
+        self.timeline.extend(part.timeline);
         if self.first_error.is_none() {
             self.first_error = part.first_error;
         }
@@ -425,7 +429,9 @@ async fn follow_ask(mut client: Answers, request: AskRequest, deadline: Instant,
                 if let Some(at) = answer.captured_at {
                     let captured = chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32);
                     if let Some(captured) = captured {
-                        out.callback.push((now - captured).to_std().unwrap_or_default());
+                        let callback = (now - captured).to_std().unwrap_or_default();
+                        out.callback.push(callback);
+                        out.timeline.push((Instant::now(), callback));
                     }
                 }
             }

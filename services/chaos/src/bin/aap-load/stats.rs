@@ -1,6 +1,6 @@
 //! Medians and percentiles of measured durations, and a process's CPU time and memory.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The median of `samples` (sorted in place); zero when there are none.
 pub fn median(samples: &mut [Duration]) -> Duration {
@@ -21,6 +21,26 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 pub fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
     if ms < 10.0 { format!("{ms:.2} ms") } else { format!("{ms:.0} ms") }
+}
+
+/// Where in a run the slow answers were: for each `bucket` of time from `started`, a line of
+/// tab-separated figures (ms since the start, answers received in it, their callback latency's
+/// p50, p99 and most), buckets without answers left out, after a header line.
+pub fn timeline(started: Instant, samples: &[(Instant, Duration)], bucket: Duration) -> String {
+    let mut buckets: std::collections::BTreeMap<u128, Vec<Duration>> = Default::default();
+    for (at, latency) in samples {
+        let index = at.saturating_duration_since(started).as_nanos() / bucket.as_nanos().max(1);
+        buckets.entry(index).or_default().push(*latency);
+    }
+    let mut out = String::from("ms\tanswers\tp50_ms\tp99_ms\tmax_ms\n");
+    for (index, mut latencies) in buckets {
+        let start_ms = index * bucket.as_millis();
+        let (p50, p99) = (median(&mut latencies), percentile(&mut latencies, 99.0));
+        let most = latencies.last().copied().unwrap_or_default();
+        let f = |d: Duration| d.as_secs_f64() * 1e3;
+        out.push_str(&format!("{start_ms}\t{}\t{:.1}\t{:.1}\t{:.1}\n", latencies.len(), f(p50), f(p99), f(most)));
+    }
+    out
 }
 
 /// CPU time (user + system, every thread) a process has used so far.
@@ -82,6 +102,23 @@ mod tests {
         assert_eq!(percentile(&mut samples, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&mut samples, 100.0), Duration::from_millis(100));
         assert_eq!(median(&mut []), Duration::ZERO);
+    }
+
+    #[test]
+    fn timeline_buckets_answers_by_arrival() {
+        let started = Instant::now();
+        let at = |ms| started + Duration::from_millis(ms);
+        let samples = [
+            (at(10), Duration::from_millis(20)),
+            (at(90), Duration::from_millis(40)),
+            (at(350), Duration::from_millis(300)),
+        ];
+        let text = timeline(started, &samples, Duration::from_millis(100));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            ["ms\tanswers\tp50_ms\tp99_ms\tmax_ms", "0\t2\t20.0\t40.0\t40.0", "300\t1\t300.0\t300.0\t300.0"]
+        );
     }
 
     #[test]
