@@ -1,7 +1,8 @@
 //! Creating the evaluations of an Ask's targets in one statement, on a real PostgreSQL: one
 //! live evaluation per target, an answered target left alone unless refreshed, a live one
 //! returned as it is, a target named twice counted once. And what the writes return for the
-//! announcements: each change a higher revision, the stored answer as a read gives it.
+//! announcements: each change a higher revision, the stored answer as a read gives it. And which
+//! of an answer's columns ANALYZE reads.
 
 use std::collections::HashMap;
 
@@ -238,5 +239,28 @@ async fn statements_made_together_answer_each_request_in_its_place() -> anyhow::
     assert!(store::store_answer(&pool, &poison).await.is_err(), "refused alone too");
     assert!(!store::store_answer(&pool, &redelivered).await?.inserted, "alone, the redelivery stores nothing");
     assert_eq!(store::current_answers_of_prompt(&pool, prompt_id, false).await?.len(), 2);
+    Ok(())
+}
+
+/// ANALYZE keeps statistics of an answer's columns that statements find answers by, and
+/// gathers none of its payload (migration 0011): a column added later must be put on one side
+/// or the other.
+#[tokio::test]
+async fn analyze_gathers_statistics_only_of_what_answers_are_found_by() -> anyhow::Result<()> {
+    let (pool, prompt_id) = database_with_prompt("which columns does ANALYZE read?").await?;
+    let mut conn = pool.acquire().await?;
+    let wanted = [want("chatgpt", "any", false), want("claude", "any", false)];
+    let created = store::create_many(&mut conn, prompt_id, &wanted, 3, &HashMap::new()).await?;
+    drop(conn);
+    for (row, _) in &created {
+        answer(&pool, row.id, prompt_id, &row.assistant).await?;
+    }
+    sqlx::query("ANALYZE answers").execute(&pool).await?;
+    let mut kept: Vec<String> =
+        sqlx::query_scalar("SELECT attname::text FROM pg_stats WHERE schemaname = 'public' AND tablename = 'answers'")
+            .fetch_all(&pool)
+            .await?;
+    kept.sort();
+    assert_eq!(kept, ["assistant", "evaluation_id", "id", "lease_id", "plan", "prompt_id"]);
     Ok(())
 }
