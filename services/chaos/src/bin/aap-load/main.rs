@@ -80,8 +80,9 @@ struct Args {
     /// Claim streams per bot process.
     #[arg(long, default_value_t = 32)]
     bot_concurrency: u32,
-    /// Directory for the logs and data (default: a new /tmp/aap-load-<time>, removed after a
-    /// run that succeeded).
+    /// Directory for the logs and data, and the paced run's paced-timeline.tsv (where in the
+    /// run its slow answers were) (default: a new /tmp/aap-load-<time>, removed after a run
+    /// that succeeded).
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Directory of the `aap` and `aap-bot` binaries (default: this binary's).
