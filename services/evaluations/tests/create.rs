@@ -244,9 +244,9 @@ async fn statements_made_together_answer_each_request_in_its_place() -> anyhow::
 
 /// ANALYZE keeps statistics of an answer's columns that statements find answers by, and
 /// gathers none of its payload (migration 0011): a column added later must be put on one side
-/// or the other.
+/// or the other. And an answer is stored into the indexes its lookups need, no more.
 #[tokio::test]
-async fn analyze_gathers_statistics_only_of_what_answers_are_found_by() -> anyhow::Result<()> {
+async fn answers_keep_statistics_and_indexes_only_of_what_they_are_found_by() -> anyhow::Result<()> {
     let (pool, prompt_id) = database_with_prompt("which columns does ANALYZE read?").await?;
     let mut conn = pool.acquire().await?;
     let wanted = [want("chatgpt", "any", false), want("claude", "any", false)];
@@ -262,5 +262,14 @@ async fn analyze_gathers_statistics_only_of_what_answers_are_found_by() -> anyho
             .await?;
     kept.sort();
     assert_eq!(kept, ["assistant", "evaluation_id", "id", "lease_id", "plan", "prompt_id"]);
+
+    // Each stored answer writes these indexes, one each for the lookups made (migration 0012
+    // dropped answers_prompt, the leading column of answers_prompt_target).
+    let mut indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'answers'")
+            .fetch_all(&pool)
+            .await?;
+    indexes.sort();
+    assert_eq!(indexes, ["answers_evaluation_id_key", "answers_pkey", "answers_prompt_target"]);
     Ok(())
 }
