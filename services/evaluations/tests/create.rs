@@ -265,10 +265,11 @@ async fn answers_keep_statistics_and_indexes_only_of_what_they_are_found_by() ->
 
     // Each stored answer writes these indexes, one each for the lookups made (migration 0012
     // dropped answers_prompt, the leading column of answers_prompt_target).
-    let mut indexes: Vec<String> =
-        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'answers'")
-            .fetch_all(&pool)
-            .await?;
+    let mut indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'answers'",
+    )
+    .fetch_all(&pool)
+    .await?;
     indexes.sort();
     assert_eq!(indexes, ["answers_evaluation_id_key", "answers_pkey", "answers_prompt_target"]);
     Ok(())
