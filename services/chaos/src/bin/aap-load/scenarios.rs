@@ -237,12 +237,11 @@ pub struct Pipeline {
     pub errors: usize,
     pub first_error: Option<String>,
     pub window: Duration,
-    /// From the bot's capture (just before its submit) to the answer on the customer's stream.
-    pub callback: Vec<Duration>,
     /// From the Ask to each answer.
     pub ask_to_answer: Vec<Duration>,
-    /// When each answer event arrived, and its callback latency: where in the run the slow
-    /// ones were (`--run-dir`'s paced-timeline.tsv).
+    /// When each answer event arrived, and its callback latency: from the bot's capture (just
+    /// before its submit) to the answer on the customer's stream. Its times say where in the run
+    /// the slow ones were (`--run-dir`'s paced-timeline.tsv).
     pub timeline: Vec<(Instant, Duration)>,
 }
 
@@ -339,10 +338,11 @@ pub struct PipelineFigures {
 
 impl Pipeline {
     pub fn figures(&mut self) -> PipelineFigures {
+        let mut callback: Vec<Duration> = self.timeline.iter().map(|(_, latency)| *latency).collect();
         PipelineFigures {
             per_second: self.answered_in_window as f64 / self.window.as_secs_f64(),
-            callback_p50: median(&mut self.callback),
-            callback_p99: percentile(&mut self.callback, 99.0),
+            callback_p50: median(&mut callback),
+            callback_p99: percentile(&mut callback, 99.0),
             ask_p50: median(&mut self.ask_to_answer),
             ask_p99: percentile(&mut self.ask_to_answer, 99.0),
         }
@@ -354,7 +354,6 @@ impl Pipeline {
         self.answered += part.answered;
         self.failed += part.failed;
         self.errors += part.errors;
-        self.callback.extend(part.callback);
         self.ask_to_answer.extend(part.ask_to_answer);
         self.timeline.extend(part.timeline);
         if self.first_error.is_none() {
@@ -420,18 +419,16 @@ async fn follow_ask(mut client: Answers, request: AskRequest, deadline: Instant,
         };
         match event {
             Some(Event::Answer(answer)) => {
-                let now = chrono::Utc::now();
+                let (now, received) = (chrono::Utc::now(), Instant::now());
                 out.answered += 1;
-                if Instant::now() <= deadline {
+                if received <= deadline {
                     out.answered_in_window += 1;
                 }
                 out.ask_to_answer.push(asked.elapsed());
                 if let Some(at) = answer.captured_at {
                     let captured = chrono::DateTime::from_timestamp(at.seconds, at.nanos.max(0) as u32);
                     if let Some(captured) = captured {
-                        let callback = (now - captured).to_std().unwrap_or_default();
-                        out.callback.push(callback);
-                        out.timeline.push((Instant::now(), callback));
+                        out.timeline.push((received, (now - captured).to_std().unwrap_or_default()));
                     }
                 }
             }
