@@ -39,8 +39,8 @@ use crate::stats::ms;
     long_about = None
 )]
 struct Args {
-    /// Seconds each measurement runs.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds each measurement runs, from 1 to 3,600.
+    #[arg(long, default_value_t = 10.0, value_parser = measurement_seconds)]
     seconds: f64,
     /// The CI run: 2 s measurements, 1,000 watches, fewer callers (overrides the others).
     #[arg(long)]
@@ -124,12 +124,23 @@ const MAX_PACED_RATE: f64 = 100_000.0;
 /// `--paced-rate`: a number of evaluations a second from 0 (the default pace) to
 /// [`MAX_PACED_RATE`].
 fn paced_rate(text: &str) -> Result<f64, String> {
-    let rate: f64 = text.trim().parse().map_err(|e| format!("not a number: {e}"))?;
-    if rate.is_finite() && (0.0..=MAX_PACED_RATE).contains(&rate) {
-        Ok(rate)
-    } else {
-        Err(format!("evaluations a second from 0 (half the closed loop's) to {MAX_PACED_RATE}"))
-    }
+    number_in(text, 0.0..=MAX_PACED_RATE, "evaluations a second from 0 (half the closed loop's) to")
+}
+
+/// The longest measurement: every run of the load client is bounded.
+const MAX_SECONDS: f64 = 3600.0;
+
+/// `--seconds`: from 1 to [`MAX_SECONDS`] (a shorter measurement has too few answers to
+/// measure, a negative or NaN one is no duration at all).
+fn measurement_seconds(text: &str) -> Result<f64, String> {
+    number_in(text, 1.0..=MAX_SECONDS, "seconds from 1 to")
+}
+
+/// The number `text` holds if it is finite and within `range`; else why not (`wanted` and the
+/// range's end, when it is out of range).
+fn number_in(text: &str, range: std::ops::RangeInclusive<f64>, wanted: &str) -> Result<f64, String> {
+    let n: f64 = text.trim().parse().map_err(|e| format!("not a number: {e}"))?;
+    if n.is_finite() && range.contains(&n) { Ok(n) } else { Err(format!("{wanted} {}", range.end())) }
 }
 
 /// mimalloc, as `aap` runs on: the client's allocations are taken from the cores it shares with
@@ -549,5 +560,20 @@ mod tests {
         }
         let parsed = Args::try_parse_from(["aap-load", "--paced-rate", "inf"]);
         assert!(parsed.is_err(), "clap refuses it before anything starts");
+    }
+
+    /// A duration the measurements can run for: a negative or NaN one panicked in
+    /// `Duration::from_secs_f64`, a zero one failed the pipeline with no figure to show.
+    #[test]
+    fn a_measurement_lasts_a_bounded_number_of_seconds() {
+        for good in ["1", "2", " 10 ", "3600"] {
+            assert!(measurement_seconds(good).is_ok(), "{good:?}");
+        }
+        for bad in ["0", "0.5", "-1", "nan", "inf", "3601", "", "1\0"] {
+            assert!(measurement_seconds(bad).is_err(), "{bad:?} is refused");
+        }
+        assert_eq!(measurement_seconds("-1"), Err("seconds from 1 to 3600".to_string()));
+        assert!(Args::try_parse_from(["aap-load", "--seconds=nan"]).is_err(), "refused before anything starts");
+        assert_eq!(Args::try_parse_from(["aap-load"]).map(|args| args.seconds).ok(), Some(10.0));
     }
 }
