@@ -151,8 +151,13 @@ async fn asks_claims_releases_and_answers_move_the_metrics_with_their_labels() {
         targets: vec![aap_proto::v1::Target { assistant: "chatgpt".into(), plan: String::new() }],
         ..Default::default()
     };
-    let by_id = ask(&app, request).await;
+    let by_id = ask(&app, request.clone()).await;
     assert!(matches!(&by_id[0], Event::Matched(m) if m.r#match == MatchKind::ById as i32), "{by_id:?}");
+    // And once more each: now the text as asked and the id are known in memory.
+    let again = ask(&app, ask_text("How do metrics reach Prometheus?", &["chatgpt"])).await;
+    assert!(matches!(&again[0], Event::Matched(m) if m.r#match == MatchKind::Exact as i32), "{again:?}");
+    first_cached(&again);
+    first_cached(&ask(&app, request).await);
 
     let chatgpt = [("assistant", "chatgpt")];
     let done = scrape_until(&url, "the answers stored and the gauges back to zero", |s| {
@@ -161,18 +166,35 @@ async fn asks_claims_releases_and_answers_move_the_metrics_with_their_labels() {
             && value(s, "aap_evaluations", &[("assistant", "chatgpt"), ("state", "queued")]) == 0.0
             && value(s, "aap_queue_messages", &[("consumer", consumer), ("state", "ack_pending")]) == 0.0
             && value(s, "aap_answers_streams_open", &[("rpc", "ask")]) == 0.0
-            && value(s, "aap_grpc_server_handled_total", &[("method", "Ask"), ("code", "Ok")]) == 4.0
+            && value(s, "aap_grpc_server_handled_total", &[("method", "Ask"), ("code", "Ok")]) == 6.0
     })
     .await;
     let count = |name: &str, labels: &[(&str, &str)]| value(&done, name, labels);
     // Asks by how their prompt was found, timed to the first event.
     assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "new")]), 2.0);
-    assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "exact")]), 1.0);
-    assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "by_id")]), 1.0);
+    assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "exact")]), 2.0);
+    assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "by_id")]), 2.0);
     assert_eq!(count("aap_answers_ask_first_event_seconds_count", &[("match", "similar")]), 0.0);
     let inf = [("match", "new"), ("le", "+Inf")];
     assert_eq!(count("aap_answers_ask_first_event_seconds_bucket", &inf), 2.0);
     assert!(count("aap_answers_ask_first_event_seconds_sum", &[("match", "new")]) > 0.0);
+    // The exact-hit caches. Texts as asked: the two new ones and the first exact Ask missed (it
+    // found its prompt by hash, and remembered the text), the second hit. By hash: the new ones
+    // were not stored yet, the first exact Ask read and kept it. By id: read once, then kept.
+    let lookups =
+        |cache: &str, result: &str| count("aap_answers_cache_lookups_total", &[("cache", cache), ("result", result)]);
+    assert_eq!((lookups("asked_as", "hit"), lookups("asked_as", "miss")), (1.0, 3.0));
+    assert_eq!((lookups("prompt_hash", "hit"), lookups("prompt_hash", "miss")), (0.0, 3.0));
+    assert_eq!((lookups("prompt_id", "hit"), lookups("prompt_id", "miss")), (1.0, 1.0));
+    // Settled prompts: one lookup per Ask. The new ones missed; of the four asked again, each
+    // one after the first finds the answered prompt kept, unless a late announcement about it
+    // (the gateway's of the submit) dropped it just before, which happens once at most.
+    let settled = ["hit", "miss", "stale"].map(|result| lookups("settled", result));
+    assert_eq!(settled.iter().sum::<f64>(), 6.0, "one per Ask: {settled:?}");
+    assert!(settled[0] >= 2.0 && settled[1] >= 2.0 && settled[2] == 0.0, "{settled:?}");
+    let entries = |cache: &str| count("aap_answers_cache_entries", &[("cache", cache)]);
+    assert_eq!((entries("asked_as"), entries("prompt_hash"), entries("prompt_id")), (1.0, 1.0, 1.0));
+    assert!(entries("settled") >= 1.0, "the answered prompt is kept");
     // The pipeline: three claims (one given back and delivered again), two answers through
     // the results stream and the ingest.
     assert_eq!(count("aap_evaluations_claims_total", &chatgpt), 3.0);
@@ -197,7 +219,7 @@ async fn asks_claims_releases_and_answers_move_the_metrics_with_their_labels() {
         .sum::<f64>();
     assert_eq!(refused, 1.0, "the refused lease, by its code");
     let ask_timed = [("service", "aap.v1.AnswersService"), ("method", "Ask")];
-    assert_eq!(count("aap_grpc_server_handling_seconds_count", &ask_timed), 4.0);
+    assert_eq!(count("aap_grpc_server_handling_seconds_count", &ask_timed), 6.0);
     // Embedding: the two new prompts (the exact and by-id Asks embed nothing), in one forward
     // pass or two (concurrent Asks share a pass).
     let passes = count("aap_embedding_seconds_count", &[]);

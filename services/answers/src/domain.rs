@@ -670,6 +670,7 @@ impl Answers {
             if !wanted {
                 let follower = self.follower(targets, Vec::new(), include_html, max_age);
                 if let Some(events) = settled_events(&follower, &kept, prompt_id) {
+                    self.hub.served_from_memory();
                     return Ok(whole_stream(first, events));
                 }
                 (targets, max_age) = (follower.targets, follower.max_age);

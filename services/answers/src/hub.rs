@@ -32,10 +32,12 @@ use aap_evaluations::model::Status;
 use aap_evaluations::partial::PartialMessage;
 use aap_evaluations::queue::{Change, Told};
 use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
+use aap_platform::metrics::prometheus_client::metrics::gauge::Gauge;
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
 
+use crate::metrics::{Cache, Lookup};
 use crate::store::PromptRow;
 
 /// What a prompt's streams are told from: its evaluations and their answers (without page
@@ -169,16 +171,19 @@ struct Kept {
     connects: u64,
 }
 
-/// A map that keeps at most `capacity` entries, dropping the oldest inserted first.
+/// A map that keeps at most `capacity` entries, dropping the oldest inserted first; `entries`
+/// shows how many it holds.
 struct Bounded<K, V> {
     map: HashMap<K, V>,
     order: VecDeque<K>,
     capacity: usize,
+    entries: Gauge,
 }
 
 impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
-    fn new(capacity: usize) -> Bounded<K, V> {
-        Bounded { map: HashMap::new(), order: VecDeque::new(), capacity }
+    fn new(capacity: usize, entries: Gauge) -> Bounded<K, V> {
+        entries.set(0);
+        Bounded { map: HashMap::new(), order: VecDeque::new(), capacity, entries }
     }
 
     fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
@@ -208,15 +213,19 @@ impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
             let map = &self.map;
             self.order.retain(|key| map.contains_key(key));
         }
+        self.entries.set(self.map.len() as i64);
     }
 
     fn remove(&mut self, key: &K) {
-        self.map.remove(key);
+        if self.map.remove(key).is_some() {
+            self.entries.set(self.map.len() as i64);
+        }
     }
 
     fn clear(&mut self) {
         self.map.clear();
         self.order.clear();
+        self.entries.set(0);
     }
 }
 
@@ -269,16 +278,19 @@ impl Following {
     }
 }
 
-/// The prompt `kept` holds under `key`, or the one `load` finds, kept from then on (a prompt's
-/// text never changes); one not found is looked for again the next time.
+/// The prompt `kept` (the `cache`) holds under `key`, or the one `load` finds, kept from then on
+/// (a prompt's text never changes); one not found is looked for again the next time.
 async fn remembered<K: Hash + Eq + Clone, F: Future<Output = sqlx::Result<Option<PromptRow>>>>(
     kept: &Mutex<Bounded<K, PromptRow>>,
+    cache: Cache,
     key: K,
     load: impl FnOnce() -> F,
 ) -> sqlx::Result<Option<PromptRow>> {
     if let Some(prompt) = lock(kept).get(&key) {
+        crate::metrics::cache_lookup(cache, Lookup::Hit);
         return Ok(Some(prompt.clone()));
     }
+    crate::metrics::cache_lookup(cache, Lookup::Miss);
     let found = load().await?;
     if let Some(prompt) = &found {
         lock(kept).insert(key, prompt.clone());
@@ -307,10 +319,16 @@ impl Hub {
             config,
             subject_prefix: subject_prefix.to_owned(),
             feeds: Mutex::new(HashMap::new()),
-            settled: Mutex::new(Bounded::new(config.cache_entries)),
-            prompts: Mutex::new(Bounded::new(config.cache_entries)),
-            prompts_by_id: Mutex::new(Bounded::new(config.cache_entries)),
-            prompts_asked_as: Mutex::new(Bounded::new(config.cache_entries)),
+            settled: Mutex::new(Bounded::new(config.cache_entries, crate::metrics::cache_entries(Cache::Settled))),
+            prompts: Mutex::new(Bounded::new(config.cache_entries, crate::metrics::cache_entries(Cache::PromptHash))),
+            prompts_by_id: Mutex::new(Bounded::new(
+                config.cache_entries,
+                crate::metrics::cache_entries(Cache::PromptId),
+            )),
+            prompts_asked_as: Mutex::new(Bounded::new(
+                config.cache_entries,
+                crate::metrics::cache_entries(Cache::AskedAs),
+            )),
         });
         tokio::spawn(listen(Arc::downgrade(&inner), announcements));
         Ok(Hub { inner })
@@ -318,14 +336,17 @@ impl Hub {
 
     /// The stored prompt of a normalised hash, from memory when it was seen before.
     pub async fn prompt_by_hash(&self, hash: &[u8]) -> sqlx::Result<Option<PromptRow>> {
-        remembered(&self.inner.prompts, hash.to_vec(), || crate::store::prompt_by_hash(&self.inner.pool, hash)).await
+        let load = || crate::store::prompt_by_hash(&self.inner.pool, hash);
+        remembered(&self.inner.prompts, Cache::PromptHash, hash.to_vec(), load).await
     }
 
     /// The stored prompt last found for a text asked exactly so (the same bytes), from memory
     /// only. The text's canonical form and hash are a pure function of it, and a stored prompt
     /// never changes: a text asked again skips both (a tenth of an exact hit's CPU in a profile).
     pub fn prompt_asked_as(&self, text: &str) -> Option<PromptRow> {
-        lock(&self.inner.prompts_asked_as).get(text).cloned()
+        let found = lock(&self.inner.prompts_asked_as).get(text).cloned();
+        crate::metrics::cache_lookup(Cache::AskedAs, if found.is_some() { Lookup::Hit } else { Lookup::Miss });
+        found
     }
 
     /// Remembers that `text`, as asked, is `prompt` (found by its canonical form's hash); a text
@@ -338,7 +359,8 @@ impl Hub {
 
     /// The stored prompt `id`, from memory when it was seen before.
     pub async fn prompt_by_id(&self, id: i64) -> sqlx::Result<Option<PromptRow>> {
-        remembered(&self.inner.prompts_by_id, id, || crate::store::prompt_by_id(&self.inner.pool, id)).await
+        remembered(&self.inner.prompts_by_id, Cache::PromptId, id, || crate::store::prompt_by_id(&self.inner.pool, id))
+            .await
     }
 
     /// Follows `prompt_id`: from now on every announcement about it re-reads it.
@@ -361,15 +383,22 @@ impl Hub {
     }
 
     /// The prompt's snapshot now, handed to its streams too: from memory when a settled one is
-    /// kept and `fresh` is false (then `.1` is true), otherwise read.
+    /// kept and `fresh` is false (then `.1` is true), otherwise read. A lookup in memory is
+    /// counted (`aap_answers_cache_lookups_total`, cache `settled`).
     pub async fn read(
         &self,
         prompt_id: i64,
         following: &Following,
         fresh: bool,
     ) -> sqlx::Result<(Arc<Snapshot>, bool)> {
-        if !fresh && let Some(snapshot) = self.kept(prompt_id) {
-            return Ok((following.feed.hand(&snapshot), true));
+        if !fresh {
+            match self.lookup(prompt_id) {
+                Ok(snapshot) => {
+                    crate::metrics::cache_lookup(Cache::Settled, Lookup::Hit);
+                    return Ok((following.feed.hand(&snapshot), true));
+                }
+                Err(result) => crate::metrics::cache_lookup(Cache::Settled, result),
+            }
         }
         let snapshot = self.inner.read(prompt_id).await?;
         Ok((following.feed.hand(&snapshot), false))
@@ -384,13 +413,25 @@ impl Hub {
     }
 
     /// The prompt's settled snapshot kept in memory, while it may be used (no reconnect to NATS
-    /// since it was read, younger than the sweep's max age).
+    /// since it was read, younger than the sweep's max age). Not counted: an Ask served whole
+    /// from it counts its hit ([`Hub::served_from_memory`]); one that goes on reads through
+    /// [`Hub::read`], which counts.
     pub fn kept(&self, prompt_id: i64) -> Option<Arc<Snapshot>> {
+        self.lookup(prompt_id).ok()
+    }
+
+    /// Counts an Ask served whole from [`Hub::kept`]'s snapshot, a hit of the settled cache.
+    pub fn served_from_memory(&self) {
+        crate::metrics::cache_lookup(Cache::Settled, Lookup::Hit);
+    }
+
+    /// [`Hub::kept`], or why not: nothing kept (`Miss`), or kept but not to be used (`Stale`).
+    fn lookup(&self, prompt_id: i64) -> Result<Arc<Snapshot>, Lookup> {
         let connects = self.inner.connects();
         let settled = lock(&self.inner.settled);
-        let kept = settled.get(&prompt_id)?;
+        let kept = settled.get(&prompt_id).ok_or(Lookup::Miss)?;
         let usable = kept.connects == connects && kept.read_at.elapsed() < self.inner.config.max_age;
-        usable.then(|| kept.snapshot.clone())
+        usable.then(|| kept.snapshot.clone()).ok_or(Lookup::Stale)
     }
 }
 
@@ -704,13 +745,18 @@ mod tests {
 
     #[test]
     fn the_bounded_map_drops_the_oldest_first_and_never_grows_past_its_capacity() {
-        let mut map = Bounded::new(3);
+        let entries = Gauge::default();
+        let mut map = Bounded::new(3, entries.clone());
         for n in 0..10 {
             map.insert(n, n * 10);
             assert!(map.map.len() <= 3);
+            assert_eq!(entries.get(), map.map.len() as i64, "the gauge shows what it holds");
         }
         assert_eq!((map.get(&9), map.get(&7), map.get(&6)), (Some(&90), Some(&70), None));
         map.remove(&8);
+        assert_eq!(entries.get(), 2);
+        map.remove(&8);
+        assert_eq!(entries.get(), 2, "a key removed twice counts once");
         map.insert(10, 100);
         assert_eq!(map.get(&7), Some(&70), "a removed key frees its place");
         for n in 0..1000 {
@@ -720,7 +766,8 @@ mod tests {
         assert!(map.order.len() <= 2 * 16 + 1, "removed keys do not pile up: {}", map.order.len());
         map.clear();
         assert_eq!(map.get(&999), None);
-        let mut none = Bounded::new(0);
+        assert_eq!(entries.get(), 0);
+        let mut none = Bounded::new(0, Gauge::default());
         none.insert(1, 1);
         assert_eq!(none.get(&1), None);
     }

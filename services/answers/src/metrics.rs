@@ -1,8 +1,9 @@
 //! The answers service's metrics: Asks by how their prompt was found, with the time to their
-//! first event, and the streams open.
+//! first event, the streams open, and how the replica's exact-hit caches serve.
 
 use std::sync::LazyLock;
 
+use aap_platform::metrics::prometheus_client::metrics::counter::Counter;
 use aap_platform::metrics::prometheus_client::metrics::gauge::Gauge;
 use aap_platform::metrics::prometheus_client::metrics::histogram::Histogram;
 use aap_platform::metrics::{self, Counters, Gauges, Histograms};
@@ -13,6 +14,8 @@ struct Metrics {
     streams_open: Gauges,
     partials_dropped: Counters,
     similar_vetoed: Counters,
+    cache_lookups: Counters,
+    cache_entries: Gauges,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -27,6 +30,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "answers_similar_vetoed",
         "Stored prompts above the similarity threshold that the near-miss guard held apart from the asked one, \
          by category (numbers, years, counts, negation, direction, order, entities).",
+    ),
+    cache_lookups: metrics::counter(
+        "answers_cache_lookups",
+        "Lookups in the replica's memory on the way to an answer, by cache (settled: a prompt's answers once \
+         every evaluation is final; prompt_hash: prompts by their canonical text's hash; prompt_id: prompts by id; \
+         asked_as: prompts by the text as it was asked) and result (hit; miss: read from the database; stale, \
+         settled only: kept but older than its max age or heard before a NATS reconnect, read again).",
+    ),
+    cache_entries: metrics::gauge(
+        "answers_cache_entries",
+        "Entries in each of the replica's exact-hit caches now, by cache (settled, prompt_hash, prompt_id, \
+         asked_as); each holds at most 10,000, the oldest out first.",
     ),
     partials_dropped: metrics::counter(
         "partials_dropped",
@@ -55,10 +70,82 @@ const MATCH_LABELS: [&str; 5] = ["exact", "similar", "new", "by_id", SUGGESTED];
 /// The `rpc` label of streams counted open.
 const STREAM_RPCS: [&str; 2] = ["ask", "watch"];
 
+/// One of the replica's caches on the exact-hit path (hub.rs), the `cache` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cache {
+    /// A prompt's snapshot once every evaluation is final.
+    Settled = 0,
+    /// Prompts by their canonical text's hash.
+    PromptHash = 1,
+    /// Prompts by id.
+    PromptId = 2,
+    /// Prompts by the text as it was asked.
+    AskedAs = 3,
+}
+
+impl Cache {
+    const ALL: [Cache; 4] = [Cache::Settled, Cache::PromptHash, Cache::PromptId, Cache::AskedAs];
+
+    fn label(self) -> &'static str {
+        match self {
+            Cache::Settled => "settled",
+            Cache::PromptHash => "prompt_hash",
+            Cache::PromptId => "prompt_id",
+            Cache::AskedAs => "asked_as",
+        }
+    }
+}
+
+/// What a cache lookup found, the `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lookup {
+    Hit = 0,
+    Miss = 1,
+    /// Kept, but not to be served any more (too old, or heard before a NATS reconnect).
+    Stale = 2,
+}
+
+impl Lookup {
+    const ALL: [Lookup; 3] = [Lookup::Hit, Lookup::Miss, Lookup::Stale];
+
+    fn label(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Stale => "stale",
+        }
+    }
+}
+
+/// The lookup series, by cache and result (indexed by their discriminants, the order of `ALL`;
+/// kept: they are on every exact hit).
+static CACHE_LOOKUPS: LazyLock<[[Counter; 3]; 4]> = LazyLock::new(|| {
+    Cache::ALL.map(|cache| {
+        Lookup::ALL.map(|result| {
+            let labels = metrics::labels([("cache", cache.label()), ("result", result.label())]);
+            METRICS.cache_lookups.get_or_create(&labels).clone()
+        })
+    })
+});
+
+/// Counts a lookup in `cache` that found `result`.
+pub(crate) fn cache_lookup(cache: Cache, result: Lookup) {
+    CACHE_LOOKUPS[cache as usize][result as usize].inc();
+}
+
+/// The entries gauge of `cache`.
+pub(crate) fn cache_entries(cache: Cache) -> Gauge {
+    METRICS.cache_entries.get_or_create(&metrics::labels([("cache", cache.label())])).clone()
+}
+
 /// Makes the answers families appear in scrapes from the start, each match kind at zero.
 pub fn register() {
     LazyLock::force(&FIRST_EVENT);
     LazyLock::force(&STREAMS_OPEN);
+    LazyLock::force(&CACHE_LOOKUPS);
+    for cache in Cache::ALL {
+        let _ = cache_entries(cache);
+    }
     for category in crate::guard::Category::ALL {
         let _ = METRICS.similar_vetoed.get_or_create(&metrics::labels([("category", category.as_str())]));
     }
