@@ -233,3 +233,32 @@ async fn asks_claims_releases_and_answers_move_the_metrics_with_their_labels() {
     // A caller cannot grow the label set with made-up paths.
     assert!(done.samples.iter().all(|s| s.label("method").is_none_or(|m| m.len() < 40)));
 }
+
+#[tokio::test]
+async fn a_settled_prompt_older_than_the_caches_max_age_is_read_again_and_counted_stale() {
+    let app = spawn_app_with(Options { cache_max_age: Duration::ZERO, ..Options::default() }).await;
+    let prompt = "Is a kept answer ever served past its age?";
+    let asking = {
+        let mut answers = app.answers();
+        tokio::spawn(async move {
+            let stream = answers.ask(ask_text(prompt, &["chatgpt"])).await.expect("ask").into_inner();
+            collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))).await
+        })
+    };
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit(&app, task.evaluation_id, "Never past its age").await.expect("submit");
+    first_answer(&asking.await.expect("ask task"));
+
+    // Kept when it settled, but too old at once: each Ask after reads the prompt again, and
+    // gets the stored answer from there. Of the two, the second finds it kept (stale) at least:
+    // the first may miss if a late announcement (the gateway's of the submit) dropped it.
+    for _ in 0..2 {
+        let again = ask(&app, ask_text(prompt, &["chatgpt"])).await;
+        assert_eq!(first_cached(&again).response_text, "Never past its age");
+    }
+    let scrape = scrape(&app.metrics_url).await;
+    let settled = ["hit", "miss", "stale"]
+        .map(|result| value(&scrape, "aap_answers_cache_lookups_total", &[("cache", "settled"), ("result", result)]));
+    assert_eq!(settled[0], 0.0, "nothing served from memory past its age: {settled:?}");
+    assert!(settled[1] >= 1.0 && settled[2] >= 1.0 && settled[1] + settled[2] == 3.0, "{settled:?}");
+}

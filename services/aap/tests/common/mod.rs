@@ -83,6 +83,8 @@ pub struct Options {
     /// How often a replica compares the prompts its streams follow with the database (and
     /// refresh schedules are looked at): long, for a test of what announcements alone do.
     pub sweep_every: Duration,
+    /// Longest a replica serves a settled prompt's answers from memory.
+    pub cache_max_age: Duration,
 }
 
 impl Default for Options {
@@ -98,6 +100,7 @@ impl Default for Options {
             remote_logins: aap::logins::RemoteLoginsConfig::default(),
             embedding: aap_embedding::BatchConfig::default(),
             sweep_every: Duration::from_millis(500),
+            cache_max_age: AnswersConfig::default().cache_max_age,
         }
     }
 }
@@ -158,6 +161,7 @@ pub fn platform_config(
             max_attempts: options.max_attempts,
             refresh_every: options.sweep_every,
             embedding: options.embedding,
+            cache_max_age: options.cache_max_age,
             ..AnswersConfig::default()
         },
         gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
