@@ -53,6 +53,15 @@ pub struct ServiceArgs {
     /// RESOURCE_EXHAUSTED instead of queueing without bound.
     #[arg(long, env = "AAP_EMBEDDING_QUEUE", default_value_t = aap_embedding::BatchConfig::default().max_queue)]
     pub embedding_queue: usize,
+    /// Entries each of a replica's exact-hit caches holds at most (settled prompts' answers,
+    /// prompts by hash, by id, by the text as asked); 0 keeps none, and every Ask reads
+    /// PostgreSQL. docs/performance.md, "Exact hits from memory".
+    #[arg(long, env = "AAP_ANSWERS_CACHE_ENTRIES", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    pub answers_cache_entries: u32,
+    /// MiB each of those caches holds at most (estimated from what its entries hold), the
+    /// oldest out first: the four together never take more than four times this.
+    #[arg(long, env = "AAP_ANSWERS_CACHE_MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub answers_cache_mib: u32,
     /// Oldest answer an Ask that names no `max_age` is served as current, per assistant, e.g.
     /// `chatgpt=7d,claude=7d`: an older answer is streamed marked stale while a refresh is
     /// evaluated. An assistant not listed: answers never go stale.
@@ -290,6 +299,8 @@ impl ServiceArgs {
                     ..aap_embedding::BatchConfig::default()
                 },
                 max_age: self.answer_max_age.iter().cloned().collect(),
+                cache_entries: self.answers_cache_entries as usize,
+                cache_bytes: (self.answers_cache_mib as usize) << 20,
                 ..AnswersConfig::default()
             },
             gateway: GatewayConfig {
@@ -356,6 +367,27 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("aap").chain(args.iter().copied()))?;
         let config = cli.service.platform("postgres://db".into(), "nats://nats".into());
         Ok((cli.service.embedding_threads, config.answers.embedding))
+    }
+
+    #[test]
+    fn the_exact_hit_caches_default_to_the_services_own_limits_and_refuse_what_is_out_of_range() {
+        let caches = |args: &[&str]| -> Result<(usize, usize), clap::Error> {
+            let cli = Cli::try_parse_from(std::iter::once("aap").chain(args.iter().copied()))?;
+            let config = cli.service.platform("postgres://db".into(), "nats://nats".into()).answers;
+            Ok((config.cache_entries, config.cache_bytes))
+        };
+        let defaults = aap_answers::AnswersConfig::default();
+        assert_eq!(caches(&[]).ok(), Some((defaults.cache_entries, defaults.cache_bytes)));
+        let set = caches(&["--answers-cache-entries", "0", "--answers-cache-mib", "256"]);
+        assert_eq!(set.ok(), Some((0, 256 << 20)));
+        for bad in [
+            ["--answers-cache-entries", "-1"],
+            ["--answers-cache-entries", "10000001"],
+            ["--answers-cache-mib", "65537"],
+            ["--answers-cache-mib", "lots"],
+        ] {
+            assert!(caches(&bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

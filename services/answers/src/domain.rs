@@ -46,8 +46,10 @@ pub struct AnswersConfig {
     /// query for all of them), in case an announcement was lost.
     pub refresh_every: Duration,
     /// Prompts whose settled answers are kept in memory for exact hits, and prompt texts kept
-    /// by hash.
+    /// by hash, by id and as asked: entries each of these caches holds at most.
     pub cache_entries: usize,
+    /// Bytes each of those caches holds at most, estimated from what its entries' strings hold.
+    pub cache_bytes: usize,
     /// Longest a kept answer is served from memory without reading the database again.
     pub cache_max_age: Duration,
     /// How concurrent Asks share the embedding model's forward passes.
@@ -68,6 +70,7 @@ impl Default for AnswersConfig {
             max_suggestions: 5,
             refresh_every: Duration::from_secs(2),
             cache_entries: 10_000,
+            cache_bytes: 32 << 20,
             cache_max_age: Duration::from_secs(60),
             embedding: aap_embedding::BatchConfig::default(),
             max_age: HashMap::new(),
@@ -360,6 +363,7 @@ impl Answers {
         let hub_config = HubConfig {
             sweep_every: config.refresh_every,
             cache_entries: config.cache_entries,
+            cache_bytes: config.cache_bytes,
             max_age: config.cache_max_age,
         };
         let subjects = queue.topology().prompt_events_subject_prefix();

@@ -32,12 +32,11 @@ use aap_evaluations::model::Status;
 use aap_evaluations::partial::PartialMessage;
 use aap_evaluations::queue::{Change, Told};
 use aap_evaluations::store::{self as evals, AnswerRow, EvaluationRow};
-use aap_platform::metrics::prometheus_client::metrics::gauge::Gauge;
 use futures::StreamExt;
 use sqlx::PgPool;
 use tokio::sync::{broadcast, watch};
 
-use crate::metrics::{Cache, Lookup};
+use crate::metrics::{Cache, CacheGauges, Lookup};
 use crate::store::PromptRow;
 
 /// What a prompt's streams are told from: its evaluations and their answers (without page
@@ -98,6 +97,14 @@ impl Snapshot {
         Some(Snapshot { rows: rows.into_owned(), answers, read: true })
     }
 
+    /// Roughly the memory the snapshot holds: its rows and answers, with what their strings hold
+    /// (a prompt asked for years holds every evaluation it had, each with the prompt's text).
+    fn heap_bytes(&self) -> usize {
+        let rows: usize = self.rows.iter().map(row_bytes).sum();
+        let answers: usize = self.answers.iter().map(answer_bytes).sum();
+        size_of::<Snapshot>() + rows + answers
+    }
+
     /// Whether every evaluation is final, so that only a new evaluation can change it.
     fn settled(&self) -> bool {
         !self.rows.is_empty() && self.rows.iter().all(|row| row.status().is_final())
@@ -122,15 +129,22 @@ impl Snapshot {
 pub struct HubConfig {
     /// How often the replica compares its followed prompts with the database.
     pub sweep_every: Duration,
-    /// Settled snapshots and prompt texts kept for exact hits.
+    /// Settled snapshots and prompt texts kept for exact hits: entries each cache holds at most.
     pub cache_entries: usize,
+    /// Bytes each of those caches holds at most (estimated from what its strings hold).
+    pub cache_bytes: usize,
     /// Longest a settled snapshot is served from memory.
     pub max_age: Duration,
 }
 
 impl Default for HubConfig {
     fn default() -> HubConfig {
-        HubConfig { sweep_every: Duration::from_secs(2), cache_entries: 10_000, max_age: Duration::from_secs(60) }
+        HubConfig {
+            sweep_every: Duration::from_secs(2),
+            cache_entries: 10_000,
+            cache_bytes: 32 << 20,
+            max_age: Duration::from_secs(60),
+        }
     }
 }
 
@@ -171,62 +185,165 @@ struct Kept {
     connects: u64,
 }
 
-/// A map that keeps at most `capacity` entries, dropping the oldest inserted first; `entries`
-/// shows how many it holds.
+/// What a cache may hold: entries, and bytes as its weigher estimates them.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    entries: usize,
+    bytes: usize,
+}
+
+/// A map that keeps at most `limits.entries` entries and `limits.bytes` of them (as `weigh`
+/// estimates each), dropping the oldest inserted first; an entry larger than all it may hold is
+/// not kept. Its gauges show what it holds.
 struct Bounded<K, V> {
-    map: HashMap<K, V>,
+    map: HashMap<K, (V, usize)>,
     order: VecDeque<K>,
-    capacity: usize,
-    entries: Gauge,
+    limits: Limits,
+    bytes: usize,
+    weigh: fn(&K, &V) -> usize,
+    gauges: crate::metrics::CacheGauges,
 }
 
 impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
-    fn new(capacity: usize, entries: Gauge) -> Bounded<K, V> {
-        entries.set(0);
-        Bounded { map: HashMap::new(), order: VecDeque::new(), capacity, entries }
+    fn new(limits: Limits, weigh: fn(&K, &V) -> usize, gauges: crate::metrics::CacheGauges) -> Bounded<K, V> {
+        let bounded = Bounded { map: HashMap::new(), order: VecDeque::new(), limits, bytes: 0, weigh, gauges };
+        bounded.show();
+        bounded
     }
 
     fn get<Q: Hash + Eq + ?Sized>(&self, key: &Q) -> Option<&V>
     where
         K: std::borrow::Borrow<Q>,
     {
-        self.map.get(key)
+        self.map.get(key).map(|(value, _)| value)
     }
 
     fn insert(&mut self, key: K, value: V) {
-        if self.capacity == 0 {
-            return;
+        let weight = (self.weigh)(&key, &value);
+        if self.limits.entries == 0 || weight > self.limits.bytes {
+            // Too large to keep: nor is an older value of the key served any longer.
+            return self.remove(&key);
         }
-        if self.map.insert(key.clone(), value).is_none() {
-            self.order.push_back(key);
+        match self.map.insert(key.clone(), (value, weight)) {
+            Some((_, before)) => self.bytes -= before,
+            None => self.order.push_back(key),
         }
-        while self.map.len() > self.capacity {
+        self.bytes += weight;
+        while self.map.len() > self.limits.entries || self.bytes > self.limits.bytes {
             match self.order.pop_front() {
                 Some(oldest) => {
-                    self.map.remove(&oldest);
+                    if let Some((_, weight)) = self.map.remove(&oldest) {
+                        self.bytes -= weight;
+                    }
                 }
                 None => break,
             }
         }
         // Removed keys leave their place in `order`; compact it when it has grown far beyond.
-        if self.order.len() > 2 * self.capacity.max(16) {
+        if self.order.len() > 2 * self.limits.entries.max(16) {
             let map = &self.map;
             self.order.retain(|key| map.contains_key(key));
         }
-        self.entries.set(self.map.len() as i64);
+        self.show();
     }
 
     fn remove(&mut self, key: &K) {
-        if self.map.remove(key).is_some() {
-            self.entries.set(self.map.len() as i64);
+        if let Some((_, weight)) = self.map.remove(key) {
+            self.bytes -= weight;
+            self.show();
         }
     }
 
     fn clear(&mut self) {
         self.map.clear();
         self.order.clear();
-        self.entries.set(0);
+        self.bytes = 0;
+        self.show();
     }
+
+    fn show(&self) {
+        self.gauges.entries.set(self.map.len() as i64);
+        self.gauges.bytes.set(self.bytes as i64);
+    }
+}
+
+/// What a map entry costs besides what its key and value hold: the table's slot, the order's.
+const ENTRY_BYTES: usize = 64;
+
+/// The estimated size of a kept prompt under a key of `key_bytes`.
+fn prompt_bytes(key_bytes: usize, prompt: &PromptRow) -> usize {
+    ENTRY_BYTES + key_bytes + size_of::<PromptRow>() + prompt.text.capacity()
+}
+
+fn weigh_by_hash(hash: &Vec<u8>, prompt: &PromptRow) -> usize {
+    prompt_bytes(hash.capacity(), prompt)
+}
+
+fn weigh_by_id(_: &i64, prompt: &PromptRow) -> usize {
+    prompt_bytes(size_of::<i64>(), prompt)
+}
+
+// A weigher takes the map's key as it is kept: here a `Box<str>`.
+#[allow(clippy::borrowed_box)]
+fn weigh_by_text(text: &Box<str>, prompt: &PromptRow) -> usize {
+    prompt_bytes(text.len(), prompt)
+}
+
+fn weigh_kept(_: &i64, kept: &Kept) -> usize {
+    ENTRY_BYTES + size_of::<Kept>() + kept.snapshot.heap_bytes()
+}
+
+/// The bytes of strings: each one's capacity.
+fn strings<'a>(all: impl IntoIterator<Item = &'a String>) -> usize {
+    all.into_iter().map(String::capacity).sum()
+}
+
+/// The estimated memory of an evaluation row: the struct and what its strings hold.
+fn row_bytes(row: &EvaluationRow) -> usize {
+    let optional = [&row.ack_subject, &row.failure_reason, &row.claimed_by, &row.claimed_principal];
+    let trace: usize = row
+        .trace_context
+        .0
+        .iter()
+        .map(|(key, value)| 2 * size_of::<String>() + key.capacity() + value.capacity())
+        .sum();
+    size_of::<EvaluationRow>()
+        + strings([&row.prompt_text, &row.assistant, &row.plan, &row.status])
+        + strings(optional.into_iter().flatten())
+        + trace
+}
+
+/// The estimated memory of an answer: the struct and what its strings, citations and products hold.
+fn answer_bytes(answer: &AnswerRow) -> usize {
+    let own = [
+        &answer.assistant,
+        &answer.plan,
+        &answer.response_text,
+        &answer.response_markdown,
+        &answer.kind,
+        &answer.response_html,
+        &answer.model,
+        &answer.adapter_version,
+        &answer.adapter_fingerprint,
+        &answer.bot_id,
+        &answer.account_id,
+        &answer.account_label,
+    ];
+    let lists = [&answer.finish_signals, &answer.missing_roles, &answer.search_queries.0];
+    let listed: usize = lists.iter().map(|list| list.len() * size_of::<String>() + strings(list.iter())).sum();
+    let citations: usize = answer
+        .citations
+        .0
+        .iter()
+        .map(|c| size_of::<aap_evaluations::model::Citation>() + strings([&c.url, &c.title, &c.domain]))
+        .sum();
+    let products: usize = answer
+        .products
+        .0
+        .iter()
+        .map(|p| size_of::<aap_evaluations::model::Product>() + strings([&p.name, &p.url, &p.price, &p.merchant]))
+        .sum();
+    size_of::<AnswerRow>() + strings(own) + listed + citations + products
 }
 
 struct Inner {
@@ -313,22 +430,17 @@ impl Hub {
         config: HubConfig,
     ) -> Result<Hub, async_nats::SubscribeError> {
         let announcements = client.subscribe(format!("{subject_prefix}.>")).await?;
+        let limits = Limits { entries: config.cache_entries, bytes: config.cache_bytes };
         let inner = Arc::new(Inner {
             pool,
             client,
             config,
             subject_prefix: subject_prefix.to_owned(),
             feeds: Mutex::new(HashMap::new()),
-            settled: Mutex::new(Bounded::new(config.cache_entries, crate::metrics::cache_entries(Cache::Settled))),
-            prompts: Mutex::new(Bounded::new(config.cache_entries, crate::metrics::cache_entries(Cache::PromptHash))),
-            prompts_by_id: Mutex::new(Bounded::new(
-                config.cache_entries,
-                crate::metrics::cache_entries(Cache::PromptId),
-            )),
-            prompts_asked_as: Mutex::new(Bounded::new(
-                config.cache_entries,
-                crate::metrics::cache_entries(Cache::AskedAs),
-            )),
+            settled: Mutex::new(Bounded::new(limits, weigh_kept, CacheGauges::of(Cache::Settled))),
+            prompts: Mutex::new(Bounded::new(limits, weigh_by_hash, CacheGauges::of(Cache::PromptHash))),
+            prompts_by_id: Mutex::new(Bounded::new(limits, weigh_by_id, CacheGauges::of(Cache::PromptId))),
+            prompts_asked_as: Mutex::new(Bounded::new(limits, weigh_by_text, CacheGauges::of(Cache::AskedAs))),
         });
         tokio::spawn(listen(Arc::downgrade(&inner), announcements));
         Ok(Hub { inner })
@@ -743,32 +855,91 @@ mod tests {
         assert!(Arc::ptr_eq(&state.answers, &held.answers));
     }
 
+    /// Entries weigh 10 bytes each, or their value when it is larger.
+    fn weigh_value(_: &i64, value: &i64) -> usize {
+        (*value as usize).max(10)
+    }
+
+    fn bounded(entries: usize, bytes: usize) -> (Bounded<i64, i64>, crate::metrics::CacheGauges) {
+        let gauges = crate::metrics::CacheGauges::default();
+        (Bounded::new(Limits { entries, bytes }, weigh_value, gauges.clone()), gauges)
+    }
+
     #[test]
     fn the_bounded_map_drops_the_oldest_first_and_never_grows_past_its_capacity() {
-        let entries = Gauge::default();
-        let mut map = Bounded::new(3, entries.clone());
+        let (mut map, gauges) = bounded(3, usize::MAX);
         for n in 0..10 {
-            map.insert(n, n * 10);
+            map.insert(n, n);
             assert!(map.map.len() <= 3);
-            assert_eq!(entries.get(), map.map.len() as i64, "the gauge shows what it holds");
+            assert_eq!(gauges.entries.get(), map.map.len() as i64, "the gauge shows what it holds");
         }
-        assert_eq!((map.get(&9), map.get(&7), map.get(&6)), (Some(&90), Some(&70), None));
+        assert_eq!((map.get(&9), map.get(&7), map.get(&6)), (Some(&9), Some(&7), None));
+        assert_eq!(gauges.bytes.get(), 30);
         map.remove(&8);
-        assert_eq!(entries.get(), 2);
+        assert_eq!((gauges.entries.get(), gauges.bytes.get()), (2, 20));
         map.remove(&8);
-        assert_eq!(entries.get(), 2, "a key removed twice counts once");
-        map.insert(10, 100);
-        assert_eq!(map.get(&7), Some(&70), "a removed key frees its place");
+        assert_eq!(gauges.entries.get(), 2, "a key removed twice counts once");
+        map.insert(10, 10);
+        assert_eq!(map.get(&7), Some(&7), "a removed key frees its place");
         for n in 0..1000 {
             map.remove(&n);
-            map.insert(n, n);
+            map.insert(n, n % 10);
         }
         assert!(map.order.len() <= 2 * 16 + 1, "removed keys do not pile up: {}", map.order.len());
         map.clear();
         assert_eq!(map.get(&999), None);
-        assert_eq!(entries.get(), 0);
-        let mut none = Bounded::new(0, Gauge::default());
+        assert_eq!((gauges.entries.get(), gauges.bytes.get()), (0, 0));
+        let (mut none, _) = bounded(0, usize::MAX);
         none.insert(1, 1);
         assert_eq!(none.get(&1), None);
+    }
+
+    #[test]
+    fn the_bounded_map_never_holds_more_bytes_than_it_may() {
+        let (mut map, gauges) = bounded(1000, 100);
+        for n in 0..10 {
+            map.insert(n, 10);
+        }
+        assert_eq!((map.map.len(), map.bytes), (10, 100));
+        // A large one pushes the oldest out until it fits.
+        map.insert(10, 45);
+        assert_eq!((map.get(&4), map.get(&5), map.get(&10)), (None, Some(&10), Some(&45)));
+        assert_eq!((map.bytes, gauges.bytes.get(), gauges.entries.get()), (95, 95, 6));
+        // A new value of a key replaces the old one's weight.
+        map.insert(10, 20);
+        assert_eq!((map.bytes, map.map.len()), (70, 6));
+        // One larger than all the map may hold is not kept, nor is the key's older value.
+        map.insert(10, 101);
+        assert_eq!((map.get(&10), map.bytes, gauges.bytes.get()), (None, 50, 50));
+        for n in 100..1000 {
+            map.insert(n, n % 60);
+            assert!(map.bytes <= 100 && gauges.bytes.get() == map.bytes as i64);
+        }
+    }
+
+    #[test]
+    fn a_snapshot_weighs_what_its_rows_and_answers_hold() {
+        let small = snapshot(vec![row(1, "answered", 1)], vec![answer(1, "chatgpt", "short")]);
+        let long_answer = snapshot(vec![row(1, "answered", 1)], vec![answer(1, "chatgpt", &"x".repeat(100_000))]);
+        assert!(long_answer.heap_bytes() >= small.heap_bytes() + 99_995);
+        // A prompt asked for years: every evaluation it had, each holding the prompt's text.
+        let text = "a long prompt ".repeat(500);
+        let rows: Vec<EvaluationRow> =
+            (1..=1000).map(|id| EvaluationRow { prompt_text: text.clone(), ..row(id, "answered", 1) }).collect();
+        let years = snapshot(rows, vec![]);
+        assert!(years.heap_bytes() >= 1000 * text.len(), "{}", years.heap_bytes());
+        let mut cited = answer(1, "chatgpt", "short");
+        cited.citations.0 = (0..50)
+            .map(|n| aap_evaluations::model::Citation {
+                url: format!("https://example.com/{}", "p".repeat(200 + n)),
+                title: "t".repeat(100),
+                domain: "example.com".into(),
+                position: n as u32,
+                kind: Default::default(),
+                found_in: Default::default(),
+            })
+            .collect();
+        let with_citations = snapshot(vec![row(1, "answered", 1)], vec![cited]);
+        assert!(with_citations.heap_bytes() >= small.heap_bytes() + 50 * 300);
     }
 }

@@ -16,6 +16,7 @@ struct Metrics {
     similar_vetoed: Counters,
     cache_lookups: Counters,
     cache_entries: Gauges,
+    cache_bytes: Gauges,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -41,7 +42,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     cache_entries: metrics::gauge(
         "answers_cache_entries",
         "Entries in each of the replica's exact-hit caches now, by cache (settled, prompt_hash, prompt_id, \
-         asked_as); each holds at most 10,000, the oldest out first.",
+         asked_as); each holds at most --answers-cache-entries (10,000), the oldest out first.",
+    ),
+    cache_bytes: metrics::gauge(
+        "answers_cache_bytes",
+        "Estimated bytes each of the replica's exact-hit caches holds now (what its entries' strings hold), by \
+         cache; each holds at most --answers-cache-mib (32 MiB), the oldest out first.",
     ),
     partials_dropped: metrics::counter(
         "partials_dropped",
@@ -133,9 +139,22 @@ pub(crate) fn cache_lookup(cache: Cache, result: Lookup) {
     CACHE_LOOKUPS[cache as usize][result as usize].inc();
 }
 
-/// The entries gauge of `cache`.
-pub(crate) fn cache_entries(cache: Cache) -> Gauge {
-    METRICS.cache_entries.get_or_create(&metrics::labels([("cache", cache.label())])).clone()
+/// What one cache shows: the entries it holds, and their estimated bytes.
+#[derive(Clone, Default)]
+pub(crate) struct CacheGauges {
+    pub entries: Gauge,
+    pub bytes: Gauge,
+}
+
+impl CacheGauges {
+    /// The series of `cache`.
+    pub(crate) fn of(cache: Cache) -> CacheGauges {
+        let labels = metrics::labels([("cache", cache.label())]);
+        CacheGauges {
+            entries: METRICS.cache_entries.get_or_create(&labels).clone(),
+            bytes: METRICS.cache_bytes.get_or_create(&labels).clone(),
+        }
+    }
 }
 
 /// Makes the answers families appear in scrapes from the start, each match kind at zero.
@@ -144,7 +163,7 @@ pub fn register() {
     LazyLock::force(&STREAMS_OPEN);
     LazyLock::force(&CACHE_LOOKUPS);
     for cache in Cache::ALL {
-        let _ = cache_entries(cache);
+        let _ = CacheGauges::of(cache);
     }
     for category in crate::guard::Category::ALL {
         let _ = METRICS.similar_vetoed.get_or_create(&metrics::labels([("category", category.as_str())]));
