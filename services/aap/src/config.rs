@@ -62,6 +62,10 @@ pub struct ServiceArgs {
     /// oldest out first: the four together never take more than four times this.
     #[arg(long, env = "AAP_ANSWERS_CACHE_MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
     pub answers_cache_mib: u32,
+    /// Ask and Watch streams one caller (principal) may hold open on this process at once (each
+    /// holds about 30 KB); more are refused with RESOURCE_EXHAUSTED until some close.
+    #[arg(long, env = "AAP_MAX_STREAMS_PER_CALLER", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_streams_per_caller: u32,
     /// Oldest answer an Ask that names no `max_age` is served as current, per assistant, e.g.
     /// `chatgpt=7d,claude=7d`: an older answer is streamed marked stale while a refresh is
     /// evaluated. An assistant not listed: answers never go stale.
@@ -301,6 +305,7 @@ impl ServiceArgs {
                 max_age: self.answer_max_age.iter().cloned().collect(),
                 cache_entries: self.answers_cache_entries as usize,
                 cache_bytes: (self.answers_cache_mib as usize) << 20,
+                max_streams_per_caller: self.max_streams_per_caller as usize,
                 ..AnswersConfig::default()
             },
             gateway: GatewayConfig {

@@ -841,3 +841,58 @@ async fn requests_over_a_services_limit_are_refused_before_they_are_read() {
         .expect("http");
     assert_eq!(response.status().as_u16(), 413);
 }
+
+#[tokio::test]
+async fn a_caller_holds_at_most_its_share_of_streams_and_a_refused_ask_leaves_nothing_behind() {
+    let app = spawn_app_with(Options { max_streams_per_caller: 2, ..Options::default() }).await;
+    // A plan no bot serves: the streams wait for as long as they are open.
+    let waiting = |text: &str| AskRequest {
+        targets: vec![Target { assistant: "chatgpt".into(), plan: "nobody-serves".into() }],
+        ..ask_text(text, &[])
+    };
+    let mut first = app.answers().ask(waiting("Which streams are held?")).await.expect("first").into_inner();
+    let Some(Ok(matched)) = first.next().await else { panic!("the first Ask's first event") };
+    let prompt_id = match matched.event.and_then(|e| e.event) {
+        Some(aap_proto::v1::answer_event::Event::Matched(m)) => m.prompt_id,
+        other => panic!("matched first: {other:?}"),
+    };
+    let watch = || WatchRequest { prompt_id, ..WatchRequest::default() };
+    let second = app.answers().watch(watch()).await.expect("second").into_inner();
+
+    // The third, an Ask or a Watch, is refused at once, and a refused Ask of a new text stores
+    // no prompt and schedules nothing.
+    let prompts_before = count_rows(&app, "SELECT count(*) FROM prompts").await;
+    let evaluations_before = count_rows(&app, "SELECT count(*) FROM evaluations").await;
+    let refused = app.answers().ask(waiting("A text never stored")).await.expect_err("a third stream");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("--max-streams-per-caller"), "{}", refused.message());
+    let refused = app.answers().watch(watch()).await.expect_err("a third stream");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert_eq!(count_rows(&app, "SELECT count(*) FROM prompts").await, prompts_before);
+    assert_eq!(count_rows(&app, "SELECT count(*) FROM evaluations").await, evaluations_before);
+
+    // Another caller has a share of its own.
+    let mut other = app.answers_as(OPERATOR).watch(watch()).await.expect("another caller's").into_inner();
+    assert!(other.next().await.is_some_and(|event| event.is_ok()), "its stream works");
+
+    // A stream closed frees its place: once the server has seen it go, a new one is taken.
+    drop(second);
+    let mut tries = 0;
+    let mut reopened = loop {
+        match app.answers().watch(watch()).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) if status.code() == Code::ResourceExhausted && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => panic!("after a stream closed: {status:?}"),
+        }
+    };
+    assert!(reopened.next().await.is_some_and(|event| event.is_ok()), "the new stream works");
+    drop(first);
+}
+
+async fn count_rows(app: &TestApp, sql: &'static str) -> i64 {
+    let (count,): (i64,) = sqlx::query_as(sql).fetch_one(&app.pool).await.expect("count");
+    count
+}

@@ -50,6 +50,9 @@ pub struct AnswersConfig {
     pub cache_entries: usize,
     /// Bytes each of those caches holds at most, estimated from what its entries' strings hold.
     pub cache_bytes: usize,
+    /// Ask and Watch streams one caller (principal) may hold open on a replica at once; more
+    /// are refused with RESOURCE_EXHAUSTED.
+    pub max_streams_per_caller: usize,
     /// Longest a kept answer is served from memory without reading the database again.
     pub cache_max_age: Duration,
     /// How concurrent Asks share the embedding model's forward passes.
@@ -71,6 +74,7 @@ impl Default for AnswersConfig {
             refresh_every: Duration::from_secs(2),
             cache_entries: 10_000,
             cache_bytes: 32 << 20,
+            max_streams_per_caller: 10_000,
             cache_max_age: Duration::from_secs(60),
             embedding: aap_embedding::BatchConfig::default(),
             max_age: HashMap::new(),
@@ -353,6 +357,11 @@ fn state_of(status: Status) -> EvaluationState {
 }
 
 impl Answers {
+    /// The service's configuration.
+    pub fn config(&self) -> &AnswersConfig {
+        &self.config
+    }
+
     /// The service, listening to every prompt's announcements on NATS.
     pub async fn start(
         pool: PgPool,

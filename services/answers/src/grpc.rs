@@ -1,6 +1,8 @@
 //! AnswersService over gRPC: a thin adapter over [`Answers`].
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::answers_service_server::AnswersService;
@@ -21,12 +23,71 @@ use crate::domain::{Answers, AnswersError, AskQuery, Policy, Query, parse_target
 #[derive(Clone)]
 pub struct AnswersGrpc {
     answers: Answers,
+    streams: OpenStreams,
 }
 
 impl AnswersGrpc {
     pub fn new(answers: Answers) -> AnswersGrpc {
-        AnswersGrpc { answers }
+        let streams = OpenStreams::new(answers.config().max_streams_per_caller);
+        AnswersGrpc { answers, streams }
     }
+}
+
+/// The Ask and Watch streams open on this replica, by caller: one caller may hold at most
+/// `max`, so that one client opening streams in a loop cannot take the replica's memory (about
+/// 30 KB a stream) from every other.
+#[derive(Clone)]
+struct OpenStreams {
+    max: usize,
+    open: Arc<Mutex<HashMap<Arc<str>, usize>>>,
+}
+
+impl OpenStreams {
+    fn new(max: usize) -> OpenStreams {
+        OpenStreams { max, open: Arc::default() }
+    }
+
+    /// A slot for one more stream of `principal`, held until the stream is dropped; refused
+    /// with RESOURCE_EXHAUSTED when the caller holds `max` already.
+    fn open(&self, principal: &Arc<str>) -> Result<StreamSlot, Status> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = open.get(principal).copied().unwrap_or(0);
+        if held >= self.max {
+            return Err(Status::resource_exhausted(format!(
+                "{held} Ask and Watch streams are open for this caller on this replica, the most one caller may hold \
+                 (--max-streams-per-caller): close some before opening more"
+            )));
+        }
+        open.insert(principal.clone(), held + 1);
+        Ok(StreamSlot { streams: self.clone(), principal: principal.clone() })
+    }
+}
+
+/// One open stream's place in [`OpenStreams`]; dropping it frees the place.
+struct StreamSlot {
+    streams: OpenStreams,
+    principal: Arc<str>,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.streams.open.lock().unwrap_or_else(PoisonError::into_inner);
+        match open.get_mut(&self.principal) {
+            Some(held) if *held > 1 => *held -= 1,
+            _ => {
+                open.remove(&self.principal);
+            }
+        }
+    }
+}
+
+/// The principal a request comes from (every AnswersService call is authenticated before it
+/// reaches the service; a request with no caller, as in-process tests make, counts as one).
+fn principal<T>(request: &Request<T>) -> Arc<str> {
+    request
+        .extensions()
+        .get::<aap_platform::auth::Caller>()
+        .map_or_else(|| Arc::from(""), |caller| caller.principal.clone())
 }
 
 impl From<AnswersError> for Status {
@@ -104,6 +165,8 @@ impl AnswersService for AnswersGrpc {
 
     async fn ask(&self, request: Request<AskRequest>) -> Result<Response<Self::AskStream>, Status> {
         let operator = is_operator(&request);
+        // Before anything is looked up or scheduled: a refused Ask leaves nothing behind.
+        let slot = self.streams.open(&principal(&request))?;
         let req = request.into_inner();
         let query = match req.query {
             Some(ProtoQuery::Prompt(text)) => Query::Text(text),
@@ -129,7 +192,7 @@ impl AnswersService for AnswersGrpc {
         let events = self.answers.ask(query).await?;
         let open = crate::metrics::stream_opened("ask");
         let stream = ReceiverStream::new(events).map(move |event| {
-            let _open = &open;
+            let _open = (&open, &slot);
             Ok(AskResponse { event: Some(for_caller(event, operator)) })
         });
         Ok(Response::new(Box::pin(stream)))
@@ -137,12 +200,13 @@ impl AnswersService for AnswersGrpc {
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let operator = is_operator(&request);
+        let slot = self.streams.open(&principal(&request))?;
         let req = request.into_inner();
         let targets = req.targets.into_iter().map(|t| (t.assistant, t.plan)).collect();
         let events = self.answers.watch(req.prompt_id, targets, req.include_html).await?;
         let open = crate::metrics::stream_opened("watch");
         let stream = ReceiverStream::new(events).map(move |event| {
-            let _open = &open;
+            let _open = (&open, &slot);
             Ok(WatchResponse { event: Some(for_caller(event, operator)) })
         });
         Ok(Response::new(Box::pin(stream)))

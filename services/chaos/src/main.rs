@@ -171,6 +171,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
         features: &features,
         stream_replicas: 3,
         log_filter: "info",
+        max_streams_per_caller: None,
     };
     let mut replicas = stack::replicas(&settings)?;
     for replica in &mut replicas {

@@ -223,6 +223,8 @@ pub struct ServeSettings<'a> {
     pub stream_replicas: usize,
     /// `RUST_LOG` of the processes.
     pub log_filter: &'a str,
+    /// Streams one caller may hold open (`AAP_MAX_STREAMS_PER_CALLER`); `None`: the default.
+    pub max_streams_per_caller: Option<usize>,
 }
 
 /// Two replicas of every service (or two all-services processes without the split).
@@ -266,7 +268,7 @@ pub fn replica(settings: &ServeSettings<'_>, service: &str, name: &str, ports: [
         args.extend(["--nats-stream-replicas".to_owned(), settings.stream_replicas.to_string()]);
     }
     let secrets = settings.secrets;
-    let envs = vec![
+    let mut envs = vec![
         ("AAP_DATABASE_URL".to_owned(), settings.database_url.clone()),
         ("AAP_NATS_URL".to_owned(), settings.nats_urls.clone()),
         ("AAP_SESSION_KEY".to_owned(), secrets.session_key.clone()),
@@ -278,6 +280,9 @@ pub fn replica(settings: &ServeSettings<'_>, service: &str, name: &str, ports: [
         ("AAP_METRICS_ADDR".to_owned(), "off".to_owned()),
         ("RUST_LOG".to_owned(), settings.log_filter.to_owned()),
     ];
+    if let Some(max) = settings.max_streams_per_caller {
+        envs.push(("AAP_MAX_STREAMS_PER_CALLER".to_owned(), max.to_string()));
+    }
     let proc = Proc::new(name, settings.aap, args, envs, settings.run_dir);
     Ok(Replica { service: service.to_owned(), grpc_port, proc })
 }

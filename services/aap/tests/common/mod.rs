@@ -85,6 +85,8 @@ pub struct Options {
     pub sweep_every: Duration,
     /// Longest a replica serves a settled prompt's answers from memory.
     pub cache_max_age: Duration,
+    /// Ask and Watch streams one caller may hold open at once.
+    pub max_streams_per_caller: usize,
 }
 
 impl Default for Options {
@@ -101,6 +103,7 @@ impl Default for Options {
             embedding: aap_embedding::BatchConfig::default(),
             sweep_every: Duration::from_millis(500),
             cache_max_age: AnswersConfig::default().cache_max_age,
+            max_streams_per_caller: AnswersConfig::default().max_streams_per_caller,
         }
     }
 }
@@ -162,6 +165,7 @@ pub fn platform_config(
             refresh_every: options.sweep_every,
             embedding: options.embedding,
             cache_max_age: options.cache_max_age,
+            max_streams_per_caller: options.max_streams_per_caller,
             ..AnswersConfig::default()
         },
         gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },

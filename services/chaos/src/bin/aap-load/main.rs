@@ -269,6 +269,8 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         features: &features,
         stream_replicas: 1,
         log_filter: &server_log,
+        // The idle watches are one caller's: it may hold them all, and the setup's streams.
+        max_streams_per_caller: Some(args.watches.max(10_000) + 1_000),
     };
     let ports = <[u16; 3]>::try_from(stack::free_ports(3)?).map_err(|_| anyhow::anyhow!("three ports"))?;
     let mut platform: Replica = stack::replica(&settings, "all", "aap", ports)?;
