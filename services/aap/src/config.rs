@@ -66,6 +66,11 @@ pub struct ServiceArgs {
     /// holds about 30 KB); more are refused with RESOURCE_EXHAUSTED until some close.
     #[arg(long, env = "AAP_MAX_STREAMS_PER_CALLER", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_streams_per_caller: u32,
+    /// Ask and Watch streams all callers together may hold open on this process at once (about
+    /// 30 KB each: size it with the memory the process may take); more are refused with
+    /// RESOURCE_EXHAUSTED until some close.
+    #[arg(long, env = "AAP_MAX_STREAMS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub max_streams: u32,
     /// Oldest answer an Ask that names no `max_age` is served as current, per assistant, e.g.
     /// `chatgpt=7d,claude=7d`: an older answer is streamed marked stale while a refresh is
     /// evaluated. An assistant not listed: answers never go stale.
@@ -306,6 +311,7 @@ impl ServiceArgs {
                 cache_entries: self.answers_cache_entries as usize,
                 cache_bytes: (self.answers_cache_mib as usize) << 20,
                 max_streams_per_caller: self.max_streams_per_caller as usize,
+                max_streams: self.max_streams as usize,
                 ..AnswersConfig::default()
             },
             gateway: GatewayConfig {
@@ -375,7 +381,7 @@ mod tests {
     }
 
     #[test]
-    fn the_exact_hit_caches_default_to_the_services_own_limits_and_refuse_what_is_out_of_range() {
+    fn the_caches_and_stream_limits_default_to_the_services_own_and_refuse_what_is_out_of_range() {
         let caches = |args: &[&str]| -> Result<(usize, usize), clap::Error> {
             let cli = Cli::try_parse_from(std::iter::once("aap").chain(args.iter().copied()))?;
             let config = cli.service.platform("postgres://db".into(), "nats://nats".into()).answers;
@@ -390,9 +396,21 @@ mod tests {
             ["--answers-cache-entries", "10000001"],
             ["--answers-cache-mib", "65537"],
             ["--answers-cache-mib", "lots"],
+            ["--max-streams-per-caller", "0"],
+            ["--max-streams", "0"],
+            ["--max-streams", "-5"],
         ] {
             assert!(caches(&bad).is_err(), "{bad:?} accepted");
         }
+        let cli = Cli::try_parse_from(["aap", "--max-streams-per-caller", "5", "--max-streams", "7"]).expect("limits");
+        let config = cli.service.platform("postgres://db".into(), "nats://nats".into()).answers;
+        assert_eq!((config.max_streams_per_caller, config.max_streams), (5, 7));
+        let config = Cli::try_parse_from(["aap"]).expect("defaults").service.platform(String::new(), String::new());
+        let defaults = aap_answers::AnswersConfig::default();
+        assert_eq!(
+            (config.answers.max_streams_per_caller, config.answers.max_streams),
+            (defaults.max_streams_per_caller, defaults.max_streams)
+        );
     }
 
     #[test]

@@ -844,7 +844,7 @@ async fn requests_over_a_services_limit_are_refused_before_they_are_read() {
 
 #[tokio::test]
 async fn a_caller_holds_at_most_its_share_of_streams_and_a_refused_ask_leaves_nothing_behind() {
-    let app = spawn_app_with(Options { max_streams_per_caller: 2, ..Options::default() }).await;
+    let app = spawn_app_with(Options { max_streams_per_caller: 2, max_streams: 3, ..Options::default() }).await;
     // A plan no bot serves: the streams wait for as long as they are open.
     let waiting = |text: &str| AskRequest {
         targets: vec![Target { assistant: "chatgpt".into(), plan: "nobody-serves".into() }],
@@ -871,9 +871,12 @@ async fn a_caller_holds_at_most_its_share_of_streams_and_a_refused_ask_leaves_no
     assert_eq!(count_rows(&app, "SELECT count(*) FROM prompts").await, prompts_before);
     assert_eq!(count_rows(&app, "SELECT count(*) FROM evaluations").await, evaluations_before);
 
-    // Another caller has a share of its own.
+    // Another caller has a share of its own, until the replica holds all it may.
     let mut other = app.answers_as(OPERATOR).watch(watch()).await.expect("another caller's").into_inner();
     assert!(other.next().await.is_some_and(|event| event.is_ok()), "its stream works");
+    let full = app.answers_as(OPERATOR).watch(watch()).await.expect_err("a fourth stream on the replica");
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+    assert!(full.message().contains("--max-streams)"), "{}", full.message());
 
     // A stream closed frees its place: once the server has seen it go, a new one is taken.
     drop(second);

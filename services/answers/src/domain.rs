@@ -53,6 +53,9 @@ pub struct AnswersConfig {
     /// Ask and Watch streams one caller (principal) may hold open on a replica at once; more
     /// are refused with RESOURCE_EXHAUSTED.
     pub max_streams_per_caller: usize,
+    /// Ask and Watch streams all callers together may hold open on a replica at once; more are
+    /// refused with RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
     /// Longest a kept answer is served from memory without reading the database again.
     pub cache_max_age: Duration,
     /// How concurrent Asks share the embedding model's forward passes.
@@ -75,6 +78,7 @@ impl Default for AnswersConfig {
             cache_entries: 10_000,
             cache_bytes: 32 << 20,
             max_streams_per_caller: 10_000,
+            max_streams: 20_000,
             cache_max_age: Duration::from_secs(60),
             embedding: aap_embedding::BatchConfig::default(),
             max_age: HashMap::new(),

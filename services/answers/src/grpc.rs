@@ -28,37 +28,53 @@ pub struct AnswersGrpc {
 
 impl AnswersGrpc {
     pub fn new(answers: Answers) -> AnswersGrpc {
-        let streams = OpenStreams::new(answers.config().max_streams_per_caller);
+        let config = answers.config();
+        let streams = OpenStreams::new(config.max_streams_per_caller, config.max_streams);
         AnswersGrpc { answers, streams }
     }
 }
 
 /// The Ask and Watch streams open on this replica, by caller: one caller may hold at most
-/// `max`, so that one client opening streams in a loop cannot take the replica's memory (about
-/// 30 KB a stream) from every other.
+/// `per_caller`, and all together at most `total`, so that neither one client opening streams in
+/// a loop nor all of them can take more memory than the replica has (about 30 KB a stream).
 #[derive(Clone)]
 struct OpenStreams {
-    max: usize,
-    open: Arc<Mutex<HashMap<Arc<str>, usize>>>,
+    per_caller: usize,
+    total: usize,
+    held: Arc<Mutex<Held>>,
+}
+
+#[derive(Default)]
+struct Held {
+    by_caller: HashMap<Arc<str>, usize>,
+    total: usize,
 }
 
 impl OpenStreams {
-    fn new(max: usize) -> OpenStreams {
-        OpenStreams { max, open: Arc::default() }
+    fn new(per_caller: usize, total: usize) -> OpenStreams {
+        OpenStreams { per_caller, total, held: Arc::default() }
     }
 
     /// A slot for one more stream of `principal`, held until the stream is dropped; refused
-    /// with RESOURCE_EXHAUSTED when the caller holds `max` already.
+    /// with RESOURCE_EXHAUSTED when the caller, or the replica, holds all it may already.
     fn open(&self, principal: &Arc<str>) -> Result<StreamSlot, Status> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let held = open.get(principal).copied().unwrap_or(0);
-        if held >= self.max {
+        let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let of_caller = held.by_caller.get(principal).copied().unwrap_or(0);
+        if of_caller >= self.per_caller {
             return Err(Status::resource_exhausted(format!(
-                "{held} Ask and Watch streams are open for this caller on this replica, the most one caller may hold \
-                 (--max-streams-per-caller): close some before opening more"
+                "{of_caller} Ask and Watch streams are open for this caller on this replica, the most one caller may \
+                 hold (--max-streams-per-caller): close some before opening more"
             )));
         }
-        open.insert(principal.clone(), held + 1);
+        if held.total >= self.total {
+            return Err(Status::resource_exhausted(format!(
+                "{} Ask and Watch streams are open on this replica, the most it holds (--max-streams): retry later, \
+                 or on another replica",
+                held.total
+            )));
+        }
+        held.by_caller.insert(principal.clone(), of_caller + 1);
+        held.total += 1;
         Ok(StreamSlot { streams: self.clone(), principal: principal.clone() })
     }
 }
@@ -71,11 +87,12 @@ struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut open = self.streams.open.lock().unwrap_or_else(PoisonError::into_inner);
-        match open.get_mut(&self.principal) {
-            Some(held) if *held > 1 => *held -= 1,
+        let mut held = self.streams.held.lock().unwrap_or_else(PoisonError::into_inner);
+        held.total = held.total.saturating_sub(1);
+        match held.by_caller.get_mut(&self.principal) {
+            Some(count) if *count > 1 => *count -= 1,
             _ => {
-                open.remove(&self.principal);
+                held.by_caller.remove(&self.principal);
             }
         }
     }

@@ -223,7 +223,8 @@ pub struct ServeSettings<'a> {
     pub stream_replicas: usize,
     /// `RUST_LOG` of the processes.
     pub log_filter: &'a str,
-    /// Streams one caller may hold open (`AAP_MAX_STREAMS_PER_CALLER`); `None`: the default.
+    /// Streams one caller may hold open (`AAP_MAX_STREAMS_PER_CALLER`, and all together 1,000
+    /// more, at least the default 20,000: `AAP_MAX_STREAMS`); `None`: the defaults.
     pub max_streams_per_caller: Option<usize>,
 }
 
@@ -282,6 +283,7 @@ pub fn replica(settings: &ServeSettings<'_>, service: &str, name: &str, ports: [
     ];
     if let Some(max) = settings.max_streams_per_caller {
         envs.push(("AAP_MAX_STREAMS_PER_CALLER".to_owned(), max.to_string()));
+        envs.push(("AAP_MAX_STREAMS".to_owned(), (max + 1_000).max(20_000).to_string()));
     }
     let proc = Proc::new(name, settings.aap, args, envs, settings.run_dir);
     Ok(Replica { service: service.to_owned(), grpc_port, proc })

@@ -85,8 +85,9 @@ pub struct Options {
     pub sweep_every: Duration,
     /// Longest a replica serves a settled prompt's answers from memory.
     pub cache_max_age: Duration,
-    /// Ask and Watch streams one caller may hold open at once.
+    /// Ask and Watch streams one caller may hold open at once, and all of them together.
     pub max_streams_per_caller: usize,
+    pub max_streams: usize,
 }
 
 impl Default for Options {
@@ -104,6 +105,7 @@ impl Default for Options {
             sweep_every: Duration::from_millis(500),
             cache_max_age: AnswersConfig::default().cache_max_age,
             max_streams_per_caller: AnswersConfig::default().max_streams_per_caller,
+            max_streams: AnswersConfig::default().max_streams,
         }
     }
 }
@@ -166,6 +168,7 @@ pub fn platform_config(
             embedding: options.embedding,
             cache_max_age: options.cache_max_age,
             max_streams_per_caller: options.max_streams_per_caller,
+            max_streams: options.max_streams,
             ..AnswersConfig::default()
         },
         gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
