@@ -56,20 +56,20 @@ pub struct ServiceArgs {
     /// Entries each of a replica's exact-hit caches holds at most (settled prompts' answers,
     /// prompts by hash, by id, by the text as asked); 0 keeps none, and every Ask reads
     /// PostgreSQL. docs/performance.md, "Exact hits from memory".
-    #[arg(long, env = "AAP_ANSWERS_CACHE_ENTRIES", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
+    #[arg(long, env = "AAP_ANSWERS_CACHE_ENTRIES", default_value_t = AnswersConfig::default().cache_entries as u32, value_parser = clap::value_parser!(u32).range(0..=10_000_000))]
     pub answers_cache_entries: u32,
     /// MiB each of those caches holds at most (estimated from what its entries hold), the
     /// oldest out first: the four together never take more than four times this.
-    #[arg(long, env = "AAP_ANSWERS_CACHE_MIB", default_value_t = 32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    #[arg(long, env = "AAP_ANSWERS_CACHE_MIB", default_value_t = (AnswersConfig::default().cache_bytes >> 20) as u32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
     pub answers_cache_mib: u32,
     /// Ask and Watch streams one caller (principal) may hold open on this process at once (each
     /// holds about 30 KB); more are refused with RESOURCE_EXHAUSTED until some close.
-    #[arg(long, env = "AAP_MAX_STREAMS_PER_CALLER", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    #[arg(long, env = "AAP_MAX_STREAMS_PER_CALLER", default_value_t = AnswersConfig::default().max_streams_per_caller as u32, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_streams_per_caller: u32,
     /// Ask and Watch streams all callers together may hold open on this process at once (about
     /// 30 KB each: size it with the memory the process may take); more are refused with
     /// RESOURCE_EXHAUSTED until some close.
-    #[arg(long, env = "AAP_MAX_STREAMS", default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    #[arg(long, env = "AAP_MAX_STREAMS", default_value_t = AnswersConfig::default().max_streams as u32, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
     pub max_streams: u32,
     /// Oldest answer an Ask that names no `max_age` is served as current, per assistant, e.g.
     /// `chatgpt=7d,claude=7d`: an older answer is streamed marked stale while a refresh is
@@ -382,15 +382,29 @@ mod tests {
 
     #[test]
     fn the_caches_and_stream_limits_default_to_the_services_own_and_refuse_what_is_out_of_range() {
-        let caches = |args: &[&str]| -> Result<(usize, usize), clap::Error> {
+        let answers = |args: &[&str]| -> Result<aap_answers::AnswersConfig, clap::Error> {
             let cli = Cli::try_parse_from(std::iter::once("aap").chain(args.iter().copied()))?;
-            let config = cli.service.platform("postgres://db".into(), "nats://nats".into()).answers;
-            Ok((config.cache_entries, config.cache_bytes))
+            Ok(cli.service.platform("postgres://db".into(), "nats://nats".into()).answers)
+        };
+        let limits = |config: aap_answers::AnswersConfig| {
+            (config.cache_entries, config.cache_bytes, config.max_streams_per_caller, config.max_streams)
         };
         let defaults = aap_answers::AnswersConfig::default();
-        assert_eq!(caches(&[]).ok(), Some((defaults.cache_entries, defaults.cache_bytes)));
-        let set = caches(&["--answers-cache-entries", "0", "--answers-cache-mib", "256"]);
-        assert_eq!(set.ok(), Some((0, 256 << 20)));
+        assert_eq!(
+            answers(&[]).ok().map(limits),
+            Some((defaults.cache_entries, defaults.cache_bytes, defaults.max_streams_per_caller, defaults.max_streams))
+        );
+        let set = answers(&[
+            "--answers-cache-entries",
+            "0",
+            "--answers-cache-mib",
+            "256",
+            "--max-streams-per-caller",
+            "5",
+            "--max-streams",
+            "7",
+        ]);
+        assert_eq!(set.ok().map(limits), Some((0, 256 << 20, 5, 7)));
         for bad in [
             ["--answers-cache-entries", "-1"],
             ["--answers-cache-entries", "10000001"],
@@ -400,17 +414,8 @@ mod tests {
             ["--max-streams", "0"],
             ["--max-streams", "-5"],
         ] {
-            assert!(caches(&bad).is_err(), "{bad:?} accepted");
+            assert!(answers(&bad).is_err(), "{bad:?} accepted");
         }
-        let cli = Cli::try_parse_from(["aap", "--max-streams-per-caller", "5", "--max-streams", "7"]).expect("limits");
-        let config = cli.service.platform("postgres://db".into(), "nats://nats".into()).answers;
-        assert_eq!((config.max_streams_per_caller, config.max_streams), (5, 7));
-        let config = Cli::try_parse_from(["aap"]).expect("defaults").service.platform(String::new(), String::new());
-        let defaults = aap_answers::AnswersConfig::default();
-        assert_eq!(
-            (config.answers.max_streams_per_caller, config.answers.max_streams),
-            (defaults.max_streams_per_caller, defaults.max_streams)
-        );
     }
 
     #[test]

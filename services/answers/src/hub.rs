@@ -137,17 +137,6 @@ pub struct HubConfig {
     pub max_age: Duration,
 }
 
-impl Default for HubConfig {
-    fn default() -> HubConfig {
-        HubConfig {
-            sweep_every: Duration::from_secs(2),
-            cache_entries: 10_000,
-            cache_bytes: 32 << 20,
-            max_age: Duration::from_secs(60),
-        }
-    }
-}
-
 /// Partials one stream may fall behind by before it loses the oldest.
 const PARTIALS_BEHIND: usize = 8;
 
@@ -201,11 +190,11 @@ struct Bounded<K, V> {
     limits: Limits,
     bytes: usize,
     weigh: fn(&K, &V) -> usize,
-    gauges: crate::metrics::CacheGauges,
+    gauges: CacheGauges,
 }
 
 impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
-    fn new(limits: Limits, weigh: fn(&K, &V) -> usize, gauges: crate::metrics::CacheGauges) -> Bounded<K, V> {
+    fn new(limits: Limits, weigh: fn(&K, &V) -> usize, gauges: CacheGauges) -> Bounded<K, V> {
         let bounded = Bounded { map: HashMap::new(), order: VecDeque::new(), limits, bytes: 0, weigh, gauges };
         bounded.show();
         bounded
@@ -860,8 +849,8 @@ mod tests {
         (*value as usize).max(10)
     }
 
-    fn bounded(entries: usize, bytes: usize) -> (Bounded<i64, i64>, crate::metrics::CacheGauges) {
-        let gauges = crate::metrics::CacheGauges::default();
+    fn bounded(entries: usize, bytes: usize) -> (Bounded<i64, i64>, CacheGauges) {
+        let gauges = CacheGauges::default();
         (Bounded::new(Limits { entries, bytes }, weigh_value, gauges.clone()), gauges)
     }
 
