@@ -16,6 +16,7 @@
 //! ```
 
 mod batch;
+mod bert;
 
 pub use batch::{BatchConfig, BatchError, Batcher};
 
@@ -25,7 +26,6 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::{Encoding, PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// Length of every embedding vector produced by [`Embedder`].
@@ -146,7 +146,7 @@ pub struct Embedder {
 }
 
 struct Inner {
-    model: BertModel,
+    model: bert::Bert,
     tokenizer: Tokenizer,
     device: Device,
 }
@@ -204,7 +204,7 @@ impl Embedder {
 
         let config_path = model_dir.join("config.json");
         let config_text = read_to_string(&config_path)?;
-        let config: Config =
+        let config: bert::Config =
             serde_json::from_str(&config_text).map_err(|source| EmbedError::Config { path: config_path, source })?;
 
         // Reading into memory instead of mmap keeps the crate free of `unsafe`; the file is
@@ -212,9 +212,7 @@ impl Embedder {
         let weights_path = model_dir.join("model.safetensors");
         let weights = std::fs::read(&weights_path).map_err(|source| EmbedError::Io { path: weights_path, source })?;
         let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &device)?;
-        // The sentence-transformers export names tensors without the `bert.` prefix;
-        // `BertModel::load` tries both.
-        let model = BertModel::load(vb, &config)?;
+        let model = bert::Bert::load(vb, &config)?;
 
         let tokenizer = load_tokenizer(&model_dir.join("tokenizer.json"))?;
 
@@ -286,7 +284,7 @@ impl Embedder {
         let input_ids = self.stack(encodings, tokens, Encoding::get_ids)?;
         let type_ids = self.stack(encodings, tokens, Encoding::get_type_ids)?;
         let mask = self.stack(encodings, tokens, Encoding::get_attention_mask)?;
-        let hidden = self.inner.model.forward(&input_ids, &type_ids, Some(&mask))?;
+        let hidden = self.inner.model.forward(&input_ids, &type_ids, &mask)?;
         let pooled = mean_pool(&hidden, &mask)?;
         Ok(l2_normalise(&pooled)?)
     }

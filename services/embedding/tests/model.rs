@@ -300,3 +300,55 @@ fn a_batch_of_long_and_short_prompts_in_parts_gives_each_its_own_vector_in_order
     assert!(cosine(&together[0], &together[1]) < 0.99);
     Ok(())
 }
+
+/// candle-transformers' `BertModel`, which this crate ran before its own encoder: the vectors
+/// of `texts` embedded one at a time, mean-pooled over real tokens and scaled to unit length.
+fn reference_vectors(texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+    use candle_core::{DType, Device, Tensor};
+    use candle_transformers::models::bert::{BertModel, Config};
+    let dir = default_model_dir();
+    let config: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    let device = Device::Cpu;
+    let vb = candle_nn::VarBuilder::from_buffered_safetensors(
+        std::fs::read(dir.join("model.safetensors"))?,
+        DType::F32,
+        &device,
+    )?;
+    let model = BertModel::load(vb, &config)?;
+    let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(anyhow::Error::msg)?;
+    tokenizer.with_padding(None);
+    let truncation = tokenizers::TruncationParams { max_length: 256, ..Default::default() };
+    tokenizer.with_truncation(Some(truncation)).map_err(anyhow::Error::msg)?;
+    texts
+        .iter()
+        .map(|text| {
+            let encoding = tokenizer.encode(*text, true).map_err(anyhow::Error::msg)?;
+            let ids = Tensor::new(encoding.get_ids(), &device)?.unsqueeze(0)?;
+            let types = Tensor::new(encoding.get_type_ids(), &device)?.unsqueeze(0)?;
+            let hidden = model.forward(&ids, &types, None)?;
+            let pooled = hidden.mean(1)?.squeeze(0)?;
+            let length = pooled.sqr()?.sum_all()?.sqrt()?;
+            Ok(pooled.broadcast_div(&length)?.to_vec1::<f32>()?)
+        })
+        .collect()
+}
+
+#[test]
+fn the_encoder_gives_what_candle_transformers_bert_gave() -> anyhow::Result<()> {
+    let long = "Which running shoes suit a beginner training for a first marathon in a wet climate? ".repeat(30);
+    let texts =
+        [LAPTOPS_1000, LAPTOPS_PARAPHRASE, "hi", "Ünïcödé prompts, émojis 🚀 and CJK 東京の天気", long.as_str()];
+    let want = reference_vectors(&texts)?;
+    // In one batch (padded, in parts) and one at a time.
+    let batched = embedder().embed_batch(&texts)?;
+    for ((text, want), got) in texts.iter().zip(&want).zip(&batched) {
+        let single = embedder().embed(text)?;
+        for (how, got) in [("batched", got), ("alone", &single)] {
+            let similarity = cosine(want, got);
+            let largest = want.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(similarity > 0.99999, "{text:.30} {how}: cosine {similarity} with BertModel's");
+            assert!(largest < 1e-4, "{text:.30} {how}: a component {largest} off BertModel's");
+        }
+    }
+    Ok(())
+}
