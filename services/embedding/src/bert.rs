@@ -183,6 +183,48 @@ pub(crate) fn erf(x: f32) -> f32 {
 mod tests {
     use super::*;
 
+    fn config(hidden_act: &str, heads: usize) -> Config {
+        Config {
+            vocab_size: 10,
+            hidden_size: 8,
+            num_hidden_layers: 2,
+            num_attention_heads: heads,
+            intermediate_size: 16,
+            hidden_act: hidden_act.to_owned(),
+            max_position_embeddings: 12,
+            type_vocab_size: 2,
+            layer_norm_eps: 1e-12,
+        }
+    }
+
+    #[test]
+    fn only_the_erf_gelu_and_whole_heads_load() {
+        let zeros = || VarBuilder::zeros(DType::F32, &candle_core::Device::Cpu);
+        let refused = |config: &Config| Bert::load(zeros(), config).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused(&config("gelu_new", 2)).contains("hidden_act \"gelu_new\" is not supported"));
+        assert!(refused(&config("relu", 2)).contains("only \"gelu\""));
+        assert!(refused(&config("gelu", 3)).contains("not a multiple of num_attention_heads 3"));
+        assert!(refused(&config("gelu", 0)).contains("num_attention_heads 0"));
+        // A model of zeros runs: every token comes out as the layer norm's bias (zero).
+        let model = Bert::load(zeros(), &config("gelu", 2)).expect("a whole number of heads loads");
+        let ids = Tensor::new(&[[1u32, 2, 3], [4, 0, 0]], &candle_core::Device::Cpu).expect("ids");
+        let mask = Tensor::new(&[[1u32, 1, 1], [1, 0, 0]], &candle_core::Device::Cpu).expect("mask");
+        let hidden = model.forward(&ids, &ids.zeros_like().expect("types"), &mask).expect("a pass");
+        assert_eq!(hidden.dims(), [2, 3, 8]);
+    }
+
+    #[test]
+    fn the_gelu_of_a_tensor_is_the_gelu_of_each_value() {
+        let values = [-3.0f32, -0.5, 0.0, 0.5, 3.0, 10.0];
+        let tensor = Tensor::new(&values, &candle_core::Device::Cpu).expect("tensor");
+        let out = tensor.apply_op1_no_bwd(&GeluErf).expect("gelu").to_vec1::<f32>().expect("values");
+        assert_eq!(out, values.map(gelu_erf));
+        // A transposed view is refused with an error, not read out of order.
+        let matrix = Tensor::new(&[[1.0f32, 2.0], [3.0, 4.0]], &candle_core::Device::Cpu).expect("matrix");
+        let err = matrix.t().expect("view").apply_op1_no_bwd(&GeluErf).expect_err("not contiguous");
+        assert!(err.to_string().contains("not contiguous"), "{err}");
+    }
+
     #[test]
     fn erf_is_within_5e_7_of_erf_everywhere() {
         let mut worst = (0.0f64, 0.0f32);
