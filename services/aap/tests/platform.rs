@@ -186,6 +186,40 @@ async fn similar_prompt_is_suggested_accepted_or_forced_new() {
     assert_eq!(app.count("prompts").await, 2);
 }
 
+/// Texts the model cannot read embed alike: two different strings of emoji had cosine 1.000.
+/// Such a prompt is matched exactly or asked as new, never offered or taken as similar.
+#[tokio::test]
+async fn a_prompt_the_model_cannot_read_is_never_matched_by_similarity() {
+    let app = spawn_app().await;
+    // Answered first: the unreadable prompts below leave tasks queued for chatgpt.
+    let laptops = ask_answered(&app, "What are the best laptops under $1,000?", "MacBook Air").await;
+    let rockets = "🚀".repeat(40);
+    let original_id = ask_answered(&app, &rockets, "Liftoff").await;
+    for other in ["🍕🍕🍕❓", &"a".repeat(8_192)] {
+        let mut request = ask_text(other, &["chatgpt"]);
+        request.min_similarity = Some(0.5);
+        request.policy = SimilarPolicy::Accept as i32;
+        let mut stream = app.answers().ask(request).await.expect("ask").into_inner();
+        let first = stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event);
+        let Some(Event::Matched(m)) = first else { panic!("expected matched, got {first:?}") };
+        assert_eq!(m.r#match, MatchKind::New as i32, "{other:.20}");
+        assert_ne!(m.prompt_id, original_id, "{other:.20}");
+    }
+    assert_eq!(app.count("prompts").await, 4);
+    // The same text is still an exact hit, with its answer.
+    let again = ask(&app, ask_text(&rockets, &["chatgpt"])).await;
+    assert_eq!(matched(&again).r#match, MatchKind::Exact as i32);
+    assert_eq!(matched(&again).prompt_id, original_id);
+    assert!(again.iter().any(|e| matches!(e, Event::Cached(a) if a.response_text == "Liftoff")));
+    // A readable prompt with an emoji in it is matched by similarity as before.
+    let mut request = ask_text("Which are the top laptops under $1,000? 💻", &["chatgpt"]);
+    request.min_similarity = Some(0.8);
+    request.policy = SimilarPolicy::Accept as i32;
+    let accepted = ask(&app, request).await;
+    assert_eq!(matched(&accepted).r#match, MatchKind::Similar as i32);
+    assert_eq!(matched(&accepted).prompt_id, laptops);
+}
+
 /// The near-miss guard over gRPC: another amount is held apart (with why) and asked as new, a
 /// paraphrase next to it is still suggested, and another spelling of the same amount is an exact
 /// hit.

@@ -447,7 +447,15 @@ impl Answers {
                             BatchError::Busy { .. } => AnswersError::Busy(e.to_string()),
                             other => AnswersError::Embedding(other.to_string()),
                         })?;
-                        let neighbours = if query.policy == Policy::ForceNew {
+                        // A text the model cannot read (emoji, symbols, words longer than
+                        // 100 characters) embeds like every other such text: it is matched
+                        // exactly or asked as new, never by similarity.
+                        let unreadable = embedding.mostly_unknown();
+                        if unreadable {
+                            tracing::debug!(unknown_share = embedding.unknown_share, "not matched by similarity");
+                        }
+                        let embedding = embedding.vector;
+                        let neighbours = if query.policy == Policy::ForceNew || unreadable {
                             Vec::new()
                         } else {
                             store::neighbours(

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::{EmbedError, Embedder};
+use crate::{EmbedError, Embedder, Embedding};
 
 /// How prompts are grouped into forward passes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ pub enum BatchError {
 
 struct Job {
     text: String,
-    reply: oneshot::Sender<Result<Vec<f32>, BatchError>>,
+    reply: oneshot::Sender<Result<Embedding, BatchError>>,
 }
 
 /// Counts since the start: passes run and prompts embedded.
@@ -106,7 +106,7 @@ impl Batcher {
 
     /// Embeds `text` in the next forward pass that has room; refuses at once when
     /// [`BatchConfig::max_queue`] prompts already wait.
-    pub async fn embed(&self, text: String) -> Result<Vec<f32>, BatchError> {
+    pub async fn embed(&self, text: String) -> Result<Embedding, BatchError> {
         let (reply, answer) = oneshot::channel();
         match self.jobs.try_send(Job { text, reply }) {
             Ok(()) => {}
@@ -141,14 +141,14 @@ fn run(embedder: Embedder, config: BatchConfig, queue: &Mutex<Receiver<Job>>, co
         };
         concurrent = batch.len() > 1;
         let texts: Vec<&str> = batch.iter().map(|job| job.text.as_str()).collect();
-        let result = embedder.embed_batch(&texts);
+        let result = embedder.read_batch(&texts);
         counts.passes.fetch_add(1, Ordering::Relaxed);
         counts.prompts.fetch_add(batch.len() as u64, Ordering::Relaxed);
         match result {
-            Ok(vectors) => {
-                for (job, vector) in batch.into_iter().zip(vectors) {
+            Ok(embeddings) => {
+                for (job, embedding) in batch.into_iter().zip(embeddings) {
                     // A caller that went away does not need its vector.
-                    let _ = job.reply.send(Ok(vector));
+                    let _ = job.reply.send(Ok(embedding));
                 }
             }
             Err(err) => {

@@ -148,7 +148,32 @@ pub struct Embedder {
 struct Inner {
     model: bert::Bert,
     tokenizer: Tokenizer,
+    /// The tokenizer's `[UNK]`: a word the model has no piece for.
+    unknown: Option<u32>,
     device: Device,
+}
+
+/// A text's embedding and how much of it the model could read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embedding {
+    /// Unit length, [`DIMENSIONS`] floats.
+    pub vector: Vec<f32>,
+    /// The share of the text's embedded tokens (after truncation, without `[CLS]` and `[SEP]`)
+    /// that are `[UNK]`, from 0 to 1: an emoji, a symbol outside the vocabulary, a word longer
+    /// than 100 characters. Texts the model cannot read all embed to about the same vector
+    /// ("🚀🚀🚀" and 8,192 letters "a" had cosine 1.000), so a caller should not match them by
+    /// similarity above [`MOSTLY_UNKNOWN`].
+    pub unknown_share: f32,
+}
+
+/// Beyond this share of `[UNK]` tokens an [`Embedding`] says little about its text.
+pub const MOSTLY_UNKNOWN: f32 = 0.5;
+
+impl Embedding {
+    /// Whether the model could read too little of the text for its vector to mean it.
+    pub fn mostly_unknown(&self) -> bool {
+        self.unknown_share > MOSTLY_UNKNOWN
+    }
 }
 
 impl std::fmt::Debug for Embedder {
@@ -215,16 +240,17 @@ impl Embedder {
         let model = bert::Bert::load(vb, &config)?;
 
         let tokenizer = load_tokenizer(&model_dir.join("tokenizer.json"))?;
+        let unknown = tokenizer.token_to_id("[UNK]");
 
         std::sync::LazyLock::force(&METRICS);
-        Ok(Embedder { inner: Arc::new(Inner { model, tokenizer, device }) })
+        Ok(Embedder { inner: Arc::new(Inner { model, tokenizer, unknown, device }) })
     }
 
     /// Embeds one text into a unit-length vector of [`DIMENSIONS`] floats.
     ///
     /// Texts longer than [`MAX_TOKENS`] tokens are truncated, not rejected.
     pub fn embed(&self, text: &str) -> EmbedResult<Vec<f32>> {
-        Ok(self.forward(&[text])?.squeeze(0)?.to_vec1::<f32>()?)
+        Ok(self.forward(&[text])?.0.squeeze(0)?.to_vec1::<f32>()?)
     }
 
     /// Embeds several texts in one forward pass; the result is in input order.
@@ -236,7 +262,21 @@ impl Embedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        Ok(self.forward(texts)?.to_vec2::<f32>()?)
+        Ok(self.forward(texts)?.0.to_vec2::<f32>()?)
+    }
+
+    /// [`Embedder::embed_batch`] with how much of each text the model could read.
+    pub fn read_batch(&self, texts: &[&str]) -> EmbedResult<Vec<Embedding>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (vectors, unknown) = self.forward(texts)?;
+        Ok(vectors
+            .to_vec2::<f32>()?
+            .into_iter()
+            .zip(unknown)
+            .map(|(vector, unknown_share)| Embedding { vector, unknown_share })
+            .collect())
     }
 
     /// Embeds one text on tokio's blocking pool; for use inside async handlers.
@@ -246,15 +286,16 @@ impl Embedder {
     }
 
     /// Tokenises `texts` (non-empty) and returns their unit-length embeddings as
-    /// `[batch, DIMENSIONS]`, in their order.
+    /// `[batch, DIMENSIONS]`, in their order, and each one's [`Embedding::unknown_share`].
     ///
     /// The texts run shortest first, in parts of at most [`MAX_PASS_TOKENS`] padded tokens:
     /// a part pads only to its own longest text, and what a pass holds in memory is bounded
     /// whatever the texts' lengths.
-    fn forward(&self, texts: &[&str]) -> EmbedResult<Tensor> {
+    fn forward(&self, texts: &[&str]) -> EmbedResult<(Tensor, Vec<f32>)> {
         let started = std::time::Instant::now();
         let encodings = self.inner.tokenizer.encode_batch(texts.to_vec(), true).map_err(EmbedError::Tokenizer)?;
         let lengths: Vec<usize> = encodings.iter().map(real_tokens).collect();
+        let unknown = encodings.iter().map(|e| unknown_share(e, self.inner.unknown)).collect();
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| lengths[i]);
 
@@ -275,7 +316,7 @@ impl Embedder {
         debug_assert_eq!(embeddings.dims(), [texts.len(), DIMENSIONS]);
         METRICS.seconds.get_or_create(&Vec::new()).observe(started.elapsed().as_secs_f64());
         METRICS.batch_size.get_or_create(&Vec::new()).observe(texts.len() as f64);
-        Ok(embeddings)
+        Ok((embeddings, unknown))
     }
 
     /// One forward pass over `encodings`, each cut to its first `tokens` (the padding beyond
@@ -312,6 +353,24 @@ impl Embedder {
 /// up to 64 tokens run together, longer ones in smaller parts. A batch of 32 prompts of
 /// [`MAX_TOKENS`] in one pass held 520 MB more than the model at rest; see docs/performance.md.
 pub const MAX_PASS_TOKENS: usize = 2048;
+
+/// The share of an encoding's real tokens, `[CLS]` and `[SEP]` aside, that are `unknown`.
+fn unknown_share(encoding: &Encoding, unknown: Option<u32>) -> f32 {
+    let words: Vec<u32> = encoding
+        .get_ids()
+        .iter()
+        .zip(encoding.get_special_tokens_mask())
+        .zip(encoding.get_attention_mask())
+        .filter(|&((_, &special), &real)| special == 0 && real != 0)
+        .map(|((&id, _), _)| id)
+        .collect();
+    match unknown {
+        Some(unknown) if !words.is_empty() => {
+            words.iter().filter(|&&id| id == unknown).count() as f32 / words.len() as f32
+        }
+        _ => 0.0,
+    }
+}
 
 /// An encoding's real tokens (not padding), at least one.
 fn real_tokens(encoding: &Encoding) -> usize {

@@ -121,7 +121,7 @@ async fn concurrent_prompts_share_passes_and_get_their_own_vectors() -> anyhow::
     let vectors = futures::future::try_join_all(texts.iter().map(|t| batcher.embed(t.clone()))).await?;
     for (text, vector) in texts.iter().zip(&vectors) {
         let alone = e.embed(text)?;
-        assert!(cosine(&alone, vector) > 0.9999, "{text}: batched vector differs from its own");
+        assert!(cosine(&alone, &vector.vector) > 0.9999, "{text}: batched vector differs from its own");
     }
     let (passes, prompts) = batcher.counts();
     assert_eq!(prompts, 24);
@@ -140,7 +140,7 @@ async fn passes_run_side_by_side_on_their_workers_and_each_prompt_gets_its_own_v
         let texts: Vec<String> = (0..20).map(|i| format!("Is a {i}-year-old car worth repairing?")).collect();
         let vectors = futures::future::try_join_all(texts.iter().map(|t| batcher.embed(t.clone()))).await?;
         for (text, vector) in texts.iter().zip(&vectors) {
-            assert!(cosine(&e.embed(text)?, vector) > 0.9999, "{workers} workers: {text} got another's vector");
+            assert!(cosine(&e.embed(text)?, &vector.vector) > 0.9999, "{workers} workers: {text} got another's vector");
         }
         let (passes, prompts) = batcher.counts();
         assert_eq!(prompts, 20, "{workers} workers");
@@ -156,8 +156,9 @@ async fn a_lone_prompt_is_not_held_back_and_equals_embed() -> anyhow::Result<()>
     let e = embedder().clone();
     let batcher = Batcher::start(e.clone(), BatchConfig::default())?;
     for text in [LAPTOPS_1000, LAPTOPS_500] {
-        let vector = batcher.embed(text.to_owned()).await?;
-        assert!(cosine(&e.embed(text)?, &vector) > 0.9999);
+        let embedding = batcher.embed(text.to_owned()).await?;
+        assert!(cosine(&e.embed(text)?, &embedding.vector) > 0.9999);
+        assert_eq!(embedding.unknown_share, 0.0, "{text}: every word is in the vocabulary");
     }
     assert_eq!(batcher.counts(), (2, 2), "one pass per lone prompt");
     Ok(())
@@ -170,7 +171,7 @@ async fn a_full_queue_refuses_at_once_and_the_rest_are_answered() -> anyhow::Res
     // 40 prompts offered in one go: the thread takes one, two wait, the rest are refused.
     let results = futures::future::join_all((0..40).map(|i| batcher.embed(format!("prompt number {i}")))).await;
     let refused = results.iter().filter(|r| matches!(r, Err(BatchError::Busy { waiting: 2 }))).count();
-    let answered = results.iter().filter(|r| matches!(r, Ok(v) if v.len() == DIMENSIONS)).count();
+    let answered = results.iter().filter(|r| matches!(r, Ok(v) if v.vector.len() == DIMENSIONS)).count();
     assert_eq!(refused + answered, 40, "every prompt is either answered or refused: {results:?}");
     assert!(refused >= 30, "only {refused} of 40 refused with a queue of 2");
     assert!(answered >= 2, "only {answered} answered");
@@ -350,5 +351,29 @@ fn the_encoder_gives_what_candle_transformers_bert_gave() -> anyhow::Result<()> 
             assert!(largest < 1e-4, "{text:.30} {how}: a component {largest} off BertModel's");
         }
     }
+    Ok(())
+}
+
+#[test]
+fn what_the_model_cannot_read_is_told_and_embeds_alike() -> anyhow::Result<()> {
+    let e = embedder();
+    let rockets = "🚀".repeat(40);
+    let letters = "a".repeat(8_192);
+    let texts = [rockets.as_str(), letters.as_str(), "best pizza 🍕 in Rome", LAPTOPS_1000, "東京のラーメン"];
+    let read = e.read_batch(&texts)?;
+    let shares: Vec<f32> = read.iter().map(|r| r.unknown_share).collect();
+    // Emoji and a word longer than 100 characters are [UNK]; one emoji among four words is a fifth.
+    assert_eq!(shares[..2], [1.0, 1.0], "{shares:?}");
+    assert!((shares[2] - 0.2).abs() < 1e-6, "{shares:?}");
+    assert_eq!(shares[3..], [0.0, 0.0], "{shares:?}");
+    let mostly: Vec<bool> = read.iter().map(aap_embedding::Embedding::mostly_unknown).collect();
+    assert_eq!(mostly, [true, true, false, false, false]);
+    // Why it matters: two unreadable texts look like one, and like nothing readable.
+    assert!(cosine(&read[0].vector, &read[1].vector) > 0.99, "{}", cosine(&read[0].vector, &read[1].vector));
+    // The vectors are embed_batch's.
+    for (vector, embedding) in e.embed_batch(&texts)?.iter().zip(&read) {
+        assert_eq!(vector, &embedding.vector);
+    }
+    assert!(e.read_batch(&[])?.is_empty());
     Ok(())
 }
