@@ -161,7 +161,7 @@ pub struct Embedding {
     /// The share of the text's embedded tokens (after truncation, without `[CLS]` and `[SEP]`)
     /// that are `[UNK]`, from 0 to 1: an emoji, a symbol outside the vocabulary, a word longer
     /// than 100 characters. Texts the model cannot read all embed to about the same vector
-    /// ("🚀🚀🚀" and 8,192 letters "a" had cosine 1.000), so a caller should not match them by
+    /// (forty "🚀" and 8,192 letters "a" had cosine 1.000), so a caller should not match them by
     /// similarity above [`MOSTLY_UNKNOWN`].
     pub unknown_share: f32,
 }
