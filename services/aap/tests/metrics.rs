@@ -262,3 +262,33 @@ async fn a_settled_prompt_older_than_the_caches_max_age_is_read_again_and_counte
     assert_eq!(settled[0], 0.0, "nothing served from memory past its age: {settled:?}");
     assert!(settled[1] >= 1.0 && settled[2] >= 1.0 && settled[1] + settled[2] == 3.0, "{settled:?}");
 }
+
+#[tokio::test]
+async fn prompts_the_model_cannot_read_are_counted() {
+    let app = spawn_app().await;
+    let name = "aap_answers_unreadable_prompts_total";
+    assert_eq!(scrape(&app.metrics_url).await.value(name, &[]), Some(0.0), "kept from the start");
+    // How each is matched: the first event of its stream (nobody answers them).
+    let first_match = |text: &str| {
+        let request = aap_proto::v1::AskRequest {
+            policy: aap_proto::v1::SimilarPolicy::Accept as i32,
+            min_similarity: Some(0.5),
+            ..ask_text(text, &["chatgpt"])
+        };
+        let mut answers = app.answers();
+        async move {
+            let mut stream = answers.ask(request).await.expect("ask").into_inner();
+            match stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event) {
+                Some(Event::Matched(m)) => m.r#match,
+                other => panic!("expected matched, got {other:?}"),
+            }
+        }
+    };
+    for text in ["🚀🚀🚀", "🍕❓", "What are the best laptops under $1,000? 💻"] {
+        assert_eq!(first_match(text).await, MatchKind::New as i32, "{text}");
+    }
+    // Two of the three: the third is readable with one emoji. Asked again, a text is an exact
+    // hit, found before anything is embedded, and not counted again.
+    assert_eq!(first_match("🚀🚀🚀").await, MatchKind::Exact as i32);
+    assert_eq!(scrape(&app.metrics_url).await.value(name, &[]), Some(2.0));
+}

@@ -453,6 +453,7 @@ impl Answers {
                         let unreadable = embedding.mostly_unknown();
                         if unreadable {
                             tracing::debug!(unknown_share = embedding.unknown_share, "not matched by similarity");
+                            crate::metrics::unreadable_prompt();
                         }
                         let embedding = embedding.vector;
                         let neighbours = if query.policy == Policy::ForceNew || unreadable {

@@ -14,6 +14,7 @@ struct Metrics {
     streams_open: Gauges,
     partials_dropped: Counters,
     similar_vetoed: Counters,
+    unreadable: Counters,
     cache_lookups: Counters,
     cache_entries: Gauges,
     cache_bytes: Gauges,
@@ -31,6 +32,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "answers_similar_vetoed",
         "Stored prompts above the similarity threshold that the near-miss guard held apart from the asked one, \
          by category (numbers, years, counts, negation, direction, order, entities).",
+    ),
+    unreadable: metrics::counter(
+        "answers_unreadable_prompts",
+        "Asked texts the embedding model could mostly not read (more than half of their word pieces unknown: \
+         emoji, symbols, words over 100 characters), matched exactly or asked as new, never by similarity.",
     ),
     cache_lookups: metrics::counter(
         "answers_cache_lookups",
@@ -168,6 +174,7 @@ pub fn register() {
     for category in crate::guard::Category::ALL {
         let _ = METRICS.similar_vetoed.get_or_create(&metrics::labels([("category", category.as_str())]));
     }
+    let _ = METRICS.unreadable.get_or_create(&Vec::new());
     for reason in ["slow_client", "behind"] {
         let _ = METRICS.partials_dropped.get_or_create(&metrics::labels([("reason", reason)]));
     }
@@ -176,6 +183,11 @@ pub fn register() {
 /// Counts a near prompt the guard held apart.
 pub(crate) fn similar_vetoed(category: &'static str) {
     METRICS.similar_vetoed.get_or_create(&metrics::labels([("category", category)])).inc();
+}
+
+/// Counts an asked text kept out of the similarity search because the model could not read it.
+pub(crate) fn unreadable_prompt() {
+    METRICS.unreadable.get_or_create(&Vec::new()).inc();
 }
 
 /// Counts partial answers a stream did not send.
