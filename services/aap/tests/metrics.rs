@@ -275,14 +275,7 @@ async fn prompts_the_model_cannot_read_are_counted() {
             min_similarity: Some(0.5),
             ..ask_text(text, &["chatgpt"])
         };
-        let mut answers = app.answers();
-        async move {
-            let mut stream = answers.ask(request).await.expect("ask").into_inner();
-            match stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event) {
-                Some(Event::Matched(m)) => m.r#match,
-                other => panic!("expected matched, got {other:?}"),
-            }
-        }
+        async { first_matched(&app, request).await.r#match }
     };
     for text in ["🚀🚀🚀", "🍕❓", "What are the best laptops under $1,000? 💻"] {
         assert_eq!(first_match(text).await, MatchKind::New as i32, "{text}");

@@ -199,9 +199,7 @@ async fn a_prompt_the_model_cannot_read_is_never_matched_by_similarity() {
         let mut request = ask_text(other, &["chatgpt"]);
         request.min_similarity = Some(0.5);
         request.policy = SimilarPolicy::Accept as i32;
-        let mut stream = app.answers().ask(request).await.expect("ask").into_inner();
-        let first = stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event);
-        let Some(Event::Matched(m)) = first else { panic!("expected matched, got {first:?}") };
+        let m = first_matched(&app, request).await;
         assert_eq!(m.r#match, MatchKind::New as i32, "{other:.20}");
         assert_ne!(m.prompt_id, original_id, "{other:.20}");
     }
@@ -247,27 +245,21 @@ async fn a_near_miss_is_held_apart_with_its_reason_and_amount_spellings_are_one_
     let mut request = ask_text(other_amount, &["chatgpt"]);
     request.min_similarity = Some(0.8);
     request.include_related = true;
-    let mut stream = app.answers().ask(request).await.expect("ask").into_inner();
-    let first = stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event);
-    let Some(Event::Matched(m)) = first else { panic!("expected matched, got {first:?}") };
+    let m = first_matched(&app, request).await;
     assert_eq!(m.r#match, MatchKind::New as i32);
     assert_ne!(m.prompt_id, original_id);
     assert_eq!(m.related.len(), 1, "{:?}", m.related);
     assert_eq!(m.related[0].prompt_id, original_id);
     assert_eq!(m.related[0].reason, "numbers differ: $500 vs $1000");
     assert!(m.related[0].similarity >= 0.8);
-    drop(stream);
 
     // Without `include_related` the first event lists none.
     let mut request = ask_text("What are the best laptops under $2,000?", &["chatgpt"]);
     request.min_similarity = Some(0.8);
     request.policy = SimilarPolicy::Accept as i32;
-    let mut stream = app.answers().ask(request).await.expect("ask").into_inner();
-    let first = stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event);
-    let Some(Event::Matched(m)) = first else { panic!("expected matched, got {first:?}") };
+    let m = first_matched(&app, request).await;
     assert_eq!(m.r#match, MatchKind::New as i32, "ACCEPT does not take a vetoed neighbour");
     assert!(m.related.is_empty());
-    drop(stream);
 
     // A paraphrase is suggested; the other amounts come with it as related, each with its reason.
     let mut request = ask_text("Which are the top laptops under $1,000?", &["chatgpt"]);
@@ -310,9 +302,7 @@ async fn prompts_stored_with_the_old_hash_are_rehashed_to_the_canonical_one() {
         policy: SimilarPolicy::ForceNew as i32,
         ..ask_text("cheapest flights to Lisbon under $1k", &["chatgpt"])
     };
-    let mut stream = app.answers().ask(request).await.expect("ask").into_inner();
-    let first = stream.next().await.expect("event").expect("ok").event.and_then(|e| e.event);
-    let Some(Event::Matched(m)) = first else { panic!("expected matched, got {first:?}") };
+    let m = first_matched(&app, request).await;
     assert_eq!((m.r#match, m.prompt_id), (MatchKind::Exact as i32, id));
 }
 

@@ -266,6 +266,16 @@ pub async fn ask(app: &TestApp, request: AskRequest) -> Vec<Event> {
     ask_as(app, CUSTOMER, request).await
 }
 
+/// Asks and returns how the prompt was matched, the stream's first event; the rest is not read
+/// (for prompts nobody answers).
+pub async fn first_matched(app: &TestApp, request: AskRequest) -> aap_proto::v1::PromptMatched {
+    let mut stream = app.answers().ask(request).await.expect("ask accepted").into_inner();
+    match stream.next().await.expect("an event").expect("ok").event.and_then(|e| e.event) {
+        Some(Event::Matched(m)) => m,
+        other => panic!("expected matched, got {other:?}"),
+    }
+}
+
 /// Asks with `token` (an operator sees which bot and account answered; a customer does not).
 pub async fn ask_as(app: &TestApp, token: &str, request: AskRequest) -> Vec<Event> {
     let stream = app.answers_as(token).ask(request).await.expect("ask accepted").into_inner();
