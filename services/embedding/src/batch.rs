@@ -4,9 +4,10 @@
 //! first waiting prompt and, when its previous pass held more than one prompt (callers are
 //! concurrent), collects more for at most [`BatchConfig::max_wait`] or until
 //! [`BatchConfig::max_batch`], then embeds them in one pass; while it computes, another worker
-//! collects the next batch. Passes side by side can keep more cores busy at batch sizes whose
-//! matrix products gemm does not split over them; on the 2-vCPU machine of docs/performance.md
-//! a second worker measured no better than one (within its noise), so one is the default.
+//! collects the next batch. Passes side by side keep more cores busy: with one thread a pass
+//! ([`crate::DEFAULT_PASS_THREADS`]), two workers on 2 vCPUs embedded 201–230 prompts/s where
+//! one did 120–125 (docs/performance.md, "A thread a pass"). `aap serve` runs a worker per core
+//! ([`crate::default_workers`]); [`BatchConfig::default`] keeps one, for callers that size it.
 //! A lone caller is never held back: with nobody else waiting its prompt runs at once. At most
 //! [`BatchConfig::max_queue`] prompts wait; beyond that [`Batcher::embed`] refuses at once with
 //! [`BatchError::Busy`] instead of growing a backlog.
