@@ -101,10 +101,12 @@ impl Drop for StreamSlot {
 /// The principal a request comes from (every AnswersService call is authenticated before it
 /// reaches the service; a request with no caller, as in-process tests make, counts as one).
 fn principal<T>(request: &Request<T>) -> Arc<str> {
-    request
-        .extensions()
-        .get::<aap_platform::auth::Caller>()
-        .map_or_else(|| Arc::from(""), |caller| caller.principal.clone())
+    caller(request).map_or_else(|| Arc::from(""), |caller| caller.principal.clone())
+}
+
+/// Who the request comes from, as authentication found it.
+fn caller<T>(request: &Request<T>) -> Option<&aap_platform::auth::Caller> {
+    request.extensions().get::<aap_platform::auth::Caller>()
 }
 
 impl From<AnswersError> for Status {
@@ -153,7 +155,7 @@ fn for_caller(mut event: AnswerEvent, operator: bool) -> AnswerEvent {
 }
 
 fn is_operator<T>(request: &Request<T>) -> bool {
-    request.extensions().get::<aap_platform::auth::Caller>().is_some_and(|caller| caller.is_operator())
+    caller(request).is_some_and(aap_platform::auth::Caller::is_operator)
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> Status {

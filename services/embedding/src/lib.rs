@@ -259,10 +259,7 @@ impl Embedder {
     /// and the padding is masked out of the pooling, so each vector equals what
     /// [`Embedder::embed`] returns for that text.
     pub fn embed_batch(&self, texts: &[&str]) -> EmbedResult<Vec<Vec<f32>>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self.forward(texts)?.0.to_vec2::<f32>()?)
+        Ok(self.read_batch(texts)?.into_iter().map(|embedding| embedding.vector).collect())
     }
 
     /// [`Embedder::embed_batch`] with how much of each text the model could read.
@@ -356,20 +353,16 @@ pub const MAX_PASS_TOKENS: usize = 2048;
 
 /// The share of an encoding's real tokens, `[CLS]` and `[SEP]` aside, that are `unknown`.
 fn unknown_share(encoding: &Encoding, unknown: Option<u32>) -> f32 {
-    let words: Vec<u32> = encoding
-        .get_ids()
-        .iter()
-        .zip(encoding.get_special_tokens_mask())
-        .zip(encoding.get_attention_mask())
-        .filter(|&((_, &special), &real)| special == 0 && real != 0)
-        .map(|((&id, _), _)| id)
-        .collect();
-    match unknown {
-        Some(unknown) if !words.is_empty() => {
-            words.iter().filter(|&&id| id == unknown).count() as f32 / words.len() as f32
+    let Some(unknown) = unknown else { return 0.0 };
+    let (mut words, mut unknowns) = (0usize, 0usize);
+    let tokens = encoding.get_ids().iter().zip(encoding.get_special_tokens_mask()).zip(encoding.get_attention_mask());
+    for ((&id, &special), &real) in tokens {
+        if special == 0 && real != 0 {
+            words += 1;
+            unknowns += usize::from(id == unknown);
         }
-        _ => 0.0,
     }
+    if words == 0 { 0.0 } else { unknowns as f32 / words as f32 }
 }
 
 /// An encoding's real tokens (not padding), at least one.
