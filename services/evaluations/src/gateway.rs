@@ -145,7 +145,16 @@ pub fn parse_serves(targets: impl IntoIterator<Item = (String, String)>) -> Eval
                 format!("unknown assistant {}", input::quoted(&assistant)),
             ));
         }
-        serves.push((assistant, assistants::normalize_plan(&plan)));
+        let pair = (assistant, assistants::normalize_plan(&plan));
+        if !serves.contains(&pair) {
+            serves.push(pair);
+        }
+        if serves.len() > input::MAX_TARGETS {
+            return Err(EvalError::invalid(
+                "serves",
+                format!("names more than {} assistant and plan pairs", input::MAX_TARGETS),
+            ));
+        }
     }
     if serves.is_empty() {
         return Err(EvalError::invalid("serves", "name at least one assistant"));

@@ -32,6 +32,16 @@ pub const BACKSTOP_ACK_WAIT: Duration = Duration::from_secs(120);
 /// How often the scheduler tells JetStream that the deliveries of held claims are in progress.
 pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(30);
 
+/// How long a pull skips an assistant and plan whose tasks' subject was found empty (no
+/// consumer is made for it until a task comes). Only the first task of a pair new to this
+/// process can wait for it: a claim stream that its signal woke within this time finds it on
+/// its next tick.
+const EMPTY_RECHECK: Duration = Duration::from_millis(250);
+
+/// Pairs found empty, and pairs with task signals, that a process keeps at most before it
+/// lets go of those nobody waits on (a bot may name any plan).
+const MAX_EMPTY_REMEMBERED: usize = 10_000;
+
 /// A task delivery pulled for a bot.
 #[derive(Debug)]
 pub struct Delivery {
@@ -140,6 +150,9 @@ pub struct Queue {
     js: jetstream::Context,
     topology: Topology,
     consumers: Mutex<HashMap<String, PullConsumer>>,
+    /// Per task consumer not made yet, when its subject was last found empty: pulls for a
+    /// pair without tasks skip it for [`EMPTY_RECHECK`] instead of asking the stream again.
+    empty: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     signals: OnceCell<Arc<TaskSignals>>,
     /// Per consumer, the ack floor up to which its stream was last purged.
     purged_to: std::sync::Mutex<HashMap<String, u64>>,
@@ -154,6 +167,10 @@ struct TaskSignals {
 impl TaskSignals {
     fn of(&self, key: &str) -> Arc<Notify> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.len() >= MAX_EMPTY_REMEMBERED && !waiting.contains_key(key) {
+            // Bots may name any plan: keep only the pairs a claim stream still waits on.
+            waiting.retain(|_, notify| Arc::strong_count(notify) > 1);
+        }
         waiting.entry(key.to_owned()).or_default().clone()
     }
 }
@@ -190,6 +207,7 @@ impl Queue {
             js,
             topology,
             consumers: Mutex::new(HashMap::new()),
+            empty: Default::default(),
             signals: OnceCell::new(),
             purged_to: Default::default(),
         })
@@ -310,13 +328,29 @@ impl Queue {
         self.js.send_publish(subject, publish).await.map_err(queue_err)
     }
 
-    async fn task_consumer(&self, assistant: &str, plan: &str) -> crate::EvalResult<PullConsumer> {
+    /// The durable consumer of the tasks of `assistant` on `plan`, made on the first pull that
+    /// finds a task for them; `None` while the stream holds none. A bot names the pairs it
+    /// serves, so making a consumer for each pair asked would let one bot exhaust the stream's
+    /// consumers with made-up plans, and every plan after that would get no tasks.
+    async fn task_consumer(&self, assistant: &str, plan: &str) -> crate::EvalResult<Option<PullConsumer>> {
         let name = self.topology.task_consumer(assistant, plan);
         let mut consumers = self.consumers.lock().await;
         if let Some(consumer) = consumers.get(&name) {
-            return Ok(consumer.clone());
+            return Ok(Some(consumer.clone()));
+        }
+        if self.found_empty_lately(&name) {
+            return Ok(None);
         }
         let stream = self.js.get_stream(self.topology.tasks_stream()).await.map_err(queue_err)?;
+        let subject = self.topology.task_subject(assistant, plan);
+        match stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(_) => {}
+            Err(err) if err.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
+                self.remember_empty(name);
+                return Ok(None);
+            }
+            Err(err) => return Err(queue_err(err)),
+        }
         let config = jetstream::consumer::pull::Config {
             durable_name: Some(name.clone()),
             filter_subject: self.topology.task_subject(assistant, plan),
@@ -327,7 +361,29 @@ impl Queue {
         };
         let consumer: PullConsumer = stream.get_or_create_consumer(&name, config).await.map_err(queue_err)?;
         consumers.insert(name, consumer.clone());
-        Ok(consumer)
+        Ok(Some(consumer))
+    }
+
+    fn found_empty_lately(&self, name: &str) -> bool {
+        let empty = self.empty.lock().unwrap_or_else(|p| p.into_inner());
+        empty.get(name).is_some_and(|at| at.elapsed() < EMPTY_RECHECK)
+    }
+
+    fn remember_empty(&self, name: String) {
+        let mut empty = self.empty.lock().unwrap_or_else(|p| p.into_inner());
+        if empty.len() >= MAX_EMPTY_REMEMBERED {
+            empty.retain(|_, at| at.elapsed() < EMPTY_RECHECK);
+            if empty.len() >= MAX_EMPTY_REMEMBERED {
+                empty.clear();
+            }
+        }
+        empty.insert(name, std::time::Instant::now());
+    }
+
+    /// Forgets the consumer `name`, so the next pull makes it again (it may have been deleted
+    /// on the server, by an operator or a stream's recreation).
+    async fn forget_consumer(&self, name: &str) {
+        self.consumers.lock().await.remove(name);
     }
 
     /// Pulls the next waiting task for a bot that serves `serves` ((assistant, plan) pairs;
@@ -339,10 +395,19 @@ impl Queue {
                 plans.push(aap_platform::assistants::ANY_PLAN);
             }
             for plan in plans {
-                let consumer = self.task_consumer(assistant, plan).await?;
-                let mut batch = consumer.fetch().max_messages(1).messages().await.map_err(queue_err)?;
-                let Some(message) = batch.next().await else { continue };
-                let message = message.map_err(queue_err)?;
+                let Some(consumer) = self.task_consumer(assistant, plan).await? else { continue };
+                let fetched = match consumer.fetch().max_messages(1).messages().await {
+                    Ok(mut batch) => batch.next().await.transpose().map_err(queue_err),
+                    Err(err) => Err(queue_err(err)),
+                };
+                let message = match fetched {
+                    Ok(Some(message)) => message,
+                    Ok(None) => continue,
+                    Err(err) => {
+                        self.forget_consumer(&self.topology.task_consumer(assistant, plan)).await;
+                        return Err(queue_err(err));
+                    }
+                };
                 let Some(reply) = message.reply.as_ref().map(|s| s.to_string()) else {
                     continue;
                 };

@@ -308,7 +308,15 @@ proptest! {
         let plan_ok = |p: &str| input::check_plan(p.trim()).is_ok();
         match parse_serves(raw.clone()) {
             Ok(serves) => {
-                prop_assert_eq!(serves.len(), raw.len());
+                // Each pair once, in the order first named.
+                let mut distinct = Vec::new();
+                for (assistant, plan) in &raw {
+                    let pair = (assistant.trim().to_lowercase(), assistants::normalize_plan(plan));
+                    if !distinct.contains(&pair) {
+                        distinct.push(pair);
+                    }
+                }
+                prop_assert_eq!(&serves, &distinct);
                 for (assistant, plan) in &serves {
                     prop_assert!(assistants::by_id(assistant).is_some());
                     prop_assert_eq!(&assistants::normalize_plan(plan), plan);
@@ -324,4 +332,18 @@ proptest! {
             }
         }
     }
+}
+
+/// A bot names at most `MAX_TARGETS` (32) assistant and plan pairs, each a consumer of the
+/// tasks stream once a task comes for it; a pair named again counts once.
+#[test]
+fn serves_name_at_most_32_distinct_pairs() {
+    let plans = |n: usize| (0..n).map(|i| ("chatgpt".to_owned(), format!("P{i}"))).collect::<Vec<_>>();
+    assert_eq!(parse_serves(plans(32)).map(|serves| serves.len()).ok(), Some(32));
+    let refused = parse_serves(plans(33));
+    let reason = refused.as_ref().map(|_| String::new()).unwrap_or_else(|err| err.to_string());
+    assert_eq!(field_of(&refused.map(|_| ())), Some("serves"));
+    assert!(reason.contains("more than 32"), "{reason}");
+    let again = parse_serves(std::iter::repeat_n(("chatgpt".to_owned(), "Plus".to_owned()), 100));
+    assert_eq!(again.ok(), Some(vec![("chatgpt".to_owned(), assistants::normalize_plan("Plus"))]));
 }
