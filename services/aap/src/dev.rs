@@ -84,6 +84,13 @@ fn dev_tokens(data_dir: &Path) -> anyhow::Result<DevTokens> {
     Ok(tokens)
 }
 
+/// Adds the platform's gRPC address to dev.env, so the CLI's commands (`aap ask`, `aap
+/// token`, ...) reach it once dev.env is sourced, whatever `--grpc-addr` it listens on.
+fn write_server(data_dir: &Path, grpc_url: &str) -> anyhow::Result<()> {
+    let mut env = std::fs::OpenOptions::new().append(true).open(data_dir.join("dev.env")).context("open dev.env")?;
+    std::io::Write::write_all(&mut env, format!("export AAP_SERVER={grpc_url}\n").as_bytes()).context("write dev.env")
+}
+
 async fn ensure_database(pg: &Postgres, name: &str) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     let mut conn = sqlx::PgConnection::connect(&pg.url("postgres")).await.context("connect to postgres")?;
@@ -196,6 +203,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The bots run in this process: their metrics are on the same endpoint.
     let metrics_addr = metrics.map(|listener| platform.serve_metrics(listener)).transpose()?;
     let grpc_url = format!("http://{}", platform.grpc_addr);
+    write_server(&data_dir, &grpc_url)?;
 
     for sim in &sims {
         register_simulator_sessions(&grpc_url, &tokens.operator, sim, args.bots).await?;
@@ -290,4 +298,26 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     pg.stop().await?;
     println!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// dev.env holds the tokens, kept across restarts, and the address the platform listens
+    /// on this time.
+    #[test]
+    fn dev_env_keeps_its_tokens_and_says_where_the_platform_listens() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let first = dev_tokens(dir.path()).expect("tokens");
+        write_server(dir.path(), "http://127.0.0.1:51051").expect("server");
+        assert_eq!(read_dev_token(dir.path(), "AAP_SERVER").as_deref(), Some("http://127.0.0.1:51051"));
+        // A restart on another address: the same tokens, the new address alone.
+        let again = dev_tokens(dir.path()).expect("tokens again");
+        write_server(dir.path(), "http://127.0.0.1:50051").expect("server again");
+        assert_eq!((again.customer, again.bot, again.operator), (first.customer, first.bot, first.operator));
+        let text = std::fs::read_to_string(dir.path().join("dev.env")).expect("read");
+        assert_eq!(text.matches("AAP_SERVER=").count(), 1, "{text}");
+        assert_eq!(read_dev_token(dir.path(), "AAP_SERVER").as_deref(), Some("http://127.0.0.1:50051"));
+    }
 }
