@@ -25,7 +25,6 @@ use aap_proto::v1::session_service_server::SessionServiceServer;
 use aap_sessions::SessionsConfig;
 use aap_tls::ServerTls;
 use anyhow::Context as _;
-use axum::extract::ConnectInfo;
 use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -254,30 +253,19 @@ impl Platform {
             };
             let router = aap_evaluations::http::router(gateway, http_auth);
             let shutdown = stopped(stop_rx.clone());
+            let timeout = Some(crate::serve::REQUEST_TIMEOUT);
             match &tls {
                 Some(tls) => {
                     let listener = tls.listener(http);
-                    // The API reads the peer as axum's SocketAddr connect info, whatever the listener.
-                    let app = router
-                        .layer(axum::middleware::map_request(|mut request: axum::extract::Request| async move {
-                            let peer =
-                                request.extensions().get::<ConnectInfo<aap_tls::PeerAddr>>().map(|info| info.0.0);
-                            if let Some(peer) = peer {
-                                request.extensions_mut().insert(ConnectInfo(peer));
-                            }
-                            request
-                        }))
-                        .into_make_service_with_connect_info::<aap_tls::PeerAddr>();
                     tasks.spawn(async move {
-                        axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("http server")
+                        crate::serve::serve(listener, router, timeout, shutdown).await.context("http server")
                     })
                 }
                 None => tasks.spawn(async move {
-                    let app = router.into_make_service_with_connect_info::<SocketAddr>();
                     let http = http.tap_io(|tcp| {
                         let _ = tcp.set_nodelay(true);
                     });
-                    axum::serve(http, app).with_graceful_shutdown(shutdown).await.context("http server")
+                    crate::serve::serve(http, router, timeout, shutdown).await.context("http server")
                 }),
             };
         }
@@ -300,7 +288,7 @@ impl Platform {
                     Some(tls) => {
                         let listener = tls.listener(listener);
                         tasks.spawn(async move {
-                            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("console server")
+                            crate::serve::serve(listener, app, None, shutdown).await.context("console server")
                         });
                     }
                     None => {
@@ -308,7 +296,7 @@ impl Platform {
                             let _ = tcp.set_nodelay(true);
                         });
                         tasks.spawn(async move {
-                            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.context("console server")
+                            crate::serve::serve(listener, app, None, shutdown).await.context("console server")
                         });
                     }
                 }
