@@ -317,6 +317,7 @@ impl ServiceArgs {
             gateway: GatewayConfig {
                 claim_ttl: Duration::from_secs(self.claim_ttl_secs),
                 poll_claim_ttl: Duration::from_secs(self.poll_claim_ttl_secs),
+                ..GatewayConfig::default()
             },
             sessions: SessionsConfig {
                 per_session_runs: self.per_session_runs,

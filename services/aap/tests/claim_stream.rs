@@ -115,6 +115,44 @@ async fn a_claim_stream_must_start_with_hello_naming_known_assistants() {
 }
 
 #[tokio::test]
+async fn a_claim_stream_without_a_hello_is_ended_after_the_hello_timeout() {
+    let app = spawn_app_with(Options { hello_timeout: Duration::from_millis(200), ..Options::default() }).await;
+    let (_tx, rx) = mpsc::channel::<ClaimRequest>(1);
+    let started = std::time::Instant::now();
+    let refused = tokio::time::timeout(Duration::from_secs(30), app.evaluations().claim(ReceiverStream::new(rx)))
+        .await
+        .expect("the server ended the stream")
+        .expect_err("no hello");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("no hello came in 0.2 s"), "{refused:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+}
+
+#[tokio::test]
+async fn a_second_hello_ends_the_claim_stream() {
+    let app = spawn_app().await;
+    let hello = || ClaimRequest {
+        msg: Some(Msg::Hello(ClaimHello {
+            bot_id: "twice-bot".into(),
+            serves: vec![Target { assistant: "chatgpt".into(), plan: "Plus".into() }],
+            max_tasks: 1,
+        })),
+    };
+    let (tx, rx) = mpsc::channel(2);
+    tx.send(hello()).await.expect("hello");
+    let mut replies = app.evaluations().claim(ReceiverStream::new(rx)).await.expect("claim").into_inner();
+    assert!(matches!(next_reply(&mut replies).await, Reply::Welcome(_)));
+    tx.send(hello()).await.expect("second hello");
+    let refused = tokio::time::timeout(Duration::from_secs(30), replies.next())
+        .await
+        .expect("the stream ends in time")
+        .expect("a status")
+        .expect_err("a second hello");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("hello was already sent"), "{refused:?}");
+}
+
+#[tokio::test]
 async fn a_task_pulled_while_the_database_fails_goes_back_to_the_queue_at_once() {
     let app = spawn_app().await;
     let stream = app.answers().ask(ask_text("Which NAS is quietest?", &["chatgpt"])).await.expect("ask").into_inner();

@@ -328,11 +328,15 @@ async fn lapsed_claim_is_delivered_again_and_answered_once() {
     assert_eq!(late.code(), Code::FailedPrecondition);
 }
 
-/// Marks the evaluation submitted as the gateway does first, and nothing after: a gateway
-/// killed between the mark and the results stream.
-async fn mark_submitted_then_die(app: &TestApp, evaluation_id: i64) {
+/// Marks the evaluation submitted with the test bot's answer `text` ([`submit_request`]) as the
+/// gateway does first, and nothing after: a gateway killed between the mark and the results
+/// stream.
+async fn mark_submitted_then_die(app: &TestApp, evaluation_id: i64, text: &str) {
     let holder = aap_evaluations::store::Holder::new(BOT_NAME, "test-bot");
-    let marked = aap_evaluations::store::mark_submitted(&app.pool, evaluation_id, &holder).await.expect("mark");
+    let submission = aap_evaluations::grpc::parse_submission(submit_request(evaluation_id, text)).expect("valid");
+    let digest = aap_evaluations::gateway::submission_digest(&submission);
+    let marked =
+        aap_evaluations::store::mark_submitted(&app.pool, evaluation_id, &holder, &digest).await.expect("mark");
     assert!(marked.is_some(), "the test bot holds evaluation {evaluation_id}");
 }
 
@@ -342,7 +346,7 @@ async fn a_submit_cut_off_after_the_mark_is_taken_again_from_the_same_bot_once()
     let stream = app.answers().ask(ask_text("Is a heat pump worth it?", &["chatgpt"])).await.expect("ask").into_inner();
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let task = poll_task(&app, "chatgpt", "").await;
-    mark_submitted_then_die(&app, task.evaluation_id).await;
+    mark_submitted_then_die(&app, task.evaluation_id, "Yes, in a mild climate").await;
     // Another bot of the fleet cannot answer it in the meantime.
     let mut other = app.evaluations();
     let refused = other
@@ -370,6 +374,119 @@ async fn a_submit_cut_off_after_the_mark_is_taken_again_from_the_same_bot_once()
     assert_eq!(app.count("answers").await, 1);
 }
 
+/// A submit refused because another answer was taken: FAILED_PRECONDITION, saying so.
+fn refused_as_another_answer(result: Result<(), tonic::Status>) {
+    let status = result.expect_err("a different answer is refused");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("a different answer was submitted already"), "{status:?}");
+}
+
+#[tokio::test]
+async fn of_different_answers_submitted_at_once_one_is_taken_and_the_others_refused() {
+    let app = spawn_app().await;
+    let stream =
+        app.answers().ask(ask_text("Which e-bike climbs best?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    // The bot's retries of one answer, and other answers, all at once.
+    let texts: Vec<String> =
+        (0..20).map(|k| if k % 2 == 0 { "same".to_owned() } else { format!("diff {k}") }).collect();
+    let replies = futures::future::join_all(texts.iter().map(|text| submit(&app, task.evaluation_id, text))).await;
+    let mut taken: Vec<&str> = Vec::new();
+    for (text, reply) in texts.iter().zip(replies) {
+        match reply {
+            Ok(()) => taken.push(text),
+            refused => refused_as_another_answer(refused),
+        }
+    }
+    assert!(!taken.is_empty(), "one answer is taken");
+    assert!(taken.iter().all(|text| *text == taken[0]), "only one answer is taken: {taken:?}");
+    assert_eq!(taken.len(), texts.iter().filter(|text| *text == taken[0]).count(), "each copy of it: {taken:?}");
+    let events = waiting.await.expect("stream");
+    assert_eq!(first_answer(&events).response_text, taken[0], "the answer taken is the one stored");
+    assert_eq!(app.count("answers").await, 1);
+}
+
+#[tokio::test]
+async fn a_stored_answer_is_taken_again_only_exactly_as_it_was() {
+    let app = spawn_app().await;
+    let stream =
+        app.answers().ask(ask_text("Is a mesh router worth it?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    let id = task.evaluation_id;
+    submit(&app, id, "For a big house, yes").await.expect("submit");
+    first_answer(&waiting.await.expect("stream"));
+    // The reply was lost: the bot's exact repeat succeeds.
+    submit(&app, id, "For a big house, yes").await.expect("an exact repeat");
+    // The same text with anything else changed is another answer.
+    let mut bot = app.evaluations();
+    let same = || submit_request(id, "For a big house, yes");
+    let mut other_citations = same();
+    other_citations.citations.pop();
+    let mut other_markdown = same();
+    other_markdown.response_markdown = "*For a big house*, yes".into();
+    let mut other_queries = same();
+    other_queries.search_queries.push("mesh wifi".into());
+    let mut other_capture = same();
+    other_capture.capture.as_mut().expect("capture").model = "gpt-5-mini".into();
+    for changed in [other_citations, other_markdown, other_queries, other_capture] {
+        refused_as_another_answer(bot.submit(changed).await.map(drop));
+    }
+    let stored: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT response_text, jsonb_array_length(citations)::bigint FROM answers WHERE evaluation_id = $1",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .expect("answers");
+    assert_eq!(stored, [("For a big house, yes".to_owned(), 2)], "the first answer, once");
+}
+
+#[tokio::test]
+async fn the_last_holder_of_a_task_waiting_again_unclaimed_may_still_answer_it() {
+    let app = spawn_app().await;
+    let stream =
+        app.answers().ask(ask_text("Which kayak is most stable?", &["chatgpt"])).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let mut bot = app.evaluations();
+    let poll_as = |bot_id: &'static str| {
+        let mut bot = app.evaluations();
+        async move {
+            for _ in 0..200 {
+                let serves = Some(Target { assistant: "chatgpt".into(), plan: String::new() });
+                let request = aap_proto::v1::PollRequest { bot_id: bot_id.into(), serves };
+                if let Some(task) = bot.poll(request).await.expect("poll").into_inner().task {
+                    return task;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("no task arrived for {bot_id}");
+        }
+    };
+    let release = |id: i64, bot_id: &str| aap_proto::v1::ReleaseRequest {
+        evaluation_id: id,
+        mark_as_failed: false,
+        failure_reason: "rate limited".into(),
+        bot_id: bot_id.into(),
+    };
+    let task = poll_as("test-bot").await;
+    bot.release(release(task.evaluation_id, "test-bot")).await.expect("release");
+    // Another bot claims it: the first one's late answer is refused.
+    let again = poll_as("other-bot").await;
+    assert_eq!((again.evaluation_id, again.attempt), (task.evaluation_id, 2));
+    let late = submit(&app, task.evaluation_id, "late").await.expect_err("a claim another bot holds");
+    assert_eq!(late.code(), Code::PermissionDenied, "{late:?}");
+    // That bot gives it back too; before anyone claims it again, its answer is still taken.
+    bot.release(release(task.evaluation_id, "other-bot")).await.expect("release");
+    let mut answer = submit_request(task.evaluation_id, "The Old Town Loon");
+    answer.bot_id = "other-bot".into();
+    bot.submit(answer).await.expect("the last holder's answer");
+    let events = waiting.await.expect("stream");
+    assert_eq!(first_answer(&events).response_text, "The Old Town Loon");
+    assert_eq!(app.count("answers").await, 1);
+}
+
 #[tokio::test]
 async fn a_submitted_answer_that_never_arrives_is_asked_again_and_answered_once() {
     let app = spawn_app_with(Options { submitted_timeout: Duration::from_secs(1), ..Options::default() }).await;
@@ -377,7 +494,7 @@ async fn a_submitted_answer_that_never_arrives_is_asked_again_and_answered_once(
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let first = poll_task(&app, "chatgpt", "").await;
     // The gateway died after the mark, and the bot gave up before one was back.
-    mark_submitted_then_die(&app, first.evaluation_id).await;
+    mark_submitted_then_die(&app, first.evaluation_id, "Lost").await;
     // After the submitted timeout the evaluation is asked again: a new task, attempt 2.
     let second = poll_task(&app, "chatgpt", "").await;
     assert_eq!((second.evaluation_id, second.attempt), (first.evaluation_id, 2));
@@ -398,7 +515,7 @@ async fn a_lost_submit_on_the_last_attempt_fails_with_the_reason() {
     let stream = app.answers().ask(ask_text("Is Rust hard to learn?", &["chatgpt"])).await.expect("ask").into_inner();
     let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
     let task = poll_task(&app, "chatgpt", "").await;
-    mark_submitted_then_die(&app, task.evaluation_id).await;
+    mark_submitted_then_die(&app, task.evaluation_id, "Lost").await;
     let events = waiting.await.expect("stream");
     let failed = final_failure(&events);
     assert!(failed.reason.contains("submitted but not stored"), "{}", failed.reason);

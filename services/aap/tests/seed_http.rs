@@ -246,3 +246,29 @@ async fn token_less_seed_bots_are_admitted_from_allowed_networks_only_each_its_o
     let (status, body) = post(&app, "poll", None, r#"{"assistant_name": "ChatGPT", "plan_name": "Plus"}"#).await;
     assert_eq!(status, 401, "127.0.0.1 is not in 10.0.0.0/8: {body}");
 }
+
+#[tokio::test]
+async fn a_different_answer_after_one_was_taken_is_a_conflict_and_an_exact_repeat_succeeds() {
+    let app = spawn_app().await;
+    let stream = app.answers().ask(ask_text("Which headlamp is brightest?", &["chatgpt"])).await.expect("ask");
+    let waiting = tokio::spawn(collect(stream.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let id = poll_seed_task(&app, Some(BOT)).await;
+    let body = |response: &str, url: &str| {
+        format!(
+            r#"{{"evaluation_id": {id}, "answer": {{"response": "{response}", "citations": [{{"url": "{url}"}}], "timestamp": "2026-12-02T10:00:00Z"}}}}"#
+        )
+    };
+    let first = body("The Fenix HM75R.", "https://example.com/a");
+    let (status, reply) = post(&app, "submit", Some(BOT), &first).await;
+    assert_eq!(status, 200, "{reply}");
+    for other in [body("The Petzl Swift.", "https://example.com/a"), body("The Fenix HM75R.", "https://example.com/b")]
+    {
+        let (status, reply) = post(&app, "submit", Some(BOT), &other).await;
+        assert_eq!(status, 409, "{reply}");
+        assert!(reply.contains("a different answer was submitted already"), "{reply}");
+    }
+    assert_eq!(first_answer(&waiting.await.expect("stream")).response_text, "The Fenix HM75R.");
+    let (status, reply) = post(&app, "submit", Some(BOT), &first).await;
+    assert_eq!(status, 200, "the seed bot's retry: {reply}");
+    assert_eq!(app.count("answers").await, 1);
+}

@@ -10,6 +10,7 @@ use aap_platform::{assistants, input, telemetry};
 use aap_proto::v1::Task;
 use chrono::{DateTime, Datelike as _, Utc};
 use futures::StreamExt;
+use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -29,11 +30,21 @@ pub struct GatewayConfig {
     /// Claim of a polling bot (Poll, the seed's HTTP API), which cannot send heartbeats and
     /// must finish within it.
     pub poll_claim_ttl: Duration,
+    /// How long a Claim stream may wait for its first message, hello, before it is ended.
+    pub hello_timeout: Duration,
 }
+
+/// How long a new Claim stream waits for its hello: a bot sends it at once, so a stream silent
+/// this long is broken (or not a bot), and would otherwise hold a connection's stream forever.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for GatewayConfig {
     fn default() -> GatewayConfig {
-        GatewayConfig { claim_ttl: Duration::from_secs(60), poll_claim_ttl: Duration::from_secs(15 * 60) }
+        GatewayConfig {
+            claim_ttl: Duration::from_secs(60),
+            poll_claim_ttl: Duration::from_secs(15 * 60),
+            hello_timeout: HELLO_TIMEOUT,
+        }
     }
 }
 
@@ -124,6 +135,58 @@ fn check_submission(submission: &Submission) -> EvalResult<()> {
     Ok(())
 }
 
+/// The SHA-256 of everything `submission` carries that ends in the stored answer: its kind,
+/// text, markdown, citations, lease, capture, search queries and products, as the bot sent them.
+/// Two submits of one evaluation with the same digest hand in the same answer (a repeat of a
+/// submit whose reply was lost); any other digest is another answer. `captured_at` is left out:
+/// a bot that builds its retry anew may stamp it again, and the answer is the same.
+pub fn submission_digest(submission: &Submission) -> Vec<u8> {
+    let mut digest = Sha256::new();
+    // Each value with its length (or a marker when absent): no two submissions feed the same bytes.
+    let mut text = |value: &str| {
+        digest.update((value.len() as u64).to_le_bytes());
+        digest.update(value.as_bytes());
+    };
+    text(submission.kind.as_str());
+    text(&submission.response_text);
+    text(&submission.response_markdown);
+    text(&submission.lease_id);
+    text(&submission.citations.len().to_string());
+    for citation in &submission.citations {
+        text(&citation.url);
+        text(&citation.title);
+        text(&format!("{:?} {:?}", citation.kind, citation.found_in));
+    }
+    let capture = &submission.capture;
+    text(&capture.response_html);
+    text(&capture.model);
+    text(&capture.adapter_version);
+    text(&capture.adapter_fingerprint);
+    text(&format!(
+        "{:?} {:?} {:?} {} {:?} {:?} {:?}",
+        capture.web_search,
+        capture.ttft_ms,
+        capture.total_ms,
+        capture.read_by_fallback,
+        capture.confidence.map(f32::to_bits),
+        capture.finish_signals,
+        capture.missing_roles
+    ));
+    text(&submission.search_queries.len().to_string());
+    for query in &submission.search_queries {
+        text(query);
+    }
+    text(&submission.products.len().to_string());
+    for product in &submission.products {
+        text(&product.name);
+        text(&product.url);
+        text(&product.price);
+        text(&product.merchant);
+        text(&product.position.to_string());
+    }
+    digest.finalize().to_vec()
+}
+
 /// Checks the id a bot gives itself (Poll, Claim, and to name its claim in Heartbeat and
 /// Release): a short line, stored with every claim.
 pub fn check_bot_id(bot_id: &str) -> EvalResult<()> {
@@ -185,7 +248,7 @@ pub struct Gateway {
     /// Claims made together ([`store::claim_many`]).
     claims: Arc<Batcher<store::ClaimRequest, EvaluationRow>>,
     /// Submits marked together ([`store::mark_submitted_many`]).
-    submits: Arc<Batcher<(i64, Holder), EvaluationRow>>,
+    submits: Arc<Batcher<store::SubmitRequest, EvaluationRow>>,
     /// Results published together ([`Queue::publish_results`]).
     results: Arc<Batcher<Arc<ResultMessage>, Published>>,
 }
@@ -230,7 +293,7 @@ impl Gateway {
         let claims = batcher("claim", &pool, |pool, batch: Vec<store::ClaimRequest>| async move {
             store::claim_many(&pool, &batch).await
         });
-        let submits = batcher("submit", &pool, |pool, batch: Vec<(i64, Holder)>| async move {
+        let submits = batcher("submit", &pool, |pool, batch: Vec<store::SubmitRequest>| async move {
             store::mark_submitted_many(&pool, &batch).await
         });
         // One publish at a time: the stream stores (and fsyncs) messages one after another, so
@@ -367,24 +430,15 @@ impl Gateway {
         }
         check_submission(&submission)?;
         let holder = Holder::new(principal, &submission.bot_id);
-        let marked = match self.submits.call((id, holder.clone())).await {
+        let digest = submission_digest(&submission);
+        let request = store::SubmitRequest { id, holder: holder.clone(), digest: digest.clone() };
+        let marked = match self.submits.call(request).await {
             Some(row) => Some(row),
             // Not in a state to take it, or the batch failed: alone, which says why.
-            None => store::mark_submitted(&self.pool, id, &holder).await?,
+            None => store::mark_submitted(&self.pool, id, &holder, &digest).await?,
         };
         let Some(row) = marked else {
-            // A repeat of a submit whose answer is stored already (the reply to the first try
-            // was lost) succeeds: the bot's answer is in, once. Another text is refused.
-            let current = store::evaluation(&self.pool, id).await?;
-            if let Some(row) = &current
-                && row.status() == Status::Answered
-                && holder.holds(row)
-                && store::answer_text(&self.pool, id).await?.as_deref() == Some(submission.response_text.as_str())
-            {
-                tracing::info!("repeated submit of an answer already stored");
-                return Ok(());
-            }
-            return Err(refusal(id, current, "cannot take an answer", &holder));
+            return self.refuse_submission(&submission, &digest, &holder).await;
         };
         self.claim_checks.forget(id);
         let markdown = if submission.response_markdown.trim().is_empty() {
@@ -432,6 +486,32 @@ impl Gateway {
         crate::metrics::submitted(&row.assistant);
         self.queue.announce(std::slice::from_ref(&row)).await;
         Ok(())
+    }
+
+    /// Why a submit that could not be marked is refused, or `Ok` for a repeat of the answer
+    /// stored already (the reply to the first try was lost: the bot's answer is in, once). Any
+    /// other answer to an evaluation that took one is refused, said so: never taken and dropped.
+    async fn refuse_submission(&self, submission: &Submission, digest: &[u8], holder: &Holder) -> EvalResult<()> {
+        let id = submission.evaluation_id;
+        let current = store::evaluation(&self.pool, id).await?;
+        let Some(row) = current.as_ref().filter(|row| holder.holds(row)) else {
+            return Err(refusal(id, current, "cannot take an answer", holder));
+        };
+        let status = row.status();
+        if !matches!(status, Status::Submitted | Status::Answered) {
+            return Err(refusal(id, current, "cannot take an answer", holder));
+        }
+        let (taken, stored_text) = store::taken_answer(&self.pool, id).await?.unwrap_or_default();
+        // Answered before digests were recorded: the stored text is all there is to compare.
+        let same = match taken {
+            Some(taken) => taken == digest,
+            None => status == Status::Answered && stored_text.as_deref() == Some(submission.response_text.as_str()),
+        };
+        if same {
+            tracing::info!(%status, "repeated submit of the answer taken already");
+            return Ok(());
+        }
+        Err(EvalError::WrongState { id, status: row.status.clone(), what: "a different answer was submitted already" })
     }
 
     /// Gives a task `holder` claimed back: failed for good when `fail` (or no attempts are

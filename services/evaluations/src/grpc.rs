@@ -11,7 +11,7 @@ use aap_proto::v1::{
     ProgressRequest, ProgressResponse, ReleaseRequest, ReleaseResponse, SubmitRequest, SubmitResponse,
 };
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -126,6 +126,23 @@ fn parse_time(t: Option<prost_types::Timestamp>) -> EvalResult<Option<DateTime<U
     }
 }
 
+/// A Submit request as the gateway takes it.
+pub fn parse_submission(req: SubmitRequest) -> EvalResult<Submission> {
+    Ok(Submission {
+        evaluation_id: req.evaluation_id,
+        response_text: req.response_text,
+        response_markdown: req.response_markdown,
+        citations: req.citations.into_iter().map(parse_citation).collect::<Result<_, _>>()?,
+        captured_at: parse_time(req.captured_at)?,
+        bot_id: req.bot_id,
+        lease_id: req.lease_id,
+        kind: parse_kind(req.kind)?,
+        capture: parse_capture(req.capture)?,
+        search_queries: req.search_queries,
+        products: req.products.into_iter().map(parse_product).collect(),
+    })
+}
+
 /// The bot id a claim is recorded under: the bot's own, or its principal's name when it sends
 /// none.
 fn bot_id_or_principal(bot_id: &str, principal: &str) -> String {
@@ -134,6 +151,38 @@ fn bot_id_or_principal(bot_id: &str, principal: &str) -> String {
 
 type ClaimStream = Pin<Box<dyn Stream<Item = Result<ClaimResponse, Status>> + Send>>;
 
+/// What the bot says on its Claim stream after hello, until it closes the stream, breaks it, or
+/// sends hello again: that ends the stream with INVALID_ARGUMENT (sent on `replies`), and the
+/// session hands back the tasks it holds, as when the bot goes away.
+fn claim_inputs(
+    inbound: Streaming<ClaimRequest>,
+    replies: mpsc::Sender<Result<ClaimResponse, Status>>,
+) -> impl Stream<Item = ClaimInput> + Send {
+    futures::stream::unfold((inbound, replies), |(mut inbound, replies)| async move {
+        loop {
+            let msg = match inbound.message().await {
+                Ok(Some(request)) => request.msg,
+                // A broken inbound stream ends the session like a closed one.
+                Ok(None) | Err(_) => return None,
+            };
+            let input = match msg {
+                Some(ClaimMsg::Ready(ready)) => ClaimInput::Ready(ready.count),
+                Some(ClaimMsg::Heartbeat(heartbeat)) => ClaimInput::Heartbeat(heartbeat.evaluation_ids),
+                Some(ClaimMsg::Hello(_)) => {
+                    let refusal = EvalError::invalid("hello", "hello was already sent: send it once, first");
+                    // Refused or not (the bot may be gone), the stream ends here.
+                    if replies.send(Err(refusal.into())).await.is_err() {
+                        tracing::debug!("a claim stream sent hello twice and went away");
+                    }
+                    return None;
+                }
+                None => continue,
+            };
+            return Some((input, (inbound, replies)));
+        }
+    })
+}
+
 #[tonic::async_trait]
 impl EvaluationService for EvaluationGrpc {
     type ClaimStream = ClaimStream;
@@ -141,7 +190,11 @@ impl EvaluationService for EvaluationGrpc {
     async fn claim(&self, request: Request<Streaming<ClaimRequest>>) -> Result<Response<ClaimStream>, Status> {
         let caller = aap_platform::auth::caller(&request)?;
         let mut inbound = request.into_inner();
-        let hello = match inbound.message().await? {
+        let wait = self.gateway.config().hello_timeout;
+        let first = tokio::time::timeout(wait, inbound.message()).await.map_err(|_| {
+            EvalError::invalid("hello", format!("no hello came in {} s: send hello first", wait.as_secs_f64()))
+        })??;
+        let hello = match first {
             Some(ClaimRequest { msg: Some(ClaimMsg::Hello(hello)) }) => hello,
             _ => return Err(EvalError::invalid("hello", "the first message of a claim stream must be hello").into()),
         };
@@ -156,16 +209,7 @@ impl EvaluationService for EvaluationGrpc {
             })),
         };
         out_tx.send(Ok(welcome)).await.map_err(|_| Status::cancelled("client went away"))?;
-        let inputs = inbound.filter_map(|m| async move {
-            match m {
-                Ok(ClaimRequest { msg: Some(ClaimMsg::Ready(r)) }) => Some(ClaimInput::Ready(r.count)),
-                Ok(ClaimRequest { msg: Some(ClaimMsg::Heartbeat(h)) }) => Some(ClaimInput::Heartbeat(h.evaluation_ids)),
-                Ok(_) => None,
-                // A broken inbound stream ends the session like a closed one.
-                Err(_) => None,
-            }
-        });
-        let inputs = Box::pin(inputs);
+        let inputs = Box::pin(claim_inputs(inbound, out_tx.clone()));
         let (task_tx, mut task_rx) = mpsc::channel(1);
         let gateway = self.gateway.clone();
         let max_tasks = hello.max_tasks;
@@ -205,22 +249,10 @@ impl EvaluationService for EvaluationGrpc {
 
     async fn submit(&self, request: Request<SubmitRequest>) -> Result<Response<SubmitResponse>, Status> {
         let caller = aap_platform::auth::caller(&request)?;
-        let req = request.into_inner();
-        let submission = Submission {
-            evaluation_id: req.evaluation_id,
-            response_text: req.response_text,
-            response_markdown: req.response_markdown,
-            citations: req.citations.into_iter().map(parse_citation).collect::<Result<_, _>>()?,
-            captured_at: parse_time(req.captured_at)?,
-            bot_id: req.bot_id,
-            lease_id: req.lease_id,
-            kind: parse_kind(req.kind)?,
-            capture: parse_capture(req.capture)?,
-            search_queries: req.search_queries,
-            products: req.products.into_iter().map(parse_product).collect(),
-        };
+        let submission = parse_submission(request.into_inner())?;
+        let evaluation_id = submission.evaluation_id;
         self.gateway.submit(&caller.principal, submission).await?;
-        Ok(Response::new(SubmitResponse { evaluation_id: req.evaluation_id, status: "submitted".into() }))
+        Ok(Response::new(SubmitResponse { evaluation_id, status: "submitted".into() }))
     }
 
     async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {

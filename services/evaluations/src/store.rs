@@ -445,56 +445,104 @@ pub async fn extend_claim(
 }
 
 /// Moves an evaluation `holder` claimed (or whose claim lapsed, not yet redelivered) to
-/// submitted. `None` when it is in no state to take an answer from it.
+/// submitted, recording `digest` ([`crate::gateway::submission_digest`]) of the answer it takes.
+/// `None` when it is in no state to take this answer from it.
 ///
 /// A submit the same holder repeats while the evaluation is submitted (its first try was cut
-/// off, by a gateway that died between this mark and the results stream, say) is taken again:
-/// the result's Msg-Id and the one answer per evaluation keep the repeat from storing twice.
-pub async fn mark_submitted(pool: &PgPool, id: i64, holder: &Holder) -> sqlx::Result<Option<EvaluationRow>> {
+/// off, by a gateway that died between this mark and the results stream, say) is taken again
+/// when it carries the same answer (the same digest): the result's Msg-Id and the one answer per
+/// evaluation keep the repeat from storing twice. Another answer is not: PostgreSQL evaluates
+/// the condition again on the row a concurrent mark committed, so of two different answers
+/// submitted at once only one is marked. A row submitted before digests were recorded (NULL)
+/// takes a repeat as it did then.
+pub async fn mark_submitted(
+    pool: &PgPool,
+    id: i64,
+    holder: &Holder,
+    digest: &[u8],
+) -> sqlx::Result<Option<EvaluationRow>> {
     let sql = format!(
-        "UPDATE evaluations SET status = 'submitted', claim_expires_at = NULL, updated_at = now() \
-         WHERE id = $1 AND (status IN ('claimed', 'submitted') OR (status = 'queued' AND attempts > 0)) AND {} \
+        "UPDATE evaluations SET status = 'submitted', submitted_digest = $4, claim_expires_at = NULL, \
+         updated_at = now() \
+         WHERE id = $1 AND (status = 'claimed' OR (status = 'queued' AND attempts > 0) \
+             OR (status = 'submitted' AND (submitted_digest IS NULL OR submitted_digest = $4))) AND {} \
          {RETURNING_EVALUATION}",
         held_by(2, 3)
     );
-    sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(&holder.principal).bind(&holder.bot_id).fetch_optional(pool).await
+    sqlx::query_as(AssertSqlSafe(sql))
+        .bind(id)
+        .bind(&holder.principal)
+        .bind(&holder.bot_id)
+        .bind(digest)
+        .fetch_optional(pool)
+        .await
 }
 
-/// [`mark_submitted`] for several submits in one statement, as (evaluation id, holder): the
-/// rows marked, by the request's place (`None`: not marked; [`mark_submitted`] alone says why).
+/// A submit to mark ([`mark_submitted_many`]): the evaluation, who asks, and the digest of the
+/// answer it hands in.
+#[derive(Debug, Clone)]
+pub struct SubmitRequest {
+    pub id: i64,
+    pub holder: Holder,
+    pub digest: Vec<u8>,
+}
+
+/// [`mark_submitted`] for several submits in one statement: the rows marked, by the request's
+/// place (`None`: not marked, or named twice; [`mark_submitted`] alone says why).
 pub async fn mark_submitted_many(
     pool: &PgPool,
-    requests: &[(i64, Holder)],
+    requests: &[SubmitRequest],
 ) -> sqlx::Result<Vec<Option<EvaluationRow>>> {
-    let all: Vec<i64> = requests.iter().map(|(id, _)| *id).collect();
-    let requests = first_of_each(requests, |(id, _)| *id);
-    let ids: Vec<i64> = requests.iter().map(|(id, _)| *id).collect();
-    let principals: Vec<&str> = requests.iter().map(|(_, h)| h.principal.as_str()).collect();
-    let bots: Vec<&str> = requests.iter().map(|(_, h)| h.bot_id.as_str()).collect();
+    let all: Vec<i64> = requests.iter().map(|r| r.id).collect();
+    // An UPDATE joined to a row twice takes either join's values: the second request of an
+    // id is not in the statement (alone, it meets the first one's mark).
+    let requests = first_of_each(requests, |r| r.id);
+    let ids: Vec<i64> = requests.iter().map(|r| r.id).collect();
+    let principals: Vec<&str> = requests.iter().map(|r| r.holder.principal.as_str()).collect();
+    let bots: Vec<&str> = requests.iter().map(|r| r.holder.bot_id.as_str()).collect();
+    let digests: Vec<&[u8]> = requests.iter().map(|r| r.digest.as_slice()).collect();
     let sql = format!(
-        "UPDATE evaluations e SET status = 'submitted', claim_expires_at = NULL, updated_at = now() \
-         FROM unnest($1::bigint[], $2::text[], $3::text[]) AS c(id, principal, bot_id) \
+        "UPDATE evaluations e SET status = 'submitted', submitted_digest = c.digest, claim_expires_at = NULL, \
+         updated_at = now() \
+         FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bytea[]) AS c(id, principal, bot_id, digest) \
          WHERE e.id = c.id AND e.id = ANY($1) AND e.status NOT IN ('pending', 'answered', 'failed') \
          AND (e.status <> 'queued' OR e.attempts > 0) \
+         AND (e.status <> 'submitted' OR e.submitted_digest IS NULL OR e.submitted_digest = c.digest) \
          AND e.claimed_principal = c.principal AND (c.bot_id = '' OR e.claimed_by = c.bot_id) \
          {RETURNING_EVALUATION_E}"
     );
-    let rows: Vec<EvaluationRow> =
-        sqlx::query_as(AssertSqlSafe(sql)).bind(&ids).bind(&principals).bind(&bots).fetch_all(pool).await?;
+    let rows: Vec<EvaluationRow> = sqlx::query_as(AssertSqlSafe(sql))
+        .bind(&ids)
+        .bind(&principals)
+        .bind(&bots)
+        .bind(&digests)
+        .fetch_all(pool)
+        .await?;
     Ok(by_place(&all, rows, |row| row.id))
 }
 
-/// The text of the answer stored for evaluation `id`, if any.
-pub async fn answer_text(pool: &PgPool, id: i64) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT response_text FROM answers WHERE evaluation_id = $1").bind(id).fetch_optional(pool).await
+/// The answer evaluation `id` took: the digest recorded when it was marked submitted (`None`
+/// for one submitted before digests were recorded, or never) and the text stored (`None` until
+/// the ingest stored it). `None` when there is no such evaluation.
+pub async fn taken_answer(pool: &PgPool, id: i64) -> sqlx::Result<Option<(Option<Vec<u8>>, Option<String>)>> {
+    sqlx::query_as(
+        "SELECT e.submitted_digest, a.response_text FROM evaluations e \
+         LEFT JOIN answers a ON a.evaluation_id = e.id WHERE e.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Undoes [`mark_submitted`] when the result could not be handed to the results stream.
 pub async fn unmark_submitted(pool: &PgPool, id: i64) -> sqlx::Result<()> {
-    sqlx::query("UPDATE evaluations SET status = 'claimed', claim_expires_at = now() + interval '1 minute', updated_at = now() WHERE id = $1 AND status = 'submitted'")
-        .bind(id)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "UPDATE evaluations SET status = 'claimed', submitted_digest = NULL, \
+         claim_expires_at = now() + interval '1 minute', updated_at = now() WHERE id = $1 AND status = 'submitted'",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -1,7 +1,8 @@
 //! Creating the evaluations of an Ask's targets in one statement, on a real PostgreSQL: one
 //! live evaluation per target, an answered target left alone unless refreshed, a live one
 //! returned as it is, a target named twice counted once. And what the writes return for the
-//! announcements: each change a higher revision, the stored answer as a read gives it. And which
+//! announcements: each change a higher revision, the stored answer as a read gives it; a
+//! submitted evaluation marked again only with the same answer. And which
 //! of an answer's columns ANALYZE reads, and how fast autovacuum goes through the busy tables.
 
 use std::collections::HashMap;
@@ -98,8 +99,9 @@ async fn every_change_raises_the_revision_and_a_stored_answer_comes_back_as_a_re
         other => anyhow::bail!("not claimed: {other:?}"),
     };
     revisions.push(claimed.revision);
-    let submitted =
-        store::mark_submitted(&pool, row.id, &holder).await?.ok_or_else(|| anyhow::anyhow!("not submitted"))?;
+    let submitted = store::mark_submitted(&pool, row.id, &holder, b"digest")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("not submitted"))?;
     revisions.push(submitted.revision);
     // An operator's update by hand counts too (the trigger, not the statements, counts).
     sqlx::query("UPDATE evaluations SET failure_reason = 'by hand' WHERE id = $1").bind(row.id).execute(&pool).await?;
@@ -192,7 +194,8 @@ async fn statements_made_together_answer_each_request_in_its_place() -> anyhow::
     assert!(matches!(spent.as_slice(), [None]), "{spent:?}");
 
     // Submits: marked for the holder only.
-    let marked = store::mark_submitted_many(&pool, &[(ids[0], two.clone()), (ids[1], two.clone())]).await?;
+    let submit = |id: i64| store::SubmitRequest { id, holder: two.clone(), digest: b"digest".to_vec() };
+    let marked = store::mark_submitted_many(&pool, &[submit(ids[0]), submit(ids[1])]).await?;
     let marked: Vec<Option<(i64, Status)>> =
         marked.iter().map(|row| row.as_ref().map(|r| (r.id, r.status()))).collect();
     assert_eq!(marked, [None, Some((ids[1], Status::Submitted))], "bot-2 holds only the second");
@@ -239,6 +242,34 @@ async fn statements_made_together_answer_each_request_in_its_place() -> anyhow::
     assert!(store::store_answer(&pool, &poison).await.is_err(), "refused alone too");
     assert!(!store::store_answer(&pool, &redelivered).await?.inserted, "alone, the redelivery stores nothing");
     assert_eq!(store::current_answers_of_prompt(&pool, prompt_id, false).await?.len(), 2);
+    Ok(())
+}
+
+/// An evaluation marked submitted takes again only the answer it was marked with (its digest):
+/// a repeat is marked again, another answer is not, until the mark is undone.
+#[tokio::test]
+async fn a_submitted_evaluation_is_marked_again_only_with_the_same_answer() -> anyhow::Result<()> {
+    let (pool, prompt_id) = database_with_prompt("which answer does a submitted evaluation take?").await?;
+    let mut conn = pool.acquire().await?;
+    let created =
+        store::create_many(&mut conn, prompt_id, &[want("chatgpt", "any", false)], 3, &HashMap::new()).await?;
+    let id = created.first().map(|(row, _)| row.id).ok_or_else(|| anyhow::anyhow!("not created"))?;
+    store::mark_queued(&mut conn, &[id]).await?;
+    let holder = store::Holder::new("bots", "bot-1");
+    let claimed = store::claim(&pool, id, "$JS.ACK.a", &holder, std::time::Duration::from_secs(60)).await?;
+    anyhow::ensure!(matches!(claimed, store::ClaimOutcome::Claimed(_)), "not claimed: {claimed:?}");
+    let marked = |digest: &'static [u8]| {
+        let (pool, holder) = (pool.clone(), holder.clone());
+        async move { anyhow::Ok(store::mark_submitted(&pool, id, &holder, digest).await?.is_some()) }
+    };
+    let batched = |digest: &[u8]| store::SubmitRequest { id, holder: holder.clone(), digest: digest.to_vec() };
+    assert!(marked(b"first").await?, "the claim takes an answer");
+    assert!(marked(b"first").await?, "a repeat is marked again");
+    assert!(!marked(b"second").await?, "another answer is not");
+    assert!(store::mark_submitted_many(&pool, &[batched(b"second")]).await?[0].is_none(), "nor in a batch");
+    assert!(store::mark_submitted_many(&pool, &[batched(b"first")]).await?[0].is_some());
+    store::unmark_submitted(&pool, id).await?;
+    assert!(marked(b"second").await?, "undone, the claim takes an answer again");
     Ok(())
 }
 

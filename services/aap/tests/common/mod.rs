@@ -69,6 +69,8 @@ pub struct Options {
     pub max_attempts: u32,
     pub claim_ttl: Duration,
     pub poll_claim_ttl: Duration,
+    /// How long a Claim stream may wait for its hello.
+    pub hello_timeout: Duration,
     pub queued_timeout: Duration,
     /// A submitted answer not stored by then is asked again (or fails after the last attempt).
     pub submitted_timeout: Duration,
@@ -96,6 +98,7 @@ impl Default for Options {
             max_attempts: 3,
             claim_ttl: Duration::from_secs(60),
             poll_claim_ttl: Duration::from_secs(600),
+            hello_timeout: aap_evaluations::gateway::HELLO_TIMEOUT,
             queued_timeout: Duration::from_secs(24 * 3600),
             submitted_timeout: aap_evaluations::scheduler::Timeouts::default().submitted,
             seed_http_networks: aap_platform::auth::Networks::default(),
@@ -171,7 +174,11 @@ pub fn platform_config(
             max_streams: options.max_streams,
             ..AnswersConfig::default()
         },
-        gateway: GatewayConfig { claim_ttl: options.claim_ttl, poll_claim_ttl: options.poll_claim_ttl },
+        gateway: GatewayConfig {
+            claim_ttl: options.claim_ttl,
+            poll_claim_ttl: options.poll_claim_ttl,
+            hello_timeout: options.hello_timeout,
+        },
         sessions: aap_sessions::SessionsConfig {
             evidence: options.evidence,
             ..aap_sessions::SessionsConfig::default()
@@ -314,41 +321,44 @@ pub fn citation(url: &str, title: &str) -> aap_proto::v1::Citation {
 }
 
 pub async fn submit(app: &TestApp, evaluation_id: i64, text: &str) -> Result<(), tonic::Status> {
-    app.evaluations()
-        .submit(aap_proto::v1::SubmitRequest {
-            evaluation_id,
-            response_text: text.into(),
-            response_markdown: format!("**{text}**"),
-            citations: vec![
-                citation("https://www.techradar.com/best/laptops?utm_source=chatgpt.com", "TechRadar"),
-                citation("https://www.rtings.com/laptop", "RTINGS"),
-            ],
-            captured_at: None,
-            bot_id: "test-bot".into(),
-            lease_id: String::new(),
-            kind: aap_proto::v1::AnswerKind::Text as i32,
-            capture: Some(aap_proto::v1::Capture {
-                response_html: format!("<p><strong>{text}</strong></p>"),
-                model: "gpt-5".into(),
-                web_search: Some(true),
-                time_to_first_token: Some(prost_types::Duration { seconds: 0, nanos: 400_000_000 }),
-                time_to_complete: Some(prost_types::Duration { seconds: 2, nanos: 500_000_000 }),
-                adapter_version: "2026.11.1".into(),
-                adapter_fingerprint: "abcdef012345".into(),
-                finish_signals: vec!["stop-gone".into(), "action-bar".into()],
-                missing_roles: vec!["turn".into()],
-                read_by_fallback: false,
-                confidence: 0.9,
-            }),
-            search_queries: vec!["best laptops under 1000".into(), "laptop reviews 2026".into()],
-            products: vec![aap_proto::v1::Product {
-                name: "Acer Swift Go 14".into(),
-                url: "https://shop.example/acer?utm_source=chatgpt.com".into(),
-                price: "$749.99".into(),
-                merchant: "Shop".into(),
-                position: 1,
-            }],
-        })
-        .await
-        .map(drop)
+    app.evaluations().submit(submit_request(evaluation_id, text)).await.map(drop)
+}
+
+/// The test bot's answer `text` to an evaluation, with citations, a capture, queries and a
+/// product, as [`submit`] sends it.
+pub fn submit_request(evaluation_id: i64, text: &str) -> aap_proto::v1::SubmitRequest {
+    aap_proto::v1::SubmitRequest {
+        evaluation_id,
+        response_text: text.into(),
+        response_markdown: format!("**{text}**"),
+        citations: vec![
+            citation("https://www.techradar.com/best/laptops?utm_source=chatgpt.com", "TechRadar"),
+            citation("https://www.rtings.com/laptop", "RTINGS"),
+        ],
+        captured_at: None,
+        bot_id: "test-bot".into(),
+        lease_id: String::new(),
+        kind: aap_proto::v1::AnswerKind::Text as i32,
+        capture: Some(aap_proto::v1::Capture {
+            response_html: format!("<p><strong>{text}</strong></p>"),
+            model: "gpt-5".into(),
+            web_search: Some(true),
+            time_to_first_token: Some(prost_types::Duration { seconds: 0, nanos: 400_000_000 }),
+            time_to_complete: Some(prost_types::Duration { seconds: 2, nanos: 500_000_000 }),
+            adapter_version: "2026.11.1".into(),
+            adapter_fingerprint: "abcdef012345".into(),
+            finish_signals: vec!["stop-gone".into(), "action-bar".into()],
+            missing_roles: vec!["turn".into()],
+            read_by_fallback: false,
+            confidence: 0.9,
+        }),
+        search_queries: vec!["best laptops under 1000".into(), "laptop reviews 2026".into()],
+        products: vec![aap_proto::v1::Product {
+            name: "Acer Swift Go 14".into(),
+            url: "https://shop.example/acer?utm_source=chatgpt.com".into(),
+            price: "$749.99".into(),
+            merchant: "Shop".into(),
+            position: 1,
+        }],
+    }
 }
