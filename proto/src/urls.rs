@@ -186,6 +186,28 @@ pub fn clean_url(raw: &str) -> String {
     url.to_string()
 }
 
+/// Checks that `raw` is an address a reader can follow: an absolute `http` or `https` URL with a
+/// host, surrounding white space aside (a protocol-relative `//host/path` is read as https, as
+/// [`clean_url`] reads it). Anything else (`javascript:` or `data:` URLs, a relative path,
+/// words) is refused, since citations and evidence are shown as links in the console. The
+/// reason names the scheme (cut short), never the whole text.
+pub fn check_web_url(raw: &str) -> Result<(), String> {
+    let raw = raw.trim();
+    let parsed = match raw.strip_prefix("//") {
+        Some(rest) => Url::parse(&format!("https://{rest}")),
+        None => Url::parse(raw),
+    };
+    match parsed {
+        Ok(url) if !matches!(url.scheme(), "http" | "https") => {
+            let scheme: String = url.scheme().chars().take(32).collect();
+            Err(format!("is a {scheme}: URL, not an http or https one"))
+        }
+        Ok(url) if url.host_str().is_none_or(str::is_empty) => Err("has no host".to_owned()),
+        Ok(_) => Ok(()),
+        Err(error) => Err(format!("is not an absolute http or https URL ({error})")),
+    }
+}
+
 /// The host of `url` without a leading `www.`; empty when the text has no host.
 pub fn domain_of(url: &str) -> String {
     Url::parse(url.trim())
@@ -291,6 +313,19 @@ mod tests {
             "not a url",
         ] {
             assert!(!is_assistant_page(source), "{source}");
+        }
+    }
+
+    #[test]
+    fn only_absolute_web_addresses_pass_the_web_url_check() {
+        for ok in ["https://example.com/a?b=1", "http://e.example", " https://e.example/ ", "//cdn.example/x"] {
+            assert_eq!(check_web_url(ok), Ok(()), "{ok:?}");
+        }
+        assert_eq!(check_web_url("javascript:alert(1)"), Err("is a javascript: URL, not an http or https one".into()));
+        for bad in
+            ["not a url", "data:text/html,x", "/relative", "mailto:a@b.example", "https://", "", "file:///etc/passwd"]
+        {
+            assert!(check_web_url(bad).is_err(), "{bad:?}");
         }
     }
 

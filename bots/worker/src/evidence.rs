@@ -112,7 +112,9 @@ impl EvidenceReporter {
             attempt: case.attempt,
             class: case.class.to_owned(),
             error: case.error.to_owned(),
-            url: page.url.clone(),
+            // The platform takes web addresses only (it shows them as links): a browser error
+            // page or about:blank goes as none; the note on disk keeps it.
+            url: if aap_proto::urls::check_web_url(&page.url).is_ok() { page.url.clone() } else { String::new() },
             title: page.title.clone(),
             captured_at: Some(prost_types::Timestamp {
                 seconds: page.captured_at.timestamp(),

@@ -9,6 +9,7 @@ use aap_proto::v1::{AskRequest, HistoryRequest, Target};
 use common::*;
 use futures::StreamExt;
 use tonic::Code;
+use tonic_types::StatusExt as _;
 
 fn ago(seconds: i64) -> prost_types::Timestamp {
     let at = chrono::Utc::now() - chrono::Duration::seconds(seconds);
@@ -195,26 +196,32 @@ async fn history_and_max_age_refuse_bad_input() {
             target: Some(Target { assistant: assistant.into(), plan: plan.into() }),
             include_html: false,
         };
-        async move { client.history(request).await.map(|_| ()).expect_err("refused").code() }
+        async move {
+            let refused = client.history(request).await.map(|_| ()).expect_err("refused");
+            let field = refused.get_details_bad_request().and_then(|b| b.field_violations.into_iter().next());
+            (refused.code(), field.map(|v| v.field).unwrap_or_default())
+        }
     };
-    assert_eq!(history(42, "chatgpt", "").await, Code::NotFound);
-    assert_eq!(history(42, "", "").await, Code::InvalidArgument);
-    assert_eq!(history(42, "altavista", "").await, Code::InvalidArgument);
-    assert_eq!(history(42, "chatgpt", "pl\0us").await, Code::InvalidArgument);
+    let invalid = |field: &str| (Code::InvalidArgument, field.to_owned());
+    assert_eq!(history(42, "chatgpt", "").await, (Code::NotFound, String::new()));
+    assert_eq!(history(42, "", "").await, invalid("target.assistant"));
+    assert_eq!(history(42, "altavista", "").await, invalid("target.assistant"));
+    assert_eq!(history(42, "chatgpt", "pl\0us").await, invalid("target.plan"));
     assert_eq!(
         app.answers().history(HistoryRequest::default()).await.map(|_| ()).expect_err("refused").code(),
         Code::InvalidArgument
     );
 
-    for max_age in [
-        prost_types::Duration { seconds: -1, nanos: 0 },
-        prost_types::Duration { seconds: 0, nanos: -5 },
-        prost_types::Duration { seconds: 0, nanos: 1_000_000_000 },
-        prost_types::Duration { seconds: i64::MAX, nanos: 0 },
+    for (max_age, says) in [
+        (prost_types::Duration { seconds: -1, nanos: 0 }, "negative"),
+        (prost_types::Duration { seconds: 0, nanos: -5 }, "nanos -5 is outside [0, 999999999]"),
+        (prost_types::Duration { seconds: 0, nanos: 2_000_000_000 }, "nanos 2000000000 is outside"),
+        (prost_types::Duration { seconds: i64::MAX, nanos: 0 }, "the limit is"),
     ] {
         let refused = app.answers().ask(ask_aged("fine prompt", Some(max_age))).await.map(|_| ()).expect_err("refused");
         assert_eq!(refused.code(), Code::InvalidArgument, "{max_age:?}");
         assert!(refused.message().contains("max_age"), "{}", refused.message());
+        assert!(refused.message().contains(says), "{max_age:?}: {}", refused.message());
     }
     assert_eq!(app.count("prompts").await, 0, "a refused Ask stores nothing");
 }

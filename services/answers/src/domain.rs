@@ -151,16 +151,7 @@ pub fn parse_targets(raw: impl IntoIterator<Item = (String, String)>) -> Answers
     }
     let mut targets = Vec::new();
     for (assistant, plan) in raw {
-        input::check_plan(plan.trim()).map_err(|reason| invalid("targets.plan", reason))?;
-        let id = assistant.trim();
-        let known = assistants::by_id(id).ok_or_else(|| {
-            let ids: Vec<_> = assistants::ASSISTANTS.iter().map(|a| a.id).collect();
-            invalid(
-                "targets.assistant",
-                format!("unknown assistant {}; known: {}", input::quoted(&assistant), ids.join(", ")),
-            )
-        })?;
-        let target = Target { assistant: known.id.to_owned(), plan: assistants::normalize_plan(&plan) };
+        let target = parse_target(&assistant, &plan, ("targets.assistant", "targets.plan"))?;
         if !targets.contains(&target) {
             targets.push(target);
         }
@@ -172,6 +163,18 @@ pub fn parse_targets(raw: impl IntoIterator<Item = (String, String)>) -> Answers
             .collect();
     }
     Ok(targets)
+}
+
+/// Checks and normalises one target; `fields` name its assistant and plan as the request spells
+/// them (`targets.*` in an Ask, `target.*` in a History request).
+fn parse_target(assistant: &str, plan: &str, fields: (&'static str, &'static str)) -> AnswersResult<Target> {
+    let (assistant_field, plan_field) = fields;
+    input::check_plan(plan.trim()).map_err(|reason| invalid(plan_field, reason))?;
+    let known = assistants::by_id(assistant.trim()).ok_or_else(|| {
+        let ids: Vec<_> = assistants::ASSISTANTS.iter().map(|a| a.id).collect();
+        invalid(assistant_field, format!("unknown assistant {}; known: {}", input::quoted(assistant), ids.join(", ")))
+    })?;
+    Ok(Target { assistant: known.id.to_owned(), plan: assistants::normalize_plan(plan) })
 }
 
 /// Checks the text of an Ask: not blank, no control characters but tab and new lines, at most
@@ -558,7 +561,7 @@ impl Answers {
         if assistant.trim().is_empty() {
             return Err(invalid("target.assistant", "name the assistant whose answers to list"));
         }
-        let target = parse_targets([(assistant.to_owned(), plan.to_owned())])?.remove(0);
+        let target = parse_target(assistant, plan, ("target.assistant", "target.plan"))?;
         self.hub.prompt_by_id(prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
         let plan = (target.plan != ANY_PLAN).then_some(target.plan.as_str());
         let rows = evals::answers_of_target(&self.pool, prompt_id, &target.assistant, plan, include_html, 1000).await?;
@@ -622,15 +625,18 @@ impl Answers {
     /// Validates an Ask's max age: not negative, at most a century.
     pub fn check_max_age(value: Option<prost_types::Duration>) -> AnswersResult<Option<Duration>> {
         let Some(value) = value else { return Ok(None) };
-        if value.seconds < 0 || value.nanos < 0 || value.nanos >= 1_000_000_000 {
-            return Err(invalid(
-                "max_age",
-                format!("{}s {}ns is not a duration of zero or more", value.seconds, value.nanos),
-            ));
+        if !(0..=999_999_999).contains(&value.nanos) {
+            return Err(invalid("max_age", format!("nanos {} is outside [0, 999999999]", value.nanos)));
+        }
+        if value.seconds < 0 {
+            return Err(invalid("max_age", format!("{}s is negative: a max age is zero or more", value.seconds)));
         }
         const CENTURY: i64 = 100 * 366 * 24 * 3600;
         if value.seconds > CENTURY {
-            return Err(invalid("max_age", format!("{}s is more than a century", value.seconds)));
+            return Err(invalid(
+                "max_age",
+                format!("{}s is more than a century; the limit is {CENTURY}s", value.seconds),
+            ));
         }
         Ok(Some(Duration::new(value.seconds as u64, value.nanos as u32)))
     }

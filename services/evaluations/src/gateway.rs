@@ -95,10 +95,12 @@ fn check_submission(submission: &Submission) -> EvalResult<()> {
     check("response_markdown", input::check_text(&submission.response_markdown, MAX_MARKDOWN_CHARS))?;
     check("bot_id", input::check_line(&submission.bot_id, MAX_NAME_CHARS))?;
     check("lease_id", input::check_line(&submission.lease_id, MAX_NAME_CHARS))?;
+    check_lease_id(&submission.lease_id)?;
     if submission.citations.len() > MAX_CITATIONS {
         return Err(EvalError::invalid("citations", format!("at most {MAX_CITATIONS} citations")));
     }
     for citation in &submission.citations {
+        // One that is no web address is dropped with its citation (`clean_citations`).
         check("citations.url", input::check_line(&citation.url, MAX_URL_CHARS))?;
         check("citations.title", input::check_text(&citation.title, MAX_TITLE_CHARS))?;
     }
@@ -185,6 +187,21 @@ pub fn submission_digest(submission: &Submission) -> Vec<u8> {
         text(&product.position.to_string());
     }
     digest.finalize().to_vec()
+}
+
+/// Checks the SessionService lease a submission names: none (empty), or a uuid, as
+/// ReportEvidence takes it. Whether the lease exists is not asked: the id only links the answer to
+/// the account it was read on, a lease may lapse or its account be deleted while the bot submits,
+/// and an answer is worth keeping either way (an unknown lease links it to no account).
+///
+/// Only the hyphenated form LeaseSession hands out is taken, as sent: the id is stored as text
+/// and matched to its lease in that form.
+fn check_lease_id(lease_id: &str) -> EvalResult<()> {
+    let hyphenated = lease_id.len() == 36 && uuid::Uuid::parse_str(lease_id).is_ok();
+    if lease_id.is_empty() || hyphenated {
+        return Ok(());
+    }
+    Err(EvalError::invalid("lease_id", format!("{} is not a uuid", input::quoted(lease_id))))
 }
 
 /// Checks the id a bot gives itself (Poll, Claim, and to name its claim in Heartbeat and
@@ -700,3 +717,80 @@ pub enum ClaimInput {
 
 #[cfg(test)]
 mod props;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CitationKind, CitationOrigin};
+
+    fn submission() -> Submission {
+        Submission {
+            evaluation_id: 1,
+            response_text: "An answer".into(),
+            response_markdown: String::new(),
+            citations: Vec::new(),
+            captured_at: None,
+            bot_id: "bot-1".into(),
+            lease_id: String::new(),
+            kind: AnswerKind::Text,
+            capture: Capture::default(),
+            search_queries: Vec::new(),
+            products: Vec::new(),
+        }
+    }
+
+    fn cited(url: &str) -> Submission {
+        let citation = RawCitation {
+            url: url.into(),
+            title: String::new(),
+            kind: CitationKind::Inline,
+            found_in: CitationOrigin::Page,
+        };
+        Submission { citations: vec![citation], ..submission() }
+    }
+
+    fn refused_field(submission: &Submission) -> Option<&'static str> {
+        match check_submission(submission) {
+            Err(EvalError::InvalidArgument { field, .. }) => Some(field),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_lease_id_is_none_or_a_hyphenated_uuid() {
+        let uuid = "0f5c7a52-3f0e-4f7a-9a55-5b2d8c1e9f10";
+        for ok in ["", uuid] {
+            assert_eq!(refused_field(&Submission { lease_id: ok.into(), ..submission() }), None, "{ok:?}");
+        }
+        for bad in ["not-a-uuid", "0f5c7a523f0e4f7a9a555b2d8c1e9f10", " 0f5c7a52-3f0e-4f7a-9a55-5b2d8c1e9f10"] {
+            assert_eq!(
+                refused_field(&Submission { lease_id: bad.into(), ..submission() }),
+                Some("lease_id"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_citation_that_is_no_web_address_is_dropped_and_its_answer_taken() {
+        let ok = ["https://example.com/a", "http://example.com", "//example.com/x", " https://e.example/ "];
+        let odd = [
+            "  ",
+            "not a url",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "sandbox:/mnt/data/report.csv",
+            "/relative/path",
+            "ftp://e.example/f",
+            "https://",
+        ];
+        for url in ok.iter().chain(&odd) {
+            assert_eq!(refused_field(&cited(url)), None, "{url:?}");
+        }
+        let kept = crate::model::clean_citations(ok.iter().chain(&odd).flat_map(|url| cited(url).citations));
+        let urls: Vec<&str> = kept.iter().map(|c| c.url.as_str()).collect();
+        assert_eq!(urls.len(), ok.len(), "{urls:?}");
+        assert!(urls.iter().all(|url| url.starts_with("http")), "{urls:?}");
+        assert_eq!(kept.iter().map(|c| c.position).collect::<Vec<_>>(), [1, 2, 3, 4], "renumbered");
+    }
+}

@@ -36,15 +36,27 @@ impl EvaluationGrpc {
     }
 }
 
-/// A proto duration as whole milliseconds; negative or out-of-range durations are refused.
+/// Longest time a capture may report (`capture.time_to_first_token`, `time_to_complete`), in
+/// seconds: a year, far beyond any claim, and its milliseconds fit the stored bigint.
+const MAX_CAPTURE_SECONDS: i64 = 365 * 24 * 3600;
+
+/// A proto duration as whole milliseconds; a negative one, nanos outside [0, 999,999,999] or one
+/// over [`MAX_CAPTURE_SECONDS`] is refused, each with its own reason.
 fn parse_millis(field: &'static str, d: Option<prost_types::Duration>) -> EvalResult<Option<i64>> {
-    match d {
-        None => Ok(None),
-        Some(d) if d.seconds < 0 || d.nanos < 0 || d.seconds > i64::MAX / 1000 - 1 => {
-            Err(EvalError::invalid(field, "must be a non-negative duration"))
-        }
-        Some(d) => Ok(Some(d.seconds * 1000 + i64::from(d.nanos / 1_000_000))),
+    let Some(d) = d else { return Ok(None) };
+    if !(0..=999_999_999).contains(&d.nanos) {
+        return Err(EvalError::invalid(field, format!("nanos {} is outside [0, 999999999]", d.nanos)));
     }
+    if d.seconds < 0 {
+        return Err(EvalError::invalid(field, format!("{} seconds is negative", d.seconds)));
+    }
+    if d.seconds > MAX_CAPTURE_SECONDS {
+        return Err(EvalError::invalid(
+            field,
+            format!("{} seconds is too large; the limit is {MAX_CAPTURE_SECONDS} seconds (a year)", d.seconds),
+        ));
+    }
+    Ok(Some(d.seconds * 1000 + i64::from(d.nanos / 1_000_000)))
 }
 
 fn parse_kind(kind: i32) -> EvalResult<AnswerKind> {
@@ -117,13 +129,17 @@ fn parse_capture(c: Option<aap_proto::v1::Capture>) -> EvalResult<Capture> {
     })
 }
 
+/// A capture time; nanos outside [0, 999,999,999] are refused (as ReportEvidence refuses them),
+/// not clamped: `{seconds: 0, nanos: -1}` is no time, and was stored as 1970-01-01.
 fn parse_time(t: Option<prost_types::Timestamp>) -> EvalResult<Option<DateTime<Utc>>> {
-    match t {
-        None => Ok(None),
-        Some(t) => DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-            .map(Some)
-            .ok_or_else(|| EvalError::invalid("captured_at", "is not a time")),
-    }
+    let Some(t) = t else { return Ok(None) };
+    let nanos = u32::try_from(t.nanos)
+        .ok()
+        .filter(|nanos| *nanos <= 999_999_999)
+        .ok_or_else(|| EvalError::invalid("captured_at", format!("nanos {} is outside [0, 999999999]", t.nanos)))?;
+    DateTime::from_timestamp(t.seconds, nanos)
+        .map(Some)
+        .ok_or_else(|| EvalError::invalid("captured_at", "is not a time"))
 }
 
 /// A Submit request as the gateway takes it.
@@ -269,5 +285,42 @@ impl EvaluationService for EvaluationGrpc {
         let holder = Holder::new(&caller.principal, &req.bot_id);
         let held = self.gateway.progress(req.evaluation_id, req.text, &holder).await?;
         Ok(Response::new(ProgressResponse { held }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(result: EvalResult<impl std::fmt::Debug>) -> String {
+        match result {
+            Err(EvalError::InvalidArgument { field, reason }) => format!("{field}: {reason}"),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn capture_times_with_nanos_out_of_range_are_refused_not_clamped() {
+        let at = |seconds, nanos| Some(prost_types::Timestamp { seconds, nanos });
+        assert_eq!(parse_time(None).ok(), Some(None));
+        assert!(parse_time(at(1_765_000_000, 999_999_999)).is_ok_and(|t| t.is_some()));
+        assert_eq!(reason(parse_time(at(0, -1))), "captured_at: nanos -1 is outside [0, 999999999]");
+        assert_eq!(
+            reason(parse_time(at(59, 1_500_000_000))),
+            "captured_at: nanos 1500000000 is outside [0, 999999999]"
+        );
+        assert_eq!(reason(parse_time(at(0, 2_000_000_000))), "captured_at: nanos 2000000000 is outside [0, 999999999]");
+    }
+
+    #[test]
+    fn capture_durations_say_what_is_wrong_with_them() {
+        let d = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+        let field = "capture.time_to_first_token";
+        assert_eq!(parse_millis(field, d(1, 500_000_000)).ok(), Some(Some(1500)));
+        assert_eq!(parse_millis(field, d(MAX_CAPTURE_SECONDS, 0)).ok(), Some(Some(MAX_CAPTURE_SECONDS * 1000)));
+        assert!(reason(parse_millis(field, d(1 << 62, 0))).contains("too large; the limit is 31536000 seconds"));
+        assert!(reason(parse_millis(field, d(-1, 0))).contains("negative"));
+        assert!(reason(parse_millis(field, d(0, 2_000_000_000))).contains("nanos 2000000000 is outside"));
+        assert!(reason(parse_millis(field, d(0, -1))).contains("nanos -1 is outside"));
     }
 }

@@ -230,13 +230,15 @@ pub struct ResultMessage {
     pub products: Vec<Product>,
 }
 
-/// Cleans the citations a bot sent with the contract's rule (`aap_proto::urls`): drops blank
-/// urls and the assistants' own pages (a chatgpt.com conversation, a google.com search are never
+/// Cleans the citations a bot sent with the contract's rule (`aap_proto::urls`): drops those
+/// whose url is no absolute http or https address (blank, `javascript:`, `sandbox:`, words) and
+/// the assistants' own pages (a chatgpt.com conversation, a google.com search are never
 /// sources), unwraps redirects, strips tracking parameters, fills the domain and renumbers
-/// positions in the given order. Urls that do not parse are kept as sent.
+/// positions in the given order.
 pub fn clean_citations(raw: impl IntoIterator<Item = RawCitation>) -> Vec<Citation> {
     raw.into_iter()
-        .filter(|c| !c.url.trim().is_empty())
+        // Shown to customers as links: a blank url, `javascript:`, `sandbox:` or words are none.
+        .filter(|c| aap_proto::urls::check_web_url(&c.url).is_ok())
         .map(|c| (aap_proto::urls::clean_url(&c.url), c))
         .filter(|(url, _)| !aap_proto::urls::is_assistant_page(url))
         .enumerate()

@@ -39,6 +39,17 @@ impl fmt::Display for Role {
     }
 }
 
+impl Role {
+    /// The role's name with its article, for messages: "a bot", "an operator".
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Role::Customer => "a customer",
+            Role::Bot => "a bot",
+            Role::Operator => "an operator",
+        }
+    }
+}
+
 /// The caller a request was authenticated as; put in the request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -76,7 +87,7 @@ pub enum AuthError {
     Unknown,
     #[error("token {0} was revoked")]
     Revoked(String),
-    #[error("a {have} token cannot call this method; it needs {need}")]
+    #[error("{} token cannot call this method; it needs {need}", .have.with_article())]
     WrongRole { have: Role, need: String },
     #[error("not a method of the platform: the access table does not list it, so nobody may call it")]
     UnknownMethod,
@@ -111,7 +122,7 @@ impl Access {
             Access::Public | Access::Authenticated => Ok(()),
             Access::Roles(roles) if roles.contains(&caller.role) => Ok(()),
             Access::Roles(roles) => {
-                let names: Vec<String> = roles.iter().map(|r| format!("a {r} token")).collect();
+                let names: Vec<String> = roles.iter().map(|r| format!("{} token", r.with_article())).collect();
                 Err(AuthError::WrongRole { have: caller.role, need: names.join(" or ") })
             }
             Access::Denied => Err(AuthError::UnknownMethod),
@@ -321,6 +332,10 @@ mod tests {
         assert_eq!(Access::Roles(CUSTOMER_OR_OPERATOR).admits(&customer), Ok(()));
         let refused = Access::Roles(BOT).admits(&customer).expect_err("a customer is no bot");
         assert_eq!(refused, AuthError::WrongRole { have: Role::Customer, need: "a bot token".into() });
+        let refused = Access::Roles(OPERATOR).admits(&caller(Role::Bot, &[])).expect_err("a bot is no operator");
+        assert_eq!(refused.to_string(), "a bot token cannot call this method; it needs an operator token");
+        let refused = Access::Roles(BOT).admits(&caller(Role::Operator, &[])).expect_err("an operator is no bot");
+        assert_eq!(refused.to_string(), "an operator token cannot call this method; it needs a bot token");
         assert_eq!(Status::from(refused).code(), tonic::Code::PermissionDenied);
         assert!(Access::Denied.admits(&caller(Role::Operator, &[])).is_err());
         assert_eq!(Status::from(AuthError::Revoked("tok_1".into())).code(), tonic::Code::Unauthenticated);

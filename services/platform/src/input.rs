@@ -25,6 +25,19 @@ pub fn check_line(value: &str, max_chars: usize) -> Result<(), String> {
     check_length(value, max_chars)
 }
 
+/// Checks a one-line name (an account's label): like [`check_line`], and no line break or tab
+/// either, since it is shown on one line (a list, a log field) and a new line there could pass
+/// for another entry.
+pub fn check_one_line(value: &str, max_chars: usize) -> Result<(), String> {
+    if let Some(c) = value.chars().find(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')) {
+        return Err(match c {
+            '\n' | '\r' | '\u{85}' | '\u{2028}' | '\u{2029}' => "must be one line: it contains a line break".to_owned(),
+            c => format!("contains the control character U+{:04X}", u32::from(c)),
+        });
+    }
+    check_length(value, max_chars)
+}
+
 /// Checks a plan name: letters, digits, space, `.`, `_`, `+` and `-`, at most
 /// [`MAX_PLAN_CHARS`] characters (it becomes part of a NATS subject, normalised).
 pub fn check_plan(plan: &str) -> Result<(), String> {
@@ -70,6 +83,12 @@ mod tests {
         assert_eq!(check_line("two\nlines\r\n", 20), Ok(()));
         assert_eq!(check_line("bell\u{7}", 20), Err("contains the control character U+0007".to_owned()));
         assert_eq!(check_line("nul\0", 20), Err("contains the control character U+0000".to_owned()));
+        assert_eq!(check_one_line("alice@example.com", 20), Ok(()));
+        assert_eq!(check_one_line("a\nb", 20), Err("must be one line: it contains a line break".to_owned()));
+        assert!(check_one_line("a\rb", 20).is_err());
+        assert!(check_one_line("a\u{2028}b", 20).is_err_and(|e| e.contains("line break")));
+        assert_eq!(check_one_line("a\tb", 20), Err("contains the control character U+0009".to_owned()));
+        assert!(check_one_line(&"x".repeat(21), 20).is_err());
         assert_eq!(check_plan("Plus"), Ok(()));
         assert_eq!(check_plan("Team Pro-2.5+"), Ok(()));
         assert!(check_plan("pro.>").is_err_and(|e| e.contains("'>'")));

@@ -536,7 +536,7 @@ async fn ensure_principal(
             .await?;
     if stored_role != role.to_string() {
         return Err(PrincipalError::FailedPrecondition(format!(
-            "principal {name} is a {stored_role}, not a {role}: one principal has one role"
+            "principal {name} has the role {stored_role}, not {role}: one principal has one role"
         )));
     }
     stored.sort();

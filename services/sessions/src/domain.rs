@@ -239,7 +239,7 @@ fn check_storage_state(field: &'static str, json: &str, assistant: &str) -> Sess
 /// Checks an account's label: one short line, stored trimmed.
 fn parse_label(label: &str) -> SessionResult<&str> {
     let label = label.trim();
-    input::check_line(label, MAX_NAME_CHARS).map_err(|reason| invalid("label", reason))?;
+    input::check_one_line(label, MAX_NAME_CHARS).map_err(|reason| invalid("label", reason))?;
     Ok(label)
 }
 
@@ -249,6 +249,18 @@ fn parse_proxy(text: &str) -> SessionResult<Option<ProxyUrl>> {
         "" => Ok(None),
         text => ProxyUrl::parse(text).map(Some).map_err(|reason| invalid("proxy", reason)),
     }
+}
+
+/// Checks a return's runs against what its lease allowed: a bot rotates once it has run
+/// `max_runs` evaluations on a session, so more is a broken count, and would be added to the
+/// account's `runs` for good. A lease of 0 runs still lets the bot run one (bots take at least
+/// one), so 1 is always accepted.
+fn check_runs(runs: u32, max_runs: i64) -> SessionResult<()> {
+    let allowed = max_runs.max(1);
+    if i64::from(runs) > allowed {
+        return Err(invalid("runs", format!("{runs} is more than the lease allowed ({allowed})")));
+    }
+    Ok(())
 }
 
 /// Whether an account can be lent.
@@ -740,6 +752,7 @@ impl SessionDirectory {
         if lease.returned_at.is_some() {
             return Err(SessionError::LeaseAlreadyReturned(lease_id));
         }
+        check_runs(runs, lease.max_runs)?;
         let stored = store::lock_account(&mut tx, lease.account_id).await?;
         let current_state = lease.state_version == stored.state_version;
         let (status, cooldown) = settle(stored.status, outcome, current_state, &self.config);
@@ -855,6 +868,22 @@ mod tests {
         let sso = r#"{"cookies": [{"name": "a", "value": "1", "domain": ".google.com"},
                                    {"name": "b", "value": "2", "domain": ".chatgpt.com"}]}"#;
         assert!(check_storage_state("s", sso, "chatgpt").is_ok());
+    }
+
+    #[test]
+    fn a_return_runs_at_most_what_its_lease_allowed() {
+        assert!(check_runs(0, 10).is_ok());
+        assert!(check_runs(10, 10).is_ok());
+        assert!(check_runs(1, 0).is_ok(), "a bot runs at least one evaluation on a lease");
+        assert!(matches!(check_runs(11, 10), Err(SessionError::InvalidArgument { field: "runs", .. })));
+        assert!(matches!(check_runs(u32::MAX, 10), Err(SessionError::InvalidArgument { field: "runs", .. })));
+    }
+
+    #[test]
+    fn labels_are_one_line() {
+        assert_eq!(parse_label(" alice@example.com ").ok(), Some("alice@example.com"));
+        assert!(matches!(parse_label("a\nb"), Err(SessionError::InvalidArgument { field: "label", .. })));
+        assert!(matches!(parse_label("a\rb"), Err(SessionError::InvalidArgument { field: "label", .. })));
     }
 
     #[test]

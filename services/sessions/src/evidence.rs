@@ -349,6 +349,11 @@ fn check_report(new: &NewEvidence<'_>, now: DateTime<Utc>) -> EvidenceResult<Che
     }
     check("error", input::check_text(new.error, MAX_ERROR_CHARS))?;
     check("url", input::check_line(new.url, MAX_URL_CHARS))?;
+    // Shown to operators as a link; a page that is no web address (about:blank, a browser
+    // error page) is reported with an empty url.
+    if !new.url.trim().is_empty() {
+        check("url", aap_proto::urls::check_web_url(new.url))?;
+    }
     check("title", input::check_text(new.title, MAX_TITLE_CHARS))?;
     check("manifest_version", input::check_line(new.manifest_version, MAX_NAME_CHARS))?;
     if new.html.len() > MAX_HTML_BYTES {
@@ -470,6 +475,8 @@ mod tests {
             (NewEvidence { class: "sources-disagree", ..report() }, "class"),
             (NewEvidence { error: "a\0b", ..report() }, "error"),
             (NewEvidence { url: "https://x/\u{7}", ..report() }, "url"),
+            (NewEvidence { url: "javascript:alert(1)", ..report() }, "url"),
+            (NewEvidence { url: "not a url", ..report() }, "url"),
             (NewEvidence { title: "t\0", ..report() }, "title"),
             (NewEvidence { html: &long, ..report() }, "html"),
             (NewEvidence { html: "<p>\0</p>", ..report() }, "html"),

@@ -33,8 +33,11 @@ impl ProxyUrl {
         if url.host_str().is_none_or(str::is_empty) {
             return Err("has no host".to_owned());
         }
-        if url.port_or_known_default().is_none() {
-            return Err("has no port".to_owned());
+        // Written out, not the scheme's default: `url` forgets a default port (`http://p:80`
+        // parses with no port), so the text is read, and a proxy on port 80 of whatever host
+        // answers is too often a mistake for a URL without one to pass.
+        if !has_explicit_port(text) {
+            return Err("has no port: write it out, e.g. http://proxy.example:3128".to_owned());
         }
         if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
             return Err("must be scheme://host:port, without a path, query or fragment".to_owned());
@@ -65,10 +68,19 @@ impl ProxyUrl {
     }
 }
 
+/// Whether the authority of `text` (a URL that parsed) ends in `:port`; an IPv6 host's colons
+/// sit inside its brackets.
+fn has_explicit_port(text: &str) -> bool {
+    let rest = text.split_once("://").map_or(text, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, host_port)| host_port);
+    host_port.rsplit_once(':').is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// `scheme://user:***@host:port`: the password never leaves the service.
 fn masked(url: &Url) -> String {
     let host = url.host_str().unwrap_or_default();
-    let port = url.port().map(|port| format!(":{port}")).unwrap_or_default();
+    let port = url.port_or_known_default().map(|port| format!(":{port}")).unwrap_or_default();
     let user = match (url.username(), url.password()) {
         ("", None) => String::new(),
         (user, None) => format!("{user}@"),
@@ -103,12 +115,30 @@ mod tests {
             ProxyUrl::parse(" socks5://10.1.2.3:1080 ").map(|p| p.as_str()),
             Ok("socks5://10.1.2.3:1080".into())
         );
-        assert_eq!(ProxyUrl::parse("http://proxy.example").map(|p| p.as_str()), Ok("http://proxy.example:80".into()));
+        assert_eq!(
+            ProxyUrl::parse("http://proxy.example:80").map(|p| p.as_str()),
+            Ok("http://proxy.example:80".into())
+        );
+        assert_eq!(ProxyUrl::parse("http://[::1]:3128").map(|p| p.as_str()), Ok("http://[::1]:3128".into()));
         assert_eq!(
             ProxyUrl::parse("https://p.example:8443/").map(|p| p.display()),
             Ok("https://p.example:8443".into())
         );
-        for bad in ["", "proxy:8080", "ftp://p:21", "socks5://p", "http://p:1/x", "http://p:1?a=b", "socks4://p:1"] {
+        let bad = [
+            "",
+            "proxy:8080",
+            "ftp://p:21",
+            "socks5://p",
+            "http://p:1/x",
+            "http://p:1?a=b",
+            "socks4://p:1",
+            "http://h",
+            "https://h/",
+            "http://h:",
+            "http://[::1]",
+            "http://[::1]/",
+        ];
+        for bad in bad {
             assert!(ProxyUrl::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

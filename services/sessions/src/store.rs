@@ -257,6 +257,8 @@ pub(crate) struct LeaseRow {
     pub principal: Option<String>,
     pub state_version: i64,
     pub returned_at: Option<DateTime<Utc>>,
+    /// Evaluations the lease allowed (`LeaseSessionResponse.max_runs`).
+    pub max_runs: i64,
 }
 
 /// The stored (not effective) state of an account a return changes, locked until the
@@ -564,7 +566,8 @@ pub(crate) async fn open_lease(
 /// Locks a lease for its return; `None` for an unknown id.
 pub(crate) async fn lock_lease(conn: &mut PgConnection, lease_id: Uuid) -> Result<Option<LeaseRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT account_id, principal, state_version, returned_at FROM session_leases WHERE id = $1 FOR UPDATE",
+        "SELECT account_id, principal, state_version, returned_at, max_runs::int8 AS max_runs FROM session_leases \
+         WHERE id = $1 FOR UPDATE",
     )
     .bind(lease_id)
     .fetch_optional(conn)

@@ -8,7 +8,7 @@ use aap_proto::v1::session_service_client::SessionServiceClient;
 use aap_proto::v1::session_service_server::SessionServiceServer;
 use aap_proto::v1::{
     Account, AccountStatus, CreateAccountRequest, LeaseOutcome, LeaseSessionRequest, LeaseSessionResponse,
-    ListAccountsRequest, ReturnSessionRequest, UpdateSessionStateRequest,
+    ListAccountsRequest, ReturnSessionRequest, UpdateAccountRequest, UpdateSessionStateRequest,
 };
 use aap_sessions::SessionsConfig;
 use aap_sessions::grpc::SessionGrpc;
@@ -354,6 +354,8 @@ async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
         ("proxy", CreateAccountRequest { proxy: "ftp://proxy.example:21".into(), ..valid.clone() }),
         ("proxy", CreateAccountRequest { proxy: "socks5://proxy.example".into(), ..valid.clone() }),
         ("proxy", CreateAccountRequest { proxy: "http://u:pw@proxy.example:3128".into(), ..valid.clone() }),
+        ("proxy", CreateAccountRequest { proxy: "http://h".into(), ..valid.clone() }),
+        ("label", CreateAccountRequest { label: "a\nb".into(), ..valid.clone() }),
         ("user_agent", CreateAccountRequest { user_agent: "HeadlessChrome/156".into(), ..valid.clone() }),
     ];
     for (field, request) in cases {
@@ -388,6 +390,47 @@ async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
     let still = account(&mut client, &created.id).await?;
     assert!(still.leased, "a refused return changes nothing");
     assert_eq!(still.runs, 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_update_with_a_label_of_two_lines_or_a_proxy_without_port_changes_nothing() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let created = create(&mut client, "chatgpt", "Plus", "one").await?;
+    let cases = [
+        ("label", UpdateAccountRequest { label: Some("a\nb".into()), ..UpdateAccountRequest::default() }),
+        ("proxy", UpdateAccountRequest { proxy: Some("http://h".into()), ..UpdateAccountRequest::default() }),
+    ];
+    for (field, request) in cases {
+        let request = UpdateAccountRequest { account_id: created.id.clone(), ..request };
+        let status = client.update_account(request.clone()).await.err().context("accepted")?;
+        assert_eq!(status.code(), Code::InvalidArgument, "{request:?}");
+        let bad_request = status.get_details_bad_request().context("no bad request details")?;
+        assert_eq!(bad_request.field_violations[0].field, field, "{request:?}");
+    }
+    let after = account(&mut client, &created.id).await?;
+    assert_eq!((after.label.as_str(), after.proxy.as_str()), ("one", ""));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_return_of_more_runs_than_the_lease_allowed_is_refused_and_changes_nothing() -> anyhow::Result<()> {
+    let config = SessionsConfig { per_session_runs: 3, ..SessionsConfig::default() };
+    let mut client = spawn_app(config).await?;
+    let created = create(&mut client, "chatgpt", "Plus", "one").await?;
+    let held = lease(&mut client, "chatgpt", "Plus").await?;
+    assert_eq!(held.max_runs, 3);
+    for runs in [4, u32::MAX] {
+        let status = give_back(&mut client, &held.lease_id, LeaseOutcome::Ok, runs).await.err().context("accepted")?;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        let bad_request = status.get_details_bad_request().context("no bad request details")?;
+        assert_eq!(bad_request.field_violations[0].field, "runs");
+    }
+    let still = account(&mut client, &created.id).await?;
+    assert!(still.leased, "a refused return changes nothing");
+    assert_eq!((still.runs, still.rotation_runs), (0, 0));
+    let returned = give_back(&mut client, &held.lease_id, LeaseOutcome::Ok, 3).await?;
+    assert_eq!((returned.runs, returned.rotation_runs), (3, 3));
     Ok(())
 }
 

@@ -26,8 +26,24 @@ fn line(max: usize) -> impl Strategy<Value = String> {
     .prop_map(|chars| chars.into_iter().collect())
 }
 
+/// A citation url as `check_web_url` takes it: an absolute http or https URL (or
+/// protocol-relative), or blank (the citation is dropped).
+fn web_url() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => ("https?://", "[a-z][a-z0-9]{0,11}(\\.[a-z]{2,6}){0,2}(:[1-9][0-9]{0,3})?", "(/[a-zA-Z0-9._~%-]{0,12}){0,3}", "(\\?[a-z]=[a-z0-9]{0,6})?")
+            .prop_map(|(scheme, host, path, query)| format!("{scheme}{host}{path}{query}")),
+        1 => "[a-z]{1,8}\\.example/[a-z]{0,8}".prop_map(|rest| format!("//{rest}")),
+        1 => "[ \t]{0,3}",
+    ]
+}
+
+/// A lease id as a submission may carry it: none, or a hyphenated uuid.
+fn lease_id() -> impl Strategy<Value = String> {
+    prop_oneof![Just(String::new()), any::<u128>().prop_map(|bits| uuid::Uuid::from_u128(bits).to_string())]
+}
+
 fn citation() -> impl Strategy<Value = RawCitation> {
-    (line(MAX_URL_CHARS), text(MAX_TITLE_CHARS)).prop_map(|(url, title)| RawCitation {
+    (web_url(), text(MAX_TITLE_CHARS)).prop_map(|(url, title)| RawCitation {
         url,
         title,
         kind: CitationKind::Inline,
@@ -82,7 +98,7 @@ fn valid_submission() -> impl Strategy<Value = Submission> {
         (text(MAX_RESPONSE_CHARS), text(MAX_MARKDOWN_CHARS)),
         prop::collection::vec(citation(), 0..4),
         prop::option::of(capture_time()),
-        (line(MAX_NAME_CHARS), line(MAX_NAME_CHARS)),
+        (line(MAX_NAME_CHARS), lease_id()),
         capture(),
         prop::collection::vec(line(MAX_QUERY_CHARS), 0..4),
         prop::collection::vec(product(), 0..3),
