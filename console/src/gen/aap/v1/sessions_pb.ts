@@ -271,6 +271,9 @@ export type CreateAccountRequest = Message<"aap.v1.CreateAccountRequest"> & {
   plan: string;
 
   /**
+   * The operator's name for the account (e.g. the login e-mail): one line of at most 200
+   * characters, no line break or other control character.
+   *
    * @generated from field: string label = 3;
    */
   label: string;
@@ -287,7 +290,7 @@ export type CreateAccountRequest = Message<"aap.v1.CreateAccountRequest"> & {
   /**
    * Proxy for every request of the account's browser, kept with the account so that the site
    * always sees the session from the same address: `http://`, `https://` or `socks5://` with a
-   * host and port. Empty: no proxy. Credentials (`user:password@`) are refused
+   * host and a port written out (`http://proxy.example:80`). Empty: no proxy. Credentials (`user:password@`) are refused
    * (INVALID_ARGUMENT): Chromium cannot take them on its command line. Stored encrypted.
    *
    * @generated from field: string proxy = 5;
@@ -1108,7 +1111,8 @@ export type ReturnSessionRequest = Message<"aap.v1.ReturnSessionRequest"> & {
   outcome: LeaseOutcome;
 
   /**
-   * Evaluations the bot ran on the session.
+   * Evaluations the bot ran on the session: at most the lease's `max_runs` (at least 1);
+   * more is INVALID_ARGUMENT (field `runs`) and the lease stays held.
    *
    * @generated from field: uint32 runs = 3;
    */
