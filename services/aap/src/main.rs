@@ -154,6 +154,17 @@ struct AskArgs {
     conn: ConnArgs,
 }
 
+/// A command that prints (`aap ask ... | head`) ends quietly when its reader goes away, as a
+/// Unix tool does, instead of panicking on the broken pipe. The servers (dev, serve) keep Rust's
+/// default, which ignores SIGPIPE: a peer that goes away is an error to handle there.
+#[allow(unsafe_code)]
+fn end_quietly_on_broken_pipe() {
+    // SAFETY: called before any other thread starts; SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The embedding model's threads are read from the environment, set before the runtime
@@ -165,6 +176,8 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(threads) = embedding_threads {
         set_embedding_threads(threads);
+    } else {
+        end_quietly_on_broken_pipe();
     }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()

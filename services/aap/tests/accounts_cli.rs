@@ -182,3 +182,26 @@ async fn accounts_are_listed_disabled_enabled_and_deleted_from_a_terminal() {
     assert!(!customer.ok && customer.stderr.contains("PermissionDenied"), "{}", customer.stderr);
     assert!(!customer.stderr.contains("panicked"), "{}", customer.stderr);
 }
+
+/// A command whose reader goes away (`aap accounts list | true`) ends quietly, killed by
+/// SIGPIPE as a Unix tool is, never with a panic about the broken pipe.
+#[tokio::test]
+async fn a_command_whose_reader_went_away_ends_without_a_panic() {
+    let app = spawn_app().await;
+    let script = format!(
+        "'{}' accounts list --server '{}' --token '{}' | true; echo \"status ${{PIPESTATUS[0]}}\" >&2",
+        env!("CARGO_BIN_EXE_aap"),
+        app.grpc_url,
+        OPERATOR
+    );
+    let output = tokio::process::Command::new("bash")
+        .args(["-c", &script])
+        .env("AAP_DATA_DIR", "/nonexistent")
+        .output()
+        .await
+        .expect("bash runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
+    // 141: killed by SIGPIPE (128 + 13); 0 if it finished writing before `true` left.
+    assert!(stderr.contains("status 141") || stderr.contains("status 0"), "{stderr}");
+}
