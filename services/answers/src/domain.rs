@@ -625,9 +625,7 @@ impl Answers {
     /// Validates an Ask's max age: not negative, at most a century.
     pub fn check_max_age(value: Option<prost_types::Duration>) -> AnswersResult<Option<Duration>> {
         let Some(value) = value else { return Ok(None) };
-        if !(0..=999_999_999).contains(&value.nanos) {
-            return Err(invalid("max_age", format!("nanos {} is outside [0, 999999999]", value.nanos)));
-        }
+        let nanos = input::check_nanos(value.nanos).map_err(|reason| invalid("max_age", reason))?;
         if value.seconds < 0 {
             return Err(invalid("max_age", format!("{}s is negative: a max age is zero or more", value.seconds)));
         }
@@ -638,7 +636,7 @@ impl Answers {
                 format!("{}s is more than a century; the limit is {CENTURY}s", value.seconds),
             ));
         }
-        Ok(Some(Duration::new(value.seconds as u64, value.nanos as u32)))
+        Ok(Some(Duration::new(value.seconds as u64, nanos)))
     }
 
     fn suggest(&self, near: Vec<store::Neighbour>, related: Vec<RelatedPrompt>) -> Events {

@@ -44,9 +44,7 @@ const MAX_CAPTURE_SECONDS: i64 = 365 * 24 * 3600;
 /// over [`MAX_CAPTURE_SECONDS`] is refused, each with its own reason.
 fn parse_millis(field: &'static str, d: Option<prost_types::Duration>) -> EvalResult<Option<i64>> {
     let Some(d) = d else { return Ok(None) };
-    if !(0..=999_999_999).contains(&d.nanos) {
-        return Err(EvalError::invalid(field, format!("nanos {} is outside [0, 999999999]", d.nanos)));
-    }
+    let nanos = input::check_nanos(d.nanos).map_err(|reason| EvalError::invalid(field, reason))?;
     if d.seconds < 0 {
         return Err(EvalError::invalid(field, format!("{} seconds is negative", d.seconds)));
     }
@@ -56,7 +54,7 @@ fn parse_millis(field: &'static str, d: Option<prost_types::Duration>) -> EvalRe
             format!("{} seconds is too large; the limit is {MAX_CAPTURE_SECONDS} seconds (a year)", d.seconds),
         ));
     }
-    Ok(Some(d.seconds * 1000 + i64::from(d.nanos / 1_000_000)))
+    Ok(Some(d.seconds * 1000 + i64::from(nanos / 1_000_000)))
 }
 
 fn parse_kind(kind: i32) -> EvalResult<AnswerKind> {
@@ -133,10 +131,7 @@ fn parse_capture(c: Option<aap_proto::v1::Capture>) -> EvalResult<Capture> {
 /// not clamped: `{seconds: 0, nanos: -1}` is no time, and was stored as 1970-01-01.
 fn parse_time(t: Option<prost_types::Timestamp>) -> EvalResult<Option<DateTime<Utc>>> {
     let Some(t) = t else { return Ok(None) };
-    let nanos = u32::try_from(t.nanos)
-        .ok()
-        .filter(|nanos| *nanos <= 999_999_999)
-        .ok_or_else(|| EvalError::invalid("captured_at", format!("nanos {} is outside [0, 999999999]", t.nanos)))?;
+    let nanos = input::check_nanos(t.nanos).map_err(|reason| EvalError::invalid("captured_at", reason))?;
     DateTime::from_timestamp(t.seconds, nanos)
         .map(Some)
         .ok_or_else(|| EvalError::invalid("captured_at", "is not a time"))

@@ -38,6 +38,16 @@ pub fn check_one_line(value: &str, max_chars: usize) -> Result<(), String> {
     check_length(value, max_chars)
 }
 
+/// Checks the `nanos` of a protobuf `Timestamp` or `Duration`: [0, 999,999,999], as both types
+/// define it (a negative one is no earlier time, and a second or more is no fraction of one).
+/// Returns it as the unsigned count `chrono` and `std::time` take.
+pub fn check_nanos(nanos: i32) -> Result<u32, String> {
+    u32::try_from(nanos)
+        .ok()
+        .filter(|nanos| *nanos <= 999_999_999)
+        .ok_or_else(|| format!("nanos {nanos} is outside [0, 999999999]"))
+}
+
 /// Checks a plan name: letters, digits, space, `.`, `_`, `+` and `-`, at most
 /// [`MAX_PLAN_CHARS`] characters (it becomes part of a NATS subject, normalised).
 pub fn check_plan(plan: &str) -> Result<(), String> {
@@ -83,6 +93,10 @@ mod tests {
         assert_eq!(check_line("two\nlines\r\n", 20), Ok(()));
         assert_eq!(check_line("bell\u{7}", 20), Err("contains the control character U+0007".to_owned()));
         assert_eq!(check_line("nul\0", 20), Err("contains the control character U+0000".to_owned()));
+        assert_eq!(check_nanos(0), Ok(0));
+        assert_eq!(check_nanos(999_999_999), Ok(999_999_999));
+        assert_eq!(check_nanos(-1), Err("nanos -1 is outside [0, 999999999]".to_owned()));
+        assert_eq!(check_nanos(1_000_000_000), Err("nanos 1000000000 is outside [0, 999999999]".to_owned()));
         assert_eq!(check_one_line("alice@example.com", 20), Ok(()));
         assert_eq!(check_one_line("a\nb", 20), Err("must be one line: it contains a line break".to_owned()));
         assert!(check_one_line("a\rb", 20).is_err());
