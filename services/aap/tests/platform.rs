@@ -443,6 +443,107 @@ async fn a_stored_answer_is_taken_again_only_exactly_as_it_was() {
     assert_eq!(stored, [("For a big house, yes".to_owned(), 2)], "the first answer, once");
 }
 
+/// A submit whose reply from the results stream was lost is told it failed and its mark undone,
+/// though its result may be on the stream after all; if the bot then hands in another answer
+/// and is told it was taken, the first result, reaching the ingest before it, must not be
+/// stored in its place (the bot was told the second one was taken).
+#[tokio::test]
+async fn a_result_whose_submit_was_told_it_failed_is_not_stored_over_the_answer_taken_after_it() {
+    let app = spawn_app().await;
+    let assistants = ["chatgpt", "claude", "perplexity"];
+    let stream = app.answers().ask(ask_text("Which answer does a lost reply leave?", &assistants)).await.expect("ask");
+    let waiting = tokio::spawn(collect(stream.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let [lost, first, second] = [
+        poll_task(&app, "chatgpt", "").await,
+        poll_task(&app, "claude", "").await,
+        poll_task(&app, "perplexity", "").await,
+    ];
+    // The digests of the two answers (a digest does not name the evaluation): each taken by an
+    // evaluation of its own.
+    submit(&app, first.evaluation_id, "the first answer").await.expect("submit");
+    submit(&app, second.evaluation_id, "the second answer").await.expect("submit");
+    let digest = |id: i64| {
+        let pool = app.pool.clone();
+        async move {
+            let digest: Vec<u8> = sqlx::query_scalar("SELECT submitted_digest FROM evaluations WHERE id = $1")
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                .expect("digest");
+            digest
+        }
+    };
+    let (digest_first, digest_second) = (digest(first.evaluation_id).await, digest(second.evaluation_id).await);
+    assert_eq!(digest_first.len(), 32);
+    assert_ne!(digest_first, digest_second);
+
+    // The first submit's result went onto the stream, but its reply was lost: the mark was
+    // undone and the bot submitted the second answer, marked before the ingest read the first.
+    sqlx::query(
+        "UPDATE evaluations SET status = 'submitted', submitted_digest = $2, claim_expires_at = NULL WHERE id = $1",
+    )
+    .bind(lost.evaluation_id)
+    .bind(&digest_second)
+    .execute(&app.pool)
+    .await
+    .expect("mark the second answer");
+    let nats = async_nats::connect(app.nats_url.as_str()).await.expect("nats");
+    let js = async_nats::jetstream::new(nats.clone());
+    let result = serde_json::json!({
+        "evaluation_id": lost.evaluation_id,
+        "prompt_id": lost.prompt_id,
+        "assistant": "chatgpt",
+        "plan": lost.plan,
+        "response_text": "the first answer",
+        "response_markdown": "",
+        "citations": [],
+        "captured_at": "2026-12-05T10:00:00Z",
+        "bot_id": "test-bot",
+        "lease_id": "",
+        "digest": hex::encode(&digest_first),
+    });
+    let subject = format!("{}.results.chatgpt", app.nats_prefix);
+    let ack = js.publish(subject, serde_json::to_vec(&result).expect("json").into()).await.expect("publish");
+    let sequence = ack.await.expect("stored by the stream").sequence;
+    // The ingest read it (and acked it) before the second answer reaches the stream.
+    let topology = aap_platform::nats::Topology::new(app.nats_prefix.clone());
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = js
+        .get_stream(topology.results_stream())
+        .await
+        .expect("results stream")
+        .get_consumer(&topology.ingest_consumer())
+        .await
+        .expect("ingest consumer");
+    for _ in 0..600 {
+        if consumer.info().await.expect("consumer info").ack_floor.stream_sequence >= sequence {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(consumer.info().await.expect("consumer info").ack_floor.stream_sequence >= sequence, "the ingest read it");
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM evaluations WHERE id = $1")
+        .bind(lost.evaluation_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("status");
+    assert_eq!(status, "submitted", "the first answer was not taken");
+
+    // The second submit (its bot's repeat, as the gateway runs it) is taken and stored.
+    submit(&app, lost.evaluation_id, "the second answer").await.expect("the second answer is taken");
+    let events = waiting.await.expect("stream");
+    let answer = |id: i64| match events.iter().find(|e| matches!(e, Event::Answer(a) if a.evaluation_id == id)) {
+        Some(Event::Answer(answer)) => answer.response_text.clone(),
+        _ => panic!("no answer to {id}: {events:?}"),
+    };
+    assert_eq!(answer(lost.evaluation_id), "the second answer", "{events:?}");
+    let stored: Vec<String> = sqlx::query_scalar("SELECT response_text FROM answers WHERE evaluation_id = $1")
+        .bind(lost.evaluation_id)
+        .fetch_all(&app.pool)
+        .await
+        .expect("answers");
+    assert_eq!(stored, ["the second answer"]);
+}
+
 #[tokio::test]
 async fn the_last_holder_of_a_task_waiting_again_unclaimed_may_still_answer_it() {
     let app = spawn_app().await;

@@ -484,6 +484,7 @@ impl Gateway {
                 .filter(|q| !q.is_empty())
                 .collect(),
             products: clean_products(submission.products),
+            digest: hex::encode(&digest),
         });
         // With the results submitted meanwhile; alone again when the message that carried it
         // with others was refused (a message alone refused would fare no better at once).

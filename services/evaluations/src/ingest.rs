@@ -263,7 +263,13 @@ async fn store_told(
             Some(stored) => stored,
             None => store::store_answer(pool, result).await?,
         };
-        tracing::info!(stored = stored.inserted, "answer ingested");
+        if stored.superseded {
+            // Its submit was told it failed (the stream's reply lost), and the evaluation took
+            // another answer since, whose bot was told so: that one is stored, not this.
+            tracing::warn!("answer not stored: its evaluation took another one submitted after it");
+        } else {
+            tracing::info!(stored = stored.inserted, "answer ingested");
+        }
         crate::metrics::ingested(&result.assistant, stored.inserted, message.info().ok());
         // The evaluation and the answer as stored, so that no replica reads them again; a
         // redelivery that changed nothing says only that the prompt changed.

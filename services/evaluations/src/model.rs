@@ -228,6 +228,21 @@ pub struct ResultMessage {
     /// Products shown with the answer, in order.
     #[serde(default)]
     pub products: Vec<Product>,
+    /// The hex SHA-256 of the submit that carried this answer
+    /// ([`crate::gateway::submission_digest`]), which its evaluation recorded when it was marked
+    /// submitted. The ingest stores the answer only while the evaluation holds this digest (or
+    /// none): a result whose submit was told it failed, and then another answer was taken, is
+    /// not stored over the one taken. Empty from a producer that sends none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub digest: String,
+}
+
+impl ResultMessage {
+    /// [`ResultMessage::digest`] as bytes, `None` when the message carries none (or something
+    /// that is no SHA-256 in hex, which is then not compared).
+    pub fn digest_bytes(&self) -> Option<Vec<u8>> {
+        hex::decode(&self.digest).ok().filter(|bytes| bytes.len() == 32)
+    }
 }
 
 /// Cleans the citations a bot sent with the contract's rule (`aap_proto::urls`): drops those

@@ -323,7 +323,7 @@ impl Queue {
         let publish = jetstream::message::PublishMessage::build()
             .payload(payload)
             .headers(headers)
-            .message_id(format!("result-{}", result.evaluation_id));
+            .message_id(result_message_id(result));
         let subject = self.topology.result_subject(&result.assistant);
         self.js.send_publish(subject, publish).await.map_err(queue_err)
     }
@@ -636,6 +636,16 @@ fn runs_within(sizes: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
     runs
 }
 
+/// The Msg-Id a result published alone carries, for JetStream to drop a repeat of it: the
+/// evaluation and its answer's digest, so that a repeat of one submit is dropped and another
+/// answer (taken after the first submit was told it failed) is not taken for a repeat.
+fn result_message_id(result: &ResultMessage) -> String {
+    match result.digest.get(..16) {
+        Some(digest) => format!("result-{}-{digest}", result.evaluation_id),
+        None => format!("result-{}", result.evaluation_id),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -676,6 +686,18 @@ mod tests {
         assert!(payload.len() < MAX_TOLD_BYTES, "{} bytes", payload.len());
         let Change::Told(heard) = Change::of(&payload) else { panic!("not told") };
         assert_eq!((heard.evaluations.len(), heard.answers.len()), (1, 0));
+    }
+
+    #[test]
+    fn a_result_alone_is_a_repeat_for_jetstream_only_with_the_same_answer() {
+        let result = |digest: &str| ResultMessage { evaluation_id: 42, digest: digest.into(), ..Default::default() };
+        let first = hex::encode([1_u8; 32]);
+        let second = hex::encode([2_u8; 32]);
+        assert_eq!(result_message_id(&result(&first)), "result-42-0101010101010101");
+        assert_eq!(result_message_id(&result(&first)), result_message_id(&result(&first)));
+        assert_ne!(result_message_id(&result(&first)), result_message_id(&result(&second)));
+        // A producer that sends no digest: the evaluation alone, as before.
+        assert_eq!(result_message_id(&result("")), "result-42");
     }
 
     #[test]

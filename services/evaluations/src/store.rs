@@ -628,8 +628,12 @@ pub async fn held_deliveries(pool: &PgPool) -> sqlx::Result<Vec<String>> {
 /// What storing a result did.
 #[derive(Debug)]
 pub struct Stored {
-    /// Whether this call stored the answer (false: a redelivery of one stored before).
+    /// Whether this call stored the answer (false: a redelivery of one stored before, or an
+    /// answer its evaluation did not take, see `superseded`).
     pub inserted: bool,
+    /// Whether the evaluation holds the digest of another answer than this one (its submit was
+    /// told it failed and another was taken since): this one is not stored.
+    pub superseded: bool,
     /// The evaluation as it is now, when this call marked it answered.
     pub evaluation: Option<EvaluationRow>,
     /// The answer as streams are told it (without page HTML), when this call stored it.
@@ -640,7 +644,7 @@ pub struct Stored {
 /// changes nothing. Returns what it stored, as the prompt's streams are to be told it.
 pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result<Stored> {
     let mut stored = store_answers(pool, &[result]).await?;
-    Ok(stored.pop().flatten().unwrap_or(Stored { inserted: false, evaluation: None, answer: None }))
+    Ok(stored.pop().flatten().unwrap_or(Stored { inserted: false, superseded: false, evaluation: None, answer: None }))
 }
 
 /// [`store_answer`] for several results in one statement (one round trip, one transaction: all
@@ -649,6 +653,8 @@ pub async fn store_answer(pool: &PgPool, result: &ResultMessage) -> sqlx::Result
 pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::Result<Vec<Option<Stored>>> {
     let unique = first_of_each(results, |result| result.evaluation_id);
     let ids: Vec<i64> = unique.iter().map(|result| result.evaluation_id).collect();
+    // Per evaluation, the digest of the submit its result came from (NULL: none carried).
+    let digests: Vec<Option<Vec<u8>>> = unique.iter().map(|result| result.digest_bytes()).collect();
     let rows: Vec<serde_json::Value> = unique
         .into_iter()
         .map(|result| {
@@ -686,8 +692,16 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
     // streams are told them (so that none reads them again). The evaluations are looked up by
     // `id = ANY(ids)`, not joined to the recordset, which the planner guesses at 100 rows (a hash
     // join over a scan of every evaluation then costs as much as the lookups).
-    // Per result: its evaluation id, whether its answer was inserted, the evaluation and answer.
-    type Row = (i64, bool, Option<Json<EvaluationRow>>, Option<Json<AnswerRow>>);
+    //
+    // An evaluation takes the answer only while it holds the digest of the submit that carried
+    // it (or none): a submit told it failed (its publish unanswered) has its mark undone, and
+    // when another answer was marked after it, the first one's message, stored on the stream
+    // after all, is not stored over the one whose bot was told it was taken. The answer is
+    // inserted only for the evaluations this statement marks answered, which PostgreSQL rechecks
+    // on a row a concurrent mark changed.
+    // Per result: its evaluation id, whether its answer was inserted, whether its evaluation
+    // holds another answer's digest, the evaluation and answer.
+    type Row = (i64, bool, bool, Option<Json<EvaluationRow>>, Option<Json<AnswerRow>>);
     let stored: Vec<Row> = sqlx::query_as(
         "WITH input AS ( \
              SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(evaluation_id bigint, prompt_id bigint, \
@@ -696,6 +710,12 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
                  web_search boolean, ttft_ms bigint, total_ms bigint, adapter_version text, \
                  adapter_fingerprint text, finish_signals text[], missing_roles text[], read_by_fallback boolean, \
                  confidence real, search_queries jsonb, products jsonb)), \
+         answered AS ( \
+             UPDATE evaluations e SET status = 'answered', failure_reason = NULL, updated_at = now() \
+             FROM unnest($2::bigint[], $3::bytea[]) AS d(id, digest) \
+             WHERE e.id = d.id AND e.id = ANY($2::bigint[]) AND e.status <> 'answered' \
+             AND (e.submitted_digest IS NULL OR d.digest IS NULL OR e.submitted_digest = d.digest) \
+             RETURNING e.*), \
          stored AS ( \
              INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
              response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
@@ -704,17 +724,18 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
              SELECT evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
              captured_at, bot_id, lease_id, kind, response_html, model, web_search, ttft_ms, total_ms, \
              adapter_version, adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, \
-             search_queries, products FROM input \
+             search_queries, products FROM input WHERE evaluation_id IN (SELECT id FROM answered) \
              ON CONFLICT (evaluation_id) DO NOTHING \
              RETURNING evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
              captured_at, kind, ''::text AS response_html, model, web_search, ttft_ms, total_ms, adapter_version, \
              adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, search_queries, \
-             products, bot_id, lease_id), \
-         answered AS ( \
-             UPDATE evaluations e SET status = 'answered', failure_reason = NULL, updated_at = now() \
-             WHERE e.id = ANY($2::bigint[]) AND e.status <> 'answered' RETURNING e.*) \
+             products, bot_id, lease_id) \
          SELECT i.evaluation_id, \
              EXISTS (SELECT 1 FROM stored st WHERE st.evaluation_id = i.evaluation_id), \
+             EXISTS (SELECT 1 FROM evaluations e JOIN unnest($2::bigint[], $3::bytea[]) AS d(id, digest) \
+                 ON d.id = e.id WHERE e.id = i.evaluation_id AND e.status <> 'answered' \
+                 AND e.submitted_digest <> d.digest) \
+                 AND NOT EXISTS (SELECT 1 FROM answered a WHERE a.id = i.evaluation_id), \
              (SELECT to_jsonb(a) FROM answered a WHERE a.id = i.evaluation_id), \
              (SELECT to_jsonb(x) - 'lease_id' FROM ( \
                  SELECT st.*, COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
@@ -727,12 +748,14 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
     )
     .bind(Json(rows))
     .bind(&ids)
+    .bind(&digests)
     .fetch_all(pool)
     .await?;
     let stored: Vec<(i64, Stored)> = stored
         .into_iter()
-        .map(|(id, inserted, evaluation, answer)| {
-            (id, Stored { inserted, evaluation: evaluation.map(|row| row.0), answer: answer.map(|row| row.0) })
+        .map(|(id, inserted, superseded, evaluation, answer)| {
+            let (evaluation, answer) = (evaluation.map(|row| row.0), answer.map(|row| row.0));
+            (id, Stored { inserted, superseded, evaluation, answer })
         })
         .collect();
     let all: Vec<i64> = results.iter().map(|result| result.evaluation_id).collect();

@@ -87,7 +87,7 @@ async fn every_change_raises_the_revision_and_a_stored_answer_comes_back_as_a_re
         "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
     )]);
     let mut conn = pool.acquire().await?;
-    let created = store::create_many(&mut conn, prompt_id, &[want("gemini", "any", false)], 3, &trace).await?;
+    let created = store::create_many(&mut conn, prompt_id, &[want("perplexity", "any", false)], 3, &trace).await?;
     let row = created.first().map(|(row, _)| row.clone()).ok_or_else(|| anyhow::anyhow!("not created"))?;
     let mut revisions = vec![row.revision];
     let queued = store::mark_queued(&mut conn, &[row.id]).await?;
@@ -270,6 +270,83 @@ async fn a_submitted_evaluation_is_marked_again_only_with_the_same_answer() -> a
     assert!(store::mark_submitted_many(&pool, &[batched(b"first")]).await?[0].is_some());
     store::unmark_submitted(&pool, id).await?;
     assert!(marked(b"second").await?, "undone, the claim takes an answer again");
+    Ok(())
+}
+
+/// The ingest stores a result only while its evaluation holds the digest of the submit that
+/// carried it, or none: a result whose submit was told it failed (its mark undone), after which
+/// another answer was marked, is not stored; the other is. A result that carries no digest, or
+/// an evaluation that recorded none, takes the answer as before.
+#[tokio::test]
+async fn an_evaluation_takes_a_result_only_with_the_digest_it_holds() -> anyhow::Result<()> {
+    let (pool, prompt_id) = database_with_prompt("which result does the ingest store?").await?;
+    let mut conn = pool.acquire().await?;
+    let wanted = [want("chatgpt", "any", false), want("claude", "any", false), want("perplexity", "any", false)];
+    let created = store::create_many(&mut conn, prompt_id, &wanted, 3, &HashMap::new()).await?;
+    let ids: Vec<i64> = created.iter().map(|(row, _)| row.id).collect();
+    store::mark_queued(&mut conn, &ids).await?;
+    drop(conn);
+    let holder = store::Holder::new("bots", "bot-1");
+    for id in &ids {
+        let claimed = store::claim(&pool, *id, "$JS.ACK.a", &holder, std::time::Duration::from_secs(60)).await?;
+        anyhow::ensure!(matches!(claimed, store::ClaimOutcome::Claimed(_)), "not claimed: {claimed:?}");
+    }
+    let (first, second) = ([1_u8; 32], [2_u8; 32]);
+    let result = |id: i64, text: &str, digest: &[u8]| ResultMessage {
+        evaluation_id: id,
+        prompt_id,
+        assistant: "chatgpt".into(),
+        plan: "any".into(),
+        response_text: text.into(),
+        captured_at: chrono::Utc::now(),
+        digest: hex::encode(digest),
+        ..ResultMessage::default()
+    };
+    let status = |id: i64| {
+        let pool = pool.clone();
+        async move {
+            let status: String =
+                sqlx::query_scalar("SELECT status FROM evaluations WHERE id = $1").bind(id).fetch_one(&pool).await?;
+            anyhow::Ok(status)
+        }
+    };
+
+    // The first submit was marked, its reply lost and its mark undone; the second was marked.
+    let id = ids[0];
+    anyhow::ensure!(store::mark_submitted(&pool, id, &holder, &first).await?.is_some());
+    store::unmark_submitted(&pool, id).await?;
+    anyhow::ensure!(store::mark_submitted(&pool, id, &holder, &second).await?.is_some());
+    let taken = store::store_answer(&pool, &result(id, "first", &first)).await?;
+    assert!(!taken.inserted && taken.superseded && taken.evaluation.is_none(), "{taken:?}");
+    assert_eq!(status(id).await?, "submitted", "the first result changes nothing");
+    let taken = store::store_answer(&pool, &result(id, "second", &second)).await?;
+    assert!(taken.inserted && !taken.superseded, "{taken:?}");
+    assert_eq!(taken.evaluation.map(|row| row.status()), Some(Status::Answered));
+    // Delivered again, either changes nothing and is no longer told apart.
+    for (text, digest) in [("first", &first), ("second", &second)] {
+        let again = store::store_answer(&pool, &result(id, text, digest)).await?;
+        assert!(!again.inserted && !again.superseded && again.evaluation.is_none(), "{again:?}");
+    }
+
+    // In one statement with others: each result goes by its own evaluation's digest.
+    let (marked, undone) = (ids[1], ids[2]);
+    anyhow::ensure!(store::mark_submitted(&pool, marked, &holder, &first).await?.is_some());
+    anyhow::ensure!(store::mark_submitted(&pool, undone, &holder, &first).await?.is_some());
+    store::unmark_submitted(&pool, undone).await?;
+    let (wrong, none) = (result(marked, "other", &second), result(undone, "undone, taken", &[]));
+    let both = store::store_answers(&pool, &[&wrong, &none]).await?;
+    let inserted: Vec<Option<bool>> = both.iter().map(|s| s.as_ref().map(|s| s.inserted)).collect();
+    assert_eq!(inserted, [Some(false), Some(true)], "{both:?}");
+    assert_eq!(status(marked).await?, "submitted");
+    assert_eq!(status(undone).await?, "answered", "a result without a digest is taken");
+    // A value that is no SHA-256 in hex is not compared (a producer of another kind).
+    let odd = ResultMessage { digest: "not hex".into(), ..result(marked, "odd", &[]) };
+    assert!(store::store_answer(&pool, &odd).await?.inserted);
+    let texts: Vec<(i64, String)> =
+        sqlx::query_as("SELECT evaluation_id, response_text FROM answers ORDER BY evaluation_id")
+            .fetch_all(&pool)
+            .await?;
+    assert_eq!(texts, [(id, "second".to_owned()), (marked, "odd".to_owned()), (undone, "undone, taken".to_owned())]);
     Ok(())
 }
 
