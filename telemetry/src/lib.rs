@@ -4,8 +4,11 @@
 //! - [`metrics`]: the process's Prometheus registry (every name prefixed `aap_`), typed metric
 //!   families to register in it, and `GET /metrics` on its own listener;
 //! - [`exposition`]: a reader of the text format, for tests and tools that check a scrape;
+//! - [`http`]: the accept loop of every HTTP/1 server (metrics, the seed's HTTP API, the
+//!   console), with bounds on a slow client;
 //! - [`traces`]: OTLP/gRPC trace export and W3C trace-context parents for spans.
 
 pub mod exposition;
+pub mod http;
 pub mod metrics;
 pub mod traces;

@@ -171,15 +171,25 @@ pub async fn serve(listener: TcpListener, shutdown: impl Future<Output = ()> + S
     serve_with(listener, None, shutdown).await
 }
 
-/// [`serve`], running `before` ahead of every scrape.
+/// [`serve`], running `before` ahead of every scrape. A connection that has not sent a
+/// request's headers within [`crate::http::HEADER_READ_TIMEOUT`] is closed.
 pub async fn serve_with(
     listener: TcpListener,
     before: Option<BeforeScrape>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_within(listener, before, crate::http::HEADER_READ_TIMEOUT, shutdown).await
+}
+
+async fn serve_within(
+    listener: TcpListener,
+    before: Option<BeforeScrape>,
+    header_timeout: std::time::Duration,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "metrics serving on /metrics");
-    axum::serve(listener, router_with(before)).with_graceful_shutdown(shutdown).await
+    crate::http::serve_with(listener, router_with(before), None, header_timeout, shutdown).await
 }
 
 /// Reads a `--metrics-addr` value: an address to listen on, or `None` for `off` (or empty).
@@ -241,6 +251,31 @@ mod tests {
         assert_eq!(scrape.value("aap_test_demo_seconds_bucket", &[("kind", "x"), ("le", "0.01")]), Some(0.0));
         let _ = stop.send(());
         server.await.expect("server task").expect("server");
+    }
+
+    /// A scraper that sends half a request, or nothing, is not held: the connection is closed
+    /// once the header timeout passes, and a whole scrape is still answered.
+    #[tokio::test]
+    async fn a_connection_that_sends_no_whole_request_is_closed() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let timeout = std::time::Duration::from_millis(300);
+        tokio::spawn(serve_within(listener, None, timeout, std::future::pending()));
+        for sent in [&b"GET /metrics HTTP/1.1\r\nhost: x\r\n"[..], b""] {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            tcp.write_all(sent).await.expect("write");
+            let mut reply = Vec::new();
+            // Bounded, so a server that never closes fails the test instead of hanging it.
+            tokio::time::timeout(std::time::Duration::from_secs(20), tcp.read_to_end(&mut reply))
+                .await
+                .expect("the server closed the connection")
+                .expect("read");
+            let reply = String::from_utf8_lossy(&reply);
+            assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 408"), "{reply}");
+        }
+        let response = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape");
+        assert_eq!(response.status(), 200);
     }
 
     static DEMO_GAUGE: LazyLock<Gauges> =

@@ -12,7 +12,6 @@ pub mod freshness_cmd;
 pub mod logins;
 pub mod metrics;
 pub mod platform;
-pub mod serve;
 pub mod services;
 pub mod session_cmd;
 pub mod session_import;

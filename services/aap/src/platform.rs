@@ -33,6 +33,11 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::services::{Service, Services};
 
+/// Longest the seed's HTTP API waits for a request to be complete (a submission's body is at
+/// most 2 MB): a body that stops coming is answered 408. The console sets none, its gRPC-web
+/// streams stay open.
+pub const SEED_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Everything the platform needs to run.
 #[derive(Debug, Clone)]
 pub struct PlatformConfig {
@@ -253,19 +258,19 @@ impl Platform {
             };
             let router = aap_evaluations::http::router(gateway, http_auth);
             let shutdown = stopped(stop_rx.clone());
-            let timeout = Some(crate::serve::REQUEST_TIMEOUT);
+            let timeout = Some(SEED_REQUEST_TIMEOUT);
             match &tls {
                 Some(tls) => {
                     let listener = tls.listener(http);
                     tasks.spawn(async move {
-                        crate::serve::serve(listener, router, timeout, shutdown).await.context("http server")
+                        aap_telemetry::http::serve(listener, router, timeout, shutdown).await.context("http server")
                     })
                 }
                 None => tasks.spawn(async move {
                     let http = http.tap_io(|tcp| {
                         let _ = tcp.set_nodelay(true);
                     });
-                    crate::serve::serve(http, router, timeout, shutdown).await.context("http server")
+                    aap_telemetry::http::serve(http, router, timeout, shutdown).await.context("http server")
                 }),
             };
         }
@@ -288,7 +293,7 @@ impl Platform {
                     Some(tls) => {
                         let listener = tls.listener(listener);
                         tasks.spawn(async move {
-                            crate::serve::serve(listener, app, None, shutdown).await.context("console server")
+                            aap_telemetry::http::serve(listener, app, None, shutdown).await.context("console server")
                         });
                     }
                     None => {
@@ -296,7 +301,7 @@ impl Platform {
                             let _ = tcp.set_nodelay(true);
                         });
                         tasks.spawn(async move {
-                            crate::serve::serve(listener, app, None, shutdown).await.context("console server")
+                            aap_telemetry::http::serve(listener, app, None, shutdown).await.context("console server")
                         });
                     }
                 }

@@ -1,6 +1,6 @@
-//! The accept loop of the HTTP servers a client on the network reaches (the seed's HTTP API
-//! and the console): axum's `serve`, with bounds on a slow client. `axum::serve` sets no
-//! timer, so a connection that sent half its headers, or a body shorter than its
+//! The accept loop of the HTTP/1 servers a client on the network reaches (the metrics
+//! endpoint, the seed's HTTP API and the console), with bounds on a slow client. `axum::serve`
+//! sets no timer, so a connection that sent half its headers, or a body shorter than its
 //! `Content-Length`, was held open for good (a hostile probe held them 150 s and more, each a
 //! socket and a task): here a request's headers must arrive within [`HEADER_READ_TIMEOUT`]
 //! and, where the server sets one, a request must be answered (its body read) within a bound.
@@ -18,10 +18,6 @@ use tower::ServiceExt as _;
 /// on a kept-alive connection, the next one's.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Longest the seed's HTTP API waits for a request to be complete (a submission's body is at
-/// most 2 MB); the console sets none, its gRPC-web streams stay open.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Serves `router` on `listener` until `shutdown`, then waits for the open connections to end.
 /// Each request carries its peer as `ConnectInfo<SocketAddr>`. With `request_timeout`, a
 /// request whose response is not ready within it (a body that stops coming) is answered 408
@@ -38,7 +34,7 @@ where
     serve_with(listener, router, request_timeout, HEADER_READ_TIMEOUT, shutdown).await
 }
 
-async fn serve_with<L>(
+pub(crate) async fn serve_with<L>(
     mut listener: L,
     router: axum::Router,
     request_timeout: Option<Duration>,
