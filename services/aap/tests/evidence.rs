@@ -220,6 +220,7 @@ async fn bad_reports_are_refused_naming_the_field_and_nothing_is_kept() {
         (ReportEvidenceRequest { class: "bored".into(), ..report(&lease_id, 1) }, "class"),
         (ReportEvidenceRequest { error: "a\0b".into(), ..report(&lease_id, 1) }, "error"),
         (ReportEvidenceRequest { bot_id: "bot\u{7}".into(), ..report(&lease_id, 1) }, "bot_id"),
+        (ReportEvidenceRequest { bot_id: "bot-7\nbot-8".into(), ..report(&lease_id, 1) }, "bot_id"),
         (ReportEvidenceRequest { assistant: "bard".into(), ..report(&lease_id, 1) }, "assistant"),
         (ReportEvidenceRequest { assistant: "claude".into(), ..report(&lease_id, 1) }, "assistant"),
         (ReportEvidenceRequest { lease_id: "lease-1".into(), ..report(&lease_id, 1) }, "lease_id"),

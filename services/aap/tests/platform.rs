@@ -853,6 +853,7 @@ async fn a_search_without_an_overview_is_an_answer_of_its_own_kind_and_bad_submi
             SubmitRequest { capture: Some(Capture { model: "gpt\u{7}".into(), ..Default::default() }), ..text("x") },
         ),
         ("bot_id", SubmitRequest { bot_id: "bot\0".into(), ..text("x") }),
+        ("bot_id", SubmitRequest { bot_id: "bot-1\nbot-2".into(), ..text("x") }),
         ("search_queries", SubmitRequest { search_queries: vec!["q\0".into()], ..text("x") }),
         (
             "products.name",

@@ -93,7 +93,7 @@ fn check(field: &'static str, result: Result<(), String>) -> EvalResult<()> {
 fn check_submission(submission: &Submission) -> EvalResult<()> {
     check("response_text", input::check_text(&submission.response_text, MAX_RESPONSE_CHARS))?;
     check("response_markdown", input::check_text(&submission.response_markdown, MAX_MARKDOWN_CHARS))?;
-    check("bot_id", input::check_line(&submission.bot_id, MAX_NAME_CHARS))?;
+    check_bot_id(&submission.bot_id)?;
     check("lease_id", input::check_line(&submission.lease_id, MAX_NAME_CHARS))?;
     check_lease_id(&submission.lease_id)?;
     if submission.citations.len() > MAX_CITATIONS {
@@ -204,10 +204,11 @@ fn check_lease_id(lease_id: &str) -> EvalResult<()> {
     Err(EvalError::invalid("lease_id", format!("{} is not a uuid", input::quoted(lease_id))))
 }
 
-/// Checks the id a bot gives itself (Poll, Claim, and to name its claim in Heartbeat and
-/// Release): a short line, stored with every claim.
+/// Checks the id a bot gives itself (Poll, Claim, Submit, and to name its claim in Heartbeat and
+/// Release): one short line, stored with every claim and shown in lists and logs, where a line
+/// break could pass for another entry.
 pub fn check_bot_id(bot_id: &str) -> EvalResult<()> {
-    check("bot_id", input::check_line(bot_id, MAX_NAME_CHARS))
+    check("bot_id", input::check_one_line(bot_id, MAX_NAME_CHARS))
 }
 
 /// What a bot serves: (assistant id, normalised plan) pairs.

@@ -278,7 +278,11 @@ pub fn clean_products(raw: impl IntoIterator<Item = Product>) -> Vec<Product> {
         .filter(|p| !p.name.trim().is_empty())
         .enumerate()
         .map(|(i, p)| {
-            let url = aap_proto::urls::clean_url(&p.url);
+            // A product keeps its name without a link that is no web address (words, `javascript:`).
+            let url = match aap_proto::urls::check_web_url(&p.url) {
+                Ok(()) => aap_proto::urls::clean_url(&p.url),
+                Err(_) => String::new(),
+            };
             let url = if aap_proto::urls::is_assistant_page(&url) { String::new() } else { url };
             Product {
                 name: p.name.trim().to_owned(),
@@ -356,8 +360,14 @@ mod tests {
             product(" Acer Swift Go 14 ", "https://shop.example/p?id=1&utm_source=chatgpt.com"),
             product("  ", "https://shop.example/q"),
             product("Dell XPS 13", "https://chatgpt.com/c/1"),
+            product("HP Spectre", "javascript:alert(1)"),
+            product("Lenovo Yoga", "see the shop"),
+            product("Asus Zenbook", "//shop.example/z"),
         ]);
-        assert_eq!(cleaned.len(), 2);
+        assert_eq!(cleaned.len(), 5);
+        // Kept with their names, without a link that is no web address.
+        let links: Vec<(&str, &str)> = cleaned[2..].iter().map(|p| (p.name.as_str(), p.url.as_str())).collect();
+        assert_eq!(links, [("HP Spectre", ""), ("Lenovo Yoga", ""), ("Asus Zenbook", "https://shop.example/z")]);
         assert_eq!(
             (cleaned[0].name.as_str(), cleaned[0].url.as_str(), cleaned[0].price.as_str(), cleaned[0].position),
             ("Acer Swift Go 14", "https://shop.example/p?id=1", "$749.99", 1)

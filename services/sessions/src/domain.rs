@@ -686,7 +686,7 @@ impl SessionDirectory {
     /// The body of [`SessionDirectory::lease`].
     async fn lend(&self, assistant: &str, plan: &str, bot_id: &str, principal: &str) -> SessionResult<Lease> {
         let target = LeaseTarget::parse(assistant, plan)?;
-        input::check_line(bot_id.trim(), MAX_NAME_CHARS).map_err(|reason| invalid("bot_id", reason))?;
+        input::check_one_line(bot_id.trim(), MAX_NAME_CHARS).map_err(|reason| invalid("bot_id", reason))?;
         let plan_key = target.plan_key();
         let mut tx = self.store.begin().await?;
         let Some(account) = store::pick_account(&mut tx, target.assistant, plan_key.as_deref()).await? else {

@@ -324,7 +324,7 @@ fn check_report(new: &NewEvidence<'_>, now: DateTime<Utc>) -> EvidenceResult<Che
             format!("unknown assistant {}, expected one of {}", input::quoted(new.assistant), known.join(", ")),
         )
     })?;
-    check("bot_id", input::check_line(new.bot_id.trim(), MAX_NAME_CHARS))?;
+    check("bot_id", input::check_one_line(new.bot_id.trim(), MAX_NAME_CHARS))?;
     check("lease_id", input::check_line(new.lease_id, MAX_NAME_CHARS))?;
     let lease_id = match new.lease_id.trim() {
         "" => None,

@@ -26,6 +26,11 @@ fn line(max: usize) -> impl Strategy<Value = String> {
     .prop_map(|chars| chars.into_iter().collect())
 }
 
+/// A one-line name as `check_one_line` takes it: no control characters, no line breaks.
+fn one_line(max: usize) -> impl Strategy<Value = String> {
+    line(max).prop_map(|text| text.replace(['\t', '\n', '\r', '\u{2028}', '\u{2029}'], " "))
+}
+
 /// A citation url as `check_web_url` takes it: an absolute http or https URL (or
 /// protocol-relative), or blank (the citation is dropped).
 fn web_url() -> impl Strategy<Value = String> {
@@ -98,7 +103,7 @@ fn valid_submission() -> impl Strategy<Value = Submission> {
         (text(MAX_RESPONSE_CHARS), text(MAX_MARKDOWN_CHARS)),
         prop::collection::vec(citation(), 0..4),
         prop::option::of(capture_time()),
-        (line(MAX_NAME_CHARS), lease_id()),
+        (one_line(MAX_NAME_CHARS), lease_id()),
         capture(),
         prop::collection::vec(line(MAX_QUERY_CHARS), 0..4),
         prop::collection::vec(product(), 0..3),
