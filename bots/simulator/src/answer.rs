@@ -31,6 +31,26 @@ pub const MARKER_NO_OVERVIEW: &str = "[[no-overview]]";
 /// finish signals show, the answer block stays empty), as the real sites occasionally do.
 pub const MARKER_EMPTY: &str = "[[empty]]";
 
+/// Marker: an onboarding / upsell dialog opens over the page while the answer streams (the page
+/// itself sees it in the composer on send, as it does every interruption marker).
+pub const MARKER_MODAL: &str = "[[modal]]";
+/// Marker: a cookie / notice banner covers the bottom of the page while the answer streams.
+pub const MARKER_BANNER: &str = "[[banner]]";
+/// Marker: the page calls `alert()` while the answer streams.
+pub const MARKER_ALERT: &str = "[[alert]]";
+/// Marker: the page calls `confirm()` while the answer streams.
+pub const MARKER_CONFIRM: &str = "[[confirm]]";
+/// Marker: leaving the page after this prompt asks "Leave site?" (`beforeunload`).
+pub const MARKER_BEFOREUNLOAD: &str = "[[beforeunload]]";
+/// Marker: the page opens a new tab that takes the focus as the prompt is sent.
+pub const MARKER_NEW_WINDOW: &str = "[[new-window]]";
+/// Marker: the dialog and the banner of this prompt cannot be closed.
+pub const MARKER_STICKY: &str = "[[sticky]]";
+
+/// The interruption markers, which only the page script reads (see `interrupt.js`).
+pub const INTERRUPTION_MARKERS: [&str; 7] =
+    [MARKER_MODAL, MARKER_BANNER, MARKER_ALERT, MARKER_CONFIRM, MARKER_BEFOREUNLOAD, MARKER_NEW_WINDOW, MARKER_STICKY];
+
 const ALL_MARKERS: [&str; 11] = [
     MARKER_NO_CITATIONS,
     MARKER_RATE_LIMIT,
@@ -105,7 +125,7 @@ pub fn normalize_prompt(prompt: &str) -> String {
 /// The prompt without any simulator marker, normalised: what seeds the answer.
 pub fn strip_markers(prompt: &str) -> String {
     let mut text = prompt.to_owned();
-    for marker in ALL_MARKERS {
+    for marker in ALL_MARKERS.iter().chain(&INTERRUPTION_MARKERS) {
         text = text.replace(marker, " ");
     }
     normalize_prompt(&text)
@@ -595,6 +615,7 @@ mod tests {
         assert!(!flags.slow && !flags.error && !flags.expire_session && !flags.empty);
         assert!(PromptFlags::parse("hello [[empty]]").empty);
         assert_eq!(strip_markers(" a  [[error]]\nb "), "a b");
+        assert_eq!(strip_markers("a [[modal]] [[new-window]]b"), "a b");
         assert_eq!(answer_for("hello [[empty]]", true), answer_for("hello", true), "the marker never seeds the answer");
         let empty = Answer::empty();
         assert!(empty.plain_text().is_empty() && empty.citations.is_empty() && empty.chunks(3).is_empty());

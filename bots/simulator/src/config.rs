@@ -52,6 +52,30 @@ pub struct SimulatorConfig {
     /// Every answer's sources arrive late: the sources list, panel or dialog fills (or shows up)
     /// only after the answer text has finished and the site's finish signals show.
     pub late_sources: bool,
+    /// A dialog over the page on arrival (the site's onboarding / "what's new" / upgrade upsell,
+    /// `role=dialog`, `aria-modal`, a close button, Escape closes it) whose backdrop intercepts
+    /// every click and whose focus trap takes the keys, as if marked `[[modal]]`. Once closed it
+    /// stays closed for the browser profile, as the real ones do.
+    pub modal: bool,
+    /// A fixed cookie / notice banner over the bottom of the page, up to above the composer, so
+    /// it covers the composer and the send button, as if marked `[[banner]]`. Escape does not
+    /// close it; its buttons do (remembered for the profile).
+    pub banner: bool,
+    /// The page calls `alert()` when the composer first gets focus, as if marked `[[alert]]`.
+    pub alert: bool,
+    /// The page calls `confirm()` when the composer first gets focus, as if marked
+    /// `[[confirm]]`.
+    pub confirm: bool,
+    /// Once something was typed, leaving the page asks "Leave site?" (`beforeunload`), as if
+    /// marked `[[beforeunload]]`.
+    pub beforeunload: bool,
+    /// The first click on the page opens a new tab (`window.open`) that takes the focus, as if
+    /// marked `[[new-window]]`; while its own tab is hidden the page holds its answer stream
+    /// (a background tab gets no animation frames, which the sites render in).
+    pub new_window: bool,
+    /// The dialog and the banner cannot be closed: no close button, Escape ignored, the banner
+    /// without buttons, as if marked `[[sticky]]`. A bot must give up on them.
+    pub sticky: bool,
 }
 
 impl Default for SimulatorConfig {
@@ -75,6 +99,13 @@ impl Default for SimulatorConfig {
             redesign: false,
             variant: String::new(),
             late_sources: false,
+            modal: false,
+            banner: false,
+            alert: false,
+            confirm: false,
+            beforeunload: false,
+            new_window: false,
+            sticky: false,
         }
     }
 }

@@ -39,6 +39,7 @@
 mod answer;
 mod common;
 mod config;
+mod interrupt;
 pub mod login;
 mod routes;
 mod site;
@@ -53,12 +54,14 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use answer::{
-    Answer, Citation, MARKER_AB_TEST, MARKER_CHALLENGE, MARKER_EMPTY, MARKER_ERROR, MARKER_EXPIRE_SESSION,
-    MARKER_NO_CITATIONS, MARKER_NO_OVERVIEW, MARKER_RATE_LIMIT, MARKER_SLOW, MARKER_STALL, MARKER_THINKING,
-    PromptFlags, answer_for, normalize_prompt, strip_markers,
+    Answer, Citation, INTERRUPTION_MARKERS, MARKER_AB_TEST, MARKER_ALERT, MARKER_BANNER, MARKER_BEFOREUNLOAD,
+    MARKER_CHALLENGE, MARKER_CONFIRM, MARKER_EMPTY, MARKER_ERROR, MARKER_EXPIRE_SESSION, MARKER_MODAL,
+    MARKER_NEW_WINDOW, MARKER_NO_CITATIONS, MARKER_NO_OVERVIEW, MARKER_RATE_LIMIT, MARKER_SLOW, MARKER_STALL,
+    MARKER_STICKY, MARKER_THINKING, PromptFlags, answer_for, normalize_prompt, strip_markers,
 };
 pub use common::CHALLENGE_TITLE;
 pub use config::{ConfigError, SimulatorConfig};
+pub use interrupt::POPUP_PATH;
 pub use routes::router;
 pub use site::{Site, UnknownSite};
 pub use sites::{CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, chatgpt_more_sources};

@@ -25,7 +25,9 @@ pub fn router(state: SimState) -> Router {
         .route("/__sim/sessions/{token}/challenge", post(admin_challenge_session))
         .route("/__sim/site", get(admin_site))
         .route("/__sim/logins", post(crate::login::admin_register))
+        .route(crate::interrupt::POPUP_PATH, get(crate::interrupt::popup))
         .merge(sites::routes(state.site()))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::interrupt::inject))
         .layer(middleware::from_fn_with_state(state.clone(), edge))
         .with_state(state)
 }

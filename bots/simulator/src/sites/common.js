@@ -126,6 +126,10 @@ window.aapSim = (() => {
   // data, or whose data is not JSON, is passed over; `data: [DONE]` (OpenAI's end marker) ends
   // the stream, and so does onEvent returning false. A failed read (the connection lost, the
   // request aborted) rejects.
+  //
+  // A page whose tab another window has hidden (window.aapSimHoldWhileHidden, set by
+  // interrupt.js) takes in no event until it shows again: the real sites render their stream
+  // in animation frames, which a background tab does not get.
   async function readEvents(response, onEvent) {
     const reader = response.body.getReader();
     const decoder = new TextDecoder();
@@ -152,9 +156,22 @@ window.aapSim = (() => {
         } catch (_) {
           continue;
         }
+        await untilShown();
         if (onEvent(payload, event) === false) return;
       }
     }
+  }
+
+  function untilShown() {
+    if (!window.aapSimHoldWhileHidden || !document.hidden) return Promise.resolve();
+    return new Promise((resolve) => {
+      const shown = () => {
+        if (document.hidden) return;
+        document.removeEventListener('visibilitychange', shown);
+        resolve();
+      };
+      document.addEventListener('visibilitychange', shown);
+    });
   }
 
   return { escapeHtml, uuid, sendOnEnter, markdownBlocks, renderMarkdown, postForEvents, readEvents };

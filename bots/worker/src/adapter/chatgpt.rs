@@ -369,7 +369,7 @@ impl ChatGpt {
             }
             tokio::time::sleep(poll).await;
         };
-        if let Err(error) = button.click().await {
+        if let Err(error) = self.page.click_element(driver, &button).await {
             tracing::warn!(%error, "cannot open the sources panel");
             return Some(Vec::new());
         }

@@ -12,12 +12,17 @@ use serde::de::DeserializeOwned;
 use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
+use super::interrupt::{Guard, is_interruption};
 use super::{AskError, Citation, FoundIn, Manifest};
 use aap_proto::urls::{domain_of, is_assistant_page};
 
 /// Consecutive failed page probes tolerated while the page navigates (a script cannot run
 /// during a navigation).
 const MAX_PROBE_FAILURES: u32 = 50;
+
+/// Tries of one action of the bot (a click, typing the prompt) that met an interruption, each
+/// after clearing it.
+const MAX_INTERRUPTED_TRIES: usize = 3;
 
 /// The site's origin: `origin` when given (e.g. the simulator's), else the manifest's
 /// `base_url`; without a trailing slash, so paths append as they are.
@@ -32,13 +37,14 @@ pub(super) fn origin(manifest: &Manifest, origin: Option<&str>) -> String {
 pub(super) struct PageScript {
     source: &'static str,
     args: Vec<serde_json::Value>,
+    guard: Guard,
 }
 
 impl PageScript {
     /// `source` called with the mode as `arguments[0]` and `manifest`'s selectors (role → list)
     /// as `arguments[1]`, the convention `dom.js` reads.
     pub(super) fn new(source: &'static str, manifest: &Manifest) -> PageScript {
-        PageScript { source, args: vec![manifest.selectors_json()] }
+        PageScript { source, args: vec![manifest.selectors_json()], guard: Guard::new(manifest) }
     }
 
     /// Adds an argument after the selectors (`arguments[2]`, then `[3]`, ...).
@@ -47,12 +53,63 @@ impl PageScript {
         self
     }
 
-    /// Runs the script in `mode`.
+    /// Runs the script in `mode`. A JavaScript dialog in the way is answered first (the script
+    /// runs again once).
     pub(super) async fn run(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<ScriptRet> {
         let mut args = Vec::with_capacity(self.args.len() + 1);
         args.push(serde_json::json!(mode));
         args.extend(self.args.iter().cloned());
-        driver.execute(self.source, args).await
+        match driver.execute(self.source, args.clone()).await {
+            Err(error) if matches!(error.as_inner(), WebDriverErrorInner::UnexpectedAlertOpen(_)) => {
+                if let Err(answering) = super::interrupt::answer_js_dialogs(driver).await {
+                    tracing::debug!(%answering, "cannot answer the javascript dialog");
+                    return Err(error);
+                }
+                driver.execute(self.source, args).await
+            }
+            ran => ran,
+        }
+    }
+
+    /// Runs one action of the bot on the page (`act`), clearing an interruption it meets and
+    /// trying again (at most [`MAX_INTERRUPTED_TRIES`] times); afterwards closes any window the
+    /// action opened and stays on the bot's own.
+    pub(super) async fn through<T, F, Fut>(&self, driver: &WebDriver, mut act: F) -> Result<T, AskError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AskError>>,
+    {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match act().await {
+                Ok(value) => {
+                    super::interrupt::own_window(driver).await?;
+                    return Ok(value);
+                }
+                Err(AskError::Browser(error)) if is_interruption(&error) => {
+                    tracing::info!(%error, "an interruption is in the way; clearing it");
+                    // An overlay that cannot be cleared ends here (`dismiss`).
+                    let cleared = self.guard.clear(driver).await?;
+                    // Once more even when nothing was left to clear (the browser answers a
+                    // JavaScript dialog as the command fails); then the error stands.
+                    if tries >= MAX_INTERRUPTED_TRIES || (cleared == 0 && tries >= 2) {
+                        return Err(AskError::Browser(error));
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Clicks `element` as a user would, through interruptions (see [`PageScript::through`]).
+    pub(super) async fn click_element(&self, driver: &WebDriver, element: &WebElement) -> Result<(), AskError> {
+        self.through(driver, || async { Ok(element.click().await?) }).await
+    }
+
+    /// Presses Enter in the composer, through interruptions.
+    pub(super) async fn press_enter(&self, driver: &WebDriver) -> Result<(), AskError> {
+        self.through(driver, || async { Ok(self.composer(driver).await?.send_keys(Key::Enter).await?) }).await
     }
 
     /// Runs the script in `mode` and reads what it returns as a `T`.
@@ -71,15 +128,19 @@ impl PageScript {
 
     /// Clicks the element the script returns in `mode`. False when there is none, or when it
     /// re-rendered between lookup and click: the caller looks again when it wants to.
+    /// An interruption in the way is cleared and the click tried again.
     pub(super) async fn click(&self, driver: &WebDriver, mode: &str) -> Result<bool, AskError> {
-        let Some(element) = self.element(driver, mode).await? else {
-            return Ok(false);
-        };
-        match element.click().await {
-            Ok(()) => Ok(true),
-            Err(error) if matches!(error.as_inner(), WebDriverErrorInner::StaleElementReference(_)) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+        self.through(driver, || async {
+            let Some(element) = self.element(driver, mode).await? else {
+                return Ok(false);
+            };
+            match element.click().await {
+                Ok(()) => Ok(true),
+                Err(error) if matches!(error.as_inner(), WebDriverErrorInner::StaleElementReference(_)) => Ok(false),
+                Err(error) => Err(error.into()),
+            }
+        })
+        .await
     }
 
     /// The prompt box (mode `composer`).
@@ -87,32 +148,53 @@ impl PageScript {
         self.element(driver, "composer").await?.ok_or(AskError::SelectorMissing("composer"))
     }
 
-    /// The text in the prompt box (mode `composer_text`). A box that holds no text after typing
-    /// is not the real composer.
-    pub(super) async fn typed(&self, driver: &WebDriver) -> Result<String, AskError> {
-        let typed = self.run(driver, "composer_text").await?.convert::<String>().unwrap_or_default();
-        if typed.trim().is_empty() {
-            return Err(AskError::SelectorMissing("composer"));
-        }
-        Ok(typed)
-    }
-
-    /// Types the prompt into the composer. New lines become Shift+Enter, which starts a new
-    /// line in the composer instead of sending.
-    pub(super) async fn type_prompt(&self, driver: &WebDriver, prompt: &str) -> Result<(), AskError> {
-        let composer = self.composer(driver).await?;
-        composer.click().await?;
-        let mut typing = TypingData::from(String::new());
-        for (index, line) in prompt.trim().lines().enumerate() {
-            if index > 0 {
-                // Null releases Shift so the next line is typed as written.
-                typing = typing + Key::Shift + Key::Enter + Key::Null;
+    /// Types the prompt into the composer, emptied first (a draft the site restored, or what
+    /// an interrupted try left). New lines become Shift+Enter, which starts a new line in the
+    /// composer instead of sending. Interruptions are cleared before typing and whenever they
+    /// get in the way, including a dialog that took the keys (the composer holds no text).
+    pub(super) async fn type_prompt(&self, driver: &WebDriver, prompt: &str) -> Result<String, AskError> {
+        self.guard.clear(driver).await?;
+        let keys = || {
+            let mut typing = TypingData::from(String::new());
+            for (index, line) in prompt.trim().lines().enumerate() {
+                if index > 0 {
+                    // Null releases Shift so the next line is typed as written.
+                    typing = typing + Key::Shift + Key::Enter + Key::Null;
+                }
+                typing = typing + line;
             }
-            typing = typing + line;
+            typing
+        };
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let typed = self
+                .through(driver, || async {
+                    let composer = self.composer(driver).await?;
+                    composer.click().await?;
+                    let held = self.run(driver, "composer_text").await?.convert::<String>().unwrap_or_default();
+                    if !held.trim().is_empty() {
+                        composer.send_keys(Key::Control + "a" + Key::Null + Key::Backspace).await?;
+                    }
+                    composer.send_keys(keys()).await?;
+                    Ok(self.run(driver, "composer_text").await?.convert::<String>().unwrap_or_default())
+                })
+                .await?;
+            if collapse(&typed) == collapse(prompt) {
+                return Ok(typed);
+            }
+            // Keys lost to a dialog that took the focus or opened while typing: clear it and
+            // type again. A composer that shows the prompt otherwise (its own rendering) is
+            // taken as it is after the last try.
+            tracing::info!(typed = typed.chars().count(), "the composer does not hold the prompt; typing again");
+            self.guard.clear(driver).await?;
+            if tries >= MAX_INTERRUPTED_TRIES {
+                if typed.trim().is_empty() {
+                    return Err(AskError::SelectorMissing("composer"));
+                }
+                return Ok(typed);
+            }
         }
-        composer.send_keys(typing).await?;
-        self.typed(driver).await?;
-        Ok(())
     }
 
     /// Clicks the button the script returns in `mode` once it is enabled, looking again while it
@@ -132,8 +214,7 @@ impl PageScript {
             }
             if Instant::now() >= deadline {
                 tracing::warn!(button = mode, "no enabled button to send with; pressing enter in the composer");
-                self.composer(driver).await?.send_keys(Key::Enter).await?;
-                return Ok(());
+                return self.press_enter(driver).await;
             }
             tokio::time::sleep(poll).await;
         }
@@ -209,7 +290,14 @@ where
     Fut: Future<Output = WebDriverResult<Arrival>>,
 {
     let url = format!("{origin}{}", manifest.new_chat_path);
-    driver.goto(url.as_str()).await?;
+    // A dialog the last page left open ("Leave site?", an alert) is answered first.
+    if let Err(error) = driver.goto(url.as_str()).await {
+        if !is_interruption(&error) {
+            return Err(error.into());
+        }
+        super::interrupt::answer_js_dialogs(driver).await?;
+        driver.goto(url.as_str()).await?;
+    }
     let timing = &manifest.timing;
     let deadline = Instant::now() + timing.page_load();
     let mut loaded_since: Option<Instant> = None;

@@ -275,16 +275,11 @@ impl GoogleAiOverview {
                 "the prompt has {length} characters; the search box takes at most {limit}"
             )));
         }
-        let composer = self.page.composer(driver).await?;
-        composer.click().await?;
-        composer.clear().await?;
-        composer.send_keys(query).await?;
-        let typed = self.page.typed(driver).await?;
+        let typed = self.page.type_prompt(driver, query).await?;
         if common::collapse(&typed) != common::collapse(query) {
             return Err(AskError::Assistant(format!("the search box holds {typed:?} instead of the prompt")));
         }
-        composer.send_keys(Key::Enter).await?;
-        Ok(())
+        self.page.press_enter(driver).await
     }
 
     /// Waits until the search shows a complete, expanded overview or shows none.

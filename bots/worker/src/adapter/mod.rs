@@ -8,6 +8,7 @@ mod chatgpt;
 mod claude;
 mod common;
 mod google_ai_overview;
+mod interrupt;
 mod manifest;
 mod perplexity;
 pub mod stream;

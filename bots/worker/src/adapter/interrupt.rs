@@ -1,0 +1,220 @@
+//! Getting through what a site puts in the bot's way, for every adapter alike: JavaScript
+//! dialogs (`alert`, `confirm`, "Leave site?"), windows the page opened, and dialogs or banners
+//! over the composer and the send control.
+//!
+//! The adapters' [`super::common::PageScript`] calls [`Guard::clear`] before it types and
+//! whenever an action of the bot meets an interruption (a click intercepted, "unexpected alert
+//! open", a composer that took no keys while a dialog holds the focus), then tries the action
+//! again; after each click or key press it closes any window that click opened (Chromium's
+//! popup blocker lets a page open one only from a user's gesture, so nothing else opens them).
+//! An overlay that neither the manifest's `dismiss` controls, Escape, nor a control labelled
+//! close / not now / reject / accept takes away is a page the manifest does not know:
+//! [`AskError::SelectorMissing`] of role `dismiss`, which fails the task at once with an alert.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use thirtyfour::error::{WebDriverError, WebDriverErrorInner};
+use thirtyfour::prelude::*;
+
+use super::{AskError, Manifest};
+
+/// dom.js, then the blocker finder.
+const SCRIPT: &str = concat!(include_str!("dom.js"), include_str!("interrupt.js"));
+
+/// Rounds of dismissing before an overlay counts as one the bot cannot clear.
+const MAX_ROUNDS: usize = 4;
+
+/// Longest wait for the page to take a dialog or banner away after a dismiss.
+const GONE_WAIT: Duration = Duration::from_millis(1500);
+
+/// JavaScript dialogs answered in a row before the page counts as looping on them.
+const MAX_JS_DIALOGS: usize = 10;
+
+/// Something in the way, as the page script reports it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub(super) struct Blocker {
+    /// `dialog` (a modal dialog) or `cover` (a fixed layer over the composer or send control).
+    pub(super) kind: String,
+    /// Its label or first words, for the logs.
+    pub(super) text: String,
+}
+
+/// Whether `error` may be an interruption the guard can clear: a JavaScript dialog, a click
+/// that landed on something over the element, keys an element could not take (a dialog's
+/// focus trap).
+pub(super) fn is_interruption(error: &WebDriverError) -> bool {
+    matches!(
+        error.as_inner(),
+        WebDriverErrorInner::UnexpectedAlertOpen(_)
+            | WebDriverErrorInner::ElementClickIntercepted(_)
+            | WebDriverErrorInner::ElementNotInteractable(_)
+    )
+}
+
+/// An adapter's way through interruptions: its manifest's selectors (`dismiss`, and the
+/// composer, send control, sources panel and login wall the blocker finder looks at) and poll.
+#[derive(Debug, Clone)]
+pub(super) struct Guard {
+    selectors: serde_json::Value,
+    poll: Duration,
+}
+
+impl Guard {
+    pub(super) fn new(manifest: &Manifest) -> Guard {
+        Guard { selectors: manifest.selectors_json(), poll: manifest.timing.poll() }
+    }
+
+    async fn run(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<ScriptRet> {
+        driver.execute(SCRIPT, vec![serde_json::json!(mode), self.selectors.clone()]).await
+    }
+
+    /// What is in the way now (the page is asked after any JavaScript dialog is answered).
+    pub(super) async fn blockers(&self, driver: &WebDriver) -> Result<Vec<Blocker>, AskError> {
+        match self.run(driver, "blockers").await {
+            Ok(ret) => Ok(ret.convert()?),
+            Err(error) if is_interruption(&error) => {
+                answer_js_dialogs(driver).await?;
+                Ok(self.run(driver, "blockers").await?.convert()?)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Clears every interruption: answers JavaScript dialogs, goes back to the bot's window
+    /// (closing the others), and dismisses dialogs and banners over the page. Returns how many
+    /// it cleared; [`AskError::SelectorMissing`] (`dismiss`) when an overlay stays.
+    pub(super) async fn clear(&self, driver: &WebDriver) -> Result<usize, AskError> {
+        let mut cleared = answer_js_dialogs(driver).await?;
+        cleared += own_window(driver).await?;
+        cleared += self.dismiss_overlays(driver).await?;
+        Ok(cleared)
+    }
+
+    /// Dismisses dialogs and banners in the way: the manifest's `dismiss` controls first, then
+    /// Escape (once), then a control labelled as closing; each dismiss is followed by a wait
+    /// (polled) for the page to take the overlay away.
+    async fn dismiss_overlays(&self, driver: &WebDriver) -> Result<usize, AskError> {
+        let mut cleared = 0;
+        let mut escaped = false;
+        for _ in 0..MAX_ROUNDS {
+            let blockers = self.blockers(driver).await?;
+            let Some(blocker) = blockers.first() else {
+                return Ok(cleared);
+            };
+            let how = if self.click(driver, "dismiss_known").await? {
+                "manifest"
+            } else if !escaped {
+                escaped = true;
+                driver.action_chain().send_keys(Key::Escape).perform().await?;
+                "escape"
+            } else if self.click(driver, "dismiss_generic").await? {
+                "generic"
+            } else {
+                tracing::warn!(kind = %blocker.kind, text = %blocker.text, "an overlay the bot cannot dismiss covers the page");
+                return Err(AskError::SelectorMissing("dismiss"));
+            };
+            if self.gone(driver, &blockers).await? {
+                tracing::info!(kind = %blocker.kind, text = %blocker.text, how, "dismissed an overlay");
+                cleared += 1;
+            } else {
+                tracing::debug!(kind = %blocker.kind, how, "the overlay stayed");
+            }
+        }
+        let left = self.blockers(driver).await?;
+        match left.first() {
+            None => Ok(cleared),
+            Some(blocker) => {
+                tracing::warn!(kind = %blocker.kind, text = %blocker.text, "an overlay keeps coming back over the page");
+                Err(AskError::SelectorMissing("dismiss"))
+            }
+        }
+    }
+
+    /// Waits (polling, at most [`GONE_WAIT`]) until the page shows other blockers than `before`.
+    async fn gone(&self, driver: &WebDriver, before: &[Blocker]) -> Result<bool, AskError> {
+        let deadline = Instant::now() + GONE_WAIT;
+        loop {
+            if self.blockers(driver).await? != before {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+
+    /// Clicks the control the script returns in `mode`; false when there is none or it went
+    /// away before the click.
+    async fn click(&self, driver: &WebDriver, mode: &str) -> Result<bool, AskError> {
+        let ret = self.run(driver, mode).await?;
+        if ret.json().is_null() {
+            return Ok(false);
+        }
+        match ret.element()?.click().await {
+            Ok(()) => Ok(true),
+            Err(error)
+                if matches!(
+                    error.as_inner(),
+                    WebDriverErrorInner::StaleElementReference(_)
+                        | WebDriverErrorInner::ElementClickIntercepted(_)
+                        | WebDriverErrorInner::ElementNotInteractable(_)
+                ) =>
+            {
+                tracing::debug!(%error, mode, "the dismiss click did not land");
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+/// Accepts every open JavaScript dialog: OK to an `alert`, OK to a `confirm` (the page goes on
+/// as its user would let it), "Leave" to a `beforeunload` (the bot has moved on). Returns how
+/// many there were.
+pub(super) async fn answer_js_dialogs(driver: &WebDriver) -> Result<usize, AskError> {
+    let mut answered = 0;
+    while answered < MAX_JS_DIALOGS {
+        let text = match driver.get_alert_text().await {
+            Ok(text) => text,
+            Err(error) if matches!(error.as_inner(), WebDriverErrorInner::NoSuchAlert(_)) => return Ok(answered),
+            Err(error) => return Err(error.into()),
+        };
+        match driver.accept_alert().await {
+            Ok(()) => {}
+            // Gone already (the browser answered it as the command failed): nothing to do.
+            Err(error) if matches!(error.as_inner(), WebDriverErrorInner::NoSuchAlert(_)) => return Ok(answered),
+            Err(error) => return Err(error.into()),
+        }
+        tracing::info!(text = %text.chars().take(120).collect::<String>(), "accepted a javascript dialog");
+        answered += 1;
+    }
+    tracing::warn!("the page keeps opening javascript dialogs");
+    Err(AskError::SelectorMissing("dismiss"))
+}
+
+/// Closes every window but the bot's own (the one WebDriver is on) and stays on its own; when
+/// the page closed that one, goes on in a remaining window. Returns how many it closed.
+pub(super) async fn own_window(driver: &WebDriver) -> Result<usize, AskError> {
+    let windows = driver.windows().await?;
+    if windows.len() <= 1 {
+        return Ok(0);
+    }
+    let own = match driver.window().await {
+        Ok(own) if windows.contains(&own) => own,
+        Ok(_) => windows[0].clone(),
+        Err(error) if matches!(error.as_inner(), WebDriverErrorInner::NoSuchWindow(_)) => windows[0].clone(),
+        Err(error) => return Err(error.into()),
+    };
+    let mut closed = 0;
+    for window in windows.iter().filter(|window| **window != own) {
+        driver.switch_to_window(window.clone()).await?;
+        let title = driver.title().await.unwrap_or_default();
+        driver.close_window().await?;
+        tracing::info!(%title, "closed a window the page opened");
+        closed += 1;
+    }
+    driver.switch_to_window(own).await?;
+    Ok(closed)
+}

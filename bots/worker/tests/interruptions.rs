@@ -1,0 +1,177 @@
+//! What real sites put in a bot's way (a dialog on arrival, a banner over the composer,
+//! `alert()` / `confirm()`, "Leave site?", a new tab that takes the focus), on every site of the
+//! simulator in a real Chromium: each is got through and the answer read whole; one the bot
+//! cannot clear ends the ask with `selector-missing` (role `dismiss`), soon, never at a deadline.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use aap_bot::{Adapter, AnyAdapter, AskError, Browser};
+use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for};
+use anyhow::{Context, Result};
+use common::{collapse, log_in, override_adapter, short_pause, with_browser};
+use serde_json::Value;
+
+/// One interruption and the knob that sets it off.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Modal,
+    Banner,
+    Alert,
+    Confirm,
+    BeforeUnload,
+    NewWindow,
+}
+
+impl Kind {
+    const ALL: [Kind; 6] = [Kind::Modal, Kind::Banner, Kind::Alert, Kind::Confirm, Kind::BeforeUnload, Kind::NewWindow];
+
+    /// The page's counter of it (sessionStorage `aap-sim-interruptions`).
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Modal => "modal",
+            Kind::Banner => "banner",
+            Kind::Alert => "alert",
+            Kind::Confirm => "confirm",
+            Kind::BeforeUnload => "beforeunload",
+            Kind::NewWindow => "new_window",
+        }
+    }
+
+    fn on(self, config: SimulatorConfig) -> SimulatorConfig {
+        match self {
+            Kind::Modal => SimulatorConfig { modal: true, ..config },
+            Kind::Banner => SimulatorConfig { banner: true, ..config },
+            Kind::Alert => SimulatorConfig { alert: true, ..config },
+            Kind::Confirm => SimulatorConfig { confirm: true, ..config },
+            Kind::BeforeUnload => SimulatorConfig { beforeunload: true, ..config },
+            Kind::NewWindow => SimulatorConfig { new_window: true, ..config },
+        }
+    }
+}
+
+/// What the pages of this tab set off so far, by kind.
+async fn counts(browser: &Browser) -> Result<Value> {
+    let ret = browser
+        .driver()
+        .execute("return JSON.parse(sessionStorage.getItem('aap-sim-interruptions') || '{}');", vec![])
+        .await?;
+    Ok(ret.json().clone())
+}
+
+/// Forgets what the profile remembers (a dialog or banner once closed stays closed) and what
+/// the tab counted, so the next page shows its interruptions again.
+async fn forget(browser: &Browser) -> Result<()> {
+    browser
+        .driver()
+        .execute(
+            "localStorage.removeItem('aap-sim-modal-dismissed'); localStorage.removeItem('aap-sim-banner-dismissed'); \
+             sessionStorage.removeItem('aap-sim-interruptions');",
+            vec![],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Asks `prompt` and checks the answer is the simulator's, whole, and that the bot is still on
+/// its own window, the only one left.
+async fn answered(browser: &Browser, adapter: &AnyAdapter, prompt: &str, what: &str) -> Result<()> {
+    let driver = browser.driver();
+    let own = driver.window().await?;
+    let captured = adapter.ask(driver, prompt).await.with_context(|| format!("{what}: {prompt:?}"))?;
+    let expected = answer_for(prompt, true);
+    assert_eq!(collapse(&captured.response_text), collapse(&expected.plain_text()), "{what}");
+    assert!(!captured.citations.is_empty(), "{what}: the sources are read too");
+    assert_eq!(driver.windows().await?, vec![own.clone()], "{what}: only the bot's window is left");
+    assert_eq!(driver.window().await?, own, "{what}: the bot is on its own window");
+    Ok(())
+}
+
+/// Asks `prompt`, which must end in `selector-missing` of role `dismiss` well before any
+/// deadline of the manifest.
+async fn cannot_clear(browser: &Browser, adapter: &AnyAdapter, prompt: &str, what: &str) -> Result<()> {
+    let started = Instant::now();
+    let error = adapter.ask(browser.driver(), prompt).await.err().with_context(|| format!("{what} must fail"))?;
+    assert!(matches!(error, AskError::SelectorMissing("dismiss")), "{what}: {error:?}");
+    assert_eq!(error.class(), "selector-missing");
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{what}: said soon, not at a deadline: {:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+/// Every knob's interruption on `site`, then all markers in one prompt, then the dialog and the
+/// banner with a manifest that knows none of their controls (Escape, then the generic labels),
+/// then the dialog and the banner that cannot be closed.
+async fn gets_through_every_interruption(site: Site) -> Result<()> {
+    with_browser(site, short_pause(), async |browser: &Browser, sim: &Simulator, adapter: &AnyAdapter| {
+        log_in(browser, sim, "operator").await?;
+        for kind in Kind::ALL {
+            sim.set_config(kind.on(short_pause()));
+            let what = format!("{site} {kind:?}");
+            let prompt = format!("Which laptops are best for students ({})?", kind.name());
+            answered(browser, adapter, &prompt, &what).await?;
+            let seen = counts(browser).await?;
+            assert!(seen[kind.name()].as_u64().unwrap_or(0) >= 1, "{what}: it was put in the way: {seen}");
+            if let Kind::BeforeUnload = kind {
+                // The guard bites when the bot leaves the page for its next conversation.
+                answered(browser, adapter, "Which tablets are best for students?", &what).await?;
+            }
+            forget(browser).await?;
+        }
+
+        sim.set_config(short_pause());
+        let prompt = "Which phones have the best cameras? [[modal]] [[banner]] [[alert]] [[new-window]]";
+        answered(browser, adapter, prompt, &format!("{site} markers")).await?;
+        let seen = counts(browser).await?;
+        for kind in ["modal", "banner", "alert", "new_window"] {
+            assert!(seen[kind].as_u64().unwrap_or(0) >= 1, "{site} markers: {kind} was put in the way: {seen}");
+        }
+        forget(browser).await?;
+
+        // A manifest that knows no close control: Escape closes the dialog, and the banner
+        // (which Escape does not close) goes by its buttons' labels.
+        let dir = tempfile::tempdir()?;
+        let blind = override_adapter(dir.path(), sim, site.id(), |manifest| {
+            manifest.selectors.insert("dismiss".to_owned(), vec!["#no-such-close-control".to_owned()]);
+        })?;
+        for kind in [Kind::Modal, Kind::Banner] {
+            sim.set_config(kind.on(short_pause()));
+            let what = format!("{site} {kind:?} without manifest controls");
+            answered(browser, &blind, &format!("Which monitors are best ({})?", kind.name()), &what).await?;
+            assert_eq!(counts(browser).await?[kind.name()], 1, "{what}");
+            forget(browser).await?;
+        }
+
+        for kind in [Kind::Modal, Kind::Banner] {
+            sim.set_config(SimulatorConfig { sticky: true, ..kind.on(short_pause()) });
+            cannot_clear(browser, adapter, "Which keyboards are best?", &format!("{site} sticky {kind:?}")).await?;
+        }
+        assert_eq!(sim.stats().answers_for_prompt("Which keyboards are best?"), 0, "never asked");
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn chatgpt_gets_through_every_interruption() -> Result<()> {
+    gets_through_every_interruption(Site::ChatGpt).await
+}
+
+#[tokio::test]
+async fn claude_gets_through_every_interruption() -> Result<()> {
+    gets_through_every_interruption(Site::Claude).await
+}
+
+#[tokio::test]
+async fn perplexity_gets_through_every_interruption() -> Result<()> {
+    gets_through_every_interruption(Site::Perplexity).await
+}
+
+#[tokio::test]
+async fn google_ai_overview_gets_through_every_interruption() -> Result<()> {
+    gets_through_every_interruption(Site::GoogleAiOverview).await
+}
