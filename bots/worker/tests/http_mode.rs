@@ -456,6 +456,28 @@ async fn a_selector_miss_fails_the_task_at_once_and_keeps_evidence() -> Result<(
 }
 
 #[tokio::test]
+async fn a_dialog_that_cannot_be_closed_fails_the_task_at_once_as_selector_missing() -> Result<()> {
+    let tasks = vec![task(151, "Best noise-cancelling headphones?")];
+    // An upsell dialog without a close button that ignores Escape, over every page.
+    let sim_config = SimulatorConfig { modal: true, sticky: true, ..SimulatorConfig::default() };
+    let mut scenario = Scenario::start(sim_config, &["only"], tasks).await?;
+    scenario.config.max_attempts = 3;
+    let Ran { stats, api, evidence, .. } = scenario.run_until(|seen| seen.releases.len() == 1).await?;
+
+    let releases = api.seen(|s| s.releases.clone());
+    let release = &releases[0].1;
+    assert_eq!(release["mark_as_failed"], true, "{release}");
+    let reason = release["failure_reason"].as_str().context("reason")?;
+    assert!(reason.starts_with("selector-missing: no element for role dismiss"), "the class first: {reason}");
+    let cases = evidence_cases(evidence.path())?;
+    assert_eq!(cases.len(), 1, "one attempt, no retries: {cases:?}");
+    assert!(reason.ends_with(&format!("[evidence: {}]", cases[0].0)), "the reason names the evidence: {reason}");
+    assert_eq!(cases[0].1["class"], "selector-missing");
+    assert_eq!(stats.by_prompt.len(), 0, "nothing was asked");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_stalled_answer_times_out_under_the_retry_rule_and_each_attempt_keeps_evidence() -> Result<()> {
     let sim_config = SimulatorConfig { stall: true, ..SimulatorConfig::default() };
     let tasks = vec![task(160, "Best trail running shoes?")];

@@ -25,8 +25,6 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 6] = [Kind::Modal, Kind::Banner, Kind::Alert, Kind::Confirm, Kind::BeforeUnload, Kind::NewWindow];
-
     /// The page's counter of it (sessionStorage `aap-sim-interruptions`).
     fn name(self) -> &'static str {
         match self {
@@ -103,37 +101,44 @@ async fn cannot_clear(browser: &Browser, adapter: &AnyAdapter, prompt: &str, wha
     Ok(())
 }
 
-/// Every knob's interruption on `site`, then all markers in one prompt, then the dialog and the
-/// banner with a manifest that knows none of their controls (Escape, then the generic labels),
-/// then the dialog and the banner that cannot be closed.
-async fn gets_through_every_interruption(site: Site) -> Result<()> {
+/// The knob of `kind` on `site`: got through, the answer read whole, and the interruption was
+/// really in the way (the page counted it). "Leave site?" bites when the bot leaves the page for
+/// its next conversation, so that one asks twice.
+async fn gets_through(site: Site, kind: Kind) -> Result<()> {
+    with_browser(site, kind.on(short_pause()), async |browser: &Browser, sim: &Simulator, adapter: &AnyAdapter| {
+        log_in(browser, sim, "operator").await?;
+        let what = format!("{site} {kind:?}");
+        answered(browser, adapter, "Which laptops are best for students?", &what).await?;
+        let seen = counts(browser).await?;
+        assert!(seen[kind.name()].as_u64().unwrap_or(0) >= 1, "{what}: it was put in the way: {seen}");
+        if let Kind::BeforeUnload = kind {
+            answered(browser, adapter, "Which tablets are best for students?", &what).await?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// The markers, all in one prompt: each is put in the way while the answer streams.
+async fn gets_through_the_markers(site: Site) -> Result<()> {
     with_browser(site, short_pause(), async |browser: &Browser, sim: &Simulator, adapter: &AnyAdapter| {
         log_in(browser, sim, "operator").await?;
-        for kind in Kind::ALL {
-            sim.set_config(kind.on(short_pause()));
-            let what = format!("{site} {kind:?}");
-            let prompt = format!("Which laptops are best for students ({})?", kind.name());
-            answered(browser, adapter, &prompt, &what).await?;
-            let seen = counts(browser).await?;
-            assert!(seen[kind.name()].as_u64().unwrap_or(0) >= 1, "{what}: it was put in the way: {seen}");
-            if let Kind::BeforeUnload = kind {
-                // The guard bites when the bot leaves the page for its next conversation.
-                answered(browser, adapter, "Which tablets are best for students?", &what).await?;
-            }
-            forget(browser).await?;
-        }
-
-        sim.set_config(short_pause());
         let prompt = "Which phones have the best cameras? [[modal]] [[banner]] [[alert]] [[new-window]]";
         answered(browser, adapter, prompt, &format!("{site} markers")).await?;
         let seen = counts(browser).await?;
         for kind in ["modal", "banner", "alert", "new_window"] {
             assert!(seen[kind].as_u64().unwrap_or(0) >= 1, "{site} markers: {kind} was put in the way: {seen}");
         }
-        forget(browser).await?;
+        Ok(())
+    })
+    .await
+}
 
-        // A manifest that knows no close control: Escape closes the dialog, and the banner
-        // (which Escape does not close) goes by its buttons' labels.
+/// A manifest that knows no close control: Escape closes the dialog, and the banner (which
+/// Escape does not close) goes by its buttons' labels.
+async fn gets_through_without_manifest_controls(site: Site) -> Result<()> {
+    with_browser(site, short_pause(), async |browser: &Browser, sim: &Simulator, _: &AnyAdapter| {
+        log_in(browser, sim, "operator").await?;
         let dir = tempfile::tempdir()?;
         let blind = override_adapter(dir.path(), sim, site.id(), |manifest| {
             manifest.selectors.insert("dismiss".to_owned(), vec!["#no-such-close-control".to_owned()]);
@@ -145,7 +150,15 @@ async fn gets_through_every_interruption(site: Site) -> Result<()> {
             assert_eq!(counts(browser).await?[kind.name()], 1, "{what}");
             forget(browser).await?;
         }
+        Ok(())
+    })
+    .await
+}
 
+/// The dialog and the banner that cannot be closed: `selector-missing` (`dismiss`), soon.
+async fn gives_up_on_what_cannot_be_closed(site: Site) -> Result<()> {
+    with_browser(site, short_pause(), async |browser: &Browser, sim: &Simulator, adapter: &AnyAdapter| {
+        log_in(browser, sim, "operator").await?;
         for kind in [Kind::Modal, Kind::Banner] {
             sim.set_config(SimulatorConfig { sticky: true, ..kind.on(short_pause()) });
             cannot_clear(browser, adapter, "Which keyboards are best?", &format!("{site} sticky {kind:?}")).await?;
@@ -156,22 +169,61 @@ async fn gets_through_every_interruption(site: Site) -> Result<()> {
     .await
 }
 
-#[tokio::test]
-async fn chatgpt_gets_through_every_interruption() -> Result<()> {
-    gets_through_every_interruption(Site::ChatGpt).await
+/// Every test above for one site, as a module named after it.
+macro_rules! site_tests {
+    ($module:ident, $site:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test]
+            async fn gets_through_a_modal_dialog() -> Result<()> {
+                gets_through($site, Kind::Modal).await
+            }
+
+            #[tokio::test]
+            async fn gets_through_a_banner_over_the_composer() -> Result<()> {
+                gets_through($site, Kind::Banner).await
+            }
+
+            #[tokio::test]
+            async fn gets_through_an_alert() -> Result<()> {
+                gets_through($site, Kind::Alert).await
+            }
+
+            #[tokio::test]
+            async fn gets_through_a_confirm() -> Result<()> {
+                gets_through($site, Kind::Confirm).await
+            }
+
+            #[tokio::test]
+            async fn gets_past_leave_site() -> Result<()> {
+                gets_through($site, Kind::BeforeUnload).await
+            }
+
+            #[tokio::test]
+            async fn stays_on_its_window_when_the_page_opens_another() -> Result<()> {
+                gets_through($site, Kind::NewWindow).await
+            }
+
+            #[tokio::test]
+            async fn gets_through_the_markers_mid_answer() -> Result<()> {
+                gets_through_the_markers($site).await
+            }
+
+            #[tokio::test]
+            async fn gets_through_by_escape_and_labels_without_manifest_controls() -> Result<()> {
+                gets_through_without_manifest_controls($site).await
+            }
+
+            #[tokio::test]
+            async fn gives_up_with_selector_missing_on_what_cannot_be_closed() -> Result<()> {
+                gives_up_on_what_cannot_be_closed($site).await
+            }
+        }
+    };
 }
 
-#[tokio::test]
-async fn claude_gets_through_every_interruption() -> Result<()> {
-    gets_through_every_interruption(Site::Claude).await
-}
-
-#[tokio::test]
-async fn perplexity_gets_through_every_interruption() -> Result<()> {
-    gets_through_every_interruption(Site::Perplexity).await
-}
-
-#[tokio::test]
-async fn google_ai_overview_gets_through_every_interruption() -> Result<()> {
-    gets_through_every_interruption(Site::GoogleAiOverview).await
-}
+site_tests!(chatgpt, Site::ChatGpt);
+site_tests!(claude, Site::Claude);
+site_tests!(perplexity, Site::Perplexity);
+site_tests!(google_ai_overview, Site::GoogleAiOverview);
