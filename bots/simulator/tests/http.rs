@@ -165,6 +165,36 @@ async fn config_can_be_patched_at_runtime_and_rejects_unknown_fields() -> Result
 }
 
 #[tokio::test]
+async fn pages_carry_the_interruption_knobs_in_force_and_the_popup_is_served() -> Result<()> {
+    let (sim, client) = start(fast_config()).await?;
+    let session = sim.create_session("reader").await;
+    let page = |client: reqwest::Client, url: String, token: String| async move {
+        client.get(url).header("cookie", cookie(&token)).send().await?.error_for_status()?.text().await
+    };
+    let off = page(client.clone(), format!("{}/", sim.base_url), session.token.clone()).await?;
+    assert!(off.contains("window.aapSimInterruptions = {"), "the script is on every page");
+    assert!(off.contains("\"modal\":false") && off.contains("\"new_window\":false"), "all off by default");
+    assert_eq!(off.matches("</body>").count(), 1);
+
+    let url = format!("{}/__sim/config", sim.base_url);
+    let patch =
+        json!({"modal": true, "banner": true, "alert": true, "beforeunload": true, "new_window": true, "sticky": true});
+    let patched: Value = client.put(&url).json(&patch).send().await?.error_for_status()?.json().await?;
+    for (knob, on) in patch.as_object().context("object")? {
+        assert_eq!(&patched[knob], on, "{knob}");
+    }
+    let on = page(client.clone(), format!("{}/", sim.base_url), session.token.clone()).await?;
+    assert!(on.contains("\"modal\":true") && on.contains("\"sticky\":true") && on.contains("\"confirm\":false"));
+    assert!(on.contains("close-button"), "ChatGPT's dialog in its own hooks");
+
+    let popup = client.get(format!("{}{}", sim.base_url, aap_simulator::POPUP_PATH)).send().await?;
+    assert_eq!(popup.status(), StatusCode::OK);
+    assert!(!popup.text().await?.contains("aapSimInterruptions"), "the popup opens nothing more");
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn conversation_streams_the_same_answer_for_the_same_prompt_and_counts_it() -> Result<()> {
     let (sim, client) = start(fast_config()).await?;
     let session = sim.create_session("bot-a").await;
