@@ -20,6 +20,7 @@ struct Metrics {
     leases: Counters,
     returns: Counters,
     partials: Counters,
+    interruptions: Counters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -65,6 +66,12 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "bot_partials_reported",
         "Reports of an answer's text so far (live partial answers) the gateway took while the bot held the task, \
          by assistant.",
+    ),
+    interruptions: metrics::counter(
+        "bot_interruptions_cleared",
+        "Interruptions the bot cleared on the way to an answer, by assistant and kind (dialog: a dialog over the \
+         page; cover: a banner or layer over the composer or send control; js-dialog: alert, confirm or leave-site; \
+         window: a window the page opened).",
     ),
 });
 
@@ -137,4 +144,8 @@ pub(crate) fn session_returned(name: &str, outcome: Outcome) {
 
 pub(crate) fn partial_reported(name: &str) {
     METRICS.partials.get_or_create(&assistant(name)).inc();
+}
+
+pub(crate) fn interruption_cleared(name: &str, kind: &str) {
+    METRICS.interruptions.get_or_create(&labels([("assistant", name), ("kind", kind)])).inc();
 }

@@ -61,7 +61,7 @@ impl PageScript {
         args.extend(self.args.iter().cloned());
         match driver.execute(self.source, args.clone()).await {
             Err(error) if matches!(error.as_inner(), WebDriverErrorInner::UnexpectedAlertOpen(_)) => {
-                if let Err(answering) = super::interrupt::answer_js_dialogs(driver).await {
+                if let Err(answering) = self.guard.answer_js_dialogs(driver).await {
                     tracing::debug!(%answering, "cannot answer the javascript dialog");
                     return Err(error);
                 }
@@ -84,7 +84,7 @@ impl PageScript {
             tries += 1;
             match act().await {
                 Ok(value) => {
-                    super::interrupt::own_window(driver).await?;
+                    self.guard.own_window(driver).await?;
                     return Ok(value);
                 }
                 Err(AskError::Browser(error)) if is_interruption(&error) => {
@@ -295,7 +295,7 @@ where
         if !is_interruption(&error) {
             return Err(error.into());
         }
-        super::interrupt::answer_js_dialogs(driver).await?;
+        super::interrupt::answer_js_dialogs(driver, &manifest.assistant).await?;
         driver.goto(url.as_str()).await?;
     }
     let timing = &manifest.timing;

@@ -56,13 +56,28 @@ pub(super) fn is_interruption(error: &WebDriverError) -> bool {
 /// composer, send control, sources panel and login wall the blocker finder looks at) and poll.
 #[derive(Debug, Clone)]
 pub(super) struct Guard {
+    assistant: String,
     selectors: serde_json::Value,
     poll: Duration,
 }
 
 impl Guard {
     pub(super) fn new(manifest: &Manifest) -> Guard {
-        Guard { selectors: manifest.selectors_json(), poll: manifest.timing.poll() }
+        Guard {
+            assistant: manifest.assistant.clone(),
+            selectors: manifest.selectors_json(),
+            poll: manifest.timing.poll(),
+        }
+    }
+
+    /// Answers open JavaScript dialogs (see [`answer_js_dialogs`]).
+    pub(super) async fn answer_js_dialogs(&self, driver: &WebDriver) -> Result<usize, AskError> {
+        answer_js_dialogs(driver, &self.assistant).await
+    }
+
+    /// Closes the windows the page opened (see [`own_window`]).
+    pub(super) async fn own_window(&self, driver: &WebDriver) -> Result<usize, AskError> {
+        own_window(driver, &self.assistant).await
     }
 
     async fn run(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<ScriptRet> {
@@ -74,7 +89,7 @@ impl Guard {
         match self.run(driver, "blockers").await {
             Ok(ret) => Ok(ret.convert()?),
             Err(error) if is_interruption(&error) => {
-                answer_js_dialogs(driver).await?;
+                answer_js_dialogs(driver, &self.assistant).await?;
                 Ok(self.run(driver, "blockers").await?.convert()?)
             }
             Err(error) => Err(error.into()),
@@ -85,8 +100,8 @@ impl Guard {
     /// (closing the others), and dismisses dialogs and banners over the page. Returns how many
     /// it cleared; [`AskError::SelectorMissing`] (`dismiss`) when an overlay stays.
     pub(super) async fn clear(&self, driver: &WebDriver) -> Result<usize, AskError> {
-        let mut cleared = answer_js_dialogs(driver).await?;
-        cleared += own_window(driver).await?;
+        let mut cleared = answer_js_dialogs(driver, &self.assistant).await?;
+        cleared += own_window(driver, &self.assistant).await?;
         cleared += self.dismiss_overlays(driver).await?;
         Ok(cleared)
     }
@@ -116,6 +131,7 @@ impl Guard {
             };
             if self.gone(driver, &blockers).await? {
                 tracing::info!(kind = %blocker.kind, text = %blocker.text, how, "dismissed an overlay");
+                crate::metrics::interruption_cleared(&self.assistant, &blocker.kind);
                 cleared += 1;
             } else {
                 tracing::debug!(kind = %blocker.kind, how, "the overlay stayed");
@@ -172,8 +188,8 @@ impl Guard {
 
 /// Accepts every open JavaScript dialog: OK to an `alert`, OK to a `confirm` (the page goes on
 /// as its user would let it), "Leave" to a `beforeunload` (the bot has moved on). Returns how
-/// many there were.
-pub(super) async fn answer_js_dialogs(driver: &WebDriver) -> Result<usize, AskError> {
+/// many there were (counted for `assistant`).
+pub(super) async fn answer_js_dialogs(driver: &WebDriver, assistant: &str) -> Result<usize, AskError> {
     let mut answered = 0;
     while answered < MAX_JS_DIALOGS {
         let text = match driver.get_alert_text().await {
@@ -188,6 +204,7 @@ pub(super) async fn answer_js_dialogs(driver: &WebDriver) -> Result<usize, AskEr
             Err(error) => return Err(error.into()),
         }
         tracing::info!(text = %text.chars().take(120).collect::<String>(), "accepted a javascript dialog");
+        crate::metrics::interruption_cleared(assistant, "js-dialog");
         answered += 1;
     }
     tracing::warn!("the page keeps opening javascript dialogs");
@@ -195,8 +212,9 @@ pub(super) async fn answer_js_dialogs(driver: &WebDriver) -> Result<usize, AskEr
 }
 
 /// Closes every window but the bot's own (the one WebDriver is on) and stays on its own; when
-/// the page closed that one, goes on in a remaining window. Returns how many it closed.
-pub(super) async fn own_window(driver: &WebDriver) -> Result<usize, AskError> {
+/// the page closed that one, goes on in a remaining window. Returns how many it closed (counted
+/// for `assistant`).
+pub(super) async fn own_window(driver: &WebDriver, assistant: &str) -> Result<usize, AskError> {
     let windows = driver.windows().await?;
     if windows.len() <= 1 {
         return Ok(0);
@@ -213,6 +231,7 @@ pub(super) async fn own_window(driver: &WebDriver) -> Result<usize, AskError> {
         let title = driver.title().await.unwrap_or_default();
         driver.close_window().await?;
         tracing::info!(%title, "closed a window the page opened");
+        crate::metrics::interruption_cleared(assistant, "window");
         closed += 1;
     }
     driver.switch_to_window(own).await?;
