@@ -38,13 +38,51 @@ pub(super) struct PageScript {
     source: &'static str,
     args: Vec<serde_json::Value>,
     guard: Guard,
+    windows: WindowCheck,
+}
+
+/// How often the page scripts' runs also look for windows the page opened: a window that
+/// opened a moment after the click that caused it (the browser lists it a little later) is
+/// closed within this, so the bot's tab is not left hidden while it waits for the answer.
+const WINDOW_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// When the page scripts last looked for other windows. A copy of the adapter (one per worker,
+/// each with its own browser) starts its own.
+#[derive(Debug)]
+struct WindowCheck(std::sync::Mutex<Instant>);
+
+impl WindowCheck {
+    fn new() -> WindowCheck {
+        WindowCheck(std::sync::Mutex::new(Instant::now()))
+    }
+
+    /// Whether a look is due now (and, if so, it counts as done).
+    fn due(&self) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last.elapsed() < WINDOW_CHECK_EVERY {
+            return false;
+        }
+        *last = Instant::now();
+        true
+    }
+}
+
+impl Clone for WindowCheck {
+    fn clone(&self) -> WindowCheck {
+        WindowCheck::new()
+    }
 }
 
 impl PageScript {
     /// `source` called with the mode as `arguments[0]` and `manifest`'s selectors (role → list)
     /// as `arguments[1]`, the convention `dom.js` reads.
     pub(super) fn new(source: &'static str, manifest: &Manifest) -> PageScript {
-        PageScript { source, args: vec![manifest.selectors_json()], guard: Guard::new(manifest) }
+        PageScript {
+            source,
+            args: vec![manifest.selectors_json()],
+            guard: Guard::new(manifest),
+            windows: WindowCheck::new(),
+        }
     }
 
     /// Adds an argument after the selectors (`arguments[2]`, then `[3]`, ...).
@@ -54,8 +92,13 @@ impl PageScript {
     }
 
     /// Runs the script in `mode`. A JavaScript dialog in the way is answered first (the script
-    /// runs again once).
+    /// runs again once); every [`WINDOW_CHECK_EVERY`] windows the page opened are closed too.
     pub(super) async fn run(&self, driver: &WebDriver, mode: &str) -> WebDriverResult<ScriptRet> {
+        if self.windows.due()
+            && let Err(error) = self.guard.own_window(driver).await
+        {
+            tracing::debug!(%error, "cannot look for other windows");
+        }
         let mut args = Vec::with_capacity(self.args.len() + 1);
         args.push(serde_json::json!(mode));
         args.extend(self.args.iter().cloned());

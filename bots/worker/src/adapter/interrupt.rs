@@ -107,7 +107,7 @@ impl Guard {
     }
 
     /// Dismisses dialogs and banners in the way: the manifest's `dismiss` controls first, then
-    /// Escape (once), then a control labelled as closing; each dismiss is followed by a wait
+    /// Escape (once, for a dialog), then a control labelled as closing; each dismiss is followed by a wait
     /// (polled) for the page to take the overlay away.
     async fn dismiss_overlays(&self, driver: &WebDriver) -> Result<usize, AskError> {
         let mut cleared = 0;
@@ -119,7 +119,8 @@ impl Guard {
             };
             let how = if self.click(driver, "dismiss_known").await? {
                 "manifest"
-            } else if !escaped {
+            } else if !escaped && blocker.kind == "dialog" {
+                // Dialogs close on Escape; banners do not, so they go straight to their labels.
                 escaped = true;
                 driver.action_chain().send_keys(Key::Escape).perform().await?;
                 "escape"
