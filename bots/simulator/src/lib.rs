@@ -13,6 +13,10 @@
 //! `[[expire-session]]`, `[[challenge]]`, `[[stall]]`, `[[thinking]]`, `[[ab-test]]`,
 //! `[[no-overview]]`, `[[empty]]`). `[[empty]]` (or `config.empty`) finishes the answer
 //! normally with no text at all: every finish signal shows, the answer block stays empty.
+//! The interruptions real sites put in a bot's way (a dialog, a banner over the composer,
+//! `alert()` / `confirm()`, "Leave site?", a new tab that takes the focus, and `sticky` ones
+//! that cannot be closed) have knobs of their own and markers ([`INTERRUPTION_MARKERS`]); every
+//! page carries the script that sets them off (`sites/interrupt.js`, see `interrupt.rs`).
 //!
 //! Admin API (no auth: the simulator binds to loopback for tests and the dev stack):
 //! - `POST /__sim/sessions` `{"label": "..."}` → `{"token", "storage_state_json"}`
