@@ -698,7 +698,8 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
     // when another answer was marked after it, the first one's message, stored on the stream
     // after all, is not stored over the one whose bot was told it was taken. The answer is
     // inserted only for the evaluations this statement marks answered, which PostgreSQL rechecks
-    // on a row a concurrent mark changed.
+    // on a row a concurrent mark changed (and for an evaluation that does not exist, which the
+    // foreign key refuses: such a result is poison, dead-lettered as any the database refuses).
     // Per result: its evaluation id, whether its answer was inserted, whether its evaluation
     // holds another answer's digest, the evaluation and answer.
     type Row = (i64, bool, bool, Option<Json<EvaluationRow>>, Option<Json<AnswerRow>>);
@@ -725,6 +726,7 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
              captured_at, bot_id, lease_id, kind, response_html, model, web_search, ttft_ms, total_ms, \
              adapter_version, adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, \
              search_queries, products FROM input WHERE evaluation_id IN (SELECT id FROM answered) \
+             OR NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.id = input.evaluation_id) \
              ON CONFLICT (evaluation_id) DO NOTHING \
              RETURNING evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
              captured_at, kind, ''::text AS response_html, model, web_search, ttft_ms, total_ms, adapter_version, \

@@ -347,6 +347,9 @@ async fn an_evaluation_takes_a_result_only_with_the_digest_it_holds() -> anyhow:
             .fetch_all(&pool)
             .await?;
     assert_eq!(texts, [(id, "second".to_owned()), (marked, "odd".to_owned()), (undone, "undone, taken".to_owned())]);
+    // A result for no evaluation is refused by the database (then retried and dead-lettered by
+    // the ingest), not acked as if stored.
+    assert!(store::store_answer(&pool, &result(id + 1_000_000, "nobody's", &first)).await.is_err());
     Ok(())
 }
 
