@@ -75,17 +75,17 @@ built=$(date +%s)
 say "smoke: platform image"
 c=$(bah from "localhost/aap:$AAP_IMAGE_TAG")
 trap 'bah rm "$c" >/dev/null 2>&1 || true' EXIT
-bah run --isolation chroot "$c" -- aap --version
-bah run --isolation chroot "$c" -- sh -c 'test "$(id -u)" != 0 && test -r "$AAP_MODEL_DIR/model.safetensors" && echo "runs as $(id -un) ($(id -u)), model in $AAP_MODEL_DIR"'
+memfd_retry bah run --isolation chroot "$c" -- aap --version
+memfd_retry bah run --isolation chroot "$c" -- sh -c 'test "$(id -u)" != 0 && test -r "$AAP_MODEL_DIR/model.safetensors" && echo "runs as $(id -un) ($(id -u)), model in $AAP_MODEL_DIR"'
 bah rm "$c" >/dev/null
 
 say "smoke: bot image"
 c=$(bah from "localhost/aap-bot:$AAP_IMAGE_TAG")
-bah run --isolation chroot "$c" -- sh -c 'aap-bot --help >/tmp/help && head -n 1 /tmp/help && aap --version && test "$(id -u)" != 0 && echo "runs as $(id -un) ($(id -u))"'
+memfd_retry bah run --isolation chroot "$c" -- sh -c 'aap-bot --help >/tmp/help && head -n 1 /tmp/help && aap --version && test "$(id -u)" != 0 && echo "runs as $(id -un) ($(id -u))"'
 bah copy --chmod 0755 "$c" deploy/docker/chromedriver-smoke.sh /tmp/chromedriver-smoke.sh >/dev/null
 # chroot isolation shares the host's network: a fresh network namespace keeps chromedriver's
 # port private to this check.
-unshare --net bash -c 'ip link set lo up && "$@"' _ \
+memfd_retry unshare --net bash -c 'ip link set lo up && "$@"' _ \
     buildah --root "$AAP_IMAGES_DIR/storage-$AAP_STORAGE_DRIVER" --runroot "$AAP_IMAGES_DIR/run-$AAP_STORAGE_DRIVER" --storage-driver "$AAP_STORAGE_DRIVER" \
     run --isolation chroot "$c" -- bash /tmp/chromedriver-smoke.sh 9515
 bah rm "$c" >/dev/null
