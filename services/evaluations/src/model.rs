@@ -245,6 +245,14 @@ impl ResultMessage {
     }
 }
 
+/// `raw` cleaned as a link shown to customers (redirects unwrapped, tracking stripped), or
+/// `None` when it is none: no absolute http or https address (blank, `javascript:`, `sandbox:`,
+/// words), or an assistant's own page (a chatgpt.com conversation, a google.com search).
+fn outside_link(raw: &str) -> Option<String> {
+    aap_proto::urls::check_web_url(raw).ok()?;
+    Some(aap_proto::urls::clean_url(raw)).filter(|url| !aap_proto::urls::is_assistant_page(url))
+}
+
 /// Cleans the citations a bot sent with the contract's rule (`aap_proto::urls`): drops those
 /// whose url is no absolute http or https address (blank, `javascript:`, `sandbox:`, words) and
 /// the assistants' own pages (a chatgpt.com conversation, a google.com search are never
@@ -252,10 +260,7 @@ impl ResultMessage {
 /// positions in the given order.
 pub fn clean_citations(raw: impl IntoIterator<Item = RawCitation>) -> Vec<Citation> {
     raw.into_iter()
-        // Shown to customers as links: a blank url, `javascript:`, `sandbox:` or words are none.
-        .filter(|c| aap_proto::urls::check_web_url(&c.url).is_ok())
-        .map(|c| (aap_proto::urls::clean_url(&c.url), c))
-        .filter(|(url, _)| !aap_proto::urls::is_assistant_page(url))
+        .filter_map(|c| outside_link(&c.url).map(|url| (url, c)))
         .enumerate()
         .map(|(i, (url, c))| {
             let domain = aap_proto::urls::domain_of(&url);
@@ -278,15 +283,10 @@ pub fn clean_products(raw: impl IntoIterator<Item = Product>) -> Vec<Product> {
         .filter(|p| !p.name.trim().is_empty())
         .enumerate()
         .map(|(i, p)| {
-            // A product keeps its name without a link that is no web address (words, `javascript:`).
-            let url = match aap_proto::urls::check_web_url(&p.url) {
-                Ok(()) => aap_proto::urls::clean_url(&p.url),
-                Err(_) => String::new(),
-            };
-            let url = if aap_proto::urls::is_assistant_page(&url) { String::new() } else { url };
             Product {
                 name: p.name.trim().to_owned(),
-                url,
+                // A product keeps its name without a link that is none (words, `javascript:`).
+                url: outside_link(&p.url).unwrap_or_default(),
                 price: p.price.trim().to_owned(),
                 merchant: p.merchant.trim().to_owned(),
                 position: i as u32 + 1,
