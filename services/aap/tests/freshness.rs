@@ -314,6 +314,24 @@ async fn an_operator_schedules_a_refresh_of_a_prompt_set_and_it_runs() {
         ),
         (
             aap_proto::v1::ScheduleRefreshRequest {
+                name: "x".into(),
+                prompt_ids: vec![prompt_id],
+                every: Some(prost_types::Duration { seconds: -3600, nanos: 0 }),
+                ..Default::default()
+            },
+            "-3600s is negative",
+        ),
+        (
+            aap_proto::v1::ScheduleRefreshRequest {
+                name: "x".into(),
+                prompt_ids: vec![prompt_id],
+                every: Some(prost_types::Duration { seconds: 3600, nanos: -5 }),
+                ..Default::default()
+            },
+            "nanos -5 is outside [0, 999999999]",
+        ),
+        (
+            aap_proto::v1::ScheduleRefreshRequest {
                 name: "x\0y".into(),
                 prompt_ids: vec![prompt_id],
                 every: Some(hours(1)),

@@ -82,10 +82,11 @@ pub fn check(
     }
     let targets = parse_targets(targets)?;
     let Some(every) = every else { return Err(invalid("every", "say how often, e.g. 86400s")) };
-    if every.seconds < 0 || every.nanos < 0 || every.nanos >= 1_000_000_000 {
-        return Err(invalid("every", format!("{}s {}ns is not a duration", every.seconds, every.nanos)));
+    let nanos = input::check_nanos(every.nanos).map_err(|reason| invalid("every", reason))?;
+    if every.seconds < 0 {
+        return Err(invalid("every", format!("{}s is negative: say how often, e.g. 86400s", every.seconds)));
     }
-    let every = Duration::new(every.seconds as u64, every.nanos as u32);
+    let every = Duration::new(every.seconds as u64, nanos);
     if !(MIN_EVERY..=MAX_EVERY).contains(&every) {
         return Err(invalid("every", format!("{}s is outside 60s to one year", every.as_secs())));
     }
