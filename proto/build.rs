@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc);
     tonic_prost_build::configure()
+        // Smaller buffers than tonic's own codec (src/codec.rs says why).
+        .codec_path("crate::Codec")
         .file_descriptor_set_path(out_dir.join("aap_descriptor.bin"))
         .compile_with_config(config, PROTOS, &includes)?;
     Ok(())

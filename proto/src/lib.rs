@@ -7,13 +7,15 @@
 
 pub mod urls;
 
+mod codec;
+pub use codec::{CODEC_BUFFER_BYTES, Codec};
+
 /// Package `aap.v1`.
 pub mod v1 {
     #![allow(clippy::all, clippy::pedantic)]
     tonic::include_proto!("aap.v1");
 }
 
-/// The encoded descriptors of every `aap.v1` file, for `tonic-reflection`.
 /// The failure classes of a bot's attempt that `SessionService.ReportEvidence` takes (those of
 /// `aap_bot::AskError::class`); the platform refuses any other, and a bot reports no other.
 pub const FAILURE_CLASSES: &[&str] = &[
@@ -27,4 +29,5 @@ pub const FAILURE_CLASSES: &[&str] = &[
     "browser",
 ];
 
+/// The encoded descriptors of every `aap.v1` file, for `tonic-reflection`.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("aap_descriptor");

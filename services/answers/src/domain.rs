@@ -258,8 +258,48 @@ fn guard_neighbours(asked: &str, neighbours: Vec<store::Neighbour>) -> (Vec<stor
     (near, related)
 }
 
-/// The stream of a prompt's events; the producer stops when the receiver is dropped.
-pub type Events = mpsc::Receiver<AnswerEvent>;
+/// The stream of a prompt's events: those known when it was made, then, for a stream that
+/// follows its prompt, what its follower (a task of its own) sends; the follower stops when this
+/// is dropped.
+///
+/// The follower's channel carries each event boxed. A Tokio channel allocates its first block of
+/// 32 slots with the channel, and an event is about 500 bytes: a channel of events took 16 KB
+/// for every open stream before it sent anything, and every exact hit made and dropped one.
+/// Boxed, the block is 256 bytes, and a stream whose events are all known (an exact hit,
+/// suggestions) has no channel at all.
+pub struct Events {
+    known: std::vec::IntoIter<AnswerEvent>,
+    follower: Option<mpsc::Receiver<Box<AnswerEvent>>>,
+}
+
+impl Events {
+    /// A stream that holds all of its events already.
+    fn known(events: Vec<AnswerEvent>) -> Self {
+        Events { known: events.into_iter(), follower: None }
+    }
+
+    /// `first`, then what the follower sends on `rx`.
+    fn followed(first: AnswerEvent, rx: mpsc::Receiver<Box<AnswerEvent>>) -> Self {
+        Events { known: vec![first].into_iter(), follower: Some(rx) }
+    }
+}
+
+impl futures::Stream for Events {
+    type Item = AnswerEvent;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<AnswerEvent>> {
+        if let Some(event) = self.known.next() {
+            return std::task::Poll::Ready(Some(event));
+        }
+        match &mut self.follower {
+            Some(rx) => rx.poll_recv(cx).map(|event| event.map(|event| *event)),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+}
 
 /// The answers service.
 #[derive(Clone)]
@@ -640,7 +680,6 @@ impl Answers {
     }
 
     fn suggest(&self, near: Vec<store::Neighbour>, related: Vec<RelatedPrompt>) -> Events {
-        let (tx, rx) = mpsc::channel(2);
         let suggestions = Suggestions {
             suggestions: near
                 .into_iter()
@@ -653,10 +692,10 @@ impl Answers {
                 .collect(),
             related,
         };
-        // Capacity 2 holds both events: these sends never wait.
-        let _ = tx.try_send(event(Event::Suggestions(suggestions)));
-        let _ = tx.try_send(event(Event::Completed(Completed { prompt_id: 0, answered: 0, failed: 0 })));
-        rx
+        Events::known(vec![
+            event(Event::Suggestions(suggestions)),
+            event(Event::Completed(Completed { prompt_id: 0, answered: 0, failed: 0 })),
+        ])
     }
 
     /// A follower of `targets` that has told its client nothing yet.
@@ -759,9 +798,11 @@ impl Answers {
             return Ok(whole_stream(first, events));
         }
         let (tx, rx) = mpsc::channel(32);
+        // Partials heard from before the first event on: a client that has it misses none.
+        let partials = following.partials();
         let span = tracing::info_span!("follow", prompt_id);
-        tokio::spawn(follower.run(tx, first, prompt_id, following).instrument(span));
-        Ok(rx)
+        tokio::spawn(follower.run(tx, partials, prompt_id, following).instrument(span));
+        Ok(Events::followed(first, rx))
     }
 }
 
@@ -780,13 +821,10 @@ fn settled_events(follower: &Follower, snapshot: &Snapshot, prompt_id: i64) -> O
 
 /// A stream that holds all of its events already.
 fn whole_stream(first: AnswerEvent, events: Vec<AnswerEvent>) -> Events {
-    let (tx, rx) = mpsc::channel(events.len() + 1);
-    // The capacity holds every event: these sends never wait.
-    let _ = tx.try_send(first);
-    for e in events {
-        let _ = tx.try_send(e);
-    }
-    rx
+    let mut all = Vec::with_capacity(events.len() + 1);
+    all.push(first);
+    all.extend(events);
+    Events::known(all)
 }
 
 /// What a stream has told its client about one evaluation.
@@ -816,12 +854,15 @@ struct Follower {
 }
 
 impl Follower {
-    async fn run(mut self, tx: mpsc::Sender<AnswerEvent>, first: AnswerEvent, prompt_id: i64, following: Following) {
-        // Partials heard from before the first event on: a client that has it misses none.
-        let mut partials = following.partials();
-        if tx.send(first).await.is_err() {
-            return;
-        }
+    /// Sends `tx` what changes after the stream's first event (which the stream holds), and the
+    /// partials heard on `partials` (subscribed before that first event was made).
+    async fn run(
+        mut self,
+        tx: mpsc::Sender<Box<AnswerEvent>>,
+        mut partials: broadcast::Receiver<Arc<PartialMessage>>,
+        prompt_id: i64,
+        following: Following,
+    ) {
         let mut snapshots = following.subscribe();
         let mut initial = true;
         loop {
@@ -832,13 +873,13 @@ impl Follower {
                 if self.include_html {
                     self.add_html(&mut e).await;
                 }
-                if tx.send(e).await.is_err() {
+                if tx.send(Box::new(e)).await.is_err() {
                     // The client went away; its evaluations go on for the next asker.
                     return;
                 }
             }
             if self.done.len() == self.targets.len() {
-                let _ = tx.send(self.completed(prompt_id)).await;
+                let _ = tx.send(Box::new(self.completed(prompt_id))).await;
                 return;
             }
             // Partials go out between changes, never waiting on the client: a full stream
@@ -849,7 +890,7 @@ impl Follower {
                     partial = partials.recv() => match partial {
                         Ok(partial) => {
                             let Some(e) = self.partial(&partial, &snapshots.borrow().rows) else { continue };
-                            match tx.try_send(e) {
+                            match tx.try_send(Box::new(e)) {
                                 Ok(()) => {}
                                 Err(TrySendError::Full(_)) => crate::metrics::partials_dropped("slow_client", 1),
                                 Err(TrySendError::Closed(_)) => return,

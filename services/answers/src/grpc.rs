@@ -13,7 +13,6 @@ use aap_proto::v1::{
     ScheduleRefreshRequest, ScheduleRefreshResponse, SimilarPolicy, WatchRequest, WatchResponse,
 };
 use futures::{Stream, StreamExt};
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -210,7 +209,7 @@ impl AnswersService for AnswersGrpc {
         };
         let events = self.answers.ask(query).await?;
         let open = crate::metrics::stream_opened("ask");
-        let stream = ReceiverStream::new(events).map(move |event| {
+        let stream = events.map(move |event| {
             let _open = (&open, &slot);
             Ok(AskResponse { event: Some(for_caller(event, operator)) })
         });
@@ -224,7 +223,7 @@ impl AnswersService for AnswersGrpc {
         let targets = req.targets.into_iter().map(|t| (t.assistant, t.plan)).collect();
         let events = self.answers.watch(req.prompt_id, targets, req.include_html).await?;
         let open = crate::metrics::stream_opened("watch");
-        let stream = ReceiverStream::new(events).map(move |event| {
+        let stream = events.map(move |event| {
             let _open = (&open, &slot);
             Ok(WatchResponse { event: Some(for_caller(event, operator)) })
         });

@@ -1,0 +1,70 @@
+//! The codec of every generated server and client: prost's encoding, with smaller buffers.
+
+use std::marker::PhantomData;
+
+use tonic::codec::BufferSettings;
+use tonic_prost::{ProstDecoder, ProstEncoder};
+
+/// The bytes a call's encode and decode buffers start with; each grows when a message needs more.
+///
+/// tonic's own codec starts them at 8 KiB, allocated when the call starts: an open response
+/// stream kept its 8 KiB encode buffer for as long as it lasted, whatever it sent (an idle
+/// Watch stream sends a progress event of a few dozen bytes). Most of the platform's messages
+/// are under 1 KiB; an answer of a few KiB grows the buffer once or twice.
+pub const CODEC_BUFFER_BYTES: usize = 1024;
+
+/// A response stream's messages are framed into one write until their bytes reach this
+/// (tonic's default): a settled Ask's events go out together.
+const YIELD_THRESHOLD: usize = 32 * 1024;
+
+fn buffers() -> BufferSettings {
+    BufferSettings::new(CODEC_BUFFER_BYTES, YIELD_THRESHOLD)
+}
+
+/// `application/grpc+proto` through prost, as `tonic_prost::ProstCodec`, with buffers of
+/// [`CODEC_BUFFER_BYTES`]. The generated code names it (proto/build.rs, `codec_path`).
+#[derive(Debug, Clone)]
+pub struct Codec<T, U> {
+    _types: PhantomData<(T, U)>,
+}
+
+impl<T, U> Default for Codec<T, U> {
+    fn default() -> Self {
+        Codec { _types: PhantomData }
+    }
+}
+
+impl<T, U> tonic::codec::Codec for Codec<T, U>
+where
+    T: prost::Message + Send + 'static,
+    U: prost::Message + Default + Send + 'static,
+{
+    type Encode = T;
+    type Decode = U;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = ProstDecoder<U>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::new(buffers())
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::new(buffers())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::codec::{Codec as _, Decoder as _, Encoder as _};
+
+    use super::*;
+
+    #[test]
+    fn its_buffers_start_small_and_yield_as_tonic_does() {
+        let mut codec = Codec::<crate::v1::AskResponse, crate::v1::AskRequest>::default();
+        for settings in [codec.encoder().buffer_settings(), codec.decoder().buffer_settings()] {
+            assert_eq!(format!("{settings:?}"), format!("{:?}", BufferSettings::new(1024, 32 * 1024)));
+        }
+        assert_ne!(format!("{:?}", BufferSettings::default()), format!("{:?}", buffers()), "tonic's default is larger");
+    }
+}
