@@ -1023,3 +1023,48 @@ impl Follower {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt as _;
+
+    use super::*;
+
+    fn completed(prompt_id: i64) -> AnswerEvent {
+        event(Event::Completed(Completed { prompt_id, answered: 0, failed: 0 }))
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_known_events_gives_them_in_order_then_ends() {
+        let events = whole_stream(completed(1), vec![completed(2), completed(3)]);
+        let ids: Vec<i64> = events
+            .map(|e| match e.event {
+                Some(Event::Completed(c)) => c.prompt_id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+            .await;
+        assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_followed_stream_gives_its_first_event_then_the_followers_and_ends_with_it() {
+        let (tx, rx) = mpsc::channel(32);
+        let mut events = Events::followed(completed(1), rx);
+        tx.send(Box::new(completed(2))).await.expect("open");
+        let first = events.next().await.expect("first");
+        assert!(matches!(first.event, Some(Event::Completed(Completed { prompt_id: 1, .. }))));
+        let second = events.next().await.expect("the follower's");
+        assert!(matches!(second.event, Some(Event::Completed(Completed { prompt_id: 2, .. }))));
+        drop(tx);
+        assert!(events.next().await.is_none(), "the follower is done: so is the stream");
+    }
+
+    #[tokio::test]
+    async fn the_follower_hears_when_its_stream_is_dropped() {
+        let (tx, rx) = mpsc::channel::<Box<AnswerEvent>>(32);
+        drop(Events::followed(completed(1), rx));
+        tokio::time::timeout(Duration::from_secs(10), tx.closed()).await.expect("told at once");
+        assert!(tx.send(Box::new(completed(2))).await.is_err());
+    }
+}
