@@ -78,6 +78,7 @@ checks = {
         and config["jetstream"]["fileStore"]["pvc"]["enabled"] is True,
     "sync_interval: always": config["jetstream"]["merge"]["sync_interval"] == "always",
     "the monitoring port KEDA reads": config["monitor"]["enabled"] is True and config["monitor"]["port"] == 8222,
+    "max_payload: 8 MiB (a result with its page)": config["merge"]["max_payload"] == 8388608,
 }
 failed = [name for name, ok in checks.items() if not ok]
 for name in failed:

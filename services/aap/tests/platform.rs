@@ -1178,3 +1178,45 @@ async fn the_deliveries_of_held_claims_are_kept_alive_and_only_those() {
         .expect("lapse");
     assert!(aap_evaluations::store::held_deliveries(&app.pool).await.expect("held").is_empty());
 }
+
+/// Asks `text` of ChatGPT with the page HTML, answers it as the bot with `page` as the page, and
+/// returns the answer the stream carried.
+async fn answered_with_page(app: &TestApp, text: &str, page: &str) -> aap_proto::v1::Answer {
+    let request = AskRequest { include_html: true, ..ask_text(text, &["chatgpt"]) };
+    let stream = app.answers().ask(request).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(app, "chatgpt", "").await;
+    let mut submit = submit_request(task.evaluation_id, "The answer");
+    submit.capture.as_mut().expect("capture").response_html = page.to_owned();
+    app.evaluations().submit(submit).await.expect("the answer is taken");
+    first_answer(&waiting.await.expect("stream"))
+}
+
+#[tokio::test]
+async fn a_large_page_comes_back_whole_and_one_larger_than_a_message_is_dropped_not_the_answer() {
+    let app = spawn_app().await;
+    let dropped = || {
+        aap_telemetry::metrics::encode()
+            .lines()
+            .find(|line| line.starts_with("aap_results_html_dropped_total{assistant=\"chatgpt\"}"))
+            .map(|line| line.rsplit(' ').next().unwrap_or_default().to_owned())
+    };
+    // 3.8 MB of page: nats-server's default largest message (1 MiB) refused it, and the bot was
+    // told UNAVAILABLE until its claim lapsed; the platform's servers take 8 MiB.
+    let page = format!("<div>{}</div>", "<p class=\"x\">a paragraph of the page</p>".repeat(95_000));
+    assert!(page.len() > 3_800_000);
+    let answer = answered_with_page(&app, "a prompt whose page is large", &page).await;
+    assert_eq!(answer.response_text, "The answer");
+    assert!(answer.capture.as_ref().expect("capture").response_html == page, "the page comes back whole");
+    assert_eq!(dropped(), None, "nothing dropped");
+
+    // 4,000,000 characters (the most a page may have) of three bytes each: 12 MB, more than a
+    // message of the results stream carries. The answer is taken without its page.
+    let page = "€".repeat(4_000_000);
+    let answer = answered_with_page(&app, "a prompt whose page is larger than a message", &page).await;
+    assert_eq!(answer.response_text, "The answer");
+    assert_eq!(answer.citations.len(), 2, "the rest of the answer is kept");
+    assert_eq!(answer.capture.as_ref().expect("capture").response_html, "", "the page is dropped");
+    assert_eq!(dropped().as_deref(), Some("1"), "and counted");
+    assert_eq!(app.count("answers").await, 2);
+}

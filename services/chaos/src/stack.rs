@@ -76,11 +76,12 @@ impl NatsCluster {
                 .map(|(_, (_, route))| format!("\"nats-route://127.0.0.1:{route}\""))
                 .collect();
             let config = format!(
-                "server_name: {name}\nhost: 127.0.0.1\nport: {client_port}\n\
+                "server_name: {name}\nhost: 127.0.0.1\nport: {client_port}\nmax_payload: {max_payload}\n\
                  jetstream {{\n  store_dir: {store}\n  sync_interval: always\n}}\n\
                  cluster {{\n  name: aap-chaos\n  host: 127.0.0.1\n  port: {cluster_port}\n  routes: [{routes}]\n}}\n",
                 store = serde_quote(&dir.join("store").to_string_lossy()),
                 routes = routes.join(", "),
+                max_payload = aap_platform::nats::MAX_PAYLOAD,
             );
             let config_path = dir.join("nats.conf");
             std::fs::write(&config_path, config)?;

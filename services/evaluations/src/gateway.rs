@@ -137,6 +137,73 @@ fn check_submission(submission: &Submission) -> EvalResult<()> {
     Ok(())
 }
 
+/// Bytes a result's JSON holds besides its texts (ids, names, times, the trace, the digest, the
+/// keys): a bound, so that a result whose texts are small is never encoded to be measured.
+const RESULT_FRAME_BYTES: usize = 64 * 1024;
+
+/// `result` as it can go on the results stream, whose messages hold at most `budget` bytes:
+/// as it is when it fits; else without the page HTML its bot sent (the answer is what the
+/// customer waits for, the page only evidence of it), logged and counted; `INVALID_ARGUMENT`
+/// when even that is too large. Before this, a result over the NATS server's `max_payload` was
+/// refused by the stream at every try, and the bot was told UNAVAILABLE until its claim lapsed:
+/// the answer never came.
+pub fn fit_result(mut result: ResultMessage, budget: usize) -> EvalResult<ResultMessage> {
+    let encoded = |result: &ResultMessage| -> usize {
+        // JSON writes a character as at most 6 bytes (`\u001f`); texts this small fit unread.
+        if text_bytes(result).saturating_mul(6).saturating_add(RESULT_FRAME_BYTES) <= budget {
+            return 0;
+        }
+        serde_json::to_vec(result).map_or(usize::MAX, |json| json.len())
+    };
+    let size = encoded(&result);
+    if size <= budget {
+        return Ok(result);
+    }
+    let html = std::mem::take(&mut result.capture.response_html);
+    let without = encoded(&result);
+    if html.is_empty() || without > budget {
+        return Err(EvalError::invalid(
+            "response_text",
+            format!(
+                "the answer is {} bytes as the results stream carries it{}; it takes at most {budget}",
+                if html.is_empty() { size } else { without },
+                if html.is_empty() { "" } else { " without its page HTML" },
+            ),
+        ));
+    }
+    tracing::warn!(
+        evaluation_id = result.evaluation_id,
+        html_bytes = html.len(),
+        with_html = size,
+        budget,
+        "answer taken without its page HTML: with it, the result is larger than the results stream takes"
+    );
+    crate::metrics::html_dropped(&result.assistant);
+    Ok(result)
+}
+
+/// The bytes of a result's texts: what can make it large.
+fn text_bytes(result: &ResultMessage) -> usize {
+    let citations: usize = result.citations.iter().map(|c| c.url.len() + c.title.len() + c.domain.len()).sum();
+    let products: usize =
+        result.products.iter().map(|p| p.name.len() + p.url.len() + p.price.len() + p.merchant.len()).sum();
+    let queries: usize = result.search_queries.iter().map(String::len).sum();
+    let capture = &result.capture;
+    let roles: usize = capture.finish_signals.iter().chain(&capture.missing_roles).map(String::len).sum();
+    result.response_text.len()
+        + result.response_markdown.len()
+        + capture.response_html.len()
+        + capture.model.len()
+        + capture.adapter_version.len()
+        + capture.adapter_fingerprint.len()
+        + roles
+        + citations
+        + products
+        + queries
+        + result.bot_id.len()
+        + result.lease_id.len()
+}
+
 /// The SHA-256 of everything `submission` carries that ends in the stored answer: its kind,
 /// text, markdown, citations, lease, capture, search queries and products, as the bot sent them.
 /// Two submits of one evaluation with the same digest hand in the same answer (a repeat of a
@@ -464,7 +531,7 @@ impl Gateway {
         } else {
             submission.response_markdown
         };
-        let result = Arc::new(ResultMessage {
+        let result = ResultMessage {
             evaluation_id: id,
             prompt_id: row.prompt_id,
             assistant: row.assistant.clone(),
@@ -486,7 +553,14 @@ impl Gateway {
                 .collect(),
             products: clean_products(submission.products),
             digest: hex::encode(&digest),
-        });
+        };
+        let result = match fit_result(result, self.queue.result_budget()) {
+            Ok(result) => Arc::new(result),
+            Err(err) => {
+                store::unmark_submitted(&self.pool, id).await?;
+                return Err(err);
+            }
+        };
         // With the results submitted meanwhile; alone again when the message that carried it
         // with others was refused (a message alone refused would fare no better at once).
         let published = match self.results.call(result.clone()).await {
@@ -749,6 +823,60 @@ mod tests {
             found_in: CitationOrigin::Page,
         };
         Submission { citations: vec![citation], ..submission() }
+    }
+
+    fn result(text: &str, html: &str) -> ResultMessage {
+        ResultMessage {
+            evaluation_id: 7,
+            assistant: "chatgpt".into(),
+            response_text: text.into(),
+            response_markdown: text.into(),
+            capture: Capture { response_html: html.into(), ..Capture::default() },
+            ..ResultMessage::default()
+        }
+    }
+
+    fn json_len(result: &ResultMessage) -> usize {
+        serde_json::to_vec(result).expect("json").len()
+    }
+
+    #[test]
+    fn a_result_that_fits_the_results_stream_goes_as_it_is() {
+        let small = result("An answer", "<p>An answer</p>");
+        let fitted = fit_result(small.clone(), 1024).expect("fits");
+        assert_eq!(fitted.capture.response_html, small.capture.response_html);
+        // Near the budget it is measured, not guessed: exactly the budget fits.
+        let big = result("a", &"\"<p>\"".repeat(50_000));
+        let exact = json_len(&big);
+        assert_eq!(fit_result(big.clone(), exact).expect("fits").capture.response_html, big.capture.response_html);
+    }
+
+    #[test]
+    fn a_result_too_large_with_its_page_goes_without_it_and_one_too_large_without_is_refused() {
+        let big = result("An answer", &"<div class=\"x\">page</div>".repeat(100_000));
+        let without = json_len(&result("An answer", ""));
+        let fitted = fit_result(big.clone(), json_len(&big) - 1).expect("taken without its page");
+        assert_eq!(fitted.capture.response_html, "", "the page is dropped");
+        assert_eq!(fitted.response_text, "An answer", "the answer is kept");
+        assert!(json_len(&fitted) < json_len(&big));
+        assert!(fit_result(big.clone(), without).is_ok(), "the answer alone at the budget fits");
+
+        match fit_result(big, without - 1) {
+            Err(EvalError::InvalidArgument { field, reason }) => {
+                assert_eq!(field, "response_text");
+                assert!(reason.contains("without its page HTML"), "{reason}");
+                assert!(reason.contains(&format!("at most {}", without - 1)), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let long = result(&"é".repeat(200_000), "");
+        match fit_result(long.clone(), 100_000) {
+            Err(EvalError::InvalidArgument { reason, .. }) => {
+                assert!(reason.contains(&format!("is {} bytes", json_len(&long))), "{reason}");
+                assert!(!reason.contains("page HTML"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     fn refused_field(submission: &Submission) -> Option<&'static str> {

@@ -33,6 +33,7 @@ struct Metrics {
     purged: Counters,
     partials: Counters,
     batch_sizes: Histograms,
+    html_dropped: Counters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -99,6 +100,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Partial answers (the text typed so far) bots reported on tasks they held and the gateway announced to \
          the prompt's streams over core NATS, by assistant.",
     ),
+    html_dropped: metrics::counter(
+        "results_html_dropped",
+        "Answers taken without the page HTML their bot sent, since with it the result was larger than the results \
+         stream takes (the NATS server's max_payload), by assistant.",
+    ),
     batch_sizes: metrics::histogram(
         "statement_batch_size",
         "Requests one statement served (claim, submit, store): the ones that arrived while the statement before \
@@ -131,6 +137,10 @@ pub(crate) fn task_delivered(name: &str, delivered: i64) {
 
 pub(crate) fn submitted(name: &str) {
     METRICS.submissions.get_or_create(&assistant(name)).inc();
+}
+
+pub(crate) fn html_dropped(name: &str) {
+    METRICS.html_dropped.get_or_create(&assistant(name)).inc();
 }
 
 /// The failure class a release reason starts with: the bot's (`timeout: ...`, see

@@ -42,6 +42,10 @@ const EMPTY_RECHECK: Duration = Duration::from_millis(250);
 /// lets go of those nobody waits on (a bot may name any plan).
 const MAX_EMPTY_REMEMBERED: usize = 10_000;
 
+/// Room left beside a result's JSON in a message for its headers (the Submit's trace context,
+/// the Msg-Id) and the server's framing of them.
+const RESULT_HEADERS_ROOM: usize = 16 * 1024;
+
 /// A task delivery pulled for a bot.
 #[derive(Debug)]
 pub struct Delivery {
@@ -251,6 +255,13 @@ impl Queue {
             .message_id(format!("eval-{}-{}", row.id, row.attempts));
         let subject = self.topology.task_subject(&row.assistant, &row.plan);
         self.js.send_publish(subject, publish).await.map_err(queue_err)
+    }
+
+    /// The most bytes a result's JSON may have to go on the results stream: the NATS server's
+    /// largest payload (`max_payload`; the platform's servers take 8 MiB, nats-server's default
+    /// is 1 MiB) less room for the headers a result is published with (its trace, its Msg-Id).
+    pub fn result_budget(&self) -> usize {
+        (self.client.server_info().max_payload).saturating_sub(RESULT_HEADERS_ROOM).max(1)
     }
 
     /// Puts a submitted result on the results stream (`Nats-Msg-Id` = `result-<evaluation id>`).

@@ -11,6 +11,12 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::assistants::plan_token;
 
+/// The largest message the platform's NATS servers take (`max_payload`), as `aap dev`, the tests
+/// and deploy/ configure them: 8 MiB, nats-server's own largest recommended, against its default
+/// of 1 MiB. A result carries its answer's page HTML (up to 4,000,000 characters); one larger
+/// than the server takes goes without its page (`aap_evaluations::gateway::fit_result`).
+pub const MAX_PAYLOAD: usize = 8 * 1024 * 1024;
+
 /// Errors setting up JetStream.
 #[derive(Debug, thiserror::Error)]
 pub enum NatsError {

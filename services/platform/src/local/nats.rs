@@ -134,13 +134,14 @@ impl Nats {
     }
 }
 
-/// The server's config: loopback only, JetStream with every write fsynced, TLS and users as
-/// `options` say.
+/// The server's config: loopback only, JetStream with every write fsynced, messages of up to
+/// [`crate::nats::MAX_PAYLOAD`], TLS and users as `options` say.
 fn config(store_dir: &Path, options: &NatsOptions) -> String {
     // -1 asks nats-server for a port from the OS.
     let port = options.port.map_or_else(|| "-1".to_owned(), |port| port.to_string());
     let mut config = format!(
-        "host: 127.0.0.1\nport: {port}\njetstream {{\n  store_dir: {}\n  sync_interval: always\n}}\n",
+        "host: 127.0.0.1\nport: {port}\nmax_payload: {}\njetstream {{\n  store_dir: {}\n  sync_interval: always\n}}\n",
+        crate::nats::MAX_PAYLOAD,
         quote(&store_dir.to_string_lossy())
     );
     if let Some(tls) = &options.tls {
