@@ -181,7 +181,21 @@ pub async fn connect(url: &str, name: &str, access: &NatsAccess) -> Result<async
         options = options.require_tls(true).tls_client_config(access.tls.rustls_config()?);
     }
     // async-nats parses a `&str` as one address: a cluster's list has to be handed over split.
-    options.name(name).connect(servers(url)).await.map_err(|source| NatsError::Connect { url: redact(url), source })
+    let client = options
+        .name(name)
+        .connect(servers(url))
+        .await
+        .map_err(|source| NatsError::Connect { url: redact(url), source })?;
+    let max_payload = client.server_info().max_payload;
+    if max_payload < MAX_PAYLOAD {
+        tracing::warn!(
+            max_payload,
+            wanted = MAX_PAYLOAD,
+            "the NATS server takes messages smaller than the platform's 8 MiB: an answer whose result is larger is \
+             taken without its page HTML (set max_payload: 8388608 in the server's config)"
+        );
+    }
+    Ok(client)
 }
 
 /// The servers of `url`: one, or a comma-separated list (the nodes of a cluster).
