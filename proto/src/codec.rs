@@ -11,7 +11,7 @@ use tonic_prost::{ProstDecoder, ProstEncoder};
 /// stream kept its 8 KiB encode buffer for as long as it lasted, whatever it sent (an idle
 /// Watch stream sends a progress event of a few dozen bytes). Most of the platform's messages
 /// are under 1 KiB; an answer of a few KiB grows the buffer once or twice.
-pub const CODEC_BUFFER_BYTES: usize = 1024;
+const CODEC_BUFFER_BYTES: usize = 1024;
 
 /// A response stream's messages are framed into one write until their bytes reach this
 /// (tonic's default): a settled Ask's events go out together.

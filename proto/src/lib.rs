@@ -8,7 +8,7 @@
 pub mod urls;
 
 mod codec;
-pub use codec::{CODEC_BUFFER_BYTES, Codec};
+pub use codec::Codec;
 
 /// Package `aap.v1`.
 pub mod v1 {

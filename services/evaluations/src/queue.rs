@@ -258,10 +258,11 @@ impl Queue {
     }
 
     /// The most bytes a result's JSON may have to go on the results stream: the NATS server's
-    /// largest payload (`max_payload`; the platform's servers take 8 MiB, nats-server's default
-    /// is 1 MiB) less room for the headers a result is published with (its trace, its Msg-Id).
+    /// largest payload (`max_payload`: [`aap_platform::nats::MAX_PAYLOAD`] on the platform's
+    /// servers, 1 MiB by nats-server's default) less room for the headers a result is published
+    /// with (its trace, its Msg-Id).
     pub fn result_budget(&self) -> usize {
-        (self.client.server_info().max_payload).saturating_sub(RESULT_HEADERS_ROOM).max(1)
+        self.client.server_info().max_payload.saturating_sub(RESULT_HEADERS_ROOM).max(1)
     }
 
     /// Puts a submitted result on the results stream (`Nats-Msg-Id` = `result-<evaluation id>`).
