@@ -175,7 +175,7 @@ async fn a_task_pulled_while_the_database_fails_goes_back_to_the_queue_at_once()
     sqlx::query("ALTER TABLE evaluations_away RENAME TO evaluations").execute(&app.pool).await.expect("restore");
     assert!(refused.is_err(), "the claim failed: {refused:?}");
 
-    // Not after the 30-minute backstop: the next poll gets it.
+    // Not after the 2-minute backstop: the next poll gets it.
     let task = poll_task(&app, "chatgpt", "Plus").await;
     assert_eq!(task.evaluation_id, id);
     assert_eq!(task.attempt, 1, "the failed claim did not count as an attempt");

@@ -403,8 +403,35 @@ impl Gateway {
     }
 
     /// Claims the next waiting task for a bot, or `None` at once when none waits.
-    #[tracing::instrument(skip(self, serves), fields(principal = %holder.principal, bot_id = %holder.bot_id))]
+    ///
+    /// A caller that goes away meanwhile (a Poll whose deadline passed, an HTTP poller that
+    /// hung up) drops this future. Dropped halfway, a delivery pulled from JetStream was lost
+    /// until JetStream gave it out again on its own (`queue::BACKSTOP_ACK_WAIT`, 120 s), or a
+    /// claim made for nobody held the task until it lapsed (15 min for a polling bot). So the
+    /// pull and the claim run on a task of their own, and a task claimed for a caller no longer
+    /// there goes back to the queue at once, its attempt not counted.
     pub async fn poll(&self, holder: &Holder, serves: &Serves, ttl: Duration) -> EvalResult<Option<Task>> {
+        let (gateway, holder, serves) = (self.clone(), holder.clone(), serves.clone());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let polled = async move {
+            let polled = gateway.claim_next(&holder, &serves, ttl).await;
+            if let Err(Ok(Some(task))) = reply.send(polled) {
+                gateway.give_back_unseen(task.evaluation_id, &holder).await;
+            }
+        };
+        let running = tokio::spawn(polled.in_current_span());
+        match answer.await {
+            Ok(polled) => polled,
+            Err(_) => match running.await {
+                Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+                _ => Err(EvalError::Queue("the poll ended without an answer".to_owned())),
+            },
+        }
+    }
+
+    /// [`Gateway::poll`]'s work, for a caller that stays to the end (a claim stream's session).
+    #[tracing::instrument(skip(self, serves), fields(principal = %holder.principal, bot_id = %holder.bot_id))]
+    async fn claim_next(&self, holder: &Holder, serves: &Serves, ttl: Duration) -> EvalResult<Option<Task>> {
         check_bot_id(&holder.bot_id)?;
         // Stale deliveries (answered or failed meanwhile) are settled and skipped; the bound
         // keeps one poll from draining a long backlog of them.
@@ -423,7 +450,7 @@ impl Gateway {
             let claimed = match claimed {
                 Ok(claimed) => claimed,
                 Err(err) => {
-                    // Unclaimed, the delivery would wait out the backstop ack wait (30 min) with
+                    // Unclaimed, the delivery would wait out the backstop ack wait (2 min) with
                     // the evaluation still queued and nothing to end it: back to the stream now.
                     self.queue.settle(&delivery.ack_subject, Settle::Nak).await;
                     return Err(err.into());
@@ -710,12 +737,12 @@ impl Gateway {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             if credit > 0 {
-                match self.poll(&holder, &serves, self.config.claim_ttl).await {
+                match self.claim_next(&holder, &serves, self.config.claim_ttl).await {
                     Ok(Some(task)) => {
                         let id = task.evaluation_id;
                         if tasks.send(task).await.is_err() {
                             // The bot went away between the claim and the push.
-                            self.hand_back(id, &holder).await;
+                            self.give_back_unseen(id, &holder).await;
                             break;
                         }
                         held.insert(id);
@@ -747,6 +774,27 @@ impl Gateway {
             self.hand_back(id, &holder).await;
         }
         tracing::info!(principal = %holder.principal, bot_id = %holder.bot_id, "claim stream closed");
+    }
+
+    /// Puts back a task claimed for a bot it never reached (the bot went away first): queued
+    /// again at once, its attempt not counted; unless it was finished or taken meanwhile.
+    async fn give_back_unseen(&self, id: i64, holder: &Holder) {
+        let row = match store::unclaim(&self.pool, id, holder).await {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(evaluation_id = id, error = %err, "cannot give a task back");
+                return;
+            }
+        };
+        self.claim_checks.forget(id);
+        crate::metrics::released(&row.assistant, "the bot went away before the task reached it", false);
+        if let Some(subject) = &row.ack_subject {
+            self.queue.settle(subject, Settle::Nak).await;
+            self.queue.signal_tasks(&row.assistant, &row.plan, 1).await;
+        }
+        tracing::info!(evaluation_id = id, "task given back: its bot went away before it reached it");
+        self.queue.announce(std::slice::from_ref(&row)).await;
     }
 
     /// Returns a task a vanished bot held to the queue, unless it was finished meanwhile.

@@ -422,8 +422,9 @@ fn by_place<T>(ids: &[i64], rows: Vec<T>, id: impl Fn(&T) -> i64) -> Vec<Option<
     ids.iter().map(|wanted| rows.remove(wanted)).collect()
 }
 
-/// Extends a claim `holder` holds to now + `ttl`. `None` when the evaluation is not claimed
-/// by it.
+/// Extends a claim `holder` holds to now + `ttl`, or leaves it as it is when it ends later
+/// already (a polling bot's claim is longer than a heartbeat's: a heartbeat never shortens
+/// it). `None` when the evaluation is not claimed by it.
 pub async fn extend_claim(
     pool: &PgPool,
     id: i64,
@@ -431,8 +432,8 @@ pub async fn extend_claim(
     holder: &Holder,
 ) -> sqlx::Result<Option<EvaluationRow>> {
     let sql = format!(
-        "UPDATE evaluations SET claim_expires_at = now() + make_interval(secs => $2), updated_at = now() \
-         WHERE id = $1 AND status = 'claimed' AND {} {RETURNING_EVALUATION}",
+        "UPDATE evaluations SET claim_expires_at = GREATEST(claim_expires_at, now() + make_interval(secs => $2)), \
+         updated_at = now() WHERE id = $1 AND status = 'claimed' AND {} {RETURNING_EVALUATION}",
         held_by(3, 4)
     );
     sqlx::query_as(AssertSqlSafe(sql))
@@ -544,6 +545,17 @@ pub async fn unmark_submitted(pool: &PgPool, id: i64) -> sqlx::Result<()> {
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// Undoes a claim whose task never reached its bot (the caller went away first): queued
+/// again, the attempt not counted. `None` when it is not claimed by `holder`.
+pub async fn unclaim(pool: &PgPool, id: i64, holder: &Holder) -> sqlx::Result<Option<EvaluationRow>> {
+    let sql = format!(
+        "UPDATE evaluations SET status = 'queued', attempts = GREATEST(attempts - 1, 0), claim_expires_at = NULL, \
+         updated_at = now() WHERE id = $1 AND status = 'claimed' AND {} {RETURNING_EVALUATION}",
+        held_by(2, 3)
+    );
+    sqlx::query_as(AssertSqlSafe(sql)).bind(id).bind(&holder.principal).bind(&holder.bot_id).fetch_optional(pool).await
 }
 
 /// Gives a task `holder` claimed back: failed for good when `fail` or no attempts are left,

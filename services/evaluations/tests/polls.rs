@@ -1,0 +1,124 @@
+//! A polling bot's claims on a real PostgreSQL and NATS: a poll whose caller goes away before its
+//! task reaches it (a Poll's deadline passed, an HTTP poller hung up) gives the task back at
+//! once, its attempt not counted; and a heartbeat never shortens a claim.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aap_evaluations::gateway::{Gateway, GatewayConfig, Serves, parse_serves};
+use aap_evaluations::queue::Queue;
+use aap_evaluations::scheduler;
+use aap_evaluations::store::{self, Holder, Wanted};
+use aap_platform::nats::Topology;
+
+/// A gateway on a fresh database and fresh streams, and one queued chatgpt evaluation.
+async fn gateway_with_a_task(text: &str) -> anyhow::Result<(Gateway, sqlx::PgPool, i64)> {
+    let pool = aap_platform::db::connect_and_migrate(&aap_testkit::fresh_database().await, 4).await?;
+    let (prompt_id,): (i64,) = sqlx::query_as(
+        "INSERT INTO prompts (text, text_hash, embedding) \
+         VALUES ($1, sha256(convert_to($1, 'UTF8')), array_fill(0.1, ARRAY[384])::vector) RETURNING id",
+    )
+    .bind(text)
+    .fetch_one(&pool)
+    .await?;
+    let infra = aap_testkit::infra().await;
+    let client = async_nats::connect(infra.nats_url()).await?;
+    let queue = Arc::new(Queue::new(client, Topology::new(aap_testkit::fresh_prefix()), 1).await?);
+    let wanted = [Wanted { assistant: "chatgpt".into(), plan: "any".into(), refresh: false }];
+    let mut conn = pool.acquire().await?;
+    let created = store::create_many(&mut conn, prompt_id, &wanted, 3, &HashMap::new()).await?;
+    drop(conn);
+    let id = created.first().map(|(row, _)| row.id).ok_or_else(|| anyhow::anyhow!("nothing created"))?;
+    assert_eq!(scheduler::schedule_pending(&pool, &queue).await?, 1, "the task is on the stream");
+    Ok((Gateway::new(pool.clone(), queue, GatewayConfig::default()), pool, id))
+}
+
+fn chatgpt() -> anyhow::Result<Serves> {
+    Ok(parse_serves([("chatgpt".to_owned(), String::new())])?)
+}
+
+async fn state(pool: &sqlx::PgPool, id: i64) -> anyhow::Result<(String, i32)> {
+    Ok(sqlx::query_as("SELECT status, attempts FROM evaluations WHERE id = $1").bind(id).fetch_one(pool).await?)
+}
+
+/// Polls until a task comes (the stream gives a delivery put back at once), for at most 20 s.
+async fn polled(gateway: &Gateway, holder: &Holder) -> anyhow::Result<aap_proto::v1::Task> {
+    for _ in 0..400 {
+        if let Some(task) = gateway.poll(holder, &chatgpt()?, Duration::from_secs(900)).await? {
+            return Ok(task);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("no task came in 20 s")
+}
+
+#[tokio::test]
+async fn a_poll_dropped_while_it_claims_gives_the_task_back_at_once_without_counting_the_attempt() -> anyhow::Result<()>
+{
+    let (gateway, pool, id) = gateway_with_a_task("which poll went away?").await?;
+    // The evaluation's row is locked, so the poll's claim waits for it after its pull.
+    let mut lock = pool.begin().await?;
+    sqlx::query("SELECT id FROM evaluations WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *lock).await?;
+    let caller = {
+        let (gateway, holder, serves) = (gateway.clone(), Holder::new("bot-a", "gone"), chatgpt()?);
+        tokio::spawn(async move { gateway.poll(&holder, &serves, Duration::from_secs(900)).await })
+    };
+    let mut waited = 0;
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'UPDATE evaluations%'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if waiting > 0 {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 400, "the poll's claim never waited for the row");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The caller goes away mid-claim (what tonic and axum do with a call whose client left).
+    caller.abort();
+    assert!(caller.await.is_err_and(|e| e.is_cancelled()), "the caller was dropped, not finished");
+    lock.rollback().await?;
+
+    // The claim made for nobody is undone: queued again, no attempt counted (before, it held the
+    // task for the polling bot's 15 minutes; a pull dropped before its claim lost the delivery
+    // for JetStream's 2-minute backstop).
+    let mut waited = 0;
+    while state(&pool, id).await? != ("queued".to_owned(), 0) {
+        waited += 1;
+        assert!(waited < 400, "not given back: {:?}", state(&pool, id).await?);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let task = polled(&gateway, &Holder::new("bot-b", "here")).await?;
+    assert_eq!(task.evaluation_id, id);
+    assert_eq!(task.attempt, 1, "the attempt given back did not count");
+    assert_eq!(state(&pool, id).await?, ("claimed".to_owned(), 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_heartbeat_extends_a_claim_and_never_shortens_it() -> anyhow::Result<()> {
+    let (gateway, pool, id) = gateway_with_a_task("how long is a polled claim?").await?;
+    let holder = Holder::new("bot-a", "poller");
+    let task = polled(&gateway, &holder).await?;
+    assert_eq!(task.evaluation_id, id);
+    let expiry = || async {
+        let (at,): (chrono::DateTime<chrono::Utc>,) =
+            sqlx::query_as("SELECT claim_expires_at FROM evaluations WHERE id = $1").bind(id).fetch_one(&pool).await?;
+        anyhow::Ok(at)
+    };
+    let polled_until = expiry().await?;
+    // A heartbeat of 60 s on a claim polled for 15 minutes leaves it as it is.
+    let until = gateway.heartbeat(id, Duration::from_secs(60), &holder).await?;
+    assert_eq!(until, polled_until, "the heartbeat moved the claim's end");
+    assert_eq!(expiry().await?, polled_until);
+    // One longer than what is left extends it.
+    let until = gateway.heartbeat(id, Duration::from_secs(3600), &holder).await?;
+    assert!(until > polled_until, "{until} is not later than {polled_until}");
+    assert_eq!(expiry().await?, until);
+    Ok(())
+}
