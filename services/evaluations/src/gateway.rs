@@ -430,7 +430,7 @@ impl Gateway {
     }
 
     /// [`Gateway::poll`]'s work, for a caller that stays to the end (a claim stream's session).
-    #[tracing::instrument(skip(self, serves), fields(principal = %holder.principal, bot_id = %holder.bot_id))]
+    #[tracing::instrument(name = "poll", skip(self, serves), fields(principal = %holder.principal, bot_id = %holder.bot_id))]
     async fn claim_next(&self, holder: &Holder, serves: &Serves, ttl: Duration) -> EvalResult<Option<Task>> {
         check_bot_id(&holder.bot_id)?;
         // Stale deliveries (answered or failed meanwhile) are settled and skipped; the bound

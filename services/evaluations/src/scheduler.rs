@@ -144,6 +144,41 @@ pub async fn expire(pool: &PgPool, queue: &Queue, timeouts: Timeouts) -> EvalRes
     Ok(rows.len())
 }
 
+/// Purges the task stream of what the bots acknowledged ([`Queue::purge_acked`]), then puts
+/// the tasks given back meanwhile in line for delivery again; returns how many messages went.
+///
+/// nats-server empties a consumer's redelivery queue when its subject is purged, whatever the
+/// purge's sequence: a task given back (released, its claim lapsed, its bot gone: a NAK) and
+/// not yet delivered again was then left pending until JetStream's own ack wait
+/// ([`crate::queue::BACKSTOP_ACK_WAIT`], 2 minutes). So after a purge each such task is NAKed
+/// again (a NAK of one still in line changes nothing), and its bots are signalled.
+pub async fn purge_tasks(pool: &PgPool, queue: &Queue) -> EvalResult<u64> {
+    let purged = queue.purge_acked(&queue.topology().tasks_stream()).await?;
+    if purged > 0 {
+        let waiting = store::handed_back_deliveries(pool).await?;
+        let mut per_target: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
+        for (subject, assistant, plan) in &waiting {
+            queue.settle(subject, Settle::Nak).await;
+            *per_target.entry((assistant.as_str(), plan.as_str())).or_default() += 1;
+        }
+        for ((assistant, plan), count) in per_target {
+            queue.signal_tasks(assistant, plan, count).await;
+        }
+    }
+    Ok(purged)
+}
+
+async fn purge_tasks_every(pool: PgPool, queue: Arc<Queue>, period: Duration) -> std::convert::Infallible {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = purge_tasks(&pool, &queue).await {
+            tracing::warn!(error = %err, "purging acknowledged tasks failed");
+        }
+    }
+}
+
 /// Runs the scheduler and the reaper until `shutdown` resolves: on every wake-up and at
 /// least every `tick`.
 pub async fn run(
@@ -156,7 +191,7 @@ pub async fn run(
     crate::metrics::register();
     // The bots' acknowledged tasks leave the stream together, a purge each tick, not an fsync
     // at each ack; beside the rounds, which a slow purge never holds up.
-    let purging = queue.clone().purge_every(queue.topology().tasks_stream(), tick);
+    let purging = purge_tasks_every(pool.clone(), queue.clone(), tick);
     tokio::select! {
         () = schedule_until(pool, queue, tick, timeouts, shutdown) => {}
         never = purging => match never {},

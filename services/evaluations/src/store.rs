@@ -627,6 +627,16 @@ pub async fn reap_lapsed_claims(pool: &PgPool) -> sqlx::Result<Vec<EvaluationRow
     sqlx::query_as(AssertSqlSafe(sql)).fetch_all(pool).await
 }
 
+/// The deliveries of tasks given back and waiting to be delivered again (queued, delivered
+/// before): their reply subject, assistant and plan.
+pub async fn handed_back_deliveries(pool: &PgPool) -> sqlx::Result<Vec<(String, String, String)>> {
+    sqlx::query_as(
+        "SELECT ack_subject, assistant, plan FROM evaluations WHERE status = 'queued' AND ack_subject IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await
+}
+
 /// The delivery reply subjects of every claim held now (not lapsed), to keep them alive.
 pub async fn held_deliveries(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(

@@ -1,37 +1,46 @@
 //! A polling bot's claims on a real PostgreSQL and NATS: a poll whose caller goes away before its
 //! task reaches it (a Poll's deadline passed, an HTTP poller hung up) gives the task back at
-//! once, its attempt not counted; and a heartbeat never shortens a claim.
+//! once, its attempt not counted; a task given back is delivered again even when the stream's
+//! acknowledged tasks are purged meanwhile; and a heartbeat never shortens a claim.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use aap_evaluations::gateway::{Gateway, GatewayConfig, Serves, parse_serves};
-use aap_evaluations::queue::Queue;
+use aap_evaluations::queue::{Queue, Settle};
 use aap_evaluations::scheduler;
 use aap_evaluations::store::{self, Holder, Wanted};
 use aap_platform::nats::Topology;
 
-/// A gateway on a fresh database and fresh streams, and one queued chatgpt evaluation.
-async fn gateway_with_a_task(text: &str) -> anyhow::Result<(Gateway, sqlx::PgPool, i64)> {
+/// A gateway on a fresh database and fresh streams, and a queued chatgpt evaluation of each
+/// text, on the stream in that order.
+async fn gateway_with_tasks(texts: &[&str]) -> anyhow::Result<(Gateway, sqlx::PgPool, Vec<i64>)> {
     let pool = aap_platform::db::connect_and_migrate(&aap_testkit::fresh_database().await, 4).await?;
-    let (prompt_id,): (i64,) = sqlx::query_as(
-        "INSERT INTO prompts (text, text_hash, embedding) \
-         VALUES ($1, sha256(convert_to($1, 'UTF8')), array_fill(0.1, ARRAY[384])::vector) RETURNING id",
-    )
-    .bind(text)
-    .fetch_one(&pool)
-    .await?;
     let infra = aap_testkit::infra().await;
     let client = async_nats::connect(infra.nats_url()).await?;
     let queue = Arc::new(Queue::new(client, Topology::new(aap_testkit::fresh_prefix()), 1).await?);
-    let wanted = [Wanted { assistant: "chatgpt".into(), plan: "any".into(), refresh: false }];
-    let mut conn = pool.acquire().await?;
-    let created = store::create_many(&mut conn, prompt_id, &wanted, 3, &HashMap::new()).await?;
-    drop(conn);
-    let id = created.first().map(|(row, _)| row.id).ok_or_else(|| anyhow::anyhow!("nothing created"))?;
-    assert_eq!(scheduler::schedule_pending(&pool, &queue).await?, 1, "the task is on the stream");
-    Ok((Gateway::new(pool.clone(), queue, GatewayConfig::default()), pool, id))
+    let mut ids = Vec::new();
+    for text in texts {
+        let (prompt_id,): (i64,) = sqlx::query_as(
+            "INSERT INTO prompts (text, text_hash, embedding) \
+             VALUES ($1, sha256(convert_to($1, 'UTF8')), array_fill(0.1, ARRAY[384])::vector) RETURNING id",
+        )
+        .bind(text)
+        .fetch_one(&pool)
+        .await?;
+        let wanted = [Wanted { assistant: "chatgpt".into(), plan: "any".into(), refresh: false }];
+        let mut conn = pool.acquire().await?;
+        let created = store::create_many(&mut conn, prompt_id, &wanted, 3, &HashMap::new()).await?;
+        ids.push(created.first().map(|(row, _)| row.id).ok_or_else(|| anyhow::anyhow!("nothing created"))?);
+    }
+    assert_eq!(scheduler::schedule_pending(&pool, &queue).await?, texts.len(), "the tasks are on the stream");
+    Ok((Gateway::new(pool.clone(), queue, GatewayConfig::default()), pool, ids))
+}
+
+async fn gateway_with_a_task(text: &str) -> anyhow::Result<(Gateway, sqlx::PgPool, i64)> {
+    let (gateway, pool, ids) = gateway_with_tasks(&[text]).await?;
+    Ok((gateway, pool, ids[0]))
 }
 
 fn chatgpt() -> anyhow::Result<Serves> {
@@ -97,6 +106,27 @@ async fn a_poll_dropped_while_it_claims_gives_the_task_back_at_once_without_coun
     assert_eq!(task.evaluation_id, id);
     assert_eq!(task.attempt, 1, "the attempt given back did not count");
     assert_eq!(state(&pool, id).await?, ("claimed".to_owned(), 1));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_given_back_is_delivered_again_though_its_subject_was_purged_meanwhile() -> anyhow::Result<()> {
+    let (gateway, pool, ids) = gateway_with_tasks(&["which task is answered?", "which task is given back?"]).await?;
+    let holder = Holder::new("bot-a", "both");
+    assert_eq!(polled(&gateway, &holder).await?.evaluation_id, ids[0]);
+    assert_eq!(polled(&gateway, &holder).await?.evaluation_id, ids[1]);
+    // The second is given back (a NAK: JetStream puts it in line for delivery again) ...
+    gateway.release(ids[1], false, "the page would not load", &holder).await?;
+    // ... and the first one acknowledged (as its answer is taken), so the ack floor moves and the
+    // next purge removes it; the ack waits for JetStream, which took the NAK before it.
+    let first = store::evaluation(&pool, ids[0]).await?.and_then(|row| row.ack_subject);
+    gateway.queue().settle(&first.ok_or_else(|| anyhow::anyhow!("no delivery"))?, Settle::Ack).await;
+    assert!(scheduler::purge_tasks(&pool, gateway.queue()).await? >= 1, "the acknowledged task was purged");
+    // nats-server emptied the consumer's redelivery queue with the purge; the task given back
+    // is delivered again anyway, now (before, after JetStream's 2-minute ack wait).
+    let again = polled(&gateway, &Holder::new("bot-b", "next")).await?;
+    assert_eq!(again.evaluation_id, ids[1]);
+    assert_eq!(again.attempt, 2);
     Ok(())
 }
 
