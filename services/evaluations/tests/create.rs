@@ -5,6 +5,8 @@
 //! submitted evaluation marked again only with the same answer. And which
 //! of an answer's columns ANALYZE reads, and how fast autovacuum goes through the busy tables.
 
+mod common;
+
 use std::collections::HashMap;
 
 use aap_evaluations::model::{ResultMessage, Status};
@@ -31,13 +33,7 @@ async fn answer(pool: &sqlx::PgPool, evaluation_id: i64, prompt_id: i64, assista
 /// A fresh database with one prompt stored; returns its pool and the prompt's id.
 async fn database_with_prompt(text: &str) -> anyhow::Result<(sqlx::PgPool, i64)> {
     let pool = aap_platform::db::connect_and_migrate(&aap_testkit::fresh_database().await, 4).await?;
-    let (prompt_id,): (i64,) = sqlx::query_as(
-        "INSERT INTO prompts (text, text_hash, embedding) \
-         VALUES ($1, sha256(convert_to($1, 'UTF8')), array_fill(0.1, ARRAY[384])::vector) RETURNING id",
-    )
-    .bind(text)
-    .fetch_one(&pool)
-    .await?;
+    let prompt_id = common::insert_prompt(&pool, text).await?;
     Ok((pool, prompt_id))
 }
 

@@ -3,6 +3,8 @@
 //! once, its attempt not counted; a task given back is delivered again even when the stream's
 //! acknowledged tasks are purged meanwhile; and a heartbeat never shortens a claim.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +24,7 @@ async fn gateway_with_tasks(texts: &[&str]) -> anyhow::Result<(Gateway, sqlx::Pg
     let queue = Arc::new(Queue::new(client, Topology::new(aap_testkit::fresh_prefix()), 1).await?);
     let mut ids = Vec::new();
     for text in texts {
-        let (prompt_id,): (i64,) = sqlx::query_as(
-            "INSERT INTO prompts (text, text_hash, embedding) \
-             VALUES ($1, sha256(convert_to($1, 'UTF8')), array_fill(0.1, ARRAY[384])::vector) RETURNING id",
-        )
-        .bind(text)
-        .fetch_one(&pool)
-        .await?;
+        let prompt_id = common::insert_prompt(&pool, text).await?;
         let wanted = [Wanted { assistant: "chatgpt".into(), plan: "any".into(), refresh: false }];
         let mut conn = pool.acquire().await?;
         let created = store::create_many(&mut conn, prompt_id, &wanted, 3, &HashMap::new()).await?;
