@@ -90,6 +90,15 @@ fn check(field: &'static str, result: Result<(), String>) -> EvalResult<()> {
 /// Bounds everything a submission carries and refuses NUL anywhere: a bot that sends more is
 /// broken, an unbounded field would ride along with every cached answer, and a NUL would fail
 /// the ingest's write again at every delivery while the evaluation waited.
+/// An evaluation id is positive: 0 or less is a caller's mistake, not an unknown evaluation
+/// (Progress and Heartbeat; Submit and Release answer NOT_FOUND, as the seed's HTTP API did).
+fn check_evaluation_id(evaluation_id: i64) -> EvalResult<()> {
+    if evaluation_id <= 0 {
+        return Err(EvalError::invalid("evaluation_id", "must be a positive evaluation id"));
+    }
+    Ok(())
+}
+
 fn check_submission(submission: &Submission) -> EvalResult<()> {
     check("response_text", input::check_text(&submission.response_text, MAX_RESPONSE_CHARS))?;
     check("response_markdown", input::check_text(&submission.response_markdown, MAX_MARKDOWN_CHARS))?;
@@ -496,6 +505,7 @@ impl Gateway {
     /// Extends the claim `holder` holds on a task; returns its new end.
     pub async fn heartbeat(&self, evaluation_id: i64, ttl: Duration, holder: &Holder) -> EvalResult<DateTime<Utc>> {
         check_bot_id(&holder.bot_id)?;
+        check_evaluation_id(evaluation_id)?;
         match store::extend_claim(&self.pool, evaluation_id, ttl, holder).await? {
             Some(row) => {
                 if let Some(subject) = &row.ack_subject {
@@ -665,9 +675,7 @@ impl Gateway {
     /// answered, released or its claim lapsed: the bot stops reporting).
     pub async fn progress(&self, evaluation_id: i64, text: String, holder: &Holder) -> EvalResult<bool> {
         check_bot_id(&holder.bot_id)?;
-        if evaluation_id <= 0 {
-            return Err(EvalError::invalid("evaluation_id", "must be a positive evaluation id"));
-        }
+        check_evaluation_id(evaluation_id)?;
         check("text", input::check_line(&text, MAX_RESPONSE_CHARS))?;
         let held_by = |row: &EvaluationRow| -> EvalResult<bool> {
             if row.claimed_principal.is_some() && !holder.holds(row) {

@@ -142,6 +142,16 @@ async fn a_heartbeat_extends_a_claim_and_never_shortens_it() -> anyhow::Result<(
     let until = gateway.heartbeat(id, Duration::from_secs(60), &holder).await?;
     assert_eq!(until, polled_until, "the heartbeat moved the claim's end");
     assert_eq!(expiry().await?, polled_until);
+    // An id that cannot be an evaluation's is the caller's mistake, said so.
+    for id in [0, -5] {
+        assert!(
+            matches!(
+                gateway.heartbeat(id, Duration::from_secs(60), &holder).await,
+                Err(aap_evaluations::EvalError::InvalidArgument { field: "evaluation_id", .. })
+            ),
+            "heartbeat of {id}"
+        );
+    }
     // One longer than what is left extends it.
     let until = gateway.heartbeat(id, Duration::from_secs(3600), &holder).await?;
     assert!(until > polled_until, "{until} is not later than {polled_until}");
