@@ -87,9 +87,6 @@ fn check(field: &'static str, result: Result<(), String>) -> EvalResult<()> {
     result.map_err(|reason| EvalError::invalid(field, reason))
 }
 
-/// Bounds everything a submission carries and refuses NUL anywhere: a bot that sends more is
-/// broken, an unbounded field would ride along with every cached answer, and a NUL would fail
-/// the ingest's write again at every delivery while the evaluation waited.
 /// An evaluation id is positive: 0 or less is a caller's mistake, not an unknown evaluation
 /// (Progress and Heartbeat; Submit and Release answer NOT_FOUND, as the seed's HTTP API did).
 fn check_evaluation_id(evaluation_id: i64) -> EvalResult<()> {
@@ -99,6 +96,9 @@ fn check_evaluation_id(evaluation_id: i64) -> EvalResult<()> {
     Ok(())
 }
 
+/// Bounds everything a submission carries and refuses NUL anywhere: a bot that sends more is
+/// broken, an unbounded field would ride along with every cached answer, and a NUL would fail
+/// the ingest's write again at every delivery while the evaluation waited.
 fn check_submission(submission: &Submission) -> EvalResult<()> {
     check("response_text", input::check_text(&submission.response_text, MAX_RESPONSE_CHARS))?;
     check("response_markdown", input::check_text(&submission.response_markdown, MAX_MARKDOWN_CHARS))?;
