@@ -657,14 +657,7 @@ impl Gateway {
         self.claim_checks.forget(evaluation_id);
         let status = row.status();
         crate::metrics::released(&row.assistant, reason, status == Status::Failed);
-        if let Some(subject) = &row.ack_subject {
-            let how = if status == Status::Failed { Settle::Term } else { Settle::Nak };
-            self.queue.settle(subject, how).await;
-            if status != Status::Failed {
-                // Back on the stream: a waiting bot may take it now.
-                self.queue.signal_tasks(&row.assistant, &row.plan, 1).await;
-            }
-        }
+        self.queue.put_back(&row).await;
         tracing::info!(%status, reason, "task released");
         self.queue.announce(std::slice::from_ref(&row)).await;
         Ok(status)
@@ -797,10 +790,7 @@ impl Gateway {
         };
         self.claim_checks.forget(id);
         crate::metrics::released(&row.assistant, "the bot went away before the task reached it", false);
-        if let Some(subject) = &row.ack_subject {
-            self.queue.settle(subject, Settle::Nak).await;
-            self.queue.signal_tasks(&row.assistant, &row.plan, 1).await;
-        }
+        self.queue.put_back(&row).await;
         tracing::info!(evaluation_id = id, "task given back: its bot went away before it reached it");
         self.queue.announce(std::slice::from_ref(&row)).await;
     }

@@ -439,6 +439,19 @@ impl Queue {
         Ok(None)
     }
 
+    /// Settles the delivery of a task given back (released, its claim lapsed, its bot gone), as
+    /// the row says it is now: TERM when it failed for good; else a NAK, so that JetStream
+    /// delivers it again at once, and a signal to its bots.
+    pub async fn put_back(&self, row: &EvaluationRow) {
+        let Some(subject) = &row.ack_subject else { return };
+        if row.status() == crate::model::Status::Failed {
+            self.settle(subject, Settle::Term).await;
+        } else {
+            self.settle(subject, Settle::Nak).await;
+            self.signal_tasks(&row.assistant, &row.plan, 1).await;
+        }
+    }
+
     /// Settles a delivery by its reply subject. Failures are logged: the database claim and
     /// the reaper recover from a lost settle.
     pub async fn settle(&self, ack_subject: &str, how: Settle) {

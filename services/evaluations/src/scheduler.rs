@@ -39,15 +39,21 @@ pub async fn schedule_pending(pool: &PgPool, queue: &Queue) -> EvalResult<usize>
     let ids: Vec<i64> = queued.iter().map(|row| row.id).collect();
     let marked = store::mark_queued(&mut tx, &ids).await?;
     tx.commit().await?;
+    signal_each_target(queue, queued.iter().map(|row| (row.assistant.as_str(), row.plan.as_str()))).await;
+    queue.announce(&marked).await;
+    Ok(queued.len())
+}
+
+/// Tells the bots of each assistant and plan how many of `targets` (one per task) are theirs:
+/// one signal a pair.
+async fn signal_each_target<'a>(queue: &Queue, targets: impl IntoIterator<Item = (&'a str, &'a str)>) {
     let mut per_target: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
-    for row in &queued {
-        *per_target.entry((row.assistant.as_str(), row.plan.as_str())).or_default() += 1;
+    for target in targets {
+        *per_target.entry(target).or_default() += 1;
     }
     for ((assistant, plan), count) in per_target {
         queue.signal_tasks(assistant, plan, count).await;
     }
-    queue.announce(&marked).await;
-    Ok(queued.len())
 }
 
 /// Ends lapsed claims; returns how many.
@@ -60,14 +66,7 @@ pub async fn reap(pool: &PgPool, queue: &Queue) -> EvalResult<usize> {
         if status == Status::Failed {
             crate::metrics::failed_for_good(&row.assistant, "lapsed");
         }
-        if let Some(subject) = &row.ack_subject {
-            let how = if status == Status::Failed { Settle::Term } else { Settle::Nak };
-            queue.settle(subject, how).await;
-            if status != Status::Failed {
-                // Back on the stream: a waiting bot may take it now.
-                queue.signal_tasks(&row.assistant, &row.plan, 1).await;
-            }
-        }
+        queue.put_back(row).await;
     }
     queue.announce(&rows).await;
     Ok(rows.len())
@@ -156,14 +155,10 @@ pub async fn purge_tasks(pool: &PgPool, queue: &Queue) -> EvalResult<u64> {
     let purged = queue.purge_acked(&queue.topology().tasks_stream()).await?;
     if purged > 0 {
         let waiting = store::handed_back_deliveries(pool).await?;
-        let mut per_target: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
-        for (subject, assistant, plan) in &waiting {
+        for (subject, _, _) in &waiting {
             queue.settle(subject, Settle::Nak).await;
-            *per_target.entry((assistant.as_str(), plan.as_str())).or_default() += 1;
         }
-        for ((assistant, plan), count) in per_target {
-            queue.signal_tasks(assistant, plan, count).await;
-        }
+        signal_each_target(queue, waiting.iter().map(|(_, assistant, plan)| (assistant.as_str(), plan.as_str()))).await;
     }
     Ok(purged)
 }
