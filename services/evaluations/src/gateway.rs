@@ -32,6 +32,9 @@ pub struct GatewayConfig {
     pub poll_claim_ttl: Duration,
     /// How long a Claim stream may wait for its first message, hello, before it is ended.
     pub hello_timeout: Duration,
+    /// How often a Claim stream that can take a task pulls without being signalled (a signal
+    /// lost, a delivery JetStream gives out again after its own ack wait).
+    pub claim_recheck: Duration,
 }
 
 /// How long a new Claim stream waits for its hello: a bot sends it at once, so a stream silent
@@ -44,6 +47,7 @@ impl Default for GatewayConfig {
             claim_ttl: Duration::from_secs(60),
             poll_claim_ttl: Duration::from_secs(15 * 60),
             hello_timeout: HELLO_TIMEOUT,
+            claim_recheck: Duration::from_millis(500),
         }
     }
 }
@@ -735,7 +739,7 @@ impl Gateway {
                 }
             }
         }
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(self.config.claim_recheck);
         loop {
             if credit > 0 {
                 match self.claim_next(&holder, &serves, self.config.claim_ttl).await {
@@ -767,7 +771,10 @@ impl Gateway {
                     }
                     None => break,
                 },
-                _ = any_signal(&signals) => {}
+                // Only while it can take a task: a signal wakes as many streams as it announces
+                // tasks, and one woken without credit would pull nothing, while a stream that
+                // could take the task waited for its tick.
+                _ = any_signal(&signals), if credit > 0 => {}
                 _ = tick.tick() => {}
             }
         }

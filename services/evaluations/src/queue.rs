@@ -54,6 +54,16 @@ pub struct Delivery {
     pub ack_subject: String,
 }
 
+/// What [`Queue::purge_acked`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// How many messages went.
+    pub messages: u64,
+    /// The consumers whose subjects were purged. nats-server empties the redelivery queue of
+    /// each (what was given back and not yet delivered again), even when no message went.
+    pub consumers: Vec<String>,
+}
+
 /// How to settle a delivery.
 #[derive(Debug, Clone, Copy)]
 pub enum Settle {
@@ -505,16 +515,16 @@ impl Queue {
     }
 
     /// Removes from the task or the result stream (`stream_name`) what the platform's consumers
-    /// of it acknowledged, and returns how many messages went. The streams keep limits
+    /// of it acknowledged, and says how many messages went and whose subjects. The streams keep limits
     /// retention, so an ack removes nothing (aap_platform::nats::ensure_streams says why); this
     /// makes them work queues again: for each consumer, one purge of its subject up to its ack
     /// floor, below which every message was acked or terminated. Only the platform's consumers
     /// count (`tasks-<assistant>-<plan>` on one task subject each, `ingest` on every result):
     /// an operator's consumer of either stream sees only what they have not acknowledged.
-    pub async fn purge_acked(&self, stream_name: &str) -> crate::EvalResult<u64> {
+    pub async fn purge_acked(&self, stream_name: &str) -> crate::EvalResult<Purged> {
         let stream = self.js.get_stream(stream_name).await.map_err(queue_err)?;
         let consumers: Vec<_> = stream.consumers().try_collect().await.map_err(queue_err)?;
-        let mut purged = 0;
+        let mut purged = Purged::default();
         for info in consumers {
             let Some(filter) = self.purge_filter(stream_name, &info.name, &info.config) else { continue };
             let floor = info.ack_floor.stream_sequence;
@@ -529,11 +539,12 @@ impl Queue {
                 Some(subject) => purge.filter(subject).await,
                 None => purge.await,
             };
-            purged += response.map_err(queue_err)?.purged;
+            purged.messages += response.map_err(queue_err)?.purged;
+            purged.consumers.push(info.name);
             self.purged_to.lock().unwrap_or_else(|p| p.into_inner()).insert(key, floor);
         }
-        if purged > 0 {
-            crate::metrics::purged(stream_name, purged);
+        if purged.messages > 0 {
+            crate::metrics::purged(stream_name, purged.messages);
         }
         Ok(purged)
     }

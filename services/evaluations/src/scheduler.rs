@@ -144,23 +144,38 @@ pub async fn expire(pool: &PgPool, queue: &Queue, timeouts: Timeouts) -> EvalRes
 }
 
 /// Purges the task stream of what the bots acknowledged ([`Queue::purge_acked`]), then puts
-/// the tasks given back meanwhile in line for delivery again; returns how many messages went.
+/// the tasks given back meanwhile in line for delivery again.
 ///
 /// nats-server empties a consumer's redelivery queue when its subject is purged, whatever the
 /// purge's sequence: a task given back (released, its claim lapsed, its bot gone: a NAK) and
 /// not yet delivered again was then left pending until JetStream's own ack wait
-/// ([`crate::queue::BACKSTOP_ACK_WAIT`], 2 minutes). So after a purge each such task is NAKed
-/// again (a NAK of one still in line changes nothing), and its bots are signalled.
-pub async fn purge_tasks(pool: &PgPool, queue: &Queue) -> EvalResult<u64> {
+/// ([`crate::queue::BACKSTOP_ACK_WAIT`], 2 minutes). So after a purge each such task of the
+/// consumers purged is NAKed again (a NAK of one still in line changes nothing), and its bots
+/// are signalled; those of the other consumers are still in line and left alone. The database
+/// is read after the purge: a task given back later is NAKed after it, so never lost to it.
+pub async fn purge_tasks(pool: &PgPool, queue: &Queue) -> EvalResult<PurgedTasks> {
     let purged = queue.purge_acked(&queue.topology().tasks_stream()).await?;
-    if purged > 0 {
-        let waiting = store::handed_back_deliveries(pool).await?;
+    let mut put_back = 0;
+    if !purged.consumers.is_empty() {
+        let topology = queue.topology();
+        let mut waiting = store::handed_back_deliveries(pool).await?;
+        waiting.retain(|(_, assistant, plan)| purged.consumers.contains(&topology.task_consumer(assistant, plan)));
         for (subject, _, _) in &waiting {
             queue.settle(subject, Settle::Nak).await;
         }
         signal_each_target(queue, waiting.iter().map(|(_, assistant, plan)| (assistant.as_str(), plan.as_str()))).await;
+        put_back = waiting.len();
     }
-    Ok(purged)
+    Ok(PurgedTasks { messages: purged.messages, put_back })
+}
+
+/// What [`purge_tasks`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgedTasks {
+    /// Acknowledged tasks removed from the stream.
+    pub messages: u64,
+    /// Tasks given back and not yet taken again, put in line again after the purge.
+    pub put_back: usize,
 }
 
 async fn purge_tasks_every(pool: PgPool, queue: Arc<Queue>, period: Duration) -> std::convert::Infallible {

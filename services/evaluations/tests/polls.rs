@@ -1,7 +1,9 @@
-//! A polling bot's claims on a real PostgreSQL and NATS: a poll whose caller goes away before its
-//! task reaches it (a Poll's deadline passed, an HTTP poller hung up) gives the task back at
-//! once, its attempt not counted; a task given back is delivered again even when the stream's
-//! acknowledged tasks are purged meanwhile; and a heartbeat never shortens a claim.
+//! A bot's claims on a real PostgreSQL and NATS: a poll whose caller goes away before its task
+//! reaches it (a Poll's deadline passed, an HTTP poller hung up) gives the task back at once,
+//! its attempt not counted; a task given back is delivered again even when the stream's
+//! acknowledged tasks are purged meanwhile (and only the tasks of the consumers purged are put
+//! in line again); a task's signal wakes a Claim stream that can take it, not a busy one; and a
+//! heartbeat never shortens a claim.
 
 mod common;
 
@@ -9,48 +11,74 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aap_evaluations::gateway::{Gateway, GatewayConfig, Serves, parse_serves};
+use futures::StreamExt as _;
+
+use aap_evaluations::gateway::{ClaimInput, Gateway, GatewayConfig, Serves, parse_serves};
 use aap_evaluations::queue::{Queue, Settle};
 use aap_evaluations::scheduler;
 use aap_evaluations::store::{self, Holder, Wanted};
 use aap_platform::nats::Topology;
+use aap_proto::v1::Task;
+use tokio::sync::mpsc;
 
-/// A gateway on a fresh database and fresh streams, and a queued chatgpt evaluation of each
-/// text, on the stream in that order.
-async fn gateway_with_tasks(texts: &[&str]) -> anyhow::Result<(Gateway, sqlx::PgPool, Vec<i64>)> {
+/// A gateway on a fresh database and fresh streams, and a queued evaluation of each text by
+/// its assistant, on the stream in that order.
+async fn gateway_with_tasks(tasks: &[(&str, &str)]) -> anyhow::Result<(Gateway, sqlx::PgPool, Vec<i64>)> {
+    configured_gateway_with_tasks(GatewayConfig::default(), tasks).await
+}
+
+async fn configured_gateway_with_tasks(
+    config: GatewayConfig,
+    tasks: &[(&str, &str)],
+) -> anyhow::Result<(Gateway, sqlx::PgPool, Vec<i64>)> {
     let pool = aap_platform::db::connect_and_migrate(&aap_testkit::fresh_database().await, 4).await?;
     let infra = aap_testkit::infra().await;
     let client = async_nats::connect(infra.nats_url()).await?;
     let queue = Arc::new(Queue::new(client, Topology::new(aap_testkit::fresh_prefix()), 1).await?);
     let mut ids = Vec::new();
-    for text in texts {
-        let prompt_id = common::insert_prompt(&pool, text).await?;
-        let wanted = [Wanted { assistant: "chatgpt".into(), plan: "any".into(), refresh: false }];
-        let mut conn = pool.acquire().await?;
-        let created = store::create_many(&mut conn, prompt_id, &wanted, 3, &HashMap::new()).await?;
-        ids.push(created.first().map(|(row, _)| row.id).ok_or_else(|| anyhow::anyhow!("nothing created"))?);
+    for (assistant, text) in tasks {
+        ids.push(queue_task(&pool, &queue, assistant, text).await?);
     }
-    assert_eq!(scheduler::schedule_pending(&pool, &queue).await?, texts.len(), "the tasks are on the stream");
-    Ok((Gateway::new(pool.clone(), queue, GatewayConfig::default()), pool, ids))
+    Ok((Gateway::new(pool.clone(), queue, config), pool, ids))
+}
+
+/// Creates an evaluation of `text` by `assistant` and puts its task on the stream; its id.
+async fn queue_task(pool: &sqlx::PgPool, queue: &Queue, assistant: &str, text: &str) -> anyhow::Result<i64> {
+    let prompt_id = common::insert_prompt(pool, text).await?;
+    let wanted = [Wanted { assistant: assistant.into(), plan: "any".into(), refresh: false }];
+    let mut conn = pool.acquire().await?;
+    let created = store::create_many(&mut conn, prompt_id, &wanted, 3, &HashMap::new()).await?;
+    let id = created.first().map(|(row, _)| row.id).ok_or_else(|| anyhow::anyhow!("nothing created"))?;
+    assert_eq!(scheduler::schedule_pending(pool, queue).await?, 1, "the task is on the stream");
+    Ok(id)
 }
 
 async fn gateway_with_a_task(text: &str) -> anyhow::Result<(Gateway, sqlx::PgPool, i64)> {
-    let (gateway, pool, ids) = gateway_with_tasks(&[text]).await?;
+    let (gateway, pool, ids) = gateway_with_tasks(&[("chatgpt", text)]).await?;
     Ok((gateway, pool, ids[0]))
 }
 
+fn serving(assistant: &str) -> anyhow::Result<Serves> {
+    Ok(parse_serves([(assistant.to_owned(), String::new())])?)
+}
+
 fn chatgpt() -> anyhow::Result<Serves> {
-    Ok(parse_serves([("chatgpt".to_owned(), String::new())])?)
+    serving("chatgpt")
 }
 
 async fn state(pool: &sqlx::PgPool, id: i64) -> anyhow::Result<(String, i32)> {
     Ok(sqlx::query_as("SELECT status, attempts FROM evaluations WHERE id = $1").bind(id).fetch_one(pool).await?)
 }
 
-/// Polls until a task comes (the stream gives a delivery put back at once), for at most 20 s.
-async fn polled(gateway: &Gateway, holder: &Holder) -> anyhow::Result<aap_proto::v1::Task> {
+/// Polls for a chatgpt task until one comes (the stream gives a delivery put back at once), for
+/// at most 20 s.
+async fn polled(gateway: &Gateway, holder: &Holder) -> anyhow::Result<Task> {
+    polled_for(gateway, holder, &chatgpt()?).await
+}
+
+async fn polled_for(gateway: &Gateway, holder: &Holder, serves: &Serves) -> anyhow::Result<Task> {
     for _ in 0..400 {
-        if let Some(task) = gateway.poll(holder, &chatgpt()?, Duration::from_secs(900)).await? {
+        if let Some(task) = gateway.poll(holder, serves, Duration::from_secs(900)).await? {
             return Ok(task);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -107,7 +135,8 @@ async fn a_poll_dropped_while_it_claims_gives_the_task_back_at_once_without_coun
 
 #[tokio::test]
 async fn a_task_given_back_is_delivered_again_though_its_subject_was_purged_meanwhile() -> anyhow::Result<()> {
-    let (gateway, pool, ids) = gateway_with_tasks(&["which task is answered?", "which task is given back?"]).await?;
+    let (gateway, pool, ids) =
+        gateway_with_tasks(&[("chatgpt", "which task is answered?"), ("chatgpt", "which task is given back?")]).await?;
     let holder = Holder::new("bot-a", "both");
     assert_eq!(polled(&gateway, &holder).await?.evaluation_id, ids[0]);
     assert_eq!(polled(&gateway, &holder).await?.evaluation_id, ids[1]);
@@ -117,12 +146,81 @@ async fn a_task_given_back_is_delivered_again_though_its_subject_was_purged_mean
     // next purge removes it; the ack waits for JetStream, which took the NAK before it.
     let first = store::evaluation(&pool, ids[0]).await?.and_then(|row| row.ack_subject);
     gateway.queue().settle(&first.ok_or_else(|| anyhow::anyhow!("no delivery"))?, Settle::Ack).await;
-    assert!(scheduler::purge_tasks(&pool, gateway.queue()).await? >= 1, "the acknowledged task was purged");
+    let purged = scheduler::purge_tasks(&pool, gateway.queue()).await?;
+    assert_eq!((purged.messages, purged.put_back), (1, 1), "the acknowledged task purged, the other put back");
     // nats-server emptied the consumer's redelivery queue with the purge; the task given back
     // is delivered again anyway, now (before, after JetStream's 2-minute ack wait).
     let again = polled(&gateway, &Holder::new("bot-b", "next")).await?;
     assert_eq!(again.evaluation_id, ids[1]);
     assert_eq!(again.attempt, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_purge_puts_back_only_the_tasks_of_the_consumers_it_purged() -> anyhow::Result<()> {
+    let (gateway, pool, ids) = gateway_with_tasks(&[
+        ("chatgpt", "which chatgpt task is answered?"),
+        ("claude", "which claude task is given back?"),
+        ("claude", "which claude task waits?"),
+    ])
+    .await?;
+    let holder = Holder::new("bot-a", "both");
+    assert_eq!(polled(&gateway, &holder).await?.evaluation_id, ids[0]);
+    assert_eq!(polled_for(&gateway, &holder, &serving("claude")?).await?.evaluation_id, ids[1]);
+    gateway.release(ids[1], false, "the page would not load", &holder).await?;
+    let chatgpt_delivery = store::evaluation(&pool, ids[0]).await?.and_then(|row| row.ack_subject);
+    gateway.queue().settle(&chatgpt_delivery.ok_or_else(|| anyhow::anyhow!("no delivery"))?, Settle::Ack).await;
+    // Only chatgpt's subject is purged: claude's task given back is still in its consumer's line
+    // and is not NAKed again (after an outage that would be every task waiting, every second).
+    let purged = scheduler::purge_tasks(&pool, gateway.queue()).await?;
+    assert_eq!((purged.messages, purged.put_back), (1, 0));
+    let again = polled_for(&gateway, &Holder::new("bot-b", "next"), &serving("claude")?).await?;
+    assert_eq!((again.evaluation_id, again.attempt), (ids[1], 2), "the task given back comes first, once more");
+    Ok(())
+}
+
+/// A bot's Claim stream on `gateway`, taking `credit` tasks and never asking for more.
+fn claim_stream(gateway: &Gateway, bot_id: &str, credit: u32) -> (tokio::task::JoinHandle<()>, mpsc::Receiver<Task>) {
+    let (tasks, pushed) = mpsc::channel(8);
+    let (gateway, holder) = (gateway.clone(), Holder::new("bots", bot_id));
+    let serves = chatgpt().expect("chatgpt is an assistant");
+    let session = async move {
+        gateway.run_claim_session(holder, serves, credit, futures::stream::pending::<ClaimInput>(), tasks).await;
+    };
+    (tokio::spawn(session), pushed)
+}
+
+async fn pushed(tasks: &mut mpsc::Receiver<Task>) -> anyhow::Result<Task> {
+    let next = tokio::time::timeout(Duration::from_secs(20), tasks.recv()).await;
+    next.map_err(|_| anyhow::anyhow!("no task pushed in 20 s"))?.ok_or_else(|| anyhow::anyhow!("the stream ended"))
+}
+
+#[tokio::test]
+async fn a_signal_wakes_a_claim_stream_that_can_take_the_task_not_a_busy_one() -> anyhow::Result<()> {
+    // The streams pull on their own only every hour here: a task comes by its signal or not at all.
+    let config = GatewayConfig { claim_recheck: Duration::from_secs(3600), ..GatewayConfig::default() };
+    let (gateway, pool, ids) =
+        configured_gateway_with_tasks(config, &[("chatgpt", "which task keeps a bot busy?")]).await?;
+    let (busy, mut busy_tasks) = claim_stream(&gateway, "busy", 1);
+    assert_eq!(pushed(&mut busy_tasks).await?.evaluation_id, ids[0], "the busy bot has no credit left");
+
+    // The idle stream's pull (a JetStream request) finds nothing; it then waits for a signal,
+    // after the busy one, which waited first.
+    let topology = gateway.queue().topology().clone();
+    let client = async_nats::connect(aap_testkit::infra().await.nats_url()).await?;
+    let mut pulls = client.subscribe(format!("$JS.API.CONSUMER.MSG.NEXT.{}.>", topology.tasks_stream())).await?;
+    client.flush().await?;
+    let (idle, mut idle_tasks) = claim_stream(&gateway, "idle", 1);
+    let pulled = tokio::time::timeout(Duration::from_secs(20), pulls.next()).await;
+    assert!(pulled.is_ok_and(|pull| pull.is_some()), "the idle claim stream never pulled");
+
+    // One task, one signal: it goes to the stream that can take it (before, the busy stream
+    // took the wake-up and pulled nothing, and the task waited for the idle one's tick).
+    let id = queue_task(&pool, gateway.queue(), "chatgpt", "which task goes to the idle bot?").await?;
+    assert_eq!(pushed(&mut idle_tasks).await?.evaluation_id, id);
+    assert_eq!(state(&pool, id).await?, ("claimed".to_owned(), 1));
+    busy.abort();
+    idle.abort();
     Ok(())
 }
 

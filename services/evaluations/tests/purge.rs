@@ -3,7 +3,7 @@
 
 use aap_evaluations::ingest::results_of;
 use aap_evaluations::model::ResultMessage;
-use aap_evaluations::queue::{Delivery, Published, Queue, Settle};
+use aap_evaluations::queue::{Delivery, Published, Purged, Queue, Settle};
 use aap_evaluations::store::EvaluationRow;
 use aap_platform::nats::Topology;
 use async_nats::jetstream::{self, stream};
@@ -72,16 +72,18 @@ async fn acknowledged_tasks_are_purged_and_the_others_stay_on_the_stream() -> an
     queue.settle(&first.ack_subject, Settle::Ack).await;
     queue.settle(&third.ack_subject, Settle::Term).await;
     // Acked, and terminated: nothing goes until the floor passes them, and the second waits.
-    assert_eq!(queue.purge_acked(&tasks).await?, 1, "only the first is below the ack floor");
+    let purged = queue.purge_acked(&tasks).await?;
+    assert_eq!(purged.messages, 1, "only the first is below the ack floor");
+    assert_eq!(purged.consumers, [topology.task_consumer("chatgpt", "")], "the operator's are not the platform's");
     assert_eq!(messages(&queue, &tasks).await?, 3, "the second, the third and claude's stay");
-    assert_eq!(queue.purge_acked(&tasks).await?, 0, "a floor that did not move purges nothing");
+    assert_eq!(queue.purge_acked(&tasks).await?, Purged::default(), "a floor that did not move purges nothing");
 
     // The second, given back, is delivered again: it was kept.
     queue.settle(&second.ack_subject, Settle::Nak).await;
     let again = deliver(&queue).await?;
     assert_eq!(again.task.evaluation_id, 2);
     queue.settle(&again.ack_subject, Settle::Ack).await;
-    assert_eq!(queue.purge_acked(&tasks).await?, 2);
+    assert_eq!(queue.purge_acked(&tasks).await?.messages, 2);
     assert_eq!(messages(&queue, &tasks).await?, 1, "claude's task waits for the platform's consumer");
     assert!(deliver(&queue).await.is_err(), "a purged task was delivered again");
     Ok(())
@@ -111,9 +113,11 @@ async fn a_work_queue_stream_made_by_an_older_version_is_kept_and_works() -> any
     queue.publish_task(&task(7, "chatgpt")).await?;
     let delivery = deliver(&queue).await?;
     queue.settle(&delivery.ack_subject, Settle::Ack).await;
-    // The ack removed it, as a work queue does; the purge finds nothing left and says so.
+    // The ack removed it, as a work queue does; the purge finds nothing left and says so, and
+    // whose subject it purged all the same (which empties that consumer's redelivery queue).
     assert_eq!(messages(&queue, &tasks).await?, 0);
-    assert_eq!(queue.purge_acked(&tasks).await?, 0);
+    let purged = queue.purge_acked(&tasks).await?;
+    assert_eq!((purged.messages, purged.consumers), (0, vec![topology.task_consumer("chatgpt", "")]));
     Ok(())
 }
 

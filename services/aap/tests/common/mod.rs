@@ -178,6 +178,7 @@ pub fn platform_config(
             claim_ttl: options.claim_ttl,
             poll_claim_ttl: options.poll_claim_ttl,
             hello_timeout: options.hello_timeout,
+            ..GatewayConfig::default()
         },
         sessions: aap_sessions::SessionsConfig {
             evidence: options.evidence,
