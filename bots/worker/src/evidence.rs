@@ -180,6 +180,14 @@ impl Evidence {
     /// Reads what the browser shows, bounded as the options say; `None` when the browser does
     /// not answer.
     async fn capture(&self, driver: &WebDriver) -> Option<Page> {
+        // The browser refuses the page's source while a JavaScript dialog is open (and dismisses
+        // it): its text goes to the log, and the page behind it is read.
+        if let Ok(text) = driver.get_alert_text().await {
+            tracing::info!(dialog = %text.chars().take(200).collect::<String>(), "a javascript dialog was open on the page kept");
+            if let Err(error) = driver.accept_alert().await {
+                tracing::debug!(%error, "cannot answer the javascript dialog");
+            }
+        }
         let html = driver.source().await.ok();
         let screenshot = driver.screenshot_as_png().await.ok();
         let url = driver.current_url().await.map(|url| url.to_string()).unwrap_or_default();
@@ -307,6 +315,33 @@ fn bound_html(mut html: String, limit: usize) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::browser::{Browser, BrowserOptions};
+
+    /// A page that holds a JavaScript dialog open is still kept whole (before, the browser
+    /// refused its HTML while the dialog was open, and only the screenshot was kept).
+    #[tokio::test]
+    async fn a_page_behind_a_javascript_dialog_is_kept_with_its_html() -> anyhow::Result<()> {
+        let browser = Browser::launch(&BrowserOptions::default()).await?;
+        let driver = browser.driver();
+        let kept = async {
+            driver.goto("data:text/html,<p id=kept>the page behind the dialog</p>").await?;
+            driver.execute("setTimeout(() => window.alert('Something went wrong.'), 0);", vec![]).await?;
+            let mut waited = 0;
+            while driver.get_alert_text().await.is_err() {
+                waited += 1;
+                anyhow::ensure!(waited < 200, "the dialog never opened");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let page = Evidence::new(EvidenceOptions::default()).capture(driver).await;
+            let page = page.ok_or_else(|| anyhow::anyhow!("nothing captured"))?;
+            anyhow::ensure!(page.html.contains("the page behind the dialog"), "no HTML kept: {:?}", page.html);
+            anyhow::ensure!(page.screenshot.is_some(), "no screenshot kept");
+            anyhow::Ok(())
+        }
+        .await;
+        browser.close().await;
+        kept
+    }
 
     #[test]
     fn html_is_cut_on_a_character_boundary_and_marked() {

@@ -12,6 +12,7 @@ use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for};
 use anyhow::{Context, Result};
 use common::{collapse, log_in, override_adapter, short_pause, with_browser};
 use serde_json::Value;
+use thirtyfour::error::WebDriverErrorInner;
 
 /// One interruption and the knob that sets it off.
 #[derive(Debug, Clone, Copy)]
@@ -49,26 +50,40 @@ impl Kind {
     }
 }
 
+/// Runs the test's own `script` on the page. A JavaScript dialog may open after the bot has its
+/// answer (a marker's dialog comes 600 ms after it is set off, and Google's page sets it off on
+/// arrival): the browser then refuses the script ("unexpected alert open") and dismisses the
+/// dialog, so it runs once more.
+async fn execute(browser: &Browser, script: &str) -> Result<Value> {
+    let driver = browser.driver();
+    let ret = match driver.execute(script, vec![]).await {
+        Err(error) if matches!(error.as_inner(), WebDriverErrorInner::UnexpectedAlertOpen(_)) => {
+            if let Err(error) = driver.accept_alert().await
+                && !matches!(error.as_inner(), WebDriverErrorInner::NoSuchAlert(_))
+            {
+                return Err(error.into());
+            }
+            driver.execute(script, vec![]).await?
+        }
+        ran => ran?,
+    };
+    Ok(ret.json().clone())
+}
+
 /// What the pages of this tab set off so far, by kind.
 async fn counts(browser: &Browser) -> Result<Value> {
-    let ret = browser
-        .driver()
-        .execute("return JSON.parse(sessionStorage.getItem('aap-sim-interruptions') || '{}');", vec![])
-        .await?;
-    Ok(ret.json().clone())
+    execute(browser, "return JSON.parse(sessionStorage.getItem('aap-sim-interruptions') || '{}');").await
 }
 
 /// Forgets what the profile remembers (a dialog or banner once closed stays closed) and what
 /// the tab counted, so the next page shows its interruptions again.
 async fn forget(browser: &Browser) -> Result<()> {
-    browser
-        .driver()
-        .execute(
-            "localStorage.removeItem('aap-sim-modal-dismissed'); localStorage.removeItem('aap-sim-banner-dismissed'); \
-             sessionStorage.removeItem('aap-sim-interruptions');",
-            vec![],
-        )
-        .await?;
+    execute(
+        browser,
+        "localStorage.removeItem('aap-sim-modal-dismissed'); localStorage.removeItem('aap-sim-banner-dismissed'); \
+         sessionStorage.removeItem('aap-sim-interruptions');",
+    )
+    .await?;
     Ok(())
 }
 

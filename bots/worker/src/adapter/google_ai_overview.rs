@@ -490,7 +490,7 @@ impl GoogleAiOverview {
                 return HashSet::new();
             }
         };
-        let page = driver.current_url().await.ok();
+        let page = super::interrupt::current_url(driver, &self.manifest.assistant).await.ok();
         hrefs.iter().map(|href| source_url(href, page.as_ref())).filter(|url| !url.is_empty()).collect()
     }
 

@@ -187,6 +187,20 @@ impl Guard {
     }
 }
 
+/// The page's address. The browser refuses the command while a JavaScript dialog is open (and
+/// dismisses it): then the dialogs are answered and it is asked once more.
+pub(super) async fn current_url(driver: &WebDriver, assistant: &str) -> WebDriverResult<url::Url> {
+    match driver.current_url().await {
+        Err(error) if matches!(error.as_inner(), WebDriverErrorInner::UnexpectedAlertOpen(_)) => {
+            if let Err(answering) = answer_js_dialogs(driver, assistant).await {
+                tracing::debug!(%answering, "cannot answer the javascript dialog");
+            }
+            driver.current_url().await
+        }
+        asked => asked,
+    }
+}
+
 /// Accepts every open JavaScript dialog: OK to an `alert`, OK to a `confirm` (the page goes on
 /// as its user would let it), "Leave" to a `beforeunload` (the bot has moved on). Returns how
 /// many there were (counted for `assistant`).
@@ -237,4 +251,41 @@ pub(super) async fn own_window(driver: &WebDriver, assistant: &str) -> Result<us
     }
     driver.switch_to_window(own).await?;
     Ok(closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::browser::{Browser, BrowserOptions};
+
+    /// A dialog opened by the page (as real sites do at any moment) while the bot reads the
+    /// page's address: the browser refuses the command and dismisses the dialog, and the
+    /// address is read once more (before, the login check failed and Google's relative source
+    /// links were dropped).
+    #[tokio::test]
+    async fn the_address_is_read_past_a_javascript_dialog() -> anyhow::Result<()> {
+        let browser = Browser::launch(&BrowserOptions::default()).await?;
+        let driver = browser.driver();
+        let read = async {
+            driver.goto("data:text/html,<p>an assistant's page</p>").await?;
+            driver.execute("setTimeout(() => window.alert('Your session was refreshed.'), 0);", vec![]).await?;
+            let mut waited = 0;
+            while driver.get_alert_text().await.is_err() {
+                waited += 1;
+                anyhow::ensure!(waited < 200, "the dialog never opened");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let url = current_url(driver, "chatgpt").await?;
+            anyhow::ensure!(url.as_str().starts_with("data:text/html,"), "read {url}");
+            let left = driver.get_alert_text().await;
+            anyhow::ensure!(
+                left.as_ref().is_err_and(|e| matches!(e.as_inner(), WebDriverErrorInner::NoSuchAlert(_))),
+                "a dialog was left open: {left:?}"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        browser.close().await;
+        read
+    }
 }

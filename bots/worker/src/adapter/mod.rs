@@ -399,7 +399,7 @@ impl Adapter for AnyAdapter {
     /// The probe's view of the current page, [`PageState::Login`] on any other origin than the
     /// assistant's (the login's pages on other domains).
     async fn login_state(&self, driver: &WebDriver) -> WebDriverResult<PageState> {
-        let url = driver.current_url().await?;
+        let url = interrupt::current_url(driver, &self.manifest().assistant).await?;
         if !self.is_own_origin(url.as_str()) {
             return Ok(PageState::Login);
         }
