@@ -2,7 +2,8 @@
 
 use std::marker::PhantomData;
 
-use tonic::codec::BufferSettings;
+use tonic::codec::{BufferSettings, DecodeBuf};
+use tonic::{Code, Status};
 use tonic_prost::{ProstDecoder, ProstEncoder};
 
 /// The bytes a call's encode and decode buffers start with; each grows when a message needs more.
@@ -42,14 +43,47 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = ProstEncoder<T>;
-    type Decoder = ProstDecoder<U>;
+    type Decoder = Decoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ProstEncoder::new(buffers())
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::new(buffers())
+        let name = std::any::type_name::<U>();
+        Decoder { inner: ProstDecoder::new(buffers()), request: name.ends_with("Request").then_some(name) }
+    }
+}
+
+/// prost's decoder, except that a request that is not a valid message of its method (bytes
+/// that are not UTF-8 in a string, a cut or garbled message) is the caller's error,
+/// INVALID_ARGUMENT, not INTERNAL as prost's decoder has it: INTERNAL is counted as the
+/// server's own failure. A server decodes requests (every request message is named
+/// `<Method>Request`, which `buf lint` holds to); a client decodes responses, and a response
+/// it cannot decode stays INTERNAL.
+#[derive(Debug)]
+pub struct Decoder<U> {
+    inner: ProstDecoder<U>,
+    /// The request type's path, when `U` is a request.
+    request: Option<&'static str>,
+}
+
+impl<U: prost::Message + Default> tonic::codec::Decoder for Decoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.inner.decode(src).map_err(|status| match self.request {
+            Some(name) if status.code() == Code::Internal => {
+                let name = name.rsplit("::").next().unwrap_or(name);
+                Status::invalid_argument(format!("the request is not a valid {name}: {}", status.message()))
+            }
+            _ => status,
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.inner.buffer_settings()
     }
 }
 
@@ -66,5 +100,13 @@ mod tests {
             assert_eq!(format!("{settings:?}"), format!("{:?}", BufferSettings::new(1024, 32 * 1024)));
         }
         assert_ne!(format!("{:?}", BufferSettings::default()), format!("{:?}", buffers()), "tonic's default is larger");
+    }
+
+    #[test]
+    fn a_server_decodes_requests_and_a_client_responses() {
+        let server = Codec::<crate::v1::AskResponse, crate::v1::AskRequest>::default().decoder();
+        assert_eq!(server.request, Some("aap_proto::v1::AskRequest"));
+        let client = Codec::<crate::v1::AskRequest, crate::v1::AskResponse>::default().decoder();
+        assert_eq!(client.request, None, "a response it cannot decode stays INTERNAL");
     }
 }

@@ -12,12 +12,14 @@ mod common;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use aap_proto::v1::{AskResponse, DeleteRefreshScheduleResponse};
 use common::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{Value, json};
 use tonic::Code;
+use tonic::service::interceptor::InterceptedService;
 use tonic_types::StatusExt;
 
 /// The run's seed: `AAP_FUZZ_SEED` or the clock.
@@ -1058,4 +1060,93 @@ async fn a_huge_value_is_refused_with_a_short_reason() {
     assert_eq!(violation(&refused), (Code::InvalidArgument, "serves.assistant".to_owned()));
     let refused = app.answers().ask(ask_text("fine prompt", &[&huge])).await.expect_err("taken");
     assert_eq!(violation(&refused), (Code::InvalidArgument, "targets.assistant".to_owned()));
+}
+
+/// A codec that sends a request's bytes as they are (what a broken or hostile client puts on the
+/// wire) and reads responses as `R`.
+struct RawCodec<R>(std::marker::PhantomData<R>);
+
+struct RawEncoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawCodec<R> {
+    type Encode = Vec<u8>;
+    type Decode = R;
+    type Encoder = RawEncoder;
+    type Decoder = tonic_prost::ProstDecoder<R>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(tonic::codec::BufferSettings::default())
+    }
+}
+
+/// Requests that are not protobuf of their method (a string that is not UTF-8, a message cut
+/// short, garbage) came back INTERNAL, which counts as the server's own failure: they are the
+/// caller's error, INVALID_ARGUMENT naming the message, on a unary call and a streaming one.
+#[tokio::test]
+async fn requests_that_are_not_valid_protobuf_are_invalid_argument() {
+    let app = spawn_app().await;
+    let raw = |token: &str| {
+        let bearer = aap::client::Bearer::new(token).expect("token");
+        tonic::client::Grpc::new(InterceptedService::new(app.channel.clone(), bearer))
+    };
+    let (mut customer, mut operator) = (raw(CUSTOMER), raw(OPERATOR));
+    let ask = tonic::codegen::http::uri::PathAndQuery::from_static("/aap.v1.AnswersService/Ask");
+    let delete = tonic::codegen::http::uri::PathAndQuery::from_static("/aap.v1.AnswersService/DeleteRefreshSchedule");
+    let cases: [(&str, Vec<u8>); 4] = [
+        // Field 1 (a string: the prompt, the schedule's name) holding bytes that are not UTF-8.
+        ("a prompt that is not UTF-8", vec![0x0a, 0x03, b'a', 0xff, 0xfe]),
+        // A NUL encoded in two bytes (modified UTF-8), which UTF-8 forbids.
+        ("an overlong NUL", vec![0x0a, 0x02, 0xc0, 0x80]),
+        // Field 1 announcing 100 bytes, then the message ends.
+        ("a message cut short", vec![0x0a, 0x64, b'a', b'b']),
+        ("garbage", vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+    ];
+    for (what, bytes) in cases {
+        customer.ready().await.expect("ready");
+        let streaming = customer
+            .server_streaming(
+                tonic::Request::new(bytes.clone()),
+                ask.clone(),
+                RawCodec::<AskResponse>(Default::default()),
+            )
+            .await;
+        let refused = match streaming {
+            Err(status) => status,
+            Ok(response) => match response.into_inner().message().await {
+                Err(status) => status,
+                Ok(message) => panic!("{what}: Ask took it: {message:?}"),
+            },
+        };
+        assert_eq!(refused.code(), Code::InvalidArgument, "{what}: {refused:?}");
+        assert!(refused.message().contains("not a valid AskRequest"), "{what}: {refused:?}");
+        operator.ready().await.expect("ready");
+        let unary = operator
+            .unary(
+                tonic::Request::new(bytes),
+                delete.clone(),
+                RawCodec::<DeleteRefreshScheduleResponse>(Default::default()),
+            )
+            .await;
+        let refused = unary.expect_err(what);
+        assert_eq!(refused.code(), Code::InvalidArgument, "{what}: {refused:?}");
+        assert!(refused.message().contains("not a valid DeleteRefreshScheduleRequest"), "{what}: {refused:?}");
+    }
+    assert_eq!(app.count("prompts").await, 0, "nothing was stored");
+    // The platform still serves a normal request.
+    let matched = first_matched(&app, ask_text("Which tent survives a storm?", &["chatgpt"])).await;
+    assert!(matched.prompt_id > 0);
 }

@@ -110,6 +110,51 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
 }
 
 #[tokio::test]
+async fn a_new_prompt_whose_ask_runs_out_of_time_before_its_evaluations_are_made_is_still_asked() {
+    let app = spawn_app().await;
+    let text = "Which kettles boil fastest, asked by a caller in a hurry?";
+    // While the test holds the evaluations table, the Ask stores the prompt and then waits at
+    // its first read of the prompt's evaluations, until its deadline ends it on the server.
+    let mut lock = app.pool.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE evaluations IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock");
+    let mut request = tonic::Request::new(ask_text(text, &["chatgpt"]));
+    request.set_timeout(Duration::from_secs(2));
+    let ended = app.answers().ask(request).await.map(drop).expect_err("the Ask outlived its deadline");
+    assert!(matches!(ended.code(), Code::Cancelled | Code::DeadlineExceeded), "{ended:?}");
+    let stored: Option<(i64,)> = sqlx::query_as("SELECT id FROM prompts WHERE text = $1")
+        .bind(text)
+        .fetch_optional(&app.pool)
+        .await
+        .expect("read");
+    let (prompt_id,) = stored.expect("the prompt was stored before the Ask ran out of time");
+    lock.rollback().await.expect("unlock");
+
+    // Its evaluations are made all the same (before, the prompt stayed stored and never asked:
+    // a Watch of it followed nothing, and similar Asks were pointed at it).
+    let mut waited = 0;
+    loop {
+        let (evaluations,): (i64,) = sqlx::query_as("SELECT count(*) FROM evaluations WHERE prompt_id = $1")
+            .bind(prompt_id)
+            .fetch_one(&app.pool)
+            .await
+            .expect("count");
+        if evaluations == 1 {
+            break;
+        }
+        waited += 1;
+        assert!(waited < 400, "the prompt was never asked of chatgpt");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let task = poll_task(&app, "chatgpt", "").await;
+    let (asked,): (i64,) = sqlx::query_as("SELECT prompt_id FROM evaluations WHERE id = $1")
+        .bind(task.evaluation_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("read");
+    assert_eq!(asked, prompt_id, "its task reached a bot");
+}
+
+#[tokio::test]
 async fn concurrent_asks_of_one_new_prompt_share_one_evaluation() {
     let app = spawn_app().await;
     let prompt = "Which CRM is best for a five-person startup?";
@@ -702,6 +747,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let cases: Vec<(AskRequest, &str)> = vec![
         (ask_text("", &["chatgpt"]), "prompt"),
         (ask_text("   \n\t ", &["chatgpt"]), "prompt"),
+        // Zero-width spaces and a byte-order mark: nothing shows, so nothing is asked.
+        (ask_text("\u{200B}\u{200B}\u{FEFF}", &["chatgpt"]), "prompt"),
         (ask_text(&"x".repeat(8 * 1024 + 1), &["chatgpt"]), "prompt"),
         (ask_text("fine prompt", &["bard"]), "assistant"),
         (ask_text("fine prompt", &["ChatGPT"]), "assistant"),

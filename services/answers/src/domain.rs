@@ -103,6 +103,9 @@ pub enum AnswersError {
     Busy(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The process is stopping: the caller asks again (of another replica).
+    #[error("the server is shutting down; ask again")]
+    ShuttingDown,
 }
 
 /// Result of the answers domain.
@@ -181,8 +184,8 @@ fn parse_target(assistant: &str, plan: &str, fields: (&'static str, &'static str
 /// `max_bytes` bytes of UTF-8 once trimmed; returns it trimmed, as it is stored.
 pub fn check_prompt(text: &str, max_bytes: usize) -> AnswersResult<&str> {
     let text = text.trim();
-    if text.is_empty() {
-        return Err(invalid("prompt", "must not be empty or blank"));
+    if input::is_blank(text) {
+        return Err(invalid("prompt", "must not be empty or blank (white space and invisible characters only)"));
     }
     input::check_line(text, usize::MAX).map_err(|reason| invalid("prompt", reason))?;
     if text.len() > max_bytes {
@@ -546,8 +549,23 @@ impl Answers {
             related,
         }));
         let max_age = self.max_ages(&query.targets, query.max_age);
-        let events = self.follow(prompt.id, query.targets, Some(trace), first, query.include_html, max_age).await?;
-        Ok((events, crate::metrics::match_label(matched.0)))
+        let label = crate::metrics::match_label(matched.0);
+        if matched.0 != MatchKind::New {
+            let events = self.follow(prompt.id, query.targets, Some(trace), first, query.include_html, max_age).await?;
+            return Ok((events, label));
+        }
+        // The new prompt is stored: its evaluations are made even if the caller goes away now
+        // (a deadline, a cancel: tonic drops this future), or it would stay stored, never asked,
+        // and matched by later Asks as a prompt with nothing to follow.
+        let answers = self.clone();
+        let follow = async move {
+            answers.follow(prompt.id, query.targets, Some(trace), first, query.include_html, max_age).await
+        };
+        match tokio::spawn(follow.in_current_span()).await {
+            Ok(events) => Ok((events?, label)),
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(_) => Err(AnswersError::ShuttingDown),
+        }
     }
 
     /// Follows a known prompt's evaluations without scheduling anything.

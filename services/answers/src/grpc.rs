@@ -118,6 +118,7 @@ impl From<AnswersError> for Status {
             ),
             AnswersError::PromptNotFound(_) | AnswersError::ScheduleNotFound(_) => Status::not_found(err.to_string()),
             AnswersError::Busy(_) => Status::resource_exhausted(err.to_string()),
+            AnswersError::ShuttingDown => Status::unavailable(err.to_string()),
             AnswersError::Embedding(cause) => {
                 tracing::error!(error = %cause, "embedding failed");
                 Status::internal("internal error")

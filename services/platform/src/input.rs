@@ -57,6 +57,22 @@ pub fn check_plan(plan: &str) -> Result<(), String> {
     check_length(plan, MAX_PLAN_CHARS)
 }
 
+/// Whether `value` shows nothing: only white space and characters that are drawn as nothing
+/// (zero-width spaces and joiners, the byte-order mark, soft hyphens, direction marks, word
+/// joiners, variation selectors, tags, Hangul and Braille blanks). A prompt of them alone is a
+/// blank prompt that an assistant would be asked about as if it said something.
+pub fn is_blank(value: &str) -> bool {
+    value.chars().all(|c| c.is_whitespace() || is_drawn_as_nothing(c))
+}
+
+fn is_drawn_as_nothing(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
+}
+
 /// Most characters of a caller's value a reason quotes back: enough to recognise it, and a
 /// refusal stays far below the size of a gRPC header (it travels in `grpc-message`, and its
 /// bad-request detail in another header; one over the peer's limit resets the stream).
@@ -108,6 +124,18 @@ mod tests {
         assert!(check_plan("pro.>").is_err_and(|e| e.contains("'>'")));
         assert!(check_plan("p*").is_err());
         assert!(check_plan(&"p".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn blank_is_what_shows_nothing() {
+        for blank in
+            ["", " \t\n", "\u{200B}\u{200B}\u{FEFF}", "\u{00A0}\u{3000}\u{2060}\u{00AD}", "\u{200D}\u{FE0F}\u{2800}"]
+        {
+            assert!(is_blank(blank), "{blank:?}");
+        }
+        for shown in ["a", "\u{200B}a\u{200B}", "🙂", "\u{0301}", "?"] {
+            assert!(!is_blank(shown), "{shown:?}");
+        }
     }
 
     #[test]
