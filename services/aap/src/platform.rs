@@ -206,7 +206,8 @@ impl Platform {
             let answers =
                 Answers::start(pool.clone(), embedder, queue()?, config.answers.clone()).await.context("answers")?;
             router = router.add_service(
-                AnswersServiceServer::new(AnswersGrpc::new(answers)).max_decoding_message_size(limits::ANSWERS),
+                AnswersServiceServer::new(AnswersGrpc::new(answers).stopping_with(stop_rx.clone()))
+                    .max_decoding_message_size(limits::ANSWERS),
             );
         }
         // One remote-login manager for the gRPC service and the console's gRPC-web.

@@ -154,6 +154,49 @@ async fn a_new_prompt_whose_ask_runs_out_of_time_before_its_evaluations_are_made
     assert_eq!(asked, prompt_id, "its task reached a bot");
 }
 
+/// Reads `stream` until it ends; it must end with UNAVAILABLE, within 20 s.
+async fn ends_unavailable<T>(stream: &mut tonic::Streaming<T>, what: &str) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
+            Err(_) => panic!("{what}: still open 20 s after the server began to stop"),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("{what}: ended as if its prompt were settled"),
+            Ok(Err(status)) => {
+                assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stopping_server_ends_its_open_streams_with_unavailable_and_stops() {
+    let app = spawn_app().await;
+    let text = "Which sleeping bag is warmest, asked as the server stops?";
+    let mut ask = app.answers().ask(ask_text(text, &["chatgpt"])).await.expect("ask").into_inner();
+    let first = ask.message().await.expect("first event").and_then(|r| r.event).and_then(|e| e.event);
+    let Some(Event::Matched(matched)) = first else { panic!("first event: {first:?}") };
+    let watching = WatchRequest { prompt_id: matched.prompt_id, ..Default::default() };
+    let mut watch = app.answers().watch(watching).await.expect("watch").into_inner();
+    assert!(watch.message().await.expect("watch's first event").is_some());
+
+    // No bot answers: both wait on the prompt, as long as their callers like. The server's
+    // graceful stop waits for every call to end; before, it waited for these callers' own
+    // deadlines (or for ever).
+    let stopping = tokio::spawn(app.platform.shutdown());
+    ends_unavailable(&mut ask, "the Ask").await;
+    ends_unavailable(&mut watch, "the Watch").await;
+    let stopped = tokio::time::timeout(Duration::from_secs(20), stopping).await;
+    stopped.expect("the server stopped").expect("no panic").expect("a clean stop");
+    // What was asked goes on: the evaluation waits for a bot of another replica.
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM evaluations WHERE prompt_id = $1")
+        .bind(matched.prompt_id)
+        .fetch_one(&app.pool)
+        .await
+        .expect("read");
+    assert!(["pending", "queued"].contains(&status.as_str()), "{status}");
+}
+
 #[tokio::test]
 async fn concurrent_asks_of_one_new_prompt_share_one_evaluation() {
     let app = spawn_app().await;

@@ -23,13 +23,62 @@ use crate::domain::{Answers, AnswersError, AskQuery, Policy, Query, parse_target
 pub struct AnswersGrpc {
     answers: Answers,
     streams: OpenStreams,
+    /// Turns true when the process stops: every open Ask and Watch stream then ends.
+    stopping: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl AnswersGrpc {
     pub fn new(answers: Answers) -> AnswersGrpc {
         let config = answers.config();
         let streams = OpenStreams::new(config.max_streams_per_caller, config.max_streams);
-        AnswersGrpc { answers, streams }
+        AnswersGrpc { answers, streams, stopping: None }
+    }
+
+    /// Ends every open Ask and Watch stream with UNAVAILABLE once `stopping` turns true (or its
+    /// sender is gone): the server's graceful shutdown waits for every call to end, and these
+    /// wait on prompts for as long as their callers like, so a stopping replica waited out each
+    /// caller's own deadline (or forever). The caller watches the prompt again on another
+    /// replica; its evaluations go on.
+    pub fn stopping_with(mut self, stopping: tokio::sync::watch::Receiver<bool>) -> AnswersGrpc {
+        self.stopping = Some(stopping);
+        self
+    }
+
+    /// `stream`, ended with UNAVAILABLE when the process stops first.
+    fn until_stopped<T: Send + 'static>(&self, stream: EventStream<T>) -> EventStream<T> {
+        let Some(mut stopping) = self.stopping.clone() else { return stream };
+        let stopped = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        };
+        Box::pin(UntilStopped { inner: Some(stream), stopped: Box::pin(stopped) })
+    }
+}
+
+/// A response stream that ends with UNAVAILABLE when `stopped` resolves before it ends.
+struct UntilStopped<T> {
+    inner: Option<EventStream<T>>,
+    stopped: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl<T> Stream for UntilStopped<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else { return std::task::Poll::Ready(None) };
+        if let std::task::Poll::Ready(item) = inner.poll_next_unpin(cx) {
+            if item.is_none() {
+                this.inner = None;
+            }
+            return std::task::Poll::Ready(item);
+        }
+        if this.stopped.as_mut().poll(cx).is_ready() {
+            this.inner = None;
+            return std::task::Poll::Ready(Some(Err(Status::unavailable(
+                "the server is shutting down; watch the prompt again (Watch with its prompt_id): its evaluations go on",
+            ))));
+        }
+        std::task::Poll::Pending
     }
 }
 
@@ -214,7 +263,7 @@ impl AnswersService for AnswersGrpc {
             let _open = (&open, &slot);
             Ok(AskResponse { event: Some(for_caller(event, operator)) })
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(self.until_stopped(Box::pin(stream))))
     }
 
     async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
@@ -228,7 +277,7 @@ impl AnswersService for AnswersGrpc {
             let _open = (&open, &slot);
             Ok(WatchResponse { event: Some(for_caller(event, operator)) })
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(self.until_stopped(Box::pin(stream))))
     }
 
     async fn schedule_refresh(
