@@ -198,6 +198,27 @@ async fn a_stopping_server_ends_its_open_streams_with_unavailable_and_stops() {
 }
 
 #[tokio::test]
+async fn an_assistant_asked_on_any_plan_and_on_a_named_one_is_asked_once_and_answered_once() {
+    let app = spawn_app().await;
+    let targets = vec![
+        Target { assistant: "perplexity".into(), plan: String::new() },
+        Target { assistant: "perplexity".into(), plan: "Pro".into() },
+    ];
+    let request = AskRequest { targets, ..ask_text("Which rain jacket breathes best?", &[]) };
+    let stream = app.answers().ask(request).await.expect("ask").into_inner();
+    let waiting = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    // Pro's answer is an answer of any plan too: one evaluation, on Pro (before: two, and the
+    // stream gave Pro's answer twice and the other evaluation never).
+    let task = poll_task(&app, "perplexity", "Pro").await;
+    assert_eq!(app.count("evaluations").await, 1);
+    submit(&app, task.evaluation_id, "The one with the best membrane.").await.expect("submit");
+    let events = waiting.await.expect("stream");
+    let answers: Vec<_> = events.iter().filter(|e| matches!(e, Event::Answer(_) | Event::Cached(_))).collect();
+    assert_eq!(answers.len(), 1, "{events:?}");
+    assert_eq!((completed(&events).answered, completed(&events).failed), (1, 0));
+}
+
+#[tokio::test]
 async fn concurrent_asks_of_one_new_prompt_share_one_evaluation() {
     let app = spawn_app().await;
     let prompt = "Which CRM is best for a five-person startup?";

@@ -165,7 +165,16 @@ pub fn parse_targets(raw: impl IntoIterator<Item = (String, String)>) -> Answers
             .map(|a| Target { assistant: a.id.to_owned(), plan: ANY_PLAN.to_owned() })
             .collect();
     }
+    drop_covered(&mut targets);
     Ok(targets)
+}
+
+/// Drops the any-plan target of an assistant also named on a plan: that plan's answer is an
+/// answer of any plan too. Both kept, both were asked, and the stream gave the plan's answer
+/// twice (the any-plan target takes the newest answer of any plan) and the other never.
+fn drop_covered(targets: &mut Vec<Target>) {
+    let named: Vec<String> = targets.iter().filter(|t| t.plan != ANY_PLAN).map(|t| t.assistant.clone()).collect();
+    targets.retain(|t| t.plan != ANY_PLAN || !named.contains(&t.assistant));
 }
 
 /// Checks and normalises one target; `fields` name its assistant and plan as the request spells
@@ -585,6 +594,7 @@ impl Answers {
                     seen.push(t);
                 }
             }
+            drop_covered(&mut seen);
             seen
         } else {
             parse_targets(targets)?
