@@ -29,7 +29,7 @@ use crate::adapter::{Adapter, AskError, Captured, Typing};
 use crate::browser::{Browser, BrowserOptions};
 use crate::evidence::{Case, Evidence};
 use crate::sessions::{Lease, Outcome, SessionError, Sessions};
-use crate::source::{SourceError, Submission, Task, TaskSource};
+use crate::source::{SourceError, Submission, Task, TaskSource, limits};
 use crate::synthetic::{self, Engine, SyntheticOptions};
 
 /// Session switches (login walls, rate limits) allowed within one task.
@@ -224,7 +224,7 @@ impl<A: Adapter> Worker<A> {
                 Attempt::Answer(captured)
                     if !captured.citations.is_empty() || captured.kind == crate::adapter::AnswerKind::NoOverview =>
                 {
-                    return self.submit(task, &captured).await;
+                    return self.submit(task, *captured).await;
                 }
                 Attempt::Answer(_) => {
                     crate::metrics::attempt_failed(self.adapter.assistant(), "no-citations");
@@ -272,7 +272,7 @@ impl<A: Adapter> Worker<A> {
             }
         }
         match synthetic::answer(&options, self.adapter.assistant(), task) {
-            Ok(captured) => self.submit(task, &captured).await,
+            Ok(captured) => self.submit(task, captured).await,
             Err(reason) => self.fail(task, &reason).await,
         }
     }
@@ -466,7 +466,12 @@ impl<A: Adapter> Worker<A> {
         self.sessions.give_back(lease, outcome, runs, detail).await;
     }
 
-    async fn submit(&mut self, task: &Task, captured: &Captured) -> Handled {
+    /// Hands in `captured` with its citations fitted to the platform's bounds (every adapter's,
+    /// both sources'). An answer the platform refuses fails the task at once with its reason:
+    /// sent again it would be refused again, and left to lapse its customer would wait minutes
+    /// for "the bot went silent".
+    async fn submit(&mut self, task: &Task, captured: Captured) -> Handled {
+        let captured = Captured { citations: limits::fit_citations(captured.citations), ..captured };
         let lease_id = self.active.as_ref().map(|active| active.lease.id.clone());
         let manifest = self.adapter.manifest();
         let (adapter_version, adapter_fingerprint) = match self.settings.engine {
@@ -474,7 +479,7 @@ impl<A: Adapter> Worker<A> {
             Engine::Synthetic(_) => (synthetic::SYNTHETIC, synthetic::SYNTHETIC),
         };
         let submission = Submission {
-            captured,
+            captured: &captured,
             captured_at: Utc::now(),
             lease_id: lease_id.as_deref(),
             adapter_version,
@@ -485,11 +490,17 @@ impl<A: Adapter> Worker<A> {
                 tracing::info!(citations = captured.citations.len(), "answer submitted");
                 Handled::Submitted
             }
-            Err(error) => {
-                // The claim lapses and the task is delivered again: nothing is lost.
-                tracing::error!(%error, "submit failed; the task will be delivered again");
-                Handled::Requeued(format!("submit failed: {error}"))
-            }
+            Err(error) => match error.refusal() {
+                Some(refusal) => {
+                    tracing::error!(%error, "the platform refused the answer; releasing the task as failed");
+                    self.fail(task, &limits::fit_reason(&format!("the platform refused the answer: {refusal}"))).await
+                }
+                None => {
+                    // The claim lapses and the task is delivered again: nothing is lost.
+                    tracing::error!(%error, "submit failed; the task will be delivered again");
+                    Handled::Requeued(format!("submit failed: {error}"))
+                }
+            },
         }
     }
 

@@ -47,7 +47,12 @@ struct Fake {
     changed: Arc<Notify>,
     /// Evaluations Progress says are no longer held.
     not_held: Arc<Mutex<HashSet<i64>>>,
+    /// Evaluations whose Submit is refused as INVALID_ARGUMENT, with the gateway's reason.
+    refused: Arc<Mutex<HashSet<i64>>>,
 }
+
+/// The reason the gateway gave the probe's bot for an answer it could not take.
+const URL_REFUSAL: &str = "invalid citations.url: is 8239 characters; the limit is 4096";
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -145,6 +150,9 @@ impl EvaluationService for Fake {
         let request = request.into_inner();
         let evaluation_id = request.evaluation_id;
         self.record(Event::Submit(Box::new(request)));
+        if lock(&self.refused).contains(&evaluation_id) {
+            return Err(Status::invalid_argument(URL_REFUSAL));
+        }
         Ok(Response::new(SubmitResponse { evaluation_id, status: "submitted".into() }))
     }
 
@@ -502,5 +510,68 @@ async fn reports_the_text_so_far_while_the_assistant_types_and_stops_once_the_ta
     let stopped = reports(8);
     assert_eq!(stopped.len(), 1, "no report after held=false: {stopped:?}");
     assert!(submitted(8).is_some(), "the task still ended with its answer");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_answer_the_platform_refuses_fails_its_task_at_once_with_the_reason() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
+    let session = sim.create_session("refused").await;
+
+    let fake = Fake::default();
+    lock(&fake.tasks)
+        .extend([task(7, "What are the best laptops under $1,000?"), task(8, "Which e-bikes are best for commuting?")]);
+    lock(&fake.sessions).push_back(session.storage_state_json.clone());
+    lock(&fake.refused).insert(7);
+
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
+    let (stop_server, server_stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EvaluationServiceServer::new(fake.clone()))
+            .add_service(SessionServiceServer::new(fake.clone()))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                let _ = server_stopped.await;
+            }),
+    );
+    let config =
+        BotConfig::grpc(&grpc_url, "bot-token", "refused-bot", "ChatGPT", "Plus").with_assistant_url(&sim.base_url);
+    let (stop_bot, bot_stopped) = oneshot::channel::<()>();
+    let bot = tokio::spawn(aap_bot::run(config, async move {
+        let _ = bot_stopped.await;
+    }));
+    let both_ended = fake
+        .wait_for(|events| {
+            let released_7 = events.iter().any(|e| matches!(e, Event::Release(r) if r.evaluation_id == 7));
+            let submitted_8 = events.iter().any(|e| matches!(e, Event::Submit(s) if s.evaluation_id == 8));
+            released_7 && submitted_8
+        })
+        .await;
+    let _ = stop_bot.send(());
+    let ran = bot.await.context("bot panicked")?;
+    let _ = stop_server.send(());
+    let _ = server.await;
+    sim.shutdown().await;
+    both_ended?;
+    ran?;
+
+    // One try (a refusal is not retried), then a release that fails the evaluation with the
+    // gateway's reason, before the next task: the claim never lapses.
+    let events = fake.events();
+    let position = |wanted: &dyn Fn(&Event) -> bool| events.iter().position(wanted);
+    let submits_7 = events.iter().filter(|e| matches!(e, Event::Submit(s) if s.evaluation_id == 7)).count();
+    assert_eq!(submits_7, 1, "a refused answer is sent once: {events:?}");
+    let released: Vec<&ReleaseRequest> =
+        events.iter().filter_map(|e| if let Event::Release(r) = e { Some(r) } else { None }).collect();
+    assert_eq!(released.len(), 1, "{released:?}");
+    let release = released[0];
+    assert_eq!((release.evaluation_id, release.mark_as_failed), (7, true));
+    assert_eq!(release.failure_reason, format!("the platform refused the answer: {URL_REFUSAL}"));
+    assert_eq!(release.bot_id, "refused-bot");
+    let release_7 = position(&|e| matches!(e, Event::Release(_))).context("release 7")?;
+    let submit_8 = position(&|e| matches!(e, Event::Submit(s) if s.evaluation_id == 8)).context("submit 8")?;
+    assert!(release_7 < submit_8, "the task was given up before the next one was answered");
     Ok(())
 }

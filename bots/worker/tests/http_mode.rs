@@ -10,7 +10,7 @@ use aap_bot::BotConfig;
 use aap_simulator::{Simulator, SimulatorConfig, answer_for};
 use anyhow::{Context, Result};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -26,6 +26,9 @@ struct Seen {
     releases: Vec<(Option<String>, Value)>,
     /// "task" for each task handed out, "submit" for each submit, in arrival order.
     order: Vec<&'static str>,
+    /// When set, every submit is refused with 422 and this `detail`, as the platform's seed API
+    /// refuses an answer it cannot take.
+    refusal: Option<String>,
 }
 
 #[derive(Clone, Default)]
@@ -90,13 +93,21 @@ async fn poll(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<V
     })
 }
 
-async fn submit(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
-    api.record(|seen| {
+async fn submit(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    let mut status = StatusCode::OK;
+    let reply = api.record(|seen| {
         let id = body["evaluation_id"].clone();
         seen.submits.push((auth(&headers), body));
         seen.order.push("submit");
-        json!({"evaluation_id": id, "status": "submitted"})
-    })
+        match &seen.refusal {
+            Some(detail) => {
+                status = StatusCode::UNPROCESSABLE_ENTITY;
+                json!({ "detail": detail })
+            }
+            None => json!({"evaluation_id": id, "status": "submitted"}),
+        }
+    });
+    (status, reply)
 }
 
 async fn release(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<Value>) -> Json<Value> {
@@ -290,6 +301,62 @@ async fn releases_as_failed_after_max_attempts_and_a_fresh_session_without_citat
     // Two attempts in new conversations on the first session, then one on a fresh session.
     assert_eq!(stats.answers_for_token(&tokens[0]), 2);
     assert_eq!(stats.answers_for_token(&tokens[1]), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn citations_over_the_platforms_limits_are_fitted_and_the_answer_submitted() -> Result<()> {
+    // One 3,000-character word: the simulator names its sources after it, so their titles run
+    // to 3,000 characters and more (the platform takes 1,000) and their URLs hold it as a slug.
+    let prompt = "é".repeat(3000);
+    let scenario = Scenario::start(SimulatorConfig::default(), &["only"], vec![task(128, &prompt)]).await?;
+    let Ran { api, .. } = scenario.run_until(|seen| seen.submits.len() == 1).await?;
+
+    let (submits, releases) = api.seen(|s| (s.submits.clone(), s.releases.clone()));
+    assert!(releases.is_empty(), "{releases:?}");
+    let citations = submits[0].1["answer"]["citations"].as_array().context("citations")?.clone();
+    let listed = aap_simulator::chatgpt_more_sources(&prompt);
+    let sources: Vec<_> = answer_for(&prompt, true).citations.into_iter().chain(listed).collect();
+    assert!(sources.iter().any(|c| c.title.chars().count() > 1000), "the simulator's titles are long");
+    assert!(!citations.is_empty(), "the answer keeps its citations");
+    for citation in &citations {
+        let url = citation["url"].as_str().context("url")?;
+        let text = citation["text"].as_str().context("text")?;
+        assert!(url.chars().count() <= 4096, "{url}");
+        assert!(
+            text.chars().count() <= 1000,
+            "a title within the platform's limit: {} characters",
+            text.chars().count()
+        );
+        let source = sources.iter().find(|c| c.url == url).with_context(|| format!("a source of the answer: {url}"))?;
+        if source.title.chars().count() > 1000 {
+            let kept = text.strip_suffix('…').context("a cut title ends in an ellipsis")?;
+            assert!(source.title.starts_with(kept), "cut from the start of the title");
+        } else {
+            assert_eq!(text, source.title);
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_answer_the_seed_api_refuses_fails_its_task_at_once_with_the_reason() -> Result<()> {
+    let prompt = "What are the best laptops under $1,000?";
+    let scenario = Scenario::start(SimulatorConfig::default(), &["only"], vec![task(129, prompt)]).await?;
+    let detail = "invalid answer.citations.url: is 8239 characters; the limit is 4096";
+    scenario.api.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).refusal = Some(detail.to_owned());
+    let Ran { api, .. } = scenario.run_until(|seen| seen.releases.len() == 1).await?;
+
+    let (submits, releases) = api.seen(|s| (s.submits.clone(), s.releases.clone()));
+    assert_eq!(submits.len(), 1, "a refused answer is sent once");
+    assert_eq!(
+        releases[0].1,
+        json!({
+            "evaluation_id": 129,
+            "mark_as_failed": true,
+            "failure_reason": format!("the platform refused the answer: {detail}")
+        })
+    );
     Ok(())
 }
 

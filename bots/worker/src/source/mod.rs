@@ -3,6 +3,7 @@
 
 mod claim;
 mod http;
+pub mod limits;
 
 use std::time::Duration;
 
@@ -92,6 +93,32 @@ impl SourceError {
             ),
             SourceError::Closed | SourceError::Tls(_) => false,
         }
+    }
+
+    /// The platform's reason when it refused a request for what it carries (gRPC
+    /// INVALID_ARGUMENT; HTTP 422, or 400, with the reason in the body's `detail`): sent again,
+    /// it would be refused again.
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            SourceError::Grpc(status) if status.code() == tonic::Code::InvalidArgument => {
+                Some(status.message().to_owned())
+            }
+            SourceError::Status { status: 400 | 422, body } => Some(detail(body)),
+            _ => None,
+        }
+    }
+}
+
+/// The `detail` of an HTTP API's error body (`{"detail": "..."}`, or the list of problems the
+/// seed's FastAPI gives), else the body itself.
+fn detail(body: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(mut reply)) => match reply.remove("detail") {
+            Some(serde_json::Value::String(detail)) => detail,
+            Some(detail) => detail.to_string(),
+            None => body.trim().to_owned(),
+        },
+        _ => body.trim().to_owned(),
     }
 }
 
@@ -229,6 +256,30 @@ mod tests {
             "{:?} after {tries} tries",
             started.elapsed()
         );
+    }
+
+    #[test]
+    fn a_refused_request_gives_the_platforms_reason_and_other_errors_none() {
+        let grpc = |code, message: &str| SourceError::Grpc(tonic::Status::new(code, message));
+        let http = |status, body: &str| SourceError::Status { status, body: body.to_owned() };
+        let reason = "invalid citations.url: is 8239 characters; the limit is 4096";
+        assert_eq!(grpc(tonic::Code::InvalidArgument, reason).refusal().as_deref(), Some(reason));
+        let seed = r#"{"detail":"invalid answer.citations.url: is 8239 characters; the limit is 4096"}"#;
+        assert_eq!(
+            http(422, seed).refusal().as_deref(),
+            Some("invalid answer.citations.url: is 8239 characters; the limit is 4096")
+        );
+        let fastapi = r#"{"detail":[{"loc":["body","answer"],"msg":"field required"}]}"#;
+        assert_eq!(
+            http(422, fastapi).refusal().as_deref(),
+            Some(r#"[{"loc":["body","answer"],"msg":"field required"}]"#)
+        );
+        assert_eq!(http(400, " not json ").refusal().as_deref(), Some("not json"));
+        // Trouble that passes, and refusals of the task's state rather than of the answer.
+        assert_eq!(grpc(tonic::Code::Unavailable, "down").refusal(), None);
+        assert_eq!(grpc(tonic::Code::FailedPrecondition, "claim lapsed").refusal(), None);
+        assert_eq!(http(503, "{}").refusal(), None);
+        assert_eq!(http(409, r#"{"detail":"not claimed"}"#).refusal(), None);
     }
 
     #[tokio::test(start_paused = true)]
