@@ -541,6 +541,40 @@ pub fn is_fatal(error: &WebDriverError) -> bool {
         || error.to_string().contains("disconnected")
 }
 
+/// For the crate's tests of what the bot does when a page holds a JavaScript dialog open.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::time::Duration;
+
+    use super::{Browser, BrowserOptions};
+
+    /// A fresh browser on a page of `html` that has opened `alert(text)`, once it is open (at
+    /// most 10 s), and what `check` then finds; the browser is closed either way.
+    pub(crate) async fn with_a_dialog_open(
+        html: &str,
+        text: &str,
+        check: impl AsyncFnOnce(&thirtyfour::WebDriver) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let browser = Browser::launch(&BrowserOptions::default()).await?;
+        let driver = browser.driver();
+        let found = async {
+            driver.goto(format!("data:text/html,{html}")).await?;
+            let alert = format!("setTimeout(() => window.alert({text:?}), 0);");
+            driver.execute(alert, vec![]).await?;
+            let mut waited = 0;
+            while driver.get_alert_text().await.is_err() {
+                waited += 1;
+                anyhow::ensure!(waited < 200, "the dialog never opened");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            check(driver).await
+        }
+        .await;
+        browser.close().await;
+        found
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -315,32 +315,20 @@ fn bound_html(mut html: String, limit: usize) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::browser::{Browser, BrowserOptions};
+    use crate::browser::testing::with_a_dialog_open;
 
     /// A page that holds a JavaScript dialog open is still kept whole (before, the browser
     /// refused its HTML while the dialog was open, and only the screenshot was kept).
     #[tokio::test]
     async fn a_page_behind_a_javascript_dialog_is_kept_with_its_html() -> anyhow::Result<()> {
-        let browser = Browser::launch(&BrowserOptions::default()).await?;
-        let driver = browser.driver();
-        let kept = async {
-            driver.goto("data:text/html,<p id=kept>the page behind the dialog</p>").await?;
-            driver.execute("setTimeout(() => window.alert('Something went wrong.'), 0);", vec![]).await?;
-            let mut waited = 0;
-            while driver.get_alert_text().await.is_err() {
-                waited += 1;
-                anyhow::ensure!(waited < 200, "the dialog never opened");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        with_a_dialog_open("<p id=kept>the page behind the dialog</p>", "Something went wrong.", async |driver| {
             let page = Evidence::new(EvidenceOptions::default()).capture(driver).await;
             let page = page.ok_or_else(|| anyhow::anyhow!("nothing captured"))?;
             anyhow::ensure!(page.html.contains("the page behind the dialog"), "no HTML kept: {:?}", page.html);
             anyhow::ensure!(page.screenshot.is_some(), "no screenshot kept");
-            anyhow::Ok(())
-        }
-        .await;
-        browser.close().await;
-        kept
+            Ok(())
+        })
+        .await
     }
 
     #[test]

@@ -304,6 +304,50 @@ fn task(evaluation_id: i64, prompt: &str) -> Task {
     }
 }
 
+/// The fake platform served over gRPC, and a bot `bot_id` of ChatGPT Plus claiming from it and
+/// asking the simulator at `assistant_url`, both running until stopped.
+struct Running {
+    stop_bot: oneshot::Sender<()>,
+    bot: tokio::task::JoinHandle<Result<()>>,
+    stop_server: oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Running {
+    async fn start(fake: &Fake, bot_id: &str, assistant_url: &str) -> Result<Running> {
+        let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
+        let (stop_server, server_stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(EvaluationServiceServer::new(fake.clone()))
+                .add_service(SessionServiceServer::new(fake.clone()))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+                    let _ = server_stopped.await;
+                }),
+        );
+        let config =
+            BotConfig::grpc(&grpc_url, "bot-token", bot_id, "ChatGPT", "Plus").with_assistant_url(assistant_url);
+        let (stop_bot, bot_stopped) = oneshot::channel::<()>();
+        let bot = tokio::spawn(aap_bot::run(config, async move {
+            let _ = bot_stopped.await;
+        }));
+        Ok(Running { stop_bot, bot, stop_server, server })
+    }
+
+    /// Stops the bot (the server goes on): how its run ended.
+    async fn stop_bot(&mut self) -> Result<Result<()>> {
+        let (stop, _) = oneshot::channel();
+        let _ = std::mem::replace(&mut self.stop_bot, stop).send(());
+        (&mut self.bot).await.context("bot panicked")
+    }
+
+    async fn stop_server(self) {
+        let _ = self.stop_server.send(());
+        let _ = self.server.await;
+    }
+}
+
 #[tokio::test]
 async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -319,31 +363,12 @@ async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()>
     lock(&fake.tasks).extend([task(7, first), task(8, second)]);
     lock(&fake.sessions).extend([expired.storage_state_json.clone(), good.storage_state_json.clone()]);
 
-    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
-    let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(EvaluationServiceServer::new(fake.clone()))
-            .add_service(SessionServiceServer::new(fake.clone()))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                let _ = server_stopped.await;
-            }),
-    );
-
-    let config =
-        BotConfig::grpc(&grpc_url, "bot-token", "claim-test-bot", "ChatGPT", "Plus").with_assistant_url(&sim.base_url);
-    let (stop_bot, bot_stopped) = oneshot::channel::<()>();
-    let bot = tokio::spawn(aap_bot::run(config, async move {
-        let _ = bot_stopped.await;
-    }));
+    let mut running = Running::start(&fake, "claim-test-bot", &sim.base_url).await?;
     let submitted_both =
         fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == 2).await;
-    let _ = stop_bot.send(());
-    let ran = bot.await.context("bot panicked")?;
+    let ran = running.stop_bot().await?;
     let closed = fake.wait_for(|events| events.iter().any(|e| matches!(e, Event::StreamClosed))).await;
-    let _ = stop_server.send(());
-    let _ = server.await;
+    running.stop_server().await;
     let stats = sim.stats();
     sim.shutdown().await;
     submitted_both?;
@@ -455,29 +480,11 @@ async fn reports_the_text_so_far_while_the_assistant_types_and_stops_once_the_ta
     // The gateway says task 8 is no longer held (answered elsewhere, or its claim lapsed).
     lock(&fake.not_held).insert(8);
 
-    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
-    let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(EvaluationServiceServer::new(fake.clone()))
-            .add_service(SessionServiceServer::new(fake.clone()))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                let _ = server_stopped.await;
-            }),
-    );
-    let config =
-        BotConfig::grpc(&grpc_url, "bot-token", "typing-bot", "ChatGPT", "Plus").with_assistant_url(&sim.base_url);
-    let (stop_bot, bot_stopped) = oneshot::channel::<()>();
-    let bot = tokio::spawn(aap_bot::run(config, async move {
-        let _ = bot_stopped.await;
-    }));
+    let mut running = Running::start(&fake, "typing-bot", &sim.base_url).await?;
     let submitted_both =
         fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == 2).await;
-    let _ = stop_bot.send(());
-    let ran = bot.await.context("bot panicked")?;
-    let _ = stop_server.send(());
-    let _ = server.await;
+    let ran = running.stop_bot().await?;
+    running.stop_server().await;
     sim.shutdown().await;
     submitted_both?;
     ran?;
@@ -525,23 +532,7 @@ async fn an_answer_the_platform_refuses_fails_its_task_at_once_with_the_reason()
     lock(&fake.sessions).push_back(session.storage_state_json.clone());
     lock(&fake.refused).insert(7);
 
-    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
-    let (stop_server, server_stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(EvaluationServiceServer::new(fake.clone()))
-            .add_service(SessionServiceServer::new(fake.clone()))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
-                let _ = server_stopped.await;
-            }),
-    );
-    let config =
-        BotConfig::grpc(&grpc_url, "bot-token", "refused-bot", "ChatGPT", "Plus").with_assistant_url(&sim.base_url);
-    let (stop_bot, bot_stopped) = oneshot::channel::<()>();
-    let bot = tokio::spawn(aap_bot::run(config, async move {
-        let _ = bot_stopped.await;
-    }));
+    let mut running = Running::start(&fake, "refused-bot", &sim.base_url).await?;
     let both_ended = fake
         .wait_for(|events| {
             let released_7 = events.iter().any(|e| matches!(e, Event::Release(r) if r.evaluation_id == 7));
@@ -549,10 +540,8 @@ async fn an_answer_the_platform_refuses_fails_its_task_at_once_with_the_reason()
             released_7 && submitted_8
         })
         .await;
-    let _ = stop_bot.send(());
-    let ran = bot.await.context("bot panicked")?;
-    let _ = stop_server.send(());
-    let _ = server.await;
+    let ran = running.stop_bot().await?;
+    running.stop_server().await;
     sim.shutdown().await;
     both_ended?;
     ran?;

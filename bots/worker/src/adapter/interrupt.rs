@@ -256,7 +256,7 @@ pub(super) async fn own_window(driver: &WebDriver, assistant: &str) -> Result<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::browser::{Browser, BrowserOptions};
+    use crate::browser::testing::with_a_dialog_open;
 
     /// A dialog opened by the page (as real sites do at any moment) while the bot reads the
     /// page's address: the browser refuses the command and dismisses the dialog, and the
@@ -264,17 +264,7 @@ mod tests {
     /// links were dropped).
     #[tokio::test]
     async fn the_address_is_read_past_a_javascript_dialog() -> anyhow::Result<()> {
-        let browser = Browser::launch(&BrowserOptions::default()).await?;
-        let driver = browser.driver();
-        let read = async {
-            driver.goto("data:text/html,<p>an assistant's page</p>").await?;
-            driver.execute("setTimeout(() => window.alert('Your session was refreshed.'), 0);", vec![]).await?;
-            let mut waited = 0;
-            while driver.get_alert_text().await.is_err() {
-                waited += 1;
-                anyhow::ensure!(waited < 200, "the dialog never opened");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+        with_a_dialog_open("<p>an assistant's page</p>", "Your session was refreshed.", async |driver| {
             let url = current_url(driver, "chatgpt").await?;
             anyhow::ensure!(url.as_str().starts_with("data:text/html,"), "read {url}");
             let left = driver.get_alert_text().await;
@@ -282,10 +272,8 @@ mod tests {
                 left.as_ref().is_err_and(|e| matches!(e.as_inner(), WebDriverErrorInner::NoSuchAlert(_))),
                 "a dialog was left open: {left:?}"
             );
-            anyhow::Ok(())
-        }
-        .await;
-        browser.close().await;
-        read
+            Ok(())
+        })
+        .await
     }
 }
