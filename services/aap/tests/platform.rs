@@ -244,6 +244,32 @@ async fn concurrent_asks_of_one_new_prompt_share_one_evaluation() {
 }
 
 #[tokio::test]
+async fn of_concurrent_force_new_asks_of_one_new_text_one_is_told_new_and_the_others_exact() {
+    let app = spawn_app().await;
+    let prompt = "Which standing desk wobbles least at full height?";
+    let mut asking = Vec::new();
+    for _ in 0..8 {
+        let mut client = app.answers();
+        let request = AskRequest { policy: SimilarPolicy::ForceNew as i32, ..ask_text(prompt, &["chatgpt"]) };
+        asking.push(tokio::spawn(async move {
+            let mut stream = client.ask(request).await.expect("ask").into_inner();
+            let first = stream.message().await.expect("first event").and_then(|r| r.event).and_then(|e| e.event);
+            let Some(Event::Matched(matched)) = first else { panic!("first event: {first:?}") };
+            matched
+        }));
+    }
+    let mut kinds = Vec::new();
+    for handle in asking {
+        kinds.push(MatchKind::try_from(handle.await.expect("ask task").r#match).expect("a known kind"));
+    }
+    // One prompt is stored: its Ask is told NEW, every other EXACT (before, all eight were told
+    // NEW, "the prompt is new and was stored").
+    assert_eq!(app.count("prompts").await, 1);
+    assert_eq!(kinds.iter().filter(|k| **k == MatchKind::New).count(), 1, "{kinds:?}");
+    assert!(kinds.iter().all(|k| matches!(k, MatchKind::New | MatchKind::Exact)), "{kinds:?}");
+}
+
+#[tokio::test]
 async fn similar_prompt_is_suggested_accepted_or_forced_new() {
     let app = spawn_app().await;
     let original_id = ask_answered(&app, "What are the best laptops under $1,000?", "MacBook Air").await;

@@ -541,8 +541,10 @@ impl Answers {
                             }
                             (None, None, _) => {
                                 let mut conn = self.pool.acquire().await?;
-                                let prompt = store::insert_prompt(&mut conn, &text, &hash, embedding).await?;
-                                (prompt, (MatchKind::New, 1.0))
+                                let (prompt, stored) = store::insert_prompt(&mut conn, &text, &hash, embedding).await?;
+                                // Stored by a concurrent Ask of the same text since the lookup
+                                // (FORCE_NEW looks for no neighbour): found, not new.
+                                (prompt, (if stored { MatchKind::New } else { MatchKind::Exact }, 1.0))
                             }
                         }
                     }

@@ -27,13 +27,14 @@ pub async fn prompt_by_id(pool: &PgPool, id: i64) -> sqlx::Result<Option<PromptR
     sqlx::query_as("SELECT id, text FROM prompts WHERE id = $1").bind(id).fetch_optional(pool).await
 }
 
-/// Stores a prompt, or returns the one a concurrent Ask stored with the same hash.
+/// Stores a prompt, or returns the one a concurrent Ask stored with the same hash; says which
+/// (true: this call stored it).
 pub async fn insert_prompt(
     conn: &mut PgConnection,
     text: &str,
     hash: &[u8],
     embedding: Vec<f32>,
-) -> sqlx::Result<PromptRow> {
+) -> sqlx::Result<(PromptRow, bool)> {
     let inserted: Option<PromptRow> = sqlx::query_as(
         "INSERT INTO prompts (text, text_hash, embedding) VALUES ($1, $2, $3) \
          ON CONFLICT (text_hash) DO NOTHING RETURNING id, text",
@@ -44,9 +45,10 @@ pub async fn insert_prompt(
     .fetch_optional(&mut *conn)
     .await?;
     match inserted {
-        Some(row) => Ok(row),
+        Some(row) => Ok((row, true)),
         None => {
-            sqlx::query_as("SELECT id, text FROM prompts WHERE text_hash = $1").bind(hash).fetch_one(&mut *conn).await
+            let sql = "SELECT id, text FROM prompts WHERE text_hash = $1";
+            Ok((sqlx::query_as(sql).bind(hash).fetch_one(&mut *conn).await?, false))
         }
     }
 }
