@@ -179,14 +179,11 @@ impl Evidence {
 
     /// Reads what the browser shows, bounded as the options say; `None` when the browser does
     /// not answer.
-    async fn capture(&self, driver: &WebDriver) -> Option<Page> {
+    async fn capture(&self, driver: &WebDriver, assistant: &str) -> Option<Page> {
         // The browser refuses the page's source while a JavaScript dialog is open (and dismisses
-        // it): its text goes to the log, and the page behind it is read.
-        if let Ok(text) = driver.get_alert_text().await {
-            tracing::info!(dialog = %text.chars().take(200).collect::<String>(), "a javascript dialog was open on the page kept");
-            if let Err(error) = driver.accept_alert().await {
-                tracing::debug!(%error, "cannot answer the javascript dialog");
-            }
+        // it): the dialogs are answered first, their text logged, and the page behind is read.
+        if let Err(error) = crate::adapter::answer_js_dialogs(driver, assistant).await {
+            tracing::debug!(%error, "cannot answer the javascript dialog");
         }
         let html = driver.source().await.ok();
         let screenshot = driver.screenshot_as_png().await.ok();
@@ -214,7 +211,7 @@ impl Evidence {
         if self.options.max_cases == 0 && report.is_none() {
             return None;
         }
-        let page = self.capture(driver).await?;
+        let page = self.capture(driver, case.assistant).await?;
         let stem = self.write(&case, &page).await;
         if let Some(reporter) = report {
             reporter.report(&case, &page).await;
@@ -322,7 +319,7 @@ mod tests {
     #[tokio::test]
     async fn a_page_behind_a_javascript_dialog_is_kept_with_its_html() -> anyhow::Result<()> {
         with_a_dialog_open("<p id=kept>the page behind the dialog</p>", "Something went wrong.", async |driver| {
-            let page = Evidence::new(EvidenceOptions::default()).capture(driver).await;
+            let page = Evidence::new(EvidenceOptions::default()).capture(driver, "chatgpt").await;
             let page = page.ok_or_else(|| anyhow::anyhow!("nothing captured"))?;
             anyhow::ensure!(page.html.contains("the page behind the dialog"), "no HTML kept: {:?}", page.html);
             anyhow::ensure!(page.screenshot.is_some(), "no screenshot kept");

@@ -79,13 +79,9 @@ pub const MAX_QUERY_CHARS: usize = 1000;
 pub const MAX_RESPONSE_CHARS: usize = 200_000;
 pub const MAX_MARKDOWN_CHARS: usize = 400_000;
 pub const MAX_HTML_CHARS: usize = 4_000_000;
-pub const MAX_CITATIONS: usize = 256;
-pub const MAX_URL_CHARS: usize = 4096;
-pub const MAX_TITLE_CHARS: usize = 1000;
+pub use aap_proto::limits::{MAX_CITATIONS, MAX_REASON_CHARS, MAX_TITLE_CHARS, MAX_URL_CHARS};
 /// Short names: model, bot id, lease id, product price and merchant.
 pub const MAX_NAME_CHARS: usize = 200;
-/// Longest failure reason a bot may give.
-pub const MAX_REASON_CHARS: usize = 4096;
 
 fn check(field: &'static str, result: Result<(), String>) -> EvalResult<()> {
     result.map_err(|reason| EvalError::invalid(field, reason))

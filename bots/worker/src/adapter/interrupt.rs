@@ -204,7 +204,7 @@ pub(super) async fn current_url(driver: &WebDriver, assistant: &str) -> WebDrive
 /// Accepts every open JavaScript dialog: OK to an `alert`, OK to a `confirm` (the page goes on
 /// as its user would let it), "Leave" to a `beforeunload` (the bot has moved on). Returns how
 /// many there were (counted for `assistant`).
-pub(super) async fn answer_js_dialogs(driver: &WebDriver, assistant: &str) -> Result<usize, AskError> {
+pub(crate) async fn answer_js_dialogs(driver: &WebDriver, assistant: &str) -> Result<usize, AskError> {
     let mut answered = 0;
     while answered < MAX_JS_DIALOGS {
         let text = match driver.get_alert_text().await {

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 pub use chatgpt::ChatGpt;
 pub use claude::Claude;
 pub use google_ai_overview::GoogleAiOverview;
+pub(crate) use interrupt::answer_js_dialogs;
 pub use manifest::{Manifest, ManifestError, Selectors, Timing};
 pub use perplexity::Perplexity;
 

@@ -1,22 +1,11 @@
 //! The platform's bounds on what an answer carries, kept by the bot before it submits: the
 //! platform refuses the whole answer (INVALID_ARGUMENT, 422 on the seed's HTTP API) for one
-//! citation over them, and the answer is what the customer waits for.
-//!
-//! The bounds are the platform's `MAX_CITATIONS`, `MAX_URL_CHARS`, `MAX_TITLE_CHARS` and
-//! `MAX_REASON_CHARS` in `services/evaluations/src/gateway.rs` (`check_submission`), counted in
-//! characters (Unicode scalar values) by `aap_platform::input`. The bot depends on neither
-//! crate, so they are repeated here; change both together.
+//! citation over them, and the answer is what the customer waits for. The bounds are
+//! [`aap_proto::limits`], which the platform checks; counted in characters, as it counts them.
+
+pub use aap_proto::limits::{MAX_CITATIONS, MAX_REASON_CHARS, MAX_TITLE_CHARS, MAX_URL_CHARS};
 
 use crate::adapter::Citation;
-
-/// Most citations one answer may carry.
-pub const MAX_CITATIONS: usize = 256;
-/// Longest citation URL, in characters.
-pub const MAX_URL_CHARS: usize = 4096;
-/// Longest citation title (the seed's `text`), in characters.
-pub const MAX_TITLE_CHARS: usize = 1000;
-/// Longest release reason, in characters.
-pub const MAX_REASON_CHARS: usize = 4096;
 
 /// Citations that fit the platform's bounds, in the given order: a title over its bound is
 /// cut to it on a character boundary, ending in `…`, and loses any NUL; a citation whose URL is
