@@ -155,7 +155,7 @@ pub enum BrowserError {
     #[error("cannot create a browser profile directory: {0}")]
     Profile(std::io::Error),
     /// A WebDriver command failed.
-    #[error("webdriver: {0}")]
+    #[error("webdriver: {}", brief(.0))]
     WebDriver(#[from] WebDriverError),
     /// The session's storage state is not valid JSON of the expected shape.
     #[error("invalid storage state: {0}")]
@@ -527,6 +527,33 @@ async fn stop_process(child: &mut Child) {
     }
 }
 
+/// Longest [`brief`] of a WebDriver error, in characters.
+pub const BRIEF_CHARS: usize = 400;
+
+/// A WebDriver error in one line, as release reasons (shown to customers), logs and evidence
+/// name it: thirtyfour's text without the driver's stack trace (the addresses of an
+/// unsymbolised chromedriver, ~1 KB that tells no one anything), its data dump, and the status,
+/// state and error-code lines that repeat the message; at most [`BRIEF_CHARS`] characters.
+pub fn brief(error: &WebDriverError) -> String {
+    let text = error.to_string();
+    let mut kept = Vec::new();
+    for line in text.lines().map(str::trim) {
+        // thirtyfour writes the message, the error code, the data, then the stack trace.
+        if line.starts_with("Stacktrace:") || line.starts_with("Data:") {
+            break;
+        }
+        let repeats = ["Status:", "State:", "Error:"].iter().any(|p| line.starts_with(p)) || line == "Additional info:";
+        if !line.is_empty() && !repeats {
+            kept.push(line);
+        }
+    }
+    let one_line = kept.join(" ").split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(BRIEF_CHARS) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
 /// Whether a WebDriver error means the browser or its session is gone, so the browser must be
 /// replaced rather than reused.
 pub fn is_fatal(error: &WebDriverError) -> bool {
@@ -578,6 +605,48 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// chromedriver's reply when a click finds the element hidden, as the probe of 2026-12-06
+    /// caught it in a customer's failure reason (with 18 frames of stack trace).
+    fn not_interactable() -> WebDriverError {
+        let frames: Vec<String> = (0..18).map(|i| format!("#{i} 0x555d16e869be <unknown>")).collect();
+        let body = serde_json::json!({"value": {
+            "error": "element not interactable",
+            "message": "element not interactable\n  (Session info: chrome=156.0.8078.114)",
+            "stacktrace": frames.join("\n"),
+        }});
+        WebDriverError::parse(400, body.to_string())
+    }
+
+    #[test]
+    fn a_webdriver_error_is_named_in_one_line_without_the_stack_trace() {
+        let error = not_interactable();
+        assert!(error.to_string().contains("#17 0x555d16e869be"), "thirtyfour's own text has the trace");
+        let said = brief(&error);
+        assert_eq!(
+            said,
+            "The element is not interactable: element not interactable (Session info: chrome=156.0.8078.114)"
+        );
+        let ask = crate::adapter::AskError::Browser(not_interactable());
+        assert_eq!(format!("{}: {ask}", ask.class()), format!("browser: {said}"), "said once, not 'browser: browser:'");
+        assert_eq!(BrowserError::WebDriver(not_interactable()).to_string(), format!("webdriver: {said}"));
+        // The data dump (an alert's text, already in the message) is left out too.
+        let body = serde_json::json!({"value": {
+            "error": "unexpected alert open",
+            "message": "unexpected alert open: {Alert text : Leave site?}",
+            "data": {"text": "Leave site?"},
+            "stacktrace": "#0 0x1 <unknown>",
+        }});
+        assert_eq!(
+            brief(&WebDriverError::parse(500, body.to_string())),
+            "An unexpected alert is currently open: unexpected alert open: {Alert text : Leave site?}"
+        );
+        // A reply that is not WebDriver's (a proxy's HTML page) is cut to the bound.
+        let long = WebDriverError::parse(502, format!("<html>{}</html>", "x".repeat(5000)));
+        let cut = brief(&long);
+        assert_eq!(cut.chars().count(), BRIEF_CHARS + 1);
+        assert!(cut.ends_with('…') && !cut.contains('\n'), "{cut}");
+    }
 
     #[test]
     fn port_line_is_parsed() {

@@ -215,8 +215,9 @@ pub enum AskError {
     /// The assistant showed an error instead of (or in the middle of) the answer.
     #[error("the assistant failed: {0}")]
     Assistant(String),
-    /// The browser or WebDriver failed.
-    #[error("browser: {0}")]
+    /// The browser or WebDriver failed (named in one line, without the driver's stack trace;
+    /// the reason's class, "browser", says what failed).
+    #[error("{}", crate::browser::brief(.0))]
     Browser(#[from] WebDriverError),
 }
 

@@ -39,7 +39,7 @@ pub enum LoginError {
     #[error("devtools: {0}")]
     Cdp(#[from] CdpError),
     /// A WebDriver command failed.
-    #[error("webdriver: {0}")]
+    #[error("webdriver: {}", crate::browser::brief(.0))]
     WebDriver(#[from] thirtyfour::error::WebDriverError),
     /// The login has ended; the browser is gone.
     #[error("the login has ended")]
