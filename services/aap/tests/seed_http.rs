@@ -128,6 +128,19 @@ async fn bad_requests_are_refused_with_a_detail() {
         let json: serde_json::Value = serde_json::from_str(&reply).expect("json error body");
         assert!(json["detail"].is_string(), "{reply}");
     }
+    // The detail names the field of a wrong value, and the place of a body that is not JSON
+    // (never a field "?": a body cut inside its second key once said "invalid ?: EOF ...").
+    for (body, detail) in [
+        (r#"{"assistant_name": 7, "plan_name": "Plus"}"#, "invalid assistant_name: invalid type: integer `7`"),
+        (r#"{"assistant_name": "ChatGPT", "pla"#, "invalid JSON body: EOF while parsing a string at line 1 column 34"),
+        (r#"{"assistant_name": "ChatGPT", "plan_name": }"#, "invalid JSON body: expected value at line 1 column 44"),
+        ("{not json", "invalid JSON body: key must be a string at line 1 column 2"),
+    ] {
+        let (status, reply) = post(&app, "poll", Some(BOT), body).await;
+        let json: serde_json::Value = serde_json::from_str(&reply).expect("json error body");
+        let said = json["detail"].as_str().unwrap_or_default();
+        assert!(status == 422 && said.starts_with(detail), "{body}: {status} {reply}");
+    }
     let unknown = r#"{"evaluation_id": 424242, "answer": {"response": "x", "citations": [], "timestamp": "2025-12-09T10:35:00Z"}}"#;
     assert_eq!(post(&app, "submit", Some(BOT), unknown).await.0, 404);
     let unknown = r#"{"evaluation_id": 424242, "mark_as_failed": true, "failure_reason": "x"}"#;

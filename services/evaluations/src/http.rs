@@ -188,7 +188,10 @@ where
         let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
             let path = error.path().to_string();
             let error = error.into_inner();
-            invalid(if path == "." {
+            // A field is named for a value of the wrong shape; a body that is not JSON (cut
+            // short, a syntax error) is named by its line and column: its path may end in a key
+            // never read ("?").
+            invalid(if path == "." || !error.is_data() {
                 format!("invalid JSON body: {error}")
             } else {
                 format!("invalid {path}: {error}")
