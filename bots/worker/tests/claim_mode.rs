@@ -49,6 +49,9 @@ struct Fake {
     not_held: Arc<Mutex<HashSet<i64>>>,
     /// Evaluations whose Submit is refused as INVALID_ARGUMENT, with the gateway's reason.
     refused: Arc<Mutex<HashSet<i64>>>,
+    /// Claim streams still to end with UNAVAILABLE right after their first task, as the
+    /// platform's do when it stops (the bot keeps the task).
+    stops_after_a_task: Arc<Mutex<u32>>,
 }
 
 /// The reason the gateway gave the probe's bot for an answer it could not take.
@@ -111,6 +114,17 @@ impl EvaluationService for Fake {
                         return;
                     }
                     credit -= 1;
+                    let stopping = {
+                        let mut left = lock(&fake.stops_after_a_task);
+                        let stopping = *left > 0;
+                        *left = left.saturating_sub(1);
+                        stopping
+                    };
+                    if stopping {
+                        let _ = tx.send(Err(Status::unavailable("the server is stopping"))).await;
+                        fake.record(Event::StreamClosed);
+                        return;
+                    }
                 }
                 match inbound.message().await {
                     Ok(Some(ClaimRequest { msg: Some(ClaimMsg::Ready(ready)) })) => {
@@ -517,6 +531,43 @@ async fn reports_the_text_so_far_while_the_assistant_types_and_stops_once_the_ta
     let stopped = reports(8);
     assert_eq!(stopped.len(), 1, "no report after held=false: {stopped:?}");
     assert!(submitted(8).is_some(), "the task still ended with its answer");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_claim_stream_the_platform_ends_as_it_stops_is_opened_again_and_the_task_in_hand_answered() -> Result<()> {
+    // An assistant that types for seconds, so the task is still in hand on the next stream.
+    let typing = SimulatorConfig { chunk_delay_ms: 100, words_per_chunk: 2, ..SimulatorConfig::default() };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, typing).await?;
+    let session = sim.create_session("drained").await;
+
+    let fake = Fake::default();
+    lock(&fake.tasks)
+        .extend([task(7, "What are the best laptops under $1,000?"), task(8, "Which kettle boils fastest?")]);
+    lock(&fake.sessions).push_back(session.storage_state_json.clone());
+    *lock(&fake.stops_after_a_task) = 1;
+
+    let mut running = Running::start(&fake, "drained-bot", &sim.base_url).await?;
+    let submitted_both =
+        fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == 2).await;
+    let ran = running.stop_bot().await?;
+    running.stop_server().await;
+    sim.shutdown().await;
+    submitted_both?;
+    ran?;
+
+    let events = fake.events();
+    let hellos: Vec<usize> =
+        events.iter().enumerate().filter(|(_, e)| matches!(e, Event::Hello(..))).map(|(at, _)| at).collect();
+    assert_eq!(hellos.len(), 2, "the stream was opened again once: {events:?}");
+    let submit_7 = events.iter().position(|e| matches!(e, Event::Submit(s) if s.evaluation_id == 7));
+    let submit_7 = submit_7.context("task 7 answered")?;
+    let kept_alive = events[hellos[1]..submit_7].iter().any(|e| matches!(e, Event::Heartbeat(ids) if ids.contains(&7)));
+    assert!(kept_alive, "task 7's claim is heartbeated on the new stream while it is answered: {events:?}");
+    let released: Vec<i64> =
+        events.iter().filter_map(|e| if let Event::Release(r) = e { Some(r.evaluation_id) } else { None }).collect();
+    assert!(released.is_empty(), "the task in hand is not handed back: {released:?}");
     Ok(())
 }
 

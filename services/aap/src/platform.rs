@@ -231,7 +231,7 @@ impl Platform {
         if runs(Service::Evaluations) {
             let evaluations = Gateway::new(pool.clone(), queue()?, config.gateway.clone());
             router = router.add_service(
-                EvaluationServiceServer::new(EvaluationGrpc::new(evaluations.clone()))
+                EvaluationServiceServer::new(EvaluationGrpc::new(evaluations.clone()).stopping_with(stop_rx.clone()))
                     .max_decoding_message_size(limits::EVALUATIONS),
             );
             gateway = Some(evaluations);

@@ -13,11 +13,14 @@ use aap::platform::{Listeners, Platform};
 use aap::services::{Service, Services};
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::answers_service_client::AnswersServiceClient;
+use aap_proto::v1::claim_request::Msg as ClaimMsg;
+use aap_proto::v1::claim_response::Msg as ClaimReply;
 use aap_proto::v1::evaluation_service_client::EvaluationServiceClient;
-use aap_proto::v1::{PollRequest, SimilarPolicy, Target};
+use aap_proto::v1::{ClaimHeartbeat, ClaimHello, ClaimRequest, ClaimResponse, PollRequest, SimilarPolicy, Target};
 use common::{BOT, CUSTOMER, Options, ask_text, citation, platform_config};
 use futures::StreamExt;
 use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -334,6 +337,101 @@ async fn two_ingests_share_one_consumer_store_each_answer_once_and_survive_one_s
         results.consumer_names().collect::<Vec<_>>().await.into_iter().map(|n| n.expect("name")).collect();
     assert_eq!(consumers, vec!["ingest".to_owned()], "the replicas share one durable consumer");
     for replica in [front, second] {
+        replica.platform.shutdown().await.expect("clean stop");
+    }
+}
+
+/// A bot's Claim stream on `replica`, serving chatgpt: what it sends, what it is told.
+async fn open_claim(
+    replica: &Replica,
+    bot_id: &str,
+) -> (tokio::sync::mpsc::Sender<ClaimRequest>, tonic::Streaming<ClaimResponse>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let hello = ClaimHello {
+        bot_id: bot_id.into(),
+        serves: vec![Target { assistant: "chatgpt".into(), plan: String::new() }],
+        max_tasks: 1,
+    };
+    tx.send(ClaimRequest { msg: Some(ClaimMsg::Hello(hello)) }).await.expect("hello");
+    let mut replies = replica.evaluations().claim(ReceiverStream::new(rx)).await.expect("claim").into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(20), replies.message()).await;
+    let welcome = first.expect("a welcome in 20 s").expect("claim stream").and_then(|r| r.msg);
+    assert!(matches!(welcome, Some(ClaimReply::Welcome(_))), "{welcome:?}");
+    (tx, replies)
+}
+
+async fn claim_of(cluster: &Cluster, evaluation_id: i64) -> (String, Option<String>, chrono::DateTime<chrono::Utc>) {
+    sqlx::query_as("SELECT status, claimed_by, claim_expires_at FROM evaluations WHERE id = $1")
+        .bind(evaluation_id)
+        .fetch_one(&cluster.pool)
+        .await
+        .expect("evaluation")
+}
+
+#[tokio::test]
+async fn a_stopping_gateway_ends_its_claim_streams_and_its_bots_keep_their_tasks_on_another_replica() {
+    let cluster = Cluster::new().await;
+    let front = cluster.replica(&[Service::Answers, Service::Scheduler, Service::Ingest]).await;
+    let stopping = cluster.replica(&[Service::Evaluations]).await;
+    let other = cluster.replica(&[Service::Evaluations]).await;
+
+    let (_said, mut replies) = open_claim(&stopping, "drain-bot").await;
+    let mut events = open_ask(&front, "Which tent survives a storm, asked as a gateway stops?", "chatgpt").await;
+    let pushed = tokio::time::timeout(Duration::from_secs(30), replies.message()).await;
+    let task = match pushed.expect("a task in 30 s").expect("claim stream").and_then(|r| r.msg) {
+        Some(ClaimReply::Task(task)) => task,
+        other => panic!("expected a task, got {other:?}"),
+    };
+
+    // The bot works on its task while the replica it claimed it from stops. Before, the stop
+    // waited for the stream for as long as the bot lived (and a stream that ended handed the
+    // task back, so another bot asked the assistant again and this bot's answer was refused).
+    let stopped = tokio::spawn(stopping.platform.shutdown());
+    match tokio::time::timeout(Duration::from_secs(20), replies.message()).await {
+        Err(_) => panic!("the claim stream is still open 20 s after its server began to stop"),
+        Ok(Ok(Some(reply))) => panic!("nothing more is pushed once the server stops: {reply:?}"),
+        Ok(Ok(None)) => panic!("the claim stream ended without a status"),
+        Ok(Err(status)) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+    }
+    let stop = tokio::time::timeout(Duration::from_secs(20), stopped).await;
+    stop.expect("the server stopped in 20 s").expect("no panic").expect("a clean stop");
+    let (status, holder, expires) = claim_of(&cluster, task.evaluation_id).await;
+    assert_eq!((status.as_str(), holder.as_deref()), ("claimed", Some("drain-bot")), "the bot keeps its task");
+
+    // The bot opens its stream on the other replica and heartbeats its task there: held there.
+    let (said, _replies) = open_claim(&other, "drain-bot").await;
+    let heartbeat = ClaimHeartbeat { evaluation_ids: vec![task.evaluation_id] };
+    tokio::time::sleep(Duration::from_millis(1100)).await; // claim times are stored to the second
+    said.send(ClaimRequest { msg: Some(ClaimMsg::Heartbeat(heartbeat)) }).await.expect("heartbeat");
+    let mut extended = false;
+    for _ in 0..200 {
+        if claim_of(&cluster, task.evaluation_id).await.2 > expires {
+            extended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(extended, "the other replica took the heartbeat of a task claimed on the stopped one");
+    let mut bot = other.evaluations();
+    bot.submit(aap_proto::v1::SubmitRequest {
+        evaluation_id: task.evaluation_id,
+        response_text: "The one with the most guy lines.".into(),
+        response_markdown: "The one with the most guy lines.".into(),
+        citations: vec![citation("https://www.rtings.com/tent", "RTINGS")],
+        bot_id: "drain-bot".into(),
+        kind: aap_proto::v1::AnswerKind::Text as i32,
+        ..Default::default()
+    })
+    .await
+    .expect("the bot's answer is taken by the other replica");
+    let answer = next_matching(&mut events, "the answer", |e| matches!(e, Event::Answer(_))).await;
+    let Event::Answer(answer) = answer else { unreachable!() };
+    assert_eq!(answer.evaluation_id, task.evaluation_id);
+    next_matching(&mut events, "completed", |e| matches!(e, Event::Completed(_))).await;
+    assert_eq!(cluster.count("SELECT count(*) FROM answers").await, 1);
+    let attempts = format!("SELECT attempts::bigint FROM evaluations WHERE id = {}", task.evaluation_id);
+    assert_eq!(cluster.count(&attempts).await, 1, "answered on its first attempt: never handed to another bot");
+    for replica in [front, other] {
         replica.platform.shutdown().await.expect("clean stop");
     }
 }

@@ -707,9 +707,12 @@ impl Gateway {
         }
     }
 
-    /// Serves one bot's Claim stream until the bot goes away: pushes tasks into `tasks` while
-    /// the bot has credit, extends claims on heartbeats, and hands back the tasks the bot
-    /// still holds when the stream ends.
+    /// Serves one bot's Claim stream until the bot goes away or `stop` resolves: pushes tasks
+    /// into `tasks` while the bot has credit, extends claims on heartbeats (a task the bot
+    /// heartbeats is held by this stream from then on, wherever it was claimed), and when the
+    /// bot goes away hands back the tasks it holds. When the process stops, the bot is alive and
+    /// still works on them: its claims are left to it (it heartbeats them on a stream of another
+    /// replica, submits there, or lets them lapse) and [`ClaimEnd::Stopping`] is returned.
     pub async fn run_claim_session(
         &self,
         holder: Holder,
@@ -717,7 +720,8 @@ impl Gateway {
         initial_credit: u32,
         mut inbound: impl futures::Stream<Item = ClaimInput> + Unpin + Send,
         tasks: mpsc::Sender<Task>,
-    ) {
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) -> ClaimEnd {
         let mut credit = initial_credit.max(1);
         let mut held: HashSet<i64> = HashSet::new();
         // The process's task signals wake the session when tasks it serves are queued, so a
@@ -736,6 +740,8 @@ impl Gateway {
             }
         }
         let mut tick = tokio::time::interval(self.config.claim_recheck);
+        let mut end = ClaimEnd::Closed;
+        tokio::pin!(stop);
         loop {
             if credit > 0 {
                 match self.claim_next(&holder, &serves, self.config.claim_ttl).await {
@@ -759,14 +765,22 @@ impl Gateway {
                     Some(ClaimInput::Ready(n)) => credit = credit.saturating_add(n),
                     Some(ClaimInput::Heartbeat(ids)) => {
                         for id in ids {
-                            if let Err(err) = self.heartbeat(id, self.config.claim_ttl, &holder).await {
-                                tracing::info!(evaluation_id = id, error = %err, "heartbeat refused");
-                                held.remove(&id);
-                            }
+                            match self.heartbeat(id, self.config.claim_ttl, &holder).await {
+                                // Also a task claimed on a stream of a replica that stopped.
+                                Ok(_) => held.insert(id),
+                                Err(err) => {
+                                    tracing::info!(evaluation_id = id, error = %err, "heartbeat refused");
+                                    held.remove(&id)
+                                }
+                            };
                         }
                     }
                     None => break,
                 },
+                _ = &mut stop => {
+                    end = ClaimEnd::Stopping;
+                    break;
+                }
                 // Only while it can take a task: a signal wakes as many streams as it announces
                 // tasks, and one woken without credit would pull nothing, while a stream that
                 // could take the task waited for its tick.
@@ -774,10 +788,21 @@ impl Gateway {
                 _ = tick.tick() => {}
             }
         }
-        for id in held {
-            self.hand_back(id, &holder).await;
+        match end {
+            ClaimEnd::Closed => {
+                for id in held {
+                    self.hand_back(id, &holder).await;
+                }
+                tracing::info!(principal = %holder.principal, bot_id = %holder.bot_id, "claim stream closed");
+            }
+            ClaimEnd::Stopping => tracing::info!(
+                principal = %holder.principal,
+                bot_id = %holder.bot_id,
+                held = held.len(),
+                "claim stream ended: the process is stopping; the bot keeps its claims"
+            ),
         }
-        tracing::info!(principal = %holder.principal, bot_id = %holder.bot_id, "claim stream closed");
+        end
     }
 
     /// Puts back a task claimed for a bot it never reached (the bot went away first): queued
@@ -829,6 +854,15 @@ async fn any_signal(signals: &[Arc<tokio::sync::Notify>]) {
         return std::future::pending().await;
     }
     futures::future::select_all(signals.iter().map(|n| Box::pin(n.notified()))).await;
+}
+
+/// How a Claim stream's session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimEnd {
+    /// The bot closed or broke the stream (or went away): what it held was handed back.
+    Closed,
+    /// The process is stopping: the bot keeps what it holds and opens a stream elsewhere.
+    Stopping,
 }
 
 /// What a bot says on its Claim stream after `hello`.

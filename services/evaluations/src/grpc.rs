@@ -1,6 +1,7 @@
 //! EvaluationService over gRPC: a thin adapter over [`Gateway`].
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use aap_platform::input;
 use aap_proto::v1::claim_request::Msg as ClaimMsg;
@@ -12,11 +13,11 @@ use aap_proto::v1::{
 };
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::gateway::{ClaimInput, Gateway, Submission, admit_serves, check_bot_id, parse_serves, timestamp};
+use crate::gateway::{ClaimEnd, ClaimInput, Gateway, Submission, admit_serves, check_bot_id, parse_serves, timestamp};
 use crate::model::{AnswerKind, Capture, CitationKind, CitationOrigin, Product, RawCitation};
 use crate::store::Holder;
 use crate::{EvalError, EvalResult};
@@ -28,11 +29,37 @@ use aap_proto::v1::{
 #[derive(Clone)]
 pub struct EvaluationGrpc {
     gateway: Gateway,
+    /// Turns true when the process stops: every open Claim stream then ends.
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 impl EvaluationGrpc {
     pub fn new(gateway: Gateway) -> EvaluationGrpc {
-        EvaluationGrpc { gateway }
+        EvaluationGrpc { gateway, stopping: None }
+    }
+
+    /// Ends every open Claim stream with UNAVAILABLE once `stopping` turns true (or its sender
+    /// is gone), leaving each bot the tasks it holds: the server's graceful stop waits for every
+    /// call, and a bot's Claim stream lasts as long as the bot. The bot opens its stream again
+    /// (on another replica), heartbeats its tasks there and submits them.
+    pub fn stopping_with(mut self, stopping: watch::Receiver<bool>) -> EvaluationGrpc {
+        self.stopping = Some(stopping);
+        self
+    }
+}
+
+/// How long a stopping Claim stream waits for its bot to read what is sent to it: the tasks
+/// pushed before the stop, then the UNAVAILABLE that ends it. A bot that reads nothing for
+/// so long keeps its claims until they lapse.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Resolves once `stopping` turns true or its sender is gone; never without one.
+async fn stopped(stopping: Option<watch::Receiver<bool>>) {
+    match stopping {
+        Some(mut stopping) => {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -224,14 +251,36 @@ impl EvaluationService for EvaluationGrpc {
         let (task_tx, mut task_rx) = mpsc::channel(1);
         let gateway = self.gateway.clone();
         let max_tasks = hello.max_tasks;
+        let stop = stopped(self.stopping.clone());
+        let stopping = self.stopping.clone();
+        let out = out_tx.clone();
         tokio::spawn(async move {
-            gateway.run_claim_session(holder, serves, max_tasks, inputs, task_tx).await;
-        });
-        tokio::spawn(async move {
-            while let Some(task) = task_rx.recv().await {
-                let reply = ClaimResponse { msg: Some(ClaimReply::Task(task)) };
-                if out_tx.send(Ok(reply)).await.is_err() {
-                    break;
+            let session = gateway.run_claim_session(holder, serves, max_tasks, inputs, task_tx, stop);
+            // Until the session ends (its sender of tasks with it), or the bot goes away: then the
+            // session's next push fails and the task goes back at once.
+            let forward = async move {
+                let grace_over = async {
+                    stopped(stopping).await;
+                    tokio::time::sleep(STOP_GRACE).await;
+                };
+                tokio::pin!(grace_over);
+                while let Some(task) = task_rx.recv().await {
+                    let reply = ClaimResponse { msg: Some(ClaimReply::Task(task)) };
+                    tokio::select! {
+                        sent = out.send(Ok(reply)) => if sent.is_err() { break },
+                        _ = &mut grace_over => break,
+                    }
+                }
+            };
+            let (end, ()) = tokio::join!(session, forward);
+            if end == ClaimEnd::Stopping {
+                // After the tasks pushed before the stop: the bot has each one it holds.
+                let unavailable = Status::unavailable(
+                    "the server is stopping: open the claim stream again (another replica takes it); \
+                     the tasks it pushed stay yours: heartbeat and submit them there",
+                );
+                if tokio::time::timeout(STOP_GRACE, out_tx.send(Err(unavailable))).await.is_err() {
+                    tracing::info!("a stopping claim stream's bot read nothing for the grace");
                 }
             }
         });

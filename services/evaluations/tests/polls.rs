@@ -185,7 +185,8 @@ fn claim_stream(gateway: &Gateway, bot_id: &str, credit: u32) -> (tokio::task::J
     let (gateway, holder) = (gateway.clone(), Holder::new("bots", bot_id));
     let serves = chatgpt().expect("chatgpt is an assistant");
     let session = async move {
-        gateway.run_claim_session(holder, serves, credit, futures::stream::pending::<ClaimInput>(), tasks).await;
+        let inputs = futures::stream::pending::<ClaimInput>();
+        gateway.run_claim_session(holder, serves, credit, inputs, tasks, std::future::pending()).await;
     };
     (tokio::spawn(session), pushed)
 }

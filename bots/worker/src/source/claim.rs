@@ -3,7 +3,9 @@
 //! The driver says `hello` (one task at a time), hands pushed tasks to the worker, sends
 //! `heartbeat` for every task it holds every claim TTL / 3, and `ready` when the worker is done
 //! with a task. A broken stream is re-opened with back-off; the gateway hands the tasks of the
-//! old stream back to the queue, so nothing is lost.
+//! old stream back to the queue, so nothing is lost. A stream the gateway ends because it stops
+//! (UNAVAILABLE) leaves the bot its tasks: the next stream heartbeats them, and they are
+//! submitted as any other.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
