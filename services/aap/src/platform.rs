@@ -191,6 +191,8 @@ impl Platform {
             .layer(aap_platform::telemetry::GrpcTraceLayer)
             // Metrics: every call, refused ones too, by service, method and code.
             .layer(aap_platform::metrics::GrpcMetricsLayer)
+            // Inside the metrics: a call past its grpc-timeout is counted, as DEADLINE_EXCEEDED.
+            .layer(aap_platform::server::GrpcDeadlineLayer)
             .layer(AuthLayer::new(principals.clone()))
             .add_service(health_service)
             .add_service(aap_platform::server::reflection_v1()?)

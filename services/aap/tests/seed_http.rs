@@ -128,12 +128,14 @@ async fn bad_requests_are_refused_with_a_detail() {
         let json: serde_json::Value = serde_json::from_str(&reply).expect("json error body");
         assert!(json["detail"].is_string(), "{reply}");
     }
-    // The detail names the field of a wrong value, and the place of a body that is not JSON
-    // (never a field "?": a body cut inside its second key once said "invalid ?: EOF ...").
+    // The detail names the field where the body went wrong, or the place of a body cut short or
+    // broken between fields (never a field "?": a body cut inside its second key once said
+    // "invalid ?: EOF ...").
     for (body, detail) in [
         (r#"{"assistant_name": 7, "plan_name": "Plus"}"#, "invalid assistant_name: invalid type: integer `7`"),
         (r#"{"assistant_name": "ChatGPT", "pla"#, "invalid JSON body: EOF while parsing a string at line 1 column 34"),
-        (r#"{"assistant_name": "ChatGPT", "plan_name": }"#, "invalid JSON body: expected value at line 1 column 44"),
+        (r#"{"assistant_name": "ChatGPT", "plan_name": }"#, "invalid plan_name: expected value at line 1 column 44"),
+        (r#"{"assistant_name": "ChatGPT", "plan_name": "Plus", 7: 1}"#, "invalid JSON body: key must be a string"),
         ("{not json", "invalid JSON body: key must be a string at line 1 column 2"),
     ] {
         let (status, reply) = post(&app, "poll", Some(BOT), body).await;

@@ -188,13 +188,16 @@ where
         let value = serde_path_to_error::deserialize(&mut json).map_err(|error| {
             let path = error.path().to_string();
             let error = error.into_inner();
-            // A field is named for a value of the wrong shape; a body that is not JSON (cut
-            // short, a syntax error) is named by its line and column: its path may end in a key
-            // never read ("?").
-            invalid(if path == "." || !error.is_data() {
+            // The field where the body went wrong, as far as it was read: a key never read
+            // (serde_path_to_error's "?") is no field, and a body cut short is named by its end.
+            let mut known = path.as_str();
+            while let Some(rest) = known.strip_suffix('?') {
+                known = rest.strip_suffix('.').unwrap_or(rest);
+            }
+            invalid(if error.is_eof() || known.is_empty() || known == "." {
                 format!("invalid JSON body: {error}")
             } else {
-                format!("invalid {path}: {error}")
+                format!("invalid {known}: {error}")
             })
         })?;
         json.end().map_err(|error| invalid(format!("invalid JSON body: {error}")))?;

@@ -35,3 +35,100 @@ pub fn reflection_v1alpha() -> Result<v1alpha::ServerReflectionServer<impl v1alp
 {
     reflection_builder().build_v1alpha()
 }
+
+/// Tower layer for gRPC servers, inside tonic's own deadline: a call whose `grpc-timeout`
+/// passes before its handler answers is told DEADLINE_EXCEEDED, as gRPC says a server tells it.
+/// tonic ends such a call itself, outside every layer, as CANCELLED ("Timeout expired"), and
+/// the layers inside never see it end (the metrics did not count it). This one gives up a
+/// millisecond before tonic does, so it is always first. Calls without the header (the load
+/// client's, most bots') pass through untouched.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GrpcDeadlineLayer;
+
+impl<S> tower::Layer<S> for GrpcDeadlineLayer {
+    type Service = GrpcDeadlineService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcDeadlineService { inner }
+    }
+}
+
+/// The service [`GrpcDeadlineLayer`] wraps around the gRPC router.
+#[derive(Debug, Clone)]
+pub struct GrpcDeadlineService<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for GrpcDeadlineService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future =
+        futures::future::Either<S::Future, futures::future::BoxFuture<'static, Result<S::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let header = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let timeout = header.as_deref().and_then(grpc_timeout);
+        let future = self.inner.call(request);
+        let (Some(header), Some(timeout)) = (header, timeout) else {
+            return futures::future::Either::Left(future);
+        };
+        futures::future::Either::Right(Box::pin(async move {
+            let first = timeout.saturating_sub(std::time::Duration::from_millis(1));
+            match tokio::time::timeout(first, future).await {
+                Ok(answered) => answered,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "the call's deadline (grpc-timeout {header}) passed on the server before it was answered"
+                ))
+                .into_http()),
+            }
+        }))
+    }
+}
+
+/// A `grpc-timeout` header's duration: at most 8 digits and a unit (H, M, S, m, u, n).
+pub fn grpc_timeout(value: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = value.split_at_checked(split)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::grpc_timeout;
+
+    #[test]
+    fn grpc_timeouts_are_read_as_the_spec_writes_them() {
+        assert_eq!(grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(grpc_timeout("99999999H"), Some(Duration::from_secs(99_999_999 * 3600)));
+        assert_eq!(grpc_timeout("1M"), Some(Duration::from_secs(60)));
+        assert_eq!(grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout("1999u"), Some(Duration::from_micros(1999)));
+        assert_eq!(grpc_timeout("0n"), Some(Duration::ZERO));
+        for bad in ["", "S", "2", "2s", "123456789S", "-1S", "1.5S", "２S", "2SS", " 2S"] {
+            assert_eq!(grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+}
