@@ -29,18 +29,23 @@ pub const FAILURE_CLASSES: &[&str] = &[
     "browser",
 ];
 
-/// Bounds of a submitted answer's citations and of a release reason, in characters (Unicode
-/// scalar values): the platform refuses a submission past them (`check_submission` in
-/// services/evaluations), and a bot fits what it captured to them before it submits.
+/// Bounds of what a bot hands the platform, in characters (Unicode scalar values) or bytes: a
+/// submitted answer's citations and a release reason (`check_submission` in
+/// services/evaluations), and the evidence of a failed attempt (services/sessions' evidence):
+/// the platform refuses a request past them, and a bot fits what it captured to them first.
 pub mod limits {
     /// Most citations one answer may carry.
     pub const MAX_CITATIONS: usize = 256;
-    /// Longest citation URL.
+    /// Longest URL: a citation's, an evidence page's.
     pub const MAX_URL_CHARS: usize = 4096;
-    /// Longest citation title (the seed's `text`).
+    /// Longest title: a citation's (the seed's `text`), an evidence page's.
     pub const MAX_TITLE_CHARS: usize = 1000;
-    /// Longest failure reason a bot may give.
+    /// Longest failure reason a bot may give: a release reason, an evidence case's error.
     pub const MAX_REASON_CHARS: usize = 4096;
+    /// Largest page HTML of an evidence case, in bytes.
+    pub const MAX_EVIDENCE_HTML_BYTES: usize = 2 * 1024 * 1024;
+    /// Largest screenshot of an evidence case, in bytes.
+    pub const MAX_EVIDENCE_SCREENSHOT_BYTES: usize = 4 * 1024 * 1024;
 }
 
 /// The encoded descriptors of every `aap.v1` file, for `tonic-reflection`.

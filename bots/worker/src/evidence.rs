@@ -17,10 +17,12 @@ use serde::Serialize;
 use thirtyfour::WebDriver;
 
 use crate::grpc::AuthChannel;
+use crate::source::limits;
 
 /// Largest page HTML and screenshot the platform takes, in bytes.
-const PLATFORM_MAX_HTML_BYTES: usize = 2 * 1024 * 1024;
-const PLATFORM_MAX_SCREENSHOT_BYTES: usize = 4 * 1024 * 1024;
+use aap_proto::limits::{
+    MAX_EVIDENCE_HTML_BYTES as PLATFORM_MAX_HTML_BYTES, MAX_EVIDENCE_SCREENSHOT_BYTES as PLATFORM_MAX_SCREENSHOT_BYTES,
+};
 
 /// Where and how much evidence to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,32 +106,7 @@ impl EvidenceReporter {
 
     /// Sends one case; a failure is logged, never returned: the task goes on without it.
     async fn report(&self, case: &Case<'_>, page: &Page) {
-        let request = ReportEvidenceRequest {
-            bot_id: self.bot_id.clone(),
-            lease_id: case.lease_id.unwrap_or_default().to_owned(),
-            assistant: case.assistant.to_owned(),
-            evaluation_id: case.evaluation_id,
-            attempt: case.attempt,
-            class: case.class.to_owned(),
-            error: case.error.to_owned(),
-            // The platform takes web addresses only (it shows them as links): a browser error
-            // page or about:blank goes as none; the note on disk keeps it.
-            url: if aap_proto::urls::check_web_url(&page.url).is_ok() { page.url.clone() } else { String::new() },
-            title: page.title.clone(),
-            captured_at: Some(prost_types::Timestamp {
-                seconds: page.captured_at.timestamp(),
-                nanos: i32::try_from(page.captured_at.timestamp_subsec_nanos()).unwrap_or(0),
-            }),
-            // Within the platform's bounds whatever this bot's own are (its cut HTML carries a
-            // marker beyond its limit).
-            screenshot_png: page
-                .screenshot
-                .clone()
-                .filter(|png| png.len() <= PLATFORM_MAX_SCREENSHOT_BYTES)
-                .unwrap_or_default(),
-            html: bound_html(page.html.clone(), PLATFORM_MAX_HTML_BYTES - 64).0,
-            manifest_version: case.manifest_version.to_owned(),
-        };
+        let request = report_request(&self.bot_id, case, page);
         let bytes = request.screenshot_png.len() + request.html.len();
         let mut request = tonic::Request::new(request);
         request.set_timeout(self.timeout);
@@ -155,6 +132,42 @@ struct Page {
     url: String,
     title: String,
     captured_at: DateTime<Utc>,
+}
+
+/// The report of `case` on `page` as the platform takes it: within every bound of
+/// [`aap_proto::limits`] whatever this bot's own bounds and the page are (a report past one is
+/// refused whole, and the operator sees nothing). A long prompt makes a long page: Google's
+/// results page of an 8 KB prompt has an address of over 8,000 characters and a title of
+/// over 8,000, so the address goes as none (a cut one is a wrong one; the note on disk keeps
+/// it) and the title and error are cut, ending in `…`.
+fn report_request(bot_id: &str, case: &Case<'_>, page: &Page) -> ReportEvidenceRequest {
+    // The platform takes web addresses only (it shows them as links): a browser error page or
+    // about:blank goes as none too.
+    let url_fits = aap_proto::urls::check_web_url(&page.url).is_ok() && limits::url_problem(&page.url).is_none();
+    ReportEvidenceRequest {
+        bot_id: bot_id.to_owned(),
+        lease_id: case.lease_id.unwrap_or_default().to_owned(),
+        assistant: case.assistant.to_owned(),
+        evaluation_id: case.evaluation_id,
+        attempt: case.attempt,
+        class: case.class.to_owned(),
+        error: limits::fit_reason(case.error),
+        url: if url_fits { page.url.clone() } else { String::new() },
+        title: limits::fit_title(&page.title),
+        captured_at: Some(prost_types::Timestamp {
+            seconds: page.captured_at.timestamp(),
+            nanos: i32::try_from(page.captured_at.timestamp_subsec_nanos()).unwrap_or(0),
+        }),
+        // Within the platform's bounds whatever this bot's own are (its cut HTML carries a
+        // marker beyond its limit).
+        screenshot_png: page
+            .screenshot
+            .clone()
+            .filter(|png| png.len() <= PLATFORM_MAX_SCREENSHOT_BYTES)
+            .unwrap_or_default(),
+        html: bound_html(page.html.clone(), PLATFORM_MAX_HTML_BYTES - 64).0,
+        manifest_version: case.manifest_version.to_owned(),
+    }
 }
 
 /// Keeps evidence under [`EvidenceOptions`], and hands it to the platform when it has a
@@ -326,6 +339,49 @@ mod tests {
             Ok(())
         })
         .await
+    }
+
+    #[test]
+    fn a_report_of_a_long_prompts_page_fits_the_platforms_bounds() {
+        use aap_proto::limits::{MAX_REASON_CHARS, MAX_TITLE_CHARS, MAX_URL_CHARS};
+        // Google's results page of an 8 KB prompt: the prompt is in its address and its title.
+        let prompt = "which laptop ".repeat(630);
+        let case = Case {
+            lease_id: Some("lease-1"),
+            evaluation_id: 7,
+            attempt: 2,
+            class: "assistant-error",
+            error: &format!("the assistant failed: {}", "Something went wrong. ".repeat(300)),
+            assistant: "google-ai-overview",
+            manifest_version: "2026.12.1",
+            manifest_fingerprint: "f00d",
+        };
+        let page = Page {
+            html: "<html>results</html>".to_owned(),
+            truncated: false,
+            screenshot: Some(vec![0; PLATFORM_MAX_SCREENSHOT_BYTES + 1]),
+            url: format!("https://www.google.com/search?q={}", prompt.replace(' ', "+")),
+            title: format!("{prompt} - Google Search"),
+            captured_at: Utc::now(),
+        };
+        let report = report_request("bot-1", &case, &page);
+        assert_eq!(report.url, "", "an address over the bound goes as none (the note on disk keeps it)");
+        assert_eq!(report.title.chars().count(), MAX_TITLE_CHARS);
+        assert!(report.title.starts_with("which laptop") && report.title.ends_with('…'), "{}", report.title);
+        assert_eq!(report.error.chars().count(), MAX_REASON_CHARS);
+        assert!(report.screenshot_png.is_empty(), "a screenshot over the platform's bound is left out");
+        assert_eq!((report.evaluation_id, report.attempt, report.html.as_str()), (7, 2, "<html>results</html>"));
+
+        // A page within the bounds goes as it is.
+        let short =
+            Page { url: "https://www.google.com/search?q=laptops".to_owned(), title: "laptops".to_owned(), ..page };
+        let case = Case { error: "the answer is empty", ..case };
+        let report = report_request("bot-1", &case, &short);
+        assert_eq!((report.url.as_str(), report.title.as_str()), (short.url.as_str(), "laptops"));
+        assert_eq!(report.error, "the answer is empty");
+        let at_the_bound = format!("https://example.com/{}", "a".repeat(MAX_URL_CHARS - 20));
+        let report = report_request("bot-1", &case, &Page { url: at_the_bound.clone(), ..short });
+        assert_eq!(report.url, at_the_bound, "an address of exactly {MAX_URL_CHARS} characters is kept");
     }
 
     #[test]

@@ -16,19 +16,20 @@ use uuid::Uuid;
 
 /// The failure classes a bot may report.
 pub use aap_proto::FAILURE_CLASSES;
+use aap_proto::limits;
 
 /// Largest screenshot kept, in bytes.
-pub const MAX_SCREENSHOT_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_SCREENSHOT_BYTES: usize = limits::MAX_EVIDENCE_SCREENSHOT_BYTES;
 /// Largest page HTML kept, in bytes (the bot cuts it).
-pub const MAX_HTML_BYTES: usize = 2 * 1024 * 1024;
+pub const MAX_HTML_BYTES: usize = limits::MAX_EVIDENCE_HTML_BYTES;
 /// Most cases a listing returns.
 pub const MAX_LIST: u32 = 100;
 /// Longest error text, in characters (as a release reason).
-const MAX_ERROR_CHARS: usize = 4096;
+const MAX_ERROR_CHARS: usize = limits::MAX_REASON_CHARS;
 /// Longest URL, in characters (as a citation's).
-const MAX_URL_CHARS: usize = 4096;
+const MAX_URL_CHARS: usize = limits::MAX_URL_CHARS;
 /// Longest page title, in characters (as a citation's).
-const MAX_TITLE_CHARS: usize = 1000;
+const MAX_TITLE_CHARS: usize = limits::MAX_TITLE_CHARS;
 /// Longest bot id, lease id and manifest version, in characters.
 const MAX_NAME_CHARS: usize = 200;
 /// How far ahead of the platform's clock a bot's capture time may be.

@@ -44,7 +44,7 @@ pub fn fit_citations(citations: Vec<Citation>) -> Vec<Citation> {
 }
 
 /// Why the platform would refuse `url` (its `check_line` with [`MAX_URL_CHARS`]), if it would.
-fn url_problem(url: &str) -> Option<String> {
+pub(crate) fn url_problem(url: &str) -> Option<String> {
     if let Some(c) = url.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
         return Some(format!("contains the control character U+{:04X}", u32::from(c)));
     }
@@ -54,7 +54,7 @@ fn url_problem(url: &str) -> Option<String> {
 
 /// `title` without NUL (the platform refuses it anywhere), cut to [`MAX_TITLE_CHARS`]
 /// characters with `…` as the last one when it is longer.
-fn fit_title(title: &str) -> String {
+pub(crate) fn fit_title(title: &str) -> String {
     let title = title.replace('\0', "");
     let chars = title.chars().count();
     if chars <= MAX_TITLE_CHARS {
