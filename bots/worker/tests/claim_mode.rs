@@ -362,6 +362,20 @@ impl Running {
     }
 }
 
+/// Runs the bot `bot_id` against `fake` and `sim` until it has submitted `submits` answers (at
+/// most 180 s), stops the bot, the fake and the simulator, and returns what the fake heard.
+async fn events_once_submitted(fake: &Fake, bot_id: &str, sim: Simulator, submits: usize) -> Result<Vec<Event>> {
+    let mut running = Running::start(fake, bot_id, &sim.base_url).await?;
+    let submitted =
+        fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == submits).await;
+    let ran = running.stop_bot().await?;
+    running.stop_server().await;
+    sim.shutdown().await;
+    submitted?;
+    ran?;
+    Ok(fake.events())
+}
+
 #[tokio::test]
 async fn claims_over_grpc_heartbeats_leases_sessions_and_submits() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -494,16 +508,7 @@ async fn reports_the_text_so_far_while_the_assistant_types_and_stops_once_the_ta
     // The gateway says task 8 is no longer held (answered elsewhere, or its claim lapsed).
     lock(&fake.not_held).insert(8);
 
-    let mut running = Running::start(&fake, "typing-bot", &sim.base_url).await?;
-    let submitted_both =
-        fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == 2).await;
-    let ran = running.stop_bot().await?;
-    running.stop_server().await;
-    sim.shutdown().await;
-    submitted_both?;
-    ran?;
-
-    let events = fake.events();
+    let events = events_once_submitted(&fake, "typing-bot", sim, 2).await?;
     let reports = |id: i64| -> Vec<(usize, &ProgressRequest)> {
         events
             .iter()
@@ -548,16 +553,7 @@ async fn a_claim_stream_the_platform_ends_as_it_stops_is_opened_again_and_the_ta
     lock(&fake.sessions).push_back(session.storage_state_json.clone());
     *lock(&fake.stops_after_a_task) = 1;
 
-    let mut running = Running::start(&fake, "drained-bot", &sim.base_url).await?;
-    let submitted_both =
-        fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == 2).await;
-    let ran = running.stop_bot().await?;
-    running.stop_server().await;
-    sim.shutdown().await;
-    submitted_both?;
-    ran?;
-
-    let events = fake.events();
+    let events = events_once_submitted(&fake, "drained-bot", sim, 2).await?;
     let hellos: Vec<usize> =
         events.iter().enumerate().filter(|(_, e)| matches!(e, Event::Hello(..))).map(|(at, _)| at).collect();
     assert_eq!(hellos.len(), 2, "the stream was opened again once: {events:?}");
