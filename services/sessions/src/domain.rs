@@ -93,6 +93,19 @@ pub enum SessionError {
     /// The lease was returned before; a return is applied once.
     #[error("lease {0} was already returned")]
     LeaseAlreadyReturned(Uuid),
+    /// The lease lapsed before its return: its account went back into rotation and may be lent
+    /// to another bot, whose session a late outcome would change, so the return changes nothing.
+    #[error(
+        "lease {lease_id} lapsed at {} before it was returned: its account may be lent to another bot now, \
+         so the return changes nothing; lease a session again",
+        .lapsed_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )]
+    LeaseLapsed {
+        /// The lease.
+        lease_id: Uuid,
+        /// When it lapsed.
+        lapsed_at: DateTime<Utc>,
+    },
     /// No session key is configured, so session states can be neither stored nor lent.
     #[error("no session key is configured: set AAP_SESSION_KEY or AAP_SESSION_KEY_FILE")]
     NoKey,
@@ -729,8 +742,9 @@ impl SessionDirectory {
 
     /// Takes a lease back: records the runs, frees the account and applies the outcome
     /// (expired: retired; rate limited: cools down; challenged: marked, with its proxy, and
-    /// cools down longer). A lease is returned once; a lapsed lease
-    /// may still be returned, and then leaves its account's newer lease alone.
+    /// cools down longer). A lease is returned once, and only while it holds its account: the
+    /// return of a lapsed lease is refused and changes nothing, since its account went back into
+    /// rotation and may be another bot's now (its history keeps it `lapsed`).
     #[tracing::instrument(skip(self, detail))]
     pub async fn return_lease(
         &self,
@@ -752,8 +766,13 @@ impl SessionDirectory {
         if lease.returned_at.is_some() {
             return Err(SessionError::LeaseAlreadyReturned(lease_id));
         }
-        check_runs(runs, lease.max_runs)?;
         let stored = store::lock_account(&mut tx, lease.account_id).await?;
+        // The account's own hold settles a race with the clock: a return whose transaction began
+        // before the lease lapsed still finds the account held by another lease once it locks it.
+        if lease.lapsed || stored.lease_id != Some(lease_id) {
+            return Err(SessionError::LeaseLapsed { lease_id, lapsed_at: lease.expires_at });
+        }
+        check_runs(runs, lease.max_runs)?;
         let current_state = lease.state_version == stored.state_version;
         let (status, cooldown) = settle(stored.status, outcome, current_state, &self.config);
         store::close_lease(&mut tx, lease_id, outcome.as_str(), runs, detail).await?;

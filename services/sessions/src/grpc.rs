@@ -343,6 +343,7 @@ impl From<SessionError> for Status {
             SessionError::NoAccount { .. }
             | SessionError::Leased(_)
             | SessionError::LeaseAlreadyReturned(_)
+            | SessionError::LeaseLapsed { .. }
             | SessionError::NoKey
             | SessionError::Undecryptable { .. } => Status::failed_precondition(message),
             SessionError::TooLarge(field) => Status::with_error_details(

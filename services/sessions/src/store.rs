@@ -259,6 +259,10 @@ pub(crate) struct LeaseRow {
     pub returned_at: Option<DateTime<Utc>>,
     /// Evaluations the lease allowed (`LeaseSessionResponse.max_runs`).
     pub max_runs: i64,
+    /// When it lapses without a return.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it has lapsed, by the database's clock.
+    pub lapsed: bool,
 }
 
 /// The stored (not effective) state of an account a return changes, locked until the
@@ -266,6 +270,8 @@ pub(crate) struct LeaseRow {
 pub(crate) struct StoredAccount {
     pub status: AccountStatus,
     pub state_version: i64,
+    /// The lease that holds it, or held it last and was not returned.
+    pub lease_id: Option<Uuid>,
 }
 
 /// What a return writes to its account.
@@ -566,8 +572,9 @@ pub(crate) async fn open_lease(
 /// Locks a lease for its return; `None` for an unknown id.
 pub(crate) async fn lock_lease(conn: &mut PgConnection, lease_id: Uuid) -> Result<Option<LeaseRow>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT account_id, principal, state_version, returned_at, max_runs::int8 AS max_runs FROM session_leases \
-         WHERE id = $1 FOR UPDATE",
+        "SELECT account_id, principal, state_version, returned_at, max_runs::int8 AS max_runs, expires_at, \
+                expires_at <= now() AS lapsed \
+         FROM session_leases WHERE id = $1 FOR UPDATE",
     )
     .bind(lease_id)
     .fetch_optional(conn)
@@ -576,12 +583,12 @@ pub(crate) async fn lock_lease(conn: &mut PgConnection, lease_id: Uuid) -> Resul
 
 /// Locks an account a return is about to change.
 pub(crate) async fn lock_account(conn: &mut PgConnection, account_id: Uuid) -> Result<StoredAccount, sqlx::Error> {
-    let (status, state_version): (String, i64) =
-        sqlx::query_as("SELECT status, state_version FROM session_accounts WHERE id = $1 FOR UPDATE")
+    let (status, state_version, lease_id): (String, i64, Option<Uuid>) =
+        sqlx::query_as("SELECT status, state_version, lease_id FROM session_accounts WHERE id = $1 FOR UPDATE")
             .bind(account_id)
             .fetch_one(conn)
             .await?;
-    Ok(StoredAccount { status: parse_status(&status)?, state_version })
+    Ok(StoredAccount { status: parse_status(&status)?, state_version, lease_id })
 }
 
 /// Marks a lease returned with how it went.
@@ -603,7 +610,8 @@ pub(crate) async fn close_lease(
 }
 
 /// Adds a return's runs and status to its account, and frees the account if the returned lease
-/// still holds it (a lapsed lease's account may already be lent to another bot).
+/// still holds it (the domain returns only a lease that holds its account; the condition keeps
+/// another lease's hold even so).
 pub(crate) async fn apply_return(conn: &mut PgConnection, change: &AccountReturn<'_>) -> Result<Account, sqlx::Error> {
     let row: AccountRow = sqlx::query_as(concat!(
         "WITH a AS (UPDATE session_accounts SET runs = runs + $3, status = $4, \

@@ -8,7 +8,7 @@ use aap_proto::v1::session_service_client::SessionServiceClient;
 use aap_proto::v1::session_service_server::SessionServiceServer;
 use aap_proto::v1::{
     Account, AccountStatus, CreateAccountRequest, LeaseOutcome, LeaseSessionRequest, LeaseSessionResponse,
-    ListAccountsRequest, ReturnSessionRequest, UpdateAccountRequest, UpdateSessionStateRequest,
+    ListAccountsRequest, ListLeasesRequest, ReturnSessionRequest, UpdateAccountRequest, UpdateSessionStateRequest,
 };
 use aap_sessions::SessionsConfig;
 use aap_sessions::grpc::SessionGrpc;
@@ -227,7 +227,7 @@ async fn a_rate_limited_account_cools_down_then_comes_back() -> anyhow::Result<(
 }
 
 #[tokio::test]
-async fn a_lapsed_lease_frees_its_account_and_its_late_return_leaves_the_new_lease_alone() -> anyhow::Result<()> {
+async fn a_late_return_of_a_lapsed_lease_is_refused_and_changes_nothing_on_the_account() -> anyhow::Result<()> {
     let config = SessionsConfig { lease_ttl: Duration::from_millis(500), ..SessionsConfig::default() };
     let mut client = spawn_app(config).await?;
     let only = create(&mut client, "google-ai-overview", "Free", "only").await?;
@@ -237,9 +237,43 @@ async fn a_lapsed_lease_frees_its_account_and_its_late_return_leaves_the_new_lea
     assert_eq!(next.account_id, only.id);
     assert_ne!(next.lease_id, lapsed.lease_id);
 
-    let after = give_back(&mut client, &lapsed.lease_id, LeaseOutcome::Ok, 4).await?;
-    assert_eq!(after.runs, 4);
-    assert!(after.leased || chrono::Utc::now() >= to_chrono(next.expires_at).context("no expires_at")?);
+    // The first bot comes back with a login wall, then with an ok: neither may touch the account
+    // another bot holds now.
+    for outcome in [LeaseOutcome::Expired, LeaseOutcome::Ok, LeaseOutcome::Challenged] {
+        let refused = give_back(&mut client, &lapsed.lease_id, outcome, 4).await.expect_err("a lapsed lease returned");
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        assert!(refused.message().contains("lapsed at"), "{}", refused.message());
+        assert!(refused.message().contains("may be lent to another bot"), "{}", refused.message());
+    }
+    let after = account(&mut client, &only.id).await?;
+    assert_eq!(after.status, AccountStatus::Active as i32);
+    assert_eq!((after.runs, after.challenges, after.cooldown_reason.as_str()), (0, 0, ""));
+    assert_eq!(after.last_lease.as_ref().map(|lease| lease.id.as_str()), Some(next.lease_id.as_str()));
+
+    let request = ListLeasesRequest { account_id: only.id.clone(), limit: 0 };
+    let leases = client.list_leases(request).await?.into_inner().leases;
+    let first = leases.iter().find(|lease| lease.id == lapsed.lease_id).context("the lapsed lease is listed")?;
+    assert_eq!((first.outcome.as_str(), first.runs, first.returned_at), ("lapsed", 0, None));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lapsed_lease_whose_account_nobody_took_is_refused_too_and_the_account_lent_again() -> anyhow::Result<()> {
+    let config = SessionsConfig { lease_ttl: Duration::from_millis(300), ..SessionsConfig::default() };
+    let mut client = spawn_app(config).await?;
+    let only = create(&mut client, "chatgpt", "Plus", "only").await?;
+    let lapsed = lease(&mut client, "chatgpt", "Plus").await?;
+    // Waits on the platform's own word that the lease lapsed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while account(&mut client, &only.id).await?.leased {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the lease never lapsed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = give_back(&mut client, &lapsed.lease_id, LeaseOutcome::RateLimited, 1).await;
+    assert_eq!(code(refused), Code::FailedPrecondition);
+    let after = account(&mut client, &only.id).await?;
+    assert_eq!((after.status, after.rate_limits, after.runs), (AccountStatus::Active as i32, 0, 0));
+    assert_eq!(lease(&mut client, "chatgpt", "Plus").await?.account_id, only.id);
     Ok(())
 }
 
