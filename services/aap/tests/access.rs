@@ -760,6 +760,76 @@ async fn tokens_are_made_listed_and_revoked_at_run_time_without_their_secrets() 
     assert_eq!(status.code(), Code::FailedPrecondition);
 }
 
+/// Reads `stream` until it ends: it must end with UNAUTHENTICATED naming token `id`, within 20 s.
+async fn ends_unauthenticated<T>(stream: &mut tonic::Streaming<T>, id: &str, what: &str) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
+            Err(_) => panic!("{what}: still open 20 s after its token was revoked"),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("{what}: ended with OK"),
+            Ok(Err(status)) => {
+                assert_eq!(status.code(), Code::Unauthenticated, "{what}: {status:?}");
+                assert!(status.message().contains(id), "{what}: {}", status.message());
+                return;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_token_ends_the_streams_open_with_it_and_a_bots_tasks_go_back() {
+    let app = spawn_app().await;
+    let (customer, customer_id) = create_token(&app, "leaving-customer", Role::Customer, &[]).await;
+    let (bot, bot_id) = create_token(&app, "leaving-bot", Role::Bot, &["chatgpt"]).await;
+    let (operator, operator_id) = create_token(&app, "leaving-operator", Role::Operator, &[]).await;
+
+    let mut accounts = SessionServiceClient::with_interceptor(app.channel.clone(), As(Some(operator)))
+        .watch_accounts(WatchAccountsRequest::default())
+        .await
+        .expect("watch accounts")
+        .into_inner();
+    let (said, heard) = tokio::sync::mpsc::channel(4);
+    let hello = ClaimHello {
+        bot_id: "leaving-1".into(),
+        serves: vec![Target { assistant: "chatgpt".into(), plan: String::new() }],
+        max_tasks: 1,
+    };
+    said.send(ClaimRequest { msg: Some(aap_proto::v1::claim_request::Msg::Hello(hello)) }).await.expect("hello");
+    let mut claim = evaluations(&app, &bot)
+        .claim(tokio_stream::wrappers::ReceiverStream::new(heard))
+        .await
+        .expect("claim")
+        .into_inner();
+    let mut ask = app
+        .answers_as(&customer)
+        .ask(ask_text("Which boots keep feet dry, asked by a customer about to be revoked?", &["chatgpt"]))
+        .await
+        .expect("ask")
+        .into_inner();
+    // The bot holds the customer's task (after the stream's welcome).
+    let task = loop {
+        let reply = tokio::time::timeout(Duration::from_secs(30), claim.message()).await;
+        match reply.expect("a task in 30 s").expect("claim stream").and_then(|r| r.msg) {
+            Some(aap_proto::v1::claim_response::Msg::Task(task)) => break task,
+            Some(_) => continue,
+            None => panic!("the claim stream ended"),
+        }
+    };
+
+    // Revoked while open: before, each stream went on (WatchAccounts sent every change to a
+    // revoked operator for as long as it stayed connected).
+    for id in [&customer_id, &bot_id, &operator_id] {
+        admin(&app, OPERATOR).await.revoke_token(RevokeTokenRequest { id: id.clone() }).await.expect("revoke");
+    }
+    ends_unauthenticated(&mut ask, &customer_id, "the customer's Ask").await;
+    ends_unauthenticated(&mut claim, &bot_id, "the bot's Claim").await;
+    ends_unauthenticated(&mut accounts, &operator_id, "the operator's WatchAccounts").await;
+    // The revoked bot's task goes back to the queue, to a bot that may still take it.
+    let again = poll_task(&app, "chatgpt", "").await;
+    assert_eq!(again.evaluation_id, task.evaluation_id);
+    drop(said);
+}
+
 #[tokio::test]
 async fn a_bot_limited_to_some_assistants_serves_and_leases_only_those() {
     let app = spawn_app().await;

@@ -781,6 +781,8 @@ impl Gateway {
                     end = ClaimEnd::Stopping;
                     break;
                 }
+                // Nobody takes the session's tasks any more: the bot is gone.
+                () = tasks.closed() => break,
                 // Only while it can take a task: a signal wakes as many streams as it announces
                 // tasks, and one woken without credit would pull nothing, while a stream that
                 // could take the task waited for its tick.

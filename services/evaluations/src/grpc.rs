@@ -264,7 +264,14 @@ impl EvaluationService for EvaluationGrpc {
                     tokio::time::sleep(STOP_GRACE).await;
                 };
                 tokio::pin!(grace_over);
-                while let Some(task) = task_rx.recv().await {
+                loop {
+                    // The response dropped (its caller's token revoked, the call reset) ends the
+                    // session as a bot that went away does, whatever its requests still say.
+                    let task = tokio::select! {
+                        task = task_rx.recv() => task,
+                        () = out.closed() => None,
+                    };
+                    let Some(task) = task else { break };
                     let reply = ClaimResponse { msg: Some(ClaimReply::Task(task)) };
                     tokio::select! {
                         sent = out.send(Ok(reply)) => if sent.is_err() { break },

@@ -287,8 +287,13 @@ where
             Ok(Some(caller)) => {
                 // The principal, never the token, names the caller in logs and traces.
                 tracing::Span::current().record("enduser.id", &*caller.principal);
+                let revocable = Revocable::new(self.principals.clone(), caller.clone());
                 req.extensions_mut().insert(caller);
-                Box::pin(self.inner.call(req))
+                let response = self.inner.call(req);
+                Box::pin(async move {
+                    let response = response.await?;
+                    Ok(response.map(|body| tonic::body::Body::new(revocable.around(body))))
+                })
             }
             Err(err) => {
                 tracing::info!(path = req.uri().path(), error = %err, "request refused");
@@ -296,6 +301,88 @@ where
                 Box::pin(async move { Ok(status.into_http()) })
             }
         }
+    }
+}
+
+/// A response body that ends with UNAUTHENTICATED once the token its call came with is revoked:
+/// a revocation applies at once to what is open (an Ask or Watch stream, a bot's Claim stream,
+/// an operator's WatchAccounts), not only to the calls after it. The body it wraps is dropped
+/// then, as when the client goes away (a Claim stream hands back its bot's tasks).
+struct Revocable {
+    inner: Option<tonic::body::Body>,
+    principals: Principals,
+    caller: Caller,
+    /// The table's revocations, until one is being waited on (or no more can come).
+    revocations: Option<tokio::sync::watch::Receiver<usize>>,
+    waiting: Option<BoxFuture<'static, Option<tokio::sync::watch::Receiver<usize>>>>,
+}
+
+impl Revocable {
+    /// Subscribed now, before the handler runs: a revocation from here on ends the response.
+    fn new(principals: Principals, caller: Caller) -> Revocable {
+        let revocations = Some(principals.revocations());
+        Revocable { inner: None, principals, caller, revocations, waiting: None }
+    }
+
+    fn around(mut self, body: tonic::body::Body) -> Revocable {
+        self.inner = Some(body);
+        self
+    }
+
+    /// Whether a revocation since the last look ended the caller's token; registers the waker
+    /// for the next one otherwise.
+    fn revoked(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.waiting.is_none() {
+                let Some(mut revocations) = self.revocations.take() else { return false };
+                self.waiting = Some(Box::pin(async move { revocations.changed().await.ok().map(|()| revocations) }));
+            }
+            let Some(waiting) = self.waiting.as_mut() else { return false };
+            let Poll::Ready(revocations) = waiting.as_mut().poll(cx) else { return false };
+            self.waiting = None;
+            // None: the table is gone (the process stops); nothing more to watch.
+            self.revocations = revocations;
+            if !self.principals.admits(&self.caller) {
+                return true;
+            }
+        }
+    }
+}
+
+impl http_body::Body for Revocable {
+    type Data = bytes::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.inner.is_none() {
+            return Poll::Ready(None);
+        }
+        if this.revoked(cx) {
+            this.inner = None;
+            let status = Status::unauthenticated(format!(
+                "token {} was revoked: the call ends here; call again with a token that is not",
+                this.caller.token_id
+            ));
+            tracing::info!(principal = %this.caller.principal, token_id = %this.caller.token_id, "an open call's token was revoked: ended");
+            let mut trailers = http::HeaderMap::new();
+            return Poll::Ready(Some(status.add_header(&mut trailers).map(|()| http_body::Frame::trailers(trailers))));
+        }
+        match this.inner.as_mut() {
+            Some(inner) => std::pin::Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
     }
 }
 

@@ -177,6 +177,9 @@ const TOKEN_COLUMNS: &str = "t.id, t.principal, p.role, p.assistants, t.label, t
 pub struct Principals {
     pool: Option<PgPool>,
     table: Arc<RwLock<Table>>,
+    /// How many tokens the table holds revoked: bumped when a token is revoked (here, or by
+    /// another replica, seen at a reload), so open streams check their caller again.
+    revoked: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
 /// The tokens in memory, and how many changes this replica made to them: a reload that read the
@@ -188,18 +191,25 @@ struct Table {
     entries: Arc<Tokens>,
 }
 
-/// The known tokens, indexed by hash.
+/// The known tokens, indexed by hash and by id.
 #[derive(Default)]
 struct Tokens {
     entries: Vec<Entry>,
     /// Each hash's entry in `entries`; of two entries with one hash, the later.
     by_hash: HashMap<Hash, usize>,
+    /// Each token id's entry in `entries`.
+    by_id: HashMap<Arc<str>, usize>,
 }
 
 impl Tokens {
     fn new(entries: Vec<Entry>) -> Tokens {
         let by_hash = entries.iter().enumerate().map(|(index, entry)| (entry.hash, index)).collect();
-        Tokens { entries, by_hash }
+        let by_id = entries.iter().enumerate().map(|(index, entry)| (entry.caller.token_id.clone(), index)).collect();
+        Tokens { entries, by_hash, by_id }
+    }
+
+    fn revoked(&self) -> usize {
+        self.entries.iter().filter(|entry| entry.revoked).count()
     }
 
     fn len(&self) -> usize {
@@ -240,7 +250,7 @@ impl Principals {
             })
             .collect();
         let table = Table { changes: 0, entries: Arc::new(Tokens::new(entries)) };
-        Principals { pool: None, table: Arc::new(RwLock::new(table)) }
+        Principals { pool: None, table: Arc::new(RwLock::new(table)), revoked: Arc::default() }
     }
 
     /// Records the configured tokens (hashed) under their principals, then loads every token.
@@ -293,7 +303,7 @@ impl Principals {
             }
         }
         tx.commit().await?;
-        let principals = Principals { pool: Some(pool), table: Arc::default() };
+        let principals = Principals { pool: Some(pool), table: Arc::default(), revoked: Arc::default() };
         principals.refresh().await?;
         tracing::info!(tokens = principals.snapshot().len(), configured = configured.len(), "token table loaded");
         Ok(principals)
@@ -315,6 +325,26 @@ impl Principals {
         apply(&mut entries);
         table.entries = Arc::new(Tokens::new(entries));
         table.changes += 1;
+        self.tell_revoked(&table.entries);
+    }
+
+    /// Tells the open streams when the table holds another number of revoked tokens.
+    fn tell_revoked(&self, tokens: &Tokens) {
+        let revoked = tokens.revoked();
+        self.revoked.send_if_modified(|count| std::mem::replace(count, revoked) != revoked);
+    }
+
+    /// Changes each time a token is revoked (here, or on another replica once this one reloads
+    /// the table, within [`REFRESH_EVERY`]): an open stream then asks [`Principals::admits`]
+    /// whether its caller may go on.
+    pub fn revocations(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.revoked.subscribe()
+    }
+
+    /// Whether the token `caller` came with is still known and not revoked.
+    pub fn admits(&self, caller: &Caller) -> bool {
+        let tokens = self.snapshot();
+        tokens.by_id.get(&caller.token_id).is_some_and(|index| !tokens.entries[*index].revoked)
     }
 
     /// Reloads every token from the database. A reload that overlapped a change made here is
@@ -346,6 +376,7 @@ impl Principals {
         let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
         if table.changes == changes {
             table.entries = Arc::new(Tokens::new(entries));
+            self.tell_revoked(&table.entries);
         }
     }
 
