@@ -5,6 +5,7 @@
 
 #![allow(missing_docs)]
 
+pub mod storage_state;
 pub mod urls;
 
 mod codec;

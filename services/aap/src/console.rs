@@ -71,6 +71,7 @@ pub fn router(principals: Principals, grpc: tonic::service::Routes, secure: bool
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(tower::layer::layer_fn(|inner| OperatorsOnly { inner, principals: principals.clone() }))
         .layer(aap_platform::telemetry::GrpcTraceLayer)
+        .layer(aap_platform::server::GrpcStatusLayer)
         .layer(AuthLayer::new(principals.clone()))
         .service(grpc.prepare());
     let grpc: GrpcService = BoxCloneSyncService::new(grpc);

@@ -192,7 +192,7 @@ impl Platform {
             // Metrics: every call, refused ones too, by service, method and code.
             .layer(aap_platform::metrics::GrpcMetricsLayer)
             // Inside the metrics: a call past its grpc-timeout is counted, as DEADLINE_EXCEEDED.
-            .layer(aap_platform::server::GrpcDeadlineLayer)
+            .layer(aap_platform::server::GrpcStatusLayer)
             .layer(AuthLayer::new(principals.clone()))
             .add_service(health_service)
             .add_service(aap_platform::server::reflection_v1()?)

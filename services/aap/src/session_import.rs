@@ -120,11 +120,9 @@ fn read_session(path: &Path) -> Result<SessionFile, String> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read it: {error}"))?;
-    let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|error| format!("not a Playwright storage state: not JSON ({error})"))?;
-    if !value.get("cookies").is_some_and(serde_json::Value::is_array) {
-        return Err("not a Playwright storage state: no \"cookies\" array".to_owned());
-    }
+    // The platform's own rules: a file it would refuse is named here without a call.
+    aap_proto::storage_state::check(&text)
+        .map_err(|reason| format!("not a Playwright storage state a bot can load: {reason}"))?;
     let proxy = sidecar(path, "proxy").map_err(|error| format!("cannot read its .proxy file: {error}"))?;
     let user_agent =
         sidecar(path, "user-agent").map_err(|error| format!("cannot read its .user-agent file: {error}"))?;
@@ -257,16 +255,18 @@ mod tests {
         std::fs::write(dir.path().join("alice.user-agent"), "Mozilla/5.0 Chrome/156.0.0.0\n")?;
         std::fs::write(dir.path().join("notes.json"), r#"{"hello": "world"}"#)?;
         std::fs::write(dir.path().join("broken.json"), "{not json")?;
+        std::fs::write(dir.path().join("cookies.json"), r#"{"cookies":[1,"two",{"name":"x"}],"origins":"notalist"}"#)?;
         std::fs::write(dir.path().join("README.txt"), "not a session")?;
         let files = session_files(dir.path())?;
         let names: Vec<String> =
             files.iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
-        assert_eq!(names, ["alice.json", "broken.json", "notes.json"]);
+        assert_eq!(names, ["alice.json", "broken.json", "cookies.json", "notes.json"]);
         let alice = read_session(&files[0]).map_err(anyhow::Error::msg)?;
         assert_eq!((alice.label.as_str(), alice.proxy.as_str()), ("alice", "socks5://10.0.0.7:1080"));
         assert_eq!(alice.user_agent, "Mozilla/5.0 Chrome/156.0.0.0");
         assert!(read_session(&files[1]).is_err_and(|why| why.contains("not JSON")));
-        assert!(read_session(&files[2]).is_err_and(|why| why.contains("\"cookies\"")));
+        assert!(read_session(&files[2]).is_err_and(|why| why.contains("cookies[0] is not an object")));
+        assert!(read_session(&files[3]).is_err_and(|why| why.contains("\"cookies\"")));
         Ok(())
     }
 }

@@ -1093,6 +1093,53 @@ impl<R: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawCo
     }
 }
 
+/// Requests whose gRPC framing is broken: tonic answers INTERNAL, counted as the server's own
+/// failure, for the caller's mistake; the platform says INVALID_ARGUMENT, on a unary call and a
+/// streaming one. A compressed message without `grpc-encoding` stays INTERNAL (gRPC's
+/// compression spec says so).
+#[tokio::test]
+async fn requests_whose_grpc_framing_is_broken_are_invalid_argument() {
+    let app = spawn_app().await;
+    let ask = grpc_frame(&ask_text("Which tent survives a storm?", &["chatgpt"]));
+    let cut = ask[..ask.len() - 3].to_vec();
+    let whoami = grpc_frame(&aap_proto::v1::WhoAmIRequest {});
+    let cases: [(&str, &str, &str, Vec<u8>, Code); 5] = [
+        (
+            "an Ask whose length prefix promises 3 bytes more",
+            "/aap.v1.AnswersService/Ask",
+            CUSTOMER,
+            cut,
+            Code::InvalidArgument,
+        ),
+        (
+            "an Ask of 3 bytes (half a prefix)",
+            "/aap.v1.AnswersService/Ask",
+            CUSTOMER,
+            vec![0, 0, 0],
+            Code::InvalidArgument,
+        ),
+        ("an Ask with no message", "/aap.v1.AnswersService/Ask", CUSTOMER, Vec::new(), Code::InvalidArgument),
+        ("a WhoAmI with no message", "/aap.v1.AdminService/WhoAmI", OPERATOR, Vec::new(), Code::InvalidArgument),
+        (
+            "a compressed WhoAmI without grpc-encoding",
+            "/aap.v1.AdminService/WhoAmI",
+            OPERATOR,
+            [&[1u8][..], &whoami[1..]].concat(),
+            Code::Internal,
+        ),
+    ];
+    for (what, path, token, body, code) in cases {
+        let told = raw_grpc(&app, path, token, body, &[]).await;
+        assert_eq!(told.code(), code, "{what}: {told:?}");
+        if code == Code::InvalidArgument {
+            assert!(told.message().contains("not a whole gRPC message"), "{what}: {told:?}");
+        }
+    }
+    assert_eq!(app.count("prompts").await, 0, "nothing was stored");
+    let fine = raw_grpc(&app, "/aap.v1.AdminService/WhoAmI", OPERATOR, whoami, &[]).await;
+    assert_eq!(fine.code(), Code::Ok, "a whole WhoAmI is answered: {fine:?}");
+}
+
 /// Requests that are not protobuf of their method (a string that is not UTF-8, a message cut
 /// short, garbage) came back INTERNAL, which counts as the server's own failure: they are the
 /// caller's error, INVALID_ARGUMENT naming the message, on a unary call and a streaming one.

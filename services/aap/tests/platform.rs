@@ -109,40 +109,6 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
     assert_eq!(app.count("answers").await, 1);
 }
 
-/// The status the server ends an Ask with when the request says `grpc-timeout: <timeout>` and
-/// the client keeps no timer (tonic's client ends the call itself when the time is up, as
-/// CANCELLED): one HTTP/2 request, as any gRPC client frames it.
-async fn ask_without_a_timer(app: &TestApp, request: &AskRequest, timeout: &str) -> tonic::Status {
-    use prost::Message as _;
-    let authority = app.grpc_url.trim_start_matches("http://").to_owned();
-    let tcp = tokio::net::TcpStream::connect(&authority).await.expect("connect");
-    let (mut send, connection) = h2::client::handshake(tcp).await.expect("HTTP/2");
-    tokio::spawn(connection);
-    let head = http::Request::post(format!("{}/aap.v1.AnswersService/Ask", app.grpc_url))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("authorization", format!("Bearer {CUSTOMER}"))
-        .header("grpc-timeout", timeout)
-        .body(())
-        .expect("request");
-    let (response, mut body) = send.send_request(head, false).expect("send");
-    let message = request.encode_to_vec();
-    let mut framed = vec![0];
-    framed.extend((message.len() as u32).to_be_bytes());
-    framed.extend(message);
-    body.send_data(framed.into(), true).expect("body");
-    let response = tokio::time::timeout(Duration::from_secs(30), response).await.expect("an answer in 30 s");
-    let response = response.expect("response");
-    let headers = response.headers().clone();
-    let mut events = response.into_body();
-    while let Some(data) = events.data().await {
-        let data = data.expect("data");
-        let _ = events.flow_control().release_capacity(data.len());
-    }
-    let trailers = events.trailers().await.expect("trailers").unwrap_or(headers);
-    tonic::Status::from_header_map(&trailers).expect("a grpc-status")
-}
-
 #[tokio::test]
 async fn a_new_prompt_whose_ask_runs_out_of_time_before_its_evaluations_are_made_is_still_asked() {
     let app = spawn_app().await;
@@ -151,7 +117,10 @@ async fn a_new_prompt_whose_ask_runs_out_of_time_before_its_evaluations_are_made
     // its first read of the prompt's evaluations, until its deadline ends it on the server.
     let mut lock = app.pool.begin().await.expect("begin");
     sqlx::query("LOCK TABLE evaluations IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.expect("lock");
-    let ended = ask_without_a_timer(&app, &ask_text(text, &["chatgpt"]), "2S").await;
+    // One HTTP/2 request, as any gRPC client frames it: tonic's client would end the call itself
+    // when the time is up, as CANCELLED.
+    let framed = grpc_frame(&ask_text(text, &["chatgpt"]));
+    let ended = raw_grpc(&app, "/aap.v1.AnswersService/Ask", CUSTOMER, framed, &[("grpc-timeout", "2S")]).await;
     // Told by the server (this client keeps no timer of its own): DEADLINE_EXCEEDED, as gRPC
     // says, and counted so (tonic said CANCELLED, "Timeout expired", and the metrics missed it).
     assert_eq!(ended.code(), Code::DeadlineExceeded, "{ended:?}");

@@ -36,54 +36,68 @@ pub fn reflection_v1alpha() -> Result<v1alpha::ServerReflectionServer<impl v1alp
     reflection_builder().build_v1alpha()
 }
 
-/// Tower layer for gRPC servers, inside tonic's own deadline: a call whose `grpc-timeout`
-/// passes before its handler answers is told DEADLINE_EXCEEDED, as gRPC says a server tells it.
-/// tonic ends such a call itself, outside every layer, as CANCELLED ("Timeout expired"), and
-/// the layers inside never see it end (the metrics did not count it). This one gives up a
-/// millisecond before tonic does, so it is always first. Calls without the header (the load
-/// client's, most bots') pass through untouched.
+/// Tower layer for gRPC servers: what tonic itself answers, told as gRPC says it.
+///
+/// - A call whose `grpc-timeout` passes before its handler answers is told DEADLINE_EXCEEDED.
+///   tonic ends such a call itself, outside every layer, as CANCELLED ("Timeout expired"), and
+///   the layers inside never see it end (the metrics did not count it). This one gives up a
+///   millisecond before tonic does, so it is always first. Calls without the header (the load
+///   client's, most bots') pass through untouched.
+/// - A request whose gRPC framing is cut (a length prefix longer than the body: "Unexpected
+///   EOF decoding stream.") or that holds no message at all ("Missing request message.") is
+///   the caller's mistake, told INVALID_ARGUMENT where tonic says INTERNAL (counted as the
+///   server's own failure). A compressed message without `grpc-encoding` stays INTERNAL, as
+///   gRPC's compression spec requires.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcDeadlineLayer;
+pub struct GrpcStatusLayer;
 
-impl<S> tower::Layer<S> for GrpcDeadlineLayer {
-    type Service = GrpcDeadlineService<S>;
+impl<S> tower::Layer<S> for GrpcStatusLayer {
+    type Service = GrpcStatusService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcDeadlineService { inner }
+        GrpcStatusService { inner }
     }
 }
 
-/// The service [`GrpcDeadlineLayer`] wraps around the gRPC router.
+/// What [`GrpcStatusService`] does to an answer that is not past its deadline.
+type Told<R, E> = fn(Result<R, E>) -> Result<R, E>;
+
+/// The service [`GrpcStatusLayer`] wraps around the gRPC router.
 #[derive(Debug, Clone)]
-pub struct GrpcDeadlineService<S> {
+pub struct GrpcStatusService<S> {
     inner: S,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for GrpcDeadlineService<S>
+impl<S, B> tower::Service<http::Request<B>> for GrpcStatusService<S>
 where
     S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
+    S::Error: 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future =
-        futures::future::Either<S::Future, futures::future::BoxFuture<'static, Result<S::Response, S::Error>>>;
+    type Future = futures::future::Either<
+        futures::future::Map<S::Future, Told<S::Response, S::Error>>,
+        futures::future::BoxFuture<'static, Result<S::Response, S::Error>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use futures::FutureExt as _;
         let header = request.headers().get("grpc-timeout").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let timeout = header.as_deref().and_then(grpc_timeout);
         let future = self.inner.call(request);
+        let told: Told<S::Response, S::Error> = |answer| answer.map(invalid_framing_is_invalid_argument);
         let (Some(header), Some(timeout)) = (header, timeout) else {
-            return futures::future::Either::Left(future);
+            return futures::future::Either::Left(future.map(told));
         };
         futures::future::Either::Right(Box::pin(async move {
             let first = timeout.saturating_sub(std::time::Duration::from_millis(1));
             match tokio::time::timeout(first, future).await {
-                Ok(answered) => answered,
+                Ok(answered) => told(answered),
                 Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
                     "the call's deadline (grpc-timeout {header}) passed on the server before it was answered"
                 ))
@@ -91,6 +105,23 @@ where
             }
         }))
     }
+}
+
+/// tonic's INTERNAL for a request whose framing is cut or holds no message, as INVALID_ARGUMENT;
+/// any other response as it is (one header read unless its status is INTERNAL).
+fn invalid_framing_is_invalid_argument(
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    if response.headers().get("grpc-status").is_none_or(|code| code != "13") {
+        return response;
+    }
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else { return response };
+    let what = match status.message() {
+        "Unexpected EOF decoding stream." => "its gRPC framing is cut: a length prefix promises more bytes than came",
+        "Missing request message." => "it holds no message: a unary call takes one",
+        _ => return response,
+    };
+    tonic::Status::invalid_argument(format!("the request is not a whole gRPC message: {what}")).into_http()
 }
 
 /// A `grpc-timeout` header's duration: at most 8 digits and a unit (H, M, S, m, u, n).

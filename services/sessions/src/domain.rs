@@ -212,22 +212,15 @@ fn parse_account_plan(plan: &str) -> SessionResult<&str> {
     Ok(plan)
 }
 
-/// Checks that a storage state is a Playwright storage-state document of `assistant`'s: a JSON
-/// object with a `cookies` array, not the session of another assistant (cookies of another
-/// assistant's domains and none of this one's; cookies of other hosts, e.g. a look-alike on
-/// 127.0.0.1 or a single sign-on provider, are the operator's business). The document is kept as
-/// sent, byte for byte.
+/// Checks that a storage state is a Playwright storage-state document of `assistant`'s that a
+/// bot can load (`aap_proto::storage_state::check`, the bot's own types: a JSON object with a
+/// `cookies` array of cookies and `origins` of localStorage), not the session of another
+/// assistant (cookies of another assistant's domains and none of this one's; cookies of other
+/// hosts, e.g. a look-alike on 127.0.0.1 or a single sign-on provider, are the operator's
+/// business). The document is kept as sent, byte for byte.
 fn check_storage_state(field: &'static str, json: &str, assistant: &str) -> SessionResult<()> {
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|error| invalid(field, format!("not JSON: {error}")))?;
-    let Some(object) = value.as_object() else {
-        return Err(invalid(field, "must be a JSON object"));
-    };
-    let Some(serde_json::Value::Array(cookies)) = object.get("cookies") else {
-        return Err(invalid(field, "must have a \"cookies\" array (Playwright storage state)"));
-    };
-    let domains: Vec<&str> =
-        cookies.iter().filter_map(|cookie| cookie.get("domain").and_then(serde_json::Value::as_str)).collect();
+    let state = aap_proto::storage_state::check(json).map_err(|reason| invalid(field, reason))?;
+    let domains: Vec<&str> = state.cookies.iter().map(|cookie| cookie.domain.as_str()).collect();
     let Some(own) = assistants::by_id(assistant) else { return Ok(()) };
     if domains.iter().any(|domain| own.owns_cookie_domain(domain)) {
         return Ok(());
@@ -871,6 +864,23 @@ mod tests {
         for bad in ["", "[]", "{}", r#"{"cookies": {}}"#, "{not json"] {
             assert!(check_storage_state("s", bad, "chatgpt").is_err(), "{bad:?} passed");
         }
+    }
+
+    #[test]
+    fn a_storage_state_a_bot_could_not_load_is_refused_naming_what_is_wrong() {
+        let probe = r#"{"cookies":[1,"two",{"name":"x"}],"origins":"notalist"}"#;
+        let Err(SessionError::InvalidArgument { field, reason }) =
+            check_storage_state("storage_state_json", probe, "chatgpt")
+        else {
+            panic!("the probe's storage state was taken");
+        };
+        assert_eq!(field, "storage_state_json");
+        assert!(reason.starts_with("cookies[0] is not an object with name and value strings"), "{reason}");
+        let origins = r#"{"cookies":[{"name":"a","value":"b","domain":".chatgpt.com"}],"origins":"notalist"}"#;
+        assert!(
+            check_storage_state("s", origins, "chatgpt")
+                .is_err_and(|e| e.to_string().contains("\"origins\" must be an array"))
+        );
     }
 
     #[test]

@@ -365,6 +365,46 @@ async fn leases_match_plans_ignoring_case_and_tell_missing_from_busy() -> anyhow
 }
 
 #[tokio::test]
+async fn a_storage_state_a_bot_could_not_load_is_refused_on_upload_naming_what_is_wrong() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let unloadable = [
+        (r#"{"cookies":[1,"two",{"name":"x"}],"origins":"notalist"}"#, "cookies[0] is not an object"),
+        (r#"{"cookies":[{"name":"s","value":"v"},{"name":"x"}]}"#, "cookies[1] is not an object"),
+        (r#"{"cookies":[{"name":"s","value":"v","expires":"tomorrow"}]}"#, "cookies[0] is not an object"),
+        (r#"{"cookies":[],"origins":"notalist"}"#, "\"origins\" must be an array"),
+        (r#"{"cookies":[],"origins":[{"origin":"o","localStorage":[{"name":"k"}]}]}"#, "origins[0].localStorage[0]"),
+    ];
+    for (json, what) in unloadable {
+        assert!(aap_proto::storage_state::StorageState::parse(json).is_err(), "a bot reads {json}");
+        let request = CreateAccountRequest {
+            assistant: "chatgpt".into(),
+            plan: "Plus".into(),
+            label: "x".into(),
+            storage_state_json: json.into(),
+            ..CreateAccountRequest::default()
+        };
+        let status = client.create_account(request).await.err().context("an unloadable state was taken")?;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(what), "{json}: {}", status.message());
+        let bad_request = status.get_details_bad_request().context("no bad request details")?;
+        assert_eq!(bad_request.field_violations[0].field, "storage_state_json");
+    }
+    assert!(client.list_accounts(ListAccountsRequest::default()).await?.into_inner().accounts.is_empty());
+
+    let created = create(&mut client, "chatgpt", "Plus", "x").await?;
+    for (json, what) in unloadable {
+        let update = UpdateSessionStateRequest { account_id: created.id.clone(), storage_state_json: json.into() };
+        let status = client.update_session_state(update).await.err().context("an unloadable state was taken")?;
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(what), "{json}: {}", status.message());
+    }
+    // What is taken, a bot loads.
+    let leased = lease(&mut client, "chatgpt", "Plus").await?;
+    assert!(aap_proto::storage_state::StorageState::parse(&leased.storage_state_json).is_ok());
+    Ok(())
+}
+
+#[tokio::test]
 async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
     let mut client = spawn_app(SessionsConfig::default()).await?;
     let valid = CreateAccountRequest {

@@ -363,3 +363,47 @@ pub fn submit_request(evaluation_id: i64, text: &str) -> aap_proto::v1::SubmitRe
         }],
     }
 }
+
+/// `message` as one gRPC frame: no compression, its length, its bytes.
+pub fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
+    let bytes = message.encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend((bytes.len() as u32).to_be_bytes());
+    framed.extend(bytes);
+    framed
+}
+
+/// The status the server ends a call of `path` with, sent as one HTTP/2 request whose body is
+/// `body` as it is (framed or not) with `headers` added, by a client that keeps no timer and
+/// checks nothing of its own (tonic's client refuses to send what is not a message).
+pub async fn raw_grpc(
+    app: &TestApp,
+    path: &str,
+    token: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> tonic::Status {
+    let authority = app.grpc_url.trim_start_matches("http://").to_owned();
+    let tcp = tokio::net::TcpStream::connect(&authority).await.expect("connect");
+    let (mut send, connection) = h2::client::handshake(tcp).await.expect("HTTP/2");
+    tokio::spawn(connection);
+    let mut head = http::Request::post(format!("{}{path}", app.grpc_url))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("authorization", format!("Bearer {token}"));
+    for (name, value) in headers {
+        head = head.header(*name, *value);
+    }
+    let (response, mut sending) = send.send_request(head.body(()).expect("request"), false).expect("send");
+    sending.send_data(body.into(), true).expect("body");
+    let response = tokio::time::timeout(Duration::from_secs(30), response).await.expect("an answer in 30 s");
+    let response = response.expect("response");
+    let headers = response.headers().clone();
+    let mut received = response.into_body();
+    while let Some(data) = received.data().await {
+        let data = data.expect("data");
+        let _ = received.flow_control().release_capacity(data.len());
+    }
+    let trailers = received.trailers().await.expect("trailers").unwrap_or(headers);
+    tonic::Status::from_header_map(&trailers).expect("a grpc-status")
+}

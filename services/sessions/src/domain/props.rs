@@ -79,6 +79,11 @@ fn storage_state() -> impl Strategy<Value = String> {
         Just(serde_json::json!([{"cookies": []}])),
         Just(serde_json::json!("cookies")),
         Just(serde_json::json!(7)),
+        Just(serde_json::json!({"cookies": [1, "two", {"name": "x"}], "origins": "notalist"})),
+        Just(serde_json::json!({"cookies": [{"name": "a", "value": "b", "expires": "soon"}]})),
+        Just(serde_json::json!({"cookies": [{"name": "a", "value": "b", "domain": null}]})),
+        Just(serde_json::json!({"cookies": [], "origins": [{"origin": "o", "localStorage": [{"name": "k"}]}]})),
+        Just(serde_json::json!({"cookies": [], "origins": [{"origin": "o", "localStorage": [{"name": "k", "value": "v"}]}]})),
     ]
     .prop_map(|value| value.to_string());
     prop_oneof![3 => json, 1 => any::<String>(), 1 => "[{}\\[\\]\":,a-z0-9 ]{0,30}"]
@@ -137,13 +142,14 @@ proptest! {
         }
     }
 
-    /// A storage state is taken exactly when it is a JSON object with a `cookies` array; a
-    /// refusal names the field it was given.
+    /// A storage state is taken exactly when it is a JSON object with a `cookies` array that a
+    /// bot can load (its parser reads it); a refusal names the field it was given.
     #[test]
-    fn storage_states_are_taken_exactly_when_an_object_with_a_cookies_array(json in storage_state()) {
+    fn storage_states_are_taken_exactly_when_an_object_with_a_cookies_array_a_bot_reads(json in storage_state()) {
         let expected = serde_json::from_str::<serde_json::Value>(&json)
             .ok()
-            .is_some_and(|value| value.get("cookies").is_some_and(serde_json::Value::is_array) && value.is_object());
+            .is_some_and(|value| value.get("cookies").is_some_and(serde_json::Value::is_array) && value.is_object())
+            && aap_proto::storage_state::StorageState::parse(&json).is_ok();
         let result = check_storage_state("storage_state_json", &json, "chatgpt");
         prop_assert_eq!(result.is_ok(), expected, "{:?}", json);
         if result.is_err() {
