@@ -307,21 +307,25 @@ where
 /// A response body that ends with UNAUTHENTICATED once the token its call came with is revoked:
 /// a revocation applies at once to what is open (an Ask or Watch stream, a bot's Claim stream,
 /// an operator's WatchAccounts), not only to the calls after it. The body it wraps is dropped
-/// then, as when the client goes away (a Claim stream hands back its bot's tasks).
+/// then, as when the client goes away (a Claim stream hands back its bot's tasks). A body that
+/// is never idle (an exact hit's events, a unary reply) costs one atomic read a frame; only one
+/// that waits registers to be woken by a revocation.
 struct Revocable {
     inner: Option<tonic::body::Body>,
     principals: Principals,
     caller: Caller,
-    /// The table's revocations, until one is being waited on (or no more can come).
-    revocations: Option<tokio::sync::watch::Receiver<usize>>,
-    waiting: Option<BoxFuture<'static, Option<tokio::sync::watch::Receiver<usize>>>>,
+    revocations: tokio::sync::watch::Receiver<usize>,
+    /// While the body waits: resolves on the next revocation (true) or when none can come.
+    waiting: Option<BoxFuture<'static, bool>>,
+    /// No revocation can come any more (the table is gone: the process stops).
+    deaf: bool,
 }
 
 impl Revocable {
     /// Subscribed now, before the handler runs: a revocation from here on ends the response.
     fn new(principals: Principals, caller: Caller) -> Revocable {
-        let revocations = Some(principals.revocations());
-        Revocable { inner: None, principals, caller, revocations, waiting: None }
+        let revocations = principals.revocations();
+        Revocable { inner: None, principals, caller, revocations, waiting: None, deaf: false }
     }
 
     fn around(mut self, body: tonic::body::Body) -> Revocable {
@@ -329,23 +333,23 @@ impl Revocable {
         self
     }
 
-    /// Whether a revocation since the last look ended the caller's token; registers the waker
-    /// for the next one otherwise.
-    fn revoked(&mut self, cx: &mut Context<'_>) -> bool {
-        loop {
-            if self.waiting.is_none() {
-                let Some(mut revocations) = self.revocations.take() else { return false };
-                self.waiting = Some(Box::pin(async move { revocations.changed().await.ok().map(|()| revocations) }));
-            }
-            let Some(waiting) = self.waiting.as_mut() else { return false };
-            let Poll::Ready(revocations) = waiting.as_mut().poll(cx) else { return false };
-            self.waiting = None;
-            // None: the table is gone (the process stops); nothing more to watch.
-            self.revocations = revocations;
-            if !self.principals.admits(&self.caller) {
-                return true;
-            }
-        }
+    /// Whether the caller's token is revoked now; marks the revocations seen.
+    fn revoked(&mut self) -> bool {
+        self.revocations.borrow_and_update();
+        !self.principals.admits(&self.caller)
+    }
+
+    /// The trailers that end the call, the body it wrapped dropped.
+    fn end(&mut self) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
+        self.inner = None;
+        self.waiting = None;
+        let status = Status::unauthenticated(format!(
+            "token {} was revoked: the call ends here; call again with a token that is not",
+            self.caller.token_id
+        ));
+        tracing::info!(principal = %self.caller.principal, token_id = %self.caller.token_id, "an open call's token was revoked: ended");
+        let mut trailers = http::HeaderMap::new();
+        Poll::Ready(Some(status.add_header(&mut trailers).map(|()| http_body::Frame::trailers(trailers))))
     }
 }
 
@@ -361,20 +365,28 @@ impl http_body::Body for Revocable {
         if this.inner.is_none() {
             return Poll::Ready(None);
         }
-        if this.revoked(cx) {
-            this.inner = None;
-            let status = Status::unauthenticated(format!(
-                "token {} was revoked: the call ends here; call again with a token that is not",
-                this.caller.token_id
-            ));
-            tracing::info!(principal = %this.caller.principal, token_id = %this.caller.token_id, "an open call's token was revoked: ended");
-            let mut trailers = http::HeaderMap::new();
-            return Poll::Ready(Some(status.add_header(&mut trailers).map(|()| http_body::Frame::trailers(trailers))));
+        if this.revocations.has_changed().unwrap_or(false) && this.revoked() {
+            return this.end();
         }
-        match this.inner.as_mut() {
-            Some(inner) => std::pin::Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match std::pin::Pin::new(inner).poll_frame(cx) {
+            Poll::Pending => {}
+            ready => return ready,
         }
+        // Idle: woken by the next revocation as well as by the body.
+        while !this.deaf {
+            let waiting = this.waiting.get_or_insert_with(|| {
+                let mut revocations = this.revocations.clone();
+                Box::pin(async move { revocations.changed().await.is_ok() })
+            });
+            let Poll::Ready(changed) = waiting.as_mut().poll(cx) else { break };
+            this.waiting = None;
+            this.deaf = !changed;
+            if changed && this.revoked() {
+                return this.end();
+            }
+        }
+        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
