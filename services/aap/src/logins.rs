@@ -22,7 +22,8 @@ use chrono::{DateTime, Utc};
 use futures::Stream;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Largest request RemoteLoginService decodes: input events are small (text at most 4,096
 /// characters).
@@ -250,6 +251,15 @@ impl RemoteLogins {
             if start.label.is_empty() {
                 return Err(invalid("label", "is required for a new account"));
             }
+            // CreateAccount's rules, before the operator types a login that could not be stored.
+            aap_sessions::check_new_account(&NewAccount {
+                assistant: &start.assistant,
+                plan: &start.plan,
+                label: &start.label,
+                storage_state_json: "",
+                proxy: &start.proxy,
+                user_agent: &start.user_agent,
+            })?;
         }
         let proxy = match start.proxy.as_str() {
             "" => None,
@@ -549,7 +559,11 @@ impl From<LoginError> for Status {
     fn from(error: LoginError) -> Status {
         let message = error.to_string();
         match error {
-            LoginError::InvalidArgument { .. } => Status::invalid_argument(message),
+            LoginError::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                message,
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
             LoginError::NotFound(_) => Status::not_found(message),
             LoginError::Exhausted(_) => Status::resource_exhausted(message),
             LoginError::Ended(_) => Status::failed_precondition(message),

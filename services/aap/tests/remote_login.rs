@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tonic_types::StatusExt as _;
 
 type Logins = RemoteLoginServiceClient<InterceptedService<Channel, aap::client::Bearer>>;
 type Watch = tonic::Streaming<WatchRemoteLoginResponse>;
@@ -378,7 +379,9 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
     let app = app_for(&sim, 1, Duration::from_secs(600)).await;
     let mut client = logins(&app, OPERATOR);
 
-    // Bad requests name their field.
+    // Bad requests name their field, in the message and a bad-request field violation; what
+    // CreateAccount would refuse is refused before a browser starts.
+    let headless = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0";
     for (request, code, field) in [
         (StartRemoteLoginRequest { assistant: "bard".into(), ..new_account("x") }, Code::InvalidArgument, "assistant"),
         (StartRemoteLoginRequest { label: String::new(), ..new_account("x") }, Code::InvalidArgument, "label"),
@@ -387,6 +390,12 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
             Code::InvalidArgument,
             "proxy",
         ),
+        (
+            StartRemoteLoginRequest { user_agent: headless.into(), ..new_account("x") },
+            Code::InvalidArgument,
+            "user_agent",
+        ),
+        (StartRemoteLoginRequest { plan: "any".into(), ..new_account("x") }, Code::InvalidArgument, "plan"),
         (
             StartRemoteLoginRequest {
                 account_id: uuid::Uuid::new_v4().to_string(),
@@ -400,7 +409,12 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
         assert_eq!(status.code(), code, "{status:?}");
         assert!(status.message().contains(field), "{}", status.message());
         assert!(!status.message().contains("secret"), "no proxy credentials in a response");
+        if code == Code::InvalidArgument {
+            let violations = status.get_details_bad_request().expect("a bad request detail").field_violations;
+            assert_eq!(violations[0].field, field, "{status:?}");
+        }
     }
+    assert!(client.list_remote_logins(ListRemoteLoginsRequest {}).await.expect("list").into_inner().logins.is_empty());
 
     let login = start(&mut client, new_account("limited")).await;
     let status = client.start_remote_login(new_account("second")).await.expect_err("over the limit");
@@ -434,8 +448,8 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
     let mut seen = Seen::default();
     follow(&mut stream, &mut seen, |l| state(l) == RemoteLoginState::Waiting).await;
     for (input, field) in [
-        (text(&"x".repeat(4097)), "text"),
-        (text("a\0b"), "text"),
+        (text(&"x".repeat(4097)), "text.text"),
+        (text("a\0b"), "text.text"),
         (click((f64::NAN, 1.0)), "mouse.x"),
         (
             Input::Key(KeyInput { action: KeyAction::Unspecified as i32, key: "a".into(), ..KeyInput::default() }),
@@ -445,6 +459,8 @@ async fn remote_logins_are_limited_owned_validated_and_cancellable() {
         let status = send(&mut client, &login.id, input).await.expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
         assert!(status.message().contains(field), "{}", status.message());
+        let violations = status.get_details_bad_request().expect("a bad request detail").field_violations;
+        assert_eq!(violations[0].field, field, "{status:?}");
     }
     let typed = Input::Key(KeyInput { action: KeyAction::Press as i32, key: "Tab".into(), ..KeyInput::default() });
     send(&mut client, &login.id, typed).await.expect("a key is taken");

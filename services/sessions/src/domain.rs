@@ -242,6 +242,34 @@ fn check_storage_state(field: &'static str, json: &str, assistant: &str) -> Sess
     }
 }
 
+/// A new account's settings, parsed as [`SessionDirectory::create_account`] stores them.
+struct ParsedAccount<'a> {
+    assistant: &'static str,
+    plan: &'a str,
+    label: &'a str,
+    proxy: Option<ProxyUrl>,
+    user_agent: String,
+}
+
+/// Parses everything of a new account but its storage state.
+fn parse_new_account<'a>(new: &NewAccount<'a>) -> SessionResult<ParsedAccount<'a>> {
+    Ok(ParsedAccount {
+        assistant: parse_assistant("assistant", new.assistant)?,
+        plan: parse_account_plan(new.plan)?,
+        label: parse_label(new.label)?,
+        proxy: parse_proxy(new.proxy)?,
+        user_agent: check_user_agent(new.user_agent).map_err(|reason| invalid("user_agent", reason))?,
+    })
+}
+
+/// Checks a new account's assistant, plan, label, proxy and user agent with the rules of
+/// [`SessionDirectory::create_account`], before there is a storage state (`storage_state_json`
+/// is not looked at): a remote login checks them before its browser starts, so that no operator
+/// types a login that could not be stored.
+pub fn check_new_account(new: &NewAccount<'_>) -> SessionResult<()> {
+    parse_new_account(new).map(drop)
+}
+
 /// Checks an account's label: one short line, stored trimmed.
 fn parse_label(label: &str) -> SessionResult<&str> {
     let label = label.trim();
@@ -554,12 +582,8 @@ impl SessionDirectory {
     /// Adds an active account.
     #[tracing::instrument(skip_all, fields(assistant = new.assistant, plan = new.plan, label = new.label))]
     pub async fn create_account(&self, new: NewAccount<'_>) -> SessionResult<Account> {
-        let assistant = parse_assistant("assistant", new.assistant)?;
-        let plan = parse_account_plan(new.plan)?;
+        let ParsedAccount { assistant, plan, label, proxy, user_agent } = parse_new_account(&new)?;
         check_storage_state("storage_state_json", new.storage_state_json, assistant)?;
-        let proxy = parse_proxy(new.proxy)?;
-        let user_agent = check_user_agent(new.user_agent).map_err(|reason| invalid("user_agent", reason))?;
-        let label = parse_label(new.label)?;
         let plan_key = assistants::normalize_plan(plan);
         let id = Uuid::new_v4();
         let proxy_sealed = proxy.as_ref().map(|proxy| self.seal(id, "proxy", &proxy.as_str())).transpose()?;

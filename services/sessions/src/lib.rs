@@ -38,6 +38,6 @@ mod watch;
 pub use crypto::{KeyError, OpenError, SessionKey};
 pub use domain::{
     Account, AccountFilter, AccountStatus, AccountUpdate, Lease, LeaseOutcome, LeaseRecord, LeaseTarget, NewAccount,
-    SessionDirectory, SessionError, SessionResult, SessionsConfig,
+    SessionDirectory, SessionError, SessionResult, SessionsConfig, check_new_account,
 };
 pub use evidence::{EvidenceLimits, EvidenceLocker};
