@@ -41,7 +41,8 @@ pub mod limits {
     pub const MAX_URL_CHARS: usize = 4096;
     /// Longest title: a citation's (the seed's `text`), an evidence page's.
     pub const MAX_TITLE_CHARS: usize = 1000;
-    /// Longest failure reason a bot may give: a release reason, an evidence case's error.
+    /// Longest failure reason a bot may give: a release reason, an evidence case's error, the
+    /// detail of a returned lease.
     pub const MAX_REASON_CHARS: usize = 4096;
     /// Largest page HTML of an evidence case, in bytes.
     pub const MAX_EVIDENCE_HTML_BYTES: usize = 2 * 1024 * 1024;

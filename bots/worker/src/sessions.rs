@@ -212,7 +212,7 @@ impl ServiceSessions {
             lease_id: lease.id.clone(),
             outcome: outcome as i32,
             runs,
-            detail: detail.to_owned(),
+            detail: crate::source::limits::fit_detail(detail),
         });
         request.set_timeout(self.timeout);
         // A lost return is not fatal: the lease lapses on its own and the account goes back.

@@ -133,6 +133,13 @@ fn status_name(status: i32) -> &'static str {
     }
 }
 
+/// Text from the platform as a terminal should show it: every control character escaped
+/// (`\u{1b}`, `\n`), so that a value (a bot's cool-down reason, a refusal) can neither clear
+/// the screen, set the window title nor pass for another line.
+pub fn shown(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 fn time(t: Option<&prost_types::Timestamp>) -> String {
     t.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
         .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
@@ -149,7 +156,7 @@ pub fn status_text(account: &Account) -> String {
     }
     if !account.cooldown_reason.is_empty() {
         let reason: String = account.cooldown_reason.chars().take(60).collect();
-        text.push_str(&format!(" ({reason})"));
+        text.push_str(&format!(" ({})", shown(&reason)));
     }
     let underlying = status_name(account.underlying_status);
     if status == "disabled" && underlying != "disabled" && underlying != "?" {
@@ -175,20 +182,22 @@ pub fn print_accounts(out: &mut impl Write, accounts: &[Account]) -> std::io::Re
     )?;
     for account in accounts {
         let last_lease = match &account.last_lease {
-            Some(lease) => format!("{} {} {}", time(lease.leased_at.as_ref()), lease.bot_id, lease.outcome),
+            Some(lease) => {
+                format!("{} {} {}", time(lease.leased_at.as_ref()), shown(&lease.bot_id), shown(&lease.outcome))
+            }
             None => time(account.last_leased_at.as_ref()),
         };
         writeln!(
             out,
             "{:<36}  {:<18} {:<8} {:<28} {:<44} {:>5} {:<6} {:<22} {}",
-            account.id,
-            account.assistant,
-            account.plan,
-            account.label,
+            shown(&account.id),
+            shown(&account.assistant),
+            shown(&account.plan),
+            shown(&account.label),
             status_text(account),
             account.runs,
             if account.leased { "yes" } else { "no" },
-            proxy_host(&account.proxy),
+            shown(proxy_host(&account.proxy)),
             last_lease
         )?;
     }
@@ -257,14 +266,14 @@ pub async fn resolve(client: &mut SessionClient, reference: &AccountRef) -> anyh
         several => anyhow::bail!(
             "{} accounts are labelled {wanted:?} ({}): give its id, or --assistant",
             several.len(),
-            several.iter().map(|a| format!("{} {}", a.assistant, a.id)).collect::<Vec<_>>().join(", ")
+            several.iter().map(|a| format!("{} {}", shown(&a.assistant), shown(&a.id))).collect::<Vec<_>>().join(", ")
         ),
     }
 }
 
 /// A refusal as the operator should read it: the status's code and message.
 pub fn status_error(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+    anyhow::anyhow!("{:?}: {}", status.code(), shown(status.message()))
 }
 
 /// Runs one `aap accounts` command, printing to `out`.
@@ -301,7 +310,7 @@ pub async fn run(command: AccountsCommand, out: &mut impl Write) -> anyhow::Resu
                 .delete_account(DeleteAccountRequest { account_id: account_id.clone() })
                 .await
                 .map_err(status_error)?;
-            writeln!(out, "deleted account {account_id} with its session state, leases and evidence")?;
+            writeln!(out, "deleted account {} with its session state, leases and evidence", shown(&account_id))?;
         }
     }
     Ok(())
@@ -329,5 +338,34 @@ mod tests {
         assert_eq!(status_text(&disabled), "disabled (was expired)");
         assert_eq!(proxy_host("socks5://10.0.0.7:1080"), "10.0.0.7:1080");
         assert_eq!(proxy_host(""), "-");
+    }
+
+    #[test]
+    fn text_from_the_platform_is_printed_with_its_control_characters_escaped() -> std::io::Result<()> {
+        let hostile = Account {
+            id: "3f0c".into(),
+            assistant: "chatgpt".into(),
+            plan: "Plus".into(),
+            label: "ops\u{1b}[31m".into(),
+            status: AccountStatus::Cooling.into(),
+            underlying_status: AccountStatus::Cooling.into(),
+            cooldown_reason: "\u{1b}[2J\u{1b}]0;pwned\u{7}rate\nlimited".into(),
+            last_lease: Some(aap_proto::v1::Lease {
+                bot_id: "bot\u{9b}1".into(),
+                outcome: "rate-limited".into(),
+                ..aap_proto::v1::Lease::default()
+            }),
+            ..Account::default()
+        };
+        let mut out = Vec::new();
+        print_accounts(&mut out, &[hostile])?;
+        let printed = String::from_utf8_lossy(&out);
+        assert!(!printed.trim_end().chars().any(|c| c.is_control() && c != '\n'), "{printed:?}");
+        assert_eq!(printed.lines().count(), 2, "one header, one account: {printed}");
+        assert!(printed.contains(r"(\u{1b}[2J\u{1b}]0;pwned\u{7}rate\nlimited)"), "{printed}");
+        assert!(printed.contains(r"ops\u{1b}[31m") && printed.contains(r"bot\u{9b}1"), "{printed}");
+        let refusal = status_error(tonic::Status::not_found("account \u{1b}[2J not found")).to_string();
+        assert_eq!(refusal, r"NotFound: account \u{1b}[2J not found");
+        Ok(())
     }
 }

@@ -20,7 +20,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tonic::Code;
 
-use crate::accounts_cmd::{OperatorConn, SessionClient, status_error};
+use crate::accounts_cmd::{OperatorConn, SessionClient, shown, status_error};
 
 /// `aap session import`'s arguments.
 #[derive(Debug, Args)]
@@ -75,14 +75,18 @@ impl Report {
     /// One line per file, then the summary.
     pub fn print(&self, out: &mut impl Write) -> std::io::Result<()> {
         for (file, outcome) in &self.files {
+            let file = shown(file);
             match outcome {
-                Outcome::Created(id) => writeln!(out, "created    {file}  (account {id})")?,
-                Outcome::Replaced(id) => writeln!(out, "replaced   {file}  (account {id}: session state stored)")?,
+                Outcome::Created(id) => writeln!(out, "created    {file}  (account {})", shown(id))?,
+                Outcome::Replaced(id) => {
+                    writeln!(out, "replaced   {file}  (account {}: session state stored)", shown(id))?
+                }
                 Outcome::Exists(id) => writeln!(
                     out,
-                    "unchanged  {file}  (account {id} has this label; --replace stores the file's session state on it)"
+                    "unchanged  {file}  (account {} has this label; --replace stores the file's session state on it)",
+                    shown(id)
                 )?,
-                Outcome::Skipped(why) => writeln!(out, "skipped    {file}: {why}")?,
+                Outcome::Skipped(why) => writeln!(out, "skipped    {file}: {}", shown(why))?,
             }
         }
         writeln!(
@@ -228,7 +232,7 @@ async fn store_on(client: &mut SessionClient, file: &SessionFile, account: &Acco
 
 /// The platform's words for a refused file.
 fn refusal(status: &tonic::Status) -> String {
-    format!("refused by the platform ({:?}): {}", status.code(), status.message())
+    format!("refused by the platform ({:?}): {}", status.code(), shown(status.message()))
 }
 
 /// Runs `aap session import`, printing a line per file and a summary to `out`; fails (exit

@@ -134,8 +134,8 @@ pub enum SessionError {
 
 /// Longest account label and bot id, in characters.
 const MAX_NAME_CHARS: usize = 200;
-/// Longest detail a bot may give with a returned lease.
-const MAX_DETAIL_CHARS: usize = 4096;
+/// Longest detail a bot may give with a returned lease (a reason, as a bot fits it).
+const MAX_DETAIL_CHARS: usize = aap_proto::limits::MAX_REASON_CHARS;
 /// Longest cool-down reason kept on the account (the detail, cut).
 const MAX_REASON_CHARS: usize = 200;
 /// Most leases a history returns.
@@ -772,7 +772,9 @@ impl SessionDirectory {
         principal: &str,
     ) -> SessionResult<Account> {
         let lease_id = parse_id("lease_id", lease_id)?;
-        input::check_text(detail, MAX_DETAIL_CHARS).map_err(|reason| invalid("detail", reason))?;
+        // Shown to operators (the cool-down reason in the console and `aap accounts list`), so
+        // no escape sequence a terminal would act on.
+        input::check_line(detail, MAX_DETAIL_CHARS).map_err(|reason| invalid("detail", reason))?;
         let mut tx = self.store.begin().await?;
         let lease = store::lock_lease(&mut tx, lease_id).await?.ok_or(SessionError::LeaseNotFound(lease_id))?;
         if lease.principal.as_deref() != Some(principal) {

@@ -509,6 +509,38 @@ async fn a_return_of_more_runs_than_the_lease_allowed_is_refused_and_changes_not
 }
 
 #[tokio::test]
+async fn a_return_detail_with_a_terminal_escape_is_refused_and_the_lease_still_held() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let only = create(&mut client, "chatgpt", "Plus", "only").await?;
+    let held = lease(&mut client, "chatgpt", "Plus").await?;
+    for detail in ["\u{1b}[2Jrate limited", "\u{1b}]0;pwned\u{7}", "a\u{9b}b", "nul\0"] {
+        let request = ReturnSessionRequest {
+            lease_id: held.lease_id.clone(),
+            outcome: LeaseOutcome::RateLimited.into(),
+            runs: 1,
+            detail: detail.into(),
+        };
+        let status = client.return_session(request).await.err().context("a control character was taken")?;
+        assert_eq!(status.code(), Code::InvalidArgument, "{detail:?}: {status:?}");
+        let bad_request = status.get_details_bad_request().context("no bad request details")?;
+        assert_eq!(bad_request.field_violations[0].field, "detail");
+    }
+    let unchanged = account(&mut client, &only.id).await?;
+    assert_eq!((unchanged.status, unchanged.leased, unchanged.rate_limits), (AccountStatus::Active as i32, true, 0));
+
+    // Tab and line breaks are text.
+    let request = ReturnSessionRequest {
+        lease_id: held.lease_id.clone(),
+        outcome: LeaseOutcome::RateLimited.into(),
+        runs: 1,
+        detail: "429:\ttoo many requests\r\ntry later".into(),
+    };
+    let cooling = client.return_session(request).await?.into_inner().account.context("no account")?;
+    assert_eq!(cooling.cooldown_reason, "429:\ttoo many requests\r\ntry later");
+    Ok(())
+}
+
+#[tokio::test]
 async fn returning_an_unknown_lease_is_not_found() -> anyhow::Result<()> {
     let mut client = spawn_app(SessionsConfig::default()).await?;
     let unknown = uuid::Uuid::new_v4().to_string();

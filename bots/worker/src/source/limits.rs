@@ -70,6 +70,18 @@ pub fn fit_reason(reason: &str) -> String {
     shortened(&reason.replace('\0', ""), MAX_REASON_CHARS)
 }
 
+/// `detail` as the platform takes it with a returned lease (ReturnSession, shown to operators
+/// as the account's cool-down reason): every control character but tab and line breaks (an
+/// escape sequence of a page's text, NUL) replaced by U+FFFD, at most [`MAX_REASON_CHARS`]
+/// characters (the end cut, `…` last).
+pub fn fit_detail(detail: &str) -> String {
+    let detail: String = detail
+        .chars()
+        .map(|c| if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { char::REPLACEMENT_CHARACTER } else { c })
+        .collect();
+    shortened(&detail, MAX_REASON_CHARS)
+}
+
 /// `value`, cut to at most `max_chars` characters when it is longer: the start, without the
 /// spaces it would end in, then `…`.
 fn shortened(value: &str, max_chars: usize) -> String {
@@ -165,6 +177,15 @@ mod tests {
             (1..=MAX_CITATIONS as u32 + 10).map(|n| citation(n, &format!("https://e.example/{n}"), "t")).collect();
         let fitted = fit_citations(many.clone());
         assert_eq!(fitted, many[..MAX_CITATIONS]);
+    }
+
+    #[test]
+    fn a_return_detail_fits_the_platform_without_control_characters() {
+        assert_eq!(fit_detail("rate limited:\n\ttoo many requests"), "rate limited:\n\ttoo many requests");
+        assert_eq!(fit_detail("\u{1b}[2J\u{1b}]0;title\u{7}a\0b"), "\u{FFFD}[2J\u{FFFD}]0;title\u{FFFD}a\u{FFFD}b");
+        let long = fit_detail(&format!("\u{1b}{}", "é".repeat(MAX_REASON_CHARS)));
+        assert_eq!(long.chars().count(), MAX_REASON_CHARS);
+        assert!(long.starts_with('\u{FFFD}') && long.ends_with('…'));
     }
 
     #[test]
