@@ -356,7 +356,7 @@ fn check_report(new: &NewEvidence<'_>, now: DateTime<Utc>) -> EvidenceResult<Che
         check("url", aap_proto::urls::check_web_url(new.url))?;
     }
     check("title", input::check_text(new.title, MAX_TITLE_CHARS))?;
-    check("manifest_version", input::check_line(new.manifest_version, MAX_NAME_CHARS))?;
+    check("manifest_version", input::check_one_line(new.manifest_version, MAX_NAME_CHARS))?;
     if new.html.len() > MAX_HTML_BYTES {
         return Err(invalid("html", format!("is {} bytes; the limit is {MAX_HTML_BYTES}", new.html.len())));
     }
@@ -479,6 +479,9 @@ mod tests {
             (NewEvidence { url: "javascript:alert(1)", ..report() }, "url"),
             (NewEvidence { url: "not a url", ..report() }, "url"),
             (NewEvidence { title: "t\0", ..report() }, "title"),
+            (NewEvidence { manifest_version: "2026.11.1\nchatgpt 2027.1.1", ..report() }, "manifest_version"),
+            (NewEvidence { manifest_version: "2026.11.1\t", ..report() }, "manifest_version"),
+            (NewEvidence { manifest_version: "2026\u{1b}[2J", ..report() }, "manifest_version"),
             (NewEvidence { html: &long, ..report() }, "html"),
             (NewEvidence { html: "<p>\0</p>", ..report() }, "html"),
             (NewEvidence { screenshot_png: b"GIF89a", ..report() }, "screenshot_png"),
