@@ -684,7 +684,8 @@ impl SessionDirectory {
     }
 
     /// Changes an account's proxy, user agent or label; its session state, status and leases
-    /// stay as they are. A new proxy starts with no challenges.
+    /// stay as they are. A new proxy starts with no challenges; the proxy it has, set again,
+    /// keeps its count.
     #[tracing::instrument(skip(self, update))]
     pub async fn update_account(&self, account_id: &str, update: AccountUpdate<'_>) -> SessionResult<Account> {
         let id = parse_id("account_id", account_id)?;

@@ -437,7 +437,9 @@ impl Store {
         row.map(Account::try_from).transpose()
     }
 
-    /// Changes an account's settings; `None` for an unknown id.
+    /// Changes an account's settings; `None` for an unknown id. A proxy other than the one it
+    /// has (told apart by its display form, `scheme://host:port`: the sealed URL differs with
+    /// every nonce) starts with no challenges; the same proxy set again keeps its count.
     pub async fn update_settings(
         &self,
         id: Uuid,
@@ -451,7 +453,8 @@ impl Store {
             "WITH a AS (UPDATE session_accounts SET \
                  proxy_sealed = CASE WHEN $2 THEN $3 ELSE proxy_sealed END, \
                  proxy_display = CASE WHEN $2 THEN $4 ELSE proxy_display END, \
-                 proxy_challenges = CASE WHEN $2 THEN 0 ELSE proxy_challenges END, \
+                 proxy_challenges = CASE WHEN $2 AND proxy_display IS DISTINCT FROM $4 THEN 0 \
+                                         ELSE proxy_challenges END, \
                  user_agent = COALESCE($5, user_agent), \
                  label = COALESCE($6, label), \
                  updated_at = now() \

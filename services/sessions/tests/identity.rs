@@ -159,6 +159,18 @@ async fn a_challenge_marks_the_account_and_its_proxy_and_cools_it_down_longer_th
     assert!(until - marked_at.seconds < 3000, "rate limit cools for {}s", until - marked_at.seconds);
     assert_eq!((limited.challenges, limited.last_challenged_at), (0, None));
 
+    // The same proxy set again (as an edit form or `aap session import --replace` sends it)
+    // keeps its count: the challenges were met through it.
+    for same in ["http://proxy.example:3128", " http://PROXY.example:3128/ "] {
+        let update = UpdateAccountRequest {
+            account_id: proxied.id.clone(),
+            proxy: Some(same.into()),
+            ..UpdateAccountRequest::default()
+        };
+        let kept = client.update_account(update).await?.into_inner().account.context("no account")?;
+        assert_eq!((kept.challenges, kept.proxy_challenges), (1, 1), "{same:?}");
+    }
+
     // A new proxy starts clean; the account keeps its history.
     let update = UpdateAccountRequest {
         account_id: proxied.id.clone(),
