@@ -119,10 +119,19 @@ fn sidecar(session: &Path, extension: &str) -> std::io::Result<String> {
     }
 }
 
+/// Largest session file sent: SessionService reads requests of at most this size, and the
+/// file is nearly all of one (a request only a little smaller may still be refused with
+/// OUT_OF_RANGE, which skips the file too).
+const MAX_FILE_BYTES: u64 = aap_platform::server::limits::SESSIONS as u64;
+
 /// Reads one `*.json` file, or says why it is not a storage state.
 fn read_session(path: &Path) -> Result<SessionFile, String> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let label = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let size = std::fs::metadata(path).map_err(|error| format!("cannot read it: {error}"))?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(format!("is {size} bytes; the platform takes a session state of at most {MAX_FILE_BYTES} bytes"));
+    }
     let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read it: {error}"))?;
     // The platform's own rules: a file it would refuse is named here without a call.
     aap_proto::storage_state::check(&text)
@@ -146,9 +155,13 @@ fn session_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Whether a refusal concerns this file alone (the next file may pass) rather than the whole
-/// import (no access, no platform).
+/// import (no access, no platform). OUT_OF_RANGE is a request larger than the platform reads:
+/// this file's state.
 fn refused_for_this_file(status: &tonic::Status) -> bool {
-    matches!(status.code(), Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound | Code::AlreadyExists)
+    matches!(
+        status.code(),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::NotFound | Code::AlreadyExists | Code::OutOfRange
+    )
 }
 
 /// Imports every `*.json` file of `dir` as an account of `assistant` and `plan`.
@@ -271,6 +284,19 @@ mod tests {
         assert!(read_session(&files[1]).is_err_and(|why| why.contains("not JSON")));
         assert!(read_session(&files[2]).is_err_and(|why| why.contains("cookies[0] is not an object")));
         assert!(read_session(&files[3]).is_err_and(|why| why.contains("\"cookies\"")));
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_larger_than_the_platform_reads_is_refused_unread() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let huge = dir.path().join("huge.json");
+        std::fs::File::create(&huge)?.set_len(MAX_FILE_BYTES + 1)?;
+        let why = read_session(&huge).err().unwrap_or_default();
+        assert_eq!(
+            why,
+            format!("is {} bytes; the platform takes a session state of at most 8388608 bytes", MAX_FILE_BYTES + 1)
+        );
         Ok(())
     }
 }

@@ -128,6 +128,35 @@ async fn session_import_uploads_storage_states_once_and_reports_the_files_it_ski
     assert!(!missing.ok && missing.stderr.contains("cannot read the sessions directory"), "{}", missing.stderr);
 }
 
+/// A storage state of exactly `bytes` bytes: one cookie whose value pads it out.
+fn state_of_size(bytes: usize) -> String {
+    state(&"v".repeat(bytes - state("").len()))
+}
+
+#[tokio::test]
+async fn session_import_skips_a_file_larger_than_the_platform_reads_and_imports_the_rest() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).expect("write");
+    let limit = aap_platform::server::limits::SESSIONS;
+    // Over the limit: never sent. Just under it: the request with its label is over, and the
+    // platform refuses it with OUT_OF_RANGE. Both are this file's problem, not the run's.
+    write("a-huge.json", &state_of_size(limit + 1_000_000));
+    write("b-nearly.json", &state_of_size(limit - 4));
+    write("c-good.json", &state("c"));
+
+    let run = import(&app, dir.path(), &[]).await;
+    assert!(!run.ok, "skipped files fail the run: {}", run.stdout);
+    assert!(run.stdout.contains("skipped    a-huge.json: is 9388608 bytes; the platform takes"), "{}", run.stdout);
+    assert!(run.stdout.contains("skipped    b-nearly.json: refused by the platform (OutOfRange)"), "{}", run.stdout);
+    assert!(run.stdout.contains("created    c-good.json"), "{}", run.stdout);
+    assert!(run.stdout.contains("1 created, 0 replaced, 0 unchanged, 2 skipped"), "{}", run.stdout);
+    assert!(run.stderr.contains("2 of 3 files skipped"), "{}", run.stderr);
+    let request = ListAccountsRequest { assistant: "chatgpt".into(), ..ListAccountsRequest::default() };
+    let accounts = app.sessions(OPERATOR).list_accounts(request).await.expect("listed").into_inner().accounts;
+    assert_eq!(accounts.iter().map(|a| a.label.as_str()).collect::<Vec<_>>(), ["c-good"]);
+}
+
 #[tokio::test]
 async fn accounts_are_listed_disabled_enabled_and_deleted_from_a_terminal() {
     let app = spawn_app().await;
