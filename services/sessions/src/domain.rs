@@ -270,10 +270,14 @@ pub fn check_new_account(new: &NewAccount<'_>) -> SessionResult<()> {
     parse_new_account(new).map(drop)
 }
 
-/// Checks an account's label: one short line, stored trimmed.
+/// Checks an account's label: one short line that shows something (operators find the account
+/// by it), stored trimmed.
 fn parse_label(label: &str) -> SessionResult<&str> {
     let label = label.trim();
     input::check_one_line(label, MAX_NAME_CHARS).map_err(|reason| invalid("label", reason))?;
+    if input::is_blank(label) {
+        return Err(invalid("label", "is blank: name the account, e.g. by its login e-mail"));
+    }
     Ok(label)
 }
 
@@ -940,6 +944,12 @@ mod tests {
         assert_eq!(parse_label(" alice@example.com ").ok(), Some("alice@example.com"));
         assert!(matches!(parse_label("a\nb"), Err(SessionError::InvalidArgument { field: "label", .. })));
         assert!(matches!(parse_label("a\rb"), Err(SessionError::InvalidArgument { field: "label", .. })));
+        for blank in ["", "   ", "\u{200B}\u{FEFF}", " \u{2060}\u{200D} "] {
+            assert!(
+                matches!(parse_label(blank), Err(SessionError::InvalidArgument { field: "label", .. })),
+                "{blank:?}"
+            );
+        }
     }
 
     #[test]

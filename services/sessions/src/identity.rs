@@ -39,6 +39,9 @@ impl ProxyUrl {
         if !has_explicit_port(text) {
             return Err("has no port: write it out, e.g. http://proxy.example:3128".to_owned());
         }
+        if url.port_or_known_default() == Some(0) {
+            return Err("has port 0, which no proxy listens on".to_owned());
+        }
         if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
             return Err("must be scheme://host:port, without a path, query or fragment".to_owned());
         }
@@ -137,6 +140,8 @@ mod tests {
             "http://h:",
             "http://[::1]",
             "http://[::1]/",
+            "http://proxy.example:0",
+            "socks5://10.0.0.7:00",
         ];
         for bad in bad {
             assert!(ProxyUrl::parse(bad).is_err(), "{bad:?} accepted");

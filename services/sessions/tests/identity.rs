@@ -226,6 +226,7 @@ async fn session_state_and_proxy_are_stored_encrypted_and_a_wrong_key_is_refused
         .create_account(CreateAccountRequest {
             assistant: "chatgpt".into(),
             plan: "Plus".into(),
+            label: "keyless".into(),
             storage_state_json: storage_state(),
             ..CreateAccountRequest::default()
         })

@@ -429,7 +429,10 @@ async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
         ("proxy", CreateAccountRequest { proxy: "socks5://proxy.example".into(), ..valid.clone() }),
         ("proxy", CreateAccountRequest { proxy: "http://u:pw@proxy.example:3128".into(), ..valid.clone() }),
         ("proxy", CreateAccountRequest { proxy: "http://h".into(), ..valid.clone() }),
+        ("proxy", CreateAccountRequest { proxy: "http://proxy.example:0".into(), ..valid.clone() }),
         ("label", CreateAccountRequest { label: "a\nb".into(), ..valid.clone() }),
+        ("label", CreateAccountRequest { label: String::new(), ..valid.clone() }),
+        ("label", CreateAccountRequest { label: " \u{200B}\u{200B}\u{FEFF} ".into(), ..valid.clone() }),
         ("user_agent", CreateAccountRequest { user_agent: "HeadlessChrome/156".into(), ..valid.clone() }),
     ];
     for (field, request) in cases {
@@ -474,6 +477,8 @@ async fn an_update_with_a_label_of_two_lines_or_a_proxy_without_port_changes_not
     let cases = [
         ("label", UpdateAccountRequest { label: Some("a\nb".into()), ..UpdateAccountRequest::default() }),
         ("proxy", UpdateAccountRequest { proxy: Some("http://h".into()), ..UpdateAccountRequest::default() }),
+        ("label", UpdateAccountRequest { label: Some("\u{200B}\u{2060}".into()), ..UpdateAccountRequest::default() }),
+        ("proxy", UpdateAccountRequest { proxy: Some("http://h:0".into()), ..UpdateAccountRequest::default() }),
     ];
     for (field, request) in cases {
         let request = UpdateAccountRequest { account_id: created.id.clone(), ..request };

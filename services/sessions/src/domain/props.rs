@@ -105,7 +105,7 @@ proptest! {
                 prop_assert!(!rest.contains(['@', '/', '?', '#']), "{}", spelled);
                 prop_assert!(!rest.chars().any(|c| c.is_whitespace() || c.is_control()), "{:?}", spelled);
                 let port = rest.rsplit_once(':').map(|(_, port)| port).unwrap_or_default();
-                prop_assert!(port.parse::<u16>().is_ok(), "{}", spelled);
+                prop_assert!(port.parse::<u16>().is_ok_and(|port| port != 0), "{}", spelled);
                 prop_assert!(!proxy.display().contains(SECRET));
             }
             Err(reason) => {
