@@ -448,7 +448,11 @@ impl Principals {
             }
         }
         if !allowed.is_empty() && new.role != Role::Bot {
-            return Err(invalid("assistants", format!("only a bot is limited to assistants, not a {}", new.role)));
+            let article = if new.role == Role::Operator { "an" } else { "a" };
+            return Err(invalid(
+                "assistants",
+                format!("only a bot is limited to assistants, not {article} {}", new.role),
+            ));
         }
         allowed.sort();
         let pool = self.pool()?;
