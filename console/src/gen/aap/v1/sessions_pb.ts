@@ -272,7 +272,8 @@ export type CreateAccountRequest = Message<"aap.v1.CreateAccountRequest"> & {
 
   /**
    * The operator's name for the account (e.g. the login e-mail): one line of at most 200
-   * characters, no line break or other control character.
+   * characters, no line break or other control character, not blank (white space and
+   * zero-width characters only).
    *
    * @generated from field: string label = 3;
    */
@@ -281,7 +282,11 @@ export type CreateAccountRequest = Message<"aap.v1.CreateAccountRequest"> & {
   /**
    * The browser state of a logged-in session, as a Playwright storage-state JSON document
    * (`{"cookies": [...], "origins": [{"origin": ..., "localStorage": [...]}]}`), the format of
-   * the seed's session files.
+   * the seed's session files. Taken only as a bot can load it: a `cookies` array of objects
+   * with `name` and `value` strings (`domain`, `path`, `sameSite` strings, `expires` a number,
+   * `httpOnly` and `secure` booleans when present), `origins` (when present) an array of
+   * `{origin, localStorage: [{name, value}]}`; anything else is INVALID_ARGUMENT naming the place
+   * (`cookies[0] is not ...`).
    *
    * @generated from field: string storage_state_json = 4;
    */
@@ -290,7 +295,7 @@ export type CreateAccountRequest = Message<"aap.v1.CreateAccountRequest"> & {
   /**
    * Proxy for every request of the account's browser, kept with the account so that the site
    * always sees the session from the same address: `http://`, `https://` or `socks5://` with a
-   * host and a port written out (`http://proxy.example:80`). Empty: no proxy. Credentials (`user:password@`) are refused
+   * host and a port other than 0 written out (`http://proxy.example:80`). Empty: no proxy. Credentials (`user:password@`) are refused
    * (INVALID_ARGUMENT): Chromium cannot take them on its command line. Stored encrypted.
    *
    * @generated from field: string proxy = 5;
@@ -958,7 +963,7 @@ export type UpdateAccountRequest = Message<"aap.v1.UpdateAccountRequest"> & {
 
   /**
    * A new proxy, as in CreateAccountRequest; an empty string removes the proxy. Left alone when
-   * absent. A new proxy resets `proxy_challenges`.
+   * absent. A new proxy resets `proxy_challenges`; the account's own proxy, set again, keeps them.
    *
    * @generated from field: optional string proxy = 2;
    */
@@ -1412,7 +1417,9 @@ export const SessionService: GenService<{
     output: typeof LeaseSessionResponseSchema;
   },
   /**
-   * Gives a lease back with how the session fared (bot).
+   * Gives a lease back with how the session fared (bot). A lease that has lapsed (past its
+   * `expires_at` without a return) is refused with FAILED_PRECONDITION and changes nothing: its
+   * account went back into rotation and may be another bot's now.
    *
    * @generated from rpc aap.v1.SessionService.ReturnSession
    */
