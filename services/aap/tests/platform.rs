@@ -166,21 +166,6 @@ async fn a_new_prompt_whose_ask_runs_out_of_time_before_its_evaluations_are_made
     assert_eq!(asked, prompt_id, "its task reached a bot");
 }
 
-/// Reads `stream` until it ends; it must end with UNAVAILABLE, within 20 s.
-async fn ends_unavailable<T>(stream: &mut tonic::Streaming<T>, what: &str) {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
-            Err(_) => panic!("{what}: still open 20 s after the server began to stop"),
-            Ok(Ok(Some(_))) => continue,
-            Ok(Ok(None)) => panic!("{what}: ended as if its prompt were settled"),
-            Ok(Err(status)) => {
-                assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
-                return;
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_stopping_server_ends_its_open_streams_with_unavailable_and_stops() {
     let app = spawn_app().await;
@@ -196,8 +181,8 @@ async fn a_stopping_server_ends_its_open_streams_with_unavailable_and_stops() {
     // graceful stop waits for every call to end; before, it waited for these callers' own
     // deadlines (or for ever).
     let stopping = tokio::spawn(app.platform.shutdown());
-    ends_unavailable(&mut ask, "the Ask").await;
-    ends_unavailable(&mut watch, "the Watch").await;
+    ends_with(&mut ask, Code::Unavailable, "the Ask as the server stops").await;
+    ends_with(&mut watch, Code::Unavailable, "the Watch as the server stops").await;
     let stopped = tokio::time::timeout(Duration::from_secs(20), stopping).await;
     stopped.expect("the server stopped").expect("no panic").expect("a clean stop");
     // What was asked goes on: the evaluation waits for a bot of another replica.

@@ -407,3 +407,18 @@ pub async fn raw_grpc(
     let trailers = received.trailers().await.expect("trailers").unwrap_or(headers);
     tonic::Status::from_header_map(&trailers).expect("a grpc-status")
 }
+
+/// Reads `stream` until it ends, which must be with `code` within 20 s; the status it ended with.
+pub async fn ends_with<T>(stream: &mut tonic::Streaming<T>, code: tonic::Code, what: &str) -> tonic::Status {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(20), stream.message()).await {
+            Err(_) => panic!("{what}: still open after 20 s"),
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("{what}: ended with OK"),
+            Ok(Err(status)) => {
+                assert_eq!(status.code(), code, "{what}: {status:?}");
+                return status;
+            }
+        }
+    }
+}
