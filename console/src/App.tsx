@@ -50,12 +50,14 @@ export function App() {
   );
 
   const onSignOut = async () => {
+    let notice: string | undefined;
     try {
-      await signOut();
+      notice = await signOut();
     } catch {
       // The platform is unreachable: the cookie stays, but this page forgets the session all the same.
+      notice = "cannot reach the platform: this page forgot the session, but the browser may still hold it";
     }
-    setAuth({ state: "signed-out" });
+    setAuth({ state: "signed-out", notice });
   };
 
   switch (auth.state) {

@@ -69,7 +69,13 @@ describe("currentSession", () => {
 describe("signOut", () => {
   it("deletes the session", async () => {
     const fetchFn = reply(204);
-    await signOut(fetchFn);
+    expect(await signOut(fetchFn)).toBeUndefined();
     expect(fetchFn).toHaveBeenCalledWith("/console/session", expect.objectContaining({ method: "DELETE" }));
+  });
+
+  it("says when the session's token could not be revoked", async () => {
+    const said = "signed out of this browser, but the session's token could not be revoked now";
+    expect(await signOut(reply(503, { error: said }))).toBe(said);
+    expect(await signOut(reply(502))).toBe("sign-out failed (HTTP 502)");
   });
 });

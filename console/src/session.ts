@@ -61,7 +61,13 @@ export async function currentSession(fetchFn: typeof fetch = fetch): Promise<Pri
   return { principal: body.principal ?? "", role: body.role ?? "" };
 }
 
-/** Ends the session: the server clears the cookie. */
-export async function signOut(fetchFn: typeof fetch = fetch): Promise<void> {
-  await fetchFn(PATH, { method: "DELETE", credentials: "same-origin" });
+/**
+ * Ends the session: the server revokes the session's token and clears the cookie. Says what went
+ * wrong when the token could not be revoked (the cookie is cleared all the same); undefined when
+ * all went well.
+ */
+export async function signOut(fetchFn: typeof fetch = fetch): Promise<string | undefined> {
+  const res = await fetchFn(PATH, { method: "DELETE", credentials: "same-origin" });
+  if (res.ok) return undefined;
+  return (await errorText(res)) ?? `sign-out failed (HTTP ${res.status})`;
 }

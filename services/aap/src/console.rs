@@ -1,9 +1,12 @@
 //! The operators' web console: a React app (console/, built by Vite and compiled into this
 //! binary by build.rs) served with the gRPC-web endpoints it calls, on one origin.
 //!
-//! - `POST /console/session` `{"token": "..."}` signs an operator in: the token goes into an
-//!   HttpOnly, SameSite=Strict cookie that no page script can read. Any other role is refused
-//!   (403), an unknown token too (401). `GET` says who is signed in, `DELETE` signs out.
+//! - `POST /console/session` `{"token": "..."}` signs an operator in: the platform makes a
+//!   console session's token for the same principal (it expires with the cookie, 12 hours),
+//!   and that token, never the operator's own, goes into an HttpOnly, SameSite=Strict cookie
+//!   that no page script can read. Any other role is refused (403), an unknown token too
+//!   (401). `GET` says who is signed in, `DELETE` signs out: it revokes the session's token, so
+//!   a copy of the cookie is worth nothing afterwards.
 //! - `/aap.v1.SessionService/*`, `/aap.v1.RemoteLoginService/*` and `/aap.v1.AdminService/WhoAmI`
 //!   speak gRPC-web (tonic-web) to the same services the gRPC port serves, authenticated by the
 //!   cookie alone (an `authorization` header from the page is dropped) and for operators only;
@@ -14,8 +17,8 @@
 
 use std::convert::Infallible;
 
-use aap_platform::auth::{AuthLayer, Role};
-use aap_platform::principals::Principals;
+use aap_platform::auth::{AuthError, AuthLayer, Role};
+use aap_platform::principals::{PrincipalError, Principals};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -30,17 +33,20 @@ mod assets {
     include!(concat!(env!("OUT_DIR"), "/console_assets.rs"));
 }
 
-/// Name of the cookie that carries the operator's token.
+/// Name of the cookie that carries the console session's token.
 pub const COOKIE: &str = "aap_console";
 
-/// How long a sign-in lasts in the browser (the token itself may be revoked sooner).
-const COOKIE_MAX_AGE_SECS: u64 = 12 * 60 * 60;
+/// How long a sign-in lasts: the cookie's age and its token's (which may be revoked sooner).
+const SESSION_SECS: u64 = 12 * 60 * 60;
 
 /// The policy every response carries: only this origin's scripts, styles and connections;
 /// screenshots and screencast frames as blob: or data: images; never framed.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
      img-src 'self' blob: data:; connect-src 'self'; font-src 'self'; object-src 'none'; \
      frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+
+/// What a console request without the session's cookie is told.
+const NOT_SIGNED_IN: &str = "not signed in to the console: sign in with an operator token";
 
 /// The gRPC services the console reaches, by path prefix.
 const GRPC_PREFIXES: &[&str] =
@@ -136,16 +142,17 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Ok(caller) = self.principals.authenticate(request.headers())
-            && caller.role != Role::Operator
-        {
-            let status = tonic::Status::permission_denied(format!(
+        let status = match self.principals.authenticate(request.headers()) {
+            Ok(caller) if caller.role != Role::Operator => tonic::Status::permission_denied(format!(
                 "the console is for operators; {} is a {}",
                 caller.principal, caller.role
-            ));
-            return Box::pin(async move { Ok(status.into_http()) });
-        }
-        Box::pin(self.inner.call(request))
+            )),
+            // The auth layer's own words would ask for an `authorization` header, which the
+            // console drops.
+            Err(AuthError::Missing) => tonic::Status::unauthenticated(NOT_SIGNED_IN),
+            _ => return Box::pin(self.inner.call(request)),
+        };
+        Box::pin(async move { Ok(status.into_http()) })
     }
 }
 
@@ -204,15 +211,23 @@ async fn sign_in(State(console): State<Console>, body: axum::body::Bytes) -> Res
         let message = format!("this console is for operators; {} is a {}", caller.principal, caller.role);
         return json_error(StatusCode::FORBIDDEN, &message);
     }
-    // Tokens are `aap_` and base64url (or configured by an operator): no cookie separators.
-    if token.bytes().any(|b| !(b.is_ascii_graphic() && b != b';' && b != b',' && b != b'"' && b != b'\\')) {
-        return json_error(StatusCode::BAD_REQUEST, "this token cannot be kept in a cookie");
-    }
-    let secure = if console.secure { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={COOKIE_MAX_AGE_SECS}{secure}");
-    tracing::info!(principal = %caller.principal, "operator signed in to the console");
+    // The browser keeps a token of its own, which expires with the cookie and which signing out
+    // revokes; the operator's token is not kept anywhere.
+    let (session, info) =
+        match console.principals.open_console_session(&caller, std::time::Duration::from_secs(SESSION_SECS)).await {
+            Ok(opened) => opened,
+            Err(PrincipalError::FailedPrecondition(reason)) => return json_error(StatusCode::FORBIDDEN, &reason),
+            Err(error) => {
+                tracing::warn!(principal = %caller.principal, %error, "console sign-in failed: no session token");
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot open a console session now ({error}); try again"),
+                );
+            }
+        };
+    tracing::info!(principal = %caller.principal, session = %info.id, "operator signed in to the console");
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
+    if let Ok(value) = HeaderValue::from_str(&console.cookie(&session, SESSION_SECS)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
@@ -223,26 +238,55 @@ async fn session_info(State(console): State<Console>, headers: HeaderMap) -> Res
     // cookie_to_bearer has put the cookie's token into `authorization`.
     match console.principals.authenticate(&headers) {
         Ok(caller) if caller.role == Role::Operator => {
-            let body = serde_json::json!({ "principal": caller.principal, "role": caller.role.to_string() });
+            let body = serde_json::json!({
+                "principal": caller.principal,
+                "role": caller.role.to_string(),
+                "token_id": caller.token_id,
+            });
             (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
         Ok(caller) => json_error(
             StatusCode::FORBIDDEN,
             &format!("this console is for operators; {} is a {}", caller.principal, caller.role),
         ),
+        Err(AuthError::Missing) => json_error(StatusCode::UNAUTHORIZED, NOT_SIGNED_IN),
         Err(error) => json_error(StatusCode::UNAUTHORIZED, &error.to_string()),
     }
 }
 
-/// `DELETE /console/session`: clears the cookie.
-async fn sign_out(State(console): State<Console>) -> Response {
-    let secure = if console.secure { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}");
+/// `DELETE /console/session`: revokes the session's token and clears the cookie. 204 once the
+/// token is revoked (or when the cookie held none of a console session); 503 when it could not
+/// be revoked now (the cookie is cleared all the same, and the token expires on its own).
+async fn sign_out(State(console): State<Console>, headers: HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
+    if let Some(token) = cookie_token(&headers) {
+        match console.principals.close_console_session(&token).await {
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "console sign-out: the session's token could not be revoked");
+                response = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "signed out of this browser, but the session's token could not be revoked now ({error}); \
+                         it still expires within {} hours of the sign-in",
+                        SESSION_SECS / 3600
+                    ),
+                );
+            }
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&console.cookie("", 0)) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+impl Console {
+    /// The `Set-Cookie` value that keeps `token` for `max_age` seconds (0: clears the cookie).
+    fn cookie(&self, token: &str, max_age: u64) -> String {
+        let secure = if self.secure { "; Secure" } else { "" };
+        format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    }
 }
 
 /// The app's files; the index for every other GET (the app routes on the client).

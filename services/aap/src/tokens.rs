@@ -109,14 +109,14 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
 pub fn print_tokens(out: &mut impl Write, tokens: &[TokenInfo]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<17} {:<20} {:<9} {:<22} {:<7} {:<17} {:<17} LABEL",
-        "ID", "PRINCIPAL", "ROLE", "ASSISTANTS", "SOURCE", "CREATED", "REVOKED"
+        "{:<17} {:<20} {:<9} {:<22} {:<7} {:<17} {:<17} {:<17} LABEL",
+        "ID", "PRINCIPAL", "ROLE", "ASSISTANTS", "SOURCE", "CREATED", "REVOKED", "EXPIRES"
     )?;
     for token in tokens {
         let assistants = if token.assistants.is_empty() { "-".to_owned() } else { token.assistants.join(",") };
         writeln!(
             out,
-            "{:<17} {:<20} {:<9} {:<22} {:<7} {:<17} {:<17} {}",
+            "{:<17} {:<20} {:<9} {:<22} {:<7} {:<17} {:<17} {:<17} {}",
             token.id,
             token.principal,
             role_name(token.role),
@@ -124,6 +124,7 @@ pub fn print_tokens(out: &mut impl Write, tokens: &[TokenInfo]) -> std::io::Resu
             token.source,
             time(token.created_at.as_ref()),
             time(token.revoked_at.as_ref()),
+            time(token.expires_at.as_ref()),
             token.label
         )?;
     }

@@ -361,3 +361,223 @@ async fn no_console_response_carries_a_session_cookie_value() {
     assert_eq!(listed.accounts.len(), 1);
     assert_eq!(listed.accounts[0].proxy, "http://proxy.example:3128");
 }
+
+/// Reads a gRPC-web response's frames as they come: the messages, then the trailers' status.
+struct WebStream {
+    response: reqwest::Response,
+    buffer: Vec<u8>,
+}
+
+enum WebFrame {
+    Message,
+    /// grpc-status and grpc-message of the trailers.
+    End(i32, String),
+}
+
+impl WebStream {
+    async fn next(&mut self) -> WebFrame {
+        loop {
+            if self.buffer.len() >= 5 {
+                let len = u32::from_be_bytes(self.buffer[1..5].try_into().expect("4 bytes")) as usize;
+                if self.buffer.len() >= 5 + len {
+                    let frame: Vec<u8> = self.buffer.drain(..5 + len).collect();
+                    if frame[0] & 0x80 == 0 {
+                        return WebFrame::Message;
+                    }
+                    let trailers = String::from_utf8_lossy(&frame[5..]).into_owned();
+                    let field = |name: &str| {
+                        trailers.lines().find_map(|line| {
+                            let (key, value) = line.split_once(':')?;
+                            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+                        })
+                    };
+                    let code = field("grpc-status").map(|c| c.parse().expect("code")).unwrap_or(-1);
+                    return WebFrame::End(code, percent_decode(&field("grpc-message").unwrap_or_default()));
+                }
+            }
+            let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), self.response.chunk())
+                .await
+                .expect("a gRPC-web frame within 30 s")
+                .expect("body chunk")
+                .expect("the stream ended without trailers");
+            self.buffer.extend_from_slice(&chunk);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_console_session_is_a_token_of_its_own_that_signing_out_revokes() {
+    let app = spawn_app().await;
+    let response = sign_in(&app, OPERATOR).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let cookie = cookie_of(&response);
+    let session_token = cookie.strip_prefix("aap_console=").expect("the console's cookie").to_owned();
+    assert_ne!(session_token, OPERATOR, "the browser must not keep the operator's own token");
+    assert!(session_token.starts_with("aap_"), "{session_token}");
+
+    // The session is a token of the same principal, listed as a console session that expires with
+    // the cookie (12 hours).
+    let who: serde_json::Value = client()
+        .get(format!("{}/console/session", app.console_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("session info")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(who["principal"], OPERATOR_NAME);
+    let session_id = who["token_id"].as_str().expect("token_id").to_owned();
+    let mut admin = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
+        app.channel.clone(),
+        aap::client::Bearer::new(OPERATOR).expect("token"),
+    );
+    let tokens = admin
+        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: false })
+        .await
+        .expect("list tokens")
+        .into_inner()
+        .tokens;
+    let listed = tokens.iter().find(|t| t.id == session_id).expect("the session's token is listed");
+    assert_eq!(listed.source, "console");
+    assert_eq!(listed.label, "console sign-in");
+    let lasts =
+        listed.expires_at.as_ref().expect("expires").seconds - listed.created_at.as_ref().expect("created").seconds;
+    assert!((12 * 3600 - 5..=12 * 3600 + 5).contains(&lasts), "lasts {lasts} s");
+    assert!(tokens.iter().filter(|t| t.source != "console").all(|t| t.expires_at.is_none()), "{tokens:?}");
+
+    // A session's token cannot sign in again (a copied cookie could then last for ever), nor
+    // make the operator's own token revocable as if it were another live operator token.
+    let again = sign_in(&app, &session_token).await;
+    assert_eq!(again.status(), StatusCode::FORBIDDEN);
+    assert!(again.headers().get(SET_COOKIE).is_none());
+    let body: serde_json::Value = again.json().await.expect("json");
+    assert!(body["error"].as_str().expect("error").contains("cannot open another session"), "{body}");
+    let operator_id = tokens.iter().find(|t| t.source == "config").expect("the configured operator token").id.clone();
+    let refused = admin
+        .revoke_token(aap_proto::v1::RevokeTokenRequest { id: operator_id })
+        .await
+        .expect_err("the last operator token beside a console session");
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
+
+    // An open call of the session (WatchAccounts over gRPC-web) ends when the operator signs out.
+    let payload = WatchAccountsRequest::default().encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    body.extend_from_slice(&payload);
+    let watch = client()
+        .post(format!("{}/aap.v1.SessionService/WatchAccounts", app.console_url))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .header("cookie", &cookie)
+        .body(body)
+        .send()
+        .await
+        .expect("watch accounts");
+    let mut watch = WebStream { response: watch, buffer: Vec::new() };
+    assert!(matches!(watch.next().await, WebFrame::Message), "the accounts first");
+
+    let out = client()
+        .delete(format!("{}/console/session", app.console_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    loop {
+        match watch.next().await {
+            WebFrame::Message => continue,
+            WebFrame::End(code, message) => {
+                assert_eq!(code, tonic::Code::Unauthenticated as i32, "{message}");
+                assert!(message.contains(&format!("token {session_id} was revoked: the call ends here")), "{message}");
+                break;
+            }
+        }
+    }
+    // The copied cookie is worth nothing now, on the console and on the gRPC port.
+    let later =
+        grpc_web(&app, "/aap.v1.SessionService/ListAccounts", Some(&cookie), None, &ListAccountsRequest::default(), 1)
+            .await;
+    assert_eq!(later.code, tonic::Code::Unauthenticated as i32, "{}", later.message);
+    assert!(later.message.contains("was revoked"), "{}", later.message);
+    let info = client()
+        .get(format!("{}/console/session", app.console_url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("session info");
+    assert_eq!(info.status(), StatusCode::UNAUTHORIZED);
+    let mut as_session = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
+        app.channel.clone(),
+        aap::client::Bearer::new(&session_token).expect("token"),
+    );
+    let refused = as_session.who_am_i(aap_proto::v1::WhoAmIRequest::default()).await.expect_err("revoked");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    // The operator's own token was never touched.
+    let me = admin.who_am_i(aap_proto::v1::WhoAmIRequest::default()).await.expect("the operator's token works");
+    assert_eq!(me.into_inner().principal, OPERATOR_NAME);
+    let revoked = admin
+        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: true })
+        .await
+        .expect("list")
+        .into_inner()
+        .tokens;
+    let ended = revoked.iter().find(|t| t.id == session_id).expect("listed with the revoked");
+    assert_eq!(ended.revoked_by, OPERATOR_NAME);
+    assert!(ended.revoked_at.is_some());
+
+    // Without a cookie the console says to sign in, not to send an authorization header.
+    let anonymous = client().get(format!("{}/console/session", app.console_url)).send().await.expect("info");
+    let body: serde_json::Value = anonymous.json().await.expect("json");
+    assert_eq!(body["error"], "not signed in to the console: sign in with an operator token");
+    let none =
+        grpc_web(&app, "/aap.v1.SessionService/ListAccounts", None, None, &ListAccountsRequest::default(), 1).await;
+    assert_eq!(none.code, tonic::Code::Unauthenticated as i32);
+    assert_eq!(none.message, "not signed in to the console: sign in with an operator token");
+}
+
+#[tokio::test]
+async fn a_console_session_expires_and_its_open_calls_end() {
+    let app = spawn_app().await;
+    let principals = aap_platform::principals::Principals::load(app.pool.clone(), &tokens()).await.expect("principals");
+    let operator = principals.caller_of(OPERATOR).expect("the operator");
+    let (token, info) =
+        principals.open_console_session(&operator, std::time::Duration::from_secs(8)).await.expect("a session of 8 s");
+    assert_eq!(info.source, "console");
+    // The platform's own table reads the new token at its next reload (within 2 s); the call
+    // opened with it then ends when it expires.
+    let mut admin = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
+        app.channel.clone(),
+        aap::client::Bearer::new(&token).expect("token"),
+    );
+    let opened = loop {
+        let mut sessions = app.sessions(&token);
+        match sessions.watch_accounts(WatchAccountsRequest::default()).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status)
+                if status.code() == tonic::Code::Unauthenticated && status.message() == "unknown bearer token" =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("watch accounts with the session's token: {status:?}"),
+        }
+    };
+    let mut opened = opened;
+    let status = common::ends_with(&mut opened, tonic::Code::Unauthenticated, "the session's WatchAccounts").await;
+    assert!(status.message().contains(&format!("token {} expired: the call ends here", info.id)), "{status:?}");
+    let refused = admin.who_am_i(aap_proto::v1::WhoAmIRequest::default()).await.expect_err("expired");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert!(refused.message().contains("expired"), "{refused:?}");
+    // Listed no more, except with the revoked and expired ones.
+    let mut operator_admin = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
+        app.channel.clone(),
+        aap::client::Bearer::new(OPERATOR).expect("token"),
+    );
+    let live = operator_admin
+        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: false })
+        .await
+        .expect("list")
+        .into_inner()
+        .tokens;
+    assert!(live.iter().all(|t| t.id != info.id), "{live:?}");
+}

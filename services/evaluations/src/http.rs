@@ -153,7 +153,9 @@ fn seed_field(field: &'static str) -> &'static str {
 impl From<AuthError> for ApiError {
     fn from(err: AuthError) -> ApiError {
         let status = match err {
-            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => StatusCode::UNAUTHORIZED,
+            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) | AuthError::Expired(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             AuthError::WrongRole { .. } | AuthError::UnknownMethod => StatusCode::FORBIDDEN,
         };
         ApiError { status, detail: err.to_string() }

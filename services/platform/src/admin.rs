@@ -55,6 +55,7 @@ fn info_message(info: TokenInfo) -> pb::TokenInfo {
         created_by: info.created_by,
         revoked_at: info.revoked_at.map(timestamp),
         revoked_by: info.revoked_by,
+        expires_at: info.expires_at.map(timestamp),
     }
 }
 

@@ -87,6 +87,8 @@ pub enum AuthError {
     Unknown,
     #[error("token {0} was revoked")]
     Revoked(String),
+    #[error("token {0} expired (a console session's token lasts as long as its sign-in): sign in again")]
+    Expired(String),
     #[error("{} token cannot call this method; it needs {need}", .have.with_article())]
     WrongRole { have: Role, need: String },
     #[error("not a method of the platform: the access table does not list it, so nobody may call it")]
@@ -96,7 +98,9 @@ pub enum AuthError {
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Status {
         match err {
-            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) => Status::unauthenticated(err.to_string()),
+            AuthError::Missing | AuthError::Unknown | AuthError::Revoked(_) | AuthError::Expired(_) => {
+                Status::unauthenticated(err.to_string())
+            }
             AuthError::WrongRole { .. } | AuthError::UnknownMethod => Status::permission_denied(err.to_string()),
         }
     }
@@ -304,7 +308,8 @@ where
     }
 }
 
-/// A response body that ends with UNAUTHENTICATED once the token its call came with is revoked:
+/// A response body that ends with UNAUTHENTICATED once the token its call came with is revoked
+/// (or, a console session's, expires):
 /// a revocation applies at once to what is open (an Ask or Watch stream, a bot's Claim stream,
 /// an operator's WatchAccounts), not only to the calls after it. The body it wraps is dropped
 /// then, as when the client goes away (a Claim stream hands back its bot's tasks). A body that
@@ -333,7 +338,8 @@ impl Revocable {
         self
     }
 
-    /// Whether the caller's token is revoked now; marks the revocations seen.
+    /// Whether the caller's token is refused now (revoked or expired); marks the revocations
+    /// seen.
     fn revoked(&mut self) -> bool {
         self.revocations.borrow_and_update();
         !self.principals.admits(&self.caller)
@@ -343,11 +349,15 @@ impl Revocable {
     fn end(&mut self) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Status>>> {
         self.inner = None;
         self.waiting = None;
+        let why = match self.principals.refusal(&self.caller) {
+            Some(AuthError::Expired(_)) => "expired",
+            _ => "was revoked",
+        };
         let status = Status::unauthenticated(format!(
-            "token {} was revoked: the call ends here; call again with a token that is not",
+            "token {} {why}: the call ends here; call again with a token that is not",
             self.caller.token_id
         ));
-        tracing::info!(principal = %self.caller.principal, token_id = %self.caller.token_id, "an open call's token was revoked: ended");
+        tracing::info!(principal = %self.caller.principal, token_id = %self.caller.token_id, why, "an open call's token is refused now: ended");
         let mut trailers = http::HeaderMap::new();
         Poll::Ready(Some(status.add_header(&mut trailers).map(|()| http_body::Frame::trailers(trailers))))
     }

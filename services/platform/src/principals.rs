@@ -45,8 +45,16 @@ pub const MAX_NAME_CHARS: usize = 63;
 
 type Hash = [u8; 32];
 
-/// A token row as the refresh reads it: id, hash, principal, role, assistants, revoked at.
-type TokenRow = (String, Vec<u8>, String, String, Vec<String>, Option<DateTime<Utc>>);
+/// A token row as the refresh reads it: id, hash, principal, role, assistants, revoked at,
+/// expires at.
+type TokenRow = (String, Vec<u8>, String, String, Vec<String>, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// The label of a console sign-in's token.
+pub const CONSOLE_LABEL: &str = "console sign-in";
+/// How long a console session's token stays in the table once it has expired or was revoked
+/// (so ListTokens with revoked ones shows recent sign-outs), before a sign-in of its principal
+/// deletes it.
+const CONSOLE_KEPT_AFTER: &str = "7 days";
 
 fn hash(token: &str) -> Hash {
     Sha256::digest(token.as_bytes()).into()
@@ -126,6 +134,21 @@ struct Entry {
     hash: Hash,
     caller: Caller,
     revoked: bool,
+    /// A console session's end; other tokens do not expire.
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl Entry {
+    /// Why a call with this token is refused now, if it is.
+    fn refusal(&self, now: DateTime<Utc>) -> Option<AuthError> {
+        if self.revoked {
+            Some(AuthError::Revoked(self.caller.token_id.to_string()))
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            Some(AuthError::Expired(self.caller.token_id.to_string()))
+        } else {
+            None
+        }
+    }
 }
 
 /// Errors administering principals and tokens.
@@ -158,6 +181,8 @@ pub struct TokenInfo {
     pub created_by: String,
     pub revoked_at: Option<DateTime<Utc>>,
     pub revoked_by: String,
+    /// When a console session's token stops working; `None` for every other token.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// What CreateToken asks for.
@@ -170,15 +195,16 @@ pub struct NewToken<'a> {
 }
 
 const TOKEN_COLUMNS: &str = "t.id, t.principal, p.role, p.assistants, t.label, t.source, t.created_at, \
-     t.created_by, t.revoked_at, t.revoked_by";
+     t.created_by, t.revoked_at, t.revoked_by, t.expires_at";
 
 /// The principals and tokens the platform accepts. Cheap to clone; clones share the table.
 #[derive(Clone)]
 pub struct Principals {
     pool: Option<PgPool>,
     table: Arc<RwLock<Table>>,
-    /// How many tokens the table holds revoked: bumped when a token is revoked (here, or by
-    /// another replica, seen at a reload), so open streams check their caller again.
+    /// How many tokens the table holds revoked or expired: bumped when a token is revoked (here,
+    /// or by another replica, seen at a reload) or a console session's token expires (seen at
+    /// the next reload), so open streams check their caller again.
     revoked: Arc<tokio::sync::watch::Sender<usize>>,
 }
 
@@ -208,8 +234,10 @@ impl Tokens {
         Tokens { entries, by_hash, by_id }
     }
 
-    fn revoked(&self) -> usize {
-        self.entries.iter().filter(|entry| entry.revoked).count()
+    /// How many of the tokens are refused now (revoked or expired).
+    fn refused(&self) -> usize {
+        let now = Utc::now();
+        self.entries.iter().filter(|entry| entry.refusal(now).is_some()).count()
     }
 
     fn len(&self) -> usize {
@@ -246,7 +274,7 @@ impl Principals {
             .map(|t| {
                 let hash = hash(t.secret.expose_secret());
                 let caller = Caller::new(&t.principal, t.role, Vec::new(), token_id(&hash));
-                Entry { hash, caller, revoked: false }
+                Entry { hash, caller, revoked: false, expires_at: None }
             })
             .collect();
         let table = Table { changes: 0, entries: Arc::new(Tokens::new(entries)) };
@@ -328,23 +356,32 @@ impl Principals {
         self.tell_revoked(&table.entries);
     }
 
-    /// Tells the open streams when the table holds another number of revoked tokens.
+    /// Tells the open streams when the table holds another number of refused tokens.
     fn tell_revoked(&self, tokens: &Tokens) {
-        let revoked = tokens.revoked();
+        let revoked = tokens.refused();
         self.revoked.send_if_modified(|count| std::mem::replace(count, revoked) != revoked);
     }
 
     /// Changes each time a token is revoked (here, or on another replica once this one reloads
-    /// the table, within [`REFRESH_EVERY`]): an open stream then asks [`Principals::admits`]
-    /// whether its caller may go on.
+    /// the table, within [`REFRESH_EVERY`]) or a console session's expires (within
+    /// [`REFRESH_EVERY`]): an open stream then asks [`Principals::admits`] whether its caller
+    /// may go on.
     pub fn revocations(&self) -> tokio::sync::watch::Receiver<usize> {
         self.revoked.subscribe()
     }
 
-    /// Whether the token `caller` came with is still known and not revoked.
+    /// Whether the token `caller` came with is still known, not revoked and not expired.
     pub fn admits(&self, caller: &Caller) -> bool {
+        self.refusal(caller).is_none()
+    }
+
+    /// Why the token `caller` came with is refused now, if it is.
+    pub fn refusal(&self, caller: &Caller) -> Option<AuthError> {
         let tokens = self.snapshot();
-        tokens.by_id.get(&caller.token_id).is_some_and(|index| !tokens.entries[*index].revoked)
+        match tokens.by_id.get(&caller.token_id) {
+            Some(index) => tokens.entries[*index].refusal(Utc::now()),
+            None => Some(AuthError::Unknown),
+        }
     }
 
     /// Reloads every token from the database. A reload that overlapped a change made here is
@@ -353,17 +390,17 @@ impl Principals {
         let Some(pool) = &self.pool else { return Ok(()) };
         let changes = self.changes();
         let rows: Vec<TokenRow> = sqlx::query_as(
-            "SELECT t.id, t.token_hash, t.principal, p.role, p.assistants, t.revoked_at \
+            "SELECT t.id, t.token_hash, t.principal, p.role, p.assistants, t.revoked_at, t.expires_at \
              FROM api_tokens t JOIN principals p ON p.name = t.principal",
         )
         .fetch_all(pool)
         .await?;
         let entries = rows
             .into_iter()
-            .filter_map(|(id, hash, principal, role, assistants, revoked)| {
+            .filter_map(|(id, hash, principal, role, assistants, revoked, expires_at)| {
                 let hash: Hash = hash.try_into().ok()?;
                 let caller = Caller::new(&principal, role_from_db(&role), assistants, id);
-                Some(Entry { hash, caller, revoked: revoked.is_some() })
+                Some(Entry { hash, caller, revoked: revoked.is_some(), expires_at })
             })
             .collect();
         self.install(changes, entries);
@@ -391,6 +428,9 @@ impl Principals {
             }
             if let Err(error) = self.refresh().await {
                 tracing::warn!(%error, "cannot reload the token table; keeping the last one");
+                // Console sessions still expire on time for the open calls.
+                let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+                self.tell_revoked(&table.entries);
             }
         }
     }
@@ -411,8 +451,10 @@ impl Principals {
         let presented = hash(token);
         let table = self.snapshot();
         match table.find(&presented) {
-            Some(entry) if entry.revoked => Err(AuthError::Revoked(entry.caller.token_id.to_string())),
-            Some(entry) => Ok(entry.caller.clone()),
+            Some(entry) => match entry.refusal(Utc::now()) {
+                Some(refusal) => Err(refusal),
+                None => Ok(entry.caller.clone()),
+            },
             None => Err(AuthError::Unknown),
         }
     }
@@ -475,7 +517,7 @@ impl Principals {
         let info = token_info(&mut tx, &id).await?.ok_or_else(|| PrincipalError::NotFound(id.clone()))?;
         tx.commit().await?;
         let caller = Caller::new(principal, new.role, info.assistants.clone(), id.clone());
-        self.change(|entries| entries.push(Entry { hash, caller, revoked: false }));
+        self.change(|entries| entries.push(Entry { hash, caller, revoked: false, expires_at: None }));
         tracing::info!(token_id = %id, principal, role = %new.role, by = %by.principal, "token created");
         Ok((token, info))
     }
@@ -488,7 +530,9 @@ impl Principals {
         }
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM api_tokens t JOIN principals p ON p.name = t.principal \
-             WHERE ($1 = '' OR t.principal = $1) AND ($2 OR t.revoked_at IS NULL) ORDER BY t.created_at, t.id"
+             WHERE ($1 = '' OR t.principal = $1) \
+             AND ($2 OR (t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now()))) \
+             ORDER BY t.created_at, t.id"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(principal)
@@ -498,7 +542,7 @@ impl Principals {
     }
 
     /// Revokes a token. The last live operator token cannot be revoked: nobody could make
-    /// another.
+    /// another (console sessions' tokens do not count: they expire within hours).
     pub async fn revoke(&self, by: &Caller, id: &str) -> Result<TokenInfo, PrincipalError> {
         let id = id.trim();
         let well_formed = id.len() == 16 && id.starts_with("tok_") && id[4..].bytes().all(|b| b.is_ascii_hexdigit());
@@ -515,10 +559,10 @@ impl Principals {
         if info.revoked_at.is_some() {
             return Err(PrincipalError::FailedPrecondition(format!("token {id} is already revoked")));
         }
-        if info.role == "operator" {
+        if info.role == "operator" && info.source != "console" {
             let (others,): (i64,) = sqlx::query_as(
                 "SELECT count(*) FROM api_tokens t JOIN principals p ON p.name = t.principal \
-                 WHERE p.role = 'operator' AND t.revoked_at IS NULL AND t.id <> $1",
+                 WHERE p.role = 'operator' AND t.revoked_at IS NULL AND t.source <> 'console' AND t.id <> $1",
             )
             .bind(id)
             .fetch_one(&mut *tx)
@@ -541,6 +585,89 @@ impl Principals {
         });
         tracing::info!(token_id = %id, principal = %info.principal, by = %by.principal, "token revoked");
         Ok(info)
+    }
+
+    /// Opens a console session for an operator who signed in with a token of theirs: a token of
+    /// its own (source `console`) for the same principal, which expires after `lasts` and which
+    /// [`Principals::close_console_session`] revokes, so the browser never holds the operator's
+    /// own token. Deletes the principal's console tokens that ended over a week ago.
+    pub async fn open_console_session(
+        &self,
+        operator: &Caller,
+        lasts: Duration,
+    ) -> Result<(String, TokenInfo), PrincipalError> {
+        if operator.role != Role::Operator {
+            return Err(PrincipalError::FailedPrecondition(format!(
+                "the console is for operators; {} is {}",
+                operator.principal,
+                operator.role.with_article()
+            )));
+        }
+        let lasts = chrono::Duration::from_std(lasts).map_err(|_| invalid("lasts", "too long"))?;
+        let pool = self.pool()?;
+        let token = mint();
+        let hash = hash(&token);
+        let id = token_id(&hash);
+        let mut tx = pool.begin().await?;
+        let signed_in_with: Option<(String,)> = sqlx::query_as("SELECT source FROM api_tokens WHERE id = $1")
+            .bind(&*operator.token_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if signed_in_with.is_some_and(|(source,)| source == "console") {
+            // Else a copy of a session's cookie could be made to last for ever.
+            return Err(PrincipalError::FailedPrecondition(
+                "a console session's token cannot open another session: sign in with an operator token".to_owned(),
+            ));
+        }
+        let ended = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM api_tokens WHERE principal = $1 AND source = 'console' \
+             AND least(revoked_at, expires_at) < now() - interval '{CONSOLE_KEPT_AFTER}'"
+        )))
+        .bind(&*operator.principal)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "INSERT INTO api_tokens (id, principal, token_hash, source, label, created_by, expires_at) \
+             VALUES ($1, $2, $3, 'console', $4, $2, now() + $5)",
+        )
+        .bind(&id)
+        .bind(&*operator.principal)
+        .bind(&hash[..])
+        .bind(CONSOLE_LABEL)
+        .bind(lasts)
+        .execute(&mut *tx)
+        .await?;
+        let info = token_info(&mut tx, &id).await?.ok_or_else(|| PrincipalError::NotFound(id.clone()))?;
+        tx.commit().await?;
+        let caller = Caller::new(&operator.principal, Role::Operator, Vec::new(), id.clone());
+        let expires_at = info.expires_at;
+        self.change(|entries| entries.push(Entry { hash, caller, revoked: false, expires_at }));
+        tracing::info!(token_id = %id, principal = %operator.principal, signed_in_with = %operator.token_id, ended_deleted = ended, "console session opened");
+        Ok((token, info))
+    }
+
+    /// Ends the console session `token` stands for: revokes its token. `None` when `token` is
+    /// not a live console session's (an operator's own token, kept in a cookie by an older
+    /// console, is left alone: signing out of a browser must not revoke it).
+    pub async fn close_console_session(&self, token: &str) -> Result<Option<TokenInfo>, PrincipalError> {
+        let hash = hash(token);
+        let mut tx = self.pool()?.begin().await?;
+        let id: Option<(String,)> = sqlx::query_as(
+            "UPDATE api_tokens SET revoked_at = now(), revoked_by = principal \
+             WHERE token_hash = $1 AND source = 'console' AND revoked_at IS NULL RETURNING id",
+        )
+        .bind(&hash[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((id,)) = id else { return Ok(None) };
+        let info = token_info(&mut tx, &id).await?.ok_or_else(|| PrincipalError::NotFound(id.clone()))?;
+        tx.commit().await?;
+        self.change(|entries| {
+            entries.iter_mut().filter(|entry| *entry.caller.token_id == *id).for_each(|entry| entry.revoked = true);
+        });
+        tracing::info!(token_id = %id, principal = %info.principal, "console session closed");
+        Ok(Some(info))
     }
 }
 
@@ -646,7 +773,7 @@ mod tests {
         let read_at = principals.changes();
         let hash = hash("new");
         let caller = Caller::new("acme", Role::Customer, Vec::new(), token_id(&hash));
-        principals.change(|entries| entries.push(Entry { hash, caller, revoked: false }));
+        principals.change(|entries| entries.push(Entry { hash, caller, revoked: false, expires_at: None }));
         principals.install(read_at, stale.clone());
         assert!(principals.caller_of("new").is_ok(), "a stale reload dropped a token made here");
         principals.install(principals.changes(), stale);

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aap/v1/admin.proto.
  */
 export const file_aap_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChJhYXAvdjEvYWRtaW4ucHJvdG8SBmFhcC52MSKBAgoJVG9rZW5JbmZvEgoKAmlkGAEgASgJEhEKCXByaW5jaXBhbBgCIAEoCRIaCgRyb2xlGAMgASgOMgwuYWFwLnYxLlJvbGUSEgoKYXNzaXN0YW50cxgEIAMoCRINCgVsYWJlbBgFIAEoCRIOCgZzb3VyY2UYBiABKAkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY3JlYXRlZF9ieRgIIAEoCRIuCgpyZXZva2VkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXZva2VkX2J5GAogASgJImYKEkNyZWF0ZVRva2VuUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSGgoEcm9sZRgCIAEoDjIMLmFhcC52MS5Sb2xlEhIKCmFzc2lzdGFudHMYAyADKAkSDQoFbGFiZWwYBCABKAkiRQoTQ3JlYXRlVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIfCgRpbmZvGAIgASgLMhEuYWFwLnYxLlRva2VuSW5mbyI/ChFMaXN0VG9rZW5zUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSFwoPaW5jbHVkZV9yZXZva2VkGAIgASgIIjcKEkxpc3RUb2tlbnNSZXNwb25zZRIhCgZ0b2tlbnMYASADKAsyES5hYXAudjEuVG9rZW5JbmZvIiAKElJldm9rZVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSI2ChNSZXZva2VUb2tlblJlc3BvbnNlEh8KBGluZm8YASABKAsyES5hYXAudjEuVG9rZW5JbmZvIg8KDVdob0FtSVJlcXVlc3QiZQoOV2hvQW1JUmVzcG9uc2USEQoJcHJpbmNpcGFsGAEgASgJEhoKBHJvbGUYAiABKA4yDC5hYXAudjEuUm9sZRISCgphc3Npc3RhbnRzGAMgAygJEhAKCHRva2VuX2lkGAQgASgJKlAKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhEKDVJPTEVfQ1VTVE9NRVIQARIMCghST0xFX0JPVBACEhEKDVJPTEVfT1BFUkFUT1IQAzKcAgoMQWRtaW5TZXJ2aWNlEkYKC0NyZWF0ZVRva2VuEhouYWFwLnYxLkNyZWF0ZVRva2VuUmVxdWVzdBobLmFhcC52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkMKCkxpc3RUb2tlbnMSGS5hYXAudjEuTGlzdFRva2Vuc1JlcXVlc3QaGi5hYXAudjEuTGlzdFRva2Vuc1Jlc3BvbnNlEkYKC1Jldm9rZVRva2VuEhouYWFwLnYxLlJldm9rZVRva2VuUmVxdWVzdBobLmFhcC52MS5SZXZva2VUb2tlblJlc3BvbnNlEjcKBldob0FtSRIVLmFhcC52MS5XaG9BbUlSZXF1ZXN0GhYuYWFwLnYxLldob0FtSVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChJhYXAvdjEvYWRtaW4ucHJvdG8SBmFhcC52MSKxAgoJVG9rZW5JbmZvEgoKAmlkGAEgASgJEhEKCXByaW5jaXBhbBgCIAEoCRIaCgRyb2xlGAMgASgOMgwuYWFwLnYxLlJvbGUSEgoKYXNzaXN0YW50cxgEIAMoCRINCgVsYWJlbBgFIAEoCRIOCgZzb3VyY2UYBiABKAkSLgoKY3JlYXRlZF9hdBgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKY3JlYXRlZF9ieRgIIAEoCRIuCgpyZXZva2VkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXZva2VkX2J5GAogASgJEi4KCmV4cGlyZXNfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImYKEkNyZWF0ZVRva2VuUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSGgoEcm9sZRgCIAEoDjIMLmFhcC52MS5Sb2xlEhIKCmFzc2lzdGFudHMYAyADKAkSDQoFbGFiZWwYBCABKAkiRQoTQ3JlYXRlVG9rZW5SZXNwb25zZRINCgV0b2tlbhgBIAEoCRIfCgRpbmZvGAIgASgLMhEuYWFwLnYxLlRva2VuSW5mbyI/ChFMaXN0VG9rZW5zUmVxdWVzdBIRCglwcmluY2lwYWwYASABKAkSFwoPaW5jbHVkZV9yZXZva2VkGAIgASgIIjcKEkxpc3RUb2tlbnNSZXNwb25zZRIhCgZ0b2tlbnMYASADKAsyES5hYXAudjEuVG9rZW5JbmZvIiAKElJldm9rZVRva2VuUmVxdWVzdBIKCgJpZBgBIAEoCSI2ChNSZXZva2VUb2tlblJlc3BvbnNlEh8KBGluZm8YASABKAsyES5hYXAudjEuVG9rZW5JbmZvIg8KDVdob0FtSVJlcXVlc3QiZQoOV2hvQW1JUmVzcG9uc2USEQoJcHJpbmNpcGFsGAEgASgJEhoKBHJvbGUYAiABKA4yDC5hYXAudjEuUm9sZRISCgphc3Npc3RhbnRzGAMgAygJEhAKCHRva2VuX2lkGAQgASgJKlAKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhEKDVJPTEVfQ1VTVE9NRVIQARIMCghST0xFX0JPVBACEhEKDVJPTEVfT1BFUkFUT1IQAzKcAgoMQWRtaW5TZXJ2aWNlEkYKC0NyZWF0ZVRva2VuEhouYWFwLnYxLkNyZWF0ZVRva2VuUmVxdWVzdBobLmFhcC52MS5DcmVhdGVUb2tlblJlc3BvbnNlEkMKCkxpc3RUb2tlbnMSGS5hYXAudjEuTGlzdFRva2Vuc1JlcXVlc3QaGi5hYXAudjEuTGlzdFRva2Vuc1Jlc3BvbnNlEkYKC1Jldm9rZVRva2VuEhouYWFwLnYxLlJldm9rZVRva2VuUmVxdWVzdBobLmFhcC52MS5SZXZva2VUb2tlblJlc3BvbnNlEjcKBldob0FtSRIVLmFhcC52MS5XaG9BbUlSZXF1ZXN0GhYuYWFwLnYxLldob0FtSVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * A token as listed: everything but the secret.
@@ -54,7 +54,9 @@ export type TokenInfo = Message<"aap.v1.TokenInfo"> & {
   label: string;
 
   /**
-   * `admin` (CreateToken) or `config` (the AAP_*_TOKENS settings, loaded at start).
+   * `admin` (CreateToken), `config` (the AAP_*_TOKENS settings, loaded at start) or `console`
+   * (a sign-in to the operators' web console: the token its cookie holds, which expires and
+   * which signing out revokes; revoke one to end that browser's session).
    *
    * @generated from field: string source = 6;
    */
@@ -83,6 +85,13 @@ export type TokenInfo = Message<"aap.v1.TokenInfo"> & {
    * @generated from field: string revoked_by = 10;
    */
   revokedBy: string;
+
+  /**
+   * When the token stops working: set for console sessions only; other tokens do not expire.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 11;
+   */
+  expiresAt?: Timestamp | undefined;
 };
 
 /**
@@ -170,7 +179,7 @@ export type ListTokensRequest = Message<"aap.v1.ListTokensRequest"> & {
   principal: string;
 
   /**
-   * Include revoked tokens.
+   * Include revoked tokens, and console sessions that expired.
    *
    * @generated from field: bool include_revoked = 2;
    */
