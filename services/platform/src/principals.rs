@@ -89,6 +89,23 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The prefix of the names token-less seed hosts act under (`seed-10.0.0.5`, see
+/// [`crate::auth::Networks::caller`]).
+pub const SEED_HOST_PREFIX: &str = "seed-";
+
+/// Checks the name of a principal a token is made for: [`check_name`], and not a name a
+/// token-less seed host acts under (a bot with a token named so would share that host's claims).
+pub fn check_new_name(name: &str) -> Result<(), String> {
+    check_name(name)?;
+    if name.starts_with(SEED_HOST_PREFIX) {
+        return Err(format!(
+            "names beginning with {SEED_HOST_PREFIX:?} are those token-less seed hosts act under \
+             (AAP_SEED_HTTP_ALLOW_CIDR): choose another"
+        ));
+    }
+    Ok(())
+}
+
 /// A token from the configuration (`AAP_CUSTOMER_TOKENS` and the like): `name=secret`, or a
 /// bare secret, which belongs to the principal named after its role (`customer`, `bot`,
 /// `operator`).
@@ -288,7 +305,7 @@ impl Principals {
             configured.iter().map(|token| (hash(token.secret.expose_secret()), token)).collect();
         let mut seen: HashMap<Hash, &ConfiguredToken> = HashMap::new();
         for (hash, token) in &hashed {
-            check_name(&token.principal).map_err(|reason| invalid("principal", reason))?;
+            check_new_name(&token.principal).map_err(|reason| invalid("principal", reason))?;
             if let Some(other) = seen.insert(*hash, token)
                 && (other.principal != token.principal || other.role != token.role)
             {
@@ -477,7 +494,7 @@ impl Principals {
     /// only here.
     pub async fn create_token(&self, by: &Caller, new: NewToken<'_>) -> Result<(String, TokenInfo), PrincipalError> {
         let principal = new.principal.trim();
-        check_name(principal).map_err(|reason| invalid("principal", reason))?;
+        check_new_name(principal).map_err(|reason| invalid("principal", reason))?;
         input::check_line(new.label, MAX_LABEL_CHARS).map_err(|reason| invalid("label", reason))?;
         let mut allowed = Vec::new();
         for assistant in new.assistants {
@@ -745,6 +762,17 @@ mod tests {
         for bad in ["", "Acme", "-x", "a b", "a/b", "a\0", &"a".repeat(64), "é"] {
             assert!(check_name(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn a_new_principal_cannot_take_a_seed_hosts_name() {
+        let host = crate::auth::Networks::parse("10.0.0.0/8").expect("networks");
+        let name = host.caller("10.0.0.1".parse().expect("ip")).expect("admitted").principal;
+        assert_eq!(check_name(&name), Ok(()), "the host's name is a name");
+        let refused = check_new_name(&name).expect_err("a seed host's name");
+        assert!(refused.contains("token-less seed hosts"), "{refused}");
+        assert_eq!(check_new_name("seeder"), Ok(()));
+        assert!(check_new_name("Seed").is_err());
     }
 
     #[test]
