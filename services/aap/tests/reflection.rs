@@ -81,3 +81,25 @@ async fn grpcurl_list_and_describe_work_without_proto_files() {
     };
     assert!(list.service.iter().any(|s| s.name == "aap.v1.AnswersService"));
 }
+
+#[tokio::test]
+async fn reflection_describes_the_error_details_so_grpcurl_shows_field_violations() {
+    let app = spawn_app().await;
+    // grpcurl and buf curl look the type of each error detail up by reflection; one they cannot
+    // find is printed as base64, and the field a BadRequest names is lost to the caller.
+    let response = v1_call(
+        &app,
+        v1::server_reflection_request::MessageRequest::FileContainingSymbol("google.rpc.BadRequest".into()),
+    )
+    .await;
+    let v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files) = response else {
+        panic!("google.rpc.BadRequest is not served: {response:?}")
+    };
+    let files: Vec<FileDescriptorProto> = files
+        .file_descriptor_proto
+        .iter()
+        .map(|b| FileDescriptorProto::decode(b.as_slice()).expect("descriptor"))
+        .collect();
+    let details = files.iter().find(|f| f.package() == "google.rpc").expect("the google.rpc file");
+    assert!(details.message_type.iter().any(|m| m.name() == "BadRequest"), "{:?}", details.name());
+}

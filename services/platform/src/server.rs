@@ -3,8 +3,8 @@
 
 use tonic_reflection::server::{v1, v1alpha};
 
-/// Largest request message each service decodes; a larger one is refused with
-/// RESOURCE_EXHAUSTED before it is read into memory.
+/// Largest request message each service decodes; a larger one is refused with OUT_OF_RANGE
+/// (tonic's code for it) before it is read into memory.
 pub mod limits {
     /// Asks and watches: a prompt (8 KiB by default) and at most 32 targets.
     pub const ANSWERS: usize = 1 << 20;
@@ -23,6 +23,9 @@ fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(aap_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // google.rpc.BadRequest and the other error details: without them grpcurl and buf curl
+        // print an error's field violations as base64 instead of the fields they name.
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Reflection v1 over the `aap.v1` services and health.
