@@ -882,6 +882,39 @@ async fn bad_input_is_refused_and_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_missing_or_negative_prompt_id_is_invalid_argument_naming_the_field() {
+    use tonic_types::StatusExt as _;
+    let app = spawn_app().await;
+    let mut client = app.answers();
+    // proto3 cannot tell a left-out prompt_id from 0: "prompt 0 does not exist" (NOT_FOUND) sent
+    // a caller who forgot the field looking for a prompt instead of at the request.
+    let field = |status: tonic::Status| {
+        let violation = status.get_details_bad_request().and_then(|b| b.field_violations.into_iter().next());
+        (status.code(), violation.map(|v| v.field).unwrap_or_default(), status.message().to_owned())
+    };
+    for id in [0, -1] {
+        let ask = AskRequest { query: Some(aap_proto::v1::ask_request::Query::PromptId(id)), ..Default::default() };
+        let watch = WatchRequest { prompt_id: id, ..Default::default() };
+        let history = aap_proto::v1::HistoryRequest {
+            prompt_id: id,
+            target: Some(Target { assistant: "chatgpt".into(), plan: String::new() }),
+            include_html: false,
+        };
+        let refusals = [
+            ("ask", field(client.ask(ask).await.map(|_| ()).expect_err("refused"))),
+            ("watch", field(client.watch(watch).await.map(|_| ()).expect_err("refused"))),
+            ("history", field(client.history(history).await.map(|_| ()).expect_err("refused"))),
+        ];
+        for (method, (code, field, message)) in refusals {
+            assert_eq!((code, field.as_str()), (Code::InvalidArgument, "prompt_id"), "{method} {id}: {message}");
+            assert!(message.contains("prompt_id"), "{method} {id}: {message}");
+        }
+    }
+    let watch = client.watch(WatchRequest::default()).await.map(|_| ()).expect_err("refused");
+    assert!(watch.message().contains("missing"), "{}", watch.message());
+}
+
+#[tokio::test]
 async fn a_search_without_an_overview_is_an_answer_of_its_own_kind_and_bad_submissions_are_refused() {
     use aap_proto::v1::{AnswerKind, Capture, SubmitRequest};
     let app = spawn_app().await;

@@ -115,6 +115,17 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AnswersError {
     AnswersError::InvalidArgument { field, reason: reason.into() }
 }
 
+/// A prompt id as a request names it: prompts are numbered from 1, so 0 is a request that left
+/// the field out (proto3 cannot tell), which is the caller's mistake to fix, not a prompt to
+/// look for.
+fn check_prompt_id(id: i64) -> AnswersResult<i64> {
+    match id {
+        1.. => Ok(id),
+        0 => Err(invalid("prompt_id", "is 0 or missing: give a stored prompt's id (Ask's `matched.prompt_id`)")),
+        _ => Err(invalid("prompt_id", format!("{id} is not a prompt id: ids start at 1"))),
+    }
+}
+
 /// What to do with a similar stored prompt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -482,6 +493,7 @@ impl Answers {
         let mut related = Vec::new();
         let (prompt, matched) = match query.query {
             Query::PromptId(id) => {
+                let id = check_prompt_id(id)?;
                 let prompt = self.hub.prompt_by_id(id).await?.ok_or(AnswersError::PromptNotFound(id))?;
                 (prompt, (MatchKind::ById, 1.0))
             }
@@ -586,6 +598,7 @@ impl Answers {
         targets: Vec<(String, String)>,
         include_html: bool,
     ) -> AnswersResult<Events> {
+        let prompt_id = check_prompt_id(prompt_id)?;
         let prompt = self.hub.prompt_by_id(prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
         let rows = evals::evaluations_of_prompt(&self.pool, prompt_id).await?;
         let targets = if targets.is_empty() {
@@ -632,6 +645,7 @@ impl Answers {
             return Err(invalid("target.assistant", "name the assistant whose answers to list"));
         }
         let target = parse_target(assistant, plan, ("target.assistant", "target.plan"))?;
+        let prompt_id = check_prompt_id(prompt_id)?;
         self.hub.prompt_by_id(prompt_id).await?.ok_or(AnswersError::PromptNotFound(prompt_id))?;
         let plan = (target.plan != ANY_PLAN).then_some(target.plan.as_str());
         let rows = evals::answers_of_target(&self.pool, prompt_id, &target.assistant, plan, include_html, 1000).await?;
