@@ -156,6 +156,46 @@ async fn a_stale_answer_is_served_then_refreshed_on_the_same_stream_and_history_
 }
 
 #[tokio::test]
+async fn watch_reattaches_to_a_refresh_under_way_and_streams_the_fresh_answer() {
+    let app = spawn_app().await;
+    let prompt = "Which note-taking app syncs best?";
+    let stream = app.answers().ask(ask_aged(prompt, None)).await.expect("ask").into_inner();
+    let first = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit_cited(&app, task.evaluation_id, "Obsidian", &["https://a.example/notes"], 7200).await;
+    let first = first.await.expect("stream");
+    let Some(Event::Matched(m)) = first.first() else { panic!("{first:?}") };
+    let prompt_id = m.prompt_id;
+
+    // An Ask with a max age of one hour starts a refresh; its caller then loses the stream and,
+    // as the docs say, re-attaches with Watch (which has no max age of its own).
+    let stream = app.answers().ask(ask_aged(prompt, Some(hours(1)))).await.expect("ask").into_inner();
+    let asked = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    let refresh = poll_task(&app, "chatgpt", "").await;
+    let watch = aap_proto::v1::WatchRequest { prompt_id, ..Default::default() };
+    let stream = app.answers().watch(watch).await.expect("watch").into_inner();
+    let watched = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    submit_cited(&app, refresh.evaluation_id, "Notion", &["https://b.example/notes"], 0).await;
+
+    let asked = asked.await.expect("ask stream");
+    let watched = watched.await.expect("watch stream");
+    let expected = vec![("cached", "Obsidian".to_owned(), true), ("answer", "Notion".to_owned(), false)];
+    assert_eq!(answers(&asked), expected, "{asked:?}");
+    // The Watch waited for the refresh as the Ask did: the old answer marked stale, then the
+    // fresh one (it used to end at once with the old answer, the refresh landing unheard).
+    assert_eq!(answers(&watched), expected, "{watched:?}");
+    assert!(!watched.iter().any(|e| matches!(e, Event::Scheduled(_))), "Watch schedules nothing: {watched:?}");
+    let Some(Event::Completed(done)) = watched.last() else { panic!("{watched:?}") };
+    assert_eq!((done.answered, done.failed), (1, 0));
+
+    // Once the refresh has landed, a Watch streams the fresh answer alone, not stale.
+    let watch = aap_proto::v1::WatchRequest { prompt_id, ..Default::default() };
+    let stream = app.answers().watch(watch).await.expect("watch").into_inner();
+    let after = collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))).await;
+    assert_eq!(answers(&after), vec![("cached", "Notion".to_owned(), false)], "{after:?}");
+}
+
+#[tokio::test]
 async fn a_failed_refresh_leaves_the_stale_answer_as_the_answer() {
     let app = spawn_app().await;
     let prompt = "Is a standing desk worth it?";

@@ -749,6 +749,7 @@ impl Answers {
         scheduled: Vec<i64>,
         include_html: bool,
         max_age: HashMap<Target, chrono::Duration>,
+        follow_refreshes: bool,
     ) -> Follower {
         Follower {
             pool: self.pool.clone(),
@@ -756,6 +757,7 @@ impl Answers {
             scheduled,
             include_html,
             max_age,
+            follow_refreshes,
             stale: HashMap::new(),
             sent: HashMap::new(),
             done: HashMap::new(),
@@ -764,7 +766,8 @@ impl Answers {
 
     /// Streams the prompt's answers for `targets`: stored ones at once; when `schedule` carries
     /// the asker's trace context, targets with neither an answer nor a live evaluation are
-    /// scheduled; then every change until each target has answered or failed.
+    /// scheduled; then every change until each target has answered or failed. Without it (a
+    /// Watch) a stored answer whose refresh is live is stale, and the refresh is followed.
     async fn follow(
         &self,
         prompt_id: i64,
@@ -781,7 +784,7 @@ impl Answers {
             let wanted = schedule.is_some()
                 && targets.iter().any(|target| needs_evaluation(&kept, target, max_age.get(target), now).is_some());
             if !wanted {
-                let follower = self.follower(targets, Vec::new(), include_html, max_age);
+                let follower = self.follower(targets, Vec::new(), include_html, max_age, schedule.is_none());
                 if let Some(events) = settled_events(&follower, &kept, prompt_id) {
                     self.hub.served_from_memory();
                     return Ok(whole_stream(first, events));
@@ -832,7 +835,7 @@ impl Answers {
                 }
             }
         }
-        let follower = self.follower(targets, scheduled, include_html, max_age);
+        let follower = self.follower(targets, scheduled, include_html, max_age, schedule.is_none());
         // Every target settled already (an exact hit): the whole stream is known now, so it is
         // handed over complete, with no task following the prompt.
         if !include_html
@@ -890,6 +893,10 @@ struct Follower {
     include_html: bool,
     /// Oldest answer served as current, per target (none: never stale).
     max_age: HashMap<Target, chrono::Duration>,
+    /// Whether a stored answer is stale while a newer evaluation of its target is live, whatever
+    /// its age: a Watch re-attaching to an Ask whose refresh is under way (or to a scheduled
+    /// refresh) waits for the fresh answer as that Ask did.
+    follow_refreshes: bool,
     /// Targets served a stale answer while a refresh is evaluated: the stale answer's evaluation.
     stale: HashMap<Target, i64>,
     sent: HashMap<i64, Told>,
@@ -1001,10 +1008,11 @@ impl Follower {
                     let mut answer = to_answer(answers[&row.id]);
                     let refreshing = covering.iter().any(|r| !r.status().is_final() && r.id > row.id);
                     answer.stale = !superseded_stale
-                        && self
-                            .max_age
-                            .get(target)
-                            .is_some_and(|age| is_older(answers[&row.id], *age, chrono::Utc::now()));
+                        && ((self.follow_refreshes && refreshing)
+                            || self
+                                .max_age
+                                .get(target)
+                                .is_some_and(|age| is_older(answers[&row.id], *age, chrono::Utc::now())));
                     let stale = answer.stale;
                     let stored_before = initial && !self.scheduled.contains(&row.id);
                     out.push(event(if stored_before { Event::Cached(answer) } else { Event::Answer(answer) }));

@@ -1025,7 +1025,9 @@ export const AnswersService: GenService<{
   },
   /**
    * Streams a known prompt's answers: the stored ones at once, then the ones still being
-   * evaluated as they land, until every target has answered or failed.
+   * evaluated as they land, until every target has answered or failed. A stored answer whose
+   * refresh is under way (an Ask's `max_age`, a refresh schedule) comes marked `stale`, and the
+   * refresh is followed to its answer, as on the Ask that started it.
    *
    * @generated from rpc aap.v1.AnswersService.Watch
    */

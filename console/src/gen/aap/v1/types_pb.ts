@@ -358,8 +358,9 @@ export type Answer = Message<"aap.v1.Answer"> & {
   products: Product[];
 
   /**
-   * Older than the Ask's `max_age`: served at once while a refresh is evaluated; the fresh
-   * answer follows on the same stream as an `answer` event.
+   * Older than the Ask's `max_age` (on Watch: a refresh of it is under way): served at once
+   * while a refresh is evaluated; the fresh answer follows on the same stream as an `answer`
+   * event, or a `failed` one and this answer stays the target's answer.
    *
    * @generated from field: bool stale = 16;
    */
