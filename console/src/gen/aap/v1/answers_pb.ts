@@ -179,7 +179,8 @@ export type AnswerEvent = Message<"aap.v1.AnswerEvent"> & {
    */
   event: {
     /**
-     * Always first: which prompt answers the request and how it matched.
+     * First: which prompt answers the request and how it matched. Not sent on a stream that
+     * gives `suggestions` instead.
      *
      * @generated from field: aap.v1.PromptMatched matched = 1;
      */
@@ -187,7 +188,8 @@ export type AnswerEvent = Message<"aap.v1.AnswerEvent"> & {
     case: "matched";
   } | {
     /**
-     * Similar stored prompts (SUGGEST policy); the stream ends after them.
+     * Similar stored prompts (SUGGEST policy), in place of `matched`: nothing was stored or
+     * scheduled, and `completed` (with prompt_id 0) follows.
      *
      * @generated from field: aap.v1.Suggestions suggestions = 2;
      */
@@ -227,7 +229,7 @@ export type AnswerEvent = Message<"aap.v1.AnswerEvent"> & {
     case: "failed";
   } | {
     /**
-     * An evaluation moved on (queued, claimed by a bot, submitted).
+     * An evaluation moved on (pending, queued, claimed by a bot, submitted).
      *
      * @generated from field: aap.v1.EvaluationProgress progress = 7;
      */
@@ -359,7 +361,7 @@ export type RelatedPrompt = Message<"aap.v1.RelatedPrompt"> & {
   similarity: number;
 
   /**
-   * Why it is not the same question, e.g. "numbers differ: 500 vs 1000".
+   * Why it is not the same question, e.g. "numbers differ: $500 vs $1000".
    *
    * @generated from field: string reason = 4;
    */
@@ -432,7 +434,7 @@ export type EvaluationScheduled = Message<"aap.v1.EvaluationScheduled"> & {
   assistant: string;
 
   /**
-   * Plan, or "any".
+   * Plan, lowercased (a target's "Plus" is "plus"), or "any".
    *
    * @generated from field: string plan = 3;
    */
@@ -822,6 +824,8 @@ export const DeleteRefreshScheduleResponseSchema: GenMessage<DeleteRefreshSchedu
  */
 export type Completed = Message<"aap.v1.Completed"> & {
   /**
+   * The prompt the stream followed; 0 after `suggestions`, when none was chosen.
+   *
    * @generated from field: int64 prompt_id = 1;
    */
   promptId: bigint;
@@ -1011,8 +1015,9 @@ export const AnswersService: GenService<{
   /**
    * Asks a prompt and streams what happens until every target has answered or failed.
    *
-   * The first event says how the prompt matched (exact, similar, new or by id). Answers already
-   * stored come at once as `cached`; new ones are scheduled on the bot fleet and arrive as
+   * The first event says how the prompt matched (exact, similar, new or by id), or, under the
+   * SUGGEST policy, lists similar stored prompts, and the stream ends (nothing is stored or
+   * scheduled). Answers already stored come at once as `cached`; new ones are scheduled on the bot fleet and arrive as
    * `answer` events. The stream ends with `completed`. Closing the stream never cancels an
    * evaluation: `Watch` re-attaches.
    *

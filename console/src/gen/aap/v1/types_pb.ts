@@ -273,7 +273,7 @@ export type Answer = Message<"aap.v1.Answer"> & {
   assistant: string;
 
   /**
-   * Plan the answer was asked on, e.g. "Plus"; "any" when the request named none.
+   * Plan the answer was asked on, lowercased, e.g. "plus"; "any" when the request named none.
    *
    * @generated from field: string plan = 4;
    */
