@@ -37,7 +37,7 @@ pub enum TokenCommand {
         /// Only this principal's tokens.
         #[arg(long, default_value = "")]
         principal: String,
-        /// Include revoked tokens.
+        /// Include revoked tokens, and console sessions that expired.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -133,7 +133,7 @@ pub fn print_tokens(out: &mut impl Write, tokens: &[TokenInfo]) -> std::io::Resu
 
 /// Runs one `aap token` command.
 pub async fn run(command: TokenCommand) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout();
+    let mut stdout = crate::stdout::stdout();
     match command {
         TokenCommand::Create { principal, role, assistants, label, conn } => {
             let role = match role {

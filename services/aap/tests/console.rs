@@ -581,3 +581,57 @@ async fn a_console_session_expires_and_its_open_calls_end() {
         .tokens;
     assert!(live.iter().all(|t| t.id != info.id), "{live:?}");
 }
+
+#[tokio::test]
+async fn a_principal_holds_at_most_twenty_console_sessions_the_oldest_ends_first() {
+    let app = spawn_app().await;
+    let max = aap_platform::principals::MAX_CONSOLE_SESSIONS as usize;
+    let mut cookies = Vec::new();
+    for _ in 0..=max {
+        let response = sign_in(&app, OPERATOR).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        cookies.push(cookie_of(&response));
+    }
+    let info = |cookie: String| {
+        let url = format!("{}/console/session", app.console_url);
+        async move { client().get(url).header("cookie", cookie).send().await.expect("session info") }
+    };
+    let oldest = info(cookies[0].clone()).await;
+    assert_eq!(oldest.status(), StatusCode::UNAUTHORIZED, "the oldest session ended");
+    let said: serde_json::Value = oldest.json().await.expect("json");
+    assert!(said["error"].as_str().expect("error").contains("was revoked"), "{said}");
+    for cookie in &cookies[1..] {
+        assert_eq!(info(cookie.clone()).await.status(), StatusCode::OK, "{cookie}");
+    }
+    let mut admin = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
+        app.channel.clone(),
+        aap::client::Bearer::new(OPERATOR).expect("token"),
+    );
+    let all = admin
+        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: true })
+        .await
+        .expect("list")
+        .into_inner()
+        .tokens;
+    let console: Vec<_> = all.iter().filter(|t| t.source == "console").collect();
+    assert_eq!(console.len(), max + 1);
+    let ended: Vec<_> = console.iter().filter(|t| t.revoked_at.is_some()).collect();
+    assert_eq!(ended.len(), 1, "{console:?}");
+    assert!(ended[0].revoked_by.contains("its oldest of more than 20 console sessions"), "{:?}", ended[0]);
+
+    // Ended sessions are kept for the listing, the newest hundred of them: the table stays
+    // bounded however often a script signs in.
+    for _ in 0..100 {
+        assert_eq!(sign_in(&app, OPERATOR).await.status(), StatusCode::NO_CONTENT);
+    }
+    let all = admin
+        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: true })
+        .await
+        .expect("list")
+        .into_inner()
+        .tokens;
+    let console: Vec<_> = all.iter().filter(|t| t.source == "console").collect();
+    let live = console.iter().filter(|t| t.revoked_at.is_none()).count();
+    assert_eq!((console.len(), live), (max + 100, max), "101 ended, the oldest of them deleted");
+    assert!(console.iter().all(|t| t.id != ended[0].id), "the oldest ended session was deleted");
+}

@@ -53,8 +53,13 @@ type TokenRow = (String, Vec<u8>, String, String, Vec<String>, Option<DateTime<U
 pub const CONSOLE_LABEL: &str = "console sign-in";
 /// How long a console session's token stays in the table once it has expired or was revoked
 /// (so ListTokens with revoked ones shows recent sign-outs), before a sign-in of its principal
-/// deletes it.
+/// deletes it; and how many such ended sessions of a principal are kept at most.
 const CONSOLE_KEPT_AFTER: &str = "7 days";
+const CONSOLE_ENDED_KEPT: i64 = 100;
+/// Live console sessions a principal may hold: a sign-in beyond that ends its oldest session,
+/// so a script that signs in over and over cannot grow the token table (which every replica
+/// reloads every [`REFRESH_EVERY`]) without bound.
+pub const MAX_CONSOLE_SESSIONS: i64 = 20;
 
 fn hash(token: &str) -> Hash {
     Sha256::digest(token.as_bytes()).into()
@@ -636,11 +641,29 @@ impl Principals {
                 "a console session's token cannot open another session: sign in with an operator token".to_owned(),
             ));
         }
+        // With the new one, the newest MAX_CONSOLE_SESSIONS stay.
+        let ousted: Vec<(String,)> = sqlx::query_as(
+            "UPDATE api_tokens SET revoked_at = now(), revoked_by = $3 WHERE id IN ( \
+                 SELECT id FROM api_tokens WHERE principal = $1 AND source = 'console' \
+                 AND revoked_at IS NULL AND expires_at > now() \
+                 ORDER BY created_at DESC, id OFFSET $2) \
+             RETURNING id",
+        )
+        .bind(&*operator.principal)
+        .bind(MAX_CONSOLE_SESSIONS - 1)
+        .bind(format!("{} (its oldest of more than {MAX_CONSOLE_SESSIONS} console sessions)", operator.principal))
+        .fetch_all(&mut *tx)
+        .await?;
         let ended = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM api_tokens WHERE principal = $1 AND source = 'console' \
-             AND least(revoked_at, expires_at) < now() - interval '{CONSOLE_KEPT_AFTER}'"
+            "DELETE FROM api_tokens WHERE id IN (SELECT id FROM ( \
+                 SELECT id, least(revoked_at, expires_at) AS ended, \
+                        row_number() OVER (ORDER BY created_at DESC, id) AS newest \
+                 FROM api_tokens WHERE principal = $1 AND source = 'console' \
+                 AND (revoked_at IS NOT NULL OR expires_at <= now())) e \
+             WHERE e.ended < now() - interval '{CONSOLE_KEPT_AFTER}' OR e.newest > $2)"
         )))
         .bind(&*operator.principal)
+        .bind(CONSOLE_ENDED_KEPT)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -659,7 +682,17 @@ impl Principals {
         tx.commit().await?;
         let caller = Caller::new(&operator.principal, Role::Operator, Vec::new(), id.clone());
         let expires_at = info.expires_at;
-        self.change(|entries| entries.push(Entry { hash, caller, revoked: false, expires_at }));
+        self.change(|entries| {
+            for entry in entries.iter_mut() {
+                if ousted.iter().any(|(ousted,)| **ousted == *entry.caller.token_id) {
+                    entry.revoked = true;
+                }
+            }
+            entries.push(Entry { hash, caller, revoked: false, expires_at });
+        });
+        for (ousted,) in &ousted {
+            tracing::info!(token_id = %ousted, principal = %operator.principal, "console session ended: its principal opened more than {MAX_CONSOLE_SESSIONS}");
+        }
         tracing::info!(token_id = %id, principal = %operator.principal, signed_in_with = %operator.token_id, ended_deleted = ended, "console session opened");
         Ok((token, info))
     }
