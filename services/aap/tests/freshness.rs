@@ -338,6 +338,15 @@ async fn an_operator_schedules_a_refresh_of_a_prompt_set_and_it_runs() {
         (
             aap_proto::v1::ScheduleRefreshRequest {
                 name: "x".into(),
+                prompt_ids: vec![prompt_id, 0],
+                every: Some(hours(1)),
+                ..Default::default()
+            },
+            "invalid prompt_ids: 0 is not a prompt id",
+        ),
+        (
+            aap_proto::v1::ScheduleRefreshRequest {
+                name: "x".into(),
                 prompt_ids: vec![prompt_id],
                 ..Default::default()
             },

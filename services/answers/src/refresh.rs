@@ -80,6 +80,11 @@ pub fn check(
     if ids.len() > MAX_PROMPTS {
         return Err(invalid("prompt_ids", format!("{} prompts; the limit is {MAX_PROMPTS}", ids.len())));
     }
+    // Sorted: the first is the smallest. Prompts are numbered from 1, as Ask, Watch and History
+    // say of a prompt_id.
+    if let Some(id) = ids.first().filter(|id| **id < 1) {
+        return Err(invalid("prompt_ids", format!("{id} is not a prompt id: ids start at 1")));
+    }
     let targets = parse_targets(targets)?;
     let Some(every) = every else { return Err(invalid("every", "say how often, e.g. 86400s")) };
     let nanos = input::check_nanos(every.nanos).map_err(|reason| invalid("every", reason))?;
