@@ -6,9 +6,11 @@
 //! - [`exposition`]: a reader of the text format, for tests and tools that check a scrape;
 //! - [`http`]: the accept loop of every HTTP/1 server (metrics, the seed's HTTP API, the
 //!   console), with bounds on a slow client;
-//! - [`traces`]: OTLP/gRPC trace export and W3C trace-context parents for spans.
+//! - [`traces`]: OTLP/gRPC trace export and W3C trace-context parents for spans;
+//! - [`report`]: the one line a process prints when it stops on an error.
 
 pub mod exposition;
 pub mod http;
 pub mod metrics;
+pub mod report;
 pub mod traces;

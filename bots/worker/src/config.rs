@@ -232,6 +232,24 @@ pub enum ConfigError {
     /// Neither a task source nor a session source is usable.
     #[error("{0}")]
     Missing(&'static str),
+    /// The token cannot be sent (never says the token itself).
+    #[error("--token (AAP_BOT_TOKEN) {0}")]
+    Token(&'static str),
+}
+
+/// The bearer token as given, less the white space around it: a token read from a file or a
+/// mounted secret often ends in a line break (or CRLF), which no header can carry.
+fn bearer_token(given: &str) -> Result<SecretString, ConfigError> {
+    let token = given.trim();
+    if token.is_empty() {
+        return Err(ConfigError::Token("is empty"));
+    }
+    if !token.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ConfigError::Token(
+            "holds a space, a control character or a non-ASCII character, which a header cannot carry",
+        ));
+    }
+    Ok(SecretString::from(token.to_owned()))
 }
 
 /// `aap-bot`: answers evaluation tasks by asking an AI assistant in a real Chromium.
@@ -390,7 +408,7 @@ impl Args {
             (None, None) => return Err(ConfigError::Missing("--sessions-dir is required without --grpc-url")),
         };
         let mut config = BotConfig::base(tasks, sessions, &self.assistant_name, &self.plan_name);
-        config.token = self.token.map(SecretString::from);
+        config.token = self.token.as_deref().map(bearer_token).transpose()?;
         config.tls =
             aap_tls::ClientTls { ca_cert: self.ca_cert, client_cert: self.client_cert, client_key: self.client_key };
         if let Some(bot_id) = self.bot_id {
@@ -430,6 +448,8 @@ impl Args {
 
 #[cfg(test)]
 mod tests {
+    use secrecy::ExposeSecret as _;
+
     use super::*;
 
     #[test]
@@ -439,6 +459,27 @@ mod tests {
         assert_eq!(seed_name("chatgpt"), "ChatGPT");
         assert_eq!(seed_name("Google AI Overview"), "Google AI Overview");
         assert_eq!(assistant_id("Other"), "other");
+    }
+
+    /// A token read from a file or a secret (`AAP_BOT_TOKEN=$(cat token)` keeps no newline, a
+    /// Kubernetes secret made `--from-file` does) is sent without its line break; one a header
+    /// cannot carry stops the start, naming the flag and never the token.
+    #[test]
+    fn a_token_with_a_line_break_is_sent_without_it() {
+        let config = |token: &str| {
+            Args::try_parse_from(["aap-bot", "--api-url", "http://api:8000", "--sessions-dir", "/s", "--token", token])
+                .map_err(|error| error.to_string())
+                .and_then(|args| args.into_config().map_err(|error| error.to_string()))
+        };
+        for given in ["aap_s3cr3t\n", "aap_s3cr3t\r\n", " aap_s3cr3t "] {
+            let token = config(given).map(|c| c.token.map(|t| t.expose_secret().to_owned()));
+            assert_eq!(token, Ok(Some("aap_s3cr3t".to_owned())), "{given:?}");
+        }
+        for given in ["aap s3cr3t", "aap_s3cr3t\u{e9}", "\n"] {
+            let refused = config(given).map(|_| ()).expect_err(given);
+            assert!(refused.starts_with("--token (AAP_BOT_TOKEN) "), "{refused}");
+            assert!(!refused.contains("s3cr3t"), "the token itself is never said: {refused}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `aap-bot`: parses flags, sets up logging, trace export and signals, runs the bot.
 
+use std::process::ExitCode;
 use std::sync::Mutex;
 
 use aap_bot::Args;
@@ -10,12 +11,23 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+/// Runs the bot; an error ends the process with one line on stderr naming what is wrong, and
+/// status 1, so a supervisor's log says why it stopped.
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let _traces = init_logging(&args.log_level, args.log_file.as_deref())?;
-    let config = args.into_config()?;
-    aap_bot::run(config, aap_bot::shutdown_signal()).await
+    let ran = async {
+        let _traces = init_logging(&args.log_level, args.log_file.as_deref())?;
+        let config = args.into_config()?;
+        aap_bot::run(config, aap_bot::shutdown_signal()).await
+    };
+    match ran.await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", aap_telemetry::report::one_line(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Console logs (JSON when not a terminal), plus the same lines in `log_file` when given, and

@@ -30,8 +30,15 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 impl Bearer {
+    /// `token` less the white space around it: a token read from a file or a secret often ends
+    /// in a line break (or CRLF), which no header can carry.
     pub fn new(token: &str) -> anyhow::Result<Bearer> {
-        Ok(Bearer(format!("Bearer {token}").parse().context("token is not valid in a header")?))
+        let token = token.trim();
+        anyhow::ensure!(
+            token.chars().all(|c| c.is_ascii_graphic()),
+            "the token holds a space, a control character or a non-ASCII character, which a header cannot carry"
+        );
+        Ok(Bearer(format!("Bearer {token}").parse().context("the token cannot be sent in a header")?))
     }
 }
 

@@ -15,4 +15,5 @@ pub mod platform;
 pub mod services;
 pub mod session_cmd;
 pub mod session_import;
+pub mod stdout;
 pub mod tokens;

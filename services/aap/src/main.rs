@@ -1,6 +1,8 @@
 //! `aap`: the AI-assistants answers platform in one binary.
 
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use aap::client;
 use aap::config::{NatsArgs, ServiceArgs, TlsArgs};
@@ -154,18 +156,9 @@ struct AskArgs {
     conn: ConnArgs,
 }
 
-/// A command that prints (`aap ask ... | head`) ends quietly when its reader goes away, as a
-/// Unix tool does, instead of panicking on the broken pipe. The servers (dev, serve) keep Rust's
-/// default, which ignores SIGPIPE: a peer that goes away is an error to handle there.
-#[allow(unsafe_code)]
-fn end_quietly_on_broken_pipe() {
-    // SAFETY: called before any other thread starts; SIG_DFL is a valid disposition for SIGPIPE.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
-fn main() -> anyhow::Result<()> {
+/// Runs the command; an error ends the process with one line on stderr naming what is wrong
+/// (`error: cannot connect to nats at ...: Connection refused`) and status 1.
+fn main() -> ExitCode {
     let cli = Cli::parse();
     // The embedding model's threads are read from the environment, set before the runtime
     // starts any thread.
@@ -176,14 +169,19 @@ fn main() -> anyhow::Result<()> {
     };
     if let Some(threads) = embedding_threads {
         set_embedding_threads(threads);
-    } else {
-        end_quietly_on_broken_pipe();
     }
-    tokio::runtime::Builder::new_multi_thread()
+    let ran = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("start the async runtime")?
-        .block_on(run(cli))
+        .context("start the async runtime")
+        .and_then(|runtime| runtime.block_on(run(cli)));
+    match ran {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", aap_telemetry::report::one_line(error.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// [`aap_embedding::set_pass_threads`], from `main` before the runtime starts.
@@ -251,7 +249,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 include_related: args.related,
             };
             let stream = client.ask(request).await?.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()));
-            let failed = client::print_events(stream, &mut std::io::stdout()).await?;
+            let failed = client::print_events(stream, &mut aap::stdout::stdout()).await?;
             if failed > 0 {
                 std::process::exit(1);
             }
@@ -264,13 +262,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
                 .into_inner()
                 .map(|r| r.map(|r| r.event.unwrap_or_default()));
-            client::print_events(stream, &mut std::io::stdout()).await?;
+            client::print_events(stream, &mut aap::stdout::stdout()).await?;
             Ok(())
         }
-        Command::History(args) => aap::freshness_cmd::history(args, &mut std::io::stdout()).await,
-        Command::Refresh(command) => aap::freshness_cmd::refresh(command, &mut std::io::stdout()).await,
+        Command::History(args) => aap::freshness_cmd::history(args, &mut aap::stdout::stdout()).await,
+        Command::Refresh(command) => aap::freshness_cmd::refresh(command, &mut aap::stdout::stdout()).await,
         Command::Token(command) => aap::tokens::run(command).await,
-        Command::Accounts(command) => aap::accounts_cmd::run(command, &mut std::io::stdout()).await,
+        Command::Accounts(command) => aap::accounts_cmd::run(command, &mut aap::stdout::stdout()).await,
         Command::Session(command) => {
             let _telemetry = aap_platform::telemetry::init("aap", "info")?;
             aap::session_cmd::run(command).await
@@ -293,12 +291,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let sim =
                     aap_simulator::Simulator::start(listener, site, aap_simulator::SimulatorConfig::default()).await?;
                 let session = sim.create_session("demo").await;
-                println!("{:<19} {}", site.id(), sim.base_url);
-                println!("  session cookie    {}={}", site.session_cookie(), session.token);
-                println!("  storage state     {}", session.storage_state_json);
+                let mut out = aap::stdout::stdout();
+                writeln!(out, "{:<19} {}", site.id(), sim.base_url)?;
+                writeln!(out, "  session cookie    {}={}", site.session_cookie(), session.token)?;
+                writeln!(out, "  storage state     {}", session.storage_state_json)?;
                 sims.push(sim);
             }
-            println!("knobs: curl -X PUT <url>/__sim/config -d '{{\"redesign\": true}}'  (see docs/simulator.md)");
+            writeln!(
+                aap::stdout::stdout(),
+                "knobs: curl -X PUT <url>/__sim/config -d '{{\"redesign\": true}}'  (see docs/simulator.md)"
+            )?;
             aap_bot::shutdown_signal().await;
             for sim in sims {
                 sim.shutdown().await;

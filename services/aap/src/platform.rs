@@ -141,14 +141,10 @@ impl Platform {
         let console = console.filter(|_| runs(Service::Console));
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
-        let pool = aap_platform::db::connect_and_migrate(&config.database_url, config.database_pool_size)
-            .await
-            .context("database")?;
+        let pool = aap_platform::db::connect_and_migrate(&config.database_url, config.database_pool_size).await?;
         let nats = match services.uses_nats() {
             true => {
-                let client = aap_platform::nats::connect(&config.nats_url, "aap-platform", &config.nats_access)
-                    .await
-                    .context("nats")?;
+                let client = aap_platform::nats::connect(&config.nats_url, "aap-platform", &config.nats_access).await?;
                 let topology = Topology::new(config.nats_prefix.clone());
                 // A cluster that has just started may still be electing its stream leaders: its
                 // JetStream requests time out for a while. Try for up to 60 s before giving up.

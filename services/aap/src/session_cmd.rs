@@ -88,7 +88,7 @@ pub struct CaptureArgs {
 pub async fn run(command: SessionCommand) -> anyhow::Result<()> {
     match command {
         SessionCommand::Capture(args) => capture(args).await,
-        SessionCommand::Import(args) => crate::session_import::run(args, &mut std::io::stdout()).await,
+        SessionCommand::Import(args) => crate::session_import::run(args, &mut crate::stdout::stdout()).await,
     }
 }
 
@@ -142,7 +142,7 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
     };
     if let Some(output) = &output {
         write_session(output, &json, proxy.as_deref(), &user_agent)?;
-        println!("session written to {}", output.display());
+        writeln!(crate::stdout::stdout(), "session written to {}", output.display())?;
     }
     if args.upload {
         let token = crate::client::token_or_dev(&args.token, &args.data_dir, "AAP_OPERATOR_TOKEN")?;
@@ -162,7 +162,14 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
             .into_inner()
             .account
             .context("no account in the answer")?;
-        println!("account {} created ({} {}, {})", account.id, account.assistant, account.plan, account.label);
+        writeln!(
+            crate::stdout::stdout(),
+            "account {} created ({} {}, {})",
+            account.id,
+            account.assistant,
+            account.plan,
+            account.label
+        )?;
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The operator's terminal commands against a real platform: `aap session import` (the seed's
-//! sessions directory) and `aap accounts list|disable|enable|delete`, run as the `aap` binary.
+//! sessions directory) and `aap accounts list|disable|enable|delete`, run as the `aap` binary;
+//! and how any command ends when something is wrong (one line on stderr, never a silent exit).
 
 mod common;
 
@@ -233,4 +234,67 @@ async fn a_command_whose_reader_went_away_ends_without_a_panic() {
     assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
     // 141: killed by SIGPIPE (128 + 13); 0 if it finished writing before `true` left.
     assert!(stderr.contains("status 141") || stderr.contains("status 0"), "{stderr}");
+}
+
+/// A server that takes the connection, answers something that is not HTTP/2 (a TLS alert, as a
+/// TLS port does to `http://`) and closes it while the command still writes: the command says
+/// so on one line and exits 1. With SIGPIPE at its default disposition hyper's write to that
+/// socket killed it without a word (status 141) in most runs.
+#[tokio::test]
+async fn a_server_that_closes_mid_write_is_reported_on_one_line_never_a_silent_exit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            // The first bytes only: the client is still writing the rest when the socket closes.
+            let mut preface = [0u8; 100];
+            let _ = socket.read(&mut preface).await;
+            let _ = socket.write_all(b"\x15\x03\x03\x00\x02\x02\x46").await;
+        }
+    });
+    for _ in 0..10 {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aap"))
+            .args(["token", "list", "--server", &server, "--token", OPERATOR])
+            .env("AAP_DATA_DIR", "/nonexistent")
+            .output()
+            .await
+            .expect("aap runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{:?}, stderr: {stderr:?}", output.status);
+        assert!(stderr.starts_with("error: ") && stderr.trim_end().lines().count() == 1, "{stderr:?}");
+    }
+}
+
+/// What stops a command is one line naming it, with its cause, never anyhow's "Caused by" list
+/// repeating the cause at each level.
+#[tokio::test]
+async fn an_unreachable_server_is_one_line_with_its_cause() {
+    // A port nobody listens on: bound by the OS, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind").port();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aap"))
+        .args(["ask", "--server", &format!("http://127.0.0.1:{port}"), "--token", "t", "a prompt"])
+        .env("AAP_DATA_DIR", "/nonexistent")
+        .output()
+        .await
+        .expect("aap runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("error: cannot reach http://127.0.0.1:{port}: ")), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "{stderr}");
+}
+
+/// A token read from a file or a secret often ends in a line break (or CRLF): the command
+/// sends it without, as the platform reads its configured tokens.
+#[tokio::test]
+async fn a_token_with_a_trailing_line_break_is_sent_without_it() {
+    let app = spawn_app().await;
+    for token in [format!("{OPERATOR}\n"), format!("{OPERATOR}\r\n")] {
+        let run = aap(&app, &token, &["token", "whoami"]).await;
+        assert!(run.ok && run.stdout.contains(OPERATOR_NAME), "{token:?}: {}{}", run.stdout, run.stderr);
+    }
+    let run = aap(&app, "two words", &["token", "whoami"]).await;
+    assert!(!run.ok && run.stderr.contains("which a header cannot carry"), "{}", run.stderr);
+    assert!(!run.stderr.contains("two words"), "the token itself is never said: {}", run.stderr);
 }

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
 
 /// Migrations of every service's tables, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -13,8 +13,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub enum DbError {
     #[error("invalid database url: {0}")]
     Url(#[source] sqlx::Error),
-    #[error("cannot connect to the database: {0}")]
-    Connect(#[source] sqlx::Error),
+    /// `target` names the server, database and user (never the password).
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("cannot migrate the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
@@ -26,10 +31,53 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPo
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
-        .await
-        .map_err(DbError::Connect)?;
+        .connect_with(options.clone())
+        .await;
+    let pool = match pool {
+        Ok(pool) => pool,
+        Err(error) => return Err(connect_error(&options, error).await),
+    };
     MIGRATOR.run(&pool).await.map_err(DbError::Migrate)?;
     crate::metrics::watch_pool("platform", &pool);
     Ok(pool)
+}
+
+/// Why the pool could not connect. A server that refuses connections (down, a wrong port) makes
+/// the pool try again until its acquire time-out, and then it says only "pool timed out": one
+/// more connection, outside the pool, gives the refusal itself.
+async fn connect_error(options: &PgConnectOptions, error: sqlx::Error) -> DbError {
+    let target = format!(
+        "{}:{} (database {}, user {})",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or(options.get_username()),
+        options.get_username()
+    );
+    let source = match error {
+        sqlx::Error::PoolTimedOut => match tokio::time::timeout(Duration::from_secs(10), options.connect()).await {
+            Ok(Err(cause)) => cause,
+            Ok(Ok(_)) | Err(_) => sqlx::Error::PoolTimedOut,
+        },
+        error => error,
+    };
+    DbError::Connect { target, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server that refuses connections is named with the refusal, not "pool timed out".
+    #[tokio::test]
+    async fn a_refused_connection_names_the_server_and_the_refusal() {
+        // A port nobody listens on: bound by the OS, then let go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind").port();
+        let error = connect_and_migrate(&format!("postgres://aap:secret@127.0.0.1:{port}/aap"), 2)
+            .await
+            .expect_err("nothing listens there");
+        let text = error.to_string();
+        assert!(text.contains(&format!("127.0.0.1:{port} (database aap, user aap)")), "{text}");
+        assert!(text.to_lowercase().contains("connection refused"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
 }
