@@ -39,11 +39,11 @@ pub struct ServiceArgs {
     /// Longest prompt accepted, in bytes.
     #[arg(long, env = "AAP_MAX_PROMPT_BYTES", default_value_t = 8 * 1024)]
     pub max_prompt_bytes: usize,
-    /// Cosine similarity at or above which a stored prompt counts as similar.
-    #[arg(long, env = "AAP_MIN_SIMILARITY", default_value_t = 0.95)]
+    /// Cosine similarity at or above which a stored prompt counts as similar, in (0, 1].
+    #[arg(long, env = "AAP_MIN_SIMILARITY", default_value_t = 0.95, value_parser = similarity)]
     pub min_similarity: f64,
     /// Attempts an evaluation gets (claims that lapse or are released count) before it fails.
-    #[arg(long, env = "AAP_MAX_ATTEMPTS", default_value_t = 3)]
+    #[arg(long, env = "AAP_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_attempts: u32,
     /// Connections each process keeps to PostgreSQL at most (every service of the process
     /// shares them).
@@ -89,10 +89,10 @@ pub struct ServiceArgs {
     #[arg(long, env = "AAP_EMBEDDING_WORKERS", value_parser = at_most_threads)]
     pub embedding_workers: Option<usize>,
     /// Seconds a claim lasts without a heartbeat (Claim stream and Heartbeat).
-    #[arg(long, env = "AAP_CLAIM_TTL_SECS", default_value_t = 60)]
+    #[arg(long, env = "AAP_CLAIM_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub claim_ttl_secs: u64,
     /// Seconds a polling bot (Poll, the seed's HTTP API) has to submit or release; it cannot send heartbeats.
-    #[arg(long, env = "AAP_POLL_CLAIM_TTL_SECS", default_value_t = 900)]
+    #[arg(long, env = "AAP_POLL_CLAIM_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
     pub poll_claim_ttl_secs: u64,
     /// Evaluations a bot may run on a leased session before it rotates to the next.
     #[arg(long, env = "AAP_PER_SESSION_RUNS", default_value_t = 10)]
@@ -120,12 +120,12 @@ pub struct ServiceArgs {
     pub session_key_file: Option<SessionKey>,
     /// An evaluation that no bot takes for this long (none serves its assistant and plan, or the
     /// fleet is down) fails with the reason, so the streams waiting on it end.
-    #[arg(long, env = "AAP_QUEUED_TIMEOUT_SECS", default_value_t = 86_400)]
+    #[arg(long, env = "AAP_QUEUED_TIMEOUT_SECS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(1..))]
     pub queued_timeout_secs: u64,
     /// An evaluation whose submitted answer is not stored within this long (lost between the
     /// gateway and the results stream) is asked again, or fails with the reason after its last
     /// attempt.
-    #[arg(long, env = "AAP_SUBMITTED_TIMEOUT_SECS", default_value_t = 120)]
+    #[arg(long, env = "AAP_SUBMITTED_TIMEOUT_SECS", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub submitted_timeout_secs: u64,
     /// Customer tokens (AnswersService), comma-separated, each `principal=token` or a bare
     /// token of the principal `customer`. Recorded as hashes at start; prefer
@@ -358,6 +358,15 @@ impl ServiceArgs {
 const MAX_EMBEDDING_THREADS: usize = 256;
 
 /// `--embedding-threads` and `--embedding-workers`: 0 to [`MAX_EMBEDDING_THREADS`].
+/// A cosine similarity threshold: above 1 nothing would ever match, at 0 or below everything.
+fn similarity(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= 1.0 => Ok(value),
+        Ok(_) => Err("not in (0, 1]: 0.95 matches near-identical prompts only, see docs/matching.md".to_owned()),
+        Err(error) => Err(format!("not a number: {error}")),
+    }
+}
+
 fn at_most_threads(text: &str) -> Result<usize, String> {
     let n: usize = text.trim().parse().map_err(|e| format!("not a count: {e}"))?;
     if n <= MAX_EMBEDDING_THREADS { Ok(n) } else { Err(format!("at most {MAX_EMBEDDING_THREADS}")) }
@@ -414,6 +423,31 @@ mod tests {
             ["--max-streams-per-caller", "0"],
             ["--max-streams", "0"],
             ["--max-streams", "-5"],
+        ] {
+            assert!(answers(&bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    /// Values that would fail every evaluation (no attempt, a claim that lapses at once, a
+    /// wait of 0 s) or match nothing (a similarity above 1) stop the start.
+    #[test]
+    fn values_that_would_fail_every_evaluation_are_refused_at_start() {
+        let answers = |args: &[&str]| -> Result<aap_answers::AnswersConfig, clap::Error> {
+            let cli = Cli::try_parse_from(std::iter::once("aap").chain(args.iter().copied()))?;
+            Ok(cli.service.platform("postgres://db".into(), "nats://nats".into()).answers)
+        };
+        assert_eq!(answers(&["--min-similarity", "0.9"]).ok().map(|a| a.min_similarity), Some(0.9));
+        assert_eq!(answers(&["--min-similarity", "1"]).ok().map(|a| a.min_similarity), Some(1.0));
+        for bad in [
+            ["--min-similarity", "2"],
+            ["--min-similarity", "0"],
+            ["--min-similarity", "95"],
+            ["--min-similarity", "NaN"],
+            ["--max-attempts", "0"],
+            ["--claim-ttl-secs", "0"],
+            ["--poll-claim-ttl-secs", "0"],
+            ["--queued-timeout-secs", "0"],
+            ["--submitted-timeout-secs", "0"],
         ] {
             assert!(answers(&bad).is_err(), "{bad:?} accepted");
         }
