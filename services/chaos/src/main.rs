@@ -68,17 +68,28 @@ struct Args {
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// The big events to cause, comma-separated, from `nats` (kill and restart one node),
-    /// `postgres` (restart), `replicas` (kill one replica of each service, then the other).
-    #[arg(long, value_delimiter = ',', default_value = "nats,postgres,replicas")]
+    /// `postgres` (restart), `replicas` (kill one replica of each service, then the other),
+    /// `rolling` (a rolling restart: every service process in turn stopped with SIGTERM, as an
+    /// orchestrator does, started again and waited for before the next).
+    #[arg(long, value_delimiter = ',', default_value = "nats,postgres,replicas,rolling")]
     events: Vec<String>,
+    /// Seconds a process stopped with SIGTERM in the rolling restart has before it is killed
+    /// (Kubernetes' default terminationGracePeriodSeconds); one that needs it fails the run.
+    #[arg(long, default_value_t = 30)]
+    grace_secs: u64,
     /// Directory of the `aap` and `aap-bot` binaries (default: this binary's).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
 }
 
 /// Progress fractions of the Asks at which the big events happen, in this order.
-const EVENTS: &[(f64, Event)] =
-    &[(0.15, Event::NatsNode), (0.35, Event::Postgres), (0.55, Event::Replicas(0)), (0.75, Event::Replicas(1))];
+const EVENTS: &[(f64, Event)] = &[
+    (0.15, Event::NatsNode),
+    (0.35, Event::Postgres),
+    (0.55, Event::Replicas(0)),
+    (0.75, Event::Replicas(1)),
+    (0.80, Event::Rolling),
+];
 
 #[derive(Debug, Clone, Copy)]
 enum Event {
@@ -88,6 +99,9 @@ enum Event {
     Postgres,
     /// SIGKILL replica N of every service, restart them 3 s later.
     Replicas(usize),
+    /// Every service process in turn: SIGTERM, wait for it to exit, start it again, wait until
+    /// it serves.
+    Rolling,
 }
 
 impl Event {
@@ -97,6 +111,7 @@ impl Event {
             Event::NatsNode => "nats",
             Event::Postgres => "postgres",
             Event::Replicas(_) => "replicas",
+            Event::Rolling => "rolling",
         }
     }
 }
@@ -108,6 +123,8 @@ struct Stack {
     replicas: Vec<Mutex<Replica>>,
     bots: Vec<Mutex<Bot>>,
     kills: std::sync::Mutex<BTreeMap<&'static str, u32>>,
+    /// The rolling restart's stops: how long each took, and whether it had to be killed.
+    graceful_stops: std::sync::Mutex<Vec<(Duration, bool)>>,
     crashes: std::sync::Mutex<BTreeMap<String, u32>>,
     log: std::sync::Mutex<Vec<String>>,
     started: Instant,
@@ -116,6 +133,11 @@ struct Stack {
 impl Stack {
     fn killed(&self, kind: &'static str) {
         *self.kills.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1;
+    }
+
+    /// Whether every process the rolling restart stopped exited within its grace.
+    fn stops_within_grace(&self) -> bool {
+        self.graceful_stops.lock().unwrap_or_else(|p| p.into_inner()).iter().all(|(_, killed)| !killed)
     }
 
     fn note(&self, line: String) {
@@ -210,6 +232,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
         replicas: replicas.into_iter().map(Mutex::new).collect(),
         bots: bots.into_iter().map(Mutex::new).collect(),
         kills: Default::default(),
+        graceful_stops: Default::default(),
         crashes: Default::default(),
         log: Default::default(),
         started: Instant::now(),
@@ -231,7 +254,8 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
     let events: Vec<(f64, Event)> =
         EVENTS.iter().copied().filter(|(_, event)| args.events.contains(&event.name().to_owned())).collect();
     let gate_at: Vec<usize> = events.iter().map(|(at, _)| (asks as f64 * at) as usize).collect();
-    let chaos = tokio::spawn(chaos(stack.clone(), gate, events, started_asks.clone(), gate_at.clone()));
+    let grace = Duration::from_secs(args.grace_secs);
+    let chaos = tokio::spawn(chaos(stack.clone(), gate, events, started_asks.clone(), gate_at.clone(), grace));
 
     let driving_started = Instant::now();
     let outcomes = drive::run(plan.clone(), answers_urls, &secrets.customer, started_asks, gate_rx, gate_at).await?;
@@ -264,7 +288,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<bool> {
         node.proc.kill().await;
     }
     stack.database.lock().await.stop().await?;
-    Ok(verdict.ok())
+    Ok(verdict.ok() && stack.stops_within_grace())
 }
 
 /// Restarts whatever ended by itself (a crash), as an orchestrator would, and counts it.
@@ -328,6 +352,7 @@ async fn chaos(
     events: Vec<(f64, Event)>,
     started_asks: Arc<AtomicUsize>,
     gate_at: Vec<usize>,
+    grace: Duration,
 ) -> anyhow::Result<()> {
     for (index, (_, event)) in events.into_iter().enumerate() {
         // The Asks before this event's share run first (they are held at it until it begins).
@@ -372,6 +397,21 @@ async fn chaos(
                 }
                 for replica in &mut guards {
                     stack::wait_serving(replica, Duration::from_secs(180)).await?;
+                    stack.note(format!("{} serving again", replica.proc.name));
+                }
+            }
+            Event::Rolling => {
+                stack.note("rolling restart: each service process in turn, SIGTERM".to_owned());
+                gate.send_replace(index + 1);
+                for replica in &stack.replicas {
+                    let mut replica = replica.lock().await;
+                    let (took, killed) = replica.proc.terminate(grace).await;
+                    stack.killed("graceful restarts");
+                    stack.graceful_stops.lock().unwrap_or_else(|p| p.into_inner()).push((took, killed));
+                    let how = if killed { "did not exit: SIGKILLed" } else { "exited" };
+                    stack.note(format!("SIGTERM {}: {how} after {:.1} s", replica.proc.name, took.as_secs_f64()));
+                    replica.proc.start()?;
+                    stack::wait_serving(&mut replica, Duration::from_secs(180)).await?;
                     stack.note(format!("{} serving again", replica.proc.name));
                 }
             }
@@ -420,12 +460,29 @@ fn report(args: &Args, asks: usize, verdict: &check::Verdict, stack: &Stack, dri
         crashes.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join(", ")
     };
     row("unplanned exits (restarted)", crashes);
+    let stops = stack.graceful_stops.lock().unwrap_or_else(|p| p.into_inner());
+    if !stops.is_empty() {
+        let slowest = stops.iter().map(|(took, _)| *took).max().unwrap_or_default();
+        let killed = stops.iter().filter(|(_, killed)| *killed).count();
+        row(
+            "SIGTERM stops: slowest, past grace",
+            format!(
+                "{} stops, slowest {:.1} s, {killed} past {} s (SIGKILLed)",
+                stops.len(),
+                slowest.as_secs_f64(),
+                args.grace_secs
+            ),
+        );
+    }
     row("evaluations/s held", format!("{:.1} (driving took {:.1} s)", verdict.per_second, driving.as_secs_f64()));
     row("Ask to answer p50 / p99", format!("{} / {}", ms(verdict.p50), ms(verdict.p99)));
     for example in verdict.lost_examples.iter().take(20) {
         println!("  ! {example}");
     }
-    if verdict.ok() {
+    drop(stops);
+    if !stack.stops_within_grace() {
+        println!("RESULT: FAILED: a service process did not stop within its grace after SIGTERM");
+    } else if verdict.ok() {
         println!("RESULT: OK: every evaluation terminal, none lost, none answered twice");
     } else {
         println!("RESULT: FAILED: see the counts and examples above");

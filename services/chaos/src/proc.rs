@@ -70,6 +70,25 @@ impl Proc {
         }
     }
 
+    /// Stops the child as an orchestrator does: SIGTERM, then SIGKILL if it has not exited
+    /// within `grace`. How long it took to exit, and whether it had to be killed.
+    pub async fn terminate(&mut self, grace: std::time::Duration) -> (std::time::Duration, bool) {
+        let started = std::time::Instant::now();
+        let Some(mut child) = self.child.take() else { return (std::time::Duration::ZERO, false) };
+        if let Some(pid) = child.id() {
+            aap_platform::local::send_signal(pid, libc::SIGTERM);
+        }
+        let killed = match tokio::time::timeout(grace, child.wait()).await {
+            Ok(_) => false,
+            Err(_) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                true
+            }
+        };
+        (started.elapsed(), killed)
+    }
+
     /// The exit status when the child has ended by itself.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())

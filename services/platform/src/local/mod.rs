@@ -40,7 +40,7 @@ pub use nats::{Nats, NatsOptions, NatsTls};
 pub use postgres::{PG_USER, Postgres, PostgresOptions, RUN_AS_USER};
 /// For other children that must not outlive their owner (the chaos harness's services and
 /// bots): the kernel sends the signal when the spawning thread exits.
-pub use process::die_with_parent_thread;
+pub use process::{die_with_parent_thread, send_signal};
 pub use tools::{DEFAULT_TOOLS_DIR, Tools};
 
 /// Why a local component could not be found, started or stopped.

@@ -219,7 +219,7 @@ pub fn die_with_parent_thread(command: &mut Command, signal: libc::c_int) {
 
 /// Sends `signal` to `pid`, ignoring a process that is already gone.
 #[allow(unsafe_code)]
-fn send_signal(pid: u32, signal: libc::c_int) {
+pub fn send_signal(pid: u32, signal: libc::c_int) {
     let Ok(pid) = libc::pid_t::try_from(pid) else { return };
     // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own unreaped child.
     let result = unsafe { libc::kill(pid, signal) };
