@@ -123,6 +123,7 @@ impl<A: Adapter> Worker<A> {
     /// Runs until shutdown; the task in hand is finished or released first.
     pub(crate) async fn run(mut self) -> anyhow::Result<()> {
         let mut last_work = Instant::now();
+        let mut refused_since: Option<Instant> = None;
         let result = loop {
             if self.stopping() {
                 break Ok(());
@@ -156,6 +157,7 @@ impl<A: Adapter> Worker<A> {
             };
             match next {
                 Ok(Some(task)) => {
+                    refused_since = None;
                     // The task's work joins the trace of the prompt it answers.
                     let span = tracing::info_span!(
                         "bot.task",
@@ -181,10 +183,25 @@ impl<A: Adapter> Worker<A> {
                     }
                     last_work = Instant::now();
                 }
-                Ok(None) => self.pause(self.settings.poll_retry).await,
+                Ok(None) => {
+                    refused_since = None;
+                    self.pause(self.settings.poll_retry).await;
+                }
                 Err(SourceError::Closed) => break Err(anyhow::anyhow!("the claim stream closed for good")),
+                Err(error @ SourceError::Refused(_)) => break Err(error.into()),
                 Err(error) => {
                     tracing::warn!(%error, "cannot get a task");
+                    // A poll the platform refuses for the token (401, 403) is not tried
+                    // forever: after REFUSED_FOR the worker stops, and with it the process.
+                    match error.caller_refusal() {
+                        Some(reason) => {
+                            let since = *refused_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= crate::source::REFUSED_FOR {
+                                break Err(SourceError::Refused(reason).into());
+                            }
+                        }
+                        None => refused_since = None,
+                    }
                     self.pause(self.settings.poll_retry).await;
                 }
             }

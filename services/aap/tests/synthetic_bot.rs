@@ -73,3 +73,45 @@ async fn a_synthetic_bot_on_the_seed_http_api_answers_and_its_failure_rate_fails
     stop.send(true).expect("stop bot");
     bot.await.expect("bot joins").expect("bot stops cleanly");
 }
+
+/// A bot whose token the platform refuses (unknown, or of another role) over the Claim stream
+/// or the seed's HTTP API stops with the platform's reason once it has been refused for
+/// `REFUSED_FOR`, so its supervisor sees it. Before, it warned and tried again forever, alive
+/// to every probe and answering nothing.
+#[tokio::test]
+async fn a_bot_whose_token_is_refused_stops_with_the_reason_instead_of_retrying_forever() {
+    let app = spawn_app().await;
+    let quick = |config: BotConfig| BotConfig { poll_retry: std::time::Duration::from_millis(200), ..config };
+    let bots = [
+        (
+            "unknown token, claim stream",
+            BotConfig::grpc(&app.grpc_url, "aap_not-a-token", "refused-1", "claude", "Pro"),
+            "Unauthenticated: unknown bearer token",
+        ),
+        (
+            "customer token, claim stream",
+            BotConfig::grpc(&app.grpc_url, CUSTOMER, "refused-2", "claude", "Pro"),
+            "PermissionDenied: a customer token cannot call this method",
+        ),
+        (
+            "unknown token, seed http api",
+            BotConfig::http(&app.http_url, &app.http_url, "/nonexistent", "claude", "Pro").with_token("aap_not-a-token"),
+            "401: unknown bearer token",
+        ),
+    ];
+    let mut running = Vec::new();
+    for (what, config, reason) in bots {
+        let (stop, bot) = start_bot(quick(config.synthetic(SyntheticOptions::default())));
+        running.push((what, reason, stop, bot));
+    }
+    let limit = aap_bot::source::REFUSED_FOR * 4;
+    for (what, reason, _stop, bot) in running {
+        let ended = tokio::time::timeout(limit, bot).await;
+        let error = match ended {
+            Ok(joined) => joined.expect("bot joins").expect_err(what).to_string(),
+            Err(_) => panic!("{what}: the bot still runs after {limit:?}"),
+        };
+        assert!(error.contains("the platform refuses this bot's token (--token, AAP_BOT_TOKEN)"), "{what}: {error}");
+        assert!(error.contains(reason), "{what}: {error}");
+    }
+}

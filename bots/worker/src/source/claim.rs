@@ -5,9 +5,11 @@
 //! with a task. A broken stream is re-opened with back-off; the gateway hands the tasks of the
 //! old stream back to the queue, so nothing is lost. A stream the gateway ends because it stops
 //! (UNAVAILABLE) leaves the bot its tasks: the next stream heartbeats them, and they are
-//! submitted as any other.
+//! submitted as any other. A platform that goes on refusing the bot's token (UNAUTHENTICATED,
+//! PERMISSION_DENIED) for [`REFUSED_FOR`] stops the driver for good, with the reason.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use aap_proto::v1::claim_request::Msg as ClaimMsg;
@@ -22,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{SourceError, Submission, Task, with_retries};
+use super::{REFUSED_FOR, SourceError, Submission, Task, with_retries};
 use crate::adapter::{AnswerKind, FoundIn};
 use crate::grpc::AuthChannel;
 
@@ -58,6 +60,8 @@ pub struct ClaimSource {
     client: EvaluationServiceClient<AuthChannel>,
     options: ClaimOptions,
     driver: JoinHandle<()>,
+    // Why the driver stopped for good, when the platform refused the token.
+    refused: Arc<OnceLock<String>>,
 }
 
 impl ClaimSource {
@@ -66,6 +70,7 @@ impl ClaimSource {
         let client = EvaluationServiceClient::new(channel);
         let (tasks_tx, tasks) = mpsc::channel(1);
         let (control, control_rx) = mpsc::channel(8);
+        let refused = Arc::new(OnceLock::new());
         let driver = Driver {
             client: client.clone(),
             options: options.clone(),
@@ -75,14 +80,23 @@ impl ClaimSource {
             queued: VecDeque::new(),
             generation: 0,
             welcomed: false,
+            refused_since: None,
+            refused: refused.clone(),
         };
         let driver = tokio::spawn(driver.run());
-        ClaimSource { tasks, control, client, options, driver }
+        ClaimSource { tasks, control, client, options, driver, refused }
     }
 
-    /// Waits for the next pushed task.
+    /// Waits for the next pushed task; [`SourceError::Refused`] once the platform has refused
+    /// the token for [`REFUSED_FOR`].
     pub async fn next(&mut self) -> Result<Task, SourceError> {
-        self.tasks.recv().await.ok_or(SourceError::Closed)
+        match self.tasks.recv().await {
+            Some(task) => Ok(task),
+            None => Err(match self.refused.get() {
+                Some(reason) => SourceError::Refused(reason.clone()),
+                None => SourceError::Closed,
+            }),
+        }
     }
 
     /// `Submit` with retries.
@@ -256,11 +270,16 @@ struct Driver {
     generation: u64,
     // Whether the current stream got its welcome: a stream that worked resets the back-off.
     welcomed: bool,
+    // Since when every stream was refused for the caller (the token), until one is welcomed.
+    refused_since: Option<tokio::time::Instant>,
+    refused: Arc<OnceLock<String>>,
 }
 
 /// Why a stream session ended.
 enum Ended {
     Broken,
+    /// The platform refused the caller: the reason.
+    Refused(String),
     Closing(Option<oneshot::Sender<()>>),
 }
 
@@ -273,6 +292,15 @@ impl Driver {
             let ended = self.session().await;
             if self.welcomed {
                 backoff = Duration::from_millis(500);
+                self.refused_since = None;
+            }
+            if let Ended::Refused(reason) = &ended {
+                let since = *self.refused_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= REFUSED_FOR {
+                    tracing::error!(%reason, "the platform refuses this bot's token; stopping");
+                    let _ = self.refused.set(reason.clone());
+                    return;
+                }
             }
             match ended {
                 Ended::Closing(done) => {
@@ -284,7 +312,7 @@ impl Driver {
                     }
                     return;
                 }
-                Ended::Broken => {
+                Ended::Broken | Ended::Refused(_) => {
                     // Wait before re-opening, but stay responsive to close.
                     tokio::select! {
                         control = self.control.recv() => match control {
@@ -330,7 +358,7 @@ impl Driver {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 tracing::warn!(error = %status, "cannot open the claim stream");
-                return Ended::Broken;
+                return ended_by(status);
             }
         };
         let mut heartbeat_every = DEFAULT_HEARTBEAT;
@@ -371,7 +399,7 @@ impl Driver {
                     }
                     Err(status) => {
                         tracing::warn!(error = %status, "claim stream broken");
-                        return Ended::Broken;
+                        return ended_by(status);
                     }
                 },
                 permit = self.tasks.reserve(), if next_queued.is_some() => match permit {
@@ -419,5 +447,13 @@ impl Driver {
             }
             None => Ended::Closing(None),
         }
+    }
+}
+
+/// A stream the gateway ended with `status`: refused for the caller, or broken.
+fn ended_by(status: tonic::Status) -> Ended {
+    match SourceError::Grpc(status).caller_refusal() {
+        Some(reason) => Ended::Refused(reason),
+        None => Ended::Broken,
     }
 }

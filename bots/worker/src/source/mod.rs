@@ -14,6 +14,12 @@ use crate::adapter::Captured;
 pub use claim::{ClaimOptions, ClaimSource};
 pub use http::{HttpOptions, HttpSource};
 
+/// How long the platform may refuse the bot's token before the bot stops for good, so that a
+/// supervisor sees it instead of a bot that looks alive and never works. Longer than the
+/// platform's reload of its token table (2 s): a token just made on another replica is known
+/// everywhere by then.
+pub const REFUSED_FOR: Duration = Duration::from_secs(10);
+
 /// A prompt to ask.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Task {
@@ -67,6 +73,9 @@ pub enum SourceError {
     /// The claim stream's driver has stopped.
     #[error("the claim stream is closed")]
     Closed,
+    /// The platform went on refusing the bot's token for [`REFUSED_FOR`]: the reason it gave.
+    #[error("the platform refuses this bot's token (--token, AAP_BOT_TOKEN): {0}")]
+    Refused(String),
     /// The call did not finish in time.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -91,7 +100,22 @@ impl SourceError {
                     | tonic::Code::Aborted
                     | tonic::Code::Internal
             ),
-            SourceError::Closed | SourceError::Tls(_) => false,
+            SourceError::Closed | SourceError::Refused(_) | SourceError::Tls(_) => false,
+        }
+    }
+
+    /// The platform's reason when it refused the caller rather than the request (gRPC
+    /// UNAUTHENTICATED or PERMISSION_DENIED, HTTP 401 or 403): an unknown, revoked or missing
+    /// token, one of another role, or a bot principal that may not serve this assistant.
+    pub fn caller_refusal(&self) -> Option<String> {
+        match self {
+            SourceError::Grpc(status)
+                if matches!(status.code(), tonic::Code::Unauthenticated | tonic::Code::PermissionDenied) =>
+            {
+                Some(format!("{:?}: {}", status.code(), status.message()))
+            }
+            SourceError::Status { status: status @ (401 | 403), body } => Some(format!("{status}: {}", detail(body))),
+            _ => None,
         }
     }
 
