@@ -167,6 +167,12 @@ pub struct ServiceArgs {
     pub xvfb: PathBuf,
 }
 
+/// Binds `addr` for `what`; a failure names the address, the cause and the flag that sets it
+/// (two processes on one port say "Address already in use" and which flag to change).
+async fn bind(addr: &str, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|error| anyhow::anyhow!("bind {what} on {addr}: {error} ({flag})"))
+}
+
 fn check_metrics_addr(text: &str) -> Result<String, String> {
     aap_platform::metrics::parse_addr(text).map(|_| text.to_owned())
 }
@@ -250,6 +256,16 @@ fn read_session_key_file(path: &str) -> Result<SessionKey, String> {
 }
 
 impl ServiceArgs {
+    /// Binds the gRPC server's address.
+    pub async fn bind_grpc(&self) -> anyhow::Result<tokio::net::TcpListener> {
+        bind(&self.grpc_addr, "the gRPC server", "--grpc-addr, AAP_GRPC_ADDR").await
+    }
+
+    /// Binds the seed's HTTP API's address.
+    pub async fn bind_http(&self) -> anyhow::Result<tokio::net::TcpListener> {
+        bind(&self.http_addr, "the seed's HTTP API", "--http-addr, AAP_HTTP_ADDR").await
+    }
+
     /// Binds the console's address; `None` when it is `off` (or empty).
     pub async fn bind_console(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
         match self.console_addr.trim() {

@@ -194,8 +194,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         }
         sims.push(sim);
     }
-    let grpc = TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
-    let http = TcpListener::bind(&service.http_addr).await.with_context(|| format!("bind {}", service.http_addr))?;
+    let grpc = service.bind_grpc().await?;
+    let http = service.bind_http().await?;
     let console = service.bind_console().await?;
     let metrics = service.bind_metrics().await?;
     let mut platform =

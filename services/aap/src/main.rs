@@ -199,15 +199,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { services, nats_stream_replicas, database_url, nats_url, service, tls, nats } => {
             let _telemetry = aap_platform::telemetry::init("aap", "info")?;
-            let grpc =
-                TcpListener::bind(&service.grpc_addr).await.with_context(|| format!("bind {}", service.grpc_addr))?;
+            let grpc = service.bind_grpc().await?;
             // The seed's HTTP API and the console listen only where their services run.
             let http = match services.runs(Service::Evaluations) {
-                true => Some(
-                    TcpListener::bind(&service.http_addr)
-                        .await
-                        .with_context(|| format!("bind {}", service.http_addr))?,
-                ),
+                true => Some(service.bind_http().await?),
                 false => None,
             };
             let console = match services.runs(Service::Console) {

@@ -298,3 +298,26 @@ async fn a_token_with_a_trailing_line_break_is_sent_without_it() {
     assert!(!run.ok && run.stderr.contains("which a header cannot carry"), "{}", run.stderr);
     assert!(!run.stderr.contains("two words"), "the token itself is never said: {}", run.stderr);
 }
+
+/// A second `aap serve` on a port another process holds says which listener and which flag, on
+/// one line, before it reaches for the database.
+#[tokio::test]
+async fn a_port_in_use_names_the_listener_and_its_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    for (flag, what) in [("--grpc-addr", "the gRPC server"), ("--http-addr", "the seed's HTTP API")] {
+        let other = if flag == "--grpc-addr" { "--http-addr" } else { "--grpc-addr" };
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_aap"))
+            .args(["serve", "--database-url", "postgres://aap@127.0.0.1:1/aap", flag, &addr, other, "127.0.0.1:0"])
+            .args(["--console-addr", "off", "--metrics-addr", "off"])
+            .env("AAP_SESSION_KEY", "00".repeat(32))
+            .output()
+            .await
+            .expect("aap runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        let line = stderr.lines().last().unwrap_or_default();
+        assert!(line.starts_with(&format!("error: bind {what} on {addr}: ")), "{stderr}");
+        assert!(line.contains(&format!("({flag}, ")), "{stderr}");
+    }
+}
