@@ -170,7 +170,9 @@ pub struct ServiceArgs {
 /// Binds `addr` for `what`; a failure names the address, the cause and the flag that sets it
 /// (two processes on one port say "Address already in use" and which flag to change).
 async fn bind(addr: &str, what: &str, flag: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await.map_err(|error| anyhow::anyhow!("bind {what} on {addr}: {error} ({flag})"))
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| anyhow::anyhow!("bind {what} on {addr}: {error} ({flag})"))
 }
 
 fn check_metrics_addr(text: &str) -> Result<String, String> {

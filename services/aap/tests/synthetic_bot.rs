@@ -95,7 +95,8 @@ async fn a_bot_whose_token_is_refused_stops_with_the_reason_instead_of_retrying_
         ),
         (
             "unknown token, seed http api",
-            BotConfig::http(&app.http_url, &app.http_url, "/nonexistent", "claude", "Pro").with_token("aap_not-a-token"),
+            BotConfig::http(&app.http_url, &app.http_url, "/nonexistent", "claude", "Pro")
+                .with_token("aap_not-a-token"),
             "401: unknown bearer token",
         ),
     ];
