@@ -30,8 +30,9 @@ pub struct ServiceArgs {
     /// process); `off` serves none.
     #[arg(long, env = "AAP_METRICS_ADDR", default_value = "127.0.0.1:9464", value_parser = check_metrics_addr)]
     pub metrics_addr: String,
-    /// Prefix of every NATS stream and subject; environments sharing a NATS server differ in it.
-    #[arg(long, env = "AAP_NATS_PREFIX", default_value = "aap")]
+    /// Prefix of every NATS stream and subject; environments sharing a NATS server differ in it:
+    /// lowercase letters, digits and `-`.
+    #[arg(long, env = "AAP_NATS_PREFIX", default_value = "aap", value_parser = nats_prefix)]
     pub nats_prefix: String,
     /// Directory of the all-MiniLM-L6-v2 model (config.json, model.safetensors, tokenizer.json).
     #[arg(long, env = "AAP_MODEL_DIR", default_value_os_t = aap_embedding::default_model_dir())]
@@ -376,6 +377,16 @@ impl ServiceArgs {
 const MAX_EMBEDDING_THREADS: usize = 256;
 
 /// `--embedding-threads` and `--embedding-workers`: 0 to [`MAX_EMBEDDING_THREADS`].
+/// A prefix of stream names and subjects (`aap_platform::nats::Topology`): a space, `*` or `>`
+/// cannot be in a subject, and streams are named by the prefix in capitals with `-` as `_`, so
+/// `AAP`, `a.b` or `a_b` would share the streams of `aap`, `a-b`.
+fn nats_prefix(text: &str) -> Result<String, String> {
+    match !text.is_empty() && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        true => Ok(text.to_owned()),
+        false => Err("lowercase letters, digits and `-` only, e.g. `aap` or `aap-staging`".to_owned()),
+    }
+}
+
 /// A cosine similarity threshold: above 1 nothing would ever match, at 0 or below everything.
 fn similarity(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -447,7 +458,8 @@ mod tests {
     }
 
     /// Values that would fail every evaluation (no attempt, a claim that lapses at once, a
-    /// wait of 0 s) or match nothing (a similarity above 1) stop the start.
+    /// wait of 0 s), match nothing (a similarity above 1) or name no usable stream (a prefix
+    /// with a space: 60 s of "nats streams not ready" before) stop the start.
     #[test]
     fn values_that_would_fail_every_evaluation_are_refused_at_start() {
         let answers = |args: &[&str]| -> Result<aap_answers::AnswersConfig, clap::Error> {
@@ -456,6 +468,8 @@ mod tests {
         };
         assert_eq!(answers(&["--min-similarity", "0.9"]).ok().map(|a| a.min_similarity), Some(0.9));
         assert_eq!(answers(&["--min-similarity", "1"]).ok().map(|a| a.min_similarity), Some(1.0));
+        let prefix = |value: &str| Cli::try_parse_from(["aap", "--nats-prefix", value]).map(|c| c.service.nats_prefix);
+        assert_eq!(prefix("aap-staging-2").ok().as_deref(), Some("aap-staging-2"));
         for bad in [
             ["--min-similarity", "2"],
             ["--min-similarity", "0"],
@@ -466,6 +480,11 @@ mod tests {
             ["--poll-claim-ttl-secs", "0"],
             ["--queued-timeout-secs", "0"],
             ["--submitted-timeout-secs", "0"],
+            ["--nats-prefix", ""],
+            ["--nats-prefix", "bad prefix"],
+            ["--nats-prefix", "aap>"],
+            ["--nats-prefix", "AAP"],
+            ["--nats-prefix", "a.b"],
         ] {
             assert!(answers(&bad).is_err(), "{bad:?} accepted");
         }
