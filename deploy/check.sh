@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Checks the deployment files offline (`just deploy-check`; CI runs it):
 #   - deploy/compose/compose.yaml with `docker-compose config -q`;
-#   - every Kustomize overlay and deploy/k8s/postgres rendered with `kubectl kustomize`, then
-#     deploy/k8s/check.py over each rendered set: kubernetes-validate (strict) for the built-in
-#     kinds, deploy/k8s/schemas/ for KEDA's ScaledObject and CloudNativePG's Cluster, and the
-#     references between resources;
+#   - every Kustomize overlay, deploy/k8s/postgres and deploy/k8s/monitoring rendered with
+#     `kubectl kustomize`, then deploy/k8s/check.py over each rendered set: kubernetes-validate
+#     (strict) for the built-in kinds, deploy/k8s/schemas/ for KEDA's ScaledObject,
+#     CloudNativePG's Cluster and prometheus-operator's PrometheusRule, the references between
+#     resources, and the PrometheusRule equal to deploy/prometheus/aap-alerts.yaml;
 #   - deploy/k8s/nats/values.yaml: the settings the platform relies on;
 #   - deploy/split-test.sh: the topology run for real (a process per service behind the
 #     gateway's nginx.conf, compose's seed-accounts.sh, a Chromium bot, a prompt answered).
@@ -27,7 +28,7 @@ docker-compose -f deploy/compose/compose.yaml config -q
 echo "    deploy/compose/compose.yaml is valid"
 
 echo "==> kubernetes: kubectl kustomize"
-for dir in deploy/k8s/overlays/* deploy/k8s/postgres; do
+for dir in deploy/k8s/overlays/* deploy/k8s/postgres deploy/k8s/monitoring; do
     name=$(basename "$dir")
     kubectl kustomize "$dir" >"$out/$name.yaml"
     echo "    $dir -> $out/$name.yaml"
@@ -38,6 +39,7 @@ echo "==> kubernetes: schemas and references"
 "$PY" deploy/k8s/check.py --external-secret aap-database "$out/dev.yaml"
 "$PY" deploy/k8s/check.py --external-secret aap-database --external-secret aap-secrets \
     --external-secret aap-bot-token "$out/production.yaml" "$out/postgres.yaml"
+"$PY" deploy/k8s/check.py "$out/monitoring.yaml"
 
 echo "==> kubernetes: the checker catches what it is for"
 # Each line: what is broken, then a sed script that breaks it in the rendered production set.
@@ -63,6 +65,18 @@ for mutation in "${mutations[@]}"; do
     fi
     echo "    caught: $what ($(grep -m1 '^FAIL' "$out/mutated.out" | cut -c1-110))"
 done
+# The alerting rules: a PrometheusRule edited by hand instead of made from the rules file.
+sed 's/aap_evaluations_oldest_claim_age_seconds) > 1200/aap_evaluations_oldest_claim_age_seconds) > 1800/' \
+    "$out/monitoring.yaml" >"$out/mutated.yaml"
+if cmp -s "$out/monitoring.yaml" "$out/mutated.yaml"; then
+    echo "FAIL: the mutation for 'an alert that differs from the rules file' changed nothing" >&2
+    exit 1
+fi
+if "$PY" deploy/k8s/check.py "$out/mutated.yaml" >"$out/mutated.out" 2>&1; then
+    echo "FAIL: check.py passed a PrometheusRule that differs from deploy/prometheus/aap-alerts.yaml" >&2
+    exit 1
+fi
+echo "    caught: an alert that differs from the rules file ($(grep -m1 '^FAIL' "$out/mutated.out" | cut -c1-110))"
 rm -f "$out/mutated.yaml" "$out/mutated.out"
 
 echo "==> NATS chart values"

@@ -15,7 +15,9 @@ Each file is one rendered set (the output of `kubectl kustomize`), checked as a 
   in the set or named with --external-secret (made by the operator), requests and a memory
   limit on every container, grpc health probes on every platform service, scrape annotations
   that name a declared port, and KEDA triggers whose JetStream consumer is the one the bot's
-  assistant and plan read (tasks-<assistant>-<plan> or tasks-<assistant>-any).
+  assistant and plan read (tasks-<assistant>-<plan> or tasks-<assistant>-any);
+- the PrometheusRule aap-alerts holds exactly the groups of deploy/prometheus/aap-alerts.yaml
+  (deploy/k8s/monitoring/generate.sh makes it from that file).
 
 Prints one line per failed check and the counts; exits 1 on any failure.
 """
@@ -29,6 +31,8 @@ import kubernetes_validate
 import yaml
 
 SCHEMAS = pathlib.Path(__file__).resolve().parent / "schemas"
+# The one rules file the PrometheusRule aap-alerts is made from.
+RULES = pathlib.Path(__file__).resolve().parents[1] / "prometheus" / "aap-alerts.yaml"
 WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet"}
 
 
@@ -211,6 +215,13 @@ def check_set(path, version, external):
             for peer in rule.get("from", []) + rule.get("to", []):
                 if "podSelector" in peer and "namespaceSelector" not in peer and peer["podSelector"]:
                     checker.check(any(matches(peer["podSelector"], labels) for labels in pod_labels), f"{ident(policy)}: a peer selects no pods of this set")
+
+    # 6. Alerting rules: the PrometheusRule is the rules file, not a copy drifting from it.
+    for rule in by_kind.get("PrometheusRule", []):
+        if rule["metadata"]["name"] != "aap-alerts":
+            continue
+        groups = yaml.safe_load(RULES.read_text())["groups"]
+        checker.check(rule.get("spec", {}).get("groups") == groups, f"{ident(rule)}: its groups differ from {RULES.name}: run deploy/k8s/monitoring/generate.sh")
     return checker, len(docs)
 
 
