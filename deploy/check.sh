@@ -6,6 +6,8 @@
 #     (strict) for the built-in kinds, deploy/k8s/schemas/ for KEDA's ScaledObject,
 #     CloudNativePG's Cluster and prometheus-operator's PrometheusRule, the references between
 #     resources, and the PrometheusRule equal to deploy/prometheus/aap-alerts.yaml;
+#   - deploy/prometheus/aap-alerts.yaml with promtool (check rules, and its unit tests), where
+#     promtool is installed;
 #   - deploy/k8s/nats/values.yaml: the settings the platform relies on;
 #   - deploy/split-test.sh: the topology run for real (a process per service behind the
 #     gateway's nginx.conf, compose's seed-accounts.sh, a Chromium bot, a prompt answered).
@@ -78,6 +80,23 @@ if "$PY" deploy/k8s/check.py "$out/mutated.yaml" >"$out/mutated.out" 2>&1; then
 fi
 echo "    caught: an alert that differs from the rules file ($(grep -m1 '^FAIL' "$out/mutated.out" | cut -c1-110))"
 rm -f "$out/mutated.yaml" "$out/mutated.out"
+
+echo "==> alerting rules: promtool"
+# services/aap/tests/alerts.rs checks the rules against the real metrics; promtool, where it is
+# installed, loads them as Prometheus does and runs their unit tests (when each alert fires).
+if command -v promtool >/dev/null; then
+    promtool check rules deploy/prometheus/aap-alerts.yaml
+    "$PY" -c 'import sys, yaml
+rules = yaml.safe_load(open(sys.argv[1]))
+for group in rules["groups"]:
+    for rule in group["rules"]:
+        rule.pop("annotations", None)
+yaml.safe_dump(rules, open(sys.argv[2], "w"))' deploy/prometheus/aap-alerts.yaml "$out/aap-alerts.bare.yaml"
+    cp deploy/prometheus/aap-alerts.test.yaml "$out/"
+    promtool test rules "$out/aap-alerts.test.yaml"
+else
+    echo "    skipped: no promtool (apt-get install prometheus)"
+fi
 
 echo "==> NATS chart values"
 "$PY" - deploy/k8s/nats/values.yaml <<'PYEOF'
