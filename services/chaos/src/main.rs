@@ -70,7 +70,7 @@ struct Args {
     /// The big events to cause, comma-separated, from `nats` (kill and restart one node),
     /// `postgres` (restart), `replicas` (kill one replica of each service, then the other),
     /// `rolling` (a rolling restart: every service process in turn stopped with SIGTERM, as an
-    /// orchestrator does, started again and waited for before the next).
+    /// orchestrator does, started again and waited for before the next; then every bot).
     #[arg(long, value_delimiter = ',', default_value = "nats,postgres,replicas,rolling")]
     events: Vec<String>,
     /// Seconds a process stopped with SIGTERM in the rolling restart has before it is killed
@@ -100,7 +100,7 @@ enum Event {
     /// SIGKILL replica N of every service, restart them 3 s later.
     Replicas(usize),
     /// Every service process in turn: SIGTERM, wait for it to exit, start it again, wait until
-    /// it serves.
+    /// it serves; then every bot process in turn.
     Rolling,
 }
 
@@ -413,6 +413,17 @@ async fn chaos(
                     replica.proc.start()?;
                     stack::wait_serving(&mut replica, Duration::from_secs(180)).await?;
                     stack.note(format!("{} serving again", replica.proc.name));
+                }
+                // Then the bots, as a fleet's rollout does: each finishes or hands back what it
+                // holds before it exits.
+                for bot in &stack.bots {
+                    let mut bot = bot.lock().await;
+                    let (took, killed) = bot.proc.terminate(grace).await;
+                    stack.killed("graceful restarts");
+                    stack.graceful_stops.lock().unwrap_or_else(|p| p.into_inner()).push((took, killed));
+                    let how = if killed { "did not exit: SIGKILLed" } else { "exited" };
+                    stack.note(format!("SIGTERM {}: {how} after {:.1} s", bot.proc.name, took.as_secs_f64()));
+                    bot.proc.start()?;
                 }
             }
         }
