@@ -317,7 +317,7 @@ impl<A: Adapter> Worker<A> {
             Err(error) => {
                 crate::metrics::attempt_failed(self.adapter.assistant(), "browser");
                 self.give_back(&lease, Outcome::Ok, 0, "browser did not start").await;
-                return Err(Attempt::Failed(format!("browser did not start: {error}"), None));
+                return Err(Attempt::Failed(browser_not_started(&error), None));
             }
         };
         match browser.load_session(&lease.storage_state_json, self.adapter.origin()).await {
@@ -581,5 +581,24 @@ fn with_evidence(reason: String, evidence: Option<&str>) -> String {
     match evidence {
         Some(stem) => format!("{reason} [evidence: {stem}]"),
         None => reason,
+    }
+}
+
+/// The reason of an attempt whose browser did not start: of the `browser` failure class, as the
+/// platform's release metrics and alerts read it (the part before the first colon).
+fn browser_not_started(error: &impl std::fmt::Display) -> String {
+    format!("browser: did not start: {error}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_browser_that_did_not_start_is_of_the_browser_class() {
+        let reason = browser_not_started(&"cannot start chromedriver /nope: No such file or directory");
+        let class = reason.split(':').next().unwrap_or_default().trim();
+        assert_eq!(class, "browser", "{reason}");
+        assert!(aap_proto::FAILURE_CLASSES.contains(&class));
     }
 }
