@@ -24,8 +24,10 @@ pub type SessionClient = SessionServiceClient<InterceptedService<Channel, Bearer
 #[derive(Debug, Args)]
 pub struct OperatorConn {
     /// The platform's gRPC address; `https://` for TLS.
-    #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+    /// Default: the `AAP_SERVER` in <data dir>/dev.env (`aap dev` writes it), else
+    /// http://127.0.0.1:50051.
+    #[arg(long, env = "AAP_SERVER")]
+    server: Option<String>,
     #[command(flatten)]
     tls: crate::client::TlsArgs,
     /// Operator token; read from <data dir>/dev.env when unset.
@@ -40,7 +42,9 @@ impl OperatorConn {
     /// Connects to SessionService with the operator token.
     pub async fn sessions(&self) -> anyhow::Result<SessionClient> {
         let token = crate::client::token_or_dev(&self.token, &self.data_dir, "AAP_OPERATOR_TOKEN")?;
-        let channel = crate::client::channel(&self.server, &self.tls.client_tls()).await?;
+        let channel =
+            crate::client::channel(&crate::client::server_or_dev(&self.server, &self.data_dir), &self.tls.client_tls())
+                .await?;
         Ok(SessionServiceClient::with_interceptor(channel, Bearer::new(&token)?))
     }
 }

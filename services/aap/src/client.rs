@@ -78,6 +78,18 @@ pub fn token_or_dev(token: &Option<String>, data_dir: &std::path::Path, key: &st
     }
 }
 
+/// Where a command finds the platform when neither `--server` nor `AAP_SERVER` says.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// The server given on the command line or in the environment, else the one `aap dev` wrote to
+/// `<data_dir>/dev.env` (it listens where `--grpc-addr` said), else [`DEFAULT_SERVER`].
+pub fn server_or_dev(server: &Option<String>, data_dir: &std::path::Path) -> String {
+    server
+        .clone()
+        .or_else(|| crate::dev::read_dev_token(data_dir, "AAP_SERVER"))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned())
+}
+
 /// A channel to the platform's gRPC endpoint: over TLS when `server` is `https://`, trusting
 /// and presenting what `tls` says.
 pub async fn channel(server: &str, tls: &aap_tls::ClientTls) -> anyhow::Result<Channel> {
@@ -278,6 +290,20 @@ pub async fn print_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_is_the_flag_else_dev_env_else_the_default() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        assert_eq!(server_or_dev(&None, dir.path()), DEFAULT_SERVER, "no dev.env");
+        std::fs::write(
+            dir.path().join("dev.env"),
+            "export AAP_CUSTOMER_TOKEN=cust-x\nexport AAP_SERVER=http://127.0.0.1:51051\n",
+        )?;
+        assert_eq!(server_or_dev(&None, dir.path()), "http://127.0.0.1:51051", "aap dev's own address");
+        let given = Some("https://platform.example:443".to_owned());
+        assert_eq!(server_or_dev(&given, dir.path()), "https://platform.example:443", "the flag wins");
+        Ok(())
+    }
     use aap_proto::v1::{Capture, Citation, CitationKind, CitationOrigin, Completed, PartialAnswer, Product};
 
     #[tokio::test]

@@ -75,8 +75,10 @@ fn when(t: Option<&prost_types::Timestamp>) -> String {
 #[derive(Debug, Args)]
 pub struct Conn {
     /// The platform's gRPC address; `https://` for TLS.
-    #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+    /// Default: the `AAP_SERVER` in <data dir>/dev.env (`aap dev` writes it), else
+    /// http://127.0.0.1:50051.
+    #[arg(long, env = "AAP_SERVER")]
+    server: Option<String>,
     #[command(flatten)]
     tls: crate::client::TlsArgs,
     /// Token; read from <data dir>/dev.env when unset (the customer token for `history`, the
@@ -95,7 +97,9 @@ impl Conn {
             None => std::env::var(key).ok(),
         };
         let token = crate::client::token_or_dev(&token, &self.data_dir, key)?;
-        let channel = crate::client::channel(&self.server, &self.tls.client_tls()).await?;
+        let channel =
+            crate::client::channel(&crate::client::server_or_dev(&self.server, &self.data_dir), &self.tls.client_tls())
+                .await?;
         Ok(AnswersServiceClient::with_interceptor(channel, Bearer::new(&token)?))
     }
 }

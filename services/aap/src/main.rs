@@ -100,8 +100,10 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct ConnArgs {
     /// The platform's gRPC address; `https://` for TLS.
-    #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+    /// Default: the `AAP_SERVER` in <data dir>/dev.env (`aap dev` writes it), else
+    /// http://127.0.0.1:50051.
+    #[arg(long, env = "AAP_SERVER")]
+    server: Option<String>,
     #[command(flatten)]
     tls: client::TlsArgs,
     /// Customer token; read from <data dir>/dev.env when unset.
@@ -115,7 +117,7 @@ struct ConnArgs {
 impl ConnArgs {
     async fn connect(&self) -> anyhow::Result<client::Client> {
         let token = client::token_or_dev(&self.token, &self.data_dir, "AAP_CUSTOMER_TOKEN")?;
-        client::connect(&self.server, &token, &self.tls.client_tls()).await
+        client::connect(&client::server_or_dev(&self.server, &self.data_dir), &token, &self.tls.client_tls()).await
     }
 }
 

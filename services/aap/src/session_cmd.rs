@@ -72,8 +72,10 @@ pub struct CaptureArgs {
     #[arg(long, env = "AAP_CHROMEDRIVER", default_value = "/usr/bin/chromedriver")]
     pub chromedriver: PathBuf,
     /// The platform's gRPC address (for --upload).
-    #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
-    pub server: String,
+    /// Default: the `AAP_SERVER` in <data dir>/dev.env (`aap dev` writes it), else
+    /// http://127.0.0.1:50051.
+    #[arg(long, env = "AAP_SERVER")]
+    pub server: Option<String>,
     #[command(flatten)]
     pub tls: crate::client::TlsArgs,
     /// Operator token (for --upload); read from <data dir>/dev.env when unset.
@@ -146,7 +148,9 @@ async fn capture(args: CaptureArgs) -> anyhow::Result<()> {
     }
     if args.upload {
         let token = crate::client::token_or_dev(&args.token, &args.data_dir, "AAP_OPERATOR_TOKEN")?;
-        let channel = crate::client::channel(&args.server, &args.tls.client_tls()).await?;
+        let channel =
+            crate::client::channel(&crate::client::server_or_dev(&args.server, &args.data_dir), &args.tls.client_tls())
+                .await?;
         let mut sessions = SessionServiceClient::with_interceptor(channel, Bearer::new(&token)?);
         let account = sessions
             .create_account(CreateAccountRequest {

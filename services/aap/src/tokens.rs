@@ -68,8 +68,10 @@ pub enum RoleArg {
 #[derive(Debug, Args)]
 pub struct AdminConn {
     /// The platform's gRPC address.
-    #[arg(long, env = "AAP_SERVER", default_value = "http://127.0.0.1:50051")]
-    server: String,
+    /// Default: the `AAP_SERVER` in <data dir>/dev.env (`aap dev` writes it), else
+    /// http://127.0.0.1:50051.
+    #[arg(long, env = "AAP_SERVER")]
+    server: Option<String>,
     #[command(flatten)]
     tls: crate::client::TlsArgs,
     /// Operator token (any token for `whoami`); read from <data dir>/dev.env when unset.
@@ -85,7 +87,9 @@ type Client = AdminServiceClient<tonic::service::interceptor::InterceptedService
 impl AdminConn {
     async fn connect(&self) -> anyhow::Result<Client> {
         let token = crate::client::token_or_dev(&self.token, &self.data_dir, "AAP_OPERATOR_TOKEN")?;
-        let channel = crate::client::channel(&self.server, &self.tls.client_tls()).await?;
+        let channel =
+            crate::client::channel(&crate::client::server_or_dev(&self.server, &self.data_dir), &self.tls.client_tls())
+                .await?;
         Ok(AdminServiceClient::with_interceptor(channel, Bearer::new(&token)?))
     }
 }
