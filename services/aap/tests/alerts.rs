@@ -618,25 +618,8 @@ async fn run_everything_the_alerts_watch(app: &TestApp) {
         .execute(&app.pool)
         .await
         .expect("mark submitted");
-    let poison = serde_json::json!({
-        "evaluation_id": task.evaluation_id,
-        "prompt_id": task.prompt_id,
-        "assistant": "chatgpt",
-        "plan": task.plan,
-        "response_text": "an answer with a NUL \u{0} inside",
-        "response_markdown": "",
-        "citations": [],
-        "captured_at": "2026-12-02T10:00:00Z",
-        "bot_id": "bot",
-        "lease_id": "",
-    });
     let nats = async_nats::connect(app.nats_url.as_str()).await.expect("nats");
-    async_nats::jetstream::new(nats)
-        .publish(format!("{}.results.chatgpt", app.nats_prefix), serde_json::to_vec(&poison).expect("json").into())
-        .await
-        .expect("publish")
-        .await
-        .expect("stored by the stream");
+    publish_poison_result(app, &nats, &task).await;
     first_failed(&waiting.await.expect("stream"));
 
     // A bot whose browser cannot start: it leases, fails to launch twice, and fails the task.

@@ -5,6 +5,7 @@
 
 mod common;
 
+use aap_proto::v1::admin_service_client::AdminServiceClient;
 use aap_proto::v1::{
     CreateAccountRequest, GetAccountRequest, ListAccountsRequest, ListAccountsResponse, ListLeasesRequest,
     WatchAccountsRequest,
@@ -362,6 +363,20 @@ async fn no_console_response_carries_a_session_cookie_value() {
     assert_eq!(listed.accounts[0].proxy, "http://proxy.example:3128");
 }
 
+/// An AdminService client with `token`.
+fn admin_client(app: &TestApp, token: &str) -> AdminClient {
+    AdminServiceClient::with_interceptor(app.channel.clone(), aap::client::Bearer::new(token).expect("token"))
+}
+
+type AdminClient =
+    AdminServiceClient<tonic::service::interceptor::InterceptedService<tonic::transport::Channel, aap::client::Bearer>>;
+
+/// The test operator principal's tokens, with the revoked and expired ones or not.
+async fn operator_tokens(admin: &mut AdminClient, include_revoked: bool) -> Vec<aap_proto::v1::TokenInfo> {
+    let request = aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked };
+    admin.list_tokens(request).await.expect("list tokens").into_inner().tokens
+}
+
 /// Reads a gRPC-web response's frames as they come: the messages, then the trailers' status.
 struct WebStream {
     response: reqwest::Response,
@@ -428,16 +443,8 @@ async fn a_console_session_is_a_token_of_its_own_that_signing_out_revokes() {
         .expect("json");
     assert_eq!(who["principal"], OPERATOR_NAME);
     let session_id = who["token_id"].as_str().expect("token_id").to_owned();
-    let mut admin = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
-        app.channel.clone(),
-        aap::client::Bearer::new(OPERATOR).expect("token"),
-    );
-    let tokens = admin
-        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: false })
-        .await
-        .expect("list tokens")
-        .into_inner()
-        .tokens;
+    let mut admin = admin_client(&app, OPERATOR);
+    let tokens = operator_tokens(&mut admin, false).await;
     let listed = tokens.iter().find(|t| t.id == session_id).expect("the session's token is listed");
     assert_eq!(listed.source, "console");
     assert_eq!(listed.label, "console sign-in");
@@ -507,21 +514,13 @@ async fn a_console_session_is_a_token_of_its_own_that_signing_out_revokes() {
         .await
         .expect("session info");
     assert_eq!(info.status(), StatusCode::UNAUTHORIZED);
-    let mut as_session = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
-        app.channel.clone(),
-        aap::client::Bearer::new(&session_token).expect("token"),
-    );
+    let mut as_session = admin_client(&app, &session_token);
     let refused = as_session.who_am_i(aap_proto::v1::WhoAmIRequest::default()).await.expect_err("revoked");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     // The operator's own token was never touched.
     let me = admin.who_am_i(aap_proto::v1::WhoAmIRequest::default()).await.expect("the operator's token works");
     assert_eq!(me.into_inner().principal, OPERATOR_NAME);
-    let revoked = admin
-        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: true })
-        .await
-        .expect("list")
-        .into_inner()
-        .tokens;
+    let revoked = operator_tokens(&mut admin, true).await;
     let ended = revoked.iter().find(|t| t.id == session_id).expect("listed with the revoked");
     assert_eq!(ended.revoked_by, OPERATOR_NAME);
     assert!(ended.revoked_at.is_some());
@@ -546,10 +545,7 @@ async fn a_console_session_expires_and_its_open_calls_end() {
     assert_eq!(info.source, "console");
     // The platform's own table reads the new token at its next reload (within 2 s); the call
     // opened with it then ends when it expires.
-    let mut admin = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
-        app.channel.clone(),
-        aap::client::Bearer::new(&token).expect("token"),
-    );
+    let mut admin = admin_client(&app, &token);
     let opened = loop {
         let mut sessions = app.sessions(&token);
         match sessions.watch_accounts(WatchAccountsRequest::default()).await {
@@ -569,16 +565,8 @@ async fn a_console_session_expires_and_its_open_calls_end() {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     assert!(refused.message().contains("expired"), "{refused:?}");
     // Listed no more, except with the revoked and expired ones.
-    let mut operator_admin = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
-        app.channel.clone(),
-        aap::client::Bearer::new(OPERATOR).expect("token"),
-    );
-    let live = operator_admin
-        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: false })
-        .await
-        .expect("list")
-        .into_inner()
-        .tokens;
+    let mut operator_admin = admin_client(&app, OPERATOR);
+    let live = operator_tokens(&mut operator_admin, false).await;
     assert!(live.iter().all(|t| t.id != info.id), "{live:?}");
 }
 
@@ -603,16 +591,8 @@ async fn a_principal_holds_at_most_twenty_console_sessions_the_oldest_ends_first
     for cookie in &cookies[1..] {
         assert_eq!(info(cookie.clone()).await.status(), StatusCode::OK, "{cookie}");
     }
-    let mut admin = aap_proto::v1::admin_service_client::AdminServiceClient::with_interceptor(
-        app.channel.clone(),
-        aap::client::Bearer::new(OPERATOR).expect("token"),
-    );
-    let all = admin
-        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: true })
-        .await
-        .expect("list")
-        .into_inner()
-        .tokens;
+    let mut admin = admin_client(&app, OPERATOR);
+    let all = operator_tokens(&mut admin, true).await;
     let console: Vec<_> = all.iter().filter(|t| t.source == "console").collect();
     assert_eq!(console.len(), max + 1);
     let ended: Vec<_> = console.iter().filter(|t| t.revoked_at.is_some()).collect();
@@ -624,12 +604,7 @@ async fn a_principal_holds_at_most_twenty_console_sessions_the_oldest_ends_first
     for _ in 0..100 {
         assert_eq!(sign_in(&app, OPERATOR).await.status(), StatusCode::NO_CONTENT);
     }
-    let all = admin
-        .list_tokens(aap_proto::v1::ListTokensRequest { principal: OPERATOR_NAME.into(), include_revoked: true })
-        .await
-        .expect("list")
-        .into_inner()
-        .tokens;
+    let all = operator_tokens(&mut admin, true).await;
     let console: Vec<_> = all.iter().filter(|t| t.source == "console").collect();
     let live = console.iter().filter(|t| t.revoked_at.is_none()).count();
     assert_eq!((console.len(), live), (max + 100, max), "101 ended, the oldest of them deleted");

@@ -1150,19 +1150,7 @@ async fn a_result_the_database_refuses_is_dead_lettered_and_its_evaluation_fails
         .execute(&app.pool)
         .await
         .expect("mark submitted");
-    let poison = serde_json::json!({
-        "evaluation_id": task.evaluation_id,
-        "prompt_id": task.prompt_id,
-        "assistant": "chatgpt",
-        "plan": task.plan,
-        "response_text": "an answer with a NUL \u{0} inside",
-        "response_markdown": "",
-        "citations": [],
-        "captured_at": "2026-12-02T10:00:00Z",
-        "bot_id": "bot",
-        "lease_id": "",
-    });
-    publish_result_message(&nats, format!("{}.results.chatgpt", app.nats_prefix), &poison).await;
+    publish_poison_result(&app, &nats, &task).await;
 
     // The stream that waited hears the failure and ends.
     let events = waiting.await.expect("stream task");

@@ -422,3 +422,30 @@ pub async fn ends_with<T>(stream: &mut tonic::Streaming<T>, code: tonic::Code, w
         }
     }
 }
+
+/// A result PostgreSQL cannot store (a NUL in its text: what a gateway without today's checks
+/// let through, or another producer on the results stream) for the task's evaluation, published
+/// on the results stream as a gateway would; the evaluation must be marked submitted first.
+pub async fn publish_poison_result(app: &TestApp, nats: &async_nats::Client, task: &aap_proto::v1::Task) {
+    let poison = serde_json::json!({
+        "evaluation_id": task.evaluation_id,
+        "prompt_id": task.prompt_id,
+        "assistant": task.assistant,
+        "plan": task.plan,
+        "response_text": "an answer with a NUL \u{0} inside",
+        "response_markdown": "",
+        "citations": [],
+        "captured_at": "2026-12-02T10:00:00Z",
+        "bot_id": "bot",
+        "lease_id": "",
+    });
+    async_nats::jetstream::new(nats.clone())
+        .publish(
+            format!("{}.results.{}", app.nats_prefix, task.assistant),
+            serde_json::to_vec(&poison).expect("json").into(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored by the stream");
+}
