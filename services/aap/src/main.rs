@@ -259,7 +259,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await?
                 .into_inner()
                 .map(|r| r.map(|r| r.event.unwrap_or_default()));
-            client::print_events(stream, &mut aap::stdout::stdout()).await?;
+            // As `aap ask`: a script can tell a prompt with a target that failed for good.
+            let failed = client::print_events(stream, &mut aap::stdout::stdout()).await?;
+            if failed > 0 {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::History(args) => aap::freshness_cmd::history(args, &mut aap::stdout::stdout()).await,

@@ -321,3 +321,34 @@ async fn a_port_in_use_names_the_listener_and_its_flag() {
         assert!(line.contains(&format!("({flag}, ")), "{stderr}");
     }
 }
+
+/// `aap watch` exits 1 when a target of the prompt failed for good, as `aap ask` does, so a
+/// script can tell; 0 when every target answered.
+#[tokio::test]
+async fn watch_exits_one_when_a_target_failed_for_good_as_ask_does() {
+    let app = spawn_app().await;
+    let matched = first_matched(&app, ask_text("Which answers fail for good on a watch?", &["chatgpt"])).await;
+    let task = poll_task(&app, "chatgpt", "").await;
+    app.evaluations()
+        .release(aap_proto::v1::ReleaseRequest {
+            evaluation_id: task.evaluation_id,
+            mark_as_failed: true,
+            failure_reason: "assistant-error: the site failed".into(),
+            ..aap_proto::v1::ReleaseRequest::default()
+        })
+        .await
+        .expect("released as failed");
+    let prompt = matched.prompt_id.to_string();
+    let failed = aap(&app, CUSTOMER, &["watch", &prompt]).await;
+    assert!(!failed.ok, "a failed target: {}{}", failed.stdout, failed.stderr);
+    assert!(failed.stdout.contains("failed"), "{}", failed.stdout);
+
+    let matched = first_matched(&app, ask_text("Which answers arrive on a watch?", &["chatgpt"])).await;
+    let task = poll_task(&app, "chatgpt", "").await;
+    submit(&app, task.evaluation_id, "An answer.").await.expect("submitted");
+    let prompt = matched.prompt_id.to_string();
+    // The watch follows the evaluation until the ingest has stored the answer.
+    let answered = aap(&app, CUSTOMER, &["watch", &prompt]).await;
+    assert!(answered.ok, "every target answered: {}{}", answered.stdout, answered.stderr);
+    assert!(answered.stdout.contains("1 answered, 0 failed"), "{}", answered.stdout);
+}
