@@ -32,6 +32,18 @@ async fn sign_in(app: &TestApp, token: &str) -> reqwest::Response {
         .expect("sign-in request")
 }
 
+/// `GET /console/session` with `cookie`.
+async fn session_info(app: &TestApp, cookie: &str) -> reqwest::Response {
+    let url = format!("{}/console/session", app.console_url);
+    client().get(url).header("cookie", cookie).send().await.expect("session info")
+}
+
+/// `DELETE /console/session` with `cookie`.
+async fn sign_out(app: &TestApp, cookie: &str) -> reqwest::Response {
+    let url = format!("{}/console/session", app.console_url);
+    client().delete(url).header("cookie", cookie).send().await.expect("sign out")
+}
+
 /// The `name=value` part of a response's Set-Cookie.
 fn cookie_of(response: &reqwest::Response) -> String {
     let set = response.headers().get(SET_COOKIE).expect("a cookie is set").to_str().expect("ascii");
@@ -161,12 +173,7 @@ async fn an_operator_signs_in_with_an_http_only_strict_cookie_and_other_roles_ar
         assert!(set.contains(attribute), "{attribute} missing from {set:?}");
     }
     let cookie = cookie_of(&response);
-    let who = client()
-        .get(format!("{}/console/session", app.console_url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("session info");
+    let who = session_info(&app, &cookie).await;
     assert_eq!(who.status(), StatusCode::OK);
     let who: serde_json::Value = who.json().await.expect("json");
     assert_eq!(who["principal"], OPERATOR_NAME);
@@ -195,12 +202,7 @@ async fn an_operator_signs_in_with_an_http_only_strict_cookie_and_other_roles_ar
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:?}");
     }
 
-    let out = client()
-        .delete(format!("{}/console/session", app.console_url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("sign out");
+    let out = sign_out(&app, &cookie).await;
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
     assert!(out.headers().get(SET_COOKIE).expect("cleared").to_str().expect("ascii").contains("Max-Age=0"));
     let anonymous = client().get(format!("{}/console/session", app.console_url)).send().await.expect("info");
@@ -432,15 +434,7 @@ async fn a_console_session_is_a_token_of_its_own_that_signing_out_revokes() {
 
     // The session is a token of the same principal, listed as a console session that expires with
     // the cookie (12 hours).
-    let who: serde_json::Value = client()
-        .get(format!("{}/console/session", app.console_url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("session info")
-        .json()
-        .await
-        .expect("json");
+    let who: serde_json::Value = session_info(&app, &cookie).await.json().await.expect("json");
     assert_eq!(who["principal"], OPERATOR_NAME);
     let session_id = who["token_id"].as_str().expect("token_id").to_owned();
     let mut admin = admin_client(&app, OPERATOR);
@@ -484,12 +478,7 @@ async fn a_console_session_is_a_token_of_its_own_that_signing_out_revokes() {
     let mut watch = WebStream { response: watch, buffer: Vec::new() };
     assert!(matches!(watch.next().await, WebFrame::Message), "the accounts first");
 
-    let out = client()
-        .delete(format!("{}/console/session", app.console_url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("sign out");
+    let out = sign_out(&app, &cookie).await;
     assert_eq!(out.status(), StatusCode::NO_CONTENT);
     loop {
         match watch.next().await {
@@ -507,12 +496,7 @@ async fn a_console_session_is_a_token_of_its_own_that_signing_out_revokes() {
             .await;
     assert_eq!(later.code, tonic::Code::Unauthenticated as i32, "{}", later.message);
     assert!(later.message.contains("was revoked"), "{}", later.message);
-    let info = client()
-        .get(format!("{}/console/session", app.console_url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .expect("session info");
+    let info = session_info(&app, &cookie).await;
     assert_eq!(info.status(), StatusCode::UNAUTHORIZED);
     let mut as_session = admin_client(&app, &session_token);
     let refused = as_session.who_am_i(aap_proto::v1::WhoAmIRequest::default()).await.expect_err("revoked");
@@ -580,16 +564,12 @@ async fn a_principal_holds_at_most_twenty_console_sessions_the_oldest_ends_first
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
         cookies.push(cookie_of(&response));
     }
-    let info = |cookie: String| {
-        let url = format!("{}/console/session", app.console_url);
-        async move { client().get(url).header("cookie", cookie).send().await.expect("session info") }
-    };
-    let oldest = info(cookies[0].clone()).await;
+    let oldest = session_info(&app, &cookies[0]).await;
     assert_eq!(oldest.status(), StatusCode::UNAUTHORIZED, "the oldest session ended");
     let said: serde_json::Value = oldest.json().await.expect("json");
     assert!(said["error"].as_str().expect("error").contains("was revoked"), "{said}");
     for cookie in &cookies[1..] {
-        assert_eq!(info(cookie.clone()).await.status(), StatusCode::OK, "{cookie}");
+        assert_eq!(session_info(&app, cookie).await.status(), StatusCode::OK, "{cookie}");
     }
     let mut admin = admin_client(&app, OPERATOR);
     let all = operator_tokens(&mut admin, true).await;

@@ -135,6 +135,15 @@ impl Stack {
         *self.kills.lock().unwrap_or_else(|p| p.into_inner()).entry(kind).or_default() += 1;
     }
 
+    /// Stops `proc` with SIGTERM (SIGKILL past `grace`), counting and noting how it went.
+    async fn stop_gracefully(&self, proc: &mut proc::Proc, grace: Duration) {
+        let (took, killed) = proc.terminate(grace).await;
+        self.killed("graceful restarts");
+        self.graceful_stops.lock().unwrap_or_else(|p| p.into_inner()).push((took, killed));
+        let how = if killed { "did not exit: SIGKILLed" } else { "exited" };
+        self.note(format!("SIGTERM {}: {how} after {:.1} s", proc.name, took.as_secs_f64()));
+    }
+
     /// Whether every process the rolling restart stopped exited within its grace.
     fn stops_within_grace(&self) -> bool {
         self.graceful_stops.lock().unwrap_or_else(|p| p.into_inner()).iter().all(|(_, killed)| !killed)
@@ -405,11 +414,7 @@ async fn chaos(
                 gate.send_replace(index + 1);
                 for replica in &stack.replicas {
                     let mut replica = replica.lock().await;
-                    let (took, killed) = replica.proc.terminate(grace).await;
-                    stack.killed("graceful restarts");
-                    stack.graceful_stops.lock().unwrap_or_else(|p| p.into_inner()).push((took, killed));
-                    let how = if killed { "did not exit: SIGKILLed" } else { "exited" };
-                    stack.note(format!("SIGTERM {}: {how} after {:.1} s", replica.proc.name, took.as_secs_f64()));
+                    stack.stop_gracefully(&mut replica.proc, grace).await;
                     replica.proc.start()?;
                     stack::wait_serving(&mut replica, Duration::from_secs(180)).await?;
                     stack.note(format!("{} serving again", replica.proc.name));
@@ -418,11 +423,7 @@ async fn chaos(
                 // holds before it exits.
                 for bot in &stack.bots {
                     let mut bot = bot.lock().await;
-                    let (took, killed) = bot.proc.terminate(grace).await;
-                    stack.killed("graceful restarts");
-                    stack.graceful_stops.lock().unwrap_or_else(|p| p.into_inner()).push((took, killed));
-                    let how = if killed { "did not exit: SIGKILLed" } else { "exited" };
-                    stack.note(format!("SIGTERM {}: {how} after {:.1} s", bot.proc.name, took.as_secs_f64()));
+                    stack.stop_gracefully(&mut bot.proc, grace).await;
                     bot.proc.start()?;
                 }
             }

@@ -602,9 +602,7 @@ impl Principals {
             .await?;
         let info = token_info(&mut tx, id).await?.ok_or_else(|| PrincipalError::NotFound(id.to_owned()))?;
         tx.commit().await?;
-        self.change(|entries| {
-            entries.iter_mut().filter(|entry| *entry.caller.token_id == *id).for_each(|entry| entry.revoked = true);
-        });
+        self.change(|entries| mark_revoked(entries, &[id]));
         tracing::info!(token_id = %id, principal = %info.principal, by = %by.principal, "token revoked");
         Ok(info)
     }
@@ -683,11 +681,7 @@ impl Principals {
         let caller = Caller::new(&operator.principal, Role::Operator, Vec::new(), id.clone());
         let expires_at = info.expires_at;
         self.change(|entries| {
-            for entry in entries.iter_mut() {
-                if ousted.iter().any(|(ousted,)| **ousted == *entry.caller.token_id) {
-                    entry.revoked = true;
-                }
-            }
+            mark_revoked(entries, &ousted.iter().map(|(id,)| id.as_str()).collect::<Vec<_>>());
             entries.push(Entry { hash, caller, revoked: false, expires_at });
         });
         for (ousted,) in &ousted {
@@ -713,11 +707,16 @@ impl Principals {
         let Some((id,)) = id else { return Ok(None) };
         let info = token_info(&mut tx, &id).await?.ok_or_else(|| PrincipalError::NotFound(id.clone()))?;
         tx.commit().await?;
-        self.change(|entries| {
-            entries.iter_mut().filter(|entry| *entry.caller.token_id == *id).for_each(|entry| entry.revoked = true);
-        });
+        self.change(|entries| mark_revoked(entries, &[id.as_str()]));
         tracing::info!(token_id = %id, principal = %info.principal, "console session closed");
         Ok(Some(info))
+    }
+}
+
+/// Marks the tokens of these ids revoked in this replica's table (after the database says so).
+fn mark_revoked(entries: &mut [Entry], ids: &[&str]) {
+    for entry in entries.iter_mut().filter(|entry| ids.contains(&&*entry.caller.token_id)) {
+        entry.revoked = true;
     }
 }
 
