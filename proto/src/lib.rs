@@ -6,6 +6,7 @@
 #![allow(missing_docs)]
 
 pub mod storage_state;
+pub mod token;
 pub mod urls;
 
 mod codec;

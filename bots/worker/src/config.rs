@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use aap_proto::token::{TokenProblem, header_token};
 use clap::Parser;
 use secrecy::SecretString;
 
@@ -234,21 +235,13 @@ pub enum ConfigError {
     Missing(&'static str),
     /// The token cannot be sent (never says the token itself).
     #[error("--token (AAP_BOT_TOKEN) {0}")]
-    Token(&'static str),
+    Token(TokenProblem),
 }
 
-/// The bearer token as given, less the white space around it: a token read from a file or a
-/// mounted secret often ends in a line break (or CRLF), which no header can carry.
+/// The bearer token as [`aap_proto::token::header_token`] reads it: less the white space around
+/// it (a token read from a file or a mounted secret often ends in a line break or CRLF).
 fn bearer_token(given: &str) -> Result<SecretString, ConfigError> {
-    let token = given.trim();
-    if token.is_empty() {
-        return Err(ConfigError::Token("is empty"));
-    }
-    if !token.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(ConfigError::Token(
-            "holds a space, a control character or a non-ASCII character, which a header cannot carry",
-        ));
-    }
+    let token = header_token(given).map_err(ConfigError::Token)?;
     Ok(SecretString::from(token.to_owned()))
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use aap_proto::token::{TokenProblem, bearer_header};
 use secrecy::{ExposeSecret, SecretString};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
@@ -37,9 +38,9 @@ pub enum ChannelError {
         /// Why it was refused.
         source: tonic::transport::Error,
     },
-    /// The token has characters a header cannot carry.
-    #[error("the bot token is not a valid header value")]
-    Token,
+    /// The token cannot be sent in a header (never says the token itself).
+    #[error("the bot token {0}")]
+    Token(TokenProblem),
     /// The TLS files cannot be used, or are given for an `http://` URL.
     #[error("tls: {0}")]
     Tls(#[from] aap_tls::TlsError),
@@ -61,11 +62,6 @@ pub fn channel(
         .tcp_keepalive(Some(Duration::from_secs(30)))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_while_idle(true);
-    let header = match token {
-        Some(token) => Some(
-            MetadataValue::try_from(format!("Bearer {}", token.expose_secret())).map_err(|_| ChannelError::Token)?,
-        ),
-        None => None,
-    };
+    let header = token.map(|token| bearer_header(token.expose_secret())).transpose().map_err(ChannelError::Token)?;
     Ok(InterceptedService::new(endpoint.connect_lazy(), BearerAuth { header }))
 }

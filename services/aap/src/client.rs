@@ -30,15 +30,13 @@ impl tonic::service::Interceptor for Bearer {
 }
 
 impl Bearer {
-    /// `token` less the white space around it: a token read from a file or a secret often ends
-    /// in a line break (or CRLF), which no header can carry.
+    /// `token` as [`aap_proto::token::header_token`] reads it: less the white space around it
+    /// (a token read from a file or a secret often ends in a line break or CRLF), and refused,
+    /// with why but never the token, when empty or when no header can carry it.
     pub fn new(token: &str) -> anyhow::Result<Bearer> {
-        let token = token.trim();
-        anyhow::ensure!(
-            token.chars().all(|c| c.is_ascii_graphic()),
-            "the token holds a space, a control character or a non-ASCII character, which a header cannot carry"
-        );
-        Ok(Bearer(format!("Bearer {token}").parse().context("the token cannot be sent in a header")?))
+        let header =
+            aap_proto::token::bearer_header(token).map_err(|problem| anyhow::anyhow!("the token {problem}"))?;
+        Ok(Bearer(header))
     }
 }
 

@@ -14,8 +14,12 @@ use anyhow::{Context as _, bail};
 pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl Bearer {
+    /// `token` as [`aap_proto::token::header_token`] reads it: less the white space around it,
+    /// refused when empty or when no header can carry it.
     pub fn new(token: &str) -> anyhow::Result<Bearer> {
-        Ok(Bearer(format!("Bearer {token}").parse()?))
+        let header =
+            aap_proto::token::bearer_header(token).map_err(|problem| anyhow::anyhow!("the token {problem}"))?;
+        Ok(Bearer(header))
     }
 
     /// The `authorization` header's value: `Bearer <token>`.
