@@ -288,6 +288,7 @@ pub async fn print_events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aap_proto::v1::{Capture, Citation, CitationKind, CitationOrigin, Completed, PartialAnswer, Product};
 
     #[test]
     fn the_server_is_the_flag_else_dev_env_else_the_default() -> anyhow::Result<()> {
@@ -302,7 +303,6 @@ mod tests {
         assert_eq!(server_or_dev(&given, dir.path()), "https://platform.example:443", "the flag wins");
         Ok(())
     }
-    use aap_proto::v1::{Capture, Citation, CitationKind, CitationOrigin, Completed, PartialAnswer, Product};
 
     #[tokio::test]
     async fn the_answer_grows_on_the_terminal_while_the_assistant_types() -> anyhow::Result<()> {
