@@ -58,6 +58,50 @@ struct WebReply {
     raw: Vec<u8>,
 }
 
+/// A gRPC-web call of the console's method `path` (`/aap.v1.X/Method`) with `request` as its
+/// one message frame.
+fn web_call(app: &TestApp, path: &str, request: &impl Message) -> reqwest::RequestBuilder {
+    let payload = request.encode_to_vec();
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
+    body.extend_from_slice(&payload);
+    client()
+        .post(format!("{}{path}", app.console_url))
+        .header("content-type", "application/grpc-web+proto")
+        .header("x-grpc-web", "1")
+        .body(body)
+}
+
+/// A frame of a gRPC-web response body.
+enum Frame {
+    Message(Vec<u8>),
+    /// The trailers (flag 0x80), as their text.
+    Trailers(String),
+}
+
+/// Takes the first frame off the front of `buffer` (a flag byte, the length in 4 bytes big-endian,
+/// then the frame), or `None` while it has not all arrived.
+fn take_frame(buffer: &mut Vec<u8>) -> Option<Frame> {
+    let len = u32::from_be_bytes(buffer.get(1..5)?.try_into().expect("4 bytes")) as usize;
+    if buffer.len() < 5 + len {
+        return None;
+    }
+    let frame: Vec<u8> = buffer.drain(..5 + len).collect();
+    Some(if frame[0] & 0x80 == 0 {
+        Frame::Message(frame[5..].to_vec())
+    } else {
+        Frame::Trailers(String::from_utf8_lossy(&frame[5..]).into_owned())
+    })
+}
+
+/// The value of `name` in a gRPC-web response's trailers.
+fn trailer(trailers: &str, name: &str) -> Option<String> {
+    trailers.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+    })
+}
+
 /// One unary or server-streaming gRPC-web call (`application/grpc-web+proto`), read to the end
 /// or until `max_messages` messages arrived.
 async fn grpc_web(
@@ -68,15 +112,7 @@ async fn grpc_web(
     request: &impl Message,
     max_messages: usize,
 ) -> WebReply {
-    let payload = request.encode_to_vec();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
-    body.extend_from_slice(&payload);
-    let mut call = client()
-        .post(format!("{}{path}", app.console_url))
-        .header("content-type", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
-        .body(body);
+    let mut call = web_call(app, path, request);
     if let Some(cookie) = cookie {
         call = call.header("cookie", cookie);
     }
@@ -90,28 +126,18 @@ async fn grpc_web(
     let header_message =
         response.headers().get("grpc-message").map(|v| v.to_str().expect("ascii").to_owned()).unwrap_or_default();
     let mut raw = Vec::new();
+    let mut unread = Vec::new();
     let mut messages = Vec::new();
     let mut trailers = String::new();
     let read = async {
         while let Some(chunk) = response.chunk().await.expect("body chunk") {
             raw.extend_from_slice(&chunk);
-            // Parse complete frames from the start each time: bodies here are small.
-            messages.clear();
-            trailers.clear();
-            let mut at = 0;
-            while raw.len() >= at + 5 {
-                let flag = raw[at];
-                let len = u32::from_be_bytes(raw[at + 1..at + 5].try_into().expect("4 bytes")) as usize;
-                if raw.len() < at + 5 + len {
-                    break;
+            unread.extend_from_slice(&chunk);
+            while let Some(frame) = take_frame(&mut unread) {
+                match frame {
+                    Frame::Message(message) => messages.push(message),
+                    Frame::Trailers(text) => trailers = text,
                 }
-                let frame = &raw[at + 5..at + 5 + len];
-                if flag & 0x80 != 0 {
-                    trailers = String::from_utf8_lossy(frame).into_owned();
-                } else {
-                    messages.push(frame.to_vec());
-                }
-                at += 5 + len;
             }
             if messages.len() >= max_messages || !trailers.is_empty() {
                 break;
@@ -119,16 +145,10 @@ async fn grpc_web(
         }
     };
     tokio::time::timeout(std::time::Duration::from_secs(30), read).await.expect("grpc-web reply within 30 s");
-    let trailer = |name: &str| {
-        trailers.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
-        })
-    };
     let code = header_status
-        .or_else(|| trailer("grpc-status").map(|c| c.parse().expect("code")))
+        .or_else(|| trailer(&trailers, "grpc-status").map(|c| c.parse().expect("code")))
         .unwrap_or(if messages.len() >= max_messages { 0 } else { -1 });
-    let message = percent_decode(&trailer("grpc-message").unwrap_or(header_message));
+    let message = percent_decode(&trailer(&trailers, "grpc-message").unwrap_or(header_message));
     WebReply { code, message, messages, raw }
 }
 
@@ -394,23 +414,14 @@ enum WebFrame {
 impl WebStream {
     async fn next(&mut self) -> WebFrame {
         loop {
-            if self.buffer.len() >= 5 {
-                let len = u32::from_be_bytes(self.buffer[1..5].try_into().expect("4 bytes")) as usize;
-                if self.buffer.len() >= 5 + len {
-                    let frame: Vec<u8> = self.buffer.drain(..5 + len).collect();
-                    if frame[0] & 0x80 == 0 {
-                        return WebFrame::Message;
-                    }
-                    let trailers = String::from_utf8_lossy(&frame[5..]).into_owned();
-                    let field = |name: &str| {
-                        trailers.lines().find_map(|line| {
-                            let (key, value) = line.split_once(':')?;
-                            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
-                        })
-                    };
-                    let code = field("grpc-status").map(|c| c.parse().expect("code")).unwrap_or(-1);
-                    return WebFrame::End(code, percent_decode(&field("grpc-message").unwrap_or_default()));
+            match take_frame(&mut self.buffer) {
+                Some(Frame::Message(_)) => return WebFrame::Message,
+                Some(Frame::Trailers(trailers)) => {
+                    let code = trailer(&trailers, "grpc-status").map(|c| c.parse().expect("code")).unwrap_or(-1);
+                    let message = percent_decode(&trailer(&trailers, "grpc-message").unwrap_or_default());
+                    return WebFrame::End(code, message);
                 }
+                None => {}
             }
             let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), self.response.chunk())
                 .await
@@ -462,16 +473,8 @@ async fn a_console_session_is_a_token_of_its_own_that_signing_out_revokes() {
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition, "{refused:?}");
 
     // An open call of the session (WatchAccounts over gRPC-web) ends when the operator signs out.
-    let payload = WatchAccountsRequest::default().encode_to_vec();
-    let mut body = vec![0u8];
-    body.extend_from_slice(&u32::try_from(payload.len()).expect("small").to_be_bytes());
-    body.extend_from_slice(&payload);
-    let watch = client()
-        .post(format!("{}/aap.v1.SessionService/WatchAccounts", app.console_url))
-        .header("content-type", "application/grpc-web+proto")
-        .header("x-grpc-web", "1")
+    let watch = web_call(&app, "/aap.v1.SessionService/WatchAccounts", &WatchAccountsRequest::default())
         .header("cookie", &cookie)
-        .body(body)
         .send()
         .await
         .expect("watch accounts");
