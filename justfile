@@ -100,6 +100,18 @@ bench *parts:
     cargo bench -p aap-embedding --bench embed
     cargo bench -p aap --bench fleet -- {{parts}}
 
+# Soak: the platform under a steady mix (new prompts, exact hits, similar prompts, Watch streams
+# opened and cancelled) for MINUTES, sampled every 10 s: memory, file descriptors, threads, the
+# answers cache, NATS's store, PostgreSQL's size, latencies at the start and the end; fails when an
+# evaluation is not settled or answered twice (docs/operations.md, "Soak"). CI runs `just soak 1`.
+soak minutes="30" *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    profile="${AAP_LOAD_PROFILE:-release}"
+    cargo build --profile "$profile" -p aap -p aap-bot -p aap-chaos --bins
+    dir="$CARGO_TARGET_DIR/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+    exec "$dir/aap-load" --parts soak --soak-minutes {{minutes}} {{ARGS}}
+
 # A 3-node NATS cluster, PostgreSQL, two replicas of every service and synthetic bots on this machine
 # (docs/operations.md, "Chaos run"). CI runs `just chaos 1000`; AAP_CHAOS_PROFILE=dev reuses the
 # test build instead of a release one.

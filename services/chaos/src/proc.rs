@@ -94,6 +94,12 @@ impl Proc {
         self.child.as_mut().and_then(|child| child.try_wait().ok().flatten())
     }
 
+    /// Sets an environment variable of the child's next start (replacing one of that name).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.envs.retain(|(k, _)| k != key);
+        self.envs.push((key.to_owned(), value.to_owned()));
+    }
+
     /// The process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(Child::id)

@@ -12,10 +12,13 @@
 //! - the pipeline (Ask, queue, synthetic bot, ingest, stream) beside JetStream's publish rate;
 //!
 //! and prints one table. `just bench load` runs it; docs/performance.md says how to read it.
+//! `--parts soak` (`just soak`) runs a steady mix of all of them for minutes or hours instead,
+//! sampling what each process holds (docs/operations.md, "Soak").
 
 mod lean;
 mod limits;
 mod scenarios;
+mod soak;
 mod stats;
 
 use std::path::{Path, PathBuf};
@@ -91,6 +94,25 @@ struct Args {
     /// Also write the table (markdown) to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The soak's length in minutes (`--parts soak`), from 1 to 1,440.
+    #[arg(long, default_value_t = 30.0, value_parser = soak_minutes)]
+    soak_minutes: f64,
+    /// The soak's new prompts, in evaluations a second (an Ask of all four assistants is four).
+    #[arg(long, default_value_t = 100.0, value_parser = soak_rate)]
+    soak_rate: f64,
+    /// The soak's exact hits (a prompt answered earlier in the soak asked again), Asks a second.
+    #[arg(long, default_value_t = 200.0, value_parser = soak_rate)]
+    soak_exact_rate: f64,
+    /// The soak's similar prompts (embedded and searched, suggestions streamed), Asks a second.
+    #[arg(long, default_value_t = 2.0, value_parser = soak_rate)]
+    soak_similar_rate: f64,
+    /// Watch streams the soak opens at each sample on a prompt nothing answers, and cancels at
+    /// the next.
+    #[arg(long, default_value_t = 200)]
+    soak_watches: usize,
+    /// Seconds between two samples of the soak.
+    #[arg(long, default_value_t = 10.0, value_parser = measurement_seconds)]
+    soak_sample_secs: f64,
     /// Only measure the embedding model, with this many threads a pass (set in the
     /// environment), and print one line: how the limits run each configuration of the model.
     #[arg(long, hide = true)]
@@ -125,6 +147,16 @@ const MAX_PACED_RATE: f64 = 100_000.0;
 /// [`MAX_PACED_RATE`].
 fn paced_rate(text: &str) -> Result<f64, String> {
     number_in(text, 0.0..=MAX_PACED_RATE, "evaluations a second from 0 (half the closed loop's) to")
+}
+
+/// `--soak-minutes`: from 1 to a day.
+fn soak_minutes(text: &str) -> Result<f64, String> {
+    number_in(text, 1.0..=1440.0, "minutes from 1 to")
+}
+
+/// A soak's pace: from 0 (none of that part) to 10,000 a second.
+fn soak_rate(text: &str) -> Result<f64, String> {
+    number_in(text, 0.0..=10_000.0, "a number a second from 0 to")
 }
 
 /// The longest measurement: every run of the load client is bounded.
@@ -274,6 +306,11 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
     };
     let ports = <[u16; 3]>::try_from(stack::free_ports(3)?).map_err(|_| anyhow::anyhow!("three ports"))?;
     let mut platform: Replica = stack::replica(&settings, "all", "aap", ports)?;
+    // The soak reads the platform's gauges (open streams, the answers cache, the pool).
+    let metrics_addr = format!("127.0.0.1:{}", stack::free_ports(1)?[0]);
+    if args.wants("soak") {
+        platform.proc.set_env("AAP_METRICS_ADDR", &metrics_addr);
+    }
     platform.proc.start()?;
     stack::wait_serving(&mut platform, Duration::from_secs(180)).await?;
     let pid = platform.proc.pid().context("aap serve is not running")?;
@@ -301,7 +338,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
     }
 
     // Both the exact and the similar Asks need the prompt answered first.
-    if args.wants("exact") || args.wants("similar") {
+    if args.wants("exact") || args.wants("similar") || args.wants("soak") {
         let client = scenarios::connect(&url, &bearer).await?;
         scenarios::ask_answered(client, scenarios::EXACT_PROMPT, "chatgpt").await?;
     }
@@ -454,6 +491,17 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         }
     }
 
+    if args.wants("soak") {
+        let processes = soak::Processes {
+            platform: pid,
+            nats: nats.pid(),
+            postgres: postgres_pid,
+            bots: bots.iter().filter_map(|bot| bot.proc.pid()).collect(),
+        };
+        let sources = soak::Sources { metrics_addr: &metrics_addr, admin: &admin, nats_store: nats.store_dir() };
+        rows.extend(soak_rows(args, &url, &bearer, &processes, &sources, &run_tag).await?);
+    }
+
     for bot in &mut bots {
         bot.proc.kill().await;
     }
@@ -461,6 +509,109 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
     admin.close().await;
     database.stop().await?;
     nats.stop().await?;
+    Ok(rows)
+}
+
+/// The soak, and its rows: what was asked and settled, each resource's trend, the latencies at
+/// its start and end. Its timeline is kept in the temporary directory.
+async fn soak_rows(
+    args: &Args,
+    url: &str,
+    bearer: &Bearer,
+    processes: &soak::Processes,
+    sources: &soak::Sources<'_>,
+    run_tag: &str,
+) -> anyhow::Result<Vec<Row>> {
+    let settings = soak::Settings {
+        duration: Duration::from_secs_f64(args.soak_minutes * 60.0),
+        rate: args.soak_rate,
+        exact_rate: args.soak_exact_rate,
+        similar_rate: args.soak_similar_rate,
+        watches: args.soak_watches,
+        sample: Duration::from_secs_f64(args.soak_sample_secs),
+    };
+    tracing::info!(minutes = args.soak_minutes, "soak");
+    let run = soak::run(url, bearer, &settings, processes, sources, run_tag).await?;
+    let timeline = std::env::temp_dir().join(format!("aap-soak-{}.tsv", chrono::Utc::now().format("%Y%m%d-%H%M%S")));
+    std::fs::write(&timeline, &run.timeline).with_context(|| format!("writing {}", timeline.display()))?;
+    eprintln!("soak timeline (a line every {} s): {}", args.soak_sample_secs, timeline.display());
+
+    let mut rows = vec![Row {
+        what: format!(
+            "soak, {} min: new prompts at {} evaluations/s, exact hits at {}/s, similar prompts at {}/s, {} Watch streams opened and cancelled every {} s",
+            args.soak_minutes,
+            args.soak_rate,
+            args.soak_exact_rate,
+            args.soak_similar_rate,
+            args.soak_watches,
+            args.soak_sample_secs
+        ),
+        measured: format!(
+            "{} evaluations asked, {} answered, {} failed; stored {}, {} not settled, {} answered twice; {} exact hits, {} similar, {} watches; {} errors{}",
+            run.asked,
+            run.answered,
+            run.failed,
+            run.stored,
+            run.unsettled,
+            run.answered_twice,
+            run.exact,
+            run.similar,
+            run.watches,
+            run.errors,
+            run.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        ),
+        limit: "every evaluation settled once".into(),
+        ratio: if run.unsettled == 0 && run.answered_twice == 0 && run.stored as usize == run.asked {
+            "OK".into()
+        } else {
+            "LOST OR DOUBLED".into()
+        },
+    }];
+    for &(what, unit, value) in soak::RESOURCES {
+        let Some(trend) = soak::trend(&run.samples, value) else { continue };
+        rows.push(Row {
+            what: format!("soak: {what}"),
+            measured: format!(
+                "{} after the warm-up, {} at the end; {} an hour (fitted)",
+                soak::amount(trend.first, unit, false),
+                soak::amount(trend.last, unit, false),
+                soak::amount(trend.per_hour, unit, true)
+            ),
+            limit: "-".into(),
+            ratio: if trend.first > 0.0 { format!("{:.2} end/start", trend.last / trend.first) } else { "-".into() },
+        });
+    }
+    // Latencies: the first tenth of the soak after the warm-up against the last tenth.
+    let tenth = (run.samples.len() / 10).max(1);
+    if run.samples.len() >= 3 * tenth {
+        let (start, end) = (&run.samples[tenth..2 * tenth], &run.samples[run.samples.len() - tenth..]);
+        let typical = |part: &[soak::Sample], value: fn(&soak::Sample) -> Duration| {
+            let mut values: Vec<Duration> = part.iter().map(value).collect();
+            stats::median(&mut values)
+        };
+        for &(what, value) in soak::LATENCIES {
+            let (first, last) = (typical(start, value), typical(end, value));
+            rows.push(Row {
+                what: format!("soak: {what}, the median of its samples"),
+                measured: format!("{} early, {} at the end", ms(first), ms(last)),
+                limit: "-".into(),
+                ratio: format!("{:.2} end/start", last.as_secs_f64() / first.as_secs_f64().max(1e-6)),
+            });
+        }
+    }
+    if run.unsettled > 0 || run.answered_twice > 0 || run.stored as usize != run.asked {
+        for row in &rows {
+            eprintln!("| {} | {} | {} | {} |", row.what, row.measured, row.limit, row.ratio);
+        }
+        bail!(
+            "the soak asked {} evaluations, PostgreSQL holds {}: {} not settled, {} answered twice",
+            run.asked,
+            run.stored,
+            run.unsettled,
+            run.answered_twice
+        );
+    }
+    check_errors("soak", &run.first_error, run.errors, run.answered + run.exact + run.similar)?;
     Ok(rows)
 }
 

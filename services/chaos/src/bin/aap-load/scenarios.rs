@@ -348,7 +348,7 @@ impl Pipeline {
         }
     }
 
-    fn add(&mut self, part: Pipeline) {
+    pub fn add(&mut self, part: Pipeline) {
         self.asks += part.asks;
         self.answered_in_window += part.answered_in_window;
         self.answered += part.answered;
@@ -388,7 +388,7 @@ fn pipeline_ask(prompts: &Prompts, run_tag: &str, index: usize, out: &mut Pipeli
 
 /// Asks and reads the stream to its end, counting its answers (those before `deadline` as in
 /// the window) and how long each took.
-async fn follow_ask(mut client: Answers, request: AskRequest, deadline: Instant, out: &mut Pipeline) {
+pub async fn follow_ask(mut client: Answers, request: AskRequest, deadline: Instant, out: &mut Pipeline) {
     out.asks += 1;
     let asked = Instant::now();
     let mut stream = match client.ask(request).await {
