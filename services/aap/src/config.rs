@@ -63,6 +63,11 @@ pub struct ServiceArgs {
     /// oldest out first: the four together never take more than four times this.
     #[arg(long, env = "AAP_ANSWERS_CACHE_MIB", default_value_t = (AnswersConfig::default().cache_bytes >> 20) as u32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
     pub answers_cache_mib: u32,
+    /// Stored prompts a second the reachability audit asks the similarity index for (their own
+    /// embedding), over all replicas; those it does not find are searched exactly beside the
+    /// index (docs/matching.md, "Prompts the index cannot reach"). 0 audits none.
+    #[arg(long, env = "AAP_SIMILARITY_AUDIT_PER_SECOND", default_value_t = AnswersConfig::default().audit_per_second, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub similarity_audit_per_second: u32,
     /// Ask and Watch streams one caller (principal) may hold open on this process at once (each
     /// holds about 30 KB); more are refused with RESOURCE_EXHAUSTED until some close.
     #[arg(long, env = "AAP_MAX_STREAMS_PER_CALLER", default_value_t = AnswersConfig::default().max_streams_per_caller as u32, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -331,6 +336,7 @@ impl ServiceArgs {
                 cache_bytes: (self.answers_cache_mib as usize) << 20,
                 max_streams_per_caller: self.max_streams_per_caller as usize,
                 max_streams: self.max_streams as usize,
+                audit_per_second: self.similarity_audit_per_second,
                 ..AnswersConfig::default()
             },
             gateway: GatewayConfig {

@@ -65,6 +65,9 @@ pub struct AnswersConfig {
     pub max_age: HashMap<String, Duration>,
     /// How often a replica looks for refresh schedules that are due.
     pub refresh_schedules_every: Duration,
+    /// Stored prompts a second the reachability audit checks against the similarity index
+    /// (over all replicas); 0 checks none (`reachability`).
+    pub audit_per_second: u32,
 }
 
 impl Default for AnswersConfig {
@@ -83,6 +86,7 @@ impl Default for AnswersConfig {
             embedding: aap_embedding::BatchConfig::default(),
             max_age: HashMap::new(),
             refresh_schedules_every: Duration::from_secs(10),
+            audit_per_second: 10,
         }
     }
 }
@@ -458,6 +462,7 @@ impl Answers {
                 Err(err) => tracing::warn!(error = %err, "cannot rehash stored prompts; the next start tries again"),
             }
         });
+        crate::reachability::spawn(pool.clone(), config.audit_per_second);
         let refresh_wake = Arc::new(tokio::sync::Notify::new());
         crate::refresh::spawn(
             pool.clone(),

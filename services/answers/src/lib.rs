@@ -9,6 +9,7 @@ pub mod hub;
 pub mod metrics;
 pub mod normalize;
 pub mod pairs;
+pub mod reachability;
 pub mod refresh;
 pub mod store;
 

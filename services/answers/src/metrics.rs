@@ -15,6 +15,8 @@ struct Metrics {
     partials_dropped: Counters,
     similar_vetoed: Counters,
     unreadable: Counters,
+    reachability_checked: Counters,
+    unreachable: Gauges,
     cache_lookups: Counters,
     cache_entries: Gauges,
     cache_bytes: Gauges,
@@ -37,6 +39,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "answers_unreadable_prompts",
         "Asked texts the embedding model could mostly not read (more than half of their word pieces unknown: \
          emoji, symbols, words over 100 characters), matched exactly or asked as new, never by similarity.",
+    ),
+    reachability_checked: metrics::counter(
+        "answers_reachability_checked",
+        "Stored prompts the reachability audit asked the similarity index for (their own embedding); \
+         --similarity-audit-per-second a second over all replicas.",
+    ),
+    unreachable: metrics::gauge(
+        "answers_unreachable_prompts",
+        "Stored prompts the similarity index does not return for their own embedding, as the audit last \
+         counted them; the similarity search scans them exactly beside the index (docs/matching.md).",
     ),
     cache_lookups: metrics::counter(
         "answers_cache_lookups",
@@ -175,6 +187,8 @@ pub fn register() {
         let _ = METRICS.similar_vetoed.get_or_create(&metrics::labels([("category", category.as_str())]));
     }
     let _ = METRICS.unreadable.get_or_create(&Vec::new());
+    let _ = METRICS.reachability_checked.get_or_create(&Vec::new());
+    let _ = METRICS.unreachable.get_or_create(&Vec::new());
     for reason in ["slow_client", "behind"] {
         let _ = METRICS.partials_dropped.get_or_create(&metrics::labels([("reason", reason)]));
     }
@@ -188,6 +202,12 @@ pub(crate) fn similar_vetoed(category: &'static str) {
 /// Counts an asked text kept out of the similarity search because the model could not read it.
 pub(crate) fn unreadable_prompt() {
     METRICS.unreadable.get_or_create(&Vec::new()).inc();
+}
+
+/// Counts a round of the reachability audit: prompts checked, and those listed as unreachable.
+pub(crate) fn reachability_audited(checked: u64, listed: i64) {
+    METRICS.reachability_checked.get_or_create(&Vec::new()).inc_by(checked);
+    METRICS.unreachable.get_or_create(&Vec::new()).set(listed);
 }
 
 /// Counts partial answers a stream did not send.

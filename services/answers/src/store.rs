@@ -54,7 +54,9 @@ pub async fn insert_prompt(
 }
 
 /// Up to `limit` stored prompts with cosine similarity >= `min_similarity`, most similar first,
-/// with the assistants that answered each (HNSW index, `vector_cosine_ops`).
+/// with the assistants that answered each: the HNSW index's nearest (`vector_cosine_ops`) and,
+/// scanned exactly beside them, the prompts the index cannot reach (`prompts_unreachable`, which
+/// [`audit_reachability`] keeps).
 pub async fn neighbours(
     pool: &PgPool,
     embedding: Vec<f32>,
@@ -62,9 +64,12 @@ pub async fn neighbours(
     limit: i64,
 ) -> sqlx::Result<Vec<Neighbour>> {
     sqlx::query_as(
-        "WITH nearest AS ( \
-             SELECT id, text, (1 - (embedding <=> $1))::float8 AS similarity \
-             FROM prompts ORDER BY embedding <=> $1 LIMIT $2) \
+        "WITH candidates AS ( \
+             (SELECT id, text, embedding <=> $1 AS distance FROM prompts ORDER BY embedding <=> $1 LIMIT $2) \
+             UNION \
+             (SELECT p.id, p.text, p.embedding <=> $1 FROM prompts_unreachable u JOIN prompts p ON p.id = u.prompt_id)), \
+         nearest AS ( \
+             SELECT id, text, (1 - distance)::float8 AS similarity FROM candidates ORDER BY distance LIMIT $2) \
          SELECT n.id, n.text, n.similarity, \
                 COALESCE((SELECT array_agg(DISTINCT a.assistant ORDER BY a.assistant) \
                           FROM answers a WHERE a.prompt_id = n.id), '{}') AS answered_assistants \
@@ -75,6 +80,81 @@ pub async fn neighbours(
     .bind(min_similarity)
     .fetch_all(pool)
     .await
+}
+
+/// The largest prompt id stored (0 when none).
+pub async fn last_prompt_id(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(max(id), 0) FROM prompts").fetch_one(pool).await
+}
+
+/// What one round of [`audit_reachability`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// The last prompt id it checked (the next round starts after it); `None`: it checked none,
+    /// the end of the table was reached (or another replica held the audit's lock).
+    pub last: Option<i64>,
+    /// Prompts checked.
+    pub checked: u64,
+    /// Prompts the index did not return for their own embedding, listed now.
+    pub unreachable: Vec<i64>,
+    /// Prompts listed before that the index returns again, taken off the list.
+    pub reachable_again: u64,
+    /// Prompts listed as unreachable now, in all.
+    pub listed: i64,
+    /// Whether another replica was auditing (this round did nothing).
+    pub busy: bool,
+}
+
+/// Distance under which a prompt returned for another's embedding counts as that prompt (the
+/// same vector up to rounding: itself, or a prompt with an identical embedding, which a search
+/// near it finds as well).
+const SAME_VECTOR: f64 = 1e-5;
+
+/// Checks up to `count` prompts after id `after`, in id order: asks the HNSW index for each
+/// one's own embedding (as a similarity search does, with the session's `hnsw.ef_search`) and
+/// lists in `prompts_unreachable` those it does not return among the 10 nearest; takes off the
+/// list those it returns again. One replica audits at a time (an advisory lock a round).
+pub async fn audit_reachability(pool: &PgPool, after: i64, count: i64) -> sqlx::Result<Audit> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('aap.prompts_reachability'))")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(Audit { busy: true, ..Audit::default() });
+    }
+    let checked: Vec<(i64, bool)> = sqlx::query_as(
+        "SELECT p.id, EXISTS ( \
+             SELECT 1 FROM (SELECT q.embedding <=> p.embedding AS distance FROM prompts q \
+                            ORDER BY q.embedding <=> p.embedding LIMIT 10) n \
+             WHERE n.distance < $3) \
+         FROM prompts p WHERE p.id > $1 ORDER BY p.id LIMIT $2",
+    )
+    .bind(after)
+    .bind(count)
+    .bind(SAME_VECTOR)
+    .fetch_all(&mut *tx)
+    .await?;
+    let unreachable: Vec<i64> = checked.iter().filter(|(_, found)| !found).map(|(id, _)| *id).collect();
+    let reachable: Vec<i64> = checked.iter().filter(|(_, found)| *found).map(|(id, _)| *id).collect();
+    sqlx::query("INSERT INTO prompts_unreachable (prompt_id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
+        .bind(&unreachable)
+        .execute(&mut *tx)
+        .await?;
+    let reachable_again = sqlx::query("DELETE FROM prompts_unreachable WHERE prompt_id = ANY($1)")
+        .bind(&reachable)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM prompts_unreachable").fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Audit {
+        last: checked.last().map(|(id, _)| *id),
+        checked: checked.len() as u64,
+        unreachable,
+        reachable_again,
+        listed,
+        busy: false,
+    })
 }
 
 /// Rehashes prompts stored before hashes were taken of the canonical text (hash_version 1), in

@@ -1,0 +1,69 @@
+//! The reachability audit: finds the stored prompts the HNSW index cannot reach, so that the
+//! similarity search scans them exactly beside it (`store::neighbours`).
+//!
+//! An HNSW search walks a graph from one entry point. pgvector keeps each element's nearest links
+//! and drops the farthest when a list is full, so as a dense cluster of prompts grows (templated
+//! prompts, "which CRM fits team 1?", "... team 2?") a prompt near nothing else, or at a
+//! cluster's edge, can lose every link that led to it: stored, but never returned, not even for
+//! its own text's embedding. A soak of 30 minutes at 25 new prompts a second left 29 of the first
+//! 3,000 prompts so (docs/matching.md, "Prompts the index cannot reach"). The audit asks the index
+//! for each prompt's own embedding, a few a second, in id order, round and round.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use crate::store;
+
+/// Audits `per_second` prompts a second (in rounds of one second) until the process ends; 0
+/// audits none. Every replica runs one; one at a time checks a round (an advisory lock). A
+/// sweep that reached the last prompt starts again once a prompt was stored after it: links
+/// are lost only when new elements join the graph, so a table nobody adds to costs one lookup
+/// of its largest id a second.
+pub fn spawn(pool: PgPool, per_second: u32) {
+    if per_second == 0 {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut after = 0;
+        // The largest id when the last sweep ended: the next waits for a prompt past it.
+        let mut swept_to: Option<i64> = None;
+        loop {
+            ticks.tick().await;
+            if let Some(swept) = swept_to {
+                match store::last_prompt_id(&pool).await {
+                    Ok(last) if last > swept => swept_to = None,
+                    Ok(_) => continue,
+                    Err(error) => {
+                        tracing::warn!(%error, "reachability audit: cannot read the last prompt id");
+                        continue;
+                    }
+                }
+            }
+            match store::audit_reachability(&pool, after, i64::from(per_second)).await {
+                Ok(audit) if audit.busy => {}
+                Ok(audit) => {
+                    crate::metrics::reachability_audited(audit.checked, audit.listed);
+                    if !audit.unreachable.is_empty() {
+                        tracing::info!(
+                            prompts = ?audit.unreachable,
+                            listed = audit.listed,
+                            "prompts the similarity index cannot reach: searched exactly from now on"
+                        );
+                    }
+                    match audit.last {
+                        Some(last) if audit.checked == u64::from(per_second) => after = last,
+                        // The end of the table: the next sweep starts from the first prompt.
+                        last => {
+                            swept_to = Some(last.unwrap_or(after));
+                            after = 0;
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "reachability audit: the round failed; the next one tries again"),
+            }
+        }
+    });
+}
