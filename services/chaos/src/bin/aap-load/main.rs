@@ -572,19 +572,17 @@ async fn soak_rows(
         rows.push(Row {
             what: format!("soak: {what}"),
             measured: format!(
-                "{} after the warm-up, {} at the end; {} an hour (fitted)",
-                soak::amount(trend.first, unit, false),
-                soak::amount(trend.last, unit, false),
+                "{} early, {} late (medians); {} an hour over the second half (fitted)",
+                soak::amount(trend.early, unit, false),
+                soak::amount(trend.late, unit, false),
                 soak::amount(trend.per_hour, unit, true)
             ),
             limit: "-".into(),
-            ratio: if trend.first > 0.0 { format!("{:.2} end/start", trend.last / trend.first) } else { "-".into() },
+            ratio: if trend.early > 0.0 { format!("{:.2} late/early", trend.late / trend.early) } else { "-".into() },
         });
     }
-    // Latencies: the first tenth of the soak after the warm-up against the last tenth.
-    let tenth = (run.samples.len() / 10).max(1);
-    if run.samples.len() >= 3 * tenth {
-        let (start, end) = (&run.samples[tenth..2 * tenth], &run.samples[run.samples.len() - tenth..]);
+    // Latencies: early in the soak against late, as the resources' trends take them.
+    if let Some((start, end)) = soak::windows(&run.samples) {
         let typical = |part: &[soak::Sample], value: fn(&soak::Sample) -> Duration| {
             let mut values: Vec<Duration> = part.iter().map(value).collect();
             stats::median(&mut values)
@@ -593,9 +591,9 @@ async fn soak_rows(
             let (first, last) = (typical(start, value), typical(end, value));
             rows.push(Row {
                 what: format!("soak: {what}, the median of its samples"),
-                measured: format!("{} early, {} at the end", ms(first), ms(last)),
+                measured: format!("{} early, {} late", ms(first), ms(last)),
                 limit: "-".into(),
-                ratio: format!("{:.2} end/start", last.as_secs_f64() / first.as_secs_f64().max(1e-6)),
+                ratio: format!("{:.2} late/early", last.as_secs_f64() / first.as_secs_f64().max(1e-6)),
             });
         }
     }

@@ -689,28 +689,41 @@ pub fn amount(value: f64, unit: &str, signed: bool) -> String {
     }
 }
 
-/// What a resource did over the soak: its value in the first sample taken after the warm-up,
-/// in the last, and its growth an hour fitted (least squares) over the samples after the
-/// warm-up.
+/// What a resource did over the soak: its typical value early (the median of the samples from a
+/// tenth to three tenths of the run: after the warm-up, while caches and pools fill) and late
+/// (the median of the last fifth), and its growth an hour fitted (least squares) over the second
+/// half, when what fills has filled. Medians, not single samples: some resources rise and fall
+/// (autovacuum's dead rows, a garbage-collected heap).
 pub struct Trend {
-    pub first: f64,
-    pub last: f64,
+    pub early: f64,
+    pub late: f64,
     pub per_hour: f64,
 }
 
-/// The warm-up: samples of the first tenth of the soak (at least one) are left out of trends,
-/// while caches and pools fill.
+/// The samples a trend calls early (from a tenth to three tenths of the run) and late (the last
+/// fifth); none with fewer than 10 samples.
+pub fn windows(samples: &[Sample]) -> Option<(&[Sample], &[Sample])> {
+    let n = samples.len();
+    (n >= 10).then(|| (&samples[n / 10..3 * n / 10], &samples[n - n / 5..]))
+}
+
 pub fn trend(samples: &[Sample], value: impl Fn(&Sample) -> f64) -> Option<Trend> {
-    let skip = (samples.len() / 10).max(1);
-    let kept = samples.get(skip..).filter(|kept| kept.len() >= 2)?;
-    let points: Vec<(f64, f64)> = kept.iter().map(|s| (s.seconds / 3600.0, value(s))).collect();
-    let n = points.len() as f64;
-    let (mean_x, mean_y) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let (early, late) = windows(samples)?;
+    let n = samples.len();
+    let median = |part: &[Sample]| {
+        let mut values: Vec<f64> = part.iter().map(&value).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let points: Vec<(f64, f64)> = samples[n / 2..].iter().map(|s| (s.seconds / 3600.0, value(s))).collect();
+    let count = points.len() as f64;
+    let (mean_x, mean_y) =
+        (points.iter().map(|p| p.0).sum::<f64>() / count, points.iter().map(|p| p.1).sum::<f64>() / count);
     let covariance: f64 = points.iter().map(|(x, y)| (x - mean_x) * (y - mean_y)).sum();
     let variance: f64 = points.iter().map(|(x, _)| (x - mean_x).powi(2)).sum();
     Some(Trend {
-        first: points[0].1,
-        last: points[points.len() - 1].1,
+        early: median(early),
+        late: median(late),
         per_hour: if variance > 0.0 { covariance / variance } else { 0.0 },
     })
 }
@@ -733,20 +746,33 @@ mod tests {
     }
 
     #[test]
-    fn a_trend_leaves_out_the_warm_up_and_fits_the_growth_an_hour() {
-        // 20 samples a minute apart; the first two (the warm-up) far off the line.
-        let samples: Vec<Sample> = (0..20)
+    fn a_trend_compares_medians_early_and_late_and_fits_the_second_half() {
+        // 20 samples a minute apart: a cache filling for 5 minutes (2 MB a minute), then 1 MB a
+        // minute; one spike late that a median ignores.
+        let samples: Vec<Sample> = (0..20u64)
             .map(|minute| Sample {
-                seconds: f64::from(minute) * 60.0,
-                platform_rss: if minute < 2 { 1 << 30 } else { (100 << 20) + (minute as u64) * (1 << 20) },
+                seconds: minute as f64 * 60.0,
+                platform_rss: if minute == 18 {
+                    1 << 30
+                } else if minute < 5 {
+                    (100 + 2 * minute) << 20
+                } else {
+                    (105 + minute) << 20
+                },
                 ..Sample::default()
             })
             .collect();
         let rss = trend(&samples, |s| s.platform_rss as f64 / (1 << 20) as f64).expect("enough samples");
-        assert_eq!(rss.first, 102.0);
-        assert_eq!(rss.last, 119.0);
-        assert!((rss.per_hour - 60.0).abs() < 1e-6, "1 MB a minute is 60 an hour, not {}", rss.per_hour);
-        assert!(trend(&samples[..2], |s| s.seconds).is_none(), "too few samples for a trend");
+        // Early: minutes 2 to 5 (104, 106, 108, 110): the median is the upper middle one.
+        assert_eq!(rss.early, 108.0);
+        // Late: minutes 16 to 19 (121, 122, spike, 124).
+        assert_eq!(rss.late, 124.0);
+        let fitted = trend(&samples.iter().filter(|s| s.seconds != 18.0 * 60.0).cloned().collect::<Vec<_>>(), |s| {
+            s.platform_rss as f64 / (1 << 20) as f64
+        })
+        .expect("enough samples");
+        assert!((fitted.per_hour - 60.0).abs() < 1e-6, "1 MB a minute is 60 an hour, not {}", fitted.per_hour);
+        assert!(trend(&samples[..9], |s| s.seconds).is_none(), "too few samples for a trend");
     }
 
     #[test]
