@@ -63,6 +63,11 @@ pub struct ServiceArgs {
     /// oldest out first: the four together never take more than four times this.
     #[arg(long, env = "AAP_ANSWERS_CACHE_MIB", default_value_t = (AnswersConfig::default().cache_bytes >> 20) as u32, value_parser = clap::value_parser!(u32).range(0..=65_536))]
     pub answers_cache_mib: u32,
+    /// Candidates the similarity search (pgvector's HNSW, `hnsw.ef_search`) keeps while it walks
+    /// the index: more finds more of the prompts dense clusters of similar prompts hide, and
+    /// costs each search in proportion (docs/matching.md, "Prompts the index cannot reach").
+    #[arg(long, env = "AAP_SIMILARITY_EF_SEARCH", default_value_t = AnswersConfig::default().ef_search, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub similarity_ef_search: u32,
     /// Stored prompts a second the reachability audit asks the similarity index for (their own
     /// embedding), over all replicas; those it does not find are searched exactly beside the
     /// index (docs/matching.md, "Prompts the index cannot reach"). 0 audits none.
@@ -337,6 +342,7 @@ impl ServiceArgs {
                 max_streams_per_caller: self.max_streams_per_caller as usize,
                 max_streams: self.max_streams as usize,
                 audit_per_second: self.similarity_audit_per_second,
+                ef_search: self.similarity_ef_search,
                 ..AnswersConfig::default()
             },
             gateway: GatewayConfig {

@@ -141,7 +141,11 @@ impl Platform {
         let console = console.filter(|_| runs(Service::Console));
         let grpc_addr = grpc.local_addr()?;
         let http_addr = http.as_ref().map(TcpListener::local_addr).transpose()?;
-        let pool = aap_platform::db::connect_and_migrate(&config.database_url, config.database_pool_size).await?;
+        // The similarity search's breadth (pgvector's default is 40), on every connection.
+        let settings = [("hnsw.ef_search", config.answers.ef_search.to_string())];
+        let pool =
+            aap_platform::db::connect_and_migrate_with(&config.database_url, config.database_pool_size, &settings)
+                .await?;
         let nats = match services.uses_nats() {
             true => {
                 let client = aap_platform::nats::connect(&config.nats_url, "aap-platform", &config.nats_access).await?;

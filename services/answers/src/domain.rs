@@ -65,6 +65,10 @@ pub struct AnswersConfig {
     pub max_age: HashMap<String, Duration>,
     /// How often a replica looks for refresh schedules that are due.
     pub refresh_schedules_every: Duration,
+    /// Candidates pgvector's HNSW search keeps while it walks the graph (`hnsw.ef_search`, set on
+    /// every connection): more finds more of the prompts dense clusters hide, and costs each
+    /// search in proportion (docs/matching.md).
+    pub ef_search: u32,
     /// Stored prompts a second the reachability audit checks against the similarity index
     /// (over all replicas); 0 checks none (`reachability`).
     pub audit_per_second: u32,
@@ -87,6 +91,7 @@ impl Default for AnswersConfig {
             max_age: HashMap::new(),
             refresh_schedules_every: Duration::from_secs(10),
             audit_per_second: 10,
+            ef_search: 40,
         }
     }
 }
@@ -462,7 +467,7 @@ impl Answers {
                 Err(err) => tracing::warn!(error = %err, "cannot rehash stored prompts; the next start tries again"),
             }
         });
-        crate::reachability::spawn(pool.clone(), config.audit_per_second);
+        crate::reachability::spawn(pool.clone(), config.audit_per_second, config.min_similarity);
         let refresh_wake = Arc::new(tokio::sync::Notify::new());
         crate::refresh::spawn(
             pool.clone(),

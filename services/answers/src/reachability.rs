@@ -5,9 +5,9 @@
 //! and drops the farthest when a list is full, so as a dense cluster of prompts grows (templated
 //! prompts, "which CRM fits team 1?", "... team 2?") a prompt near nothing else, or at a
 //! cluster's edge, can lose every link that led to it: stored, but never returned, not even for
-//! its own text's embedding. A soak of 30 minutes at 25 new prompts a second left 29 of the first
-//! 3,000 prompts so (docs/matching.md, "Prompts the index cannot reach"). The audit asks the index
-//! for each prompt's own embedding, a few a second, in id order, round and round.
+//! its own text's embedding (docs/matching.md, "Prompts the index cannot reach"). The audit asks
+//! the index for each prompt's own embedding, a few a second, in id order, and lists those near
+//! nothing else that it misses (`store::audit_reachability`).
 
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::store;
 /// sweep that reached the last prompt starts again once a prompt was stored after it: links
 /// are lost only when new elements join the graph, so a table nobody adds to costs one lookup
 /// of its largest id a second.
-pub fn spawn(pool: PgPool, per_second: u32) {
+pub fn spawn(pool: PgPool, per_second: u32, min_similarity: f64) {
     if per_second == 0 {
         return;
     }
@@ -30,6 +30,8 @@ pub fn spawn(pool: PgPool, per_second: u32) {
         let mut after = 0;
         // The largest id when the last sweep ended: the next waits for a prompt past it.
         let mut swept_to: Option<i64> = None;
+        // Prompts out of reach this sweep that the full list left out.
+        let mut unlisted = 0;
         loop {
             ticks.tick().await;
             if let Some(swept) = swept_to {
@@ -42,10 +44,11 @@ pub fn spawn(pool: PgPool, per_second: u32) {
                     }
                 }
             }
-            match store::audit_reachability(&pool, after, i64::from(per_second)).await {
+            match store::audit_reachability(&pool, after, i64::from(per_second), min_similarity).await {
                 Ok(audit) if audit.busy => {}
                 Ok(audit) => {
                     crate::metrics::reachability_audited(audit.checked, audit.listed);
+                    unlisted += audit.unlisted;
                     if !audit.unreachable.is_empty() {
                         tracing::info!(
                             prompts = ?audit.unreachable,
@@ -57,8 +60,17 @@ pub fn spawn(pool: PgPool, per_second: u32) {
                         Some(last) if audit.checked == u64::from(per_second) => after = last,
                         // The end of the table: the next sweep starts from the first prompt.
                         last => {
+                            if unlisted > 0 {
+                                tracing::warn!(
+                                    unlisted,
+                                    max = store::MAX_LISTED,
+                                    "more prompts out of the similarity index's reach than the list holds; \
+                                     docs/matching.md, \"Prompts the index cannot reach\""
+                                );
+                            }
                             swept_to = Some(last.unwrap_or(after));
                             after = 0;
+                            unlisted = 0;
                         }
                     }
                 }

@@ -27,7 +27,18 @@ pub enum DbError {
 /// Connects a pool to `url` and brings the schema up to date; its connections are reported as
 /// `aap_db_pool_*{pool="platform"}`.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
+    connect_and_migrate_with(url, max_connections, &[]).await
+}
+
+/// [`connect_and_migrate`], every connection starting with these run-time settings (`-c
+/// name=value` at connection start, e.g. pgvector's `hnsw.ef_search`).
+pub async fn connect_and_migrate_with(
+    url: &str,
+    max_connections: u32,
+    settings: &[(&str, String)],
+) -> Result<PgPool, DbError> {
     let options: PgConnectOptions = url.parse().map_err(DbError::Url)?;
+    let options = options.options(settings.iter().map(|(name, value)| (*name, value.as_str())));
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
