@@ -155,11 +155,11 @@ exec 3<>/dev/tcp/127.0.0.11/8222
 printf 'GET /jsz?streams=true HTTP/1.0\r\n\r\n' >&3
 jsz=$(cat <&3)
 exec 3<&-
-for stream in AAP_TASKS AAP_RESULTS; do
+for stream in AAP_TASKS AAP_RESULTS AAP_RESULT_BATCHES; do
     # No match is a count of 0 (grep's failure would end the script silently under pipefail).
     replicas=$( (tr -d ' \n' <<<"$jsz" | grep -o "\"name\":\"$stream\"[^]]*\"replicas\":\[[^]]*\]" |
         grep -o '"name":"nats-[0-9]"' || true) | wc -l)
     [ "$replicas" -ge 2 ] || fail "stream $stream has $replicas replicas besides its leader, not 2"
 done
-echo "    streams AAP_TASKS and AAP_RESULTS on 3 servers"
+echo "    streams AAP_TASKS, AAP_RESULTS and AAP_RESULT_BATCHES on 3 servers"
 echo "split platform through the gateway: token, accounts, bot, answer, 3 stream replicas ok"

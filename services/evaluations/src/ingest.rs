@@ -37,6 +37,7 @@ pub async fn run(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Output =
     tokio::select! {
         stopped = consume_until(pool, queue.clone(), shutdown) => stopped,
         never = queue.clone().purge_every(queue.topology().results_stream(), PURGE_EVERY) => match never {},
+        never = queue.clone().purge_every(queue.topology().results_batches_stream(), PURGE_EVERY) => match never {},
     }
 }
 
@@ -67,30 +68,15 @@ async fn consume_until(pool: PgPool, queue: Arc<Queue>, shutdown: impl Future<Ou
 /// How often the ingest purges the results it acknowledged.
 const PURGE_EVERY: Duration = Duration::from_secs(1);
 
-/// Opens the durable results consumer (shared by every ingest replica: each result goes to one
-/// of them) and stores what it delivers until the deliveries end.
+/// Opens the durable results consumers, `ingest` of the results stream and of the result batch
+/// stream (each shared by every ingest replica: each message goes to one of them), and stores
+/// what they deliver until the deliveries of either end.
 async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
-    let topology = queue.topology().clone();
-    let stream = queue
-        .jetstream()
-        .get_stream(topology.results_stream())
-        .await
-        .map_err(|e| IngestError::Consumer(e.to_string()))?;
-    let name = topology.ingest_consumer();
-    let consumer: jetstream::consumer::PullConsumer = stream
-        .get_or_create_consumer(
-            &name,
-            jetstream::consumer::pull::Config {
-                durable_name: Some(name.clone()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| IngestError::Consumer(e.to_string()))?;
-    let mut messages = consumer.messages().await.map_err(|e| IngestError::Consumer(e.to_string()))?;
-    tracing::info!(consumer = %name, "ingest consuming results");
+    let topology = queue.topology();
+    let singles = open(queue, &topology.results_stream()).await?;
+    let batches = open(queue, &topology.results_batches_stream()).await?;
+    let mut messages = futures::stream::select(ending(singles), ending(batches));
+    tracing::info!(consumer = %topology.ingest_consumer(), "ingest consuming results");
     let mut hiccups = 0u32;
     let storer = answer_batcher(pool);
     // Results are stored concurrently, so their commits share PostgreSQL's WAL flushes and the
@@ -100,7 +86,7 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
         let next = tokio::select! {
             biased;
             Some(()) = storing.next(), if !storing.is_empty() => continue,
-            next = messages.next(), if storing.len() < CONCURRENCY => next,
+            next = messages.next(), if storing.len() < CONCURRENCY => next.flatten(),
         };
         let message = match next {
             Some(Ok(message)) => {
@@ -123,6 +109,31 @@ async fn consume(pool: &PgPool, queue: &Queue) -> Result<(), IngestError> {
         };
         storing.push(ingest_one(pool, queue, &storer, message));
     }
+}
+
+/// The messages the consumer `ingest` of `stream_name` delivers, opened (made on first use).
+async fn open(queue: &Queue, stream_name: &str) -> Result<jetstream::consumer::pull::Stream, IngestError> {
+    let stream = queue.jetstream().get_stream(stream_name).await.map_err(|e| IngestError::Consumer(e.to_string()))?;
+    let name = queue.topology().ingest_consumer();
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            &name,
+            jetstream::consumer::pull::Config {
+                durable_name: Some(name.clone()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| IngestError::Consumer(e.to_string()))?;
+    consumer.messages().await.map_err(|e| IngestError::Consumer(e.to_string()))
+}
+
+/// `messages`, each as `Some`, then one `None` when they end: merged with another consumer's,
+/// the end of either is seen.
+fn ending<S: futures::Stream>(messages: S) -> impl futures::Stream<Item = Option<S::Item>> {
+    messages.map(Some).chain(futures::stream::once(std::future::ready(None)))
 }
 
 /// Stores the results that wait together in one statement ([`store::store_answers`]); when

@@ -237,21 +237,31 @@ pub async fn refresh(pool: &PgPool, queue: &Queue) -> Result<(), RefreshError> {
         METRICS.oldest_claim.get_or_create(&assistant(known.id)).set(age);
     }
     let topology = queue.topology();
-    for stream_name in [topology.tasks_stream(), topology.results_stream()] {
+    // By consumer name: `ingest` reads the result stream and the result batch stream, and its
+    // gauge counts both.
+    let mut messages: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for stream_name in [topology.tasks_stream(), topology.results_stream(), topology.results_batches_stream()] {
         let stream =
             queue.jetstream().get_stream(&stream_name).await.map_err(|e| RefreshError::Queue(e.to_string()))?;
         let consumers: Vec<_> =
             stream.consumers().try_collect().await.map_err(|e| RefreshError::Queue(e.to_string()))?;
         for info in consumers {
-            let pending = i64::try_from(info.num_pending).unwrap_or(i64::MAX);
-            let ack_pending = i64::try_from(info.num_ack_pending).unwrap_or(i64::MAX);
-            let consumer = info.name.as_str();
-            METRICS.queue_messages.get_or_create(&labels([("consumer", consumer), ("state", "pending")])).set(pending);
-            METRICS
-                .queue_messages
-                .get_or_create(&labels([("consumer", consumer), ("state", "ack_pending")]))
-                .set(ack_pending);
+            let counts = messages.entry(info.name.clone()).or_default();
+            counts.0 = counts.0.saturating_add(info.num_pending);
+            counts.1 = counts.1.saturating_add(info.num_ack_pending as u64);
         }
+    }
+    for (consumer, (pending, ack_pending)) in messages {
+        let (pending, ack_pending) =
+            (i64::try_from(pending).unwrap_or(i64::MAX), i64::try_from(ack_pending).unwrap_or(i64::MAX));
+        METRICS
+            .queue_messages
+            .get_or_create(&labels([("consumer", consumer.as_str()), ("state", "pending")]))
+            .set(pending);
+        METRICS
+            .queue_messages
+            .get_or_create(&labels([("consumer", consumer.as_str()), ("state", "ack_pending")]))
+            .set(ack_pending);
     }
     Ok(())
 }

@@ -282,8 +282,9 @@ impl Queue {
         Ok(())
     }
 
-    /// Puts several submitted results on the results stream, as few messages as the server's
-    /// largest payload allows: each a JSON array on [`Topology::results_batch_subject`] (a
+    /// Puts several submitted results on the result streams, as few messages as the server's
+    /// largest payload allows: each a JSON array on [`Topology::results_batch_subject`], on the
+    /// result batch stream, where an ingest that reads a message as one result never finds it (a
     /// result alone goes as [`Queue::publish_result`] sends it). With `sync_interval: always`
     /// every stored message is an fsync of its own, taken one after another by the stream:
     /// results submitted together share one. Returns, once JetStream answered for every message,
@@ -514,13 +515,14 @@ impl Queue {
         }
     }
 
-    /// Removes from the task or the result stream (`stream_name`) what the platform's consumers
-    /// of it acknowledged, and says how many messages went and whose subjects. The streams keep limits
-    /// retention, so an ack removes nothing (aap_platform::nats::ensure_streams says why); this
-    /// makes them work queues again: for each consumer, one purge of its subject up to its ack
-    /// floor, below which every message was acked or terminated. Only the platform's consumers
-    /// count (`tasks-<assistant>-<plan>` on one task subject each, `ingest` on every result):
-    /// an operator's consumer of either stream sees only what they have not acknowledged.
+    /// Removes from the task, the result or the result batch stream (`stream_name`) what the
+    /// platform's consumers of it acknowledged, and says how many messages went and whose
+    /// subjects. The streams keep limits retention, so an ack removes nothing
+    /// (aap_platform::nats::ensure_streams says why); this makes them work queues again: for
+    /// each consumer, one purge of its subject up to its ack floor, below which every message
+    /// was acked or terminated. Only the platform's consumers count (`tasks-<assistant>-<plan>`
+    /// on one task subject each, `ingest` on every result and every batch): an operator's
+    /// consumer of any of them sees only what they have not acknowledged.
     pub async fn purge_acked(&self, stream_name: &str) -> crate::EvalResult<Purged> {
         let stream = self.js.get_stream(stream_name).await.map_err(queue_err)?;
         let consumers: Vec<_> = stream.consumers().try_collect().await.map_err(queue_err)?;
@@ -577,7 +579,7 @@ impl Queue {
             return None;
         }
         let subject = &config.filter_subject;
-        if stream_name == topology.results_stream() {
+        if stream_name == topology.results_stream() || stream_name == topology.results_batches_stream() {
             return (name == topology.ingest_consumer() && subject.is_empty()).then_some(None);
         }
         if stream_name != topology.tasks_stream() {

@@ -134,17 +134,17 @@ async fn results_published_together_are_one_message_the_ingest_reads_as_each_of_
             ..ResultMessage::default()
         })
     };
-    let stream = topology.results_stream();
+    let (stream, batches) = (topology.results_stream(), topology.results_batches_stream());
     // One result goes as it always went: alone, on its assistant's subject.
     assert_eq!(queue.publish_results(&[result(1, "chatgpt")]).await, [Published::Stored]);
-    // Three submitted together are one message on the batch subject.
+    // Three submitted together are one message on the batch subject, on a stream of its own.
     let three = queue.publish_results(&[result(2, "claude"), result(3, "chatgpt"), result(4, "perplexity")]).await;
     assert_eq!(three, [Published::Stored, Published::Stored, Published::Stored]);
-    assert_eq!(messages(&queue, &stream).await?, 2);
+    assert_eq!((messages(&queue, &stream).await?, messages(&queue, &batches).await?), (1, 1));
     let js = queue.jetstream();
     let alone = js.get_stream(&stream).await?.get_raw_message(1).await?;
     assert_eq!(alone.subject.as_str(), topology.result_subject("chatgpt"));
-    let together = js.get_stream(&stream).await?.get_raw_message(2).await?;
+    let together = js.get_stream(&batches).await?.get_raw_message(1).await?;
     assert_eq!(together.subject.as_str(), topology.results_batch_subject());
     let read: Vec<(i64, i64, String, String)> = results_of(&together.payload)?
         .iter()

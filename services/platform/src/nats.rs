@@ -88,11 +88,21 @@ impl Topology {
         format!("{}.results.{}", self.prefix, assistant)
     }
 
+    /// Stream of the messages that carry several submitted results
+    /// ([`Topology::results_batch_subject`]), beside the results stream rather than on it: the
+    /// ingest of a version before 2026-12-05 reads each message of the results stream as one
+    /// result and drops any other as unreadable, and during a rolling upgrade it shares that
+    /// stream's consumer `ingest` with the new ingests. On a stream of their own, batches reach
+    /// only the ingests that read them.
+    pub fn results_batches_stream(&self) -> String {
+        format!("{}_RESULT_BATCHES", self.stream_stem())
+    }
+
     /// Subject of a message carrying several submitted results (of any assistants, a JSON
     /// array), which a gateway publishes for submits made together: one stored message (one
-    /// fsync) instead of one each. No assistant is named `batch`.
+    /// fsync) instead of one each. On [`Topology::results_batches_stream`].
     pub fn results_batch_subject(&self) -> String {
-        format!("{}.results.batch", self.prefix)
+        format!("{}.batches.results", self.prefix)
     }
 
     /// Core-NATS subject where a message that cannot be processed goes after its last delivery,
@@ -217,9 +227,9 @@ fn redact(url: &str) -> String {
     servers.collect::<Vec<_>>().join(",")
 }
 
-/// Creates the task and result streams if they do not exist (file storage, limits retention,
-/// kept on `replicas` servers of a cluster); a stream kept on a different number of servers is
-/// changed to `replicas`.
+/// Creates the task, result and result batch streams if they do not exist (file storage,
+/// limits retention, kept on `replicas` servers of a cluster); a stream kept on a different
+/// number of servers is changed to `replicas`.
 ///
 /// The streams are work queues all the same: what the platform's consumers acknowledged is
 /// purged (`evaluations::queue::Queue::purge_acked`, every second), not removed at each ack.
@@ -231,6 +241,7 @@ pub async fn ensure_streams(js: &jetstream::Context, topology: &Topology, replic
     for (name, subjects) in [
         (topology.tasks_stream(), format!("{}.tasks.>", topology.prefix)),
         (topology.results_stream(), format!("{}.results.>", topology.prefix)),
+        (topology.results_batches_stream(), format!("{}.batches.>", topology.prefix)),
     ] {
         let config = stream::Config {
             name: name.clone(),
