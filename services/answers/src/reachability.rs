@@ -17,9 +17,10 @@ use crate::store;
 
 /// Audits `per_second` prompts a second (in rounds of one second) until the process ends; 0
 /// audits none. Every replica runs one; one at a time checks a round (an advisory lock). A
-/// sweep that reached the last prompt starts again once a prompt was stored after it: links
-/// are lost only when new elements join the graph, so a table nobody adds to costs one lookup
-/// of its largest id a second.
+/// sweep checks the prompts stored when it began (those stored since wait for the next, so the
+/// first prompts are checked again however fast new ones come), and starts again once a prompt
+/// was stored after it: links are lost only when new elements join the graph, so a table nobody
+/// adds to costs one lookup of its largest id a second.
 pub fn spawn(pool: PgPool, per_second: u32, min_similarity: f64) {
     if per_second == 0 {
         return;
@@ -28,15 +29,20 @@ pub fn spawn(pool: PgPool, per_second: u32, min_similarity: f64) {
         let mut ticks = tokio::time::interval(Duration::from_secs(1));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut after = 0;
+        // The largest id when this sweep began: it ends there.
+        let mut until = 0;
         // The largest id when the last sweep ended: the next waits for a prompt past it.
         let mut swept_to: Option<i64> = None;
         // Prompts out of reach this sweep that the full list left out.
         let mut unlisted = 0;
         loop {
             ticks.tick().await;
-            if let Some(swept) = swept_to {
+            if after == 0 {
                 match store::last_prompt_id(&pool).await {
-                    Ok(last) if last > swept => swept_to = None,
+                    Ok(last) if swept_to.is_none_or(|swept| last > swept) => {
+                        swept_to = None;
+                        until = last;
+                    }
                     Ok(_) => continue,
                     Err(error) => {
                         tracing::warn!(%error, "reachability audit: cannot read the last prompt id");
@@ -44,7 +50,7 @@ pub fn spawn(pool: PgPool, per_second: u32, min_similarity: f64) {
                     }
                 }
             }
-            match store::audit_reachability(&pool, after, i64::from(per_second), min_similarity).await {
+            match store::audit_reachability(&pool, after, until, i64::from(per_second), min_similarity).await {
                 Ok(audit) if audit.busy => {}
                 Ok(audit) => {
                     crate::metrics::reachability_audited(audit.checked, audit.listed);
@@ -59,7 +65,7 @@ pub fn spawn(pool: PgPool, per_second: u32, min_similarity: f64) {
                     match audit.last {
                         Some(last) if audit.checked == u64::from(per_second) => after = last,
                         // The end of the table: the next sweep starts from the first prompt.
-                        last => {
+                        _ => {
                             if unlisted > 0 {
                                 tracing::warn!(
                                     unlisted,
@@ -68,7 +74,7 @@ pub fn spawn(pool: PgPool, per_second: u32, min_similarity: f64) {
                                      docs/matching.md, \"Prompts the index cannot reach\""
                                 );
                             }
-                            swept_to = Some(last.unwrap_or(after));
+                            swept_to = Some(until);
                             after = 0;
                             unlisted = 0;
                         }

@@ -119,7 +119,7 @@ const SAME_VECTOR: f64 = 1e-5;
 /// prompt), so it stays short; past it, prompts are left unlisted and counted.
 pub const MAX_LISTED: i64 = 256;
 
-/// Checks up to `count` prompts after id `after`, in id order: asks the HNSW index for each
+/// Checks up to `count` prompts after id `after` and up to `until`, in id order: asks the HNSW index for each
 /// one's own embedding (as a similarity search does, with the session's `hnsw.ef_search`). A
 /// prompt it does not return among the 10 nearest, and whose 10 nearest hold nothing at or above
 /// `min_similarity` either, is listed in `prompts_unreachable` (up to [`MAX_LISTED`]): a search
@@ -128,7 +128,13 @@ pub const MAX_LISTED: i64 = 256;
 /// (9.6% of a soak's 45,000 templated prompts) than a list scanned by every search can hold, and
 /// the siblings are what a search near it gets. A listed prompt the index returns again is taken
 /// off. One replica audits at a time (an advisory lock a round).
-pub async fn audit_reachability(pool: &PgPool, after: i64, count: i64, min_similarity: f64) -> sqlx::Result<Audit> {
+pub async fn audit_reachability(
+    pool: &PgPool,
+    after: i64,
+    until: i64,
+    count: i64,
+    min_similarity: f64,
+) -> sqlx::Result<Audit> {
     let mut tx = pool.begin().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext('aap.prompts_reachability'))")
         .fetch_one(&mut *tx)
@@ -140,7 +146,7 @@ pub async fn audit_reachability(pool: &PgPool, after: i64, count: i64, min_simil
     // distance among what it returned.
     let checked: Vec<(i64, bool, Option<f64>)> = sqlx::query_as(
         "SELECT p.id, bool_or(n.distance < $3), min(n.distance) \
-         FROM (SELECT id, embedding FROM prompts WHERE id > $1 ORDER BY id LIMIT $2) p \
+         FROM (SELECT id, embedding FROM prompts WHERE id > $1 AND id <= $4 ORDER BY id LIMIT $2) p \
          LEFT JOIN LATERAL (SELECT q.embedding <=> p.embedding AS distance FROM prompts q \
                             ORDER BY q.embedding <=> p.embedding LIMIT 10) n ON true \
          GROUP BY p.id ORDER BY p.id",
@@ -148,6 +154,7 @@ pub async fn audit_reachability(pool: &PgPool, after: i64, count: i64, min_simil
     .bind(after)
     .bind(count)
     .bind(SAME_VECTOR)
+    .bind(until)
     .fetch_all(&mut *tx)
     .await?;
     let isolated = |nearest: &Option<f64>| nearest.is_none_or(|distance| 1.0 - distance < min_similarity);

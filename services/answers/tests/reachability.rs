@@ -46,8 +46,10 @@ fn found_first(neighbours: &[Neighbour], id: i64) -> bool {
 /// Prompts stored before a dense cluster grows (each in a direction of its own, near nothing
 /// else) lose every link that led to them: the index does not return them for their own
 /// embedding. The audit lists them, and the similarity search then finds every one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_audit_lists_the_prompts_the_index_cannot_reach_and_the_search_finds_them() {
+/// A database of 16 prompts each in a direction of its own, then a cluster of 1,500 near one
+/// direction; the 16 with their embeddings, and those the index alone does not return for their
+/// own embedding (at least one, or the graph this needs did not form).
+async fn isolated_then_clustered() -> (PgPool, Vec<(i64, Vec<f32>)>, Vec<i64>) {
     let url = aap_testkit::fresh_database().await;
     let pool = aap_platform::db::connect_and_migrate(&url, 4).await.expect("database");
     let mut numbers = Numbers(0x9E37_79B9_7F4A_7C15);
@@ -76,13 +78,19 @@ async fn the_audit_lists_the_prompts_the_index_cannot_reach_and_the_search_finds
         !lost.is_empty(),
         "the index returned each of the 16 isolated prompts: the graph this test needs did not form"
     );
+    (pool, isolated, lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_lists_the_prompts_the_index_cannot_reach_and_the_search_finds_them() {
+    let (pool, isolated, lost) = isolated_then_clustered().await;
 
     // One sweep of the audit over every prompt, in rounds as the service makes them.
     let mut after = 0;
     let mut listed = Vec::new();
     let mut in_clusters = 0;
     loop {
-        let audit = store::audit_reachability(&pool, after, 200, 0.95).await.expect("audit");
+        let audit = store::audit_reachability(&pool, after, i64::MAX, 200, 0.95).await.expect("audit");
         assert!(!audit.busy, "no other replica audits this database");
         listed.extend(audit.unreachable.iter().copied());
         in_clusters += audit.in_clusters;
@@ -111,7 +119,7 @@ async fn the_audit_lists_the_prompts_the_index_cannot_reach_and_the_search_finds
             .execute(&pool)
             .await
             .expect("list");
-        let audit = store::audit_reachability(&pool, reachable - 1, 1, 0.95).await.expect("audit");
+        let audit = store::audit_reachability(&pool, reachable - 1, i64::MAX, 1, 0.95).await.expect("audit");
         assert_eq!(audit.reachable_again, 1, "prompt {reachable} comes off the list: {audit:?}");
     }
     println!(
@@ -136,5 +144,26 @@ async fn the_search_breadth_is_set_on_every_connection() {
         let ef: String = sqlx::query_scalar("SHOW hnsw.ef_search").fetch_one(&mut *conn).await.expect("show");
         assert_eq!(ef, "120");
         held.push(conn);
+    }
+}
+
+/// The service's audit task sweeps on its own and lists what the index misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_audit_sweeps_the_table_and_lists_what_the_index_misses() {
+    let (pool, isolated, lost) = isolated_then_clustered().await;
+    aap_answers::reachability::spawn(pool.clone(), 500, 0.95);
+    let started = std::time::Instant::now();
+    loop {
+        let listed: Vec<i64> =
+            sqlx::query_scalar("SELECT prompt_id FROM prompts_unreachable").fetch_all(&pool).await.expect("listed");
+        if lost.iter().all(|id| listed.contains(id)) {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "after 60 s, listed {listed:?} of {lost:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for (id, embedding) in &isolated {
+        let neighbours = store::neighbours(&pool, embedding.clone(), 0.5, 5).await.expect("search");
+        assert!(found_first(&neighbours, *id), "prompt {id} is found as itself: {neighbours:?}");
     }
 }
