@@ -1,8 +1,10 @@
-//! A rolling upgrade over a real PostgreSQL and NATS. While replicas of a version before
-//! 2026-12-05 still run, their ingest shares the results stream's consumer `ingest` with the new
-//! ingests, and it reads each message as one result: a message carrying several (what a new
-//! gateway publishes for submits made together) it drops as unreadable, and their evaluations
-//! wait for the submitted timeout to ask the assistants again.
+//! Upgrades over a real PostgreSQL and NATS (docs/operations.md, "Upgrading").
+//!
+//! A rolling upgrade: while replicas of a version before 2026-12-05 still run, their ingest
+//! shares the results stream's consumer `ingest` with the new ingests, and it reads each message
+//! as one result: a message carrying several (what a new gateway publishes for submits made
+//! together) it drops as unreadable, and their evaluations wait for the submitted timeout to ask
+//! the assistants again. A rollback: an older binary on a database a newer one migrated.
 
 mod common;
 
@@ -113,5 +115,30 @@ async fn results_submitted_together_never_reach_the_ingest_of_a_version_that_rea
     ingest.await??;
     let expected: Vec<(i64, String)> = results.iter().map(|r| (r.evaluation_id, r.response_text.clone())).collect();
     assert_eq!(answered, expected, "every result stored once, by one ingest or the other");
+    Ok(())
+}
+
+/// A rollback: the binary of before an upgrade started on the database the upgrade migrated.
+/// It must refuse, saying that a newer version migrated it and what to do, not only sqlx's
+/// "migration N was previously applied but is missing in the resolved migrations".
+#[tokio::test]
+async fn a_database_migrated_by_a_newer_version_is_refused_with_what_to_do() -> anyhow::Result<()> {
+    let url = aap_testkit::fresh_database().await;
+    let pool = aap_platform::db::connect_and_migrate(&url, 2).await?;
+    let known: i64 = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations").fetch_one(&pool).await?;
+    // What the next version's first migration leaves behind.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES ($1, 'from a newer version', true, '\\x00', 0)",
+    )
+    .bind(known + 1)
+    .execute(&pool)
+    .await?;
+    pool.close().await;
+    let refused = aap_platform::db::connect_and_migrate(&url, 2).await.err().map(|e| e.to_string()).unwrap_or_default();
+    let newer = format!("the database was migrated by a newer version of the platform (migration {}", known + 1);
+    assert!(refused.starts_with(&newer), "{refused}");
+    assert!(refused.contains(&format!("this build's last is {known}")), "{refused}");
+    assert!(refused.contains("restore the backup taken before the upgrade"), "{refused}");
     Ok(())
 }

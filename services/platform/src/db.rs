@@ -22,6 +22,15 @@ pub enum DbError {
     },
     #[error("cannot migrate the database: {0}")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// The database holds a migration this build does not have: a newer version migrated it,
+    /// and this one cannot know what that changed (sqlx says only that the migration is
+    /// "missing in the resolved migrations").
+    #[error(
+        "the database was migrated by a newer version of the platform (migration {applied}; this build's last is \
+         {known}): run that version or a later one, or restore the backup taken before the upgrade (docs/operations.md, \
+         \"Upgrading\")"
+    )]
+    NewerSchema { applied: i64, known: i64 },
 }
 
 /// Connects a pool to `url` and brings the schema up to date; its connections are reported as
@@ -48,7 +57,12 @@ pub async fn connect_and_migrate_with(
         Ok(pool) => pool,
         Err(error) => return Err(connect_error(&options, error).await),
     };
-    MIGRATOR.run(&pool).await.map_err(DbError::Migrate)?;
+    MIGRATOR.run(&pool).await.map_err(|error| match error {
+        sqlx::migrate::MigrateError::VersionMissing(applied) => {
+            DbError::NewerSchema { applied, known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0) }
+        }
+        error => DbError::Migrate(error),
+    })?;
     crate::metrics::watch_pool("platform", &pool);
     Ok(pool)
 }
