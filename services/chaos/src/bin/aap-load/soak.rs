@@ -182,10 +182,13 @@ pub async fn run(
 ) -> anyhow::Result<Soak> {
     let started = Instant::now();
     let deadline = started + settings.duration;
-    let window = Arc::new(Mutex::new(Window::default()));
-    // Indexes of the new prompts whose Asks ended with all four answers: the exact hits'.
-    let answered_prompts: Arc<Mutex<Vec<usize>>> = Arc::default();
-    let counts = Arc::new(Counts::default());
+    let mix = Arc::new(Mix {
+        deadline,
+        run_tag: run_tag.to_owned(),
+        window: Mutex::default(),
+        answered_prompts: Mutex::default(),
+        totals: Mutex::default(),
+    });
 
     // The prompt the Watch streams wait on: a plan no bot serves.
     let (idle_assistant, idle_plan) = ("chatgpt", "soak-idle");
@@ -198,32 +201,16 @@ pub async fn run(
     .await?;
 
     let mut generators = tokio::task::JoinSet::new();
-    generators.spawn(new_prompts(
-        url.to_owned(),
-        bearer.clone(),
-        settings.rate,
-        deadline,
-        run_tag.to_owned(),
-        window.clone(),
-        answered_prompts.clone(),
-        counts.clone(),
-    ));
-    generators.spawn(exact_hits(
-        Lean::connect(url, bearer).await?,
-        settings.exact_rate,
-        deadline,
-        run_tag.to_owned(),
-        window.clone(),
-        answered_prompts.clone(),
-        counts.clone(),
-    ));
-    generators.spawn(similar_prompts(
-        Lean::connect(url, bearer).await?,
-        settings.similar_rate,
-        deadline,
-        window.clone(),
-        counts.clone(),
-    ));
+    let clients = {
+        let mut clients = Vec::new();
+        for _ in 0..8 {
+            clients.push(scenarios::connect(url, bearer).await?);
+        }
+        clients
+    };
+    generators.spawn(mix.clone().new_prompts(clients, settings.rate));
+    generators.spawn(mix.clone().exact_hits(Lean::connect(url, bearer).await?, settings.exact_rate));
+    generators.spawn(mix.clone().similar_prompts(Lean::connect(url, bearer).await?, settings.similar_rate));
 
     let mut samples = Vec::new();
     let mut timeline = String::from(HEADER);
@@ -241,15 +228,15 @@ pub async fn run(
         if settings.watches > 0 && Instant::now() + settings.sample <= deadline {
             match scenarios::open_watches(url, bearer, idle_prompt, idle_assistant, idle_plan, settings.watches).await {
                 Ok(open) => {
-                    counts.add_watches(open.open);
+                    lock(&mix.totals).watches += open.open;
                     watches = Some(open);
                 }
-                Err(error) => lock(&window).error(format!("watches: {error:#}")),
+                Err(error) => lock(&mix.window).error(format!("watches: {error:#}")),
             }
         }
         let elapsed = last.elapsed().as_secs_f64();
         last = Instant::now();
-        let seen = std::mem::take(&mut *lock(&window));
+        let seen = std::mem::take(&mut *lock(&mix.window));
         let now = CpuTimes::read(processes);
         if let Some(error) = seen.first_error.as_ref().or(seen.pipeline.first_error.as_ref()) {
             tracing::warn!(%error, "soak: a call failed");
@@ -273,11 +260,9 @@ pub async fn run(
     if let Some(open) = watches.take() {
         open.close().await;
     }
-    while let Some(done) = generators.join_next().await {
-        done??;
-    }
-    let last_window = std::mem::take(&mut *lock(&window));
-    let totals = counts.totals();
+    while generators.join_next().await.transpose()?.is_some() {}
+    let last_window = std::mem::take(&mut *lock(&mix.window));
+    let totals = lock(&mix.totals).clone();
 
     // Every Ask's stream has ended (each with its answers or a failure); what PostgreSQL holds
     // of the soak's evaluations must agree.
@@ -326,12 +311,18 @@ async fn settle(admin: &sqlx::PgPool, pattern: &str) -> anyhow::Result<(i64, i64
     }
 }
 
-/// Totals over the whole soak, kept by the generators as they go.
-#[derive(Default)]
-struct Counts {
+/// What the soak's generators share: when to stop, what they saw since the last sample, and
+/// the totals.
+struct Mix {
+    deadline: Instant,
+    run_tag: String,
+    window: Mutex<Window>,
+    /// Indexes of the new prompts whose Asks ended with all four answers: the exact hits'.
+    answered_prompts: Mutex<Vec<usize>>,
     totals: Mutex<Totals>,
 }
 
+/// Totals over the whole soak, kept by the generators as they go.
 #[derive(Default, Clone)]
 struct Totals {
     asked: usize,
@@ -342,25 +333,8 @@ struct Totals {
     watches: usize,
 }
 
-impl Counts {
-    fn add_watches(&self, watches: usize) {
-        lock(&self.totals).watches += watches;
-    }
-
-    fn totals(&self) -> Totals {
-        lock(&self.totals).clone()
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// A ticker at `per_second` (missed ticks sent at once: the pace is kept on average).
-fn pace(per_second: f64) -> tokio::time::Interval {
-    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second.max(0.01)));
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    ticks
 }
 
 /// The text of the soak's `index`th new prompt.
@@ -372,157 +346,123 @@ fn targets() -> Vec<Target> {
     aap_chaos::stack::ASSISTANTS.iter().map(|a| Target { assistant: (*a).to_owned(), plan: String::new() }).collect()
 }
 
-/// New prompts of all four assistants at `rate` evaluations a second, over 8 connections.
-#[allow(clippy::too_many_arguments)]
-async fn new_prompts(
-    url: String,
-    bearer: Bearer,
-    rate: f64,
-    deadline: Instant,
-    run_tag: String,
-    window: Arc<Mutex<Window>>,
-    answered_prompts: Arc<Mutex<Vec<usize>>>,
-    counts: Arc<Counts>,
-) -> anyhow::Result<()> {
-    if rate <= 0.0 {
-        return Ok(());
-    }
-    let mut clients = Vec::new();
-    for _ in 0..8 {
-        clients.push(scenarios::connect(&url, &bearer).await?);
-    }
-    let mut ticks = pace(rate / targets().len() as f64);
-    let mut asks = tokio::task::JoinSet::new();
-    for index in 0.. {
-        ticks.tick().await;
-        if Instant::now() >= deadline {
-            break;
+impl Mix {
+    /// Calls `start` at `per_second` (missed ticks at once: the pace is kept on average) until
+    /// the deadline, each call's future on a task of its own (a `None` skips the tick); then
+    /// waits for them all.
+    async fn paced<F, Fut>(&self, per_second: f64, mut start: F)
+    where
+        F: FnMut(usize) -> Option<Fut>,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if per_second <= 0.0 {
+            return;
         }
-        let request = AskRequest {
-            query: Some(Query::Prompt(soak_text(&run_tag, index))),
-            targets: targets(),
-            policy: SimilarPolicy::ForceNew as i32,
-            ..Default::default()
-        };
-        lock(&counts.totals).asked += request.targets.len();
-        let client = clients[index % clients.len()].clone();
-        let (window, answered_prompts, counts) = (window.clone(), answered_prompts.clone(), counts.clone());
-        asks.spawn(async move {
-            let mut out = Pipeline::default();
-            // Every answer counts, whenever it comes: the soak has no window to be late for.
-            let far = Instant::now() + Duration::from_secs(3600);
-            scenarios::follow_ask(client, request, far, &mut out).await;
-            if out.answered == targets().len() {
-                lock(&answered_prompts).push(index);
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut calls = tokio::task::JoinSet::new();
+        for index in 0.. {
+            ticks.tick().await;
+            if Instant::now() >= self.deadline {
+                break;
             }
-            {
-                let mut totals = lock(&counts.totals);
-                totals.answered += out.answered;
-                totals.failed += out.failed;
+            if let Some(call) = start(index) {
+                calls.spawn(call);
             }
-            lock(&window).pipeline.add(out);
-        });
-        // Reap the Asks that ended, so the set holds only those in flight.
-        while asks.try_join_next().is_some() {}
+            // Reap the calls that ended, so the set holds only those in flight.
+            while calls.try_join_next().is_some() {}
+        }
+        while calls.join_next().await.is_some() {}
     }
-    while asks.join_next().await.is_some() {}
-    Ok(())
-}
 
-/// Exact hits at `rate` Asks a second: any new prompt of the soak answered so far, by its text.
-async fn exact_hits(
-    client: Lean,
-    rate: f64,
-    deadline: Instant,
-    run_tag: String,
-    window: Arc<Mutex<Window>>,
-    answered_prompts: Arc<Mutex<Vec<usize>>>,
-    counts: Arc<Counts>,
-) -> anyhow::Result<()> {
-    if rate <= 0.0 {
-        return Ok(());
+    /// New prompts of all four assistants at `rate` evaluations a second, over `clients`.
+    async fn new_prompts(self: Arc<Self>, clients: Vec<scenarios::Answers>, rate: f64) {
+        let asks_per_second = rate / targets().len() as f64;
+        self.paced(asks_per_second, |index| {
+            let request = AskRequest {
+                query: Some(Query::Prompt(soak_text(&self.run_tag, index))),
+                targets: targets(),
+                policy: SimilarPolicy::ForceNew as i32,
+                ..Default::default()
+            };
+            lock(&self.totals).asked += request.targets.len();
+            let (client, mix) = (clients[index % clients.len()].clone(), self.clone());
+            Some(async move {
+                let mut out = Pipeline::default();
+                // Every answer counts, whenever it comes: the soak has no window to be late for.
+                let far = Instant::now() + Duration::from_secs(3600);
+                scenarios::follow_ask(client, request, far, &mut out).await;
+                if out.answered == targets().len() {
+                    lock(&mix.answered_prompts).push(index);
+                }
+                {
+                    let mut totals = lock(&mix.totals);
+                    totals.answered += out.answered;
+                    totals.failed += out.failed;
+                }
+                lock(&mix.window).pipeline.add(out);
+            })
+        })
+        .await;
     }
-    let mut ticks = pace(rate);
-    let mut asks = tokio::task::JoinSet::new();
-    loop {
-        ticks.tick().await;
-        if Instant::now() >= deadline {
-            break;
-        }
-        let index = {
-            let answered = lock(&answered_prompts);
-            if answered.is_empty() {
-                continue;
-            }
-            answered[rand::rng().random_range(0..answered.len())]
-        };
-        let request = AskRequest {
-            query: Some(Query::Prompt(soak_text(&run_tag, index))),
-            targets: targets(),
-            policy: SimilarPolicy::Suggest as i32,
-            ..Default::default()
-        };
-        let (client, window, counts) = (client.clone(), window.clone(), counts.clone());
-        asks.spawn(async move {
-            let asked = Instant::now();
-            let outcome = client.ask(&request).await;
-            let took = asked.elapsed();
-            let mut window = lock(&window);
-            match outcome {
-                Ok(events) => {
-                    let cached = events.iter().filter(|e| matches!(e, Event::Cached(_))).count();
-                    if cached == request.targets.len() && matches!(events.last(), Some(Event::Completed(_))) {
-                        window.exact.push(took);
-                        lock(&counts.totals).exact += 1;
-                    } else {
-                        window.error(format!("exact hit of prompt {index}: {cached} cached answers: {events:?}"));
+
+    /// Exact hits at `rate` Asks a second: any new prompt of the soak answered so far, by its
+    /// text.
+    async fn exact_hits(self: Arc<Self>, client: Lean, rate: f64) {
+        self.paced(rate, |_| {
+            let index = {
+                let answered = lock(&self.answered_prompts);
+                *answered.get(rand::rng().random_range(0..answered.len().max(1)))?
+            };
+            let request = AskRequest {
+                query: Some(Query::Prompt(soak_text(&self.run_tag, index))),
+                targets: targets(),
+                policy: SimilarPolicy::Suggest as i32,
+                ..Default::default()
+            };
+            let (client, mix) = (client.clone(), self.clone());
+            Some(async move {
+                let asked = Instant::now();
+                let outcome = client.ask(&request).await;
+                let took = asked.elapsed();
+                let mut window = lock(&mix.window);
+                match outcome {
+                    Ok(events) => {
+                        let cached = events.iter().filter(|e| matches!(e, Event::Cached(_))).count();
+                        if cached == request.targets.len() && matches!(events.last(), Some(Event::Completed(_))) {
+                            window.exact.push(took);
+                            lock(&mix.totals).exact += 1;
+                        } else {
+                            window.error(format!("exact hit of prompt {index}: {cached} cached answers: {events:?}"));
+                        }
                     }
+                    Err(error) => window.error(format!("exact hit: {error}")),
                 }
-                Err(error) => window.error(format!("exact hit: {error}")),
-            }
-        });
-        while asks.try_join_next().is_some() {}
+            })
+        })
+        .await;
     }
-    while asks.join_next().await.is_some() {}
-    Ok(())
-}
 
-/// Similar prompts at `rate` Asks a second: each text new, each embedded and searched.
-async fn similar_prompts(
-    client: Lean,
-    rate: f64,
-    deadline: Instant,
-    window: Arc<Mutex<Window>>,
-    counts: Arc<Counts>,
-) -> anyhow::Result<()> {
-    if rate <= 0.0 {
-        return Ok(());
-    }
-    let mut ticks = pace(rate);
-    let mut asks = tokio::task::JoinSet::new();
-    for index in 0.. {
-        ticks.tick().await;
-        if Instant::now() >= deadline {
-            break;
-        }
-        let (client, window, counts) = (client.clone(), window.clone(), counts.clone());
-        asks.spawn(async move {
-            let asked = Instant::now();
-            let outcome = scenarios::similar(client, index).await;
-            let took = asked.elapsed();
-            let mut window = lock(&window);
-            match outcome {
-                Ok(()) => {
-                    window.similar.push(took);
-                    lock(&counts.totals).similar += 1;
+    /// Similar prompts at `rate` Asks a second: each text new, each embedded and searched.
+    async fn similar_prompts(self: Arc<Self>, client: Lean, rate: f64) {
+        self.paced(rate, |index| {
+            let (client, mix) = (client.clone(), self.clone());
+            Some(async move {
+                let asked = Instant::now();
+                let outcome = scenarios::similar(client, index).await;
+                let took = asked.elapsed();
+                let mut window = lock(&mix.window);
+                match outcome {
+                    Ok(()) => {
+                        window.similar.push(took);
+                        lock(&mix.totals).similar += 1;
+                    }
+                    Err(error) => window.error(format!("similar prompt: {error}")),
                 }
-                Err(error) => window.error(format!("similar prompt: {error}")),
-            }
-        });
-        while asks.try_join_next().is_some() {}
+            })
+        })
+        .await;
     }
-    while asks.join_next().await.is_some() {}
-    Ok(())
 }
 
 /// CPU time each sampled process has used so far.
