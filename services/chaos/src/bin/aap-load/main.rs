@@ -425,6 +425,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             let mut run =
                 scenarios::pipeline(&url, &bearer, args.pipeline_callers, duration, &run_tag, prompts).await?;
             check_errors("pipeline", &run.first_error, run.errors, run.answered)?;
+            check_duplicates("pipeline", &run)?;
             let scenarios::PipelineFigures { per_second, callback_p50, callback_p99, ask_p50, .. } = run.figures();
             if stored_prompts {
                 stored_rate = Some(per_second);
@@ -468,6 +469,7 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             let started = Instant::now();
             let mut run = scenarios::paced(&url, &bearer, connections, rate, duration, &run_tag, prompts).await?;
             check_errors("paced pipeline", &run.first_error, run.errors, run.answered)?;
+            check_duplicates("paced pipeline", &run)?;
             let timeline = run_dir.join("paced-timeline.tsv");
             std::fs::write(&timeline, stats::timeline(started, &run.timeline, Duration::from_millis(100)))
                 .with_context(|| format!("writing {}", timeline.display()))?;
@@ -547,13 +549,15 @@ async fn soak_rows(
             args.soak_sample_secs
         ),
         measured: format!(
-            "{} evaluations asked, {} answered, {} failed; stored {}, {} not settled, {} answered twice; {} exact hits, {} similar, {} watches; {} errors{}",
+            "{} evaluations asked, {} answered, {} failed; stored {}, {} not settled, {} answered twice, {} answer events sent twice on a stream{}; {} exact hits, {} similar, {} watches; {} errors{}",
             run.asked,
             run.answered,
             run.failed,
             run.stored,
             run.unsettled,
             run.answered_twice,
+            run.duplicate_events,
+            run.first_duplicate.as_deref().map(|d| format!(" (first: {d})")).unwrap_or_default(),
             run.exact,
             run.similar,
             run.watches,
@@ -561,7 +565,11 @@ async fn soak_rows(
             run.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
         ),
         limit: "every evaluation settled once".into(),
-        ratio: if run.unsettled == 0 && run.answered_twice == 0 && run.stored as usize == run.asked {
+        ratio: if run.unsettled == 0
+            && run.answered_twice == 0
+            && run.duplicate_events == 0
+            && run.stored as usize == run.asked
+        {
             "OK".into()
         } else {
             "LOST OR DOUBLED".into()
@@ -597,16 +605,17 @@ async fn soak_rows(
             });
         }
     }
-    if run.unsettled > 0 || run.answered_twice > 0 || run.stored as usize != run.asked {
+    if run.unsettled > 0 || run.answered_twice > 0 || run.duplicate_events > 0 || run.stored as usize != run.asked {
         for row in &rows {
             eprintln!("| {} | {} | {} | {} |", row.what, row.measured, row.limit, row.ratio);
         }
         bail!(
-            "the soak asked {} evaluations, PostgreSQL holds {}: {} not settled, {} answered twice",
+            "the soak asked {} evaluations, PostgreSQL holds {}: {} not settled, {} answered twice; {} answer events sent twice on a stream",
             run.asked,
             run.stored,
             run.unsettled,
-            run.answered_twice
+            run.answered_twice,
+            run.duplicate_events
         );
     }
     check_errors("soak", &run.first_error, run.errors, run.answered + run.exact + run.similar)?;
@@ -642,6 +651,18 @@ fn plural(n: usize) -> &'static str {
 fn check_errors(what: &str, first: &Option<String>, errors: usize, ok: usize) -> anyhow::Result<()> {
     if ok == 0 || errors * 100 > ok {
         bail!("{what}: {errors} calls failed, {ok} succeeded; first error: {}", first.as_deref().unwrap_or("-"));
+    }
+    Ok(())
+}
+
+/// An answer sent twice on one stream is a defect, not a figure: it stops the run.
+fn check_duplicates(what: &str, run: &scenarios::Pipeline) -> anyhow::Result<()> {
+    if run.duplicates > 0 {
+        bail!(
+            "{what}: {} answer events sent twice on a stream; first: {}",
+            run.duplicates,
+            run.first_duplicate.as_deref().unwrap_or("-")
+        );
     }
     Ok(())
 }

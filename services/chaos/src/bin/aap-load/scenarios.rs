@@ -233,6 +233,9 @@ pub struct Pipeline {
     /// Answer events received within the measured window.
     pub answered_in_window: usize,
     pub answered: usize,
+    /// Answer events of an evaluation whose answer the same stream had already sent.
+    pub duplicates: usize,
+    pub first_duplicate: Option<String>,
     pub failed: usize,
     pub errors: usize,
     pub first_error: Option<String>,
@@ -352,6 +355,10 @@ impl Pipeline {
         self.asks += part.asks;
         self.answered_in_window += part.answered_in_window;
         self.answered += part.answered;
+        self.duplicates += part.duplicates;
+        if self.first_duplicate.is_none() {
+            self.first_duplicate = part.first_duplicate;
+        }
         self.failed += part.failed;
         self.errors += part.errors;
         self.ask_to_answer.extend(part.ask_to_answer);
@@ -399,6 +406,8 @@ pub async fn follow_ask(mut client: Answers, request: AskRequest, deadline: Inst
             return;
         }
     };
+    // The evaluations whose answer this stream has sent.
+    let mut answered = std::collections::HashSet::new();
     loop {
         let next = match tokio::time::timeout(Duration::from_secs(60), stream.next()).await {
             Ok(next) => next,
@@ -420,6 +429,17 @@ pub async fn follow_ask(mut client: Answers, request: AskRequest, deadline: Inst
         match event {
             Some(Event::Answer(answer)) => {
                 let (now, received) = (chrono::Utc::now(), Instant::now());
+                if !answered.insert(answer.evaluation_id) {
+                    out.duplicates += 1;
+                    out.first_duplicate.get_or_insert(format!(
+                        "evaluation {} ({}, prompt {}) answered twice on one Ask stream, {:?} after the Ask",
+                        answer.evaluation_id,
+                        answer.assistant,
+                        answer.prompt_id,
+                        asked.elapsed()
+                    ));
+                    continue;
+                }
                 out.answered += 1;
                 if received <= deadline {
                     out.answered_in_window += 1;

@@ -163,6 +163,9 @@ pub struct Soak {
     pub watches: usize,
     pub errors: usize,
     pub first_error: Option<String>,
+    /// Answer events an Ask stream sent again for an evaluation it had sent the answer of.
+    pub duplicate_events: usize,
+    pub first_duplicate: Option<String>,
     /// The soak's evaluations PostgreSQL holds as not settled once every stream ended.
     pub unsettled: i64,
     /// Its evaluations with more than one answer stored.
@@ -279,6 +282,8 @@ pub async fn run(
         watches: totals.watches,
         errors: errors + last_window.errors + last_window.pipeline.errors,
         first_error: first_error.or(last_window.first_error).or(last_window.pipeline.first_error),
+        duplicate_events: totals.duplicates,
+        first_duplicate: totals.first_duplicate,
         unsettled,
         answered_twice,
         stored,
@@ -331,6 +336,9 @@ struct Totals {
     exact: usize,
     similar: usize,
     watches: usize,
+    /// Answer events a stream sent twice for one evaluation.
+    duplicates: usize,
+    first_duplicate: Option<String>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -399,6 +407,10 @@ impl Mix {
                     let mut totals = lock(&mix.totals);
                     totals.answered += out.answered;
                     totals.failed += out.failed;
+                    totals.duplicates += out.duplicates;
+                    if totals.first_duplicate.is_none() {
+                        totals.first_duplicate.clone_from(&out.first_duplicate);
+                    }
                 }
                 lock(&mix.window).pipeline.add(out);
             })
