@@ -275,8 +275,10 @@ pub async fn run(
         samples,
         timeline,
         asked: totals.asked,
-        answered: totals.answered + last_window.pipeline.answered,
-        failed: totals.failed + last_window.pipeline.failed,
+        // The totals count every Ask as it ends; the windows hold the same Asks for the samples
+        // (and the errors, which only they count).
+        answered: totals.answered,
+        failed: totals.failed,
         exact: totals.exact,
         similar: totals.similar,
         watches: totals.watches,
