@@ -96,7 +96,7 @@ pub struct Audit {
     /// Prompts checked.
     pub checked: u64,
     /// Prompts the index did not return for their own embedding, with nothing near them
-    /// returned either, listed now.
+    /// returned either, listed by this round (those listed before are not counted again).
     pub unreachable: Vec<i64>,
     /// Such prompts left unlisted: the list was full ([`MAX_LISTED`]).
     pub unlisted: u64,
@@ -161,9 +161,17 @@ pub async fn audit_reachability(
     let unreachable: Vec<i64> =
         checked.iter().filter(|(_, found, nearest)| !found && isolated(nearest)).map(|(id, ..)| *id).collect();
     let reachable: Vec<i64> = checked.iter().filter(|(_, found, _)| *found).map(|(id, ..)| *id).collect();
+    // Those not listed yet take the room left; one listed before stays as it is.
+    let fresh: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM unnest($1::bigint[]) id \
+         WHERE NOT EXISTS (SELECT 1 FROM prompts_unreachable u WHERE u.prompt_id = id) ORDER BY id",
+    )
+    .bind(&unreachable)
+    .fetch_all(&mut *tx)
+    .await?;
     let listed_before: i64 = sqlx::query_scalar("SELECT count(*) FROM prompts_unreachable").fetch_one(&mut *tx).await?;
     let room = usize::try_from(MAX_LISTED - listed_before).unwrap_or(0);
-    let (to_list, unlisted) = unreachable.split_at(room.min(unreachable.len()));
+    let (to_list, unlisted) = fresh.split_at(room.min(fresh.len()));
     sqlx::query("INSERT INTO prompts_unreachable (prompt_id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
         .bind(to_list)
         .execute(&mut *tx)

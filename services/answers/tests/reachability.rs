@@ -102,6 +102,17 @@ async fn the_audit_lists_the_prompts_the_index_cannot_reach_and_the_search_finds
     for id in &lost {
         assert!(listed.contains(id), "prompt {id}, which the index did not return, is listed (listed: {listed:?})");
     }
+    // A second sweep finds them again and neither lists nor counts them twice.
+    let mut after = 0;
+    loop {
+        let audit = store::audit_reachability(&pool, after, i64::MAX, 200, 0.95).await.expect("audit");
+        assert!(audit.unreachable.is_empty() && audit.unlisted == 0, "nothing new on a second sweep: {audit:?}");
+        assert_eq!(audit.listed, listed.len() as i64, "the list unchanged");
+        match audit.last {
+            Some(last) => after = last,
+            None => break,
+        }
+    }
     // Only prompts near nothing else are listed: a cluster prompt the index misses has its
     // siblings returned instead, and a list every search scans could not hold them all.
     let isolated_ids: Vec<i64> = isolated.iter().map(|(id, _)| *id).collect();
