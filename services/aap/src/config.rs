@@ -69,8 +69,9 @@ pub struct ServiceArgs {
     #[arg(long, env = "AAP_SIMILARITY_EF_SEARCH", default_value_t = AnswersConfig::default().ef_search, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub similarity_ef_search: u32,
     /// Stored prompts a second the reachability audit asks the similarity index for (their own
-    /// embedding), over all replicas; those it does not find are searched exactly beside the
-    /// index (docs/matching.md, "Prompts the index cannot reach"). 0 audits none.
+    /// embedding), over all replicas; those it does not find, with nothing near them found
+    /// either, are searched exactly beside the index, 256 at most (docs/matching.md, "Prompts
+    /// the index cannot reach"). 0 audits none.
     #[arg(long, env = "AAP_SIMILARITY_AUDIT_PER_SECOND", default_value_t = AnswersConfig::default().audit_per_second, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub similarity_audit_per_second: u32,
     /// Ask and Watch streams one caller (principal) may hold open on this process at once (each

@@ -107,9 +107,9 @@ struct Args {
     #[arg(long, default_value_t = 2.0, value_parser = soak_rate)]
     soak_similar_rate: f64,
     /// Watch streams the soak opens at each sample on a prompt nothing answers, and cancels at
-    /// the next.
-    #[arg(long, default_value_t = 200)]
-    soak_watches: usize,
+    /// the next (up to 10,000, what one caller may hold open).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(0..=10_000))]
+    soak_watches: u16,
     /// Seconds between two samples of the soak.
     #[arg(long, default_value_t = 10.0, value_parser = measurement_seconds)]
     soak_sample_secs: f64,
@@ -529,7 +529,7 @@ async fn soak_rows(
         rate: args.soak_rate,
         exact_rate: args.soak_exact_rate,
         similar_rate: args.soak_similar_rate,
-        watches: args.soak_watches,
+        watches: usize::from(args.soak_watches),
         sample: Duration::from_secs_f64(args.soak_sample_secs),
     };
     tracing::info!(minutes = args.soak_minutes, "soak");
