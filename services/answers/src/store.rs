@@ -172,17 +172,20 @@ pub async fn audit_reachability(
     let listed_before: i64 = sqlx::query_scalar("SELECT count(*) FROM prompts_unreachable").fetch_one(&mut *tx).await?;
     let room = usize::try_from(MAX_LISTED - listed_before).unwrap_or(0);
     let (to_list, unlisted) = fresh.split_at(room.min(fresh.len()));
-    sqlx::query("INSERT INTO prompts_unreachable (prompt_id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
-        .bind(to_list)
-        .execute(&mut *tx)
-        .await?;
+    let inserted =
+        sqlx::query("INSERT INTO prompts_unreachable (prompt_id) SELECT unnest($1::bigint[]) ON CONFLICT DO NOTHING")
+            .bind(to_list)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
     let reachable_again = sqlx::query("DELETE FROM prompts_unreachable WHERE prompt_id = ANY($1)")
         .bind(&reachable)
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM prompts_unreachable").fetch_one(&mut *tx).await?;
     tx.commit().await?;
+    // Only the audit writes the list, and one round at a time (the lock above).
+    let listed = listed_before + inserted as i64 - reachable_again as i64;
     Ok(Audit {
         last: checked.last().map(|(id, ..)| *id),
         checked: checked.len() as u64,
