@@ -307,9 +307,12 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
     let ports = <[u16; 3]>::try_from(stack::free_ports(3)?).map_err(|_| anyhow::anyhow!("three ports"))?;
     let mut platform: Replica = stack::replica(&settings, "all", "aap", ports)?;
     // The soak reads the platform's gauges (open streams, the answers cache, the pool).
-    let metrics_addr = format!("127.0.0.1:{}", stack::free_ports(1)?[0]);
-    if args.wants("soak") {
-        platform.proc.set_env("AAP_METRICS_ADDR", &metrics_addr);
+    let metrics_addr = match args.wants("soak") {
+        true => Some(format!("127.0.0.1:{}", stack::free_ports(1)?[0])),
+        false => None,
+    };
+    if let Some(addr) = &metrics_addr {
+        platform.proc.set_env("AAP_METRICS_ADDR", addr);
     }
     platform.proc.start()?;
     stack::wait_serving(&mut platform, Duration::from_secs(180)).await?;
@@ -493,14 +496,14 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         }
     }
 
-    if args.wants("soak") {
+    if let Some(metrics_addr) = &metrics_addr {
         let processes = soak::Processes {
             platform: pid,
             nats: nats.pid(),
             postgres: postgres_pid,
             bots: bots.iter().filter_map(|bot| bot.proc.pid()).collect(),
         };
-        let sources = soak::Sources { metrics_addr: &metrics_addr, admin: &admin, nats_store: nats.store_dir() };
+        let sources = soak::Sources { metrics_addr, admin: &admin, nats_store: nats.store_dir() };
         rows.extend(soak_rows(args, &url, &bearer, &processes, &sources, &run_tag).await?);
     }
 
@@ -565,15 +568,7 @@ async fn soak_rows(
             run.first_error.as_deref().map(|e| format!(" (first: {e})")).unwrap_or_default()
         ),
         limit: "every evaluation settled once".into(),
-        ratio: if run.unsettled == 0
-            && run.answered_twice == 0
-            && run.duplicate_events == 0
-            && run.stored as usize == run.asked
-        {
-            "OK".into()
-        } else {
-            "LOST OR DOUBLED".into()
-        },
+        ratio: if run.settled_once() { "OK".into() } else { "LOST OR DOUBLED".into() },
     }];
     for &(what, unit, value) in soak::RESOURCES {
         let Some(trend) = soak::trend(&run.samples, value) else { continue };
@@ -605,7 +600,7 @@ async fn soak_rows(
             });
         }
     }
-    if run.unsettled > 0 || run.answered_twice > 0 || run.duplicate_events > 0 || run.stored as usize != run.asked {
+    if !run.settled_once() {
         for row in &rows {
             eprintln!("| {} | {} | {} | {} |", row.what, row.measured, row.limit, row.ratio);
         }

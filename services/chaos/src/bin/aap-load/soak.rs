@@ -174,6 +174,17 @@ pub struct Soak {
     pub stored: i64,
 }
 
+impl Soak {
+    /// Whether PostgreSQL holds every evaluation asked, each settled with at most one answer,
+    /// and no stream sent an answer twice.
+    pub fn settled_once(&self) -> bool {
+        self.unsettled == 0
+            && self.answered_twice == 0
+            && self.duplicate_events == 0
+            && usize::try_from(self.stored).is_ok_and(|stored| stored == self.asked)
+    }
+}
+
 /// Runs the soak against `url`; `run_tag` keeps its prompts apart from the rest of the run.
 pub async fn run(
     url: &str,
