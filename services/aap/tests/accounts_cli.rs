@@ -328,16 +328,7 @@ async fn a_port_in_use_names_the_listener_and_its_flag() {
 async fn watch_exits_one_when_a_target_failed_for_good_as_ask_does() {
     let app = spawn_app().await;
     let matched = first_matched(&app, ask_text("Which answers fail for good on a watch?", &["chatgpt"])).await;
-    let task = poll_task(&app, "chatgpt", "").await;
-    app.evaluations()
-        .release(aap_proto::v1::ReleaseRequest {
-            evaluation_id: task.evaluation_id,
-            mark_as_failed: true,
-            failure_reason: "assistant-error: the site failed".into(),
-            ..aap_proto::v1::ReleaseRequest::default()
-        })
-        .await
-        .expect("released as failed");
+    fail_next_task(&app, "chatgpt", "assistant-error: the site failed").await;
     let prompt = matched.prompt_id.to_string();
     let failed = aap(&app, CUSTOMER, &["watch", &prompt]).await;
     assert!(!failed.ok, "a failed target: {}{}", failed.stdout, failed.stderr);

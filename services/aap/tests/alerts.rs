@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use aap_platform::metrics::exposition::Scrape;
-use aap_proto::v1::{CreateAccountRequest, LeaseOutcome, LeaseSessionRequest, ReleaseRequest, ReturnSessionRequest};
+use aap_proto::v1::{CreateAccountRequest, LeaseOutcome, LeaseSessionRequest, ReturnSessionRequest};
 use common::*;
 use futures::StreamExt;
 use promql_parser::label::{MatchOp, Matcher};
@@ -569,16 +569,7 @@ async fn run_everything_the_alerts_watch(app: &TestApp) {
 
     // The site changed: a required selector is missing and the bot fails the task at once.
     let waiting = asking(app, "Which selector went missing today?");
-    let task = poll_task(app, "chatgpt", "").await;
-    app.evaluations()
-        .release(ReleaseRequest {
-            evaluation_id: task.evaluation_id,
-            mark_as_failed: true,
-            failure_reason: "selector-missing: no element for role composer (after 1 attempts)".into(),
-            bot_id: "test-bot".into(),
-        })
-        .await
-        .expect("released");
+    fail_next_task(app, "chatgpt", "selector-missing: no element for role composer (after 1 attempts)").await;
     first_failed(&waiting.await.expect("stream"));
 
     // A submit lost between the gateway's mark and the results stream, asked again; then a

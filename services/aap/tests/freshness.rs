@@ -209,16 +209,7 @@ async fn a_failed_refresh_leaves_the_stale_answer_as_the_answer() {
     let stream =
         app.answers().ask(ask_aged(prompt, Some(prost_types::Duration::default()))).await.expect("ask").into_inner();
     let events = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
-    let task = poll_task(&app, "chatgpt", "").await;
-    app.evaluations()
-        .release(aap_proto::v1::ReleaseRequest {
-            evaluation_id: task.evaluation_id,
-            mark_as_failed: true,
-            failure_reason: "login wall".into(),
-            bot_id: String::new(),
-        })
-        .await
-        .expect("release");
+    fail_next_task(&app, "chatgpt", "login wall").await;
     let events = events.await.expect("stream");
     assert_eq!(answers(&events), vec![("cached", "Yes, if you alternate".to_owned(), true)], "{events:?}");
     assert!(events.iter().any(|e| matches!(e, Event::Failed(f) if f.reason.contains("login wall") && !f.will_retry)));

@@ -310,6 +310,21 @@ pub async fn poll_task(app: &TestApp, assistant: &str, plan: &str) -> aap_proto:
     panic!("no task arrived for {assistant}/{plan}");
 }
 
+/// Polls `assistant`'s next task (any plan) as the test bot, and releases it failed for good
+/// with `reason`, as a bot whose attempt failed does.
+pub async fn fail_next_task(app: &TestApp, assistant: &str, reason: &str) {
+    let task = poll_task(app, assistant, "").await;
+    app.evaluations()
+        .release(aap_proto::v1::ReleaseRequest {
+            evaluation_id: task.evaluation_id,
+            mark_as_failed: true,
+            failure_reason: reason.into(),
+            bot_id: "test-bot".into(),
+        })
+        .await
+        .expect("released as failed");
+}
+
 pub fn citation(url: &str, title: &str) -> aap_proto::v1::Citation {
     aap_proto::v1::Citation {
         url: url.into(),
