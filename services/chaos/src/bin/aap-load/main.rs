@@ -45,7 +45,8 @@ struct Args {
     /// Seconds each measurement runs, from 1 to 3,600.
     #[arg(long, default_value_t = 10.0, value_parser = measurement_seconds)]
     seconds: f64,
-    /// The CI run: 2 s measurements, 1,000 watches, fewer callers (overrides the others).
+    /// The CI run: 2 s measurements, 1,000 watches, fewer callers, one trial (overrides the
+    /// others).
     #[arg(long)]
     short: bool,
     /// What to measure, comma-separated.
@@ -62,6 +63,10 @@ struct Args {
     /// Caller counts of the similar-prompt measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     similar_callers: Vec<usize>,
+    /// Trials of the exact-hit rows: each measures the platform and `pgbench -S` one after the
+    /// other (in turns); a row gives the medians, and the ratio's median with its range.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
+    trials: u32,
     /// Idle Watch streams.
     #[arg(long, default_value_t = 10_000)]
     watches: usize,
@@ -125,6 +130,7 @@ impl Args {
             self.seconds = 2.0;
             self.watches = self.watches.min(1_000);
             self.exact_callers = vec![1, 16];
+            self.trials = 1;
             self.similar_callers = vec![1, 4];
             self.pipeline_callers = self.pipeline_callers.min(16);
             self.bot_concurrency = self.bot_concurrency.min(8);
@@ -352,26 +358,45 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         for &callers in &args.exact_callers {
             // A connection each, then (more callers than that) the shared connections.
             let shared = args.exact_connections;
-            let mut runs = Vec::new();
-            for connections in std::iter::once(callers).chain((shared > 0 && callers > shared).then_some(shared)) {
-                tracing::info!(callers, connections, "exact hits");
-                let run =
-                    scenarios::closed_loop(&url, &bearer, callers, connections, duration, scenarios::exact_hit).await?;
-                check_errors("exact hit", &run.first_error, run.errors, run.ok)?;
+            let layouts: Vec<usize> =
+                std::iter::once(callers).chain((shared > 0 && callers > shared).then_some(shared)).collect();
+            // Each trial measures every layout and pgbench one after the other, the order turned
+            // round at every other trial: a slow minute of the machine weighs on both sides.
+            let mut runs: Vec<Vec<scenarios::Run>> = layouts.iter().map(|_| Vec::new()).collect();
+            let mut pgbench = Vec::new();
+            for trial in 0..args.trials {
+                let pg_first = trial % 2 == 1;
+                if pg_first {
+                    pgbench.push(limits::pgbench(&socket_dir, callers, args.seconds.ceil() as u64).await?);
+                }
+                for (layout, &connections) in layouts.iter().enumerate() {
+                    tracing::info!(callers, connections, trial, "exact hits");
+                    let run =
+                        scenarios::closed_loop(&url, &bearer, callers, connections, duration, scenarios::exact_hit)
+                            .await?;
+                    check_errors("exact hit", &run.first_error, run.errors, run.ok)?;
+                    runs[layout].push(run);
+                }
+                if !pg_first {
+                    pgbench.push(limits::pgbench(&socket_dir, callers, args.seconds.ceil() as u64).await?);
+                }
+            }
+            let pg_tps = stats::median_f64(pgbench.iter().map(|pg| pg.tps).collect());
+            let pg_latency = stats::median_f64(pgbench.iter().map(|pg| pg.latency_ms).collect());
+            for (&connections, trials) in layouts.iter().zip(runs) {
                 let what = if connections == callers {
                     format!("exact hit, {callers} caller{}", plural(callers))
                 } else {
                     format!("exact hit, {callers} callers over {connections} connection{}", plural(connections))
                 };
-                runs.push((what, run));
-            }
-            let pg = limits::pgbench(&socket_dir, callers, args.seconds.ceil() as u64).await?;
-            for (what, mut run) in runs {
+                let ratios: Vec<f64> = trials.iter().zip(&pgbench).map(|(run, pg)| run.per_second() / pg.tps).collect();
+                let per_second = stats::median_f64(trials.iter().map(scenarios::Run::per_second).collect());
+                let mut all = scenarios::Run::pooled(trials);
                 rows.push(Row {
                     what,
-                    measured: format!("{:.0} Asks/s, p50 {}, p99 {}", run.per_second(), ms(run.p50()), ms(run.p99())),
-                    limit: format!("pgbench -S -c {callers}: {:.0} tps, {:.2} ms", pg.tps, pg.latency_ms),
-                    ratio: format!("{:.2}", run.per_second() / pg.tps),
+                    measured: format!("{per_second:.0} Asks/s, p50 {}, p99 {}", ms(all.p50()), ms(all.p99())),
+                    limit: format!("pgbench -S -c {callers}: {pg_tps:.0} tps, {pg_latency:.2} ms"),
+                    ratio: stats::ratio_of_trials(&ratios),
                 });
             }
         }

@@ -90,6 +90,18 @@ impl Run {
     pub fn p99(&mut self) -> Duration {
         percentile(&mut self.latencies, 99.0)
     }
+
+    /// The calls of several runs as one (their latencies together, their time summed).
+    pub fn pooled(runs: Vec<Run>) -> Run {
+        runs.into_iter().fold(Run::default(), |mut all, run| {
+            all.ok += run.ok;
+            all.errors += run.errors;
+            all.first_error = all.first_error.or(run.first_error);
+            all.elapsed += run.elapsed;
+            all.latencies.extend(run.latencies);
+            all
+        })
+    }
 }
 
 /// `callers` customers over `connections` connections (one each when as many), calling `call`

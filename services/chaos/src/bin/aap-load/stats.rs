@@ -17,6 +17,30 @@ pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples[rank.clamp(1, samples.len()) - 1]
 }
 
+/// The median of `values` (the mean of the middle two when even); zero when there are none.
+pub fn median_f64(mut values: Vec<f64>) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_unstable_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 { values[middle] } else { (values[middle - 1] + values[middle]) / 2.0 }
+}
+
+/// A ratio measured in trials, as a table shows it: the median, then the range and the count
+/// when there were several ("0.93 (0.88–1.01, 3 trials)").
+pub fn ratio_of_trials(ratios: &[f64]) -> String {
+    let median = median_f64(ratios.to_vec());
+    match ratios.len() {
+        0 | 1 => format!("{median:.2}"),
+        count => {
+            let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+            let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            format!("{median:.2} ({low:.2}–{high:.2}, {count} trials)")
+        }
+    }
+}
+
 /// Milliseconds with two decimals below 10, none above.
 pub fn ms(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
@@ -102,6 +126,15 @@ mod tests {
         assert_eq!(percentile(&mut samples, 99.0), Duration::from_millis(99));
         assert_eq!(percentile(&mut samples, 100.0), Duration::from_millis(100));
         assert_eq!(median(&mut []), Duration::ZERO);
+    }
+
+    #[test]
+    fn medians_and_ratios_of_trials() {
+        assert_eq!(median_f64(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median_f64(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median_f64(Vec::new()), 0.0);
+        assert_eq!(ratio_of_trials(&[0.934]), "0.93");
+        assert_eq!(ratio_of_trials(&[1.01, 0.88, 0.93]), "0.93 (0.88–1.01, 3 trials)");
     }
 
     #[test]
