@@ -63,8 +63,9 @@ struct Args {
     /// Caller counts of the similar-prompt measurement.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     similar_callers: Vec<usize>,
-    /// Trials of the exact-hit rows: each measures the platform and `pgbench -S` one after the
-    /// other (in turns); a row gives the medians, and the ratio's median with its range.
+    /// Trials of the exact-hit and similar rows: each measures the platform and the row's limit
+    /// (`pgbench -S`; the model alone) one after the other, in turns; a row gives the medians,
+    /// and the ratio's median with its range.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=9))]
     trials: u32,
     /// Idle Watch streams.
@@ -262,7 +263,6 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
     let postgres_pid = database.server.as_ref().context("postgres is down")?.pid();
 
     // The limits, each measured alone before the platform starts.
-    let mut model = None;
     let mut jetstream = None;
     if args.wants("limits") {
         tracing::info!("measuring the limits: JetStream publishes, the embedding model");
@@ -274,8 +274,8 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             ratio: format!("{:.1}x pipelined/sync", js.async_per_second / js.sync_per_second),
         });
         jetstream = Some(js);
-        let measured = limits::model_limits(args.seconds).await?;
-        for configuration in &measured.configurations {
+        // The similar rows measure the model again in turns with them, their limit.
+        for configuration in &limits::model_limits(args.seconds).await?.configurations {
             let threads = match configuration.threads {
                 0 => "a pass over every core".to_owned(),
                 1 => "a thread a pass (the platform's default)".to_owned(),
@@ -288,7 +288,6 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
                 ratio: "-".into(),
             });
         }
-        model = Some(measured);
     }
 
     let features = stack::ServeFeatures::detect(&aap).await?;
@@ -403,30 +402,47 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
     }
 
     if args.wants("similar") {
-        for &callers in &args.similar_callers {
-            tracing::info!(callers, "similar prompts");
-            let mut run = scenarios::closed_loop(&url, &bearer, callers, callers, duration, scenarios::similar).await?;
-            check_errors("similar prompt", &run.first_error, run.errors, run.ok)?;
-            let (limit, ratio) = match &model {
-                Some(m) if callers == 1 => (
-                    format!("model alone, fastest: {:.1} ms", m.single_ms()),
-                    format!("{:.2}", m.single_ms() / (run.p50().as_secs_f64() * 1e3)),
-                ),
-                Some(m) => (
-                    format!(
-                        "model alone, most: {:.0} prompts/s in batches of {}",
-                        m.batched_per_second(),
-                        limits::MODEL_BATCH
-                    ),
-                    format!("{:.2}", run.per_second() / m.batched_per_second()),
-                ),
-                None => ("-".into(), "-".into()),
+        // In turns with the model alone (each configuration in a process of its own), the order
+        // reversed every other round, as the exact rows with pgbench.
+        let mut runs: Vec<Vec<scenarios::Run>> = args.similar_callers.iter().map(|_| Vec::new()).collect();
+        let mut models = Vec::new();
+        for trial in 0..args.trials {
+            let model_first = trial % 2 == 1;
+            if model_first {
+                models.push(limits::model_limits(args.seconds).await?);
+            }
+            for (index, &callers) in args.similar_callers.iter().enumerate() {
+                tracing::info!(callers, trial, "similar prompts");
+                let run = scenarios::closed_loop(&url, &bearer, callers, callers, duration, scenarios::similar).await?;
+                check_errors("similar prompt", &run.first_error, run.errors, run.ok)?;
+                runs[index].push(run);
+            }
+            if !model_first {
+                models.push(limits::model_limits(args.seconds).await?);
+            }
+        }
+        for (&callers, trials) in args.similar_callers.iter().zip(runs) {
+            let per_second = stats::median_f64(trials.iter().map(scenarios::Run::per_second).collect());
+            let (limit, ratios) = if callers == 1 {
+                let single = stats::median_f64(models.iter().map(limits::ModelLimits::single_ms).collect());
+                let ratios = trials
+                    .iter()
+                    .zip(&models)
+                    .map(|(run, m)| m.single_ms() / (stats::median(&mut run.latencies.clone()).as_secs_f64() * 1e3))
+                    .collect::<Vec<f64>>();
+                (format!("model alone, fastest: {single:.1} ms"), ratios)
+            } else {
+                let most = stats::median_f64(models.iter().map(limits::ModelLimits::batched_per_second).collect());
+                let ratios =
+                    trials.iter().zip(&models).map(|(run, m)| run.per_second() / m.batched_per_second()).collect();
+                (format!("model alone, most: {most:.0} prompts/s in batches of {}", limits::MODEL_BATCH), ratios)
             };
+            let mut all = scenarios::Run::pooled(trials);
             rows.push(Row {
                 what: format!("similar prompt, {callers} caller{}", plural(callers)),
-                measured: format!("{:.0} Asks/s, p50 {}, p99 {}", run.per_second(), ms(run.p50()), ms(run.p99())),
+                measured: format!("{per_second:.0} Asks/s, p50 {}, p99 {}", ms(all.p50()), ms(all.p99())),
                 limit,
-                ratio,
+                ratio: stats::ratio_of_trials(&ratios),
             });
         }
     }
