@@ -143,6 +143,39 @@ impl Args {
     }
 }
 
+/// `trials` rounds of `measure` (the platform) and `limit` (what bounds it), one after the other,
+/// `limit` first in every other round: a slow minute of the machine weighs on both sides of a
+/// ratio. Returns each round's measurements and limits, in round order.
+async fn in_turns<M, L>(
+    trials: u32,
+    mut measure: impl AsyncFnMut(u32) -> anyhow::Result<M>,
+    mut limit: impl AsyncFnMut() -> anyhow::Result<L>,
+) -> anyhow::Result<(Vec<M>, Vec<L>)> {
+    let (mut measured, mut limits) = (Vec::new(), Vec::new());
+    for trial in 0..trials {
+        let limit_first = trial % 2 == 1;
+        if limit_first {
+            limits.push(limit().await?);
+        }
+        measured.push(measure(trial).await?);
+        if !limit_first {
+            limits.push(limit().await?);
+        }
+    }
+    Ok((measured, limits))
+}
+
+/// Rounds of `rows` runs each (a run per layout) as, per layout, its runs in round order.
+fn by_layout(rounds: Vec<Vec<scenarios::Run>>, rows: usize) -> Vec<Vec<scenarios::Run>> {
+    let mut by_layout: Vec<Vec<scenarios::Run>> = (0..rows).map(|_| Vec::new()).collect();
+    for round in rounds {
+        for (layout, run) in round.into_iter().enumerate() {
+            by_layout[layout].push(run);
+        }
+    }
+    by_layout
+}
+
 /// The pipeline's target (issue 11): 1,000 evaluations a second, the callback's p99 within 50 ms.
 const PACED_TARGET: f64 = 1000.0;
 
@@ -359,27 +392,25 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
             let shared = args.exact_connections;
             let layouts: Vec<usize> =
                 std::iter::once(callers).chain((shared > 0 && callers > shared).then_some(shared)).collect();
-            // Each trial measures every layout and pgbench one after the other, the order turned
-            // round at every other trial: a slow minute of the machine weighs on both sides.
-            let mut runs: Vec<Vec<scenarios::Run>> = layouts.iter().map(|_| Vec::new()).collect();
-            let mut pgbench = Vec::new();
-            for trial in 0..args.trials {
-                let pg_first = trial % 2 == 1;
-                if pg_first {
-                    pgbench.push(limits::pgbench(&socket_dir, callers, args.seconds.ceil() as u64).await?);
-                }
-                for (layout, &connections) in layouts.iter().enumerate() {
-                    tracing::info!(callers, connections, trial, "exact hits");
-                    let run =
-                        scenarios::closed_loop(&url, &bearer, callers, connections, duration, scenarios::exact_hit)
-                            .await?;
-                    check_errors("exact hit", &run.first_error, run.errors, run.ok)?;
-                    runs[layout].push(run);
-                }
-                if !pg_first {
-                    pgbench.push(limits::pgbench(&socket_dir, callers, args.seconds.ceil() as u64).await?);
-                }
-            }
+            // Each round measures every layout, then pgbench (the other way round every other).
+            let (rounds, pgbench) = in_turns(
+                args.trials,
+                async |trial| {
+                    let mut runs = Vec::new();
+                    for &connections in &layouts {
+                        tracing::info!(callers, connections, trial, "exact hits");
+                        let run =
+                            scenarios::closed_loop(&url, &bearer, callers, connections, duration, scenarios::exact_hit)
+                                .await?;
+                        check_errors("exact hit", &run.first_error, run.errors, run.ok)?;
+                        runs.push(run);
+                    }
+                    Ok(runs)
+                },
+                async || limits::pgbench(&socket_dir, callers, args.seconds.ceil() as u64).await,
+            )
+            .await?;
+            let runs = by_layout(rounds, layouts.len());
             let pg_tps = stats::median_f64(pgbench.iter().map(|pg| pg.tps).collect());
             let pg_latency = stats::median_f64(pgbench.iter().map(|pg| pg.latency_ms).collect());
             for (&connections, trials) in layouts.iter().zip(runs) {
@@ -402,25 +433,25 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
     }
 
     if args.wants("similar") {
-        // In turns with the model alone (each configuration in a process of its own), the order
-        // reversed every other round, as the exact rows with pgbench.
-        let mut runs: Vec<Vec<scenarios::Run>> = args.similar_callers.iter().map(|_| Vec::new()).collect();
-        let mut models = Vec::new();
-        for trial in 0..args.trials {
-            let model_first = trial % 2 == 1;
-            if model_first {
-                models.push(limits::model_limits(args.seconds).await?);
-            }
-            for (index, &callers) in args.similar_callers.iter().enumerate() {
-                tracing::info!(callers, trial, "similar prompts");
-                let run = scenarios::closed_loop(&url, &bearer, callers, callers, duration, scenarios::similar).await?;
-                check_errors("similar prompt", &run.first_error, run.errors, run.ok)?;
-                runs[index].push(run);
-            }
-            if !model_first {
-                models.push(limits::model_limits(args.seconds).await?);
-            }
-        }
+        // In turns with the model alone (each configuration in a process of its own), as the
+        // exact rows with pgbench.
+        let (rounds, models) = in_turns(
+            args.trials,
+            async |trial| {
+                let mut runs = Vec::new();
+                for &callers in &args.similar_callers {
+                    tracing::info!(callers, trial, "similar prompts");
+                    let run =
+                        scenarios::closed_loop(&url, &bearer, callers, callers, duration, scenarios::similar).await?;
+                    check_errors("similar prompt", &run.first_error, run.errors, run.ok)?;
+                    runs.push(run);
+                }
+                Ok(runs)
+            },
+            async || limits::model_limits(args.seconds).await,
+        )
+        .await?;
+        let runs = by_layout(rounds, args.similar_callers.len());
         for (&callers, trials) in args.similar_callers.iter().zip(runs) {
             let per_second = stats::median_f64(trials.iter().map(scenarios::Run::per_second).collect());
             let (limit, ratios) = if callers == 1 {
@@ -783,5 +814,34 @@ mod tests {
         assert_eq!(measurement_seconds("-1"), Err("seconds from 1 to 3600".to_string()));
         assert!(Args::try_parse_from(["aap-load", "--seconds=nan"]).is_err(), "refused before anything starts");
         assert_eq!(Args::try_parse_from(["aap-load"]).map(|args| args.seconds).ok(), Some(10.0));
+    }
+
+    /// The limit comes after the platform in the first round, before it in the second, after
+    /// it in the third; each round's figures come back in round order, per layout.
+    #[tokio::test]
+    async fn rounds_take_turns_and_come_back_per_layout() -> anyhow::Result<()> {
+        let order = std::cell::RefCell::new(Vec::new());
+        let (rounds, limits) = in_turns(
+            3,
+            async |trial| {
+                order.borrow_mut().push(format!("platform {trial}"));
+                Ok((0..2)
+                    .map(|layout| scenarios::Run { ok: 10 * trial as usize + layout, ..Default::default() })
+                    .collect())
+            },
+            async || {
+                let mut order = order.borrow_mut();
+                order.push("limit".to_owned());
+                Ok(order.len())
+            },
+        )
+        .await?;
+        let order = order.into_inner();
+        assert_eq!(order, ["platform 0", "limit", "limit", "platform 1", "platform 2", "limit"]);
+        assert_eq!(limits, [2, 3, 6]);
+        let runs = by_layout(rounds, 2);
+        let ok: Vec<Vec<usize>> = runs.iter().map(|layout| layout.iter().map(|run| run.ok).collect()).collect();
+        assert_eq!(ok, [[0, 10, 20], [1, 11, 21]]);
+        Ok(())
     }
 }
