@@ -165,6 +165,19 @@ async fn in_turns<M, L>(
     Ok((measured, limits))
 }
 
+/// The row of a closed loop measured in rounds: its median Asks/s, p50 and p99 over every
+/// round's calls, its limit, and the median of the rounds' ratios with their range.
+fn rounds_row(what: String, trials: Vec<scenarios::Run>, limit: String, ratios: &[f64]) -> Row {
+    let per_second = stats::median_f64(trials.iter().map(scenarios::Run::per_second).collect());
+    let mut all = scenarios::Run::pooled(trials);
+    Row {
+        what,
+        measured: format!("{per_second:.0} Asks/s, p50 {}, p99 {}", ms(all.p50()), ms(all.p99())),
+        limit,
+        ratio: stats::ratio_of_trials(ratios),
+    }
+}
+
 /// Rounds of `rows` runs each (a run per layout) as, per layout, its runs in round order.
 fn by_layout(rounds: Vec<Vec<scenarios::Run>>, rows: usize) -> Vec<Vec<scenarios::Run>> {
     let mut by_layout: Vec<Vec<scenarios::Run>> = (0..rows).map(|_| Vec::new()).collect();
@@ -420,14 +433,8 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
                     format!("exact hit, {callers} callers over {connections} connection{}", plural(connections))
                 };
                 let ratios: Vec<f64> = trials.iter().zip(&pgbench).map(|(run, pg)| run.per_second() / pg.tps).collect();
-                let per_second = stats::median_f64(trials.iter().map(scenarios::Run::per_second).collect());
-                let mut all = scenarios::Run::pooled(trials);
-                rows.push(Row {
-                    what,
-                    measured: format!("{per_second:.0} Asks/s, p50 {}, p99 {}", ms(all.p50()), ms(all.p99())),
-                    limit: format!("pgbench -S -c {callers}: {pg_tps:.0} tps, {pg_latency:.2} ms"),
-                    ratio: stats::ratio_of_trials(&ratios),
-                });
+                let limit = format!("pgbench -S -c {callers}: {pg_tps:.0} tps, {pg_latency:.2} ms");
+                rows.push(rounds_row(what, trials, limit, &ratios));
             }
         }
     }
@@ -452,14 +459,13 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
         )
         .await?;
         let runs = by_layout(rounds, args.similar_callers.len());
-        for (&callers, trials) in args.similar_callers.iter().zip(runs) {
-            let per_second = stats::median_f64(trials.iter().map(scenarios::Run::per_second).collect());
+        for (&callers, mut trials) in args.similar_callers.iter().zip(runs) {
             let (limit, ratios) = if callers == 1 {
                 let single = stats::median_f64(models.iter().map(limits::ModelLimits::single_ms).collect());
                 let ratios = trials
-                    .iter()
+                    .iter_mut()
                     .zip(&models)
-                    .map(|(run, m)| m.single_ms() / (stats::median(&mut run.latencies.clone()).as_secs_f64() * 1e3))
+                    .map(|(run, m)| m.single_ms() / (run.p50().as_secs_f64() * 1e3))
                     .collect::<Vec<f64>>();
                 (format!("model alone, fastest: {single:.1} ms"), ratios)
             } else {
@@ -468,13 +474,8 @@ async fn run(args: &Args, run_dir: &Path) -> anyhow::Result<Vec<Row>> {
                     trials.iter().zip(&models).map(|(run, m)| run.per_second() / m.batched_per_second()).collect();
                 (format!("model alone, most: {most:.0} prompts/s in batches of {}", limits::MODEL_BATCH), ratios)
             };
-            let mut all = scenarios::Run::pooled(trials);
-            rows.push(Row {
-                what: format!("similar prompt, {callers} caller{}", plural(callers)),
-                measured: format!("{per_second:.0} Asks/s, p50 {}, p99 {}", ms(all.p50()), ms(all.p99())),
-                limit,
-                ratio: stats::ratio_of_trials(&ratios),
-            });
+            let what = format!("similar prompt, {callers} caller{}", plural(callers));
+            rows.push(rounds_row(what, trials, limit, &ratios));
         }
     }
 
