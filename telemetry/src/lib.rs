@@ -1,6 +1,8 @@
 //! What the platform and the bots share to be observed, in a crate small enough for both (the
 //! bots do not link the platform):
 //!
+//! - [`memory`]: the process's resident set, live allocations (an allocator wrapper that counts
+//!   them), threads and descriptors, as gauges;
 //! - [`metrics`]: the process's Prometheus registry (every name prefixed `aap_`), typed metric
 //!   families to register in it, and `GET /metrics` on its own listener;
 //! - [`exposition`]: a reader of the text format, for tests and tools that check a scrape;
@@ -11,6 +13,7 @@
 
 pub mod exposition;
 pub mod http;
+pub mod memory;
 pub mod metrics;
 pub mod report;
 pub mod traces;

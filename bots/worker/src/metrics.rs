@@ -75,9 +75,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     ),
 });
 
-/// Makes the bot's families appear in scrapes from the start.
+/// Makes the bot's families appear in scrapes from the start, with the process's memory,
+/// threads and descriptors.
 pub fn register() {
     LazyLock::force(&METRICS);
+    aap_telemetry::memory::register();
 }
 
 fn assistant(name: &str) -> Vec<(&'static str, String)> {

@@ -9,15 +9,17 @@ use aap::config::{NatsArgs, ServiceArgs, TlsArgs};
 use aap::platform::{Listeners, Platform};
 use aap::services::Service;
 use aap_proto::v1::{AskRequest, SimilarPolicy, WatchRequest};
+use aap_telemetry::memory::Counting;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 
 /// mimalloc: under the pipeline's load glibc's malloc and free were 12% of `aap serve`'s CPU
-/// (docs/performance.md).
+/// (docs/performance.md). Counted, so `/metrics` shows the live allocations beside the resident
+/// set (`aap_heap_allocated_bytes`: a leak grows it, the allocator's kept pages do not).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Counting<mimalloc::MiMalloc> = Counting::new(mimalloc::MiMalloc);
 
 /// The AI-assistants answers platform: what ChatGPT, Claude, Perplexity and Google AI Overview
 /// answer to a prompt, with citations.
@@ -161,6 +163,7 @@ struct AskArgs {
 /// Runs the command; an error ends the process with one line on stderr naming what is wrong
 /// (`error: cannot connect to nats at ...: Connection refused`) and status 1.
 fn main() -> ExitCode {
+    aap_telemetry::memory::count_heap(&ALLOCATOR);
     let cli = Cli::parse();
     // The embedding model's threads are read from the environment, set before the runtime
     // starts any thread.

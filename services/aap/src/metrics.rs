@@ -9,8 +9,10 @@ use aap_evaluations::queue::Queue;
 use sqlx::PgPool;
 
 /// Registers the metric families of every part of the platform and of the bots, so that each
-/// shows in a scrape (and on the dashboard) before its first event.
+/// shows in a scrape (and on the dashboard) before its first event, and the process's memory,
+/// threads and descriptors.
 pub fn register_all() {
+    aap_telemetry::memory::register();
     aap_platform::metrics::register();
     aap_answers::metrics::register();
     aap_embedding::register_metrics();

@@ -86,6 +86,9 @@ impl Window {
 pub struct Sample {
     pub seconds: f64,
     pub platform_rss: u64,
+    /// Bytes `aap serve`'s live allocations hold (`aap_heap_allocated_bytes`): beside its RSS,
+    /// it tells a leak (both grow) from the allocator keeping freed pages (the RSS alone grows).
+    pub platform_heap: u64,
     pub nats_rss: u64,
     pub bots_rss: u64,
     /// Share of a core each used since the sample before.
@@ -112,7 +115,7 @@ pub struct Sample {
     pub errors: usize,
 }
 
-const HEADER: &str = "seconds\tplatform_rss_mb\tnats_rss_mb\tbots_rss_mb\tplatform_cpu\tnats_cpu\tpostgres_cpu\t\
+const HEADER: &str = "seconds\tplatform_rss_mb\tplatform_heap_mb\tnats_rss_mb\tbots_rss_mb\tplatform_cpu\tnats_cpu\tpostgres_cpu\t\
 platform_fds\tplatform_threads\tdatabase_mb\tevaluations_dead_rows\tnats_store_mb\tstreams_open\tcache_mb\t\
 cache_entries\tpool_connections\tanswered_per_s\tcallback_p50_ms\tcallback_p99_ms\texact_per_s\texact_p50_ms\t\
 exact_p99_ms\tsimilar_p50_ms\terrors\n";
@@ -121,9 +124,10 @@ impl Sample {
     fn line(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
-            "{:.0}\t{:.1}\t{:.1}\t{:.1}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{:.1}\t{}\t{:.1}\t{:.0}\t{:.1}\t{:.0}\t{:.0}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.2}\t{:.2}\t{:.1}\t{}\n",
+            "{:.0}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.3}\t{:.3}\t{:.3}\t{}\t{}\t{:.1}\t{}\t{:.1}\t{:.0}\t{:.1}\t{:.0}\t{:.0}\t{:.1}\t{:.1}\t{:.1}\t{:.1}\t{:.2}\t{:.2}\t{:.1}\t{}\n",
             self.seconds,
             mb(self.platform_rss),
+            mb(self.platform_heap),
             mb(self.nats_rss),
             mb(self.bots_rss),
             self.platform_cpu,
@@ -261,6 +265,7 @@ pub async fn run(
         tracing::info!(
             seconds = sample.seconds as u64,
             platform_rss_mb = sample.platform_rss >> 20,
+            platform_heap_mb = sample.platform_heap >> 20,
             answered_per_second = sample.answered_per_second as u64,
             callback_p99_ms = sample.callback_p99.as_millis() as u64,
             exact_p99_ms = sample.exact_p99.as_millis() as u64,
@@ -536,6 +541,7 @@ async fn sample(
     Sample {
         seconds: started.elapsed().as_secs_f64(),
         platform_rss: stats::rss(processes.platform).unwrap_or_default(),
+        platform_heap: gauge("aap_heap_allocated_bytes") as u64,
         nats_rss: stats::rss(processes.nats).unwrap_or_default(),
         bots_rss: processes.bots.iter().map(|pid| stats::rss(*pid).unwrap_or_default()).sum(),
         platform_cpu: share(now.platform, before.platform),
@@ -626,6 +632,7 @@ pub type Latency = (&'static str, fn(&Sample) -> Duration);
 /// The resources the table shows a trend of.
 pub const RESOURCES: &[Resource] = &[
     ("aap serve RSS", "MB", |s| mb(s.platform_rss)),
+    ("aap serve heap in use", "MB", |s| mb(s.platform_heap)),
     ("nats-server RSS", "MB", |s| mb(s.nats_rss)),
     ("the bots' RSS", "MB", |s| mb(s.bots_rss)),
     ("aap serve file descriptors", "", |s| s.platform_fds as f64),
