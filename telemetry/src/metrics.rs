@@ -87,6 +87,13 @@ pub fn register(name: &str, help: &str, metric: impl Metric) {
     with_registry(|registry| registry.register(name, help, metric));
 }
 
+/// Lists a family that a collector encodes (`aap_<name>`, of type `kind`) among [`families`]:
+/// a collector's families are otherwise known only from a scrape, and one may be left out of it
+/// (a gauge with nothing to report on this platform).
+pub(crate) fn declare(name: &str, kind: &str) {
+    FAMILIES.lock().unwrap_or_else(PoisonError::into_inner).insert(format!("{PREFIX}_{name}"), kind.to_owned());
+}
+
 /// Every family registered so far (full name → `counter`, `gauge`, `histogram`, ...), whether
 /// or not it has a series yet; with [`encode`]'s, the families a process can export.
 pub fn families() -> BTreeMap<String, String> {
