@@ -30,11 +30,11 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _};
 use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Threads that get a counter of their own in a [`Counting`]: the first ones a process starts
-/// (its runtime's workers and the embedding model's among them). A counter written by one thread
-/// only needs no atomic read-modify-write (a `lock`ed add on x86, where every allocation and
-/// every free would pay for one), just a load and a store. Threads after them, and a thread whose slot cannot be read, share one
-/// counter added to atomically. A slot is not reused when its thread ends: what it counted stays
-/// in the sum, as it must (its allocations may be freed by other threads).
+/// (its runtime's workers and the embedding model's among them). A counter that only its own
+/// thread writes needs no atomic read-modify-write (a `lock`ed add on x86, paid at every
+/// allocation and every free), only a load and a store. Later threads, and a thread whose slot
+/// cannot be read, share one counter added to atomically. A slot is not reused when its thread
+/// ends: what it counted stays in the sum, as it must (other threads may free its allocations).
 const OWN_SLOTS: usize = 64;
 const SHARED_SLOT: usize = OWN_SLOTS;
 
@@ -72,6 +72,7 @@ pub struct Counting<A> {
 }
 
 impl<A> Counting<A> {
+    /// `inner`, counted; for a `#[global_allocator]` static.
     pub const fn new(inner: A) -> Counting<A> {
         Counting { inner, slots: [const { Slot(AtomicIsize::new(0)) }; OWN_SLOTS + 1] }
     }
@@ -84,6 +85,7 @@ impl<A> Counting<A> {
         u64::try_from(total).unwrap_or(0)
     }
 
+    #[inline]
     fn count(&self, delta: isize) {
         let slot = thread_slot();
         let counter = &self.slots[slot].0;
@@ -98,6 +100,7 @@ impl<A> Counting<A> {
 
 /// A [`Counting`] allocator seen without its inner allocator's type.
 pub trait CountsHeap: Send + Sync {
+    /// Bytes its live allocations hold now ([`Counting::allocated_bytes`]).
     fn allocated_bytes(&self) -> u64;
 }
 
