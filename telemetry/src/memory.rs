@@ -162,7 +162,7 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
     }
 }
 
-/// What `/proc/self` says of this process: resident bytes, threads, open descriptors.
+/// What `/proc` says of a process: resident bytes, threads, open descriptors.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Process {
     pub resident_bytes: Option<u64>,
@@ -171,10 +171,20 @@ pub struct Process {
 }
 
 impl Process {
-    /// Reads them now; each is `None` where `/proc` does not say (not Linux).
+    /// This process, now; each figure is `None` where `/proc` does not say (not Linux).
     pub fn read() -> Process {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let open_fds = std::fs::read_dir("/proc/self/fd").ok().map(|entries| entries.count() as u64);
+        Process::at("/proc/self")
+    }
+
+    /// Process `pid`, now (a tool sampling the servers it started); each figure is `None` where
+    /// `/proc` does not say (the process is gone, or not ours to read).
+    pub fn of(pid: u32) -> Process {
+        Process::at(&format!("/proc/{pid}"))
+    }
+
+    fn at(dir: &str) -> Process {
+        let status = std::fs::read_to_string(format!("{dir}/status")).unwrap_or_default();
+        let open_fds = std::fs::read_dir(format!("{dir}/fd")).ok().map(|entries| entries.count() as u64);
         Process { open_fds, ..Process::from_status(&status) }
     }
 
@@ -249,6 +259,15 @@ mod tests {
         assert_eq!(process.resident_bytes, Some(268_435_456));
         assert_eq!(process.threads, Some(6));
         assert_eq!(Process::from_status("Name:\taap\n"), Process::default());
+    }
+
+    #[test]
+    fn a_process_is_read_by_its_id_as_itself() {
+        let by_id = Process::of(std::process::id());
+        assert!(by_id.resident_bytes.is_some_and(|bytes| bytes > 1_000_000), "{by_id:?}");
+        assert!(by_id.threads.is_some_and(|threads| threads >= 1), "{by_id:?}");
+        assert!(by_id.open_fds.is_some_and(|fds| fds >= 3), "{by_id:?}");
+        assert_eq!(Process::of(u32::MAX), Process::default(), "no such process");
     }
 
     #[test]

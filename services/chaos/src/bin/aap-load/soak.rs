@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use aap_proto::v1::answer_event::Event;
 use aap_proto::v1::ask_request::Query;
 use aap_proto::v1::{AskRequest, SimilarPolicy, Target};
+use aap_telemetry::memory::Process;
 use anyhow::{Context as _, bail};
 use rand::Rng as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -538,17 +539,18 @@ async fn sample(
         (0, 0)
     });
     let mut callback: Vec<Duration> = seen.pipeline.timeline.iter().map(|(_, latency)| *latency).collect();
+    let platform = Process::of(processes.platform);
     Sample {
         seconds: started.elapsed().as_secs_f64(),
-        platform_rss: stats::rss(processes.platform).unwrap_or_default(),
+        platform_rss: platform.resident_bytes.unwrap_or_default(),
         platform_heap: gauge("aap_heap_allocated_bytes") as u64,
         nats_rss: stats::rss(processes.nats).unwrap_or_default(),
         bots_rss: processes.bots.iter().map(|pid| stats::rss(*pid).unwrap_or_default()).sum(),
         platform_cpu: share(now.platform, before.platform),
         nats_cpu: share(now.nats, before.nats),
         postgres_cpu: share(now.postgres, before.postgres),
-        platform_fds: count_entries(&format!("/proc/{}/fd", processes.platform)),
-        platform_threads: count_entries(&format!("/proc/{}/task", processes.platform)),
+        platform_fds: platform.open_fds.unwrap_or_default(),
+        platform_threads: platform.threads.unwrap_or_default(),
         database_bytes: database_bytes.max(0) as u64,
         evaluations_dead_rows: dead_rows.max(0) as u64,
         nats_store_bytes: directory_bytes(sources.nats_store),
@@ -565,11 +567,6 @@ async fn sample(
         similar_p50: median(&mut seen.similar),
         errors: seen.errors + seen.pipeline.errors,
     }
-}
-
-/// Entries of a directory (a process's file descriptors or threads); 0 when unreadable.
-fn count_entries(path: &str) -> u64 {
-    std::fs::read_dir(path).map(|entries| entries.count() as u64).unwrap_or(0)
 }
 
 /// Bytes of the files under `path`.

@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use aap_telemetry::memory::Process;
+
 /// The median of `samples` (sorted in place); zero when there are none.
 pub fn median(samples: &mut [Duration]) -> Duration {
     percentile(samples, 50.0)
@@ -109,10 +111,7 @@ static CLOCK_TICKS: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
 
 /// Resident memory of a process, in bytes.
 pub fn rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).ok_or_else(|| anyhow::anyhow!("no VmRSS"))?;
-    let kb: u64 = line.split_whitespace().nth(1).unwrap_or("0").parse()?;
-    Ok(kb * 1024)
+    Process::of(pid).resident_bytes.ok_or_else(|| anyhow::anyhow!("no VmRSS for process {pid}"))
 }
 
 #[cfg(test)]
