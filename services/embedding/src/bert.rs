@@ -10,7 +10,7 @@
 //! was 14% of a batch's time; with this one, batches of 32 run 1.29 times as many prompts a
 //! second and a single prompt takes 11% less (docs/performance.md, "A GELU that vectorises").
 //! The copy was 46% of a single prompt's pass; without it a prompt alone takes 6.5–7.6 ms
-//! instead of 11.4–12.3 (docs/performance.md, "Weights read in place").
+//! instead of 11.5–12.3 (docs/performance.md, "Weights read in place").
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Module, Shape, Tensor};
 use candle_nn::{Embedding, LayerNorm, VarBuilder};
@@ -137,7 +137,7 @@ impl Layer {
 }
 
 /// Output columns in each block of a [`Dense`] layer's weight. 32 measured best on one thread
-/// (a prompt alone: 6.5–6.9 ms a pass against 8.2–8.5 with 16 and 10.9–11.1 with 128).
+/// (a prompt alone: 6.5–7.6 ms a pass against 8.2–8.5 with 16 and 10.9–11.1 with 128).
 const BLOCK_COLUMNS: usize = 32;
 
 /// A linear layer, `x · Wᵀ + b`, with its weight kept the way the matrix kernel reads it.
