@@ -380,6 +380,8 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "parallel {parallel}: value {index} is {a}, candle's {b}");
             }
         }
+        // No rows, no product (gemm is handed an empty output and touches nothing).
+        assert!(dense.product(&[], 0, false).is_empty() && dense.product(&[], 0, true).is_empty());
         // The wrong width is an error, not a read past the rows.
         let narrow = Tensor::zeros((1, 2, inputs - 1), DType::F32, &device).expect("narrow");
         let err = dense.forward(&narrow).expect_err("6 values a row");
