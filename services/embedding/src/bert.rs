@@ -187,6 +187,11 @@ impl Dense {
     /// `x · Wᵀ + b` for `rows` rows of `inputs` values, row-major; the blocks shared out among
     /// rayon's threads when `parallel`.
     fn product(&self, x: &[f32], rows: usize, parallel: bool) -> Vec<f32> {
+        // What makes the reads in `multiply` sound, checked once for all blocks.
+        assert_eq!(x.len(), rows * self.inputs, "dense: {} values are not {rows} rows of {}", x.len(), self.inputs);
+        if rows == 0 {
+            return Vec::new();
+        }
         let mut out = Vec::with_capacity(rows * self.outputs);
         for _ in 0..rows {
             out.extend_from_slice(&self.bias);
@@ -206,12 +211,12 @@ impl Dense {
     /// `out[r][block's columns] += x[r] · block` for every row `r`.
     #[allow(unsafe_code)]
     fn multiply(&self, block: &Block, x: &[f32], rows: usize, out: Output) {
-        debug_assert_eq!(x.len(), rows * self.inputs);
         debug_assert_eq!(block.values.len(), self.inputs * block.width);
-        // SAFETY: `x` holds `rows` rows of `inputs` values and `block` `inputs` rows of `width`
-        // values, as the strides below say; `out` points at `rows * outputs` initialised values
-        // (`Output`), of which gemm reads and writes row r's columns `first .. first + width`,
-        // within the row since `first + width <= outputs`. No other thread touches those
+        // SAFETY: `x` holds `rows` rows of `inputs` values (`product` checks it) and `block`
+        // `inputs` rows of `width` values (`load` made it so), as the strides below say; `out`
+        // points at `rows * outputs` initialised values (`rows` at least 1, so `first` is
+        // within them), of which gemm reads and writes row r's columns `first .. first +
+        // width`, within the row since `first + width <= outputs`. No other thread touches those
         // columns (each block is multiplied once) and neither input overlaps `out`.
         unsafe {
             gemm::gemm(
@@ -380,7 +385,7 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "parallel {parallel}: value {index} is {a}, candle's {b}");
             }
         }
-        // No rows, no product (gemm is handed an empty output and touches nothing).
+        // No rows, no product (and no pointer into an empty output).
         assert!(dense.product(&[], 0, false).is_empty() && dense.product(&[], 0, true).is_empty());
         // The wrong width is an error, not a read past the rows.
         let narrow = Tensor::zeros((1, 2, inputs - 1), DType::F32, &device).expect("narrow");
