@@ -49,6 +49,11 @@ pub mod limits {
     pub const MAX_EVIDENCE_HTML_BYTES: usize = 2 * 1024 * 1024;
     /// Largest screenshot of an evidence case, in bytes.
     pub const MAX_EVIDENCE_SCREENSHOT_BYTES: usize = 4 * 1024 * 1024;
+    /// Most search queries one answer may carry.
+    pub const MAX_SEARCH_QUERIES: usize = 64;
+    /// Longest search query an answer may carry (an assistant may show a long prompt whole as
+    /// its query; a bot cuts it to this).
+    pub const MAX_QUERY_CHARS: usize = 1000;
 }
 
 /// The encoded descriptors of every `aap.v1` file, for `tonic-reflection`.

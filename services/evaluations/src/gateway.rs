@@ -71,10 +71,10 @@ pub struct Submission {
     pub products: Vec<Product>,
 }
 
-/// Most search queries and products one answer may carry, and the longest query kept.
-pub const MAX_SEARCH_QUERIES: usize = 64;
+/// Most search queries and products one answer may carry, and the longest query kept (the
+/// first and the last are [`aap_proto::limits`], which bots fit what they captured to).
+pub use aap_proto::limits::{MAX_QUERY_CHARS, MAX_SEARCH_QUERIES};
 pub const MAX_PRODUCTS: usize = 64;
-pub const MAX_QUERY_CHARS: usize = 1000;
 /// Bounds of an answer: its text, markdown and page HTML, its citations and their parts.
 pub const MAX_RESPONSE_CHARS: usize = 200_000;
 pub const MAX_MARKDOWN_CHARS: usize = 400_000;

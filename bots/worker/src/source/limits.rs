@@ -3,7 +3,9 @@
 //! citation over them, and the answer is what the customer waits for. The bounds are
 //! [`aap_proto::limits`], which the platform checks; counted in characters, as it counts them.
 
-pub use aap_proto::limits::{MAX_CITATIONS, MAX_REASON_CHARS, MAX_TITLE_CHARS, MAX_URL_CHARS};
+pub use aap_proto::limits::{
+    MAX_CITATIONS, MAX_QUERY_CHARS, MAX_REASON_CHARS, MAX_SEARCH_QUERIES, MAX_TITLE_CHARS, MAX_URL_CHARS,
+};
 
 use crate::adapter::Citation;
 
@@ -41,6 +43,40 @@ pub fn fit_citations(citations: Vec<Citation>) -> Vec<Citation> {
         citation.position = index as u32 + 1;
     }
     fitted
+}
+
+/// Search queries that fit the platform's bounds, in the given order: a control character but
+/// tab and line breaks replaced by U+FFFD, a query over [`MAX_QUERY_CHARS`] cut to it on a
+/// character boundary ending in `…` (an assistant may show a long prompt whole as its query:
+/// the platform refused the whole answer for it), past [`MAX_SEARCH_QUERIES`] the rest dropped;
+/// logged when anything is cut.
+pub fn fit_search_queries(queries: Vec<String>) -> Vec<String> {
+    if queries.len() > MAX_SEARCH_QUERIES {
+        tracing::warn!(
+            queries = queries.len(),
+            kept = MAX_SEARCH_QUERIES,
+            "search queries dropped: more than the platform takes; the first ones are kept"
+        );
+    }
+    queries
+        .into_iter()
+        .take(MAX_SEARCH_QUERIES)
+        .map(|query| {
+            let query: String =
+                query
+                    .chars()
+                    .map(|c| {
+                        if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { char::REPLACEMENT_CHARACTER } else { c }
+                    })
+                    .collect();
+            let chars = query.chars().count();
+            if chars <= MAX_QUERY_CHARS {
+                return query;
+            }
+            tracing::info!(chars, limit = MAX_QUERY_CHARS, "search query cut to the platform's limit");
+            shortened(&query, MAX_QUERY_CHARS)
+        })
+        .collect()
 }
 
 /// Why the platform would refuse `url` (its `check_line` with [`MAX_URL_CHARS`]), if it would.
@@ -112,6 +148,29 @@ mod tests {
 
     fn urls(citations: &[Citation]) -> Vec<(&str, u32)> {
         citations.iter().map(|c| (c.url.as_str(), c.position)).collect()
+    }
+
+    #[test]
+    fn search_queries_are_fitted_to_the_platforms_bounds() {
+        // Perplexity's look-alike showed a prompt of 1,494 characters whole as its query, and
+        // the platform refused the whole answer ("invalid search_queries: is 1494 characters").
+        let long = format!("{} 日本", "laptop ".repeat(300));
+        let fitted = fit_search_queries(vec!["short one".to_owned(), long.clone(), "a\0b\u{1b}c\td".to_owned()]);
+        assert_eq!(fitted.len(), 3);
+        assert_eq!(fitted[0], "short one");
+        assert_eq!(fitted[1].chars().count(), MAX_QUERY_CHARS);
+        assert!(fitted[1].ends_with('…') && long.starts_with(fitted[1].trim_end_matches('…')));
+        assert_eq!(fitted[2], "a\u{fffd}b\u{fffd}c\td");
+        // What the platform checks (`check_line` with MAX_QUERY_CHARS) holds for every one.
+        for query in &fitted {
+            assert!(url_problem(query).is_none() && query.chars().count() <= MAX_QUERY_CHARS, "{query:?}");
+        }
+        let many = fit_search_queries((0..70).map(|i| format!("q{i}")).collect());
+        assert_eq!(many.len(), MAX_SEARCH_QUERIES);
+        assert_eq!((many[0].as_str(), many[63].as_str()), ("q0", "q63"));
+        // A query exactly at the limit is kept whole.
+        let edge = "é".repeat(MAX_QUERY_CHARS);
+        assert_eq!(fit_search_queries(vec![edge.clone()]), [edge]);
     }
 
     #[test]
