@@ -62,13 +62,7 @@ pub fn fit_search_queries(queries: Vec<String>) -> Vec<String> {
         .into_iter()
         .take(MAX_SEARCH_QUERIES)
         .map(|query| {
-            let query: String =
-                query
-                    .chars()
-                    .map(|c| {
-                        if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { char::REPLACEMENT_CHARACTER } else { c }
-                    })
-                    .collect();
+            let query = controls_replaced(&query);
             let chars = query.chars().count();
             if chars <= MAX_QUERY_CHARS {
                 return query;
@@ -111,11 +105,16 @@ pub fn fit_reason(reason: &str) -> String {
 /// escape sequence of a page's text, NUL) replaced by U+FFFD, at most [`MAX_REASON_CHARS`]
 /// characters (the end cut, `…` last).
 pub fn fit_detail(detail: &str) -> String {
-    let detail: String = detail
+    shortened(&controls_replaced(detail), MAX_REASON_CHARS)
+}
+
+/// `value` with every control character but tab and line breaks (what the platform's
+/// `check_line` refuses) replaced by U+FFFD.
+fn controls_replaced(value: &str) -> String {
+    value
         .chars()
         .map(|c| if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { char::REPLACEMENT_CHARACTER } else { c })
-        .collect();
-    shortened(&detail, MAX_REASON_CHARS)
+        .collect()
 }
 
 /// `value`, cut to at most `max_chars` characters when it is longer: the start, without the
