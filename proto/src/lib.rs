@@ -54,6 +54,17 @@ pub mod limits {
     /// Longest search query an answer may carry (an assistant may show a long prompt whole as
     /// its query; a bot cuts it to this).
     pub const MAX_QUERY_CHARS: usize = 1000;
+    /// Most products one answer may carry.
+    pub const MAX_PRODUCTS: usize = 64;
+    /// Longest short name: the model an answer names, a product's price and merchant, a bot
+    /// id, a lease id, an adapter's version.
+    pub const MAX_NAME_CHARS: usize = 200;
+    /// Longest answer text (what a reader sees).
+    pub const MAX_RESPONSE_CHARS: usize = 200_000;
+    /// Longest answer markdown.
+    pub const MAX_MARKDOWN_CHARS: usize = 400_000;
+    /// Longest page HTML of an answer (the answer's element as the page rendered it).
+    pub const MAX_HTML_CHARS: usize = 4_000_000;
 }
 
 /// The encoded descriptors of every `aap.v1` file, for `tonic-reflection`.

@@ -30,6 +30,11 @@ pub const MARKER_NO_OVERVIEW: &str = "[[no-overview]]";
 /// Marker: the answer finishes normally but carries no text at all (the turn completes, its
 /// finish signals show, the answer block stays empty), as the real sites occasionally do.
 pub const MARKER_EMPTY: &str = "[[empty]]";
+/// Marker: the answer's metadata runs past the platform's bounds, as a real site's may
+/// (Perplexity: its response stream carries 70 products, the first with a name, a link, a price
+/// and a merchant each longer than the platform takes, control characters in them); what a bot
+/// must fit before it submits, or the whole answer is refused.
+pub const MARKER_OVERSIZED: &str = "[[oversized]]";
 
 /// Marker: an onboarding / upsell dialog opens over the page while the answer streams (the page
 /// itself sees it in the composer on send, as it does every interruption marker).
@@ -51,7 +56,7 @@ pub const MARKER_STICKY: &str = "[[sticky]]";
 pub const INTERRUPTION_MARKERS: [&str; 7] =
     [MARKER_MODAL, MARKER_BANNER, MARKER_ALERT, MARKER_CONFIRM, MARKER_BEFOREUNLOAD, MARKER_NEW_WINDOW, MARKER_STICKY];
 
-const ALL_MARKERS: [&str; 11] = [
+const ALL_MARKERS: [&str; 12] = [
     MARKER_NO_CITATIONS,
     MARKER_RATE_LIMIT,
     MARKER_SLOW,
@@ -63,6 +68,7 @@ const ALL_MARKERS: [&str; 11] = [
     MARKER_AB_TEST,
     MARKER_NO_OVERVIEW,
     MARKER_EMPTY,
+    MARKER_OVERSIZED,
 ];
 
 /// Private-use characters chatgpt.com streams around an inline citation

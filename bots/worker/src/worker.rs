@@ -483,16 +483,12 @@ impl<A: Adapter> Worker<A> {
         self.sessions.give_back(lease, outcome, runs, detail).await;
     }
 
-    /// Hands in `captured` with its citations and search queries fitted to the platform's bounds
-    /// (every adapter's, both sources'). An answer the platform refuses fails the task at once with its reason:
-    /// sent again it would be refused again, and left to lapse its customer would wait minutes
-    /// for "the bot went silent".
+    /// Hands in `captured` fitted to the platform's bounds ([`limits::fit_captured`]: every
+    /// adapter's, both sources'). An answer the platform refuses fails the task at once with its
+    /// reason: sent again it would be refused again, and left to lapse its customer would wait
+    /// minutes for "the bot went silent".
     async fn submit(&mut self, task: &Task, captured: Captured) -> Handled {
-        let captured = Captured {
-            citations: limits::fit_citations(captured.citations),
-            search_queries: limits::fit_search_queries(captured.search_queries),
-            ..captured
-        };
+        let captured = limits::fit_captured(captured);
         let lease_id = self.active.as_ref().map(|active| active.lease.id.clone());
         let manifest = self.adapter.manifest();
         let (adapter_version, adapter_fingerprint) = match self.settings.engine {

@@ -124,6 +124,51 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
     sim.shutdown().await;
 }
 
+/// A site whose answer carries more than the platform takes (Perplexity's look-alike with
+/// `[[oversized]]`: 70 products, the first with every field past its bound, and a prompt of
+/// some 1,300 characters shown whole as its search queries): the bot fits them and the answer
+/// lands; before, the platform refused the whole answer for one field.
+#[tokio::test]
+async fn an_answer_whose_metadata_runs_past_the_platforms_bounds_lands_fitted() {
+    use aap_proto::limits::{MAX_NAME_CHARS, MAX_PRODUCTS, MAX_QUERY_CHARS, MAX_TITLE_CHARS};
+    let app = spawn_app().await;
+    let sim = site_simulator(Site::Perplexity, SimulatorConfig::default()).await;
+    add_account(&app, &sim, "perplexity-1").await;
+    let (stop, bot) = start_bot(&app, &sim, "oversized-bot");
+
+    let prompt = format!(
+        "Which standing desk suits a small flat? {} [[oversized]]",
+        "It should be sturdy, quiet, easy to assemble and fit under a sloped ceiling. ".repeat(16)
+    );
+    assert!(prompt.chars().count() > MAX_QUERY_CHARS + 100, "its query runs past the bound");
+    let events = within("the oversized answer", 3, ask_as(&app, OPERATOR, ask_text(&prompt, &["perplexity"]))).await;
+    stop.send(true).expect("stop bot");
+    within("the bot stops", 2, bot).await.expect("bot stopped cleanly");
+
+    assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 1 && c.failed == 0), "{events:?}");
+    let answer = first_answer(&events);
+    let expected = aap_simulator::answer_for(&prompt, true);
+    let words = |t: &str| t.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(words(&answer.response_text), words(&expected.plain_text()), "the whole answer");
+    assert_eq!(answer.products.len(), MAX_PRODUCTS, "the first 64 of 70");
+    let first = &answer.products[0];
+    let chars = |t: &str| t.chars().count();
+    assert_eq!(chars(&first.name), MAX_TITLE_CHARS);
+    assert!(first.name.starts_with("Oversized Ultra") && first.name.ends_with('…'), "{}", first.name);
+    assert_eq!(first.url, "", "a link past the bound is left out, the product kept");
+    assert_eq!((chars(&first.price), chars(&first.merchant)), (MAX_NAME_CHARS, MAX_NAME_CHARS));
+    assert!(first.merchant.starts_with("Bell\u{FFFD}Merchant\u{FFFD}"), "{}", first.merchant);
+    let names: Vec<&str> = answer.products[1..].iter().map(|p| p.name.as_str()).collect();
+    let plain: Vec<String> = (2..=MAX_PRODUCTS).map(|n| format!("Plain product {n}")).collect();
+    assert_eq!(names, plain, "the others as shown, in order");
+    assert!(!answer.search_queries.is_empty());
+    for query in &answer.search_queries {
+        assert!(chars(query) <= MAX_QUERY_CHARS, "{} characters", chars(query));
+    }
+    assert!(answer.search_queries.iter().any(|q| q.ends_with('…')), "{:?}", answer.search_queries);
+    sim.shutdown().await;
+}
+
 /// Awaits `future`, or fails the test saying what never happened (a guard against a hang, not
 /// a speed check: the limits are minutes).
 async fn within<T>(what: &str, minutes: u64, future: impl std::future::Future<Output = T>) -> T {

@@ -71,17 +71,13 @@ pub struct Submission {
     pub products: Vec<Product>,
 }
 
-/// Most search queries and products one answer may carry, and the longest query kept (the
-/// first and the last are [`aap_proto::limits`], which bots fit what they captured to).
-pub use aap_proto::limits::{MAX_QUERY_CHARS, MAX_SEARCH_QUERIES};
-pub const MAX_PRODUCTS: usize = 64;
-/// Bounds of an answer: its text, markdown and page HTML, its citations and their parts.
-pub const MAX_RESPONSE_CHARS: usize = 200_000;
-pub const MAX_MARKDOWN_CHARS: usize = 400_000;
-pub const MAX_HTML_CHARS: usize = 4_000_000;
-pub use aap_proto::limits::{MAX_CITATIONS, MAX_REASON_CHARS, MAX_TITLE_CHARS, MAX_URL_CHARS};
-/// Short names: model, bot id, lease id, product price and merchant.
-pub const MAX_NAME_CHARS: usize = 200;
+/// The bounds of an answer: its text, markdown and page HTML, its citations, search queries
+/// and products and their parts, short names (model, bot id, lease id, price, merchant). They
+/// are [`aap_proto::limits`], which bots fit what they captured to before they submit.
+pub use aap_proto::limits::{
+    MAX_CITATIONS, MAX_HTML_CHARS, MAX_MARKDOWN_CHARS, MAX_NAME_CHARS, MAX_PRODUCTS, MAX_QUERY_CHARS, MAX_REASON_CHARS,
+    MAX_RESPONSE_CHARS, MAX_SEARCH_QUERIES, MAX_TITLE_CHARS, MAX_URL_CHARS,
+};
 
 fn check(field: &'static str, result: Result<(), String>) -> EvalResult<()> {
     result.map_err(|reason| EvalError::invalid(field, reason))

@@ -4,10 +4,40 @@
 //! [`aap_proto::limits`], which the platform checks; counted in characters, as it counts them.
 
 pub use aap_proto::limits::{
-    MAX_CITATIONS, MAX_QUERY_CHARS, MAX_REASON_CHARS, MAX_SEARCH_QUERIES, MAX_TITLE_CHARS, MAX_URL_CHARS,
+    MAX_CITATIONS, MAX_HTML_CHARS, MAX_NAME_CHARS, MAX_PRODUCTS, MAX_QUERY_CHARS, MAX_REASON_CHARS, MAX_SEARCH_QUERIES,
+    MAX_TITLE_CHARS, MAX_URL_CHARS,
 };
 
-use crate::adapter::Citation;
+use crate::adapter::{Captured, Citation, Product};
+
+/// `captured` as the platform takes it, for every adapter and both sources: its citations,
+/// search queries and products fitted ([`fit_citations`], [`fit_search_queries`],
+/// [`fit_products`]); the model's name a line of at most [`MAX_NAME_CHARS`]; NUL, which the
+/// platform refuses anywhere, dropped from the text, the markdown and the page HTML; page HTML
+/// over [`MAX_HTML_CHARS`] left out, logged (a record of the page: the answer is its text,
+/// markdown and citations, and a cut document is no record). A text or markdown over its
+/// bound is left as it is: the platform refuses it and the task fails with that reason, where
+/// a cut answer would pass for a whole one.
+pub fn fit_captured(captured: Captured) -> Captured {
+    let html = without_nul(captured.html);
+    let chars = html.chars().count();
+    let html = if chars > MAX_HTML_CHARS {
+        tracing::warn!(chars, limit = MAX_HTML_CHARS, "the answer's page html left out: over the platform's limit");
+        String::new()
+    } else {
+        html
+    };
+    Captured {
+        response_text: without_nul(captured.response_text),
+        response_markdown: without_nul(captured.response_markdown),
+        html,
+        citations: fit_citations(captured.citations),
+        model: captured.model.map(|model| fit_line(&model, MAX_NAME_CHARS, "model name")),
+        search_queries: fit_search_queries(captured.search_queries),
+        products: fit_products(captured.products),
+        ..captured
+    }
+}
 
 /// Citations that fit the platform's bounds, in the given order: a title over its bound is
 /// cut to it on a character boundary, ending in `…`, and loses any NUL; a citation whose URL is
@@ -58,17 +88,43 @@ pub fn fit_search_queries(queries: Vec<String>) -> Vec<String> {
             "search queries dropped: more than the platform takes; the first ones are kept"
         );
     }
-    queries
+    queries.iter().take(MAX_SEARCH_QUERIES).map(|query| fit_line(query, MAX_QUERY_CHARS, "search query")).collect()
+}
+
+/// Products that fit the platform's bounds, in the given order: the name cut to
+/// [`MAX_TITLE_CHARS`] characters, the price and the merchant to [`MAX_NAME_CHARS`] (control
+/// characters but tab and line breaks replaced by U+FFFD, `…` last when cut); a URL the
+/// platform would refuse left out, the product kept (it links nowhere then: a cut URL is a
+/// wrong one); past [`MAX_PRODUCTS`] the rest dropped; logged when anything is cut.
+pub fn fit_products(products: Vec<Product>) -> Vec<Product> {
+    if products.len() > MAX_PRODUCTS {
+        tracing::warn!(
+            products = products.len(),
+            kept = MAX_PRODUCTS,
+            "products dropped: more than the platform takes; the first ones are kept"
+        );
+    }
+    products
         .into_iter()
-        .take(MAX_SEARCH_QUERIES)
-        .map(|query| {
-            let query = controls_replaced(&query);
-            let chars = query.chars().count();
-            if chars <= MAX_QUERY_CHARS {
-                return query;
+        .take(MAX_PRODUCTS)
+        .map(|product| {
+            let url = match url_problem(&product.url) {
+                None => product.url,
+                Some(problem) => {
+                    tracing::warn!(
+                        url = shortened(&product.url, 200),
+                        problem,
+                        "product url left out: the platform refuses it"
+                    );
+                    String::new()
+                }
+            };
+            Product {
+                name: fit_line(&product.name, MAX_TITLE_CHARS, "product name"),
+                url,
+                price: fit_line(&product.price, MAX_NAME_CHARS, "product price"),
+                merchant: fit_line(&product.merchant, MAX_NAME_CHARS, "product merchant"),
             }
-            tracing::info!(chars, limit = MAX_QUERY_CHARS, "search query cut to the platform's limit");
-            shortened(&query, MAX_QUERY_CHARS)
         })
         .collect()
 }
@@ -108,6 +164,19 @@ pub fn fit_detail(detail: &str) -> String {
     shortened(&controls_replaced(detail), MAX_REASON_CHARS)
 }
 
+/// `value` as a line the platform takes (its `check_line` with `max_chars`): every control
+/// character but tab and line breaks replaced by U+FFFD, cut to `max_chars` characters with
+/// `…` last when longer, logged as `what` then.
+fn fit_line(value: &str, max_chars: usize, what: &'static str) -> String {
+    let line = controls_replaced(value);
+    let chars = line.chars().count();
+    if chars <= max_chars {
+        return line;
+    }
+    tracing::info!(chars, limit = max_chars, what, "cut to the platform's limit");
+    shortened(&line, max_chars)
+}
+
 /// `value` with every control character but tab and line breaks (what the platform's
 /// `check_line` refuses) replaced by U+FFFD.
 fn controls_replaced(value: &str) -> String {
@@ -115,6 +184,11 @@ fn controls_replaced(value: &str) -> String {
         .chars()
         .map(|c| if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { char::REPLACEMENT_CHARACTER } else { c })
         .collect()
+}
+
+/// `value` without NUL; as it is, not copied, when it holds none.
+fn without_nul(value: String) -> String {
+    if value.contains('\0') { value.replace('\0', "") } else { value }
 }
 
 /// `value`, cut to at most `max_chars` characters when it is longer: the start, without the
@@ -170,6 +244,93 @@ mod tests {
         // A query exactly at the limit is kept whole.
         let edge = "é".repeat(MAX_QUERY_CHARS);
         assert_eq!(fit_search_queries(vec![edge.clone()]), [edge]);
+    }
+
+    fn product(name: &str, url: &str, price: &str, merchant: &str) -> Product {
+        Product { name: name.to_owned(), url: url.to_owned(), price: price.to_owned(), merchant: merchant.to_owned() }
+    }
+
+    /// What the platform's `check_submission` asks of a product (`check_line` of each part).
+    fn platform_takes(product: &Product) -> bool {
+        let line = |value: &str, max: usize| url_problem(value).is_none() && value.chars().count() <= max;
+        line(&product.name, MAX_TITLE_CHARS)
+            && line(&product.url, MAX_URL_CHARS)
+            && line(&product.price, MAX_NAME_CHARS)
+            && line(&product.merchant, MAX_NAME_CHARS)
+    }
+
+    #[test]
+    fn products_are_fitted_to_the_platforms_bounds() {
+        // What the simulator's `[[oversized]]` puts in Perplexity's stream, the first of 70.
+        let long_url = format!("https://shop.example.com/p/{}", "x".repeat(5000));
+        let oversized = product(
+            &format!("Oversized {}", "Ultra 日本 ".repeat(200)),
+            &long_url,
+            &format!("$1,299.99 {}", "or less ".repeat(40)),
+            &format!("Bell\u{7}Merchant\u{1b}[1m {}", "M".repeat(230)),
+        );
+        assert!(!platform_takes(&oversized), "the platform refuses it as it is");
+        let plain =
+            |n: usize| product(&format!("Plain {n}"), &format!("https://shop.example.com/{n}"), "$9.99", "Shop");
+        let products: Vec<Product> = std::iter::once(oversized.clone()).chain((2..=70).map(plain)).collect();
+        let fitted = fit_products(products);
+        assert_eq!(fitted.len(), MAX_PRODUCTS);
+        assert!(fitted.iter().all(platform_takes), "{fitted:?}");
+        let first = &fitted[0];
+        assert_eq!(first.name.chars().count(), MAX_TITLE_CHARS);
+        assert!(first.name.ends_with('…') && oversized.name.starts_with(first.name.trim_end_matches('…')));
+        assert_eq!(first.url, "", "a cut link is a wrong one: left out, the product kept");
+        assert_eq!(first.price.chars().count(), MAX_NAME_CHARS);
+        assert!(first.merchant.starts_with("Bell\u{FFFD}Merchant\u{FFFD}[1m M"), "{}", first.merchant);
+        assert_eq!(first.merchant.chars().count(), MAX_NAME_CHARS);
+        // The others as they were, in order, the 64th the last kept.
+        assert_eq!(fitted[1], plain(2));
+        assert_eq!(fitted[63], plain(64));
+        // A link with a control character is left out too; values at the limits stay whole.
+        let edge = product(&"é".repeat(MAX_TITLE_CHARS), "https://e.example/\u{1}", &"$".repeat(MAX_NAME_CHARS), "");
+        let fitted = fit_products(vec![edge.clone()]);
+        assert_eq!(fitted, [Product { url: String::new(), ..edge }]);
+    }
+
+    #[test]
+    fn a_captured_answer_is_fitted_whole_and_its_text_never_cut() {
+        let captured = Captured {
+            response_text: "An\0 answer".to_owned(),
+            response_markdown: "An\0 **answer**".to_owned(),
+            html: "<p>An\0 answer</p>".to_owned(),
+            citations: vec![citation(1, "https://example.com/a", &"t".repeat(MAX_TITLE_CHARS + 5))],
+            model: Some(format!("gpt\u{1b}-5 {}", "m".repeat(300))),
+            web_search: Some(true),
+            kind: crate::adapter::AnswerKind::Text,
+            ttft: None,
+            total: std::time::Duration::from_secs(3),
+            reading: crate::adapter::Reading::default(),
+            search_queries: vec!["q".repeat(MAX_QUERY_CHARS + 1)],
+            products: vec![product(&"p".repeat(MAX_TITLE_CHARS + 1), "https://shop.example.com/p", "$1", "Shop")],
+        };
+        let fitted = fit_captured(captured.clone());
+        assert_eq!((fitted.response_text.as_str(), fitted.response_markdown.as_str()), ("An answer", "An **answer**"));
+        assert_eq!(fitted.html, "<p>An answer</p>");
+        assert_eq!(fitted.citations[0].title.chars().count(), MAX_TITLE_CHARS);
+        let model = fitted.model.as_deref().unwrap_or_default();
+        assert!(model.starts_with("gpt\u{FFFD}-5 m") && model.chars().count() == MAX_NAME_CHARS, "{model}");
+        assert_eq!(fitted.search_queries[0].chars().count(), MAX_QUERY_CHARS);
+        assert_eq!(fitted.products[0].name.chars().count(), MAX_TITLE_CHARS);
+        assert_eq!((fitted.web_search, fitted.total), (captured.web_search, captured.total));
+
+        // Page HTML over its bound is left out; the answer's text over its bound is left as it
+        // is, for the platform to refuse (a cut answer would pass for a whole one).
+        let huge = Captured {
+            html: "h".repeat(MAX_HTML_CHARS + 1),
+            response_text: "t".repeat(aap_proto::limits::MAX_RESPONSE_CHARS + 1),
+            ..captured.clone()
+        };
+        let fitted = fit_captured(huge.clone());
+        assert_eq!(fitted.html, "");
+        assert_eq!(fitted.response_text, huge.response_text);
+        // Nothing to fit: the same answer back.
+        let clean = fit_captured(captured);
+        assert_eq!(fit_captured(clean.clone()), clean);
     }
 
     #[test]

@@ -86,7 +86,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::answer::{Answer, Citation, PromptFlags, answer_for, marker, strip_markers};
+use crate::answer::{Answer, Citation, MARKER_OVERSIZED, PromptFlags, answer_for, marker, strip_markers};
 use crate::common::{EventSender, Pacing, challenge_page, event_stream, logged_in, no_store, send_event};
 use crate::state::{Outcome, SimState};
 use page::Variant;
@@ -620,6 +620,9 @@ fn shopping_like(prompt: &str) -> bool {
 /// The product cards the stream of `prompt` carries, links with tracking and the last one a
 /// link to the site's own shopping page.
 fn stream_products(prompt: &str) -> Vec<ShoppingProduct> {
+    if prompt.contains(MARKER_OVERSIZED) {
+        return oversized_products();
+    }
     if !shopping_like(prompt) {
         return Vec::new();
     }
@@ -644,6 +647,26 @@ fn stream_products(prompt: &str) -> Vec<ShoppingProduct> {
                 merchant: merchants[(byte + index) % merchants.len()].to_owned(),
             }
         })
+        .collect()
+}
+
+/// What `[[oversized]]` puts in the stream: 70 products (the platform takes 64), the first with
+/// a name of 1,500 characters, a link of 5,000, a price of 300 and a merchant of 250 with a
+/// bell and an escape in it; the others plain.
+fn oversized_products() -> Vec<ShoppingProduct> {
+    let first = ShoppingProduct {
+        name: format!("Oversized {}", "Ultra ".repeat(250)).chars().take(1500).collect(),
+        url: format!("https://shop.example.com/p/{}", "x".repeat(5000 - 26)),
+        price: format!("$1,299.99 {}", "or less ".repeat(40)).chars().take(300).collect(),
+        merchant: format!("Bell\u{7}Merchant\u{1b}[1m {}", "M".repeat(230)),
+    };
+    std::iter::once(first)
+        .chain((2..=70).map(|n| ShoppingProduct {
+            name: format!("Plain product {n}"),
+            url: format!("https://shop.example.com/p/plain-{n}"),
+            price: format!("${n}.99"),
+            merchant: "Shop".to_owned(),
+        }))
         .collect()
 }
 
