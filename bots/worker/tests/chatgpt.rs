@@ -11,8 +11,8 @@ use anyhow::Result;
 use common::{
     MULTI_LINE_PROMPT, Scenario, answer_without_citations, assert_failed_only, assert_first_token_before_end,
     assert_served, assistant_error, challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in,
-    login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt, override_adapter,
-    primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+    login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt,
+    override_adapter, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
 };
 
 async fn with_browser(
@@ -67,7 +67,7 @@ async fn returns_the_full_answer_after_the_pause_with_cited_then_listed_sources(
 }
 
 #[tokio::test]
-async fn no_citations_prompt_shows_no_search_and_multi_line_prompts_work() -> Result<()> {
+async fn no_citations_prompt_shows_no_search_and_multi_line_and_long_prompts_work() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {
         log_in(browser, sim, "operator-2").await?;
         let captured = answer_without_citations(browser, adapter).await?;
@@ -75,7 +75,8 @@ async fn no_citations_prompt_shows_no_search_and_multi_line_prompts_work() -> Re
 
         let captured = multi_line_prompt_is_one_prompt(browser, sim, adapter).await?;
         assert_full_answer(&captured, MULTI_LINE_PROMPT);
-        assert_eq!(sim.stats().answers_total, 2);
+        long_prompt_is_answered_whole(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 3);
         Ok(())
     })
     .await

@@ -10,7 +10,8 @@ use anyhow::{Context, Result};
 use common::{
     Scenario, answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error,
     challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause,
-    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+    long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited,
+    short_pause, stall_times_out,
 };
 
 /// What the thinking of a `[[thinking]]` prompt starts with on the page; never in the answer.
@@ -103,14 +104,15 @@ async fn returns_the_full_answer_after_the_pause_with_inline_then_listed_citatio
 }
 
 #[tokio::test]
-async fn answers_without_a_web_search_and_multi_line_prompts_are_one_prompt() -> Result<()> {
+async fn answers_without_a_web_search_and_multi_line_and_long_prompts_are_one_prompt() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {
         log_in(browser, sim, "operator-2").await?;
         let captured = answer_without_citations(browser, adapter).await?;
         assert_eq!(captured.web_search, Some(false), "no search block on the page");
 
         multi_line_prompt_is_one_prompt(browser, sim, adapter).await?;
-        assert_eq!(sim.stats().answers_total, 2);
+        long_prompt_is_answered_whole(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 3);
         Ok(())
     })
     .await

@@ -5,14 +5,15 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use aap_bot::{Adapter, AnswerKind, AnyAdapter, Captured, FoundIn, Manifest};
+use aap_bot::{Adapter, AnswerKind, AnyAdapter, AskError, Captured, FoundIn, Manifest};
 use aap_simulator::{Simulator, SimulatorConfig, Site, answer_for};
 use anyhow::{Context, Result};
 use common::{
-    MULTI_LINE_PROMPT, NO_CITATIONS_PROMPT, Scenario, answer_without_citations, assert_first_token_before_end,
+    MULTI_LINE_PROMPT, NO_CITATIONS_PROMPT, Scenario, answer_without_citations, ask_err, assert_first_token_before_end,
     assert_logged_out, assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere,
-    collapse, empty_answer_is_empty, log_in, long_pause, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
-    primary_selectors_only, rate_limited, selector_missing, short_pause, stall_times_out, variant_row,
+    collapse, empty_answer_is_empty, log_in, long_pause, long_prompt, multi_line_prompt_is_one_prompt,
+    primaries_miss_the_composer, primary_selectors_only, rate_limited, selector_missing, short_pause, stall_times_out,
+    variant_row,
 };
 
 const ID: &str = "google-ai-overview";
@@ -110,6 +111,15 @@ async fn returns_the_expanded_overview_after_the_pause_with_inline_then_listed_c
         let captured = answer_without_citations(browser, adapter).await?;
         assert_full_answer(&captured, NO_CITATIONS_PROMPT, false);
         assert_eq!(captured.web_search, None);
+
+        // A prompt longer than the search box takes (2,048 characters) would be cut by it: a
+        // different question. Said at once, nothing searched.
+        let error = ask_err(browser, adapter, &long_prompt()).await?;
+        assert!(
+            matches!(&error, AskError::Assistant(said) if said.contains("the search box takes at most 2048")),
+            "{error:?}"
+        );
+        assert_eq!(sim.stats().answers_total, 3, "the long prompt was never searched");
 
         assert_served(sim, prompt_citing(4)?, &token, 3);
         Ok(())

@@ -13,8 +13,8 @@ use anyhow::{Context, Result, ensure};
 use common::{
     MULTI_LINE_PROMPT, Scenario, answer_without_citations, assert_failed_only, assert_first_token_before_end,
     assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse,
-    empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause, multi_line_prompt_is_one_prompt,
-    primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+    empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole,
+    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
 };
 
 async fn with_browser(
@@ -78,7 +78,7 @@ async fn returns_the_full_answer_after_the_pause_with_inline_then_late_listed_so
 }
 
 #[tokio::test]
-async fn no_citations_answers_have_no_sources_and_multi_line_prompts_are_one_prompt() -> Result<()> {
+async fn no_citations_answers_have_no_sources_and_multi_line_and_long_prompts_are_one_prompt() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {
         log_in(browser, sim, "operator-2").await?;
         let captured = answer_without_citations(browser, adapter).await?;
@@ -88,7 +88,10 @@ async fn no_citations_answers_have_no_sources_and_multi_line_prompts_are_one_pro
 
         let captured = multi_line_prompt_is_one_prompt(browser, sim, adapter).await?;
         assert_full_citations(&captured, MULTI_LINE_PROMPT);
-        assert_eq!(sim.stats().answers_total, 2);
+        // Its look-alike's composer lets the long prompt overflow and scroll the Submit button
+        // out of reach: sent with Enter.
+        long_prompt_is_answered_whole(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 3);
         Ok(())
     })
     .await

@@ -242,7 +242,10 @@ impl PageScript {
 
     /// Clicks the button the script returns in `mode` once it is enabled, looking again while it
     /// is missing or re-renders; presses Enter in the composer when no click landed within
-    /// `wait`.
+    /// `wait`, or at once when the button stays out of reach once interruptions are cleared
+    /// (WebDriver's "element not interactable": a long prompt that overflowed the composer
+    /// scrolled Perplexity's look-alike so that its Submit button sat above the page's top, and
+    /// the whole ask failed for it). Enter is the site's own way to send: nothing was clicked.
     pub(super) async fn send(
         &self,
         driver: &WebDriver,
@@ -252,8 +255,20 @@ impl PageScript {
     ) -> Result<(), AskError> {
         let deadline = Instant::now() + wait;
         loop {
-            if self.click(driver, mode).await? {
-                return Ok(());
+            match self.click(driver, mode).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(AskError::Browser(error))
+                    if matches!(error.as_inner(), WebDriverErrorInner::ElementNotInteractable(_)) =>
+                {
+                    tracing::warn!(
+                        button = mode,
+                        error = crate::browser::brief(&error),
+                        "the button to send with is out of reach; pressing enter in the composer"
+                    );
+                    return self.press_enter(driver).await;
+                }
+                Err(error) => return Err(error),
             }
             if Instant::now() >= deadline {
                 tracing::warn!(button = mode, "no enabled button to send with; pressing enter in the composer");

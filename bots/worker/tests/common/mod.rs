@@ -251,6 +251,26 @@ pub async fn multi_line_prompt_is_one_prompt(
     Ok(captured)
 }
 
+/// A prompt of 5,281 characters (700 words), under the platform's 8,192 bytes: more than a
+/// chat composer shows at once, and more than Google's search box takes (2,048).
+pub fn long_prompt() -> String {
+    format!(
+        "Summarise this for a newcomer: {}",
+        "the platform answers prompts with what assistants say, citations included, ".repeat(70)
+    )
+}
+
+/// Asks [`long_prompt`] on a chat site: the site gets it whole and the answer is read whole.
+/// Perplexity's look-alike lets it overflow the composer, which scrolls the Submit button out
+/// of reach: the bot sends with Enter then.
+pub async fn long_prompt_is_answered_whole(browser: &Browser, sim: &Simulator, adapter: &AnyAdapter) -> Result<()> {
+    let prompt = long_prompt();
+    let captured = adapter.ask(browser.driver(), &prompt).await?;
+    assert_eq!(collapse(&captured.response_text), collapse(&answer_for(&prompt, true).plain_text()));
+    assert_eq!(sim.stats().answers_for_prompt(&collapse(&prompt)), 1, "the site got the prompt whole");
+    Ok(())
+}
+
 /// Asks [`NO_CITATIONS_PROMPT`]: the whole answer, and no citation. Returns the answer for the
 /// site's own checks (what it says about a web search differs by site).
 pub async fn answer_without_citations(browser: &Browser, adapter: &AnyAdapter) -> Result<Captured> {
