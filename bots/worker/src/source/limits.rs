@@ -61,14 +61,7 @@ pub fn fit_citations(citations: Vec<Citation>) -> Vec<Citation> {
         })
         .map(|citation| Citation { title: fit_title(&citation.title), ..citation })
         .collect();
-    if fitted.len() > MAX_CITATIONS {
-        tracing::warn!(
-            citations = fitted.len(),
-            kept = MAX_CITATIONS,
-            "citations dropped: more than the platform takes; the first ones are kept"
-        );
-        fitted.truncate(MAX_CITATIONS);
-    }
+    fitted = first_kept(fitted, MAX_CITATIONS, "citations");
     for (index, citation) in fitted.iter_mut().enumerate() {
         citation.position = index as u32 + 1;
     }
@@ -81,14 +74,10 @@ pub fn fit_citations(citations: Vec<Citation>) -> Vec<Citation> {
 /// the platform refused the whole answer for it), past [`MAX_SEARCH_QUERIES`] the rest dropped;
 /// logged when anything is cut.
 pub fn fit_search_queries(queries: Vec<String>) -> Vec<String> {
-    if queries.len() > MAX_SEARCH_QUERIES {
-        tracing::warn!(
-            queries = queries.len(),
-            kept = MAX_SEARCH_QUERIES,
-            "search queries dropped: more than the platform takes; the first ones are kept"
-        );
-    }
-    queries.iter().take(MAX_SEARCH_QUERIES).map(|query| fit_line(query, MAX_QUERY_CHARS, "search query")).collect()
+    first_kept(queries, MAX_SEARCH_QUERIES, "search queries")
+        .iter()
+        .map(|query| fit_line(query, MAX_QUERY_CHARS, "search query"))
+        .collect()
 }
 
 /// Products that fit the platform's bounds, in the given order: the name cut to
@@ -97,16 +86,8 @@ pub fn fit_search_queries(queries: Vec<String>) -> Vec<String> {
 /// platform would refuse left out, the product kept (it links nowhere then: a cut URL is a
 /// wrong one); past [`MAX_PRODUCTS`] the rest dropped; logged when anything is cut.
 pub fn fit_products(products: Vec<Product>) -> Vec<Product> {
-    if products.len() > MAX_PRODUCTS {
-        tracing::warn!(
-            products = products.len(),
-            kept = MAX_PRODUCTS,
-            "products dropped: more than the platform takes; the first ones are kept"
-        );
-    }
-    products
+    first_kept(products, MAX_PRODUCTS, "products")
         .into_iter()
-        .take(MAX_PRODUCTS)
         .map(|product| {
             let url = match url_problem(&product.url) {
                 None => product.url,
@@ -127,6 +108,21 @@ pub fn fit_products(products: Vec<Product>) -> Vec<Product> {
             }
         })
         .collect()
+}
+
+/// The first `max` of `items`; the rest dropped, logged as `what` (the platform refuses the
+/// whole answer for one item more).
+fn first_kept<T>(mut items: Vec<T>, max: usize, what: &'static str) -> Vec<T> {
+    if items.len() > max {
+        tracing::warn!(
+            count = items.len(),
+            kept = max,
+            what,
+            "dropped: more than the platform takes; the first ones are kept"
+        );
+        items.truncate(max);
+    }
+    items
 }
 
 /// Why the platform would refuse `url` (its `check_line` with [`MAX_URL_CHARS`]), if it would.
