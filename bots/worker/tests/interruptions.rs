@@ -92,7 +92,18 @@ async fn forget(browser: &Browser) -> Result<()> {
 async fn answered(browser: &Browser, adapter: &AnyAdapter, prompt: &str, what: &str) -> Result<()> {
     let driver = browser.driver();
     let own = driver.window().await?;
-    let captured = adapter.ask(driver, prompt).await.with_context(|| format!("{what}: {prompt:?}"))?;
+    let captured = match adapter.ask(driver, prompt).await {
+        Ok(captured) => captured,
+        Err(error) => {
+            // Where the bot was when it failed: which window, which page.
+            let on = driver.window().await;
+            let windows = driver.windows().await;
+            let url = driver.current_url().await.map(|url| url.to_string());
+            return Err(anyhow::Error::new(error)).with_context(|| {
+                format!("{what}: {prompt:?} (on window {on:?} of {windows:?}, its own {own:?}, at {url:?})")
+            });
+        }
+    };
     let expected = answer_for(prompt, true);
     assert_eq!(collapse(&captured.response_text), collapse(&expected.plain_text()), "{what}");
     assert!(!captured.citations.is_empty(), "{what}: the sources are read too");
@@ -136,6 +147,8 @@ async fn gets_through(site: Site, kind: Kind) -> Result<()> {
 
 /// The markers, all in one prompt: each is put in the way while the answer streams.
 async fn gets_through_the_markers(site: Site) -> Result<()> {
+    // The bot's log with a failure's output (nextest shows it for a failed test only).
+    let _ = tracing_subscriber::fmt().with_env_filter("aap_bot=debug").with_test_writer().try_init();
     with_browser(site, short_pause(), async |browser: &Browser, sim: &Simulator, adapter: &AnyAdapter| {
         log_in(browser, sim, "operator").await?;
         let prompt = "Which phones have the best cameras? [[modal]] [[banner]] [[alert]] [[new-window]]";

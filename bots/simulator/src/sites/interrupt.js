@@ -258,11 +258,14 @@
   }
 
   // As the prompt is sent (Enter in an editable, or a click on a button), before the site's own
-  // handler clears the composer.
+  // handler clears the composer. Google's results page keeps its query in the search box: its
+  // markers acted as the page arrived, and a click on "Show more" or "Show all" sends nothing.
   function onSend() {
     const text = editables()
       .map((el) => (el.tagName === 'TEXTAREA' || el.tagName === 'INPUT' ? el.value : el.innerText))
       .join(' ');
+    const shown = new URLSearchParams(location.search).get('q');
+    if (shown && text.trim() === shown.trim()) return;
     fromMarkers(markersIn(text));
   }
   document.addEventListener(

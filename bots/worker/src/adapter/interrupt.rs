@@ -230,9 +230,13 @@ pub(crate) async fn answer_js_dialogs(driver: &WebDriver, assistant: &str) -> Re
 /// the page closed that one, goes on in a remaining window. Returns how many it closed (counted
 /// for `assistant`). It ends on its own window even when closing another failed: a look on
 /// another window finds no answer, and the next call would take that window for the bot's own
-/// and close the bot's. It reads nothing of the windows it closes: with a JavaScript dialog open
-/// on the bot's page, reading another tab's title waited 60 s for chromedriver's timeout.
+/// and close the bot's. A JavaScript dialog open on the bot's page is answered first, and
+/// nothing of the windows it closes is read: with such a dialog open, listing the windows while
+/// the page's new tab loaded, or reading another tab's title, waited 60 s for chromedriver.
 pub(super) async fn own_window(driver: &WebDriver, assistant: &str) -> Result<usize, AskError> {
+    // A dialog open on the bot's page holds the renderer it shares with a tab it opened: while
+    // that tab loads, even the list of windows waited for chromedriver's 60 s. Answered first.
+    answer_js_dialogs(driver, assistant).await?;
     let windows = driver.windows().await?;
     if windows.len() <= 1 {
         return Ok(0);
@@ -278,50 +282,56 @@ mod tests {
     /// page's address: the browser refuses the command and dismisses the dialog, and the
     /// address is read once more (before, the login check failed and Google's relative source
     /// links were dropped).
-    /// Opens `alert(text)` on the page WebDriver is on and waits until it is open (10 s at most).
-    async fn open_a_dialog(driver: &WebDriver, text: &str) -> anyhow::Result<()> {
-        driver.execute(format!("setTimeout(() => window.alert({text:?}), 0);"), vec![]).await?;
-        let mut waited = 0;
-        while driver.get_alert_text().await.is_err() {
-            waited += 1;
-            anyhow::ensure!(waited < 200, "the dialog never opened");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    /// The page opened a tab, and a JavaScript dialog is open on the bot's own page (the
-    /// simulator's `[[alert]]` fires while the bot closes the tab `[[new-window]]` opened): the
-    /// other tab is closed and the bot stays on its own, soon. Before, reading the other tab's
-    /// title waited 60 s for chromedriver's timeout ("Timed out receiving message from
-    /// renderer"), and a failure while on the other tab left the bot there (its next look found
-    /// "no element for role answer", the look after that closed the bot's own tab).
+    /// A click on the bot's page opens a tab (the simulator's upsell page, same origin: the two
+    /// share a renderer) and a JavaScript dialog at once (the simulator's `[[new-window]]` and
+    /// `[[alert]]`): the tab is closed, the dialog answered and the bot stays on its own page,
+    /// soon. Before, with the dialog open while the tab loaded, listing the windows waited for
+    /// chromedriver's 60 s ("Timed out receiving message from renderer") at every look, and so
+    /// did reading the other tab's title; and a failure while on the other tab left the bot
+    /// there (its next look found "no element for role answer", the one after that closed the
+    /// bot's own tab).
     #[tokio::test]
     async fn a_window_is_closed_past_javascript_dialogs_and_the_bot_stays_on_its_own() -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sim = aap_simulator::Simulator::start(listener, aap_simulator::Site::ChatGpt, Default::default()).await?;
         let browser = crate::browser::Browser::launch(&crate::browser::BrowserOptions::default()).await?;
         let driver = browser.driver();
         let checked = async {
-            driver.goto("data:text/html,<title>own</title><p>the assistant's page</p>").await?;
+            driver.goto(&sim.base_url).await?;
             let own = driver.window().await?;
-            let other = driver.new_tab().await?;
-            driver.switch_to_window(other).await?;
-            driver.goto("data:text/html,<title>upsell</title><p>upgrade</p>").await?;
-            driver.switch_to_window(own.clone()).await?;
-            open_a_dialog(driver, "Your session was refreshed.").await?;
-            let started = std::time::Instant::now();
-            for round in 0..2 {
-                let closed = own_window(driver, "chatgpt").await;
-                anyhow::ensure!(driver.window().await? == own, "round {round}: not on its own window ({closed:?})");
-                anyhow::ensure!(driver.windows().await? == vec![own.clone()], "round {round}: {closed:?}");
+            // A control of the page's own (a click is a user gesture: the popup blocker lets it).
+            let open = format!(
+                "const b = document.createElement('button'); b.id = 'aap-test-open'; b.textContent = 'Upgrade'; \
+                 b.style = 'position:fixed;top:0;left:0;z-index:2147483647'; \
+                 b.onclick = () => {{ window.open({:?}, '_blank'); setTimeout(() => window.alert('Upgrade now?'), 0); }}; \
+                 document.body.appendChild(b);",
+                aap_simulator::POPUP_PATH
+            );
+            driver.execute(open, vec![]).await?;
+            driver.find(thirtyfour::By::Id("aap-test-open")).await?.click().await?;
+            let mut waited = 0;
+            while driver.get_alert_text().await.is_err() {
+                waited += 1;
+                anyhow::ensure!(waited < 200, "the dialog never opened");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
-            // Not a speed check: the title's read waited for chromedriver's 60 s.
+            let started = std::time::Instant::now();
+            let mut closed = 0;
+            // The browser may list the new tab a moment late: looked at until it is gone.
+            while closed == 0 && started.elapsed() < std::time::Duration::from_secs(10) {
+                closed += own_window(driver, "chatgpt").await?;
+                anyhow::ensure!(driver.window().await? == own, "not on its own window");
+            }
+            anyhow::ensure!(closed == 1, "the page's tab was closed: {closed}");
+            anyhow::ensure!(driver.windows().await? == vec![own], "only the bot's window is left");
+            // Not a speed check: every look waited for chromedriver's 60 s.
             anyhow::ensure!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
-            answer_js_dialogs(driver, "chatgpt").await?;
-            anyhow::ensure!(driver.title().await? == "own");
+            anyhow::ensure!(driver.current_url().await?.as_str().starts_with(&sim.base_url), "the dialog is answered");
             Ok(())
         }
         .await;
         browser.close().await;
+        sim.shutdown().await;
         checked
     }
 
