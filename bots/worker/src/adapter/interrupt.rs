@@ -232,10 +232,10 @@ pub(crate) async fn answer_js_dialogs(driver: &WebDriver, assistant: &str) -> Re
 /// another window finds no answer, and the next call would take that window for the bot's own
 /// and close the bot's. A JavaScript dialog open on the bot's page is answered first, and
 /// nothing of the windows it closes is read: with such a dialog open, listing the windows while
-/// the page's new tab loaded, or reading another tab's title, waited 60 s for chromedriver.
+/// the page's new tab loaded, or reading another tab's title, waited 60–120 s for chromedriver.
 pub(super) async fn own_window(driver: &WebDriver, assistant: &str) -> Result<usize, AskError> {
     // A dialog open on the bot's page holds the renderer it shares with a tab it opened: while
-    // that tab loads, even the list of windows waited for chromedriver's 60 s. Answered first.
+    // that tab loads, even the list of windows waited 60–120 s for chromedriver. Answered first.
     answer_js_dialogs(driver, assistant).await?;
     let windows = driver.windows().await?;
     if windows.len() <= 1 {
@@ -278,16 +278,12 @@ mod tests {
     use super::*;
     use crate::browser::testing::with_a_dialog_open;
 
-    /// A dialog opened by the page (as real sites do at any moment) while the bot reads the
-    /// page's address: the browser refuses the command and dismisses the dialog, and the
-    /// address is read once more (before, the login check failed and Google's relative source
-    /// links were dropped).
     /// A click on the bot's page opens a tab (the simulator's upsell page, same origin: the two
     /// share a renderer) and a JavaScript dialog at once (the simulator's `[[new-window]]` and
     /// `[[alert]]`): the tab is closed, the dialog answered and the bot stays on its own page,
-    /// soon. Before, with the dialog open while the tab loaded, listing the windows waited for
-    /// chromedriver's 60 s ("Timed out receiving message from renderer") at every look, and so
-    /// did reading the other tab's title; and a failure while on the other tab left the bot
+    /// soon. Before, with the dialog open while the tab loaded, listing the windows waited
+    /// 60–120 s for chromedriver at every look (261 s in this test), and so did reading the other
+    /// tab's title ("Timed out receiving message from renderer"); and a failure while on the other tab left the bot
     /// there (its next look found "no element for role answer", the one after that closed the
     /// bot's own tab).
     #[tokio::test]
@@ -324,7 +320,7 @@ mod tests {
             }
             anyhow::ensure!(closed == 1, "the page's tab was closed: {closed}");
             anyhow::ensure!(driver.windows().await? == vec![own], "only the bot's window is left");
-            // Not a speed check: every look waited for chromedriver's 60 s.
+            // Not a speed check: every look waited 60–120 s for chromedriver.
             anyhow::ensure!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
             anyhow::ensure!(driver.current_url().await?.as_str().starts_with(&sim.base_url), "the dialog is answered");
             Ok(())
@@ -335,6 +331,10 @@ mod tests {
         checked
     }
 
+    /// A dialog opened by the page (as real sites do at any moment) while the bot reads the
+    /// page's address: the browser refuses the command and dismisses the dialog, and the
+    /// address is read once more (before, the login check failed and Google's relative source
+    /// links were dropped).
     #[tokio::test]
     async fn the_address_is_read_past_a_javascript_dialog() -> anyhow::Result<()> {
         with_a_dialog_open("<p>an assistant's page</p>", "Your session was refreshed.", async |driver| {
