@@ -28,6 +28,7 @@ pub const FAILURE_CLASSES: &[&str] = &[
     "timeout",
     "empty-answer",
     "assistant-error",
+    "prompt-refused",
     "browser",
 ];
 

@@ -35,6 +35,10 @@ pub const MARKER_EMPTY: &str = "[[empty]]";
 /// and a merchant each longer than the platform takes, control characters in them); what a bot
 /// must fit before it submits, or the whole answer is refused.
 pub const MARKER_OVERSIZED: &str = "[[oversized]]";
+/// Marker: the chat sites refuse the prompt for its length, whatever its length, with their own
+/// error (ChatGPT's 413 "The message you submitted was too long...", Claude's "Your message will
+/// exceed the length limit for this chat..."); Perplexity and Google answer as usual.
+pub const MARKER_TOO_LONG: &str = "[[too-long]]";
 
 /// Marker: an onboarding / upsell dialog opens over the page while the answer streams (the page
 /// itself sees it in the composer on send, as it does every interruption marker).
@@ -56,7 +60,7 @@ pub const MARKER_STICKY: &str = "[[sticky]]";
 pub const INTERRUPTION_MARKERS: [&str; 7] =
     [MARKER_MODAL, MARKER_BANNER, MARKER_ALERT, MARKER_CONFIRM, MARKER_BEFOREUNLOAD, MARKER_NEW_WINDOW, MARKER_STICKY];
 
-const ALL_MARKERS: [&str; 12] = [
+const ALL_MARKERS: [&str; 13] = [
     MARKER_NO_CITATIONS,
     MARKER_RATE_LIMIT,
     MARKER_SLOW,
@@ -69,6 +73,7 @@ const ALL_MARKERS: [&str; 12] = [
     MARKER_NO_OVERVIEW,
     MARKER_EMPTY,
     MARKER_OVERSIZED,
+    MARKER_TOO_LONG,
 ];
 
 /// Private-use characters chatgpt.com streams around an inline citation
@@ -102,6 +107,8 @@ pub struct PromptFlags {
     pub no_overview: bool,
     /// `[[empty]]`
     pub empty: bool,
+    /// `[[too-long]]`
+    pub too_long: bool,
 }
 
 impl PromptFlags {
@@ -119,6 +126,7 @@ impl PromptFlags {
             ab_test: prompt.contains(MARKER_AB_TEST),
             no_overview: prompt.contains(MARKER_NO_OVERVIEW),
             empty: prompt.contains(MARKER_EMPTY),
+            too_long: prompt.contains(MARKER_TOO_LONG),
         }
     }
 }

@@ -11,8 +11,10 @@
 //! Failure knobs live in [`SimulatorConfig`] (at start, or `PUT /__sim/config` at runtime) and
 //! in prompt markers (`[[no-citations]]`, `[[rate-limit]]`, `[[slow]]`, `[[error]]`,
 //! `[[expire-session]]`, `[[challenge]]`, `[[stall]]`, `[[thinking]]`, `[[ab-test]]`,
-//! `[[no-overview]]`, `[[empty]]`). `[[empty]]` (or `config.empty`) finishes the answer
-//! normally with no text at all: every finish signal shows, the answer block stays empty.
+//! `[[no-overview]]`, `[[empty]]`, `[[oversized]]`, `[[too-long]]`). `[[empty]]` (or
+//! `config.empty`) finishes the answer normally with no text at all: every finish signal shows,
+//! the answer block stays empty. `[[too-long]]` has ChatGPT and Claude refuse the prompt for its
+//! length with their own errors.
 //! The interruptions real sites put in a bot's way (a dialog, a banner over the composer,
 //! `alert()` / `confirm()`, "Leave site?", a new tab that takes the focus, and `sticky` ones
 //! that cannot be closed) have knobs of their own and markers ([`INTERRUPTION_MARKERS`]); every
@@ -61,7 +63,8 @@ pub use answer::{
     Answer, Citation, INTERRUPTION_MARKERS, MARKER_AB_TEST, MARKER_ALERT, MARKER_BANNER, MARKER_BEFOREUNLOAD,
     MARKER_CHALLENGE, MARKER_CONFIRM, MARKER_EMPTY, MARKER_ERROR, MARKER_EXPIRE_SESSION, MARKER_MODAL,
     MARKER_NEW_WINDOW, MARKER_NO_CITATIONS, MARKER_NO_OVERVIEW, MARKER_OVERSIZED, MARKER_RATE_LIMIT, MARKER_SLOW,
-    MARKER_STALL, MARKER_STICKY, MARKER_THINKING, PromptFlags, answer_for, normalize_prompt, strip_markers,
+    MARKER_STALL, MARKER_STICKY, MARKER_THINKING, MARKER_TOO_LONG, PromptFlags, answer_for, normalize_prompt,
+    strip_markers,
 };
 pub use common::CHALLENGE_TITLE;
 pub use config::{ConfigError, SimulatorConfig};

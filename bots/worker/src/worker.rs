@@ -218,6 +218,13 @@ impl<A: Adapter> Worker<A> {
         if let Engine::Synthetic(options) = self.settings.engine {
             return self.synthetic(task, options).await;
         }
+        if let Some(refused) = self.adapter.refuses(&task.prompt_text) {
+            // Known before anything opens (Google's search box would cut the prompt): no session
+            // is leased, no page loaded, and no retry could make it fit.
+            crate::metrics::attempt_failed(self.adapter.assistant(), refused.class());
+            tracing::warn!(class = refused.class(), %refused, "the assistant does not take the prompt");
+            return self.fail(task, &format!("{}: {refused}", refused.class())).await;
+        }
         let max_attempts = self.settings.max_attempts.max(1);
         let mut failed_attempts = 0;
         let mut switches = 0;

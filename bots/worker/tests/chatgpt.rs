@@ -12,7 +12,7 @@ use common::{
     MULTI_LINE_PROMPT, Scenario, answer_without_citations, assert_failed_only, assert_first_token_before_end,
     assert_served, assistant_error, challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in,
     login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt,
-    override_adapter, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+    override_adapter, primaries_miss_the_composer, prompt_refused, rate_limited, short_pause, stall_times_out,
 };
 
 async fn with_browser(
@@ -116,11 +116,15 @@ async fn rate_limit_errors_and_stalls_end_in_their_own_failures() -> Result<()> 
         let text = assistant_error(browser, adapter, "Summarise the news [[error]]").await?;
         assert!(text.contains("Something went wrong"), "{text}");
 
+        // The site's 413 for a message over its limit: told apart from its other errors.
+        let text = prompt_refused(browser, adapter, "Read this whole book [[too-long]]").await?;
+        assert!(text.contains("The message you submitted was too long"), "{text}");
+
         // A stream that stops a third of the way and never completes: the hard deadline ends
         // it, and the partial answer is not returned.
         stall_times_out(browser, sim, "chatgpt", 4, "Tell me a long story [[stall]]").await?;
 
-        assert_failed_only(sim, &token, 1, 1);
+        assert_failed_only(sim, &token, 1, 2);
         Ok(())
     })
     .await

@@ -1,6 +1,8 @@
 //! The bot on the platform's gRPC API: an in-test EvaluationService + SessionService (the test's
 //! counterpart, recording every message) and the simulator in a real Chromium.
 
+mod common;
+
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -329,6 +331,16 @@ struct Running {
 
 impl Running {
     async fn start(fake: &Fake, bot_id: &str, assistant_url: &str) -> Result<Running> {
+        Self::start_with(fake, bot_id, assistant_url, None).await
+    }
+
+    /// [`Running::start`] with the bot's manifests from `adapters_dir` when given.
+    async fn start_with(
+        fake: &Fake,
+        bot_id: &str,
+        assistant_url: &str,
+        adapters_dir: Option<&std::path::Path>,
+    ) -> Result<Running> {
         let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let grpc_url = format!("http://{}", grpc_listener.local_addr()?);
         let (stop_server, server_stopped) = oneshot::channel::<()>();
@@ -340,8 +352,9 @@ impl Running {
                     let _ = server_stopped.await;
                 }),
         );
-        let config =
+        let mut config =
             BotConfig::grpc(&grpc_url, "bot-token", bot_id, "ChatGPT", "Plus").with_assistant_url(assistant_url);
+        config.adapters_dir = adapters_dir.map(std::path::Path::to_owned);
         let (stop_bot, bot_stopped) = oneshot::channel::<()>();
         let bot = tokio::spawn(aap_bot::run(config, async move {
             let _ = bot_stopped.await;
@@ -609,5 +622,44 @@ async fn an_answer_the_platform_refuses_fails_its_task_at_once_with_the_reason()
     let release_7 = position(&|e| matches!(e, Event::Release(_))).context("release 7")?;
     let submit_8 = position(&|e| matches!(e, Event::Submit(s) if s.evaluation_id == 8)).context("submit 8")?;
     assert!(release_7 < submit_8, "the task was given up before the next one was answered");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_site_takes_fails_at_once_without_leasing_a_session() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
+    let session = sim.create_session("unused").await;
+    let fake = Fake::default();
+    let long = "Which of these espresso machines suits a small kitchen best of all?";
+    lock(&fake.tasks).push_back(task(9, long));
+    lock(&fake.sessions).push_back(session.storage_state_json);
+    // As an operator sets it once the site caps its messages: 60 characters.
+    let adapters = common::manifest_dir("chatgpt", |manifest| {
+        manifest.options.insert("max_prompt_chars".to_owned(), toml::Value::Integer(60));
+    })?;
+
+    let mut running = Running::start_with(&fake, "refusing-bot", &sim.base_url, Some(adapters.path())).await?;
+    let released = fake.wait_for(|events| events.iter().any(|e| matches!(e, Event::Release(_)))).await;
+    let ran = running.stop_bot().await?;
+    running.stop_server().await;
+    let stats = sim.stats();
+    sim.shutdown().await;
+    released?;
+    ran?;
+
+    let events = fake.events();
+    let release = events.iter().find_map(|e| if let Event::Release(r) = e { Some(r) } else { None });
+    let release = release.context("released")?;
+    assert_eq!((release.evaluation_id, release.mark_as_failed), (9, true));
+    assert_eq!(
+        release.failure_reason,
+        format!(
+            "prompt-refused: the assistant does not take the prompt: the prompt has {} characters; the site takes at most 60",
+            long.chars().count()
+        )
+    );
+    assert!(!events.iter().any(|e| matches!(e, Event::Lease(_) | Event::Evidence(_))), "{events:?}");
+    assert!(stats.by_prompt.is_empty(), "nothing was asked");
     Ok(())
 }

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use common::{
     Scenario, answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error,
     challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause,
-    long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited,
-    short_pause, stall_times_out,
+    long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt, primaries_miss_the_composer, prompt_refused,
+    rate_limited, short_pause, stall_times_out,
 };
 
 /// What the thinking of a `[[thinking]]` prompt starts with on the page; never in the answer.
@@ -139,6 +139,10 @@ async fn rate_limits_failures_and_challenges_are_told_apart() -> Result<()> {
         let text = assistant_error(browser, adapter, "Summarise the news [[error]]").await?;
         assert!(text.contains("response was interrupted"), "{text}");
 
+        // The API's 413 for a prompt over the model's input, in the page's own words.
+        let text = prompt_refused(browser, adapter, "Read this whole book [[too-long]]").await?;
+        assert!(text.contains("exceed the length limit for this chat"), "{text}");
+
         // A challenge in the middle of a session: the answer request gets Cloudflare's page.
         let title = challenge(browser, adapter, "Any news? [[challenge]]").await?;
         assert!(title.contains("Just a moment"), "{title}");
@@ -150,7 +154,7 @@ async fn rate_limits_failures_and_challenges_are_told_apart() -> Result<()> {
         sim.set_config(SimulatorConfig { challenge: false, rate_limit_after: Some(0), ..sim.config() });
         rate_limited(browser, adapter, "Hello again?").await?;
 
-        assert_failed_only(sim, &token, 2, 1);
+        assert_failed_only(sim, &token, 2, 2);
         Ok(())
     })
     .await

@@ -116,7 +116,7 @@ async fn returns_the_expanded_overview_after_the_pause_with_inline_then_listed_c
         // different question. Said at once, nothing searched.
         let error = ask_err(browser, adapter, &long_prompt()).await?;
         assert!(
-            matches!(&error, AskError::Assistant(said) if said.contains("the search box takes at most 2048")),
+            matches!(&error, AskError::PromptRefused(said) if said.contains("the search box takes at most 2048")),
             "{error:?}"
         );
         assert_eq!(sim.stats().answers_total, 3, "the long prompt was never searched");

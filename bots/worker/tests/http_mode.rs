@@ -2,6 +2,8 @@
 //! three endpoints (the test's counterpart, recording the exact JSON the bot sends) and the
 //! simulator in a real Chromium.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -446,16 +448,9 @@ fn evidence_cases(dir: &std::path::Path) -> Result<Vec<(String, Value)>> {
     Ok(cases)
 }
 
-/// A manifest override: the built-in ChatGPT manifest with `edit` applied to its parsed form
-/// (not its text, whose comments change with every update), in a fresh directory.
+/// A manifest override of the built-in ChatGPT manifest ([`common::manifest_dir`]).
 fn chatgpt_override(edit: impl FnOnce(&mut aap_bot::Manifest)) -> Result<tempfile::TempDir> {
-    let dir = tempfile::tempdir()?;
-    let built_in = aap_bot::Manifest::load("chatgpt", None)?;
-    let mut manifest = built_in.clone();
-    edit(&mut manifest);
-    assert_ne!(manifest, built_in, "the edit changed it");
-    std::fs::write(dir.path().join("chatgpt.toml"), toml::to_string(&manifest)?)?;
-    Ok(dir)
+    common::manifest_dir("chatgpt", edit)
 }
 
 #[tokio::test]
@@ -541,6 +536,62 @@ async fn a_dialog_that_cannot_be_closed_fails_the_task_at_once_as_selector_missi
     assert!(reason.ends_with(&format!("[evidence: {}]", cases[0].0)), "the reason names the evidence: {reason}");
     assert_eq!(cases[0].1["class"], "selector-missing");
     assert_eq!(stats.by_prompt.len(), 0, "nothing was asked");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_prompt_longer_than_the_site_takes_fails_at_once_unasked_and_the_next_is_answered() -> Result<()> {
+    let long = format!("Which espresso machine {}?", "suits a small kitchen and ".repeat(3));
+    let tasks = vec![task(166, &long), task(167, "Best budget grinder?")];
+    let mut scenario = Scenario::start(common::short_pause(), &["only"], tasks).await?;
+    // As an operator sets it once the site caps its messages: 60 characters.
+    let adapters = chatgpt_override(|manifest| {
+        manifest.options.insert("max_prompt_chars".to_owned(), toml::Value::Integer(60));
+    })?;
+    scenario.config.adapters_dir = Some(adapters.path().to_owned());
+    let Ran { stats, api, evidence, .. } =
+        scenario.run_until(|seen| seen.releases.len() == 1 && seen.submits.len() == 1).await?;
+
+    let release = api.seen(|s| s.releases[0].1.clone());
+    assert_eq!((release["evaluation_id"].as_i64(), release["mark_as_failed"].as_bool()), (Some(166), Some(true)));
+    let length = long.chars().count();
+    assert!(length > 60);
+    assert_eq!(
+        release["failure_reason"],
+        format!(
+            "prompt-refused: the assistant does not take the prompt: the prompt has {length} characters; the site takes at most 60"
+        ),
+        "the class first, no attempts counted, no evidence: nothing was opened"
+    );
+    assert!(!stats.by_prompt.contains_key(&aap_simulator::normalize_prompt(&long)), "never asked");
+    assert!(evidence_cases(evidence.path())?.is_empty());
+    assert_eq!(api.seen(|s| s.submits[0].1["evaluation_id"].as_i64()), Some(167), "the bot went on");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_sites_refusal_of_a_long_prompt_is_tried_again_then_released_with_its_class() -> Result<()> {
+    let prompt = "Summarise this whole book for me [[too-long]]";
+    let mut scenario = Scenario::start(common::short_pause(), &["a-first", "b-fresh"], vec![task(168, prompt)]).await?;
+    scenario.config.max_attempts = 1;
+    let Ran { api, evidence, .. } = scenario.run_until(|seen| seen.releases.len() == 1).await?;
+
+    let release = api.seen(|s| s.releases[0].1.clone());
+    assert_eq!(release["mark_as_failed"], true, "{release}");
+    let reason = release["failure_reason"].as_str().context("reason")?;
+    assert!(
+        reason.starts_with(
+            "prompt-refused: the assistant does not take the prompt: The message you submitted was too long"
+        ),
+        "{reason}"
+    );
+    // The site's own refusal may be a glitch of one conversation: one attempt, then one on a
+    // fresh session, as for any failure the site reports.
+    assert!(reason.contains("(after 2 attempts)"), "{reason}");
+    let cases = evidence_cases(evidence.path())?;
+    let classes: Vec<&str> = cases.iter().map(|c| c.1["class"].as_str().unwrap_or("")).collect();
+    assert_eq!(classes, ["prompt-refused", "prompt-refused"]);
+    assert!(api.seen(|s| s.submits.is_empty()));
     Ok(())
 }
 

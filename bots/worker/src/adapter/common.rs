@@ -456,14 +456,24 @@ pub(super) fn finished(signals: &[(&'static str, bool)], quiet: Duration, settle
     (held.len() >= 2).then_some(held)
 }
 
-/// An error the page shows, by its text: the manifest's rate-limit patterns, or the
-/// assistant's own failure.
+/// An error the page shows, by its text: the manifest's rate-limit patterns, its patterns of a
+/// prompt refused for its length, or the assistant's own failure.
 pub(super) fn classify(manifest: &Manifest, text: &str) -> AskError {
     if manifest.is_rate_limit(text) {
         AskError::RateLimited(text.to_owned())
+    } else if manifest.is_prompt_refused(text) {
+        AskError::PromptRefused(text.to_owned())
     } else {
         AskError::Assistant(text.to_owned())
     }
+}
+
+/// [`AskError::PromptRefused`] when `prompt` has more than `limit` characters (0: no limit), as
+/// `what` (the site, its search box) takes them.
+pub(super) fn over_limit(prompt: &str, limit: u64, what: &str) -> Option<AskError> {
+    let length = prompt.chars().count() as u64;
+    (limit > 0 && length > limit)
+        .then(|| AskError::PromptRefused(format!("the prompt has {length} characters; {what} takes at most {limit}")))
 }
 
 /// The answer's text as a reader sees it, tidied; [`AskError::EmptyAnswer`] when there is none.
@@ -554,6 +564,44 @@ pub(super) fn citations(links: &[Link], sources: &[Source], url_of: impl Fn(&str
 mod tests {
     use super::*;
     use aap_proto::urls::clean_url;
+
+    #[test]
+    fn a_prompt_over_a_set_limit_is_refused_and_no_limit_refuses_nothing() {
+        assert!(over_limit(&"x".repeat(100_000), 0, "the site").is_none(), "0 is no limit");
+        assert!(over_limit("ab€", 3, "the site").is_none(), "characters, not bytes");
+        match over_limit("ab€d", 3, "the site") {
+            Some(AskError::PromptRefused(said)) => {
+                assert_eq!(said, "the prompt has 4 characters; the site takes at most 3")
+            }
+            other => panic!("expected PromptRefused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_chat_sites_refusals_of_a_long_prompt_are_told_from_their_other_errors()
+    -> Result<(), super::super::ManifestError> {
+        let chatgpt = Manifest::load("chatgpt", None)?;
+        let claude = Manifest::load("claude", None)?;
+        let refused = |manifest: &Manifest, text: &str| matches!(classify(manifest, text), AskError::PromptRefused(_));
+        assert!(refused(
+            &chatgpt,
+            "The message you submitted was too long, please reload the conversation and submit something shorter."
+        ));
+        assert!(refused(&chatgpt, r#"{"detail":{"code":"message_length_exceeds_limit"}}"#));
+        assert!(refused(
+            &claude,
+            "Your message will exceed the length limit for this chat. Try attaching fewer or smaller files or starting a new conversation."
+        ));
+        // Claude's interrupted answer names "the maximum conversation length" as a cause; it is
+        // not a refusal of the prompt, and neither is a rate limit.
+        assert!(!refused(
+            &claude,
+            "Claude\u{2019}s response was interrupted. This can be caused by network problems or exceeding the maximum conversation length."
+        ));
+        assert!(matches!(classify(&chatgpt, "Too many requests"), AskError::RateLimited(_)));
+        assert!(matches!(classify(&chatgpt, "Something went wrong"), AskError::Assistant(_)));
+        Ok(())
+    }
 
     fn link(href: &str, text: &str) -> Link {
         Link { href: href.into(), text: text.into() }

@@ -267,14 +267,6 @@ impl GoogleAiOverview {
 
     /// Types the query into the search box and presses Enter.
     async fn search(&self, driver: &WebDriver, query: &str) -> Result<(), AskError> {
-        let limit = self.manifest.option_u64("max_query_chars", DEFAULT_MAX_QUERY_CHARS);
-        let length = query.chars().count() as u64;
-        if length > limit {
-            // The box would cut the prompt silently: a different question, never asked.
-            return Err(AskError::Assistant(format!(
-                "the prompt has {length} characters; the search box takes at most {limit}"
-            )));
-        }
         let typed = self.page.type_prompt(driver, query).await?;
         if common::collapse(&typed) != common::collapse(query) {
             return Err(AskError::Assistant(format!("the search box holds {typed:?} instead of the prompt")));
@@ -570,7 +562,17 @@ impl Adapter for GoogleAiOverview {
         &self.manifest
     }
 
+    /// A query longer than the search box takes (`max_query_chars`, 2,048 as Google's box has
+    /// it): the box would cut it silently, a different question asked in its place.
+    fn refuses(&self, prompt: &str) -> Option<AskError> {
+        let limit = self.manifest.option_u64("max_query_chars", DEFAULT_MAX_QUERY_CHARS);
+        common::over_limit(&one_line(prompt), limit, "the search box")
+    }
+
     async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
+        if let Some(refused) = self.refuses(prompt) {
+            return Err(refused);
+        }
         let query = one_line(prompt);
         self.open_search_box(driver).await?;
         self.search(driver, &query).await?;
@@ -941,6 +943,30 @@ mod tests {
             AskError::RateLimited(_)
         ));
         assert!(matches!(common::classify(&adapter.manifest, "Something went wrong"), AskError::Assistant(_)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_query_longer_than_the_search_box_is_refused_before_anything_opens() -> Result<(), super::super::ManifestError>
+    {
+        let adapter = GoogleAiOverview::new(Manifest::load("google-ai-overview", None)?, None);
+        // The box's limit counts the query as typed: one line, characters (not bytes).
+        let fits = format!("{}\n\n  {}", "é".repeat(1000), "b".repeat(1047));
+        assert_eq!(one_line(&fits).chars().count(), 2048);
+        assert!(adapter.refuses(&fits).is_none(), "2,048 characters fit");
+        let over = format!("{fits}c");
+        match adapter.refuses(&over) {
+            Some(AskError::PromptRefused(said)) => {
+                assert_eq!(said, "the prompt has 2049 characters; the search box takes at most 2048")
+            }
+            other => panic!("expected PromptRefused, got {other:?}"),
+        }
+        // The manifest may set the box's limit.
+        let mut manifest = Manifest::load("google-ai-overview", None)?;
+        manifest.options.insert("max_query_chars".into(), toml::Value::Integer(10));
+        let adapter = GoogleAiOverview::new(manifest, None);
+        assert!(adapter.refuses("0123456789").is_none());
+        assert_eq!(adapter.refuses("0123456789a").map(|e| e.class()), Some("prompt-refused"));
         Ok(())
     }
 }

@@ -122,6 +122,9 @@ pub struct Manifest {
     /// Lowercase fragments of page texts (or titles) of a bot challenge such as Cloudflare's.
     #[serde(default)]
     pub challenge_patterns: Vec<String>,
+    /// Lowercase fragments of error texts that mean "the prompt is longer than the site takes".
+    #[serde(default)]
+    pub prompt_refused_patterns: Vec<String>,
     /// Waits and deadlines.
     pub timing: Timing,
     /// Selectors per role.
@@ -225,8 +228,7 @@ impl Manifest {
 
     /// Whether a page text or title is a bot challenge (Cloudflare's "Just a moment..." and kin).
     pub fn is_challenge(&self, text: &str) -> bool {
-        let text = text.to_lowercase().replace('\u{2019}', "'");
-        self.challenge_patterns.iter().any(|pattern| text.contains(&pattern.to_lowercase()))
+        matches_any(&self.challenge_patterns, text)
     }
 
     /// The selectors as one JSON object (role → list), for page scripts.
@@ -236,9 +238,20 @@ impl Manifest {
 
     /// Whether an error text means the account is rate limited.
     pub fn is_rate_limit(&self, text: &str) -> bool {
-        let text = text.to_lowercase().replace('\u{2019}', "'");
-        self.rate_limit_patterns.iter().any(|pattern| text.contains(&pattern.to_lowercase()))
+        matches_any(&self.rate_limit_patterns, text)
     }
+
+    /// Whether an error text means the site refused the prompt for its length.
+    pub fn is_prompt_refused(&self, text: &str) -> bool {
+        matches_any(&self.prompt_refused_patterns, text)
+    }
+}
+
+/// Whether `text` holds one of `patterns`, both lowercased and a typographic apostrophe read as
+/// a straight one.
+fn matches_any(patterns: &[String], text: &str) -> bool {
+    let text = text.to_lowercase().replace('\u{2019}', "'");
+    patterns.iter().any(|pattern| text.contains(&pattern.to_lowercase()))
 }
 
 #[cfg(test)]

@@ -215,6 +215,11 @@ pub enum AskError {
     /// The assistant showed an error instead of (or in the middle of) the answer.
     #[error("the assistant failed: {0}")]
     Assistant(String),
+    /// The assistant does not take the prompt as it is: longer than its box or its message limit
+    /// (the manifest's known limit, checked before anything is opened, or the site's own
+    /// "too long" error, by the manifest's `prompt_refused_patterns`).
+    #[error("the assistant does not take the prompt: {0}")]
+    PromptRefused(String),
     /// The browser or WebDriver failed (named in one line, without the driver's stack trace;
     /// the reason's class, "browser", says what failed).
     #[error("{}", crate::browser::brief(.0))]
@@ -232,6 +237,7 @@ impl AskError {
             AskError::Timeout(_) => "timeout",
             AskError::EmptyAnswer => "empty-answer",
             AskError::Assistant(_) => "assistant-error",
+            AskError::PromptRefused(_) => "prompt-refused",
             AskError::Browser(_) => "browser",
         }
     }
@@ -300,6 +306,13 @@ pub trait Adapter: Send + Sync {
     /// navigates. Only meaningful on the assistant's own origin ([`AnyAdapter::login_state`]
     /// checks that).
     fn login_state(&self, driver: &WebDriver) -> impl Future<Output = WebDriverResult<PageState>> + Send;
+
+    /// Why the assistant would not take `prompt` as it is, known before anything is opened: a
+    /// prompt longer than the manifest's `max_prompt_chars` (no limit unless set; Google's search
+    /// box has its own, [`GoogleAiOverview`]). `None` when it may be asked.
+    fn refuses(&self, prompt: &str) -> Option<AskError> {
+        common::over_limit(prompt, self.manifest().option_u64("max_prompt_chars", 0), "the site")
+    }
 
     /// Asks `prompt` in a new conversation and waits for the complete answer; while the
     /// assistant types, its text so far goes to `typing`.
@@ -410,6 +423,15 @@ impl Adapter for AnyAdapter {
             AnyAdapter::Claude(a) => a.login_state(driver).await,
             AnyAdapter::Perplexity(a) => a.login_state(driver).await,
             AnyAdapter::GoogleAiOverview(a) => a.login_state(driver).await,
+        }
+    }
+
+    fn refuses(&self, prompt: &str) -> Option<AskError> {
+        match self {
+            AnyAdapter::ChatGpt(a) => a.refuses(prompt),
+            AnyAdapter::Claude(a) => a.refuses(prompt),
+            AnyAdapter::Perplexity(a) => a.refuses(prompt),
+            AnyAdapter::GoogleAiOverview(a) => a.refuses(prompt),
         }
     }
 

@@ -85,6 +85,19 @@ pub fn override_adapter(dir: &Path, sim: &Simulator, id: &str, edit: impl FnOnce
     Ok(adapter)
 }
 
+/// The built-in manifest of adapter `id` with `edit` applied to its parsed form (not its text,
+/// whose comments change with every update), written as `<id>.toml` in a fresh directory: a
+/// bot's `--adapters-dir`.
+pub fn manifest_dir(id: &str, edit: impl FnOnce(&mut Manifest)) -> Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let built_in = Manifest::load(id, None)?;
+    let mut manifest = built_in.clone();
+    edit(&mut manifest);
+    assert_ne!(manifest, built_in, "the edit changed it");
+    std::fs::write(dir.path().join(format!("{id}.toml")), toml::to_string(&manifest)?)?;
+    Ok(dir)
+}
+
 /// Keeps only the first (primary) selector of every role: the manifest as before a redesign.
 pub fn primary_selectors_only(manifest: &mut Manifest) {
     for selectors in manifest.selectors.values_mut() {
@@ -125,6 +138,14 @@ pub async fn assistant_error(browser: &Browser, adapter: &AnyAdapter, prompt: &s
     match ask_err(browser, adapter, prompt).await? {
         AskError::Assistant(text) => Ok(text),
         other => panic!("expected Assistant, got {other:?}"),
+    }
+}
+
+/// Asks `prompt`, which the assistant must refuse for its length; returns what it said.
+pub async fn prompt_refused(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<String> {
+    match ask_err(browser, adapter, prompt).await? {
+        AskError::PromptRefused(text) => Ok(text),
+        other => panic!("expected PromptRefused, got {other:?}"),
     }
 }
 

@@ -77,7 +77,7 @@ mod sources;
 pub(crate) const VARIANTS: &[&str] = &["current", "redesign", "thread-flyout", "section-turn"];
 
 pub use fanout::{is_shopping, products, search_queries};
-pub use page::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
+pub use page::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE, TOO_LONG_MESSAGE};
 pub use sources::more_sources;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -331,6 +331,14 @@ async fn conversation(State(state): State<SimState>, headers: HeaderMap, body: B
         state.expire_session(&token);
         state.record_login_wall();
         return (StatusCode::UNAUTHORIZED, Json(json!({"detail": "Your session has expired."}))).into_response();
+    }
+    if flags.too_long {
+        state.record(&token, &prompt, Outcome::Failed);
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(json!({"detail": {"message": TOO_LONG_MESSAGE, "code": "message_length_exceeds_limit"}})),
+        )
+            .into_response();
     }
     let over_quota = config.rate_limit_after.is_some_and(|limit| state.answers_of(&token) >= limit);
     if flags.rate_limit || config.rate_limit || over_quota {

@@ -11,6 +11,11 @@ const SCRIPT: &str = concat!(include_str!("../common.js"), include_str!("assets/
 /// Text of the rate-limit error, as chatgpt.com words it.
 pub const RATE_LIMIT_MESSAGE: &str = "You've reached our limit of messages per hour. Please try again later.";
 
+/// Text of the 413 for a message over the site's limit (`message_length_exceeds_limit`), as
+/// xtekky/gpt4free issues 1521 and 2534 quote it.
+pub const TOO_LONG_MESSAGE: &str =
+    "The message you submitted was too long, please reload the conversation and submit something shorter.";
+
 /// Text of the generic mid-stream failure.
 pub const GENERIC_ERROR_MESSAGE: &str = "Something went wrong while generating the response. If this issue persists please contact us through our help center at help.openai.com.";
 

@@ -234,6 +234,15 @@ async fn completion(
         state.record_login_wall();
         return api_error(StatusCode::UNAUTHORIZED, "authentication_error", "Your session has expired.");
     }
+    if flags.too_long {
+        // The API's refusal of a prompt over the model's input (the page words it its own way).
+        state.record(&token, &prompt, Outcome::Failed);
+        return api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "prompt is too long: 212345 tokens > 200000 maximum",
+        );
+    }
     let over_quota = config.rate_limit_after.is_some_and(|limit| state.answers_of(&token) >= limit);
     if flags.rate_limit || config.rate_limit || over_quota {
         state.record(&token, &prompt, Outcome::RateLimited);

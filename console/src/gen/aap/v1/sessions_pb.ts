@@ -651,7 +651,7 @@ export type EvidenceCase = Message<"aap.v1.EvidenceCase"> & {
 
   /**
    * The failure class: logged-out, challenge, rate-limited, selector-missing, timeout,
-   * empty-answer, assistant-error, browser.
+   * empty-answer, assistant-error, prompt-refused, browser.
    *
    * @generated from field: string class = 7;
    */

@@ -33,6 +33,9 @@
   const ORG = SIM.org || '00000000-0000-4000-8000-000000000000';
   const INTERRUPTED =
     'Claude\u2019s response was interrupted. This can be caused by network problems or exceeding the maximum conversation length. Please contact support if the issue persists.';
+  // support.claude.com, "Understanding Claude error messages": a message over the input limit.
+  const LENGTH_LIMIT =
+    'Your message will exceed the length limit for this chat. Try attaching fewer or smaller files or starting a new conversation.';
   const EMPTY_COMPOSER =
     '<p data-placeholder="How can I help you today?" class="is-empty is-editor-empty"><br class="ProseMirror-trailingBreak"></p>';
   const ICON_SEND =
@@ -689,7 +692,7 @@
       } else if (!response.ok) {
         state.turn = assistantTurn();
         messages.appendChild(state.turn.turn);
-        state.error = INTERRUPTED;
+        state.error = response.status === 413 ? LENGTH_LIMIT : INTERRUPTED;
         outcome = 'failed';
       } else {
         await readEvents(response, (payload) => {
