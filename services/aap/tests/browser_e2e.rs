@@ -350,3 +350,42 @@ async fn the_ask_stream_shows_the_answer_growing_while_the_assistant_types_and_s
     assert_eq!(stored, answer.response_text);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_prompt_longer_than_googles_search_box_fails_there_at_once_and_is_answered_elsewhere() {
+    let app = spawn_app().await;
+    let chatgpt = site_simulator(Site::ChatGpt, SimulatorConfig::default()).await;
+    let google = site_simulator(Site::GoogleAiOverview, SimulatorConfig::default()).await;
+    add_account(&app, &chatgpt, "chatgpt-1").await;
+    add_account(&app, &google, "google-1").await;
+    let bots = [start_bot(&app, &chatgpt, "chatgpt-bot"), start_bot(&app, &google, "google-bot")];
+
+    let prompt = format!(
+        "Which standing desk suits a small flat? {}",
+        "It should be sturdy, quiet, easy to assemble and fit under a sloped ceiling. ".repeat(28)
+    );
+    let length = prompt.trim().chars().count();
+    assert!(length > 2048, "{length} characters: more than Google's box takes");
+    let request = ask_text(&prompt, &["chatgpt", "google-ai-overview"]);
+    let events = within("an answer and a refusal", 3, ask_as(&app, OPERATOR, request)).await;
+    for (stop, bot) in bots {
+        stop.send(true).expect("stop");
+        within("a bot stops", 2, bot).await.expect("bot stopped");
+    }
+
+    assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 1 && c.failed == 1), "{events:?}");
+    assert_eq!(first_answer(&events).assistant, "chatgpt");
+    let failed = first_failed(&events);
+    assert_eq!(failed.assistant, "google-ai-overview");
+    assert_eq!(
+        failed.reason,
+        format!(
+            "prompt-refused: the assistant does not take the prompt: the prompt has {length} characters; the search box takes at most 2048"
+        ),
+        "the class first; no attempts, no evidence: nothing was opened"
+    );
+    assert!(!failed.will_retry);
+    assert_eq!(google.stats().answers_total, 0, "Google never searched it");
+    chatgpt.shutdown().await;
+    google.shutdown().await;
+}
