@@ -274,6 +274,10 @@ mod tests {
     fn release_reasons_are_classed_by_their_leading_failure_class() {
         assert_eq!(release_class("timeout: no answer in 120 s (after 3 attempts) [evidence: x]"), "timeout");
         assert_eq!(release_class("selector-missing: no element for role turn"), "selector-missing");
+        assert_eq!(
+            release_class("prompt-refused: the assistant does not take the prompt: the prompt has 2100 characters"),
+            "prompt-refused"
+        );
         assert_eq!(release_class("No citations found after 3 attempts"), "no-citations");
         assert_eq!(release_class("the bot's claim stream closed"), "other");
         assert_eq!(release_class("timeouts: not a class"), "other");

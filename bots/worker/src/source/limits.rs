@@ -127,7 +127,7 @@ fn first_kept<T>(mut items: Vec<T>, max: usize, what: &'static str) -> Vec<T> {
 
 /// Why the platform would refuse `url` (its `check_line` with [`MAX_URL_CHARS`]), if it would.
 pub(crate) fn url_problem(url: &str) -> Option<String> {
-    if let Some(c) = url.chars().find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r')) {
+    if let Some(c) = url.chars().find(|c| refused_control(*c)) {
         return Some(format!("contains the control character U+{:04X}", u32::from(c)));
     }
     let chars = url.chars().count();
@@ -176,10 +176,13 @@ fn fit_line(value: &str, max_chars: usize, what: &'static str) -> String {
 /// `value` with every control character but tab and line breaks (what the platform's
 /// `check_line` refuses) replaced by U+FFFD.
 fn controls_replaced(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| if c.is_control() && !matches!(c, '\t' | '\n' | '\r') { char::REPLACEMENT_CHARACTER } else { c })
-        .collect()
+    value.chars().map(|c| if refused_control(c) { char::REPLACEMENT_CHARACTER } else { c }).collect()
+}
+
+/// Whether the platform's `check_line` refuses `c`: a control character other than tab and the
+/// line breaks.
+fn refused_control(c: char) -> bool {
+    c.is_control() && !matches!(c, '\t' | '\n' | '\r')
 }
 
 /// `value` without NUL; as it is, not copied, when it holds none.

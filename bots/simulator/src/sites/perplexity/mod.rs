@@ -651,7 +651,7 @@ fn stream_products(prompt: &str) -> Vec<ShoppingProduct> {
 }
 
 /// What `[[oversized]]` puts in the stream: 70 products (the platform takes 64), the first with
-/// a name of 1,500 characters, a link of 5,000, a price of 300 and a merchant of 250 with a
+/// a name of 1,500 characters, a link of 5,000, a price of 300 and a merchant of 248 with a
 /// bell and an escape in it; the others plain.
 fn oversized_products() -> Vec<ShoppingProduct> {
     let first = ShoppingProduct {
