@@ -13,6 +13,7 @@ use common::{
     assert_served, assistant_error, challenge, challenge_everywhere, collapse, empty_answer_is_empty, log_in,
     login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt,
     override_adapter, primaries_miss_the_composer, prompt_refused, rate_limited, short_pause, stall_times_out,
+    unicode_prompt_is_sent_exactly,
 };
 
 async fn with_browser(
@@ -76,7 +77,8 @@ async fn no_citations_prompt_shows_no_search_and_multi_line_and_long_prompts_wor
         let captured = multi_line_prompt_is_one_prompt(browser, sim, adapter).await?;
         assert_full_answer(&captured, MULTI_LINE_PROMPT);
         long_prompt_is_answered_whole(browser, sim, adapter).await?;
-        assert_eq!(sim.stats().answers_total, 3);
+        unicode_prompt_is_sent_exactly(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 4);
         Ok(())
     })
     .await

@@ -13,7 +13,7 @@ use common::{
     assert_logged_out, assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere,
     collapse, empty_answer_is_empty, log_in, long_pause, long_prompt, multi_line_prompt_is_one_prompt,
     primaries_miss_the_composer, primary_selectors_only, rate_limited, selector_missing, short_pause, stall_times_out,
-    variant_row,
+    unicode_prompt_is_sent_exactly, variant_row,
 };
 
 const ID: &str = "google-ai-overview";
@@ -121,7 +121,8 @@ async fn returns_the_expanded_overview_after_the_pause_with_inline_then_listed_c
         );
         assert_eq!(sim.stats().answers_total, 3, "the long prompt was never searched");
 
-        assert_served(sim, prompt_citing(4)?, &token, 3);
+        unicode_prompt_is_sent_exactly(browser, sim, adapter).await?;
+        assert_served(sim, prompt_citing(4)?, &token, 4);
         Ok(())
     })
     .await

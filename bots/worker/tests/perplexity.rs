@@ -15,6 +15,7 @@ use common::{
     assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse,
     empty_answer_is_empty, log_in, login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole,
     multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited, short_pause, stall_times_out,
+    unicode_prompt_is_sent_exactly,
 };
 
 async fn with_browser(
@@ -91,7 +92,8 @@ async fn no_citations_answers_have_no_sources_and_multi_line_and_long_prompts_ar
         // Its look-alike's composer lets the long prompt overflow and scroll the Submit button
         // out of reach: sent with Enter.
         long_prompt_is_answered_whole(browser, sim, adapter).await?;
-        assert_eq!(sim.stats().answers_total, 3);
+        unicode_prompt_is_sent_exactly(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 4);
         Ok(())
     })
     .await

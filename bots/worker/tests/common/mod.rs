@@ -292,6 +292,19 @@ pub async fn long_prompt_is_answered_whole(browser: &Browser, sim: &Simulator, a
     Ok(())
 }
 
+/// A prompt past the Basic Multilingual Plane (emoji, mathematical letters) beside accents and
+/// CJK: WebDriver types it key by key, and the site must get it exactly.
+pub const UNICODE_PROMPT: &str =
+    "Which phone has the best camera 📷 for travel 😀? Compare 𝔓𝔦𝔵𝔢𝔩 and 日本の機種, café prices";
+
+/// Asks [`UNICODE_PROMPT`]: answered whole, the site got it character for character.
+pub async fn unicode_prompt_is_sent_exactly(browser: &Browser, sim: &Simulator, adapter: &AnyAdapter) -> Result<()> {
+    let captured = adapter.ask(browser.driver(), UNICODE_PROMPT).await?;
+    assert_eq!(collapse(&captured.response_text), collapse(&answer_for(UNICODE_PROMPT, true).plain_text()));
+    assert_eq!(sim.stats().answers_for_prompt(UNICODE_PROMPT), 1, "the site got the prompt exactly");
+    Ok(())
+}
+
 /// Asks [`NO_CITATIONS_PROMPT`]: the whole answer, and no citation. Returns the answer for the
 /// site's own checks (what it says about a web search differs by site).
 pub async fn answer_without_citations(browser: &Browser, adapter: &AnyAdapter) -> Result<Captured> {
