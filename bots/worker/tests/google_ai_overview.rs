@@ -392,3 +392,35 @@ async fn the_old_manifest_takes_the_rhs_page_for_no_overview_and_a_missing_answe
     })
     .await
 }
+
+#[tokio::test]
+async fn a_prompt_the_search_box_would_cut_is_refused_never_searched_as_another_question() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-cut").await?;
+        // 2,041 characters, 2,051 as the box's maxlength counts them (an emoji twice): refused
+        // before anything opens.
+        let emoji = format!("Which travel camera is best {} {}?", "😀".repeat(10), "a".repeat(2001));
+        assert_eq!((emoji.chars().count(), emoji.encode_utf16().count()), (2041, 2051));
+        let error = ask_err(browser, adapter, &emoji).await?;
+        assert!(
+            matches!(&error, AskError::PromptRefused(said) if said.contains("2051 as the search box counts them")),
+            "{error:?}"
+        );
+
+        // A manifest that thinks the box takes more than it does: the box keeps the prompt's
+        // start, and the bot says so instead of searching a different question.
+        let dir = tempfile::tempdir()?;
+        let trusting = override_adapter(dir.path(), sim, |manifest| {
+            manifest.options.insert("max_query_chars".to_owned(), toml::Value::Integer(4096));
+        })?;
+        let long = "Which travel camera is best for hiking? ".repeat(60);
+        let error = ask_err(browser, &trusting, &long).await?;
+        assert!(
+            matches!(&error, AskError::PromptRefused(said) if said == "the search box kept 2048 of the prompt's 2399 characters"),
+            "{error:?}"
+        );
+        assert_eq!(sim.stats().answers_total, 0, "nothing was searched");
+        Ok(())
+    })
+    .await
+}

@@ -468,12 +468,34 @@ pub(super) fn classify(manifest: &Manifest, text: &str) -> AskError {
     }
 }
 
-/// [`AskError::PromptRefused`] when `prompt` has more than `limit` characters (0: no limit), as
-/// `what` (the site, its search box) takes them.
-pub(super) fn over_limit(prompt: &str, limit: u64, what: &str) -> Option<AskError> {
-    let length = prompt.chars().count() as u64;
-    (limit > 0 && length > limit)
-        .then(|| AskError::PromptRefused(format!("the prompt has {length} characters; {what} takes at most {limit}")))
+/// How a site counts a prompt against its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Counted {
+    /// Characters (Unicode scalar values).
+    Chars,
+    /// UTF-16 code units, as an HTML `maxlength` does: a character past U+FFFF (an emoji)
+    /// counts twice.
+    Utf16,
+}
+
+/// [`AskError::PromptRefused`] when `prompt` is longer than `limit` (0: no limit) as `what`
+/// (the site, its search box) counts it.
+pub(super) fn over_limit(prompt: &str, limit: u64, what: &str, counted: Counted) -> Option<AskError> {
+    let chars = prompt.chars().count() as u64;
+    let length = match counted {
+        Counted::Chars => chars,
+        Counted::Utf16 => prompt.encode_utf16().count() as u64,
+    };
+    (limit > 0 && length > limit).then(|| {
+        AskError::PromptRefused(if length == chars {
+            format!("the prompt has {chars} characters; {what} takes at most {limit}")
+        } else {
+            format!(
+                "the prompt has {chars} characters, {length} as {what} counts them (a character past U+FFFF, \
+                 such as an emoji, counts twice); it takes at most {limit}"
+            )
+        })
+    })
 }
 
 /// The answer's text as a reader sees it, tidied; [`AskError::EmptyAnswer`] when there is none.
@@ -567,14 +589,21 @@ mod tests {
 
     #[test]
     fn a_prompt_over_a_set_limit_is_refused_and_no_limit_refuses_nothing() {
-        assert!(over_limit(&"x".repeat(100_000), 0, "the site").is_none(), "0 is no limit");
-        assert!(over_limit("ab€", 3, "the site").is_none(), "characters, not bytes");
-        match over_limit("ab€d", 3, "the site") {
-            Some(AskError::PromptRefused(said)) => {
-                assert_eq!(said, "the prompt has 4 characters; the site takes at most 3")
-            }
+        let over = |prompt: &str, limit, counted| over_limit(prompt, limit, "the box", counted);
+        assert!(over(&"x".repeat(100_000), 0, Counted::Chars).is_none(), "0 is no limit");
+        assert!(over("ab€", 3, Counted::Chars).is_none(), "characters, not bytes");
+        assert!(over("ab€", 3, Counted::Utf16).is_none(), "€ is one UTF-16 unit");
+        let said = |error: Option<AskError>| match error {
+            Some(AskError::PromptRefused(said)) => said,
             other => panic!("expected PromptRefused, got {other:?}"),
-        }
+        };
+        assert_eq!(said(over("ab€d", 3, Counted::Chars)), "the prompt has 4 characters; the box takes at most 3");
+        assert!(over("ab😀", 3, Counted::Chars).is_none());
+        assert_eq!(
+            said(over("ab😀", 3, Counted::Utf16)),
+            "the prompt has 3 characters, 4 as the box counts them (a character past U+FFFF, such as an emoji, \
+             counts twice); it takes at most 3"
+        );
     }
 
     #[test]

@@ -268,7 +268,16 @@ impl GoogleAiOverview {
     /// Types the query into the search box and presses Enter.
     async fn search(&self, driver: &WebDriver, query: &str) -> Result<(), AskError> {
         let typed = self.page.type_prompt(driver, query).await?;
-        if common::collapse(&typed) != common::collapse(query) {
+        let (typed, query) = (common::collapse(&typed), common::collapse(query));
+        if typed != query {
+            if !typed.is_empty() && query.starts_with(&typed) {
+                // The box kept the prompt's start only: its limit is lower than the manifest says.
+                return Err(AskError::PromptRefused(format!(
+                    "the search box kept {} of the prompt's {} characters",
+                    typed.chars().count(),
+                    query.chars().count()
+                )));
+            }
             return Err(AskError::Assistant(format!("the search box holds {typed:?} instead of the prompt")));
         }
         self.page.press_enter(driver).await
@@ -563,10 +572,11 @@ impl Adapter for GoogleAiOverview {
     }
 
     /// A query longer than the search box takes (`max_query_chars`, 2,048 as Google's box has
-    /// it): the box would cut it silently, a different question asked in its place.
+    /// it, counted as its `maxlength` counts: in UTF-16 code units, an emoji twice): the box
+    /// would cut it silently, a different question asked in its place.
     fn refuses(&self, prompt: &str) -> Option<AskError> {
         let limit = self.manifest.option_u64("max_query_chars", DEFAULT_MAX_QUERY_CHARS);
-        common::over_limit(&one_line(prompt), limit, "the search box")
+        common::over_limit(&one_line(prompt), limit, "the search box", common::Counted::Utf16)
     }
 
     async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
@@ -961,6 +971,17 @@ mod tests {
             }
             other => panic!("expected PromptRefused, got {other:?}"),
         }
+        // The box's maxlength counts UTF-16 code units: an emoji twice.
+        let emoji = format!("{} {}", "😀".repeat(10), "a".repeat(2030));
+        assert_eq!((emoji.chars().count(), emoji.encode_utf16().count()), (2041, 2051));
+        assert_eq!(
+            adapter.refuses(&emoji).map(|e| e.to_string()),
+            Some(
+                "the assistant does not take the prompt: the prompt has 2041 characters, 2051 as the search box \
+                 counts them (a character past U+FFFF, such as an emoji, counts twice); it takes at most 2048"
+                    .to_owned()
+            )
+        );
         // The manifest may set the box's limit.
         let mut manifest = Manifest::load("google-ai-overview", None)?;
         manifest.options.insert("max_query_chars".into(), toml::Value::Integer(10));

@@ -311,7 +311,8 @@ pub trait Adapter: Send + Sync {
     /// prompt longer than the manifest's `max_prompt_chars` (no limit unless set; Google's search
     /// box has its own, [`GoogleAiOverview`]). `None` when it may be asked.
     fn refuses(&self, prompt: &str) -> Option<AskError> {
-        common::over_limit(prompt, self.manifest().option_u64("max_prompt_chars", 0), "the site")
+        let limit = self.manifest().option_u64("max_prompt_chars", 0);
+        common::over_limit(prompt, limit, "the site", common::Counted::Chars)
     }
 
     /// Asks `prompt` in a new conversation and waits for the complete answer; while the
