@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use common::{
     MULTI_LINE_PROMPT, NO_CITATIONS_PROMPT, Scenario, answer_without_citations, ask_err, assert_first_token_before_end,
     assert_logged_out, assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere,
-    collapse, empty_answer_is_empty, log_in, long_pause, long_prompt, multi_line_prompt_is_one_prompt,
-    primaries_miss_the_composer, primary_selectors_only, rate_limited, selector_missing, short_pause, stall_times_out,
-    unicode_prompt_is_sent_exactly, variant_row,
+    collapse, empty_answer_is_empty, key_characters_are_typed_as_text, log_in, long_pause, long_prompt,
+    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, primary_selectors_only, rate_limited,
+    selector_missing, short_pause, stall_times_out, unicode_prompt_is_sent_exactly, variant_row,
 };
 
 const ID: &str = "google-ai-overview";
@@ -122,7 +122,8 @@ async fn returns_the_expanded_overview_after_the_pause_with_inline_then_listed_c
         assert_eq!(sim.stats().answers_total, 3, "the long prompt was never searched");
 
         unicode_prompt_is_sent_exactly(browser, sim, adapter).await?;
-        assert_served(sim, prompt_citing(4)?, &token, 4);
+        key_characters_are_typed_as_text(browser, sim, adapter).await?;
+        assert_served(sim, prompt_citing(4)?, &token, 5);
         Ok(())
     })
     .await
@@ -416,7 +417,7 @@ async fn a_prompt_the_search_box_would_cut_is_refused_never_searched_as_another_
         let long = "Which travel camera is best for hiking? ".repeat(60);
         let error = ask_err(browser, &trusting, &long).await?;
         assert!(
-            matches!(&error, AskError::PromptRefused(said) if said == "the search box kept 2048 of the prompt's 2399 characters"),
+            matches!(&error, AskError::PromptRefused(said) if said == "the composer kept 2048 of the prompt's 2399 characters"),
             "{error:?}"
         );
         assert_eq!(sim.stats().answers_total, 0, "nothing was searched");

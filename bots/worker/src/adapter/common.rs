@@ -192,19 +192,24 @@ impl PageScript {
     }
 
     /// Types the prompt into the composer, emptied first (a draft the site restored, or what
-    /// an interrupted try left). New lines become Shift+Enter, which starts a new line in the
-    /// composer instead of sending. Interruptions are cleared before typing and whenever they
-    /// get in the way, including a dialog that took the keys (the composer holds no text).
+    /// an interrupted try left), as [`typed_lines`] has it: new lines become Shift+Enter, which
+    /// starts a new line in the composer instead of sending, and nothing in the prompt presses
+    /// another key. Interruptions are cleared before typing and whenever they get in the way,
+    /// including a dialog that took the keys (the composer holds no text). Returns what the
+    /// composer holds; a composer that kept only the prompt's start after the last try is
+    /// [`AskError::PromptRefused`]: sent, it would ask another question.
     pub(super) async fn type_prompt(&self, driver: &WebDriver, prompt: &str) -> Result<String, AskError> {
         self.guard.clear(driver).await?;
+        let lines = typed_lines(prompt);
+        let wanted = collapse(&lines.join("\n"));
         let keys = || {
             let mut typing = TypingData::from(String::new());
-            for (index, line) in prompt.trim().lines().enumerate() {
+            for (index, line) in lines.iter().enumerate() {
                 if index > 0 {
                     // Null releases Shift so the next line is typed as written.
                     typing = typing + Key::Shift + Key::Enter + Key::Null;
                 }
-                typing = typing + line;
+                typing = typing + line.as_str();
             }
             typing
         };
@@ -223,17 +228,25 @@ impl PageScript {
                     Ok(self.run(driver, "composer_text").await?.convert::<String>().unwrap_or_default())
                 })
                 .await?;
-            if collapse(&typed) == collapse(prompt) {
+            let held = collapse(&typed);
+            if held == wanted {
                 return Ok(typed);
             }
             // Keys lost to a dialog that took the focus or opened while typing: clear it and
             // type again. A composer that shows the prompt otherwise (its own rendering) is
-            // taken as it is after the last try.
+            // taken as it is after the last try; one that keeps only its start is not.
             tracing::info!(typed = typed.chars().count(), "the composer does not hold the prompt; typing again");
             self.guard.clear(driver).await?;
             if tries >= MAX_INTERRUPTED_TRIES {
                 if typed.trim().is_empty() {
                     return Err(AskError::SelectorMissing("composer"));
+                }
+                if wanted.starts_with(&held) {
+                    return Err(AskError::PromptRefused(format!(
+                        "the composer kept {} of the prompt's {} characters",
+                        held.chars().count(),
+                        wanted.chars().count()
+                    )));
                 }
                 return Ok(typed);
             }
@@ -507,6 +520,26 @@ pub(super) fn answer_text(text: &str) -> Result<String, AskError> {
     Ok(text)
 }
 
+/// The prompt's lines as the bot types them: any line break (`\r\n`, `\r`, `\n`) ends a line;
+/// a tab, and a character WebDriver reads as a key (U+E000–U+E05D: Enter, Tab, Backspace, ...),
+/// become a space, so typing presses no key the prompt does not mean (a tab moved the focus out
+/// of the composer and the rest of the prompt was lost; U+E007 would have sent it half-typed);
+/// other control characters (the platform takes none) are left out. Only white space differs
+/// from the prompt, which the platform's matching ignores.
+pub(super) fn typed_lines(prompt: &str) -> Vec<String> {
+    let as_typed = |c: char| match c {
+        '\t' | '\u{E000}'..='\u{E05D}' => Some(' '),
+        c if c.is_control() => None,
+        c => Some(c),
+    };
+    prompt
+        .trim()
+        .replace("\r\n", "\n")
+        .split(['\n', '\r'])
+        .map(|line| line.chars().filter_map(as_typed).collect())
+        .collect()
+}
+
 /// White space runs as one space, the edges trimmed.
 pub(super) fn collapse(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -586,6 +619,16 @@ pub(super) fn citations(links: &[Link], sources: &[Source], url_of: impl Fn(&str
 mod tests {
     use super::*;
     use aap_proto::urls::clean_url;
+
+    #[test]
+    fn a_prompt_is_typed_without_keys_it_does_not_mean() {
+        assert_eq!(
+            typed_lines("  a\tb\r\nc\rd\ne\u{E007}f\u{E05D}g\u{E05E}h\u{7}i\u{1b}j\n\nk "),
+            ["a b", "c", "d", "e f g\u{E05E}hij", "", "k"]
+        );
+        assert_eq!(typed_lines("one line"), ["one line"]);
+        assert_eq!(typed_lines(""), [""]);
+    }
 
     #[test]
     fn a_prompt_over_a_set_limit_is_refused_and_no_limit_refuses_nothing() {

@@ -267,17 +267,10 @@ impl GoogleAiOverview {
 
     /// Types the query into the search box and presses Enter.
     async fn search(&self, driver: &WebDriver, query: &str) -> Result<(), AskError> {
+        // A box that kept only the query's start is refused by `type_prompt` (its limit is lower
+        // than the manifest says); one that holds something else is not searched either.
         let typed = self.page.type_prompt(driver, query).await?;
-        let (typed, query) = (common::collapse(&typed), common::collapse(query));
-        if typed != query {
-            if !typed.is_empty() && query.starts_with(&typed) {
-                // The box kept the prompt's start only: its limit is lower than the manifest says.
-                return Err(AskError::PromptRefused(format!(
-                    "the search box kept {} of the prompt's {} characters",
-                    typed.chars().count(),
-                    query.chars().count()
-                )));
-            }
+        if common::collapse(&typed) != common::collapse(query) {
             return Err(AskError::Assistant(format!("the search box holds {typed:?} instead of the prompt")));
         }
         self.page.press_enter(driver).await
@@ -767,9 +760,11 @@ fn decode_entities(text: &str) -> String {
     text.replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
-/// The prompt as one search: lines joined by a space (Enter in the box would search).
+/// The prompt as one search: its lines as typed ([`common::typed_lines`]) joined by a space
+/// (Enter in the box would search).
 fn one_line(prompt: &str) -> String {
-    prompt.lines().map(str::trim).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" ")
+    let lines = common::typed_lines(prompt);
+    lines.iter().map(|line| line.trim()).filter(|line| !line.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// The source a page link points to: Google's click-through redirect (`/url?q=` or

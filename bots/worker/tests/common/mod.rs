@@ -305,6 +305,24 @@ pub async fn unicode_prompt_is_sent_exactly(browser: &Browser, sim: &Simulator, 
     Ok(())
 }
 
+/// A prompt with what typing must not take for keys: tabs (cells pasted from a spreadsheet), a
+/// Windows line break, a lone carriage return and U+E007 (WebDriver's Enter key).
+pub const KEYS_PROMPT: &str = "Compare these phones:\tPixel\tiPhone\r\nand their prices\rin euros\u{E007} today";
+
+/// [`KEYS_PROMPT`] as every site must get it, white space collapsed: the whole question.
+pub const KEYS_PROMPT_AS_SENT: &str = "Compare these phones: Pixel iPhone and their prices in euros today";
+
+/// Asks [`KEYS_PROMPT`]: the site got the whole question once, and its answer came back. Until
+/// 2026-12-07 a tab moved the focus out of the composer and only "Compare these phones:" was
+/// asked (and answered as if it were the prompt).
+pub async fn key_characters_are_typed_as_text(browser: &Browser, sim: &Simulator, adapter: &AnyAdapter) -> Result<()> {
+    let captured = adapter.ask(browser.driver(), KEYS_PROMPT).await?;
+    assert_eq!(collapse(&captured.response_text), collapse(&answer_for(KEYS_PROMPT_AS_SENT, true).plain_text()));
+    let stats = sim.stats();
+    assert_eq!(stats.answers_for_prompt(KEYS_PROMPT_AS_SENT), 1, "the whole question: {:?}", stats.by_prompt.keys());
+    Ok(())
+}
+
 /// Asks [`NO_CITATIONS_PROMPT`]: the whole answer, and no citation. Returns the answer for the
 /// site's own checks (what it says about a web search differs by site).
 pub async fn answer_without_citations(browser: &Browser, adapter: &AnyAdapter) -> Result<Captured> {
