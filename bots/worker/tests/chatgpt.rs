@@ -10,10 +10,11 @@ use aap_simulator::{
 use anyhow::Result;
 use common::{
     MULTI_LINE_PROMPT, Scenario, answer_without_citations, assert_failed_only, assert_first_token_before_end,
-    assert_served, assistant_error, challenge, challenge_everywhere, collapse, empty_answer_is_empty,
-    key_characters_are_typed_as_text, log_in, login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole,
-    multi_line_prompt_is_one_prompt, override_adapter, primaries_miss_the_composer, prompt_refused, rate_limited,
-    short_pause, stall_times_out, unicode_prompt_is_sent_exactly,
+    assert_served, assistant_error, challenge, challenge_everywhere, challenge_words_in_a_prompt_are_no_challenge,
+    collapse, empty_answer_is_empty, key_characters_are_typed_as_text, log_in, login_walls_yield_logged_out,
+    long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt, override_adapter,
+    primaries_miss_the_composer, prompt_refused, rate_limited, short_pause, stall_times_out,
+    unicode_prompt_is_sent_exactly,
 };
 
 async fn with_browser(
@@ -79,7 +80,8 @@ async fn no_citations_prompt_shows_no_search_and_multi_line_and_long_prompts_wor
         long_prompt_is_answered_whole(browser, sim, adapter).await?;
         unicode_prompt_is_sent_exactly(browser, sim, adapter).await?;
         key_characters_are_typed_as_text(browser, sim, adapter).await?;
-        assert_eq!(sim.stats().answers_total, 5);
+        challenge_words_in_a_prompt_are_no_challenge(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 6);
         Ok(())
     })
     .await

@@ -9,10 +9,10 @@ use aap_simulator::{Citation, Simulator, SimulatorConfig, Site, answer_for, stri
 use anyhow::{Context, Result};
 use common::{
     Scenario, answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error,
-    challenge, challenge_everywhere, collapse, empty_answer_is_empty, key_characters_are_typed_as_text, log_in,
-    login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt,
-    primaries_miss_the_composer, prompt_refused, rate_limited, short_pause, stall_times_out,
-    unicode_prompt_is_sent_exactly,
+    challenge, challenge_everywhere, challenge_words_in_a_prompt_are_no_challenge, collapse, empty_answer_is_empty,
+    key_characters_are_typed_as_text, log_in, login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole,
+    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, prompt_refused, rate_limited, short_pause,
+    stall_times_out, unicode_prompt_is_sent_exactly,
 };
 
 /// What the thinking of a `[[thinking]]` prompt starts with on the page; never in the answer.
@@ -115,7 +115,8 @@ async fn answers_without_a_web_search_and_multi_line_and_long_prompts_are_one_pr
         long_prompt_is_answered_whole(browser, sim, adapter).await?;
         unicode_prompt_is_sent_exactly(browser, sim, adapter).await?;
         key_characters_are_typed_as_text(browser, sim, adapter).await?;
-        assert_eq!(sim.stats().answers_total, 5);
+        challenge_words_in_a_prompt_are_no_challenge(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 6);
         Ok(())
     })
     .await

@@ -11,9 +11,10 @@ use anyhow::{Context, Result};
 use common::{
     MULTI_LINE_PROMPT, NO_CITATIONS_PROMPT, Scenario, answer_without_citations, ask_err, assert_first_token_before_end,
     assert_logged_out, assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere,
-    collapse, empty_answer_is_empty, key_characters_are_typed_as_text, log_in, long_pause, long_prompt,
-    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, primary_selectors_only, rate_limited,
-    selector_missing, short_pause, stall_times_out, unicode_prompt_is_sent_exactly, variant_row,
+    challenge_words_in_a_prompt_are_no_challenge, collapse, empty_answer_is_empty, key_characters_are_typed_as_text,
+    log_in, long_pause, long_prompt, multi_line_prompt_is_one_prompt, primaries_miss_the_composer,
+    primary_selectors_only, rate_limited, selector_missing, short_pause, stall_times_out,
+    unicode_prompt_is_sent_exactly, variant_row,
 };
 
 const ID: &str = "google-ai-overview";
@@ -123,7 +124,8 @@ async fn returns_the_expanded_overview_after_the_pause_with_inline_then_listed_c
 
         unicode_prompt_is_sent_exactly(browser, sim, adapter).await?;
         key_characters_are_typed_as_text(browser, sim, adapter).await?;
-        assert_served(sim, prompt_citing(4)?, &token, 5);
+        challenge_words_in_a_prompt_are_no_challenge(browser, sim, adapter).await?;
+        assert_served(sim, prompt_citing(4)?, &token, 6);
         Ok(())
     })
     .await

@@ -12,10 +12,10 @@ use aap_simulator::{
 use anyhow::{Context, Result, ensure};
 use common::{
     MULTI_LINE_PROMPT, Scenario, answer_without_citations, assert_failed_only, assert_first_token_before_end,
-    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere, collapse,
-    empty_answer_is_empty, key_characters_are_typed_as_text, log_in, login_walls_yield_logged_out, long_pause,
-    long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt, primaries_miss_the_composer, rate_limited,
-    short_pause, stall_times_out, unicode_prompt_is_sent_exactly,
+    assert_login_walls_only, assert_served, assistant_error, challenge, challenge_everywhere,
+    challenge_words_in_a_prompt_are_no_challenge, collapse, empty_answer_is_empty, key_characters_are_typed_as_text,
+    log_in, login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt,
+    primaries_miss_the_composer, rate_limited, short_pause, stall_times_out, unicode_prompt_is_sent_exactly,
 };
 
 async fn with_browser(
@@ -94,7 +94,8 @@ async fn no_citations_answers_have_no_sources_and_multi_line_and_long_prompts_ar
         long_prompt_is_answered_whole(browser, sim, adapter).await?;
         unicode_prompt_is_sent_exactly(browser, sim, adapter).await?;
         key_characters_are_typed_as_text(browser, sim, adapter).await?;
-        assert_eq!(sim.stats().answers_total, 5);
+        challenge_words_in_a_prompt_are_no_challenge(browser, sim, adapter).await?;
+        assert_eq!(sim.stats().answers_total, 6);
         Ok(())
     })
     .await

@@ -166,9 +166,12 @@ impl ChatGpt {
         self.page.read(driver, "probe").await
     }
 
-    /// Whether the probe shows a bot challenge: the challenge role, or a challenge title.
+    /// Whether the probe shows a bot challenge: the challenge role, or a challenge title on a
+    /// page without the composer (the conversation's title may quote a prompt about
+    /// "verify you are human": taken for a challenge, it set the account aside).
     fn challenged(&self, probe: &Probe) -> Option<AskError> {
-        (probe.challenge || self.manifest.is_challenge(&probe.title)).then(|| {
+        let title = !probe.composer && self.manifest.is_challenge(&probe.title);
+        (probe.challenge || title).then(|| {
             let title = if probe.title.trim().is_empty() { "bot challenge" } else { probe.title.trim() };
             AskError::Challenge(title.to_owned())
         })

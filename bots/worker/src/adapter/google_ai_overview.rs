@@ -235,7 +235,9 @@ impl GoogleAiOverview {
         if probe.path.starts_with("/sorry/") {
             return Some(AskError::Challenge(line.unwrap_or_else(|| named("unusual traffic page"))));
         }
-        if self.manifest.is_challenge(title) {
+        // The results page's title is the query, which may quote a challenge's words ("verify
+        // you are human"): taken for a challenge, one prompt set every Google account aside.
+        if !probe.composer && !probe.results && self.manifest.is_challenge(title) {
             return Some(AskError::Challenge(title.to_owned()));
         }
         if let Some(line) = line {

@@ -323,6 +323,24 @@ pub async fn key_characters_are_typed_as_text(browser: &Browser, sim: &Simulator
     Ok(())
 }
 
+/// A prompt that quotes the words of bot challenges (Cloudflare's, Google's unusual traffic page).
+pub const CHALLENGE_WORDS_PROMPT: &str =
+    "Just a moment: is \"verify you are human\" or \"our systems have detected unusual traffic\" worse?";
+
+/// Asks [`CHALLENGE_WORDS_PROMPT`]: an answer like any other. Until 2026-12-07 Google's
+/// results page, whose title is the query, was taken for a challenge: the account was set aside
+/// (CHALLENGED), and the task went from account to account.
+pub async fn challenge_words_in_a_prompt_are_no_challenge(
+    browser: &Browser,
+    sim: &Simulator,
+    adapter: &AnyAdapter,
+) -> Result<()> {
+    let captured = adapter.ask(browser.driver(), CHALLENGE_WORDS_PROMPT).await?;
+    assert_eq!(collapse(&captured.response_text), collapse(&answer_for(CHALLENGE_WORDS_PROMPT, true).plain_text()));
+    assert_eq!(sim.stats().answers_for_prompt(CHALLENGE_WORDS_PROMPT), 1);
+    Ok(())
+}
+
 /// Asks [`NO_CITATIONS_PROMPT`]: the whole answer, and no citation. Returns the answer for the
 /// site's own checks (what it says about a web search differs by site).
 pub async fn answer_without_citations(browser: &Browser, adapter: &AnyAdapter) -> Result<Captured> {
