@@ -626,13 +626,15 @@ async fn an_answer_the_platform_refuses_fails_its_task_at_once_with_the_reason()
 }
 
 #[tokio::test]
-async fn a_prompt_longer_than_the_site_takes_fails_at_once_without_leasing_a_session() -> Result<()> {
+async fn prompts_the_site_cannot_take_fail_at_once_without_leasing_a_session() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let sim = Simulator::start(listener, aap_simulator::Site::ChatGpt, SimulatorConfig::default()).await?;
     let session = sim.create_session("unused").await;
     let fake = Fake::default();
     let long = "Which of these espresso machines suits a small kitchen best of all?";
-    lock(&fake.tasks).push_back(task(9, long));
+    // And one with nothing to type (WebDriver's Enter and Tab only): it would wait out the
+    // answer deadline for an answer to nothing.
+    lock(&fake.tasks).extend([task(9, long), task(10, "\u{E007}\u{E004}")]);
     lock(&fake.sessions).push_back(session.storage_state_json);
     // As an operator sets it once the site caps its messages: 60 characters.
     let adapters = common::manifest_dir("chatgpt", |manifest| {
@@ -640,7 +642,7 @@ async fn a_prompt_longer_than_the_site_takes_fails_at_once_without_leasing_a_ses
     })?;
 
     let mut running = Running::start_with(&fake, "refusing-bot", &sim.base_url, Some(adapters.path())).await?;
-    let released = fake.wait_for(|events| events.iter().any(|e| matches!(e, Event::Release(_)))).await;
+    let released = fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Release(_))).count() == 2).await;
     let ran = running.stop_bot().await?;
     running.stop_server().await;
     let stats = sim.stats();
@@ -649,9 +651,15 @@ async fn a_prompt_longer_than_the_site_takes_fails_at_once_without_leasing_a_ses
     ran?;
 
     let events = fake.events();
-    let release = events.iter().find_map(|e| if let Event::Release(r) = e { Some(r) } else { None });
-    let release = release.context("released")?;
+    let released: Vec<&ReleaseRequest> =
+        events.iter().filter_map(|e| if let Event::Release(r) = e { Some(r) } else { None }).collect();
+    let [release, nothing] = released.as_slice() else { panic!("two releases: {released:?}") };
     assert_eq!((release.evaluation_id, release.mark_as_failed), (9, true));
+    assert_eq!((nothing.evaluation_id, nothing.mark_as_failed), (10, true));
+    assert_eq!(
+        nothing.failure_reason,
+        "prompt-refused: the assistant does not take the prompt: the prompt holds nothing to type (only characters WebDriver reads as keys)"
+    );
     assert_eq!(
         release.failure_reason,
         format!(

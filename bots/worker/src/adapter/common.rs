@@ -481,6 +481,15 @@ pub(super) fn classify(manifest: &Manifest, text: &str) -> AskError {
     }
 }
 
+/// [`AskError::PromptRefused`] when `prompt` holds nothing to type once typed as
+/// [`typed_lines`] has it (WebDriver's key characters only): the composer would stay empty and
+/// the attempt wait out its deadline for an answer to nothing.
+pub(super) fn nothing_to_type(prompt: &str) -> Option<AskError> {
+    typed_lines(prompt).iter().all(|line| line.trim().is_empty()).then(|| {
+        AskError::PromptRefused("the prompt holds nothing to type (only characters WebDriver reads as keys)".to_owned())
+    })
+}
+
 /// How a site counts a prompt against its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Counted {
@@ -628,6 +637,13 @@ mod tests {
         );
         assert_eq!(typed_lines("one line"), ["one line"]);
         assert_eq!(typed_lines(""), [""]);
+    }
+
+    #[test]
+    fn a_prompt_of_key_characters_only_is_refused_and_any_text_is_not() {
+        assert!(matches!(nothing_to_type("\u{E007}\u{E004} \u{E000}"), Some(AskError::PromptRefused(_))));
+        assert!(nothing_to_type("\u{E007}a").is_none());
+        assert!(nothing_to_type("😀").is_none());
     }
 
     #[test]

@@ -571,7 +571,8 @@ impl Adapter for GoogleAiOverview {
     /// would cut it silently, a different question asked in its place.
     fn refuses(&self, prompt: &str) -> Option<AskError> {
         let limit = self.manifest.option_u64("max_query_chars", DEFAULT_MAX_QUERY_CHARS);
-        common::over_limit(&one_line(prompt), limit, "the search box", common::Counted::Utf16)
+        common::nothing_to_type(prompt)
+            .or_else(|| common::over_limit(&one_line(prompt), limit, "the search box", common::Counted::Utf16))
     }
 
     async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {

@@ -308,11 +308,13 @@ pub trait Adapter: Send + Sync {
     fn login_state(&self, driver: &WebDriver) -> impl Future<Output = WebDriverResult<PageState>> + Send;
 
     /// Why the assistant would not take `prompt` as it is, known before anything is opened: a
-    /// prompt longer than the manifest's `max_prompt_chars` (no limit unless set; Google's search
-    /// box has its own, [`GoogleAiOverview`]). `None` when it may be asked.
+    /// prompt with nothing to type, or longer than the manifest's `max_prompt_chars` (no limit
+    /// unless set; Google's search box has its own, [`GoogleAiOverview`]). `None` when it may be
+    /// asked.
     fn refuses(&self, prompt: &str) -> Option<AskError> {
         let limit = self.manifest().option_u64("max_prompt_chars", 0);
-        common::over_limit(prompt, limit, "the site", common::Counted::Chars)
+        common::nothing_to_type(prompt)
+            .or_else(|| common::over_limit(prompt, limit, "the site", common::Counted::Chars))
     }
 
     /// Asks `prompt` in a new conversation and waits for the complete answer; while the
