@@ -533,9 +533,9 @@ async fn account(app: &TestApp, label: &str) {
 }
 
 /// Makes every series the rules read: leases granted, exhausted and refused; sessions back as
-/// challenged, expired and rate limited; a selector-missing release; a lost submit; a lapsed
-/// claim; a dead letter; an answer without its page; a bot whose browser does not start; a call
-/// of an unknown method.
+/// challenged, expired and rate limited; a selector-missing release; a prompt-refused release; a
+/// lost submit; a lapsed claim; a dead letter; an answer without its page; a bot whose browser
+/// does not start; a call of an unknown method.
 async fn run_everything_the_alerts_watch(app: &TestApp) {
     // The session pool.
     for label in ["alerts-1", "alerts-2", "alerts-3"] {
@@ -570,6 +570,17 @@ async fn run_everything_the_alerts_watch(app: &TestApp) {
     // The site changed: a required selector is missing and the bot fails the task at once.
     let waiting = asking(app, "Which selector went missing today?");
     fail_next_task(app, "chatgpt", "selector-missing: no element for role composer (after 1 attempts)").await;
+    first_failed(&waiting.await.expect("stream"));
+
+    // A prompt longer than the assistant takes: the bot refuses it at once (the customers'
+    // doing, which AapAnswersFailingForGood leaves out).
+    let waiting = asking(app, "Which prompt was too long for the box?");
+    fail_next_task(
+        app,
+        "chatgpt",
+        "prompt-refused: the assistant does not take the prompt: the prompt has 2100 characters; the site takes at most 2048",
+    )
+    .await;
     first_failed(&waiting.await.expect("stream"));
 
     // A submit lost between the gateway's mark and the results stream, asked again; then a
