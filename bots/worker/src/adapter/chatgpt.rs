@@ -167,10 +167,11 @@ impl ChatGpt {
     }
 
     /// Whether the probe shows a bot challenge: the challenge role, or a challenge title on a
-    /// page without the composer (the conversation's title may quote a prompt about
-    /// "verify you are human": taken for a challenge, it set the account aside).
+    /// page without the composer or a conversation (the conversation's title may quote a prompt
+    /// about "verify you are human": taken for a challenge, it set the account aside).
     fn challenged(&self, probe: &Probe) -> Option<AskError> {
-        let title = !probe.composer && self.manifest.is_challenge(&probe.title);
+        let own_page = probe.composer || probe.messages > 0;
+        let title = !own_page && self.manifest.is_challenge(&probe.title);
         (probe.challenge || title).then(|| {
             let title = if probe.title.trim().is_empty() { "bot challenge" } else { probe.title.trim() };
             AskError::Challenge(title.to_owned())

@@ -343,11 +343,13 @@ impl Claude {
         self.page.read(driver, "probe").await
     }
 
-    /// A challenge page in place of the site, by its markup, or by its title or text when the
-    /// site's composer is not there (a conversation title may well say "just a moment").
+    /// A challenge page in place of the site, by its markup, or by its title or text when
+    /// neither the site's composer nor a conversation is there (a conversation's title and text
+    /// may well say "just a moment").
     fn challenge_of(&self, probe: &Probe) -> Option<AskError> {
+        let own_page = probe.composer || probe.messages > 0;
         let by_words =
-            !probe.composer && (self.manifest.is_challenge(&probe.title) || self.manifest.is_challenge(&probe.text));
+            !own_page && (self.manifest.is_challenge(&probe.title) || self.manifest.is_challenge(&probe.text));
         if probe.challenge || by_words {
             let title = if probe.title.trim().is_empty() { "bot challenge" } else { probe.title.trim() };
             return Some(AskError::Challenge(title.to_owned()));

@@ -164,10 +164,11 @@ impl Perplexity {
 
     /// A challenge or a sign-in modal in place of the site: the attempt cannot go on.
     fn blocked(&self, probe: &Probe) -> Option<AskError> {
-        // The title and the page's text only count without a composer: a thread's title is its
-        // question, which may quote a challenge's words.
-        let challenge_text = !probe.composer
-            && (self.manifest.is_challenge(&probe.title) || self.manifest.is_challenge(&probe.text_head));
+        // The title and the page's text only count on a page without a composer or a thread: a
+        // thread's title is its question, which may quote a challenge's words.
+        let own_page = probe.composer || probe.turns > 0 || probe.answers > 0;
+        let challenge_text =
+            !own_page && (self.manifest.is_challenge(&probe.title) || self.manifest.is_challenge(&probe.text_head));
         if probe.challenge || challenge_text {
             let title = probe.title.trim();
             return Some(AskError::Challenge(if title.is_empty() {

@@ -780,6 +780,9 @@
   }
 
   async function ask(text) {
+    // A new conversation's tab takes its title, a few of the prompt's words (ours: chatgpt.com
+    // generates one from them).
+    if (turns === 0) document.title = text.split(/\s+/).slice(0, 8).join(' ');
     thread.classList.add('has-messages');
     const userId = uuid();
     conversation.appendChild(userTurn(++turns, userId, text));

@@ -632,7 +632,11 @@
     const firstMessage = !conversationId;
     if (firstMessage) conversationId = uuid();
     messages.appendChild(userTurn(text));
-    if (firstMessage) chatTitle.textContent = text.length > 60 ? text.slice(0, 60) + '\u2026' : text;
+    if (firstMessage) {
+      chatTitle.textContent = text.length > 60 ? text.slice(0, 60) + '\u2026' : text;
+      // The tab names the conversation too, as claude.ai's does: a prompt's words in the title.
+      document.title = chatTitle.textContent + ' - Claude';
+    }
 
     const controller = new AbortController();
     active = { controller };

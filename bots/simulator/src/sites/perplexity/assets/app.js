@@ -582,6 +582,8 @@
     turns.appendChild(turn.root);
     turn.root.scrollIntoView({ block: 'end' });
     history.pushState({}, '', '/search/' + slugify(text));
+    // A thread's tab is named by its question (ours: the words of the prompt).
+    document.title = text + ' - Perplexity';
 
     const controller = new AbortController();
     active = { controller };
