@@ -375,18 +375,31 @@ impl Running {
     }
 }
 
-/// Runs the bot `bot_id` against `fake` and `sim` until it has submitted `submits` answers (at
-/// most 180 s), stops the bot, the fake and the simulator, and returns what the fake heard.
-async fn events_once_submitted(fake: &Fake, bot_id: &str, sim: Simulator, submits: usize) -> Result<Vec<Event>> {
-    let mut running = Running::start(fake, bot_id, &sim.base_url).await?;
-    let submitted =
-        fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == submits).await;
+/// Runs the bot `bot_id` (its manifests from `adapters_dir` when given) against `fake` and `sim`
+/// until `done` holds on what the fake heard (at most 180 s), stops the bot, the fake and the
+/// simulator, and returns what the fake heard and the simulator's counters.
+async fn run_until(
+    fake: &Fake,
+    bot_id: &str,
+    sim: Simulator,
+    adapters_dir: Option<&std::path::Path>,
+    done: impl Fn(&[Event]) -> bool,
+) -> Result<(Vec<Event>, aap_simulator::SimStats)> {
+    let mut running = Running::start_with(fake, bot_id, &sim.base_url, adapters_dir).await?;
+    let reached = fake.wait_for(done).await;
     let ran = running.stop_bot().await?;
     running.stop_server().await;
+    let stats = sim.stats();
     sim.shutdown().await;
-    submitted?;
+    reached?;
     ran?;
-    Ok(fake.events())
+    Ok((fake.events(), stats))
+}
+
+/// [`run_until`] the bot has submitted `submits` answers; what the fake heard.
+async fn events_once_submitted(fake: &Fake, bot_id: &str, sim: Simulator, submits: usize) -> Result<Vec<Event>> {
+    let submitted = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Submit(_))).count() == submits;
+    Ok(run_until(fake, bot_id, sim, None, submitted).await?.0)
 }
 
 #[tokio::test]
@@ -592,23 +605,15 @@ async fn an_answer_the_platform_refuses_fails_its_task_at_once_with_the_reason()
     lock(&fake.sessions).push_back(session.storage_state_json.clone());
     lock(&fake.refused).insert(7);
 
-    let mut running = Running::start(&fake, "refused-bot", &sim.base_url).await?;
-    let both_ended = fake
-        .wait_for(|events| {
-            let released_7 = events.iter().any(|e| matches!(e, Event::Release(r) if r.evaluation_id == 7));
-            let submitted_8 = events.iter().any(|e| matches!(e, Event::Submit(s) if s.evaluation_id == 8));
-            released_7 && submitted_8
-        })
-        .await;
-    let ran = running.stop_bot().await?;
-    running.stop_server().await;
-    sim.shutdown().await;
-    both_ended?;
-    ran?;
+    let both_ended = |events: &[Event]| {
+        let released_7 = events.iter().any(|e| matches!(e, Event::Release(r) if r.evaluation_id == 7));
+        let submitted_8 = events.iter().any(|e| matches!(e, Event::Submit(s) if s.evaluation_id == 8));
+        released_7 && submitted_8
+    };
+    let (events, _) = run_until(&fake, "refused-bot", sim, None, both_ended).await?;
 
     // One try (a refusal is not retried), then a release that fails the evaluation with the
     // gateway's reason, before the next task: the claim never lapses.
-    let events = fake.events();
     let position = |wanted: &dyn Fn(&Event) -> bool| events.iter().position(wanted);
     let submits_7 = events.iter().filter(|e| matches!(e, Event::Submit(s) if s.evaluation_id == 7)).count();
     assert_eq!(submits_7, 1, "a refused answer is sent once: {events:?}");
@@ -641,16 +646,9 @@ async fn prompts_the_site_cannot_take_fail_at_once_without_leasing_a_session() -
         manifest.options.insert("max_prompt_chars".to_owned(), toml::Value::Integer(60));
     })?;
 
-    let mut running = Running::start_with(&fake, "refusing-bot", &sim.base_url, Some(adapters.path())).await?;
-    let released = fake.wait_for(|events| events.iter().filter(|e| matches!(e, Event::Release(_))).count() == 2).await;
-    let ran = running.stop_bot().await?;
-    running.stop_server().await;
-    let stats = sim.stats();
-    sim.shutdown().await;
-    released?;
-    ran?;
+    let both_released = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Release(_))).count() == 2;
+    let (events, stats) = run_until(&fake, "refusing-bot", sim, Some(adapters.path()), both_released).await?;
 
-    let events = fake.events();
     let released: Vec<&ReleaseRequest> =
         events.iter().filter_map(|e| if let Event::Release(r) = e { Some(r) } else { None }).collect();
     let [release, nothing] = released.as_slice() else { panic!("two releases: {released:?}") };

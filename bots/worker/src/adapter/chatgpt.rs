@@ -433,9 +433,6 @@ impl Adapter for ChatGpt {
     }
 
     async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
-        if let Some(refused) = self.refuses(prompt) {
-            return Err(refused);
-        }
         self.open_new_chat(driver).await?;
         let before = self.probe(driver).await?.messages;
         self.page.type_prompt(driver, prompt).await?;

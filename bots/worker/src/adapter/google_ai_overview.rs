@@ -576,9 +576,6 @@ impl Adapter for GoogleAiOverview {
     }
 
     async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
-        if let Some(refused) = self.refuses(prompt) {
-            return Err(refused);
-        }
         let query = one_line(prompt);
         self.open_search_box(driver).await?;
         self.search(driver, &query).await?;

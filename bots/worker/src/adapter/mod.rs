@@ -310,7 +310,7 @@ pub trait Adapter: Send + Sync {
     /// Why the assistant would not take `prompt` as it is, known before anything is opened: a
     /// prompt with nothing to type, or longer than the manifest's `max_prompt_chars` (no limit
     /// unless set; Google's search box has its own, [`GoogleAiOverview`]). `None` when it may be
-    /// asked.
+    /// asked. [`AnyAdapter`] checks it before every ask, the worker before it leases a session.
     fn refuses(&self, prompt: &str) -> Option<AskError> {
         let limit = self.manifest().option_u64("max_prompt_chars", 0);
         common::nothing_to_type(prompt)
@@ -438,7 +438,12 @@ impl Adapter for AnyAdapter {
         }
     }
 
+    /// Refuses at once a prompt the assistant would not take ([`Adapter::refuses`]), before any
+    /// page opens; asks the site's adapter otherwise.
     async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
+        if let Some(refused) = self.refuses(prompt) {
+            return Err(refused);
+        }
         match self {
             AnyAdapter::ChatGpt(a) => a.ask_typing(driver, prompt, typing).await,
             AnyAdapter::Claude(a) => a.ask_typing(driver, prompt, typing).await,

@@ -380,9 +380,6 @@ impl Adapter for Perplexity {
     }
 
     async fn ask_typing(&self, driver: &WebDriver, prompt: &str, typing: &Typing) -> Result<Captured, AskError> {
-        if let Some(refused) = self.refuses(prompt) {
-            return Err(refused);
-        }
         self.open_new_thread(driver).await?;
         let probe = self.probe(driver).await?;
         let before = (probe.answers, probe.turns);
