@@ -46,6 +46,15 @@ pub enum ManifestError {
         /// The role.
         role: String,
     },
+    /// A text pattern that is blank: it would match every text (one in `challenge_patterns`
+    /// would take every page for a challenge).
+    #[error("manifest {origin} has a blank entry in {list}: it would match every text")]
+    BlankPattern {
+        /// Where the text came from.
+        origin: String,
+        /// The list it is in.
+        list: &'static str,
+    },
 }
 
 /// Waits and deadlines of an adapter.
@@ -174,6 +183,14 @@ impl Manifest {
                 return Err(ManifestError::EmptyRole { origin: origin.to_owned(), role: role.clone() });
             }
         }
+        let lists = [
+            ("rate_limit_patterns", &manifest.rate_limit_patterns),
+            ("challenge_patterns", &manifest.challenge_patterns),
+            ("prompt_refused_patterns", &manifest.prompt_refused_patterns),
+        ];
+        if let Some((list, _)) = lists.iter().find(|(_, patterns)| patterns.iter().any(|p| p.trim().is_empty())) {
+            return Err(ManifestError::BlankPattern { origin: origin.to_owned(), list });
+        }
         manifest.fingerprint = hex::encode(&Sha256::digest(text.as_bytes())[..6]);
         manifest.source = origin.to_owned();
         Ok(manifest)
@@ -273,6 +290,20 @@ mod tests {
         assert!(!manifest.is_rate_limit("Something went wrong while generating the response."));
         assert!(matches!(Manifest::load("bard", None), Err(ManifestError::Unknown(_))));
         Ok(())
+    }
+
+    #[test]
+    fn a_blank_text_pattern_is_refused_at_load() -> Result<(), ManifestError> {
+        for list in ["rate_limit_patterns", "challenge_patterns", "prompt_refused_patterns"] {
+            let mut value: toml::Value = toml::from_str(BUILT_IN[0].1).expect("the built-in manifest parses");
+            value.as_table_mut().expect("a table").insert(list.to_owned(), toml::Value::from(vec!["too long", "  "]));
+            let text = toml::to_string(&value).expect("serialises");
+            match Manifest::parse(&text, "override") {
+                Err(ManifestError::BlankPattern { list: named, .. }) => assert_eq!(named, list),
+                other => panic!("{list}: expected BlankPattern, got {other:?}"),
+            }
+        }
+        Manifest::load("chatgpt", None).map(|_| ())
     }
 
     #[test]
