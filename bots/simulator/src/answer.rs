@@ -39,6 +39,11 @@ pub const MARKER_OVERSIZED: &str = "[[oversized]]";
 /// error (ChatGPT's 413 "The message you submitted was too long...", Claude's "Your message will
 /// exceed the length limit for this chat..."); Perplexity and Google answer as usual.
 pub const MARKER_TOO_LONG: &str = "[[too-long]]";
+/// Marker: the chat sites stop the answer at their length limit, two thirds of the way: Claude's
+/// stream ends with `stop_reason` `max_tokens` and its page shows "This response paused because
+/// Claude reached its max length for a message..." with a Continue button; ChatGPT's finishes
+/// with `finish_details` of type `max_tokens`. Perplexity and Google answer as usual.
+pub const MARKER_CUT_SHORT: &str = "[[cut-short]]";
 
 /// Marker: an onboarding / upsell dialog opens over the page while the answer streams (the page
 /// itself sees it in the composer on send, as it does every interruption marker).
@@ -60,7 +65,7 @@ pub const MARKER_STICKY: &str = "[[sticky]]";
 pub const INTERRUPTION_MARKERS: [&str; 7] =
     [MARKER_MODAL, MARKER_BANNER, MARKER_ALERT, MARKER_CONFIRM, MARKER_BEFOREUNLOAD, MARKER_NEW_WINDOW, MARKER_STICKY];
 
-const ALL_MARKERS: [&str; 13] = [
+const ALL_MARKERS: [&str; 14] = [
     MARKER_NO_CITATIONS,
     MARKER_RATE_LIMIT,
     MARKER_SLOW,
@@ -74,6 +79,7 @@ const ALL_MARKERS: [&str; 13] = [
     MARKER_EMPTY,
     MARKER_OVERSIZED,
     MARKER_TOO_LONG,
+    MARKER_CUT_SHORT,
 ];
 
 /// Private-use characters chatgpt.com streams around an inline citation
@@ -109,6 +115,8 @@ pub struct PromptFlags {
     pub empty: bool,
     /// `[[too-long]]`
     pub too_long: bool,
+    /// `[[cut-short]]`
+    pub cut_short: bool,
 }
 
 impl PromptFlags {
@@ -127,6 +135,7 @@ impl PromptFlags {
             no_overview: prompt.contains(MARKER_NO_OVERVIEW),
             empty: prompt.contains(MARKER_EMPTY),
             too_long: prompt.contains(MARKER_TOO_LONG),
+            cut_short: prompt.contains(MARKER_CUT_SHORT),
         }
     }
 }

@@ -60,6 +60,9 @@ pub(crate) struct Pacing {
     /// The turn finishes normally without a word (`[[empty]]`): no chunks, the first-token
     /// delay before the finish, every finish signal as usual.
     pub empty: bool,
+    /// The answer stops at the site's length limit (`[[cut-short]]`): only the first two thirds
+    /// of its chunks are sent, then the site's usual finish with its own stop reason.
+    pub cut_short: bool,
 }
 
 impl Pacing {
@@ -79,12 +82,18 @@ impl Pacing {
             fail_mid_stream: flags.error || config.error,
             stall: (flags.stall || config.stall).then(|| Duration::from_millis(config.stall_ms)),
             empty,
+            cut_short: flags.cut_short,
         }
     }
 
-    /// The answer's chunks, and the indexes of the pause, the failure and the stall.
+    /// The answer's chunks (the first two thirds of them when the answer is cut short), and
+    /// the indexes of the pause, the failure and the stall.
     pub fn chunks(&self) -> Vec<String> {
-        self.answer.chunks(self.words_per_chunk)
+        let mut chunks = self.answer.chunks(self.words_per_chunk);
+        if self.cut_short {
+            chunks.truncate((chunks.len() * 2).div_ceil(3));
+        }
+        chunks
     }
 
     /// Sleeps before chunk `index` of `count`: the first-token delay, the mid-way pause, or the

@@ -21,6 +21,7 @@ struct Metrics {
     returns: Counters,
     partials: Counters,
     interruptions: Counters,
+    cut_short: Counters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -39,7 +40,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     attempt_failures: metrics::counter(
         "bot_attempt_failures",
         "Failed attempts by assistant and failure class (logged-out, challenge, rate-limited, selector-missing, \
-         timeout, empty-answer, assistant-error, browser, no-citations).",
+         timeout, empty-answer, assistant-error, prompt-refused, browser, no-citations).",
     ),
     answer_seconds: metrics::histogram(
         "bot_answer_seconds",
@@ -72,6 +73,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Interruptions the bot cleared on the way to an answer, by assistant and kind (dialog: a dialog over the \
          page; cover: a banner or layer over the composer or send control; js-dialog: alert, confirm or leave-site; \
          window: a window the page opened).",
+    ),
+    cut_short: metrics::counter(
+        "bot_answers_cut_short",
+        "Answers the assistant stopped at its own length limit (captured as the page showed them, marked \
+         cut_short), by assistant.",
     ),
 });
 
@@ -116,8 +122,11 @@ pub(crate) fn attempt_failed(name: &str, class: &str) {
     METRICS.attempt_failures.get_or_create(&labels([("assistant", name), ("class", class)])).inc();
 }
 
-pub(crate) fn answered(name: &str, took: Duration) {
+pub(crate) fn answered(name: &str, took: Duration, cut_short: bool) {
     METRICS.answer_seconds.get_or_create(&assistant(name)).observe(took.as_secs_f64());
+    if cut_short {
+        METRICS.cut_short.get_or_create(&assistant(name)).inc();
+    }
 }
 
 pub(crate) fn browser_started(name: &str, ok: bool) {

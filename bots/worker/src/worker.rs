@@ -391,8 +391,8 @@ impl<A: Adapter> Worker<A> {
         };
         match result {
             Ok(captured) => {
-                crate::metrics::answered(self.adapter.assistant(), captured.total);
                 let reading = &captured.reading;
+                crate::metrics::answered(self.adapter.assistant(), captured.total, reading.cut_short);
                 tracing::info!(
                     session,
                     citations = captured.citations.len(),
@@ -404,6 +404,7 @@ impl<A: Adapter> Worker<A> {
                     missing_roles = reading.missing_roles.join(","),
                     read_by_fallback = reading.read_by_fallback,
                     confidence = reading.confidence(),
+                    cut_short = reading.cut_short,
                     search_queries = captured.search_queries.len(),
                     products = captured.products.len(),
                     "answer captured"

@@ -11,9 +11,9 @@ use anyhow::Result;
 use common::{
     MULTI_LINE_PROMPT, Scenario, answer_without_citations, assert_failed_only, assert_first_token_before_end,
     assert_served, assistant_error, challenge, challenge_everywhere, challenge_words_in_a_prompt_are_no_challenge,
-    collapse, empty_answer_is_empty, key_characters_are_typed_as_text, log_in, login_walls_yield_logged_out,
-    long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt, override_adapter,
-    primaries_miss_the_composer, prompt_refused, rate_limited, short_pause, stall_times_out,
+    collapse, cut_short_answer_is_marked, empty_answer_is_empty, key_characters_are_typed_as_text, log_in,
+    login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt,
+    override_adapter, primaries_miss_the_composer, prompt_refused, rate_limited, short_pause, stall_times_out,
     unicode_prompt_is_sent_exactly,
 };
 
@@ -222,6 +222,23 @@ async fn an_empty_answer_is_an_empty_answer_not_a_timeout_and_the_next_answer_co
         assert_full_answer(&captured, "Any news?");
         let stats = sim.stats();
         assert_eq!((stats.by_token[&token].answers, stats.by_token[&token].empty_answers), (3, 2));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_answer_cut_at_the_length_limit_is_kept_as_shown_and_marked() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        let token = log_in(browser, sim, "operator-9").await?;
+        // The stream's finish says `max_tokens` (the page shows nothing of its own here).
+        let captured = cut_short_answer_is_marked(browser, sim, adapter).await?;
+        assert!(captured.reading.finish_signals.iter().any(|s| s == "stream-done"), "{:?}", captured.reading);
+        // The next prompt on the same page is answered whole and not marked.
+        let captured = adapter.ask(browser.driver(), "Any news?").await?;
+        assert_full_answer(&captured, "Any news?");
+        assert!(!captured.reading.cut_short);
+        assert_eq!(sim.stats().answers_for_token(&token), 3);
         Ok(())
     })
     .await

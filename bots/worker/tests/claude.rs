@@ -9,10 +9,11 @@ use aap_simulator::{Citation, Simulator, SimulatorConfig, Site, answer_for, stri
 use anyhow::{Context, Result};
 use common::{
     Scenario, answer_without_citations, assert_failed_only, assert_login_walls_only, assert_served, assistant_error,
-    challenge, challenge_everywhere, challenge_words_in_a_prompt_are_no_challenge, collapse, empty_answer_is_empty,
-    key_characters_are_typed_as_text, log_in, login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole,
-    multi_line_prompt_is_one_prompt, primaries_miss_the_composer, prompt_refused, rate_limited, short_pause,
-    stall_times_out, unicode_prompt_is_sent_exactly,
+    challenge, challenge_everywhere, challenge_words_in_a_prompt_are_no_challenge, collapse,
+    cut_short_answer_is_marked, empty_answer_is_empty, key_characters_are_typed_as_text, log_in,
+    login_walls_yield_logged_out, long_pause, long_prompt_is_answered_whole, multi_line_prompt_is_one_prompt,
+    primaries_miss_the_composer, prompt_refused, rate_limited, short_pause, stall_times_out,
+    unicode_prompt_is_sent_exactly,
 };
 
 /// What the thinking of a `[[thinking]]` prompt starts with on the page; never in the answer.
@@ -117,6 +118,33 @@ async fn answers_without_a_web_search_and_multi_line_and_long_prompts_are_one_pr
         key_characters_are_typed_as_text(browser, sim, adapter).await?;
         challenge_words_in_a_prompt_are_no_challenge(browser, sim, adapter).await?;
         assert_eq!(sim.stats().answers_total, 6);
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_answer_cut_at_the_length_limit_is_kept_as_shown_and_marked_by_stream_or_page() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-9").await?;
+        // The stream's stop reason `max_tokens`, and the page's notice with its Continue button.
+        cut_short_answer_is_marked(browser, sim, adapter).await?;
+
+        // The page's notice alone (the stream not read: its URL is not the manifest's) says so too.
+        let dir = tempfile::tempdir()?;
+        let page_only = common::override_adapter(dir.path(), sim, "claude", |manifest| {
+            manifest.options.insert("stream_url_parts".into(), toml::Value::from(vec!["/no-such-stream"]));
+        })?;
+        let prompt = "Name every phone worth buying [[cut-short]]";
+        let captured = page_only.ask(browser.driver(), prompt).await?;
+        assert!(captured.reading.cut_short, "the notice on the page: {:?}", captured.reading);
+        let notice = browser.driver().find(thirtyfour::By::Css("[data-testid='max-length-notice']")).await?;
+        assert!(notice.text().await?.contains("reached its max length for a message"));
+        let whole = collapse(&answer_for(prompt, true).plain_text());
+        assert!(whole.starts_with(&collapse(&captured.response_text)) && captured.response_text.len() < whole.len());
+        // ... and without that notice (the same prompt unmarked) nothing is cut.
+        let captured = page_only.ask(browser.driver(), "Name every phone worth buying").await?;
+        assert!(!captured.reading.cut_short, "{:?}", captured.reading);
         Ok(())
     })
     .await

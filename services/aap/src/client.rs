@@ -161,14 +161,19 @@ fn print_answer(out: &mut impl Write, how: &str, answer: &Answer, started: Insta
         let url = if p.url.is_empty() { String::new() } else { format!(" <{}>", p.url) };
         writeln!(out, "    product {}: {}{price}{merchant}{url}", p.position, p.name)?;
     }
-    if let Some(capture) = answer.capture.as_ref().filter(|c| !c.missing_roles.is_empty() || c.read_by_fallback) {
-        let fallback = if capture.read_by_fallback { "; text read by fallback" } else { "" };
-        writeln!(
-            out,
-            "    read with confidence {:.1} (missing: {}{fallback})",
-            capture.confidence,
-            capture.missing_roles.join(", ")
-        )?;
+    if let Some(capture) = answer.capture.as_ref() {
+        if capture.cut_short {
+            writeln!(out, "    cut short: the assistant stopped at its length limit (Continue not pressed)")?;
+        }
+        if !capture.missing_roles.is_empty() || capture.read_by_fallback {
+            let fallback = if capture.read_by_fallback { "; text read by fallback" } else { "" };
+            writeln!(
+                out,
+                "    read with confidence {:.1} (missing: {}{fallback})",
+                capture.confidence,
+                capture.missing_roles.join(", ")
+            )?;
+        }
     }
     Ok(())
 }
@@ -385,6 +390,7 @@ mod tests {
                 missing_roles: vec!["turn".into()],
                 read_by_fallback: true,
                 confidence: 0.6,
+                cut_short: true,
                 ..Capture::default()
             }),
             ..Answer::default()
@@ -399,6 +405,7 @@ mod tests {
         assert!(text.contains("    searched: best laptops 2026 | macbook air review\n"), "{text}");
         assert!(text.contains("    product 1: MacBook Air $999 at Shop <https://shop.example/air>\n"), "{text}");
         assert!(text.contains("    read with confidence 0.6 (missing: turn; text read by fallback)\n"), "{text}");
+        assert!(text.contains("    cut short: the assistant stopped at its length limit"), "{text}");
         Ok(())
     }
 }

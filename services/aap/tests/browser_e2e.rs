@@ -389,3 +389,43 @@ async fn a_prompt_longer_than_googles_search_box_fails_there_at_once_and_is_answ
     chatgpt.shutdown().await;
     google.shutdown().await;
 }
+
+/// An answer Claude stopped at its length limit (the look-alike's `[[cut-short]]`: two thirds
+/// of the answer, the stream's stop reason `max_tokens`, the page's "This response paused ..."
+/// and Continue button): the bot hands in what the page showed, marked, and the mark survives
+/// the whole path: Submit, the results stream, the ingest, PostgreSQL, the Ask stream, and the
+/// exact-hit cache serving it again.
+#[tokio::test]
+async fn an_answer_the_assistant_cut_short_lands_marked_and_is_served_so_again() {
+    let app = spawn_app().await;
+    let claude = site_simulator(Site::Claude, SimulatorConfig::default()).await;
+    add_account(&app, &claude, "claude-1").await;
+    let (stop, bot) = start_bot(&app, &claude, "claude-bot");
+
+    let prompt = "List every laptop worth buying this year [[cut-short]]";
+    let events = within("an answer", 3, ask(&app, ask_text(prompt, &["claude"]))).await;
+    stop.send(true).expect("stop");
+    within("a bot stops", 2, bot).await.expect("bot stopped");
+
+    let answer = first_answer(&events);
+    let capture = answer.capture.clone().expect("capture");
+    assert!(capture.cut_short, "marked cut short: {capture:?}");
+    assert!((capture.confidence - 0.7).abs() < 1e-6, "0.3 lower for the cut: {}", capture.confidence);
+    let flat = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let whole = flat(&aap_simulator::answer_for(prompt, true).plain_text());
+    let text = flat(&answer.response_text);
+    assert!(whole.starts_with(&text) && text.len() < whole.len(), "the start of the answer:\n{text}\n---\n{whole}");
+    assert!(!answer.response_text.contains("max length"), "the notice is no part of the answer");
+
+    let again = ask(&app, ask_text(prompt, &["claude"])).await;
+    let cached = again
+        .iter()
+        .find_map(|e| match e {
+            Event::Cached(a) => Some(a.clone()),
+            _ => None,
+        })
+        .expect("a cached answer");
+    assert!(cached.capture.expect("capture").cut_short, "the cache serves the mark too");
+    assert_eq!(claude.stats().answers_total, 1, "asked once");
+    claude.shutdown().await;
+}

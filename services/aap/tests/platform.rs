@@ -81,6 +81,7 @@ async fn new_prompt_is_answered_once_and_then_served_from_cache() {
     assert_eq!(capture.missing_roles, vec!["turn"]);
     assert!(!capture.read_by_fallback);
     assert!((capture.confidence - 0.9).abs() < 1e-6);
+    assert!(capture.cut_short, "an answer the assistant cut short says so");
     assert_eq!(answer.citations[0].found_in, aap_proto::v1::CitationOrigin::Both as i32);
     assert_eq!(answer.search_queries, vec!["best laptops under 1000", "laptop reviews 2026"]);
     assert_eq!(answer.products.len(), 1);
@@ -562,7 +563,9 @@ async fn a_stored_answer_is_taken_again_only_exactly_as_it_was() {
     other_queries.search_queries.push("mesh wifi".into());
     let mut other_capture = same();
     other_capture.capture.as_mut().expect("capture").model = "gpt-5-mini".into();
-    for changed in [other_citations, other_markdown, other_queries, other_capture] {
+    let mut whole = same();
+    whole.capture.as_mut().expect("capture").cut_short = false;
+    for changed in [other_citations, other_markdown, other_queries, other_capture, whole] {
         refused_as_another_answer(bot.submit(changed).await.map(drop));
     }
     let stored: Vec<(String, i64)> = sqlx::query_as(

@@ -400,6 +400,7 @@ fn to_answer(row: &AnswerRow) -> Answer {
             missing_roles: row.missing_roles.clone(),
             read_by_fallback: row.read_by_fallback,
             confidence: row.confidence.unwrap_or_default(),
+            cut_short: row.cut_short,
         }),
         search_queries: row.search_queries.0.clone(),
         products: row

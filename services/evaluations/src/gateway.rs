@@ -237,14 +237,15 @@ pub fn submission_digest(submission: &Submission) -> Vec<u8> {
     text(&capture.adapter_version);
     text(&capture.adapter_fingerprint);
     text(&format!(
-        "{:?} {:?} {:?} {} {:?} {:?} {:?}",
+        "{:?} {:?} {:?} {} {:?} {:?} {:?} {}",
         capture.web_search,
         capture.ttft_ms,
         capture.total_ms,
         capture.read_by_fallback,
         capture.confidence.map(f32::to_bits),
         capture.finish_signals,
-        capture.missing_roles
+        capture.missing_roles,
+        capture.cut_short
     ));
     text(&submission.search_queries.len().to_string());
     for query in &submission.search_queries {

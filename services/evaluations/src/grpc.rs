@@ -151,6 +151,7 @@ fn parse_capture(c: Option<aap_proto::v1::Capture>) -> EvalResult<Capture> {
         read_by_fallback: c.read_by_fallback,
         // 0 is what a bot that does not say sends.
         confidence: (c.confidence != 0.0).then_some(c.confidence),
+        cut_short: c.cut_short,
     })
 }
 

@@ -192,6 +192,8 @@ pub struct Capture {
     pub read_by_fallback: bool,
     /// The bot's confidence in the capture, in [0, 1]; `None` when it did not say.
     pub confidence: Option<f32>,
+    /// The assistant stopped the answer at its own length limit (the text is all it showed).
+    pub cut_short: bool,
 }
 
 /// What the task stream carries for one evaluation.

@@ -69,6 +69,10 @@ pub struct AnswerRow {
     pub missing_roles: Vec<String>,
     pub read_by_fallback: bool,
     pub confidence: Option<f32>,
+    /// The assistant stopped the answer at its own length limit (absent in an answer a replica
+    /// before the column told).
+    #[serde(default)]
+    pub cut_short: bool,
     pub search_queries: Json<Vec<String>>,
     pub products: Json<Vec<Product>>,
     pub bot_id: String,
@@ -240,7 +244,7 @@ pub async fn current_answers_of_prompt(pool: &PgPool, prompt_id: i64, with_html:
         "SELECT DISTINCT ON (a.assistant, a.plan) a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, a.response_markdown, \
          a.citations, a.captured_at, a.kind, {html}, a.model, a.web_search, a.ttft_ms, a.total_ms, \
          a.adapter_version, a.adapter_fingerprint, a.finish_signals, a.missing_roles, a.read_by_fallback, \
-         a.confidence, a.search_queries, a.products, a.bot_id, \
+         a.confidence, a.cut_short, a.search_queries, a.products, a.bot_id, \
          COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
          FROM answers a \
          LEFT JOIN session_leases l ON l.id = CASE WHEN a.lease_id ~ '^[0-9a-fA-F-]{{36}}$' THEN a.lease_id::uuid END \
@@ -265,7 +269,7 @@ pub async fn answers_of_target(
         "SELECT * FROM (SELECT a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, \
          a.response_markdown, a.citations, a.captured_at, a.kind, {html}, a.model, a.web_search, a.ttft_ms, \
          a.total_ms, a.adapter_version, a.adapter_fingerprint, a.finish_signals, a.missing_roles, \
-         a.read_by_fallback, a.confidence, a.search_queries, a.products, a.bot_id, \
+         a.read_by_fallback, a.confidence, a.cut_short, a.search_queries, a.products, a.bot_id, \
          COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
          FROM answers a \
          LEFT JOIN session_leases l ON l.id = CASE WHEN a.lease_id ~ '^[0-9a-fA-F-]{{36}}$' THEN a.lease_id::uuid END \
@@ -704,6 +708,7 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
                 "missing_roles": result.capture.missing_roles,
                 "read_by_fallback": result.capture.read_by_fallback,
                 "confidence": result.capture.confidence,
+                "cut_short": result.capture.cut_short,
                 "search_queries": result.search_queries,
                 "products": result.products,
             })
@@ -732,7 +737,7 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
                  captured_at timestamptz, bot_id text, lease_id text, kind text, response_html text, model text, \
                  web_search boolean, ttft_ms bigint, total_ms bigint, adapter_version text, \
                  adapter_fingerprint text, finish_signals text[], missing_roles text[], read_by_fallback boolean, \
-                 confidence real, search_queries jsonb, products jsonb)), \
+                 confidence real, cut_short boolean, search_queries jsonb, products jsonb)), \
          answered AS ( \
              UPDATE evaluations e SET status = 'answered', failure_reason = NULL, updated_at = now() \
              FROM unnest($2::bigint[], $3::bytea[]) AS d(id, digest) \
@@ -743,17 +748,17 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
              INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
              response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
              web_search, ttft_ms, total_ms, adapter_version, adapter_fingerprint, finish_signals, missing_roles, \
-             read_by_fallback, confidence, search_queries, products) \
+             read_by_fallback, confidence, cut_short, search_queries, products) \
              SELECT evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
              captured_at, bot_id, lease_id, kind, response_html, model, web_search, ttft_ms, total_ms, \
              adapter_version, adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, \
-             search_queries, products FROM input WHERE evaluation_id IN (SELECT id FROM answered) \
+             COALESCE(cut_short, false), search_queries, products FROM input WHERE evaluation_id IN (SELECT id FROM answered) \
              OR NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.id = input.evaluation_id) \
              ON CONFLICT (evaluation_id) DO NOTHING \
              RETURNING evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
              captured_at, kind, ''::text AS response_html, model, web_search, ttft_ms, total_ms, adapter_version, \
-             adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, search_queries, \
-             products, bot_id, lease_id) \
+             adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, cut_short, \
+             search_queries, products, bot_id, lease_id) \
          SELECT i.evaluation_id, \
              EXISTS (SELECT 1 FROM stored st WHERE st.evaluation_id = i.evaluation_id), \
              EXISTS (SELECT 1 FROM evaluations e JOIN unnest($2::bigint[], $3::bytea[]) AS d(id, digest) \

@@ -478,6 +478,7 @@ impl Adapter for ChatGpt {
             tracing::warn!(%disagreement, "the page and the answer stream name different sources");
         }
         reading.disagreement = disagreement;
+        reading.cut_short = common::cut_short(driver, &self.manifest, findings.cut_short, prompt, &response_text).await;
         let web_search = web_search(
             extracted.search.as_deref(),
             !findings.search_queries.is_empty(),
@@ -537,6 +538,8 @@ struct StreamMessage {
     /// Older forms: `metadata.citations[].metadata` and `_cite_metadata.metadata_list`.
     cited: Vec<(String, String)>,
     listed: Vec<(String, String)>,
+    /// Its `finish_details` said `max_tokens`: the model stopped at its output limit.
+    cut_short: bool,
 }
 
 /// Reads chatgpt.com's answer stream(s) (`text/event-stream`, "delta encoding" v1): what the
@@ -546,7 +549,9 @@ struct StreamMessage {
 /// `search_queries[].q`) and the products shown (`products`, `product`, `product_entity`
 /// markers). Delta frames that leave out `p` and `o` inherit the previous frame's; `{"v":[ops]}`
 /// is a batch; `/paragen/N/...` is candidate N of an A/B prompt (only candidate 0 counts).
-/// Complete at `message_stream_complete` or the message's `finished_successfully`.
+/// Complete at `message_stream_complete` or the message's `finished_successfully`; cut short
+/// when the answer's `finish_details` are of type `max_tokens` (the model's output limit, where
+/// the site offers to continue: xtekky/gpt4free's web provider continued on it, 2023).
 pub(crate) fn parse_stream(bodies: &[&str]) -> Findings {
     let mut findings = Findings::default();
     let mut messages: Vec<StreamMessage> = Vec::new();
@@ -584,6 +589,7 @@ pub(crate) fn parse_stream(bodies: &[&str]) -> Findings {
     }
     let answers: Vec<&StreamMessage> =
         messages.iter().filter(|m| m.answer && m.candidate.is_none_or(|index| index == 0)).collect();
+    findings.cut_short = answers.iter().any(|message| message.cut_short);
     for message in &answers {
         let mut cited: Vec<(usize, usize, &Value)> = message
             .references
@@ -705,6 +711,7 @@ fn apply(
         ("/content/parts/0", "append") => message.text.push_str(v.as_str().unwrap_or_default()),
         ("/content/parts/0", "replace") => message.text = v.as_str().unwrap_or_default().to_owned(),
         ("/metadata", "append" | "replace") => read_metadata(findings, message, v),
+        ("/metadata/finish_details", "append" | "replace") => message.cut_short = cut_at_limit(v),
         ("/metadata/content_references", "append") => {
             message.references.extend(v.as_array().cloned().unwrap_or_default())
         }
@@ -784,6 +791,15 @@ fn read_metadata(findings: &mut Findings, message: &mut StreamMessage, metadata:
     for entry in listed.into_iter().flatten() {
         message.listed.push((str_of(entry, "url").to_owned(), str_of(entry, "title").to_owned()));
     }
+    if let Some(finish) = metadata.get("finish_details") {
+        message.cut_short = cut_at_limit(finish);
+    }
+}
+
+/// Whether `finish_details` say the model stopped at its output limit (`{"type": "max_tokens"}`)
+/// rather than at the end of its answer (`stop`) or by the reader's hand (`interrupted`).
+fn cut_at_limit(finish: &Value) -> bool {
+    str_of(finish, "type") == "max_tokens"
 }
 
 /// Search queries in each known form: `{"queries": [...]}`, a bare array of strings, or
@@ -954,6 +970,38 @@ mod tests {
         assert_eq!(findings.search_queries, vec!["weekend trips"]);
         assert!(findings.products.is_empty());
         assert!(findings.complete, "the answer's finished_successfully");
+    }
+
+    /// A finish of type `max_tokens` on the answer (in a metadata patch, or as its own path) is
+    /// an answer cut short; `stop` is not, nor the second candidate's of an A/B prompt.
+    #[test]
+    fn a_finish_at_the_output_limit_is_an_answer_cut_short() {
+        let opening = |index: u64| {
+            format!(
+                "event: delta\ndata: {{\"p\":\"\",\"o\":\"add\",\"v\":{{\"message\":{{\"id\":\"m{index}\",\"author\":{{\"role\":\"assistant\"}},\"content\":{{\"content_type\":\"text\",\"parts\":[\"Part\"]}},\"metadata\":{{\"paragen_variant_index\":{index}}},\"recipient\":\"all\"}}}}}}\n\n"
+            )
+        };
+        let finish = |path: &str, kind: &str| {
+            let (p, v) = match path {
+                "/message/metadata" => {
+                    (path, format!("{{\"is_complete\":false,\"finish_details\":{{\"type\":\"{kind}\"}}}}"))
+                }
+                _ => (path, format!("{{\"type\":\"{kind}\"}}")),
+            };
+            format!(
+                "event: delta\ndata: {{\"p\":\"\",\"o\":\"patch\",\"v\":[{{\"p\":\"{p}\",\"o\":\"append\",\"v\":{v}}},{{\"p\":\"/message/status\",\"o\":\"replace\",\"v\":\"finished_successfully\"}}]}}\n\n"
+            )
+        };
+        for path in ["/message/metadata", "/message/metadata/finish_details"] {
+            let cut = format!("{}{}", opening(0), finish(path, "max_tokens"));
+            let findings = parse_stream(&[&cut]);
+            assert!(findings.cut_short && findings.complete, "{path}");
+            let whole = format!("{}{}", opening(0), finish(path, "stop"));
+            assert!(!parse_stream(&[&whole]).cut_short, "{path}");
+        }
+        // Only candidate 0 of an A/B prompt counts: the other's limit is not the answer's.
+        let other = format!("{}{}{}", opening(0), opening(1), finish("/message/metadata", "max_tokens"));
+        assert!(!parse_stream(&[&other]).cut_short);
     }
 
     #[test]

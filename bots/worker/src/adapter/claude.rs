@@ -153,7 +153,7 @@ struct Block {
 /// `knowledge` items), and the sources cited (`citation_start_delta.citation`, in reading
 /// order), then the results only listed. Inputs and results given whole at the block's start,
 /// and a `citation_end_delta` carrying its citation, are read too. Complete at `message_stop` (or
-/// a `message_delta` with a stop reason).
+/// a `message_delta` with a stop reason); cut short when that reason is `max_tokens`.
 fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
     let mut findings = Findings::default();
     let mut cited: Vec<(String, String)> = Vec::new();
@@ -194,7 +194,12 @@ fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
                     }
                 }
                 "message_stop" => findings.complete = true,
-                "message_delta" if event["delta"]["stop_reason"].is_string() => findings.complete = true,
+                "message_delta" if event["delta"]["stop_reason"].is_string() => {
+                    findings.complete = true;
+                    // The model's output limit: claude.ai shows "This response paused ..." and
+                    // a Continue button under the text.
+                    findings.cut_short |= event["delta"]["stop_reason"] == "max_tokens";
+                }
                 _ => {}
             }
         }
@@ -543,8 +548,13 @@ impl Adapter for Claude {
         let expected = (findings.complete && results > 0).then_some(results);
         let rows = if extracted.search { self.search_results(driver, expected).await } else { Vec::new() };
 
-        let mut reading =
-            Reading { finish_signals: finish.signals, read_by_fallback: extracted.fallback, ..Reading::default() };
+        let cut_short = common::cut_short(driver, &self.manifest, findings.cut_short, prompt, &response_text).await;
+        let mut reading = Reading {
+            finish_signals: finish.signals,
+            read_by_fallback: extracted.fallback,
+            cut_short,
+            ..Reading::default()
+        };
         if extracted.fallback {
             tracing::warn!("no answer element in the message; read the message's own text");
         }
@@ -740,6 +750,21 @@ mod tests {
             vec![streamed("https://b.example/2", "B", true), streamed("https://a.example/1", "A", false)]
         );
         assert!(read.findings.complete);
+    }
+
+    /// The stop reason `max_tokens` (the model's output limit, where claude.ai offers Continue)
+    /// is a complete stream of an answer cut short; `end_turn` is a whole answer.
+    #[test]
+    fn a_stop_at_the_output_limit_is_an_answer_cut_short() {
+        assert!(!read_stream([CAPTURE]).findings.cut_short, "the capture ends its turn");
+        let cut = CAPTURE.replace(r#""stop_reason":"end_turn""#, r#""stop_reason":"max_tokens""#);
+        assert_ne!(cut, CAPTURE);
+        let read = read_stream([cut.as_str()]);
+        assert!(read.findings.complete && read.findings.cut_short);
+        // Without any stop reason the stream is neither complete nor cut short.
+        let open = r#"data: {"type":"message_delta","delta":{"stop_reason":null}}"#;
+        let read = read_stream([open]);
+        assert!(!read.findings.complete && !read.findings.cut_short);
     }
 
     #[test]

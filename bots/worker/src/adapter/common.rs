@@ -520,6 +520,40 @@ pub(super) fn over_limit(prompt: &str, limit: u64, what: &str, counted: Counted)
     })
 }
 
+/// Whether the assistant cut the answer short at its length limit: its stream said so
+/// (`stream_said`, a stop reason of `max_tokens`), or the page shows a notice of the manifest's
+/// `cut_short_patterns` (claude.ai's "This response paused because Claude reached its max length
+/// for a message") more often than the prompt and the answer quote it, so a prompt asking about
+/// that notice, and an answer repeating it, are no notice.
+pub(super) async fn cut_short(
+    driver: &WebDriver,
+    manifest: &Manifest,
+    stream_said: bool,
+    prompt: &str,
+    answer: &str,
+) -> bool {
+    if stream_said {
+        tracing::warn!("the assistant stopped the answer at its length limit (its stream says max_tokens)");
+        return true;
+    }
+    if manifest.cut_short_patterns.is_empty() {
+        return false;
+    }
+    let page = match driver.execute("return document.body ? document.body.innerText : '';", Vec::new()).await {
+        Ok(ret) => ret.convert::<String>().unwrap_or_default(),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the page's text for a length-limit notice");
+            return false;
+        }
+    };
+    let quoted = manifest.cut_short_notices(prompt) + manifest.cut_short_notices(answer);
+    let shown = manifest.cut_short_notices(&page) > quoted;
+    if shown {
+        tracing::warn!("the assistant stopped the answer at its length limit (the page says so)");
+    }
+    shown
+}
+
 /// The answer's text as a reader sees it, tidied; [`AskError::EmptyAnswer`] when there is none.
 pub(super) fn answer_text(text: &str) -> Result<String, AskError> {
     let text = tidy_text(text);

@@ -134,6 +134,10 @@ pub struct Manifest {
     /// Lowercase fragments of error texts that mean "the prompt is longer than the site takes".
     #[serde(default)]
     pub prompt_refused_patterns: Vec<String>,
+    /// Lowercase fragments of the notice a site shows under an answer it stopped at its length
+    /// limit ("This response paused because Claude reached its max length for a message").
+    #[serde(default)]
+    pub cut_short_patterns: Vec<String>,
     /// Waits and deadlines.
     pub timing: Timing,
     /// Selectors per role.
@@ -187,6 +191,7 @@ impl Manifest {
             ("rate_limit_patterns", &manifest.rate_limit_patterns),
             ("challenge_patterns", &manifest.challenge_patterns),
             ("prompt_refused_patterns", &manifest.prompt_refused_patterns),
+            ("cut_short_patterns", &manifest.cut_short_patterns),
         ];
         if let Some((list, _)) = lists.iter().find(|(_, patterns)| patterns.iter().any(|p| p.trim().is_empty())) {
             return Err(ManifestError::BlankPattern { origin: origin.to_owned(), list });
@@ -262,12 +267,27 @@ impl Manifest {
     pub fn is_prompt_refused(&self, text: &str) -> bool {
         matches_any(&self.prompt_refused_patterns, text)
     }
+
+    /// How many times `text` holds a notice of an answer cut short (`cut_short_patterns`, white
+    /// space runs read as one space): counted, not just found, so a page's notices can be told
+    /// from the same words quoted in the prompt or the answer.
+    pub fn cut_short_notices(&self, text: &str) -> usize {
+        let spaced = |text: &str| comparable(text).split_whitespace().collect::<Vec<_>>().join(" ");
+        let text = spaced(text);
+        self.cut_short_patterns.iter().map(|pattern| text.matches(&spaced(pattern)).count()).sum()
+    }
+}
+
+/// A text as patterns are matched against it: lowercased, a typographic apostrophe read as a
+/// straight one.
+fn comparable(text: &str) -> String {
+    text.to_lowercase().replace('\u{2019}', "'")
 }
 
 /// Whether `text` holds one of `patterns`, both lowercased and a typographic apostrophe read as
 /// a straight one.
 fn matches_any(patterns: &[String], text: &str) -> bool {
-    let text = text.to_lowercase().replace('\u{2019}', "'");
+    let text = comparable(text);
     patterns.iter().any(|pattern| text.contains(&pattern.to_lowercase()))
 }
 
@@ -294,7 +314,7 @@ mod tests {
 
     #[test]
     fn a_blank_text_pattern_is_refused_at_load() -> Result<(), ManifestError> {
-        for list in ["rate_limit_patterns", "challenge_patterns", "prompt_refused_patterns"] {
+        for list in ["rate_limit_patterns", "challenge_patterns", "prompt_refused_patterns", "cut_short_patterns"] {
             let mut value: toml::Value = toml::from_str(BUILT_IN[0].1).expect("the built-in manifest parses");
             value.as_table_mut().expect("a table").insert(list.to_owned(), toml::Value::from(vec!["too long", "  "]));
             let text = toml::to_string(&value).expect("serialises");
@@ -304,6 +324,20 @@ mod tests {
             }
         }
         Manifest::load("chatgpt", None).map(|_| ())
+    }
+
+    /// Notices are counted, white space runs and a typographic apostrophe read alike, so the
+    /// page's own can be told from a quote of it.
+    #[test]
+    fn cut_short_notices_are_counted() -> Result<(), ManifestError> {
+        let manifest = Manifest::load("claude", None)?;
+        let notice = "This response paused because Claude reached its max length for a message. Hit continue.";
+        assert_eq!(manifest.cut_short_notices(notice), 1);
+        assert_eq!(manifest.cut_short_notices(&format!("Q: \"{notice}\"\n\nA: ...\n{notice}")), 2);
+        assert_eq!(manifest.cut_short_notices("Claude REACHED  its\tmax length for a\nmessage"), 1);
+        assert_eq!(manifest.cut_short_notices("Claude\u{2019}s answer was whole."), 0);
+        assert_eq!(Manifest::load("perplexity", None)?.cut_short_notices(notice), 0, "no patterns: no notice");
+        Ok(())
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct Reading {
     /// Where the page and the response stream disagreed about the sources, said in a line;
     /// `None` when they agree or there was no stream to compare with.
     pub disagreement: Option<String>,
+    /// The assistant stopped the answer at its own length limit and offered to go on (its
+    /// stream's stop reason, or the page's notice): the text is all the page showed.
+    pub cut_short: bool,
 }
 
 impl Reading {
@@ -99,10 +102,13 @@ impl Reading {
 
     /// How sure the bot is that it read the whole answer and its sources, in [0.1, 1]: 1 when
     /// nothing was missing, 0.1 less per missing role, 0.3 less for a fallback read, 0.2 less
-    /// when page and stream disagree.
+    /// when page and stream disagree, 0.3 less for an answer the assistant cut short.
     pub fn confidence(&self) -> f32 {
         let mut confidence = 1.0 - 0.1 * self.missing_roles.len() as f32;
         if self.read_by_fallback {
+            confidence -= 0.3;
+        }
+        if self.cut_short {
             confidence -= 0.3;
         }
         if self.disagreement.is_some() {
@@ -456,6 +462,18 @@ impl Adapter for AnyAdapter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn confidence_drops_for_each_doubt_and_stays_in_range() {
+        let whole = Reading::default();
+        assert!((whole.confidence() - 1.0).abs() < 1e-6);
+        let cut = Reading { cut_short: true, ..Reading::default() };
+        assert!((cut.confidence() - 0.7).abs() < 1e-6);
+        let mut worst = Reading { cut_short: true, read_by_fallback: true, ..Reading::default() };
+        worst.missing("turn");
+        worst.disagreement = Some("the page shows fewer sources".into());
+        assert!((worst.confidence() - 0.1).abs() < 1e-6, "never below 0.1: {}", worst.confidence());
+    }
 
     #[test]
     fn typing_keeps_the_latest_text_without_blank_reads_or_control_characters() {

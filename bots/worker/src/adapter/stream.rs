@@ -176,6 +176,9 @@ pub struct Findings {
     pub products: Vec<Product>,
     /// The stream reached its own end marker (`[DONE]`, `message_stop`, a final event).
     pub complete: bool,
+    /// The answer ended at the model's output limit (a stop reason or finish of `max_tokens`):
+    /// the site offers to continue it.
+    pub cut_short: bool,
 }
 
 impl Findings {

@@ -144,6 +144,7 @@ impl ClaimSource {
                 missing_roles: captured.reading.missing_roles.clone(),
                 read_by_fallback: captured.reading.read_by_fallback,
                 confidence: captured.reading.confidence(),
+                cut_short: captured.reading.cut_short,
             }),
             search_queries: captured.search_queries.clone(),
             products: captured

@@ -341,6 +341,40 @@ pub async fn challenge_words_in_a_prompt_are_no_challenge(
     Ok(())
 }
 
+/// A prompt the chat look-alikes stop at their length limit, two thirds of the way.
+pub const CUT_SHORT_PROMPT: &str = "List every laptop worth buying this year [[cut-short]]";
+
+/// A prompt quoting claude.ai's notice of an answer cut short: no such notice.
+pub const CUT_SHORT_WORDS_PROMPT: &str =
+    "Why does Claude say \"This response paused because Claude reached its max length for a message\"?";
+
+/// Asks [`CUT_SHORT_PROMPT`]: the answer as the page showed it (the start of the whole answer,
+/// two thirds of it, without the site's notice), marked cut short with confidence 0.3 lower; then
+/// [`CUT_SHORT_WORDS_PROMPT`], answered whole and not marked. Returns the cut answer.
+pub async fn cut_short_answer_is_marked(browser: &Browser, sim: &Simulator, adapter: &AnyAdapter) -> Result<Captured> {
+    let captured = adapter.ask(browser.driver(), CUT_SHORT_PROMPT).await?;
+    let whole = collapse(&answer_for(CUT_SHORT_PROMPT, true).plain_text());
+    let text = collapse(&captured.response_text);
+    assert!(captured.reading.cut_short, "the answer stopped at the site's length limit: {:?}", captured.reading);
+    assert!(captured.reading.confidence() <= 0.7 + 1e-6, "{}", captured.reading.confidence());
+    assert!(
+        !text.is_empty() && text.len() < whole.len() * 5 / 6,
+        "two thirds of {} bytes, got {}",
+        whole.len(),
+        text.len()
+    );
+    assert!(whole.starts_with(&text), "the start of the whole answer:\n{text}\n---\n{whole}");
+    for read in [&captured.response_text, &captured.response_markdown] {
+        assert!(!read.to_lowercase().contains("max length"), "the notice is no part of the answer: {read}");
+    }
+    assert_eq!(sim.stats().answers_for_prompt(CUT_SHORT_PROMPT), 1);
+
+    let quoted = adapter.ask(browser.driver(), CUT_SHORT_WORDS_PROMPT).await?;
+    assert!(!quoted.reading.cut_short, "a prompt quoting the notice is no notice");
+    assert_eq!(collapse(&quoted.response_text), collapse(&answer_for(CUT_SHORT_WORDS_PROMPT, true).plain_text()));
+    Ok(captured)
+}
+
 /// Asks [`NO_CITATIONS_PROMPT`]: the whole answer, and no citation. Returns the answer for the
 /// site's own checks (what it says about a web search differs by site).
 pub async fn answer_without_citations(browser: &Browser, adapter: &AnyAdapter) -> Result<Captured> {

@@ -92,6 +92,7 @@ fn capture() -> impl Strategy<Value = Capture> {
                 missing_roles: Vec::new(),
                 read_by_fallback,
                 confidence,
+                cut_short: false,
             },
         )
 }

@@ -589,7 +589,7 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
     closing.push(json!({ "p": "", "o": "patch", "v": [
         { "p": "/message/status", "o": "replace", "v": "finished_successfully" },
         { "p": "/message/end_turn", "o": "replace", "v": true },
-        { "p": "/message/metadata", "o": "append", "v": { "is_complete": true, "finish_details": { "type": "stop", "stop_tokens": [200002] } } },
+        { "p": "/message/metadata", "o": "append", "v": finish_metadata(&plan.pacing) },
     ]}));
     for data in closing {
         if !delta(tx, &data.to_string()).await {
@@ -605,6 +605,16 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
         return Outcome::Interrupted;
     }
     plan.pacing.finished()
+}
+
+/// The finish patch's metadata: a whole answer stops at its stop token; one cut short
+/// (`[[cut-short]]`) at the model's output limit, which the site offers to continue.
+fn finish_metadata(pacing: &Pacing) -> Value {
+    if pacing.cut_short {
+        json!({ "is_complete": false, "finish_details": { "type": "max_tokens" } })
+    } else {
+        json!({ "is_complete": true, "finish_details": { "type": "stop", "stop_tokens": [200002] } })
+    }
 }
 
 /// The mid-stream failure or stall at chunk `index` of `count`, if this is where it happens;

@@ -714,6 +714,8 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
 
     // An empty answer (`[[empty]]`) had no chunks: the text block opened and ends without a word.
     pacing.before_empty_finish().await;
+    // `[[cut-short]]`: the model's output limit, which the page shows with a Continue button.
+    let stop_reason = if pacing.cut_short { "max_tokens" } else { "end_turn" };
     let limit = json!({ "type": "message_limit", "message_limit": { "type": "within_limit", "resetsAt": null,
         "remaining": null, "perModelLimit": null, "representativeClaim": "five_hour",
         "overageDisabledReason": "overage_not_provisioned", "overageInUse": false } });
@@ -722,7 +724,7 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
             tx,
             "message_delta",
             &json!({ "type": "message_delta",
-                "delta": { "stop_reason": "end_turn", "stop_sequence": null, "stop_details": null } }),
+                "delta": { "stop_reason": stop_reason, "stop_sequence": null, "stop_details": null } }),
         )
         .await
         && event(tx, "message_limit", &limit).await

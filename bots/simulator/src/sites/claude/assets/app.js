@@ -36,6 +36,9 @@
   // support.claude.com, "Understanding Claude error messages": a message over the input limit.
   const LENGTH_LIMIT =
     'Your message will exceed the length limit for this chat. Try attaching fewer or smaller files or starting a new conversation.';
+  // Under an answer cut at the model's output limit (anthropics/claude-code issue 861, 2025-04).
+  const MAX_LENGTH =
+    'This response paused because Claude reached its max length for a message. Hit continue to nudge Claude along.';
   const EMPTY_COMPOSER =
     '<p data-placeholder="How can I help you today?" class="is-empty is-editor-empty"><br class="ProseMirror-trailingBreak"></p>';
   const ICON_SEND =
@@ -209,6 +212,21 @@
     const error = el('div', attrs);
     error.textContent = message;
     turn.turn.appendChild(error);
+  }
+
+  // Under an answer the model stopped at its output limit (`stop_reason` max_tokens), as
+  // claude.ai words it (quoted in anthropics/claude-code issue 861 and in saved pages), with a
+  // Continue button that asks the model to go on in a new turn.
+  function showMaxLengthNotice() {
+    const notice = el('div', { class: 'max-length-notice', 'data-testid': 'max-length-notice' });
+    notice.appendChild(el('p', {}, MAX_LENGTH));
+    const more = el('button', { type: 'button', class: 'continue-response' }, 'Continue');
+    more.addEventListener('click', () => {
+      notice.remove();
+      ask('Continue');
+    });
+    notice.appendChild(more);
+    messages.appendChild(notice);
   }
 
   function showLimitBanner(resetsAt) {
@@ -616,6 +634,9 @@
         }
         return;
       }
+      case 'message_delta':
+        if (payload.delta && payload.delta.stop_reason === 'max_tokens') state.cutShort = true;
+        return;
       case 'message_stop':
         state.complete = true;
         return;
@@ -655,6 +676,7 @@
       thinking: null,
       error: null,
       complete: false,
+      cutShort: false,
     };
     let outcome = 'answered';
     try {
@@ -721,6 +743,7 @@
         showMessageError(state.turn, state.error || INTERRUPTED);
       } else {
         state.turn.turn.appendChild(actionBar(state));
+        if (state.cutShort) showMaxLengthNotice();
         parentUuid = uuid();
         addRecent(conversationId, text);
       }
