@@ -44,6 +44,10 @@ pub const MARKER_TOO_LONG: &str = "[[too-long]]";
 /// Claude reached its max length for a message..." with a Continue button; ChatGPT's finishes
 /// with `finish_details` of type `max_tokens`. Perplexity and Google answer as usual.
 pub const MARKER_CUT_SHORT: &str = "[[cut-short]]";
+/// Marker: Claude declines the prompt under its usage policy a third of the way: its stream ends
+/// with `stop_reason` `refusal`, its page takes the words back and says it is "unable to respond
+/// to this request, which appears to violate our Usage Policy". The other sites answer as usual.
+pub const MARKER_REFUSAL: &str = "[[refusal]]";
 
 /// Marker: an onboarding / upsell dialog opens over the page while the answer streams (the page
 /// itself sees it in the composer on send, as it does every interruption marker).
@@ -65,7 +69,7 @@ pub const MARKER_STICKY: &str = "[[sticky]]";
 pub const INTERRUPTION_MARKERS: [&str; 7] =
     [MARKER_MODAL, MARKER_BANNER, MARKER_ALERT, MARKER_CONFIRM, MARKER_BEFOREUNLOAD, MARKER_NEW_WINDOW, MARKER_STICKY];
 
-const ALL_MARKERS: [&str; 14] = [
+const ALL_MARKERS: [&str; 15] = [
     MARKER_NO_CITATIONS,
     MARKER_RATE_LIMIT,
     MARKER_SLOW,
@@ -80,6 +84,7 @@ const ALL_MARKERS: [&str; 14] = [
     MARKER_OVERSIZED,
     MARKER_TOO_LONG,
     MARKER_CUT_SHORT,
+    MARKER_REFUSAL,
 ];
 
 /// Private-use characters chatgpt.com streams around an inline citation
@@ -117,6 +122,8 @@ pub struct PromptFlags {
     pub too_long: bool,
     /// `[[cut-short]]`
     pub cut_short: bool,
+    /// `[[refusal]]`
+    pub refusal: bool,
 }
 
 impl PromptFlags {
@@ -136,6 +143,7 @@ impl PromptFlags {
             empty: prompt.contains(MARKER_EMPTY),
             too_long: prompt.contains(MARKER_TOO_LONG),
             cut_short: prompt.contains(MARKER_CUT_SHORT),
+            refusal: prompt.contains(MARKER_REFUSAL),
         }
     }
 }

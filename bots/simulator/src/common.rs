@@ -63,6 +63,8 @@ pub(crate) struct Pacing {
     /// The answer stops at the site's length limit (`[[cut-short]]`): only the first two thirds
     /// of its chunks are sent, then the site's usual finish with its own stop reason.
     pub cut_short: bool,
+    /// Claude declines the prompt a third of the way (`[[refusal]]`).
+    pub refusal: bool,
 }
 
 impl Pacing {
@@ -83,6 +85,7 @@ impl Pacing {
             stall: (flags.stall || config.stall).then(|| Duration::from_millis(config.stall_ms)),
             empty,
             cut_short: flags.cut_short,
+            refusal: flags.refusal,
         }
     }
 

@@ -151,6 +151,32 @@ async fn an_answer_cut_at_the_length_limit_is_kept_as_shown_and_marked_by_stream
 }
 
 #[tokio::test]
+async fn a_prompt_claude_declines_is_refused_by_page_or_stream_and_never_answered() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        let token = log_in(browser, sim, "operator-10").await?;
+        // The page takes the words back and says why, in words the manifest knows.
+        let text = prompt_refused(browser, adapter, "Where can I buy it? [[refusal]]").await?;
+        assert!(text.contains("appears to violate our Usage Policy"), "the page's words: {text}");
+
+        // Words the manifest does not know (a site that rewords it): the stream's stop reason.
+        let dir = tempfile::tempdir()?;
+        let stream_only = common::override_adapter(dir.path(), sim, "claude", |manifest| {
+            manifest.prompt_refused_patterns.retain(|pattern| !pattern.contains("usage policy"));
+        })?;
+        let text = prompt_refused(browser, &stream_only, "Where else can I buy it? [[refusal]]").await?;
+        assert_eq!(text, "Claude declined to answer it (the stream's stop reason is refusal: its usage policy)");
+
+        // Nothing of either was taken for an answer; the next prompt is answered whole.
+        let captured = stream_only.ask(browser.driver(), "What is a heat pump?").await?;
+        assert_eq!(collapse(&captured.response_text), collapse(&answer_for("What is a heat pump?", true).plain_text()));
+        let stats = sim.stats();
+        assert_eq!((stats.by_token[&token].errors, stats.answers_total), (2, 1));
+        Ok(())
+    })
+    .await
+}
+
+#[tokio::test]
 async fn the_login_page_yields_logged_out() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {
         // Each time, claude.ai sends the browser to /login.

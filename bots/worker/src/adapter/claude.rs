@@ -153,7 +153,8 @@ struct Block {
 /// `knowledge` items), and the sources cited (`citation_start_delta.citation`, in reading
 /// order), then the results only listed. Inputs and results given whole at the block's start,
 /// and a `citation_end_delta` carrying its citation, are read too. Complete at `message_stop` (or
-/// a `message_delta` with a stop reason); cut short when that reason is `max_tokens`.
+/// a `message_delta` with a stop reason); cut short when that reason is `max_tokens`, declined
+/// when it is `refusal`.
 fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
     let mut findings = Findings::default();
     let mut cited: Vec<(String, String)> = Vec::new();
@@ -199,6 +200,8 @@ fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
                     // The model's output limit: claude.ai shows "This response paused ..." and
                     // a Continue button under the text.
                     findings.cut_short |= event["delta"]["stop_reason"] == "max_tokens";
+                    // Declined under the usage policy: whatever text came is no answer.
+                    findings.declined |= event["delta"]["stop_reason"] == "refusal";
                 }
                 _ => {}
             }
@@ -218,6 +221,14 @@ fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
         findings.source(&url, &title, false);
     }
     StreamRead { findings, results }
+}
+
+/// A prompt Claude declined under its usage policy: refused for good on this site, under the
+/// retry rule like any refusal (the same prompt is reported to pass on another try).
+fn declined_error() -> AskError {
+    AskError::PromptRefused(
+        "Claude declined to answer it (the stream's stop reason is refusal: its usage policy)".into(),
+    )
 }
 
 /// The `(url, title)` of a citation object, when it names a web address.
@@ -532,7 +543,16 @@ impl Adapter for Claude {
         let sent_at = Instant::now();
         let send_wait = self.manifest.option_ms("send_wait_ms", 5000);
         self.page.send(driver, "send", send_wait, self.manifest.timing.poll()).await?;
-        let finish = self.wait_for_answer(driver, before, sent_at, mark, typing).await?;
+        let finish = match self.wait_for_answer(driver, before, sent_at, mark, typing).await {
+            Ok(finish) => finish,
+            // A turn that ended empty or in an error may be a refusal the page words its own way.
+            Err(error @ (AskError::EmptyAnswer | AskError::Assistant(_))) => {
+                let teed = stream::read(driver, mark, &self.stream_url_parts).await.unwrap_or_default();
+                let declined = read_stream(teed.iter().map(|t| t.text.as_str())).findings.declined;
+                return Err(if declined { declined_error() } else { error });
+            }
+            Err(error) => return Err(error),
+        };
         let total = sent_at.elapsed();
 
         let extracted: Extracted = self.page.extract(driver, "message").await?;
@@ -545,6 +565,10 @@ impl Adapter for Claude {
             }
         };
         let StreamRead { findings, results } = read_stream(teed.iter().map(|t| t.text.as_str()));
+        if findings.declined {
+            // What the page shows is Claude's refusal (or the words before it), not an answer.
+            return Err(declined_error());
+        }
         let expected = (findings.complete && results > 0).then_some(results);
         let rows = if extracted.search { self.search_results(driver, expected).await } else { Vec::new() };
 
@@ -761,6 +785,11 @@ mod tests {
         assert_ne!(cut, CAPTURE);
         let read = read_stream([cut.as_str()]);
         assert!(read.findings.complete && read.findings.cut_short);
+        // A refusal is complete, not cut short, and declined.
+        let declined = CAPTURE.replace(r#""stop_reason":"end_turn""#, r#""stop_reason":"refusal""#);
+        let read = read_stream([declined.as_str()]);
+        assert!(read.findings.complete && read.findings.declined && !read.findings.cut_short);
+        assert!(!read_stream([CAPTURE]).findings.declined);
         // Without any stop reason the stream is neither complete nor cut short.
         let open = r#"data: {"type":"message_delta","delta":{"stop_reason":null}}"#;
         let read = read_stream([open]);

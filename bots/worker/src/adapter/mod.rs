@@ -223,7 +223,8 @@ pub enum AskError {
     Assistant(String),
     /// The assistant does not take the prompt as it is: longer than its box or its message limit
     /// (the manifest's known limit, checked before anything is opened, or the site's own
-    /// "too long" error, by the manifest's `prompt_refused_patterns`).
+    /// "too long" error, by the manifest's `prompt_refused_patterns`), or it declined to answer
+    /// it under its usage policy (Claude's stop reason `refusal`, or its page saying so).
     #[error("the assistant does not take the prompt: {0}")]
     PromptRefused(String),
     /// The browser or WebDriver failed (named in one line, without the driver's stack trace;

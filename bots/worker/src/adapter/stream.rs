@@ -179,6 +179,8 @@ pub struct Findings {
     /// The answer ended at the model's output limit (a stop reason or finish of `max_tokens`):
     /// the site offers to continue it.
     pub cut_short: bool,
+    /// The model declined to answer under its usage policy (Claude's stop reason `refusal`).
+    pub declined: bool,
 }
 
 impl Findings {

@@ -287,6 +287,8 @@ struct Plan {
     /// The page read whole with `web_fetch` after searching (the first cited source).
     fetched: Option<Citation>,
     conversation_id: String,
+    /// `[[refusal]]`: declined a third of the way, stop reason `refusal`.
+    refusal: bool,
 }
 
 /// One `web_search` tool call: its query and the `knowledge` items it returned.
@@ -300,7 +302,15 @@ impl Plan {
         let question = strip_markers(prompt);
         let searches = searches(prompt, &pacing.answer.citations, &conversation_id);
         let fetched = pacing.answer.citations.first().cloned().filter(|_| !searches.is_empty());
-        Plan { thinking: thinking.then(|| thinking_text(&question)), searches, fetched, pacing, conversation_id }
+        let refusal = pacing.refusal;
+        Plan {
+            thinking: thinking.then(|| thinking_text(&question)),
+            searches,
+            fetched,
+            pacing,
+            conversation_id,
+            refusal,
+        }
     }
 }
 
@@ -668,6 +678,19 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
             // Never completes: hold the stream open until the stall ends or the client leaves.
             let _ = hold(tx, stall).await;
             return Outcome::Interrupted;
+        }
+        if plan.refusal && n == count / 3 {
+            // Declined under the usage policy: the stream ends as usual, its stop reason says why.
+            let declined = block_stop(tx, index).await
+                && event(
+                    tx,
+                    "message_delta",
+                    &json!({ "type": "message_delta",
+                        "delta": { "stop_reason": "refusal", "stop_sequence": null, "stop_details": null } }),
+                )
+                .await
+                && event(tx, "message_stop", &json!({ "type": "message_stop" })).await;
+            return if declined { Outcome::Failed } else { Outcome::Interrupted };
         }
         pacing.before_chunk(n, count).await;
         let mut deltas = Vec::new();

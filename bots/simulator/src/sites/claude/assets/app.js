@@ -36,6 +36,10 @@
   // support.claude.com, "Understanding Claude error messages": a message over the input limit.
   const LENGTH_LIMIT =
     'Your message will exceed the length limit for this chat. Try attaching fewer or smaller files or starting a new conversation.';
+  // A prompt declined under the usage policy (stop reason `refusal`): Claude Code's words
+  // (public scripts, 2025-07 to 2026-05); claude.ai's own are not quoted publicly.
+  const DECLINED =
+    'Claude is unable to respond to this request, which appears to violate our Usage Policy (https://www.anthropic.com/legal/aup). Please start a new chat.';
   // Under an answer cut at the model's output limit (anthropics/claude-code issue 861, 2025-04).
   const MAX_LENGTH =
     'This response paused because Claude reached its max length for a message. Hit continue to nudge Claude along.';
@@ -636,6 +640,7 @@
       }
       case 'message_delta':
         if (payload.delta && payload.delta.stop_reason === 'max_tokens') state.cutShort = true;
+        if (payload.delta && payload.delta.stop_reason === 'refusal') state.declined = true;
         return;
       case 'message_stop':
         state.complete = true;
@@ -677,6 +682,7 @@
       error: null,
       complete: false,
       cutShort: false,
+      declined: false,
     };
     let outcome = 'answered';
     try {
@@ -724,6 +730,14 @@
         await readEvents(response, (payload) => {
           apply(payload, state);
         });
+        if (state.declined) {
+          // The words before the refusal are taken back; the refusal shows in their place.
+          state.text = '';
+          state.error = DECLINED;
+          if (state.reveal) clearInterval(state.reveal);
+          state.reveal = null;
+          if (state.turn) answerBlock(state.turn).innerHTML = '';
+        }
         if (state.error || !state.complete) outcome = 'failed';
       }
     } catch (error) {
