@@ -80,10 +80,12 @@ fn with_registry<T>(f: impl FnOnce(&mut Registry) -> T) -> T {
 }
 
 /// Registers `metric` as `aap_<name>`. Register each name once per process: a `LazyLock`
-/// around the family does that.
+/// around the family does that. `help` is a sentence; its full stop is left to the registry,
+/// which ends every help text with one (a help ending in its own was shown with two).
 pub fn register(name: &str, help: &str, metric: impl Metric) {
     let kind = metric.metric_type().as_str().to_owned();
     FAMILIES.lock().unwrap_or_else(PoisonError::into_inner).insert(format!("{PREFIX}_{name}"), kind);
+    let help = help.trim_end().trim_end_matches('.');
     with_registry(|registry| registry.register(name, help, metric));
 }
 
@@ -256,6 +258,9 @@ mod tests {
         assert_eq!(scrape.value("aap_test_demo_seconds_count", &[("kind", "x")]), Some(1.0));
         assert_eq!(scrape.value("aap_test_demo_seconds_bucket", &[("kind", "x"), ("le", "0.025")]), Some(1.0));
         assert_eq!(scrape.value("aap_test_demo_seconds_bucket", &[("kind", "x"), ("le", "0.01")]), Some(0.0));
+        let text = encode();
+        assert!(text.contains("# HELP aap_test_demo_events Events of the unit test, by kind.\n"), "{text}");
+        assert!(!text.lines().any(|line| line.starts_with("# HELP") && line.ends_with("..")), "{text}");
         let _ = stop.send(());
         server.await.expect("server task").expect("server");
     }
