@@ -230,8 +230,8 @@ export type Capture = Message<"aap.v1.Capture"> & {
 
   /**
    * How sure the bot is that it read the whole answer and its sources: 1.0 when every role
-   * was found and page and stream agree, lower for each missing role, a fallback read or a
-   * disagreement.
+   * was found and page and stream agree, lower for each missing role, a fallback read, a
+   * disagreement or an answer cut short.
    *
    * @generated from field: float confidence = 11;
    */
