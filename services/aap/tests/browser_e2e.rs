@@ -62,14 +62,13 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
     let app = spawn_app().await;
     let sim = simulator(SimulatorConfig::default()).await;
     add_account(&app, &sim, "sim-1").await;
-    let (stop, bot) = start_bot(&app, &sim, "e2e-bot");
+    let bot = start_bot(&app, &sim, "e2e-bot");
 
     let prompt = "What are the best laptops under $1,000?";
     // As an operator, who sees which bot and account answered.
     let request = aap_proto::v1::AskRequest { include_html: true, ..ask_text(prompt, &["chatgpt"]) };
     let events = ask_as(&app, OPERATOR, request).await;
-    stop.send(true).expect("stop bot");
-    bot.await.expect("bot stopped cleanly");
+    stop_bot(bot).await;
 
     let expected = aap_simulator::answer_for(prompt, true);
     let answer = first_answer(&events);
@@ -134,7 +133,7 @@ async fn an_answer_whose_metadata_runs_past_the_platforms_bounds_lands_fitted() 
     let app = spawn_app().await;
     let sim = site_simulator(Site::Perplexity, SimulatorConfig::default()).await;
     add_account(&app, &sim, "perplexity-1").await;
-    let (stop, bot) = start_bot(&app, &sim, "oversized-bot");
+    let bot = start_bot(&app, &sim, "oversized-bot");
 
     let prompt = format!(
         "Which standing desk suits a small flat? {} [[oversized]]",
@@ -142,8 +141,7 @@ async fn an_answer_whose_metadata_runs_past_the_platforms_bounds_lands_fitted() 
     );
     assert!(prompt.chars().count() > MAX_QUERY_CHARS + 100, "its query runs past the bound");
     let events = within("the oversized answer", 3, ask_as(&app, OPERATOR, ask_text(&prompt, &["perplexity"]))).await;
-    stop.send(true).expect("stop bot");
-    within("the bot stops", 2, bot).await.expect("bot stopped cleanly");
+    stop_bot(bot).await;
 
     assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 1 && c.failed == 0), "{events:?}");
     let answer = first_answer(&events);
@@ -167,6 +165,12 @@ async fn an_answer_whose_metadata_runs_past_the_platforms_bounds_lands_fitted() 
     }
     assert!(answer.search_queries.iter().any(|q| q.ends_with('…')), "{:?}", answer.search_queries);
     sim.shutdown().await;
+}
+
+/// Tells a bot of [`start_bot`] to stop and waits until it has (within 2 minutes).
+async fn stop_bot((stop, bot): (watch::Sender<bool>, tokio::task::JoinHandle<()>)) {
+    stop.send(true).expect("stop bot");
+    within("the bot stops", 2, bot).await.expect("bot stopped cleanly");
 }
 
 /// Awaits `future`, or fails the test saying what never happened (a guard against a hang, not
@@ -240,11 +244,10 @@ async fn a_bot_killed_mid_task_loses_nothing_and_the_answer_lands_once() {
     step("killed");
 
     sim.set_config(SimulatorConfig::default());
-    let (stop, bot) = start_bot(&app, &sim, "survivor");
+    let bot = start_bot(&app, &sim, "survivor");
     let events = within("the answer after redelivery", 5, waiting).await.expect("stream");
     step("answered");
-    stop.send(true).expect("stop");
-    within("the survivor stops", 2, bot).await.expect("bot stopped");
+    stop_bot(bot).await;
 
     assert_eq!(events.iter().filter(|e| matches!(e, Event::Answer(_))).count(), 1, "{events:?}");
     assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 1));
@@ -274,9 +277,8 @@ async fn one_prompt_is_answered_by_all_four_assistants_at_once() {
     // No targets: every assistant the platform serves.
     let prompt = "Which project management tool suits a remote team of ten?";
     let events = within("answers from all four", 5, ask_as(&app, OPERATOR, ask_text(prompt, &[]))).await;
-    for (stop, bot) in bots {
-        stop.send(true).expect("stop");
-        within("a bot stops", 2, bot).await.expect("bot stopped");
+    for bot in bots {
+        stop_bot(bot).await;
     }
 
     let answers: Vec<&aap_proto::v1::Answer> = events
@@ -319,12 +321,11 @@ async fn the_ask_stream_shows_the_answer_growing_while_the_assistant_types_and_s
     let sim =
         simulator(SimulatorConfig { chunk_delay_ms: 100, words_per_chunk: 2, ..SimulatorConfig::default() }).await;
     add_account(&app, &sim, "sim-1").await;
-    let (stop, bot) = start_bot(&app, &sim, "typing-bot");
+    let bot = start_bot(&app, &sim, "typing-bot");
 
     let prompt = "Which robot vacuum handles pet hair best?";
     let events = within("the answer", 5, ask(&app, ask_text(prompt, &["chatgpt"]))).await;
-    stop.send(true).expect("stop bot");
-    within("the bot stops", 2, bot).await.expect("bot stopped cleanly");
+    stop_bot(bot).await;
 
     let answer_at = events.iter().position(|e| matches!(e, Event::Answer(_))).expect("an answer");
     let partials: Vec<(usize, &aap_proto::v1::PartialAnswer)> = events
@@ -368,9 +369,8 @@ async fn a_prompt_longer_than_googles_search_box_fails_there_at_once_and_is_answ
     assert!(length > 2048, "{length} characters: more than Google's box takes");
     let request = ask_text(&prompt, &["chatgpt", "google-ai-overview"]);
     let events = within("an answer and a refusal", 3, ask_as(&app, OPERATOR, request)).await;
-    for (stop, bot) in bots {
-        stop.send(true).expect("stop");
-        within("a bot stops", 2, bot).await.expect("bot stopped");
+    for bot in bots {
+        stop_bot(bot).await;
     }
 
     assert!(matches!(events.last(), Some(Event::Completed(c)) if c.answered == 1 && c.failed == 1), "{events:?}");
@@ -400,12 +400,11 @@ async fn an_answer_the_assistant_cut_short_lands_marked_and_is_served_so_again()
     let app = spawn_app().await;
     let claude = site_simulator(Site::Claude, SimulatorConfig::default()).await;
     add_account(&app, &claude, "claude-1").await;
-    let (stop, bot) = start_bot(&app, &claude, "claude-bot");
+    let bot = start_bot(&app, &claude, "claude-bot");
 
     let prompt = "List every laptop worth buying this year [[cut-short]]";
     let events = within("an answer", 3, ask(&app, ask_text(prompt, &["claude"]))).await;
-    stop.send(true).expect("stop");
-    within("a bot stops", 2, bot).await.expect("bot stopped");
+    stop_bot(bot).await;
 
     let answer = first_answer(&events);
     let capture = answer.capture.clone().expect("capture");

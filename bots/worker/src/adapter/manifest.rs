@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::common::collapse;
+
 /// The built-in manifests, compiled in.
 const BUILT_IN: &[(&str, &str)] = &[
     ("chatgpt", include_str!("../../adapters/chatgpt.toml")),
@@ -272,7 +274,7 @@ impl Manifest {
     /// space runs read as one space): counted, not just found, so a page's notices can be told
     /// from the same words quoted in the prompt or the answer.
     pub fn cut_short_notices(&self, text: &str) -> usize {
-        let spaced = |text: &str| comparable(text).split_whitespace().collect::<Vec<_>>().join(" ");
+        let spaced = |text: &str| collapse(&comparable(text));
         let text = spaced(text);
         self.cut_short_patterns.iter().map(|pattern| text.matches(&spaced(pattern)).count()).sum()
     }
@@ -288,7 +290,7 @@ fn comparable(text: &str) -> String {
 /// a straight one.
 fn matches_any(patterns: &[String], text: &str) -> bool {
     let text = comparable(text);
-    patterns.iter().any(|pattern| text.contains(&pattern.to_lowercase()))
+    patterns.iter().any(|pattern| text.contains(&comparable(pattern)))
 }
 
 #[cfg(test)]

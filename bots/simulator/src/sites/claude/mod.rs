@@ -287,8 +287,6 @@ struct Plan {
     /// The page read whole with `web_fetch` after searching (the first cited source).
     fetched: Option<Citation>,
     conversation_id: String,
-    /// `[[refusal]]`: declined a third of the way, stop reason `refusal`.
-    refusal: bool,
 }
 
 /// One `web_search` tool call: its query and the `knowledge` items it returned.
@@ -302,15 +300,7 @@ impl Plan {
         let question = strip_markers(prompt);
         let searches = searches(prompt, &pacing.answer.citations, &conversation_id);
         let fetched = pacing.answer.citations.first().cloned().filter(|_| !searches.is_empty());
-        let refusal = pacing.refusal;
-        Plan {
-            thinking: thinking.then(|| thinking_text(&question)),
-            searches,
-            fetched,
-            pacing,
-            conversation_id,
-            refusal,
-        }
+        Plan { thinking: thinking.then(|| thinking_text(&question)), searches, fetched, pacing, conversation_id }
     }
 }
 
@@ -679,7 +669,7 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
             let _ = hold(tx, stall).await;
             return Outcome::Interrupted;
         }
-        if plan.refusal && n == count / 3 {
+        if pacing.refusal && n == count / 3 {
             // Declined under the usage policy: the stream ends as usual, its stop reason says why.
             let declined = block_stop(tx, index).await
                 && event(
