@@ -839,6 +839,8 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (ask_text("   \n\t ", &["chatgpt"]), "prompt"),
         // Zero-width spaces and a byte-order mark: nothing shows, so nothing is asked.
         (ask_text("\u{200B}\u{200B}\u{FEFF}", &["chatgpt"]), "prompt"),
+        // Keys to a browser (Enter, Tab) and nothing else: every bot would type only spaces.
+        (ask_text("\u{E007}\u{E004} \u{E007}", &["chatgpt"]), "nothing a bot can type"),
         (ask_text(&"x".repeat(8 * 1024 + 1), &["chatgpt"]), "prompt"),
         (ask_text("fine prompt", &["bard"]), "assistant"),
         (ask_text("fine prompt", &["ChatGPT"]), "assistant"),

@@ -209,12 +209,20 @@ fn parse_target(assistant: &str, plan: &str, fields: (&'static str, &'static str
     Ok(Target { assistant: known.id.to_owned(), plan: assistants::normalize_plan(plan) })
 }
 
-/// Checks the text of an Ask: not blank, no control characters but tab and new lines, at most
-/// `max_bytes` bytes of UTF-8 once trimmed; returns it trimmed, as it is stored.
+/// Checks the text of an Ask: not blank, not blank but for WebDriver keys, no control characters
+/// but tab and new lines, at most `max_bytes` bytes of UTF-8 once trimmed; returns it trimmed, as
+/// it is stored.
 pub fn check_prompt(text: &str, max_bytes: usize) -> AnswersResult<&str> {
     let text = text.trim();
     if input::is_blank(text) {
         return Err(invalid("prompt", "must not be empty or blank (white space and invisible characters only)"));
+    }
+    if input::types_as_blank(text) {
+        return Err(invalid(
+            "prompt",
+            "has nothing a bot can type: besides white space and invisible characters it holds only \
+             WebDriver keys (U+E000–U+E05D, such as U+E007 Enter), which bots type as spaces",
+        ));
     }
     input::check_line(text, usize::MAX).map_err(|reason| invalid("prompt", reason))?;
     if text.len() > max_bytes {
@@ -1095,6 +1103,21 @@ mod tests {
 
     fn completed(prompt_id: i64) -> AnswerEvent {
         event(Event::Completed(Completed { prompt_id, answered: 0, failed: 0 }))
+    }
+
+    #[test]
+    fn a_prompt_is_checked_as_a_bot_would_type_it() {
+        let refused = |text: &str| match check_prompt(text, 8192) {
+            Err(AnswersError::InvalidArgument { field, reason }) => format!("{field}: {reason}"),
+            other => panic!("{text:?} taken: {other:?}"),
+        };
+        assert!(refused(" \u{200B} ").contains("must not be empty or blank"));
+        let keys = refused("\u{E007} \u{E004}\u{200B}");
+        assert!(keys.starts_with("prompt: has nothing a bot can type"), "{keys}");
+        // A key among words is typed as a space, and private use characters past WebDriver's keys
+        // (an icon font's) are typed as they are: both are prompts.
+        assert_eq!(check_prompt(" best laptops\u{E007} ", 8192).ok(), Some("best laptops\u{E007}"));
+        assert_eq!(check_prompt("\u{F8FF}", 8192).ok(), Some("\u{F8FF}"));
     }
 
     #[tokio::test]

@@ -17,6 +17,8 @@ fn prompt() -> impl Strategy<Value = String> {
         3 => "[ \t\n\r\u{a0}\u{3000}]{0,2}[A-Za-z0-9?$,.' ]{1,60}[ \t\n\r\u{a0}]{0,2}",
         2 => "[a-zA-Z ＡＢＣａｂｃﬁﬂßẞİıΣσς\u{301}\u{345}\u{1e9e}\u{2126}\u{212a}ǅ \t\u{a0}\u{2003}]{0,30}",
         1 => "[\u{0}-\u{1f}\u{7f}-\u{9f}a ]{0,10}",
+        // Drawn as nothing, WebDriver's keys (U+E000–U+E05D), and a character either side of them.
+        1 => "[\u{200B}\u{FEFF}\u{2060}\u{E000}-\u{E05E}\u{D7FB}a ]{0,6}",
         1 => (1usize..3000).prop_map(|n| "é".repeat(n)),
         1 => "\\PC{0,80}",
     ]
@@ -87,13 +89,14 @@ proptest! {
         prop_assert_eq!(normalize(&plain), plain.to_lowercase());
     }
 
-    /// The prompt check accepts exactly a trimmed, non-blank line (no control characters but
-    /// tab and new lines) within the byte limit, returns it trimmed, and what it accepts
-    /// normalises to a non-empty text; a refusal names `prompt`.
+    /// The prompt check accepts exactly a trimmed line that is not blank, nor blank but for
+    /// WebDriver's keys (no control characters but tab and new lines) within the byte limit,
+    /// returns it trimmed, and what it accepts normalises to a non-empty text; a refusal names
+    /// `prompt`.
     #[test]
     fn the_prompt_check_accepts_exactly_non_blank_lines_within_the_limit(text in prompt(), max_bytes in 1usize..4000) {
         let trimmed = text.trim();
-        let expected = !trimmed.is_empty() && input::check_line(trimmed, usize::MAX).is_ok() && trimmed.len() <= max_bytes;
+        let expected = !input::types_as_blank(trimmed) && input::check_line(trimmed, usize::MAX).is_ok() && trimmed.len() <= max_bytes;
         match check_prompt(&text, max_bytes) {
             Ok(checked) => {
                 prop_assert!(expected, "{:?} accepted", text);

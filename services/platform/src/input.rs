@@ -65,6 +65,20 @@ pub fn is_blank(value: &str) -> bool {
     value.chars().all(|c| c.is_whitespace() || is_drawn_as_nothing(c))
 }
 
+/// Whether a bot would type nothing of `value` but spaces: [`is_blank`], or blank but for
+/// characters a browser driver reads as keys (WebDriver's U+E000–U+E05D: Enter, Tab, Backspace,
+/// the arrows, ...), which a bot types as spaces. Such a prompt would be taken, queued and then
+/// fail at every bot with nothing to type.
+pub fn types_as_blank(value: &str) -> bool {
+    value.chars().all(|c| c.is_whitespace() || is_drawn_as_nothing(c) || is_webdriver_key(c))
+}
+
+/// Whether WebDriver reads `c` as a key rather than a character to type (U+E000–U+E05D, private
+/// use code points its Element Send Keys command assigns to keys).
+pub fn is_webdriver_key(c: char) -> bool {
+    matches!(c, '\u{E000}'..='\u{E05D}')
+}
+
 fn is_drawn_as_nothing(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
@@ -135,6 +149,21 @@ mod tests {
         }
         for shown in ["a", "\u{200B}a\u{200B}", "🙂", "\u{0301}", "?"] {
             assert!(!is_blank(shown), "{shown:?}");
+        }
+    }
+
+    #[test]
+    fn webdriver_keys_type_as_blank() {
+        for keys in ["\u{E007}", " \u{E000}\u{E05D} ", "\u{E004}\u{200B}\u{E007}\n"] {
+            assert!(!is_blank(keys), "{keys:?} shows private use characters");
+            assert!(types_as_blank(keys), "{keys:?}");
+        }
+        for blank in ["", " \t", "\u{200B}"] {
+            assert!(types_as_blank(blank), "{blank:?}");
+        }
+        // Past WebDriver's keys, private use characters are typed as they are (icon fonts).
+        for typed in ["\u{E05E}", "\u{F8FF}", "a\u{E007}", "\u{E007}?"] {
+            assert!(!types_as_blank(typed), "{typed:?}");
         }
     }
 
