@@ -21,6 +21,7 @@ pub mod browser;
 pub mod config;
 pub mod evidence;
 mod grpc;
+pub mod limit_reset;
 pub mod login;
 pub mod markdown;
 pub mod metrics;

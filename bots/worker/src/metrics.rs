@@ -147,7 +147,7 @@ pub(crate) fn session_returned(name: &str, outcome: Outcome) {
     let outcome = match outcome {
         Outcome::Ok => "ok",
         Outcome::Expired => "expired",
-        Outcome::RateLimited => "rate_limited",
+        Outcome::RateLimited { .. } => "rate_limited",
         Outcome::Challenged => "challenged",
     };
     METRICS.returns.get_or_create(&labels([("assistant", name), ("outcome", outcome)])).inc();

@@ -58,8 +58,12 @@ pub enum Outcome {
     Ok,
     /// Showed a login wall: retire it until an operator refreshes it.
     Expired,
-    /// Rate limited: let it cool down.
-    RateLimited,
+    /// Rate limited: let it cool down, until `lifts_at` when the site said when its limit lifts
+    /// ([`crate::limit_reset`]), else for the platform's (or the directory's) cool-down.
+    RateLimited {
+        /// When the site said the limit lifts.
+        lifts_at: Option<SystemTime>,
+    },
     /// The site showed a bot challenge (Cloudflare or similar): the session and its proxy are
     /// marked and it rests for the challenge cooldown, longer than a rate limit's.
     Challenged,
@@ -202,17 +206,18 @@ impl ServiceSessions {
     }
 
     async fn give_back(&mut self, lease: &Lease, outcome: Outcome, runs: u32, detail: &str) {
-        let outcome = match outcome {
-            Outcome::Ok => LeaseOutcome::Ok,
-            Outcome::Expired => LeaseOutcome::Expired,
-            Outcome::RateLimited => LeaseOutcome::RateLimited,
-            Outcome::Challenged => LeaseOutcome::Challenged,
+        let (outcome, lifts_at) = match outcome {
+            Outcome::Ok => (LeaseOutcome::Ok, None),
+            Outcome::Expired => (LeaseOutcome::Expired, None),
+            Outcome::RateLimited { lifts_at } => (LeaseOutcome::RateLimited, lifts_at),
+            Outcome::Challenged => (LeaseOutcome::Challenged, None),
         };
         let mut request = tonic::Request::new(ReturnSessionRequest {
             lease_id: lease.id.clone(),
             outcome: outcome as i32,
             runs,
             detail: crate::source::limits::fit_detail(detail),
+            limit_lifts_at: lifts_at.map(prost_types::Timestamp::from),
         });
         request.set_timeout(self.timeout);
         // A lost return is not fatal: the lease lapses on its own and the account goes back.
@@ -329,9 +334,10 @@ impl DirSessions {
                 let mtime = modified(&path);
                 pool.expired.insert(path, mtime);
             }
-            Outcome::RateLimited => {
-                tracing::warn!(session = lease.label, cooldown = ?DIR_COOLDOWN, "session file rate limited");
-                pool.cooling.insert(path, Instant::now() + DIR_COOLDOWN);
+            Outcome::RateLimited { lifts_at } => {
+                let cooldown = dir_limit_rest(lifts_at, SystemTime::now());
+                tracing::warn!(session = lease.label, ?cooldown, "session file rate limited");
+                pool.cooling.insert(path, Instant::now() + cooldown);
             }
             Outcome::Challenged => {
                 tracing::warn!(session = lease.label, cooldown = ?DIR_CHALLENGE_COOLDOWN, "session file challenged");
@@ -339,6 +345,16 @@ impl DirSessions {
             }
         }
     }
+}
+
+/// How long a rate-limited session file rests, seen at `now`: until the time the site said its
+/// limit lifts when that is a minute to [`crate::limit_reset::MAX_AHEAD`] ahead (as the platform
+/// takes it), else [`DIR_COOLDOWN`].
+fn dir_limit_rest(lifts_at: Option<SystemTime>, now: SystemTime) -> Duration {
+    lifts_at
+        .and_then(|at| at.duration_since(now).ok())
+        .filter(|ahead| (Duration::from_secs(60)..=crate::limit_reset::MAX_AHEAD).contains(ahead))
+        .unwrap_or(DIR_COOLDOWN)
 }
 
 /// The first non-empty line of `<stem>.<extension>` next to a session file, if there is one.
@@ -378,7 +394,7 @@ mod tests {
         let b = sessions.lease().await?;
         sessions.give_back(&b, Outcome::Expired, 0, "login wall").await;
         let c = sessions.lease().await?;
-        sessions.give_back(&c, Outcome::RateLimited, 1, "limit").await;
+        sessions.give_back(&c, Outcome::RateLimited { lifts_at: None }, 1, "limit").await;
         let a = sessions.lease().await?;
         assert_eq!(a.label, "a.json", "b expired and c cooling");
         // Another worker of the process shares the pool: a is in use, so nothing is free.
@@ -415,6 +431,18 @@ mod tests {
         }
         assert!(DIR_CHALLENGE_COOLDOWN > DIR_COOLDOWN);
         Ok(())
+    }
+
+    #[test]
+    fn a_rate_limited_session_file_rests_until_the_time_the_site_named() {
+        let now = SystemTime::now();
+        let hours = |h: u64| Some(now + Duration::from_secs(h * 3600));
+        assert_eq!(dir_limit_rest(hours(5), now), Duration::from_secs(5 * 3600));
+        assert_eq!(dir_limit_rest(hours(7 * 24), now), Duration::from_secs(7 * 24 * 3600));
+        // No time, one past or under a minute ahead, or past 8 days: the directory's own.
+        for other in [None, Some(now - Duration::from_secs(60)), Some(now + Duration::from_secs(30)), hours(9 * 24)] {
+            assert_eq!(dir_limit_rest(other, now), DIR_COOLDOWN, "{other:?}");
+        }
     }
 
     #[tokio::test]

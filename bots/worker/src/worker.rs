@@ -431,7 +431,18 @@ impl<A: Adapter> Worker<A> {
                 tracing::warn!(class = error.class(), session, evidence = kept.as_deref().unwrap_or(""), %error, "attempt failed");
                 match error {
                     AskError::LoggedOut => Attempt::Session(Outcome::Expired, detail),
-                    AskError::RateLimited(_) => Attempt::Session(Outcome::RateLimited, detail),
+                    AskError::RateLimited(said) => {
+                        // The site's words may say when the limit lifts: the account rests till then.
+                        let lifts_at = match self.active.as_ref() {
+                            Some(active) => crate::limit_reset::lifts_at(active.browser.driver(), &said).await,
+                            None => None,
+                        };
+                        if let Some(at) = lifts_at {
+                            let at = chrono::DateTime::<chrono::Utc>::from(at);
+                            tracing::info!(session, lifts_at = %at.to_rfc3339(), "the site says when its limit lifts");
+                        }
+                        Attempt::Session(Outcome::RateLimited { lifts_at }, detail)
+                    }
                     AskError::Challenge(_) => Attempt::Session(Outcome::Challenged, detail),
                     AskError::SelectorMissing(role) => {
                         let manifest = self.adapter.manifest();

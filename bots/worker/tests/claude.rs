@@ -191,8 +191,17 @@ async fn the_login_page_yields_logged_out() -> Result<()> {
 async fn rate_limits_failures_and_challenges_are_told_apart() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;
+        let asked = std::time::SystemTime::now();
         let text = rate_limited(browser, adapter, "Weather tomorrow? [[rate-limit]]").await?;
         assert!(text.contains("out of free messages until"), "{text}");
+        // The banner names the hour the look-alike's limit resets (5 hours on, on a round ten
+        // minutes, as its 429 says): read in the page's zone, that is the time.
+        let lifts_at = aap_bot::limit_reset::lifts_at(browser.driver(), &text).await.context("no time read")?;
+        let ahead = lifts_at.duration_since(asked)?;
+        let five_hours = Duration::from_secs(5 * 3600);
+        let minutes = Duration::from_secs(60);
+        assert!(ahead <= five_hours + minutes && ahead > five_hours - 11 * minutes, "{ahead:?} ahead: {text}");
+        assert_eq!(lifts_at.duration_since(std::time::UNIX_EPOCH)?.as_secs() % 600, 0, "{text}");
 
         let text = assistant_error(browser, adapter, "Summarise the news [[error]]").await?;
         assert!(text.contains("response was interrupted"), "{text}");

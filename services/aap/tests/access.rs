@@ -515,6 +515,7 @@ async fn call(app: &TestApp, world: &World, rpc: Rpc, who: Who) -> Outcome {
                     outcome: LeaseOutcome::Ok.into(),
                     runs: 1,
                     detail: format!("returned by {who:?}"),
+                    ..Default::default()
                 })
                 .await,
         ),

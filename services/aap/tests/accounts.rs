@@ -57,6 +57,7 @@ async fn give_back(
             outcome: outcome.into(),
             runs,
             detail: detail.into(),
+            ..Default::default()
         })
         .await
         .expect("returned")

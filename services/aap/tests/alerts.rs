@@ -562,6 +562,7 @@ async fn run_everything_the_alerts_watch(app: &TestApp) {
                 outcome: outcome as i32,
                 runs: 1,
                 detail: format!("{outcome:?}"),
+                ..Default::default()
             })
             .await
             .expect("returned");

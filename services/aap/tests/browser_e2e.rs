@@ -428,3 +428,46 @@ async fn an_answer_the_assistant_cut_short_lands_marked_and_is_served_so_again()
     assert_eq!(claude.stats().answers_total, 1, "asked once");
     claude.shutdown().await;
 }
+
+/// A rate-limited account rests until the hour the site's banner names (claude.ai's "You are out
+/// of free messages until 2:10 PM"), not for the platform's 30 minutes: the bot reads the time in
+/// the page's own zone and hands it back with the lease.
+#[tokio::test]
+async fn a_rate_limited_account_rests_until_the_hour_the_site_names() {
+    use aap_proto::v1::{AccountStatus, WatchAccountsRequest};
+    let app = spawn_app().await;
+    let claude = site_simulator(Site::Claude, SimulatorConfig::default()).await;
+    add_account(&app, &claude, "claude-1").await;
+    let watch = WatchAccountsRequest {
+        assistant: "claude".into(),
+        statuses: vec![AccountStatus::Cooling as i32],
+        ..Default::default()
+    };
+    let mut cooling = app.sessions(OPERATOR).watch_accounts(watch).await.expect("watch").into_inner();
+    let asked = chrono::Utc::now();
+    let bot = start_bot(&app, &claude, "claude-bot");
+    let _events = app.answers().ask(ask_text("Weather tomorrow? [[rate-limit]]", &["claude"])).await.expect("ask");
+    let account = within("the account cools down", 3, async {
+        loop {
+            let update = cooling.next().await.expect("the watch goes on").expect("an update");
+            if let Some(account) = update.accounts.into_iter().next() {
+                break account;
+            }
+        }
+    })
+    .await;
+    stop_bot(bot).await;
+
+    let until = account.cooldown_until.expect("cooling until");
+    let until = chrono::DateTime::from_timestamp(until.seconds, 0).expect("a time");
+    // The look-alike's limit resets 5 hours on, on a round ten minutes, and its banner says when.
+    let ahead = until - asked;
+    assert!(
+        ahead <= chrono::Duration::minutes(301) && ahead > chrono::Duration::minutes(289),
+        "cooling until {until}, {ahead} after the Ask: not the site's hour"
+    );
+    assert_eq!(until.timestamp() % 600, 0, "{until}");
+    assert!(account.cooldown_reason.contains("out of free messages until"), "{}", account.cooldown_reason);
+    assert_eq!(account.rate_limits, 1);
+    claude.shutdown().await;
+}

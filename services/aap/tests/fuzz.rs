@@ -658,7 +658,21 @@ enum Call {
         outcome: i32,
         runs: u32,
         detail: String,
+        /// Seconds from now and nanos of `limit_lifts_at`.
+        lifts_in: Option<(i64, i32)>,
     },
+}
+
+/// A return's `limit_lifts_at` as seconds from now and nanos: near, hours and days ahead, past,
+/// past the 8 days taken, and no time a calendar has.
+fn lifts_in() -> impl Strategy<Value = (i64, i32)> {
+    let nanos = prop_oneof![4 => Just(0), 1 => any::<i32>()];
+    let seconds = prop_oneof![
+        3 => -120i64..86_400 * 9,
+        1 => Just(i64::MAX / 2),
+        1 => Just(i64::MIN / 2),
+    ];
+    (seconds, nanos)
 }
 
 fn storage_state() -> impl Strategy<Value = String> {
@@ -787,7 +801,8 @@ fn call() -> impl Strategy<Value = Call> {
         1 => (text_pick(), prop::option::of(junk_string()), prop::option::of(junk_string()), prop::option::of(junk_string()))
             .prop_map(|(account, proxy, user_agent, label)| Call::UpdateAccount { account, proxy, user_agent, label }),
         3 => (assistant(), plan(), junk_string()).prop_map(|(assistant, plan, bot_id)| Call::Lease { assistant, plan, bot_id }),
-        2 => (text_pick(), -1i32..6, any::<u32>(), junk_string()).prop_map(|(lease, outcome, runs, detail)| Call::Return { lease, outcome, runs, detail }),
+        2 => (text_pick(), -1i32..6, any::<u32>(), junk_string(), prop::option::of(lifts_in()))
+            .prop_map(|(lease, outcome, runs, detail, lifts_in)| Call::Return { lease, outcome, runs, detail, lifts_in }),
     ]
 }
 
@@ -877,9 +892,15 @@ async fn run(app: &TestApp, call: &Call, seen: &Arc<Mutex<Seen>>) -> Result<(), 
                 app.sessions(BOT).lease_session(LeaseSessionRequest { assistant, plan, bot_id }).await?.into_inner();
             seen.lock().expect("seen").leases.push(lease.lease_id);
         }
-        Call::Return { lease, outcome, runs, detail } => {
+        Call::Return { lease, outcome, runs, detail, lifts_in } => {
             let lease_id = pick_text(&lease, &texts(&|s| s.leases.clone()));
-            app.sessions(BOT).return_session(ReturnSessionRequest { lease_id, outcome, runs, detail }).await?;
+            let limit_lifts_at = lifts_in.map(|(seconds, nanos)| prost_types::Timestamp {
+                seconds: chrono::Utc::now().timestamp().saturating_add(seconds),
+                nanos,
+            });
+            app.sessions(BOT)
+                .return_session(ReturnSessionRequest { lease_id, outcome, runs, detail, limit_lifts_at })
+                .await?;
         }
     }
     Ok(())
@@ -1035,11 +1056,22 @@ async fn values_the_database_cannot_store_are_refused_naming_their_field() {
     }
     let lease = LeaseSessionRequest { assistant: "chatgpt".into(), plan: "Plus".into(), bot_id: "bot".into() };
     let lease = sessions.lease_session(lease).await.expect("lease").into_inner();
-    let back =
-        ReturnSessionRequest { lease_id: lease.lease_id.clone(), outcome: 0, runs: 1, detail: "page said \0".into() };
+    let back = ReturnSessionRequest {
+        lease_id: lease.lease_id.clone(),
+        outcome: 0,
+        runs: 1,
+        detail: "page said \0".into(),
+        ..Default::default()
+    };
     let refused = sessions.return_session(back).await.expect_err("NUL detail taken");
     assert_eq!(violation(&refused), (Code::InvalidArgument, "detail".to_owned()));
-    let back = ReturnSessionRequest { lease_id: lease.lease_id, outcome: 0, runs: 1, detail: "fine".into() };
+    let back = ReturnSessionRequest {
+        lease_id: lease.lease_id,
+        outcome: 0,
+        runs: 1,
+        detail: "fine".into(),
+        ..Default::default()
+    };
     sessions.return_session(back).await.expect("the lease is still returned once");
 }
 

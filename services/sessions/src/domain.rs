@@ -140,6 +140,13 @@ const MAX_DETAIL_CHARS: usize = aap_proto::limits::MAX_REASON_CHARS;
 const MAX_REASON_CHARS: usize = 200;
 /// Most leases a history returns.
 pub const MAX_LEASE_HISTORY: u32 = 100;
+/// Furthest ahead a site's word may cool an account: a week's limit and a day's margin. A later
+/// time is a misreading (a date taken for next year's), and is refused.
+pub const MAX_LIMIT_REST: Duration = Duration::from_secs(8 * 24 * 3600);
+/// Nearest a site's time must be for the account to cool until it: a nearer or past one is a page
+/// still showing a limit that has lifted, which would have the account lent again at once and
+/// limited again, so it gets the platform's cool-down.
+pub const MIN_LIMIT_REST: Duration = Duration::from_secs(60);
 
 fn next_free(at: &Option<DateTime<Utc>>) -> String {
     match at {
@@ -481,18 +488,52 @@ impl LeaseOutcome {
 /// An expired account stays expired whatever the return says: only a new login revives it. A
 /// login wall seen on an older session state than the account now holds (the operator has
 /// logged in again meanwhile) says nothing about the new login.
+/// A rate limit cools the account until the time the site named (`limit_rest`, from
+/// [`limit_rest`]), else for the configured cool-down.
 fn settle(
     stored: AccountStatus,
     outcome: LeaseOutcome,
     lease_of_current_state: bool,
+    limit_rest: Option<Duration>,
     config: &SessionsConfig,
 ) -> (AccountStatus, Option<Duration>) {
     match (stored, outcome) {
         (AccountStatus::Expired, _) => (AccountStatus::Expired, None),
         (_, LeaseOutcome::Expired) if lease_of_current_state => (AccountStatus::Expired, None),
         (_, LeaseOutcome::Expired) | (_, LeaseOutcome::Ok) => (stored, None),
-        (_, LeaseOutcome::RateLimited) => (AccountStatus::Cooling, Some(config.rate_limit_cooldown)),
+        (_, LeaseOutcome::RateLimited) => {
+            (AccountStatus::Cooling, Some(limit_rest.unwrap_or(config.rate_limit_cooldown)))
+        }
         (_, LeaseOutcome::Challenged) => (AccountStatus::Cooling, Some(config.challenge_cooldown)),
+    }
+}
+
+/// How long a return's `limit_lifts_at` cools its account, seen at `now`: until that time when it
+/// is [`MIN_LIMIT_REST`] to [`MAX_LIMIT_REST`] ahead; `None` (the platform's cool-down) when it is
+/// absent, past or nearer. Refused with another outcome than a rate limit, or further ahead.
+fn limit_rest(
+    outcome: LeaseOutcome,
+    lifts_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> SessionResult<Option<Duration>> {
+    let Some(lifts_at) = lifts_at else { return Ok(None) };
+    if outcome != LeaseOutcome::RateLimited {
+        return Err(invalid(
+            "limit_lifts_at",
+            format!("is for a RATE_LIMITED return only; this one is {}", outcome.as_str()),
+        ));
+    }
+    match (lifts_at - now).to_std() {
+        Ok(ahead) if ahead > MAX_LIMIT_REST => Err(invalid(
+            "limit_lifts_at",
+            format!(
+                "is {:.1} days ahead ({}); a site's limit lifts within 8 days (a week's limit and a day's margin)",
+                ahead.as_secs_f64() / 86_400.0,
+                lifts_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )),
+        Ok(ahead) if ahead >= MIN_LIMIT_REST => Ok(Some(ahead)),
+        _ => Ok(None),
     }
 }
 
@@ -763,8 +804,8 @@ impl SessionDirectory {
     }
 
     /// Takes a lease back: records the runs, frees the account and applies the outcome
-    /// (expired: retired; rate limited: cools down; challenged: marked, with its proxy, and
-    /// cools down longer). A lease is returned once, and only while it holds its account: the
+    /// (expired: retired; rate limited: cools down, until `limit_lifts_at` when the site named
+    /// that time; challenged: marked, with its proxy, and cools down longer). A lease is returned once, and only while it holds its account: the
     /// return of a lapsed lease is refused and changes nothing, since its account went back into
     /// rotation and may be another bot's now (its history keeps it `lapsed`).
     #[tracing::instrument(skip(self, detail))]
@@ -774,12 +815,14 @@ impl SessionDirectory {
         outcome: LeaseOutcome,
         runs: u32,
         detail: &str,
+        limit_lifts_at: Option<DateTime<Utc>>,
         principal: &str,
     ) -> SessionResult<Account> {
         let lease_id = parse_id("lease_id", lease_id)?;
         // Shown to operators (the cool-down reason in the console and `aap accounts list`), so
         // no escape sequence a terminal would act on.
         input::check_line(detail, MAX_DETAIL_CHARS).map_err(|reason| invalid("detail", reason))?;
+        let limit_rest = limit_rest(outcome, limit_lifts_at, Utc::now())?;
         let mut tx = self.store.begin().await?;
         let lease = store::lock_lease(&mut tx, lease_id).await?.ok_or(SessionError::LeaseNotFound(lease_id))?;
         if lease.principal.as_deref() != Some(principal) {
@@ -798,7 +841,7 @@ impl SessionDirectory {
         }
         check_runs(runs, lease.max_runs)?;
         let current_state = lease.state_version == stored.state_version;
-        let (status, cooldown) = settle(stored.status, outcome, current_state, &self.config);
+        let (status, cooldown) = settle(stored.status, outcome, current_state, limit_rest, &self.config);
         store::close_lease(&mut tx, lease_id, outcome.as_str(), runs, detail).await?;
         let challenged = outcome == LeaseOutcome::Challenged;
         let rate_limited = outcome == LeaseOutcome::RateLimited;
@@ -844,30 +887,79 @@ mod tests {
     fn expired_accounts_stay_expired_whatever_the_return_says() {
         let outcomes = [LeaseOutcome::Ok, LeaseOutcome::RateLimited, LeaseOutcome::Expired, LeaseOutcome::Challenged];
         for outcome in outcomes {
-            assert_eq!(settle(AccountStatus::Expired, outcome, true, &config()), (AccountStatus::Expired, None));
+            assert_eq!(settle(AccountStatus::Expired, outcome, true, None, &config()), (AccountStatus::Expired, None));
         }
     }
 
     #[test]
     fn a_login_wall_on_an_older_state_leaves_the_new_login_alone() {
         let config = config();
-        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Expired, false, &config), (AccountStatus::Active, None));
-        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Expired, true, &config), (AccountStatus::Expired, None));
+        assert_eq!(
+            settle(AccountStatus::Active, LeaseOutcome::Expired, false, None, &config),
+            (AccountStatus::Active, None)
+        );
+        assert_eq!(
+            settle(AccountStatus::Active, LeaseOutcome::Expired, true, None, &config),
+            (AccountStatus::Expired, None)
+        );
     }
 
     #[test]
     fn rate_limits_and_challenges_start_their_own_cool_downs_and_ok_keeps_the_status() {
         let config = config();
         assert_eq!(
-            settle(AccountStatus::Active, LeaseOutcome::RateLimited, true, &config),
+            settle(AccountStatus::Active, LeaseOutcome::RateLimited, true, None, &config),
             (AccountStatus::Cooling, Some(COOL))
         );
         assert_eq!(
-            settle(AccountStatus::Active, LeaseOutcome::Challenged, true, &config),
+            settle(AccountStatus::Active, LeaseOutcome::Challenged, true, None, &config),
             (AccountStatus::Cooling, Some(CHALLENGE_COOL))
         );
-        assert_eq!(settle(AccountStatus::Cooling, LeaseOutcome::Ok, true, &config), (AccountStatus::Cooling, None));
-        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Ok, true, &config), (AccountStatus::Active, None));
+        assert_eq!(
+            settle(AccountStatus::Cooling, LeaseOutcome::Ok, true, None, &config),
+            (AccountStatus::Cooling, None)
+        );
+        assert_eq!(settle(AccountStatus::Active, LeaseOutcome::Ok, true, None, &config), (AccountStatus::Active, None));
+    }
+
+    #[test]
+    fn a_rate_limit_cools_until_the_time_the_site_named_within_bounds() {
+        let config = config();
+        let now = Utc::now();
+        let rest = |outcome, at: Option<DateTime<Utc>>| limit_rest(outcome, at, now);
+        let hours = |h: i64| Some(now + chrono::Duration::hours(h));
+        assert_eq!(rest(LeaseOutcome::RateLimited, None).ok(), Some(None));
+        assert_eq!(rest(LeaseOutcome::RateLimited, hours(5)).ok(), Some(Some(Duration::from_secs(5 * 3600))));
+        // A week's limit, to the second; a minute ahead is the nearest taken.
+        assert_eq!(rest(LeaseOutcome::RateLimited, hours(7 * 24)).ok(), Some(Some(Duration::from_secs(7 * 86_400))));
+        let minute = Some(now + chrono::Duration::seconds(60));
+        assert_eq!(rest(LeaseOutcome::RateLimited, minute).ok(), Some(Some(MIN_LIMIT_REST)));
+        // Past or nearer than a minute: a page still showing a lifted limit; the platform's own.
+        for stale in [hours(-1), Some(now), Some(now + chrono::Duration::seconds(59))] {
+            assert_eq!(rest(LeaseOutcome::RateLimited, stale).ok(), Some(None), "{stale:?}");
+        }
+        // Further than 8 days, or with another outcome: a misreading, refused naming the field.
+        for (outcome, at, says) in [
+            (LeaseOutcome::RateLimited, hours(8 * 24 + 1), "days ahead"),
+            (LeaseOutcome::Ok, hours(1), "RATE_LIMITED return only; this one is ok"),
+            (LeaseOutcome::Challenged, hours(1), "this one is challenged"),
+        ] {
+            match rest(outcome, at) {
+                Err(SessionError::InvalidArgument { field: "limit_lifts_at", reason }) => {
+                    assert!(reason.contains(says), "{reason}")
+                }
+                other => panic!("{outcome:?} {at:?}: {other:?}"),
+            }
+        }
+        let five_hours = Some(Duration::from_secs(5 * 3600));
+        assert_eq!(
+            settle(AccountStatus::Active, LeaseOutcome::RateLimited, true, five_hours, &config),
+            (AccountStatus::Cooling, five_hours)
+        );
+        assert_eq!(
+            settle(AccountStatus::Expired, LeaseOutcome::RateLimited, true, five_hours, &config),
+            (AccountStatus::Expired, None)
+        );
     }
 
     #[test]

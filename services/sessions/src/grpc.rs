@@ -112,6 +112,17 @@ fn account_filter(assistant: String, plan: String, statuses: &[i32]) -> Result<A
     Ok(AccountFilter { assistant, plan, statuses })
 }
 
+/// A request's time; one no calendar has (`nanos` outside [0, 999,999,999], a year past 9999) is
+/// refused naming `field`.
+fn time(field: &'static str, at: prost_types::Timestamp) -> Result<DateTime<Utc>, SessionError> {
+    let nanos =
+        aap_platform::input::check_nanos(at.nanos).map_err(|reason| SessionError::InvalidArgument { field, reason })?;
+    DateTime::from_timestamp(at.seconds, nanos).ok_or_else(|| SessionError::InvalidArgument {
+        field,
+        reason: format!("seconds {} is outside the years a calendar has", at.seconds),
+    })
+}
+
 fn lease_outcome(value: i32) -> Result<LeaseOutcome, SessionError> {
     match pb::LeaseOutcome::try_from(value) {
         Ok(pb::LeaseOutcome::Unspecified | pb::LeaseOutcome::Ok) => Ok(LeaseOutcome::Ok),
@@ -208,8 +219,11 @@ impl SessionService for SessionGrpc {
         let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
         let outcome = lease_outcome(req.outcome)?;
-        let account =
-            self.directory.return_lease(&req.lease_id, outcome, req.runs, &req.detail, &caller.principal).await?;
+        let lifts_at = req.limit_lifts_at.map(|at| time("limit_lifts_at", at)).transpose()?;
+        let account = self
+            .directory
+            .return_lease(&req.lease_id, outcome, req.runs, &req.detail, lifts_at, &caller.principal)
+            .await?;
         Ok(Response::new(pb::ReturnSessionResponse { account: Some(account_message(account)) }))
     }
 

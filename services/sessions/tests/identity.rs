@@ -67,8 +67,13 @@ async fn lease(client: &mut Client) -> Result<LeaseSessionResponse, tonic::Statu
 }
 
 async fn give_back(client: &mut Client, lease_id: &str, outcome: LeaseOutcome) -> anyhow::Result<Account> {
-    let request =
-        ReturnSessionRequest { lease_id: lease_id.into(), outcome: outcome.into(), runs: 1, detail: "t".into() };
+    let request = ReturnSessionRequest {
+        lease_id: lease_id.into(),
+        outcome: outcome.into(),
+        runs: 1,
+        detail: "t".into(),
+        ..Default::default()
+    };
     client.return_session(request).await?.into_inner().account.context("no account in the reply")
 }
 

@@ -66,8 +66,13 @@ async fn give_back(
     outcome: LeaseOutcome,
     runs: u32,
 ) -> Result<Account, tonic::Status> {
-    let request =
-        ReturnSessionRequest { lease_id: lease_id.into(), outcome: outcome.into(), runs, detail: "test".into() };
+    let request = ReturnSessionRequest {
+        lease_id: lease_id.into(),
+        outcome: outcome.into(),
+        runs,
+        detail: "test".into(),
+        ..Default::default()
+    };
     let account = client.return_session(request).await?.into_inner().account;
     account.ok_or_else(|| tonic::Status::internal("no account in the reply"))
 }
@@ -223,6 +228,77 @@ async fn a_rate_limited_account_cools_down_then_comes_back() -> anyhow::Result<(
     assert_eq!(back.status, AccountStatus::Active as i32);
     assert_eq!(back.cooldown_until, None);
     assert_eq!(back.runs, 2);
+    Ok(())
+}
+
+/// A return that says when the site's limit lifts cools the account until then; a time the site
+/// no longer means (past, under a minute ahead) gets the platform's cool-down; one past 8 days
+/// ahead, of another outcome or no time at all is refused naming the field and the lease stays held.
+#[tokio::test]
+async fn a_rate_limit_cools_the_account_until_the_time_the_site_named() -> anyhow::Result<()> {
+    let config = SessionsConfig { rate_limit_cooldown: Duration::from_secs(30 * 60), ..SessionsConfig::default() };
+    let mut client = spawn_app(config).await?;
+    let alice = create(&mut client, "claude", "Pro", "alice").await?;
+    let stamp = |at: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+    };
+    let limited = |lease_id: &str, at: Option<prost_types::Timestamp>, outcome: LeaseOutcome| ReturnSessionRequest {
+        lease_id: lease_id.into(),
+        outcome: outcome.into(),
+        runs: 1,
+        detail: "rate-limited: You are out of free messages until 2:10 PM".into(),
+        limit_lifts_at: at,
+    };
+
+    let held = lease(&mut client, "claude", "Pro").await?;
+    let now = chrono::Utc::now();
+    for (at, outcome, says) in [
+        (stamp(now + chrono::Duration::days(9)), LeaseOutcome::RateLimited, "9.0 days ahead"),
+        (stamp(now + chrono::Duration::hours(1)), LeaseOutcome::Ok, "RATE_LIMITED return only"),
+        (stamp(now + chrono::Duration::hours(1)), LeaseOutcome::Challenged, "RATE_LIMITED return only"),
+        (prost_types::Timestamp { seconds: now.timestamp(), nanos: -1 }, LeaseOutcome::RateLimited, "nanos -1"),
+        (prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }, LeaseOutcome::RateLimited, "outside the years"),
+    ] {
+        let status = client.return_session(limited(&held.lease_id, Some(at), outcome)).await.expect_err("taken");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(says), "{}", status.message());
+        let violation = status.get_details_bad_request().and_then(|b| b.field_violations.into_iter().next());
+        assert_eq!(violation.map(|v| v.field).as_deref(), Some("limit_lifts_at"));
+    }
+    let still = account(&mut client, &alice.id).await?;
+    assert!(still.leased, "a refused return changes nothing");
+    assert_eq!((still.status, still.runs), (AccountStatus::Active as i32, 0));
+
+    // Five hours ahead: the account rests until then, not for the platform's 30 minutes.
+    let lifts_at = chrono::Utc::now() + chrono::Duration::hours(5);
+    let back = client.return_session(limited(&held.lease_id, Some(stamp(lifts_at)), LeaseOutcome::RateLimited)).await?;
+    let cooling = back.into_inner().account.context("no account")?;
+    assert_eq!(cooling.status, AccountStatus::Cooling as i32);
+    let until = to_chrono(cooling.cooldown_until).context("cooling without cooldown_until")?;
+    assert!((until - lifts_at).num_seconds().abs() <= 2, "cooling until {until}, the site said {lifts_at}");
+    assert_eq!(cooling.cooldown_reason, "rate-limited: You are out of free messages until 2:10 PM");
+    assert_eq!(code(lease(&mut client, "claude", "Pro").await), Code::ResourceExhausted);
+
+    // A time already past, or under a minute ahead: the platform's own cool-down.
+    let bob = create(&mut client, "chatgpt", "Plus", "bob").await?;
+    for stale in [chrono::Duration::minutes(-3), chrono::Duration::seconds(20)] {
+        let held = lease_when_free(&mut client, "chatgpt", "Plus").await?;
+        assert_eq!(held.account_id, bob.id);
+        let at = stamp(chrono::Utc::now() + stale);
+        let before = chrono::Utc::now();
+        let back = client.return_session(limited(&held.lease_id, Some(at), LeaseOutcome::RateLimited)).await?;
+        let until =
+            to_chrono(back.into_inner().account.context("no account")?.cooldown_until).context("not cooling")?;
+        let rest = until - before;
+        assert!(
+            (rest - chrono::Duration::minutes(30)).num_seconds().abs() <= 2,
+            "{stale}: cooling {rest} instead of the platform's 30 minutes"
+        );
+        // The next round needs the account lent again: end its cool-down as an operator would.
+        let update = UpdateSessionStateRequest { account_id: bob.id.clone(), storage_state_json: storage_state("bob") };
+        client.update_session_state(update).await?;
+    }
     Ok(())
 }
 
@@ -460,8 +536,13 @@ async fn invalid_input_is_refused_with_the_field_named() -> anyhow::Result<()> {
     assert_eq!(code(client.update_session_state(update).await), Code::NotFound);
 
     let held = lease(&mut client, "chatgpt", "").await?;
-    let bad_outcome =
-        ReturnSessionRequest { lease_id: held.lease_id.clone(), outcome: 42, runs: 1, detail: String::new() };
+    let bad_outcome = ReturnSessionRequest {
+        lease_id: held.lease_id.clone(),
+        outcome: 42,
+        runs: 1,
+        detail: String::new(),
+        ..Default::default()
+    };
     assert_eq!(code(client.return_session(bad_outcome).await), Code::InvalidArgument);
     assert_eq!(code(give_back(&mut client, "not-a-uuid", LeaseOutcome::Ok, 1).await), Code::InvalidArgument);
     let still = account(&mut client, &created.id).await?;
@@ -524,6 +605,7 @@ async fn a_return_detail_with_a_terminal_escape_is_refused_and_the_lease_still_h
             outcome: LeaseOutcome::RateLimited.into(),
             runs: 1,
             detail: detail.into(),
+            ..Default::default()
         };
         let status = client.return_session(request).await.err().context("a control character was taken")?;
         assert_eq!(status.code(), Code::InvalidArgument, "{detail:?}: {status:?}");
@@ -539,6 +621,7 @@ async fn a_return_detail_with_a_terminal_escape_is_refused_and_the_lease_still_h
         outcome: LeaseOutcome::RateLimited.into(),
         runs: 1,
         detail: "429:\ttoo many requests\r\ntry later".into(),
+        ..Default::default()
     };
     let cooling = client.return_session(request).await?.into_inner().account.context("no account")?;
     assert_eq!(cooling.cooldown_reason, "429:\ttoo many requests\r\ntry later");

@@ -1,0 +1,366 @@
+//! When a site says its usage limit lifts, read from the limit's own message, so a rate-limited
+//! account rests until then instead of for a fixed cool-down: a paid account whose 5-hour or
+//! weekly limit was hit would otherwise be lent again every 30 minutes, each time spending a page
+//! load and a prompt the site refuses, until the limit lifts.
+//!
+//! The words, as sites and their clients show them (public sources, 2025–2026):
+//! - claude.ai: "You are out of free messages until 2:10 PM"; "You've hit your limit for Claude
+//!   messages. Limits will reset at 9:30 AM." (anthropics/claude-code issue 80062, on claude.ai).
+//! - Claude's apps and Claude Code: "You've hit your session limit · resets 1:40pm
+//!   (Europe/Paris)", "You've hit your weekly limit · resets 4am (Europe/Madrid)", "resets
+//!   Thursday 15:59", and a Unix time after a bar ("Claude AI usage limit reached|1760000400").
+//! - chatgpt.com: "... please try again after 3:24 PM", "You can use it again at 17:00";
+//!   "You've reached our limit of messages per hour. Please try again later." names no time.
+//!
+//! A time on the clock carries no date or zone: the site wrote it in the page's time zone, so the
+//! page resolves it ([`resolve`], `limit_reset.js`); a zone the message names wins. What names no
+//! time, or a time further than [`MAX_AHEAD`], leaves the platform's cool-down.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use thirtyfour::WebDriver;
+
+/// Furthest ahead a limit is taken to lift: a week's limit and a day's margin (the platform
+/// refuses a later time). Further is a misreading, such as a date taken for next year's.
+pub const MAX_AHEAD: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// Resolves a [`Clock`] in the page: `arguments[0]` the clock, `arguments[1]` now in ms.
+const RESOLVE_JS: &str = include_str!("limit_reset.js");
+
+/// What a limit message says about when the limit lifts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Said {
+    /// A Unix time ("...limit reached|1760000400").
+    At(SystemTime),
+    /// A wait from now ("try again in 2 hours").
+    In(Duration),
+    /// A time on the clock, with a day when it names one.
+    Clock(Clock),
+}
+
+/// A time on the clock as a limit message names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Clock {
+    /// 0–23.
+    pub hour: u32,
+    /// 0–59.
+    pub minute: u32,
+    /// 0 Sunday to 6 Saturday (JavaScript's `getDay`), for "resets Thursday 15:59".
+    pub weekday: Option<u32>,
+    /// 1–12, with `day`, for "resets Oct 9 at 5pm".
+    pub month: Option<u32>,
+    /// 1–31, with `month`.
+    pub day: Option<u32>,
+    /// "until tomorrow at 9 AM".
+    pub tomorrow: bool,
+    /// The IANA zone the message names ("(Europe/Paris)"); `None`: the page's own.
+    pub zone: Option<String>,
+}
+
+/// Words that put a clock time after them as the time the limit lifts.
+const CLOCK_WORDS: &[&str] = &["until", "till", "til", "at", "after", "resets", "reset", "by", "from"];
+/// Words that put "in <duration>" after them as the wait ("try again in 2 hours").
+const WAIT_WORDS: &[&str] = &["again", "resets", "reset", "lifts", "available", "back", "refreshes"];
+const WEEKDAYS: [&str; 7] = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"];
+const MONTHS: [&str; 12] = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+/// How many words before a clock time may hold its keyword and day ("resets Oct 9 at 5pm").
+const LOOK_BACK: usize = 6;
+
+/// One word of the message: as written (a zone's case), and lowercased without the punctuation
+/// around it.
+struct Word<'a> {
+    raw: &'a str,
+    bare: String,
+}
+
+impl Word<'_> {
+    /// Whether a sentence ends with this word ("...messages. Limits will reset at ..."): words
+    /// before it belong to another sentence. A day's or month's short name ("Oct.") ends none.
+    fn ends_sentence(&self) -> bool {
+        self.raw.ends_with(['.', '!', '?'])
+            && named(&self.bare, &MONTHS).is_none()
+            && named(&self.bare, &WEEKDAYS).is_none()
+    }
+}
+
+fn words(text: &str) -> Vec<Word<'_>> {
+    text.split_whitespace()
+        .map(|raw| {
+            let lower = raw.to_lowercase().replace("a.m.", "am").replace("p.m.", "pm");
+            let bare = lower.trim_matches(|c: char| !(c.is_alphanumeric() || matches!(c, ':' | '|'))).to_owned();
+            Word { raw, bare }
+        })
+        .collect()
+}
+
+/// When `text` (a limit message as the page shows it) says the limit lifts, if it says.
+pub fn parse(text: &str) -> Option<Said> {
+    let words = words(text);
+    if let Some(at) = words.iter().find_map(|word| unix_time(&word.bare)) {
+        return Some(Said::At(at));
+    }
+    for i in 0..words.len() {
+        if let Some(clock) = clock_at(&words, i) {
+            return Some(Said::Clock(clock));
+        }
+    }
+    (0..words.len()).find_map(|i| wait_at(&words, i)).map(Said::In)
+}
+
+/// "...reached|1760000400": ten digits after a bar (times from 2001 to 2286).
+fn unix_time(word: &str) -> Option<SystemTime> {
+    let (_, digits) = word.rsplit_once('|')?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(UNIX_EPOCH + Duration::from_secs(digits.parse().ok()?))
+}
+
+/// A clock time at word `i` that a keyword before it makes the lift's ("until 2:10 PM"), with
+/// the day and zone around it.
+fn clock_at(words: &[Word<'_>], i: usize) -> Option<Clock> {
+    let (hour, minute, used) = time_of_day(&words[i].bare, words.get(i + 1).map(|w| w.bare.as_str()))?;
+    let mut clock = Clock { hour, minute, ..Clock::default() };
+    let mut keyword = false;
+    let before = &words[i.saturating_sub(LOOK_BACK)..i];
+    for (j, word) in before.iter().enumerate().rev() {
+        if word.ends_sentence() {
+            break;
+        }
+        let bare = word.bare.as_str();
+        if CLOCK_WORDS.contains(&bare) {
+            keyword = true;
+        } else if bare == "tomorrow" {
+            clock.tomorrow = true;
+        } else if let Some(weekday) = named(bare, &WEEKDAYS) {
+            clock.weekday = Some(weekday);
+        } else if let Some(month) = named(bare, &MONTHS) {
+            // "Oct 9" or "9 Oct": the day is the word next to it that is one.
+            let day = |k: usize| before.get(k).and_then(|w: &Word<'_>| day_of_month(&w.bare));
+            if let Some(day) = day(j + 1).or_else(|| j.checked_sub(1).and_then(day)) {
+                clock.month = Some(month + 1);
+                clock.day = Some(day);
+            }
+        }
+    }
+    if !keyword {
+        return None;
+    }
+    clock.zone = words.get(i + used).and_then(|word| zone(word.raw));
+    Some(clock)
+}
+
+/// "2:10" with "pm" after it, "2:10pm", "6pm", "15:59": hour, minute and the words it took. A
+/// bare number is no time ("9" in "Oct 9").
+fn time_of_day(word: &str, next: Option<&str>) -> Option<(u32, u32, usize)> {
+    let (digits, suffix, used) = match word.strip_suffix("am").or_else(|| word.strip_suffix("pm")) {
+        Some(digits) => (digits, Some(&word[digits.len()..]), 1),
+        None => match next {
+            Some(next @ ("am" | "pm")) => (word, Some(next), 2),
+            _ => (word, None, 1),
+        },
+    };
+    let (hour, minute) = match digits.split_once(':') {
+        Some((hour, minute)) if minute.len() == 2 => (hour, minute.parse::<u32>().ok()?),
+        Some(_) => return None,
+        None if suffix.is_some() => (digits, 0),
+        None => return None,
+    };
+    if hour.is_empty() || hour.len() > 2 || !hour.bytes().all(|b| b.is_ascii_digit()) || minute > 59 {
+        return None;
+    }
+    let hour: u32 = hour.parse().ok()?;
+    let hour = match suffix {
+        Some(_) if !(1..=12).contains(&hour) => return None,
+        Some("am") => hour % 12,
+        Some(_) => hour % 12 + 12,
+        None if hour > 23 => return None,
+        None => hour,
+    };
+    Some((hour, minute, used))
+}
+
+/// The index of `word` among `names`, by the whole name or its first three letters or more
+/// ("thu", "thurs", "oct").
+fn named(word: &str, names: &[&str]) -> Option<u32> {
+    if word.len() < 3 {
+        return None;
+    }
+    names.iter().position(|name| name.starts_with(word)).and_then(|i| u32::try_from(i).ok())
+}
+
+fn day_of_month(word: &str) -> Option<u32> {
+    let digits = word.trim_end_matches(|c: char| c.is_ascii_alphabetic()); // "9th"
+    digits.parse().ok().filter(|day| (1..=31).contains(day)).filter(|_| digits.len() <= 2)
+}
+
+/// "(Europe/Paris)" after a time: the zone it was written in.
+fn zone(raw: &str) -> Option<String> {
+    let inner = raw.trim_end_matches(['.', ',', ';']).strip_prefix('(')?.strip_suffix(')')?;
+    let known = inner.contains('/') || matches!(inner.to_ascii_uppercase().as_str(), "UTC" | "GMT");
+    let plain = inner.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    (known && plain && inner.len() <= 64).then(|| inner.to_owned())
+}
+
+/// "in 2 hours", "in 1 hour and 30 minutes", "in 45m" after a word that makes it the wait.
+fn wait_at(words: &[Word<'_>], i: usize) -> Option<Duration> {
+    if words[i].bare != "in" || !words[i.saturating_sub(3)..i].iter().any(|w| WAIT_WORDS.contains(&w.bare.as_str())) {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut rest = words[i + 1..].iter().map(|w| w.bare.as_str()).filter(|w| *w != "and").peekable();
+    while let Some(word) = rest.next() {
+        let split = word.find(|c: char| !c.is_ascii_digit()).unwrap_or(word.len());
+        let Ok(count) = word[..split].parse::<u64>() else { break };
+        let unit = match &word[split..] {
+            "" => match rest.next() {
+                Some(unit) => unit,
+                None => break,
+            },
+            unit => unit,
+        };
+        let seconds = match unit {
+            "s" | "sec" | "secs" | "second" | "seconds" => 1,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            _ => break,
+        };
+        total = total.saturating_add(count.saturating_mul(seconds));
+    }
+    (total > 0).then(|| Duration::from_secs(total))
+}
+
+/// Resolves `clock` in the page's time zone (or the one it names) as of `now`: the first such
+/// time from 15 minutes before `now` on; `None` when there is none within 8 days (a year, for a
+/// date), the zone is unknown, or the page cannot run the script.
+pub async fn resolve(driver: &WebDriver, clock: &Clock, now: SystemTime) -> Option<SystemTime> {
+    let now_ms = u64::try_from(now.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    let args = vec![serde_json::json!(clock), serde_json::json!(now_ms)];
+    let at = match driver.execute(RESOLVE_JS, args).await {
+        Ok(ret) => ret.json().as_f64()?,
+        Err(error) => {
+            tracing::debug!(%error, "the page could not resolve the limit's reset time");
+            return None;
+        }
+    };
+    (at.is_finite() && at >= 0.0).then(|| UNIX_EPOCH + Duration::from_millis(at as u64))
+}
+
+/// When the limit whose message is `text` lifts, as the page at `driver` reads it; `None` when the
+/// message names no time or one further than [`MAX_AHEAD`]. A time just past is returned as it is.
+pub async fn lifts_at(driver: &WebDriver, text: &str) -> Option<SystemTime> {
+    let now = SystemTime::now();
+    let at = match parse(text)? {
+        Said::At(at) => at,
+        Said::In(wait) => now.checked_add(wait)?,
+        Said::Clock(clock) => resolve(driver, &clock, now).await?,
+    };
+    let near = now.checked_add(MAX_AHEAD).is_some_and(|furthest| at <= furthest);
+    if !near {
+        tracing::warn!(text, "the limit's reset time is further ahead than a site's limit lasts; ignored");
+    }
+    near.then_some(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clock(hour: u32, minute: u32) -> Clock {
+        Clock { hour, minute, ..Clock::default() }
+    }
+
+    fn said(text: &str) -> Option<Said> {
+        parse(text)
+    }
+
+    #[test]
+    fn the_sites_words_name_a_time_on_the_clock() {
+        let cases = [
+            ("You are out of free messages until 2:10 PM", clock(14, 10)),
+            (
+                "You've hit your limit for Claude messages. Limits will reset at 9:30 AM.  View your usage details.",
+                clock(9, 30),
+            ),
+            ("You've reached the current usage cap for GPT-4, please try again after 3:24 PM", clock(15, 24)),
+            ("You can use it again at 17:00.", clock(17, 0)),
+            ("Usage limit reached \u{2014} your limit will reset at 12 a.m.", clock(0, 0)),
+            ("until 12pm", clock(12, 0)),
+            (
+                "You've hit your session limit \u{b7} resets 1:40pm (Europe/Paris)",
+                Clock { zone: Some("Europe/Paris".into()), ..clock(13, 40) },
+            ),
+            (
+                "You've hit your limit \u{b7} resets 6pm (Asia/Bangkok)",
+                Clock { zone: Some("Asia/Bangkok".into()), ..clock(18, 0) },
+            ),
+            ("Weekly usage: 31% (resets Thursday 15:59)", Clock { weekday: Some(4), ..clock(15, 59) }),
+            (
+                "Weekly limit reached \u{2219} resets Oct 9 at 5pm",
+                Clock { month: Some(10), day: Some(9), ..clock(17, 0) },
+            ),
+            ("resets 9th October, 05:00", Clock { month: Some(10), day: Some(9), ..clock(5, 0) }),
+            ("You're out of messages until tomorrow at 9 AM", Clock { tomorrow: true, ..clock(9, 0) }),
+            ("resets Fri 4am (UTC)", Clock { weekday: Some(5), zone: Some("UTC".into()), ..clock(4, 0) }),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(said(text), Some(Said::Clock(expected)), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_unix_time_or_a_wait_is_taken_as_it_is() {
+        assert_eq!(
+            said("Claude AI usage limit reached|1760000400"),
+            Some(Said::At(UNIX_EPOCH + Duration::from_secs(1_760_000_400)))
+        );
+        assert_eq!(said("Too many requests. Try again in 2 hours."), Some(Said::In(Duration::from_secs(7200))));
+        assert_eq!(said("Please try again in 1 hour and 30 minutes"), Some(Said::In(Duration::from_secs(5400))));
+        assert_eq!(said("Your limit resets in 45m"), Some(Said::In(Duration::from_secs(45 * 60))));
+        assert_eq!(said("available again in 1h 5m"), Some(Said::In(Duration::from_secs(3900))));
+    }
+
+    #[test]
+    fn words_that_name_no_time_for_the_lift_say_nothing() {
+        for text in [
+            "You've reached our limit of messages per hour. Please try again later.",
+            "Too many requests",
+            // A number of messages, a bare number, a window: no time the limit lifts.
+            "You've sent 40 messages in 3 hours",
+            "You've used 50 of 50 messages. Limits reset weekly.",
+            "Resets Oct 9",
+            // A clock time no keyword makes the lift's, or in the sentence before the keyword.
+            "It is 5:00 PM",
+            "Limits reset daily. It is 2:10 PM now.",
+            "until 13pm",
+            "until 25:00",
+            "until 9:7 PM",
+            // A zone that is no zone stays out.
+            "resets 6pm (see below)",
+            "code|123456789",
+        ] {
+            let got = said(text);
+            let zone_dropped = matches!(&got, Some(Said::Clock(Clock { zone: None, .. })));
+            if text.contains("(see below)") {
+                assert!(zone_dropped, "{text}: {got:?}");
+            } else {
+                assert_eq!(got, None, "{text}");
+            }
+        }
+    }
+}
