@@ -10,7 +10,11 @@
 //!   (Europe/Paris)", "You've hit your weekly limit · resets 4am (Europe/Madrid)", "resets
 //!   Thursday 15:59", and a Unix time after a bar ("Claude AI usage limit reached|1760000400").
 //! - chatgpt.com: "... please try again after 3:24 PM", "You can use it again at 17:00";
-//!   "You've reached our limit of messages per hour. Please try again later." names no time.
+//!   "You've hit the Free plan limit for GPT-4o. Responses will use another model until your
+//!   limit resets after 4:04 PM." (a saved page); "You've reached our limit of messages per
+//!   hour. Please try again later." names no time.
+//! - OpenAI's Codex: "Your rate limit resets, 2:00 AM.", "Resets in 1h 45m", "Try again in 10m."
+//!   (a userscript's tests that hide them, 2026).
 //!
 //! A time on the clock carries no date or zone: the site wrote it in the page's time zone, so the
 //! page resolves it ([`resolve`], `limit_reset.js`); a zone the message names wins. What names no
@@ -317,6 +321,16 @@ mod tests {
             ("resets 9th October, 05:00", Clock { month: Some(10), day: Some(9), ..clock(5, 0) }),
             ("You're out of messages until tomorrow at 9 AM", Clock { tomorrow: true, ..clock(9, 0) }),
             ("resets Fri 4am (UTC)", Clock { weekday: Some(5), zone: Some("UTC".into()), ..clock(4, 0) }),
+            // chatgpt.com's notice when a plan's model runs out (a saved page, 2024-2025).
+            (
+                "You\u{2019}ve hit the Free plan limit for GPT-4o. Responses will use another model until your limit resets after 4:04 PM.",
+                clock(16, 4),
+            ),
+            // OpenAI's Codex banners, as a userscript that hides them quotes them (2026).
+            ("Your rate limit resets, 2:00 AM. Upgrade or use one of your rate limit resets now.", clock(2, 0)),
+            ("Your rate limit resets \u{2014} 2:00 AM.", clock(2, 0)),
+            ("Wait until 1:24 AM.", clock(1, 24)),
+            ("Resets 1:24 AM", clock(1, 24)),
         ];
         for (text, expected) in cases {
             assert_eq!(said(text), Some(Said::Clock(expected)), "{text}");
@@ -333,6 +347,8 @@ mod tests {
         assert_eq!(said("Please try again in 1 hour and 30 minutes"), Some(Said::In(Duration::from_secs(5400))));
         assert_eq!(said("Your limit resets in 45m"), Some(Said::In(Duration::from_secs(45 * 60))));
         assert_eq!(said("available again in 1h 5m"), Some(Said::In(Duration::from_secs(3900))));
+        assert_eq!(said("Resets in 1h 45m"), Some(Said::In(Duration::from_secs(6300))));
+        assert_eq!(said("You've hit your usage limit. Try again in 10m."), Some(Said::In(Duration::from_secs(600))));
     }
 
     #[test]
@@ -344,6 +360,10 @@ mod tests {
             "You've sent 40 messages in 3 hours",
             "You've used 50 of 50 messages. Limits reset weekly.",
             "Resets Oct 9",
+            "Your limit resets on Oct 9.",
+            "Resets tomorrow",
+            "Your rate limit resets in 0m.",
+            "5-hour usage limit: 80%",
             // A clock time no keyword makes the lift's, or in the sentence before the keyword.
             "It is 5:00 PM",
             "Limits reset daily. It is 2:10 PM now.",
