@@ -16,13 +16,24 @@
 //! - OpenAI's Codex: "Your rate limit resets, 2:00 AM.", "Resets in 1h 45m", "Try again in 10m."
 //!   (a userscript's tests that hide them, 2026).
 //!
+//! The refusal behind the message says it in numbers, and is read first: the HTTP 429 the page's
+//! own fetch received, kept by the response tee (`tee.js`, [`refusals`]): claude.ai's carries a
+//! Unix time (`resetsAt` in `error.message`, itself JSON, and the header
+//! `anthropic-ratelimit-unified-reset`: clewdr's error.rs, 2026-08); chatgpt.com's
+//! `{"detail": {"code": "model_cap_exceeded", "clears_in": 252, "message": "You have sent too
+//! many messages to the model. Please try again later."}}` the seconds left (a ChatGPT proxy's
+//! README and a Java client, 2023–2024) where its words name no time; a `Retry-After` header
+//! the same. Numbers need no language: a page in German says "bis 14:10", which the words below
+//! do not read.
+//!
 //! A time on the clock carries no date or zone: the site wrote it in the page's time zone, so the
 //! page resolves it ([`resolve`], `limit_reset.js`); a zone the message names wins. What names no
 //! time, or a time further than [`MAX_AHEAD`], leaves the platform's cool-down.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use thirtyfour::WebDriver;
 
 /// Furthest ahead a limit is taken to lift: a week's limit and a day's margin (the platform
@@ -265,14 +276,113 @@ pub async fn resolve(driver: &WebDriver, clock: &Clock, now: SystemTime) -> Opti
     (at.is_finite() && at >= 0.0).then(|| UNIX_EPOCH + Duration::from_millis(at as u64))
 }
 
-/// When the limit whose message is `text` lifts, as the page at `driver` reads it; `None` when the
-/// message names no time or one further than [`MAX_AHEAD`]. A time just past is returned as it is.
+/// A usage-limit refusal (HTTP 429) the page's own fetch received, as the tee kept it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Refusal {
+    /// The refused request's URL.
+    pub url: String,
+    /// Its `Retry-After` header: seconds, or an HTTP date.
+    pub retry_after: String,
+    /// Its `anthropic-ratelimit-unified-reset` header: a Unix time (claude.ai).
+    pub reset: String,
+    /// Its body, up to 64 KiB.
+    pub text: String,
+    /// How long before the bot asked the response came, by the page's clock.
+    pub age_ms: u64,
+}
+
+/// How far back a refusal belongs to the attempt that failed: an attempt takes minutes at most.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(10 * 60);
+
+/// The usage-limit refusals the page received in the last ten minutes, oldest first; none when
+/// the page has no tee (a document older than the browser's scripts) or cannot be asked.
+pub async fn refusals(driver: &WebDriver) -> Vec<Refusal> {
+    let script = "return window.__aapTee && window.__aapTee.limits ? window.__aapTee.limits(arguments[0]) : [];";
+    let within = serde_json::json!(REFUSAL_WITHIN.as_millis() as u64);
+    match driver.execute(script, vec![within]).await {
+        Ok(ret) => ret.convert().unwrap_or_default(),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the page's refusals");
+            Vec::new()
+        }
+    }
+}
+
+/// When `refusal` says the limit lifts, as of `now`: its reset header, then its body (`resetsAt`
+/// or `clears_in`, at any depth, in a string of JSON too), then `Retry-After`; a wait counts from
+/// when the response came.
+pub fn refusal_lifts_at(refusal: &Refusal, now: SystemTime) -> Option<SystemTime> {
+    let came = now.checked_sub(Duration::from_millis(refusal.age_ms))?;
+    if let Some(at) = refusal.reset.trim().parse::<f64>().ok().and_then(unix) {
+        return Some(at);
+    }
+    if let Some(at) = serde_json::from_str::<Value>(&refusal.text).ok().and_then(|body| in_body(&body, came, 0)) {
+        return Some(at);
+    }
+    let retry_after = refusal.retry_after.trim();
+    match retry_after.parse::<f64>() {
+        Ok(seconds) => wait(came, seconds),
+        Err(_) => chrono::DateTime::parse_from_rfc2822(retry_after).ok().map(SystemTime::from),
+    }
+}
+
+/// A Unix time in seconds, or milliseconds when it is too large for seconds of this era.
+fn unix(value: f64) -> Option<SystemTime> {
+    let seconds = if value > 1e11 { value / 1000.0 } else { value };
+    (seconds.is_finite() && (1e9..1e11).contains(&seconds)).then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
+}
+
+/// `seconds` after `from`, for a wait a site could mean (under a year).
+fn wait(from: SystemTime, seconds: f64) -> Option<SystemTime> {
+    (seconds.is_finite() && (0.0..=366.0 * 86_400.0).contains(&seconds))
+        .then(|| from.checked_add(Duration::from_secs_f64(seconds)))
+        .flatten()
+}
+
+fn in_body(value: &Value, came: SystemTime, depth: u8) -> Option<SystemTime> {
+    if depth > 6 {
+        return None;
+    }
+    match value {
+        Value::Object(fields) => {
+            let own = fields.iter().find_map(|(key, value)| match key.as_str() {
+                "resetsAt" | "resets_at" | "resetAt" | "reset_at" => match value {
+                    Value::Number(n) => n.as_f64().and_then(unix),
+                    Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
+                        .ok()
+                        .map(SystemTime::from)
+                        .or_else(|| text.parse::<f64>().ok().and_then(unix)),
+                    _ => None,
+                },
+                "clears_in" | "retry_after" | "retryAfter" => value.as_f64().and_then(|seconds| wait(came, seconds)),
+                _ => None,
+            });
+            own.or_else(|| fields.values().find_map(|value| in_body(value, came, depth + 1)))
+        }
+        Value::Array(items) => items.iter().find_map(|item| in_body(item, came, depth + 1)),
+        // claude.ai's `error.message` is itself a JSON document.
+        Value::String(text) if text.trim_start().starts_with('{') => {
+            serde_json::from_str::<Value>(text).ok().and_then(|inner| in_body(&inner, came, depth + 1))
+        }
+        _ => None,
+    }
+}
+
+/// When the limit whose message is `text` lifts, as the page at `driver` knows it: from the
+/// site's refusal behind the message when it says ([`refusals`]), else from the message's words
+/// ([`parse`], a clock time resolved in the page); `None` when neither names a time, or the time
+/// is further than [`MAX_AHEAD`]. A time just past is returned as it is.
 pub async fn lifts_at(driver: &WebDriver, text: &str) -> Option<SystemTime> {
     let now = SystemTime::now();
-    let at = match parse(text)? {
-        Said::At(at) => at,
-        Said::In(wait) => now.checked_add(wait)?,
-        Said::Clock(clock) => resolve(driver, &clock, now).await?,
+    let refused = refusals(driver).await.iter().rev().find_map(|refusal| refusal_lifts_at(refusal, now));
+    let at = match refused {
+        Some(at) => at,
+        None => match parse(text)? {
+            Said::At(at) => at,
+            Said::In(wait) => now.checked_add(wait)?,
+            Said::Clock(clock) => resolve(driver, &clock, now).await?,
+        },
     };
     let near = now.checked_add(MAX_AHEAD).is_some_and(|furthest| at <= furthest);
     if !near {
@@ -349,6 +459,43 @@ mod tests {
         assert_eq!(said("available again in 1h 5m"), Some(Said::In(Duration::from_secs(3900))));
         assert_eq!(said("Resets in 1h 45m"), Some(Said::In(Duration::from_secs(6300))));
         assert_eq!(said("You've hit your usage limit. Try again in 10m."), Some(Said::In(Duration::from_secs(600))));
+    }
+
+    #[test]
+    fn a_refusal_says_when_the_limit_lifts_in_numbers() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let refusal = |text: &str| Refusal { text: text.to_owned(), age_ms: 2_000, ..Refusal::default() };
+        let lifts = |r: &Refusal| {
+            refusal_lifts_at(r, now).and_then(|at| at.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs())
+        };
+        // claude.ai: `error.message` is JSON again, with resetsAt; the header says it too.
+        let claude = refusal(
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"{\"type\":\"exceeded_limit\",\"resetsAt\":1800018000,\"remaining\":null}"}}"#,
+        );
+        assert_eq!(lifts(&claude), Some(1_800_018_000));
+        let header_only = Refusal { reset: "1800003600".into(), ..refusal("not json") };
+        assert_eq!(lifts(&header_only), Some(1_800_003_600));
+        // chatgpt.com: the seconds left, counted from when the refusal came (2 s ago).
+        let chatgpt = refusal(
+            r#"{"detail":{"clears_in":252,"code":"model_cap_exceeded","message":"You have sent too many messages to the model. Please try again later."}}"#,
+        );
+        assert_eq!(lifts(&chatgpt), Some(1_800_000_000 - 2 + 252));
+        // Retry-After in seconds or as an HTTP date; milliseconds and RFC 3339 in a body.
+        assert_eq!(lifts(&Refusal { retry_after: "120".into(), ..refusal("") }), Some(1_800_000_000 - 2 + 120));
+        let dated = Refusal { retry_after: "Fri, 15 Jan 2027 09:00:00 GMT".into(), ..refusal("") };
+        assert_eq!(lifts(&dated), Some(1_800_003_600));
+        assert_eq!(lifts(&refusal(r#"{"resetsAt":1800007200000}"#)), Some(1_800_007_200));
+        assert_eq!(lifts(&refusal(r#"{"error":{"resets_at":"2027-01-15T09:00:00Z"}}"#)), Some(1_800_003_600));
+        // Nothing that says when: nothing.
+        for nothing in [
+            refusal(r#"{"detail":"Too many requests"}"#),
+            refusal(r#"{"clears_in":-5}"#),
+            refusal(r#"{"clears_in":1e300}"#),
+            refusal(r#"{"resetsAt":12}"#),
+            Refusal { retry_after: "soon".into(), ..refusal("<html>429</html>") },
+        ] {
+            assert_eq!(lifts(&nothing), None, "{nothing:?}");
+        }
     }
 
     #[test]

@@ -115,8 +115,14 @@ async fn login_walls_yield_logged_out_and_challenges_yield_challenge() -> Result
 async fn rate_limit_errors_and_stalls_end_in_their_own_failures() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;
+        let asked = std::time::SystemTime::now();
         let text = rate_limited(browser, adapter, "Weather tomorrow? [[rate-limit]]").await?;
         assert!(text.contains("limit of messages"), "{text}");
+        // "Please try again later" names no time; the 429 behind it does (`clears_in`: 3600 s).
+        assert_eq!(aap_bot::limit_reset::parse(&text), None, "{text}");
+        let lifts_at = aap_bot::limit_reset::lifts_at(browser.driver(), &text).await.expect("the refusal's time");
+        let ahead = lifts_at.duration_since(asked)?.as_secs();
+        assert!((3600..=3660).contains(&ahead), "{ahead} s ahead");
 
         let text = assistant_error(browser, adapter, "Summarise the news [[error]]").await?;
         assert!(text.contains("Something went wrong"), "{text}");

@@ -202,6 +202,12 @@ async fn rate_limits_failures_and_challenges_are_told_apart() -> Result<()> {
         let minutes = Duration::from_secs(60);
         assert!(ahead <= five_hours + minutes && ahead > five_hours - 11 * minutes, "{ahead:?} ahead: {text}");
         assert_eq!(lifts_at.duration_since(std::time::UNIX_EPOCH)?.as_secs() % 600, 0, "{text}");
+        // That time came from the 429 behind the banner (`resetsAt`); the banner's words, read in
+        // the page's zone, say the same instant.
+        use aap_bot::limit_reset::{Said, parse, resolve};
+        let Some(Said::Clock(clock)) = parse(&text) else { panic!("no clock time in {text:?}") };
+        let by_words = resolve(browser.driver(), &clock, std::time::SystemTime::now()).await;
+        assert_eq!(by_words, Some(lifts_at), "{text}");
 
         let text = assistant_error(browser, adapter, "Summarise the news [[error]]").await?;
         assert!(text.contains("response was interrupted"), "{text}");

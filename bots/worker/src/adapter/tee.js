@@ -13,8 +13,40 @@
   const STREAMING = /event-stream|ndjson|jsonl|stream\+json|x-stream/i;
   const entries = [];
   let seq = 0;
+  // The site's refusals for a usage limit (HTTP 429), whatever their type: what they say about
+  // when the limit lifts (a header, `resetsAt` or `clears_in` in the body) is read back by the bot
+  // (`window.__aapTee.limits()`, aap_bot::limit_reset).
+  const MAX_LIMITS = 8;
+  const MAX_LIMIT_TEXT = 64 * 1024;
+  const limits = [];
+
+  function recordLimit(response) {
+    const header = (name) => (response.headers && response.headers.get(name)) || '';
+    const limit = {
+      url: response.url || '',
+      retry_after: header('retry-after'),
+      reset: header('anthropic-ratelimit-unified-reset'),
+      text: '',
+      at_ms: Date.now(),
+    };
+    limits.push(limit);
+    while (limits.length > MAX_LIMITS) limits.shift();
+    response
+      .clone()
+      .text()
+      .then(
+        (text) => {
+          limit.text = text.slice(0, MAX_LIMIT_TEXT);
+        },
+        () => {},
+      );
+  }
 
   function record(response) {
+    if (response.status === 429) {
+      recordLimit(response);
+      return;
+    }
     const type = (response.headers && response.headers.get('content-type')) || '';
     if (!STREAMING.test(type) || !response.body) return;
     const entry = {
@@ -107,6 +139,11 @@
           })),
       // Responses after `after`, with their text.
       read: (after) => entries.filter((entry) => entry.seq > after).map((entry) => Object.assign({}, entry)),
+      // The usage-limit refusals of the last `within_ms`, oldest first, with how long ago each came.
+      limits: (within_ms) =>
+        limits
+          .filter((limit) => Date.now() - limit.at_ms <= within_ms)
+          .map((limit) => Object.assign({ age_ms: Date.now() - limit.at_ms }, limit)),
     },
     enumerable: false,
   });
