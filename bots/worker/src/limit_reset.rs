@@ -116,7 +116,7 @@ fn words(text: &str) -> Vec<Word<'_>> {
     text.split_whitespace()
         .map(|raw| {
             let lower = raw.to_lowercase().replace("a.m.", "am").replace("p.m.", "pm");
-            let bare = lower.trim_matches(|c: char| !(c.is_alphanumeric() || matches!(c, ':' | '|'))).to_owned();
+            let bare = lower.trim_matches(|c: char| !c.is_alphanumeric()).to_owned();
             Word { raw, bare }
         })
         .collect()
@@ -125,7 +125,7 @@ fn words(text: &str) -> Vec<Word<'_>> {
 /// When `text` (a limit message as the page shows it) says the limit lifts, if it says.
 pub fn parse(text: &str) -> Option<Said> {
     let words = words(text);
-    if let Some(at) = words.iter().find_map(|word| unix_time(&word.bare)) {
+    if let Some(at) = words.iter().find_map(|word| unix_time(word.raw)) {
         return Some(Said::At(at));
     }
     for i in 0..words.len() {
@@ -138,7 +138,8 @@ pub fn parse(text: &str) -> Option<Said> {
 
 /// "...reached|1760000400": ten digits after a bar (times from 2001 to 2286).
 fn unix_time(word: &str) -> Option<SystemTime> {
-    let (_, digits) = word.rsplit_once('|')?;
+    let (_, tail) = word.rsplit_once('|')?;
+    let digits = tail.trim_end_matches(|c: char| !c.is_ascii_digit());
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -439,6 +440,9 @@ mod tests {
             // OpenAI's Codex banners, as a userscript that hides them quotes them (2026).
             ("Your rate limit resets, 2:00 AM. Upgrade or use one of your rate limit resets now.", clock(2, 0)),
             ("Your rate limit resets \u{2014} 2:00 AM.", clock(2, 0)),
+            ("Your rate limit resets: 2:00 AM.", clock(2, 0)),
+            ("Your rate limit resets; 2:00 AM.", clock(2, 0)),
+            ("Resets, 2:00 AM", clock(2, 0)),
             ("Wait until 1:24 AM.", clock(1, 24)),
             ("Resets 1:24 AM", clock(1, 24)),
         ];
@@ -449,10 +453,9 @@ mod tests {
 
     #[test]
     fn a_unix_time_or_a_wait_is_taken_as_it_is() {
-        assert_eq!(
-            said("Claude AI usage limit reached|1760000400"),
-            Some(Said::At(UNIX_EPOCH + Duration::from_secs(1_760_000_400)))
-        );
+        for text in ["Claude AI usage limit reached|1760000400", "Claude AI usage limit reached |1760000400."] {
+            assert_eq!(said(text), Some(Said::At(UNIX_EPOCH + Duration::from_secs(1_760_000_400))), "{text}");
+        }
         assert_eq!(said("Too many requests. Try again in 2 hours."), Some(Said::In(Duration::from_secs(7200))));
         assert_eq!(said("Please try again in 1 hour and 30 minutes"), Some(Said::In(Duration::from_secs(5400))));
         assert_eq!(said("Your limit resets in 45m"), Some(Said::In(Duration::from_secs(45 * 60))));
