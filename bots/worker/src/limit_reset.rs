@@ -281,6 +281,9 @@ pub async fn resolve(driver: &WebDriver, clock: &Clock, now: SystemTime) -> Opti
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct Refusal {
+    /// Its place among the page's teed responses (a stream [`crate::adapter::stream::Mark`]
+    /// orders both).
+    pub seq: u64,
     /// The refused request's URL.
     pub url: String,
     /// Its `Retry-After` header: seconds, or an HTTP date.

@@ -112,6 +112,15 @@ async fn login_walls_yield_logged_out_and_challenges_yield_challenge() -> Result
 }
 
 #[tokio::test]
+async fn a_limit_in_words_no_pattern_knows_is_a_rate_limit_by_its_429() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, _adapter| {
+        log_in(browser, sim, "operator-429").await?;
+        common::a_limit_in_unknown_words_is_told_by_its_429(browser, sim, "chatgpt").await
+    })
+    .await
+}
+
+#[tokio::test]
 async fn rate_limit_errors_and_stalls_end_in_their_own_failures() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;

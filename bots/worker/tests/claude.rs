@@ -188,6 +188,15 @@ async fn the_login_page_yields_logged_out() -> Result<()> {
 }
 
 #[tokio::test]
+async fn a_limit_in_words_no_pattern_knows_is_a_rate_limit_by_its_429() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, _adapter| {
+        log_in(browser, sim, "operator-429").await?;
+        common::a_limit_in_unknown_words_is_told_by_its_429(browser, sim, "claude").await
+    })
+    .await
+}
+
+#[tokio::test]
 async fn rate_limits_failures_and_challenges_are_told_apart() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {
         let token = log_in(browser, sim, "operator-5").await?;

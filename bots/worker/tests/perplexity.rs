@@ -114,6 +114,16 @@ async fn logged_out_expired_and_expiring_sessions_yield_logged_out() -> Result<(
     .await
 }
 
+/// The look-alike's 429 names no time; its words do ("try again in 24 hours").
+#[tokio::test]
+async fn a_limit_in_words_no_pattern_knows_is_a_rate_limit_by_its_429() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, _adapter| {
+        log_in(browser, sim, "operator-429").await?;
+        common::a_limit_in_unknown_words_is_told_by_its_429(browser, sim, "perplexity").await
+    })
+    .await
+}
+
 #[tokio::test]
 async fn challenges_rate_limits_and_failures_are_classified() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {

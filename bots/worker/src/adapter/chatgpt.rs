@@ -240,7 +240,8 @@ impl ChatGpt {
                         progress.saw(&last.signature, last.text_len, now);
                         typing.saw(&last.text);
                         if !busy && let Some(error) = last.error.as_deref().filter(|e| !e.is_empty()) {
-                            return Err(common::classify(&self.manifest, error));
+                            let parts = &self.stream_url_parts;
+                            return Err(common::classify_sent(driver, &self.manifest, error, mark, parts).await);
                         }
                         if let Some(comparison) = &probe.ab
                             && comparison.prefer_ready

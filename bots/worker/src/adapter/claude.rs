@@ -436,7 +436,8 @@ impl Claude {
                             && !last.streaming()
                             && let Some(error) = last.error.as_deref().filter(|e| !e.is_empty())
                         {
-                            return Err(common::classify(&self.manifest, error));
+                            let parts = &self.stream_url_parts;
+                            return Err(common::classify_sent(driver, &self.manifest, error, mark, parts).await);
                         }
                         let quiet = progress.quiet(now);
                         // The full settle window outlasts pauses between tool phases; once the
@@ -457,7 +458,8 @@ impl Claude {
                         if let Some(error) = probe.page_error.as_deref().filter(|e| !e.is_empty())
                             && !probe.stop
                         {
-                            return Err(common::classify(&self.manifest, error));
+                            let parts = &self.stream_url_parts;
+                            return Err(common::classify_sent(driver, &self.manifest, error, mark, parts).await);
                         }
                         if probe.stop {
                             // Answering, but no message container matches: the page changed.

@@ -13,6 +13,7 @@ use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
 use super::interrupt::{Guard, is_interruption};
+use super::stream::Mark;
 use super::{AskError, Citation, FoundIn, Manifest};
 use aap_proto::urls::{domain_of, is_assistant_page};
 
@@ -478,6 +479,29 @@ pub(super) fn classify(manifest: &Manifest, text: &str) -> AskError {
         AskError::PromptRefused(text.to_owned())
     } else {
         AskError::Assistant(text.to_owned())
+    }
+}
+
+/// [`classify`] for an error the page shows once the prompt was sent (`mark`): when the site's own
+/// API refused one of the attempt's requests (a URL with one of `url_parts`) with HTTP 429, what
+/// would be the assistant's error is a rate limit, whatever the words ([`stream::refused`]): a
+/// page in another language words its limit its own way, and the manifest's patterns are English.
+pub(super) async fn classify_sent(
+    driver: &WebDriver,
+    manifest: &Manifest,
+    text: &str,
+    mark: Mark,
+    url_parts: &[String],
+) -> AskError {
+    match classify(manifest, text) {
+        AskError::Assistant(text) if super::stream::refused(driver, mark, url_parts).await => {
+            tracing::info!(
+                said = text,
+                "the site refused the request with HTTP 429: a rate limit, whatever the page says"
+            );
+            AskError::RateLimited(text)
+        }
+        other => other,
     }
 }
 

@@ -249,7 +249,8 @@ impl Perplexity {
                         if !probe.stop
                             && let Some(error) = last.error.as_deref().filter(|e| !e.is_empty())
                         {
-                            return Err(common::classify(&self.manifest, error));
+                            let parts = &self.stream_url_parts;
+                            return Err(common::classify_sent(driver, &self.manifest, error, mark, parts).await);
                         }
                         let quiet = progress.quiet(now);
                         // The site clears its Stop control before the last words: an open stream

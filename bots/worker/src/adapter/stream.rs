@@ -98,6 +98,16 @@ pub async fn done(driver: &WebDriver, mark: Mark, url_parts: &[String]) -> bool 
     }
 }
 
+/// Whether the site's own API refused a request after `mark` for a usage limit (HTTP 429, teed
+/// with [`crate::limit_reset::refusals`]) whose URL contains one of `url_parts` (any URL when
+/// empty): the attempt met the limit, whatever words the page shows for it.
+pub async fn refused(driver: &WebDriver, mark: Mark, url_parts: &[String]) -> bool {
+    crate::limit_reset::refusals(driver).await.iter().any(|refusal| {
+        refusal.seq > mark.0
+            && (url_parts.is_empty() || url_parts.iter().any(|part| refusal.url.contains(part.as_str())))
+    })
+}
+
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SseEvent {

@@ -23,6 +23,7 @@
   function recordLimit(response) {
     const header = (name) => (response.headers && response.headers.get(name)) || '';
     const limit = {
+      seq: ++seq,
       url: response.url || '',
       retry_after: header('retry-after'),
       reset: header('anthropic-ratelimit-unified-reset'),

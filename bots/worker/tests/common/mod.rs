@@ -133,6 +133,21 @@ pub async fn rate_limited(browser: &Browser, adapter: &AnyAdapter, prompt: &str)
     }
 }
 
+/// A limit worded as no pattern knows (a page in another language): with the manifest's
+/// rate-limit patterns removed, the site's HTTP 429 behind the words still makes it `rate-limited`
+/// and when it lifts (from the 429, or from the words when it names no time), while an error
+/// without a 429 stays the assistant's.
+pub async fn a_limit_in_unknown_words_is_told_by_its_429(browser: &Browser, sim: &Simulator, id: &str) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let adapter = override_adapter(dir.path(), sim, id, |manifest| manifest.rate_limit_patterns.clear())?;
+    assert!(!adapter.manifest().is_rate_limit("You've reached our limit of messages per hour"));
+    let text = rate_limited(browser, &adapter, "Weather tomorrow? [[rate-limit]]").await?;
+    let lifts_at = aap_bot::limit_reset::lifts_at(browser.driver(), &text).await.context("no time")?;
+    assert!(lifts_at > std::time::SystemTime::now(), "{text}");
+    assistant_error(browser, &adapter, "Summarise the news [[error]]").await?;
+    Ok(())
+}
+
 /// Asks `prompt`, which must end in the assistant's own error; returns its text.
 pub async fn assistant_error(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<String> {
     match ask_err(browser, adapter, prompt).await? {
