@@ -373,26 +373,53 @@ fn in_body(value: &Value, came: SystemTime, depth: u8) -> Option<SystemTime> {
     }
 }
 
+/// Where the time a limit lifts was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The site's HTTP 429 ([`refusals`]).
+    Refusal,
+    /// The limit message's words ([`parse`]).
+    Words,
+}
+
+impl Source {
+    /// The name metrics and logs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Refusal => "refusal",
+            Source::Words => "words",
+        }
+    }
+}
+
 /// When the limit whose message is `text` lifts, as the page at `driver` knows it: from the
 /// site's refusal behind the message when it says ([`refusals`]), else from the message's words
 /// ([`parse`], a clock time resolved in the page); `None` when neither names a time, or the time
 /// is further than [`MAX_AHEAD`]. A time just past is returned as it is.
 pub async fn lifts_at(driver: &WebDriver, text: &str) -> Option<SystemTime> {
+    read(driver, text).await.map(|(at, _)| at)
+}
+
+/// [`lifts_at`], with where the time was read.
+pub async fn read(driver: &WebDriver, text: &str) -> Option<(SystemTime, Source)> {
     let now = SystemTime::now();
     let refused = refusals(driver).await.iter().rev().find_map(|refusal| refusal_lifts_at(refusal, now));
-    let at = match refused {
-        Some(at) => at,
-        None => match parse(text)? {
-            Said::At(at) => at,
-            Said::In(wait) => now.checked_add(wait)?,
-            Said::Clock(clock) => resolve(driver, &clock, now).await?,
-        },
+    let (at, source) = match refused {
+        Some(at) => (at, Source::Refusal),
+        None => {
+            let at = match parse(text)? {
+                Said::At(at) => at,
+                Said::In(wait) => now.checked_add(wait)?,
+                Said::Clock(clock) => resolve(driver, &clock, now).await?,
+            };
+            (at, Source::Words)
+        }
     };
     let near = now.checked_add(MAX_AHEAD).is_some_and(|furthest| at <= furthest);
     if !near {
         tracing::warn!(text, "the limit's reset time is further ahead than a site's limit lasts; ignored");
     }
-    near.then_some(at)
+    near.then_some((at, source))
 }
 
 #[cfg(test)]

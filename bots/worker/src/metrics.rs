@@ -22,6 +22,7 @@ struct Metrics {
     partials: Counters,
     interruptions: Counters,
     cut_short: Counters,
+    limit_reads: Counters,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -79,6 +80,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Answers the assistant stopped at its own length limit (captured as the page showed them, marked \
          cut_short), by assistant.",
     ),
+    limit_reads: metrics::counter(
+        "bot_limit_lifts_read",
+        "Rate limits met, by assistant and where the bot read when the limit lifts (refusal: the site's HTTP 429; \
+         words: the limit's message; none: neither said, so the platform's cool-down applies).",
+    ),
 });
 
 /// Makes the bot's families appear in scrapes from the start, with the process's memory,
@@ -127,6 +133,12 @@ pub(crate) fn answered(name: &str, took: Duration, cut_short: bool) {
     if cut_short {
         METRICS.cut_short.get_or_create(&assistant(name)).inc();
     }
+}
+
+/// A rate limit met, with where the time it lifts was read (`None`: nowhere).
+pub(crate) fn limit_read(name: &str, source: Option<crate::limit_reset::Source>) {
+    let source = source.map_or("none", crate::limit_reset::Source::as_str);
+    METRICS.limit_reads.get_or_create(&labels([("assistant", name), ("source", source)])).inc();
 }
 
 pub(crate) fn browser_started(name: &str, ok: bool) {

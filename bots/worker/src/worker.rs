@@ -433,15 +433,17 @@ impl<A: Adapter> Worker<A> {
                     AskError::LoggedOut => Attempt::Session(Outcome::Expired, detail),
                     AskError::RateLimited(said) => {
                         // The site's words may say when the limit lifts: the account rests till then.
-                        let lifts_at = match self.active.as_ref() {
-                            Some(active) => crate::limit_reset::lifts_at(active.browser.driver(), &said).await,
+                        let read = match self.active.as_ref() {
+                            Some(active) => crate::limit_reset::read(active.browser.driver(), &said).await,
                             None => None,
                         };
-                        if let Some(at) = lifts_at {
+                        crate::metrics::limit_read(self.adapter.assistant(), read.map(|(_, source)| source));
+                        if let Some((at, source)) = read {
                             let at = chrono::DateTime::<chrono::Utc>::from(at);
-                            tracing::info!(session, lifts_at = %at.to_rfc3339(), "the site says when its limit lifts");
+                            let source = source.as_str();
+                            tracing::info!(session, lifts_at = %at.to_rfc3339(), source, "the site says when its limit lifts");
                         }
-                        Attempt::Session(Outcome::RateLimited { lifts_at }, detail)
+                        Attempt::Session(Outcome::RateLimited { lifts_at: read.map(|(at, _)| at) }, detail)
                     }
                     AskError::Challenge(_) => Attempt::Session(Outcome::Challenged, detail),
                     AskError::SelectorMissing(role) => {

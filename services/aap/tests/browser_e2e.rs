@@ -469,5 +469,9 @@ async fn a_rate_limited_account_rests_until_the_hour_the_site_names() {
     assert_eq!(until.timestamp() % 600, 0, "{until}");
     assert!(account.cooldown_reason.contains("out of free messages until"), "{}", account.cooldown_reason);
     assert_eq!(account.rate_limits, 1);
+    // Read from the site's 429, as the bot's metric says (the bot runs in this process).
+    let scrape = aap_telemetry::exposition::Scrape::parse(&aap_telemetry::metrics::encode()).expect("a scrape");
+    let read = [("assistant", "claude"), ("source", "refusal")];
+    assert!(scrape.value("aap_bot_limit_lifts_read_total", &read).unwrap_or(0.0) >= 1.0);
     claude.shutdown().await;
 }
