@@ -92,6 +92,21 @@ describe("AccountDetail", () => {
     expect($("#enable")).not.toBeNull();
   });
 
+  it("ends a cool-down, offered only while the account rests", async () => {
+    await open();
+    expect($("#end-cooldown")).toBeNull();
+    cleanup();
+    const cooling = { ...account, status: AccountStatus.COOLING, underlyingStatus: AccountStatus.COOLING };
+    api.sessions.getAccount.mockResolvedValue({ account: cooling });
+    api.sessions.updateAccount.mockResolvedValue({ account });
+    render(<AccountDetail id="a1" />);
+    await waitFor(() => expect($("#account")?.dataset.status).toBe("cooling"));
+    fireEvent.click($("#end-cooldown")!);
+    await waitFor(() => expect($("#account")?.dataset.status).toBe("active"));
+    expect(api.sessions.updateAccount).toHaveBeenCalledWith({ accountId: "a1", endCooldown: true });
+    expect($("#end-cooldown")).toBeNull();
+  });
+
   it("saves only the fields that changed", async () => {
     api.sessions.updateAccount.mockResolvedValue({ account: { ...account, label: "renamed" } });
     await open();

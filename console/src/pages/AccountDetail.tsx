@@ -71,6 +71,8 @@ export function AccountDetail({ id }: { id: string }) {
   }
 
   const disabled = account.status === AccountStatus.DISABLED;
+  const resting = (status: AccountStatus) => status === AccountStatus.COOLING || status === AccountStatus.CHALLENGED;
+  const cooling = resting(disabled ? account.underlyingStatus : account.status);
 
   return (
     <section className="page" id="account" data-account-id={account.id} data-status={statusKey(account.status)}>
@@ -100,6 +102,22 @@ export function AccountDetail({ id }: { id: string }) {
           >
             Refresh login
           </button>
+          {cooling && (
+            <button
+              type="button"
+              id="end-cooldown"
+              title="Lend it again now: after upgrading its plan, or when the site's limit lifted earlier than it said"
+              disabled={busy}
+              onClick={() =>
+                void act(async () => {
+                  const res = await sessions.updateAccount({ accountId: account.id, endCooldown: true });
+                  if (res.account) setAccount(res.account);
+                })
+              }
+            >
+              End cool-down
+            </button>
+          )}
           {disabled ? (
             <button
               type="button"

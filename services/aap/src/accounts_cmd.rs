@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use aap_proto::v1::session_service_client::SessionServiceClient;
 use aap_proto::v1::{
     Account, AccountStatus, DeleteAccountRequest, DisableAccountRequest, EnableAccountRequest, ListAccountsRequest,
+    UpdateAccountRequest,
 };
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
@@ -79,6 +80,14 @@ pub enum AccountsCommand {
     },
     /// Puts a disabled account back into rotation.
     Enable {
+        #[command(flatten)]
+        account: AccountRef,
+        #[command(flatten)]
+        conn: OperatorConn,
+    },
+    /// Ends an account's cool-down (a rate limit or a bot challenge) now, so it is lent again at
+    /// once: after upgrading its plan, or when the site's limit lifted earlier than it said.
+    EndCooldown {
         #[command(flatten)]
         account: AccountRef,
         #[command(flatten)]
@@ -305,6 +314,13 @@ pub async fn run(command: AccountsCommand, out: &mut impl Write) -> anyhow::Resu
             let mut client = conn.sessions().await?;
             let account_id = resolve(&mut client, &account).await?;
             let reply = client.enable_account(EnableAccountRequest { account_id }).await.map_err(status_error)?;
+            print_accounts(out, &[reply.into_inner().account.context("no account in the reply")?])?;
+        }
+        AccountsCommand::EndCooldown { account, conn } => {
+            let mut client = conn.sessions().await?;
+            let account_id = resolve(&mut client, &account).await?;
+            let request = UpdateAccountRequest { account_id, end_cooldown: true, ..Default::default() };
+            let reply = client.update_account(request).await.map_err(status_error)?;
             print_accounts(out, &[reply.into_inner().account.context("no account in the reply")?])?;
         }
         AccountsCommand::Delete { account, conn } => {

@@ -224,7 +224,7 @@ async fn store_on(client: &mut SessionClient, file: &SessionFile, account: &Acco
     let proxy = (file.proxy.trim_end_matches('/') != account.proxy).then(|| file.proxy.clone());
     let user_agent = (file.user_agent != account.user_agent).then(|| file.user_agent.clone());
     if proxy.is_some() || user_agent.is_some() {
-        let request = UpdateAccountRequest { account_id: account.id.clone(), proxy, user_agent, label: None };
+        let request = UpdateAccountRequest { account_id: account.id.clone(), proxy, user_agent, ..Default::default() };
         if let Err(status) = client.update_account(request).await {
             if refused_for_this_file(&status) {
                 return Ok(Outcome::Skipped(refusal(&status)));

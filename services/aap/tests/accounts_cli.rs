@@ -198,6 +198,29 @@ async fn accounts_are_listed_disabled_enabled_and_deleted_from_a_terminal() {
     let enabled = aap(&app, OPERATOR, &["accounts", "enable", &ids[0]]).await;
     assert!(enabled.ok && enabled.stdout.contains(" active"), "{}{}", enabled.stdout, enabled.stderr);
 
+    // A rate limit the site said lifts in five hours, ended by the operator.
+    let lease =
+        aap_proto::v1::LeaseSessionRequest { assistant: "claude".into(), plan: "Pro".into(), bot_id: "b".into() };
+    let held = app.sessions(BOT).lease_session(lease).await.expect("leased").into_inner();
+    let lifts_at = prost_types::Timestamp { seconds: chrono::Utc::now().timestamp() + 5 * 3600, nanos: 0 };
+    let back = aap_proto::v1::ReturnSessionRequest {
+        lease_id: held.lease_id,
+        outcome: aap_proto::v1::LeaseOutcome::RateLimited.into(),
+        runs: 1,
+        detail: "rate-limited: You are out of free messages until 9:10 PM".into(),
+        limit_lifts_at: Some(lifts_at),
+    };
+    app.sessions(BOT).return_session(back).await.expect("returned");
+    let cooling = aap(&app, OPERATOR, &["accounts", "list", "--status", "cooling"]).await;
+    assert!(
+        cooling.stdout.contains("bob@example.com") && cooling.stdout.contains("cooling until"),
+        "{}",
+        cooling.stdout
+    );
+    let ended = aap(&app, OPERATOR, &["accounts", "end-cooldown", "bob@example.com"]).await;
+    assert!(ended.ok && ended.stdout.contains(" active"), "{}{}", ended.stdout, ended.stderr);
+    assert_eq!(get_status(&app, &ids[1]).await, aap_proto::v1::AccountStatus::Active);
+
     let deleted = aap(&app, OPERATOR, &["accounts", "delete", "bob@example.com", "--assistant", "claude"]).await;
     assert!(deleted.ok && deleted.stdout.contains(&format!("deleted account {}", ids[1])), "{}", deleted.stderr);
     let left = app.sessions(OPERATOR).list_accounts(ListAccountsRequest::default()).await.expect("list").into_inner();
@@ -342,4 +365,9 @@ async fn watch_exits_one_when_a_target_failed_for_good_as_ask_does() {
     let answered = aap(&app, CUSTOMER, &["watch", &prompt]).await;
     assert!(answered.ok, "every target answered: {}{}", answered.stdout, answered.stderr);
     assert!(answered.stdout.contains("1 answered, 0 failed"), "{}", answered.stdout);
+}
+
+async fn get_status(app: &TestApp, id: &str) -> aap_proto::v1::AccountStatus {
+    let request = aap_proto::v1::GetAccountRequest { account_id: id.into() };
+    app.sessions(OPERATOR).get_account(request).await.expect("got").into_inner().account.expect("account").status()
 }

@@ -647,6 +647,7 @@ enum Call {
         proxy: Option<String>,
         user_agent: Option<String>,
         label: Option<String>,
+        end_cooldown: bool,
     },
     Lease {
         assistant: String,
@@ -798,8 +799,8 @@ fn call() -> impl Strategy<Value = Call> {
         2 => create,
         1 => junk_string().prop_map(|assistant| Call::ListAccounts { assistant }),
         1 => (text_pick(), storage_state()).prop_map(|(account, json)| Call::UpdateSessionState { account, json }),
-        1 => (text_pick(), prop::option::of(junk_string()), prop::option::of(junk_string()), prop::option::of(junk_string()))
-            .prop_map(|(account, proxy, user_agent, label)| Call::UpdateAccount { account, proxy, user_agent, label }),
+        1 => ((text_pick(), prop::option::of(junk_string()), prop::option::of(junk_string()), prop::option::of(junk_string())), any::<bool>())
+            .prop_map(|((account, proxy, user_agent, label), end_cooldown)| Call::UpdateAccount { account, proxy, user_agent, label, end_cooldown }),
         3 => (assistant(), plan(), junk_string()).prop_map(|(assistant, plan, bot_id)| Call::Lease { assistant, plan, bot_id }),
         2 => (text_pick(), -1i32..6, any::<u32>(), junk_string(), prop::option::of(lifts_in()))
             .prop_map(|(lease, outcome, runs, detail, lifts_in)| Call::Return { lease, outcome, runs, detail, lifts_in }),
@@ -881,10 +882,10 @@ async fn run(app: &TestApp, call: &Call, seen: &Arc<Mutex<Seen>>) -> Result<(), 
                 .update_session_state(UpdateSessionStateRequest { account_id, storage_state_json: json })
                 .await?;
         }
-        Call::UpdateAccount { account, proxy, user_agent, label } => {
+        Call::UpdateAccount { account, proxy, user_agent, label, end_cooldown } => {
             let account_id = pick_text(&account, &texts(&|s| s.accounts.clone()));
             app.sessions(OPERATOR)
-                .update_account(UpdateAccountRequest { account_id, proxy, user_agent, label })
+                .update_account(UpdateAccountRequest { account_id, proxy, user_agent, label, end_cooldown })
                 .await?;
         }
         Call::Lease { assistant, plan, bot_id } => {

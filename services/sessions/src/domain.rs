@@ -436,6 +436,8 @@ pub struct AccountUpdate<'a> {
     pub user_agent: Option<&'a str>,
     /// A new label.
     pub label: Option<&'a str>,
+    /// End the account's cool-down now (rate limit or challenge); its counts stay.
+    pub end_cooldown: bool,
 }
 
 /// A session lent to a bot.
@@ -728,9 +730,9 @@ impl SessionDirectory {
         Ok(account)
     }
 
-    /// Changes an account's proxy, user agent or label; its session state, status and leases
-    /// stay as they are. A new proxy starts with no challenges; the proxy it has, set again,
-    /// keeps its count.
+    /// Changes an account's proxy, user agent or label, and ends its cool-down when asked; its
+    /// session state, leases and otherwise its status stay as they are. A new proxy starts with
+    /// no challenges; the proxy it has, set again, keeps its count.
     #[tracing::instrument(skip(self, update))]
     pub async fn update_account(&self, account_id: &str, update: AccountUpdate<'_>) -> SessionResult<Account> {
         let id = parse_id("account_id", account_id)?;
@@ -743,9 +745,14 @@ impl SessionDirectory {
             None => None,
         };
         let label = update.label.map(parse_label).transpose()?;
-        let settings = AccountSettings { proxy, user_agent, label };
+        let settings = AccountSettings { proxy, user_agent, label, end_cooldown: update.end_cooldown };
         let account = self.store.update_settings(id, &settings).await?.ok_or(SessionError::AccountNotFound(id))?;
-        tracing::info!(proxy = account.proxy, user_agent = account.user_agent, "account settings changed");
+        tracing::info!(
+            proxy = account.proxy,
+            user_agent = account.user_agent,
+            end_cooldown = update.end_cooldown,
+            "account settings changed"
+        );
         Ok(account)
     }
 

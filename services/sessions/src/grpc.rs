@@ -180,6 +180,7 @@ impl SessionService for SessionGrpc {
             proxy: req.proxy.as_deref(),
             user_agent: req.user_agent.as_deref(),
             label: req.label.as_deref(),
+            end_cooldown: req.end_cooldown,
         };
         let account = self.directory.update_account(&req.account_id, update).await?;
         Ok(Response::new(pb::UpdateAccountResponse { account: Some(account_message(account)) }))

@@ -227,6 +227,8 @@ pub(crate) struct AccountSettings<'a> {
     pub proxy: Option<(Option<Vec<u8>>, String)>,
     pub user_agent: Option<String>,
     pub label: Option<&'a str>,
+    /// End a cool-down now: a cooling account is active again.
+    pub end_cooldown: bool,
 }
 
 /// The account a lease picked, locked until the transaction ends.
@@ -457,6 +459,10 @@ impl Store {
                                          ELSE proxy_challenges END, \
                  user_agent = COALESCE($5, user_agent), \
                  label = COALESCE($6, label), \
+                 status = CASE WHEN $7 AND status = 'cooling' THEN 'active' ELSE status END, \
+                 cooldown_until = CASE WHEN $7 AND status = 'cooling' THEN NULL ELSE cooldown_until END, \
+                 cooldown_kind = CASE WHEN $7 AND status = 'cooling' THEN NULL ELSE cooldown_kind END, \
+                 cooldown_reason = CASE WHEN $7 AND status = 'cooling' THEN '' ELSE cooldown_reason END, \
                  updated_at = now() \
              WHERE id = $1 RETURNING *) ",
             select_accounts!()
@@ -467,6 +473,7 @@ impl Store {
         .bind(proxy_display)
         .bind(settings.user_agent.as_deref())
         .bind(settings.label)
+        .bind(settings.end_cooldown)
         .fetch_optional(&self.pool)
         .await?;
         row.map(Account::try_from).transpose()

@@ -111,6 +111,7 @@ async fn a_proxy_and_user_agent_stay_with_the_account_and_the_proxy_is_never_ech
         proxy: Some(String::new()),
         user_agent: Some(String::new()),
         label: Some(" renamed ".into()),
+        ..Default::default()
     };
     let cleared = client.update_account(update).await?.into_inner().account.context("no account")?;
     assert_eq!((cleared.proxy.as_str(), cleared.user_agent.as_str(), cleared.label.as_str()), ("", "", "renamed"));

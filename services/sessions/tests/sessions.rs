@@ -302,6 +302,50 @@ async fn a_rate_limit_cools_the_account_until_the_time_the_site_named() -> anyho
     Ok(())
 }
 
+/// An operator ends a cool-down (a rate limit the site named for hours, a challenge) and the
+/// account is lent again at once with its counts kept; an expired or active account stays so.
+#[tokio::test]
+async fn an_operator_ends_a_cool_down_and_the_account_is_lent_at_once() -> anyhow::Result<()> {
+    let mut client = spawn_app(SessionsConfig::default()).await?;
+    let end = |account_id: &str| UpdateAccountRequest {
+        account_id: account_id.into(),
+        end_cooldown: true,
+        ..Default::default()
+    };
+    for (outcome, cooling_as) in
+        [(LeaseOutcome::RateLimited, AccountStatus::Cooling), (LeaseOutcome::Challenged, AccountStatus::Challenged)]
+    {
+        let label = format!("{outcome:?}");
+        let account = create(&mut client, "claude", "Pro", &label).await?;
+        let held = lease(&mut client, "claude", "Pro").await?;
+        assert_eq!(held.account_id, account.id);
+        let back = give_back(&mut client, &held.lease_id, outcome, 1).await?;
+        assert_eq!(back.status, cooling_as as i32);
+        assert_eq!(code(lease(&mut client, "claude", "Pro").await), Code::ResourceExhausted);
+
+        let ended = client.update_account(end(&account.id)).await?.into_inner().account.context("no account")?;
+        assert_eq!(ended.status, AccountStatus::Active as i32, "{label}");
+        assert_eq!((ended.cooldown_until, ended.cooldown_reason.as_str()), (None, ""));
+        assert_eq!(
+            (ended.rate_limits, ended.challenges),
+            if outcome == LeaseOutcome::RateLimited { (1, 0) } else { (0, 1) }
+        );
+        let again = lease(&mut client, "claude", "Pro").await?;
+        assert_eq!(again.account_id, account.id, "{label}: lent again at once");
+        give_back(&mut client, &again.lease_id, LeaseOutcome::Expired, 1).await?;
+        // Expired: a login wall, which no cool-down's end brings back.
+        let expired = client.update_account(end(&account.id)).await?.into_inner().account.context("no account")?;
+        assert_eq!(expired.status, AccountStatus::Expired as i32, "{label}");
+    }
+    // An active account stays active; an unknown one is NOT_FOUND.
+    let active = create(&mut client, "chatgpt", "Plus", "active").await?;
+    let same = client.update_account(end(&active.id)).await?.into_inner().account.context("no account")?;
+    assert_eq!(same.status, AccountStatus::Active as i32);
+    let unknown = client.update_account(end("00000000-0000-4000-8000-000000000000")).await;
+    assert_eq!(code(unknown), Code::NotFound);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_late_return_of_a_lapsed_lease_is_refused_and_changes_nothing_on_the_account() -> anyhow::Result<()> {
     let config = SessionsConfig { lease_ttl: Duration::from_millis(500), ..SessionsConfig::default() };
