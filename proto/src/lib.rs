@@ -66,6 +66,13 @@ pub mod limits {
     pub const MAX_MARKDOWN_CHARS: usize = 400_000;
     /// Longest page HTML of an answer (the answer's element as the page rendered it).
     pub const MAX_HTML_CHARS: usize = 4_000_000;
+    /// Furthest ahead a returned lease's `limit_lifts_at` may be: a week's limit and a day's
+    /// margin. Further is a misreading (a date taken for next year's): the platform refuses it,
+    /// and a bot sends none.
+    pub const MAX_LIMIT_REST: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
+    /// Nearest a `limit_lifts_at` must be for the account to cool until it: a nearer or past one
+    /// is a page still showing a limit that has lifted, so the account gets the usual cool-down.
+    pub const MIN_LIMIT_REST: std::time::Duration = std::time::Duration::from_secs(60);
 }
 
 /// The encoded descriptors of every `aap.v1` file, for `tonic-reflection`.

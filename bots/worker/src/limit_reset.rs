@@ -38,7 +38,7 @@ use thirtyfour::WebDriver;
 
 /// Furthest ahead a limit is taken to lift: a week's limit and a day's margin (the platform
 /// refuses a later time). Further is a misreading, such as a date taken for next year's.
-pub const MAX_AHEAD: Duration = Duration::from_secs(8 * 24 * 3600);
+pub const MAX_AHEAD: Duration = aap_proto::limits::MAX_LIMIT_REST;
 
 /// Resolves a [`Clock`] in the page: `arguments[0]` the clock, `arguments[1]` now in ms.
 const RESOLVE_JS: &str = include_str!("limit_reset.js");

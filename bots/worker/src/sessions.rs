@@ -353,7 +353,7 @@ impl DirSessions {
 fn dir_limit_rest(lifts_at: Option<SystemTime>, now: SystemTime) -> Duration {
     lifts_at
         .and_then(|at| at.duration_since(now).ok())
-        .filter(|ahead| (Duration::from_secs(60)..=crate::limit_reset::MAX_AHEAD).contains(ahead))
+        .filter(|ahead| (aap_proto::limits::MIN_LIMIT_REST..=crate::limit_reset::MAX_AHEAD).contains(ahead))
         .unwrap_or(DIR_COOLDOWN)
 }
 

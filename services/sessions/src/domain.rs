@@ -140,13 +140,7 @@ const MAX_DETAIL_CHARS: usize = aap_proto::limits::MAX_REASON_CHARS;
 const MAX_REASON_CHARS: usize = 200;
 /// Most leases a history returns.
 pub const MAX_LEASE_HISTORY: u32 = 100;
-/// Furthest ahead a site's word may cool an account: a week's limit and a day's margin. A later
-/// time is a misreading (a date taken for next year's), and is refused.
-pub const MAX_LIMIT_REST: Duration = Duration::from_secs(8 * 24 * 3600);
-/// Nearest a site's time must be for the account to cool until it: a nearer or past one is a page
-/// still showing a limit that has lifted, which would have the account lent again at once and
-/// limited again, so it gets the platform's cool-down.
-pub const MIN_LIMIT_REST: Duration = Duration::from_secs(60);
+pub use aap_proto::limits::{MAX_LIMIT_REST, MIN_LIMIT_REST};
 
 fn next_free(at: &Option<DateTime<Utc>>) -> String {
     match at {
