@@ -168,8 +168,11 @@ pub fn status_text(account: &Account) -> String {
         text.push_str(&format!(" until {}", time(account.cooldown_until.as_ref())));
     }
     if !account.cooldown_reason.is_empty() {
-        let reason: String = account.cooldown_reason.chars().take(60).collect();
-        text.push_str(&format!(" ({})", shown(&reason)));
+        // Enough for the bot's class and prefix and the site's own words after them.
+        let mut chars = account.cooldown_reason.chars();
+        let reason: String = chars.by_ref().take(100).collect();
+        let more = if chars.next().is_some() { "…" } else { "" };
+        text.push_str(&format!(" ({}{more})", shown(&reason)));
     }
     let underlying = status_name(account.underlying_status);
     if status == "disabled" && underlying != "disabled" && underlying != "?" {
@@ -350,6 +353,18 @@ mod tests {
             ..Account::default()
         };
         assert_eq!(status_text(&cooling), "cooling until 2026-11-30 00:53 (rate-limited: too many requests)");
+        // A bot's reason: its class and prefix, then the site's words, cut after 100 characters.
+        let limited = Account {
+            cooldown_reason: "rate-limited: the assistant rate limited the account: You've reached our limit of \
+                              messages per hour. Please try again later. [evidence: /var/lib/aap/e42]"
+                .into(),
+            ..cooling.clone()
+        };
+        assert_eq!(
+            status_text(&limited),
+            "cooling until 2026-11-30 00:53 (rate-limited: the assistant rate limited the account: You've reached \
+             our limit of messages per hour.…)"
+        );
         let disabled = Account {
             status: AccountStatus::Disabled.into(),
             underlying_status: AccountStatus::Expired.into(),
