@@ -430,10 +430,6 @@ mod tests {
         Clock { hour, minute, ..Clock::default() }
     }
 
-    fn said(text: &str) -> Option<Said> {
-        parse(text)
-    }
-
     #[test]
     fn the_sites_words_name_a_time_on_the_clock() {
         let cases = [
@@ -477,21 +473,21 @@ mod tests {
             ("Resets 1:24 AM", clock(1, 24)),
         ];
         for (text, expected) in cases {
-            assert_eq!(said(text), Some(Said::Clock(expected)), "{text}");
+            assert_eq!(parse(text), Some(Said::Clock(expected)), "{text}");
         }
     }
 
     #[test]
     fn a_unix_time_or_a_wait_is_taken_as_it_is() {
         for text in ["Claude AI usage limit reached|1760000400", "Claude AI usage limit reached |1760000400."] {
-            assert_eq!(said(text), Some(Said::At(UNIX_EPOCH + Duration::from_secs(1_760_000_400))), "{text}");
+            assert_eq!(parse(text), Some(Said::At(UNIX_EPOCH + Duration::from_secs(1_760_000_400))), "{text}");
         }
-        assert_eq!(said("Too many requests. Try again in 2 hours."), Some(Said::In(Duration::from_secs(7200))));
-        assert_eq!(said("Please try again in 1 hour and 30 minutes"), Some(Said::In(Duration::from_secs(5400))));
-        assert_eq!(said("Your limit resets in 45m"), Some(Said::In(Duration::from_secs(45 * 60))));
-        assert_eq!(said("available again in 1h 5m"), Some(Said::In(Duration::from_secs(3900))));
-        assert_eq!(said("Resets in 1h 45m"), Some(Said::In(Duration::from_secs(6300))));
-        assert_eq!(said("You've hit your usage limit. Try again in 10m."), Some(Said::In(Duration::from_secs(600))));
+        assert_eq!(parse("Too many requests. Try again in 2 hours."), Some(Said::In(Duration::from_secs(7200))));
+        assert_eq!(parse("Please try again in 1 hour and 30 minutes"), Some(Said::In(Duration::from_secs(5400))));
+        assert_eq!(parse("Your limit resets in 45m"), Some(Said::In(Duration::from_secs(45 * 60))));
+        assert_eq!(parse("available again in 1h 5m"), Some(Said::In(Duration::from_secs(3900))));
+        assert_eq!(parse("Resets in 1h 45m"), Some(Said::In(Duration::from_secs(6300))));
+        assert_eq!(parse("You've hit your usage limit. Try again in 10m."), Some(Said::In(Duration::from_secs(600))));
     }
 
     #[test]
@@ -554,7 +550,7 @@ mod tests {
             "resets 6pm (see below)",
             "code|123456789",
         ] {
-            let got = said(text);
+            let got = parse(text);
             let zone_dropped = matches!(&got, Some(Said::Clock(Clock { zone: None, .. })));
             if text.contains("(see below)") {
                 assert!(zone_dropped, "{text}: {got:?}");

@@ -158,11 +158,7 @@ fn parse_capture(c: Option<aap_proto::v1::Capture>) -> EvalResult<Capture> {
 /// A capture time; nanos outside [0, 999,999,999] are refused (as ReportEvidence refuses them),
 /// not clamped: `{seconds: 0, nanos: -1}` is no time, and was stored as 1970-01-01.
 fn parse_time(t: Option<prost_types::Timestamp>) -> EvalResult<Option<DateTime<Utc>>> {
-    let Some(t) = t else { return Ok(None) };
-    let nanos = input::check_nanos(t.nanos).map_err(|reason| EvalError::invalid("captured_at", reason))?;
-    DateTime::from_timestamp(t.seconds, nanos)
-        .map(Some)
-        .ok_or_else(|| EvalError::invalid("captured_at", "is not a time"))
+    t.map(|t| input::check_time(&t).map_err(|reason| EvalError::invalid("captured_at", reason))).transpose()
 }
 
 /// A Submit request as the gateway takes it.

@@ -48,6 +48,14 @@ pub fn check_nanos(nanos: i32) -> Result<u32, String> {
         .ok_or_else(|| format!("nanos {nanos} is outside [0, 999999999]"))
 }
 
+/// Checks a protobuf `Timestamp` (its `nanos` by [`check_nanos`], its seconds within the years
+/// `chrono` has) and returns it as a UTC time.
+pub fn check_time(at: &prost_types::Timestamp) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let nanos = check_nanos(at.nanos)?;
+    chrono::DateTime::from_timestamp(at.seconds, nanos)
+        .ok_or_else(|| format!("seconds {} is outside the years a calendar has", at.seconds))
+}
+
 /// Checks a plan name: letters, digits, space, `.`, `_`, `+` and `-`, at most
 /// [`MAX_PLAN_CHARS`] characters (it becomes part of a NATS subject, normalised).
 pub fn check_plan(plan: &str) -> Result<(), String> {

@@ -112,15 +112,10 @@ fn account_filter(assistant: String, plan: String, statuses: &[i32]) -> Result<A
     Ok(AccountFilter { assistant, plan, statuses })
 }
 
-/// A request's time; one no calendar has (`nanos` outside [0, 999,999,999], a year past 9999) is
-/// refused naming `field`.
+/// A request's time; one no calendar has (`nanos` outside [0, 999,999,999], seconds past the
+/// years `chrono` has) is refused naming `field`.
 fn time(field: &'static str, at: prost_types::Timestamp) -> Result<DateTime<Utc>, SessionError> {
-    let nanos =
-        aap_platform::input::check_nanos(at.nanos).map_err(|reason| SessionError::InvalidArgument { field, reason })?;
-    DateTime::from_timestamp(at.seconds, nanos).ok_or_else(|| SessionError::InvalidArgument {
-        field,
-        reason: format!("seconds {} is outside the years a calendar has", at.seconds),
-    })
+    aap_platform::input::check_time(&at).map_err(|reason| SessionError::InvalidArgument { field, reason })
 }
 
 fn lease_outcome(value: i32) -> Result<LeaseOutcome, SessionError> {
@@ -416,8 +411,9 @@ fn evidence_message(case: crate::evidence::EvidenceCase) -> pb::EvidenceCase {
 
 /// A report's capture time; one no calendar has is refused.
 fn evidence_time(at: prost_types::Timestamp) -> Result<DateTime<Utc>, crate::evidence::EvidenceError> {
-    u32::try_from(at.nanos).ok().and_then(|nanos| DateTime::from_timestamp(at.seconds, nanos)).ok_or_else(|| {
-        crate::evidence::EvidenceError::InvalidArgument { field: "captured_at", reason: "is not a time".to_owned() }
+    aap_platform::input::check_time(&at).map_err(|_| crate::evidence::EvidenceError::InvalidArgument {
+        field: "captured_at",
+        reason: "is not a time".to_owned(),
     })
 }
 
