@@ -48,6 +48,13 @@ pub const MARKER_CUT_SHORT: &str = "[[cut-short]]";
 /// with `stop_reason` `refusal`, its page takes the words back and says it is "unable to respond
 /// to this request, which appears to violate our Usage Policy". The other sites answer as usual.
 pub const MARKER_REFUSAL: &str = "[[refusal]]";
+/// Marker: ChatGPT answers with another model (`gpt-5-mini`) than the plan's (`gpt-5`), the
+/// account's limit for it used up: the answer's `model_slug` is the other model, the stream's
+/// `conversation_detail_metadata` lists the plan's model in `model_limits` with its
+/// `resets_after` (5 hours on, on a round ten minutes), and the page shows "You've hit the Free
+/// plan limit for GPT-5. Responses will use another model until your limit resets after
+/// 9:40 PM." above the composer. The other sites answer as usual.
+pub const MARKER_MODEL_FALLBACK: &str = "[[model-fallback]]";
 
 /// Marker: an onboarding / upsell dialog opens over the page while the answer streams (the page
 /// itself sees it in the composer on send, as it does every interruption marker).
@@ -69,7 +76,7 @@ pub const MARKER_STICKY: &str = "[[sticky]]";
 pub const INTERRUPTION_MARKERS: [&str; 7] =
     [MARKER_MODAL, MARKER_BANNER, MARKER_ALERT, MARKER_CONFIRM, MARKER_BEFOREUNLOAD, MARKER_NEW_WINDOW, MARKER_STICKY];
 
-const ALL_MARKERS: [&str; 15] = [
+const ALL_MARKERS: [&str; 16] = [
     MARKER_NO_CITATIONS,
     MARKER_RATE_LIMIT,
     MARKER_SLOW,
@@ -85,6 +92,7 @@ const ALL_MARKERS: [&str; 15] = [
     MARKER_TOO_LONG,
     MARKER_CUT_SHORT,
     MARKER_REFUSAL,
+    MARKER_MODEL_FALLBACK,
 ];
 
 /// Private-use characters chatgpt.com streams around an inline citation
@@ -124,6 +132,8 @@ pub struct PromptFlags {
     pub cut_short: bool,
     /// `[[refusal]]`
     pub refusal: bool,
+    /// `[[model-fallback]]`
+    pub model_fallback: bool,
 }
 
 impl PromptFlags {
@@ -144,6 +154,7 @@ impl PromptFlags {
             too_long: prompt.contains(MARKER_TOO_LONG),
             cut_short: prompt.contains(MARKER_CUT_SHORT),
             refusal: prompt.contains(MARKER_REFUSAL),
+            model_fallback: prompt.contains(MARKER_MODEL_FALLBACK),
         }
     }
 }

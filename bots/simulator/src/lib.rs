@@ -11,13 +11,16 @@
 //! Failure knobs live in [`SimulatorConfig`] (at start, or `PUT /__sim/config` at runtime) and
 //! in prompt markers (`[[no-citations]]`, `[[rate-limit]]`, `[[slow]]`, `[[error]]`,
 //! `[[expire-session]]`, `[[challenge]]`, `[[stall]]`, `[[thinking]]`, `[[ab-test]]`,
-//! `[[no-overview]]`, `[[empty]]`, `[[oversized]]`, `[[too-long]]`, `[[cut-short]]`, `[[refusal]]`). `[[empty]]`
+//! `[[no-overview]]`, `[[empty]]`, `[[oversized]]`, `[[too-long]]`, `[[cut-short]]`, `[[refusal]]`,
+//! `[[model-fallback]]`). `[[empty]]`
 //! (or `config.empty`) finishes the answer normally with no text at all: every finish signal
 //! shows, the answer block stays empty. `[[too-long]]` has ChatGPT and Claude refuse the prompt
 //! for its length with their own errors; `[[cut-short]]` has them stop the answer two thirds of
 //! the way at their length limit, as they say it (Claude's notice and Continue button, both
 //! sites' stop reason `max_tokens`); `[[refusal]]` has Claude decline the prompt under its usage
-//! policy (stop reason `refusal`, the words taken back, the refusal shown).
+//! policy (stop reason `refusal`, the words taken back, the refusal shown); `[[model-fallback]]`
+//! has ChatGPT answer with another model than the plan's, its limit used up, as chatgpt.com says
+//! it (the stream's `model_limits`, the page's "Responses will use another model until ...").
 //! The interruptions real sites put in a bot's way (a dialog, a banner over the composer,
 //! `alert()` / `confirm()`, "Leave site?", a new tab that takes the focus, and `sticky` ones
 //! that cannot be closed) have knobs of their own and markers ([`INTERRUPTION_MARKERS`]); every

@@ -70,6 +70,36 @@ fn operations(events: &[Value]) -> Vec<(String, String, Value)> {
     out
 }
 
+/// `[[model-fallback]]`: another model writes the answer, and the stream's closing metadata lists
+/// the plan's model among those whose limit is used up, with when it lifts (5 hours on, on a round
+/// ten minutes).
+#[tokio::test]
+async fn a_fallback_answer_names_its_model_and_the_plans_model_limit() -> Result<()> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let sim = Simulator::start(listener, Site::ChatGpt, quick("current")).await?;
+    let session = sim.create_session("stream").await;
+    let asked = std::time::SystemTime::now();
+    let events =
+        stream(&sim, &session.token, "/backend-api/f/conversation", "Best e-bikes? [[model-fallback]]").await?;
+    let answer = events.iter().find_map(|e| {
+        e["v"]["message"].as_object().filter(|m| {
+            m["author"]["role"] == "assistant" && m["recipient"] == "all" && m["content"]["content_type"] == "text"
+        })
+    });
+    assert_eq!(answer.expect("the answer's opening")["metadata"]["model_slug"], "gpt-5-mini");
+    let detail = events.iter().find(|e| e["type"] == "conversation_detail_metadata").expect("the account's limits");
+    assert_eq!(detail["intended_default_model_slug"], "gpt-5");
+    assert_eq!(detail["default_model_slug"], "gpt-5-mini");
+    let limits = detail["model_limits"].as_array().expect("a list");
+    assert_eq!(limits.len(), 1);
+    assert_eq!(limits[0]["model_slug"], "gpt-5");
+    let resets = chrono::DateTime::parse_from_rfc3339(limits[0]["resets_after"].as_str().expect("a time"))?;
+    let ahead = resets.timestamp() - asked.duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    assert!((5 * 3600 - 1..=5 * 3600 + 600).contains(&ahead), "{ahead} s ahead");
+    assert_eq!(resets.timestamp() % 600, 0);
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_2026_stream_patches_references_in_batches_and_names_queries_products_and_the_end() -> Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -82,7 +112,10 @@ async fn the_2026_stream_patches_references_in_batches_and_names_queries_product
     let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
     assert_eq!(types[..2], ["resume_conversation_token", "server_ste_metadata"]);
     assert!(types.contains(&"message_marker"));
-    assert_eq!(types.last(), Some(&"message_stream_complete"));
+    assert_eq!(types[types.len() - 2..], ["message_stream_complete", "conversation_detail_metadata"]);
+    let detail = events.iter().find(|e| e["type"] == "conversation_detail_metadata").expect("the account's limits");
+    assert_eq!(detail["model_limits"], serde_json::json!([]), "no limit used up");
+    assert_eq!(detail["default_model_slug"], "gpt-5");
     assert_eq!(events.last(), Some(&Value::String("[DONE]".into())));
     // Batches both with p/o and without them, as the 2026-10 captures show.
     let batches = events.iter().filter(|e| e["v"].is_array() && e["v"][0]["o"].is_string());

@@ -37,7 +37,8 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 pub use adapter::{
-    Adapter, AnswerKind, AnyAdapter, AskError, Captured, ChatGpt, Citation, FoundIn, Manifest, Product, Reading,
+    Adapter, AnswerKind, AnyAdapter, AskError, Captured, ChatGpt, Citation, Fallback, FoundIn, Manifest, Product,
+    Reading,
 };
 pub use browser::{Browser, BrowserError, BrowserOptions};
 pub use config::{Args, BotConfig, SessionSourceConfig, TaskSourceConfig};

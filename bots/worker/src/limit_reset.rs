@@ -380,6 +380,8 @@ pub enum Source {
     Refusal,
     /// The limit message's words ([`parse`]).
     Words,
+    /// The site's response stream (chatgpt.com's `model_limits[].resets_after`).
+    Stream,
 }
 
 impl Source {
@@ -388,6 +390,7 @@ impl Source {
         match self {
             Source::Refusal => "refusal",
             Source::Words => "words",
+            Source::Stream => "stream",
         }
     }
 }
@@ -415,11 +418,17 @@ pub async fn read(driver: &WebDriver, text: &str) -> Option<(SystemTime, Source)
             (at, Source::Words)
         }
     };
+    within_reach(at, now, text).then_some((at, source))
+}
+
+/// Whether `at` is no further than [`MAX_AHEAD`] from `now` (logged when it is: `said` is where
+/// it was read).
+pub fn within_reach(at: SystemTime, now: SystemTime, said: &str) -> bool {
     let near = now.checked_add(MAX_AHEAD).is_some_and(|furthest| at <= furthest);
     if !near {
-        tracing::warn!(text, "the limit's reset time is further ahead than a site's limit lasts; ignored");
+        tracing::warn!(said, "the limit's reset time is further ahead than a site's limit lasts; ignored");
     }
-    near.then_some((at, source))
+    near
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ struct Metrics {
     partials: Counters,
     interruptions: Counters,
     cut_short: Counters,
+    model_fallback: Counters,
     limit_reads: Counters,
 }
 
@@ -80,10 +81,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Answers the assistant stopped at its own length limit (captured as the page showed them, marked \
          cut_short), by assistant.",
     ),
+    model_fallback: metrics::counter(
+        "bot_answers_model_fallback",
+        "Answers the site gave with another model than the plan's, the account's limit for the plan's model used \
+         up (captured, marked model_fallback; the account rests until the limit lifts), by assistant.",
+    ),
     limit_reads: metrics::counter(
         "bot_limit_lifts_read",
         "Rate limits met, by assistant and where the bot read when the limit lifts (refusal: the site's HTTP 429; \
-         words: the limit's message; none: neither said, so the platform's cool-down applies).",
+         words: the limit's message; stream: the site's response stream; none: none said, so the platform's \
+         cool-down applies).",
     ),
 });
 
@@ -128,10 +135,13 @@ pub(crate) fn attempt_failed(name: &str, class: &str) {
     METRICS.attempt_failures.get_or_create(&labels([("assistant", name), ("class", class)])).inc();
 }
 
-pub(crate) fn answered(name: &str, took: Duration, cut_short: bool) {
+pub(crate) fn answered(name: &str, took: Duration, reading: &crate::adapter::Reading) {
     METRICS.answer_seconds.get_or_create(&assistant(name)).observe(took.as_secs_f64());
-    if cut_short {
+    if reading.cut_short {
         METRICS.cut_short.get_or_create(&assistant(name)).inc();
+    }
+    if reading.model_fallback.is_some() {
+        METRICS.model_fallback.get_or_create(&assistant(name)).inc();
     }
 }
 

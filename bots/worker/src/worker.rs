@@ -25,9 +25,10 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
-use crate::adapter::{Adapter, AskError, Captured, Typing};
+use crate::adapter::{Adapter, AskError, Captured, Fallback, Typing};
 use crate::browser::{Browser, BrowserOptions};
 use crate::evidence::{Case, Evidence};
+use crate::limit_reset::Source as LiftSource;
 use crate::sessions::{Lease, Outcome, SessionError, Sessions};
 use crate::source::{SourceError, Submission, Task, TaskSource, limits};
 use crate::synthetic::{self, Engine, SyntheticOptions};
@@ -248,12 +249,16 @@ impl<A: Adapter> Worker<A> {
                 Attempt::Answer(captured)
                     if !captured.citations.is_empty() || captured.kind == crate::adapter::AnswerKind::NoOverview =>
                 {
-                    return self.submit(task, *captured).await;
+                    let fallback = captured.reading.model_fallback.clone();
+                    let handled = self.submit(task, *captured).await;
+                    self.rest_after_fallback(fallback).await;
+                    return handled;
                 }
-                Attempt::Answer(_) => {
+                Attempt::Answer(captured) => {
                     crate::metrics::attempt_failed(self.adapter.assistant(), "no-citations");
                     failed_attempts += 1;
                     tracing::info!(failed_attempts, "answer without citations");
+                    self.rest_after_fallback(captured.reading.model_fallback).await;
                     format!("No citations found after {failed_attempts} attempts")
                 }
                 Attempt::Failed(reason, evidence) => {
@@ -280,6 +285,27 @@ impl<A: Adapter> Worker<A> {
                 return self.fail(task, &reason).await;
             }
         }
+    }
+
+    /// After an answer from another model than the plan's (its limit for the plan's model used
+    /// up): the account rests until that limit lifts (the stream's time, else the notice's
+    /// words, else the platform's cool-down), so the next tasks go to accounts on the plan's
+    /// model. The answer itself stands, marked.
+    async fn rest_after_fallback(&mut self, fallback: Option<Fallback>) {
+        let Some(Fallback { said, lifts_at }) = fallback else { return };
+        let Some(active) = self.active.as_ref() else { return };
+        let now = std::time::SystemTime::now();
+        let read = match lifts_at {
+            Some(at) => crate::limit_reset::within_reach(at, now, &said).then_some((at, LiftSource::Stream)),
+            None => crate::limit_reset::read(active.browser.driver(), &said).await,
+        };
+        crate::metrics::limit_read(self.adapter.assistant(), read.map(|(_, source)| source));
+        let session = active.lease.label.clone();
+        let lifts = read.map(|(at, _)| chrono::DateTime::<Utc>::from(at).to_rfc3339());
+        let source = read.map(|(_, source)| source.as_str());
+        tracing::warn!(session, said, lifts_at = lifts, source, "the plan's model is at its limit; the account rests");
+        let detail = format!("another model answered: {said}");
+        self.retire(Outcome::RateLimited { lifts_at: read.map(|(at, _)| at) }, &detail).await;
     }
 
     /// The synthetic engine's answer: no browser, no session; the delay is cut short by shutdown
@@ -392,7 +418,7 @@ impl<A: Adapter> Worker<A> {
         match result {
             Ok(captured) => {
                 let reading = &captured.reading;
-                crate::metrics::answered(self.adapter.assistant(), captured.total, reading.cut_short);
+                crate::metrics::answered(self.adapter.assistant(), captured.total, reading);
                 tracing::info!(
                     session,
                     citations = captured.citations.len(),
@@ -405,6 +431,7 @@ impl<A: Adapter> Worker<A> {
                     read_by_fallback = reading.read_by_fallback,
                     confidence = reading.confidence(),
                     cut_short = reading.cut_short,
+                    model_fallback = reading.model_fallback.as_ref().map(|fallback| fallback.said.as_str()),
                     search_queries = captured.search_queries.len(),
                     products = captured.products.len(),
                     "answer captured"

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use aap_bot::{Adapter, Captured, FoundIn};
 use aap_simulator::{
     CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, Simulator, SimulatorConfig, Site, answer_for,
@@ -254,6 +256,60 @@ async fn an_answer_cut_at_the_length_limit_is_kept_as_shown_and_marked() -> Resu
         assert_full_answer(&captured, "Any news?");
         assert!(!captured.reading.cut_short);
         assert_eq!(sim.stats().answers_for_token(&token), 3);
+        Ok(())
+    })
+    .await
+}
+
+/// chatgpt.com answering with another model once the plan's limit for its own is used up: the
+/// answer is read whole and marked, with the limit's time from the stream (`model_limits`); with
+/// the stream not read, the page's notice marks it and its words give the same time, resolved in
+/// the page's clock; a prompt quoting the notice is no fallback, and an answer from the plan's
+/// model is not marked.
+#[tokio::test]
+async fn an_answer_from_another_model_is_marked_with_when_the_plans_model_is_back() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-9").await?;
+        let prompt = "Which e-bikes are worth buying this year? [[model-fallback]]";
+        let asked = SystemTime::now();
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(captured.model.as_deref(), Some("gpt-5-mini"), "the model that answered");
+        let fallback = captured.reading.model_fallback.clone().expect("another model answered");
+        let lifts_at = fallback.lifts_at.expect("the stream's resets_after");
+        // Five hours on, on a round ten minutes (the look-alike's limit).
+        let hours = Duration::from_secs(5 * 3600);
+        assert!(lifts_at >= asked + hours && lifts_at <= SystemTime::now() + hours + Duration::from_secs(600));
+        assert!(fallback.said.contains("gpt-5 is at its limit"), "{}", fallback.said);
+        assert_eq!(captured.reading.confidence(), 1.0, "the text is whole: {:?}", captured.reading);
+        for read in [&captured.response_text, &captured.response_markdown] {
+            assert!(!read.contains("another model"), "the notice is no part of the answer: {read}");
+        }
+
+        // The page's notice alone (the stream not read: its URL is not the manifest's).
+        let dir = tempfile::tempdir()?;
+        let page_only = override_adapter(dir.path(), sim, "chatgpt", |manifest| {
+            manifest.options.insert("stream_url_parts".into(), toml::Value::from(vec!["/no-such-stream"]));
+        })?;
+        let prompt = "Which e-scooters are worth buying this year? [[model-fallback]]";
+        let captured = page_only.ask(browser.driver(), prompt).await?;
+        let fallback = captured.reading.model_fallback.clone().expect("the page says another model answered");
+        let said = "You\u{2019}ve hit the Free plan limit for GPT-5. Responses will use another model until your limit resets after ";
+        assert!(fallback.said.starts_with(said), "{}", fallback.said);
+        assert_eq!(fallback.lifts_at, None, "no stream read, no time of its own");
+        let read = aap_bot::limit_reset::lifts_at(browser.driver(), &fallback.said).await.expect("the notice's time");
+        let stream_time = lifts_at.duration_since(UNIX_EPOCH)?.as_secs();
+        let words_time = read.duration_since(UNIX_EPOCH)?.as_secs();
+        assert!(words_time.abs_diff(stream_time) <= 600, "the notice's clock time is the limit's: {words_time} {stream_time}");
+        assert_eq!(words_time % 60, 0, "a clock time to the minute");
+
+        // A prompt quoting the notice, answered by the plan's model: no fallback, by page or stream.
+        let quoted = "Why does ChatGPT say \"Responses will use another model until your limit resets after 4:04 PM\"?";
+        for adapter in [adapter, &page_only] {
+            let captured = adapter.ask(browser.driver(), quoted).await?;
+            assert_eq!(captured.reading.model_fallback, None, "{:?}", captured.reading);
+            assert_eq!(captured.model.as_deref(), Some("gpt-5"));
+        }
         Ok(())
     })
     .await

@@ -165,6 +165,9 @@ fn print_answer(out: &mut impl Write, how: &str, answer: &Answer, started: Insta
         if capture.cut_short {
             writeln!(out, "    cut short: the assistant stopped at its length limit (Continue not pressed)")?;
         }
+        if capture.model_fallback {
+            writeln!(out, "    model fallback: the plan's model was limited; another model answered")?;
+        }
         if !capture.missing_roles.is_empty() || capture.read_by_fallback {
             let fallback = if capture.read_by_fallback { "; text read by fallback" } else { "" };
             writeln!(
@@ -391,6 +394,7 @@ mod tests {
                 read_by_fallback: true,
                 confidence: 0.6,
                 cut_short: true,
+                model_fallback: true,
                 ..Capture::default()
             }),
             ..Answer::default()
@@ -406,6 +410,7 @@ mod tests {
         assert!(text.contains("    product 1: MacBook Air $999 at Shop <https://shop.example/air>\n"), "{text}");
         assert!(text.contains("    read with confidence 0.6 (missing: turn; text read by fallback)\n"), "{text}");
         assert!(text.contains("    cut short: the assistant stopped at its length limit"), "{text}");
+        assert!(text.contains("    model fallback: the plan's model was limited; another model answered\n"), "{text}");
         Ok(())
     }
 }

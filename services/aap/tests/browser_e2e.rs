@@ -429,6 +429,73 @@ async fn an_answer_the_assistant_cut_short_lands_marked_and_is_served_so_again()
     claude.shutdown().await;
 }
 
+/// chatgpt.com answering with another model once the plan's limit for its own is used up: the
+/// answer lands marked `model_fallback` (served so again from the cache), and the account rests
+/// until the time the site's stream gives for the plan's model (5 hours on, on a round ten
+/// minutes), so the next tasks go to accounts on the plan's model.
+#[tokio::test]
+async fn an_answer_from_another_model_lands_marked_and_the_account_rests_until_the_plans_model_is_back() {
+    use aap_proto::v1::{AccountStatus, WatchAccountsRequest};
+    let app = spawn_app().await;
+    let chatgpt = site_simulator(Site::ChatGpt, SimulatorConfig::default()).await;
+    add_account(&app, &chatgpt, "chatgpt-1").await;
+    let watch = WatchAccountsRequest {
+        assistant: "chatgpt".into(),
+        statuses: vec![AccountStatus::Cooling as i32],
+        ..Default::default()
+    };
+    let mut cooling = app.sessions(OPERATOR).watch_accounts(watch).await.expect("watch").into_inner();
+    let asked = chrono::Utc::now();
+    let bot = start_bot(&app, &chatgpt, "chatgpt-bot");
+    let prompt = "Which e-bikes are worth buying this year? [[model-fallback]]";
+    let events = within("an answer", 3, ask(&app, ask_text(prompt, &["chatgpt"]))).await;
+    let account = within("the account cools down", 3, async {
+        loop {
+            let update = cooling.next().await.expect("the watch goes on").expect("an update");
+            if let Some(account) = update.accounts.into_iter().next() {
+                break account;
+            }
+        }
+    })
+    .await;
+    stop_bot(bot).await;
+
+    let answer = first_answer(&events);
+    let capture = answer.capture.clone().expect("capture");
+    assert!(capture.model_fallback, "marked: {capture:?}");
+    assert_eq!(capture.model, "gpt-5-mini", "the model that answered");
+    assert!((capture.confidence - 1.0).abs() < 1e-6, "the text is whole: {}", capture.confidence);
+    let flat = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(flat(&answer.response_text), flat(&aap_simulator::answer_for(prompt, true).plain_text()));
+
+    let until = account.cooldown_until.expect("cooling until");
+    let until = chrono::DateTime::from_timestamp(until.seconds, 0).expect("a time");
+    let ahead = until - asked;
+    assert!(
+        ahead <= chrono::Duration::minutes(311) && ahead >= chrono::Duration::minutes(299),
+        "cooling until {until}, {ahead} after the Ask: not the time of the plan's model"
+    );
+    assert_eq!(until.timestamp() % 600, 0, "{until}");
+    assert!(account.cooldown_reason.contains("another model answered"), "{}", account.cooldown_reason);
+    let scrape = aap_telemetry::exposition::Scrape::parse(&aap_telemetry::metrics::encode()).expect("a scrape");
+    let read = [("assistant", "chatgpt"), ("source", "stream")];
+    assert!(scrape.value("aap_bot_limit_lifts_read_total", &read).unwrap_or(0.0) >= 1.0);
+    let marked = [("assistant", "chatgpt")];
+    assert!(scrape.value("aap_bot_answers_model_fallback_total", &marked).unwrap_or(0.0) >= 1.0);
+
+    let again = ask(&app, ask_text(prompt, &["chatgpt"])).await;
+    let cached = again
+        .iter()
+        .find_map(|e| match e {
+            Event::Cached(a) => Some(a.clone()),
+            _ => None,
+        })
+        .expect("a cached answer");
+    assert!(cached.capture.expect("capture").model_fallback, "the cache serves the mark too");
+    assert_eq!(chatgpt.stats().answers_total, 1, "asked once");
+    chatgpt.shutdown().await;
+}
+
 /// A rate-limited account rests until the hour the site's banner names (claude.ai's "You are out
 /// of free messages until 2:10 PM"), not for the platform's 30 minutes: the bot reads the time in
 /// the page's own zone and hands it back with the lease.

@@ -576,7 +576,7 @@ fn capture_message() -> impl Strategy<Value = Option<aap_proto::v1::Capture>> {
             (duration(), duration()),
             (junk_string(), junk_string()),
             (prop::collection::vec(junk_string(), 0..3), prop::collection::vec("[a-z.-]{1,8}", 0..3)),
-            (any::<bool>(), prop_oneof![any::<f32>(), 0.0f32..=1.0], any::<bool>()),
+            (any::<bool>(), prop_oneof![any::<f32>(), 0.0f32..=1.0], any::<bool>(), any::<bool>()),
         )
             .prop_map(
                 |(
@@ -584,7 +584,7 @@ fn capture_message() -> impl Strategy<Value = Option<aap_proto::v1::Capture>> {
                     (time_to_first_token, time_to_complete),
                     (adapter_version, adapter_fingerprint),
                     (finish_signals, missing_roles),
-                    (read_by_fallback, confidence, cut_short),
+                    (read_by_fallback, confidence, cut_short, model_fallback),
                 )| aap_proto::v1::Capture {
                     response_html,
                     model,
@@ -598,6 +598,7 @@ fn capture_message() -> impl Strategy<Value = Option<aap_proto::v1::Capture>> {
                     read_by_fallback,
                     confidence,
                     cut_short,
+                    model_fallback,
                 },
             ),
     )

@@ -409,6 +409,7 @@ fn to_answer(row: &AnswerRow) -> Answer {
             read_by_fallback: row.read_by_fallback,
             confidence: row.confidence.unwrap_or_default(),
             cut_short: row.cut_short,
+            model_fallback: row.model_fallback,
         }),
         search_queries: row.search_queries.0.clone(),
         products: row

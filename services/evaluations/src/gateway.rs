@@ -236,8 +236,11 @@ pub fn submission_digest(submission: &Submission) -> Vec<u8> {
     text(&capture.model);
     text(&capture.adapter_version);
     text(&capture.adapter_fingerprint);
+    // A mark added later joins the line only when set: an unmarked answer's digest stays what
+    // replicas of before the mark compute, so a submit retried across an upgrade still matches.
+    let model_fallback = if capture.model_fallback { " model-fallback" } else { "" };
     text(&format!(
-        "{:?} {:?} {:?} {} {:?} {:?} {:?} {}",
+        "{:?} {:?} {:?} {} {:?} {:?} {:?} {}{model_fallback}",
         capture.web_search,
         capture.ttft_ms,
         capture.total_ms,
@@ -245,7 +248,7 @@ pub fn submission_digest(submission: &Submission) -> Vec<u8> {
         capture.confidence.map(f32::to_bits),
         capture.finish_signals,
         capture.missing_roles,
-        capture.cut_short
+        capture.cut_short,
     ));
     text(&submission.search_queries.len().to_string());
     for query in &submission.search_queries {

@@ -152,6 +152,7 @@ fn parse_capture(c: Option<aap_proto::v1::Capture>) -> EvalResult<Capture> {
         // 0 is what a bot that does not say sends.
         confidence: (c.confidence != 0.0).then_some(c.confidence),
         cut_short: c.cut_short,
+        model_fallback: c.model_fallback,
     })
 }
 

@@ -194,6 +194,8 @@ pub struct Capture {
     pub confidence: Option<f32>,
     /// The assistant stopped the answer at its own length limit (the text is all it showed).
     pub cut_short: bool,
+    /// Another model than the plan's answered: the account had used up the plan's limit for it.
+    pub model_fallback: bool,
 }
 
 /// What the task stream carries for one evaluation.

@@ -73,6 +73,10 @@ pub struct AnswerRow {
     /// before the column told).
     #[serde(default)]
     pub cut_short: bool,
+    /// Another model than the plan's answered (absent in an answer a replica before the column
+    /// told).
+    #[serde(default)]
+    pub model_fallback: bool,
     pub search_queries: Json<Vec<String>>,
     pub products: Json<Vec<Product>>,
     pub bot_id: String,
@@ -244,7 +248,7 @@ pub async fn current_answers_of_prompt(pool: &PgPool, prompt_id: i64, with_html:
         "SELECT DISTINCT ON (a.assistant, a.plan) a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, a.response_markdown, \
          a.citations, a.captured_at, a.kind, {html}, a.model, a.web_search, a.ttft_ms, a.total_ms, \
          a.adapter_version, a.adapter_fingerprint, a.finish_signals, a.missing_roles, a.read_by_fallback, \
-         a.confidence, a.cut_short, a.search_queries, a.products, a.bot_id, \
+         a.confidence, a.cut_short, a.model_fallback, a.search_queries, a.products, a.bot_id, \
          COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
          FROM answers a \
          LEFT JOIN session_leases l ON l.id = CASE WHEN a.lease_id ~ '^[0-9a-fA-F-]{{36}}$' THEN a.lease_id::uuid END \
@@ -269,8 +273,8 @@ pub async fn answers_of_target(
         "SELECT * FROM (SELECT a.evaluation_id, a.prompt_id, a.assistant, a.plan, a.response_text, \
          a.response_markdown, a.citations, a.captured_at, a.kind, {html}, a.model, a.web_search, a.ttft_ms, \
          a.total_ms, a.adapter_version, a.adapter_fingerprint, a.finish_signals, a.missing_roles, \
-         a.read_by_fallback, a.confidence, a.cut_short, a.search_queries, a.products, a.bot_id, \
-         COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
+         a.read_by_fallback, a.confidence, a.cut_short, a.model_fallback, a.search_queries, a.products, \
+         a.bot_id, COALESCE(s.id::text, '') AS account_id, COALESCE(s.label, '') AS account_label \
          FROM answers a \
          LEFT JOIN session_leases l ON l.id = CASE WHEN a.lease_id ~ '^[0-9a-fA-F-]{{36}}$' THEN a.lease_id::uuid END \
          LEFT JOIN session_accounts s ON s.id = l.account_id \
@@ -709,6 +713,7 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
                 "read_by_fallback": result.capture.read_by_fallback,
                 "confidence": result.capture.confidence,
                 "cut_short": result.capture.cut_short,
+                "model_fallback": result.capture.model_fallback,
                 "search_queries": result.search_queries,
                 "products": result.products,
             })
@@ -737,7 +742,8 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
                  captured_at timestamptz, bot_id text, lease_id text, kind text, response_html text, model text, \
                  web_search boolean, ttft_ms bigint, total_ms bigint, adapter_version text, \
                  adapter_fingerprint text, finish_signals text[], missing_roles text[], read_by_fallback boolean, \
-                 confidence real, cut_short boolean, search_queries jsonb, products jsonb)), \
+                 confidence real, cut_short boolean, model_fallback boolean, search_queries jsonb, \
+                 products jsonb)), \
          answered AS ( \
              UPDATE evaluations e SET status = 'answered', failure_reason = NULL, updated_at = now() \
              FROM unnest($2::bigint[], $3::bytea[]) AS d(id, digest) \
@@ -748,17 +754,18 @@ pub async fn store_answers(pool: &PgPool, results: &[&ResultMessage]) -> sqlx::R
              INSERT INTO answers (evaluation_id, prompt_id, assistant, plan, response_text, \
              response_markdown, citations, captured_at, bot_id, lease_id, kind, response_html, model, \
              web_search, ttft_ms, total_ms, adapter_version, adapter_fingerprint, finish_signals, missing_roles, \
-             read_by_fallback, confidence, cut_short, search_queries, products) \
+             read_by_fallback, confidence, cut_short, model_fallback, search_queries, products) \
              SELECT evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
              captured_at, bot_id, lease_id, kind, response_html, model, web_search, ttft_ms, total_ms, \
              adapter_version, adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, \
-             COALESCE(cut_short, false), search_queries, products FROM input WHERE evaluation_id IN (SELECT id FROM answered) \
+             COALESCE(cut_short, false), COALESCE(model_fallback, false), search_queries, products \
+             FROM input WHERE evaluation_id IN (SELECT id FROM answered) \
              OR NOT EXISTS (SELECT 1 FROM evaluations e WHERE e.id = input.evaluation_id) \
              ON CONFLICT (evaluation_id) DO NOTHING \
              RETURNING evaluation_id, prompt_id, assistant, plan, response_text, response_markdown, citations, \
              captured_at, kind, ''::text AS response_html, model, web_search, ttft_ms, total_ms, adapter_version, \
              adapter_fingerprint, finish_signals, missing_roles, read_by_fallback, confidence, cut_short, \
-             search_queries, products, bot_id, lease_id) \
+             model_fallback, search_queries, products, bot_id, lease_id) \
          SELECT i.evaluation_id, \
              EXISTS (SELECT 1 FROM stored st WHERE st.evaluation_id = i.evaluation_id), \
              EXISTS (SELECT 1 FROM evaluations e JOIN unnest($2::bigint[], $3::bytea[]) AS d(id, digest) \

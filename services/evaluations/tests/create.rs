@@ -208,6 +208,8 @@ async fn statements_made_together_answer_each_request_in_its_place() -> anyhow::
             finish_signals: vec!["stop-button-gone".into(), "text-stable".into()],
             missing_roles: vec!["sources".into()],
             ttft_ms: Some(120),
+            cut_short: true,
+            model_fallback: true,
             ..Default::default()
         },
         ..ResultMessage::default()
@@ -220,6 +222,7 @@ async fn statements_made_together_answer_each_request_in_its_place() -> anyhow::
     assert_eq!(inserted, [Some(true), Some(true), None], "the repeat is not in the statement");
     let answers = store::current_answers_of_prompt(&pool, prompt_id, false).await?;
     assert_eq!(answers.len(), 2);
+    assert!(answers.iter().all(|a| a.cut_short && a.model_fallback), "the marks are stored");
     use serde_json::to_value as json;
     for stored in stored.iter().flatten() {
         let answer = stored.answer.as_ref().ok_or_else(|| anyhow::anyhow!("no answer returned"))?;

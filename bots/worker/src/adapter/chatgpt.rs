@@ -27,7 +27,7 @@
 //! search ran, the Cloudflare challenge, and a missing composer on a loaded page (reported at
 //! once as a selector miss).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -35,8 +35,8 @@ use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
-use super::stream::{self, Findings, Mark};
-use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Product, Reading, Typing};
+use super::stream::{self, Findings, Mark, ModelLimit};
+use super::{Adapter, AnswerKind, AskError, Captured, Fallback, Manifest, PageState, Product, Reading, Typing};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, is_assistant_page};
 
@@ -480,6 +480,10 @@ impl Adapter for ChatGpt {
         }
         reading.disagreement = disagreement;
         reading.cut_short = common::cut_short(driver, &self.manifest, findings.cut_short, prompt, &response_text).await;
+        let stream_said = stream_fallback(&findings);
+        reading.model_fallback =
+            common::model_fallback(driver, &self.manifest, stream_said, stream_lift(&findings), prompt, &response_text)
+                .await;
         let web_search = web_search(
             extracted.search.as_deref(),
             !findings.search_queries.is_empty(),
@@ -541,6 +545,8 @@ struct StreamMessage {
     listed: Vec<(String, String)>,
     /// Its `finish_details` said `max_tokens`: the model stopped at its output limit.
     cut_short: bool,
+    /// The model that wrote it (`metadata.model_slug`).
+    model: Option<String>,
 }
 
 /// Reads chatgpt.com's answer stream(s) (`text/event-stream`, "delta encoding" v1): what the
@@ -556,6 +562,7 @@ struct StreamMessage {
 pub(crate) fn parse_stream(bodies: &[&str]) -> Findings {
     let mut findings = Findings::default();
     let mut messages: Vec<StreamMessage> = Vec::new();
+    let mut served_by: Option<String> = None;
     for body in bodies {
         let mut path = String::new();
         let mut op = String::new();
@@ -563,8 +570,15 @@ pub(crate) fn parse_stream(bodies: &[&str]) -> Findings {
         for (_event, value) in stream::json_events(body) {
             let Value::Object(frame) = &value else { continue };
             if let Some(kind) = frame.get("type").and_then(Value::as_str) {
-                if kind == "message_stream_complete" {
-                    findings.complete = true;
+                match kind {
+                    "message_stream_complete" => findings.complete = true,
+                    "conversation_detail_metadata" => model_limits(&mut findings, &value),
+                    "server_ste_metadata" => {
+                        if let Some(model) = value.pointer("/metadata/model_slug").and_then(Value::as_str) {
+                            served_by = Some(model.to_owned());
+                        }
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -591,6 +605,7 @@ pub(crate) fn parse_stream(bodies: &[&str]) -> Findings {
     let answers: Vec<&StreamMessage> =
         messages.iter().filter(|m| m.answer && m.candidate.is_none_or(|index| index == 0)).collect();
     findings.cut_short = answers.iter().any(|message| message.cut_short);
+    findings.model = answers.iter().rev().find_map(|message| message.model.clone()).or(served_by);
     for message in &answers {
         let mut cited: Vec<(usize, usize, &Value)> = message
             .references
@@ -794,6 +809,69 @@ fn read_metadata(findings: &mut Findings, message: &mut StreamMessage, metadata:
     }
     if let Some(finish) = metadata.get("finish_details") {
         message.cut_short = cut_at_limit(finish);
+    }
+    if let Some(model) = metadata.get("model_slug").and_then(Value::as_str).filter(|model| !model.is_empty()) {
+        message.model = Some(model.to_owned());
+    }
+}
+
+/// What `conversation_detail_metadata` says of the account's limits (a ChatGPT reverse proxy's
+/// tests of 2026-09, `gpt2agent`; an `/f/conversation` capture's notes of 2026-10):
+/// `model_limits` (`[{"model_slug": "gpt-6-pro", "resets_after": "2026-09-20T01:31:58Z"}]`, the
+/// models whose plan limit is used up) and `intended_default_model_slug` (the model the plan
+/// answers with, where `default_model_slug` is the one it falls back to).
+fn model_limits(findings: &mut Findings, frame: &Value) {
+    if let Some(intended) = frame.get("intended_default_model_slug").and_then(Value::as_str) {
+        findings.intended_model = Some(intended.to_owned()).filter(|model| !model.is_empty());
+    }
+    for entry in frame.get("model_limits").and_then(Value::as_array).into_iter().flatten() {
+        let model = str_of(entry, "model_slug");
+        if model.is_empty() {
+            continue;
+        }
+        let lifts_at = entry.get("resets_after").and_then(reset_time);
+        findings.model_limits.retain(|limit| limit.model != model);
+        findings.model_limits.push(ModelLimit { model: model.to_owned(), lifts_at });
+    }
+}
+
+/// A `resets_after`: an RFC 3339 time (`2026-09-20T01:31:58Z`, `...14.421525+00:00`) or seconds
+/// since the epoch.
+fn reset_time(value: &Value) -> Option<SystemTime> {
+    match value {
+        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text.trim()).ok().map(SystemTime::from),
+        Value::Number(number) => number
+            .as_f64()
+            .filter(|seconds| seconds.is_finite() && *seconds > 0.0 && *seconds < 1e11)
+            .map(|seconds| UNIX_EPOCH + Duration::from_secs_f64(seconds)),
+        _ => None,
+    }
+}
+
+/// The stream's own word that another model answered: the plan's model
+/// (`intended_default_model_slug`) is among those whose limit is used up, and the answer's
+/// `model_slug` is another. A limit on a model the plan does not answer with is no fallback.
+fn stream_fallback(findings: &Findings) -> Option<Fallback> {
+    let intended = findings.intended_model.as_deref()?;
+    let answered = findings.model.as_deref().filter(|model| *model != intended)?;
+    let limit = findings.model_limits.iter().find(|limit| limit.model == intended)?;
+    Some(Fallback {
+        said: format!(
+            "the plan's model {intended} is at its limit (the answer stream's model_limits); {answered} answered"
+        ),
+        lifts_at: limit.lifts_at,
+    })
+}
+
+/// When the plan's model is back, as the stream says: its own limit's time, else the time of the
+/// only model listed.
+fn stream_lift(findings: &Findings) -> Option<SystemTime> {
+    let limits = &findings.model_limits;
+    let intended = findings.intended_model.as_deref();
+    match limits.iter().find(|limit| Some(limit.model.as_str()) == intended) {
+        Some(limit) => limit.lifts_at,
+        None if limits.len() == 1 => limits[0].lifts_at,
+        None => None,
     }
 }
 
@@ -1003,6 +1081,59 @@ mod tests {
         // Only candidate 0 of an A/B prompt counts: the other's limit is not the answer's.
         let other = format!("{}{}{}", opening(0), opening(1), finish("/message/metadata", "max_tokens"));
         assert!(!parse_stream(&[&other]).cut_short);
+    }
+
+    /// `conversation_detail_metadata` lists the models whose plan limit is used up: another
+    /// model answering while the plan's own is listed is a fallback, with the limit's time; the
+    /// plan's model answering, or a limit on a model the plan does not answer with, is none.
+    #[test]
+    fn the_stream_says_when_another_model_answered_and_until_when() {
+        let answer = |model: &str| {
+            format!(
+                "event: delta\ndata: {{\"p\":\"\",\"o\":\"add\",\"v\":{{\"message\":{{\"id\":\"m1\",\"author\":{{\"role\":\"assistant\"}},\"content\":{{\"content_type\":\"text\",\"parts\":[\"An answer.\"]}},\"metadata\":{{\"model_slug\":\"{model}\"}},\"recipient\":\"all\"}}}}}}\n\n\
+                 data: {{\"type\":\"server_ste_metadata\",\"metadata\":{{\"model_slug\":\"{model}\"}}}}\n\n\
+                 data: {{\"type\":\"message_stream_complete\",\"conversation_id\":\"c1\"}}\n\n"
+            )
+        };
+        let detail = |limits: &str, intended: &str| {
+            format!(
+                "data: {{\"type\":\"conversation_detail_metadata\",\"banner_info\":null,\"blocked_features\":[],\"model_limits\":{limits},\"limits_progress\":[{{\"feature_name\":\"deep_research\",\"remaining\":5,\"reset_after\":\"2026-12-20T00:00:00Z\"}}],\"default_model_slug\":\"gpt-5-mini\"{intended},\"conversation_id\":\"c1\"}}\n\ndata: [DONE]\n\n"
+            )
+        };
+        let at = |seconds: u64| Some(UNIX_EPOCH + Duration::from_secs(seconds));
+        let limited = r#"[{"model_slug":"gpt-5","resets_after":"2026-12-07T21:40:00Z"}]"#;
+        let intended = r#","intended_default_model_slug":"gpt-5""#;
+
+        let findings = parse_stream(&[&format!("{}{}", answer("gpt-5-mini"), detail(limited, intended))]);
+        assert_eq!(findings.model.as_deref(), Some("gpt-5-mini"));
+        assert_eq!(findings.intended_model.as_deref(), Some("gpt-5"));
+        let fallback = stream_fallback(&findings).expect("the plan's model is limited and another answered");
+        assert_eq!(fallback.lifts_at, at(1_796_679_600));
+        assert!(fallback.said.contains("gpt-5 is at its limit") && fallback.said.contains("gpt-5-mini answered"));
+        assert!(findings.complete);
+
+        // The plan's model answered (its last message before the limit): no fallback.
+        let last = parse_stream(&[&format!("{}{}", answer("gpt-5"), detail(limited, intended))]);
+        assert_eq!(stream_fallback(&last), None);
+        // No limits, or one on a model the plan does not answer with: no fallback.
+        assert_eq!(
+            stream_fallback(&parse_stream(&[&format!("{}{}", answer("gpt-5-mini"), detail("[]", intended))])),
+            None
+        );
+        let other = r#"[{"model_slug":"o3","resets_after":1796680000}]"#;
+        let findings = parse_stream(&[&format!("{}{}", answer("gpt-5-mini"), detail(other, intended))]);
+        assert_eq!(stream_fallback(&findings), None);
+        // Without the plan's model named, the stream's only limit gives the page's notice its time.
+        assert_eq!(stream_lift(&findings), at(1_796_680_000));
+        let unnamed = parse_stream(&[&format!("{}{}", answer("gpt-5-mini"), detail(limited, ""))]);
+        assert_eq!(stream_fallback(&unnamed), None);
+        assert_eq!(stream_lift(&unnamed), at(1_796_679_600));
+        let two =
+            r#"[{"model_slug":"o3","resets_after":1796680000},{"model_slug":"gpt-4.5","resets_after":"garbage"}]"#;
+        let two = parse_stream(&[&format!("{}{}", answer("gpt-5-mini"), detail(two, ""))]);
+        assert_eq!(two.model_limits.len(), 2);
+        assert_eq!(two.model_limits[1].lifts_at, None, "a time that is no time is none");
+        assert_eq!(stream_lift(&two), None, "which of two limits is the plan's is not known");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use thirtyfour::prelude::*;
 
 use super::interrupt::{Guard, is_interruption};
 use super::stream::Mark;
-use super::{AskError, Citation, FoundIn, Manifest};
+use super::{AskError, Citation, Fallback, FoundIn, Manifest};
 use aap_proto::urls::{domain_of, is_assistant_page};
 
 /// Consecutive failed page probes tolerated while the page navigates (a script cannot run
@@ -563,12 +563,8 @@ pub(super) async fn cut_short(
     if manifest.cut_short_patterns.is_empty() {
         return false;
     }
-    let page = match driver.execute("return document.body ? document.body.innerText : '';", Vec::new()).await {
-        Ok(ret) => ret.convert::<String>().unwrap_or_default(),
-        Err(error) => {
-            tracing::debug!(%error, "cannot read the page's text for a length-limit notice");
-            return false;
-        }
+    let Some(page) = page_text(driver, "a length-limit notice").await else {
+        return false;
     };
     let quoted = manifest.cut_short_notices(prompt) + manifest.cut_short_notices(answer);
     let shown = manifest.cut_short_notices(&page) > quoted;
@@ -576,6 +572,48 @@ pub(super) async fn cut_short(
         tracing::warn!("the assistant stopped the answer at its length limit (the page says so)");
     }
     shown
+}
+
+/// The page's text as a reader sees it (`innerText`); `None`, logged, when it cannot be read.
+async fn page_text(driver: &WebDriver, looking_for: &str) -> Option<String> {
+    match driver.execute("return document.body ? document.body.innerText : '';", Vec::new()).await {
+        Ok(ret) => Some(ret.convert::<String>().unwrap_or_default()),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the page's text for {looking_for}");
+            None
+        }
+    }
+}
+
+/// Whether the site answered with another model than the plan's, its limit for the plan's model
+/// used up: its stream said so (`stream_said`), or the page shows a notice of the manifest's
+/// `model_fallback_patterns` (chatgpt.com's "Responses will use another model until your limit
+/// resets after 4:04 PM") more often than the prompt and the answer quote it, as for
+/// [`cut_short`]. The notice's time is left to [`crate::limit_reset`]; `stream_lift` (the
+/// stream's `resets_after`) goes with a notice when the stream gave one.
+pub(super) async fn model_fallback(
+    driver: &WebDriver,
+    manifest: &Manifest,
+    stream_said: Option<Fallback>,
+    stream_lift: Option<std::time::SystemTime>,
+    prompt: &str,
+    answer: &str,
+) -> Option<Fallback> {
+    if let Some(said) = stream_said {
+        tracing::warn!(said = said.said, "another model than the plan's answered (its stream says)");
+        return Some(said);
+    }
+    if manifest.model_fallback_patterns.is_empty() {
+        return None;
+    }
+    let page = page_text(driver, "a notice of another model").await?;
+    let quoted = manifest.model_fallback_notices(prompt) + manifest.model_fallback_notices(answer);
+    if manifest.model_fallback_notices(&page) <= quoted {
+        return None;
+    }
+    let said = manifest.model_fallback_notice(&page).unwrap_or_default();
+    tracing::warn!(said, "another model than the plan's answered (the page says)");
+    Some(Fallback { said, lifts_at: stream_lift })
 }
 
 /// The answer's text as a reader sees it, tidied; [`AskError::EmptyAnswer`] when there is none.

@@ -140,6 +140,11 @@ pub struct Manifest {
     /// limit ("This response paused because Claude reached its max length for a message").
     #[serde(default)]
     pub cut_short_patterns: Vec<String>,
+    /// Lowercase fragments of the notice a site shows when it answers with another model than
+    /// the plan's, the plan's limit for it used up ("Responses will use another model until your
+    /// limit resets after 4:04 PM").
+    #[serde(default)]
+    pub model_fallback_patterns: Vec<String>,
     /// Waits and deadlines.
     pub timing: Timing,
     /// Selectors per role.
@@ -194,6 +199,7 @@ impl Manifest {
             ("challenge_patterns", &manifest.challenge_patterns),
             ("prompt_refused_patterns", &manifest.prompt_refused_patterns),
             ("cut_short_patterns", &manifest.cut_short_patterns),
+            ("model_fallback_patterns", &manifest.model_fallback_patterns),
         ];
         if let Some((list, _)) = lists.iter().find(|(_, patterns)| patterns.iter().any(|p| p.trim().is_empty())) {
             return Err(ManifestError::BlankPattern { origin: origin.to_owned(), list });
@@ -274,10 +280,52 @@ impl Manifest {
     /// space runs read as one space): counted, not just found, so a page's notices can be told
     /// from the same words quoted in the prompt or the answer.
     pub fn cut_short_notices(&self, text: &str) -> usize {
-        let spaced = |text: &str| collapse(&comparable(text));
-        let text = spaced(text);
-        self.cut_short_patterns.iter().map(|pattern| text.matches(&spaced(pattern)).count()).sum()
+        notices(&self.cut_short_patterns, text)
     }
+
+    /// How many times `text` holds a notice of an answer from another model than the plan's
+    /// (`model_fallback_patterns`), counted as [`Manifest::cut_short_notices`] counts, but only
+    /// where a sentence starts (a line's start, or after `.`, `!` or `?`): the site's notice is
+    /// a sentence of its own, where a quote of it in a prompt, a title or a source's name follows
+    /// other words or a quotation mark.
+    pub fn model_fallback_notices(&self, text: &str) -> usize {
+        text.lines().map(|line| sentences_opened(&self.model_fallback_patterns, line)).sum()
+    }
+
+    /// The page's notice of an answer from another model (`model_fallback_patterns`): the last
+    /// line of `page` holding one, with the line before it when that one speaks of a limit (the
+    /// site may break "You've hit the Free plan limit for GPT-4o." and "Responses will use
+    /// another model until ..." over two lines); white space collapsed, at most 400 characters.
+    pub fn model_fallback_notice(&self, page: &str) -> Option<String> {
+        let lines: Vec<&str> = page.lines().map(str::trim).filter(|line| !line.is_empty()).collect();
+        let at = lines.iter().rposition(|line| sentences_opened(&self.model_fallback_patterns, line) > 0)?;
+        let before = at.checked_sub(1).map(|i| lines[i]).filter(|line| comparable(line).contains("limit"));
+        let notice = match before {
+            Some(before) => format!("{before} {}", lines[at]),
+            None => lines[at].to_owned(),
+        };
+        Some(collapse(&notice).chars().take(400).collect())
+    }
+}
+
+/// How many sentences of `line` open with one of `patterns` (white space runs read as one space).
+fn sentences_opened(patterns: &[String], line: &str) -> usize {
+    let line = collapse(&comparable(line));
+    let opens = |at: usize| {
+        let before = line[..at].trim_end();
+        before.is_empty() || before.ends_with(['.', '!', '?'])
+    };
+    patterns
+        .iter()
+        .map(|pattern| line.match_indices(&collapse(&comparable(pattern))).filter(|(at, _)| opens(*at)).count())
+        .sum()
+}
+
+/// How many times `text` holds one of `patterns` (white space runs read as one space).
+fn notices(patterns: &[String], text: &str) -> usize {
+    let spaced = |text: &str| collapse(&comparable(text));
+    let text = spaced(text);
+    patterns.iter().map(|pattern| text.matches(&spaced(pattern)).count()).sum()
 }
 
 /// A text as patterns are matched against it: lowercased, a typographic apostrophe read as a
@@ -316,7 +364,13 @@ mod tests {
 
     #[test]
     fn a_blank_text_pattern_is_refused_at_load() -> Result<(), ManifestError> {
-        for list in ["rate_limit_patterns", "challenge_patterns", "prompt_refused_patterns", "cut_short_patterns"] {
+        for list in [
+            "rate_limit_patterns",
+            "challenge_patterns",
+            "prompt_refused_patterns",
+            "cut_short_patterns",
+            "model_fallback_patterns",
+        ] {
             let mut value: toml::Value = toml::from_str(BUILT_IN[0].1).expect("the built-in manifest parses");
             value.as_table_mut().expect("a table").insert(list.to_owned(), toml::Value::from(vec!["too long", "  "]));
             let text = toml::to_string(&value).expect("serialises");
@@ -339,6 +393,53 @@ mod tests {
         assert_eq!(manifest.cut_short_notices("Claude REACHED  its\tmax length for a\nmessage"), 1);
         assert_eq!(manifest.cut_short_notices("Claude\u{2019}s answer was whole."), 0);
         assert_eq!(Manifest::load("perplexity", None)?.cut_short_notices(notice), 0, "no patterns: no notice");
+        Ok(())
+    }
+
+    /// chatgpt.com's notice of an answer from another model, as saved pages show it: on one line
+    /// or two, with "and apps will be unavailable", in hours or at a clock time.
+    #[test]
+    fn a_model_fallback_notice_is_found_with_its_limit() -> Result<(), ManifestError> {
+        let manifest = Manifest::load("chatgpt", None)?;
+        let cases = [
+            (
+                "Would you like any enhancements?\n\nYou\u{2019}ve hit the Free plan limit for GPT-4o.\nResponses will use another model until your limit resets after 7:35 AM.\n\nGet Plus\n",
+                "You\u{2019}ve hit the Free plan limit for GPT-4o. Responses will use another model until your limit resets after 7:35 AM.",
+            ),
+            (
+                "Just say \"All three\"\n\nResponses will use another model and apps will be unavailable until your limit resets after 1:48 PM.\n\nUpgrade to Go",
+                "Responses will use another model and apps will be unavailable until your limit resets after 1:48 PM.",
+            ),
+            (
+                "You've hit the Free plan limit for GPT-5. Responses will use another model until your limit resets in 5 hours, or get ChatGPT Plus.",
+                "You've hit the Free plan limit for GPT-5. Responses will use another model until your limit resets in 5 hours, or get ChatGPT Plus.",
+            ),
+        ];
+        for (page, notice) in cases {
+            assert_eq!(manifest.model_fallback_notices(page), 1, "{page}");
+            assert_eq!(manifest.model_fallback_notice(page).as_deref(), Some(notice), "{page}");
+        }
+        // A line before it that speaks of no limit is not the notice's.
+        let page = "The answer ends here.\nResponses will use another model until your limit resets after 4:04 PM.";
+        let notice = manifest.model_fallback_notice(page);
+        assert_eq!(notice.as_deref(), Some("Responses will use another model until your limit resets after 4:04 PM."));
+        assert_eq!(manifest.model_fallback_notice("An answer about models and their limits."), None);
+        // Quoted in a prompt, a title or a sentence, it opens no sentence: no notice.
+        for quoted in [
+            "Why does ChatGPT say \"Responses will use another model until your limit resets after 4:04 PM\"?",
+            "Why does ChatGPT say \"Responses will use another model - Wikipedia",
+            "It said responses will use another model.",
+        ] {
+            assert_eq!(manifest.model_fallback_notices(quoted), 0, "{quoted}");
+            assert_eq!(manifest.model_fallback_notice(quoted), None, "{quoted}");
+        }
+        assert_eq!(
+            manifest.model_fallback_notices(
+                "Hm! Responses will use another model. Really? responses will use another model"
+            ),
+            2
+        );
+        assert_eq!(Manifest::load("claude", None)?.model_fallback_notices(cases[0].0), 0, "no patterns: no notice");
         Ok(())
     }
 

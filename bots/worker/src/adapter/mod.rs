@@ -89,6 +89,22 @@ pub struct Reading {
     /// The assistant stopped the answer at its own length limit and offered to go on (its
     /// stream's stop reason, or the page's notice): the text is all the page showed.
     pub cut_short: bool,
+    /// The site answered with another model than the account's plan answers with, because the
+    /// account used up the plan's limit for that model. The text is read whole (no confidence
+    /// lost); the account rests until the limit lifts.
+    pub model_fallback: Option<Fallback>,
+}
+
+/// The site's word that it answered with another model than the plan's, its limit used up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// What the site said: the page's notice ("You've hit the Plus plan limit for GPT-5.
+    /// Responses will use another model until your limit resets after 4:04 PM."), or what its
+    /// stream named.
+    pub said: String,
+    /// When the plan's model is back, when the stream says (`model_limits[].resets_after`); else
+    /// read from `said` as a rate limit's words are ([`crate::limit_reset`]).
+    pub lifts_at: Option<std::time::SystemTime>,
 }
 
 impl Reading {

@@ -191,6 +191,22 @@ pub struct Findings {
     pub cut_short: bool,
     /// The model declined to answer under its usage policy (Claude's stop reason `refusal`).
     pub declined: bool,
+    /// The model that answered, as the stream names it (chatgpt.com's `model_slug`).
+    pub model: Option<String>,
+    /// The model the account's plan answers with, as the stream names it (chatgpt.com's
+    /// `intended_default_model_slug`).
+    pub intended_model: Option<String>,
+    /// The models whose plan limit the account has used up (chatgpt.com's `model_limits`).
+    pub model_limits: Vec<ModelLimit>,
+}
+
+/// A model whose plan limit the account has used up, as a response stream names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLimit {
+    /// The model's id, e.g. `gpt-5`.
+    pub model: String,
+    /// When the limit lifts (`resets_after`), when the stream says.
+    pub lifts_at: Option<std::time::SystemTime>,
 }
 
 impl Findings {

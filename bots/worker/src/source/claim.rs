@@ -145,6 +145,7 @@ impl ClaimSource {
                 read_by_fallback: captured.reading.read_by_fallback,
                 confidence: captured.reading.confidence(),
                 cut_short: captured.reading.cut_short,
+                model_fallback: captured.reading.model_fallback.is_some(),
             }),
             search_queries: captured.search_queries.clone(),
             products: captured

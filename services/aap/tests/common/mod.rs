@@ -369,6 +369,7 @@ pub fn submit_request(evaluation_id: i64, text: &str) -> aap_proto::v1::SubmitRe
             confidence: 0.9,
             // Stored and served back as sent (tests/platform.rs checks every field).
             cut_short: true,
+            model_fallback: true,
         }),
         search_queries: vec!["best laptops under 1000".into(), "laptop reviews 2026".into()],
         products: vec![aap_proto::v1::Product {

@@ -93,6 +93,7 @@ fn capture() -> impl Strategy<Value = Capture> {
                 read_by_fallback,
                 confidence,
                 cut_short: false,
+                model_fallback: false,
             },
         )
 }

@@ -38,6 +38,10 @@
 //! - `[[empty]]`: the answer message opens, no text is appended, and it finishes as usual
 //!   (`finished_successfully`, the stream's completion, the copy action bar under an empty
 //!   `div.markdown`).
+//! - `[[model-fallback]]`: the plan's limit for `gpt-5` is used up: `gpt-5-mini` answers, the
+//!   stream's `conversation_detail_metadata` lists `gpt-5` in `model_limits` with its
+//!   `resets_after`, and the page shows "You've hit the Free plan limit for GPT-5. Responses will
+//!   use another model until your limit resets after 9:40 PM." above the composer.
 //! - `late_sources`: the Sources button shows up 1.5 s after the answer has finished and its
 //!   action bar shows (idx:66661304277 waits up to 15 s for it on the real site).
 //!
@@ -109,6 +113,10 @@ const CHALLENGE_RETRY_PARAM: &str = "__cf_chl_rt_tk";
 /// The model of ordinary answers, and of reasoning ones (`[[thinking]]`).
 const MODEL: &str = "gpt-5";
 const THINKING_MODEL: &str = "gpt-5-thinking";
+/// The model that answers once the plan's limit for [`MODEL`] is used up (`[[model-fallback]]`).
+const FALLBACK_MODEL: &str = "gpt-5-mini";
+/// How long the plan's limit for [`MODEL`] lasts once used up (`[[model-fallback]]`).
+const MODEL_LIMIT_RESETS_IN: Duration = Duration::from_secs(5 * 3600);
 /// The model behind Response 2 of an A/B prompt.
 const CANDIDATE_MODEL: &str = "gpt-5-experimental";
 /// Least time a reasoning model thinks before answering (times the slow factor): longer than any
@@ -228,6 +236,9 @@ struct Plan {
     queries: Vec<String>,
     /// How the stream is shaped (the page variant's era of the real site).
     shape: Shape,
+    /// When the plan's limit for [`MODEL`] lifts, once used up (`[[model-fallback]]`): another
+    /// model answers meanwhile.
+    limit_resets: Option<SystemTime>,
 }
 
 /// The two stream shapes seen in public captures of chatgpt.com's answer stream.
@@ -274,7 +285,12 @@ impl Plan {
         Plan {
             conversation_id,
             message_id: uuid::Uuid::new_v4().to_string(),
-            model: if flags.thinking { THINKING_MODEL } else { MODEL },
+            model: match (flags.model_fallback, flags.thinking) {
+                (true, _) => FALLBACK_MODEL,
+                (false, true) => THINKING_MODEL,
+                (false, false) => MODEL,
+            },
+            limit_resets: flags.model_fallback.then(model_limit_resets),
             thinking: flags.thinking.then_some(thinking),
             queries: if searched.is_empty() { Vec::new() } else { search_queries(prompt) },
             searched,
@@ -283,6 +299,39 @@ impl Plan {
             pacing,
         }
     }
+}
+
+/// When a limit used up now lifts: [`MODEL_LIMIT_RESETS_IN`] on, rounded up to ten minutes.
+fn model_limit_resets() -> SystemTime {
+    let at = SystemTime::now() + MODEL_LIMIT_RESETS_IN;
+    let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
+    UNIX_EPOCH + Duration::from_secs(seconds.div_ceil(600) * 600)
+}
+
+/// The account's limits after the answer (`conversation_detail_metadata`, as a ChatGPT proxy's
+/// tests and a 2026-10 capture's notes show it): `model_limits` lists the models whose limit is
+/// used up, with `resets_after`; `intended_default_model_slug` the plan's model and
+/// `default_model_slug` the one answering meanwhile.
+fn detail_metadata(plan: &Plan) -> Value {
+    let limits: Vec<Value> = plan
+        .limit_resets
+        .map(|at| {
+            let at = chrono::DateTime::<chrono::Utc>::from(at);
+            json!({ "model_slug": MODEL, "resets_after": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true) })
+        })
+        .into_iter()
+        .collect();
+    let default = if plan.limit_resets.is_some() { FALLBACK_MODEL } else { MODEL };
+    json!({
+        "type": "conversation_detail_metadata",
+        "banner_info": null,
+        "blocked_features": [],
+        "model_limits": limits,
+        "limits_progress": [],
+        "default_model_slug": default,
+        "intended_default_model_slug": MODEL,
+        "conversation_id": plan.conversation_id,
+    })
 }
 
 /// The sources a search read for `answer`: its citations, then the listed-only ones. No
@@ -600,6 +649,7 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
     let complete = json!({ "type": "message_stream_complete", "conversation_id": conversation });
     if !send_event(tx, None, &marker.to_string()).await
         || !send_event(tx, None, &complete.to_string()).await
+        || !send_event(tx, None, &detail_metadata(plan).to_string()).await
         || !send_event(tx, None, "[DONE]").await
     {
         return Outcome::Interrupted;

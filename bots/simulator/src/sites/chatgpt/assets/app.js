@@ -767,6 +767,10 @@
       state.complete = true;
       return;
     }
+    if (payload.type === 'conversation_detail_metadata') {
+      showModelLimit(payload);
+      return;
+    }
     if (payload.type) return; // markers, metadata, resume tokens: nothing to show
     const value = payload.v;
     // A batch without p/o: `{"v": [ops]}` (it does not change what later frames inherit).
@@ -777,6 +781,36 @@
     if (payload.p !== undefined) state.path = payload.p;
     if (payload.o !== undefined) state.op = payload.o;
     applyOp(state.path, state.op, value, state, turn);
+  }
+
+  // The notice of a plan limit used up, above the composer, as pages saved from chatgpt.com show
+  // its words ("You've hit the Free plan limit for GPT-4o." / "Responses will use another model
+  // until your limit resets after 7:35 AM." / "Get Plus"); its markup is ours (none public). The
+  // time is the browser's clock, as the page formats it.
+  function showModelLimit(meta) {
+    const limits = Array.isArray(meta.model_limits) ? meta.model_limits : [];
+    const limit = limits.find((entry) => entry.model_slug === meta.intended_default_model_slug);
+    const shown = document.getElementById('model-limit-notice');
+    if (!limit) {
+      if (shown) shown.remove();
+      return;
+    }
+    const clock = new Date(limit.resets_after).toLocaleTimeString('en-US', { hour: 'numeric', minute: '2-digit' });
+    const name = String(limit.model_slug).replace(/^gpt/i, 'GPT');
+    const notice = shown || document.createElement('div');
+    notice.id = 'model-limit-notice';
+    notice.className = 'model-limit-notice text-sm';
+    notice.replaceChildren();
+    const first = document.createElement('div');
+    first.textContent = `You\u2019ve hit the Free plan limit for ${name}.`;
+    const second = document.createElement('div');
+    second.textContent = `Responses will use another model until your limit resets after ${clock}.`;
+    const upgrade = document.createElement('button');
+    upgrade.type = 'button';
+    upgrade.textContent = 'Get Plus';
+    notice.append(first, second, upgrade);
+    const bottom = document.getElementById('thread-bottom-container');
+    if (!shown && bottom) bottom.insertBefore(notice, bottom.firstChild);
   }
 
   async function ask(text) {
