@@ -277,7 +277,8 @@ pub async fn resolve(driver: &WebDriver, clock: &Clock, now: SystemTime) -> Opti
     (at.is_finite() && at >= 0.0).then(|| UNIX_EPOCH + Duration::from_millis(at as u64))
 }
 
-/// A usage-limit refusal (HTTP 429) the page's own fetch received, as the tee kept it.
+/// A refusal the page's own fetch received, as the tee kept it: a usage limit (HTTP 429) or a
+/// prompt too long (HTTP 413).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct Refusal {
@@ -286,6 +287,8 @@ pub struct Refusal {
     pub seq: u64,
     /// The refused request's URL.
     pub url: String,
+    /// Its HTTP status: 429 or 413.
+    pub status: u16,
     /// Its `Retry-After` header: seconds, or an HTTP date.
     pub retry_after: String,
     /// Its `anthropic-ratelimit-unified-reset` header: a Unix time (claude.ai).
@@ -296,11 +299,16 @@ pub struct Refusal {
     pub age_ms: u64,
 }
 
+/// The HTTP status of a usage-limit refusal (Too Many Requests).
+pub const LIMIT_STATUS: u16 = 429;
+/// The HTTP status of a refusal of a prompt too long (Content Too Large).
+pub const TOO_LONG_STATUS: u16 = 413;
+
 /// How far back a refusal belongs to the attempt that failed: an attempt takes minutes at most.
 const REFUSAL_WITHIN: Duration = Duration::from_secs(10 * 60);
 
-/// The usage-limit refusals the page received in the last ten minutes, oldest first; none when
-/// the page has no tee (a document older than the browser's scripts) or cannot be asked.
+/// The refusals (HTTP 429 and 413) the page received in the last ten minutes, oldest first; none
+/// when the page has no tee (a document older than the browser's scripts) or cannot be asked.
 pub async fn refusals(driver: &WebDriver) -> Vec<Refusal> {
     let script = "return window.__aapTee && window.__aapTee.limits ? window.__aapTee.limits(arguments[0]) : [];";
     let within = serde_json::json!(REFUSAL_WITHIN.as_millis() as u64);
@@ -406,7 +414,12 @@ pub async fn lifts_at(driver: &WebDriver, text: &str) -> Option<SystemTime> {
 /// [`lifts_at`], with where the time was read.
 pub async fn read(driver: &WebDriver, text: &str) -> Option<(SystemTime, Source)> {
     let now = SystemTime::now();
-    let refused = refusals(driver).await.iter().rev().find_map(|refusal| refusal_lifts_at(refusal, now));
+    let refused = refusals(driver)
+        .await
+        .iter()
+        .rev()
+        .filter(|refusal| refusal.status == LIMIT_STATUS)
+        .find_map(|refusal| refusal_lifts_at(refusal, now));
     let (at, source) = match refused {
         Some(at) => (at, Source::Refusal),
         None => {

@@ -187,11 +187,14 @@ async fn the_login_page_yields_logged_out() -> Result<()> {
     .await
 }
 
+/// Errors worded as no pattern knows are told by the site's refusal behind them: a 429 is a rate
+/// limit, a 413 a prompt too long.
 #[tokio::test]
-async fn a_limit_in_words_no_pattern_knows_is_a_rate_limit_by_its_429() -> Result<()> {
+async fn errors_in_words_no_pattern_knows_are_told_by_their_429_or_413() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, _adapter| {
         log_in(browser, sim, "operator-429").await?;
-        common::a_limit_in_unknown_words_is_told_by_its_429(browser, sim, "claude").await
+        common::a_limit_in_unknown_words_is_told_by_its_429(browser, sim, "claude").await?;
+        common::a_too_long_refusal_in_unknown_words_is_told_by_its_413(browser, sim, "claude").await
     })
     .await
 }

@@ -15,6 +15,7 @@ use thirtyfour::prelude::*;
 use super::interrupt::{Guard, is_interruption};
 use super::stream::Mark;
 use super::{AskError, Citation, Fallback, FoundIn, Manifest};
+use crate::limit_reset::{LIMIT_STATUS, TOO_LONG_STATUS};
 use aap_proto::urls::{domain_of, is_assistant_page};
 
 /// Consecutive failed page probes tolerated while the page navigates (a script cannot run
@@ -483,9 +484,10 @@ pub(super) fn classify(manifest: &Manifest, text: &str) -> AskError {
 }
 
 /// [`classify`] for an error the page shows once the prompt was sent (`mark`): when the site's own
-/// API refused one of the attempt's requests (a URL with one of `url_parts`) with HTTP 429, what
-/// would be the assistant's error is a rate limit, whatever the words ([`stream::refused`]): a
-/// page in another language words its limit its own way, and the manifest's patterns are English.
+/// API refused one of the attempt's requests (a URL with one of `url_parts`), what would be the
+/// assistant's error is what the refusal's status says, whatever the words
+/// ([`stream::refused`]): HTTP 429 a rate limit, 413 a prompt too long. A page in another
+/// language words its errors its own way, and the manifest's patterns are English.
 pub(super) async fn classify_sent(
     driver: &WebDriver,
     manifest: &Manifest,
@@ -493,15 +495,26 @@ pub(super) async fn classify_sent(
     mark: Mark,
     url_parts: &[String],
 ) -> AskError {
-    match classify(manifest, text) {
-        AskError::Assistant(text) if super::stream::refused(driver, mark, url_parts).await => {
+    let classified = classify(manifest, text);
+    let AskError::Assistant(text) = classified else {
+        return classified;
+    };
+    match super::stream::refused(driver, mark, url_parts).await {
+        Some(LIMIT_STATUS) => {
             tracing::info!(
                 said = text,
                 "the site refused the request with HTTP 429: a rate limit, whatever the page says"
             );
             AskError::RateLimited(text)
         }
-        other => other,
+        Some(TOO_LONG_STATUS) => {
+            tracing::info!(
+                said = text,
+                "the site refused the request with HTTP 413: a prompt too long, whatever the page says"
+            );
+            AskError::PromptRefused(text)
+        }
+        _ => AskError::Assistant(text),
     }
 }
 

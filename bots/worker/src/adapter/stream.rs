@@ -98,13 +98,15 @@ pub async fn done(driver: &WebDriver, mark: Mark, url_parts: &[String]) -> bool 
     }
 }
 
-/// Whether the site's own API refused a request after `mark` for a usage limit (HTTP 429, teed
-/// with [`crate::limit_reset::refusals`]) whose URL contains one of `url_parts` (any URL when
-/// empty): the attempt met the limit, whatever words the page shows for it.
-pub async fn refused(driver: &WebDriver, mark: Mark, url_parts: &[String]) -> bool {
-    crate::limit_reset::refusals(driver).await.iter().any(|refusal| {
-        refusal.seq > mark.0
-            && (url_parts.is_empty() || url_parts.iter().any(|part| refusal.url.contains(part.as_str())))
+/// The HTTP status with which the site's own API last refused a request after `mark` (429 for a
+/// usage limit, 413 for a prompt too long; teed with [`crate::limit_reset::refusals`]) whose URL
+/// contains one of `url_parts` (any URL when empty): what the attempt met, whatever words the page
+/// shows for it.
+pub async fn refused(driver: &WebDriver, mark: Mark, url_parts: &[String]) -> Option<u16> {
+    let refusals = crate::limit_reset::refusals(driver).await;
+    refusals.iter().rev().find_map(|refusal| {
+        let ours = url_parts.is_empty() || url_parts.iter().any(|part| refusal.url.contains(part.as_str()));
+        (refusal.seq > mark.0 && ours).then_some(refusal.status)
     })
 }
 

@@ -13,9 +13,10 @@
   const STREAMING = /event-stream|ndjson|jsonl|stream\+json|x-stream/i;
   const entries = [];
   let seq = 0;
-  // The site's refusals for a usage limit (HTTP 429), whatever their type: what they say about
-  // when the limit lifts (a header, `resetsAt` or `clears_in` in the body) is read back by the bot
-  // (`window.__aapTee.limits()`, aap_bot::limit_reset).
+  // The site's refusals for a usage limit (HTTP 429) or a prompt too long (HTTP 413), whatever
+  // their type: the bot reads back what they say about when the limit lifts (a header,
+  // `resetsAt` or `clears_in` in the body) and, by the status alone, what an error the page words
+  // in a language no pattern knows means (`window.__aapTee.limits()`, aap_bot::limit_reset).
   const MAX_LIMITS = 8;
   const MAX_LIMIT_TEXT = 64 * 1024;
   const limits = [];
@@ -25,6 +26,7 @@
     const limit = {
       seq: ++seq,
       url: response.url || '',
+      status: response.status,
       retry_after: header('retry-after'),
       reset: header('anthropic-ratelimit-unified-reset'),
       text: '',
@@ -44,7 +46,7 @@
   }
 
   function record(response) {
-    if (response.status === 429) {
+    if (response.status === 429 || response.status === 413) {
       recordLimit(response);
       return;
     }

@@ -148,6 +148,22 @@ pub async fn a_limit_in_unknown_words_is_told_by_its_429(browser: &Browser, sim:
     Ok(())
 }
 
+/// A "too long" refusal worded as no pattern knows (a page in another language): with the
+/// manifest's prompt-refused patterns removed, the site's HTTP 413 behind the words still makes it
+/// `prompt-refused`, while an error without one stays the assistant's.
+pub async fn a_too_long_refusal_in_unknown_words_is_told_by_its_413(
+    browser: &Browser,
+    sim: &Simulator,
+    id: &str,
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let adapter = override_adapter(dir.path(), sim, id, |manifest| manifest.prompt_refused_patterns.clear())?;
+    let text = prompt_refused(browser, &adapter, "Read this whole book [[too-long]]").await?;
+    assert!(!adapter.manifest().is_prompt_refused(&text), "no pattern knows it: {text}");
+    assistant_error(browser, &adapter, "Summarise the news [[error]]").await?;
+    Ok(())
+}
+
 /// Asks `prompt`, which must end in the assistant's own error; returns its text.
 pub async fn assistant_error(browser: &Browser, adapter: &AnyAdapter, prompt: &str) -> Result<String> {
     match ask_err(browser, adapter, prompt).await? {
