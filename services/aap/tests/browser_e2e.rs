@@ -417,16 +417,44 @@ async fn an_answer_the_assistant_cut_short_lands_marked_and_is_served_so_again()
     assert!(!answer.response_text.contains("max length"), "the notice is no part of the answer");
 
     let again = ask(&app, ask_text(prompt, &["claude"])).await;
-    let cached = again
+    let cached = cached_answer(&again);
+    assert!(cached.capture.expect("capture").cut_short, "the cache serves the mark too");
+    assert_eq!(claude.stats().answers_total, 1, "asked once");
+    claude.shutdown().await;
+}
+
+/// The operator's watch of `assistant`'s cooling accounts.
+async fn watch_cooling(app: &TestApp, assistant: &str) -> tonic::Streaming<aap_proto::v1::WatchAccountsResponse> {
+    let watch = aap_proto::v1::WatchAccountsRequest {
+        assistant: assistant.into(),
+        statuses: vec![aap_proto::v1::AccountStatus::Cooling as i32],
+        ..Default::default()
+    };
+    app.sessions(OPERATOR).watch_accounts(watch).await.expect("watch").into_inner()
+}
+
+/// The first account `cooling` shows (within 3 minutes).
+async fn first_cooling(cooling: &mut tonic::Streaming<aap_proto::v1::WatchAccountsResponse>) -> aap_proto::v1::Account {
+    within("the account cools down", 3, async {
+        loop {
+            let update = cooling.next().await.expect("the watch goes on").expect("an update");
+            if let Some(account) = update.accounts.into_iter().next() {
+                break account;
+            }
+        }
+    })
+    .await
+}
+
+/// The answer an Ask's events served from the cache.
+fn cached_answer(events: &[Event]) -> aap_proto::v1::Answer {
+    events
         .iter()
         .find_map(|e| match e {
             Event::Cached(a) => Some(a.clone()),
             _ => None,
         })
-        .expect("a cached answer");
-    assert!(cached.capture.expect("capture").cut_short, "the cache serves the mark too");
-    assert_eq!(claude.stats().answers_total, 1, "asked once");
-    claude.shutdown().await;
+        .expect("a cached answer")
 }
 
 /// chatgpt.com answering with another model once the plan's limit for its own is used up: the
@@ -435,29 +463,15 @@ async fn an_answer_the_assistant_cut_short_lands_marked_and_is_served_so_again()
 /// minutes), so the next tasks go to accounts on the plan's model.
 #[tokio::test]
 async fn an_answer_from_another_model_lands_marked_and_the_account_rests_until_the_plans_model_is_back() {
-    use aap_proto::v1::{AccountStatus, WatchAccountsRequest};
     let app = spawn_app().await;
     let chatgpt = site_simulator(Site::ChatGpt, SimulatorConfig::default()).await;
     add_account(&app, &chatgpt, "chatgpt-1").await;
-    let watch = WatchAccountsRequest {
-        assistant: "chatgpt".into(),
-        statuses: vec![AccountStatus::Cooling as i32],
-        ..Default::default()
-    };
-    let mut cooling = app.sessions(OPERATOR).watch_accounts(watch).await.expect("watch").into_inner();
+    let mut cooling = watch_cooling(&app, "chatgpt").await;
     let asked = chrono::Utc::now();
     let bot = start_bot(&app, &chatgpt, "chatgpt-bot");
     let prompt = "Which e-bikes are worth buying this year? [[model-fallback]]";
     let events = within("an answer", 3, ask(&app, ask_text(prompt, &["chatgpt"]))).await;
-    let account = within("the account cools down", 3, async {
-        loop {
-            let update = cooling.next().await.expect("the watch goes on").expect("an update");
-            if let Some(account) = update.accounts.into_iter().next() {
-                break account;
-            }
-        }
-    })
-    .await;
+    let account = first_cooling(&mut cooling).await;
     stop_bot(bot).await;
 
     let answer = first_answer(&events);
@@ -484,13 +498,7 @@ async fn an_answer_from_another_model_lands_marked_and_the_account_rests_until_t
     assert!(scrape.value("aap_bot_answers_model_fallback_total", &marked).unwrap_or(0.0) >= 1.0);
 
     let again = ask(&app, ask_text(prompt, &["chatgpt"])).await;
-    let cached = again
-        .iter()
-        .find_map(|e| match e {
-            Event::Cached(a) => Some(a.clone()),
-            _ => None,
-        })
-        .expect("a cached answer");
+    let cached = cached_answer(&again);
     assert!(cached.capture.expect("capture").model_fallback, "the cache serves the mark too");
     assert_eq!(chatgpt.stats().answers_total, 1, "asked once");
     chatgpt.shutdown().await;
@@ -501,28 +509,14 @@ async fn an_answer_from_another_model_lands_marked_and_the_account_rests_until_t
 /// the page's own zone and hands it back with the lease.
 #[tokio::test]
 async fn a_rate_limited_account_rests_until_the_hour_the_site_names() {
-    use aap_proto::v1::{AccountStatus, WatchAccountsRequest};
     let app = spawn_app().await;
     let claude = site_simulator(Site::Claude, SimulatorConfig::default()).await;
     add_account(&app, &claude, "claude-1").await;
-    let watch = WatchAccountsRequest {
-        assistant: "claude".into(),
-        statuses: vec![AccountStatus::Cooling as i32],
-        ..Default::default()
-    };
-    let mut cooling = app.sessions(OPERATOR).watch_accounts(watch).await.expect("watch").into_inner();
+    let mut cooling = watch_cooling(&app, "claude").await;
     let asked = chrono::Utc::now();
     let bot = start_bot(&app, &claude, "claude-bot");
     let _events = app.answers().ask(ask_text("Weather tomorrow? [[rate-limit]]", &["claude"])).await.expect("ask");
-    let account = within("the account cools down", 3, async {
-        loop {
-            let update = cooling.next().await.expect("the watch goes on").expect("an update");
-            if let Some(account) = update.accounts.into_iter().next() {
-                break account;
-            }
-        }
-    })
-    .await;
+    let account = first_cooling(&mut cooling).await;
     stop_bot(bot).await;
 
     let until = account.cooldown_until.expect("cooling until");
