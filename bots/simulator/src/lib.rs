@@ -77,7 +77,10 @@ pub use config::{ConfigError, SimulatorConfig};
 pub use interrupt::POPUP_PATH;
 pub use routes::router;
 pub use site::{Site, UnknownSite};
-pub use sites::{CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, chatgpt_more_sources};
+pub use sites::{
+    CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, CHATGPT_TEMPORARY_CHAT_EVENT, CLAUDE_INCOGNITO_CHAT_EVENT,
+    chatgpt_more_sources,
+};
 pub use sites::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
 pub use sites::{PERPLEXITY_ERROR_MESSAGE, PERPLEXITY_RATE_LIMIT_MESSAGE, perplexity_listed_sources};
 pub use sites::{PerplexityProduct, perplexity_products, perplexity_search_queries};

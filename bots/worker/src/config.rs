@@ -110,6 +110,9 @@ pub struct BotConfig {
     pub assistant_url: Option<String>,
     /// A directory whose `<assistant>.toml` replaces the built-in selector manifest.
     pub adapters_dir: Option<PathBuf>,
+    /// Start conversations the site keeps in the account's history and memory, not its private
+    /// ones (the manifest's `private_chat_path`).
+    pub keep_history: bool,
     /// How to start Chromium.
     pub browser: BrowserOptions,
     /// On shutdown, how long an answer in progress may still take before the task is handed
@@ -145,6 +148,7 @@ impl BotConfig {
             submit_timeout: Duration::from_secs(30),
             assistant_url: None,
             adapters_dir: None,
+            keep_history: false,
             browser: BrowserOptions::default(),
             shutdown_grace: Duration::from_secs(60),
             concurrency: 1,
@@ -322,6 +326,11 @@ pub struct Args {
     /// Directory with selector manifests (`<assistant>.toml`) replacing the built-in ones.
     #[arg(long, env = "AAP_BOT_ADAPTERS_DIR")]
     pub adapters_dir: Option<PathBuf>,
+    /// Ask in conversations the site keeps in the account's history and memory (and may train
+    /// on), instead of its private ones (ChatGPT's temporary chat, Claude's incognito chat), where
+    /// the account's memory of earlier prompts cannot shape the answer.
+    #[arg(long, env = "AAP_BOT_KEEP_HISTORY")]
+    pub keep_history: bool,
     /// Show the browser window (needs a display, e.g. Xvfb).
     #[arg(long, env = "AAP_BOT_HEADFUL")]
     pub headful: bool,
@@ -416,6 +425,7 @@ impl Args {
         config.submit_timeout = seconds(self.submit_timeout);
         config.assistant_url = self.assistant_url.map(|url| url.trim_end_matches('/').to_owned());
         config.adapters_dir = self.adapters_dir;
+        config.keep_history = self.keep_history;
         config.browser.headful = self.headful;
         config.browser.chromium = self.chromium;
         config.browser.chromedriver = self.chromedriver;
@@ -505,6 +515,12 @@ mod tests {
         assert!(!config.browser.headful);
         assert_eq!(config.concurrency, 1);
         assert_eq!(config.evidence.max_cases, 100);
+        assert!(!config.keep_history, "private conversations unless asked");
+        let keeping =
+            Args::try_parse_from(["aap-bot", "--sessions-dir", "/s", "--api-url", "http://api:8000", "--keep-history"])
+                .map_err(|_| ConfigError::Missing("parse"))?
+                .into_config()?;
+        assert!(keeping.keep_history);
         Ok(())
     }
 

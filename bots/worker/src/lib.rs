@@ -57,13 +57,18 @@ pub fn adapter_for(config: &BotConfig) -> anyhow::Result<AnyAdapter> {
             adapter::ASSISTANTS.join(", ")
         );
     }
-    let adapter = AnyAdapter::load(&config.assistant, config.adapters_dir.as_deref(), config.assistant_url.as_deref())?;
+    let mut adapter =
+        AnyAdapter::load(&config.assistant, config.adapters_dir.as_deref(), config.assistant_url.as_deref())?;
+    if config.keep_history {
+        adapter.keep_history();
+    }
     let manifest = adapter.manifest();
     tracing::info!(
         assistant = manifest.assistant,
         version = manifest.version,
         fingerprint = manifest.fingerprint,
         source = manifest.source,
+        new_chats = manifest.chat_path(),
         "adapter manifest loaded"
     );
     Ok(adapter)

@@ -6,8 +6,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aap_bot::{Adapter, Captured, FoundIn};
 use aap_simulator::{
-    CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, Simulator, SimulatorConfig, Site, answer_for,
-    chatgpt_more_sources, chatgpt_products, chatgpt_search_queries,
+    CHATGPT_ANSWER_NOW_EVENT, CHATGPT_PREFERRED_EVENTS, CHATGPT_TEMPORARY_CHAT_EVENT, Simulator, SimulatorConfig, Site,
+    answer_for, chatgpt_more_sources, chatgpt_products, chatgpt_search_queries,
 };
 use anyhow::Result;
 use common::{
@@ -313,6 +313,44 @@ async fn an_answer_from_another_model_is_marked_with_when_the_plans_model_is_bac
             assert_eq!(captured.reading.model_fallback, None, "{:?}", captured.reading);
             assert_eq!(captured.model.as_deref(), Some("gpt-5"));
         }
+        Ok(())
+    })
+    .await
+}
+
+/// Every conversation is a temporary chat (`/?temporary-chat=true`), kept out of the account's
+/// history, memory and training: its request says so and the page shows "Turn off temporary
+/// chat". With `--keep-history` the bot asks in an ordinary chat; a page that no longer shows the
+/// sign of a temporary chat notes the `private_marker` role missing (confidence 0.1 lower).
+#[tokio::test]
+async fn conversations_are_temporary_chats_unless_history_is_kept() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-temp").await?;
+        let prompt = "Which e-bikes are worth buying this year?";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(sim.stats().site_event(CHATGPT_TEMPORARY_CHAT_EVENT), 1, "asked in a temporary chat");
+        assert!(captured.reading.missing_roles.is_empty(), "{:?}", captured.reading);
+        assert_eq!(captured.reading.confidence(), 1.0);
+
+        let mut keeping = aap_bot::AnyAdapter::load("chatgpt", None, Some(&sim.base_url))?;
+        keeping.keep_history();
+        assert_eq!(keeping.manifest().chat_path(), "/");
+        let captured = keeping.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(sim.stats().site_event(CHATGPT_TEMPORARY_CHAT_EVENT), 1, "an ordinary chat");
+        assert!(captured.reading.missing_roles.is_empty(), "no sign looked for: {:?}", captured.reading);
+
+        // The site stops marking its temporary chats as the manifest knows: said, not failed.
+        let dir = tempfile::tempdir()?;
+        let unmarked = override_adapter(dir.path(), sim, "chatgpt", |manifest| {
+            manifest.selectors.insert("private_marker".into(), vec!["button[aria-label='No such sign']".into()]);
+        })?;
+        let captured = unmarked.ask(browser.driver(), prompt).await?;
+        assert_full_answer(&captured, prompt);
+        assert_eq!(captured.reading.missing_roles, ["private_marker"]);
+        assert!((captured.reading.confidence() - 0.9).abs() < 1e-6);
+        assert_eq!(sim.stats().site_event(CHATGPT_TEMPORARY_CHAT_EVENT), 2);
         Ok(())
     })
     .await

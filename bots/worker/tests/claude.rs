@@ -176,6 +176,29 @@ async fn a_prompt_claude_declines_is_refused_by_page_or_stream_and_never_answere
     .await
 }
 
+/// Every conversation is an incognito chat (`/new?incognito`), kept out of the account's history
+/// and memory; with `--keep-history` an ordinary one.
+#[tokio::test]
+async fn conversations_are_incognito_unless_history_is_kept() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-incognito").await?;
+        let prompt = "Which e-bikes are worth buying this year?";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
+        assert_eq!(sim.stats().site_event(aap_simulator::CLAUDE_INCOGNITO_CHAT_EVENT), 1, "an incognito chat");
+        assert!(captured.reading.missing_roles.is_empty(), "no sign to look for: {:?}", captured.reading);
+
+        let mut keeping = aap_bot::AnyAdapter::load("claude", None, Some(&sim.base_url))?;
+        keeping.keep_history();
+        assert_eq!(keeping.manifest().chat_path(), "/new");
+        let captured = keeping.ask(browser.driver(), prompt).await?;
+        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
+        assert_eq!(sim.stats().site_event(aap_simulator::CLAUDE_INCOGNITO_CHAT_EVENT), 1, "an ordinary chat");
+        Ok(())
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_login_page_yields_logged_out() -> Result<()> {
     with_browser(short_pause(), async |browser, sim, adapter| {

@@ -10,10 +10,11 @@ use axum::Router;
 
 pub use chatgpt::{
     ANSWER_NOW_EVENT as CHATGPT_ANSWER_NOW_EVENT, PREFERRED_EVENTS as CHATGPT_PREFERRED_EVENTS,
-    is_shopping as chatgpt_is_shopping, more_sources as chatgpt_more_sources, products as chatgpt_products,
-    search_queries as chatgpt_search_queries,
+    TEMPORARY_CHAT_EVENT as CHATGPT_TEMPORARY_CHAT_EVENT, is_shopping as chatgpt_is_shopping,
+    more_sources as chatgpt_more_sources, products as chatgpt_products, search_queries as chatgpt_search_queries,
 };
 pub use chatgpt::{GENERIC_ERROR_MESSAGE, RATE_LIMIT_MESSAGE};
+pub use claude::INCOGNITO_CHAT_EVENT as CLAUDE_INCOGNITO_CHAT_EVENT;
 pub use perplexity::{
     ERROR_MESSAGE as PERPLEXITY_ERROR_MESSAGE, RATE_LIMIT_MESSAGE as PERPLEXITY_RATE_LIMIT_MESSAGE,
     ShoppingProduct as PerplexityProduct, listed_sources as perplexity_listed_sources, products as perplexity_products,

@@ -45,7 +45,7 @@ const PAGE_JS: &str = concat!(include_str!("dom.js"), include_str!("chatgpt.js")
 /// The ChatGPT adapter, driven by its [`Manifest`].
 #[derive(Debug, Clone)]
 pub struct ChatGpt {
-    manifest: Manifest,
+    pub(super) manifest: Manifest,
     origin: String,
     page: PageScript,
     /// URL fragments of the answer stream (`[options] stream_url_parts`).
@@ -480,6 +480,7 @@ impl Adapter for ChatGpt {
         }
         reading.disagreement = disagreement;
         reading.cut_short = common::cut_short(driver, &self.manifest, findings.cut_short, prompt, &response_text).await;
+        common::check_private(driver, &self.manifest, &mut reading).await;
         let stream_said = stream_fallback(&findings);
         reading.model_fallback =
             common::model_fallback(driver, &self.manifest, stream_said, stream_lift(&findings), prompt, &response_text)

@@ -47,7 +47,7 @@ const DEFAULT_STREAM_URL_PART: &str = "/completion";
 /// The Claude adapter, driven by its [`Manifest`].
 #[derive(Debug, Clone)]
 pub struct Claude {
-    manifest: Manifest,
+    pub(super) manifest: Manifest,
     origin: String,
     page: PageScript,
     /// Fragments of the completion stream's URL (manifest option `stream_url_parts`).

@@ -362,7 +362,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = WebDriverResult<Arrival>>,
 {
-    let url = format!("{origin}{}", manifest.new_chat_path);
+    let url = format!("{origin}{}", manifest.chat_path());
     // A dialog the last page left open ("Leave site?", an alert) is answered first.
     if let Err(error) = driver.goto(url.as_str()).await {
         if !is_interruption(&error) {
@@ -585,6 +585,30 @@ pub(super) async fn cut_short(
         tracing::warn!("the assistant stopped the answer at its length limit (the page says so)");
     }
     shown
+}
+
+/// After an answer in a private conversation ([`Manifest::private_chat_path`]): notes the
+/// manifest's `private_marker` role as missing when the page shows none of its elements (the
+/// site's sign that the conversation is kept out of the account's history and memory, e.g.
+/// chatgpt.com's "Turn off temporary chat"), so an answer the account's memory may have shaped is
+/// told apart. Nothing when the conversation is not private or the manifest has no such role.
+pub(super) async fn check_private(driver: &WebDriver, manifest: &Manifest, reading: &mut super::Reading) {
+    let selectors = manifest.selectors("private_marker");
+    if manifest.private_chat_path.is_none() || selectors.is_empty() {
+        return;
+    }
+    let script =
+        "return arguments[0].some((s) => { try { return !!document.querySelector(s); } catch (_) { return false; } });";
+    match driver.execute(script, vec![serde_json::json!(selectors)]).await.map(|ret| ret.convert::<bool>()) {
+        Ok(Ok(true)) => {}
+        Ok(_) => {
+            tracing::warn!(
+                "the page shows no sign of a private conversation: the account's memory may shape the answer"
+            );
+            reading.missing("private_marker");
+        }
+        Err(error) => tracing::debug!(%error, "cannot look for the sign of a private conversation"),
+    }
 }
 
 /// The page's text as a reader sees it (`innerText`); `None`, logged, when it cannot be read.

@@ -80,7 +80,7 @@ const GOOGLE_ORIGIN: &str = "https://www.google.com/";
 /// The Google AI Overview adapter, driven by its [`Manifest`].
 #[derive(Debug, Clone)]
 pub struct GoogleAiOverview {
-    manifest: Manifest,
+    pub(super) manifest: Manifest,
     origin: String,
     page: PageScript,
     stream_url_parts: Vec<String>,

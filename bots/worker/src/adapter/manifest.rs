@@ -120,6 +120,13 @@ pub struct Manifest {
     pub base_url: String,
     /// Path of a new conversation.
     pub new_chat_path: String,
+    /// Where a new conversation starts that the site keeps out of the account's history and
+    /// memory and out of its training (chatgpt.com's temporary chat, `/?temporary-chat=true`;
+    /// claude.ai's incognito chat, `/new?incognito`): used instead of `new_chat_path` unless the
+    /// bot runs with `--keep-history`. An account's memory of earlier prompts would otherwise
+    /// shape the answers.
+    #[serde(default)]
+    pub private_chat_path: Option<String>,
     /// Path of the login page on the origin in use (the look-alike's too), for remote login and
     /// `aap session capture`.
     #[serde(default = "default_login_path")]
@@ -274,6 +281,12 @@ impl Manifest {
     /// Whether an error text means the site refused the prompt for its length.
     pub fn is_prompt_refused(&self, text: &str) -> bool {
         matches_any(&self.prompt_refused_patterns, text)
+    }
+
+    /// Where a new conversation starts: [`Manifest::private_chat_path`] when the manifest has
+    /// one, else `new_chat_path`.
+    pub fn chat_path(&self) -> &str {
+        self.private_chat_path.as_deref().unwrap_or(&self.new_chat_path)
     }
 
     /// How many times `text` holds a notice of an answer cut short (`cut_short_patterns`, white

@@ -369,6 +369,19 @@ pub enum AnyAdapter {
 }
 
 impl AnyAdapter {
+    /// Starts new conversations at the manifest's `new_chat_path` even when it has a
+    /// `private_chat_path`: the site keeps them in the account's history, its memory and its
+    /// training (`--keep-history`).
+    pub fn keep_history(&mut self) {
+        let manifest = match self {
+            AnyAdapter::ChatGpt(adapter) => &mut adapter.manifest,
+            AnyAdapter::Claude(adapter) => &mut adapter.manifest,
+            AnyAdapter::Perplexity(adapter) => &mut adapter.manifest,
+            AnyAdapter::GoogleAiOverview(adapter) => &mut adapter.manifest,
+        };
+        manifest.private_chat_path = None;
+    }
+
     /// The adapter for `assistant` (lowercase id), its manifest from `adapters_dir` when that
     /// holds `<assistant>.toml`, the built-in one otherwise; `origin` replaces the site's origin
     /// (e.g. the simulator's).

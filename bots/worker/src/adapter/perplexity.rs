@@ -44,7 +44,7 @@ const DEFAULT_STREAM_URL_PARTS: &[&str] = &["/rest/sse/perplexity_ask"];
 /// The Perplexity adapter, driven by its [`Manifest`].
 #[derive(Debug, Clone)]
 pub struct Perplexity {
-    manifest: Manifest,
+    pub(super) manifest: Manifest,
     origin: String,
     page: PageScript,
     stream_url_parts: Vec<String>,

@@ -42,6 +42,9 @@
 //!   stream's `conversation_detail_metadata` lists `gpt-5` in `model_limits` with its
 //!   `resets_after`, and the page shows "You've hit the Free plan limit for GPT-5. Responses will
 //!   use another model until your limit resets after 9:40 PM." above the composer.
+//! - A temporary chat (`/?temporary-chat=true`, the bots' private conversations): "Temporary
+//!   Chat" and a button labelled "Turn off temporary chat" in the header; its requests carry
+//!   `"history_and_training_disabled": true` (recorded as [`TEMPORARY_CHAT_EVENT`]).
 //! - `late_sources`: the Sources button shows up 1.5 s after the answer has finished and its
 //!   action bar shows (idx:66661304277 waits up to 15 s for it on the real site).
 //!
@@ -103,6 +106,9 @@ use page::Variant;
 
 /// The site event recorded when a client clicks "Answer now" while a reasoning model thinks.
 pub const ANSWER_NOW_EVENT: &str = "chatgpt.answer_now_clicked";
+/// The site event recorded for each prompt asked in a temporary chat (`/?temporary-chat=true`,
+/// whose requests carry `"history_and_training_disabled": true`).
+pub const TEMPORARY_CHAT_EVENT: &str = "chatgpt.temporary_chat_prompt";
 /// The site events recorded when a client prefers Response 1 or Response 2 of an A/B prompt.
 pub const PREFERRED_EVENTS: [&str; 2] = ["chatgpt.preferred_response_1", "chatgpt.preferred_response_2"];
 
@@ -369,6 +375,9 @@ async fn conversation(State(state): State<SimState>, headers: HeaderMap, body: B
         return (StatusCode::BAD_REQUEST, Json(json!({"detail": "no user message in request"}))).into_response();
     };
     let flags = PromptFlags::parse(&prompt);
+    if request.get("history_and_training_disabled") == Some(&Value::Bool(true)) {
+        state.record_site_event(TEMPORARY_CHAT_EVENT);
+    }
 
     if flags.challenge {
         // A mid-session challenge: Cloudflare answers the API call itself; the page reloads

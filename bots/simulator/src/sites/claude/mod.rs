@@ -92,7 +92,7 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde_json::json;
@@ -153,8 +153,18 @@ async fn home(State(state): State<SimState>, headers: HeaderMap) -> Response {
     }
 }
 
-/// `/new`: a new conversation.
-async fn new_chat(State(state): State<SimState>, headers: HeaderMap) -> Response {
+/// The site event recorded for each incognito conversation a logged-in client opens
+/// (`/new?incognito`, with any value or none).
+pub const INCOGNITO_CHAT_EVENT: &str = "claude.incognito_chat_opened";
+
+/// `/new`: a new conversation; `/new?incognito` an incognito one (kept out of the account's
+/// history and memory on claude.ai; here only recorded, as [`INCOGNITO_CHAT_EVENT`]).
+async fn new_chat(State(state): State<SimState>, uri: Uri, headers: HeaderMap) -> Response {
+    let incognito =
+        uri.query().is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some("incognito")));
+    if incognito && logged_in(&state, &headers).is_some() {
+        state.record_site_event(INCOGNITO_CHAT_EVENT);
+    }
     chat_or_login(&state, &headers, "/new")
 }
 

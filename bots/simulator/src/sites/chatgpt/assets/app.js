@@ -153,6 +153,22 @@
 
   const composer = document.querySelector('.ProseMirror[contenteditable="true"]');
   const form = composer.closest('form');
+  // A temporary chat says so above the thread, with the button that turns it off (its label as
+  // a ChatGPT driver confirmed live, 2026-07; the markup is ours).
+  const temporaryChat = new URLSearchParams(location.search).get('temporary-chat') === 'true';
+  if (temporaryChat) {
+    const header = document.getElementById('page-header');
+    const badge = document.createElement('span');
+    badge.className = 'temporary-chat-badge';
+    badge.textContent = 'Temporary Chat';
+    const off = document.createElement('button');
+    off.type = 'button';
+    off.className = 'ghost';
+    off.setAttribute('aria-label', 'Turn off temporary chat');
+    off.textContent = '\u00d7';
+    off.addEventListener('click', () => location.assign('/'));
+    if (header) header.append(badge, off);
+  }
   const thread = document.getElementById('thread');
   const conversation = document.getElementById('conversation');
   const historyList = document.getElementById('history');
@@ -856,7 +872,8 @@
         parent_message_id: parentId,
         model: new URLSearchParams(location.search).get('model') || 'auto',
         timezone_offset_min: new Date().getTimezoneOffset(),
-        history_and_training_disabled: false,
+        // A temporary chat (`/?temporary-chat=true`) stays out of history, memory and training.
+        history_and_training_disabled: temporaryChat,
       });
       if (response.headers.get('cf-mitigated') === 'challenge') {
         // Cloudflare refused the call: the app reloads, and the edge shows its interstitial.
