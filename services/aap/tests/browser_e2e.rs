@@ -114,6 +114,8 @@ async fn a_browser_bot_answers_a_new_prompt_and_the_second_ask_is_cached() {
     assert_eq!(products, aap_simulator::chatgpt_products(prompt), "the products it showed");
     assert!(!products.is_empty(), "a shopping prompt shows products");
     assert_eq!(sim.stats().answers_total, 1);
+    // Asked in a temporary chat: nothing the account asked before shaped it.
+    assert_eq!(sim.stats().site_event(aap_simulator::CHATGPT_TEMPORARY_CHAT_EVENT), 1);
 
     let again = ask(&app, ask_text(prompt, &["chatgpt"])).await;
     assert!(matches!(&again[0], Event::Matched(m) if m.r#match == MatchKind::Exact as i32));
