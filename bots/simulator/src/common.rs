@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,6 +13,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::answer::{Answer, PromptFlags, answer_for};
 use crate::config::SimulatorConfig;
 use crate::state::{Outcome, SimState};
+
+/// Whether the request's query names the parameter `name` (with any value, or none).
+pub(crate) fn has_query_param(uri: &Uri, name: &str) -> bool {
+    uri.query().is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some(name)))
+}
 
 /// The session token from the `Cookie` headers, if any.
 pub(crate) fn session_token(state: &SimState, headers: &HeaderMap) -> Option<String> {

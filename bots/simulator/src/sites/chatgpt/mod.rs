@@ -99,7 +99,9 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::answer::{Answer, Citation, PromptFlags, answer_for, marker, strip_markers};
-use crate::common::{EventSender, Pacing, challenge_page, event_stream, logged_in, no_store, send_event};
+use crate::common::{
+    EventSender, Pacing, challenge_page, event_stream, has_query_param, logged_in, no_store, send_event,
+};
 use crate::config::SimulatorConfig;
 use crate::state::{Outcome, SimState};
 use page::Variant;
@@ -148,9 +150,7 @@ pub(crate) fn routes() -> Router<SimState> {
 /// knob, or the reload a mid-session challenge asks for).
 fn chat_or_wall(state: &SimState, uri: &Uri, headers: &HeaderMap) -> Response {
     let config = state.config();
-    let retried = uri
-        .query()
-        .is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some(CHALLENGE_RETRY_PARAM)));
+    let retried = has_query_param(uri, CHALLENGE_RETRY_PARAM);
     if config.challenge || retried {
         state.record_challenge();
         return challenge_page(HOST);

@@ -99,7 +99,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::answer::{Citation, PromptFlags, answer_for, strip_markers};
-use crate::common::{EventSender, Pacing, challenge_page, event_stream, logged_in, no_store, send_event};
+use crate::common::{
+    EventSender, Pacing, challenge_page, event_stream, has_query_param, logged_in, no_store, send_event,
+};
 use crate::state::{Outcome, SimState};
 
 use page::Variant;
@@ -160,9 +162,7 @@ pub const INCOGNITO_CHAT_EVENT: &str = "claude.incognito_chat_opened";
 /// `/new`: a new conversation; `/new?incognito` an incognito one (kept out of the account's
 /// history and memory on claude.ai; here only recorded, as [`INCOGNITO_CHAT_EVENT`]).
 async fn new_chat(State(state): State<SimState>, uri: Uri, headers: HeaderMap) -> Response {
-    let incognito =
-        uri.query().is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some("incognito")));
-    if incognito && logged_in(&state, &headers).is_some() {
+    if has_query_param(&uri, "incognito") && logged_in(&state, &headers).is_some() {
         state.record_site_event(INCOGNITO_CHAT_EVENT);
     }
     chat_or_login(&state, &headers, "/new")

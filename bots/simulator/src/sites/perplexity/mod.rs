@@ -87,7 +87,9 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::answer::{Answer, Citation, MARKER_OVERSIZED, PromptFlags, answer_for, marker, strip_markers};
-use crate::common::{EventSender, Pacing, challenge_page, event_stream, logged_in, no_store, send_event};
+use crate::common::{
+    EventSender, Pacing, challenge_page, event_stream, has_query_param, logged_in, no_store, send_event,
+};
 use crate::state::{Outcome, SimState};
 use page::Variant;
 
@@ -124,9 +126,7 @@ pub(crate) fn routes() -> Router<SimState> {
 /// for).
 async fn app_page(State(state): State<SimState>, uri: Uri, headers: HeaderMap) -> Response {
     let config = state.config();
-    let retried = uri
-        .query()
-        .is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some(CHALLENGE_RETRY_PARAM)));
+    let retried = has_query_param(&uri, CHALLENGE_RETRY_PARAM);
     if config.challenge || retried {
         return challenge_page(HOST);
     }
