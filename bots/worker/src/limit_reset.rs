@@ -345,6 +345,19 @@ fn unix(value: f64) -> Option<SystemTime> {
     (seconds.is_finite() && (1e9..1e11).contains(&seconds)).then(|| UNIX_EPOCH + Duration::from_secs_f64(seconds))
 }
 
+/// A time as a site's JSON gives it: an RFC 3339 string (`2026-09-20T01:31:58Z`,
+/// `...14.421525+00:00`), or a Unix time ([`unix`]) as a number or a string of one.
+pub fn time_value(value: &Value) -> Option<SystemTime> {
+    match value {
+        Value::Number(n) => n.as_f64().and_then(unix),
+        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text.trim())
+            .ok()
+            .map(SystemTime::from)
+            .or_else(|| text.trim().parse::<f64>().ok().and_then(unix)),
+        _ => None,
+    }
+}
+
 /// `seconds` after `from`, for a wait a site could mean (under a year).
 fn wait(from: SystemTime, seconds: f64) -> Option<SystemTime> {
     (seconds.is_finite() && (0.0..=366.0 * 86_400.0).contains(&seconds))
@@ -359,14 +372,7 @@ fn in_body(value: &Value, came: SystemTime, depth: u8) -> Option<SystemTime> {
     match value {
         Value::Object(fields) => {
             let own = fields.iter().find_map(|(key, value)| match key.as_str() {
-                "resetsAt" | "resets_at" | "resetAt" | "reset_at" => match value {
-                    Value::Number(n) => n.as_f64().and_then(unix),
-                    Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
-                        .ok()
-                        .map(SystemTime::from)
-                        .or_else(|| text.parse::<f64>().ok().and_then(unix)),
-                    _ => None,
-                },
+                "resetsAt" | "resets_at" | "resetAt" | "reset_at" => time_value(value),
                 "clears_in" | "retry_after" | "retryAfter" => value.as_f64().and_then(|seconds| wait(came, seconds)),
                 _ => None,
             });

@@ -19,7 +19,7 @@
 //! with the lease it held.
 
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use chrono::Utc;
 use tokio::sync::watch;
@@ -293,19 +293,34 @@ impl<A: Adapter> Worker<A> {
     /// model. The answer itself stands, marked.
     async fn rest_after_fallback(&mut self, fallback: Option<Fallback>) {
         let Some(Fallback { said, lifts_at }) = fallback else { return };
-        let Some(active) = self.active.as_ref() else { return };
-        let now = std::time::SystemTime::now();
-        let read = match lifts_at {
-            Some(at) => crate::limit_reset::within_reach(at, now, &said).then_some((at, LiftSource::Stream)),
-            None => crate::limit_reset::read(active.browser.driver(), &said).await,
+        if self.active.is_none() {
+            return;
+        }
+        let lifts_at = self.limit_lifts(&said, lifts_at).await;
+        tracing::warn!(said, "the plan's model is at its limit; the account rests");
+        let detail = format!("another model answered: {said}");
+        self.retire(Outcome::RateLimited { lifts_at }, &detail).await;
+    }
+
+    /// When a limit the site met the session with lifts: the time its stream gave
+    /// (`from_stream`, within [`crate::limit_reset::MAX_AHEAD`]), else as the page says it (its
+    /// refusal, then the limit's words `said`: [`crate::limit_reset::read`]); counted by where
+    /// it was read, and logged.
+    async fn limit_lifts(&self, said: &str, from_stream: Option<SystemTime>) -> Option<SystemTime> {
+        let read = match (from_stream, self.active.as_ref()) {
+            (Some(at), _) => {
+                crate::limit_reset::within_reach(at, SystemTime::now(), said).then_some((at, LiftSource::Stream))
+            }
+            (None, Some(active)) => crate::limit_reset::read(active.browser.driver(), said).await,
+            (None, None) => None,
         };
         crate::metrics::limit_read(self.adapter.assistant(), read.map(|(_, source)| source));
-        let session = active.lease.label.clone();
-        let lifts = read.map(|(at, _)| chrono::DateTime::<Utc>::from(at).to_rfc3339());
-        let source = read.map(|(_, source)| source.as_str());
-        tracing::warn!(session, said, lifts_at = lifts, source, "the plan's model is at its limit; the account rests");
-        let detail = format!("another model answered: {said}");
-        self.retire(Outcome::RateLimited { lifts_at: read.map(|(at, _)| at) }, &detail).await;
+        if let Some((at, source)) = read {
+            let session = self.active.as_ref().map(|active| active.lease.label.as_str());
+            let at = chrono::DateTime::<Utc>::from(at);
+            tracing::info!(session, lifts_at = %at.to_rfc3339(), source = source.as_str(), "the site says when its limit lifts");
+        }
+        read.map(|(at, _)| at)
     }
 
     /// The synthetic engine's answer: no browser, no session; the delay is cut short by shutdown
@@ -460,17 +475,8 @@ impl<A: Adapter> Worker<A> {
                     AskError::LoggedOut => Attempt::Session(Outcome::Expired, detail),
                     AskError::RateLimited(said) => {
                         // The site's words may say when the limit lifts: the account rests till then.
-                        let read = match self.active.as_ref() {
-                            Some(active) => crate::limit_reset::read(active.browser.driver(), &said).await,
-                            None => None,
-                        };
-                        crate::metrics::limit_read(self.adapter.assistant(), read.map(|(_, source)| source));
-                        if let Some((at, source)) = read {
-                            let at = chrono::DateTime::<chrono::Utc>::from(at);
-                            let source = source.as_str();
-                            tracing::info!(session, lifts_at = %at.to_rfc3339(), source, "the site says when its limit lifts");
-                        }
-                        Attempt::Session(Outcome::RateLimited { lifts_at: read.map(|(at, _)| at) }, detail)
+                        let lifts_at = self.limit_lifts(&said, None).await;
+                        Attempt::Session(Outcome::RateLimited { lifts_at }, detail)
                     }
                     AskError::Challenge(_) => Attempt::Session(Outcome::Challenged, detail),
                     AskError::SelectorMissing(role) => {

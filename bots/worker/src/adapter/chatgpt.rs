@@ -27,7 +27,7 @@
 //! search ran, the Cloudflare challenge, and a missing composer on a loaded page (reported at
 //! once as a selector miss).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -830,22 +830,9 @@ fn model_limits(findings: &mut Findings, frame: &Value) {
         if model.is_empty() {
             continue;
         }
-        let lifts_at = entry.get("resets_after").and_then(reset_time);
+        let lifts_at = entry.get("resets_after").and_then(crate::limit_reset::time_value);
         findings.model_limits.retain(|limit| limit.model != model);
         findings.model_limits.push(ModelLimit { model: model.to_owned(), lifts_at });
-    }
-}
-
-/// A `resets_after`: an RFC 3339 time (`2026-09-20T01:31:58Z`, `...14.421525+00:00`) or seconds
-/// since the epoch.
-fn reset_time(value: &Value) -> Option<SystemTime> {
-    match value {
-        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text.trim()).ok().map(SystemTime::from),
-        Value::Number(number) => number
-            .as_f64()
-            .filter(|seconds| seconds.is_finite() && *seconds > 0.0 && *seconds < 1e11)
-            .map(|seconds| UNIX_EPOCH + Duration::from_secs_f64(seconds)),
-        _ => None,
     }
 }
 
@@ -925,6 +912,7 @@ fn product_names(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::adapter::stream::StreamSource;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn a_pill_that_is_its_own_link_becomes_a_markdown_citation() {
