@@ -166,7 +166,10 @@ fn print_answer(out: &mut impl Write, how: &str, answer: &Answer, started: Insta
             writeln!(out, "    cut short: the assistant stopped at its length limit (Continue not pressed)")?;
         }
         if capture.model_fallback {
-            writeln!(out, "    model fallback: the plan's model was limited; another model answered")?;
+            writeln!(
+                out,
+                "    model fallback: the plan's model was limited; another model answered (asked again on the next Ask)"
+            )?;
         }
         if !capture.missing_roles.is_empty() || capture.read_by_fallback {
             let fallback = if capture.read_by_fallback { "; text read by fallback" } else { "" };
@@ -410,7 +413,7 @@ mod tests {
         assert!(text.contains("    product 1: MacBook Air $999 at Shop <https://shop.example/air>\n"), "{text}");
         assert!(text.contains("    read with confidence 0.6 (missing: turn; text read by fallback)\n"), "{text}");
         assert!(text.contains("    cut short: the assistant stopped at its length limit"), "{text}");
-        assert!(text.contains("    model fallback: the plan's model was limited; another model answered\n"), "{text}");
+        assert!(text.contains("    model fallback: the plan's model was limited; another model answered (asked again on the next Ask)\n"), "{text}");
         Ok(())
     }
 }

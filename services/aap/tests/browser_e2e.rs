@@ -460,9 +460,9 @@ fn cached_answer(events: &[Event]) -> aap_proto::v1::Answer {
 }
 
 /// chatgpt.com answering with another model once the plan's limit for its own is used up: the
-/// answer lands marked `model_fallback` (served so again from the cache), and the account rests
-/// until the time the site's stream gives for the plan's model (5 hours on, on a round ten
-/// minutes), so the next tasks go to accounts on the plan's model.
+/// answer lands marked `model_fallback` (served so again from the cache, stale, and asked
+/// again), and the account rests until the time the site's stream gives for the plan's model
+/// (5 hours on, on a round ten minutes), so the next tasks go to accounts on the plan's model.
 #[tokio::test]
 async fn an_answer_from_another_model_lands_marked_and_the_account_rests_until_the_plans_model_is_back() {
     let app = spawn_app().await;
@@ -499,10 +499,18 @@ async fn an_answer_from_another_model_lands_marked_and_the_account_rests_until_t
     let marked = [("assistant", "chatgpt")];
     assert!(scrape.value("aap_bot_answers_model_fallback_total", &marked).unwrap_or(0.0) >= 1.0);
 
-    let again = ask(&app, ask_text(prompt, &["chatgpt"])).await;
-    let cached = cached_answer(&again);
+    // Asked again: served at once, marked and stale, and asked again (the plan's answer is
+    // wanted); the refresh waits, as the only account rests until the plan's model is back.
+    let mut again = app.answers().ask(ask_text(prompt, &["chatgpt"])).await.expect("ask").into_inner();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e| matches!(e, Event::Scheduled(_))) {
+        let next = within("the refresh scheduled", 1, again.message()).await.expect("an event").expect("no end yet");
+        seen.push(next.event.and_then(|e| e.event).expect("an event"));
+    }
+    let cached = cached_answer(&seen);
+    assert!(cached.stale, "another model's answer is not the plan's: {cached:?}");
     assert!(cached.capture.expect("capture").model_fallback, "the cache serves the mark too");
-    assert_eq!(chatgpt.stats().answers_total, 1, "asked once");
+    assert_eq!(chatgpt.stats().answers_total, 1, "asked once: the account rests");
     chatgpt.shutdown().await;
 }
 

@@ -1,6 +1,7 @@
 //! Answer history and freshness end to end over real PostgreSQL, NATS JetStream and gRPC: a
 //! stale answer is served at once and refreshed on the same stream, History lists every answer
-//! with the sources each added and dropped, and a failed refresh leaves the stale answer.
+//! with the sources each added and dropped, a failed refresh leaves the stale answer, and an
+//! answer another model than the plan's gave is asked again until the plan's model answers.
 
 mod common;
 
@@ -193,6 +194,78 @@ async fn watch_reattaches_to_a_refresh_under_way_and_streams_the_fresh_answer() 
     let stream = app.answers().watch(watch).await.expect("watch").into_inner();
     let after = collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))).await;
     assert_eq!(answers(&after), vec![("cached", "Notion".to_owned(), false)], "{after:?}");
+}
+
+/// Submits `text` as the answer of another model than the plan's (`fallback`: chatgpt.com's
+/// "Responses will use another model until your limit resets") or of the plan's own.
+async fn submit_from_model(app: &TestApp, evaluation_id: i64, text: &str, fallback: bool) {
+    let mut request = submit_request(evaluation_id, text);
+    request.capture.as_mut().expect("capture").model_fallback = fallback;
+    app.evaluations().submit(request).await.expect("submit");
+}
+
+/// The events of a stream until `completed` (bounded), answering the one task it schedules with
+/// `text`, from another model than the plan's when `fallback`.
+async fn ask_and_answer_from(app: &TestApp, prompt: &str, answer: Option<(&str, bool)>) -> Vec<Event> {
+    let stream = app.answers().ask(ask_aged(prompt, None)).await.expect("ask").into_inner();
+    let events = tokio::spawn(collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    if let Some((text, fallback)) = answer {
+        let task = poll_task(app, "chatgpt", "").await;
+        submit_from_model(app, task.evaluation_id, text, fallback).await;
+    }
+    events.await.expect("stream")
+}
+
+/// An answer another model than the plan's gave is never taken for the plan's answer, however
+/// fresh and whatever the max age: it is streamed marked stale, and the next Ask serves it at
+/// once and asks again, until the plan's model has answered; a Watch meanwhile streams it stale
+/// and ends.
+#[tokio::test]
+async fn an_answer_from_another_model_is_asked_again_until_the_plans_model_answers() {
+    let app = spawn_app().await;
+    let prompt = "Which standing desk is the sturdiest?";
+    let first = ask_and_answer_from(&app, prompt, Some(("The Flexispot E7 (gpt-5-mini)", true))).await;
+    assert_eq!(answers(&first), vec![("answer", "The Flexispot E7 (gpt-5-mini)".to_owned(), true)], "{first:?}");
+    let Some(Event::Matched(m)) = first.first() else { panic!("{first:?}") };
+    let prompt_id = m.prompt_id;
+    let Some(Event::Completed(done)) = first.last() else { panic!("{first:?}") };
+    assert_eq!((done.answered, done.failed), (1, 0), "it answers the target meanwhile");
+
+    // A Watch, which schedules nothing, streams it stale and ends.
+    let watch = aap_proto::v1::WatchRequest { prompt_id, ..Default::default() };
+    let stream = app.answers().watch(watch).await.expect("watch").into_inner();
+    let watched = collect(stream.map(|r| r.map(|r| r.event.unwrap_or_default()))).await;
+    assert_eq!(answers(&watched), vec![("cached", "The Flexispot E7 (gpt-5-mini)".to_owned(), true)]);
+
+    // Asked again with no max age (the answer is a second old): served at once, stale, and asked
+    // again; another model answers again, and that answer is stale too.
+    let again = ask_and_answer_from(&app, prompt, Some(("The Uplift V2 (gpt-5-mini)", true))).await;
+    assert_eq!(
+        answers(&again),
+        vec![
+            ("cached", "The Flexispot E7 (gpt-5-mini)".to_owned(), true),
+            ("answer", "The Uplift V2 (gpt-5-mini)".to_owned(), true)
+        ],
+        "{again:?}"
+    );
+    assert_eq!(again.iter().filter(|e| matches!(e, Event::Scheduled(_))).count(), 1, "{again:?}");
+    assert!(first_answer(&again).capture.expect("capture").model_fallback);
+
+    // Then the plan's model answers the next refresh: its answer is fresh.
+    let plan = ask_and_answer_from(&app, prompt, Some(("The Uplift V2", false))).await;
+    assert_eq!(
+        answers(&plan),
+        vec![("cached", "The Uplift V2 (gpt-5-mini)".to_owned(), true), ("answer", "The Uplift V2".to_owned(), false)],
+        "{plan:?}"
+    );
+    // And serves from then on, nothing more scheduled, kept in memory or read.
+    for _ in 0..2 {
+        let settled = ask_and_answer_from(&app, prompt, None).await;
+        assert_eq!(answers(&settled), vec![("cached", "The Uplift V2".to_owned(), false)], "{settled:?}");
+        assert!(!settled.iter().any(|e| matches!(e, Event::Scheduled(_))), "{settled:?}");
+    }
+    assert_eq!(app.count("answers").await, 3, "every answer is kept");
+    assert_eq!(app.count("evaluations").await, 3);
 }
 
 #[tokio::test]

@@ -246,9 +246,12 @@ pub struct AskQuery {
     pub max_age: Option<Duration>,
 }
 
-/// Whether the answer was captured longer than `age` before `now`.
-fn is_older(answer: &AnswerRow, age: chrono::Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
-    now - answer.captured_at > age
+/// Whether a newer answer is wanted for the target: the answer was captured longer than the
+/// target's max age (`age`) before `now`, or another model than the plan's gave it (the account
+/// had used up the plan's limit for its model): that answer is served, marked, until the plan's
+/// model answers, never taken for the plan's answer however fresh.
+fn is_stale(answer: &AnswerRow, age: Option<&chrono::Duration>, now: chrono::DateTime<chrono::Utc>) -> bool {
+    answer.model_fallback || age.is_some_and(|age| now - answer.captured_at > *age)
 }
 
 /// What a target needs before it can be answered: `None` when an evaluation is live or its
@@ -270,7 +273,7 @@ fn needs_evaluation(
         .max_by_key(|a| a.evaluation_id);
     match newest {
         None => Some(false),
-        Some(answer) if max_age.is_some_and(|age| is_older(answer, *age, now)) => Some(true),
+        Some(answer) if is_stale(answer, max_age, now) => Some(true),
         Some(_) => None,
     }
 }
@@ -1027,12 +1030,13 @@ impl Follower {
                 if !self.stale.contains_key(target) || superseded_stale {
                     let mut answer = to_answer(answers[&row.id]);
                     let refreshing = covering.iter().any(|r| !r.status().is_final() && r.id > row.id);
-                    answer.stale = !superseded_stale
-                        && ((self.follow_refreshes && refreshing)
-                            || self
-                                .max_age
-                                .get(target)
-                                .is_some_and(|age| is_older(answers[&row.id], *age, chrono::Utc::now())));
+                    // A refresh's answer is fresh, unless another model than the plan's gave it.
+                    answer.stale = if superseded_stale {
+                        answers[&row.id].model_fallback
+                    } else {
+                        (self.follow_refreshes && refreshing)
+                            || is_stale(answers[&row.id], self.max_age.get(target), chrono::Utc::now())
+                    };
                     let stale = answer.stale;
                     let stored_before = initial && !self.scheduled.contains(&row.id);
                     out.push(event(if stored_before { Event::Cached(answer) } else { Event::Answer(answer) }));

@@ -369,7 +369,8 @@ pub fn submit_request(evaluation_id: i64, text: &str) -> aap_proto::v1::SubmitRe
             confidence: 0.9,
             // Stored and served back as sent (tests/platform.rs checks every field).
             cut_short: true,
-            model_fallback: true,
+            // The plan's model: an answer another model gave is asked again (tests/freshness.rs).
+            model_fallback: false,
         }),
         search_queries: vec!["best laptops under 1000".into(), "laptop reviews 2026".into()],
         products: vec![aap_proto::v1::Product {

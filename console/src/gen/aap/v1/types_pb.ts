@@ -254,7 +254,8 @@ export type Capture = Message<"aap.v1.Capture"> & {
    * limit for GPT-5. Responses will use another model until your limit resets after 4:04 PM.",
    * or its stream's `model_limits`): `model` names the model that answered when the page says.
    * The text is read whole (confidence is not lowered); the account rests until the limit lifts,
-   * so the next answers come from accounts on the plan's model.
+   * so the next answers come from accounts on the plan's model; the answer is `stale`, and the
+   * next Ask asks again.
    *
    * @generated from field: bool model_fallback = 13;
    */
@@ -381,9 +382,11 @@ export type Answer = Message<"aap.v1.Answer"> & {
   products: Product[];
 
   /**
-   * Older than the Ask's `max_age` (on Watch: a refresh of it is under way): served at once
-   * while a refresh is evaluated; the fresh answer follows on the same stream as an `answer`
-   * event, or a `failed` one and this answer stays the target's answer.
+   * Older than the Ask's `max_age` (on Watch: a refresh of it is under way), or given by
+   * another model than the plan's (`capture.model_fallback`, at any age): served at once while a
+   * refresh is evaluated; the fresh answer follows on the same stream as an `answer` event, or a
+   * `failed` one and this answer stays the target's answer. A fallback answer is stale on the
+   * stream that brought it too, and the next Ask asks again.
    *
    * @generated from field: bool stale = 16;
    */
