@@ -55,6 +55,13 @@ pub const MARKER_REFUSAL: &str = "[[refusal]]";
 /// plan limit for GPT-5. Responses will use another model until your limit resets after
 /// 9:40 PM." above the composer. The other sites answer as usual.
 pub const MARKER_MODEL_FALLBACK: &str = "[[model-fallback]]";
+/// Marker: Claude writes a document beside its answer, as claude.ai does for a guide or a
+/// report: the stream creates a file under `/mnt/user-data/outputs/` (`create_file`), edits it
+/// once (`str_replace`: "Status: draft" becomes "Status: checked") and presents it
+/// (`present_files`) before the text, and the page shows the file's card in the message, its
+/// text in neither the message nor the page. With `[[empty]]` the document is the whole answer.
+/// The other sites answer as usual. The document is [`document_for`].
+pub const MARKER_DOCUMENT: &str = "[[document]]";
 
 /// Marker: an onboarding / upsell dialog opens over the page while the answer streams (the page
 /// itself sees it in the composer on send, as it does every interruption marker).
@@ -76,7 +83,7 @@ pub const MARKER_STICKY: &str = "[[sticky]]";
 pub const INTERRUPTION_MARKERS: [&str; 7] =
     [MARKER_MODAL, MARKER_BANNER, MARKER_ALERT, MARKER_CONFIRM, MARKER_BEFOREUNLOAD, MARKER_NEW_WINDOW, MARKER_STICKY];
 
-const ALL_MARKERS: [&str; 16] = [
+const ALL_MARKERS: [&str; 17] = [
     MARKER_NO_CITATIONS,
     MARKER_RATE_LIMIT,
     MARKER_SLOW,
@@ -93,6 +100,7 @@ const ALL_MARKERS: [&str; 16] = [
     MARKER_CUT_SHORT,
     MARKER_REFUSAL,
     MARKER_MODEL_FALLBACK,
+    MARKER_DOCUMENT,
 ];
 
 /// Private-use characters chatgpt.com streams around an inline citation
@@ -134,6 +142,8 @@ pub struct PromptFlags {
     pub refusal: bool,
     /// `[[model-fallback]]`
     pub model_fallback: bool,
+    /// `[[document]]`
+    pub document: bool,
 }
 
 impl PromptFlags {
@@ -155,9 +165,37 @@ impl PromptFlags {
             cut_short: prompt.contains(MARKER_CUT_SHORT),
             refusal: prompt.contains(MARKER_REFUSAL),
             model_fallback: prompt.contains(MARKER_MODEL_FALLBACK),
+            document: prompt.contains(MARKER_DOCUMENT),
         }
     }
 }
+
+/// The document Claude writes beside its answer for `prompt` (`[[document]]`): its path under
+/// `/mnt/user-data/outputs/` and its markdown as first written (the line "Status: draft", which
+/// an edit turns into "Status: checked"; [`DOCUMENT_EDIT`]).
+pub fn document_for(prompt: &str) -> (String, String) {
+    let question = strip_markers(prompt);
+    let slug: String = question
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .take(6)
+        .collect::<Vec<_>>()
+        .join("-");
+    let slug = if slug.is_empty() { "guide".to_owned() } else { slug };
+    let answer = answer_for(prompt, true);
+    let picks: String =
+        answer.citations.iter().map(|c| format!("- **{}**: see [{}]({})\n", c.title, c.domain, c.url)).collect();
+    let markdown = format!(
+        "# A buyer's guide: {question}\n\nStatus: draft\n\n\
+         This guide weighs what reviewers agree on and where they differ.\n\n## Picks\n\n{picks}\n\
+         | What | Why |\n|------|-----|\n| Range | The first thing *owners* regret |\n"
+    );
+    (format!("/mnt/user-data/outputs/{slug}.md"), markdown)
+}
+
+/// The one edit Claude makes to its document (`str_replace`): `(old_str, new_str)`.
+pub const DOCUMENT_EDIT: (&str, &str) = ("Status: draft", "Status: checked");
 
 /// Collapses white space runs to one space and trims: the key under which stats count a prompt.
 pub fn normalize_prompt(prompt: &str) -> String {

@@ -1,5 +1,6 @@
 //! The answer's HTML (as the browser serialises `innerHTML`) turned into plain markdown:
-//! headings, paragraphs, lists, bold, italics, code, links, quotes and simple tables.
+//! headings, paragraphs, lists, bold, italics, code, links, quotes and simple tables; and
+//! markdown (a document an answer made) turned into the plain text a reader sees of it.
 //!
 //! The input comes from a browser, so it is well formed: a small tokenizer is enough, and
 //! anything it does not know is kept as its text.
@@ -540,9 +541,172 @@ fn first_link(element: &Element) -> Option<(String, String)> {
     None
 }
 
+// ---- markdown to text ----------------------------------------------------------------------------
+
+/// Markdown as the plain text a reader sees of it, as a page's `innerText` gives an answer:
+/// headings, quotes, bullets, emphasis, inline code and fences lose their marks, links and
+/// images keep their text, a table's rows their cells (between ` | `, its rule row dropped), and
+/// horizontal rules go. Numbered items keep their numbers; code in fences is kept as written.
+pub fn markdown_to_text(markdown: &str) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    let mut fenced = false;
+    for line in markdown.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("```") || trimmed.starts_with("~~~") {
+            fenced = !fenced;
+            continue;
+        }
+        if fenced {
+            lines.push(line.trim_end().to_owned());
+            continue;
+        }
+        let mut rest = trimmed.trim_end();
+        while let Some(quoted) = rest.strip_prefix('>') {
+            rest = quoted.trim_start();
+        }
+        let hashes = rest.bytes().take_while(|b| *b == b'#').count();
+        if (1..=6).contains(&hashes) && (rest.len() == hashes || rest[hashes..].starts_with(' ')) {
+            rest = rest[hashes..].trim();
+        }
+        if is_rule(rest) {
+            continue;
+        }
+        for bullet in ["- ", "* ", "+ "] {
+            if let Some(item) = rest.strip_prefix(bullet) {
+                rest = item.trim_start();
+                break;
+            }
+        }
+        let cells;
+        if rest.starts_with('|') {
+            cells = rest.trim_matches('|').split('|').map(str::trim).collect::<Vec<_>>().join(" | ");
+            rest = &cells;
+        }
+        lines.push(inline_text(rest));
+    }
+    // Blank lines between blocks stay one.
+    let mut text = String::new();
+    let mut blank = false;
+    for line in lines {
+        if line.trim().is_empty() {
+            blank = true;
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(if blank { "\n\n" } else { "\n" });
+        }
+        blank = false;
+        text.push_str(&line);
+    }
+    text
+}
+
+/// A horizontal rule (`---`, `***`, `___`) or a table's rule row (`|---|:--:|`).
+fn is_rule(line: &str) -> bool {
+    let marks = line.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    marks.len() >= 3
+        && (marks.chars().all(|c| c == '-')
+            || marks.chars().all(|c| c == '*')
+            || marks.chars().all(|c| c == '_')
+            || (marks.contains('-') && marks.contains('|') && marks.chars().all(|c| matches!(c, '-' | '|' | ':'))))
+}
+
+/// A line's inline markdown as text: `[text](url)` and `![alt](url)` keep their text, `**`,
+/// `__`, `~~` and backticks go, and a `*` next to a word (emphasis) goes; `5 * 3` and
+/// snake_case stay.
+fn inline_text(line: &str) -> String {
+    let chars: Vec<char> = line.chars().collect();
+    let mut out = String::with_capacity(line.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let at = |k: usize| chars.get(k).copied();
+        if (c == '[' || (c == '!' && at(i + 1) == Some('[')))
+            && let Some((text, end)) = link_at(&chars, i)
+        {
+            out.push_str(&inline_text(&text));
+            i = end;
+            continue;
+        }
+        let pair = at(i + 1) == Some(c);
+        if pair && matches!(c, '*' | '_' | '~') {
+            i += 2;
+            continue;
+        }
+        if c == '`' {
+            i += 1;
+            continue;
+        }
+        if c == '*' {
+            let word_before = i > 0 && !chars[i - 1].is_whitespace();
+            let word_after = at(i + 1).is_some_and(|n| !n.is_whitespace());
+            if word_before || word_after {
+                i += 1;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// A link or image starting at `start` (`[` or `![`): its text and the index after its `)`.
+fn link_at(chars: &[char], start: usize) -> Option<(String, usize)> {
+    let open = if chars[start] == '!' { start + 1 } else { start };
+    let close = (open + 1..chars.len()).find(|&k| chars[k] == ']')?;
+    if chars.get(close + 1) != Some(&'(') {
+        return None;
+    }
+    let end = (close + 2..chars.len()).find(|&k| chars[k] == ')')?;
+    Some((chars[open + 1..close].iter().collect(), end + 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_reads_as_the_text_a_reader_sees() {
+        let markdown = "# Best e-bikes of 2026\n\n\
+            A **short** guide to the *best* picks, from [Bike Radar](https://bikeradar.com/x) and `specs`.\n\n\
+            ---\n\n\
+            ## The picks\n\n\
+            - Rad Power RadCity 5\n\
+            * Specialized Turbo Vado\n\
+            1. Trek Allant+ 7\n\n\
+            > Ride one first.\n\n\
+            | Bike | Price |\n\
+            |------|:-----:|\n\
+            | RadCity | $1,999 |\n\n\
+            ![a bike](https://img.example/bike.png)\n\n\
+            ```\nlet x = 5 * 3; // **kept**\n```\n\n\
+            5 * 3 is 15, and snake_case stays; ~~gone~~ __too__.";
+        assert_eq!(
+            markdown_to_text(markdown),
+            "Best e-bikes of 2026\n\n\
+             A short guide to the best picks, from Bike Radar and specs.\n\n\
+             The picks\n\n\
+             Rad Power RadCity 5\n\
+             Specialized Turbo Vado\n\
+             1. Trek Allant+ 7\n\n\
+             Ride one first.\n\n\
+             Bike | Price\n\
+             RadCity | $1,999\n\n\
+             a bike\n\n\
+             let x = 5 * 3; // **kept**\n\n\
+             5 * 3 is 15, and snake_case stays; gone too."
+        );
+    }
+
+    #[test]
+    fn markdown_without_marks_or_half_a_link_is_kept() {
+        assert_eq!(markdown_to_text("Plain words.\n\n\n\nMore."), "Plain words.\n\nMore.");
+        assert_eq!(markdown_to_text("[not a link] and [half](open"), "[not a link] and [half](open");
+        assert_eq!(markdown_to_text("#hashtag and #"), "#hashtag and #");
+        assert_eq!(markdown_to_text(""), "");
+        assert_eq!(markdown_to_text("\u{0}*\u{0}"), "\u{0}\u{0}");
+    }
 
     #[test]
     fn headings_paragraphs_lists_and_emphasis() {

@@ -176,6 +176,53 @@ async fn a_prompt_claude_declines_is_refused_by_page_or_stream_and_never_answere
     .await
 }
 
+/// A document Claude writes beside its answer (a file created, edited once and presented: the
+/// message shows only its card) is read from the stream as last edited and follows the answer's
+/// text and markdown; a document alone is the whole answer. With the stream not read, the card
+/// notes `document_text` missing (the answer is the message's text), and a card alone is no
+/// answer.
+#[tokio::test]
+async fn a_document_beside_the_answer_is_read_from_the_stream_and_follows_its_text() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-document").await?;
+        let document = |prompt: &str| {
+            let (old, new) = aap_simulator::DOCUMENT_EDIT;
+            aap_simulator::document_for(prompt).1.replace(old, new)
+        };
+        let prompt = "Write a buyer's guide to e-bikes [[document]]";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        let own = collapse(&answer_for(prompt, true).plain_text());
+        let with_document = format!("{own} {}", collapse(&aap_bot::markdown::markdown_to_text(&document(prompt))));
+        assert_eq!(collapse(&captured.response_text), with_document);
+        assert!(captured.response_text.contains("Status: checked") && !captured.response_text.contains("draft"));
+        assert!(!captured.response_text.contains("Document \u{b7}"), "the card is no text: {}", captured.response_text);
+        assert!(captured.response_markdown.ends_with(document(prompt).trim()), "{}", captured.response_markdown);
+        assert!(captured.reading.missing_roles.is_empty(), "{:?}", captured.reading);
+        let cards = browser.driver().find_all(thirtyfour::By::Css("[data-testid='document-card']")).await?;
+        assert_eq!(cards.len(), 1, "the page shows the card");
+
+        // The document alone (no text of its own) is the answer.
+        let alone = "Write a buyer's guide to heat pumps [[document]] [[empty]]";
+        let captured = adapter.ask(browser.driver(), alone).await?;
+        assert_eq!(collapse(&captured.response_text), collapse(&aap_bot::markdown::markdown_to_text(&document(alone))));
+
+        // The stream not read (its URL is not the manifest's): the card says a document's text is
+        // missing, and a card alone is no answer.
+        let dir = tempfile::tempdir()?;
+        let page_only = common::override_adapter(dir.path(), sim, "claude", |manifest| {
+            manifest.options.insert("stream_url_parts".into(), toml::Value::from(vec!["/no-such-stream"]));
+        })?;
+        let prompt = "Write a buyer's guide to standing desks [[document]]";
+        let captured = page_only.ask(browser.driver(), prompt).await?;
+        assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));
+        assert!(captured.reading.missing_roles.contains(&"document_text".to_owned()), "{:?}", captured.reading);
+        let error = page_only.ask(browser.driver(), "Write a guide to desks [[document]] [[empty]]").await;
+        assert!(matches!(error, Err(aap_bot::AskError::EmptyAnswer)), "{error:?}");
+        Ok(())
+    })
+    .await
+}
+
 /// Every conversation is an incognito chat (`/new?incognito`), kept out of the account's history
 /// and memory; with `--keep-history` an ordinary one.
 #[tokio::test]

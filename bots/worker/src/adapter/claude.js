@@ -6,7 +6,8 @@
 //   composer_text  the text in the prompt box
 //   send           the send button element when it is enabled, or null
 //   extract        the last answer: html, text without citation tags, links, model, search block,
-//                  and whether it was read by fallback (no answer element: the message's text)
+//                  whether it was read by fallback (no answer element: the message's text), and
+//                  how many document cards it shows (an artifact or file: its text is elsewhere)
 //   open_search    opens the last answer's closed search blocks; how many search blocks it has
 //   sources        the last answer's search results: [{href, title, domain}] (href empty for a
 //                  row without a link)
@@ -130,6 +131,7 @@ switch (mode) {
         action_bar: !!first(turnOf(message), sel.action_bar),
         error: errorIn(message),
         fallback: read.fallback,
+        documents: every(message, sel.document_card).length,
       };
     }
     const pageError = firstShown(document, sel.error);
@@ -170,6 +172,7 @@ switch (mode) {
       model: modelName(),
       search: searchToggles(message).length > 0,
       fallback: read.fallback,
+      documents: every(message, sel.document_card).length,
     };
   }
   case 'open_search': {

@@ -31,9 +31,9 @@ use serde_json::Value;
 use thirtyfour::prelude::*;
 
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
-use super::stream::{self, Findings, Mark};
+use super::stream::{self, Document, Findings, Mark};
 use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Reading, Typing};
-use crate::markdown::html_to_markdown;
+use crate::markdown::{html_to_markdown, markdown_to_text};
 use aap_proto::urls::{clean_url, domain_of};
 
 const PAGE_JS: &str = concat!(include_str!("dom.js"), include_str!("claude.js"));
@@ -79,6 +79,10 @@ struct LastMessage {
     signature: String,
     action_bar: bool,
     error: Option<String>,
+    /// Document cards in the message (an artifact, a presented file): an answer may be one
+    /// alone, with no text of its own.
+    #[serde(default)]
+    documents: usize,
 }
 
 impl LastMessage {
@@ -111,6 +115,8 @@ struct Extracted {
     search: bool,
     #[serde(default)]
     fallback: bool,
+    #[serde(default)]
+    documents: usize,
 }
 
 /// A search result as the page lists it; `href` is empty for a row without a link.
@@ -138,6 +144,105 @@ struct StreamRead {
     results: usize,
 }
 
+/// Where claude.ai's computer keeps the files it shares with the user.
+const OUTPUTS: &str = "/mnt/user-data/outputs/";
+
+/// Documents as the stream makes and edits them, by artifact id or file path.
+#[derive(Debug, Default)]
+struct Drafts {
+    /// Keys in the order first made.
+    order: Vec<String>,
+    drafts: HashMap<String, Draft>,
+    /// Files the answer presented (`present_files`).
+    presented: HashSet<String>,
+}
+
+#[derive(Debug, Default)]
+struct Draft {
+    title: String,
+    text: String,
+    file: bool,
+}
+
+impl Drafts {
+    fn draft(&mut self, key: &str, file: bool) -> &mut Draft {
+        if !self.drafts.contains_key(key) {
+            self.order.push(key.to_owned());
+        }
+        self.drafts.entry(key.to_owned()).or_insert_with(|| Draft { file, ..Draft::default() })
+    }
+
+    /// An edit that replaces `old_str` by `new_str` once, in a document made before.
+    fn replace(&mut self, key: &str, input: &Value) {
+        let (Some(old), Some(new)) = (input["old_str"].as_str(), input["new_str"].as_str()) else {
+            return;
+        };
+        match self.drafts.get_mut(key) {
+            Some(draft) if !old.is_empty() && draft.text.contains(old) => draft.text = draft.text.replacen(old, new, 1),
+            _ => tracing::debug!(key, "an edit of a document whose text the stream did not give"),
+        }
+    }
+
+    /// An `artifacts` call (claude.ai before files): `create` and `rewrite` give the whole text,
+    /// `update` replaces `old_str` by `new_str`.
+    fn artifact(&mut self, input: &Value) {
+        let key = input["id"].as_str().map(str::trim).filter(|id| !id.is_empty()).unwrap_or("artifact").to_owned();
+        match input["command"].as_str().unwrap_or("create") {
+            "update" => self.replace(&key, input),
+            _ => {
+                let Some(text) = input["content"].as_str() else { return };
+                let draft = self.draft(&key, false);
+                draft.text = text.to_owned();
+                if let Some(title) = input["title"].as_str().map(common::collapse).filter(|t| !t.is_empty()) {
+                    draft.title = title;
+                }
+            }
+        }
+    }
+
+    /// A call of claude.ai's file tools: a file made (`create_file`), edited (`str_replace`) or
+    /// shown to the user (`present_files`). Other tools (`bash`, `view`) make nothing readable.
+    fn file_tool(&mut self, name: &str, input: &Value) {
+        let path = || input["path"].as_str().or(input["file_path"].as_str()).map(str::trim).filter(|p| !p.is_empty());
+        match name {
+            "create_file" | "file_create" => {
+                let (Some(path), Some(text)) = (path(), input["file_text"].as_str().or(input["content"].as_str()))
+                else {
+                    return;
+                };
+                let draft = self.draft(path, true);
+                draft.text = text.to_owned();
+                draft.title = path.rsplit('/').next().unwrap_or(path).to_owned();
+            }
+            "str_replace" => {
+                if let Some(path) = path() {
+                    self.replace(path, input);
+                }
+            }
+            "present_files" => {
+                let listed = input["filepaths"].as_array().or(input["paths"].as_array());
+                self.presented
+                    .extend(listed.into_iter().flatten().filter_map(|p| p.as_str()).map(|p| p.trim().to_owned()));
+            }
+            _ => {}
+        }
+    }
+
+    /// The documents the user sees: every artifact, and the files presented or put where the
+    /// user's files go; those left empty are none.
+    fn documents(mut self) -> Vec<Document> {
+        let presented = std::mem::take(&mut self.presented);
+        self.order
+            .iter()
+            .filter_map(|key| {
+                let draft = self.drafts.remove(key)?;
+                let shown = !draft.file || presented.contains(key) || key.starts_with(OUTPUTS);
+                (shown && !draft.text.trim().is_empty()).then_some(Document { title: draft.title, text: draft.text })
+            })
+            .collect()
+    }
+}
+
 /// One content block of the stream while it is open.
 #[derive(Debug, Default)]
 struct Block {
@@ -159,6 +264,7 @@ fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
     let mut findings = Findings::default();
     let mut cited: Vec<(String, String)> = Vec::new();
     let mut listed: Vec<(String, String)> = Vec::new();
+    let mut drafts = Drafts::default();
     for body in bodies {
         let mut blocks: HashMap<u64, Block> = HashMap::new();
         for (_, event) in stream::json_events(body) {
@@ -191,7 +297,7 @@ fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
                 "content_block_stop" => {
                     if let Some(block) = blocks.remove(&index) {
                         let buffered = event["buffered_input"].as_str();
-                        finish_block(block, buffered, &mut findings, &mut listed);
+                        finish_block(block, buffered, &mut findings, &mut listed, &mut drafts);
                     }
                 }
                 "message_stop" => findings.complete = true,
@@ -210,7 +316,7 @@ fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
         let mut open: Vec<(u64, Block)> = blocks.into_iter().collect();
         open.sort_by_key(|(index, _)| *index);
         for (_, block) in open {
-            finish_block(block, None, &mut findings, &mut listed);
+            finish_block(block, None, &mut findings, &mut listed, &mut drafts);
         }
     }
     let results = listed.iter().map(|(url, _)| clean_url(url)).collect::<HashSet<_>>().len();
@@ -220,6 +326,7 @@ fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
     for (url, title) in listed {
         findings.source(&url, &title, false);
     }
+    findings.documents = drafts.documents();
     StreamRead { findings, results }
 }
 
@@ -231,19 +338,49 @@ fn declined_error() -> AskError {
     )
 }
 
+/// The answer's text and markdown with its documents after them, each its own paragraphs (the
+/// text takes a document's markdown as plain text). Empty text and no document is an empty
+/// answer.
+fn with_documents(text: String, markdown: String, documents: &[Document]) -> (String, String) {
+    let mut text = vec![text];
+    let mut markdown = vec![markdown];
+    for document in documents {
+        text.push(markdown_to_text(&document.text));
+        markdown.push(document.text.trim().to_owned());
+    }
+    let join = |parts: Vec<String>| parts.into_iter().filter(|p| !p.trim().is_empty()).collect::<Vec<_>>().join("\n\n");
+    (join(text), join(markdown))
+}
+
 /// The `(url, title)` of a citation object, when it names a web address.
 fn citation(value: &Value) -> Option<(String, String)> {
     let url = value["url"].as_str().filter(|url| !url.trim().is_empty())?;
     Some((url.to_owned(), value["title"].as_str().unwrap_or_default().to_owned()))
 }
 
-/// A closed block: a `web_search` call's query, a search or fetch result's items.
-fn finish_block(block: Block, buffered: Option<&str>, findings: &mut Findings, listed: &mut Vec<(String, String)>) {
+/// A closed block: a `web_search` call's query, a search or fetch result's items, a document
+/// made or edited.
+fn finish_block(
+    block: Block,
+    buffered: Option<&str>,
+    findings: &mut Findings,
+    listed: &mut Vec<(String, String)>,
+    drafts: &mut Drafts,
+) {
     let streamed = || -> Value {
         let text = if block.partial.trim().is_empty() { buffered.unwrap_or_default() } else { block.partial.as_str() };
         serde_json::from_str(text).unwrap_or(Value::Null)
     };
+    // A tool's input, given whole at the block's start or streamed.
+    let input = || {
+        let given = &block.start["input"];
+        if given.as_object().is_some_and(|input| !input.is_empty()) { given.clone() } else { streamed() }
+    };
     match block.kind.as_str() {
+        "tool_use" if block.name == "artifacts" => drafts.artifact(&input()),
+        "tool_use" if ["create_file", "file_create", "str_replace", "present_files"].contains(&block.name.as_str()) => {
+            drafts.file_tool(&block.name, &input())
+        }
         "tool_use" if block.name == "web_search" => {
             let given = &block.start["input"];
             let input = if given.get("query").is_some() { given.clone() } else { streamed() };
@@ -338,6 +475,7 @@ impl Claude {
         "sources_title",
         "sources_domain",
         "model_selector",
+        "document_card",
     ];
 
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
@@ -447,7 +585,7 @@ impl Claude {
                             let settle = if stream_done { stream_settle } else { timing.settle() };
                             let signals = last.signals(probe.stop, stream_done);
                             if let Some(held) = common::finished(&signals, quiet, settle) {
-                                if last.text_len == 0 {
+                                if last.text_len == 0 && last.documents == 0 {
                                     return Err(AskError::EmptyAnswer);
                                 }
                                 return Ok(Finish { ttft: progress.ttft(), signals: held, saw_stop });
@@ -558,7 +696,6 @@ impl Adapter for Claude {
         let total = sent_at.elapsed();
 
         let extracted: Extracted = self.page.extract(driver, "message").await?;
-        let response_text = common::answer_text(&extracted.text)?;
         let teed = match stream::read(driver, mark, &self.stream_url_parts).await {
             Ok(teed) => teed,
             Err(error) => {
@@ -571,6 +708,15 @@ impl Adapter for Claude {
             // What the page shows is Claude's refusal (or the words before it), not an answer.
             return Err(declined_error());
         }
+        // The documents the answer made beside its text (an artifact, a file it presented): the
+        // message shows only their cards, and may hold no text of its own.
+        let page_text = if findings.documents.is_empty() || !extracted.text.trim().is_empty() {
+            common::answer_text(&extracted.text)?
+        } else {
+            String::new()
+        };
+        let (response_text, response_markdown) =
+            with_documents(page_text, html_to_markdown(&extracted.html), &findings.documents);
         let expected = (findings.complete && results > 0).then_some(results);
         let rows = if extracted.search { self.search_results(driver, expected).await } else { Vec::new() };
 
@@ -599,6 +745,15 @@ impl Adapter for Claude {
         if extracted.model.is_none() {
             reading.missing("model_selector");
         }
+        if extracted.documents > findings.documents.len() {
+            // A card whose text the stream did not give (not read, or a file it cannot hold).
+            tracing::warn!(
+                cards = extracted.documents,
+                read = findings.documents.len(),
+                "the answer shows documents whose text was not read"
+            );
+            reading.missing("document_text");
+        }
 
         let sources = page_sources(&rows, &findings);
         let mut page_citations = common::citations(&extracted.links, &sources, clean_url);
@@ -607,7 +762,7 @@ impl Adapter for Claude {
         reading.disagreement = disagreement;
         Ok(Captured {
             response_text,
-            response_markdown: html_to_markdown(&extracted.html),
+            response_markdown,
             html: extracted.html,
             // A search block, a search query in the stream, or sources cited, all show that a
             // web search ran; a complete answer with none ran without one.
@@ -776,6 +931,107 @@ mod tests {
             vec![streamed("https://b.example/2", "B", true), streamed("https://a.example/1", "A", false)]
         );
         assert!(read.findings.complete);
+    }
+
+    /// A tool call as claude.ai streams it: `tool_use` with an empty input, the input in two
+    /// `input_json_delta` fragments, the block's end.
+    fn tool(index: usize, name: &str, input: &Value) -> String {
+        let json = input.to_string();
+        let half = json.char_indices().map(|(at, _)| at).find(|&at| at >= json.len() / 2).unwrap_or(0);
+        let delta = |part: &str| {
+            serde_json::json!({ "type": "content_block_delta", "index": index,
+                "delta": { "type": "input_json_delta", "partial_json": part } })
+        };
+        let start = serde_json::json!({ "type": "content_block_start", "index": index,
+            "content_block": { "type": "tool_use", "id": format!("toolu_{index}"), "name": name, "input": {} } });
+        let stop = serde_json::json!({ "type": "content_block_stop", "index": index });
+        [start, delta(&json[..half]), delta(&json[half..]), stop]
+            .iter()
+            .map(|event| format!("data: {event}\n\n"))
+            .collect()
+    }
+
+    /// Documents made beside the text: claude.ai's artifacts (made, rewritten, updated) and the
+    /// files it creates, edits and presents; a file kept in its working directory and never
+    /// presented is no document, nor is an edit of a text the stream never gave.
+    #[test]
+    fn documents_are_read_as_made_edited_and_shown() {
+        use serde_json::json;
+        let body = [
+            tool(
+                0,
+                "artifacts",
+                &json!({ "id": "guide", "command": "create", "title": "E-bike guide",
+                "type": "text/markdown", "content": "# E-bikes\n\nStatus: draft" }),
+            ),
+            tool(
+                1,
+                "artifacts",
+                &json!({ "id": "guide", "command": "update", "old_str": "draft", "new_str": "checked" }),
+            ),
+            tool(2, "artifacts", &json!({ "id": "table", "command": "create", "title": "Old table", "content": "v1" })),
+            tool(
+                3,
+                "artifacts",
+                &json!({ "id": "table", "command": "rewrite", "title": "  Price   table ", "content": "v2" }),
+            ),
+            tool(4, "create_file", &json!({ "path": "/mnt/user-data/outputs/picks.md", "file_text": "Pick the Vado" })),
+            tool(
+                5,
+                "str_replace",
+                &json!({ "path": "/mnt/user-data/outputs/picks.md", "old_str": "Vado", "new_str": "Vado SL" }),
+            ),
+            tool(6, "create_file", &json!({ "path": "/home/claude/notes.md", "file_text": "scratch" })),
+            tool(7, "create_file", &json!({ "path": "/home/claude/report.md", "file_text": "The report" })),
+            tool(8, "present_files", &json!({ "filepaths": ["/home/claude/report.md"] })),
+            tool(9, "str_replace", &json!({ "path": "/home/claude/unknown.md", "old_str": "a", "new_str": "b" })),
+            tool(10, "bash", &json!({ "command": "python make_docx.py" })),
+            tool(11, "create_file", &json!({ "path": "/mnt/user-data/outputs/empty.md", "file_text": "  " })),
+            r#"data: {"type":"message_stop"}"#.to_owned(),
+        ]
+        .concat();
+        let documents = read_stream([body.as_str()]).findings.documents;
+        let read: Vec<(&str, &str)> = documents.iter().map(|d| (d.title.as_str(), d.text.as_str())).collect();
+        assert_eq!(
+            read,
+            vec![
+                ("E-bike guide", "# E-bikes\n\nStatus: checked"),
+                ("Price table", "v2"),
+                ("picks.md", "Pick the Vado SL"),
+                ("report.md", "The report"),
+            ]
+        );
+        // An input given whole at the block's start is read too, and a stream with none has none.
+        let whole = r#"data: {"type":"content_block_start","index":0,"content_block":{"type":"tool_use","name":"artifacts","input":{"id":"a","command":"create","title":"T","content":"Whole"}}}"#;
+        let documents = read_stream([whole]).findings.documents;
+        assert_eq!(documents, vec![Document { title: "T".into(), text: "Whole".into() }]);
+        assert!(read_stream([CAPTURE]).findings.documents.is_empty());
+        // Inputs of the wrong shapes make nothing.
+        let odd = [
+            tool(0, "artifacts", &json!({ "id": 5, "command": "create", "content": 7 })),
+            tool(1, "create_file", &json!({ "path": ["x"], "file_text": "t" })),
+            tool(2, "present_files", &json!({ "filepaths": "/mnt/user-data/outputs/x" })),
+            tool(3, "artifacts", &json!("not an object")),
+        ]
+        .concat();
+        assert!(read_stream([odd.as_str()]).findings.documents.is_empty());
+    }
+
+    /// The answer's documents follow its text in both the text (as plain text) and the markdown;
+    /// a document alone is the whole answer.
+    #[test]
+    fn documents_follow_the_answer_in_its_text_and_markdown() {
+        let documents =
+            [Document { title: "guide.md".into(), text: "# Guide\n\n**Buy** the [Vado](https://v.example)\n".into() }];
+        let (text, markdown) = with_documents("Here it is.".into(), "Here it is.".into(), &documents);
+        assert_eq!(text, "Here it is.\n\nGuide\n\nBuy the Vado");
+        assert_eq!(markdown, "Here it is.\n\n# Guide\n\n**Buy** the [Vado](https://v.example)");
+        let (text, markdown) = with_documents(String::new(), String::new(), &documents);
+        assert_eq!(
+            (text.as_str(), markdown.as_str()),
+            ("Guide\n\nBuy the Vado", "# Guide\n\n**Buy** the [Vado](https://v.example)")
+        );
+        assert_eq!(with_documents("Text".into(), "Text".into(), &[]), ("Text".to_owned(), "Text".to_owned()));
     }
 
     /// The stop reason `max_tokens` (the model's output limit, where claude.ai offers Continue)

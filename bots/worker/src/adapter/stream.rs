@@ -200,6 +200,19 @@ pub struct Findings {
     pub intended_model: Option<String>,
     /// The models whose plan limit the account has used up (chatgpt.com's `model_limits`).
     pub model_limits: Vec<ModelLimit>,
+    /// Documents the answer made beside its text, in the order first made (claude.ai's
+    /// artifacts and presented files): the page shows each as a card, its text in a side panel.
+    pub documents: Vec<Document>,
+}
+
+/// A document an answer made beside its text: a claude.ai artifact (a report, a guide, a table,
+/// code), or a file it created and presented. The message shows only a card with its title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// Its title (an artifact's `title`, a file's name).
+    pub title: String,
+    /// Its text as last written, markdown for a document.
+    pub text: String,
 }
 
 /// A model whose plan limit the account has used up, as a response stream names it.

@@ -98,7 +98,7 @@ use axum::routing::{get, post};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::answer::{Citation, PromptFlags, answer_for, strip_markers};
+use crate::answer::{Citation, DOCUMENT_EDIT, PromptFlags, answer_for, document_for, strip_markers};
 use crate::common::{
     EventSender, Pacing, challenge_page, event_stream, has_query_param, logged_in, no_store, send_event,
 };
@@ -296,6 +296,8 @@ struct Plan {
     searches: Vec<Search>,
     /// The page read whole with `web_fetch` after searching (the first cited source).
     fetched: Option<Citation>,
+    /// The document written beside the answer (`[[document]]`): its path and first text.
+    document: Option<(String, String)>,
     conversation_id: String,
 }
 
@@ -310,7 +312,15 @@ impl Plan {
         let question = strip_markers(prompt);
         let searches = searches(prompt, &pacing.answer.citations, &conversation_id);
         let fetched = pacing.answer.citations.first().cloned().filter(|_| !searches.is_empty());
-        Plan { thinking: thinking.then(|| thinking_text(&question)), searches, fetched, pacing, conversation_id }
+        let document = PromptFlags::parse(prompt).document.then(|| document_for(prompt));
+        Plan {
+            thinking: thinking.then(|| thinking_text(&question)),
+            searches,
+            fetched,
+            document,
+            pacing,
+            conversation_id,
+        }
     }
 }
 
@@ -573,7 +583,13 @@ async fn tool_call(
     display: serde_json::Value,
 ) -> bool {
     let id = format!("toolu_{}", uuid::Uuid::new_v4().simple());
-    let message = if name == "web_fetch" { "Fetching page" } else { "Searching the web" };
+    let message = match name {
+        "web_fetch" => "Fetching page",
+        "web_search" => "Searching the web",
+        "create_file" => "Creating file",
+        "str_replace" => "Editing file",
+        _ => "Presenting file",
+    };
     let start = json!({ "type": "tool_use", "id": id, "name": name, "input": {}, "message": message,
         "integration_name": null, "integration_icon_url": null, "icon_name": "globe", "context": null,
         "display_content": null, "approval_options": null, "approval_key": null, "is_mcp_app": null,
@@ -653,6 +669,23 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
             .await
         {
             return Outcome::Interrupted;
+        }
+    }
+
+    if let Some((path, text)) = &plan.document {
+        // Written, edited once and shown, as claude.ai's file tools do; each tool says what it
+        // did in a text result.
+        let (old, new) = DOCUMENT_EDIT;
+        let calls = [
+            ("create_file", json!({ "description": "A buyer's guide", "path": path, "file_text": text })),
+            ("str_replace", json!({ "description": "Mark it checked", "path": path, "old_str": old, "new_str": new })),
+            ("present_files", json!({ "filepaths": [path] })),
+        ];
+        for (name, input) in calls {
+            let said = [json!({ "type": "text", "text": format!("{name}: done ({path})") })];
+            if !tool_call(tx, &mut index, name, input, &said, serde_json::Value::Null).await {
+                return Outcome::Interrupted;
+            }
         }
     }
 

@@ -209,6 +209,20 @@
     return turn.markdown;
   }
 
+  // A document's card (an artifact, a presented file): its name and kind, a button that would
+  // open its text in a side panel.
+  function documentCard(turn, path) {
+    const name = path.split('/').pop() || path;
+    const kind = (name.split('.').pop() || 'file').toUpperCase();
+    const card = el('button', { type: 'button', 'aria-label': 'Preview contents', 'data-testid': 'document-card', class: 'document-card' });
+    const title = el('div', { class: 'line-clamp-1' });
+    title.textContent = name;
+    const about = el('div', { class: 'text-xs' });
+    about.textContent = 'Document \u00b7 ' + kind;
+    card.append(title, about);
+    turn.answer.appendChild(card);
+  }
+
   function showMessageError(turn, message) {
     const attrs = REDESIGN
       ? { class: 'message-error', 'data-testid': 'message-error' }
@@ -626,6 +640,11 @@
         if (entry.type === 'tool_use' && entry.name === 'web_search' && state.calls[entry.id]) {
           const { search, call } = state.calls[entry.id];
           searchQuery(search, call, (parseJson(entry.json || payload.buffered_input || '{}', {}) || {}).query || '');
+        }
+        if (entry.type === 'tool_use' && entry.name === 'present_files') {
+          // Each presented file shows as a card in the message; its text stays in the panel.
+          const input = parseJson(entry.json || payload.buffered_input || '{}', {}) || {};
+          for (const path of input.filepaths || []) documentCard(state.turn, String(path));
         }
         if (entry.type === 'tool_result') {
           const tool = state.calls[entry.toolUseId];
