@@ -616,13 +616,23 @@ fn is_rule(line: &str) -> bool {
 /// snake_case stay.
 fn inline_text(line: &str) -> String {
     let chars: Vec<char> = line.chars().collect();
+    // Where the next `]` and `)` are from each index on: a link is found without scanning the
+    // rest of the line again at every `[` (a line of brackets alone stays linear).
+    let next = |mark: char| {
+        let mut next = vec![usize::MAX; chars.len() + 1];
+        for k in (0..chars.len()).rev() {
+            next[k] = if chars[k] == mark { k } else { next[k + 1] };
+        }
+        next
+    };
+    let (brackets, parens) = (next(']'), next(')'));
     let mut out = String::with_capacity(line.len());
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         let at = |k: usize| chars.get(k).copied();
         if (c == '[' || (c == '!' && at(i + 1) == Some('[')))
-            && let Some((text, end)) = link_at(&chars, i)
+            && let Some((text, end)) = link_at(&chars, i, &brackets, &parens)
         {
             out.push_str(&inline_text(&text));
             i = end;
@@ -652,13 +662,14 @@ fn inline_text(line: &str) -> String {
 }
 
 /// A link or image starting at `start` (`[` or `![`): its text and the index after its `)`.
-fn link_at(chars: &[char], start: usize) -> Option<(String, usize)> {
+/// `brackets` and `parens` give the next `]` and `)` from each index on.
+fn link_at(chars: &[char], start: usize, brackets: &[usize], parens: &[usize]) -> Option<(String, usize)> {
     let open = if chars[start] == '!' { start + 1 } else { start };
-    let close = (open + 1..chars.len()).find(|&k| chars[k] == ']')?;
+    let close = *brackets.get(open + 1).filter(|&&k| k != usize::MAX)?;
     if chars.get(close + 1) != Some(&'(') {
         return None;
     }
-    let end = (close + 2..chars.len()).find(|&k| chars[k] == ')')?;
+    let end = *parens.get(close + 2).filter(|&&k| k != usize::MAX)?;
     Some((chars[open + 1..close].iter().collect(), end + 1))
 }
 
@@ -706,6 +717,12 @@ mod tests {
         assert_eq!(markdown_to_text("#hashtag and #"), "#hashtag and #");
         assert_eq!(markdown_to_text(""), "");
         assert_eq!(markdown_to_text("\u{0}*\u{0}"), "\u{0}\u{0}");
+        // A line of brackets with no link (what a hostile document could hold) is read in one
+        // pass, each `[` looking up the next `]` rather than scanning the rest again.
+        let brackets = "[".repeat(200_000) + "](";
+        assert_eq!(markdown_to_text(&brackets), brackets);
+        let links = "[a](b)".repeat(50_000);
+        assert_eq!(markdown_to_text(&links), "a".repeat(50_000));
     }
 
     #[test]
