@@ -98,6 +98,9 @@ pub struct BotConfig {
     pub per_session_runs: u32,
     /// Wait after an empty poll or a failed call.
     pub poll_retry: Duration,
+    /// Least time between two prompts of one session (a random extra of up to as much again is
+    /// added each time); zero: none.
+    pub prompt_gap: Duration,
     /// Close the browser after this long without work; reopened on demand.
     pub idle_timeout: Option<Duration>,
     /// Time-out of polls and session calls.
@@ -142,6 +145,7 @@ impl BotConfig {
             max_attempts: 1,
             per_session_runs: 10,
             poll_retry: Duration::from_secs(5),
+            prompt_gap: Duration::ZERO,
             idle_timeout: None,
             api_timeout: Duration::from_secs(30),
             submit_retry_attempts: 3,
@@ -282,6 +286,11 @@ pub struct Args {
     /// Seconds to wait when no prompt is available.
     #[arg(long, env = "AAP_BOT_POLL_RETRY_SECONDS", default_value_t = 5.0)]
     pub poll_retry_seconds: f64,
+    /// Least seconds between two prompts of one account, each gap with a random extra of up to
+    /// as much again, so the account's cadence is not a machine's; the bot takes no task
+    /// meanwhile. 0: prompts follow each other as fast as the site answers.
+    #[arg(long, env = "AAP_BOT_PROMPT_GAP_SECONDS", default_value_t = 0.0)]
+    pub prompt_gap_seconds: f64,
     /// Close the browser after this many minutes without work (never when absent).
     #[arg(long, env = "AAP_BOT_IDLE_TIMEOUT_MINUTES")]
     pub idle_timeout_minutes: Option<f64>,
@@ -419,6 +428,7 @@ impl Args {
         config.max_attempts = self.max_attempts.max(1);
         config.per_session_runs = self.per_session_runs.max(1);
         config.poll_retry = seconds(self.poll_retry_seconds);
+        config.prompt_gap = seconds(self.prompt_gap_seconds);
         config.idle_timeout = self.idle_timeout_minutes.map(|minutes| seconds(minutes * 60.0));
         config.api_timeout = seconds(self.api_timeout);
         config.submit_retry_attempts = self.submit_retry_attempts.max(1);
@@ -510,6 +520,7 @@ mod tests {
         assert_eq!(config.max_attempts, 3);
         assert_eq!(config.per_session_runs, 10);
         assert_eq!(config.poll_retry, Duration::from_secs(5));
+        assert_eq!(config.prompt_gap, Duration::ZERO, "no gap unless asked");
         assert_eq!(config.idle_timeout, Some(Duration::from_secs(30)));
         assert_eq!(config.submit_retry_attempts, 3);
         assert!(!config.browser.headful);

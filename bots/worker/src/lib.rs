@@ -195,6 +195,7 @@ fn worker_for(
     let settings = WorkerSettings {
         max_attempts: config.max_attempts,
         poll_retry: config.poll_retry,
+        prompt_gap: config.prompt_gap,
         idle_timeout: config.idle_timeout,
         browser: config.browser.clone(),
         shutdown_grace: config.shutdown_grace,

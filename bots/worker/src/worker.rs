@@ -57,6 +57,13 @@ enum Attempt {
     Interrupted,
 }
 
+/// `gap` and a random extra of up to `gap` again: a session's prompts at a person's uneven
+/// pace rather than a machine's.
+fn jittered(gap: Duration) -> Duration {
+    let share = (uuid::Uuid::new_v4().as_u128() % 1_000_001) as f64 / 1_000_000.0;
+    gap + gap.mul_f64(share)
+}
+
 /// A session loaded in the open browser.
 struct Active {
     browser: Browser,
@@ -68,6 +75,8 @@ struct Active {
 pub(crate) struct WorkerSettings {
     pub max_attempts: u32,
     pub poll_retry: Duration,
+    /// Least time between two prompts of one session ([`jittered`]).
+    pub prompt_gap: Duration,
     pub idle_timeout: Option<Duration>,
     pub browser: BrowserOptions,
     pub shutdown_grace: Duration,
@@ -181,6 +190,12 @@ impl<A: Adapter> Worker<A> {
                     // Off the answer's path: the task is handed in and the next one asked for.
                     if let Some(active) = &self.active {
                         active.browser.trim_memory().await;
+                    }
+                    // The account rests before its next prompt, holding no task meanwhile.
+                    if self.active.is_some() && !self.settings.prompt_gap.is_zero() {
+                        let gap = jittered(self.settings.prompt_gap);
+                        tracing::debug!(gap_ms = gap.as_millis() as u64, "resting the session before its next prompt");
+                        self.pause(gap).await;
                     }
                     last_work = Instant::now();
                 }
@@ -642,6 +657,21 @@ fn with_evidence(reason: String, evidence: Option<&str>) -> String {
 /// platform's release metrics and alerts read it (the part before the first colon).
 fn browser_not_started(error: &impl std::fmt::Display) -> String {
     format!("browser: did not start: {error}")
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_is_at_least_its_length_and_at_most_twice_it_and_varies() {
+        let gap = Duration::from_secs(20);
+        let gaps: Vec<Duration> = (0..200).map(|_| jittered(gap)).collect();
+        assert!(gaps.iter().all(|g| *g >= gap && *g <= gap * 2), "{gaps:?}");
+        let distinct: std::collections::HashSet<_> = gaps.iter().collect();
+        assert!(distinct.len() > 150, "an uneven pace: {} distinct of 200", distinct.len());
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ struct Seen {
     releases: Vec<(Option<String>, Value)>,
     /// "task" for each task handed out, "submit" for each submit, in arrival order.
     order: Vec<&'static str>,
+    /// When each task was handed out and each submit arrived, in arrival order.
+    handed_out_at: Vec<std::time::Instant>,
+    submitted_at: Vec<std::time::Instant>,
     /// When set, every submit is refused with 422 and this `detail`, as the platform's seed API
     /// refuses an answer it cannot take.
     refusal: Option<String>,
@@ -88,6 +91,7 @@ async fn poll(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json<V
             Some(task) => {
                 seen.tasks_handed_out += 1;
                 seen.order.push("task");
+                seen.handed_out_at.push(std::time::Instant::now());
                 task
             }
             None => json!({"evaluation_id": null, "prompt_id": null, "prompt_text": null, "topic_id": null, "claimed_at": null}),
@@ -101,6 +105,7 @@ async fn submit(State(api): State<SeedApi>, headers: HeaderMap, Json(body): Json
         let id = body["evaluation_id"].clone();
         seen.submits.push((auth(&headers), body));
         seen.order.push("submit");
+        seen.submitted_at.push(std::time::Instant::now());
         match &seen.refusal {
             Some(detail) => {
                 status = StatusCode::UNPROCESSABLE_ENTITY;
@@ -276,6 +281,24 @@ async fn polls_answers_through_the_browser_and_submits_the_seed_json() -> Result
     assert_eq!(stats.answers_for_prompt(prompt), 1);
     assert_eq!(stats.answers_for_token(&tokens[1]), 1, "answered on the second session");
     assert!(stats.login_walls >= 1, "the expired session met the login wall");
+    Ok(())
+}
+
+/// With a prompt gap, an account's next prompt waits at least the gap after the last one was
+/// handed in, and the bot takes no task meanwhile (the task stays with the API for another bot);
+/// without one, the next task is asked for at once.
+#[tokio::test]
+async fn a_prompt_gap_rests_the_account_between_prompts_holding_no_task() -> Result<()> {
+    let tasks = || vec![task(1, "Which kettle boils fastest?"), task(2, "Which toaster browns evenly?")];
+    let mut scenario = Scenario::start(SimulatorConfig::default(), &["paced"], tasks()).await?;
+    let gap = Duration::from_millis(1500);
+    scenario.config.prompt_gap = gap;
+    let Ran { api, stats, .. } = scenario.run_until(|seen| seen.submits.len() == 2).await?;
+    let (handed, submitted) = api.seen(|s| (s.handed_out_at.clone(), s.submitted_at.clone()));
+    assert_eq!((handed.len(), submitted.len()), (2, 2));
+    let rested = handed[1].duration_since(submitted[0]);
+    assert!(rested >= gap, "the second task was taken {rested:?} after the first answer, within the gap");
+    assert_eq!(stats.answers_total, 2);
     Ok(())
 }
 

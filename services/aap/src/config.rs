@@ -109,6 +109,11 @@ pub struct ServiceArgs {
     /// Evaluations a bot may run on a leased session before it rotates to the next.
     #[arg(long, env = "AAP_PER_SESSION_RUNS", default_value_t = 10)]
     pub per_session_runs: u32,
+    /// Most prompts one account asks in any hour, per assistant, e.g. `chatgpt=40,claude=12`: an
+    /// account at its budget is not lent until its oldest lease of the hour leaves the hour, and a
+    /// lease grants no more runs than the budget has left. An assistant not listed: no budget.
+    #[arg(long, env = "AAP_ACCOUNT_HOURLY_PROMPTS", value_delimiter = ',', value_parser = assistant_count)]
+    pub account_hourly_prompts: Vec<(String, u32)>,
     /// Minutes an account rests after a bot challenge (Cloudflare and the like); longer than a
     /// rate limit's rest.
     #[arg(long, env = "AAP_CHALLENGE_COOLDOWN_MINUTES", default_value_t = 60)]
@@ -353,6 +358,7 @@ impl ServiceArgs {
             },
             sessions: SessionsConfig {
                 per_session_runs: self.per_session_runs,
+                hourly_prompts: self.account_hourly_prompts.iter().cloned().collect(),
                 challenge_cooldown: Duration::from_secs(self.challenge_cooldown_minutes.saturating_mul(60)),
                 key: self.session_key.clone().or_else(|| self.session_key_file.clone()),
                 evidence: aap_sessions::EvidenceLimits {
@@ -409,6 +415,20 @@ fn similarity(text: &str) -> Result<f64, String> {
     }
 }
 
+/// `assistant=count`, the count 1 to 10,000 (an hour of prompts).
+fn assistant_count(text: &str) -> Result<(String, u32), String> {
+    let (assistant, count) =
+        text.split_once('=').ok_or_else(|| format!("{text:?}: write assistant=count, e.g. chatgpt=40"))?;
+    let assistant = assistant.trim();
+    if aap_platform::assistants::by_id(assistant).is_none() {
+        return Err(format!("unknown assistant {assistant:?} in {text:?}"));
+    }
+    match count.trim().parse::<u32>() {
+        Ok(count @ 1..=10_000) => Ok((assistant.to_owned(), count)),
+        _ => Err(format!("{count:?} in {text:?} is not a count from 1 to 10000")),
+    }
+}
+
 fn at_most_threads(text: &str) -> Result<usize, String> {
     let n: usize = text.trim().parse().map_err(|e| format!("not a count: {e}"))?;
     if n <= MAX_EMBEDDING_THREADS { Ok(n) } else { Err(format!("at most {MAX_EMBEDDING_THREADS}")) }
@@ -457,6 +477,18 @@ mod tests {
             "7",
         ]);
         assert_eq!(set.ok().map(limits), Some((0, 256 << 20, 5, 7)));
+        let sessions = |args: &[&str]| -> Result<aap_sessions::SessionsConfig, clap::Error> {
+            let cli = Cli::try_parse_from(std::iter::once("aap").chain(args.iter().copied()))?;
+            Ok(cli.service.platform("postgres://db".into(), "nats://nats".into()).sessions)
+        };
+        assert!(sessions(&[]).expect("defaults").hourly_prompts.is_empty(), "no budget unless set");
+        let budgets = sessions(&["--account-hourly-prompts", "chatgpt=40, claude = 12"]).expect("budgets");
+        let mut budgets: Vec<_> = budgets.hourly_prompts.into_iter().collect();
+        budgets.sort();
+        assert_eq!(budgets, [("chatgpt".to_owned(), 40), ("claude".to_owned(), 12)]);
+        for bad in ["chatgpt", "altavista=3", "chatgpt=0", "chatgpt=-1", "chatgpt=10001", "chatgpt=many"] {
+            assert!(sessions(&["--account-hourly-prompts", bad]).is_err(), "{bad:?} accepted");
+        }
         for bad in [
             ["--answers-cache-entries", "-1"],
             ["--answers-cache-entries", "10000001"],

@@ -1,6 +1,7 @@
 //! The sessions domain: accounts, the rotation that lends them, and what a return does to an
 //! account. Knows nothing of gRPC; [`crate::grpc`] adapts it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -33,6 +34,11 @@ pub struct SessionsConfig {
     pub key: Option<SessionKey>,
     /// How many evidence cases of failed attempts the platform keeps (see [`crate::evidence`]).
     pub evidence: crate::evidence::EvidenceLimits,
+    /// Most prompts an account asks in any hour, by assistant id: an account at its budget is not
+    /// lent until its oldest lease of the hour leaves the hour, and a lease never grants more
+    /// runs than the budget has left. An assistant not listed: no budget (the site's own limit
+    /// rests the account).
+    pub hourly_prompts: HashMap<String, u32>,
 }
 
 impl Default for SessionsConfig {
@@ -46,6 +52,7 @@ impl Default for SessionsConfig {
             // could not be read after a restart.
             key: Some(SessionKey::generate()),
             evidence: crate::evidence::EvidenceLimits::default(),
+            hourly_prompts: HashMap::new(),
         }
     }
 }
@@ -71,7 +78,10 @@ pub enum SessionError {
         target: LeaseTarget,
     },
     /// Accounts exist but none can be lent now.
-    #[error("every account of {target} is leased, cooling down, expired or disabled{}", next_free(.next_free_at))]
+    #[error(
+        "every account of {target} is leased, cooling down, at its hourly budget, expired or disabled{}",
+        next_free(.next_free_at)
+    )]
     Exhausted {
         /// What the lease asked for.
         target: LeaseTarget,
@@ -765,10 +775,11 @@ impl SessionDirectory {
         let target = LeaseTarget::parse(assistant, plan)?;
         input::check_one_line(bot_id.trim(), MAX_NAME_CHARS).map_err(|reason| invalid("bot_id", reason))?;
         let plan_key = target.plan_key();
+        let budget = self.config.hourly_prompts.get(target.assistant).copied();
         let mut tx = self.store.begin().await?;
-        let Some(account) = store::pick_account(&mut tx, target.assistant, plan_key.as_deref()).await? else {
+        let Some(account) = store::pick_account(&mut tx, target.assistant, plan_key.as_deref(), budget).await? else {
             tx.rollback().await?;
-            let availability = self.store.availability(target.assistant, plan_key.as_deref()).await?;
+            let availability = self.store.availability(target.assistant, plan_key.as_deref(), budget).await?;
             return Err(if availability.accounts == 0 {
                 SessionError::NoAccount { target }
             } else {
@@ -786,7 +797,13 @@ impl SessionDirectory {
             }
         };
         let lease_id = Uuid::new_v4();
-        let max_runs = self.config.per_session_runs;
+        // No more runs than the account's hourly budget has left (at least one: it was picked
+        // below its budget).
+        let left = budget.map(|budget| i64::from(budget) - account.asked_in_hour);
+        let max_runs = match left {
+            Some(left) => self.config.per_session_runs.min(u32::try_from(left.max(1)).unwrap_or(u32::MAX)),
+            None => self.config.per_session_runs,
+        };
         let expires_at =
             store::open_lease(&mut tx, &account, lease_id, (principal, bot_id.trim()), max_runs, self.config.lease_ttl)
                 .await?;

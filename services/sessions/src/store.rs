@@ -65,6 +65,25 @@ macro_rules! select_accounts {
     };
 }
 
+/// The prompts account `a` asked, or may still ask, under the leases it was lent in the past
+/// hour: a returned lease's runs, an open or lapsed one's `max_runs` (its bot may have used
+/// them all). The hour runs from each lease's start.
+macro_rules! prompts_in_the_hour {
+    () => {
+        "(SELECT COALESCE(sum(CASE WHEN l.returned_at IS NULL THEN l.max_runs ELSE COALESCE(l.runs, 0) END), 0)::int8 \
+          FROM session_leases l WHERE l.account_id = a.id AND l.leased_at > now() - interval '1 hour')"
+    };
+}
+
+/// When an account at its hourly budget can ask again: when its oldest lease of the past hour
+/// leaves the hour.
+macro_rules! budget_frees_at {
+    () => {
+        "(SELECT min(l.leased_at) + interval '1 hour' FROM session_leases l \
+          WHERE l.account_id = a.id AND l.leased_at > now() - interval '1 hour')"
+    };
+}
+
 /// Accounts a lease may take: active or cooled down, and not held by a live lease. The lease
 /// columns live on the account row so that `FOR UPDATE` re-checks them on the version it locks.
 macro_rules! leasable {
@@ -242,6 +261,8 @@ pub(crate) struct PickedAccount {
     pub proxy_sealed: Option<Vec<u8>>,
     pub user_agent: String,
     pub state_version: i64,
+    /// Prompts the account asked, or may still ask, in the past hour ([`prompts_in_the_hour`]).
+    pub asked_in_hour: i64,
 }
 
 /// How many accounts match a lease's target, and when the first busy one frees up.
@@ -503,40 +524,56 @@ impl Store {
 
     /// Counts the accounts of an assistant (and plan key) and finds when the first one that is
     /// leased or cooling frees up.
-    pub async fn availability(&self, assistant: &str, plan_key: Option<&str>) -> Result<Availability, sqlx::Error> {
-        let (accounts, next_free_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+    pub async fn availability(
+        &self,
+        assistant: &str,
+        plan_key: Option<&str>,
+        hourly_budget: Option<u32>,
+    ) -> Result<Availability, sqlx::Error> {
+        let (accounts, next_free_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(concat!(
             // GREATEST ignores NULLs: an account both cooling and leased frees up at the later.
             "SELECT count(*), \
                     min(GREATEST( \
                         CASE WHEN status = 'cooling' AND cooldown_until > now() THEN cooldown_until END, \
-                        CASE WHEN lease_id IS NOT NULL AND leased_until > now() THEN leased_until END)) \
-                        FILTER (WHERE status <> 'expired' AND NOT disabled) \
-             FROM session_accounts WHERE assistant = $1 AND ($2::text IS NULL OR plan_key = $2)",
-        )
+                        CASE WHEN lease_id IS NOT NULL AND leased_until > now() THEN leased_until END, \
+                        CASE WHEN $3::int8 IS NOT NULL AND ",
+            prompts_in_the_hour!(),
+            " >= $3 THEN ",
+            budget_frees_at!(),
+            " END)) FILTER (WHERE status <> 'expired' AND NOT disabled) \
+             FROM session_accounts a WHERE assistant = $1 AND ($2::text IS NULL OR plan_key = $2)",
+        ))
         .bind(assistant)
         .bind(plan_key)
+        .bind(hourly_budget.map(i64::from))
         .fetch_one(&self.pool)
         .await?;
         Ok(Availability { accounts, next_free_at })
     }
 }
 
-/// Locks the leasable account of `assistant` (and `plan_key`) leased least recently; accounts
-/// other leases are locking are skipped rather than waited for.
+/// Locks the leasable account of `assistant` (and `plan_key`) leased least recently, of those
+/// that asked fewer than `hourly_budget` prompts in the past hour when there is a budget;
+/// accounts other leases are locking are skipped rather than waited for.
 pub(crate) async fn pick_account(
     conn: &mut PgConnection,
     assistant: &str,
     plan_key: Option<&str>,
+    hourly_budget: Option<u32>,
 ) -> Result<Option<PickedAccount>, sqlx::Error> {
     sqlx::query_as(concat!(
-        "SELECT id, plan, storage_state, storage_state_sealed, proxy_sealed, user_agent, state_version \
-         FROM session_accounts \
+        "SELECT id, plan, storage_state, storage_state_sealed, proxy_sealed, user_agent, state_version, ",
+        prompts_in_the_hour!(),
+        " AS asked_in_hour FROM session_accounts a \
          WHERE assistant = $1 AND ($2::text IS NULL OR plan_key = $2) AND ",
         leasable!(),
-        " ORDER BY last_leased_at NULLS FIRST, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
+        " AND ($3::int8 IS NULL OR ",
+        prompts_in_the_hour!(),
+        " < $3) ORDER BY last_leased_at NULLS FIRST, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(assistant)
     .bind(plan_key)
+    .bind(hourly_budget.map(i64::from))
     .fetch_optional(conn)
     .await
 }

@@ -24,9 +24,15 @@ type Client = SessionServiceClient<Channel>;
 /// Starts SessionService over a fresh, migrated database and connects a client to it. The
 /// server lives as long as the test's runtime.
 async fn spawn_app(config: SessionsConfig) -> anyhow::Result<Client> {
+    Ok(spawn_app_and_pool(config).await?.0)
+}
+
+/// [`spawn_app`], with a pool of its database for what a test sets up or reads there.
+async fn spawn_app_and_pool(config: SessionsConfig) -> anyhow::Result<(Client, sqlx::PgPool)> {
     aap_testkit::init_tracing();
     let database_url = aap_testkit::fresh_database().await;
     let pool = aap_platform::db::connect_and_migrate(&database_url, 20).await.context("database")?;
+    let own = pool.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tonic::transport::Server::builder()
@@ -35,7 +41,7 @@ async fn spawn_app(config: SessionsConfig) -> anyhow::Result<Client> {
         .serve_with_incoming(TcpListenerStream::new(listener));
     tokio::spawn(server);
     let channel = Channel::from_shared(format!("http://{addr}"))?.connect().await?;
-    Ok(SessionServiceClient::new(channel))
+    Ok((SessionServiceClient::new(channel), own))
 }
 
 fn storage_state(label: &str) -> String {
@@ -106,6 +112,54 @@ fn code<T: std::fmt::Debug>(result: Result<T, tonic::Status>) -> Code {
 
 fn to_chrono(at: Option<prost_types::Timestamp>) -> Option<chrono::DateTime<chrono::Utc>> {
     at.and_then(|at| chrono::DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?))
+}
+
+/// An account asks at most its assistant's hourly budget of prompts: a lease grants no more runs
+/// than the budget has left; an account at its budget is not lent (RESOURCE_EXHAUSTED, retry
+/// when its oldest lease of the hour leaves the hour); a lease not returned counts all its runs;
+/// an hour on, the whole budget is back. An assistant without a budget is lent as before.
+#[tokio::test]
+async fn an_account_asks_at_most_its_hourly_budget_of_prompts() -> anyhow::Result<()> {
+    let config = SessionsConfig {
+        per_session_runs: 2,
+        hourly_prompts: [("chatgpt".to_owned(), 3)].into(),
+        ..SessionsConfig::default()
+    };
+    let (mut client, pool) = spawn_app_and_pool(config).await?;
+    create(&mut client, "chatgpt", "plus", "budgeted").await?;
+    create(&mut client, "claude", "pro", "unbudgeted").await?;
+
+    let first = lease(&mut client, "chatgpt", "plus").await?;
+    assert_eq!(first.max_runs, 2, "the rotation's runs, within the budget");
+    give_back(&mut client, &first.lease_id, LeaseOutcome::Ok, 2).await?;
+    let second = lease(&mut client, "chatgpt", "plus").await?;
+    assert_eq!(second.max_runs, 1, "what the budget has left");
+    give_back(&mut client, &second.lease_id, LeaseOutcome::Ok, 1).await?;
+
+    let refused = lease(&mut client, "chatgpt", "plus").await.expect_err("at its budget");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("hourly budget"), "{}", refused.message());
+    let retry = refused.get_details_retry_info().and_then(|info| info.retry_delay).context("a retry delay")?;
+    assert!(
+        retry > Duration::from_secs(55 * 60) && retry <= Duration::from_secs(3600),
+        "when the first lease leaves the hour: {retry:?}"
+    );
+    for _ in 0..3 {
+        let lease = lease(&mut client, "claude", "pro").await?;
+        assert_eq!(lease.max_runs, 2, "no budget for claude");
+        give_back(&mut client, &lease.lease_id, LeaseOutcome::Ok, 2).await?;
+    }
+
+    // An hour on (the leases moved back 61 minutes), the whole budget is back; a lease left
+    // open (here lapsed, its bot gone) counts every run it granted.
+    sqlx::query("UPDATE session_leases SET leased_at = leased_at - interval '61 minutes'").execute(&pool).await?;
+    let open = lease(&mut client, "chatgpt", "plus").await?;
+    assert_eq!(open.max_runs, 2);
+    sqlx::query("UPDATE session_accounts SET leased_until = now() - interval '1 second'").execute(&pool).await?;
+    sqlx::query("UPDATE session_leases SET expires_at = now() - interval '1 second'").execute(&pool).await?;
+    let after_lapse = lease(&mut client, "chatgpt", "plus").await?;
+    assert_eq!(after_lapse.max_runs, 1, "the lapsed lease's two runs count");
+    Ok(())
 }
 
 #[tokio::test]
