@@ -75,6 +75,15 @@ pub enum SessionError {
     /// No session is free right now (none exist, all leased, cooling or expired).
     #[error("no session available: {0}")]
     NoneAvailable(String),
+    /// Every account is busy (leased, cooling, at its hourly budget) and the platform says when
+    /// the first frees up: the wait.
+    #[error("no session available for {}s: {reason}", .free_in.as_secs())]
+    FreeIn {
+        /// What the platform said.
+        reason: String,
+        /// How long until the first account frees up.
+        free_in: Duration,
+    },
     /// The sessions directory could not be read.
     #[error("cannot read sessions from {path}: {source}")]
     Io {
@@ -180,12 +189,16 @@ impl ServiceSessions {
         request.set_timeout(self.timeout);
         let response = match self.client.lease_session(request).await {
             Ok(response) => response.into_inner(),
-            Err(status)
-                if matches!(
-                    status.code(),
-                    Code::NotFound | Code::ResourceExhausted | Code::FailedPrecondition | Code::Unavailable
-                ) =>
-            {
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                use tonic_types::StatusExt as _;
+                let reason = status.message().to_owned();
+                let free_in = status.get_details_retry_info().and_then(|info| info.retry_delay);
+                return Err(match free_in {
+                    Some(free_in) => SessionError::FreeIn { reason, free_in },
+                    None => SessionError::NoneAvailable(reason),
+                });
+            }
+            Err(status) if matches!(status.code(), Code::NotFound | Code::FailedPrecondition | Code::Unavailable) => {
                 return Err(SessionError::NoneAvailable(status.message().to_owned()));
             }
             Err(status) => return Err(status.into()),

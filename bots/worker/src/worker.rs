@@ -37,6 +37,10 @@ use crate::synthetic::{self, Engine, SyntheticOptions};
 const MAX_SESSION_SWITCHES: u32 = 3;
 /// A lease this close to lapsing is renewed before the next task.
 const LEASE_MARGIN: Duration = Duration::from_secs(60);
+/// Longest a bot holds a task while every session is busy; then it hands the task back (the
+/// attempt counted), as it does at once when the platform names no time.
+const MAX_SESSION_HOLD: Duration = Duration::from_secs(3600);
+
 /// How often the text typed so far is reported while it changes (live partial answers).
 pub(crate) const REPORT_TYPING_EVERY: Duration = Duration::from_millis(500);
 
@@ -51,8 +55,9 @@ enum Attempt {
     FailFast(String),
     /// The session is unusable; the attempt did not count.
     Session(Outcome, String),
-    /// No session can be had now: the task goes back to the queue.
-    NoSession(String),
+    /// No session can be had now: the task goes back to the queue, or (claim mode, the platform
+    /// saying when an account frees up: the wait) is held while the lease is asked again.
+    NoSession(String, Option<Duration>),
     /// Shutdown came before the answer: the task goes back to the queue.
     Interrupted,
 }
@@ -247,6 +252,8 @@ impl<A: Adapter> Worker<A> {
         let mut fresh_session_tried = false;
         let mut first = true;
         let mut attempt_no = 0;
+        let mut waiting_for_session = false;
+        let mut waiting_since: Option<Instant> = None;
         loop {
             attempt_no += 1;
             // The first attempt always runs (shutdown gives it a grace period); retries do not.
@@ -293,7 +300,30 @@ impl<A: Adapter> Worker<A> {
                     continue;
                 }
                 Attempt::FailFast(reason) => return self.fail(task, &reason).await,
-                Attempt::NoSession(reason) => return self.requeue(task, &reason).await,
+                // Every account busy, and the platform says when one frees up: the task is held
+                // (its claim heartbeated) and the lease asked again, not handed back to burn an
+                // attempt at every bot in turn. The seed's HTTP API has no heartbeat: handed back.
+                Attempt::NoSession(reason, Some(free_in))
+                    if self.source.takes_progress()
+                        && waiting_since.get_or_insert_with(Instant::now).elapsed() < MAX_SESSION_HOLD =>
+                {
+                    // Asked again at the time named, or sooner (an operator may end a cool-down).
+                    let wait = free_in.min(self.settings.poll_retry);
+                    if !std::mem::replace(&mut waiting_for_session, true) {
+                        tracing::info!(
+                            reason,
+                            free_in_s = free_in.as_secs(),
+                            "every session is busy: holding the task until one frees up"
+                        );
+                    }
+                    self.pause(wait).await;
+                    if self.stopping() {
+                        return self.requeue(task, "the bot is shutting down").await;
+                    }
+                    attempt_no -= 1;
+                    continue;
+                }
+                Attempt::NoSession(reason, _) => return self.requeue(task, &reason).await,
                 Attempt::Interrupted => return self.requeue(task, "the bot is shutting down").await,
             };
             if fresh_session_tried {
@@ -372,7 +402,13 @@ impl<A: Adapter> Worker<A> {
         // Whatever the cause, without a session the task is better off with another bot.
         let leased = self.sessions.lease().await;
         crate::metrics::lease_asked(self.adapter.assistant(), leased.is_ok());
-        let lease = leased.map_err(|error: SessionError| Attempt::NoSession(error.to_string()))?;
+        let lease = leased.map_err(|error: SessionError| {
+            let free_in = match &error {
+                SessionError::FreeIn { free_in, .. } => Some(*free_in),
+                _ => None,
+            };
+            Attempt::NoSession(error.to_string(), free_in)
+        })?;
         let launched = Browser::launch(&self.settings.browser.for_lease(&lease)).await;
         crate::metrics::browser_started(self.adapter.assistant(), launched.is_ok());
         let browser = match launched {
@@ -410,7 +446,7 @@ impl<A: Adapter> Worker<A> {
             return attempt;
         }
         let Some(active) = self.active.as_mut() else {
-            return Attempt::NoSession("no session open".to_owned());
+            return Attempt::NoSession("no session open".to_owned(), None);
         };
         active.runs += 1;
         let session = active.lease.label.clone();

@@ -451,6 +451,58 @@ async fn a_document_claude_writes_beside_its_answer_is_stored_with_the_answer() 
     claude.shutdown().await;
 }
 
+/// An account at its hourly budget is not lent: the bot that took the next task holds it (its
+/// claim heartbeated) and asks for a lease again, rather than handing it back to burn an attempt
+/// at every bot in turn; once the budget frees up (here: the hour moved on), the task is answered
+/// on its first attempt, and the customer's stream saw no failure.
+#[tokio::test]
+async fn a_task_waits_for_an_account_at_its_hourly_budget_and_is_answered_on_its_first_attempt() {
+    let budget = [("chatgpt".to_owned(), 1)].into();
+    let app = spawn_app_with(Options { hourly_prompts: budget, ..Options::default() }).await;
+    let chatgpt = simulator(SimulatorConfig::default()).await;
+    add_account(&app, &chatgpt, "chatgpt-1").await;
+    let bot = start_bot(&app, &chatgpt, "budgeted-bot");
+    first_answer(
+        &within("the first answer", 3, ask(&app, ask_text("Which kettles boil fastest?", &["chatgpt"]))).await,
+    );
+
+    let stream = app.answers().ask(ask_text("Which toasters brown evenly?", &["chatgpt"])).await.expect("ask");
+    let waiting = tokio::spawn(collect(stream.into_inner().map(|r| r.map(|r| r.event.unwrap_or_default()))));
+    // The bot took the task and is refused leases (the account is at its budget), twice at least.
+    let refused = || {
+        let scrape = aap_telemetry::exposition::Scrape::parse(&aap_telemetry::metrics::encode()).expect("a scrape");
+        scrape.value("aap_bot_session_leases_total", &[("assistant", "chatgpt"), ("outcome", "refused")]).unwrap_or(0.0)
+    };
+    within("two refused leases", 1, async {
+        while refused() < 2.0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let (status, attempts): (String, i32) =
+        sqlx::query_as("SELECT status, attempts FROM evaluations ORDER BY id DESC LIMIT 1")
+            .fetch_one(&app.pool)
+            .await
+            .expect("the second evaluation");
+    assert_eq!((status.as_str(), attempts), ("claimed", 1), "held by the bot, one attempt");
+
+    // The hour moves on: the account's budget is back, and the held task is answered.
+    sqlx::query("UPDATE session_leases SET leased_at = leased_at - interval '61 minutes'")
+        .execute(&app.pool)
+        .await
+        .expect("an hour on");
+    let events = within("the second answer", 3, waiting).await.expect("stream");
+    stop_bot(bot).await;
+    first_answer(&events);
+    assert!(!events.iter().any(|e| matches!(e, Event::Failed(_))), "no attempt burnt: {events:?}");
+    let (attempts,): (i32,) = sqlx::query_as("SELECT attempts FROM evaluations ORDER BY id DESC LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .expect("the second evaluation");
+    assert_eq!(attempts, 1, "answered on its first attempt");
+    chatgpt.shutdown().await;
+}
+
 /// The operator's watch of `assistant`'s cooling accounts.
 async fn watch_cooling(app: &TestApp, assistant: &str) -> tonic::Streaming<aap_proto::v1::WatchAccountsResponse> {
     let watch = aap_proto::v1::WatchAccountsRequest {

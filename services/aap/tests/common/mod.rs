@@ -90,6 +90,8 @@ pub struct Options {
     /// Ask and Watch streams one caller may hold open at once, and all of them together.
     pub max_streams_per_caller: usize,
     pub max_streams: usize,
+    /// Most prompts an account asks in an hour, by assistant (none listed: no budget).
+    pub hourly_prompts: std::collections::HashMap<String, u32>,
 }
 
 impl Default for Options {
@@ -109,6 +111,7 @@ impl Default for Options {
             cache_max_age: AnswersConfig::default().cache_max_age,
             max_streams_per_caller: AnswersConfig::default().max_streams_per_caller,
             max_streams: AnswersConfig::default().max_streams,
+            hourly_prompts: std::collections::HashMap::new(),
         }
     }
 }
@@ -182,6 +185,7 @@ pub fn platform_config(
         },
         sessions: aap_sessions::SessionsConfig {
             evidence: options.evidence,
+            hourly_prompts: options.hourly_prompts.clone(),
             ..aap_sessions::SessionsConfig::default()
         },
         scheduler_tick: Duration::from_millis(200),
