@@ -175,14 +175,6 @@ impl PromptFlags {
 /// an edit turns into "Status: checked"; [`DOCUMENT_EDIT`]).
 pub fn document_for(prompt: &str) -> (String, String) {
     let question = strip_markers(prompt);
-    let slug: String = question
-        .to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|word| !word.is_empty())
-        .take(6)
-        .collect::<Vec<_>>()
-        .join("-");
-    let slug = if slug.is_empty() { "guide".to_owned() } else { slug };
     let answer = answer_for(prompt, true);
     let picks: String =
         answer.citations.iter().map(|c| format!("- **{}**: see [{}]({})\n", c.title, c.domain, c.url)).collect();
@@ -191,7 +183,7 @@ pub fn document_for(prompt: &str) -> (String, String) {
          This guide weighs what reviewers agree on and where they differ.\n\n## Picks\n\n{picks}\n\
          | What | Why |\n|------|-----|\n| Range | The first thing *owners* regret |\n"
     );
-    (format!("/mnt/user-data/outputs/{slug}.md"), markdown)
+    (format!("/mnt/user-data/outputs/{}.md", slug_of(&question)), markdown)
 }
 
 /// The one edit Claude makes to its document (`str_replace`): `(old_str, new_str)`.
