@@ -40,6 +40,8 @@ const LEASE_MARGIN: Duration = Duration::from_secs(60);
 /// Longest a bot holds a task while every session is busy; then it hands the task back (the
 /// attempt counted), as it does at once when the platform names no time.
 const MAX_SESSION_HOLD: Duration = Duration::from_secs(3600);
+/// Shortest pause between two lease requests of a bot holding a task.
+const MIN_SESSION_WAIT: Duration = Duration::from_millis(100);
 
 /// How often the text typed so far is reported while it changes (live partial answers).
 pub(crate) const REPORT_TYPING_EVERY: Duration = Duration::from_millis(500);
@@ -307,8 +309,9 @@ impl<A: Adapter> Worker<A> {
                     if self.source.takes_progress()
                         && waiting_since.get_or_insert_with(Instant::now).elapsed() < MAX_SESSION_HOLD =>
                 {
-                    // Asked again at the time named, or sooner (an operator may end a cool-down).
-                    let wait = free_in.min(self.settings.poll_retry);
+                    // Asked again at the time named, or sooner (an operator may end a cool-down);
+                    // never in a tight loop (a time already past, no poll pause configured).
+                    let wait = free_in.min(self.settings.poll_retry).max(MIN_SESSION_WAIT);
                     if !std::mem::replace(&mut waiting_for_session, true) {
                         tracing::info!(
                             reason,
