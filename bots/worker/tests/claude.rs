@@ -26,6 +26,14 @@ async fn with_browser(
     common::with_browser(Site::Claude, config, body).await
 }
 
+/// The adapter with a manifest whose stream address matches nothing: what the page alone says
+/// (its manifest written under `dir`).
+fn stream_unread(dir: &std::path::Path, sim: &Simulator) -> Result<AnyAdapter> {
+    common::override_adapter(dir, sim, "claude", |manifest| {
+        manifest.options.insert("stream_url_parts".into(), toml::Value::from(vec!["/no-such-stream"]));
+    })
+}
+
 /// The text of the last thinking block on the page (`css` selects it), to show it was there.
 async fn thinking_on_page(browser: &aap_bot::Browser, css: &str) -> Result<String> {
     let blocks = browser.driver().find_all(thirtyfour::By::Css(css)).await?;
@@ -132,9 +140,7 @@ async fn an_answer_cut_at_the_length_limit_is_kept_as_shown_and_marked_by_stream
 
         // The page's notice alone (the stream not read: its URL is not the manifest's) says so too.
         let dir = tempfile::tempdir()?;
-        let page_only = common::override_adapter(dir.path(), sim, "claude", |manifest| {
-            manifest.options.insert("stream_url_parts".into(), toml::Value::from(vec!["/no-such-stream"]));
-        })?;
+        let page_only = stream_unread(dir.path(), sim)?;
         let prompt = "Name every phone worth buying [[cut-short]]";
         let captured = page_only.ask(browser.driver(), prompt).await?;
         assert!(captured.reading.cut_short, "the notice on the page: {:?}", captured.reading);
@@ -209,9 +215,7 @@ async fn a_document_beside_the_answer_is_read_from_the_stream_and_follows_its_te
         // The stream not read (its URL is not the manifest's): the card says a document's text is
         // missing, and a card alone is no answer.
         let dir = tempfile::tempdir()?;
-        let page_only = common::override_adapter(dir.path(), sim, "claude", |manifest| {
-            manifest.options.insert("stream_url_parts".into(), toml::Value::from(vec!["/no-such-stream"]));
-        })?;
+        let page_only = stream_unread(dir.path(), sim)?;
         let prompt = "Write a buyer's guide to standing desks [[document]]";
         let captured = page_only.ask(browser.driver(), prompt).await?;
         assert_eq!(collapse(&captured.response_text), collapse(&answer_for(prompt, true).plain_text()));

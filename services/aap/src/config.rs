@@ -417,14 +417,9 @@ fn similarity(text: &str) -> Result<f64, String> {
 
 /// `assistant=count`, the count 1 to 10,000 (an hour of prompts).
 fn assistant_count(text: &str) -> Result<(String, u32), String> {
-    let (assistant, count) =
-        text.split_once('=').ok_or_else(|| format!("{text:?}: write assistant=count, e.g. chatgpt=40"))?;
-    let assistant = assistant.trim();
-    if aap_platform::assistants::by_id(assistant).is_none() {
-        return Err(format!("unknown assistant {assistant:?} in {text:?}"));
-    }
+    let (assistant, count) = crate::freshness_cmd::assistant_setting(text, "count, e.g. chatgpt=40")?;
     match count.trim().parse::<u32>() {
-        Ok(count @ 1..=10_000) => Ok((assistant.to_owned(), count)),
+        Ok(count @ 1..=10_000) => Ok((assistant, count)),
         _ => Err(format!("{count:?} in {text:?} is not a count from 1 to 10000")),
     }
 }

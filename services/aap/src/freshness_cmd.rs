@@ -35,13 +35,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// `assistant=duration`, e.g. `chatgpt=7d`, for the server's per-assistant max age.
 pub fn parse_assistant_age(text: &str) -> Result<(String, Duration), String> {
-    let (assistant, age) =
-        text.split_once('=').ok_or_else(|| format!("{text:?}: write assistant=age, e.g. chatgpt=7d"))?;
+    let (assistant, age) = assistant_setting(text, "age, e.g. chatgpt=7d")?;
+    Ok((assistant, parse_duration(age)?))
+}
+
+/// A per-assistant setting `assistant=value`: the known assistant id and the value's text.
+/// `form` says what the value is and gives an example, for the error.
+pub fn assistant_setting<'a>(text: &'a str, form: &str) -> Result<(String, &'a str), String> {
+    let (assistant, value) = text.split_once('=').ok_or_else(|| format!("{text:?}: write assistant={form}"))?;
     let assistant = assistant.trim();
     if aap_platform::assistants::by_id(assistant).is_none() {
         return Err(format!("unknown assistant {assistant:?} in {text:?}"));
     }
-    Ok((assistant.to_owned(), parse_duration(age)?))
+    Ok((assistant.to_owned(), value))
 }
 
 /// `8d 3h`-style rendering of a duration, for people.

@@ -230,12 +230,12 @@ impl Drafts {
 
     /// The documents the user sees: every artifact, and the files presented or put where the
     /// user's files go; those left empty are none.
-    fn documents(mut self) -> Vec<Document> {
-        let presented = std::mem::take(&mut self.presented);
-        self.order
+    fn documents(self) -> Vec<Document> {
+        let Drafts { order, mut drafts, presented } = self;
+        order
             .iter()
             .filter_map(|key| {
-                let draft = self.drafts.remove(key)?;
+                let draft = drafts.remove(key)?;
                 let shown = !draft.file || presented.contains(key) || key.starts_with(OUTPUTS);
                 (shown && !draft.text.trim().is_empty()).then_some(Document { title: draft.title, text: draft.text })
             })
