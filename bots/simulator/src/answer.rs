@@ -55,11 +55,13 @@ pub const MARKER_REFUSAL: &str = "[[refusal]]";
 /// plan limit for GPT-5. Responses will use another model until your limit resets after
 /// 9:40 PM." above the composer. The other sites answer as usual.
 pub const MARKER_MODEL_FALLBACK: &str = "[[model-fallback]]";
-/// Marker: Claude writes a document beside its answer, as claude.ai does for a guide or a
-/// report: the stream creates a file under `/mnt/user-data/outputs/` (`create_file`), edits it
-/// once (`str_replace`: "Status: draft" becomes "Status: checked") and presents it
-/// (`present_files`) before the text, and the page shows the file's card in the message, its
-/// text in neither the message nor the page. With `[[empty]]` the document is the whole answer.
+/// Marker: Claude and ChatGPT write a document beside the answer, as claude.ai and chatgpt.com
+/// do for a guide or a report, edited once ("Status: draft" becomes "Status: checked") before
+/// the text. Claude's stream creates a file under `/mnt/user-data/outputs/` (`create_file`),
+/// edits it (`str_replace`) and presents it (`present_files`), and its page shows the file's card
+/// in the message, the text in neither the message nor the page; ChatGPT's stream writes a canvas
+/// (`canmore.create_textdoc`, `canmore.update_textdoc`) and its page shows the canvas card, the
+/// guide rendered in it, above the message. With `[[empty]]` the document is the whole answer.
 /// The other sites answer as usual. The document is [`document_for`].
 pub const MARKER_DOCUMENT: &str = "[[document]]";
 
@@ -170,7 +172,7 @@ impl PromptFlags {
     }
 }
 
-/// The document Claude writes beside its answer for `prompt` (`[[document]]`): its path under
+/// The document Claude (or ChatGPT) writes beside its answer for `prompt` (`[[document]]`): its path under
 /// `/mnt/user-data/outputs/` and its markdown as first written (the line "Status: draft", which
 /// an edit turns into "Status: checked"; [`DOCUMENT_EDIT`]).
 pub fn document_for(prompt: &str) -> (String, String) {
@@ -186,7 +188,8 @@ pub fn document_for(prompt: &str) -> (String, String) {
     (format!("/mnt/user-data/outputs/{}.md", slug_of(&question)), markdown)
 }
 
-/// The one edit Claude makes to its document (`str_replace`): `(old_str, new_str)`.
+/// The one edit made to the document (Claude's `str_replace`, ChatGPT's canvas update whose
+/// pattern matches only itself): `(old, new)`.
 pub const DOCUMENT_EDIT: (&str, &str) = ("Status: draft", "Status: checked");
 
 /// Collapses white space runs to one space and trims: the key under which stats count a prompt.

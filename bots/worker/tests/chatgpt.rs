@@ -264,6 +264,82 @@ async fn an_answer_cut_at_the_length_limit_is_kept_as_shown_and_marked() -> Resu
     .await
 }
 
+/// A canvas ChatGPT writes beside its answer (created, then updated by a pattern; the turn shows
+/// its card) is read from the answer stream as last edited and follows the answer's text and
+/// markdown; a canvas alone is the whole answer. With the stream not read, the card's body gives
+/// it; with neither, the card notes `document_text` missing, and a card alone is no answer.
+#[tokio::test]
+async fn a_canvas_beside_the_answer_is_read_from_the_stream_else_from_its_card() -> Result<()> {
+    with_browser(short_pause(), async |browser, sim, adapter| {
+        log_in(browser, sim, "operator-canvas").await?;
+        let document = |prompt: &str| {
+            let (old, new) = aap_simulator::DOCUMENT_EDIT;
+            aap_simulator::document_for(prompt).1.replace(old, new)
+        };
+        let as_text = |markdown: &str| collapse(&aap_bot::markdown::markdown_to_text(markdown));
+        let prompt = "Write a buyer's guide to cargo e-bikes [[document]]";
+        let captured = adapter.ask(browser.driver(), prompt).await?;
+        let own = collapse(&answer_for(prompt, true).plain_text());
+        assert_eq!(collapse(&captured.response_text), format!("{own} {}", as_text(&document(prompt))));
+        assert!(captured.response_text.contains("Status: checked") && !captured.response_text.contains("draft"));
+        assert!(captured.response_markdown.ends_with(document(prompt).trim()), "{}", captured.response_markdown);
+        assert!(captured.reading.missing_roles.is_empty(), "{:?}", captured.reading);
+        assert_eq!(
+            captured.citations.len(),
+            answer_for(prompt, true).citations.len() + chatgpt_more_sources(prompt).len()
+        );
+        let cards = browser.driver().find_all(thirtyfour::By::Css("div[id^='textdoc-message-']")).await?;
+        assert_eq!(cards.len(), 1, "the page shows the card");
+
+        // The canvas alone (no text of its own) is the answer.
+        let alone = "Write a buyer's guide to heat pumps [[document]] [[empty]]";
+        let captured = adapter.ask(browser.driver(), alone).await?;
+        assert_eq!(collapse(&captured.response_text), as_text(&document(alone)));
+
+        // The stream not read (its URL is not the manifest's): the card's body, as the page
+        // renders the canvas, edit included.
+        let dir = tempfile::tempdir()?;
+        let page_only = override_adapter(dir.path(), sim, "chatgpt", |manifest| {
+            manifest.options.insert("stream_url_parts".into(), toml::Value::from(vec!["/no-such-stream"]));
+        })?;
+        let prompt = "Write a buyer's guide to standing desks [[document]]";
+        let captured = page_only.ask(browser.driver(), prompt).await?;
+        let text = collapse(&captured.response_text);
+        assert!(text.starts_with(&own_of(prompt)), "{text}");
+        let (_, written) = aap_simulator::document_for(prompt);
+        let heading = written.lines().next().unwrap_or_default().trim_start_matches("# ");
+        for part in [heading, "Status: checked", "This guide weighs what reviewers agree on"] {
+            assert!(text.contains(part), "{part:?} in {text}");
+        }
+        assert!(!text.contains("draft"));
+        for citation in &answer_for(prompt, true).citations {
+            assert!(text.contains(&citation.title), "the guide's picks: {text}");
+        }
+        assert!(captured.reading.missing_roles.is_empty(), "{:?}", captured.reading);
+
+        // Neither the stream nor a body on the card: its text is missing, and a card alone is no
+        // answer.
+        let dir = tempfile::tempdir()?;
+        let card_only = override_adapter(dir.path(), sim, "chatgpt", |manifest| {
+            manifest.options.insert("stream_url_parts".into(), toml::Value::from(vec!["/no-such-stream"]));
+            manifest.selectors.insert("document_body".into(), vec!["div.no-such-body".into()]);
+        })?;
+        let prompt = "Write a buyer's guide to office chairs [[document]]";
+        let captured = card_only.ask(browser.driver(), prompt).await?;
+        assert_eq!(collapse(&captured.response_text), own_of(prompt));
+        assert!(captured.reading.missing_roles.contains(&"document_text".to_owned()), "{:?}", captured.reading);
+        let error = card_only.ask(browser.driver(), "Write a guide to chairs [[document]] [[empty]]").await;
+        assert!(matches!(error, Err(aap_bot::AskError::EmptyAnswer)), "{error:?}");
+        Ok(())
+    })
+    .await
+}
+
+/// The look-alike's own answer to `prompt`, as a reader sees it, white space collapsed.
+fn own_of(prompt: &str) -> String {
+    collapse(&answer_for(prompt, true).plain_text())
+}
+
 /// chatgpt.com answering with another model once the plan's limit for its own is used up: the
 /// answer is read whole and marked, with the limit's time from the stream (`model_limits`); with
 /// the stream not read, the page's notice marks it and its words give the same time, resolved in

@@ -426,29 +426,34 @@ async fn an_answer_the_assistant_cut_short_lands_marked_and_is_served_so_again()
 }
 
 /// A document Claude writes beside its answer (a file it creates, edits and presents, the message
-/// holding only its card) is stored as part of the answer, after its text, as last edited.
+/// holding only its card), and a canvas ChatGPT writes and updates, are stored as part of the
+/// answer, after its text, as last edited.
 #[tokio::test]
-async fn a_document_claude_writes_beside_its_answer_is_stored_with_the_answer() {
+async fn a_document_written_beside_the_answer_is_stored_with_the_answer() {
     let app = spawn_app().await;
-    let claude = site_simulator(Site::Claude, SimulatorConfig::default()).await;
-    add_account(&app, &claude, "claude-1").await;
-    let bot = start_bot(&app, &claude, "claude-bot");
-    let prompt = "Write a buyer's guide to e-bikes [[document]]";
-    let events = within("an answer", 3, ask(&app, ask_text(prompt, &["claude"]))).await;
-    stop_bot(bot).await;
+    for (site, target, prompt) in [
+        (Site::Claude, "claude", "Write a buyer's guide to e-bikes [[document]]"),
+        (Site::ChatGpt, "chatgpt", "Write a buyer's guide to cargo bikes [[document]]"),
+    ] {
+        let sim = site_simulator(site, SimulatorConfig::default()).await;
+        add_account(&app, &sim, &format!("{target}-1")).await;
+        let bot = start_bot(&app, &sim, &format!("{target}-bot"));
+        let events = within("an answer", 3, ask(&app, ask_text(prompt, &[target]))).await;
+        stop_bot(bot).await;
 
-    let answer = first_answer(&events);
-    let (old, new) = aap_simulator::DOCUMENT_EDIT;
-    let document = aap_simulator::document_for(prompt).1.replace(old, new);
-    let flat = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
-    let own = flat(&aap_simulator::answer_for(prompt, true).plain_text());
-    let text = flat(&answer.response_text);
-    let read = flat(&aap_bot::markdown::markdown_to_text(&document));
-    assert_eq!(text, format!("{own} {read}"), "the answer's text, then the document's");
-    assert!(answer.response_markdown.ends_with(document.trim()), "{}", answer.response_markdown);
-    let capture = answer.capture.expect("capture");
-    assert!(capture.missing_roles.is_empty() && (capture.confidence - 1.0).abs() < 1e-6, "{capture:?}");
-    claude.shutdown().await;
+        let answer = first_answer(&events);
+        let (old, new) = aap_simulator::DOCUMENT_EDIT;
+        let document = aap_simulator::document_for(prompt).1.replace(old, new);
+        let flat = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+        let own = flat(&aap_simulator::answer_for(prompt, true).plain_text());
+        let text = flat(&answer.response_text);
+        let read = flat(&aap_bot::markdown::markdown_to_text(&document));
+        assert_eq!(text, format!("{own} {read}"), "{target}: the answer's text, then the document's");
+        assert!(answer.response_markdown.ends_with(document.trim()), "{target}: {}", answer.response_markdown);
+        let capture = answer.capture.expect("capture");
+        assert!(capture.missing_roles.is_empty() && (capture.confidence - 1.0).abs() < 1e-6, "{target}: {capture:?}");
+        sim.shutdown().await;
+    }
 }
 
 /// An account at its hourly budget is not lent: the bot that took the next task holds it (its

@@ -8,8 +8,8 @@
 //   send           the send button element when it is enabled, or null
 //   ab_prefer      the "I prefer this response" button of the first response, when enabled
 //   extract        the answer: html, text without citation pills and widgets, links, model,
-//                  search shown; read from the whole message (less thinking and controls) when
-//                  no answer element matches
+//                  search shown, the turn's canvas cards (title, body html); read from the whole
+//                  message (less thinking, controls and cards) when no answer element matches
 //   sources_button the button that opens the sources list (by selector, else by its text "Sources")
 //   sources_more   an "N more" button inside the open sources panel, or null
 //   sources        the sources list: {links: [{href, title}] in the panel's order, via}
@@ -56,10 +56,25 @@ function answer() {
   return { count, message, comparison, prefer: first(chosen, sel.ab_prefer) };
 }
 
-// Everything that is never answer text: thinking blocks, pills, widgets (and, through
-// copyWithoutAll, controls).
+// Everything that is never answer text: thinking blocks, pills, widgets, canvas cards (read on
+// their own) and, through copyWithoutAll, controls.
 function notAnswer() {
-  return [sel.thinking, sel.citation_pill, sel.answer_noise, sel.search_indicator, sel.action_bar, sel.error];
+  return [sel.thinking, sel.citation_pill, sel.answer_noise, sel.search_indicator, sel.action_bar, sel.error, sel.document_card];
+}
+
+// The message's answer element: the first one outside a canvas card (a card's body may be
+// markdown too).
+function answerMarkdown(message) {
+  return every(message, sel.answer_markdown).find((el) => !matches(el, sel.document_card)) || null;
+}
+
+// The canvas cards of the message's turn: each one's title and body, as the page shows them.
+function cards(message) {
+  return every(turnOf(message), sel.document_card).map((card) => {
+    const title = first(card, sel.document_title);
+    const body = first(card, sel.document_body);
+    return { title: title ? textOf(title) : '', html: body ? body.innerHTML : '' };
+  });
 }
 
 // The Sources button of the message's turn: the manifest's (the last one), else a button whose
@@ -90,7 +105,7 @@ switch (mode) {
     let streaming = false;
     if (message) {
       const turn = turnOf(message);
-      const markdown = first(message, sel.answer_markdown);
+      const markdown = answerMarkdown(message);
       const error = first(message, sel.error) || first(turn, sel.error);
       const html = markdown ? markdown.innerHTML : message.innerHTML;
       const text = markdown
@@ -108,6 +123,7 @@ switch (mode) {
         turn: !!closest(message, sel.turn),
         markdown: !!markdown,
         sources_button: sources.via,
+        documents: every(turn, sel.document_card).length,
       };
     }
     const pageError = firstShown(document, sel.error);
@@ -143,7 +159,7 @@ switch (mode) {
   case 'extract': {
     const { message, comparison } = answer();
     if (!message) return null;
-    const markdown = first(message, sel.answer_markdown);
+    const markdown = answerMarkdown(message);
     const turn = turnOf(message);
     const root = markdown || message;
     const links = every(root, sel.citation_link).map((a) => ({ href: realHref(hrefOf(a)), text: textOf(a) }));
@@ -181,6 +197,7 @@ switch (mode) {
       search: search ? textOf(search) : null,
       comparison: !!comparison,
       fallback: !markdown,
+      documents: cards(message),
     };
   }
   case 'sources_button': {

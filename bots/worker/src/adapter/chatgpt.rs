@@ -34,8 +34,9 @@ use serde_json::Value;
 use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
+use super::canvas;
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
-use super::stream::{self, Findings, Mark, ModelLimit};
+use super::stream::{self, Document, Findings, Mark, ModelLimit};
 use super::{Adapter, AnswerKind, AskError, Captured, Fallback, Manifest, PageState, Product, Reading, Typing};
 use crate::markdown::html_to_markdown;
 use aap_proto::urls::{clean_url, is_assistant_page};
@@ -93,6 +94,9 @@ struct LastMessage {
     /// How the turn's Sources button was found: `selector`, `text`, or not at all.
     #[serde(default)]
     sources_button: Option<String>,
+    /// Canvas cards in the turn: an answer may be one alone, with no text of its own.
+    #[serde(default)]
+    documents: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,6 +112,18 @@ struct Extracted {
     /// No answer element matched: the text is the whole message's.
     #[serde(default)]
     fallback: bool,
+    /// The canvas cards in the turn, as the page shows them.
+    #[serde(default)]
+    documents: Vec<Card>,
+}
+
+/// A canvas card: its title and the HTML of its body, empty when the card shows none.
+#[derive(Debug, Default, Deserialize)]
+struct Card {
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    html: String,
 }
 
 /// What the Sources panel showed.
@@ -152,6 +168,9 @@ impl ChatGpt {
         "ab_comparison",
         "ab_response",
         "ab_prefer",
+        "document_card",
+        "document_title",
+        "document_body",
     ];
 
     /// An adapter for the site at `origin` (the manifest's `base_url` when `None`).
@@ -270,7 +289,7 @@ impl ChatGpt {
                                 if !last.action_bar {
                                     reading.missing("action_bar");
                                 }
-                                if last.text_len == 0 {
+                                if last.text_len == 0 && last.documents == 0 {
                                     return Err(AskError::EmptyAnswer);
                                 }
                                 return Ok(progress.ttft());
@@ -453,8 +472,6 @@ impl Adapter for ChatGpt {
             reading.missing("answer_markdown");
             reading.read_by_fallback = true;
         }
-        let response_text = common::answer_text(&extracted.text)?;
-
         let findings = match stream::read(driver, mark, &self.stream_url_parts).await {
             Ok(teed) => {
                 let bodies: Vec<&str> = teed.iter().map(|t| t.text.as_str()).collect();
@@ -465,6 +482,15 @@ impl Adapter for ChatGpt {
                 Findings::default()
             }
         };
+        // The canvases the answer wrote beside its text: the turn shows their cards, and the
+        // message may hold no text of its own.
+        let cards: Vec<Document> = extracted
+            .documents
+            .iter()
+            .map(|card| Document { title: common::collapse(&card.title), text: html_to_markdown(&card.html) })
+            .collect();
+        let (response_text, response_markdown) =
+            common::with_documents(&extracted.text, &extracted.html, &findings, &cards, &mut reading)?;
         let stream_urls: Vec<String> = findings
             .sources
             .iter()
@@ -492,7 +518,7 @@ impl Adapter for ChatGpt {
         );
         Ok(Captured {
             response_text,
-            response_markdown: html_to_markdown(&extracted.html),
+            response_markdown,
             html: extracted.html,
             citations,
             model: extracted.model.filter(|model| !model.is_empty()),
@@ -548,6 +574,14 @@ struct StreamMessage {
     cut_short: bool,
     /// The model that wrote it (`metadata.model_slug`).
     model: Option<String>,
+    /// `assistant`, `tool`, ...
+    role: String,
+    /// Whom an assistant message addresses (`recipient`) or which tool replies (`author.name`).
+    function: String,
+    /// A code message's text (`content.text`): a tool call's arguments.
+    code: String,
+    /// A canvas tool's reply (`metadata.canvas`).
+    canvas: Option<Value>,
 }
 
 /// Reads chatgpt.com's answer stream(s) (`text/event-stream`, "delta encoding" v1): what the
@@ -656,6 +690,14 @@ pub(crate) fn parse_stream(bodies: &[&str]) -> Findings {
             findings.product(Product { name, ..Product::default() });
         }
     }
+    let calls: Vec<canvas::Call<'_>> = messages
+        .iter()
+        .filter(|m| m.candidate.is_none_or(|index| index == 0))
+        .map(|m| canvas::Call { role: &m.role, function: &m.function, arguments: &m.code, canvas: m.canvas.as_ref() })
+        .collect();
+    let canvases = canvas::Canvases::replay(&calls);
+    findings.document_edits_missed = canvases.missed;
+    findings.documents = canvases.documents();
     findings
 }
 
@@ -727,6 +769,8 @@ fn apply(
     match (rest.as_str(), op) {
         ("/content/parts/0", "append") => message.text.push_str(v.as_str().unwrap_or_default()),
         ("/content/parts/0", "replace") => message.text = v.as_str().unwrap_or_default().to_owned(),
+        ("/content/text", "append") => message.code.push_str(v.as_str().unwrap_or_default()),
+        ("/content/text", "replace") => message.code = v.as_str().unwrap_or_default().to_owned(),
         ("/metadata", "append" | "replace") => read_metadata(findings, message, v),
         ("/metadata/finish_details", "append" | "replace") => message.cut_short = cut_at_limit(v),
         ("/metadata/content_references", "append") => {
@@ -781,6 +825,13 @@ fn open_message(findings: &mut Findings, message: &Value) -> StreamMessage {
         answer: role == "assistant" && recipient == "all" && matches!(content_type, "text" | "multimodal_text"),
         candidate: metadata.get("paragen_variant_index").and_then(Value::as_u64),
         text: message.pointer("/content/parts/0").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        role: role.to_owned(),
+        function: if role == "tool" {
+            message.pointer("/author/name").and_then(Value::as_str).unwrap_or_default().to_owned()
+        } else {
+            recipient.to_owned()
+        },
+        code: message.pointer("/content/text").and_then(Value::as_str).unwrap_or_default().to_owned(),
         ..StreamMessage::default()
     };
     read_metadata(findings, &mut opened, &metadata);
@@ -813,6 +864,9 @@ fn read_metadata(findings: &mut Findings, message: &mut StreamMessage, metadata:
     }
     if let Some(model) = metadata.get("model_slug").and_then(Value::as_str).filter(|model| !model.is_empty()) {
         message.model = Some(model.to_owned());
+    }
+    if let Some(canvas) = metadata.get("canvas").filter(|canvas| canvas.is_object()) {
+        message.canvas = Some(canvas.clone());
     }
 }
 
@@ -968,6 +1022,55 @@ mod tests {
         "data: {\"type\":\"message_stream_complete\",\"conversation_id\":\"c1\"}\n\n",
         "data: [DONE]\n\n",
     );
+
+    /// A canvas written and updated before the answer (the `canmore` tool's calls and replies,
+    /// as exported conversations show them): its arguments stream on `/message/content/text`,
+    /// later frames inheriting p/o; the update is given whole in its opening; the answer's own
+    /// text and sources are read as ever.
+    #[test]
+    fn a_canvas_written_beside_the_answer_is_replayed_from_the_stream() {
+        let frame = |value: serde_json::Value| format!("event: delta\ndata: {value}\n\n");
+        let add = |message: serde_json::Value| {
+            frame(serde_json::json!({ "p": "", "o": "add", "v": { "message": message, "conversation_id": "c1" } }))
+        };
+        let call = |function: &str, text: &str| {
+            add(serde_json::json!({ "author": { "role": "assistant" }, "recipient": function,
+                "content": { "content_type": "code", "language": "json", "text": text }, "metadata": {} }))
+        };
+        let reply = |function: &str| {
+            add(serde_json::json!({ "author": { "role": "tool", "name": function }, "recipient": "all",
+                "content": { "content_type": "text", "parts": ["Successfully updated"] },
+                "metadata": { "canvas": { "textdoc_id": "d1", "textdoc_type": "document", "title": "Guide" } } }))
+        };
+        let arguments =
+            serde_json::json!({ "name": "Guide", "type": "document", "content": "# Guide\n\nStatus: draft" })
+                .to_string();
+        let (head, tail) = arguments.split_at(20);
+        let update =
+            serde_json::json!({ "updates": [{ "pattern": "draft", "multiple": false, "replacement": "checked" }] });
+        let body = [
+            call(canvas::CREATE, ""),
+            frame(serde_json::json!({ "p": "/message/content/text", "o": "append", "v": head })),
+            frame(serde_json::json!({ "v": tail })),
+            reply(canvas::CREATE),
+            call(canvas::UPDATE, &update.to_string()),
+            reply(canvas::UPDATE),
+            add(serde_json::json!({ "author": { "role": "assistant" }, "recipient": "all",
+                "content": { "content_type": "text", "parts": [""] }, "metadata": {} })),
+            frame(serde_json::json!({ "p": "/message/content/parts/0", "o": "append", "v": "I wrote the guide." })),
+            "data: {\"type\":\"message_stream_complete\"}\n\n".to_owned(),
+        ]
+        .concat();
+        let findings = parse_stream(&[body.as_str()]);
+        assert_eq!(
+            findings.documents,
+            vec![Document { title: "Guide".into(), text: "# Guide\n\nStatus: checked".into() }]
+        );
+        assert_eq!(findings.document_edits_missed, 0);
+        assert!(findings.complete);
+        // A stream without a canvas has none.
+        assert!(parse_stream(&[STREAM_2026]).documents.is_empty());
+    }
 
     #[test]
     fn the_2026_stream_yields_cited_then_listed_sources_queries_and_products() {

@@ -33,7 +33,6 @@ use thirtyfour::prelude::*;
 use super::common::{self, Arrival, Link, PageScript, ProbeFailures, Progress, Source};
 use super::stream::{self, Document, Findings, Mark};
 use super::{Adapter, AnswerKind, AskError, Captured, Manifest, PageState, Reading, Typing};
-use crate::markdown::{html_to_markdown, markdown_to_text};
 use aap_proto::urls::{clean_url, domain_of};
 
 const PAGE_JS: &str = concat!(include_str!("dom.js"), include_str!("claude.js"));
@@ -162,6 +161,8 @@ struct Draft {
     title: String,
     text: String,
     file: bool,
+    /// Edits of it that did not apply (their `old_str` is not in the text the stream gave).
+    missed: usize,
 }
 
 impl Drafts {
@@ -179,7 +180,11 @@ impl Drafts {
         };
         match self.drafts.get_mut(key) {
             Some(draft) if !old.is_empty() && draft.text.contains(old) => draft.text = draft.text.replacen(old, new, 1),
-            _ => tracing::debug!(key, "an edit of a document whose text the stream did not give"),
+            Some(draft) => {
+                tracing::debug!(key, "an edit of a document that does not hold its old text");
+                draft.missed += 1;
+            }
+            None => tracing::debug!(key, "an edit of a document whose text the stream did not give"),
         }
     }
 
@@ -229,17 +234,21 @@ impl Drafts {
     }
 
     /// The documents the user sees: every artifact, and the files presented or put where the
-    /// user's files go; those left empty are none.
-    fn documents(self) -> Vec<Document> {
+    /// user's files go; those left empty are none. With them, the edits of theirs that did not
+    /// apply.
+    fn documents(self) -> (Vec<Document>, usize) {
         let Drafts { order, mut drafts, presented } = self;
-        order
+        let mut missed = 0;
+        let documents = order
             .iter()
             .filter_map(|key| {
                 let draft = drafts.remove(key)?;
                 let shown = !draft.file || presented.contains(key) || key.starts_with(OUTPUTS);
+                missed += if shown { draft.missed } else { 0 };
                 (shown && !draft.text.trim().is_empty()).then_some(Document { title: draft.title, text: draft.text })
             })
-            .collect()
+            .collect();
+        (documents, missed)
     }
 }
 
@@ -326,7 +335,7 @@ fn read_stream<'a>(bodies: impl IntoIterator<Item = &'a str>) -> StreamRead {
     for (url, title) in listed {
         findings.source(&url, &title, false);
     }
-    findings.documents = drafts.documents();
+    (findings.documents, findings.document_edits_missed) = drafts.documents();
     StreamRead { findings, results }
 }
 
@@ -336,20 +345,6 @@ fn declined_error() -> AskError {
     AskError::PromptRefused(
         "Claude declined to answer it (the stream's stop reason is refusal: its usage policy)".into(),
     )
-}
-
-/// The answer's text and markdown with its documents after them, each its own paragraphs (the
-/// text takes a document's markdown as plain text). Empty text and no document is an empty
-/// answer.
-fn with_documents(text: String, markdown: String, documents: &[Document]) -> (String, String) {
-    let mut text = vec![text];
-    let mut markdown = vec![markdown];
-    for document in documents {
-        text.push(markdown_to_text(&document.text));
-        markdown.push(document.text.trim().to_owned());
-    }
-    let join = |parts: Vec<String>| parts.into_iter().filter(|p| !p.trim().is_empty()).collect::<Vec<_>>().join("\n\n");
-    (join(text), join(markdown))
 }
 
 /// The `(url, title)` of a citation object, when it names a web address.
@@ -710,23 +705,17 @@ impl Adapter for Claude {
         }
         // The documents the answer made beside its text (an artifact, a file it presented): the
         // message shows only their cards, and may hold no text of its own.
-        let page_text = if findings.documents.is_empty() || !extracted.text.trim().is_empty() {
-            common::answer_text(&extracted.text)?
-        } else {
-            String::new()
-        };
+        let mut reading = Reading::default();
+        let cards = vec![Document { title: String::new(), text: String::new() }; extracted.documents];
         let (response_text, response_markdown) =
-            with_documents(page_text, html_to_markdown(&extracted.html), &findings.documents);
+            common::with_documents(&extracted.text, &extracted.html, &findings, &cards, &mut reading)?;
         let expected = (findings.complete && results > 0).then_some(results);
         let rows = if extracted.search { self.search_results(driver, expected).await } else { Vec::new() };
 
         let cut_short = common::cut_short(driver, &self.manifest, findings.cut_short, prompt, &response_text).await;
-        let mut reading = Reading {
-            finish_signals: finish.signals,
-            read_by_fallback: extracted.fallback,
-            cut_short,
-            ..Reading::default()
-        };
+        reading.finish_signals = finish.signals;
+        reading.read_by_fallback = extracted.fallback;
+        reading.cut_short = cut_short;
         if extracted.fallback {
             tracing::warn!("no answer element in the message; read the message's own text");
         }
@@ -744,15 +733,6 @@ impl Adapter for Claude {
         }
         if extracted.model.is_none() {
             reading.missing("model_selector");
-        }
-        if extracted.documents > findings.documents.len() {
-            // A card whose text the stream did not give (not read, or a file it cannot hold).
-            tracing::warn!(
-                cards = extracted.documents,
-                read = findings.documents.len(),
-                "the answer shows documents whose text was not read"
-            );
-            reading.missing("document_text");
         }
 
         let sources = page_sources(&rows, &findings);
@@ -953,7 +933,8 @@ mod tests {
 
     /// Documents made beside the text: claude.ai's artifacts (made, rewritten, updated) and the
     /// files it creates, edits and presents; a file kept in its working directory and never
-    /// presented is no document, nor is an edit of a text the stream never gave.
+    /// presented is no document, nor is an edit of a text the stream never gave; an edit of a
+    /// document that does not hold its old text is counted as missed.
     #[test]
     fn documents_are_read_as_made_edited_and_shown() {
         use serde_json::json;
@@ -987,10 +968,19 @@ mod tests {
             tool(9, "str_replace", &json!({ "path": "/home/claude/unknown.md", "old_str": "a", "new_str": "b" })),
             tool(10, "bash", &json!({ "command": "python make_docx.py" })),
             tool(11, "create_file", &json!({ "path": "/mnt/user-data/outputs/empty.md", "file_text": "  " })),
+            // Edits whose old text is not there: of a document (missed), of a scratch file.
+            tool(
+                12,
+                "str_replace",
+                &json!({ "path": "/mnt/user-data/outputs/picks.md", "old_str": "Nowhere", "new_str": "x" }),
+            ),
+            tool(13, "str_replace", &json!({ "path": "/home/claude/notes.md", "old_str": "absent", "new_str": "x" })),
             r#"data: {"type":"message_stop"}"#.to_owned(),
         ]
         .concat();
-        let documents = read_stream([body.as_str()]).findings.documents;
+        let findings = read_stream([body.as_str()]).findings;
+        assert_eq!(findings.document_edits_missed, 1);
+        let documents = findings.documents;
         let read: Vec<(&str, &str)> = documents.iter().map(|d| (d.title.as_str(), d.text.as_str())).collect();
         assert_eq!(
             read,
@@ -1015,23 +1005,6 @@ mod tests {
         ]
         .concat();
         assert!(read_stream([odd.as_str()]).findings.documents.is_empty());
-    }
-
-    /// The answer's documents follow its text in both the text (as plain text) and the markdown;
-    /// a document alone is the whole answer.
-    #[test]
-    fn documents_follow_the_answer_in_its_text_and_markdown() {
-        let documents =
-            [Document { title: "guide.md".into(), text: "# Guide\n\n**Buy** the [Vado](https://v.example)\n".into() }];
-        let (text, markdown) = with_documents("Here it is.".into(), "Here it is.".into(), &documents);
-        assert_eq!(text, "Here it is.\n\nGuide\n\nBuy the Vado");
-        assert_eq!(markdown, "Here it is.\n\n# Guide\n\n**Buy** the [Vado](https://v.example)");
-        let (text, markdown) = with_documents(String::new(), String::new(), &documents);
-        assert_eq!(
-            (text.as_str(), markdown.as_str()),
-            ("Guide\n\nBuy the Vado", "# Guide\n\n**Buy** the [Vado](https://v.example)")
-        );
-        assert_eq!(with_documents("Text".into(), "Text".into(), &[]), ("Text".to_owned(), "Text".to_owned()));
     }
 
     /// The stop reason `max_tokens` (the model's output limit, where claude.ai offers Continue)

@@ -13,9 +13,10 @@ use thirtyfour::error::WebDriverErrorInner;
 use thirtyfour::prelude::*;
 
 use super::interrupt::{Guard, is_interruption};
-use super::stream::Mark;
-use super::{AskError, Citation, Fallback, FoundIn, Manifest};
+use super::stream::{Document, Findings, Mark};
+use super::{AskError, Citation, Fallback, FoundIn, Manifest, Reading};
 use crate::limit_reset::{LIMIT_STATUS, TOO_LONG_STATUS};
+use crate::markdown::{html_to_markdown, markdown_to_text};
 use aap_proto::urls::{domain_of, is_assistant_page};
 
 /// Consecutive failed page probes tolerated while the page navigates (a script cannot run
@@ -662,6 +663,51 @@ pub(super) fn answer_text(text: &str) -> Result<String, AskError> {
     Ok(text)
 }
 
+/// The answer's text and markdown (from the message's `text` and `html`) with the documents it
+/// wrote beside them after (a Claude artifact or presented file, a ChatGPT canvas), each its own
+/// paragraphs: in the markdown as written, in the text as the plain text a reader sees of it.
+///
+/// The documents are the stream's ([`Findings::documents`]); when the stream gave fewer than the
+/// page shows `cards` and the page shows every card's text, the page's. A card whose text was
+/// read from neither, or a document with an edit the bot could not replay, notes the role
+/// `document_text` missing. A message with no text is an answer when it made a document, else
+/// [`AskError::EmptyAnswer`].
+pub(super) fn with_documents(
+    text: &str,
+    html: &str,
+    findings: &Findings,
+    cards: &[Document],
+    reading: &mut Reading,
+) -> Result<(String, String), AskError> {
+    let streamed = &findings.documents;
+    let from_page = streamed.len() < cards.len() && cards.iter().all(|card| !card.text.trim().is_empty());
+    let documents = if from_page { cards } else { streamed.as_slice() };
+    if from_page {
+        tracing::info!(cards = cards.len(), streamed = streamed.len(), "documents read from the page's cards");
+    }
+    let missed = if from_page { 0 } else { findings.document_edits_missed };
+    if documents.len() < cards.len() || missed > 0 {
+        // A card whose text the stream did not give (not read, or a file it cannot hold), or a
+        // document read with an edit it could not replay.
+        tracing::warn!(
+            cards = cards.len(),
+            read = documents.len(),
+            edits_missed = missed,
+            "the answer shows documents whose text was not read whole"
+        );
+        reading.missing("document_text");
+    }
+    let text = if documents.is_empty() || !text.trim().is_empty() { answer_text(text)? } else { String::new() };
+    let mut texts = vec![text];
+    let mut markdowns = vec![html_to_markdown(html)];
+    for document in documents {
+        texts.push(markdown_to_text(&document.text));
+        markdowns.push(document.text.trim().to_owned());
+    }
+    let join = |parts: Vec<String>| parts.into_iter().filter(|p| !p.trim().is_empty()).collect::<Vec<_>>().join("\n\n");
+    Ok((join(texts), join(markdowns)))
+}
+
 /// The prompt's lines as the bot types them: any line break (`\r\n`, `\r`, `\n`) ends a line;
 /// a tab, and a character WebDriver reads as a key (U+E000–U+E05D: Enter, Tab, Backspace, ...),
 /// become a space, so typing presses no key the prompt does not mean (a tab moved the focus out
@@ -760,6 +806,54 @@ pub(super) fn citations(links: &[Link], sources: &[Source], url_of: impl Fn(&str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer's documents follow its text in both the text (as plain text) and the markdown;
+    /// a document alone is the whole answer; the page's cards stand in for a stream that gave
+    /// fewer, and a card read from neither, or an edit not replayed, is noted.
+    #[test]
+    fn documents_follow_the_answer_in_its_text_and_markdown() {
+        let guide =
+            || Document { title: "guide.md".into(), text: "# Guide\n\n**Buy** the [Vado](https://v.example)\n".into() };
+        let findings = Findings { documents: vec![guide()], ..Findings::default() };
+        let read = |text: &str, html: &str, findings: &Findings, cards: &[Document]| {
+            let mut reading = Reading::default();
+            let read = with_documents(text, html, findings, cards, &mut reading);
+            (read, reading.missing_roles)
+        };
+        let (answer, missing) = read("Here it is.", "<p>Here it is.</p>", &findings, &[]);
+        assert_eq!(
+            answer.expect("an answer"),
+            (
+                "Here it is.\n\nGuide\n\nBuy the Vado".to_owned(),
+                "Here it is.\n\n# Guide\n\n**Buy** the [Vado](https://v.example)".to_owned()
+            )
+        );
+        assert!(missing.is_empty());
+        let (answer, _) = read(" ", "", &findings, &[]);
+        assert_eq!(
+            answer.expect("an answer"),
+            ("Guide\n\nBuy the Vado".to_owned(), "# Guide\n\n**Buy** the [Vado](https://v.example)".to_owned())
+        );
+        let (answer, missing) = read("Text", "<p>Text</p>", &Findings::default(), &[]);
+        assert_eq!((answer.expect("an answer"), missing.len()), (("Text".to_owned(), "Text".to_owned()), 0));
+        // A card whose text neither the stream nor the page gave; alone, an empty answer.
+        let blank = Document { title: "Guide".into(), text: String::new() };
+        let (answer, missing) = read("Text", "<p>Text</p>", &Findings::default(), std::slice::from_ref(&blank));
+        assert_eq!((answer.expect("an answer").0, missing), ("Text".to_owned(), vec!["document_text".to_owned()]));
+        let (answer, missing) = read("", "", &Findings::default(), &[blank]);
+        assert!(matches!(answer, Err(AskError::EmptyAnswer)));
+        assert_eq!(missing, vec!["document_text".to_owned()]);
+        // The page's card text when the stream gave none.
+        let (answer, missing) = read("", "", &Findings::default(), &[guide()]);
+        assert_eq!((answer.expect("an answer").0, missing.len()), ("Guide\n\nBuy the Vado".to_owned(), 0));
+        // A document whose edit was not replayed.
+        let unsure = Findings { document_edits_missed: 1, ..findings.clone() };
+        let (answer, missing) = read("", "", &unsure, &[]);
+        assert_eq!(
+            (answer.expect("an answer").0, missing),
+            ("Guide\n\nBuy the Vado".to_owned(), vec!["document_text".to_owned()])
+        );
+    }
     use aap_proto::urls::clean_url;
 
     #[test]

@@ -4,6 +4,7 @@
 //! worker; the [`AskError`] class tells the worker what to do next (another session, another
 //! attempt, a new browser).
 
+mod canvas;
 mod chatgpt;
 mod claude;
 mod common;

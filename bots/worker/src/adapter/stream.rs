@@ -203,6 +203,9 @@ pub struct Findings {
     /// Documents the answer made beside its text, in the order first made (claude.ai's
     /// artifacts and presented files): the page shows each as a card, its text in a side panel.
     pub documents: Vec<Document>,
+    /// Edits of those documents the stream gave but the bot could not replay (an edit of a
+    /// text it never got, a pattern it cannot read): a document may not read as the page shows.
+    pub document_edits_missed: usize,
 }
 
 /// A document an answer made beside its text: a claude.ai artifact (a report, a guide, a table,

@@ -42,6 +42,11 @@
 //!   stream's `conversation_detail_metadata` lists `gpt-5` in `model_limits` with its
 //!   `resets_after`, and the page shows "You've hit the Free plan limit for GPT-5. Responses will
 //!   use another model until your limit resets after 9:40 PM." above the composer.
+//! - `[[document]]`: before its answer, ChatGPT writes a markdown guide ([`document_for`]) into a
+//!   canvas (`canmore.create_textdoc`, its arguments streamed in three appends) and edits it once
+//!   (`canmore.update_textdoc`: "Status: draft" becomes "Status: checked"); the turn shows the
+//!   canvas card (`div#textdoc-message-<id>`: its name, the guide rendered) above the message.
+//!   With `[[empty]]` the canvas is the whole answer.
 //! - A temporary chat (`/?temporary-chat=true`, the bots' private conversations): "Temporary
 //!   Chat" and a button labelled "Turn off temporary chat" in the header; its requests carry
 //!   `"history_and_training_disabled": true` (recorded as [`TEMPORARY_CHAT_EVENT`]).
@@ -98,7 +103,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use crate::answer::{Answer, Citation, PromptFlags, answer_for, marker, strip_markers};
+use crate::answer::{Answer, Citation, DOCUMENT_EDIT, PromptFlags, answer_for, document_for, marker, strip_markers};
 use crate::common::{
     EventSender, Pacing, challenge_page, event_stream, has_query_param, logged_in, no_store, send_event,
 };
@@ -114,6 +119,9 @@ pub const TEMPORARY_CHAT_EVENT: &str = "chatgpt.temporary_chat_prompt";
 /// The site events recorded when a client prefers Response 1 or Response 2 of an A/B prompt.
 pub const PREFERRED_EVENTS: [&str; 2] = ["chatgpt.preferred_response_1", "chatgpt.preferred_response_2"];
 
+/// The `canmore` tool's functions that write a canvas (`[[document]]`).
+const CANVAS_CREATE: &str = "canmore.create_textdoc";
+const CANVAS_UPDATE: &str = "canmore.update_textdoc";
 /// The host the challenge page names.
 const HOST: &str = "chatgpt.com";
 /// The query parameter Cloudflare adds when it reloads a page into a challenge.
@@ -245,6 +253,8 @@ struct Plan {
     /// When the plan's limit for [`MODEL`] lifts, once used up (`[[model-fallback]]`): another
     /// model answers meanwhile.
     limit_resets: Option<SystemTime>,
+    /// The canvas written before the answer (`[[document]]`): its name and first text.
+    document: Option<(String, String)>,
 }
 
 /// The two stream shapes seen in public captures of chatgpt.com's answer stream.
@@ -297,6 +307,11 @@ impl Plan {
                 (false, false) => MODEL,
             },
             limit_resets: flags.model_fallback.then(model_limit_resets),
+            document: flags.document.then(|| {
+                let (_, text) = document_for(prompt);
+                let name = text.lines().next().unwrap_or_default().trim_start_matches("# ").to_owned();
+                (name, text)
+            }),
             thinking: flags.thinking.then_some(thinking),
             queries: if searched.is_empty() { Vec::new() } else { search_queries(prompt) },
             searched,
@@ -615,6 +630,12 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
         }
     }
 
+    if let Some((name, text)) = &plan.document
+        && !stream_canvas(tx, plan, name, text).await
+    {
+        return Outcome::Interrupted;
+    }
+
     let outcome = match &plan.candidate {
         None => stream_answer(tx, plan).await,
         Some((answer, searched)) => stream_candidates(tx, plan, answer, searched).await,
@@ -664,6 +685,69 @@ async fn produce(tx: &EventSender, plan: &Plan) -> Outcome {
         return Outcome::Interrupted;
     }
     plan.pacing.finished()
+}
+
+/// The canvas ChatGPT writes before its answer (`[[document]]`), as the `canmore` tool's calls
+/// and replies show in exported conversations (a 2026 exporter's parser): an assistant message to
+/// `canmore.create_textdoc` whose code content (`{"name","type","content"}`) streams in three
+/// appends, the later two without `p`/`o`; the tool's reply with `metadata.canvas`; then an
+/// update (`canmore.update_textdoc`, one Python pattern: [`DOCUMENT_EDIT`]) given whole in its
+/// opening, and its reply. False when the client left.
+async fn stream_canvas(tx: &EventSender, plan: &Plan, name: &str, text: &str) -> bool {
+    let conversation = plan.conversation_id.as_str();
+    let id = format!("{:x}", uuid::Uuid::new_v4().as_u128() >> 64);
+    let call = |function: &str, arguments: &str| {
+        json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "author": { "role": "assistant", "name": null, "metadata": {} },
+            "create_time": now(),
+            "content": { "content_type": "code", "language": "json", "text": arguments },
+            "status": "in_progress",
+            "metadata": { "model_slug": plan.model },
+            "recipient": function,
+            "channel": "commentary",
+        })
+    };
+    let reply = |function: &str, version: u32, said: String| {
+        json!({
+            "id": uuid::Uuid::new_v4().to_string(),
+            "author": { "role": "tool", "name": function, "metadata": {} },
+            "create_time": now(),
+            "content": { "content_type": "text", "parts": [said] },
+            "status": "finished_successfully",
+            "metadata": { "canvas": { "textdoc_id": id, "textdoc_type": "document", "version": version, "title": name, "create_source": "model" } },
+            "recipient": "all",
+        })
+    };
+    let arguments = json!({ "name": name, "type": "document", "content": text }).to_string();
+    let third = arguments.len() / 3;
+    let cuts = [0, arguments.floor_char_boundary(third), arguments.floor_char_boundary(2 * third), arguments.len()];
+    let mut frames = vec![add_message(conversation, call(CANVAS_CREATE, ""))];
+    for (index, pair) in cuts.windows(2).enumerate() {
+        let piece = &arguments[pair[0]..pair[1]];
+        frames.push(if index == 0 {
+            json!({ "p": "/message/content/text", "o": "append", "v": piece }).to_string()
+        } else {
+            json!({ "v": piece }).to_string()
+        });
+    }
+    frames.push(json!({ "p": "/message/status", "o": "replace", "v": "finished_successfully" }).to_string());
+    let created = format!(
+        "Successfully created text document '{name}' which will be referenced in all future messages with the unique identifier textdoc_id: '{id}'"
+    );
+    frames.push(add_message(conversation, reply(CANVAS_CREATE, 1, created)));
+    let (old, new) = DOCUMENT_EDIT;
+    let update = json!({ "updates": [{ "pattern": old, "multiple": false, "replacement": new }] }).to_string();
+    frames.push(add_message(conversation, call(CANVAS_UPDATE, &update)));
+    let updated = format!("Successfully updated text document with textdoc_id '{id}'");
+    frames.push(add_message(conversation, reply(CANVAS_UPDATE, 2, updated)));
+    for frame in frames {
+        plan.pacing.before_chunk(1, 3).await;
+        if !delta(tx, &frame).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// The finish patch's metadata: a whole answer stops at its stop token; one cut short

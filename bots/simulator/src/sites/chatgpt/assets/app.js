@@ -403,6 +403,41 @@
     state.searchBox.innerHTML = '<span>Searched ' + count + ' site' + (count === 1 ? '' : 's') + '</span>';
   }
 
+  // ---- canvas -------------------------------------------------------------------------------
+
+  // The tool's reply to a canvas call: a card above the message, `div#textdoc-message-<id>` with
+  // the canvas's name and its text rendered (the markup userscripts read: a title span
+  // `span.min-w-0.truncate`, a `.ProseMirror` body); an update (Python patterns, read here with
+  // the dot matching new lines) re-renders it.
+  function canvasReply(turn, state, name, canvas, call) {
+    let args = {};
+    try {
+      args = JSON.parse((call && call.text) || '{}');
+    } catch (_) {
+      return;
+    }
+    state.canvases = state.canvases || {};
+    if (name === 'canmore.create_textdoc') {
+      const card = make('div', null, 'textdoc-card rounded-2xl border');
+      card.id = 'textdoc-message-' + canvas.textdoc_id;
+      card.innerHTML =
+        '<div class="flex items-center gap-2"><span class="min-w-0 truncate"></span></div>' +
+        '<div class="textdoc-preview"><div class="ProseMirror" contenteditable="false"></div></div>';
+      card.querySelector('span.min-w-0').textContent = args.name || canvas.title || 'Canvas';
+      turn.column.insertBefore(card, state.main.message);
+      state.canvases[canvas.textdoc_id] = { card, text: args.content || '' };
+    } else {
+      const known = state.canvases[canvas.textdoc_id];
+      if (!known) return;
+      for (const update of args.updates || []) {
+        const pattern = new RegExp(update.pattern, update.multiple ? 'gs' : 's');
+        known.text = known.text.replace(pattern, () => update.replacement);
+      }
+    }
+    const shown = state.canvases[canvas.textdoc_id];
+    shown.card.querySelector('.ProseMirror').innerHTML = renderMarkdown(shown.text, {});
+  }
+
   // ---- A/B comparison -----------------------------------------------------------------------
 
   function comparison(turn, state) {
@@ -702,8 +737,19 @@
     const content = message.content || {};
     const author = (message.author && message.author.role) || '';
     state.current = null;
+    const call = state.call;
+    state.call = null;
+    if (author === 'tool' && meta.canvas) {
+      canvasReply(turn, state, message.author.name, meta.canvas, call);
+      return;
+    }
     if (author === 'tool') {
       showSearching(turn, state);
+      return;
+    }
+    if (message.recipient && message.recipient !== 'all') {
+      // A tool call (the canvas's): its arguments stream into the code content.
+      state.call = { recipient: message.recipient, text: content.text || '' };
       return;
     }
     if (content.content_type === 'thoughts') {
@@ -759,6 +805,10 @@
     if (match && op === 'append' && typeof value === 'string') {
       const entry = state.candidates[Number(match[1])];
       if (entry) append(entry, value);
+      return;
+    }
+    if (state.call && path === '/message/content/text' && op === 'append' && typeof value === 'string') {
+      state.call.text += value;
       return;
     }
     const entry = state.current;
