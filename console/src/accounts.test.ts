@@ -35,6 +35,12 @@ describe("statusText", () => {
     expect(statusText(account({ status: AccountStatus.EXPIRED }), now)).toBe("expired");
   });
 
+  it("says until when an active account at its hourly budget is not lent", () => {
+    const a = account({ promptsThisHour: 40n, hourlyBudget: 40, budgetFreesAt: in12min });
+    expect(statusText(a, now)).toBe("active, at its hourly budget (40) until 14:12:00 (in 12 min)");
+    expect(statusText(account({ promptsThisHour: 12n, hourlyBudget: 40 }), now)).toBe("active");
+  });
+
   it("says until when a cooling account cools and how long that is", () => {
     const a = account({ status: AccountStatus.COOLING, cooldownUntil: in12min, cooldownReason: "429 too many" });
     expect(statusText(a, now)).toBe("cooling until 14:12:00 (in 12 min)");

@@ -66,13 +66,24 @@ function cooldownText(account: Account, status: AccountStatus, now: Date): strin
   return `until ${formatTime(until, now)} (${left > 0 ? `in ${formatSpan(left)}` : "over"})`;
 }
 
+/** Until when an account at its hourly budget is not lent: `at its hourly budget (40) until 14:05:00 (in 12 min)`; else ''. */
+function budgetText(account: Account, now: Date): string {
+  const until = toDate(account.budgetFreesAt);
+  if (!until) return "";
+  const left = until.getTime() - now.getTime();
+  return `at its hourly budget (${account.hourlyBudget}) until ${formatTime(until, now)} (${left > 0 ? `in ${formatSpan(left)}` : "over"})`;
+}
+
 /**
  * The status in two parts, as the table shows it: the badge (`cooling`) and what qualifies it
- * (`until 14:05:00 (in 12 min)`; for a disabled account the status that enabling brings back,
- * `was cooling until …`).
+ * (`until 14:05:00 (in 12 min)`; for an active account at its hourly budget, until when it is
+ * not lent; for a disabled account the status that enabling brings back, `was cooling until …`).
  */
 export function statusParts(account: Account, now: Date = new Date()): { badge: StatusKey; detail: string } {
   const badge = statusKey(account.status);
+  if (account.status === AccountStatus.ACTIVE) {
+    return { badge, detail: budgetText(account, now) };
+  }
   if (account.status !== AccountStatus.DISABLED) {
     return { badge, detail: cooldownText(account, account.status, now) };
   }
@@ -82,11 +93,15 @@ export function statusParts(account: Account, now: Date = new Date()): { badge: 
   return { badge, detail: `was ${statusKey(under)}${until ? ` ${until}` : ""}` };
 }
 
-/** The status in words: `cooling until 14:05:00 (in 12 min)`, `disabled (was active)`. */
+/**
+ * The status in words: `cooling until 14:05:00 (in 12 min)`, `disabled (was active)`, `active,
+ * at its hourly budget (40) until 14:05:00 (in 12 min)`.
+ */
 export function statusText(account: Account, now: Date = new Date()): string {
   const { badge, detail } = statusParts(account, now);
   if (!detail) return badge;
-  return account.status === AccountStatus.DISABLED ? `${badge} (${detail})` : `${badge} ${detail}`;
+  if (account.status === AccountStatus.DISABLED) return `${badge} (${detail})`;
+  return account.status === AccountStatus.ACTIVE ? `${badge}, ${detail}` : `${badge} ${detail}`;
 }
 
 /** Why it cools down, while that matters (cooling or challenged, or disabled over one of them). */

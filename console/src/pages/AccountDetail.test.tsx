@@ -1,4 +1,5 @@
 import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { cleanup, fireEvent, render, waitFor } from "@testing-library/react";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
@@ -59,6 +60,17 @@ describe("AccountDetail", () => {
     expect(document.querySelectorAll("tr[data-testid=lease-row]")).toHaveLength(1);
     expect(document.querySelectorAll("tr[data-testid=evidence-row]")).toHaveLength(1);
     expect(api.sessions.listLeases).toHaveBeenCalledWith({ accountId: "a1", limit: 100 }, expect.anything());
+  });
+
+  it("shows the prompts of the hour against the budget, and until when an account at it rests", async () => {
+    const frees = new Date(Date.now() + 20 * 60_000);
+    api.sessions.getAccount.mockResolvedValue({
+      account: create(AccountSchema, { ...account, promptsThisHour: 40n, hourlyBudget: 40, budgetFreesAt: timestampFromDate(frees) }),
+    });
+    await open();
+    const text = $("#account")?.textContent ?? "";
+    expect(text).toContain("40 of a budget of 40");
+    expect(text).toMatch(/at its hourly budget \(40\) until .* \(in (19|20) min\)/);
   });
 
   it("deletes only after the in-page confirmation, then goes back to the list", async () => {

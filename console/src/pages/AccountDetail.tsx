@@ -208,6 +208,10 @@ function Fields({ account: a, now }: { account: Account; now: Date }) {
     ["Cooling until", formatFull(toDate(a.cooldownUntil))],
     ["Leased now", a.leased ? "yes" : "no"],
     ["Runs (rotation / total)", `${a.rotationRuns} / ${a.runs}`],
+    [
+      "Prompts this hour",
+      a.hourlyBudget > 0 ? `${a.promptsThisHour} of a budget of ${a.hourlyBudget}` : `${a.promptsThisHour} (no budget)`,
+    ],
     ["Last leased", formatFull(toDate(a.lastLeasedAt))],
     [
       "Last lease",

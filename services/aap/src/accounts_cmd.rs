@@ -160,12 +160,16 @@ fn time(t: Option<&prost_types::Timestamp>) -> String {
 }
 
 /// An account's status for people: `cooling until 2026-12-03 05:10 (rate limited: ...)`,
-/// `disabled (was expired)`.
+/// `disabled (was expired)`, `active, at its hourly budget (40) until 2026-12-03 05:10`.
 pub fn status_text(account: &Account) -> String {
     let status = status_name(account.status);
     let mut text = status.to_owned();
     if account.cooldown_until.is_some() {
         text.push_str(&format!(" until {}", time(account.cooldown_until.as_ref())));
+    }
+    if account.budget_frees_at.is_some() {
+        let (budget, frees_at) = (account.hourly_budget, time(account.budget_frees_at.as_ref()));
+        text.push_str(&format!(", at its hourly budget ({budget}) until {frees_at}"));
     }
     if !account.cooldown_reason.is_empty() {
         // Enough for the bot's class and prefix and the site's own words after them.
@@ -261,6 +265,9 @@ fn account_json(account: &Account) -> serde_json::Value {
         "proxy_challenges": account.proxy_challenges,
         "rate_limits": account.rate_limits,
         "failures": account.failures,
+        "prompts_this_hour": account.prompts_this_hour,
+        "hourly_budget": account.hourly_budget,
+        "budget_frees_at": at(account.budget_frees_at.as_ref()),
         "state_refreshed_at": at(account.state_refreshed_at.as_ref()),
         "created_at": at(account.created_at.as_ref()),
     })
@@ -371,6 +378,16 @@ mod tests {
             ..Account::default()
         };
         assert_eq!(status_text(&disabled), "disabled (was expired)");
+        let budgeted = Account {
+            status: AccountStatus::Active.into(),
+            underlying_status: AccountStatus::Active.into(),
+            prompts_this_hour: 40,
+            hourly_budget: 40,
+            budget_frees_at: Some(prost_types::Timestamp { seconds: 1_796_000_000, nanos: 0 }),
+            ..Account::default()
+        };
+        assert_eq!(status_text(&budgeted), "active, at its hourly budget (40) until 2026-11-30 00:53");
+        assert_eq!(status_text(&Account { budget_frees_at: None, ..budgeted }), "active");
         assert_eq!(proxy_host("socks5://10.0.0.7:1080"), "10.0.0.7:1080");
         assert_eq!(proxy_host(""), "-");
     }

@@ -411,6 +411,19 @@ pub struct Account {
     pub created_at: DateTime<Utc>,
     /// The latest lease, held or returned.
     pub last_lease: Option<LeaseRecord>,
+    /// Prompts it asked, or may still ask, in the past hour (what an hourly budget counts).
+    pub prompts_this_hour: u64,
+    /// When the oldest lease of its past hour leaves the hour; `None` without one.
+    pub hour_frees_at: Option<DateTime<Utc>>,
+}
+
+impl Account {
+    /// When it may be lent again while at `budget` prompts an hour; `None` when it is under it
+    /// (or there is no budget).
+    pub fn budget_frees_at(&self, budget: Option<u32>) -> Option<DateTime<Utc>> {
+        let at_budget = budget.is_some_and(|budget| self.prompts_this_hour >= u64::from(budget));
+        self.hour_frees_at.filter(|_| at_budget)
+    }
 }
 
 /// An account for [`SessionDirectory::create_account`], as the operator sent it.
@@ -652,6 +665,11 @@ impl SessionDirectory {
         let account = self.store.insert_account(&row).await?;
         tracing::info!(account_id = %account.id, "account created");
         Ok(account)
+    }
+
+    /// The platform's budget of prompts an hour for an account of `assistant`, if any.
+    pub fn hourly_budget(&self, assistant: &str) -> Option<u32> {
+        self.config.hourly_prompts.get(assistant).copied()
     }
 
     /// Every account, or one assistant's when `assistant` is not empty.

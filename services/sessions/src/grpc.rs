@@ -22,6 +22,12 @@ pub struct SessionGrpc {
 }
 
 impl SessionGrpc {
+    /// The account as clients see it, with its assistant's hourly budget.
+    fn account_message(&self, account: Account) -> pb::Account {
+        let budget = self.directory.hourly_budget(&account.assistant);
+        account_message(account, budget)
+    }
+
     /// Serves a [`SessionDirectory`] and the evidence of failed attempts over `pool` (migrated
     /// by `aap_platform::db`).
     pub fn new(pool: PgPool, config: SessionsConfig) -> SessionGrpc {
@@ -66,7 +72,9 @@ fn lease_message(lease: LeaseRecord) -> pb::Lease {
     }
 }
 
-fn account_message(account: Account) -> pb::Account {
+/// The account as clients see it; `budget` is the hourly budget of prompts for its assistant.
+fn account_message(account: Account, budget: Option<u32>) -> pb::Account {
+    let budget_frees_at = account.budget_frees_at(budget).map(timestamp);
     pb::Account {
         id: account.id.to_string(),
         assistant: account.assistant,
@@ -90,6 +98,9 @@ fn account_message(account: Account) -> pb::Account {
         created_at: Some(timestamp(account.created_at)),
         failures: account.failures,
         underlying_status: status_message(account.underlying_status).into(),
+        prompts_this_hour: account.prompts_this_hour,
+        hourly_budget: budget.unwrap_or_default(),
+        budget_frees_at,
     }
 }
 
@@ -144,7 +155,7 @@ impl SessionService for SessionGrpc {
             user_agent: &req.user_agent,
         };
         let account = self.directory.create_account(new).await?;
-        Ok(Response::new(pb::CreateAccountResponse { account: Some(account_message(account)) }))
+        Ok(Response::new(pb::CreateAccountResponse { account: Some(self.account_message(account)) }))
     }
 
     async fn list_accounts(
@@ -154,7 +165,9 @@ impl SessionService for SessionGrpc {
         let req = request.into_inner();
         let filter = account_filter(req.assistant, req.plan, &req.statuses)?;
         let accounts = self.directory.find_accounts(&filter).await?;
-        Ok(Response::new(pb::ListAccountsResponse { accounts: accounts.into_iter().map(account_message).collect() }))
+        Ok(Response::new(pb::ListAccountsResponse {
+            accounts: accounts.into_iter().map(|account| self.account_message(account)).collect(),
+        }))
     }
 
     async fn update_session_state(
@@ -163,7 +176,7 @@ impl SessionService for SessionGrpc {
     ) -> Result<Response<pb::UpdateSessionStateResponse>, Status> {
         let req = request.into_inner();
         let account = self.directory.update_session_state(&req.account_id, &req.storage_state_json).await?;
-        Ok(Response::new(pb::UpdateSessionStateResponse { account: Some(account_message(account)) }))
+        Ok(Response::new(pb::UpdateSessionStateResponse { account: Some(self.account_message(account)) }))
     }
 
     async fn update_account(
@@ -178,7 +191,7 @@ impl SessionService for SessionGrpc {
             end_cooldown: req.end_cooldown,
         };
         let account = self.directory.update_account(&req.account_id, update).await?;
-        Ok(Response::new(pb::UpdateAccountResponse { account: Some(account_message(account)) }))
+        Ok(Response::new(pb::UpdateAccountResponse { account: Some(self.account_message(account)) }))
     }
 
     async fn lease_session(
@@ -220,7 +233,7 @@ impl SessionService for SessionGrpc {
             .directory
             .return_lease(&req.lease_id, outcome, req.runs, &req.detail, lifts_at, &caller.principal)
             .await?;
-        Ok(Response::new(pb::ReturnSessionResponse { account: Some(account_message(account)) }))
+        Ok(Response::new(pb::ReturnSessionResponse { account: Some(self.account_message(account)) }))
     }
 
     type WatchAccountsStream = futures::stream::BoxStream<'static, Result<pb::WatchAccountsResponse, Status>>;
@@ -233,10 +246,17 @@ impl SessionService for SessionGrpc {
         let filter = account_filter(req.assistant, req.plan, &req.statuses)?;
         // A bad filter fails the call itself, not the stream's first message.
         let first = self.directory.find_accounts(&filter).await?;
-        let stream = crate::watch::accounts(self.directory.clone(), filter, first).map(|update| {
+        let directory = self.directory.clone();
+        let stream = crate::watch::accounts(self.directory.clone(), filter, first).map(move |update| {
             update
                 .map(|accounts| pb::WatchAccountsResponse {
-                    accounts: accounts.into_iter().map(account_message).collect(),
+                    accounts: accounts
+                        .into_iter()
+                        .map(|account| {
+                            let budget = directory.hourly_budget(&account.assistant);
+                            account_message(account, budget)
+                        })
+                        .collect(),
                 })
                 .map_err(Status::from)
         });
@@ -248,7 +268,7 @@ impl SessionService for SessionGrpc {
         request: Request<pb::GetAccountRequest>,
     ) -> Result<Response<pb::GetAccountResponse>, Status> {
         let account = self.directory.get_account(&request.into_inner().account_id).await?;
-        Ok(Response::new(pb::GetAccountResponse { account: Some(account_message(account)) }))
+        Ok(Response::new(pb::GetAccountResponse { account: Some(self.account_message(account)) }))
     }
 
     async fn disable_account(
@@ -256,7 +276,7 @@ impl SessionService for SessionGrpc {
         request: Request<pb::DisableAccountRequest>,
     ) -> Result<Response<pb::DisableAccountResponse>, Status> {
         let account = self.directory.set_disabled(&request.into_inner().account_id, true).await?;
-        Ok(Response::new(pb::DisableAccountResponse { account: Some(account_message(account)) }))
+        Ok(Response::new(pb::DisableAccountResponse { account: Some(self.account_message(account)) }))
     }
 
     async fn enable_account(
@@ -264,7 +284,7 @@ impl SessionService for SessionGrpc {
         request: Request<pb::EnableAccountRequest>,
     ) -> Result<Response<pb::EnableAccountResponse>, Status> {
         let account = self.directory.set_disabled(&request.into_inner().account_id, false).await?;
-        Ok(Response::new(pb::EnableAccountResponse { account: Some(account_message(account)) }))
+        Ok(Response::new(pb::EnableAccountResponse { account: Some(self.account_message(account)) }))
     }
 
     async fn delete_account(

@@ -52,7 +52,11 @@ macro_rules! select_accounts {
                  AS cooldown_reason, \
              (a.lease_id IS NOT NULL AND a.leased_until > now()) AS leased, \
              a.proxy_display, a.user_agent, a.challenges, a.last_challenged_at, a.proxy_challenges, \
-             a.rate_limits, a.state_refreshed_at, a.created_at, a.failures, \
+             a.rate_limits, a.state_refreshed_at, a.created_at, a.failures, ",
+            prompts_in_the_hour!(),
+            " AS prompts_this_hour, ",
+            budget_frees_at!(),
+            " AS hour_frees_at, \
              l.id AS lease_id, l.bot_id AS lease_bot_id, l.principal AS lease_principal, \
              l.leased_at AS lease_leased_at, l.expires_at AS lease_expires_at, \
              l.returned_at AS lease_returned_at, ",
@@ -113,6 +117,8 @@ struct AccountRow {
     proxy_challenges: i64,
     rate_limits: i64,
     failures: i64,
+    prompts_this_hour: i64,
+    hour_frees_at: Option<DateTime<Utc>>,
     state_refreshed_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     lease_id: Option<Uuid>,
@@ -187,6 +193,8 @@ impl TryFrom<AccountRow> for Account {
             cooldown_reason: row.cooldown_reason,
             rate_limits: u64::try_from(row.rate_limits).unwrap_or_default(),
             failures: u64::try_from(row.failures).unwrap_or_default(),
+            prompts_this_hour: u64::try_from(row.prompts_this_hour).unwrap_or_default(),
+            hour_frees_at: row.hour_frees_at,
             rotation_runs: row.lease_runs.and_then(|runs| u64::try_from(runs).ok()).unwrap_or_default(),
             state_refreshed_at: row.state_refreshed_at,
             created_at: row.created_at,

@@ -126,15 +126,35 @@ async fn an_account_asks_at_most_its_hourly_budget_of_prompts() -> anyhow::Resul
         ..SessionsConfig::default()
     };
     let (mut client, pool) = spawn_app_and_pool(config).await?;
-    create(&mut client, "chatgpt", "plus", "budgeted").await?;
-    create(&mut client, "claude", "pro", "unbudgeted").await?;
+    let budgeted = create(&mut client, "chatgpt", "plus", "budgeted").await?;
+    let unbudgeted = create(&mut client, "claude", "pro", "unbudgeted").await?;
+    assert_eq!((budgeted.prompts_this_hour, budgeted.hourly_budget, budgeted.budget_frees_at), (0, 3, None));
+    assert_eq!((unbudgeted.prompts_this_hour, unbudgeted.hourly_budget), (0, 0));
 
     let first = lease(&mut client, "chatgpt", "plus").await?;
     assert_eq!(first.max_runs, 2, "the rotation's runs, within the budget");
+    let held = account(&mut client, &budgeted.id).await?;
+    assert_eq!((held.prompts_this_hour, held.budget_frees_at), (2, None), "a held lease counts its max_runs");
     give_back(&mut client, &first.lease_id, LeaseOutcome::Ok, 2).await?;
     let second = lease(&mut client, "chatgpt", "plus").await?;
     assert_eq!(second.max_runs, 1, "what the budget has left");
-    give_back(&mut client, &second.lease_id, LeaseOutcome::Ok, 1).await?;
+    let returned = give_back(&mut client, &second.lease_id, LeaseOutcome::Ok, 1).await?;
+    // At its budget: its status unchanged, the account says when it may be lent again (when the
+    // first lease leaves the hour), in every read of it.
+    assert_eq!((returned.status, returned.prompts_this_hour), (AccountStatus::Active as i32, 3));
+    let frees_at = to_chrono(returned.budget_frees_at).context("at its budget: when it frees up")?;
+    let first_leased = to_chrono(account(&mut client, &budgeted.id).await?.last_leased_at).context("leased")?;
+    assert!(frees_at > chrono::Utc::now() + chrono::Duration::minutes(55), "{frees_at}");
+    assert!(frees_at > first_leased && frees_at <= first_leased + chrono::Duration::hours(1), "{frees_at}");
+    let listed = client
+        .list_accounts(ListAccountsRequest { assistant: "chatgpt".into(), ..Default::default() })
+        .await?
+        .into_inner()
+        .accounts;
+    assert_eq!(
+        listed.iter().map(|a| (a.hourly_budget, to_chrono(a.budget_frees_at))).collect::<Vec<_>>(),
+        vec![(3, Some(frees_at))]
+    );
 
     let refused = lease(&mut client, "chatgpt", "plus").await.expect_err("at its budget");
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
@@ -149,10 +169,14 @@ async fn an_account_asks_at_most_its_hourly_budget_of_prompts() -> anyhow::Resul
         assert_eq!(lease.max_runs, 2, "no budget for claude");
         give_back(&mut client, &lease.lease_id, LeaseOutcome::Ok, 2).await?;
     }
+    let unbudgeted = account(&mut client, &unbudgeted.id).await?;
+    assert_eq!((unbudgeted.prompts_this_hour, unbudgeted.hourly_budget, unbudgeted.budget_frees_at), (6, 0, None));
 
     // An hour on (the leases moved back 61 minutes), the whole budget is back; a lease left
     // open (here lapsed, its bot gone) counts every run it granted.
     sqlx::query("UPDATE session_leases SET leased_at = leased_at - interval '61 minutes'").execute(&pool).await?;
+    let freed = account(&mut client, &budgeted.id).await?;
+    assert_eq!((freed.prompts_this_hour, freed.budget_frees_at), (0, None));
     let open = lease(&mut client, "chatgpt", "plus").await?;
     assert_eq!(open.max_runs, 2);
     sqlx::query("UPDATE session_accounts SET leased_until = now() - interval '1 second'").execute(&pool).await?;
