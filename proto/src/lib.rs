@@ -46,6 +46,8 @@ pub mod limits {
     /// Longest failure reason a bot may give: a release reason, an evidence case's error, the
     /// detail of a returned lease.
     pub const MAX_REASON_CHARS: usize = 4096;
+    /// Longest word of what a bot waits for before it can ask (Progress's `waiting`): one line.
+    pub const MAX_WAITING_CHARS: usize = 1000;
     /// Largest page HTML of an evidence case, in bytes.
     pub const MAX_EVIDENCE_HTML_BYTES: usize = 2 * 1024 * 1024;
     /// Largest screenshot of an evidence case, in bytes.

@@ -58,8 +58,9 @@ enum Attempt {
     /// The session is unusable; the attempt did not count.
     Session(Outcome, String),
     /// No session can be had now: the task goes back to the queue, or (claim mode, the platform
-    /// saying when an account frees up: the wait) is held while the lease is asked again.
-    NoSession(String, Option<Duration>),
+    /// saying when an account frees up: the wait and the platform's words) is held while the
+    /// lease is asked again.
+    NoSession(String, Option<(Duration, String)>),
     /// Shutdown came before the answer: the task goes back to the queue.
     Interrupted,
 }
@@ -254,8 +255,9 @@ impl<A: Adapter> Worker<A> {
         let mut fresh_session_tried = false;
         let mut first = true;
         let mut attempt_no = 0;
-        let mut waiting_for_session = false;
         let mut waiting_since: Option<Instant> = None;
+        // What the task's streams were last told it waits for.
+        let mut told_waiting: Option<String> = None;
         loop {
             attempt_no += 1;
             // The first attempt always runs (shutdown gives it a grace period); retries do not.
@@ -305,19 +307,27 @@ impl<A: Adapter> Worker<A> {
                 // Every account busy, and the platform says when one frees up: the task is held
                 // (its claim heartbeated) and the lease asked again, not handed back to burn an
                 // attempt at every bot in turn. The seed's HTTP API has no heartbeat: handed back.
-                Attempt::NoSession(reason, Some(free_in))
+                Attempt::NoSession(reason, Some((free_in, said)))
                     if self.source.takes_progress()
                         && waiting_since.get_or_insert_with(Instant::now).elapsed() < MAX_SESSION_HOLD =>
                 {
                     // Asked again at the time named, or sooner (an operator may end a cool-down);
                     // never in a tight loop (a time already past, no poll pause configured).
                     let wait = free_in.min(self.settings.poll_retry).max(MIN_SESSION_WAIT);
-                    if !std::mem::replace(&mut waiting_for_session, true) {
+                    // Logged, and the customers watching the prompt told what the task waits
+                    // for, once and again whenever the platform's words change (another time).
+                    let waiting = format!("no account is free: {said}");
+                    if told_waiting.as_deref() != Some(waiting.as_str()) {
                         tracing::info!(
                             reason,
                             free_in_s = free_in.as_secs(),
                             "every session is busy: holding the task until one frees up"
                         );
+                        let until = SystemTime::now() + free_in;
+                        if let Err(error) = self.source.waiting(task, &waiting, Some(until)).await {
+                            tracing::debug!(%error, "cannot tell the task's streams that it waits");
+                        }
+                        told_waiting = Some(waiting);
                     }
                     self.pause(wait).await;
                     if self.stopping() {
@@ -407,7 +417,7 @@ impl<A: Adapter> Worker<A> {
         crate::metrics::lease_asked(self.adapter.assistant(), leased.is_ok());
         let lease = leased.map_err(|error: SessionError| {
             let free_in = match &error {
-                SessionError::FreeIn { free_in, .. } => Some(*free_in),
+                SessionError::FreeIn { free_in, reason } => Some((*free_in, reason.clone())),
                 _ => None,
             };
             Attempt::NoSession(error.to_string(), free_in)

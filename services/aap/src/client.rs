@@ -253,6 +253,13 @@ pub async fn print_events(
                 let state = match EvaluationState::try_from(p.state) {
                     Ok(EvaluationState::Pending) => "pending".to_owned(),
                     Ok(EvaluationState::Queued) => "waiting for a bot".to_owned(),
+                    Ok(EvaluationState::Claimed) if !p.waiting.is_empty() => {
+                        format!(
+                            "a bot holds it and waits (attempt {}): {}",
+                            p.attempt,
+                            crate::accounts_cmd::shown(&p.waiting)
+                        )
+                    }
                     Ok(EvaluationState::Claimed) => format!("a bot is asking (attempt {})", p.attempt),
                     Ok(EvaluationState::Submitted) => "answer submitted, storing".to_owned(),
                     _ => "in progress".to_owned(),

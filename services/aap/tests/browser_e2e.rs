@@ -459,7 +459,8 @@ async fn a_document_written_beside_the_answer_is_stored_with_the_answer() {
 /// An account at its hourly budget is not lent: the bot that took the next task holds it (its
 /// claim heartbeated) and asks for a lease again, rather than handing it back to burn an attempt
 /// at every bot in turn; once the budget frees up (here: the hour moved on), the task is answered
-/// on its first attempt, and the customer's stream saw no failure.
+/// on its first attempt, and the customer's stream saw no failure but was told what the task
+/// waited for.
 #[tokio::test]
 async fn a_task_waits_for_an_account_at_its_hourly_budget_and_is_answered_on_its_first_attempt() {
     let budget = [("chatgpt".to_owned(), 1)].into();
@@ -500,6 +501,18 @@ async fn a_task_waits_for_an_account_at_its_hourly_budget_and_is_answered_on_its
     stop_bot(bot).await;
     first_answer(&events);
     assert!(!events.iter().any(|e| matches!(e, Event::Failed(_))), "no attempt burnt: {events:?}");
+    // The customer's stream said why the task waited, and until when (the platform's words).
+    let told = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Progress(p) if !p.waiting.is_empty() => Some(p),
+            _ => None,
+        })
+        .expect("a progress event saying what the task waits for");
+    assert!(told.waiting.contains("hourly budget") && told.waiting.contains("frees up"), "{told:?}");
+    let until = told.waiting_until.as_ref().expect("until when").seconds;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    assert!(until > now + 30 * 60 && until <= now + 3600, "the next account frees up within the hour: {told:?}");
     let (attempts,): (i32,) = sqlx::query_as("SELECT attempts FROM evaluations ORDER BY id DESC LIMIT 1")
         .fetch_one(&app.pool)
         .await

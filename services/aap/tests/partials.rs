@@ -41,7 +41,8 @@ async fn rest(events: &mut Events) -> Vec<Event> {
 
 /// Progress as the bot `bot_id`: whether the task is still held, or the refusal's code.
 async fn progress(app: &TestApp, evaluation_id: i64, bot_id: &str, text: &str) -> Result<bool, Code> {
-    let request = ProgressRequest { evaluation_id, bot_id: bot_id.into(), text: text.into() };
+    let request =
+        ProgressRequest { evaluation_id, bot_id: bot_id.into(), text: text.into(), ..ProgressRequest::default() };
     app.evaluations().progress(request).await.map(|r| r.into_inner().held).map_err(|s| s.code())
 }
 
@@ -115,12 +116,14 @@ async fn ask_and_watch_streams_show_the_text_so_far_until_the_answer_and_nothing
         assistant: "chatgpt".into(),
         plan: chatgpt.plan.clone(),
         text: "a late partial".into(),
+        ..PartialMessage::default()
     };
     let typing = PartialMessage {
         evaluation_id: claude.evaluation_id,
         assistant: "claude".into(),
         plan: claude.plan.clone(),
         text: "Claude types".into(),
+        ..PartialMessage::default()
     };
     for message in [&late, &typing] {
         nats.publish(subject.clone(), serde_json::to_vec(message).expect("json").into()).await.expect("publish");
@@ -146,4 +149,70 @@ async fn ask_and_watch_streams_show_the_text_so_far_until_the_answer_and_nothing
         .await
         .expect("answer");
     assert_eq!(text, "The best standing desks for a small flat are compact");
+}
+
+/// Progress with what the bot waits for (and until when) as the bot `bot_id`.
+async fn waiting(
+    app: &TestApp,
+    evaluation_id: i64,
+    text: &str,
+    waiting: &str,
+    until: Option<prost_types::Timestamp>,
+) -> Result<bool, Code> {
+    let request = ProgressRequest {
+        evaluation_id,
+        bot_id: "test-bot".into(),
+        text: text.into(),
+        waiting: waiting.into(),
+        waiting_until: until,
+    };
+    app.evaluations().progress(request).await.map(|r| r.into_inner().held).map_err(|s| s.code())
+}
+
+/// A bot that holds a task but cannot ask yet (no account free) says so: the prompt's streams
+/// show a progress event with its words and until when, then the text as it types and the
+/// answer. A wait given with text, on two lines, past its length, or a time without words, is
+/// refused.
+#[tokio::test]
+async fn a_bot_that_waits_before_it_can_ask_says_so_on_the_prompts_streams() {
+    let app = spawn_app().await;
+    let ask = app.answers().ask(ask_text("Which kettle is quietest?", &["chatgpt"])).await.expect("ask").into_inner();
+    let mut asked = events(ask, |r| r.event);
+    assert!(matches!(next(&mut asked).await, Event::Matched(_)));
+    let task = poll_task(&app, "chatgpt", "").await;
+    let id = task.evaluation_id;
+
+    let said = "no account is free: every account of chatgpt is at its hourly budget; the next frees up at 14:05:00";
+    let until = prost_types::Timestamp { seconds: 1_796_000_000, nanos: 0 };
+    assert_eq!(waiting(&app, id, "typed", said, None).await, Err(Code::InvalidArgument), "text or a wait");
+    assert_eq!(waiting(&app, id, "", "one\ntwo", None).await, Err(Code::InvalidArgument));
+    assert_eq!(waiting(&app, id, "", "nul \0", None).await, Err(Code::InvalidArgument));
+    let long = "w".repeat(aap_proto::limits::MAX_WAITING_CHARS + 1);
+    assert_eq!(waiting(&app, id, "", &long, None).await, Err(Code::InvalidArgument));
+    assert_eq!(waiting(&app, id, "", "", Some(until)).await, Err(Code::InvalidArgument), "a time needs its words");
+    let bad_nanos = prost_types::Timestamp { seconds: 1, nanos: -1 };
+    assert_eq!(waiting(&app, id, "", said, Some(bad_nanos)).await, Err(Code::InvalidArgument));
+    assert_eq!(waiting(&app, id, "", said, Some(until)).await, Ok(true));
+
+    let told = loop {
+        match next(&mut asked).await {
+            Event::Progress(p) if !p.waiting.is_empty() => break p,
+            Event::Partial(p) => panic!("a wait is no partial answer: {p:?}"),
+            _ => {}
+        }
+    };
+    assert_eq!((told.evaluation_id, told.assistant.as_str(), told.waiting.as_str()), (id, "chatgpt", said));
+    assert_eq!((told.state, told.attempt), (aap_proto::v1::EvaluationState::Claimed as i32, 1));
+    assert_eq!(told.waiting_until, Some(until));
+
+    assert_eq!(progress(&app, id, "test-bot", "Typing now").await, Ok(true));
+    loop {
+        if let Event::Partial(p) = next(&mut asked).await {
+            assert_eq!(p.text, "Typing now");
+            break;
+        }
+    }
+    submit(&app, id, "The quietest kettle").await.expect("submit");
+    let tail = rest(&mut asked).await;
+    assert!(matches!(tail.last(), Some(Event::Completed(c)) if c.answered == 1), "{tail:?}");
 }

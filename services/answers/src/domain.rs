@@ -980,11 +980,23 @@ impl Follower {
         }
     }
 
-    /// The event for a partial answer, when it is about the evaluation this stream follows for
-    /// a target not told its answer yet; `None` otherwise (late, or another stream's target).
+    /// The event for a partial answer (or, when the bot waits before it can ask, a progress
+    /// event saying what for), when it is about the evaluation this stream follows for a target
+    /// not told its answer yet; `None` otherwise (late, or another stream's target).
     fn partial(&self, partial: &PartialMessage, rows: &[EvaluationRow]) -> Option<AnswerEvent> {
         let row = rows.iter().find(|r| r.id == partial.evaluation_id && !r.status().is_final())?;
         self.targets.iter().find(|t| t.covers(row) && !self.done.contains_key(*t))?;
+        if !partial.waiting.is_empty() {
+            return Some(event(Event::Progress(EvaluationProgress {
+                evaluation_id: row.id,
+                assistant: row.assistant.clone(),
+                plan: row.plan.clone(),
+                state: EvaluationState::Claimed as i32,
+                attempt: row.attempts.max(0) as u32,
+                waiting: partial.waiting.clone(),
+                waiting_until: partial.waiting_until.map(timestamp),
+            })));
+        }
         Some(event(Event::Partial(PartialAnswer {
             evaluation_id: row.id,
             assistant: row.assistant.clone(),
@@ -1092,6 +1104,7 @@ impl Follower {
                     plan: row.plan.clone(),
                     state: state_of(now.status) as i32,
                     attempt: now.attempts.max(0) as u32,
+                    ..EvaluationProgress::default()
                 })));
             }
             self.sent.insert(row.id, now);

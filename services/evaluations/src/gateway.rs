@@ -76,8 +76,17 @@ pub struct Submission {
 /// are [`aap_proto::limits`], which bots fit what they captured to before they submit.
 pub use aap_proto::limits::{
     MAX_CITATIONS, MAX_HTML_CHARS, MAX_MARKDOWN_CHARS, MAX_NAME_CHARS, MAX_PRODUCTS, MAX_QUERY_CHARS, MAX_REASON_CHARS,
-    MAX_RESPONSE_CHARS, MAX_SEARCH_QUERIES, MAX_TITLE_CHARS, MAX_URL_CHARS,
+    MAX_RESPONSE_CHARS, MAX_SEARCH_QUERIES, MAX_TITLE_CHARS, MAX_URL_CHARS, MAX_WAITING_CHARS,
 };
+
+/// What a bot reports on a task it holds (`Progress`): the text typed so far, or what it waits
+/// for before it can ask and until when.
+#[derive(Debug, Clone, Default)]
+pub struct ProgressReport {
+    pub text: String,
+    pub waiting: String,
+    pub waiting_until: Option<DateTime<Utc>>,
+}
 
 fn check(field: &'static str, result: Result<(), String>) -> EvalResult<()> {
     result.map_err(|reason| EvalError::invalid(field, reason))
@@ -663,13 +672,22 @@ impl Gateway {
         Ok(status)
     }
 
-    /// Hands the text the assistant has typed so far on a task `holder` holds to the prompt's
-    /// streams; never stores it. Returns whether the task is still held (false once it was
-    /// answered, released or its claim lapsed: the bot stops reporting).
-    pub async fn progress(&self, evaluation_id: i64, text: String, holder: &Holder) -> EvalResult<bool> {
+    /// Hands the text the assistant has typed so far on a task `holder` holds (or what the bot
+    /// waits for before it can ask) to the prompt's streams; never stores it. Returns whether the
+    /// task is still held (false once it was answered, released or its claim lapsed: the bot
+    /// stops reporting).
+    pub async fn progress(&self, evaluation_id: i64, report: ProgressReport, holder: &Holder) -> EvalResult<bool> {
         check_bot_id(&holder.bot_id)?;
         check_evaluation_id(evaluation_id)?;
+        let ProgressReport { text, waiting, waiting_until } = report;
         check("text", input::check_line(&text, MAX_RESPONSE_CHARS))?;
+        check("waiting", input::check_one_line(&waiting, MAX_WAITING_CHARS))?;
+        if !waiting.is_empty() && !text.is_empty() {
+            return Err(EvalError::invalid("waiting", "comes instead of text: send one or the other".to_owned()));
+        }
+        if waiting.is_empty() && waiting_until.is_some() {
+            return Err(EvalError::invalid("waiting_until", "comes only with waiting".to_owned()));
+        }
         let held_by = |row: &EvaluationRow| -> EvalResult<bool> {
             if row.claimed_principal.is_some() && !holder.holds(row) {
                 return Err(claimed_by_another(evaluation_id));
@@ -691,8 +709,14 @@ impl Gateway {
         };
         let held = held_by(&row)?;
         if held {
-            let message =
-                PartialMessage { evaluation_id, assistant: row.assistant.clone(), plan: row.plan.clone(), text };
+            let message = PartialMessage {
+                evaluation_id,
+                assistant: row.assistant.clone(),
+                plan: row.plan.clone(),
+                text,
+                waiting,
+                waiting_until,
+            };
             partial::publish(&self.queue, row.prompt_id, &message).await;
         }
         Ok(held)

@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::gateway::{ClaimEnd, ClaimInput, Gateway, Submission, admit_serves, check_bot_id, parse_serves, timestamp};
+use crate::gateway::{
+    ClaimEnd, ClaimInput, Gateway, ProgressReport, Submission, admit_serves, check_bot_id, parse_serves, timestamp,
+};
 use crate::model::{AnswerKind, Capture, CitationKind, CitationOrigin, Product, RawCitation};
 use crate::store::Holder;
 use crate::{EvalError, EvalResult};
@@ -332,7 +334,14 @@ impl EvaluationService for EvaluationGrpc {
         let caller = aap_platform::auth::caller(&request)?;
         let req = request.into_inner();
         let holder = Holder::new(&caller.principal, &req.bot_id);
-        let held = self.gateway.progress(req.evaluation_id, req.text, &holder).await?;
+        let waiting_until = req
+            .waiting_until
+            .as_ref()
+            .map(input::check_time)
+            .transpose()
+            .map_err(|reason| EvalError::invalid("waiting_until", reason))?;
+        let report = ProgressReport { text: req.text, waiting: req.waiting, waiting_until };
+        let held = self.gateway.progress(req.evaluation_id, report, &holder).await?;
         Ok(Response::new(ProgressResponse { held }))
     }
 }

@@ -1,5 +1,6 @@
-//! Live partial answers: the text an assistant has typed so far, reported by the bot that holds
-//! the task, checked against its claim and announced to the prompt's streams over core NATS
+//! Live partial answers: the text an assistant has typed so far (or what the bot waits for before
+//! it can ask), reported by the bot that holds the task, checked against its claim and announced
+//! to the prompt's streams over core NATS
 //! (`<prefix>.events.prompt.<id>.partial`). Nothing here is stored: a partial lost on the way
 //! costs a customer one glimpse, and the answer follows anyway.
 
@@ -23,13 +24,19 @@ pub const CLAIM_CHECK_TTL: Duration = Duration::from_secs(2);
 const MAX_CHECKS: usize = 4096;
 
 /// What travels on a prompt's partial subject (JSON, as every message of the platform).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartialMessage {
     pub evaluation_id: i64,
     pub assistant: String,
     pub plan: String,
-    /// The whole text so far, not a delta.
+    /// The whole text so far, not a delta; empty with `waiting`.
     pub text: String,
+    /// Instead of text: what the bot waits for before it can ask (a free account).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub waiting: String,
+    /// With `waiting`: when the bot expects to go on, if it knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl PartialMessage {

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aap_proto::v1::claim_request::Msg as ClaimMsg;
 use aap_proto::v1::claim_response::Msg as ClaimReply;
@@ -177,7 +177,25 @@ impl ClaimSource {
             evaluation_id: task.evaluation_id,
             bot_id: self.options.bot_id.clone(),
             text: text.to_owned(),
+            ..ProgressRequest::default()
         };
+        self.send_progress(request).await
+    }
+
+    /// `Progress` with what the bot waits for before it can ask `task` (and until when), tried
+    /// once.
+    pub async fn waiting(&self, task: &Task, waiting: &str, until: Option<SystemTime>) -> Result<bool, SourceError> {
+        let request = ProgressRequest {
+            evaluation_id: task.evaluation_id,
+            bot_id: self.options.bot_id.clone(),
+            waiting: waiting.to_owned(),
+            waiting_until: until.map(prost_types::Timestamp::from),
+            ..ProgressRequest::default()
+        };
+        self.send_progress(request).await
+    }
+
+    async fn send_progress(&self, request: ProgressRequest) -> Result<bool, SourceError> {
         let mut client = self.client.clone();
         let timeout = self.options.submit_timeout;
         match tokio::time::timeout(timeout, client.progress(request)).await {

@@ -5,7 +5,7 @@ mod claim;
 mod http;
 pub mod limits;
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 
@@ -192,6 +192,15 @@ impl TaskSource {
         match self {
             TaskSource::Http(_) => Ok(false),
             TaskSource::Claim(claim) => claim.progress(task, text).await,
+        }
+    }
+
+    /// Tells the customers of `task` what the bot waits for before it can ask it, and until
+    /// when; `Ok(false)` once the task is no longer held. The HTTP API has no such call.
+    pub async fn waiting(&self, task: &Task, waiting: &str, until: Option<SystemTime>) -> Result<bool, SourceError> {
+        match self {
+            TaskSource::Http(_) => Ok(false),
+            TaskSource::Claim(claim) => claim.waiting(task, waiting, until).await,
         }
     }
 
