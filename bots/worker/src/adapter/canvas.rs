@@ -23,7 +23,7 @@ pub(super) const CREATE: &str = "canmore.create_textdoc";
 pub(super) const UPDATE: &str = "canmore.update_textdoc";
 
 /// A message of the answer's turn as far as the canvas goes.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Call<'a> {
     /// `assistant` or `tool`.
     pub role: &'a str,
@@ -38,11 +38,21 @@ pub(super) struct Call<'a> {
 /// The canvases a turn wrote, as last edited.
 #[derive(Debug, Default)]
 pub(super) struct Canvases {
-    /// Each canvas: its id once the tool's reply names it, and its document.
-    written: Vec<(Option<String>, Document)>,
+    /// Each canvas as the tool holds it, in the order first written.
+    written: Vec<Written>,
     /// Edits that could not be replayed (a pattern Rust's regex cannot read, no match, no
     /// canvas to edit): the document read may not be the one the page shows.
     pub missed: usize,
+}
+
+/// One canvas: its id once the tool's reply names it, its title, its language for a code canvas,
+/// and its text as the tool holds it (the updates' patterns apply to that, not to markdown).
+#[derive(Debug)]
+struct Written {
+    id: Option<String>,
+    title: String,
+    language: Option<String>,
+    text: String,
 }
 
 impl Canvases {
@@ -78,7 +88,17 @@ impl Canvases {
 
     /// The documents, in the order first written; empty ones are none.
     pub fn documents(self) -> Vec<Document> {
-        self.written.into_iter().map(|(_, document)| document).filter(|d| !d.text.trim().is_empty()).collect()
+        self.written
+            .into_iter()
+            .filter(|canvas| !canvas.text.trim().is_empty())
+            .map(|canvas| Document {
+                title: canvas.title,
+                text: match canvas.language {
+                    Some(language) => fenced(&language, &canvas.text),
+                    None => canvas.text,
+                },
+            })
+            .collect()
     }
 
     fn create(&mut self, id: Option<String>, arguments: &Value, reply: Option<&Value>) {
@@ -90,68 +110,40 @@ impl Canvases {
             .filter(|title| !title.is_empty())
             .unwrap_or_else(|| "Canvas".to_owned());
         let kind = arguments["type"].as_str().unwrap_or("document");
-        self.written.push((id, Document { title, text: as_markdown(kind, content) }));
+        let language = kind.strip_prefix("code/").map(str::to_owned);
+        self.written.push(Written { id, title, language, text: content.to_owned() });
     }
 
     /// Applies an update to the canvas its reply names, else to the last one written (the tool
     /// updates "the current textdoc").
     fn update(&mut self, id: Option<&str>, arguments: &Value) {
-        let target = match id {
-            Some(id) => self.written.iter().rposition(|(known, _)| known.as_deref() == Some(id)),
-            None => None,
-        }
-        .or(self.written.len().checked_sub(1));
-        let Some((_, document)) = target.and_then(|at| self.written.get_mut(at)) else {
+        let target = id
+            .and_then(|id| self.written.iter().rposition(|canvas| canvas.id.as_deref() == Some(id)))
+            .or(self.written.len().checked_sub(1));
+        let Some(canvas) = target.and_then(|at| self.written.get_mut(at)) else {
             tracing::debug!("a canvas update with no canvas of this turn to apply it to");
             self.missed += 1;
             return;
         };
-        let (fence, body) = split_fence(&document.text);
-        let mut body = body.to_owned();
         for update in arguments["updates"].as_array().into_iter().flatten() {
-            match apply(&body, update) {
-                Some(updated) => body = updated,
+            match apply(&canvas.text, update) {
+                Some(updated) => canvas.text = updated,
                 None => {
                     tracing::debug!(pattern = ?update["pattern"], "a canvas update that could not be replayed");
                     self.missed += 1;
                 }
             }
         }
-        document.text = match fence {
-            Some(language) => fenced(language, &body),
-            None => body,
-        };
     }
 }
 
-/// A canvas's text as markdown: a document as written, code in a fence of its language.
-fn as_markdown(kind: &str, content: &str) -> String {
-    match kind.strip_prefix("code/") {
-        Some(language) => fenced(language, content),
-        None => content.to_owned(),
-    }
-}
-
+/// Code in a markdown fence of its language.
 fn fenced(language: &str, code: &str) -> String {
     let language: String = language.chars().filter(|c| c.is_ascii_alphanumeric() || "+-_#.".contains(*c)).collect();
     // A fence longer than any run of backticks in the code.
     let longest = code.split(|c| c != '`').map(str::len).max().unwrap_or(0);
     let fence = "`".repeat(longest.max(2) + 1);
     format!("{fence}{language}\n{}\n{fence}", code.trim_end_matches('\n'))
-}
-
-/// A fenced document's language and code, or `None` and the text for a document.
-fn split_fence(text: &str) -> (Option<&str>, &str) {
-    let ticks = text.len() - text.trim_start_matches('`').len();
-    if ticks < 3 {
-        return (None, text);
-    }
-    let fence = &text[..ticks];
-    let Some((first, rest)) = text[ticks..].split_once('\n') else { return (None, text) };
-    match rest.strip_suffix(fence).and_then(|code| code.strip_suffix('\n')) {
-        Some(code) => (Some(first), code),
-        None => (None, text),
-    }
 }
 
 /// One update (`{"pattern", "multiple", "replacement"}`) applied to `text`: the first match of
@@ -344,7 +336,9 @@ mod tests {
         // A code canvas holding a fence gets a longer one, and an update edits the code alone.
         let fenced = Canvases::replay(&calls[6..8]).documents();
         assert_eq!(fenced[0].text, "````python\nprint('```')\n````");
-        assert_eq!(split_fence(&fenced[0].text), (Some("python"), "print('```')"));
+        let edit = json!({ "updates": [update("print", false, "echo")] }).to_string();
+        let edited = Canvases::replay(&[calls[6].clone(), calls[7].clone(), call("assistant", UPDATE, &edit, None)]);
+        assert_eq!(edited.documents()[0].text, "````python\necho('```')\n````");
     }
 
     #[test]
